@@ -1,0 +1,99 @@
+//! Live progress for `demo`: a progress bar on a terminal, plain lines otherwise.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::out;
+use backstop::executor::{ActionPlan, Verification};
+use backstop::judge::{Finding, MetricStatus};
+use backstop::orchestrator::{Observer, TickReport};
+
+/// Shows each tick as it is judged.
+pub struct LiveDisplay {
+    bar: Option<ProgressBar>,
+}
+
+fn badge(f: &Finding) -> String {
+    let s = match f.status {
+        MetricStatus::Ok => "ok",
+        MetricStatus::Failing => "FAIL",
+        MetricStatus::Suspect => "suspect",
+        MetricStatus::NoData => "no-data",
+        MetricStatus::InsufficientData => "thin",
+        MetricStatus::Ignored => "ignored",
+    };
+    let shift = match (f.relative_effect, f.unit.as_str()) {
+        (_, "ratio") => f.effect.map(|e| format!("{:+.2}pt", e * 100.0)),
+        (Some(r), _) => Some(format!("{:+.0}%", r * 100.0)),
+        _ => None,
+    };
+    match shift {
+        Some(x) => format!("{}={s}({x})", f.metric),
+        None => format!("{}={s}", f.metric),
+    }
+}
+
+impl LiveDisplay {
+    /// A bar when stdout is a terminal and `plain` is false.
+    pub fn new(duration_s: u64, plain: bool) -> Self {
+        let bar = (!plain && std::io::stdout().is_terminal()).then(|| {
+            let b = ProgressBar::new(duration_s);
+            let style = ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>5}/{len}s {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            b.set_style(style);
+            b
+        });
+        Self { bar }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => out(text),
+        }
+    }
+
+    /// Remove the bar before the final report.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for LiveDisplay {
+    fn on_tick(&mut self, t: &TickReport<'_>) {
+        let metrics: Vec<String> = t.judge.findings.iter().map(badge).collect();
+        let text = format!(
+            "t={:>5}s  {:<16} {}",
+            t.now_s,
+            t.outcome.decision.label(),
+            if metrics.is_empty() { t.judge.summary.clone() } else { metrics.join("  ") }
+        );
+        match &self.bar {
+            Some(b) => {
+                b.set_position(t.now_s);
+                b.set_message(text);
+                if t.outcome.decision.label() != "continue" {
+                    b.println(format!("  {}", t.judge.summary));
+                }
+            }
+            None => out(&text),
+        }
+    }
+
+    fn on_intent(&mut self, plan: &ActionPlan) {
+        self.line(&format!("intent recorded in ledger: {:?} {} -> {}", plan.kind, plan.target, plan.to_revision));
+    }
+
+    fn on_outcome(&mut self, _plan: &ActionPlan, result: &Result<String, String>, v: Option<&Verification>) {
+        match result {
+            Ok(r) => self.line(&format!("executed: {r}")),
+            Err(e) => self.line(&format!("execution FAILED: {e}")),
+        }
+        if let Some(v) = v {
+            self.line(&format!("verified={} ({})", v.verified, v.observed));
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `backstop eval`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use super::{CliResult, Failure, load_policy, out};
+use backstop::eval::{JUDGE_NAMES, evaluate, judge_by_name, load_corpus, render_table};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Scenario files or folders (searched recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Judge to run; repeat for several (default: backstop).
+    #[arg(long = "judge")]
+    judges: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Policy file whose [judge] section tunes our judge.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+}
+
+pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
+    let policy = load_policy(a.policy.as_deref(), settings)?;
+    let names = if a.judges.is_empty() { vec!["backstop".to_string()] } else { a.judges };
+    let mut judges = Vec::new();
+    for n in &names {
+        let j = judge_by_name(n, &policy.judge).ok_or_else(|| {
+            Failure::usage(format!("unknown judge `{n}`; available: {}", JUDGE_NAMES.join(", ")))
+        })?;
+        judges.push(j);
+    }
+    let corpus = load_corpus(&a.paths);
+    for e in &corpus.errors {
+        let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("error: {e}\n"));
+    }
+    let report = evaluate(&corpus, &judges);
+    match a.format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(&report).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+            out(&text);
+        }
+        Format::Table => out(render_table(&report).trim_end()),
+    }
+    if corpus.errors.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Failure { code: 1, message: format!("{} scenario file(s) could not be read; the rest ran", corpus.errors.len()) })
+    }
+}

@@ -1,0 +1,91 @@
+//! `policy check`, `schema`, `corpus`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{CliResult, Failure, out};
+use backstop::signals::simulator::{CorpusSpec, generate_corpus};
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file; names the field and what was expected when it is invalid.
+    Check {
+        /// Policy file (TOML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SchemaWhat {
+    /// JSON Schema of backstop.toml.
+    Config,
+    /// JSON Schema of a policy file.
+    Policy,
+}
+
+#[derive(Args)]
+pub struct CorpusArgs {
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed; different seeds give disjoint splits.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Scenario name prefix.
+    #[arg(long, default_value = "sim")]
+    prefix: String,
+    /// Scenarios per healthy family (8 families).
+    #[arg(long, default_value_t = 6)]
+    good_per_family: usize,
+    /// Scenarios per fault kind × strength × traffic cell (30 cells).
+    #[arg(long, default_value_t = 1)]
+    bad_per_cell: usize,
+}
+
+pub fn policy(cmd: PolicyCommand) -> CliResult {
+    match cmd {
+        PolicyCommand::Check { file } => {
+            let p = backstop::policy::PolicyFile::load(&file).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
+            out(&format!(
+                "{}: valid (autonomy {:?}, at most {} rollbacks per {} min, {} freeze windows, {} service overrides)",
+                file.display(),
+                p.autonomy,
+                p.rate_limit.max_rollbacks,
+                p.rate_limit.window_minutes,
+                p.freeze.len(),
+                p.services.len()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn schema(what: SchemaWhat) -> CliResult {
+    let schema = match what {
+        SchemaWhat::Config => backstop::config::schema(),
+        SchemaWhat::Policy => schemars::schema_for!(backstop::policy::PolicyFile),
+    };
+    let text = serde_json::to_string_pretty(&schema).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    out(&text);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn corpus(a: CorpusArgs) -> CliResult {
+    let spec = CorpusSpec {
+        seed: a.seed,
+        good_per_family: a.good_per_family,
+        bad_per_cell: a.bad_per_cell,
+        prefix: a.prefix,
+    };
+    let io = |e: std::io::Error| Failure { code: 1, message: format!("{}: {e}", a.out.display()) };
+    std::fs::create_dir_all(&a.out).map_err(io)?;
+    let scenarios = generate_corpus(&spec);
+    for s in &scenarios {
+        let text = s.to_json().map_err(|e| Failure { code: 1, message: e.to_string() })?;
+        std::fs::write(a.out.join(&s.path), text + "\n").map_err(io)?;
+    }
+    out(&format!("wrote {} scenarios to {}", scenarios.len(), a.out.display()));
+    Ok(ExitCode::SUCCESS)
+}

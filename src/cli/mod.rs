@@ -1,0 +1,142 @@
+//! Command-line interface (clap). Every command writes its result to stdout
+//! and diagnostics to stderr; exit codes are documented in the README.
+
+mod audit;
+mod demo;
+mod display;
+mod eval;
+mod misc;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when `audit verify` finds tampering.
+pub const EXIT_TAMPERED: u8 = 4;
+
+#[derive(Parser)]
+#[command(name = "backstop", version, about = "Judges canaries, rolls back inside guardrails, and records every decision.")]
+struct Cli {
+    /// Configuration file (default: ./backstop.toml if present). BACKSTOP_* variables override it.
+    #[arg(long, global = true, env = "BACKSTOP_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a canary release offline and judge it live, rolling back when it goes bad.
+    Demo(demo::DemoArgs),
+    /// Replay scenario files through judges and score them (FORMAT.md JSON or a table).
+    Eval(eval::EvalArgs),
+    /// Read and verify the audit ledger.
+    Audit(audit::AuditArgs),
+    /// Validate policy files.
+    Policy {
+        #[command(subcommand)]
+        command: misc::PolicyCommand,
+    },
+    /// Print a JSON Schema.
+    Schema {
+        #[command(subcommand)]
+        what: misc::SchemaWhat,
+    },
+    /// Generate the synthetic scenario corpus.
+    Corpus(misc::CorpusArgs),
+}
+
+/// A failure with its exit code.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Self { code: EXIT_USAGE, message: message.to_string() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        let code = if e.downcast_ref::<backstop::Error>().is_some_and(|e| {
+            matches!(e, backstop::Error::Config(_) | backstop::Error::Policy(_) | backstop::Error::Scenario(_))
+        }) {
+            EXIT_USAGE
+        } else {
+            1
+        };
+        Self { code, message: format!("{e:#}") }
+    }
+}
+
+pub type CliResult = Result<ExitCode, Failure>;
+
+/// Write a line to stdout; a closed pipe is not an error worth a panic.
+pub fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}");
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let settings = backstop::config::Settings::load(cli.config.as_deref())
+        .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
+    backstop::telemetry::init(
+        settings.telemetry.format == backstop::config::LogFormat::Json,
+        &settings.telemetry.level,
+    );
+    match cli.command {
+        Command::Demo(a) => demo::run(a, &settings).await,
+        Command::Eval(a) => eval::run(a, &settings),
+        Command::Audit(a) => audit::run(a, &settings).await,
+        Command::Policy { command } => misc::policy(command),
+        Command::Schema { what } => misc::schema(what),
+        Command::Corpus(a) => misc::corpus(a),
+    }
+}
+
+/// Load the policy named in settings or on the command line, else the embedded default.
+pub fn load_policy(
+    arg: Option<&std::path::Path>,
+    settings: &backstop::config::Settings,
+) -> Result<backstop::policy::PolicyFile, Failure> {
+    let path = arg.map(|p| p.to_path_buf()).or_else(|| settings.policy.clone());
+    let loaded = match path {
+        Some(p) => backstop::policy::PolicyFile::load(&p),
+        None => backstop::policy::PolicyFile::embedded_default(),
+    };
+    loaded.map_err(|e| Failure::usage(backstop::Error::from(e)))
+}
+
+/// Ledger URL: `--ledger PATH|URL` when given, else configuration.
+pub fn ledger_url(arg: Option<&str>, settings: &backstop::config::Settings) -> String {
+    match arg {
+        Some(a) if a.contains("://") || a.starts_with("sqlite:") => a.to_string(),
+        Some(path) => backstop::ledger::sqlite_url(std::path::Path::new(path)),
+        None => settings.ledger_url(),
+    }
+}

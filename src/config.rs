@@ -1,0 +1,172 @@
+//! `backstop.toml` plus `BACKSTOP_*` environment overrides (double underscore
+//! between levels: `BACKSTOP_LEDGER__URL`), validated at start.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::signals::SourceConfig;
+
+/// Configuration is invalid. Names the source, the field and what was expected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file or an environment override could not be read or has a wrong field.
+    #[error("configuration ({origin}): {message}")]
+    Load {
+        /// File path or `environment`.
+        origin: String,
+        /// The loader's message, naming the key.
+        message: String,
+    },
+    /// A field is out of bounds or inconsistent.
+    #[error("configuration ({origin}): field `{field}`: expected {expected}")]
+    Field {
+        /// File path or `environment`.
+        origin: String,
+        /// Dotted field path.
+        field: String,
+        /// What a valid value looks like.
+        expected: String,
+    },
+}
+
+/// Where the audit ledger lives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// `sqlite://PATH?mode=rwc` or `postgres://...`; default: `ledger.db` in the
+    /// user's data directory (`~/.local/share/backstop/`), else `./backstop.db`.
+    pub url: Option<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `text` or `json` lines on stderr.
+    pub format: LogFormat,
+    /// Default level filter (`RUST_LOG` overrides).
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "warn".into() }
+    }
+}
+
+/// One release to watch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseConfig {
+    /// Release name, unique in this file.
+    pub name: String,
+    /// Service (selects per-service policy).
+    pub service: String,
+    /// The one target actions may touch.
+    pub target: String,
+    /// Environment label.
+    #[serde(default = "production")]
+    pub environment: String,
+    /// Revision under judgement.
+    pub candidate_revision: String,
+    /// Revision to roll back to.
+    pub last_known_good: Option<String>,
+    /// Contains an irreversible change (never rolled back automatically).
+    #[serde(default)]
+    pub irreversible: bool,
+    /// Where its signals come from.
+    pub source: SourceConfig,
+}
+
+fn production() -> String {
+    "production".into()
+}
+
+/// All of `backstop.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Audit ledger.
+    pub ledger: LedgerSettings,
+    /// Policy file; the embedded `policies/default.toml` when absent.
+    pub policy: Option<PathBuf>,
+    /// Logging.
+    pub telemetry: TelemetrySettings,
+    /// Releases to watch.
+    pub releases: Vec<ReleaseConfig>,
+}
+
+impl Settings {
+    /// Load `path` (required when given; else `./backstop.toml` if present),
+    /// then apply `BACKSTOP_*` overrides, then validate.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let default_path = PathBuf::from("backstop.toml");
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_path, false),
+        };
+        let origin = if required || file.exists() { file.display().to_string() } else { "environment".into() };
+        let built = config::Config::builder()
+            .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml).required(required))
+            .add_source(config::Environment::with_prefix("BACKSTOP").prefix_separator("_").separator("__"))
+            .build()
+            .map_err(|e| ConfigError::Load { origin: origin.clone(), message: e.to_string() })?;
+        let settings: Settings = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load { origin: origin.clone(), message: e.to_string() })?;
+        settings.validate().map_err(|(field, expected)| ConfigError::Field { origin, field, expected })?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.releases.iter().enumerate() {
+            if r.name.trim().is_empty() || !names.insert(r.name.as_str()) {
+                return Err((format!("releases[{i}].name"), "a non-empty name unique in the file".into()));
+            }
+            if r.target.trim().is_empty() {
+                return Err((format!("releases[{i}].target"), "a non-empty target".into()));
+            }
+        }
+        if let Some(url) = &self.ledger.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(("ledger.url".into(), format!("a sqlite: or postgres:// URL, found `{url}`")));
+        }
+        Ok(())
+    }
+
+    /// Ledger URL: configured, else the default location.
+    pub fn ledger_url(&self) -> String {
+        self.ledger.url.clone().unwrap_or_else(|| crate::ledger::sqlite_url(&default_ledger_path()))
+    }
+
+    /// Targets declared in configuration.
+    pub fn declared_targets(&self) -> Vec<String> {
+        self.releases.iter().map(|r| r.target.clone()).collect()
+    }
+}
+
+/// `ledger.db` under the user's data directory, else `./backstop.db`.
+pub fn default_ledger_path() -> PathBuf {
+    dirs::data_dir().map(|d| d.join("backstop").join("ledger.db")).unwrap_or_else(|| PathBuf::from("backstop.db"))
+}
+
+/// JSON Schema of `backstop.toml`.
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Settings)
+}

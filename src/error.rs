@@ -1,0 +1,27 @@
+//! The crate-level error: one variant per module's typed error.
+
+use thiserror::Error;
+
+/// Any error the library returns. Binaries turn it into a message and an
+/// exit code; the library never panics on bad input.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A configuration file or environment override is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyFileError),
+    /// A scenario file is invalid.
+    #[error(transparent)]
+    Scenario(#[from] crate::signals::ScenarioError),
+    /// A signal source failed.
+    #[error(transparent)]
+    Signal(#[from] crate::signals::SignalError),
+    /// The audit ledger failed; no action may follow.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// An executor failed to plan, execute or verify.
+    #[error(transparent)]
+    Executor(#[from] crate::executor::ExecutorError),
+}

@@ -1,0 +1,172 @@
+//! `backstop eval`: replay scenarios through judges and score them exactly as
+//! `shared/scenarios/FORMAT.md` describes.
+
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::judge::{JudgeConfig, Verdict, judge};
+use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
+pub use report::{Summary, render_table, summarise};
+
+/// A judge `eval` can run.
+pub trait EvalJudge: Sync {
+    /// Name in the report.
+    fn name(&self) -> &'static str;
+    /// Replay one scenario and say what it decided and when.
+    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>);
+}
+
+/// A judge's decision on a whole scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Rolled back at `decided_at_s`.
+    Rollback,
+    /// Promoted at the end of the window.
+    Promote,
+    /// No decision by the end of the window.
+    Inconclusive,
+}
+
+/// One scenario's line in the report (FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Decision.
+    pub decision: Decision,
+    /// Replay time of the decision; `null` for inconclusive.
+    pub decided_at_s: Option<u64>,
+    /// From `truth.bad`; `null` without truth.
+    pub truth_bad: Option<bool>,
+    /// From `truth.onset_s`; `null` without truth.
+    pub onset_s: Option<u64>,
+}
+
+/// Our judge: replays tick by tick (one tick per sample step) and stops at
+/// the first `Fail`; promotes when the window ends with `Pass`.
+pub struct BackstopJudge {
+    /// Judge tunables (from the policy file).
+    pub config: JudgeConfig,
+}
+
+impl EvalJudge for BackstopJudge {
+    fn name(&self) -> &'static str {
+        "backstop"
+    }
+
+    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+        let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
+        let step = u64::from(data.step_s);
+        let mut now = step;
+        loop {
+            let r = judge(&src.observe_at(now), &self.config);
+            match r.verdict {
+                Verdict::Fail => return (Decision::Rollback, Some(now)),
+                Verdict::Pass => return (Decision::Promote, Some(now)),
+                Verdict::Inconclusive if now >= data.duration_s => return (Decision::Inconclusive, None),
+                Verdict::Inconclusive => now = (now + step).min(data.duration_s),
+            }
+        }
+    }
+}
+
+/// Names `--judge` accepts.
+pub const JUDGE_NAMES: &[&str] = &["backstop"];
+
+/// Build a judge by name.
+pub fn judge_by_name(name: &str, config: &JudgeConfig) -> Option<Box<dyn EvalJudge>> {
+    match name {
+        "backstop" => Some(Box::new(BackstopJudge { config: config.clone() })),
+        _ => None,
+    }
+}
+
+/// Scenarios loaded from the given paths, and the files that failed.
+pub struct Corpus {
+    /// Parsed scenarios, grouped by the path argument they came from.
+    pub groups: Vec<(PathBuf, Vec<Scenario>)>,
+    /// Files that broke the format.
+    pub errors: Vec<ScenarioError>,
+}
+
+/// Load every path; broken files are collected, the rest still run.
+pub fn load_corpus(paths: &[PathBuf]) -> Corpus {
+    let mut groups = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        let mut ok = Vec::new();
+        for r in load_scenarios(p) {
+            match r {
+                Ok(s) => ok.push(s),
+                Err(e) => errors.push(e),
+            }
+        }
+        groups.push((p.clone(), ok));
+    }
+    Corpus { groups, errors }
+}
+
+/// Replay every scenario through `judge`, in parallel across cores, keeping input order.
+pub fn run_judge(judge: &dyn EvalJudge, scenarios: &[&Scenario]) -> Vec<ScenarioResult> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    let chunk = scenarios.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = scenarios
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|s| score_one(judge, s)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+fn score_one(judge: &dyn EvalJudge, s: &Scenario) -> ScenarioResult {
+    let (decision, at) = judge.decide(&s.data);
+    ScenarioResult {
+        scenario: s.data.name.clone(),
+        decision,
+        decided_at_s: if decision == Decision::Inconclusive { None } else { at },
+        truth_bad: s.truth.as_ref().map(|t| t.bad),
+        onset_s: s.truth.as_ref().and_then(|t| t.onset_s),
+    }
+}
+
+/// One judge's block in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeReport {
+    /// Per-scenario results.
+    pub results: Vec<ScenarioResult>,
+    /// Scores over all scenarios.
+    pub summary: Summary,
+    /// Scores per path argument (corpus).
+    pub corpora: BTreeMap<String, Summary>,
+}
+
+/// The whole `eval --format json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Judge name → its report.
+    pub judges: BTreeMap<String, JudgeReport>,
+}
+
+/// Run every judge over the corpus.
+pub fn evaluate(corpus: &Corpus, judges: &[Box<dyn EvalJudge>]) -> EvalReport {
+    let mut out = BTreeMap::new();
+    for j in judges {
+        let mut results = Vec::new();
+        let mut corpora = BTreeMap::new();
+        for (path, scenarios) in &corpus.groups {
+            let refs: Vec<&Scenario> = scenarios.iter().collect();
+            let r = run_judge(j.as_ref(), &refs);
+            corpora.insert(path.display().to_string(), summarise(&r));
+            results.extend(r);
+        }
+        let summary = summarise(&results);
+        out.insert(j.name().to_string(), JudgeReport { results, summary, corpora });
+    }
+    EvalReport { judges: out }
+}

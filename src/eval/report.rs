@@ -1,0 +1,161 @@
+//! Scoring (FORMAT.md) and the human table.
+
+use serde::Serialize;
+
+use super::{Decision, EvalReport, ScenarioResult};
+
+/// Scores over a set of scenarios.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Scenarios judged.
+    pub scenarios: usize,
+    /// With `truth.bad = true`.
+    pub bad: usize,
+    /// With `truth.bad = false`.
+    pub good: usize,
+    /// Without truth.
+    pub unlabelled: usize,
+    /// Decisions made.
+    pub rollbacks: usize,
+    /// Promotions.
+    pub promotions: usize,
+    /// No decision by the end.
+    pub inconclusive: usize,
+    /// Bad scenarios rolled back / bad scenarios.
+    pub recall: Option<f64>,
+    /// Good scenarios rolled back / good scenarios.
+    pub false_rollback_rate: Option<f64>,
+    /// Good scenarios promoted / good scenarios.
+    pub good_promoted_rate: Option<f64>,
+    /// Median of `decided_at_s - onset_s` over bad scenarios rolled back.
+    pub detection_delay_median_s: Option<f64>,
+    /// 90th percentile of the same.
+    pub detection_delay_p90_s: Option<f64>,
+}
+
+fn ratio(n: usize, d: usize) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// Score results as FORMAT.md defines.
+pub fn summarise(results: &[ScenarioResult]) -> Summary {
+    let count = |f: &dyn Fn(&ScenarioResult) -> bool| results.iter().filter(|r| f(r)).count();
+    let bad = count(&|r| r.truth_bad == Some(true));
+    let good = count(&|r| r.truth_bad == Some(false));
+    let caught = count(&|r| r.truth_bad == Some(true) && r.decision == Decision::Rollback);
+    let false_rb = count(&|r| r.truth_bad == Some(false) && r.decision == Decision::Rollback);
+    let good_promoted = count(&|r| r.truth_bad == Some(false) && r.decision == Decision::Promote);
+    let mut delays: Vec<f64> = results
+        .iter()
+        .filter(|r| r.truth_bad == Some(true) && r.decision == Decision::Rollback)
+        .filter_map(|r| Some(r.decided_at_s? as f64 - r.onset_s? as f64))
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let median = if delays.is_empty() {
+        None
+    } else if delays.len() % 2 == 1 {
+        Some(delays[delays.len() / 2])
+    } else {
+        Some((delays[delays.len() / 2 - 1] + delays[delays.len() / 2]) / 2.0)
+    };
+    Summary {
+        scenarios: results.len(),
+        bad,
+        good,
+        unlabelled: results.len() - bad - good,
+        rollbacks: count(&|r| r.decision == Decision::Rollback),
+        promotions: count(&|r| r.decision == Decision::Promote),
+        inconclusive: count(&|r| r.decision == Decision::Inconclusive),
+        recall: ratio(caught, bad),
+        false_rollback_rate: ratio(false_rb, good),
+        good_promoted_rate: ratio(good_promoted, good),
+        detection_delay_median_s: median,
+        detection_delay_p90_s: percentile(&delays, 0.9),
+    }
+}
+
+fn opt(v: Option<f64>, pct: bool) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if pct => format!("{:.1}%", x * 100.0),
+        Some(x) => format!("{x:.0}"),
+    }
+}
+
+/// A plain-text table: one row per judge and corpus.
+pub fn render_table(report: &EvalReport) -> String {
+    let mut out = format!(
+        "{:<10} {:<40} {:>5} {:>5} {:>5} {:>8} {:>8} {:>6} {:>9} {:>9}\n",
+        "judge", "corpus", "n", "bad", "good", "recall", "false_rb", "incon", "delay_med", "delay_p90"
+    );
+    for (name, jr) in &report.judges {
+        let mut rows: Vec<(String, &Summary)> = jr.corpora.iter().map(|(k, v)| (k.clone(), v)).collect();
+        if rows.len() > 1 {
+            rows.push(("(all)".into(), &jr.summary));
+        }
+        for (corpus, s) in rows {
+            let corpus = if corpus.len() > 40 { format!("…{}", &corpus[corpus.len() - 39..]) } else { corpus };
+            out.push_str(&format!(
+                "{:<10} {:<40} {:>5} {:>5} {:>5} {:>8} {:>8} {:>6} {:>9} {:>9}\n",
+                name,
+                corpus,
+                s.scenarios,
+                s.bad,
+                s.good,
+                opt(s.recall, true),
+                opt(s.false_rollback_rate, true),
+                s.inconclusive,
+                opt(s.detection_delay_median_s, false),
+                opt(s.detection_delay_p90_s, false),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(decision: Decision, at: Option<u64>, bad: Option<bool>, onset: Option<u64>) -> ScenarioResult {
+        ScenarioResult { scenario: "s".into(), decision, decided_at_s: at, truth_bad: bad, onset_s: onset }
+    }
+
+    #[test]
+    fn scores_as_format_md_defines() {
+        let rs = vec![
+            r(Decision::Rollback, Some(640), Some(true), Some(600)),
+            r(Decision::Rollback, Some(700), Some(true), Some(600)),
+            r(Decision::Promote, Some(1800), Some(true), Some(600)),
+            r(Decision::Rollback, Some(100), Some(false), None),
+            r(Decision::Promote, Some(1800), Some(false), None),
+            r(Decision::Inconclusive, None, Some(false), None),
+            r(Decision::Inconclusive, None, Some(false), None),
+            r(Decision::Rollback, Some(50), None, None),
+        ];
+        let s = summarise(&rs);
+        assert_eq!((s.bad, s.good, s.unlabelled), (3, 4, 1));
+        assert!((s.recall.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.false_rollback_rate.unwrap() - 0.25).abs() < 1e-12);
+        assert_eq!(s.detection_delay_median_s, Some(70.0));
+        assert_eq!(s.detection_delay_p90_s, Some(100.0));
+        assert_eq!(s.inconclusive, 2);
+    }
+
+    #[test]
+    fn no_truth_means_no_scores() {
+        let s = summarise(&[r(Decision::Rollback, Some(10), None, None)]);
+        assert_eq!(s.recall, None);
+        assert_eq!(s.false_rollback_rate, None);
+        assert_eq!(s.rollbacks, 1);
+    }
+}

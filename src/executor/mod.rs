@@ -1,0 +1,146 @@
+//! Executors: the only code that changes a system, behind one trait.
+//!
+//! [`Planner::plan`] says exactly what would change (what dry-run shows);
+//! [`Executor::execute`] does it, and needs an [`ExecutionPermit`], which only
+//! the ledger issues after it has durably recorded the intent. Advisory runs
+//! hold a [`Planner`] and no [`Executor`], so nothing can execute there.
+//!
+//! ```compile_fail
+//! // A permit cannot be forged outside the ledger: its fields are private.
+//! let permit = backstop::executor::ExecutionPermit { plan_id: String::new(), intent_seq: 0 };
+//! ```
+
+mod simulated;
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::policy::RollbackPlan;
+pub use simulated::SimulatedExecutor;
+
+/// An executor could not plan, execute or verify.
+#[derive(Debug, Error)]
+pub enum ExecutorError {
+    /// The plan names a target this executor was not configured for.
+    #[error("plan targets `{requested}` but this executor only acts on `{configured}`")]
+    TargetMismatch {
+        /// Target in the plan.
+        requested: String,
+        /// Target declared in configuration.
+        configured: String,
+    },
+    /// The permit was issued for a different plan.
+    #[error("permit was issued for plan {permit_plan}, not {plan}")]
+    PermitMismatch {
+        /// Plan the permit covers.
+        permit_plan: String,
+        /// Plan presented.
+        plan: String,
+    },
+    /// The system refused or failed the change.
+    #[error("action on `{target}` failed: {reason}")]
+    Failed {
+        /// Target.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Send traffic back to the last-known-good revision.
+    Rollback,
+    /// Send all traffic to the canary.
+    Promote,
+}
+
+/// Exactly what an action would change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionPlan {
+    /// Unique id, recorded with the intent and the outcome.
+    pub id: String,
+    /// What it does.
+    pub kind: ActionKind,
+    /// The declared target it touches.
+    pub target: String,
+    /// Revision traffic ends on.
+    pub to_revision: String,
+    /// Release clock time the plan was made, seconds.
+    pub at_s: u64,
+    /// Human-readable steps, in order.
+    pub steps: Vec<String>,
+}
+
+/// Proof that the intent to run `plan_id` is in the ledger. Only the ledger
+/// constructs it; without one nothing executes.
+#[derive(Debug)]
+pub struct ExecutionPermit {
+    plan_id: String,
+    intent_seq: i64,
+}
+
+impl ExecutionPermit {
+    /// Issued by the ledger right after the intent record is committed.
+    pub(crate) fn issued_by_ledger(plan_id: &str, intent_seq: i64) -> Self {
+        Self { plan_id: plan_id.to_string(), intent_seq }
+    }
+
+    /// Ledger sequence number of the recorded intent.
+    pub fn intent_seq(&self) -> i64 {
+        self.intent_seq
+    }
+
+    /// Fails unless this permit covers `plan`.
+    pub fn check(&self, plan: &ActionPlan) -> Result<(), ExecutorError> {
+        if self.plan_id == plan.id {
+            Ok(())
+        } else {
+            Err(ExecutorError::PermitMismatch { permit_plan: self.plan_id.clone(), plan: plan.id.clone() })
+        }
+    }
+}
+
+/// Whether an executed action took effect, read back from the system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Verification {
+    /// The system is in the planned state.
+    pub verified: bool,
+    /// What was read back.
+    pub observed: String,
+}
+
+/// Plans actions on one declared target. Safe in every mode: it changes nothing.
+pub trait Planner: Send + Sync {
+    /// The one target this planner may touch.
+    fn target(&self) -> &str;
+
+    /// The exact steps of a rollback.
+    fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError>;
+
+    /// The exact steps of a promotion to `revision`.
+    fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError>;
+}
+
+/// Changes a system. Only the orchestrator, in an acting run, holds one.
+#[async_trait]
+pub trait Executor: Planner {
+    /// Carry out `plan`; the permit proves the intent is in the ledger.
+    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError>;
+
+    /// Read the system back and check that `plan` took effect.
+    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError>;
+}
+
+/// Shared check: a plan may only name the executor's own declared target.
+pub(crate) fn ensure_target(configured: &str, requested: &str) -> Result<(), ExecutorError> {
+    if configured == requested {
+        Ok(())
+    } else {
+        Err(ExecutorError::TargetMismatch { requested: requested.into(), configured: configured.into() })
+    }
+}

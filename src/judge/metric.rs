@@ -1,0 +1,345 @@
+//! One metric at one tick: paired differences, windowed shift tests and
+//! excursion counts, condensed into a [`Finding`].
+
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use super::stats::{binomial_upper_tail, mad_sigma, median, t_critical, t_upper_p};
+use super::{Finding, JudgeConfig, MetricStatus};
+use crate::signals::{BadDirection, MetricSeries, Traffic};
+
+/// Per-tick constants shared by every metric.
+pub(crate) struct Context<'a> {
+    pub cfg: &'a JudgeConfig,
+    pub step_s: u32,
+    pub warmup_steps: usize,
+    pub windows: Vec<usize>,
+    pub alpha_look: f64,
+}
+
+/// A step where both sides have a sample (and, for ratios, traffic).
+#[derive(Clone, Copy)]
+struct Pair {
+    i: usize,
+    b: f64,
+    c: f64,
+    nb: f64,
+    nc: f64,
+}
+
+/// The strongest window's evidence at one look.
+#[derive(Clone, Default)]
+struct Evidence {
+    flagged: bool,
+    base: f64,
+    canary: f64,
+    effect: f64,
+    z: f64,
+    crit: f64,
+    df: f64,
+    tol: f64,
+    window: usize,
+}
+
+// Probability below which a single step counts as implausible for a side.
+const EXCURSION_P: f64 = 1e-3;
+// Excursions of continuous metrics: beyond tolerance plus this many robust SDs.
+const EXCURSION_SIGMAS: f64 = 4.0;
+
+fn orient(dir: BadDirection) -> &'static [f64] {
+    match dir {
+        BadDirection::Up => &[1.0],
+        BadDirection::Down => &[-1.0],
+        BadDirection::Both => &[1.0, -1.0],
+    }
+}
+
+fn tolerance(ctx: &Context, m: &MetricSeries, ratio: bool, level: f64) -> f64 {
+    let o = ctx.cfg.metrics.get(&m.spec.name);
+    let rel = o.and_then(|o| o.relative_tolerance).unwrap_or(ctx.cfg.relative_tolerance);
+    let abs = o.and_then(|o| o.absolute_tolerance).unwrap_or(if ratio { ctx.cfg.ratio_absolute_tolerance } else { 0.0 });
+    (rel * level.abs()).max(abs)
+}
+
+/// Robust noise of the paired differences from successive differences:
+/// `MAD(d_i − d_{i−1}) / √2`. A level shift touches one successive
+/// difference only, so a fault does not inflate the noise it is judged against.
+fn noise_scale(pairs: &[Pair]) -> Option<f64> {
+    if pairs.len() < 3 {
+        return None;
+    }
+    let steps: Vec<f64> = pairs.windows(2).map(|w| (w[1].c - w[1].b) - (w[0].c - w[0].b)).collect();
+    mad_sigma(&steps).map(|m| m / std::f64::consts::SQRT_2)
+}
+
+/// Evidence from the pairs that ended by step `end` (exclusive), direction `s`.
+fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usize, s: f64) -> Option<Evidence> {
+    let used: Vec<Pair> = pairs.iter().copied().filter(|p| p.i < end).collect();
+    let sigma = noise_scale(&used)?;
+    let df = (used.len() as f64 - 1.0).max(1.0);
+    let crit_t = t_critical(ctx.alpha_look, df);
+    let mut best: Option<Evidence> = None;
+    for &w in &ctx.windows {
+        let recent: Vec<Pair> = used.iter().copied().filter(|p| p.i + w >= end).collect();
+        if recent.len() < ctx.cfg.min_window_samples {
+            continue;
+        }
+        let k = recent.len() as f64;
+        let ev = if ratio {
+            // Counts of harmful events (errors; for a ratio that hurts when it falls, its complement).
+            let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
+            let (eb, nb) = recent.iter().fold((0.0, 0.0), |a, p| (a.0 + (harm(p.b) * p.nb).round(), a.1 + p.nb));
+            let (ec, nc) = recent.iter().fold((0.0, 0.0), |a, p| (a.0 + (harm(p.c) * p.nc).round(), a.1 + p.nc));
+            let (base, canary) = (eb / nb, ec / nc);
+            let effect = canary - base;
+            let tol = tolerance(ctx, m, true, harm(base));
+            // Exact conditional test: given all harmful events, how surprising is the canary's share?
+            let p = binomial_upper_tail(ec as u64, (ec + eb) as u64, nc / (nc + nb));
+            let z = Normal::standard().inverse_cdf((1.0 - p).clamp(1e-300, 1.0 - 1e-16));
+            let crit = Normal::standard().inverse_cdf(1.0 - ctx.alpha_look);
+            // The empirical check guards against extra-binomial noise (retry storms and the like).
+            let z_emp = if sigma > 0.0 { effect / (sigma / k.sqrt()) } else { f64::INFINITY };
+            let flagged = effect > tol && p < ctx.alpha_look && z_emp > crit_t;
+            let (base, canary) = if s > 0.0 { (base, canary) } else { (1.0 - base, 1.0 - canary) };
+            Evidence { flagged, base, canary, effect, z, crit, df: f64::INFINITY, tol, window: w }
+        } else {
+            let mut bs: Vec<f64> = recent.iter().map(|p| p.b).collect();
+            let mut cs: Vec<f64> = recent.iter().map(|p| p.c).collect();
+            let mut ds: Vec<f64> = recent.iter().map(|p| s * (p.c - p.b)).collect();
+            let (base, canary, effect) = (median(&mut bs)?, median(&mut cs)?, median(&mut ds)?);
+            // 1.2533 = sqrt(pi/2): the standard error of a median relative to a mean.
+            let se = 1.2533 * sigma / k.sqrt();
+            let tol = tolerance(ctx, m, false, base);
+            let z = if se > 0.0 { effect / se } else if effect > 0.0 { f64::INFINITY } else { 0.0 };
+            Evidence { flagged: effect > tol && z > crit_t, base, canary, effect, z, crit: crit_t, df, tol, window: w }
+        };
+        let better = match &best {
+            None => true,
+            Some(b) => (ev.flagged, ev.z / ev.crit) > (b.flagged, b.z / b.crit),
+        };
+        if better {
+            best = Some(ev);
+        }
+    }
+    best
+}
+
+/// Steps where one side alone is implausibly worse: (canary worse, baseline worse).
+fn excursions(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], s: f64) -> (usize, usize) {
+    if pairs.is_empty() {
+        return (0, 0);
+    }
+    let (mut up, mut down) = (0, 0);
+    if ratio {
+        // For a ratio that hurts when it falls, count its complement.
+        let f = |x: f64| if s > 0.0 { x } else { 1.0 - x };
+        let nb: f64 = pairs.iter().map(|p| p.nb).sum();
+        let nc: f64 = pairs.iter().map(|p| p.nc).sum();
+        let pooled_b = (pairs.iter().map(|p| f(p.b) * p.nb).sum::<f64>() / nb).max(0.5 / nb);
+        let pooled_c = (pairs.iter().map(|p| f(p.c) * p.nc).sum::<f64>() / nc).max(0.5 / nc);
+        for p in pairs {
+            let (b, c) = (f(p.b), f(p.c));
+            let tol = tolerance(ctx, m, true, b);
+            let tail = |x: f64, n: f64, r: f64| binomial_upper_tail((x * n).round() as u64, n as u64, r);
+            if c - b > tol && tail(c, p.nc, b.max(pooled_b)) < EXCURSION_P {
+                up += 1;
+            }
+            if b - c > tol && tail(b, p.nb, c.max(pooled_c)) < EXCURSION_P {
+                down += 1;
+            }
+        }
+        return (up, down);
+    }
+    let mut d: Vec<f64> = pairs.iter().map(|p| s * (p.c - p.b)).collect();
+    let sigma = noise_scale(pairs).unwrap_or(0.0);
+    let mid = median(&mut d).unwrap_or(0.0);
+    for p in pairs {
+        let dev = s * (p.c - p.b) - mid;
+        let limit = tolerance(ctx, m, false, p.b) + EXCURSION_SIGMAS * sigma;
+        if dev > limit {
+            up += 1;
+        } else if -dev > limit {
+            down += 1;
+        }
+    }
+    (up, down)
+}
+
+// A baseline gap up to this many steps is bridged with the median of the
+// baseline's last few real samples; canary gaps are never filled.
+const BRIDGE_STEPS: usize = 12;
+const BRIDGE_FROM: usize = 6;
+
+fn collect_pairs(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, ratio: bool, n: usize) -> Vec<Pair> {
+    let end = n.min(m.baseline.len()).min(m.canary.len());
+    let mut recent_b: Vec<(usize, f64)> = Vec::new();
+    let mut out = Vec::new();
+    for i in 0..end {
+        let b = match m.baseline[i] {
+            Some(b) => {
+                recent_b.push((i, b));
+                if recent_b.len() > BRIDGE_FROM {
+                    recent_b.remove(0);
+                }
+                Some(b)
+            }
+            None => match recent_b.last() {
+                Some(&(last, _)) if i - last <= BRIDGE_STEPS => {
+                    let mut vals: Vec<f64> = recent_b.iter().map(|&(_, v)| v).collect();
+                    median(&mut vals)
+                }
+                _ => None,
+            },
+        };
+        if i < ctx.warmup_steps {
+            continue;
+        }
+        let (Some(b), Some(c)) = (b, m.canary[i]) else { continue };
+        let (nb, nc) = match traffic {
+            Some(t) if ratio => match (t.baseline.get(i), t.canary.get(i)) {
+                (Some(&nb), Some(&nc)) => (nb as f64, nc as f64),
+                _ => continue,
+            },
+            _ => (0.0, 0.0),
+        };
+        if ratio && (nb < 1.0 || nc < 1.0) {
+            continue;
+        }
+        out.push(Pair { i, b, c, nb, nc });
+    }
+    out
+}
+
+/// Analyse one metric over the steps observed so far.
+pub(crate) fn analyse_metric(
+    ctx: &Context,
+    m: &MetricSeries,
+    traffic: Option<&Traffic>,
+    n: usize,
+    complete: bool,
+) -> Finding {
+    let mut f = Finding {
+        metric: m.spec.name.clone(),
+        unit: m.spec.unit.clone(),
+        bad_direction: m.spec.bad_direction,
+        status: MetricStatus::NoData,
+        baseline: None,
+        canary: None,
+        effect: None,
+        relative_effect: None,
+        z: None,
+        critical: None,
+        confidence: None,
+        tolerance: None,
+        window_s: None,
+        samples: 0,
+        coverage: 0.0,
+        excursions: (0, 0),
+        explanation: String::new(),
+    };
+    if ctx.cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore) {
+        f.status = MetricStatus::Ignored;
+        f.explanation = format!("{} is ignored by policy", f.metric);
+        return f;
+    }
+    let ratio = m.spec.is_request_ratio() && traffic.is_some();
+    let pairs = collect_pairs(ctx, m, traffic, ratio, n);
+    let expected = n.saturating_sub(ctx.warmup_steps).max(1);
+    f.samples = pairs.len();
+    f.coverage = pairs.len() as f64 / expected as f64;
+    if pairs.is_empty() {
+        f.explanation = if n <= ctx.warmup_steps {
+            format!("{}: in warm-up, no samples judged yet", f.metric)
+        } else {
+            format!("{}: no paired samples (missing data on one side); inconclusive", f.metric)
+        };
+        return f;
+    }
+    let looks = ctx.cfg.consecutive_looks;
+    let mut chosen: Option<(Evidence, bool, (usize, usize))> = None;
+    for &s in orient(m.spec.bad_direction) {
+        let Some(now) = assess(ctx, m, ratio, &pairs, n, s) else { continue };
+        let persistent = now.flagged
+            && (1..looks).all(|back| {
+                n >= back && assess(ctx, m, ratio, &pairs, n - back, s).is_some_and(|e| e.flagged)
+            });
+        let exc = excursions(ctx, m, ratio, &pairs, s);
+        let bursty = exc.0 >= ctx.cfg.excursions_to_fail && exc.0 > 3 * exc.1;
+        let failing = persistent || bursty;
+        let rank = (failing, now.flagged, now.z / now.crit);
+        let replace = match &chosen {
+            None => true,
+            Some((e, fl, _)) => rank > (*fl, e.flagged, e.z / e.crit),
+        };
+        if replace {
+            chosen = Some((now, failing, exc));
+        }
+    }
+    let Some((ev, failing, exc)) = chosen else {
+        f.status = MetricStatus::InsufficientData;
+        f.explanation = format!("{}: {} paired samples, too few for a window", f.metric, pairs.len());
+        return f;
+    };
+    f.baseline = Some(ev.base);
+    f.canary = Some(ev.canary);
+    f.effect = Some(ev.effect);
+    f.relative_effect = (ev.base.abs() > 0.0).then(|| ev.effect / ev.base.abs());
+    f.z = Some(ev.z);
+    f.critical = Some(ev.crit);
+    f.confidence = Some(if ev.df.is_finite() { 1.0 - t_upper_p(ev.z, ev.df) } else { Normal::standard().cdf(ev.z) });
+    f.tolerance = Some(ev.tol);
+    f.window_s = Some(ev.window as u64 * u64::from(ctx.step_s));
+    f.excursions = exc;
+    let canary_requests: f64 = pairs.iter().map(|p| p.nc).sum();
+    f.status = if failing {
+        MetricStatus::Failing
+    } else if ev.flagged {
+        MetricStatus::Suspect
+    } else if complete && f.coverage < ctx.cfg.min_coverage {
+        MetricStatus::InsufficientData
+    } else if complete && ratio && canary_requests < ctx.cfg.min_canary_requests as f64 {
+        MetricStatus::InsufficientData
+    } else {
+        MetricStatus::Ok
+    };
+    f.explanation = explain(&f, &ev, ctx, canary_requests, ratio);
+    f
+}
+
+fn fmt(v: f64, unit: &str) -> String {
+    if unit == "ratio" { format!("{:.2}%", v * 100.0) } else { format!("{v:.2} {unit}") }
+}
+
+fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool) -> String {
+    let window = ev.window as u64 * u64::from(ctx.step_s);
+    let numbers = format!(
+        "canary {} vs baseline {} over the last {window}s: harmful shift {} (tolerance {}), z = {:.1} vs critical {:.1}",
+        fmt(ev.canary, &f.unit),
+        fmt(ev.base, &f.unit),
+        fmt(ev.effect, &f.unit),
+        fmt(ev.tol, &f.unit),
+        ev.z,
+        ev.crit
+    );
+    let (up, down) = f.excursions;
+    match f.status {
+        MetricStatus::Failing if ev.flagged => {
+            format!("{}: FAILING — {numbers}, at {} looks in a row", f.metric, ctx.cfg.consecutive_looks)
+        }
+        MetricStatus::Failing => format!(
+            "{}: FAILING — {up} steps where only the canary was implausibly worse (baseline alone: {down}); {numbers}",
+            f.metric
+        ),
+        MetricStatus::Suspect => format!("{}: suspect — {numbers}; waiting for a second look", f.metric),
+        MetricStatus::InsufficientData if ratio && requests < ctx.cfg.min_canary_requests as f64 => format!(
+            "{}: only {requests:.0} canary requests (need {}); cannot vouch for it",
+            f.metric, ctx.cfg.min_canary_requests
+        ),
+        MetricStatus::InsufficientData => format!(
+            "{}: only {:.0}% of samples present (need {:.0}%); cannot vouch for it",
+            f.metric,
+            f.coverage * 100.0,
+            ctx.cfg.min_coverage * 100.0
+        ),
+        _ => format!("{}: ok — {numbers}", f.metric),
+    }
+}

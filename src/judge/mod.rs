@@ -1,0 +1,285 @@
+//! The deterministic judge: canary versus its concurrent baseline, per
+//! metric, at every analysis tick. A pure function of the observation.
+//!
+//! Method (README, "How the judge decides"):
+//! - Paired differences `d_i = canary_i − baseline_i`, oriented so that
+//!   positive is bad; a shared-infrastructure blip hits both sides in the
+//!   same step and cancels.
+//! - Sustained shifts: over the last 1, 2 and 5 minutes, the shift (median
+//!   of `d`, or the pooled difference of error ratios weighted by traffic) is
+//!   divided by its standard error (robust MAD of `d`, floored by the
+//!   binomial error of the request counts). It must exceed Student's t
+//!   critical value at `alpha / (tests × looks)` — Bonferroni across metrics,
+//!   windows and every look of the window — *and* a practical tolerance,
+//!   at `consecutive_looks` looks in a row.
+//! - Intermittent faults: steps where the canary alone is implausibly worse
+//!   (an "excursion") are counted against steps where the baseline alone is;
+//!   many one-sided excursions fail the metric.
+//! - No data is inconclusive, never a failure; a pass needs the whole window
+//!   with enough coverage on every metric.
+
+mod metric;
+pub mod stats;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::signals::{BadDirection, Observation};
+use metric::analyse_metric;
+
+/// The judge's tunables. Each has a documented default; the policy file may
+/// set them within the bounds that [`JudgeConfig::validate`] enforces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// Family-wise false-rollback budget per release (0 < alpha ≤ 0.1).
+    pub alpha: f64,
+    /// Seconds after canary start whose samples are ignored (start-up transients).
+    pub warmup_s: u64,
+    /// Recent windows tested at each look, in seconds.
+    pub windows_s: Vec<u64>,
+    /// Fewest samples a window may hold.
+    pub min_window_samples: usize,
+    /// Looks in a row that must flag a metric before it fails.
+    pub consecutive_looks: usize,
+    /// A shift smaller than this fraction of the baseline level is tolerated.
+    pub relative_tolerance: f64,
+    /// For `ratio` metrics: a shift below this many absolute points is tolerated.
+    pub ratio_absolute_tolerance: f64,
+    /// One-sided excursions (canary alone implausibly worse) that fail a metric.
+    pub excursions_to_fail: usize,
+    /// Share of expected samples a metric needs at the end of the window to pass.
+    pub min_coverage: f64,
+    /// Canary requests the whole window needs before a `ratio` metric can pass.
+    pub min_canary_requests: u64,
+    /// Per-metric overrides, by metric name.
+    pub metrics: BTreeMap<String, MetricOverride>,
+}
+
+/// Per-metric overrides of the judge's tolerances.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricOverride {
+    /// Replaces `relative_tolerance` for this metric.
+    pub relative_tolerance: Option<f64>,
+    /// An absolute tolerance in the metric's unit.
+    pub absolute_tolerance: Option<f64>,
+    /// Skip this metric entirely.
+    pub ignore: bool,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            alpha: 0.01,
+            warmup_s: 60,
+            windows_s: vec![60, 120, 300],
+            min_window_samples: 3,
+            consecutive_looks: 2,
+            relative_tolerance: 0.2,
+            ratio_absolute_tolerance: 0.005,
+            excursions_to_fail: 5,
+            min_coverage: 0.5,
+            min_canary_requests: 100,
+            metrics: BTreeMap::new(),
+        }
+    }
+}
+
+impl JudgeConfig {
+    /// Check every field against its bounds; `Err((field, expected))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+        if !(self.alpha > 0.0 && self.alpha <= 0.1) {
+            return bad("alpha", "a number in (0, 0.1]");
+        }
+        if self.windows_s.is_empty() || self.windows_s.contains(&0) {
+            return bad("windows_s", "a non-empty list of positive seconds");
+        }
+        if self.min_window_samples < 2 {
+            return bad("min_window_samples", "an integer ≥ 2");
+        }
+        if !(1..=10).contains(&self.consecutive_looks) {
+            return bad("consecutive_looks", "an integer from 1 to 10");
+        }
+        if !(0.0..=5.0).contains(&self.relative_tolerance) {
+            return bad("relative_tolerance", "a fraction from 0 to 5");
+        }
+        if !(0.0..=1.0).contains(&self.ratio_absolute_tolerance) {
+            return bad("ratio_absolute_tolerance", "a ratio from 0 to 1");
+        }
+        if self.excursions_to_fail < 2 {
+            return bad("excursions_to_fail", "an integer ≥ 2");
+        }
+        if !(0.0..=1.0).contains(&self.min_coverage) {
+            return bad("min_coverage", "a fraction from 0 to 1");
+        }
+        for (name, o) in &self.metrics {
+            if o.relative_tolerance.is_some_and(|t| !(0.0..=5.0).contains(&t)) {
+                return Err((format!("metrics.{name}.relative_tolerance"), "a fraction from 0 to 5".into()));
+            }
+            if o.absolute_tolerance.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
+                return Err((format!("metrics.{name}.absolute_tolerance"), "a finite number ≥ 0".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The judge's overall answer at one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The window completed and every metric is within tolerance with enough data.
+    Pass,
+    /// At least one metric is failing with strong evidence.
+    Fail,
+    /// Not enough evidence either way (yet, or at all).
+    Inconclusive,
+}
+
+/// One metric's state at this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricStatus {
+    /// Within tolerance so far.
+    Ok,
+    /// Worse than baseline beyond tolerance, with strong evidence.
+    Failing,
+    /// Shifted beyond tolerance at this look but not yet at enough looks in a row.
+    Suspect,
+    /// No paired samples yet (or the source is silent).
+    NoData,
+    /// Too few samples or requests to vouch for this metric.
+    InsufficientData,
+    /// Ignored by configuration.
+    Ignored,
+}
+
+/// The evidence for one metric, in numbers a human can check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Finding {
+    /// Metric name.
+    pub metric: String,
+    /// Unit as declared.
+    pub unit: String,
+    /// Which change hurts.
+    pub bad_direction: BadDirection,
+    /// Status at this tick.
+    pub status: MetricStatus,
+    /// Baseline level over the strongest window (median, or pooled ratio).
+    pub baseline: Option<f64>,
+    /// Canary level over the same window.
+    pub canary: Option<f64>,
+    /// Harmful shift (positive = worse), in the metric's unit.
+    pub effect: Option<f64>,
+    /// Shift relative to the baseline level.
+    pub relative_effect: Option<f64>,
+    /// Shift divided by its standard error.
+    pub z: Option<f64>,
+    /// Critical value the shift had to exceed.
+    pub critical: Option<f64>,
+    /// One-sided confidence that the canary is worse (1 − p).
+    pub confidence: Option<f64>,
+    /// Smallest shift that counts as harmful.
+    pub tolerance: Option<f64>,
+    /// Length of the window the numbers come from, seconds.
+    pub window_s: Option<u64>,
+    /// Paired samples used so far (after warm-up).
+    pub samples: usize,
+    /// Share of expected samples present.
+    pub coverage: f64,
+    /// One-sided excursions: canary alone worse / baseline alone worse.
+    pub excursions: (usize, usize),
+    /// One sentence a human can check against the numbers.
+    pub explanation: String,
+}
+
+/// The judge's result at one tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JudgeResult {
+    /// Overall verdict.
+    pub verdict: Verdict,
+    /// Release clock time of the tick.
+    pub now_s: u64,
+    /// Whether the analysis window has completed.
+    pub window_complete: bool,
+    /// Per-metric findings.
+    pub findings: Vec<Finding>,
+    /// Why the verdict is what it is.
+    pub summary: String,
+}
+
+impl JudgeResult {
+    /// Metrics that are failing.
+    pub fn failing(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.status == MetricStatus::Failing)
+    }
+
+    /// Metrics without enough data to vouch for.
+    pub fn lacking_data(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| matches!(f.status, MetricStatus::NoData | MetricStatus::InsufficientData))
+    }
+}
+
+/// Number of one-sided tests per look, for the Bonferroni split.
+fn tests_per_look(obs: &Observation, cfg: &JudgeConfig, windows: usize) -> usize {
+    let sides: usize = obs
+        .metrics
+        .iter()
+        .filter(|m| !cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore))
+        .map(|m| if m.spec.bad_direction == BadDirection::Both { 2 } else { 1 })
+        .sum();
+    sides.max(1) * windows.max(1)
+}
+
+/// Window lengths in samples for this step size, deduplicated.
+pub(crate) fn window_samples(cfg: &JudgeConfig, step_s: u32) -> Vec<usize> {
+    let step = u64::from(step_s.max(1));
+    let mut w: Vec<usize> =
+        cfg.windows_s.iter().map(|s| (s.div_ceil(step) as usize).max(cfg.min_window_samples)).collect();
+    w.sort_unstable();
+    w.dedup();
+    w
+}
+
+/// Judge one observation. Pure: the same observation and config give the same result.
+pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
+    let step = u64::from(obs.step_s.max(1));
+    let total_steps = (obs.duration_s / step) as usize;
+    let warmup_steps = cfg.warmup_s.div_ceil(step) as usize;
+    let looks = total_steps.saturating_sub(warmup_steps).max(1);
+    let windows = window_samples(cfg, obs.step_s);
+    let alpha_look = cfg.alpha / (tests_per_look(obs, cfg, windows.len()) * looks) as f64;
+    let ctx = metric::Context { cfg, step_s: obs.step_s, warmup_steps, windows, alpha_look };
+    let findings: Vec<Finding> = obs
+        .metrics
+        .iter()
+        .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
+        .collect();
+    let complete = obs.window_complete();
+    let failing: Vec<&str> =
+        findings.iter().filter(|f| f.status == MetricStatus::Failing).map(|f| f.metric.as_str()).collect();
+    let lacking: Vec<&str> = findings
+        .iter()
+        .filter(|f| matches!(f.status, MetricStatus::NoData | MetricStatus::InsufficientData))
+        .map(|f| f.metric.as_str())
+        .collect();
+    let (verdict, summary) = if !failing.is_empty() {
+        (Verdict::Fail, format!("canary is worse than baseline beyond tolerance on {}", failing.join(", ")))
+    } else if !complete {
+        (Verdict::Inconclusive, format!("analysis running: {}s of {}s observed", obs.now_s, obs.duration_s))
+    } else if findings.iter().all(|f| f.status == MetricStatus::Ignored) {
+        (Verdict::Inconclusive, "every metric is ignored; nothing to vouch for".into())
+    } else if !lacking.is_empty() {
+        (Verdict::Inconclusive, format!("window complete but not enough data on {}", lacking.join(", ")))
+    } else {
+        (Verdict::Pass, "window complete; every metric within tolerance".into())
+    };
+    JudgeResult { verdict, now_s: obs.now_s, window_complete: complete, findings, summary }
+}
+
+#[cfg(test)]
+mod tests;

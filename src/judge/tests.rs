@@ -1,0 +1,86 @@
+use super::*;
+use crate::signals::simulator::{FaultKind, FaultSpec, SimConfig, Simulator};
+use crate::signals::{MetricSeries, MetricSpec};
+
+fn run(cfg: SimConfig) -> (Option<u64>, JudgeResult) {
+    let sim = Simulator::new(cfg.clone());
+    let jc = JudgeConfig::default();
+    for now in (10..=cfg.duration_s).step_by(10) {
+        let r = judge(&sim.observe_at(now), &jc);
+        if r.verdict == Verdict::Fail {
+            return (Some(now), r);
+        }
+    }
+    (None, judge(&sim.observe_at(cfg.duration_s), &jc))
+}
+
+fn fault(kind: FaultKind, onset_s: u64, strength: f64) -> SimConfig {
+    SimConfig { fault: Some(FaultSpec { kind, onset_s, strength }), ..SimConfig::default() }
+}
+
+#[test]
+fn healthy_release_passes_only_at_window_end() {
+    let sim = Simulator::new(SimConfig::default());
+    let jc = JudgeConfig::default();
+    assert_eq!(judge(&sim.observe_at(900), &jc).verdict, Verdict::Inconclusive);
+    let end = judge(&sim.observe_at(1800), &jc);
+    assert_eq!(end.verdict, Verdict::Pass, "{end:#?}");
+    assert!(end.findings.iter().all(|f| f.status == MetricStatus::Ok));
+}
+
+#[test]
+fn error_spike_fails_within_two_minutes_naming_the_metric() {
+    let (at, r) = run(fault(FaultKind::ErrorSpike, 600, 0.05));
+    let at = at.expect("error spike must be caught");
+    assert!((600..=720).contains(&at), "caught at {at}");
+    let f = r.failing().next().unwrap();
+    assert_eq!(f.metric, "http_error_ratio");
+    assert!(f.effect.unwrap() > 0.03 && f.z.unwrap() > f.critical.unwrap(), "{f:#?}");
+    assert!(f.explanation.contains("FAILING"), "{}", f.explanation);
+}
+
+#[test]
+fn latency_regression_fails() {
+    let (at, r) = run(fault(FaultKind::LatencyRegression, 300, 0.6));
+    assert!(at.is_some_and(|t| t <= 420), "caught at {at:?}");
+    assert_eq!(r.failing().next().unwrap().metric, "latency_p99_ms");
+}
+
+#[test]
+fn crash_loop_fails_on_throughput_or_errors() {
+    let (at, _) = run(fault(FaultKind::CrashLoop, 300, 0.5));
+    assert!(at.is_some_and(|t| t <= 420), "caught at {at:?}");
+}
+
+#[test]
+fn improvement_is_not_a_failure() {
+    let (at, r) = run(SimConfig { improvement: 0.5, ..SimConfig::default() });
+    assert_eq!(at, None);
+    assert_eq!(r.verdict, Verdict::Pass);
+}
+
+#[test]
+fn canary_with_no_data_is_inconclusive_never_fail() {
+    let n = 180;
+    let spec = MetricSpec { name: "err".into(), unit: "ratio".into(), bad_direction: BadDirection::Up };
+    let obs = Observation {
+        service: "s".into(),
+        step_s: 10,
+        duration_s: 1800,
+        now_s: 1800,
+        traffic: None,
+        metrics: vec![MetricSeries { spec, baseline: vec![Some(0.01); n], canary: vec![None; n] }],
+        logs: vec![],
+        events: vec![],
+    };
+    let r = judge(&obs, &JudgeConfig::default());
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+    assert_eq!(r.findings[0].status, MetricStatus::NoData);
+}
+
+#[test]
+fn config_bounds_name_the_field() {
+    let bad = JudgeConfig { alpha: 0.5, ..JudgeConfig::default() };
+    assert_eq!(bad.validate().unwrap_err().0, "alpha");
+    assert!(JudgeConfig::default().validate().is_ok());
+}

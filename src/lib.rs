@@ -1,0 +1,20 @@
+//! backstop — a release agent that judges canaries with statistics, acts only
+//! inside guardrails written in code, and records every decision in a
+//! hash-chained audit ledger.
+//!
+//! The loop (see `README.md`): [`signals`] → [`judge`] → [`policy`] →
+//! [`executor`], with every step written to the [`ledger`] by the
+//! [`orchestrator`], the only place that runs an action.
+
+pub mod config;
+pub mod error;
+pub mod eval;
+pub mod executor;
+pub mod judge;
+pub mod ledger;
+pub mod orchestrator;
+pub mod policy;
+pub mod signals;
+pub mod telemetry;
+
+pub use error::Error;

@@ -1,0 +1,189 @@
+//! The decision function. Each branch records the rule that fired, so a
+//! human can follow how a decision was reached.
+
+use super::{
+    Autonomy, Decision, IrreversibleAction, ModelInput, ModelRecommendation, PolicyFile, PolicyInput,
+    PolicyOutcome, Proposal, RollbackPlan, RuleHit, RunMode,
+};
+use crate::judge::{MetricStatus, Verdict};
+
+struct Trace(Vec<RuleHit>);
+
+impl Trace {
+    fn hit(&mut self, rule: &str, detail: impl Into<String>) {
+        self.0.push(RuleHit { rule: rule.into(), detail: detail.into() });
+    }
+}
+
+/// Decide what to do. Pure and deterministic: no I/O, no clock but `input.now_ms`.
+pub fn evaluate(policy: &PolicyFile, input: &PolicyInput) -> PolicyOutcome {
+    let mut t = Trace(Vec::new());
+    t.hit("judge.verdict", format!("{:?}: {}", input.judge.verdict, input.judge.summary));
+    if input.mode == RunMode::Advise {
+        t.hit("mode.advise", "advisory run: the decision is a recommendation and nothing executes");
+    }
+    let decision = decide(policy, input, &mut t);
+    t.hit("decision", decision.label());
+    PolicyOutcome { decision, trace: t.0 }
+}
+
+fn decide(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
+    if let Some(reason) = input.signal_failure {
+        // Invariant: a failing backend never causes a rollback by itself.
+        t.hit("invariant.signal_failure_holds", reason);
+        return Decision::Hold { reason: format!("signal source failing, holding for a human: {reason}") };
+    }
+    match input.judge.verdict {
+        Verdict::Fail => {
+            if let ModelInput::Verdict { recommendation: ModelRecommendation::Promote, .. } = input.model {
+                t.hit("model.cannot_loosen", "model recommends promote; the judge failed the canary");
+            }
+            let reason = input.judge.summary.clone();
+            rollback(policy, input, t, reason)
+        }
+        Verdict::Pass => promote(policy, input, t),
+        Verdict::Inconclusive => inconclusive(policy, input, t),
+    }
+}
+
+fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, otherwise: Decision) -> Decision {
+    match input.model {
+        ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified } => {
+            if policy.allow_model_rollback && *evidence_verified {
+                t.hit("model.rollback_corroborated", "model rollback allowed by policy with verified canary-only evidence");
+                rollback(policy, input, t, "model found verified canary-only evidence of harm".into())
+            } else {
+                t.hit("model.rollback_needs_human", "model recommends rollback; policy requires a human");
+                Decision::RequireApproval {
+                    reason: "the model recommends a rollback the judge did not call for".into(),
+                    proposed: proposal_rollback(input, "model recommendation"),
+                }
+            }
+        }
+        ModelInput::Verdict { recommendation: ModelRecommendation::Hold, .. } => {
+            t.hit("model.hold", "model asks to hold");
+            Decision::Hold { reason: "the model asks to hold for a human".into() }
+        }
+        _ => otherwise,
+    }
+}
+
+fn inconclusive(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
+    let j = input.judge;
+    let lacking: Vec<&str> = j.lacking_data().map(|f| f.metric.as_str()).collect();
+    let base = if j.window_complete {
+        t.hit("judge.window_complete_inconclusive", format!("not enough evidence on {}", lacking.join(", ")));
+        Decision::Hold {
+            reason: format!("analysis window ended without enough evidence ({}); a human must decide", lacking.join(", ")),
+        }
+    } else if j.findings.iter().any(|f| f.status == MetricStatus::NoData && f.samples == 0)
+        && j.now_s > policy.judge.warmup_s + policy.judge.windows_s.iter().copied().min().unwrap_or(60)
+    {
+        // Invariant: missing data holds and tells a human; it never rolls back.
+        t.hit("invariant.missing_data_holds", format!("no data on {}", lacking.join(", ")));
+        Decision::Hold { reason: format!("no data from {}; holding for a human", lacking.join(", ")) }
+    } else {
+        t.hit("judge.running", "no decision yet");
+        Decision::Continue
+    };
+    model_stricter(policy, input, t, base)
+}
+
+fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
+    match input.model {
+        ModelInput::Verdict { recommendation: ModelRecommendation::Promote, .. } => {
+            t.hit("model.concurs", "model concurs with promotion");
+        }
+        ModelInput::Verdict { .. } => {
+            return model_stricter(policy, input, t, Decision::Hold { reason: "the model does not concur with promotion".into() });
+        }
+        ModelInput::Unavailable { reason } if policy.require_model_for_promotion => {
+            t.hit("model.required_unavailable", reason.clone());
+            return Decision::Hold { reason: format!("policy requires the model's concurrence and it is unavailable: {reason}") };
+        }
+        ModelInput::NotConfigured if policy.require_model_for_promotion => {
+            t.hit("model.required_missing", "no model configured");
+            return Decision::Hold { reason: "policy requires the model's concurrence and none is configured".into() };
+        }
+        _ => {}
+    }
+    if let Some(f) = policy.active_freeze(&input.release.service, input.now_ms) {
+        t.hit("freeze.active", f.name.clone());
+        return Decision::RequireApproval { reason: format!("freeze window `{}` is active", f.name), proposed: Proposal::Promote };
+    }
+    match policy.autonomy_for(&input.release.service) {
+        Autonomy::Auto => {
+            t.hit("autonomy.auto", "promotion within policy");
+            Decision::Promote
+        }
+        a => {
+            t.hit("autonomy.human", format!("{a:?}"));
+            Decision::RequireApproval {
+                reason: format!("service autonomy is {a:?}: a human promotes").to_lowercase(),
+                proposed: Proposal::Promote,
+            }
+        }
+    }
+}
+
+fn proposal_rollback(input: &PolicyInput, reason: &str) -> Proposal {
+    let r = input.release;
+    Proposal::Rollback {
+        plan: RollbackPlan {
+            target: r.target.clone(),
+            from_revision: r.candidate_revision.clone(),
+            to_revision: r.last_known_good.clone().unwrap_or_else(|| "(none recorded)".into()),
+            reason: reason.into(),
+        },
+    }
+}
+
+fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: String) -> Decision {
+    let r = input.release;
+    if !r.declared_targets.iter().any(|d| d == &r.target) {
+        t.hit("invariant.declared_target", format!("target `{}` is not declared in configuration", r.target));
+        return Decision::Deny { reason: format!("target `{}` is not declared in configuration", r.target) };
+    }
+    let Some(lkg) = &r.last_known_good else {
+        t.hit("invariant.last_known_good", "no last-known-good revision recorded");
+        return Decision::Deny { reason: "no last-known-good revision is recorded for this target".into() };
+    };
+    let plan = RollbackPlan {
+        target: r.target.clone(),
+        from_revision: r.candidate_revision.clone(),
+        to_revision: lkg.clone(),
+        reason,
+    };
+    if r.irreversible {
+        t.hit("invariant.irreversible", "release is marked irreversible");
+        let why = "release is marked irreversible: never rolled back automatically".to_string();
+        return match policy.irreversible {
+            IrreversibleAction::RequireApproval => Decision::RequireApproval { reason: why, proposed: Proposal::Rollback { plan } },
+            IrreversibleAction::Hold => Decision::Hold { reason: why },
+        };
+    }
+    match policy.autonomy_for(&r.service) {
+        Autonomy::Auto => {}
+        a => {
+            t.hit("autonomy.human", format!("{a:?}"));
+            return Decision::RequireApproval {
+                reason: format!("service autonomy is {a:?}: a human approves the rollback").to_lowercase(),
+                proposed: Proposal::Rollback { plan },
+            };
+        }
+    }
+    let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
+    let recent = input.history.automated_rollbacks_ms.iter().filter(|&&at| input.now_ms - at < window_ms).count();
+    if recent >= policy.rate_limit.max_rollbacks as usize {
+        t.hit("invariant.rate_limit", format!("{recent} automated rollbacks in {} min", policy.rate_limit.window_minutes));
+        return Decision::RequireApproval {
+            reason: format!(
+                "rate limit: {recent} automated rollbacks of `{}` in the last {} minutes",
+                r.target, policy.rate_limit.window_minutes
+            ),
+            proposed: Proposal::Rollback { plan },
+        };
+    }
+    t.hit("rollback.within_policy", format!("to {}", plan.to_revision));
+    Decision::Rollback { plan }
+}

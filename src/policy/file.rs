@@ -1,0 +1,247 @@
+//! Policy files (`policies/*.toml`): numbers within bounds, never invariants.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::judge::JudgeConfig;
+
+/// The shipped default policy, embedded at build time.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+
+/// A policy file is invalid. Names the file, the field and what was expected.
+#[derive(Debug, Error)]
+pub enum PolicyFileError {
+    /// The file could not be read.
+    #[error("{path}: cannot read policy file: {reason}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// OS error text.
+        reason: String,
+    },
+    /// A field is missing, unknown, of the wrong type, or out of bounds.
+    #[error("{path}: field `{field}`: expected {expected}")]
+    Field {
+        /// File path.
+        path: PathBuf,
+        /// Dotted field path.
+        field: String,
+        /// What a valid value looks like.
+        expected: String,
+    },
+}
+
+/// How much a service lets the agent do on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Autonomy {
+    /// Recommend only; a human acts.
+    Advise,
+    /// Act after a human approves.
+    Approve,
+    /// Act within policy without asking.
+    #[default]
+    Auto,
+}
+
+/// What to do when an irreversible release fails. Either way it is never rolled back automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IrreversibleAction {
+    /// Ask a human to approve the rollback (escalate).
+    #[default]
+    RequireApproval,
+    /// Hold the release and tell a human.
+    Hold,
+}
+
+/// At most `max_rollbacks` automated rollbacks per target per `window_minutes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Automated rollbacks allowed in the window (1..=100).
+    pub max_rollbacks: u32,
+    /// Window length in minutes (1..=10080).
+    pub window_minutes: u32,
+}
+
+/// A period in which nothing is promoted without a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeWindow {
+    /// Name shown in decisions.
+    pub name: String,
+    /// Start, RFC 3339 (e.g. `2026-11-27T00:00:00Z`).
+    #[schemars(with = "String")]
+    pub start: jiff::Timestamp,
+    /// End, RFC 3339.
+    #[schemars(with = "String")]
+    pub end: jiff::Timestamp,
+    /// Services it applies to; `*` for all.
+    #[serde(default = "all_services")]
+    pub services: Vec<String>,
+}
+
+fn all_services() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Per-service settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePolicy {
+    /// Overrides the default autonomy.
+    pub autonomy: Option<Autonomy>,
+}
+
+/// A whole policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Policy format version; must be 1.
+    pub version: u32,
+    /// Default autonomy for services not listed in `services`.
+    #[serde(default)]
+    pub autonomy: Autonomy,
+    /// Let the model roll back a release the judge did not fail, when its
+    /// cited evidence is verified canary-only (off by default).
+    #[serde(default)]
+    pub allow_model_rollback: bool,
+    /// Promote only with the model's concurrence; no model ⇒ hold.
+    #[serde(default)]
+    pub require_model_for_promotion: bool,
+    /// Rollback rate limit per target.
+    pub rate_limit: RateLimit,
+    /// Handling of releases marked irreversible.
+    #[serde(default)]
+    pub irreversible: IrreversibleAction,
+    /// Freeze windows.
+    #[serde(default)]
+    pub freeze: Vec<FreezeWindow>,
+    /// Per-service settings, by service name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServicePolicy>,
+    /// Judge tunables.
+    #[serde(default)]
+    pub judge: JudgeConfig,
+}
+
+impl PolicyFile {
+    /// Parse and validate policy text; `path` names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyFileError> {
+        let field_err = |field: String, expected: String| PolicyFileError::Field {
+            path: path.to_path_buf(),
+            field,
+            expected,
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| field_err("(document)".into(), format!("valid TOML: {}", e.message())))?;
+        let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            field_err(field, e.into_inner().message().to_string())
+        })?;
+        file.validate().map_err(|(f, e)| field_err(f, e))?;
+        Ok(file)
+    }
+
+    /// Read, parse and validate a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyFileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyFileError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+        Self::parse(path, &text)
+    }
+
+    /// The embedded default policy.
+    pub fn embedded_default() -> Result<Self, PolicyFileError> {
+        Self::parse(Path::new("policies/default.toml (embedded)"), DEFAULT_POLICY)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.version != 1 {
+            return Err(("version".into(), format!("1, found {}", self.version)));
+        }
+        if !(1..=100).contains(&self.rate_limit.max_rollbacks) {
+            return Err(("rate_limit.max_rollbacks".into(), "an integer from 1 to 100".into()));
+        }
+        if !(1..=10080).contains(&self.rate_limit.window_minutes) {
+            return Err(("rate_limit.window_minutes".into(), "minutes from 1 to 10080 (one week)".into()));
+        }
+        for (i, f) in self.freeze.iter().enumerate() {
+            if f.end <= f.start {
+                return Err((format!("freeze[{i}].end"), format!("a time after start ({})", f.start)));
+            }
+            if f.services.is_empty() {
+                return Err((format!("freeze[{i}].services"), "at least one service or \"*\"".into()));
+            }
+        }
+        self.judge.validate().map_err(|(f, e)| (format!("judge.{f}"), e))
+    }
+
+    /// Autonomy for `service`.
+    pub fn autonomy_for(&self, service: &str) -> Autonomy {
+        self.services.get(service).and_then(|s| s.autonomy).unwrap_or(self.autonomy)
+    }
+
+    /// The freeze window covering `service` at `now_ms`, if any.
+    pub fn active_freeze(&self, service: &str, now_ms: i64) -> Option<&FreezeWindow> {
+        let now = jiff::Timestamp::from_millisecond(now_ms).ok()?;
+        self.freeze
+            .iter()
+            .find(|f| f.start <= now && now < f.end && f.services.iter().any(|s| s == "*" || s == service))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        PolicyFile::parse(Path::new("p.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_policy_is_valid() {
+        let p = PolicyFile::embedded_default().unwrap();
+        assert_eq!(p.version, 1);
+        assert!(p.rate_limit.max_rollbacks >= 1);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err("version = 1\nrate_limit = { max_rollbacks = 2, window_minutes = 60 }\nautonmy = \"auto\"\n");
+        assert!(e.contains("p.toml") && e.contains("autonmy"), "{e}");
+    }
+
+    #[test]
+    fn out_of_bounds_is_named() {
+        let e = err("version = 1\nrate_limit = { max_rollbacks = 0, window_minutes = 60 }\n");
+        assert!(e.contains("`rate_limit.max_rollbacks`") && e.contains("1 to 100"), "{e}");
+        let e = err("version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[judge]\nalpha = 0.9\n");
+        assert!(e.contains("`judge.alpha`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = err("version = 1\nautonomy = \"yolo\"\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n");
+        assert!(e.contains("`autonomy`") && e.contains("yolo"), "{e}");
+    }
+
+    #[test]
+    fn freeze_window_applies_by_service_and_time() {
+        let p = PolicyFile::parse(
+            Path::new("p.toml"),
+            "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[[freeze]]\nname = \"bf\"\nstart = \"2026-11-27T00:00:00Z\"\nend = \"2026-11-28T00:00:00Z\"\nservices = [\"checkout\"]\n",
+        )
+        .unwrap();
+        let inside = jiff::Timestamp::from_second(1_764_244_800 + 3600).unwrap().as_millisecond();
+        assert!(p.active_freeze("checkout", inside).is_some() || p.freeze[0].start.as_millisecond() > inside);
+        let mid = (p.freeze[0].start.as_millisecond() + p.freeze[0].end.as_millisecond()) / 2;
+        assert_eq!(p.active_freeze("checkout", mid).map(|f| f.name.as_str()), Some("bf"));
+        assert!(p.active_freeze("search", mid).is_none());
+        assert!(p.active_freeze("checkout", p.freeze[0].end.as_millisecond()).is_none());
+    }
+}

@@ -1,0 +1,200 @@
+//! Policy: a pure, synchronous function from (judge result, model verdict,
+//! release facts, history, mode) to a [`Decision`] and the trace of rules
+//! that produced it. The invariants of `DESIGN.md` are code here; the policy
+//! file only tunes numbers within bounds.
+
+mod decide;
+mod file;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use decide::evaluate;
+pub use file::{Autonomy, DEFAULT_POLICY, FreezeWindow, IrreversibleAction, PolicyFile, PolicyFileError, RateLimit};
+
+use crate::judge::JudgeResult;
+
+/// What the agent will do. Produced only by [`evaluate`]; acted on only by the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// The window passed: send all traffic to the canary.
+    Promote,
+    /// Nothing to do yet: keep watching.
+    Continue,
+    /// Stop advancing and tell a human; keep watching.
+    Hold {
+        /// Why.
+        reason: String,
+    },
+    /// A human must approve the proposed action before anything happens.
+    RequireApproval {
+        /// Why a human is needed.
+        reason: String,
+        /// What would happen on approval.
+        proposed: Proposal,
+    },
+    /// Roll back now, exactly as planned.
+    Rollback {
+        /// Where traffic goes, derived from configuration and the ledger, never from a model.
+        plan: RollbackPlan,
+    },
+    /// The action the evidence calls for is not allowed at all.
+    Deny {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// Short label for logs, the ledger and reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Promote => "promote",
+            Decision::Continue => "continue",
+            Decision::Hold { .. } => "hold",
+            Decision::RequireApproval { .. } => "require_approval",
+            Decision::Rollback { .. } => "rollback",
+            Decision::Deny { .. } => "deny",
+        }
+    }
+}
+
+/// An action awaiting a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Proposal {
+    /// Promote the canary.
+    Promote,
+    /// Roll back as planned.
+    Rollback {
+        /// The plan.
+        plan: RollbackPlan,
+    },
+}
+
+/// Where a rollback goes. Built by policy from release facts only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RollbackPlan {
+    /// The declared target the executor acts on.
+    pub target: String,
+    /// The revision being rolled back.
+    pub from_revision: String,
+    /// The recorded last-known-good revision.
+    pub to_revision: String,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// Facts about the release, from configuration and the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseFacts {
+    /// Release id.
+    pub release_id: String,
+    /// Service name (selects per-service autonomy).
+    pub service: String,
+    /// The target this release acts on.
+    pub target: String,
+    /// Targets declared in configuration; nothing else may be touched.
+    pub declared_targets: Vec<String>,
+    /// Revision under judgement.
+    pub candidate_revision: String,
+    /// Last revision recorded as good, if any.
+    pub last_known_good: Option<String>,
+    /// The release includes an irreversible change (e.g. a schema migration).
+    pub irreversible: bool,
+    /// Environment (`production`, `staging`, ...).
+    pub environment: String,
+}
+
+/// What the ledger says about recent history of this target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Unix ms of automated rollbacks of this target.
+    pub automated_rollbacks_ms: Vec<i64>,
+}
+
+/// How the agent is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// `watch`/`demo`: may act within policy.
+    Act,
+    /// `advise`/dry-run: decisions are recommendations only.
+    Advise,
+}
+
+/// The model's verdict as policy sees it (the model arrives in a later
+/// release; this is its seam).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ModelInput {
+    /// No model is configured.
+    NotConfigured,
+    /// The model could not be reached, timed out, or was rejected.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// A validated verdict.
+    Verdict {
+        /// What the model recommends.
+        recommendation: ModelRecommendation,
+        /// Every cited evidence id exists and shows a canary-only problem.
+        evidence_verified: bool,
+    },
+}
+
+/// The model's recommendation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelRecommendation {
+    /// Promote.
+    Promote,
+    /// Keep watching.
+    Continue,
+    /// Hold for a human.
+    Hold,
+    /// Roll back.
+    Rollback,
+}
+
+/// Everything policy decides on.
+#[derive(Debug, Clone)]
+pub struct PolicyInput<'a> {
+    /// The judge's result at this tick.
+    pub judge: &'a JudgeResult,
+    /// The model's verdict, or why there is none.
+    pub model: &'a ModelInput,
+    /// Release facts.
+    pub release: &'a ReleaseFacts,
+    /// Recent history of the target.
+    pub history: &'a History,
+    /// Act or advise.
+    pub mode: RunMode,
+    /// A signal backend failed at this tick (its reason).
+    pub signal_failure: Option<&'a str>,
+    /// Wall-clock unix ms, for rate limits and freeze windows.
+    pub now_ms: i64,
+}
+
+/// One rule that fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RuleHit {
+    /// Stable rule id (`judge.fail`, `invariant.irreversible`, ...).
+    pub rule: String,
+    /// What it saw.
+    pub detail: String,
+}
+
+/// A decision and how it was reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyOutcome {
+    /// The decision.
+    pub decision: Decision,
+    /// Rules in the order they fired.
+    pub trace: Vec<RuleHit>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! Signals: typed, timestamped samples for the baseline and the canary, plus
+//! logs and events, behind one [`SignalSource`] trait.
+//!
+//! Sample `i` of a series summarises the interval `[i*step_s, (i+1)*step_s)`;
+//! a source only ever returns samples whose interval ended at or before the
+//! time it was asked about, so no judge can see the future.
+
+mod registry;
+mod replay;
+mod scenario;
+pub mod simulator;
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use registry::{BuiltSource, SourceConfig, build_source};
+pub use replay::ReplaySource;
+pub use scenario::{
+    SCENARIO_FORMAT, Scenario, ScenarioData, ScenarioError, Truth, load_scenario, load_scenarios,
+    parse_scenario,
+};
+
+/// Which version a sample, log line or event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The stable version serving most traffic.
+    Baseline,
+    /// The new version under judgement.
+    Canary,
+}
+
+/// Which change of a metric would hurt users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BadDirection {
+    /// Higher is worse (errors, latency, memory).
+    Up,
+    /// Lower is worse (throughput, success rate).
+    Down,
+    /// Any change is suspect.
+    Both,
+}
+
+/// What a metric is and which way it hurts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricSpec {
+    /// Metric name, unique within a release.
+    pub name: String,
+    /// Free-text unit (`ratio`, `ms`, `percent`, `bytes`, ...).
+    pub unit: String,
+    /// Which change would hurt users.
+    pub bad_direction: BadDirection,
+}
+
+impl MetricSpec {
+    /// Ratio metrics are fractions of requests, so their per-step noise has a
+    /// binomial floor that depends on traffic.
+    pub fn is_request_ratio(&self) -> bool {
+        self.unit == "ratio"
+    }
+}
+
+/// One metric's samples for both sides, aligned on the release clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSeries {
+    /// What the metric is.
+    pub spec: MetricSpec,
+    /// Baseline samples; `None` is a missing sample (scrape gap).
+    pub baseline: Vec<Option<f64>>,
+    /// Canary samples; `None` is a missing sample (scrape gap).
+    pub canary: Vec<Option<f64>>,
+}
+
+/// Requests served per step by each side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Baseline requests per step.
+    pub baseline: Vec<u64>,
+    /// Canary requests per step.
+    pub canary: Vec<u64>,
+}
+
+/// A log line from one side. Its text is untrusted data, never an instruction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Seconds since the canary started.
+    pub t_s: u64,
+    /// Which side logged it.
+    pub target: Side,
+    /// Level as the service wrote it (`error`, `warn`, ...).
+    pub level: String,
+    /// The untrusted message text.
+    pub message: String,
+}
+
+/// A platform event (deploy, restart, OOM kill...). Untrusted data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Seconds since the canary started.
+    pub t_s: u64,
+    /// Which side it concerns.
+    pub target: Side,
+    /// Event kind (`deploy`, `restart`, `oom`, ...).
+    pub kind: String,
+    /// The untrusted message text.
+    pub message: String,
+}
+
+/// Everything a source could see up to `now_s`: the input of one analysis tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Service the release belongs to.
+    pub service: String,
+    /// Seconds between samples.
+    pub step_s: u32,
+    /// Length of the analysis window in seconds.
+    pub duration_s: u64,
+    /// Release clock time of this observation, seconds since canary start.
+    pub now_s: u64,
+    /// Requests per step, when the source knows them.
+    pub traffic: Option<Traffic>,
+    /// Metric series, each holding only samples ended at or before `now_s`.
+    pub metrics: Vec<MetricSeries>,
+    /// Log lines at or before `now_s`.
+    pub logs: Vec<LogLine>,
+    /// Events at or before `now_s`.
+    pub events: Vec<Event>,
+}
+
+impl Observation {
+    /// Number of whole steps that have ended by `now_s`.
+    pub fn completed_steps(&self) -> usize {
+        (self.now_s / u64::from(self.step_s.max(1))) as usize
+    }
+
+    /// True once the whole analysis window has been observed.
+    pub fn window_complete(&self) -> bool {
+        self.now_s >= self.duration_s
+    }
+}
+
+/// A signal backend failed. The judge treats this as missing data: a
+/// failing backend never causes a rollback by itself.
+#[derive(Debug, Error)]
+pub enum SignalError {
+    /// The backend could not be reached or answered with an error.
+    #[error("signal source `{source_name}` is unavailable: {reason}")]
+    Unavailable {
+        /// Name of the source.
+        source_name: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A read-only source of signals for one release.
+#[async_trait]
+pub trait SignalSource: Send + Sync {
+    /// A short name for logs and the ledger (`scenario:checkout-017`, `simulator`).
+    fn name(&self) -> String;
+
+    /// Everything observable at release time `now_s`; never a sample whose
+    /// interval ends after `now_s`.
+    async fn observe(&self, now_s: u64) -> Result<Observation, SignalError>;
+}

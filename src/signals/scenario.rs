@@ -1,0 +1,355 @@
+//! The `backstop.scenario/v1` file format (see `shared/scenarios/FORMAT.md`).
+//!
+//! Parsing splits a file into what a judge may see ([`ScenarioData`]) and the
+//! label only `eval` may read ([`Truth`]), so a judge cannot see the answer by
+//! construction.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::{BadDirection, Event, LogLine, MetricSeries, MetricSpec, Side, Traffic};
+
+/// The only format value this version reads.
+pub const SCENARIO_FORMAT: &str = "backstop.scenario/v1";
+
+/// A scenario file broke the format. Names the file, the field and what was expected.
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {reason}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// OS error text.
+        reason: String,
+    },
+    /// A field is missing, of the wrong type, or out of range.
+    #[error("{path}: field `{field}`: expected {expected}")]
+    Field {
+        /// File path.
+        path: PathBuf,
+        /// Field path inside the document, e.g. `metrics[1].canary`.
+        field: String,
+        /// What a valid value looks like, and what was found.
+        expected: String,
+    },
+}
+
+/// The label of a scenario. Only `eval` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Truth {
+    /// The release should be rolled back.
+    pub bad: bool,
+    /// When the fault begins, seconds since canary start.
+    #[serde(default)]
+    pub onset_s: Option<u64>,
+    /// Free-text cause.
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+/// What a judge may see of a scenario: everything but the truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioData {
+    /// Scenario name.
+    pub name: String,
+    /// Free text for humans.
+    pub description: String,
+    /// Service name.
+    pub service: String,
+    /// Seconds between samples.
+    pub step_s: u32,
+    /// Analysis window length in seconds.
+    pub duration_s: u64,
+    /// Requests per step, if recorded.
+    pub traffic: Option<Traffic>,
+    /// Metric series over the whole window.
+    pub metrics: Vec<MetricSeries>,
+    /// Log lines.
+    pub logs: Vec<LogLine>,
+    /// Events.
+    pub events: Vec<Event>,
+}
+
+/// A parsed scenario: observable data plus its optional label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// What judges may see.
+    pub data: ScenarioData,
+    /// The label, never shown to a judge.
+    pub truth: Option<Truth>,
+}
+
+// Wire shapes: unknown fields are ignored so the format can grow.
+#[derive(Deserialize, Serialize)]
+struct FileDoc {
+    format: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    service: String,
+    step_s: u32,
+    duration_s: u64,
+    #[serde(default)]
+    traffic: Option<FileTraffic>,
+    metrics: Vec<FileMetric>,
+    #[serde(default)]
+    logs: Vec<LogLine>,
+    #[serde(default)]
+    events: Vec<Event>,
+    #[serde(default)]
+    truth: Option<Truth>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct FileTraffic {
+    baseline: Vec<u64>,
+    canary: Vec<u64>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct FileMetric {
+    name: String,
+    #[serde(default)]
+    unit: String,
+    bad_direction: BadDirection,
+    baseline: Vec<Option<f64>>,
+    canary: Vec<Option<f64>>,
+}
+
+/// Parse and validate one scenario document. `path` is used in error messages.
+pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let field_err = |field: String, expected: String| ScenarioError::Field {
+        path: path.to_path_buf(),
+        field,
+        expected,
+    };
+    // Check `format` before the typed parse so a future format gets the clear message.
+    let raw: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| field_err("(document)".into(), format!("valid JSON ({e})")))?;
+    match raw.get("format").and_then(|v| v.as_str()) {
+        Some(SCENARIO_FORMAT) => {}
+        Some(other) => {
+            return Err(field_err("format".into(), format!("\"{SCENARIO_FORMAT}\", found \"{other}\"")));
+        }
+        None => return Err(field_err("format".into(), format!("the string \"{SCENARIO_FORMAT}\""))),
+    }
+    let doc: FileDoc = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let field = e.path().to_string();
+        field_err(field, e.into_inner().to_string())
+    })?;
+    validate(&doc).map_err(|(field, expected)| field_err(field, expected))?;
+    let data = ScenarioData {
+        name: doc.name,
+        description: doc.description,
+        service: if doc.service.is_empty() { "unnamed".into() } else { doc.service },
+        step_s: doc.step_s,
+        duration_s: doc.duration_s,
+        traffic: doc.traffic.map(|t| Traffic { baseline: t.baseline, canary: t.canary }),
+        metrics: doc
+            .metrics
+            .into_iter()
+            .map(|m| MetricSeries {
+                spec: MetricSpec { name: m.name, unit: m.unit, bad_direction: m.bad_direction },
+                baseline: m.baseline,
+                canary: m.canary,
+            })
+            .collect(),
+        logs: doc.logs,
+        events: doc.events,
+    };
+    Ok(Scenario { path: path.to_path_buf(), data, truth: doc.truth })
+}
+
+fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
+    if doc.step_s == 0 {
+        return Err(("step_s".into(), "an integer > 0, found 0".into()));
+    }
+    if doc.duration_s == 0 || doc.duration_s % u64::from(doc.step_s) != 0 {
+        return Err((
+            "duration_s".into(),
+            format!("a positive multiple of step_s ({}), found {}", doc.step_s, doc.duration_s),
+        ));
+    }
+    if doc.name.trim().is_empty() {
+        return Err(("name".into(), "a non-empty string".into()));
+    }
+    let n = (doc.duration_s / u64::from(doc.step_s)) as usize;
+    let check_len = |field: String, len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err((field, format!("{n} samples (duration_s / step_s), found {len}")))
+        }
+    };
+    if let Some(t) = &doc.traffic {
+        check_len("traffic.baseline".into(), t.baseline.len())?;
+        check_len("traffic.canary".into(), t.canary.len())?;
+    }
+    if doc.metrics.is_empty() {
+        return Err(("metrics".into(), "at least one metric".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, m) in doc.metrics.iter().enumerate() {
+        if m.name.trim().is_empty() || !seen.insert(m.name.as_str()) {
+            return Err((format!("metrics[{i}].name"), "a non-empty name unique in the file".into()));
+        }
+        check_len(format!("metrics[{i}].baseline"), m.baseline.len())?;
+        check_len(format!("metrics[{i}].canary"), m.canary.len())?;
+        for (side, series) in [("baseline", &m.baseline), ("canary", &m.canary)] {
+            if let Some(j) = series.iter().position(|v| v.is_some_and(|x| !x.is_finite())) {
+                return Err((format!("metrics[{i}].{side}[{j}]"), "a finite number or null".into()));
+            }
+        }
+    }
+    if let Some(truth) = &doc.truth
+        && let Some(onset) = truth.onset_s
+        && onset > doc.duration_s
+    {
+        return Err(("truth.onset_s".into(), format!("at most duration_s ({})", doc.duration_s)));
+    }
+    Ok(())
+}
+
+/// Read and parse one scenario file.
+pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScenarioError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    parse_scenario(path, &text)
+}
+
+/// Load every `.json` scenario under `path` (a file or a folder, searched
+/// recursively, in name order). A broken file yields its error in place and
+/// the rest still load.
+pub fn load_scenarios(path: &Path) -> Vec<Result<Scenario, ScenarioError>> {
+    let mut files = Vec::new();
+    if let Err(e) = collect_json(path, &mut files) {
+        return vec![Err(e)];
+    }
+    files.sort();
+    files.iter().map(|f| load_scenario(f)).collect()
+}
+
+fn collect_json(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ScenarioError> {
+    let read_err = |e: std::io::Error| ScenarioError::Read { path: path.to_path_buf(), reason: e.to_string() };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path).map_err(read_err)? {
+        let p = entry.map_err(read_err)?.path();
+        if p.is_dir() {
+            collect_json(&p, out)?;
+        } else if p.extension().is_some_and(|e| e == "json") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl Scenario {
+    /// Serialise back to the file format (used by the corpus generator).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        let d = &self.data;
+        let doc = FileDoc {
+            format: SCENARIO_FORMAT.into(),
+            name: d.name.clone(),
+            description: d.description.clone(),
+            service: d.service.clone(),
+            step_s: d.step_s,
+            duration_s: d.duration_s,
+            traffic: d.traffic.as_ref().map(|t| FileTraffic { baseline: t.baseline.clone(), canary: t.canary.clone() }),
+            metrics: d
+                .metrics
+                .iter()
+                .map(|m| FileMetric {
+                    name: m.spec.name.clone(),
+                    unit: m.spec.unit.clone(),
+                    bad_direction: m.spec.bad_direction,
+                    baseline: m.baseline.clone(),
+                    canary: m.canary.clone(),
+                })
+                .collect(),
+            logs: d.logs.clone(),
+            events: d.events.clone(),
+            truth: self.truth.clone(),
+        };
+        serde_json::to_string(&doc)
+    }
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Baseline => Side::Canary,
+            Side::Canary => Side::Baseline,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(extra: &str) -> String {
+        format!(
+            r#"{{"format":"backstop.scenario/v1","name":"t","service":"s","step_s":10,"duration_s":30,
+            "metrics":[{{"name":"err","unit":"ratio","bad_direction":"up","baseline":[0.1,0.1,null],"canary":[0.2,null,0.1]}}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn parses_minimal_without_truth() {
+        let s = parse_scenario(Path::new("a.json"), &doc("")).unwrap();
+        assert!(s.truth.is_none());
+        assert_eq!(s.data.metrics[0].canary, vec![Some(0.2), None, Some(0.1)]);
+    }
+
+    #[test]
+    fn ignores_unknown_top_level_fields() {
+        let s = parse_scenario(Path::new("a.json"), &doc(r#","future_field":{"x":1}"#)).unwrap();
+        assert_eq!(s.data.name, "t");
+    }
+
+    #[test]
+    fn rejects_other_format_by_name() {
+        let text = doc("").replace("backstop.scenario/v1", "backstop.scenario/v2");
+        let err = parse_scenario(Path::new("f.json"), &text).unwrap_err().to_string();
+        assert!(err.contains("f.json") && err.contains("`format`") && err.contains("v2"), "{err}");
+    }
+
+    #[test]
+    fn rejects_wrong_length_naming_field() {
+        let text = doc("").replace("[0.2,null,0.1]", "[0.2,null]");
+        let err = parse_scenario(Path::new("f.json"), &text).unwrap_err().to_string();
+        assert!(err.contains("metrics[0].canary") && err.contains("3 samples"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_direction_naming_field() {
+        let text = doc("").replace("\"up\"", "\"sideways\"");
+        let err = parse_scenario(Path::new("f.json"), &text).unwrap_err().to_string();
+        assert!(err.contains("metrics[0].bad_direction") && err.contains("sideways"), "{err}");
+    }
+
+    #[test]
+    fn rejects_zero_step() {
+        let text = doc("").replace("\"step_s\":10", "\"step_s\":0");
+        let err = parse_scenario(Path::new("f.json"), &text).unwrap_err().to_string();
+        assert!(err.contains("`step_s`"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let s = parse_scenario(Path::new("a.json"), &doc(r#","truth":{"bad":true,"onset_s":10}"#)).unwrap();
+        let again = parse_scenario(Path::new("a.json"), &s.to_json().unwrap()).unwrap();
+        assert_eq!(s, again);
+    }
+}

@@ -1,0 +1,228 @@
+//! The built-in canary simulator: the offline signal source behind `demo`,
+//! and the generator of the synthetic scenario corpus.
+//!
+//! Samples are generated lazily, step by step, as time is observed, so an
+//! action taken at time `t` (the simulated executor setting the canary weight
+//! to 0) changes every sample after `t` and none before it.
+
+mod corpus;
+mod model;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use corpus::{CorpusSpec, generate_corpus};
+pub use model::{FaultKind, FaultSpec, SimConfig, Warmup, metric_specs};
+use model::{ModelState, SideStep};
+
+use super::{Event, LogLine, MetricSeries, Observation, Side, SignalError, SignalSource, Traffic};
+
+/// What the simulator's traffic manager currently does: read back by the
+/// simulated executor's `verify()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimStatus {
+    /// Share of traffic the canary gets now.
+    pub canary_weight: f64,
+    /// Revision serving the stable side.
+    pub active_revision: String,
+    /// Set once a rollback ran: the revision traffic went back to.
+    pub rolled_back_to: Option<String>,
+}
+
+struct Inner {
+    rng: ChaCha8Rng,
+    model: ModelState,
+    steps: Vec<[SideStep; 2]>,
+    logs: Vec<LogLine>,
+    events: Vec<Event>,
+    status: SimStatus,
+}
+
+/// A simulated canary release with a controllable traffic split.
+pub struct Simulator {
+    cfg: SimConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Simulator {
+    /// A new release at t = 0 with the configured canary weight.
+    pub fn new(cfg: SimConfig) -> Self {
+        let events = vec![Event {
+            t_s: 0,
+            target: Side::Canary,
+            kind: "deploy".into(),
+            message: format!("{} canary rollout started at weight {:.0}%", cfg.service, cfg.canary_weight * 100.0),
+        }];
+        let inner = Inner {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            model: ModelState::default(),
+            steps: Vec::new(),
+            logs: Vec::new(),
+            events,
+            status: SimStatus {
+                canary_weight: cfg.canary_weight,
+                active_revision: "stable".into(),
+                rolled_back_to: None,
+            },
+        };
+        Self { cfg, inner: Mutex::new(inner) }
+    }
+
+    /// The configuration this simulator runs.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    // A poisoned lock only means another task panicked mid-update; the
+    // simulated state is still readable, so carry on with it.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Route `weight` of traffic to the canary from now on.
+    pub fn set_canary_weight(&self, weight: f64) {
+        self.lock().status.canary_weight = weight.clamp(0.0, 1.0);
+    }
+
+    /// Send all traffic back to `revision` and record that a rollback happened.
+    pub fn roll_back_to(&self, revision: &str, now_s: u64) {
+        let mut g = self.lock();
+        g.status.canary_weight = 0.0;
+        g.status.active_revision = revision.to_string();
+        g.status.rolled_back_to = Some(revision.to_string());
+        g.events.push(Event {
+            t_s: now_s,
+            target: Side::Canary,
+            kind: "rollback".into(),
+            message: format!("traffic returned to {revision}; canary weight 0"),
+        });
+    }
+
+    /// Current traffic-manager state.
+    pub fn status(&self) -> SimStatus {
+        self.lock().status.clone()
+    }
+
+    fn generate_until(&self, g: &mut Inner, n: usize) {
+        while g.steps.len() < n {
+            let i = g.steps.len() as u64;
+            let weight = g.status.canary_weight;
+            let Inner { rng, model, .. } = g;
+            let st = model::step(&self.cfg, model, rng, i, weight);
+            self.narrate(g, i, &st);
+            g.steps.push(st);
+        }
+    }
+
+    /// Log lines and events a real release of this kind would emit.
+    fn narrate(&self, g: &mut Inner, i: u64, st: &[SideStep; 2]) {
+        let t = i * u64::from(self.cfg.step_s);
+        let Some(fault) = &self.cfg.fault else { return };
+        if t < fault.onset_s || st[1].requests == 0 {
+            return;
+        }
+        let since = t - fault.onset_s;
+        let (kind, level, msg) = match fault.kind {
+            FaultKind::ErrorSpike | FaultKind::IntermittentErrors => {
+                ("log", "error", "POST /checkout 500: NullPointerException in CartPricing.apply")
+            }
+            FaultKind::LatencyRegression => ("log", "warn", "slow query: SELECT * FROM carts took 412ms"),
+            FaultKind::MemoryLeak if since >= 600 => ("log", "warn", "GC overhead above 40%, heap 91% used"),
+            FaultKind::MemoryLeak => return,
+            FaultKind::CrashLoop => ("event", "error", "Back-off restarting failed container checkout"),
+        };
+        if since % 60 != 0 {
+            return;
+        }
+        if kind == "event" {
+            g.events.push(Event { t_s: t, target: Side::Canary, kind: "restart".into(), message: msg.into() });
+        } else {
+            g.logs.push(LogLine { t_s: t, target: Side::Canary, level: level.into(), message: msg.into() });
+        }
+    }
+
+    /// Everything observed by `now_s` (generating the steps that ended by then).
+    pub fn observe_at(&self, now_s: u64) -> Observation {
+        let step = u64::from(self.cfg.step_s.max(1));
+        let total = (self.cfg.duration_s / step) as usize;
+        let n = ((now_s / step) as usize).min(total);
+        let mut g = self.lock();
+        self.generate_until(&mut g, n);
+        let steps = &g.steps[..n];
+        let metrics = metric_specs()
+            .into_iter()
+            .enumerate()
+            .map(|(k, spec)| MetricSeries {
+                spec,
+                baseline: steps.iter().map(|s| s[0].values[k]).collect(),
+                canary: steps.iter().map(|s| s[1].values[k]).collect(),
+            })
+            .collect();
+        Observation {
+            service: self.cfg.service.clone(),
+            step_s: self.cfg.step_s,
+            duration_s: self.cfg.duration_s,
+            now_s,
+            traffic: Some(Traffic {
+                baseline: steps.iter().map(|s| s[0].requests).collect(),
+                canary: steps.iter().map(|s| s[1].requests).collect(),
+            }),
+            metrics,
+            logs: g.logs.iter().filter(|l| l.t_s <= now_s).cloned().collect(),
+            events: g.events.iter().filter(|e| e.t_s <= now_s).cloned().collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl SignalSource for Simulator {
+    fn name(&self) -> String {
+        format!("simulator:{}", self.cfg.service)
+    }
+
+    async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
+        Ok(self.observe_at(now_s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_release() {
+        let a = Simulator::new(SimConfig::default()).observe_at(600);
+        let b = Simulator::new(SimConfig::default()).observe_at(600);
+        assert_eq!(a, b);
+        let c = Simulator::new(SimConfig { seed: 8, ..SimConfig::default() }).observe_at(600);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn rollback_empties_canary_traffic_after_not_before() {
+        let sim = Simulator::new(SimConfig::default());
+        let before = sim.observe_at(300);
+        sim.roll_back_to("v1", 300);
+        let after = sim.observe_at(600);
+        assert_eq!(before.traffic.as_ref().unwrap().canary, after.traffic.as_ref().unwrap().canary[..30]);
+        assert!(after.traffic.unwrap().canary[30..].iter().all(|&n| n == 0));
+        assert_eq!(sim.status().rolled_back_to.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn error_spike_raises_canary_errors_after_onset() {
+        let cfg = SimConfig {
+            fault: Some(FaultSpec { kind: FaultKind::ErrorSpike, onset_s: 300, strength: 0.1 }),
+            ..SimConfig::default()
+        };
+        let obs = Simulator::new(cfg).observe_at(900);
+        let err = &obs.metrics[0];
+        let mean = |v: &[Option<f64>]| v.iter().flatten().sum::<f64>() / v.iter().flatten().count() as f64;
+        assert!(mean(&err.canary[..30]) < 0.02);
+        assert!(mean(&err.canary[30..]) > 0.07);
+        assert!(obs.logs.iter().any(|l| l.target == Side::Canary && l.level == "error"));
+    }
+}

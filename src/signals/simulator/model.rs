@@ -1,0 +1,254 @@
+//! The simulator's model of one canary release: how many requests each side
+//! serves per step, and what its metrics read, with faults injected by name.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution, Normal};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::signals::{BadDirection, MetricSpec};
+
+/// A fault to inject into the canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The canary's error ratio rises by `strength` (absolute, e.g. 0.05 = +5 points).
+    ErrorSpike,
+    /// The canary's p99 latency is multiplied by `1 + strength`.
+    LatencyRegression,
+    /// The canary's memory grows by `strength` × its base every 10 minutes.
+    MemoryLeak,
+    /// Canary pods restart: throughput per pod falls by `strength` (0..1), errors rise.
+    CrashLoop,
+    /// Bursts of errors (+`strength`) lasting 30 s every 2 minutes.
+    IntermittentErrors,
+}
+
+impl FaultKind {
+    /// Every fault kind, for corpus generation and `demo --scenario`.
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::ErrorSpike,
+        FaultKind::LatencyRegression,
+        FaultKind::MemoryLeak,
+        FaultKind::CrashLoop,
+        FaultKind::IntermittentErrors,
+    ];
+
+    /// The kebab-case name used on the command line and in scenario names.
+    pub fn slug(self) -> &'static str {
+        match self {
+            FaultKind::ErrorSpike => "error-spike",
+            FaultKind::LatencyRegression => "latency-regression",
+            FaultKind::MemoryLeak => "memory-leak",
+            FaultKind::CrashLoop => "crash-loop",
+            FaultKind::IntermittentErrors => "intermittent-errors",
+        }
+    }
+}
+
+/// A fault injected at `onset_s` with a kind-specific `strength`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Which fault.
+    pub kind: FaultKind,
+    /// Seconds after canary start when the fault begins.
+    pub onset_s: u64,
+    /// Kind-specific size (see [`FaultKind`]).
+    pub strength: f64,
+}
+
+/// A start-up transient on the canary: latency and CPU are multiplied by
+/// `1 + amplitude·exp(-t/tau_s)`. Healthy, not a fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    /// Extra fraction at t = 0 (1.0 doubles latency).
+    pub amplitude: f64,
+    /// Decay time constant in seconds.
+    pub tau_s: f64,
+}
+
+/// The simulated release. Every field has a default, so `{}` is a healthy release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Service name.
+    pub service: String,
+    /// Random seed: the same seed gives the same release.
+    pub seed: u64,
+    /// Seconds between samples.
+    pub step_s: u32,
+    /// Analysis window in seconds.
+    pub duration_s: u64,
+    /// Requests per second across both sides.
+    pub total_rps: f64,
+    /// Share of traffic sent to the canary (0..1).
+    pub canary_weight: f64,
+    /// Replicas across both sides; each side has its weight's share.
+    pub pods: f64,
+    /// Baseline error ratio.
+    pub error_ratio: f64,
+    /// Baseline p99 latency in ms.
+    pub latency_p99_ms: f64,
+    /// Baseline CPU in percent.
+    pub cpu_percent: f64,
+    /// Baseline memory in MB.
+    pub memory_mb: f64,
+    /// Noise multiplier (1 = typical, 3 = very noisy).
+    pub noise: f64,
+    /// Probability per step that a shared-infrastructure blip starts (hits both sides).
+    pub blip_rate: f64,
+    /// Probability per step that a scrape gap starts on one side.
+    pub gap_rate: f64,
+    /// Canary start-up transient.
+    pub warmup: Option<Warmup>,
+    /// Canary is better than baseline by this fraction (errors and latency).
+    pub improvement: f64,
+    /// The injected fault, if any.
+    pub fault: Option<FaultSpec>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            service: "checkout".into(),
+            seed: 7,
+            step_s: 10,
+            duration_s: 1800,
+            total_rps: 100.0,
+            canary_weight: 0.1,
+            pods: 10.0,
+            error_ratio: 0.002,
+            latency_p99_ms: 180.0,
+            cpu_percent: 35.0,
+            memory_mb: 512.0,
+            noise: 1.0,
+            blip_rate: 0.0,
+            gap_rate: 0.0,
+            warmup: None,
+            improvement: 0.0,
+            fault: None,
+        }
+    }
+}
+
+/// Metrics the simulator reports, in this order.
+pub fn metric_specs() -> Vec<MetricSpec> {
+    let m = |name: &str, unit: &str, d| MetricSpec { name: name.into(), unit: unit.into(), bad_direction: d };
+    vec![
+        m("http_error_ratio", "ratio", BadDirection::Up),
+        m("latency_p99_ms", "ms", BadDirection::Up),
+        m("cpu_percent", "percent", BadDirection::Up),
+        m("memory_mb", "MB", BadDirection::Up),
+        m("throughput_per_pod_rps", "rps", BadDirection::Down),
+    ]
+}
+
+/// One side's reading for one step. `None` values are missing samples.
+#[derive(Debug, Clone, Default)]
+pub struct SideStep {
+    /// Requests served.
+    pub requests: u64,
+    /// One value per [`metric_specs`] entry.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Mutable generator state carried from step to step.
+#[derive(Debug, Clone, Default)]
+pub struct ModelState {
+    blip_left: u32,
+    gap_left: [u32; 2],
+}
+
+fn normal(rng: &mut ChaCha8Rng, sd: f64) -> f64 {
+    Normal::new(0.0, sd.max(1e-12)).map(|d| d.sample(rng)).unwrap_or(0.0)
+}
+
+fn binomial(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
+    Binomial::new(n, p.clamp(0.0, 1.0)).map(|d| d.sample(rng)).unwrap_or(0)
+}
+
+/// Generate step `i` for both sides (`[baseline, canary]`) with the canary at `weight`.
+pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, weight: f64) -> [SideStep; 2] {
+    let step_s = f64::from(cfg.step_s.max(1));
+    let t = (i as f64) * step_s;
+    let blip = if st.blip_left > 0 {
+        st.blip_left -= 1;
+        true
+    } else if rng.random::<f64>() < cfg.blip_rate {
+        st.blip_left = rng.random_range(0..3);
+        true
+    } else {
+        false
+    };
+    let offered = (cfg.total_rps * step_s * (1.0 + normal(rng, 0.05))).max(0.0).round() as u64;
+    let to_canary = binomial(rng, offered, weight.clamp(0.0, 1.0));
+    let shares = [1.0 - weight, weight];
+    let mut out = [SideStep::default(), SideStep::default()];
+    for (side, slot) in out.iter_mut().enumerate() {
+        let canary = side == 1;
+        let mut requests = if canary { to_canary } else { offered - to_canary };
+        let (mut p, mut lat, mut cpu, mut mem) = (cfg.error_ratio, cfg.latency_p99_ms, cfg.cpu_percent, cfg.memory_mb);
+        let mut served_factor = 1.0;
+        if blip {
+            p = p * 6.0 + 0.01;
+            lat *= 1.8;
+            cpu *= 1.3;
+        }
+        if canary {
+            if let Some(w) = &cfg.warmup {
+                let boost = 1.0 + w.amplitude * (-t / w.tau_s.max(1.0)).exp();
+                lat *= boost;
+                cpu *= boost;
+            }
+            p *= 1.0 - cfg.improvement;
+            lat *= 1.0 - cfg.improvement / 2.0;
+            if let Some(f) = &cfg.fault
+                && t >= f.onset_s as f64
+            {
+                let since = t - f.onset_s as f64;
+                match f.kind {
+                    FaultKind::ErrorSpike => p += f.strength,
+                    FaultKind::LatencyRegression => lat *= 1.0 + f.strength,
+                    FaultKind::MemoryLeak => mem *= 1.0 + f.strength * since / 600.0,
+                    FaultKind::CrashLoop => {
+                        served_factor = 1.0 - f.strength.clamp(0.0, 0.95);
+                        p += f.strength * 0.2;
+                        cpu *= 1.0 + f.strength * 0.5;
+                    }
+                    FaultKind::IntermittentErrors => {
+                        if (since as u64 % 120) < 30 {
+                            p += f.strength;
+                        }
+                    }
+                }
+            }
+        }
+        requests = (requests as f64 * served_factor).round() as u64;
+        let errors = binomial(rng, requests, p);
+        // p99 over few requests is a noisy statistic: its spread widens as traffic falls.
+        let lat_sd = cfg.noise * (0.04 + 0.6 / (requests.max(1) as f64).sqrt());
+        let replicas = (cfg.pods * shares[side]).max(0.05);
+        let has_traffic = requests > 0 && shares[side] > 0.0;
+        let ratio = has_traffic.then(|| errors as f64 / requests as f64);
+        let latency = has_traffic.then(|| lat * normal(rng, lat_sd).exp());
+        let cpu_v = Some((cpu * (1.0 + normal(rng, 0.04 * cfg.noise))).max(0.0));
+        let mem_v = Some(mem * (1.0 + normal(rng, 0.01 * cfg.noise)));
+        let tput = (shares[side] > 0.0).then(|| requests as f64 / step_s / replicas);
+        let gap = &mut st.gap_left[side];
+        let missing = if *gap > 0 {
+            *gap -= 1;
+            true
+        } else if rng.random::<f64>() < cfg.gap_rate {
+            *gap = rng.random_range(0..6);
+            true
+        } else {
+            false
+        };
+        slot.requests = requests;
+        slot.values = if missing { vec![None; 5] } else { vec![ratio, latency, cpu_v, mem_v, tput] };
+    }
+    out
+}
