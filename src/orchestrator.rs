@@ -102,7 +102,13 @@ pub trait Observer: Send {
     /// Before an action runs (the intent is recorded).
     fn on_intent(&mut self, _plan: &ActionPlan) {}
     /// After an action ran and was verified.
-    fn on_outcome(&mut self, _plan: &ActionPlan, _result: &Result<String, String>, _verification: Option<&Verification>) {}
+    fn on_outcome(
+        &mut self,
+        _plan: &ActionPlan,
+        _result: &Result<String, String>,
+        _verification: Option<&Verification>,
+    ) {
+    }
 }
 
 /// A no-op observer.
@@ -195,8 +201,9 @@ impl ReleaseRun<'_> {
             };
             let now_ms = wall_ms();
             let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
-            let history =
-                History { automated_rollbacks_ms: self.ledger.automated_rollbacks(&f.target, now_ms - window_ms).await? };
+            let history = History {
+                automated_rollbacks_ms: self.ledger.automated_rollbacks(&f.target, now_ms - window_ms).await?,
+            };
             let input = PolicyInput {
                 judge: &judged,
                 model: &model,
@@ -207,7 +214,8 @@ impl ReleaseRun<'_> {
                 now_ms,
             };
             let outcome = evaluate(self.policy, &input);
-            let body = tick_record(tick, now_s, obs.as_ref(), &judged, &outcome, &model, mode).map_err(LedgerError::from)?;
+            let body =
+                tick_record(tick, now_s, obs.as_ref(), &judged, &outcome, &model, mode).map_err(LedgerError::from)?;
             let receipt = self.ledger.append(&f.release_id, RecordKind::Tick, "agent", &body).await?;
             info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq = receipt.seq, "Tick judged.");
             observer.on_tick(&TickReport {
@@ -220,7 +228,9 @@ impl ReleaseRun<'_> {
             });
             let terminal = match &outcome.decision {
                 Decision::Continue => None,
-                Decision::Hold { reason } => (now_s >= self.duration_s).then(|| ReleaseStatus::Held { reason: reason.clone() }),
+                Decision::Hold { reason } => {
+                    (now_s >= self.duration_s).then(|| ReleaseStatus::Held { reason: reason.clone() })
+                }
                 Decision::RequireApproval { reason, proposed } => {
                     Some(ReleaseStatus::AwaitingApproval { reason: reason.clone(), proposed: proposed.clone() })
                 }
@@ -322,8 +332,5 @@ fn tick_record(
 }
 
 fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

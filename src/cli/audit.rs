@@ -76,8 +76,13 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Show { seq } => {
-            let r = ledger.get(seq).await.map_err(failed)?.ok_or_else(|| Failure::usage(format!("no record {seq} in {url}")))?;
-            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
+            let r = ledger
+                .get(seq)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| Failure::usage(format!("no record {seq} in {url}")))?;
+            let body: serde_json::Value =
+                serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
             let shown = serde_json::json!({ "seq": r.seq, "record_id": r.record_id, "release_id": r.release_id,
                 "kind": r.kind, "actor": r.actor, "at_ms": r.at_ms, "prev_hash": r.prev_hash, "hash": r.hash, "body": body });
             out(&serde_json::to_string_pretty(&shown).map_err(failed)?);
@@ -89,7 +94,12 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
                 out(&format!("ledger {}: {} records, chain intact", ledger.url(), report.records));
                 Ok(ExitCode::SUCCESS)
             } else {
-                out(&format!("ledger {}: {} records, {} problem(s):", ledger.url(), report.records, report.problems.len()));
+                out(&format!(
+                    "ledger {}: {} records, {} problem(s):",
+                    ledger.url(),
+                    report.records,
+                    report.problems.len()
+                ));
                 for p in &report.problems {
                     out(&format!("  - {p}"));
                 }

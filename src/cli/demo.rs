@@ -142,7 +142,10 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     }
     let db = url.trim_start_matches("sqlite://").split('?').next().unwrap_or(&url).to_string();
     out(&format!("ledger: release {} recorded in {}", outcome.release_id, ledger.url()));
-    out(&format!("check it: backstop audit verify --ledger {db}   |   backstop audit list --ledger {db} --release {}", outcome.release_id));
+    out(&format!(
+        "check it: backstop audit verify --ledger {db}   |   backstop audit list --ledger {db} --release {}",
+        outcome.release_id
+    ));
     Ok(ExitCode::SUCCESS)
 }
 

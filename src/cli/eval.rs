@@ -35,9 +35,8 @@ pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
     let names = if a.judges.is_empty() { vec!["backstop".to_string()] } else { a.judges };
     let mut judges = Vec::new();
     for n in &names {
-        let j = judge_by_name(n, &policy.judge).ok_or_else(|| {
-            Failure::usage(format!("unknown judge `{n}`; available: {}", JUDGE_NAMES.join(", ")))
-        })?;
+        let j = judge_by_name(n, &policy.judge)
+            .ok_or_else(|| Failure::usage(format!("unknown judge `{n}`; available: {}", JUDGE_NAMES.join(", "))))?;
         judges.push(j);
     }
     let corpus = load_corpus(&a.paths);
@@ -47,7 +46,8 @@ pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
     let report = evaluate(&corpus, &judges);
     match a.format {
         Format::Json => {
-            let text = serde_json::to_string_pretty(&report).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+            let text =
+                serde_json::to_string_pretty(&report).map_err(|e| Failure { code: 1, message: e.to_string() })?;
             out(&text);
         }
         Format::Table => out(render_table(&report).trim_end()),
@@ -55,6 +55,9 @@ pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
     if corpus.errors.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Failure { code: 1, message: format!("{} scenario file(s) could not be read; the rest ran", corpus.errors.len()) })
+        Err(Failure {
+            code: 1,
+            message: format!("{} scenario file(s) could not be read; the rest ran", corpus.errors.len()),
+        })
     }
 }

@@ -73,12 +73,8 @@ pub fn schema(what: SchemaWhat) -> CliResult {
 }
 
 pub fn corpus(a: CorpusArgs) -> CliResult {
-    let spec = CorpusSpec {
-        seed: a.seed,
-        good_per_family: a.good_per_family,
-        bad_per_cell: a.bad_per_cell,
-        prefix: a.prefix,
-    };
+    let spec =
+        CorpusSpec { seed: a.seed, good_per_family: a.good_per_family, bad_per_cell: a.bad_per_cell, prefix: a.prefix };
     let io = |e: std::io::Error| Failure { code: 1, message: format!("{}: {e}", a.out.display()) };
     std::fs::create_dir_all(&a.out).map_err(io)?;
     let scenarios = generate_corpus(&spec);

@@ -19,7 +19,11 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_TAMPERED: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "backstop", version, about = "Judges canaries, rolls back inside guardrails, and records every decision.")]
+#[command(
+    name = "backstop",
+    version,
+    about = "Judges canaries, rolls back inside guardrails, and records every decision."
+)]
 struct Cli {
     /// Configuration file (default: ./backstop.toml if present). BACKSTOP_* variables override it.
     #[arg(long, global = true, env = "BACKSTOP_CONFIG")]

@@ -56,7 +56,8 @@ fn orient(dir: BadDirection) -> &'static [f64] {
 fn tolerance(ctx: &Context, m: &MetricSeries, ratio: bool, level: f64) -> f64 {
     let o = ctx.cfg.metrics.get(&m.spec.name);
     let rel = o.and_then(|o| o.relative_tolerance).unwrap_or(ctx.cfg.relative_tolerance);
-    let abs = o.and_then(|o| o.absolute_tolerance).unwrap_or(if ratio { ctx.cfg.ratio_absolute_tolerance } else { 0.0 });
+    let abs =
+        o.and_then(|o| o.absolute_tolerance).unwrap_or(if ratio { ctx.cfg.ratio_absolute_tolerance } else { 0.0 });
     (rel * level.abs()).max(abs)
 }
 
@@ -109,7 +110,13 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
             // 1.2533 = sqrt(pi/2): the standard error of a median relative to a mean.
             let se = 1.2533 * sigma / k.sqrt();
             let tol = tolerance(ctx, m, false, base);
-            let z = if se > 0.0 { effect / se } else if effect > 0.0 { f64::INFINITY } else { 0.0 };
+            let z = if se > 0.0 {
+                effect / se
+            } else if effect > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            };
             Evidence { flagged: effect > tol && z > crit_t, base, canary, effect, z, crit: crit_t, df, tol, window: w }
         };
         let better = match &best {
@@ -259,9 +266,8 @@ pub(crate) fn analyse_metric(
     for &s in orient(m.spec.bad_direction) {
         let Some(now) = assess(ctx, m, ratio, &pairs, n, s) else { continue };
         let persistent = now.flagged
-            && (1..looks).all(|back| {
-                n >= back && assess(ctx, m, ratio, &pairs, n - back, s).is_some_and(|e| e.flagged)
-            });
+            && (1..looks)
+                .all(|back| n >= back && assess(ctx, m, ratio, &pairs, n - back, s).is_some_and(|e| e.flagged));
         let exc = excursions(ctx, m, ratio, &pairs, s);
         let bursty = exc.0 >= ctx.cfg.excursions_to_fail && exc.0 > 3 * exc.1;
         let failing = persistent || bursty;
@@ -294,9 +300,9 @@ pub(crate) fn analyse_metric(
         MetricStatus::Failing
     } else if ev.flagged {
         MetricStatus::Suspect
-    } else if complete && f.coverage < ctx.cfg.min_coverage {
-        MetricStatus::InsufficientData
-    } else if complete && ratio && canary_requests < ctx.cfg.min_canary_requests as f64 {
+    } else if complete
+        && (f.coverage < ctx.cfg.min_coverage || (ratio && canary_requests < ctx.cfg.min_canary_requests as f64))
+    {
         MetricStatus::InsufficientData
     } else {
         MetricStatus::Ok

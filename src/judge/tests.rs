@@ -35,7 +35,7 @@ fn error_spike_fails_within_two_minutes_naming_the_metric() {
     assert!((600..=720).contains(&at), "caught at {at}");
     let f = r.failing().next().unwrap();
     assert_eq!(f.metric, "http_error_ratio");
-    assert!(f.effect.unwrap() > 0.03 && f.z.unwrap() > f.critical.unwrap(), "{f:#?}");
+    assert!(f.effect.unwrap() > f.tolerance.unwrap() && f.z.unwrap() > f.critical.unwrap(), "{f:#?}");
     assert!(f.explanation.contains("FAILING"), "{}", f.explanation);
 }
 

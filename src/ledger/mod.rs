@@ -108,10 +108,7 @@ pub fn sqlite_url(path: &Path) -> String {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn stored(row: &AnyRow) -> Result<StoredRecord, sqlx::Error> {
@@ -127,7 +124,6 @@ fn stored(row: &AnyRow) -> Result<StoredRecord, sqlx::Error> {
         hash: row.try_get("hash")?,
     })
 }
-
 
 impl Ledger {
     /// Open (creating and migrating if needed) the ledger at `url`.
@@ -219,27 +215,24 @@ impl Ledger {
 
     /// Records in ledger order, optionally for one release, at most `limit` (newest last).
     pub async fn list(&self, release_id: Option<&str>, limit: i64) -> Result<Vec<StoredRecord>, LedgerError> {
-        let rows = match release_id {
-            Some(r) => {
-                sqlx::query(
+        let rows =
+            match release_id {
+                Some(r) => sqlx::query(
                     "SELECT seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash FROM ledger_records \
                      WHERE release_id = $1 ORDER BY seq DESC LIMIT $2",
                 )
                 .bind(r)
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
+                .await?,
+                None => sqlx::query(
                     "SELECT seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash FROM ledger_records \
                      ORDER BY seq DESC LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?
-            }
-        };
+                .await?,
+            };
         let mut out = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)

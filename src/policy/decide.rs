@@ -2,8 +2,8 @@
 //! human can follow how a decision was reached.
 
 use super::{
-    Autonomy, Decision, IrreversibleAction, ModelInput, ModelRecommendation, PolicyFile, PolicyInput,
-    PolicyOutcome, Proposal, RollbackPlan, RuleHit, RunMode,
+    Autonomy, Decision, IrreversibleAction, ModelInput, ModelRecommendation, PolicyFile, PolicyInput, PolicyOutcome,
+    Proposal, RollbackPlan, RuleHit, RunMode,
 };
 use crate::judge::{MetricStatus, Verdict};
 
@@ -50,7 +50,10 @@ fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, other
     match input.model {
         ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified } => {
             if policy.allow_model_rollback && *evidence_verified {
-                t.hit("model.rollback_corroborated", "model rollback allowed by policy with verified canary-only evidence");
+                t.hit(
+                    "model.rollback_corroborated",
+                    "model rollback allowed by policy with verified canary-only evidence",
+                );
                 rollback(policy, input, t, "model found verified canary-only evidence of harm".into())
             } else {
                 t.hit("model.rollback_needs_human", "model recommends rollback; policy requires a human");
@@ -74,7 +77,10 @@ fn inconclusive(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Deci
     let base = if j.window_complete {
         t.hit("judge.window_complete_inconclusive", format!("not enough evidence on {}", lacking.join(", ")));
         Decision::Hold {
-            reason: format!("analysis window ended without enough evidence ({}); a human must decide", lacking.join(", ")),
+            reason: format!(
+                "analysis window ended without enough evidence ({}); a human must decide",
+                lacking.join(", ")
+            ),
         }
     } else if j.findings.iter().any(|f| f.status == MetricStatus::NoData && f.samples == 0)
         && j.now_s > policy.judge.warmup_s + policy.judge.windows_s.iter().copied().min().unwrap_or(60)
@@ -95,11 +101,18 @@ fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision 
             t.hit("model.concurs", "model concurs with promotion");
         }
         ModelInput::Verdict { .. } => {
-            return model_stricter(policy, input, t, Decision::Hold { reason: "the model does not concur with promotion".into() });
+            return model_stricter(
+                policy,
+                input,
+                t,
+                Decision::Hold { reason: "the model does not concur with promotion".into() },
+            );
         }
         ModelInput::Unavailable { reason } if policy.require_model_for_promotion => {
             t.hit("model.required_unavailable", reason.clone());
-            return Decision::Hold { reason: format!("policy requires the model's concurrence and it is unavailable: {reason}") };
+            return Decision::Hold {
+                reason: format!("policy requires the model's concurrence and it is unavailable: {reason}"),
+            };
         }
         ModelInput::NotConfigured if policy.require_model_for_promotion => {
             t.hit("model.required_missing", "no model configured");
@@ -109,7 +122,10 @@ fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision 
     }
     if let Some(f) = policy.active_freeze(&input.release.service, input.now_ms) {
         t.hit("freeze.active", f.name.clone());
-        return Decision::RequireApproval { reason: format!("freeze window `{}` is active", f.name), proposed: Proposal::Promote };
+        return Decision::RequireApproval {
+            reason: format!("freeze window `{}` is active", f.name),
+            proposed: Proposal::Promote,
+        };
     }
     match policy.autonomy_for(&input.release.service) {
         Autonomy::Auto => {
@@ -158,7 +174,9 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
         t.hit("invariant.irreversible", "release is marked irreversible");
         let why = "release is marked irreversible: never rolled back automatically".to_string();
         return match policy.irreversible {
-            IrreversibleAction::RequireApproval => Decision::RequireApproval { reason: why, proposed: Proposal::Rollback { plan } },
+            IrreversibleAction::RequireApproval => {
+                Decision::RequireApproval { reason: why, proposed: Proposal::Rollback { plan } }
+            }
             IrreversibleAction::Hold => Decision::Hold { reason: why },
         };
     }
@@ -175,7 +193,10 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
     let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
     let recent = input.history.automated_rollbacks_ms.iter().filter(|&&at| input.now_ms - at < window_ms).count();
     if recent >= policy.rate_limit.max_rollbacks as usize {
-        t.hit("invariant.rate_limit", format!("{recent} automated rollbacks in {} min", policy.rate_limit.window_minutes));
+        t.hit(
+            "invariant.rate_limit",
+            format!("{recent} automated rollbacks in {} min", policy.rate_limit.window_minutes),
+        );
         return Decision::RequireApproval {
             reason: format!(
                 "rate limit: {recent} automated rollbacks of `{}` in the last {} minutes",

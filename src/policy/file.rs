@@ -133,11 +133,8 @@ pub struct PolicyFile {
 impl PolicyFile {
     /// Parse and validate policy text; `path` names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyFileError> {
-        let field_err = |field: String, expected: String| PolicyFileError::Field {
-            path: path.to_path_buf(),
-            field,
-            expected,
-        };
+        let field_err =
+            |field: String, expected: String| PolicyFileError::Field { path: path.to_path_buf(), field, expected };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| field_err("(document)".into(), format!("valid TOML: {}", e.message())))?;
         let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {

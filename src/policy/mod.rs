@@ -4,7 +4,7 @@
 //! file only tunes numbers within bounds.
 
 mod decide;
-mod file;
+pub mod file;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -18,8 +18,7 @@ use thiserror::Error;
 pub use registry::{BuiltSource, SourceConfig, build_source};
 pub use replay::ReplaySource;
 pub use scenario::{
-    SCENARIO_FORMAT, Scenario, ScenarioData, ScenarioError, Truth, load_scenario, load_scenarios,
-    parse_scenario,
+    SCENARIO_FORMAT, Scenario, ScenarioData, ScenarioError, Truth, load_scenario, load_scenarios, parse_scenario,
 };
 
 /// Which version a sample, log line or event belongs to.

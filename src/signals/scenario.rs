@@ -124,14 +124,11 @@ struct FileMetric {
 
 /// Parse and validate one scenario document. `path` is used in error messages.
 pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-    let field_err = |field: String, expected: String| ScenarioError::Field {
-        path: path.to_path_buf(),
-        field,
-        expected,
-    };
+    let field_err =
+        |field: String, expected: String| ScenarioError::Field { path: path.to_path_buf(), field, expected };
     // Check `format` before the typed parse so a future format gets the clear message.
-    let raw: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| field_err("(document)".into(), format!("valid JSON ({e})")))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| field_err("(document)".into(), format!("valid JSON ({e})")))?;
     match raw.get("format").and_then(|v| v.as_str()) {
         Some(SCENARIO_FORMAT) => {}
         Some(other) => {
@@ -170,7 +167,7 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
     if doc.step_s == 0 {
         return Err(("step_s".into(), "an integer > 0, found 0".into()));
     }
-    if doc.duration_s == 0 || doc.duration_s % u64::from(doc.step_s) != 0 {
+    if doc.duration_s == 0 || !doc.duration_s.is_multiple_of(u64::from(doc.step_s)) {
         return Err((
             "duration_s".into(),
             format!("a positive multiple of step_s ({}), found {}", doc.step_s, doc.duration_s),
@@ -181,11 +178,7 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
     }
     let n = (doc.duration_s / u64::from(doc.step_s)) as usize;
     let check_len = |field: String, len: usize| {
-        if len == n {
-            Ok(())
-        } else {
-            Err((field, format!("{n} samples (duration_s / step_s), found {len}")))
-        }
+        if len == n { Ok(()) } else { Err((field, format!("{n} samples (duration_s / step_s), found {len}"))) }
     };
     if let Some(t) = &doc.traffic {
         check_len("traffic.baseline".into(), t.baseline.len())?;

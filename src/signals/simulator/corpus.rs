@@ -22,8 +22,7 @@ pub struct CorpusSpec {
     pub prefix: String,
 }
 
-const GOOD_FAMILIES: [&str; 8] =
-    ["healthy", "noisy", "low-traffic", "warmup", "blips", "gaps", "improvement", "mixed"];
+const GOOD_FAMILIES: [&str; 8] = ["healthy", "noisy", "low-traffic", "warmup", "blips", "gaps", "improvement", "mixed"];
 
 fn strengths(kind: FaultKind) -> [f64; 3] {
     match kind {

@@ -134,7 +134,7 @@ impl Simulator {
             FaultKind::MemoryLeak => return,
             FaultKind::CrashLoop => ("event", "error", "Back-off restarting failed container checkout"),
         };
-        if since % 60 != 0 {
+        if !since.is_multiple_of(60) {
             return;
         }
         if kind == "event" {

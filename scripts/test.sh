@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: install what the tests need,
+# then formatting, lints and every test tier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What the tests need beyond the Rust toolchain. SQLite is compiled into the
+# binary (sqlx bundles it), so this release needs only a C compiler for that.
+# Prometheus, HAProxy and PostgreSQL join this list with the adapters that use them.
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  else
+    echo "missing: ${need_apt[*]} (run as root on Debian to install them)" >&2
+    exit 1
+  fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets
+cargo test --doc

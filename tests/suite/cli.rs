@@ -1,0 +1,193 @@
+//! The command line as a user runs it.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn backstop() -> Command {
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn demo_rolls_back_verifies_and_the_ledger_checks_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let db_s = db.to_str().unwrap();
+    backstop()
+        .args(["demo", "--tick-ms", "0", "--ledger", db_s])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ROLLED BACK to v41 — executed and verified"))
+        .stdout(predicate::str::contains("http_error_ratio: FAILING"))
+        .stdout(predicate::str::contains("verified=true"))
+        .stdout(predicate::str::contains(db_s));
+    backstop()
+        .args(["audit", "verify", "--ledger", db_s])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("chain intact"));
+    backstop()
+        .args(["audit", "list", "--ledger", db_s, "--limit", "3"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("release_finished").and(predicate::str::contains("rolled_back")));
+    backstop()
+        .args(["audit", "show", "1", "--ledger", db_s])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("release_started"));
+
+    // Tamper as an attacker with file access would, then verify names the record.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(&db)).await.unwrap();
+        sqlx::query("UPDATE ledger_records SET body = '{}' WHERE seq = 2").execute(l.pool()).await.unwrap();
+    });
+    backstop()
+        .args(["audit", "verify", "--ledger", db_s])
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("record 2 was edited"));
+}
+
+#[test]
+fn demo_healthy_promotes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    backstop()
+        .args(["demo", "--scenario", "healthy", "--tick-ms", "0", "--ledger", db.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("PROMOTED v42"));
+}
+
+#[test]
+fn demo_unknown_scenario_is_a_usage_error() {
+    backstop()
+        .args(["demo", "--scenario", "nope", "--tick-ms", "0", "--ledger", "/tmp/unused.db"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown scenario `nope`").and(predicate::str::contains("crash-loop")));
+}
+
+#[test]
+fn eval_prints_format_json_for_the_corpus() {
+    let out = backstop()
+        .args(["eval", "fixtures/scenarios", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let results = v["judges"]["backstop"]["results"].as_array().unwrap();
+    assert!(results.len() >= 40, "{}", results.len());
+    for r in results {
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 5, "{r}");
+        for k in ["scenario", "decision", "decided_at_s", "truth_bad", "onset_s"] {
+            assert!(keys.contains(&k), "{r}");
+        }
+        let d = r["decision"].as_str().unwrap();
+        assert!(["rollback", "promote", "inconclusive"].contains(&d));
+        assert_eq!(r["decided_at_s"].is_null(), d == "inconclusive");
+    }
+    let s = &v["judges"]["backstop"]["summary"];
+    assert!(s["recall"].as_f64().unwrap() >= 0.9, "{s}");
+    assert!(s["false_rollback_rate"].as_f64().unwrap() <= 0.02, "{s}");
+}
+
+#[test]
+fn eval_reports_broken_files_and_runs_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string("fixtures/scenarios/dev/dev-good-healthy-000.json").unwrap();
+    // No truth field: still decided, truth fields null.
+    let mut doc: serde_json::Value = serde_json::from_str(&good).unwrap();
+    doc.as_object_mut().unwrap().remove("truth");
+    std::fs::write(dir.path().join("a-untruthful.json"), doc.to_string()).unwrap();
+    let broken = good.replacen("\"bad_direction\":\"up\"", "\"bad_direction\":\"sideways\"", 1);
+    std::fs::write(dir.path().join("b-broken.json"), broken).unwrap();
+    let out = backstop()
+        .args(["eval", dir.path().to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("b-broken.json").and(predicate::str::contains("metrics[0].bad_direction")))
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let results = v["judges"]["backstop"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert!(results[0]["truth_bad"].is_null() && results[0]["onset_s"].is_null());
+    assert_eq!(results[0]["decision"], "promote");
+}
+
+#[test]
+fn eval_unknown_judge_is_a_usage_error() {
+    backstop()
+        .args(["eval", "fixtures/scenarios/dev", "--judge", "oracle"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown judge `oracle`"));
+}
+
+#[test]
+fn eval_table_has_one_row_per_corpus() {
+    backstop()
+        .args(["eval", "fixtures/scenarios/dev", "fixtures/scenarios/holdout", "--format", "table"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("fixtures/scenarios/dev")
+                .and(predicate::str::contains("fixtures/scenarios/holdout"))
+                .and(predicate::str::contains("(all)")),
+        );
+}
+
+#[test]
+fn policy_check_accepts_default_and_names_bad_fields() {
+    backstop()
+        .args(["policy", "check", "policies/default.toml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("valid"));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "version = 1\n[rate_limit]\nmax_rollbacks = 0\nwindow_minutes = 60\n").unwrap();
+    backstop()
+        .args(["policy", "check", bad.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bad.toml").and(predicate::str::contains("rate_limit.max_rollbacks")));
+}
+
+#[test]
+fn schema_config_is_json_schema() {
+    let out = backstop().args(["schema", "config"]).assert().success().get_output().stdout.clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(v["properties"]["ledger"].is_object(), "{v}");
+    assert!(v["properties"]["releases"].is_object(), "{v}");
+}
+
+#[test]
+fn bad_config_file_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("backstop.toml");
+    std::fs::write(&cfg, "[ledger]\nurll = \"sqlite://x.db\"\n").unwrap();
+    backstop()
+        .args(["--config", cfg.to_str().unwrap(), "schema", "config"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("urll"));
+}
+
+#[test]
+fn env_override_is_validated() {
+    backstop()
+        .env("BACKSTOP_LEDGER__URL", "mysql://nope")
+        .args(["schema", "config"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("ledger.url"));
+}
