@@ -224,25 +224,7 @@ pub(crate) fn analyse_metric(
     n: usize,
     complete: bool,
 ) -> Finding {
-    let mut f = Finding {
-        metric: m.spec.name.clone(),
-        unit: m.spec.unit.clone(),
-        bad_direction: m.spec.bad_direction,
-        status: MetricStatus::NoData,
-        baseline: None,
-        canary: None,
-        effect: None,
-        relative_effect: None,
-        z: None,
-        critical: None,
-        confidence: None,
-        tolerance: None,
-        window_s: None,
-        samples: 0,
-        coverage: 0.0,
-        excursions: (0, 0),
-        explanation: String::new(),
-    };
+    let mut f = Finding::empty(&m.spec);
     if ctx.cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore) {
         f.status = MetricStatus::Ignored;
         f.explanation = format!("{} is ignored by policy", f.metric);

@@ -197,6 +197,31 @@ pub struct Finding {
     pub explanation: String,
 }
 
+impl Finding {
+    /// A finding with no evidence yet (`NoData`), to be filled in.
+    pub fn empty(spec: &crate::signals::MetricSpec) -> Self {
+        Finding {
+            metric: spec.name.clone(),
+            unit: spec.unit.clone(),
+            bad_direction: spec.bad_direction,
+            status: MetricStatus::NoData,
+            baseline: None,
+            canary: None,
+            effect: None,
+            relative_effect: None,
+            z: None,
+            critical: None,
+            confidence: None,
+            tolerance: None,
+            window_s: None,
+            samples: 0,
+            coverage: 0.0,
+            excursions: (0, 0),
+            explanation: String::new(),
+        }
+    }
+}
+
 /// The judge's result at one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JudgeResult {

@@ -117,25 +117,8 @@ fn invariant_signal_failure_holds_never_rolls_back() {
 fn invariant_missing_data_holds_never_rolls_back() {
     let mut j = judge(Verdict::Inconclusive, false);
     j.now_s = 900;
-    j.findings.push(Finding {
-        metric: "err".into(),
-        unit: "ratio".into(),
-        bad_direction: BadDirection::Up,
-        status: MetricStatus::NoData,
-        baseline: None,
-        canary: None,
-        effect: None,
-        relative_effect: None,
-        z: None,
-        critical: None,
-        confidence: None,
-        tolerance: None,
-        window_s: None,
-        samples: 0,
-        coverage: 0.0,
-        excursions: (0, 0),
-        explanation: String::new(),
-    });
+    let spec = crate::signals::MetricSpec { name: "err".into(), unit: "ratio".into(), bad_direction: BadDirection::Up };
+    j.findings.push(Finding { status: MetricStatus::NoData, ..Finding::empty(&spec) });
     assert!(matches!(decide(&j, &facts()), Decision::Hold { .. }));
     j.window_complete = true;
     assert!(matches!(decide(&j, &facts()), Decision::Hold { .. }));

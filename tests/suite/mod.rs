@@ -1,3 +1,4 @@
 mod cli;
 mod ledger;
 mod orchestrator;
+mod snapshots;
