@@ -72,10 +72,35 @@ fn noise_scale(pairs: &[Pair]) -> Option<f64> {
     mad_sigma(&steps).map(|m| m / std::f64::consts::SQRT_2)
 }
 
+/// Mean and variance of the canary's harmful events in one step, given the
+/// step's total, if both sides shared one rate (the conditional binomial).
+fn conditional_moments(p: &Pair, harm: &impl Fn(f64) -> f64) -> (f64, f64) {
+    let total = (harm(p.c) * p.nc).round() + (harm(p.b) * p.nb).round();
+    let share = p.nc / (p.nc + p.nb);
+    (total * share, total * share * (1.0 - share))
+}
+
+/// Extra-binomial dispersion of a ratio metric: the median squared Pearson
+/// residual over steps divided by the median of χ²₁ (0.4549), at least 1.
+/// A median, so a fault in a minority of steps does not mask itself.
+fn dispersion(pairs: &[Pair], harm: &impl Fn(f64) -> f64) -> f64 {
+    let mut r2: Vec<f64> = pairs
+        .iter()
+        .filter_map(|p| {
+            let (e, v) = conditional_moments(p, harm);
+            let ec = (harm(p.c) * p.nc).round();
+            (v > 0.0).then(|| (ec - e).powi(2) / v)
+        })
+        .collect();
+    median(&mut r2).map_or(1.0, |m| (m / 0.4549).max(1.0))
+}
+
 /// Evidence from the pairs that ended by step `end` (exclusive), direction `s`.
 fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usize, s: f64) -> Option<Evidence> {
     let used: Vec<Pair> = pairs.iter().copied().filter(|p| p.i < end).collect();
     let sigma = noise_scale(&used)?;
+    let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
+    let dispersion = if ratio { dispersion(&used, &harm) } else { 1.0 };
     let df = (used.len() as f64 - 1.0).max(1.0);
     let crit_t = t_critical(ctx.alpha_look, df);
     let mut best: Option<Evidence> = None;
@@ -87,7 +112,6 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
         let k = recent.len() as f64;
         let ev = if ratio {
             // Counts of harmful events (errors; for a ratio that hurts when it falls, its complement).
-            let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
             let (eb, nb) = recent.iter().fold((0.0, 0.0), |a, p| (a.0 + (harm(p.b) * p.nb).round(), a.1 + p.nb));
             let (ec, nc) = recent.iter().fold((0.0, 0.0), |a, p| (a.0 + (harm(p.c) * p.nc).round(), a.1 + p.nc));
             let (base, canary) = (eb / nb, ec / nc);
@@ -95,11 +119,17 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
             let tol = tolerance(ctx, m, true, harm(base));
             // Exact conditional test: given all harmful events, how surprising is the canary's share?
             let p = binomial_upper_tail(ec as u64, (ec + eb) as u64, nc / (nc + nb));
-            let z = Normal::standard().inverse_cdf((1.0 - p).clamp(1e-300, 1.0 - 1e-16));
+            let z_exact = Normal::standard().inverse_cdf((1.0 - p).clamp(1e-300, 1.0 - 1e-16));
             let crit = Normal::standard().inverse_cdf(1.0 - ctx.alpha_look);
-            // The empirical check guards against extra-binomial noise (retry storms and the like).
-            let z_emp = if sigma > 0.0 { effect / (sigma / k.sqrt()) } else { f64::INFINITY };
-            let flagged = effect > tol && p < ctx.alpha_look && z_emp > crit_t;
+            // The same test with its variance inflated by the observed extra-binomial
+            // dispersion (retry storms and the like); both must agree.
+            let (expected, var) = recent.iter().fold((0.0, 0.0), |a, p| {
+                let (e, v) = conditional_moments(p, &harm);
+                (a.0 + e, a.1 + v)
+            });
+            let z_disp = if var > 0.0 { (ec - expected) / (var * dispersion).sqrt() } else { z_exact };
+            let flagged = effect > tol && p < ctx.alpha_look && z_disp > crit;
+            let z = z_exact.min(z_disp);
             let (base, canary) = if s > 0.0 { (base, canary) } else { (1.0 - base, 1.0 - canary) };
             Evidence { flagged, base, canary, effect, z, crit, df: f64::INFINITY, tol, window: w }
         } else {

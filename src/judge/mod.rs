@@ -75,7 +75,7 @@ impl Default for JudgeConfig {
         Self {
             alpha: 0.01,
             warmup_s: 60,
-            windows_s: vec![60, 120, 300],
+            windows_s: vec![60, 120, 300, 600, 1800],
             min_window_samples: 3,
             consecutive_looks: 2,
             relative_tolerance: 0.2,
