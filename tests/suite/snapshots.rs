@@ -10,11 +10,8 @@ fn judge_explanations_for_an_error_spike() {
         ..SimConfig::default()
     });
     let cfg = JudgeConfig::default();
-    let failed = (10..=1800)
-        .step_by(10)
-        .map(|t| judge(&sim.observe_at(t), &cfg))
-        .find(|r| r.verdict == Verdict::Fail)
-        .unwrap();
+    let failed =
+        (10..=1800).step_by(10).map(|t| judge(&sim.observe_at(t), &cfg)).find(|r| r.verdict == Verdict::Fail).unwrap();
     let lines: Vec<String> = std::iter::once(format!("t={}s {}", failed.now_s, failed.summary))
         .chain(failed.findings.iter().map(|f| f.explanation.clone()))
         .collect();
