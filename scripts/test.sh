@@ -4,12 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need beyond the Rust toolchain. SQLite is compiled into the
-# binary (sqlx bundles it), so this release needs only a C compiler for that.
-# Prometheus, HAProxy and PostgreSQL join this list with the adapters that use them.
+# What the tests need beyond the Rust toolchain: a C compiler (sqlx bundles
+# SQLite) and a PostgreSQL server, which the ledger tests start themselves on a
+# free loopback port (as the `postgres` user when run as root).
+# Prometheus and HAProxy join this list with the adapters that use them.
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq

@@ -128,6 +128,8 @@ pub struct RunOutcome {
     pub decided_at_s: u64,
     /// Judge result at the final tick.
     pub final_judge: Option<JudgeResult>,
+    /// Rules that produced the final decision.
+    pub final_rules: Vec<crate::policy::RuleHit>,
 }
 
 /// One release to run.
@@ -248,6 +250,7 @@ impl ReleaseRun<'_> {
                     ticks: tick,
                     decided_at_s: now_s,
                     final_judge: Some(judged),
+                    final_rules: outcome.trace,
                 });
             }
             if !self.pace.is_zero() {

@@ -129,6 +129,8 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
             out(&format!("  {}", f.explanation));
         }
     }
+    let rules: Vec<&str> = outcome.final_rules.iter().map(|r| r.rule.as_str()).collect();
+    out(&format!("policy rules: {}", rules.join(" → ")));
     if let Some(fault) = &sim_cfg.fault {
         let delay = outcome.decided_at_s as i64 - fault.onset_s as i64;
         out(&format!(

@@ -76,7 +76,7 @@ impl Observer for LiveDisplay {
                 b.set_position(t.now_s);
                 b.set_message(text);
                 if t.outcome.decision.label() != "continue" {
-                    b.println(format!("  {}", t.judge.summary));
+                    b.println(format!("t={}s {}: {}", t.now_s, t.outcome.decision.label(), t.judge.summary));
                 }
             }
             None => out(&text),

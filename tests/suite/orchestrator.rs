@@ -209,3 +209,18 @@ async fn invariant_untrusted_log_text_changes_nothing() {
     let after = backstop::judge::judge(&obs, &backstop::judge::JudgeConfig::default());
     assert_eq!(before, after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_loop_records_into_postgres() {
+    let pg = crate::support::pg::PgServer::start();
+    let l = Ledger::open(&pg.fresh_database_url().await).await.unwrap();
+    let policy = PolicyFile::embedded_default().unwrap();
+    let sim = Arc::new(Simulator::new(faulty()));
+    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
+    let out =
+        run(&policy, &l, facts("sim/checkout")).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    assert_eq!(out.status, ReleaseStatus::RolledBack);
+    assert_eq!(records(&l, "tick").await.len() as u64, out.ticks);
+    assert_eq!(l.automated_rollbacks("sim/checkout", 0).await.unwrap().len(), 1);
+    assert!(l.verify().await.unwrap().problems.is_empty());
+}

@@ -1,0 +1,3 @@
+//! Test support: real services started on loopback ports the tests choose.
+
+pub mod pg;
