@@ -122,7 +122,12 @@ impl Settings {
         let origin = if required || file.exists() { file.display().to_string() } else { "environment".into() };
         let built = config::Config::builder()
             .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml).required(required))
-            .add_source(config::Environment::with_prefix("BACKSTOP").prefix_separator("_").separator("__"))
+            .add_source(
+                config::Environment::with_prefix("BACKSTOP")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(settings_from_env())),
+            )
             .build()
             .map_err(|e| ConfigError::Load { origin: origin.clone(), message: e.to_string() })?;
         let settings: Settings = built
@@ -159,6 +164,14 @@ impl Settings {
     pub fn declared_targets(&self) -> Vec<String> {
         self.releases.iter().map(|r| r.target.clone()).collect()
     }
+}
+
+/// Name of the variable that points at the configuration file itself; it is
+/// not a setting, so it is kept out of the overrides.
+pub const CONFIG_PATH_VAR: &str = "BACKSTOP_CONFIG";
+
+fn settings_from_env() -> config::Map<String, String> {
+    std::env::vars().filter(|(k, _)| k.starts_with("BACKSTOP_") && k != CONFIG_PATH_VAR).collect()
 }
 
 /// `ledger.db` under the user's data directory, else `./backstop.db`.

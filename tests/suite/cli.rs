@@ -191,3 +191,15 @@ fn env_override_is_validated() {
         .code(2)
         .stderr(predicate::str::contains("ledger.url"));
 }
+
+#[test]
+fn config_file_from_env_is_not_an_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(&cfg, "[telemetry]\nlevel = \"error\"\n").unwrap();
+    backstop()
+        .env("BACKSTOP_CONFIG", cfg.to_str().unwrap())
+        .args(["policy", "check", "policies/default.toml"])
+        .assert()
+        .success();
+}
