@@ -1,6 +1,7 @@
 //! `backstop eval`: replay scenarios through judges and score them exactly as
 //! `shared/scenarios/FORMAT.md` describes.
 
+pub mod peers;
 mod report;
 
 use std::collections::BTreeMap;
@@ -76,12 +77,18 @@ impl EvalJudge for BackstopJudge {
 }
 
 /// Names `--judge` accepts.
-pub const JUDGE_NAMES: &[&str] = &["backstop"];
+pub const JUDGE_NAMES: &[&str] = &["backstop", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
 
 /// Build a judge by name.
 pub fn judge_by_name(name: &str, config: &JudgeConfig) -> Option<Box<dyn EvalJudge>> {
+    use peers::{ArgoJudge, FlaggerJudge, KayentaJudge};
     match name {
         "backstop" => Some(Box::new(BackstopJudge { config: config.clone() })),
+        "kayenta" => Some(Box::new(KayentaJudge)),
+        "argo" => Some(Box::new(ArgoJudge { failure_limit: 0 })),
+        "argo-fl3" => Some(Box::new(ArgoJudge { failure_limit: 3 })),
+        "flagger" => Some(Box::new(FlaggerJudge { threshold: 1 })),
+        "flagger-t5" => Some(Box::new(FlaggerJudge { threshold: 5 })),
         _ => None,
     }
 }
