@@ -73,20 +73,6 @@ pub(crate) fn measure(data: &ScenarioData, end: usize) -> Vec<Option<bool>> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn r7_quantiles_match_r() {
-        // R: quantile(c(1,2,3,4,10), c(0.005, 0.5, 0.995)) = 1.02, 3, 9.88
-        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
-        assert!((quantile_r7(&v, 0.005).unwrap() - 1.02).abs() < 1e-12);
-        assert_eq!(quantile_r7(&v, 0.5), Some(3.0));
-        assert!((quantile_r7(&v, 0.995).unwrap() - 9.88).abs() < 1e-12);
-    }
-}
-
 /// A one-metric scenario with 60-second steps (one point per measurement), for peer tests.
 #[cfg(test)]
 pub(crate) fn tiny(canary: Vec<Option<f64>>) -> ScenarioData {
@@ -105,5 +91,19 @@ pub(crate) fn tiny(canary: Vec<Option<f64>>) -> ScenarioData {
         }],
         logs: vec![],
         events: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r7_quantiles_match_r() {
+        // R: quantile(c(1,2,3,4,10), c(0.005, 0.5, 0.995)) = 1.02, 3, 9.88
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert!((quantile_r7(&v, 0.005).unwrap() - 1.02).abs() < 1e-12);
+        assert_eq!(quantile_r7(&v, 0.5), Some(3.0));
+        assert!((quantile_r7(&v, 0.995).unwrap() - 9.88).abs() < 1e-12);
     }
 }
