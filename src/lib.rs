@@ -6,6 +6,7 @@
 //! [`executor`], with every step written to the [`ledger`] by the
 //! [`orchestrator`], the only place that runs an action.
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod eval;

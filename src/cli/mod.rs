@@ -2,6 +2,7 @@
 //! and diagnostics to stderr; exit codes are documented in the README.
 
 mod audit;
+mod bench;
 mod demo;
 mod display;
 mod eval;
@@ -52,6 +53,8 @@ enum Command {
     },
     /// Generate the synthetic scenario corpus.
     Corpus(misc::CorpusArgs),
+    /// Measure judge latency, many concurrent releases, and ledger appends; prints a table.
+    Bench(bench::BenchArgs),
 }
 
 /// A failure with its exit code.
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Policy { command } => misc::policy(command),
         Command::Schema { what } => misc::schema(what),
         Command::Corpus(a) => misc::corpus(a),
+        Command::Bench(a) => bench::run(a, &settings).await,
     }
 }
 

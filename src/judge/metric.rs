@@ -14,6 +14,17 @@ pub(crate) struct Context<'a> {
     pub warmup_steps: usize,
     pub windows: Vec<usize>,
     pub alpha_look: f64,
+    /// Critical values by degrees of freedom, computed once per tick: the
+    /// t quantile is by far the most expensive number the judge needs.
+    pub crit_cache: std::cell::RefCell<std::collections::HashMap<u64, f64>>,
+    /// The normal critical value at `alpha_look`.
+    pub crit_normal: f64,
+}
+
+impl Context<'_> {
+    fn t_crit(&self, df: f64) -> f64 {
+        *self.crit_cache.borrow_mut().entry(df as u64).or_insert_with(|| t_critical(self.alpha_look, df))
+    }
 }
 
 /// A step where both sides have a sample (and, for ratios, traffic).
@@ -102,7 +113,7 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
     let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
     let dispersion = if ratio { dispersion(&used, &harm) } else { 1.0 };
     let df = (used.len() as f64 - 1.0).max(1.0);
-    let crit_t = t_critical(ctx.alpha_look, df);
+    let crit_t = ctx.t_crit(df);
     let mut best: Option<Evidence> = None;
     for &w in &ctx.windows {
         let recent: Vec<Pair> = used.iter().copied().filter(|p| p.i + w >= end).collect();
@@ -120,7 +131,7 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
             // Exact conditional test: given all harmful events, how surprising is the canary's share?
             let p = binomial_upper_tail(ec as u64, (ec + eb) as u64, nc / (nc + nb));
             let z_exact = Normal::standard().inverse_cdf((1.0 - p).clamp(1e-300, 1.0 - 1e-16));
-            let crit = Normal::standard().inverse_cdf(1.0 - ctx.alpha_look);
+            let crit = ctx.crit_normal;
             // The same test with its variance inflated by the observed extra-binomial
             // dispersion (retry storms and the like); both must agree.
             let (expected, var) = recent.iter().fold((0.0, 0.0), |a, p| {

@@ -278,7 +278,16 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
     let looks = total_steps.saturating_sub(warmup_steps).max(1);
     let windows = window_samples(cfg, obs.step_s);
     let alpha_look = cfg.alpha / (tests_per_look(obs, cfg, windows.len()) * looks) as f64;
-    let ctx = metric::Context { cfg, step_s: obs.step_s, warmup_steps, windows, alpha_look };
+    let crit_normal = stats::t_critical(alpha_look, f64::INFINITY);
+    let ctx = metric::Context {
+        cfg,
+        step_s: obs.step_s,
+        warmup_steps,
+        windows,
+        alpha_look,
+        crit_cache: Default::default(),
+        crit_normal,
+    };
     let findings: Vec<Finding> = obs
         .metrics
         .iter()

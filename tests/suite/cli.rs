@@ -203,3 +203,16 @@ fn config_file_from_env_is_not_an_override() {
         .assert()
         .success();
 }
+
+#[test]
+fn bench_prints_its_table() {
+    backstop()
+        .args(["bench", "--releases", "5", "--ticks", "1", "--tick-s", "1", "--iterations", "2", "--appends", "5"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("| judge, one tick, 20 metrics × 360 samples |")
+                .and(predicate::str::contains("5 concurrent releases"))
+                .and(predicate::str::contains("appends/s")),
+        );
+}

@@ -14,7 +14,7 @@
 
 mod argo;
 mod flagger;
-mod kayenta;
+pub mod kayenta;
 pub mod mannwhitney;
 
 pub use argo::ArgoJudge;

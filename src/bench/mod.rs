@@ -1,0 +1,118 @@
+//! `backstop bench`: speed and memory figures measured in one run, each next
+//! to a baseline from the same run where one exists. Not a test: these
+//! machines are shared, so only ratios within one run mean much.
+
+mod releases;
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::Serialize;
+
+pub use releases::{ReleasesReport, concurrent_releases};
+
+use crate::eval::peers::kayenta;
+use crate::judge::{JudgeConfig, judge};
+use crate::ledger::{Ledger, LedgerError, RecordKind};
+use crate::signals::{BadDirection, MetricSeries, MetricSpec, Observation, Traffic};
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// What was measured.
+    pub name: String,
+    /// Our figure.
+    pub result: String,
+    /// A baseline from the same run, if any.
+    pub baseline: String,
+}
+
+/// A synthetic observation: `metrics` metrics × `samples` samples per side.
+pub fn synthetic_observation(metrics: usize, samples: usize, seed: u64) -> Observation {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, 1.0).map_err(|_| ()).ok();
+    let mut draw = |level: f64, sd: f64| level + sd * noise.as_ref().map_or(0.0, |n| n.sample(&mut rng));
+    let series = (0..metrics)
+        .map(|k| {
+            let level = 100.0 + k as f64;
+            MetricSeries {
+                spec: MetricSpec { name: format!("m{k}"), unit: "ms".into(), bad_direction: BadDirection::Up },
+                baseline: (0..samples).map(|_| Some(draw(level, 5.0))).collect(),
+                canary: (0..samples).map(|_| Some(draw(level, 5.0))).collect(),
+            }
+        })
+        .collect();
+    Observation {
+        service: "bench".into(),
+        step_s: 10,
+        duration_s: samples as u64 * 10,
+        now_s: samples as u64 * 10,
+        traffic: Some(Traffic { baseline: vec![900; samples], canary: vec![100; samples] }),
+        metrics: series,
+        logs: vec![],
+        events: vec![],
+    }
+}
+
+fn time_per_call(iterations: u32, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    start.elapsed().as_secs_f64() / f64::from(iterations.max(1))
+}
+
+fn ms(secs: f64) -> String {
+    format!("{:.3} ms", secs * 1000.0)
+}
+
+/// Judge latency for one tick over `metrics` × `samples`, with Kayenta's one
+/// judgement of the same data as the baseline.
+pub fn judge_tick(metrics: usize, samples: usize, iterations: u32) -> BenchRow {
+    let obs = synthetic_observation(metrics, samples, 1);
+    let cfg = JudgeConfig::default();
+    let ours = time_per_call(iterations, || {
+        std::hint::black_box(judge(&obs, &cfg));
+    });
+    let kay = time_per_call(iterations, || {
+        for m in &obs.metrics {
+            let x: Vec<f64> = m.canary.iter().flatten().copied().collect();
+            let y: Vec<f64> = m.baseline.iter().flatten().copied().collect();
+            std::hint::black_box(kayenta::classify(&x, &y, m.spec.bad_direction));
+        }
+    });
+    BenchRow {
+        name: format!("judge, one tick, {metrics} metrics × {samples} samples"),
+        result: ms(ours),
+        baseline: format!("Kayenta's judgement of the same data: {}", ms(kay)),
+    }
+}
+
+/// Sequential ledger appends per second at `url` (hash chain, one transaction each).
+pub async fn ledger_appends(url: &str, count: u32) -> Result<BenchRow, LedgerError> {
+    let ledger = Ledger::open(url).await?;
+    let body = serde_json::json!({ "tick": 1, "decision": { "decision": "continue" }, "rules": ["judge.running"] });
+    let start = Instant::now();
+    for _ in 0..count {
+        ledger.append("bench", RecordKind::Tick, "agent", &body).await?;
+    }
+    let rate = f64::from(count) / start.elapsed().as_secs_f64();
+    let backend = url.split(':').next().unwrap_or("?");
+    Ok(BenchRow {
+        name: format!("ledger appends, {backend}, {count} sequential"),
+        result: format!("{rate:.0} appends/s"),
+        baseline: "none".into(),
+    })
+}
+
+/// Render rows as a Markdown table.
+pub fn render(rows: &[BenchRow]) -> String {
+    let mut out = String::from("| benchmark | result | baseline in the same run |\n| --- | --- | --- |\n");
+    for r in rows {
+        out.push_str(&format!("| {} | {} | {} |\n", r.name, r.result, r.baseline));
+    }
+    out
+}

@@ -1,0 +1,78 @@
+//! `backstop bench`: the performance table (see BENCHMARKS.md).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CliResult, Failure, load_policy, out};
+use backstop::bench::{BenchRow, concurrent_releases, judge_tick, ledger_appends, render};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Concurrent releases to watch, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    releases: Vec<usize>,
+    /// Ticks per release in those runs.
+    #[arg(long, default_value_t = 6)]
+    ticks: u32,
+    /// Seconds between ticks.
+    #[arg(long, default_value_t = 10)]
+    tick_s: u64,
+    /// How far into its window each release is when the run starts, seconds.
+    #[arg(long, default_value_t = 1200)]
+    start_s: u64,
+    /// Iterations of the judge-latency measurement.
+    #[arg(long, default_value_t = 200)]
+    iterations: u32,
+    /// Sequential ledger appends to time.
+    #[arg(long, default_value_t = 2000)]
+    appends: u32,
+    /// Also time ledger appends on this PostgreSQL URL.
+    #[arg(long)]
+    postgres: Option<String>,
+}
+
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure { code: 1, message: e.to_string() }
+}
+
+pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResult {
+    let policy = load_policy(None, settings)?;
+    let mut rows = vec![judge_tick(20, 360, a.iterations)];
+    for &n in &a.releases {
+        let r = concurrent_releases(n, a.ticks, Duration::from_secs(a.tick_s), a.start_s, &policy).await;
+        rows.push(BenchRow {
+            name: format!("{n} concurrent releases, {}-s tick, {} ticks each", a.tick_s, a.ticks),
+            result: format!(
+                "{} of {} ticks missed; CPU {:.1}% of all cores; peak RSS {:.0} MiB; {:.0} µs work per tick",
+                r.missed,
+                n as u64 * u64::from(a.ticks),
+                r.cpu_share * 100.0,
+                r.peak_rss_mib,
+                r.mean_tick_us
+            ),
+            baseline: "none".into(),
+        });
+    }
+    let dir = tempfile_dir().map_err(failed)?;
+    let url = backstop::ledger::sqlite_url(&dir.join("bench.db"));
+    rows.push(ledger_appends(&url, a.appends).await.map_err(failed)?);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(pg) = &a.postgres {
+        rows.push(ledger_appends(pg, a.appends).await.map_err(failed)?);
+    }
+    rows.push(BenchRow {
+        name: "rollback decision to traffic shifted and verified, real HAProxy".into(),
+        result: "not measured: the HAProxy executor is not built yet".into(),
+        baseline: "-".into(),
+    });
+    out(render(&rows).trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("backstop-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
