@@ -21,6 +21,9 @@ pub struct Summary {
     pub promotions: usize,
     /// No decision by the end.
     pub inconclusive: usize,
+    /// Bad scenarios rolled back before their fault began (counted in recall
+    /// by FORMAT.md's scoring; a sign of a trigger-happy judge).
+    pub early_rollbacks: usize,
     /// Bad scenarios rolled back / bad scenarios.
     pub recall: Option<f64>,
     /// Good scenarios rolled back / good scenarios.
@@ -75,6 +78,11 @@ pub fn summarise(results: &[ScenarioResult]) -> Summary {
         rollbacks: count(&|r| r.decision == Decision::Rollback),
         promotions: count(&|r| r.decision == Decision::Promote),
         inconclusive: count(&|r| r.decision == Decision::Inconclusive),
+        early_rollbacks: count(&|r| {
+            r.truth_bad == Some(true)
+                && r.decision == Decision::Rollback
+                && matches!((r.decided_at_s, r.onset_s), (Some(at), Some(on)) if at < on)
+        }),
         recall: ratio(caught, bad),
         false_rollback_rate: ratio(false_rb, good),
         good_promoted_rate: ratio(good_promoted, good),
@@ -91,12 +99,28 @@ fn opt(v: Option<f64>, pct: bool) -> String {
     }
 }
 
+const WIDTHS: [usize; 11] = [10, 40, 5, 5, 5, 8, 8, 6, 6, 9, 9];
+
+/// One table line: first two columns left-aligned, the rest right-aligned.
+fn line(cells: [String; 11]) -> String {
+    let mut out = String::new();
+    for (k, (cell, w)) in cells.iter().zip(WIDTHS).enumerate() {
+        let sep = if k == 0 { "" } else { " " };
+        if k < 2 {
+            out.push_str(&format!("{sep}{cell:<w$}"));
+        } else {
+            out.push_str(&format!("{sep}{cell:>w$}"));
+        }
+    }
+    out.push('\n');
+    out
+}
+
 /// A plain-text table: one row per judge and corpus.
 pub fn render_table(report: &EvalReport) -> String {
-    let mut out = format!(
-        "{:<10} {:<40} {:>5} {:>5} {:>5} {:>8} {:>8} {:>6} {:>9} {:>9}\n",
-        "judge", "corpus", "n", "bad", "good", "recall", "false_rb", "incon", "delay_med", "delay_p90"
-    );
+    let head =
+        ["judge", "corpus", "n", "bad", "good", "recall", "false_rb", "early", "incon", "delay_med", "delay_p90"];
+    let mut out = line(head.map(String::from));
     for (name, jr) in &report.judges {
         let mut rows: Vec<(String, &Summary)> = jr.corpora.iter().map(|(k, v)| (k.clone(), v)).collect();
         if rows.len() > 1 {
@@ -104,19 +128,19 @@ pub fn render_table(report: &EvalReport) -> String {
         }
         for (corpus, s) in rows {
             let corpus = if corpus.len() > 40 { format!("…{}", &corpus[corpus.len() - 39..]) } else { corpus };
-            out.push_str(&format!(
-                "{:<10} {:<40} {:>5} {:>5} {:>5} {:>8} {:>8} {:>6} {:>9} {:>9}\n",
-                name,
+            out.push_str(&line([
+                name.clone(),
                 corpus,
-                s.scenarios,
-                s.bad,
-                s.good,
+                s.scenarios.to_string(),
+                s.bad.to_string(),
+                s.good.to_string(),
                 opt(s.recall, true),
                 opt(s.false_rollback_rate, true),
-                s.inconclusive,
+                s.early_rollbacks.to_string(),
+                s.inconclusive.to_string(),
                 opt(s.detection_delay_median_s, false),
                 opt(s.detection_delay_p90_s, false),
-            ));
+            ]));
         }
     }
     out
@@ -149,6 +173,10 @@ mod tests {
         assert_eq!(s.detection_delay_median_s, Some(70.0));
         assert_eq!(s.detection_delay_p90_s, Some(100.0));
         assert_eq!(s.inconclusive, 2);
+        assert_eq!(s.early_rollbacks, 0);
+        let early = summarise(&[r(Decision::Rollback, Some(100), Some(true), Some(600))]);
+        assert_eq!(early.early_rollbacks, 1);
+        assert_eq!(early.recall, Some(1.0), "FORMAT.md counts it in recall");
     }
 
     #[test]
