@@ -41,6 +41,20 @@ fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> Relea
     ReleaseRun { facts: f, tick_s: 10, duration_s: 1800, pace: Duration::ZERO, policy, ledger }
 }
 
+/// Run one release on a fresh simulator of `cfg`, acting (`live`) or advising.
+async fn release(
+    l: &Ledger,
+    policy: &PolicyFile,
+    cfg: SimConfig,
+    f: ReleaseFacts,
+    live: bool,
+) -> (Result<backstop::orchestrator::RunOutcome, backstop::Error>, Arc<Simulator>) {
+    let sim = Arc::new(Simulator::new(cfg));
+    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
+    let actuation = if live { Actuation::Live(exec) } else { Actuation::Advisory(exec) };
+    (run(policy, l, f).run(sim.as_ref(), &actuation, &mut Quiet).await, sim)
+}
+
 async fn records(l: &Ledger, kind: &str) -> Vec<serde_json::Value> {
     l.list(None, 10_000)
         .await
@@ -55,10 +69,8 @@ async fn records(l: &Ledger, kind: &str) -> Vec<serde_json::Value> {
 async fn failing_canary_is_rolled_back_verified_with_every_tick_recorded() {
     let (_d, l) = ledger().await;
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(faulty()));
-    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let out =
-        run(&policy, &l, facts("sim/checkout")).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    let (out, sim) = release(&l, &policy, faulty(), facts("sim/checkout"), true).await;
+    let out = out.unwrap();
     assert_eq!(out.status, ReleaseStatus::RolledBack);
     assert!(out.decided_at_s > 300 && out.decided_at_s <= 420, "decided at {}", out.decided_at_s);
     assert_eq!(sim.status().canary_weight, 0.0);
@@ -81,10 +93,8 @@ async fn failing_canary_is_rolled_back_verified_with_every_tick_recorded() {
 async fn healthy_canary_is_promoted() {
     let (_d, l) = ledger().await;
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(SimConfig::default()));
-    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let out =
-        run(&policy, &l, facts("sim/checkout")).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    let (out, sim) = release(&l, &policy, SimConfig::default(), facts("sim/checkout"), true).await;
+    let out = out.unwrap();
     assert_eq!(out.status, ReleaseStatus::Promoted);
     assert_eq!(out.decided_at_s, 1800);
     assert_eq!(sim.status().canary_weight, 1.0);
@@ -94,12 +104,8 @@ async fn healthy_canary_is_promoted() {
 async fn invariant_advise_never_executes() {
     let (_d, l) = ledger().await;
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(faulty()));
-    let planner = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let out = run(&policy, &l, facts("sim/checkout"))
-        .run(sim.as_ref(), &Actuation::Advisory(planner), &mut Quiet)
-        .await
-        .unwrap();
+    let (out, sim) = release(&l, &policy, faulty(), facts("sim/checkout"), false).await;
+    let out = out.unwrap();
     match out.status {
         ReleaseStatus::Recommended { plan: Some(plan), .. } => assert_eq!(plan.to_revision, "v1"),
         s => panic!("{s:?}"),
@@ -113,10 +119,8 @@ async fn invariant_advise_never_executes() {
 async fn invariant_undeclared_target_is_never_touched() {
     let (_d, l) = ledger().await;
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(faulty()));
-    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let out =
-        run(&policy, &l, facts("sim/payments")).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    let (out, sim) = release(&l, &policy, faulty(), facts("sim/payments"), true).await;
+    let out = out.unwrap();
     assert!(matches!(out.status, ReleaseStatus::Denied { .. }), "{:?}", out.status);
     assert_eq!(sim.status().canary_weight, 0.1);
 }
@@ -125,11 +129,9 @@ async fn invariant_undeclared_target_is_never_touched() {
 async fn invariant_no_ledger_write_no_action() {
     let (_d, l) = ledger().await;
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(faulty()));
-    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
     // The ledger's storage breaks: every append now fails.
     sqlx::query("DROP TABLE ledger_head").execute(l.pool()).await.unwrap();
-    let result = run(&policy, &l, facts("sim/checkout")).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await;
+    let (result, sim) = release(&l, &policy, faulty(), facts("sim/checkout"), true).await;
     assert!(result.is_err());
     assert_eq!(sim.status().canary_weight, 0.1);
     assert!(sim.status().rolled_back_to.is_none());
@@ -141,11 +143,10 @@ async fn invariant_rate_limit_stops_the_next_automated_rollback() {
     let mut policy = PolicyFile::embedded_default().unwrap();
     policy.rate_limit.max_rollbacks = 1;
     for (i, expect_rollback) in [(1, true), (2, false)] {
-        let sim = Arc::new(Simulator::new(faulty()));
-        let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
         let mut f = facts("sim/checkout");
         f.release_id = format!("rel-{i}");
-        let out = run(&policy, &l, f).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+        let (out, sim) = release(&l, &policy, faulty(), f, true).await;
+        let out = out.unwrap();
         assert_eq!(out.status == ReleaseStatus::RolledBack, expect_rollback, "{:?}", out.status);
         assert_eq!(sim.status().rolled_back_to.is_some(), expect_rollback);
     }
@@ -155,11 +156,10 @@ async fn invariant_rate_limit_stops_the_next_automated_rollback() {
 async fn invariant_irreversible_release_is_held_not_rolled_back() {
     let (_d, l) = ledger().await;
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(faulty()));
-    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
     let mut f = facts("sim/checkout");
     f.irreversible = true;
-    let out = run(&policy, &l, f).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    let (out, sim) = release(&l, &policy, faulty(), f, true).await;
+    let out = out.unwrap();
     assert!(matches!(out.status, ReleaseStatus::AwaitingApproval { .. }), "{:?}", out.status);
     assert!(sim.status().rolled_back_to.is_none());
 }
@@ -215,11 +215,10 @@ async fn the_same_loop_records_into_postgres() {
     let pg = crate::support::pg::PgServer::start();
     let l = Ledger::open(&pg.fresh_database_url().await).await.unwrap();
     let policy = PolicyFile::embedded_default().unwrap();
-    let sim = Arc::new(Simulator::new(faulty()));
-    let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let out =
-        run(&policy, &l, facts("sim/checkout")).run(sim.as_ref(), &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    let (out, sim) = release(&l, &policy, faulty(), facts("sim/checkout"), true).await;
+    let out = out.unwrap();
     assert_eq!(out.status, ReleaseStatus::RolledBack);
+    assert_eq!(sim.status().rolled_back_to.as_deref(), Some("v1"));
     assert_eq!(records(&l, "tick").await.len() as u64, out.ticks);
     assert_eq!(l.automated_rollbacks("sim/checkout", 0).await.unwrap().len(), 1);
     assert!(l.verify().await.unwrap().problems.is_empty());
