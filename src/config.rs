@@ -90,6 +90,12 @@ pub struct ReleaseConfig {
     pub irreversible: bool,
     /// Where its signals come from.
     pub source: SourceConfig,
+    /// What acts on the target; without one, decisions are recommendations a human carries out.
+    #[serde(default)]
+    pub executor: Option<crate::executor::ExecutorConfig>,
+    /// Seconds of release time between analysis ticks (default: the source's sample step).
+    #[serde(default)]
+    pub tick_s: Option<u64>,
 }
 
 fn production() -> String {
@@ -145,6 +151,14 @@ impl Settings {
             }
             if r.target.trim().is_empty() {
                 return Err((format!("releases[{i}].target"), "a non-empty target".into()));
+            }
+            if matches!(r.executor, Some(crate::executor::ExecutorConfig::Simulator))
+                && !matches!(r.source, SourceConfig::Simulator(_))
+            {
+                return Err((format!("releases[{i}].executor"), "`simulator` only with a `simulator` source".into()));
+            }
+            if r.tick_s == Some(0) {
+                return Err((format!("releases[{i}].tick_s"), "seconds > 0".into()));
             }
         }
         if let Some(url) = &self.ledger.url

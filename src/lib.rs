@@ -15,6 +15,9 @@ pub mod judge;
 pub mod ledger;
 pub mod orchestrator;
 pub mod policy;
+pub mod release;
+pub mod report;
+pub mod serve;
 pub mod signals;
 pub mod telemetry;
 

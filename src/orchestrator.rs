@@ -77,6 +77,8 @@ pub enum ReleaseStatus {
         /// Why.
         reason: String,
     },
+    /// Stopped by a signal between ticks; no action was left half done.
+    Interrupted,
 }
 
 /// One tick, as shown to a live display.
@@ -130,6 +132,10 @@ pub struct RunOutcome {
     pub final_judge: Option<JudgeResult>,
     /// Rules that produced the final decision.
     pub final_rules: Vec<crate::policy::RuleHit>,
+    /// The signal source's error at the final tick, if it failed.
+    pub signal_failure: Option<String>,
+    /// The last observation, for reports and charts.
+    pub last_observation: Option<Observation>,
 }
 
 /// One release to run.
@@ -146,6 +152,8 @@ pub struct ReleaseRun<'a> {
     pub policy: &'a PolicyFile,
     /// The ledger.
     pub ledger: &'a Ledger,
+    /// Flips to `true` to stop between ticks (SIGINT/SIGTERM).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn failed_observation_result(now_s: u64, reason: &str) -> JudgeResult {
@@ -186,7 +194,12 @@ impl ReleaseRun<'_> {
         let mut now_s = 0;
         let mut tick = 0;
         let model = ModelInput::NotConfigured;
+        let mut stop = self.stop.clone();
+        let mut last_obs: Option<Observation> = None;
         loop {
+            if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                return self.interrupted(tick, now_s, last_obs).await;
+            }
             now_s = (now_s + tick_s).min(self.duration_s);
             tick += 1;
             let span = info_span!(telemetry::SPAN_TICK, tick, now_s);
@@ -197,6 +210,9 @@ impl ReleaseRun<'_> {
                     (None, Some(e.to_string()))
                 }
             };
+            if obs.is_some() {
+                last_obs.clone_from(&obs);
+            }
             let judged = match &obs {
                 Some(o) => judge(o, &self.policy.judge),
                 None => failed_observation_result(now_s, failure.as_deref().unwrap_or("unknown")),
@@ -251,12 +267,36 @@ impl ReleaseRun<'_> {
                     decided_at_s: now_s,
                     final_judge: Some(judged),
                     final_rules: outcome.trace,
+                    signal_failure: failure,
+                    last_observation: last_obs,
                 });
             }
             if !self.pace.is_zero() {
-                tokio::time::sleep(self.pace).await;
+                match stop.as_mut() {
+                    // Woken early by a stop signal; the check at the top of the loop ends the run.
+                    Some(s) => {
+                        let _ = tokio::time::timeout(self.pace, s.changed()).await;
+                    }
+                    None => tokio::time::sleep(self.pace).await,
+                }
             }
         }
+    }
+
+    async fn interrupted(&self, ticks: u64, now_s: u64, last: Option<Observation>) -> Result<RunOutcome, Error> {
+        let status = ReleaseStatus::Interrupted;
+        let end = json!({ "status": status, "ticks": ticks, "decided_at_s": now_s });
+        self.ledger.append(&self.facts.release_id, RecordKind::ReleaseFinished, "agent", &end).await?;
+        Ok(RunOutcome {
+            release_id: self.facts.release_id.clone(),
+            status,
+            ticks,
+            decided_at_s: now_s,
+            final_judge: None,
+            final_rules: vec![],
+            signal_failure: None,
+            last_observation: last,
+        })
     }
 
     async fn act(

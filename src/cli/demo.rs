@@ -112,6 +112,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         pace: Duration::from_millis(a.tick_ms),
         policy: &policy,
         ledger: &ledger,
+        stop: None,
     };
     let executor = Arc::new(SimulatedExecutor::new(target, sim.clone()));
     let mut display = LiveDisplay::new(sim_cfg.duration_s, a.plain);
@@ -161,5 +162,6 @@ fn describe(s: &ReleaseStatus) -> String {
         ReleaseStatus::AwaitingApproval { reason, .. } => format!("awaiting approval: {reason}"),
         ReleaseStatus::Held { reason } => format!("held: {reason}"),
         ReleaseStatus::Denied { reason } => format!("denied: {reason}"),
+        ReleaseStatus::Interrupted => "interrupted".into(),
     }
 }

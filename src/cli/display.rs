@@ -12,6 +12,7 @@ use backstop::orchestrator::{Observer, TickReport};
 /// Shows each tick as it is judged.
 pub struct LiveDisplay {
     bar: Option<ProgressBar>,
+    prefix: Option<String>,
 }
 
 fn badge(f: &Finding) -> String {
@@ -44,13 +45,20 @@ impl LiveDisplay {
             b.set_style(style);
             b
         });
-        Self { bar }
+        Self { bar, prefix: None }
+    }
+
+    /// Prefix plain lines with a release name (several releases at once).
+    pub fn prefixed(mut self, prefix: Option<String>) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     fn line(&self, text: &str) {
-        match &self.bar {
-            Some(b) => b.println(text),
-            None => out(text),
+        match (&self.bar, &self.prefix) {
+            (Some(b), _) => b.println(text),
+            (None, Some(p)) => out(&format!("[{p}] {text}")),
+            (None, None) => out(text),
         }
     }
 
@@ -79,7 +87,7 @@ impl Observer for LiveDisplay {
                     b.println(format!("t={}s {}: {}", t.now_s, t.outcome.decision.label(), t.judge.summary));
                 }
             }
-            None => out(&text),
+            None => self.line(&text),
         }
     }
 

@@ -7,6 +7,8 @@ mod demo;
 mod display;
 mod eval;
 mod misc;
+mod serve;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit code for a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_USAGE: u8 = watch::exit::USAGE;
 /// Exit code when `audit verify` finds tampering.
 pub const EXIT_TAMPERED: u8 = 4;
 
@@ -37,6 +39,12 @@ struct Cli {
 enum Command {
     /// Simulate a canary release offline and judge it live, rolling back when it goes bad.
     Demo(demo::DemoArgs),
+    /// Watch configured releases until promote or rollback, acting within policy (exit codes in README).
+    Watch(watch::WatchArgs),
+    /// Judge configured releases without acting and write a report (Markdown, JSON or HTML).
+    Advise(watch::AdviseArgs),
+    /// Judge configured releases and answer Argo Rollouts / Flagger on the gate endpoint.
+    Serve(serve::ServeArgs),
     /// Replay scenario files through judges and score them (FORMAT.md JSON or a table).
     Eval(eval::EvalArgs),
     /// Read and verify the audit ledger.
@@ -118,6 +126,9 @@ async fn run(cli: Cli) -> CliResult {
     );
     match cli.command {
         Command::Demo(a) => demo::run(a, &settings).await,
+        Command::Watch(a) => watch::watch(a, &settings).await,
+        Command::Advise(a) => watch::advise(a, &settings).await,
+        Command::Serve(a) => serve::serve(a, &settings).await,
         Command::Eval(a) => eval::run(a, &settings),
         Command::Audit(a) => audit::run(a, &settings).await,
         Command::Policy { command } => misc::policy(command),

@@ -10,6 +10,7 @@
 //! let permit = backstop::executor::ExecutionPermit { plan_id: String::new(), intent_seq: 0 };
 //! ```
 
+mod manual;
 mod simulated;
 
 use async_trait::async_trait;
@@ -18,7 +19,16 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::policy::RollbackPlan;
+pub use manual::ManualPlanner;
 pub use simulated::SimulatedExecutor;
+
+/// An executor as written in a release's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecutorConfig {
+    /// Drive the built-in simulator of this release's `simulator` source.
+    Simulator,
+}
 
 /// An executor could not plan, execute or verify.
 #[derive(Debug, Error)]

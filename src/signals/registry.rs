@@ -29,6 +29,13 @@ pub struct BuiltSource {
     pub source: Arc<dyn SignalSource>,
     /// Present for the simulator: what its executor acts on.
     pub simulator: Option<Arc<Simulator>>,
+    /// Seconds between samples.
+    pub step_s: u32,
+    /// Analysis window, seconds.
+    pub duration_s: u64,
+    /// When the fault begins, if the source knows (simulator config, a scenario's truth):
+    /// shown in reports for humans, never given to a judge.
+    pub known_onset_s: Option<u64>,
 }
 
 /// Build a signal source from its configuration.
@@ -36,11 +43,25 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, ScenarioError> {
     match cfg {
         SourceConfig::Scenario { path } => {
             let scenario = load_scenario(path)?;
-            Ok(BuiltSource { source: Arc::new(ReplaySource::new(Arc::new(scenario.data))), simulator: None })
+            let (step_s, duration_s) = (scenario.data.step_s, scenario.data.duration_s);
+            let known_onset_s = scenario.truth.as_ref().filter(|t| t.bad).and_then(|t| t.onset_s);
+            Ok(BuiltSource {
+                source: Arc::new(ReplaySource::new(Arc::new(scenario.data))),
+                simulator: None,
+                step_s,
+                duration_s,
+                known_onset_s,
+            })
         }
         SourceConfig::Simulator(sim) => {
             let s = Arc::new(Simulator::new(sim.clone()));
-            Ok(BuiltSource { source: s.clone(), simulator: Some(s) })
+            Ok(BuiltSource {
+                source: s.clone(),
+                simulator: Some(s),
+                step_s: sim.step_s,
+                duration_s: sim.duration_s,
+                known_onset_s: sim.fault.as_ref().map(|f| f.onset_s),
+            })
         }
     }
 }

@@ -1,4 +1,6 @@
 mod cli;
 mod ledger;
 mod orchestrator;
+mod report;
 mod snapshots;
+mod watch;

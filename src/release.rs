@@ -1,0 +1,86 @@
+//! A configured release made runnable: its source, facts, and what may act
+//! on its target. The one place configuration turns into a running release.
+
+use std::sync::Arc;
+
+use crate::config::ReleaseConfig;
+use crate::executor::{Executor, ExecutorConfig, ManualPlanner, Planner, SimulatedExecutor};
+use crate::orchestrator::Actuation;
+use crate::policy::{ReleaseFacts, RunMode};
+use crate::signals::{ScenarioError, SignalSource, build_source};
+
+/// Everything needed to run one release.
+pub struct PreparedRelease {
+    /// Facts for policy.
+    pub facts: ReleaseFacts,
+    /// Where signals come from.
+    pub source: Arc<dyn SignalSource>,
+    /// What acts, in an acting run with an executor configured.
+    executor: Option<Arc<dyn Executor>>,
+    /// What plans, always.
+    planner: Arc<dyn Planner>,
+    /// Release seconds between ticks.
+    pub tick_s: u64,
+    /// Analysis window, seconds.
+    pub duration_s: u64,
+    /// Fault onset known to the source (for reports only; never shown to a judge).
+    pub known_onset_s: Option<u64>,
+}
+
+impl PreparedRelease {
+    /// Build a release from its configuration; `mode` decides whether an
+    /// executor is built at all (never in `Advise`).
+    pub fn prepare(
+        cfg: &ReleaseConfig,
+        declared_targets: Vec<String>,
+        release_id: String,
+        mode: RunMode,
+    ) -> Result<Self, ScenarioError> {
+        let built = build_source(&cfg.source)?;
+        let simulated: Option<Arc<SimulatedExecutor>> = match (&cfg.executor, &built.simulator) {
+            (Some(ExecutorConfig::Simulator), Some(sim)) => {
+                Some(Arc::new(SimulatedExecutor::new(cfg.target.clone(), sim.clone())))
+            }
+            _ => None,
+        };
+        let planner: Arc<dyn Planner> = match &simulated {
+            Some(s) => s.clone(),
+            None => Arc::new(ManualPlanner::new(cfg.target.clone())),
+        };
+        let executor: Option<Arc<dyn Executor>> = match mode {
+            RunMode::Act => simulated.map(|s| s as Arc<dyn Executor>),
+            RunMode::Advise => None,
+        };
+        Ok(Self {
+            facts: ReleaseFacts {
+                release_id,
+                service: cfg.service.clone(),
+                target: cfg.target.clone(),
+                declared_targets,
+                candidate_revision: cfg.candidate_revision.clone(),
+                last_known_good: cfg.last_known_good.clone(),
+                irreversible: cfg.irreversible,
+                environment: cfg.environment.clone(),
+            },
+            source: built.source,
+            executor,
+            planner,
+            tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),
+            duration_s: built.duration_s,
+            known_onset_s: built.known_onset_s,
+        })
+    }
+
+    /// What the orchestrator may use: the executor when there is one, else plans only.
+    pub fn actuation(&self) -> Actuation {
+        match &self.executor {
+            Some(e) => Actuation::Live(e.clone()),
+            None => Actuation::Advisory(self.planner.clone()),
+        }
+    }
+
+    /// Whether this run can act on its target.
+    pub fn can_act(&self) -> bool {
+        self.executor.is_some()
+    }
+}

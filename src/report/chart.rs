@@ -1,0 +1,71 @@
+//! One SVG chart per metric: baseline and canary over release time, the
+//! decision point and (when known) the fault onset marked.
+
+use plotters::prelude::*;
+
+use crate::signals::MetricSeries;
+
+const BASELINE: RGBColor = RGBColor(0x33, 0x66, 0xcc);
+const CANARY: RGBColor = RGBColor(0xdd, 0x55, 0x00);
+const DECISION: RGBColor = RGBColor(0xcc, 0x00, 0x00);
+const ONSET: RGBColor = RGBColor(0x88, 0x88, 0x88);
+
+fn points(series: &[Option<f64>], step_s: u32) -> Vec<(f64, f64)> {
+    series.iter().enumerate().filter_map(|(i, v)| v.map(|y| (((i as u64 + 1) * u64::from(step_s)) as f64, y))).collect()
+}
+
+/// An SVG document for `m`, or a short explanation when it cannot be drawn.
+pub fn metric_svg(m: &MetricSeries, step_s: u32, duration_s: u64, decided_at_s: u64, onset_s: Option<u64>) -> String {
+    let (b, c) = (points(&m.baseline, step_s), points(&m.canary, step_s));
+    let ys: Vec<f64> = b.iter().chain(c.iter()).map(|p| p.1).collect();
+    if ys.is_empty() {
+        return format!("<p>{}: no samples to draw</p>", m.spec.name);
+    }
+    let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &y| (a.0.min(y), a.1.max(y)));
+    let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1e-9);
+    let x_max = duration_s.max(u64::from(step_s)) as f64;
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (720, 240)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let title = format!("{} ({}, bad direction: {:?})", m.spec.name, m.spec.unit, m.spec.bad_direction);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(28)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
+        chart.configure_mesh().x_desc("release time (s)").light_line_style(WHITE.mix(0.0)).draw()?;
+        chart
+            .draw_series(LineSeries::new(b, BASELINE.stroke_width(2)))?
+            .label("baseline")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BASELINE.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(c, CANARY.stroke_width(2)))?
+            .label("canary")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], CANARY.stroke_width(2)));
+        let vline = |x: f64| vec![(x, lo - pad), (x, hi + pad)];
+        chart
+            .draw_series(std::iter::once(PathElement::new(vline(decided_at_s as f64), DECISION.stroke_width(2))))?
+            .label("decision")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], DECISION.stroke_width(2)));
+        if let Some(on) = onset_s {
+            chart
+                .draw_series(std::iter::once(PathElement::new(vline(on as f64), ONSET.stroke_width(1))))?
+                .label("fault onset")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], ONSET.stroke_width(1)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    match drawn {
+        Ok(()) => svg,
+        Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", m.spec.name),
+    }
+}

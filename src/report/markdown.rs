@@ -1,0 +1,73 @@
+//! The Markdown report: a PR comment, a chat message, a step summary.
+
+use super::{Report, fmt};
+use crate::judge::MetricStatus;
+
+fn cell(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "–".into(), |x| fmt(x, unit))
+}
+
+/// Render `r` as Markdown.
+pub fn render_markdown(r: &Report) -> String {
+    let mut o = String::new();
+    let mode = if r.acting { "watch" } else { "advise (dry run: nothing executes)" };
+    o.push_str(&format!(
+        "## backstop: {} {} — **{}**\n\n{}\n\n",
+        r.service,
+        r.candidate_revision,
+        r.recommendation.to_uppercase(),
+        r.headline
+    ));
+    o.push_str(&format!(
+        "- release `{}` (`{}`), target `{}`, mode {mode}\n- decision at t={}s of {}s\n",
+        r.release, r.release_id, r.target, r.decided_at_s, r.duration_s
+    ));
+    if let Some(onset) = r.known_onset_s {
+        o.push_str(&format!("- known fault onset (from the source, never shown to the judge): t={onset}s\n"));
+    }
+    if let Some(p) = &r.plan {
+        o.push_str("\n### The exact action\n\n");
+        for (i, s) in p.steps.iter().enumerate() {
+            o.push_str(&format!("{}. {s}\n", i + 1));
+        }
+    }
+    if let Some(j) = &r.judge {
+        o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, j.summary));
+        o.push_str("| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window |\n");
+        o.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        for f in &j.findings {
+            let status =
+                if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { format!("{:?}", f.status) };
+            o.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                f.metric,
+                status,
+                cell(f.baseline, &f.unit),
+                cell(f.canary, &f.unit),
+                cell(f.effect, &f.unit),
+                cell(f.tolerance, &f.unit),
+                match (f.z, f.critical) {
+                    (Some(z), Some(c)) => format!("{z:.1} / {c:.1}"),
+                    _ => "–".into(),
+                },
+                f.window_s.map_or_else(|| "–".into(), |w| format!("{w}s")),
+            ));
+        }
+        o.push('\n');
+        for f in &j.findings {
+            o.push_str(&format!("- {}\n", f.explanation));
+        }
+    }
+    o.push_str(&format!("\n### Model\n\n{}\n", r.model));
+    o.push_str("\n### Policy rules\n\n");
+    for rule in &r.rules {
+        o.push_str(&format!("- {rule}\n"));
+    }
+    if !r.would_change.is_empty() {
+        o.push_str("\n### What would change this recommendation\n\n");
+        for w in &r.would_change {
+            o.push_str(&format!("- {w}\n"));
+        }
+    }
+    o
+}

@@ -1,0 +1,176 @@
+//! Reports for humans and machines: what backstop recommends (or did), the
+//! exact action, the evidence per metric, and what would change the answer.
+//! Markdown for PR comments, chat and `$GITHUB_STEP_SUMMARY`; JSON; and a
+//! self-contained HTML page with a chart per metric.
+
+mod chart;
+mod html;
+mod markdown;
+
+use serde::Serialize;
+
+pub use html::render_html;
+pub use markdown::render_markdown;
+
+use crate::executor::ActionPlan;
+use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
+use crate::orchestrator::{ReleaseStatus, RunOutcome};
+use crate::policy::{Decision, Proposal};
+use crate::signals::Observation;
+
+/// Everything a report shows, also its JSON form.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Release name from configuration.
+    pub release: String,
+    /// Release id in the ledger.
+    pub release_id: String,
+    /// Service.
+    pub service: String,
+    /// Target.
+    pub target: String,
+    /// Revision under judgement.
+    pub candidate_revision: String,
+    /// Whether this run could act (false for `advise`).
+    pub acting: bool,
+    /// One word: promote, rollback, hold, approve, deny, interrupted.
+    pub recommendation: String,
+    /// One sentence.
+    pub headline: String,
+    /// The final status.
+    pub status: ReleaseStatus,
+    /// The exact action, when there is one.
+    pub plan: Option<ActionPlan>,
+    /// Release time of the decision, seconds.
+    pub decided_at_s: u64,
+    /// Window length, seconds.
+    pub duration_s: u64,
+    /// The judge at the decision.
+    pub judge: Option<JudgeResult>,
+    /// Policy rules that fired.
+    pub rules: Vec<String>,
+    /// What the model said (none is configured in this version).
+    pub model: String,
+    /// What would change the recommendation.
+    pub would_change: Vec<String>,
+    /// When the fault began, where the source knows it (simulator, labelled scenario).
+    pub known_onset_s: Option<u64>,
+    /// The series the charts draw.
+    #[serde(skip)]
+    pub observation: Option<Observation>,
+}
+
+fn recommendation(status: &ReleaseStatus) -> (&'static str, Option<ActionPlan>) {
+    match status {
+        ReleaseStatus::Promoted => ("promote", None),
+        ReleaseStatus::RolledBack => ("rollback", None),
+        ReleaseStatus::ActionNotVerified { .. } | ReleaseStatus::ActionFailed { .. } => ("investigate", None),
+        ReleaseStatus::Recommended { decision, plan } => match decision {
+            Decision::Promote => ("promote", plan.clone()),
+            _ => ("rollback", plan.clone()),
+        },
+        ReleaseStatus::AwaitingApproval { proposed: Proposal::Promote, .. } => ("approve promotion", None),
+        ReleaseStatus::AwaitingApproval { proposed: Proposal::Rollback { .. }, .. } => ("approve rollback", None),
+        ReleaseStatus::Held { .. } => ("hold", None),
+        ReleaseStatus::Denied { .. } => ("deny", None),
+        ReleaseStatus::Interrupted => ("interrupted", None),
+    }
+}
+
+fn headline(status: &ReleaseStatus, candidate: &str) -> String {
+    match status {
+        ReleaseStatus::Promoted => format!("{candidate} was promoted and the promotion verified."),
+        ReleaseStatus::RolledBack => format!("{candidate} was rolled back and the rollback verified."),
+        ReleaseStatus::ActionNotVerified { observed } => format!("The action ran but did not verify: {observed}."),
+        ReleaseStatus::ActionFailed { error } => format!("The action failed: {error}."),
+        ReleaseStatus::Recommended { decision, .. } => {
+            format!("backstop would {} {candidate}; nothing was executed.", decision.label().replace('_', " "))
+        }
+        ReleaseStatus::AwaitingApproval { reason, .. } => format!("A human must approve: {reason}."),
+        ReleaseStatus::Held { reason } => format!("Held: {reason}."),
+        ReleaseStatus::Denied { reason } => format!("Denied by policy: {reason}."),
+        ReleaseStatus::Interrupted => "Interrupted before a decision.".into(),
+    }
+}
+
+fn fmt(v: f64, unit: &str) -> String {
+    if unit == "ratio" { format!("{:.2}%", v * 100.0) } else { format!("{v:.2} {unit}") }
+}
+
+/// What would flip the answer, metric by metric, in numbers.
+fn would_change(judge: Option<&JudgeResult>) -> Vec<String> {
+    let Some(j) = judge else { return vec!["a decision: the run ended before one".into()] };
+    let failing: Vec<&Finding> = j.failing().collect();
+    if !failing.is_empty() {
+        return failing
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}: the canary's harmful shift ({}) falling below its tolerance ({}), or its evidence (z {:.1}) below the critical value {:.1}",
+                    f.metric,
+                    fmt(f.effect.unwrap_or(0.0), &f.unit),
+                    fmt(f.tolerance.unwrap_or(0.0), &f.unit),
+                    f.z.unwrap_or(0.0),
+                    f.critical.unwrap_or(0.0)
+                )
+            })
+            .collect();
+    }
+    let lacking: Vec<&Finding> = j.lacking_data().collect();
+    if j.verdict == Verdict::Inconclusive && !lacking.is_empty() {
+        return lacking.iter().map(|f| format!("{}: enough data to judge ({})", f.metric, f.explanation)).collect();
+    }
+    // Passing or still running: the metric closest to failing.
+    let closest =
+        j.findings.iter().filter(|f| f.status == MetricStatus::Ok || f.status == MetricStatus::Suspect).max_by(
+            |a, b| {
+                let r = |f: &Finding| f.effect.unwrap_or(0.0) / f.tolerance.unwrap_or(f64::INFINITY).max(1e-12);
+                r(a).total_cmp(&r(b))
+            },
+        );
+    match closest {
+        Some(f) => vec![format!(
+            "{} (the closest to failing): a harmful shift above {} (now {}) with z above {:.1} (now {:.1}) at two looks in a row",
+            f.metric,
+            fmt(f.tolerance.unwrap_or(0.0), &f.unit),
+            fmt(f.effect.unwrap_or(0.0), &f.unit),
+            f.critical.unwrap_or(0.0),
+            f.z.unwrap_or(0.0)
+        )],
+        None => vec![],
+    }
+}
+
+impl Report {
+    /// Build the report of a finished run.
+    pub fn new(
+        release: &str,
+        facts: &crate::policy::ReleaseFacts,
+        outcome: &RunOutcome,
+        duration_s: u64,
+        acting: bool,
+        known_onset_s: Option<u64>,
+    ) -> Self {
+        let (rec, plan) = recommendation(&outcome.status);
+        Report {
+            release: release.into(),
+            release_id: outcome.release_id.clone(),
+            service: facts.service.clone(),
+            target: facts.target.clone(),
+            candidate_revision: facts.candidate_revision.clone(),
+            acting,
+            recommendation: rec.into(),
+            headline: headline(&outcome.status, &facts.candidate_revision),
+            status: outcome.status.clone(),
+            plan,
+            decided_at_s: outcome.decided_at_s,
+            duration_s,
+            judge: outcome.final_judge.clone(),
+            rules: outcome.final_rules.iter().map(|r| format!("{}: {}", r.rule, r.detail)).collect(),
+            model: "no model configured: judge-only decision".into(),
+            would_change: would_change(outcome.final_judge.as_ref()),
+            known_onset_s,
+            observation: outcome.last_observation.clone(),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The HTML report in a real browser (Debian's headless Chromium): it renders,
+//! every metric's chart is there, and the page fetches nothing.
+
+use assert_cmd::Command;
+
+fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium is installed by scripts/test.sh")
+}
+
+#[test]
+fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {
+    let d = tempfile::tempdir().unwrap();
+    let html = d.path().join("report.html");
+    Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", "fixtures/config/simulator.toml", "advise", "--release", "checkout", "--pace-ms", "0"])
+        .args([
+            "--ledger",
+            d.path().join("l.db").to_str().unwrap(),
+            "--format",
+            "html",
+            "--out",
+            html.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(&html).unwrap();
+    // Self-contained: nothing that could make a browser fetch, and a policy that forbids it anyway.
+    for needle in ["src=", "href=", "url(", "@import", "<script", "<link"] {
+        assert!(!page.contains(needle), "report contains {needle}");
+    }
+    assert!(page.contains("Content-Security-Policy\" content=\"default-src 'none'"));
+
+    let url = format!("file://{}", html.display());
+    let dom = chromium(&["--dump-dom", &url], &d.path().join("profile-a"));
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom_text.matches("<svg").count(), 5, "one chart per metric");
+    for metric in ["http_error_ratio", "latency_p99_ms", "cpu_percent", "memory_mb", "throughput_per_pod_rps"] {
+        assert!(dom_text.contains(metric), "{metric} missing from the rendered page");
+    }
+    assert!(dom_text.contains("ROLLBACK") && dom_text.contains("decision") && dom_text.contains("fault onset"));
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(!log.contains("Refused to"), "the page tried to fetch something: {log}");
+
+    let png = d.path().join("shot.png");
+    let shot = chromium(
+        &[&format!("--screenshot={}", png.display()), "--window-size=1000,1400", "--hide-scrollbars", &url],
+        &d.path().join("profile-b"),
+    );
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "screenshot is {} bytes", bytes.len());
+    if let Ok(keep) = std::env::var("REPORT_SCREENSHOT_COPY") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+}

@@ -1,0 +1,182 @@
+//! `watch`, `advise` and `serve` as a pipeline or an approver runs them: every exit code.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+/// `backstop --config FILE <cmd> --ledger ... <args>`: global flags first, then the command's.
+fn run(dir: &tempfile::TempDir, config: &str, cmd: &str, args: &[&str]) -> assert_cmd::assert::Assert {
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env_remove("GITHUB_STEP_SUMMARY").env_remove("RUST_LOG");
+    c.args(["--config", config, cmd, "--ledger", dir.path().join("l.db").to_str().unwrap(), "--pace-ms", "0"]);
+    c.args(args).assert()
+}
+
+const SIM: &str = "fixtures/config/simulator.toml";
+const REPLAY: &str = "fixtures/config/replay.toml";
+
+#[test]
+fn exit_10_when_rolled_back_and_verified() {
+    let d = tempfile::tempdir().unwrap();
+    run(&d, SIM, "watch", &["--release", "checkout"])
+        .code(10)
+        .stdout(predicate::str::contains("rolled back and the rollback verified"));
+}
+
+#[test]
+fn exit_0_when_promoted() {
+    let d = tempfile::tempdir().unwrap();
+    run(&d, SIM, "watch", &["--release", "search"]).code(0).stdout(predicate::str::contains("promoted"));
+    // Replay with no executor: the pipeline carries out the promotion.
+    run(&d, REPLAY, "watch", &["--release", "good"]).code(0);
+}
+
+#[test]
+fn exit_11_when_a_rollback_cannot_be_executed() {
+    let d = tempfile::tempdir().unwrap();
+    run(&d, REPLAY, "watch", &["--release", "bad"])
+        .code(11)
+        .stdout(predicate::str::contains("would rollback v42; nothing was executed"));
+}
+
+#[test]
+fn exit_12_when_held_for_approval() {
+    let d = tempfile::tempdir().unwrap();
+    let policy = d.path().join("approve.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\nautonomy = \"approve\"\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n",
+    )
+    .unwrap();
+    run(&d, SIM, "watch", &["--release", "search", "--policy", policy.to_str().unwrap()])
+        .code(12)
+        .stdout(predicate::str::contains("A human must approve"));
+}
+
+#[test]
+fn exit_2_on_usage_and_configuration_errors() {
+    let d = tempfile::tempdir().unwrap();
+    run(&d, SIM, "watch", &["--release", "nope"]).code(2).stderr(predicate::str::contains("no release named `nope`"));
+    let empty = d.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    run(&d, empty.to_str().unwrap(), "watch", &[]).code(2).stderr(predicate::str::contains("no releases configured"));
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, "[[releases]]\nname = \"x\"\nservice = \"s\"\ntarget = \"t\"\ncandidate_revision = \"v2\"\nexecutor = { kind = \"simulator\" }\nsource = { kind = \"scenario\", path = \"x.json\" }\n").unwrap();
+    run(&d, bad.to_str().unwrap(), "watch", &[]).code(2).stderr(predicate::str::contains("releases[0].executor"));
+}
+
+#[test]
+fn exit_3_when_the_ledger_backend_fails() {
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG");
+    c.args(["--config", SIM, "watch", "--ledger", "/proc/backstop-cannot-write-here/l.db", "--pace-ms", "0"]);
+    c.assert().code(3).stderr(predicate::str::contains("cannot open ledger"));
+}
+
+#[test]
+fn exit_130_on_sigint_with_the_ledger_consistent() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("l.db");
+    let bin = assert_cmd::cargo::cargo_bin("backstop");
+    let mut child = std::process::Command::new(bin)
+        .args(["--config", SIM, "watch", "--release", "search", "--ledger", db.to_str().unwrap(), "--pace-ms", "50"])
+        .env_remove("BACKSTOP_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut verify = Command::cargo_bin("backstop").unwrap();
+    verify.args(["audit", "verify", "--ledger", db.to_str().unwrap()]).assert().success();
+    let mut list = Command::cargo_bin("backstop").unwrap();
+    list.args(["audit", "list", "--ledger", db.to_str().unwrap(), "--limit", "1"])
+        .assert()
+        .stdout(predicate::str::contains("status=interrupted"));
+}
+
+#[test]
+fn json_result_and_github_step_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let summary = d.path().join("summary.md");
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env("GITHUB_STEP_SUMMARY", &summary);
+    c.args(["--config", SIM, "watch", "--ledger", d.path().join("l.db").to_str().unwrap()]);
+    let out = c.args(["--pace-ms", "0", "--format", "json"]).assert().code(10).get_output().stdout.clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["exit_code"], 10);
+    let releases = v["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2);
+    assert_eq!(releases[0]["report"]["recommendation"], "rollback");
+    assert_eq!(releases[1]["exit_code"], 0);
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("## backstop: checkout v42 — **ROLLBACK**") && md.contains("## backstop: search v7"), "{md}");
+}
+
+#[test]
+fn advise_never_acts_and_reports_the_exact_action() {
+    let d = tempfile::tempdir().unwrap();
+    run(&d, SIM, "advise", &["--release", "checkout"]).success().stdout(
+        predicate::str::contains("mode advise (dry run: nothing executes)")
+            .and(predicate::str::contains("### The exact action"))
+            .and(predicate::str::contains("1. set canary weight of simulator/checkout to 0%"))
+            .and(predicate::str::contains("### What would change this recommendation"))
+            .and(predicate::str::contains("http_error_ratio: the canary's harmful shift")),
+    );
+    let out =
+        run(&d, REPLAY, "advise", &["--release", "good", "--format", "json"]).success().get_output().stdout.clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["recommendation"], "promote");
+    assert_eq!(v["acting"], false);
+    assert!(v["would_change"][0].as_str().unwrap().contains("closest to failing"));
+    // Nothing was executed: the ledger holds no intent.
+    let mut list = Command::cargo_bin("backstop").unwrap();
+    list.args(["audit", "list", "--ledger", d.path().join("l.db").to_str().unwrap(), "--limit", "1000"])
+        .assert()
+        .stdout(predicate::str::contains(" intent ").not());
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+#[test]
+fn serve_answers_the_gate_from_the_live_judgement() {
+    let d = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bin = assert_cmd::cargo::cargo_bin("backstop");
+    let mut child = std::process::Command::new(bin)
+        .args(["--config", REPLAY, "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--ledger", d.path().join("l.db").to_str().unwrap(), "--pace-ms", "2"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = http_get(port, "/v1/gates/bad?contract=flagger-rollout");
+        if last.as_ref().is_some_and(|(code, _)| *code == 412) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let argo = http_get(port, "/v1/gates/bad");
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let (code, body) = last.expect("gate never answered");
+    assert_eq!(code, 412, "{body}");
+    let (code, body) = argo.unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["verdict"], "fail");
+    assert_eq!(v["failing"][0], "http_error_ratio");
+}
