@@ -2,7 +2,6 @@
 //! simulated canary release judged live, rolled back and verified, with
 //! every decision in the SQLite ledger.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::display::LiveDisplay;
-use super::{CliResult, Failure, ledger_url, load_policy, out};
+use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
 use backstop::executor::SimulatedExecutor;
 use backstop::judge::MetricStatus;
 use backstop::ledger::Ledger;
@@ -42,15 +41,8 @@ pub struct DemoArgs {
     /// Real milliseconds per 10-second analysis tick (100 plays 30 minutes in 18 s; raise it to slow down).
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
-    /// Ledger file path or database URL (default: from configuration, else the user data dir).
-    #[arg(long)]
-    ledger: Option<String>,
-    /// Policy file (default: the embedded policies/default.toml).
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Plain lines even on a terminal.
-    #[arg(long)]
-    plain: bool,
+    #[command(flatten)]
+    flags: RunFlags,
 }
 
 fn scenario_config(name: &str, seed: u64) -> Option<SimConfig> {
@@ -77,8 +69,8 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     let sim_cfg = scenario_config(&a.scenario, a.seed).ok_or_else(|| {
         Failure::usage(format!("unknown scenario `{}`; available: {}", a.scenario, SCENARIOS.join(", ")))
     })?;
-    let policy = load_policy(a.policy.as_deref(), settings)?;
-    let url = ledger_url(a.ledger.as_deref(), settings);
+    let policy = load_policy(a.flags.policy.as_deref(), settings)?;
+    let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let ledger = Ledger::open(&url).await.map_err(failed)?;
     let sim = Arc::new(Simulator::new(sim_cfg.clone()));
     let target = format!("simulator/{}", sim_cfg.service);
@@ -115,7 +107,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         stop: None,
     };
     let executor = Arc::new(SimulatedExecutor::new(target, sim.clone()));
-    let mut display = LiveDisplay::new(sim_cfg.duration_s, a.plain);
+    let mut display = LiveDisplay::new(sim_cfg.duration_s, a.flags.plain);
     let outcome = run.run(sim.as_ref(), &Actuation::Live(executor), &mut display).await.map_err(failed)?;
     display.finish();
 

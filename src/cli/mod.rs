@@ -151,6 +151,20 @@ pub fn load_policy(
     loaded.map_err(|e| Failure::usage(backstop::Error::from(e)))
 }
 
+/// Flags every command that runs releases shares.
+#[derive(clap::Args)]
+pub struct RunFlags {
+    /// Ledger file path or database URL (default: from configuration, else the user data dir).
+    #[arg(long)]
+    pub ledger: Option<String>,
+    /// Policy file (default: from configuration, else the embedded policies/default.toml).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Plain lines even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+}
+
 /// Ledger URL: `--ledger PATH|URL` when given, else configuration.
 pub fn ledger_url(arg: Option<&str>, settings: &backstop::config::Settings) -> String {
     match arg {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::display::LiveDisplay;
-use super::{CliResult, Failure, ledger_url, load_policy, out};
+use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
 use backstop::config::{ReleaseConfig, Settings};
 use backstop::ledger::Ledger;
 use backstop::orchestrator::{Observer, Quiet, ReleaseRun, ReleaseStatus, RunOutcome};
@@ -57,15 +57,8 @@ pub struct RunArgs {
     /// Real milliseconds per tick (default: real time, one tick per tick_s); 0 replays as fast as possible.
     #[arg(long)]
     pace_ms: Option<u64>,
-    /// Ledger file path or database URL (default: from configuration).
-    #[arg(long)]
-    ledger: Option<String>,
-    /// Policy file (default: from configuration, else the embedded default).
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Plain lines even on a terminal.
-    #[arg(long)]
-    plain: bool,
+    #[command(flatten)]
+    flags: RunFlags,
 }
 
 #[derive(Args)]
@@ -169,8 +162,8 @@ pub async fn run_all(
     observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
 ) -> Result<(Vec<Ran>, PolicyFile), Failure> {
     let chosen = select(settings, &a.releases)?;
-    let policy = load_policy(a.policy.as_deref(), settings)?;
-    let url = ledger_url(a.ledger.as_deref(), settings);
+    let policy = load_policy(a.flags.policy.as_deref(), settings)?;
+    let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let ledger = Ledger::open(&url).await.map_err(|e| Failure { code: exit::BACKEND, message: e.to_string() })?;
     let stop = stop_on_signals();
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -252,7 +245,7 @@ fn step_summary(reports: &[Report]) {
 
 pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
     let several = a.run.releases.len() != 1 && settings.releases.len() > 1;
-    let plain = a.run.plain || several;
+    let plain = a.run.flags.plain || several;
     let json = a.format == WatchFormat::Json;
     let mut make = |name: &str, duration: u64| -> Box<dyn Observer> {
         if json {

@@ -23,30 +23,28 @@ impl Planner for ManualPlanner {
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
         ensure_target(&self.target, &rollback.target)?;
-        Ok(ActionPlan {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: ActionKind::Rollback,
-            target: self.target.clone(),
-            to_revision: rollback.to_revision.clone(),
+        Ok(ActionPlan::new(
+            ActionKind::Rollback,
+            &self.target,
+            &rollback.to_revision,
             at_s,
-            steps: vec![format!(
+            vec![format!(
                 "no executor is configured for {}: a human must send its traffic back to revision {}",
                 self.target, rollback.to_revision
             )],
-        })
+        ))
     }
 
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        Ok(ActionPlan {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: ActionKind::Promote,
-            target: self.target.clone(),
-            to_revision: revision.into(),
+        Ok(ActionPlan::new(
+            ActionKind::Promote,
+            &self.target,
+            revision,
             at_s,
-            steps: vec![format!(
+            vec![format!(
                 "no executor is configured for {}: the pipeline (or a human) promotes revision {revision}",
                 self.target
             )],
-        })
+        ))
     }
 }

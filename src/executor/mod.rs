@@ -86,6 +86,20 @@ pub struct ActionPlan {
     pub steps: Vec<String>,
 }
 
+impl ActionPlan {
+    /// A plan with a fresh id.
+    pub fn new(kind: ActionKind, target: &str, to_revision: &str, at_s: u64, steps: Vec<String>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            target: target.to_string(),
+            to_revision: to_revision.to_string(),
+            at_s,
+            steps,
+        }
+    }
+}
+
 /// Proof that the intent to run `plan_id` is in the ledger. Only the ledger
 /// constructs it; without one nothing executes.
 #[derive(Debug)]

@@ -29,29 +29,27 @@ impl Planner for SimulatedExecutor {
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
         ensure_target(&self.target, &rollback.target)?;
-        Ok(ActionPlan {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: ActionKind::Rollback,
-            target: self.target.clone(),
-            to_revision: rollback.to_revision.clone(),
+        Ok(ActionPlan::new(
+            ActionKind::Rollback,
+            &self.target,
+            &rollback.to_revision,
             at_s,
-            steps: vec![
+            vec![
                 format!("set canary weight of {} to 0%", self.target),
                 format!("route all traffic to revision {}", rollback.to_revision),
                 "read the traffic split back and check the canary gets no traffic".into(),
             ],
-        })
+        ))
     }
 
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        Ok(ActionPlan {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: ActionKind::Promote,
-            target: self.target.clone(),
-            to_revision: revision.into(),
+        Ok(ActionPlan::new(
+            ActionKind::Promote,
+            &self.target,
+            revision,
             at_s,
-            steps: vec![format!("set canary weight of {} to 100%", self.target)],
-        })
+            vec![format!("set canary weight of {} to 100%", self.target)],
+        ))
     }
 }
 
