@@ -4,10 +4,37 @@
 use std::sync::Arc;
 
 use crate::config::ReleaseConfig;
-use crate::executor::{Executor, ExecutorConfig, ManualPlanner, Planner, SimulatedExecutor};
+use crate::executor::{
+    CommandExecutor, Executor, ExecutorConfig, ManualPlanner, Planner, SimulatedExecutor, WebhookExecutor,
+};
 use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
-use crate::signals::{ScenarioError, SignalSource, build_source};
+use crate::signals::{SignalSource, build_source};
+
+/// An executor seen only as a planner: what advisory runs hold.
+struct PlanOnly(Arc<dyn Executor>);
+
+impl Planner for PlanOnly {
+    fn target(&self) -> &str {
+        self.0.target()
+    }
+
+    fn plan_rollback(
+        &self,
+        rollback: &crate::policy::RollbackPlan,
+        at_s: u64,
+    ) -> Result<crate::executor::ActionPlan, crate::executor::ExecutorError> {
+        self.0.plan_rollback(rollback, at_s)
+    }
+
+    fn plan_promote(
+        &self,
+        revision: &str,
+        at_s: u64,
+    ) -> Result<crate::executor::ActionPlan, crate::executor::ExecutorError> {
+        self.0.plan_promote(revision, at_s)
+    }
+}
 
 /// Everything needed to run one release.
 pub struct PreparedRelease {
@@ -35,20 +62,22 @@ impl PreparedRelease {
         declared_targets: Vec<String>,
         release_id: String,
         mode: RunMode,
-    ) -> Result<Self, ScenarioError> {
+    ) -> Result<Self, crate::Error> {
         let built = build_source(&cfg.source)?;
-        let simulated: Option<Arc<SimulatedExecutor>> = match (&cfg.executor, &built.simulator) {
-            (Some(ExecutorConfig::Simulator), Some(sim)) => {
-                Some(Arc::new(SimulatedExecutor::new(cfg.target.clone(), sim.clone())))
-            }
+        let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
+        // The one dispatch point from executor configuration to an executor.
+        let configured: Option<Arc<dyn Executor>> = match (&cfg.executor, &built.simulator) {
+            (Some(ExecutorConfig::Simulator), Some(sim)) => Some(Arc::new(SimulatedExecutor::new(target, sim.clone()))),
+            (Some(ExecutorConfig::Command(c)), _) => Some(Arc::new(CommandExecutor::new(target, from, c.clone()))),
+            (Some(ExecutorConfig::Webhook(w)), _) => Some(Arc::new(WebhookExecutor::new(target, from, w.clone())?)),
             _ => None,
         };
-        let planner: Arc<dyn Planner> = match &simulated {
-            Some(s) => s.clone(),
+        let planner: Arc<dyn Planner> = match &configured {
+            Some(e) => Arc::new(PlanOnly(e.clone())),
             None => Arc::new(ManualPlanner::new(cfg.target.clone())),
         };
-        let executor: Option<Arc<dyn Executor>> = match mode {
-            RunMode::Act => simulated.map(|s| s as Arc<dyn Executor>),
+        let executor = match mode {
+            RunMode::Act => configured,
             RunMode::Advise => None,
         };
         Ok(Self {

@@ -170,8 +170,7 @@ pub async fn run_all(
     let mut prepared = Vec::new();
     for cfg in chosen {
         let id = format!("{}-{}-{stamp}", cfg.name, cfg.candidate_revision);
-        let p = PreparedRelease::prepare(cfg, settings.declared_targets(), id, mode)
-            .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
+        let p = PreparedRelease::prepare(cfg, settings.declared_targets(), id, mode).map_err(Failure::usage)?;
         prepared.push((cfg.name.clone(), p));
     }
     let runs = prepared.iter().map(|(name, p)| {

@@ -10,8 +10,10 @@
 //! let permit = backstop::executor::ExecutionPermit { plan_id: String::new(), intent_seq: 0 };
 //! ```
 
+mod command;
 mod manual;
 mod simulated;
+mod webhook;
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -19,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::policy::RollbackPlan;
+pub use command::{CommandConfig, CommandExecutor};
 pub use manual::ManualPlanner;
 pub use simulated::SimulatedExecutor;
+pub use webhook::{WebhookConfig, WebhookExecutor};
 
 /// An executor as written in a release's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -28,6 +32,10 @@ pub use simulated::SimulatedExecutor;
 pub enum ExecutorConfig {
     /// Drive the built-in simulator of this release's `simulator` source.
     Simulator,
+    /// Run a program (argv, no shell), e.g. `helm rollback`.
+    Command(CommandConfig),
+    /// POST a signed JSON request to a webhook.
+    Webhook(WebhookConfig),
 }
 
 /// An executor could not plan, execute or verify.

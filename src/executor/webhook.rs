@@ -1,0 +1,170 @@
+//! The webhook executor: POSTs the action as JSON, signed with HMAC-SHA256,
+//! retried with backoff under one idempotency key so a receiver acts once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use crate::policy::RollbackPlan;
+
+/// Header carrying `sha256=<hex HMAC of "<timestamp>.<body>">`.
+pub const SIGNATURE_HEADER: &str = "x-backstop-signature";
+/// Header carrying the unix-seconds timestamp that was signed.
+pub const TIMESTAMP_HEADER: &str = "x-backstop-timestamp";
+/// Header carrying the plan id; the same on every retry.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// A webhook executor as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Receives the action: POST, JSON body.
+    pub url: String,
+    /// Name of the environment variable holding the signing secret (never the secret itself).
+    pub secret_env: String,
+    /// Answers GET with JSON `{"revision": "..."}`; the action verifies when it names the planned revision.
+    #[serde(default)]
+    pub verify_url: Option<String>,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    /// Retries after the first attempt on 429, 5xx and connection errors.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+/// Signs and sends actions for one target.
+pub struct WebhookExecutor {
+    target: String,
+    from_revision: String,
+    cfg: WebhookConfig,
+    secret: Vec<u8>,
+    http: reqwest::Client,
+}
+
+/// `sha256=<hex>` over `"<timestamp>.<body>"`; `None` only if the key were rejected
+/// (HMAC takes keys of any length).
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<String> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+}
+
+impl WebhookExecutor {
+    /// Reads the secret from the environment now, so a missing one fails at start.
+    pub fn new(
+        target: impl Into<String>,
+        from_revision: impl Into<String>,
+        cfg: WebhookConfig,
+    ) -> Result<Self, ExecutorError> {
+        let target = target.into();
+        let secret = std::env::var(&cfg.secret_env).map_err(|_| ExecutorError::Failed {
+            target: target.clone(),
+            reason: format!("webhook secret variable `{}` is not set", cfg.secret_env),
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
+            .build()
+            .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: e.to_string() })?;
+        Ok(Self { target, from_revision: from_revision.into(), cfg, secret: secret.into_bytes(), http })
+    }
+
+    fn fail(&self, reason: String) -> ExecutorError {
+        ExecutorError::Failed { target: self.target.clone(), reason }
+    }
+}
+
+impl Planner for WebhookExecutor {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        ensure_target(&self.target, &rollback.target)?;
+        let step = format!("POST a signed rollback of {} to {} to {}", self.target, rollback.to_revision, self.cfg.url);
+        Ok(ActionPlan::new(ActionKind::Rollback, &self.target, &rollback.to_revision, at_s, vec![step]))
+    }
+
+    fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        let step = format!("POST a signed promotion of {} to {revision} to {}", self.target, self.cfg.url);
+        Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]))
+    }
+}
+
+#[async_trait]
+impl Executor for WebhookExecutor {
+    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
+        permit.check(plan)?;
+        ensure_target(&self.target, &plan.target)?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "action": plan.kind, "target": plan.target, "to_revision": plan.to_revision,
+            "from_revision": self.from_revision, "plan_id": plan.id, "at_s": plan.at_s, "steps": plan.steps,
+        }))
+        .map_err(|e| self.fail(e.to_string()))?;
+        let mut last = String::new();
+        for attempt in 0..=self.cfg.retries {
+            if attempt > 0 {
+                // Exponential backoff with jitter from the plan id, so retries of many agents spread out.
+                let jitter = u64::from(plan.id.as_bytes().first().copied().unwrap_or(0)) % 100;
+                tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)) + jitter)).await;
+            }
+            let ts =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let signature = sign(&self.secret, ts, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
+            let sent = self
+                .http
+                .post(&self.cfg.url)
+                .header("content-type", "application/json")
+                .header(SIGNATURE_HEADER, signature)
+                .header(TIMESTAMP_HEADER, ts.to_string())
+                .header(IDEMPOTENCY_HEADER, &plan.id)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    return Ok(format!("{} answered {status} after {} attempt(s): {text}", self.cfg.url, attempt + 1));
+                }
+                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
+                    last = format!("{} answered {}", self.cfg.url, r.status());
+                }
+                Ok(r) => return Err(self.fail(format!("{} refused the action: {}", self.cfg.url, r.status()))),
+                Err(e) => last = format!("{} unreachable: {e}", self.cfg.url),
+            }
+        }
+        Err(self.fail(format!("gave up after {} attempts: {last}", self.cfg.retries + 1)))
+    }
+
+    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+        let Some(url) = &self.cfg.verify_url else {
+            return Ok(Verification { verified: false, observed: "no verify_url configured".into() });
+        };
+        let resp = self.http.get(url).send().await.map_err(|e| self.fail(format!("{url} unreachable: {e}")))?;
+        let doc: serde_json::Value = resp.json().await.map_err(|e| self.fail(format!("{url}: not JSON: {e}")))?;
+        let revision = doc.get("revision").and_then(|v| v.as_str()).unwrap_or("");
+        Ok(Verification {
+            verified: revision == plan.to_revision,
+            observed: format!("{url} reports revision `{revision}`"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+
+use super::*;
+
+// The signing secret is read from an environment variable; tests use `PATH`,
+// which every test process has, instead of changing the environment.
+const SECRET_ENV: &str = "PATH";
+
+fn secret() -> Vec<u8> {
+    std::env::var(SECRET_ENV).unwrap().into_bytes()
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    calls: Arc<Mutex<Vec<(String, String, bool)>>>,
+    fail_first: usize,
+}
+
+async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
+    let good = sign(&secret(), ts, &body).as_deref() == Some(h(SIGNATURE_HEADER).as_str());
+    let mut calls = r.calls.lock().unwrap();
+    calls.push((h(IDEMPOTENCY_HEADER), String::from_utf8_lossy(&body).into_owned(), good));
+    if !good {
+        return StatusCode::UNAUTHORIZED;
+    }
+    if calls.len() <= r.fail_first { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+}
+
+async fn state() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "revision": "v41" }))
+}
+
+async fn start(r: Receiver) -> String {
+    let app = Router::new().route("/hook", post(hook)).route("/state", get(state)).with_state(r);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn executor(base: &str, secret_env: &str) -> Result<WebhookExecutor, ExecutorError> {
+    let cfg = WebhookConfig {
+        url: format!("{base}/hook"),
+        secret_env: secret_env.into(),
+        verify_url: Some(format!("{base}/state")),
+        timeout_s: 5,
+        retries: 3,
+    };
+    WebhookExecutor::new("argo/checkout", "v42", cfg)
+}
+
+fn plan(e: &WebhookExecutor) -> ActionPlan {
+    let rb = RollbackPlan {
+        target: "argo/checkout".into(),
+        from_revision: "v42".into(),
+        to_revision: "v41".into(),
+        reason: "r".into(),
+    };
+    e.plan_rollback(&rb, 100).unwrap()
+}
+
+#[tokio::test]
+async fn signed_post_is_retried_under_one_idempotency_key_and_verified() {
+    let r = Receiver { fail_first: 2, ..Receiver::default() };
+    let base = start(r.clone()).await;
+    let e = executor(&base, SECRET_ENV).unwrap();
+    let p = plan(&e);
+    let out = e.execute(&p, ExecutionPermit::issued_by_ledger(&p.id, 1)).await.unwrap();
+    assert!(out.contains("after 3 attempt(s)"), "{out}");
+    let calls = r.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|(key, _, good)| key == &p.id && *good), "{calls:?}");
+    let body: serde_json::Value = serde_json::from_str(&calls[0].1).unwrap();
+    assert_eq!((body["action"].as_str(), body["to_revision"].as_str()), (Some("rollback"), Some("v41")));
+    assert!(e.verify(&p).await.unwrap().verified);
+}
+
+#[tokio::test]
+async fn a_missing_secret_fails_at_start() {
+    let err = executor("http://127.0.0.1:9", "BACKSTOP_WEBHOOK_SECRET_THAT_IS_NOT_SET").err().unwrap().to_string();
+    assert!(err.contains("BACKSTOP_WEBHOOK_SECRET_THAT_IS_NOT_SET"), "{err}");
+}
+
+#[tokio::test]
+async fn gives_up_after_the_retries_with_the_last_error() {
+    let r = Receiver { fail_first: 100, ..Receiver::default() };
+    let base = start(r.clone()).await;
+    let e = executor(&base, SECRET_ENV).unwrap();
+    let p = plan(&e);
+    let err = e.execute(&p, ExecutionPermit::issued_by_ledger(&p.id, 1)).await.unwrap_err().to_string();
+    assert!(err.contains("gave up after 4 attempts") && err.contains("503"), "{err}");
+}
+
+#[test]
+fn signature_matches_an_independent_hmac() {
+    // Python: hmac.new(b"key", b"1531420618.{}", hashlib.sha256).hexdigest()
+    assert_eq!(
+        sign(b"key", 1_531_420_618, b"{}").unwrap(),
+        "sha256=5e375df3c3f12740d461176ae0663fa45539d9327b5ddad3f1050a07bd7ddd9f"
+    );
+}
