@@ -108,6 +108,51 @@ pub async fn ledger_appends(url: &str, count: u32) -> Result<BenchRow, LedgerErr
     })
 }
 
+/// Time from a rollback decision to traffic shifted and verified on a real
+/// HAProxy: intent in the ledger, Runtime API commands, weights read back.
+pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> Result<BenchRow, crate::Error> {
+    use crate::executor::{Executor, HaproxyConfig, HaproxyExecutor, Planner};
+    let cfg = HaproxyConfig {
+        socket: socket.into(),
+        backend: "be".into(),
+        canary_server: "canary".into(),
+        stable_server: "stable".into(),
+        full_weight: 100,
+        drain_canary: true,
+        timeout_s: 5,
+    };
+    let e = HaproxyExecutor::new("haproxy/bench", cfg);
+    let ledger = Ledger::open(ledger_url).await?;
+    let rollback = crate::policy::RollbackPlan {
+        target: "haproxy/bench".into(),
+        from_revision: "v2".into(),
+        to_revision: "v1".into(),
+        reason: "bench".into(),
+    };
+    let mut total = 0.0;
+    for _ in 0..repeats.max(1) {
+        e.command("set server be/canary state ready").await?;
+        e.command("set server be/canary weight 10").await?;
+        let start = Instant::now();
+        let plan = e.plan_rollback(&rollback, 0)?;
+        let permit = ledger.record_intent("bench", "agent", &plan).await?;
+        e.execute(&plan, permit).await?;
+        if !e.verify(&plan).await?.verified {
+            return Err(crate::executor::ExecutorError::Failed {
+                target: "haproxy/bench".into(),
+                reason: "did not verify".into(),
+            }
+            .into());
+        }
+        total += start.elapsed().as_secs_f64();
+    }
+    Ok(BenchRow {
+        name: "rollback decision to traffic shifted and verified, real HAProxy (backend `be`)".into(),
+        result: ms(total / f64::from(repeats.max(1))),
+        baseline: "none".into(),
+    })
+}
+
 /// Render rows as a Markdown table.
 pub fn render(rows: &[BenchRow]) -> String {
     let mut out = String::from("| benchmark | result | baseline in the same run |\n| --- | --- | --- |\n");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CliResult, Failure, load_policy, out};
-use backstop::bench::{BenchRow, concurrent_releases, judge_tick, ledger_appends, render};
+use backstop::bench::{BenchRow, concurrent_releases, haproxy_rollback, judge_tick, ledger_appends, render};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Also time ledger appends on this PostgreSQL URL.
     #[arg(long)]
     postgres: Option<String>,
+    /// Also time a rollback on a real HAProxy: its admin Runtime API socket, with backend
+    /// `be` holding servers `stable` and `canary`.
+    #[arg(long)]
+    haproxy_socket: Option<String>,
 }
 
 fn failed(e: impl std::fmt::Display) -> Failure {
@@ -58,15 +62,21 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
     let dir = tempfile_dir().map_err(failed)?;
     let url = backstop::ledger::sqlite_url(&dir.join("bench.db"));
     rows.push(ledger_appends(&url, a.appends).await.map_err(failed)?);
+    match &a.haproxy_socket {
+        Some(socket) => {
+            let url = backstop::ledger::sqlite_url(&dir.join("haproxy.db"));
+            rows.push(haproxy_rollback(socket, &url, 20).await.map_err(failed)?);
+        }
+        None => rows.push(BenchRow {
+            name: "rollback decision to traffic shifted and verified, real HAProxy".into(),
+            result: "not measured in this run (pass --haproxy-socket)".into(),
+            baseline: "-".into(),
+        }),
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(pg) = &a.postgres {
         rows.push(ledger_appends(pg, a.appends).await.map_err(failed)?);
     }
-    rows.push(BenchRow {
-        name: "rollback decision to traffic shifted and verified, real HAProxy".into(),
-        result: "not measured: the HAProxy executor is not built yet".into(),
-        baseline: "-".into(),
-    });
     out(render(&rows).trim_end());
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@
 //! ```
 
 mod command;
+mod haproxy;
 mod manual;
 mod simulated;
 mod webhook;
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 use crate::policy::RollbackPlan;
 pub use command::{CommandConfig, CommandExecutor};
+pub use haproxy::{HaproxyConfig, HaproxyExecutor};
 pub use manual::ManualPlanner;
 pub use simulated::SimulatedExecutor;
 pub use webhook::{WebhookConfig, WebhookExecutor};
@@ -32,6 +34,8 @@ pub use webhook::{WebhookConfig, WebhookExecutor};
 pub enum ExecutorConfig {
     /// Drive the built-in simulator of this release's `simulator` source.
     Simulator,
+    /// Set HAProxy server weights through its Runtime API.
+    Haproxy(HaproxyConfig),
     /// Run a program (argv, no shell), e.g. `helm rollback`.
     Command(CommandConfig),
     /// POST a signed JSON request to a webhook.

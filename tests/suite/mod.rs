@@ -1,4 +1,5 @@
 mod cli;
+mod haproxy;
 mod ledger;
 mod orchestrator;
 mod report;

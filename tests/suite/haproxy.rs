@@ -1,0 +1,119 @@
+//! The HAProxy executor against a real HAProxy: weights change, are read
+//! back, and a vanished socket is a clear failure, never a false success.
+
+use assert_cmd::Command;
+use backstop::executor::{Executor, HaproxyConfig, HaproxyExecutor, Planner};
+use backstop::ledger::{Ledger, sqlite_url};
+use backstop::policy::RollbackPlan;
+use predicates::prelude::*;
+
+use crate::support::haproxy::Haproxy;
+
+fn executor(socket: &str) -> HaproxyExecutor {
+    let cfg = HaproxyConfig {
+        socket: socket.into(),
+        backend: "be".into(),
+        canary_server: "canary".into(),
+        stable_server: "stable".into(),
+        full_weight: 100,
+        drain_canary: true,
+        timeout_s: 5,
+    };
+    HaproxyExecutor::new("haproxy/checkout", cfg)
+}
+
+fn rollback_plan() -> RollbackPlan {
+    RollbackPlan {
+        target: "haproxy/checkout".into(),
+        from_revision: "v42".into(),
+        to_revision: "v41".into(),
+        reason: "r".into(),
+    }
+}
+
+#[tokio::test]
+async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kinds() {
+    for use_tcp in [false, true] {
+        let h = Haproxy::start();
+        let socket = if use_tcp { h.tcp_socket.clone() } else { h.unix_socket.display().to_string() };
+        let e = executor(&socket);
+        assert_eq!(e.weight("canary").await.unwrap(), 10);
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
+        let plan = e.plan_rollback(&rollback_plan(), 300).unwrap();
+        let permit = ledger.record_intent("rel", "agent", &plan).await.unwrap();
+        e.execute(&plan, permit).await.unwrap();
+        let v = e.verify(&plan).await.unwrap();
+        assert!(v.verified, "{}", v.observed);
+        assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (0, 100));
+        let state = e.command("show servers state be").await.unwrap();
+        assert!(state.contains("canary"), "{state}");
+    }
+}
+
+#[tokio::test]
+async fn promotion_moves_all_weight_to_the_canary() {
+    let h = Haproxy::start();
+    let e = executor(&h.unix_socket.display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
+    let plan = e.plan_promote("v42", 1800).unwrap();
+    let permit = ledger.record_intent("rel", "agent", &plan).await.unwrap();
+    e.execute(&plan, permit).await.unwrap();
+    assert!(e.verify(&plan).await.unwrap().verified);
+    assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (100, 0));
+}
+
+#[tokio::test]
+async fn a_vanished_socket_is_a_clear_error() {
+    let mut h = Haproxy::start();
+    let e = executor(&h.unix_socket.display().to_string());
+    h.stop();
+    let err = e.weight("canary").await.unwrap_err().to_string();
+    assert!(err.contains("unreachable"), "{err}");
+}
+
+fn config(dir: &tempfile::TempDir, socket: &str) -> std::path::PathBuf {
+    let cfg = dir.path().join("haproxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[[releases]]
+name = "checkout"
+service = "checkout"
+target = "haproxy/checkout"
+candidate_revision = "v42"
+last_known_good = "v41"
+source = {{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }}
+executor = {{ kind = "haproxy", socket = "{socket}", backend = "be", canary_server = "canary", stable_server = "stable" }}
+"#
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn watch(dir: &tempfile::TempDir, cfg: &std::path::Path) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", cfg.to_str().unwrap(), "watch", "--pace-ms", "0"])
+        .args(["--ledger", dir.path().join("l.db").to_str().unwrap()])
+        .assert()
+}
+
+#[test]
+fn watch_rolls_back_on_real_haproxy_and_fails_safe_when_it_is_gone() {
+    let mut h = Haproxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir, &h.unix_socket.display().to_string());
+    watch(&dir, &cfg).code(10).stdout(predicate::str::contains("rolled back and the rollback verified"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = executor(&h.unix_socket.display().to_string());
+    assert_eq!(rt.block_on(e.weight("canary")).unwrap(), 0);
+    // HAProxy gone: the rollback cannot run; watch says so and exits 11, never 10.
+    h.stop();
+    watch(&dir, &cfg)
+        .code(11)
+        .stdout(predicate::str::contains("The action failed").and(predicate::str::contains("unreachable")));
+}
