@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 # What the tests need beyond the Rust toolchain: a C compiler (sqlx bundles
 # SQLite) and a PostgreSQL server, which the ledger tests start themselves on a
 # free loopback port (as the `postgres` user when run as root).
-# Prometheus joins this list with the source that uses it.
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 # Headless Chromium renders the HTML report in its test.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-# The HAProxy executor is tested against a real HAProxy.
+# The HAProxy executor is tested against a real HAProxy, and the Prometheus
+# source against a real Prometheus scraping HAProxy's exporter.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq

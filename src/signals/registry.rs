@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::simulator::{SimConfig, Simulator};
-use super::{ReplaySource, ScenarioError, SignalSource, load_scenario};
+use super::{ReplaySource, SignalSource, load_scenario};
 
 /// A signal source as written in configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -20,6 +20,8 @@ pub enum SourceConfig {
     },
     /// The built-in canary simulator.
     Simulator(SimConfig),
+    /// PromQL queries against a Prometheus server.
+    Prometheus(super::PrometheusConfig),
 }
 
 /// What [`build_source`] produced: the source, and the simulator handle when
@@ -39,7 +41,7 @@ pub struct BuiltSource {
 }
 
 /// Build a signal source from its configuration.
-pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, ScenarioError> {
+pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, crate::Error> {
     match cfg {
         SourceConfig::Scenario { path } => {
             let scenario = load_scenario(path)?;
@@ -63,5 +65,12 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, ScenarioError> {
                 known_onset_s: sim.fault.as_ref().map(|f| f.onset_s),
             })
         }
+        SourceConfig::Prometheus(p) => Ok(BuiltSource {
+            source: Arc::new(super::PrometheusSource::new(p.clone())?),
+            simulator: None,
+            step_s: p.step_s,
+            duration_s: p.duration_s,
+            known_onset_s: None,
+        }),
     }
 }

@@ -11,6 +11,8 @@ pub struct Haproxy {
     _dir: tempfile::TempDir,
     pub unix_socket: PathBuf,
     pub tcp_socket: String,
+    /// Port of HAProxy's Prometheus exporter (`/metrics`).
+    pub metrics_port: u16,
 }
 
 fn free_port() -> u16 {
@@ -22,11 +24,12 @@ impl Haproxy {
     pub fn start() -> Haproxy {
         let dir = tempfile::tempdir().unwrap();
         let unix_socket = dir.path().join("admin.sock");
-        let (api, fe, s1, s2) = (free_port(), free_port(), free_port(), free_port());
+        let (api, fe, s1, s2, metrics) = (free_port(), free_port(), free_port(), free_port(), free_port());
         let cfg = format!(
             "global\n  stats socket {sock} mode 600 level admin\n  stats socket ipv4@127.0.0.1:{api} level admin\n\
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
              frontend fe\n  bind 127.0.0.1:{fe}\n  default_backend be\n\
+             frontend metrics\n  bind 127.0.0.1:{metrics}\n  http-request use-service prometheus-exporter if {{ path /metrics }}\n\
              backend be\n  balance roundrobin\n  server stable 127.0.0.1:{s1} weight 100\n  server canary 127.0.0.1:{s2} weight 10\n",
             sock = unix_socket.display()
         );
@@ -44,7 +47,7 @@ impl Haproxy {
             assert!(Instant::now() < deadline, "haproxy did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Haproxy { child, _dir: dir, unix_socket, tcp_socket: format!("127.0.0.1:{api}") }
+        Haproxy { child, _dir: dir, unix_socket, tcp_socket: format!("127.0.0.1:{api}"), metrics_port: metrics }
     }
 
     /// Stop HAProxy: its sockets go away.

@@ -2,3 +2,4 @@
 
 pub mod haproxy;
 pub mod pg;
+pub mod prometheus;

@@ -1,0 +1,206 @@
+//! The Prometheus source: one PromQL template per metric, run through
+//! `/api/v1/query_range` for each side. `{{ side }}` becomes the side's label
+//! value and `{{ step }}` the sample step (`10s`), so a template such as
+//! `sum(rate(http_requests_total{code=~"5..",version="{{ side }}"}[{{ step }}]))`
+//! serves both sides. NaN, gaps, empty results and a failing query are
+//! missing samples; Prometheus unreachable is a source failure — both hold
+//! the release, neither rolls it back.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{BadDirection, MetricSeries, MetricSpec, Observation, Side, SignalError, SignalSource, Traffic};
+
+/// One metric's query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromMetric {
+    /// Metric name in findings.
+    pub name: String,
+    /// Unit (`ratio` turns on the traffic-aware test when `traffic` is set).
+    pub unit: String,
+    /// Which change hurts.
+    pub bad_direction: BadDirection,
+    /// PromQL template with `{{ side }}` and optionally `{{ step }}`.
+    pub query: String,
+}
+
+/// A Prometheus source as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://prometheus:9090`.
+    pub url: String,
+    /// Label value that selects the baseline.
+    pub baseline: String,
+    /// Label value that selects the canary.
+    pub canary: String,
+    /// Seconds between samples.
+    #[serde(default = "default_step")]
+    pub step_s: u32,
+    /// Analysis window, seconds.
+    #[serde(default = "default_duration")]
+    pub duration_s: u64,
+    /// Seconds per HTTP request.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    /// Optional template for requests served per step by a side.
+    #[serde(default)]
+    pub traffic: Option<String>,
+    /// The metrics.
+    pub metrics: Vec<PromMetric>,
+}
+
+fn default_step() -> u32 {
+    10
+}
+
+fn default_duration() -> u64 {
+    1800
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+/// Reads a release's metrics from Prometheus; t = 0 is when the source was built.
+pub struct PrometheusSource {
+    cfg: PrometheusConfig,
+    start_unix: f64,
+    http: reqwest::Client,
+}
+
+/// Why one query gave no data.
+enum QueryError {
+    /// Prometheus could not be reached or answered 5xx: the whole source is down.
+    Unreachable(String),
+    /// The query itself failed (bad PromQL, 4xx): that metric is missing.
+    Query(String),
+}
+
+impl PrometheusSource {
+    /// A source whose release starts now.
+    pub fn new(cfg: PrometheusConfig) -> Result<Self, SignalError> {
+        let start_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        Self::starting_at(cfg, start_unix)
+    }
+
+    /// A source whose release started at `start_unix` (seconds).
+    pub fn starting_at(cfg: PrometheusConfig, start_unix: f64) -> Result<Self, SignalError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
+            .build()
+            .map_err(|e| SignalError::Unavailable { source_name: "prometheus".into(), reason: e.to_string() })?;
+        Ok(Self { cfg, start_unix, http })
+    }
+
+    fn render(&self, template: &str, side: Side) -> String {
+        let label = match side {
+            Side::Baseline => &self.cfg.baseline,
+            Side::Canary => &self.cfg.canary,
+        };
+        template.replace("{{ side }}", label).replace("{{ step }}", &format!("{}s", self.cfg.step_s))
+    }
+
+    /// Samples `0..n` of one query: sample `i` is the value evaluated at the end of its interval.
+    async fn series(&self, query: &str, n: usize) -> Result<Vec<Option<f64>>, QueryError> {
+        let mut out = vec![None; n];
+        if n == 0 {
+            return Ok(out);
+        }
+        let step = f64::from(self.cfg.step_s.max(1));
+        let (start, end) = (self.start_unix + step, self.start_unix + step * n as f64);
+        let url = format!("{}/api/v1/query_range", self.cfg.url.trim_end_matches('/'));
+        let params = [
+            ("query", query.to_string()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("step", step.to_string()),
+        ];
+        let resp =
+            self.http.post(&url).form(&params).send().await.map_err(|e| QueryError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| QueryError::Unreachable(format!("{status}: {e}")))?;
+        if status.is_server_error() {
+            return Err(QueryError::Unreachable(format!("{status}: {}", body["error"].as_str().unwrap_or(""))));
+        }
+        if body["status"] != "success" {
+            return Err(QueryError::Query(format!("{status}: {}", body["error"].as_str().unwrap_or("no error text"))));
+        }
+        // Several series are summed (a query without `sum` over pods, say).
+        for s in body["data"]["result"].as_array().into_iter().flatten() {
+            for point in s["values"].as_array().into_iter().flatten() {
+                let (Some(ts), Some(v)) = (point[0].as_f64(), point[1].as_str().and_then(|v| v.parse::<f64>().ok()))
+                else {
+                    continue;
+                };
+                let i = ((ts - self.start_unix) / step).round() as i64 - 1;
+                if v.is_finite() && (0..n as i64).contains(&i) {
+                    let slot = &mut out[i as usize];
+                    *slot = Some(slot.unwrap_or(0.0) + v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn both(&self, template: &str, n: usize) -> Result<[Vec<Option<f64>>; 2], SignalError> {
+        let mut sides = [vec![None; n], vec![None; n]];
+        for (k, side) in [Side::Baseline, Side::Canary].into_iter().enumerate() {
+            let q = self.render(template, side);
+            match self.series(&q, n).await {
+                Ok(s) => sides[k] = s,
+                Err(QueryError::Query(e)) => {
+                    tracing::warn!(query = %q, error = %e, "Query failed; its samples are missing.")
+                }
+                Err(QueryError::Unreachable(e)) => {
+                    return Err(SignalError::Unavailable {
+                        source_name: format!("prometheus at {}", self.cfg.url),
+                        reason: e,
+                    });
+                }
+            }
+        }
+        Ok(sides)
+    }
+}
+
+#[async_trait]
+impl SignalSource for PrometheusSource {
+    fn name(&self) -> String {
+        format!("prometheus:{}", self.cfg.url)
+    }
+
+    async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
+        let n = ((now_s.min(self.cfg.duration_s)) / u64::from(self.cfg.step_s.max(1))) as usize;
+        let mut metrics = Vec::new();
+        for m in &self.cfg.metrics {
+            let [baseline, canary] = self.both(&m.query, n).await?;
+            let spec = MetricSpec { name: m.name.clone(), unit: m.unit.clone(), bad_direction: m.bad_direction };
+            metrics.push(MetricSeries { spec, baseline, canary });
+        }
+        let traffic = match &self.cfg.traffic {
+            Some(t) => {
+                let [b, c] = self.both(t, n).await?;
+                let count =
+                    |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(0.0).max(0.0).round() as u64).collect();
+                Some(Traffic { baseline: count(b), canary: count(c) })
+            }
+            None => None,
+        };
+        Ok(Observation {
+            service: "prometheus".into(),
+            step_s: self.cfg.step_s,
+            duration_s: self.cfg.duration_s,
+            now_s,
+            traffic,
+            metrics,
+            logs: vec![],
+            events: vec![],
+        })
+    }
+}
