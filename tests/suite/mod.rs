@@ -1,4 +1,5 @@
 mod cli;
+mod e2e;
 mod haproxy;
 mod ledger;
 mod orchestrator;

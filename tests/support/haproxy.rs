@@ -15,16 +15,21 @@ pub struct Haproxy {
     pub metrics_port: u16,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Haproxy {
-    /// Backend `be` with servers `stable` (weight 100) and `canary` (weight 10).
+    /// Backend `be` with servers `stable` (weight 100) and `canary` (weight 10) on unused ports.
     pub fn start() -> Haproxy {
+        Self::start_in_front_of(free_port(), free_port(), free_port())
+    }
+
+    /// The same, in front of real servers, with the frontend on `fe`.
+    pub fn start_in_front_of(s1: u16, s2: u16, fe: u16) -> Haproxy {
         let dir = tempfile::tempdir().unwrap();
         let unix_socket = dir.path().join("admin.sock");
-        let (api, fe, s1, s2, metrics) = (free_port(), free_port(), free_port(), free_port(), free_port());
+        let (api, metrics) = (free_port(), free_port());
         let cfg = format!(
             "global\n  stats socket {sock} mode 600 level admin\n  stats socket ipv4@127.0.0.1:{api} level admin\n\
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
