@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::config::ReleaseConfig;
 use crate::executor::{
-    CommandExecutor, Executor, ExecutorConfig, HaproxyExecutor, ManualPlanner, Planner, SimulatedExecutor,
-    WebhookExecutor,
+    CommandExecutor, Executor, ExecutorConfig, HaproxyExecutor, KubernetesExecutor, ManualPlanner, Planner,
+    SimulatedExecutor, WebhookExecutor,
 };
 use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
@@ -70,6 +70,7 @@ impl PreparedRelease {
         let configured: Option<Arc<dyn Executor>> = match (&cfg.executor, &built.simulator) {
             (Some(ExecutorConfig::Simulator), Some(sim)) => Some(Arc::new(SimulatedExecutor::new(target, sim.clone()))),
             (Some(ExecutorConfig::Haproxy(h)), _) => Some(Arc::new(HaproxyExecutor::new(target, h.clone()))),
+            (Some(ExecutorConfig::Kubernetes(k)), _) => Some(Arc::new(KubernetesExecutor::new(target, k.clone())?)),
             (Some(ExecutorConfig::Command(c)), _) => Some(Arc::new(CommandExecutor::new(target, from, c.clone()))),
             (Some(ExecutorConfig::Webhook(w)), _) => Some(Arc::new(WebhookExecutor::new(target, from, w.clone())?)),
             _ => None,

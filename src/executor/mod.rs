@@ -12,6 +12,7 @@
 
 mod command;
 mod haproxy;
+mod kubernetes;
 mod manual;
 mod simulated;
 mod webhook;
@@ -24,6 +25,7 @@ use thiserror::Error;
 use crate::policy::RollbackPlan;
 pub use command::{CommandConfig, CommandExecutor};
 pub use haproxy::{HaproxyConfig, HaproxyExecutor};
+pub use kubernetes::{KubernetesConfig, KubernetesExecutor, Workload};
 pub use manual::ManualPlanner;
 pub use simulated::SimulatedExecutor;
 pub use webhook::{WebhookConfig, WebhookExecutor};
@@ -36,6 +38,8 @@ pub enum ExecutorConfig {
     Simulator,
     /// Set HAProxy server weights through its Runtime API.
     Haproxy(HaproxyConfig),
+    /// Roll back a Kubernetes Deployment or abort an Argo Rollout.
+    Kubernetes(KubernetesConfig),
     /// Run a program (argv, no shell), e.g. `helm rollback`.
     Command(CommandConfig),
     /// POST a signed JSON request to a webhook.

@@ -1,6 +1,7 @@
 mod cli;
 mod e2e;
 mod haproxy;
+mod kubernetes;
 mod ledger;
 mod orchestrator;
 mod prometheus;

@@ -1,0 +1,251 @@
+//! Kubernetes executors: a Deployment rolled back to the ReplicaSet of the
+//! recorded last-known-good revision (what `kubectl rollout undo
+//! --to-revision` does: a JSON patch of the pod template and annotations),
+//! and an Argo Rollout aborted (the merge patch `kubectl argo rollouts abort`
+//! sends to the `status` subresource, falling back to the resource on 404).
+//! Kubeconfig and in-cluster service accounts both work (kube's inference).
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use crate::policy::RollbackPlan;
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+/// Annotations a rollback keeps from the Deployment itself (kubectl's skip set).
+const KEEP_FROM_DEPLOYMENT: [&str; 6] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+
+/// What kind of workload the target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// An `apps/v1` Deployment; `last_known_good` is its revision number.
+    Deployment,
+    /// An Argo Rollouts `Rollout`; rollback is an abort (traffic back to stable).
+    ArgoRollout,
+}
+
+/// A Kubernetes workload as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Deployment or Argo Rollout.
+    pub workload: Workload,
+    /// Namespace.
+    pub namespace: String,
+    /// Name of the Deployment or Rollout.
+    pub name: String,
+    /// Kubeconfig file; without it: in-cluster service account, then `$KUBECONFIG` or `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// Acts on one workload.
+pub struct KubernetesExecutor {
+    target: String,
+    cfg: KubernetesConfig,
+    client: OnceCell<kube::Client>,
+}
+
+impl KubernetesExecutor {
+    /// An executor for `target`; the client is built on first use.
+    pub fn new(target: impl Into<String>, cfg: KubernetesConfig) -> Result<Self, ExecutorError> {
+        let target = target.into();
+        if let Some(p) = &cfg.kubeconfig
+            && !p.exists()
+        {
+            return Err(ExecutorError::Failed { target, reason: format!("kubeconfig {} does not exist", p.display()) });
+        }
+        Ok(Self { target, cfg, client: OnceCell::new() })
+    }
+
+    fn fail(&self, reason: impl std::fmt::Display) -> ExecutorError {
+        ExecutorError::Failed { target: self.target.clone(), reason: reason.to_string() }
+    }
+
+    async fn client(&self) -> Result<kube::Client, ExecutorError> {
+        self.client
+            .get_or_try_init(|| async {
+                let config = match &self.cfg.kubeconfig {
+                    Some(path) => {
+                        let kc = Kubeconfig::read_from(path).map_err(|e| self.fail(e))?;
+                        let opts =
+                            KubeConfigOptions { context: self.cfg.context.clone(), ..KubeConfigOptions::default() };
+                        kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| self.fail(e))?
+                    }
+                    None => kube::Config::infer().await.map_err(|e| self.fail(e))?,
+                };
+                kube::Client::try_from(config).map_err(|e| self.fail(e))
+            })
+            .await
+            .cloned()
+    }
+
+    fn rollouts(&self, client: kube::Client) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout");
+        Api::namespaced_with(client, &self.cfg.namespace, &ApiResource::from_gvk(&gvk))
+    }
+
+    /// The ReplicaSet of the Deployment at `revision`, with its pod-template-hash label removed.
+    async fn template_of(
+        &self,
+        deployments: &Api<Deployment>,
+        revision: &str,
+    ) -> Result<(Deployment, ReplicaSet), ExecutorError> {
+        let client = self.client().await?;
+        let d = deployments.get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
+        if d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false) {
+            return Err(self.fail(format!("deployment {} is paused; resume it before rolling back", self.cfg.name)));
+        }
+        let selector = d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+        let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let rss: Api<ReplicaSet> = Api::namespaced(client, &self.cfg.namespace);
+        let list = rss.list(&ListParams::default().labels(&labels.join(","))).await.map_err(|e| self.fail(e))?;
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        let owned = list
+            .items
+            .into_iter()
+            .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.kind == "Deployment"));
+        let mut found = None;
+        for rs in owned {
+            if rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).map(String::as_str) == Some(revision) {
+                found = Some(rs);
+            }
+        }
+        let rs =
+            found.ok_or_else(|| self.fail(format!("no ReplicaSet of {} has revision {revision}", self.cfg.name)))?;
+        Ok((d, rs))
+    }
+
+    async fn undo(&self, revision: &str) -> Result<String, ExecutorError> {
+        let deployments: Api<Deployment> = Api::namespaced(self.client().await?, &self.cfg.namespace);
+        let (d, rs) = self.template_of(&deployments, revision).await?;
+        let mut template =
+            rs.spec.and_then(|s| s.template).ok_or_else(|| self.fail("ReplicaSet has no pod template"))?;
+        if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            labels.remove("pod-template-hash");
+        }
+        let own = d.metadata.annotations.unwrap_or_default();
+        let mut annotations: std::collections::BTreeMap<String, String> =
+            own.into_iter().filter(|(k, _)| KEEP_FROM_DEPLOYMENT.contains(&k.as_str())).collect();
+        for (k, v) in rs.metadata.annotations.unwrap_or_default() {
+            if !KEEP_FROM_DEPLOYMENT.contains(&k.as_str()) {
+                annotations.insert(k, v);
+            }
+        }
+        let ops = json!([
+            { "op": "replace", "path": "/spec/template", "value": template },
+            { "op": "replace", "path": "/metadata/annotations", "value": annotations },
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| self.fail(e))?;
+        deployments
+            .patch(&self.cfg.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(format!(
+            "deployment {}/{} rolled back to the template of revision {revision}",
+            self.cfg.namespace, self.cfg.name
+        ))
+    }
+
+    async fn abort(&self) -> Result<String, ExecutorError> {
+        let api = self.rollouts(self.client().await?);
+        let body = Patch::Merge(json!({ "status": { "abort": true } }));
+        match api.patch_status(&self.cfg.name, &PatchParams::default(), &body).await {
+            Ok(_) => Ok(format!("rollout {}/{} aborted (status subresource)", self.cfg.namespace, self.cfg.name)),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                api.patch(&self.cfg.name, &PatchParams::default(), &body).await.map_err(|e| self.fail(e))?;
+                Ok(format!("rollout {}/{} aborted (no status subresource)", self.cfg.namespace, self.cfg.name))
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+}
+
+impl Planner for KubernetesExecutor {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        ensure_target(&self.target, &rollback.target)?;
+        let (ns, name) = (&self.cfg.namespace, &self.cfg.name);
+        let step = match self.cfg.workload {
+            Workload::Deployment => format!(
+                "patch deployment {ns}/{name}: pod template and annotations from its ReplicaSet at revision {}",
+                rollback.to_revision
+            ),
+            Workload::ArgoRollout => {
+                format!("abort rollout {ns}/{name}: merge-patch status.abort=true (traffic back to stable)")
+            }
+        };
+        Ok(ActionPlan::new(ActionKind::Rollback, &self.target, &rollback.to_revision, at_s, vec![step]))
+    }
+
+    fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        let step =
+            format!("nothing to patch: the rollout of {}/{} proceeds on its own", self.cfg.namespace, self.cfg.name);
+        Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]))
+    }
+}
+
+#[async_trait]
+impl Executor for KubernetesExecutor {
+    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
+        permit.check(plan)?;
+        ensure_target(&self.target, &plan.target)?;
+        match (plan.kind, self.cfg.workload) {
+            (ActionKind::Promote, _) => Ok("promotion left to the rollout itself".into()),
+            (ActionKind::Rollback, Workload::Deployment) => self.undo(&plan.to_revision).await,
+            (ActionKind::Rollback, Workload::ArgoRollout) => self.abort().await,
+        }
+    }
+
+    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+        let client = self.client().await?;
+        match (plan.kind, self.cfg.workload) {
+            (ActionKind::Promote, _) => Ok(Verification { verified: true, observed: "nothing was changed".into() }),
+            (ActionKind::Rollback, Workload::Deployment) => {
+                let deployments: Api<Deployment> = Api::namespaced(client, &self.cfg.namespace);
+                let (d, rs) = self.template_of(&deployments, &plan.to_revision).await?;
+                let strip = |t: Option<k8s_openapi::api::core::v1::PodTemplateSpec>| {
+                    t.map(|mut t| {
+                        if let Some(l) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                            l.remove("pod-template-hash");
+                        }
+                        t
+                    })
+                };
+                let now = strip(d.spec.map(|s| s.template));
+                let wanted = strip(rs.spec.and_then(|s| s.template));
+                Ok(Verification {
+                    verified: now.is_some() && now == wanted,
+                    observed: format!("deployment template matches revision {}: {}", plan.to_revision, now == wanted),
+                })
+            }
+            (ActionKind::Rollback, Workload::ArgoRollout) => {
+                let r = self.rollouts(client).get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
+                let aborted = r.data["status"]["abort"].as_bool().unwrap_or(false);
+                Ok(Verification { verified: aborted, observed: format!("rollout status.abort = {aborted}") })
+            }
+        }
+    }
+}

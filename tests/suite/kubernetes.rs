@@ -1,0 +1,226 @@
+//! The Kubernetes executors against a local HTTP server that speaks the API
+//! (objects in `fixtures/k8s/`), asserting the exact requests: verb, path,
+//! query, content type, patch body, and the bearer token from the kubeconfig.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use backstop::executor::{Executor, KubernetesConfig, KubernetesExecutor, Planner, Workload};
+use backstop::ledger::{Ledger, sqlite_url};
+use backstop::policy::RollbackPlan;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    content_type: String,
+    auth: String,
+    body: Value,
+}
+
+#[derive(Clone)]
+struct Cluster {
+    deployment: Arc<Mutex<Value>>,
+    rollout: Arc<Mutex<Value>>,
+    status_subresource: bool,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("fixtures/k8s/{name}")).unwrap()).unwrap()
+}
+
+async fn api(State(c): State<Cluster>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    c.seen.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        content_type: h("content-type"),
+        auth: h("authorization"),
+        body: body.clone(),
+    });
+    let not_found = || {
+        let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404});
+        (StatusCode::NOT_FOUND, axum::Json(status))
+    };
+    let ok = |v: Value| (StatusCode::OK, axum::Json(v));
+    match (method.as_str(), uri.path()) {
+        ("GET", "/apis/apps/v1/namespaces/shop/deployments/checkout") => ok(c.deployment.lock().unwrap().clone()),
+        ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout") => {
+            let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
+            let mut d = c.deployment.lock().unwrap();
+            json_patch::patch(&mut d, &patch).unwrap();
+            ok(d.clone())
+        }
+        ("GET", "/apis/apps/v1/namespaces/shop/replicasets") => ok(fixture("replicasets.json")),
+        ("GET", "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout") => {
+            ok(c.rollout.lock().unwrap().clone())
+        }
+        ("PATCH", "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout/status") if !c.status_subresource => {
+            not_found()
+        }
+        ("PATCH", "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout/status")
+        | ("PATCH", "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout") => {
+            let mut r = c.rollout.lock().unwrap();
+            json_patch::merge(&mut r, &body);
+            ok(r.clone())
+        }
+        _ => not_found(),
+    }
+}
+
+async fn cluster(status_subresource: bool) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
+    let c = Cluster {
+        deployment: Arc::new(Mutex::new(fixture("deployment.json"))),
+        rollout: Arc::new(Mutex::new(fixture("rollout.json"))),
+        status_subresource,
+        seen: Arc::new(Mutex::new(vec![])),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = Router::new().fallback(api).with_state(c.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: mock\n  context:\n    cluster: mock\n    user: ci\n    namespace: shop\ncurrent-context: mock\n\
+             users:\n- name: ci\n  user:\n    token: test-token\n"
+        ),
+    )
+    .unwrap();
+    (c, dir, kubeconfig)
+}
+
+fn executor(workload: Workload, kubeconfig: &std::path::Path) -> KubernetesExecutor {
+    let cfg = KubernetesConfig {
+        workload,
+        namespace: "shop".into(),
+        name: "checkout".into(),
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: None,
+    };
+    KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap()
+}
+
+async fn roll_back(
+    e: &KubernetesExecutor,
+    dir: &std::path::Path,
+    to: &str,
+) -> Result<String, backstop::executor::ExecutorError> {
+    let ledger = Ledger::open(&sqlite_url(&dir.join("l.db"))).await.unwrap();
+    let rb = RollbackPlan {
+        target: "k8s/shop/checkout".into(),
+        from_revision: "3".into(),
+        to_revision: to.into(),
+        reason: "r".into(),
+    };
+    let plan = e.plan_rollback(&rb, 60).unwrap();
+    let permit = ledger.record_intent("rel", "agent", &plan).await.unwrap();
+    let out = e.execute(&plan, permit).await?;
+    assert!(e.verify(&plan).await?.verified);
+    Ok(out)
+}
+
+#[tokio::test]
+async fn deployment_rollback_patches_the_template_of_the_recorded_revision() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let e = executor(Workload::Deployment, &kubeconfig);
+    roll_back(&e, dir.path(), "2").await.unwrap();
+    let seen = c.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.auth == "Bearer test-token"), "{seen:?}");
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].uri, "/apis/apps/v1/namespaces/shop/deployments/checkout");
+    assert_eq!(seen[1].method, "GET");
+    assert_eq!(seen[1].uri, "/apis/apps/v1/namespaces/shop/replicasets?&labelSelector=app%3Dcheckout");
+    let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
+    assert_eq!(patch.uri, "/apis/apps/v1/namespaces/shop/deployments/checkout?");
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    let expected = json!([
+        { "op": "replace", "path": "/spec/template", "value": {
+            "metadata": { "labels": { "app": "checkout" } },
+            "spec": { "containers": [ { "name": "checkout", "image": "registry.example/checkout:v41",
+                                         "ports": [ { "containerPort": 8080, "protocol": "TCP" } ] } ] } } },
+        { "op": "replace", "path": "/metadata/annotations", "value": {
+            // Skip-set keys keep the Deployment's own values (it has no desired-replicas);
+            // the rest come from the ReplicaSet.
+            "deployment.kubernetes.io/revision": "3",
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\"}",
+            "release-note": "checkout v41",
+            "team": "payments" } },
+    ]);
+    assert_eq!(patch.body, expected);
+}
+
+#[tokio::test]
+async fn an_unrecorded_revision_or_a_foreign_replicaset_is_refused() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let e = executor(Workload::Deployment, &kubeconfig);
+    // Revision 41 exists only on a ReplicaSet another Deployment owns.
+    let err = roll_back(&e, dir.path(), "41").await.unwrap_err().to_string();
+    assert!(err.contains("no ReplicaSet of checkout has revision 41"), "{err}");
+    assert!(c.seen.lock().unwrap().iter().all(|s| s.method == "GET"), "nothing may be patched");
+}
+
+#[tokio::test]
+async fn argo_rollout_abort_uses_the_status_subresource() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    roll_back(&executor(Workload::ArgoRollout, &kubeconfig), dir.path(), "stable").await.unwrap();
+    let seen = c.seen.lock().unwrap().clone();
+    let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
+    assert_eq!(patch.uri, "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout/status?");
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body, json!({ "status": { "abort": true } }));
+}
+
+#[tokio::test]
+async fn argo_rollout_abort_falls_back_to_the_resource_on_404() {
+    let (c, dir, kubeconfig) = cluster(false).await;
+    let out = roll_back(&executor(Workload::ArgoRollout, &kubeconfig), dir.path(), "stable").await.unwrap();
+    assert!(out.contains("no status subresource"), "{out}");
+    let patches: Vec<String> =
+        c.seen.lock().unwrap().iter().filter(|s| s.method == "PATCH").map(|s| s.uri.clone()).collect();
+    assert_eq!(
+        patches,
+        vec![
+            "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout/status?".to_string(),
+            "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout?".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn api_server_errors_are_clear_failures() {
+    let (_c, dir, kubeconfig) = cluster(true).await;
+    let cfg = KubernetesConfig {
+        workload: Workload::Deployment,
+        namespace: "shop".into(),
+        name: "missing".into(),
+        kubeconfig: Some(kubeconfig),
+        context: None,
+    };
+    let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
+    let err = roll_back(&e, dir.path(), "2").await.unwrap_err().to_string();
+    assert!(err.contains("k8s/shop/checkout") && err.contains("404"), "{err}");
+    assert!(
+        KubernetesExecutor::new(
+            "t",
+            KubernetesConfig {
+                workload: Workload::Deployment,
+                namespace: "n".into(),
+                name: "x".into(),
+                kubeconfig: Some("/nonexistent/kubeconfig".into()),
+                context: None
+            }
+        )
+        .is_err()
+    );
+}
