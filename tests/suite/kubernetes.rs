@@ -51,6 +51,10 @@ async fn api(State(c): State<Cluster>, method: Method, uri: Uri, headers: Header
     };
     let ok = |v: Value| (StatusCode::OK, axum::Json(v));
     match (method.as_str(), uri.path()) {
+        ("GET", "/apis/apps/v1/namespaces/shop/deployments/broken") => {
+            let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"etcdserver: request timed out","reason":"InternalError","code":500});
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status))
+        }
         ("GET", "/apis/apps/v1/namespaces/shop/deployments/checkout") => ok(c.deployment.lock().unwrap().clone()),
         ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout") => {
             let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
@@ -210,6 +214,17 @@ async fn api_server_errors_are_clear_failures() {
     let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
     let err = roll_back(&e, dir.path(), "2").await.unwrap_err().to_string();
     assert!(err.contains("k8s/shop/checkout") && err.contains("404"), "{err}");
+    let cfg = KubernetesConfig {
+        workload: Workload::Deployment,
+        namespace: "shop".into(),
+        name: "broken".into(),
+        kubeconfig: Some(dir.path().join("kubeconfig-copy")),
+        context: None,
+    };
+    std::fs::copy(dir.path().join("kubeconfig"), dir.path().join("kubeconfig-copy")).unwrap();
+    let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
+    let err = roll_back(&e, dir.path(), "2").await.unwrap_err().to_string();
+    assert!(err.contains("500") && err.contains("etcdserver: request timed out"), "{err}");
     assert!(
         KubernetesExecutor::new(
             "t",
