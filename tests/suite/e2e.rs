@@ -60,19 +60,15 @@ fn config(dir: &std::path::Path, prom: &str, socket: &str, duration_s: u64) -> s
     let q = |code: &str| {
         format!(r#"sum(rate(haproxy_server_http_responses_total{{proxy="be",server="{{{{ side }}}}"{code}}}[5s]))"#)
     };
-    let text = format!(
-        r#"[[releases]]
-name = "checkout"
-service = "checkout"
-target = "haproxy/checkout"
-candidate_revision = "v42"
-last_known_good = "v41"
-executor = {{ kind = "haproxy", socket = "{socket}", backend = "be", canary_server = "canary", stable_server = "stable" }}
-source = {{ kind = "prometheus", url = "{prom}", baseline = "stable", canary = "canary", step_s = 1, duration_s = {duration_s}, timeout_s = 3, metrics = [{{ name = "http_error_ratio", unit = "ratio", bad_direction = "up", query = '({five}) / ({all})' }}] }}
-"#,
+    let source = format!(
+        r#"{{ kind = "prometheus", url = "{prom}", baseline = "stable", canary = "canary", step_s = 1, duration_s = {duration_s}, timeout_s = 3, metrics = [{{ name = "http_error_ratio", unit = "ratio", bad_direction = "up", query = '({five}) / ({all})' }}] }}"#,
         five = q(r#",code="5xx""#),
         all = q(""),
     );
+    let executor = format!(
+        r#"{{ kind = "haproxy", socket = "{socket}", backend = "be", canary_server = "canary", stable_server = "stable" }}"#
+    );
+    let text = crate::support::release_toml("haproxy/checkout", &source, Some(&executor));
     let path = dir.join("backstop.toml");
     std::fs::write(&path, text).unwrap();
     std::fs::write(dir.join("policy.toml"), POLICY).unwrap();

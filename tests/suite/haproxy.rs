@@ -77,16 +77,12 @@ fn config(dir: &tempfile::TempDir, socket: &str) -> std::path::PathBuf {
     let cfg = dir.path().join("haproxy.toml");
     std::fs::write(
         &cfg,
-        format!(
-            r#"[[releases]]
-name = "checkout"
-service = "checkout"
-target = "haproxy/checkout"
-candidate_revision = "v42"
-last_known_good = "v41"
-source = {{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }}
-executor = {{ kind = "haproxy", socket = "{socket}", backend = "be", canary_server = "canary", stable_server = "stable" }}
-"#
+        crate::support::release_toml(
+            "haproxy/checkout",
+            r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }"#,
+            Some(&format!(
+                r#"{{ kind = "haproxy", socket = "{socket}", backend = "be", canary_server = "canary", stable_server = "stable" }}"#
+            )),
         ),
     )
     .unwrap();

@@ -92,14 +92,11 @@ fn watch_holds_with_exit_3_while_prometheus_is_down() {
     let cfg = d.path().join("down.toml");
     std::fs::write(
         &cfg,
-        r#"[[releases]]
-name = "checkout"
-service = "checkout"
-target = "haproxy/checkout"
-candidate_revision = "v42"
-last_known_good = "v41"
-source = { kind = "prometheus", url = "http://127.0.0.1:1", baseline = "stable", canary = "canary", step_s = 10, duration_s = 30, timeout_s = 2, metrics = [{ name = "errors", unit = "ratio", bad_direction = "up", query = "x{v=\"{{ side }}\"}" }] }
-"#,
+        crate::support::release_toml(
+            "haproxy/checkout",
+            r#"{ kind = "prometheus", url = "http://127.0.0.1:1", baseline = "stable", canary = "canary", step_s = 10, duration_s = 30, timeout_s = 2, metrics = [{ name = "errors", unit = "ratio", bad_direction = "up", query = "x{v=\"{{ side }}\"}" }] }"#,
+            None,
+        ),
     )
     .unwrap();
     Command::cargo_bin("backstop")

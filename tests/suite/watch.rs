@@ -181,27 +181,23 @@ fn serve_answers_the_gate_from_the_live_judgement() {
     assert_eq!(v["failing"][0], "http_error_ratio");
 }
 
+fn backstop_release(marker: &str) -> String {
+    crate::support::release_toml(
+        "helm/checkout",
+        r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }"#,
+        Some(&format!(
+            r#"{{ kind = "command", rollback = ["cp", "/dev/null", "{marker}-{{to_revision}}"], verify = ["test", "-e", "{marker}-{{to_revision}}"], env_allowlist = ["PATH"] }}"#
+        )),
+    )
+}
+
 #[test]
 fn a_command_executor_rolls_back_a_replayed_release_and_verifies_it() {
     let d = tempfile::tempdir().unwrap();
     let marker = d.path().join("rolled-back-to");
     let cfg = d.path().join("cmd.toml");
     let m = marker.to_str().unwrap();
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[[releases]]
-name = "bad"
-service = "checkout"
-target = "helm/checkout"
-candidate_revision = "v42"
-last_known_good = "v41"
-source = {{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }}
-executor = {{ kind = "command", rollback = ["cp", "/dev/null", "{m}-{{to_revision}}"], verify = ["test", "-e", "{m}-{{to_revision}}"], env_allowlist = ["PATH"] }}
-"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, backstop_release(m)).unwrap();
     run(&d, cfg.to_str().unwrap(), "watch", &[])
         .code(10)
         .stdout(predicate::str::contains("rolled back and the rollback verified"));

@@ -3,3 +3,14 @@
 pub mod haproxy;
 pub mod pg;
 pub mod prometheus;
+
+/// A one-release `backstop.toml`: release `checkout` of service `checkout`,
+/// v42 against last-known-good v41, on `target`, with the given `source` and
+/// optional `executor` (TOML inline tables).
+pub fn release_toml(target: &str, source: &str, executor: Option<&str>) -> String {
+    let executor = executor.map(|e| format!("executor = {e}\n")).unwrap_or_default();
+    format!(
+        "[[releases]]\nname = \"checkout\"\nservice = \"checkout\"\ntarget = \"{target}\"\n\
+         candidate_revision = \"v42\"\nlast_known_good = \"v41\"\nsource = {source}\n{executor}"
+    )
+}
