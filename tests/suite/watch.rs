@@ -181,7 +181,7 @@ fn serve_answers_the_gate_from_the_live_judgement() {
     assert_eq!(v["failing"][0], "http_error_ratio");
 }
 
-fn backstop_release(marker: &str) -> String {
+fn command_release(marker: &str) -> String {
     crate::support::release_toml(
         "helm/checkout",
         r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }"#,
@@ -197,7 +197,7 @@ fn a_command_executor_rolls_back_a_replayed_release_and_verifies_it() {
     let marker = d.path().join("rolled-back-to");
     let cfg = d.path().join("cmd.toml");
     let m = marker.to_str().unwrap();
-    std::fs::write(&cfg, backstop_release(m)).unwrap();
+    std::fs::write(&cfg, command_release(m)).unwrap();
     run(&d, cfg.to_str().unwrap(), "watch", &[])
         .code(10)
         .stdout(predicate::str::contains("rolled back and the rollback verified"));
