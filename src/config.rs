@@ -93,6 +93,9 @@ pub struct ReleaseConfig {
     /// What acts on the target; without one, decisions are recommendations a human carries out.
     #[serde(default)]
     pub executor: Option<crate::executor::ExecutorConfig>,
+    /// Pod status (restarts, OOM kills, CrashLoopBackOff) of both sides, as events.
+    #[serde(default)]
+    pub pods: Option<crate::signals::PodSignalsConfig>,
     /// Seconds of release time between analysis ticks (default: the source's sample step).
     #[serde(default)]
     pub tick_s: Option<u64>,

@@ -94,7 +94,10 @@ impl PreparedRelease {
                 irreversible: cfg.irreversible,
                 environment: cfg.environment.clone(),
             },
-            source: built.source,
+            source: match &cfg.pods {
+                Some(p) => Arc::new(crate::signals::WithPodSignals::new(built.source, p.clone())),
+                None => built.source,
+            },
             executor,
             planner,
             tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),

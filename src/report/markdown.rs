@@ -58,6 +58,15 @@ pub fn render_markdown(r: &Report) -> String {
             o.push_str(&format!("- {}\n", f.explanation));
         }
     }
+    if let Some(obs) = &r.observation
+        && !obs.events.is_empty()
+    {
+        // Text from the systems being watched: shown as data, quoted, never acted on.
+        o.push_str("\n### Events (untrusted text from the watched systems)\n\n");
+        for e in obs.events.iter().rev().take(20) {
+            o.push_str(&format!("- t={}s {:?} {}: `{}`\n", e.t_s, e.target, e.kind, e.message.replace('`', "'")));
+        }
+    }
     o.push_str(&format!("\n### Model\n\n{}\n", r.model));
     o.push_str("\n### Policy rules\n\n");
     for rule in &r.rules {

@@ -5,6 +5,7 @@
 //! a source only ever returns samples whose interval ended at or before the
 //! time it was asked about, so no judge can see the future.
 
+mod kubernetes;
 mod prometheus;
 mod registry;
 mod replay;
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use kubernetes::{PodSignalsConfig, WithPodSignals};
 pub use prometheus::{PromMetric, PrometheusConfig, PrometheusSource};
 pub use registry::{BuiltSource, SourceConfig, build_source};
 pub use replay::ReplaySource;

@@ -56,6 +56,14 @@ async fn api(State(c): State<Cluster>, method: Method, uri: Uri, headers: Header
             (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status))
         }
         ("GET", "/apis/apps/v1/namespaces/shop/deployments/checkout") => ok(c.deployment.lock().unwrap().clone()),
+        ("GET", "/api/v1/namespaces/shop/pods") if uri.query().unwrap_or("").contains("track%3Dcanary") => {
+            ok(fixture("pods-canary.json"))
+        }
+        ("GET", "/api/v1/namespaces/shop/pods") => ok(fixture("pods-stable.json")),
+        ("GET", "/api/v1/namespaces/broken/pods") => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"kind":"Status","status":"Failure","message":"boom","code":500})),
+        ),
         ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout") => {
             let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
             let mut d = c.deployment.lock().unwrap();
@@ -238,4 +246,55 @@ async fn api_server_errors_are_clear_failures() {
         )
         .is_err()
     );
+}
+
+fn pods(namespace: &str, kubeconfig: &std::path::Path) -> backstop::signals::WithPodSignals {
+    let scenario = backstop::signals::load_scenario(std::path::Path::new(
+        "fixtures/scenarios/holdout/holdout-good-healthy-000.json",
+    ))
+    .unwrap();
+    let inner = std::sync::Arc::new(backstop::signals::ReplaySource::new(std::sync::Arc::new(scenario.data)));
+    backstop::signals::WithPodSignals::new(
+        inner,
+        backstop::signals::PodSignalsConfig {
+            namespace: namespace.into(),
+            baseline_selector: "app=checkout,track=stable".into(),
+            canary_selector: "app=checkout,track=canary".into(),
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            context: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn pod_restarts_oom_kills_and_crash_loops_become_canary_events_once() {
+    use backstop::signals::{Side, SignalSource};
+    let (c, _dir, kubeconfig) = cluster(true).await;
+    let source = pods("shop", &kubeconfig);
+    let obs = source.observe(120).await.unwrap();
+    let canary: Vec<&str> =
+        obs.events.iter().filter(|e| e.target == Side::Canary && e.t_s == 120).map(|e| e.kind.as_str()).collect();
+    assert_eq!(canary, vec!["restart", "oom", "crashloop"], "{:?}", obs.events);
+    assert!(
+        obs.events.iter().any(|e| e
+            .message
+            .contains("checkout-canary-6b8c9d7e5f-x2k4p: container checkout was OOMKilled (exit 137)"))
+    );
+    assert!(!obs.events.iter().any(|e| e.target == Side::Baseline && e.t_s == 120), "healthy baseline pods");
+    let again = source.observe(130).await.unwrap();
+    assert_eq!(again.events.iter().filter(|e| e.target == Side::Canary && e.kind == "crashloop").count(), 1);
+    let seen = c.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.uri == "/api/v1/namespaces/shop/pods?&labelSelector=app%3Dcheckout%2Ctrack%3Dcanary"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn pod_status_unavailable_leaves_the_metrics_deciding() {
+    use backstop::signals::SignalSource;
+    let (_c, _dir, kubeconfig) = cluster(true).await;
+    let obs = pods("broken", &kubeconfig).observe(120).await.unwrap();
+    assert!(!obs.metrics.is_empty());
+    assert!(obs.events.iter().all(|e| e.kind != "crashloop"));
 }
