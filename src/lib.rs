@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod executor;
 pub mod judge;
+pub mod k8s;
 pub mod ledger;
 pub mod orchestrator;
 pub mod policy;

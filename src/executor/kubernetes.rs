@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -83,20 +82,10 @@ impl KubernetesExecutor {
 
     async fn client(&self) -> Result<kube::Client, ExecutorError> {
         self.client
-            .get_or_try_init(|| async {
-                let config = match &self.cfg.kubeconfig {
-                    Some(path) => {
-                        let kc = Kubeconfig::read_from(path).map_err(|e| self.fail(e))?;
-                        let opts =
-                            KubeConfigOptions { context: self.cfg.context.clone(), ..KubeConfigOptions::default() };
-                        kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| self.fail(e))?
-                    }
-                    None => kube::Config::infer().await.map_err(|e| self.fail(e))?,
-                };
-                kube::Client::try_from(config).map_err(|e| self.fail(e))
-            })
+            .get_or_try_init(|| crate::k8s::connect(self.cfg.kubeconfig.as_deref(), self.cfg.context.as_deref()))
             .await
             .cloned()
+            .map_err(|e| self.fail(e))
     }
 
     fn rollouts(&self, client: kube::Client) -> Api<DynamicObject> {

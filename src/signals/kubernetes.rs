@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -54,18 +53,7 @@ impl WithPodSignals {
 
     async fn client(&self) -> Result<kube::Client, String> {
         self.client
-            .get_or_try_init(|| async {
-                let config = match &self.cfg.kubeconfig {
-                    Some(path) => {
-                        let kc = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
-                        let opts =
-                            KubeConfigOptions { context: self.cfg.context.clone(), ..KubeConfigOptions::default() };
-                        kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| e.to_string())?
-                    }
-                    None => kube::Config::infer().await.map_err(|e| e.to_string())?,
-                };
-                kube::Client::try_from(config).map_err(|e| e.to_string())
-            })
+            .get_or_try_init(|| crate::k8s::connect(self.cfg.kubeconfig.as_deref(), self.cfg.context.as_deref()))
             .await
             .cloned()
     }
