@@ -43,13 +43,19 @@ pub enum ReleaseStatus {
     Promoted,
     /// Rolled back and verified.
     RolledBack,
-    /// The action ran but the system does not show it took effect.
+    /// Held for a human: the action ran but the system does not show it
+    /// took effect. Nothing is retried; the target's state needs a look.
     ActionNotVerified {
+        /// Which action.
+        action: crate::executor::ActionKind,
         /// What was read back.
         observed: String,
     },
-    /// The action failed; the ledger holds the error.
+    /// Held for a human: the action failed (the ledger holds the error), so
+    /// the target may be in either state. Nothing is retried.
     ActionFailed {
+        /// Which action.
+        action: crate::executor::ActionKind,
         /// Error text.
         error: String,
     },
@@ -335,14 +341,14 @@ impl ReleaseRun<'_> {
         let body = json!({ "plan_id": plan.id, "result": result, "verification": verification });
         self.ledger.append(&self.facts.release_id, RecordKind::Outcome, "agent", &body).await?;
         Ok(match (result, verification) {
-            (Err(error), _) => ReleaseStatus::ActionFailed { error },
+            (Err(error), _) => ReleaseStatus::ActionFailed { action: plan.kind, error },
             (Ok(_), Some(Ok(v))) if v.verified => match plan.kind {
                 crate::executor::ActionKind::Rollback => ReleaseStatus::RolledBack,
                 crate::executor::ActionKind::Promote => ReleaseStatus::Promoted,
             },
-            (Ok(_), Some(Ok(v))) => ReleaseStatus::ActionNotVerified { observed: v.observed },
-            (Ok(_), Some(Err(e))) => ReleaseStatus::ActionNotVerified { observed: e },
-            (Ok(_), None) => ReleaseStatus::ActionNotVerified { observed: "not verified".into() },
+            (Ok(_), Some(Ok(v))) => ReleaseStatus::ActionNotVerified { action: plan.kind, observed: v.observed },
+            (Ok(_), Some(Err(e))) => ReleaseStatus::ActionNotVerified { action: plan.kind, observed: e },
+            (Ok(_), None) => ReleaseStatus::ActionNotVerified { action: plan.kind, observed: "not verified".into() },
         })
     }
 }

@@ -148,8 +148,8 @@ fn describe(s: &ReleaseStatus) -> String {
     match s {
         ReleaseStatus::RolledBack => "ROLLED BACK to v41 — executed and verified".into(),
         ReleaseStatus::Promoted => "PROMOTED v42 — executed and verified".into(),
-        ReleaseStatus::ActionNotVerified { observed } => format!("action ran but did NOT verify: {observed}"),
-        ReleaseStatus::ActionFailed { error } => format!("action FAILED: {error}"),
+        ReleaseStatus::ActionNotVerified { observed, .. } => format!("HELD: action ran but did NOT verify: {observed}"),
+        ReleaseStatus::ActionFailed { error, .. } => format!("HELD: action FAILED: {error}"),
         ReleaseStatus::Recommended { decision, .. } => format!("recommended {}", decision.label()),
         ReleaseStatus::AwaitingApproval { reason, .. } => format!("awaiting approval: {reason}"),
         ReleaseStatus::Held { reason } => format!("held: {reason}"),

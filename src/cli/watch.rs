@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use super::display::LiveDisplay;
 use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
 use backstop::config::{ReleaseConfig, Settings};
+use backstop::executor::ActionKind;
 use backstop::ledger::Ledger;
 use backstop::orchestrator::{Observer, Quiet, ReleaseRun, ReleaseStatus, RunOutcome};
 use backstop::policy::{Decision, PolicyFile, Proposal, RunMode};
@@ -23,9 +24,10 @@ pub mod exit {
     pub const PROMOTED: u8 = 0;
     /// Rolled back, and the rollback verified.
     pub const ROLLED_BACK: u8 = 10;
-    /// Rollback called for but not executed (no executor, approval needed, denied, or not verified).
+    /// Rollback called for but not executed (no executor, approval needed, denied), or it
+    /// failed or did not verify: held for a human, the target's state needs a look.
     pub const ROLLBACK_NOT_EXECUTED: u8 = 11;
-    /// Held for a human (approval to promote, or not enough evidence).
+    /// Held for a human (approval to promote, not enough evidence, or the promotion failed).
     pub const HELD: u8 = 12;
     /// Usage or configuration error.
     pub const USAGE: u8 = 2;
@@ -90,11 +92,14 @@ pub fn exit_code(o: &RunOutcome) -> u8 {
         ReleaseStatus::Recommended { decision: Decision::Promote, .. } => exit::PROMOTED,
         ReleaseStatus::Recommended { .. }
         | ReleaseStatus::Denied { .. }
-        | ReleaseStatus::ActionFailed { .. }
-        | ReleaseStatus::ActionNotVerified { .. }
+        | ReleaseStatus::ActionFailed { action: ActionKind::Rollback, .. }
+        | ReleaseStatus::ActionNotVerified { action: ActionKind::Rollback, .. }
         | ReleaseStatus::AwaitingApproval { proposed: Proposal::Rollback { .. }, .. } => exit::ROLLBACK_NOT_EXECUTED,
         ReleaseStatus::Held { .. } if o.signal_failure.is_some() => exit::BACKEND,
-        ReleaseStatus::Held { .. } | ReleaseStatus::AwaitingApproval { .. } => exit::HELD,
+        ReleaseStatus::Held { .. }
+        | ReleaseStatus::AwaitingApproval { .. }
+        | ReleaseStatus::ActionFailed { action: ActionKind::Promote, .. }
+        | ReleaseStatus::ActionNotVerified { action: ActionKind::Promote, .. } => exit::HELD,
         ReleaseStatus::Interrupted => exit::INTERRUPTED,
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 pub use html::render_html;
 pub use markdown::render_markdown;
 
-use crate::executor::ActionPlan;
+use crate::executor::{ActionKind, ActionPlan};
 use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
 use crate::orchestrator::{ReleaseStatus, RunOutcome};
 use crate::policy::{Decision, Proposal};
@@ -64,7 +64,7 @@ fn recommendation(status: &ReleaseStatus) -> (&'static str, Option<ActionPlan>) 
     match status {
         ReleaseStatus::Promoted => ("promote", None),
         ReleaseStatus::RolledBack => ("rollback", None),
-        ReleaseStatus::ActionNotVerified { .. } | ReleaseStatus::ActionFailed { .. } => ("investigate", None),
+        ReleaseStatus::ActionNotVerified { .. } | ReleaseStatus::ActionFailed { .. } => ("hold", None),
         ReleaseStatus::Recommended { decision, plan } => match decision {
             Decision::Promote => ("promote", plan.clone()),
             _ => ("rollback", plan.clone()),
@@ -77,12 +77,25 @@ fn recommendation(status: &ReleaseStatus) -> (&'static str, Option<ActionPlan>) 
     }
 }
 
+fn action_name(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Rollback => "rollback",
+        ActionKind::Promote => "promotion",
+    }
+}
+
 fn headline(status: &ReleaseStatus, candidate: &str) -> String {
     match status {
         ReleaseStatus::Promoted => format!("{candidate} was promoted and the promotion verified."),
         ReleaseStatus::RolledBack => format!("{candidate} was rolled back and the rollback verified."),
-        ReleaseStatus::ActionNotVerified { observed } => format!("The action ran but did not verify: {observed}."),
-        ReleaseStatus::ActionFailed { error } => format!("The action failed: {error}."),
+        ReleaseStatus::ActionNotVerified { action, observed } => format!(
+            "Held for a human: the {} ran but did not verify ({observed}); check the target before retrying.",
+            action_name(*action)
+        ),
+        ReleaseStatus::ActionFailed { action, error } => format!(
+            "Held for a human: the {} failed ({error}); the target may be in either state, check it before retrying.",
+            action_name(*action)
+        ),
         ReleaseStatus::Recommended { decision, .. } => {
             format!("backstop would {} {candidate}; nothing was executed.", decision.label().replace('_', " "))
         }

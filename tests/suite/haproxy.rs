@@ -107,9 +107,9 @@ fn watch_rolls_back_on_real_haproxy_and_fails_safe_when_it_is_gone() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = executor(&h.unix_socket.display().to_string());
     assert_eq!(rt.block_on(e.weight("canary")).unwrap(), 0);
-    // HAProxy gone: the rollback cannot run; watch says so and exits 11, never 10.
+    // HAProxy gone: the rollback cannot run; watch holds for a human, names the error, exits 11, never 10.
     h.stop();
-    watch(&dir, &cfg)
-        .code(11)
-        .stdout(predicate::str::contains("The action failed").and(predicate::str::contains("unreachable")));
+    watch(&dir, &cfg).code(11).stdout(
+        predicate::str::contains("Held for a human: the rollback failed").and(predicate::str::contains("unreachable")),
+    );
 }

@@ -248,6 +248,52 @@ async fn api_server_errors_are_clear_failures() {
     );
 }
 
+/// Through the real CLI: the API server answers 500 when the rollback reads
+/// the Deployment, so `watch` holds for a human with the API's message and
+/// exits 11, never 10; the ledger records the intent and the failed outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_holds_with_a_clear_message_when_the_api_server_answers_500() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let cfg = dir.path().join("backstop.toml");
+    let executor = format!(
+        r#"{{ kind = "kubernetes", workload = "deployment", namespace = "shop", name = "broken", kubeconfig = "{}" }}"#,
+        kubeconfig.display()
+    );
+    let source =
+        r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }"#;
+    // A Deployment's last-known-good is its revision number.
+    let toml = crate::support::release_toml("k8s/shop/broken", source, Some(&executor)).replace("\"v41\"", "\"2\"");
+    std::fs::write(&cfg, toml).unwrap();
+    let ledger = dir.path().join("l.db");
+    let args: Vec<String> = vec![
+        "--config".into(),
+        cfg.display().to_string(),
+        "watch".into(),
+        "--pace-ms".into(),
+        "0".into(),
+        "--ledger".into(),
+        ledger.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+            .env_remove("BACKSTOP_CONFIG")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(11), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Held for a human: the rollback failed"), "{stdout}");
+    assert!(stdout.contains("etcdserver: request timed out"), "{stdout}");
+    assert!(c.seen.lock().unwrap().iter().all(|s| s.method == "GET"), "nothing was changed");
+    let l = Ledger::open(&sqlite_url(&ledger)).await.unwrap();
+    let kinds: Vec<String> = l.list(None, 1000).await.unwrap().into_iter().map(|r| r.kind).collect();
+    let intent = kinds.iter().position(|k| k == "intent").expect("intent recorded before the action");
+    assert_eq!(kinds.get(intent + 1).map(String::as_str), Some("outcome"));
+}
+
 fn pods(namespace: &str, kubeconfig: &std::path::Path) -> backstop::signals::WithPodSignals {
     let scenario = backstop::signals::load_scenario(std::path::Path::new(
         "fixtures/scenarios/holdout/holdout-good-healthy-000.json",

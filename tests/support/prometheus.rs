@@ -1,5 +1,5 @@
 //! A real Prometheus (Debian's `prometheus` package) on a free loopback port,
-//! scraping one target every second.
+//! scraping its targets every second.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,12 +13,25 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrape `target` (`host:port`, path `/metrics`) every second.
     pub fn start(target: &str) -> Prometheus {
+        Self::start_jobs(&[("haproxy", target, "")])
+    }
+
+    /// Scrape each `(job, host:port, side)` every second; a non-empty `side`
+    /// becomes the label `side` on that target's series.
+    pub fn start_jobs(targets: &[(&str, &str, &str)]) -> Prometheus {
+        let mut jobs = String::new();
+        for (n, (job, target, side)) in targets.iter().enumerate() {
+            let labels = if side.is_empty() { String::new() } else { format!("\n        labels: {{ side: {side} }}") };
+            jobs.push_str(&format!(
+                "  - job_name: {job}-{n}\n    static_configs:\n      - targets: ['{target}']{labels}\n"
+            ));
+        }
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = dir.path().join("prometheus.yml");
         std::fs::write(
             &cfg,
-            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: haproxy\n    static_configs:\n      - targets: ['{target}']\n"),
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}"),
         )
         .unwrap();
         let child = Command::new("prometheus")
