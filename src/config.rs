@@ -117,6 +117,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Releases to watch.
     pub releases: Vec<ReleaseConfig>,
+    /// The model assessor; without it the judge decides alone.
+    pub model: Option<crate::model::ModelConfig>,
 }
 
 impl Settings {
@@ -164,12 +166,20 @@ impl Settings {
                 return Err((format!("releases[{i}].tick_s"), "seconds > 0".into()));
             }
         }
+        if let Some(m) = &self.model {
+            m.validate()?;
+        }
         if let Some(url) = &self.ledger.url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err(("ledger.url".into(), format!("a sqlite: or postgres:// URL, found `{url}`")));
         }
         Ok(())
+    }
+
+    /// The model assessor, when configured (reads the API key variable).
+    pub fn assessor(&self) -> Result<Option<std::sync::Arc<crate::model::Assessor>>, crate::model::ModelError> {
+        self.model.clone().map(|m| crate::model::Assessor::new(m).map(std::sync::Arc::new)).transpose()
     }
 
     /// Ledger URL: configured, else the default location.

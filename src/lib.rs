@@ -14,6 +14,7 @@ pub mod executor;
 pub mod judge;
 pub mod k8s;
 pub mod ledger;
+pub mod model;
 pub mod orchestrator;
 pub mod policy;
 pub mod release;

@@ -11,6 +11,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::executor::{ActionPlan, Executor, Planner, Verification};
 use crate::judge::{JudgeResult, Verdict, judge};
 use crate::ledger::{Ledger, LedgerError, RecordKind, digest};
+use crate::model::{Ask, Assessor, Consultation, ModelSession, TriggerState, Usage};
 use crate::policy::{
     Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, Proposal, ReleaseFacts, RunMode, evaluate,
 };
@@ -142,6 +143,12 @@ pub struct RunOutcome {
     pub signal_failure: Option<String>,
     /// The last observation, for reports and charts.
     pub last_observation: Option<Observation>,
+    /// The latest consultation of the model, if one happened.
+    pub consultation: Option<Consultation>,
+    /// Model calls and tokens spent on this release.
+    pub model_usage: Usage,
+    /// A model is configured for this run.
+    pub model_configured: bool,
 }
 
 /// One release to run.
@@ -160,6 +167,8 @@ pub struct ReleaseRun<'a> {
     pub ledger: &'a Ledger,
     /// Flips to `true` to stop between ticks (SIGINT/SIGTERM).
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The model, when one is configured; consulted at decision points only.
+    pub model: Option<Arc<Assessor>>,
 }
 
 fn failed_observation_result(now_s: u64, reason: &str) -> JudgeResult {
@@ -199,12 +208,19 @@ impl ReleaseRun<'_> {
         let tick_s = self.tick_s.max(1);
         let mut now_s = 0;
         let mut tick = 0;
-        let model = ModelInput::NotConfigured;
+        let mut session = self.model.clone().map(ModelSession::new);
+        let mut triggers = TriggerState::default();
+        let mut model = match session {
+            Some(_) => ModelInput::Unavailable { reason: "not consulted yet".into() },
+            None => ModelInput::NotConfigured,
+        };
+        let mut last_consultation: Option<Consultation> = None;
         let mut stop = self.stop.clone();
         let mut last_obs: Option<Observation> = None;
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
-                return self.interrupted(tick, now_s, last_obs).await;
+                let usage = session.as_ref().map(|s| s.used).unwrap_or_default();
+                return self.interrupted(tick, now_s, last_obs, last_consultation, usage).await;
             }
             now_s = (now_s + tick_s).min(self.duration_s);
             tick += 1;
@@ -228,18 +244,35 @@ impl ReleaseRun<'_> {
             let history = History {
                 automated_rollbacks_ms: self.ledger.automated_rollbacks(&f.target, now_ms - window_ms).await?,
             };
-            let input = PolicyInput {
-                judge: &judged,
-                model: &model,
-                release: f,
-                history: &history,
-                mode,
-                signal_failure: failure.as_deref(),
-                now_ms,
+            let decide = |model: &ModelInput| {
+                let input = PolicyInput {
+                    judge: &judged,
+                    model,
+                    release: f,
+                    history: &history,
+                    mode,
+                    signal_failure: failure.as_deref(),
+                    now_ms,
+                };
+                evaluate(self.policy, &input)
             };
-            let outcome = evaluate(self.policy, &input);
-            let body =
-                tick_record(tick, now_s, obs.as_ref(), &judged, &outcome, &model, mode).map_err(LedgerError::from)?;
+            let mut outcome = decide(&model);
+            let mut consulted = None;
+            // The model is asked at decision points only; policy then decides again with its verdict.
+            if let (Some(session), Some(o)) = (session.as_mut(), obs.as_ref())
+                && let Some(trigger) = triggers.check(&judged, &outcome.decision, Some(o))
+            {
+                let ask = Ask { trigger: &trigger, facts: f, obs: o, judged: &judged, source };
+                let c = session.consult(ask).instrument(span.clone()).await;
+                model = c.input.clone();
+                outcome = decide(&model);
+                consulted = Some(c);
+            }
+            let body = tick_record(tick, now_s, obs.as_ref(), &judged, &outcome, &model, consulted.as_ref(), mode)
+                .map_err(LedgerError::from)?;
+            if consulted.is_some() {
+                last_consultation = consulted;
+            }
             let receipt = self.ledger.append(&f.release_id, RecordKind::Tick, "agent", &body).await?;
             info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq = receipt.seq, "Tick judged.");
             observer.on_tick(&TickReport {
@@ -264,7 +297,8 @@ impl ReleaseRun<'_> {
                 }
             };
             if let Some(status) = terminal {
-                let end = json!({ "status": status, "ticks": tick, "decided_at_s": now_s });
+                let model_usage = session.as_ref().map(|s| s.used).unwrap_or_default();
+                let end = json!({ "status": status, "ticks": tick, "decided_at_s": now_s, "model_usage": model_usage });
                 self.ledger.append(&f.release_id, RecordKind::ReleaseFinished, "agent", &end).await?;
                 return Ok(RunOutcome {
                     release_id: f.release_id.clone(),
@@ -275,6 +309,9 @@ impl ReleaseRun<'_> {
                     final_rules: outcome.trace,
                     signal_failure: failure,
                     last_observation: last_obs,
+                    consultation: last_consultation,
+                    model_usage,
+                    model_configured: session.is_some(),
                 });
             }
             if !self.pace.is_zero() {
@@ -289,9 +326,16 @@ impl ReleaseRun<'_> {
         }
     }
 
-    async fn interrupted(&self, ticks: u64, now_s: u64, last: Option<Observation>) -> Result<RunOutcome, Error> {
+    async fn interrupted(
+        &self,
+        ticks: u64,
+        now_s: u64,
+        last: Option<Observation>,
+        consultation: Option<Consultation>,
+        model_usage: Usage,
+    ) -> Result<RunOutcome, Error> {
         let status = ReleaseStatus::Interrupted;
-        let end = json!({ "status": status, "ticks": ticks, "decided_at_s": now_s });
+        let end = json!({ "status": status, "ticks": ticks, "decided_at_s": now_s, "model_usage": model_usage });
         self.ledger.append(&self.facts.release_id, RecordKind::ReleaseFinished, "agent", &end).await?;
         Ok(RunOutcome {
             release_id: self.facts.release_id.clone(),
@@ -302,6 +346,9 @@ impl ReleaseRun<'_> {
             final_rules: vec![],
             signal_failure: None,
             last_observation: last,
+            consultation,
+            model_usage,
+            model_configured: self.model.is_some(),
         })
     }
 
@@ -353,6 +400,7 @@ impl ReleaseRun<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one record, built from exactly what the tick saw
 fn tick_record(
     tick: u64,
     now_s: u64,
@@ -360,6 +408,7 @@ fn tick_record(
     judged: &JudgeResult,
     outcome: &PolicyOutcome,
     model: &ModelInput,
+    consulted: Option<&Consultation>,
     mode: RunMode,
 ) -> Result<serde_json::Value, serde_json::Error> {
     let inputs_digest = match obs {
@@ -373,8 +422,9 @@ fn tick_record(
         "inputs_digest": inputs_digest,
         "judge": judged,
         "model": model,
-        "prompt_version": null,
-        "tool_calls": [],
+        "consultation": consulted,
+        "prompt_version": consulted.map(|c| c.prompt_version.as_str()),
+        "tool_calls": consulted.map(|c| c.tool_calls.as_slice()).unwrap_or_default(),
         "decision": outcome.decision,
         "rules": outcome.trace,
     }))

@@ -105,6 +105,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         policy: &policy,
         ledger: &ledger,
         stop: None,
+        model: settings.assessor().map_err(Failure::usage)?,
     };
     let executor = Arc::new(SimulatedExecutor::new(target, sim.clone()));
     let mut display = LiveDisplay::new(sim_cfg.duration_s, a.flags.plain);
@@ -124,6 +125,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     }
     let rules: Vec<&str> = outcome.final_rules.iter().map(|r| r.rule.as_str()).collect();
     out(&format!("policy rules: {}", rules.join(" → ")));
+    out(&format!("model: {}", backstop::report::model_lines(&backstop::report::ModelReport::new(&outcome)).trim_end()));
     if let Some(fault) = &sim_cfg.fault {
         let delay = outcome.decided_at_s as i64 - fault.onset_s as i64;
         out(&format!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure, load_policy, out};
-use backstop::eval::{JUDGE_NAMES, evaluate, judge_by_name, load_corpus, render_table};
+use backstop::eval::{JUDGE_NAMES, ModelJudge, evaluate, judge_by_name, load_corpus, render_table};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -33,8 +33,22 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
     let policy = load_policy(a.policy.as_deref(), settings)?;
     let names = if a.judges.is_empty() { vec!["backstop".to_string()] } else { a.judges };
-    let mut judges = Vec::new();
+    let mut judges: Vec<Box<dyn backstop::eval::EvalJudge>> = Vec::new();
     for n in &names {
+        if n == "backstop+model" {
+            match settings.assessor().map_err(Failure::usage)? {
+                Some(assessor) => judges.push(Box::new(ModelJudge { policy: policy.clone(), assessor })),
+                None => {
+                    let _ = std::io::Write::write_fmt(
+                        &mut std::io::stderr(),
+                        format_args!(
+                            "eval: skipping --judge backstop+model: no [model] is configured in backstop.toml (see README, \"The model\")\n"
+                        ),
+                    );
+                }
+            }
+            continue;
+        }
         let j = judge_by_name(n, &policy.judge)
             .ok_or_else(|| Failure::usage(format!("unknown judge `{n}`; available: {}", JUDGE_NAMES.join(", "))))?;
         judges.push(j);

@@ -170,6 +170,7 @@ pub async fn run_all(
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let ledger = Ledger::open(&url).await.map_err(|e| Failure { code: exit::BACKEND, message: e.to_string() })?;
+    let model = settings.assessor().map_err(Failure::usage)?;
     let stop = stop_on_signals();
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut prepared = Vec::new();
@@ -180,7 +181,7 @@ pub async fn run_all(
     }
     let runs = prepared.iter().map(|(name, p)| {
         let mut obs = observer(name, p.duration_s);
-        let (ledger, policy, stop) = (&ledger, &policy, stop.clone());
+        let (ledger, policy, stop, model) = (&ledger, &policy, stop.clone(), model.clone());
         async move {
             let run = ReleaseRun {
                 facts: p.facts.clone(),
@@ -190,6 +191,7 @@ pub async fn run_all(
                 policy,
                 ledger,
                 stop: Some(stop),
+                model,
             };
             run.run(p.source.as_ref(), &p.actuation(), obs.as_mut()).await
         }

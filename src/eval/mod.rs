@@ -1,6 +1,7 @@
 //! `backstop eval`: replay scenarios through judges and score them exactly as
 //! `shared/scenarios/FORMAT.md` describes.
 
+mod model;
 pub mod peers;
 mod report;
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use crate::judge::{JudgeConfig, Verdict, judge};
 use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
+pub use model::ModelJudge;
 pub use report::{Summary, render_table, summarise};
 
 /// A judge `eval` can run.
@@ -76,8 +78,9 @@ impl EvalJudge for BackstopJudge {
     }
 }
 
-/// Names `--judge` accepts.
-pub const JUDGE_NAMES: &[&str] = &["backstop", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
+/// Names `--judge` accepts (`backstop+model` needs a configured `[model]`).
+pub const JUDGE_NAMES: &[&str] =
+    &["backstop", "backstop+model", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
 
 /// Build a judge by name.
 pub fn judge_by_name(name: &str, config: &JudgeConfig) -> Option<Box<dyn EvalJudge>> {

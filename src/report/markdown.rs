@@ -67,7 +67,7 @@ pub fn render_markdown(r: &Report) -> String {
             o.push_str(&format!("- t={}s {:?} {}: `{}`\n", e.t_s, e.target, e.kind, e.message.replace('`', "'")));
         }
     }
-    o.push_str(&format!("\n### Model\n\n{}\n", r.model));
+    model_section(&mut o, r);
     o.push_str("\n### Policy rules\n\n");
     for rule in &r.rules {
         o.push_str(&format!("- {rule}\n"));
@@ -77,6 +77,37 @@ pub fn render_markdown(r: &Report) -> String {
         for w in &r.would_change {
             o.push_str(&format!("- {w}\n"));
         }
+    }
+    o
+}
+
+fn model_section(o: &mut String, r: &Report) {
+    o.push_str("\n### Model\n\n");
+    o.push_str(&model_lines(&r.model));
+}
+
+/// The model's verdict, its findings with cited ids, the cited evidence and usage, as Markdown.
+pub fn model_lines(m: &super::ModelReport) -> String {
+    let mut o = format!("{}\n", m.status);
+    if let Some(v) = &m.verdict {
+        o.push('\n');
+        for f in &v.findings {
+            o.push_str(&format!("- {:?}: {} [{}]\n", f.claim, f.summary.replace('`', "'"), f.evidence.join(", ")));
+        }
+        o.push_str(&format!("\nWhat would change its mind: {}\n", v.what_would_change_my_mind.replace('`', "'")));
+    }
+    if !m.cited.is_empty() {
+        o.push_str("\nCited evidence:\n\n");
+        for e in &m.cited {
+            let label = if e.untrusted { " (untrusted text)" } else { "" };
+            o.push_str(&format!("- `{}` {:?}{label}: `{}`\n", e.id, e.fact, e.text.replace('`', "'")));
+        }
+    }
+    if m.usage.calls > 0 {
+        o.push_str(&format!(
+            "\nModel usage for this release: {} call(s), {} tokens ({} prompt, {} completion); {} tool call(s) in the latest consultation.\n",
+            m.usage.calls, m.usage.total_tokens, m.usage.prompt_tokens, m.usage.completion_tokens, m.tool_calls
+        ));
     }
     o
 }

@@ -10,10 +10,12 @@ mod markdown;
 use serde::Serialize;
 
 pub use html::render_html;
-pub use markdown::render_markdown;
+pub use markdown::{model_lines, render_markdown};
 
 use crate::executor::{ActionKind, ActionPlan};
 use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
+use crate::model::evidence::EvidenceItem;
+use crate::model::{CanaryVerdict, Usage};
 use crate::orchestrator::{ReleaseStatus, RunOutcome};
 use crate::policy::{Decision, Proposal};
 use crate::signals::Observation;
@@ -49,8 +51,8 @@ pub struct Report {
     pub judge: Option<JudgeResult>,
     /// Policy rules that fired.
     pub rules: Vec<String>,
-    /// What the model said (none is configured in this version).
-    pub model: String,
+    /// What the model said, with the evidence it cited.
+    pub model: ModelReport,
     /// What would change the recommendation.
     pub would_change: Vec<String>,
     /// When the fault began, where the source knows it (simulator, labelled scenario).
@@ -58,6 +60,57 @@ pub struct Report {
     /// The series the charts draw.
     #[serde(skip)]
     pub observation: Option<Observation>,
+}
+
+/// The model's part of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// One line: accepted, rejected (why), unavailable (why), or not configured.
+    pub status: String,
+    /// The latest verdict, as the model gave it.
+    pub verdict: Option<CanaryVerdict>,
+    /// The evidence that verdict cites, as shown to the model.
+    pub cited: Vec<EvidenceItem>,
+    /// Tool calls in the latest consultation.
+    pub tool_calls: usize,
+    /// Calls and tokens over the whole release.
+    pub usage: Usage,
+}
+
+impl ModelReport {
+    /// The model's part of a finished run.
+    pub fn new(outcome: &RunOutcome) -> Self {
+        let Some(c) = &outcome.consultation else {
+            let status = if outcome.model_configured {
+                "the model was not consulted (no decision point called for it): judge-only decision"
+            } else {
+                "no model configured: judge-only decision"
+            };
+            return ModelReport {
+                status: status.into(),
+                verdict: None,
+                cited: vec![],
+                tool_calls: 0,
+                usage: outcome.model_usage,
+            };
+        };
+        let status = match (&c.verdict, &c.rejection, &c.error) {
+            (_, _, Some(e)) => format!("{} unavailable ({e}): judge-only decision", c.model),
+            (_, Some(r), _) => format!("{} answered but its {r}: judge-only decision", c.model),
+            (Some(v), None, None) => format!(
+                "{} verdict accepted: {:?}, recommends {:?} (confidence {:.2}); policy may only make the outcome stricter",
+                c.model, v.health, v.action, v.confidence
+            ),
+            (None, None, None) => format!("{}: no verdict", c.model),
+        };
+        ModelReport {
+            status,
+            verdict: c.verdict.clone(),
+            cited: c.cited.clone(),
+            tool_calls: c.tool_calls.len(),
+            usage: outcome.model_usage,
+        }
+    }
 }
 
 fn recommendation(status: &ReleaseStatus) -> (&'static str, Option<ActionPlan>) {
@@ -180,7 +233,7 @@ impl Report {
             duration_s,
             judge: outcome.final_judge.clone(),
             rules: outcome.final_rules.iter().map(|r| format!("{}: {}", r.rule, r.detail)).collect(),
-            model: "no model configured: judge-only decision".into(),
+            model: ModelReport::new(outcome),
             would_change: would_change(outcome.final_judge.as_ref()),
             known_onset_s,
             observation: outcome.last_observation.clone(),

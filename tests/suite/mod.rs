@@ -3,6 +3,7 @@ mod e2e;
 mod haproxy;
 mod kubernetes;
 mod ledger;
+mod model;
 mod orchestrator;
 mod prometheus;
 mod report;

@@ -38,7 +38,7 @@ async fn ledger() -> (tempfile::TempDir, Ledger) {
 }
 
 fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> ReleaseRun<'a> {
-    ReleaseRun { facts: f, tick_s: 10, duration_s: 1800, pace: Duration::ZERO, policy, ledger, stop: None }
+    ReleaseRun { facts: f, tick_s: 10, duration_s: 1800, pace: Duration::ZERO, policy, ledger, stop: None, model: None }
 }
 
 /// Run one release on a fresh simulator of `cfg`, acting (`live`) or advising.

@@ -1,6 +1,7 @@
 //! Test support: real services started on loopback ports the tests choose.
 
 pub mod haproxy;
+pub mod openai;
 pub mod pg;
 pub mod prometheus;
 

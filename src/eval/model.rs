@@ -1,0 +1,92 @@
+//! `--judge backstop+model`: our judge with the configured model consulted at
+//! the same decision points, combined by the same policy as a live release
+//! (advisory mode: what backstop would have done). Each scenario gets its
+//! own budget, as a release would.
+
+use std::sync::Arc;
+
+use super::{Decision, EvalJudge};
+use crate::judge::judge;
+use crate::model::{Ask, Assessor, ModelSession, TriggerState};
+use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
+use crate::signals::{ReplaySource, ScenarioData};
+
+/// The judge plus the model, through policy.
+pub struct ModelJudge {
+    /// Policy (its `[judge]` section tunes the judge).
+    pub policy: PolicyFile,
+    /// The configured endpoint.
+    pub assessor: Arc<Assessor>,
+}
+
+fn facts(data: &ScenarioData) -> ReleaseFacts {
+    ReleaseFacts {
+        release_id: format!("eval-{}", data.name),
+        service: data.service.clone(),
+        target: format!("eval/{}", data.service),
+        declared_targets: vec![format!("eval/{}", data.service)],
+        candidate_revision: "canary".into(),
+        last_known_good: Some("baseline".into()),
+        irreversible: false,
+        environment: "evaluation".into(),
+    }
+}
+
+impl ModelJudge {
+    async fn replay(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+        let src = ReplaySource::new(Arc::new(data.clone()));
+        let facts = facts(data);
+        let mut session = ModelSession::new(self.assessor.clone());
+        let mut triggers = TriggerState::default();
+        let mut model = ModelInput::Unavailable { reason: "not consulted yet".into() };
+        let step = u64::from(data.step_s.max(1));
+        let mut now = step;
+        loop {
+            let obs = src.observe_at(now);
+            let judged = judge(&obs, &self.policy.judge);
+            let decide = |m: &ModelInput| {
+                let input = PolicyInput {
+                    judge: &judged,
+                    model: m,
+                    release: &facts,
+                    history: &History::default(),
+                    mode: RunMode::Advise,
+                    signal_failure: None,
+                    now_ms: 0,
+                };
+                policy::evaluate(&self.policy, &input).decision
+            };
+            let mut decision = decide(&model);
+            if let Some(trigger) = triggers.check(&judged, &decision, Some(&obs)) {
+                let ask = Ask { trigger: &trigger, facts: &facts, obs: &obs, judged: &judged, source: &src };
+                model = session.consult(ask).await.input;
+                decision = decide(&model);
+            }
+            match decision {
+                policy::Decision::Rollback { .. }
+                | policy::Decision::RequireApproval { proposed: Proposal::Rollback { .. }, .. } => {
+                    return (Decision::Rollback, Some(now));
+                }
+                policy::Decision::Promote | policy::Decision::RequireApproval { proposed: Proposal::Promote, .. } => {
+                    return (Decision::Promote, Some(now));
+                }
+                _ if now >= data.duration_s => return (Decision::Inconclusive, None),
+                _ => now = (now + step).min(data.duration_s),
+            }
+        }
+    }
+}
+
+impl EvalJudge for ModelJudge {
+    fn name(&self) -> &'static str {
+        "backstop+model"
+    }
+
+    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+        // Scenarios run on plain threads; each gets a small runtime for its HTTP calls.
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(self.replay(data)),
+            Err(_) => (Decision::Inconclusive, None),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! One consultation: render the prompts, run the tool-calling loop within
+//! the release's budget, parse and validate the verdict. Whatever happens,
+//! the result is a value the orchestrator records and policy reads; nothing
+//! here can act.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestToolMessageArgs, ChatCompletionRequestUserMessageArgs,
+    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+    FunctionObject, ResponseFormat, ResponseFormatJsonSchema,
+};
+use serde::Serialize;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::evidence::{EvidenceItem, catalogue};
+use super::prompt::{AssessContext, assess, prompt_version, system};
+use super::tools::{ToolBox, definitions};
+use super::verdict::{CanaryVerdict, Rejection, parse, strict_schema, validate};
+use super::{ChatClient, ModelConfig, ModelError, OutputMode, Trigger};
+use crate::judge::{JudgeResult, Verdict};
+use crate::ledger::digest;
+use crate::policy::{ModelInput, ReleaseFacts};
+use crate::signals::{Observation, SignalSource};
+
+/// Tokens and calls, as the server reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Chat requests that got an answer.
+    pub calls: u32,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Total tokens.
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    fn add(&mut self, other: Usage) {
+        self.calls += other.calls;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// One tool call as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallRecord {
+    /// Tool name as the model sent it.
+    pub name: String,
+    /// Arguments as the model sent them.
+    pub arguments: String,
+    /// SHA-256 of the result sent back.
+    pub result_digest: String,
+    /// Evidence ids the result added.
+    pub evidence: Vec<String>,
+    /// The call was refused (unknown tool, bad arguments).
+    pub error: bool,
+}
+
+/// The outcome of one consultation, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Consultation {
+    /// Why the model was asked.
+    pub trigger: String,
+    /// Model name.
+    pub model: String,
+    /// Prompt versions.
+    pub prompt_version: String,
+    /// What policy sees.
+    pub input: ModelInput,
+    /// The verdict as parsed, even when rejected.
+    pub verdict: Option<CanaryVerdict>,
+    /// Why the verdict was rejected.
+    pub rejection: Option<Rejection>,
+    /// Why there is no verdict (endpoint, budget, refusal).
+    pub error: Option<String>,
+    /// The evidence the verdict cites, as shown.
+    pub cited: Vec<EvidenceItem>,
+    /// Tool calls in order.
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// This consultation's usage.
+    pub usage: Usage,
+}
+
+/// The model endpoint and its settings, shared by all releases.
+pub struct Assessor {
+    cfg: ModelConfig,
+    client: ChatClient,
+}
+
+impl Assessor {
+    /// Build the client; fails on a missing API key variable.
+    pub fn new(cfg: ModelConfig) -> Result<Self, ModelError> {
+        let client = ChatClient::new(&cfg)?;
+        Ok(Self { cfg, client })
+    }
+
+    /// The model's name.
+    pub fn model_name(&self) -> &str {
+        &self.cfg.name
+    }
+}
+
+/// One release's use of the model: its budget and what it has spent.
+pub struct ModelSession {
+    assessor: Arc<Assessor>,
+    /// Spent so far.
+    pub used: Usage,
+}
+
+/// What a consultation looks at.
+pub struct Ask<'a> {
+    /// Why now.
+    pub trigger: &'a Trigger,
+    /// The release.
+    pub facts: &'a ReleaseFacts,
+    /// This tick's observation.
+    pub obs: &'a Observation,
+    /// This tick's judgement.
+    pub judged: &'a JudgeResult,
+    /// The release's source, for tools.
+    pub source: &'a dyn SignalSource,
+}
+
+struct Turns {
+    messages: Vec<ChatCompletionRequestMessage>,
+    shown: HashMap<String, EvidenceItem>,
+    tool_calls: Vec<ToolCallRecord>,
+    usage: Usage,
+}
+
+impl ModelSession {
+    /// A fresh budget for one release.
+    pub fn new(assessor: Arc<Assessor>) -> Self {
+        Self { assessor, used: Usage::default() }
+    }
+
+    /// Ask the model. Never fails: every failure is a recorded `Unavailable`.
+    pub async fn consult(&mut self, ask: Ask<'_>) -> Consultation {
+        let span = info_span!("model", model = %self.assessor.cfg.name, trigger = %ask.trigger);
+        let mut turns = Turns { messages: vec![], shown: HashMap::new(), tool_calls: vec![], usage: Usage::default() };
+        let answer = self.converse(&ask, &mut turns).instrument(span.clone()).await;
+        self.used.add(turns.usage);
+        let mut c = Consultation {
+            trigger: ask.trigger.to_string(),
+            model: self.assessor.cfg.name.clone(),
+            prompt_version: prompt_version(),
+            input: ModelInput::Unavailable { reason: String::new() },
+            verdict: None,
+            rejection: None,
+            error: None,
+            cited: vec![],
+            tool_calls: turns.tool_calls,
+            usage: turns.usage,
+        };
+        match answer {
+            Err(e) => {
+                warn!(parent: &span, error = %e, "No model verdict; the judge decides alone.");
+                c.input = ModelInput::Unavailable { reason: e.clone() };
+                c.error = Some(e);
+            }
+            Ok(text) => match parse(&text).and_then(|v| validate(&v, &turns.shown).map(|i| (v, i))) {
+                Ok((v, input)) => {
+                    let mut ids: Vec<&String> = v.findings.iter().flat_map(|f| &f.evidence).collect();
+                    ids.dedup();
+                    c.cited = ids.into_iter().filter_map(|id| turns.shown.get(id).cloned()).collect();
+                    info!(parent: &span, action = ?v.action, health = ?v.health, "Model verdict accepted.");
+                    c.input = input;
+                    c.verdict = Some(v);
+                }
+                Err(r) => {
+                    warn!(parent: &span, rejection = %r, "Model verdict rejected; the judge decides alone.");
+                    c.verdict = parse(&text).ok();
+                    c.input = ModelInput::Unavailable { reason: r.to_string() };
+                    c.rejection = Some(r);
+                }
+            },
+        }
+        c
+    }
+
+    fn budget_left(&self, turns: &Turns) -> Result<(), ModelError> {
+        let cfg = &self.assessor.cfg;
+        let calls = self.used.calls + turns.usage.calls;
+        let tokens = self.used.total_tokens + turns.usage.total_tokens;
+        if calls >= cfg.max_calls_per_release {
+            return Err(ModelError::Budget(format!("{calls} of {} calls", cfg.max_calls_per_release)));
+        }
+        if tokens >= cfg.max_tokens_per_release {
+            return Err(ModelError::Budget(format!("{tokens} of {} tokens", cfg.max_tokens_per_release)));
+        }
+        Ok(())
+    }
+
+    /// The loop: returns the final reply text, or why there is none.
+    async fn converse(&self, ask: &Ask<'_>, turns: &mut Turns) -> Result<String, String> {
+        let cfg = &self.assessor.cfg;
+        let items = catalogue(ask.obs, ask.judged, ask.facts);
+        let verdict_word = match ask.judged.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        };
+        let trigger = ask.trigger.to_string();
+        let schema = strict_schema::<CanaryVerdict>();
+        let ctx = AssessContext {
+            release_id: &ask.facts.release_id,
+            service: &ask.facts.service,
+            candidate: &ask.facts.candidate_revision,
+            last_known_good: ask.facts.last_known_good.as_deref().unwrap_or("none recorded"),
+            now_s: ask.obs.now_s,
+            duration_s: ask.obs.duration_s,
+            trigger: &trigger,
+            judge_verdict: verdict_word,
+            judge_summary: &ask.judged.summary,
+            trusted: items.iter().filter(|i| !i.untrusted).collect(),
+            untrusted: items.iter().filter(|i| i.untrusted).collect(),
+            schema: (cfg.output == OutputMode::JsonObject).then(|| schema.to_string()),
+        };
+        let user = assess(&ctx).map_err(|e| e.to_string())?;
+        let system = system(&ask.facts.service).map_err(|e| e.to_string())?;
+        turns.shown.extend(items.into_iter().map(|i| (i.id.clone(), i)));
+        turns.messages.push(msg(ChatCompletionRequestSystemMessageArgs::default().content(system).build())?);
+        turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(user).build())?);
+        let tools = ToolBox::new(ask.source, ask.obs.now_s, ask.facts, ask.judged);
+        for turn in 0..cfg.max_turns {
+            self.budget_left(turns).map_err(|e| e.to_string())?;
+            // The last turn offers no tools, so the model must answer.
+            let offer_tools = turn + 1 < cfg.max_turns;
+            let req = self.request(&turns.messages, offer_tools, &schema).map_err(|e| e.to_string())?;
+            let resp = self.assessor.client.complete(req).await.map_err(|e| e.to_string())?;
+            turns.usage.calls += 1;
+            if let Some(u) = &resp.usage {
+                turns.usage.prompt_tokens += u64::from(u.prompt_tokens);
+                turns.usage.completion_tokens += u64::from(u.completion_tokens);
+                turns.usage.total_tokens += u64::from(u.total_tokens);
+            }
+            let choice = resp.choices.into_iter().next().ok_or("the reply has no choices")?;
+            let m = choice.message;
+            if let Some(refusal) = m.refusal.filter(|r| !r.trim().is_empty()) {
+                return Err(format!("the model refused: {refusal}"));
+            }
+            let calls = m.tool_calls.unwrap_or_default();
+            if calls.is_empty() {
+                return m.content.filter(|c| !c.trim().is_empty()).ok_or_else(|| "the reply has no content".into());
+            }
+            let echo = ChatCompletionRequestAssistantMessageArgs::default().tool_calls(calls.clone()).build();
+            turns.messages.push(msg(echo)?);
+            for call in calls {
+                let (id, name, args) = match &call {
+                    ChatCompletionMessageToolCalls::Function(f) => {
+                        (f.id.clone(), f.function.name.clone(), f.function.arguments.clone())
+                    }
+                    ChatCompletionMessageToolCalls::Custom(c) => (c.id.clone(), "custom".into(), String::new()),
+                };
+                let span = info_span!("tool_call", tool = %name);
+                let out = tools.call(&name, &args).instrument(span).await;
+                turns.tool_calls.push(ToolCallRecord {
+                    name,
+                    arguments: args,
+                    result_digest: digest(out.content.as_bytes()),
+                    evidence: out.items.iter().map(|i| i.id.clone()).collect(),
+                    error: out.error,
+                });
+                turns.shown.extend(out.items.into_iter().map(|i| (i.id.clone(), i)));
+                let reply =
+                    ChatCompletionRequestToolMessageArgs::default().content(out.content).tool_call_id(id).build();
+                turns.messages.push(msg(reply)?);
+            }
+        }
+        Err(format!("no verdict within {} turns", cfg.max_turns))
+    }
+
+    fn request(
+        &self,
+        messages: &[ChatCompletionRequestMessage],
+        offer_tools: bool,
+        schema: &serde_json::Value,
+    ) -> Result<CreateChatCompletionRequest, ModelError> {
+        let cfg = &self.assessor.cfg;
+        let format = match cfg.output {
+            OutputMode::JsonSchema => ResponseFormat::JsonSchema {
+                json_schema: ResponseFormatJsonSchema {
+                    name: "canary_verdict".into(),
+                    description: Some("backstop's structured canary verdict".into()),
+                    schema: schema.clone(),
+                    strict: Some(true),
+                },
+            },
+            OutputMode::JsonObject => ResponseFormat::JsonObject,
+        };
+        let mut b = CreateChatCompletionRequestArgs::default();
+        b.model(&cfg.name).messages(messages.to_vec()).temperature(cfg.temperature).response_format(format);
+        if offer_tools {
+            let tools: Vec<ChatCompletionTools> = definitions()
+                .into_iter()
+                .map(|(name, description, parameters)| {
+                    ChatCompletionTools::Function(ChatCompletionTool {
+                        function: FunctionObject {
+                            name: name.into(),
+                            description: Some(description.into()),
+                            parameters: Some(parameters),
+                            strict: Some(true),
+                        },
+                    })
+                })
+                .collect();
+            b.tools(tools);
+        }
+        b.build().map_err(|e| ModelError::Prompt(e.to_string()))
+    }
+}
+
+fn msg<T: Into<ChatCompletionRequestMessage>>(
+    built: Result<T, async_openai::error::OpenAIError>,
+) -> Result<ChatCompletionRequestMessage, String> {
+    built.map(Into::into).map_err(|e| e.to_string())
+}

@@ -1,0 +1,68 @@
+//! The production Chat Completions client: async-openai over reqwest with a
+//! per-request timeout and the retry policy of [`super::retry`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::{AzureConfig, Config, OpenAIConfig};
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionResponse};
+
+use super::ModelError;
+use super::config::{ModelConfig, Provider};
+use super::retry::RetryPolicy;
+
+/// One endpoint's client; cheap to share between releases.
+pub struct ChatClient {
+    client: Client<Box<dyn Config>>,
+    retries: Arc<AtomicU32>,
+}
+
+impl ChatClient {
+    /// Build from validated config; reads the API key from the named variable.
+    pub fn new(cfg: &ModelConfig) -> Result<Self, ModelError> {
+        let key = cfg.api_key()?;
+        let config: Box<dyn Config> = match cfg.provider {
+            Provider::Openai => Box::new(OpenAIConfig::new().with_api_base(&cfg.base_url).with_api_key(key)),
+            Provider::Azure => Box::new(
+                AzureConfig::new()
+                    .with_api_base(&cfg.base_url)
+                    .with_api_key(key)
+                    .with_deployment_id(cfg.azure_deployment.clone().unwrap_or_default())
+                    .with_api_version(&cfg.azure_api_version),
+            ),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_s))
+            .build()
+            .map_err(|e| ModelError::Client(e.to_string()))?;
+        let retries = Arc::new(AtomicU32::new(0));
+        let policy = RetryPolicy::new(cfg.max_retries, Duration::from_secs(cfg.max_backoff_s), retries.clone());
+        let service = tower::ServiceBuilder::new().retry(policy).service(ReqwestService::new(http));
+        Ok(Self { client: Client::with_config(config).with_http_service(service), retries })
+    }
+
+    /// Retries made so far by this client (all releases).
+    pub fn retries(&self) -> u32 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// One Chat Completions call (after retries).
+    pub async fn complete(&self, req: CreateChatCompletionRequest) -> Result<CreateChatCompletionResponse, ModelError> {
+        self.client.chat().create(req).await.map_err(classify)
+    }
+}
+
+fn classify(e: OpenAIError) -> ModelError {
+    match e {
+        OpenAIError::Reqwest(e) if e.is_timeout() => ModelError::Timeout,
+        OpenAIError::Reqwest(e) => ModelError::Unreachable(e.to_string()),
+        OpenAIError::ApiError(a) if a.status_code.as_u16() == 429 => ModelError::RateLimited(a.api_error.message),
+        OpenAIError::ApiError(a) => ModelError::Api { status: a.status_code.as_u16(), message: a.api_error.message },
+        OpenAIError::JSONDeserialize(e, _) => ModelError::BadResponse(e.to_string()),
+        other => ModelError::Unreachable(other.to_string()),
+    }
+}

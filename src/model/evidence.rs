@@ -1,0 +1,224 @@
+//! The evidence the model is shown, each item with a stable id it must cite.
+//! Every item also carries a machine-known `Fact`, so a claim the model makes
+//! about an item can be checked against what the item actually shows.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::judge::{Finding, JudgeResult, MetricStatus};
+use crate::policy::ReleaseFacts;
+use crate::signals::{Observation, Side};
+
+/// What an item shows, independent of what the model says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    /// The judge finds the canary worse (failing or suspect).
+    CanaryWorse,
+    /// The judge finds no harmful difference.
+    NoDifference,
+    /// Not enough data to say.
+    NoData,
+    /// A log pattern or event kind seen on the canary and not on the baseline.
+    CanaryOnly,
+    /// Seen on both sides.
+    BothSides,
+    /// Seen on the baseline only.
+    BaselineOnly,
+    /// Context without a verdict of its own (summaries, history, series).
+    Context,
+}
+
+/// One piece of evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceItem {
+    /// Stable id, e.g. `judge:http_error_ratio`, `log:17`, `event:3`.
+    pub id: String,
+    /// What the item shows.
+    pub fact: Fact,
+    /// Text from the system being watched: data, never instructions.
+    pub untrusted: bool,
+    /// The item as shown.
+    pub text: String,
+}
+
+/// Level names that count as errors in logs.
+pub fn is_error_level(level: &str) -> bool {
+    matches!(level.to_ascii_lowercase().as_str(), "error" | "err" | "fatal" | "critical" | "crit" | "panic")
+}
+
+/// A log message with digits and hex runs folded, so `timeout after 31ms`
+/// and `timeout after 30ms` are one pattern.
+pub fn pattern(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_num = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !in_num {
+                out.push('#');
+            }
+            in_num = true;
+        } else {
+            in_num = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn side_fact(canary: bool, baseline: bool) -> Fact {
+    match (canary, baseline) {
+        (true, false) => Fact::CanaryOnly,
+        (true, true) => Fact::BothSides,
+        (false, true) => Fact::BaselineOnly,
+        (false, false) => Fact::Context,
+    }
+}
+
+/// For each key: (seen on the canary, seen on the baseline).
+type SidesByKey = BTreeMap<String, (bool, bool)>;
+
+/// Which sides showed each error-log pattern and each event kind.
+fn sides_seen(obs: &Observation) -> (SidesByKey, SidesByKey) {
+    let mut logs: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for l in obs.logs.iter().filter(|l| is_error_level(&l.level)) {
+        let e = logs.entry(pattern(&l.message)).or_default();
+        match l.target {
+            Side::Canary => e.0 = true,
+            Side::Baseline => e.1 = true,
+        }
+    }
+    let mut events: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for ev in &obs.events {
+        let e = events.entry(ev.kind.to_ascii_lowercase()).or_default();
+        match ev.target {
+            Side::Canary => e.0 = true,
+            Side::Baseline => e.1 = true,
+        }
+    }
+    (logs, events)
+}
+
+/// The fact of log line `i` of `obs`.
+pub fn log_item(obs: &Observation, i: usize) -> Option<EvidenceItem> {
+    let l = obs.logs.get(i)?;
+    let (logs, _) = sides_seen(obs);
+    let fact = if is_error_level(&l.level) {
+        logs.get(&pattern(&l.message)).map(|(c, b)| side_fact(*c, *b)).unwrap_or(Fact::Context)
+    } else {
+        Fact::Context
+    };
+    let side = side_name(l.target);
+    Some(EvidenceItem {
+        id: format!("log:{i}"),
+        fact,
+        untrusted: true,
+        text: format!("t={}s {side} [{}] {}", l.t_s, l.level, l.message),
+    })
+}
+
+/// The fact of event `i` of `obs`.
+pub fn event_item(obs: &Observation, i: usize) -> Option<EvidenceItem> {
+    let ev = obs.events.get(i)?;
+    let (_, events) = sides_seen(obs);
+    let fact = events.get(&ev.kind.to_ascii_lowercase()).map(|(c, b)| side_fact(*c, *b)).unwrap_or(Fact::Context);
+    Some(EvidenceItem {
+        id: format!("event:{i}"),
+        fact,
+        untrusted: true,
+        text: format!("t={}s {} {}: {}", ev.t_s, side_name(ev.target), ev.kind, ev.message),
+    })
+}
+
+/// `baseline` or `canary`.
+pub fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Baseline => "baseline",
+        Side::Canary => "canary",
+    }
+}
+
+/// A judge finding as evidence: its status decides the fact.
+pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
+    let fact = match f.status {
+        MetricStatus::Failing | MetricStatus::Suspect => Fact::CanaryWorse,
+        MetricStatus::Ok => Fact::NoDifference,
+        MetricStatus::NoData | MetricStatus::InsufficientData => Fact::NoData,
+        MetricStatus::Ignored => Fact::Context,
+    };
+    let status = serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_string));
+    EvidenceItem {
+        id: format!("judge:{}", f.metric),
+        fact,
+        untrusted: false,
+        text: format!("{} [{}]: {}", f.metric, status.unwrap_or_default(), f.explanation),
+    }
+}
+
+/// Most log lines and events shown up front per side; the model can fetch more with tools.
+const SHOWN_PER_SIDE: usize = 15;
+
+/// The evidence shown in the first message: judge findings, metric levels,
+/// the latest error logs and events of each side, and the deployment history.
+pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) -> Vec<EvidenceItem> {
+    let mut items: Vec<EvidenceItem> = judged.findings.iter().map(catalogue_finding).collect();
+    for m in &obs.metrics {
+        let mean = |v: &[Option<f64>]| {
+            let recent: Vec<f64> = v.iter().rev().take(30).flatten().copied().collect();
+            (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
+        };
+        let show = |x: Option<f64>| x.map_or("no data".to_string(), |x| format!("{x:.4}"));
+        items.push(EvidenceItem {
+            id: format!("metric:{}", m.spec.name),
+            fact: Fact::Context,
+            untrusted: false,
+            text: format!(
+                "{} ({}, worse when {:?}): mean of the last 30 samples baseline {} canary {}",
+                m.spec.name,
+                m.spec.unit,
+                m.spec.bad_direction,
+                show(mean(&m.baseline)),
+                show(mean(&m.canary))
+            ),
+        });
+    }
+    for side in [Side::Canary, Side::Baseline] {
+        let errors: Vec<usize> =
+            (0..obs.logs.len()).filter(|&i| obs.logs[i].target == side && is_error_level(&obs.logs[i].level)).collect();
+        items.extend(errors.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| log_item(obs, i)));
+        let events: Vec<usize> = (0..obs.events.len()).filter(|&i| obs.events[i].target == side).collect();
+        items.extend(events.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| event_item(obs, i)));
+    }
+    items.push(EvidenceItem {
+        id: "release:history".into(),
+        fact: Fact::Context,
+        untrusted: false,
+        text: format!(
+            "service {} target {}: candidate {} replacing last-known-good {}; irreversible change: {}",
+            facts.service,
+            facts.target,
+            facts.candidate_revision,
+            facts.last_known_good.as_deref().unwrap_or("(none recorded)"),
+            facts.irreversible
+        ),
+    });
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_fold_numbers_so_repeated_errors_match() {
+        assert_eq!(pattern("Timeout after 31ms on pod-7"), pattern("timeout after 30ms on pod-12"));
+        assert_ne!(pattern("timeout"), pattern("connection refused"));
+    }
+
+    #[test]
+    fn only_error_levels_count() {
+        assert!(is_error_level("ERROR") && is_error_level("fatal"));
+        assert!(!is_error_level("warn") && !is_error_level("info"));
+    }
+}

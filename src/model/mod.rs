@@ -1,0 +1,62 @@
+//! The model in the loop: an OpenAI-compatible chat model consulted at
+//! decision points. It sees the judge's findings and the evidence (each item
+//! with an id), may call read-only tools, and answers with a structured
+//! [`CanaryVerdict`] that is validated before policy sees it as a
+//! [`crate::policy::ModelInput`]. The model proposes; policy disposes.
+
+mod assess;
+mod client;
+mod config;
+pub mod evidence;
+pub mod prompt;
+mod retry;
+pub mod tools;
+mod trigger;
+pub mod verdict;
+
+pub use assess::{Ask, Assessor, Consultation, ModelSession, ToolCallRecord, Usage};
+pub use client::ChatClient;
+pub use config::{ModelConfig, OutputMode, Provider};
+pub use retry::backoff;
+pub use trigger::{Trigger, TriggerState};
+pub use verdict::{CanaryVerdict, Claim, Health, RecommendedAction, Rejection, VerdictFinding};
+
+use thiserror::Error;
+
+/// Why the model gave no usable answer. None of these causes an action:
+/// the judge decides alone (and policy holds where it requires the model).
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// The variable named in `model.api_key_env` is not set.
+    #[error("model.api_key_env: environment variable {0} is not set")]
+    MissingKey(String),
+    /// The HTTP client could not be built.
+    #[error("model client: {0}")]
+    Client(String),
+    /// The request timed out (after retries).
+    #[error("model endpoint timed out")]
+    Timeout,
+    /// Connection failed (after retries).
+    #[error("model endpoint unreachable: {0}")]
+    Unreachable(String),
+    /// 429 after retries.
+    #[error("model endpoint rate limited: {0}")]
+    RateLimited(String),
+    /// Another HTTP error.
+    #[error("model endpoint answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The reply was not the Chat Completions wire format.
+    #[error("model reply is not a chat completion: {0}")]
+    BadResponse(String),
+    /// A prompt template failed to render.
+    #[error("prompt template: {0}")]
+    Prompt(String),
+    /// The per-release call or token budget is spent.
+    #[error("model budget for this release is spent: {0}")]
+    Budget(String),
+}

@@ -1,0 +1,275 @@
+//! The model's tools: read-only views of the release's signal source (the
+//! same one the registry built for the agent), the judge's findings and the
+//! release facts. The toolbox holds no executor and no ledger, so nothing a
+//! tool call does can change anything.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::evidence::{EvidenceItem, Fact, event_item, is_error_level, log_item, side_name};
+use super::verdict::strict_schema;
+use crate::judge::JudgeResult;
+use crate::policy::ReleaseFacts;
+use crate::signals::{Observation, Side, SignalSource};
+
+/// Which version(s) a tool looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sides {
+    /// The stable version.
+    Baseline,
+    /// The new version.
+    Canary,
+    /// Both.
+    Both,
+}
+
+impl Sides {
+    fn includes(self, s: Side) -> bool {
+        matches!((self, s), (Sides::Both, _) | (Sides::Baseline, Side::Baseline) | (Sides::Canary, Side::Canary))
+    }
+}
+
+/// `query_metric`: one metric's samples over a time range.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryMetric {
+    /// Metric name as listed in the evidence.
+    pub metric: String,
+    /// Which side.
+    pub side: Sides,
+    /// Start, seconds since the canary started.
+    pub from_s: u64,
+    /// End, seconds since the canary started (at most now).
+    pub to_s: u64,
+}
+
+/// `fetch_logs`: log lines by level and pattern.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchLogs {
+    /// `error` (error levels only) or `any`.
+    pub level: String,
+    /// Case-insensitive substring; empty for all.
+    pub pattern: String,
+    /// Which side.
+    pub side: Sides,
+    /// Most lines to return (newest first kept), 1 to 50.
+    pub limit: u32,
+}
+
+/// `list_events`: platform events (restarts, OOM kills, deploys).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListEvents {
+    /// Which side.
+    pub side: Sides,
+}
+
+/// `compare_versions`: the judge's statistics for one metric.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareVersions {
+    /// Metric name.
+    pub metric: String,
+}
+
+/// `deployment_history`: no arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// Name, description and parameter schema of each tool.
+pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        (
+            "query_metric",
+            "Samples of one metric for baseline, canary or both over [from_s, to_s].",
+            strict_schema::<QueryMetric>(),
+        ),
+        (
+            "fetch_logs",
+            "Log lines by level (error|any) and case-insensitive pattern, per side.",
+            strict_schema::<FetchLogs>(),
+        ),
+        (
+            "list_events",
+            "Platform events (restarts, OOM kills, crash loops, deploys) per side.",
+            strict_schema::<ListEvents>(),
+        ),
+        (
+            "deployment_history",
+            "The candidate and last-known-good revisions of this target.",
+            strict_schema::<NoArgs>(),
+        ),
+        (
+            "compare_versions",
+            "The judge's statistics comparing canary and baseline for one metric.",
+            strict_schema::<CompareVersions>(),
+        ),
+    ]
+}
+
+/// What one call returned.
+#[derive(Debug, Clone)]
+pub struct ToolOutput {
+    /// JSON text sent back to the model.
+    pub content: String,
+    /// Evidence items the model may now cite.
+    pub items: Vec<EvidenceItem>,
+    /// The call was refused (unknown tool, bad arguments, source failure).
+    pub error: bool,
+}
+
+fn error(message: String) -> ToolOutput {
+    ToolOutput { content: json!({ "error": message }).to_string(), items: vec![], error: true }
+}
+
+fn items_output(items: Vec<EvidenceItem>) -> ToolOutput {
+    let shown: Vec<Value> =
+        items.iter().map(|i| json!({ "id": i.id, "fact": i.fact, "untrusted": i.untrusted, "text": i.text })).collect();
+    ToolOutput { content: json!({ "items": shown }).to_string(), items, error: false }
+}
+
+fn args<T: serde::de::DeserializeOwned>(name: &str, raw: &str) -> Result<T, ToolOutput> {
+    let raw = if raw.trim().is_empty() { "{}" } else { raw };
+    serde_json::from_str(raw).map_err(|e| error(format!("bad arguments for {name}: {e}")))
+}
+
+/// The tools of one consultation at release time `now_s`.
+pub struct ToolBox<'a> {
+    /// The release's signal source, as built by the registry.
+    pub source: &'a dyn SignalSource,
+    /// Release clock; no tool sees past it.
+    pub now_s: u64,
+    /// Release facts.
+    pub facts: &'a ReleaseFacts,
+    /// The judge's result at this tick.
+    pub judged: &'a JudgeResult,
+    observation: OnceCell<Result<Observation, String>>,
+}
+
+impl<'a> ToolBox<'a> {
+    /// Tools over `source` at `now_s`.
+    pub fn new(source: &'a dyn SignalSource, now_s: u64, facts: &'a ReleaseFacts, judged: &'a JudgeResult) -> Self {
+        Self { source, now_s, facts, judged, observation: OnceCell::new() }
+    }
+
+    async fn observation(&self) -> Result<&Observation, ToolOutput> {
+        let o = self
+            .observation
+            .get_or_init(|| async { self.source.observe(self.now_s).await.map_err(|e| e.to_string()) })
+            .await;
+        o.as_ref().map_err(|e| error(format!("signal source unavailable: {e}")))
+    }
+
+    /// Run one call. Failures are answers to the model, not errors of the agent.
+    pub async fn call(&self, name: &str, raw_args: &str) -> ToolOutput {
+        match self.dispatch(name, raw_args).await {
+            Ok(o) | Err(o) => o,
+        }
+    }
+
+    async fn dispatch(&self, name: &str, raw: &str) -> Result<ToolOutput, ToolOutput> {
+        match name {
+            "query_metric" => {
+                let a: QueryMetric = args(name, raw)?;
+                let obs = self.observation().await?;
+                let m = obs
+                    .metrics
+                    .iter()
+                    .find(|m| m.spec.name == a.metric)
+                    .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
+                let to = a.to_s.min(self.now_s);
+                if a.from_s > to {
+                    return Err(error(format!("from_s {} is after to_s {to}", a.from_s)));
+                }
+                let step = u64::from(obs.step_s.max(1));
+                let pick = |v: &[Option<f64>]| -> Vec<Value> {
+                    let idx: Vec<usize> = (0..v.len())
+                        .filter(|i| (*i as u64 + 1) * step >= a.from_s && (*i as u64 + 1) * step <= to)
+                        .collect();
+                    let stride = idx.len().div_ceil(120).max(1);
+                    idx.iter().step_by(stride).map(|&i| json!([(i as u64 + 1) * step, v[i]])).collect()
+                };
+                let mut series = serde_json::Map::new();
+                for side in [Side::Baseline, Side::Canary].into_iter().filter(|s| a.side.includes(*s)) {
+                    let v = if side == Side::Baseline { &m.baseline } else { &m.canary };
+                    series.insert(side_name(side).into(), Value::Array(pick(v)));
+                }
+                let id = format!("series:{}:{}-{to}", a.metric, a.from_s);
+                let text = json!({ "metric": a.metric, "unit": m.spec.unit, "t_s_and_value": series }).to_string();
+                Ok(items_output(vec![EvidenceItem { id, fact: Fact::Context, untrusted: false, text }]))
+            }
+            "fetch_logs" => {
+                let a: FetchLogs = args(name, raw)?;
+                if !matches!(a.level.as_str(), "error" | "any") {
+                    return Err(error(format!("level must be `error` or `any`, not `{}`", a.level)));
+                }
+                let obs = self.observation().await?;
+                let needle = a.pattern.to_lowercase();
+                let hits: Vec<usize> = (0..obs.logs.len())
+                    .filter(|&i| {
+                        let l = &obs.logs[i];
+                        a.side.includes(l.target)
+                            && (a.level == "any" || is_error_level(&l.level))
+                            && l.message.to_lowercase().contains(&needle)
+                    })
+                    .collect();
+                let limit = a.limit.clamp(1, 50) as usize;
+                Ok(items_output(hits.iter().rev().take(limit).rev().filter_map(|&i| log_item(obs, i)).collect()))
+            }
+            "list_events" => {
+                let a: ListEvents = args(name, raw)?;
+                let obs = self.observation().await?;
+                let hits = (0..obs.events.len()).filter(|&i| a.side.includes(obs.events[i].target));
+                Ok(items_output(
+                    hits.rev()
+                        .take(50)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .filter_map(|i| event_item(obs, i))
+                        .collect(),
+                ))
+            }
+            "deployment_history" => {
+                let _: NoArgs = args(name, raw)?;
+                let f = self.facts;
+                let text = format!(
+                    "target {}: candidate {} replacing last-known-good {}; irreversible change: {}",
+                    f.target,
+                    f.candidate_revision,
+                    f.last_known_good.as_deref().unwrap_or("(none recorded)"),
+                    f.irreversible
+                );
+                Ok(items_output(vec![EvidenceItem {
+                    id: "release:history".into(),
+                    fact: Fact::Context,
+                    untrusted: false,
+                    text,
+                }]))
+            }
+            "compare_versions" => {
+                let a: CompareVersions = args(name, raw)?;
+                let f = self
+                    .judged
+                    .findings
+                    .iter()
+                    .find(|f| f.metric == a.metric)
+                    .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
+                let item = super::evidence::catalogue_finding(f);
+                Ok(items_output(vec![EvidenceItem {
+                    text: serde_json::to_string(f).unwrap_or(item.text.clone()),
+                    ..item
+                }]))
+            }
+            other => {
+                let names: Vec<&str> = definitions().iter().map(|d| d.0).collect();
+                Err(error(format!("unknown tool `{other}`; available: {}", names.join(", "))))
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! When to ask the model: at decision points only, so cost stays bounded —
+//! before a promotion, when the window ends inconclusive, when a metric turns
+//! marginal, and when canary-only errors or events appear. Never when the
+//! judge already fails the canary: the model could not loosen that anyway.
+
+use std::collections::BTreeSet;
+
+use crate::judge::{JudgeResult, MetricStatus, Verdict};
+use crate::policy::{Decision, Proposal};
+use crate::signals::{Observation, Side};
+
+use super::evidence::{is_error_level, pattern};
+
+/// Why the model is consulted at this tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Policy would promote now.
+    BeforePromotion,
+    /// The window ended and the judge cannot decide.
+    Inconclusive,
+    /// Metrics shifted beyond tolerance at this look, not yet confirmed.
+    Marginal(Vec<String>),
+    /// New error patterns or event kinds on the canary only.
+    CanaryOnlySignals(Vec<String>),
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::BeforePromotion => write!(f, "the judge passes the canary and policy would promote it now"),
+            Trigger::Inconclusive => write!(f, "the analysis window ended and the judge is inconclusive"),
+            Trigger::Marginal(m) => {
+                write!(f, "marginal: {} shifted beyond tolerance but not yet confirmed", m.join(", "))
+            }
+            Trigger::CanaryOnlySignals(s) => write!(f, "canary-only errors or events appeared: {}", s.join("; ")),
+        }
+    }
+}
+
+/// What earlier consultations already covered, so a condition asks once.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerState {
+    marginal: BTreeSet<String>,
+    canary_only: BTreeSet<String>,
+}
+
+fn canary_only_signals(obs: &Observation) -> BTreeSet<String> {
+    let mut canary = BTreeSet::new();
+    let mut baseline = BTreeSet::new();
+    for l in obs.logs.iter().filter(|l| is_error_level(&l.level)) {
+        let key = format!("log `{}`", pattern(&l.message));
+        if l.target == Side::Canary {
+            canary.insert(key)
+        } else {
+            baseline.insert(key)
+        };
+    }
+    for e in &obs.events {
+        let key = format!("event {}", e.kind.to_ascii_lowercase());
+        if e.target == Side::Canary {
+            canary.insert(key)
+        } else {
+            baseline.insert(key)
+        };
+    }
+    canary.difference(&baseline).cloned().collect()
+}
+
+impl TriggerState {
+    /// The reason to consult now, if any; remembers it so it is asked once.
+    pub fn check(
+        &mut self,
+        judged: &JudgeResult,
+        provisional: &Decision,
+        obs: Option<&Observation>,
+    ) -> Option<Trigger> {
+        if judged.verdict == Verdict::Fail || matches!(provisional, Decision::Rollback { .. } | Decision::Deny { .. }) {
+            return None;
+        }
+        if matches!(provisional, Decision::Promote | Decision::RequireApproval { proposed: Proposal::Promote, .. }) {
+            return Some(Trigger::BeforePromotion);
+        }
+        if judged.window_complete && judged.verdict == Verdict::Inconclusive {
+            return Some(Trigger::Inconclusive);
+        }
+        let marginal: BTreeSet<String> =
+            judged.findings.iter().filter(|f| f.status == MetricStatus::Suspect).map(|f| f.metric.clone()).collect();
+        let new_marginal: Vec<String> = marginal.difference(&self.marginal).cloned().collect();
+        self.marginal = marginal;
+        if !new_marginal.is_empty() {
+            return Some(Trigger::Marginal(new_marginal));
+        }
+        let signals = obs.map(canary_only_signals).unwrap_or_default();
+        let new_signals: Vec<String> = signals.difference(&self.canary_only).cloned().collect();
+        self.canary_only.extend(signals);
+        (!new_signals.is_empty()).then_some(Trigger::CanaryOnlySignals(new_signals))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Finding;
+    use crate::signals::{BadDirection, LogLine, MetricSpec};
+
+    fn judged(verdict: Verdict, complete: bool, suspect: &[&str]) -> JudgeResult {
+        let spec = |n: &str| MetricSpec { name: n.into(), unit: "x".into(), bad_direction: BadDirection::Up };
+        let findings = ["errors", "latency"]
+            .iter()
+            .map(|n| {
+                let status = if suspect.contains(n) { MetricStatus::Suspect } else { MetricStatus::Ok };
+                Finding { status, ..Finding::empty(&spec(n)) }
+            })
+            .collect();
+        JudgeResult { verdict, now_s: 60, window_complete: complete, findings, summary: String::new() }
+    }
+
+    fn obs(logs: Vec<(Side, &str)>) -> Observation {
+        Observation {
+            service: "s".into(),
+            step_s: 10,
+            duration_s: 600,
+            now_s: 60,
+            traffic: None,
+            metrics: vec![],
+            logs: logs
+                .into_iter()
+                .map(|(target, m)| LogLine { t_s: 5, target, level: "error".into(), message: m.into() })
+                .collect(),
+            events: vec![],
+        }
+    }
+
+    #[test]
+    fn asks_at_decision_points_once_each_and_never_on_a_failing_judge() {
+        let mut t = TriggerState::default();
+        let quiet = obs(vec![(Side::Baseline, "disk slow"), (Side::Canary, "disk slow")]);
+        let running = judged(Verdict::Inconclusive, false, &[]);
+        assert_eq!(t.check(&running, &Decision::Continue, Some(&quiet)), None, "nothing new: no call");
+        let marginal = judged(Verdict::Inconclusive, false, &["errors"]);
+        assert_eq!(
+            t.check(&marginal, &Decision::Continue, Some(&quiet)),
+            Some(Trigger::Marginal(vec!["errors".into()]))
+        );
+        assert_eq!(t.check(&marginal, &Decision::Continue, Some(&quiet)), None, "the same marginal metric asks once");
+        let noisy = obs(vec![(Side::Canary, "payment timeout after 30ms")]);
+        assert!(matches!(t.check(&marginal, &Decision::Continue, Some(&noisy)), Some(Trigger::CanaryOnlySignals(_))));
+        assert_eq!(t.check(&marginal, &Decision::Continue, Some(&noisy)), None);
+        let fail = judged(Verdict::Fail, false, &[]);
+        assert_eq!(t.check(&fail, &Decision::Continue, Some(&noisy)), None, "the model cannot loosen a failing judge");
+        let pass = judged(Verdict::Pass, true, &[]);
+        assert_eq!(t.check(&pass, &Decision::Promote, Some(&quiet)), Some(Trigger::BeforePromotion));
+        let ended = judged(Verdict::Inconclusive, true, &[]);
+        assert_eq!(t.check(&ended, &Decision::Hold { reason: "x".into() }, Some(&quiet)), Some(Trigger::Inconclusive));
+    }
+}

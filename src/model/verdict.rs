@@ -1,0 +1,343 @@
+//! The model's structured verdict, its JSON Schema for `response_format`
+//! (normalised for OpenAI strict mode), and the checks a verdict must pass
+//! before policy sees it.
+
+use std::collections::HashMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::evidence::{EvidenceItem, Fact};
+use crate::policy::{ModelInput, ModelRecommendation};
+
+/// Overall health of the canary as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// No harm seen.
+    Healthy,
+    /// Some harm, not yet clearly failing.
+    Degraded,
+    /// Clearly hurting users.
+    Failing,
+    /// Not enough evidence.
+    Inconclusive,
+}
+
+/// What the model recommends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendedAction {
+    /// Send all traffic to the canary.
+    Promote,
+    /// Keep watching.
+    Continue,
+    /// Stop and ask a human.
+    Hold,
+    /// Send traffic back to the last-known-good revision.
+    Rollback,
+}
+
+/// What a finding claims about the canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    /// The canary is worse than the baseline.
+    CanaryWorse,
+    /// The canary is no worse than the baseline.
+    CanaryOk,
+    /// A problem that the baseline has too (not the release's fault).
+    SharedProblem,
+    /// The evidence does not decide it.
+    Inconclusive,
+}
+
+/// One finding, citing the evidence ids it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictFinding {
+    /// What the finding claims.
+    pub claim: Claim,
+    /// One or two sentences a human can check against the cited evidence.
+    pub summary: String,
+    /// Ids of the evidence items this finding rests on (at least one).
+    pub evidence: Vec<String>,
+}
+
+/// The model's answer, validated before policy sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryVerdict {
+    /// Health of the canary.
+    pub health: Health,
+    /// What to do.
+    pub action: RecommendedAction,
+    /// Confidence from 0 to 1.
+    pub confidence: f64,
+    /// Findings, each citing evidence ids.
+    pub findings: Vec<VerdictFinding>,
+    /// What evidence would change this recommendation.
+    pub what_would_change_my_mind: String,
+}
+
+/// Why a verdict was not accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "rejected", rename_all = "snake_case")]
+pub enum Rejection {
+    /// Not JSON, or not the schema.
+    Schema {
+        /// The parse error.
+        error: String,
+    },
+    /// A cited id was never shown to the model.
+    UnknownEvidence {
+        /// The id.
+        id: String,
+    },
+    /// A claim the cited evidence contradicts, or an answer inconsistent with itself.
+    Contradicted {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Schema { error } => write!(f, "verdict rejected: not the schema ({error})"),
+            Rejection::UnknownEvidence { id } => write!(f, "verdict rejected: cites evidence `{id}` never shown"),
+            Rejection::Contradicted { detail } => write!(f, "verdict rejected: {detail}"),
+        }
+    }
+}
+
+/// Parse the model's reply text.
+pub fn parse(content: &str) -> Result<CanaryVerdict, Rejection> {
+    // Some servers wrap JSON mode output in a Markdown fence.
+    let trimmed = content.trim();
+    let body = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|s| s.strip_suffix("```"))
+        .unwrap_or(trimmed);
+    serde_json::from_str(body.trim()).map_err(|e| Rejection::Schema { error: e.to_string() })
+}
+
+fn contradicts(claim: Claim, fact: Fact) -> bool {
+    match claim {
+        // "worse" resting on an item that shows no difference, or on a baseline-only problem.
+        Claim::CanaryWorse => matches!(fact, Fact::NoDifference | Fact::BaselineOnly),
+        // "fine" resting on an item that shows the canary worse or alone in error.
+        Claim::CanaryOk => matches!(fact, Fact::CanaryWorse | Fact::CanaryOnly),
+        // "shared" resting on something only the canary shows.
+        Claim::SharedProblem => matches!(fact, Fact::CanaryOnly),
+        Claim::Inconclusive => false,
+    }
+}
+
+/// Check a parsed verdict against the evidence shown (ids → facts) and turn
+/// it into what policy sees. Evidence is "verified" for a model-initiated
+/// rollback only when every canary-worse finding cites at least one item
+/// that itself shows a canary-only problem.
+pub fn validate(v: &CanaryVerdict, shown: &HashMap<String, EvidenceItem>) -> Result<ModelInput, Rejection> {
+    let bad = |d: String| Err(Rejection::Contradicted { detail: d });
+    if !(0.0..=1.0).contains(&v.confidence) {
+        return bad(format!("confidence {} is outside 0..1", v.confidence));
+    }
+    for (i, f) in v.findings.iter().enumerate() {
+        if f.evidence.is_empty() {
+            return bad(format!("finding {} cites no evidence", i + 1));
+        }
+        for id in &f.evidence {
+            let item = shown.get(id).ok_or_else(|| Rejection::UnknownEvidence { id: id.clone() })?;
+            if contradicts(f.claim, item.fact) {
+                return bad(format!("finding {} claims {:?} but `{id}` shows {:?}", i + 1, f.claim, item.fact));
+            }
+        }
+    }
+    let worse: Vec<&VerdictFinding> = v.findings.iter().filter(|f| f.claim == Claim::CanaryWorse).collect();
+    match (v.action, v.health) {
+        (RecommendedAction::Promote, h) if h != Health::Healthy => {
+            return bad(format!("recommends promote while calling the canary {h:?}"));
+        }
+        (RecommendedAction::Promote, _) if !worse.is_empty() => {
+            return bad("recommends promote while finding the canary worse".into());
+        }
+        (RecommendedAction::Rollback, _) if worse.is_empty() => {
+            return bad("recommends rollback without a finding that the canary is worse".into());
+        }
+        _ => {}
+    }
+    let verified = !worse.is_empty()
+        && worse.iter().all(|f| {
+            f.evidence
+                .iter()
+                .any(|id| shown.get(id).is_some_and(|e| matches!(e.fact, Fact::CanaryOnly | Fact::CanaryWorse)))
+        });
+    let recommendation = match v.action {
+        RecommendedAction::Promote => ModelRecommendation::Promote,
+        RecommendedAction::Continue => ModelRecommendation::Continue,
+        RecommendedAction::Hold => ModelRecommendation::Hold,
+        RecommendedAction::Rollback => ModelRecommendation::Rollback,
+    };
+    Ok(ModelInput::Verdict { recommendation, evidence_verified: verified })
+}
+
+/// The verdict's JSON Schema in the subset OpenAI strict mode accepts:
+/// subschemas inlined, every object closed with all properties required,
+/// no `format` or `$schema`.
+pub fn strict_schema<T: JsonSchema>() -> serde_json::Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.meta_schema = None;
+        s.inline_subschemas = true;
+    });
+    let mut v = settings.into_generator().into_root_schema_for::<T>().to_value();
+    normalise(&mut v);
+    v
+}
+
+fn normalise(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for k in ["$schema", "format", "title", "$defs", "definitions", "default"] {
+                map.remove(k);
+            }
+            if map.get("type").and_then(Value::as_str) == Some("object")
+                && let Some(Value::Object(props)) = map.get("properties")
+            {
+                let names: Vec<Value> = props.keys().map(|k| Value::String(k.clone())).collect();
+                map.insert("required".into(), Value::Array(names));
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            // `oneOf` of single-value `const`s (documented enums) becomes one `enum`.
+            if let Some(Value::Array(alts)) = map.get("oneOf") {
+                let consts: Option<Vec<Value>> = alts.iter().map(|a| a.get("const").cloned()).collect();
+                if let Some(values) = consts {
+                    map.remove("oneOf");
+                    map.insert("type".into(), Value::String("string".into()));
+                    map.insert("enum".into(), Value::Array(values));
+                }
+            }
+            for (_, child) in map.iter_mut() {
+                normalise(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown() -> HashMap<String, EvidenceItem> {
+        let item = |id: &str, fact| {
+            (id.to_string(), EvidenceItem { id: id.into(), fact, untrusted: false, text: String::new() })
+        };
+        [
+            item("judge:errors", Fact::CanaryWorse),
+            item("judge:latency", Fact::NoDifference),
+            item("log:1", Fact::CanaryOnly),
+            item("log:2", Fact::BothSides),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn verdict(action: RecommendedAction, health: Health, findings: Vec<(Claim, &[&str])>) -> CanaryVerdict {
+        CanaryVerdict {
+            health,
+            action,
+            confidence: 0.8,
+            findings: findings
+                .into_iter()
+                .map(|(claim, ids)| VerdictFinding {
+                    claim,
+                    summary: "s".into(),
+                    evidence: ids.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
+            what_would_change_my_mind: "w".into(),
+        }
+    }
+
+    #[test]
+    fn rollback_is_verified_only_with_canary_only_evidence() {
+        let v = verdict(RecommendedAction::Rollback, Health::Failing, vec![(Claim::CanaryWorse, &["log:1"])]);
+        assert_eq!(
+            validate(&v, &shown()),
+            Ok(ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified: true })
+        );
+        let v = verdict(RecommendedAction::Rollback, Health::Failing, vec![(Claim::CanaryWorse, &["log:2"])]);
+        assert_eq!(
+            validate(&v, &shown()),
+            Ok(ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified: false })
+        );
+    }
+
+    #[test]
+    fn unknown_ids_contradictions_and_inconsistencies_are_rejected() {
+        let s = shown();
+        let v = verdict(RecommendedAction::Hold, Health::Degraded, vec![(Claim::CanaryWorse, &["log:7"])]);
+        assert_eq!(validate(&v, &s), Err(Rejection::UnknownEvidence { id: "log:7".into() }));
+        for (v, why) in [
+            (
+                verdict(RecommendedAction::Hold, Health::Degraded, vec![(Claim::CanaryWorse, &["judge:latency"])]),
+                "worse on no difference",
+            ),
+            (
+                verdict(RecommendedAction::Promote, Health::Healthy, vec![(Claim::CanaryOk, &["judge:errors"])]),
+                "ok on worse",
+            ),
+            (
+                verdict(RecommendedAction::Hold, Health::Degraded, vec![(Claim::SharedProblem, &["log:1"])]),
+                "shared on canary-only",
+            ),
+            (verdict(RecommendedAction::Promote, Health::Degraded, vec![]), "promote while degraded"),
+            (
+                verdict(RecommendedAction::Rollback, Health::Failing, vec![(Claim::Inconclusive, &["log:2"])]),
+                "rollback without a worse finding",
+            ),
+            (verdict(RecommendedAction::Hold, Health::Degraded, vec![(Claim::CanaryWorse, &[])]), "no citation"),
+        ] {
+            assert!(matches!(validate(&v, &s), Err(Rejection::Contradicted { .. })), "{why}");
+        }
+        let mut v = verdict(RecommendedAction::Hold, Health::Degraded, vec![]);
+        v.confidence = 1.5;
+        assert!(validate(&v, &s).is_err());
+    }
+
+    #[test]
+    fn replies_parse_with_or_without_a_markdown_fence_and_prose_is_a_schema_error() {
+        let v = verdict(RecommendedAction::Continue, Health::Inconclusive, vec![]);
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(parse(&json), Ok(v.clone()));
+        assert_eq!(parse(&format!("```json\n{json}\n```")), Ok(v));
+        assert!(matches!(parse("looks fine, promote"), Err(Rejection::Schema { .. })));
+        assert!(matches!(parse(&json.replace("\"continue\"", "\"yolo\"")), Err(Rejection::Schema { .. })));
+    }
+
+    #[test]
+    fn strict_schema_closes_every_object_and_requires_every_property() {
+        let schema = strict_schema::<CanaryVerdict>();
+        fn walk(v: &serde_json::Value) {
+            if let Some(m) = v.as_object() {
+                assert!(!m.contains_key("$ref") && !m.contains_key("$schema") && !m.contains_key("format"));
+                if m.get("type").and_then(|t| t.as_str()) == Some("object") {
+                    assert_eq!(m["additionalProperties"], false);
+                    let props: Vec<&String> = m["properties"].as_object().unwrap().keys().collect();
+                    let req: Vec<&str> =
+                        m["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+                    assert_eq!(props.len(), req.len());
+                }
+                m.values().for_each(walk);
+            } else if let Some(a) = v.as_array() {
+                a.iter().for_each(walk);
+            }
+        }
+        walk(&schema);
+        insta::assert_json_snapshot!("canary_verdict_strict_schema", schema);
+    }
+}
