@@ -426,3 +426,43 @@ async fn eval_with_the_model_judge_uses_the_endpoint_or_says_it_is_skipped() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"backstop\"") && !text.contains("backstop+model"), "{text}");
 }
+
+/// Through the real CLI and ledger: a verdict citing an id never shown is
+/// rejected, the rejection is in the tick's ledger record, and the decision
+/// is the judge's alone (the same as with no model at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_verdict_is_recorded_in_the_ledger_and_changes_nothing() {
+    let server = FakeOpenAi::start("hallucinated-simulator.json").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_model(dir.path(), &server.base_url).display().to_string();
+    let ledger = dir.path().join("l.db").display().to_string();
+    let run = |cfg: String| {
+        let args: Vec<String> =
+            ["--config", &cfg, "advise", "--release", "search", "--pace-ms", "0", "--ledger", &ledger]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        tokio::task::spawn_blocking(move || backstop(args))
+    };
+    let with = run(cfg).await.unwrap();
+    let text = String::from_utf8_lossy(&with.stdout).to_string();
+    assert!(text.contains("verdict rejected: cites evidence `log:404` never shown"), "{text}");
+    let plain = dir.path().join("plain.toml");
+    std::fs::copy("fixtures/config/simulator.toml", &plain).unwrap();
+    let without = run(plain.display().to_string()).await.unwrap();
+    assert_eq!(with.status.code(), without.status.code());
+    let headline = |t: &str| t.lines().find(|l| l.starts_with("backstop would")).map(str::to_string);
+    assert_eq!(headline(&text), headline(&String::from_utf8_lossy(&without.stdout)));
+
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(std::path::Path::new(&ledger))).await.unwrap();
+    let rejected = l
+        .list(None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "tick")
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+        .filter(|b| b["consultation"]["rejection"]["rejected"] == "unknown_evidence")
+        .count();
+    assert!(rejected >= 1);
+}
