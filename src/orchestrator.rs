@@ -11,7 +11,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::executor::{ActionPlan, Executor, Planner, Verification};
 use crate::judge::{JudgeResult, Verdict, judge};
 use crate::ledger::{Ledger, LedgerError, RecordKind, digest};
-use crate::model::{Ask, Assessor, Consultation, ModelSession, TriggerState, Usage};
+use crate::model::{Assessor, Consultation, Deliberation, Usage};
 use crate::policy::{
     Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, Proposal, ReleaseFacts, RunMode, evaluate,
 };
@@ -208,19 +208,12 @@ impl ReleaseRun<'_> {
         let tick_s = self.tick_s.max(1);
         let mut now_s = 0;
         let mut tick = 0;
-        let mut session = self.model.clone().map(ModelSession::new);
-        let mut triggers = TriggerState::default();
-        let mut model = match session {
-            Some(_) => ModelInput::Unavailable { reason: "not consulted yet".into() },
-            None => ModelInput::NotConfigured,
-        };
-        let mut last_consultation: Option<Consultation> = None;
+        let mut model = Deliberation::new(self.model.clone());
         let mut stop = self.stop.clone();
         let mut last_obs: Option<Observation> = None;
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
-                let usage = session.as_ref().map(|s| s.used).unwrap_or_default();
-                return self.interrupted(tick, now_s, last_obs, last_consultation, usage).await;
+                return self.interrupted(tick, now_s, last_obs, &model).await;
             }
             now_s = (now_s + tick_s).min(self.duration_s);
             tick += 1;
@@ -256,23 +249,10 @@ impl ReleaseRun<'_> {
                 };
                 evaluate(self.policy, &input)
             };
-            let mut outcome = decide(&model);
-            let mut consulted = None;
-            // The model is asked at decision points only; policy then decides again with its verdict.
-            if let (Some(session), Some(o)) = (session.as_mut(), obs.as_ref())
-                && let Some(trigger) = triggers.check(&judged, &outcome.decision, Some(o))
-            {
-                let ask = Ask { trigger: &trigger, facts: f, obs: o, judged: &judged, source };
-                let c = session.consult(ask).instrument(span.clone()).await;
-                model = c.input.clone();
-                outcome = decide(&model);
-                consulted = Some(c);
-            }
-            let body = tick_record(tick, now_s, obs.as_ref(), &judged, &outcome, &model, consulted.as_ref(), mode)
+            let (outcome, consulted) = model.decide(f, obs.as_ref(), &judged, decide).instrument(span.clone()).await;
+            let consultation = if consulted { model.last() } else { None };
+            let body = tick_record(tick, now_s, obs.as_ref(), &judged, &outcome, model.input(), consultation, mode)
                 .map_err(LedgerError::from)?;
-            if consulted.is_some() {
-                last_consultation = consulted;
-            }
             let receipt = self.ledger.append(&f.release_id, RecordKind::Tick, "agent", &body).await?;
             info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq = receipt.seq, "Tick judged.");
             observer.on_tick(&TickReport {
@@ -297,7 +277,7 @@ impl ReleaseRun<'_> {
                 }
             };
             if let Some(status) = terminal {
-                let model_usage = session.as_ref().map(|s| s.used).unwrap_or_default();
+                let model_usage = model.usage();
                 let end = json!({ "status": status, "ticks": tick, "decided_at_s": now_s, "model_usage": model_usage });
                 self.ledger.append(&f.release_id, RecordKind::ReleaseFinished, "agent", &end).await?;
                 return Ok(RunOutcome {
@@ -309,9 +289,9 @@ impl ReleaseRun<'_> {
                     final_rules: outcome.trace,
                     signal_failure: failure,
                     last_observation: last_obs,
-                    consultation: last_consultation,
+                    consultation: model.last().cloned(),
                     model_usage,
-                    model_configured: session.is_some(),
+                    model_configured: model.configured(),
                 });
             }
             if !self.pace.is_zero() {
@@ -331,11 +311,10 @@ impl ReleaseRun<'_> {
         ticks: u64,
         now_s: u64,
         last: Option<Observation>,
-        consultation: Option<Consultation>,
-        model_usage: Usage,
+        model: &Deliberation,
     ) -> Result<RunOutcome, Error> {
         let status = ReleaseStatus::Interrupted;
-        let end = json!({ "status": status, "ticks": ticks, "decided_at_s": now_s, "model_usage": model_usage });
+        let end = json!({ "status": status, "ticks": ticks, "decided_at_s": now_s, "model_usage": model.usage() });
         self.ledger.append(&self.facts.release_id, RecordKind::ReleaseFinished, "agent", &end).await?;
         Ok(RunOutcome {
             release_id: self.facts.release_id.clone(),
@@ -346,9 +325,9 @@ impl ReleaseRun<'_> {
             final_rules: vec![],
             signal_failure: None,
             last_observation: last,
-            consultation,
-            model_usage,
-            model_configured: self.model.is_some(),
+            consultation: model.last().cloned(),
+            model_usage: model.usage(),
+            model_configured: model.configured(),
         })
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{Decision, EvalJudge};
 use crate::judge::judge;
-use crate::model::{Ask, Assessor, ModelSession, TriggerState};
+use crate::model::{Assessor, Deliberation};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
 use crate::signals::{ReplaySource, ScenarioData};
 
@@ -36,9 +36,7 @@ impl ModelJudge {
     async fn replay(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
         let src = ReplaySource::new(Arc::new(data.clone()));
         let facts = facts(data);
-        let mut session = ModelSession::new(self.assessor.clone());
-        let mut triggers = TriggerState::default();
-        let mut model = ModelInput::Unavailable { reason: "not consulted yet".into() };
+        let mut model = Deliberation::new(Some(self.assessor.clone()));
         let step = u64::from(data.step_s.max(1));
         let mut now = step;
         loop {
@@ -54,15 +52,10 @@ impl ModelJudge {
                     signal_failure: None,
                     now_ms: 0,
                 };
-                policy::evaluate(&self.policy, &input).decision
+                policy::evaluate(&self.policy, &input)
             };
-            let mut decision = decide(&model);
-            if let Some(trigger) = triggers.check(&judged, &decision, Some(&obs)) {
-                let ask = Ask { trigger: &trigger, facts: &facts, obs: &obs, judged: &judged, source: &src };
-                model = session.consult(ask).await.input;
-                decision = decide(&model);
-            }
-            match decision {
+            let (outcome, _) = model.decide(&facts, Some(&obs), &judged, decide).await;
+            match outcome.decision {
                 policy::Decision::Rollback { .. }
                 | policy::Decision::RequireApproval { proposed: Proposal::Rollback { .. }, .. } => {
                     return (Decision::Rollback, Some(now));

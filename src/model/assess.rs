@@ -23,7 +23,7 @@ use super::{ChatClient, ModelConfig, ModelError, OutputMode, Trigger};
 use crate::judge::{JudgeResult, Verdict};
 use crate::ledger::digest;
 use crate::policy::{ModelInput, ReleaseFacts};
-use crate::signals::{Observation, SignalSource};
+use crate::signals::Observation;
 
 /// Tokens and calls, as the server reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -91,13 +91,30 @@ pub struct Consultation {
 pub struct Assessor {
     cfg: ModelConfig,
     client: ChatClient,
+    /// The verdict's strict schema, generated once.
+    schema: serde_json::Value,
+    /// The tool definitions as sent, generated once.
+    tools: Vec<ChatCompletionTools>,
 }
 
 impl Assessor {
     /// Build the client; fails on a missing API key variable.
     pub fn new(cfg: ModelConfig) -> Result<Self, ModelError> {
         let client = ChatClient::new(&cfg)?;
-        Ok(Self { cfg, client })
+        let tools = definitions()
+            .into_iter()
+            .map(|(name, description, parameters)| {
+                ChatCompletionTools::Function(ChatCompletionTool {
+                    function: FunctionObject {
+                        name: name.into(),
+                        description: Some(description.into()),
+                        parameters: Some(parameters),
+                        strict: Some(true),
+                    },
+                })
+            })
+            .collect();
+        Ok(Self { cfg, client, schema: strict_schema::<CanaryVerdict>(), tools })
     }
 
     /// The model's name.
@@ -123,8 +140,6 @@ pub struct Ask<'a> {
     pub obs: &'a Observation,
     /// This tick's judgement.
     pub judged: &'a JudgeResult,
-    /// The release's source, for tools.
-    pub source: &'a dyn SignalSource,
 }
 
 struct Turns {
@@ -164,22 +179,26 @@ impl ModelSession {
                 c.input = ModelInput::Unavailable { reason: e.clone() };
                 c.error = Some(e);
             }
-            Ok(text) => match parse(&text).and_then(|v| validate(&v, &turns.shown).map(|i| (v, i))) {
-                Ok((v, input)) => {
-                    let mut ids: Vec<&String> = v.findings.iter().flat_map(|f| &f.evidence).collect();
-                    ids.dedup();
-                    c.cited = ids.into_iter().filter_map(|id| turns.shown.get(id).cloned()).collect();
-                    info!(parent: &span, action = ?v.action, health = ?v.health, "Model verdict accepted.");
-                    c.input = input;
-                    c.verdict = Some(v);
+            Ok(text) => {
+                let parsed = parse(&text);
+                match parsed.as_ref().map_err(Clone::clone).and_then(|v| validate(v, &turns.shown)) {
+                    Ok(input) => {
+                        c.input = input;
+                        if let Ok(v) = &parsed {
+                            info!(parent: &span, action = ?v.action, health = ?v.health, "Model verdict accepted.");
+                            let mut seen = std::collections::HashSet::new();
+                            let ids = v.findings.iter().flat_map(|f| &f.evidence).filter(|id| seen.insert(*id));
+                            c.cited = ids.filter_map(|id| turns.shown.get(id).cloned()).collect();
+                        }
+                    }
+                    Err(r) => {
+                        warn!(parent: &span, rejection = %r, "Model verdict rejected; the judge decides alone.");
+                        c.input = ModelInput::Unavailable { reason: r.to_string() };
+                        c.rejection = Some(r);
+                    }
                 }
-                Err(r) => {
-                    warn!(parent: &span, rejection = %r, "Model verdict rejected; the judge decides alone.");
-                    c.verdict = parse(&text).ok();
-                    c.input = ModelInput::Unavailable { reason: r.to_string() };
-                    c.rejection = Some(r);
-                }
-            },
+                c.verdict = parsed.ok();
+            }
         }
         c
     }
@@ -207,7 +226,6 @@ impl ModelSession {
             Verdict::Inconclusive => "inconclusive",
         };
         let trigger = ask.trigger.to_string();
-        let schema = strict_schema::<CanaryVerdict>();
         let ctx = AssessContext {
             release_id: &ask.facts.release_id,
             service: &ask.facts.service,
@@ -220,19 +238,19 @@ impl ModelSession {
             judge_summary: &ask.judged.summary,
             trusted: items.iter().filter(|i| !i.untrusted).collect(),
             untrusted: items.iter().filter(|i| i.untrusted).collect(),
-            schema: (cfg.output == OutputMode::JsonObject).then(|| schema.to_string()),
+            schema: (cfg.output == OutputMode::JsonObject).then(|| self.assessor.schema.to_string()),
         };
         let user = assess(&ctx).map_err(|e| e.to_string())?;
         let system = system(&ask.facts.service).map_err(|e| e.to_string())?;
         turns.shown.extend(items.into_iter().map(|i| (i.id.clone(), i)));
         turns.messages.push(msg(ChatCompletionRequestSystemMessageArgs::default().content(system).build())?);
         turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(user).build())?);
-        let tools = ToolBox::new(ask.source, ask.obs.now_s, ask.facts, ask.judged);
+        let tools = ToolBox::new(ask.obs, ask.facts, ask.judged);
         for turn in 0..cfg.max_turns {
             self.budget_left(turns).map_err(|e| e.to_string())?;
             // The last turn offers no tools, so the model must answer.
             let offer_tools = turn + 1 < cfg.max_turns;
-            let req = self.request(&turns.messages, offer_tools, &schema).map_err(|e| e.to_string())?;
+            let req = self.request(&turns.messages, offer_tools).map_err(|e| e.to_string())?;
             let resp = self.assessor.client.complete(req).await.map_err(|e| e.to_string())?;
             turns.usage.calls += 1;
             if let Some(u) = &resp.usage {
@@ -258,8 +276,7 @@ impl ModelSession {
                     }
                     ChatCompletionMessageToolCalls::Custom(c) => (c.id.clone(), "custom".into(), String::new()),
                 };
-                let span = info_span!("tool_call", tool = %name);
-                let out = tools.call(&name, &args).instrument(span).await;
+                let out = info_span!("tool_call", tool = %name).in_scope(|| tools.call(&name, &args));
                 turns.tool_calls.push(ToolCallRecord {
                     name,
                     arguments: args,
@@ -280,7 +297,6 @@ impl ModelSession {
         &self,
         messages: &[ChatCompletionRequestMessage],
         offer_tools: bool,
-        schema: &serde_json::Value,
     ) -> Result<CreateChatCompletionRequest, ModelError> {
         let cfg = &self.assessor.cfg;
         let format = match cfg.output {
@@ -288,7 +304,7 @@ impl ModelSession {
                 json_schema: ResponseFormatJsonSchema {
                     name: "canary_verdict".into(),
                     description: Some("backstop's structured canary verdict".into()),
-                    schema: schema.clone(),
+                    schema: self.assessor.schema.clone(),
                     strict: Some(true),
                 },
             },
@@ -297,20 +313,7 @@ impl ModelSession {
         let mut b = CreateChatCompletionRequestArgs::default();
         b.model(&cfg.name).messages(messages.to_vec()).temperature(cfg.temperature).response_format(format);
         if offer_tools {
-            let tools: Vec<ChatCompletionTools> = definitions()
-                .into_iter()
-                .map(|(name, description, parameters)| {
-                    ChatCompletionTools::Function(ChatCompletionTool {
-                        function: FunctionObject {
-                            name: name.into(),
-                            description: Some(description.into()),
-                            parameters: Some(parameters),
-                            strict: Some(true),
-                        },
-                    })
-                })
-                .collect();
-            b.tools(tools);
+            b.tools(self.assessor.tools.clone());
         }
         b.build().map_err(|e| ModelError::Prompt(e.to_string()))
     }

@@ -2,7 +2,7 @@
 //! Every item also carries a machine-known `Fact`, so a claim the model makes
 //! about an item can be checked against what the item actually shows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -79,56 +79,71 @@ fn side_fact(canary: bool, baseline: bool) -> Fact {
 /// For each key: (seen on the canary, seen on the baseline).
 type SidesByKey = BTreeMap<String, (bool, bool)>;
 
-/// Which sides showed each error-log pattern and each event kind.
-fn sides_seen(obs: &Observation) -> (SidesByKey, SidesByKey) {
-    let mut logs: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-    for l in obs.logs.iter().filter(|l| is_error_level(&l.level)) {
-        let e = logs.entry(pattern(&l.message)).or_default();
-        match l.target {
-            Side::Canary => e.0 = true,
-            Side::Baseline => e.1 = true,
-        }
+fn mark(map: &mut SidesByKey, key: String, side: Side) {
+    let e = map.entry(key).or_default();
+    match side {
+        Side::Canary => e.0 = true,
+        Side::Baseline => e.1 = true,
     }
-    let mut events: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-    for ev in &obs.events {
-        let e = events.entry(ev.kind.to_ascii_lowercase()).or_default();
-        match ev.target {
-            Side::Canary => e.0 = true,
-            Side::Baseline => e.1 = true,
-        }
-    }
-    (logs, events)
 }
 
-/// The fact of log line `i` of `obs`.
-pub fn log_item(obs: &Observation, i: usize) -> Option<EvidenceItem> {
-    let l = obs.logs.get(i)?;
-    let (logs, _) = sides_seen(obs);
-    let fact = if is_error_level(&l.level) {
-        logs.get(&pattern(&l.message)).map(|(c, b)| side_fact(*c, *b)).unwrap_or(Fact::Context)
-    } else {
-        Fact::Context
-    };
-    let side = side_name(l.target);
-    Some(EvidenceItem {
-        id: format!("log:{i}"),
-        fact,
-        untrusted: true,
-        text: format!("t={}s {side} [{}] {}", l.t_s, l.level, l.message),
-    })
+/// An observation's logs and events, indexed once by which sides showed
+/// each error-log pattern and each event kind.
+pub struct Telemetry<'a> {
+    obs: &'a Observation,
+    logs: SidesByKey,
+    events: SidesByKey,
 }
 
-/// The fact of event `i` of `obs`.
-pub fn event_item(obs: &Observation, i: usize) -> Option<EvidenceItem> {
-    let ev = obs.events.get(i)?;
-    let (_, events) = sides_seen(obs);
-    let fact = events.get(&ev.kind.to_ascii_lowercase()).map(|(c, b)| side_fact(*c, *b)).unwrap_or(Fact::Context);
-    Some(EvidenceItem {
-        id: format!("event:{i}"),
-        fact,
-        untrusted: true,
-        text: format!("t={}s {} {}: {}", ev.t_s, side_name(ev.target), ev.kind, ev.message),
-    })
+impl<'a> Telemetry<'a> {
+    /// Index `obs`.
+    pub fn new(obs: &'a Observation) -> Self {
+        let mut logs = SidesByKey::new();
+        for l in obs.logs.iter().filter(|l| is_error_level(&l.level)) {
+            mark(&mut logs, pattern(&l.message), l.target);
+        }
+        let mut events = SidesByKey::new();
+        for ev in &obs.events {
+            mark(&mut events, ev.kind.to_ascii_lowercase(), ev.target);
+        }
+        Self { obs, logs, events }
+    }
+
+    /// Log line `i` as evidence.
+    pub fn log(&self, i: usize) -> Option<EvidenceItem> {
+        let l = self.obs.logs.get(i)?;
+        let fact = if is_error_level(&l.level) {
+            self.logs.get(&pattern(&l.message)).map_or(Fact::Context, |(c, b)| side_fact(*c, *b))
+        } else {
+            Fact::Context
+        };
+        Some(EvidenceItem {
+            id: format!("log:{i}"),
+            fact,
+            untrusted: true,
+            text: format!("t={}s {} [{}] {}", l.t_s, side_name(l.target), l.level, l.message),
+        })
+    }
+
+    /// Event `i` as evidence.
+    pub fn event(&self, i: usize) -> Option<EvidenceItem> {
+        let ev = self.obs.events.get(i)?;
+        let fact = self.events.get(&ev.kind.to_ascii_lowercase()).map_or(Fact::Context, |(c, b)| side_fact(*c, *b));
+        Some(EvidenceItem {
+            id: format!("event:{i}"),
+            fact,
+            untrusted: true,
+            text: format!("t={}s {} {}: {}", ev.t_s, side_name(ev.target), ev.kind, ev.message),
+        })
+    }
+
+    /// Error-log patterns and event kinds seen on the canary and not on the baseline.
+    pub fn canary_only(&self) -> BTreeSet<String> {
+        let only =
+            |m: &SidesByKey| m.iter().filter(|(_, s)| **s == (true, false)).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let logs = only(&self.logs).into_iter().map(|p| format!("log `{p}`"));
+        logs.chain(only(&self.events).into_iter().map(|k| format!("event {k}"))).collect()
+    }
 }
 
 /// `baseline` or `canary`.
@@ -183,12 +198,13 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
             ),
         });
     }
+    let telemetry = Telemetry::new(obs);
     for side in [Side::Canary, Side::Baseline] {
         let errors: Vec<usize> =
             (0..obs.logs.len()).filter(|&i| obs.logs[i].target == side && is_error_level(&obs.logs[i].level)).collect();
-        items.extend(errors.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| log_item(obs, i)));
+        items.extend(errors.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| telemetry.log(i)));
         let events: Vec<usize> = (0..obs.events.len()).filter(|&i| obs.events[i].target == side).collect();
-        items.extend(events.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| event_item(obs, i)));
+        items.extend(events.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| telemetry.event(i)));
     }
     items.push(EvidenceItem {
         id: "release:history".into(),

@@ -7,6 +7,7 @@
 mod assess;
 mod client;
 mod config;
+mod deliberate;
 pub mod evidence;
 pub mod prompt;
 mod retry;
@@ -17,6 +18,7 @@ pub mod verdict;
 pub use assess::{Ask, Assessor, Consultation, ModelSession, ToolCallRecord, Usage};
 pub use client::ChatClient;
 pub use config::{ModelConfig, OutputMode, Provider};
+pub use deliberate::Deliberation;
 pub use retry::backoff;
 pub use trigger::{Trigger, TriggerState};
 pub use verdict::{CanaryVerdict, Claim, Health, RecommendedAction, Rejection, VerdictFinding};

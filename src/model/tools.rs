@@ -1,18 +1,16 @@
-//! The model's tools: read-only views of the release's signal source (the
-//! same one the registry built for the agent), the judge's findings and the
-//! release facts. The toolbox holds no executor and no ledger, so nothing a
-//! tool call does can change anything.
+//! The model's tools: read-only views of this tick's observation (what the
+//! release's registry-built source returned), the judge's findings and the
+//! release facts. The toolbox holds no executor, no ledger and no source
+//! handle, so nothing a tool call does can change anything or query twice.
 
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::OnceCell;
-
-use super::evidence::{EvidenceItem, Fact, event_item, is_error_level, log_item, side_name};
+use super::evidence::{EvidenceItem, Fact, Telemetry, catalogue_finding, is_error_level, side_name};
 use super::verdict::strict_schema;
 use crate::judge::JudgeResult;
 use crate::policy::ReleaseFacts;
-use crate::signals::{Observation, Side, SignalSource};
+use crate::signals::{Observation, Side};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// Which version(s) a tool looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -138,51 +136,38 @@ fn args<T: serde::de::DeserializeOwned>(name: &str, raw: &str) -> Result<T, Tool
     serde_json::from_str(raw).map_err(|e| error(format!("bad arguments for {name}: {e}")))
 }
 
-/// The tools of one consultation at release time `now_s`.
+/// The tools of one consultation; the observation ends at the tick, so no tool sees past it.
 pub struct ToolBox<'a> {
-    /// The release's signal source, as built by the registry.
-    pub source: &'a dyn SignalSource,
-    /// Release clock; no tool sees past it.
-    pub now_s: u64,
-    /// Release facts.
-    pub facts: &'a ReleaseFacts,
-    /// The judge's result at this tick.
-    pub judged: &'a JudgeResult,
-    observation: OnceCell<Result<Observation, String>>,
+    obs: &'a Observation,
+    telemetry: Telemetry<'a>,
+    facts: &'a ReleaseFacts,
+    judged: &'a JudgeResult,
 }
 
 impl<'a> ToolBox<'a> {
-    /// Tools over `source` at `now_s`.
-    pub fn new(source: &'a dyn SignalSource, now_s: u64, facts: &'a ReleaseFacts, judged: &'a JudgeResult) -> Self {
-        Self { source, now_s, facts, judged, observation: OnceCell::new() }
-    }
-
-    async fn observation(&self) -> Result<&Observation, ToolOutput> {
-        let o = self
-            .observation
-            .get_or_init(|| async { self.source.observe(self.now_s).await.map_err(|e| e.to_string()) })
-            .await;
-        o.as_ref().map_err(|e| error(format!("signal source unavailable: {e}")))
+    /// Tools over this tick's observation and judgement.
+    pub fn new(obs: &'a Observation, facts: &'a ReleaseFacts, judged: &'a JudgeResult) -> Self {
+        Self { obs, telemetry: Telemetry::new(obs), facts, judged }
     }
 
     /// Run one call. Failures are answers to the model, not errors of the agent.
-    pub async fn call(&self, name: &str, raw_args: &str) -> ToolOutput {
-        match self.dispatch(name, raw_args).await {
+    pub fn call(&self, name: &str, raw_args: &str) -> ToolOutput {
+        match self.dispatch(name, raw_args) {
             Ok(o) | Err(o) => o,
         }
     }
 
-    async fn dispatch(&self, name: &str, raw: &str) -> Result<ToolOutput, ToolOutput> {
+    fn dispatch(&self, name: &str, raw: &str) -> Result<ToolOutput, ToolOutput> {
+        let obs = self.obs;
         match name {
             "query_metric" => {
                 let a: QueryMetric = args(name, raw)?;
-                let obs = self.observation().await?;
                 let m = obs
                     .metrics
                     .iter()
                     .find(|m| m.spec.name == a.metric)
                     .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
-                let to = a.to_s.min(self.now_s);
+                let to = a.to_s.min(obs.now_s);
                 if a.from_s > to {
                     return Err(error(format!("from_s {} is after to_s {to}", a.from_s)));
                 }
@@ -208,7 +193,6 @@ impl<'a> ToolBox<'a> {
                 if !matches!(a.level.as_str(), "error" | "any") {
                     return Err(error(format!("level must be `error` or `any`, not `{}`", a.level)));
                 }
-                let obs = self.observation().await?;
                 let needle = a.pattern.to_lowercase();
                 let hits: Vec<usize> = (0..obs.logs.len())
                     .filter(|&i| {
@@ -219,11 +203,10 @@ impl<'a> ToolBox<'a> {
                     })
                     .collect();
                 let limit = a.limit.clamp(1, 50) as usize;
-                Ok(items_output(hits.iter().rev().take(limit).rev().filter_map(|&i| log_item(obs, i)).collect()))
+                Ok(items_output(hits.iter().rev().take(limit).rev().filter_map(|&i| self.telemetry.log(i)).collect()))
             }
             "list_events" => {
                 let a: ListEvents = args(name, raw)?;
-                let obs = self.observation().await?;
                 let hits = (0..obs.events.len()).filter(|&i| a.side.includes(obs.events[i].target));
                 Ok(items_output(
                     hits.rev()
@@ -231,7 +214,7 @@ impl<'a> ToolBox<'a> {
                         .collect::<Vec<_>>()
                         .into_iter()
                         .rev()
-                        .filter_map(|i| event_item(obs, i))
+                        .filter_map(|i| self.telemetry.event(i))
                         .collect(),
                 ))
             }
@@ -260,11 +243,10 @@ impl<'a> ToolBox<'a> {
                     .iter()
                     .find(|f| f.metric == a.metric)
                     .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
-                let item = super::evidence::catalogue_finding(f);
-                Ok(items_output(vec![EvidenceItem {
-                    text: serde_json::to_string(f).unwrap_or(item.text.clone()),
-                    ..item
-                }]))
+                // The full statistics, under the same id and fact as the finding in the evidence list.
+                let item = catalogue_finding(f);
+                let text = serde_json::to_string(f).unwrap_or_else(|_| item.text.clone());
+                Ok(items_output(vec![EvidenceItem { text, ..item }]))
             }
             other => {
                 let names: Vec<&str> = definitions().iter().map(|d| d.0).collect();

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use crate::judge::{JudgeResult, MetricStatus, Verdict};
 use crate::policy::{Decision, Proposal};
-use crate::signals::{Observation, Side};
+use crate::signals::Observation;
 
-use super::evidence::{is_error_level, pattern};
+use super::evidence::Telemetry;
 
 /// Why the model is consulted at this tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,28 +44,6 @@ pub struct TriggerState {
     canary_only: BTreeSet<String>,
 }
 
-fn canary_only_signals(obs: &Observation) -> BTreeSet<String> {
-    let mut canary = BTreeSet::new();
-    let mut baseline = BTreeSet::new();
-    for l in obs.logs.iter().filter(|l| is_error_level(&l.level)) {
-        let key = format!("log `{}`", pattern(&l.message));
-        if l.target == Side::Canary {
-            canary.insert(key)
-        } else {
-            baseline.insert(key)
-        };
-    }
-    for e in &obs.events {
-        let key = format!("event {}", e.kind.to_ascii_lowercase());
-        if e.target == Side::Canary {
-            canary.insert(key)
-        } else {
-            baseline.insert(key)
-        };
-    }
-    canary.difference(&baseline).cloned().collect()
-}
-
 impl TriggerState {
     /// The reason to consult now, if any; remembers it so it is asked once.
     pub fn check(
@@ -90,7 +68,7 @@ impl TriggerState {
         if !new_marginal.is_empty() {
             return Some(Trigger::Marginal(new_marginal));
         }
-        let signals = obs.map(canary_only_signals).unwrap_or_default();
+        let signals = obs.map(|o| Telemetry::new(o).canary_only()).unwrap_or_default();
         let new_signals: Vec<String> = signals.difference(&self.canary_only).cloned().collect();
         self.canary_only.extend(signals);
         (!new_signals.is_empty()).then_some(Trigger::CanaryOnlySignals(new_signals))
@@ -101,7 +79,7 @@ impl TriggerState {
 mod tests {
     use super::*;
     use crate::judge::Finding;
-    use crate::signals::{BadDirection, LogLine, MetricSpec};
+    use crate::signals::{BadDirection, LogLine, MetricSpec, Side};
 
     fn judged(verdict: Verdict, complete: bool, suspect: &[&str]) -> JudgeResult {
         let spec = |n: &str| MetricSpec { name: n.into(), unit: "x".into(), bad_direction: BadDirection::Up };

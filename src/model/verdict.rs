@@ -196,35 +196,36 @@ pub fn strict_schema<T: JsonSchema>() -> serde_json::Value {
     v
 }
 
+/// Normalise one schema object. Property maps hold schemas by name, so their
+/// keys are never mistaken for keywords (a property may be called `format`).
 fn normalise(v: &mut serde_json::Value) {
     use serde_json::Value;
-    match v {
-        Value::Object(map) => {
-            for k in ["$schema", "format", "title", "$defs", "definitions", "default"] {
-                map.remove(k);
-            }
-            if map.get("type").and_then(Value::as_str) == Some("object")
-                && let Some(Value::Object(props)) = map.get("properties")
-            {
-                let names: Vec<Value> = props.keys().map(|k| Value::String(k.clone())).collect();
-                map.insert("required".into(), Value::Array(names));
-                map.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            // `oneOf` of single-value `const`s (documented enums) becomes one `enum`.
-            if let Some(Value::Array(alts)) = map.get("oneOf") {
-                let consts: Option<Vec<Value>> = alts.iter().map(|a| a.get("const").cloned()).collect();
-                if let Some(values) = consts {
-                    map.remove("oneOf");
-                    map.insert("type".into(), Value::String("string".into()));
-                    map.insert("enum".into(), Value::Array(values));
-                }
-            }
-            for (_, child) in map.iter_mut() {
-                normalise(child);
-            }
+    let Value::Object(map) = v else { return };
+    for k in ["$schema", "format", "title", "$defs", "definitions", "default"] {
+        map.remove(k);
+    }
+    // `oneOf` of single-value `const`s (documented enums) becomes one `enum`.
+    if let Some(Value::Array(alts)) = map.get("oneOf")
+        && let Some(values) = alts.iter().map(|a| a.get("const").cloned()).collect::<Option<Vec<Value>>>()
+    {
+        map.remove("oneOf");
+        map.insert("type".into(), Value::String("string".into()));
+        map.insert("enum".into(), Value::Array(values));
+    }
+    if let Some(Value::Object(props)) = map.get_mut("properties") {
+        props.values_mut().for_each(normalise);
+        let names: Vec<Value> = props.keys().map(|k| Value::String(k.clone())).collect();
+        if map.get("type").and_then(Value::as_str) == Some("object") {
+            map.insert("required".into(), Value::Array(names));
+            map.insert("additionalProperties".into(), Value::Bool(false));
         }
-        Value::Array(items) => items.iter_mut().for_each(normalise),
-        _ => {}
+    }
+    for key in ["items", "anyOf", "oneOf", "allOf"] {
+        match map.get_mut(key) {
+            Some(Value::Array(list)) => list.iter_mut().for_each(normalise),
+            Some(schema) => normalise(schema),
+            None => {}
+        }
     }
 }
 
@@ -317,6 +318,19 @@ mod tests {
         assert_eq!(parse(&format!("```json\n{json}\n```")), Ok(v));
         assert!(matches!(parse("looks fine, promote"), Err(Rejection::Schema { .. })));
         assert!(matches!(parse(&json.replace("\"continue\"", "\"yolo\"")), Err(Rejection::Schema { .. })));
+    }
+
+    #[test]
+    fn a_property_named_like_a_keyword_is_kept() {
+        #[derive(JsonSchema)]
+        #[allow(dead_code)]
+        struct Args {
+            format: String,
+            title: Option<u32>,
+        }
+        let schema = strict_schema::<Args>();
+        assert_eq!(schema["required"], serde_json::json!(["format", "title"]));
+        assert!(schema["properties"]["title"].get("format").is_none(), "keyword `format` still dropped inside");
     }
 
     #[test]

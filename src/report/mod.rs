@@ -80,34 +80,27 @@ pub struct ModelReport {
 impl ModelReport {
     /// The model's part of a finished run.
     pub fn new(outcome: &RunOutcome) -> Self {
-        let Some(c) = &outcome.consultation else {
-            let status = if outcome.model_configured {
-                "the model was not consulted (no decision point called for it): judge-only decision"
-            } else {
-                "no model configured: judge-only decision"
-            };
-            return ModelReport {
-                status: status.into(),
-                verdict: None,
-                cited: vec![],
-                tool_calls: 0,
-                usage: outcome.model_usage,
-            };
-        };
-        let status = match (&c.verdict, &c.rejection, &c.error) {
-            (_, _, Some(e)) => format!("{} unavailable ({e}): judge-only decision", c.model),
-            (_, Some(r), _) => format!("{} answered but its {r}: judge-only decision", c.model),
-            (Some(v), None, None) => format!(
-                "{} verdict accepted: {:?}, recommends {:?} (confidence {:.2}); policy may only make the outcome stricter",
-                c.model, v.health, v.action, v.confidence
-            ),
-            (None, None, None) => format!("{}: no verdict", c.model),
+        let c = outcome.consultation.as_ref();
+        let status = match c {
+            None if outcome.model_configured => {
+                "the model was not consulted (no decision point called for it): judge-only decision".into()
+            }
+            None => "no model configured: judge-only decision".into(),
+            Some(c) => match (&c.verdict, &c.rejection, &c.error) {
+                (_, _, Some(e)) => format!("{} unavailable ({e}): judge-only decision", c.model),
+                (_, Some(r), _) => format!("{} answered but its {r}: judge-only decision", c.model),
+                (Some(v), None, None) => format!(
+                    "{} verdict accepted: {:?}, recommends {:?} (confidence {:.2}); policy may only make the outcome stricter",
+                    c.model, v.health, v.action, v.confidence
+                ),
+                (None, None, None) => format!("{}: no verdict", c.model),
+            },
         };
         ModelReport {
             status,
-            verdict: c.verdict.clone(),
-            cited: c.cited.clone(),
-            tool_calls: c.tool_calls.len(),
+            verdict: c.and_then(|c| c.verdict.clone()),
+            cited: c.map(|c| c.cited.clone()).unwrap_or_default(),
+            tool_calls: c.map_or(0, |c| c.tool_calls.len()),
             usage: outcome.model_usage,
         }
     }

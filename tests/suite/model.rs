@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use backstop::judge::{Finding, JudgeResult, MetricStatus, Verdict};
 use backstop::model::{
     Ask, Assessor, Consultation, ModelConfig, ModelSession, OutputMode, Provider, Rejection, Trigger,
@@ -14,25 +13,11 @@ use backstop::model::{
 use backstop::policy::{
     Decision, History, ModelInput, ModelRecommendation, PolicyFile, PolicyInput, ReleaseFacts, RunMode, evaluate,
 };
-use backstop::signals::{
-    BadDirection, LogLine, MetricSeries, MetricSpec, Observation, Side, SignalError, SignalSource,
-};
+use backstop::signals::{BadDirection, LogLine, MetricSeries, MetricSpec, Observation, Side};
 
 use crate::support::openai::FakeOpenAi;
 
 const KEY_VAR: &str = "MODEL_TEST_API_KEY";
-
-struct Fixed(Observation);
-
-#[async_trait]
-impl SignalSource for Fixed {
-    fn name(&self) -> String {
-        "fixed".into()
-    }
-    async fn observe(&self, _now_s: u64) -> Result<Observation, SignalError> {
-        Ok(self.0.clone())
-    }
-}
 
 fn log(t_s: u64, target: Side, level: &str, message: &str) -> LogLine {
     LogLine { t_s, target, level: level.into(), message: message.into() }
@@ -110,10 +95,9 @@ fn config(base_url: &str) -> ModelConfig {
 
 async fn consult_with(cfg: ModelConfig, judged: &JudgeResult, trigger: Trigger) -> Consultation {
     let obs = observation();
-    let source = Fixed(obs.clone());
     let facts = facts();
     let mut session = ModelSession::new(Arc::new(Assessor::new(cfg).unwrap()));
-    session.consult(Ask { trigger: &trigger, facts: &facts, obs: &obs, judged, source: &source }).await
+    session.consult(Ask { trigger: &trigger, facts: &facts, obs: &obs, judged }).await
 }
 
 async fn consult(fixture: &str) -> (Consultation, FakeOpenAi) {
