@@ -68,6 +68,24 @@ impl Default for TelemetrySettings {
     }
 }
 
+/// This process as one of several agents sharing a ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Unique id among agents sharing the ledger (default: host, pid and a random suffix).
+    pub instance_id: Option<String>,
+    /// Seconds a target's lease lasts without renewal; after a holder dies,
+    /// another agent takes over within this time. Ticks renew it, so keep it
+    /// longer than the time between ticks.
+    pub lease_s: f64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self { instance_id: None, lease_s: 15.0 }
+    }
+}
+
 /// One release to watch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +137,8 @@ pub struct Settings {
     pub releases: Vec<ReleaseConfig>,
     /// The model assessor; without it the judge decides alone.
     pub model: Option<crate::model::ModelConfig>,
+    /// Agent identity and leases.
+    pub agent: AgentSettings,
 }
 
 impl Settings {
@@ -166,6 +186,12 @@ impl Settings {
                 return Err((format!("releases[{i}].tick_s"), "seconds > 0".into()));
             }
         }
+        if !(self.agent.lease_s.is_finite() && (0.2..=3600.0).contains(&self.agent.lease_s)) {
+            return Err(("agent.lease_s".into(), "seconds between 0.2 and 3600".into()));
+        }
+        if self.agent.instance_id.as_ref().is_some_and(|i| i.trim().is_empty() || i.contains(char::is_whitespace)) {
+            return Err(("agent.instance_id".into(), "a non-empty id without spaces".into()));
+        }
         if let Some(m) = &self.model {
             m.validate()?;
         }
@@ -185,6 +211,15 @@ impl Settings {
     /// Ledger URL: configured, else the default location.
     pub fn ledger_url(&self) -> String {
         self.ledger.url.clone().unwrap_or_else(|| crate::ledger::sqlite_url(&default_ledger_path()))
+    }
+
+    /// This process as an agent: its instance id, lease length and the system clock.
+    pub fn agent_context(&self) -> crate::orchestrator::AgentContext {
+        crate::orchestrator::AgentContext {
+            instance: self.agent.instance_id.clone().unwrap_or_else(crate::orchestrator::AgentContext::default_instance),
+            lease_ms: (self.agent.lease_s * 1000.0) as i64,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
+        }
     }
 
     /// Targets declared in configuration.

@@ -12,6 +12,15 @@ use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
 use crate::signals::{SignalSource, build_source};
 
+/// A release's stable identity: the same configuration (name, target,
+/// candidate revision) gives the same id in every run and on every replica,
+/// so a restart continues the release and replicas share it.
+pub fn release_id(cfg: &ReleaseConfig) -> String {
+    let key = format!("{}\0{}\0{}", cfg.name, cfg.target, cfg.candidate_revision);
+    let h = crate::ledger::digest(key.as_bytes());
+    format!("{}-{}-{}", cfg.name, cfg.candidate_revision, &h[..8])
+}
+
 /// An executor seen only as a planner: what advisory runs hold.
 struct PlanOnly(Arc<dyn Executor>);
 

@@ -15,7 +15,7 @@ pub use releases::{ReleasesReport, concurrent_releases};
 
 use crate::eval::peers::kayenta;
 use crate::judge::{JudgeConfig, judge};
-use crate::ledger::{Ledger, LedgerError, RecordKind};
+use crate::ledger::{Actor, Ledger, LedgerError, Record, ReleaseFinished};
 use crate::signals::{BadDirection, MetricSeries, MetricSpec, Observation, Traffic};
 
 /// One row of the report.
@@ -94,10 +94,16 @@ pub fn judge_tick(metrics: usize, samples: usize, iterations: u32) -> BenchRow {
 /// Sequential ledger appends per second at `url` (hash chain, one transaction each).
 pub async fn ledger_appends(url: &str, count: u32) -> Result<BenchRow, LedgerError> {
     let ledger = Ledger::open(url).await?;
-    let body = serde_json::json!({ "tick": 1, "decision": { "decision": "continue" }, "rules": ["judge.running"] });
+    let record = Record::ReleaseFinished(ReleaseFinished {
+        status: crate::orchestrator::ReleaseStatus::Interrupted,
+        ticks: 1,
+        decided_at_s: 10,
+        model_usage: crate::model::Usage::default(),
+    });
+    let actor = Actor::agent("bench");
     let start = Instant::now();
     for _ in 0..count {
-        ledger.append("bench", RecordKind::Tick, "agent", &body).await?;
+        ledger.append("bench", &actor, 0, record.clone()).await?;
     }
     let rate = f64::from(count) / start.elapsed().as_secs_f64();
     let backend = url.split(':').next().unwrap_or("?");
@@ -135,7 +141,7 @@ pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> R
         e.command("set server be/canary weight 10").await?;
         let start = Instant::now();
         let plan = e.plan_rollback(&rollback, 0)?;
-        let permit = ledger.record_intent("bench", "agent", &plan).await?;
+        let permit = ledger.record_intent("bench", &Actor::agent("bench"), 0, &plan, None).await?;
         e.execute(&plan, permit).await?;
         if !e.verify(&plan).await?.verified {
             return Err(crate::executor::ExecutorError::Failed {

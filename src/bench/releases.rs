@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::judge::judge;
-use crate::policy::{History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode, evaluate};
+use crate::judge::{JudgeResult, judge};
+use crate::ledger::{Actor, Append, LeaseOp, Ledger, Record, TickRecord};
+use crate::policy::{History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, ReleaseFacts, RunMode, evaluate};
 use crate::signals::simulator::{SimConfig, Simulator};
 
 /// What one run of `n` releases measured.
@@ -26,6 +27,12 @@ pub struct ReleasesReport {
     pub peak_rss_mib: f64,
     /// Mean work per tick per release, µs.
     pub mean_tick_us: f64,
+    /// With a ledger: tick records appended (each with its lease renewal).
+    pub appends: u64,
+    /// With a ledger: appends per second of wall time.
+    pub appends_per_s: f64,
+    /// With a ledger: 99th percentile of one append's latency, ms.
+    pub append_p99_ms: f64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -55,8 +62,10 @@ pub async fn concurrent_releases(
     tick: Duration,
     start_s: u64,
     policy: &PolicyFile,
+    ledger: Option<Arc<Ledger>>,
 ) -> ReleasesReport {
     let policy = Arc::new(policy.clone());
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let missed = Arc::new(AtomicU64::new(0));
     let busy_ns = Arc::new(AtomicU64::new(0));
     let sims: Vec<Arc<Simulator>> = (0..n)
@@ -72,6 +81,7 @@ pub async fn concurrent_releases(
     let mut tasks = Vec::with_capacity(n);
     for (i, sim) in sims.into_iter().enumerate() {
         let (policy, missed, busy) = (policy.clone(), missed.clone(), busy_ns.clone());
+        let (ledger, latencies) = (ledger.clone(), latencies.clone());
         // Releases start at different moments, so their ticks spread over the interval.
         let offset = tick.mul_f64(i as f64 / n.max(1) as f64);
         tasks.push(tokio::spawn(async move {
@@ -100,7 +110,14 @@ pub async fn concurrent_releases(
                     signal_failure: None,
                     now_ms: 0,
                 };
-                std::hint::black_box(evaluate(&policy, &input));
+                let outcome = evaluate(&policy, &input);
+                if let Some(l) = &ledger {
+                    let t = Instant::now();
+                    let ok = l.submit(tick_append(&facts, k, judged, outcome)).await.is_ok();
+                    if ok && let Ok(mut v) = latencies.lock() {
+                        v.push(t.elapsed().as_micros() as u64);
+                    }
+                }
                 busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 if tokio::time::Instant::now() > due + tick {
                     missed.fetch_add(1, Ordering::Relaxed);
@@ -114,12 +131,43 @@ pub async fn concurrent_releases(
         let _ = t.await;
     }
     let wall = wall0.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().map(|v| v.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    let p99 = lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
     ReleasesReport {
+        appends: lat.len() as u64,
+        appends_per_s: lat.len() as f64 / wall,
+        append_p99_ms: p99 as f64 / 1000.0,
         releases: n,
         ticks,
         missed: missed.load(Ordering::Relaxed),
         cpu_share: (cpu_seconds() - cpu0) / (wall * cores),
         peak_rss_mib: peak_rss_mib(),
         mean_tick_us: busy_ns.load(Ordering::Relaxed) as f64 / 1000.0 / (n as f64 * f64::from(ticks)).max(1.0),
+    }
+}
+
+/// A tick record with its lease renewal, as the orchestrator writes it.
+fn tick_append(facts: &ReleaseFacts, k: u32, judged: JudgeResult, outcome: PolicyOutcome) -> Append {
+    let tick = TickRecord {
+        tick: u64::from(k) + 1,
+        now_s: judged.now_s,
+        mode: RunMode::Act,
+        inputs_digest: String::new(),
+        judge: judged,
+        model: ModelInput::NotConfigured,
+        consultation: None,
+        prompt_version: None,
+        tool_calls: vec![],
+        decision: outcome.decision,
+        rules: outcome.trace,
+        lease: None,
+    };
+    Append {
+        release_id: facts.release_id.clone(),
+        actor: Actor::agent("bench"),
+        at_ms: 0,
+        record: Some(Record::Tick(Box::new(tick))),
+        lease: Some(LeaseOp::Claim { target: facts.target.clone(), holder: "bench".into(), ttl_ms: 60_000 }),
     }
 }

@@ -1,11 +1,12 @@
-//! `backstop audit list | show SEQ | verify`.
+//! `backstop audit list | show SEQ | verify | checkpoint | resolve PLAN`.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use super::{CliResult, EXIT_TAMPERED, Failure, ledger_url, out};
-use backstop::ledger::Ledger;
+use backstop::ledger::{ActionResult, Actor, Checkpoint, Ledger, OutcomeRecord, Record, StoredRecord};
+use backstop::policy::Decision;
 
 #[derive(Args)]
 pub struct AuditArgs {
@@ -33,78 +34,187 @@ enum AuditCommand {
         seq: i64,
     },
     /// Check every hash, link and the head; exit 4 and name each problem if tampered.
-    Verify,
+    Verify {
+        /// A head printed earlier by `audit checkpoint` and kept outside the
+        /// database: the ledger must still contain exactly that history.
+        #[arg(long, value_name = "SEQ:HASH")]
+        since_checkpoint: Option<Checkpoint>,
+    },
+    /// Print the head (SEQ:HASH) to keep outside the database: a CI artifact, a ticket, a chat message.
+    Checkpoint,
+    /// Record what became of an action whose outcome is unknown (the agent
+    /// stopped mid-action and the target could not show it done). Until then,
+    /// every run on that target holds for a human.
+    Resolve {
+        /// The plan id the held release names.
+        plan_id: String,
+        /// The action took effect (checked on the target by you).
+        #[arg(long, conflicts_with = "not_done", required_unless_present = "not_done")]
+        done: bool,
+        /// The action did not take effect.
+        #[arg(long)]
+        not_done: bool,
+        /// Who you are, e.g. alice@example.com.
+        #[arg(long = "as")]
+        identity: String,
+        /// Why you are sure.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
-fn failed(e: impl std::fmt::Display) -> Failure {
-    Failure { code: 1, message: e.to_string() }
+fn failed(e: impl std::error::Error + 'static) -> Failure {
+    Failure { code: 1, message: super::chain(&e) }
 }
 
-fn one_line(kind: &str, body: &serde_json::Value) -> String {
-    match kind {
-        "tick" => format!(
-            "t={}s verdict={} decision={}",
-            body["now_s"],
-            body["judge"]["verdict"].as_str().unwrap_or("?"),
-            body["decision"]["decision"].as_str().unwrap_or("?")
-        ),
-        "intent" => format!("{} {} -> {}", body["kind"].as_str().unwrap_or("?"), body["target"], body["to_revision"]),
-        "outcome" => format!("verified={}", body["verification"]["Ok"]["verified"]),
-        "release_finished" => format!("status={}", body["status"]["status"].as_str().unwrap_or("?")),
-        "release_started" => format!("source={} mode={}", body["source"], body["mode"]),
-        _ => String::new(),
+fn one_line(r: &StoredRecord) -> String {
+    let rec = match Record::from_stored(r) {
+        Ok(rec) => rec,
+        Err(e) => return format!("unreadable: {e}"),
+    };
+    match rec {
+        Record::Tick(t) => {
+            let decision = match &t.decision {
+                Decision::Rollback { .. } => "rollback".to_string(),
+                d => d.label().to_string(),
+            };
+            format!("t={}s verdict={:?} decision={decision}", t.now_s, t.judge.verdict)
+        }
+        Record::Intent(i) => {
+            format!("{:?} {} -> {} (plan {})", i.plan.kind, i.plan.target, i.plan.to_revision, i.plan.id)
+        }
+        Record::Outcome(o) => format!("{} (plan {})", result_line(&o.result), o.plan_id),
+        Record::ReleaseFinished(f) => format!("status={}", status_name(&f.status)),
+        Record::ReleaseStarted(s) => match s.continued_from_s {
+            Some(at) => format!("source={} mode={:?} continued from t={at}s", s.source, s.mode),
+            None => format!("source={} mode={:?}", s.source, s.mode),
+        },
+        Record::Lease(l) => format!("{} lease on {} to {} (token {})", lease_event(&l.event), l.target, l.holder, l.token),
     }
+}
+
+fn lease_event(e: &backstop::ledger::LeaseEvent) -> String {
+    match e {
+        backstop::ledger::LeaseEvent::Acquired => "acquired".into(),
+        backstop::ledger::LeaseEvent::TakenOver { from } => format!("taken over from {from}:"),
+    }
+}
+
+fn result_line(r: &ActionResult) -> String {
+    match r {
+        ActionResult::Verified { .. } => "verified".into(),
+        ActionResult::NotVerified { .. } => "executed, not verified".into(),
+        ActionResult::VerifyFailed { .. } => "executed, verify failed".into(),
+        ActionResult::Failed { .. } => "failed".into(),
+        ActionResult::Reconciled { .. } => "reconciled after restart (already done; not run again)".into(),
+        ActionResult::Unresolved { .. } => "unresolved after restart (held for a human)".into(),
+        ActionResult::ResolvedByHuman { done, .. } => format!("resolved by a human: done={done}"),
+    }
+}
+
+fn status_name(s: &backstop::orchestrator::ReleaseStatus) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v["status"].as_str().map(str::to_string)).unwrap_or_default()
 }
 
 pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResult {
     let url = ledger_url(a.ledger.as_deref(), settings);
-    let ledger = Ledger::open(&url).await.map_err(failed)?;
+    let ledger = Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
     match a.command {
         AuditCommand::List { release, limit } => {
             for r in ledger.list(release.as_deref(), limit).await.map_err(failed)? {
-                let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
                 out(&format!(
-                    "{:>6}  {}  {:<16} {:<7} {}  {}",
+                    "{:>6}  {}  {:<16} {:<24} {}  {}",
                     r.seq,
                     jiff::Timestamp::from_millisecond(r.at_ms).map(|t| t.to_string()).unwrap_or_default(),
                     r.kind,
                     r.actor,
                     r.release_id,
-                    one_line(&r.kind, &body)
+                    one_line(&r)
                 ));
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Show { seq } => {
-            let r = ledger
-                .get(seq)
-                .await
-                .map_err(failed)?
-                .ok_or_else(|| Failure::usage(format!("no record {seq} in {url}")))?;
-            let body: serde_json::Value =
-                serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
-            let shown = serde_json::json!({ "seq": r.seq, "record_id": r.record_id, "release_id": r.release_id,
-                "kind": r.kind, "actor": r.actor, "at_ms": r.at_ms, "prev_hash": r.prev_hash, "hash": r.hash, "body": body });
-            out(&serde_json::to_string_pretty(&shown).map_err(failed)?);
+        AuditCommand::Show { seq } => show(&ledger, seq, &url).await,
+        AuditCommand::Verify { since_checkpoint } => verify(&ledger, since_checkpoint).await,
+        AuditCommand::Checkpoint => {
+            out(&ledger.checkpoint().await.map_err(failed)?.to_string());
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify => {
-            let report = ledger.verify().await.map_err(failed)?;
-            if report.problems.is_empty() {
-                out(&format!("ledger {}: {} records, chain intact", ledger.url(), report.records));
-                Ok(ExitCode::SUCCESS)
-            } else {
-                out(&format!(
-                    "ledger {}: {} records, {} problem(s):",
-                    ledger.url(),
-                    report.records,
-                    report.problems.len()
-                ));
-                for p in &report.problems {
-                    out(&format!("  - {p}"));
-                }
-                Ok(ExitCode::from(EXIT_TAMPERED))
-            }
+        AuditCommand::Resolve { plan_id, done, not_done: _, identity, reason } => {
+            resolve(&ledger, settings, plan_id, done, identity, reason).await
         }
     }
+}
+
+async fn show(ledger: &Ledger, seq: i64, url: &str) -> CliResult {
+    let r = ledger.get(seq).await.map_err(failed)?.ok_or_else(|| Failure::usage(format!("no record {seq} in {url}")))?;
+    let record = Record::from_stored(&r).map_err(failed)?;
+    #[derive(serde::Serialize)]
+    struct Shown<'a> {
+        seq: i64,
+        record_id: &'a str,
+        release_id: &'a str,
+        actor: &'a str,
+        at_ms: i64,
+        record_version: i64,
+        prev_hash: &'a str,
+        hash: &'a str,
+        #[serde(flatten)]
+        record: Record,
+    }
+    let shown = Shown {
+        seq: r.seq,
+        record_id: &r.record_id,
+        release_id: &r.release_id,
+        actor: &r.actor,
+        at_ms: r.at_ms,
+        record_version: r.record_version,
+        prev_hash: &r.prev_hash,
+        hash: &r.hash,
+        record,
+    };
+    out(&serde_json::to_string_pretty(&shown).map_err(failed)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(ledger: &Ledger, checkpoint: Option<Checkpoint>) -> CliResult {
+    let anchored = checkpoint.as_ref().map(|c| format!(", history up to checkpoint {} unchanged", c.seq));
+    let report = ledger.verify(checkpoint).await.map_err(failed)?;
+    if report.problems.is_empty() {
+        out(&format!("ledger {}: {} records, chain intact{}", ledger.url(), report.records, anchored.unwrap_or_default()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    out(&format!("ledger {}: {} records, {} problem(s):", ledger.url(), report.records, report.problems.len()));
+    for p in &report.problems {
+        out(&format!("  - {p}"));
+    }
+    Ok(ExitCode::from(EXIT_TAMPERED))
+}
+
+async fn resolve(
+    ledger: &Ledger,
+    settings: &backstop::config::Settings,
+    plan_id: String,
+    done: bool,
+    identity: String,
+    reason: String,
+) -> CliResult {
+    let open = find_open(ledger, &plan_id).await?;
+    let actor = Actor::Human { channel: "cli".into(), identity };
+    let actor_text = actor.to_string();
+    actor_text.parse::<Actor>().map_err(|e| Failure::usage(format!("--as: {e}")))?;
+    let record = Record::Outcome(OutcomeRecord { plan_id: plan_id.clone(), result: ActionResult::ResolvedByHuman { done, reason } });
+    let at = settings.agent_context().clock.now_ms();
+    let receipt = ledger.append(&open.release_id, &actor, at, record).await.map_err(failed)?;
+    out(&format!("plan {plan_id} resolved as {} by {actor_text} (record {})", if done { "done" } else { "not done" }, receipt.seq));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn find_open(ledger: &Ledger, plan_id: &str) -> Result<backstop::ledger::OpenIntent, Failure> {
+    let intent = ledger.intent(plan_id).await.map_err(failed)?;
+    let Some(intent) = intent else { return Err(Failure::usage(format!("no intent with plan id `{plan_id}` in the ledger"))) };
+    let open = ledger.open_intents(&intent.intent.plan.target).await.map_err(failed)?;
+    open.into_iter()
+        .find(|o| o.intent.plan.id == plan_id)
+        .ok_or_else(|| Failure::usage(format!("plan `{plan_id}` already has a settled outcome; nothing to resolve")))
 }

@@ -6,13 +6,22 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CliResult, Failure, load_policy, out};
-use backstop::bench::{BenchRow, concurrent_releases, haproxy_rollback, judge_tick, ledger_appends, render};
+use std::sync::Arc;
+
+use backstop::bench::{
+    BenchRow, ReleasesReport, concurrent_releases, haproxy_rollback, judge_tick, ledger_appends, render,
+};
+use backstop::ledger::Ledger;
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// Concurrent releases to watch, one run each.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     releases: Vec<usize>,
+    /// Concurrent releases whose every tick is also recorded in the ledger
+    /// (tick record and lease renewal, group-committed), one run each.
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    ledger_releases: Vec<usize>,
     /// Ticks per release in those runs.
     #[arg(long, default_value_t = 6)]
     ticks: u32,
@@ -44,22 +53,23 @@ fn failed(e: impl std::fmt::Display) -> Failure {
 pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResult {
     let policy = load_policy(None, settings)?;
     let mut rows = vec![judge_tick(20, 360, a.iterations)];
-    for &n in &a.releases {
-        let r = concurrent_releases(n, a.ticks, Duration::from_secs(a.tick_s), a.start_s, &policy).await;
-        rows.push(BenchRow {
-            name: format!("{n} concurrent releases, {}-s tick, {} ticks each", a.tick_s, a.ticks),
-            result: format!(
-                "{} of {} ticks missed; CPU {:.1}% of all cores; peak RSS {:.0} MiB; {:.0} µs work per tick",
-                r.missed,
-                n as u64 * u64::from(a.ticks),
-                r.cpu_share * 100.0,
-                r.peak_rss_mib,
-                r.mean_tick_us
-            ),
-            baseline: "none".into(),
-        });
-    }
     let dir = tempfile_dir().map_err(failed)?;
+    let tick = Duration::from_secs(a.tick_s);
+    for &n in &a.releases {
+        let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy, None).await;
+        rows.push(releases_row(n, &a, &r, "no ledger"));
+    }
+    for &n in &a.ledger_releases {
+        let url = backstop::ledger::sqlite_url(&dir.join(format!("releases-{n}.db")));
+        let ledger = Arc::new(Ledger::open(&url).await.map_err(failed)?);
+        let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy, Some(ledger)).await;
+        rows.push(releases_row(n, &a, &r, "ledger on SQLite"));
+        if let Some(pg) = &a.postgres {
+            let ledger = Arc::new(Ledger::open(pg).await.map_err(failed)?);
+            let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy, Some(ledger)).await;
+            rows.push(releases_row(n, &a, &r, "ledger on PostgreSQL"));
+        }
+    }
     let url = backstop::ledger::sqlite_url(&dir.join("bench.db"));
     rows.push(ledger_appends(&url, a.appends).await.map_err(failed)?);
     match &a.haproxy_socket {
@@ -79,6 +89,26 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
     }
     out(render(&rows).trim_end());
     Ok(ExitCode::SUCCESS)
+}
+
+fn releases_row(n: usize, a: &BenchArgs, r: &ReleasesReport, ledger: &str) -> BenchRow {
+    let appends = if r.appends > 0 {
+        format!("; {} appends, {:.0} appends/s, p99 append {:.1} ms", r.appends, r.appends_per_s, r.append_p99_ms)
+    } else {
+        String::new()
+    };
+    BenchRow {
+        name: format!("{n} concurrent releases, {}-s tick, {} ticks each, {ledger}", a.tick_s, a.ticks),
+        result: format!(
+            "{} of {} ticks missed; CPU {:.1}% of all cores; peak RSS {:.0} MiB; {:.0} µs work per tick{appends}",
+            r.missed,
+            n as u64 * u64::from(a.ticks),
+            r.cpu_share * 100.0,
+            r.peak_rss_mib,
+            r.mean_tick_us
+        ),
+        baseline: "none".into(),
+    }
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {

@@ -74,7 +74,9 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     let ledger = Ledger::open(&url).await.map_err(failed)?;
     let sim = Arc::new(Simulator::new(sim_cfg.clone()));
     let target = format!("simulator/{}", sim_cfg.service);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let agent = settings.agent_context();
+    // Each demo run simulates a new release, so its id is new each time.
+    let stamp = agent.clock.now_ms() / 1000;
     let facts = ReleaseFacts {
         release_id: format!("demo-{}-{stamp}", a.scenario),
         service: sim_cfg.service.clone(),
@@ -106,6 +108,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         ledger: &ledger,
         stop: None,
         model: settings.assessor().map_err(Failure::usage)?,
+        agent,
     };
     let executor = Arc::new(SimulatedExecutor::new(target, sim.clone()));
     let mut display = LiveDisplay::new(sim_cfg.duration_s, a.flags.plain);
@@ -152,6 +155,9 @@ fn describe(s: &ReleaseStatus) -> String {
         ReleaseStatus::Promoted => "PROMOTED v42 — executed and verified".into(),
         ReleaseStatus::ActionNotVerified { observed, .. } => format!("HELD: action ran but did NOT verify: {observed}"),
         ReleaseStatus::ActionFailed { error, .. } => format!("HELD: action FAILED: {error}"),
+        ReleaseStatus::ActionUnresolved { plan_id, observed, .. } => {
+            format!("HELD: an earlier action (plan {plan_id}) has no outcome and the target does not show it done: {observed}")
+        }
         ReleaseStatus::Recommended { decision, .. } => format!("recommended {}", decision.label()),
         ReleaseStatus::AwaitingApproval { reason, .. } => format!("awaiting approval: {reason}"),
         ReleaseStatus::Held { reason } => format!("held: {reason}"),

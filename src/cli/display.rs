@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::out;
-use backstop::executor::{ActionPlan, Verification};
+use backstop::executor::ActionPlan;
+use backstop::ledger::ActionResult;
 use backstop::judge::{Finding, MetricStatus};
 use backstop::orchestrator::{Observer, TickReport};
 
@@ -95,13 +96,18 @@ impl Observer for LiveDisplay {
         self.line(&format!("intent recorded in ledger: {:?} {} -> {}", plan.kind, plan.target, plan.to_revision));
     }
 
-    fn on_outcome(&mut self, _plan: &ActionPlan, result: &Result<String, String>, v: Option<&Verification>) {
-        match result {
-            Ok(r) => self.line(&format!("executed: {r}")),
-            Err(e) => self.line(&format!("execution FAILED: {e}")),
-        }
-        if let Some(v) = v {
-            self.line(&format!("verified={} ({})", v.verified, v.observed));
+    fn on_outcome(&mut self, _plan: &ActionPlan, result: &ActionResult) {
+        let line = match result {
+            ActionResult::Verified { output, observed } => format!("executed: {output}\nverified=true ({observed})"),
+            ActionResult::NotVerified { output, observed } => format!("executed: {output}\nverified=false ({observed})"),
+            ActionResult::VerifyFailed { output, error } => format!("executed: {output}\nverify FAILED: {error}"),
+            ActionResult::Failed { error } => format!("execution FAILED: {error}"),
+            ActionResult::Reconciled { observed } => format!("reconciled: {observed}"),
+            ActionResult::Unresolved { observed } => format!("unresolved: {observed}"),
+            ActionResult::ResolvedByHuman { done, reason } => format!("resolved by a human: done={done} ({reason})"),
+        };
+        for l in line.lines() {
+            self.line(l);
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum SchemaWhat {
     Config,
     /// JSON Schema of a policy file.
     Policy,
+    /// JSON Schema of the ledger's records (kind, body).
+    Ledger,
 }
 
 #[derive(Args)]
@@ -66,6 +68,7 @@ pub fn schema(what: SchemaWhat) -> CliResult {
     let schema = match what {
         SchemaWhat::Config => backstop::config::schema(),
         SchemaWhat::Policy => schemars::schema_for!(backstop::policy::PolicyFile),
+        SchemaWhat::Ledger => backstop::ledger::record::schema(),
     };
     let text = serde_json::to_string_pretty(&schema).map_err(|e| Failure { code: 1, message: e.to_string() })?;
     out(&text);

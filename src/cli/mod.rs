@@ -75,6 +75,26 @@ impl Failure {
     pub fn usage(message: impl std::fmt::Display) -> Self {
         Self { code: EXIT_USAGE, message: message.to_string() }
     }
+
+    /// A backend (ledger, signal source) failed: exit 3, with every cause.
+    pub fn backend(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self { code: watch::exit::BACKEND, message: chain(e) }
+    }
+}
+
+/// An error and its causes on one line: `outer: inner: root`.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !text.ends_with(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = c.source();
+    }
+    text
 }
 
 impl From<anyhow::Error> for Failure {

@@ -15,7 +15,7 @@ use backstop::executor::ActionKind;
 use backstop::ledger::Ledger;
 use backstop::orchestrator::{Observer, Quiet, ReleaseRun, ReleaseStatus, RunOutcome};
 use backstop::policy::{Decision, PolicyFile, Proposal, RunMode};
-use backstop::release::PreparedRelease;
+use backstop::release::{PreparedRelease, release_id};
 use backstop::report::{Report, render_html, render_markdown};
 
 /// Documented exit codes of `watch`.
@@ -94,12 +94,14 @@ pub fn exit_code(o: &RunOutcome) -> u8 {
         | ReleaseStatus::Denied { .. }
         | ReleaseStatus::ActionFailed { action: ActionKind::Rollback, .. }
         | ReleaseStatus::ActionNotVerified { action: ActionKind::Rollback, .. }
+        | ReleaseStatus::ActionUnresolved { action: ActionKind::Rollback, .. }
         | ReleaseStatus::AwaitingApproval { proposed: Proposal::Rollback { .. }, .. } => exit::ROLLBACK_NOT_EXECUTED,
         ReleaseStatus::Held { .. } if o.signal_failure.is_some() => exit::BACKEND,
         ReleaseStatus::Held { .. }
         | ReleaseStatus::AwaitingApproval { .. }
         | ReleaseStatus::ActionFailed { action: ActionKind::Promote, .. }
-        | ReleaseStatus::ActionNotVerified { action: ActionKind::Promote, .. } => exit::HELD,
+        | ReleaseStatus::ActionNotVerified { action: ActionKind::Promote, .. }
+        | ReleaseStatus::ActionUnresolved { action: ActionKind::Promote, .. } => exit::HELD,
         ReleaseStatus::Interrupted => exit::INTERRUPTED,
     }
 }
@@ -169,19 +171,25 @@ pub async fn run_all(
     let chosen = select(settings, &a.releases)?;
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
-    let ledger = Ledger::open(&url).await.map_err(|e| Failure { code: exit::BACKEND, message: e.to_string() })?;
+    let ledger = Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
     let model = settings.assessor().map_err(Failure::usage)?;
     let stop = stop_on_signals();
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let agent = settings.agent_context();
+    let started_ms = agent.clock.now_ms();
     let mut prepared = Vec::new();
     for cfg in chosen {
-        let id = format!("{}-{}-{stamp}", cfg.name, cfg.candidate_revision);
+        // An acting release keeps one id across restarts and replicas; an
+        // advisory run is a separate analysis and never continues or shares it.
+        let id = match mode {
+            RunMode::Act => release_id(cfg),
+            RunMode::Advise => format!("{}/advise/{started_ms}", release_id(cfg)),
+        };
         let p = PreparedRelease::prepare(cfg, settings.declared_targets(), id, mode).map_err(Failure::usage)?;
         prepared.push((cfg.name.clone(), p));
     }
     let runs = prepared.iter().map(|(name, p)| {
         let mut obs = observer(name, p.duration_s);
-        let (ledger, policy, stop, model) = (&ledger, &policy, stop.clone(), model.clone());
+        let (ledger, policy, stop, model, agent) = (&ledger, &policy, stop.clone(), model.clone(), agent.clone());
         async move {
             let run = ReleaseRun {
                 facts: p.facts.clone(),
@@ -192,6 +200,7 @@ pub async fn run_all(
                 ledger,
                 stop: Some(stop),
                 model,
+                agent,
             };
             run.run(p.source.as_ref(), &p.actuation(), obs.as_mut()).await
         }
@@ -199,7 +208,7 @@ pub async fn run_all(
     let results = futures_join(runs).await;
     let mut ran = Vec::new();
     for ((name, p), r) in prepared.into_iter().zip(results) {
-        let outcome = r.map_err(|e| Failure { code: exit::BACKEND, message: format!("release {name}: {e}") })?;
+        let outcome = r.map_err(|e| Failure { code: exit::BACKEND, message: format!("release {name}: {}", super::chain(&e)) })?;
         ran.push(Ran { name, prepared: p, outcome });
     }
     Ok((ran, policy))

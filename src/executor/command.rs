@@ -15,7 +15,11 @@ use crate::policy::RollbackPlan;
 const MAX_OUTPUT: usize = 16 * 1024;
 
 /// A command executor as configured. In every argument, `{target}`,
-/// `{to_revision}` and `{from_revision}` are replaced; each stays one argument.
+/// `{to_revision}`, `{from_revision}` and `{plan_id}` are replaced; each stays
+/// one argument. `{plan_id}` is the action's idempotency key: the same plan
+/// id is never executed twice by backstop (after a crash the plan is
+/// reconciled through `verify`, not re-run), and a tool that records it can
+/// refuse a duplicate on its side too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
@@ -59,6 +63,7 @@ impl CommandExecutor {
                 a.replace("{target}", &plan.target)
                     .replace("{to_revision}", &plan.to_revision)
                     .replace("{from_revision}", &self.from_revision)
+                    .replace("{plan_id}", &plan.id)
             })
             .collect()
     }

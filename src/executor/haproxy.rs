@@ -2,6 +2,10 @@
 //! admin`, Unix or TCP): rollback sets the canary's weight to 0 (and drains
 //! it), promotion moves all weight to the canary; `verify` reads the weights
 //! back with `get weight`. One text command per connection.
+//!
+//! Idempotent by construction: the commands set absolute weights and states,
+//! so running a plan twice leaves the same state as once, and `verify` can
+//! always tell whether a plan took effect (what recovery after a crash needs).
 
 use std::time::Duration;
 

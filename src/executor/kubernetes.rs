@@ -4,6 +4,11 @@
 //! and an Argo Rollout aborted (the merge patch `kubectl argo rollouts abort`
 //! sends to the `status` subresource, falling back to the resource on 404).
 //! Kubeconfig and in-cluster service accounts both work (kube's inference).
+//!
+//! Idempotent by construction: the rollback patches the pod template to the
+//! recorded revision's (applying it twice changes nothing more), an abort sets
+//! a flag, and `verify` reads the object back, so recovery after a crash can
+//! always tell whether a plan took effect.
 
 use std::path::PathBuf;
 

@@ -23,20 +23,30 @@ pub struct StoredRecord {
     pub at_ms: i64,
     /// JSON body.
     pub body: String,
+    /// Record format and hash version (1: untyped bodies, hash without `seq`).
+    pub record_version: i64,
     /// Hash of the previous record.
     pub prev_hash: String,
     /// Hash of this record (content and `prev_hash`).
     pub hash: String,
 }
 
-/// Hash of a record's content and its link to the previous record. The
-/// sequence number is deliberately left out: order is carried by the links,
-/// so a moved record shows up as a broken link, not as an edit.
+/// Hash of a record's content and its link to the previous record. Version 2
+/// also covers `seq` and the version itself, so a record cannot be renumbered
+/// or downgraded without changing its hash; version 1 (older ledgers) left
+/// `seq` out and still verifies as it was written.
 pub fn record_hash(r: &StoredRecord) -> String {
     let mut h = Sha256::new();
-    for part in [&r.prev_hash, &r.record_id, &r.release_id, &r.kind, &r.actor, &r.at_ms.to_string(), &r.body] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+    let mut part = |p: &str| {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    };
+    if r.record_version >= 2 {
+        part(&r.record_version.to_string());
+        part(&r.seq.to_string());
+    }
+    for p in [&r.prev_hash, &r.record_id, &r.release_id, &r.kind, &r.actor, &r.at_ms.to_string(), &r.body] {
+        part(p);
     }
     hex::encode(h.finalize())
 }
@@ -67,6 +77,25 @@ pub enum Problem {
         /// Sequence number.
         seq: i64,
     },
+    /// A version-1 record after a version-2 one: rewritten to dodge the newer hash.
+    Downgraded {
+        /// Sequence number.
+        seq: i64,
+    },
+    /// The checkpoint's record is gone: records at or before it were removed.
+    CheckpointMissing {
+        /// The checkpoint's sequence number.
+        seq: i64,
+    },
+    /// The checkpoint's record has another hash now: history up to it was rewritten.
+    CheckpointMismatch {
+        /// The checkpoint's sequence number.
+        seq: i64,
+        /// Hash stored outside the database.
+        expected: String,
+        /// Hash found.
+        found: String,
+    },
     /// The head disagrees with the last record: records removed from the end (or the head edited).
     Truncated {
         /// What the head says.
@@ -85,6 +114,16 @@ impl std::fmt::Display for Problem {
             Problem::Reordered { seq } => {
                 write!(f, "record {seq} does not follow the record before it: records were reordered")
             }
+            Problem::Downgraded { seq } => {
+                write!(f, "record {seq} claims the old format after newer records: it was rewritten")
+            }
+            Problem::CheckpointMissing { seq } => {
+                write!(f, "checkpoint record {seq} is missing: records up to the checkpoint were removed")
+            }
+            Problem::CheckpointMismatch { seq, expected, found } => write!(
+                f,
+                "checkpoint record {seq} has hash {found}, not {expected}: the ledger up to the checkpoint was rewritten"
+            ),
             Problem::Truncated { head_seq, last_seq } => write!(
                 f,
                 "the head records {head_seq} records but the ledger ends at {last_seq}: records were removed from the end or the head was changed"
@@ -93,34 +132,129 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A head as stored outside the database: `SEQ:HASH` (`backstop audit checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Sequence number of the record.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+/// A checkpoint that is not `SEQ:HASH`.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint `{0}`: expected SEQ:HASH as printed by `backstop audit checkpoint` (a number, a colon, 64 hex digits)")]
+pub struct CheckpointParseError(String);
+
+impl std::str::FromStr for Checkpoint {
+    type Err = CheckpointParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || CheckpointParseError(s.to_string());
+        let (seq, hash) = s.split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.trim().parse().map_err(|_| bad())?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if seq < 0 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Checkpoint { seq, hash })
+    }
+}
+
+/// Walks a ledger in `seq` order one record at a time, so a ledger of any
+/// size verifies in constant memory.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    expected_seq: i64,
+    prev_hash: String,
+    newest_version: i64,
+    last: Option<(i64, String)>,
+    checkpoint: Option<Checkpoint>,
+    checkpoint_seen: bool,
+    records: u64,
+    problems: Vec<Problem>,
+}
+
+impl ChainVerifier {
+    /// A verifier from genesis, optionally holding the chain to a checkpoint.
+    pub fn new(checkpoint: Option<Checkpoint>) -> Self {
+        Self {
+            expected_seq: 1,
+            prev_hash: GENESIS.to_string(),
+            newest_version: 1,
+            last: None,
+            checkpoint: checkpoint.filter(|c| c.seq > 0),
+            checkpoint_seen: false,
+            records: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Check the next record.
+    pub fn feed(&mut self, r: &StoredRecord) {
+        self.records += 1;
+        let gap = r.seq > self.expected_seq;
+        if gap {
+            self.problems.push(Problem::Deleted { from_seq: self.expected_seq, to_seq: r.seq - 1 });
+        }
+        if r.record_version < self.newest_version {
+            self.problems.push(Problem::Downgraded { seq: r.seq });
+        }
+        self.newest_version = self.newest_version.max(r.record_version);
+        if record_hash(r) != r.hash {
+            self.problems.push(Problem::Edited { seq: r.seq });
+        } else if r.prev_hash != self.prev_hash && !gap {
+            self.problems.push(Problem::Reordered { seq: r.seq });
+        }
+        if let Some(c) = &self.checkpoint
+            && c.seq == r.seq
+        {
+            self.checkpoint_seen = true;
+            if c.hash != r.hash {
+                self.problems.push(Problem::CheckpointMismatch {
+                    seq: c.seq,
+                    expected: c.hash.clone(),
+                    found: r.hash.clone(),
+                });
+            }
+        }
+        self.expected_seq = r.seq + 1;
+        self.prev_hash = r.hash.clone();
+        self.last = Some((r.seq, r.hash.clone()));
+    }
+
+    /// Compare with the stored head and finish: records checked and every problem.
+    pub fn finish(mut self, head: Option<(i64, String)>) -> (u64, Vec<Problem>) {
+        match (head, &self.last) {
+            (Some((hs, hh)), Some((ls, lh))) if hs != *ls || hh != *lh => {
+                self.problems.push(Problem::Truncated { head_seq: hs, last_seq: *ls })
+            }
+            (Some((hs, _)), None) if hs > 0 => self.problems.push(Problem::Truncated { head_seq: hs, last_seq: 0 }),
+            (None, Some((ls, _))) => self.problems.push(Problem::Truncated { head_seq: 0, last_seq: *ls }),
+            _ => {}
+        }
+        if let Some(c) = &self.checkpoint
+            && !self.checkpoint_seen
+        {
+            self.problems.push(Problem::CheckpointMissing { seq: c.seq });
+        }
+        (self.records, self.problems)
+    }
+}
+
 /// Check a whole ledger (rows in `seq` order) against its head.
 pub fn verify_chain(rows: &[StoredRecord], head: Option<(i64, String)>) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut expected_seq = 1;
-    let mut prev_hash = GENESIS.to_string();
+    let mut v = ChainVerifier::new(None);
     for r in rows {
-        let gap = r.seq > expected_seq;
-        if gap {
-            problems.push(Problem::Deleted { from_seq: expected_seq, to_seq: r.seq - 1 });
-        }
-        if record_hash(r) != r.hash {
-            problems.push(Problem::Edited { seq: r.seq });
-        } else if r.prev_hash != prev_hash && !gap {
-            problems.push(Problem::Reordered { seq: r.seq });
-        }
-        expected_seq = r.seq + 1;
-        prev_hash = r.hash.clone();
+        v.feed(r);
     }
-    let last = rows.last().map(|r| (r.seq, r.hash.clone()));
-    match (head, last) {
-        (Some((hs, hh)), Some((ls, lh))) if hs != ls || hh != lh => {
-            problems.push(Problem::Truncated { head_seq: hs, last_seq: ls })
-        }
-        (Some((hs, _)), None) if hs > 0 => problems.push(Problem::Truncated { head_seq: hs, last_seq: 0 }),
-        (None, Some((ls, _))) => problems.push(Problem::Truncated { head_seq: 0, last_seq: ls }),
-        _ => {}
-    }
-    problems
+    v.finish(head).1
 }
 
 #[cfg(test)]
@@ -139,6 +273,7 @@ mod tests {
                     actor: "agent".into(),
                     at_ms: seq * 1000,
                     body: format!("{{\"tick\":{seq}}}"),
+                    record_version: 2,
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };
@@ -177,14 +312,30 @@ mod tests {
 
     #[test]
     fn reorder_is_named() {
-        let mut rows = chain(5);
-        let h = head(&rows);
         // Swap the contents of positions 2 and 3, keeping sequence numbers in place.
-        let (a, b) = (rows[1].clone(), rows[2].clone());
-        rows[1] = StoredRecord { seq: 2, ..b };
-        rows[2] = StoredRecord { seq: 3, ..a };
+        let swap = |rows: &mut Vec<StoredRecord>| {
+            let (a, b) = (rows[1].clone(), rows[2].clone());
+            rows[1] = StoredRecord { seq: 2, ..b };
+            rows[2] = StoredRecord { seq: 3, ..a };
+        };
+        // Version 1 left seq out of the hash: only the links show the move.
+        let mut rows: Vec<StoredRecord> = chain(5).into_iter().map(|r| StoredRecord { record_version: 1, ..r }).collect();
+        let mut prev = GENESIS.to_string();
+        for r in &mut rows {
+            r.prev_hash = prev.clone();
+            r.hash = record_hash(r);
+            prev = r.hash.clone();
+        }
+        let h = head(&rows);
+        swap(&mut rows);
         let p = verify_chain(&rows, h);
         assert!(p.contains(&Problem::Reordered { seq: 2 }), "{p:?}");
+        // Version 2 hashes seq too: a moved record no longer matches its hash.
+        let mut rows = chain(5);
+        let h = head(&rows);
+        swap(&mut rows);
+        let p = verify_chain(&rows, h);
+        assert!(p.contains(&Problem::Edited { seq: 2 }) && p.contains(&Problem::Edited { seq: 3 }), "{p:?}");
     }
 
     #[test]
@@ -193,5 +344,97 @@ mod tests {
         let h = head(&rows);
         rows.pop();
         assert_eq!(verify_chain(&rows, h), vec![Problem::Truncated { head_seq: 5, last_seq: 4 }]);
+    }
+}
+
+#[cfg(test)]
+mod anchor_tests {
+    use super::*;
+
+    fn build(n: i64, version: i64) -> Vec<StoredRecord> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let mut r = StoredRecord {
+                    seq,
+                    record_id: format!("r{seq}"),
+                    release_id: "rel".into(),
+                    kind: "intent".into(),
+                    actor: "agent".into(),
+                    at_ms: seq,
+                    body: format!("{{\"n\":{seq}}}"),
+                    record_version: version,
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                };
+                r.hash = record_hash(&r);
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    fn rehash_from(rows: &mut [StoredRecord], from: usize) {
+        for i in from..rows.len() {
+            rows[i].prev_hash = if i == 0 { GENESIS.to_string() } else { rows[i - 1].hash.clone() };
+            rows[i].hash = record_hash(&rows[i]);
+        }
+    }
+
+    fn verify(rows: &[StoredRecord], head: Option<(i64, String)>, c: Option<Checkpoint>) -> Vec<Problem> {
+        let mut v = ChainVerifier::new(c);
+        rows.iter().for_each(|r| v.feed(r));
+        v.finish(head).1
+    }
+
+    #[test]
+    fn seq_is_in_the_v2_hash_but_not_the_v1_hash() {
+        let v2 = build(1, 2);
+        let mut moved = v2[0].clone();
+        moved.seq = 7;
+        assert_ne!(record_hash(&moved), v2[0].hash);
+        let v1 = build(1, 1);
+        let mut moved = v1[0].clone();
+        moved.seq = 7;
+        assert_eq!(record_hash(&moved), v1[0].hash);
+    }
+
+    #[test]
+    fn a_rewrite_rehashed_to_the_head_passes_alone_and_fails_against_a_checkpoint() {
+        let mut rows = build(6, 2);
+        let cp = Checkpoint { seq: 6, hash: rows[5].hash.clone() };
+        rows[2].body = "{\"n\":99}".into();
+        rehash_from(&mut rows, 2);
+        let head = Some((6, rows[5].hash.clone()));
+        assert!(verify(&rows, head.clone(), None).is_empty(), "self-consistent rewrite");
+        assert!(matches!(verify(&rows, head, Some(cp)).as_slice(), [Problem::CheckpointMismatch { seq: 6, .. }]));
+    }
+
+    #[test]
+    fn tail_truncation_with_the_head_moved_fails_against_a_checkpoint() {
+        let mut rows = build(6, 2);
+        let cp = Checkpoint { seq: 6, hash: rows[5].hash.clone() };
+        rows.truncate(4);
+        let head = Some((4, rows[3].hash.clone()));
+        assert!(verify(&rows, head.clone(), None).is_empty());
+        assert_eq!(verify(&rows, head, Some(cp)), vec![Problem::CheckpointMissing { seq: 6 }]);
+    }
+
+    #[test]
+    fn a_downgrade_to_the_old_hash_is_named() {
+        let mut rows = build(3, 2);
+        rows[2].record_version = 1;
+        rehash_from(&mut rows, 2);
+        let head = Some((3, rows[2].hash.clone()));
+        assert_eq!(verify(&rows, head, None), vec![Problem::Downgraded { seq: 3 }]);
+    }
+
+    #[test]
+    fn checkpoints_parse_strictly() {
+        let h = "a".repeat(64);
+        assert_eq!(format!("12:{h}").parse::<Checkpoint>().unwrap(), Checkpoint { seq: 12, hash: h.clone() });
+        for bad in ["12", "x:abc", &format!("-1:{h}"), "3:zz"] {
+            assert!(bad.parse::<Checkpoint>().is_err(), "{bad}");
+        }
     }
 }

@@ -2,71 +2,80 @@
 //! default, PostgreSQL when agents share it), through one `AnyPool` code path.
 //!
 //! Every tick's decision, every action's intent (before it runs) and outcome
-//! (after) is a record. An action needs an [`ExecutionPermit`], which only
+//! (after) is a [`Record`]. An action needs an [`ExecutionPermit`], which only
 //! [`Ledger::record_intent`] issues once the intent is committed: no ledger
 //! write, no action.
+//!
+//! Appends go through one writer task per process, which writes whatever
+//! has queued up in one transaction (group commit, chain order kept). Across
+//! processes the transaction serialises on the head row (`SELECT … FOR
+//! UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite in WAL mode), and the
+//! per-target lease is read and changed inside that same transaction.
 
 mod chain;
+pub mod lease;
+pub mod record;
+mod writer;
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use thiserror::Error;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
-pub use chain::{GENESIS, Problem, StoredRecord, digest, record_hash, verify_chain};
+pub use chain::{
+    ChainVerifier, Checkpoint, CheckpointParseError, GENESIS, Problem, StoredRecord, digest, record_hash, verify_chain,
+};
+pub use lease::{LeaseOp, LeaseRow};
+pub use record::{
+    ActionResult, Actor, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole, OutcomeRecord, RECORD_VERSION, Record,
+    RecordError, RecordKind, ReleaseFinished, ReleaseStarted, TickRecord,
+};
 
-use crate::executor::{ActionPlan, ExecutionPermit};
+use crate::executor::{ActionKind, ActionPlan, ExecutionPermit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows read per query while streaming the whole ledger (`verify`).
+const PAGE: i64 = 5_000;
 
 /// The ledger failed. Callers must not act after this.
 #[derive(Debug, Error)]
 pub enum LedgerError {
     /// Could not open or migrate the database.
-    #[error("cannot open ledger at {url}: {reason}")]
+    #[error("cannot open ledger at {url}")]
     Open {
         /// Database URL (credentials removed).
         url: String,
-        /// Driver error text.
-        reason: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A query failed.
-    #[error("ledger query failed: {0}")]
+    #[error("ledger query failed")]
     Query(#[from] sqlx::Error),
     /// A body could not be serialised.
-    #[error("cannot serialise ledger record: {0}")]
+    #[error("cannot serialise ledger record")]
     Encode(#[from] serde_json::Error),
-}
-
-/// Record kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
-    /// A release began: its facts and configuration digest.
-    ReleaseStarted,
-    /// One analysis tick: inputs digest, findings, decision, rules.
-    Tick,
-    /// An action is about to run.
-    Intent,
-    /// What the action did and whether it verified.
-    Outcome,
-    /// The release ended.
-    ReleaseFinished,
-}
-
-impl RecordKind {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::ReleaseStarted => "release_started",
-            RecordKind::Tick => "tick",
-            RecordKind::Intent => "intent",
-            RecordKind::Outcome => "outcome",
-            RecordKind::ReleaseFinished => "release_finished",
-        }
-    }
+    /// A stored record is not the shape its kind requires.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The writer task is gone (the runtime is shutting down).
+    #[error("ledger writer stopped")]
+    WriterGone,
+    /// The intent was refused: this agent no longer holds the target's lease.
+    #[error("intent refused: the lease on `{target}` is held by `{holder}` with token {token}, newer than ours")]
+    Fenced {
+        /// Target.
+        target: String,
+        /// Current holder.
+        holder: String,
+        /// Current token.
+        token: i64,
+    },
 }
 
 /// Where an appended record landed.
@@ -82,24 +91,94 @@ pub struct Receipt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Records checked.
-    pub records: usize,
+    pub records: u64,
     /// Everything wrong, in ledger order; empty means intact.
     pub problems: Vec<Problem>,
+}
+
+/// An intent whose outcome is not settled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenIntent {
+    /// Its sequence number.
+    pub seq: i64,
+    /// The release that wrote it.
+    pub release_id: String,
+    /// The intent.
+    pub intent: IntentRecord,
+}
+
+/// One append: a record, a lease operation, or both in one transaction.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Release the record belongs to.
+    pub release_id: String,
+    /// Who writes it.
+    pub actor: Actor,
+    /// Unix ms, from the caller's clock (also the lease's "now").
+    pub at_ms: i64,
+    /// The record, if any (a lease renewal during an action has none).
+    pub record: Option<Record>,
+    /// The lease operation, if any.
+    pub lease: Option<LeaseOp>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// Where the record landed (none when there was no record, or it was refused).
+    pub receipt: Option<Receipt>,
+    /// The caller's lease role afterwards, when a lease op was given.
+    pub role: Option<LeaseRole>,
+    /// The record was refused by its lease op (a fenced intent).
+    pub refused: bool,
+}
+
+/// Which SQL dialect the URL speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 /// A handle on the ledger database.
 pub struct Ledger {
     pool: AnyPool,
     url: String,
-    // Appends within one process are serialised so the chain never forks.
-    append_lock: Mutex<()>,
+    jobs: mpsc::Sender<writer::Job>,
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
+/// A URL with any password or token removed, safe to print.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let (scheme, rest) = url.split_at(scheme_end + 3);
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let authority_end = authority_and_path.find('/').unwrap_or(authority_and_path.len());
+    let (authority, path) = authority_and_path.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}{authority}{path}?{q}"),
+        None => format!("{scheme}{authority}{path}"),
     }
+}
+
+fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["pass", "token", "secret", "key", "auth", "sig", "credential"].iter().any(|s| k.contains(s))
 }
 
 /// `sqlite://` URL for a file path, created if missing.
@@ -107,9 +186,7 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+const COLUMNS: &str = "seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash";
 
 fn stored(row: &AnyRow) -> Result<StoredRecord, sqlx::Error> {
     Ok(StoredRecord {
@@ -120,25 +197,68 @@ fn stored(row: &AnyRow) -> Result<StoredRecord, sqlx::Error> {
         actor: row.try_get("actor")?,
         at_ms: row.try_get("at_ms")?,
         body: row.try_get("body")?,
+        record_version: row.try_get("record_version")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
+}
+
+/// Whether a failed open is worth another try: several processes creating
+/// and migrating one fresh SQLite file at once trip over each other once.
+fn transient_open(e: &(dyn std::error::Error + 'static)) -> bool {
+    let text = e.to_string();
+    text.contains("locked") || text.contains("already exists") || text.contains("busy")
+}
+
+async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::error::Error + Send + Sync>> {
+    if dialect == Dialect::Sqlite
+        && let Some(rest) = url.strip_prefix("sqlite://")
+    {
+        let file = rest.split('?').next().unwrap_or(rest);
+        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(4)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // Wait for another process's write instead of failing with "database is locked".
+                    sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    if dialect == Dialect::Sqlite {
+        // WAL lets readers run beside the one writer; it is a property of the
+        // file, set once (changing it needs a lock busy_timeout cannot wait for).
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+    }
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
 }
 
 impl Ledger {
     /// Open (creating and migrating if needed) the ledger at `url`.
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
         sqlx::any::install_default_drivers();
-        let open_err = |e: &dyn std::fmt::Display| LedgerError::Open { url: redact(url), reason: e.to_string() };
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let file = rest.split('?').next().unwrap_or(rest);
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        let dialect = if url.starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres };
+        let mut attempt = 0;
+        let pool = loop {
+            match connect(url, dialect).await {
+                Ok(p) => break p,
+                Err(e) if attempt < 20 && transient_open(e.as_ref()) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(source) => return Err(LedgerError::Open { url: redact_url(url), source }),
             }
-        }
-        let pool = AnyPoolOptions::new().max_connections(4).connect(url).await.map_err(|e| open_err(&e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| open_err(&e))?;
-        Ok(Self { pool, url: redact(url), append_lock: Mutex::new(()) })
+        };
+        let jobs = writer::spawn(pool.clone(), dialect);
+        Ok(Self { pool, url: redact_url(url), jobs })
     }
 
     /// The database URL with credentials removed.
@@ -146,139 +266,202 @@ impl Ledger {
         &self.url
     }
 
+    /// Append a record and/or apply a lease op, in one transaction; returns once committed.
+    pub async fn submit(&self, append: Append) -> Result<Appended, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let body = append.record.as_ref().map(|r| r.body_json().map(|b| (r.kind(), b))).transpose()?;
+        let job = writer::Job {
+            release_id: append.release_id,
+            actor: append.actor.to_string(),
+            at_ms: append.at_ms,
+            body,
+            lease: append.lease,
+            reply,
+        };
+        self.jobs.send(job).await.map_err(|_| LedgerError::WriterGone)?;
+        answer.await.map_err(|_| LedgerError::WriterGone)?
+    }
+
     /// Append one record; returns once it is committed.
     pub async fn append(
         &self,
         release_id: &str,
-        kind: RecordKind,
-        actor: &str,
-        body: &impl Serialize,
+        actor: &Actor,
+        at_ms: i64,
+        record: Record,
     ) -> Result<Receipt, LedgerError> {
-        let body = serde_json::to_string(body)?;
-        let _guard = self.append_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_optional(&mut *tx).await?;
-        let (prev_seq, prev_hash) = match head {
-            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-            None => (0, GENESIS.to_string()),
-        };
-        let mut rec = StoredRecord {
-            seq: prev_seq + 1,
-            record_id: uuid::Uuid::new_v4().to_string(),
-            release_id: release_id.to_string(),
-            kind: kind.as_str().to_string(),
-            actor: actor.to_string(),
-            at_ms: now_ms(),
-            body,
-            prev_hash,
-            hash: String::new(),
-        };
-        rec.hash = record_hash(&rec);
-        sqlx::query(
-            "INSERT INTO ledger_records (seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(rec.seq)
-        .bind(&rec.record_id)
-        .bind(&rec.release_id)
-        .bind(&rec.kind)
-        .bind(&rec.actor)
-        .bind(rec.at_ms)
-        .bind(&rec.body)
-        .bind(&rec.prev_hash)
-        .bind(&rec.hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO ledger_head (id, seq, hash) VALUES (1, $1, $2) \
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .bind(rec.seq)
-        .bind(&rec.hash)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Receipt { seq: rec.seq, hash: rec.hash })
+        let append = Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: None };
+        self.submit(append).await?.receipt.ok_or(LedgerError::WriterGone)
     }
 
     /// Record the intent to run `plan` and, once committed, issue the permit
-    /// the executor needs.
+    /// the executor needs. With `fence`, the database refuses the intent
+    /// unless that lease is still ours.
     pub async fn record_intent(
         &self,
         release_id: &str,
-        actor: &str,
+        actor: &Actor,
+        at_ms: i64,
         plan: &ActionPlan,
+        fence: Option<LeaseOp>,
     ) -> Result<ExecutionPermit, LedgerError> {
-        let receipt = self.append(release_id, RecordKind::Intent, actor, plan).await?;
-        Ok(ExecutionPermit::issued_by_ledger(&plan.id, receipt.seq))
+        let token = match &fence {
+            Some(LeaseOp::Fence { token, .. }) => Some(*token),
+            _ => None,
+        };
+        let record = Record::Intent(IntentRecord { plan: plan.clone(), fence: token });
+        let append = Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: fence };
+        let done = self.submit(append).await?;
+        match (done.refused, done.receipt) {
+            (false, Some(r)) => Ok(ExecutionPermit::issued_by_ledger(&plan.id, r.seq)),
+            (_, _) => {
+                let (holder, token) = match done.role {
+                    Some(LeaseRole::Observer { holder, token }) => (holder, token),
+                    _ => (String::new(), 0),
+                };
+                Err(LedgerError::Fenced { target: plan.target.clone(), holder, token })
+            }
+        }
     }
 
     /// Records in ledger order, optionally for one release, at most `limit` (newest last).
     pub async fn list(&self, release_id: Option<&str>, limit: i64) -> Result<Vec<StoredRecord>, LedgerError> {
-        let rows =
-            match release_id {
-                Some(r) => sqlx::query(
-                    "SELECT seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash FROM ledger_records \
-                     WHERE release_id = $1 ORDER BY seq DESC LIMIT $2",
-                )
-                .bind(r)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
-                None => sqlx::query(
-                    "SELECT seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash FROM ledger_records \
-                     ORDER BY seq DESC LIMIT $1",
-                )
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        let rows = match release_id {
+            Some(r) => {
+                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq DESC LIMIT $2");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(r).bind(limit).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {COLUMNS} FROM ledger_records ORDER BY seq DESC LIMIT $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&self.pool).await?
+            }
+        };
         let mut out = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)
     }
 
+    /// Every record of one release, typed, in ledger order.
+    pub async fn release_records(&self, release_id: &str) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let s = stored(r)?;
+                let rec = Record::from_stored(&s)?;
+                Ok((s, rec))
+            })
+            .collect()
+    }
+
+    /// The release's final record, if it has finished (in any run, by any agent).
+    pub async fn finished(&self, release_id: &str) -> Result<Option<ReleaseFinished>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 AND kind = 'release_finished' ORDER BY seq DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_optional(&self.pool).await?;
+        match row.as_ref().map(stored).transpose()? {
+            Some(s) => match Record::from_stored(&s)? {
+                Record::ReleaseFinished(f) => Ok(Some(f)),
+                _ => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Intents on `target` whose outcome is missing or unresolved, oldest first.
+    pub async fn open_intents(&self, target: &str) -> Result<Vec<OpenIntent>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind IN ('intent', 'outcome') ORDER BY seq");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let mut open: Vec<OpenIntent> = Vec::new();
+        for row in &rows {
+            let s = stored(row)?;
+            match Record::from_stored(&s)? {
+                Record::Intent(i) if i.plan.target == target => {
+                    open.push(OpenIntent { seq: s.seq, release_id: s.release_id.clone(), intent: i })
+                }
+                Record::Outcome(o) if o.result.settles() => open.retain(|i| i.intent.plan.id != o.plan_id),
+                _ => {}
+            }
+        }
+        Ok(open)
+    }
+
+    /// The intent of plan `plan_id`, if one was recorded.
+    pub async fn intent(&self, plan_id: &str) -> Result<Option<OpenIntent>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind = 'intent' ORDER BY seq");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        for row in &rows {
+            let s = stored(row)?;
+            if let Record::Intent(i) = Record::from_stored(&s)?
+                && i.plan.id == plan_id
+            {
+                return Ok(Some(OpenIntent { seq: s.seq, release_id: s.release_id.clone(), intent: i }));
+            }
+        }
+        Ok(None)
+    }
+
     /// One record by sequence number.
     pub async fn get(&self, seq: i64) -> Result<Option<StoredRecord>, LedgerError> {
-        let row = sqlx::query(
-            "SELECT seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash FROM ledger_records WHERE seq = $1",
-        )
-        .bind(seq)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(seq).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(stored).transpose()?)
     }
 
-    /// Check every record's hash and link, and the head.
-    pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT seq, record_id, release_id, kind, actor, at_ms, body, prev_hash, hash FROM ledger_records ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let rows = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
-        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_optional(&self.pool).await?;
-        let head = match head {
-            Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
-            None => None,
-        };
-        Ok(VerifyReport { records: rows.len(), problems: verify_chain(&rows, head) })
+    /// The head: the last record's sequence number and hash, to keep outside the database.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, LedgerError> {
+        let head = self.head().await?;
+        let (seq, hash) = head.unwrap_or((0, GENESIS.to_string()));
+        Ok(Checkpoint { seq, hash })
     }
 
-    /// Unix ms of verified automated rollbacks of `target` at or after `since_ms`.
+    async fn head(&self) -> Result<Option<(i64, String)>, LedgerError> {
+        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_optional(&self.pool).await?;
+        Ok(match head {
+            Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
+            None => None,
+        })
+    }
+
+    /// Check every hash, link and the head, page by page (constant memory),
+    /// and, given a checkpoint kept outside the database, that the history up
+    /// to it is the one that was checkpointed.
+    pub async fn verify(&self, checkpoint: Option<Checkpoint>) -> Result<VerifyReport, LedgerError> {
+        let head = self.head().await?;
+        let mut v = ChainVerifier::new(checkpoint);
+        let mut after = 0_i64;
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 ORDER BY seq LIMIT $2");
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after).bind(PAGE).fetch_all(&self.pool).await?;
+            for row in &rows {
+                let s = stored(row)?;
+                after = s.seq;
+                v.feed(&s);
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        let (records, problems) = v.finish(head);
+        Ok(VerifyReport { records, problems })
+    }
+
+    /// Unix ms of automated rollbacks of `target` at or after `since_ms`:
+    /// intents written by an agent (a human-approved one is not automated).
     pub async fn automated_rollbacks(&self, target: &str, since_ms: i64) -> Result<Vec<i64>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT at_ms, body FROM ledger_records WHERE kind = 'intent' AND actor = 'agent' AND at_ms >= $1 ORDER BY seq",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind = 'intent' AND at_ms >= $1 ORDER BY seq");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since_ms).fetch_all(&self.pool).await?;
         let mut out = Vec::new();
-        for r in rows {
-            let body: String = r.try_get("body")?;
-            let plan: serde_json::Value = serde_json::from_str(&body)?;
-            if plan["kind"] == "rollback" && plan["target"] == target {
-                out.push(r.try_get::<i64, _>("at_ms")?);
+        for row in &rows {
+            let s = stored(row)?;
+            let by_agent = s.actor.parse::<Actor>().is_ok_and(|a| a.is_agent());
+            if let Record::Intent(i) = Record::from_stored(&s)?
+                && by_agent
+                && i.plan.kind == ActionKind::Rollback
+                && i.plan.target == target
+            {
+                out.push(s.at_ms);
             }
         }
         Ok(out)
@@ -287,5 +470,18 @@ impl Ledger {
     /// The pool, for tests that tamper with records as an attacker would.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_passwords_and_tokens() {
+        assert_eq!(redact_url("postgres://u:secret@db:5432/l?sslmode=require"), "postgres://***@db:5432/l?sslmode=require");
+        assert_eq!(redact_url("http://prom:9090/api?token=abc&x=1"), "http://prom:9090/api?token=***&x=1");
+        assert_eq!(redact_url("http://h/p?password=abc"), "http://h/p?password=***");
+        assert_eq!(redact_url("sqlite://l.db?mode=rwc"), "sqlite://l.db?mode=rwc");
     }
 }

@@ -12,7 +12,8 @@ use async_openai::types::chat::{
     ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
     FunctionObject, ResponseFormat, ResponseFormatJsonSchema,
 };
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::evidence::{EvidenceItem, catalogue};
@@ -26,7 +27,7 @@ use crate::policy::{ModelInput, ReleaseFacts};
 use crate::signals::Observation;
 
 /// Tokens and calls, as the server reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     /// Chat requests that got an answer.
     pub calls: u32,
@@ -48,7 +49,7 @@ impl Usage {
 }
 
 /// One tool call as the ledger records it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolCallRecord {
     /// Tool name as the model sent it.
     pub name: String,
@@ -63,7 +64,7 @@ pub struct ToolCallRecord {
 }
 
 /// The outcome of one consultation, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Consultation {
     /// Why the model was asked.
     pub trigger: String,

@@ -4,14 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::judge::{Finding, JudgeResult, MetricStatus};
 use crate::policy::ReleaseFacts;
 use crate::signals::{Observation, Side};
 
 /// What an item shows, independent of what the model says about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Fact {
     /// The judge finds the canary worse (failing or suspect).
@@ -31,7 +32,7 @@ pub enum Fact {
 }
 
 /// One piece of evidence.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EvidenceItem {
     /// Stable id, e.g. `judge:http_error_ratio`, `log:17`, `event:3`.
     pub id: String,

@@ -81,7 +81,7 @@ pub struct CanaryVerdict {
 }
 
 /// Why a verdict was not accepted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "rejected", rename_all = "snake_case")]
 pub enum Rejection {
     /// Not JSON, or not the schema.

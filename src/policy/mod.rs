@@ -87,7 +87,7 @@ pub struct RollbackPlan {
 }
 
 /// Facts about the release, from configuration and the ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseFacts {
     /// Release id.
     pub release_id: String,

@@ -16,7 +16,7 @@ use crate::executor::{ActionKind, ActionPlan};
 use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
 use crate::model::evidence::EvidenceItem;
 use crate::model::{CanaryVerdict, Usage};
-use crate::orchestrator::{ReleaseStatus, RunOutcome};
+use crate::orchestrator::{Conclusion, ReleaseStatus, RunOutcome};
 use crate::policy::{Decision, Proposal};
 use crate::signals::Observation;
 
@@ -110,7 +110,9 @@ fn recommendation(status: &ReleaseStatus) -> (&'static str, Option<ActionPlan>) 
     match status {
         ReleaseStatus::Promoted => ("promote", None),
         ReleaseStatus::RolledBack => ("rollback", None),
-        ReleaseStatus::ActionNotVerified { .. } | ReleaseStatus::ActionFailed { .. } => ("hold", None),
+        ReleaseStatus::ActionNotVerified { .. }
+        | ReleaseStatus::ActionFailed { .. }
+        | ReleaseStatus::ActionUnresolved { .. } => ("hold", None),
         ReleaseStatus::Recommended { decision, plan } => match decision {
             Decision::Promote => ("promote", plan.clone()),
             _ => ("rollback", plan.clone()),
@@ -140,6 +142,10 @@ fn headline(status: &ReleaseStatus, candidate: &str) -> String {
         ),
         ReleaseStatus::ActionFailed { action, error } => format!(
             "Held for a human: the {} failed ({error}); the target may be in either state, check it before retrying.",
+            action_name(*action)
+        ),
+        ReleaseStatus::ActionUnresolved { action, plan_id, observed } => format!(
+            "Held for a human: a {} (plan {plan_id}) was recorded as about to run before the agent stopped, and the target does not show it done ({observed}); it is not retried. Check the target, then `backstop audit resolve {plan_id}`.",
             action_name(*action)
         ),
         ReleaseStatus::Recommended { decision, .. } => {
@@ -211,6 +217,15 @@ impl Report {
         known_onset_s: Option<u64>,
     ) -> Self {
         let (rec, plan) = recommendation(&outcome.status);
+        let mut headline = headline(&outcome.status, &facts.candidate_revision);
+        match outcome.conclusion {
+            Conclusion::ThisRun => {}
+            Conclusion::AlreadyFinished => headline.push_str(" (recorded earlier; this run judged nothing again)"),
+            Conclusion::OtherAgent => headline.push_str(" (by the agent holding the target's lease)"),
+            Conclusion::Recovered => {
+                headline.push_str(" (reconciled after a restart: recorded before the agent stopped; not executed again)")
+            }
+        }
         Report {
             release: release.into(),
             release_id: outcome.release_id.clone(),
@@ -219,7 +234,7 @@ impl Report {
             candidate_revision: facts.candidate_revision.clone(),
             acting,
             recommendation: rec.into(),
-            headline: headline(&outcome.status, &facts.candidate_revision),
+            headline,
             status: outcome.status.clone(),
             plan,
             decided_at_s: outcome.decided_at_s,

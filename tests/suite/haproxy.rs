@@ -41,7 +41,7 @@ async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kin
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
         let plan = e.plan_rollback(&rollback_plan(), 300).unwrap();
-        let permit = ledger.record_intent("rel", "agent", &plan).await.unwrap();
+        let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
         e.execute(&plan, permit).await.unwrap();
         let v = e.verify(&plan).await.unwrap();
         assert!(v.verified, "{}", v.observed);
@@ -58,7 +58,7 @@ async fn promotion_moves_all_weight_to_the_canary() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
     let plan = e.plan_promote("v42", 1800).unwrap();
-    let permit = ledger.record_intent("rel", "agent", &plan).await.unwrap();
+    let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
     e.execute(&plan, permit).await.unwrap();
     assert!(e.verify(&plan).await.unwrap().verified);
     assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (100, 0));
@@ -107,9 +107,13 @@ fn watch_rolls_back_on_real_haproxy_and_fails_safe_when_it_is_gone() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = executor(&h.unix_socket.display().to_string());
     assert_eq!(rt.block_on(e.weight("canary")).unwrap(), 0);
-    // HAProxy gone: the rollback cannot run; watch holds for a human, names the error, exits 11, never 10.
+    // The same release run again continues it: already rolled back, nothing runs twice.
+    watch(&dir, &cfg).code(10).stdout(predicate::str::contains("recorded earlier"));
+    // HAProxy gone (a fresh ledger, so a new release): the rollback cannot run;
+    // watch holds for a human, names the error, exits 11, never 10.
     h.stop();
-    watch(&dir, &cfg).code(11).stdout(
+    let fresh = tempfile::tempdir().unwrap();
+    watch(&fresh, &cfg).code(11).stdout(
         predicate::str::contains("Held for a human: the rollback failed").and(predicate::str::contains("unreachable")),
     );
 }

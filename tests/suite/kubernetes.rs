@@ -136,7 +136,7 @@ async fn roll_back(
         reason: "r".into(),
     };
     let plan = e.plan_rollback(&rb, 60).unwrap();
-    let permit = ledger.record_intent("rel", "agent", &plan).await.unwrap();
+    let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
     let out = e.execute(&plan, permit).await?;
     assert!(e.verify(&plan).await?.verified);
     Ok(out)

@@ -38,7 +38,17 @@ async fn ledger() -> (tempfile::TempDir, Ledger) {
 }
 
 fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> ReleaseRun<'a> {
-    ReleaseRun { facts: f, tick_s: 10, duration_s: 1800, pace: Duration::ZERO, policy, ledger, stop: None, model: None }
+    ReleaseRun {
+        facts: f,
+        tick_s: 10,
+        duration_s: 1800,
+        pace: Duration::ZERO,
+        policy,
+        ledger,
+        stop: None,
+        model: None,
+        agent: backstop::config::Settings::default().agent_context(),
+    }
 }
 
 /// Run one release on a fresh simulator of `cfg`, acting (`live`) or advising.
@@ -86,7 +96,7 @@ async fn failing_canary_is_rolled_back_verified_with_every_tick_recorded() {
     let intent = rows.iter().position(|r| r.kind == "intent").unwrap();
     let outcome = rows.iter().position(|r| r.kind == "outcome").unwrap();
     assert!(intent < outcome);
-    assert!(l.verify().await.unwrap().problems.is_empty());
+    assert!(l.verify(None).await.unwrap().problems.is_empty());
 }
 
 #[tokio::test]
@@ -221,5 +231,5 @@ async fn the_same_loop_records_into_postgres() {
     assert_eq!(sim.status().rolled_back_to.as_deref(), Some("v1"));
     assert_eq!(records(&l, "tick").await.len() as u64, out.ticks);
     assert_eq!(l.automated_rollbacks("sim/checkout", 0).await.unwrap().len(), 1);
-    assert!(l.verify().await.unwrap().problems.is_empty());
+    assert!(l.verify(None).await.unwrap().problems.is_empty());
 }

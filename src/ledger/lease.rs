@@ -1,0 +1,187 @@
+//! Per-target leases with fencing, as pure decisions over the stored row.
+//! The ledger applies them inside the same transaction as the record they
+//! accompany, under the head lock, so two agents never both hold a target.
+
+use super::record::{LeaseEvent, LeaseRole};
+
+/// A lease row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// Holder's instance id.
+    pub holder: String,
+    /// Fencing token; grows by one at each change of holder.
+    pub token: i64,
+    /// Unix ms it lapses unless renewed.
+    pub expires_ms: i64,
+}
+
+/// What an agent asks of a target's lease along with a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// Take the lease if free or lapsed, renew it if ours.
+    Claim {
+        /// Target.
+        target: String,
+        /// Instance id.
+        holder: String,
+        /// How long it lasts from the record's time, ms.
+        ttl_ms: i64,
+    },
+    /// Renew only if ours and the token is still `token` (during an action).
+    Renew {
+        /// Target.
+        target: String,
+        /// Instance id.
+        holder: String,
+        /// Token held.
+        token: i64,
+        /// How long it lasts from now, ms.
+        ttl_ms: i64,
+    },
+    /// The record is an intent: refuse it unless `holder` still holds `token`.
+    Fence {
+        /// Target.
+        target: String,
+        /// Instance id.
+        holder: String,
+        /// Token the intent carries.
+        token: i64,
+    },
+    /// Give the lease back (the release finished): lapse it now if ours.
+    Release {
+        /// Target.
+        target: String,
+        /// Instance id.
+        holder: String,
+    },
+}
+
+impl LeaseOp {
+    /// The target it concerns.
+    pub fn target(&self) -> &str {
+        match self {
+            LeaseOp::Claim { target, .. }
+            | LeaseOp::Renew { target, .. }
+            | LeaseOp::Fence { target, .. }
+            | LeaseOp::Release { target, .. } => target,
+        }
+    }
+}
+
+/// What applying an op decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStep {
+    /// The row to store, when it changes.
+    pub write: Option<LeaseRow>,
+    /// A change of holder to record in the chain.
+    pub event: Option<LeaseEvent>,
+    /// The caller's role afterwards.
+    pub role: LeaseRole,
+    /// The accompanying record must not be written (a fenced intent refused).
+    pub refuse: bool,
+}
+
+fn observer(row: &LeaseRow) -> LeaseRole {
+    LeaseRole::Observer { holder: row.holder.clone(), token: row.token }
+}
+
+/// Decide `op` against the current row at `now_ms`.
+pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep {
+    let keep = |row: &LeaseRow, refuse| LeaseStep { write: None, event: None, role: observer(row), refuse };
+    match (op, current) {
+        (LeaseOp::Claim { holder, ttl_ms, .. }, None) => {
+            let row = LeaseRow { holder: holder.clone(), token: 1, expires_ms: now_ms + ttl_ms };
+            LeaseStep { role: LeaseRole::Holder { token: 1 }, write: Some(row), event: Some(LeaseEvent::Acquired), refuse: false }
+        }
+        (LeaseOp::Claim { holder, ttl_ms, .. }, Some(row)) if &row.holder == holder => {
+            let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
+            LeaseStep { role: LeaseRole::Holder { token: row.token }, write: Some(renewed), event: None, refuse: false }
+        }
+        (LeaseOp::Claim { holder, ttl_ms, .. }, Some(row)) if row.expires_ms <= now_ms => {
+            let token = row.token + 1;
+            let event = LeaseEvent::TakenOver { from: row.holder.clone() };
+            let taken = LeaseRow { holder: holder.clone(), token, expires_ms: now_ms + ttl_ms };
+            LeaseStep { role: LeaseRole::Holder { token }, write: Some(taken), event: Some(event), refuse: false }
+        }
+        (LeaseOp::Renew { holder, token, ttl_ms, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
+            let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
+            LeaseStep { role: LeaseRole::Holder { token: *token }, write: Some(renewed), event: None, refuse: false }
+        }
+        (LeaseOp::Fence { holder, token, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
+            LeaseStep { role: LeaseRole::Holder { token: *token }, write: None, event: None, refuse: false }
+        }
+        (LeaseOp::Fence { .. }, None) => LeaseStep {
+            write: None,
+            event: None,
+            role: LeaseRole::Observer { holder: String::new(), token: 0 },
+            refuse: true,
+        },
+        (LeaseOp::Release { holder, .. }, Some(row)) if &row.holder == holder => LeaseStep {
+            write: Some(LeaseRow { expires_ms: now_ms.min(row.expires_ms), ..row.clone() }),
+            event: None,
+            role: observer(row),
+            refuse: false,
+        },
+        (LeaseOp::Fence { .. }, Some(row)) => keep(row, true),
+        (LeaseOp::Claim { .. } | LeaseOp::Renew { .. } | LeaseOp::Release { .. }, Some(row)) => keep(row, false),
+        (LeaseOp::Renew { .. } | LeaseOp::Release { .. }, None) => LeaseStep {
+            write: None,
+            event: None,
+            role: LeaseRole::Observer { holder: String::new(), token: 0 },
+            refuse: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(h: &str) -> LeaseOp {
+        LeaseOp::Claim { target: "t".into(), holder: h.into(), ttl_ms: 1000 }
+    }
+
+    fn row(h: &str, token: i64, expires_ms: i64) -> LeaseRow {
+        LeaseRow { holder: h.into(), token, expires_ms }
+    }
+
+    #[test]
+    fn first_claim_acquires_with_token_one() {
+        let s = apply(&claim("a"), None, 0);
+        assert_eq!(s.role, LeaseRole::Holder { token: 1 });
+        assert_eq!(s.event, Some(LeaseEvent::Acquired));
+    }
+
+    #[test]
+    fn a_live_lease_is_not_taken_and_a_lapsed_one_is_taken_with_a_larger_token() {
+        let live = row("a", 4, 2000);
+        assert_eq!(apply(&claim("b"), Some(&live), 1999).role, LeaseRole::Observer { holder: "a".into(), token: 4 });
+        let s = apply(&claim("b"), Some(&live), 2000);
+        assert_eq!(s.role, LeaseRole::Holder { token: 5 });
+        assert_eq!(s.event, Some(LeaseEvent::TakenOver { from: "a".into() }));
+    }
+
+    #[test]
+    fn the_holder_renews_without_a_new_token() {
+        let s = apply(&claim("a"), Some(&row("a", 4, 10)), 500);
+        assert_eq!(s.role, LeaseRole::Holder { token: 4 });
+        assert_eq!(s.write, Some(row("a", 4, 1500)));
+        assert_eq!(s.event, None);
+    }
+
+    #[test]
+    fn an_intent_with_an_old_token_is_refused() {
+        let fence = |h: &str, token| LeaseOp::Fence { target: "t".into(), holder: h.into(), token };
+        assert!(apply(&fence("a", 4), Some(&row("b", 5, 0)), 0).refuse);
+        assert!(apply(&fence("a", 4), Some(&row("a", 5, 0)), 0).refuse);
+        assert!(apply(&fence("a", 4), None, 0).refuse);
+        assert!(!apply(&fence("a", 4), Some(&row("a", 4, 0)), 0).refuse);
+    }
+
+    #[test]
+    fn release_lapses_only_our_own_lease() {
+        let rel = |h: &str| LeaseOp::Release { target: "t".into(), holder: h.into() };
+        assert_eq!(apply(&rel("a"), Some(&row("a", 2, 900)), 100).write, Some(row("a", 2, 100)));
+        assert_eq!(apply(&rel("b"), Some(&row("a", 2, 900)), 100).write, None);
+    }
+}

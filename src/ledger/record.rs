@@ -1,0 +1,475 @@
+//! The ledger's records as typed values: what the orchestrator writes and
+//! `audit` reads. One enum tagged by `kind`; its payload is the stored body.
+//!
+//! Records written before `record_version` 2 (bodies built by hand) still
+//! read: [`Record::from_stored`] converts their two differing shapes (intent
+//! and outcome) in one place.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::executor::ActionPlan;
+use crate::judge::JudgeResult;
+use crate::model::{Consultation, ToolCallRecord, Usage};
+use crate::orchestrator::ReleaseStatus;
+use crate::policy::{Decision, ModelInput, ReleaseFacts, RuleHit, RunMode};
+
+use super::chain::StoredRecord;
+
+/// Version of the record format and hash this code writes. Version 1 bodies
+/// were untyped JSON and their hash left out `seq`.
+pub const RECORD_VERSION: i64 = 2;
+
+/// One ledger record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum Record {
+    /// A release began (or was continued after a restart).
+    ReleaseStarted(ReleaseStarted),
+    /// One analysis tick: inputs digest, findings, decision, rules.
+    Tick(Box<TickRecord>),
+    /// An action is about to run; written before it runs.
+    Intent(IntentRecord),
+    /// What an action did, or what recovery found it did.
+    Outcome(OutcomeRecord),
+    /// A target's lease was taken, taken over or given back.
+    Lease(LeaseRecord),
+    /// The release ended.
+    ReleaseFinished(ReleaseFinished),
+}
+
+/// The stored `kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// See [`Record::ReleaseStarted`].
+    ReleaseStarted,
+    /// See [`Record::Tick`].
+    Tick,
+    /// See [`Record::Intent`].
+    Intent,
+    /// See [`Record::Outcome`].
+    Outcome,
+    /// See [`Record::Lease`].
+    Lease,
+    /// See [`Record::ReleaseFinished`].
+    ReleaseFinished,
+}
+
+impl RecordKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::ReleaseStarted => "release_started",
+            RecordKind::Tick => "tick",
+            RecordKind::Intent => "intent",
+            RecordKind::Outcome => "outcome",
+            RecordKind::Lease => "lease",
+            RecordKind::ReleaseFinished => "release_finished",
+        }
+    }
+}
+
+impl Record {
+    /// Its kind, for the `kind` column.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::ReleaseStarted(_) => RecordKind::ReleaseStarted,
+            Record::Tick(_) => RecordKind::Tick,
+            Record::Intent(_) => RecordKind::Intent,
+            Record::Outcome(_) => RecordKind::Outcome,
+            Record::Lease(_) => RecordKind::Lease,
+            Record::ReleaseFinished(_) => RecordKind::ReleaseFinished,
+        }
+    }
+
+    /// The stored body: the payload alone (the kind is its own column).
+    pub fn body_json(&self) -> Result<String, serde_json::Error> {
+        let mut tagged = serde_json::to_value(self)?;
+        let body = tagged.get_mut("body").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null);
+        serde_json::to_string(&body)
+    }
+
+    /// Read a stored row back as a typed record, whichever version wrote it.
+    pub fn from_stored(row: &StoredRecord) -> Result<Record, RecordError> {
+        let bad = |source| RecordError::Body { seq: row.seq, kind: row.kind.clone(), source };
+        let body: serde_json::Value = serde_json::from_str(&row.body).map_err(bad)?;
+        if row.record_version < RECORD_VERSION {
+            match row.kind.as_str() {
+                "intent" => return legacy::intent(body).map(Record::Intent).map_err(bad),
+                "outcome" => return legacy::outcome(body).map(Record::Outcome).map_err(bad),
+                _ => {}
+            }
+        }
+        serde_json::from_value(serde_json::json!({ "kind": row.kind, "body": body })).map_err(bad)
+    }
+}
+
+/// A stored record could not be read as a typed record.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    /// The body does not have the shape its kind requires.
+    #[error("ledger record {seq} (`{kind}`): body does not match its kind")]
+    Body {
+        /// Sequence number.
+        seq: i64,
+        /// Stored kind.
+        kind: String,
+        /// What did not match.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Who wrote a record. Stored as text: `agent:INSTANCE`, `human:CHANNEL:IDENTITY`,
+/// `pipeline:IDENTITY` (and `agent` alone in version-1 ledgers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, JsonSchema)]
+#[schemars(with = "String")]
+pub enum Actor {
+    /// A backstop process; `instance` is its agent id (absent in old ledgers).
+    Agent {
+        /// Agent instance id.
+        instance: Option<String>,
+    },
+    /// A named person, through a channel (`cli`, `api`, `slack`).
+    Human {
+        /// How they acted.
+        channel: String,
+        /// Who they are, e.g. `alice@example.com`.
+        identity: String,
+    },
+    /// A CI/CD pipeline, e.g. `ci:github:org/repo`.
+    Pipeline {
+        /// Pipeline identity.
+        identity: String,
+    },
+}
+
+impl Actor {
+    /// An agent instance.
+    pub fn agent(instance: &str) -> Self {
+        Actor::Agent { instance: Some(instance.to_string()) }
+    }
+
+    /// Whether the agent (not a human) wrote this: what rate limits count.
+    pub fn is_agent(&self) -> bool {
+        matches!(self, Actor::Agent { .. })
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Agent { instance: None } => write!(f, "agent"),
+            Actor::Agent { instance: Some(i) } => write!(f, "agent:{i}"),
+            Actor::Human { channel, identity } => write!(f, "human:{channel}:{identity}"),
+            Actor::Pipeline { identity } => write!(f, "pipeline:{identity}"),
+        }
+    }
+}
+
+/// An actor string that is none of the known forms.
+#[derive(Debug, Error)]
+#[error("actor `{0}`: expected agent[:INSTANCE], human:CHANNEL:IDENTITY or pipeline:IDENTITY")]
+pub struct ActorParseError(String);
+
+impl FromStr for Actor {
+    type Err = ActorParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ActorParseError(s.to_string());
+        match s.split_once(':') {
+            None if s == "agent" => Ok(Actor::Agent { instance: None }),
+            Some(("agent", i)) if !i.is_empty() => Ok(Actor::agent(i)),
+            Some(("pipeline", i)) if !i.is_empty() => Ok(Actor::Pipeline { identity: i.into() }),
+            Some(("human", rest)) => match rest.split_once(':') {
+                Some((c, i)) if !c.is_empty() && !i.is_empty() => {
+                    Ok(Actor::Human { channel: c.into(), identity: i.into() })
+                }
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A release began. A continued release (after a crash or SIGTERM) writes
+/// another one with `continued_from_s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseStarted {
+    /// Release facts as policy sees them.
+    pub facts: ReleaseFacts,
+    /// Signal source name.
+    pub source: String,
+    /// Acting or advisory.
+    pub mode: RunMode,
+    /// Analysis window, seconds.
+    pub duration_s: u64,
+    /// SHA-256 of the policy in force.
+    pub policy_digest: String,
+    /// Release time (seconds) this run continues from, when it continues one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_from_s: Option<u64>,
+}
+
+/// One tick. Field names match version-1 bodies, so old ticks read as these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TickRecord {
+    /// Tick number from 1.
+    pub tick: u64,
+    /// Release clock, seconds.
+    pub now_s: u64,
+    /// Acting or advisory.
+    pub mode: RunMode,
+    /// SHA-256 of the observation judged, or `none` when the source failed.
+    pub inputs_digest: String,
+    /// The judge's result.
+    pub judge: JudgeResult,
+    /// What policy saw of the model.
+    pub model: ModelInput,
+    /// The consultation made at this tick, if one was.
+    pub consultation: Option<Consultation>,
+    /// Prompt version of that consultation.
+    pub prompt_version: Option<String>,
+    /// Its tool calls.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// Policy's decision.
+    pub decision: Decision,
+    /// The rules that produced it.
+    pub rules: Vec<RuleHit>,
+    /// This agent's lease on the target at this tick (absent in old ledgers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseRole>,
+}
+
+/// What one agent may do on a target at a moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum LeaseRole {
+    /// This agent holds the lease: it may act, fenced by `token`.
+    Holder {
+        /// Fencing token; only grows per target.
+        token: i64,
+    },
+    /// Another agent holds it: judge, never act.
+    Observer {
+        /// The holder's instance id.
+        holder: String,
+        /// The holder's token.
+        token: i64,
+    },
+}
+
+/// An action about to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IntentRecord {
+    /// Exactly what will change.
+    pub plan: ActionPlan,
+    /// Fencing token of the lease it ran under (absent in old ledgers).
+    pub fence: Option<i64>,
+}
+
+/// What became of an intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutcomeRecord {
+    /// The intent's plan id.
+    pub plan_id: String,
+    /// What happened.
+    pub result: ActionResult,
+}
+
+/// What an action did, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ActionResult {
+    /// Executed, and the target reads back in the planned state.
+    Verified {
+        /// What the executor reported.
+        output: String,
+        /// What was read back.
+        observed: String,
+    },
+    /// Executed, but the read-back does not show the planned state.
+    NotVerified {
+        /// What the executor reported.
+        output: String,
+        /// What was read back.
+        observed: String,
+    },
+    /// Executed; reading the target back failed.
+    VerifyFailed {
+        /// What the executor reported.
+        output: String,
+        /// Why the read-back failed.
+        error: String,
+    },
+    /// The executor failed: the target may be in either state.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Found after a restart: the target already shows the plan done. Not executed again.
+    Reconciled {
+        /// What was read back.
+        observed: String,
+    },
+    /// Found after a restart: the target does not show the plan done, or the
+    /// executor cannot tell. Held for a human; never retried blindly.
+    Unresolved {
+        /// What was read back, or why it could not be.
+        observed: String,
+    },
+    /// A human said what became of it (`backstop audit resolve`).
+    ResolvedByHuman {
+        /// The action took effect.
+        done: bool,
+        /// Their reason.
+        reason: String,
+    },
+}
+
+impl ActionResult {
+    /// Whether this settles the intent. An `Unresolved` intent is checked
+    /// again at every start until the target shows it or a human resolves it.
+    pub fn settles(&self) -> bool {
+        !matches!(self, ActionResult::Unresolved { .. })
+    }
+
+    /// Whether the action is known to have taken effect.
+    pub fn took_effect(&self) -> bool {
+        matches!(
+            self,
+            ActionResult::Verified { .. } | ActionResult::Reconciled { .. } | ActionResult::ResolvedByHuman { done: true, .. }
+        )
+    }
+}
+
+/// A lease change worth recording (renewals are not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaseRecord {
+    /// The target leased.
+    pub target: String,
+    /// New holder's instance id.
+    pub holder: String,
+    /// Fencing token.
+    pub token: i64,
+    /// Unix ms the lease lapses unless renewed.
+    pub expires_ms: i64,
+    /// What happened.
+    pub event: LeaseEvent,
+}
+
+/// How a lease changed hands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LeaseEvent {
+    /// Nobody held it.
+    Acquired,
+    /// The previous holder's lease had lapsed.
+    TakenOver {
+        /// Instance id of the previous holder.
+        from: String,
+    },
+}
+
+/// The release ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseFinished {
+    /// How.
+    pub status: ReleaseStatus,
+    /// Ticks judged in this run.
+    pub ticks: u64,
+    /// Release time of the final decision, seconds.
+    pub decided_at_s: u64,
+    /// Model calls and tokens spent.
+    pub model_usage: Usage,
+}
+
+/// Version-1 bodies of the two kinds whose shape changed.
+mod legacy {
+    use serde::Deserialize;
+
+    use super::{ActionPlan, ActionResult, IntentRecord, OutcomeRecord};
+    use crate::executor::Verification;
+
+    /// Version 1 stored the plan itself as the intent body.
+    pub fn intent(body: serde_json::Value) -> Result<IntentRecord, serde_json::Error> {
+        let plan: ActionPlan = serde_json::from_value(body)?;
+        Ok(IntentRecord { plan, fence: None })
+    }
+
+    #[derive(Deserialize)]
+    enum Res<T> {
+        Ok(T),
+        Err(String),
+    }
+
+    #[derive(Deserialize)]
+    struct Outcome {
+        plan_id: String,
+        result: Res<String>,
+        verification: Option<Res<Verification>>,
+    }
+
+    /// Version 1 stored `Result`s as `{"Ok": …}` / `{"Err": …}`.
+    pub fn outcome(body: serde_json::Value) -> Result<OutcomeRecord, serde_json::Error> {
+        let o: Outcome = serde_json::from_value(body)?;
+        let result = match (o.result, o.verification) {
+            (Res::Err(error), _) => ActionResult::Failed { error },
+            (Res::Ok(output), Some(Res::Ok(v))) if v.verified => ActionResult::Verified { output, observed: v.observed },
+            (Res::Ok(output), Some(Res::Ok(v))) => ActionResult::NotVerified { output, observed: v.observed },
+            (Res::Ok(output), Some(Res::Err(error))) => ActionResult::VerifyFailed { output, error },
+            (Res::Ok(output), None) => ActionResult::NotVerified { output, observed: "not verified".into() },
+        };
+        Ok(OutcomeRecord { plan_id: o.plan_id, result })
+    }
+}
+
+/// JSON Schema of every record (`backstop schema ledger`).
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_round_trips_through_its_text() {
+        for a in [
+            Actor::Agent { instance: None },
+            Actor::agent("host-1:42"),
+            Actor::Human { channel: "slack".into(), identity: "U123".into() },
+            Actor::Pipeline { identity: "ci:github:org/repo".into() },
+        ] {
+            assert_eq!(a.to_string().parse::<Actor>().unwrap(), a);
+        }
+        assert!("root".parse::<Actor>().is_err());
+        assert!("human:cli".parse::<Actor>().is_err());
+    }
+
+    #[test]
+    fn unresolved_does_not_settle_an_intent() {
+        assert!(!ActionResult::Unresolved { observed: String::new() }.settles());
+        assert!(ActionResult::Reconciled { observed: String::new() }.settles());
+        assert!(ActionResult::Failed { error: String::new() }.settles());
+    }
+}

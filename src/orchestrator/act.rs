@@ -1,0 +1,135 @@
+//! Running one action: plan, intent (fenced by the lease), execute while
+//! renewing the lease, verify, outcome.
+
+use std::time::Duration;
+
+use tracing::{Instrument, info_span, warn};
+
+use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
+use crate::Error;
+use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Executor, Planner};
+use crate::ledger::{ActionResult, Append, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
+use crate::policy::Decision;
+
+/// The status an action's recorded result gives the release.
+pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) -> ReleaseStatus {
+    let done = match kind {
+        ActionKind::Rollback => ReleaseStatus::RolledBack,
+        ActionKind::Promote => ReleaseStatus::Promoted,
+    };
+    match result {
+        ActionResult::Verified { .. } | ActionResult::Reconciled { .. } => done,
+        ActionResult::ResolvedByHuman { done: true, .. } => done,
+        ActionResult::ResolvedByHuman { done: false, reason } => {
+            ReleaseStatus::ActionFailed { action: kind, error: format!("a human recorded it as not done: {reason}") }
+        }
+        ActionResult::NotVerified { observed, .. } => ReleaseStatus::ActionNotVerified { action: kind, observed: observed.clone() },
+        ActionResult::VerifyFailed { error, .. } => ReleaseStatus::ActionNotVerified { action: kind, observed: error.clone() },
+        ActionResult::Failed { error } => ReleaseStatus::ActionFailed { action: kind, error: error.clone() },
+        ActionResult::Unresolved { observed } => {
+            ReleaseStatus::ActionUnresolved { action: kind, plan_id: plan_id.to_string(), observed: observed.clone() }
+        }
+    }
+}
+
+/// A test hook: with `BACKSTOP_TEST_PAUSE_AT=<point>`, the process announces
+/// the point on stderr and stops there, so a test can kill it at exactly that
+/// step of an action. It never changes what runs, only when.
+pub async fn pause_point(point: &str) {
+    if std::env::var("BACKSTOP_TEST_PAUSE_AT").is_ok_and(|p| p == point) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "backstop: paused at {point}");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+async fn execute_and_verify(executor: &dyn Executor, plan: &ActionPlan, permit: ExecutionPermit) -> ActionResult {
+    let output = match executor.execute(plan, permit).await {
+        Ok(o) => o,
+        Err(e) => return ActionResult::Failed { error: e.to_string() },
+    };
+    pause_point("after_execute").await;
+    match executor.verify(plan).await {
+        Ok(v) if v.verified => ActionResult::Verified { output, observed: v.observed },
+        Ok(v) => ActionResult::NotVerified { output, observed: v.observed },
+        Err(e) => ActionResult::VerifyFailed { output, error: e.to_string() },
+    }
+}
+
+impl ReleaseRun<'_> {
+    /// Carry out `decision`'s action. `None`: the intent was refused because
+    /// another agent took the lease; this one goes on as an observer.
+    pub(super) async fn act(
+        &self,
+        decision: &Decision,
+        actuation: &Actuation,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<ReleaseStatus>, Error> {
+        let planner: &dyn Planner = match actuation {
+            Actuation::Advisory(p) => p.as_ref(),
+            Actuation::Live(e) => e.as_ref(),
+        };
+        let plan = match decision {
+            Decision::Rollback { plan } => planner.plan_rollback(plan, st.now_s),
+            _ => planner.plan_promote(&self.facts.candidate_revision, st.now_s),
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => return Ok(Some(ReleaseStatus::Denied { reason: e.to_string() })),
+        };
+        let (Actuation::Live(executor), Some(LeaseRole::Holder { token })) = (actuation, st.role.clone()) else {
+            return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
+        };
+        let fence = LeaseOp::Fence { target: self.facts.target.clone(), holder: self.agent.instance.clone(), token };
+        let at = self.agent.clock.now_ms();
+        // No ledger write, no action: the permit exists only once the intent is committed.
+        let permit = match self.ledger.record_intent(&self.facts.release_id, &self.agent.actor(), at, &plan, Some(fence)).await {
+            Ok(p) => p,
+            Err(LedgerError::Fenced { holder, token, .. }) => {
+                warn!(%holder, token, "Intent refused: another agent took the target's lease; following it.");
+                st.role = Some(LeaseRole::Observer { holder, token });
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        pause_point("after_intent").await;
+        observer.on_intent(&plan);
+        let span = info_span!("action", plan = %plan.id, kind = ?plan.kind, target = %plan.target);
+        let result = self.holding_lease(token, execute_and_verify(executor.as_ref(), &plan, permit)).instrument(span).await;
+        observer.on_outcome(&plan, &result);
+        let outcome = Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() });
+        self.record(outcome).await?;
+        Ok(Some(status_of(plan.kind, &plan.id, &result)))
+    }
+
+    /// Run `action` to its end (an action is never interrupted), renewing the
+    /// lease meanwhile so no other agent takes the target over mid-action.
+    async fn holding_lease(&self, token: i64, action: impl Future<Output = ActionResult>) -> ActionResult {
+        let every = Duration::from_millis((self.agent.lease_ms / 3).max(50) as u64);
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tokio::pin!(action);
+        loop {
+            tokio::select! {
+                r = &mut action => return r,
+                _ = beat.tick() => {
+                    let renew = Append {
+                        release_id: self.facts.release_id.clone(),
+                        actor: self.agent.actor(),
+                        at_ms: self.agent.clock.now_ms(),
+                        record: None,
+                        lease: Some(LeaseOp::Renew {
+                            target: self.facts.target.clone(),
+                            holder: self.agent.instance.clone(),
+                            token,
+                            ttl_ms: self.agent.lease_ms,
+                        }),
+                    };
+                    if let Err(e) = self.ledger.submit(renew).await {
+                        warn!(error = %e, "Cannot renew the lease during an action; the action runs to its end.");
+                    }
+                }
+            }
+        }
+    }
+}

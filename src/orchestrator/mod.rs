@@ -1,0 +1,596 @@
+//! The orchestrator: the one place that runs the loop — observe, judge,
+//! decide, record, act, verify — and the only code that calls an executor.
+//!
+//! The loop is a short async shell: each tick's judgement and decision are
+//! values ([`step::what_now`] turns them into the next move), and every
+//! effect — a ledger write, an action — happens here. A release continues
+//! where its ledger left it: after a crash, open intents on its target are
+//! reconciled against the target's real state before anything else
+//! ([`recover`]), and with several agents only the holder of the target's
+//! lease acts (fenced by the lease's token).
+
+mod act;
+mod recover;
+pub mod step;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::executor::{ActionPlan, Executor, Planner};
+use crate::judge::{JudgeResult, Verdict, judge};
+use crate::ledger::{
+    ActionResult, Actor, Append, Ledger, LedgerError, LeaseOp, LeaseRole, Record, ReleaseFinished, ReleaseStarted,
+    TickRecord, digest,
+};
+use crate::model::{Assessor, Consultation, Deliberation, Usage};
+use crate::policy::{
+    Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, Proposal, ReleaseFacts, RunMode, evaluate,
+};
+use crate::signals::{Observation, SignalSource};
+use crate::{Error, telemetry};
+
+use step::{Next, what_now};
+
+/// What may act on the target. An advisory run holds only a [`Planner`], so
+/// it has nothing that could execute.
+pub enum Actuation {
+    /// Dry run / advise: plans are shown, never executed.
+    Advisory(Arc<dyn Planner>),
+    /// Acting run: the executor for the one declared target.
+    Live(Arc<dyn Executor>),
+}
+
+impl Actuation {
+    fn mode(&self) -> RunMode {
+        match self {
+            Actuation::Advisory(_) => RunMode::Advise,
+            Actuation::Live(_) => RunMode::Act,
+        }
+    }
+}
+
+/// How a release ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Promoted and verified.
+    Promoted,
+    /// Rolled back and verified.
+    RolledBack,
+    /// Held for a human: the action ran but the system does not show it
+    /// took effect. Nothing is retried; the target's state needs a look.
+    ActionNotVerified {
+        /// Which action.
+        action: crate::executor::ActionKind,
+        /// What was read back.
+        observed: String,
+    },
+    /// Held for a human: the action failed (the ledger holds the error), so
+    /// the target may be in either state. Nothing is retried.
+    ActionFailed {
+        /// Which action.
+        action: crate::executor::ActionKind,
+        /// Error text.
+        error: String,
+    },
+    /// Held for a human: an earlier run recorded the intent to act and then
+    /// stopped (a crash) before recording what happened, and the target does
+    /// not show the action done (or the executor cannot tell). Never retried.
+    ActionUnresolved {
+        /// Which action.
+        action: crate::executor::ActionKind,
+        /// The intent's plan id (`backstop audit resolve` takes it).
+        plan_id: String,
+        /// What the target shows now.
+        observed: String,
+    },
+    /// Advisory run: this is what would have been done.
+    Recommended {
+        /// The decision.
+        decision: Decision,
+        /// The exact plan, when the decision acts.
+        plan: Option<ActionPlan>,
+    },
+    /// A human must approve.
+    AwaitingApproval {
+        /// Why.
+        reason: String,
+        /// What would happen on approval.
+        proposed: Proposal,
+    },
+    /// Held for a human.
+    Held {
+        /// Why.
+        reason: String,
+    },
+    /// Policy refused.
+    Denied {
+        /// Why.
+        reason: String,
+    },
+    /// Stopped by a signal between ticks; no action was left half done. The
+    /// release continues when it is run again.
+    Interrupted,
+}
+
+impl ReleaseStatus {
+    /// Whether the release is over: every status but `Interrupted`.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, ReleaseStatus::Interrupted)
+    }
+}
+
+/// One tick, as shown to a live display.
+pub struct TickReport<'a> {
+    /// Tick number from 1.
+    pub tick: u64,
+    /// Release clock, seconds.
+    pub now_s: u64,
+    /// Window length, seconds.
+    pub duration_s: u64,
+    /// The judge's result.
+    pub judge: &'a JudgeResult,
+    /// Policy's decision and trace.
+    pub outcome: &'a PolicyOutcome,
+    /// Ledger sequence number of the tick record.
+    pub seq: i64,
+}
+
+/// Receives progress (a terminal display, plain log lines, or nothing).
+pub trait Observer: Send {
+    /// After each tick is recorded.
+    fn on_tick(&mut self, _tick: &TickReport<'_>) {}
+    /// Before an action runs (the intent is recorded).
+    fn on_intent(&mut self, _plan: &ActionPlan) {}
+    /// After an action ran (and was verified, or not).
+    fn on_outcome(&mut self, _plan: &ActionPlan, _result: &ActionResult) {}
+}
+
+/// A no-op observer.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// How this run came to its end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Conclusion {
+    /// This run decided.
+    ThisRun,
+    /// The release had already finished before this run started; nothing was judged again.
+    AlreadyFinished,
+    /// Another agent held the target's lease and finished the release.
+    OtherAgent,
+    /// An action recorded before a crash was reconciled against the target on restart.
+    Recovered,
+}
+
+/// What `run` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// Release id in the ledger.
+    pub release_id: String,
+    /// How it ended.
+    pub status: ReleaseStatus,
+    /// Who reached the end.
+    pub conclusion: Conclusion,
+    /// Ticks judged (in all runs of this release).
+    pub ticks: u64,
+    /// Release time of the final decision, seconds.
+    pub decided_at_s: u64,
+    /// Judge result at the final tick.
+    pub final_judge: Option<JudgeResult>,
+    /// Rules that produced the final decision.
+    pub final_rules: Vec<crate::policy::RuleHit>,
+    /// The signal source's error at the final tick, if it failed.
+    pub signal_failure: Option<String>,
+    /// The last observation, for reports and charts.
+    pub last_observation: Option<Observation>,
+    /// The latest consultation of the model, if one happened.
+    pub consultation: Option<Consultation>,
+    /// Model calls and tokens spent on this release.
+    pub model_usage: Usage,
+    /// A model is configured for this run.
+    pub model_configured: bool,
+}
+
+/// This process as an agent: its identity, lease length and clock.
+#[derive(Clone)]
+pub struct AgentContext {
+    /// Instance id, unique among agents sharing a ledger.
+    pub instance: String,
+    /// How long a lease lasts without renewal, ms.
+    pub lease_ms: i64,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AgentContext {
+    /// The actor this agent writes as.
+    pub fn actor(&self) -> Actor {
+        Actor::agent(&self.instance)
+    }
+
+    /// A fresh instance id: host, process and a random suffix, so two
+    /// processes on one host never share one.
+    pub fn default_instance() -> String {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        let host = if host.is_empty() { "host".to_string() } else { host };
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        format!("{host}-{}-{suffix}", std::process::id())
+    }
+}
+
+/// One release to run.
+pub struct ReleaseRun<'a> {
+    /// Facts for policy.
+    pub facts: ReleaseFacts,
+    /// Seconds of release time between ticks.
+    pub tick_s: u64,
+    /// Length of the analysis window, seconds.
+    pub duration_s: u64,
+    /// Real time to wait between ticks (an accelerated clock for demos, the tick itself live).
+    pub pace: Duration,
+    /// The policy.
+    pub policy: &'a PolicyFile,
+    /// The ledger.
+    pub ledger: &'a Ledger,
+    /// Flips to `true` to stop between ticks (SIGINT/SIGTERM).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The model, when one is configured; consulted at decision points only.
+    pub model: Option<Arc<Assessor>>,
+    /// Who runs it, and their clock.
+    pub agent: AgentContext,
+}
+
+/// The loop's state between ticks.
+struct LoopState {
+    tick: u64,
+    now_s: u64,
+    model: Deliberation,
+    last_obs: Option<Observation>,
+    /// Open intents on the target were reconciled while holding the current lease.
+    recovered: bool,
+    role: Option<LeaseRole>,
+}
+
+/// One judged and recorded tick.
+struct Judged {
+    judged: JudgeResult,
+    outcome: PolicyOutcome,
+    failure: Option<String>,
+    seq: i64,
+}
+
+fn failed_observation_result(now_s: u64, reason: &str) -> JudgeResult {
+    JudgeResult {
+        verdict: Verdict::Inconclusive,
+        now_s,
+        window_complete: false,
+        findings: vec![],
+        summary: format!("no observation: {reason}"),
+    }
+}
+
+/// Where a release stands in the ledger before this run.
+struct Prior {
+    finished: Option<ReleaseFinished>,
+    tick: u64,
+    now_s: u64,
+}
+
+impl ReleaseRun<'_> {
+    /// Run the release until a terminal decision, recording everything.
+    pub async fn run(
+        &self,
+        source: &dyn SignalSource,
+        actuation: &Actuation,
+        observer: &mut dyn Observer,
+    ) -> Result<RunOutcome, Error> {
+        let f = &self.facts;
+        let span = info_span!(telemetry::SPAN_RELEASE, release = %f.release_id, service = %f.service);
+        self.run_inner(source, actuation, observer).instrument(span).await
+    }
+
+    async fn run_inner(
+        &self,
+        source: &dyn SignalSource,
+        actuation: &Actuation,
+        observer: &mut dyn Observer,
+    ) -> Result<RunOutcome, Error> {
+        let prior = self.prior().await?;
+        if let Some(done) = prior.finished.filter(|d| d.status.is_final()) {
+            return Ok(self.recorded(done, Conclusion::AlreadyFinished));
+        }
+        let continued = (prior.tick > 0).then_some(prior.now_s);
+        self.record(self.started(source, actuation.mode(), continued)?).await?;
+        let mut st = LoopState {
+            tick: prior.tick,
+            now_s: prior.now_s,
+            model: Deliberation::new(self.model.clone()),
+            last_obs: None,
+            recovered: false,
+            role: None,
+        };
+        if let Actuation::Live(executor) = actuation {
+            st.role = self.claim_lease().await?;
+            if let Some(status) = self.recover_if_holder(executor.as_ref(), &mut st).await? {
+                return self.finish(&st, status, None).await.map(recovered);
+            }
+        }
+        self.ticks(source, actuation, observer, &mut st).await
+    }
+
+    async fn ticks(
+        &self,
+        source: &dyn SignalSource,
+        actuation: &Actuation,
+        observer: &mut dyn Observer,
+        st: &mut LoopState,
+    ) -> Result<RunOutcome, Error> {
+        let mut stop = self.stop.clone();
+        loop {
+            if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                return self.finish(st, ReleaseStatus::Interrupted, None).await;
+            }
+            st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
+            st.tick += 1;
+            let t = self.tick(source, actuation.mode(), st).await?;
+            observer.on_tick(&TickReport {
+                tick: st.tick,
+                now_s: st.now_s,
+                duration_s: self.duration_s,
+                judge: &t.judged,
+                outcome: &t.outcome,
+                seq: t.seq,
+            });
+            if let Some(done) = self.settled(actuation, st).await? {
+                return done;
+            }
+            let window_done = st.now_s >= self.duration_s;
+            let status = match what_now(&t.outcome.decision, window_done, st.role.as_ref(), actuation.mode()) {
+                Next::Continue | Next::Follow => None,
+                Next::Finish(status) => Some(*status),
+                Next::Act => self.act(&t.outcome.decision, actuation, st, observer).await?,
+            };
+            if let Some(status) = status {
+                return self.finish(st, status, Some(t)).await;
+            }
+            self.pace(&mut stop).await;
+        }
+    }
+
+    /// After a tick: has the release been settled by recovery (this agent just
+    /// became the holder) or by another agent (this one only follows)?
+    async fn settled(
+        &self,
+        actuation: &Actuation,
+        st: &mut LoopState,
+    ) -> Result<Option<Result<RunOutcome, Error>>, Error> {
+        match (&st.role, actuation) {
+            (Some(LeaseRole::Holder { .. }), Actuation::Live(executor)) if !st.recovered => {
+                Ok(match self.recover_if_holder(executor.as_ref(), st).await? {
+                    Some(status) => Some(self.finish(st, status, None).await.map(recovered)),
+                    None => None,
+                })
+            }
+            (Some(LeaseRole::Observer { .. }), _) => {
+                st.recovered = false;
+                let done = self.ledger.finished(&self.facts.release_id).await?.filter(|d| d.status.is_final());
+                Ok(done.map(|d| Ok(self.recorded(d, Conclusion::OtherAgent))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn pace(&self, stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+        if self.pace.is_zero() {
+            return;
+        }
+        match stop.as_mut() {
+            // Woken early by a stop signal; the check at the top of the loop ends the run.
+            Some(s) => {
+                let _ = tokio::time::timeout(self.pace, s.changed()).await;
+            }
+            None => tokio::time::sleep(self.pace).await,
+        }
+    }
+
+    async fn prior(&self) -> Result<Prior, Error> {
+        let mut prior = Prior { finished: None, tick: 0, now_s: 0 };
+        for (_, rec) in self.ledger.release_records(&self.facts.release_id).await? {
+            match rec {
+                Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
+                Record::ReleaseFinished(f) => prior.finished = Some(f),
+                _ => {}
+            }
+        }
+        Ok(prior)
+    }
+
+    fn started(&self, source: &dyn SignalSource, mode: RunMode, continued: Option<u64>) -> Result<Record, Error> {
+        let policy = serde_json::to_string(self.policy).map_err(LedgerError::from)?;
+        Ok(Record::ReleaseStarted(ReleaseStarted {
+            facts: self.facts.clone(),
+            source: source.name().to_string(),
+            mode,
+            duration_s: self.duration_s,
+            policy_digest: digest(policy.as_bytes()),
+            continued_from_s: continued,
+        }))
+    }
+
+    async fn record(&self, record: Record) -> Result<i64, Error> {
+        let at = self.agent.clock.now_ms();
+        let receipt = self.ledger.append(&self.facts.release_id, &self.agent.actor(), at, record).await?;
+        Ok(receipt.seq)
+    }
+
+    fn claim(&self) -> LeaseOp {
+        LeaseOp::Claim {
+            target: self.facts.target.clone(),
+            holder: self.agent.instance.clone(),
+            ttl_ms: self.agent.lease_ms,
+        }
+    }
+
+    async fn claim_lease(&self) -> Result<Option<LeaseRole>, Error> {
+        let append = Append {
+            release_id: self.facts.release_id.clone(),
+            actor: self.agent.actor(),
+            at_ms: self.agent.clock.now_ms(),
+            record: None,
+            lease: Some(self.claim()),
+        };
+        Ok(self.ledger.submit(append).await?.role)
+    }
+
+    async fn tick(&self, source: &dyn SignalSource, mode: RunMode, st: &mut LoopState) -> Result<Judged, Error> {
+        let span = info_span!(telemetry::SPAN_TICK, tick = st.tick, now_s = st.now_s);
+        let (obs, failure) = match source.observe(st.now_s).instrument(span.clone()).await {
+            Ok(o) => (Some(o), None),
+            Err(e) => {
+                warn!(parent: &span, error = %e, "Signal source failed; holding.");
+                (None, Some(e.to_string()))
+            }
+        };
+        if obs.is_some() {
+            st.last_obs.clone_from(&obs);
+        }
+        let judged = match &obs {
+            Some(o) => judge(o, &self.policy.judge),
+            None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
+        };
+        let now_ms = self.agent.clock.now_ms();
+        let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
+        let history =
+            History { automated_rollbacks_ms: self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await? };
+        let decide = |model: &ModelInput| {
+            let input = PolicyInput {
+                judge: &judged,
+                model,
+                release: &self.facts,
+                history: &history,
+                mode,
+                signal_failure: failure.as_deref(),
+                now_ms,
+            };
+            evaluate(self.policy, &input)
+        };
+        let (outcome, consulted) =
+            st.model.decide(&self.facts, obs.as_ref(), &judged, decide).instrument(span.clone()).await;
+        let consultation = if consulted { st.model.last().cloned() } else { None };
+        let rec = tick_record(st, obs.as_ref(), &judged, &outcome, consultation, mode)?;
+        let lease = (mode == RunMode::Act).then(|| self.claim());
+        let append = Append { release_id: self.facts.release_id.clone(), actor: self.agent.actor(), at_ms: now_ms, record: Some(rec), lease };
+        let done = self.ledger.submit(append).await?;
+        if done.role.is_some() {
+            self.note_role(st, done.role);
+        }
+        let seq = done.receipt.map_or(0, |r| r.seq);
+        info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq, "Tick judged.");
+        Ok(Judged { judged, outcome, failure, seq })
+    }
+
+    fn note_role(&self, st: &mut LoopState, role: Option<LeaseRole>) {
+        let was_holder = matches!(st.role, Some(LeaseRole::Holder { .. }));
+        if let Some(LeaseRole::Holder { token }) = &role
+            && !was_holder
+        {
+            info!(token, target = %self.facts.target, "This agent now holds the target's lease.");
+            st.recovered = false;
+        }
+        st.role = role;
+    }
+
+    async fn finish(&self, st: &LoopState, status: ReleaseStatus, last: Option<Judged>) -> Result<RunOutcome, Error> {
+        let usage = st.model.usage();
+        let end = ReleaseFinished { status: status.clone(), ticks: st.tick, decided_at_s: st.now_s, model_usage: usage };
+        let holder = matches!(st.role, Some(LeaseRole::Holder { .. }));
+        let lease = holder.then(|| LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() });
+        // An observer interrupted mid-release leaves no end record: the holder is still running it.
+        if holder || st.role.is_none() || status.is_final() {
+            let append = Append {
+                release_id: self.facts.release_id.clone(),
+                actor: self.agent.actor(),
+                at_ms: self.agent.clock.now_ms(),
+                record: Some(Record::ReleaseFinished(end)),
+                lease,
+            };
+            self.ledger.submit(append).await?;
+        }
+        let (judged, rules, failure) = match last {
+            Some(t) => (Some(t.judged), t.outcome.trace, t.failure),
+            None => (None, vec![], None),
+        };
+        Ok(RunOutcome {
+            release_id: self.facts.release_id.clone(),
+            status,
+            conclusion: Conclusion::ThisRun,
+            ticks: st.tick,
+            decided_at_s: st.now_s,
+            final_judge: judged,
+            final_rules: rules,
+            signal_failure: failure,
+            last_observation: st.last_obs.clone(),
+            consultation: st.model.last().cloned(),
+            model_usage: usage,
+            model_configured: st.model.configured(),
+        })
+    }
+
+    /// The outcome a ledger already holds (this release finished earlier, or another agent finished it).
+    fn recorded(&self, done: ReleaseFinished, conclusion: Conclusion) -> RunOutcome {
+        RunOutcome {
+            release_id: self.facts.release_id.clone(),
+            status: done.status,
+            conclusion,
+            ticks: done.ticks,
+            decided_at_s: done.decided_at_s,
+            final_judge: None,
+            final_rules: vec![],
+            signal_failure: None,
+            last_observation: None,
+            consultation: None,
+            model_usage: done.model_usage,
+            model_configured: self.model.is_some(),
+        }
+    }
+}
+
+fn recovered(mut o: RunOutcome) -> RunOutcome {
+    o.conclusion = Conclusion::Recovered;
+    o
+}
+
+fn tick_record(
+    st: &LoopState,
+    obs: Option<&Observation>,
+    judged: &JudgeResult,
+    outcome: &PolicyOutcome,
+    consultation: Option<Consultation>,
+    mode: RunMode,
+) -> Result<Record, Error> {
+    let inputs_digest = match obs {
+        Some(o) => digest(serde_json::to_string(o).map_err(LedgerError::from)?.as_bytes()),
+        None => "none".into(),
+    };
+    Ok(Record::Tick(Box::new(TickRecord {
+        tick: st.tick,
+        now_s: st.now_s,
+        mode,
+        inputs_digest,
+        judge: judged.clone(),
+        model: st.model.input().clone(),
+        prompt_version: consultation.as_ref().map(|c| c.prompt_version.clone()),
+        tool_calls: consultation.as_ref().map(|c| c.tool_calls.clone()).unwrap_or_default(),
+        consultation,
+        decision: outcome.decision.clone(),
+        rules: outcome.trace.clone(),
+        lease: st.role.clone(),
+    })))
+}
