@@ -232,8 +232,11 @@ impl Settings {
 /// not a setting, so it is kept out of the overrides.
 pub const CONFIG_PATH_VAR: &str = "BACKSTOP_CONFIG";
 
+/// The test hook that pauses an action at a named step (see `orchestrator::act`); not a setting.
+pub const PAUSE_VAR: &str = "BACKSTOP_TEST_PAUSE_AT";
+
 fn settings_from_env() -> config::Map<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("BACKSTOP_") && k != CONFIG_PATH_VAR).collect()
+    std::env::vars().filter(|(k, _)| k.starts_with("BACKSTOP_") && k != CONFIG_PATH_VAR && k != PAUSE_VAR).collect()
 }
 
 /// `ledger.db` under the user's data directory, else `./backstop.db`.

@@ -32,14 +32,20 @@ pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) 
     }
 }
 
-/// A test hook: with `BACKSTOP_TEST_PAUSE_AT=<point>`, the process announces
-/// the point on stderr and stops there, so a test can kill it at exactly that
-/// step of an action. It never changes what runs, only when.
+/// A test hook: with `BACKSTOP_TEST_PAUSE_AT=<point>[:<ms>]`, the process
+/// announces the point on stderr and stops there (for `ms`, else an hour), so
+/// a test can kill it at exactly that step of an action, or delay it past its
+/// lease as a long GC pause or SIGSTOP would. It never changes what runs, only when.
 pub async fn pause_point(point: &str) {
-    if std::env::var("BACKSTOP_TEST_PAUSE_AT").is_ok_and(|p| p == point) {
+    let Ok(spec) = std::env::var(crate::config::PAUSE_VAR) else { return };
+    let (name, ms) = match spec.split_once(':') {
+        Some((n, ms)) => (n, ms.parse().unwrap_or(3_600_000)),
+        None => (spec.as_str(), 3_600_000),
+    };
+    if name == point {
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "backstop: paused at {point}");
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 
@@ -81,6 +87,7 @@ impl ReleaseRun<'_> {
         let (Actuation::Live(executor), Some(LeaseRole::Holder { token })) = (actuation, st.role.clone()) else {
             return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
         };
+        pause_point("before_intent").await;
         let fence = LeaseOp::Fence { target: self.facts.target.clone(), holder: self.agent.instance.clone(), token };
         let at = self.agent.clock.now_ms();
         // No ledger write, no action: the permit exists only once the intent is committed.

@@ -119,9 +119,11 @@ pub enum ReleaseStatus {
 }
 
 impl ReleaseStatus {
-    /// Whether the release is over: every status but `Interrupted`.
+    /// Whether the release is over. `Interrupted` continues when run again;
+    /// `ActionUnresolved` is checked again at each run (the target may show
+    /// the action done by now, or a human may have resolved it).
     pub fn is_final(&self) -> bool {
-        !matches!(self, ReleaseStatus::Interrupted)
+        !matches!(self, ReleaseStatus::Interrupted | ReleaseStatus::ActionUnresolved { .. })
     }
 }
 
@@ -281,6 +283,9 @@ struct Prior {
     finished: Option<ReleaseFinished>,
     tick: u64,
     now_s: u64,
+    /// An action of this release known to have taken effect (its status),
+    /// even if the run stopped before recording the release's end.
+    effected: Option<ReleaseStatus>,
 }
 
 impl ReleaseRun<'_> {
@@ -303,8 +308,11 @@ impl ReleaseRun<'_> {
         observer: &mut dyn Observer,
     ) -> Result<RunOutcome, Error> {
         let prior = self.prior().await?;
-        if let Some(done) = prior.finished.filter(|d| d.status.is_final()) {
+        if let Some(done) = prior.finished.clone().filter(|d| d.status.is_final()) {
             return Ok(self.recorded(done, Conclusion::AlreadyFinished));
+        }
+        if let Some(status) = prior.effected.clone() {
+            return self.close_effected(&prior, status).await;
         }
         let continued = (prior.tick > 0).then_some(prior.now_s);
         self.record(self.started(source, actuation.mode(), continued)?).await?;
@@ -318,8 +326,10 @@ impl ReleaseRun<'_> {
         };
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
-            if let Some(status) = self.recover_if_holder(executor.as_ref(), &mut st).await? {
-                return self.finish(&st, status, None).await.map(recovered);
+            if matches!(st.role, Some(LeaseRole::Holder { .. }))
+                && let Some(done) = self.on_acquire(executor.as_ref(), &mut st).await?
+            {
+                return Ok(done);
             }
         }
         self.ticks(source, actuation, observer, &mut st).await
@@ -360,12 +370,13 @@ impl ReleaseRun<'_> {
             if let Some(status) = status {
                 return self.finish(st, status, Some(t)).await;
             }
-            self.pace(&mut stop).await;
+            self.pace(&mut stop, st.role.as_ref()).await;
         }
     }
 
-    /// After a tick: has the release been settled by recovery (this agent just
-    /// became the holder) or by another agent (this one only follows)?
+    /// After a tick: has the release been settled — by another agent (this one
+    /// only follows), or, now that this agent has just become the holder, by
+    /// an earlier holder or a crash recovery?
     async fn settled(
         &self,
         actuation: &Actuation,
@@ -373,10 +384,7 @@ impl ReleaseRun<'_> {
     ) -> Result<Option<Result<RunOutcome, Error>>, Error> {
         match (&st.role, actuation) {
             (Some(LeaseRole::Holder { .. }), Actuation::Live(executor)) if !st.recovered => {
-                Ok(match self.recover_if_holder(executor.as_ref(), st).await? {
-                    Some(status) => Some(self.finish(st, status, None).await.map(recovered)),
-                    None => None,
-                })
+                Ok(self.on_acquire(executor.as_ref(), st).await.transpose())
             }
             (Some(LeaseRole::Observer { .. }), _) => {
                 st.recovered = false;
@@ -387,29 +395,101 @@ impl ReleaseRun<'_> {
         }
     }
 
-    async fn pace(&self, stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
-        if self.pace.is_zero() {
+    /// This agent has just taken the target's lease: before judging or acting,
+    /// read what earlier holders did with the release — finished it, or ran
+    /// its action and stopped before recording the end — and reconcile any
+    /// intent on the target left without an outcome.
+    async fn on_acquire(&self, executor: &dyn Executor, st: &mut LoopState) -> Result<Option<RunOutcome>, Error> {
+        let prior = self.prior().await?;
+        if let Some(done) = prior.finished.clone().filter(|d| d.status.is_final()) {
+            st.recovered = true;
+            self.release_lease(st).await?;
+            return Ok(Some(self.recorded(done, Conclusion::OtherAgent)));
+        }
+        if let Some(status) = prior.effected.clone() {
+            st.recovered = true;
+            return self.close_effected(&prior, status).await.map(Some);
+        }
+        match self.recover_if_holder(executor, st).await? {
+            Some(status) => self.finish(st, status, None).await.map(recovered).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn release_lease(&self, st: &LoopState) -> Result<(), Error> {
+        if !matches!(st.role, Some(LeaseRole::Holder { .. })) {
+            return Ok(());
+        }
+        let append = Append {
+            release_id: self.facts.release_id.clone(),
+            actor: self.agent.actor(),
+            at_ms: self.agent.clock.now_ms(),
+            record: None,
+            lease: Some(LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() }),
+        };
+        self.ledger.submit(append).await?;
+        Ok(())
+    }
+
+    /// Wait for the next tick. A follower waits at least a slice of the
+    /// lease, so a replay at full speed does not spin while another agent acts.
+    async fn pace(&self, stop: &mut Option<tokio::sync::watch::Receiver<bool>>, role: Option<&LeaseRole>) {
+        let pace = match role {
+            Some(LeaseRole::Observer { .. }) => self.pace.max(Duration::from_millis((self.agent.lease_ms / 4).max(20) as u64)),
+            _ => self.pace,
+        };
+        if pace.is_zero() {
             return;
         }
         match stop.as_mut() {
             // Woken early by a stop signal; the check at the top of the loop ends the run.
             Some(s) => {
-                let _ = tokio::time::timeout(self.pace, s.changed()).await;
+                let _ = tokio::time::timeout(pace, s.changed()).await;
             }
-            None => tokio::time::sleep(self.pace).await,
+            None => tokio::time::sleep(pace).await,
         }
     }
 
     async fn prior(&self) -> Result<Prior, Error> {
-        let mut prior = Prior { finished: None, tick: 0, now_s: 0 };
+        let mut prior = Prior { finished: None, tick: 0, now_s: 0, effected: None };
+        let mut plans = std::collections::HashMap::new();
         for (_, rec) in self.ledger.release_records(&self.facts.release_id).await? {
             match rec {
                 Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
                 Record::ReleaseFinished(f) => prior.finished = Some(f),
+                Record::Intent(i) => {
+                    plans.insert(i.plan.id.clone(), i.plan.kind);
+                }
+                Record::Outcome(o) if o.result.took_effect() => {
+                    if let Some(kind) = plans.get(&o.plan_id) {
+                        prior.effected = Some(act::status_of(*kind, &o.plan_id, &o.result));
+                    }
+                }
                 _ => {}
             }
         }
         Ok(prior)
+    }
+
+    /// The release's action took effect but its end was never recorded (a
+    /// crash right after the outcome, or a human resolving it): record the end
+    /// now and judge nothing again.
+    async fn close_effected(&self, prior: &Prior, status: ReleaseStatus) -> Result<RunOutcome, Error> {
+        let end = ReleaseFinished {
+            status,
+            ticks: prior.tick,
+            decided_at_s: prior.now_s,
+            model_usage: prior.finished.as_ref().map(|f| f.model_usage).unwrap_or_default(),
+        };
+        let append = Append {
+            release_id: self.facts.release_id.clone(),
+            actor: self.agent.actor(),
+            at_ms: self.agent.clock.now_ms(),
+            record: Some(Record::ReleaseFinished(end.clone())),
+            lease: Some(LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() }),
+        };
+        self.ledger.submit(append).await?;
+        Ok(self.recorded(end, Conclusion::Recovered))
     }
 
     fn started(&self, source: &dyn SignalSource, mode: RunMode, continued: Option<u64>) -> Result<Record, Error> {

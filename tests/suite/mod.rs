@@ -1,4 +1,5 @@
 mod cli;
+mod crash;
 mod e2e;
 mod haproxy;
 mod kubernetes;

@@ -1,5 +1,6 @@
 //! Test support: real services started on loopback ports the tests choose.
 
+pub mod agents;
 pub mod haproxy;
 pub mod openai;
 pub mod pg;

@@ -1,0 +1,228 @@
+//! Exactly once under crashes and replicas, with real processes: `watch` is
+//! SIGKILLed at each step of a rollback and started again; several agents
+//! share one PostgreSQL or SQLite ledger while one is killed and another
+//! frozen. Every execution is counted on the executor's side (a command
+//! appending its plan id to a file), never by asking backstop.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+use crate::support::agents::{Agent, lines};
+use crate::support::pg::PgServer;
+
+const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
+
+/// A config whose one release rolls back through a command that appends its
+/// plan id to `count`, waits `sleep_s`, then marks `done`; verify checks the mark.
+fn one_release(dir: &Path, sleep_s: u32, lease_s: f64) -> (PathBuf, PathBuf, PathBuf) {
+    let count = dir.join("count");
+    let done = dir.join("done");
+    let script = format!("echo {{plan_id}} >> {}; sleep {sleep_s}; touch {}", count.display(), done.display());
+    let executor = format!(
+        r#"{{ kind = "command", rollback = ["sh", "-c", "{script}"], verify = ["test", "-e", "{}"], env_allowlist = ["PATH"] }}"#,
+        done.display()
+    );
+    let release = crate::support::release_toml("helm/checkout", &format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#), Some(&executor));
+    let cfg = dir.join("backstop.toml");
+    std::fs::write(&cfg, format!("[agent]\nlease_s = {lease_s}\n\n{release}")).unwrap();
+    (cfg, count, done)
+}
+
+fn ledger_of(dir: &Path) -> String {
+    dir.join("l.db").to_str().unwrap().to_string()
+}
+
+fn watch_once(cfg: &Path, ledger: &str) -> (i32, String) {
+    let (code, out, err) = Agent::watch(cfg, ledger, 0, &[]).finish(Duration::from_secs(120));
+    (code, format!("{out}\n{err}"))
+}
+
+fn audit(ledger: &str, args: &[&str]) -> assert_cmd::assert::Assert {
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").args(["audit", "--ledger", ledger]).args(args).assert()
+}
+
+fn plan_id(text: &str) -> String {
+    let start = text.find("(plan ").map(|i| i + 6).expect("no plan id in output");
+    text[start..].chars().take_while(|c| *c != ')').collect()
+}
+
+#[test]
+fn killed_after_the_intent_the_restart_holds_instead_of_retrying_and_a_human_resolves_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, count, _) = one_release(d.path(), 0, 1.0);
+    let ledger = ledger_of(d.path());
+    let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_intent")]);
+    a.wait_for("paused at after_intent", Duration::from_secs(60));
+    a.kill9();
+    assert!(lines(&count).is_empty(), "the intent was recorded but nothing ran");
+    // Restart: the intent has no outcome and the target does not show it done ⇒ held, exit 11, not retried.
+    let (code, out) = watch_once(&cfg, &ledger);
+    assert_eq!(code, 11, "{out}");
+    assert!(out.contains("recorded as about to run before the agent stopped"), "{out}");
+    assert!(lines(&count).is_empty(), "a restart must never retry blindly");
+    // Still held on every further run until a human says what happened.
+    assert_eq!(watch_once(&cfg, &ledger).0, 11);
+    let plan = plan_id(&out);
+    audit(&ledger, &["resolve", &plan, "--not-done", "--as", "alice@example.com", "--reason", "weights unchanged"])
+        .success();
+    let (code, out) = watch_once(&cfg, &ledger);
+    assert_eq!(code, 10, "{out}");
+    assert_eq!(lines(&count).len(), 1, "exactly one execution in all");
+    audit(&ledger, &["verify"]).success();
+    audit(&ledger, &["list", "--limit", "1000"]).stdout(predicates::str::contains("human:cli:alice@example.com"));
+}
+
+#[test]
+fn killed_while_the_command_runs_the_orphan_finishes_and_the_restart_reconciles_without_running_it_again() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, count, done) = one_release(d.path(), 5, 1.0);
+    let ledger = ledger_of(d.path());
+    let a = Agent::watch(&cfg, &ledger, 0, &[]);
+    let start = Instant::now();
+    while lines(&count).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the rollback never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill9();
+    // The orphaned command is still running: the target does not show it yet ⇒ hold, no second run.
+    let (code, out) = watch_once(&cfg, &ledger);
+    assert_eq!(code, 11, "{out}");
+    let start = Instant::now();
+    while !done.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the orphaned rollback never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Now the target shows it done ⇒ reconciled, recorded, not run again.
+    let (code, out) = watch_once(&cfg, &ledger);
+    assert_eq!(code, 10, "{out}");
+    assert!(out.contains("reconciled after a restart"), "{out}");
+    assert_eq!(lines(&count).len(), 1, "exactly one execution: {:?}", lines(&count));
+    audit(&ledger, &["verify"]).success();
+    audit(&ledger, &["list", "--limit", "1000"]).stdout(predicates::str::contains("reconciled after restart"));
+}
+
+#[test]
+fn killed_after_execute_before_the_outcome_the_restart_reconciles_and_a_rerun_judges_nothing_again() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, count, _) = one_release(d.path(), 0, 1.0);
+    let ledger = ledger_of(d.path());
+    let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute")]);
+    a.wait_for("paused at after_execute", Duration::from_secs(60));
+    a.kill9();
+    assert_eq!(lines(&count).len(), 1);
+    let (code, out) = watch_once(&cfg, &ledger);
+    assert_eq!(code, 10, "{out}");
+    assert!(out.contains("reconciled after a restart"), "{out}");
+    let (code, out) = watch_once(&cfg, &ledger);
+    assert_eq!(code, 10, "{out}");
+    assert!(out.contains("recorded earlier"), "{out}");
+    assert_eq!(lines(&count).len(), 1, "exactly one execution: {:?}", lines(&count));
+    audit(&ledger, &["verify"]).success();
+}
+
+#[test]
+fn an_agent_paused_past_its_lease_has_its_intent_refused_and_the_new_holder_acts_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, count, _) = one_release(d.path(), 0, 1.0);
+    let ledger = ledger_of(d.path());
+    // A decides to roll back, then stalls for 4 s (a GC pause, a frozen VM) before writing its intent.
+    let mut a = Agent::watch(&cfg, &ledger, 20, &[("BACKSTOP_TEST_PAUSE_AT", "before_intent:4000")]);
+    a.wait_for("paused at before_intent", Duration::from_secs(60));
+    let b = Agent::watch(&cfg, &ledger, 20, &[]);
+    let (code_b, out_b, err_b) = b.finish(Duration::from_secs(60));
+    assert_eq!(code_b, 10, "{out_b}\n{err_b}");
+    let (code_a, out_a, err_a) = a.finish(Duration::from_secs(60));
+    assert_eq!(code_a, 10, "{out_a}\n{err_a}");
+    assert!(err_a.contains("Intent refused"), "{err_a}");
+    assert!(out_a.contains("by the agent holding the target's lease"), "{out_a}");
+    assert_eq!(lines(&count).len(), 1, "exactly one execution: {:?}", lines(&count));
+    audit(&ledger, &["verify"]).success();
+    audit(&ledger, &["list", "--limit", "2000"]).stdout(predicates::str::contains("taken over from"));
+}
+
+/// `n` releases, each a simulated canary whose errors rise at its own time,
+/// rolled back by a command appending `target plan` to `count`.
+fn many_releases(dir: &Path, n: usize, lease_s: f64) -> (PathBuf, PathBuf) {
+    let count = dir.join("count");
+    let mut cfg = format!("[agent]\nlease_s = {lease_s}\n");
+    for i in 0..n {
+        let onset = 150 + (i * 37) % 400;
+        cfg.push_str(&format!(
+            r#"
+[[releases]]
+name = "r{i}"
+service = "svc{i}"
+target = "sim/r{i}"
+candidate_revision = "v2"
+last_known_good = "v1"
+source = {{ kind = "simulator", service = "svc{i}", seed = {i}, duration_s = 900, fault = {{ kind = "error_spike", onset_s = {onset}, strength = 0.1 }} }}
+executor = {{ kind = "command", rollback = ["sh", "-c", "echo {{target}} {{plan_id}} >> {count}"], verify = ["grep", "-qF", "{{plan_id}}", "{count}"], env_allowlist = ["PATH"] }}
+"#,
+            count = count.display()
+        ));
+    }
+    let path = dir.join("backstop.toml");
+    std::fs::write(&path, cfg).unwrap();
+    (path, count)
+}
+
+/// Every target rolled back at most once; exactly once unless the ledger
+/// holds it as unresolved (a holder killed between intent and execution).
+fn assert_each_rollback_once(count: &Path, n: usize, ledger: &str) {
+    let lines = lines(count);
+    let listing = String::from_utf8(audit(ledger, &["list", "--limit", "1000000"]).get_output().stdout.clone()).unwrap();
+    for i in 0..n {
+        let runs = lines.iter().filter(|l| l.starts_with(&format!("sim/r{i} "))).count();
+        assert!(runs <= 1, "sim/r{i} rolled back {runs} times: {lines:?}");
+        if runs == 0 {
+            let held = listing.lines().any(|l| l.contains(&format!("r{i}-v2-")) && l.contains("status=action_unresolved"));
+            assert!(held, "sim/r{i} neither rolled back nor held as unresolved");
+        }
+    }
+}
+
+fn agents_share_one_ledger(ledger: &str, dir: &Path, agents: usize, n: usize, chaos: bool) {
+    let (cfg, count) = many_releases(dir, n, 2.0);
+    let mut running: Vec<Agent> = Vec::new();
+    for _ in 0..agents {
+        running.push(Agent::watch(&cfg, ledger, 30, &[]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if chaos {
+        std::thread::sleep(Duration::from_millis(1500));
+        // The first agent holds most targets: kill it mid-release; freeze the second past its lease.
+        running.remove(0).kill9();
+        running[0].signal("STOP");
+        std::thread::sleep(Duration::from_millis(3000));
+        running[0].signal("CONT");
+    }
+    for a in running {
+        let (code, out, err) = a.finish(Duration::from_secs(180));
+        let allowed: &[i32] = if chaos { &[10, 11] } else { &[10] };
+        assert!(allowed.contains(&code), "exit {code}\n{out}\n{err}");
+        assert!(!err.contains("database is locked") && !err.contains("duplicate key"), "{err}");
+    }
+    assert_each_rollback_once(&count, n, ledger);
+    audit(ledger, &["verify"]).success();
+}
+
+#[test]
+fn three_agents_on_postgres_act_once_per_rollback_while_one_is_killed_and_one_frozen() {
+    let pg = PgServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(pg.fresh_database_url());
+    let d = tempfile::tempdir().unwrap();
+    agents_share_one_ledger(&url, d.path(), 3, 50, true);
+    // Another agent taking over shows in the chain.
+    audit(&url, &["list", "--limit", "1000000"]).stdout(predicates::str::contains("taken over from"));
+}
+
+#[test]
+fn six_agents_on_one_sqlite_file_queue_instead_of_failing() {
+    let d = tempfile::tempdir().unwrap();
+    let ledger = ledger_of(d.path());
+    agents_share_one_ledger(&ledger, d.path(), 6, 12, false);
+}
