@@ -117,3 +117,27 @@ fn watch_rolls_back_on_real_haproxy_and_fails_safe_when_it_is_gone() {
         predicate::str::contains("Held for a human: the rollback failed").and(predicate::str::contains("unreachable")),
     );
 }
+
+#[test]
+fn killed_mid_rollback_on_real_haproxy_the_restart_reads_the_weights_and_never_acts_twice() {
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = executor(&socket);
+    for (point, expect_code, canary_after) in [("after_intent", 11, 10), ("after_execute", 10, 0)] {
+        rt.block_on(e.command("set server be/canary weight 10")).unwrap();
+        rt.block_on(e.command("set server be/canary state ready")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&dir, &socket);
+        let ledger = dir.path().join("l.db").to_str().unwrap().to_string();
+        let mut a = crate::support::agents::Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", point)]);
+        a.wait_for(&format!("paused at {point}"), std::time::Duration::from_secs(60));
+        a.kill9();
+        // Restart: HAProxy's own state decides — untouched ⇒ held (exit 11), changed ⇒ reconciled (exit 10).
+        let (code, out, err) =
+            crate::support::agents::Agent::watch(&cfg, &ledger, 0, &[]).finish(std::time::Duration::from_secs(60));
+        assert_eq!(code, expect_code, "{point}: {out}\n{err}");
+        assert_eq!(rt.block_on(e.weight("canary")).unwrap(), canary_after, "{point}: no blind retry, no undo");
+        Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).assert().success();
+    }
+}

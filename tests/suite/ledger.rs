@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use backstop::ledger::{Actor, Ledger, Problem, Record, ReleaseFinished, sqlite_url};
+use backstop::executor::{ActionKind, ActionPlan};
+use backstop::ledger::{
+    ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Problem, Record, ReleaseFinished, sqlite_url,
+};
 use backstop::orchestrator::ReleaseStatus;
 
 use crate::support::pg::PgServer;
@@ -115,6 +118,58 @@ async fn concurrent_appends_keep_one_chain(url: &str) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
+/// Two agents, one target: a lapsed lease is taken over with a larger token,
+/// and the old holder's intent, fenced by its old token, is refused by the
+/// database transaction — it gets no permit, so nothing can run.
+async fn a_stale_fencing_token_is_refused(url: &str) {
+    let l = ledger_with(url, 0).await;
+    let claim = |holder: &str, at_ms: i64| Append {
+        release_id: "rel".into(),
+        actor: Actor::agent(holder),
+        at_ms,
+        record: Some(rec(1)),
+        lease: Some(LeaseOp::Claim { target: "t".into(), holder: holder.into(), ttl_ms: 1_000 }),
+    };
+    assert_eq!(l.submit(claim("a", 0)).await.unwrap().role, Some(LeaseRole::Holder { token: 1 }));
+    // b cannot take a live lease; it can take a lapsed one, with a new token.
+    let live = l.submit(claim("b", 500)).await.unwrap().role;
+    assert_eq!(live, Some(LeaseRole::Observer { holder: "a".into(), token: 1 }));
+    assert_eq!(l.submit(claim("b", 1_000)).await.unwrap().role, Some(LeaseRole::Holder { token: 2 }));
+    let plan = ActionPlan::new(ActionKind::Rollback, "t", "v1", 10, vec![]);
+    let fence = |holder: &str, token| Some(LeaseOp::Fence { target: "t".into(), holder: holder.into(), token });
+    let stale = l.record_intent("rel", &Actor::agent("a"), 1_100, &plan, fence("a", 1)).await;
+    assert!(matches!(stale, Err(LedgerError::Fenced { ref holder, token: 2, .. }) if holder == "b"), "{stale:?}");
+    l.record_intent("rel", &Actor::agent("b"), 1_100, &plan, fence("b", 2)).await.unwrap();
+    // Only b's intent is in the chain, after the takeover record.
+    let kinds: Vec<String> = l.list(None, 100).await.unwrap().into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "intent").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "lease").count(), 2, "{kinds:?}");
+    assert!(l.verify(None).await.unwrap().problems.is_empty());
+}
+
+/// Verify reads the ledger page by page; a ledger longer than a page still verifies and breaks are still found.
+async fn a_ledger_longer_than_a_page_verifies(url: &str) {
+    let l = Arc::new(ledger_with(url, 0).await);
+    let tasks: Vec<_> = (0..12)
+        .map(|t| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                for i in 0..1_000 {
+                    l.append(&format!("rel{t}"), &agent(), i, rec(i as u64)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let report = l.verify(None).await.unwrap();
+    assert_eq!(report.records, 12_000);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    exec(&l, "UPDATE ledger_records SET actor = 'agent:mallory' WHERE seq = 11000").await;
+    assert_eq!(l.verify(None).await.unwrap().problems, vec![Problem::Edited { seq: 11_000 }]);
+}
+
 macro_rules! on_sqlite {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -147,4 +202,113 @@ on_sqlite!(
     reordered_records_are_detected,
     truncated_tail_is_detected,
     concurrent_appends_keep_one_chain,
+    a_stale_fencing_token_is_refused,
+    a_ledger_longer_than_a_page_verifies,
 );
+
+/// A ledger written by the code before typed records (record version 1:
+/// hand-built JSON bodies, a hash without `seq`) still opens, migrates,
+/// verifies, reads as typed records, and takes new records on its chain.
+#[tokio::test]
+async fn a_version_1_ledger_still_reads_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    std::fs::copy("fixtures/ledger/v1-demo-rollback.db", &path).unwrap();
+    let l = Ledger::open(&sqlite_url(&path)).await.unwrap();
+    let report = l.verify(None).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let rows = l.list(None, 1_000).await.unwrap();
+    assert!(rows.iter().all(|r| r.record_version == 1));
+    let typed: Vec<Record> = rows.iter().map(|r| Record::from_stored(r).unwrap()).collect();
+    assert!(typed.iter().any(|r| matches!(r, Record::Tick(_))));
+    assert!(typed.iter().any(|r| matches!(r, Record::Intent(i) if i.plan.kind == ActionKind::Rollback && i.fence.is_none())));
+    assert!(typed.iter().any(|r| matches!(r, Record::Outcome(o) if matches!(o.result, ActionResult::Verified { .. }))));
+    assert!(typed.iter().any(|r| matches!(r, Record::ReleaseFinished(f) if f.status == ReleaseStatus::RolledBack)));
+    l.append("new", &agent(), 1, rec(1)).await.unwrap();
+    let after = l.verify(None).await.unwrap();
+    assert!(after.problems.is_empty(), "{:?}", after.problems);
+    // Rewriting an old record is still caught.
+    exec(&l, "UPDATE ledger_records SET actor = 'mallory' WHERE seq = 2").await;
+    assert_eq!(l.verify(None).await.unwrap().problems, vec![Problem::Edited { seq: 2 }]);
+}
+
+mod anchoring {
+    use assert_cmd::Command;
+    use backstop::ledger::{Ledger, record_hash, sqlite_url};
+    use predicates::prelude::*;
+
+    fn backstop(args: &[&str]) -> assert_cmd::assert::Assert {
+        let mut c = Command::cargo_bin("backstop").unwrap();
+        c.env_remove("BACKSTOP_CONFIG").args(args).assert()
+    }
+
+    /// A ledger with one rolled-back demo release, and its checkpoint as printed.
+    fn demo_ledger(dir: &tempfile::TempDir) -> (String, String) {
+        let path = dir.path().join("l.db").to_str().unwrap().to_string();
+        backstop(&["demo", "--ledger", &path, "--tick-ms", "0", "--plain"]).success();
+        let out = backstop(&["audit", "--ledger", &path, "checkpoint"]).success().get_output().stdout.clone();
+        (path, String::from_utf8(out).unwrap().trim().to_string())
+    }
+
+    /// Rewrite from `seq` on as an attacker with database access would: new
+    /// content, every later hash recomputed, the head moved to match.
+    async fn rewrite_and_rehash(l: &Ledger, from_seq: i64, edit: impl Fn(&mut backstop::ledger::StoredRecord)) {
+        let mut rows = l.list(None, 1_000_000).await.unwrap();
+        let start = rows.iter().position(|r| r.seq == from_seq).unwrap();
+        edit(&mut rows[start]);
+        for i in start..rows.len() {
+            if i > 0 {
+                rows[i].prev_hash = rows[i - 1].hash.clone();
+            }
+            rows[i].hash = record_hash(&rows[i]);
+            sqlx::query("UPDATE ledger_records SET body = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+                .bind(&rows[i].body)
+                .bind(&rows[i].prev_hash)
+                .bind(&rows[i].hash)
+                .bind(rows[i].seq)
+                .execute(l.pool())
+                .await
+                .unwrap();
+        }
+        let last = rows.last().unwrap();
+        sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2").bind(last.seq).bind(&last.hash).execute(l.pool()).await.unwrap();
+    }
+
+    #[test]
+    fn tail_truncation_with_the_head_moved_is_caught_only_against_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, checkpoint) = demo_ledger(&dir);
+        let seq: i64 = checkpoint.split(':').next().unwrap().parse().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = Ledger::open(&sqlite_url(std::path::Path::new(&path))).await.unwrap();
+            sqlx::query("DELETE FROM ledger_records WHERE seq > $1").bind(seq - 3).execute(l.pool()).await.unwrap();
+            let last = l.list(None, 1).await.unwrap().pop().unwrap();
+            sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2").bind(last.seq).bind(&last.hash).execute(l.pool()).await.unwrap();
+        });
+        backstop(&["audit", "--ledger", &path, "verify"]).success().stdout(predicate::str::contains("chain intact"));
+        backstop(&["audit", "--ledger", &path, "verify", "--since-checkpoint", &checkpoint])
+            .code(4)
+            .stdout(predicate::str::contains(format!("checkpoint record {seq} is missing")));
+    }
+
+    #[test]
+    fn a_rewritten_intent_rehashed_to_the_head_is_caught_only_against_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, checkpoint) = demo_ledger(&dir);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = Ledger::open(&sqlite_url(std::path::Path::new(&path))).await.unwrap();
+            let intent = l.list(None, 1_000_000).await.unwrap().into_iter().find(|r| r.kind == "intent").unwrap();
+            rewrite_and_rehash(&l, intent.seq, |r| r.body = r.body.replace("\"v41\"", "\"v40\"")).await;
+        });
+        backstop(&["audit", "--ledger", &path, "verify"]).success();
+        backstop(&["audit", "--ledger", &path, "verify", "--since-checkpoint", &checkpoint])
+            .code(4)
+            .stdout(predicate::str::contains("was rewritten"));
+        // A malformed checkpoint is a usage error naming the expected form.
+        backstop(&["audit", "--ledger", &path, "verify", "--since-checkpoint", "12"])
+            .code(2)
+            .stderr(predicate::str::contains("expected SEQ:HASH"));
+    }
+}
