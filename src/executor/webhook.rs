@@ -123,8 +123,7 @@ impl Executor for WebhookExecutor {
                 let jitter = u64::from(plan.id.as_bytes().first().copied().unwrap_or(0)) % 100;
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)) + jitter)).await;
             }
-            let ts =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let ts = crate::clock::Clock::now_ms(&crate::clock::SystemClock) / 1000;
             let signature = sign(&self.secret, ts, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
             let sent = self
                 .http

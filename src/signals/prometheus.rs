@@ -6,7 +6,7 @@
 //! missing samples; Prometheus unreachable is a source failure — both hold
 //! the release, neither rolls it back.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -84,7 +84,7 @@ enum QueryError {
 impl PrometheusSource {
     /// A source whose release starts now.
     pub fn new(cfg: PrometheusConfig) -> Result<Self, SignalError> {
-        let start_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let start_unix = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as f64 / 1000.0;
         Self::starting_at(cfg, start_unix)
     }
 

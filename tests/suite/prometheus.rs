@@ -18,7 +18,7 @@ fn metric(name: &str, query: &str) -> PromMetric {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+    backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) as f64 / 1000.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
