@@ -216,7 +216,11 @@ impl Settings {
     /// This process as an agent: its instance id, lease length and the system clock.
     pub fn agent_context(&self) -> crate::orchestrator::AgentContext {
         crate::orchestrator::AgentContext {
-            instance: self.agent.instance_id.clone().unwrap_or_else(crate::orchestrator::AgentContext::default_instance),
+            instance: self
+                .agent
+                .instance_id
+                .clone()
+                .unwrap_or_else(crate::orchestrator::AgentContext::default_instance),
             lease_ms: (self.agent.lease_s * 1000.0) as i64,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
         }

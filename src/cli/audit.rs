@@ -84,12 +84,14 @@ fn one_line(r: &StoredRecord) -> String {
             format!("{:?} {} -> {} (plan {})", i.plan.kind, i.plan.target, i.plan.to_revision, i.plan.id)
         }
         Record::Outcome(o) => format!("{} (plan {})", result_line(&o.result), o.plan_id),
-        Record::ReleaseFinished(f) => format!("status={}", status_name(&f.status)),
+        Record::ReleaseFinished(f) => format!("status={}", f.status.label()),
         Record::ReleaseStarted(s) => match s.continued_from_s {
             Some(at) => format!("source={} mode={:?} continued from t={at}s", s.source, s.mode),
             None => format!("source={} mode={:?}", s.source, s.mode),
         },
-        Record::Lease(l) => format!("{} lease on {} to {} (token {})", lease_event(&l.event), l.target, l.holder, l.token),
+        Record::Lease(l) => {
+            format!("{} lease on {} to {} (token {})", lease_event(&l.event), l.target, l.holder, l.token)
+        }
     }
 }
 
@@ -110,10 +112,6 @@ fn result_line(r: &ActionResult) -> String {
         ActionResult::Unresolved { .. } => "unresolved after restart (held for a human)".into(),
         ActionResult::ResolvedByHuman { done, .. } => format!("resolved by a human: done={done}"),
     }
-}
-
-fn status_name(s: &backstop::orchestrator::ReleaseStatus) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v["status"].as_str().map(str::to_string)).unwrap_or_default()
 }
 
 pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResult {
@@ -147,7 +145,8 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
 }
 
 async fn show(ledger: &Ledger, seq: i64, url: &str) -> CliResult {
-    let r = ledger.get(seq).await.map_err(failed)?.ok_or_else(|| Failure::usage(format!("no record {seq} in {url}")))?;
+    let r =
+        ledger.get(seq).await.map_err(failed)?.ok_or_else(|| Failure::usage(format!("no record {seq} in {url}")))?;
     let record = Record::from_stored(&r).map_err(failed)?;
     #[derive(serde::Serialize)]
     struct Shown<'a> {
@@ -181,7 +180,12 @@ async fn verify(ledger: &Ledger, checkpoint: Option<Checkpoint>) -> CliResult {
     let anchored = checkpoint.as_ref().map(|c| format!(", history up to checkpoint {} unchanged", c.seq));
     let report = ledger.verify(checkpoint).await.map_err(failed)?;
     if report.problems.is_empty() {
-        out(&format!("ledger {}: {} records, chain intact{}", ledger.url(), report.records, anchored.unwrap_or_default()));
+        out(&format!(
+            "ledger {}: {} records, chain intact{}",
+            ledger.url(),
+            report.records,
+            anchored.unwrap_or_default()
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     out(&format!("ledger {}: {} records, {} problem(s):", ledger.url(), report.records, report.problems.len()));
@@ -203,16 +207,25 @@ async fn resolve(
     let actor = Actor::Human { channel: "cli".into(), identity };
     let actor_text = actor.to_string();
     actor_text.parse::<Actor>().map_err(|e| Failure::usage(format!("--as: {e}")))?;
-    let record = Record::Outcome(OutcomeRecord { plan_id: plan_id.clone(), result: ActionResult::ResolvedByHuman { done, reason } });
+    let record = Record::Outcome(OutcomeRecord {
+        plan_id: plan_id.clone(),
+        result: ActionResult::ResolvedByHuman { done, reason },
+    });
     let at = settings.agent_context().clock.now_ms();
     let receipt = ledger.append(&open.release_id, &actor, at, record).await.map_err(failed)?;
-    out(&format!("plan {plan_id} resolved as {} by {actor_text} (record {})", if done { "done" } else { "not done" }, receipt.seq));
+    out(&format!(
+        "plan {plan_id} resolved as {} by {actor_text} (record {})",
+        if done { "done" } else { "not done" },
+        receipt.seq
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
 async fn find_open(ledger: &Ledger, plan_id: &str) -> Result<backstop::ledger::OpenIntent, Failure> {
     let intent = ledger.intent(plan_id).await.map_err(failed)?;
-    let Some(intent) = intent else { return Err(Failure::usage(format!("no intent with plan id `{plan_id}` in the ledger"))) };
+    let Some(intent) = intent else {
+        return Err(Failure::usage(format!("no intent with plan id `{plan_id}` in the ledger")));
+    };
     let open = ledger.open_intents(&intent.intent.plan.target).await.map_err(failed)?;
     open.into_iter()
         .find(|o| o.intent.plan.id == plan_id)

@@ -156,7 +156,9 @@ fn describe(s: &ReleaseStatus) -> String {
         ReleaseStatus::ActionNotVerified { observed, .. } => format!("HELD: action ran but did NOT verify: {observed}"),
         ReleaseStatus::ActionFailed { error, .. } => format!("HELD: action FAILED: {error}"),
         ReleaseStatus::ActionUnresolved { plan_id, observed, .. } => {
-            format!("HELD: an earlier action (plan {plan_id}) has no outcome and the target does not show it done: {observed}")
+            format!(
+                "HELD: an earlier action (plan {plan_id}) has no outcome and the target does not show it done: {observed}"
+            )
         }
         ReleaseStatus::Recommended { decision, .. } => format!("recommended {}", decision.label()),
         ReleaseStatus::AwaitingApproval { reason, .. } => format!("awaiting approval: {reason}"),

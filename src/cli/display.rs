@@ -6,8 +6,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::out;
 use backstop::executor::ActionPlan;
-use backstop::ledger::ActionResult;
 use backstop::judge::{Finding, MetricStatus};
+use backstop::ledger::ActionResult;
 use backstop::orchestrator::{Observer, TickReport};
 
 /// Shows each tick as it is judged.
@@ -99,7 +99,9 @@ impl Observer for LiveDisplay {
     fn on_outcome(&mut self, _plan: &ActionPlan, result: &ActionResult) {
         let line = match result {
             ActionResult::Verified { output, observed } => format!("executed: {output}\nverified=true ({observed})"),
-            ActionResult::NotVerified { output, observed } => format!("executed: {output}\nverified=false ({observed})"),
+            ActionResult::NotVerified { output, observed } => {
+                format!("executed: {output}\nverified=false ({observed})")
+            }
             ActionResult::VerifyFailed { output, error } => format!("executed: {output}\nverify FAILED: {error}"),
             ActionResult::Failed { error } => format!("execution FAILED: {error}"),
             ActionResult::Reconciled { observed } => format!("reconciled: {observed}"),

@@ -39,7 +39,8 @@ pub async fn serve(a: ServeArgs, settings: &Settings) -> CliResult {
     });
     out(&format!("serving gates on http://{addr}/v1/gates/{{release}}"));
     let mut make = |name: &str, duration: u64| -> Box<dyn Observer> {
-        board.register(name, duration);
+        let revision = settings.releases.iter().find(|r| r.name == name).map(|r| r.candidate_revision.as_str());
+        board.register(name, revision.unwrap_or_default(), duration);
         Box::new(board.observer(name))
     };
     let (ran, _) = run_all(&a.run, settings, RunMode::Advise, &mut make).await?;

@@ -208,7 +208,8 @@ pub async fn run_all(
     let results = futures_join(runs).await;
     let mut ran = Vec::new();
     for ((name, p), r) in prepared.into_iter().zip(results) {
-        let outcome = r.map_err(|e| Failure { code: exit::BACKEND, message: format!("release {name}: {}", super::chain(&e)) })?;
+        let outcome =
+            r.map_err(|e| Failure { code: exit::BACKEND, message: format!("release {name}: {}", super::chain(&e)) })?;
         ran.push(Ran { name, prepared: p, outcome });
     }
     Ok((ran, policy))

@@ -149,7 +149,9 @@ impl std::fmt::Display for Checkpoint {
 
 /// A checkpoint that is not `SEQ:HASH`.
 #[derive(Debug, thiserror::Error)]
-#[error("checkpoint `{0}`: expected SEQ:HASH as printed by `backstop audit checkpoint` (a number, a colon, 64 hex digits)")]
+#[error(
+    "checkpoint `{0}`: expected SEQ:HASH as printed by `backstop audit checkpoint` (a number, a colon, 64 hex digits)"
+)]
 pub struct CheckpointParseError(String);
 
 impl std::str::FromStr for Checkpoint {
@@ -319,7 +321,8 @@ mod tests {
             rows[2] = StoredRecord { seq: 3, ..a };
         };
         // Version 1 left seq out of the hash: only the links show the move.
-        let mut rows: Vec<StoredRecord> = chain(5).into_iter().map(|r| StoredRecord { record_version: 1, ..r }).collect();
+        let mut rows: Vec<StoredRecord> =
+            chain(5).into_iter().map(|r| StoredRecord { record_version: 1, ..r }).collect();
         let mut prev = GENESIS.to_string();
         for r in &mut rows {
             r.prev_hash = prev.clone();

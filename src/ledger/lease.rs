@@ -91,7 +91,12 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
     match (op, current) {
         (LeaseOp::Claim { holder, ttl_ms, .. }, None) => {
             let row = LeaseRow { holder: holder.clone(), token: 1, expires_ms: now_ms + ttl_ms };
-            LeaseStep { role: LeaseRole::Holder { token: 1 }, write: Some(row), event: Some(LeaseEvent::Acquired), refuse: false }
+            LeaseStep {
+                role: LeaseRole::Holder { token: 1 },
+                write: Some(row),
+                event: Some(LeaseEvent::Acquired),
+                refuse: false,
+            }
         }
         (LeaseOp::Claim { holder, ttl_ms, .. }, Some(row)) if &row.holder == holder => {
             let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };

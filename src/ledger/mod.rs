@@ -290,7 +290,8 @@ impl Ledger {
         at_ms: i64,
         record: Record,
     ) -> Result<Receipt, LedgerError> {
-        let append = Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: None };
+        let append =
+            Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: None };
         self.submit(append).await?.receipt.ok_or(LedgerError::WriterGone)
     }
 
@@ -310,7 +311,8 @@ impl Ledger {
             _ => None,
         };
         let record = Record::Intent(IntentRecord { plan: plan.clone(), fence: token });
-        let append = Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: fence };
+        let append =
+            Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: fence };
         let done = self.submit(append).await?;
         match (done.refused, done.receipt) {
             (false, Some(r)) => Ok(ExecutionPermit::issued_by_ledger(&plan.id, r.seq)),
@@ -328,7 +330,8 @@ impl Ledger {
     pub async fn list(&self, release_id: Option<&str>, limit: i64) -> Result<Vec<StoredRecord>, LedgerError> {
         let rows = match release_id {
             Some(r) => {
-                let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq DESC LIMIT $2");
+                let sql =
+                    format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq DESC LIMIT $2");
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(r).bind(limit).fetch_all(&self.pool).await?
             }
             None => {
@@ -433,7 +436,8 @@ impl Ledger {
         let mut after = 0_i64;
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 ORDER BY seq LIMIT $2");
         loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after).bind(PAGE).fetch_all(&self.pool).await?;
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after).bind(PAGE).fetch_all(&self.pool).await?;
             for row in &rows {
                 let s = stored(row)?;
                 after = s.seq;
@@ -479,7 +483,10 @@ mod tests {
 
     #[test]
     fn urls_lose_passwords_and_tokens() {
-        assert_eq!(redact_url("postgres://u:secret@db:5432/l?sslmode=require"), "postgres://***@db:5432/l?sslmode=require");
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/l?sslmode=require"),
+            "postgres://***@db:5432/l?sslmode=require"
+        );
         assert_eq!(redact_url("http://prom:9090/api?token=abc&x=1"), "http://prom:9090/api?token=***&x=1");
         assert_eq!(redact_url("http://h/p?password=abc"), "http://h/p?password=***");
         assert_eq!(redact_url("sqlite://l.db?mode=rwc"), "sqlite://l.db?mode=rwc");

@@ -357,7 +357,9 @@ impl ActionResult {
     pub fn took_effect(&self) -> bool {
         matches!(
             self,
-            ActionResult::Verified { .. } | ActionResult::Reconciled { .. } | ActionResult::ResolvedByHuman { done: true, .. }
+            ActionResult::Verified { .. }
+                | ActionResult::Reconciled { .. }
+                | ActionResult::ResolvedByHuman { done: true, .. }
         )
     }
 }
@@ -434,7 +436,9 @@ mod legacy {
         let o: Outcome = serde_json::from_value(body)?;
         let result = match (o.result, o.verification) {
             (Res::Err(error), _) => ActionResult::Failed { error },
-            (Res::Ok(output), Some(Res::Ok(v))) if v.verified => ActionResult::Verified { output, observed: v.observed },
+            (Res::Ok(output), Some(Res::Ok(v))) if v.verified => {
+                ActionResult::Verified { output, observed: v.observed }
+            }
             (Res::Ok(output), Some(Res::Ok(v))) => ActionResult::NotVerified { output, observed: v.observed },
             (Res::Ok(output), Some(Res::Err(error))) => ActionResult::VerifyFailed { output, error },
             (Res::Ok(output), None) => ActionResult::NotVerified { output, observed: "not verified".into() },

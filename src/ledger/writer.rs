@@ -49,7 +49,10 @@ pub(super) fn spawn(pool: AnyPool, dialect: Dialect) -> mpsc::Sender<Job> {
                     let text = e.to_string();
                     let mut e = Some(e);
                     for job in batch {
-                        let err = e.take().map_or_else(|| LedgerError::Query(sqlx::Error::Protocol(text.clone())), LedgerError::Query);
+                        let err = e.take().map_or_else(
+                            || LedgerError::Query(sqlx::Error::Protocol(text.clone())),
+                            LedgerError::Query,
+                        );
                         let _ = job.reply.send(Err(err));
                     }
                 }
@@ -171,8 +174,10 @@ async fn read_lease(
         Dialect::Postgres => "SELECT holder, token, expires_ms FROM ledger_leases WHERE target = $1 FOR UPDATE",
     };
     let row = sqlx::query(sql).bind(target).fetch_optional(&mut **tx).await?;
-    row.map(|r| Ok(LeaseRow { holder: r.try_get("holder")?, token: r.try_get("token")?, expires_ms: r.try_get("expires_ms")? }))
-        .transpose()
+    row.map(|r| {
+        Ok(LeaseRow { holder: r.try_get("holder")?, token: r.try_get("token")?, expires_ms: r.try_get("expires_ms")? })
+    })
+    .transpose()
 }
 
 async fn write_lease(

@@ -23,8 +23,12 @@ pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) 
         ActionResult::ResolvedByHuman { done: false, reason } => {
             ReleaseStatus::ActionFailed { action: kind, error: format!("a human recorded it as not done: {reason}") }
         }
-        ActionResult::NotVerified { observed, .. } => ReleaseStatus::ActionNotVerified { action: kind, observed: observed.clone() },
-        ActionResult::VerifyFailed { error, .. } => ReleaseStatus::ActionNotVerified { action: kind, observed: error.clone() },
+        ActionResult::NotVerified { observed, .. } => {
+            ReleaseStatus::ActionNotVerified { action: kind, observed: observed.clone() }
+        }
+        ActionResult::VerifyFailed { error, .. } => {
+            ReleaseStatus::ActionNotVerified { action: kind, observed: error.clone() }
+        }
         ActionResult::Failed { error } => ReleaseStatus::ActionFailed { action: kind, error: error.clone() },
         ActionResult::Unresolved { observed } => {
             ReleaseStatus::ActionUnresolved { action: kind, plan_id: plan_id.to_string(), observed: observed.clone() }
@@ -91,7 +95,11 @@ impl ReleaseRun<'_> {
         let fence = LeaseOp::Fence { target: self.facts.target.clone(), holder: self.agent.instance.clone(), token };
         let at = self.agent.clock.now_ms();
         // No ledger write, no action: the permit exists only once the intent is committed.
-        let permit = match self.ledger.record_intent(&self.facts.release_id, &self.agent.actor(), at, &plan, Some(fence)).await {
+        let permit = match self
+            .ledger
+            .record_intent(&self.facts.release_id, &self.agent.actor(), at, &plan, Some(fence))
+            .await
+        {
             Ok(p) => p,
             Err(LedgerError::Fenced { holder, token, .. }) => {
                 warn!(%holder, token, "Intent refused: another agent took the target's lease; following it.");
@@ -103,7 +111,8 @@ impl ReleaseRun<'_> {
         pause_point("after_intent").await;
         observer.on_intent(&plan);
         let span = info_span!("action", plan = %plan.id, kind = ?plan.kind, target = %plan.target);
-        let result = self.holding_lease(token, execute_and_verify(executor.as_ref(), &plan, permit)).instrument(span).await;
+        let result =
+            self.holding_lease(token, execute_and_verify(executor.as_ref(), &plan, permit)).instrument(span).await;
         observer.on_outcome(&plan, &result);
         let outcome = Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() });
         self.record(outcome).await?;

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::executor::{ActionPlan, Executor, Planner};
 use crate::judge::{JudgeResult, Verdict, judge};
 use crate::ledger::{
-    ActionResult, Actor, Append, Ledger, LedgerError, LeaseOp, LeaseRole, Record, ReleaseFinished, ReleaseStarted,
+    ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished, ReleaseStarted,
     TickRecord, digest,
 };
 use crate::model::{Assessor, Consultation, Deliberation, Usage};
@@ -124,6 +124,22 @@ impl ReleaseStatus {
     /// the action done by now, or a human may have resolved it).
     pub fn is_final(&self) -> bool {
         !matches!(self, ReleaseStatus::Interrupted | ReleaseStatus::ActionUnresolved { .. })
+    }
+
+    /// The stored tag, for one-line listings.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReleaseStatus::Promoted => "promoted",
+            ReleaseStatus::RolledBack => "rolled_back",
+            ReleaseStatus::ActionNotVerified { .. } => "action_not_verified",
+            ReleaseStatus::ActionFailed { .. } => "action_failed",
+            ReleaseStatus::ActionUnresolved { .. } => "action_unresolved",
+            ReleaseStatus::Recommended { .. } => "recommended",
+            ReleaseStatus::AwaitingApproval { .. } => "awaiting_approval",
+            ReleaseStatus::Held { .. } => "held",
+            ReleaseStatus::Denied { .. } => "denied",
+            ReleaseStatus::Interrupted => "interrupted",
+        }
     }
 }
 
@@ -435,7 +451,9 @@ impl ReleaseRun<'_> {
     /// lease, so a replay at full speed does not spin while another agent acts.
     async fn pace(&self, stop: &mut Option<tokio::sync::watch::Receiver<bool>>, role: Option<&LeaseRole>) {
         let pace = match role {
-            Some(LeaseRole::Observer { .. }) => self.pace.max(Duration::from_millis((self.agent.lease_ms / 4).max(20) as u64)),
+            Some(LeaseRole::Observer { .. }) => {
+                self.pace.max(Duration::from_millis((self.agent.lease_ms / 4).max(20) as u64))
+            }
             _ => self.pace,
         };
         if pace.is_zero() {
@@ -547,8 +565,9 @@ impl ReleaseRun<'_> {
         };
         let now_ms = self.agent.clock.now_ms();
         let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
-        let history =
-            History { automated_rollbacks_ms: self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await? };
+        let history = History {
+            automated_rollbacks_ms: self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?,
+        };
         let decide = |model: &ModelInput| {
             let input = PolicyInput {
                 judge: &judged,
@@ -566,7 +585,13 @@ impl ReleaseRun<'_> {
         let consultation = if consulted { st.model.last().cloned() } else { None };
         let rec = tick_record(st, obs.as_ref(), &judged, &outcome, consultation, mode)?;
         let lease = (mode == RunMode::Act).then(|| self.claim());
-        let append = Append { release_id: self.facts.release_id.clone(), actor: self.agent.actor(), at_ms: now_ms, record: Some(rec), lease };
+        let append = Append {
+            release_id: self.facts.release_id.clone(),
+            actor: self.agent.actor(),
+            at_ms: now_ms,
+            record: Some(rec),
+            lease,
+        };
         let done = self.ledger.submit(append).await?;
         if done.role.is_some() {
             self.note_role(st, done.role);
@@ -589,9 +614,11 @@ impl ReleaseRun<'_> {
 
     async fn finish(&self, st: &LoopState, status: ReleaseStatus, last: Option<Judged>) -> Result<RunOutcome, Error> {
         let usage = st.model.usage();
-        let end = ReleaseFinished { status: status.clone(), ticks: st.tick, decided_at_s: st.now_s, model_usage: usage };
+        let end =
+            ReleaseFinished { status: status.clone(), ticks: st.tick, decided_at_s: st.now_s, model_usage: usage };
         let holder = matches!(st.role, Some(LeaseRole::Holder { .. }));
-        let lease = holder.then(|| LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() });
+        let lease =
+            holder.then(|| LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() });
         // An observer interrupted mid-release leaves no end record: the holder is still running it.
         if holder || st.role.is_none() || status.is_final() {
             let append = Append {

@@ -42,7 +42,14 @@ mod tests {
     use crate::policy::RollbackPlan;
 
     fn rollback() -> Decision {
-        Decision::Rollback { plan: RollbackPlan { target: "t".into(), from_revision: "v2".into(), to_revision: "v1".into(), reason: "r".into() } }
+        Decision::Rollback {
+            plan: RollbackPlan {
+                target: "t".into(),
+                from_revision: "v2".into(),
+                to_revision: "v1".into(),
+                reason: "r".into(),
+            },
+        }
     }
 
     #[test]
@@ -58,12 +65,29 @@ mod tests {
     fn a_hold_ends_the_release_only_when_the_window_has_passed() {
         let hold = Decision::Hold { reason: "no data".into() };
         assert_eq!(what_now(&hold, false, None, RunMode::Advise), Next::Continue);
-        assert!(matches!(what_now(&hold, true, None, RunMode::Advise), Next::Finish(s) if matches!(*s, ReleaseStatus::Held { .. })));
+        assert!(
+            matches!(what_now(&hold, true, None, RunMode::Advise), Next::Finish(s) if matches!(*s, ReleaseStatus::Held { .. }))
+        );
     }
 
     #[test]
     fn advising_plans_without_a_lease() {
         assert_eq!(what_now(&rollback(), false, None, RunMode::Advise), Next::Act);
         assert_eq!(what_now(&Decision::Continue, true, None, RunMode::Advise), Next::Continue);
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::ReleaseStatus;
+
+    #[test]
+    fn a_status_label_is_its_stored_tag() {
+        let s = ReleaseStatus::Held { reason: "r".into() };
+        assert_eq!(serde_json::to_value(&s).unwrap()["status"], s.label());
+        assert_eq!(
+            serde_json::to_value(ReleaseStatus::RolledBack).unwrap()["status"],
+            ReleaseStatus::RolledBack.label()
+        );
     }
 }

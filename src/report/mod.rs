@@ -222,9 +222,8 @@ impl Report {
             Conclusion::ThisRun => {}
             Conclusion::AlreadyFinished => headline.push_str(" (recorded earlier; this run judged nothing again)"),
             Conclusion::OtherAgent => headline.push_str(" (by the agent holding the target's lease)"),
-            Conclusion::Recovered => {
-                headline.push_str(" (reconciled after a restart: recorded before the agent stopped; not executed again)")
-            }
+            Conclusion::Recovered => headline
+                .push_str(" (reconciled after a restart: recorded before the agent stopped; not executed again)"),
         }
         Report {
             release: release.into(),

@@ -1,13 +1,23 @@
 //! The gate endpoint of `backstop serve`: rollout engines that already move
-//! traffic (Argo Rollouts, Flagger) ask backstop for its verdict.
+//! traffic (Argo Rollouts, Flagger) ask backstop what to do.
 //!
-//! - `GET|POST /v1/gates/{release}` — always HTTP 200 with the verdict as
-//!   JSON, for Argo Rollouts' `web` metric provider, whose `jsonPath` and
-//!   success/failure conditions decide (a non-2xx there is an Error).
-//! - `?contract=flagger-rollout` — Flagger's webhook contract by status code:
-//!   2xx while the canary is not failing, 412 once it fails (a failed check).
-//! - `?contract=flagger-promotion` — for `confirm-promotion`: 2xx only once
-//!   the window has passed, 412 otherwise (Flagger waits and asks again).
+//! The gate answers policy's **decision**, never a bare judge verdict, so no
+//! engine can get around policy: an irreversible release, a freeze window, an
+//! advisory autonomy or a model hold reach the engine as a pause, never as a
+//! rollback or a promotion policy did not decide. [`gate_verdict`] and
+//! [`Contract::status`] are the whole mapping, pure and tested cell by cell.
+//!
+//! - `GET|POST /v1/gates/{release}` — Argo Rollouts' `web` provider: always
+//!   HTTP 200 with the answer as JSON (a non-2xx there is an Error).
+//! - `?contract=flagger-rollout` — Flagger's `rollout` hook: non-2xx is a
+//!   failed check (Flagger rolls back), so only `fail` gets 412.
+//! - `?contract=flagger-confirm-traffic-increase` and
+//!   `?contract=flagger-confirm-promotion` — Flagger halts while these are
+//!   non-2xx: traffic grows only while the analysis runs clean or passed, and
+//!   promotion only once policy promotes.
+//! - `?revision=R` — the revision the engine is rolling out; an answer for a
+//!   different revision than the one judged is `inconclusive` (a pause), so a
+//!   verdict is never applied to a revision it was not about.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,20 +28,82 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::judge::Verdict;
 use crate::orchestrator::{Observer, TickReport};
+use crate::policy::Decision;
+
+/// What the gate tells a rollout engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GateVerdict {
+    /// Policy promotes.
+    Pass,
+    /// Policy rolls back.
+    Fail,
+    /// Policy continues and the window is still running.
+    Running,
+    /// Policy holds, asks a human, or denies (or the revision asked about is not
+    /// the one judged): the engine should pause, neither promote nor roll back.
+    Inconclusive,
+}
+
+/// Policy's decision as a gate verdict. `window_running`: the analysis
+/// window has not ended yet.
+pub fn gate_verdict(decision: &Decision, window_running: bool) -> GateVerdict {
+    match decision {
+        Decision::Rollback { .. } => GateVerdict::Fail,
+        Decision::Promote => GateVerdict::Pass,
+        Decision::Continue if window_running => GateVerdict::Running,
+        Decision::Continue | Decision::Hold { .. } | Decision::RequireApproval { .. } | Decision::Deny { .. } => {
+            GateVerdict::Inconclusive
+        }
+    }
+}
+
+/// The protocol of the engine asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contract {
+    /// Argo Rollouts' `web` provider: always 200, the JSON decides.
+    Argo,
+    /// Flagger's `rollout` webhook: non-2xx is a failed check.
+    FlaggerRollout,
+    /// Flagger's `confirm-traffic-increase` webhook: non-2xx halts traffic growth.
+    FlaggerConfirmTrafficIncrease,
+    /// Flagger's `confirm-promotion` webhook: non-2xx halts promotion.
+    #[serde(alias = "flagger-promotion")]
+    FlaggerConfirmPromotion,
+}
+
+impl Contract {
+    /// The HTTP status this contract gets for `verdict`.
+    pub fn status(self, verdict: GateVerdict) -> StatusCode {
+        use GateVerdict::*;
+        match (self, verdict) {
+            (Contract::Argo, _) => StatusCode::OK,
+            (Contract::FlaggerRollout, Fail) => StatusCode::PRECONDITION_FAILED,
+            (Contract::FlaggerRollout, Pass | Running | Inconclusive) => StatusCode::OK,
+            (Contract::FlaggerConfirmTrafficIncrease, Pass | Running) => StatusCode::OK,
+            (Contract::FlaggerConfirmTrafficIncrease, Fail | Inconclusive) => StatusCode::PRECONDITION_FAILED,
+            (Contract::FlaggerConfirmPromotion, Pass) => StatusCode::OK,
+            (Contract::FlaggerConfirmPromotion, Fail | Running | Inconclusive) => StatusCode::PRECONDITION_FAILED,
+        }
+    }
+}
 
 /// What a gate answers for one release.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GateView {
     /// Release name.
     pub release: String,
-    /// `pass`, `fail`, `running` (no failure yet, window not over) or `inconclusive`.
-    pub verdict: String,
-    /// Policy's decision at the last tick.
-    pub decision: String,
+    /// The revision this answer is about.
+    pub revision: String,
+    /// What the engine should do, from policy's decision.
+    pub verdict: GateVerdict,
+    /// Policy's decision at the last tick, with its reason.
+    pub decision: Decision,
     /// Release time of the last tick, seconds.
     pub now_s: u64,
     /// Window length, seconds.
@@ -42,19 +114,20 @@ pub struct GateView {
     pub failing: Vec<String>,
 }
 
-/// The latest verdict of every served release.
+/// The latest answer for every served release.
 #[derive(Clone, Default)]
 pub struct GateBoard {
     views: Arc<Mutex<HashMap<String, GateView>>>,
 }
 
 impl GateBoard {
-    /// Register `release` before its first tick, so the gate answers `running`.
-    pub fn register(&self, release: &str, duration_s: u64) {
+    /// Register `release` (judging `revision`) before its first tick, so the gate answers `running`.
+    pub fn register(&self, release: &str, revision: &str, duration_s: u64) {
         let view = GateView {
             release: release.into(),
-            verdict: "running".into(),
-            decision: "continue".into(),
+            revision: revision.into(),
+            verdict: GateVerdict::Running,
+            decision: Decision::Continue,
             now_s: 0,
             duration_s,
             summary: "analysis starting".into(),
@@ -86,28 +159,25 @@ pub struct GateObserver {
 
 impl Observer for GateObserver {
     fn on_tick(&mut self, t: &TickReport<'_>) {
-        let verdict = match (t.judge.verdict, t.judge.window_complete) {
-            (Verdict::Fail, _) => "fail",
-            (Verdict::Pass, _) => "pass",
-            (Verdict::Inconclusive, false) => "running",
-            (Verdict::Inconclusive, true) => "inconclusive",
-        };
-        let view = GateView {
-            release: self.release.clone(),
-            verdict: verdict.into(),
-            decision: t.outcome.decision.label().into(),
-            now_s: t.now_s,
-            duration_s: t.duration_s,
-            summary: t.judge.summary.clone(),
-            failing: t.judge.failing().map(|f| f.metric.clone()).collect(),
-        };
-        self.board.lock().insert(self.release.clone(), view);
+        let mut views = self.board.lock();
+        let Some(view) = views.get_mut(&self.release) else { return };
+        view.verdict = gate_verdict(&t.outcome.decision, t.now_s < t.duration_s);
+        view.decision = t.outcome.decision.clone();
+        view.now_s = t.now_s;
+        view.duration_s = t.duration_s;
+        view.summary = t.judge.summary.clone();
+        view.failing = t.judge.failing().map(|f| f.metric.clone()).collect();
     }
 }
 
 #[derive(Deserialize)]
 struct GateQuery {
     contract: Option<String>,
+    revision: Option<String>,
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(BTreeMap::from([("error", message)]))).into_response()
 }
 
 async fn gate(
@@ -125,21 +195,25 @@ async fn gate(
         let err = BTreeMap::from([("error", format!("no release named `{release}` is served"))]);
         return (StatusCode::NOT_FOUND, Json(err)).into_response();
     };
-    let status = match q.contract.as_deref() {
-        None | Some("argo") => StatusCode::OK,
-        Some("flagger-rollout") if view.verdict == "fail" => StatusCode::PRECONDITION_FAILED,
-        Some("flagger-rollout") => StatusCode::OK,
-        Some("flagger-promotion") if view.verdict == "pass" => StatusCode::OK,
-        Some("flagger-promotion") => StatusCode::PRECONDITION_FAILED,
-        Some(other) => {
-            let err = BTreeMap::from([(
-                "error",
-                format!("unknown contract `{other}`; use argo, flagger-rollout or flagger-promotion"),
-            )]);
-            return (StatusCode::BAD_REQUEST, Json(err)).into_response();
-        }
+    let contract = match q.contract.as_deref() {
+        None => Contract::Argo,
+        Some(c) => match serde_json::from_value::<Contract>(serde_json::Value::String(c.to_string())) {
+            Ok(c) => c,
+            Err(_) => {
+                return bad_request(format!(
+                    "unknown contract `{c}`; use argo, flagger-rollout, flagger-confirm-traffic-increase or flagger-confirm-promotion"
+                ));
+            }
+        },
     };
-    (status, Json(view)).into_response()
+    let mut view = view;
+    if let Some(asked) = q.revision.filter(|r| *r != view.revision) {
+        view.summary = format!("revision {asked} is not the one judged ({}): pausing", view.revision);
+        view.revision = asked;
+        view.verdict = GateVerdict::Inconclusive;
+        view.failing.clear();
+    }
+    (contract.status(view.verdict), Json(view)).into_response()
 }
 
 async fn healthz() -> &'static str {

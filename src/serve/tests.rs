@@ -4,22 +4,124 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::judge::{JudgeResult, Verdict};
-use crate::policy::{Decision, PolicyOutcome};
+use crate::policy::{Decision, PolicyOutcome, Proposal, RollbackPlan};
 
 /// Flagger's webhook payload, as its docs (usage/webhooks.md) show it.
 const FLAGGER_BODY: &str = r#"{"name":"podinfo","namespace":"test","phase":"Progressing","checksum":"85d557f47b","metadata":{"test":"all","token":"16688eb5e9f289f1991c"}}"#;
 
-fn tick(board: &GateBoard, verdict: Verdict, complete: bool) {
-    let judge = JudgeResult { verdict, now_s: 600, window_complete: complete, findings: vec![], summary: "s".into() };
-    let outcome = PolicyOutcome { decision: Decision::Continue, trace: vec![] };
+fn rollback() -> Decision {
+    Decision::Rollback {
+        plan: RollbackPlan {
+            target: "t".into(),
+            from_revision: "v42".into(),
+            to_revision: "v41".into(),
+            reason: "errors".into(),
+        },
+    }
+}
+
+/// A tick whose judge says `verdict` and whose policy decides `decision`.
+fn tick(board: &GateBoard, verdict: Verdict, decision: Decision, now_s: u64) {
+    let judge = JudgeResult { verdict, now_s, window_complete: now_s >= 1800, findings: vec![], summary: "s".into() };
+    let outcome = PolicyOutcome { decision, trace: vec![] };
     board.observer("checkout").on_tick(&TickReport {
-        tick: 60,
-        now_s: 600,
+        tick: now_s / 10,
+        now_s,
         duration_s: 1800,
         judge: &judge,
         outcome: &outcome,
         seq: 1,
     });
+}
+
+/// Every (decision × contract) cell: the gate answers policy's decision.
+#[test]
+fn every_decision_and_contract_cell() {
+    use Contract::*;
+    use GateVerdict::*;
+    let hold = Decision::Hold { reason: "signal source failing".into() };
+    let approval = Decision::RequireApproval {
+        reason: "irreversible release".into(),
+        proposed: Proposal::Rollback {
+            plan: match rollback() {
+                Decision::Rollback { plan } => plan,
+                _ => unreachable!(),
+            },
+        },
+    };
+    let deny = Decision::Deny { reason: "rate limit".into() };
+    let (ok, halt) = (StatusCode::OK, StatusCode::PRECONDITION_FAILED);
+    // (decision, window running, verdict, [argo, flagger-rollout, confirm-traffic-increase, confirm-promotion])
+    let cells = [
+        (rollback(), true, Fail, [ok, halt, halt, halt]),
+        (Decision::Promote, false, Pass, [ok, ok, ok, ok]),
+        (Decision::Continue, true, Running, [ok, ok, ok, halt]),
+        (Decision::Continue, false, Inconclusive, [ok, ok, halt, halt]),
+        (hold.clone(), true, Inconclusive, [ok, ok, halt, halt]),
+        (hold, false, Inconclusive, [ok, ok, halt, halt]),
+        (approval, true, Inconclusive, [ok, ok, halt, halt]),
+        (deny, true, Inconclusive, [ok, ok, halt, halt]),
+    ];
+    for (decision, running, verdict, statuses) in cells {
+        assert_eq!(gate_verdict(&decision, running), verdict, "{decision:?} running={running}");
+        for (contract, status) in
+            [Argo, FlaggerRollout, FlaggerConfirmTrafficIncrease, FlaggerConfirmPromotion].into_iter().zip(statuses)
+        {
+            assert_eq!(contract.status(verdict), status, "{decision:?} × {contract:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_canary_of_an_irreversible_release_gets_a_pause_not_a_rollback() {
+    // The judge fails the canary, policy requires approval: Flagger must see no failed check.
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    let approval = Decision::RequireApproval {
+        reason: "irreversible release: a human decides".into(),
+        proposed: Proposal::Rollback {
+            plan: match rollback() {
+                Decision::Rollback { plan } => plan,
+                _ => unreachable!(),
+            },
+        },
+    };
+    tick(&board, Verdict::Fail, approval, 600);
+    let (s, v) = ask(&board, "POST", "/v1/gates/checkout?contract=flagger-rollout", Some(FLAGGER_BODY)).await;
+    assert_eq!((s, v["verdict"].as_str()), (StatusCode::OK, Some("inconclusive")));
+    let (s, _) = ask(&board, "POST", "/v1/gates/checkout?contract=flagger-confirm-promotion", Some(FLAGGER_BODY)).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    let (s, v) = ask(&board, "GET", "/v1/gates/checkout", None).await;
+    assert_eq!(
+        (s, v["verdict"].as_str(), v["decision"]["decision"].as_str()),
+        (StatusCode::OK, Some("inconclusive"), Some("require_approval"))
+    );
+}
+
+#[tokio::test]
+async fn a_passing_judge_under_a_policy_hold_does_not_promote() {
+    // Freeze window, advisory autonomy, a required model missing, a model hold: all reach the gate as a hold.
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    tick(&board, Verdict::Pass, Decision::Hold { reason: "the model asks to hold for a human".into() }, 1800);
+    let (s, v) = ask(&board, "POST", "/v1/gates/checkout?contract=flagger-promotion", Some(FLAGGER_BODY)).await;
+    assert_eq!((s, v["verdict"].as_str()), (StatusCode::PRECONDITION_FAILED, Some("inconclusive")));
+}
+
+#[tokio::test]
+async fn an_answer_names_its_revision_and_another_revision_gets_a_pause() {
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    tick(&board, Verdict::Pass, Decision::Promote, 1800);
+    let (s, v) = ask(&board, "GET", "/v1/gates/checkout?revision=v42", None).await;
+    assert_eq!((s, v["verdict"].as_str(), v["revision"].as_str()), (StatusCode::OK, Some("pass"), Some("v42")));
+    let (s, v) = ask(&board, "GET", "/v1/gates/checkout?revision=v43&contract=flagger-confirm-promotion", None).await;
+    assert_eq!(
+        (s, v["verdict"].as_str(), v["revision"].as_str()),
+        (StatusCode::PRECONDITION_FAILED, Some("inconclusive"), Some("v43"))
+    );
+    let (s, _) = ask(&board, "GET", "/v1/gates/checkout?revision=v43&contract=flagger-rollout", None).await;
+    assert_eq!(s, StatusCode::OK, "a revision never judged must not count as a failed check");
 }
 
 async fn ask(board: &GateBoard, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, serde_json::Value) {
@@ -40,10 +142,10 @@ async fn ask(board: &GateBoard, method: &str, uri: &str, body: Option<&str>) -> 
 #[tokio::test]
 async fn argo_web_provider_always_gets_200_with_the_verdict() {
     let board = GateBoard::default();
-    board.register("checkout", 1800);
+    board.register("checkout", "v42", 1800);
     let (s, v) = ask(&board, "GET", "/v1/gates/checkout", None).await;
     assert_eq!((s, v["verdict"].as_str()), (StatusCode::OK, Some("running")));
-    tick(&board, Verdict::Fail, false);
+    tick(&board, Verdict::Fail, rollback(), 600);
     // Argo's web provider may POST a jsonBody of the user's choosing.
     let (s, v) = ask(&board, "POST", "/v1/gates/checkout", Some(r#"{"rollout":"checkout"}"#)).await;
     assert_eq!((s, v["verdict"].as_str()), (StatusCode::OK, Some("fail")));
@@ -53,32 +155,32 @@ async fn argo_web_provider_always_gets_200_with_the_verdict() {
 #[tokio::test]
 async fn flagger_rollout_hook_fails_by_status_only_when_the_canary_fails() {
     let board = GateBoard::default();
-    board.register("checkout", 1800);
+    board.register("checkout", "v42", 1800);
     let uri = "/v1/gates/checkout?contract=flagger-rollout";
     assert_eq!(ask(&board, "POST", uri, Some(FLAGGER_BODY)).await.0, StatusCode::OK);
-    tick(&board, Verdict::Inconclusive, false);
+    tick(&board, Verdict::Inconclusive, Decision::Continue, 600);
     assert_eq!(ask(&board, "POST", uri, Some(FLAGGER_BODY)).await.0, StatusCode::OK);
-    tick(&board, Verdict::Fail, false);
+    tick(&board, Verdict::Fail, rollback(), 600);
     let (s, v) = ask(&board, "POST", uri, Some(FLAGGER_BODY)).await;
     assert_eq!((s, v["verdict"].as_str()), (StatusCode::PRECONDITION_FAILED, Some("fail")));
 }
 
 #[tokio::test]
-async fn flagger_confirm_promotion_waits_for_a_pass() {
+async fn flagger_confirm_promotion_waits_for_policy_to_promote() {
     let board = GateBoard::default();
-    board.register("checkout", 1800);
+    board.register("checkout", "v42", 1800);
     let uri = "/v1/gates/checkout?contract=flagger-promotion";
     assert_eq!(ask(&board, "POST", uri, Some(FLAGGER_BODY)).await.0, StatusCode::PRECONDITION_FAILED);
-    tick(&board, Verdict::Inconclusive, true);
+    tick(&board, Verdict::Inconclusive, Decision::Hold { reason: "not enough data".into() }, 1800);
     assert_eq!(ask(&board, "POST", uri, Some(FLAGGER_BODY)).await.0, StatusCode::PRECONDITION_FAILED);
-    tick(&board, Verdict::Pass, true);
+    tick(&board, Verdict::Pass, Decision::Promote, 1800);
     assert_eq!(ask(&board, "POST", uri, Some(FLAGGER_BODY)).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn unknown_release_and_contract_are_errors() {
     let board = GateBoard::default();
-    board.register("checkout", 1800);
+    board.register("checkout", "v42", 1800);
     let (s, v) = ask(&board, "GET", "/v1/gates/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(v["error"].as_str().unwrap().contains("nope"));

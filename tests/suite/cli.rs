@@ -171,6 +171,20 @@ fn schema_config_is_json_schema() {
 }
 
 #[test]
+fn schema_ledger_describes_every_record_kind() {
+    let out = backstop().args(["schema", "ledger"]).assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["oneOf"].is_array(), "{v}");
+    for kind in ["release_started", "tick", "intent", "outcome", "lease", "release_finished"] {
+        assert!(text.contains(&format!("\"{kind}\"")), "no `{kind}` in the ledger schema");
+    }
+    for result in ["verified", "reconciled", "unresolved", "resolved_by_human"] {
+        assert!(text.contains(&format!("\"{result}\"")), "no `{result}` in the ledger schema");
+    }
+}
+
+#[test]
 fn bad_config_file_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("backstop.toml");

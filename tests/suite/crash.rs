@@ -24,7 +24,11 @@ fn one_release(dir: &Path, sleep_s: u32, lease_s: f64) -> (PathBuf, PathBuf, Pat
         r#"{{ kind = "command", rollback = ["sh", "-c", "{script}"], verify = ["test", "-e", "{}"], env_allowlist = ["PATH"] }}"#,
         done.display()
     );
-    let release = crate::support::release_toml("helm/checkout", &format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#), Some(&executor));
+    let release = crate::support::release_toml(
+        "helm/checkout",
+        &format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#),
+        Some(&executor),
+    );
     let cfg = dir.join("backstop.toml");
     std::fs::write(&cfg, format!("[agent]\nlease_s = {lease_s}\n\n{release}")).unwrap();
     (cfg, count, done)
@@ -173,12 +177,14 @@ executor = {{ kind = "command", rollback = ["sh", "-c", "echo {{target}} {{plan_
 /// holds it as unresolved (a holder killed between intent and execution).
 fn assert_each_rollback_once(count: &Path, n: usize, ledger: &str) {
     let lines = lines(count);
-    let listing = String::from_utf8(audit(ledger, &["list", "--limit", "1000000"]).get_output().stdout.clone()).unwrap();
+    let listing =
+        String::from_utf8(audit(ledger, &["list", "--limit", "1000000"]).get_output().stdout.clone()).unwrap();
     for i in 0..n {
         let runs = lines.iter().filter(|l| l.starts_with(&format!("sim/r{i} "))).count();
         assert!(runs <= 1, "sim/r{i} rolled back {runs} times: {lines:?}");
         if runs == 0 {
-            let held = listing.lines().any(|l| l.contains(&format!("r{i}-v2-")) && l.contains("status=action_unresolved"));
+            let held =
+                listing.lines().any(|l| l.contains(&format!("r{i}-v2-")) && l.contains("status=action_unresolved"));
             assert!(held, "sim/r{i} neither rolled back nor held as unresolved");
         }
     }

@@ -41,7 +41,8 @@ async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kin
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
         let plan = e.plan_rollback(&rollback_plan(), 300).unwrap();
-        let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
+        let permit =
+            ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
         e.execute(&plan, permit).await.unwrap();
         let v = e.verify(&plan).await.unwrap();
         assert!(v.verified, "{}", v.observed);

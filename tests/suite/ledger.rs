@@ -221,7 +221,11 @@ async fn a_version_1_ledger_still_reads_and_verifies() {
     assert!(rows.iter().all(|r| r.record_version == 1));
     let typed: Vec<Record> = rows.iter().map(|r| Record::from_stored(r).unwrap()).collect();
     assert!(typed.iter().any(|r| matches!(r, Record::Tick(_))));
-    assert!(typed.iter().any(|r| matches!(r, Record::Intent(i) if i.plan.kind == ActionKind::Rollback && i.fence.is_none())));
+    assert!(
+        typed
+            .iter()
+            .any(|r| matches!(r, Record::Intent(i) if i.plan.kind == ActionKind::Rollback && i.fence.is_none()))
+    );
     assert!(typed.iter().any(|r| matches!(r, Record::Outcome(o) if matches!(o.result, ActionResult::Verified { .. }))));
     assert!(typed.iter().any(|r| matches!(r, Record::ReleaseFinished(f) if f.status == ReleaseStatus::RolledBack)));
     l.append("new", &agent(), 1, rec(1)).await.unwrap();
@@ -271,7 +275,12 @@ mod anchoring {
                 .unwrap();
         }
         let last = rows.last().unwrap();
-        sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2").bind(last.seq).bind(&last.hash).execute(l.pool()).await.unwrap();
+        sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2")
+            .bind(last.seq)
+            .bind(&last.hash)
+            .execute(l.pool())
+            .await
+            .unwrap();
     }
 
     #[test]
@@ -284,7 +293,12 @@ mod anchoring {
             let l = Ledger::open(&sqlite_url(std::path::Path::new(&path))).await.unwrap();
             sqlx::query("DELETE FROM ledger_records WHERE seq > $1").bind(seq - 3).execute(l.pool()).await.unwrap();
             let last = l.list(None, 1).await.unwrap().pop().unwrap();
-            sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2").bind(last.seq).bind(&last.hash).execute(l.pool()).await.unwrap();
+            sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2")
+                .bind(last.seq)
+                .bind(&last.hash)
+                .execute(l.pool())
+                .await
+                .unwrap();
         });
         backstop(&["audit", "--ledger", &path, "verify"]).success().stdout(predicate::str::contains("chain intact"));
         backstop(&["audit", "--ledger", &path, "verify", "--since-checkpoint", &checkpoint])

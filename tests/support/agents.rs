@@ -86,7 +86,11 @@ impl Agent {
             }
             if start.elapsed() > within {
                 let _ = self.child.kill();
-                panic!("agent did not finish within {within:?}; stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+                panic!(
+                    "agent did not finish within {within:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
