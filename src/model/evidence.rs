@@ -2,7 +2,7 @@
 //! Every item also carries a machine-known `Fact`, so a claim the model makes
 //! about an item can be checked against what the item actually shows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -68,23 +68,46 @@ pub fn pattern(message: &str) -> String {
     out
 }
 
-fn side_fact(canary: bool, baseline: bool) -> Fact {
-    match (canary, baseline) {
-        (true, false) => Fact::CanaryOnly,
-        (true, true) => Fact::BothSides,
-        (false, true) => Fact::BaselineOnly,
-        (false, false) => Fact::Context,
+/// Times a pattern must show on the canary (and never on the baseline) to
+/// count as canary-only evidence: one injected or unlucky line is not a trend.
+pub const MIN_CANARY_ONLY: usize = 3;
+
+/// Event kinds that a release itself causes (the canary's own deployment),
+/// never evidence of harm.
+fn is_lifecycle_event(kind: &str) -> bool {
+    matches!(
+        kind.to_ascii_lowercase().as_str(),
+        "deploy"
+            | "deployed"
+            | "deployment"
+            | "rollout"
+            | "scaled"
+            | "scale"
+            | "scaling"
+            | "created"
+            | "started"
+            | "pulled"
+    )
+}
+
+fn side_fact(counts: (usize, usize)) -> Fact {
+    match counts {
+        (c, 0) if c >= MIN_CANARY_ONLY => Fact::CanaryOnly,
+        (c, 0) if c > 0 => Fact::Context,
+        (c, b) if c > 0 && b > 0 => Fact::BothSides,
+        (0, b) if b > 0 => Fact::BaselineOnly,
+        _ => Fact::Context,
     }
 }
 
-/// For each key: (seen on the canary, seen on the baseline).
-type SidesByKey = BTreeMap<String, (bool, bool)>;
+/// For each key: (times seen on the canary, times seen on the baseline), and the first index seen.
+type SidesByKey = BTreeMap<String, ((usize, usize), usize)>;
 
-fn mark(map: &mut SidesByKey, key: String, side: Side) {
-    let e = map.entry(key).or_default();
+fn mark(map: &mut SidesByKey, key: String, side: Side, index: usize) {
+    let e = map.entry(key).or_insert(((0, 0), index));
     match side {
-        Side::Canary => e.0 = true,
-        Side::Baseline => e.1 = true,
+        Side::Canary => e.0.0 += 1,
+        Side::Baseline => e.0.1 += 1,
     }
 }
 
@@ -100,12 +123,12 @@ impl<'a> Telemetry<'a> {
     /// Index `obs`.
     pub fn new(obs: &'a Observation) -> Self {
         let mut logs = SidesByKey::new();
-        for l in obs.logs.iter().filter(|l| is_error_level(&l.level)) {
-            mark(&mut logs, pattern(&l.message), l.target);
+        for (i, l) in obs.logs.iter().enumerate().filter(|(_, l)| is_error_level(&l.level)) {
+            mark(&mut logs, pattern(&l.message), l.target, i);
         }
         let mut events = SidesByKey::new();
-        for ev in &obs.events {
-            mark(&mut events, ev.kind.to_ascii_lowercase(), ev.target);
+        for (i, ev) in obs.events.iter().enumerate().filter(|(_, ev)| !is_lifecycle_event(&ev.kind)) {
+            mark(&mut events, ev.kind.to_ascii_lowercase(), ev.target, i);
         }
         Self { obs, logs, events }
     }
@@ -114,7 +137,7 @@ impl<'a> Telemetry<'a> {
     pub fn log(&self, i: usize) -> Option<EvidenceItem> {
         let l = self.obs.logs.get(i)?;
         let fact = if is_error_level(&l.level) {
-            self.logs.get(&pattern(&l.message)).map_or(Fact::Context, |(c, b)| side_fact(*c, *b))
+            self.logs.get(&pattern(&l.message)).map_or(Fact::Context, |(counts, _)| side_fact(*counts))
         } else {
             Fact::Context
         };
@@ -129,7 +152,8 @@ impl<'a> Telemetry<'a> {
     /// Event `i` as evidence.
     pub fn event(&self, i: usize) -> Option<EvidenceItem> {
         let ev = self.obs.events.get(i)?;
-        let fact = self.events.get(&ev.kind.to_ascii_lowercase()).map_or(Fact::Context, |(c, b)| side_fact(*c, *b));
+        let fact =
+            self.events.get(&ev.kind.to_ascii_lowercase()).map_or(Fact::Context, |(counts, _)| side_fact(*counts));
         Some(EvidenceItem {
             id: format!("event:{i}"),
             fact,
@@ -138,12 +162,18 @@ impl<'a> Telemetry<'a> {
         })
     }
 
-    /// Error-log patterns and event kinds seen on the canary and not on the baseline.
-    pub fn canary_only(&self) -> BTreeSet<String> {
-        let only =
-            |m: &SidesByKey| m.iter().filter(|(_, s)| **s == (true, false)).map(|(k, _)| k.clone()).collect::<Vec<_>>();
-        let logs = only(&self.logs).into_iter().map(|p| format!("log `{p}`"));
-        logs.chain(only(&self.events).into_iter().map(|k| format!("event {k}"))).collect()
+    /// Error-log patterns and event kinds seen on the canary (often enough)
+    /// and not on the baseline: for each, a key to remember it by and the
+    /// evidence id of its first line. Only the ids may reach trusted text;
+    /// the keys are built from untrusted text and stay internal.
+    pub fn canary_only(&self) -> BTreeMap<String, String> {
+        let only = |m: &SidesByKey, kind: &str| {
+            m.iter()
+                .filter(|(_, (counts, _))| side_fact(*counts) == Fact::CanaryOnly)
+                .map(|(k, (_, first))| (format!("{kind}\u{0}{k}"), format!("{kind}:{first}")))
+                .collect::<Vec<_>>()
+        };
+        only(&self.logs, "log").into_iter().chain(only(&self.events, "event")).collect()
     }
 }
 

@@ -20,7 +20,8 @@ pub enum Trigger {
     Inconclusive,
     /// Metrics shifted beyond tolerance at this look, not yet confirmed.
     Marginal(Vec<String>),
-    /// New error patterns or event kinds on the canary only.
+    /// New error patterns or event kinds on the canary only, as the evidence
+    /// ids of their first lines (never their text: that is untrusted).
     CanaryOnlySignals(Vec<String>),
 }
 
@@ -32,7 +33,9 @@ impl std::fmt::Display for Trigger {
             Trigger::Marginal(m) => {
                 write!(f, "marginal: {} shifted beyond tolerance but not yet confirmed", m.join(", "))
             }
-            Trigger::CanaryOnlySignals(s) => write!(f, "canary-only errors or events appeared: {}", s.join("; ")),
+            Trigger::CanaryOnlySignals(ids) => {
+                write!(f, "canary-only errors or events appeared; see evidence {}", ids.join(", "))
+            }
         }
     }
 }
@@ -55,7 +58,11 @@ impl TriggerState {
         if judged.verdict == Verdict::Fail || matches!(provisional, Decision::Rollback { .. } | Decision::Deny { .. }) {
             return None;
         }
-        if matches!(provisional, Decision::Promote | Decision::RequireApproval { proposed: Proposal::Promote, .. }) {
+        // Every promotion point asks again, whatever an earlier verdict said, so
+        // a hold given early never sticks to the end of the window.
+        if judged.verdict == Verdict::Pass
+            || matches!(provisional, Decision::Promote | Decision::RequireApproval { proposed: Proposal::Promote, .. })
+        {
             return Some(Trigger::BeforePromotion);
         }
         if judged.window_complete && judged.verdict == Verdict::Inconclusive {
@@ -69,9 +76,10 @@ impl TriggerState {
             return Some(Trigger::Marginal(new_marginal));
         }
         let signals = obs.map(|o| Telemetry::new(o).canary_only()).unwrap_or_default();
-        let new_signals: Vec<String> = signals.difference(&self.canary_only).cloned().collect();
-        self.canary_only.extend(signals);
-        (!new_signals.is_empty()).then_some(Trigger::CanaryOnlySignals(new_signals))
+        let new_ids: Vec<String> =
+            signals.iter().filter(|(key, _)| !self.canary_only.contains(*key)).map(|(_, id)| id.clone()).collect();
+        self.canary_only.extend(signals.into_keys());
+        (!new_ids.is_empty()).then_some(Trigger::CanaryOnlySignals(new_ids))
     }
 }
 
@@ -121,7 +129,7 @@ mod tests {
             Some(Trigger::Marginal(vec!["errors".into()]))
         );
         assert_eq!(t.check(&marginal, &Decision::Continue, Some(&quiet)), None, "the same marginal metric asks once");
-        let noisy = obs(vec![(Side::Canary, "payment timeout after 30ms")]);
+        let noisy = obs(vec![(Side::Canary, "payment timeout after 30ms"); 3]);
         assert!(matches!(t.check(&marginal, &Decision::Continue, Some(&noisy)), Some(Trigger::CanaryOnlySignals(_))));
         assert_eq!(t.check(&marginal, &Decision::Continue, Some(&noisy)), None);
         let fail = judged(Verdict::Fail, false, &[]);
@@ -130,5 +138,41 @@ mod tests {
         assert_eq!(t.check(&pass, &Decision::Promote, Some(&quiet)), Some(Trigger::BeforePromotion));
         let ended = judged(Verdict::Inconclusive, true, &[]);
         assert_eq!(t.check(&ended, &Decision::Hold { reason: "x".into() }, Some(&quiet)), Some(Trigger::Inconclusive));
+        // An earlier model hold makes policy hold; a passing judge still asks again before promotion.
+        let held = Decision::Hold { reason: "the model asks to hold".into() };
+        assert_eq!(t.check(&pass, &held, Some(&quiet)), Some(Trigger::BeforePromotion));
+    }
+
+    #[test]
+    fn the_canary_s_own_deploy_event_and_a_single_log_line_are_not_canary_only_evidence() {
+        let mut t = TriggerState::default();
+        let running = judged(Verdict::Inconclusive, false, &[]);
+        let mut o = obs(vec![(Side::Canary, "one odd line")]);
+        o.events.push(crate::signals::Event {
+            t_s: 0,
+            target: Side::Canary,
+            kind: "deploy".into(),
+            message: "v42 rolled out".into(),
+        });
+        assert_eq!(t.check(&running, &Decision::Continue, Some(&o)), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a log line or event says, the trigger names evidence ids only:
+        /// no byte of the untrusted text reaches the trusted part of the prompt.
+        #[test]
+        fn a_trigger_never_carries_untrusted_text(msg in "ZQX[ -~\u{80}-\u{10ffff}]{0,40}", kind in "ZQK[a-z<>/ ]{0,12}") {
+            let mut t = TriggerState::default();
+            let running = judged(Verdict::Inconclusive, false, &[]);
+            let mut o = obs(vec![(Side::Canary, msg.as_str()); 3]);
+            for _ in 0..3 {
+                o.events.push(crate::signals::Event { t_s: 1, target: Side::Canary, kind: kind.clone(), message: msg.clone() });
+            }
+            let trigger = t.check(&running, &Decision::Continue, Some(&o));
+            proptest::prop_assert!(matches!(trigger, Some(Trigger::CanaryOnlySignals(_))), "{trigger:?}");
+            let text = trigger.map(|t| t.to_string()).unwrap_or_default();
+            let lower = text.to_lowercase();
+            proptest::prop_assert!(!lower.contains("zqx") && !lower.contains("zqk"), "{text}");
+        }
     }
 }

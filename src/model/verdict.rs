@@ -99,6 +99,12 @@ pub enum Rejection {
         /// What is wrong.
         detail: String,
     },
+    /// A claim none of its cited evidence shows (citing only context or
+    /// missing data is not support).
+    Unsupported {
+        /// Which claim.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -107,6 +113,7 @@ impl std::fmt::Display for Rejection {
             Rejection::Schema { error } => write!(f, "verdict rejected: not the schema ({error})"),
             Rejection::UnknownEvidence { id } => write!(f, "verdict rejected: cites evidence `{id}` never shown"),
             Rejection::Contradicted { detail } => write!(f, "verdict rejected: {detail}"),
+            Rejection::Unsupported { detail } => write!(f, "verdict rejected: unsupported claim: {detail}"),
         }
     }
 }
@@ -135,10 +142,23 @@ fn contradicts(claim: Claim, fact: Fact) -> bool {
     }
 }
 
+/// Whether `fact` shows what `claim` says: a claim counts only if at least
+/// one cited item supports it, not merely fails to contradict it.
+fn supports(claim: Claim, fact: Fact) -> bool {
+    match claim {
+        Claim::CanaryWorse => matches!(fact, Fact::CanaryWorse | Fact::CanaryOnly),
+        Claim::CanaryOk => matches!(fact, Fact::NoDifference),
+        Claim::SharedProblem => matches!(fact, Fact::BothSides),
+        Claim::Inconclusive => true,
+    }
+}
+
 /// Check a parsed verdict against the evidence shown (ids → facts) and turn
-/// it into what policy sees. Evidence is "verified" for a model-initiated
-/// rollback only when every canary-worse finding cites at least one item
-/// that itself shows a canary-only problem.
+/// it into what policy sees. Each claim must be supported by a cited item
+/// whose machine-known fact shows it. Evidence is "verified" for a
+/// model-initiated rollback only when the canary-worse findings cite both a
+/// judge finding that is at least suspect and a canary-only pattern seen
+/// often enough: a log line alone (which anyone can inject) never suffices.
 pub fn validate(v: &CanaryVerdict, shown: &HashMap<String, EvidenceItem>) -> Result<ModelInput, Rejection> {
     let bad = |d: String| Err(Rejection::Contradicted { detail: d });
     if !(0.0..=1.0).contains(&v.confidence) {
@@ -148,11 +168,17 @@ pub fn validate(v: &CanaryVerdict, shown: &HashMap<String, EvidenceItem>) -> Res
         if f.evidence.is_empty() {
             return bad(format!("finding {} cites no evidence", i + 1));
         }
+        let mut supported = false;
         for id in &f.evidence {
             let item = shown.get(id).ok_or_else(|| Rejection::UnknownEvidence { id: id.clone() })?;
             if contradicts(f.claim, item.fact) {
                 return bad(format!("finding {} claims {:?} but `{id}` shows {:?}", i + 1, f.claim, item.fact));
             }
+            supported |= supports(f.claim, item.fact);
+        }
+        if !supported {
+            let detail = format!("finding {} claims {:?} but none of {:?} shows it", i + 1, f.claim, f.evidence);
+            return Err(Rejection::Unsupported { detail });
         }
     }
     let worse: Vec<&VerdictFinding> = v.findings.iter().filter(|f| f.claim == Claim::CanaryWorse).collect();
@@ -168,12 +194,14 @@ pub fn validate(v: &CanaryVerdict, shown: &HashMap<String, EvidenceItem>) -> Res
         }
         _ => {}
     }
-    let verified = !worse.is_empty()
-        && worse.iter().all(|f| {
+    let cites = |fact: Fact| {
+        worse.iter().any(|f| {
             f.evidence
                 .iter()
-                .any(|id| shown.get(id).is_some_and(|e| matches!(e.fact, Fact::CanaryOnly | Fact::CanaryWorse)))
-        });
+                .any(|id| shown.get(id).is_some_and(|e| e.fact == fact && !(fact == Fact::CanaryWorse && e.untrusted)))
+        })
+    };
+    let verified = !worse.is_empty() && cites(Fact::CanaryWorse) && cites(Fact::CanaryOnly);
     let recommendation = match v.action {
         RecommendedAction::Promote => ModelRecommendation::Promote,
         RecommendedAction::Continue => ModelRecommendation::Continue,
@@ -242,6 +270,8 @@ mod tests {
             item("judge:latency", Fact::NoDifference),
             item("log:1", Fact::CanaryOnly),
             item("log:2", Fact::BothSides),
+            item("judge:cpu", Fact::NoData),
+            item("metric:errors", Fact::Context),
         ]
         .into_iter()
         .collect()
@@ -265,17 +295,39 @@ mod tests {
     }
 
     #[test]
-    fn rollback_is_verified_only_with_canary_only_evidence() {
-        let v = verdict(RecommendedAction::Rollback, Health::Failing, vec![(Claim::CanaryWorse, &["log:1"])]);
+    fn rollback_is_verified_only_with_a_judge_finding_and_canary_only_evidence() {
+        let both = verdict(
+            RecommendedAction::Rollback,
+            Health::Failing,
+            vec![(Claim::CanaryWorse, &["judge:errors", "log:1"])],
+        );
         assert_eq!(
-            validate(&v, &shown()),
+            validate(&both, &shown()),
             Ok(ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified: true })
         );
-        let v = verdict(RecommendedAction::Rollback, Health::Failing, vec![(Claim::CanaryWorse, &["log:2"])]);
-        assert_eq!(
-            validate(&v, &shown()),
-            Ok(ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified: false })
-        );
+        // A log pattern alone (anyone can inject one) or a judge finding alone is not enough to act on.
+        for ids in [&["log:1"][..], &["judge:errors"][..]] {
+            let v = verdict(RecommendedAction::Rollback, Health::Failing, vec![(Claim::CanaryWorse, ids)]);
+            assert_eq!(
+                validate(&v, &shown()),
+                Ok(ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified: false }),
+                "{ids:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_must_be_supported_not_merely_uncontradicted() {
+        for (claim, ids) in [
+            (Claim::CanaryWorse, &["judge:cpu"][..]),
+            (Claim::CanaryWorse, &["metric:errors"][..]),
+            (Claim::CanaryWorse, &["log:2"][..]),
+            (Claim::SharedProblem, &["judge:cpu"][..]),
+            (Claim::CanaryOk, &["metric:errors"][..]),
+        ] {
+            let v = verdict(RecommendedAction::Rollback, Health::Failing, vec![(claim, ids)]);
+            assert!(matches!(validate(&v, &shown()), Err(Rejection::Unsupported { .. })), "{claim:?} on {ids:?}");
+        }
     }
 
     #[test]
@@ -303,7 +355,10 @@ mod tests {
             ),
             (verdict(RecommendedAction::Hold, Health::Degraded, vec![(Claim::CanaryWorse, &[])]), "no citation"),
         ] {
-            assert!(matches!(validate(&v, &s), Err(Rejection::Contradicted { .. })), "{why}");
+            assert!(
+                matches!(validate(&v, &s), Err(Rejection::Contradicted { .. } | Rejection::Unsupported { .. })),
+                "{why}"
+            );
         }
         let mut v = verdict(RecommendedAction::Hold, Health::Degraded, vec![]);
         v.confidence = 1.5;
