@@ -31,6 +31,9 @@ pub enum Decision {
     Rollback,
     /// Promoted at the end of the window.
     Promote,
+    /// The agent stopped and asked a human (approval requested or held by the
+    /// model); nothing was executed.
+    Escalate,
     /// No decision by the end of the window.
     Inconclusive,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Decision, EvalJudge};
 use crate::judge::judge;
 use crate::model::{Assessor, Deliberation};
-use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
+use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode};
 use crate::signals::{ReplaySource, ScenarioData};
 
 /// The judge plus the model, through policy.
@@ -55,13 +55,14 @@ impl ModelJudge {
                 policy::evaluate(&self.policy, &input)
             };
             let (outcome, _) = model.decide(&facts, Some(&obs), &judged, decide).await;
+            let model_held = outcome.trace.iter().any(|r| r.rule.starts_with("model."));
             match outcome.decision {
-                policy::Decision::Rollback { .. }
-                | policy::Decision::RequireApproval { proposed: Proposal::Rollback { .. }, .. } => {
-                    return (Decision::Rollback, Some(now));
-                }
-                policy::Decision::Promote | policy::Decision::RequireApproval { proposed: Proposal::Promote, .. } => {
-                    return (Decision::Promote, Some(now));
+                policy::Decision::Rollback { .. } => return (Decision::Rollback, Some(now)),
+                policy::Decision::Promote => return (Decision::Promote, Some(now)),
+                // Stopping for a human is not a rollback: FORMAT.md's `escalate`.
+                policy::Decision::RequireApproval { .. } => return (Decision::Escalate, Some(now)),
+                policy::Decision::Hold { .. } if now >= data.duration_s && model_held => {
+                    return (Decision::Escalate, Some(now));
                 }
                 _ if now >= data.duration_s => return (Decision::Inconclusive, None),
                 _ => now = (now + step).min(data.duration_s),

@@ -19,6 +19,8 @@ pub struct Summary {
     pub rollbacks: usize,
     /// Promotions.
     pub promotions: usize,
+    /// Stopped for a human (approval or a model hold); nothing executed.
+    pub escalations: usize,
     /// No decision by the end.
     pub inconclusive: usize,
     /// Bad scenarios rolled back before their fault began (counted in recall
@@ -30,6 +32,10 @@ pub struct Summary {
     pub false_rollback_rate: Option<f64>,
     /// Good scenarios promoted / good scenarios.
     pub good_promoted_rate: Option<f64>,
+    /// Good scenarios escalated to a human / good scenarios (alert fatigue).
+    pub escalation_rate_good: Option<f64>,
+    /// Bad scenarios escalated to a human / bad scenarios.
+    pub escalation_rate_bad: Option<f64>,
     /// Median of `decided_at_s - onset_s` over bad scenarios rolled back.
     pub detection_delay_median_s: Option<f64>,
     /// 90th percentile of the same.
@@ -77,6 +83,7 @@ pub fn summarise(results: &[ScenarioResult]) -> Summary {
         unlabelled: results.len() - bad - good,
         rollbacks: count(&|r| r.decision == Decision::Rollback),
         promotions: count(&|r| r.decision == Decision::Promote),
+        escalations: count(&|r| r.decision == Decision::Escalate),
         inconclusive: count(&|r| r.decision == Decision::Inconclusive),
         early_rollbacks: count(&|r| {
             r.truth_bad == Some(true)
@@ -86,6 +93,8 @@ pub fn summarise(results: &[ScenarioResult]) -> Summary {
         recall: ratio(caught, bad),
         false_rollback_rate: ratio(false_rb, good),
         good_promoted_rate: ratio(good_promoted, good),
+        escalation_rate_good: ratio(count(&|r| r.truth_bad == Some(false) && r.decision == Decision::Escalate), good),
+        escalation_rate_bad: ratio(count(&|r| r.truth_bad == Some(true) && r.decision == Decision::Escalate), bad),
         detection_delay_median_s: median,
         detection_delay_p90_s: percentile(&delays, 0.9),
     }
@@ -152,6 +161,21 @@ mod tests {
 
     fn r(decision: Decision, at: Option<u64>, bad: Option<bool>, onset: Option<u64>) -> ScenarioResult {
         ScenarioResult { scenario: "s".into(), decision, decided_at_s: at, truth_bad: bad, onset_s: onset }
+    }
+
+    #[test]
+    fn an_escalation_is_neither_a_rollback_nor_a_promotion() {
+        let rs = vec![
+            r(Decision::Escalate, Some(300), Some(false), None),
+            r(Decision::Promote, Some(1800), Some(false), None),
+            r(Decision::Escalate, Some(700), Some(true), Some(600)),
+            r(Decision::Rollback, Some(660), Some(true), Some(600)),
+        ];
+        let s = summarise(&rs);
+        assert_eq!((s.escalations, s.rollbacks, s.promotions), (2, 1, 1));
+        assert_eq!((s.escalation_rate_good, s.escalation_rate_bad), (Some(0.5), Some(0.5)));
+        assert_eq!((s.false_rollback_rate, s.recall), (Some(0.0), Some(0.5)));
+        assert_eq!(serde_json::to_value(Decision::Escalate).unwrap(), "escalate");
     }
 
     #[test]
