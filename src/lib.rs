@@ -20,6 +20,7 @@ pub mod orchestrator;
 pub mod policy;
 pub mod release;
 pub mod report;
+pub mod secret;
 pub mod serve;
 pub mod signals;
 pub mod telemetry;

@@ -77,7 +77,9 @@ impl WebhookExecutor {
             target: target.clone(),
             reason: format!("webhook secret variable `{}` is not set", cfg.secret_env),
         })?;
+        // No redirects: a 307 would re-POST the signed body to wherever it points.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: e.to_string() })?;
@@ -87,6 +89,30 @@ impl WebhookExecutor {
     fn fail(&self, reason: String) -> ExecutorError {
         ExecutorError::Failed { target: self.target.clone(), reason }
     }
+
+    /// The URL as it may be shown: credentials and tokens removed.
+    fn shown(url: &str) -> String {
+        crate::secret::redact_url(url)
+    }
+}
+
+/// Reply bytes kept for the ledger; a receiver cannot flood it.
+const MAX_REPLY: usize = 4 * 1024;
+
+/// At most [`MAX_REPLY`] bytes of a reply, read chunk by chunk so a huge body is never held whole.
+async fn capped_text(mut r: reqwest::Response) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut more = false;
+    while let Ok(Some(chunk)) = r.chunk().await {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_REPLY {
+            buf.truncate(MAX_REPLY);
+            more = true;
+            break;
+        }
+    }
+    let text: String = String::from_utf8_lossy(&buf).chars().filter(|c| !c.is_control() || *c == '\n').collect();
+    if more { format!("{text}… (cut at {MAX_REPLY} bytes)") } else { text }
 }
 
 impl Planner for WebhookExecutor {
@@ -96,12 +122,18 @@ impl Planner for WebhookExecutor {
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
         ensure_target(&self.target, &rollback.target)?;
-        let step = format!("POST a signed rollback of {} to {} to {}", self.target, rollback.to_revision, self.cfg.url);
+        let step = format!(
+            "POST a signed rollback of {} to {} to {}",
+            self.target,
+            rollback.to_revision,
+            Self::shown(&self.cfg.url)
+        );
         Ok(ActionPlan::new(ActionKind::Rollback, &self.target, &rollback.to_revision, at_s, vec![step]))
     }
 
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        let step = format!("POST a signed promotion of {} to {revision} to {}", self.target, self.cfg.url);
+        let step =
+            format!("POST a signed promotion of {} to {revision} to {}", self.target, Self::shown(&self.cfg.url));
         Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]))
     }
 }
@@ -117,6 +149,7 @@ impl Executor for WebhookExecutor {
         }))
         .map_err(|e| self.fail(e.to_string()))?;
         let mut last = String::new();
+        let shown = Self::shown(&self.cfg.url);
         for attempt in 0..=self.cfg.retries {
             if attempt > 0 {
                 // Exponential backoff with jitter from the plan id, so retries of many agents spread out.
@@ -138,14 +171,14 @@ impl Executor for WebhookExecutor {
             match sent {
                 Ok(r) if r.status().is_success() => {
                     let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    return Ok(format!("{} answered {status} after {} attempt(s): {text}", self.cfg.url, attempt + 1));
+                    let text = capped_text(r).await;
+                    return Ok(format!("{shown} answered {status} after {} attempt(s): {text}", attempt + 1));
                 }
                 Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                    last = format!("{} answered {}", self.cfg.url, r.status());
+                    last = format!("{shown} answered {}", r.status());
                 }
-                Ok(r) => return Err(self.fail(format!("{} refused the action: {}", self.cfg.url, r.status()))),
-                Err(e) => last = format!("{} unreachable: {e}", self.cfg.url),
+                Ok(r) => return Err(self.fail(format!("{shown} refused the action: {}", r.status()))),
+                Err(e) => last = format!("{shown} unreachable: {}", e.without_url()),
             }
         }
         Err(self.fail(format!("gave up after {} attempts: {last}", self.cfg.retries + 1)))
@@ -155,12 +188,22 @@ impl Executor for WebhookExecutor {
         let Some(url) = &self.cfg.verify_url else {
             return Ok(Verification { verified: false, observed: "no verify_url configured".into() });
         };
-        let resp = self.http.get(url).send().await.map_err(|e| self.fail(format!("{url} unreachable: {e}")))?;
-        let doc: serde_json::Value = resp.json().await.map_err(|e| self.fail(format!("{url}: not JSON: {e}")))?;
+        let shown = Self::shown(url);
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("{shown} unreachable: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Ok(Verification { verified: false, observed: format!("{shown} answered {}", resp.status()) });
+        }
+        let doc: serde_json::Value =
+            resp.json().await.map_err(|e| self.fail(format!("{shown}: not JSON: {}", e.without_url())))?;
         let revision = doc.get("revision").and_then(|v| v.as_str()).unwrap_or("");
         Ok(Verification {
             verified: revision == plan.to_revision,
-            observed: format!("{url} reports revision `{revision}`"),
+            observed: format!("{shown} reports revision `{revision}`"),
         })
     }
 }

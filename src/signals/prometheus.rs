@@ -120,11 +120,13 @@ impl PrometheusSource {
             ("end", end.to_string()),
             ("step", step.to_string()),
         ];
-        let resp =
-            self.http.post(&url).form(&params).send().await.map_err(|e| QueryError::Unreachable(e.to_string()))?;
+        // reqwest's error text carries the URL, credentials and all: drop it and name the redacted one.
+        let resp = self.http.post(&url).form(&params).send().await.map_err(|e| {
+            QueryError::Unreachable(format!("{} ({})", e.without_url(), crate::secret::redact_url(&url)))
+        })?;
         let status = resp.status();
         let body: serde_json::Value =
-            resp.json().await.map_err(|e| QueryError::Unreachable(format!("{status}: {e}")))?;
+            resp.json().await.map_err(|e| QueryError::Unreachable(format!("{status}: {}", e.without_url())))?;
         if status.is_server_error() {
             return Err(QueryError::Unreachable(format!("{status}: {}", body["error"].as_str().unwrap_or(""))));
         }
@@ -159,7 +161,7 @@ impl PrometheusSource {
                 }
                 Err(QueryError::Unreachable(e)) => {
                     return Err(SignalError::Unavailable {
-                        source_name: format!("prometheus at {}", self.cfg.url),
+                        source_name: format!("prometheus at {}", crate::secret::redact_url(&self.cfg.url)),
                         reason: e,
                     });
                 }
@@ -172,7 +174,7 @@ impl PrometheusSource {
 #[async_trait]
 impl SignalSource for PrometheusSource {
     fn name(&self) -> String {
-        format!("prometheus:{}", self.cfg.url)
+        format!("prometheus:{}", crate::secret::redact_url(&self.cfg.url))
     }
 
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {

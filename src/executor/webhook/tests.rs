@@ -107,3 +107,59 @@ fn signature_matches_an_independent_hmac() {
         "sha256=5e375df3c3f12740d461176ae0663fa45539d9327b5ddad3f1050a07bd7ddd9f"
     );
 }
+
+/// A receiver that redirects, one that floods, one whose state answers 500.
+async fn start_hostile(reached: Arc<Mutex<usize>>) -> String {
+    let elsewhere = reached.clone();
+    let app = Router::new()
+        .route("/redirect", post(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/elsewhere")]) }))
+        .route(
+            "/elsewhere",
+            post(move || {
+                let reached = elsewhere.clone();
+                async move {
+                    *reached.lock().unwrap() += 1;
+                    StatusCode::OK
+                }
+            }),
+        )
+        .route("/flood", post(|| async { "x".repeat(3 * 1024 * 1024) }))
+        .route(
+            "/state",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({ "revision": "v41" }))) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://user:hunter2@{addr}")
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_replies_are_capped_verify_needs_2xx_and_urls_are_redacted() {
+    let reached = Arc::new(Mutex::new(0));
+    let base = start_hostile(reached.clone()).await;
+    let mk = |path: &str| {
+        let cfg = WebhookConfig {
+            url: format!("{base}{path}?token=s3cret"),
+            secret_env: SECRET_ENV.into(),
+            verify_url: Some(format!("{base}/state")),
+            timeout_s: 5,
+            retries: 0,
+        };
+        WebhookExecutor::new("argo/checkout", "v42", cfg).unwrap()
+    };
+    let e = mk("/redirect");
+    let p = plan(&e);
+    let err = e.execute(&p, ExecutionPermit::issued_by_ledger(&p.id, 1)).await.unwrap_err().to_string();
+    assert!(err.contains("307"), "{err}");
+    assert_eq!(*reached.lock().unwrap(), 0, "the signed body must not be re-posted elsewhere");
+    let e = mk("/flood");
+    let p = plan(&e);
+    let out = e.execute(&p, ExecutionPermit::issued_by_ledger(&p.id, 1)).await.unwrap();
+    assert!(out.len() < 5 * 1024, "{} bytes kept", out.len());
+    for text in [err.as_str(), out.as_str(), &p.steps.join(" ")] {
+        assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+    }
+    let v = e.verify(&p).await.unwrap();
+    assert!(!v.verified && v.observed.contains("500"), "{v:?}");
+}
