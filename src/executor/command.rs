@@ -75,34 +75,63 @@ impl CommandExecutor {
         }
     }
 
-    /// Run `argv`; `Ok((exit_ok, output))`.
+    /// Run `argv` in its own process group; `Ok((exit_ok, output))`. Output
+    /// is read with a cap (the rest is drained and dropped) and the values of
+    /// passed-through variables are masked in it; on timeout the whole group
+    /// is killed, so no grandchild outlives it.
     async fn run(&self, argv: &[String]) -> Result<(bool, String), ExecutorError> {
         let fail = |reason: String| ExecutorError::Failed { target: self.target.clone(), reason };
         let (program, args) = argv.split_first().ok_or_else(|| fail("empty command".into()))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args).env_clear().kill_on_drop(true).stdin(std::process::Stdio::null());
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).process_group(0);
+        let mut passed = Vec::new();
         for key in &self.cfg.env_allowlist {
             if let Ok(v) = std::env::var(key) {
-                cmd.env(key, v);
+                cmd.env(key, &v);
+                passed.push(v);
             }
         }
+        let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run `{program}`: {e}")))?;
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let read = async { tokio::join!(capped(out), capped(err), child.wait()) };
         let timeout = Duration::from_secs(self.cfg.timeout_s.max(1));
-        let out = tokio::time::timeout(timeout, cmd.output())
-            .await
-            .map_err(|_| fail(format!("`{program}` did not finish within {}s and was killed", timeout.as_secs())))?
-            .map_err(|e| fail(format!("cannot run `{program}`: {e}")))?;
-        let clip = |b: &[u8]| {
-            let s = String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT)]).trim_end().to_string();
-            if b.len() > MAX_OUTPUT { format!("{s}… ({} bytes)", b.len()) } else { s }
+        let Ok((stdout, stderr, status)) = tokio::time::timeout(timeout, read).await else {
+            kill_group(child.id()).await;
+            return Err(fail(format!("`{program}` did not finish within {}s and was killed", timeout.as_secs())));
         };
-        let text = format!(
-            "$ {} → {}\nstdout: {}\nstderr: {}",
-            argv.join(" "),
-            out.status,
-            clip(&out.stdout),
-            clip(&out.stderr)
-        );
-        Ok((out.status.success(), text))
+        let status = status.map_err(|e| fail(format!("cannot wait for `{program}`: {e}")))?;
+        let mask = |t: String| passed.iter().filter(|v| v.len() >= 4).fold(t, |t, v| t.replace(v.as_str(), "***"));
+        let text = format!("$ {} → {}\nstdout: {}\nstderr: {}", argv.join(" "), status, mask(stdout), mask(stderr));
+        Ok((status.success(), text))
+    }
+}
+
+/// Up to [`MAX_OUTPUT`] bytes of a stream as text (control characters
+/// dropped); the rest is read and thrown away so the program never blocks on a full pipe.
+async fn capped(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(mut stream) = stream else { return String::new() };
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        total += n;
+        let room = MAX_OUTPUT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    let text: String = String::from_utf8_lossy(&kept).chars().filter(|c| !c.is_control() || *c == '\n').collect();
+    let text = text.trim_end().to_string();
+    if total > MAX_OUTPUT { format!("{text}… ({total} bytes)") } else { text }
+}
+
+/// Kill a process group by its leader's pid (the program ran with `process_group(0)`).
+async fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = tokio::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().await;
     }
 }
 

@@ -87,3 +87,30 @@ async fn a_permit_for_another_plan_is_refused() {
     let (p1, p2) = (plan(&e, "v41"), plan(&e, "v41"));
     assert!(matches!(e.execute(&p1, permit(&p2)).await, Err(ExecutorError::PermitMismatch { .. })));
 }
+
+#[tokio::test]
+async fn the_whole_process_group_dies_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("grandchild-survived");
+    let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+    let e = exec(&["sh", "-c", &script], None, 1, &["PATH"]);
+    let p = plan(&e, "v41");
+    assert!(e.execute(&p, permit(&p)).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!marker.exists(), "a grandchild outlived the timeout");
+}
+
+#[tokio::test]
+async fn output_is_capped_and_passed_through_secrets_are_masked() {
+    let e = exec(
+        &["sh", "-c", "echo key=$MODEL_TEST_API_KEY; head -c 3000000 /dev/zero | tr '\\0' x"],
+        Some(&["true"]),
+        10,
+        &["PATH", "MODEL_TEST_API_KEY"],
+    );
+    let p = plan(&e, "v41");
+    let out = e.execute(&p, permit(&p)).await.unwrap();
+    assert!(out.contains("key=***") && !out.contains("test-key-123"), "{}", &out[..200.min(out.len())]);
+    assert!(out.len() < 3 * MAX_OUTPUT, "{} bytes kept", out.len());
+    assert!(out.contains("bytes)"), "the cut is said");
+}
