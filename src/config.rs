@@ -239,8 +239,26 @@ pub const CONFIG_PATH_VAR: &str = "BACKSTOP_CONFIG";
 /// The test hook that pauses an action at a named step (see `orchestrator::act`); not a setting.
 pub const PAUSE_VAR: &str = "BACKSTOP_TEST_PAUSE_AT";
 
+/// Top-level sections a `BACKSTOP_*` variable may override.
+const SECTIONS: &[&str] = &["LEDGER", "POLICY", "TELEMETRY", "RELEASES", "MODEL", "AGENT"];
+
+fn is_override(key: &str) -> bool {
+    key.strip_prefix("BACKSTOP_")
+        .map(|rest| rest.split("__").next().unwrap_or(rest))
+        .is_some_and(|section| SECTIONS.contains(&section))
+}
+
 fn settings_from_env() -> config::Map<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("BACKSTOP_") && k != CONFIG_PATH_VAR && k != PAUSE_VAR).collect()
+    std::env::vars().filter(|(k, _)| is_override(k)).collect()
+}
+
+/// `BACKSTOP_*` variables that name no setting (an unrelated `BACKSTOP_TOKEN`,
+/// say): ignored, and worth a warning rather than a failure.
+pub fn ignored_env_names() -> Vec<String> {
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("BACKSTOP_") && k != CONFIG_PATH_VAR && k != PAUSE_VAR && !is_override(k))
+        .collect()
 }
 
 /// `ledger.db` under the user's data directory, else `./backstop.db`.

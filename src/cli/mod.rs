@@ -138,6 +138,12 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    for name in backstop::config::ignored_env_names() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: ignoring {name}: it names no setting (settings are BACKSTOP_<SECTION>__<KEY>)"
+        );
+    }
     let settings = backstop::config::Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
     backstop::telemetry::init(

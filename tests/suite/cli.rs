@@ -207,6 +207,13 @@ fn env_override_is_validated() {
 }
 
 #[test]
+fn an_unrelated_backstop_variable_is_a_warning_not_a_failure() {
+    backstop().env("BACKSTOP_TOKEN", "abc").args(["schema", "config"]).assert().success().stderr(
+        predicate::str::contains("warning: ignoring BACKSTOP_TOKEN").and(predicate::str::contains("abc").not()),
+    );
+}
+
+#[test]
 fn config_file_from_env_is_not_an_override() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("b.toml");
