@@ -91,24 +91,39 @@ pub fn judge_tick(metrics: usize, samples: usize, iterations: u32) -> BenchRow {
     }
 }
 
-/// Sequential ledger appends per second at `url` (hash chain, one transaction each).
-pub async fn ledger_appends(url: &str, count: u32) -> Result<BenchRow, LedgerError> {
-    let ledger = Ledger::open(url).await?;
+/// Ledger appends per second at `url` from `writers` concurrent tasks (1 =
+/// sequential: each append waits for its own commit; more = group commit).
+pub async fn ledger_appends(url: &str, count: u32, writers: u32) -> Result<BenchRow, LedgerError> {
+    let ledger = std::sync::Arc::new(Ledger::open(url).await?);
     let record = Record::ReleaseFinished(ReleaseFinished {
         status: crate::orchestrator::ReleaseStatus::Interrupted,
         ticks: 1,
         decided_at_s: 10,
         model_usage: crate::model::Usage::default(),
     });
-    let actor = Actor::agent("bench");
+    let writers = writers.max(1);
     let start = Instant::now();
-    for _ in 0..count {
-        ledger.append("bench", &actor, 0, record.clone()).await?;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (ledger, record) = (ledger.clone(), record.clone());
+            let n = count / writers + u32::from(w < count % writers);
+            tokio::spawn(async move {
+                let actor = Actor::agent("bench");
+                for _ in 0..n {
+                    ledger.append("bench", &actor, 0, record.clone()).await?;
+                }
+                Ok::<(), LedgerError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|_| LedgerError::WriterGone)??;
     }
     let rate = f64::from(count) / start.elapsed().as_secs_f64();
     let backend = url.split(':').next().unwrap_or("?");
+    let how = if writers == 1 { "sequential".to_string() } else { format!("from {writers} concurrent writers") };
     Ok(BenchRow {
-        name: format!("ledger appends, {backend}, {count} sequential"),
+        name: format!("ledger appends, {backend}, {count} {how}"),
         result: format!("{rate:.0} appends/s"),
         baseline: "none".into(),
     })

@@ -71,7 +71,9 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
         }
     }
     let url = backstop::ledger::sqlite_url(&dir.join("bench.db"));
-    rows.push(ledger_appends(&url, a.appends).await.map_err(failed)?);
+    rows.push(ledger_appends(&url, a.appends, 1).await.map_err(failed)?);
+    let url = backstop::ledger::sqlite_url(&dir.join("bench-concurrent.db"));
+    rows.push(ledger_appends(&url, a.appends * 10, 256).await.map_err(failed)?);
     match &a.haproxy_socket {
         Some(socket) => {
             let url = backstop::ledger::sqlite_url(&dir.join("haproxy.db"));
@@ -85,7 +87,8 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
     }
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(pg) = &a.postgres {
-        rows.push(ledger_appends(pg, a.appends).await.map_err(failed)?);
+        rows.push(ledger_appends(pg, a.appends, 1).await.map_err(failed)?);
+        rows.push(ledger_appends(pg, a.appends * 10, 256).await.map_err(failed)?);
     }
     out(render(&rows).trim_end());
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! queued, each batch one transaction that holds the head (and so the chain)
 //! for its duration, retried whole when the database says to try again.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sqlx::{AnyPool, Row};
@@ -95,6 +96,12 @@ struct Cursor {
     prev_hash: String,
 }
 
+/// Rows per multi-row statement (10 columns each; well under every driver's bind limit).
+const ROWS_PER_INSERT: usize = 100;
+
+/// One batch is a fixed number of round trips whatever its size: lock the
+/// head, read every lease the batch touches, decide in memory, write the
+/// changed leases, insert the records, move the head, commit.
 async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<Vec<Appended>, sqlx::Error> {
     let mut tx = match dialect {
         Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
@@ -110,10 +117,45 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
         None => Cursor { seq: 0, prev_hash: GENESIS.to_string() },
     };
     let start_seq = cur.seq;
+    let mut leases = read_leases(&mut tx, dialect, batch).await?;
+    let mut changed: BTreeMap<String, LeaseRow> = BTreeMap::new();
+    let mut rows: Vec<StoredRecord> = Vec::new();
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
-        out.push(write_job(&mut tx, dialect, &mut cur, job).await?);
+        let mut role = None;
+        if let Some(op) = &job.lease {
+            let step = apply(op, leases.get(op.target()), job.at_ms);
+            if step.refuse {
+                out.push(Appended { receipt: None, role: Some(step.role), refused: true });
+                continue;
+            }
+            if let Some(row) = step.write {
+                if let Some(event) = step.event {
+                    let rec = Record::Lease(LeaseRecord {
+                        target: op.target().to_string(),
+                        holder: row.holder.clone(),
+                        token: row.token,
+                        expires_ms: row.expires_ms,
+                        event,
+                    });
+                    let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                    rows.push(next_record(&mut cur, job, RecordKind::Lease, &body));
+                }
+                leases.insert(op.target().to_string(), row.clone());
+                changed.insert(op.target().to_string(), row);
+            }
+            role = Some(step.role);
+        }
+        let receipt = job.body.as_ref().map(|(kind, body)| {
+            let rec = next_record(&mut cur, job, *kind, body);
+            let receipt = Receipt { seq: rec.seq, hash: rec.hash.clone() };
+            rows.push(rec);
+            receipt
+        });
+        out.push(Appended { receipt, role, refused: false });
     }
+    write_leases(&mut tx, &changed).await?;
+    insert_records(&mut tx, &rows).await?;
     if cur.seq != start_seq {
         sqlx::query(
             "INSERT INTO ledger_head (id, seq, hash) VALUES (1, $1, $2) \
@@ -128,83 +170,59 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
     Ok(out)
 }
 
-async fn write_job(
+/// `$1, $2, ...` for `n` values starting after `offset`.
+fn placeholders(offset: usize, n: usize) -> String {
+    (1..=n).map(|i| format!("${}", offset + i)).collect::<Vec<_>>().join(", ")
+}
+
+async fn read_leases(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
-    cur: &mut Cursor,
-    job: &Job,
-) -> Result<Appended, sqlx::Error> {
-    let mut role = None;
-    if let Some(op) = &job.lease {
-        let current = read_lease(tx, dialect, op.target()).await?;
-        let step = apply(op, current.as_ref(), job.at_ms);
-        if step.refuse {
-            return Ok(Appended { receipt: None, role: Some(step.role), refused: true });
+    batch: &[Job],
+) -> Result<BTreeMap<String, LeaseRow>, sqlx::Error> {
+    let targets: BTreeSet<&str> = batch.iter().filter_map(|j| j.lease.as_ref().map(LeaseOp::target)).collect();
+    let mut found = BTreeMap::new();
+    let targets: Vec<&str> = targets.into_iter().collect();
+    for chunk in targets.chunks(ROWS_PER_INSERT * 5) {
+        let lock = if dialect == Dialect::Postgres { " ORDER BY target FOR UPDATE" } else { "" };
+        let sql = format!(
+            "SELECT target, holder, token, expires_ms FROM ledger_leases WHERE target IN ({}){lock}",
+            placeholders(0, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for t in chunk {
+            q = q.bind(*t);
         }
-        if let Some(row) = &step.write {
-            write_lease(tx, op.target(), row).await?;
+        for r in q.fetch_all(&mut **tx).await? {
+            let row = LeaseRow { holder: r.try_get("holder")?, token: r.try_get("token")?, expires_ms: r.try_get("expires_ms")? };
+            found.insert(r.try_get::<String, _>("target")?, row);
         }
-        if let (Some(event), Some(row)) = (step.event, &step.write) {
-            let rec = Record::Lease(LeaseRecord {
-                target: op.target().to_string(),
-                holder: row.holder.clone(),
-                token: row.token,
-                expires_ms: row.expires_ms,
-                event,
-            });
-            let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            insert(tx, cur, job, RecordKind::Lease, &body).await?;
-        }
-        role = Some(step.role);
     }
-    let receipt = match &job.body {
-        Some((kind, body)) => Some(insert(tx, cur, job, *kind, body).await?),
-        None => None,
-    };
-    Ok(Appended { receipt, role, refused: false })
+    Ok(found)
 }
 
-async fn read_lease(
+async fn write_leases(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    dialect: Dialect,
-    target: &str,
-) -> Result<Option<LeaseRow>, sqlx::Error> {
-    let sql = match dialect {
-        Dialect::Sqlite => "SELECT holder, token, expires_ms FROM ledger_leases WHERE target = $1",
-        Dialect::Postgres => "SELECT holder, token, expires_ms FROM ledger_leases WHERE target = $1 FOR UPDATE",
-    };
-    let row = sqlx::query(sql).bind(target).fetch_optional(&mut **tx).await?;
-    row.map(|r| {
-        Ok(LeaseRow { holder: r.try_get("holder")?, token: r.try_get("token")?, expires_ms: r.try_get("expires_ms")? })
-    })
-    .transpose()
-}
-
-async fn write_lease(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    target: &str,
-    row: &LeaseRow,
+    changed: &BTreeMap<String, LeaseRow>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO ledger_leases (target, holder, token, expires_ms) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_ms = excluded.expires_ms",
-    )
-    .bind(target)
-    .bind(&row.holder)
-    .bind(row.token)
-    .bind(row.expires_ms)
-    .execute(&mut **tx)
-    .await?;
+    let rows: Vec<(&String, &LeaseRow)> = changed.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 4, 4))).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "INSERT INTO ledger_leases (target, holder, token, expires_ms) VALUES {values} \
+             ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_ms = excluded.expires_ms"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (target, row) in chunk {
+            q = q.bind(target.as_str()).bind(row.holder.as_str()).bind(row.token).bind(row.expires_ms);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-async fn insert(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    cur: &mut Cursor,
-    job: &Job,
-    kind: RecordKind,
-    body: &str,
-) -> Result<Receipt, sqlx::Error> {
+/// The next record of the chain, hashed.
+fn next_record(cur: &mut Cursor, job: &Job, kind: RecordKind, body: &str) -> StoredRecord {
     let mut rec = StoredRecord {
         seq: cur.seq + 1,
         record_id: uuid::Uuid::new_v4().to_string(),
@@ -218,23 +236,36 @@ async fn insert(
         hash: String::new(),
     };
     rec.hash = record_hash(&rec);
-    sqlx::query(
-        "INSERT INTO ledger_records (seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(rec.seq)
-    .bind(&rec.record_id)
-    .bind(&rec.release_id)
-    .bind(&rec.kind)
-    .bind(&rec.actor)
-    .bind(rec.at_ms)
-    .bind(&rec.body)
-    .bind(rec.record_version)
-    .bind(&rec.prev_hash)
-    .bind(&rec.hash)
-    .execute(&mut **tx)
-    .await?;
     cur.seq = rec.seq;
     cur.prev_hash = rec.hash.clone();
-    Ok(Receipt { seq: rec.seq, hash: rec.hash })
+    rec
+}
+
+async fn insert_records(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[StoredRecord],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 10, 10))).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "INSERT INTO ledger_records (seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash) \
+             VALUES {values}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.seq)
+                .bind(r.record_id.as_str())
+                .bind(r.release_id.as_str())
+                .bind(r.kind.as_str())
+                .bind(r.actor.as_str())
+                .bind(r.at_ms)
+                .bind(r.body.as_str())
+                .bind(r.record_version)
+                .bind(r.prev_hash.as_str())
+                .bind(r.hash.as_str());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
