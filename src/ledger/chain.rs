@@ -263,7 +263,8 @@ pub fn verify_chain(rows: &[StoredRecord], head: Option<(i64, String)>) -> Vec<P
 mod tests {
     use super::*;
 
-    fn chain(n: i64) -> Vec<StoredRecord> {
+    /// `n` chained records of format `version`.
+    pub(super) fn build(n: i64, version: i64) -> Vec<StoredRecord> {
         let mut prev = GENESIS.to_string();
         (1..=n)
             .map(|seq| {
@@ -275,7 +276,7 @@ mod tests {
                     actor: "agent".into(),
                     at_ms: seq * 1000,
                     body: format!("{{\"tick\":{seq}}}"),
-                    record_version: 2,
+                    record_version: version,
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };
@@ -284,6 +285,10 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    fn chain(n: i64) -> Vec<StoredRecord> {
+        build(n, 2)
     }
 
     fn head(rows: &[StoredRecord]) -> Option<(i64, String)> {
@@ -352,30 +357,8 @@ mod tests {
 
 #[cfg(test)]
 mod anchor_tests {
+    use super::tests::build;
     use super::*;
-
-    fn build(n: i64, version: i64) -> Vec<StoredRecord> {
-        let mut prev = GENESIS.to_string();
-        (1..=n)
-            .map(|seq| {
-                let mut r = StoredRecord {
-                    seq,
-                    record_id: format!("r{seq}"),
-                    release_id: "rel".into(),
-                    kind: "intent".into(),
-                    actor: "agent".into(),
-                    at_ms: seq,
-                    body: format!("{{\"n\":{seq}}}"),
-                    record_version: version,
-                    prev_hash: prev.clone(),
-                    hash: String::new(),
-                };
-                r.hash = record_hash(&r);
-                prev = r.hash.clone();
-                r
-            })
-            .collect()
-    }
 
     fn rehash_from(rows: &mut [StoredRecord], from: usize) {
         for i in from..rows.len() {
