@@ -9,8 +9,9 @@ use std::sync::Arc;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestToolMessageArgs, ChatCompletionRequestUserMessageArgs,
-    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
-    FunctionObject, ResponseFormat, ResponseFormatJsonSchema,
+    ChatCompletionResponseMessage, ChatCompletionTool, ChatCompletionToolChoiceOption, ChatCompletionTools,
+    CreateChatCompletionRequest, CreateChatCompletionRequestArgs, FunctionObject, ResponseFormat,
+    ResponseFormatJsonSchema, ToolChoiceOptions,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -248,76 +249,130 @@ impl ModelSession {
         turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(user).build())?);
         let tools = ToolBox::new(ask.obs, ask.facts, ask.judged);
         for turn in 0..cfg.max_turns {
-            self.budget_left(turns).map_err(|e| e.to_string())?;
-            // The last turn offers no tools, so the model must answer.
-            let offer_tools = turn + 1 < cfg.max_turns;
-            let req = self.request(&turns.messages, offer_tools).map_err(|e| e.to_string())?;
-            let resp = self.assessor.client.complete(req).await.map_err(|e| e.to_string())?;
-            turns.usage.calls += 1;
-            if let Some(u) = &resp.usage {
-                turns.usage.prompt_tokens += u64::from(u.prompt_tokens);
-                turns.usage.completion_tokens += u64::from(u.completion_tokens);
-                turns.usage.total_tokens += u64::from(u.total_tokens);
-            }
-            let choice = resp.choices.into_iter().next().ok_or("the reply has no choices")?;
-            let m = choice.message;
-            if let Some(refusal) = m.refusal.filter(|r| !r.trim().is_empty()) {
-                return Err(format!("the model refused: {refusal}"));
-            }
+            // Tools are offered on turns without a response format (a server's
+            // grammar for the format would leave no room for a tool call); the
+            // last turn asks for the structured verdict and offers no tools.
+            let stage = if turn + 1 < cfg.max_turns { Stage::Tools } else { Stage::Verdict };
+            let m = self.call(turns, stage).await?;
             let calls = m.tool_calls.unwrap_or_default();
             if calls.is_empty() {
-                return m.content.filter(|c| !c.trim().is_empty()).ok_or_else(|| "the reply has no content".into());
+                let content = m.content.filter(|c| !c.trim().is_empty()).ok_or("the reply has no content")?;
+                // An attempt at JSON is the verdict (checked, and rejected if wrong); only prose gets asked again.
+                let attempt = content.trim_start().starts_with(['{', '`']);
+                if stage == Stage::Verdict || attempt {
+                    return Ok(content);
+                }
+                // Prose on a tools turn: keep it, and ask for the verdict in its format.
+                return self.final_verdict(turns, content).await;
             }
-            let echo = ChatCompletionRequestAssistantMessageArgs::default().tool_calls(calls.clone()).build();
+            // Some servers reject an assistant turn without `content` (or with null): send "".
+            let echo =
+                ChatCompletionRequestAssistantMessageArgs::default().content("").tool_calls(calls.clone()).build();
             turns.messages.push(msg(echo)?);
             for call in calls {
-                let (id, name, args) = match &call {
-                    ChatCompletionMessageToolCalls::Function(f) => {
-                        (f.id.clone(), f.function.name.clone(), f.function.arguments.clone())
-                    }
-                    ChatCompletionMessageToolCalls::Custom(c) => (c.id.clone(), "custom".into(), String::new()),
-                };
-                let out = info_span!("tool_call", tool = %name).in_scope(|| tools.call(&name, &args));
-                turns.tool_calls.push(ToolCallRecord {
-                    name,
-                    arguments: args,
-                    result_digest: digest(out.content.as_bytes()),
-                    evidence: out.items.iter().map(|i| i.id.clone()).collect(),
-                    error: out.error,
-                });
-                turns.shown.extend(out.items.into_iter().map(|i| (i.id.clone(), i)));
-                let reply =
-                    ChatCompletionRequestToolMessageArgs::default().content(out.content).tool_call_id(id).build();
-                turns.messages.push(msg(reply)?);
+                self.run_tool(&tools, call, turns)?;
             }
         }
         Err(format!("no verdict within {} turns", cfg.max_turns))
     }
 
+    /// One call at `stage`, with budget, usage and refusal handled.
+    async fn call(&self, turns: &mut Turns, stage: Stage) -> Result<ChatCompletionResponseMessage, String> {
+        self.budget_left(turns).map_err(|e| e.to_string())?;
+        let req = self.request(&turns.messages, stage).map_err(|e| e.to_string())?;
+        let resp = self.assessor.client.complete(req).await.map_err(|e| e.to_string())?;
+        turns.usage.calls += 1;
+        if let Some(u) = &resp.usage {
+            turns.usage.prompt_tokens += u64::from(u.prompt_tokens);
+            turns.usage.completion_tokens += u64::from(u.completion_tokens);
+            turns.usage.total_tokens += u64::from(u.total_tokens);
+        }
+        let choice = resp.choices.into_iter().next().ok_or("the reply has no choices")?;
+        if let Some(refusal) = choice.message.refusal.as_ref().filter(|r| !r.trim().is_empty()) {
+            return Err(format!("the model refused: {refusal}"));
+        }
+        Ok(choice.message)
+    }
+
+    /// The model answered in prose while tools were on offer: ask once more, for the verdict.
+    async fn final_verdict(&self, turns: &mut Turns, prose: String) -> Result<String, String> {
+        turns.messages.push(msg(ChatCompletionRequestAssistantMessageArgs::default().content(prose).build())?);
+        let ask = "Now answer with the verdict: one JSON object in the required format, and nothing else.";
+        turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(ask).build())?);
+        let m = self.call(turns, Stage::Verdict).await?;
+        m.content.filter(|c| !c.trim().is_empty()).ok_or_else(|| "the reply has no content".into())
+    }
+
+    fn run_tool(
+        &self,
+        tools: &ToolBox<'_>,
+        call: ChatCompletionMessageToolCalls,
+        turns: &mut Turns,
+    ) -> Result<(), String> {
+        let (id, name, args) = match &call {
+            ChatCompletionMessageToolCalls::Function(f) => {
+                (f.id.clone(), f.function.name.clone(), f.function.arguments.clone())
+            }
+            ChatCompletionMessageToolCalls::Custom(c) => (c.id.clone(), "custom".into(), String::new()),
+        };
+        let out = info_span!("tool_call", tool = %name).in_scope(|| tools.call(&name, &args));
+        turns.tool_calls.push(ToolCallRecord {
+            name,
+            arguments: args,
+            result_digest: digest(out.content.as_bytes()),
+            evidence: out.items.iter().map(|i| i.id.clone()).collect(),
+            error: out.error,
+        });
+        turns.shown.extend(out.items.into_iter().map(|i| (i.id.clone(), i)));
+        let reply = ChatCompletionRequestToolMessageArgs::default().content(out.content).tool_call_id(id).build();
+        turns.messages.push(msg(reply)?);
+        Ok(())
+    }
+
     fn request(
         &self,
         messages: &[ChatCompletionRequestMessage],
-        offer_tools: bool,
+        stage: Stage,
     ) -> Result<CreateChatCompletionRequest, ModelError> {
         let cfg = &self.assessor.cfg;
-        let format = match cfg.output {
-            OutputMode::JsonSchema => ResponseFormat::JsonSchema {
-                json_schema: ResponseFormatJsonSchema {
-                    name: "canary_verdict".into(),
-                    description: Some("backstop's structured canary verdict".into()),
-                    schema: self.assessor.schema.clone(),
-                    strict: Some(true),
-                },
-            },
-            OutputMode::JsonObject => ResponseFormat::JsonObject,
-        };
         let mut b = CreateChatCompletionRequestArgs::default();
-        b.model(&cfg.name).messages(messages.to_vec()).temperature(cfg.temperature).response_format(format);
-        if offer_tools {
-            b.tools(self.assessor.tools.clone());
+        b.model(&cfg.name).messages(messages.to_vec()).temperature(cfg.temperature);
+        // A cap on every call: under constrained decoding a degenerate model
+        // can otherwise generate until the timeout, and some servers keep
+        // computing after the client gave up.
+        #[allow(deprecated)] // `max_tokens` is what vLLM, Ollama and llama.cpp read
+        b.max_tokens(cfg.max_tokens);
+        match stage {
+            Stage::Tools => {
+                b.tools(self.assessor.tools.clone());
+                // A server that treats a missing tool_choice as "none" would never call one.
+                b.tool_choice(ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Auto));
+            }
+            Stage::Verdict => {
+                b.response_format(match cfg.output {
+                    OutputMode::JsonSchema => ResponseFormat::JsonSchema {
+                        json_schema: ResponseFormatJsonSchema {
+                            name: "canary_verdict".into(),
+                            description: Some("backstop's structured canary verdict".into()),
+                            schema: self.assessor.schema.clone(),
+                            strict: Some(true),
+                        },
+                    },
+                    OutputMode::JsonObject => ResponseFormat::JsonObject,
+                });
+            }
         }
         b.build().map_err(|e| ModelError::Prompt(e.to_string()))
     }
+}
+
+/// What a call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Tools on offer, no response format.
+    Tools,
+    /// The structured verdict, no tools.
+    Verdict,
 }
 
 fn msg<T: Into<ChatCompletionRequestMessage>>(

@@ -74,6 +74,13 @@ pub struct ModelConfig {
     /// Sampling temperature.
     #[serde(default)]
     pub temperature: f32,
+    /// Most tokens one reply may generate (`max_tokens`); the verdict needs a few hundred.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+}
+
+fn default_max_tokens() -> u32 {
+    1024
 }
 
 fn default_azure_api_version() -> String {
@@ -119,6 +126,9 @@ impl ModelConfig {
         }
         if self.max_turns == 0 || self.max_calls_per_release == 0 {
             return bad("max_turns", "at least one turn and one call");
+        }
+        if !(16..=32_768).contains(&self.max_tokens) {
+            return bad("max_tokens", "tokens per reply from 16 to 32768");
         }
         if !(0.0..=2.0).contains(&self.temperature) {
             return bad("temperature", "a number from 0 to 2");

@@ -144,9 +144,10 @@ async fn happy_path_with_tool_calls_gives_a_verified_rollback_verdict() {
     assert_eq!(first.path, "/v1/chat/completions");
     assert_eq!(first.headers["authorization"], "Bearer test-key-123");
     assert_eq!(first.body["model"], "gpt-4o-mini");
-    let rf = &first.body["response_format"];
-    assert_eq!((rf["type"].as_str(), rf["json_schema"]["strict"].as_bool()), (Some("json_schema"), Some(true)));
-    assert_eq!(rf["json_schema"]["schema"]["additionalProperties"], false);
+    // A tools turn: tools with tool_choice "auto", a max_tokens cap, and no response format
+    // (a server's grammar for the format would leave no room for a tool call).
+    assert!(first.body["response_format"].is_null(), "{}", first.body["response_format"]);
+    assert_eq!((first.body["tool_choice"].as_str(), first.body["max_tokens"].as_u64()), (Some("auto"), Some(1024)));
     let tools: Vec<&str> =
         first.body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(tools, ["query_metric", "fetch_logs", "list_events", "deployment_history", "compare_versions"]);
@@ -163,6 +164,8 @@ async fn happy_path_with_tool_calls_gives_a_verified_rollback_verdict() {
     let msgs = reqs[1].body["messages"].as_array().unwrap();
     let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "tool", "tool"]);
+    // The echoed assistant turn carries `content: ""`: llama.cpp's Python server fails on a missing or null one.
+    assert_eq!(msgs[2]["content"], "");
     assert_eq!(msgs[3]["tool_call_id"], "call_0");
     assert!(msgs[3]["content"].as_str().unwrap().contains("upstream timeout"));
 }
@@ -218,6 +221,26 @@ async fn a_verified_model_rollback_acts_only_where_policy_allows_it() {
         Decision::Rollback { plan } => assert_eq!(plan.to_revision, "v41"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn prose_on_a_tools_turn_is_followed_by_one_structured_verdict_turn_without_tools() {
+    let (c, server) = consult("prose-then-verdict.json").await;
+    assert!(matches!(c.input, ModelInput::Verdict { recommendation: ModelRecommendation::Hold, .. }), "{:?}", c);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[0].body["response_format"].is_null() && reqs[0].body["tools"].is_array());
+    let rf = &reqs[1].body["response_format"];
+    assert_eq!((rf["type"].as_str(), rf["json_schema"]["strict"].as_bool()), (Some("json_schema"), Some(true)));
+    assert_eq!(rf["json_schema"]["schema"]["additionalProperties"], false);
+    assert!(
+        reqs[1].body["tools"].is_null() && reqs[1].body["tool_choice"].is_null(),
+        "the verdict turn offers no tools"
+    );
+    assert_eq!(reqs[1].body["max_tokens"], 1024);
+    let roles: Vec<&str> =
+        reqs[1].body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
 }
 
 #[tokio::test]
@@ -282,8 +305,9 @@ async fn json_object_mode_and_azure_speak_their_dialects() {
     let c = consult_with(cfg, &j, Trigger::Inconclusive).await;
     assert!(matches!(c.input, ModelInput::Verdict { .. }));
     let first = &server.requests()[0];
-    assert_eq!(first.body["response_format"]["type"], "json_object");
+    assert!(first.body["response_format"].is_null(), "tools turn: no format");
     assert!(first.body["messages"][1]["content"].as_str().unwrap().contains("matches this JSON Schema"));
+    assert!(server.requests().iter().all(|r| r.body["response_format"]["type"] != "json_schema"));
 
     let server = FakeOpenAi::start("happy-path-tools.json").await;
     let mut cfg = config(server.base_url.trim_end_matches("/v1"));
