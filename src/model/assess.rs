@@ -97,6 +97,8 @@ pub struct Assessor {
     schema: serde_json::Value,
     /// The tool definitions as sent, generated once.
     tools: Vec<ChatCompletionTools>,
+    /// This endpoint refused `json_schema` once: JSON mode from then on.
+    json_schema_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Assessor {
@@ -116,7 +118,8 @@ impl Assessor {
                 })
             })
             .collect();
-        Ok(Self { cfg, client, schema: strict_schema::<CanaryVerdict>(), tools })
+        let json_schema_refused = std::sync::atomic::AtomicBool::new(false);
+        Ok(Self { cfg, client, schema: strict_schema::<CanaryVerdict>(), tools, json_schema_refused })
     }
 
     /// The model's name.
@@ -240,7 +243,7 @@ impl ModelSession {
             judge_summary: &ask.judged.summary,
             trusted: items.iter().filter(|i| !i.untrusted).collect(),
             untrusted: items.iter().filter(|i| i.untrusted).collect(),
-            schema: (cfg.output == OutputMode::JsonObject).then(|| self.assessor.schema.to_string()),
+            schema: (self.output() == OutputMode::JsonObject).then(|| self.assessor.schema.to_string()),
         };
         let user = assess(&ctx).map_err(|e| e.to_string())?;
         let system = system(&ask.facts.service).map_err(|e| e.to_string())?;
@@ -276,11 +279,33 @@ impl ModelSession {
         Err(format!("no verdict within {} turns", cfg.max_turns))
     }
 
-    /// One call at `stage`, with budget, usage and refusal handled.
+    /// Structured outputs as this endpoint takes them: JSON mode once it has refused `json_schema`.
+    fn output(&self) -> OutputMode {
+        if self.assessor.json_schema_refused.load(std::sync::atomic::Ordering::Relaxed) {
+            OutputMode::JsonObject
+        } else {
+            self.assessor.cfg.output
+        }
+    }
+
+    /// One call at `stage`, with budget, usage and refusal handled. A server
+    /// that refuses `json_schema` gets JSON mode with the schema in the
+    /// prompt instead — now and for the rest of this endpoint's life.
     async fn call(&self, turns: &mut Turns, stage: Stage) -> Result<ChatCompletionResponseMessage, String> {
         self.budget_left(turns).map_err(|e| e.to_string())?;
         let req = self.request(&turns.messages, stage).map_err(|e| e.to_string())?;
-        let resp = self.assessor.client.complete(req).await.map_err(|e| e.to_string())?;
+        let resp = match self.assessor.client.complete(req).await {
+            Err(e) if stage == Stage::Verdict && self.output() == OutputMode::JsonSchema && refuses_json_schema(&e) => {
+                warn!(error = %e, "The endpoint refuses json_schema; using JSON mode with the schema in the prompt from now on.");
+                self.assessor.json_schema_refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                let schema = format!("Answer with one JSON object that matches this JSON Schema:\n{}", self.assessor.schema);
+                turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(schema).build())?);
+                let req = self.request(&turns.messages, stage).map_err(|e| e.to_string())?;
+                self.assessor.client.complete(req).await
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
         turns.usage.calls += 1;
         if let Some(u) = &resp.usage {
             turns.usage.prompt_tokens += u64::from(u.prompt_tokens);
@@ -349,7 +374,7 @@ impl ModelSession {
                 b.tool_choice(ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Auto));
             }
             Stage::Verdict => {
-                b.response_format(match cfg.output {
+                b.response_format(match self.output() {
                     OutputMode::JsonSchema => ResponseFormat::JsonSchema {
                         json_schema: ResponseFormatJsonSchema {
                             name: "canary_verdict".into(),
@@ -364,6 +389,17 @@ impl ModelSession {
         }
         b.build().map_err(|e| ModelError::Prompt(e.to_string()))
     }
+}
+
+/// Whether an error says the server does not take `response_format: json_schema`.
+fn refuses_json_schema(e: &ModelError) -> bool {
+    let message = match e {
+        ModelError::Api { status, message } if *status == 400 || *status == 422 || *status >= 500 => message,
+        ModelError::Refused(message) => message,
+        _ => return false,
+    };
+    let m = message.to_ascii_lowercase();
+    m.contains("json_schema") || m.contains("response_format") || m.contains("json_object")
 }
 
 /// What a call asks for.

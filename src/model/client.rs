@@ -56,13 +56,35 @@ impl ChatClient {
     }
 }
 
+/// The server's own message in an error body, whatever its dialect:
+/// `{"error": {"message", "code": 400}}` (llama-server: a numeric code, which
+/// async-openai cannot read), `{"error": "..."}`, `{"message"}`, `{"detail"}`.
+pub fn server_message(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let text = v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .or_else(|| v["message"].as_str())
+        .or_else(|| v["detail"].as_str())
+        .map(str::to_string)
+        .or_else(|| v["detail"].as_array().map(|d| serde_json::Value::Array(d.clone()).to_string()))?;
+    Some(text.chars().filter(|c| !c.is_control()).take(500).collect())
+}
+
 fn classify(e: OpenAIError) -> ModelError {
     match e {
         OpenAIError::Reqwest(e) if e.is_timeout() => ModelError::Timeout,
-        OpenAIError::Reqwest(e) => ModelError::Unreachable(e.to_string()),
+        OpenAIError::Reqwest(e) => ModelError::Unreachable(e.without_url().to_string()),
         OpenAIError::ApiError(a) if a.status_code.as_u16() == 429 => ModelError::RateLimited(a.api_error.message),
-        OpenAIError::ApiError(a) => ModelError::Api { status: a.status_code.as_u16(), message: a.api_error.message },
-        OpenAIError::JSONDeserialize(e, _) => ModelError::BadResponse(e.to_string()),
+        OpenAIError::ApiError(a) => {
+            let message = server_message(&a.api_error.message).unwrap_or(a.api_error.message);
+            ModelError::Api { status: a.status_code.as_u16(), message }
+        }
+        // An error body async-openai could not read (a numeric `code`): keep the server's message.
+        OpenAIError::JSONDeserialize(e, body) => match server_message(&body) {
+            Some(message) => ModelError::Refused(message),
+            None => ModelError::BadResponse(e.to_string()),
+        },
         other => ModelError::Unreachable(other.to_string()),
     }
 }

@@ -52,6 +52,9 @@ pub enum ModelError {
         /// The server's message.
         message: String,
     },
+    /// The server refused the request with an error body of its own dialect.
+    #[error("model endpoint refused the request: {0}")]
+    Refused(String),
     /// The reply was not the Chat Completions wire format.
     #[error("model reply is not a chat completion: {0}")]
     BadResponse(String),

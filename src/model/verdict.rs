@@ -127,7 +127,13 @@ pub fn parse(content: &str) -> Result<CanaryVerdict, Rejection> {
         .or_else(|| trimmed.strip_prefix("```"))
         .and_then(|s| s.strip_suffix("```"))
         .unwrap_or(trimmed);
-    serde_json::from_str(body.trim()).map_err(|e| Rejection::Schema { error: e.to_string() })
+    let body = body.trim();
+    serde_json::from_str(body).or_else(|e| {
+        // Some grammars let raw control characters into strings, which JSON forbids. Outside
+        // strings they are whitespace anyway, so a space in their place changes no value's meaning.
+        let cleaned: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        serde_json::from_str(&cleaned).map_err(|_| Rejection::Schema { error: e.to_string() })
+    })
 }
 
 fn contradicts(claim: Claim, fact: Fact) -> bool {
@@ -314,6 +320,14 @@ mod tests {
                 "{ids:?}"
             );
         }
+    }
+
+    #[test]
+    fn raw_control_characters_in_strings_are_tolerated() {
+        let text = "{\"health\": \"degraded\", \"action\": \"hold\", \"confidence\": 0.5, \"findings\": [{\"claim\": \"canary_worse\", \"summary\": \"line one\nline\ttwo\u{7}\", \"evidence\": [\"judge:errors\"]}], \"what_would_change_my_mind\": \"w\"}";
+        let v = parse(text).unwrap();
+        assert_eq!(v.findings[0].summary, "line one line two ");
+        assert!(matches!(parse("{\"health\": 1}"), Err(Rejection::Schema { .. })));
     }
 
     #[test]

@@ -244,6 +244,34 @@ async fn prose_on_a_tools_turn_is_followed_by_one_structured_verdict_turn_withou
 }
 
 #[tokio::test]
+async fn a_server_refusing_json_schema_gets_json_mode_with_the_schema_in_the_prompt() {
+    let server = FakeOpenAi::start("json-schema-refused.json").await;
+    let mut cfg = config(&server.base_url);
+    cfg.max_retries = 0;
+    let j = judged(Verdict::Inconclusive, MetricStatus::Suspect);
+    let c = consult_with(cfg, &j, Trigger::Inconclusive).await;
+    assert!(matches!(c.input, ModelInput::Verdict { .. }), "{:?}", c.error);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[1].body["response_format"]["type"], "json_schema");
+    assert_eq!(reqs[2].body["response_format"]["type"], "json_object");
+    let last = reqs[2].body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+    assert!(last.contains("matches this JSON Schema") && last.contains("what_would_change_my_mind"), "{last}");
+}
+
+#[tokio::test]
+async fn an_error_body_with_a_numeric_code_keeps_the_servers_message() {
+    let server = FakeOpenAi::start("numeric-error-code.json").await;
+    let mut cfg = config(&server.base_url);
+    cfg.max_retries = 0;
+    let j = judged(Verdict::Inconclusive, MetricStatus::Suspect);
+    let c = consult_with(cfg, &j, Trigger::Inconclusive).await;
+    let error = c.error.unwrap_or_default();
+    assert!(error.contains("exceeds the available context size"), "{error}");
+    assert!(!error.contains("invalid type"), "{error}");
+}
+
+#[tokio::test]
 async fn rate_limit_is_retried_after_the_servers_delay() {
     let start = Instant::now();
     let (c, server) = consult("rate-limited-then-ok.json").await;
