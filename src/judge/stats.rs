@@ -60,7 +60,6 @@ pub fn binomial_upper_tail(k: u64, n: u64, p: f64) -> f64 {
     statrs::function::beta::checked_beta_reg(a, b, p).map_or(0.0, |v| v.clamp(0.0, 1.0))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

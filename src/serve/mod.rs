@@ -31,6 +31,8 @@ use axum::routing::get;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod listen;
+
 use crate::orchestrator::{Observer, TickReport};
 use crate::policy::Decision;
 

@@ -187,3 +187,57 @@ async fn unknown_release_and_contract_are_errors() {
     let (s, _) = ask(&board, "GET", "/v1/gates/checkout?contract=spinnaker", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn with_a_token_only_the_bearer_gets_an_answer_and_healthz_stays_open() {
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    let app = listen::with_token(router(board), Some("s3cret-token-0123456789".into()));
+    let call = |auth: Option<&str>, uri: &str| {
+        let mut req = Request::builder().uri(uri);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    assert_eq!(call(None, "/v1/gates/checkout").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(call(Some("Bearer wrong"), "/v1/gates/checkout").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let ok = call(Some("Bearer s3cret-token-0123456789"), "/v1/gates/checkout").await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(call(None, "/healthz").await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn half_open_connections_are_dropped_and_real_requests_still_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = listen::Limits {
+        header_read: std::time::Duration::from_millis(300),
+        connection: std::time::Duration::from_secs(5),
+        max_connections: 64,
+    };
+    tokio::spawn(listen::serve(listener, router(board), limits, std::future::pending()));
+    // 200 clients that start a request and never finish its headers (more than the connection cap).
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(b"GET /v1/gates/checkout HTTP/1.1\r\nHost: x\r\n").await;
+        stalled.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Every one of them has been closed by the server by now.
+    for s in &mut stalled {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(_)) | Ok(Err(_))), "a half-open connection was kept open");
+    }
+    // A real request is answered at once.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /v1/gates/checkout HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_string(&mut reply)).await.unwrap().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}

@@ -214,6 +214,20 @@ fn an_unrelated_backstop_variable_is_a_warning_not_a_failure() {
 }
 
 #[test]
+fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
+    backstop()
+        .args(["--config", "fixtures/config/replay.toml", "serve", "--listen", "0.0.0.0:0", "--pace-ms", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("beyond loopback").and(predicate::str::contains("--token-env")));
+    backstop()
+        .args(["--config", "fixtures/config/replay.toml", "serve", "--token-env", "BACKSTOP_TEST_NO_SUCH_VAR"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("BACKSTOP_TEST_NO_SUCH_VAR"));
+}
+
+#[test]
 fn config_file_from_env_is_not_an_override() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("b.toml");
