@@ -185,6 +185,9 @@ impl Settings {
             if r.tick_s == Some(0) {
                 return Err((format!("releases[{i}].tick_s"), "seconds > 0".into()));
             }
+            if let Some(e) = &r.executor {
+                e.validate().map_err(|(field, expected)| (format!("releases[{i}].executor.{field}"), expected))?;
+            }
         }
         if !(self.agent.lease_s.is_finite() && (0.2..=3600.0).contains(&self.agent.lease_s)) {
             return Err(("agent.lease_s".into(), "seconds between 0.2 and 3600".into()));

@@ -46,6 +46,70 @@ pub enum ExecutorConfig {
     Webhook(WebhookConfig),
 }
 
+impl ExecutorConfig {
+    /// Check every field at load, so a bad setting fails at start with its
+    /// name, never at the moment a rollback is due. `Err((field, expected))`,
+    /// the field relative to the executor table.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+        let http_url = |u: &str| {
+            reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        };
+        let argv_ok = |a: &[String]| a.first().is_some_and(|p| !p.trim().is_empty());
+        match self {
+            ExecutorConfig::Simulator => Ok(()),
+            ExecutorConfig::Haproxy(h) => {
+                if h.full_weight == 0 || h.full_weight > 256 {
+                    return bad("full_weight", "a weight from 1 to 256 (0 would send no traffic anywhere)");
+                }
+                if h.socket.trim().is_empty() || h.backend.trim().is_empty() {
+                    return bad("socket", "a Runtime API socket (Unix path or host:port) and a backend name");
+                }
+                if h.canary_server.trim().is_empty() || h.canary_server == h.stable_server {
+                    return bad("canary_server", "a server name different from stable_server");
+                }
+                if h.timeout_s == 0 {
+                    return bad("timeout_s", "seconds > 0");
+                }
+                Ok(())
+            }
+            ExecutorConfig::Command(c) => {
+                if !argv_ok(&c.rollback) {
+                    return bad("rollback", "a program and its arguments, e.g. [\"helm\", \"rollback\", \"checkout\"]");
+                }
+                if c.promote.as_deref().is_some_and(|p| !argv_ok(p)) {
+                    return bad("promote", "a program and its arguments, or no `promote` at all");
+                }
+                if c.verify.as_deref().is_some_and(|p| !argv_ok(p)) {
+                    return bad("verify", "a program and its arguments, or no `verify` at all");
+                }
+                if c.timeout_s == 0 {
+                    return bad("timeout_s", "seconds > 0");
+                }
+                Ok(())
+            }
+            ExecutorConfig::Webhook(w) => {
+                if !http_url(&w.url) {
+                    return bad("url", "an http:// or https:// URL with a host");
+                }
+                if w.verify_url.as_deref().is_some_and(|u| !http_url(u)) {
+                    return bad("verify_url", "an http:// or https:// URL with a host");
+                }
+                if w.secret_env.trim().is_empty() {
+                    return bad("secret_env", "the name of the variable holding the signing secret");
+                }
+                Ok(())
+            }
+            ExecutorConfig::Kubernetes(k) => {
+                if k.namespace.trim().is_empty() || k.name.trim().is_empty() {
+                    return bad("name", "the workload's namespace and name");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// An executor could not plan, execute or verify.
 #[derive(Debug, Error)]
 pub enum ExecutorError {

@@ -228,6 +228,28 @@ fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
 }
 
 #[test]
+fn every_executor_setting_is_checked_at_load_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#;
+    for (executor, field) in [
+        (r#"{ kind = "command", rollback = [] }"#, "releases[0].executor.rollback"),
+        (r#"{ kind = "webhook", url = "not a url", secret_env = "PATH" }"#, "releases[0].executor.url"),
+        (
+            r#"{ kind = "haproxy", socket = "/tmp/s", backend = "be", canary_server = "c", stable_server = "s", full_weight = 0 }"#,
+            "releases[0].executor.full_weight",
+        ),
+    ] {
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, crate::support::release_toml("t/x", source, Some(executor))).unwrap();
+        backstop()
+            .args(["--config", cfg.to_str().unwrap(), "schema", "config"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(field).and(predicate::str::contains("bad.toml")));
+    }
+}
+
+#[test]
 fn config_file_from_env_is_not_an_override() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("b.toml");
