@@ -95,8 +95,11 @@ impl JudgeConfig {
         if !(self.alpha > 0.0 && self.alpha <= 0.1) {
             return bad("alpha", "a number in (0, 0.1]");
         }
-        if self.windows_s.is_empty() || self.windows_s.contains(&0) {
-            return bad("windows_s", "a non-empty list of positive seconds");
+        if self.windows_s.is_empty() || self.windows_s.iter().any(|w| !(1..=86_400).contains(w)) {
+            return bad("windows_s", "a non-empty list of seconds from 1 to 86400 (one day)");
+        }
+        if self.warmup_s > 86_400 {
+            return bad("warmup_s", "seconds from 0 to 86400 (one day)");
         }
         if self.min_window_samples < 2 {
             return bad("min_window_samples", "an integer ≥ 2");
@@ -113,8 +116,12 @@ impl JudgeConfig {
         if self.excursions_to_fail < 2 {
             return bad("excursions_to_fail", "an integer ≥ 2");
         }
-        if !(0.0..=1.0).contains(&self.min_coverage) {
-            return bad("min_coverage", "a fraction from 0 to 1");
+        // 0 would let a metric with no data at all pass the window.
+        if !(0.1..=1.0).contains(&self.min_coverage) {
+            return bad("min_coverage", "a fraction from 0.1 to 1 (0 would pass a metric that has no data)");
+        }
+        if self.min_canary_requests == 0 {
+            return bad("min_canary_requests", "at least 1 request (0 would pass a ratio nobody exercised)");
         }
         for (name, o) in &self.metrics {
             if o.relative_tolerance.is_some_and(|t| !(0.0..=5.0).contains(&t)) {

@@ -201,6 +201,20 @@ mod tests {
     }
 
     #[test]
+    fn settings_that_would_pass_anything_are_refused_with_the_field_named() {
+        let head = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n[judge]\n";
+        for (line, field) in [
+            ("min_coverage = 0.0", "judge.min_coverage"),
+            ("min_canary_requests = 0", "judge.min_canary_requests"),
+            ("windows_s = [60, 9999999]", "judge.windows_s"),
+            ("warmup_s = 99999999", "judge.warmup_s"),
+        ] {
+            let e = err(&format!("{head}{line}\n"));
+            assert!(e.contains(field) && e.contains("p.toml"), "{line}: {e}");
+        }
+    }
+
+    #[test]
     fn default_policy_is_valid() {
         let p = PolicyFile::embedded_default().unwrap();
         assert_eq!(p.version, 1);
