@@ -8,7 +8,7 @@ use tracing::{Instrument, info_span, warn};
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::Error;
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Executor, Planner};
-use crate::ledger::{ActionResult, Append, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
+use crate::ledger::{ActionResult, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
 use crate::policy::Decision;
 
 /// The status an action's recorded result gives the release.
@@ -129,18 +129,12 @@ impl ReleaseRun<'_> {
             tokio::select! {
                 r = &mut action => return r,
                 _ = beat.tick() => {
-                    let renew = Append {
-                        release_id: self.facts.release_id.clone(),
-                        actor: self.agent.actor(),
-                        at_ms: self.agent.clock.now_ms(),
-                        record: None,
-                        lease: Some(LeaseOp::Renew {
-                            target: self.facts.target.clone(),
-                            holder: self.agent.instance.clone(),
-                            token,
-                            ttl_ms: self.agent.lease_ms,
-                        }),
-                    };
+                    let renew = self.append(None, Some(LeaseOp::Renew {
+                        target: self.facts.target.clone(),
+                        holder: self.agent.instance.clone(),
+                        token,
+                        ttl_ms: self.agent.lease_ms,
+                    }));
                     if let Err(e) = self.ledger.submit(renew).await {
                         warn!(error = %e, "Cannot renew the lease during an action; the action runs to its end.");
                     }

@@ -436,13 +436,7 @@ impl ReleaseRun<'_> {
         if !matches!(st.role, Some(LeaseRole::Holder { .. })) {
             return Ok(());
         }
-        let append = Append {
-            release_id: self.facts.release_id.clone(),
-            actor: self.agent.actor(),
-            at_ms: self.agent.clock.now_ms(),
-            record: None,
-            lease: Some(LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() }),
-        };
+        let append = self.append(None, Some(self.release_op()));
         self.ledger.submit(append).await?;
         Ok(())
     }
@@ -499,13 +493,7 @@ impl ReleaseRun<'_> {
             decided_at_s: prior.now_s,
             model_usage: prior.finished.as_ref().map(|f| f.model_usage).unwrap_or_default(),
         };
-        let append = Append {
-            release_id: self.facts.release_id.clone(),
-            actor: self.agent.actor(),
-            at_ms: self.agent.clock.now_ms(),
-            record: Some(Record::ReleaseFinished(end.clone())),
-            lease: Some(LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() }),
-        };
+        let append = self.append(Some(Record::ReleaseFinished(end.clone())), Some(self.release_op()));
         self.ledger.submit(append).await?;
         Ok(self.recorded(end, Conclusion::Recovered))
     }
@@ -528,6 +516,22 @@ impl ReleaseRun<'_> {
         Ok(receipt.seq)
     }
 
+    /// An append by this agent for this release, stamped now.
+    fn append(&self, record: Option<Record>, lease: Option<LeaseOp>) -> Append {
+        Append {
+            release_id: self.facts.release_id.clone(),
+            actor: self.agent.actor(),
+            at_ms: self.agent.clock.now_ms(),
+            record,
+            lease,
+        }
+    }
+
+    /// Give the target's lease back (lapses it now if this agent holds it).
+    fn release_op(&self) -> LeaseOp {
+        LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() }
+    }
+
     fn claim(&self) -> LeaseOp {
         LeaseOp::Claim {
             target: self.facts.target.clone(),
@@ -537,13 +541,7 @@ impl ReleaseRun<'_> {
     }
 
     async fn claim_lease(&self) -> Result<Option<LeaseRole>, Error> {
-        let append = Append {
-            release_id: self.facts.release_id.clone(),
-            actor: self.agent.actor(),
-            at_ms: self.agent.clock.now_ms(),
-            record: None,
-            lease: Some(self.claim()),
-        };
+        let append = self.append(None, Some(self.claim()));
         Ok(self.ledger.submit(append).await?.role)
     }
 
@@ -585,13 +583,7 @@ impl ReleaseRun<'_> {
         let consultation = if consulted { st.model.last().cloned() } else { None };
         let rec = tick_record(st, obs.as_ref(), &judged, &outcome, consultation, mode)?;
         let lease = (mode == RunMode::Act).then(|| self.claim());
-        let append = Append {
-            release_id: self.facts.release_id.clone(),
-            actor: self.agent.actor(),
-            at_ms: now_ms,
-            record: Some(rec),
-            lease,
-        };
+        let append = Append { at_ms: now_ms, ..self.append(Some(rec), lease) };
         let done = self.ledger.submit(append).await?;
         if done.role.is_some() {
             self.note_role(st, done.role);
@@ -617,17 +609,10 @@ impl ReleaseRun<'_> {
         let end =
             ReleaseFinished { status: status.clone(), ticks: st.tick, decided_at_s: st.now_s, model_usage: usage };
         let holder = matches!(st.role, Some(LeaseRole::Holder { .. }));
-        let lease =
-            holder.then(|| LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() });
+        let lease = holder.then(|| self.release_op());
         // An observer interrupted mid-release leaves no end record: the holder is still running it.
         if holder || st.role.is_none() || status.is_final() {
-            let append = Append {
-                release_id: self.facts.release_id.clone(),
-                actor: self.agent.actor(),
-                at_ms: self.agent.clock.now_ms(),
-                record: Some(Record::ReleaseFinished(end)),
-                lease,
-            };
+            let append = self.append(Some(Record::ReleaseFinished(end)), lease);
             self.ledger.submit(append).await?;
         }
         let (judged, rules, failure) = match last {
