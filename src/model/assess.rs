@@ -181,8 +181,15 @@ impl ModelSession {
         match answer {
             Err(e) => {
                 warn!(parent: &span, error = %e, "No model verdict; the judge decides alone.");
-                c.input = ModelInput::Unavailable { reason: e.clone() };
-                c.error = Some(e);
+                // The recorded reason names every cause, not just the outer error.
+                let mut reason = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    reason = format!("{reason}: {c}");
+                    cause = c.source();
+                }
+                c.input = ModelInput::Unavailable { reason: reason.clone() };
+                c.error = Some(reason);
             }
             Ok(text) => {
                 let parsed = parse(&text);
@@ -222,7 +229,7 @@ impl ModelSession {
     }
 
     /// The loop: returns the final reply text, or why there is none.
-    async fn converse(&self, ask: &Ask<'_>, turns: &mut Turns) -> Result<String, String> {
+    async fn converse(&self, ask: &Ask<'_>, turns: &mut Turns) -> Result<String, ModelError> {
         let cfg = &self.assessor.cfg;
         let items = catalogue(ask.obs, ask.judged, ask.facts);
         let verdict_word = match ask.judged.verdict {
@@ -245,8 +252,8 @@ impl ModelSession {
             untrusted: items.iter().filter(|i| i.untrusted).collect(),
             schema: (self.output() == OutputMode::JsonObject).then(|| self.assessor.schema.to_string()),
         };
-        let user = assess(&ctx).map_err(|e| e.to_string())?;
-        let system = system(&ask.facts.service).map_err(|e| e.to_string())?;
+        let user = assess(&ctx)?;
+        let system = system(&ask.facts.service)?;
         turns.shown.extend(items.into_iter().map(|i| (i.id.clone(), i)));
         turns.messages.push(msg(ChatCompletionRequestSystemMessageArgs::default().content(system).build())?);
         turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(user).build())?);
@@ -259,7 +266,7 @@ impl ModelSession {
             let m = self.call(turns, stage).await?;
             let calls = m.tool_calls.unwrap_or_default();
             if calls.is_empty() {
-                let content = m.content.filter(|c| !c.trim().is_empty()).ok_or("the reply has no content")?;
+                let content = m.content.filter(|c| !c.trim().is_empty()).ok_or_else(no_content)?;
                 // An attempt at JSON is the verdict (checked, and rejected if wrong); only prose gets asked again.
                 let attempt = content.trim_start().starts_with(['{', '`']);
                 if stage == Stage::Verdict || attempt {
@@ -276,7 +283,7 @@ impl ModelSession {
                 self.run_tool(&tools, call, turns)?;
             }
         }
-        Err(format!("no verdict within {} turns", cfg.max_turns))
+        Err(ModelError::NoVerdict { turns: cfg.max_turns })
     }
 
     /// Structured outputs as this endpoint takes them: JSON mode once it has refused `json_schema`.
@@ -291,41 +298,45 @@ impl ModelSession {
     /// One call at `stage`, with budget, usage and refusal handled. A server
     /// that refuses `json_schema` gets JSON mode with the schema in the
     /// prompt instead — now and for the rest of this endpoint's life.
-    async fn call(&self, turns: &mut Turns, stage: Stage) -> Result<ChatCompletionResponseMessage, String> {
-        self.budget_left(turns).map_err(|e| e.to_string())?;
-        let req = self.request(&turns.messages, stage).map_err(|e| e.to_string())?;
+    async fn call(&self, turns: &mut Turns, stage: Stage) -> Result<ChatCompletionResponseMessage, ModelError> {
+        self.budget_left(turns)?;
+        let req = self.request(&turns.messages, stage)?;
         let resp = match self.assessor.client.complete(req).await {
             Err(e) if stage == Stage::Verdict && self.output() == OutputMode::JsonSchema && refuses_json_schema(&e) => {
                 warn!(error = %e, "The endpoint refuses json_schema; using JSON mode with the schema in the prompt from now on.");
                 self.assessor.json_schema_refused.store(true, std::sync::atomic::Ordering::Relaxed);
-                let schema = format!("Answer with one JSON object that matches this JSON Schema:\n{}", self.assessor.schema);
+                let schema =
+                    format!("Answer with one JSON object that matches this JSON Schema:\n{}", self.assessor.schema);
                 turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(schema).build())?);
-                let req = self.request(&turns.messages, stage).map_err(|e| e.to_string())?;
+                let req = self.request(&turns.messages, stage)?;
                 self.assessor.client.complete(req).await
             }
             other => other,
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         turns.usage.calls += 1;
         if let Some(u) = &resp.usage {
             turns.usage.prompt_tokens += u64::from(u.prompt_tokens);
             turns.usage.completion_tokens += u64::from(u.completion_tokens);
             turns.usage.total_tokens += u64::from(u.total_tokens);
         }
-        let choice = resp.choices.into_iter().next().ok_or("the reply has no choices")?;
+        let choice = resp
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::BadResponse("the reply has no choices".into()))?;
         if let Some(refusal) = choice.message.refusal.as_ref().filter(|r| !r.trim().is_empty()) {
-            return Err(format!("the model refused: {refusal}"));
+            return Err(ModelError::Declined(refusal.clone()));
         }
         Ok(choice.message)
     }
 
     /// The model answered in prose while tools were on offer: ask once more, for the verdict.
-    async fn final_verdict(&self, turns: &mut Turns, prose: String) -> Result<String, String> {
+    async fn final_verdict(&self, turns: &mut Turns, prose: String) -> Result<String, ModelError> {
         turns.messages.push(msg(ChatCompletionRequestAssistantMessageArgs::default().content(prose).build())?);
         let ask = "Now answer with the verdict: one JSON object in the required format, and nothing else.";
         turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(ask).build())?);
         let m = self.call(turns, Stage::Verdict).await?;
-        m.content.filter(|c| !c.trim().is_empty()).ok_or_else(|| "the reply has no content".into())
+        m.content.filter(|c| !c.trim().is_empty()).ok_or_else(no_content)
     }
 
     fn run_tool(
@@ -333,7 +344,7 @@ impl ModelSession {
         tools: &ToolBox<'_>,
         call: ChatCompletionMessageToolCalls,
         turns: &mut Turns,
-    ) -> Result<(), String> {
+    ) -> Result<(), ModelError> {
         let (id, name, args) = match &call {
             ChatCompletionMessageToolCalls::Function(f) => {
                 (f.id.clone(), f.function.name.clone(), f.function.arguments.clone())
@@ -411,8 +422,12 @@ enum Stage {
     Verdict,
 }
 
+fn no_content() -> ModelError {
+    ModelError::BadResponse("the reply has no content".into())
+}
+
 fn msg<T: Into<ChatCompletionRequestMessage>>(
     built: Result<T, async_openai::error::OpenAIError>,
-) -> Result<ChatCompletionRequestMessage, String> {
-    built.map(Into::into).map_err(|e| e.to_string())
+) -> Result<ChatCompletionRequestMessage, ModelError> {
+    built.map(Into::into).map_err(ModelError::Message)
 }

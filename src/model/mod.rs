@@ -64,4 +64,16 @@ pub enum ModelError {
     /// The per-release call or token budget is spent.
     #[error("model budget for this release is spent: {0}")]
     Budget(String),
+    /// The model declined to answer (its `refusal` field).
+    #[error("the model refused: {0}")]
+    Declined(String),
+    /// The conversation ran out of turns before a verdict.
+    #[error("no verdict within {turns} turns")]
+    NoVerdict {
+        /// Turns allowed.
+        turns: u32,
+    },
+    /// A request message could not be built.
+    #[error("cannot build a chat message")]
+    Message(#[source] async_openai::error::OpenAIError),
 }
