@@ -41,7 +41,10 @@ impl ChatClient {
             .map_err(|e| ModelError::Client(e.to_string()))?;
         let retries = Arc::new(AtomicU32::new(0));
         let policy = RetryPolicy::new(cfg.max_retries, Duration::from_secs(cfg.max_backoff_s), retries.clone());
-        let service = tower::ServiceBuilder::new().retry(policy).service(ReqwestService::new(http));
+        let service = tower::ServiceBuilder::new()
+            .retry(policy)
+            .and_then(super::retry::mark_validation_errors)
+            .service(ReqwestService::new(http));
         Ok(Self { client: Client::with_config(config).with_http_service(service), retries })
     }
 

@@ -31,8 +31,16 @@ impl RetryPolicy {
     }
 }
 
+/// Set by [`mark_validation_errors`] on a 5xx whose body says the request's
+/// shape was refused: sending the same bytes again cannot succeed.
+const NOT_RETRYABLE: &str = "x-backstop-not-retryable";
+
+/// Error bodies read to classify a 5xx; longer ones are truncated.
+const ERROR_BODY_CAP: usize = 64 * 1024;
+
 fn retryable(result: &Result<Response, OpenAIError>) -> Option<Option<Duration>> {
     match result {
+        Ok(r) if r.headers().contains_key(NOT_RETRYABLE) => None,
         Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => Some(retry_after(r)),
         Ok(_) => None,
         Err(OpenAIError::Reqwest(e)) if e.is_connect() => Some(None),
@@ -45,6 +53,46 @@ fn retryable(result: &Result<Response, OpenAIError>) -> Option<Option<Duration>>
 fn retry_after(r: &Response) -> Option<Duration> {
     let v = r.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// Some servers answer a request they cannot parse with a 500
+/// (llama-cpp-python's FastAPI server: `Input should be 'text' or
+/// 'json_object'` for `response_format: json_schema`). Such a body is read
+/// (capped) and the response marked so the retry policy leaves it alone; the
+/// body is handed on unchanged for the caller's error message.
+pub async fn mark_validation_errors(r: Response) -> Result<Response, OpenAIError> {
+    if !r.status().is_server_error() {
+        return Ok(r);
+    }
+    let status = r.status();
+    let headers = r.headers().clone();
+    let mut r = r;
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_CAP {
+        match r.chunk().await.map_err(OpenAIError::Reqwest)? {
+            Some(chunk) => body.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    body.truncate(ERROR_BODY_CAP);
+    let mut rebuilt = http::Response::new(body.clone());
+    *rebuilt.status_mut() = status;
+    *rebuilt.headers_mut() = headers;
+    rebuilt.headers_mut().remove(reqwest::header::CONTENT_LENGTH);
+    if is_validation_error(&String::from_utf8_lossy(&body)) {
+        rebuilt.headers_mut().insert(NOT_RETRYABLE, http::HeaderValue::from_static("validation"));
+    }
+    Ok(Response::from(rebuilt))
+}
+
+/// Validation wording of the servers we know: pydantic/FastAPI (`Input
+/// should be`, a `detail` list, `validation error`), OpenAI-style
+/// `invalid_request_error`, and `unsupported` parameters.
+fn is_validation_error(body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    ["input should be", "validation error", "invalid_request_error", "\"detail\":[", "\"detail\": [", "unsupported"]
+        .iter()
+        .any(|needle| lower.contains(needle))
 }
 
 /// Full jitter: uniform in [0, min(cap, base * 2^attempt)].
@@ -88,6 +136,16 @@ impl tower::retry::Policy<HttpRequestFactory, Response, OpenAIError> for RetryPo
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn validation_bodies_are_told_apart_from_overload() {
+        assert!(is_validation_error(
+            r#"{"detail":[{"type":"literal_error","loc":["body","response_format","type"],"msg":"Input should be 'text' or 'json_object'"}]}"#
+        ));
+        assert!(is_validation_error(r#"{"error":{"type":"invalid_request_error","message":"bad"}}"#));
+        assert!(!is_validation_error(r#"{"error":{"message":"the server is overloaded","code":503}}"#));
+        assert!(!is_validation_error("upstream connect error"));
+    }
 
     #[test]
     fn backoff_is_jittered_below_an_exponential_ceiling_and_the_cap() {

@@ -247,12 +247,14 @@ async fn prose_on_a_tools_turn_is_followed_by_one_structured_verdict_turn_withou
 async fn a_server_refusing_json_schema_gets_json_mode_with_the_schema_in_the_prompt() {
     let server = FakeOpenAi::start("json-schema-refused.json").await;
     let mut cfg = config(&server.base_url);
-    cfg.max_retries = 0;
+    // Retries allowed: the validation 500 must still not be sent twice.
+    cfg.max_retries = 2;
+    cfg.max_backoff_s = 0;
     let j = judged(Verdict::Inconclusive, MetricStatus::Suspect);
     let c = consult_with(cfg, &j, Trigger::Inconclusive).await;
     assert!(matches!(c.input, ModelInput::Verdict { .. }), "{:?}", c.error);
     let reqs = server.requests();
-    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs.len(), 3, "the refused json_schema request is not retried");
     assert_eq!(reqs[1].body["response_format"]["type"], "json_schema");
     assert_eq!(reqs[2].body["response_format"]["type"], "json_object");
     let last = reqs[2].body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
