@@ -17,6 +17,12 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # source against a real Prometheus scraping HAProxy's exporter.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# The interop tier builds llama.cpp's llama-server (CMake, a C++ compiler) and
+# writes its model with the `gguf` package (Python, in a venv under target/).
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -26,6 +32,18 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     exit 1
   fi
 fi
+
+# llama-server, built once per machine and cached outside the clone
+# (~/.cache/backstop/llama-<version>); only the first run pays ~10 minutes.
+echo "== llama-server for the interop tier"
+LLAMA_SERVER_BIN="$(bash scripts/llama-server.sh)"
+export LLAMA_SERVER_BIN
+py=target/py
+if ! "$py/bin/python" -c 'import gguf' >/dev/null 2>&1; then
+  python3 -m venv "$py"
+  "$py/bin/pip" install -q 'gguf==0.19.0'
+fi
+export INTEROP_PYTHON="$PWD/$py/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --check

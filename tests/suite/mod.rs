@@ -2,6 +2,7 @@ mod cli;
 mod crash;
 mod e2e;
 mod haproxy;
+mod interop;
 mod kubernetes;
 mod ledger;
 mod model;

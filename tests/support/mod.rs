@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod haproxy;
+pub mod llama;
 pub mod openai;
 pub mod pg;
 pub mod prometheus;

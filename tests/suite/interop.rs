@@ -1,0 +1,208 @@
+//! The interop tier: the model path against a real llama.cpp `llama-server`
+//! (`--jinja`, built from the pinned llama-cpp-python sdist) serving a
+//! random-weight model. Random weights cannot judge anything: these tests
+//! prove the wire — every request answered 2xx, the request shape the server
+//! needs (`max_tokens`, `tool_choice`, no `response_format` on tool turns),
+//! every verdict accepted or rejected with a reason — and that a model never
+//! makes a decision looser than the judge's alone.
+
+use serde_json::Value;
+
+use crate::support::llama::{Exchange, Llama};
+
+fn backstop(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The simulator config with `[model]` pointing at `base_url`.
+fn config(dir: &std::path::Path, base_url: &str, timeout_s: u64) -> String {
+    let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    text.push_str(&format!(
+        "\n[model]\nbase_url = \"{base_url}\"\nname = \"random\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
+         timeout_s = {timeout_s}\nmax_retries = 0\nmax_tokens = 256\n"
+    ));
+    let path = dir.join(format!("backstop-{timeout_s}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Strictness of a decision: a model may raise it, never lower it.
+fn rank(decision: &str) -> u8 {
+    match decision {
+        "promote" => 0,
+        "continue" | "inconclusive" => 1,
+        "hold" | "require_approval" | "deny" | "escalate" => 2,
+        "rollback" => 3,
+        other => panic!("unknown decision {other}"),
+    }
+}
+
+fn advise(cfg: Option<&str>, release: &str, ledger: &str) -> Value {
+    let mut args = vec![];
+    if let Some(cfg) = cfg {
+        args.extend(["--config", cfg]);
+    } else {
+        args.extend(["--config", "fixtures/config/simulator.toml"]);
+    }
+    args.extend(["advise", "--release", release, "--pace-ms", "0", "--format", "json", "--ledger", ledger]);
+    let out = backstop(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What every request to llama-server must look like, and how it must end.
+fn assert_wire(exchanges: &[Exchange]) {
+    assert!(!exchanges.is_empty(), "the model was never asked");
+    // Both kinds of turn reached the real server: tools offered, and the
+    // structured verdict asked for (json_schema, or JSON mode after a refusal).
+    assert!(exchanges.iter().any(|x| x.request["tools"].is_array()), "no tools turn");
+    assert!(exchanges.iter().any(|x| x.request["response_format"].is_object()), "no verdict turn");
+    for x in exchanges {
+        assert_eq!(x.path, "/v1/chat/completions");
+        assert_eq!(x.status, Some(200), "llama-server answered {:?}: {}\n{}", x.status, x.response, x.request);
+        let body = &x.request;
+        assert!(body["max_tokens"].as_u64().is_some_and(|n| n == 256), "max_tokens sent: {body}");
+        let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+        if tools {
+            assert_eq!(body["tool_choice"], "auto", "tools offered with tool_choice auto");
+            assert!(body.get("response_format").is_none(), "no response_format on a tools turn: {body}");
+        }
+        for m in body["messages"].as_array().unwrap() {
+            if m["role"] == "assistant" {
+                assert!(m["content"].is_string(), "an echoed assistant turn carries content: {m}");
+            }
+        }
+    }
+}
+
+/// Every consultation in the ledger: accepted, or rejected / unavailable with a reason.
+async fn assert_consultations_explained(ledger: &str) -> usize {
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(std::path::Path::new(ledger))).await.unwrap();
+    let mut n = 0;
+    for r in l.list(None, 100_000).await.unwrap().iter().filter(|r| r.kind == "tick") {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let c = &body["consultation"];
+        if c.is_null() {
+            continue;
+        }
+        n += 1;
+        let accepted = c["input"]["status"] == "verdict";
+        let rejected = c["rejection"].is_object() || c["rejection"].is_string();
+        let failed = c["error"].as_str().is_some_and(|e| !e.is_empty());
+        assert!(accepted || rejected || failed, "a consultation without verdict or reason: {c}");
+        if !accepted {
+            assert_eq!(c["input"]["status"], "unavailable", "{c}");
+            assert!(c["input"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{c}");
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advise_and_demo_through_llama_server_keep_the_wire_and_never_loosen_a_decision() {
+    let llama = Llama::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &llama.base_url, 60);
+    for release in ["search", "checkout"] {
+        let ledger = dir.path().join(format!("{release}.db")).display().to_string();
+        let alone = advise(None, release, &dir.path().join(format!("{release}-alone.db")).display().to_string());
+        let with = tokio::task::spawn_blocking({
+            let (cfg, ledger) = (cfg.clone(), ledger.clone());
+            move || advise(Some(&cfg), release, &ledger)
+        })
+        .await
+        .unwrap();
+        let (a, w) = (
+            alone["status"]["decision"]["decision"].as_str().unwrap(),
+            with["status"]["decision"]["decision"].as_str().unwrap(),
+        );
+        assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with the model {w}");
+        if release == "checkout" {
+            assert_eq!(w, "rollback", "a failing judge is not overruled");
+        }
+        let consulted = assert_consultations_explained(&ledger).await;
+        if release == "search" {
+            assert!(consulted >= 1, "a passing judge asks the model before promotion");
+            assert!(with["model"]["usage"]["calls"].as_u64().unwrap() >= 2, "{}", with["model"]);
+        }
+    }
+    for (scenario, expect) in [("healthy", None), ("error-spike", Some("rollback.within_policy"))] {
+        let ledger = dir.path().join(format!("demo-{scenario}.db")).display().to_string();
+        let args = ["--config", &cfg, "demo", "--scenario", scenario, "--tick-ms", "0", "--plain", "--ledger", &ledger];
+        let out = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let rules = text.lines().find(|l| l.starts_with("policy rules:")).unwrap();
+        match expect {
+            Some(rule) => assert!(rules.contains(rule), "{rules}"),
+            None => assert!(!rules.contains("rollback"), "a healthy canary is not rolled back: {rules}"),
+        }
+        assert!(text.lines().any(|l| l.starts_with("model: random")), "{text}");
+        assert_consultations_explained(&ledger).await;
+    }
+    assert_wire(&llama.exchanges());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_with_the_model_judge_through_llama_server_is_never_looser_than_the_judge() {
+    let llama = Llama::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &llama.base_url, 60);
+    let scenarios = [
+        "fixtures/scenarios/holdout/holdout-good-healthy-000.json",
+        "fixtures/scenarios/holdout/holdout-bad-crash-loop-medium-low-traffic-000.json",
+        "fixtures/scenarios/holdout/holdout-good-noisy-000.json",
+    ];
+    let mut args = vec!["--config", &cfg, "eval", "--judge", "backstop", "--judge", "backstop+model"];
+    args.extend(scenarios);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = |judge: &str| report["judges"][judge]["results"].as_array().unwrap().clone();
+    let (alone, with) = (results("backstop"), results("backstop+model"));
+    assert_eq!(alone.len(), scenarios.len());
+    for (a, w) in alone.iter().zip(&with) {
+        assert_eq!(a["scenario"], w["scenario"]);
+        let (a, w) = (a["decision"].as_str().unwrap(), w["decision"].as_str().unwrap());
+        assert!(rank(w) >= rank(a), "judge alone {a}, with the model {w}");
+    }
+    assert_wire(&llama.exchanges());
+}
+
+/// A model slower than `timeout_s` is abandoned: the request is dropped
+/// before llama-server computes anything, llama-server is left idle, and
+/// the decision is the judge's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_past_its_timeout_is_cancelled_and_the_judge_decides_alone() {
+    let llama = Llama::start().await;
+    llama.delay(3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &llama.base_url, 1);
+    let ledger = dir.path().join("t.db").display().to_string();
+    let with = tokio::task::spawn_blocking({
+        let ledger = ledger.clone();
+        move || advise(Some(&cfg), "search", &ledger)
+    })
+    .await
+    .unwrap();
+    let alone = advise(None, "search", &dir.path().join("alone.db").display().to_string());
+    assert_eq!(with["status"]["decision"], alone["status"]["decision"]);
+    assert!(with["model"]["status"].as_str().unwrap().contains("timed out"), "{}", with["model"]);
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    assert!(llama.dropped() >= 1, "the client went away before the server was asked");
+    assert!(llama.exchanges().is_empty(), "no abandoned request reached llama-server");
+    assert!(!llama.slot_busy().await, "llama-server is idle");
+    assert!(assert_consultations_explained(&ledger).await >= 1);
+}
