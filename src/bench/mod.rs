@@ -50,6 +50,7 @@ pub fn synthetic_observation(metrics: usize, samples: usize, seed: u64) -> Obser
         duration_s: samples as u64 * 10,
         now_s: samples as u64 * 10,
         traffic: Some(Traffic { baseline: vec![900; samples], canary: vec![100; samples] }),
+        baseline_kind: Default::default(),
         metrics: series,
         logs: vec![],
         events: vec![],

@@ -69,6 +69,7 @@ fn canary_with_no_data_is_inconclusive_never_fail() {
         duration_s: 1800,
         now_s: 1800,
         traffic: None,
+        baseline_kind: Default::default(),
         metrics: vec![MetricSeries { spec, baseline: vec![Some(0.01); n], canary: vec![None; n] }],
         logs: vec![],
         events: vec![],

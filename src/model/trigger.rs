@@ -23,6 +23,9 @@ pub enum Trigger {
     /// New error patterns or event kinds on the canary only, as the evidence
     /// ids of their first lines (never their text: that is untrusted).
     CanaryOnlySignals(Vec<String>),
+    /// Both versions are affected (a shared guard breach or a baseline that
+    /// moved on its own), as the judge findings' evidence ids.
+    Incident(Vec<String>),
 }
 
 impl std::fmt::Display for Trigger {
@@ -36,6 +39,11 @@ impl std::fmt::Display for Trigger {
             Trigger::CanaryOnlySignals(ids) => {
                 write!(f, "canary-only errors or events appeared; see evidence {}", ids.join(", "))
             }
+            Trigger::Incident(ids) => write!(
+                f,
+                "both versions are affected, an incident-like condition (the release is held); see evidence {}",
+                ids.join(", ")
+            ),
         }
     }
 }
@@ -44,6 +52,7 @@ impl std::fmt::Display for Trigger {
 #[derive(Debug, Clone, Default)]
 pub struct TriggerState {
     marginal: BTreeSet<String>,
+    incidents: BTreeSet<String>,
     canary_only: BTreeSet<String>,
 }
 
@@ -64,6 +73,12 @@ impl TriggerState {
             || matches!(provisional, Decision::Promote | Decision::RequireApproval { proposed: Proposal::Promote, .. })
         {
             return Some(Trigger::BeforePromotion);
+        }
+        let incidents: BTreeSet<String> = judged.incidents().map(|f| format!("judge:{}", f.metric)).collect();
+        let new_incidents: Vec<String> = incidents.difference(&self.incidents).cloned().collect();
+        self.incidents.extend(incidents);
+        if !new_incidents.is_empty() {
+            return Some(Trigger::Incident(new_incidents));
         }
         if judged.window_complete && judged.verdict == Verdict::Inconclusive {
             return Some(Trigger::Inconclusive);
@@ -108,6 +123,7 @@ mod tests {
             duration_s: 600,
             now_s: 60,
             traffic: None,
+            baseline_kind: Default::default(),
             metrics: vec![],
             logs: logs
                 .into_iter()

@@ -35,6 +35,21 @@ pub enum Side {
     Canary,
 }
 
+/// What the baseline series is (`baseline_kind` in scenario files). It
+/// decides how a breach on both sides reads: with a concurrent baseline it is
+/// an incident both versions share; with an earlier window it is the canary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineKind {
+    /// The stable version serving at the same time (a canary).
+    #[default]
+    Concurrent,
+    /// The same service in the window just before the release (blue/green, rolling update).
+    Preceding,
+    /// The same window one period earlier (yesterday, last week).
+    Seasonal,
+}
+
 /// Which change of a metric would hurt users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +140,8 @@ pub struct Observation {
     pub now_s: u64,
     /// Requests per step, when the source knows them.
     pub traffic: Option<Traffic>,
+    /// What the baseline series is.
+    pub baseline_kind: BaselineKind,
     /// Metric series, each holding only samples ended at or before `now_s`.
     pub metrics: Vec<MetricSeries>,
     /// Log lines at or before `now_s`.

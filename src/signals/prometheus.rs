@@ -199,6 +199,7 @@ impl SignalSource for PrometheusSource {
             step_s: self.cfg.step_s,
             duration_s: self.cfg.duration_s,
             now_s,
+            baseline_kind: Default::default(),
             traffic,
             metrics,
             logs: vec![],

@@ -31,6 +31,8 @@ pub struct BuiltSource {
     pub source: Arc<dyn SignalSource>,
     /// Present for the simulator: what its executor acts on.
     pub simulator: Option<Arc<Simulator>>,
+    /// The metrics it reports, for checks before the first tick (guard directions).
+    pub metrics: Vec<super::MetricSpec>,
     /// Seconds between samples.
     pub step_s: u32,
     /// Analysis window, seconds.
@@ -48,6 +50,7 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, crate::Error> {
             let (step_s, duration_s) = (scenario.data.step_s, scenario.data.duration_s);
             let known_onset_s = scenario.truth.as_ref().filter(|t| t.bad).and_then(|t| t.onset_s);
             Ok(BuiltSource {
+                metrics: scenario.data.metrics.iter().map(|m| m.spec.clone()).collect(),
                 source: Arc::new(ReplaySource::new(Arc::new(scenario.data))),
                 simulator: None,
                 step_s,
@@ -58,6 +61,7 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, crate::Error> {
         SourceConfig::Simulator(sim) => {
             let s = Arc::new(Simulator::new(sim.clone()));
             Ok(BuiltSource {
+                metrics: super::simulator::metric_specs(),
                 source: s.clone(),
                 simulator: Some(s),
                 step_s: sim.step_s,
@@ -66,6 +70,15 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, crate::Error> {
             })
         }
         SourceConfig::Prometheus(p) => Ok(BuiltSource {
+            metrics: p
+                .metrics
+                .iter()
+                .map(|m| super::MetricSpec {
+                    name: m.name.clone(),
+                    unit: m.unit.clone(),
+                    bad_direction: m.bad_direction,
+                })
+                .collect(),
             source: Arc::new(super::PrometheusSource::new(p.clone())?),
             simulator: None,
             step_s: p.step_s,

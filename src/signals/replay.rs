@@ -36,6 +36,7 @@ pub(crate) fn truncate(d: &ScenarioData, now_s: u64) -> Observation {
         step_s: d.step_s,
         duration_s: d.duration_s,
         now_s,
+        baseline_kind: d.baseline_kind,
         traffic: d.traffic.as_ref().map(|t| Traffic {
             baseline: t.baseline[..n.min(t.baseline.len())].to_vec(),
             canary: t.canary[..n.min(t.canary.len())].to_vec(),
@@ -76,6 +77,7 @@ mod tests {
             step_s: 10,
             duration_s: (n as u64) * 10,
             traffic: Some(Traffic { baseline: vec![5; n], canary: vec![1; n] }),
+            baseline_kind: Default::default(),
             metrics: vec![MetricSeries {
                 spec: MetricSpec { name: "m".into(), unit: "ms".into(), bad_direction: BadDirection::Up },
                 baseline: series.clone(),

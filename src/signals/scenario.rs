@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{BadDirection, Event, LogLine, MetricSeries, MetricSpec, Side, Traffic};
+use super::{BadDirection, BaselineKind, Event, LogLine, MetricSeries, MetricSpec, Side, Traffic};
 
 /// The only format value this version reads.
 pub const SCENARIO_FORMAT: &str = "backstop.scenario/v1";
@@ -65,6 +65,8 @@ pub struct ScenarioData {
     pub duration_s: u64,
     /// Requests per step, if recorded.
     pub traffic: Option<Traffic>,
+    /// What the baseline series is.
+    pub baseline_kind: BaselineKind,
     /// Metric series over the whole window.
     pub metrics: Vec<MetricSeries>,
     /// Log lines.
@@ -84,6 +86,10 @@ pub struct Scenario {
     pub truth: Option<Truth>,
 }
 
+fn is_concurrent(k: &BaselineKind) -> bool {
+    *k == BaselineKind::Concurrent
+}
+
 // Wire shapes: unknown fields are ignored so the format can grow.
 #[derive(Deserialize, Serialize)]
 struct FileDoc {
@@ -95,6 +101,8 @@ struct FileDoc {
     service: String,
     step_s: u32,
     duration_s: u64,
+    #[serde(default, skip_serializing_if = "is_concurrent")]
+    baseline_kind: BaselineKind,
     #[serde(default)]
     traffic: Option<FileTraffic>,
     metrics: Vec<FileMetric>,
@@ -148,6 +156,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
         step_s: doc.step_s,
         duration_s: doc.duration_s,
         traffic: doc.traffic.map(|t| Traffic { baseline: t.baseline, canary: t.canary }),
+        baseline_kind: doc.baseline_kind,
         metrics: doc
             .metrics
             .into_iter()
@@ -257,6 +266,7 @@ impl Scenario {
             service: d.service.clone(),
             step_s: d.step_s,
             duration_s: d.duration_s,
+            baseline_kind: d.baseline_kind,
             traffic: d.traffic.as_ref().map(|t| FileTraffic { baseline: t.baseline.clone(), canary: t.canary.clone() }),
             metrics: d
                 .metrics

@@ -32,6 +32,7 @@ fn observation() -> Observation {
         duration_s: 1800,
         now_s: 300,
         traffic: None,
+        baseline_kind: Default::default(),
         metrics: vec![
             MetricSeries {
                 spec: spec("http_error_ratio", "ratio"),

@@ -84,6 +84,7 @@ pub(crate) fn tiny(canary: Vec<Option<f64>>) -> ScenarioData {
         step_s: 60,
         duration_s: 60 * n as u64,
         traffic: None,
+        baseline_kind: Default::default(),
         metrics: vec![MetricSeries {
             spec: crate::signals::MetricSpec { name: "m".into(), unit: "ms".into(), bad_direction: BadDirection::Up },
             baseline: vec![Some(10.0); n],

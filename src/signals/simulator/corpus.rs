@@ -138,6 +138,7 @@ fn record(mut cfg: SimConfig, name: String, description: String, truth: Truth) -
         step_s: obs.step_s,
         duration_s: obs.duration_s,
         traffic: obs.traffic,
+        baseline_kind: Default::default(),
         metrics,
         logs: obs.logs,
         events: obs.events,

@@ -166,6 +166,7 @@ impl Simulator {
             step_s: self.cfg.step_s,
             duration_s: self.cfg.duration_s,
             now_s,
+            baseline_kind: Default::default(),
             traffic: Some(Traffic {
                 baseline: steps.iter().map(|s| s[0].requests).collect(),
                 canary: steps.iter().map(|s| s[1].requests).collect(),
