@@ -62,6 +62,8 @@ pub struct PreparedRelease {
     pub duration_s: u64,
     /// Fault onset known to the source (for reports only; never shown to a judge).
     pub known_onset_s: Option<u64>,
+    /// The metrics the source reports.
+    pub metrics: Vec<crate::signals::MetricSpec>,
 }
 
 impl PreparedRelease {
@@ -112,6 +114,7 @@ impl PreparedRelease {
             tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),
             duration_s: built.duration_s,
             known_onset_s: built.known_onset_s,
+            metrics: built.metrics,
         })
     }
 

@@ -70,6 +70,9 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         Failure::usage(format!("unknown scenario `{}`; available: {}", a.scenario, SCENARIOS.join(", ")))
     })?;
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
+    policy
+        .check_guards(&sim_cfg.service, &backstop::signals::simulator::metric_specs())
+        .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let ledger = Ledger::open(&url).await.map_err(failed)?;
     let sim = Arc::new(Simulator::new(sim_cfg.clone()));

@@ -24,6 +24,8 @@ fn badge(f: &Finding) -> String {
         MetricStatus::NoData => "no-data",
         MetricStatus::InsufficientData => "thin",
         MetricStatus::Ignored => "ignored",
+        MetricStatus::SharedBreach => "SHARED-BREACH",
+        MetricStatus::BaselineShifted => "BASELINE-SHIFT",
     };
     let shift = match (f.relative_effect, f.unit.as_str()) {
         (_, "ratio") => f.effect.map(|e| format!("{:+.2}pt", e * 100.0)),

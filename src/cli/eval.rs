@@ -49,11 +49,20 @@ pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
             }
             continue;
         }
-        let j = judge_by_name(n, &policy.judge)
+        let j = judge_by_name(n, &policy)
             .ok_or_else(|| Failure::usage(format!("unknown judge `{n}`; available: {}", JUDGE_NAMES.join(", "))))?;
         judges.push(j);
     }
     let corpus = load_corpus(&a.paths);
+    // A guard on a metric's good side is a policy error, named before any replay.
+    for (_, scenarios) in &corpus.groups {
+        for s in scenarios {
+            let specs: Vec<_> = s.data.metrics.iter().map(|m| m.spec.clone()).collect();
+            policy
+                .check_guards(&s.data.service, &specs)
+                .map_err(|e| Failure::usage(format!("{} (metric directions from {})", e, s.path.display())))?;
+        }
+    }
     for e in &corpus.errors {
         let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("error: {e}\n"));
     }

@@ -46,10 +46,16 @@ pub struct CorpusArgs {
     bad_per_cell: usize,
 }
 
-pub fn policy(cmd: PolicyCommand) -> CliResult {
+/// `policy check FILE`: the file alone, then its guards against the metrics
+/// of every release in the loaded configuration (their bad directions).
+pub fn policy(cmd: PolicyCommand, settings: &backstop::config::Settings) -> CliResult {
     match cmd {
         PolicyCommand::Check { file } => {
             let p = backstop::policy::PolicyFile::load(&file).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
+            for r in &settings.releases {
+                let built = backstop::signals::build_source(&r.source).map_err(Failure::usage)?;
+                p.check_guards(&r.service, &built.metrics).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
+            }
             out(&format!(
                 "{}: valid (autonomy {:?}, at most {} rollbacks per {} min, {} freeze windows, {} service overrides)",
                 file.display(),

@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve(a) => serve::serve(a, &settings).await,
         Command::Eval(a) => eval::run(a, &settings),
         Command::Audit(a) => audit::run(a, &settings).await,
-        Command::Policy { command } => misc::policy(command),
+        Command::Policy { command } => misc::policy(command, &settings),
         Command::Schema { what } => misc::schema(what),
         Command::Corpus(a) => misc::corpus(a),
         Command::Bench(a) => bench::run(a, &settings).await,

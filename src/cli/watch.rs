@@ -185,6 +185,7 @@ pub async fn run_all(
             RunMode::Advise => format!("{}/advise/{started_ms}", release_id(cfg)),
         };
         let p = PreparedRelease::prepare(cfg, settings.declared_targets(), id, mode).map_err(Failure::usage)?;
+        policy.check_guards(&cfg.service, &p.metrics).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
         prepared.push((cfg.name.clone(), p));
     }
     let runs = prepared.iter().map(|(name, p)| {

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::judge::{JudgeConfig, Verdict, judge};
+use crate::judge::{Breach, JudgeResult, Verdict, judge};
+use crate::policy::PolicyFile;
 use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
 pub use model::ModelJudge;
 pub use report::{Summary, render_table, summarise};
@@ -21,6 +22,43 @@ pub trait EvalJudge: Sync {
     fn name(&self) -> &'static str;
     /// Replay one scenario and say what it decided and when.
     fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>);
+    /// The same, with the guard hits seen on the way (judges without guards see none).
+    fn replay(&self, data: &ScenarioData) -> Replay {
+        let (decision, decided_at_s) = self.decide(data);
+        Replay { decision, decided_at_s, guard_hits: vec![] }
+    }
+}
+
+/// One replay's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// Decision.
+    pub decision: Decision,
+    /// Replay time of the decision.
+    pub decided_at_s: Option<u64>,
+    /// Guards that fired, first hit per metric.
+    pub guard_hits: Vec<GuardNote>,
+}
+
+/// A guard hit as `eval` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardNote {
+    /// Metric name.
+    pub metric: String,
+    /// Canary alone, or both sides.
+    pub breach: Breach,
+    /// Release time the breach had lasted its `for_s`, seconds.
+    pub at_s: u64,
+}
+
+/// The guard hits in one judge result.
+pub(crate) fn guard_notes(j: &JudgeResult) -> Vec<GuardNote> {
+    j.findings
+        .iter()
+        .filter_map(|f| {
+            f.guard.as_ref().map(|h| GuardNote { metric: f.metric.clone(), breach: h.breach, at_s: h.at_s })
+        })
+        .collect()
 }
 
 /// A judge's decision on a whole scenario.
@@ -51,13 +89,16 @@ pub struct ScenarioResult {
     pub truth_bad: Option<bool>,
     /// From `truth.onset_s`; `null` without truth.
     pub onset_s: Option<u64>,
+    /// Guards that fired during the replay (backstop's judges only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guard_hits: Vec<GuardNote>,
 }
 
 /// Our judge: replays tick by tick (one tick per sample step) and stops at
 /// the first `Fail`; promotes when the window ends with `Pass`.
 pub struct BackstopJudge {
-    /// Judge tunables (from the policy file).
-    pub config: JudgeConfig,
+    /// The policy file: judge tunables and per-service guards.
+    pub policy: PolicyFile,
 }
 
 impl EvalJudge for BackstopJudge {
@@ -66,15 +107,28 @@ impl EvalJudge for BackstopJudge {
     }
 
     fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+        let r = self.replay(data);
+        (r.decision, r.decided_at_s)
+    }
+
+    /// Tick by tick: the first `Fail` rolls back; a window that ends with an
+    /// incident-like condition (shared guard breach, baseline shift) is the
+    /// agent holding for a human — `escalate`.
+    fn replay(&self, data: &ScenarioData) -> Replay {
         let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
+        let config = self.policy.judge_for(&data.service);
         let step = u64::from(data.step_s);
         let mut now = step;
         loop {
-            let r = judge(&src.observe_at(now), &self.config);
+            let r = judge(&src.observe_at(now), &config);
+            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: guard_notes(&r) };
             match r.verdict {
-                Verdict::Fail => return (Decision::Rollback, Some(now)),
-                Verdict::Pass => return (Decision::Promote, Some(now)),
-                Verdict::Inconclusive if now >= data.duration_s => return (Decision::Inconclusive, None),
+                Verdict::Fail => return done(Decision::Rollback, Some(now)),
+                Verdict::Pass => return done(Decision::Promote, Some(now)),
+                Verdict::Inconclusive if now >= data.duration_s && r.incidents().next().is_some() => {
+                    return done(Decision::Escalate, Some(now));
+                }
+                Verdict::Inconclusive if now >= data.duration_s => return done(Decision::Inconclusive, None),
                 Verdict::Inconclusive => now = (now + step).min(data.duration_s),
             }
         }
@@ -86,10 +140,10 @@ pub const JUDGE_NAMES: &[&str] =
     &["backstop", "backstop+model", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
 
 /// Build a judge by name.
-pub fn judge_by_name(name: &str, config: &JudgeConfig) -> Option<Box<dyn EvalJudge>> {
+pub fn judge_by_name(name: &str, policy: &PolicyFile) -> Option<Box<dyn EvalJudge>> {
     use peers::{ArgoJudge, FlaggerJudge, KayentaJudge};
     match name {
-        "backstop" => Some(Box::new(BackstopJudge { config: config.clone() })),
+        "backstop" => Some(Box::new(BackstopJudge { policy: policy.clone() })),
         "kayenta" => Some(Box::new(KayentaJudge)),
         "argo" => Some(Box::new(ArgoJudge { failure_limit: 0 })),
         "argo-fl3" => Some(Box::new(ArgoJudge { failure_limit: 3 })),
@@ -138,13 +192,14 @@ pub fn run_judge(judge: &dyn EvalJudge, scenarios: &[&Scenario]) -> Vec<Scenario
 }
 
 fn score_one(judge: &dyn EvalJudge, s: &Scenario) -> ScenarioResult {
-    let (decision, at) = judge.decide(&s.data);
+    let Replay { decision, decided_at_s: at, guard_hits } = judge.replay(&s.data);
     ScenarioResult {
         scenario: s.data.name.clone(),
         decision,
         decided_at_s: if decision == Decision::Inconclusive { None } else { at },
         truth_bad: s.truth.as_ref().map(|t| t.bad),
         onset_s: s.truth.as_ref().and_then(|t| t.onset_s),
+        guard_hits,
     }
 }
 

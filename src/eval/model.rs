@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Decision, EvalJudge};
+use super::{Decision, EvalJudge, Replay, guard_notes};
 use crate::judge::judge;
 use crate::model::{Assessor, Deliberation};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode};
@@ -33,7 +33,8 @@ fn facts(data: &ScenarioData) -> ReleaseFacts {
 }
 
 impl ModelJudge {
-    async fn replay(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+    async fn replay_async(&self, data: &ScenarioData) -> Replay {
+        let config = self.policy.judge_for(&data.service);
         let src = ReplaySource::new(Arc::new(data.clone()));
         let facts = facts(data);
         let mut model = Deliberation::new(Some(self.assessor.clone()));
@@ -41,7 +42,8 @@ impl ModelJudge {
         let mut now = step;
         loop {
             let obs = src.observe_at(now);
-            let judged = judge(&obs, &self.policy.judge);
+            let judged = judge(&obs, &config);
+            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: guard_notes(&judged) };
             let decide = |m: &ModelInput| {
                 let input = PolicyInput {
                     judge: &judged,
@@ -55,16 +57,19 @@ impl ModelJudge {
                 policy::evaluate(&self.policy, &input)
             };
             let (outcome, _) = model.decide(&facts, Some(&obs), &judged, decide).await;
-            let model_held = outcome.trace.iter().any(|r| r.rule.starts_with("model."));
+            // Held by the model or for an incident both versions share: a human is asked.
+            let escalated = outcome.trace.iter().any(|r| {
+                r.rule.starts_with("model.") || r.rule == "guard.shared_breach" || r.rule == "judge.baseline_shifted"
+            });
             match outcome.decision {
-                policy::Decision::Rollback { .. } => return (Decision::Rollback, Some(now)),
-                policy::Decision::Promote => return (Decision::Promote, Some(now)),
+                policy::Decision::Rollback { .. } => return done(Decision::Rollback, Some(now)),
+                policy::Decision::Promote => return done(Decision::Promote, Some(now)),
                 // Stopping for a human is not a rollback: FORMAT.md's `escalate`.
-                policy::Decision::RequireApproval { .. } => return (Decision::Escalate, Some(now)),
-                policy::Decision::Hold { .. } if now >= data.duration_s && model_held => {
-                    return (Decision::Escalate, Some(now));
+                policy::Decision::RequireApproval { .. } => return done(Decision::Escalate, Some(now)),
+                policy::Decision::Hold { .. } if now >= data.duration_s && escalated => {
+                    return done(Decision::Escalate, Some(now));
                 }
-                _ if now >= data.duration_s => return (Decision::Inconclusive, None),
+                _ if now >= data.duration_s => return done(Decision::Inconclusive, None),
                 _ => now = (now + step).min(data.duration_s),
             }
         }
@@ -77,10 +82,15 @@ impl EvalJudge for ModelJudge {
     }
 
     fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+        let r = self.replay(data);
+        (r.decision, r.decided_at_s)
+    }
+
+    fn replay(&self, data: &ScenarioData) -> Replay {
         // Scenarios run on plain threads; each gets a small runtime for its HTTP calls.
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(self.replay(data)),
-            Err(_) => (Decision::Inconclusive, None),
+            Ok(rt) => rt.block_on(self.replay_async(data)),
+            Err(_) => Replay { decision: Decision::Inconclusive, decided_at_s: None, guard_hits: vec![] },
         }
     }
 }

@@ -160,7 +160,14 @@ mod tests {
     use super::*;
 
     fn r(decision: Decision, at: Option<u64>, bad: Option<bool>, onset: Option<u64>) -> ScenarioResult {
-        ScenarioResult { scenario: "s".into(), decision, decided_at_s: at, truth_bad: bad, onset_s: onset }
+        ScenarioResult {
+            scenario: "s".into(),
+            decision,
+            decided_at_s: at,
+            truth_bad: bad,
+            onset_s: onset,
+            guard_hits: vec![],
+        }
     }
 
     #[test]

@@ -3,13 +3,15 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
+use super::guard::{self, Breach, GuardInput};
 use super::stats::{binomial_upper_tail, mad_sigma, median, t_critical, t_upper_p};
 use super::{Finding, JudgeConfig, MetricStatus};
-use crate::signals::{BadDirection, MetricSeries, Traffic};
+use crate::signals::{BadDirection, BaselineKind, MetricSeries, Traffic};
 
 /// Per-tick constants shared by every metric.
 pub(crate) struct Context<'a> {
     pub cfg: &'a JudgeConfig,
+    pub baseline_kind: BaselineKind,
     pub step_s: u32,
     pub warmup_steps: usize,
     pub windows: Vec<usize>,
@@ -257,7 +259,9 @@ fn collect_pairs(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, rat
     out
 }
 
-/// Analyse one metric over the steps observed so far.
+/// Analyse one metric over the steps observed so far: the paired
+/// comparison, then what it cannot see (the guard, a baseline that moved).
+/// Guards only ever make a metric stricter: a failing metric stays failing.
 pub(crate) fn analyse_metric(
     ctx: &Context,
     m: &MetricSeries,
@@ -265,6 +269,76 @@ pub(crate) fn analyse_metric(
     n: usize,
     complete: bool,
 ) -> Finding {
+    let mut f = compare(ctx, m, traffic, n, complete);
+    if f.status == MetricStatus::Ignored {
+        return f;
+    }
+    let ratio = m.spec.is_request_ratio() && traffic.is_some();
+    let x = GuardInput {
+        series: m,
+        traffic: if ratio { traffic } else { None },
+        baseline_kind: ctx.baseline_kind,
+        first: ctx.warmup_steps,
+        n,
+        step_s: ctx.step_s,
+    };
+    let spec = ctx.cfg.metrics.get(&m.spec.name).map(|o| o.guard_spec()).unwrap_or_default();
+    f.guard = spec.guard().and_then(|g| guard::check(&g, &x));
+    match f.guard.as_ref().map(|h| h.breach) {
+        Some(Breach::Canary) => {
+            f.status = MetricStatus::Failing;
+            f.explanation = format!("{} — {}", guard_sentence(&f), f.explanation);
+            return f;
+        }
+        Some(Breach::Shared) if f.status != MetricStatus::Failing => {
+            f.status = MetricStatus::SharedBreach;
+            f.explanation = format!("{}; holding for a human", guard_sentence(&f));
+            return f;
+        }
+        _ => {}
+    }
+    if f.status != MetricStatus::Failing {
+        f.baseline_shift = guard::baseline_shift(&x, |level| tolerance(ctx, m, ratio, level));
+        if let Some(s) = &f.baseline_shift {
+            f.status = MetricStatus::BaselineShifted;
+            f.explanation = format!(
+                "{}: BASELINE SHIFTED — the baseline itself moved from {} to {} during the window \
+                 (beyond {} = {SHIFT}× tolerance); the comparison no longer says what the canary did; holding for a human",
+                f.metric,
+                fmt(s.before, &f.unit),
+                fmt(s.after, &f.unit),
+                fmt(s.threshold, &f.unit),
+                SHIFT = guard::SHIFT_TOLERANCES,
+            );
+        }
+    }
+    f
+}
+
+/// "canary 6.10% > guard 5.00% for 60s (baseline 0.40%)", naming who breached.
+fn guard_sentence(f: &Finding) -> String {
+    let Some(h) = &f.guard else { return String::new() };
+    let (op, limit) = match h.guard.limit {
+        guard::Limit::Max(v) => (">", v),
+        guard::Limit::Min(v) => ("<", v),
+    };
+    let baseline = h.baseline.map(|b| fmt(b, &f.unit)).unwrap_or_else(|| "no samples".into());
+    let who = match h.breach {
+        Breach::Canary => "FAILING (guard)",
+        Breach::Shared => "SHARED BREACH (both versions past the guard: an incident, not the canary)",
+    };
+    format!(
+        "{}: {who} — canary {} {op} guard {} for {}s (baseline {baseline}) at t={}s",
+        f.metric,
+        fmt(h.canary, &f.unit),
+        fmt(limit, &f.unit),
+        h.guard.for_s,
+        h.at_s
+    )
+}
+
+/// The paired comparison alone.
+fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize, complete: bool) -> Finding {
     let mut f = Finding::empty(&m.spec);
     if ctx.cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore) {
         f.status = MetricStatus::Ignored;

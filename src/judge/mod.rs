@@ -18,6 +18,7 @@
 //! - No data is inconclusive, never a failure; a pass needs the whole window
 //!   with enough coverage on every metric.
 
+mod guard;
 mod metric;
 pub mod stats;
 
@@ -27,6 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::signals::{BadDirection, Observation};
+pub use guard::{BaselineShift, Breach, Guard, GuardHit, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
 use metric::analyse_metric;
 
 /// The judge's tunables. Each has a documented default; the policy file may
@@ -58,7 +60,7 @@ pub struct JudgeConfig {
     pub metrics: BTreeMap<String, MetricOverride>,
 }
 
-/// Per-metric overrides of the judge's tolerances.
+/// Per-metric overrides of the judge's tolerances, and an optional guard.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricOverride {
@@ -68,6 +70,85 @@ pub struct MetricOverride {
     pub absolute_tolerance: Option<f64>,
     /// Skip this metric entirely.
     pub ignore: bool,
+    /// Guard: the canary above this (metric's unit) for `for_s` fails the metric.
+    pub max: Option<f64>,
+    /// Guard: the canary below this for `for_s` fails the metric.
+    pub min: Option<f64>,
+    /// Guard: seconds every sample must be past the limit (default 60).
+    pub for_s: Option<u64>,
+    /// Guard on a ratio metric: canary requests needed within `for_s` (default 50).
+    pub min_requests: Option<u64>,
+}
+
+/// A guard as written for one service (`[services.NAME.metrics.METRIC]`):
+/// it replaces the `[judge.metrics]` guard of the same metric for that service.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardSpec {
+    /// The canary above this (metric's unit) for `for_s` fails the metric.
+    pub max: Option<f64>,
+    /// The canary below this for `for_s` fails the metric.
+    pub min: Option<f64>,
+    /// Seconds every sample must be past the limit (default 60).
+    pub for_s: Option<u64>,
+    /// Ratio metrics: canary requests needed within `for_s` (default 50).
+    pub min_requests: Option<u64>,
+}
+
+/// Guard defaults: Flagger's and Argo's usual one-minute interval, and
+/// enough requests that one error in a handful is not a breach.
+const DEFAULT_GUARD_FOR_S: u64 = 60;
+const DEFAULT_GUARD_MIN_REQUESTS: u64 = 50;
+
+impl GuardSpec {
+    /// The guard, when a limit is set.
+    pub fn guard(&self) -> Option<Guard> {
+        let limit = match (self.max, self.min) {
+            (Some(v), _) => Limit::Max(v),
+            (None, Some(v)) => Limit::Min(v),
+            (None, None) => return None,
+        };
+        Some(Guard {
+            limit,
+            for_s: self.for_s.unwrap_or(DEFAULT_GUARD_FOR_S),
+            min_requests: self.min_requests.unwrap_or(DEFAULT_GUARD_MIN_REQUESTS),
+        })
+    }
+
+    /// Check bounds; `Err((field under this spec, expected))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+        if self.max.is_some() && self.min.is_some() {
+            return bad("min", "either `max` or `min`, not both (a metric has one harmful direction per guard)");
+        }
+        for (f, v) in [("max", self.max), ("min", self.min)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return bad(f, "a finite number in the metric's unit");
+            }
+        }
+        if self.max.is_none() && self.min.is_none() && (self.for_s.is_some() || self.min_requests.is_some()) {
+            return bad("max", "a limit (`max` or `min`) for the guard that `for_s`/`min_requests` configure");
+        }
+        if self.for_s.is_some_and(|s| !(1..=86_400).contains(&s)) {
+            return bad("for_s", "seconds from 1 to 86400 (one day)");
+        }
+        if self.min_requests == Some(0) {
+            return bad("min_requests", "at least 1 request (0 would let a single request breach)");
+        }
+        Ok(())
+    }
+}
+
+impl MetricOverride {
+    /// This override's guard fields.
+    pub fn guard_spec(&self) -> GuardSpec {
+        GuardSpec { max: self.max, min: self.min, for_s: self.for_s, min_requests: self.min_requests }
+    }
+
+    /// Replace the guard fields with a service's.
+    pub fn set_guard(&mut self, g: &GuardSpec) {
+        (self.max, self.min, self.for_s, self.min_requests) = (g.max, g.min, g.for_s, g.min_requests);
+    }
 }
 
 impl Default for JudgeConfig {
@@ -130,6 +211,7 @@ impl JudgeConfig {
             if o.absolute_tolerance.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
                 return Err((format!("metrics.{name}.absolute_tolerance"), "a finite number ≥ 0".into()));
             }
+            o.guard_spec().validate().map_err(|(f, e)| (format!("metrics.{name}.{f}"), e))?;
         }
         Ok(())
     }
@@ -163,6 +245,19 @@ pub enum MetricStatus {
     InsufficientData,
     /// Ignored by configuration.
     Ignored,
+    /// Both sides past the metric's guard at once: an incident both versions
+    /// share. Never a rollback, never a promotion: hold for a human.
+    SharedBreach,
+    /// The concurrent baseline itself moved far during the window; the
+    /// comparison no longer says what the canary did. Hold for a human.
+    BaselineShifted,
+}
+
+impl MetricStatus {
+    /// Holds the release for a human whatever the statistics say (unless failing).
+    pub fn is_incident(self) -> bool {
+        matches!(self, MetricStatus::SharedBreach | MetricStatus::BaselineShifted)
+    }
 }
 
 /// The evidence for one metric, in numbers a human can check.
@@ -200,6 +295,12 @@ pub struct Finding {
     pub coverage: f64,
     /// One-sided excursions: canary alone worse / baseline alone worse.
     pub excursions: (usize, usize),
+    /// The metric's guard, when it fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardHit>,
+    /// The concurrent baseline's own move during the window, when beyond bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_shift: Option<BaselineShift>,
     /// One sentence a human can check against the numbers.
     pub explanation: String,
 }
@@ -224,6 +325,8 @@ impl Finding {
             samples: 0,
             coverage: 0.0,
             excursions: (0, 0),
+            guard: None,
+            baseline_shift: None,
             explanation: String::new(),
         }
     }
@@ -248,6 +351,11 @@ impl JudgeResult {
     /// Metrics that are failing.
     pub fn failing(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.status == MetricStatus::Failing)
+    }
+
+    /// Metrics held for an incident-like condition (shared breach, baseline shift).
+    pub fn incidents(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.status.is_incident())
     }
 
     /// Metrics without enough data to vouch for.
@@ -288,6 +396,7 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
     let crit_normal = stats::t_critical(alpha_look, f64::INFINITY);
     let ctx = metric::Context {
         cfg,
+        baseline_kind: obs.baseline_kind,
         step_s: obs.step_s,
         warmup_steps,
         windows,
@@ -308,8 +417,18 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         .filter(|f| matches!(f.status, MetricStatus::NoData | MetricStatus::InsufficientData))
         .map(|f| f.metric.as_str())
         .collect();
+    let incidents: Vec<&str> = findings.iter().filter(|f| f.status.is_incident()).map(|f| f.metric.as_str()).collect();
     let (verdict, summary) = if !failing.is_empty() {
         (Verdict::Fail, format!("canary is worse than baseline beyond tolerance on {}", failing.join(", ")))
+    } else if !incidents.is_empty() {
+        (
+            Verdict::Inconclusive,
+            format!(
+                "both versions are affected on {} (shared guard breach or a baseline that moved on its own): \
+                 an incident-like condition, not evidence about the canary",
+                incidents.join(", ")
+            ),
+        )
     } else if !complete {
         (Verdict::Inconclusive, format!("analysis running: {}s of {}s observed", obs.now_s, obs.duration_s))
     } else if findings.iter().all(|f| f.status == MetricStatus::Ignored) {

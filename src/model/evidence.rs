@@ -191,7 +191,9 @@ pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
         MetricStatus::Failing | MetricStatus::Suspect => Fact::CanaryWorse,
         MetricStatus::Ok => Fact::NoDifference,
         MetricStatus::NoData | MetricStatus::InsufficientData => Fact::NoData,
-        MetricStatus::Ignored => Fact::Context,
+        MetricStatus::Ignored | MetricStatus::BaselineShifted => Fact::Context,
+        // Both versions past the guard: never evidence against the canary.
+        MetricStatus::SharedBreach => Fact::BothSides,
     };
     let status = serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_string));
     EvidenceItem {

@@ -558,7 +558,7 @@ impl ReleaseRun<'_> {
             st.last_obs.clone_from(&obs);
         }
         let judged = match &obs {
-            Some(o) => judge(o, &self.policy.judge),
+            Some(o) => judge(o, &self.policy.judge_for(&self.facts.service)),
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
         };
         let now_ms = self.agent.clock.now_ms();

@@ -35,15 +35,46 @@ fn decide(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
     }
     match input.judge.verdict {
         Verdict::Fail => {
+            for f in input.judge.failing().filter(|f| f.guard.is_some()) {
+                t.hit("guard.canary_breach", f.explanation.clone());
+            }
             if let ModelInput::Verdict { recommendation: ModelRecommendation::Promote, .. } = input.model {
                 t.hit("model.cannot_loosen", "model recommends promote; the judge failed the canary");
             }
             let reason = input.judge.summary.clone();
             rollback(policy, input, t, reason)
         }
+        _ if input.judge.incidents().next().is_some() => incident(input, t),
         Verdict::Pass => promote(policy, input, t),
         Verdict::Inconclusive => inconclusive(policy, input, t),
     }
+}
+
+/// Both versions are affected (a shared guard breach, or the concurrent
+/// baseline moved on its own): rolling back would not help and promoting
+/// would ship into an incident. Hold; a model asking for a rollback only
+/// reaches a human.
+fn incident(input: &PolicyInput, t: &mut Trace) -> Decision {
+    let mut names = Vec::new();
+    for f in input.judge.incidents() {
+        let rule =
+            if f.status == MetricStatus::SharedBreach { "guard.shared_breach" } else { "judge.baseline_shifted" };
+        t.hit(rule, f.explanation.clone());
+        names.push(f.metric.as_str());
+    }
+    let reason = format!(
+        "incident-like condition on {}: both versions are affected (a shared guard breach or a baseline that \
+         moved on its own), so neither rolling back nor promoting helps; a human must look",
+        names.join(", ")
+    );
+    if let ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, .. } = input.model {
+        t.hit("model.rollback_needs_human", "model recommends rollback during a shared incident");
+        return Decision::RequireApproval {
+            reason,
+            proposed: proposal_rollback(input, "model recommendation during a shared incident"),
+        };
+    }
+    Decision::Hold { reason }
 }
 
 fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, otherwise: Decision) -> Decision {

@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::judge::JudgeConfig;
+use crate::judge::{GuardSpec, JudgeConfig};
+use crate::signals::{BadDirection, MetricSpec};
 
 /// The shipped default policy, embedded at build time.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
@@ -96,6 +97,10 @@ fn all_services() -> Vec<String> {
 pub struct ServicePolicy {
     /// Overrides the default autonomy.
     pub autonomy: Option<Autonomy>,
+    /// Guards for this service, by metric name; each replaces the
+    /// `[judge.metrics.NAME]` guard of the same metric.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, GuardSpec>,
 }
 
 /// A whole policy file.
@@ -128,6 +133,10 @@ pub struct PolicyFile {
     /// Judge tunables.
     #[serde(default)]
     pub judge: JudgeConfig,
+    /// Where this policy was read from, for errors found after loading.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub origin: PathBuf,
 }
 
 impl PolicyFile {
@@ -137,11 +146,12 @@ impl PolicyFile {
             |field: String, expected: String| PolicyFileError::Field { path: path.to_path_buf(), field, expected };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| field_err("(document)".into(), format!("valid TOML: {}", e.message())))?;
-        let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             field_err(field, e.into_inner().message().to_string())
         })?;
         file.validate().map_err(|(f, e)| field_err(f, e))?;
+        file.origin = path.to_path_buf();
         Ok(file)
     }
 
@@ -175,7 +185,65 @@ impl PolicyFile {
                 return Err((format!("freeze[{i}].services"), "at least one service or \"*\"".into()));
             }
         }
+        for (service, s) in &self.services {
+            for (metric, g) in &s.metrics {
+                g.validate().map_err(|(f, e)| (format!("services.{service}.metrics.{metric}.{f}"), e))?;
+            }
+        }
         self.judge.validate().map_err(|(f, e)| (format!("judge.{f}"), e))
+    }
+
+    /// The judge's configuration for `service`: the `[judge]` table with the
+    /// service's guards in place of the general ones.
+    pub fn judge_for(&self, service: &str) -> std::borrow::Cow<'_, JudgeConfig> {
+        match self.services.get(service).filter(|s| !s.metrics.is_empty()) {
+            None => std::borrow::Cow::Borrowed(&self.judge),
+            Some(s) => {
+                let mut cfg = self.judge.clone();
+                for (metric, g) in &s.metrics {
+                    cfg.metrics.entry(metric.clone()).or_default().set_guard(g);
+                }
+                std::borrow::Cow::Owned(cfg)
+            }
+        }
+    }
+
+    /// Refuse a guard on a metric's good side (a `max` on a metric that hurts
+    /// when it falls): it would fire on an improvement and never on harm.
+    pub fn check_guards(&self, service: &str, metrics: &[MetricSpec]) -> Result<(), PolicyFileError> {
+        let path = &self.origin;
+        let service_guard = |metric: &str| self.services.get(service).and_then(|s| s.metrics.get(metric));
+        for m in metrics {
+            let (prefix, spec) = match service_guard(&m.name) {
+                Some(g) => (format!("services.{service}.metrics.{}", m.name), g.clone()),
+                None => match self.judge.metrics.get(&m.name) {
+                    Some(o) => (format!("judge.metrics.{}", m.name), o.guard_spec()),
+                    None => continue,
+                },
+            };
+            let Some(guard) = spec.guard() else { continue };
+            let wrong = match (m.bad_direction, guard.limit.direction()) {
+                (BadDirection::Both, _) => false,
+                (d, g) => d != g,
+            };
+            if wrong {
+                let (field, want) = match guard.limit.direction() {
+                    BadDirection::Up => ("max", "min"),
+                    _ => ("min", "max"),
+                };
+                return Err(PolicyFileError::Field {
+                    path: path.to_path_buf(),
+                    field: format!("{prefix}.{field}"),
+                    expected: format!(
+                        "`{want}`: `{}` is harmful when it goes {} (bad_direction), so a `{field}` guard would \
+                         fire on an improvement and never on harm",
+                        m.name,
+                        if m.bad_direction == BadDirection::Up { "up" } else { "down" }
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Autonomy for `service`.

@@ -179,7 +179,7 @@ fn autonomy_and_freeze_require_a_human() {
 }
 
 fn file_service(a: Autonomy) -> file::ServicePolicy {
-    file::ServicePolicy { autonomy: Some(a) }
+    file::ServicePolicy { autonomy: Some(a), ..Default::default() }
 }
 
 /// The whole table: no combination of mode, verdict and model input promotes
@@ -226,5 +226,188 @@ fn decision_table_never_loosens() {
                 }
             }
         }
+    }
+}
+
+// ---- SLO guards: the judge on real series, then policy, over every model input.
+
+mod guards {
+    use super::*;
+    use crate::signals::{BaselineKind, MetricSeries, MetricSpec, Observation, Traffic};
+
+    const GUARDED: &str = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
+                           [judge.metrics.err]\nmax = 0.05\nfor_s = 60\nmin_requests = 50\n";
+
+    /// 60 steps of 10 s; error ratios per step from `b(i)`, `c(i)`.
+    fn obs(kind: BaselineKind, b: impl Fn(usize) -> f64, c: impl Fn(usize) -> f64, canary_n: u64) -> Observation {
+        let n = 60;
+        Observation {
+            service: "checkout".into(),
+            step_s: 10,
+            duration_s: 600,
+            now_s: 600,
+            baseline_kind: kind,
+            traffic: Some(Traffic { baseline: vec![1000; n], canary: vec![canary_n; n] }),
+            metrics: vec![MetricSeries {
+                spec: MetricSpec { name: "err".into(), unit: "ratio".into(), bad_direction: BadDirection::Up },
+                baseline: (0..n).map(|i| Some(b(i))).collect(),
+                canary: (0..n).map(|i| Some(c(i))).collect(),
+            }],
+            logs: vec![],
+            events: vec![],
+        }
+    }
+
+    fn parse(text: &str) -> PolicyFile {
+        PolicyFile::parse(std::path::Path::new("guards.toml"), text).unwrap()
+    }
+
+    fn models() -> Vec<ModelInput> {
+        let v = |recommendation| ModelInput::Verdict { recommendation, evidence_verified: true };
+        vec![
+            ModelInput::NotConfigured,
+            ModelInput::Unavailable { reason: "timeout".into() },
+            v(ModelRecommendation::Promote),
+            v(ModelRecommendation::Continue),
+            v(ModelRecommendation::Hold),
+            v(ModelRecommendation::Rollback),
+        ]
+    }
+
+    fn outcomes(p: &PolicyFile, o: &Observation) -> Vec<PolicyOutcome> {
+        let mut allowing = p.clone();
+        allowing.allow_model_rollback = true;
+        let j = crate::judge::judge(o, &p.judge_for("checkout"));
+        let mut out = vec![];
+        for p in [p, &allowing] {
+            for m in models() {
+                out.push(decide_with(p, &j, &m, &facts(), &History::default(), None));
+            }
+        }
+        out
+    }
+
+    fn rules(o: &PolicyOutcome) -> Vec<&str> {
+        o.trace.iter().map(|r| r.rule.as_str()).collect()
+    }
+
+    #[test]
+    fn a_canary_past_its_guard_fails_before_the_statistics_are_sure() {
+        // 12 requests a step, one error each (8.3 %) against a 3 % baseline from step 30.
+        let o = obs(BaselineKind::Concurrent, |_| 0.03, |i| if i >= 30 { 1.0 / 12.0 } else { 0.0 }, 12);
+        let without = crate::judge::judge(&o, &policy().judge);
+        assert_ne!(without.verdict, crate::judge::Verdict::Fail, "the paired test alone is not sure yet");
+        for d in outcomes(&parse(GUARDED), &o) {
+            assert!(matches!(d.decision, Decision::Rollback { .. }), "{d:?}");
+            assert!(rules(&d).contains(&"guard.canary_breach"), "{:?}", rules(&d));
+            let detail = &d.trace.iter().find(|r| r.rule == "guard.canary_breach").unwrap().detail;
+            assert!(detail.contains("canary 8.33% > guard 5.00% for 60s (baseline 3.00%)"), "{detail}");
+        }
+    }
+
+    #[test]
+    fn a_shared_breach_is_never_a_rollback_nor_a_promotion() {
+        let jump = |i: usize| if i >= 20 { 0.08 } else { 0.003 };
+        let o = obs(BaselineKind::Concurrent, jump, jump, 60);
+        for d in outcomes(&parse(GUARDED), &o) {
+            assert!(!matches!(d.decision, Decision::Rollback { .. } | Decision::Promote), "{d:?}");
+            assert!(rules(&d).contains(&"guard.shared_breach"), "{:?}", rules(&d));
+            match &d.decision {
+                Decision::Hold { reason } => assert!(reason.contains("incident-like condition on err"), "{reason}"),
+                // Only a model asking to roll back turns the hold into a question for a human.
+                Decision::RequireApproval { proposed: Proposal::Rollback { .. }, .. } => {
+                    assert!(rules(&d).contains(&"model.rollback_needs_human"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_guard_a_baseline_that_jumps_holds_instead_of_promoting() {
+        let jump = |i: usize| if i >= 20 { 0.08 } else { 0.003 };
+        let o = obs(BaselineKind::Concurrent, jump, jump, 60);
+        for d in outcomes(&policy(), &o) {
+            assert!(!matches!(d.decision, Decision::Rollback { .. } | Decision::Promote), "{d:?}");
+            assert!(rules(&d).contains(&"judge.baseline_shifted"), "{:?}", rules(&d));
+        }
+    }
+
+    #[test]
+    fn with_an_earlier_window_as_baseline_a_canary_breach_fails_even_if_the_baseline_breached() {
+        for kind in [BaselineKind::Preceding, BaselineKind::Seasonal] {
+            let o = obs(kind, |_| 0.06, |_| 0.07, 400);
+            for d in outcomes(&parse(GUARDED), &o) {
+                assert!(matches!(d.decision, Decision::Rollback { .. }), "{kind:?}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_guard_never_loosens_a_failing_metric() {
+        // Both sides past the guard, and the canary far worse than the baseline:
+        // the comparison fails the metric; the shared breach does not soften it.
+        let o = obs(BaselineKind::Concurrent, |_| 0.06, |i| if i >= 10 { 0.30 } else { 0.06 }, 400);
+        for d in outcomes(&parse(GUARDED), &o) {
+            assert!(matches!(d.decision, Decision::Rollback { .. }), "{d:?}");
+        }
+        // And a guard that never fires changes nothing about a statistical failure.
+        let loose = parse(&GUARDED.replace("max = 0.05", "max = 0.9"));
+        let o = obs(BaselineKind::Concurrent, |_| 0.003, |i| if i >= 10 { 0.2 } else { 0.003 }, 400);
+        for d in outcomes(&loose, &o) {
+            assert!(matches!(d.decision, Decision::Rollback { .. }), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_spike_shorter_than_for_s_is_not_a_breach() {
+        let o = obs(BaselineKind::Concurrent, |_| 0.004, |i| if (40..43).contains(&i) { 1.0 / 16.0 } else { 0.0 }, 16);
+        let j = crate::judge::judge(&o, &parse(GUARDED).judge_for("checkout"));
+        assert!(j.findings[0].guard.is_none(), "{:?}", j.findings[0]);
+        assert_eq!(j.verdict, crate::judge::Verdict::Pass);
+    }
+
+    #[test]
+    fn a_service_override_replaces_the_general_guard() {
+        let p = parse(&format!("{GUARDED}[services.checkout.metrics.err]\nmax = 0.5\n"));
+        let o = obs(BaselineKind::Concurrent, |_| 0.03, |i| if i >= 30 { 1.0 / 12.0 } else { 0.0 }, 12);
+        let j = crate::judge::judge(&o, &p.judge_for("checkout"));
+        assert!(j.findings[0].guard.is_none(), "checkout's own limit is 50 %");
+        let j = crate::judge::judge(&o, &p.judge_for("search"));
+        assert!(j.findings[0].guard.is_some(), "other services keep the general 5 %");
+    }
+
+    #[test]
+    fn guard_fields_are_validated_with_the_field_named() {
+        let head = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+        for (body, field) in [
+            ("[judge.metrics.err]\nmax = 0.05\nmin = 0.01\n", "judge.metrics.err.min"),
+            ("[judge.metrics.err]\nmax = 0.05\nfor_s = 0\n", "judge.metrics.err.for_s"),
+            ("[judge.metrics.err]\nmax = 0.05\nmin_requests = 0\n", "judge.metrics.err.min_requests"),
+            ("[judge.metrics.err]\nfor_s = 30\n", "judge.metrics.err.max"),
+            ("[services.checkout.metrics.lat]\nmax = 800\nfor_s = 999999\n", "services.checkout.metrics.lat.for_s"),
+            ("[services.checkout.metrics.lat]\nmaxx = 800\n", "maxx"),
+        ] {
+            let e =
+                PolicyFile::parse(std::path::Path::new("p.toml"), &format!("{head}{body}")).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("p.toml"), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_guard_on_a_metrics_good_side_is_refused_with_the_field_named() {
+        let p = parse(&GUARDED.replace("max = 0.05", "min = 0.05"));
+        let up = [MetricSpec { name: "err".into(), unit: "ratio".into(), bad_direction: BadDirection::Up }];
+        let e = p.check_guards("checkout", &up).unwrap_err().to_string();
+        assert!(e.contains("guards.toml") && e.contains("`judge.metrics.err.min`") && e.contains("`max`"), "{e}");
+        let p = parse(
+            "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[services.checkout.metrics.rps]\nmax = 10\n",
+        );
+        let down = [MetricSpec { name: "rps".into(), unit: "rps".into(), bad_direction: BadDirection::Down }];
+        let e = p.check_guards("checkout", &down).unwrap_err().to_string();
+        assert!(e.contains("services.checkout.metrics.rps.max"), "{e}");
+        assert!(p.check_guards("search", &down).is_ok(), "another service has no such guard");
+        let both = [MetricSpec { name: "rps".into(), unit: "rps".into(), bad_direction: BadDirection::Both }];
+        assert!(p.check_guards("checkout", &both).is_ok());
     }
 }

@@ -1,10 +1,29 @@
 //! The Markdown report: a PR comment, a chat message, a step summary.
 
 use super::{Report, fmt};
-use crate::judge::MetricStatus;
+use crate::judge::{Breach, Finding, Limit, MetricStatus};
 
 fn cell(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "–".into(), |x| fmt(x, unit))
+}
+
+/// The scorecard's guard column: a guard that fired, or the baseline's own move.
+fn guard_cell(f: &Finding) -> String {
+    if let Some(h) = &f.guard {
+        let (op, v) = match h.guard.limit {
+            Limit::Max(v) => (">", v),
+            Limit::Min(v) => ("<", v),
+        };
+        let who = match h.breach {
+            Breach::Canary => "**canary**",
+            Breach::Shared => "**both** (incident)",
+        };
+        return format!("{who} {op} {} for {}s at t={}s", fmt(v, &f.unit), h.guard.for_s, h.at_s);
+    }
+    match &f.baseline_shift {
+        Some(s) => format!("baseline moved {} → {}", fmt(s.before, &f.unit), fmt(s.after, &f.unit)),
+        None => "–".into(),
+    }
 }
 
 /// Render `r` as Markdown.
@@ -33,13 +52,15 @@ pub fn render_markdown(r: &Report) -> String {
     }
     if let Some(j) = &r.judge {
         o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, j.summary));
-        o.push_str("| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window |\n");
-        o.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        o.push_str(
+            "| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window | guard |\n",
+        );
+        o.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for f in &j.findings {
             let status =
                 if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { format!("{:?}", f.status) };
             o.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 f.metric,
                 status,
                 cell(f.baseline, &f.unit),
@@ -51,6 +72,7 @@ pub fn render_markdown(r: &Report) -> String {
                     _ => "–".into(),
                 },
                 f.window_s.map_or_else(|| "–".into(), |w| format!("{w}s")),
+                guard_cell(f),
             ));
         }
         o.push('\n');

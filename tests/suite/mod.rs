@@ -1,6 +1,7 @@
 mod cli;
 mod crash;
 mod e2e;
+mod guards;
 mod haproxy;
 mod interop;
 mod kubernetes;

@@ -1,0 +1,138 @@
+//! SLO guards through the real CLI: `eval` over the guard scenarios with and
+//! without a guarded policy, `watch` on a shared breach (the ledger and the
+//! report show the hit), and `policy check` refusing a guard on a metric's
+//! good side.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn backstop() -> Command {
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env_remove("RUST_LOG");
+    c
+}
+
+fn eval(policy: Option<&str>) -> Vec<Value> {
+    let mut c = backstop();
+    c.args(["eval", "fixtures/scenarios/guards", "--format", "json"]);
+    if let Some(p) = policy {
+        c.args(["--policy", p]);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["judges"]["backstop"]["results"].as_array().unwrap().clone()
+}
+
+fn find<'a>(results: &'a [Value], name: &str) -> &'a Value {
+    results.iter().find(|r| r["scenario"] == name).unwrap()
+}
+
+#[test]
+fn eval_over_the_guard_scenarios_shows_each_semantic_and_its_hits() {
+    let guarded = eval(Some("fixtures/policy/guards.toml"));
+    let plain = eval(None);
+
+    // Low-traffic canary over its guard: rolled back 60 s after onset, long before the statistics alone.
+    let g = find(&guarded, "guard-low-traffic-canary-breach");
+    let p = find(&plain, "guard-low-traffic-canary-breach");
+    assert_eq!(g["decision"], "rollback");
+    assert_eq!(g["decided_at_s"], 360);
+    assert_eq!(g["guard_hits"][0]["breach"], "canary");
+    assert!(p["decided_at_s"].as_u64().unwrap_or(u64::MAX) > 360, "{p}");
+
+    // Shared breach: never promoted, never rolled back; a human is asked. Without a
+    // guard the baseline's own jump holds it too.
+    for r in [find(&guarded, "guard-shared-breach"), find(&plain, "guard-shared-breach")] {
+        assert_eq!(r["decision"], "escalate", "{r}");
+    }
+    assert_eq!(find(&guarded, "guard-shared-breach")["guard_hits"][0]["breach"], "shared");
+
+    // A preceding baseline already past the limit does not make the breach shared.
+    let g = find(&guarded, "guard-preceding-baseline-breach");
+    assert_eq!(g["decision"], "rollback", "{g}");
+    assert_eq!(g["guard_hits"][0]["breach"], "canary");
+    assert_eq!(find(&plain, "guard-preceding-baseline-breach")["decision"], "promote", "what the guard adds");
+
+    // A spike shorter than for_s: no hit, no action.
+    let g = find(&guarded, "guard-brief-spike");
+    assert_eq!(g["decision"], "promote");
+    assert!(g.get("guard_hits").is_none(), "{g}");
+}
+
+#[test]
+fn watch_on_a_shared_breach_holds_and_the_ledger_and_report_show_the_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("backstop.toml");
+    std::fs::write(
+        &cfg,
+        crate::support::release_toml(
+            "simulator/checkout",
+            "{ kind = \"scenario\", path = \"fixtures/scenarios/guards/guard-shared-breach.json\" }",
+            None,
+        ),
+    )
+    .unwrap();
+    let ledger = dir.path().join("l.db");
+    let out = backstop()
+        .args(["--config", cfg.to_str().unwrap(), "watch", "--pace-ms", "0", "--format", "json"])
+        .args(["--policy", "fixtures/policy/guards.toml", "--ledger", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "held for a human: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("incident-like condition on http_error_ratio"), "{text}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let records = rt.block_on(async {
+        let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(&ledger)).await.unwrap();
+        l.list(None, 10_000).await.unwrap()
+    });
+    let hit = records.iter().filter(|r| r.kind == "tick").find_map(|r| {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        body["rules"].as_array().unwrap().iter().any(|h| h["rule"] == "guard.shared_breach").then_some(body)
+    });
+    let hit = hit.expect("a tick records the shared-breach rule");
+    assert_eq!(hit["judge"]["findings"][0]["guard"]["breach"], "shared");
+    assert_eq!(hit["decision"]["decision"], "hold");
+
+    // advise's Markdown scorecard has the guard column.
+    let out = backstop()
+        .args(["--config", cfg.to_str().unwrap(), "advise", "--pace-ms", "0", "--format", "markdown"])
+        .args(["--policy", "fixtures/policy/guards.toml", "--ledger", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("| guard |"), "{md}");
+    assert!(md.contains("**both** (incident) > 5.00% for 60s at t=460s"), "{md}");
+}
+
+#[test]
+fn policy_check_refuses_a_guard_on_a_metrics_good_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n\
+         [judge.metrics.throughput_per_pod_rps]\nmax = 50\n",
+    )
+    .unwrap();
+    backstop()
+        .args(["--config", "fixtures/config/simulator.toml", "policy", "check", policy.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("judge.metrics.throughput_per_pod_rps.max"))
+        .stderr(predicate::str::contains("p.toml"))
+        .stderr(predicate::str::contains("`min`"));
+    // The same file is refused by the commands that run releases, before any tick.
+    backstop()
+        .args(["demo", "--tick-ms", "0", "--policy", policy.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("judge.metrics.throughput_per_pod_rps.max"));
+    backstop()
+        .args(["--config", "fixtures/config/simulator.toml", "policy", "check", "fixtures/policy/guards.toml"])
+        .assert()
+        .success();
+}
