@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::judge::{Breach, JudgeResult, Verdict, judge};
+use crate::judge::{GuardNote, Verdict, judge};
 use crate::policy::PolicyFile;
 use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
 pub use model::ModelJudge;
@@ -38,27 +38,6 @@ pub struct Replay {
     pub decided_at_s: Option<u64>,
     /// Guards that fired, first hit per metric.
     pub guard_hits: Vec<GuardNote>,
-}
-
-/// A guard hit as `eval` reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GuardNote {
-    /// Metric name.
-    pub metric: String,
-    /// Canary alone, or both sides.
-    pub breach: Breach,
-    /// Release time the breach had lasted its `for_s`, seconds.
-    pub at_s: u64,
-}
-
-/// The guard hits in one judge result.
-pub(crate) fn guard_notes(j: &JudgeResult) -> Vec<GuardNote> {
-    j.findings
-        .iter()
-        .filter_map(|f| {
-            f.guard.as_ref().map(|h| GuardNote { metric: f.metric.clone(), breach: h.breach, at_s: h.at_s })
-        })
-        .collect()
 }
 
 /// A judge's decision on a whole scenario.
@@ -121,7 +100,7 @@ impl EvalJudge for BackstopJudge {
         let mut now = step;
         loop {
             let r = judge(&src.observe_at(now), &config);
-            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: guard_notes(&r) };
+            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: r.guard_notes() };
             match r.verdict {
                 Verdict::Fail => return done(Decision::Rollback, Some(now)),
                 Verdict::Pass => return done(Decision::Promote, Some(now)),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Decision, EvalJudge, Replay, guard_notes};
+use super::{Decision, EvalJudge, Replay};
 use crate::judge::judge;
 use crate::model::{Assessor, Deliberation};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode};
@@ -43,7 +43,7 @@ impl ModelJudge {
         loop {
             let obs = src.observe_at(now);
             let judged = judge(&obs, &config);
-            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: guard_notes(&judged) };
+            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: judged.guard_notes() };
             let decide = |m: &ModelInput| {
                 let input = PolicyInput {
                     judge: &judged,

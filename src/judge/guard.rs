@@ -80,6 +80,17 @@ pub struct GuardHit {
     pub canary_requests: Option<u64>,
 }
 
+/// A guard hit in brief, for the gate and `eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GuardNote {
+    /// Metric name.
+    pub metric: String,
+    /// Canary alone, or both sides.
+    pub breach: Breach,
+    /// Release time the breach had lasted its `for_s`, seconds.
+    pub at_s: u64,
+}
+
 /// The baseline moved on its own during the window, beyond what the
 /// comparison can absorb: the canary is compared with a different system
 /// than the one it started next to.

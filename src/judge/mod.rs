@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::signals::{BadDirection, Observation};
-pub use guard::{BaselineShift, Breach, Guard, GuardHit, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
+pub use guard::{BaselineShift, Breach, Guard, GuardHit, GuardNote, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
 use metric::analyse_metric;
 
 /// The judge's tunables. Each has a documented default; the policy file may
@@ -351,6 +351,16 @@ impl JudgeResult {
     /// Metrics that are failing.
     pub fn failing(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.status == MetricStatus::Failing)
+    }
+
+    /// The guards that fired, in brief.
+    pub fn guard_notes(&self) -> Vec<GuardNote> {
+        self.findings
+            .iter()
+            .filter_map(|f| {
+                f.guard.as_ref().map(|h| GuardNote { metric: f.metric.clone(), breach: h.breach, at_s: h.at_s })
+            })
+            .collect()
     }
 
     /// Metrics held for an incident-like condition (shared breach, baseline shift).

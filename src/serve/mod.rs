@@ -114,6 +114,9 @@ pub struct GateView {
     pub summary: String,
     /// Metrics failing now.
     pub failing: Vec<String>,
+    /// Guards that fired (canary or shared breach), with where and when.
+    #[serde(default)]
+    pub guard_hits: Vec<crate::judge::GuardNote>,
 }
 
 /// The latest answer for every served release.
@@ -134,6 +137,7 @@ impl GateBoard {
             duration_s,
             summary: "analysis starting".into(),
             failing: vec![],
+            guard_hits: vec![],
         };
         self.lock().insert(release.into(), view);
     }
@@ -169,6 +173,7 @@ impl Observer for GateObserver {
         view.duration_s = t.duration_s;
         view.summary = t.judge.summary.clone();
         view.failing = t.judge.failing().map(|f| f.metric.clone()).collect();
+        view.guard_hits = t.judge.guard_notes();
     }
 }
 

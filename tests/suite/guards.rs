@@ -136,3 +136,48 @@ fn policy_check_refuses_a_guard_on_a_metrics_good_side() {
         .assert()
         .success();
 }
+
+/// The gate on a shared breach: Argo pauses (`inconclusive`), Flagger's
+/// rollout check passes (no rollback), and the answer names the guard hit.
+#[test]
+fn the_gate_on_a_shared_breach_pauses_and_names_the_guard() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("backstop.toml");
+    std::fs::write(
+        &cfg,
+        crate::support::release_toml(
+            "simulator/checkout",
+            "{ kind = \"scenario\", path = \"fixtures/scenarios/guards/guard-shared-breach.json\" }",
+            None,
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .args(["--config", cfg.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--policy", "fixtures/policy/guards.toml", "--pace-ms", "2"])
+        .args(["--ledger", dir.path().join("l.db").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut argo = None;
+    while Instant::now() < deadline {
+        argo = crate::suite::watch::http_get(port, "/v1/gates/checkout");
+        if argo.as_ref().is_some_and(|(_, b)| b.contains("\"guard_hits\":[{")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flagger = crate::suite::watch::http_get(port, "/v1/gates/checkout?contract=flagger-rollout");
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let (code, body) = argo.expect("gate never answered");
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["verdict"], "inconclusive", "{v}");
+    assert_eq!(v["guard_hits"][0]["breach"], "shared", "{v}");
+    assert_eq!(v["guard_hits"][0]["metric"], "http_error_ratio");
+    assert_eq!(flagger.unwrap().0, 200, "no failed check, so Flagger does not roll back");
+}
