@@ -1,5 +1,6 @@
 //! The Markdown report: a PR comment, a chat message, a step summary.
 
+use super::text::{code, md};
 use super::{Report, fmt};
 use crate::judge::{Breach, Finding, Limit, MetricStatus};
 
@@ -11,12 +12,12 @@ fn cell(v: Option<f64>, unit: &str) -> String {
 fn guard_cell(f: &Finding) -> String {
     if let Some(h) = &f.guard {
         let (op, v) = match h.guard.limit {
-            Limit::Max(v) => (">", v),
-            Limit::Min(v) => ("<", v),
+            Limit::Max(v) => ("above", v),
+            Limit::Min(v) => ("below", v),
         };
         let who = match h.breach {
-            Breach::Canary => "**canary**",
-            Breach::Shared => "**both** (incident)",
+            Breach::Canary => "canary",
+            Breach::Shared => "both (incident)",
         };
         return format!("{who} {op} {} for {}s at t={}s", fmt(v, &f.unit), h.guard.for_s, h.at_s);
     }
@@ -32,14 +33,18 @@ pub fn render_markdown(r: &Report) -> String {
     let mode = if r.acting { "watch" } else { "advise (dry run: nothing executes)" };
     o.push_str(&format!(
         "## backstop: {} {} — **{}**\n\n{}\n\n",
-        r.service,
-        r.candidate_revision,
+        md(&r.service),
+        md(&r.candidate_revision),
         r.recommendation.to_uppercase(),
-        r.headline
+        md(&r.headline)
     ));
     o.push_str(&format!(
         "- release `{}` (`{}`), target `{}`, mode {mode}\n- decision at t={}s of {}s\n",
-        r.release, r.release_id, r.target, r.decided_at_s, r.duration_s
+        code(&r.release),
+        code(&r.release_id),
+        code(&r.target),
+        r.decided_at_s,
+        r.duration_s
     ));
     if let Some(onset) = r.known_onset_s {
         o.push_str(&format!("- known fault onset (from the source, never shown to the judge): t={onset}s\n"));
@@ -47,11 +52,11 @@ pub fn render_markdown(r: &Report) -> String {
     if let Some(p) = &r.plan {
         o.push_str("\n### The exact action\n\n");
         for (i, s) in p.steps.iter().enumerate() {
-            o.push_str(&format!("{}. {s}\n", i + 1));
+            o.push_str(&format!("{}. {}\n", i + 1, md(s)));
         }
     }
     if let Some(j) = &r.judge {
-        o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, j.summary));
+        o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, md(&j.summary)));
         o.push_str(
             "| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window | guard |\n",
         );
@@ -61,23 +66,23 @@ pub fn render_markdown(r: &Report) -> String {
                 if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { format!("{:?}", f.status) };
             o.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                f.metric,
+                md(&f.metric),
                 status,
-                cell(f.baseline, &f.unit),
-                cell(f.canary, &f.unit),
-                cell(f.effect, &f.unit),
-                cell(f.tolerance, &f.unit),
+                md(&cell(f.baseline, &f.unit)),
+                md(&cell(f.canary, &f.unit)),
+                md(&cell(f.effect, &f.unit)),
+                md(&cell(f.tolerance, &f.unit)),
                 match (f.z, f.critical) {
                     (Some(z), Some(c)) => format!("{z:.1} / {c:.1}"),
                     _ => "–".into(),
                 },
                 f.window_s.map_or_else(|| "–".into(), |w| format!("{w}s")),
-                guard_cell(f),
+                md(&guard_cell(f)),
             ));
         }
         o.push('\n');
         for f in &j.findings {
-            o.push_str(&format!("- {}\n", f.explanation));
+            o.push_str(&format!("- {}\n", md(&f.explanation)));
         }
     }
     if let Some(obs) = &r.observation
@@ -86,18 +91,18 @@ pub fn render_markdown(r: &Report) -> String {
         // Text from the systems being watched: shown as data, quoted, never acted on.
         o.push_str("\n### Events (untrusted text from the watched systems)\n\n");
         for e in obs.events.iter().rev().take(20) {
-            o.push_str(&format!("- t={}s {:?} {}: `{}`\n", e.t_s, e.target, e.kind, e.message.replace('`', "'")));
+            o.push_str(&format!("- t={}s {:?} `{}`: `{}`\n", e.t_s, e.target, code(&e.kind), code(&e.message)));
         }
     }
     model_section(&mut o, r);
     o.push_str("\n### Policy rules\n\n");
     for rule in &r.rules {
-        o.push_str(&format!("- {rule}\n"));
+        o.push_str(&format!("- {}\n", md(rule)));
     }
     if !r.would_change.is_empty() {
         o.push_str("\n### What would change this recommendation\n\n");
         for w in &r.would_change {
-            o.push_str(&format!("- {w}\n"));
+            o.push_str(&format!("- {}\n", md(w)));
         }
     }
     o
@@ -110,19 +115,20 @@ fn model_section(o: &mut String, r: &Report) {
 
 /// The model's verdict, its findings with cited ids, the cited evidence and usage, as Markdown.
 pub fn model_lines(m: &super::ModelReport) -> String {
-    let mut o = format!("{}\n", m.status);
+    let mut o = format!("{}\n", md(&m.status));
     if let Some(v) = &m.verdict {
         o.push('\n');
         for f in &v.findings {
-            o.push_str(&format!("- {:?}: {} [{}]\n", f.claim, f.summary.replace('`', "'"), f.evidence.join(", ")));
+            let ids: Vec<String> = f.evidence.iter().map(|id| md(id)).collect();
+            o.push_str(&format!("- {:?}: {} [{}]\n", f.claim, md(&f.summary), ids.join(", ")));
         }
-        o.push_str(&format!("\nWhat would change its mind: {}\n", v.what_would_change_my_mind.replace('`', "'")));
+        o.push_str(&format!("\nWhat would change its mind: {}\n", md(&v.what_would_change_my_mind)));
     }
     if !m.cited.is_empty() {
         o.push_str("\nCited evidence:\n\n");
         for e in &m.cited {
             let label = if e.untrusted { " (untrusted text)" } else { "" };
-            o.push_str(&format!("- `{}` {:?}{label}: `{}`\n", e.id, e.fact, e.text.replace('`', "'")));
+            o.push_str(&format!("- `{}` {:?}{label}: `{}`\n", code(&e.id), e.fact, code(&e.text)));
         }
     }
     if m.usage.calls > 0 {

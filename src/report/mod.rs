@@ -6,6 +6,7 @@
 mod chart;
 mod html;
 mod markdown;
+pub mod text;
 
 use serde::Serialize;
 

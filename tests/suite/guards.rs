@@ -105,7 +105,7 @@ fn watch_on_a_shared_breach_holds_and_the_ledger_and_report_show_the_guard() {
         .unwrap();
     let md = String::from_utf8_lossy(&out.stdout);
     assert!(md.contains("| guard |"), "{md}");
-    assert!(md.contains("**both** (incident) > 5.00% for 60s at t=460s"), "{md}");
+    assert!(md.contains("both (incident) above 5.00% for 60s at t=460s"), "{md}");
 }
 
 #[test]

@@ -71,3 +71,57 @@ fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {
         std::fs::copy(&png, keep).unwrap();
     }
 }
+
+/// Metric names, event kinds and messages, and log lines written by someone
+/// who can set a label or emit an event reach every report format inert: no
+/// HTML element, link, image, table cell break, escape sequence or bidi
+/// override of theirs survives (`fixtures/hostile/hostile-text.json`).
+#[test]
+fn hostile_telemetry_text_is_inert_in_markdown_and_html_reports() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("backstop.toml");
+    std::fs::write(
+        &cfg,
+        crate::support::release_toml(
+            "simulator/checkout",
+            "{ kind = \"scenario\", path = \"fixtures/hostile/hostile-text.json\" }",
+            None,
+        ),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let out = Command::cargo_bin("backstop")
+            .unwrap()
+            .env_remove("BACKSTOP_CONFIG")
+            .args(["--config", cfg.to_str().unwrap(), "advise", "--pace-ms", "0", "--format", format])
+            .args(["--ledger", d.path().join("l.db").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let md = run("markdown");
+    assert!(md.contains("http-equiv") && md.contains("onerror"), "the text is shown, as text: {md}");
+    for bad in ["\u{1b}", "\u{7}", "\u{202e}"] {
+        assert!(!md.contains(bad), "markdown carries {bad:?}:\n{md}");
+    }
+    // Outside code spans (whose content Markdown never interprets) no markup of theirs survives.
+    for line in md.lines() {
+        assert_eq!(line.matches('`').count() % 2, 0, "a code span left open: {line}");
+        let prose: String = line.split('`').step_by(2).collect();
+        for bad in ["<img", "<meta", "<script", "](https", "lat|"] {
+            assert!(!prose.contains(bad), "markdown carries {bad:?}: {line}");
+        }
+    }
+    // Every table row keeps its ten cell borders: a `|` in a name cannot add a column.
+    for row in md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| ---")) {
+        let borders =
+            row.chars().zip(std::iter::once(' ').chain(row.chars())).filter(|(c, p)| *c == '|' && *p != '\\').count();
+        assert_eq!(borders, 10, "{row}");
+    }
+    let html = run("html");
+    assert_eq!(html.matches("<meta").count(), 2, "only the page's own charset and CSP tags");
+    for bad in ["<img", "<script", "\u{1b}", "\u{202e}"] {
+        assert!(!html.contains(bad), "html carries {bad:?}");
+    }
+}
