@@ -59,7 +59,7 @@ impl LiveDisplay {
 
     fn line(&self, text: &str) {
         match (&self.bar, &self.prefix) {
-            (Some(b), _) => b.println(text),
+            (Some(b), _) => b.println(backstop::report::text::plain(text)),
             (None, Some(p)) => out(&format!("[{p}] {text}")),
             (None, None) => out(text),
         }

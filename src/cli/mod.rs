@@ -113,9 +113,14 @@ impl From<anyhow::Error> for Failure {
 pub type CliResult = Result<ExitCode, Failure>;
 
 /// Write a line to stdout; a closed pipe is not an error worth a panic.
+/// Print to stdout, line by line, with control characters and invisible
+/// formatting from outside text (a metric name, an event) made inert: a
+/// terminal would otherwise act on an escape sequence.
 pub fn out(text: &str) {
     let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{text}");
+    for line in text.split('\n') {
+        let _ = writeln!(o, "{}", backstop::report::text::plain(line));
+    }
 }
 
 pub fn main() -> ExitCode {

@@ -119,6 +119,19 @@ fn hostile_telemetry_text_is_inert_in_markdown_and_html_reports() {
             row.chars().zip(std::iter::once(' ').chain(row.chars())).filter(|(c, p)| *c == '|' && *p != '\\').count();
         assert_eq!(borders, 10, "{row}");
     }
+    // The terminal lines of `watch` carry no escape sequence either.
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", cfg.to_str().unwrap(), "watch", "--pace-ms", "0"])
+        .args(["--ledger", d.path().join("w.db").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("onerror"), "{text}");
+    for bad in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(!text.contains(bad), "watch printed {bad:?}");
+    }
     let html = run("html");
     assert_eq!(html.matches("<meta").count(), 2, "only the page's own charset and CSP tags");
     for bad in ["<img", "<script", "\u{1b}", "\u{202e}"] {
