@@ -89,11 +89,18 @@ impl ExecutorConfig {
                 Ok(())
             }
             ExecutorConfig::Webhook(w) => {
-                if !http_url(&w.url) {
-                    return bad("url", "an http:// or https:// URL with a host");
+                // A signed action in clear text can be read and its receiver spoofed.
+                let scheme_ok = |u: &str| u.starts_with("https://") || (w.allow_http && u.starts_with("http://"));
+                let want = if w.allow_http {
+                    "an http:// or https:// URL with a host"
+                } else {
+                    "an https:// URL with a host (http:// only with allow_http = true)"
+                };
+                if !http_url(&w.url) || !scheme_ok(&w.url) {
+                    return bad("url", want);
                 }
-                if w.verify_url.as_deref().is_some_and(|u| !http_url(u)) {
-                    return bad("verify_url", "an http:// or https:// URL with a host");
+                if w.verify_url.as_deref().is_some_and(|u| !http_url(u) || !scheme_ok(u)) {
+                    return bad("verify_url", want);
                 }
                 if w.secret_env.trim().is_empty() {
                     return bad("secret_env", "the name of the variable holding the signing secret");

@@ -12,7 +12,7 @@ use sha2::Sha256;
 use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
 use crate::policy::RollbackPlan;
 
-/// Header carrying `sha256=<hex HMAC of "<timestamp>.<body>">`.
+/// Header carrying `v1=<hex HMAC-SHA256 of "<timestamp>.<METHOD>.<host>[:port]<path>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "x-backstop-signature";
 /// Header carrying the unix-seconds timestamp that was signed.
 pub const TIMESTAMP_HEADER: &str = "x-backstop-timestamp";
@@ -33,6 +33,9 @@ pub struct WebhookConfig {
     /// Seconds per request.
     #[serde(default = "default_timeout")]
     pub timeout_s: u64,
+    /// Allow `http://` URLs (a signed body in clear text; for loopback and tests). Off: `https://` only.
+    #[serde(default)]
+    pub allow_http: bool,
     /// Retries after the first attempt on 429, 5xx and connection errors.
     #[serde(default = "default_retries")]
     pub retries: u32,
@@ -55,14 +58,41 @@ pub struct WebhookExecutor {
     http: reqwest::Client,
 }
 
-/// `sha256=<hex>` over `"<timestamp>.<body>"`; `None` only if the key were rejected
-/// (HMAC takes keys of any length).
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<String> {
+/// What a signature covers besides the body: the request line a receiver
+/// sees, so a signed body replayed to another endpoint (or as another
+/// method) does not verify there.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// `POST`.
+    pub method: &'a str,
+    /// The URL's host, with `:port` when the URL names one.
+    pub authority: &'a str,
+    /// The URL's path (and `?query`, if any).
+    pub path: &'a str,
+}
+
+/// `v1=<hex>` over `"<timestamp>.<METHOD>.<authority><path>.<body>"`; `None`
+/// only if the key were rejected (HMAC takes keys of any length).
+pub fn sign(secret: &[u8], timestamp: i64, request: Signed<'_>, body: &[u8]) -> Option<String> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
+    mac.update(format!("{timestamp}.{}.{}{}.", request.method, request.authority, request.path).as_bytes());
     mac.update(body);
-    Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+    Some(format!("v1={}", hex::encode(mac.finalize().into_bytes())))
+}
+
+/// The signed parts of `url`: authority (host[:port]) and path[?query].
+pub fn signed_parts(url: &str) -> Option<(String, String)> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let path = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    Some((authority, path))
 }
 
 impl WebhookExecutor {
@@ -157,7 +187,9 @@ impl Executor for WebhookExecutor {
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)) + jitter)).await;
             }
             let ts = crate::clock::Clock::now_ms(&crate::clock::SystemClock) / 1000;
-            let signature = sign(&self.secret, ts, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
+            let (authority, path) = signed_parts(&self.cfg.url).ok_or_else(|| self.fail("url has no host".into()))?;
+            let request = Signed { method: "POST", authority: &authority, path: &path };
+            let signature = sign(&self.secret, ts, request, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
             let sent = self
                 .http
                 .post(&self.cfg.url)

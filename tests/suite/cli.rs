@@ -235,6 +235,15 @@ fn every_executor_setting_is_checked_at_load_with_the_field_named() {
     for (executor, field) in [
         (r#"{ kind = "command", rollback = [] }"#, "releases[0].executor.rollback"),
         (r#"{ kind = "webhook", url = "not a url", secret_env = "PATH" }"#, "releases[0].executor.url"),
+        // A signed action in clear text: refused unless allow_http = true.
+        (
+            r#"{ kind = "webhook", url = "http://deploy.example/hook", secret_env = "PATH" }"#,
+            "releases[0].executor.url",
+        ),
+        (
+            r#"{ kind = "webhook", url = "https://deploy.example/hook", verify_url = "http://deploy.example/state", secret_env = "PATH" }"#,
+            "releases[0].executor.verify_url",
+        ),
         (
             r#"{ kind = "haproxy", socket = "/tmp/s", backend = "be", canary_server = "c", stable_server = "s", full_weight = 0 }"#,
             "releases[0].executor.full_weight",

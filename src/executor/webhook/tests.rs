@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
 
 use super::*;
@@ -22,10 +22,15 @@ struct Receiver {
     fail_first: usize,
 }
 
-async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Verifies as a receiver would: the signature over the timestamp, the
+/// request line it received (method, Host header, path) and the body.
+async fn hook(State(r): State<Receiver>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
-    let good = sign(&secret(), ts, &body).as_deref() == Some(h(SIGNATURE_HEADER).as_str());
+    let host = h("host");
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = Signed { method: "POST", authority: &host, path };
+    let good = sign(&secret(), ts, request, &body).as_deref() == Some(h(SIGNATURE_HEADER).as_str());
     let mut calls = r.calls.lock().unwrap();
     calls.push((h(IDEMPOTENCY_HEADER), String::from_utf8_lossy(&body).into_owned(), good));
     if !good {
@@ -53,6 +58,7 @@ fn executor(base: &str, secret_env: &str) -> Result<WebhookExecutor, ExecutorErr
         verify_url: Some(format!("{base}/state")),
         timeout_s: 5,
         retries: 3,
+        allow_http: true,
     };
     WebhookExecutor::new("argo/checkout", "v42", cfg)
 }
@@ -100,12 +106,21 @@ async fn gives_up_after_the_retries_with_the_last_error() {
 }
 
 #[test]
-fn signature_matches_an_independent_hmac() {
-    // Python: hmac.new(b"key", b"1531420618.{}", hashlib.sha256).hexdigest()
-    assert_eq!(
-        sign(b"key", 1_531_420_618, b"{}").unwrap(),
-        "sha256=5e375df3c3f12740d461176ae0663fa45539d9327b5ddad3f1050a07bd7ddd9f"
-    );
+fn signature_matches_an_independent_hmac_and_binds_method_host_and_path() {
+    // Python: hmac.new(b"key", b"1531420618.POST.hooks.example:8443/rollback?x=1.{}", hashlib.sha256).hexdigest()
+    let (authority, path) = signed_parts("https://hooks.example:8443/rollback?x=1").unwrap();
+    let req = Signed { method: "POST", authority: &authority, path: &path };
+    let sig = sign(b"key", 1_531_420_618, req, b"{}").unwrap();
+    assert_eq!(sig, "v1=04bb0bdd6cc03719983b3d3f18bf16689cb07a92a58cdf93df344ce85359c37b");
+    // The same body and time at another path, host or method is another signature.
+    for other in [
+        Signed { path: "/promote?x=1", ..req },
+        Signed { authority: "evil.example:8443", ..req },
+        Signed { method: "PUT", ..req },
+    ] {
+        assert_ne!(sign(b"key", 1_531_420_618, other, b"{}").unwrap(), sig, "{other:?}");
+    }
+    assert_eq!(signed_parts("https://h.example/a").unwrap(), ("h.example".into(), "/a".into()));
 }
 
 /// A receiver that redirects, one that floods, one whose state answers 500.
@@ -145,6 +160,7 @@ async fn redirects_are_not_followed_replies_are_capped_verify_needs_2xx_and_urls
             verify_url: Some(format!("{base}/state")),
             timeout_s: 5,
             retries: 0,
+            allow_http: true,
         };
         WebhookExecutor::new("argo/checkout", "v42", cfg).unwrap()
     };
