@@ -83,6 +83,10 @@ impl PreparedRelease {
             (Some(ExecutorConfig::Haproxy(h)), _) => Some(Arc::new(HaproxyExecutor::new(target, h.clone()))),
             (Some(ExecutorConfig::Kubernetes(k)), _) => Some(Arc::new(KubernetesExecutor::new(target, k.clone())?)),
             (Some(ExecutorConfig::Command(c)), _) => Some(Arc::new(CommandExecutor::new(target, from, c.clone()))),
+            // Advising plans only: it never reads the signing secret.
+            (Some(ExecutorConfig::Webhook(w)), _) if mode == RunMode::Advise => {
+                Some(Arc::new(WebhookExecutor::planner(target, from, w.clone())?))
+            }
             (Some(ExecutorConfig::Webhook(w)), _) => Some(Arc::new(WebhookExecutor::new(target, from, w.clone())?)),
             _ => None,
         };

@@ -54,7 +54,8 @@ pub struct WebhookExecutor {
     target: String,
     from_revision: String,
     cfg: WebhookConfig,
-    secret: Vec<u8>,
+    /// `None` for a planner built by `advise`, which never reads the secret.
+    secret: Option<Vec<u8>>,
     http: reqwest::Client,
 }
 
@@ -107,13 +108,25 @@ impl WebhookExecutor {
             target: target.clone(),
             reason: format!("webhook secret variable `{}` is not set", cfg.secret_env),
         })?;
+        let mut e = Self::planner(target, from_revision, cfg)?;
+        e.secret = Some(secret.into_bytes());
+        Ok(e)
+    }
+
+    /// Plans only (`advise`): the secret is neither read nor needed; `execute` refuses.
+    pub fn planner(
+        target: impl Into<String>,
+        from_revision: impl Into<String>,
+        cfg: WebhookConfig,
+    ) -> Result<Self, ExecutorError> {
+        let target = target.into();
         // No redirects: a 307 would re-POST the signed body to wherever it points.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: e.to_string() })?;
-        Ok(Self { target, from_revision: from_revision.into(), cfg, secret: secret.into_bytes(), http })
+        Ok(Self { target, from_revision: from_revision.into(), cfg, secret: None, http })
     }
 
     fn fail(&self, reason: String) -> ExecutorError {
@@ -173,6 +186,7 @@ impl Executor for WebhookExecutor {
     async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
         permit.check(plan)?;
         ensure_target(&self.target, &plan.target)?;
+        let secret = self.secret.as_deref().ok_or_else(|| self.fail("built to plan only: no secret".into()))?;
         let body = serde_json::to_vec(&serde_json::json!({
             "action": plan.kind, "target": plan.target, "to_revision": plan.to_revision,
             "from_revision": self.from_revision, "plan_id": plan.id, "at_s": plan.at_s, "steps": plan.steps,
@@ -189,7 +203,7 @@ impl Executor for WebhookExecutor {
             let ts = crate::clock::Clock::now_ms(&crate::clock::SystemClock) / 1000;
             let (authority, path) = signed_parts(&self.cfg.url).ok_or_else(|| self.fail("url has no host".into()))?;
             let request = Signed { method: "POST", authority: &authority, path: &path };
-            let signature = sign(&self.secret, ts, request, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
+            let signature = sign(secret, ts, request, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
             let sent = self
                 .http
                 .post(&self.cfg.url)

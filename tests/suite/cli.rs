@@ -283,3 +283,31 @@ fn bench_prints_its_table() {
                 .and(predicate::str::contains("appends/s")),
         );
 }
+
+/// `advise` plans with the webhook's settings but never reads its signing
+/// secret; `watch`, which could act, refuses to start without it.
+#[test]
+fn advise_plans_without_an_executor_secret_and_watch_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source =
+        r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json" }"#;
+    let executor =
+        r#"{ kind = "webhook", url = "https://deploy.example/hook", secret_env = "BACKSTOP_TEST_UNSET_SECRET" }"#;
+    let cfg = dir.path().join("hook.toml");
+    std::fs::write(&cfg, crate::support::release_toml("argo/checkout", source, Some(executor))).unwrap();
+    let ledger = dir.path().join("l.db");
+    backstop()
+        .env_remove("BACKSTOP_TEST_UNSET_SECRET")
+        .args(["--config", cfg.to_str().unwrap(), "advise", "--pace-ms", "0", "--ledger", ledger.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "POST a signed rollback of argo/checkout to v41 to https://deploy.example/hook",
+        ));
+    backstop()
+        .env_remove("BACKSTOP_TEST_UNSET_SECRET")
+        .args(["--config", cfg.to_str().unwrap(), "watch", "--pace-ms", "0", "--ledger", ledger.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("BACKSTOP_TEST_UNSET_SECRET"));
+}
