@@ -208,10 +208,26 @@ impl PolicyFile {
         }
     }
 
-    /// Refuse a guard on a metric's good side (a `max` on a metric that hurts
-    /// when it falls): it would fire on an improvement and never on harm.
+    /// Check the policy against the metrics a release reports: refuse a
+    /// guard on a metric's good side (a `max` on a metric that hurts when it
+    /// falls: it would fire on an improvement and never on harm), and a policy
+    /// that ignores every one of them (it would vouch for nothing).
     pub fn check_guards(&self, service: &str, metrics: &[MetricSpec]) -> Result<(), PolicyFileError> {
         let path = &self.origin;
+        let ignored = |m: &MetricSpec| self.judge.metrics.get(&m.name).is_some_and(|o| o.ignore);
+        if let Some(last) = metrics.last()
+            && metrics.iter().all(ignored)
+        {
+            return Err(PolicyFileError::Field {
+                path: path.to_path_buf(),
+                field: format!("judge.metrics.{}.ignore", last.name),
+                expected: format!(
+                    "at least one of the release's metrics judged ({} are all ignored): a policy that ignores \
+                     every metric can vouch for nothing",
+                    metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
         let service_guard = |metric: &str| self.services.get(service).and_then(|s| s.metrics.get(metric));
         for m in metrics {
             let (prefix, spec) = match service_guard(&m.name) {

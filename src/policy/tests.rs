@@ -411,3 +411,23 @@ mod guards {
         assert!(p.check_guards("checkout", &both).is_ok());
     }
 }
+
+#[test]
+fn a_policy_that_ignores_every_metric_of_a_release_is_refused_with_the_field_named() {
+    let mut text = String::from("version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n");
+    for m in ["err", "lat"] {
+        text.push_str(&format!("[judge.metrics.{m}]\nignore = true\n"));
+    }
+    let p = PolicyFile::parse(std::path::Path::new("quiet.toml"), &text).unwrap();
+    let spec = |name: &str| crate::signals::MetricSpec {
+        name: name.into(),
+        unit: "ms".into(),
+        bad_direction: BadDirection::Up,
+    };
+    let e = p.check_guards("checkout", &[spec("err"), spec("lat")]).unwrap_err().to_string();
+    assert!(
+        e.contains("quiet.toml") && e.contains("judge.metrics.lat.ignore") && e.contains("vouch for nothing"),
+        "{e}"
+    );
+    assert!(p.check_guards("checkout", &[spec("err"), spec("lat"), spec("cpu")]).is_ok(), "one metric still judged");
+}

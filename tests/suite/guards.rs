@@ -61,19 +61,18 @@ fn eval_over_the_guard_scenarios_shows_each_semantic_and_its_hits() {
     assert!(g.get("guard_hits").is_none(), "{g}");
 }
 
-#[test]
-fn watch_on_a_shared_breach_holds_and_the_ledger_and_report_show_the_guard() {
+/// A folder with a `backstop.toml` replaying the shared-breach scenario.
+fn shared_breach_release() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("backstop.toml");
-    std::fs::write(
-        &cfg,
-        crate::support::release_toml(
-            "simulator/checkout",
-            "{ kind = \"scenario\", path = \"fixtures/scenarios/guards/guard-shared-breach.json\" }",
-            None,
-        ),
-    )
-    .unwrap();
+    let source = "{ kind = \"scenario\", path = \"fixtures/scenarios/guards/guard-shared-breach.json\" }";
+    std::fs::write(&cfg, crate::support::release_toml("simulator/checkout", source, None)).unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn watch_on_a_shared_breach_holds_and_the_ledger_and_report_show_the_guard() {
+    let (dir, cfg) = shared_breach_release();
     let ledger = dir.path().join("l.db");
     let out = backstop()
         .args(["--config", cfg.to_str().unwrap(), "watch", "--pace-ms", "0", "--format", "json"])
@@ -142,17 +141,7 @@ fn policy_check_refuses_a_guard_on_a_metrics_good_side() {
 #[test]
 fn the_gate_on_a_shared_breach_pauses_and_names_the_guard() {
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("backstop.toml");
-    std::fs::write(
-        &cfg,
-        crate::support::release_toml(
-            "simulator/checkout",
-            "{ kind = \"scenario\", path = \"fixtures/scenarios/guards/guard-shared-breach.json\" }",
-            None,
-        ),
-    )
-    .unwrap();
+    let (dir, cfg) = shared_breach_release();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
         .args(["--config", cfg.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
