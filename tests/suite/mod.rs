@@ -1,3 +1,4 @@
+mod adversarial;
 mod cli;
 mod crash;
 mod e2e;
