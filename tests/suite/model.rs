@@ -488,7 +488,8 @@ async fn a_rejected_verdict_is_recorded_in_the_ledger_and_changes_nothing() {
     };
     let with = run(cfg).await.unwrap();
     let text = String::from_utf8_lossy(&with.stdout).to_string();
-    assert!(text.contains("verdict rejected: cites evidence `log:404` never shown"), "{text}");
+    // The Markdown report escapes the backticks of a model-chosen id (rendered, they show as written).
+    assert!(text.contains("verdict rejected: cites evidence \\`log:404\\` never shown"), "{text}");
     let plain = dir.path().join("plain.toml");
     std::fs::copy("fixtures/config/simulator.toml", &plain).unwrap();
     let without = run(plain.display().to_string()).await.unwrap();
