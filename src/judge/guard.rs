@@ -33,13 +33,6 @@ impl Limit {
             Limit::Min(_) => BadDirection::Down,
         }
     }
-
-    /// The limit's value.
-    pub fn value(self) -> f64 {
-        match self {
-            Limit::Max(v) | Limit::Min(v) => v,
-        }
-    }
 }
 
 /// A guard as the judge applies it (resolved from the policy file).
@@ -112,39 +105,70 @@ pub const SHIFT_TOLERANCES: f64 = 4.0;
 /// ignores blips shorter than half of it.
 pub const SHIFT_BLOCK_S: u64 = 120;
 
-/// One side over steps `[start, end)`: its level when every sample is present
-/// and past the limit (and, for ratios, enough requests were served).
-fn sustained(
-    limit: Limit,
-    values: &[Option<f64>],
-    requests: Option<&[u64]>,
-    span: (usize, usize),
-    min: u64,
-) -> Option<(f64, Option<u64>)> {
-    let (mut sum, mut weighted, mut n) = (0.0, 0.0, 0_u64);
-    for i in span.0..span.1 {
-        let v = values.get(i).copied().flatten()?;
-        if !limit.breached(v) {
-            return None;
-        }
-        sum += v;
-        if let Some(r) = requests {
-            let r = *r.get(i)?;
-            n += r;
-            weighted += v * r as f64;
-        }
-    }
-    match requests {
-        Some(_) if n < min => None,
-        Some(_) if n > 0 => Some((weighted / n as f64, Some(n))),
-        _ => Some((sum / (span.1 - span.0) as f64, requests.map(|_| n))),
-    }
+/// One side's samples as running totals, so any span's breach and level
+/// cost O(1): the guard scans every end step of the window at every tick.
+struct Totals {
+    /// Consecutive breaching steps ending just before index `i` (a step
+    /// breaches when its sample is present, past the limit and, for ratios,
+    /// has a request count).
+    run: Vec<usize>,
+    /// Prefix sums over breaching steps: value, value × requests, requests.
+    sum: Vec<f64>,
+    weighted: Vec<f64>,
+    requests: Vec<u64>,
+    /// Prefix sums over every present sample, breaching or not (for the level shown).
+    present_sum: Vec<f64>,
+    present: Vec<usize>,
 }
 
-/// Mean of the present samples over `[start, end)`.
-fn level(values: &[Option<f64>], span: (usize, usize)) -> Option<f64> {
-    let present: Vec<f64> = values.get(span.0..span.1.min(values.len()))?.iter().flatten().copied().collect();
-    (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
+impl Totals {
+    fn new(limit: Limit, values: &[Option<f64>], requests: Option<&[u64]>, n: usize) -> Self {
+        let mut t = Totals {
+            run: vec![0; n + 1],
+            sum: vec![0.0; n + 1],
+            weighted: vec![0.0; n + 1],
+            requests: vec![0; n + 1],
+            present_sum: vec![0.0; n + 1],
+            present: vec![0; n + 1],
+        };
+        for i in 0..n {
+            let v = values.get(i).copied().flatten();
+            let r = match requests {
+                Some(r) => r.get(i).copied(),
+                None => Some(0),
+            };
+            let (breach, v0, r0) = match (v, r) {
+                (Some(v), Some(r)) if limit.breached(v) => (true, v, r),
+                _ => (false, 0.0, 0),
+            };
+            t.run[i + 1] = if breach { t.run[i] + 1 } else { 0 };
+            t.sum[i + 1] = t.sum[i] + v0;
+            t.weighted[i + 1] = t.weighted[i] + v0 * r0 as f64;
+            t.requests[i + 1] = t.requests[i] + r0;
+            t.present_sum[i + 1] = t.present_sum[i] + v.unwrap_or(0.0);
+            t.present[i + 1] = t.present[i] + usize::from(v.is_some());
+        }
+        t
+    }
+
+    /// Over steps `[start, end)`: the level when every step breaches and,
+    /// for ratios (`min` > 0 with requests), enough requests were served.
+    fn sustained(&self, (start, end): (usize, usize), ratio: bool, min: u64) -> Option<(f64, Option<u64>)> {
+        if self.run[end] < end - start {
+            return None;
+        }
+        if !ratio {
+            return Some(((self.sum[end] - self.sum[start]) / (end - start) as f64, None));
+        }
+        let n = self.requests[end] - self.requests[start];
+        (n >= min && n > 0).then(|| ((self.weighted[end] - self.weighted[start]) / n as f64, Some(n)))
+    }
+
+    /// Mean of the present samples over `[start, end)`.
+    fn level(&self, (start, end): (usize, usize)) -> Option<f64> {
+        let k = self.present[end] - self.present[start];
+        (k > 0).then(|| (self.present_sum[end] - self.present_sum[start]) / k as f64)
+    }
 }
 
 /// Where the metric's samples live, and how the baseline relates to the canary.
@@ -163,21 +187,18 @@ pub(crate) struct GuardInput<'a> {
 /// The first canary-only breach in the observed steps, else the first shared one.
 pub(crate) fn check(guard: &Guard, x: &GuardInput) -> Option<GuardHit> {
     let k = (guard.for_s.div_ceil(u64::from(x.step_s.max(1))) as usize).max(1);
-    let (m, min) = (x.series, guard.min_requests);
+    let (m, min, ratio) = (x.series, guard.min_requests, x.traffic.is_some());
+    let canary = Totals::new(guard.limit, &m.canary, x.traffic.map(|t| t.canary.as_slice()), x.n);
+    let base = Totals::new(guard.limit, &m.baseline, x.traffic.map(|t| t.baseline.as_slice()), x.n);
+    let concurrent = x.baseline_kind == BaselineKind::Concurrent;
     let mut shared = None;
     for end in (x.first + k)..=x.n {
         let span = (end - k, end);
-        let Some((canary, canary_requests)) =
-            sustained(guard.limit, &m.canary, x.traffic.map(|t| t.canary.as_slice()), span, min)
-        else {
-            continue;
-        };
-        let baseline = level(&m.baseline, span);
-        let concurrent = x.baseline_kind == BaselineKind::Concurrent;
-        let base_breach = sustained(guard.limit, &m.baseline, x.traffic.map(|t| t.baseline.as_slice()), span, min);
+        let Some((level, canary_requests)) = canary.sustained(span, ratio, min) else { continue };
+        let baseline = base.level(span);
         let at_s = end as u64 * u64::from(x.step_s);
-        let hit = |breach| GuardHit { breach, guard: *guard, at_s, canary, baseline, canary_requests };
-        match (concurrent, baseline, base_breach) {
+        let hit = |breach| GuardHit { breach, guard: *guard, at_s, canary: level, baseline, canary_requests };
+        match (concurrent, baseline, base.sustained(span, ratio, min)) {
             (false, ..) => return Some(hit(Breach::Canary)),
             // A concurrent baseline with no samples here cannot say whether the breach is shared.
             (true, None, _) => {}
