@@ -112,8 +112,7 @@ impl From<anyhow::Error> for Failure {
 
 pub type CliResult = Result<ExitCode, Failure>;
 
-/// Write a line to stdout; a closed pipe is not an error worth a panic.
-/// Print to stdout, line by line, with control characters and invisible
+/// Print to stdout (a closed pipe is not an error worth a panic), line by line, with control characters and invisible
 /// formatting from outside text (a metric name, an event) made inert: a
 /// terminal would otherwise act on an escape sequence.
 pub fn out(text: &str) {

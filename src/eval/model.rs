@@ -58,9 +58,8 @@ impl ModelJudge {
             };
             let (outcome, _) = model.decide(&facts, Some(&obs), &judged, decide).await;
             // Held by the model or for an incident both versions share: a human is asked.
-            let escalated = outcome.trace.iter().any(|r| {
-                r.rule.starts_with("model.") || r.rule == "guard.shared_breach" || r.rule == "judge.baseline_shifted"
-            });
+            let escalated =
+                judged.incidents().next().is_some() || outcome.trace.iter().any(|r| r.rule.starts_with("model."));
             match outcome.decision {
                 policy::Decision::Rollback { .. } => return done(Decision::Rollback, Some(now)),
                 policy::Decision::Promote => return done(Decision::Promote, Some(now)),
