@@ -75,11 +75,12 @@ pub async fn mark_validation_errors(r: Response) -> Result<Response, OpenAIError
         }
     }
     body.truncate(ERROR_BODY_CAP);
-    let mut rebuilt = http::Response::new(body.clone());
+    let validation = is_validation_error(&String::from_utf8_lossy(&body));
+    let mut rebuilt = http::Response::new(body);
     *rebuilt.status_mut() = status;
     *rebuilt.headers_mut() = headers;
     rebuilt.headers_mut().remove(reqwest::header::CONTENT_LENGTH);
-    if is_validation_error(&String::from_utf8_lossy(&body)) {
+    if validation {
         rebuilt.headers_mut().insert(NOT_RETRYABLE, http::HeaderValue::from_static("validation"));
     }
     Ok(Response::from(rebuilt))
