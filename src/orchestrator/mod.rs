@@ -10,6 +10,7 @@
 //! lease acts (fenced by the lease's token).
 
 mod act;
+mod deadline;
 mod recover;
 pub mod step;
 
@@ -34,6 +35,7 @@ use crate::policy::{
 use crate::signals::{Observation, SignalSource};
 use crate::{Error, telemetry};
 
+use deadline::{Deadlined, JUDGE_DEADLINE, overrun_result};
 use step::{Next, what_now};
 
 /// What may act on the target. An advisory run holds only a [`Planner`], so
@@ -271,6 +273,7 @@ struct LoopState {
     now_s: u64,
     model: Deliberation,
     last_obs: Option<Observation>,
+    judge: Deadlined,
     /// Open intents on the target were reconciled while holding the current lease.
     recovered: bool,
     role: Option<LeaseRole>,
@@ -337,6 +340,7 @@ impl ReleaseRun<'_> {
             now_s: prior.now_s,
             model: Deliberation::new(self.model.clone()),
             last_obs: None,
+            judge: Deadlined::default(),
             recovered: false,
             role: None,
         };
@@ -548,17 +552,17 @@ impl ReleaseRun<'_> {
     async fn tick(&self, source: &dyn SignalSource, mode: RunMode, st: &mut LoopState) -> Result<Judged, Error> {
         let span = info_span!(telemetry::SPAN_TICK, tick = st.tick, now_s = st.now_s);
         let (obs, failure) = match source.observe(st.now_s).instrument(span.clone()).await {
-            Ok(o) => (Some(o), None),
+            Ok(o) => (Some(Arc::new(o)), None),
             Err(e) => {
                 warn!(parent: &span, error = %e, "Signal source failed; holding.");
                 (None, Some(e.to_string()))
             }
         };
-        if obs.is_some() {
-            st.last_obs.clone_from(&obs);
+        if let Some(o) = &obs {
+            st.last_obs = Some(Observation::clone(o));
         }
         let judged = match &obs {
-            Some(o) => judge(o, &self.policy.judge_for(&self.facts.service)),
+            Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
         };
         let now_ms = self.agent.clock.now_ms();
@@ -579,9 +583,9 @@ impl ReleaseRun<'_> {
             evaluate(self.policy, &input)
         };
         let (outcome, consulted) =
-            st.model.decide(&self.facts, obs.as_ref(), &judged, decide).instrument(span.clone()).await;
+            st.model.decide(&self.facts, obs.as_deref(), &judged, decide).instrument(span.clone()).await;
         let consultation = if consulted { st.model.last().cloned() } else { None };
-        let rec = tick_record(st, obs.as_ref(), &judged, &outcome, consultation, mode)?;
+        let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation, mode)?;
         let lease = (mode == RunMode::Act).then(|| self.claim());
         let append = Append { at_ms: now_ms, ..self.append(Some(rec), lease) };
         let done = self.ledger.submit(append).await?;
@@ -591,6 +595,17 @@ impl ReleaseRun<'_> {
         let seq = done.receipt.map_or(0, |r| r.seq);
         info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq, "Tick judged.");
         Ok(Judged { judged, outcome, failure, seq })
+    }
+
+    async fn judge_within_deadline(&self, obs: &Arc<Observation>, st: &mut LoopState) -> JudgeResult {
+        let cfg = self.policy.judge_for(&self.facts.service).into_owned();
+        match st.judge.judge(Arc::clone(obs), cfg, JUDGE_DEADLINE, judge).await {
+            Ok(j) => j,
+            Err(why) => {
+                warn!(%why, "Judge overran; holding.");
+                overrun_result(st.now_s, why)
+            }
+        }
     }
 
     fn note_role(&self, st: &mut LoopState, role: Option<LeaseRole>) {
