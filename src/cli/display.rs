@@ -9,6 +9,7 @@ use backstop::executor::ActionPlan;
 use backstop::judge::{Finding, MetricStatus};
 use backstop::ledger::ActionResult;
 use backstop::orchestrator::{Observer, TickReport};
+use backstop::signals::Unit;
 
 /// Shows each tick as it is judged.
 pub struct LiveDisplay {
@@ -27,8 +28,8 @@ fn badge(f: &Finding) -> String {
         MetricStatus::SharedBreach => "SHARED-BREACH",
         MetricStatus::BaselineShifted => "BASELINE-SHIFT",
     };
-    let shift = match (f.relative_effect, f.unit.as_str()) {
-        (_, "ratio") => f.effect.map(|e| format!("{:+.2}pt", e * 100.0)),
+    let shift = match (f.relative_effect, &f.unit) {
+        (_, Unit::Ratio) => f.effect.map(|e| format!("{:+.2}pt", e * 100.0)),
         (Some(r), _) => Some(format!("{:+.0}%", r * 100.0)),
         _ => None,
     };

@@ -6,7 +6,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 use super::guard::{self, Breach, GuardInput};
 use super::stats::{binomial_upper_tail, mad_sigma, median, t_critical, t_upper_p};
 use super::{Finding, JudgeConfig, MetricStatus};
-use crate::signals::{BadDirection, BaselineKind, MetricSeries, Traffic};
+use crate::signals::{BadDirection, BaselineKind, MetricSeries, Traffic, Unit};
 
 /// Per-tick constants shared by every metric.
 pub(crate) struct Context<'a> {
@@ -408,8 +408,8 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     f
 }
 
-fn fmt(v: f64, unit: &str) -> String {
-    if unit == "ratio" { format!("{:.2}%", v * 100.0) } else { format!("{v:.2} {unit}") }
+fn fmt(v: f64, unit: &Unit) -> String {
+    unit.show(v)
 }
 
 fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool) -> String {

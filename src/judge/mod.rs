@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::signals::{BadDirection, Observation};
+use crate::signals::{BadDirection, Observation, Unit};
 pub use guard::{BaselineShift, Breach, Guard, GuardHit, GuardNote, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
 use metric::analyse_metric;
 
@@ -266,7 +266,7 @@ pub struct Finding {
     /// Metric name.
     pub metric: String,
     /// Unit as declared.
-    pub unit: String,
+    pub unit: Unit,
     /// Which change hurts.
     pub bad_direction: BadDirection,
     /// Status at this tick.

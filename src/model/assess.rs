@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::evidence::{EvidenceItem, catalogue};
+use super::evidence::{EvidenceItem, catalogue, scrub_names};
 use super::prompt::{AssessContext, assess, prompt_version, system};
 use super::tools::{ToolBox, definitions};
 use super::verdict::{CanaryVerdict, Rejection, parse, strict_schema, validate};
@@ -147,6 +147,37 @@ pub struct Ask<'a> {
     pub judged: &'a JudgeResult,
 }
 
+/// The first user message of a consultation and the evidence it shows.
+/// Trusted text carries backstop's own words, numbers, ids and plain metric
+/// labels; everything from the watched systems sits JSON-escaped inside the
+/// untrusted block.
+pub fn first_message(ask: &Ask<'_>, schema: Option<String>) -> Result<(String, Vec<EvidenceItem>), ModelError> {
+    let items = catalogue(ask.obs, ask.judged, ask.facts);
+    let verdict_word = match ask.judged.verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Inconclusive => "inconclusive",
+    };
+    let trigger = ask.trigger.to_string();
+    let summary = scrub_names(&ask.judged.summary, ask.judged.findings.iter().map(|f| f.metric.as_str()));
+    let ctx = AssessContext {
+        release_id: &ask.facts.release_id,
+        service: &ask.facts.service,
+        candidate: &ask.facts.candidate_revision,
+        last_known_good: ask.facts.last_known_good.as_deref().unwrap_or("none recorded"),
+        now_s: ask.obs.now_s,
+        duration_s: ask.obs.duration_s,
+        trigger: &trigger,
+        judge_verdict: verdict_word,
+        judge_summary: &summary,
+        trusted: items.iter().filter(|i| !i.untrusted).collect(),
+        untrusted: items.iter().filter(|i| i.untrusted).collect(),
+        schema,
+    };
+    let user = assess(&ctx)?;
+    Ok((user, items))
+}
+
 struct Turns {
     messages: Vec<ChatCompletionRequestMessage>,
     shown: HashMap<String, EvidenceItem>,
@@ -231,28 +262,8 @@ impl ModelSession {
     /// The loop: returns the final reply text, or why there is none.
     async fn converse(&self, ask: &Ask<'_>, turns: &mut Turns) -> Result<String, ModelError> {
         let cfg = &self.assessor.cfg;
-        let items = catalogue(ask.obs, ask.judged, ask.facts);
-        let verdict_word = match ask.judged.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Inconclusive => "inconclusive",
-        };
-        let trigger = ask.trigger.to_string();
-        let ctx = AssessContext {
-            release_id: &ask.facts.release_id,
-            service: &ask.facts.service,
-            candidate: &ask.facts.candidate_revision,
-            last_known_good: ask.facts.last_known_good.as_deref().unwrap_or("none recorded"),
-            now_s: ask.obs.now_s,
-            duration_s: ask.obs.duration_s,
-            trigger: &trigger,
-            judge_verdict: verdict_word,
-            judge_summary: &ask.judged.summary,
-            trusted: items.iter().filter(|i| !i.untrusted).collect(),
-            untrusted: items.iter().filter(|i| i.untrusted).collect(),
-            schema: (self.output() == OutputMode::JsonObject).then(|| self.assessor.schema.to_string()),
-        };
-        let user = assess(&ctx)?;
+        let schema = (self.output() == OutputMode::JsonObject).then(|| self.assessor.schema.to_string());
+        let (user, items) = first_message(ask, schema)?;
         let system = system(&ask.facts.service)?;
         turns.shown.extend(items.into_iter().map(|i| (i.id.clone(), i)));
         turns.messages.push(msg(ChatCompletionRequestSystemMessageArgs::default().content(system).build())?);
@@ -430,4 +441,76 @@ fn msg<T: Into<ChatCompletionRequestMessage>>(
     built: Result<T, async_openai::error::OpenAIError>,
 ) -> Result<ChatCompletionRequestMessage, ModelError> {
     built.map(Into::into).map_err(ModelError::Message)
+}
+
+#[cfg(test)]
+mod untrusted_tests {
+    //! No byte of untrusted text reaches the trusted part of the prompt:
+    //! hostile text in every field that comes from outside (log lines, event
+    //! kinds and messages, metric names, units) is checked against the
+    //! rendered first message, outside `<untrusted-telemetry>`.
+    use super::*;
+    use crate::judge::{JudgeConfig, judge};
+    use crate::model::TriggerState;
+    use crate::policy::{Decision, ReleaseFacts};
+    use crate::signals::{Event, LogLine, Side};
+
+    fn facts() -> ReleaseFacts {
+        ReleaseFacts {
+            release_id: "r1".into(),
+            service: "checkout".into(),
+            target: "sim/checkout".into(),
+            declared_targets: vec!["sim/checkout".into()],
+            candidate_revision: "v42".into(),
+            last_known_good: Some("v41".into()),
+            irreversible: false,
+            environment: "production".into(),
+        }
+    }
+
+    /// The observation with `hostile` in every untrusted field.
+    fn hostile_obs(hostile: &str, seed: u64) -> Observation {
+        let mut o = crate::bench::synthetic_observation(2, 60, seed);
+        o.metrics[0].spec.name = hostile.to_string();
+        o.metrics[0].spec.unit = hostile.into();
+        o.metrics[1].spec.name = format!("{hostile}{hostile}");
+        for (t_s, side) in [(100, Side::Canary), (200, Side::Canary), (300, Side::Canary), (310, Side::Baseline)] {
+            o.logs.push(LogLine { t_s, target: side, level: "error".into(), message: hostile.into() });
+            o.events.push(Event { t_s, target: side, kind: hostile.into(), message: hostile.into() });
+        }
+        o
+    }
+
+    /// The prompt outside the untrusted block, asserting the block is whole.
+    fn outside(text: &str) -> String {
+        let (before, rest) = text.split_once("<untrusted-telemetry>").expect("an untrusted block");
+        let (_, after) = rest.rsplit_once("</untrusted-telemetry>").expect("the block closes");
+        assert_eq!(text.matches("</untrusted-telemetry>").count(), 1, "one closing tag: {text}");
+        format!("{before}{after}")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn untrusted_text_never_leaves_its_block(
+            tail in "[ -~\u{80}-\u{10ffff}]{0,30}",
+            odd in "[<> \"\n\u{202e}\u{200b}{}]",
+            seed in 0u64..1000,
+        ) {
+            let hostile = format!("ZQ{odd}{tail}");
+            let obs = hostile_obs(&hostile, seed);
+            let judged = judge(&obs, &JudgeConfig::default());
+            let mut triggers = TriggerState::default();
+            let trigger = triggers
+                .check(&judged, &Decision::Continue, Some(&obs))
+                .unwrap_or(Trigger::Inconclusive);
+            let ask = Ask { trigger: &trigger, facts: &facts(), obs: &obs, judged: &judged };
+            let (text, items) = first_message(&ask, None).expect("renders");
+            let out = outside(&text).to_lowercase();
+            proptest::prop_assert!(!out.contains("zq"), "hostile text outside the block:\n{text}");
+            // The model can still read every name, as data.
+            let names = items.iter().filter(|i| i.untrusted && i.id.starts_with("name:")).count();
+            proptest::prop_assert_eq!(names, 2);
+        }
+    }
 }

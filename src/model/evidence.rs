@@ -2,10 +2,12 @@
 //! Every item also carries a machine-known `Fact`, so a claim the model makes
 //! about an item can be checked against what the item actually shows.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::judge::{Finding, JudgeResult, MetricStatus};
 use crate::policy::ReleaseFacts;
@@ -185,6 +187,32 @@ pub fn side_name(s: Side) -> &'static str {
     }
 }
 
+/// A metric name that may stand in trusted text: 1 to 64 ASCII letters,
+/// digits and `_.:-` — no spaces, tags, quotes or control characters.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
+/// How a metric is called in trusted text and evidence ids: its name when
+/// that is plain, otherwise `metric-` and 8 hex digits of its SHA-256. A
+/// name from a scenario file or a query template is free text; one that is
+/// not plain is shown only inside the untrusted block (`name:<label>`).
+pub fn metric_label(name: &str) -> Cow<'_, str> {
+    if is_plain_name(name) {
+        return Cow::Borrowed(name);
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    Cow::Owned(format!("metric-{}", hex::encode(&digest[..4])))
+}
+
+/// `text` with every metric name that is not plain replaced by its label
+/// (longest first, so a name inside another is not split).
+pub fn scrub_names<'a>(text: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let mut odd: Vec<&str> = names.filter(|n| !n.is_empty() && !is_plain_name(n)).collect();
+    odd.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    odd.iter().fold(text.to_string(), |t, n| t.replace(n, &metric_label(n)))
+}
+
 /// A judge finding as evidence: its status decides the fact.
 pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
     let fact = match f.status {
@@ -196,11 +224,16 @@ pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
         MetricStatus::SharedBreach => Fact::BothSides,
     };
     let status = serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_string));
+    let label = metric_label(&f.metric);
     EvidenceItem {
-        id: format!("judge:{}", f.metric),
+        id: format!("judge:{label}"),
         fact,
         untrusted: false,
-        text: format!("{} [{}]: {}", f.metric, status.unwrap_or_default(), f.explanation),
+        text: format!(
+            "{label} [{}]: {}",
+            status.unwrap_or_default(),
+            scrub_names(&f.explanation, [f.metric.as_str()].into_iter())
+        ),
     }
 }
 
@@ -217,14 +250,23 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
             (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
         };
         let show = |x: Option<f64>| x.map_or("no data".to_string(), |x| format!("{x:.4}"));
+        let label = metric_label(&m.spec.name);
+        if !is_plain_name(&m.spec.name) {
+            // The name as the data gave it, for the model to read as data.
+            items.push(EvidenceItem {
+                id: format!("name:{label}"),
+                fact: Fact::Context,
+                untrusted: true,
+                text: format!("metric {label} is named {:?} in the data", m.spec.name),
+            });
+        }
         items.push(EvidenceItem {
-            id: format!("metric:{}", m.spec.name),
+            id: format!("metric:{label}"),
             fact: Fact::Context,
             untrusted: false,
             text: format!(
-                "{} ({}, worse when {:?}): mean of the last 30 samples baseline {} canary {}",
-                m.spec.name,
-                m.spec.unit,
+                "{label} ({}, worse when {:?}): mean of the last 30 samples baseline {} canary {}",
+                m.spec.unit.label(),
                 m.spec.bad_direction,
                 show(mean(&m.baseline)),
                 show(mean(&m.canary))

@@ -3,9 +3,11 @@
 //! release facts. The toolbox holds no executor, no ledger and no source
 //! handle, so nothing a tool call does can change anything or query twice.
 
-use super::evidence::{EvidenceItem, Fact, Telemetry, catalogue_finding, is_error_level, side_name};
+use super::evidence::{
+    EvidenceItem, Fact, Telemetry, catalogue_finding, is_error_level, metric_label, scrub_names, side_name,
+};
 use super::verdict::strict_schema;
-use crate::judge::JudgeResult;
+use crate::judge::{Finding, JudgeResult};
 use crate::policy::ReleaseFacts;
 use crate::signals::{Observation, Side};
 use schemars::JsonSchema;
@@ -165,7 +167,7 @@ impl<'a> ToolBox<'a> {
                 let m = obs
                     .metrics
                     .iter()
-                    .find(|m| m.spec.name == a.metric)
+                    .find(|m| m.spec.name == a.metric || metric_label(&m.spec.name) == a.metric)
                     .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
                 let to = a.to_s.min(obs.now_s);
                 if a.from_s > to {
@@ -184,8 +186,9 @@ impl<'a> ToolBox<'a> {
                     let v = if side == Side::Baseline { &m.baseline } else { &m.canary };
                     series.insert(side_name(side).into(), Value::Array(pick(v)));
                 }
-                let id = format!("series:{}:{}-{to}", a.metric, a.from_s);
-                let text = json!({ "metric": a.metric, "unit": m.spec.unit, "t_s_and_value": series }).to_string();
+                let label = metric_label(&m.spec.name);
+                let id = format!("series:{label}:{}-{to}", a.from_s);
+                let text = json!({ "metric": label, "unit": m.spec.unit.label(), "t_s_and_value": series }).to_string();
                 Ok(items_output(vec![EvidenceItem { id, fact: Fact::Context, untrusted: false, text }]))
             }
             "fetch_logs" => {
@@ -241,11 +244,17 @@ impl<'a> ToolBox<'a> {
                     .judged
                     .findings
                     .iter()
-                    .find(|f| f.metric == a.metric)
+                    .find(|f| f.metric == a.metric || metric_label(&f.metric) == a.metric)
                     .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
                 // The full statistics, under the same id and fact as the finding in the evidence list.
                 let item = catalogue_finding(f);
-                let text = serde_json::to_string(f).unwrap_or_else(|_| item.text.clone());
+                // The statistics under the finding's label: a name that is not plain stays out.
+                let named = Finding {
+                    metric: metric_label(&f.metric).into_owned(),
+                    explanation: scrub_names(&f.explanation, [f.metric.as_str()].into_iter()),
+                    ..f.clone()
+                };
+                let text = serde_json::to_string(&named).unwrap_or_else(|_| item.text.clone());
                 Ok(items_output(vec![EvidenceItem { text, ..item }]))
             }
             other => {

@@ -9,7 +9,7 @@ use crate::judge::{JudgeResult, MetricStatus, Verdict};
 use crate::policy::{Decision, Proposal};
 use crate::signals::Observation;
 
-use super::evidence::Telemetry;
+use super::evidence::{Telemetry, metric_label};
 
 /// Why the model is consulted at this tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Trigger {
     BeforePromotion,
     /// The window ended and the judge cannot decide.
     Inconclusive,
-    /// Metrics shifted beyond tolerance at this look, not yet confirmed.
+    /// Metrics shifted beyond tolerance at this look, not yet confirmed (their labels).
     Marginal(Vec<String>),
     /// New error patterns or event kinds on the canary only, as the evidence
     /// ids of their first lines (never their text: that is untrusted).
@@ -74,7 +74,8 @@ impl TriggerState {
         {
             return Some(Trigger::BeforePromotion);
         }
-        let incidents: BTreeSet<String> = judged.incidents().map(|f| format!("judge:{}", f.metric)).collect();
+        let incidents: BTreeSet<String> =
+            judged.incidents().map(|f| format!("judge:{}", metric_label(&f.metric))).collect();
         let new_incidents: Vec<String> = incidents.difference(&self.incidents).cloned().collect();
         self.incidents.extend(incidents);
         if !new_incidents.is_empty() {
@@ -83,8 +84,12 @@ impl TriggerState {
         if judged.window_complete && judged.verdict == Verdict::Inconclusive {
             return Some(Trigger::Inconclusive);
         }
-        let marginal: BTreeSet<String> =
-            judged.findings.iter().filter(|f| f.status == MetricStatus::Suspect).map(|f| f.metric.clone()).collect();
+        let marginal: BTreeSet<String> = judged
+            .findings
+            .iter()
+            .filter(|f| f.status == MetricStatus::Suspect)
+            .map(|f| metric_label(&f.metric).into_owned())
+            .collect();
         let new_marginal: Vec<String> = marginal.difference(&self.marginal).cloned().collect();
         self.marginal = marginal;
         if !new_marginal.is_empty() {

@@ -80,7 +80,13 @@ impl Deadlined {
 
 /// The result of a tick the judge did not finish: inconclusive, so policy holds.
 pub fn overrun_result(now_s: u64, why: Overrun) -> JudgeResult {
-    JudgeResult { verdict: Verdict::Inconclusive, now_s, window_complete: false, findings: vec![], summary: why.to_string() }
+    JudgeResult {
+        verdict: Verdict::Inconclusive,
+        now_s,
+        window_complete: false,
+        findings: vec![],
+        summary: why.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use super::text::{code, md};
 use super::{Report, fmt};
 use crate::judge::{Breach, Finding, Limit, MetricStatus};
 
-fn cell(v: Option<f64>, unit: &str) -> String {
+fn cell(v: Option<f64>, unit: &crate::signals::Unit) -> String {
     v.map_or_else(|| "–".into(), |x| fmt(x, unit))
 }
 

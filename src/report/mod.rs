@@ -19,7 +19,7 @@ use crate::model::evidence::EvidenceItem;
 use crate::model::{CanaryVerdict, Usage};
 use crate::orchestrator::{Conclusion, ReleaseStatus, RunOutcome};
 use crate::policy::{Decision, Proposal};
-use crate::signals::Observation;
+use crate::signals::{Observation, Unit};
 
 /// Everything a report shows, also its JSON form.
 #[derive(Debug, Clone, Serialize)]
@@ -159,8 +159,8 @@ fn headline(status: &ReleaseStatus, candidate: &str) -> String {
     }
 }
 
-fn fmt(v: f64, unit: &str) -> String {
-    if unit == "ratio" { format!("{:.2}%", v * 100.0) } else { format!("{v:.2} {unit}") }
+fn fmt(v: f64, unit: &Unit) -> String {
+    unit.show(v)
 }
 
 /// What would flip the answer, metric by metric, in numbers.

@@ -62,13 +62,124 @@ pub enum BadDirection {
     Both,
 }
 
+/// A metric's unit. Free text in scenario files and config (FORMAT.md), so
+/// any string is accepted and kept; the known ones are variants because
+/// `ratio` changes the statistics (a binomial noise floor that depends on
+/// traffic) and the others only how numbers read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Unit {
+    /// A fraction of requests, 0..1 (error ratio): shown as percent.
+    Ratio,
+    /// `ms`.
+    Milliseconds,
+    /// `s`.
+    Seconds,
+    /// `percent`, 0..100.
+    Percent,
+    /// `bytes`.
+    Bytes,
+    /// `MB`.
+    Megabytes,
+    /// `rps`.
+    RequestsPerSecond,
+    /// Anything else, as written.
+    Other(String),
+}
+
+impl Unit {
+    const KNOWN: [(&'static str, Unit); 7] = [
+        ("ratio", Unit::Ratio),
+        ("ms", Unit::Milliseconds),
+        ("s", Unit::Seconds),
+        ("percent", Unit::Percent),
+        ("bytes", Unit::Bytes),
+        ("MB", Unit::Megabytes),
+        ("rps", Unit::RequestsPerSecond),
+    ];
+
+    /// As written in files.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Unit::Other(s) => s,
+            known => Self::KNOWN.iter().find(|(_, u)| u == known).map_or("", |(s, _)| s),
+        }
+    }
+
+    /// The unit for text a model or a human reads as trusted: a known unit,
+    /// or an unknown one only when it is a short plain token (`req/s`,
+    /// `score`); anything longer or stranger reads as `units`, so text from a
+    /// scenario file cannot speak in the trusted part of a prompt.
+    pub fn label(&self) -> &str {
+        let plain = |s: &str| {
+            (1..=12).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/%_.-".contains(&b))
+        };
+        match self {
+            Unit::Other(s) if !plain(s) => "units",
+            u => u.as_str(),
+        }
+    }
+
+    /// `v` in this unit, for explanations and reports.
+    pub fn show(&self, v: f64) -> String {
+        match self {
+            Unit::Ratio => format!("{:.2}%", v * 100.0),
+            u => format!("{v:.2} {}", u.label()),
+        }
+    }
+}
+
+impl From<String> for Unit {
+    fn from(s: String) -> Self {
+        Self::KNOWN.iter().find(|(k, _)| *k == s).map_or(Unit::Other(s), |(_, u)| u.clone())
+    }
+}
+
+/// No unit given: an empty `Other`, written back as `""`.
+impl Default for Unit {
+    fn default() -> Self {
+        Unit::Other(String::new())
+    }
+}
+
+impl From<&str> for Unit {
+    fn from(s: &str) -> Self {
+        Unit::from(s.to_string())
+    }
+}
+
+impl From<Unit> for String {
+    fn from(u: Unit) -> Self {
+        u.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl JsonSchema for Unit {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Unit".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
+}
+
 /// What a metric is and which way it hurts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricSpec {
     /// Metric name, unique within a release.
     pub name: String,
-    /// Free-text unit (`ratio`, `ms`, `percent`, `bytes`, ...).
-    pub unit: String,
+    pub unit: Unit,
     /// Which change would hurt users.
     pub bad_direction: BadDirection,
 }
@@ -77,7 +188,7 @@ impl MetricSpec {
     /// Ratio metrics are fractions of requests, so their per-step noise has a
     /// binomial floor that depends on traffic.
     pub fn is_request_ratio(&self) -> bool {
-        self.unit == "ratio"
+        self.unit == Unit::Ratio
     }
 }
 

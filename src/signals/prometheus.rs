@@ -21,7 +21,7 @@ pub struct PromMetric {
     /// Metric name in findings.
     pub name: String,
     /// Unit (`ratio` turns on the traffic-aware test when `traffic` is set).
-    pub unit: String,
+    pub unit: super::Unit,
     /// Which change hurts.
     pub bad_direction: BadDirection,
     /// PromQL template with `{{ side }}` and optionally `{{ step }}`.

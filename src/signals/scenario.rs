@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::signals::Unit;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -124,7 +125,7 @@ struct FileTraffic {
 struct FileMetric {
     name: String,
     #[serde(default)]
-    unit: String,
+    unit: Unit,
     bad_direction: BadDirection,
     baseline: Vec<Option<f64>>,
     canary: Vec<Option<f64>>,
