@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::ReleaseConfig;
 use crate::executor::{
-    CommandExecutor, Executor, ExecutorConfig, HaproxyExecutor, KubernetesExecutor, ManualPlanner, Planner,
+    CommandExecutor, Executor, ExecutorConfig, Guarded, HaproxyExecutor, KubernetesExecutor, ManualPlanner, Planner,
     SimulatedExecutor, WebhookExecutor,
 };
 use crate::orchestrator::Actuation;
@@ -19,31 +19,6 @@ pub fn release_id(cfg: &ReleaseConfig) -> String {
     let key = format!("{}\0{}\0{}", cfg.name, cfg.target, cfg.candidate_revision);
     let h = crate::ledger::digest(key.as_bytes());
     format!("{}-{}-{}", cfg.name, cfg.candidate_revision, &h[..8])
-}
-
-/// An executor seen only as a planner: what advisory runs hold.
-struct PlanOnly(Arc<dyn Executor>);
-
-impl Planner for PlanOnly {
-    fn target(&self) -> &str {
-        self.0.target()
-    }
-
-    fn plan_rollback(
-        &self,
-        rollback: &crate::policy::RollbackPlan,
-        at_s: u64,
-    ) -> Result<crate::executor::ActionPlan, crate::executor::ExecutorError> {
-        self.0.plan_rollback(rollback, at_s)
-    }
-
-    fn plan_promote(
-        &self,
-        revision: &str,
-        at_s: u64,
-    ) -> Result<crate::executor::ActionPlan, crate::executor::ExecutorError> {
-        self.0.plan_promote(revision, at_s)
-    }
 }
 
 /// Everything needed to run one release.
@@ -91,7 +66,8 @@ impl PreparedRelease {
             _ => None,
         };
         let planner: Arc<dyn Planner> = match &configured {
-            Some(e) => Arc::new(PlanOnly(e.clone())),
+            // Plans go through the same guard; as a `dyn Planner` nothing can execute them.
+            Some(e) => Arc::new(Guarded::new(e.clone())),
             None => Arc::new(ManualPlanner::new(cfg.target.clone())),
         };
         let executor = match mode {
@@ -125,7 +101,7 @@ impl PreparedRelease {
     /// What the orchestrator may use: the executor when there is one, else plans only.
     pub fn actuation(&self) -> Actuation {
         match &self.executor {
-            Some(e) => Actuation::Live(e.clone()),
+            Some(e) => Actuation::Live(Guarded::new(e.clone())),
             None => Actuation::Advisory(self.planner.clone()),
         }
     }

@@ -133,7 +133,7 @@ pub async fn ledger_appends(url: &str, count: u32, writers: u32) -> Result<Bench
 /// Time from a rollback decision to traffic shifted and verified on a real
 /// HAProxy: intent in the ledger, Runtime API commands, weights read back.
 pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> Result<BenchRow, crate::Error> {
-    use crate::executor::{Executor, HaproxyConfig, HaproxyExecutor, Planner};
+    use crate::executor::{Guarded, HaproxyConfig, HaproxyExecutor, Planner};
     let cfg = HaproxyConfig {
         socket: socket.into(),
         backend: "be".into(),
@@ -143,7 +143,8 @@ pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> R
         drain_canary: true,
         timeout_s: 5,
     };
-    let e = HaproxyExecutor::new("haproxy/bench", cfg);
+    let e = std::sync::Arc::new(HaproxyExecutor::new("haproxy/bench", cfg));
+    let guarded = Guarded::new(e.clone());
     let ledger = Ledger::open(ledger_url).await?;
     let rollback = crate::policy::RollbackPlan {
         target: "haproxy/bench".into(),
@@ -158,8 +159,8 @@ pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> R
         let start = Instant::now();
         let plan = e.plan_rollback(&rollback, 0)?;
         let permit = ledger.record_intent("bench", &Actor::agent("bench"), 0, &plan, None).await?;
-        e.execute(&plan, permit).await?;
-        if !e.verify(&plan).await?.verified {
+        guarded.execute(&plan, permit).await?;
+        if !guarded.verify(&plan).await?.verified {
             return Err(crate::executor::ExecutorError::Failed {
                 target: "haproxy/bench".into(),
                 reason: "did not verify".into(),

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::display::LiveDisplay;
 use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
-use backstop::executor::SimulatedExecutor;
+use backstop::executor::{Guarded, SimulatedExecutor};
 use backstop::judge::MetricStatus;
 use backstop::ledger::Ledger;
 use backstop::orchestrator::{Actuation, ReleaseRun, ReleaseStatus};
@@ -115,7 +115,8 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     };
     let executor = Arc::new(SimulatedExecutor::new(target, sim.clone()));
     let mut display = LiveDisplay::new(sim_cfg.duration_s, a.flags.plain);
-    let outcome = run.run(sim.as_ref(), &Actuation::Live(executor), &mut display).await.map_err(failed)?;
+    let outcome =
+        run.run(sim.as_ref(), &Actuation::Live(Guarded::new(executor)), &mut display).await.map_err(failed)?;
     display.finish();
 
     out("");

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use super::{ActionKind, ActionPlan, Checked, Executor, ExecutorError, Planner, Verification};
 use crate::policy::RollbackPlan;
 
 /// Output kept per stream, so a chatty tool cannot flood the ledger.
@@ -141,7 +141,6 @@ impl Planner for CommandExecutor {
     }
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        ensure_target(&self.target, &rollback.target)?;
         let mut plan = ActionPlan::new(ActionKind::Rollback, &self.target, &rollback.to_revision, at_s, vec![]);
         plan.steps.push(format!("run {:?}", self.argv(&self.cfg.rollback, &plan)));
         if let Some(v) = &self.cfg.verify {
@@ -162,21 +161,19 @@ impl Planner for CommandExecutor {
 
 #[async_trait]
 impl Executor for CommandExecutor {
-    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
-        permit.check(plan)?;
-        ensure_target(&self.target, &plan.target)?;
+    async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
         let Some(template) = self.template(plan.kind) else {
             return Ok("no command configured for this action; nothing run".into());
         };
-        let (ok, text) = self.run(&self.argv(template, plan)).await?;
+        let (ok, text) = self.run(&self.argv(template, &plan)).await?;
         if ok { Ok(text) } else { Err(ExecutorError::Failed { target: self.target.clone(), reason: text }) }
     }
 
-    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+    async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         match &self.cfg.verify {
             None => Ok(Verification { verified: false, observed: "no verify command configured".into() }),
             Some(v) => {
-                let (ok, text) = self.run(&self.argv(v, plan)).await?;
+                let (ok, text) = self.run(&self.argv(v, &plan)).await?;
                 Ok(Verification { verified: ok, observed: text })
             }
         }

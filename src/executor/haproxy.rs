@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use super::{ActionKind, ActionPlan, Checked, Executor, ExecutorError, Planner, Verification};
 use crate::policy::RollbackPlan;
 
 /// An HAProxy canary (or blue/green pair) as configured.
@@ -137,7 +137,6 @@ impl Planner for HaproxyExecutor {
     }
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        ensure_target(&self.target, &rollback.target)?;
         let mut steps: Vec<String> =
             self.commands(ActionKind::Rollback).iter().map(|c| format!("HAProxy: {c}")).collect();
         steps.push(format!("read back: get weight {}/{} = 0", self.cfg.backend, self.cfg.canary_server));
@@ -152,9 +151,7 @@ impl Planner for HaproxyExecutor {
 
 #[async_trait]
 impl Executor for HaproxyExecutor {
-    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
-        permit.check(plan)?;
-        ensure_target(&self.target, &plan.target)?;
+    async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
         // Stable first on rollback, canary first on promotion: the backend always has a server with weight.
         let cmds = self.commands(plan.kind);
         for c in &cmds {
@@ -163,7 +160,7 @@ impl Executor for HaproxyExecutor {
         Ok(format!("HAProxy {}: {}", self.cfg.socket, cmds.join("; ")))
     }
 
-    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+    async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let canary = self.weight(&self.cfg.canary_server).await?;
         let stable = self.weight(&self.cfg.stable_server).await?;
         let verified = match plan.kind {

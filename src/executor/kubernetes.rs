@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use super::{ActionKind, ActionPlan, Checked, Executor, ExecutorError, Planner, Verification};
 use crate::policy::RollbackPlan;
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -180,7 +180,6 @@ impl Planner for KubernetesExecutor {
     }
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        ensure_target(&self.target, &rollback.target)?;
         let (ns, name) = (&self.cfg.namespace, &self.cfg.name);
         let step = match self.cfg.workload {
             Workload::Deployment => format!(
@@ -203,9 +202,7 @@ impl Planner for KubernetesExecutor {
 
 #[async_trait]
 impl Executor for KubernetesExecutor {
-    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
-        permit.check(plan)?;
-        ensure_target(&self.target, &plan.target)?;
+    async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
         match (plan.kind, self.cfg.workload) {
             (ActionKind::Promote, _) => Ok("promotion left to the rollout itself".into()),
             (ActionKind::Rollback, Workload::Deployment) => self.undo(&plan.to_revision).await,
@@ -213,7 +210,7 @@ impl Executor for KubernetesExecutor {
         }
     }
 
-    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+    async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let client = self.client().await?;
         match (plan.kind, self.cfg.workload) {
             (ActionKind::Promote, _) => Ok(Verification { verified: true, observed: "nothing was changed".into() }),

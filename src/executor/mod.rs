@@ -1,7 +1,7 @@
 //! Executors: the only code that changes a system, behind one trait.
 //!
-//! [`Planner::plan`] says exactly what would change (what dry-run shows);
-//! [`Executor::execute`] does it, and needs an [`ExecutionPermit`], which only
+//! [`Planner::plan_rollback`] says exactly what would change (what dry-run shows);
+//! [`Guarded::execute`] does it, and needs an [`ExecutionPermit`], which only
 //! the ledger issues after it has durably recorded the intent. Advisory runs
 //! hold a [`Planner`] and no [`Executor`], so nothing can execute there.
 //!
@@ -9,8 +9,16 @@
 //! // A permit cannot be forged outside the ledger: its fields are private.
 //! let permit = backstop::executor::ExecutionPermit { plan_id: String::new(), intent_seq: 0 };
 //! ```
+//!
+//! ```compile_fail
+//! // Nor can a checked plan be made around the guard, so no executor runs without one.
+//! fn around(p: &backstop::executor::ActionPlan) -> backstop::executor::Checked<'_> {
+//!     backstop::executor::Checked { plan: p }
+//! }
+//! ```
 
 mod command;
+mod guard;
 mod haproxy;
 mod kubernetes;
 mod manual;
@@ -24,6 +32,8 @@ use thiserror::Error;
 
 use crate::policy::RollbackPlan;
 pub use command::{CommandConfig, CommandExecutor};
+pub(crate) use guard::ensure_target;
+pub use guard::{Checked, Guarded};
 pub use haproxy::{HaproxyConfig, HaproxyExecutor};
 pub use kubernetes::{KubernetesConfig, KubernetesExecutor, Workload};
 pub use manual::ManualPlanner;
@@ -237,21 +247,14 @@ pub trait Planner: Send + Sync {
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError>;
 }
 
-/// Changes a system. Only the orchestrator, in an acting run, holds one.
+/// Changes a system. Reached only through [`Guarded`], which checks the
+/// permit and the target once for every executor and hands over a
+/// [`Checked`] plan that nothing else can make.
 #[async_trait]
 pub trait Executor: Planner {
-    /// Carry out `plan`; the permit proves the intent is in the ledger.
-    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError>;
+    /// Carry out the plan.
+    async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError>;
 
-    /// Read the system back and check that `plan` took effect.
-    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError>;
-}
-
-/// Shared check: a plan may only name the executor's own declared target.
-pub(crate) fn ensure_target(configured: &str, requested: &str) -> Result<(), ExecutorError> {
-    if configured == requested {
-        Ok(())
-    } else {
-        Err(ExecutorError::TargetMismatch { requested: requested.into(), configured: configured.into() })
-    }
+    /// Read the system back and check that the plan took effect.
+    async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError>;
 }

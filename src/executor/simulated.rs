@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use super::{ActionKind, ActionPlan, Checked, Executor, ExecutorError, Planner, Verification};
 use crate::policy::RollbackPlan;
 use crate::signals::simulator::Simulator;
 
@@ -28,7 +28,6 @@ impl Planner for SimulatedExecutor {
     }
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        ensure_target(&self.target, &rollback.target)?;
         Ok(ActionPlan::new(
             ActionKind::Rollback,
             &self.target,
@@ -55,9 +54,7 @@ impl Planner for SimulatedExecutor {
 
 #[async_trait]
 impl Executor for SimulatedExecutor {
-    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
-        permit.check(plan)?;
-        ensure_target(&self.target, &plan.target)?;
+    async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
         match plan.kind {
             ActionKind::Rollback => self.sim.roll_back_to(&plan.to_revision, plan.at_s),
             ActionKind::Promote => self.sim.set_canary_weight(1.0),
@@ -65,7 +62,7 @@ impl Executor for SimulatedExecutor {
         Ok(format!("{} applied to {}", plan.steps.join("; "), self.target))
     }
 
-    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+    async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let s = self.sim.status();
         let verified = match plan.kind {
             ActionKind::Rollback => s.canary_weight == 0.0 && s.rolled_back_to.as_deref() == Some(&plan.to_revision),

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{ActionKind, ActionPlan, ExecutionPermit, Executor, ExecutorError, Planner, Verification, ensure_target};
+use super::{ActionKind, ActionPlan, Checked, Executor, ExecutorError, Planner, Verification};
 use crate::policy::RollbackPlan;
 
 /// Header carrying `v1=<hex HMAC-SHA256 of "<timestamp>.<METHOD>.<host>[:port]<path>.<body>">`.
@@ -164,7 +164,6 @@ impl Planner for WebhookExecutor {
     }
 
     fn plan_rollback(&self, rollback: &RollbackPlan, at_s: u64) -> Result<ActionPlan, ExecutorError> {
-        ensure_target(&self.target, &rollback.target)?;
         let step = format!(
             "POST a signed rollback of {} to {} to {}",
             self.target,
@@ -183,9 +182,7 @@ impl Planner for WebhookExecutor {
 
 #[async_trait]
 impl Executor for WebhookExecutor {
-    async fn execute(&self, plan: &ActionPlan, permit: ExecutionPermit) -> Result<String, ExecutorError> {
-        permit.check(plan)?;
-        ensure_target(&self.target, &plan.target)?;
+    async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
         let secret = self.secret.as_deref().ok_or_else(|| self.fail("built to plan only: no secret".into()))?;
         let body = serde_json::to_vec(&serde_json::json!({
             "action": plan.kind, "target": plan.target, "to_revision": plan.to_revision,
@@ -230,7 +227,7 @@ impl Executor for WebhookExecutor {
         Err(self.fail(format!("gave up after {} attempts: {last}", self.cfg.retries + 1)))
     }
 
-    async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {
+    async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let Some(url) = &self.cfg.verify_url else {
             return Ok(Verification { verified: false, observed: "no verify_url configured".into() });
         };

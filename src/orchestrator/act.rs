@@ -7,7 +7,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::Error;
-use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Executor, Planner};
+use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
 use crate::ledger::{ActionResult, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
 use crate::policy::Decision;
 
@@ -53,7 +53,7 @@ pub async fn pause_point(point: &str) {
     }
 }
 
-async fn execute_and_verify(executor: &dyn Executor, plan: &ActionPlan, permit: ExecutionPermit) -> ActionResult {
+async fn execute_and_verify(executor: &Guarded, plan: &ActionPlan, permit: ExecutionPermit) -> ActionResult {
     let output = match executor.execute(plan, permit).await {
         Ok(o) => o,
         Err(e) => return ActionResult::Failed { error: e.to_string() },
@@ -78,7 +78,7 @@ impl ReleaseRun<'_> {
     ) -> Result<Option<ReleaseStatus>, Error> {
         let planner: &dyn Planner = match actuation {
             Actuation::Advisory(p) => p.as_ref(),
-            Actuation::Live(e) => e.as_ref(),
+            Actuation::Live(e) => e,
         };
         let plan = match decision {
             Decision::Rollback { plan } => planner.plan_rollback(plan, st.now_s),
@@ -111,8 +111,7 @@ impl ReleaseRun<'_> {
         pause_point("after_intent").await;
         observer.on_intent(&plan);
         let span = info_span!("action", plan = %plan.id, kind = ?plan.kind, target = %plan.target);
-        let result =
-            self.holding_lease(token, execute_and_verify(executor.as_ref(), &plan, permit)).instrument(span).await;
+        let result = self.holding_lease(token, execute_and_verify(executor, &plan, permit)).instrument(span).await;
         observer.on_outcome(&plan, &result);
         let outcome = Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() });
         self.record(outcome).await?;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::executor::{ActionPlan, Executor, Planner};
+use crate::executor::{ActionPlan, Guarded, Planner};
 use crate::judge::{JudgeResult, Verdict, judge};
 use crate::ledger::{
     ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished, ReleaseStarted,
@@ -44,7 +44,7 @@ pub enum Actuation {
     /// Dry run / advise: plans are shown, never executed.
     Advisory(Arc<dyn Planner>),
     /// Acting run: the executor for the one declared target.
-    Live(Arc<dyn Executor>),
+    Live(Guarded),
 }
 
 impl Actuation {
@@ -347,7 +347,7 @@ impl ReleaseRun<'_> {
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
             if matches!(st.role, Some(LeaseRole::Holder { .. }))
-                && let Some(done) = self.on_acquire(executor.as_ref(), &mut st).await?
+                && let Some(done) = self.on_acquire(executor, &mut st).await?
             {
                 return Ok(done);
             }
@@ -404,7 +404,7 @@ impl ReleaseRun<'_> {
     ) -> Result<Option<Result<RunOutcome, Error>>, Error> {
         match (&st.role, actuation) {
             (Some(LeaseRole::Holder { .. }), Actuation::Live(executor)) if !st.recovered => {
-                Ok(self.on_acquire(executor.as_ref(), st).await.transpose())
+                Ok(self.on_acquire(executor, st).await.transpose())
             }
             (Some(LeaseRole::Observer { .. }), _) => {
                 st.recovered = false;
@@ -419,7 +419,7 @@ impl ReleaseRun<'_> {
     /// read what earlier holders did with the release — finished it, or ran
     /// its action and stopped before recording the end — and reconcile any
     /// intent on the target left without an outcome.
-    async fn on_acquire(&self, executor: &dyn Executor, st: &mut LoopState) -> Result<Option<RunOutcome>, Error> {
+    async fn on_acquire(&self, executor: &Guarded, st: &mut LoopState) -> Result<Option<RunOutcome>, Error> {
         let prior = self.prior().await?;
         if let Some(done) = prior.finished.clone().filter(|d| d.status.is_final()) {
             st.recovered = true;

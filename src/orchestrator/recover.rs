@@ -9,7 +9,7 @@ use tracing::warn;
 use super::act::status_of;
 use super::{LoopState, ReleaseRun, ReleaseStatus};
 use crate::Error;
-use crate::executor::Executor;
+use crate::executor::Guarded;
 use crate::ledger::{ActionResult, LeaseRole, OutcomeRecord, Record};
 
 impl ReleaseRun<'_> {
@@ -17,7 +17,7 @@ impl ReleaseRun<'_> {
     /// done so under it. Some status when the release ends here.
     pub(super) async fn recover_if_holder(
         &self,
-        executor: &dyn Executor,
+        executor: &Guarded,
         st: &mut LoopState,
     ) -> Result<Option<ReleaseStatus>, Error> {
         if st.recovered || !matches!(st.role, Some(LeaseRole::Holder { .. })) {

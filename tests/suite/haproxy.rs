@@ -2,7 +2,7 @@
 //! back, and a vanished socket is a clear failure, never a false success.
 
 use assert_cmd::Command;
-use backstop::executor::{Executor, HaproxyConfig, HaproxyExecutor, Planner};
+use backstop::executor::{Guarded, HaproxyConfig, HaproxyExecutor, Planner};
 use backstop::ledger::{Ledger, sqlite_url};
 use backstop::policy::RollbackPlan;
 use predicates::prelude::*;
@@ -43,8 +43,9 @@ async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kin
         let plan = e.plan_rollback(&rollback_plan(), 300).unwrap();
         let permit =
             ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
-        e.execute(&plan, permit).await.unwrap();
-        let v = e.verify(&plan).await.unwrap();
+        let g = Guarded::new(std::sync::Arc::new(executor(&socket)));
+        g.execute(&plan, permit).await.unwrap();
+        let v = g.verify(&plan).await.unwrap();
         assert!(v.verified, "{}", v.observed);
         assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (0, 100));
         let state = e.command("show servers state be").await.unwrap();
@@ -60,8 +61,9 @@ async fn promotion_moves_all_weight_to_the_canary() {
     let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
     let plan = e.plan_promote("v42", 1800).unwrap();
     let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
-    e.execute(&plan, permit).await.unwrap();
-    assert!(e.verify(&plan).await.unwrap().verified);
+    let g = Guarded::new(std::sync::Arc::new(executor(&h.unix_socket.display().to_string())));
+    g.execute(&plan, permit).await.unwrap();
+    assert!(g.verify(&plan).await.unwrap().verified);
     assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (100, 0));
 }
 

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use backstop::executor::{Executor, KubernetesConfig, KubernetesExecutor, Planner, Workload};
+use backstop::executor::{Guarded, KubernetesConfig, KubernetesExecutor, Planner, Workload};
 use backstop::ledger::{Ledger, sqlite_url};
 use backstop::policy::RollbackPlan;
 use serde_json::{Value, json};
@@ -124,7 +124,7 @@ fn executor(workload: Workload, kubeconfig: &std::path::Path) -> KubernetesExecu
 }
 
 async fn roll_back(
-    e: &KubernetesExecutor,
+    e: KubernetesExecutor,
     dir: &std::path::Path,
     to: &str,
 ) -> Result<String, backstop::executor::ExecutorError> {
@@ -135,6 +135,7 @@ async fn roll_back(
         to_revision: to.into(),
         reason: "r".into(),
     };
+    let e = Guarded::new(std::sync::Arc::new(e));
     let plan = e.plan_rollback(&rb, 60).unwrap();
     let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
     let out = e.execute(&plan, permit).await?;
@@ -146,7 +147,7 @@ async fn roll_back(
 async fn deployment_rollback_patches_the_template_of_the_recorded_revision() {
     let (c, dir, kubeconfig) = cluster(true).await;
     let e = executor(Workload::Deployment, &kubeconfig);
-    roll_back(&e, dir.path(), "2").await.unwrap();
+    roll_back(e, dir.path(), "2").await.unwrap();
     let seen = c.seen.lock().unwrap().clone();
     assert!(seen.iter().all(|s| s.auth == "Bearer test-token"), "{seen:?}");
     assert_eq!(seen[0].method, "GET");
@@ -177,7 +178,7 @@ async fn an_unrecorded_revision_or_a_foreign_replicaset_is_refused() {
     let (c, dir, kubeconfig) = cluster(true).await;
     let e = executor(Workload::Deployment, &kubeconfig);
     // Revision 41 exists only on a ReplicaSet another Deployment owns.
-    let err = roll_back(&e, dir.path(), "41").await.unwrap_err().to_string();
+    let err = roll_back(e, dir.path(), "41").await.unwrap_err().to_string();
     assert!(err.contains("no ReplicaSet of checkout has revision 41"), "{err}");
     assert!(c.seen.lock().unwrap().iter().all(|s| s.method == "GET"), "nothing may be patched");
 }
@@ -185,7 +186,7 @@ async fn an_unrecorded_revision_or_a_foreign_replicaset_is_refused() {
 #[tokio::test]
 async fn argo_rollout_abort_uses_the_status_subresource() {
     let (c, dir, kubeconfig) = cluster(true).await;
-    roll_back(&executor(Workload::ArgoRollout, &kubeconfig), dir.path(), "stable").await.unwrap();
+    roll_back(executor(Workload::ArgoRollout, &kubeconfig), dir.path(), "stable").await.unwrap();
     let seen = c.seen.lock().unwrap().clone();
     let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
     assert_eq!(patch.uri, "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout/status?");
@@ -196,7 +197,7 @@ async fn argo_rollout_abort_uses_the_status_subresource() {
 #[tokio::test]
 async fn argo_rollout_abort_falls_back_to_the_resource_on_404() {
     let (c, dir, kubeconfig) = cluster(false).await;
-    let out = roll_back(&executor(Workload::ArgoRollout, &kubeconfig), dir.path(), "stable").await.unwrap();
+    let out = roll_back(executor(Workload::ArgoRollout, &kubeconfig), dir.path(), "stable").await.unwrap();
     assert!(out.contains("no status subresource"), "{out}");
     let patches: Vec<String> =
         c.seen.lock().unwrap().iter().filter(|s| s.method == "PATCH").map(|s| s.uri.clone()).collect();
@@ -220,7 +221,7 @@ async fn api_server_errors_are_clear_failures() {
         context: None,
     };
     let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
-    let err = roll_back(&e, dir.path(), "2").await.unwrap_err().to_string();
+    let err = roll_back(e, dir.path(), "2").await.unwrap_err().to_string();
     assert!(err.contains("k8s/shop/checkout") && err.contains("404"), "{err}");
     let cfg = KubernetesConfig {
         workload: Workload::Deployment,
@@ -231,7 +232,7 @@ async fn api_server_errors_are_clear_failures() {
     };
     std::fs::copy(dir.path().join("kubeconfig"), dir.path().join("kubeconfig-copy")).unwrap();
     let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
-    let err = roll_back(&e, dir.path(), "2").await.unwrap_err().to_string();
+    let err = roll_back(e, dir.path(), "2").await.unwrap_err().to_string();
     assert!(err.contains("500") && err.contains("etcdserver: request timed out"), "{err}");
     assert!(
         KubernetesExecutor::new(

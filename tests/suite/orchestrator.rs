@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backstop::executor::SimulatedExecutor;
+use backstop::executor::{Guarded, SimulatedExecutor};
 use backstop::ledger::{Ledger, sqlite_url};
 use backstop::orchestrator::{Actuation, Quiet, ReleaseRun, ReleaseStatus};
 use backstop::policy::{PolicyFile, ReleaseFacts};
@@ -61,7 +61,7 @@ async fn release(
 ) -> (Result<backstop::orchestrator::RunOutcome, backstop::Error>, Arc<Simulator>) {
     let sim = Arc::new(Simulator::new(cfg));
     let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let actuation = if live { Actuation::Live(exec) } else { Actuation::Advisory(exec) };
+    let actuation = if live { Actuation::Live(Guarded::new(exec)) } else { Actuation::Advisory(exec) };
     (run(policy, l, f).run(sim.as_ref(), &actuation, &mut Quiet).await, sim)
 }
 
@@ -193,7 +193,10 @@ async fn invariant_failing_backend_holds_and_never_rolls_back() {
     let policy = PolicyFile::embedded_default().unwrap();
     let sim = Arc::new(Simulator::new(faulty()));
     let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
-    let out = run(&policy, &l, facts("sim/checkout")).run(&Down, &Actuation::Live(exec), &mut Quiet).await.unwrap();
+    let out = run(&policy, &l, facts("sim/checkout"))
+        .run(&Down, &Actuation::Live(Guarded::new(exec)), &mut Quiet)
+        .await
+        .unwrap();
     match out.status {
         ReleaseStatus::Held { reason } => assert!(reason.contains("connection refused"), "{reason}"),
         s => panic!("{s:?}"),

@@ -1,8 +1,9 @@
 use super::*;
+use crate::executor::{ExecutionPermit, Guarded};
 
-fn exec(rollback: &[&str], verify: Option<&[&str]>, timeout_s: u64, env: &[&str]) -> CommandExecutor {
+fn exec(rollback: &[&str], verify: Option<&[&str]>, timeout_s: u64, env: &[&str]) -> Guarded {
     let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    CommandExecutor::new(
+    Guarded::new(std::sync::Arc::new(CommandExecutor::new(
         "helm/checkout",
         "v42",
         CommandConfig {
@@ -12,10 +13,10 @@ fn exec(rollback: &[&str], verify: Option<&[&str]>, timeout_s: u64, env: &[&str]
             timeout_s,
             env_allowlist: env.iter().map(|s| s.to_string()).collect(),
         },
-    )
+    )))
 }
 
-fn plan(e: &CommandExecutor, to: &str) -> ActionPlan {
+fn plan(e: &Guarded, to: &str) -> ActionPlan {
     let rb = RollbackPlan {
         target: "helm/checkout".into(),
         from_revision: "v42".into(),

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
 
 use super::*;
+use crate::executor::{ExecutionPermit, Guarded};
 
 // The signing secret is read from an environment variable; tests use `PATH`,
 // which every test process has, instead of changing the environment.
@@ -51,7 +52,7 @@ async fn start(r: Receiver) -> String {
     format!("http://{addr}")
 }
 
-fn executor(base: &str, secret_env: &str) -> Result<WebhookExecutor, ExecutorError> {
+fn executor(base: &str, secret_env: &str) -> Result<Guarded, ExecutorError> {
     let cfg = WebhookConfig {
         url: format!("{base}/hook"),
         secret_env: secret_env.into(),
@@ -60,10 +61,10 @@ fn executor(base: &str, secret_env: &str) -> Result<WebhookExecutor, ExecutorErr
         retries: 3,
         allow_http: true,
     };
-    WebhookExecutor::new("argo/checkout", "v42", cfg)
+    Ok(Guarded::new(Arc::new(WebhookExecutor::new("argo/checkout", "v42", cfg)?)))
 }
 
-fn plan(e: &WebhookExecutor) -> ActionPlan {
+fn plan(e: &Guarded) -> ActionPlan {
     let rb = RollbackPlan {
         target: "argo/checkout".into(),
         from_revision: "v42".into(),
@@ -162,7 +163,7 @@ async fn redirects_are_not_followed_replies_are_capped_verify_needs_2xx_and_urls
             retries: 0,
             allow_http: true,
         };
-        WebhookExecutor::new("argo/checkout", "v42", cfg).unwrap()
+        Guarded::new(Arc::new(WebhookExecutor::new("argo/checkout", "v42", cfg).unwrap()))
     };
     let e = mk("/redirect");
     let p = plan(&e);
