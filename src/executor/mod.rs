@@ -16,6 +16,14 @@
 //!     backstop::executor::Checked { plan: p }
 //! }
 //! ```
+//!
+//! ```compile_fail
+//! // What an advisory run holds (a planner) cannot be put behind the guard,
+//! // so it can never present one to `Ledger::record_intent`.
+//! fn promote(p: std::sync::Arc<dyn backstop::executor::Planner>) -> backstop::executor::Guarded {
+//!     backstop::executor::Guarded::new(p)
+//! }
+//! ```
 
 mod command;
 mod guard;

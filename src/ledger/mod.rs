@@ -36,7 +36,7 @@ pub use record::{
     RecordError, RecordKind, ReleaseFinished, ReleaseStarted, TickRecord,
 };
 
-use crate::executor::{ActionKind, ActionPlan, ExecutionPermit};
+use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -76,6 +76,14 @@ pub enum LedgerError {
         holder: String,
         /// Current token.
         token: i64,
+    },
+    /// The plan names a target the acting executor is not for.
+    #[error("intent refused: the plan targets `{plan}` but this run acts on `{acting}`")]
+    ForeignTarget {
+        /// Target in the plan.
+        plan: String,
+        /// Target of the executor behind the guard.
+        acting: String,
     },
 }
 
@@ -264,15 +272,22 @@ impl Ledger {
 
     /// Record the intent to run `plan` and, once committed, issue the permit
     /// the executor needs. With `fence`, the database refuses the intent
-    /// unless that lease is still ours.
+    /// unless that lease is still ours. `acting` is the executor behind its
+    /// guard: only an acting run holds one (an advisory run has planners
+    /// only), so an advisory run cannot reach this at all, and a plan for
+    /// any other target is refused before anything is written.
     pub async fn record_intent(
         &self,
+        acting: &Guarded,
         release_id: &str,
         actor: &Actor,
         at_ms: i64,
         plan: &ActionPlan,
         fence: Option<LeaseOp>,
     ) -> Result<ExecutionPermit, LedgerError> {
+        if plan.target != acting.target() {
+            return Err(LedgerError::ForeignTarget { plan: plan.target.clone(), acting: acting.target().into() });
+        }
         let token = match &fence {
             Some(LeaseOp::Fence { token, .. }) => Some(*token),
             _ => None,

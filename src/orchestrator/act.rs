@@ -97,7 +97,7 @@ impl ReleaseRun<'_> {
         // No ledger write, no action: the permit exists only once the intent is committed.
         let permit = match self
             .ledger
-            .record_intent(&self.facts.release_id, &self.agent.actor(), at, &plan, Some(fence))
+            .record_intent(executor, &self.facts.release_id, &self.agent.actor(), at, &plan, Some(fence))
             .await
         {
             Ok(p) => p,

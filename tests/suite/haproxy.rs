@@ -41,9 +41,9 @@ async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kin
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
         let plan = e.plan_rollback(&rollback_plan(), 300).unwrap();
-        let permit =
-            ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
         let g = Guarded::new(std::sync::Arc::new(executor(&socket)));
+        let permit =
+            ledger.record_intent(&g, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
         g.execute(&plan, permit).await.unwrap();
         let v = g.verify(&plan).await.unwrap();
         assert!(v.verified, "{}", v.observed);
@@ -60,8 +60,9 @@ async fn promotion_moves_all_weight_to_the_canary() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
     let plan = e.plan_promote("v42", 1800).unwrap();
-    let permit = ledger.record_intent("rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
     let g = Guarded::new(std::sync::Arc::new(executor(&h.unix_socket.display().to_string())));
+    let permit =
+        ledger.record_intent(&g, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
     g.execute(&plan, permit).await.unwrap();
     assert!(g.verify(&plan).await.unwrap().verified);
     assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (100, 0));

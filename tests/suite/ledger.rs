@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use backstop::executor::{ActionKind, ActionPlan};
+use backstop::executor::{ActionKind, ActionPlan, Guarded, SimulatedExecutor};
 use backstop::ledger::{
     ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Problem, Record, ReleaseFinished, sqlite_url,
 };
@@ -137,9 +137,15 @@ async fn a_stale_fencing_token_is_refused(url: &str) {
     assert_eq!(l.submit(claim("b", 1_000)).await.unwrap().role, Some(LeaseRole::Holder { token: 2 }));
     let plan = ActionPlan::new(ActionKind::Rollback, "t", "v1", 10, vec![]);
     let fence = |holder: &str, token| Some(LeaseOp::Fence { target: "t".into(), holder: holder.into(), token });
-    let stale = l.record_intent("rel", &Actor::agent("a"), 1_100, &plan, fence("a", 1)).await;
+    let sim = std::sync::Arc::new(backstop::signals::simulator::Simulator::new(Default::default()));
+    let acting = Guarded::new(std::sync::Arc::new(SimulatedExecutor::new("t", sim)));
+    let stale = l.record_intent(&acting, "rel", &Actor::agent("a"), 1_100, &plan, fence("a", 1)).await;
     assert!(matches!(stale, Err(LedgerError::Fenced { ref holder, token: 2, .. }) if holder == "b"), "{stale:?}");
-    l.record_intent("rel", &Actor::agent("b"), 1_100, &plan, fence("b", 2)).await.unwrap();
+    l.record_intent(&acting, "rel", &Actor::agent("b"), 1_100, &plan, fence("b", 2)).await.unwrap();
+    // An intent for a target the acting executor is not for is refused before it is written.
+    let elsewhere = ActionPlan::new(ActionKind::Rollback, "u", "v1", 10, vec![]);
+    let foreign = l.record_intent(&acting, "rel", &Actor::agent("b"), 1_100, &elsewhere, fence("b", 2)).await;
+    assert!(matches!(foreign, Err(LedgerError::ForeignTarget { .. })), "{foreign:?}");
     // Only b's intent is in the chain, after the takeover record.
     let kinds: Vec<String> = l.list(None, 100).await.unwrap().into_iter().map(|r| r.kind).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "intent").count(), 1, "{kinds:?}");
