@@ -25,3 +25,19 @@ pub enum Error {
     #[error(transparent)]
     Executor(#[from] crate::executor::ExecutorError),
 }
+
+/// An error and its causes on one line: `outer: inner: root` (a cause the
+/// message already ends with is not repeated).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !text.ends_with(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = c.source();
+    }
+    text
+}

@@ -106,6 +106,14 @@ impl PreparedRelease {
         }
     }
 
+    /// Reach the executor's system read-only; `None` without an executor.
+    pub async fn probe_executor(&self) -> Option<Result<String, crate::executor::ExecutorError>> {
+        match &self.executor {
+            Some(e) => Some(Guarded::new(e.clone()).probe().await),
+            None => None,
+        }
+    }
+
     /// Whether this run can act on its target.
     pub fn can_act(&self) -> bool {
         self.executor.is_some()

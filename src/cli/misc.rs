@@ -18,6 +18,21 @@ pub enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (with BACKSTOP_* overrides), the policy and every executor, then reach each
+    /// release's signal source and executor, the ledger and the model's key without changing anything.
+    /// Exit 0 when all is well, 2 when a setting is wrong, 3 when something is unreachable.
+    Check {
+        /// Policy file (default: from configuration, else the embedded default).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Ledger URL or SQLite path (default: from configuration).
+        #[arg(long)]
+        ledger: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum SchemaWhat {
     /// JSON Schema of backstop.toml.
     Config,
@@ -68,6 +83,41 @@ pub fn policy(cmd: PolicyCommand, settings: &backstop::config::Settings) -> CliR
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `config check`: one line per check, worst outcome as the exit code.
+pub async fn config(cmd: ConfigCommand, settings: &backstop::config::Settings) -> CliResult {
+    use backstop::check::Status;
+    let ConfigCommand::Check { policy, ledger } = cmd;
+    let policy = super::load_policy(policy.as_deref(), settings)?;
+    let url = super::ledger_url(ledger.as_deref(), settings);
+    let lines = backstop::check::check(settings, &policy, &url).await;
+    let mut code = ExitCode::SUCCESS;
+    let (mut invalid, mut failed) = (false, false);
+    for l in &lines {
+        let (tag, text) = match &l.status {
+            Status::Ok(t) => ("ok", t),
+            Status::Skipped(t) => ("skipped", t),
+            Status::Invalid(t) => {
+                invalid = true;
+                ("INVALID", t)
+            }
+            Status::Failed(t) => {
+                failed = true;
+                ("FAILED", t)
+            }
+        };
+        out(&format!("{tag:<8} {}: {text}", l.subject));
+    }
+    if invalid {
+        code = ExitCode::from(super::EXIT_USAGE);
+    } else if failed {
+        code = ExitCode::from(super::watch::exit::BACKEND);
+    }
+    if lines.len() == 2 {
+        out("(no [[releases]] configured)");
+    }
+    Ok(code)
 }
 
 pub fn schema(what: SchemaWhat) -> CliResult {

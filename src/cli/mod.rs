@@ -49,6 +49,11 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Read and verify the audit ledger.
     Audit(audit::AuditArgs),
+    /// Validate configuration, policy and executors, and reach every source, executor and the ledger read-only.
+    Config {
+        #[command(subcommand)]
+        command: misc::ConfigCommand,
+    },
     /// Validate policy files.
     Policy {
         #[command(subcommand)]
@@ -82,20 +87,7 @@ impl Failure {
     }
 }
 
-/// An error and its causes on one line: `outer: inner: root`.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !text.ends_with(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        cur = c.source();
-    }
-    text
-}
+pub use backstop::error::chain;
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
@@ -161,6 +153,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve(a) => serve::serve(a, &settings).await,
         Command::Eval(a) => eval::run(a, &settings),
         Command::Audit(a) => audit::run(a, &settings).await,
+        Command::Config { command } => misc::config(command, &settings).await,
         Command::Policy { command } => misc::policy(command, &settings),
         Command::Schema { what } => misc::schema(what),
         Command::Corpus(a) => misc::corpus(a),

@@ -169,6 +169,22 @@ impl Executor for CommandExecutor {
         if ok { Ok(text) } else { Err(ExecutorError::Failed { target: self.target.clone(), reason: text }) }
     }
 
+    /// Every program named is found (on PATH, or at its path) and executable;
+    /// nothing is run.
+    async fn probe(&self) -> Result<String, ExecutorError> {
+        let programs = [Some(&self.cfg.rollback), self.cfg.promote.as_ref(), self.cfg.verify.as_ref()];
+        let mut found = Vec::new();
+        for argv in programs.into_iter().flatten() {
+            let program = argv.first().map(String::as_str).unwrap_or_default();
+            let path = which(program).ok_or_else(|| ExecutorError::Failed {
+                target: self.target.clone(),
+                reason: format!("program `{program}` not found (PATH or path) or not executable"),
+            })?;
+            found.push(path.display().to_string());
+        }
+        Ok(format!("programs found: {}", found.join(", ")))
+    }
+
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         match &self.cfg.verify {
             None => Ok(Verification { verified: false, observed: "no verify command configured".into() }),
@@ -182,3 +198,17 @@ impl Executor for CommandExecutor {
 
 #[cfg(test)]
 mod tests;
+
+/// Where `program` would be run from: a path as given, else the first PATH
+/// entry holding an executable file of that name.
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &std::path::Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
+}

@@ -54,6 +54,11 @@ impl Guarded {
         self.inner.apply(checked).await
     }
 
+    /// Reach the target read-only, for `config check`.
+    pub async fn probe(&self) -> Result<String, ExecutorError> {
+        self.inner.probe().await
+    }
+
     /// Read the target back: did `plan` take effect? Reading needs no permit,
     /// only the right target (recovery verifies intents of earlier runs).
     pub async fn verify(&self, plan: &ActionPlan) -> Result<Verification, ExecutorError> {

@@ -160,6 +160,15 @@ impl Executor for HaproxyExecutor {
         Ok(format!("HAProxy {}: {}", self.cfg.socket, cmds.join("; ")))
     }
 
+    async fn probe(&self) -> Result<String, ExecutorError> {
+        let canary = self.weight(&self.cfg.canary_server).await?;
+        let stable = self.weight(&self.cfg.stable_server).await?;
+        Ok(format!(
+            "HAProxy {} backend {}: {} weight {canary}, {} weight {stable}",
+            self.cfg.socket, self.cfg.backend, self.cfg.canary_server, self.cfg.stable_server
+        ))
+    }
+
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let canary = self.weight(&self.cfg.canary_server).await?;
         let stable = self.weight(&self.cfg.stable_server).await?;

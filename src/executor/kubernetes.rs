@@ -210,6 +210,22 @@ impl Executor for KubernetesExecutor {
         }
     }
 
+    async fn probe(&self) -> Result<String, ExecutorError> {
+        let client = self.client().await?;
+        let (ns, name) = (&self.cfg.namespace, &self.cfg.name);
+        match self.cfg.workload {
+            Workload::Deployment => {
+                let d = Api::<Deployment>::namespaced(client, ns).get(name).await.map_err(|e| self.fail(e))?;
+                let revision = d.metadata.annotations.and_then(|a| a.get("deployment.kubernetes.io/revision").cloned());
+                Ok(format!("Deployment {ns}/{name} at revision {}", revision.unwrap_or_else(|| "?".into())))
+            }
+            Workload::ArgoRollout => {
+                self.rollouts(client).get(name).await.map_err(|e| self.fail(e))?;
+                Ok(format!("Rollout {ns}/{name} found"))
+            }
+        }
+    }
+
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let client = self.client().await?;
         match (plan.kind, self.cfg.workload) {

@@ -265,4 +265,7 @@ pub trait Executor: Planner {
 
     /// Read the system back and check that the plan took effect.
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError>;
+
+    /// Reach the system without changing it (`config check`): what was read.
+    async fn probe(&self) -> Result<String, ExecutorError>;
 }

@@ -62,6 +62,10 @@ impl Executor for SimulatedExecutor {
         Ok(format!("{} applied to {}", plan.steps.join("; "), self.target))
     }
 
+    async fn probe(&self) -> Result<String, ExecutorError> {
+        Ok(format!("simulator: canary weight {:.0}%", self.sim.status().canary_weight * 100.0))
+    }
+
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let s = self.sim.status();
         let verified = match plan.kind {

@@ -227,6 +227,23 @@ impl Executor for WebhookExecutor {
         Err(self.fail(format!("gave up after {} attempts: {last}", self.cfg.retries + 1)))
     }
 
+    async fn probe(&self) -> Result<String, ExecutorError> {
+        let Some(url) = &self.cfg.verify_url else {
+            return Ok(format!("{}: not probed (a POST would act; no verify_url to read)", Self::shown(&self.cfg.url)));
+        };
+        let shown = Self::shown(url);
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("{shown} unreachable: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(self.fail(format!("{shown} answered {}", resp.status())));
+        }
+        Ok(format!("{shown} answered {}", resp.status()))
+    }
+
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let Some(url) = &self.cfg.verify_url else {
             return Ok(Verification { verified: false, observed: "no verify_url configured".into() });

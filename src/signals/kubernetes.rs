@@ -114,6 +114,10 @@ impl SignalSource for WithPodSignals {
         format!("{} + pods in {}", self.inner.name(), self.cfg.namespace)
     }
 
+    async fn probe(&self) -> Result<String, SignalError> {
+        self.inner.probe().await
+    }
+
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
         let mut obs = self.inner.observe(now_s).await?;
         for side in [Side::Baseline, Side::Canary] {

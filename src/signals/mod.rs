@@ -296,4 +296,9 @@ pub trait SignalSource: Send + Sync {
     /// Everything observable at release time `now_s`; never a sample whose
     /// interval ends after `now_s`.
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError>;
+
+    /// Reach the source without judging anything (`config check`): what was read.
+    async fn probe(&self) -> Result<String, SignalError> {
+        Ok(format!("{}: nothing to reach", self.name()))
+    }
 }

@@ -177,6 +177,20 @@ impl SignalSource for PrometheusSource {
         format!("prometheus:{}", crate::secret::redact_url(&self.cfg.url))
     }
 
+    /// `GET /api/v1/status/buildinfo`: reachable, and a Prometheus.
+    async fn probe(&self) -> Result<String, SignalError> {
+        let url = format!("{}/api/v1/status/buildinfo", self.cfg.url.trim_end_matches('/'));
+        let shown = crate::secret::redact_url(&self.cfg.url);
+        let fail = |reason: String| SignalError::Unavailable { source_name: format!("prometheus {shown}"), reason };
+        let resp = self.http.get(&url).send().await.map_err(|e| fail(crate::error::chain(&e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("buildinfo answered {}", resp.status())));
+        }
+        let doc: serde_json::Value = resp.json().await.map_err(|e| fail(format!("not JSON: {}", e.without_url())))?;
+        let version = doc["data"]["version"].as_str().unwrap_or("?");
+        Ok(format!("prometheus {shown}: version {version}"))
+    }
+
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
         let n = ((now_s.min(self.cfg.duration_s)) / u64::from(self.cfg.step_s.max(1))) as usize;
         let mut metrics = Vec::new();

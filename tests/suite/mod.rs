@@ -1,4 +1,5 @@
 mod adversarial;
+mod check;
 mod cli;
 mod crash;
 mod e2e;

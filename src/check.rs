@@ -1,0 +1,113 @@
+//! `backstop config check`: what every start validates (configuration,
+//! policy, executor fields, guards against each release's metrics), then
+//! each dependency reached read-only — the signal source, the executor's
+//! system, the ledger, the model's key — so a broken setting shows up before
+//! a release depends on it, not at the moment a rollback is due. Nothing is
+//! changed: sources are asked for their build info, executors read state
+//! (HAProxy weights, the Kubernetes workload, a webhook's `verify_url`, the
+//! programs on PATH), an SQLite ledger that does not exist yet is not created.
+
+use crate::config::Settings;
+use crate::error::chain;
+use crate::policy::{PolicyFile, RunMode};
+use crate::release::{PreparedRelease, release_id};
+
+/// How one check ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Reached or valid; what was read.
+    Ok(String),
+    /// Not checked on purpose; why.
+    Skipped(String),
+    /// The setting itself is wrong (exit 2); the field and what was expected.
+    Invalid(String),
+    /// Valid, but not reachable or not answering (exit 3); what and where.
+    Failed(String),
+}
+
+/// One line of the report: what was checked, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckLine {
+    /// `ledger`, `release checkout: source`, ...
+    pub subject: String,
+    /// The result.
+    pub status: Status,
+}
+
+impl CheckLine {
+    fn new(subject: impl Into<String>, status: Status) -> Self {
+        Self { subject: subject.into(), status }
+    }
+}
+
+/// Check everything in `settings` under `policy`, with `ledger_url` as the ledger.
+pub async fn check(settings: &Settings, policy: &PolicyFile, ledger_url: &str) -> Vec<CheckLine> {
+    let mut lines = vec![ledger(ledger_url).await, model(settings)];
+    for cfg in &settings.releases {
+        lines.extend(release(settings, policy, cfg).await);
+    }
+    lines
+}
+
+async fn ledger(url: &str) -> CheckLine {
+    let shown = crate::secret::redact_url(url);
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if !path.exists() {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let status = if dir.is_dir() {
+                Status::Skipped(format!("{shown}: not created yet (its folder exists; the first run creates it)"))
+            } else {
+                Status::Failed(format!("{shown}: folder {} does not exist", dir.display()))
+            };
+            return CheckLine::new("ledger", status);
+        }
+    }
+    let status = match crate::ledger::Ledger::open(url).await {
+        Ok(l) => match l.list(None, 1).await {
+            Ok(r) => Status::Ok(format!("{shown}: opened, {} record(s) read", r.len())),
+            Err(e) => Status::Failed(chain(&e)),
+        },
+        Err(e) => Status::Failed(chain(&e)),
+    };
+    CheckLine::new("ledger", status)
+}
+
+fn model(settings: &Settings) -> CheckLine {
+    let status = match &settings.model {
+        None => Status::Skipped("no [model] configured: the judge decides alone".into()),
+        Some(m) => match m.api_key() {
+            Ok(_) => Status::Ok(format!("{} at {}: key present", m.name, crate::secret::redact_url(&m.base_url))),
+            Err(e) => Status::Invalid(chain(&e)),
+        },
+    };
+    CheckLine::new("model", status)
+}
+
+async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::config::ReleaseConfig) -> Vec<CheckLine> {
+    let name = |what: &str| format!("release {}: {what}", cfg.name);
+    let id = release_id(cfg);
+    // Built as an acting run would build it: secrets are read, executors made.
+    let prepared = match PreparedRelease::prepare(cfg, settings.declared_targets(), id, RunMode::Act) {
+        Ok(p) => p,
+        Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
+    };
+    let guards = match policy.check_guards(&cfg.service, &prepared.metrics) {
+        Ok(()) => Status::Ok(format!("{} metric(s), guards on their bad side", prepared.metrics.len())),
+        Err(e) => Status::Invalid(chain(&e)),
+    };
+    let source = match prepared.source.probe().await {
+        Ok(s) => Status::Ok(s),
+        Err(e) => Status::Failed(chain(&e)),
+    };
+    let executor = match prepared.probe_executor().await {
+        None => Status::Skipped("no executor: actions are recommended, never taken".into()),
+        Some(Ok(s)) => Status::Ok(s),
+        Some(Err(e)) => Status::Failed(chain(&e)),
+    };
+    vec![
+        CheckLine::new(name("policy"), guards),
+        CheckLine::new(name("source"), source),
+        CheckLine::new(name("executor"), executor),
+    ]
+}
