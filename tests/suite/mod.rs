@@ -12,5 +12,6 @@ mod model;
 mod orchestrator;
 mod prometheus;
 mod report;
+mod secrets;
 mod snapshots;
 mod watch;

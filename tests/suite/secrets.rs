@@ -1,0 +1,208 @@
+//! Marker secrets in every credential slot — URL user-info, password and
+//! token query values, the model's API key, the webhook's signing secret, a
+//! variable passed through to a command (which prints it), a kubeconfig
+//! token — then `watch`, `advise` (all three formats), `serve` (every
+//! contract), `audit`, `config check` and `demo` at `RUST_LOG=trace`: no
+//! marker in any output, report, gate answer, or byte of the ledger.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::support::openai::FakeOpenAi;
+
+/// Every marker shares this prefix, so one search finds any of them.
+const MARK: &str = "S3CRETMARK";
+const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
+
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SWEEP_HOOK_SECRET", format!("{MARK}-hook")),
+        ("SWEEP_PASSED_ENV", format!("{MARK}-env")),
+        ("SWEEP_MODEL_KEY", format!("{MARK}-apikey")),
+        ("RUST_LOG", "trace".into()),
+    ]
+}
+
+async fn receiver() -> (String, Arc<Mutex<u32>>) {
+    let posts = Arc::new(Mutex::new(0));
+    let seen = posts.clone();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(move || {
+                let seen = seen.clone();
+                async move {
+                    *seen.lock().unwrap() += 1;
+                    "accepted"
+                }
+            }),
+        )
+        .route("/state", get(|| async { axum::Json(serde_json::json!({ "revision": "v41" })) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), posts)
+}
+
+fn config(dir: &Path, hook: &str, model: &str) -> std::path::PathBuf {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:1\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
+             users:\n- name: u\n  user:\n    token: {MARK}-kubetoken\n"
+        ),
+    )
+    .unwrap();
+    let release = |name: &str, source: &str, executor: &str| {
+        format!(
+            "[[releases]]\nname = \"{name}\"\nservice = \"checkout\"\ntarget = \"t/{name}\"\n\
+             candidate_revision = \"v42\"\nlast_known_good = \"v41\"\nsource = {source}\nexecutor = {executor}\n\n"
+        )
+    };
+    let scenario = format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#);
+    let prom = format!(
+        r#"{{ kind = "prometheus", url = "http://{MARK}-user:{MARK}-pass@127.0.0.1:1/?password={MARK}-pw&token={MARK}-qtoken", baseline = "stable", canary = "canary", step_s = 10, duration_s = 30, timeout_s = 1, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "x" }}] }}"#
+    );
+    let text = [
+        release(
+            "hook",
+            &scenario,
+            &format!(
+                r#"{{ kind = "webhook", url = "{hook}/hook?token={MARK}-hooktoken", verify_url = "{hook}/state?key={MARK}-verifykey", secret_env = "SWEEP_HOOK_SECRET", allow_http = true, retries = 0 }}"#
+            ),
+        ),
+        release(
+            "cmd",
+            &scenario,
+            r#"{ kind = "command", rollback = ["sh", "-c", "echo rolling back with $SWEEP_PASSED_ENV; env"], verify = ["true"], env_allowlist = ["PATH", "SWEEP_PASSED_ENV"] }"#,
+        ),
+        release("prom", &prom, r#"{ kind = "simulator" }"#).replace("executor = { kind = \"simulator\" }\n", ""),
+        release(
+            "k8s",
+            &scenario,
+            &format!(
+                r#"{{ kind = "kubernetes", workload = "deployment", namespace = "shop", name = "checkout", kubeconfig = "{}" }}"#,
+                kubeconfig.display()
+            ),
+        ),
+        format!(
+            "[model]\nbase_url = \"{model}\"\nname = \"sweep\"\napi_key_env = \"SWEEP_MODEL_KEY\"\ntimeout_s = 2\nmax_retries = 0\n"
+        ),
+    ]
+    .concat();
+    let path = dir.join("backstop.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("backstop"));
+    c.env_remove("BACKSTOP_CONFIG").envs(env()).args(args);
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Everything the gate answers for each release and contract.
+fn gate_answers(cfg: &str, ledger: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .envs(env())
+        .args(["--config", cfg, "serve", "--listen", &format!("127.0.0.1:{port}"), "--pace-ms", "1"])
+        .args(["--ledger", ledger])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::suite::watch::http_get(port, "/healthz").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut all = String::new();
+    for release in ["hook", "cmd", "prom", "k8s"] {
+        for contract in ["", "?contract=flagger-rollout", "?contract=flagger-confirm-promotion"] {
+            let (code, body) = crate::suite::watch::http_get(port, &format!("/v1/gates/{release}{contract}"))
+                .unwrap_or_else(|| panic!("gate for {release} did not answer"));
+            assert!(code == 200 || code == 412, "{release}{contract}: {code} {body}");
+            all.push_str(&body);
+        }
+    }
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    all.push_str(&text(&out));
+    all
+}
+
+fn ledger_bytes(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".db") || name.ends_with(".db-wal") {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()));
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
+    let (hook, posts) = receiver().await;
+    let model = FakeOpenAi::start("happy-path-tools.json").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &hook, &model.base_url);
+    let (cfg_s, ledger) = (cfg.to_str().unwrap().to_string(), dir.path().join("l.db").to_str().unwrap().to_string());
+    let html = dir.path().join("report.html");
+    let outputs = tokio::task::spawn_blocking(move || {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let mut add = |what: &str, o: Output| seen.push((what.to_string(), text(&o)));
+        add("config check", run(&["--config", &cfg_s, "config", "check", "--ledger", &ledger]));
+        add("watch", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--format", "json", "--ledger", &ledger]));
+        add("watch text", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--ledger", &ledger]));
+        let mut html_files = String::new();
+        for release in ["hook", "cmd", "prom", "k8s"] {
+            for format in ["markdown", "json"] {
+                let args = ["--config", &cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", format];
+                add(&format!("advise {release} {format}"), run(&[&args[..], &["--ledger", &ledger]].concat()));
+            }
+            let html_s = html.to_str().unwrap();
+            let args = ["--config", &cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", "html"];
+            add(&format!("advise {release} html"), run(&[&args[..], &["--out", html_s, "--ledger", &ledger]].concat()));
+            html_files.push_str(&std::fs::read_to_string(&html).unwrap_or_default());
+        }
+        let gate = gate_answers(&cfg_s, &ledger);
+        add("audit list", run(&["audit", "list", "--limit", "100000", "--ledger", &ledger]));
+        add("audit verify", run(&["audit", "verify", "--ledger", &ledger]));
+        add("demo", run(&["--config", &cfg_s, "demo", "--tick-ms", "0", "--ledger", &ledger]));
+        seen.push(("html files".into(), html_files));
+        seen.push(("gate".into(), gate));
+        seen
+    })
+    .await
+    .unwrap();
+    let mut hits = Vec::new();
+    for (what, out) in outputs.iter().chain([("ledger bytes".to_string(), ledger_bytes(dir.path()))].iter()) {
+        assert!(!out.trim().is_empty(), "{what} printed nothing");
+        if let Some(at) = out.find(MARK) {
+            let from = out[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);
+            let to = out[at..].char_indices().nth(120).map_or(out.len(), |(i, _)| at + i);
+            hits.push(format!("{what}: …{}…", &out[from..to]));
+        }
+    }
+    assert!(hits.is_empty(), "secrets leaked:\n{}", hits.join("\n\n"));
+    // The sweep covered real work: the webhook was called, the command ran and the model was asked.
+    assert!(*posts.lock().unwrap() >= 1, "the webhook never received the rollback");
+    assert!(!model.requests().is_empty(), "the model was never consulted");
+    let bytes = ledger_bytes(dir.path());
+    assert!(bytes.contains("rolling back with"), "the command's output (masked) is in the ledger");
+}
