@@ -115,7 +115,7 @@ fn text(o: &Output) -> String {
 /// Everything the gate answers for each release and contract.
 fn gate_answers(cfg: &str, ledger: &str) -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+    let child = Command::new(assert_cmd::cargo::cargo_bin("backstop"))
         .env_remove("BACKSTOP_CONFIG")
         .envs(env())
         .args(["--config", cfg, "serve", "--listen", &format!("127.0.0.1:{port}"), "--pace-ms", "1"])
