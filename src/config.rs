@@ -145,6 +145,13 @@ impl Settings {
     /// Load `path` (required when given; else `./backstop.toml` if present),
     /// then apply `BACKSTOP_*` overrides, then validate.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, settings_from_env())
+    }
+
+    /// [`Settings::load`] with the `BACKSTOP_*` overrides given, not read
+    /// from the process (the parser's property tests feed it arbitrary ones).
+    pub fn load_with_env(path: Option<&Path>, env: config::Map<String, String>) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| is_override(k)).collect();
         let default_path = PathBuf::from("backstop.toml");
         let (file, required) = match path {
             Some(p) => (p.to_path_buf(), true),
@@ -154,10 +161,7 @@ impl Settings {
         let built = config::Config::builder()
             .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml).required(required))
             .add_source(
-                config::Environment::with_prefix("BACKSTOP")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(settings_from_env())),
+                config::Environment::with_prefix("BACKSTOP").prefix_separator("_").separator("__").source(Some(env)),
             )
             .build()
             .map_err(|e| ConfigError::Load { origin: origin.clone(), message: e.to_string() })?;

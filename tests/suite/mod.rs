@@ -10,6 +10,7 @@ mod kubernetes;
 mod ledger;
 mod model;
 mod orchestrator;
+mod parsers;
 mod prometheus;
 mod report;
 mod secrets;
