@@ -120,75 +120,6 @@ fn samples(
     Ok(())
 }
 
-#[cfg(test)]
-mod samples_tests {
-    use proptest::prelude::*;
-    use serde_json::{Value, json};
-
-    use super::*;
-
-    /// Any JSON value, a few levels deep, with numbers from the whole f64 range.
-    fn any_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<f64>().prop_map(|f| json!(f)),
-            any::<i64>().prop_map(|i| json!(i)),
-            "[ -~]{0,12}".prop_map(Value::String),
-            prop_oneof![Just("NaN"), Just("+Inf"), Just("-Inf"), Just("1e308"), Just("-0")].prop_map(|s| json!(s)),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                prop::collection::btree_map("[a-z]{1,8}", inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    /// A Prometheus answer whose points are arbitrary.
-    fn answer() -> impl Strategy<Value = Value> {
-        let point = (any_json(), any_json()).prop_map(|(t, v)| json!([t, v]));
-        let values = prop::collection::vec(
-            prop_oneof![
-                point,
-                (0u32..80, any::<f64>()).prop_map(|(t, v)| json!([1000.0 + f64::from(t), v.to_string()]))
-            ],
-            0..40,
-        );
-        let series = prop::collection::vec(values.prop_map(|v| json!({ "metric": {}, "values": v })), 0..4);
-        prop_oneof![
-            series.prop_map(|r| json!({ "status": "success", "data": { "resultType": "matrix", "result": r } })),
-            any_json(),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn any_answer_gives_finite_samples_in_the_window_or_a_clear_error(
-            body in answer(),
-            code in prop_oneof![Just(200u16), Just(400), Just(422), Just(500), Just(503)],
-        ) {
-            let mut out = vec![None; 6];
-            let status = reqwest::StatusCode::from_u16(code).unwrap();
-            match samples(status, &body, 1000.0, 10.0, &mut out) {
-                Ok(()) => prop_assert!(out.iter().flatten().all(|v| v.is_finite()), "{out:?}"),
-                Err(QueryError::Unreachable(e) | QueryError::Query(e)) => prop_assert!(e.contains(&code.to_string()), "{e}"),
-            }
-            prop_assert_eq!(out.len(), 6);
-        }
-    }
-
-    #[test]
-    fn sums_that_overflow_are_missing_not_infinite() {
-        let body = json!({ "status": "success", "data": { "result": [
-            { "values": [[1010.0, "1.7e308"]] }, { "values": [[1010.0, "1.7e308"]] } ] } });
-        let mut out = vec![None; 2];
-        samples(reqwest::StatusCode::OK, &body, 1000.0, 10.0, &mut out).unwrap();
-        assert_eq!(out, vec![None, None]);
-    }
-}
-
 impl PrometheusSource {
     /// A source whose release starts now.
     pub fn new(cfg: PrometheusConfig) -> Result<Self, SignalError> {
@@ -308,5 +239,74 @@ impl SignalSource for PrometheusSource {
             logs: vec![],
             events: vec![],
         })
+    }
+}
+
+#[cfg(test)]
+mod samples_tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Any JSON value, a few levels deep, with numbers from the whole f64 range.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<i64>().prop_map(|i| json!(i)),
+            "[ -~]{0,12}".prop_map(Value::String),
+            prop_oneof![Just("NaN"), Just("+Inf"), Just("-Inf"), Just("1e308"), Just("-0")].prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A Prometheus answer whose points are arbitrary.
+    fn answer() -> impl Strategy<Value = Value> {
+        let point = (any_json(), any_json()).prop_map(|(t, v)| json!([t, v]));
+        let values = prop::collection::vec(
+            prop_oneof![
+                point,
+                (0u32..80, any::<f64>()).prop_map(|(t, v)| json!([1000.0 + f64::from(t), v.to_string()]))
+            ],
+            0..40,
+        );
+        let series = prop::collection::vec(values.prop_map(|v| json!({ "metric": {}, "values": v })), 0..4);
+        prop_oneof![
+            series.prop_map(|r| json!({ "status": "success", "data": { "resultType": "matrix", "result": r } })),
+            any_json(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_answer_gives_finite_samples_in_the_window_or_a_clear_error(
+            body in answer(),
+            code in prop_oneof![Just(200u16), Just(400), Just(422), Just(500), Just(503)],
+        ) {
+            let mut out = vec![None; 6];
+            let status = reqwest::StatusCode::from_u16(code).unwrap();
+            match samples(status, &body, 1000.0, 10.0, &mut out) {
+                Ok(()) => prop_assert!(out.iter().flatten().all(|v| v.is_finite()), "{out:?}"),
+                Err(QueryError::Unreachable(e) | QueryError::Query(e)) => prop_assert!(e.contains(&code.to_string()), "{e}"),
+            }
+            prop_assert_eq!(out.len(), 6);
+        }
+    }
+
+    #[test]
+    fn sums_that_overflow_are_missing_not_infinite() {
+        let body = json!({ "status": "success", "data": { "result": [
+            { "values": [[1010.0, "1.7e308"]] }, { "values": [[1010.0, "1.7e308"]] } ] } });
+        let mut out = vec![None; 2];
+        samples(reqwest::StatusCode::OK, &body, 1000.0, 10.0, &mut out).unwrap();
+        assert_eq!(out, vec![None, None]);
     }
 }
