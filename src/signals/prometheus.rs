@@ -52,6 +52,58 @@ pub struct PrometheusConfig {
     pub traffic: Option<String>,
     /// The metrics.
     pub metrics: Vec<PromMetric>,
+    /// Credentials, sent in the `Authorization` header and read from the
+    /// environment at start — never put them in `url`.
+    #[serde(default)]
+    pub auth: Option<PromAuth>,
+}
+
+/// How requests to Prometheus (or a proxy in front of it) authenticate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PromAuth {
+    /// `Authorization: Bearer <$token_env>`.
+    Bearer {
+        /// Variable holding the token.
+        token_env: String,
+    },
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        username: String,
+        /// Variable holding the password.
+        password_env: String,
+    },
+}
+
+impl PromAuth {
+    /// The credential from the environment, or which field names an unset variable.
+    fn resolve(&self) -> Result<Credential, String> {
+        let var = |name: &str, field: &str| {
+            std::env::var(name).map_err(|_| format!("field `auth.{field}`: variable `{name}` is not set"))
+        };
+        Ok(match self {
+            PromAuth::Bearer { token_env } => Credential::Bearer(var(token_env, "token_env")?),
+            PromAuth::Basic { username, password_env } => {
+                Credential::Basic(username.clone(), var(password_env, "password_env")?)
+            }
+        })
+    }
+}
+
+/// A resolved credential; reqwest marks the header it makes sensitive.
+enum Credential {
+    Bearer(String),
+    Basic(String, String),
+}
+
+impl Credential {
+    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Credential::Bearer(t) => rb.bearer_auth(t),
+            Credential::Basic(u, p) => rb.basic_auth(u, Some(p)),
+        }
+    }
 }
 
 fn default_step() -> u32 {
@@ -71,6 +123,7 @@ pub struct PrometheusSource {
     cfg: PrometheusConfig,
     start_unix: f64,
     http: reqwest::Client,
+    credential: Option<Credential>,
 }
 
 /// Why one query gave no data.
@@ -129,11 +182,25 @@ impl PrometheusSource {
 
     /// A source whose release started at `start_unix` (seconds).
     pub fn starting_at(cfg: PrometheusConfig, start_unix: f64) -> Result<Self, SignalError> {
+        let credential = match &cfg.auth {
+            None => None,
+            Some(a) => Some(a.resolve().map_err(|reason| SignalError::Unavailable {
+                source_name: format!("prometheus {}", crate::secret::redact_url(&cfg.url)),
+                reason,
+            })?),
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| SignalError::Unavailable { source_name: "prometheus".into(), reason: e.to_string() })?;
-        Ok(Self { cfg, start_unix, http })
+        Ok(Self { cfg, start_unix, http, credential })
+    }
+
+    fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Some(c) => c.apply(rb),
+            None => rb,
+        }
     }
 
     fn render(&self, template: &str, side: Side) -> String {
@@ -160,7 +227,7 @@ impl PrometheusSource {
             ("step", step.to_string()),
         ];
         // reqwest's error text carries the URL, credentials and all: drop it and name the redacted one.
-        let resp = self.http.post(&url).form(&params).send().await.map_err(|e| {
+        let resp = self.authed(self.http.post(&url)).form(&params).send().await.map_err(|e| {
             QueryError::Unreachable(format!("{} ({})", e.without_url(), crate::secret::redact_url(&url)))
         })?;
         let status = resp.status();
@@ -202,7 +269,8 @@ impl SignalSource for PrometheusSource {
         let url = format!("{}/api/v1/status/buildinfo", self.cfg.url.trim_end_matches('/'));
         let shown = crate::secret::redact_url(&self.cfg.url);
         let fail = |reason: String| SignalError::Unavailable { source_name: format!("prometheus {shown}"), reason };
-        let resp = self.http.get(&url).send().await.map_err(|e| fail(crate::error::chain(&e.without_url())))?;
+        let resp =
+            self.authed(self.http.get(&url)).send().await.map_err(|e| fail(crate::error::chain(&e.without_url())))?;
         if !resp.status().is_success() {
             return Err(fail(format!("buildinfo answered {}", resp.status())));
         }

@@ -79,3 +79,67 @@ fn a_missing_secret_is_a_setting_error_with_exit_2_and_the_secret_never_shows() 
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("not probed") && !out.contains("marker-7f3a"), "{out}");
 }
+
+/// A Prometheus stand-in that answers `buildinfo` only to the right `Authorization` header.
+async fn guarded_prometheus(expected: &'static str) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/api/v1/status/buildinfo",
+        axum::routing::get(move |h: HeaderMap| async move {
+            match h.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some(v) if v == expected => {
+                    (StatusCode::OK, r#"{"status":"success","data":{"version":"2.53.0"}}"#.to_string())
+                }
+                _ => (StatusCode::UNAUTHORIZED, "unauthorized".to_string()),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_credentials_go_in_the_authorization_header_from_the_environment() {
+    // "Basic " + base64("reader:pw-basic")
+    for (auth, var, value, header) in [
+        (r#"{ kind = "bearer", token_env = "CHECK_PROM_TOKEN" }"#, "CHECK_PROM_TOKEN", "tok-1", "Bearer tok-1"),
+        (
+            r#"{ kind = "basic", username = "reader", password_env = "CHECK_PROM_PW" }"#,
+            "CHECK_PROM_PW",
+            "pw-basic",
+            "Basic cmVhZGVyOnB3LWJhc2lj",
+        ),
+    ] {
+        let url = guarded_prometheus(header).await;
+        let plain = prometheus_source(&url);
+        let source = format!("{}, auth = {auth} }}", plain.strip_suffix(" }").unwrap());
+        let cfg = crate::support::release_toml("helm/checkout", &source, None);
+        let d = tempfile::tempdir().unwrap();
+        let (code, out) = tokio::task::spawn_blocking({
+            let (cfg, p) = (cfg.clone(), d.path().to_path_buf());
+            move || check(&cfg, &p, &[(var, value)])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("version 2.53.0") && !out.contains(value), "{out}");
+        let (code, out) = tokio::task::spawn_blocking({
+            let p = d.path().to_path_buf();
+            move || check(&cfg, &p, &[(var, "wrong")])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 3, "a wrong credential is refused: {out}");
+        let unset = crate::support::release_toml("helm/checkout", &source.replace(var, "CHECK_PROM_UNSET"), None);
+        let (code, out) = tokio::task::spawn_blocking({
+            let p = d.path().to_path_buf();
+            move || check(&unset, &p, &[])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("variable `CHECK_PROM_UNSET` is not set"), "{out}");
+    }
+}

@@ -26,6 +26,7 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
     let h = Haproxy::start();
     let mut p = Prometheus::start(&format!("127.0.0.1:{}", h.metrics_port));
     let cfg = PrometheusConfig {
+        auth: None,
         url: p.url.clone(),
         baseline: "stable".into(),
         canary: "canary".into(),

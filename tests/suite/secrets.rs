@@ -1,5 +1,5 @@
 //! Marker secrets in every credential slot — URL user-info, password and
-//! token query values, the model's API key, the webhook's signing secret, a
+//! token query values, a Prometheus bearer token, the model's API key, the webhook's signing secret, a
 //! variable passed through to a command (which prints it), a kubeconfig
 //! token — then `watch`, `advise` (all three formats), `serve` (every
 //! contract), `audit`, `config check` and `demo` at `RUST_LOG=trace`: no
@@ -24,6 +24,7 @@ fn env() -> Vec<(&'static str, String)> {
         ("SWEEP_HOOK_SECRET", format!("{MARK}-hook")),
         ("SWEEP_PASSED_ENV", format!("{MARK}-env")),
         ("SWEEP_MODEL_KEY", format!("{MARK}-apikey")),
+        ("SWEEP_PROM_TOKEN", format!("{MARK}-promtoken")),
         ("RUST_LOG", "trace".into()),
     ]
 }
@@ -68,7 +69,7 @@ fn config(dir: &Path, hook: &str, model: &str) -> std::path::PathBuf {
     };
     let scenario = format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#);
     let prom = format!(
-        r#"{{ kind = "prometheus", url = "http://{MARK}-user:{MARK}-pass@127.0.0.1:1/?password={MARK}-pw&token={MARK}-qtoken", baseline = "stable", canary = "canary", step_s = 10, duration_s = 30, timeout_s = 1, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "x" }}] }}"#
+        r#"{{ kind = "prometheus", url = "http://{MARK}-user:{MARK}-pass@127.0.0.1:1/?password={MARK}-pw&token={MARK}-qtoken", baseline = "stable", canary = "canary", step_s = 10, duration_s = 30, timeout_s = 1, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "x" }}], auth = {{ kind = "bearer", token_env = "SWEEP_PROM_TOKEN" }} }}"#
     );
     let text = [
         release(
