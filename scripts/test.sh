@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # source against a real Prometheus scraping HAProxy's exporter.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# The PostgreSQL TLS test makes its certificates with openssl.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The interop tier builds llama.cpp's llama-server (CMake, a C++ compiler) and
 # writes its model with the `gguf` package (Python, in a venv under target/).
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)

@@ -331,3 +331,32 @@ mod anchoring {
             .stderr(predicate::str::contains("expected SEQ:HASH"));
     }
 }
+
+/// PostgreSQL over TLS (`sslmode=verify-full` with the CA in `sslrootcert`):
+/// the ledger opens and chains when the server's certificate is signed by
+/// that CA for the host connected to; a certificate for another host, one
+/// from another CA, or a server without TLS under `sslmode=require` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ledger_over_tls_verifies_the_server() {
+    use crate::support::pg::make_certs;
+    let certs = make_certs();
+    let other = make_certs();
+    let pg = PgServer::start_tls(certs.path());
+    let plain = pg.fresh_database_url().await;
+    let db = plain.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let ca = |d: &tempfile::TempDir| d.path().join("ca.pem").display().to_string();
+    let good = pg.url_at("localhost", &db, &format!("sslmode=verify-full&sslrootcert={}", ca(&certs)));
+    let l = Ledger::open(&good).await.expect("verify-full with the right CA and host");
+    l.append("rel", &Actor::agent("tls"), 1, rec(1)).await.unwrap();
+    assert!(l.verify(None).await.unwrap().problems.is_empty(), "chain intact over TLS");
+    let wrong_host = pg.url_at("127.0.0.1", &db, &format!("sslmode=verify-full&sslrootcert={}", ca(&certs)));
+    assert!(Ledger::open(&wrong_host).await.is_err(), "a certificate for localhost does not cover 127.0.0.1");
+    let wrong_ca = pg.url_at("localhost", &db, &format!("sslmode=verify-full&sslrootcert={}", ca(&other)));
+    assert!(Ledger::open(&wrong_ca).await.is_err(), "a certificate from another CA is refused");
+    let no_tls = PgServer::start();
+    let plain_db = no_tls.fresh_database_url().await;
+    let name = plain_db.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let required = no_tls.url_at("127.0.0.1", &name, "sslmode=require");
+    let err = Ledger::open(&required).await.err().expect("a server without TLS is refused under sslmode=require");
+    assert!(!err.to_string().is_empty());
+}

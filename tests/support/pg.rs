@@ -40,6 +40,16 @@ impl PgServer {
     }
 
     pub fn start() -> PgServer {
+        Self::start_with(None)
+    }
+
+    /// A server that also accepts TLS, with the certificate and key at `tls`
+    /// (`server.pem`, `server.key` in that folder).
+    pub fn start_tls(tls: &Path) -> PgServer {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&Path>) -> PgServer {
         let bin = bin_dir();
         let as_postgres = is_root();
         let dir = tempfile::tempdir().unwrap();
@@ -53,10 +63,28 @@ impl PgServer {
         let d = data.to_str().unwrap();
         server.run("initdb", &["-D", d, "-U", "backstop", "--auth=trust", "--no-sync", "-E", "UTF8"]);
         let sock = data.parent().unwrap_or(Path::new("/tmp")).to_str().unwrap().to_string();
-        let opts = format!("-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200");
+        let mut opts = format!("-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200");
+        if let Some(tls) = tls {
+            // The key must belong to the server's user and be private to it.
+            let (cert, key) = (data.parent().unwrap().join("server.pem"), data.parent().unwrap().join("server.key"));
+            std::fs::copy(tls.join("server.pem"), &cert).unwrap();
+            std::fs::copy(tls.join("server.key"), &key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_postgres {
+                let st = Command::new("chown").args(["postgres:postgres"]).arg(&cert).arg(&key).status().unwrap();
+                assert!(st.success(), "chown failed");
+            }
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display()));
+        }
         let log = data.parent().unwrap().join("log").to_str().unwrap().to_string();
         server.run("pg_ctl", &["-D", d, "-o", &opts, "-l", &log, "-w", "-t", "60", "start"]);
         server
+    }
+
+    /// A URL for `db` at `host` (`localhost` or `127.0.0.1`) with `params`, for TLS tests.
+    pub fn url_at(&self, host: &str, db: &str, params: &str) -> String {
+        format!("postgres://backstop@{host}:{}/{db}?{params}", self.port)
     }
 
     pub fn url(&self, db: &str) -> String {
@@ -92,3 +120,44 @@ impl PgServer {
 }
 
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// A test certificate authority and a server certificate it signed for
+/// `localhost` only (openssl, from Debian), in a new folder: `ca.pem`,
+/// `server.pem`, `server.key`.
+pub fn make_certs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(d).args(args).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=backstop test CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    dir
+}
