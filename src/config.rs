@@ -174,7 +174,23 @@ impl Settings {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let mut names = std::collections::HashSet::new();
+        let mut resources: std::collections::HashMap<String, (&str, &str)> = std::collections::HashMap::new();
         for (i, r) in self.releases.iter().enumerate() {
+            if let Some(res) = r.executor.as_ref().and_then(|e| e.resource()) {
+                match resources.get(&res) {
+                    Some((name, target)) if *target != r.target => {
+                        return Err((
+                            format!("releases[{i}].executor"),
+                            format!(
+                                "an executor for a resource no other target acts on: {res} is also release `{name}`'s, under target `{target}`"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        resources.insert(res, (r.name.as_str(), r.target.as_str()));
+                    }
+                }
+            }
             if r.name.trim().is_empty() || !names.insert(r.name.as_str()) {
                 return Err((format!("releases[{i}].name"), "a non-empty name unique in the file".into()));
             }

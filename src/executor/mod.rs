@@ -65,6 +65,30 @@ pub enum ExecutorConfig {
 }
 
 impl ExecutorConfig {
+    /// The system resource this executor changes, derived from its own
+    /// settings (not from the release's `target` string): an HAProxy
+    /// backend on a socket, a Kubernetes workload, a webhook endpoint. Two
+    /// releases may not act on one resource under different targets — their
+    /// leases would not exclude each other. `None` where it cannot be known
+    /// (a command) or is the release's own (the simulator).
+    pub fn resource(&self) -> Option<String> {
+        match self {
+            ExecutorConfig::Simulator | ExecutorConfig::Command(_) => None,
+            ExecutorConfig::Haproxy(h) => Some(format!("haproxy {} backend {}", h.socket.trim(), h.backend.trim())),
+            ExecutorConfig::Kubernetes(k) => Some(format!(
+                "kubernetes {} {:?} {}/{}",
+                k.context.as_deref().unwrap_or("(current context)"),
+                k.workload,
+                k.namespace.trim(),
+                k.name.trim()
+            )),
+            ExecutorConfig::Webhook(w) => {
+                let url = w.url.split(['?', '#']).next().unwrap_or(&w.url);
+                Some(format!("webhook {}", crate::secret::redact_url(url).trim_end_matches('/')))
+            }
+        }
+    }
+
     /// Check every field at load, so a bad setting fails at start with its
     /// name, never at the moment a rollback is due. `Err((field, expected))`,
     /// the field relative to the executor table.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -75,7 +75,7 @@ pub struct Signed<'a> {
 /// `v1=<hex>` over `"<timestamp>.<METHOD>.<authority><path>.<body>"`; `None`
 /// only if the key were rejected (HMAC takes keys of any length).
 pub fn sign(secret: &[u8], timestamp: i64, request: Signed<'_>, body: &[u8]) -> Option<String> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
     mac.update(format!("{timestamp}.{}.{}{}.", request.method, request.authority, request.path).as_bytes());
     mac.update(body);
     Some(format!("v1={}", hex::encode(mac.finalize().into_bytes())))

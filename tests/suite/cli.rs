@@ -228,6 +228,35 @@ fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
         .stderr(predicate::str::contains("BACKSTOP_TEST_NO_SUCH_VAR"));
 }
 
+/// Two releases whose executors name one system resource (the same HAProxy
+/// backend, here) under different targets would hold different leases on
+/// it: refused at load, the second release's executor named.
+#[test]
+fn two_targets_cannot_point_executors_at_one_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#;
+    let haproxy = |backend: &str| {
+        format!(
+            r#"{{ kind = "haproxy", socket = "/run/haproxy.sock", backend = "{backend}", canary_server = "c", stable_server = "s" }}"#
+        )
+    };
+    let two = |b1: &str, b2: &str| {
+        let a = crate::support::release_toml("haproxy/checkout", source, Some(&haproxy(b1)));
+        let b = crate::support::release_toml("haproxy/search", source, Some(&haproxy(b2)))
+            .replace("\"checkout\"", "\"search\"");
+        format!("{a}\n{b}")
+    };
+    let cfg = dir.path().join("two.toml");
+    std::fs::write(&cfg, two("be_checkout", "be_checkout")).unwrap();
+    backstop().args(["--config", cfg.to_str().unwrap(), "schema", "config"]).assert().code(2).stderr(
+        predicate::str::contains("releases[1].executor")
+            .and(predicate::str::contains("backend be_checkout"))
+            .and(predicate::str::contains("haproxy/checkout")),
+    );
+    std::fs::write(&cfg, two("be_checkout", "be_search")).unwrap();
+    backstop().args(["--config", cfg.to_str().unwrap(), "schema", "config"]).assert().success();
+}
+
 #[test]
 fn every_executor_setting_is_checked_at_load_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
