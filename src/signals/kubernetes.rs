@@ -58,54 +58,67 @@ impl WithPodSignals {
             .cloned()
     }
 
-    /// New events for `side` at `now_s`.
-    async fn pod_events(&self, side: Side, now_s: u64) -> Result<Vec<Event>, String> {
+    /// New events for `side` at `now_s`; `Err` is the API's failure, logged by the caller.
+    async fn pod_events(&self, side: Side, now_s: u64) -> Result<Vec<Event>, PodsUnavailable> {
         let selector = match side {
             Side::Baseline => &self.cfg.baseline_selector,
             Side::Canary => &self.cfg.canary_selector,
         };
-        let pods: Api<Pod> = Api::namespaced(self.client().await?, &self.cfg.namespace);
-        let list = pods.list(&ListParams::default().labels(selector)).await.map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
+        let client = self.client().await.map_err(PodsUnavailable::Client)?;
+        let pods: Api<Pod> = Api::namespaced(client, &self.cfg.namespace);
+        let list = pods.list(&ListParams::default().labels(selector)).await?;
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        for pod in list.items {
-            let name = pod.metadata.name.unwrap_or_default();
-            for cs in pod.status.and_then(|s| s.container_statuses).unwrap_or_default() {
-                let mut found = Vec::new();
-                if cs.restart_count > 0 {
-                    found.push((
-                        "restart",
-                        format!("{}: container {} restarted {} times", name, cs.name, cs.restart_count),
-                        cs.restart_count.to_string(),
-                    ));
-                }
-                if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
-                    && t.reason.as_deref() == Some("OOMKilled")
-                {
-                    found.push((
-                        "oom",
-                        format!("{}: container {} was OOMKilled (exit {})", name, cs.name, t.exit_code),
-                        cs.restart_count.to_string(),
-                    ));
-                }
-                if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
-                    && w.reason.as_deref() == Some("CrashLoopBackOff")
-                {
-                    found.push((
-                        "crashloop",
-                        format!("{}: container {} is in CrashLoopBackOff", name, cs.name),
-                        String::new(),
-                    ));
-                }
-                for (kind, message, key) in found {
-                    if seen.insert(format!("{name}/{}/{kind}/{key}", cs.name)) {
-                        out.push(Event { t_s: now_s, target: side, kind: kind.into(), message });
-                    }
+        Ok(events_from_pods(&list.items, side, now_s, &mut seen))
+    }
+}
+
+/// Why pod status could not be read this tick.
+#[derive(Debug, thiserror::Error)]
+enum PodsUnavailable {
+    /// No client (kubeconfig, context, service account).
+    #[error("no Kubernetes client: {0}")]
+    Client(String),
+    /// The API refused or failed the list.
+    #[error("listing pods failed")]
+    List(#[from] kube::Error),
+}
+
+/// Restarts, OOM kills and CrashLoopBackOff of `pods` as events, each
+/// (pod, container, kind, restart count) once: `seen` remembers what was
+/// reported on earlier ticks. Pure, so arbitrary pod statuses are tested.
+fn events_from_pods(pods: &[Pod], side: Side, now_s: u64, seen: &mut HashSet<String>) -> Vec<Event> {
+    let mut out = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        for cs in pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).into_iter().flatten() {
+            let mut found = Vec::new();
+            if cs.restart_count > 0 {
+                let text = format!("{}: container {} restarted {} times", name, cs.name, cs.restart_count);
+                found.push(("restart", text, cs.restart_count.to_string()));
+            }
+            if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
+                && t.reason.as_deref() == Some("OOMKilled")
+            {
+                let text = format!("{}: container {} was OOMKilled (exit {})", name, cs.name, t.exit_code);
+                found.push(("oom", text, cs.restart_count.to_string()));
+            }
+            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+                && w.reason.as_deref() == Some("CrashLoopBackOff")
+            {
+                found.push((
+                    "crashloop",
+                    format!("{}: container {} is in CrashLoopBackOff", name, cs.name),
+                    String::new(),
+                ));
+            }
+            for (kind, message, key) in found {
+                if seen.insert(format!("{name}/{}/{kind}/{key}", cs.name)) {
+                    out.push(Event { t_s: now_s, target: side, kind: kind.into(), message });
                 }
             }
         }
-        Ok(out)
     }
+    out
 }
 
 #[async_trait]
@@ -124,11 +137,63 @@ impl SignalSource for WithPodSignals {
             match self.pod_events(side, now_s).await {
                 Ok(new) => self.events.lock().unwrap_or_else(PoisonError::into_inner).extend(new),
                 Err(e) => {
-                    tracing::warn!(namespace = %self.cfg.namespace, error = %e, "Pod status unavailable; metrics still decide.")
+                    tracing::warn!(namespace = %self.cfg.namespace, error = %crate::error::chain(&e), "Pod status unavailable; metrics still decide.")
                 }
             }
         }
         obs.events.extend(self.events.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned());
         Ok(obs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A pod list as the API might send it, with arbitrary names, counts and reasons.
+    fn pod() -> impl Strategy<Value = serde_json::Value> {
+        let reason = prop_oneof![
+            Just("OOMKilled".to_string()),
+            Just("CrashLoopBackOff".to_string()),
+            Just("Error".to_string()),
+            "[ -~\u{80}-\u{10ffff}]{0,20}"
+        ];
+        let container = ("[ -~]{0,12}", any::<i32>(), reason.clone(), reason, any::<i32>()).prop_map(
+            |(name, restarts, waiting, terminated, exit)| {
+                json!({ "name": name, "restartCount": restarts, "ready": false, "image": "i", "imageID": "",
+                        "state": { "waiting": { "reason": waiting } },
+                        "lastState": { "terminated": { "reason": terminated, "exitCode": exit } } })
+            },
+        );
+        (proptest::option::of("[ -~]{0,20}"), prop::collection::vec(container, 0..4))
+            .prop_map(|(name, cs)| json!({ "metadata": { "name": name }, "status": { "containerStatuses": cs } }))
+    }
+
+    proptest! {
+        #[test]
+        fn any_pod_status_gives_each_event_once_and_never_panics(pods in prop::collection::vec(pod(), 0..5)) {
+            let pods: Vec<Pod> = pods.into_iter().filter_map(|p| serde_json::from_value(p).ok()).collect();
+            let mut seen = HashSet::new();
+            let first = events_from_pods(&pods, Side::Canary, 10, &mut seen);
+            prop_assert!(first.iter().all(|e| e.t_s == 10 && e.target == Side::Canary));
+            prop_assert!(first.iter().all(|e| ["restart", "oom", "crashloop"].contains(&e.kind.as_str())));
+            // The same statuses on the next tick are nothing new.
+            prop_assert!(events_from_pods(&pods, Side::Canary, 20, &mut seen).is_empty());
+        }
+    }
+
+    #[test]
+    fn an_oom_killed_crash_looping_container_is_three_events() {
+        let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": "checkout-v42-abc" }, "status": {
+            "containerStatuses": [{ "name": "app", "restartCount": 3, "ready": false, "image": "i", "imageID": "",
+                "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+                "lastState": { "terminated": { "reason": "OOMKilled", "exitCode": 137 } } }] } }))
+        .unwrap();
+        let kinds: Vec<String> =
+            events_from_pods(&[pod], Side::Canary, 30, &mut HashSet::new()).into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["restart", "oom", "crashloop"]);
     }
 }
