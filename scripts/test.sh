@@ -51,6 +51,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+echo "== cargo deny (advisories from the vendored snapshot, licences, bans, sources)"
+bash scripts/deny.sh
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
