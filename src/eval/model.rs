@@ -37,8 +37,8 @@ impl ModelJudge {
         let config = self.policy.judge_for(&data.service);
         let src = ReplaySource::new(Arc::new(data.clone()));
         let facts = facts(data);
-        let mut model = Deliberation::new(Some(self.assessor.clone()));
         let step = u64::from(data.step_s.max(1));
+        let mut model = Deliberation::new(Some(self.assessor.clone()), step);
         let mut now = step;
         loop {
             let obs = src.observe_at(now);

@@ -131,6 +131,8 @@ impl Assessor {
 /// One release's use of the model: its budget and what it has spent.
 pub struct ModelSession {
     assessor: Arc<Assessor>,
+    /// Real time one consultation may take.
+    deadline: std::time::Duration,
     /// Spent so far.
     pub used: Usage,
 }
@@ -186,16 +188,30 @@ struct Turns {
 }
 
 impl ModelSession {
-    /// A fresh budget for one release.
-    pub fn new(assessor: Arc<Assessor>) -> Self {
-        Self { assessor, used: Usage::default() }
+    /// A fresh budget for one release whose ticks are `tick_s` apart: a
+    /// consultation gets `consultation_deadline_s`, and never more than 80 %
+    /// of a tick.
+    pub fn new(assessor: Arc<Assessor>, tick_s: u64) -> Self {
+        let cap = tick_s as f64 * 0.8;
+        let secs = assessor.cfg.consultation_deadline_s.min(if cap > 0.0 { cap } else { f64::MAX });
+        Self { deadline: std::time::Duration::from_secs_f64(secs.max(0.1)), assessor, used: Usage::default() }
+    }
+
+    /// Release seconds a verdict stays valid.
+    pub fn verdict_valid_s(&self) -> u64 {
+        self.assessor.cfg.verdict_valid_s
     }
 
     /// Ask the model. Never fails: every failure is a recorded `Unavailable`.
     pub async fn consult(&mut self, ask: Ask<'_>) -> Consultation {
         let span = info_span!("model", model = %self.assessor.cfg.name, trigger = %ask.trigger);
         let mut turns = Turns { messages: vec![], shown: HashMap::new(), tool_calls: vec![], usage: Usage::default() };
-        let answer = self.converse(&ask, &mut turns).instrument(span.clone()).await;
+        let deadline = self.deadline;
+        let answer =
+            match tokio::time::timeout(deadline, self.converse(&ask, &mut turns).instrument(span.clone())).await {
+                Ok(a) => a,
+                Err(_) => Err(ModelError::Deadline(deadline)),
+            };
         self.used.add(turns.usage);
         let mut c = Consultation {
             trigger: ask.trigger.to_string(),

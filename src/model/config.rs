@@ -77,6 +77,23 @@ pub struct ModelConfig {
     /// Most tokens one reply may generate (`max_tokens`); the verdict needs a few hundred.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Real seconds one consultation (every turn and retry) may take; it is
+    /// also held under 80 % of the release's tick, so a slow model never
+    /// delays a tick. Past it the judge decides alone for that tick.
+    #[serde(default = "default_deadline")]
+    pub consultation_deadline_s: f64,
+    /// Release seconds a verdict stays policy's input; after that the judge
+    /// decides alone until the model is asked again (promotion always asks).
+    #[serde(default = "default_verdict_valid")]
+    pub verdict_valid_s: u64,
+}
+
+fn default_deadline() -> f64 {
+    8.0
+}
+
+fn default_verdict_valid() -> u64 {
+    300
 }
 
 fn default_max_tokens() -> u32 {
@@ -132,6 +149,12 @@ impl ModelConfig {
         }
         if !(0.0..=2.0).contains(&self.temperature) {
             return bad("temperature", "a number from 0 to 2");
+        }
+        if !(self.consultation_deadline_s.is_finite() && (0.1..=600.0).contains(&self.consultation_deadline_s)) {
+            return bad("consultation_deadline_s", "seconds from 0.1 to 600");
+        }
+        if self.verdict_valid_s == 0 {
+            return bad("verdict_valid_s", "release seconds > 0");
         }
         Ok(())
     }

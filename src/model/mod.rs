@@ -38,6 +38,9 @@ pub enum ModelError {
     /// The request timed out (after retries).
     #[error("model endpoint timed out")]
     Timeout,
+    /// The whole consultation passed its deadline.
+    #[error("the consultation passed its {} ms deadline", .0.as_millis())]
+    Deadline(std::time::Duration),
     /// Connection failed (after retries).
     #[error("model endpoint unreachable: {0}")]
     Unreachable(String),

@@ -338,7 +338,7 @@ impl ReleaseRun<'_> {
         let mut st = LoopState {
             tick: prior.tick,
             now_s: prior.now_s,
-            model: Deliberation::new(self.model.clone()),
+            model: Deliberation::new(self.model.clone(), self.tick_s),
             last_obs: None,
             judge: Deadlined::default(),
             recovered: false,

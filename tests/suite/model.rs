@@ -99,7 +99,7 @@ fn config(base_url: &str) -> ModelConfig {
 async fn consult_with(cfg: ModelConfig, judged: &JudgeResult, trigger: Trigger) -> Consultation {
     let obs = observation();
     let facts = facts();
-    let mut session = ModelSession::new(Arc::new(Assessor::new(cfg).unwrap()));
+    let mut session = ModelSession::new(Arc::new(Assessor::new(cfg).unwrap()), 10);
     session.consult(Ask { trigger: &trigger, facts: &facts, obs: &obs, judged }).await
 }
 
@@ -302,6 +302,23 @@ async fn timeouts_refusals_and_server_errors_leave_the_judge_alone() {
     let unavailable = ModelInput::Unavailable { reason: "timed out".into() };
     assert_eq!(decide(&pass, &ModelInput::NotConfigured, &PolicyFile::embedded_default().unwrap()), Decision::Promote);
     assert!(matches!(decide(&pass, &unavailable, &policy), Decision::Hold { .. }));
+}
+
+/// A consultation has a deadline of its own, shorter than a tick: a server
+/// that answers slower than that (but within the request timeout) does not
+/// delay the tick — the judge decides alone, and the reason is recorded.
+#[tokio::test]
+async fn a_consultation_past_its_deadline_leaves_the_judge_alone_without_waiting_for_the_server() {
+    let server = FakeOpenAi::start("timeout.json").await;
+    let mut cfg = config(&server.base_url);
+    cfg.timeout_s = 30;
+    cfg.consultation_deadline_s = 0.5;
+    let start = Instant::now();
+    let c = consult_with(cfg, &judged(Verdict::Inconclusive, MetricStatus::Suspect), Trigger::Inconclusive).await;
+    assert!(start.elapsed() < Duration::from_secs(3), "answered at the deadline, not after the 4 s reply");
+    let e = c.error.clone().unwrap_or_default();
+    assert!(e.contains("deadline"), "{e}");
+    assert!(matches!(c.input, ModelInput::Unavailable { .. }));
 }
 
 #[tokio::test]
