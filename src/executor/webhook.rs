@@ -134,6 +134,18 @@ impl WebhookExecutor {
     }
 
     /// The URL as it may be shown: credentials and tokens removed.
+    /// `GET url` (the state endpoint): the URL as it may be shown, and the answer.
+    async fn read_state(&self, url: &str) -> Result<(String, reqwest::Response), ExecutorError> {
+        let shown = Self::shown(url);
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("{shown} unreachable: {}", e.without_url())))?;
+        Ok((shown, resp))
+    }
+
     fn shown(url: &str) -> String {
         crate::secret::redact_url(url)
     }
@@ -231,13 +243,7 @@ impl Executor for WebhookExecutor {
         let Some(url) = &self.cfg.verify_url else {
             return Ok(format!("{}: not probed (a POST would act; no verify_url to read)", Self::shown(&self.cfg.url)));
         };
-        let shown = Self::shown(url);
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.fail(format!("{shown} unreachable: {}", e.without_url())))?;
+        let (shown, resp) = self.read_state(url).await?;
         if !resp.status().is_success() {
             return Err(self.fail(format!("{shown} answered {}", resp.status())));
         }
@@ -248,13 +254,7 @@ impl Executor for WebhookExecutor {
         let Some(url) = &self.cfg.verify_url else {
             return Ok(Verification { verified: false, observed: "no verify_url configured".into() });
         };
-        let shown = Self::shown(url);
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.fail(format!("{shown} unreachable: {}", e.without_url())))?;
+        let (shown, resp) = self.read_state(url).await?;
         if !resp.status().is_success() {
             return Ok(Verification { verified: false, observed: format!("{shown} answered {}", resp.status()) });
         }
