@@ -31,4 +31,4 @@ fi
 
 # cargo metadata needs every platform's crates (Windows ones too) on disk before going offline.
 cargo fetch --locked --quiet
-"$root/bin/cargo-deny" --offline check advisories licenses bans sources
+"$root/bin/cargo-deny" --offline check --hide-inclusion-graph advisories licenses bans sources
