@@ -219,8 +219,13 @@ proptest! {
     fn model_verdicts_parse_or_are_rejected(e in edits(), junk in "[ -~\u{80}-\u{10ffff}]{0,64}") {
         let doc = r#"{"health": "failing", "action": "rollback", "confidence": 0.9, "findings": [{"claim": "canary_worse", "summary": "errors up", "evidence": ["judge:http_error_ratio", "log:1"]}], "what_would_change_my_mind": "errors falling"}"#;
         for text in [mutate(doc, &e), junk.clone(), format!("```json\n{}\n```", mutate(doc, &e))] {
-            if let Ok(v) = bounded("verdict", || backstop::model::verdict::parse(&text)) {
-                prop_assert!((0.0..=1.0).contains(&v.confidence), "{v:?}");
+            // Parsing only reads the shape; validation is what refuses a verdict, so a
+            // confidence outside 0..1 (or NaN) must never get past it.
+            if let Ok(v) = bounded("verdict", || backstop::model::verdict::parse(&text))
+                && !(0.0..=1.0).contains(&v.confidence)
+            {
+                let shown = std::collections::HashMap::new();
+                prop_assert!(backstop::model::verdict::validate(&v, &shown).is_err(), "{v:?}");
             }
         }
     }
