@@ -52,7 +52,7 @@ pub struct TelemetrySettings {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable.
@@ -78,11 +78,29 @@ pub struct AgentSettings {
     /// another agent takes over within this time. Ticks renew it, so keep it
     /// longer than the time between ticks.
     pub lease_s: f64,
+    /// Targets releases registered at runtime (`POST /v1/releases`) may use,
+    /// with the executor that acts on each: a registration names a target,
+    /// never an executor, so an API caller cannot choose what runs.
+    pub targets: Vec<AgentTarget>,
+    /// API tokens file (TOML `[[tokens]]`, see README); without one the agent
+    /// listens on loopback only and every local caller is `local`.
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// A target declared for runtime registrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTarget {
+    /// Target name, as releases give it.
+    pub target: String,
+    /// What acts on it; without one, decisions are recommendations.
+    #[serde(default)]
+    pub executor: Option<crate::executor::ExecutorConfig>,
 }
 
 impl Default for AgentSettings {
     fn default() -> Self {
-        Self { instance_id: None, lease_s: 15.0 }
+        Self { instance_id: None, lease_s: 15.0, targets: vec![], tokens_file: None }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod orchestrator;
 pub mod policy;
 pub mod release;
 pub mod report;
+pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod signals;

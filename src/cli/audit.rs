@@ -92,6 +92,37 @@ fn one_line(r: &StoredRecord) -> String {
         Record::Lease(l) => {
             format!("{} lease on {} to {} (token {})", lease_event(&l.event), l.target, l.holder, l.token)
         }
+        Record::ApprovalRequested(a) => format!(
+            "approval {} requested: {} (expires {})",
+            a.request.id,
+            proposal_line(&a.request.proposed),
+            jiff::Timestamp::from_millisecond(a.request.expires_at_ms).map(|t| t.to_string()).unwrap_or_default()
+        ),
+        Record::ApprovalResolved(a) => {
+            let answer = a.answer.map_or("none".to_string(), |x| format!("{x:?}").to_lowercase());
+            format!("approval {} answer={answer} ruling={}", a.id, ruling_line(&a.ruling))
+        }
+        Record::Operator(o) => format!("operator {:?}: {}", o.action, o.reason).to_lowercase(),
+        Record::ReleasePaused(p) => format!("paused at t={}s (agent stopping)", p.now_s),
+    }
+}
+
+fn proposal_line(p: &backstop::policy::Proposal) -> String {
+    match p {
+        backstop::policy::Proposal::Promote => "promote".into(),
+        backstop::policy::Proposal::Rollback { plan } => {
+            format!("rollback {} {} -> {}", plan.target, plan.from_revision, plan.to_revision)
+        }
+    }
+}
+
+fn ruling_line(r: &backstop::policy::approval::Ruling) -> String {
+    use backstop::policy::approval::Ruling;
+    match r {
+        Ruling::Execute { decision } => format!("execute {}", decision.label()),
+        Ruling::Rejected => "rejected".into(),
+        Ruling::Refused { reason } => format!("refused ({reason})"),
+        Ruling::Stale { reason } => format!("stale ({reason})"),
     }
 }
 

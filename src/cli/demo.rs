@@ -103,6 +103,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     ));
     out(&format!("ledger: {}", ledger.url()));
     let run = ReleaseRun {
+        controls: None,
         facts,
         tick_s: u64::from(sim_cfg.step_s),
         duration_s: sim_cfg.duration_s,
@@ -169,5 +170,6 @@ fn describe(s: &ReleaseStatus) -> String {
         ReleaseStatus::Held { reason } => format!("held: {reason}"),
         ReleaseStatus::Denied { reason } => format!("denied: {reason}"),
         ReleaseStatus::Interrupted => "interrupted".into(),
+        ReleaseStatus::Aborted { reason } => format!("aborted: {reason}"),
     }
 }

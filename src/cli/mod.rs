@@ -1,6 +1,7 @@
 //! Command-line interface (clap). Every command writes its result to stdout
 //! and diagnostics to stderr; exit codes are documented in the README.
 
+mod agent;
 mod audit;
 mod bench;
 mod demo;
@@ -31,6 +32,9 @@ struct Cli {
     /// Configuration file (default: ./backstop.toml if present). BACKSTOP_* variables override it.
     #[arg(long, global = true, env = "BACKSTOP_CONFIG")]
     config: Option<PathBuf>,
+    /// Log line format on stderr (overrides `telemetry.format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<backstop::config::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +49,13 @@ enum Command {
     Advise(watch::AdviseArgs),
     /// Judge configured releases and answer Argo Rollouts / Flagger on the gate endpoint.
     Serve(serve::ServeArgs),
+    /// Run as a service: every configured release and any registered over the API, with
+    /// approvals, operator holds, the gate endpoints, a dashboard and /metrics.
+    Agent(agent::AgentArgs),
+    /// Approve a pending request on a running agent (as the identity of your token).
+    Approve(agent::AnswerArgs),
+    /// Reject a pending request on a running agent.
+    Reject(agent::AnswerArgs),
     /// Replay scenario files through judges and score them (FORMAT.md JSON or a table).
     Eval(eval::EvalArgs),
     /// Read and verify the audit ledger.
@@ -142,15 +153,16 @@ async fn run(cli: Cli) -> CliResult {
     }
     let settings = backstop::config::Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
-    backstop::telemetry::init(
-        settings.telemetry.format == backstop::config::LogFormat::Json,
-        &settings.telemetry.level,
-    );
+    let format = cli.log_format.unwrap_or(settings.telemetry.format);
+    backstop::telemetry::init(format == backstop::config::LogFormat::Json, &settings.telemetry.level);
     match cli.command {
         Command::Demo(a) => demo::run(a, &settings).await,
         Command::Watch(a) => watch::watch(a, &settings).await,
         Command::Advise(a) => watch::advise(a, &settings).await,
         Command::Serve(a) => serve::serve(a, &settings).await,
+        Command::Agent(a) => agent::agent(a, &settings).await,
+        Command::Approve(a) => agent::answer(a, "approve").await,
+        Command::Reject(a) => agent::answer(a, "reject").await,
         Command::Eval(a) => eval::run(a, &settings),
         Command::Audit(a) => audit::run(a, &settings).await,
         Command::Config { command } => misc::config(command, &settings).await,

@@ -103,6 +103,7 @@ pub fn exit_code(o: &RunOutcome) -> u8 {
         | ReleaseStatus::ActionNotVerified { action: ActionKind::Promote, .. }
         | ReleaseStatus::ActionUnresolved { action: ActionKind::Promote, .. } => exit::HELD,
         ReleaseStatus::Interrupted => exit::INTERRUPTED,
+        ReleaseStatus::Aborted { .. } => exit::HELD,
     }
 }
 
@@ -193,6 +194,7 @@ pub async fn run_all(
         let (ledger, policy, stop, model, agent) = (&ledger, &policy, stop.clone(), model.clone(), agent.clone());
         async move {
             let run = ReleaseRun {
+                controls: None,
                 facts: p.facts.clone(),
                 tick_s: p.tick_s,
                 duration_s: p.duration_s,

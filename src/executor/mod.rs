@@ -198,6 +198,16 @@ pub enum ActionKind {
     Promote,
 }
 
+impl ActionKind {
+    /// The stored tag.
+    pub fn label(self) -> &'static str {
+        match self {
+            ActionKind::Rollback => "rollback",
+            ActionKind::Promote => "promote",
+        }
+    }
+}
+
 /// Exactly what an action would change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ActionPlan {

@@ -32,8 +32,9 @@ pub use chain::{
 };
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
-    ActionResult, Actor, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole, OutcomeRecord, RECORD_VERSION, Record,
-    RecordError, RecordKind, ReleaseFinished, ReleaseStarted, TickRecord,
+    ActionResult, Actor, ApprovalRequested, ApprovalResolved, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole,
+    OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished,
+    ReleasePaused, ReleaseStarted, TickRecord,
 };
 
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
@@ -154,7 +155,12 @@ pub struct Ledger {
     pool: AnyPool,
     url: String,
     jobs: mpsc::Sender<writer::Job>,
+    /// Told how long each committed append took (a service's metrics).
+    on_append: std::sync::OnceLock<AppendObserver>,
 }
+
+/// Receives the end-to-end latency of each committed append.
+pub type AppendObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// `sqlite://` URL for a file path, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
@@ -233,7 +239,12 @@ impl Ledger {
             }
         };
         let jobs = writer::spawn(pool.clone(), dialect);
-        Ok(Self { pool, url: redact_url(url), jobs })
+        Ok(Self { pool, url: redact_url(url), jobs, on_append: std::sync::OnceLock::new() })
+    }
+
+    /// Report every committed append's latency to `f` (set once; later calls are ignored).
+    pub fn observe_appends(&self, f: AppendObserver) {
+        let _ = self.on_append.set(f);
     }
 
     /// The database URL with credentials removed.
@@ -253,8 +264,13 @@ impl Ledger {
             lease: append.lease,
             reply,
         };
+        let started = tokio::time::Instant::now();
         self.jobs.send(job).await.map_err(|_| LedgerError::WriterGone)?;
-        answer.await.map_err(|_| LedgerError::WriterGone)?
+        let done = answer.await.map_err(|_| LedgerError::WriterGone)?;
+        if let (Ok(_), Some(f)) = (&done, self.on_append.get()) {
+            f(started.elapsed());
+        }
+        done
     }
 
     /// Append one record; returns once it is committed.

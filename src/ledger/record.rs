@@ -16,6 +16,7 @@ use crate::executor::ActionPlan;
 use crate::judge::JudgeResult;
 use crate::model::{Consultation, ToolCallRecord, Usage};
 use crate::orchestrator::ReleaseStatus;
+use crate::policy::approval::{Answer, PendingApproval, Ruling};
 use crate::policy::{Decision, ModelInput, ReleaseFacts, RuleHit, RunMode};
 
 use super::chain::StoredRecord;
@@ -40,6 +41,14 @@ pub enum Record {
     Lease(LeaseRecord),
     /// The release ended.
     ReleaseFinished(ReleaseFinished),
+    /// Policy asked a human; the request's id, proposal and expiry.
+    ApprovalRequested(ApprovalRequested),
+    /// A human answered a request (or it expired, or went stale); the actor is who.
+    ApprovalResolved(ApprovalResolved),
+    /// A person or pipeline registered, held, resumed or aborted the release; the actor is who.
+    Operator(OperatorRecord),
+    /// The agent stopped (SIGTERM) between ticks; the release resumes when an agent starts again.
+    ReleasePaused(ReleasePaused),
 }
 
 /// The stored `kind` column.
@@ -58,6 +67,14 @@ pub enum RecordKind {
     Lease,
     /// See [`Record::ReleaseFinished`].
     ReleaseFinished,
+    /// See [`Record::ApprovalRequested`].
+    ApprovalRequested,
+    /// See [`Record::ApprovalResolved`].
+    ApprovalResolved,
+    /// See [`Record::Operator`].
+    Operator,
+    /// See [`Record::ReleasePaused`].
+    ReleasePaused,
 }
 
 impl RecordKind {
@@ -70,6 +87,10 @@ impl RecordKind {
             RecordKind::Outcome => "outcome",
             RecordKind::Lease => "lease",
             RecordKind::ReleaseFinished => "release_finished",
+            RecordKind::ApprovalRequested => "approval_requested",
+            RecordKind::ApprovalResolved => "approval_resolved",
+            RecordKind::Operator => "operator",
+            RecordKind::ReleasePaused => "release_paused",
         }
     }
 }
@@ -84,6 +105,10 @@ impl Record {
             Record::Outcome(_) => RecordKind::Outcome,
             Record::Lease(_) => RecordKind::Lease,
             Record::ReleaseFinished(_) => RecordKind::ReleaseFinished,
+            Record::ApprovalRequested(_) => RecordKind::ApprovalRequested,
+            Record::ApprovalResolved(_) => RecordKind::ApprovalResolved,
+            Record::Operator(_) => RecordKind::Operator,
+            Record::ReleasePaused(_) => RecordKind::ReleasePaused,
         }
     }
 
@@ -347,6 +372,19 @@ pub enum ActionResult {
 }
 
 impl ActionResult {
+    /// The stored tag, for metrics and one-line listings.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ActionResult::Verified { .. } => "verified",
+            ActionResult::NotVerified { .. } => "not_verified",
+            ActionResult::VerifyFailed { .. } => "verify_failed",
+            ActionResult::Failed { .. } => "failed",
+            ActionResult::Reconciled { .. } => "reconciled",
+            ActionResult::Unresolved { .. } => "unresolved",
+            ActionResult::ResolvedByHuman { .. } => "resolved_by_human",
+        }
+    }
+
     /// Whether this settles the intent. An `Unresolved` intent is checked
     /// again at every start until the target shows it or a human resolves it.
     pub fn settles(&self) -> bool {
@@ -403,6 +441,66 @@ pub struct ReleaseFinished {
     pub decided_at_s: u64,
     /// Model calls and tokens spent.
     pub model_usage: Usage,
+}
+
+/// An approval request: what a human is asked to allow, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalRequested {
+    /// The request as policy rules on it (id, service, proposal, expiry).
+    pub request: PendingApproval,
+    /// Why policy asks a human.
+    pub reason: String,
+    /// Digest of the tick record whose decision asked (the evidence).
+    pub evidence_digest: String,
+    /// Ledger seq of that tick.
+    pub evidence_seq: i64,
+}
+
+/// How a request ended, or an answer that did not count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalResolved {
+    /// Request id.
+    pub id: String,
+    /// What the human said; `None` when the request expired or was superseded.
+    pub answer: Option<Answer>,
+    /// The human's reason, as typed (untrusted text).
+    pub reason: String,
+    /// Policy's ruling on the answer.
+    pub ruling: Ruling,
+    /// Rules that produced the ruling.
+    pub trace: Vec<RuleHit>,
+}
+
+/// What an operator did to a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorAction {
+    /// Registered the release with a running agent.
+    Register,
+    /// Stopped automated actions; judging continues.
+    Hold,
+    /// Allowed automated actions again.
+    Resume,
+    /// Ended the release without acting.
+    Abort,
+}
+
+/// An operator's request on a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OperatorRecord {
+    /// What.
+    pub action: OperatorAction,
+    /// Why, as typed (untrusted text).
+    pub reason: String,
+}
+
+/// The agent paused the release on shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleasePaused {
+    /// Ticks judged so far.
+    pub tick: u64,
+    /// Release time reached, seconds.
+    pub now_s: u64,
 }
 
 /// Version-1 bodies of the two kinds whose shape changed.

@@ -11,6 +11,7 @@
 
 mod act;
 mod deadline;
+pub mod human;
 mod recover;
 pub mod step;
 
@@ -25,8 +26,8 @@ use crate::clock::Clock;
 use crate::executor::{ActionPlan, Guarded, Planner};
 use crate::judge::{JudgeResult, Verdict, judge};
 use crate::ledger::{
-    ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished, ReleaseStarted,
-    TickRecord, digest,
+    ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished, ReleasePaused,
+    ReleaseStarted, TickRecord, digest,
 };
 use crate::model::{Assessor, Consultation, Deliberation, Usage};
 use crate::policy::{
@@ -36,6 +37,7 @@ use crate::signals::{Observation, SignalSource};
 use crate::{Error, telemetry};
 
 use deadline::{Deadlined, JUDGE_DEADLINE, overrun_result};
+use human::{Controls, OperatorState, Waited};
 use step::{Next, what_now};
 
 /// What may act on the target. An advisory run holds only a [`Planner`], so
@@ -118,6 +120,11 @@ pub enum ReleaseStatus {
     /// Stopped by a signal between ticks; no action was left half done. The
     /// release continues when it is run again.
     Interrupted,
+    /// An operator ended the release; nothing was done to the target.
+    Aborted {
+        /// Who, and why.
+        reason: String,
+    },
 }
 
 impl ReleaseStatus {
@@ -141,6 +148,7 @@ impl ReleaseStatus {
             ReleaseStatus::Held { .. } => "held",
             ReleaseStatus::Denied { .. } => "denied",
             ReleaseStatus::Interrupted => "interrupted",
+            ReleaseStatus::Aborted { .. } => "aborted",
         }
     }
 }
@@ -159,6 +167,10 @@ pub struct TickReport<'a> {
     pub outcome: &'a PolicyOutcome,
     /// Ledger sequence number of the tick record.
     pub seq: i64,
+    /// Real time the tick took (observe, judge, decide, record).
+    pub took: Duration,
+    /// Real time it had: the pace between ticks (zero when replaying flat out).
+    pub budget: Duration,
 }
 
 /// Receives progress (a terminal display, plain log lines, or nothing).
@@ -169,6 +181,8 @@ pub trait Observer: Send {
     fn on_intent(&mut self, _plan: &ActionPlan) {}
     /// After an action ran (and was verified, or not).
     fn on_outcome(&mut self, _plan: &ActionPlan, _result: &ActionResult) {}
+    /// A request for a human was recorded (`Some`), or closed (`None`).
+    fn on_approval(&mut self, _request: Option<&crate::ledger::ApprovalRequested>) {}
 }
 
 /// A no-op observer.
@@ -265,6 +279,9 @@ pub struct ReleaseRun<'a> {
     pub model: Option<Arc<Assessor>>,
     /// Who runs it, and their clock.
     pub agent: AgentContext,
+    /// Operator holds and approval answers, when a service runs the release;
+    /// without them a request for a human ends the run (`watch` exits 11 or 12).
+    pub controls: Option<&'a Controls>,
 }
 
 /// The loop's state between ticks.
@@ -367,24 +384,31 @@ impl ReleaseRun<'_> {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 return self.finish(st, ReleaseStatus::Interrupted, None).await;
             }
+            if self.operator_state() == OperatorState::Aborted {
+                let reason = "aborted by an operator (see the ledger's operator record)".to_string();
+                return self.finish(st, ReleaseStatus::Aborted { reason }, None).await;
+            }
             st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
             st.tick += 1;
-            let t = self.tick(source, actuation.mode(), st).await?;
-            observer.on_tick(&TickReport {
-                tick: st.tick,
-                now_s: st.now_s,
-                duration_s: self.duration_s,
-                judge: &t.judged,
-                outcome: &t.outcome,
-                seq: t.seq,
-            });
+            let t = self.observed_tick(source, actuation.mode(), st, observer).await?;
             if let Some(done) = self.settled(actuation, st).await? {
                 return done;
             }
             let window_done = st.now_s >= self.duration_s;
+            let held = self.operator_state() == OperatorState::Held;
             let status = match what_now(&t.outcome.decision, window_done, st.role.as_ref(), actuation.mode()) {
                 Next::Continue | Next::Follow => None,
-                Next::Finish(status) => Some(*status),
+                Next::Act if held => None,
+                Next::Finish(status) => match (*status, self.controls, actuation) {
+                    (ReleaseStatus::AwaitingApproval { reason, proposed }, Some(c), Actuation::Live(_)) => {
+                        let ctx = (source, actuation);
+                        match self.await_human(c, (&reason, &proposed), &t, ctx, st, observer).await? {
+                            Waited::Finish(s) => Some(*s),
+                            Waited::Resume => None,
+                        }
+                    }
+                    (s, _, _) => Some(s),
+                },
                 Next::Act => self.act(&t.outcome.decision, actuation, st, observer).await?,
             };
             if let Some(status) = status {
@@ -597,6 +621,29 @@ impl ReleaseRun<'_> {
         Ok(Judged { judged, outcome, failure, seq })
     }
 
+    /// One tick, shown to the observer once recorded.
+    async fn observed_tick(
+        &self,
+        source: &dyn SignalSource,
+        mode: RunMode,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Judged, Error> {
+        let started = tokio::time::Instant::now();
+        let t = self.tick(source, mode, st).await?;
+        observer.on_tick(&TickReport {
+            tick: st.tick,
+            now_s: st.now_s,
+            duration_s: self.duration_s,
+            judge: &t.judged,
+            outcome: &t.outcome,
+            seq: t.seq,
+            took: started.elapsed(),
+            budget: self.pace,
+        });
+        Ok(t)
+    }
+
     async fn judge_within_deadline(&self, obs: &Arc<Observation>, st: &mut LoopState) -> JudgeResult {
         let cfg = self.policy.judge_for(&self.facts.service).into_owned();
         match st.judge.judge(Arc::clone(obs), cfg, JUDGE_DEADLINE, judge).await {
@@ -627,6 +674,9 @@ impl ReleaseRun<'_> {
         let lease = holder.then(|| self.release_op());
         // An observer interrupted mid-release leaves no end record: the holder is still running it.
         if holder || st.role.is_none() || status.is_final() {
+            if status == ReleaseStatus::Interrupted {
+                self.record(Record::ReleasePaused(ReleasePaused { tick: st.tick, now_s: st.now_s })).await?;
+            }
             let append = self.append(Some(Record::ReleaseFinished(end)), lease);
             self.ledger.submit(append).await?;
         }

@@ -101,6 +101,9 @@ pub struct ServicePolicy {
     /// `[judge.metrics.NAME]` guard of the same metric.
     #[serde(default)]
     pub metrics: BTreeMap<String, GuardSpec>,
+    /// Who may approve for this service; replaces `approvals.approvers` when not empty.
+    #[serde(default)]
+    pub approvers: Vec<String>,
 }
 
 /// A whole policy file.
@@ -133,6 +136,9 @@ pub struct PolicyFile {
     /// Judge tunables.
     #[serde(default)]
     pub judge: JudgeConfig,
+    /// Who may approve what a human must decide, and for how long a request stays open.
+    #[serde(default)]
+    pub approvals: super::approval::ApprovalPolicy,
     /// Where this policy was read from, for errors found after loading.
     #[serde(skip)]
     #[schemars(skip)]
@@ -185,7 +191,16 @@ impl PolicyFile {
                 return Err((format!("freeze[{i}].services"), "at least one service or \"*\"".into()));
             }
         }
+        self.approvals.validate()?;
         for (service, s) in &self.services {
+            for (i, who) in s.approvers.iter().enumerate() {
+                if let Some(g) = who.strip_prefix("group:")
+                    && !self.approvals.groups.contains_key(g)
+                {
+                    let expected = format!("a group defined under [approvals.groups]; `{g}` is not");
+                    return Err((format!("services.{service}.approvers[{i}]"), expected));
+                }
+            }
             for (metric, g) in &s.metrics {
                 g.validate().map_err(|(f, e)| (format!("services.{service}.metrics.{metric}.{f}"), e))?;
             }

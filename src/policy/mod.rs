@@ -3,6 +3,7 @@
 //! that produced it. The invariants of `DESIGN.md` are code here; the policy
 //! file only tunes numbers within bounds.
 
+pub mod approval;
 mod decide;
 pub mod file;
 
@@ -71,6 +72,27 @@ pub enum Proposal {
         /// The plan.
         plan: RollbackPlan,
     },
+}
+
+impl Proposal {
+    /// The same action on the same target and revisions (the reason text
+    /// follows the judge's summary and changes from tick to tick).
+    pub fn same_action(&self, other: &Proposal) -> bool {
+        match (self, other) {
+            (Proposal::Promote, Proposal::Promote) => true,
+            (Proposal::Rollback { plan: a }, Proposal::Rollback { plan: b }) => a.same_action(b),
+            _ => false,
+        }
+    }
+}
+
+impl RollbackPlan {
+    /// Same target and revisions, whatever the reason text.
+    pub fn same_action(&self, other: &RollbackPlan) -> bool {
+        self.target == other.target
+            && self.from_revision == other.from_revision
+            && self.to_revision == other.to_revision
+    }
 }
 
 /// Where a rollback goes. Built by policy from release facts only.

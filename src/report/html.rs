@@ -1,23 +1,101 @@
 //! The self-contained HTML report: inline CSS and SVG, no script, and a
 //! Content-Security-Policy that forbids the page from fetching anything.
 
+use super::Report;
 use super::chart::metric_svg;
-use super::{Report, render_markdown};
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// Text made safe for HTML content and quoted attributes.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
+
+/// The Content-Security-Policy of every page: nothing is fetched, nothing runs.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+/// A Kayenta-style scorecard: one row per metric, failing ones first, with
+/// status colour, baseline and canary levels, effect and confidence.
+pub fn scorecard(j: &crate::judge::JudgeResult) -> String {
+    use crate::judge::MetricStatus as S;
+    let rank = |s: S| match s {
+        S::Failing | S::SharedBreach | S::BaselineShifted => 0,
+        S::Suspect => 1,
+        S::NoData | S::InsufficientData => 2,
+        S::Ok => 3,
+        S::Ignored => 4,
+    };
+    let mut rows: Vec<&crate::judge::Finding> = j.findings.iter().collect();
+    rows.sort_by_key(|f| rank(f.status));
+    let mut html = String::from(
+        "<table class=\"scorecard\">\n<thead><tr><th>metric</th><th>status</th><th>baseline</th><th>canary</th>\
+         <th>effect</th><th>confidence</th></tr></thead>\n<tbody>\n",
+    );
+    let num = |v: Option<f64>, f: &crate::judge::Finding| v.map_or("–".to_string(), |v| f.unit.show(v));
+    for f in rows {
+        let status = format!("{:?}", f.status);
+        html.push_str(&format!(
+            "<tr class=\"s-{}\" title=\"{}\"><td>{}</td><td><span class=\"badge\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            rank(f.status),
+            escape(&f.explanation),
+            escape(&crate::model::evidence::metric_label(&f.metric)),
+            escape(&status),
+            escape(&num(f.baseline, f)),
+            escape(&num(f.canary, f)),
+            escape(&f.relative_effect.map_or("–".into(), |e| format!("{:+.1} %", e * 100.0))),
+            escape(&f.confidence.map_or("–".into(), |c| format!("{:.1} %", c * 100.0))),
+        ));
+    }
+    html.push_str("</tbody></table>\n");
+    html
+}
+
+/// Styles shared by the report and the dashboard: readable on a phone.
+pub const STYLE: &str = "body { font-family: sans-serif; margin: 1em auto; max-width: 60em; padding: 0 1em; color: #222; }\n\
+    table { border-collapse: collapse; width: 100%; margin: 0.5em 0 1em 0; }\n\
+    th, td { text-align: left; padding: 0.3em 0.5em; border-bottom: 1px solid #ddd; }\n\
+    .table-wrap { overflow-x: auto; }\n\
+    .s-0 .badge { background: #c62828; color: #fff; } .s-1 .badge { background: #f9a825; }\n\
+    .s-2 .badge { background: #bbb; } .s-3 .badge { background: #2e7d32; color: #fff; } .s-4 .badge { background: #eee; }\n\
+    .badge { padding: 0.1em 0.4em; border-radius: 0.3em; font-size: 0.9em; }\n\
+    .rec { color: #b00; } .headline { font-size: 1.1em; }\n\
+    figure { margin: 0 0 1em 0; } figure svg { max-width: 100%; height: auto; }\n\
+    .pending { background: #fff3e0; border-left: 4px solid #ef6c00; padding: 0.5em 1em; }\n\
+    code { background: #f3f3f3; padding: 0 0.2em; }\n";
 
 /// Render `r` as one HTML page.
 pub fn render_html(r: &Report) -> String {
-    let mut body = String::new();
-    body.push_str(&format!(
+    let title = format!("backstop report: {} {}", r.service, r.candidate_revision);
+    page(&title, &report_body(r))
+}
+
+/// A whole page with the strict CSP and shared styles; `body` is trusted HTML.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n\
+         <title>{}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+/// The report as HTML: headline, scorecard, charts (the judge's window
+/// shaded), then the rules, the model's part and what would change it.
+pub fn report_body(r: &Report) -> String {
+    let mut body = format!(
         "<h1>backstop: {} {} — <span class=\"rec\">{}</span></h1>\n<p class=\"headline\">{}</p>\n",
         escape(&r.service),
         escape(&r.candidate_revision),
         escape(&r.recommendation.to_uppercase()),
         escape(&r.headline)
-    ));
+    );
+    if let Some(j) = &r.judge {
+        body.push_str(&format!(
+            "<h2>Scorecard at t={}s</h2>\n<p>{}</p>\n<div class=\"table-wrap\">{}</div>\n",
+            j.now_s,
+            escape(&j.summary),
+            scorecard(j)
+        ));
+    }
     body.push_str("<section class=\"charts\">\n");
     if let Some(obs) = &r.observation {
         for m in &obs.metrics {
@@ -27,17 +105,25 @@ pub fn render_html(r: &Report) -> String {
         }
     }
     body.push_str("</section>\n");
-    // The Markdown report, verbatim, as the text of record beside the charts.
-    body.push_str(&format!("<h2>Report</h2>\n<pre>{}</pre>\n", escape(&render_markdown(r))));
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">\n\
-         <title>backstop report: {} {}</title>\n<style>\n\
-         body {{ font-family: sans-serif; margin: 2em; color: #222; }}\n\
-         .rec {{ color: #b00; }}\n.headline {{ font-size: 1.1em; }}\n\
-         figure {{ margin: 0 0 1em 0; }}\npre {{ background: #f6f6f6; padding: 1em; white-space: pre-wrap; }}\n\
-         </style>\n</head>\n<body>\n{body}</body>\n</html>\n",
-        escape(&r.service),
-        escape(&r.candidate_revision)
-    )
+    if let Some(p) = &r.plan {
+        body.push_str(&format!(
+            "<h2>Plan</h2>\n<p>{:?} <code>{}</code> to <code>{}</code> (plan {})</p>\n",
+            p.kind,
+            escape(&p.target),
+            escape(&p.to_revision),
+            escape(&p.id)
+        ));
+    }
+    body.push_str(&list("Policy rules", &r.rules));
+    body.push_str(&format!("<h2>Model</h2>\n<pre>{}</pre>\n", escape(&super::markdown::model_lines(&r.model))));
+    body.push_str(&list("What would change this recommendation", &r.would_change));
+    body
+}
+
+fn list(title: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let lis: String = items.iter().map(|i| format!("<li>{}</li>\n", escape(i))).collect();
+    format!("<h2>{}</h2>\n<ul>\n{lis}</ul>\n", escape(title))
 }

@@ -4,7 +4,7 @@
 //! self-contained HTML page with a chart per metric.
 
 mod chart;
-mod html;
+pub mod html;
 mod markdown;
 pub mod text;
 
@@ -123,6 +123,7 @@ fn recommendation(status: &ReleaseStatus) -> (&'static str, Option<ActionPlan>) 
         ReleaseStatus::Held { .. } => ("hold", None),
         ReleaseStatus::Denied { .. } => ("deny", None),
         ReleaseStatus::Interrupted => ("interrupted", None),
+        ReleaseStatus::Aborted { .. } => ("aborted", None),
     }
 }
 
@@ -156,6 +157,7 @@ fn headline(status: &ReleaseStatus, candidate: &str) -> String {
         ReleaseStatus::Held { reason } => format!("Held: {reason}."),
         ReleaseStatus::Denied { reason } => format!("Denied by policy: {reason}."),
         ReleaseStatus::Interrupted => "Interrupted before a decision.".into(),
+        ReleaseStatus::Aborted { reason } => format!("Aborted: {reason}; nothing was done to the target."),
     }
 }
 

@@ -31,6 +31,9 @@ use axum::routing::get;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod api;
+pub mod auth;
+pub mod dashboard;
 pub mod listen;
 
 use crate::orchestrator::{Observer, TickReport};

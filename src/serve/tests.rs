@@ -31,6 +31,8 @@ fn tick(board: &GateBoard, verdict: Verdict, decision: Decision, now_s: u64) {
         judge: &judge,
         outcome: &outcome,
         seq: 1,
+        took: std::time::Duration::ZERO,
+        budget: std::time::Duration::ZERO,
     });
 }
 

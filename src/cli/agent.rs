@@ -1,0 +1,141 @@
+//! `backstop agent` (the long-running service) and `backstop approve|reject`
+//! (its client for approvals).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
+use backstop::config::Settings;
+use backstop::orchestrator::human::AnswerReply;
+use backstop::policy::approval::Ruling;
+use backstop::run::agent::Agent;
+use backstop::run::{Service, exit, stop_on_signals};
+use backstop::serve::api::{ApiState, router};
+use backstop::serve::auth::Authenticator;
+use backstop::serve::listen;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Tokens file (`[[tokens]]` with identity, scopes, token_env or sha256); default: `agent.tokens_file`.
+    #[arg(long)]
+    tokens: Option<std::path::PathBuf>,
+    /// Real milliseconds per tick (default: real time, one tick per tick_s).
+    #[arg(long)]
+    pace_ms: Option<u64>,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+fn authenticator(a: &AgentArgs, settings: &Settings) -> Result<Authenticator, Failure> {
+    match a.tokens.as_ref().or(settings.agent.tokens_file.as_ref()) {
+        Some(path) => Authenticator::load(path).map_err(|e| Failure::usage(super::chain(&e))),
+        None => Ok(Authenticator::LocalOnly),
+    }
+}
+
+pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
+    let auth = authenticator(&a, settings)?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| Failure::usage(format!("--listen {}: cannot listen: {e}", a.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    if !addr.ip().is_loopback() && matches!(auth, Authenticator::LocalOnly) {
+        return Err(Failure::usage(format!(
+            "--listen {addr} is beyond loopback: give a tokens file (--tokens FILE or agent.tokens_file)"
+        )));
+    }
+    let policy = load_policy(a.flags.policy.as_deref(), settings)?;
+    let url = ledger_url(a.flags.ledger.as_deref(), settings);
+    let stop = stop_on_signals();
+    let service = Service::open(settings.clone(), policy, &url, stop.clone()).await.map_err(service_failure)?;
+    let agent = Agent::new(service, a.pace_ms.map(Duration::from_millis));
+    agent.start_configured().map_err(|e| Failure::usage(super::chain(&e)))?;
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
+    let server = tokio::spawn(listen::serve(listener, app, listen::Limits::default(), async move {
+        let _ = server_stopped.await;
+    }));
+    out(&format!("backstop agent on http://{addr}/ (API /v1/releases, gates /v1/gates/NAME, /metrics)"));
+    let mut stop = stop;
+    let _ = stop.wait_for(|s| *s).await;
+    out("stopping: no new releases; running releases pause between ticks, an action in flight finishes");
+    agent.wait().await;
+    let _ = server_stop.send(());
+    let _ = server.await;
+    out("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn service_failure(e: backstop::run::ServiceError) -> Failure {
+    let code = if e.is_usage() { exit::USAGE } else { exit::BACKEND };
+    Failure { code, message: super::chain(&e) }
+}
+
+#[derive(Args)]
+pub struct AnswerArgs {
+    /// Approval request id (on the dashboard, in `GET /v1/releases/NAME`, and in the ledger).
+    id: String,
+    /// The agent's URL.
+    #[arg(long, env = "BACKSTOP_AGENT_URL")]
+    agent: String,
+    /// Why (recorded in the ledger with your identity).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Environment variable holding your API token.
+    #[arg(long, default_value = "BACKSTOP_AGENT_TOKEN")]
+    token_env: String,
+}
+
+/// `backstop approve` / `backstop reject`: exit code of the release's new
+/// status when the answer executed, 12 when rejected or stale, 2 when refused.
+pub async fn answer(a: AnswerArgs, verb: &str) -> CliResult {
+    let url = format!("{}/v1/approvals/{}/{verb}", a.agent.trim_end_matches('/'), a.id);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(660))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
+    let mut req = client.post(&url).json(&serde_json::json!({ "reason": a.reason }));
+    if let Ok(token) = std::env::var(&a.token_env) {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|e| Failure::backend(&e))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| Failure::backend(&e))?;
+    match serde_json::from_str::<AnswerReply>(&text) {
+        Ok(reply) => Ok(ExitCode::from(report(&a.id, &reply))),
+        Err(_) => {
+            Err(Failure { code: exit::USAGE, message: format!("{verb} {}: HTTP {status}: {}", a.id, text.trim()) })
+        }
+    }
+}
+
+fn report(id: &str, r: &AnswerReply) -> u8 {
+    match (&r.ruling, &r.status) {
+        (Ruling::Execute { decision }, Some(status)) => {
+            out(&format!("{id}: approved; {} ran: {}", decision.label(), status.label()));
+            exit::for_status(status, false)
+        }
+        (Ruling::Execute { decision }, None) => {
+            out(&format!("{id}: approved; {} ran", decision.label()));
+            exit::PROMOTED
+        }
+        (Ruling::Rejected, _) => {
+            out(&format!("{id}: rejected; the release is held"));
+            exit::HELD
+        }
+        (Ruling::Stale { reason }, _) => {
+            out(&format!("{id}: not executed: {reason}"));
+            exit::HELD
+        }
+        (Ruling::Refused { reason }, _) => {
+            out(&format!("{id}: refused: {reason}"));
+            exit::USAGE
+        }
+    }
+}

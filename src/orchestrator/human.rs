@@ -1,0 +1,254 @@
+//! People in the loop: an operator's hold or abort, and approval requests
+//! answered by a human while the release keeps being judged.
+//!
+//! An approval request is a ledger record before anyone can see it; an answer
+//! is ruled on by [`crate::policy::approval::rule`] against the release judged
+//! again at that moment, so an approval never runs blindly on a canary that
+//! recovered or a proposal policy no longer makes. One request, one action:
+//! the first answer that executes ends the wait, and later answers find it closed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
+use crate::Error;
+use crate::ledger::{Actor, ApprovalRequested, ApprovalResolved, Record, digest};
+use crate::policy::approval::{Answer, AnswerInput, PendingApproval, Ruling, rule};
+use crate::policy::{Decision, Proposal};
+use crate::signals::SignalSource;
+
+/// What an operator has asked of a running release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorState {
+    /// Judge and act within policy.
+    Running,
+    /// Keep judging, never act.
+    Held,
+    /// End now without acting.
+    Aborted,
+}
+
+/// A human's answer to a request, with a way to tell them what came of it.
+pub struct HumanAnswer {
+    /// The request answered.
+    pub approval_id: String,
+    /// The authenticated identity (`Actor::Human`), recorded as the writer.
+    pub actor: Actor,
+    /// The identity policy checks (`alice@example.com`, `slack:U…`).
+    pub identity: String,
+    /// Approve or reject.
+    pub answer: Answer,
+    /// Their reason (untrusted text, recorded as typed).
+    pub reason: String,
+    /// Receives the ruling and, when it executed, the release's new status.
+    pub reply: oneshot::Sender<AnswerReply>,
+}
+
+/// What a human is told after answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerReply {
+    /// Policy's ruling.
+    pub ruling: Ruling,
+    /// The release's status after an executed approval (rolled back, failed, ...).
+    pub status: Option<ReleaseStatus>,
+}
+
+/// The people-facing side of one running release.
+pub struct Controls {
+    /// Hold / resume / abort.
+    pub operator: watch::Receiver<OperatorState>,
+    /// Answers to this release's requests.
+    pub answers: Mutex<mpsc::Receiver<HumanAnswer>>,
+}
+
+/// How a wait for a human ended.
+pub(super) enum Waited {
+    /// The release ends with this status.
+    Finish(Box<ReleaseStatus>),
+    /// The request no longer applies; keep judging (policy asks again if it must).
+    Resume,
+}
+
+impl ReleaseRun<'_> {
+    pub(super) fn operator_state(&self) -> OperatorState {
+        self.controls.map_or(OperatorState::Running, |c| *c.operator.borrow())
+    }
+
+    /// Open a request for `proposed`, record it, and wait for an answer,
+    /// judging again every tick meanwhile. Only the lease holder of an acting run gets here.
+    pub(super) async fn await_human(
+        &self,
+        controls: &Controls,
+        (reason, proposed): (&str, &Proposal),
+        asked_at: &Judged,
+        ctx: (&dyn SignalSource, &Actuation),
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Waited, Error> {
+        let request = self.open_request(reason, proposed, asked_at).await?;
+        observer.on_approval(Some(&request));
+        info!(id = %request.request.id, "Approval requested; waiting for a human.");
+        let mut answers = controls.answers.lock().await;
+        let every = self.pace.max(Duration::from_millis(200));
+        let waited = loop {
+            let left = request.request.expires_at_ms - self.agent.clock.now_ms();
+            if left <= 0 {
+                break self.expire(&request.request).await?;
+            }
+            let mut stop = self.stop.clone();
+            let stopping = async {
+                match stop.as_mut() {
+                    Some(s) => {
+                        let _ = s.wait_for(|v| *v).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                a = answers.recv() => match a {
+                    Some(a) => match self.answered(&request.request, a, ctx, st, observer).await? {
+                        Some(done) => break done,
+                        None => continue,
+                    },
+                    None => std::future::pending::<()>().await,
+                },
+                _ = tokio::time::sleep(every.min(Duration::from_millis(left as u64))) => {
+                    if let Some(changed) = self.rejudge_while_waiting(&request.request, ctx.0, st, observer).await? {
+                        break changed;
+                    }
+                }
+                _ = stopping => break Waited::Finish(Box::new(ReleaseStatus::Interrupted)),
+            }
+        };
+        observer.on_approval(None);
+        Ok(waited)
+    }
+
+    async fn open_request(&self, reason: &str, proposed: &Proposal, at: &Judged) -> Result<ApprovalRequested, Error> {
+        let now = self.agent.clock.now_ms();
+        let expiry_ms = i64::from(self.policy.approvals.expiry_minutes) * 60_000;
+        let evidence = serde_json::to_string(&at.judged).map_err(crate::ledger::LedgerError::from)?;
+        let request = ApprovalRequested {
+            request: PendingApproval {
+                id: format!("apr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+                service: self.facts.service.clone(),
+                proposed: proposed.clone(),
+                irreversible: self.facts.irreversible,
+                expires_at_ms: now + expiry_ms,
+            },
+            reason: reason.to_string(),
+            evidence_digest: digest(evidence.as_bytes()),
+            evidence_seq: at.seq,
+        };
+        self.record(Record::ApprovalRequested(request.clone())).await?;
+        Ok(request)
+    }
+
+    async fn expire(&self, request: &PendingApproval) -> Result<Waited, Error> {
+        warn!(id = %request.id, "Approval request expired unanswered; holding the release.");
+        let reason = format!("approval request {} expired unanswered", request.id);
+        self.close(request, None, Ruling::Refused { reason: reason.clone() }).await?;
+        Ok(Waited::Finish(Box::new(ReleaseStatus::Held { reason })))
+    }
+
+    /// A request superseded by a later judgement ends without an answer.
+    async fn close(&self, request: &PendingApproval, answer: Option<Answer>, ruling: Ruling) -> Result<(), Error> {
+        let rec = ApprovalResolved { id: request.id.clone(), answer, reason: String::new(), ruling, trace: vec![] };
+        self.record(Record::ApprovalResolved(rec)).await.map(|_| ())
+    }
+
+    /// A tick while waiting: a request policy no longer makes is closed.
+    async fn rejudge_while_waiting(
+        &self,
+        request: &PendingApproval,
+        source: &dyn SignalSource,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<Waited>, Error> {
+        let decision = self.judge_now(source, st, observer).await?;
+        if still_asks(&decision, &request.proposed) {
+            return Ok(None);
+        }
+        let reason = format!("judged again, policy now says {}: request withdrawn", decision.label());
+        info!(id = %request.id, %reason, "Approval request withdrawn.");
+        self.close(request, None, Ruling::Stale { reason }).await?;
+        Ok(Some(Waited::Resume))
+    }
+
+    /// Judge again now (a recorded tick, shown to the observer) and return policy's decision.
+    async fn judge_now(
+        &self,
+        source: &dyn SignalSource,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Decision, Error> {
+        st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
+        st.tick += 1;
+        let t = self.observed_tick(source, crate::policy::RunMode::Act, st, observer).await?;
+        Ok(t.outcome.decision)
+    }
+
+    /// Rule on one answer. `None`: the request stays open.
+    async fn answered(
+        &self,
+        request: &PendingApproval,
+        a: HumanAnswer,
+        (source, actuation): (&dyn SignalSource, &Actuation),
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<Waited>, Error> {
+        if a.approval_id != request.id {
+            let reason = format!("no open request {} on this release (open: {})", a.approval_id, request.id);
+            let _ = a.reply.send(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
+            return Ok(None);
+        }
+        let current = match a.answer {
+            Answer::Approve => self.judge_now(source, st, observer).await?,
+            Answer::Reject => Decision::Continue,
+        };
+        let input = AnswerInput {
+            request,
+            identity: &a.identity,
+            answer: a.answer,
+            current: &current,
+            now_ms: self.agent.clock.now_ms(),
+        };
+        let outcome = rule(self.policy, &input);
+        let rec = ApprovalResolved {
+            id: request.id.clone(),
+            answer: Some(a.answer),
+            reason: a.reason.clone(),
+            ruling: outcome.ruling.clone(),
+            trace: outcome.trace,
+        };
+        let at = self.agent.clock.now_ms();
+        self.ledger.append(&self.facts.release_id, &a.actor, at, Record::ApprovalResolved(rec)).await?;
+        info!(id = %request.id, who = %a.identity, ruling = ?outcome.ruling, "Approval answered.");
+        let (waited, status) = match &outcome.ruling {
+            Ruling::Refused { .. } => (None, None),
+            Ruling::Rejected => {
+                let reason = format!("{} rejected {}: {}", a.identity, request.id, a.reason);
+                (Some(Waited::Finish(Box::new(ReleaseStatus::Held { reason }))), None)
+            }
+            Ruling::Stale { .. } => (Some(Waited::Resume), None),
+            Ruling::Execute { decision } => {
+                let status = self.act(decision, actuation, st, observer).await?;
+                let status = status.unwrap_or(ReleaseStatus::Held {
+                    reason: "another agent took the target's lease before the approved action; it follows".into(),
+                });
+                (Some(Waited::Finish(Box::new(status.clone()))), Some(status))
+            }
+        };
+        let _ = a.reply.send(AnswerReply { ruling: outcome.ruling, status });
+        Ok(waited)
+    }
+}
+
+/// Policy still asks a human for this proposal (the reason may change from tick to tick).
+fn still_asks(decision: &Decision, proposed: &Proposal) -> bool {
+    matches!(decision, Decision::RequireApproval { proposed: p, .. } if p.same_action(proposed))
+}

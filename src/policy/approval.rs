@@ -1,0 +1,358 @@
+//! Human approvals as policy: who may approve what, and whether an approval
+//! given now still applies. Pure, like [`super::evaluate`]: the agent brings
+//! the request, the human's answer and a fresh decision (the release judged
+//! again at the moment of the answer), and gets back what to do.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Decision, PolicyFile, Proposal, RuleHit};
+
+/// `[approvals]` in a policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    /// Who may approve or reject for services that name no approvers of
+    /// their own: identities (`alice@example.com`, `slack:U024BE7LH`) or
+    /// groups (`group:sre`). Empty: nobody can approve, and requests expire.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Who may approve rolling back a release marked irreversible (the
+    /// explicit override). Empty: such a rollback can only be rejected.
+    #[serde(default)]
+    pub irreversible_approvers: Vec<String>,
+    /// Minutes a request stays open; then the release is held (1..=10080).
+    #[serde(default = "default_expiry")]
+    pub expiry_minutes: u32,
+    /// Groups by name: `group:NAME` in an approvers list means any member.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+fn default_expiry() -> u32 {
+    60
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        Self {
+            approvers: vec![],
+            irreversible_approvers: vec![],
+            expiry_minutes: default_expiry(),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl ApprovalPolicy {
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=10080).contains(&self.expiry_minutes) {
+            return Err(("approvals.expiry_minutes".into(), "minutes from 1 to 10080 (one week)".into()));
+        }
+        let lists = [
+            ("approvals.approvers", &self.approvers),
+            ("approvals.irreversible_approvers", &self.irreversible_approvers),
+        ];
+        for (field, list) in lists {
+            for (i, who) in list.iter().enumerate() {
+                if let Some(g) = who.strip_prefix("group:")
+                    && !self.groups.contains_key(g)
+                {
+                    return Err((
+                        format!("{field}[{i}]"),
+                        format!("a group defined under [approvals.groups]; `{g}` is not"),
+                    ));
+                }
+                if who.trim().is_empty() {
+                    return Err((format!("{field}[{i}]"), "an identity or group:NAME, not an empty string".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `identity` is named in `list`, directly or through a group.
+    /// Identities compare exactly: `slack:U024BE7LH` is a user id, never a name.
+    pub fn names(&self, list: &[String], identity: &str) -> bool {
+        list.iter().any(|entry| match entry.strip_prefix("group:") {
+            Some(g) => self.groups.get(g).is_some_and(|members| members.iter().any(|m| m == identity)),
+            None => entry == identity,
+        })
+    }
+}
+
+/// An approval request as policy sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingApproval {
+    /// Request id.
+    pub id: String,
+    /// Service (selects approvers).
+    pub service: String,
+    /// What approval would do.
+    pub proposed: Proposal,
+    /// The release is marked irreversible.
+    pub irreversible: bool,
+    /// Unix ms after which the request no longer applies.
+    pub expires_at_ms: i64,
+}
+
+/// What the human said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Carry out the proposal.
+    Approve,
+    /// Do not.
+    Reject,
+}
+
+/// What to do with a human's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "ruling", rename_all = "snake_case")]
+pub enum Ruling {
+    /// Run this decision (the approved proposal, unchanged).
+    Execute {
+        /// Rollback or promote, exactly as proposed.
+        decision: Decision,
+    },
+    /// The human rejected it: nothing runs and the release is held.
+    Rejected,
+    /// The answer does not count (not an approver, no override for an
+    /// irreversible release, too late); the request stays as it was.
+    Refused {
+        /// Why, for the human.
+        reason: String,
+    },
+    /// The situation changed since the request (the canary recovered, or
+    /// policy now proposes something else): nothing runs; the agent keeps
+    /// judging and asks again if it still needs a human.
+    Stale {
+        /// What changed.
+        reason: String,
+    },
+}
+
+/// A ruling and how it was reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalOutcome {
+    /// The ruling.
+    pub ruling: Ruling,
+    /// Rules in the order they fired.
+    pub trace: Vec<RuleHit>,
+}
+
+/// Everything an answer is ruled on.
+#[derive(Debug, Clone)]
+pub struct AnswerInput<'a> {
+    /// The open request.
+    pub request: &'a PendingApproval,
+    /// Who answered (the authenticated identity, never a display name).
+    pub identity: &'a str,
+    /// Approve or reject.
+    pub answer: Answer,
+    /// Policy's decision on the release judged again now.
+    pub current: &'a Decision,
+    /// Wall-clock unix ms.
+    pub now_ms: i64,
+}
+
+/// Approvers for `service`: its own list when it names one, else the default.
+pub fn approvers_for<'p>(policy: &'p PolicyFile, service: &str) -> &'p [String] {
+    match policy.services.get(service).map(|s| s.approvers.as_slice()) {
+        Some(list) if !list.is_empty() => list,
+        _ => &policy.approvals.approvers,
+    }
+}
+
+/// Rule on a human's answer. The approver can only say yes or no to the
+/// proposal as it stands: target and revisions come from the request, and
+/// an approval executes only when policy, asked again now, still proposes
+/// exactly that (invariants, rate limits and freezes all apply again).
+pub fn rule(policy: &PolicyFile, input: &AnswerInput) -> ApprovalOutcome {
+    let mut trace = Vec::new();
+    let mut hit = |rule: &str, detail: String| trace.push(RuleHit { rule: rule.into(), detail });
+    let req = input.request;
+    let ruling = if input.now_ms >= req.expires_at_ms {
+        hit("approval.expired", format!("request {} expired", req.id));
+        Ruling::Refused { reason: format!("request {} has expired; the release is held", req.id) }
+    } else if !policy.approvals.names(approvers_for(policy, &req.service), input.identity) {
+        hit("approval.not_an_approver", input.identity.to_string());
+        Ruling::Refused { reason: format!("{} is not an approver for {}", input.identity, req.service) }
+    } else if input.answer == Answer::Reject {
+        hit("approval.rejected", input.identity.to_string());
+        Ruling::Rejected
+    } else if req.irreversible
+        && matches!(req.proposed, Proposal::Rollback { .. })
+        && !policy.approvals.names(&policy.approvals.irreversible_approvers, input.identity)
+    {
+        hit("invariant.irreversible_override", input.identity.to_string());
+        Ruling::Refused {
+            reason: format!(
+                "the release is irreversible: only approvals.irreversible_approvers may approve its rollback, and {} is not one",
+                input.identity
+            ),
+        }
+    } else {
+        still_proposed(req, input.current, &mut hit)
+    };
+    ApprovalOutcome { ruling, trace }
+}
+
+fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMut(&str, String)) -> Ruling {
+    let same = match (current, &req.proposed) {
+        (Decision::RequireApproval { proposed, .. }, p) => proposed.same_action(p),
+        (Decision::Rollback { plan }, Proposal::Rollback { plan: asked }) => plan.same_action(asked),
+        (Decision::Promote, Proposal::Promote) => true,
+        _ => false,
+    };
+    if !same {
+        let why = match current {
+            Decision::Continue | Decision::Promote => {
+                "the canary no longer fails: judged again now, policy says ".to_string() + current.label()
+            }
+            other => format!("judged again now, policy says {} instead of the proposal", other.label()),
+        };
+        hit("approval.stale", why.clone());
+        return Ruling::Stale { reason: why };
+    }
+    hit("approval.approved", "policy, asked again now, still proposes it".into());
+    let decision = match &req.proposed {
+        Proposal::Rollback { plan } => Decision::Rollback { plan: plan.clone() },
+        Proposal::Promote => Decision::Promote,
+    };
+    Ruling::Execute { decision }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RollbackPlan;
+
+    fn policy(extra: &str) -> PolicyFile {
+        let text = format!(
+            "version = 1\nrate_limit = {{ max_rollbacks = 3, window_minutes = 60 }}\n\
+             [services.checkout]\nautonomy = \"approve\"\n{extra}"
+        );
+        PolicyFile::parse(std::path::Path::new("p.toml"), &text).unwrap()
+    }
+
+    fn plan() -> RollbackPlan {
+        RollbackPlan { target: "t".into(), from_revision: "v2".into(), to_revision: "v1".into(), reason: "r".into() }
+    }
+
+    fn request(irreversible: bool) -> PendingApproval {
+        PendingApproval {
+            id: "a1".into(),
+            service: "checkout".into(),
+            proposed: Proposal::Rollback { plan: plan() },
+            irreversible,
+            expires_at_ms: 10_000,
+        }
+    }
+
+    fn still() -> Decision {
+        Decision::RequireApproval { reason: "autonomy".into(), proposed: Proposal::Rollback { plan: plan() } }
+    }
+
+    fn ruling(
+        p: &PolicyFile,
+        req: &PendingApproval,
+        who: &str,
+        answer: Answer,
+        current: &Decision,
+        now: i64,
+    ) -> Ruling {
+        rule(p, &AnswerInput { request: req, identity: who, answer, current, now_ms: now }).ruling
+    }
+
+    const SRE: &str = "[approvals]\napprovers = [\"group:sre\"]\n[approvals.groups]\nsre = [\"alice@example.com\"]\n";
+
+    #[test]
+    fn a_group_member_approves_and_the_plan_is_the_requests() {
+        let p = policy(SRE);
+        let r = ruling(&p, &request(false), "alice@example.com", Answer::Approve, &still(), 5);
+        assert_eq!(r, Ruling::Execute { decision: Decision::Rollback { plan: plan() } });
+    }
+
+    #[test]
+    fn someone_not_named_is_refused_even_to_reject() {
+        let p = policy(SRE);
+        for answer in [Answer::Approve, Answer::Reject] {
+            let r = ruling(&p, &request(false), "mallory@example.com", answer, &still(), 5);
+            assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("not an approver")), "{r:?}");
+        }
+        // A display name that looks like a group is just a name.
+        let r = ruling(&p, &request(false), "group:sre", Answer::Approve, &still(), 5);
+        assert!(matches!(r, Ruling::Refused { .. }), "{r:?}");
+    }
+
+    #[test]
+    fn a_late_answer_is_refused() {
+        let p = policy(SRE);
+        let r = ruling(&p, &request(false), "alice@example.com", Answer::Approve, &still(), 10_000);
+        assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("expired")), "{r:?}");
+    }
+
+    #[test]
+    fn an_irreversible_rollback_needs_the_named_override() {
+        let p = policy(SRE);
+        let r = ruling(&p, &request(true), "alice@example.com", Answer::Approve, &still(), 5);
+        assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("irreversible")), "{r:?}");
+        let mut p2 = p.clone();
+        p2.approvals.irreversible_approvers = vec!["alice@example.com".into()];
+        assert!(matches!(
+            ruling(&p2, &request(true), "alice@example.com", Answer::Approve, &still(), 5),
+            Ruling::Execute { .. }
+        ));
+    }
+
+    #[test]
+    fn a_recovered_canary_or_another_proposal_makes_the_approval_stale() {
+        let p = policy(SRE);
+        for current in [
+            Decision::Continue,
+            Decision::Promote,
+            Decision::Hold { reason: "x".into() },
+            Decision::RequireApproval {
+                reason: "x".into(),
+                proposed: Proposal::Rollback { plan: RollbackPlan { to_revision: "v0".into(), ..plan() } },
+            },
+        ] {
+            let r = ruling(&p, &request(false), "alice@example.com", Answer::Approve, &current, 5);
+            assert!(matches!(r, Ruling::Stale { .. }), "{current:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn rejecting_needs_no_fresh_judgement() {
+        let p = policy(SRE);
+        let r = ruling(&p, &request(false), "alice@example.com", Answer::Reject, &Decision::Continue, 5);
+        assert_eq!(r, Ruling::Rejected);
+    }
+
+    #[test]
+    fn a_service_list_replaces_the_default() {
+        let p = policy(&format!("approvers = [\"bob@example.com\"]\n{SRE}"));
+        assert!(matches!(
+            ruling(&p, &request(false), "alice@example.com", Answer::Approve, &still(), 5),
+            Ruling::Refused { .. }
+        ));
+        assert!(matches!(
+            ruling(&p, &request(false), "bob@example.com", Answer::Approve, &still(), 5),
+            Ruling::Execute { .. }
+        ));
+    }
+
+    #[test]
+    fn an_undefined_group_is_named_at_load() {
+        let e = PolicyFile::parse(
+            std::path::Path::new("p.toml"),
+            "version = 1\nrate_limit = { max_rollbacks = 3, window_minutes = 60 }\n[approvals]\napprovers = [\"group:dba\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("approvals.approvers[0]") && e.contains("dba"), "{e}");
+    }
+}

@@ -1,0 +1,507 @@
+//! `backstop agent`: many releases running for a long time, with people in
+//! the loop. The agent keeps a table of releases (what the API, the
+//! dashboard and `/metrics` show), passes operators' holds and approvers'
+//! answers to the running loops, and writes every change a person asks for
+//! to the ledger under their identity before it takes effect.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::metrics::{ActionLabels, Kind, Metrics};
+use super::{Service, ServiceError};
+use crate::config::ReleaseConfig;
+use crate::executor::ActionPlan;
+use crate::judge::JudgeResult;
+use crate::ledger::{ActionResult, Actor, ApprovalRequested, LedgerError, OperatorAction, OperatorRecord, Record};
+use crate::orchestrator::human::{AnswerReply, Controls, HumanAnswer, OperatorState};
+use crate::orchestrator::{Observer, ReleaseStatus, RunOutcome, TickReport};
+use crate::policy::approval::{Answer, Ruling};
+use crate::policy::{Decision, RunMode};
+use crate::release::release_id;
+use crate::serve::{GateBoard, GateObserver};
+use crate::signals::SourceConfig;
+
+/// Where a release stands in the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseState {
+    /// Registered; first tick not yet judged.
+    Starting,
+    /// Being judged; acts within policy.
+    Running,
+    /// An operator held it: judged, never acted on.
+    Held,
+    /// Waiting for a human to answer an approval request.
+    AwaitingApproval,
+    /// Ended (see `status`).
+    Finished,
+    /// The agent stopped; the release continues when an agent starts again.
+    Paused,
+    /// Could not run (its configuration or a backend failed; see `error`).
+    Failed,
+}
+
+impl ReleaseState {
+    /// Every state, for gauges that must show zeros too.
+    pub const ALL: [ReleaseState; 7] = [
+        ReleaseState::Starting,
+        ReleaseState::Running,
+        ReleaseState::Held,
+        ReleaseState::AwaitingApproval,
+        ReleaseState::Finished,
+        ReleaseState::Paused,
+        ReleaseState::Failed,
+    ];
+
+    /// Stored name.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReleaseState::Starting => "starting",
+            ReleaseState::Running => "running",
+            ReleaseState::Held => "held",
+            ReleaseState::AwaitingApproval => "awaiting_approval",
+            ReleaseState::Finished => "finished",
+            ReleaseState::Paused => "paused",
+            ReleaseState::Failed => "failed",
+        }
+    }
+}
+
+/// A release as the API and dashboard show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseView {
+    /// Configured or registered name.
+    pub name: String,
+    /// Ledger release id.
+    pub release_id: String,
+    /// Service.
+    pub service: String,
+    /// Target.
+    pub target: String,
+    /// Revision under judgement.
+    pub candidate_revision: String,
+    /// Where it stands.
+    pub state: ReleaseState,
+    /// Release time of the last tick, seconds.
+    pub now_s: u64,
+    /// Window length, seconds.
+    pub duration_s: u64,
+    /// Policy's decision at the last tick.
+    pub decision: Option<Decision>,
+    /// The judge's result at the last tick (findings per metric).
+    pub judge: Option<JudgeResult>,
+    /// Metrics failing now.
+    pub failing: Vec<String>,
+    /// The open approval request, if any.
+    pub pending_approval: Option<ApprovalRequested>,
+    /// Ledger seq of the last tick.
+    pub ledger_seq: i64,
+    /// How it ended.
+    pub status: Option<ReleaseStatus>,
+    /// Why it could not run.
+    pub error: Option<String>,
+    /// Who registered it (`config` for configured releases).
+    pub registered_by: String,
+}
+
+struct Entry {
+    view: ReleaseView,
+    operator: watch::Sender<OperatorState>,
+    answers: mpsc::Sender<HumanAnswer>,
+}
+
+/// Registration refused.
+#[derive(Debug, Error)]
+pub enum RegisterError {
+    /// A release of that name is already known.
+    #[error("a release named `{0}` is already registered")]
+    Duplicate(String),
+    /// The target is not declared in the agent's configuration.
+    #[error("field `target`: expected a target declared in configuration ({declared}); `{target}` is not")]
+    UndeclaredTarget {
+        /// Asked for.
+        target: String,
+        /// Declared ones.
+        declared: String,
+    },
+    /// The body names an executor or credentials.
+    #[error("field `{field}`: {why}")]
+    Field {
+        /// Which field.
+        field: &'static str,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// The release cannot be prepared.
+    #[error(transparent)]
+    Prepare(#[from] ServiceError),
+    /// The ledger refused the registration record.
+    #[error("cannot record the registration")]
+    Ledger(#[source] LedgerError),
+    /// The agent is shutting down.
+    #[error("the agent is stopping and takes no new releases")]
+    Stopping,
+}
+
+/// An operator request refused.
+#[derive(Debug, Error)]
+pub enum OperateError {
+    /// No such release.
+    #[error("no release named `{0}`")]
+    NotFound(String),
+    /// It has ended.
+    #[error("release `{0}` has already ended")]
+    Ended(String),
+    /// The ledger refused the record; nothing changed.
+    #[error("cannot record the request")]
+    Ledger(#[source] LedgerError),
+    /// The release's loop did not answer.
+    #[error("the release's loop did not answer in time")]
+    NoAnswer,
+}
+
+/// Runs releases with people in the loop.
+pub struct Agent {
+    service: Service,
+    pace: Option<Duration>,
+    table: Mutex<BTreeMap<String, Entry>>,
+    /// Closed requests: id → what closed it, so a late second answer is told.
+    closed: Mutex<BTreeMap<String, String>>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The gate answers, kept current by every release.
+    pub gates: GateBoard,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Agent {
+    /// An agent on `service`; `pace` as for `watch` (None: real time).
+    pub fn new(service: Service, pace: Option<Duration>) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let m = metrics.clone();
+        service.ledger.observe_appends(Box::new(move |d| m.ledger_append_seconds.observe(d.as_secs_f64())));
+        Arc::new(Self {
+            service,
+            pace,
+            table: Mutex::new(BTreeMap::new()),
+            closed: Mutex::new(BTreeMap::new()),
+            metrics,
+            gates: GateBoard::default(),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The service the agent runs on.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Start every configured release.
+    pub fn start_configured(self: &Arc<Self>) -> Result<(), RegisterError> {
+        for cfg in self.service.settings.releases.clone() {
+            self.admit(cfg, "config".into())?;
+        }
+        Ok(())
+    }
+
+    /// Register a release at runtime, as `by`. It may only name a declared
+    /// target; the executor is the one configured for that target.
+    pub async fn register(self: &Arc<Self>, mut cfg: ReleaseConfig, by: &Actor) -> Result<ReleaseView, RegisterError> {
+        if *self.service.stop.borrow() {
+            return Err(RegisterError::Stopping);
+        }
+        if cfg.executor.is_some() {
+            let why = "executors are configured per target ([[agent.targets]]), never registered: remove it";
+            return Err(RegisterError::Field { field: "executor", why });
+        }
+        if matches!(&cfg.source, SourceConfig::Prometheus(p) if p.auth.is_some()) {
+            let why = "a registered release may not name credentials (they would go to a URL the caller chose)";
+            return Err(RegisterError::Field { field: "source.auth", why });
+        }
+        let declared = &self.service.settings.agent.targets;
+        let Some(t) = declared.iter().find(|t| t.target == cfg.target) else {
+            let names: Vec<&str> = declared.iter().map(|t| t.target.as_str()).collect();
+            return Err(RegisterError::UndeclaredTarget { target: cfg.target, declared: names.join(", ") });
+        };
+        cfg.executor = t.executor.clone();
+        if self.table().contains_key(&cfg.name) {
+            return Err(RegisterError::Duplicate(cfg.name));
+        }
+        // Prepared once here so a bad body is refused before anything is recorded.
+        self.service.prepare(&cfg, RunMode::Act, 0)?;
+        let record = Record::Operator(OperatorRecord {
+            action: OperatorAction::Register,
+            reason: format!("registered {} ({} on {})", cfg.name, cfg.candidate_revision, cfg.target),
+        });
+        let at = self.service.agent.clock.now_ms();
+        self.service.ledger.append(&release_id(&cfg), by, at, record).await.map_err(RegisterError::Ledger)?;
+        self.admit(cfg, by.to_string())
+    }
+
+    /// Put a release in the table and start its loop.
+    fn admit(self: &Arc<Self>, cfg: ReleaseConfig, by: String) -> Result<ReleaseView, RegisterError> {
+        let (op_tx, op_rx) = watch::channel(OperatorState::Running);
+        let (ans_tx, ans_rx) = mpsc::channel(16);
+        let view = ReleaseView {
+            name: cfg.name.clone(),
+            release_id: release_id(&cfg),
+            service: cfg.service.clone(),
+            target: cfg.target.clone(),
+            candidate_revision: cfg.candidate_revision.clone(),
+            state: ReleaseState::Starting,
+            now_s: 0,
+            duration_s: 0,
+            decision: None,
+            judge: None,
+            failing: vec![],
+            pending_approval: None,
+            ledger_seq: 0,
+            status: None,
+            error: None,
+            registered_by: by,
+        };
+        {
+            let mut table = self.table();
+            if table.contains_key(&cfg.name) {
+                return Err(RegisterError::Duplicate(cfg.name));
+            }
+            table.insert(cfg.name.clone(), Entry { view: view.clone(), operator: op_tx, answers: ans_tx });
+        }
+        self.gates.register(&cfg.name, &cfg.candidate_revision, 0);
+        let controls = Controls { operator: op_rx, answers: tokio::sync::Mutex::new(ans_rx) };
+        let agent = self.clone();
+        let task = tokio::spawn(async move { agent.drive(cfg, controls).await });
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
+        Ok(view)
+    }
+
+    async fn drive(self: Arc<Self>, cfg: ReleaseConfig, controls: Controls) {
+        let name = cfg.name.clone();
+        let prepared = match self.service.prepare(&cfg, RunMode::Act, 0) {
+            Ok(p) => p,
+            Err(e) => return self.failed(&name, crate::error::chain(&e)),
+        };
+        self.update(&name, |v| v.duration_s = prepared.release.duration_s);
+        let mut observer = AgentObserver { agent: self.clone(), name: name.clone(), gate: self.gates.observer(&name) };
+        match self.service.run(&prepared.release, self.pace, &mut observer, Some(&controls)).await {
+            Ok(outcome) => self.finished(&name, outcome),
+            Err(e) => self.failed(&name, crate::error::chain(&e)),
+        }
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut ReleaseView)) {
+        if let Some(e) = self.table().get_mut(name) {
+            f(&mut e.view);
+        }
+    }
+
+    fn failed(&self, name: &str, error: String) {
+        warn!(release = name, %error, "Release could not run.");
+        self.update(name, |v| {
+            v.state = ReleaseState::Failed;
+            v.error = Some(error);
+        });
+    }
+
+    fn finished(&self, name: &str, o: RunOutcome) {
+        info!(release = name, status = o.status.label(), "Release ended.");
+        self.metrics.model_calls.inc_by(u64::from(o.model_usage.calls));
+        self.metrics.model_tokens.inc_by(o.model_usage.total_tokens);
+        self.update(name, |v| {
+            v.state =
+                if o.status == ReleaseStatus::Interrupted { ReleaseState::Paused } else { ReleaseState::Finished };
+            v.status = Some(o.status);
+            v.pending_approval = None;
+        });
+    }
+
+    /// Every release, by name.
+    pub fn list(&self) -> Vec<ReleaseView> {
+        self.table().values().map(|e| e.view.clone()).collect()
+    }
+
+    /// One release.
+    pub fn get(&self, name: &str) -> Option<ReleaseView> {
+        self.table().get(name).map(|e| e.view.clone())
+    }
+
+    /// Hold, resume or abort `name` as `by`: recorded first, then applied.
+    pub async fn operate(
+        &self,
+        name: &str,
+        action: OperatorAction,
+        by: &Actor,
+        reason: &str,
+    ) -> Result<ReleaseView, OperateError> {
+        let Some(view) = self.get(name) else { return Err(OperateError::NotFound(name.into())) };
+        if matches!(view.state, ReleaseState::Finished | ReleaseState::Failed) {
+            return Err(OperateError::Ended(name.into()));
+        }
+        let record = Record::Operator(OperatorRecord { action, reason: reason.to_string() });
+        let at = self.service.agent.clock.now_ms();
+        self.service.ledger.append(&view.release_id, by, at, record).await.map_err(OperateError::Ledger)?;
+        let state = match action {
+            OperatorAction::Hold => OperatorState::Held,
+            OperatorAction::Abort => OperatorState::Aborted,
+            OperatorAction::Resume | OperatorAction::Register => OperatorState::Running,
+        };
+        if let Some(e) = self.table().get_mut(name) {
+            let _ = e.operator.send(state);
+            if e.view.state != ReleaseState::AwaitingApproval {
+                e.view.state = if state == OperatorState::Held { ReleaseState::Held } else { ReleaseState::Running };
+            }
+        }
+        self.get(name).ok_or_else(|| OperateError::NotFound(name.into()))
+    }
+
+    /// Pass a human's answer to the release whose request `approval_id` is,
+    /// and wait for the ruling (and the action, when it executes).
+    pub async fn answer(
+        &self,
+        approval_id: &str,
+        (actor, identity): (Actor, String),
+        answer: Answer,
+        reason: String,
+    ) -> Result<AnswerReply, AnswerError> {
+        let sender = {
+            let table = self.table();
+            let open =
+                table.values().find(|e| e.view.pending_approval.as_ref().is_some_and(|a| a.request.id == approval_id));
+            open.map(|e| e.answers.clone())
+        };
+        let Some(sender) = sender else {
+            let closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner).get(approval_id).cloned();
+            return Err(match closed {
+                Some(how) => AnswerError::Closed { id: approval_id.into(), how },
+                None => AnswerError::NotFound(approval_id.into()),
+            });
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg =
+            HumanAnswer { approval_id: approval_id.into(), actor, identity: identity.clone(), answer, reason, reply };
+        sender
+            .send(msg)
+            .await
+            .map_err(|_| AnswerError::Closed { id: approval_id.into(), how: "the release ended".into() })?;
+        // The loop rules, and may run the action (never interrupted) before answering.
+        let r = tokio::time::timeout(Duration::from_secs(600), rx)
+            .await
+            .map_err(|_| AnswerError::NoAnswer)?
+            .map_err(|_| AnswerError::Closed { id: approval_id.into(), how: "the release ended".into() })?;
+        let kind = ruling_kind(&r.ruling);
+        self.metrics.approval_answers.get_or_create(&Kind { kind: kind.into() }).inc();
+        if !matches!(r.ruling, Ruling::Refused { .. }) {
+            let how = format!("{kind} by {identity}");
+            self.closed.lock().unwrap_or_else(PoisonError::into_inner).insert(approval_id.into(), how);
+        }
+        Ok(r)
+    }
+
+    /// Set the scrape-time gauges from the table and render `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let views = self.list();
+        for s in ReleaseState::ALL {
+            let n = views.iter().filter(|v| v.state == s).count() as i64;
+            self.metrics.releases.get_or_create(&Kind { kind: s.label().into() }).set(n);
+        }
+        self.metrics.approvals_pending.set(views.iter().filter(|v| v.pending_approval.is_some()).count() as i64);
+        self.metrics.render()
+    }
+
+    /// Ready: the ledger answers a read.
+    pub async fn ready(&self) -> Result<(), LedgerError> {
+        self.service.ledger.list(None, 1).await.map(|_| ())
+    }
+
+    /// Wait for every release loop to end (after the stop signal: each stops
+    /// between ticks, an action in flight runs to its end).
+    pub async fn wait(&self) {
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Stable name of a ruling, for metrics and replies.
+pub fn ruling_kind(r: &Ruling) -> &'static str {
+    match r {
+        Ruling::Execute { .. } => "executed",
+        Ruling::Rejected => "rejected",
+        Ruling::Refused { .. } => "refused",
+        Ruling::Stale { .. } => "stale",
+    }
+}
+
+/// An answer that reached no open request.
+#[derive(Debug, Error)]
+pub enum AnswerError {
+    /// No such request.
+    #[error("no open approval request `{0}`")]
+    NotFound(String),
+    /// Already answered, expired or withdrawn.
+    #[error("approval request `{id}` is closed: {how}")]
+    Closed {
+        /// Request id.
+        id: String,
+        /// What closed it.
+        how: String,
+    },
+    /// The release did not answer in time.
+    #[error("the release did not rule on the answer in time")]
+    NoAnswer,
+}
+
+/// Keeps the agent's table, the gate and the metrics current.
+struct AgentObserver {
+    agent: Arc<Agent>,
+    name: String,
+    gate: GateObserver,
+}
+
+impl Observer for AgentObserver {
+    fn on_tick(&mut self, t: &TickReport<'_>) {
+        self.gate.on_tick(t);
+        self.agent.metrics.tick(t.outcome.decision.label(), t.took, t.budget);
+        self.agent.update(&self.name, |v| {
+            v.now_s = t.now_s;
+            v.duration_s = t.duration_s;
+            v.decision = Some(t.outcome.decision.clone());
+            v.failing = t.judge.failing().map(|f| f.metric.clone()).collect();
+            v.judge = Some(t.judge.clone());
+            v.ledger_seq = t.seq;
+            if matches!(v.state, ReleaseState::Starting) {
+                v.state = ReleaseState::Running;
+            }
+        });
+    }
+
+    fn on_outcome(&mut self, plan: &ActionPlan, result: &ActionResult) {
+        let labels = ActionLabels { action: plan.kind.label().into(), result: result.label().into() };
+        self.agent.metrics.actions.get_or_create(&labels).inc();
+    }
+
+    fn on_approval(&mut self, request: Option<&ApprovalRequested>) {
+        if let Some(r) = request {
+            info!(release = %self.name, id = %r.request.id, "Approval request open.");
+        } else if let Some(open) = self.agent.get(&self.name).and_then(|v| v.pending_approval) {
+            let how = "closed (answered, expired or withdrawn; see the ledger)".to_string();
+            self.agent.closed.lock().unwrap_or_else(PoisonError::into_inner).entry(open.request.id).or_insert(how);
+        }
+        self.agent.update(&self.name, |v| {
+            v.pending_approval = request.cloned();
+            v.state = if request.is_some() { ReleaseState::AwaitingApproval } else { ReleaseState::Running };
+        });
+    }
+}

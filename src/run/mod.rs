@@ -1,0 +1,243 @@
+//! The run loop as a library service: everything that turns configuration
+//! into running releases, shared by `watch`, `advise`, `serve`, `demo` and
+//! `agent` (the CLI only parses arguments and prints).
+//!
+//! [`Service`] owns what every release shares — settings, policy, ledger,
+//! model, this agent's identity and clock, the stop signal — and runs
+//! prepared releases, one or many at once. [`agent::Agent`] keeps many
+//! running for a long time, with people in the loop.
+
+pub mod agent;
+pub mod exit;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::{ReleaseConfig, Settings};
+use crate::ledger::{Ledger, LedgerError};
+use crate::model::{Assessor, ModelError};
+use crate::orchestrator::{AgentContext, Observer, ReleaseRun, RunOutcome, human::Controls};
+use crate::policy::{PolicyFile, PolicyFileError, RunMode};
+use crate::release::{PreparedRelease, release_id};
+
+/// Why a service cannot start or a release cannot be prepared.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The ledger cannot be opened.
+    #[error("cannot open the ledger")]
+    Ledger(#[source] LedgerError),
+    /// The model section is unusable.
+    #[error("model configuration")]
+    Model(#[source] ModelError),
+    /// No release by that name.
+    #[error("no release named `{name}` in configuration; configured: {known}")]
+    UnknownRelease {
+        /// Asked for.
+        name: String,
+        /// Comma-separated configured names.
+        known: String,
+    },
+    /// Nothing to run.
+    #[error("no releases configured: add [[releases]] to backstop.toml (see README)")]
+    NoReleases,
+    /// A release's configuration cannot be turned into a running release.
+    #[error("release `{name}`")]
+    Prepare {
+        /// Release name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<crate::Error>,
+    },
+    /// The policy does not fit a release's metrics.
+    #[error("release `{name}`: policy")]
+    Policy {
+        /// Release name.
+        name: String,
+        /// Why.
+        #[source]
+        source: PolicyFileError,
+    },
+}
+
+impl ServiceError {
+    /// Whether the fix is in configuration (exit 2) rather than a backend (exit 3).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ServiceError::Ledger(_))
+    }
+}
+
+/// What every release of one process shares.
+#[derive(Clone)]
+pub struct Service {
+    /// Configuration as loaded.
+    pub settings: Arc<Settings>,
+    /// The policy.
+    pub policy: Arc<PolicyFile>,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The model, when configured.
+    pub model: Option<Arc<Assessor>>,
+    /// This process as an agent (instance id, lease, clock).
+    pub agent: AgentContext,
+    /// Flips to `true` on SIGINT/SIGTERM.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A release prepared under a name.
+pub struct Prepared {
+    /// Configured name.
+    pub name: String,
+    /// The runnable release.
+    pub release: PreparedRelease,
+}
+
+impl Service {
+    /// Open the ledger and the model for `settings` and `policy`.
+    pub async fn open(
+        settings: Settings,
+        policy: PolicyFile,
+        ledger_url: &str,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, ServiceError> {
+        let ledger = Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?;
+        let model = settings.assessor().map_err(ServiceError::Model)?;
+        let agent = settings.agent_context();
+        Ok(Self {
+            settings: Arc::new(settings),
+            policy: Arc::new(policy),
+            ledger: Arc::new(ledger),
+            model,
+            agent,
+            stop,
+        })
+    }
+
+    /// The configured releases named (all when `names` is empty).
+    pub fn select(&self, names: &[String]) -> Result<Vec<ReleaseConfig>, ServiceError> {
+        let all = &self.settings.releases;
+        if all.is_empty() {
+            return Err(ServiceError::NoReleases);
+        }
+        if names.is_empty() {
+            return Ok(all.clone());
+        }
+        let known = || all.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+        names
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|r| &r.name == n)
+                    .cloned()
+                    .ok_or_else(|| ServiceError::UnknownRelease { name: n.clone(), known: known() })
+            })
+            .collect()
+    }
+
+    /// Turn one release's configuration into a runnable release. An acting
+    /// release keeps one id across restarts and replicas; an advisory run is
+    /// its own analysis (`started_ms` tells runs apart) and never shares it.
+    pub fn prepare(&self, cfg: &ReleaseConfig, mode: RunMode, started_ms: i64) -> Result<Prepared, ServiceError> {
+        let id = match mode {
+            RunMode::Act => release_id(cfg),
+            RunMode::Advise => format!("{}/advise/{started_ms}", release_id(cfg)),
+        };
+        let name = cfg.name.clone();
+        let release = PreparedRelease::prepare(cfg, self.declared_targets(), id, mode)
+            .map_err(|e| ServiceError::Prepare { name: name.clone(), source: Box::new(e) })?;
+        self.policy
+            .check_guards(&cfg.service, &release.metrics)
+            .map_err(|source| ServiceError::Policy { name: name.clone(), source })?;
+        Ok(Prepared { name, release })
+    }
+
+    /// Targets actions may touch: every configured release's and the agent's declared ones.
+    pub fn declared_targets(&self) -> Vec<String> {
+        let mut t = self.settings.declared_targets();
+        t.extend(self.settings.agent.targets.iter().map(|d| d.target.clone()));
+        t
+    }
+
+    /// Run one prepared release to its end. `pace`: real time between ticks
+    /// (`None`: one tick per `tick_s`).
+    pub async fn run(
+        &self,
+        p: &PreparedRelease,
+        pace: Option<Duration>,
+        observer: &mut dyn Observer,
+        controls: Option<&Controls>,
+    ) -> Result<RunOutcome, crate::Error> {
+        let run = ReleaseRun {
+            facts: p.facts.clone(),
+            tick_s: p.tick_s,
+            duration_s: p.duration_s,
+            pace: pace.unwrap_or(Duration::from_secs(p.tick_s)),
+            policy: &self.policy,
+            ledger: &self.ledger,
+            stop: Some(self.stop.clone()),
+            model: self.model.clone(),
+            agent: self.agent.clone(),
+            controls,
+        };
+        run.run(p.source.as_ref(), &p.actuation(), observer).await
+    }
+
+    /// Run several prepared releases concurrently on this task; results in order.
+    pub async fn run_all(
+        &self,
+        prepared: &[Prepared],
+        pace: Option<Duration>,
+        observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
+    ) -> Vec<Result<RunOutcome, crate::Error>> {
+        let runs = prepared.iter().map(|p| {
+            let mut obs = observer(&p.name, p.release.duration_s);
+            async move { self.run(&p.release, pace, obs.as_mut(), None).await }
+        });
+        join_in_order(runs).await
+    }
+}
+
+/// Run futures concurrently on this task and collect their results in order.
+async fn join_in_order<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if outs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => outs[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
+}
+
+/// A stop signal that flips on SIGINT or SIGTERM.
+pub fn stop_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}

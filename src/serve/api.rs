@@ -1,0 +1,230 @@
+//! The agent's HTTP API: releases, operator requests, approvals, the gate
+//! endpoints, `/metrics`, health, and the dashboard. Every route but the
+//! health checks needs an authenticated caller with the route's scope; every
+//! request that changes something is recorded under the caller's identity
+//! before it takes effect (by [`crate::run::agent::Agent`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::auth::{Authenticator, Caller, Scope};
+use crate::config::ReleaseConfig;
+use crate::ledger::OperatorAction;
+use crate::policy::approval::{Answer, Ruling};
+use crate::run::agent::{Agent, AnswerError, OperateError, RegisterError};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The agent.
+    pub agent: Arc<Agent>,
+    /// How callers are recognised.
+    pub auth: Arc<Authenticator>,
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(BTreeMap::from([("error", message.to_string())]))).into_response()
+}
+
+/// The scope a request needs, from its method and path.
+fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
+    if matches!(path, "/healthz" | "/readyz") {
+        return None;
+    }
+    if method == axum::http::Method::GET || path.starts_with("/v1/gates/") {
+        return Some(Scope::Read);
+    }
+    if path == "/v1/releases" {
+        return Some(Scope::Register);
+    }
+    if path.starts_with("/v1/approvals/") {
+        return Some(Scope::Approve);
+    }
+    Some(Scope::Operate)
+}
+
+async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let Some(scope) = scope_for(req.method(), req.uri().path()) else { return next.run(req).await };
+    let Some(caller) = s.auth.caller(req.headers()) else {
+        let browser =
+            req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+        let challenge = if browser { "Basic realm=\"backstop\"" } else { "Bearer" };
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], "a valid token is required\n")
+            .into_response();
+    };
+    if !caller.may(scope) {
+        let msg = format!("{} lacks the `{}` scope", caller.identity, format!("{scope:?}").to_lowercase());
+        return error(StatusCode::FORBIDDEN, msg);
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+async fn list(State(s): State<ApiState>) -> Response {
+    Json(s.agent.list()).into_response()
+}
+
+async fn show(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    match s.agent.get(&name) {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no release named `{name}`")),
+    }
+}
+
+async fn register(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let cfg: ReleaseConfig = match serde_path_to_error::deserialize(&mut de) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("request body: field `{}`: {}", e.path(), e.inner());
+            return error(StatusCode::UNPROCESSABLE_ENTITY, msg);
+        }
+    };
+    match s.agent.register(cfg, &caller.actor()).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => {
+            let status = match &e {
+                RegisterError::Duplicate(_) => StatusCode::CONFLICT,
+                RegisterError::Ledger(_) | RegisterError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, crate::error::chain(&e))
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+fn reason_of(body: &axum::body::Bytes) -> Result<String, Box<Response>> {
+    if body.is_empty() {
+        return Ok(String::new());
+    }
+    serde_json::from_slice::<ReasonBody>(body).map(|b| b.reason).map_err(|e| {
+        Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, format!("request body: expected {{\"reason\": TEXT}}: {e}")))
+    })
+}
+
+async fn operate(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path((name, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let action = match action.as_str() {
+        "hold" => OperatorAction::Hold,
+        "resume" => OperatorAction::Resume,
+        "abort" => OperatorAction::Abort,
+        other => return error(StatusCode::NOT_FOUND, format!("no action `{other}`: use hold, resume or abort")),
+    };
+    let reason = match reason_of(&body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    match s.agent.operate(&name, action, &caller.actor(), &reason).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            let status = match &e {
+                OperateError::NotFound(_) => StatusCode::NOT_FOUND,
+                OperateError::Ended(_) => StatusCode::CONFLICT,
+                OperateError::Ledger(_) | OperateError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, crate::error::chain(&e))
+        }
+    }
+}
+
+async fn answer(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path((id, verb)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let answer = match verb.as_str() {
+        "approve" => Answer::Approve,
+        "reject" => Answer::Reject,
+        other => return error(StatusCode::NOT_FOUND, format!("no answer `{other}`: use approve or reject")),
+    };
+    let reason = match reason_of(&body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    match s.agent.answer(&id, (caller.actor(), caller.identity.clone()), answer, reason).await {
+        Ok(reply) => {
+            let status = match &reply.ruling {
+                Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
+                Ruling::Refused { .. } => StatusCode::FORBIDDEN,
+                Ruling::Stale { .. } => StatusCode::CONFLICT,
+            };
+            (status, Json(reply)).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
+                AnswerError::Closed { .. } => StatusCode::CONFLICT,
+                AnswerError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, crate::error::chain(&e))
+        }
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            .parse()
+            .unwrap_or(header::HeaderValue::from_static("text/plain")),
+    );
+    (headers, s.agent.render_metrics()).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if *s.agent.service().stop.borrow() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    }
+    match s.agent.ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {}", crate::error::chain(&e))),
+    }
+}
+
+/// All of the agent's routes, authenticated.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/v1/releases", get(list).post(register))
+        .route("/v1/releases/{name}", get(show))
+        .route("/v1/releases/{name}/{action}", post(operate))
+        .route("/v1/approvals/{id}/{answer}", post(answer))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz))
+        .merge(super::dashboard::routes())
+        .with_state(state.clone());
+    let gates = Router::new()
+        .route("/v1/gates/{release}", get(super::gate).post(super::gate))
+        .with_state(state.agent.gates.clone());
+    api.merge(gates).layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
