@@ -71,7 +71,7 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn service_failure(e: backstop::run::ServiceError) -> Failure {
+pub fn service_failure(e: backstop::run::ServiceError) -> Failure {
     let code = if e.is_usage() { exit::USAGE } else { exit::BACKEND };
     Failure { code, message: super::chain(&e) }
 }

@@ -3,38 +3,40 @@
 //! every decision in the SQLite ledger.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
+use super::agent::service_failure;
 use super::display::LiveDisplay;
 use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
-use backstop::executor::{Guarded, SimulatedExecutor};
+use backstop::config::ReleaseConfig;
+use backstop::executor::ExecutorConfig;
 use backstop::judge::MetricStatus;
-use backstop::ledger::Ledger;
-use backstop::orchestrator::{Actuation, ReleaseRun, ReleaseStatus};
-use backstop::policy::ReleaseFacts;
-use backstop::signals::simulator::{FaultKind, FaultSpec, SimConfig, Simulator, Warmup};
+use backstop::orchestrator::ReleaseStatus;
+use backstop::policy::RunMode;
+use backstop::run::{Service, stop_on_signals};
+use backstop::signals::SourceConfig;
+use backstop::signals::simulator::{FaultKind, FaultSpec, SimConfig, Warmup};
 
-/// Scenarios `--scenario` accepts.
-pub const SCENARIOS: &[&str] = &[
-    "error-spike",
-    "latency-regression",
-    "memory-leak",
-    "crash-loop",
-    "intermittent-errors",
-    "healthy",
-    "healthy-noisy",
-    "healthy-low-traffic",
-];
+/// The simulated releases `--scenario` offers.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoScenario {
+    ErrorSpike,
+    LatencyRegression,
+    MemoryLeak,
+    CrashLoop,
+    IntermittentErrors,
+    Healthy,
+    HealthyNoisy,
+    HealthyLowTraffic,
+}
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Which release to simulate (error-spike, latency-regression, memory-leak, crash-loop,
-    /// intermittent-errors, healthy, healthy-noisy, healthy-low-traffic).
-    #[arg(long, default_value = "error-spike")]
-    scenario: String,
+    /// Which release to simulate.
+    #[arg(long, value_enum, default_value = "error-spike")]
+    scenario: DemoScenario,
     /// Random seed of the simulation.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -45,54 +47,56 @@ pub struct DemoArgs {
     flags: RunFlags,
 }
 
-fn scenario_config(name: &str, seed: u64) -> Option<SimConfig> {
+fn scenario_config(name: DemoScenario, seed: u64) -> SimConfig {
+    use DemoScenario as D;
     let base = SimConfig { seed, blip_rate: 0.01, gap_rate: 0.01, noise: 1.2, ..SimConfig::default() };
     let fault = |kind, onset_s, strength| Some(FaultSpec { kind, onset_s, strength });
-    Some(match name {
-        "error-spike" => SimConfig { fault: fault(FaultKind::ErrorSpike, 600, 0.05), ..base },
-        "latency-regression" => SimConfig { fault: fault(FaultKind::LatencyRegression, 480, 0.6), ..base },
-        "memory-leak" => SimConfig { fault: fault(FaultKind::MemoryLeak, 120, 0.4), ..base },
-        "crash-loop" => SimConfig { fault: fault(FaultKind::CrashLoop, 600, 0.5), ..base },
-        "intermittent-errors" => SimConfig { fault: fault(FaultKind::IntermittentErrors, 300, 0.1), ..base },
-        "healthy" => SimConfig { warmup: Some(Warmup { amplitude: 0.8, tau_s: 15.0 }), ..base },
-        "healthy-noisy" => SimConfig { noise: 2.5, blip_rate: 0.03, ..base },
-        "healthy-low-traffic" => SimConfig { total_rps: 30.0, canary_weight: 0.03, ..base },
-        _ => return None,
-    })
+    match name {
+        D::ErrorSpike => SimConfig { fault: fault(FaultKind::ErrorSpike, 600, 0.05), ..base },
+        D::LatencyRegression => SimConfig { fault: fault(FaultKind::LatencyRegression, 480, 0.6), ..base },
+        D::MemoryLeak => SimConfig { fault: fault(FaultKind::MemoryLeak, 120, 0.4), ..base },
+        D::CrashLoop => SimConfig { fault: fault(FaultKind::CrashLoop, 600, 0.5), ..base },
+        D::IntermittentErrors => SimConfig { fault: fault(FaultKind::IntermittentErrors, 300, 0.1), ..base },
+        D::Healthy => SimConfig { warmup: Some(Warmup { amplitude: 0.8, tau_s: 15.0 }), ..base },
+        D::HealthyNoisy => SimConfig { noise: 2.5, blip_rate: 0.03, ..base },
+        D::HealthyLowTraffic => SimConfig { total_rps: 30.0, canary_weight: 0.03, ..base },
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> Failure {
     Failure { code: 1, message: e.to_string() }
 }
 
-pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResult {
-    let sim_cfg = scenario_config(&a.scenario, a.seed).ok_or_else(|| {
-        Failure::usage(format!("unknown scenario `{}`; available: {}", a.scenario, SCENARIOS.join(", ")))
-    })?;
-    let policy = load_policy(a.flags.policy.as_deref(), settings)?;
-    policy
-        .check_guards(&sim_cfg.service, &backstop::signals::simulator::metric_specs())
-        .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
-    let url = ledger_url(a.flags.ledger.as_deref(), settings);
-    let ledger = Ledger::open(&url).await.map_err(failed)?;
-    let sim = Arc::new(Simulator::new(sim_cfg.clone()));
-    let target = format!("simulator/{}", sim_cfg.service);
-    let agent = settings.agent_context();
-    // Each demo run simulates a new release, so its id is new each time.
-    let stamp = agent.clock.now_ms() / 1000;
-    let facts = ReleaseFacts {
-        release_id: format!("demo-{}-{stamp}", a.scenario),
-        service: sim_cfg.service.clone(),
-        target: target.clone(),
-        declared_targets: vec![target.clone()],
+/// The demo's release as configuration: a new name each run, so each run is a new release.
+fn demo_release(scenario: &str, sim: &SimConfig, stamp: i64) -> ReleaseConfig {
+    ReleaseConfig {
+        name: format!("demo-{scenario}-{stamp}"),
+        service: sim.service.clone(),
+        target: format!("simulator/{}", sim.service),
+        environment: "simulation".into(),
         candidate_revision: "v42".into(),
         last_known_good: Some("v41".into()),
         irreversible: false,
-        environment: "simulation".into(),
-    };
+        source: SourceConfig::Simulator(sim.clone()),
+        executor: Some(ExecutorConfig::Simulator),
+        pods: None,
+        tick_s: None,
+    }
+}
+
+pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResult {
+    let sim_cfg = scenario_config(a.scenario, a.seed);
+    let policy = load_policy(a.flags.policy.as_deref(), settings)?;
+    let url = ledger_url(a.flags.ledger.as_deref(), settings);
+    let stamp = settings.agent_context().clock.now_ms() / 1000;
+    let scenario = a.scenario.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let cfg = demo_release(&scenario, &sim_cfg, stamp);
+    let demo_settings = backstop::config::Settings { releases: vec![cfg.clone()], ..settings.clone() };
+    let service = Service::open(demo_settings, policy, &url, stop_on_signals()).await.map_err(service_failure)?;
+    let prepared = service.prepare(&cfg, RunMode::Act, stamp).map_err(service_failure)?;
     out(&format!(
         "backstop demo: scenario `{}` (seed {}): {} canary v42 at {:.0}% of {:.0} rps, {}-minute window, a tick every {}s of release time ({} ms real)",
-        a.scenario,
+        scenario,
         a.seed,
         sim_cfg.service,
         sim_cfg.canary_weight * 100.0,
@@ -101,23 +105,11 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         sim_cfg.step_s,
         a.tick_ms
     ));
-    out(&format!("ledger: {}", ledger.url()));
-    let run = ReleaseRun {
-        controls: None,
-        facts,
-        tick_s: u64::from(sim_cfg.step_s),
-        duration_s: sim_cfg.duration_s,
-        pace: Duration::from_millis(a.tick_ms),
-        policy: &policy,
-        ledger: &ledger,
-        stop: None,
-        model: settings.assessor().map_err(Failure::usage)?,
-        agent,
-    };
-    let executor = Arc::new(SimulatedExecutor::new(target, sim.clone()));
+    let ledger_shown = service.ledger.url().to_string();
+    out(&format!("ledger: {ledger_shown}"));
     let mut display = LiveDisplay::new(sim_cfg.duration_s, a.flags.plain);
-    let outcome =
-        run.run(sim.as_ref(), &Actuation::Live(Guarded::new(executor)), &mut display).await.map_err(failed)?;
+    let pace = Some(Duration::from_millis(a.tick_ms));
+    let outcome = service.run(&prepared.release, pace, &mut display, None).await.map_err(failed)?;
     display.finish();
 
     out("");
@@ -146,7 +138,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         out("simulator truth (never shown to the judge): no fault injected");
     }
     let db = url.trim_start_matches("sqlite://").split('?').next().unwrap_or(&url).to_string();
-    out(&format!("ledger: release {} recorded in {}", outcome.release_id, ledger.url()));
+    out(&format!("ledger: release {} recorded in {ledger_shown}", outcome.release_id));
     out(&format!(
         "check it: backstop audit verify --ledger {db}   |   backstop audit list --ledger {db} --release {}",
         outcome.release_id

@@ -112,7 +112,7 @@ pub async fn config(cmd: ConfigCommand, settings: &backstop::config::Settings) -
     if invalid {
         code = ExitCode::from(super::EXIT_USAGE);
     } else if failed {
-        code = ExitCode::from(super::watch::exit::BACKEND);
+        code = ExitCode::from(backstop::run::exit::BACKEND);
     }
     if lines.len() == 2 {
         out("(no [[releases]] configured)");

@@ -8,6 +8,7 @@ mod demo;
 mod display;
 mod eval;
 mod misc;
+mod runs;
 mod serve;
 mod watch;
 
@@ -18,9 +19,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit code for a usage or configuration error.
-pub const EXIT_USAGE: u8 = watch::exit::USAGE;
+pub const EXIT_USAGE: u8 = backstop::run::exit::USAGE;
 /// Exit code when `audit verify` finds tampering.
-pub const EXIT_TAMPERED: u8 = 4;
+pub const EXIT_TAMPERED: u8 = backstop::run::exit::TAMPERED;
 
 #[derive(Parser)]
 #[command(
@@ -94,7 +95,7 @@ impl Failure {
 
     /// A backend (ledger, signal source) failed: exit 3, with every cause.
     pub fn backend(e: &(dyn std::error::Error + 'static)) -> Self {
-        Self { code: watch::exit::BACKEND, message: chain(e) }
+        Self { code: backstop::run::exit::BACKEND, message: chain(e) }
     }
 }
 

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::watch::{RunArgs, run_all, stop_on_signals};
+use super::runs::{RunArgs, run_all};
 use super::{CliResult, Failure, out};
 use backstop::config::Settings;
 use backstop::orchestrator::Observer;
 use backstop::policy::RunMode;
+use backstop::run::stop_on_signals;
 use backstop::serve::listen::{self, with_token};
 use backstop::serve::{GateBoard, router};
 
@@ -61,7 +62,7 @@ pub async fn serve(a: ServeArgs, settings: &Settings) -> CliResult {
         board.register(name, revision.unwrap_or_default(), duration);
         Box::new(board.observer(name))
     };
-    let (ran, _) = run_all(&a.run, settings, RunMode::Advise, &mut make).await?;
+    let ran = run_all(&a.run, settings, RunMode::Advise, &mut make).await?;
     for r in &ran {
         out(&format!(
             "{}: analysis finished; the gate keeps answering {:?}",

@@ -124,6 +124,14 @@ impl ReleaseRun<'_> {
                 _ = stopping => break Waited::Finish(Box::new(ReleaseStatus::Interrupted)),
             }
         };
+        // Answers that arrived while the last one ran: the request is closed, nothing more runs.
+        while let Ok(late) = answers.try_recv() {
+            let reason = format!(
+                "request {} was closed before this answer (answered, expired or withdrawn)",
+                request.request.id
+            );
+            let _ = late.reply.send(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
+        }
         observer.on_approval(None);
         Ok(waited)
     }
@@ -248,7 +256,14 @@ impl ReleaseRun<'_> {
     }
 }
 
-/// Policy still asks a human for this proposal (the reason may change from tick to tick).
+/// The request still stands: policy asks a human for the same action, or
+/// cannot judge for now (a hold or a denial — a signal backend failing, say —
+/// does not withdraw a request for harm already seen; an answer then is
+/// refused and the request stays open).
 fn still_asks(decision: &Decision, proposed: &Proposal) -> bool {
-    matches!(decision, Decision::RequireApproval { proposed: p, .. } if p.same_action(proposed))
+    match decision {
+        Decision::RequireApproval { proposed: p, .. } => p.same_action(proposed),
+        Decision::Hold { .. } | Decision::Deny { .. } => true,
+        Decision::Continue | Decision::Promote | Decision::Rollback { .. } => false,
+    }
 }

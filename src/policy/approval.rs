@@ -207,6 +207,16 @@ fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMu
         (Decision::Promote, Proposal::Promote) => true,
         _ => false,
     };
+    if let Decision::Hold { reason } | Decision::Deny { reason } = current
+        && !same
+    {
+        let why = format!(
+            "judged again now, policy says {} ({reason}): not executed; the request stays open",
+            current.label()
+        );
+        hit("approval.cannot_confirm", why.clone());
+        return Ruling::Refused { reason: why };
+    }
     if !same {
         let why = match current {
             Decision::Continue | Decision::Promote => {
@@ -311,10 +321,18 @@ mod tests {
     #[test]
     fn a_recovered_canary_or_another_proposal_makes_the_approval_stale() {
         let p = policy(SRE);
+        let r = ruling(
+            &p,
+            &request(false),
+            "alice@example.com",
+            Answer::Approve,
+            &Decision::Hold { reason: "x".into() },
+            5,
+        );
+        assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("stays open")), "{r:?}");
         for current in [
             Decision::Continue,
             Decision::Promote,
-            Decision::Hold { reason: "x".into() },
             Decision::RequireApproval {
                 reason: "x".into(),
                 proposed: Proposal::Rollback { plan: RollbackPlan { to_revision: "v0".into(), ..plan() } },

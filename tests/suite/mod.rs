@@ -1,4 +1,6 @@
 mod adversarial;
+mod agent;
+mod approvals;
 mod check;
 mod cli;
 mod crash;

@@ -44,6 +44,38 @@ impl Agent {
         Agent { child, stderr, stdout }
     }
 
+    /// `backstop ARGS...` with extra environment (for `agent` and other long-running commands).
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let bin = assert_cmd::cargo::cargo_bin("backstop");
+        let mut cmd = Command::new(bin);
+        cmd.env_remove("BACKSTOP_CONFIG").env_remove("BACKSTOP_TEST_PAUSE_AT").env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = drain(child.stderr.take().unwrap());
+        let stdout = drain(child.stdout.take().unwrap());
+        Agent { child, stderr, stdout }
+    }
+
+    /// Wait until stdout contains `needle`; panics after `within` or if the process exits.
+    pub fn wait_for_stdout(&mut self, needle: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.stdout().contains(needle) {
+            assert!(
+                start.elapsed() < within,
+                "no `{needle}` within {within:?}; stdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("exited ({status}) before `{needle}`; stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

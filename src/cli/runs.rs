@@ -1,0 +1,61 @@
+//! Running configured releases from the command line: the flags `watch`,
+//! `advise` and `serve` share, and one call into [`backstop::run::Service`].
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::agent::service_failure;
+use super::{Failure, RunFlags, ledger_url, load_policy};
+use backstop::config::Settings;
+use backstop::orchestrator::{Observer, RunOutcome};
+use backstop::policy::RunMode;
+use backstop::release::PreparedRelease;
+use backstop::run::{Service, exit, stop_on_signals};
+
+/// Flags shared by `watch` and `advise`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Release name from configuration; repeat for several (default: all).
+    #[arg(long = "release")]
+    pub releases: Vec<String>,
+    /// Real milliseconds per tick (default: real time, one tick per tick_s); 0 replays as fast as possible.
+    #[arg(long)]
+    pub pace_ms: Option<u64>,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+pub struct Ran {
+    pub name: String,
+    pub prepared: PreparedRelease,
+    pub outcome: RunOutcome,
+}
+
+pub async fn run_all(
+    a: &RunArgs,
+    settings: &Settings,
+    mode: RunMode,
+    observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
+) -> Result<Vec<Ran>, Failure> {
+    let policy = load_policy(a.flags.policy.as_deref(), settings)?;
+    let url = ledger_url(a.flags.ledger.as_deref(), settings);
+    let service = Service::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(service_failure)?;
+    let started_ms = service.agent.clock.now_ms();
+    let chosen = service.select(&a.releases).map_err(service_failure)?;
+    let prepared = chosen
+        .iter()
+        .map(|cfg| service.prepare(cfg, mode, started_ms))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(service_failure)?;
+    let results = service.run_all(&prepared, a.pace_ms.map(Duration::from_millis), observer).await;
+    let mut ran = Vec::new();
+    for (p, r) in prepared.into_iter().zip(results) {
+        let outcome = r.map_err(|e| Failure {
+            code: exit::BACKEND,
+            message: format!("release {}: {}", p.name, super::chain(&e)),
+        })?;
+        ran.push(Ran { name: p.name, prepared: p.release, outcome });
+    }
+    Ok(ran)
+}

@@ -1,0 +1,376 @@
+//! `backstop agent` as a real process: releases registered over the API,
+//! approvals answered from the CLI with scoped tokens, real HAProxy weights,
+//! the ledger and `/metrics` agreeing, SIGTERM during an action.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+use crate::support::agents::{Agent, lines};
+use crate::support::haproxy::{Haproxy, free_port};
+
+const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
+
+const TOKENS: &str = r#"
+[[tokens]]
+identity = "alice@example.com"
+scopes = ["read", "approve"]
+token_env = "T_ALICE"
+
+[[tokens]]
+identity = "bob@example.com"
+scopes = ["read", "approve"]
+token_env = "T_BOB"
+
+[[tokens]]
+identity = "ci:github:example/checkout"
+scopes = ["read", "register"]
+token_env = "T_CI"
+
+[[tokens]]
+identity = "viewer@example.com"
+scopes = ["read"]
+token_env = "T_VIEWER"
+"#;
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+const CI: &str = "ci-token-0123456789";
+const VIEWER: &str = "viewer-token-0123456789";
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![("T_ALICE", ALICE), ("T_BOB", BOB), ("T_CI", CI), ("T_VIEWER", VIEWER)]
+}
+
+const POLICY: &str = r#"
+version = 1
+[rate_limit]
+max_rollbacks = 3
+window_minutes = 60
+[services.checkout]
+autonomy = "approve"
+[approvals]
+approvers = ["group:sre"]
+[approvals.groups]
+sre = ["alice@example.com"]
+"#;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    url: String,
+    agent: Agent,
+}
+
+impl Setup {
+    fn ledger(&self) -> String {
+        self.dir.path().join("l.db").display().to_string()
+    }
+
+    fn audit(&self) -> String {
+        audit(&self.ledger())
+    }
+}
+
+/// `backstop audit list` of the whole ledger.
+fn audit(ledger: &str) -> String {
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["audit", "list", "--limit", "100000", "--ledger", ledger])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Start an agent with `config` (TOML), the tokens above and `policy`.
+fn start(config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (cfg, tokens, pol) =
+        (write("backstop.toml", config), write("tokens.toml", TOKENS), write("policy.toml", policy));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let ledger = dir.path().join("l.db").display().to_string();
+    let pace = pace_ms.to_string();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "agent",
+        "--listen",
+        &listen,
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+        "--ledger",
+        &ledger,
+        "--pace-ms",
+        &pace,
+    ];
+    let mut all_env = env();
+    all_env.extend_from_slice(extra_env);
+    let mut agent = Agent::spawn(&args, &all_env);
+    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    Setup { dir, url: format!("http://{listen}"), agent }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut r = client().get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn post(url: &str, token: &str, body: &Value) -> (u16, Value) {
+    let resp = client().post(url).bearer_auth(token).json(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Poll `GET /v1/releases/NAME` until `pred` holds.
+async fn wait_release(s: &Setup, name: &str, pred: impl Fn(&Value) -> bool, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, text) = get(&format!("{}/v1/releases/{name}", s.url), Some(ALICE)).await;
+        if code == 200 {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if pred(&v) {
+                return v;
+            }
+        }
+        assert!(start.elapsed() < within, "release {name} not as expected within {within:?}: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn answer(s: &Setup, verb: &str, id: &str, token: &str) -> (i32, String) {
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .env("BACKSTOP_AGENT_TOKEN", token)
+        .args([verb, id, "--agent", &s.url, "--reason", "error ratio up on the canary"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn haproxy_target(socket: &str) -> String {
+    format!(
+        "[[agent.targets]]\ntarget = \"haproxy/checkout\"\nexecutor = {{ kind = \"haproxy\", socket = \"{socket}\", \
+         backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}\n"
+    )
+}
+
+fn registration(name: &str, target: &str, source: Value) -> Value {
+    serde_json::json!({
+        "name": name, "service": "checkout", "target": target,
+        "candidate_revision": "v42", "last_known_good": "v41", "source": source,
+    })
+}
+
+async fn canary_weight(socket: &str) -> u32 {
+    let cfg = backstop::executor::HaproxyConfig {
+        socket: socket.into(),
+        backend: "be".into(),
+        canary_server: "canary".into(),
+        stable_server: "stable".into(),
+        full_weight: 100,
+        drain_canary: true,
+        timeout_s: 5,
+    };
+    backstop::executor::HaproxyExecutor::new("haproxy/checkout", cfg).weight("canary").await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_registers_a_release_and_only_an_approver_can_roll_it_back_on_real_haproxy() {
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let s = start(&haproxy_target(&socket), POLICY, 10, &[]);
+    let source = serde_json::json!({ "kind": "scenario", "path": std::fs::canonicalize(BAD).unwrap() });
+    let releases = format!("{}/v1/releases", s.url);
+
+    // Registration: scope, a chosen executor and an undeclared target are refused before anything runs.
+    let (code, _) = post(&releases, VIEWER, &registration("checkout", "haproxy/checkout", source.clone())).await;
+    assert_eq!(code, 403, "a read-only token cannot register");
+    let mut with_exec = registration("checkout", "haproxy/checkout", source.clone());
+    with_exec["executor"] =
+        serde_json::json!({ "kind": "command", "rollback": ["sh", "-c", "id"], "verify": ["true"] });
+    let (code, body) = post(&releases, CI, &with_exec).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("executor"), "{body}");
+    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/elsewhere", source.clone())).await;
+    assert!(code == 422 && body["error"].as_str().unwrap().contains("haproxy/elsewhere"), "{code} {body}");
+    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/checkout", source.clone())).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = post(&releases, CI, &registration("checkout", "haproxy/checkout", source.clone())).await;
+    assert_eq!(code, 409, "a second registration of one name");
+
+    // The canary fails; autonomy `approve` turns the rollback into a request. Nothing has run.
+    let v = wait_release(&s, "checkout", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
+    assert_eq!(v["state"], "awaiting_approval");
+    let id = v["pending_approval"]["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(canary_weight(&socket).await, 10);
+
+    // No token: 401. A token without the approve scope: 403. An approver's scope but not named by policy: refused.
+    let (code, _) = get(&releases, None).await;
+    assert_eq!(code, 401);
+    let (code, _) = post(&format!("{}/v1/approvals/{id}/approve", s.url), VIEWER, &serde_json::json!({})).await;
+    assert_eq!(code, 403);
+    let (code, text) = answer(&s, "approve", &id, BOB);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("bob@example.com is not an approver for checkout"), "{text}");
+    assert_eq!(canary_weight(&socket).await, 10, "a refused approval runs nothing");
+
+    // Alice approves: executed on HAProxy and verified; a second approval is one action, not two.
+    let (code, text) = answer(&s, "approve", &id, ALICE);
+    assert_eq!(code, 10, "{text}");
+    assert!(text.contains("rolled_back"), "{text}");
+    assert_eq!(canary_weight(&socket).await, 0);
+    let (code, text) = answer(&s, "approve", &id, ALICE);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("closed"), "{text}");
+
+    // The ledger names each person; /metrics counts what happened.
+    let audit = s.audit();
+    let who = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(who("operator         pipeline:ci:github:example/checkout"), 1, "{audit}");
+    assert_eq!(who("approval_requested"), 1, "{audit}");
+    assert!(audit.lines().any(|l| l.contains("human:api:bob@example.com") && l.contains("refused")), "{audit}");
+    assert!(
+        audit.lines().any(|l| l.contains("human:api:alice@example.com") && l.contains("ruling=execute rollback")),
+        "{audit}"
+    );
+    assert_eq!(who("intent "), 1, "{audit}");
+    let (_, metrics) = get(&format!("{}/metrics", s.url), Some(VIEWER)).await;
+    for line in [
+        "backstop_executor_actions_total{action=\"rollback\",result=\"verified\"} 1",
+        "backstop_approval_answers_total{kind=\"executed\"} 1",
+        "backstop_approval_answers_total{kind=\"refused\"} 1",
+        "backstop_releases{kind=\"finished\"} 1",
+        "backstop_approvals_pending 0",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+    let (code, ready) = get(&format!("{}/readyz", s.url), None).await;
+    assert_eq!((code, ready.trim()), (200, "ready"));
+
+    s.agent.signal("TERM");
+    let (code, _, err) = s.agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
+
+fn command_release(count: &Path) -> String {
+    let count = count.display();
+    format!(
+        "[[releases]]\nname = \"checkout\"\nservice = \"checkout\"\ntarget = \"cmd/checkout\"\n\
+         candidate_revision = \"v42\"\nlast_known_good = \"v41\"\n\
+         source = {{ kind = \"scenario\", path = \"{}\" }}\n\
+         executor = {{ kind = \"command\", rollback = [\"sh\", \"-c\", \"sleep 1; echo {{plan_id}} >> {count}\"], \
+         verify = [\"grep\", \"-qF\", \"{{plan_id}}\", \"{count}\"], env_allowlist = [\"PATH\"] }}\n",
+        std::fs::canonicalize(BAD).unwrap().display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_an_approved_rollback_lets_it_finish_and_the_agent_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let count = tmp.path().join("count");
+    let mut s = start(&command_release(&count), POLICY, 10, &[("BACKSTOP_TEST_PAUSE_AT", "after_intent:1500")]);
+    let v = wait_release(&s, "checkout", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
+    let id = v["pending_approval"]["request"]["id"].as_str().unwrap().to_string();
+    let url = s.url.clone();
+    let approve = std::thread::spawn(move || {
+        Command::cargo_bin("backstop")
+            .unwrap()
+            .env("BACKSTOP_AGENT_TOKEN", ALICE)
+            .args(["approve", &id, "--agent", &url])
+            .output()
+            .unwrap()
+    });
+    s.agent.wait_for("paused at after_intent", Duration::from_secs(60));
+    s.agent.signal("TERM");
+    let approved = approve.join().unwrap();
+    assert_eq!(approved.status.code(), Some(10), "{}", String::from_utf8_lossy(&approved.stdout));
+    let ledger = s.ledger();
+    let (code, out, err) = s.agent.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(lines(&count).len(), 1, "the rollback ran exactly once, to its end");
+    let audit = audit(&ledger);
+    assert!(audit.contains("verified (plan"), "{audit}");
+    assert!(audit.contains("status=rolled_back"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_releases_registered_at_once_all_run_and_metrics_match_the_ledger() {
+    const N: usize = 200;
+    let targets: String = (0..N)
+        .map(|i| format!("[[agent.targets]]\ntarget = \"sim/{i}\"\nexecutor = {{ kind = \"simulator\" }}\n"))
+        .collect();
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let s = start(&targets, policy, 1, &[]);
+    let regs = (0..N).map(|i| {
+        let body = serde_json::json!({
+            "name": format!("r{i}"), "service": "checkout", "target": format!("sim/{i}"),
+            "candidate_revision": "v2", "last_known_good": "v1",
+            "source": { "kind": "simulator", "seed": i, "duration_s": 600 },
+        });
+        let url = format!("{}/v1/releases", s.url);
+        async move { post(&url, CI, &body).await }
+    });
+    let results = futures_all(regs).await;
+    for (code, body) in &results {
+        assert_eq!(*code, 201, "{body}");
+    }
+    let start = Instant::now();
+    loop {
+        let (_, text) = get(&format!("{}/v1/releases", s.url), Some(VIEWER)).await;
+        let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(all.len(), N, "every registered release is listed");
+        if all.iter().all(|v| v["state"] == "finished") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "not all finished: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, metrics) = get(&format!("{}/metrics", s.url), Some(VIEWER)).await;
+    let audit = s.audit();
+    let count = |kind: &str| audit.lines().filter(|l| l.split_whitespace().nth(2) == Some(kind)).count();
+    assert_eq!(count("operator"), N);
+    assert_eq!(count("release_finished"), N);
+    assert!(metrics.contains(&format!("backstop_releases{{kind=\"finished\"}} {N}")), "{metrics}");
+    let ticks = count("tick");
+    assert!(metrics.contains(&format!("backstop_ticks_total {ticks}\n")), "ledger has {ticks} ticks:\n{metrics}");
+    let actions = count("outcome");
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("backstop_executor_actions_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted as usize, actions, "{metrics}");
+}
+
+/// Run futures concurrently and collect their results in order.
+async fn futures_all<F: std::future::Future + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
