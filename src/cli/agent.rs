@@ -55,6 +55,9 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let service = Service::open(settings.clone(), policy, &url, stop.clone()).await.map_err(service_failure)?;
     let agent = Agent::new(service, a.pace_ms.map(Duration::from_millis));
     agent.start_configured().map_err(|e| Failure::usage(super::chain(&e)))?;
+    // Registered releases this agent (before a restart) or another one recorded, not yet finished.
+    agent.sync().await.map_err(|e| Failure::backend(&e))?;
+    agent.keep_synced();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let app = router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
     let server = tokio::spawn(listen::serve(listener, app, listen::Limits::default(), async move {

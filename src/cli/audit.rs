@@ -102,6 +102,13 @@ fn one_line(r: &StoredRecord) -> String {
             let answer = a.answer.map_or("none".to_string(), |x| format!("{x:?}").to_lowercase());
             format!("approval {} answer={answer} ruling={}", a.id, ruling_line(&a.ruling))
         }
+        Record::ApprovalAnswer(a) => {
+            format!(
+                "approval {} answer={} relayed for the agent holding it",
+                a.id,
+                format!("{:?}", a.answer).to_lowercase()
+            )
+        }
         Record::Operator(o) => format!("operator {:?}: {}", o.action, o.reason).to_lowercase(),
         Record::ReleasePaused(p) => format!("paused at t={}s (agent stopping)", p.now_s),
     }

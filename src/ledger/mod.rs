@@ -32,9 +32,9 @@ pub use chain::{
 };
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
-    ActionResult, Actor, ApprovalRequested, ApprovalResolved, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole,
-    OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished,
-    ReleasePaused, ReleaseStarted, TickRecord,
+    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, IntentRecord, LeaseEvent, LeaseRecord,
+    LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record, RecordError, RecordKind,
+    ReleaseFinished, ReleasePaused, ReleaseStarted, TickRecord,
 };
 
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
@@ -338,6 +338,44 @@ impl Ledger {
             }
         };
         let mut out = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Records of `kind` (of one release, or of all), after `after_seq`, typed, in ledger order;
+    /// at most `limit`, the newest when there are more.
+    pub async fn of_kind(
+        &self,
+        kind: RecordKind,
+        release_id: Option<&str>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
+        let rows = match release_id {
+            Some(r) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 AND kind = $2 AND seq > $3 \
+                     ORDER BY seq DESC LIMIT $4"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(r).bind(kind.as_str()).bind(after_seq).bind(limit)
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM ledger_records WHERE kind = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str()).bind(after_seq).bind(limit)
+            }
+        }
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let s = stored(r)?;
+                let rec = Record::from_stored(&s)?;
+                Ok((s, rec))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
         out.reverse();
         Ok(out)
     }

@@ -45,6 +45,9 @@ pub enum Record {
     ApprovalRequested(ApprovalRequested),
     /// A human answered a request (or it expired, or went stale); the actor is who.
     ApprovalResolved(ApprovalResolved),
+    /// A human's answer taken by an agent that does not hold the request (another
+    /// replica); the holder rules on it and records `approval_resolved`. The actor is who.
+    ApprovalAnswer(ApprovalAnswer),
     /// A person or pipeline registered, held, resumed or aborted the release; the actor is who.
     Operator(OperatorRecord),
     /// The agent stopped (SIGTERM) between ticks; the release resumes when an agent starts again.
@@ -71,6 +74,8 @@ pub enum RecordKind {
     ApprovalRequested,
     /// See [`Record::ApprovalResolved`].
     ApprovalResolved,
+    /// See [`Record::ApprovalAnswer`].
+    ApprovalAnswer,
     /// See [`Record::Operator`].
     Operator,
     /// See [`Record::ReleasePaused`].
@@ -89,6 +94,7 @@ impl RecordKind {
             RecordKind::ReleaseFinished => "release_finished",
             RecordKind::ApprovalRequested => "approval_requested",
             RecordKind::ApprovalResolved => "approval_resolved",
+            RecordKind::ApprovalAnswer => "approval_answer",
             RecordKind::Operator => "operator",
             RecordKind::ReleasePaused => "release_paused",
         }
@@ -107,6 +113,7 @@ impl Record {
             Record::ReleaseFinished(_) => RecordKind::ReleaseFinished,
             Record::ApprovalRequested(_) => RecordKind::ApprovalRequested,
             Record::ApprovalResolved(_) => RecordKind::ApprovalResolved,
+            Record::ApprovalAnswer(_) => RecordKind::ApprovalAnswer,
             Record::Operator(_) => RecordKind::Operator,
             Record::ReleasePaused(_) => RecordKind::ReleasePaused,
         }
@@ -471,6 +478,19 @@ pub struct ApprovalResolved {
     pub trace: Vec<RuleHit>,
 }
 
+/// An answer relayed through the ledger to the agent holding the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalAnswer {
+    /// Request id.
+    pub id: String,
+    /// Approve or reject.
+    pub answer: Answer,
+    /// The identity policy checks (`alice@example.com`, `slack:U…`).
+    pub identity: String,
+    /// Their reason, as typed (untrusted text).
+    pub reason: String,
+}
+
 /// What an operator did to a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -492,6 +512,10 @@ pub struct OperatorRecord {
     pub action: OperatorAction,
     /// Why, as typed (untrusted text).
     pub reason: String,
+    /// For `register`: the release as registered (with the declared target's
+    /// executor), so every agent on the ledger can run it and a restarted one resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Box<crate::config::ReleaseConfig>>,
 }
 
 /// The agent paused the release on shutdown.

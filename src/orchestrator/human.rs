@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::Error;
-use crate::ledger::{Actor, ApprovalRequested, ApprovalResolved, Record, digest};
+use crate::ledger::{Actor, ApprovalRequested, ApprovalResolved, Record, RecordKind, digest};
 use crate::policy::approval::{Answer, AnswerInput, PendingApproval, Ruling, rule};
 use crate::policy::{Decision, Proposal};
 use crate::signals::SignalSource;
@@ -32,6 +32,19 @@ pub enum OperatorState {
     Aborted,
 }
 
+/// How often a waiting release looks in the ledger for answers relayed by other agents.
+const RELAY_POLL: Duration = Duration::from_millis(500);
+
+/// State of one wait for a human.
+pub(super) struct Waiting {
+    /// When to judge again.
+    next_judgement: tokio::time::Instant,
+    /// Relayed answers up to this seq have been read.
+    relayed_after: i64,
+    /// The local answer channel still has senders.
+    local_open: bool,
+}
+
 /// A human's answer to a request, with a way to tell them what came of it.
 pub struct HumanAnswer {
     /// The request answered.
@@ -44,8 +57,17 @@ pub struct HumanAnswer {
     pub answer: Answer,
     /// Their reason (untrusted text, recorded as typed).
     pub reason: String,
-    /// Receives the ruling and, when it executed, the release's new status.
-    pub reply: oneshot::Sender<AnswerReply>,
+    /// Receives the ruling and, when it executed, the release's new status
+    /// (`None` for an answer relayed through the ledger: its giver reads the ledger).
+    pub reply: Option<oneshot::Sender<AnswerReply>>,
+}
+
+impl HumanAnswer {
+    fn tell(self, reply: AnswerReply) {
+        if let Some(r) = self.reply {
+            let _ = r.send(reply);
+        }
+    }
 }
 
 /// What a human is told after answering.
@@ -93,35 +115,15 @@ impl ReleaseRun<'_> {
         observer.on_approval(Some(&request));
         info!(id = %request.request.id, "Approval requested; waiting for a human.");
         let mut answers = controls.answers.lock().await;
-        let every = self.pace.max(Duration::from_millis(200));
+        let mut waiting = Waiting {
+            next_judgement: tokio::time::Instant::now() + self.pace.max(Duration::from_millis(200)),
+            relayed_after: asked_at.seq,
+            local_open: true,
+        };
         let waited = loop {
-            let left = request.request.expires_at_ms - self.agent.clock.now_ms();
-            if left <= 0 {
-                break self.expire(&request.request).await?;
-            }
-            let mut stop = self.stop.clone();
-            let stopping = async {
-                match stop.as_mut() {
-                    Some(s) => {
-                        let _ = s.wait_for(|v| *v).await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                a = answers.recv() => match a {
-                    Some(a) => match self.answered(&request.request, a, ctx, st, observer).await? {
-                        Some(done) => break done,
-                        None => continue,
-                    },
-                    None => std::future::pending::<()>().await,
-                },
-                _ = tokio::time::sleep(every.min(Duration::from_millis(left as u64))) => {
-                    if let Some(changed) = self.rejudge_while_waiting(&request.request, ctx.0, st, observer).await? {
-                        break changed;
-                    }
-                }
-                _ = stopping => break Waited::Finish(Box::new(ReleaseStatus::Interrupted)),
+            let next = self.wait_once(&request.request, &mut answers, &mut waiting, ctx, st, observer).await?;
+            if let Some(done) = next {
+                break done;
             }
         };
         // Answers that arrived while the last one ran: the request is closed, nothing more runs.
@@ -130,10 +132,80 @@ impl ReleaseRun<'_> {
                 "request {} was closed before this answer (answered, expired or withdrawn)",
                 request.request.id
             );
-            let _ = late.reply.send(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
+            late.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
         }
         observer.on_approval(None);
         Ok(waited)
+    }
+
+    /// One wake while waiting: an answer (given here or relayed through the
+    /// ledger by another agent), the next judgement, expiry, or the stop signal.
+    async fn wait_once(
+        &self,
+        request: &PendingApproval,
+        answers: &mut mpsc::Receiver<HumanAnswer>,
+        w: &mut Waiting,
+        ctx: (&dyn SignalSource, &Actuation),
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<Waited>, Error> {
+        let left = request.expires_at_ms - self.agent.clock.now_ms();
+        if left <= 0 {
+            return self.expire(request).await.map(Some);
+        }
+        let mut stop = self.stop.clone();
+        let stopping = async {
+            match stop.as_mut() {
+                Some(s) => {
+                    let _ = s.wait_for(|v| *v).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let poll = RELAY_POLL.min(Duration::from_millis(left as u64));
+        tokio::select! {
+            a = answers.recv(), if w.local_open => match a {
+                Some(a) => self.answered(request, a, ctx, st, observer).await,
+                None => {
+                    w.local_open = false;
+                    Ok(None)
+                }
+            },
+            _ = tokio::time::sleep(poll) => {
+                for a in self.relayed(request, &mut w.relayed_after).await? {
+                    if let Some(done) = self.answered(request, a, ctx, st, observer).await? {
+                        return Ok(Some(done));
+                    }
+                }
+                if tokio::time::Instant::now() < w.next_judgement {
+                    return Ok(None);
+                }
+                w.next_judgement = tokio::time::Instant::now() + self.pace.max(Duration::from_millis(200));
+                self.rejudge_while_waiting(request, ctx.0, st, observer).await
+            }
+            _ = stopping => Ok(Some(Waited::Finish(Box::new(ReleaseStatus::Interrupted)))),
+        }
+    }
+
+    /// Answers another agent recorded for this request since `after` (their seq moves it on).
+    async fn relayed(&self, request: &PendingApproval, after: &mut i64) -> Result<Vec<HumanAnswer>, Error> {
+        let rows = self.ledger.of_kind(RecordKind::ApprovalAnswer, Some(&self.facts.release_id), *after, 100).await?;
+        let mut out = Vec::new();
+        for (stored, rec) in rows {
+            *after = (*after).max(stored.seq);
+            let (Record::ApprovalAnswer(a), Ok(actor)) = (rec, stored.actor.parse::<Actor>()) else { continue };
+            if a.id == request.id {
+                out.push(HumanAnswer {
+                    approval_id: a.id,
+                    actor,
+                    identity: a.identity,
+                    answer: a.answer,
+                    reason: a.reason,
+                    reply: None,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn open_request(&self, reason: &str, proposed: &Proposal, at: &Judged) -> Result<ApprovalRequested, Error> {
@@ -211,7 +283,7 @@ impl ReleaseRun<'_> {
     ) -> Result<Option<Waited>, Error> {
         if a.approval_id != request.id {
             let reason = format!("no open request {} on this release (open: {})", a.approval_id, request.id);
-            let _ = a.reply.send(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
+            a.tell(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
             return Ok(None);
         }
         let current = match a.answer {
@@ -251,7 +323,7 @@ impl ReleaseRun<'_> {
                 (Some(Waited::Finish(Box::new(status.clone()))), Some(status))
             }
         };
-        let _ = a.reply.send(AnswerReply { ruling: outcome.ruling, status });
+        a.tell(AnswerReply { ruling: outcome.ruling, status });
         Ok(waited)
     }
 }

@@ -19,7 +19,10 @@ use super::{Service, ServiceError};
 use crate::config::ReleaseConfig;
 use crate::executor::ActionPlan;
 use crate::judge::JudgeResult;
-use crate::ledger::{ActionResult, Actor, ApprovalRequested, LedgerError, OperatorAction, OperatorRecord, Record};
+use crate::ledger::{
+    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, LedgerError, OperatorAction, OperatorRecord, Record,
+    RecordKind,
+};
 use crate::orchestrator::human::{AnswerReply, Controls, HumanAnswer, OperatorState};
 use crate::orchestrator::{Observer, ReleaseStatus, RunOutcome, TickReport};
 use crate::policy::approval::{Answer, Ruling};
@@ -179,7 +182,12 @@ pub struct Agent {
     /// The gate answers, kept current by every release.
     pub gates: GateBoard,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Registrations in the ledger up to this seq have been read.
+    synced: Mutex<i64>,
 }
+
+/// How often an agent reads registrations other agents recorded.
+const SYNC_EVERY: Duration = Duration::from_secs(2);
 
 impl Agent {
     /// An agent on `service`; `pace` as for `watch` (None: real time).
@@ -195,6 +203,7 @@ impl Agent {
             metrics,
             gates: GateBoard::default(),
             tasks: Mutex::new(Vec::new()),
+            synced: Mutex::new(0),
         })
     }
 
@@ -213,6 +222,47 @@ impl Agent {
             self.admit(cfg, "config".into())?;
         }
         Ok(())
+    }
+
+    /// Run, too, every release registered in the ledger (by this agent before a
+    /// restart, or by another agent sharing the ledger) that has not finished.
+    pub async fn sync(self: &Arc<Self>) -> Result<usize, LedgerError> {
+        let after = *self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let rows = self.service.ledger.of_kind(RecordKind::Operator, None, after, 10_000).await?;
+        let mut admitted = 0;
+        for (stored, rec) in rows {
+            *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
+            let Record::Operator(OperatorRecord { action: OperatorAction::Register, release: Some(cfg), .. }) = rec
+            else {
+                continue;
+            };
+            if self.table().contains_key(&cfg.name) {
+                continue;
+            }
+            if self.service.ledger.finished(&release_id(&cfg)).await?.is_some_and(|f| f.status.is_final()) {
+                continue;
+            }
+            if self.admit(*cfg, stored.actor.clone()).is_ok() {
+                admitted += 1;
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Keep reading registrations until the stop signal.
+    pub fn keep_synced(self: &Arc<Self>) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let mut stop = agent.service.stop.clone();
+            loop {
+                if let Err(e) = agent.sync().await {
+                    warn!(error = %crate::error::chain(&e), "Cannot read registrations from the ledger.");
+                }
+                if tokio::time::timeout(SYNC_EVERY, stop.wait_for(|s| *s)).await.is_ok() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Register a release at runtime, as `by`. It may only name a declared
@@ -243,6 +293,7 @@ impl Agent {
         let record = Record::Operator(OperatorRecord {
             action: OperatorAction::Register,
             reason: format!("registered {} ({} on {})", cfg.name, cfg.candidate_revision, cfg.target),
+            release: Some(Box::new(cfg.clone())),
         });
         let at = self.service.agent.clock.now_ms();
         self.service.ledger.append(&release_id(&cfg), by, at, record).await.map_err(RegisterError::Ledger)?;
@@ -348,7 +399,7 @@ impl Agent {
         if matches!(view.state, ReleaseState::Finished | ReleaseState::Failed) {
             return Err(OperateError::Ended(name.into()));
         }
-        let record = Record::Operator(OperatorRecord { action, reason: reason.to_string() });
+        let record = Record::Operator(OperatorRecord { action, reason: reason.to_string(), release: None });
         let at = self.service.agent.clock.now_ms();
         self.service.ledger.append(&view.release_id, by, at, record).await.map_err(OperateError::Ledger)?;
         let state = match action {
@@ -382,14 +433,22 @@ impl Agent {
         };
         let Some(sender) = sender else {
             let closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner).get(approval_id).cloned();
-            return Err(match closed {
-                Some(how) => AnswerError::Closed { id: approval_id.into(), how },
-                None => AnswerError::NotFound(approval_id.into()),
-            });
+            let reply = match closed {
+                Some(how) => Err(AnswerError::Closed { id: approval_id.into(), how }),
+                None => self.relay(approval_id, (actor, identity.clone()), answer, reason).await,
+            }?;
+            self.count_answer(approval_id, &identity, &reply);
+            return Ok(reply);
         };
         let (reply, rx) = oneshot::channel();
-        let msg =
-            HumanAnswer { approval_id: approval_id.into(), actor, identity: identity.clone(), answer, reason, reply };
+        let msg = HumanAnswer {
+            approval_id: approval_id.into(),
+            actor,
+            identity: identity.clone(),
+            answer,
+            reason,
+            reply: Some(reply),
+        };
         sender
             .send(msg)
             .await
@@ -399,13 +458,99 @@ impl Agent {
             .await
             .map_err(|_| AnswerError::NoAnswer)?
             .map_err(|_| AnswerError::Closed { id: approval_id.into(), how: "the release ended".into() })?;
+        self.count_answer(approval_id, &identity, &r);
+        Ok(r)
+    }
+
+    fn count_answer(&self, approval_id: &str, identity: &str, r: &AnswerReply) {
         let kind = ruling_kind(&r.ruling);
         self.metrics.approval_answers.get_or_create(&Kind { kind: kind.into() }).inc();
         if !matches!(r.ruling, Ruling::Refused { .. }) {
             let how = format!("{kind} by {identity}");
             self.closed.lock().unwrap_or_else(PoisonError::into_inner).insert(approval_id.into(), how);
         }
-        Ok(r)
+    }
+
+    /// An answer to a request another agent holds (it holds the target's
+    /// lease): recorded in the ledger, ruled on by that agent, whose ruling
+    /// (and the action's outcome) this one reads back.
+    async fn relay(
+        &self,
+        approval_id: &str,
+        (actor, identity): (Actor, String),
+        answer: Answer,
+        reason: String,
+    ) -> Result<AnswerReply, AnswerError> {
+        let ledger = &self.service.ledger;
+        let requested =
+            ledger.of_kind(RecordKind::ApprovalRequested, None, 0, 10_000).await.map_err(AnswerError::Ledger)?;
+        let found = requested
+            .into_iter()
+            .rev()
+            .find(|(_, r)| matches!(r, Record::ApprovalRequested(a) if a.request.id == approval_id));
+        let Some((row, _)) = found else { return Err(AnswerError::NotFound(approval_id.into())) };
+        let release = row.release_id.clone();
+        if let Some(how) = self.closed_in_ledger(&release, approval_id, row.seq).await? {
+            return Err(AnswerError::Closed { id: approval_id.into(), how });
+        }
+        let record = Record::ApprovalAnswer(ApprovalAnswer { id: approval_id.into(), answer, identity, reason });
+        let at = self.service.agent.clock.now_ms();
+        let mine = ledger.append(&release, &actor, at, record).await.map_err(AnswerError::Ledger)?.seq;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let writer = actor.to_string();
+        while tokio::time::Instant::now() < deadline {
+            let rows = ledger
+                .of_kind(RecordKind::ApprovalResolved, Some(&release), mine, 100)
+                .await
+                .map_err(AnswerError::Ledger)?;
+            let ours = rows.into_iter().find_map(|(s, r)| match r {
+                Record::ApprovalResolved(a) if a.id == approval_id && s.actor == writer => Some(a.ruling),
+                _ => None,
+            });
+            if let Some(ruling) = ours {
+                let status = match &ruling {
+                    Ruling::Execute { .. } => self.final_status(&release, deadline).await?,
+                    _ => None,
+                };
+                return Ok(AnswerReply { ruling, status });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(AnswerError::NoAnswer)
+    }
+
+    /// What closed a request, when the ledger shows it closed (answered,
+    /// expired or withdrawn; a refused answer leaves it open).
+    async fn closed_in_ledger(&self, release: &str, id: &str, after: i64) -> Result<Option<String>, AnswerError> {
+        let ledger = &self.service.ledger;
+        let rows = ledger
+            .of_kind(RecordKind::ApprovalResolved, Some(release), after, 1000)
+            .await
+            .map_err(AnswerError::Ledger)?;
+        let expired = |r: &Ruling| matches!(r, Ruling::Refused { reason } if reason.contains("expired"));
+        Ok(rows.into_iter().find_map(|(s, r)| match r {
+            Record::ApprovalResolved(a)
+                if a.id == id && (!matches!(a.ruling, Ruling::Refused { .. }) || expired(&a.ruling)) =>
+            {
+                Some(format!("{} by {}", ruling_kind(&a.ruling), s.actor))
+            }
+            _ => None,
+        }))
+    }
+
+    /// The release's end status, once recorded (an executed approval ends it).
+    async fn final_status(
+        &self,
+        release: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<ReleaseStatus>, AnswerError> {
+        while tokio::time::Instant::now() < deadline {
+            if let Some(f) = self.service.ledger.finished(release).await.map_err(AnswerError::Ledger)? {
+                return Ok(Some(f.status));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(None)
     }
 
     /// Set the scrape-time gauges from the table and render `/metrics`.
@@ -461,6 +606,9 @@ pub enum AnswerError {
     /// The release did not answer in time.
     #[error("the release did not rule on the answer in time")]
     NoAnswer,
+    /// The ledger failed; the answer may not have been recorded.
+    #[error("cannot relay the answer through the ledger")]
+    Ledger(#[source] LedgerError),
 }
 
 /// Keeps the agent's table, the gate and the metrics current.

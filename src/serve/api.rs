@@ -179,7 +179,7 @@ async fn answer(
             let status = match &e {
                 AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
                 AnswerError::Closed { .. } => StatusCode::CONFLICT,
-                AnswerError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
+                AnswerError::NoAnswer | AnswerError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             error(status, crate::error::chain(&e))
         }

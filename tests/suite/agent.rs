@@ -86,7 +86,11 @@ fn audit(ledger: &str) -> String {
 
 /// Start an agent with `config` (TOML), the tokens above and `policy`.
 fn start(config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), config, policy, pace_ms, extra_env)
+}
+
+/// As [`start`], in `dir` (its `l.db` is the ledger: a second agent there shares it).
+fn start_in(dir: tempfile::TempDir, config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
     let write = |name: &str, text: &str| -> PathBuf {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -155,12 +159,12 @@ async fn wait_release(s: &Setup, name: &str, pred: impl Fn(&Value) -> bool, with
     }
 }
 
-fn answer(s: &Setup, verb: &str, id: &str, token: &str) -> (i32, String) {
+fn answer(agent_url: &str, verb: &str, id: &str, token: &str) -> (i32, String) {
     let out = Command::cargo_bin("backstop")
         .unwrap()
         .env_remove("BACKSTOP_CONFIG")
         .env("BACKSTOP_AGENT_TOKEN", token)
-        .args([verb, id, "--agent", &s.url, "--reason", "error ratio up on the canary"])
+        .args([verb, id, "--agent", agent_url, "--reason", "error ratio up on the canary"])
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -229,17 +233,17 @@ async fn a_pipeline_registers_a_release_and_only_an_approver_can_roll_it_back_on
     assert_eq!(code, 401);
     let (code, _) = post(&format!("{}/v1/approvals/{id}/approve", s.url), VIEWER, &serde_json::json!({})).await;
     assert_eq!(code, 403);
-    let (code, text) = answer(&s, "approve", &id, BOB);
+    let (code, text) = answer(&s.url, "approve", &id, BOB);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("bob@example.com is not an approver for checkout"), "{text}");
     assert_eq!(canary_weight(&socket).await, 10, "a refused approval runs nothing");
 
     // Alice approves: executed on HAProxy and verified; a second approval is one action, not two.
-    let (code, text) = answer(&s, "approve", &id, ALICE);
+    let (code, text) = answer(&s.url, "approve", &id, ALICE);
     assert_eq!(code, 10, "{text}");
     assert!(text.contains("rolled_back"), "{text}");
     assert_eq!(canary_weight(&socket).await, 0);
-    let (code, text) = answer(&s, "approve", &id, ALICE);
+    let (code, text) = answer(&s.url, "approve", &id, ALICE);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("closed"), "{text}");
 
@@ -373,4 +377,118 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// A second agent on the same ledger (same configuration files).
+fn second_agent(s: &Setup, pace_ms: u64) -> (String, Agent) {
+    let d = s.dir.path();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (cfg, tokens, pol, ledger) =
+        (d.join("backstop.toml"), d.join("tokens.toml"), d.join("policy.toml"), s.ledger());
+    let pace = pace_ms.to_string();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "agent",
+        "--listen",
+        &listen,
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+        "--ledger",
+        &ledger,
+        "--pace-ms",
+        &pace,
+    ];
+    let mut agent = Agent::spawn(&args, &env());
+    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    (format!("http://{listen}"), agent)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_the_request_acts_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let count = tmp.path().join("count");
+    let target = format!(
+        "[[agent.targets]]\ntarget = \"cmd/checkout\"\nexecutor = {{ kind = \"command\", rollback = [\"sh\", \"-c\", \
+         \"echo {{plan_id}} >> {c}\"], verify = [\"grep\", \"-qF\", \"{{plan_id}}\", \"{c}\"], env_allowlist = [\"PATH\"] }}\n",
+        c = count.display()
+    );
+    let a = start(&target, POLICY, 20, &[]);
+    let (b_url, b) = second_agent(&a, 20);
+    let source = serde_json::json!({ "kind": "scenario", "path": std::fs::canonicalize(BAD).unwrap() });
+    let (code, body) =
+        post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "cmd/checkout", source)).await;
+    assert_eq!(code, 201, "{body}");
+    // B learns of the registration from the ledger; one of the two holds the target and asks.
+    let start = Instant::now();
+    let (_holder, other, id) = loop {
+        let mut found = None;
+        for (url, peer) in [(&a.url, &b_url), (&b_url, &a.url)] {
+            let (code, text) = get(&format!("{url}/v1/releases/checkout"), Some(ALICE)).await;
+            if code == 200 {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if let Some(id) = v["pending_approval"]["request"]["id"].as_str() {
+                    found = Some((url.clone(), peer.clone(), id.to_string()));
+                }
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no request on either agent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The other agent reads the registration from the ledger within its sync interval and follows.
+    let start = Instant::now();
+    while get(&format!("{other}/v1/releases/checkout"), Some(ALICE)).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the other agent never picked up the registration");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The answer goes to the agent that does not hold the request: relayed through the ledger.
+    let (code, text) = answer(&other, "approve", &id, ALICE);
+    assert_eq!(code, 10, "{text}");
+    assert_eq!(lines(&count).len(), 1, "one rollback");
+    let audit = a.audit();
+    assert!(
+        audit.lines().any(|l| l.contains("approval_answer") && l.contains("human:api:alice@example.com")),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("approval_resolved") && l.contains("alice@example.com") && l.contains("execute")),
+        "{audit}"
+    );
+    for agent in [a.agent, b] {
+        agent.signal("TERM");
+        let (code, _, err) = agent.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_starts_again() {
+    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let s = start(targets, policy, 20, &[]);
+    let body = registration("checkout", "sim/checkout", serde_json::json!({ "kind": "simulator", "seed": 3 }));
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &body).await;
+    assert_eq!(code, 201, "{body}");
+    wait_release(&s, "checkout", |v| v["now_s"].as_u64().is_some_and(|t| t >= 200), Duration::from_secs(60)).await;
+    s.agent.signal("TERM");
+    let Setup { dir, agent, .. } = s;
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    let ledger = dir.path().join("l.db").display().to_string();
+    assert!(audit(&ledger).contains("release_paused"), "{}", audit(&ledger));
+    // Started again on the same ledger, the agent finds the registration and continues the release.
+    let s = start_in(dir, targets, policy, 5, &[]);
+    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    assert_eq!(v["status"]["status"], "promoted", "{v}");
+    assert_eq!(v["registered_by"], "pipeline:ci:github:example/checkout");
+    let audit = s.audit();
+    assert!(audit.lines().any(|l| l.contains("release_started") && l.contains("continued from t=")), "{audit}");
+    assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 }

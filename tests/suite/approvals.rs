@@ -150,7 +150,7 @@ impl Harness {
             identity: who.into(),
             answer,
             reason: "looked at it".into(),
-            reply,
+            reply: Some(reply),
         };
         self.answers.send(a).await.unwrap();
         rx

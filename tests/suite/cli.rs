@@ -68,7 +68,10 @@ fn demo_unknown_scenario_is_a_usage_error() {
         .args(["demo", "--scenario", "nope", "--tick-ms", "0", "--ledger", "/tmp/unused.db"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("unknown scenario `nope`").and(predicate::str::contains("crash-loop")));
+        .stderr(
+            predicate::str::contains("invalid value 'nope' for '--scenario")
+                .and(predicate::str::contains("crash-loop")),
+        );
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod approvals;
 mod check;
 mod cli;
 mod crash;
+mod deploy;
 mod e2e;
 mod guards;
 mod haproxy;

@@ -133,7 +133,7 @@ fn hostile_telemetry_text_is_inert_in_markdown_and_html_reports() {
         assert!(!text.contains(bad), "watch printed {bad:?}");
     }
     let html = run("html");
-    assert_eq!(html.matches("<meta").count(), 2, "only the page's own charset and CSP tags");
+    assert_eq!(html.matches("<meta").count(), 3, "only the page's own charset, viewport and CSP tags");
     for bad in ["<img", "<script", "\u{1b}", "\u{202e}"] {
         assert!(!html.contains(bad), "html carries {bad:?}");
     }

@@ -1,0 +1,108 @@
+//! The deployment files in `deploy/`: the Kubernetes manifests parse into the
+//! API's own types and say what the README promises (three replicas on a
+//! PostgreSQL ledger, probes, only the verbs the executor needs), the
+//! configuration they carry loads, and the systemd unit passes `systemd-analyze verify`.
+
+use std::collections::BTreeSet;
+
+use backstop::serve::auth::{Authenticator, Scope};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use serde::Deserialize;
+
+/// Every document of a YAML file, as JSON values.
+fn documents(path: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_yaml_ng::Value::deserialize(d).unwrap()).unwrap())
+        .collect()
+}
+
+fn one<T: serde::de::DeserializeOwned>(path: &str, kind: &str) -> T {
+    let doc = documents(path).into_iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("{path}: no {kind}"));
+    serde_json::from_value(doc).unwrap_or_else(|e| panic!("{path}: {kind} does not match the API: {e}"))
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_grant_only_what_the_executor_uses() {
+    let d: Deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let _: Service = one("deploy/kubernetes/deployment.yaml", "Service");
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("backstop"));
+    assert!(pod.termination_grace_period_seconds.unwrap() >= 60, "an action in flight needs time to finish");
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap();
+    assert!(args.iter().any(|a| a == "agent") && args.iter().any(|a| a.starts_with("--listen=")), "{args:?}");
+    let probe =
+        |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+    assert_eq!(probe(&c.readiness_probe).as_deref(), Some("/readyz"));
+    assert_eq!(probe(&c.liveness_probe).as_deref(), Some("/healthz"));
+    let from_secret =
+        c.env_from.as_ref().unwrap().iter().any(|e| e.secret_ref.as_ref().is_some_and(|s| s.name == "backstop"));
+    assert!(from_secret);
+
+    let secret: Secret = one("deploy/kubernetes/secret.yaml", "Secret");
+    let data = secret.string_data.unwrap();
+    assert!(data["BACKSTOP_LEDGER__URL"].starts_with("postgres://"), "replicas share a PostgreSQL ledger");
+
+    let _: ServiceAccount = one("deploy/kubernetes/rbac.yaml", "ServiceAccount");
+    let role: Role = one("deploy/kubernetes/rbac.yaml", "Role");
+    let allowed: BTreeSet<(&str, &str)> = [
+        ("deployments", "get"),
+        ("deployments", "patch"),
+        ("replicasets", "list"),
+        ("pods", "list"),
+        ("rollouts", "get"),
+        ("rollouts", "patch"),
+        ("rollouts/status", "patch"),
+    ]
+    .into();
+    for rule in role.rules.unwrap() {
+        for r in rule.resources.unwrap_or_default() {
+            for v in &rule.verbs {
+                assert!(allowed.contains(&(r.as_str(), v.as_str())), "role grants {v} on {r}");
+            }
+        }
+    }
+    let binding: RoleBinding = one("deploy/kubernetes/rbac.yaml", "RoleBinding");
+    assert_eq!(binding.subjects.unwrap()[0].name, "backstop");
+
+    // The configuration and tokens the ConfigMap carries load, with the Secret's tokens.
+    let cm: ConfigMap = one("deploy/kubernetes/configmap.yaml", "ConfigMap");
+    let files = cm.data.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("backstop.toml");
+    std::fs::write(&cfg, &files["backstop.toml"]).unwrap();
+    let settings = backstop::config::Settings::load_with_env(Some(&cfg), Default::default()).unwrap();
+    assert!(!settings.agent.targets.is_empty());
+    let auth =
+        Authenticator::parse(std::path::Path::new("tokens.toml"), &files["tokens.toml"], &|v| data.get(v).cloned())
+            .unwrap();
+    let Authenticator::Tokens(tokens) = auth else { panic!("tokens expected") };
+    assert!(tokens.iter().any(|(_, c)| c.may(Scope::Approve)) && tokens.iter().any(|(_, c)| c.may(Scope::Register)));
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_names_flags_the_agent_has() {
+    let unit = std::fs::read_to_string("deploy/systemd/backstop.service").unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let help = assert_cmd::Command::cargo_bin("backstop").unwrap().args(["agent", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        let known = help.contains(flag) || ["--config", "--log-format"].contains(&flag);
+        assert!(known, "{flag} is not a flag of `backstop agent`:\n{help}");
+    }
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze not installed: the unit was checked by parsing only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backstop.service");
+    let bin = assert_cmd::cargo::cargo_bin("backstop");
+    std::fs::write(&path, unit.replace("/usr/local/bin/backstop", bin.to_str().unwrap())).unwrap();
+    let out = std::process::Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
