@@ -492,3 +492,84 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert!(audit.lines().any(|l| l.contains("release_started") && l.contains("continued from t=")), "{audit}");
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 }
+
+fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
+    std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium is installed by scripts/test.sh")
+}
+
+/// The newcomer's path: the simulator configuration, the approval policy, no
+/// tokens (loopback only), the dashboard in a real browser.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ledger = dir.path().join("l.db").display().to_string();
+    let args = [
+        "--config",
+        "fixtures/config/simulator.toml",
+        "agent",
+        "--policy",
+        "fixtures/policy/approve.toml",
+        "--listen",
+        &listen,
+        "--ledger",
+        &ledger,
+        "--pace-ms",
+        "5",
+    ];
+    let mut agent = Agent::spawn(&args, &[]);
+    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    let url = format!("http://{listen}");
+    let s = Setup { dir, url: url.clone(), agent };
+    wait_release(&s, "checkout", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
+    wait_release(&s, "search", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+
+    let (_, page) = get(&format!("{url}/"), None).await;
+    for needle in ["src=", "url(", "@import", "<script", "<link", "http://", "https://"] {
+        assert!(!page.contains(needle), "dashboard contains {needle}");
+    }
+    let profile = s.dir.path().join("profile");
+    let dom = chromium(&["--dump-dom", &format!("{url}/")], &profile);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let text = String::from_utf8_lossy(&dom.stdout);
+    assert!(text.contains("backstop agent") && text.contains("1 approval(s) pending"), "{text}");
+    assert!(text.contains("Approval apr-") && text.contains("roll back simulator/checkout from v42 to v41"), "{text}");
+    assert!(text.contains("finished (promoted)"), "search was promoted: {text}");
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(!log.contains("Refused to"), "the page tried to fetch something: {log}");
+
+    let dom = chromium(&["--dump-dom", &format!("{url}/releases/checkout")], &s.dir.path().join("profile-2"));
+    let text = String::from_utf8_lossy(&dom.stdout);
+    assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains("Failing"), "{text}");
+
+    let png = s.dir.path().join("dashboard.png");
+    let shot = chromium(
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1100,700",
+            "--hide-scrollbars",
+            &format!("{url}/"),
+        ],
+        &s.dir.path().join("profile-3"),
+    );
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "screenshot is {} bytes", bytes.len());
+    if let Ok(keep) = std::env::var("DASHBOARD_SCREENSHOT_COPY") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+    s.agent.signal("TERM");
+    let (code, _, err) = s.agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
