@@ -171,6 +171,8 @@ pub struct TickReport<'a> {
     pub took: Duration,
     /// Real time it had: the pace between ticks (zero when replaying flat out).
     pub budget: Duration,
+    /// The model's consultation at this tick, when it was asked.
+    pub consultation: Option<&'a Consultation>,
 }
 
 /// Receives progress (a terminal display, plain log lines, or nothing).
@@ -300,6 +302,7 @@ struct LoopState {
 struct Judged {
     judged: JudgeResult,
     outcome: PolicyOutcome,
+    consultation: Option<Consultation>,
     failure: Option<String>,
     seq: i64,
 }
@@ -609,7 +612,7 @@ impl ReleaseRun<'_> {
         let (outcome, consulted) =
             st.model.decide(&self.facts, obs.as_deref(), &judged, decide).instrument(span.clone()).await;
         let consultation = if consulted { st.model.last().cloned() } else { None };
-        let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation, mode)?;
+        let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation.clone(), mode)?;
         let lease = (mode == RunMode::Act).then(|| self.claim());
         let append = Append { at_ms: now_ms, ..self.append(Some(rec), lease) };
         let done = self.ledger.submit(append).await?;
@@ -618,7 +621,7 @@ impl ReleaseRun<'_> {
         }
         let seq = done.receipt.map_or(0, |r| r.seq);
         info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq, "Tick judged.");
-        Ok(Judged { judged, outcome, failure, seq })
+        Ok(Judged { judged, outcome, consultation, failure, seq })
     }
 
     /// One tick, shown to the observer once recorded.
@@ -640,6 +643,7 @@ impl ReleaseRun<'_> {
             seq: t.seq,
             took: started.elapsed(),
             budget: self.pace,
+            consultation: t.consultation.as_ref(),
         });
         Ok(t)
     }

@@ -367,8 +367,6 @@ impl Agent {
 
     fn finished(&self, name: &str, o: RunOutcome) {
         info!(release = name, status = o.status.label(), "Release ended.");
-        self.metrics.model_calls.inc_by(u64::from(o.model_usage.calls));
-        self.metrics.model_tokens.inc_by(o.model_usage.total_tokens);
         self.update(name, |v| {
             v.state =
                 if o.status == ReleaseStatus::Interrupted { ReleaseState::Paused } else { ReleaseState::Finished };
@@ -622,6 +620,13 @@ impl Observer for AgentObserver {
     fn on_tick(&mut self, t: &TickReport<'_>) {
         self.gate.on_tick(t);
         self.agent.metrics.tick(t.outcome.decision.label(), t.took, t.budget);
+        if let Some(c) = t.consultation {
+            self.agent.metrics.model_calls.inc_by(u64::from(c.usage.calls));
+            self.agent.metrics.model_tokens.inc_by(c.usage.total_tokens);
+            if c.rejection.is_some() || c.error.is_some() {
+                self.agent.metrics.model_rejections.inc();
+            }
+        }
         self.agent.update(&self.name, |v| {
             v.now_s = t.now_s;
             v.duration_s = t.duration_s;

@@ -33,6 +33,7 @@ fn tick(board: &GateBoard, verdict: Verdict, decision: Decision, now_s: u64) {
         seq: 1,
         took: std::time::Duration::ZERO,
         budget: std::time::Duration::ZERO,
+        consultation: None,
     });
 }
 

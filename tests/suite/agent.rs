@@ -573,3 +573,32 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
     let (code, _, err) = s.agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn without_tokens_the_agent_stays_on_loopback_and_a_bad_tokens_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("l.db").display().to_string();
+    let run = |args: &[&str]| {
+        Command::cargo_bin("backstop")
+            .unwrap()
+            .env_remove("BACKSTOP_CONFIG")
+            .args(["--config", "fixtures/config/simulator.toml", "agent", "--ledger", &ledger])
+            .args(args)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("beyond loopback"), "{out:?}");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[tokens]]\nidentity = \"a@example.com\"\nscopes = [\"read\", \"sudo\"]\nsha256 = \"00\"\n",
+    )
+    .unwrap();
+    let out = run(&["--listen", "127.0.0.1:0", "--tokens", tokens.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokens.toml") && err.contains("scopes") && err.contains("sudo"), "{err}");
+}
