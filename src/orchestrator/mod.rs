@@ -398,7 +398,8 @@ impl ReleaseRun<'_> {
                 return done;
             }
             let window_done = st.now_s >= self.duration_s;
-            let held = self.operator_state() == OperatorState::Held;
+            // Held or aborted (an abort may arrive during the tick): no action starts.
+            let held = self.operator_state() != OperatorState::Running;
             let status = match what_now(&t.outcome.decision, window_done, st.role.as_ref(), actuation.mode()) {
                 Next::Continue | Next::Follow => None,
                 Next::Act if held => None,
