@@ -5,6 +5,7 @@
 //! to the ledger under their identity before it takes effect.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -184,6 +185,8 @@ pub struct Agent {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Registrations in the ledger up to this seq have been read.
     synced: Mutex<i64>,
+    /// Unix ms of the last committed ledger write (ticks carry the lease renewals).
+    last_write: Arc<AtomicI64>,
 }
 
 /// How often an agent reads registrations other agents recorded.
@@ -193,8 +196,12 @@ impl Agent {
     /// An agent on `service`; `pace` as for `watch` (None: real time).
     pub fn new(service: Service, pace: Option<Duration>) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let m = metrics.clone();
-        service.ledger.observe_appends(Box::new(move |d| m.ledger_append_seconds.observe(d.as_secs_f64())));
+        let last_write = Arc::new(AtomicI64::new(service.agent.clock.now_ms()));
+        let (m, lw, clock) = (metrics.clone(), last_write.clone(), service.agent.clock.clone());
+        service.ledger.observe_appends(Box::new(move |d| {
+            m.ledger_append_seconds.observe(d.as_secs_f64());
+            lw.store(clock.now_ms(), Ordering::Relaxed);
+        }));
         Arc::new(Self {
             service,
             pace,
@@ -204,6 +211,7 @@ impl Agent {
             gates: GateBoard::default(),
             tasks: Mutex::new(Vec::new()),
             synced: Mutex::new(0),
+            last_write,
         })
     }
 
@@ -562,9 +570,19 @@ impl Agent {
         self.metrics.render()
     }
 
-    /// Ready: the ledger answers a read.
-    pub async fn ready(&self) -> Result<(), LedgerError> {
-        self.service.ledger.list(None, 1).await.map(|_| ())
+    /// Ready: the ledger answers a read and, while releases run, writes
+    /// (each tick renews the target's lease) have committed within a lease.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        self.service.ledger.list(None, 1).await.map_err(NotReady::Ledger)?;
+        let active = self
+            .list()
+            .iter()
+            .any(|v| matches!(v.state, ReleaseState::Running | ReleaseState::AwaitingApproval | ReleaseState::Held));
+        let since = self.service.agent.clock.now_ms() - self.last_write.load(Ordering::Relaxed);
+        if active && since > self.service.agent.lease_ms {
+            return Err(NotReady::NotRenewing { since_ms: since });
+        }
+        Ok(())
     }
 
     /// Wait for every release loop to end (after the stop signal: each stops
@@ -585,6 +603,20 @@ pub fn ruling_kind(r: &Ruling) -> &'static str {
         Ruling::Refused { .. } => "refused",
         Ruling::Stale { .. } => "stale",
     }
+}
+
+/// Why the agent is not ready.
+#[derive(Debug, Error)]
+pub enum NotReady {
+    /// The ledger does not answer.
+    #[error("the ledger does not answer")]
+    Ledger(#[source] LedgerError),
+    /// Releases run but nothing has been written for longer than a lease: leases are lapsing.
+    #[error("leases are not renewing: no ledger write for {since_ms} ms while releases run")]
+    NotRenewing {
+        /// Milliseconds since the last committed write.
+        since_ms: i64,
+    },
 }
 
 /// An answer that reached no open request.

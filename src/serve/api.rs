@@ -207,7 +207,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
     match s.agent.ready().await {
         Ok(()) => "ready\n".into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {}", crate::error::chain(&e))),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, crate::error::chain(&e)),
     }
 }
 

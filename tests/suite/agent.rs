@@ -2,7 +2,7 @@
 //! approvals answered from the CLI with scoped tokens, real HAProxy weights,
 //! the ledger and `/metrics` agreeing, SIGTERM during an action.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -91,27 +91,29 @@ fn start(config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -
 
 /// As [`start`], in `dir` (its `l.db` is the ledger: a second agent there shares it).
 fn start_in(dir: tempfile::TempDir, config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
-    let write = |name: &str, text: &str| -> PathBuf {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let (cfg, tokens, pol) =
-        (write("backstop.toml", config), write("tokens.toml", TOKENS), write("policy.toml", policy));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let ledger = dir.path().join("l.db").display().to_string();
+    for (name, text) in [("backstop.toml", config), ("tokens.toml", TOKENS), ("policy.toml", policy)] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let (url, agent) = agent_in(dir.path(), pace_ms, extra_env);
+    Setup { dir, url, agent }
+}
+
+/// An agent on the files and ledger in `dir`, on a free port: its URL and process.
+fn agent_in(dir: &Path, pace_ms: u64, extra_env: &[(&str, &str)]) -> (String, Agent) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let file = |name: &str| dir.join(name).display().to_string();
+    let (cfg, tokens, pol, ledger) = (file("backstop.toml"), file("tokens.toml"), file("policy.toml"), file("l.db"));
     let pace = pace_ms.to_string();
     let args = [
         "--config",
-        cfg.to_str().unwrap(),
+        &cfg,
         "agent",
         "--listen",
         &listen,
         "--tokens",
-        tokens.to_str().unwrap(),
+        &tokens,
         "--policy",
-        pol.to_str().unwrap(),
+        &pol,
         "--ledger",
         &ledger,
         "--pace-ms",
@@ -121,7 +123,7 @@ fn start_in(dir: tempfile::TempDir, config: &str, policy: &str, pace_ms: u64, ex
     all_env.extend_from_slice(extra_env);
     let mut agent = Agent::spawn(&args, &all_env);
     agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
-    Setup { dir, url: format!("http://{listen}"), agent }
+    (format!("http://{listen}"), agent)
 }
 
 fn client() -> reqwest::Client {
@@ -379,33 +381,6 @@ where
     out
 }
 
-/// A second agent on the same ledger (same configuration files).
-fn second_agent(s: &Setup, pace_ms: u64) -> (String, Agent) {
-    let d = s.dir.path();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (cfg, tokens, pol, ledger) =
-        (d.join("backstop.toml"), d.join("tokens.toml"), d.join("policy.toml"), s.ledger());
-    let pace = pace_ms.to_string();
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "agent",
-        "--listen",
-        &listen,
-        "--tokens",
-        tokens.to_str().unwrap(),
-        "--policy",
-        pol.to_str().unwrap(),
-        "--ledger",
-        &ledger,
-        "--pace-ms",
-        &pace,
-    ];
-    let mut agent = Agent::spawn(&args, &env());
-    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
-    (format!("http://{listen}"), agent)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_the_request_acts_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -416,7 +391,7 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
         c = count.display()
     );
     let a = start(&target, POLICY, 20, &[]);
-    let (b_url, b) = second_agent(&a, 20);
+    let (b_url, b) = agent_in(a.dir.path(), 20, &[]);
     let source = serde_json::json!({ "kind": "scenario", "path": std::fs::canonicalize(BAD).unwrap() });
     let (code, body) =
         post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "cmd/checkout", source)).await;
@@ -493,21 +468,6 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 }
 
-fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
-    std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("chromium is installed by scripts/test.sh")
-}
-
 /// The newcomer's path: the simulator configuration, the approval policy, no
 /// tokens (loopback only), the dashboard in a real browser.
 #[tokio::test(flavor = "multi_thread")]
@@ -540,7 +500,7 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
         assert!(!page.contains(needle), "dashboard contains {needle}");
     }
     let profile = s.dir.path().join("profile");
-    let dom = chromium(&["--dump-dom", &format!("{url}/")], &profile);
+    let dom = crate::support::chromium(&["--dump-dom", &format!("{url}/")], &profile);
     assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
     let text = String::from_utf8_lossy(&dom.stdout);
     assert!(text.contains("backstop agent") && text.contains("1 approval(s) pending"), "{text}");
@@ -549,12 +509,13 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
     let log = String::from_utf8_lossy(&dom.stderr);
     assert!(!log.contains("Refused to"), "the page tried to fetch something: {log}");
 
-    let dom = chromium(&["--dump-dom", &format!("{url}/releases/checkout")], &s.dir.path().join("profile-2"));
+    let dom =
+        crate::support::chromium(&["--dump-dom", &format!("{url}/releases/checkout")], &s.dir.path().join("profile-2"));
     let text = String::from_utf8_lossy(&dom.stdout);
     assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains("Failing"), "{text}");
 
     let png = s.dir.path().join("dashboard.png");
-    let shot = chromium(
+    let shot = crate::support::chromium(
         &[
             &format!("--screenshot={}", png.display()),
             "--window-size=1100,700",
@@ -601,4 +562,24 @@ fn without_tokens_the_agent_stays_on_loopback_and_a_bad_tokens_file_is_named() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokens.toml") && err.contains("scopes") && err.contains("sudo"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_turns_unready_while_a_running_release_stops_renewing_its_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!("[agent]\nlease_s = 1.0\n{}", command_release(&tmp.path().join("count")));
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let mut s = start(&config, policy, 10, &[("BACKSTOP_TEST_PAUSE_AT", "before_intent:4000")]);
+    let (code, body) = get(&format!("{}/readyz", s.url), None).await;
+    assert_eq!(code, 200, "{body}");
+    // The loop stalls before its action (as a long GC pause would): no tick, no renewal.
+    s.agent.wait_for("paused at before_intent", Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, body) = get(&format!("{}/readyz", s.url), None).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not renewing"), "{body}");
+    // Once the release has ended, nothing needs renewing.
+    wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(60)).await;
+    let (code, body) = get(&format!("{}/readyz", s.url), None).await;
+    assert_eq!(code, 200, "{body}");
 }

@@ -3,24 +3,7 @@
 
 use assert_cmd::Command;
 
-fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
-    std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("chromium is installed by scripts/test.sh")
-}
+use crate::support::chromium;
 
 #[test]
 fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {

@@ -17,3 +17,24 @@ pub fn release_toml(target: &str, source: &str, executor: Option<&str>) -> Strin
          candidate_revision = \"v42\"\nlast_known_good = \"v41\"\nsource = {source}\n{executor}"
     )
 }
+
+/// Debian's headless Chromium with a throwaway profile; its log on stderr
+/// (where a refused fetch shows as "Refused to ...").
+pub fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium is installed by scripts/test.sh")
+}
