@@ -201,11 +201,14 @@ async fn canary_weight(socket: &str) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pipeline_registers_a_release_and_only_an_approver_can_roll_it_back_on_real_haproxy() {
+async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_it_back_on_real_haproxy() {
     let h = Haproxy::start();
     let socket = h.unix_socket.display().to_string();
     let s = start(&haproxy_target(&socket), POLICY, 10, &[]);
-    let source = serde_json::json!({ "kind": "scenario", "path": std::fs::canonicalize(BAD).unwrap() });
+    // The simulator's canary starts failing at 300 s; HAProxy is what the rollback changes.
+    let source = serde_json::json!({
+        "kind": "simulator", "seed": 7, "fault": { "kind": "error_spike", "onset_s": 300, "strength": 0.05 },
+    });
     let releases = format!("{}/v1/releases", s.url);
 
     // Registration: scope, a chosen executor and an undeclared target are refused before anything runs.
