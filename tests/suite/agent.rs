@@ -188,16 +188,7 @@ fn registration(name: &str, target: &str, source: Value) -> Value {
 }
 
 async fn canary_weight(socket: &str) -> u32 {
-    let cfg = backstop::executor::HaproxyConfig {
-        socket: socket.into(),
-        backend: "be".into(),
-        canary_server: "canary".into(),
-        stable_server: "stable".into(),
-        full_weight: 100,
-        drain_canary: true,
-        timeout_s: 5,
-    };
-    backstop::executor::HaproxyExecutor::new("haproxy/checkout", cfg).weight("canary").await.unwrap()
+    crate::suite::haproxy::executor(socket).weight("canary").await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,6 +243,8 @@ async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("closed"), "{text}");
 
+    // The release ends just after the approver is answered (its end record follows the action's outcome).
+    wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(30)).await;
     // The ledger names each person; /metrics counts what happened.
     let audit = s.audit();
     let who = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();

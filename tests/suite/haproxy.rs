@@ -9,7 +9,8 @@ use predicates::prelude::*;
 
 use crate::support::haproxy::Haproxy;
 
-fn executor(socket: &str) -> HaproxyExecutor {
+/// The executor for the test HAProxy's backend `be` (servers `canary` and `stable`).
+pub(crate) fn executor(socket: &str) -> HaproxyExecutor {
     let cfg = HaproxyConfig {
         socket: socket.into(),
         backend: "be".into(),
