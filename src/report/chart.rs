@@ -1,5 +1,6 @@
 //! One SVG chart per metric: baseline and canary over release time, the
-//! decision point and (when known) the fault onset marked.
+//! decision point, the window the judge's numbers come from (shaded) and,
+//! when known, the fault onset marked.
 
 use plotters::prelude::*;
 
@@ -9,13 +10,21 @@ const BASELINE: RGBColor = RGBColor(0x33, 0x66, 0xcc);
 const CANARY: RGBColor = RGBColor(0xdd, 0x55, 0x00);
 const DECISION: RGBColor = RGBColor(0xcc, 0x00, 0x00);
 const ONSET: RGBColor = RGBColor(0x88, 0x88, 0x88);
+const WINDOW: RGBColor = RGBColor(0xff, 0xc1, 0x07);
 
 fn points(series: &[Option<f64>], step_s: u32) -> Vec<(f64, f64)> {
     series.iter().enumerate().filter_map(|(i, v)| v.map(|y| (((i as u64 + 1) * u64::from(step_s)) as f64, y))).collect()
 }
 
 /// An SVG document for `m`, or a short explanation when it cannot be drawn.
-pub fn metric_svg(m: &MetricSeries, step_s: u32, duration_s: u64, decided_at_s: u64, onset_s: Option<u64>) -> String {
+/// `window_s`: length of the judge's window ending at the decision, seconds.
+pub fn metric_svg(
+    m: &MetricSeries,
+    step_s: u32,
+    duration_s: u64,
+    (decided_at_s, window_s): (u64, Option<u64>),
+    onset_s: Option<u64>,
+) -> String {
     let (b, c) = (points(&m.baseline, step_s), points(&m.canary, step_s));
     let ys: Vec<f64> = b.iter().chain(c.iter()).map(|p| p.1).collect();
     if ys.is_empty() {
@@ -36,6 +45,14 @@ pub fn metric_svg(m: &MetricSeries, step_s: u32, duration_s: u64, decided_at_s: 
             .y_label_area_size(64)
             .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
         chart.configure_mesh().x_desc("release time (s)").light_line_style(WHITE.mix(0.0)).draw()?;
+        if let Some(w) = window_s.filter(|w| *w > 0) {
+            let from = decided_at_s.saturating_sub(w) as f64;
+            let shade = Rectangle::new([(from, lo - pad), (decided_at_s as f64, hi + pad)], WINDOW.mix(0.25).filled());
+            chart
+                .draw_series(std::iter::once(shade))?
+                .label("judged window")
+                .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], WINDOW.mix(0.25).filled()));
+        }
         chart
             .draw_series(LineSeries::new(b, BASELINE.stroke_width(2)))?
             .label("baseline")

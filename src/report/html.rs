@@ -100,7 +100,12 @@ pub fn report_body(r: &Report) -> String {
     if let Some(obs) = &r.observation {
         for m in &obs.metrics {
             body.push_str("<figure>");
-            body.push_str(&metric_svg(m, obs.step_s, r.duration_s, r.decided_at_s, r.known_onset_s));
+            let window = r
+                .judge
+                .as_ref()
+                .and_then(|j| j.findings.iter().find(|f| f.metric == m.spec.name))
+                .and_then(|f| f.window_s);
+            body.push_str(&metric_svg(m, obs.step_s, r.duration_s, (r.decided_at_s, window), r.known_onset_s));
             body.push_str("</figure>\n");
         }
     }

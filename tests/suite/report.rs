@@ -39,6 +39,7 @@ fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {
         assert!(dom_text.contains(metric), "{metric} missing from the rendered page");
     }
     assert!(dom_text.contains("ROLLBACK") && dom_text.contains("decision") && dom_text.contains("fault onset"));
+    assert_eq!(dom_text.matches("judged window").count(), 5, "each chart shades the judge's window");
     let log = String::from_utf8_lossy(&dom.stderr);
     assert!(!log.contains("Refused to"), "the page tried to fetch something: {log}");
 
