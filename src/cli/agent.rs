@@ -12,7 +12,7 @@ use backstop::orchestrator::human::AnswerReply;
 use backstop::policy::approval::Ruling;
 use backstop::run::agent::Agent;
 use backstop::run::{Service, exit, stop_on_signals};
-use backstop::serve::api::{ApiState, router};
+use backstop::serve::api::{ApiState, ReasonBody, router};
 use backstop::serve::auth::Authenticator;
 use backstop::serve::listen;
 
@@ -43,7 +43,7 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| Failure::usage(format!("--listen {}: cannot listen: {e}", a.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
     if !addr.ip().is_loopback() && matches!(auth, Authenticator::LocalOnly) {
         return Err(Failure::usage(format!(
             "--listen {addr} is beyond loopback: give a tokens file (--tokens FILE or agent.tokens_file)"
@@ -103,7 +103,7 @@ pub async fn answer(a: AnswerArgs, verb: &str) -> CliResult {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
-    let mut req = client.post(&url).json(&serde_json::json!({ "reason": a.reason }));
+    let mut req = client.post(&url).json(&ReasonBody { reason: a.reason.clone() });
     if let Ok(token) = std::env::var(&a.token_env) {
         req = req.bearer_auth(token);
     }

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::{Authenticator, Caller, Scope};
 use crate::config::ReleaseConfig;
@@ -106,11 +106,13 @@ async fn register(
     }
 }
 
-#[derive(Deserialize, Default)]
+/// The body of an operator request or an answer: why, in the person's words.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
+pub struct ReasonBody {
+    /// Recorded in the ledger as typed (untrusted text).
     #[serde(default)]
-    reason: String,
+    pub reason: String,
 }
 
 fn reason_of(body: &axum::body::Bytes) -> Result<String, Box<Response>> {
