@@ -53,7 +53,7 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let stop = stop_on_signals();
     let service = Service::open(settings.clone(), policy, &url, stop.clone()).await.map_err(service_failure)?;
-    let agent = Agent::new(service, a.pace_ms.map(Duration::from_millis));
+    let agent = Agent::new(service, a.pace_ms.map(Duration::from_millis), backstop::policy::RunMode::Act);
     agent.start_configured().map_err(|e| Failure::usage(super::chain(&e)))?;
     // Registered releases this agent (before a restart) or another one recorded, not yet finished.
     agent.sync().await.map_err(|e| Failure::backend(&e))?;

@@ -5,14 +5,17 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::runs::{RunArgs, run_all};
-use super::{CliResult, Failure, out};
+use std::time::Duration;
+
+use super::agent::service_failure;
+use super::runs::RunArgs;
+use super::{CliResult, Failure, ledger_url, load_policy, out};
 use backstop::config::Settings;
-use backstop::orchestrator::Observer;
 use backstop::policy::RunMode;
-use backstop::run::stop_on_signals;
+use backstop::run::agent::Agent;
+use backstop::run::{Service, stop_on_signals};
 use backstop::serve::listen::{self, with_token};
-use backstop::serve::{GateBoard, router};
+use backstop::serve::{GateState, router};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -43,35 +46,29 @@ pub async fn serve(a: ServeArgs, settings: &Settings) -> CliResult {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", a.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
     if !addr.ip().is_loopback() && token.is_none() && !a.insecure_no_auth {
         return Err(Failure::usage(format!(
             "--listen {addr} is beyond loopback: give a token (--token-env VAR) or say --insecure-no-auth"
         )));
     }
-    let board = GateBoard::default();
-    let app = with_token(router(board.clone()), token);
+    let policy = load_policy(a.run.flags.policy.as_deref(), settings)?;
+    let url = ledger_url(a.run.flags.ledger.as_deref(), settings);
     let mut stop = stop_on_signals();
+    let service = Service::open(settings.clone(), policy, &url, stop.clone()).await.map_err(service_failure)?;
+    let chosen = service.select(&a.run.releases).map_err(service_failure)?;
+    // Advisory: the engine moves traffic; an agent that never acts keeps the gate's answers.
+    let agent = Agent::new(service, a.run.pace_ms.map(Duration::from_millis), RunMode::Advise);
+    agent.start(chosen).map_err(|e| Failure::usage(super::chain(&e)))?;
+    let app = with_token(router(GateState { board: agent.gates.clone(), agent: Some(agent.clone()) }), token);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(listen::serve(listener, app, listen::Limits::default(), async move {
         let _ = server_stop.wait_for(|s| *s).await;
     }));
     out(&format!("serving gates on http://{addr}/v1/gates/{{release}}"));
-    let mut make = |name: &str, duration: u64| -> Box<dyn Observer> {
-        let revision = settings.releases.iter().find(|r| r.name == name).map(|r| r.candidate_revision.as_str());
-        board.register(name, revision.unwrap_or_default(), duration);
-        Box::new(board.observer(name))
-    };
-    let ran = run_all(&a.run, settings, RunMode::Advise, &mut make).await?;
-    for r in &ran {
-        out(&format!(
-            "{}: analysis finished; the gate keeps answering {:?}",
-            r.name,
-            board.get(&r.name).map(|v| v.verdict)
-        ));
-    }
-    // Keep answering with the final verdicts until asked to stop.
+    // Keep answering (analyses end; their final verdicts stay) until asked to stop.
     let _ = stop.wait_for(|s| *s).await;
+    agent.wait().await;
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
 }

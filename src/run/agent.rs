@@ -117,6 +117,8 @@ pub struct ReleaseView {
 
 struct Entry {
     view: ReleaseView,
+    /// As configured or registered (with the executor of its declared target).
+    cfg: ReleaseConfig,
     operator: watch::Sender<OperatorState>,
     answers: mpsc::Sender<HumanAnswer>,
 }
@@ -171,10 +173,29 @@ pub enum OperateError {
     NoAnswer,
 }
 
+/// A gate's request to judge another revision, refused.
+#[derive(Debug, Error)]
+pub enum RevisionError {
+    /// No such release.
+    #[error("no release named `{0}`")]
+    NotFound(String),
+    /// The revision is not a plausible revision name.
+    #[error("query `revision`: expected 1 to 128 printable characters without spaces")]
+    BadRevision,
+    /// The new analysis could not start.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The ledger refused the record; nothing changed.
+    #[error("cannot record the new analysis")]
+    Ledger(#[source] LedgerError),
+}
+
 /// Runs releases with people in the loop.
 pub struct Agent {
     service: Service,
     pace: Option<Duration>,
+    /// `Act` under `backstop agent`; `Advise` under `backstop serve` (the gate only).
+    mode: RunMode,
     table: Mutex<BTreeMap<String, Entry>>,
     /// Closed requests: id → what closed it, so a late second answer is told.
     closed: Mutex<BTreeMap<String, String>>,
@@ -193,8 +214,9 @@ pub struct Agent {
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 
 impl Agent {
-    /// An agent on `service`; `pace` as for `watch` (None: real time).
-    pub fn new(service: Service, pace: Option<Duration>) -> Arc<Self> {
+    /// An agent on `service`; `pace` as for `watch` (None: real time);
+    /// `mode`: whether it acts (`backstop agent`) or only answers (`serve`).
+    pub fn new(service: Service, pace: Option<Duration>, mode: RunMode) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         let last_write = Arc::new(AtomicI64::new(service.agent.clock.now_ms()));
         let (m, lw, clock) = (metrics.clone(), last_write.clone(), service.agent.clock.clone());
@@ -205,6 +227,7 @@ impl Agent {
         Arc::new(Self {
             service,
             pace,
+            mode,
             table: Mutex::new(BTreeMap::new()),
             closed: Mutex::new(BTreeMap::new()),
             metrics,
@@ -226,7 +249,16 @@ impl Agent {
 
     /// Start every configured release.
     pub fn start_configured(self: &Arc<Self>) -> Result<(), RegisterError> {
-        for cfg in self.service.settings.releases.clone() {
+        self.start(self.service.settings.releases.clone())
+    }
+
+    /// Start these configured releases (each prepared first, so a bad one
+    /// stops the start with its error before anything runs).
+    pub fn start(self: &Arc<Self>, all: Vec<ReleaseConfig>) -> Result<(), RegisterError> {
+        for cfg in &all {
+            self.service.prepare(cfg, self.mode, 0)?;
+        }
+        for cfg in all {
             self.admit(cfg, "config".into())?;
         }
         Ok(())
@@ -244,11 +276,20 @@ impl Agent {
             else {
                 continue;
             };
-            if self.table().contains_key(&cfg.name) {
+            let id = release_id(&cfg);
+            let known = self.table().get(&cfg.name).map(|e| e.view.release_id.clone());
+            if known.as_deref() == Some(id.as_str()) {
                 continue;
             }
-            if self.service.ledger.finished(&release_id(&cfg)).await?.is_some_and(|f| f.status.is_final()) {
+            if self.service.ledger.finished(&id).await?.is_some_and(|f| f.status.is_final()) {
                 continue;
+            }
+            if known.is_some() {
+                // A later revision of a release this agent runs (a gate asked about it): the
+                // earlier analysis was aborted in the ledger by the agent that started this one.
+                if let Some(old) = self.table().remove(&cfg.name) {
+                    let _ = old.operator.send(OperatorState::Aborted);
+                }
             }
             if self.admit(*cfg, stored.actor.clone()).is_ok() {
                 admitted += 1;
@@ -335,7 +376,8 @@ impl Agent {
             if table.contains_key(&cfg.name) {
                 return Err(RegisterError::Duplicate(cfg.name));
             }
-            table.insert(cfg.name.clone(), Entry { view: view.clone(), operator: op_tx, answers: ans_tx });
+            let entry = Entry { view: view.clone(), cfg: cfg.clone(), operator: op_tx, answers: ans_tx };
+            table.insert(cfg.name.clone(), entry);
         }
         self.gates.register(&cfg.name, &cfg.candidate_revision, 0);
         let controls = Controls { operator: op_rx, answers: tokio::sync::Mutex::new(ans_rx) };
@@ -347,35 +389,40 @@ impl Agent {
 
     async fn drive(self: Arc<Self>, cfg: ReleaseConfig, controls: Controls) {
         let name = cfg.name.clone();
-        let prepared = match self.service.prepare(&cfg, RunMode::Act, 0) {
+        let key = Key { name: name.clone(), id: release_id(&cfg) };
+        let started = self.service.agent.clock.now_ms();
+        let prepared = match self.service.prepare(&cfg, self.mode, started) {
             Ok(p) => p,
-            Err(e) => return self.failed(&name, crate::error::chain(&e)),
+            Err(e) => return self.failed(&key, crate::error::chain(&e)),
         };
-        self.update(&name, |v| v.duration_s = prepared.release.duration_s);
-        let mut observer = AgentObserver { agent: self.clone(), name: name.clone(), gate: self.gates.observer(&name) };
+        self.update(&key, |v| v.duration_s = prepared.release.duration_s);
+        let gate = self.gates.observer(&name, &cfg.candidate_revision);
+        let mut observer = AgentObserver { agent: self.clone(), key: key.clone(), gate };
         match self.service.run(&prepared.release, self.pace, &mut observer, Some(&controls)).await {
-            Ok(outcome) => self.finished(&name, outcome),
-            Err(e) => self.failed(&name, crate::error::chain(&e)),
+            Ok(outcome) => self.finished(&key, outcome),
+            Err(e) => self.failed(&key, crate::error::chain(&e)),
         }
     }
 
-    fn update(&self, name: &str, f: impl FnOnce(&mut ReleaseView)) {
-        if let Some(e) = self.table().get_mut(name) {
+    /// Change the table's entry for `key`, unless a newer analysis (another
+    /// revision) has taken the name since.
+    fn update(&self, key: &Key, f: impl FnOnce(&mut ReleaseView)) {
+        if let Some(e) = self.table().get_mut(&key.name).filter(|e| e.view.release_id == key.id) {
             f(&mut e.view);
         }
     }
 
-    fn failed(&self, name: &str, error: String) {
-        warn!(release = name, %error, "Release could not run.");
-        self.update(name, |v| {
+    fn failed(&self, key: &Key, error: String) {
+        warn!(release = key.name, %error, "Release could not run.");
+        self.update(key, |v| {
             v.state = ReleaseState::Failed;
             v.error = Some(error);
         });
     }
 
-    fn finished(&self, name: &str, o: RunOutcome) {
-        info!(release = name, status = o.status.label(), "Release ended.");
-        self.update(name, |v| {
+    fn finished(&self, key: &Key, o: RunOutcome) {
+        info!(release = key.name, status = o.status.label(), "Release ended.");
+        self.update(key, |v| {
             v.state =
                 if o.status == ReleaseStatus::Interrupted { ReleaseState::Paused } else { ReleaseState::Finished };
             v.status = Some(o.status);
@@ -391,6 +438,61 @@ impl Agent {
     /// One release.
     pub fn get(&self, name: &str) -> Option<ReleaseView> {
         self.table().get(name).map(|e| e.view.clone())
+    }
+
+    /// A rollout engine asked the gate about `revision` of `name`, which is
+    /// not the revision judged: judge it from the start, as `by`. The
+    /// analysis of the earlier revision is aborted if it still runs (the
+    /// engine has moved on; acting on it would touch what is no longer
+    /// there), and the new one is the same release with only the candidate
+    /// changed — its last known good is the earlier candidate if that was
+    /// promoted. Recorded (abort, registration) before anything changes.
+    pub async fn new_revision(self: &Arc<Self>, name: &str, revision: &str, by: &Actor) -> Result<(), RevisionError> {
+        if revision.is_empty() || revision.len() > 128 || revision.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(RevisionError::BadRevision);
+        }
+        let Some((old, cfg)) = self.table().get(name).map(|e| (e.view.clone(), e.cfg.clone())) else {
+            return Err(RevisionError::NotFound(name.into()));
+        };
+        if old.candidate_revision == revision {
+            return Ok(());
+        }
+        let next = next_revision(&cfg, &old, revision);
+        let ended = matches!(old.state, ReleaseState::Finished | ReleaseState::Failed);
+        // Advisory analyses (`serve`) change nothing, so there is nothing to record.
+        if self.mode == RunMode::Act {
+            if !ended {
+                let reason = format!("superseded: the rollout engine moved to revision {revision}");
+                self.record(&old.release_id, by, OperatorAction::Abort, reason, None).await?;
+            }
+            let reason = format!("new analysis of {name}: revision {revision} (was {})", old.candidate_revision);
+            self.record(&release_id(&next), by, OperatorAction::Register, reason, Some(next.clone())).await?;
+        }
+        let replaced = {
+            let mut table = self.table();
+            let still = table.get(name).is_some_and(|e| e.view.release_id == old.release_id);
+            if still { table.remove(name) } else { None }
+        };
+        let Some(replaced) = replaced else { return Ok(()) }; // another request got there first
+        let _ = replaced.operator.send(OperatorState::Aborted);
+        info!(release = name, from = %old.candidate_revision, to = revision, "New revision: new analysis.");
+        self.admit(next, by.to_string())?;
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        release: &str,
+        by: &Actor,
+        action: OperatorAction,
+        reason: String,
+        cfg: Option<ReleaseConfig>,
+    ) -> Result<(), RevisionError> {
+        let record = Record::Operator(OperatorRecord { action, reason, release: cfg.map(Box::new) });
+        let at = self.service.agent.clock.now_ms();
+        self.service.ledger.append(release, by, at, record).await.map_err(RevisionError::Ledger)?;
+        Ok(())
     }
 
     /// Hold, resume or abort `name` as `by`: recorded first, then applied.
@@ -595,6 +697,17 @@ impl Agent {
     }
 }
 
+/// The release judging `revision` after `old` (of `cfg`): same target,
+/// source and executor; a promoted candidate becomes the last known good.
+fn next_revision(cfg: &ReleaseConfig, old: &ReleaseView, revision: &str) -> ReleaseConfig {
+    let mut next = cfg.clone();
+    if old.status == Some(ReleaseStatus::Promoted) {
+        next.last_known_good = Some(old.candidate_revision.clone());
+    }
+    next.candidate_revision = revision.to_string();
+    next
+}
+
 /// Stable name of a ruling, for metrics and replies.
 pub fn ruling_kind(r: &Ruling) -> &'static str {
     match r {
@@ -641,10 +754,18 @@ pub enum AnswerError {
     Ledger(#[source] LedgerError),
 }
 
+/// One analysis in the table: the name and the release id (name, target
+/// and revision), so a superseded analysis never writes over its successor.
+#[derive(Clone)]
+struct Key {
+    name: String,
+    id: String,
+}
+
 /// Keeps the agent's table, the gate and the metrics current.
 struct AgentObserver {
     agent: Arc<Agent>,
-    name: String,
+    key: Key,
     gate: GateObserver,
 }
 
@@ -659,7 +780,7 @@ impl Observer for AgentObserver {
                 self.agent.metrics.model_rejections.inc();
             }
         }
-        self.agent.update(&self.name, |v| {
+        self.agent.update(&self.key, |v| {
             v.now_s = t.now_s;
             v.duration_s = t.duration_s;
             v.decision = Some(t.outcome.decision.clone());
@@ -679,12 +800,12 @@ impl Observer for AgentObserver {
 
     fn on_approval(&mut self, request: Option<&ApprovalRequested>) {
         if let Some(r) = request {
-            info!(release = %self.name, id = %r.request.id, "Approval request open.");
-        } else if let Some(open) = self.agent.get(&self.name).and_then(|v| v.pending_approval) {
+            info!(release = %self.key.name, id = %r.request.id, "Approval request open.");
+        } else if let Some(open) = self.agent.get(&self.key.name).and_then(|v| v.pending_approval) {
             let how = "closed (answered, expired or withdrawn; see the ledger)".to_string();
             self.agent.closed.lock().unwrap_or_else(PoisonError::into_inner).entry(open.request.id).or_insert(how);
         }
-        self.agent.update(&self.name, |v| {
+        self.agent.update(&self.key, |v| {
             v.pending_approval = request.cloned();
             v.state = if request.is_some() { ReleaseState::AwaitingApproval } else { ReleaseState::Running };
         });

@@ -225,8 +225,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .merge(super::dashboard::routes())
         .with_state(state.clone());
-    let gates = Router::new()
-        .route("/v1/gates/{release}", get(super::gate).post(super::gate))
-        .with_state(state.agent.gates.clone());
+    let gates =
+        super::gate_routes(super::GateState { board: state.agent.gates.clone(), agent: Some(state.agent.clone()) });
     api.merge(gates).layer(axum::middleware::from_fn_with_state(state, authenticate))
 }

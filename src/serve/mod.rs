@@ -15,13 +15,18 @@
 //!   `?contract=flagger-confirm-promotion` — Flagger halts while these are
 //!   non-2xx: traffic grows only while the analysis runs clean or passed, and
 //!   promotion only once policy promotes.
-//! - `?revision=R` — the revision the engine is rolling out; an answer for a
-//!   different revision than the one judged is `inconclusive` (a pause), so a
-//!   verdict is never applied to a revision it was not about.
+//! - `?revision=R` — the revision the engine is rolling out. Every answer
+//!   names the revision it judged. Asked about another revision, the gate
+//!   starts a new analysis of it (the earlier one is aborted: the engine has
+//!   moved on) and answers for it; where it may not start one (a caller
+//!   without the `register` scope, a malformed revision) it answers
+//!   `inconclusive` (a pause), so a verdict is never applied to a revision it
+//!   was not about.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -36,8 +41,11 @@ pub mod auth;
 pub mod dashboard;
 pub mod listen;
 
+use crate::ledger::Actor;
 use crate::orchestrator::{Observer, TickReport};
 use crate::policy::Decision;
+use crate::run::agent::Agent;
+use auth::{Caller, Scope};
 
 /// What the gate tells a rollout engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -154,9 +162,10 @@ impl GateBoard {
         self.lock().get(release).cloned()
     }
 
-    /// An observer that keeps this board's entry for `release` current.
-    pub fn observer(&self, release: &str) -> GateObserver {
-        GateObserver { board: self.clone(), release: release.into() }
+    /// An observer that keeps this board's entry for `release` current
+    /// while it judges `revision` (not after another revision took over).
+    pub fn observer(&self, release: &str, revision: &str) -> GateObserver {
+        GateObserver { board: self.clone(), release: release.into(), revision: revision.into() }
     }
 }
 
@@ -164,12 +173,13 @@ impl GateBoard {
 pub struct GateObserver {
     board: GateBoard,
     release: String,
+    revision: String,
 }
 
 impl Observer for GateObserver {
     fn on_tick(&mut self, t: &TickReport<'_>) {
         let mut views = self.board.lock();
-        let Some(view) = views.get_mut(&self.release) else { return };
+        let Some(view) = views.get_mut(&self.release).filter(|v| v.revision == self.revision) else { return };
         view.verdict = gate_verdict(&t.outcome.decision, t.now_s < t.duration_s);
         view.decision = t.outcome.decision.clone();
         view.now_s = t.now_s;
@@ -190,8 +200,43 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(BTreeMap::from([("error", message)]))).into_response()
 }
 
+/// What the gate handler reads: the board, and the agent that starts a new
+/// analysis when an engine asks about another revision (none: it only pauses).
+#[derive(Clone)]
+pub struct GateState {
+    /// The answers.
+    pub board: GateBoard,
+    /// Starts analyses of new revisions.
+    pub agent: Option<Arc<Agent>>,
+}
+
+fn contract_of(q: &GateQuery) -> Result<Contract, Response> {
+    let Some(c) = q.contract.as_deref() else { return Ok(Contract::Argo) };
+    serde_json::from_value::<Contract>(serde_json::Value::String(c.to_string())).map_err(|_| {
+        bad_request(format!(
+            "unknown contract `{c}`; use argo, flagger-rollout, flagger-confirm-traffic-increase or flagger-confirm-promotion"
+        ))
+    })
+}
+
+/// Start judging `asked` when it is not the revision judged now and the
+/// caller may; `Err` says why not (the answer then pauses).
+async fn follow_revision(g: &GateState, caller: Option<&Caller>, release: &str, asked: &str) -> Result<(), String> {
+    let Some(agent) = &g.agent else { return Err("this gate does not start analyses".into()) };
+    // No caller: `serve`, whose listener already checked its one token (or loopback).
+    let by = caller.map_or(Actor::Pipeline { identity: "gate".into() }, Caller::actor);
+    if caller.is_some_and(|c| !c.may(Scope::Register)) {
+        return Err("the caller lacks the `register` scope needed to start an analysis".into());
+    }
+    agent.new_revision(release, asked, &by).await.map_err(|e| {
+        tracing::warn!(release, revision = asked, error = %crate::error::chain(&e), "Gate: no new analysis.");
+        crate::error::chain(&e)
+    })
+}
+
 async fn gate(
-    State(board): State<GateBoard>,
+    State(g): State<GateState>,
+    caller: Option<Extension<Caller>>,
     Path(release): Path<String>,
     Query(q): Query<GateQuery>,
     body: Option<Json<serde_json::Value>>,
@@ -201,24 +246,23 @@ async fn gate(
         tracing::info!(release, caller = %b.get("name").and_then(|v| v.as_str()).unwrap_or("-"),
             phase = %b.get("phase").and_then(|v| v.as_str()).unwrap_or("-"), "Gate asked.");
     }
-    let Some(view) = board.get(&release) else {
+    let contract = match contract_of(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(judged) = g.board.get(&release) else {
         let err = BTreeMap::from([("error", format!("no release named `{release}` is served"))]);
         return (StatusCode::NOT_FOUND, Json(err)).into_response();
     };
-    let contract = match q.contract.as_deref() {
-        None => Contract::Argo,
-        Some(c) => match serde_json::from_value::<Contract>(serde_json::Value::String(c.to_string())) {
-            Ok(c) => c,
-            Err(_) => {
-                return bad_request(format!(
-                    "unknown contract `{c}`; use argo, flagger-rollout, flagger-confirm-traffic-increase or flagger-confirm-promotion"
-                ));
-            }
-        },
+    let asked = q.revision.filter(|r| *r != judged.revision);
+    let refused = match &asked {
+        Some(r) => follow_revision(&g, caller.as_deref(), &release, r).await.err(),
+        None => None,
     };
-    let mut view = view;
-    if let Some(asked) = q.revision.filter(|r| *r != view.revision) {
-        view.summary = format!("revision {asked} is not the one judged ({}): pausing", view.revision);
+    let mut view = g.board.get(&release).unwrap_or(judged);
+    if let Some(asked) = asked.filter(|r| *r != view.revision) {
+        let why = refused.unwrap_or_else(|| "no new analysis started".into());
+        view.summary = format!("revision {asked} is not the one judged ({}): pausing; {why}", view.revision);
         view.revision = asked;
         view.verdict = GateVerdict::Inconclusive;
         view.failing.clear();
@@ -230,9 +274,14 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The HTTP routes.
-pub fn router(board: GateBoard) -> Router {
-    Router::new().route("/v1/gates/{release}", get(gate).post(gate)).route("/healthz", get(healthz)).with_state(board)
+/// The gate routes on `state`.
+pub fn gate_routes(state: GateState) -> Router {
+    Router::new().route("/v1/gates/{release}", get(gate).post(gate)).with_state(state)
+}
+
+/// The HTTP routes of `backstop serve`.
+pub fn router(state: GateState) -> Router {
+    gate_routes(state).route("/healthz", get(healthz))
 }
 
 #[cfg(test)]

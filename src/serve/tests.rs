@@ -24,7 +24,7 @@ fn rollback() -> Decision {
 fn tick(board: &GateBoard, verdict: Verdict, decision: Decision, now_s: u64) {
     let judge = JudgeResult { verdict, now_s, window_complete: now_s >= 1800, findings: vec![], summary: "s".into() };
     let outcome = PolicyOutcome { decision, trace: vec![] };
-    board.observer("checkout").on_tick(&TickReport {
+    board.observer("checkout", "v42").on_tick(&TickReport {
         tick: now_s / 10,
         now_s,
         duration_s: 1800,
@@ -136,7 +136,7 @@ async fn ask(board: &GateBoard, method: &str, uri: &str, body: Option<&str>) -> 
         }
         None => Body::empty(),
     };
-    let resp = router(board.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+    let resp = router(GateState { board: board.clone(), agent: None }).oneshot(req.body(body).unwrap()).await.unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap())
@@ -195,7 +195,7 @@ async fn unknown_release_and_contract_are_errors() {
 async fn with_a_token_only_the_bearer_gets_an_answer_and_healthz_stays_open() {
     let board = GateBoard::default();
     board.register("checkout", "v42", 1800);
-    let app = listen::with_token(router(board), Some("s3cret-token-0123456789".into()));
+    let app = listen::with_token(router(GateState { board, agent: None }), Some("s3cret-token-0123456789".into()));
     let call = |auth: Option<&str>, uri: &str| {
         let mut req = Request::builder().uri(uri);
         if let Some(a) = auth {
@@ -222,7 +222,7 @@ async fn half_open_connections_are_dropped_and_real_requests_still_answered() {
         connection: std::time::Duration::from_secs(5),
         max_connections: 64,
     };
-    tokio::spawn(listen::serve(listener, router(board), limits, std::future::pending()));
+    tokio::spawn(listen::serve(listener, router(GateState { board, agent: None }), limits, std::future::pending()));
     // 200 clients that start a request and never finish its headers (more than the connection cap).
     let mut stalled = Vec::new();
     for _ in 0..200 {

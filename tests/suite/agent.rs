@@ -579,3 +579,57 @@ async fn readyz_turns_unready_while_a_running_release_stops_renewing_its_lease()
     let (code, body) = get(&format!("{}/readyz", s.url), None).await;
     assert_eq!(code, 200, "{body}");
 }
+
+/// A rollout engine moves to a new revision: a caller with only `read` gets
+/// a pause for it and changes nothing; one with `register` starts a new
+/// analysis of it (the earlier one aborted, both recorded under its
+/// identity), and later answers are about the new revision only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gate_asked_about_a_new_revision_starts_a_new_analysis_for_a_caller_who_may_register() {
+    let config = "[[releases]]\nname = \"checkout\"\nservice = \"checkout\"\ntarget = \"sim/checkout\"\n\
+                  candidate_revision = \"v42\"\nlast_known_good = \"v41\"\nexecutor = { kind = \"simulator\" }\n\
+                  source = { kind = \"simulator\", seed = 3 }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let s = start(config, policy, 50, &[]);
+    wait_release(&s, "checkout", |v| v["now_s"].as_u64().is_some_and(|t| t >= 60), Duration::from_secs(60)).await;
+    let gate = |rev: &str| format!("{}/v1/gates/checkout?revision={rev}&contract=flagger-rollout", s.url);
+
+    let (code, text) = get(&gate("v43"), Some(VIEWER)).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((code, v["verdict"].as_str(), v["revision"].as_str()), (200, Some("inconclusive"), Some("v43")), "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("register"), "{v}");
+    assert_eq!(get_json(&s, "checkout").await["candidate_revision"], "v42", "a read-only caller changes nothing");
+
+    let (code, text) = get(&gate("v 43"), Some(CI)).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((code, v["verdict"].as_str()), (200, Some("inconclusive")), "a malformed revision pauses: {v}");
+
+    let (code, text) = get(&gate("v43"), Some(CI)).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((code, v["verdict"].as_str(), v["revision"].as_str()), (200, Some("running"), Some("v43")), "{v}");
+    let v =
+        wait_release(&s, "checkout", |v| v["now_s"].as_u64().is_some_and(|t| t >= 60), Duration::from_secs(60)).await;
+    assert_eq!(v["candidate_revision"], "v43", "{v}");
+    assert_eq!(v["registered_by"], "pipeline:ci:github:example/checkout");
+    // The earlier loop has ended; nothing it does reaches the new revision's answers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, text) = get(&format!("{}/v1/gates/checkout", s.url), Some(VIEWER)).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["revision"], "v43", "{v}");
+    let audit = s.audit();
+    let ci_lines =
+        |what: &str| audit.lines().filter(|l| l.contains("ci:github:example/checkout") && l.contains(what)).count();
+    assert_eq!(ci_lines("operator abort: superseded: the rollout engine moved to revision v43"), 1, "{audit}");
+    assert_eq!(ci_lines("operator register: new analysis of checkout: revision v43"), 1, "{audit}");
+    assert!(audit.lines().any(|l| l.contains("release_finished") && l.contains("aborted")), "{audit}");
+    // Asked again about the same revision: no third analysis.
+    let (_, text) = get(&gate("v43"), Some(CI)).await;
+    assert!(text.contains("\"revision\":\"v43\""), "{text}");
+    assert_eq!(s.audit().lines().filter(|l| l.contains(" operator ")).count(), 2);
+}
+
+async fn get_json(s: &Setup, name: &str) -> Value {
+    let (code, text) = get(&format!("{}/v1/releases/{name}", s.url), Some(VIEWER)).await;
+    assert_eq!(code, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}

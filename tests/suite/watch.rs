@@ -150,7 +150,7 @@ pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 #[test]
-fn serve_answers_the_gate_from_the_live_judgement() {
+fn serve_answers_the_gate_from_the_live_judgement_and_a_new_revision_starts_a_new_analysis() {
     let d = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let bin = assert_cmd::cargo::cargo_bin("backstop");
@@ -169,7 +169,11 @@ fn serve_answers_the_gate_from_the_live_judgement() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let argo = http_get(port, "/v1/gates/bad");
+    let argo = http_get(port, "/v1/gates/bad?revision=v42");
+    // The engine moves on to v43: a new analysis starts and answers for it.
+    let moved = http_get(port, "/v1/gates/bad?revision=v43&contract=flagger-rollout");
+    std::thread::sleep(Duration::from_millis(300));
+    let later = http_get(port, "/v1/gates/bad");
     let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let _ = child.wait();
     let (code, body) = last.expect("gate never answered");
@@ -177,8 +181,13 @@ fn serve_answers_the_gate_from_the_live_judgement() {
     let (code, body) = argo.unwrap();
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["verdict"], "fail");
+    assert_eq!((&v["verdict"], &v["revision"]), (&"fail".into(), &"v42".into()), "{v}");
     assert_eq!(v["failing"][0], "http_error_ratio");
+    let (code, body) = moved.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((code, &v["verdict"], &v["revision"]), (200, &"running".into(), &"v43".into()), "{v}");
+    let v: serde_json::Value = serde_json::from_str(&later.unwrap().1).unwrap();
+    assert_eq!(v["revision"], "v43", "the first analysis no longer answers: {v}");
 }
 
 fn command_release(marker: &str) -> String {
