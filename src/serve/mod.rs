@@ -210,13 +210,17 @@ pub struct GateState {
     pub agent: Option<Arc<Agent>>,
 }
 
-fn contract_of(q: &GateQuery) -> Result<Contract, Response> {
+/// A `contract` the gate does not speak.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "query `contract`: unknown `{0}`; use argo, flagger-rollout, flagger-confirm-traffic-increase or flagger-confirm-promotion"
+)]
+struct UnknownContract(String);
+
+fn contract_of(q: &GateQuery) -> Result<Contract, UnknownContract> {
     let Some(c) = q.contract.as_deref() else { return Ok(Contract::Argo) };
-    serde_json::from_value::<Contract>(serde_json::Value::String(c.to_string())).map_err(|_| {
-        bad_request(format!(
-            "unknown contract `{c}`; use argo, flagger-rollout, flagger-confirm-traffic-increase or flagger-confirm-promotion"
-        ))
-    })
+    serde_json::from_value::<Contract>(serde_json::Value::String(c.to_string()))
+        .map_err(|_| UnknownContract(c.to_string()))
 }
 
 /// Start judging `asked` when it is not the revision judged now and the
@@ -248,7 +252,7 @@ async fn gate(
     }
     let contract = match contract_of(&q) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return bad_request(e.to_string()),
     };
     let Some(judged) = g.board.get(&release) else {
         let err = BTreeMap::from([("error", format!("no release named `{release}` is served"))]);
