@@ -39,6 +39,11 @@ pub struct PreparedRelease {
     pub known_onset_s: Option<u64>,
     /// The metrics the source reports.
     pub metrics: Vec<crate::signals::MetricSpec>,
+    /// The lease's name: `resource ` and the resource the executor changes
+    /// (an HAProxy backend on its socket, a Kubernetes workload, a webhook
+    /// endpoint), or the target where that is unknown (a command, the
+    /// simulator, no executor).
+    pub lease: String,
 }
 
 impl PreparedRelease {
@@ -95,6 +100,7 @@ impl PreparedRelease {
             duration_s: built.duration_s,
             known_onset_s: built.known_onset_s,
             metrics: built.metrics,
+            lease: lease_name(cfg),
         })
     }
 
@@ -117,5 +123,14 @@ impl PreparedRelease {
     /// Whether this run can act on its target.
     pub fn can_act(&self) -> bool {
         self.executor.is_some()
+    }
+}
+
+/// See [`PreparedRelease::lease`]. Existing ledgers keyed leases by the bare
+/// target; a lapsed old lease row is simply never claimed again.
+pub fn lease_name(cfg: &ReleaseConfig) -> String {
+    match cfg.executor.as_ref().and_then(ExecutorConfig::resource) {
+        Some(resource) => format!("resource {resource}"),
+        None => cfg.target.clone(),
     }
 }

@@ -92,7 +92,7 @@ impl ReleaseRun<'_> {
             return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
         };
         pause_point("before_intent").await;
-        let fence = LeaseOp::Fence { target: self.facts.target.clone(), holder: self.agent.instance.clone(), token };
+        let fence = LeaseOp::Fence { target: self.lease.clone(), holder: self.agent.instance.clone(), token };
         let at = self.agent.clock.now_ms();
         // No ledger write, no action: the permit exists only once the intent is committed.
         let permit = match self
@@ -129,7 +129,7 @@ impl ReleaseRun<'_> {
                 r = &mut action => return r,
                 _ = beat.tick() => {
                     let renew = self.append(None, Some(LeaseOp::Renew {
-                        target: self.facts.target.clone(),
+                        target: self.lease.clone(),
                         holder: self.agent.instance.clone(),
                         token,
                         ttl_ms: self.agent.lease_ms,

@@ -265,6 +265,11 @@ impl AgentContext {
 pub struct ReleaseRun<'a> {
     /// Facts for policy.
     pub facts: ReleaseFacts,
+    /// What the target's lease is named by: the resource the executor
+    /// changes where it is known (so agents whose configurations call one
+    /// HAProxy backend by different target names still exclude each other),
+    /// else the target. See [`crate::release::PreparedRelease::lease`].
+    pub lease: String,
     /// Seconds of release time between ticks.
     pub tick_s: u64,
     /// Length of the analysis window, seconds.
@@ -561,15 +566,11 @@ impl ReleaseRun<'_> {
 
     /// Give the target's lease back (lapses it now if this agent holds it).
     fn release_op(&self) -> LeaseOp {
-        LeaseOp::Release { target: self.facts.target.clone(), holder: self.agent.instance.clone() }
+        LeaseOp::Release { target: self.lease.clone(), holder: self.agent.instance.clone() }
     }
 
     fn claim(&self) -> LeaseOp {
-        LeaseOp::Claim {
-            target: self.facts.target.clone(),
-            holder: self.agent.instance.clone(),
-            ttl_ms: self.agent.lease_ms,
-        }
+        LeaseOp::Claim { target: self.lease.clone(), holder: self.agent.instance.clone(), ttl_ms: self.agent.lease_ms }
     }
 
     async fn claim_lease(&self) -> Result<Option<LeaseRole>, Error> {
@@ -665,7 +666,7 @@ impl ReleaseRun<'_> {
         if let Some(LeaseRole::Holder { token }) = &role
             && !was_holder
         {
-            info!(token, target = %self.facts.target, "This agent now holds the target's lease.");
+            info!(token, target = %self.facts.target, lease = %self.lease, "This agent now holds the target's lease.");
             st.recovered = false;
         }
         st.role = role;

@@ -173,6 +173,7 @@ impl Service {
     ) -> Result<RunOutcome, crate::Error> {
         let run = ReleaseRun {
             facts: p.facts.clone(),
+            lease: p.lease.clone(),
             tick_s: p.tick_s,
             duration_s: p.duration_s,
             pace: pace.unwrap_or(Duration::from_secs(p.tick_s)),

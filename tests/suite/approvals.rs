@@ -126,6 +126,7 @@ impl Harness {
     fn run(&self) -> ReleaseRun<'_> {
         ReleaseRun {
             facts: facts(),
+            lease: facts().target,
             tick_s: 10,
             duration_s: 1800,
             pace: Duration::from_millis(1),

@@ -232,3 +232,54 @@ fn six_agents_on_one_sqlite_file_queue_instead_of_failing() {
     let ledger = ledger_of(d.path());
     agents_share_one_ledger(&ledger, d.path(), 6, 12, false);
 }
+
+/// Two configurations (agents with different files) name one HAProxy backend
+/// under different targets. The lease is named by the backend, not the
+/// target string, so the second release acts only after the first agent has
+/// let go — never both on one backend at once.
+#[test]
+fn two_targets_naming_one_haproxy_backend_share_one_lease() {
+    let d = tempfile::tempdir().unwrap();
+    let haproxy = crate::support::haproxy::Haproxy::start();
+    let executor = format!(
+        r#"{{ kind = "haproxy", socket = "{}", backend = "be", canary_server = "canary", stable_server = "stable" }}"#,
+        haproxy.unix_socket.display()
+    );
+    let good = r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#;
+    let write = |name: &str, target: &str, source: &str| {
+        let path = d.path().join(name);
+        let release = crate::support::release_toml(target, source, Some(&executor));
+        std::fs::write(&path, format!("[agent]\nlease_s = 1.0\n\n{release}")).unwrap();
+        path
+    };
+    let first = write("first.toml", "haproxy/checkout", good);
+    let second = write("second.toml", "edge/checkout", &format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#));
+    let ledger = ledger_of(d.path());
+    let a = Agent::watch(&first, &ledger, 30, &[]);
+    let start = Instant::now();
+    while !audit_text(&ledger).contains("lease") {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first agent never took its lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code_b, out_b, err_b) = Agent::watch(&second, &ledger, 0, &[]).finish(Duration::from_secs(120));
+    let (code_a, _, err_a) = a.finish(Duration::from_secs(120));
+    assert_eq!(code_a, 0, "{err_a}");
+    assert_eq!(code_b, 10, "{out_b}\n{err_b}");
+    let audit = audit_text(&ledger);
+    let seq_of = |pred: &dyn Fn(&str) -> bool| -> u64 {
+        let line = audit.lines().find(|l| pred(l)).unwrap_or_else(|| panic!("not in the ledger:\n{audit}"));
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let first_done = seq_of(&|l| l.contains("release_finished") && l.contains("status=promoted"));
+    let second_intent = seq_of(&|l| l.contains(" intent ") && l.contains("Rollback edge/checkout"));
+    assert!(second_intent > first_done, "the second acted while the first held the backend:\n{audit}");
+}
+
+fn audit_text(ledger: &str) -> String {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["audit", "--ledger", ledger, "list", "--limit", "100000"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -40,6 +40,7 @@ async fn ledger() -> (tempfile::TempDir, Ledger) {
 fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> ReleaseRun<'a> {
     ReleaseRun {
         controls: None,
+        lease: f.target.clone(),
         facts: f,
         tick_s: 10,
         duration_s: 1800,
