@@ -173,6 +173,8 @@ pub struct TickReport<'a> {
     pub budget: Duration,
     /// The model's consultation at this tick, when it was asked.
     pub consultation: Option<&'a Consultation>,
+    /// The series as last observed (kept by the agent for its charts; shared, not copied).
+    pub observation: Option<&'a Arc<Observation>>,
 }
 
 /// Receives progress (a terminal display, plain log lines, or nothing).
@@ -296,7 +298,7 @@ struct LoopState {
     tick: u64,
     now_s: u64,
     model: Deliberation,
-    last_obs: Option<Observation>,
+    last_obs: Option<Arc<Observation>>,
     judge: Deadlined,
     /// Open intents on the target were reconciled while holding the current lease.
     recovered: bool,
@@ -588,7 +590,7 @@ impl ReleaseRun<'_> {
             }
         };
         if let Some(o) = &obs {
-            st.last_obs = Some(Observation::clone(o));
+            st.last_obs = Some(o.clone());
         }
         let judged = match &obs {
             Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
@@ -646,6 +648,7 @@ impl ReleaseRun<'_> {
             took: started.elapsed(),
             budget: self.pace,
             consultation: t.consultation.as_ref(),
+            observation: st.last_obs.as_ref(),
         });
         Ok(t)
     }
@@ -699,7 +702,7 @@ impl ReleaseRun<'_> {
             final_judge: judged,
             final_rules: rules,
             signal_failure: failure,
-            last_observation: st.last_obs.clone(),
+            last_observation: st.last_obs.as_deref().cloned(),
             consultation: st.model.last().cloned(),
             model_usage: usage,
             model_configured: st.model.configured(),

@@ -96,20 +96,9 @@ pub fn report_body(r: &Report) -> String {
             scorecard(j)
         ));
     }
-    body.push_str("<section class=\"charts\">\n");
     if let Some(obs) = &r.observation {
-        for m in &obs.metrics {
-            body.push_str("<figure>");
-            let window = r
-                .judge
-                .as_ref()
-                .and_then(|j| j.findings.iter().find(|f| f.metric == m.spec.name))
-                .and_then(|f| f.window_s);
-            body.push_str(&metric_svg(m, obs.step_s, r.duration_s, (r.decided_at_s, window), r.known_onset_s));
-            body.push_str("</figure>\n");
-        }
+        body.push_str(&charts(obs, r.judge.as_ref(), r.duration_s, r.decided_at_s, r.known_onset_s));
     }
-    body.push_str("</section>\n");
     if let Some(p) = &r.plan {
         body.push_str(&format!(
             "<h2>Plan</h2>\n<p>{:?} <code>{}</code> to <code>{}</code> (plan {})</p>\n",
@@ -123,6 +112,26 @@ pub fn report_body(r: &Report) -> String {
     body.push_str(&format!("<h2>Model</h2>\n<pre>{}</pre>\n", escape(&super::markdown::model_lines(&r.model))));
     body.push_str(&list("What would change this recommendation", &r.would_change));
     body
+}
+
+/// One chart per metric, each with the window the judge's numbers at
+/// `decided_at_s` come from shaded (and the known fault onset, if any).
+pub fn charts(
+    obs: &crate::signals::Observation,
+    judge: Option<&crate::judge::JudgeResult>,
+    duration_s: u64,
+    decided_at_s: u64,
+    onset_s: Option<u64>,
+) -> String {
+    let mut out = String::from("<section class=\"charts\">\n");
+    for m in &obs.metrics {
+        let window = judge.and_then(|j| j.findings.iter().find(|f| f.metric == m.spec.name)).and_then(|f| f.window_s);
+        out.push_str("<figure>");
+        out.push_str(&metric_svg(m, obs.step_s, duration_s, (decided_at_s, window), onset_s));
+        out.push_str("</figure>\n");
+    }
+    out.push_str("</section>\n");
+    out
 }
 
 fn list(title: &str, items: &[String]) -> String {

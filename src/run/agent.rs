@@ -101,6 +101,9 @@ pub struct ReleaseView {
     pub decision: Option<Decision>,
     /// The judge's result at the last tick (findings per metric).
     pub judge: Option<JudgeResult>,
+    /// The series as last observed, for the dashboard's charts (not in the API's JSON).
+    #[serde(skip)]
+    pub observation: Option<Arc<crate::signals::Observation>>,
     /// Metrics failing now.
     pub failing: Vec<String>,
     /// The open approval request, if any.
@@ -364,6 +367,7 @@ impl Agent {
             duration_s: 0,
             decision: None,
             judge: None,
+            observation: None,
             failing: vec![],
             pending_approval: None,
             ledger_seq: 0,
@@ -786,6 +790,9 @@ impl Observer for AgentObserver {
             v.decision = Some(t.outcome.decision.clone());
             v.failing = t.judge.failing().map(|f| f.metric.clone()).collect();
             v.judge = Some(t.judge.clone());
+            if let Some(o) = t.observation {
+                v.observation = Some(o.clone());
+            }
             v.ledger_seq = t.seq;
             if matches!(v.state, ReleaseState::Starting) {
                 v.state = ReleaseState::Running;

@@ -1,7 +1,8 @@
 //! The agent's dashboard: server-rendered HTML, no script (the list page
 //! refreshes itself with a meta tag), the same strict CSP as the report, and
 //! every outside string escaped. `GET /` lists releases and pending
-//! approvals; `GET /releases/NAME` shows one with its scorecard.
+//! approvals; `GET /releases/NAME` shows one with its scorecard and the
+//! report's charts (the judge's window shaded).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use axum::routing::get;
 
 use super::api::ApiState;
 use crate::policy::{Decision, Proposal};
-use crate::report::html::{CSP, escape, page, scorecard};
+use crate::report::html::{CSP, charts, escape, page, scorecard};
 use crate::run::agent::ReleaseView;
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -129,6 +130,9 @@ async fn release(State(s): State<ApiState>, Path(name): Path<String>) -> Respons
             escape(&j.summary),
             scorecard(j)
         ));
+    }
+    if let Some(obs) = &v.observation {
+        body.push_str(&charts(obs, v.judge.as_ref(), v.duration_s, v.now_s, None));
     }
     html(StatusCode::OK, page(&format!("backstop: {}", v.name), &body))
 }

@@ -34,6 +34,7 @@ fn tick(board: &GateBoard, verdict: Verdict, decision: Decision, now_s: u64) {
         took: std::time::Duration::ZERO,
         budget: std::time::Duration::ZERO,
         consultation: None,
+        observation: None,
     });
 }
 

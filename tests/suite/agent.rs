@@ -166,6 +166,7 @@ fn answer(agent_url: &str, verb: &str, id: &str, token: &str) -> (i32, String) {
         .unwrap()
         .env_remove("BACKSTOP_CONFIG")
         .env("BACKSTOP_AGENT_TOKEN", token)
+        .env_remove(if token.is_empty() { "BACKSTOP_AGENT_TOKEN" } else { "BACKSTOP_NO_SUCH_VARIABLE" })
         .args([verb, id, "--agent", agent_url, "--reason", "error ratio up on the canary"])
         .output()
         .unwrap();
@@ -464,10 +465,12 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 }
 
-/// The newcomer's path: the simulator configuration, the approval policy, no
-/// tokens (loopback only), the dashboard in a real browser.
+/// The newcomer's path, as the README gives it: the simulator configuration
+/// and its policy, no tokens (loopback only, the caller is `local`), the
+/// dashboard in a real browser, the rollback approved from the CLI, the
+/// approval in `audit list`.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches_nothing_else() {
+async fn the_newcomers_path_dashboard_in_chromium_approval_from_the_cli_then_audit_list() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let ledger = dir.path().join("l.db").display().to_string();
@@ -475,8 +478,6 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
         "--config",
         "fixtures/config/simulator.toml",
         "agent",
-        "--policy",
-        "fixtures/policy/approve.toml",
         "--listen",
         &listen,
         "--ledger",
@@ -488,8 +489,9 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
     agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
     let url = format!("http://{listen}");
     let s = Setup { dir, url: url.clone(), agent };
-    wait_release(&s, "checkout", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
+    let pending = wait_release(&s, "payments", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
     wait_release(&s, "search", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
 
     let (_, page) = get(&format!("{url}/"), None).await;
     for needle in ["src=", "url(", "@import", "<script", "<link", "http://", "https://"] {
@@ -500,15 +502,17 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
     assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
     let text = String::from_utf8_lossy(&dom.stdout);
     assert!(text.contains("backstop agent") && text.contains("1 approval(s) pending"), "{text}");
-    assert!(text.contains("Approval apr-") && text.contains("roll back simulator/checkout from v42 to v41"), "{text}");
+    assert!(text.contains("Approval apr-") && text.contains("roll back simulator/payments from v3 to v2"), "{text}");
     assert!(text.contains("finished (promoted)"), "search was promoted: {text}");
+    assert!(text.contains("finished (rolled_back)"), "checkout was rolled back without a human: {text}");
     let log = String::from_utf8_lossy(&dom.stderr);
     assert!(!log.contains("Refused to"), "the page tried to fetch something: {log}");
 
     let dom =
-        crate::support::chromium(&["--dump-dom", &format!("{url}/releases/checkout")], &s.dir.path().join("profile-2"));
+        crate::support::chromium(&["--dump-dom", &format!("{url}/releases/payments")], &s.dir.path().join("profile-2"));
     let text = String::from_utf8_lossy(&dom.stdout);
     assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains("Failing"), "{text}");
+    assert!(text.matches("<svg").count() >= 5, "a chart per metric on the release page: {text}");
 
     let png = s.dir.path().join("dashboard.png");
     let shot = crate::support::chromium(
@@ -526,6 +530,16 @@ async fn the_dashboard_renders_in_chromium_with_the_pending_approval_and_fetches
     if let Ok(keep) = std::env::var("DASHBOARD_SCREENSHOT_COPY") {
         std::fs::copy(&png, keep).unwrap();
     }
+
+    // Approved from the CLI with no token: the agent is loopback-only and the caller is `local`.
+    let id = pending["pending_approval"]["request"]["id"].as_str().unwrap().to_string();
+    let (code, text) = answer(&url, "approve", &id, "");
+    assert_eq!(code, 10, "rolled back and verified: {text}");
+    let audit = s.audit();
+    assert!(
+        audit.lines().any(|l| l.contains("approval_resolved") && l.contains("human:api:local")),
+        "the approval and who gave it are in `audit list`: {audit}"
+    );
     s.agent.signal("TERM");
     let (code, _, err) = s.agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{err}");

@@ -105,7 +105,8 @@ fn json_result_and_github_step_summary() {
     let summary = d.path().join("summary.md");
     let mut c = Command::cargo_bin("backstop").unwrap();
     c.env_remove("BACKSTOP_CONFIG").env("GITHUB_STEP_SUMMARY", &summary);
-    c.args(["--config", SIM, "watch", "--ledger", d.path().join("l.db").to_str().unwrap()]);
+    c.args(["--config", SIM, "watch", "--release", "checkout", "--release", "search"]);
+    c.args(["--ledger", d.path().join("l.db").to_str().unwrap()]);
     let out = c.args(["--pace-ms", "0", "--format", "json"]).assert().code(10).get_output().stdout.clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["exit_code"], 10);
