@@ -88,7 +88,7 @@ async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::config::
     let name = |what: &str| format!("release {}: {what}", cfg.name);
     let id = release_id(cfg);
     // Built as an acting run would build it: secrets are read, executors made.
-    let prepared = match PreparedRelease::prepare(cfg, settings.declared_targets(), id, RunMode::Act) {
+    let prepared = match PreparedRelease::prepare(cfg, settings.declared_targets().into(), id, RunMode::Act) {
         Ok(p) => p,
         Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
     };

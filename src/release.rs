@@ -51,7 +51,7 @@ impl PreparedRelease {
     /// executor is built at all (never in `Advise`).
     pub fn prepare(
         cfg: &ReleaseConfig,
-        declared_targets: Vec<String>,
+        declared_targets: Arc<[String]>,
         release_id: String,
         mode: RunMode,
     ) -> Result<Self, crate::Error> {

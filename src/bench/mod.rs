@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
-pub use releases::{ReleasesReport, concurrent_releases};
+pub use releases::{ReleasesReport, concurrent_releases, service_releases};
 
 use crate::eval::peers::kayenta;
 use crate::judge::{JudgeConfig, judge};

@@ -7,9 +7,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::judge::{JudgeResult, judge};
-use crate::ledger::{Actor, Append, LeaseOp, Ledger, Record, TickRecord};
-use crate::policy::{History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, ReleaseFacts, RunMode, evaluate};
+use crate::config::{ReleaseConfig, Settings};
+use crate::executor::ExecutorConfig;
+use crate::judge::judge;
+use crate::orchestrator::{Observer, TickReport};
+use crate::policy::{History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode, evaluate};
+use crate::run::{Service, ServiceError};
+use crate::signals::SourceConfig;
 use crate::signals::simulator::{SimConfig, Simulator};
 
 /// What one run of `n` releases measured.
@@ -17,8 +21,8 @@ use crate::signals::simulator::{SimConfig, Simulator};
 pub struct ReleasesReport {
     /// Releases watched.
     pub releases: usize,
-    /// Ticks per release.
-    pub ticks: u32,
+    /// Ticks run, all releases together.
+    pub ticks: u64,
     /// Ticks whose work ended after the next tick was due.
     pub missed: u64,
     /// Process CPU time / (wall time × cores), during the ticks.
@@ -54,18 +58,19 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Watch `n` simulated releases for `ticks` ticks of `tick` each, starting
-/// `start_s` seconds into every release (so the judge has history to chew).
+/// The pure core only — judge and policy of `n` simulated releases for
+/// `ticks` ticks of `tick` each, `start_s` seconds into every release (so the
+/// judge has history to chew) — with no loop, source or ledger around it:
+/// what the decision itself costs at scale. [`service_releases`] measures
+/// the real loop.
 pub async fn concurrent_releases(
     n: usize,
     ticks: u32,
     tick: Duration,
     start_s: u64,
     policy: &PolicyFile,
-    ledger: Option<Arc<Ledger>>,
 ) -> ReleasesReport {
     let policy = Arc::new(policy.clone());
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let missed = Arc::new(AtomicU64::new(0));
     let busy_ns = Arc::new(AtomicU64::new(0));
     let sims: Vec<Arc<Simulator>> = (0..n)
@@ -81,7 +86,6 @@ pub async fn concurrent_releases(
     let mut tasks = Vec::with_capacity(n);
     for (i, sim) in sims.into_iter().enumerate() {
         let (policy, missed, busy) = (policy.clone(), missed.clone(), busy_ns.clone());
-        let (ledger, latencies) = (ledger.clone(), latencies.clone());
         // Releases start at different moments, so their ticks spread over the interval.
         let offset = tick.mul_f64(i as f64 / n.max(1) as f64);
         tasks.push(tokio::spawn(async move {
@@ -89,7 +93,7 @@ pub async fn concurrent_releases(
                 release_id: format!("bench-{i}"),
                 service: "bench".into(),
                 target: format!("sim/{i}"),
-                declared_targets: vec![format!("sim/{i}")],
+                declared_targets: vec![format!("sim/{i}")].into(),
                 candidate_revision: "v2".into(),
                 last_known_good: Some("v1".into()),
                 irreversible: false,
@@ -110,14 +114,7 @@ pub async fn concurrent_releases(
                     signal_failure: None,
                     now_ms: 0,
                 };
-                let outcome = evaluate(&policy, &input);
-                if let Some(l) = &ledger {
-                    let t = Instant::now();
-                    let ok = l.submit(tick_append(&facts, k, judged, outcome)).await.is_ok();
-                    if ok && let Ok(mut v) = latencies.lock() {
-                        v.push(t.elapsed().as_micros() as u64);
-                    }
-                }
+                std::hint::black_box(evaluate(&policy, &input));
                 busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 if tokio::time::Instant::now() > due + tick {
                     missed.fetch_add(1, Ordering::Relaxed);
@@ -131,15 +128,12 @@ pub async fn concurrent_releases(
         let _ = t.await;
     }
     let wall = wall0.elapsed().as_secs_f64();
-    let mut lat = latencies.lock().map(|v| v.clone()).unwrap_or_default();
-    lat.sort_unstable();
-    let p99 = lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
     ReleasesReport {
-        appends: lat.len() as u64,
-        appends_per_s: lat.len() as f64 / wall,
-        append_p99_ms: p99 as f64 / 1000.0,
+        appends: 0,
+        appends_per_s: 0.0,
+        append_p99_ms: 0.0,
         releases: n,
-        ticks,
+        ticks: n as u64 * u64::from(ticks),
         missed: missed.load(Ordering::Relaxed),
         cpu_share: (cpu_seconds() - cpu0) / (wall * cores),
         peak_rss_mib: peak_rss_mib(),
@@ -147,27 +141,125 @@ pub async fn concurrent_releases(
     }
 }
 
-/// A tick record with its lease renewal, as the orchestrator writes it.
-fn tick_append(facts: &ReleaseFacts, k: u32, judged: JudgeResult, outcome: PolicyOutcome) -> Append {
-    let tick = TickRecord {
-        tick: u64::from(k) + 1,
-        now_s: judged.now_s,
-        mode: RunMode::Act,
-        inputs_digest: String::new(),
-        judge: judged,
-        model: ModelInput::NotConfigured,
-        consultation: None,
-        prompt_version: None,
-        tool_calls: vec![],
-        decision: outcome.decision,
-        rules: outcome.trace,
-        lease: None,
-    };
-    Append {
-        release_id: facts.release_id.clone(),
-        actor: Actor::agent("bench"),
-        at_ms: 0,
-        record: Some(Record::Tick(Box::new(tick))),
-        lease: Some(LeaseOp::Claim { target: facts.target.clone(), holder: "bench".into(), ttl_ms: 60_000 }),
+/// Counts one release's ticks through the real loop.
+struct BenchObserver {
+    ticks: u32,
+    seen: u32,
+    all: Arc<AtomicU64>,
+    busy_ns: Arc<AtomicU64>,
+    missed: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    releases: u64,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Observer for BenchObserver {
+    fn on_tick(&mut self, t: &TickReport<'_>) {
+        self.all.fetch_add(1, Ordering::Relaxed);
+        self.busy_ns.fetch_add(t.took.as_nanos() as u64, Ordering::Relaxed);
+        if !t.budget.is_zero() && t.took > t.budget {
+            self.missed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.seen += 1;
+        // Once every release has had its ticks, stop them all between ticks.
+        if self.seen == self.ticks && self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.releases {
+            let _ = self.stop.send(true);
+        }
     }
+}
+
+/// A healthy simulated release for the bench, acting through the simulator.
+fn bench_release(i: usize) -> ReleaseConfig {
+    ReleaseConfig {
+        name: format!("bench-{i}"),
+        service: "bench".into(),
+        target: format!("sim/{i}"),
+        environment: "bench".into(),
+        candidate_revision: "v2".into(),
+        last_known_good: Some("v1".into()),
+        irreversible: false,
+        source: SourceConfig::Simulator(SimConfig { seed: i as u64, ..SimConfig::default() }),
+        executor: Some(ExecutorConfig::Simulator),
+        pods: None,
+        tick_s: None,
+    }
+}
+
+/// `n` simulated releases through the service's real loop — observe, judge,
+/// decide, the rate-limit history read, the tick record with its lease
+/// renewal — on the ledger at `ledger_url`, `tick` apart, until each has had
+/// `ticks` ticks. Releases start at t=0 of their window.
+pub async fn service_releases(
+    n: usize,
+    ticks: u32,
+    tick: Duration,
+    policy: &PolicyFile,
+    ledger_url: &str,
+) -> Result<ReleasesReport, ServiceError> {
+    let settings = Settings { releases: (0..n).map(bench_release).collect(), ..Settings::default() };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let service = Service::open(settings, policy.clone(), ledger_url, stop_rx).await?;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let lat = latencies.clone();
+    service.ledger.observe_appends(Box::new(move |d| {
+        if let Ok(mut v) = lat.lock() {
+            v.push(d.as_micros() as u64);
+        }
+    }));
+    let prepared = service
+        .settings
+        .releases
+        .iter()
+        .map(|cfg| service.prepare(cfg, RunMode::Act, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let counter = || Arc::new(AtomicU64::new(0));
+    let (all, busy_ns, missed, done) = (counter(), counter(), counter(), counter());
+    let stop = Arc::new(stop_tx);
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let mut tasks = Vec::with_capacity(n);
+    for (i, p) in prepared.into_iter().enumerate() {
+        let service = service.clone();
+        let mut observer = BenchObserver {
+            ticks,
+            seen: 0,
+            all: all.clone(),
+            busy_ns: busy_ns.clone(),
+            missed: missed.clone(),
+            done: done.clone(),
+            releases: n as u64,
+            stop: stop.clone(),
+        };
+        // Releases start at different moments, so their ticks spread over the interval.
+        let offset = tick.mul_f64(i as f64 / n.max(1) as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            service.run(&p.release, Some(tick), &mut observer, None).await.map(|_| ())
+        }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(()))) {
+            failures += 1;
+        }
+    }
+    if failures > 0 {
+        tracing::warn!(failures, "Some bench releases ended with an error.");
+    }
+    let wall = wall0.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().map(|v| v.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    let p99 = lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let total_ticks = all.load(Ordering::Relaxed);
+    Ok(ReleasesReport {
+        appends: lat.len() as u64,
+        appends_per_s: lat.len() as f64 / wall,
+        append_p99_ms: p99 as f64 / 1000.0,
+        releases: n,
+        ticks: total_ticks,
+        missed: missed.load(Ordering::Relaxed),
+        cpu_share: (cpu_seconds() - cpu0) / (wall * cores),
+        peak_rss_mib: peak_rss_mib(),
+        mean_tick_us: busy_ns.load(Ordering::Relaxed) as f64 / 1000.0 / total_ticks.max(1) as f64,
+    })
 }

@@ -6,20 +6,19 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CliResult, Failure, load_policy, out};
-use std::sync::Arc;
 
 use backstop::bench::{
     BenchRow, ReleasesReport, concurrent_releases, haproxy_rollback, judge_tick, ledger_appends, render,
+    service_releases,
 };
-use backstop::ledger::Ledger;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Concurrent releases to watch, one run each.
+    /// Concurrent releases whose judge and policy run every tick (the pure core, no loop), one run each.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     releases: Vec<usize>,
-    /// Concurrent releases whose every tick is also recorded in the ledger
-    /// (tick record and lease renewal, group-committed), one run each.
+    /// Concurrent releases run through the service's real loop (observe, judge,
+    /// decide, rate-limit history, tick record with lease renewal), one run each.
     #[arg(long, value_delimiter = ',', default_value = "10000")]
     ledger_releases: Vec<usize>,
     /// Ticks per release in those runs.
@@ -56,18 +55,17 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
     let dir = tempfile_dir().map_err(failed)?;
     let tick = Duration::from_secs(a.tick_s);
     for &n in &a.releases {
-        let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy, None).await;
-        rows.push(releases_row(n, &a, &r, "no ledger"));
+        let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy).await;
+        let what = format!("judge and policy only (no loop), {} s into the window", a.start_s);
+        rows.push(releases_row(n, &a, &r, &what));
     }
     for &n in &a.ledger_releases {
         let url = backstop::ledger::sqlite_url(&dir.join(format!("releases-{n}.db")));
-        let ledger = Arc::new(Ledger::open(&url).await.map_err(failed)?);
-        let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy, Some(ledger)).await;
-        rows.push(releases_row(n, &a, &r, "ledger on SQLite"));
+        let r = service_releases(n, a.ticks, tick, &policy, &url).await.map_err(|e| failed(super::chain(&e)))?;
+        rows.push(releases_row(n, &a, &r, "the service's loop, ledger on SQLite"));
         if let Some(pg) = &a.postgres {
-            let ledger = Arc::new(Ledger::open(pg).await.map_err(failed)?);
-            let r = concurrent_releases(n, a.ticks, tick, a.start_s, &policy, Some(ledger)).await;
-            rows.push(releases_row(n, &a, &r, "ledger on PostgreSQL"));
+            let r = service_releases(n, a.ticks, tick, &policy, pg).await.map_err(|e| failed(super::chain(&e)))?;
+            rows.push(releases_row(n, &a, &r, "the service's loop, ledger on PostgreSQL"));
         }
     }
     let url = backstop::ledger::sqlite_url(&dir.join("bench.db"));
@@ -105,7 +103,7 @@ fn releases_row(n: usize, a: &BenchArgs, r: &ReleasesReport, ledger: &str) -> Be
         result: format!(
             "{} of {} ticks missed; CPU {:.1}% of all cores; peak RSS {:.0} MiB; {:.0} µs work per tick{appends}",
             r.missed,
-            n as u64 * u64::from(a.ticks),
+            r.ticks,
             r.cpu_share * 100.0,
             r.peak_rss_mib,
             r.mean_tick_us

@@ -476,7 +476,7 @@ mod untrusted_tests {
             release_id: "r1".into(),
             service: "checkout".into(),
             target: "sim/checkout".into(),
-            declared_targets: vec!["sim/checkout".into()],
+            declared_targets: vec!["sim/checkout".into()].into(),
             candidate_revision: "v42".into(),
             last_known_good: Some("v41".into()),
             irreversible: false,

@@ -597,24 +597,28 @@ impl ReleaseRun<'_> {
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
         };
         let now_ms = self.agent.clock.now_ms();
-        let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
-        let history = History {
-            automated_rollbacks_ms: self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?,
-        };
-        let decide = |model: &ModelInput| {
+        let decide = |model: &ModelInput, history: &History| {
             let input = PolicyInput {
                 judge: &judged,
                 model,
                 release: &self.facts,
-                history: &history,
+                history,
                 mode,
                 signal_failure: failure.as_deref(),
                 now_ms,
             };
             evaluate(self.policy, &input)
         };
-        let (outcome, consulted) =
-            st.model.decide(&self.facts, obs.as_deref(), &judged, decide).instrument(span.clone()).await;
+        let none = History::default();
+        let (mut outcome, consulted) =
+            st.model.decide(&self.facts, obs.as_deref(), &judged, |m| decide(m, &none)).instrument(span.clone()).await;
+        // The rate limit only ever turns a rollback into a request for approval, so the
+        // ledger's history is read (a query per tick per release otherwise) only then.
+        if matches!(outcome.decision, Decision::Rollback { .. }) {
+            let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
+            let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
+            outcome = decide(st.model.input(), &History { automated_rollbacks_ms: rollbacks });
+        }
         let consultation = if consulted { st.model.last().cloned() } else { None };
         let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation.clone(), mode)?;
         let lease = (mode == RunMode::Act).then(|| self.claim());

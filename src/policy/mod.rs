@@ -8,6 +8,8 @@ mod decide;
 pub mod file;
 
 use schemars::JsonSchema;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub use decide::evaluate;
@@ -118,7 +120,9 @@ pub struct ReleaseFacts {
     /// The target this release acts on.
     pub target: String,
     /// Targets declared in configuration; nothing else may be touched.
-    pub declared_targets: Vec<String>,
+    /// Shared by every release of a process (one list, not one per release:
+    /// with 10,000 releases a copy each is 10⁸ strings).
+    pub declared_targets: Arc<[String]>,
     /// Revision under judgement.
     pub candidate_revision: String,
     /// Last revision recorded as good, if any.

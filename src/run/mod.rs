@@ -86,6 +86,8 @@ pub struct Service {
     pub agent: AgentContext,
     /// Flips to `true` on SIGINT/SIGTERM.
     pub stop: watch::Receiver<bool>,
+    /// Targets actions may touch, computed once and shared by every release.
+    declared: Arc<[String]>,
 }
 
 /// A release prepared under a name.
@@ -107,7 +109,10 @@ impl Service {
         let ledger = Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?;
         let model = settings.assessor().map_err(ServiceError::Model)?;
         let agent = settings.agent_context();
+        let mut declared = settings.declared_targets();
+        declared.extend(settings.agent.targets.iter().map(|d| d.target.clone()));
         Ok(Self {
+            declared: declared.into(),
             settings: Arc::new(settings),
             policy: Arc::new(policy),
             ledger: Arc::new(ledger),
@@ -156,10 +161,8 @@ impl Service {
     }
 
     /// Targets actions may touch: every configured release's and the agent's declared ones.
-    pub fn declared_targets(&self) -> Vec<String> {
-        let mut t = self.settings.declared_targets();
-        t.extend(self.settings.agent.targets.iter().map(|d| d.target.clone()));
-        t
+    pub fn declared_targets(&self) -> Arc<[String]> {
+        self.declared.clone()
     }
 
     /// Run one prepared release to its end. `pace`: real time between ticks

@@ -36,7 +36,7 @@ fn facts() -> ReleaseFacts {
         release_id: "rel-1".into(),
         service: "checkout".into(),
         target: "sim/checkout".into(),
-        declared_targets: vec!["sim/checkout".into()],
+        declared_targets: vec!["sim/checkout".into()].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),
         irreversible: false,

@@ -306,7 +306,8 @@ fn config_file_from_env_is_not_an_override() {
 #[test]
 fn bench_prints_its_table() {
     backstop()
-        .args(["bench", "--releases", "5", "--ticks", "1", "--tick-s", "1", "--iterations", "2", "--appends", "5"])
+        .args(["bench", "--releases", "5", "--ledger-releases", "5", "--ticks", "1", "--tick-s", "1"])
+        .args(["--iterations", "2", "--appends", "5"])
         .assert()
         .success()
         .stdout(

@@ -80,7 +80,7 @@ fn facts() -> ReleaseFacts {
         release_id: "r-1".into(),
         service: "checkout".into(),
         target: "haproxy/checkout".into(),
-        declared_targets: vec!["haproxy/checkout".into()],
+        declared_targets: vec!["haproxy/checkout".into()].into(),
         candidate_revision: "v42".into(),
         last_known_good: Some("v41".into()),
         irreversible: false,

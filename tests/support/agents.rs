@@ -129,6 +129,17 @@ impl Agent {
     }
 }
 
+/// A test that ends (or panics) with its process still running must not
+/// leave it behind: it would hold ports, files and CPU for the rest of the run.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Lines of a file (0 when it does not exist).
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default()
