@@ -58,6 +58,57 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Tick counters shared by every release of one run.
+#[derive(Clone, Default)]
+struct Counters {
+    ticks: Arc<AtomicU64>,
+    busy_ns: Arc<AtomicU64>,
+    missed: Arc<AtomicU64>,
+}
+
+impl Counters {
+    /// One tick that took `took`; late when it overran its budget.
+    fn tick(&self, took: Duration, late: bool) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        self.busy_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        if late {
+            self.missed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Process CPU and wall time from the start of a run.
+struct Meter {
+    cpu0: f64,
+    wall0: Instant,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Self { cpu0: cpu_seconds(), wall0: Instant::now() }
+    }
+
+    /// The report for `n` releases; `latencies_us`: append latencies, if any.
+    fn report(self, n: usize, c: &Counters, mut latencies_us: Vec<u64>) -> ReleasesReport {
+        let wall = self.wall0.elapsed().as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        latencies_us.sort_unstable();
+        let p99 = latencies_us.get((latencies_us.len() * 99 / 100).min(latencies_us.len().saturating_sub(1)));
+        let ticks = c.ticks.load(Ordering::Relaxed);
+        ReleasesReport {
+            appends: latencies_us.len() as u64,
+            appends_per_s: latencies_us.len() as f64 / wall,
+            append_p99_ms: p99.copied().unwrap_or(0) as f64 / 1000.0,
+            releases: n,
+            ticks,
+            missed: c.missed.load(Ordering::Relaxed),
+            cpu_share: (cpu_seconds() - self.cpu0) / (wall * cores),
+            peak_rss_mib: peak_rss_mib(),
+            mean_tick_us: c.busy_ns.load(Ordering::Relaxed) as f64 / 1000.0 / ticks.max(1) as f64,
+        }
+    }
+}
+
 /// The pure core only — judge and policy of `n` simulated releases for
 /// `ticks` ticks of `tick` each, `start_s` seconds into every release (so the
 /// judge has history to chew) — with no loop, source or ledger around it:
@@ -71,8 +122,7 @@ pub async fn concurrent_releases(
     policy: &PolicyFile,
 ) -> ReleasesReport {
     let policy = Arc::new(policy.clone());
-    let missed = Arc::new(AtomicU64::new(0));
-    let busy_ns = Arc::new(AtomicU64::new(0));
+    let counters = Counters::default();
     let sims: Vec<Arc<Simulator>> = (0..n)
         .map(|i| {
             let s = Simulator::new(SimConfig { seed: i as u64, ..SimConfig::default() });
@@ -80,27 +130,17 @@ pub async fn concurrent_releases(
             Arc::new(s)
         })
         .collect();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let meter = Meter::start();
     let t0 = tokio::time::Instant::now() + tick;
     let mut tasks = Vec::with_capacity(n);
     for (i, sim) in sims.into_iter().enumerate() {
-        let (policy, missed, busy) = (policy.clone(), missed.clone(), busy_ns.clone());
+        let (policy, counters) = (policy.clone(), counters.clone());
         // Releases start at different moments, so their ticks spread over the interval.
-        let offset = tick.mul_f64(i as f64 / n.max(1) as f64);
+        let start = t0 + tick.mul_f64(i as f64 / n.max(1) as f64);
         tasks.push(tokio::spawn(async move {
-            let facts = ReleaseFacts {
-                release_id: format!("bench-{i}"),
-                service: "bench".into(),
-                target: format!("sim/{i}"),
-                declared_targets: vec![format!("sim/{i}")].into(),
-                candidate_revision: "v2".into(),
-                last_known_good: Some("v1".into()),
-                irreversible: false,
-                environment: "bench".into(),
-            };
+            let facts = bench_facts(i);
             for k in 0..ticks {
-                let due = t0 + offset + tick * k;
+                let due = start + tick * k;
                 tokio::time::sleep_until(due).await;
                 let started = Instant::now();
                 let obs = sim.observe_at(start_s + 10 * (u64::from(k) + 1));
@@ -115,10 +155,7 @@ pub async fn concurrent_releases(
                     now_ms: 0,
                 };
                 std::hint::black_box(evaluate(&policy, &input));
-                busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                if tokio::time::Instant::now() > due + tick {
-                    missed.fetch_add(1, Ordering::Relaxed);
-                }
+                counters.tick(started.elapsed(), tokio::time::Instant::now() > due + tick);
                 // Yield between releases so one busy task cannot starve the timers.
                 tokio::task::yield_now().await;
             }
@@ -127,17 +164,19 @@ pub async fn concurrent_releases(
     for t in tasks {
         let _ = t.await;
     }
-    let wall = wall0.elapsed().as_secs_f64();
-    ReleasesReport {
-        appends: 0,
-        appends_per_s: 0.0,
-        append_p99_ms: 0.0,
-        releases: n,
-        ticks: n as u64 * u64::from(ticks),
-        missed: missed.load(Ordering::Relaxed),
-        cpu_share: (cpu_seconds() - cpu0) / (wall * cores),
-        peak_rss_mib: peak_rss_mib(),
-        mean_tick_us: busy_ns.load(Ordering::Relaxed) as f64 / 1000.0 / (n as f64 * f64::from(ticks)).max(1.0),
+    meter.report(n, &counters, vec![])
+}
+
+fn bench_facts(i: usize) -> ReleaseFacts {
+    ReleaseFacts {
+        release_id: format!("bench-{i}"),
+        service: "bench".into(),
+        target: format!("sim/{i}"),
+        declared_targets: vec![format!("sim/{i}")].into(),
+        candidate_revision: "v2".into(),
+        last_known_good: Some("v1".into()),
+        irreversible: false,
+        environment: "bench".into(),
     }
 }
 
@@ -145,9 +184,7 @@ pub async fn concurrent_releases(
 struct BenchObserver {
     ticks: u32,
     seen: u32,
-    all: Arc<AtomicU64>,
-    busy_ns: Arc<AtomicU64>,
-    missed: Arc<AtomicU64>,
+    counters: Counters,
     done: Arc<AtomicU64>,
     releases: u64,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -155,11 +192,7 @@ struct BenchObserver {
 
 impl Observer for BenchObserver {
     fn on_tick(&mut self, t: &TickReport<'_>) {
-        self.all.fetch_add(1, Ordering::Relaxed);
-        self.busy_ns.fetch_add(t.took.as_nanos() as u64, Ordering::Relaxed);
-        if !t.budget.is_zero() && t.took > t.budget {
-            self.missed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.tick(t.took, !t.budget.is_zero() && t.took > t.budget);
         self.seen += 1;
         // Once every release has had its ticks, stop them all between ticks.
         if self.seen == self.ticks && self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.releases {
@@ -212,20 +245,15 @@ pub async fn service_releases(
         .iter()
         .map(|cfg| service.prepare(cfg, RunMode::Act, 0))
         .collect::<Result<Vec<_>, _>>()?;
-    let counter = || Arc::new(AtomicU64::new(0));
-    let (all, busy_ns, missed, done) = (counter(), counter(), counter(), counter());
-    let stop = Arc::new(stop_tx);
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let (counters, done, stop) = (Counters::default(), Arc::new(AtomicU64::new(0)), Arc::new(stop_tx));
+    let meter = Meter::start();
     let mut tasks = Vec::with_capacity(n);
     for (i, p) in prepared.into_iter().enumerate() {
         let service = service.clone();
         let mut observer = BenchObserver {
             ticks,
             seen: 0,
-            all: all.clone(),
-            busy_ns: busy_ns.clone(),
-            missed: missed.clone(),
+            counters: counters.clone(),
             done: done.clone(),
             releases: n as u64,
             stop: stop.clone(),
@@ -246,20 +274,6 @@ pub async fn service_releases(
     if failures > 0 {
         tracing::warn!(failures, "Some bench releases ended with an error.");
     }
-    let wall = wall0.elapsed().as_secs_f64();
-    let mut lat = latencies.lock().map(|v| v.clone()).unwrap_or_default();
-    lat.sort_unstable();
-    let p99 = lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
-    let total_ticks = all.load(Ordering::Relaxed);
-    Ok(ReleasesReport {
-        appends: lat.len() as u64,
-        appends_per_s: lat.len() as f64 / wall,
-        append_p99_ms: p99 as f64 / 1000.0,
-        releases: n,
-        ticks: total_ticks,
-        missed: missed.load(Ordering::Relaxed),
-        cpu_share: (cpu_seconds() - cpu0) / (wall * cores),
-        peak_rss_mib: peak_rss_mib(),
-        mean_tick_us: busy_ns.load(Ordering::Relaxed) as f64 / 1000.0 / total_ticks.max(1) as f64,
-    })
+    let latencies_us = latencies.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok(meter.report(n, &counters, latencies_us))
 }
