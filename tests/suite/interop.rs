@@ -18,12 +18,16 @@ fn backstop(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The simulator config with `[model]` pointing at `base_url`.
+/// The simulator config with `[model]` pointing at `base_url`. The whole
+/// consultation may take as long as one request (at least the default 8 s): a
+/// random-weight model on two shared CPU cores, with the rest of the suite
+/// running, needs more than a production deadline to finish both turns.
 fn config(dir: &std::path::Path, base_url: &str, timeout_s: u64) -> String {
     let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    let deadline = timeout_s.max(8);
     text.push_str(&format!(
         "\n[model]\nbase_url = \"{base_url}\"\nname = \"random\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
-         timeout_s = {timeout_s}\nmax_retries = 0\nmax_tokens = 256\n"
+         timeout_s = {timeout_s}\nmax_retries = 0\nmax_tokens = 256\nconsultation_deadline_s = {deadline}\n"
     ));
     let path = dir.join(format!("backstop-{timeout_s}.toml"));
     std::fs::write(&path, text).unwrap();
