@@ -186,9 +186,12 @@ fn stored(row: &AnyRow) -> Result<StoredRecord, sqlx::Error> {
 
 /// Whether a failed open is worth another try: several processes creating
 /// and migrating one fresh SQLite file at once trip over each other once.
+/// Errors another process opening the same new ledger at the same moment
+/// causes (its migration created the table or added the column first; the
+/// loser's migration rolled back): open again and the migrator finds it done.
 fn transient_open(e: &(dyn std::error::Error + 'static)) -> bool {
     let text = e.to_string();
-    text.contains("locked") || text.contains("already exists") || text.contains("busy")
+    ["locked", "already exists", "busy", "duplicate column"].iter().any(|t| text.contains(t))
 }
 
 async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::error::Error + Send + Sync>> {

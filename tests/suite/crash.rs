@@ -255,11 +255,16 @@ fn two_targets_naming_one_haproxy_backend_share_one_lease() {
     let first = write("first.toml", "haproxy/checkout", good);
     let second = write("second.toml", "edge/checkout", &format!(r#"{{ kind = "scenario", path = "{BAD}" }}"#));
     let ledger = ledger_of(d.path());
-    let a = Agent::watch(&first, &ledger, 30, &[]);
+    let mut a = Agent::watch(&first, &ledger, 30, &[]);
     let start = Instant::now();
-    while !audit_text(&ledger).contains("lease") {
-        assert!(start.elapsed() < Duration::from_secs(60), "the first agent never took its lease");
-        std::thread::sleep(Duration::from_millis(50));
+    while !audit_text(&ledger).contains("acquired lease") {
+        let exited = a.child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && start.elapsed() < Duration::from_secs(120),
+            "the first agent never took its lease (exit {exited:?}); stderr:\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let (code_b, out_b, err_b) = Agent::watch(&second, &ledger, 0, &[]).finish(Duration::from_secs(120));
     let (code_a, _, err_a) = a.finish(Duration::from_secs(120));
