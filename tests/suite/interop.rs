@@ -18,12 +18,14 @@ fn backstop(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The simulator config with `[model]` pointing at `base_url`. The whole
-/// consultation may take as long as one request (at least the default 8 s): a
+/// The simulator config with `[model]` pointing at `base_url`, ticking every
+/// 30 s. The whole consultation may take as long as one request (at least 8 s): a
 /// random-weight model on two shared CPU cores, with the rest of the suite
 /// running, needs more than a production deadline to finish both turns.
 fn config(dir: &std::path::Path, base_url: &str, timeout_s: u64) -> String {
-    let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    // A 30 s tick: the consultation is also held under 80 % of the tick.
+    let text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    let mut text = text.replace("[[releases]]\n", "[[releases]]\ntick_s = 30\n");
     let deadline = timeout_s.max(8);
     text.push_str(&format!(
         "\n[model]\nbase_url = \"{base_url}\"\nname = \"random\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
