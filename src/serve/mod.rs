@@ -223,18 +223,37 @@ fn contract_of(q: &GateQuery) -> Result<Contract, UnknownContract> {
         .map_err(|_| UnknownContract(c.to_string()))
 }
 
+/// Why the gate did not start an analysis of the revision asked about.
+#[derive(Debug, thiserror::Error)]
+enum NotFollowed {
+    /// `serve` without an agent behind its board (tests) only pauses.
+    #[error("this gate does not start analyses")]
+    NoAgent,
+    /// Starting an analysis is a registration.
+    #[error("the caller lacks the `register` scope needed to start an analysis")]
+    NoRegisterScope,
+    /// The agent refused it.
+    #[error(transparent)]
+    Refused(#[from] crate::run::agent::RevisionError),
+}
+
 /// Start judging `asked` when it is not the revision judged now and the
 /// caller may; `Err` says why not (the answer then pauses).
-async fn follow_revision(g: &GateState, caller: Option<&Caller>, release: &str, asked: &str) -> Result<(), String> {
-    let Some(agent) = &g.agent else { return Err("this gate does not start analyses".into()) };
+async fn follow_revision(
+    g: &GateState,
+    caller: Option<&Caller>,
+    release: &str,
+    asked: &str,
+) -> Result<(), NotFollowed> {
+    let Some(agent) = &g.agent else { return Err(NotFollowed::NoAgent) };
     // No caller: `serve`, whose listener already checked its one token (or loopback).
     let by = caller.map_or(Actor::Pipeline { identity: "gate".into() }, Caller::actor);
     if caller.is_some_and(|c| !c.may(Scope::Register)) {
-        return Err("the caller lacks the `register` scope needed to start an analysis".into());
+        return Err(NotFollowed::NoRegisterScope);
     }
     agent.new_revision(release, asked, &by).await.map_err(|e| {
         tracing::warn!(release, revision = asked, error = %crate::error::chain(&e), "Gate: no new analysis.");
-        crate::error::chain(&e)
+        NotFollowed::from(e)
     })
 }
 
@@ -265,7 +284,7 @@ async fn gate(
     };
     let mut view = g.board.get(&release).unwrap_or(judged);
     if let Some(asked) = asked.filter(|r| *r != view.revision) {
-        let why = refused.unwrap_or_else(|| "no new analysis started".into());
+        let why = refused.map_or_else(|| "no new analysis started".into(), |e| crate::error::chain(&e));
         view.summary = format!("revision {asked} is not the one judged ({}): pausing; {why}", view.revision);
         view.revision = asked;
         view.verdict = GateVerdict::Inconclusive;
