@@ -152,15 +152,17 @@ fn samples(
     if body["status"] != "success" {
         return Err(QueryError::Query(format!("{status}: {}", body["error"].as_str().unwrap_or("no error text"))));
     }
-    let n = out.len() as i64;
+    let n = out.len() as f64;
     for s in body["data"]["result"].as_array().into_iter().flatten() {
         for point in s["values"].as_array().into_iter().flatten() {
             let (Some(ts), Some(v)) = (point[0].as_f64(), point[1].as_str().and_then(|v| v.parse::<f64>().ok())) else {
                 continue;
             };
-            // `as` saturates: an absurd timestamp lands outside the window, never wraps into it.
-            let i = ((ts - start_unix) / step).round() as i64 - 1;
-            if v.is_finite() && (0..n).contains(&i) {
+            // Index kept in f64 until range-checked: an absurd timestamp
+            // (±1e130) lands outside the window, never wraps or overflows.
+            let i = ((ts - start_unix) / step).round() - 1.0;
+            if v.is_finite() && i >= 0.0 && i < n {
+                let i = i as i64;
                 let slot = &mut out[i as usize];
                 *slot = Some(slot.unwrap_or(0.0) + v);
             }
@@ -367,6 +369,17 @@ mod samples_tests {
             }
             prop_assert_eq!(out.len(), 6);
         }
+    }
+
+    /// Found by CI: a timestamp of -4.3e130 saturated to i64::MIN and
+    /// the "- 1" overflowed (a panic in debug builds).
+    #[test]
+    fn an_absurd_timestamp_is_outside_the_window_not_a_panic() {
+        let body = json!({ "status": "success", "data": { "result": [
+            { "values": [[-4.327721235114431e130, "1"], [1e300, "2"], [1010.0, "3"]] } ] } });
+        let mut out = vec![None; 2];
+        samples(reqwest::StatusCode::OK, &body, 1000.0, 10.0, &mut out).unwrap();
+        assert_eq!(out, vec![Some(3.0), None]);
     }
 
     #[test]
