@@ -16,7 +16,9 @@ use tracing::{info, warn};
 use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::Error;
 use crate::ledger::{Actor, ApprovalRequested, ApprovalResolved, Record, RecordKind, digest};
-use crate::policy::approval::{Answer, AnswerInput, PendingApproval, Ruling, rule};
+use crate::policy::approval::{
+    Answer, AnswerInput, PendingApproval, Principal, RollbackAsk, Ruling, rule, rule_rollback,
+};
 use crate::policy::{Decision, Proposal};
 use crate::signals::SignalSource;
 
@@ -51,8 +53,8 @@ pub struct HumanAnswer {
     pub approval_id: String,
     /// The authenticated identity (`Actor::Human`), recorded as the writer.
     pub actor: Actor,
-    /// The identity policy checks (`alice@example.com`, `slack:U…`).
-    pub identity: String,
+    /// Who policy checks (`alice@example.com`, `slack:U…` with verified Slack groups).
+    pub who: Principal,
     /// Approve or reject.
     pub answer: Answer,
     /// Their reason (untrusted text, recorded as typed).
@@ -79,12 +81,51 @@ pub struct AnswerReply {
     pub status: Option<ReleaseStatus>,
 }
 
+/// A person asking to roll the release back now (see
+/// [`crate::policy::approval::rule_rollback`]), with a way to tell them the ruling.
+pub struct RollbackRequest {
+    /// Who, as recorded.
+    pub actor: Actor,
+    /// Who, as policy checks.
+    pub who: Principal,
+    /// Why (untrusted text, recorded as typed).
+    pub reason: String,
+    /// Receives the ruling and, when it executed, the release's status.
+    pub reply: oneshot::Sender<AnswerReply>,
+}
+
 /// The people-facing side of one running release.
 pub struct Controls {
     /// Hold / resume / abort.
     pub operator: watch::Receiver<OperatorState>,
     /// Answers to this release's requests.
     pub answers: Mutex<mpsc::Receiver<HumanAnswer>>,
+    /// People's rollback requests; taken between ticks.
+    pub rollbacks: Mutex<mpsc::Receiver<RollbackRequest>>,
+    /// Rung when a rollback request is sent, so the wait between ticks ends early.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Controls {
+    /// Controls and the senders that drive them.
+    pub fn new(operator: watch::Receiver<OperatorState>) -> (Self, Senders) {
+        let (answers_tx, answers) = mpsc::channel(16);
+        let (rollbacks_tx, rollbacks) = mpsc::channel(4);
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let senders = Senders { answers: answers_tx, rollbacks: rollbacks_tx, wake: wake.clone() };
+        (Self { operator, answers: Mutex::new(answers), rollbacks: Mutex::new(rollbacks), wake }, senders)
+    }
+}
+
+/// What the agent holds to reach a running release.
+#[derive(Clone)]
+pub struct Senders {
+    /// Answers to approval requests.
+    pub answers: mpsc::Sender<HumanAnswer>,
+    /// Rollback requests.
+    pub rollbacks: mpsc::Sender<RollbackRequest>,
+    /// Ends the wait between ticks.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How a wait for a human ended.
@@ -98,6 +139,51 @@ pub(super) enum Waited {
 impl ReleaseRun<'_> {
     pub(super) fn operator_state(&self) -> OperatorState {
         self.controls.map_or(OperatorState::Running, |c| *c.operator.borrow())
+    }
+
+    /// A person's rollback request, if one waits: ruled on by policy
+    /// (recorded under the person, with the rules that fired) and, when it
+    /// executes, run like any rollback. `Some`: the release ends so.
+    pub(super) async fn asked_rollback(
+        &self,
+        actuation: &Actuation,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<ReleaseStatus>, Error> {
+        let Some(c) = self.controls else { return Ok(None) };
+        let Some(req) = c.rollbacks.lock().await.try_recv().ok() else { return Ok(None) };
+        let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
+        if !holder || !matches!(actuation, Actuation::Live(_)) {
+            let reason =
+                "this agent does not hold the target's lease (it follows or advises): ask the agent that acts".into();
+            let _ = req.reply.send(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
+            return Ok(None);
+        }
+        let now_ms = self.agent.clock.now_ms();
+        let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
+        let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
+        let history = crate::policy::History { automated_rollbacks_ms: rollbacks };
+        let ask = RollbackAsk { who: &req.who, release: &self.facts, history: &history, reason: &req.reason, now_ms };
+        let outcome = rule_rollback(self.policy, &ask);
+        let rec = ApprovalResolved {
+            id: format!("rollback-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            answer: Some(Answer::Approve),
+            reason: req.reason.clone(),
+            ruling: outcome.ruling.clone(),
+            trace: outcome.trace,
+        };
+        self.ledger.append(&self.facts.release_id, &req.actor, now_ms, Record::ApprovalResolved(rec)).await?;
+        info!(who = %req.who.identity, ruling = ?outcome.ruling, "Rollback requested by a person.");
+        let status = match &outcome.ruling {
+            Ruling::Execute { decision } => {
+                Some(self.act(decision, actuation, st, observer).await?.unwrap_or(ReleaseStatus::Held {
+                    reason: "another agent took the target's lease before the rollback; it follows".into(),
+                }))
+            }
+            _ => None,
+        };
+        let _ = req.reply.send(AnswerReply { ruling: outcome.ruling, status: status.clone() });
+        Ok(status)
     }
 
     /// Open a request for `proposed`, record it, and wait for an answer,
@@ -198,7 +284,7 @@ impl ReleaseRun<'_> {
                 out.push(HumanAnswer {
                     approval_id: a.id,
                     actor,
-                    identity: a.identity,
+                    who: Principal { identity: a.identity, groups: a.groups },
                     answer: a.answer,
                     reason: a.reason,
                     reply: None,
@@ -292,7 +378,7 @@ impl ReleaseRun<'_> {
         };
         let input = AnswerInput {
             request,
-            identity: &a.identity,
+            who: &a.who,
             answer: a.answer,
             current: &current,
             now_ms: self.agent.clock.now_ms(),
@@ -307,11 +393,11 @@ impl ReleaseRun<'_> {
         };
         let at = self.agent.clock.now_ms();
         self.ledger.append(&self.facts.release_id, &a.actor, at, Record::ApprovalResolved(rec)).await?;
-        info!(id = %request.id, who = %a.identity, ruling = ?outcome.ruling, "Approval answered.");
+        info!(id = %request.id, who = %a.who.identity, ruling = ?outcome.ruling, "Approval answered.");
         let (waited, status) = match &outcome.ruling {
             Ruling::Refused { .. } => (None, None),
             Ruling::Rejected => {
-                let reason = format!("{} rejected {}: {}", a.identity, request.id, a.reason);
+                let reason = format!("{} rejected {}: {}", a.who.identity, request.id, a.reason);
                 (Some(Waited::Finish(Box::new(ReleaseStatus::Held { reason }))), None)
             }
             Ruling::Stale { .. } => (Some(Waited::Resume), None),

@@ -425,7 +425,46 @@ impl ReleaseRun<'_> {
             if let Some(status) = status {
                 return self.finish(st, status, Some(t)).await;
             }
-            self.pace(&mut stop, st.role.as_ref()).await;
+            if let Some(status) = self.between_ticks(&mut stop, actuation, st, observer).await? {
+                return self.finish(st, status, Some(t)).await;
+            }
+        }
+    }
+
+    /// Wait for the next tick, taking people's rollback requests meanwhile
+    /// (`Some`: one ran, and the release ends with this status).
+    async fn between_ticks(
+        &self,
+        stop: &mut Option<tokio::sync::watch::Receiver<bool>>,
+        actuation: &Actuation,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<ReleaseStatus>, Error> {
+        let until = tokio::time::Instant::now() + self.pace_for(st.role.as_ref());
+        loop {
+            if let Some(status) = self.asked_rollback(actuation, st, observer).await? {
+                return Ok(Some(status));
+            }
+            let wake = async {
+                match self.controls {
+                    Some(c) => c.wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stopping = async {
+                match stop.as_mut() {
+                    Some(s) => {
+                        let _ = s.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Ok(None),
+                // Woken early by a stop signal; the check at the top of the loop ends the run.
+                _ = stopping => return Ok(None),
+                _ = wake => {}
+            }
         }
     }
 
@@ -480,24 +519,14 @@ impl ReleaseRun<'_> {
         Ok(())
     }
 
-    /// Wait for the next tick. A follower waits at least a slice of the
-    /// lease, so a replay at full speed does not spin while another agent acts.
-    async fn pace(&self, stop: &mut Option<tokio::sync::watch::Receiver<bool>>, role: Option<&LeaseRole>) {
-        let pace = match role {
+    /// Time between ticks. A follower waits at least a slice of the lease,
+    /// so a replay at full speed does not spin while another agent acts.
+    fn pace_for(&self, role: Option<&LeaseRole>) -> Duration {
+        match role {
             Some(LeaseRole::Observer { .. }) => {
                 self.pace.max(Duration::from_millis((self.agent.lease_ms / 4).max(20) as u64))
             }
             _ => self.pace,
-        };
-        if pace.is_zero() {
-            return;
-        }
-        match stop.as_mut() {
-            // Woken early by a stop signal; the check at the top of the loop ends the run.
-            Some(s) => {
-                let _ = tokio::time::timeout(pace, s.changed()).await;
-            }
-            None => tokio::time::sleep(pace).await,
         }
     }
 

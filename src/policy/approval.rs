@@ -57,29 +57,87 @@ impl ApprovalPolicy {
         ];
         for (field, list) in lists {
             for (i, who) in list.iter().enumerate() {
-                if let Some(g) = who.strip_prefix("group:")
-                    && !self.groups.contains_key(g)
-                {
-                    return Err((
-                        format!("{field}[{i}]"),
-                        format!("a group defined under [approvals.groups]; `{g}` is not"),
-                    ));
-                }
-                if who.trim().is_empty() {
-                    return Err((format!("{field}[{i}]"), "an identity or group:NAME, not an empty string".into()));
-                }
+                self.check_entry(who).map_err(|expected| (format!("{field}[{i}]"), expected))?;
             }
         }
         Ok(())
     }
 
-    /// Whether `identity` is named in `list`, directly or through a group.
-    /// Identities compare exactly: `slack:U024BE7LH` is a user id, never a name.
-    pub fn names(&self, list: &[String], identity: &str) -> bool {
-        list.iter().any(|entry| match entry.strip_prefix("group:") {
-            Some(g) => self.groups.get(g).is_some_and(|members| members.iter().any(|m| m == identity)),
-            None => entry == identity,
+    /// One approvers entry: an identity, `group:NAME` defined here,
+    /// `slack:U…` (a Slack user id: names can be changed by their owner, so
+    /// they never authorise) or `slack-group:S…` (a Slack user group id).
+    pub(super) fn check_entry(&self, who: &str) -> Result<(), String> {
+        let slack_id = |id: &str, first: &[char]| {
+            id.len() >= 3 && id.starts_with(first) && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        };
+        if who.trim().is_empty() {
+            return Err("an identity or group:NAME, not an empty string".into());
+        }
+        if let Some(g) = who.strip_prefix("group:")
+            && !self.groups.contains_key(g)
+        {
+            return Err(format!("a group defined under [approvals.groups]; `{g}` is not"));
+        }
+        if let Some(id) = who.strip_prefix("slack:")
+            && !slack_id(id, &['U', 'W'])
+        {
+            return Err(format!("slack:<user id> such as slack:U024BE7LH (ids, never names); `{id}` is not one"));
+        }
+        if let Some(id) = who.strip_prefix("slack-group:")
+            && !slack_id(id, &['S'])
+        {
+            return Err(format!("slack-group:<user group id> such as slack-group:S0614TZR7; `{id}` is not one"));
+        }
+        Ok(())
+    }
+
+    /// Whether `who` is named in `list`: directly, through a `group:` of
+    /// this file, or through a `slack-group:` their channel verified they
+    /// are in (`who.groups`). Identities compare exactly: `slack:U024BE7LH`
+    /// is a user id, never a name.
+    pub fn names(&self, list: &[String], who: &Principal) -> bool {
+        list.iter().any(|entry| {
+            if let Some(g) = entry.strip_prefix("group:") {
+                return self.groups.get(g).is_some_and(|members| members.contains(&who.identity));
+            }
+            if entry.starts_with("slack-group:") {
+                return who.groups.iter().any(|g| g == entry);
+            }
+            *entry == who.identity
         })
+    }
+
+    /// Every `slack-group:` entry in the file's approver lists (what the
+    /// Slack channel must look up for a user before an answer counts).
+    pub fn external_groups<'a>(&'a self, services: impl Iterator<Item = &'a [String]>) -> Vec<String> {
+        let mut out: Vec<String> = [self.approvers.as_slice(), self.irreversible_approvers.as_slice()]
+            .into_iter()
+            .chain(services)
+            .flatten()
+            .filter(|e| e.starts_with("slack-group:"))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Who answers, as policy sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Principal {
+    /// `alice@example.com`, `slack:U024BE7LH`.
+    pub identity: String,
+    /// External groups the channel verified this identity is in at the time
+    /// of the answer (`slack-group:S0614TZR7`); empty for API callers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    /// An identity with no external groups.
+    pub fn named(identity: &str) -> Self {
+        Self { identity: identity.into(), groups: vec![] }
     }
 }
 
@@ -148,8 +206,9 @@ pub struct ApprovalOutcome {
 pub struct AnswerInput<'a> {
     /// The open request.
     pub request: &'a PendingApproval,
-    /// Who answered (the authenticated identity, never a display name).
-    pub identity: &'a str,
+    /// Who answered (the authenticated identity, never a display name, and
+    /// the external groups their channel verified).
+    pub who: &'a Principal,
     /// Approve or reject.
     pub answer: Answer,
     /// Policy's decision on the release judged again now.
@@ -177,25 +236,85 @@ pub fn rule(policy: &PolicyFile, input: &AnswerInput) -> ApprovalOutcome {
     let ruling = if input.now_ms >= req.expires_at_ms {
         hit("approval.expired", format!("request {} expired", req.id));
         Ruling::Refused { reason: format!("request {} has expired; the release is held", req.id) }
-    } else if !policy.approvals.names(approvers_for(policy, &req.service), input.identity) {
-        hit("approval.not_an_approver", input.identity.to_string());
-        Ruling::Refused { reason: format!("{} is not an approver for {}", input.identity, req.service) }
+    } else if !policy.approvals.names(approvers_for(policy, &req.service), input.who) {
+        hit("approval.not_an_approver", input.who.identity.clone());
+        Ruling::Refused { reason: format!("{} is not an approver for {}", input.who.identity, req.service) }
     } else if input.answer == Answer::Reject {
-        hit("approval.rejected", input.identity.to_string());
+        hit("approval.rejected", input.who.identity.clone());
         Ruling::Rejected
     } else if req.irreversible
         && matches!(req.proposed, Proposal::Rollback { .. })
-        && !policy.approvals.names(&policy.approvals.irreversible_approvers, input.identity)
+        && !policy.approvals.names(&policy.approvals.irreversible_approvers, input.who)
     {
-        hit("invariant.irreversible_override", input.identity.to_string());
+        hit("invariant.irreversible_override", input.who.identity.clone());
         Ruling::Refused {
             reason: format!(
                 "the release is irreversible: only approvals.irreversible_approvers may approve its rollback, and {} is not one",
-                input.identity
+                input.who.identity
             ),
         }
     } else {
         still_proposed(req, input.current, &mut hit)
+    };
+    ApprovalOutcome { ruling, trace }
+}
+
+/// A person asking to roll a release back now (chat-ops, or the API).
+#[derive(Debug, Clone)]
+pub struct RollbackAsk<'a> {
+    /// Who asks.
+    pub who: &'a Principal,
+    /// The release.
+    pub release: &'a super::ReleaseFacts,
+    /// Rollbacks of the target in the rate limit's window.
+    pub history: &'a super::History,
+    /// Why, as typed.
+    pub reason: &'a str,
+    /// Wall-clock unix ms.
+    pub now_ms: i64,
+}
+
+/// Rule on a person's rollback request. It replaces the judge's opinion,
+/// never the guardrails: only the service's approvers may ask, the target
+/// must be declared and have a last-known-good revision, an irreversible
+/// release needs an irreversible approver, and the rollback rate limit holds.
+pub fn rule_rollback(policy: &PolicyFile, ask: &RollbackAsk) -> ApprovalOutcome {
+    let mut trace = Vec::new();
+    let mut hit = |rule: &str, detail: String| trace.push(RuleHit { rule: rule.into(), detail });
+    let r = ask.release;
+    let refuse = |reason: String| Ruling::Refused { reason };
+    let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
+    let recent = ask.history.automated_rollbacks_ms.iter().filter(|&&at| ask.now_ms - at < window_ms).count();
+    let ruling = if !policy.approvals.names(approvers_for(policy, &r.service), ask.who) {
+        hit("approval.not_an_approver", ask.who.identity.clone());
+        refuse(format!("{} is not an approver for {}", ask.who.identity, r.service))
+    } else if !r.declared_targets.iter().any(|d| d == &r.target) {
+        hit("invariant.declared_target", r.target.clone());
+        refuse(format!("target `{}` is not declared in configuration", r.target))
+    } else if r.last_known_good.is_none() {
+        hit("invariant.last_known_good", "no last-known-good revision recorded".into());
+        refuse("no last-known-good revision is recorded for this target: nothing to roll back to".into())
+    } else if r.irreversible && !policy.approvals.names(&policy.approvals.irreversible_approvers, ask.who) {
+        hit("invariant.irreversible_override", ask.who.identity.clone());
+        refuse(format!(
+            "the release is irreversible: only approvals.irreversible_approvers may roll it back, and {} is not one",
+            ask.who.identity
+        ))
+    } else if recent >= policy.rate_limit.max_rollbacks as usize {
+        hit("invariant.rate_limit", format!("{recent} rollbacks in {} min", policy.rate_limit.window_minutes));
+        refuse(format!(
+            "rate limit: {recent} rollbacks of `{}` in the last {} minutes",
+            r.target, policy.rate_limit.window_minutes
+        ))
+    } else {
+        hit("human.rollback", format!("{} asked: {}", ask.who.identity, ask.reason));
+        let plan = super::RollbackPlan {
+            target: r.target.clone(),
+            from_revision: r.candidate_revision.clone(),
+            to_revision: r.last_known_good.clone().unwrap_or_default(),
+            reason: format!("requested by {}: {}", ask.who.identity, ask.reason),
+        };
+        Ruling::Execute { decision: Decision::Rollback { plan } }
     };
     ApprovalOutcome { ruling, trace }
 }
@@ -274,7 +393,7 @@ mod tests {
         current: &Decision,
         now: i64,
     ) -> Ruling {
-        rule(p, &AnswerInput { request: req, identity: who, answer, current, now_ms: now }).ruling
+        rule(p, &AnswerInput { request: req, who: &Principal::named(who), answer, current, now_ms: now }).ruling
     }
 
     const SRE: &str = "[approvals]\napprovers = [\"group:sre\"]\n[approvals.groups]\nsre = [\"alice@example.com\"]\n";
@@ -372,5 +491,67 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("approvals.approvers[0]") && e.contains("dba"), "{e}");
+    }
+
+    const SLACK: &str = "[approvals]\napprovers = [\"slack:U024BE7LH\", \"slack-group:S0614TZR7\"]\n";
+
+    #[test]
+    fn slack_approvers_are_ids_and_groups_count_only_when_verified() {
+        let p = policy(SLACK);
+        let member = Principal { identity: "slack:U111".into(), groups: vec!["slack-group:S0614TZR7".into()] };
+        let outsider = Principal::named("slack:U111");
+        let named = Principal::named("slack:U024BE7LH");
+        let (req, current) = (request(false), still());
+        let input = |who| AnswerInput { request: &req, who, answer: Answer::Approve, current: &current, now_ms: 5 };
+        assert!(matches!(rule(&p, &input(&member)).ruling, Ruling::Execute { .. }));
+        assert!(matches!(rule(&p, &input(&named)).ruling, Ruling::Execute { .. }));
+        assert!(matches!(rule(&p, &input(&outsider)).ruling, Ruling::Refused { .. }));
+        // Claiming the group as an identity does nothing.
+        assert!(matches!(rule(&p, &input(&Principal::named("slack-group:S0614TZR7"))).ruling, Ruling::Refused { .. }));
+        for bad in ["slack:alice", "slack:u024", "slack-group:sre", "slack-group:U024BE7LH"] {
+            let text = format!(
+                "version = 1\nrate_limit = {{ max_rollbacks = 3, window_minutes = 60 }}\n[approvals]\napprovers = [\"{bad}\"]\n"
+            );
+            let e = PolicyFile::parse(std::path::Path::new("p.toml"), &text).unwrap_err().to_string();
+            assert!(e.contains("approvals.approvers[0]") && e.contains("id"), "{bad}: {e}");
+        }
+    }
+
+    fn facts(irreversible: bool, lkg: Option<&str>) -> crate::policy::ReleaseFacts {
+        crate::policy::ReleaseFacts {
+            release_id: "r1".into(),
+            service: "checkout".into(),
+            target: "t".into(),
+            declared_targets: vec!["t".into()].into(),
+            candidate_revision: "v2".into(),
+            last_known_good: lkg.map(Into::into),
+            irreversible,
+            environment: "production".into(),
+        }
+    }
+
+    fn ask_rollback(p: &PolicyFile, who: &str, f: &crate::policy::ReleaseFacts, recent: usize) -> Ruling {
+        let history = crate::policy::History { automated_rollbacks_ms: vec![1_000; recent] };
+        let who = Principal::named(who);
+        rule_rollback(p, &RollbackAsk { who: &who, release: f, history: &history, reason: "p99", now_ms: 5_000 }).ruling
+    }
+
+    #[test]
+    fn a_persons_rollback_keeps_every_guardrail() {
+        let p = policy(SRE);
+        let ok = ask_rollback(&p, "alice@example.com", &facts(false, Some("v1")), 0);
+        assert!(
+            matches!(ok, Ruling::Execute { decision: Decision::Rollback { ref plan } } if plan.to_revision == "v1" && plan.reason.contains("alice")),
+            "{ok:?}"
+        );
+        let refused = |r: Ruling, why: &str| {
+            assert!(matches!(&r, Ruling::Refused { reason } if reason.contains(why)), "{why}: {r:?}")
+        };
+        refused(ask_rollback(&p, "mallory@example.com", &facts(false, Some("v1")), 0), "not an approver");
+        refused(ask_rollback(&p, "alice@example.com", &facts(false, None), 0), "last-known-good");
+        refused(ask_rollback(&p, "alice@example.com", &facts(true, Some("v1")), 0), "irreversible");
+        refused(ask_rollback(&p, "alice@example.com", &facts(false, Some("v1")), 3), "rate limit");
+        let undeclared = crate::policy::ReleaseFacts { target: "other".into(), ..facts(false, Some("v1")) };
+        refused(ask_rollback(&p, "alice@example.com", &undeclared, 0), "not declared");
     }
 }

@@ -194,12 +194,7 @@ impl PolicyFile {
         self.approvals.validate()?;
         for (service, s) in &self.services {
             for (i, who) in s.approvers.iter().enumerate() {
-                if let Some(g) = who.strip_prefix("group:")
-                    && !self.approvals.groups.contains_key(g)
-                {
-                    let expected = format!("a group defined under [approvals.groups]; `{g}` is not");
-                    return Err((format!("services.{service}.approvers[{i}]"), expected));
-                }
+                self.approvals.check_entry(who).map_err(|e| (format!("services.{service}.approvers[{i}]"), e))?;
             }
             for (metric, g) in &s.metrics {
                 g.validate().map_err(|(f, e)| (format!("services.{service}.metrics.{metric}.{f}"), e))?;

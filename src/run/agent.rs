@@ -12,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use super::metrics::{ActionLabels, Kind, Metrics};
@@ -24,9 +24,9 @@ use crate::ledger::{
     ActionResult, Actor, ApprovalAnswer, ApprovalRequested, LedgerError, OperatorAction, OperatorRecord, Record,
     RecordKind,
 };
-use crate::orchestrator::human::{AnswerReply, Controls, HumanAnswer, OperatorState};
+use crate::orchestrator::human::{AnswerReply, Controls, HumanAnswer, OperatorState, RollbackRequest, Senders};
 use crate::orchestrator::{Observer, ReleaseStatus, RunOutcome, TickReport};
-use crate::policy::approval::{Answer, Ruling};
+use crate::policy::approval::{Answer, Principal, Ruling};
 use crate::policy::{Decision, RunMode};
 use crate::release::release_id;
 use crate::serve::{GateBoard, GateObserver};
@@ -104,6 +104,9 @@ pub struct ReleaseView {
     /// The series as last observed, for the dashboard's charts (not in the API's JSON).
     #[serde(skip)]
     pub observation: Option<Arc<crate::signals::Observation>>,
+    /// The model's last consultation (verdict, cited evidence, or why none), when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consultation: Option<Arc<crate::model::Consultation>>,
     /// Metrics failing now.
     pub failing: Vec<String>,
     /// The open approval request, if any.
@@ -123,7 +126,7 @@ struct Entry {
     /// As configured or registered (with the executor of its declared target).
     cfg: ReleaseConfig,
     operator: watch::Sender<OperatorState>,
-    answers: mpsc::Sender<HumanAnswer>,
+    to_loop: Senders,
 }
 
 /// Registration refused.
@@ -174,6 +177,9 @@ pub enum OperateError {
     /// The release's loop did not answer.
     #[error("the release's loop did not answer in time")]
     NoAnswer,
+    /// An approval request is open: answer it instead.
+    #[error("approval request {0} is open on this release: approve or reject it instead")]
+    RequestOpen(String),
 }
 
 /// A gate's request to judge another revision, refused.
@@ -355,7 +361,7 @@ impl Agent {
     /// Put a release in the table and start its loop.
     fn admit(self: &Arc<Self>, cfg: ReleaseConfig, by: String) -> Result<ReleaseView, RegisterError> {
         let (op_tx, op_rx) = watch::channel(OperatorState::Running);
-        let (ans_tx, ans_rx) = mpsc::channel(16);
+        let (controls, to_loop) = Controls::new(op_rx);
         let view = ReleaseView {
             name: cfg.name.clone(),
             release_id: release_id(&cfg),
@@ -368,6 +374,7 @@ impl Agent {
             decision: None,
             judge: None,
             observation: None,
+            consultation: None,
             failing: vec![],
             pending_approval: None,
             ledger_seq: 0,
@@ -380,11 +387,10 @@ impl Agent {
             if table.contains_key(&cfg.name) {
                 return Err(RegisterError::Duplicate(cfg.name));
             }
-            let entry = Entry { view: view.clone(), cfg: cfg.clone(), operator: op_tx, answers: ans_tx };
+            let entry = Entry { view: view.clone(), cfg: cfg.clone(), operator: op_tx, to_loop };
             table.insert(cfg.name.clone(), entry);
         }
         self.gates.register(&cfg.name, &cfg.candidate_revision, 0);
-        let controls = Controls { operator: op_rx, answers: tokio::sync::Mutex::new(ans_rx) };
         let agent = self.clone();
         let task = tokio::spawn(async move { agent.drive(cfg, controls).await });
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
@@ -528,39 +534,64 @@ impl Agent {
         self.get(name).ok_or_else(|| OperateError::NotFound(name.into()))
     }
 
+    /// A person's request to roll `name` back now: ruled on by policy in the
+    /// release's loop (approvers only; every invariant and the rate limit
+    /// hold), recorded under `by`, and run when policy allows. Waits for the
+    /// ruling and, when it ran, the release's status.
+    pub async fn request_rollback(
+        &self,
+        name: &str,
+        (actor, who): (Actor, Principal),
+        reason: String,
+    ) -> Result<AnswerReply, OperateError> {
+        let to_loop = {
+            let table = self.table();
+            let Some(e) = table.get(name) else { return Err(OperateError::NotFound(name.into())) };
+            if matches!(e.view.state, ReleaseState::Finished | ReleaseState::Failed) {
+                return Err(OperateError::Ended(name.into()));
+            }
+            if let Some(open) = &e.view.pending_approval {
+                return Err(OperateError::RequestOpen(open.request.id.clone()));
+            }
+            e.to_loop.clone()
+        };
+        let (reply, rx) = oneshot::channel();
+        let req = RollbackRequest { actor, who, reason, reply };
+        to_loop.rollbacks.send(req).await.map_err(|_| OperateError::Ended(name.into()))?;
+        to_loop.wake.notify_one();
+        tokio::time::timeout(Duration::from_secs(600), rx)
+            .await
+            .map_err(|_| OperateError::NoAnswer)?
+            .map_err(|_| OperateError::Ended(name.into()))
+    }
+
     /// Pass a human's answer to the release whose request `approval_id` is,
     /// and wait for the ruling (and the action, when it executes).
     pub async fn answer(
         &self,
         approval_id: &str,
-        (actor, identity): (Actor, String),
+        (actor, who): (Actor, Principal),
         answer: Answer,
         reason: String,
     ) -> Result<AnswerReply, AnswerError> {
+        let identity = who.identity.clone();
         let sender = {
             let table = self.table();
             let open =
                 table.values().find(|e| e.view.pending_approval.as_ref().is_some_and(|a| a.request.id == approval_id));
-            open.map(|e| e.answers.clone())
+            open.map(|e| e.to_loop.answers.clone())
         };
         let Some(sender) = sender else {
             let closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner).get(approval_id).cloned();
             let reply = match closed {
                 Some(how) => Err(AnswerError::Closed { id: approval_id.into(), how }),
-                None => self.relay(approval_id, (actor, identity.clone()), answer, reason).await,
+                None => self.relay(approval_id, (actor, who), answer, reason).await,
             }?;
             self.count_answer(approval_id, &identity, &reply);
             return Ok(reply);
         };
         let (reply, rx) = oneshot::channel();
-        let msg = HumanAnswer {
-            approval_id: approval_id.into(),
-            actor,
-            identity: identity.clone(),
-            answer,
-            reason,
-            reply: Some(reply),
-        };
+        let msg = HumanAnswer { approval_id: approval_id.into(), actor, who, answer, reason, reply: Some(reply) };
         sender
             .send(msg)
             .await
@@ -589,7 +620,7 @@ impl Agent {
     async fn relay(
         &self,
         approval_id: &str,
-        (actor, identity): (Actor, String),
+        (actor, who): (Actor, Principal),
         answer: Answer,
         reason: String,
     ) -> Result<AnswerReply, AnswerError> {
@@ -605,7 +636,13 @@ impl Agent {
         if let Some(how) = self.closed_in_ledger(&release, approval_id, row.seq).await? {
             return Err(AnswerError::Closed { id: approval_id.into(), how });
         }
-        let record = Record::ApprovalAnswer(ApprovalAnswer { id: approval_id.into(), answer, identity, reason });
+        let record = Record::ApprovalAnswer(ApprovalAnswer {
+            id: approval_id.into(),
+            answer,
+            identity: who.identity,
+            reason,
+            groups: who.groups,
+        });
         let at = self.service.agent.clock.now_ms();
         let mine = ledger.append(&release, &actor, at, record).await.map_err(AnswerError::Ledger)?.seq;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
@@ -792,6 +829,9 @@ impl Observer for AgentObserver {
             v.judge = Some(t.judge.clone());
             if let Some(o) = t.observation {
                 v.observation = Some(o.clone());
+            }
+            if let Some(c) = t.consultation {
+                v.consultation = Some(Arc::new(c.clone()));
             }
             v.ledger_seq = t.seq;
             if matches!(v.state, ReleaseState::Starting) {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Authenticator, Caller, Scope};
 use crate::config::ReleaseConfig;
 use crate::ledger::OperatorAction;
-use crate::policy::approval::{Answer, Ruling};
+use crate::policy::approval::{Answer, Principal, Ruling};
 use crate::run::agent::{Agent, AnswerError, OperateError, RegisterError};
 
 /// What every handler shares.
@@ -134,7 +134,10 @@ async fn operate(
         "hold" => OperatorAction::Hold,
         "resume" => OperatorAction::Resume,
         "abort" => OperatorAction::Abort,
-        other => return error(StatusCode::NOT_FOUND, format!("no action `{other}`: use hold, resume or abort")),
+        "rollback" => return rollback(s, caller, &name, &body).await,
+        other => {
+            return error(StatusCode::NOT_FOUND, format!("no action `{other}`: use hold, resume, abort or rollback"));
+        }
     };
     let reason = match reason_of(&body) {
         Ok(r) => r,
@@ -142,14 +145,36 @@ async fn operate(
     };
     match s.agent.operate(&name, action, &caller.actor(), &reason).await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => {
-            let status = match &e {
-                OperateError::NotFound(_) => StatusCode::NOT_FOUND,
-                OperateError::Ended(_) => StatusCode::CONFLICT,
-                OperateError::Ledger(_) | OperateError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
+        Err(e) => operate_error(&e),
+    }
+}
+
+fn operate_error(e: &OperateError) -> Response {
+    let status = match e {
+        OperateError::NotFound(_) => StatusCode::NOT_FOUND,
+        OperateError::Ended(_) | OperateError::RequestOpen(_) => StatusCode::CONFLICT,
+        OperateError::Ledger(_) | OperateError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, crate::error::chain(e))
+}
+
+/// A person's rollback: policy rules (approvers only, every invariant and the rate limit hold).
+async fn rollback(s: ApiState, caller: Caller, name: &str, body: &axum::body::Bytes) -> Response {
+    let reason = match reason_of(body) {
+        Ok(r) if !r.trim().is_empty() => r,
+        Ok(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "request body: a rollback needs {\"reason\": TEXT}"),
+        Err(resp) => return *resp,
+    };
+    match s.agent.request_rollback(name, (caller.actor(), Principal::named(&caller.identity)), reason).await {
+        Ok(reply) => {
+            let status = match &reply.ruling {
+                Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
+                Ruling::Refused { .. } => StatusCode::FORBIDDEN,
+                Ruling::Stale { .. } => StatusCode::CONFLICT,
             };
-            error(status, crate::error::chain(&e))
+            (status, Json(reply)).into_response()
         }
+        Err(e) => operate_error(&e),
     }
 }
 
@@ -168,7 +193,7 @@ async fn answer(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    match s.agent.answer(&id, (caller.actor(), caller.identity.clone()), answer, reason).await {
+    match s.agent.answer(&id, (caller.actor(), Principal::named(&caller.identity)), answer, reason).await {
         Ok(reply) => {
             let status = match &reply.ruling {
                 Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,

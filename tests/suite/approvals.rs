@@ -108,8 +108,9 @@ async fn harness(sim_cfg: SimConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
     let policy = PolicyFile::parse(std::path::Path::new("p.toml"), POLICY).unwrap();
-    let (answers, rx) = mpsc::channel(4);
     let (operator, op_rx) = watch::channel(OperatorState::Running);
+    let (controls, senders) = Controls::new(op_rx);
+    let answers = senders.answers;
     Harness {
         _dir: dir,
         ledger,
@@ -118,7 +119,7 @@ async fn harness(sim_cfg: SimConfig) -> Harness {
         sim: Arc::new(Simulator::new(sim_cfg)),
         answers,
         operator,
-        controls: Controls { operator: op_rx, answers: tokio::sync::Mutex::new(rx) },
+        controls,
     }
 }
 
@@ -148,7 +149,7 @@ impl Harness {
         let a = HumanAnswer {
             approval_id: id.into(),
             actor: Actor::Human { channel: "test".into(), identity: who.into() },
-            identity: who.into(),
+            who: backstop::policy::approval::Principal::named(who),
             answer,
             reason: "looked at it".into(),
             reply: Some(reply),
