@@ -157,6 +157,8 @@ pub struct Settings {
     pub model: Option<crate::model::ModelConfig>,
     /// Agent identity and leases.
     pub agent: AgentSettings,
+    /// The Slack app (`backstop agent` only).
+    pub slack: Option<crate::slack::SlackSettings>,
 }
 
 impl Settings {
@@ -235,6 +237,9 @@ impl Settings {
         }
         if let Some(m) = &self.model {
             m.validate()?;
+        }
+        if let Some(s) = &self.slack {
+            s.validate().map_err(|(field, expected)| (format!("slack.{field}"), expected))?;
         }
         if let Some(url) = &self.ledger.url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))

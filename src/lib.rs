@@ -25,6 +25,7 @@ pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod signals;
+pub mod slack;
 pub mod telemetry;
 
 pub use error::Error;

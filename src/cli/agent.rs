@@ -59,7 +59,10 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     agent.sync().await.map_err(|e| Failure::backend(&e))?;
     agent.keep_synced();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
+    let mut app = router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
+    if let Some(routes) = start_slack(settings, &agent, &stop)? {
+        app = app.merge(routes);
+    }
     let server = tokio::spawn(listen::serve(listener, app, listen::Limits::default(), async move {
         let _ = server_stopped.await;
     }));
@@ -72,6 +75,32 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let _ = server.await;
     out("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Start the Slack app when `[slack]` is configured: the notifier always,
+/// Socket Mode's connection, or the HTTP mode routes to serve.
+fn start_slack(
+    settings: &Settings,
+    agent: &std::sync::Arc<Agent>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<axum::Router>, Failure> {
+    use backstop::slack::{Secrets, SlackMode, app::SlackApp, http, notify, socket};
+    let Some(cfg) = settings.slack.clone() else { return Ok(None) };
+    let secrets = Secrets::load(&cfg, &|v| std::env::var(v).ok()).map_err(|e| Failure::usage(super::chain(&e)))?;
+    let mode = cfg.mode;
+    let app = SlackApp::new(agent.clone(), cfg, secrets).map_err(|e| Failure::usage(super::chain(&e)))?;
+    tokio::spawn(notify::run(app.clone(), stop.clone()));
+    match mode {
+        SlackMode::Socket => {
+            tokio::spawn(socket::run(app, stop.clone()));
+            out("slack: Socket Mode");
+            Ok(None)
+        }
+        SlackMode::Http => {
+            out("slack: HTTP mode on /slack/commands, /slack/interactive, /slack/events");
+            Ok(Some(http::routes(app)))
+        }
+    }
 }
 
 pub fn service_failure(e: backstop::run::ServiceError) -> Failure {

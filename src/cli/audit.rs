@@ -111,6 +111,19 @@ fn one_line(r: &StoredRecord) -> String {
         }
         Record::Operator(o) => format!("operator {:?}: {}", o.action, o.reason).to_lowercase(),
         Record::ReleasePaused(p) => format!("paused at t={}s (agent stopping)", p.now_s),
+        Record::ChatOps(c) => chat_line(&c),
+    }
+}
+
+fn chat_line(c: &backstop::ledger::ChatOpsRecord) -> String {
+    use backstop::ledger::ChatOpsRecord as C;
+    match c {
+        C::Refused { identity, action, reason } => {
+            format!("chat-ops: {identity} {} refused: {reason}", format!("{action:?}").to_lowercase())
+        }
+        C::Unverified { path, reason } => format!("chat-ops: unverified request to {path} refused: {reason}"),
+        C::Undelivered { method, error } => format!("chat-ops: {method} not delivered: {error}"),
+        C::Dropped { count } => format!("chat-ops: {count} thread posts dropped (queue full)"),
     }
 }
 

@@ -32,9 +32,9 @@ pub use chain::{
 };
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
-    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, IntentRecord, LeaseEvent, LeaseRecord,
-    LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record, RecordError, RecordKind,
-    ReleaseFinished, ReleasePaused, ReleaseStarted, TickRecord,
+    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord, IntentRecord,
+    LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record,
+    RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, TickRecord,
 };
 
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};

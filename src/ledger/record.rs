@@ -52,6 +52,9 @@ pub enum Record {
     Operator(OperatorRecord),
     /// The agent stopped (SIGTERM) between ticks; the release resumes when an agent starts again.
     ReleasePaused(ReleasePaused),
+    /// Something on the chat channel no other record shows: a refused
+    /// action, an unverified request, a message that could not be delivered.
+    ChatOps(ChatOpsRecord),
 }
 
 /// The stored `kind` column.
@@ -80,6 +83,8 @@ pub enum RecordKind {
     Operator,
     /// See [`Record::ReleasePaused`].
     ReleasePaused,
+    /// See [`Record::ChatOps`].
+    ChatOps,
 }
 
 impl RecordKind {
@@ -97,6 +102,7 @@ impl RecordKind {
             RecordKind::ApprovalAnswer => "approval_answer",
             RecordKind::Operator => "operator",
             RecordKind::ReleasePaused => "release_paused",
+            RecordKind::ChatOps => "chat_ops",
         }
     }
 }
@@ -116,6 +122,7 @@ impl Record {
             Record::ApprovalAnswer(_) => RecordKind::ApprovalAnswer,
             Record::Operator(_) => RecordKind::Operator,
             Record::ReleasePaused(_) => RecordKind::ReleasePaused,
+            Record::ChatOps(_) => RecordKind::ChatOps,
         }
     }
 
@@ -489,6 +496,9 @@ pub struct ApprovalAnswer {
     pub identity: String,
     /// Their reason, as typed (untrusted text).
     pub reason: String,
+    /// Slack groups the channel verified the identity is in (`slack-group:S…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// What an operator did to a release.
@@ -516,6 +526,59 @@ pub struct OperatorRecord {
     /// executor), so every agent on the ledger can run it and a restarted one resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<Box<crate::config::ReleaseConfig>>,
+}
+
+/// What a person asked for on the chat channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatAction {
+    /// Approve button.
+    Approve,
+    /// Reject button.
+    Reject,
+    /// `/backstop hold`.
+    Hold,
+    /// `/backstop resume`.
+    Resume,
+    /// `/backstop rollback`.
+    Rollback,
+}
+
+/// A chat-ops event worth keeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChatOpsRecord {
+    /// A person's action refused before policy could rule on it (a
+    /// deactivated user, a lookup that failed, a request no longer open).
+    Refused {
+        /// `slack:U…`.
+        identity: String,
+        /// What they asked.
+        action: ChatAction,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A request to the Slack endpoints that did not come from Slack
+    /// (missing, forged or stale signature); refused with 401.
+    Unverified {
+        /// Path requested.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A message could not be delivered (Slack down, a refusal); decisions
+    /// never wait for Slack, so this is the trace of what people did not see.
+    Undelivered {
+        /// Web API method.
+        method: String,
+        /// Slack's error, or the transport's.
+        error: String,
+    },
+    /// Thread posts dropped because the release's queue was full while Slack was away.
+    Dropped {
+        /// Posts dropped.
+        count: u64,
+    },
 }
 
 /// The agent paused the release on shutdown.

@@ -86,3 +86,54 @@ pub fn metric_svg(
         Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", m.spec.name),
     }
 }
+
+/// A PNG of `m` for chat: baseline (blue), canary (orange), the judged
+/// window (shaded) and the decision (red line), without text — no font is
+/// shipped, so the caption travels as the file's title. `None` when there
+/// is nothing to draw.
+pub fn metric_png(
+    m: &MetricSeries,
+    step_s: u32,
+    duration_s: u64,
+    (decided_at_s, window_s): (u64, Option<u64>),
+) -> Option<Vec<u8>> {
+    const W: u32 = 720;
+    const H: u32 = 240;
+    let (b, c) = (points(&m.baseline, step_s), points(&m.canary, step_s));
+    let ys: Vec<f64> = b.iter().chain(c.iter()).map(|p| p.1).collect();
+    if ys.is_empty() {
+        return None;
+    }
+    let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &y| (a.0.min(y), a.1.max(y)));
+    let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1e-9);
+    let x_max = duration_s.max(u64::from(step_s)) as f64;
+    let mut rgb = vec![0u8; (W * H * 3) as usize];
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::with_buffer(&mut rgb, (W, H)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root).margin(12).build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
+        if let Some(w) = window_s.filter(|w| *w > 0) {
+            let from = decided_at_s.saturating_sub(w) as f64;
+            let shade = Rectangle::new([(from, lo - pad), (decided_at_s as f64, hi + pad)], WINDOW.mix(0.25).filled());
+            chart.draw_series(std::iter::once(shade))?;
+        }
+        chart.draw_series(LineSeries::new(b, BASELINE.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(c, CANARY.stroke_width(2)))?;
+        let at = decided_at_s as f64;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(at, lo - pad), (at, hi + pad)],
+            DECISION.stroke_width(2),
+        )))?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.ok()?;
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, W, H);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().ok()?;
+    writer.write_image_data(&rgb).ok()?;
+    writer.finish().ok()?;
+    Some(out)
+}

@@ -3,7 +3,7 @@
 //! Markdown for PR comments, chat and `$GITHUB_STEP_SUMMARY`; JSON; and a
 //! self-contained HTML page with a chart per metric.
 
-mod chart;
+pub mod chart;
 pub mod html;
 mod markdown;
 pub mod text;

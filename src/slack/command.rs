@@ -1,0 +1,163 @@
+//! `/backstop …` and `@backstop …`, parsed. Pure: text in, a command or a
+//! usage error out. Release names are checked against the agent later.
+
+use thiserror::Error;
+
+/// What a person asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// What the commands are.
+    Help,
+    /// Every release, or one.
+    Status {
+        /// Release name.
+        release: Option<String>,
+    },
+    /// Findings, the model's verdict and its evidence.
+    Why {
+        /// Release name; `None` from a mention in a release's thread.
+        release: Option<String>,
+    },
+    /// Stop acting on a release (judging continues).
+    Hold {
+        /// Release name.
+        release: String,
+        /// Why (recorded).
+        reason: String,
+    },
+    /// Act within policy again.
+    Resume {
+        /// Release name.
+        release: String,
+        /// Why (recorded).
+        reason: String,
+    },
+    /// Roll back now, as a person's decision: approvers only, through policy.
+    Rollback {
+        /// Release name.
+        release: String,
+        /// Why (required, recorded).
+        reason: String,
+    },
+}
+
+/// The text is not a command.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UsageError {
+    /// An unknown verb.
+    #[error("unknown command `{0}`; try `/backstop help`")]
+    Unknown(String),
+    /// A verb that needs a release got none.
+    #[error("`{0}` needs a release name: `/backstop {0} <release>`")]
+    NoRelease(&'static str),
+    /// A rollback without a reason.
+    #[error("a rollback needs a reason: `/backstop rollback <release> <reason>`")]
+    NoReason,
+}
+
+impl Command {
+    /// Whether it changes anything (and so needs an approver who is still active).
+    pub fn changes(&self) -> bool {
+        matches!(self, Command::Hold { .. } | Command::Resume { .. } | Command::Rollback { .. })
+    }
+
+    /// The release it names.
+    pub fn release(&self) -> Option<&str> {
+        match self {
+            Command::Help => None,
+            Command::Status { release } | Command::Why { release } => release.as_deref(),
+            Command::Hold { release, .. } | Command::Resume { release, .. } | Command::Rollback { release, .. } => {
+                Some(release)
+            }
+        }
+    }
+}
+
+/// The help text.
+pub const HELP: &str = "*backstop* commands:\n\
+• `/backstop status [release]` — where releases stand\n\
+• `/backstop why <release>` — findings, the model's verdict and the evidence it cited\n\
+• `/backstop hold <release> [reason]` — keep judging, stop acting (approvers)\n\
+• `/backstop resume <release> [reason]` — act within policy again (approvers)\n\
+• `/backstop rollback <release> <reason>` — roll back now, through policy (approvers)\n\
+• `@backstop why?` in a release's thread answers there\n\
+Approval requests come with Approve / Reject buttons; only approvers' clicks count.";
+
+/// Parse a slash command's text.
+pub fn parse(text: &str) -> Result<Command, UsageError> {
+    let text = text.trim();
+    let (verb, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    let rest = rest.trim();
+    let (release, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let release = (!release.is_empty()).then(|| release.to_string());
+    let reason = reason.trim().to_string();
+    let need = |verb: &'static str| release.clone().ok_or(UsageError::NoRelease(verb));
+    match verb.to_ascii_lowercase().trim_end_matches('?') {
+        "" | "help" => Ok(Command::Help),
+        "status" => Ok(Command::Status { release }),
+        "why" => Ok(Command::Why { release: Some(need("why")?) }),
+        "hold" => Ok(Command::Hold { release: need("hold")?, reason }),
+        "resume" => Ok(Command::Resume { release: need("resume")?, reason }),
+        "rollback" => {
+            let release = need("rollback")?;
+            if reason.is_empty() {
+                return Err(UsageError::NoReason);
+            }
+            Ok(Command::Rollback { release, reason })
+        }
+        other => Err(UsageError::Unknown(super::wire::cut(other, 40))),
+    }
+}
+
+/// Parse a mention (`<@U0BOT> why?`): mentions removed, then as a command;
+/// `why` alone asks about the thread's release.
+pub fn parse_mention(text: &str) -> Result<Command, UsageError> {
+    let plain: Vec<&str> = text.split_whitespace().filter(|w| !(w.starts_with("<@") && w.ends_with('>'))).collect();
+    let plain = plain.join(" ");
+    let lowered = plain.to_ascii_lowercase();
+    let words: Vec<&str> = lowered.split_whitespace().collect();
+    if words.first().is_some_and(|w| w.trim_end_matches('?') == "why") && words.len() == 1 {
+        return Ok(Command::Why { release: None });
+    }
+    parse(&plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_usage_errors_say_what_is_missing() {
+        assert_eq!(parse(""), Ok(Command::Help));
+        assert_eq!(parse("status"), Ok(Command::Status { release: None }));
+        assert_eq!(parse(" status  checkout "), Ok(Command::Status { release: Some("checkout".into()) }));
+        assert_eq!(parse("why checkout"), Ok(Command::Why { release: Some("checkout".into()) }));
+        assert_eq!(parse("why"), Err(UsageError::NoRelease("why")));
+        assert_eq!(
+            parse("hold checkout  db migration running"),
+            Ok(Command::Hold { release: "checkout".into(), reason: "db migration running".into() })
+        );
+        assert_eq!(parse("rollback checkout"), Err(UsageError::NoReason));
+        assert_eq!(
+            parse("ROLLBACK checkout p99 doubled"),
+            Ok(Command::Rollback { release: "checkout".into(), reason: "p99 doubled".into() })
+        );
+        assert!(matches!(parse("deploy prod"), Err(UsageError::Unknown(v)) if v == "deploy"));
+    }
+
+    #[test]
+    fn a_mention_asking_why_means_the_threads_release() {
+        assert_eq!(parse_mention("<@U0BOT> why?"), Ok(Command::Why { release: None }));
+        assert_eq!(parse_mention("<@U0BOT> why checkout"), Ok(Command::Why { release: Some("checkout".into()) }));
+        assert_eq!(parse_mention("<@U0BOT> status"), Ok(Command::Status { release: None }));
+    }
+
+    #[test]
+    fn any_text_parses_or_gives_a_usage_error_without_panicking() {
+        for text in ["\u{0}", "why \u{202e}x", "   ", "rollback a \n b", &"x".repeat(100_000)] {
+            let _ = parse(text);
+            let _ = parse_mention(text);
+        }
+        assert!(matches!(parse(&"y".repeat(1000)), Err(UsageError::Unknown(v)) if v.chars().count() <= 40));
+    }
+}

@@ -1,0 +1,277 @@
+//! What backstop says in Slack, as pure functions of the agent's view of a
+//! release: the release's one message (updated in place), its thread
+//! details, and answers to commands. Everything from the watched system or
+//! typed by a person is escaped; every text is cut to Block Kit's limits,
+//! with a link to the agent's release page for the rest.
+
+use super::wire::{Block, Button, Confirm, MAX_BLOCKS, Reply, ResponseType, Text, cut, escape};
+use crate::judge::{Finding, MetricStatus};
+use crate::model::Consultation;
+use crate::policy::Proposal;
+use crate::run::agent::{ReleaseState, ReleaseView};
+
+/// Who answered a request from Slack, and what came of it (shown on the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// Slack user id.
+    pub user: String,
+    /// `approved`, `rejected`, `rolled back by request`, …
+    pub what: String,
+    /// What happened then (`rolled_back (verified)`, `not executed: …`).
+    pub result: String,
+}
+
+/// The release page, when the agent's URL is known.
+pub fn link(agent_url: Option<&str>, release: &str) -> Option<String> {
+    agent_url.map(|u| format!("{}/releases/{}", u.trim_end_matches('/'), urlencode(release)))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn state_icon(v: &ReleaseView) -> &'static str {
+    match (v.state, v.status.as_ref().map(|s| s.label())) {
+        (ReleaseState::AwaitingApproval, _) => ":raising_hand:",
+        (ReleaseState::Held, _) => ":double_vertical_bar:",
+        (ReleaseState::Failed, _) => ":x:",
+        (ReleaseState::Finished, Some("promoted")) => ":white_check_mark:",
+        (ReleaseState::Finished, Some("rolled_back")) => ":rewind:",
+        (ReleaseState::Finished, _) => ":stop_sign:",
+        _ if !v.failing.is_empty() => ":warning:",
+        _ => ":hourglass_flowing_sand:",
+    }
+}
+
+/// One line saying where the release stands.
+pub fn headline(v: &ReleaseView) -> String {
+    let stands = match (&v.status, v.state) {
+        (Some(s), ReleaseState::Finished) => s.label().replace('_', " "),
+        (_, s) => s.label().replace('_', " "),
+    };
+    format!("{} {}: {}", state_icon(v), v.name, stands)
+}
+
+fn facts(v: &ReleaseView) -> String {
+    let decision = v.decision.as_ref().map_or("not judged yet", |d| d.label());
+    format!(
+        "*{}* · service `{}` · target `{}` · revision `{}`\nt = {} s of {} s · policy: *{}*",
+        escape(&v.name),
+        escape(&v.service),
+        escape(&v.target),
+        escape(&v.candidate_revision),
+        v.now_s,
+        v.duration_s,
+        decision
+    )
+}
+
+fn finding_line(f: &Finding) -> String {
+    let status = format!("{:?}", f.status).to_lowercase();
+    format!("• `{}` {status}: {}", escape(&f.metric), escape(&f.explanation))
+}
+
+fn proposal_text(p: &Proposal) -> String {
+    match p {
+        Proposal::Promote => "promote the canary".into(),
+        Proposal::Rollback { plan } => format!(
+            "roll `{}` back from `{}` to `{}`",
+            escape(&plan.target),
+            escape(&plan.from_revision),
+            escape(&plan.to_revision)
+        ),
+    }
+}
+
+fn approval_blocks(v: &ReleaseView) -> Vec<Block> {
+    let Some(a) = &v.pending_approval else { return vec![] };
+    let id = &a.request.id;
+    let what = proposal_text(&a.request.proposed);
+    let expires = a.request.expires_at_ms / 1000;
+    let ask = format!(
+        ":raising_hand: *Approval needed* to {what}.\n{}\nRequest `{}` expires <!date^{expires}^{{date_short_pretty}} {{time}}|at {expires} (unix)>.",
+        escape(&a.reason),
+        escape(id)
+    );
+    let button = |label: &str, action: &str, style: &'static str, question: String| Button {
+        kind: "button",
+        text: Text::plain(label),
+        action_id: action.into(),
+        value: cut(id, super::wire::MAX_BUTTON_VALUE),
+        style: Some(style),
+        confirm: Confirm {
+            title: Text::plain(format!("{label}?")),
+            text: Text::md(cut(&question, 300)),
+            confirm: Text::plain(label),
+            deny: Text::plain("Cancel"),
+        },
+    };
+    let yes = format!("Policy judges the release again at your click and runs only what it still proposes: {what}.");
+    let no = "The release is held; nothing runs.".to_string();
+    vec![
+        Block::section(&ask),
+        Block::Actions {
+            block_id: format!("approval:{}", cut(id, 200)),
+            elements: vec![button("Approve", "approve", "primary", yes), button("Reject", "reject", "danger", no)],
+        },
+    ]
+}
+
+/// The release's one message, as it should look now.
+pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, agent_url: Option<&str>) -> Reply {
+    let mut blocks = vec![Block::Header { text: Text::plain(cut(&headline(v), 150)) }, Block::section(&facts(v))];
+    let failing: Vec<String> = v
+        .judge
+        .iter()
+        .flat_map(|j| j.findings.iter().filter(|f| f.status == MetricStatus::Failing))
+        .map(finding_line)
+        .collect();
+    if !failing.is_empty() {
+        blocks.push(Block::section(&failing.join("\n")));
+    }
+    blocks.extend(approval_blocks(v));
+    if let Some(d) = decided {
+        let line = format!("*{}* by <@{}>: {}", escape(&d.what), escape(&d.user), escape(&d.result));
+        blocks.push(Block::section(&line));
+    }
+    if let (Some(status), ReleaseState::Finished) = (&v.status, v.state) {
+        blocks.push(Block::section(&format!("Ended: *{}*", status.label().replace('_', " "))));
+    }
+    if let Some(e) = &v.error {
+        blocks.push(Block::section(&format!(":x: {}", escape(e))));
+    }
+    blocks.push(context(v, agent_url));
+    finish(headline(v), blocks, None, agent_url.and(link(agent_url, &v.name)))
+}
+
+fn context(v: &ReleaseView, agent_url: Option<&str>) -> Block {
+    let mut line = format!("ledger seq {} · release `{}`", v.ledger_seq, escape(&v.release_id));
+    if let Some(url) = link(agent_url, &v.name) {
+        line.push_str(&format!(" · <{url}|report and charts>"));
+    }
+    Block::context(&line)
+}
+
+/// Blocks cut to Slack's limit, the last one saying where the rest is.
+fn finish(text: String, mut blocks: Vec<Block>, response_type: Option<ResponseType>, more: Option<String>) -> Reply {
+    if blocks.len() > MAX_BLOCKS {
+        blocks.truncate(MAX_BLOCKS - 1);
+        let rest = more
+            .map_or("(cut: too long for one Slack message)".into(), |u| format!("(cut: the rest in <{u}|the report>)"));
+        blocks.push(Block::context(&rest));
+    }
+    Reply { text: cut(&text, 3000), blocks, response_type }
+}
+
+fn model_lines(c: &Consultation) -> Vec<String> {
+    let mut out = vec![];
+    match (&c.verdict, &c.rejection, &c.error) {
+        (_, _, Some(e)) => out.push(format!("*Model* `{}`: no verdict ({})", escape(&c.model), escape(e))),
+        (Some(v), Some(r), _) => out.push(format!(
+            "*Model* `{}` answered {:?}/{:?} but it was *rejected*: {}",
+            escape(&c.model),
+            v.health,
+            v.action,
+            escape(&format!("{r:?}"))
+        )),
+        (Some(v), None, _) => {
+            out.push(format!(
+                "*Model* `{}`: {:?}, recommends {:?} (confidence {:.2})",
+                escape(&c.model),
+                v.health,
+                v.action,
+                v.confidence
+            ));
+            for f in &v.findings {
+                out.push(format!("• {:?}: {} (cites {})", f.claim, escape(&f.summary), escape(&f.evidence.join(", "))));
+            }
+        }
+        (None, _, None) => out.push(format!("*Model* `{}`: no verdict", escape(&c.model))),
+    }
+    if !c.cited.is_empty() {
+        out.push("*Evidence it cited* (text from the watched system, shown as data):".into());
+        for e in &c.cited {
+            out.push(format!("• `{}` ```{}```", escape(&e.id), escape(&cut(&e.text, 500))));
+        }
+    }
+    out
+}
+
+/// `/backstop why <release>` or `@backstop why?`: findings, the model's
+/// verdict with the evidence it cited, and where the chart is.
+pub fn why(v: &ReleaseView, agent_url: Option<&str>, response_type: ResponseType) -> Reply {
+    let mut blocks = vec![Block::section(&format!("{}\n{}", headline(v), facts(v)))];
+    match &v.judge {
+        None => blocks.push(Block::section("Not judged yet.")),
+        Some(j) => {
+            blocks.push(Block::section(&format!("*Judge*: {:?} — {}", j.verdict, escape(&j.summary))));
+            for chunk in j.findings.chunks(8) {
+                blocks.push(Block::section(&chunk.iter().map(finding_line).collect::<Vec<_>>().join("\n")));
+            }
+        }
+    }
+    if let Some(c) = &v.consultation {
+        for chunk in model_lines(c).chunks(6) {
+            blocks.push(Block::section(&chunk.join("\n")));
+        }
+    }
+    blocks.push(context(v, agent_url));
+    finish(format!("why: {}", headline(v)), blocks, Some(response_type), link(agent_url, &v.name))
+}
+
+/// `/backstop status`: one line per release.
+pub fn status(views: &[ReleaseView], agent_url: Option<&str>) -> Reply {
+    if views.is_empty() {
+        return ephemeral("No releases.");
+    }
+    let lines: Vec<String> = views
+        .iter()
+        .map(|v| {
+            let l = headline(v);
+            match link(agent_url, &v.name) {
+                Some(u) => format!("{} · t = {}/{} s · <{u}|report>", escape(&l), v.now_s, v.duration_s),
+                None => format!("{} · t = {}/{} s", escape(&l), v.now_s, v.duration_s),
+            }
+        })
+        .collect();
+    let blocks = lines.chunks(20).map(|c| Block::section(&c.join("\n"))).collect();
+    finish(format!("{} releases", views.len()), blocks, Some(ResponseType::Ephemeral), None)
+}
+
+/// A short answer only the asker sees.
+pub fn ephemeral(text: &str) -> Reply {
+    Reply { text: cut(text, 3000), blocks: vec![Block::section(text)], response_type: Some(ResponseType::Ephemeral) }
+}
+
+/// The thread post when a request opens: the findings in full.
+pub fn approval_detail(v: &ReleaseView, agent_url: Option<&str>) -> Reply {
+    let mut r = why(v, agent_url, ResponseType::InChannel);
+    r.response_type = None;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urlencode_keeps_names_safe_in_links() {
+        assert_eq!(urlencode("check out|<x>"), "check%20out%7C%3Cx%3E");
+        assert_eq!(link(Some("http://a:1/"), "c"), Some("http://a:1/releases/c".into()));
+    }
+
+    #[test]
+    fn too_many_blocks_are_cut_with_a_pointer_to_the_report() {
+        let blocks = (0..80).map(|i| Block::section(&format!("{i}"))).collect();
+        let r = finish("t".into(), blocks, None, Some("http://x/releases/c".into()));
+        assert_eq!(r.blocks.len(), MAX_BLOCKS);
+        assert!(
+            matches!(r.blocks.last(), Some(Block::Context { elements }) if matches!(&elements[0], Text::Mrkdwn { text } if text.contains("http://x/releases/c")))
+        );
+    }
+}
