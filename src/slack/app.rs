@@ -172,6 +172,8 @@ pub struct SlackApp {
     dir: Directory,
     seen: Mutex<Seen>,
     decided: Mutex<HashMap<String, Decided>>,
+    /// Approval request id → (release name, release id), for clicks after a request closed.
+    requests: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl SlackApp {
@@ -189,6 +191,7 @@ impl SlackApp {
             dir,
             seen: Mutex::new(Seen { order: VecDeque::new(), set: HashSet::new() }),
             decided: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -200,6 +203,12 @@ impl SlackApp {
     /// Who decided `release`'s last request from Slack, for its message.
     pub fn decided(&self, release: &str) -> Option<Decided> {
         self.decided.lock().unwrap_or_else(PoisonError::into_inner).get(release).cloned()
+    }
+
+    /// Remember which release a request shown in Slack belongs to.
+    pub fn remember_request(&self, id: &str, release: &str, release_id: &str) {
+        let mut m = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        m.entry(id.into()).or_insert_with(|| (release.into(), release_id.into()));
     }
 
     fn agent_url(&self) -> Option<&str> {
@@ -419,7 +428,12 @@ impl SlackApp {
             .list()
             .into_iter()
             .find(|v| v.pending_approval.as_ref().is_some_and(|a| a.request.id == approval_id));
-        let release_id = view.as_ref().map_or_else(|| "slack".to_string(), |v| v.release_id.clone());
+        let remembered = self.requests.lock().unwrap_or_else(PoisonError::into_inner).get(approval_id).cloned();
+        let release_id = match (&view, remembered) {
+            (Some(v), _) => v.release_id.clone(),
+            (None, Some((_, id))) => id,
+            (None, None) => "slack".to_string(),
+        };
         let Some(who) = self.principal(user, action, &release_id, &to).await else { return };
         let actor = slack_actor(&who.identity);
         let identity = who.identity.clone();

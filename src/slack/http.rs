@@ -1,7 +1,7 @@
 //! HTTP mode: Slack POSTs to the agent's listener. Every request's
 //! signature is checked against the raw body before anything is parsed
 //! ([`super::verify`]); a forged or stale one gets 401 and is recorded
-//! (at most one record a second, so a flood cannot fill the ledger). The
+//! (at most ten records a second, so a flood cannot fill the ledger). The
 //! answer is what [`SlackApp::accept`] gives at once; slow work runs after,
 //! so Slack hears back well within its 3 s. A retry (`X-Slack-Retry-Num`)
 //! repeats its event id or trigger id and is acknowledged without acting again.
@@ -25,13 +25,13 @@ use crate::ledger::ChatOpsRecord;
 #[derive(Clone)]
 struct HttpState {
     app: Arc<SlackApp>,
-    /// Unix seconds of the last unverified request recorded.
-    last_recorded: Arc<AtomicI64>,
+    /// Unverified requests recorded: the second (high 32 bits) and the count in it.
+    recorded: Arc<AtomicI64>,
 }
 
 /// The Slack routes, authenticated by signature (not by the API's tokens).
 pub fn routes(app: Arc<SlackApp>) -> Router {
-    let state = HttpState { app, last_recorded: Arc::new(AtomicI64::new(0)) };
+    let state = HttpState { app, recorded: Arc::new(AtomicI64::new(0)) };
     Router::new()
         .route("/slack/commands", post(commands))
         .route("/slack/interactive", post(interactive))
@@ -59,13 +59,27 @@ async fn verified(s: &HttpState, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Resul
     let now_s = s.app.agent.service().agent.clock.now_ms() / 1000;
     let checked = verify(secret, header(h, "x-slack-request-timestamp"), header(h, "x-slack-signature"), body, now_s);
     let Err(e) = checked else { return Ok(()) };
-    if s.last_recorded.swap(now_s, Ordering::SeqCst) != now_s {
+    if may_record(&s.recorded, now_s) {
         let rec = ChatOpsRecord::Unverified { path: uri.path().to_string(), reason: e.to_string() };
         let svc = s.app.agent.service();
         let _ = svc.ledger.append("slack", &svc.agent.actor(), now_s * 1000, crate::ledger::Record::ChatOps(rec)).await;
     }
     tracing::warn!(path = uri.path(), reason = %e, "Refused a request to the Slack endpoints.");
     Err((StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response())
+}
+
+/// Unverified requests recorded per second: enough to see an attack, too few to fill the ledger.
+const RECORDS_PER_S: i64 = 10;
+
+fn may_record(slot: &AtomicI64, now_s: i64) -> bool {
+    let mut ok = false;
+    let _ = slot.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        let (second, count) = (v >> 32, v & 0xffff_ffff);
+        let now = now_s & 0x7fff_ffff;
+        ok = second != now || count < RECORDS_PER_S;
+        Some(if second != now { (now << 32) | 1 } else { (now << 32) | (count + 1).min(RECORDS_PER_S + 1) })
+    });
+    ok
 }
 
 fn answer(app: &Arc<SlackApp>, accepted: Accepted) -> Response {

@@ -101,6 +101,9 @@ impl Notifier {
             if slot.sent.as_ref() != Some(&message) {
                 slot.desired = Some(message);
             }
+            if let Some(a) = &v.pending_approval {
+                self.app.remember_request(&a.request.id, &v.name, &v.release_id);
+            }
             let items = thread_items(slot.seen.as_ref(), &v, url.as_deref());
             slot.seen = Some((v.state, v.pending_approval.as_ref().map(|a| a.request.id.clone())));
             let dropped = push_bounded(&mut slot.thread, items, self.app.settings.queue);

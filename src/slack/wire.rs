@@ -330,3 +330,25 @@ impl Block {
         Block::Context { elements: vec![Text::md(cut(md, MAX_SECTION_TEXT))] }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_cannot_mention_link_or_exceed_a_limit() {
+        assert_eq!(
+            escape("<!channel> <https://evil|click> & co"),
+            "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co"
+        );
+        let long = "é".repeat(5000);
+        let c = cut(&long, MAX_SECTION_TEXT);
+        assert_eq!(c.chars().count(), MAX_SECTION_TEXT);
+        assert!(c.ends_with('…'));
+        assert_eq!(cut("short", 10), "short");
+        match Block::section(&long) {
+            Block::Section { text: Text::Mrkdwn { text } } => assert!(text.chars().count() <= MAX_SECTION_TEXT),
+            other => panic!("{other:?}"),
+        }
+    }
+}

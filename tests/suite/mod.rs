@@ -17,5 +17,6 @@ mod parsers;
 mod prometheus;
 mod report;
 mod secrets;
+mod slack;
 mod snapshots;
 mod watch;

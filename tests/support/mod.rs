@@ -6,6 +6,7 @@ pub mod llama;
 pub mod openai;
 pub mod pg;
 pub mod prometheus;
+pub mod slack;
 
 /// A one-release `backstop.toml`: release `checkout` of service `checkout`,
 /// v42 against last-known-good v41, on `target`, with the given `source` and

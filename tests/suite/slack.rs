@@ -1,0 +1,479 @@
+//! Chat-ops against a fake Slack speaking Slack's wire formats
+//! (`support::slack`), with `backstop agent` as a real process acting on a
+//! real HAProxy: scripted conversations over Socket Mode and HTTP mode.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::agents::Agent;
+use crate::support::haproxy::{Haproxy, free_port};
+use crate::support::slack::{self, APP, BOT, FakeSlack, SIGNING};
+
+const CHANNEL: &str = "C0RELEASE";
+const WAIT: Duration = Duration::from_secs(90);
+
+const POLICY: &str = r#"
+version = 1
+[rate_limit]
+max_rollbacks = 3
+window_minutes = 60
+[services.checkout]
+autonomy = "approve"
+[approvals]
+approvers = ["slack:UALICE", "slack-group:SONCALL"]
+expiry_minutes = 1
+"#;
+
+fn checkout(socket: &str, onset_s: u64) -> String {
+    let exec = format!(
+        "{{ kind = \"haproxy\", socket = \"{socket}\", backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}"
+    );
+    let source = format!(
+        "{{ kind = \"simulator\", seed = 7, fault = {{ kind = \"error_spike\", onset_s = {onset_s}, strength = 0.05 }} }}"
+    );
+    crate::support::release_toml("haproxy/checkout", &source, Some(&exec))
+}
+
+const SEARCH: &str = "\n[[releases]]\nname = \"search\"\nservice = \"search\"\ntarget = \"simulator/search\"\n\
+    candidate_revision = \"v7\"\nlast_known_good = \"v6\"\nexecutor = { kind = \"simulator\" }\n\
+    source = { kind = \"simulator\", service = \"search\", seed = 3 }\n";
+
+fn slack_toml(mode: &str, api_url: &str, agent_url: &str) -> String {
+    format!(
+        "\n[slack]\nmode = \"{mode}\"\napi_url = \"{api_url}\"\nchannel = \"{CHANNEL}\"\nagent_url = \"{agent_url}\"\n\
+         post_interval_ms = 20\ncache_s = 60\n"
+    )
+}
+
+/// `backstop agent` on `config` and the policy above, in `dir`: its URL and process.
+fn agent(dir: &Path, config: &str, pace_ms: u64) -> (String, Agent) {
+    std::fs::write(dir.join("backstop.toml"), config).unwrap();
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let file = |name: &str| dir.join(name).display().to_string();
+    let (cfg, pol, ledger) = (file("backstop.toml"), file("policy.toml"), file("l.db"));
+    let pace = pace_ms.to_string();
+    let args =
+        ["--config", &cfg, "agent", "--listen", &listen, "--policy", &pol, "--ledger", &ledger, "--pace-ms", &pace];
+    let env = [("SLACK_BOT_TOKEN", BOT), ("SLACK_APP_TOKEN", APP), ("SLACK_SIGNING_SECRET", SIGNING)];
+    let mut a = Agent::spawn(&args, &env);
+    a.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    (format!("http://{listen}"), a)
+}
+
+fn audit(dir: &Path) -> String {
+    let ledger = dir.join("l.db").display().to_string();
+    let out = assert_cmd::Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["audit", "list", "--limit", "100000", "--ledger", &ledger])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+async fn canary_weight(socket: &str) -> u32 {
+    crate::suite::haproxy::executor(socket).weight("canary").await.unwrap()
+}
+
+/// The text of every block of a message, joined.
+fn text_of(msg: &Value) -> String {
+    msg["blocks"].as_array().map(|b| b.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n")).unwrap_or_default()
+}
+
+/// Poll the release message until `pred` holds.
+async fn wait_message(fake: &FakeSlack, ts: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let m = fake.message(CHANNEL, ts);
+        if pred(&m) {
+            return m;
+        }
+        assert!(start.elapsed() < WAIT, "release message never as expected: {m:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn approval_id(msg: &Value) -> Option<String> {
+    let blocks = msg["blocks"].as_array()?;
+    let actions = blocks.iter().find(|b| b["type"] == "actions")?;
+    actions["elements"].as_array()?.iter().find(|e| e["action_id"] == "approve")?["value"].as_str().map(str::to_string)
+}
+
+async fn ephemeral_to(fake: &FakeSlack, user: &str, needle: &str) -> Value {
+    fake.wait_call("chat.postEphemeral", |c| c["user"] == user && c.to_string().contains(needle), WAIT).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back_on_real_haproxy() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    for (user, deleted) in [("UALICE", false), ("UMALLORY", false), ("UCAROL", false), ("UGONE", true)] {
+        fake.user(user, deleted);
+    }
+    fake.group("SONCALL", &["UCAROL", "UGONE"]);
+    // Slack's first answer to the first post is a 429: honoured, then posted.
+    fake.state.lock().unwrap().rate_limit_posts = 1;
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let agent_url = format!("http://127.0.0.1:{}", free_port());
+    let config = format!("{}{}", checkout(&socket, 60), slack_toml("socket", &fake.api_url, &agent_url));
+    let (_url, agent) = agent(dir.path(), &config, 10);
+    fake.wait_connection(1, WAIT).await;
+
+    // One message per release, in its channel; the canary fails and it gains Approve / Reject.
+    let start = Instant::now();
+    let ts = loop {
+        let posted = fake.state.lock().unwrap().messages.keys().find(|(c, _)| c == CHANNEL).map(|k| k.1.clone());
+        if let Some(ts) = posted {
+            break ts;
+        }
+        assert!(start.elapsed() < WAIT, "no release message; calls: {:#?}", fake.all_calls());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(fake.calls("chat.postMessage").len() >= 2, "the 429 was answered by a retry");
+    assert!(fake.message(CHANNEL, &ts).to_string().contains("checkout"));
+    let asked = wait_message(&fake, &ts, |m| approval_id(m).is_some()).await;
+    let id = approval_id(&asked).unwrap();
+    let buttons = text_of(&asked);
+    assert!(
+        buttons.contains("\"confirm\"") && buttons.contains("Reject"),
+        "confirm dialogs on both buttons: {buttons}"
+    );
+
+    // `/backstop status`: acknowledged with the answer as payload.
+    let status = slack::slash("UMALLORY", CHANNEL, "status", &fake.response_url("s1"), "trig-status");
+    fake.send(&slack::envelope("slash_commands", "env-status", status, 0));
+    let ack = fake.wait_ack("env-status", WAIT).await;
+    assert!(ack["payload"].to_string().contains("checkout"), "{ack}");
+
+    // Mallory is no approver: refused to her alone, nothing runs. The same envelope again acts once.
+    let click = |user: &str, ts_click: &str| slack::block_action(user, CHANNEL, &ts, "approve", &id, ts_click);
+    let mallory = slack::envelope("interactive", "env-mallory", click("UMALLORY", "1700000100.000001"), 0);
+    fake.send(&mallory);
+    ephemeral_to(&fake, "UMALLORY", "not an approver for checkout").await;
+    fake.send(&slack::envelope("interactive", "env-mallory", click("UMALLORY", "1700000100.000001"), 1));
+    let start = Instant::now();
+    while fake.acks("env-mallory").len() < 2 {
+        assert!(start.elapsed() < WAIT, "the retried envelope was not acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A deactivated member of the approver group is refused before policy is asked.
+    fake.send(&slack::envelope("interactive", "env-gone", click("UGONE", "1700000101.000001"), 0));
+    ephemeral_to(&fake, "UGONE", "deactivated").await;
+    assert_eq!(canary_weight(&socket).await, 10, "refused clicks run nothing");
+
+    // Slack asks for a new connection, then the network drops it: both reconnect; no click is lost.
+    fake.send(&json!({ "type": "disconnect", "reason": "refresh_requested" }));
+    fake.wait_connection(2, WAIT).await;
+    fake.drop_connection();
+    fake.wait_connection(3, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Carol is an approver through the Slack user group: her click rolls back on HAProxy, verified.
+    fake.send(&slack::envelope("interactive", "env-carol", click("UCAROL", "1700000102.000001"), 0));
+    fake.wait_ack("env-carol", WAIT).await;
+    ephemeral_to(&fake, "UCAROL", "rolled back, verified").await;
+    assert_eq!(canary_weight(&socket).await, 0);
+    let done = wait_message(&fake, &ts, |m| text_of(m).contains("<@UCAROL>") && text_of(m).contains("Ended")).await;
+    let shown = text_of(&done);
+    assert!(shown.contains("approved") && shown.contains("rolled back, verified"), "{shown}");
+    assert!(approval_id(&done).is_none(), "no buttons once decided: {shown}");
+    assert!(!fake.calls("chat.update").is_empty(), "the message was updated in place");
+    let top = fake.state.lock().unwrap().messages.values().filter(|m| m["thread_ts"].is_null()).count();
+    assert_eq!(top, 1, "one message per release");
+
+    // Details and the chart in the release's thread (files.upload is retired; the new flow is used).
+    fake.wait_call("chat.postMessage", |c| c["thread_ts"] == ts.as_str() && c.to_string().contains("Judge"), WAIT)
+        .await;
+    let complete = fake.wait_call("files.completeUploadExternal", |c| c["thread_ts"] == ts.as_str(), WAIT).await;
+    let file_id = serde_json::from_str::<Value>(complete["files"].as_str().unwrap()).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let png = fake.state.lock().unwrap().uploads[&file_id].clone();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG was uploaded");
+    assert!(fake.calls("files.upload").is_empty());
+
+    // `@backstop why?` in the thread answers there, once for an event delivered twice.
+    let in_thread = |f: &FakeSlack| {
+        f.calls("chat.postMessage")
+            .into_iter()
+            .filter(|c| c["thread_ts"] == ts.as_str() && c.to_string().contains("rolled back"))
+            .count()
+    };
+    fake.wait_call(
+        "chat.postMessage",
+        |c| c["thread_ts"] == ts.as_str() && c.to_string().contains("rolled back"),
+        WAIT,
+    )
+    .await;
+    let before = in_thread(&fake);
+    let m = slack::mention("Ev01", "UMALLORY", CHANNEL, "<@U0BACKSTOP> why?", &ts);
+    fake.send(&slack::envelope("events_api", "env-why", m.clone(), 0));
+    fake.send(&slack::envelope("events_api", "env-why-again", m, 1));
+    let start = Instant::now();
+    while in_thread(&fake) < before + 1 {
+        assert!(start.elapsed() < WAIT, "no answer in the thread");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    fake.wait_ack("env-why-again", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(in_thread(&fake), before + 1, "one answer for one event");
+
+    // The ledger: who clicked, by Slack id; refusals; the duplicate envelope and event acted on once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = audit(dir.path());
+    let lines = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();
+    assert!(
+        audit.lines().any(|l| l.contains("human:slack:slack:UCAROL") && l.contains("ruling=execute rollback")),
+        "{audit}"
+    );
+    assert_eq!(lines("human:slack:slack:UMALLORY"), 1, "one refusal for a twice-delivered click:\n{audit}");
+    assert!(audit.lines().any(|l| l.contains("slack:UGONE") && l.contains("refused")), "{audit}");
+    assert_eq!(lines("intent "), 1, "{audit}");
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A request signed as Slack signs it.
+fn signed(client: &reqwest::Client, url: &str, body: String, ts: i64, content_type: &str) -> reqwest::RequestBuilder {
+    let sig = backstop::slack::verify::sign(SIGNING.as_bytes(), &ts.to_string(), body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", content_type)
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sig)
+        .body(body)
+}
+
+fn now_s() -> i64 {
+    backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000
+}
+
+async fn wait_response(fake: &FakeSlack, needle: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(r) = fake.responses().into_iter().find(|r| r.to_string().contains(needle)) {
+            return r;
+        }
+        assert!(start.elapsed() < WAIT, "no response_url answer containing `{needle}`: {:#?}", fake.responses());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back_through_policy() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    for user in ["UALICE", "UMALLORY"] {
+        fake.user(user, false);
+    }
+    fake.group("SONCALL", &[]);
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        format!("{}{SEARCH}{}", checkout(&socket, 60), slack_toml("http", &fake.api_url, "http://agent.example"));
+    let (url, agent) = agent(dir.path(), &config, 100);
+    let client = reqwest::Client::new();
+    let form = "application/x-www-form-urlencoded";
+
+    // Slack's URL check; a forged and a stale request get 401 and are recorded.
+    let challenge = json!({ "token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification" });
+    let r = signed(&client, &format!("{url}/slack/events"), challenge.to_string(), now_s(), "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["challenge"], challenge["challenge"]);
+    let hold = slack::form(&slack::slash(
+        "UALICE",
+        CHANNEL,
+        "hold checkout db migration",
+        &fake.response_url("h1"),
+        "trig-hold",
+    ));
+    let forged = client
+        .post(format!("{url}/slack/commands"))
+        .header("content-type", form)
+        .header("x-slack-request-timestamp", now_s().to_string())
+        .header("x-slack-signature", format!("v0={}", "0".repeat(64)))
+        .body(hold.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let stale =
+        signed(&client, &format!("{url}/slack/commands"), hold.clone(), now_s() - 600, form).send().await.unwrap();
+    assert_eq!(stale.status(), 401);
+
+    // A signed hold from an approver: answered at once, done after; Slack's retry of it acts once.
+    let r = signed(&client, &format!("{url}/slack/commands"), hold.clone(), now_s(), form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Asking policy"));
+    let retry = signed(&client, &format!("{url}/slack/commands"), hold.clone(), now_s(), form)
+        .header("x-slack-retry-num", "1")
+        .header("x-slack-retry-reason", "http_timeout");
+    assert_eq!(retry.send().await.unwrap().status(), 200);
+    wait_response(&fake, "held checkout").await;
+    let resume =
+        slack::form(&slack::slash("UALICE", CHANNEL, "resume checkout", &fake.response_url("r1"), "trig-resume"));
+    signed(&client, &format!("{url}/slack/commands"), resume, now_s(), form).send().await.unwrap();
+    wait_response(&fake, "resumed checkout").await;
+
+    // `/backstop rollback` of a healthy release: Mallory is refused; Alice's goes through policy and runs.
+    let ask = |user: &str, trig: &str| {
+        slack::form(&slack::slash(
+            user,
+            CHANNEL,
+            "rollback search p99 doubled after deploy",
+            &fake.response_url(trig),
+            trig,
+        ))
+    };
+    signed(&client, &format!("{url}/slack/commands"), ask("UMALLORY", "rb1"), now_s(), form).send().await.unwrap();
+    wait_response(&fake, "not an approver for search").await;
+    signed(&client, &format!("{url}/slack/commands"), ask("UALICE", "rb2"), now_s(), form).send().await.unwrap();
+    wait_response(&fake, "rolled back, verified").await;
+
+    // checkout's request expires unanswered (expiry_minutes = 1); a click after that is refused and recorded.
+    let start = Instant::now();
+    let id = loop {
+        let found = fake.state.lock().unwrap().messages.values().find_map(approval_id);
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(start.elapsed() < WAIT, "no approval request for checkout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expired_by = Instant::now() + Duration::from_secs(75);
+    while !audit(dir.path()).contains("expired") {
+        assert!(Instant::now() < expired_by, "the request did not expire:\n{}", audit(dir.path()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let late = slack::block_action("UALICE", CHANNEL, "1700000000.000001", "approve", &id, "1700000200.000001");
+    let body = serde_urlencoded::to_string([("payload", late.to_string())]).unwrap();
+    let r = signed(&client, &format!("{url}/slack/interactive"), body, now_s(), form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    ephemeral_to(&fake, "UALICE", "closed").await;
+    assert_eq!(canary_weight(&socket).await, 10, "an expired request runs nothing");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = audit(dir.path());
+    let lines = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("operator hold"), 1, "one hold for a retried command:\n{audit}");
+    assert!(audit.lines().any(|l| l.contains("human:slack:slack:UALICE") && l.contains("operator hold")), "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("human:slack:slack:UALICE") && l.contains("rollback-") && l.contains("ruling=execute")),
+        "{audit}"
+    );
+    assert!(audit.lines().any(|l| l.contains("human:slack:slack:UMALLORY") && l.contains("refused")), "{audit}");
+    assert!(
+        audit.lines().any(|l| l.contains("unverified request to /slack/commands") && l.contains("does not match")),
+        "{audit}"
+    );
+    assert!(
+        audit.lines().any(|l| l.contains("unverified request to /slack/commands") && l.contains("from now")),
+        "{audit}"
+    );
+    assert!(
+        audit.lines().any(|l| l.contains("slack:UALICE")
+            && l.contains("checkout-v42")
+            && l.contains("approve refused")
+            && l.contains("closed")),
+        "{audit}"
+    );
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Decisions of a finished release, from the audit (tick lines).
+fn decisions(audit: &str) -> Vec<String> {
+    audit
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("tick"))
+        .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_unreachable_for_a_whole_release_changes_no_decision_and_no_timing() {
+    // An auto release whose canary fails: judged and rolled back by the simulator's executor.
+    let release = "[[releases]]\nname = \"orders\"\nservice = \"orders\"\ntarget = \"simulator/orders\"\n\
+        candidate_revision = \"v2\"\nlast_known_good = \"v1\"\nexecutor = { kind = \"simulator\" }\n\
+        source = { kind = \"simulator\", service = \"orders\", seed = 5, fault = { kind = \"error_spike\", onset_s = 120, strength = 0.05 } }\n";
+    let dead = format!("http://127.0.0.1:{}/api/", free_port());
+    let mut seen = vec![];
+    for with_slack in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = if with_slack {
+            format!("{release}{}", slack_toml("http", &dead, "http://a"))
+        } else {
+            release.to_string()
+        };
+        let (url, agent) = agent(dir.path(), &config, 5);
+        let start = Instant::now();
+        loop {
+            let v: Value = reqwest::get(format!("{url}/v1/releases/orders")).await.unwrap().json().await.unwrap();
+            if v["state"] == "finished" {
+                break;
+            }
+            assert!(start.elapsed() < WAIT, "{v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let audit = audit(dir.path());
+        if with_slack {
+            assert!(audit.contains("chat-ops: chat.postMessage not delivered"), "{audit}");
+        }
+        seen.push((decisions(&audit), audit.contains("rolled_back")));
+        agent.signal("TERM");
+        let (code, _, err) = agent.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(seen[0].1 && seen[1].1, "both rolled back");
+    assert!(!seen[0].0.is_empty());
+    assert_eq!(seen[0].0, seen[1].0, "the same ticks, decisions and release times with Slack down");
+}
+
+#[test]
+fn every_field_slack_sends_parses_and_unknown_kinds_are_ignored() {
+    use backstop::slack::wire::{Event, EventBody, Interaction, SlashCommand};
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(format!("fixtures/slack/{name}")).unwrap()).unwrap()
+    };
+    let c: SlashCommand = serde_json::from_value(read("SlashCommandPayload.json")).unwrap();
+    assert_eq!(c.command, "");
+    let a = slack::block_action("U1", "C1", "1.2", "approve", "apr-1", "3.4");
+    match serde_json::from_value::<Interaction>(a).unwrap() {
+        Interaction::BlockActions { user, actions, .. } => {
+            assert_eq!((user.id.as_str(), actions[0].value.as_str()), ("U1", "apr-1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut v = read("ViewSubmissionPayload.json");
+    v["type"] = json!("view_submission");
+    assert_eq!(serde_json::from_value::<Interaction>(v).unwrap(), Interaction::ViewSubmission {});
+    let mut v = read("BlockActionPayload.json");
+    v["type"] = json!("shortcut");
+    assert_eq!(serde_json::from_value::<Interaction>(v).unwrap(), Interaction::Other);
+    match serde_json::from_value::<EventBody>(slack::mention("Ev1", "U1", "C1", "<@U0> why?", "1.2")).unwrap() {
+        EventBody::EventCallback { event: Event::AppMention { text, thread_ts, .. }, .. } => {
+            assert_eq!((text.as_str(), thread_ts.as_deref()), ("<@U0> why?", Some("1.2")))
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut v = read("AppMentionPayload.json");
+    v["type"] = json!("event_callback");
+    v["event"]["type"] = json!("reaction_added");
+    assert!(matches!(
+        serde_json::from_value::<EventBody>(v).unwrap(),
+        EventBody::EventCallback { event: Event::Other, .. }
+    ));
+}
