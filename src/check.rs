@@ -42,7 +42,7 @@ impl CheckLine {
 
 /// Check everything in `settings` under `policy`, with `ledger_url` as the ledger.
 pub async fn check(settings: &Settings, policy: &PolicyFile, ledger_url: &str) -> Vec<CheckLine> {
-    let mut lines = vec![ledger(ledger_url).await, model(settings)];
+    let mut lines = vec![ledger(ledger_url).await, model(settings), slack(settings).await];
     for cfg in &settings.releases {
         lines.extend(release(settings, policy, cfg).await);
     }
@@ -82,6 +82,27 @@ fn model(settings: &Settings) -> CheckLine {
         },
     };
     CheckLine::new("model", status)
+}
+
+/// The bot token answers `auth.test` (read-only); the mode's other credential is present.
+async fn slack(settings: &Settings) -> CheckLine {
+    let Some(cfg) = &settings.slack else {
+        return CheckLine::new("slack", Status::Skipped("no [slack] configured".into()));
+    };
+    let secrets = match crate::slack::Secrets::load(cfg, &|v| std::env::var(v).ok()) {
+        Ok(s) => s,
+        Err(e) => return CheckLine::new("slack", Status::Invalid(chain(&e))),
+    };
+    let status = match crate::slack::web::WebApi::new(&cfg.api_url, secrets.bot) {
+        Err(e) => Status::Failed(chain(&e)),
+        Ok(web) => match web.auth_test().await {
+            Ok(a) => {
+                Status::Ok(format!("{}: bot user {} in {}", crate::secret::redact_url(&cfg.api_url), a.user_id, a.team))
+            }
+            Err(e) => Status::Failed(chain(&e)),
+        },
+    };
+    CheckLine::new("slack", status)
 }
 
 async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::config::ReleaseConfig) -> Vec<CheckLine> {

@@ -119,6 +119,17 @@ struct UploadUrl {
     file_id: String,
 }
 
+/// `auth.test`: who the bot token belongs to.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthTest {
+    /// Workspace name.
+    #[serde(default)]
+    pub team: String,
+    /// The bot's user id.
+    #[serde(default)]
+    pub user_id: String,
+}
+
 #[derive(Deserialize)]
 struct ConnectionUrl {
     url: String,
@@ -252,6 +263,11 @@ impl WebApi {
     pub async fn group_members(&self, id: &str) -> Result<Vec<String>, WebError> {
         let req = self.http.post(self.url("usergroups.users.list")).form(&[("usergroup", id)]);
         self.call::<GroupAnswer>("usergroups.users.list", req).await.map(|a| a.users)
+    }
+
+    /// `auth.test`: the token works (read-only; for `backstop config check`).
+    pub async fn auth_test(&self) -> Result<AuthTest, WebError> {
+        self.call("auth.test", self.http.post(self.url("auth.test"))).await
     }
 
     /// `apps.connections.open` (with the app-level `xapp-` token): a Socket Mode URL.

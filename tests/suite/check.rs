@@ -6,7 +6,7 @@ use assert_cmd::Command;
 use crate::support::haproxy::Haproxy;
 use crate::support::prometheus::Prometheus;
 
-fn check(config: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
+pub(crate) fn check(config: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
     let path = dir.join("backstop.toml");
     std::fs::write(&path, config).unwrap();
     let mut c = Command::cargo_bin("backstop").unwrap();

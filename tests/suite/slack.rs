@@ -49,6 +49,11 @@ fn slack_toml(mode: &str, api_url: &str, agent_url: &str) -> String {
 
 /// `backstop agent` on `config` and the policy above, in `dir`: its URL and process.
 fn agent(dir: &Path, config: &str, pace_ms: u64) -> (String, Agent) {
+    agent_logging(dir, config, pace_ms, "warn")
+}
+
+/// As [`agent`], logging at `log` (`RUST_LOG`).
+fn agent_logging(dir: &Path, config: &str, pace_ms: u64, log: &str) -> (String, Agent) {
     std::fs::write(dir.join("backstop.toml"), config).unwrap();
     std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
@@ -57,7 +62,8 @@ fn agent(dir: &Path, config: &str, pace_ms: u64) -> (String, Agent) {
     let pace = pace_ms.to_string();
     let args =
         ["--config", &cfg, "agent", "--listen", &listen, "--policy", &pol, "--ledger", &ledger, "--pace-ms", &pace];
-    let env = [("SLACK_BOT_TOKEN", BOT), ("SLACK_APP_TOKEN", APP), ("SLACK_SIGNING_SECRET", SIGNING)];
+    let env =
+        [("SLACK_BOT_TOKEN", BOT), ("SLACK_APP_TOKEN", APP), ("SLACK_SIGNING_SECRET", SIGNING), ("RUST_LOG", log)];
     let mut a = Agent::spawn(&args, &env);
     a.wait_for_stdout("backstop agent on", Duration::from_secs(60));
     (format!("http://{listen}"), a)
@@ -120,7 +126,8 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     let dir = tempfile::tempdir().unwrap();
     let agent_url = format!("http://127.0.0.1:{}", free_port());
     let config = format!("{}{}", checkout(&socket, 60), slack_toml("socket", &fake.api_url, &agent_url));
-    let (_url, agent) = agent(dir.path(), &config, 10);
+    // Traced to the bone: no token may reach a log line.
+    let (_url, agent) = agent_logging(dir.path(), &config, 10, "trace");
     fake.wait_connection(1, WAIT).await;
 
     // One message per release, in its channel; the canary fails and it gains Approve / Reject.
@@ -235,8 +242,15 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     assert!(audit.lines().any(|l| l.contains("slack:UGONE") && l.contains("refused")), "{audit}");
     assert_eq!(lines("intent "), 1, "{audit}");
     agent.signal("TERM");
-    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    let (code, out, err) = agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{err}");
+    let ledger = String::from_utf8_lossy(&std::fs::read(dir.path().join("l.db")).unwrap()).to_string();
+    for secret in [BOT, APP, SIGNING] {
+        for (what, text) in [("stdout", &out), ("stderr", &err), ("ledger", &ledger), ("audit", &audit)] {
+            assert!(!text.contains(secret), "a Slack credential in the agent's {what}");
+        }
+    }
+    assert!(err.len() > 10_000, "the trace was on ({} bytes)", err.len());
 }
 
 /// A request signed as Slack signs it.
@@ -476,4 +490,29 @@ fn every_field_slack_sends_parses_and_unknown_kinds_are_ignored() {
         serde_json::from_value::<EventBody>(v).unwrap(),
         EventBody::EventCallback { event: Event::Other, .. }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_reaches_slack_read_only_and_names_a_missing_token() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = slack_toml("socket", &fake.api_url, "http://a");
+    let env = [("SLACK_BOT_TOKEN", BOT), ("SLACK_APP_TOKEN", APP)];
+    let (code, text) = tokio::task::block_in_place(|| crate::suite::check::check(&cfg, dir.path(), &env));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("bot user U0BACKSTOP in Example"), "{text}");
+    assert_eq!(fake.calls("auth.test").len(), 1);
+    assert!(fake.calls("chat.postMessage").is_empty() && fake.calls("apps.connections.open").is_empty(), "read-only");
+    let wrong = [("SLACK_BOT_TOKEN", "xoxb-not-the-one"), ("SLACK_APP_TOKEN", APP)];
+    let (code, text) = tokio::task::block_in_place(|| crate::suite::check::check(&cfg, dir.path(), &wrong));
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("auth.test: not_authed") && !text.contains("xoxb-not-the-one"), "{text}");
+    let (code, text) =
+        tokio::task::block_in_place(|| crate::suite::check::check(&cfg, dir.path(), &[("SLACK_BOT_TOKEN", BOT)]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("slack.app_token_env") && text.contains("SLACK_APP_TOKEN"), "{text}");
+    let bad = cfg.replace(CHANNEL, "#releases");
+    let (code, text) = tokio::task::block_in_place(|| crate::suite::check::check(&bad, dir.path(), &env));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("slack.channel") && text.contains("channel id"), "{text}");
 }

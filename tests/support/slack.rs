@@ -135,29 +135,39 @@ async fn api(
             if !st.channels.contains(&channel) {
                 return err("channel_not_found");
             }
-            axum::Json(json!({ "ok": true, "message_ts": "1700000000.999999" })).into_response()
+            ok_sample("chat.postEphemeral.json", |_| {})
         }
         "users.info" => {
-            let id = body["user"].as_str().unwrap_or("");
-            match st.users.get(id) {
-                Some(deleted) => axum::Json(json!({
-                    "ok": true,
-                    "user": { "id": id, "team_id": "T0TEST", "name": "someone", "deleted": deleted, "is_bot": false }
-                }))
-                .into_response(),
+            let id = body["user"].as_str().unwrap_or("").to_string();
+            match st.users.get(&id).copied() {
+                Some(deleted) => ok_sample("users.info.json", |v| {
+                    v["user"]["id"] = json!(id);
+                    v["user"]["deleted"] = json!(deleted);
+                    v["user"]["is_bot"] = json!(false);
+                    v["user"]["name"] = json!("UALICE"); // a name that looks like an id authorises nothing
+                }),
                 None => err("user_not_found"),
             }
         }
-        "usergroups.users.list" => match st.groups.get(body["usergroup"].as_str().unwrap_or("")) {
-            Some(users) => axum::Json(json!({ "ok": true, "users": users })).into_response(),
+        "usergroups.users.list" => match st.groups.get(body["usergroup"].as_str().unwrap_or("")).cloned() {
+            Some(users) => ok_sample("usergroups.users.list.json", |v| v["users"] = json!(users)),
             None => err("no_such_subteam"),
         },
-        "apps.connections.open" => axum::Json(json!({ "ok": true, "url": st.ws_url })).into_response(),
+        "auth.test" => ok_sample("auth.test.json", |v| {
+            v["user_id"] = json!("U0BACKSTOP");
+            v["team"] = json!("Example");
+        }),
+        "apps.connections.open" => {
+            let url = st.ws_url.clone();
+            ok_sample("apps.connections.open.json", |v| v["url"] = json!(url))
+        }
         "files.getUploadURLExternal" => {
             let id = format!("F{:08}", st.uploads.len() + 1);
             st.uploads.insert(id.clone(), vec![]);
-            axum::Json(json!({ "ok": true, "upload_url": format!("{base}/upload/{id}"), "file_id": id }))
-                .into_response()
+            ok_sample("files.getUploadURLExternal.json", |v| {
+                v["upload_url"] = json!(format!("{base}/upload/{id}"));
+                v["file_id"] = json!(id);
+            })
         }
         "files.completeUploadExternal" => {
             let files: Value = serde_json::from_str(body["files"].as_str().unwrap_or("[]")).unwrap_or(Value::Null);
