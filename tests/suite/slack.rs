@@ -251,6 +251,47 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
         }
     }
     assert!(err.len() > 10_000, "the trace was on ({} bytes)", err.len());
+    // Every method called is covered by a scope the manifest asks for, and no scope is unused.
+    let scopes = manifest_scopes();
+    let mut used = std::collections::BTreeSet::new();
+    for (method, _) in fake.all_calls() {
+        let scope = scope_of(&method);
+        // connections:write belongs to the app-level token, made by hand (see the manifest's comment).
+        let covered = scope.is_empty() || scope == "connections:write" || scopes.contains(scope);
+        assert!(covered, "{method} needs {scope}, not in slack/manifest.yaml");
+        used.insert(scope.to_string());
+    }
+    used.insert("commands".into()); // /backstop itself
+    used.insert("app_mentions:read".into()); // the app_mention event
+    assert_eq!(
+        used.into_iter()
+            .filter(|s| !s.is_empty() && s != "connections:write")
+            .collect::<std::collections::BTreeSet<_>>(),
+        scopes
+    );
+}
+
+/// The bot scopes `slack/manifest.yaml` asks for.
+fn manifest_scopes() -> std::collections::BTreeSet<String> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string("slack/manifest.yaml").unwrap();
+    let v =
+        serde_json::to_value(serde_yaml_ng::Value::deserialize(serde_yaml_ng::Deserializer::from_str(&text)).unwrap())
+            .unwrap();
+    v["oauth_config"]["scopes"]["bot"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// The scope a Web API method needs (Slack's method reference); "" for none.
+fn scope_of(method: &str) -> &'static str {
+    match method {
+        "chat.postMessage" | "chat.update" | "chat.postEphemeral" => "chat:write",
+        "users.info" => "users:read",
+        "usergroups.users.list" => "usergroups:read",
+        "files.getUploadURLExternal" | "files.completeUploadExternal" => "files:write",
+        "apps.connections.open" => "connections:write",
+        "auth.test" => "",
+        other => panic!("backstop called {other}, which the manifest does not account for"),
+    }
 }
 
 /// A request signed as Slack signs it.
