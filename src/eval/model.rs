@@ -38,7 +38,10 @@ impl ModelJudge {
         let src = ReplaySource::new(Arc::new(data.clone()));
         let facts = facts(data);
         let step = u64::from(data.step_s.max(1));
-        let mut model = Deliberation::new(Some(self.assessor.clone()), step);
+        // Replayed, not live: no tick waits on the model, so a consultation gets the
+        // configured deadline, not 80 % of the scenario's step — otherwise the scores
+        // would depend on how busy the machine is (a 10 s step leaves a local model 8 s).
+        let mut model = Deliberation::new(Some(self.assessor.clone()), 0);
         let mut now = step;
         loop {
             let obs = src.observe_at(now);

@@ -190,7 +190,7 @@ struct Turns {
 impl ModelSession {
     /// A fresh budget for one release whose ticks are `tick_s` apart: a
     /// consultation gets `consultation_deadline_s`, and never more than 80 %
-    /// of a tick.
+    /// of a tick (`tick_s = 0`: a replay no tick waits on, no cap).
     pub fn new(assessor: Arc<Assessor>, tick_s: u64) -> Self {
         let cap = tick_s as f64 * 0.8;
         let secs = assessor.cfg.consultation_deadline_s.min(if cap > 0.0 { cap } else { f64::MAX });

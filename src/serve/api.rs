@@ -158,6 +158,16 @@ fn operate_error(e: &OperateError) -> Response {
     error(status, crate::error::chain(e))
 }
 
+/// Policy's ruling on a person's answer or request: 200 done or rejected, 403 refused, 409 stale.
+fn ruled(reply: crate::orchestrator::human::AnswerReply) -> Response {
+    let status = match &reply.ruling {
+        Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
+        Ruling::Refused { .. } => StatusCode::FORBIDDEN,
+        Ruling::Stale { .. } => StatusCode::CONFLICT,
+    };
+    (status, Json(reply)).into_response()
+}
+
 /// A person's rollback: policy rules (approvers only, every invariant and the rate limit hold).
 async fn rollback(s: ApiState, caller: Caller, name: &str, body: &axum::body::Bytes) -> Response {
     let reason = match reason_of(body) {
@@ -166,14 +176,7 @@ async fn rollback(s: ApiState, caller: Caller, name: &str, body: &axum::body::By
         Err(resp) => return *resp,
     };
     match s.agent.request_rollback(name, (caller.actor(), Principal::named(&caller.identity)), reason).await {
-        Ok(reply) => {
-            let status = match &reply.ruling {
-                Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
-                Ruling::Refused { .. } => StatusCode::FORBIDDEN,
-                Ruling::Stale { .. } => StatusCode::CONFLICT,
-            };
-            (status, Json(reply)).into_response()
-        }
+        Ok(reply) => ruled(reply),
         Err(e) => operate_error(&e),
     }
 }
@@ -194,14 +197,7 @@ async fn answer(
         Err(resp) => return *resp,
     };
     match s.agent.answer(&id, (caller.actor(), Principal::named(&caller.identity)), answer, reason).await {
-        Ok(reply) => {
-            let status = match &reply.ruling {
-                Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
-                Ruling::Refused { .. } => StatusCode::FORBIDDEN,
-                Ruling::Stale { .. } => StatusCode::CONFLICT,
-            };
-            (status, Json(reply)).into_response()
-        }
+        Ok(reply) => ruled(reply),
         Err(e) => {
             let status = match &e {
                 AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
