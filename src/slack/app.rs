@@ -77,6 +77,13 @@ pub enum Work {
         /// Where to answer.
         to: Responder,
     },
+    /// Upload charts into a thread.
+    Charts {
+        /// The thread.
+        at: super::web::Posted,
+        /// The charts.
+        items: Vec<super::notify::ThreadItem>,
+    },
     /// Post an answer.
     Respond {
         /// Where.
@@ -254,6 +261,7 @@ impl SlackApp {
                     Work::Change { user, command, to } => app.change(&user, command, to).await,
                     Work::Click { user, approval_id, answer, to } => app.click(&user, &approval_id, answer, to).await,
                     Work::Respond { to, reply } => app.respond(&to, &reply).await,
+                    Work::Charts { at, items } => app.upload(&at, items).await,
                 }
             });
         }
@@ -308,8 +316,9 @@ impl SlackApp {
         }
         let thread = thread_ts.clone().unwrap_or(ts);
         let release = thread_ts.as_deref().and_then(|t| self.threads.release_for(&channel, t));
-        let reply = match command::parse_mention(&text) {
-            Ok(c) if !c.changes() => self.read_only(&c, release),
+        let parsed = command::parse_mention(&text);
+        let reply = match &parsed {
+            Ok(c) if !c.changes() => self.read_only(c, release.clone()),
             Ok(_) => Some(render::ephemeral(
                 "Changes go through `/backstop …` so they are yours alone: try `/backstop help`.",
             )),
@@ -317,7 +326,18 @@ impl SlackApp {
         };
         let Some(mut reply) = reply else { return Accepted::default() };
         reply.response_type = None;
-        Accepted { reply: None, work: vec![Work::Respond { to: Responder::Thread { channel, ts: thread }, reply }] }
+        let at = super::web::Posted { channel, ts: thread };
+        let mut work =
+            vec![Work::Respond { to: Responder::Thread { channel: at.channel.clone(), ts: at.ts.clone() }, reply }];
+        // "why?" in a release's own thread: its charts follow the answer there.
+        let asked = match parsed {
+            Ok(Command::Why { release: named }) => named.or(release),
+            _ => None,
+        };
+        if let Some(v) = asked.and_then(|name| self.agent.get(&name)) {
+            work.push(Work::Charts { at, items: super::notify::charts(&v) });
+        }
+        Accepted { reply: None, work }
     }
 
     async fn respond(&self, to: &Responder, reply: &Reply) {
@@ -336,6 +356,16 @@ impl SlackApp {
                 ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() },
             )
             .await;
+        }
+    }
+
+    async fn upload(&self, at: &super::web::Posted, items: Vec<super::notify::ThreadItem>) {
+        for item in items {
+            let super::notify::ThreadItem::Chart { name, title, png } = item else { continue };
+            if let Err(e) = self.web.upload(at, &name, &title, png).await {
+                let rec = ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() };
+                self.record("slack", &self.agent_actor(), rec).await;
+            }
         }
     }
 

@@ -267,7 +267,7 @@ fn thread_items(seen: Option<&(ReleaseState, Option<String>)>, v: &ReleaseView, 
 }
 
 /// Charts of the failing metrics (at most three), as PNG.
-fn charts(v: &ReleaseView) -> Vec<ThreadItem> {
+pub fn charts(v: &ReleaseView) -> Vec<ThreadItem> {
     let (Some(obs), Some(judge)) = (v.observation.as_ref(), v.judge.as_ref()) else { return vec![] };
     let failing = judge.failing().take(3);
     failing

@@ -218,6 +218,10 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     )
     .await;
     let before = in_thread(&fake);
+    let uploads = |f: &FakeSlack| {
+        f.calls("files.completeUploadExternal").into_iter().filter(|c| c["thread_ts"] == ts.as_str()).count()
+    };
+    let charts_before = uploads(&fake);
     let m = slack::mention("Ev01", "UMALLORY", CHANNEL, "<@U0BACKSTOP> why?", &ts);
     fake.send(&slack::envelope("events_api", "env-why", m.clone(), 0));
     fake.send(&slack::envelope("events_api", "env-why-again", m, 1));
@@ -229,6 +233,7 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     fake.wait_ack("env-why-again", WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(in_thread(&fake), before + 1, "one answer for one event");
+    assert!(uploads(&fake) > charts_before, "the charts follow a why in the thread");
 
     // The ledger: who clicked, by Slack id; refusals; the duplicate envelope and event acted on once.
     tokio::time::sleep(Duration::from_millis(300)).await;
