@@ -90,7 +90,7 @@ impl KubernetesExecutor {
             .get_or_try_init(|| crate::k8s::connect(self.cfg.kubeconfig.as_deref(), self.cfg.context.as_deref()))
             .await
             .cloned()
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(crate::error::chain(&e)))
     }
 
     fn rollouts(&self, client: kube::Client) -> Api<DynamicObject> {

@@ -51,7 +51,7 @@ impl WithPodSignals {
         Self { inner, cfg, client: OnceCell::new(), seen: Mutex::default(), events: Mutex::default() }
     }
 
-    async fn client(&self) -> Result<kube::Client, String> {
+    async fn client(&self) -> Result<kube::Client, crate::k8s::ConnectError> {
         self.client
             .get_or_try_init(|| crate::k8s::connect(self.cfg.kubeconfig.as_deref(), self.cfg.context.as_deref()))
             .await
@@ -76,8 +76,8 @@ impl WithPodSignals {
 #[derive(Debug, thiserror::Error)]
 enum PodsUnavailable {
     /// No client (kubeconfig, context, service account).
-    #[error("no Kubernetes client: {0}")]
-    Client(String),
+    #[error("no Kubernetes client")]
+    Client(#[source] crate::k8s::ConnectError),
     /// The API refused or failed the list.
     #[error("listing pods failed")]
     List(#[from] kube::Error),

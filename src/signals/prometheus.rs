@@ -78,9 +78,9 @@ pub enum PromAuth {
 
 impl PromAuth {
     /// The credential from the environment, or which field names an unset variable.
-    fn resolve(&self) -> Result<Credential, String> {
-        let var = |name: &str, field: &str| {
-            std::env::var(name).map_err(|_| format!("field `auth.{field}`: variable `{name}` is not set"))
+    fn resolve(&self) -> Result<Credential, UnsetVariable> {
+        let var = |name: &str, field: &'static str| {
+            std::env::var(name).map_err(|_| UnsetVariable { field, var: name.to_string() })
         };
         Ok(match self {
             PromAuth::Bearer { token_env } => Credential::Bearer(var(token_env, "token_env")?),
@@ -89,6 +89,16 @@ impl PromAuth {
             }
         })
     }
+}
+
+/// A credential's variable is not set.
+#[derive(Debug, thiserror::Error)]
+#[error("field `auth.{field}`: variable `{var}` is not set")]
+pub struct UnsetVariable {
+    /// The setting naming the variable.
+    pub field: &'static str,
+    /// The variable.
+    pub var: String,
 }
 
 /// A resolved credential; reqwest marks the header it makes sensitive.
@@ -186,9 +196,9 @@ impl PrometheusSource {
     pub fn starting_at(cfg: PrometheusConfig, start_unix: f64) -> Result<Self, SignalError> {
         let credential = match &cfg.auth {
             None => None,
-            Some(a) => Some(a.resolve().map_err(|reason| SignalError::Unavailable {
+            Some(a) => Some(a.resolve().map_err(|e| SignalError::Unavailable {
                 source_name: format!("prometheus {}", crate::secret::redact_url(&cfg.url)),
-                reason,
+                reason: e.to_string(),
             })?),
         };
         let http = reqwest::Client::builder()
