@@ -427,7 +427,7 @@ impl SlackApp {
                         ChatOpsRecord::Refused { identity: who.identity.clone(), action, reason },
                     )
                     .await;
-                    format!(":no_entry: You are not an approver for {}.", super::wire::escape(&view.service))
+                    format!(":no_entry: You are not an approver for {}.", view.service)
                 } else {
                     let op = if action == ChatAction::Hold { OperatorAction::Hold } else { OperatorAction::Resume };
                     match self.agent.operate(&name, op, &actor, &reason).await {
