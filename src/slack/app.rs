@@ -82,7 +82,7 @@ pub enum Work {
         /// The thread.
         at: super::web::Posted,
         /// The charts.
-        items: Vec<super::notify::ThreadItem>,
+        items: Vec<super::render::ThreadItem>,
     },
     /// Post an answer.
     Respond {
@@ -335,7 +335,7 @@ impl SlackApp {
             _ => None,
         };
         if let Some(v) = asked.and_then(|name| self.agent.get(&name)) {
-            work.push(Work::Charts { at, items: super::notify::charts(&v) });
+            work.push(Work::Charts { at, items: super::render::charts(&v) });
         }
         Accepted { reply: None, work }
     }
@@ -359,9 +359,9 @@ impl SlackApp {
         }
     }
 
-    async fn upload(&self, at: &super::web::Posted, items: Vec<super::notify::ThreadItem>) {
+    async fn upload(&self, at: &super::web::Posted, items: Vec<super::render::ThreadItem>) {
         for item in items {
-            let super::notify::ThreadItem::Chart { name, title, png } = item else { continue };
+            let super::render::ThreadItem::Chart { name, title, png } = item else { continue };
             if let Err(e) = self.web.upload(at, &name, &title, png).await {
                 let rec = ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() };
                 self.record("slack", &self.agent_actor(), rec).await;

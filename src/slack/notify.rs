@@ -16,27 +16,11 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::app::SlackApp;
-use super::render;
+use super::render::{self, ThreadItem, charts};
 use super::web::{Posted, WebError};
 use super::wire::Reply;
 use crate::ledger::ChatOpsRecord;
 use crate::run::agent::{ReleaseState, ReleaseView};
-
-/// A post in a release's thread.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ThreadItem {
-    /// A message.
-    Text(Reply),
-    /// A chart as PNG.
-    Chart {
-        /// File name.
-        name: String,
-        /// What it shows (the PNG has no text).
-        title: String,
-        /// PNG bytes.
-        png: Vec<u8>,
-    },
-}
 
 /// What the notifier knows of one release.
 #[derive(Default)]
@@ -264,24 +248,4 @@ fn thread_items(seen: Option<&(ReleaseState, Option<String>)>, v: &ReleaseView, 
         out.push(ThreadItem::Text(render::approval_detail(v, url)));
     }
     out
-}
-
-/// Charts of the failing metrics (at most three), as PNG.
-pub fn charts(v: &ReleaseView) -> Vec<ThreadItem> {
-    let (Some(obs), Some(judge)) = (v.observation.as_ref(), v.judge.as_ref()) else { return vec![] };
-    let failing = judge.failing().take(3);
-    failing
-        .filter_map(|f| {
-            let m = obs.metrics.iter().find(|m| m.spec.name == f.metric)?;
-            let png = crate::report::chart::metric_png(m, obs.step_s, obs.duration_s, (v.now_s, f.window_s))?;
-            Some(ThreadItem::Chart {
-                name: format!("{}-{}-t{}.png", v.name, f.metric, v.now_s),
-                title: format!(
-                    "{} {}: baseline blue, canary orange, judged window shaded, decision red",
-                    v.name, f.metric
-                ),
-                png,
-            })
-        })
-        .collect()
 }

@@ -255,6 +255,42 @@ pub fn approval_detail(v: &ReleaseView, agent_url: Option<&str>) -> Reply {
     r
 }
 
+/// A post in a release's thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThreadItem {
+    /// A message.
+    Text(Reply),
+    /// A chart as PNG.
+    Chart {
+        /// File name.
+        name: String,
+        /// What it shows (the PNG has no text).
+        title: String,
+        /// PNG bytes.
+        png: Vec<u8>,
+    },
+}
+
+/// Charts of the failing metrics (at most three), as PNG.
+pub fn charts(v: &ReleaseView) -> Vec<ThreadItem> {
+    let (Some(obs), Some(judge)) = (v.observation.as_ref(), v.judge.as_ref()) else { return vec![] };
+    let failing = judge.failing().take(3);
+    failing
+        .filter_map(|f| {
+            let m = obs.metrics.iter().find(|m| m.spec.name == f.metric)?;
+            let png = crate::report::chart::metric_png(m, obs.step_s, obs.duration_s, (v.now_s, f.window_s))?;
+            Some(ThreadItem::Chart {
+                name: format!("{}-{}-t{}.png", v.name, f.metric, v.now_s),
+                title: format!(
+                    "{} {}: baseline blue, canary orange, judged window shaded, decision red",
+                    v.name, f.metric
+                ),
+                png,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
