@@ -38,6 +38,8 @@ struct Slot {
     retry_at: Option<Instant>,
     /// An undelivered record was written for the current run of failures.
     recorded: bool,
+    /// Slack refused the channel or the token: nothing more is sent for this release.
+    refused: bool,
 }
 
 /// What to do next for one slot.
@@ -46,6 +48,19 @@ enum Step {
     Update(Posted, Reply),
     Thread(Posted, ThreadItem),
 }
+
+/// Slack's answers that no retry of any message to the channel will change.
+const CHANNEL_REFUSALS: [&str; 9] = [
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "not_authed",
+    "invalid_auth",
+    "account_inactive",
+    "token_revoked",
+    "missing_scope",
+    "restricted_action",
+];
 
 /// How often the table is read when nothing rings.
 const POLL: Duration = Duration::from_millis(250);
@@ -114,7 +129,9 @@ impl Notifier {
         for name in names {
             let now = Instant::now();
             let Some(slot) = self.slots.get_mut(&name) else { continue };
-            if slot.retry_at.is_some_and(|t| t > now) || self.channel_ready.get(&slot.channel).is_some_and(|t| *t > now)
+            if slot.refused
+                || slot.retry_at.is_some_and(|t| t > now)
+                || self.channel_ready.get(&slot.channel).is_some_and(|t| *t > now)
             {
                 continue;
             }
@@ -191,12 +208,18 @@ impl Notifier {
                     .min(Duration::from_secs(60));
                 slot.retry_at = Some(now + backoff);
             }
-            // A refusal that will not change (channel_not_found, invalid_blocks): drop what was refused.
-            _ => {
-                if slot.desired.take().is_none() {
+            // The channel or the token is refused: every later post would be too.
+            WebError::Api { code, .. } if CHANNEL_REFUSALS.contains(&code.as_str()) => slot.refused = true,
+            // A refusal of this one message (invalid_blocks, msg_too_long). Never posted:
+            // nothing to update, so stop; an update: keep it as sent, so only a changed
+            // message is tried again; a thread post: drop it.
+            _ if slot.posted.is_none() => slot.refused = true,
+            _ => match slot.desired.take() {
+                Some(m) => slot.sent = Some(m),
+                None => {
                     slot.thread.pop_front();
                 }
-            }
+            },
         }
         slot.recorded = true;
         let release_id = slot.release_id.clone();

@@ -469,13 +469,14 @@ async fn slack_unreachable_for_a_whole_release_changes_no_decision_and_no_timing
         candidate_revision = \"v2\"\nlast_known_good = \"v1\"\nexecutor = { kind = \"simulator\" }\n\
         source = { kind = \"simulator\", service = \"orders\", seed = 5, fault = { kind = \"error_spike\", onset_s = 120, strength = 0.05 } }\n";
     let dead = format!("http://127.0.0.1:{}/api/", free_port());
+    // A Slack that answers, but not for this channel (`channel_not_found`): a refusal, not an outage.
+    let refusing = FakeSlack::start(&["C0OTHER"]).await;
     let mut seen = vec![];
-    for with_slack in [false, true] {
+    for slack_at in [None, Some(dead.as_str()), Some(refusing.api_url.as_str())] {
         let dir = tempfile::tempdir().unwrap();
-        let config = if with_slack {
-            format!("{release}{}", slack_toml("http", &dead, "http://a"))
-        } else {
-            release.to_string()
+        let config = match slack_at {
+            Some(api) => format!("{release}{}", slack_toml("http", api, "http://a")),
+            None => release.to_string(),
         };
         let (url, agent) = agent(dir.path(), &config, 5);
         let start = Instant::now();
@@ -489,17 +490,25 @@ async fn slack_unreachable_for_a_whole_release_changes_no_decision_and_no_timing
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let audit = audit(dir.path());
-        if with_slack {
-            assert!(audit.contains("chat-ops: chat.postMessage not delivered"), "{audit}");
+        match slack_at {
+            Some(api) if api == dead => assert!(audit.contains("chat-ops: chat.postMessage not delivered"), "{audit}"),
+            Some(_) => assert!(
+                audit.contains("chat.postMessage not delivered: slack chat.postMessage: channel_not_found"),
+                "{audit}"
+            ),
+            None => {}
         }
         seen.push((decisions(&audit), audit.contains("rolled_back")));
         agent.signal("TERM");
         let (code, _, err) = agent.finish(Duration::from_secs(30));
         assert_eq!(code, 0, "{err}");
     }
-    assert!(seen[0].1 && seen[1].1, "both rolled back");
+    assert!(seen.iter().all(|s| s.1), "every run rolled back");
     assert!(!seen[0].0.is_empty());
     assert_eq!(seen[0].0, seen[1].0, "the same ticks, decisions and release times with Slack down");
+    assert_eq!(seen[0].0, seen[2].0, "the same with Slack refusing the channel");
+    let tries = refusing.calls("chat.postMessage").len();
+    assert!((1..=3).contains(&tries), "a refusal is not retried like an outage: {tries} posts");
 }
 
 #[test]
