@@ -57,7 +57,7 @@ impl ApprovalPolicy {
         ];
         for (field, list) in lists {
             for (i, who) in list.iter().enumerate() {
-                self.check_entry(who).map_err(|expected| (format!("{field}[{i}]"), expected))?;
+                self.check_entry(&format!("{field}[{i}]"), who)?;
             }
         }
         Ok(())
@@ -66,27 +66,29 @@ impl ApprovalPolicy {
     /// One approvers entry: an identity, `group:NAME` defined here,
     /// `slack:U…` (a Slack user id: names can be changed by their owner, so
     /// they never authorise) or `slack-group:S…` (a Slack user group id).
-    pub(super) fn check_entry(&self, who: &str) -> Result<(), String> {
+    /// `field` names the entry in errors, as every validation here does.
+    pub(super) fn check_entry(&self, field: &str, who: &str) -> Result<(), (String, String)> {
+        let bad = |expected: String| Err((field.to_string(), expected));
         let slack_id = |id: &str, first: &[char]| {
             id.len() >= 3 && id.starts_with(first) && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         };
         if who.trim().is_empty() {
-            return Err("an identity or group:NAME, not an empty string".into());
+            return bad("an identity or group:NAME, not an empty string".into());
         }
         if let Some(g) = who.strip_prefix("group:")
             && !self.groups.contains_key(g)
         {
-            return Err(format!("a group defined under [approvals.groups]; `{g}` is not"));
+            return bad(format!("a group defined under [approvals.groups]; `{g}` is not"));
         }
         if let Some(id) = who.strip_prefix("slack:")
             && !slack_id(id, &['U', 'W'])
         {
-            return Err(format!("slack:<user id> such as slack:U024BE7LH (ids, never names); `{id}` is not one"));
+            return bad(format!("slack:<user id> such as slack:U024BE7LH (ids, never names); `{id}` is not one"));
         }
         if let Some(id) = who.strip_prefix("slack-group:")
             && !slack_id(id, &['S'])
         {
-            return Err(format!("slack-group:<user group id> such as slack-group:S0614TZR7; `{id}` is not one"));
+            return bad(format!("slack-group:<user group id> such as slack-group:S0614TZR7; `{id}` is not one"));
         }
         Ok(())
     }

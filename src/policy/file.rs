@@ -194,7 +194,7 @@ impl PolicyFile {
         self.approvals.validate()?;
         for (service, s) in &self.services {
             for (i, who) in s.approvers.iter().enumerate() {
-                self.approvals.check_entry(who).map_err(|e| (format!("services.{service}.approvers[{i}]"), e))?;
+                self.approvals.check_entry(&format!("services.{service}.approvers[{i}]"), who)?;
             }
             for (metric, g) in &s.metrics {
                 g.validate().map_err(|(f, e)| (format!("services.{service}.metrics.{metric}.{f}"), e))?;
