@@ -369,11 +369,12 @@ impl SlackApp {
         }
     }
 
-    fn agent_actor(&self) -> Actor {
+    pub(super) fn agent_actor(&self) -> Actor {
         self.agent.service().agent.actor()
     }
 
-    async fn record(&self, release_id: &str, by: &Actor, rec: ChatOpsRecord) {
+    /// Append a chat-ops record; a ledger failure is logged (Slack's side never stops a release).
+    pub(super) async fn record(&self, release_id: &str, by: &Actor, rec: ChatOpsRecord) {
         let at = self.agent.service().agent.clock.now_ms();
         if let Err(e) = self.agent.service().ledger.append(release_id, by, at, Record::ChatOps(rec)).await {
             warn!(error = %crate::error::chain(&e), "Could not record a chat-ops event.");

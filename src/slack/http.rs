@@ -61,8 +61,7 @@ async fn verified(s: &HttpState, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Resul
     let Err(e) = checked else { return Ok(()) };
     if may_record(&s.recorded, now_s) {
         let rec = ChatOpsRecord::Unverified { path: uri.path().to_string(), reason: e.to_string() };
-        let svc = s.app.agent.service();
-        let _ = svc.ledger.append("slack", &svc.agent.actor(), now_s * 1000, crate::ledger::Record::ChatOps(rec)).await;
+        s.app.record("slack", &s.app.agent_actor(), rec).await;
     }
     tracing::warn!(path = uri.path(), reason = %e, "Refused a request to the Slack endpoints.");
     Err((StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response())

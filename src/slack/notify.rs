@@ -40,6 +40,19 @@ struct Slot {
     recorded: bool,
     /// Slack refused the channel or the token: nothing more is sent for this release.
     refused: bool,
+    /// What the message was last rendered from.
+    version: Option<Version>,
+}
+
+/// What a release message shows, in brief: a new one means render again.
+#[derive(Debug, Clone, PartialEq)]
+struct Version {
+    seq: i64,
+    state: ReleaseState,
+    status: Option<&'static str>,
+    request: Option<String>,
+    decided: Option<render::Decided>,
+    failed: bool,
 }
 
 /// What to do next for one slot.
@@ -90,15 +103,27 @@ impl Notifier {
         let url = self.app.settings.agent_url.clone();
         for v in self.app.agent.list() {
             let decided = self.app.decided(&v.name);
-            let message = render::release_message(&v, decided.as_ref(), url.as_deref());
             let channel = self.app.settings.channel_for(&v.service).to_string();
             let slot = self.slots.entry(v.name.clone()).or_insert_with(|| Slot {
                 channel,
                 release_id: v.release_id.clone(),
                 ..Slot::default()
             });
-            if slot.sent.as_ref() != Some(&message) {
-                slot.desired = Some(message);
+            // Rendered only when something the message shows has changed, not every pass.
+            let version = Version {
+                seq: v.ledger_seq,
+                state: v.state,
+                status: v.status.as_ref().map(|s| s.label()),
+                request: v.pending_approval.as_ref().map(|a| a.request.id.clone()),
+                decided: decided.clone(),
+                failed: v.error.is_some(),
+            };
+            if slot.version.as_ref() != Some(&version) {
+                let message = render::release_message(&v, decided.as_ref(), url.as_deref());
+                if slot.sent.as_ref() != Some(&message) {
+                    slot.desired = Some(message);
+                }
+                slot.version = Some(version);
             }
             if let Some(a) = &v.pending_approval {
                 self.app.remember_request(&a.request.id, &v.name, &v.release_id);
@@ -108,17 +133,8 @@ impl Notifier {
             let dropped = push_bounded(&mut slot.thread, items, self.app.settings.queue);
             if dropped > 0 {
                 let id = slot.release_id.clone();
-                self.record(&id, ChatOpsRecord::Dropped { count: dropped }).await;
+                self.app.record(&id, &self.app.agent_actor(), ChatOpsRecord::Dropped { count: dropped }).await;
             }
-        }
-    }
-
-    async fn record(&self, release_id: &str, rec: ChatOpsRecord) {
-        let svc = self.app.agent.service();
-        let at = svc.agent.clock.now_ms();
-        if let Err(e) = svc.ledger.append(release_id, &svc.agent.actor(), at, crate::ledger::Record::ChatOps(rec)).await
-        {
-            warn!(error = %crate::error::chain(&e), "Could not record a chat-ops event.");
         }
     }
 
@@ -225,8 +241,8 @@ impl Notifier {
         let release_id = slot.release_id.clone();
         if first {
             warn!(release = name, error = %crate::error::chain(&e), "Slack message not delivered; decisions go on.");
-            self.record(&release_id, ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() })
-                .await;
+            let rec = ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() };
+            self.app.record(&release_id, &self.app.agent_actor(), rec).await;
         }
     }
 }

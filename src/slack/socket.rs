@@ -135,15 +135,15 @@ fn frame(app: &SlackApp, text: &str) -> (Option<Ack>, Accepted, bool) {
         }
     };
     // A retried envelope repeats its id: acknowledged again, acted on once.
-    let accepted = match delivery {
+    let mut accepted = match delivery {
         Some(d) if app.first(&format!("envelope:{envelope_id}")) => app.accept(d),
         _ => Accepted::default(),
     };
-    let payload = if accepts { accepted.reply.clone() } else { None };
-    let mut accepted = accepted;
-    if !accepts && let Some(reply) = accepted.reply.take() {
+    let reply = accepted.reply.take();
+    if !accepts && let Some(reply) = &reply {
         warn!("Slack accepts no payload for this envelope; the answer is dropped: {}", reply.text);
     }
+    let payload = reply.filter(|_| accepts);
     (Some(Ack { envelope_id, payload }), accepted, false)
 }
 
