@@ -222,6 +222,9 @@ impl Settings {
             {
                 return Err((format!("releases[{i}].executor"), "`simulator` only with a `simulator` source".into()));
             }
+            if let SourceConfig::Prometheus(p) = &r.source {
+                p.validate().map_err(|(field, expected)| (format!("releases[{i}].source.{field}"), expected))?;
+            }
             if r.tick_s == Some(0) {
                 return Err((format!("releases[{i}].tick_s"), "seconds > 0".into()));
             }

@@ -28,6 +28,10 @@ pub struct EvalArgs {
     /// Policy file whose [judge] section tunes our judge.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Add `why` to each JSON result of our judges: the explanations behind a
+    /// rollback or an escalation (not part of FORMAT.md's result object).
+    #[arg(long)]
+    why: bool,
 }
 
 pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
@@ -66,7 +70,10 @@ pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
     for e in &corpus.errors {
         let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("error: {e}\n"));
     }
-    let report = evaluate(&corpus, &judges);
+    let mut report = evaluate(&corpus, &judges);
+    if !a.why {
+        report.judges.values_mut().flat_map(|j| j.results.iter_mut()).for_each(|r| r.why.clear());
+    }
     match a.format {
         Format::Json => {
             let text =

@@ -53,12 +53,38 @@ pub struct CorpusArgs {
     /// Scenario name prefix.
     #[arg(long, default_value = "sim")]
     prefix: String,
-    /// Scenarios per healthy family (8 families).
+    /// Scenarios per healthy family (9 families; 6 for an earlier-window baseline).
     #[arg(long, default_value_t = 6)]
     good_per_family: usize,
-    /// Scenarios per fault kind × strength × traffic cell (30 cells).
+    /// Scenarios per fault kind × strength × traffic cell (48 cells).
     #[arg(long, default_value_t = 1)]
     bad_per_cell: usize,
+    /// What the baseline is (FORMAT.md `baseline_kind`): a concurrent canary,
+    /// or all traffic on the new version judged against its own past.
+    #[arg(long, value_enum, default_value_t = KindArg::Concurrent)]
+    baseline_kind: KindArg,
+}
+
+/// `--baseline-kind` values, as FORMAT.md spells them.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// The stable version serving at the same time.
+    Concurrent,
+    /// The window just before the release.
+    Preceding,
+    /// The same window one day earlier.
+    Seasonal,
+}
+
+impl From<KindArg> for backstop::signals::BaselineKind {
+    fn from(k: KindArg) -> Self {
+        use backstop::signals::BaselineKind as B;
+        match k {
+            KindArg::Concurrent => B::Concurrent,
+            KindArg::Preceding => B::Preceding,
+            KindArg::Seasonal => B::Seasonal,
+        }
+    }
 }
 
 /// `policy check FILE`: the file alone, then its guards against the metrics
@@ -132,8 +158,13 @@ pub fn schema(what: SchemaWhat) -> CliResult {
 }
 
 pub fn corpus(a: CorpusArgs) -> CliResult {
-    let spec =
-        CorpusSpec { seed: a.seed, good_per_family: a.good_per_family, bad_per_cell: a.bad_per_cell, prefix: a.prefix };
+    let spec = CorpusSpec {
+        seed: a.seed,
+        good_per_family: a.good_per_family,
+        bad_per_cell: a.bad_per_cell,
+        prefix: a.prefix,
+        baseline_kind: a.baseline_kind.into(),
+    };
     let io = |e: std::io::Error| Failure { code: 1, message: format!("{}: {e}", a.out.display()) };
     std::fs::create_dir_all(&a.out).map_err(io)?;
     let scenarios = generate_corpus(&spec);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::judge::{GuardNote, Verdict, judge};
+use crate::judge::{GuardNote, JudgeResult, Verdict, judge};
 use crate::policy::PolicyFile;
 use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
 pub use model::ModelJudge;
@@ -25,7 +25,7 @@ pub trait EvalJudge: Sync {
     /// The same, with the guard hits seen on the way (judges without guards see none).
     fn replay(&self, data: &ScenarioData) -> Replay {
         let (decision, decided_at_s) = self.decide(data);
-        Replay { decision, decided_at_s, guard_hits: vec![] }
+        Replay::bare(decision, decided_at_s)
     }
 }
 
@@ -38,6 +38,25 @@ pub struct Replay {
     pub decided_at_s: Option<u64>,
     /// Guards that fired, first hit per metric.
     pub guard_hits: Vec<GuardNote>,
+    /// The explanations of the findings behind a rollback or an escalation.
+    pub why: Vec<String>,
+}
+
+impl Replay {
+    /// A decision with no judge result behind it (a peer, a failed replay).
+    pub fn bare(decision: Decision, decided_at_s: Option<u64>) -> Self {
+        Replay { decision, decided_at_s, guard_hits: vec![], why: vec![] }
+    }
+
+    /// A decision taken on `r`: its guard hits, and why, from the failing
+    /// findings (else the incident-like ones).
+    pub fn judged(decision: Decision, decided_at_s: Option<u64>, r: &JudgeResult) -> Self {
+        let mut why: Vec<String> = r.failing().map(|f| f.explanation.clone()).collect();
+        if why.is_empty() && decision == Decision::Escalate {
+            why = r.incidents().map(|f| f.explanation.clone()).collect();
+        }
+        Replay { decision, decided_at_s, guard_hits: r.guard_notes(), why }
+    }
 }
 
 /// A judge's decision on a whole scenario.
@@ -71,6 +90,9 @@ pub struct ScenarioResult {
     /// Guards that fired during the replay (backstop's judges only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub guard_hits: Vec<GuardNote>,
+    /// Why a rollback or escalation happened (backstop's judges only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 /// Our judge: replays tick by tick (one tick per sample step) and stops at
@@ -78,11 +100,13 @@ pub struct ScenarioResult {
 pub struct BackstopJudge {
     /// The policy file: judge tunables and per-service guards.
     pub policy: PolicyFile,
+    /// `backstop`, or `backstop-paired` (the paired test whatever the baseline, as before judge v2).
+    pub name: &'static str,
 }
 
 impl EvalJudge for BackstopJudge {
     fn name(&self) -> &'static str {
-        "backstop"
+        self.name
     }
 
     fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
@@ -100,7 +124,7 @@ impl EvalJudge for BackstopJudge {
         let mut now = step;
         loop {
             let r = judge(&src.observe_at(now), &config);
-            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: r.guard_notes() };
+            let done = |decision, at| Replay::judged(decision, at, &r);
             match r.verdict {
                 Verdict::Fail => return done(Decision::Rollback, Some(now)),
                 Verdict::Pass => return done(Decision::Promote, Some(now)),
@@ -116,13 +140,18 @@ impl EvalJudge for BackstopJudge {
 
 /// Names `--judge` accepts (`backstop+model` needs a configured `[model]`).
 pub const JUDGE_NAMES: &[&str] =
-    &["backstop", "backstop+model", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
+    &["backstop", "backstop-paired", "backstop+model", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
 
 /// Build a judge by name.
 pub fn judge_by_name(name: &str, policy: &PolicyFile) -> Option<Box<dyn EvalJudge>> {
     use peers::{ArgoJudge, FlaggerJudge, KayentaJudge};
     match name {
-        "backstop" => Some(Box::new(BackstopJudge { policy: policy.clone() })),
+        "backstop" => Some(Box::new(BackstopJudge { policy: policy.clone(), name: "backstop" })),
+        "backstop-paired" => {
+            let mut policy = policy.clone();
+            policy.judge.method = crate::judge::MethodChoice::Paired;
+            Some(Box::new(BackstopJudge { policy, name: "backstop-paired" }))
+        }
         "kayenta" => Some(Box::new(KayentaJudge)),
         "argo" => Some(Box::new(ArgoJudge { failure_limit: 0 })),
         "argo-fl3" => Some(Box::new(ArgoJudge { failure_limit: 3 })),
@@ -171,7 +200,7 @@ pub fn run_judge(judge: &dyn EvalJudge, scenarios: &[&Scenario]) -> Vec<Scenario
 }
 
 fn score_one(judge: &dyn EvalJudge, s: &Scenario) -> ScenarioResult {
-    let Replay { decision, decided_at_s: at, guard_hits } = judge.replay(&s.data);
+    let Replay { decision, decided_at_s: at, guard_hits, why } = judge.replay(&s.data);
     ScenarioResult {
         scenario: s.data.name.clone(),
         decision,
@@ -179,6 +208,7 @@ fn score_one(judge: &dyn EvalJudge, s: &Scenario) -> ScenarioResult {
         truth_bad: s.truth.as_ref().map(|t| t.bad),
         onset_s: s.truth.as_ref().and_then(|t| t.onset_s),
         guard_hits,
+        why,
     }
 }
 

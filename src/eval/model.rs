@@ -46,7 +46,7 @@ impl ModelJudge {
         loop {
             let obs = src.observe_at(now);
             let judged = judge(&obs, &config);
-            let done = |decision, at| Replay { decision, decided_at_s: at, guard_hits: judged.guard_notes() };
+            let done = |decision, at| Replay::judged(decision, at, &judged);
             let decide = |m: &ModelInput| {
                 let input = PolicyInput {
                     judge: &judged,
@@ -92,7 +92,7 @@ impl EvalJudge for ModelJudge {
         // Scenarios run on plain threads; each gets a small runtime for its HTTP calls.
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt.block_on(self.replay_async(data)),
-            Err(_) => Replay { decision: Decision::Inconclusive, decided_at_s: None, guard_hits: vec![] },
+            Err(_) => Replay::bare(Decision::Inconclusive, None),
         }
     }
 }

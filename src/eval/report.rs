@@ -108,7 +108,7 @@ fn opt(v: Option<f64>, pct: bool) -> String {
     }
 }
 
-const WIDTHS: [usize; 11] = [10, 40, 5, 5, 5, 8, 8, 6, 6, 9, 9];
+const WIDTHS: [usize; 11] = [15, 40, 5, 5, 5, 8, 8, 6, 6, 9, 9];
 
 /// One table line: first two columns left-aligned, the rest right-aligned.
 fn line(cells: [String; 11]) -> String {
@@ -167,6 +167,7 @@ mod tests {
             truth_bad: bad,
             onset_s: onset,
             guard_hits: vec![],
+            why: vec![],
         }
     }
 

@@ -4,8 +4,11 @@
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::guard::{self, Breach, GuardInput};
+use super::history::History;
+use super::sequential::{SequentialEvidence, StepEvents};
 use super::stats::{binomial_upper_tail, mad_sigma, median, t_critical, t_upper_p};
-use super::{Finding, JudgeConfig, MetricStatus};
+use super::trend::TrendEvidence;
+use super::{Comparison, Finding, JudgeConfig, MethodChoice, MetricStatus};
 use crate::signals::{BadDirection, BaselineKind, MetricSeries, Traffic, Unit};
 
 /// Per-tick constants shared by every metric.
@@ -16,6 +19,8 @@ pub(crate) struct Context<'a> {
     pub warmup_steps: usize,
     pub windows: Vec<usize>,
     pub alpha_look: f64,
+    /// Error budget of each sequential test (no split over looks).
+    pub alpha_sequential: f64,
     /// Critical values by degrees of freedom, computed once per tick: the
     /// t quantile is by far the most expensive number the judge needs.
     pub crit_cache: std::cell::RefCell<std::collections::HashMap<u64, f64>>,
@@ -24,7 +29,7 @@ pub(crate) struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn t_crit(&self, df: f64) -> f64 {
+    pub(super) fn t_crit(&self, df: f64) -> f64 {
         *self.crit_cache.borrow_mut().entry(df as u64).or_insert_with(|| t_critical(self.alpha_look, df))
     }
 }
@@ -41,22 +46,23 @@ struct Pair {
 
 /// The strongest window's evidence at one look.
 #[derive(Clone, Default)]
-struct Evidence {
-    flagged: bool,
-    base: f64,
-    canary: f64,
-    effect: f64,
-    z: f64,
-    crit: f64,
-    df: f64,
-    tol: f64,
-    window: usize,
+pub(super) struct Evidence {
+    pub flagged: bool,
+    pub base: f64,
+    pub canary: f64,
+    pub effect: f64,
+    pub z: f64,
+    pub crit: f64,
+    pub df: f64,
+    pub tol: f64,
+    /// Samples in the window.
+    pub window: usize,
 }
 
 // Probability below which a single step counts as implausible for a side.
 const EXCURSION_P: f64 = 1e-3;
 // Excursions of continuous metrics: beyond tolerance plus this many robust SDs.
-const EXCURSION_SIGMAS: f64 = 4.0;
+pub(super) const EXCURSION_SIGMAS: f64 = 4.0;
 
 fn orient(dir: BadDirection) -> &'static [f64] {
     match dir {
@@ -66,7 +72,7 @@ fn orient(dir: BadDirection) -> &'static [f64] {
     }
 }
 
-fn tolerance(ctx: &Context, m: &MetricSeries, ratio: bool, level: f64) -> f64 {
+pub(super) fn tolerance(ctx: &Context, m: &MetricSeries, ratio: bool, level: f64) -> f64 {
     let o = ctx.cfg.metrics.get(&m.spec.name);
     let rel = o.and_then(|o| o.relative_tolerance).unwrap_or(ctx.cfg.relative_tolerance);
     let abs =
@@ -337,7 +343,61 @@ fn guard_sentence(f: &Finding) -> String {
     )
 }
 
-/// The paired comparison alone.
+/// How the canary is compared at this tick: step by step with a concurrent
+/// baseline, or before/after against the service's own past.
+enum Method {
+    Paired(Vec<Pair>),
+    History(Box<History>),
+}
+
+impl Method {
+    fn build(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, ratio: bool, n: usize) -> Option<Method> {
+        match (ctx.baseline_kind, ctx.cfg.method) {
+            (BaselineKind::Concurrent, _) | (_, MethodChoice::Paired) => {
+                let pairs = collect_pairs(ctx, m, traffic, ratio, n);
+                (!pairs.is_empty()).then_some(Method::Paired(pairs))
+            }
+            _ => History::new(ctx, m, traffic, ratio, n).map(|h| Method::History(Box::new(h))),
+        }
+    }
+
+    fn samples(&self) -> usize {
+        match self {
+            Method::Paired(p) => p.len(),
+            Method::History(h) => h.samples(),
+        }
+    }
+
+    fn canary_requests(&self) -> f64 {
+        match self {
+            Method::Paired(p) => p.iter().map(|p| p.nc).sum(),
+            Method::History(h) => h.canary_requests(),
+        }
+    }
+
+    fn assess(&self, ctx: &Context, m: &MetricSeries, ratio: bool, end: usize, s: f64) -> Option<Evidence> {
+        match self {
+            Method::Paired(p) => assess(ctx, m, ratio, p, end, s),
+            Method::History(h) => h.assess(ctx, m, ratio, end, s),
+        }
+    }
+
+    fn excursions(&self, ctx: &Context, m: &MetricSeries, ratio: bool, s: f64) -> (usize, usize) {
+        match self {
+            Method::Paired(p) => excursions(ctx, m, ratio, p, s),
+            Method::History(h) => h.excursions(ctx, m, ratio, s),
+        }
+    }
+
+    fn comparison(&self) -> Comparison {
+        match self {
+            Method::Paired(_) => Comparison::Paired,
+            Method::History(h) => Comparison::BeforeAfter { rho: h.model.rho, effective_n: h.model.effective_n() },
+        }
+    }
+}
+
+/// The comparison alone (paired or before/after, by `baseline_kind`).
 fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize, complete: bool) -> Finding {
     let mut f = Finding::empty(&m.spec);
     if ctx.cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore) {
@@ -346,40 +406,23 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
         return f;
     }
     let ratio = m.spec.is_request_ratio() && traffic.is_some();
-    let pairs = collect_pairs(ctx, m, traffic, ratio, n);
     let expected = n.saturating_sub(ctx.warmup_steps).max(1);
-    f.samples = pairs.len();
-    f.coverage = pairs.len() as f64 / expected as f64;
-    if pairs.is_empty() {
+    let Some(method) = Method::build(ctx, m, traffic, ratio, n) else {
         f.explanation = if n <= ctx.warmup_steps {
             format!("{}: in warm-up, no samples judged yet", f.metric)
-        } else {
+        } else if ctx.baseline_kind == BaselineKind::Concurrent {
             format!("{}: no paired samples (missing data on one side); inconclusive", f.metric)
+        } else {
+            format!("{}: too few samples in the earlier window or none since the release; inconclusive", f.metric)
         };
         return f;
-    }
-    let looks = ctx.cfg.consecutive_looks;
-    let mut chosen: Option<(Evidence, bool, (usize, usize))> = None;
-    for &s in orient(m.spec.bad_direction) {
-        let Some(now) = assess(ctx, m, ratio, &pairs, n, s) else { continue };
-        let persistent = now.flagged
-            && (1..looks)
-                .all(|back| n >= back && assess(ctx, m, ratio, &pairs, n - back, s).is_some_and(|e| e.flagged));
-        let exc = excursions(ctx, m, ratio, &pairs, s);
-        let bursty = exc.0 >= ctx.cfg.excursions_to_fail && exc.0 > 3 * exc.1;
-        let failing = persistent || bursty;
-        let rank = (failing, now.flagged, now.z / now.crit);
-        let replace = match &chosen {
-            None => true,
-            Some((e, fl, _)) => rank > (*fl, e.flagged, e.z / e.crit),
-        };
-        if replace {
-            chosen = Some((now, failing, exc));
-        }
-    }
-    let Some((ev, failing, exc)) = chosen else {
+    };
+    f.samples = method.samples();
+    f.coverage = f.samples as f64 / expected as f64;
+    f.comparison = method.comparison();
+    let Some(Strongest { ev, failing, exc, sequential, trend }) = strongest(ctx, m, ratio, &method, n) else {
         f.status = MetricStatus::InsufficientData;
-        f.explanation = format!("{}: {} paired samples, too few for a window", f.metric, pairs.len());
+        f.explanation = format!("{}: {} samples, too few for a window", f.metric, f.samples);
         return f;
     };
     f.baseline = Some(ev.base);
@@ -392,7 +435,9 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     f.tolerance = Some(ev.tol);
     f.window_s = Some(ev.window as u64 * u64::from(ctx.step_s));
     f.excursions = exc;
-    let canary_requests: f64 = pairs.iter().map(|p| p.nc).sum();
+    f.sequential = sequential;
+    f.trend = trend;
+    let canary_requests = method.canary_requests();
     f.status = if failing {
         MetricStatus::Failing
     } else if ev.flagged {
@@ -408,16 +453,114 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     f
 }
 
+/// The direction with the strongest evidence.
+struct Strongest {
+    ev: Evidence,
+    failing: bool,
+    exc: (usize, usize),
+    sequential: Option<SequentialEvidence>,
+    trend: Option<TrendEvidence>,
+}
+
+fn strongest(ctx: &Context, m: &MetricSeries, ratio: bool, method: &Method, n: usize) -> Option<Strongest> {
+    let looks = ctx.cfg.consecutive_looks;
+    let mut chosen: Option<Strongest> = None;
+    for &s in orient(m.spec.bad_direction) {
+        let Some(now) = method.assess(ctx, m, ratio, n, s) else { continue };
+        let persistent = now.flagged
+            && (1..looks).all(|back| n >= back && method.assess(ctx, m, ratio, n - back, s).is_some_and(|e| e.flagged));
+        let exc = method.excursions(ctx, m, ratio, s);
+        let bursty = exc.0 >= ctx.cfg.excursions_to_fail && exc.0 > 3 * exc.1;
+        let sequential = match method {
+            Method::Paired(pairs) if ratio && ctx.cfg.method == MethodChoice::Auto => sequential(ctx, m, pairs, s),
+            _ => None,
+        };
+        let trend = match method {
+            _ if s < 0.0 || !runs_trend(ctx, m) => None,
+            Method::Paired(pairs) => {
+                let d: Vec<(usize, f64)> = pairs.iter().map(|p| (p.i, p.c - p.b)).collect();
+                let mut base: Vec<f64> = pairs.iter().filter(|p| p.i < n).map(|p| p.b).collect();
+                leak(ctx, m, &d, median(&mut base)?, n)
+            }
+            Method::History(h) => leak(ctx, m, &h.differences(), h.model.level, n),
+        };
+        let failing =
+            persistent || bursty || sequential.is_some_and(|e| e.crossed()) || trend.is_some_and(|t| t.is_leak());
+        let rank = (failing, now.flagged, now.z / now.crit);
+        let replace = match &chosen {
+            None => true,
+            Some(c) => rank > (c.failing, c.ev.flagged, c.ev.z / c.ev.crit),
+        };
+        if replace {
+            chosen = Some(Strongest { ev: now, failing, exc, sequential, trend });
+        }
+    }
+    chosen
+}
+
+/// The trend test runs on resource metrics: memory by unit, or any metric the policy names.
+fn runs_trend(ctx: &Context, m: &MetricSeries) -> bool {
+    let by_unit = matches!(m.spec.unit, Unit::Bytes | Unit::Megabytes);
+    ctx.cfg.metrics.get(&m.spec.name).and_then(|o| o.trend).unwrap_or(by_unit)
+}
+
+/// The canary's growth relative to what it is compared with (`d` by step), at step `n`.
+fn leak(ctx: &Context, m: &MetricSeries, d: &[(usize, f64)], level: f64, n: usize) -> Option<TrendEvidence> {
+    let step = u64::from(ctx.step_s.max(1));
+    let window = ctx.cfg.trend_window_s.div_ceil(step) as usize;
+    let d: Vec<(usize, f64)> =
+        d.iter().filter(|(i, _)| *i < n).map(|&(i, v)| (i.saturating_sub(ctx.warmup_steps), v)).collect();
+    let tol = tolerance(ctx, m, false, level);
+    let end = n.saturating_sub(ctx.warmup_steps);
+    super::trend::trend(&d, end, window, ctx.step_s, ctx.cfg.leak_horizon_s, tol, ctx.crit_normal)
+}
+
+/// The sequential test over every step since warm-up, direction `s`; it
+/// counts only when the pooled rise is past `rare_event_tolerance` (or the
+/// metric's own absolute tolerance) and its relative tolerance.
+fn sequential(ctx: &Context, m: &MetricSeries, pairs: &[Pair], s: f64) -> Option<SequentialEvidence> {
+    let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
+    let steps: Vec<StepEvents> = pairs
+        .iter()
+        .map(|p| {
+            let (ec, eb) = ((harm(p.c) * p.nc).round(), (harm(p.b) * p.nb).round());
+            StepEvents { canary: ec, total: ec + eb, share: p.nc / (p.nc + p.nb) }
+        })
+        .collect();
+    let (nc, nb): (f64, f64) = pairs.iter().fold((0.0, 0.0), |a, p| (a.0 + p.nc, a.1 + p.nb));
+    let (ec, eb): (f64, f64) = steps.iter().fold((0.0, 0.0), |a, st| (a.0 + st.canary, a.1 + st.total - st.canary));
+    if nc <= 0.0 || nb <= 0.0 {
+        return None;
+    }
+    let (base, canary) = (eb / nb, ec / nc);
+    let o = ctx.cfg.metrics.get(&m.spec.name);
+    let rel = o.and_then(|o| o.relative_tolerance).unwrap_or(ctx.cfg.relative_tolerance);
+    let abs = o.and_then(|o| o.absolute_tolerance).unwrap_or(ctx.cfg.rare_event_tolerance);
+    let past_tolerance = canary - base > (rel * base).max(abs);
+    Some(super::sequential::evidence(&steps, dispersion(pairs, &harm), ctx.alpha_sequential, past_tolerance))
+}
+
 fn fmt(v: f64, unit: &Unit) -> String {
     unit.show(v)
 }
 
 fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool) -> String {
     let window = ev.window as u64 * u64::from(ctx.step_s);
+    let reference = match (f.comparison, ctx.baseline_kind) {
+        (Comparison::BeforeAfter { rho, effective_n }, kind) => format!(
+            "{} {} (autocorrelation {rho:.2}: the earlier window is worth {effective_n:.0} independent samples)",
+            if kind == BaselineKind::Seasonal {
+                "the same steps one period earlier"
+            } else {
+                "the window before the release"
+            },
+            fmt(ev.base, &f.unit)
+        ),
+        _ => format!("baseline {}", fmt(ev.base, &f.unit)),
+    };
     let numbers = format!(
-        "canary {} vs baseline {} over the last {window}s: harmful shift {} (tolerance {}), z = {:.1} vs critical {:.1}",
+        "canary {} vs {reference} over the last {window}s: harmful shift {} (tolerance {}), z = {:.1} vs critical {:.1}",
         fmt(ev.canary, &f.unit),
-        fmt(ev.base, &f.unit),
         fmt(ev.effect, &f.unit),
         fmt(ev.tol, &f.unit),
         ev.z,
@@ -428,10 +571,34 @@ fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool
         MetricStatus::Failing if ev.flagged => {
             format!("{}: FAILING — {numbers}, at {} looks in a row", f.metric, ctx.cfg.consecutive_looks)
         }
-        MetricStatus::Failing => format!(
+        MetricStatus::Failing if up >= ctx.cfg.excursions_to_fail && up > 3 * down => format!(
             "{}: FAILING — {up} steps where only the canary was implausibly worse (baseline alone: {down}); {numbers}",
             f.metric
         ),
+        MetricStatus::Failing if f.trend.is_some_and(|t| t.is_leak()) => {
+            let t = f.trend.unwrap_or_else(|| unreachable!());
+            format!(
+                "{}: FAILING (leak) — the canary gains {} per hour on the baseline (the {}s before: {} per hour, \
+                 not slowing), Mann–Kendall z = {:.1} vs critical {:.1}; {} over {}h, past tolerance {}; {numbers}",
+                f.metric,
+                fmt(t.slope_per_hour, &f.unit),
+                ctx.cfg.trend_window_s,
+                fmt(t.previous_slope_per_hour, &f.unit),
+                t.z,
+                t.critical,
+                fmt(t.projected, &f.unit),
+                t.horizon_s / 3600,
+                fmt(t.tolerance, &f.unit)
+            )
+        }
+        MetricStatus::Failing => match f.sequential {
+            Some(s) => format!(
+                "{}: FAILING — {:.0} harmful events on the canary since warm-up where its traffic share predicts {:.1}: \
+                 sequential evidence e^{:.1} past e^{:.1} (valid however often it is checked); {numbers}",
+                f.metric, s.canary_events, s.expected_events, s.log_bf, s.threshold
+            ),
+            None => format!("{}: FAILING — {numbers}", f.metric),
+        },
         MetricStatus::Suspect => format!("{}: suspect — {numbers}; waiting for a second look", f.metric),
         MetricStatus::InsufficientData if ratio && requests < ctx.cfg.min_canary_requests as f64 => format!(
             "{}: only {requests:.0} canary requests (need {}); cannot vouch for it",

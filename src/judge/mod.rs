@@ -19,8 +19,11 @@
 //!   with enough coverage on every metric.
 
 mod guard;
+mod history;
 mod metric;
+pub mod sequential;
 pub mod stats;
+pub mod trend;
 
 use std::collections::BTreeMap;
 
@@ -50,14 +53,37 @@ pub struct JudgeConfig {
     pub relative_tolerance: f64,
     /// For `ratio` metrics: a shift below this many absolute points is tolerated.
     pub ratio_absolute_tolerance: f64,
+    /// For `ratio` metrics, the sequential test only: a rise below this many
+    /// absolute points is tolerated (a tripled 0.2 % error rate counts; a
+    /// doubled 0.02 % does not).
+    pub rare_event_tolerance: f64,
     /// One-sided excursions (canary alone implausibly worse) that fail a metric.
     pub excursions_to_fail: usize,
     /// Share of expected samples a metric needs at the end of the window to pass.
     pub min_coverage: f64,
     /// Canary requests the whole window needs before a `ratio` metric can pass.
     pub min_canary_requests: u64,
+    /// The trend test for leaks: length of each of its two windows, seconds.
+    pub trend_window_s: u64,
+    /// The trend test for leaks: how far ahead the recent growth is carried
+    /// before it is held against the tolerance, seconds.
+    pub leak_horizon_s: u64,
     /// Per-metric overrides, by metric name.
     pub metrics: BTreeMap<String, MetricOverride>,
+    /// How a release without a concurrent baseline is compared: `auto`
+    /// (before/after for `preceding` and `seasonal`), or `paired` always (v1's method, for comparison).
+    pub method: MethodChoice,
+}
+
+/// Which comparison the judge uses; README, "How the judge decides".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodChoice {
+    /// Paired for a concurrent baseline; before/after for an earlier window.
+    #[default]
+    Auto,
+    /// Paired whatever the baseline is (the judge before v2).
+    Paired,
 }
 
 /// Per-metric overrides of the judge's tolerances, and an optional guard.
@@ -70,6 +96,8 @@ pub struct MetricOverride {
     pub absolute_tolerance: Option<f64>,
     /// Skip this metric entirely.
     pub ignore: bool,
+    /// Run the trend test for leaks on this metric (default: on for `bytes` and `MB`).
+    pub trend: Option<bool>,
     /// Guard: the canary above this (metric's unit) for `for_s` fails the metric.
     pub max: Option<f64>,
     /// Guard: the canary below this for `for_s` fails the metric.
@@ -161,10 +189,14 @@ impl Default for JudgeConfig {
             consecutive_looks: 2,
             relative_tolerance: 0.2,
             ratio_absolute_tolerance: 0.005,
+            rare_event_tolerance: 0.002,
             excursions_to_fail: 5,
             min_coverage: 0.5,
             min_canary_requests: 100,
+            trend_window_s: 600,
+            leak_horizon_s: 4 * 3600,
             metrics: BTreeMap::new(),
+            method: MethodChoice::Auto,
         }
     }
 }
@@ -193,6 +225,15 @@ impl JudgeConfig {
         }
         if !(0.0..=1.0).contains(&self.ratio_absolute_tolerance) {
             return bad("ratio_absolute_tolerance", "a ratio from 0 to 1");
+        }
+        if !(0.0..=1.0).contains(&self.rare_event_tolerance) {
+            return bad("rare_event_tolerance", "a ratio from 0 to 1");
+        }
+        if !(60..=86_400).contains(&self.trend_window_s) {
+            return bad("trend_window_s", "seconds from 60 to 86400 (one day)");
+        }
+        if !(60..=7 * 86_400).contains(&self.leak_horizon_s) {
+            return bad("leak_horizon_s", "seconds from 60 to 604800 (one week)");
         }
         if self.excursions_to_fail < 2 {
             return bad("excursions_to_fail", "an integer ≥ 2");
@@ -301,8 +342,40 @@ pub struct Finding {
     /// The concurrent baseline's own move during the window, when beyond bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_shift: Option<BaselineShift>,
+    /// The sequential test's accumulated evidence (request ratios against a concurrent baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<sequential::SequentialEvidence>,
+    /// The trend test's numbers, for metrics it runs on once it has two windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<trend::TrendEvidence>,
+    /// How the canary was compared (by the release's `baseline_kind`).
+    #[serde(default, skip_serializing_if = "Comparison::is_paired")]
+    pub comparison: Comparison,
     /// One sentence a human can check against the numbers.
     pub explanation: String,
+}
+
+/// Which statistics produced a finding; README, "How the judge decides".
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Comparison {
+    /// Step by step against a concurrent baseline (`baseline_kind` = `concurrent`).
+    #[default]
+    Paired,
+    /// Against the service's own past (`preceding` or `seasonal`), with the
+    /// earlier window's autocorrelation in every standard error.
+    BeforeAfter {
+        /// Lag-one autocorrelation of the earlier window.
+        rho: f64,
+        /// Independent samples the earlier window is worth.
+        effective_n: f64,
+    },
+}
+
+impl Comparison {
+    fn is_paired(&self) -> bool {
+        *self == Comparison::Paired
+    }
 }
 
 impl Finding {
@@ -327,6 +400,9 @@ impl Finding {
             excursions: (0, 0),
             guard: None,
             baseline_shift: None,
+            comparison: Comparison::Paired,
+            sequential: None,
+            trend: None,
             explanation: String::new(),
         }
     }
@@ -385,6 +461,24 @@ fn tests_per_look(obs: &Observation, cfg: &JudgeConfig, windows: usize) -> usize
     sides.max(1) * windows.max(1)
 }
 
+/// Share of the error budget the sequential test gets when it runs.
+const SEQUENTIAL_SHARE: f64 = 0.5;
+
+/// One-sided sequential tests: request-ratio metrics with traffic against a concurrent baseline.
+fn sequential_tests(obs: &Observation, cfg: &JudgeConfig) -> usize {
+    if obs.baseline_kind != crate::signals::BaselineKind::Concurrent
+        || cfg.method != MethodChoice::Auto
+        || obs.traffic.is_none()
+    {
+        return 0;
+    }
+    obs.metrics
+        .iter()
+        .filter(|m| m.spec.is_request_ratio() && !cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore))
+        .map(|m| if m.spec.bad_direction == BadDirection::Both { 2 } else { 1 })
+        .sum()
+}
+
 /// Window lengths in samples for this step size, deduplicated.
 pub(crate) fn window_samples(cfg: &JudgeConfig, step_s: u32) -> Vec<usize> {
     let step = u64::from(step_s.max(1));
@@ -402,7 +496,13 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
     let warmup_steps = cfg.warmup_s.div_ceil(step) as usize;
     let looks = total_steps.saturating_sub(warmup_steps).max(1);
     let windows = window_samples(cfg, obs.step_s);
-    let alpha_look = cfg.alpha / (tests_per_look(obs, cfg, windows.len()) * looks) as f64;
+    // Rare-event metrics (request ratios against a concurrent baseline) also
+    // get the sequential test: it takes half the budget, split over its own
+    // tests only — it needs no split over looks.
+    let sequential_tests = sequential_tests(obs, cfg);
+    let windowed_share = if sequential_tests > 0 { 1.0 - SEQUENTIAL_SHARE } else { 1.0 };
+    let alpha_look = cfg.alpha * windowed_share / (tests_per_look(obs, cfg, windows.len()) * looks) as f64;
+    let alpha_sequential = cfg.alpha * SEQUENTIAL_SHARE / sequential_tests.max(1) as f64;
     let crit_normal = stats::t_critical(alpha_look, f64::INFINITY);
     let ctx = metric::Context {
         cfg,
@@ -411,6 +511,7 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         warmup_steps,
         windows,
         alpha_look,
+        alpha_sequential,
         crit_cache: Default::default(),
         crit_normal,
     };

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use kubernetes::{PodSignalsConfig, WithPodSignals};
-pub use prometheus::{PromAuth, PromMetric, PrometheusConfig, PrometheusSource};
+pub use prometheus::{
+    BaselineWindow, PromAuth, PromBaseline, PromMetric, PrometheusConfig, PrometheusSource, WindowKind,
+};
 pub use registry::{BuiltSource, SourceConfig, build_source};
 pub use replay::ReplaySource;
 pub use scenario::{

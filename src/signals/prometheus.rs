@@ -34,8 +34,10 @@ pub struct PromMetric {
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus:9090`.
     pub url: String,
-    /// Label value that selects the baseline.
-    pub baseline: String,
+    /// What the baseline is: a label value selecting the stable version
+    /// serving now (a canary), or an earlier window of the service (a
+    /// blue/green switch, a rolling update, a config push).
+    pub baseline: PromBaseline,
     /// Label value that selects the canary.
     pub canary: String,
     /// Seconds between samples.
@@ -56,6 +58,106 @@ pub struct PrometheusConfig {
     /// environment at start — never put them in `url`.
     #[serde(default)]
     pub auth: Option<PromAuth>,
+}
+
+/// The baseline of a Prometheus source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PromBaseline {
+    /// `baseline = "stable"`: the label value `{{ side }}` takes for the
+    /// stable version, queried over the same window as the canary.
+    Label(String),
+    /// `baseline = { kind = "preceding" | "seasonal", offset = "1d" }`.
+    Window(BaselineWindow),
+}
+
+impl From<&str> for PromBaseline {
+    fn from(label: &str) -> Self {
+        PromBaseline::Label(label.to_string())
+    }
+}
+
+/// An earlier window of the service as the baseline: the same queries, the
+/// same time range moved back by `offset` — what PromQL's `offset` modifier
+/// does to every selector, applied to the range so any template works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineWindow {
+    /// `preceding` (the window just before the release) or `seasonal` (one period earlier).
+    pub kind: WindowKind,
+    /// How far back, in Prometheus's duration syntax (`30m`, `1d`, `1w`);
+    /// `preceding` defaults to the analysis window, `seasonal` needs one.
+    #[serde(default)]
+    pub offset: Option<String>,
+    /// The label value `{{ side }}` takes for the earlier window (default: the canary's).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Which earlier window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    /// The window just before the release.
+    Preceding,
+    /// The same window one period earlier.
+    Seasonal,
+}
+
+impl PrometheusConfig {
+    /// What the baseline series will be, for the judge.
+    pub fn baseline_kind(&self) -> super::BaselineKind {
+        match &self.baseline {
+            PromBaseline::Label(_) => super::BaselineKind::Concurrent,
+            PromBaseline::Window(w) if w.kind == WindowKind::Preceding => super::BaselineKind::Preceding,
+            PromBaseline::Window(_) => super::BaselineKind::Seasonal,
+        }
+    }
+
+    /// Seconds the baseline's range lies before the canary's (0 for a label);
+    /// `Err((field, expected))` for an offset that cannot be one.
+    pub fn baseline_offset_s(&self) -> Result<u64, (String, String)> {
+        let PromBaseline::Window(w) = &self.baseline else { return Ok(0) };
+        let expected = || {
+            (
+                "baseline.offset".to_string(),
+                format!(
+                    "a duration such as `30m`, `1d` or `1w`, at least the analysis window ({}s) so the two windows do not overlap{}",
+                    self.duration_s,
+                    if w.kind == WindowKind::Seasonal { "; `seasonal` needs one" } else { "" }
+                ),
+            )
+        };
+        let seconds = match (&w.offset, w.kind) {
+            (None, WindowKind::Preceding) => self.duration_s,
+            (None, WindowKind::Seasonal) => return Err(expected()),
+            (Some(text), _) => prometheus_duration(text).ok_or_else(expected)?,
+        };
+        if seconds < self.duration_s {
+            return Err(expected());
+        }
+        Ok(seconds)
+    }
+
+    /// Check the source's fields; `Err((field, expected))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.step_s == 0 {
+            return Err(("step_s".into(), "seconds > 0".into()));
+        }
+        if self.duration_s < u64::from(self.step_s) {
+            return Err(("duration_s".into(), "seconds ≥ step_s".into()));
+        }
+        self.baseline_offset_s().map(|_| ())
+    }
+}
+
+/// Seconds in a Prometheus duration (`1d`, `1h30m`, `90s`, `1w`); jiff parses
+/// its units, and days and weeks are taken as 24 h and 7 × 24 h, as Prometheus does.
+fn prometheus_duration(text: &str) -> Option<u64> {
+    let span: jiff::Span = text.trim().parse().ok()?;
+    let relative = jiff::SpanRelativeTo::days_are_24_hours();
+    let seconds = span.total((jiff::Unit::Second, relative)).ok()?;
+    (seconds.is_finite() && seconds > 0.0 && seconds.fract() == 0.0).then_some(seconds as u64)
 }
 
 /// How requests to Prometheus (or a proxy in front of it) authenticate.
@@ -131,6 +233,8 @@ fn default_timeout() -> u64 {
 /// Reads a release's metrics from Prometheus; t = 0 is when the source was built.
 pub struct PrometheusSource {
     cfg: PrometheusConfig,
+    /// Seconds the baseline's window lies before the canary's (0: concurrent).
+    offset_s: u64,
     start_unix: f64,
     http: reqwest::Client,
     credential: Option<Credential>,
@@ -205,7 +309,11 @@ impl PrometheusSource {
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| SignalError::Unavailable { source_name: "prometheus".into(), reason: e.to_string() })?;
-        Ok(Self { cfg, start_unix, http, credential })
+        let offset_s = cfg.baseline_offset_s().map_err(|(field, expected)| SignalError::Unavailable {
+            source_name: format!("prometheus {}", crate::secret::redact_url(&cfg.url)),
+            reason: format!("field `{field}`: expected {expected}"),
+        })?;
+        Ok(Self { cfg, offset_s, start_unix, http, credential })
     }
 
     fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -216,21 +324,24 @@ impl PrometheusSource {
     }
 
     fn render(&self, template: &str, side: Side) -> String {
-        let label = match side {
-            Side::Baseline => &self.cfg.baseline,
-            Side::Canary => &self.cfg.canary,
+        let label = match (side, &self.cfg.baseline) {
+            (Side::Baseline, PromBaseline::Label(l)) => l,
+            (Side::Baseline, PromBaseline::Window(w)) => w.label.as_ref().unwrap_or(&self.cfg.canary),
+            (Side::Canary, _) => &self.cfg.canary,
         };
         template.replace("{{ side }}", label).replace("{{ step }}", &format!("{}s", self.cfg.step_s))
     }
 
-    /// Samples `0..n` of one query: sample `i` is the value evaluated at the end of its interval.
-    async fn series(&self, query: &str, n: usize) -> Result<Vec<Option<f64>>, QueryError> {
+    /// Samples `0..n` of one query over the window starting `back_s` seconds
+    /// before the release: sample `i` is the value evaluated at the end of its interval.
+    async fn series(&self, query: &str, n: usize, back_s: u64) -> Result<Vec<Option<f64>>, QueryError> {
         let mut out = vec![None; n];
         if n == 0 {
             return Ok(out);
         }
         let step = f64::from(self.cfg.step_s.max(1));
-        let (start, end) = (self.start_unix + step, self.start_unix + step * n as f64);
+        let origin = self.start_unix - back_s as f64;
+        let (start, end) = (origin + step, origin + step * n as f64);
         let url = format!("{}/api/v1/query_range", self.cfg.url.trim_end_matches('/'));
         let params = [
             ("query", query.to_string()),
@@ -245,15 +356,20 @@ impl PrometheusSource {
         let status = resp.status();
         let body: serde_json::Value =
             resp.json().await.map_err(|e| QueryError::Unreachable(format!("{status}: {}", e.without_url())))?;
-        samples(status, &body, self.start_unix, step, &mut out)?;
+        samples(status, &body, origin, step, &mut out)?;
         Ok(out)
     }
 
+    /// Both sides: the canary's `n` samples so far; the baseline's as many
+    /// for a concurrent one, the whole earlier window (all of it in the past) otherwise.
     async fn both(&self, template: &str, n: usize) -> Result<[Vec<Option<f64>>; 2], SignalError> {
-        let mut sides = [vec![None; n], vec![None; n]];
+        let whole = (self.cfg.duration_s / u64::from(self.cfg.step_s.max(1))) as usize;
+        let baseline_n = if self.offset_s == 0 { n } else { whole };
+        let mut sides = [vec![None; baseline_n], vec![None; n]];
         for (k, side) in [Side::Baseline, Side::Canary].into_iter().enumerate() {
             let q = self.render(template, side);
-            match self.series(&q, n).await {
+            let (len, back) = if side == Side::Baseline { (baseline_n, self.offset_s) } else { (n, 0) };
+            match self.series(&q, len, back).await {
                 Ok(s) => sides[k] = s,
                 Err(QueryError::Query(e)) => {
                     tracing::warn!(query = %q, error = %e, "Query failed; its samples are missing.")
@@ -313,7 +429,7 @@ impl SignalSource for PrometheusSource {
             step_s: self.cfg.step_s,
             duration_s: self.cfg.duration_s,
             now_s,
-            baseline_kind: Default::default(),
+            baseline_kind: self.cfg.baseline_kind(),
             traffic,
             metrics,
             logs: vec![],
@@ -399,5 +515,70 @@ mod samples_tests {
         let mut out = vec![None; 2];
         samples(reqwest::StatusCode::OK, &body, 1000.0, 10.0, &mut out).unwrap();
         assert_eq!(out, vec![None, None]);
+    }
+}
+
+#[cfg(test)]
+mod baseline_tests {
+    use super::*;
+
+    fn cfg(baseline: PromBaseline) -> PrometheusConfig {
+        PrometheusConfig {
+            url: "http://127.0.0.1:9".into(),
+            baseline,
+            canary: "green".into(),
+            step_s: 10,
+            duration_s: 1800,
+            timeout_s: 1,
+            traffic: None,
+            metrics: vec![],
+            auth: None,
+        }
+    }
+
+    fn window(kind: WindowKind, offset: Option<&str>) -> PromBaseline {
+        PromBaseline::Window(BaselineWindow { kind, offset: offset.map(str::to_string), label: None })
+    }
+
+    #[test]
+    fn offsets_read_as_prometheus_reads_them() {
+        for (text, seconds) in [("1d", 86_400), ("1w", 604_800), ("1h30m", 5_400), ("1800s", 1_800), ("2h", 7_200)] {
+            assert_eq!(cfg(window(WindowKind::Seasonal, Some(text))).baseline_offset_s(), Ok(seconds), "{text}");
+        }
+        assert_eq!(cfg(window(WindowKind::Preceding, None)).baseline_offset_s(), Ok(1_800));
+        assert_eq!(cfg("stable".into()).baseline_offset_s(), Ok(0));
+    }
+
+    #[test]
+    fn a_bad_offset_names_the_field_and_what_it_expects() {
+        for bad in ["yesterday", "-1d", "0s", "10m", "1.5s", ""] {
+            let (field, expected) = cfg(window(WindowKind::Seasonal, Some(bad))).validate().unwrap_err();
+            assert_eq!(field, "baseline.offset", "{bad}");
+            assert!(expected.contains("at least the analysis window (1800s)"), "{bad}: {expected}");
+        }
+        let (_, expected) = cfg(window(WindowKind::Seasonal, None)).validate().unwrap_err();
+        assert!(expected.contains("`seasonal` needs one"), "{expected}");
+    }
+
+    #[test]
+    fn the_baseline_kind_follows_the_configuration() {
+        use crate::signals::BaselineKind;
+        assert_eq!(cfg("blue".into()).baseline_kind(), BaselineKind::Concurrent);
+        assert_eq!(cfg(window(WindowKind::Preceding, None)).baseline_kind(), BaselineKind::Preceding);
+        assert_eq!(cfg(window(WindowKind::Seasonal, Some("1d"))).baseline_kind(), BaselineKind::Seasonal);
+        let toml = r#"baseline = { kind = "seasonal", offset = "1d", label = "blue" }"#;
+        #[derive(Deserialize)]
+        struct Only {
+            baseline: PromBaseline,
+        }
+        let parsed: Only = toml::from_str(toml).unwrap();
+        assert_eq!(
+            parsed.baseline,
+            PromBaseline::Window(BaselineWindow {
+                kind: WindowKind::Seasonal,
+                offset: Some("1d".into()),
+                label: Some("blue".into())
+            })
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{MetricSeries, Observation, ScenarioData, SignalError, SignalSource, Traffic};
+use super::{BaselineKind, MetricSeries, Observation, ScenarioData, SignalError, SignalSource, Traffic};
 
 /// Replays a scenario; at time `t` only samples whose interval ended by `t`
 /// are visible. It holds [`ScenarioData`], which has no truth field, so the
@@ -31,6 +31,9 @@ pub(crate) fn truncate(d: &ScenarioData, now_s: u64) -> Observation {
     let total = (d.duration_s / u64::from(d.step_s)) as usize;
     let n = ((now_s / u64::from(d.step_s)) as usize).min(total);
     let cut = |v: &Vec<Option<f64>>| v[..n.min(v.len())].to_vec();
+    // An earlier-window baseline lies wholly in the past: all of it is known at t = 0.
+    let history = d.baseline_kind != BaselineKind::Concurrent;
+    let cut_baseline = |v: &Vec<Option<f64>>| if history { v.clone() } else { cut(v) };
     Observation {
         service: d.service.clone(),
         step_s: d.step_s,
@@ -44,7 +47,7 @@ pub(crate) fn truncate(d: &ScenarioData, now_s: u64) -> Observation {
         metrics: d
             .metrics
             .iter()
-            .map(|m| MetricSeries { spec: m.spec.clone(), baseline: cut(&m.baseline), canary: cut(&m.canary) })
+            .map(|m| MetricSeries { spec: m.spec.clone(), baseline: cut_baseline(&m.baseline), canary: cut(&m.canary) })
             .collect(),
         logs: d.logs.iter().filter(|l| l.t_s <= now_s).cloned().collect(),
         events: d.events.iter().filter(|e| e.t_s <= now_s).cloned().collect(),

@@ -75,6 +75,26 @@ fn demo_unknown_scenario_is_a_usage_error() {
 }
 
 #[test]
+fn eval_says_why_when_asked() {
+    let out = backstop()
+        .args(["eval", "fixtures/scenarios/dev", "--format", "json", "--why"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let results = v["judges"]["backstop"]["results"].as_array().unwrap();
+    let rolled_back: Vec<&serde_json::Value> = results.iter().filter(|r| r["decision"] == "rollback").collect();
+    assert!(!rolled_back.is_empty());
+    for r in rolled_back {
+        let why = r["why"].as_array().unwrap_or_else(|| panic!("{r}"));
+        assert!(why.iter().any(|w| w.as_str().is_some_and(|w| w.contains("FAILING"))), "{r}");
+    }
+    assert!(results.iter().filter(|r| r["decision"] == "promote").all(|r| r.get("why").is_none()));
+}
+
+#[test]
 fn eval_prints_format_json_for_the_corpus() {
     let out = backstop()
         .args(["eval", "fixtures/scenarios", "--format", "json"])

@@ -87,6 +87,80 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
     assert!(err.contains("prometheus at") && err.contains("unavailable"), "{err}");
 }
 
+/// A blue/green switch has no stable side to compare with: the baseline is
+/// the same server's window before the release (or one period earlier),
+/// read from a real Prometheus by moving the query range back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
+    use backstop::signals::{BaselineKind, BaselineWindow, PromBaseline, WindowKind};
+    let h = Haproxy::start();
+    let _p = Prometheus::start(&format!("127.0.0.1:{}", h.metrics_port));
+    let url = _p.url.clone();
+    let weight = metric("weight", r#"haproxy_server_weight{proxy="be",server="{{ side }}"}"#);
+    let window = |kind, offset: Option<&str>, label: Option<&str>| {
+        PromBaseline::Window(BaselineWindow {
+            kind,
+            offset: offset.map(str::to_string),
+            label: label.map(str::to_string),
+        })
+    };
+    let cfg = |baseline| PrometheusConfig {
+        auth: None,
+        url: url.clone(),
+        baseline,
+        canary: "canary".into(),
+        step_s: 1,
+        duration_s: 6,
+        timeout_s: 5,
+        traffic: None,
+        metrics: vec![weight.clone()],
+    };
+    // Let Prometheus record more than one window (6 s) of the canary at weight 10.
+    let probe = PrometheusSource::starting_at(cfg("stable".into()), now()).unwrap();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let past = PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), now()).unwrap();
+        if past.observe(0).await.unwrap().metrics[0].baseline.iter().flatten().count() >= 6 {
+            break;
+        }
+    }
+    drop(probe);
+    // The release: the canary's server goes to weight 50.
+    let e = HaproxyExecutor::new(
+        "haproxy/checkout",
+        HaproxyConfig {
+            socket: h.unix_socket.display().to_string(),
+            backend: "be".into(),
+            canary_server: "canary".into(),
+            stable_server: "stable".into(),
+            full_weight: 100,
+            drain_canary: false,
+            timeout_s: 5,
+        },
+    );
+    // The release starts now; every sample of the earlier window was scraped before the change.
+    let released = now();
+    e.command("set server be/canary weight 50").await.unwrap();
+    let preceding = PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), released).unwrap();
+    let seasonal =
+        PrometheusSource::starting_at(cfg(window(WindowKind::Seasonal, Some("7s"), Some("stable"))), released).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let at = (now() - released) as u64;
+
+    let obs = preceding.observe(at).await.unwrap();
+    assert_eq!(obs.baseline_kind, BaselineKind::Preceding);
+    let m = &obs.metrics[0];
+    // The whole earlier window is in the past, so all of it is there at once.
+    assert_eq!(m.baseline.len(), 6, "{m:?}");
+    assert!(m.baseline.iter().flatten().count() >= 4 && m.baseline.iter().flatten().all(|v| *v == 10.0), "{m:?}");
+    assert_eq!(m.canary.iter().rev().flatten().next(), Some(&50.0), "{m:?}");
+
+    let obs = seasonal.observe(at).await.unwrap();
+    assert_eq!(obs.baseline_kind, BaselineKind::Seasonal);
+    let m = &obs.metrics[0];
+    assert!(m.baseline.iter().flatten().count() >= 4 && m.baseline.iter().flatten().all(|v| *v == 100.0), "{m:?}");
+}
+
 #[test]
 fn watch_holds_with_exit_3_while_prometheus_is_down() {
     let d = tempfile::tempdir().unwrap();

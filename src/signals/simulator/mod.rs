@@ -126,12 +126,15 @@ impl Simulator {
         }
         let since = t - fault.onset_s;
         let (kind, level, msg) = match fault.kind {
-            FaultKind::ErrorSpike | FaultKind::IntermittentErrors => {
+            FaultKind::ErrorSpike
+            | FaultKind::IntermittentErrors
+            | FaultKind::SubtleErrors
+            | FaultKind::ErrorBursts => {
                 ("log", "error", "POST /checkout 500: NullPointerException in CartPricing.apply")
             }
             FaultKind::LatencyRegression => ("log", "warn", "slow query: SELECT * FROM carts took 412ms"),
             FaultKind::MemoryLeak if since >= 600 => ("log", "warn", "GC overhead above 40%, heap 91% used"),
-            FaultKind::MemoryLeak => return,
+            FaultKind::MemoryLeak | FaultKind::SlowLeak => return,
             FaultKind::CrashLoop => ("event", "error", "Back-off restarting failed container checkout"),
         };
         if !since.is_multiple_of(60) {

@@ -23,16 +23,26 @@ pub enum FaultKind {
     CrashLoop,
     /// Bursts of errors (+`strength`) lasting 30 s every 2 minutes.
     IntermittentErrors,
+    /// The canary's error ratio is multiplied by `1 + strength` (a low base
+    /// rate doubled to quintupled: below the absolute tolerance, still a bug).
+    SubtleErrors,
+    /// Short bursts of errors (+`strength`) lasting 10 s every 5 minutes.
+    ErrorBursts,
+    /// The canary's memory grows by `strength` × its base every hour, steadily.
+    SlowLeak,
 }
 
 impl FaultKind {
     /// Every fault kind, for corpus generation and `demo --scenario`.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::ErrorSpike,
         FaultKind::LatencyRegression,
         FaultKind::MemoryLeak,
         FaultKind::CrashLoop,
         FaultKind::IntermittentErrors,
+        FaultKind::SubtleErrors,
+        FaultKind::ErrorBursts,
+        FaultKind::SlowLeak,
     ];
 
     /// The kebab-case name used on the command line and in scenario names.
@@ -43,6 +53,9 @@ impl FaultKind {
             FaultKind::MemoryLeak => "memory-leak",
             FaultKind::CrashLoop => "crash-loop",
             FaultKind::IntermittentErrors => "intermittent-errors",
+            FaultKind::SubtleErrors => "subtle-errors",
+            FaultKind::ErrorBursts => "error-bursts",
+            FaultKind::SlowLeak => "slow-leak",
         }
     }
 }
@@ -108,6 +121,19 @@ pub struct SimConfig {
     pub improvement: f64,
     /// The injected fault, if any.
     pub fault: Option<FaultSpec>,
+    /// When the new version starts, seconds: warm-up and improvement apply
+    /// from here (a run that records the window before a blue/green switch).
+    pub release_at_s: u64,
+    /// Standard deviation of the per-step innovation of a shared log-load
+    /// that wanders as an AR(1) with coefficient 0.98 (0 = steady load).
+    pub wander: f64,
+    /// Load change over `duration_s` as a fraction (0.2 = load ramps up 20 %), a time-of-day shape.
+    pub trend: f64,
+    /// Load level multiplier (a day that is busier than the one before).
+    pub level: f64,
+    /// A new process's memory settling: the canary starts `amplitude` × its
+    /// base below the warm baseline and catches up with time constant `tau_s`. Healthy.
+    pub memory_warmup: Option<Warmup>,
 }
 
 impl Default for SimConfig {
@@ -130,6 +156,11 @@ impl Default for SimConfig {
             warmup: None,
             improvement: 0.0,
             fault: None,
+            release_at_s: 0,
+            wander: 0.0,
+            trend: 0.0,
+            level: 1.0,
+            memory_warmup: None,
         }
     }
 }
@@ -160,7 +191,12 @@ pub struct SideStep {
 pub struct ModelState {
     blip_left: u32,
     gap_left: [u32; 2],
+    /// The wandering log-load (see `SimConfig::wander`).
+    load: f64,
 }
+
+/// AR(1) coefficient of the wandering load per step.
+const WANDER_RHO: f64 = 0.98;
 
 fn normal(rng: &mut ChaCha8Rng, sd: f64) -> f64 {
     Normal::new(0.0, sd.max(1e-12)).map(|d| d.sample(rng)).unwrap_or(0.0)
@@ -183,25 +219,36 @@ pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, 
     } else {
         false
     };
-    let offered = (cfg.total_rps * step_s * (1.0 + normal(rng, 0.05))).max(0.0).round() as u64;
+    // Drawn only when asked for, so configurations without it keep their random stream.
+    if cfg.wander > 0.0 {
+        st.load = WANDER_RHO * st.load + normal(rng, cfg.wander);
+    }
+    let load = cfg.level * (1.0 + cfg.trend * t / cfg.duration_s.max(1) as f64) * st.load.exp();
+    let released = t >= cfg.release_at_s as f64;
+    let t_rel = t - cfg.release_at_s as f64;
+    let offered = (cfg.total_rps * load * step_s * (1.0 + normal(rng, 0.05))).max(0.0).round() as u64;
     let to_canary = binomial(rng, offered, weight.clamp(0.0, 1.0));
     let shares = [1.0 - weight, weight];
     let mut out = [SideStep::default(), SideStep::default()];
     for (side, slot) in out.iter_mut().enumerate() {
         let canary = side == 1;
         let mut requests = if canary { to_canary } else { offered - to_canary };
-        let (mut p, mut lat, mut cpu, mut mem) = (cfg.error_ratio, cfg.latency_p99_ms, cfg.cpu_percent, cfg.memory_mb);
+        let (mut p, mut lat, mut cpu, mut mem) =
+            (cfg.error_ratio * load, cfg.latency_p99_ms * load.sqrt(), cfg.cpu_percent * load, cfg.memory_mb);
         let mut served_factor = 1.0;
         if blip {
             p = p * 6.0 + 0.01;
             lat *= 1.8;
             cpu *= 1.3;
         }
-        if canary {
+        if canary && released {
             if let Some(w) = &cfg.warmup {
-                let boost = 1.0 + w.amplitude * (-t / w.tau_s.max(1.0)).exp();
+                let boost = 1.0 + w.amplitude * (-t_rel / w.tau_s.max(1.0)).exp();
                 lat *= boost;
                 cpu *= boost;
+            }
+            if let Some(w) = &cfg.memory_warmup {
+                mem *= 1.0 - w.amplitude * (-t_rel / w.tau_s.max(1.0)).exp();
             }
             p *= 1.0 - cfg.improvement;
             lat *= 1.0 - cfg.improvement / 2.0;
@@ -223,6 +270,13 @@ pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, 
                             p += f.strength;
                         }
                     }
+                    FaultKind::SubtleErrors => p *= 1.0 + f.strength,
+                    FaultKind::ErrorBursts => {
+                        if (since as u64 % 300) < 10 {
+                            p += f.strength;
+                        }
+                    }
+                    FaultKind::SlowLeak => mem *= 1.0 + f.strength * since / 3600.0,
                 }
             }
         }

@@ -1,0 +1,440 @@
+//! Before/after comparison, for releases with no concurrent baseline
+//! (`baseline_kind` = `preceding` or `seasonal`): after a blue/green switch,
+//! a rolling update or a config push nothing old serves any more, so the
+//! canary is compared with the service's own past.
+//!
+//! Samples of one series in time are not independent: a metric that drifts
+//! or wanders gives a window mean far more spread than `σ/√w` — the reason
+//! an i.i.d. test raises false alarms on real KPIs. The past window (the
+//! reference) is described by a slow AR(1) component plus independent noise,
+//! fitted to its robust variogram ([`NoiseModel`]), and every window mean is
+//! judged against the spread that model gives it, with Student's t on the
+//! reference's effective sample size — or against the spread of the
+//! reference's own window medians when that is wider. Same error budget,
+//! tolerance, consecutive looks and excursion rule as the paired test.
+//!
+//! - `preceding`: each recent canary window against the whole reference's level.
+//! - `seasonal`: each recent canary window against the same steps one period
+//!   earlier (the time-of-day shape cancels), both sides carrying the model's noise.
+
+use super::metric::{Context, Evidence, tolerance};
+use super::stats::median;
+use crate::signals::{BaselineKind, MetricSeries, Traffic};
+
+/// Fewest reference samples to fit the model.
+const MIN_REFERENCE: usize = 6;
+/// 1.2533 = √(π/2): the standard error of a median relative to a mean.
+const MEDIAN_SE: f64 = 1.2533;
+/// Coefficients the slow component may have, per step: a grid, because the
+/// fit is a two-parameter least squares for each and the best is kept.
+const PHI_GRID: [f64; 13] = [0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995];
+/// Lags of the variogram, in steps (Fibonacci: dense where the curve bends).
+const LAGS: [usize; 11] = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144];
+
+/// The reference window's noise: a slow AR(1) component (load that wanders,
+/// coefficient `rho` per step) plus independent measurement noise — the
+/// simplest model that fits both a jittery scrape and a level that drifts.
+/// Fitted to the robust variogram `γ(k) = ½·(MAD-σ of x_{t+k} − x_t)²`,
+/// which for this model is `noise + wander·(1 − ρ^k)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseModel {
+    /// Median of the reference, in the metric's unit.
+    pub level: f64,
+    /// Variance of the independent part, in the unit squared.
+    pub noise: f64,
+    /// Variance of the slow AR(1) part, in the unit squared.
+    pub wander: f64,
+    /// Coefficient of the slow part per step.
+    pub rho: f64,
+    /// Reference samples the model was fitted on.
+    pub n: usize,
+}
+
+impl NoiseModel {
+    /// Fit on `x` (missing samples skipped for the level; a lag's differences
+    /// only between present samples). `None` below `MIN_REFERENCE` samples.
+    pub fn fit(x: &[Option<f64>]) -> Option<NoiseModel> {
+        let mut values: Vec<f64> = x.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+        if values.len() < MIN_REFERENCE {
+            return None;
+        }
+        let level = median(&mut values)?;
+        let gamma: Vec<(f64, f64)> = LAGS
+            .iter()
+            .filter(|&&k| k == 1 || k * 3 <= x.len())
+            .filter_map(|&k| {
+                let d: Vec<f64> = x.iter().zip(&x[k..]).filter_map(|(a, b)| Some(b.as_ref()? - a.as_ref()?)).collect();
+                if d.len() < 3 {
+                    return None;
+                }
+                let s = super::stats::mad_sigma(&d)?;
+                Some((k as f64, s * s / 2.0))
+            })
+            .collect();
+        let (noise, wander, rho) = fit_variogram(&gamma);
+        Some(NoiseModel { level, noise, wander, rho, n: values.len() })
+    }
+
+    /// Marginal variance of one sample.
+    pub fn variance(&self) -> f64 {
+        self.noise + self.wander
+    }
+
+    /// Variance of the mean of `w` consecutive samples.
+    pub fn var_mean(&self, w: usize) -> f64 {
+        let w = w.max(1);
+        (self.noise + self.wander * inflation(self.rho, w)) / w as f64
+    }
+
+    /// Covariance of the reference's mean with the mean of `w` samples
+    /// starting `first + 1` steps after the reference's last one.
+    fn cov_after(&self, first: usize, w: usize) -> f64 {
+        if self.rho <= 0.0 || self.wander <= 0.0 {
+            return 0.0;
+        }
+        let geometric = |from: usize, count: usize| {
+            let start = self.rho.powi(from as i32);
+            start * (1.0 - self.rho.powi(count as i32)) / (1.0 - self.rho)
+        };
+        self.wander * geometric(first + 1, w) * geometric(0, self.n) / (w.max(1) * self.n.max(1)) as f64
+    }
+
+    /// Independent samples the reference is worth.
+    pub fn effective_n(&self) -> f64 {
+        let v = self.variance();
+        if v <= 0.0 {
+            return self.n as f64;
+        }
+        (self.n as f64 * v / (self.noise + self.wander * inflation(self.rho, self.n))).max(1.0)
+    }
+}
+
+/// `Var(mean of w consecutive AR(1) samples) · w / σ²`: how much
+/// autocorrelation inflates the variance of a mean (1 when `rho` = 0).
+pub fn inflation(rho: f64, w: usize) -> f64 {
+    let wf = w as f64;
+    let mut sum = 0.0;
+    let mut r = 1.0;
+    for j in 1..w {
+        r *= rho;
+        if r < 1e-12 {
+            break;
+        }
+        sum += (1.0 - j as f64 / wf) * r;
+    }
+    1.0 + 2.0 * sum
+}
+
+/// Least squares of `γ(k) ≈ noise + wander·(1 − ρ^k)` over the grid of ρ,
+/// relative errors, both variances ≥ 0: `(noise, wander, rho)`.
+fn fit_variogram(gamma: &[(f64, f64)]) -> (f64, f64, f64) {
+    let scale = gamma.iter().map(|g| g.1).fold(0.0, f64::max);
+    if scale <= 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let weight = |g: f64| 1.0 / g.max(scale * 1e-3).powi(2);
+    let mut best = (f64::INFINITY, (gamma[0].1, 0.0, 0.0));
+    for rho in PHI_GRID {
+        let h = |k: f64| 1.0 - rho.powf(k);
+        // Weighted normal equations for (noise, wander).
+        let (mut s11, mut s12, mut s22, mut t1, mut t2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(k, g) in gamma {
+            let w = weight(g);
+            (s11, s12, s22, t1, t2) = (s11 + w, s12 + w * h(k), s22 + w * h(k) * h(k), t1 + w * g, t2 + w * h(k) * g);
+        }
+        let det = s11 * s22 - s12 * s12;
+        let (mut a, mut b) = if det.abs() > 1e-300 {
+            ((t1 * s22 - t2 * s12) / det, (s11 * t2 - s12 * t1) / det)
+        } else {
+            (t1 / s11, 0.0)
+        };
+        if a < 0.0 {
+            (a, b) = (0.0, if s22 > 0.0 { (t2 / s22).max(0.0) } else { 0.0 });
+        } else if b < 0.0 {
+            (a, b) = (t1 / s11, 0.0);
+        }
+        let err: f64 = gamma.iter().map(|&(k, g)| weight(g) * (a + b * h(k) - g).powi(2)).sum();
+        if err < best.0 - 1e-12 {
+            best = (err, (a, b, if b > 0.0 { rho } else { 0.0 }));
+        }
+    }
+    best.1
+}
+
+/// One canary step after warm-up with the value it is compared with.
+#[derive(Clone, Copy)]
+struct Point {
+    i: usize,
+    c: f64,
+    /// The same step one period earlier (`seasonal`); the reference level otherwise.
+    expected: f64,
+    nc: f64,
+}
+
+/// The before/after comparison for one metric, fitted once per tick.
+pub(crate) struct History {
+    pub model: NoiseModel,
+    kind: BaselineKind,
+    points: Vec<Point>,
+    /// Reference samples in the harmful direction beyond the excursion limit, per direction.
+    reference_excursions: [usize; 2],
+    /// Root mean square of the reference's own window medians about its level, by window length.
+    reference_medians: std::collections::BTreeMap<usize, f64>,
+}
+
+impl History {
+    /// Build from the observed series; `None` when the reference is too short
+    /// or the canary has no sample after warm-up.
+    pub fn new(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, ratio: bool, n: usize) -> Option<History> {
+        // A preceding or seasonal reference lies wholly in the past: all of it is known at t = 0.
+        let mut model = NoiseModel::fit(&m.baseline)?;
+        if ratio {
+            model.noise = model.noise.max(binomial_sigma(model.level, traffic).powi(2));
+        }
+        let points = (ctx.warmup_steps..n.min(m.canary.len()))
+            .filter_map(|i| {
+                let c = m.canary[i].filter(|v| v.is_finite())?;
+                let expected = match ctx.baseline_kind {
+                    BaselineKind::Seasonal => m.baseline.get(i).copied().flatten().filter(|v| v.is_finite())?,
+                    _ => model.level,
+                };
+                let nc = traffic.and_then(|t| t.canary.get(i)).map_or(0.0, |&v| v as f64);
+                (!ratio || nc >= 1.0).then_some(Point { i, c, expected, nc })
+            })
+            .collect::<Vec<_>>();
+        if points.is_empty() {
+            return None;
+        }
+        let reference_medians = ctx.windows.iter().map(|&w| (w, window_spread(&m.baseline, model.level, w))).collect();
+        let mut h = History { model, kind: ctx.baseline_kind, points, reference_excursions: [0, 0], reference_medians };
+        h.reference_excursions = h.count_reference(ctx, m, ratio);
+        Some(h)
+    }
+
+    pub fn samples(&self) -> usize {
+        self.points.len()
+    }
+
+    /// The canary's departures from what was expected, by step: the trend test's input.
+    pub fn differences(&self) -> Vec<(usize, f64)> {
+        self.points.iter().map(|p| (p.i, p.c - p.expected)).collect()
+    }
+
+    pub fn canary_requests(&self) -> f64 {
+        self.points.iter().map(|p| p.nc).sum()
+    }
+
+    /// Variance of a window's shift. Seasonal: two independent days, each
+    /// with the model's noise. Preceding: the window's mean against the
+    /// reference's, less their covariance — a slow wander carries the level
+    /// across the switch, so a window right after it is compared more
+    /// closely than one an hour later.
+    fn var_shift(&self, first: usize, w: usize) -> f64 {
+        match self.kind {
+            BaselineKind::Seasonal => 2.0 * self.model.var_mean(w),
+            _ => {
+                let v =
+                    self.model.var_mean(w) + self.model.var_mean(self.model.n) - 2.0 * self.model.cov_after(first, w);
+                v.max(0.0)
+            }
+        }
+    }
+
+    /// The standard error of a `w`-sample window's shift: the model's, or
+    /// the spread of the reference's own `w`-sample window medians about its
+    /// level when that is wider — a history whose level moves by itself (a
+    /// regime change the AR(1) model does not describe) makes a move after
+    /// the release less surprising.
+    fn se(&self, first: usize, w: usize) -> f64 {
+        let model = MEDIAN_SE * self.var_shift(first, w).sqrt();
+        let windows = self.reference_medians.get(&w).copied().unwrap_or(0.0);
+        let factor = if self.kind == BaselineKind::Seasonal { std::f64::consts::SQRT_2 } else { 1.0 };
+        model.max(factor * windows)
+    }
+
+    /// The strongest window's evidence among the steps ended by `end`, direction `s`.
+    pub fn assess(&self, ctx: &Context, m: &MetricSeries, ratio: bool, end: usize, s: f64) -> Option<Evidence> {
+        let df = (self.model.effective_n() - 1.0).max(1.0);
+        let crit = ctx.t_crit(df);
+        let mut best: Option<Evidence> = None;
+        for &w in &ctx.windows {
+            let recent: Vec<Point> = self.points.iter().copied().filter(|p| p.i < end && p.i + w >= end).collect();
+            if recent.len() < ctx.cfg.min_window_samples {
+                continue;
+            }
+            let (base, canary) = if ratio { pooled(&recent) } else { medians(&recent)? };
+            let effect = s * (canary - base);
+            let se = self.se(recent[0].i, recent.len());
+            let z = if se > 0.0 {
+                effect / se
+            } else if effect > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            };
+            let tol = tolerance(ctx, m, ratio, base);
+            let flagged = effect > tol && z > crit;
+            let ev = Evidence { flagged, base, canary, effect, z, crit, df, tol, window: w };
+            if best.as_ref().is_none_or(|b| (ev.flagged, ev.z / ev.crit) > (b.flagged, b.z / b.crit)) {
+                best = Some(ev);
+            }
+        }
+        best
+    }
+
+    /// Single steps beyond `tolerance + 4σ` of what was expected:
+    /// (canary worse, the reference's own rate of such steps scaled to the
+    /// canary's length for `preceding`, canary better for `seasonal`).
+    pub fn excursions(&self, ctx: &Context, m: &MetricSeries, ratio: bool, s: f64) -> (usize, usize) {
+        let limit =
+            |expected: f64| tolerance(ctx, m, ratio, expected) + super::metric::EXCURSION_SIGMAS * self.spread();
+        let worse = self.points.iter().filter(|p| s * (p.c - p.expected) > limit(p.expected)).count();
+        let other = match self.kind {
+            BaselineKind::Seasonal => {
+                self.points.iter().filter(|p| -s * (p.c - p.expected) > limit(p.expected)).count()
+            }
+            _ => {
+                let own = self.reference_excursions[usize::from(s < 0.0)] as f64;
+                (own * self.points.len() as f64 / self.model.n as f64).ceil() as usize
+            }
+        };
+        (worse, other)
+    }
+
+    /// The spread of one step's difference from what was expected.
+    fn spread(&self) -> f64 {
+        match self.kind {
+            BaselineKind::Seasonal => (2.0 * self.model.variance()).sqrt(),
+            _ => self.model.variance().sqrt(),
+        }
+    }
+
+    fn count_reference(&self, ctx: &Context, m: &MetricSeries, ratio: bool) -> [usize; 2] {
+        let level = self.model.level;
+        let limit = tolerance(ctx, m, ratio, level) + super::metric::EXCURSION_SIGMAS * self.spread();
+        let count = |s: f64| m.baseline.iter().flatten().filter(|&&b| s * (b - level) > limit).count();
+        [count(1.0), count(-1.0)]
+    }
+}
+
+/// Root mean square of `(median of w consecutive samples − level)` over the
+/// reference's windows with at least half their samples; 0 when none.
+fn window_spread(x: &[Option<f64>], level: f64, w: usize) -> f64 {
+    if w == 0 || x.len() < w {
+        return 0.0;
+    }
+    let (mut sum, mut k) = (0.0, 0usize);
+    for win in x.windows(w) {
+        let mut v: Vec<f64> = win.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+        if v.len() * 2 < w {
+            continue;
+        }
+        if let Some(m) = median(&mut v) {
+            sum += (m - level).powi(2);
+            k += 1;
+        }
+    }
+    if k == 0 { 0.0 } else { (sum / k as f64).sqrt() }
+}
+
+/// Pooled ratios over a window: (expected, canary), request-weighted.
+fn pooled(recent: &[Point]) -> (f64, f64) {
+    let n: f64 = recent.iter().map(|p| p.nc).sum();
+    let canary = recent.iter().map(|p| p.c * p.nc).sum::<f64>() / n;
+    let base = recent.iter().map(|p| p.expected * p.nc).sum::<f64>() / n;
+    (base, canary)
+}
+
+fn medians(recent: &[Point]) -> Option<(f64, f64)> {
+    let mut e: Vec<f64> = recent.iter().map(|p| p.expected).collect();
+    let mut c: Vec<f64> = recent.iter().map(|p| p.c).collect();
+    Some((median(&mut e)?, median(&mut c)?))
+}
+
+/// The binomial spread of one step's ratio at `level`, for the canary's
+/// typical step: a ratio over few requests cannot be steadier than that.
+fn binomial_sigma(level: f64, traffic: Option<&Traffic>) -> f64 {
+    let Some(t) = traffic else { return 0.0 };
+    let steps: Vec<f64> = t.canary.iter().filter(|&&n| n > 0).map(|&n| n as f64).collect();
+    if steps.is_empty() {
+        return 0.0;
+    }
+    let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+    let p = level.clamp(0.0, 1.0);
+    (p * (1.0 - p) / mean).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * b.abs().max(1e-300)
+    }
+
+    #[test]
+    fn inflation_matches_the_closed_form() {
+        // Golden values computed independently with Python:
+        //   f(rho, w) = 1 + 2/w * sum((w - j) * rho**j for j in range(1, w))
+        assert!(close(inflation(0.0, 10), 1.0, 1e-12));
+        assert!(close(inflation(0.5, 10), 2.600390625, 1e-9));
+        assert!(close(inflation(0.9, 24), 12.098248323076543, 1e-9));
+        assert!(close(inflation(0.95, 360), 36.88888890907293, 1e-6));
+    }
+
+    /// `x_t = a_t + e_t`, `a_t = rho·a_{t−1} + u_t`: a wandering level under measurement noise.
+    fn simulate(n: usize, rho: f64, wander_sd: f64, noise_sd: f64, seed: u64) -> Vec<Option<f64>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (u, e) = (Normal::new(0.0, wander_sd).unwrap(), Normal::new(0.0, noise_sd.max(1e-12)).unwrap());
+        let mut a = 0.0;
+        (0..n)
+            .map(|_| {
+                a = rho * a + u.sample(&mut rng);
+                Some(10.0 + a + e.sample(&mut rng))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fit_recovers_a_pure_ar1() {
+        // rho 0.8, innovations sd 1: stationary variance 1/(1 - 0.64) = 2.7778, no white noise.
+        let m = NoiseModel::fit(&simulate(40_000, 0.8, 1.0, 0.0, 42)).unwrap();
+        assert!((m.rho - 0.8).abs() <= 0.05, "{m:?}");
+        assert!(close(m.variance(), 2.7778, 0.1), "{m:?}");
+        assert!(m.noise < 0.2 * m.wander, "{m:?}");
+    }
+
+    #[test]
+    fn fit_separates_a_slow_wander_from_scrape_noise() {
+        // rho 0.95 with stationary wander variance 1 (innovation sd sqrt(1 - 0.95²)), noise variance 1.
+        let x = simulate(40_000, 0.95, (1.0f64 - 0.95 * 0.95).sqrt(), 1.0, 7);
+        let m = NoiseModel::fit(&x).unwrap();
+        assert!((0.93..=0.97).contains(&m.rho), "{m:?}");
+        assert!(close(m.noise, 1.0, 0.15) && close(m.wander, 1.0, 0.2), "{m:?}");
+        // The variance of a 30-sample mean, from the true model: (1 + f(0.95, 30)) / 30.
+        let truth = (1.0 + inflation(0.95, 30)) / 30.0;
+        assert!(close(m.var_mean(30), truth, 0.2), "{} vs {truth}", m.var_mean(30));
+        // A pure AR(1) fitted by its lag-one correlation alone sees rho ≈ 0.475
+        // here and would put that variance at about a third of the truth.
+        let naive = 2.0 * inflation(0.475, 30) / 30.0;
+        assert!(m.var_mean(30) > 2.0 * naive, "{} vs {naive}", m.var_mean(30));
+    }
+
+    #[test]
+    fn a_window_right_after_the_switch_is_closer_to_the_reference_than_one_later() {
+        let m = NoiseModel { level: 0.0, noise: 0.0, wander: 1.0, rho: 0.99, n: 180 };
+        assert!(m.cov_after(0, 6) > m.cov_after(100, 6));
+        assert!(m.cov_after(0, 6) > 0.0);
+        let independent = NoiseModel { rho: 0.0, ..m };
+        assert_eq!(independent.cov_after(0, 6), 0.0);
+    }
+
+    #[test]
+    fn a_constant_reference_has_no_noise() {
+        let m = NoiseModel::fit(&[Some(5.0); 12]).unwrap();
+        assert_eq!((m.level, m.noise, m.wander), (5.0, 0.0, 0.0));
+        assert!(NoiseModel::fit(&[Some(5.0), None, Some(1.0)]).is_none());
+    }
+}
