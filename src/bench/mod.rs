@@ -29,18 +29,25 @@ pub struct BenchRow {
     pub baseline: String,
 }
 
-/// A synthetic observation: `metrics` metrics × `samples` samples per side.
+/// A synthetic observation: `metrics` metrics × `samples` samples per side;
+/// every fourth metric (from the third) an error ratio and every fourth
+/// (from the fourth) memory, so the sequential and trend tests run too.
 pub fn synthetic_observation(metrics: usize, samples: usize, seed: u64) -> Observation {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let noise = Normal::new(0.0, 1.0).map_err(|_| ()).ok();
     let mut draw = |level: f64, sd: f64| level + sd * noise.as_ref().map_or(0.0, |n| n.sample(&mut rng));
     let series = (0..metrics)
         .map(|k| {
-            let level = 100.0 + k as f64;
+            let (unit, level, sd) = match k % 4 {
+                2 => ("ratio", 0.01, 0.002),
+                3 => ("MB", 500.0 + k as f64, 5.0),
+                _ => ("ms", 100.0 + k as f64, 5.0),
+            };
+            let mut side = || (0..samples).map(|_| Some(draw(level, sd).max(0.0))).collect();
             MetricSeries {
-                spec: MetricSpec { name: format!("m{k}"), unit: "ms".into(), bad_direction: BadDirection::Up },
-                baseline: (0..samples).map(|_| Some(draw(level, 5.0))).collect(),
-                canary: (0..samples).map(|_| Some(draw(level, 5.0))).collect(),
+                spec: MetricSpec { name: format!("m{k}"), unit: unit.into(), bad_direction: BadDirection::Up },
+                baseline: side(),
+                canary: side(),
             }
         })
         .collect();
@@ -70,10 +77,10 @@ fn ms(secs: f64) -> String {
     format!("{:.3} ms", secs * 1000.0)
 }
 
-/// Judge latency for one tick over `metrics` × `samples`, with Kayenta's one
-/// judgement of the same data as the baseline.
-pub fn judge_tick(metrics: usize, samples: usize, iterations: u32) -> BenchRow {
-    let obs = synthetic_observation(metrics, samples, 1);
+/// Judge latency for one tick over `metrics` × `samples` against a baseline
+/// of `kind`, with Kayenta's one judgement of the same data as the baseline.
+pub fn judge_tick(metrics: usize, samples: usize, iterations: u32, kind: crate::signals::BaselineKind) -> BenchRow {
+    let obs = Observation { baseline_kind: kind, ..synthetic_observation(metrics, samples, 1) };
     let cfg = JudgeConfig::default();
     let ours = time_per_call(iterations, || {
         std::hint::black_box(judge(&obs, &cfg));
@@ -86,7 +93,7 @@ pub fn judge_tick(metrics: usize, samples: usize, iterations: u32) -> BenchRow {
         }
     });
     BenchRow {
-        name: format!("judge, one tick, {metrics} metrics × {samples} samples"),
+        name: format!("judge, one tick, {metrics} metrics × {samples} samples, {kind:?} baseline"),
         result: ms(ours),
         baseline: format!("Kayenta's judgement of the same data: {}", ms(kay)),
     }

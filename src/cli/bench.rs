@@ -51,7 +51,11 @@ fn failed(e: impl std::fmt::Display) -> Failure {
 
 pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResult {
     let policy = load_policy(None, settings)?;
-    let mut rows = vec![judge_tick(20, 360, a.iterations)];
+    use backstop::signals::BaselineKind;
+    let mut rows = vec![
+        judge_tick(20, 360, a.iterations, BaselineKind::Concurrent),
+        judge_tick(20, 360, a.iterations, BaselineKind::Preceding),
+    ];
     let dir = tempfile_dir().map_err(failed)?;
     let tick = Duration::from_secs(a.tick_s);
     for &n in &a.releases {

@@ -319,12 +319,14 @@ impl History {
 
 /// Root mean square of `(median of w consecutive samples − level)` over the
 /// reference's windows with at least half their samples; 0 when none.
+/// Windows start every `w/4` steps: overlapping windows repeat each other,
+/// and every start would cost a median per step per tick.
 fn window_spread(x: &[Option<f64>], level: f64, w: usize) -> f64 {
     if w == 0 || x.len() < w {
         return 0.0;
     }
     let (mut sum, mut k) = (0.0, 0usize);
-    for win in x.windows(w) {
+    for win in x.windows(w).step_by((w / 4).max(1)) {
         let mut v: Vec<f64> = win.iter().flatten().copied().filter(|v| v.is_finite()).collect();
         if v.len() * 2 < w {
             continue;
