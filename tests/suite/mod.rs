@@ -9,6 +9,7 @@ mod e2e;
 mod guards;
 mod haproxy;
 mod interop;
+mod judging;
 mod kubernetes;
 mod ledger;
 mod model;
