@@ -17,7 +17,7 @@
 //! - `seasonal`: each recent canary window against the same steps one period
 //!   earlier (the time-of-day shape cancels), both sides carrying the model's noise.
 
-use super::metric::{Context, Evidence, tolerance};
+use super::context::{Context, EXCURSION_SIGMAS, Evidence, tolerance};
 use super::stats::median;
 use crate::signals::{BaselineKind, MetricSeries, Traffic};
 
@@ -265,13 +265,7 @@ impl History {
             let (base, canary) = if ratio { pooled(&recent) } else { medians(&recent)? };
             let effect = s * (canary - base);
             let se = self.se(recent[0].i, recent.len());
-            let z = if se > 0.0 {
-                effect / se
-            } else if effect > 0.0 {
-                f64::INFINITY
-            } else {
-                0.0
-            };
+            let z = super::stats::z_score(effect, se);
             let tol = tolerance(ctx, m, ratio, base);
             let flagged = effect > tol && z > crit;
             let ev = Evidence { flagged, base, canary, effect, z, crit, df, tol, window: w };
@@ -286,8 +280,7 @@ impl History {
     /// (canary worse, the reference's own rate of such steps scaled to the
     /// canary's length for `preceding`, canary better for `seasonal`).
     pub fn excursions(&self, ctx: &Context, m: &MetricSeries, ratio: bool, s: f64) -> (usize, usize) {
-        let limit =
-            |expected: f64| tolerance(ctx, m, ratio, expected) + super::metric::EXCURSION_SIGMAS * self.spread();
+        let limit = |expected: f64| tolerance(ctx, m, ratio, expected) + EXCURSION_SIGMAS * self.spread();
         let worse = self.points.iter().filter(|p| s * (p.c - p.expected) > limit(p.expected)).count();
         let other = match self.kind {
             BaselineKind::Seasonal => {
@@ -311,7 +304,7 @@ impl History {
 
     fn count_reference(&self, ctx: &Context, m: &MetricSeries, ratio: bool) -> [usize; 2] {
         let level = self.model.level;
-        let limit = tolerance(ctx, m, ratio, level) + super::metric::EXCURSION_SIGMAS * self.spread();
+        let limit = tolerance(ctx, m, ratio, level) + EXCURSION_SIGMAS * self.spread();
         let count = |s: f64| m.baseline.iter().flatten().filter(|&&b| s * (b - level) > limit).count();
         [count(1.0), count(-1.0)]
     }

@@ -3,36 +3,14 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
+use super::context::{Context, EXCURSION_SIGMAS, Evidence, tolerance};
 use super::guard::{self, Breach, GuardInput};
 use super::history::History;
 use super::sequential::{SequentialEvidence, StepEvents};
-use super::stats::{binomial_upper_tail, mad_sigma, median, t_critical, t_upper_p};
+use super::stats::{binomial_upper_tail, mad_sigma, median, t_upper_p, z_score};
 use super::trend::TrendEvidence;
-use super::{Comparison, Finding, JudgeConfig, MethodChoice, MetricStatus};
+use super::{Comparison, Finding, MethodChoice, MetricStatus};
 use crate::signals::{BadDirection, BaselineKind, MetricSeries, Traffic, Unit};
-
-/// Per-tick constants shared by every metric.
-pub(crate) struct Context<'a> {
-    pub cfg: &'a JudgeConfig,
-    pub baseline_kind: BaselineKind,
-    pub step_s: u32,
-    pub warmup_steps: usize,
-    pub windows: Vec<usize>,
-    pub alpha_look: f64,
-    /// Error budget of each sequential test (no split over looks).
-    pub alpha_sequential: f64,
-    /// Critical values by degrees of freedom, computed once per tick: the
-    /// t quantile is by far the most expensive number the judge needs.
-    pub crit_cache: std::cell::RefCell<std::collections::HashMap<u64, f64>>,
-    /// The normal critical value at `alpha_look`.
-    pub crit_normal: f64,
-}
-
-impl Context<'_> {
-    pub(super) fn t_crit(&self, df: f64) -> f64 {
-        *self.crit_cache.borrow_mut().entry(df as u64).or_insert_with(|| t_critical(self.alpha_look, df))
-    }
-}
 
 /// A step where both sides have a sample (and, for ratios, traffic).
 #[derive(Clone, Copy)]
@@ -44,25 +22,8 @@ struct Pair {
     nc: f64,
 }
 
-/// The strongest window's evidence at one look.
-#[derive(Clone, Default)]
-pub(super) struct Evidence {
-    pub flagged: bool,
-    pub base: f64,
-    pub canary: f64,
-    pub effect: f64,
-    pub z: f64,
-    pub crit: f64,
-    pub df: f64,
-    pub tol: f64,
-    /// Samples in the window.
-    pub window: usize,
-}
-
 // Probability below which a single step counts as implausible for a side.
 const EXCURSION_P: f64 = 1e-3;
-// Excursions of continuous metrics: beyond tolerance plus this many robust SDs.
-pub(super) const EXCURSION_SIGMAS: f64 = 4.0;
 
 fn orient(dir: BadDirection) -> &'static [f64] {
     match dir {
@@ -70,14 +31,6 @@ fn orient(dir: BadDirection) -> &'static [f64] {
         BadDirection::Down => &[-1.0],
         BadDirection::Both => &[1.0, -1.0],
     }
-}
-
-pub(super) fn tolerance(ctx: &Context, m: &MetricSeries, ratio: bool, level: f64) -> f64 {
-    let o = ctx.cfg.metrics.get(&m.spec.name);
-    let rel = o.and_then(|o| o.relative_tolerance).unwrap_or(ctx.cfg.relative_tolerance);
-    let abs =
-        o.and_then(|o| o.absolute_tolerance).unwrap_or(if ratio { ctx.cfg.ratio_absolute_tolerance } else { 0.0 });
-    (rel * level.abs()).max(abs)
 }
 
 /// Robust noise of the paired differences from successive differences:
@@ -159,13 +112,7 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
             // 1.2533 = sqrt(pi/2): the standard error of a median relative to a mean.
             let se = 1.2533 * sigma / k.sqrt();
             let tol = tolerance(ctx, m, false, base);
-            let z = if se > 0.0 {
-                effect / se
-            } else if effect > 0.0 {
-                f64::INFINITY
-            } else {
-                0.0
-            };
+            let z = z_score(effect, se);
             Evidence { flagged: effect > tol && z > crit_t, base, canary, effect, z, crit: crit_t, df, tol, window: w }
         };
         let better = match &best {

@@ -18,6 +18,7 @@
 //! - No data is inconclusive, never a failure; a pass needs the whole window
 //!   with enough coverage on every metric.
 
+mod context;
 mod guard;
 mod history;
 mod metric;
@@ -504,7 +505,7 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
     let alpha_look = cfg.alpha * windowed_share / (tests_per_look(obs, cfg, windows.len()) * looks) as f64;
     let alpha_sequential = cfg.alpha * SEQUENTIAL_SHARE / sequential_tests.max(1) as f64;
     let crit_normal = stats::t_critical(alpha_look, f64::INFINITY);
-    let ctx = metric::Context {
+    let ctx = context::Context {
         cfg,
         baseline_kind: obs.baseline_kind,
         step_s: obs.step_s,

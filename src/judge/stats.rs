@@ -29,6 +29,18 @@ pub fn mad_sigma(v: &[f64]) -> Option<f64> {
     median(&mut dev).map(|d| 1.4826 * d)
 }
 
+/// `effect / se`, with an exact (zero-noise) shift infinitely significant
+/// when harmful and not at all otherwise.
+pub fn z_score(effect: f64, se: f64) -> f64 {
+    if se > 0.0 {
+        effect / se
+    } else if effect > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    }
+}
+
 /// Upper-tail critical value of Student's t with `df` degrees of freedom:
 /// the `t` with `P(T > t) = alpha`. Falls back to the normal for huge `df`.
 pub fn t_critical(alpha: f64, df: f64) -> f64 {

@@ -17,6 +17,22 @@ fn metric(name: &str, query: &str) -> PromMetric {
     PromMetric { name: name.into(), unit: "weight".into(), bad_direction: BadDirection::Down, query: query.into() }
 }
 
+/// The HAProxy executor on the test's backend `be` (servers `stable` and `canary`).
+fn executor(h: &Haproxy) -> HaproxyExecutor {
+    HaproxyExecutor::new(
+        "haproxy/checkout",
+        HaproxyConfig {
+            socket: h.unix_socket.display().to_string(),
+            backend: "be".into(),
+            canary_server: "canary".into(),
+            stable_server: "stable".into(),
+            full_weight: 100,
+            drain_canary: false,
+            timeout_s: 5,
+        },
+    )
+}
+
 fn now() -> f64 {
     backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) as f64 / 1000.0
 }
@@ -65,18 +81,7 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
     assert!(obs.metrics[2].baseline.iter().all(Option::is_none), "an empty result is missing data");
 
     // The executor moves the weight; the next samples show it.
-    let e = HaproxyExecutor::new(
-        "haproxy/checkout",
-        HaproxyConfig {
-            socket: h.unix_socket.display().to_string(),
-            backend: "be".into(),
-            canary_server: "canary".into(),
-            stable_server: "stable".into(),
-            full_weight: 100,
-            drain_canary: false,
-            timeout_s: 5,
-        },
-    );
+    let e = executor(&h);
     e.command("set server be/canary weight 0").await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let obs = source.observe((now() - started) as u64).await.unwrap();
@@ -126,18 +131,7 @@ async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
     }
     drop(probe);
     // The release: the canary's server goes to weight 50.
-    let e = HaproxyExecutor::new(
-        "haproxy/checkout",
-        HaproxyConfig {
-            socket: h.unix_socket.display().to_string(),
-            backend: "be".into(),
-            canary_server: "canary".into(),
-            stable_server: "stable".into(),
-            full_weight: 100,
-            drain_canary: false,
-            timeout_s: 5,
-        },
-    );
+    let e = executor(&h);
     // The release starts now; every sample of the earlier window was scraped before the change.
     let released = now();
     e.command("set server be/canary weight 50").await.unwrap();
