@@ -331,7 +331,8 @@ fn bench_prints_its_table() {
         .assert()
         .success()
         .stdout(
-            predicate::str::contains("| judge, one tick, 20 metrics × 360 samples |")
+            predicate::str::contains("| judge, one tick, 20 metrics × 360 samples, Concurrent baseline |")
+                .and(predicate::str::contains("| judge, one tick, 20 metrics × 360 samples, Preceding baseline |"))
                 .and(predicate::str::contains("5 concurrent releases"))
                 .and(predicate::str::contains("appends/s")),
         );
