@@ -522,30 +522,7 @@ fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool
             "{}: FAILING — {up} steps where only the canary was implausibly worse (baseline alone: {down}); {numbers}",
             f.metric
         ),
-        MetricStatus::Failing if f.trend.is_some_and(|t| t.is_leak()) => {
-            let t = f.trend.unwrap_or_else(|| unreachable!());
-            format!(
-                "{}: FAILING (leak) — the canary gains {} per hour on the baseline (the {}s before: {} per hour, \
-                 not slowing), Mann–Kendall z = {:.1} vs critical {:.1}; {} over {}h, past tolerance {}; {numbers}",
-                f.metric,
-                fmt(t.slope_per_hour, &f.unit),
-                ctx.cfg.trend_window_s,
-                fmt(t.previous_slope_per_hour, &f.unit),
-                t.z,
-                t.critical,
-                fmt(t.projected, &f.unit),
-                t.horizon_s / 3600,
-                fmt(t.tolerance, &f.unit)
-            )
-        }
-        MetricStatus::Failing => match f.sequential {
-            Some(s) => format!(
-                "{}: FAILING — {:.0} harmful events on the canary since warm-up where its traffic share predicts {:.1}: \
-                 sequential evidence e^{:.1} past e^{:.1} (valid however often it is checked); {numbers}",
-                f.metric, s.canary_events, s.expected_events, s.log_bf, s.threshold
-            ),
-            None => format!("{}: FAILING — {numbers}", f.metric),
-        },
+        MetricStatus::Failing => accumulated_failure(f, ctx, &numbers),
         MetricStatus::Suspect => format!("{}: suspect — {numbers}; waiting for a second look", f.metric),
         MetricStatus::InsufficientData if ratio && requests < ctx.cfg.min_canary_requests as f64 => format!(
             "{}: only {requests:.0} canary requests (need {}); cannot vouch for it",
@@ -558,5 +535,31 @@ fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool
             ctx.cfg.min_coverage * 100.0
         ),
         _ => format!("{}: ok — {numbers}", f.metric),
+    }
+}
+
+/// A failure neither a window nor excursions explain: the leak test's, or
+/// the sequential test's accumulated evidence.
+fn accumulated_failure(f: &Finding, ctx: &Context, numbers: &str) -> String {
+    match (f.trend.filter(TrendEvidence::is_leak), f.sequential) {
+        (Some(t), _) => format!(
+            "{}: FAILING (leak) — the canary gains {} per hour on the baseline (the {}s before: {} per hour, \
+             not slowing), Mann–Kendall z = {:.1} vs critical {:.1}; {} over {}h, past tolerance {}; {numbers}",
+            f.metric,
+            fmt(t.slope_per_hour, &f.unit),
+            ctx.cfg.trend_window_s,
+            fmt(t.previous_slope_per_hour, &f.unit),
+            t.z,
+            t.critical,
+            fmt(t.projected, &f.unit),
+            t.horizon_s / 3600,
+            fmt(t.tolerance, &f.unit)
+        ),
+        (None, Some(s)) => format!(
+            "{}: FAILING — {:.0} harmful events on the canary since warm-up where its traffic share predicts {:.1}: \
+             sequential evidence e^{:.1} past e^{:.1} (valid however often it is checked); {numbers}",
+            f.metric, s.canary_events, s.expected_events, s.log_bf, s.threshold
+        ),
+        (None, None) => format!("{}: FAILING — {numbers}", f.metric),
     }
 }
