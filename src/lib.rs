@@ -16,6 +16,7 @@ pub mod executor;
 pub mod judge;
 pub mod k8s;
 pub mod ledger;
+pub mod logs;
 pub mod model;
 pub mod orchestrator;
 pub mod policy;

@@ -21,6 +21,7 @@
 mod context;
 mod guard;
 mod history;
+pub mod logs;
 mod metric;
 pub mod sequential;
 pub mod stats;
@@ -74,6 +75,8 @@ pub struct JudgeConfig {
     /// How a release without a concurrent baseline is compared: `auto`
     /// (before/after for `preceding` and `seasonal`), or `paired` always (v1's method, for comparison).
     pub method: MethodChoice,
+    /// How log templates are judged (`[judge.logs]`).
+    pub logs: logs::LogJudgeConfig,
 }
 
 /// Which comparison the judge uses; README, "How the judge decides".
@@ -198,6 +201,7 @@ impl Default for JudgeConfig {
             leak_horizon_s: 4 * 3600,
             metrics: BTreeMap::new(),
             method: MethodChoice::Auto,
+            logs: logs::LogJudgeConfig::default(),
         }
     }
 }
@@ -255,7 +259,7 @@ impl JudgeConfig {
             }
             o.guard_spec().validate().map_err(|(f, e)| (format!("metrics.{name}.{f}"), e))?;
         }
-        Ok(())
+        self.logs.validate()
     }
 }
 
@@ -352,6 +356,9 @@ pub struct Finding {
     /// How the canary was compared (by the release's `baseline_kind`).
     #[serde(default, skip_serializing_if = "Comparison::is_paired")]
     pub comparison: Comparison,
+    /// For a log template: its text and an example line (untrusted data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<logs::LogTemplate>,
     /// One sentence a human can check against the numbers.
     pub explanation: String,
 }
@@ -404,6 +411,7 @@ impl Finding {
             comparison: Comparison::Paired,
             sequential: None,
             trend: None,
+            log: None,
             explanation: String::new(),
         }
     }
@@ -443,6 +451,15 @@ impl JudgeResult {
     /// Metrics held for an incident-like condition (shared breach, baseline shift).
     pub fn incidents(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.status.is_incident())
+    }
+
+    /// Log-template findings, failing ones first: each with its
+    /// (untrusted) template text and example line.
+    pub fn log_templates(&self) -> Vec<(&Finding, &logs::LogTemplate)> {
+        let mut v: Vec<(&Finding, &logs::LogTemplate)> =
+            self.findings.iter().filter_map(|f| f.log.as_ref().map(|t| (f, t))).collect();
+        v.sort_by_key(|(f, _)| f.status != MetricStatus::Failing);
+        v
     }
 
     /// Metrics without enough data to vouch for.
@@ -516,11 +533,12 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         crit_cache: Default::default(),
         crit_normal,
     };
-    let findings: Vec<Finding> = obs
+    let mut findings: Vec<Finding> = obs
         .metrics
         .iter()
         .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
         .collect();
+    findings.extend(logs::judge_logs(obs, cfg, warmup_steps));
     let complete = obs.window_complete();
     let failing: Vec<&str> =
         findings.iter().filter(|f| f.status == MetricStatus::Failing).map(|f| f.metric.as_str()).collect();

@@ -244,6 +244,13 @@ const SHOWN_PER_SIDE: usize = 15;
 /// the latest error logs and events of each side, and the deployment history.
 pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) -> Vec<EvidenceItem> {
     let mut items: Vec<EvidenceItem> = judged.findings.iter().map(catalogue_finding).collect();
+    // A log finding's template and example are the service's own text: data.
+    items.extend(judged.log_templates().into_iter().take(SHOWN_PER_SIDE).map(|(f, t)| EvidenceItem {
+        id: format!("template:{}", metric_label(&f.metric)),
+        fact: Fact::Context,
+        untrusted: true,
+        text: format!("{} is the template {:?}; latest canary line {:?}", f.metric, t.template, t.example),
+    }));
     for m in &obs.metrics {
         let mean = |v: &[Option<f64>]| {
             let recent: Vec<f64> = v.iter().rev().take(30).flatten().copied().collect();

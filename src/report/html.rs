@@ -96,6 +96,9 @@ pub fn report_body(r: &Report) -> String {
             scorecard(j)
         ));
     }
+    if let Some(j) = &r.judge {
+        body.push_str(&log_templates(j));
+    }
     if let Some(obs) = &r.observation {
         body.push_str(&charts(obs, r.judge.as_ref(), r.duration_s, r.decided_at_s, r.known_onset_s));
     }
@@ -132,6 +135,33 @@ pub fn charts(
     }
     out.push_str("</section>\n");
     out
+}
+
+/// The judged log templates, quoted as the watched system's own text.
+fn log_templates(j: &crate::judge::JudgeResult) -> String {
+    let rows: Vec<String> = j
+        .log_templates()
+        .iter()
+        .take(20)
+        .map(|(f, t)| {
+            format!(
+                "<li>{} {:?} ({} canary / {} baseline lines): <code>{}</code> — e.g. <code>{}</code></li>\n",
+                escape(&f.metric),
+                f.status,
+                t.canary_lines,
+                t.baseline_lines,
+                escape(&t.template),
+                escape(&t.example)
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<h2>Log templates <small>(untrusted text from the watched systems)</small></h2>\n<ul>\n{}</ul>\n",
+        rows.concat()
+    )
 }
 
 fn list(title: &str, items: &[String]) -> String {

@@ -84,6 +84,22 @@ pub fn render_markdown(r: &Report) -> String {
         for f in &j.findings {
             o.push_str(&format!("- {}\n", md(&f.explanation)));
         }
+        let templates = j.log_templates();
+        if !templates.is_empty() {
+            // Text from the systems being watched: shown as data, quoted, never acted on.
+            o.push_str("\n### Log templates (untrusted text from the watched systems)\n\n");
+            for (f, t) in templates.iter().take(20) {
+                o.push_str(&format!(
+                    "- {} {:?} ({} canary / {} baseline lines): `{}` — e.g. `{}`\n",
+                    md(&f.metric),
+                    f.status,
+                    t.canary_lines,
+                    t.baseline_lines,
+                    code(&t.template),
+                    code(&t.example)
+                ));
+            }
+        }
     }
     if let Some(obs) = &r.observation
         && !obs.events.is_empty()

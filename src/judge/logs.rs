@@ -1,0 +1,372 @@
+//! Log templates as evidence: is a kind of error line new, or much more
+//! frequent, on the canary given the traffic each side served?
+//!
+//! Lines at the judged levels (errors by default) of both sides are mined
+//! into templates with Drain (`crate::logs::drain`), in time order, so a
+//! template keeps its id from tick to tick. Each template's lines are
+//! counted per side per step and judged with the rare-event statistics of
+//! request ratios: given a step's lines of that template on both sides, the
+//! canary's count is binomial with its traffic share if both versions log it
+//! at one rate per request (`judge::sequential`, a mixture SPRT that holds
+//! its error level however often it is read). Lines come in bursts (a retry
+//! logs five times, one failure a stack of lines), so the evidence is
+//! tempered by the template's dispersion — the baseline's own index of
+//! dispersion, or for a template the baseline never logged, its lines per
+//! step on the canary — and a burst counts about as one event.
+//!
+//! A template fails when the evidence crosses `ln(1/α)` and the canary's
+//! rate is past both tolerances: `relative_tolerance` above the baseline's
+//! rate (default: double) and `tolerance` lines per request. Log templates
+//! have their own error budget (`[judge.logs] alpha`), split over at most
+//! `max_templates` templates, so adding a log source does not weaken the
+//! metrics' tests; the release's false-rollback bound is the sum of both.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::sequential::{self, StepEvents};
+use super::{Finding, MetricStatus};
+use crate::logs::drain::{Drain, DrainConfig};
+use crate::signals::{BadDirection, LogLine, MetricSpec, Observation, Side, Unit};
+
+/// `[judge.logs]`: how log templates are judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogJudgeConfig {
+    /// Judge log templates when the source gives log lines.
+    pub enabled: bool,
+    /// Error budget of every template test together, on top of `[judge] alpha` (0 < alpha ≤ 0.05).
+    pub alpha: f64,
+    /// Levels whose lines are judged, as `crate::logs::level_of` spells them (`error`, `fatal`, `warn`...).
+    pub levels: Vec<String>,
+    /// Lines of one template the canary needs before it can fail.
+    pub min_lines: u64,
+    /// With traffic: a rise below this many lines per request is tolerated.
+    pub tolerance: f64,
+    /// The canary's rate must exceed the baseline's by this fraction (1 = double).
+    pub relative_tolerance: f64,
+    /// Templates judged at most, in order of their first canary line.
+    pub max_templates: usize,
+}
+
+impl Default for LogJudgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            alpha: 0.005,
+            levels: vec!["error".into(), "fatal".into()],
+            min_lines: 5,
+            tolerance: 0.0005,
+            relative_tolerance: 1.0,
+            max_templates: 50,
+        }
+    }
+}
+
+impl LogJudgeConfig {
+    /// Check every field against its bounds; `Err((field, expected))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, e: &str| Err((format!("logs.{f}"), e.to_string()));
+        if !(self.alpha > 0.0 && self.alpha <= 0.05) {
+            return bad("alpha", "a number in (0, 0.05]");
+        }
+        if self.levels.is_empty() || self.levels.iter().any(|l| l.trim().is_empty()) {
+            return bad("levels", "a non-empty list of level names (`error`, `fatal`, `warn`, `info`)");
+        }
+        if self.min_lines == 0 {
+            return bad("min_lines", "at least 1 line");
+        }
+        if !(0.0..=1.0).contains(&self.tolerance) {
+            return bad("tolerance", "lines per request from 0 to 1");
+        }
+        if !(0.0..=10.0).contains(&self.relative_tolerance) {
+            return bad("relative_tolerance", "a fraction from 0 to 10");
+        }
+        if !(1..=1000).contains(&self.max_templates) {
+            return bad("max_templates", "an integer from 1 to 1000");
+        }
+        Ok(())
+    }
+}
+
+/// A template's text and one of its lines. Both are the watched system's
+/// own text: data for a human or the model to read, never instructions, and
+/// never part of the trusted `explanation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogTemplate {
+    /// Drain's template, variables as `<*>` (untrusted).
+    pub template: String,
+    /// The canary's most recent line of it (untrusted).
+    pub example: String,
+    /// Level of its lines.
+    pub level: String,
+    /// Lines on the canary since warm-up.
+    pub canary_lines: u64,
+    /// Lines on the baseline since warm-up.
+    pub baseline_lines: u64,
+}
+
+/// Per-step counts of one template, after warm-up.
+struct Counts {
+    canary: Vec<f64>,
+    baseline: Vec<f64>,
+    example: Option<usize>,
+}
+
+/// Findings for the log templates of `obs`; empty when logs are off or absent.
+pub(crate) fn judge_logs(obs: &Observation, cfg: &super::JudgeConfig, warmup_steps: usize) -> Vec<Finding> {
+    let lc = &cfg.logs;
+    let steps = obs.completed_steps();
+    if !lc.enabled || steps <= warmup_steps {
+        return Vec::new();
+    }
+    let (drain, counts) = mine(obs, lc, warmup_steps, steps);
+    let exposure = exposure(obs, warmup_steps, steps);
+    let alpha = lc.alpha / lc.max_templates as f64;
+    counts
+        .iter()
+        .enumerate()
+        .filter_map(|(id, c)| Some((id, c, obs.logs.get(c.example?)?)))
+        .take(lc.max_templates)
+        .map(|(id, c, line)| finding(id, &drain.clusters()[id].template(), line, c, &exposure, lc, alpha))
+        .collect()
+}
+
+/// Templates of the judged lines in time order, and each one's counts.
+fn mine(obs: &Observation, lc: &LogJudgeConfig, warmup: usize, steps: usize) -> (Drain, Vec<Counts>) {
+    let step = u64::from(obs.step_s.max(1));
+    let mut order: Vec<(usize, &LogLine)> = obs
+        .logs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| lc.levels.iter().any(|v| v.eq_ignore_ascii_case(&l.level)))
+        .collect();
+    order.sort_by_key(|(_, l)| l.t_s);
+    let mut drain = Drain::new(DrainConfig::default());
+    let mut counts: Vec<Counts> = Vec::new();
+    for (index, line) in order {
+        let id = drain.add(&line.message);
+        if id == counts.len() {
+            counts.push(Counts {
+                canary: vec![0.0; steps - warmup],
+                baseline: vec![0.0; steps - warmup],
+                example: None,
+            });
+        }
+        let i = (line.t_s / step) as usize;
+        if !(warmup..steps).contains(&i) {
+            continue;
+        }
+        let c = &mut counts[id];
+        match line.target {
+            Side::Canary => {
+                c.canary[i - warmup] += 1.0;
+                c.example = Some(index);
+            }
+            Side::Baseline => c.baseline[i - warmup] += 1.0,
+        }
+    }
+    (drain, counts)
+}
+
+/// What each side was exposed to per step: requests served, or one step
+/// each when the source gives no traffic (both sides assumed alike).
+struct Exposure {
+    canary: Vec<f64>,
+    baseline: Vec<f64>,
+    per_request: bool,
+}
+
+fn exposure(obs: &Observation, warmup: usize, steps: usize) -> Exposure {
+    match &obs.traffic {
+        Some(t) => {
+            let side = |v: &[u64]| (warmup..steps).map(|i| v.get(i).copied().unwrap_or(0) as f64).collect();
+            Exposure { canary: side(&t.canary), baseline: side(&t.baseline), per_request: true }
+        }
+        None => Exposure { canary: vec![1.0; steps - warmup], baseline: vec![1.0; steps - warmup], per_request: false },
+    }
+}
+
+/// The burst size the evidence is tempered by (≥ 1): the baseline's index of
+/// dispersion over its steps, or with no baseline lines, the canary's lines per active step.
+fn dispersion(c: &Counts) -> f64 {
+    let n = c.baseline.len() as f64;
+    let mean = c.baseline.iter().sum::<f64>() / n.max(1.0);
+    let d = if mean > 0.0 && n >= 2.0 {
+        c.baseline.iter().map(|b| (b - mean).powi(2)).sum::<f64>() / (n - 1.0) / mean
+    } else {
+        let active = c.canary.iter().filter(|x| **x > 0.0).count();
+        c.canary.iter().sum::<f64>() / active.max(1) as f64
+    };
+    d.max(1.0)
+}
+
+fn finding(
+    id: usize,
+    template: &str,
+    line: &LogLine,
+    c: &Counts,
+    ex: &Exposure,
+    lc: &LogJudgeConfig,
+    alpha: f64,
+) -> Finding {
+    let steps: Vec<StepEvents> = (0..c.canary.len())
+        .filter(|&i| ex.canary[i] > 0.0 && ex.baseline[i] > 0.0)
+        .map(|i| StepEvents {
+            canary: c.canary[i],
+            total: c.canary[i] + c.baseline[i],
+            share: ex.canary[i] / (ex.canary[i] + ex.baseline[i]),
+        })
+        .collect();
+    let (lines_c, lines_b) = (c.canary.iter().sum::<f64>(), c.baseline.iter().sum::<f64>());
+    let (exp_c, exp_b) = (ex.canary.iter().sum::<f64>(), ex.baseline.iter().sum::<f64>());
+    let (rate_c, rate_b) = (lines_c / exp_c.max(1.0), lines_b / exp_b.max(1.0));
+    let absolute = if ex.per_request { lc.tolerance } else { 0.0 };
+    let past_tolerance =
+        lines_c >= lc.min_lines as f64 && rate_c - rate_b > absolute && rate_c > rate_b * (1.0 + lc.relative_tolerance);
+    let evidence = sequential::evidence(&steps, dispersion(c), alpha, past_tolerance);
+    let spec = MetricSpec {
+        name: format!("log-template-{}", id + 1),
+        unit: if ex.per_request { Unit::Ratio } else { Unit::Other("lines/step".into()) },
+        bad_direction: BadDirection::Up,
+    };
+    let mut f = Finding::empty(&spec);
+    f.status = if evidence.crossed() { MetricStatus::Failing } else { MetricStatus::Ok };
+    (f.baseline, f.canary, f.effect) = (Some(rate_b), Some(rate_c), Some(rate_c - rate_b));
+    f.relative_effect = (rate_b > 0.0).then(|| (rate_c - rate_b) / rate_b);
+    f.tolerance = Some(absolute.max(rate_b * lc.relative_tolerance));
+    (f.samples, f.coverage) = (c.canary.len(), 1.0);
+    f.explanation = explain(&spec, &evidence, lines_b, ex.per_request);
+    f.sequential = Some(evidence);
+    f.log = Some(LogTemplate {
+        template: template.to_string(),
+        example: line.message.clone(),
+        level: line.level.clone(),
+        canary_lines: lines_c as u64,
+        baseline_lines: lines_b as u64,
+    });
+    f
+}
+
+/// Trusted numbers only: the template's text stays in [`LogTemplate`].
+fn explain(spec: &MetricSpec, e: &sequential::SequentialEvidence, lines_b: f64, per_request: bool) -> String {
+    let given = if per_request { "its traffic share" } else { "an even split" };
+    let numbers = format!(
+        "{:.0} canary lines of this error template where {given} predicts {:.1} (baseline {:.0} lines); \
+         evidence ln BF {:.1}, threshold {:.1}",
+        e.canary_events, e.expected_events, lines_b, e.log_bf, e.threshold
+    );
+    match (e.crossed(), e.past_tolerance) {
+        (true, _) => format!("{}: FAILING (log template) — {numbers}", spec.name),
+        (false, false) => {
+            format!("{}: ok — {numbers}; below the log tolerance (too few lines, or not much more often)", spec.name)
+        }
+        (false, true) => format!("{}: ok so far — {numbers}; not yet conclusive", spec.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::{JudgeConfig, judge};
+    use crate::signals::{BaselineKind, Traffic};
+
+    fn obs(lines: Vec<LogLine>, traffic: bool) -> Observation {
+        let n = 180;
+        Observation {
+            service: "checkout".into(),
+            step_s: 10,
+            duration_s: 1800,
+            now_s: 1800,
+            traffic: traffic.then(|| Traffic { baseline: vec![950; n], canary: vec![50; n] }),
+            baseline_kind: BaselineKind::Concurrent,
+            metrics: vec![],
+            logs: lines,
+            events: vec![],
+        }
+    }
+
+    fn line(t_s: u64, target: Side, level: &str, message: String) -> LogLine {
+        LogLine { t_s, target, level: level.into(), message }
+    }
+
+    /// Background errors on both sides at one rate per request (19 : 1 by
+    /// traffic), plus `extra` on the canary: a new template every `every` s.
+    fn lines(extra_every: Option<u64>) -> Vec<LogLine> {
+        let mut v = Vec::new();
+        for t in (60..1800).step_by(10) {
+            if t % 20 == 0 {
+                v.push(line(t, Side::Baseline, "error", format!("upstream inventory timed out after {}ms", 500 + t)));
+            }
+            if t % 400 == 0 {
+                v.push(line(t, Side::Canary, "error", format!("upstream inventory timed out after {}ms", 900 + t)));
+            }
+            if extra_every.is_some_and(|e| t % e == 0) {
+                let order = format!("{:x}", t * 7919);
+                v.push(line(
+                    t,
+                    Side::Canary,
+                    "error",
+                    format!("NullPointerException in CartPricing.apply order={order}"),
+                ));
+            }
+            v.push(line(t, Side::Canary, "info", format!("served request {t}")));
+        }
+        v
+    }
+
+    #[test]
+    fn a_new_error_template_on_the_canary_fails_and_names_its_template_as_data() {
+        let r = judge(&obs(lines(Some(60)), true), &JudgeConfig::default());
+        let f = r.findings.iter().find(|f| f.status == MetricStatus::Failing).expect("failing template");
+        let t = f.log.as_ref().unwrap();
+        assert_eq!(t.template, "NullPointerException in CartPricing.apply <*>");
+        assert!(t.example.starts_with("NullPointerException in CartPricing.apply order="));
+        assert_eq!(t.baseline_lines, 0);
+        assert!(!f.explanation.contains("NullPointer"), "template text stays out of trusted text");
+        assert_eq!(r.verdict, super::super::Verdict::Fail);
+    }
+
+    #[test]
+    fn a_template_both_sides_log_at_one_rate_passes() {
+        let r = judge(&obs(lines(None), true), &JudgeConfig::default());
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        assert_eq!(r.findings[0].status, MetricStatus::Ok);
+        assert_eq!(r.verdict, super::super::Verdict::Pass);
+    }
+
+    #[test]
+    fn info_lines_are_not_judged_and_logs_can_be_turned_off() {
+        let r = judge(&obs(lines(Some(60)), true), &JudgeConfig::default());
+        assert!(r.findings.iter().all(|f| f.log.as_ref().is_some_and(|t| !t.template.starts_with("served"))));
+        let mut cfg = JudgeConfig::default();
+        cfg.logs.enabled = false;
+        assert!(judge(&obs(lines(Some(60)), true), &cfg).findings.is_empty());
+    }
+
+    #[test]
+    fn a_single_burst_is_not_enough() {
+        // Twenty lines in one step: one failure logged twenty times.
+        let mut v = lines(None);
+        v.extend((0..20).map(|k| line(900, Side::Canary, "error", format!("retry {k} of checkout payment failed"))));
+        let r = judge(&obs(v, true), &JudgeConfig::default());
+        assert!(r.findings.iter().all(|f| f.status == MetricStatus::Ok), "{:?}", r.findings);
+    }
+
+    #[test]
+    fn without_traffic_the_sides_are_taken_as_alike() {
+        let r = judge(&obs(lines(Some(60)), false), &JudgeConfig::default());
+        let failing: Vec<&Finding> = r.findings.iter().filter(|f| f.status == MetricStatus::Failing).collect();
+        assert_eq!(failing.len(), 1);
+        assert_eq!(failing[0].unit.as_str(), "lines/step");
+    }
+
+    #[test]
+    fn log_settings_are_checked() {
+        let mut l = LogJudgeConfig { alpha: 0.0, ..Default::default() };
+        assert_eq!(l.validate().unwrap_err().0, "logs.alpha");
+        l = LogJudgeConfig { levels: vec![], ..Default::default() };
+        assert_eq!(l.validate().unwrap_err().0, "logs.levels");
+        assert!(LogJudgeConfig::default().validate().is_ok());
+    }
+}
