@@ -139,7 +139,10 @@ fn mine(obs: &Observation, lc: &LogJudgeConfig, warmup: usize, steps: usize) -> 
         .logs
         .iter()
         .enumerate()
-        .filter(|(_, l)| lc.levels.iter().any(|v| v.eq_ignore_ascii_case(&l.level)))
+        .filter(|(_, l)| {
+            let level = crate::logs::canonical_level(&l.level).unwrap_or("unknown");
+            lc.levels.iter().any(|v| v.eq_ignore_ascii_case(level))
+        })
         .collect();
     order.sort_by_key(|(_, l)| l.t_s);
     let mut drain = Drain::new(DrainConfig::default());
@@ -333,6 +336,14 @@ mod tests {
         assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
         assert_eq!(r.findings[0].status, MetricStatus::Ok);
         assert_eq!(r.verdict, super::super::Verdict::Pass);
+    }
+
+    #[test]
+    fn levels_are_judged_in_any_spelling() {
+        let mut v = lines(None);
+        v.extend((0..12).map(|k| line(300 + 60 * k, Side::Canary, "CRITICAL", format!("disk full on /var {k}"))));
+        let r = judge(&obs(v, true), &JudgeConfig::default());
+        assert!(r.findings.iter().any(|f| f.log.as_ref().is_some_and(|t| t.template.starts_with("disk full"))));
     }
 
     #[test]

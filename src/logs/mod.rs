@@ -31,6 +31,12 @@ pub fn level_of(message: &str) -> String {
     "unknown".into()
 }
 
+/// A level as a source or scenario wrote it (`ERR`, `critical`, `warning`),
+/// in the one spelling `[judge.logs] levels` uses; `None` when unknown.
+pub fn canonical_level(level: &str) -> Option<&'static str> {
+    normalise(level.trim(), true)
+}
+
 /// A known level word in one spelling; single letters (`E`, `W`) only as a
 /// field's value, where they cannot be an ordinary word.
 fn normalise(word: &str, field: bool) -> Option<&'static str> {
