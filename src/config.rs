@@ -132,6 +132,9 @@ pub struct ReleaseConfig {
     /// Pod status (restarts, OOM kills, CrashLoopBackOff) of both sides, as events.
     #[serde(default)]
     pub pods: Option<crate::signals::PodSignalsConfig>,
+    /// Log lines of both sides (Kubernetes pod logs or Loki), judged as log templates.
+    #[serde(default)]
+    pub logs: Option<crate::logs::LogSourceConfig>,
     /// Seconds of release time between analysis ticks (default: the source's sample step).
     #[serde(default)]
     pub tick_s: Option<u64>,
@@ -224,6 +227,10 @@ impl Settings {
             }
             if let SourceConfig::Prometheus(p) = &r.source {
                 p.validate().map_err(|(field, expected)| (format!("releases[{i}].source.{field}"), expected))?;
+            }
+            if let Some(l) = &r.logs {
+                l.validate(r.pods.is_some())
+                    .map_err(|(field, expected)| (format!("releases[{i}].logs.{field}"), expected))?;
             }
             if r.tick_s == Some(0) {
                 return Err((format!("releases[{i}].tick_s"), "seconds > 0".into()));

@@ -21,6 +21,9 @@ pub enum Error {
     /// The audit ledger failed; no action may follow.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    /// A log source could not be set up (an unset credential variable).
+    #[error("log source: {0}")]
+    Logs(#[from] crate::logs::LogReadError),
     /// An executor failed to plan, execute or verify.
     #[error(transparent)]
     Executor(#[from] crate::executor::ExecutorError),

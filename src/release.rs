@@ -90,10 +90,7 @@ impl PreparedRelease {
                 irreversible: cfg.irreversible,
                 environment: cfg.environment.clone(),
             },
-            source: match &cfg.pods {
-                Some(p) => Arc::new(crate::signals::WithPodSignals::new(built.source, p.clone())),
-                None => built.source,
-            },
+            source: with_pods_and_logs(cfg, built.source)?,
             executor,
             planner,
             tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),
@@ -124,6 +121,24 @@ impl PreparedRelease {
     pub fn can_act(&self) -> bool {
         self.executor.is_some()
     }
+}
+
+/// `source` with the release's pod events and log lines added, as configured.
+fn with_pods_and_logs(
+    cfg: &ReleaseConfig,
+    source: Arc<dyn SignalSource>,
+) -> Result<Arc<dyn SignalSource>, crate::Error> {
+    let source: Arc<dyn SignalSource> = match &cfg.pods {
+        Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone())),
+        None => source,
+    };
+    Ok(match &cfg.logs {
+        Some(l) => {
+            let start_unix_s = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as f64 / 1000.0;
+            Arc::new(l.wrap(source, cfg.pods.as_ref(), start_unix_s)?)
+        }
+        None => source,
+    })
 }
 
 /// See [`PreparedRelease::lease`]. Existing ledgers keyed leases by the bare

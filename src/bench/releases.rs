@@ -214,6 +214,7 @@ fn bench_release(i: usize) -> ReleaseConfig {
         source: SourceConfig::Simulator(SimConfig { seed: i as u64, ..SimConfig::default() }),
         executor: Some(ExecutorConfig::Simulator),
         pods: None,
+        logs: None,
         tick_s: None,
     }
 }

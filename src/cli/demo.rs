@@ -80,6 +80,7 @@ fn demo_release(scenario: &str, sim: &SimConfig, stamp: i64) -> ReleaseConfig {
         source: SourceConfig::Simulator(sim.clone()),
         executor: Some(ExecutorConfig::Simulator),
         pods: None,
+        logs: None,
         tick_s: None,
     }
 }

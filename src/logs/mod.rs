@@ -7,6 +7,13 @@
 //! never followed.
 
 pub mod drain;
+mod kubernetes;
+mod loki;
+mod source;
+
+pub use kubernetes::{PodLogs, PodLogsConfig, parse_pod_log};
+pub use loki::{LokiConfig, LokiLogs, streams as loki_streams};
+pub use source::{LogBatch, LogReadError, LogReader, LogSourceConfig, MAX_LINE_BYTES, MAX_LINES, RawLine, WithLogs};
 
 use crate::signals::{LogLine, Side};
 

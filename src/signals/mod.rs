@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use kubernetes::{PodSignalsConfig, WithPodSignals};
+pub(crate) use prometheus::Credential;
 pub use prometheus::{
-    BaselineWindow, PromAuth, PromBaseline, PromMetric, PrometheusConfig, PrometheusSource, WindowKind,
+    BaselineWindow, PromAuth, PromBaseline, PromMetric, PrometheusConfig, PrometheusSource, UnsetVariable, WindowKind,
 };
 pub use registry::{BuiltSource, SourceConfig, build_source};
 pub use replay::ReplaySource;

@@ -160,7 +160,7 @@ fn prometheus_duration(text: &str) -> Option<u64> {
     (seconds.is_finite() && seconds > 0.0 && seconds.fract() == 0.0).then_some(seconds as u64)
 }
 
-/// How requests to Prometheus (or a proxy in front of it) authenticate.
+/// How requests to Prometheus or Loki (or a proxy in front of them) authenticate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PromAuth {
@@ -180,7 +180,7 @@ pub enum PromAuth {
 
 impl PromAuth {
     /// The credential from the environment, or which field names an unset variable.
-    fn resolve(&self) -> Result<Credential, UnsetVariable> {
+    pub(crate) fn resolve(&self) -> Result<Credential, UnsetVariable> {
         let var = |name: &str, field: &'static str| {
             std::env::var(name).map_err(|_| UnsetVariable { field, var: name.to_string() })
         };
@@ -204,13 +204,13 @@ pub struct UnsetVariable {
 }
 
 /// A resolved credential; reqwest marks the header it makes sensitive.
-enum Credential {
+pub(crate) enum Credential {
     Bearer(String),
     Basic(String, String),
 }
 
 impl Credential {
-    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(crate) fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Credential::Bearer(t) => rb.bearer_auth(t),
             Credential::Basic(u, p) => rb.basic_auth(u, Some(p)),

@@ -29,13 +29,45 @@ struct Cluster {
     rollout: Arc<Mutex<Value>>,
     status_subresource: bool,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Pod log reads that answer 500 before the API recovers.
+    log_failures: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Release time 0 of the pod-log tests, unix seconds (2026-11-28T10:00:00Z).
+const LOG_START: i64 = 1_795_860_000;
+
+/// A pod's log as `GET …/pods/{name}/log?timestamps=true&sinceTime=…` answers
+/// it: RFC 3339 stamped lines from `sinceTime` (second precision) on. The
+/// canary logs a new kind of error three times per 10 s step; the stable pods
+/// an upstream timeout once a minute, and info lines.
+fn pod_log(pod: &str, since: i64) -> String {
+    let mut out = String::new();
+    for t in (LOG_START - 30)..(LOG_START + 1800) {
+        let line = match (pod.contains("canary"), (t - LOG_START).rem_euclid(60)) {
+            (true, k) if k % 10 < 3 => format!("ERROR payment declined: card token tok_{t} rejected by gateway"),
+            (false, 7) => format!("ERROR upstream timeout after 3000ms calling inventory-{t}"),
+            (_, 30) => "INFO healthz ok".to_string(),
+            _ => continue,
+        };
+        if t >= since {
+            let stamp = jiff::Timestamp::from_second(t).unwrap() + jiff::SignedDuration::from_millis(250);
+            out.push_str(&format!("{stamp} {line}\n"));
+        }
+    }
+    out
 }
 
 fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("fixtures/k8s/{name}")).unwrap()).unwrap()
 }
 
-async fn api(State(c): State<Cluster>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn api(
+    State(c): State<Cluster>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     c.seen.lock().unwrap().push(Seen {
@@ -60,6 +92,18 @@ async fn api(State(c): State<Cluster>, method: Method, uri: Uri, headers: Header
             ok(fixture("pods-canary.json"))
         }
         ("GET", "/api/v1/namespaces/shop/pods") => ok(fixture("pods-stable.json")),
+        ("GET", path) if path.starts_with("/api/v1/namespaces/shop/pods/") && path.ends_with("/log") => {
+            if c.log_failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                c.log_failures.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                let status = json!({"kind":"Status","status":"Failure","message":"container logs unavailable","code":500});
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
+            }
+            let query: std::collections::HashMap<String, String> =
+                serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap();
+            let since = query.get("sinceTime").map_or(0, |t| t.parse::<jiff::Timestamp>().unwrap().as_second());
+            let pod = path.trim_end_matches("/log").rsplit('/').next().unwrap_or("");
+            return (StatusCode::OK, pod_log(pod, since)).into_response();
+        }
         ("GET", "/api/v1/namespaces/broken/pods") => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"kind":"Status","status":"Failure","message":"boom","code":500})),
@@ -85,6 +129,7 @@ async fn api(State(c): State<Cluster>, method: Method, uri: Uri, headers: Header
         }
         _ => not_found(),
     }
+    .into_response()
 }
 
 async fn cluster(status_subresource: bool) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
@@ -93,6 +138,7 @@ async fn cluster(status_subresource: bool) -> (Cluster, tempfile::TempDir, std::
         rollout: Arc::new(Mutex::new(fixture("rollout.json"))),
         status_subresource,
         seen: Arc::new(Mutex::new(vec![])),
+        log_failures: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -345,4 +391,102 @@ async fn pod_status_unavailable_leaves_the_metrics_deciding() {
     let obs = pods("broken", &kubeconfig).observe(120).await.unwrap();
     assert!(!obs.metrics.is_empty());
     assert!(obs.events.iter().all(|e| e.kind != "crashloop"));
+}
+
+fn pod_logs(kubeconfig: &std::path::Path) -> backstop::logs::WithLogs {
+    let scenario = backstop::signals::load_scenario(std::path::Path::new(
+        "fixtures/scenarios/holdout/holdout-good-healthy-000.json",
+    ))
+    .unwrap();
+    let inner = std::sync::Arc::new(backstop::signals::ReplaySource::new(std::sync::Arc::new(scenario.data)));
+    let pods = backstop::signals::PodSignalsConfig {
+        namespace: "shop".into(),
+        baseline_selector: "app=checkout,track=stable".into(),
+        canary_selector: "app=checkout,track=canary".into(),
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: None,
+    };
+    let cfg = backstop::logs::LogSourceConfig::Kubernetes(backstop::logs::PodLogsConfig {
+        container: Some("checkout".into()),
+        limit_bytes: 1 << 20,
+    });
+    cfg.wrap(inner, Some(&pods), LOG_START as f64).unwrap()
+}
+
+#[tokio::test]
+async fn pod_logs_of_both_sides_are_read_from_where_the_last_tick_ended() {
+    use backstop::signals::{Side, SignalSource};
+    let (c, _dir, kubeconfig) = cluster(true).await;
+    let source = pod_logs(&kubeconfig);
+    let first = source.observe(60).await.unwrap();
+    let canary =
+        first.logs.iter().filter(|l| l.target == Side::Canary && l.message.starts_with("ERROR payment")).count();
+    // Steps 0..60 s: three lines in each of six steps, nothing from before the release.
+    assert_eq!(canary, 18, "{:?}", first.logs);
+    assert!(first.logs.iter().all(|l| l.t_s <= 60));
+    let timeouts: Vec<(u64, &str)> = first
+        .logs
+        .iter()
+        .filter(|l| l.message.starts_with("ERROR upstream"))
+        .map(|l| (l.t_s, l.level.as_str()))
+        .collect();
+    assert_eq!(timeouts, [(7, "error"), (7, "error")], "one line per stable pod");
+    assert!(first.logs.iter().any(|l| l.level == "info"));
+    let second = source.observe(120).await.unwrap();
+    let payment: Vec<u64> =
+        second.logs.iter().filter(|l| l.message.starts_with("ERROR payment")).map(|l| l.t_s).collect();
+    assert_eq!(payment.len(), 36, "no line twice, none lost");
+    let seen = c.seen.lock().unwrap().clone();
+    let logs: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).filter(|u| u.contains("/log?")).collect();
+    assert!(
+        logs.iter().any(|u| u.starts_with("/api/v1/namespaces/shop/pods/checkout-canary-6b8c9d7e5f-x2k4p/log?")
+            && u.contains("container=checkout")
+            && u.contains("timestamps=true")
+            && u.contains("sinceTime=2026-11-28T10%3A00%3A00Z")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|u| u.contains("sinceTime=2026-11-28T10%3A01%3A00Z")),
+        "the second tick reads from 60 s: {logs:?}"
+    );
+    assert!(seen.iter().all(|s| s.auth == "Bearer test-token" && s.method == "GET"));
+}
+
+#[tokio::test]
+async fn a_new_error_template_in_canary_pod_logs_fails_the_canary() {
+    use backstop::judge::MetricStatus;
+    use backstop::signals::SignalSource;
+    let (_c, _dir, kubeconfig) = cluster(true).await;
+    let source = pod_logs(&kubeconfig);
+    let policy = backstop::policy::PolicyFile::load(std::path::Path::new("policies/default.toml")).unwrap();
+    let mut failing = None;
+    for now in (60..=900).step_by(60) {
+        let r = backstop::judge::judge(&source.observe(now).await.unwrap(), &policy.judge);
+        let metrics_ok = r.findings.iter().filter(|f| f.log.is_none()).all(|f| f.status != MetricStatus::Failing);
+        assert!(metrics_ok, "a healthy scenario's metrics: {:?}", r.findings);
+        if let Some(f) = r.findings.iter().find(|f| f.status == MetricStatus::Failing) {
+            failing = Some((now, f.clone()));
+            break;
+        }
+    }
+    let (at, f) = failing.expect("the canary's new error template fails within 15 minutes");
+    let log = f.log.as_ref().expect("a log-template finding");
+    assert!(log.template.contains("payment declined"), "{log:?}");
+    assert_eq!((log.baseline_lines, log.level.as_str()), (0, "error"));
+    assert!(at <= 600, "failed at {at} s");
+}
+
+#[tokio::test]
+async fn a_pod_log_outage_loses_no_lines_and_leaves_the_metrics_deciding() {
+    use backstop::signals::{Side, SignalSource};
+    let (c, _dir, kubeconfig) = cluster(true).await;
+    c.log_failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    let source = pod_logs(&kubeconfig);
+    let first = source.observe(60).await.unwrap();
+    assert!(!first.metrics.is_empty(), "metrics still observed");
+    assert!(first.logs.iter().all(|l| l.target == Side::Canary), "the baseline's read failed: {:?}", first.logs);
+    let second = source.observe(120).await.unwrap();
+    let baseline =
+        second.logs.iter().filter(|l| l.target == Side::Baseline && l.message.starts_with("ERROR upstream")).count();
+    assert_eq!(baseline, 4, "two pods, two minutes, read after the outage");
 }

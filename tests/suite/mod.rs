@@ -12,6 +12,7 @@ mod interop;
 mod judging;
 mod kubernetes;
 mod ledger;
+mod loki;
 mod model;
 mod orchestrator;
 mod parsers;
