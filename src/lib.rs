@@ -7,6 +7,7 @@
 //! [`orchestrator`], the only place that runs an action.
 
 pub mod bench;
+pub mod calibrate;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -112,6 +112,12 @@ fn one_line(r: &StoredRecord) -> String {
         Record::Operator(o) => format!("operator {:?}: {}", o.action, o.reason).to_lowercase(),
         Record::ReleasePaused(p) => format!("paused at t={}s (agent stopping)", p.now_s),
         Record::ChatOps(c) => chat_line(&c),
+        Record::Calibration(c) => format!(
+            "calibration of {} from {} past releases: {}",
+            c.service,
+            c.releases.len(),
+            c.metrics.iter().map(|m| format!("{}={}", m.metric, m.value)).collect::<Vec<_>>().join(" ")
+        ),
     }
 }
 

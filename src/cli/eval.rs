@@ -32,10 +32,19 @@ pub struct EvalArgs {
     /// rollback or an escalation (not part of FORMAT.md's result object).
     #[arg(long)]
     why: bool,
+    /// Judge each service with its newest calibration from this ledger (file path or URL),
+    /// as `watch` does with `[calibration] apply = true`.
+    #[arg(long)]
+    calibrations: Option<String>,
 }
 
-pub fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
-    let policy = load_policy(a.policy.as_deref(), settings)?;
+pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
+    let mut policy = load_policy(a.policy.as_deref(), settings)?;
+    if let Some(ledger) = &a.calibrations {
+        let url = super::ledger_url(Some(ledger), settings);
+        let ledger = backstop::ledger::Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
+        policy.calibrations = backstop::run::calibrations_in_force(&ledger).await.map_err(|e| Failure::backend(&e))?;
+    }
     let names = if a.judges.is_empty() { vec!["backstop".to_string()] } else { a.judges };
     let mut judges: Vec<Box<dyn backstop::eval::EvalJudge>> = Vec::new();
     for n in &names {

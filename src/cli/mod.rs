@@ -4,6 +4,7 @@
 mod agent;
 mod audit;
 mod bench;
+mod calibrate;
 mod demo;
 mod display;
 mod eval;
@@ -59,6 +60,8 @@ enum Command {
     Reject(agent::AnswerArgs),
     /// Replay scenario files through judges and score them (FORMAT.md JSON or a table).
     Eval(eval::EvalArgs),
+    /// Learn a service's tolerances from its past releases (within the policy's bounds) and record them.
+    Calibrate(calibrate::CalibrateArgs),
     /// Read and verify the audit ledger.
     Audit(audit::AuditArgs),
     /// Validate configuration, policy and executors, and reach every source, executor and the ledger read-only.
@@ -164,7 +167,8 @@ async fn run(cli: Cli) -> CliResult {
         Command::Agent(a) => agent::agent(a, &settings).await,
         Command::Approve(a) => agent::answer(a, "approve").await,
         Command::Reject(a) => agent::answer(a, "reject").await,
-        Command::Eval(a) => eval::run(a, &settings),
+        Command::Eval(a) => eval::run(a, &settings).await,
+        Command::Calibrate(a) => calibrate::run(a, &settings).await,
         Command::Audit(a) => audit::run(a, &settings).await,
         Command::Config { command } => misc::config(command, &settings).await,
         Command::Policy { command } => misc::policy(command, &settings),

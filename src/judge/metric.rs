@@ -505,8 +505,12 @@ fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool
         ),
         _ => format!("baseline {}", fmt(ev.base, &f.unit)),
     };
+    let calibrated = match ctx.cfg.metrics.get(&f.metric).and_then(|o| o.calibrated_from) {
+        Some(n) => format!(", calibrated from {n} past releases"),
+        None => String::new(),
+    };
     let numbers = format!(
-        "canary {} vs {reference} over the last {window}s: harmful shift {} (tolerance {}), z = {:.1} vs critical {:.1}",
+        "canary {} vs {reference} over the last {window}s: harmful shift {} (tolerance {}{calibrated}), z = {:.1} vs critical {:.1}",
         fmt(ev.canary, &f.unit),
         fmt(ev.effect, &f.unit),
         fmt(ev.tol, &f.unit),

@@ -110,6 +110,11 @@ pub struct MetricOverride {
     pub for_s: Option<u64>,
     /// Guard on a ratio metric: canary requests needed within `for_s` (default 50).
     pub min_requests: Option<u64>,
+    /// Set by a calibration (never by the policy file): how many past
+    /// releases the tolerance above was learned from, for explanations.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub calibrated_from: Option<u32>,
 }
 
 /// A guard as written for one service (`[services.NAME.metrics.METRIC]`):

@@ -55,6 +55,9 @@ pub enum Record {
     /// Something on the chat channel no other record shows: a refused
     /// action, an unverified request, a message that could not be delivered.
     ChatOps(ChatOpsRecord),
+    /// Tolerances learned from a service's past releases (`backstop
+    /// calibrate`): its inputs and numbers, under `calibration <service>`.
+    Calibration(Box<crate::calibrate::Calibration>),
 }
 
 /// The stored `kind` column.
@@ -85,6 +88,8 @@ pub enum RecordKind {
     ReleasePaused,
     /// See [`Record::ChatOps`].
     ChatOps,
+    /// See [`Record::Calibration`].
+    Calibration,
 }
 
 impl RecordKind {
@@ -103,6 +108,7 @@ impl RecordKind {
             RecordKind::Operator => "operator",
             RecordKind::ReleasePaused => "release_paused",
             RecordKind::ChatOps => "chat_ops",
+            RecordKind::Calibration => "calibration",
         }
     }
 }
@@ -123,6 +129,7 @@ impl Record {
             Record::Operator(_) => RecordKind::Operator,
             Record::ReleasePaused(_) => RecordKind::ReleasePaused,
             Record::ChatOps(_) => RecordKind::ChatOps,
+            Record::Calibration(_) => RecordKind::Calibration,
         }
     }
 

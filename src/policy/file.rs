@@ -139,6 +139,13 @@ pub struct PolicyFile {
     /// Who may approve what a human must decide, and for how long a request stays open.
     #[serde(default)]
     pub approvals: super::approval::ApprovalPolicy,
+    /// Tolerances learned from past releases: bounds, and whether runs use them.
+    #[serde(default)]
+    pub calibration: crate::calibrate::CalibrationSettings,
+    /// Calibrations in force, by service (from the ledger, when `calibration.apply`).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub calibrations: BTreeMap<String, crate::calibrate::Calibration>,
     /// Where this policy was read from, for errors found after loading.
     #[serde(skip)]
     #[schemars(skip)]
@@ -200,22 +207,27 @@ impl PolicyFile {
                 g.validate().map_err(|(f, e)| (format!("services.{service}.metrics.{metric}.{f}"), e))?;
             }
         }
+        self.calibration.validate().map_err(|(f, e)| (format!("calibration.{f}"), e))?;
         self.judge.validate().map_err(|(f, e)| (format!("judge.{f}"), e))
     }
 
     /// The judge's configuration for `service`: the `[judge]` table with the
-    /// service's guards in place of the general ones.
+    /// service's guards in place of the general ones, and its calibrated
+    /// tolerances when a calibration is in force.
     pub fn judge_for(&self, service: &str) -> std::borrow::Cow<'_, JudgeConfig> {
-        match self.services.get(service).filter(|s| !s.metrics.is_empty()) {
-            None => std::borrow::Cow::Borrowed(&self.judge),
-            Some(s) => {
-                let mut cfg = self.judge.clone();
-                for (metric, g) in &s.metrics {
-                    cfg.metrics.entry(metric.clone()).or_default().set_guard(g);
-                }
-                std::borrow::Cow::Owned(cfg)
-            }
+        let guards = self.services.get(service).filter(|s| !s.metrics.is_empty());
+        let calibration = self.calibrations.get(service);
+        if guards.is_none() && calibration.is_none() {
+            return std::borrow::Cow::Borrowed(&self.judge);
         }
+        let mut cfg = self.judge.clone();
+        for (metric, g) in guards.into_iter().flat_map(|s| &s.metrics) {
+            cfg.metrics.entry(metric.clone()).or_default().set_guard(g);
+        }
+        if let Some(c) = calibration {
+            c.apply(&mut cfg, &self.calibration);
+        }
+        std::borrow::Cow::Owned(cfg)
     }
 
     /// Check the policy against the metrics a release reports: refuse a

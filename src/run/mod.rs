@@ -71,6 +71,21 @@ impl ServiceError {
     }
 }
 
+/// Each service's newest calibration in the ledger (`backstop calibrate`),
+/// logged so a run's output says which tolerances are learned.
+pub async fn calibrations_in_force(
+    ledger: &Ledger,
+) -> Result<std::collections::BTreeMap<String, crate::calibrate::Calibration>, crate::ledger::LedgerError> {
+    let mut newest = std::collections::BTreeMap::new();
+    for (stored, record) in ledger.of_kind(crate::ledger::RecordKind::Calibration, None, 0, 100_000).await? {
+        if let crate::ledger::Record::Calibration(c) = record {
+            tracing::info!(service = %c.service, releases = c.releases.len(), seq = stored.seq, "Calibrated tolerances in force.");
+            newest.insert(c.service.clone(), *c);
+        }
+    }
+    Ok(newest)
+}
+
 /// What every release of one process shares.
 #[derive(Clone)]
 pub struct Service {
@@ -107,6 +122,10 @@ impl Service {
         stop: watch::Receiver<bool>,
     ) -> Result<Self, ServiceError> {
         let ledger = Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?;
+        let mut policy = policy;
+        if policy.calibration.apply {
+            policy.calibrations = calibrations_in_force(&ledger).await.map_err(ServiceError::Ledger)?;
+        }
         let model = settings.assessor().map_err(ServiceError::Model)?;
         let agent = settings.agent_context();
         let mut declared = settings.declared_targets();

@@ -76,6 +76,33 @@ pub struct ScenarioData {
     pub events: Vec<Event>,
 }
 
+impl ScenarioData {
+    /// The release as if it had ended at `end_s` (whole steps): what a
+    /// faulty release looked like before its fault began is a healthy one.
+    /// An earlier-window baseline lies wholly in the past and is kept whole.
+    pub fn prefix(&self, end_s: u64) -> ScenarioData {
+        let step = u64::from(self.step_s.max(1));
+        let n = (end_s.min(self.duration_s) / step) as usize;
+        let history = self.baseline_kind != BaselineKind::Concurrent;
+        let cut = |v: &[Option<f64>]| v[..n.min(v.len())].to_vec();
+        let mut d = self.clone();
+        d.duration_s = n as u64 * step;
+        for m in &mut d.metrics {
+            m.canary = cut(&m.canary);
+            if !history {
+                m.baseline = cut(&m.baseline);
+            }
+        }
+        if let Some(t) = &mut d.traffic {
+            t.baseline.truncate(n);
+            t.canary.truncate(n);
+        }
+        d.logs.retain(|l| l.t_s < d.duration_s);
+        d.events.retain(|e| e.t_s < d.duration_s);
+        d
+    }
+}
+
 /// A parsed scenario: observable data plus its optional label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {

@@ -1,6 +1,7 @@
 mod adversarial;
 mod agent;
 mod approvals;
+mod calibrate;
 mod check;
 mod cli;
 mod crash;
