@@ -30,6 +30,9 @@ use crate::signals::{ReplaySource, ScenarioData};
 pub struct CalibrationSettings {
     /// `watch` and `agent` judge a service with its newest calibration from the ledger (opt-in).
     pub apply: bool,
+    /// With `apply`: on start, re-calibrate each configured service with a Prometheus source
+    /// from its past releases in the ledger, read back from Prometheus, and record it when it changed.
+    pub auto: bool,
     /// Fewest past healthy releases (or healthy stretches) a calibration needs.
     pub min_releases: usize,
     /// Share of the past healthy releases that may still fail after calibration (0 ≤ x < 0.5).
@@ -48,6 +51,7 @@ impl Default for CalibrationSettings {
     fn default() -> Self {
         Self {
             apply: false,
+            auto: false,
             min_releases: 5,
             max_false_rollback_rate: 0.05,
             min_relative_tolerance: 0.05,
@@ -65,6 +69,9 @@ impl CalibrationSettings {
     /// The first wrong field (relative to `[calibration]`) and what it should be.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+        if self.auto && !self.apply {
+            return bad("auto", "`auto = true` only with `apply = true` (a calibration nobody applies is not made)");
+        }
         if self.min_releases < 2 {
             return bad("min_releases", "at least 2 releases");
         }

@@ -23,8 +23,13 @@ pub struct CalibrateArgs {
     service: String,
     /// Recorded scenario files or folders of its past releases (truth `bad = false` are learned
     /// from; `bad = true` are replayed as a check).
-    #[arg(long = "scenarios", required = true)]
+    #[arg(long = "scenarios", required_unless_present = "from_ledger")]
     paths: Vec<PathBuf>,
+    /// Read the service's past releases back instead: the ledger lists each one's window and
+    /// outcome, the service's configured Prometheus source reads the window again (promoted
+    /// ones are learned from; rolled-back ones are replayed as a check).
+    #[arg(long)]
+    from_ledger: bool,
     /// Ledger file path or database URL (default: from configuration).
     #[arg(long)]
     ledger: Option<String>,
@@ -41,24 +46,12 @@ pub struct CalibrateArgs {
 
 pub async fn run(a: CalibrateArgs, settings: &backstop::config::Settings) -> CliResult {
     let policy = load_policy(a.policy.as_deref(), settings)?;
-    let corpus = backstop::eval::load_corpus(&a.paths);
-    if let Some(e) = corpus.errors.first() {
-        return Err(Failure::usage(format!("{e} ({} scenario file(s) could not be read)", corpus.errors.len())));
-    }
     let cfg = policy.judge_for(&a.service).into_owned();
-    let (mut healthy, mut faulty) = (Vec::<ScenarioData>::new(), Vec::<ScenarioData>::new());
-    // A release nobody labelled is neither learned from nor a check.
-    for s in corpus.groups.into_iter().flat_map(|(_, s)| s).filter(|s| s.data.service == a.service) {
-        match s.truth {
-            Some(t) if t.bad => {
-                // Before its fault began it was a healthy release: five minutes of judging or more.
-                healthy.extend(before_onset(&s.data, t.onset_s, cfg.warmup_s, 300));
-                faulty.push(s.data);
-            }
-            Some(_) => healthy.push(s.data),
-            None => {}
-        }
-    }
+    let (healthy, faulty) = if a.from_ledger {
+        from_ledger(&a, settings).await?
+    } else {
+        from_scenarios(&a.paths, &a.service, cfg.warmup_s)?
+    };
     let c = calibrate(&a.service, &healthy, &faulty, &cfg, &policy.calibration).map_err(Failure::usage)?;
     let recorded = if a.dry_run { None } else { Some(record(&a, settings, &c).await?) };
     match a.format {
@@ -69,6 +62,58 @@ pub async fn run(a: CalibrateArgs, settings: &backstop::config::Settings) -> Cli
         Format::Table => out(&table(&c, recorded, policy.calibration.apply)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+type Releases = (Vec<ScenarioData>, Vec<ScenarioData>);
+
+/// Healthy and faulty recordings of `service` from scenario files.
+fn from_scenarios(paths: &[PathBuf], service: &str, warmup_s: u64) -> Result<Releases, Failure> {
+    let corpus = backstop::eval::load_corpus(paths);
+    if let Some(e) = corpus.errors.first() {
+        return Err(Failure::usage(format!("{e} ({} scenario file(s) could not be read)", corpus.errors.len())));
+    }
+    let (mut healthy, mut faulty) = (vec![], vec![]);
+    // A release nobody labelled is neither learned from nor a check.
+    for s in corpus.groups.into_iter().flat_map(|(_, s)| s).filter(|s| s.data.service == service) {
+        match s.truth {
+            Some(t) if t.bad => {
+                // Before its fault began it was a healthy release: five minutes of judging or more.
+                healthy.extend(before_onset(&s.data, t.onset_s, warmup_s, 300));
+                faulty.push(s.data);
+            }
+            Some(_) => healthy.push(s.data),
+            None => {}
+        }
+    }
+    Ok((healthy, faulty))
+}
+
+/// Promoted and rolled-back past releases of the service, read back through
+/// the Prometheus source its release in `backstop.toml` configures.
+async fn from_ledger(a: &CalibrateArgs, settings: &backstop::config::Settings) -> Result<Releases, Failure> {
+    let prometheus = settings
+        .releases
+        .iter()
+        .filter(|r| r.service == a.service)
+        .find_map(|r| match &r.source {
+            backstop::signals::SourceConfig::Prometheus(p) => Some(p.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--from-ledger reads past windows through the service's Prometheus source: no release of `{}` in the configuration has `source = {{ kind = \"prometheus\", … }}`",
+                a.service
+            ))
+        })?;
+    let url = ledger_url(a.ledger.as_deref(), settings);
+    let ledger = Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
+    let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) as f64 / 1000.0;
+    let past =
+        backstop::run::history::past_releases(&ledger, &a.service, now).await.map_err(|e| Failure::backend(&e))?;
+    let read =
+        backstop::run::history::read_back(&a.service, &prometheus, &past).await.map_err(|e| Failure::backend(&e))?;
+    let (promoted, rolled_back): (Vec<_>, Vec<_>) = read.into_iter().partition(|(p, _)| p.promoted);
+    Ok((promoted.into_iter().map(|(_, d)| d).collect(), rolled_back.into_iter().map(|(_, d)| d).collect()))
 }
 
 /// Append the calibration to the ledger; its sequence number.

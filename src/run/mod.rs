@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod exit;
+pub mod history;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -86,6 +87,33 @@ pub async fn calibrations_in_force(
     Ok(newest)
 }
 
+/// `[calibration] auto`: each configured service with a Prometheus source
+/// re-calibrated from its past releases. A failure (Prometheus down, a
+/// window gone past retention) keeps the calibration in force and is logged:
+/// calibration can refine a judgement, never stop a release.
+async fn recalibrate_configured(ledger: &Ledger, settings: &Settings, policy: &mut PolicyFile, agent: &AgentContext) {
+    let mut done = std::collections::BTreeSet::new();
+    for r in &settings.releases {
+        let crate::signals::SourceConfig::Prometheus(p) = &r.source else { continue };
+        if !done.insert(r.service.clone()) {
+            continue;
+        }
+        let actor = agent.actor();
+        let now_ms = agent.clock.now_ms();
+        let in_force = policy.calibrations.get(&r.service).cloned();
+        match history::recalibrate(ledger, &r.service, p, policy, &actor, now_ms, in_force.as_ref()).await {
+            Ok(Some(c)) => {
+                tracing::info!(service = %r.service, releases = c.releases.len(), "Re-calibrated from past releases.");
+                policy.calibrations.insert(r.service.clone(), c);
+            }
+            Ok(None) => tracing::info!(service = %r.service, "Too few past releases to calibrate yet."),
+            Err(e) => {
+                tracing::warn!(service = %r.service, error = %crate::error::chain(&e), "Re-calibration failed; the calibration in force stays.")
+            }
+        }
+    }
+}
+
 /// What every release of one process shares.
 #[derive(Clone)]
 pub struct Service {
@@ -123,11 +151,14 @@ impl Service {
     ) -> Result<Self, ServiceError> {
         let ledger = Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?;
         let mut policy = policy;
+        let agent = settings.agent_context();
         if policy.calibration.apply {
             policy.calibrations = calibrations_in_force(&ledger).await.map_err(ServiceError::Ledger)?;
         }
+        if policy.calibration.auto {
+            recalibrate_configured(&ledger, &settings, &mut policy, &agent).await;
+        }
         let model = settings.assessor().map_err(ServiceError::Model)?;
-        let agent = settings.agent_context();
         let mut declared = settings.declared_targets();
         declared.extend(settings.agent.targets.iter().map(|d| d.target.clone()));
         Ok(Self {

@@ -77,6 +77,23 @@ pub struct ScenarioData {
 }
 
 impl ScenarioData {
+    /// A whole observed window as a recording named `name` (a past
+    /// release read back from its source, for calibration).
+    pub fn from_observation(name: String, obs: super::Observation) -> ScenarioData {
+        ScenarioData {
+            name,
+            description: String::new(),
+            service: obs.service,
+            step_s: obs.step_s,
+            duration_s: obs.duration_s,
+            traffic: obs.traffic,
+            baseline_kind: obs.baseline_kind,
+            metrics: obs.metrics,
+            logs: obs.logs,
+            events: obs.events,
+        }
+    }
+
     /// The release as if it had ended at `end_s` (whole steps): what a
     /// faulty release looked like before its fault began is a healthy one.
     /// An earlier-window baseline lies wholly in the past and is kept whole.

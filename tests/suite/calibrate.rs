@@ -121,3 +121,161 @@ fn too_few_releases_or_broken_bounds_are_clear_errors() {
         .code(2)
         .stderr(predicate::str::contains("bad.toml").and(predicate::str::contains("calibration.min_ratio_tolerance")));
 }
+
+/// Release `k`'s start, unix seconds: six releases half an hour apart, the last
+/// ending well before now.
+fn past_start(now: i64, k: i64) -> i64 {
+    now - now % 10 - 4 * 3600 + k * 1800
+}
+
+/// Five hours of two metrics on both sides, every 10 s, as OpenMetrics: the
+/// canary's p99 runs 30 % above the stable one's (healthy, another node
+/// type), except in release 5's window, where it doubles (a real fault).
+fn history(now: i64) -> String {
+    let (from, to) = (past_start(now, 0) - 3600, now - 1800);
+    let mut seed = 7u64;
+    let mut noise = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    };
+    let mut stable = vec![];
+    let mut canary = vec![];
+    let mut cpu = vec![];
+    for t in (from..to).step_by(10) {
+        let s = 200.0 + 20.0 * noise();
+        let faulty = (past_start(now, 5)..past_start(now, 5) + 600).contains(&t);
+        let c = (200.0 + 20.0 * noise()) * if faulty { 2.0 } else { 1.3 };
+        stable.push(format!("checkout_latency_p99_ms{{side=\"stable\"}} {s:.2} {t}\n"));
+        canary.push(format!("checkout_latency_p99_ms{{side=\"canary\"}} {c:.2} {t}\n"));
+        for side in ["stable", "canary"] {
+            cpu.push(format!("checkout_cpu_percent{{side=\"{side}\"}} {:.2} {t}\n", 50.0 + 4.0 * noise()));
+        }
+    }
+    cpu.sort_by_key(|l| l.contains("canary"));
+    format!(
+        "# TYPE checkout_latency_p99_ms gauge\n{}{}# TYPE checkout_cpu_percent gauge\n{}# EOF\n",
+        stable.concat(),
+        canary.concat(),
+        cpu.concat()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_releases_in_the_ledger_are_read_back_from_real_prometheus_and_calibrate() {
+    let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
+    let prom = crate::support::prometheus::Prometheus::start_with_history(&history(now));
+    let d = tempfile::tempdir().unwrap();
+    let ledger_path = d.path().join("l.db");
+    seed(&ledger_path, now).await;
+    let config = prometheus_release(d.path(), &prom.url);
+    let applying = policy(d.path(), "apply.toml", &[("apply = false", "apply = true")]);
+    let out = tokio::task::spawn_blocking(move || {
+        backstop()
+            .args(["--config", config.to_str().unwrap(), "calibrate", "--service", "checkout", "--from-ledger"])
+            .args(["--ledger", ledger_path.to_str().unwrap(), "--policy", applying.to_str().unwrap()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        table.contains("from 5 past healthy releases (0 of them a faulty release before its fault; 1 faulty"),
+        "{table}"
+    );
+    let latency = table.lines().find(|l| l.starts_with("latency_p99_ms")).unwrap();
+    let value: f64 = latency.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(value > 20.0 && value <= 50.0, "learned above the 20 % default, within the bound: {latency}");
+    assert!(
+        table.contains("rollbacks of these healthy releases: 5 → 0 of 5; faulty releases caught: 1 → 1 of 1"),
+        "{table}"
+    );
+    assert!(table.contains("recorded in the ledger"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_auto_calibration_recalibrates_on_start_and_records_only_a_change() {
+    use backstop::ledger::{Ledger, Record, RecordKind, sqlite_url};
+    let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
+    let prom = crate::support::prometheus::Prometheus::start_with_history(&history(now));
+    let d = tempfile::tempdir().unwrap();
+    let ledger_path = d.path().join("l.db");
+    seed(&ledger_path, now).await;
+    let config = prometheus_release(d.path(), &prom.url);
+    let auto = policy(d.path(), "auto.toml", &[("apply = false", "apply = true"), ("auto = false", "auto = true")]);
+    let open = || async {
+        let settings = backstop::config::Settings::load(Some(&config)).unwrap();
+        let policy = backstop::policy::PolicyFile::load(&auto).unwrap();
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        backstop::run::Service::open(settings, policy, &sqlite_url(&ledger_path), stop).await.unwrap()
+    };
+    let service = open().await;
+    let c = service.policy.calibrations["checkout"].clone();
+    assert_eq!((c.releases.len(), c.faulty.len()), (5, 1));
+    let latency = c.metrics.iter().find(|m| m.metric == "latency_p99_ms").unwrap();
+    assert!(latency.value > 0.2 && latency.value <= 0.5, "{latency:?}");
+    let judge = service.policy.judge_for("checkout");
+    assert_eq!(judge.metrics["latency_p99_ms"].calibrated_from, Some(5));
+    drop(service);
+    // Started again with nothing new: the same calibration, not a second record.
+    let again = open().await;
+    assert_eq!(again.policy.calibrations["checkout"], c);
+    let ledger = Ledger::open(&sqlite_url(&ledger_path)).await.unwrap();
+    let records = ledger.of_kind(RecordKind::Calibration, None, 0, 10).await.unwrap();
+    assert_eq!(records.len(), 1, "recorded once");
+    assert!(records[0].0.actor.starts_with("agent"), "{}", records[0].0.actor);
+    assert!(matches!(&records[0].1, Record::Calibration(r) if **r == c));
+    drop(again);
+    // Prometheus gone: the start still succeeds, with the calibration in force.
+    drop(prom);
+    let without = open().await;
+    assert_eq!(without.policy.calibrations["checkout"], c);
+}
+
+/// A `backstop.toml` whose one release reads the history's metrics from `url`.
+fn prometheus_release(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let config = dir.join("backstop.toml");
+    let source = format!(
+        "{{ kind = \"prometheus\", url = \"{url}\", baseline = \"stable\", canary = \"canary\", step_s = 10, duration_s = 600, \
+         metrics = [{{ name = \"latency_p99_ms\", unit = \"ms\", bad_direction = \"up\", query = \"checkout_latency_p99_ms{{side=\\\"{{{{ side }}}}\\\"}}\" }}, \
+                    {{ name = \"cpu_percent\", unit = \"percent\", bad_direction = \"up\", query = \"checkout_cpu_percent{{side=\\\"{{{{ side }}}}\\\"}}\" }}] }}"
+    );
+    std::fs::write(&config, crate::support::release_toml("checkout", &source, None)).unwrap();
+    config
+}
+
+/// Six past releases of `checkout` in a new ledger: started, and promoted
+/// (release 5 rolled back).
+async fn seed(path: &std::path::Path, now: i64) {
+    use backstop::ledger::{Actor, Ledger, Record, ReleaseFinished, ReleaseStarted, sqlite_url};
+    use backstop::orchestrator::ReleaseStatus;
+    let ledger = Ledger::open(&sqlite_url(path)).await.unwrap();
+    let agent = Actor::Agent { instance: Some("a1".into()) };
+    for k in 0..6 {
+        let id = format!("checkout-v{}", 40 + k);
+        let facts = backstop::policy::ReleaseFacts {
+            release_id: id.clone(),
+            service: "checkout".into(),
+            target: "checkout".into(),
+            declared_targets: vec!["checkout".to_string()].into(),
+            candidate_revision: format!("v{}", 40 + k),
+            last_known_good: None,
+            irreversible: false,
+            environment: "production".into(),
+        };
+        let started = ReleaseStarted {
+            facts,
+            source: "prometheus".into(),
+            mode: backstop::policy::RunMode::Act,
+            duration_s: 600,
+            policy_digest: "test".into(),
+            continued_from_s: None,
+        };
+        let at = past_start(now, k) * 1000;
+        ledger.append(&id, &agent, at, Record::ReleaseStarted(started)).await.unwrap();
+        let status = if k == 5 { ReleaseStatus::RolledBack } else { ReleaseStatus::Promoted };
+        let finished = ReleaseFinished { status, ticks: 60, decided_at_s: 600, model_usage: Default::default() };
+        ledger.append(&id, &agent, at + 600_000, Record::ReleaseFinished(finished)).await.unwrap();
+    }
+}

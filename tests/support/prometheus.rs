@@ -26,7 +26,27 @@ impl Prometheus {
                 "  - job_name: {job}-{n}\n    static_configs:\n      - targets: ['{target}']{labels}\n"
             ));
         }
+        Self::launch(tempfile::tempdir().unwrap(), &jobs)
+    }
+
+    /// No scrapes: the past in `openmetrics` (OpenMetrics text ending in
+    /// `# EOF`, timestamps in seconds), written as TSDB blocks by `promtool
+    /// tsdb create-blocks-from openmetrics` before the server starts.
+    pub fn start_with_history(openmetrics: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).unwrap();
+        let out = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("promtool comes with Debian's prometheus package");
+        assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+        Self::launch(dir, "  []\n")
+    }
+
+    fn launch(dir: tempfile::TempDir, jobs: &str) -> Prometheus {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = dir.path().join("prometheus.yml");
         std::fs::write(

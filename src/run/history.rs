@@ -1,0 +1,119 @@
+//! A service's past releases read back for calibration: the ledger lists
+//! when each started and how it ended; its configured Prometheus source
+//! reads the same window again (`PrometheusSource::starting_at`).
+
+use crate::ledger::{Ledger, LedgerError, Record, RecordKind};
+use crate::orchestrator::ReleaseStatus;
+use crate::policy::Decision;
+use crate::signals::{PrometheusConfig, PrometheusSource, ScenarioData, SignalError, SignalSource};
+
+/// A past release from the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastRelease {
+    /// Its release id.
+    pub release_id: String,
+    /// When it started, unix seconds (its `release_started` record).
+    pub started_unix_s: f64,
+    /// Its analysis window, seconds.
+    pub duration_s: u64,
+    /// Promoted (or recommended for promotion): healthy by its outcome.
+    pub promoted: bool,
+}
+
+/// Why past releases could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The ledger failed.
+    #[error("reading past releases from the ledger")]
+    Ledger(#[from] LedgerError),
+    /// The source could not read a past window.
+    #[error("reading past release `{release_id}` back from Prometheus")]
+    Source {
+        /// The release.
+        release_id: String,
+        /// Why.
+        #[source]
+        source: SignalError,
+    },
+}
+
+/// `service`'s finished releases that ended promoted or rolled back, oldest
+/// first, whose whole window lies before `now_unix_s`. A release continued
+/// after a restart counts once, from its first start.
+pub async fn past_releases(ledger: &Ledger, service: &str, now_unix_s: f64) -> Result<Vec<PastRelease>, HistoryError> {
+    let mut out: Vec<PastRelease> = Vec::new();
+    for (stored, record) in ledger.of_kind(RecordKind::ReleaseStarted, None, 0, 10_000).await? {
+        let Record::ReleaseStarted(s) = record else { continue };
+        if s.facts.service != service
+            || s.continued_from_s.is_some()
+            || out.iter().any(|p| p.release_id == stored.release_id)
+        {
+            continue;
+        }
+        let started_unix_s = stored.at_ms as f64 / 1000.0;
+        if started_unix_s + s.duration_s as f64 > now_unix_s {
+            continue;
+        }
+        let promoted = match ledger.finished(&stored.release_id).await?.map(|f| f.status) {
+            Some(ReleaseStatus::Promoted | ReleaseStatus::Recommended { decision: Decision::Promote, .. }) => true,
+            Some(
+                ReleaseStatus::RolledBack | ReleaseStatus::Recommended { decision: Decision::Rollback { .. }, .. },
+            ) => false,
+            _ => continue,
+        };
+        out.push(PastRelease { release_id: stored.release_id, started_unix_s, duration_s: s.duration_s, promoted });
+    }
+    Ok(out)
+}
+
+/// Each past release's whole window, read again through `cfg` (the
+/// service's Prometheus source as configured today).
+pub async fn read_back(
+    service: &str,
+    cfg: &PrometheusConfig,
+    past: &[PastRelease],
+) -> Result<Vec<(PastRelease, ScenarioData)>, HistoryError> {
+    let mut out = Vec::new();
+    for p in past {
+        let fail = |source| HistoryError::Source { release_id: p.release_id.clone(), source };
+        let cfg = PrometheusConfig { duration_s: p.duration_s, ..cfg.clone() };
+        let source = PrometheusSource::starting_at(cfg, p.started_unix_s).map_err(fail)?;
+        let obs = source.observe(p.duration_s).await.map_err(fail)?;
+        let mut data = ScenarioData::from_observation(p.release_id.clone(), obs);
+        data.service = service.to_string();
+        out.push((p.clone(), data));
+    }
+    Ok(out)
+}
+
+/// Re-calibrate `service` from its past releases (the agent's opt-in
+/// `[calibration] auto`): read them back through `cfg`, calibrate within
+/// the policy's bounds, and record the result when it differs from
+/// `in_force`. `None` when there are too few releases yet.
+pub async fn recalibrate(
+    ledger: &Ledger,
+    service: &str,
+    cfg: &PrometheusConfig,
+    policy: &crate::policy::PolicyFile,
+    actor: &crate::ledger::Actor,
+    now_ms: i64,
+    in_force: Option<&crate::calibrate::Calibration>,
+) -> Result<Option<crate::calibrate::Calibration>, HistoryError> {
+    let past = past_releases(ledger, service, now_ms as f64 / 1000.0).await?;
+    let read = read_back(service, cfg, &past).await?;
+    let (promoted, rolled_back): (Vec<_>, Vec<_>) = read.into_iter().partition(|(p, _)| p.promoted);
+    let healthy: Vec<ScenarioData> = promoted.into_iter().map(|(_, d)| d).collect();
+    let faulty: Vec<ScenarioData> = rolled_back.into_iter().map(|(_, d)| d).collect();
+    // Learned from the policy's own tolerances, not from the calibration already in force.
+    let mut base = policy.clone();
+    base.calibrations.clear();
+    let judge = base.judge_for(service).into_owned();
+    let Ok(c) = crate::calibrate::calibrate(service, &healthy, &faulty, &judge, &policy.calibration) else {
+        return Ok(None);
+    };
+    if in_force.is_none_or(|old| old.metrics != c.metrics || old.releases != c.releases) {
+        let id = crate::calibrate::Calibration::ledger_id(service);
+        ledger.append(&id, actor, now_ms, Record::Calibration(Box::new(c.clone()))).await?;
+    }
+    Ok(Some(c))
+}
