@@ -63,6 +63,10 @@ pub struct CorpusArgs {
     /// or all traffic on the new version judged against its own past.
     #[arg(long, value_enum, default_value_t = KindArg::Concurrent)]
     baseline_kind: KindArg,
+    /// Both sides log an error line per failed request (ordinary failures), so the log-template
+    /// test meets a background; concurrent baselines only.
+    #[arg(long)]
+    background_logs: bool,
 }
 
 /// `--baseline-kind` values, as FORMAT.md spells them.
@@ -164,7 +168,11 @@ pub fn corpus(a: CorpusArgs) -> CliResult {
         bad_per_cell: a.bad_per_cell,
         prefix: a.prefix,
         baseline_kind: a.baseline_kind.into(),
+        background_logs: a.background_logs,
     };
+    if spec.background_logs && spec.baseline_kind != backstop::signals::BaselineKind::Concurrent {
+        return Err(Failure::usage("--background-logs: only with --baseline-kind concurrent"));
+    }
     let io = |e: std::io::Error| Failure { code: 1, message: format!("{}: {e}", a.out.display()) };
     std::fs::create_dir_all(&a.out).map_err(io)?;
     let scenarios = generate_corpus(&spec);

@@ -23,6 +23,8 @@ pub struct CorpusSpec {
     /// What the baseline is: a concurrent canary (the classic corpus), or a
     /// release judged against the window before it or the same window a day earlier.
     pub baseline_kind: BaselineKind,
+    /// Both sides log ordinary errors (`SimConfig::background_logs`); concurrent baselines only.
+    pub background_logs: bool,
 }
 
 /// Healthy families of releases with no concurrent baseline: the nuisances
@@ -105,6 +107,7 @@ pub fn generate_corpus(spec: &CorpusSpec) -> Vec<Scenario> {
         for k in 0..spec.good_per_family {
             let mut c = base(&mut rng, family == "low-traffic");
             nuisance(&mut rng, &mut c, family);
+            c.background_logs = spec.background_logs;
             let name = format!("{}-good-{family}-{k:03}", spec.prefix);
             let desc = format!("healthy canary ({family})");
             out.push(record(c, name, desc, Truth { bad: false, onset_s: None, cause: None }));
@@ -116,6 +119,7 @@ pub fn generate_corpus(spec: &CorpusSpec) -> Vec<Scenario> {
                 for k in 0..spec.bad_per_cell {
                     let mut c = base(&mut rng, low);
                     nuisance(&mut rng, &mut c, "realistic");
+                    c.background_logs = spec.background_logs;
                     let max_onset = if matches!(kind, FaultKind::MemoryLeak | FaultKind::SlowLeak) { 60 } else { 120 };
                     let onset_s = rng.random_range(0..=max_onset) * 10;
                     c.fault = Some(FaultSpec { kind, onset_s, strength });

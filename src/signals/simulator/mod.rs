@@ -34,11 +34,40 @@ pub struct SimStatus {
 
 struct Inner {
     rng: ChaCha8Rng,
+    /// Background log lines draw from their own stream, so turning them on
+    /// leaves every metric of a seed unchanged.
+    log_rng: ChaCha8Rng,
     model: ModelState,
     steps: Vec<[SideStep; 2]>,
     logs: Vec<LogLine>,
     events: Vec<Event>,
     status: SimStatus,
+}
+
+/// Error lines of ordinary failures on both sides at `t`: one per failed
+/// request (requests × error ratio), of three kinds, a fifth of them retried
+/// and logged three times; at most 100 a side a step.
+fn background_logs(g: &mut Inner, t: u64, st: &[SideStep; 2]) {
+    use rand::Rng;
+    for (side, s) in [(Side::Baseline, &st[0]), (Side::Canary, &st[1])] {
+        let Some(Some(ratio)) = s.values.first() else { continue };
+        let errors = ((s.requests as f64 * ratio).round() as usize).min(100);
+        for _ in 0..errors {
+            let r: f64 = g.log_rng.random();
+            let n: u32 = g.log_rng.random_range(1..10_000);
+            let message = if r < 0.6 {
+                format!("ERROR upstream timeout calling inventory-{n} after 3000ms")
+            } else if r < 0.9 {
+                format!("ERROR payment declined: card token tok_{n:x} rejected by gateway")
+            } else {
+                format!("ERROR redis connection reset by peer (10.0.{}.{}:6379)", n % 256, n / 256)
+            };
+            let copies = if g.log_rng.random_bool(0.2) { 3 } else { 1 };
+            for _ in 0..copies {
+                g.logs.push(LogLine { t_s: t, target: side, level: "error".into(), message: message.clone() });
+            }
+        }
+    }
 }
 
 /// A simulated canary release with a controllable traffic split.
@@ -58,6 +87,7 @@ impl Simulator {
         }];
         let inner = Inner {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            log_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6c6f_6773),
             model: ModelState::default(),
             steps: Vec::new(),
             logs: Vec::new(),
@@ -113,11 +143,14 @@ impl Simulator {
             let Inner { rng, model, .. } = g;
             let st = model::step(&self.cfg, model, rng, i, weight);
             self.narrate(g, i, &st);
+            if self.cfg.background_logs {
+                background_logs(g, i * u64::from(self.cfg.step_s), &st);
+            }
             g.steps.push(st);
         }
     }
 
-    /// Log lines and events a real release of this kind would emit.
+    /// Log lines and events a real release of this kind would emit (the fault's own).
     fn narrate(&self, g: &mut Inner, i: u64, st: &[SideStep; 2]) {
         let t = i * u64::from(self.cfg.step_s);
         let Some(fault) = &self.cfg.fault else { return };
@@ -195,6 +228,22 @@ impl SignalSource for Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_logs_leave_the_metrics_alone_and_follow_each_sides_errors() {
+        let cfg = SimConfig { error_ratio: 0.01, total_rps: 200.0, ..SimConfig::default() };
+        let plain = Simulator::new(cfg.clone()).observe_at(1800);
+        let logged = Simulator::new(SimConfig { background_logs: true, ..cfg }).observe_at(1800);
+        assert_eq!(plain.metrics, logged.metrics, "the same seed gives the same release");
+        assert!(plain.logs.is_empty());
+        let lines = |side| logged.logs.iter().filter(|l| l.target == side).count() as f64;
+        let requests = |v: &[u64]| v.iter().sum::<u64>() as f64;
+        let t = logged.traffic.as_ref().unwrap();
+        let (b, c) = (lines(Side::Baseline) / requests(&t.baseline), lines(Side::Canary) / requests(&t.canary));
+        // One line per failed request, 1.4 per failure with retries: about 1.4 % of requests on each side.
+        assert!((0.008..0.025).contains(&b) && (0.005..0.03).contains(&c), "baseline {b}, canary {c}");
+        assert!(logged.logs.iter().all(|l| l.level == "error" && l.message.starts_with("ERROR ")));
+    }
 
     #[test]
     fn same_seed_same_release() {

@@ -134,6 +134,10 @@ pub struct SimConfig {
     /// A new process's memory settling: the canary starts `amplitude` × its
     /// base below the warm baseline and catches up with time constant `tau_s`. Healthy.
     pub memory_warmup: Option<Warmup>,
+    /// Both sides log an error line per failed request (three kinds of
+    /// ordinary failure, some retried three times), so log templates are
+    /// judged against a background, as in production.
+    pub background_logs: bool,
 }
 
 impl Default for SimConfig {
@@ -161,6 +165,7 @@ impl Default for SimConfig {
             trend: 0.0,
             level: 1.0,
             memory_warmup: None,
+            background_logs: false,
         }
     }
 }
