@@ -494,6 +494,10 @@ mod untrusted_tests {
             o.logs.push(LogLine { t_s, target: side, level: "error".into(), message: hostile.into() });
             o.events.push(Event { t_s, target: side, kind: hostile.into(), message: hostile.into() });
         }
+        // Enough error lines that the log judge mines the hostile text into a template finding.
+        for t_s in (320..560).step_by(20) {
+            o.logs.push(LogLine { t_s, target: Side::Canary, level: "error".into(), message: hostile.into() });
+        }
         o
     }
 
@@ -527,6 +531,8 @@ mod untrusted_tests {
             // The model can still read every name, as data.
             let names = items.iter().filter(|i| i.untrusted && i.id.starts_with("name:")).count();
             proptest::prop_assert_eq!(names, 2);
+            proptest::prop_assert!(judged.log_templates().iter().any(|(_, t)| t.example.contains("ZQ")), "a template finding");
+            proptest::prop_assert!(items.iter().any(|i| i.untrusted && i.id.starts_with("template:")), "its template is evidence");
         }
     }
 }
