@@ -135,7 +135,12 @@ fn with_pods_and_logs(
     Ok(match &cfg.logs {
         Some(l) => {
             let start_unix_s = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as f64 / 1000.0;
-            Arc::new(l.wrap(source, cfg.pods.as_ref(), start_unix_s)?)
+            // The baseline's lines come from the same earlier window as its metrics.
+            let offset = match &cfg.source {
+                crate::signals::SourceConfig::Prometheus(p) => p.baseline_offset_s().unwrap_or(0),
+                _ => 0,
+            };
+            Arc::new(l.wrap(source, cfg.pods.as_ref(), start_unix_s, offset)?)
         }
         None => source,
     })

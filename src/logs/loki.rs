@@ -72,17 +72,21 @@ pub struct LokiLogs {
     cfg: LokiConfig,
     http: reqwest::Client,
     credential: Option<crate::signals::Credential>,
+    /// Seconds the baseline's query is moved back (an earlier-window baseline), 0 for a concurrent one.
+    baseline_offset_s: u64,
 }
 
 impl LokiLogs {
-    /// A reader for `cfg`; an unset credential variable is named.
-    pub fn new(cfg: LokiConfig) -> Result<Self, LogReadError> {
+    /// A reader for `cfg`; an unset credential variable is named. The
+    /// baseline's lines are read `baseline_offset_s` earlier and placed on
+    /// the release's clock, as the metrics' earlier window is.
+    pub fn new(cfg: LokiConfig, baseline_offset_s: u64) -> Result<Self, LogReadError> {
         let credential = cfg.auth.as_ref().map(PromAuth::resolve).transpose()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|source| LogReadError::Http { url: crate::secret::redact_url(&cfg.url), source })?;
-        Ok(Self { cfg, http, credential })
+        Ok(Self { cfg, http, credential, baseline_offset_s })
     }
 }
 
@@ -93,10 +97,11 @@ impl LogReader for LokiLogs {
     }
 
     async fn read(&self, side: Side, after_unix_s: f64, until_unix_s: f64) -> Result<LogBatch, LogReadError> {
-        let query = match side {
-            Side::Baseline => &self.cfg.baseline_query,
-            Side::Canary => &self.cfg.canary_query,
+        let (query, back) = match side {
+            Side::Baseline => (&self.cfg.baseline_query, self.baseline_offset_s as f64),
+            Side::Canary => (&self.cfg.canary_query, 0.0),
         };
+        let (after_unix_s, until_unix_s) = (after_unix_s - back, until_unix_s - back);
         let url = format!("{}/loki/api/v1/query_range", self.cfg.url.trim_end_matches('/'));
         let ns = |s: f64| format!("{:.0}", s * 1e9);
         let params = [
@@ -121,13 +126,14 @@ impl LogReader for LokiLogs {
         let resp = rb.send().await.map_err(http_error)?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(http_error)?;
-        let lines = streams(status, &body)?;
+        let mut lines = streams(status, &body)?;
         let limit_hit = lines.len() >= self.cfg.limit as usize;
         let complete = match lines.last() {
             Some(last) if limit_hit => last.at_unix_s,
             _ => until_unix_s,
         };
-        Ok(LogBatch { lines, complete_through_unix_s: complete })
+        lines.iter_mut().for_each(|l| l.at_unix_s += back);
+        Ok(LogBatch { lines, complete_through_unix_s: complete + back })
     }
 }
 

@@ -42,17 +42,20 @@ impl LogSourceConfig {
     }
 
     /// Wrap `inner` so its observations carry this backend's lines; release
-    /// time 0 is `start_unix_s`. `pods` is the release's `[pods]` section.
+    /// time 0 is `start_unix_s`. `pods` is the release's `[pods]` section;
+    /// `baseline_offset_s` moves the baseline's reads back as far as the
+    /// metrics' earlier window (Loki; a pod's log holds only its own past).
     pub fn wrap(
         &self,
         inner: Arc<dyn SignalSource>,
         pods: Option<&crate::signals::PodSignalsConfig>,
         start_unix_s: f64,
+        baseline_offset_s: u64,
     ) -> Result<WithLogs, LogReadError> {
         let reader: Box<dyn LogReader> = match (self, pods) {
             (LogSourceConfig::Kubernetes(k), Some(p)) => Box::new(super::PodLogs::new(p.clone(), k.clone())),
             (LogSourceConfig::Kubernetes(_), None) => return Err(LogReadError::NoPods),
-            (LogSourceConfig::Loki(l), _) => Box::new(super::LokiLogs::new(l.clone())?),
+            (LogSourceConfig::Loki(l), _) => Box::new(super::LokiLogs::new(l.clone(), baseline_offset_s)?),
         };
         Ok(WithLogs::new(inner, reader, start_unix_s))
     }

@@ -410,7 +410,7 @@ fn pod_logs(kubeconfig: &std::path::Path) -> backstop::logs::WithLogs {
         container: Some("checkout".into()),
         limit_bytes: 1 << 20,
     });
-    cfg.wrap(inner, Some(&pods), LOG_START as f64).unwrap()
+    cfg.wrap(inner, Some(&pods), LOG_START as f64, 0).unwrap()
 }
 
 #[tokio::test]

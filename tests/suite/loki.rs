@@ -35,7 +35,7 @@ struct Loki {
 fn lines(query: &str, origin: f64) -> Vec<(i128, String, &'static str)> {
     let canary = query.contains("canary");
     let mut out = vec![];
-    for step in -3i128..180 {
+    for step in -200i128..180 {
         let t0 = (origin as i128 + step * 10) * 1_000_000_000;
         if canary {
             out.push((t0 + 1_000_000_000, format!("ERROR stale price for sku-{step} served from cache"), "pod-a"));
@@ -111,12 +111,16 @@ fn config(url: &str, limit: u32) -> LokiConfig {
 }
 
 fn source(url: &str, limit: u32) -> backstop::logs::WithLogs {
+    source_offset(url, limit, 0)
+}
+
+fn source_offset(url: &str, limit: u32, baseline_offset_s: u64) -> backstop::logs::WithLogs {
     let scenario = backstop::signals::load_scenario(std::path::Path::new(
         "fixtures/scenarios/holdout/holdout-good-healthy-000.json",
     ))
     .unwrap();
     let inner = Arc::new(backstop::signals::ReplaySource::new(Arc::new(scenario.data)));
-    LogSourceConfig::Loki(config(url, limit)).wrap(inner, None, START).unwrap()
+    LogSourceConfig::Loki(config(url, limit)).wrap(inner, None, START, baseline_offset_s).unwrap()
 }
 
 #[tokio::test]
@@ -136,6 +140,28 @@ async fn loki_lines_of_both_sides_arrive_once_with_tenant_and_credentials() {
     );
     let starts: Vec<&str> = seen.iter().map(|(q, _, _)| q["start"].as_str()).collect();
     assert_eq!(starts, ["1795860000000000000", "1795860000000000000", "1795860060000000000", "1795860060000000000"]);
+}
+
+#[tokio::test]
+async fn an_earlier_window_baseline_reads_its_lines_from_the_same_window_as_its_metrics() {
+    let (l, url) = loki().await;
+    // The metrics' baseline is the 10 minutes before the release (`preceding`): so are its lines.
+    let s = source_offset(&url, 5000, 600);
+    let obs = s.observe(60).await.unwrap();
+    let baseline: Vec<(u64, &str)> =
+        obs.logs.iter().filter(|x| x.target == Side::Baseline).map(|x| (x.t_s, x.message.as_str())).collect();
+    let expected: Vec<(u64, String)> =
+        (0..6).map(|k| (4 + 10 * k, format!("WARN slow query took {}ms", 140 + k))).collect();
+    assert_eq!(
+        baseline,
+        expected.iter().map(|(t, m)| (*t, m.as_str())).collect::<Vec<_>>(),
+        "placed on the release's clock"
+    );
+    let canary = obs.logs.iter().filter(|x| x.target == Side::Canary).count();
+    assert_eq!(canary, 12, "the canary reads its own time");
+    let seen = l.seen.lock().unwrap().clone();
+    let starts: Vec<&str> = seen.iter().map(|(q, _, _)| q["start"].as_str()).collect();
+    assert_eq!(starts, ["1795859400000000000", "1795860000000000000"], "baseline 600 s back, then the canary");
 }
 
 #[tokio::test]
@@ -178,7 +204,7 @@ async fn an_unset_credential_variable_is_named() {
         .unwrap()
         .data,
     )));
-    let e = LogSourceConfig::Loki(cfg).wrap(inner, None, START).err().unwrap();
+    let e = LogSourceConfig::Loki(cfg).wrap(inner, None, START, 0).err().unwrap();
     assert!(e.to_string().contains("BACKSTOP_TEST_LOKI_UNSET") && e.to_string().contains("auth.token_env"), "{e}");
 }
 
