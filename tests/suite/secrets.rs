@@ -125,6 +125,18 @@ fn gate_answers(cfg: &str, ledger: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Read both pipes while the server runs: at `RUST_LOG=trace` it writes
+    // more than a pipe holds, and a full pipe would stall it mid-log.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            text
+        })
+    };
+    let mut child = child;
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while crate::suite::watch::http_get(port, "/healthz").is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -140,8 +152,10 @@ fn gate_answers(cfg: &str, ledger: &str) -> String {
         }
     }
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let out = child.wait_with_output().unwrap();
-    all.push_str(&text(&out));
+    let _ = child.wait().unwrap();
+    all.push_str(&stdout.join().unwrap());
+    all.push('\n');
+    all.push_str(&stderr.join().unwrap());
     all
 }
 
