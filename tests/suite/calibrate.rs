@@ -162,12 +162,7 @@ fn history(now: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_releases_in_the_ledger_are_read_back_from_real_prometheus_and_calibrate() {
-    let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
-    let prom = crate::support::prometheus::Prometheus::start_with_history(&history(now));
-    let d = tempfile::tempdir().unwrap();
-    let ledger_path = d.path().join("l.db");
-    seed(&ledger_path, now).await;
-    let config = prometheus_release(d.path(), &prom.url);
+    let (_prom, d, ledger_path, config) = with_history().await;
     let applying = policy(d.path(), "apply.toml", &[("apply = false", "apply = true")]);
     let out = tokio::task::spawn_blocking(move || {
         backstop()
@@ -197,12 +192,7 @@ async fn past_releases_in_the_ledger_are_read_back_from_real_prometheus_and_cali
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_with_auto_calibration_recalibrates_on_start_and_records_only_a_change() {
     use backstop::ledger::{Ledger, Record, RecordKind, sqlite_url};
-    let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
-    let prom = crate::support::prometheus::Prometheus::start_with_history(&history(now));
-    let d = tempfile::tempdir().unwrap();
-    let ledger_path = d.path().join("l.db");
-    seed(&ledger_path, now).await;
-    let config = prometheus_release(d.path(), &prom.url);
+    let (prom, d, ledger_path, config) = with_history().await;
     let auto = policy(d.path(), "auto.toml", &[("apply = false", "apply = true"), ("auto = false", "auto = true")]);
     let open = || async {
         let settings = backstop::config::Settings::load(Some(&config)).unwrap();
@@ -278,4 +268,17 @@ async fn seed(path: &std::path::Path, now: i64) {
         let finished = ReleaseFinished { status, ticks: 60, decided_at_s: 600, model_usage: Default::default() };
         ledger.append(&id, &agent, at + 600_000, Record::ReleaseFinished(finished)).await.unwrap();
     }
+}
+
+/// A real Prometheus holding the history, a ledger of the releases in it,
+/// and a configuration reading them: (server, folder, ledger, config).
+async fn with_history()
+-> (crate::support::prometheus::Prometheus, tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
+    let prom = crate::support::prometheus::Prometheus::start_with_history(&history(now));
+    let d = tempfile::tempdir().unwrap();
+    let ledger_path = d.path().join("l.db");
+    seed(&ledger_path, now).await;
+    let config = prometheus_release(d.path(), &prom.url);
+    (prom, d, ledger_path, config)
 }

@@ -215,11 +215,7 @@ fn watch_judges_loki_lines_and_recommends_rolling_back_a_new_error() {
     let (_l, url) = rt.block_on(loki_from(now));
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("loki.toml");
-    let release = crate::support::release_toml(
-        "checkout",
-        r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#,
-        None,
-    );
+    let release = healthy_release();
     let logs = format!(
         "logs = {{ source = \"loki\", url = \"{url}\", tenant = \"shop\", \
          baseline_query = '{{app=\"checkout\",track=\"stable\"}}', canary_query = '{{app=\"checkout\",track=\"canary\"}}' }}\n"
@@ -240,15 +236,7 @@ fn watch_judges_loki_lines_and_recommends_rolling_back_a_new_error() {
     assert!(stdout.contains("log template"), "{stdout}");
     // The same release without the log source promotes: the lines decided.
     let plain = d.path().join("plain.toml");
-    std::fs::write(
-        &plain,
-        crate::support::release_toml(
-            "checkout",
-            r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#,
-            None,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&plain, healthy_release()).unwrap();
     let out = run(&plain, "plain.db");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -257,11 +245,7 @@ fn watch_judges_loki_lines_and_recommends_rolling_back_a_new_error() {
 fn a_logs_section_with_a_wrong_field_is_named() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("bad.toml");
-    let release = crate::support::release_toml(
-        "checkout",
-        r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#,
-        None,
-    );
+    let release = healthy_release();
     std::fs::write(&cfg, release + "logs = { source = \"kubernetes\" }\n").unwrap();
     let out = assert_cmd::Command::cargo_bin("backstop")
         .unwrap()
@@ -275,4 +259,13 @@ fn a_logs_section_with_a_wrong_field_is_named() {
         stderr.contains("bad.toml") && stderr.contains("releases[0].logs.source") && stderr.contains("pods"),
         "{stderr}"
     );
+}
+
+/// A release replaying a healthy recorded canary, no log source.
+fn healthy_release() -> String {
+    crate::support::release_toml(
+        "checkout",
+        r#"{ kind = "scenario", path = "fixtures/scenarios/holdout/holdout-good-healthy-000.json" }"#,
+        None,
+    )
 }
