@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::source::{LogBatch, LogReadError, LogReader, RawLine};
+use super::reader::{LogBatch, LogReadError, LogReader, RawLine};
 use crate::signals::{PodSignalsConfig, Side};
 
 /// `[releases.logs] source = "kubernetes"`.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::source::{LogBatch, LogReadError, LogReader, RawLine};
+use super::reader::{LogBatch, LogReadError, LogReader, RawLine};
 use crate::signals::{PromAuth, Side};
 
 /// `[releases.logs] source = "loki"`.

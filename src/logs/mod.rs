@@ -9,11 +9,13 @@
 pub mod drain;
 mod kubernetes;
 mod loki;
+mod reader;
 mod source;
 
 pub use kubernetes::{PodLogs, PodLogsConfig, parse_pod_log};
 pub use loki::{LokiConfig, LokiLogs, streams as loki_streams};
-pub use source::{LogBatch, LogReadError, LogReader, LogSourceConfig, MAX_LINE_BYTES, MAX_LINES, RawLine, WithLogs};
+pub use reader::{LogBatch, LogReadError, LogReader, RawLine};
+pub use source::{LogSourceConfig, MAX_LINE_BYTES, MAX_LINES, WithLogs};
 
 use crate::signals::{LogLine, Side};
 
