@@ -137,6 +137,11 @@ pub struct CalibratedMetric {
     pub still_failing: u32,
     /// Set when the bounds decided the value.
     pub at_bound: Option<AtBound>,
+    /// The noise of the paired differences the releases showed, relative to
+    /// the baseline's level (upper decile over releases); the paired test's prior.
+    /// Relative tolerances only (ratio metrics have a binomial floor).
+    #[serde(default)]
+    pub noise_prior: Option<f64>,
 }
 
 /// A whole calibration: what went in, what came out, what it changes.
@@ -186,6 +191,7 @@ impl Calibration {
                 ToleranceKind::Absolute => o.absolute_tolerance = Some(v),
             }
             o.calibrated_from = Some(n);
+            o.noise_prior = m.noise_prior;
         }
     }
 }
@@ -247,7 +253,16 @@ pub fn calibrate(
     let (free, set_in_policy) = metrics_to_calibrate(healthy, cfg);
     // Each metric may keep this many failing releases; together within the target.
     let allowed = ((settings.max_false_rollback_rate * healthy.len() as f64) / free.len().max(1) as f64).floor() as u32;
-    let metrics = search(healthy, cfg, settings, &free, allowed);
+    // The noise priors first: the tolerances are searched with the test that will use them.
+    let priors = noise_priors(healthy, cfg, &free);
+    let mut with_priors = cfg.clone();
+    for (name, prior) in &priors {
+        with_priors.metrics.entry(name.clone()).or_default().noise_prior = Some(*prior);
+    }
+    let mut metrics = search(healthy, &with_priors, settings, &free, allowed);
+    for m in &mut metrics {
+        m.noise_prior = priors.get(&m.metric).copied();
+    }
     let mut calibration = Calibration {
         service: service.into(),
         releases: healthy.iter().map(|d| d.name.clone()).collect(),
@@ -264,6 +279,36 @@ pub fn calibrate(
     calibration.false_rollbacks_after = rollbacks(healthy, &after);
     calibration.caught_after = rollbacks(faulty, &after);
     Ok(calibration)
+}
+
+/// Which quantile of the releases' noise is the prior: nine in ten of them were quieter.
+const PRIOR_QUANTILE: f64 = 0.9;
+
+/// Per relative-tolerance metric, the upper decile over the releases of its
+/// relative noise after warm-up (`judge::relative_noise`).
+fn noise_priors(
+    releases: &[ScenarioData],
+    cfg: &JudgeConfig,
+    free: &[(String, ToleranceKind, f64)],
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (name, _, _) in free.iter().filter(|(_, k, _)| *k == ToleranceKind::Relative) {
+        let mut noise: Vec<f64> = releases
+            .iter()
+            .filter_map(|d| {
+                let from = cfg.warmup_s.div_ceil(u64::from(d.step_s.max(1))) as usize;
+                d.metrics.iter().find(|m| &m.spec.name == name).and_then(|m| crate::judge::relative_noise(m, from))
+            })
+            .filter(|v| v.is_finite())
+            .collect();
+        // Releases differ (traffic, time of day): a prior claiming less noise than most
+        // of them showed would make the test overconfident on the noisier ones.
+        noise.sort_by(f64::total_cmp);
+        if let Some(&q) = noise.get(((noise.len() as f64 * PRIOR_QUANTILE).ceil() as usize).saturating_sub(1)) {
+            out.insert(name.clone(), q);
+        }
+    }
+    out
 }
 
 /// The releases' metrics the calibration may set (name, kind, policy value),
@@ -345,6 +390,7 @@ fn search(
                 value: chosen[k],
                 still_failing: still[k],
                 at_bound,
+                noise_prior: None,
             }
         })
         .collect()
@@ -470,6 +516,13 @@ mod tests {
         }
         let memory = c.metrics.iter().find(|m| m.metric == "memory_mb").unwrap();
         assert!(memory.value < 0.2, "a quiet metric is judged tighter than the default: {memory:?}");
+        // A noise prior per relative-tolerance metric (a fraction of its level), none for ratios.
+        assert!(memory.noise_prior.is_some_and(|p| p > 0.0 && p < 0.5), "{memory:?}");
+        let errors = c.metrics.iter().find(|m| m.metric == "http_error_ratio").unwrap();
+        assert_eq!(errors.noise_prior, None);
+        let mut cfg = JudgeConfig::default();
+        c.apply(&mut cfg, &settings);
+        assert_eq!(cfg.metrics["memory_mb"].noise_prior, memory.noise_prior);
         assert_eq!(c.false_rollbacks_after, 0);
     }
 
@@ -487,6 +540,7 @@ mod tests {
                     value: 0.45,
                     still_failing: 0,
                     at_bound: None,
+                    noise_prior: None,
                 },
                 CalibratedMetric {
                     metric: "cpu_percent".into(),
@@ -495,6 +549,7 @@ mod tests {
                     value: 0.1,
                     still_failing: 0,
                     at_bound: None,
+                    noise_prior: None,
                 },
             ],
             set_in_policy: vec![],

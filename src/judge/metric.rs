@@ -44,6 +44,34 @@ fn noise_scale(pairs: &[Pair]) -> Option<f64> {
     mad_sigma(&steps).map(|m| m / std::f64::consts::SQRT_2)
 }
 
+/// The window's noise pooled with a calibrated prior (relative to the
+/// baseline's median level) weighing `NOISE_PRIOR_WEIGHT` samples: the
+/// conjugate update of a normal variance, `(ν₀σ₀² + ν s²) / (ν₀ + ν)` on
+/// `ν₀ + ν` degrees of freedom.
+fn with_prior(used: &[Pair], sigma: f64, df: f64, prior: f64) -> (f64, f64) {
+    let mut levels: Vec<f64> = used.iter().map(|p| p.b).collect();
+    let Some(level) = median(&mut levels) else { return (sigma, df) };
+    let s0 = prior * level.abs();
+    let nu0 = super::NOISE_PRIOR_WEIGHT;
+    (((nu0 * s0 * s0 + df * sigma * sigma) / (nu0 + df)).sqrt(), nu0 + df)
+}
+
+/// A recorded release's noise for one metric, as the paired test estimates
+/// it over the steps from `from` on, relative to the baseline's median
+/// level: what calibration learns as the metric's noise prior.
+pub fn relative_noise(m: &MetricSeries, from: usize) -> Option<f64> {
+    let pairs: Vec<Pair> = (from..m.canary.len().min(m.baseline.len()))
+        .filter_map(|i| {
+            let (b, c) = (m.baseline[i]?, m.canary[i]?);
+            (b.is_finite() && c.is_finite()).then_some(Pair { i, b, c, nb: 0.0, nc: 0.0 })
+        })
+        .collect();
+    let sigma = noise_scale(&pairs)?;
+    let mut levels: Vec<f64> = pairs.iter().map(|p| p.b).collect();
+    let level = median(&mut levels)?;
+    (level.abs() > 0.0).then(|| sigma / level.abs())
+}
+
 /// Mean and variance of the canary's harmful events in one step, given the
 /// step's total, if both sides shared one rate (the conditional binomial).
 fn conditional_moments(p: &Pair, harm: &impl Fn(f64) -> f64) -> (f64, f64) {
@@ -74,6 +102,10 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
     let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
     let dispersion = if ratio { dispersion(&used, &harm) } else { 1.0 };
     let df = (used.len() as f64 - 1.0).max(1.0);
+    let (sigma, df) = match ctx.cfg.metrics.get(&m.spec.name).and_then(|o| o.noise_prior) {
+        Some(prior) if !ratio => with_prior(&used, sigma, df, prior),
+        _ => (sigma, df),
+    };
     let crit_t = ctx.t_crit(df);
     let mut best: Option<Evidence> = None;
     for &w in &ctx.windows {
@@ -565,5 +597,18 @@ fn accumulated_failure(f: &Finding, ctx: &Context, numbers: &str) -> String {
             f.metric, s.canary_events, s.expected_events, s.log_bf, s.threshold
         ),
         (None, None) => format!("{}: FAILING — {numbers}", f.metric),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_noise_prior_pools_as_ten_samples() {
+        let used: Vec<Pair> = (0..5).map(|i| Pair { i, b: 100.0, c: 100.0, nb: 0.0, nc: 0.0 }).collect();
+        // Window noise 1 on 4 df, prior 5 % of 100 on 10: sqrt((10·25 + 4·1) / 14).
+        let (sigma, df) = with_prior(&used, 1.0, 4.0, 0.05);
+        assert!((sigma - (254.0f64 / 14.0).sqrt()).abs() < 1e-12 && df == 14.0, "{sigma} {df}");
     }
 }

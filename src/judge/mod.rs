@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::signals::{BadDirection, Observation, Unit};
 pub use guard::{BaselineShift, Breach, Guard, GuardHit, GuardNote, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
 use metric::analyse_metric;
+pub use metric::relative_noise;
 
 /// The judge's tunables. Each has a documented default; the policy file may
 /// set them within the bounds that [`JudgeConfig::validate`] enforces.
@@ -115,7 +116,18 @@ pub struct MetricOverride {
     #[serde(skip)]
     #[schemars(skip)]
     pub calibrated_from: Option<u32>,
+    /// Set by a calibration: the noise of the paired differences past
+    /// releases showed, as a fraction of the baseline's level. The paired
+    /// test pools it with the window's own estimate as `NOISE_PRIOR_WEIGHT`
+    /// samples, so a few quiet early samples neither make the test
+    /// overconfident nor leave it waiting for degrees of freedom.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub noise_prior: Option<f64>,
 }
+
+/// Samples a calibrated noise prior counts as in the paired test.
+pub const NOISE_PRIOR_WEIGHT: f64 = 10.0;
 
 /// A guard as written for one service (`[services.NAME.metrics.METRIC]`):
 /// it replaces the `[judge.metrics]` guard of the same metric for that service.
