@@ -174,6 +174,24 @@ impl Calibration {
         format!("calibration {service}")
     }
 
+    /// The same inputs and values as `other`, to a part in 10⁹ (a value read
+    /// back from the ledger's JSON may differ in its last bit).
+    pub fn same_as(&self, other: &Calibration) -> bool {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12);
+        let same_metric = |a: &CalibratedMetric, b: &CalibratedMetric| {
+            a.metric == b.metric
+                && a.kind == b.kind
+                && close(a.value, b.value)
+                && match (a.noise_prior, b.noise_prior) {
+                    (Some(x), Some(y)) => close(x, y),
+                    (x, y) => x == y,
+                }
+        };
+        self.releases == other.releases
+            && self.metrics.len() == other.metrics.len()
+            && self.metrics.iter().zip(&other.metrics).all(|(a, b)| same_metric(a, b))
+    }
+
     /// `cfg` with this calibration's tolerances, clamped again to `bounds`
     /// (the policy may have tightened them since), on every metric the
     /// policy does not set itself.

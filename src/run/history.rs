@@ -111,7 +111,7 @@ pub async fn recalibrate(
     let Ok(c) = crate::calibrate::calibrate(service, &healthy, &faulty, &judge, &policy.calibration) else {
         return Ok(None);
     };
-    if in_force.is_none_or(|old| old.metrics != c.metrics || old.releases != c.releases) {
+    if in_force.is_none_or(|old| !old.same_as(&c)) {
         let id = crate::calibrate::Calibration::ledger_id(service);
         ledger.append(&id, actor, now_ms, Record::Calibration(Box::new(c.clone()))).await?;
     }

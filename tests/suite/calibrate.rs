@@ -210,17 +210,17 @@ async fn an_agent_with_auto_calibration_recalibrates_on_start_and_records_only_a
     drop(service);
     // Started again with nothing new: the same calibration, not a second record.
     let again = open().await;
-    assert_eq!(again.policy.calibrations["checkout"], c);
+    assert!(again.policy.calibrations["checkout"].same_as(&c));
     let ledger = Ledger::open(&sqlite_url(&ledger_path)).await.unwrap();
     let records = ledger.of_kind(RecordKind::Calibration, None, 0, 10).await.unwrap();
     assert_eq!(records.len(), 1, "recorded once");
     assert!(records[0].0.actor.starts_with("agent"), "{}", records[0].0.actor);
-    assert!(matches!(&records[0].1, Record::Calibration(r) if **r == c));
+    assert!(matches!(&records[0].1, Record::Calibration(r) if r.same_as(&c)));
     drop(again);
     // Prometheus gone: the start still succeeds, with the calibration in force.
     drop(prom);
     let without = open().await;
-    assert_eq!(without.policy.calibrations["checkout"], c);
+    assert!(without.policy.calibrations["checkout"].same_as(&c));
 }
 
 /// A `backstop.toml` whose one release reads the history's metrics from `url`.
