@@ -466,17 +466,7 @@ fn rollbacks(releases: &[ScenarioData], cfg: &JudgeConfig) -> u32 {
 }
 
 fn rolled_back(data: &ScenarioData, cfg: &JudgeConfig) -> bool {
-    let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
-    let step = u64::from(data.step_s.max(1));
-    let mut now = step;
-    loop {
-        match judge(&src.observe_at(now), cfg).verdict {
-            Verdict::Fail => return true,
-            Verdict::Pass => return false,
-            Verdict::Inconclusive if now >= data.duration_s => return false,
-            Verdict::Inconclusive => now = (now + step).min(data.duration_s),
-        }
-    }
+    crate::eval::replay_with(data, cfg).decision == crate::eval::Decision::Rollback
 }
 
 #[cfg(test)]

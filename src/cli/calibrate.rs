@@ -108,12 +108,9 @@ async fn from_ledger(a: &CalibrateArgs, settings: &backstop::config::Settings) -
     let url = ledger_url(a.ledger.as_deref(), settings);
     let ledger = Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
     let now = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) as f64 / 1000.0;
-    let past =
-        backstop::run::history::past_releases(&ledger, &a.service, now).await.map_err(|e| Failure::backend(&e))?;
-    let read =
-        backstop::run::history::read_back(&a.service, &prometheus, &past).await.map_err(|e| Failure::backend(&e))?;
-    let (promoted, rolled_back): (Vec<_>, Vec<_>) = read.into_iter().partition(|(p, _)| p.promoted);
-    Ok((promoted.into_iter().map(|(_, d)| d).collect(), rolled_back.into_iter().map(|(_, d)| d).collect()))
+    backstop::run::history::promoted_and_rolled_back(&ledger, &a.service, &prometheus, now)
+        .await
+        .map_err(|e| Failure::backend(&e))
 }
 
 /// Append the calibration to the ledger; its sequence number.

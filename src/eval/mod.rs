@@ -118,22 +118,27 @@ impl EvalJudge for BackstopJudge {
     /// incident-like condition (shared guard breach, baseline shift) is the
     /// agent holding for a human — `escalate`.
     fn replay(&self, data: &ScenarioData) -> Replay {
-        let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
-        let config = self.policy.judge_for(&data.service);
-        let step = u64::from(data.step_s);
-        let mut now = step;
-        loop {
-            let r = judge(&src.observe_at(now), &config);
-            let done = |decision, at| Replay::judged(decision, at, &r);
-            match r.verdict {
-                Verdict::Fail => return done(Decision::Rollback, Some(now)),
-                Verdict::Pass => return done(Decision::Promote, Some(now)),
-                Verdict::Inconclusive if now >= data.duration_s && r.incidents().next().is_some() => {
-                    return done(Decision::Escalate, Some(now));
-                }
-                Verdict::Inconclusive if now >= data.duration_s => return done(Decision::Inconclusive, None),
-                Verdict::Inconclusive => now = (now + step).min(data.duration_s),
+        replay_with(data, &self.policy.judge_for(&data.service))
+    }
+}
+
+/// [`BackstopJudge::replay`] with a judge configuration as given (calibration
+/// replays past releases with trial tolerances through it).
+pub fn replay_with(data: &ScenarioData, config: &crate::judge::JudgeConfig) -> Replay {
+    let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
+    let step = u64::from(data.step_s);
+    let mut now = step;
+    loop {
+        let r = judge(&src.observe_at(now), config);
+        let done = |decision, at| Replay::judged(decision, at, &r);
+        match r.verdict {
+            Verdict::Fail => return done(Decision::Rollback, Some(now)),
+            Verdict::Pass => return done(Decision::Promote, Some(now)),
+            Verdict::Inconclusive if now >= data.duration_s && r.incidents().next().is_some() => {
+                return done(Decision::Escalate, Some(now));
             }
+            Verdict::Inconclusive if now >= data.duration_s => return done(Decision::Inconclusive, None),
+            Verdict::Inconclusive => now = (now + step).min(data.duration_s),
         }
     }
 }

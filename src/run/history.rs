@@ -86,6 +86,20 @@ pub async fn read_back(
     Ok(out)
 }
 
+/// `service`'s past releases read back through `cfg`: the promoted ones
+/// (healthy by their outcome) and the rolled-back ones.
+pub async fn promoted_and_rolled_back(
+    ledger: &Ledger,
+    service: &str,
+    cfg: &PrometheusConfig,
+    now_unix_s: f64,
+) -> Result<(Vec<ScenarioData>, Vec<ScenarioData>), HistoryError> {
+    let past = past_releases(ledger, service, now_unix_s).await?;
+    let (promoted, rolled_back): (Vec<_>, Vec<_>) =
+        read_back(service, cfg, &past).await?.into_iter().partition(|(p, _)| p.promoted);
+    Ok((promoted.into_iter().map(|(_, d)| d).collect(), rolled_back.into_iter().map(|(_, d)| d).collect()))
+}
+
 /// Re-calibrate `service` from its past releases (the agent's opt-in
 /// `[calibration] auto`): read them back through `cfg`, calibrate within
 /// the policy's bounds, and record the result when it differs from
@@ -99,11 +113,7 @@ pub async fn recalibrate(
     now_ms: i64,
     in_force: Option<&crate::calibrate::Calibration>,
 ) -> Result<Option<crate::calibrate::Calibration>, HistoryError> {
-    let past = past_releases(ledger, service, now_ms as f64 / 1000.0).await?;
-    let read = read_back(service, cfg, &past).await?;
-    let (promoted, rolled_back): (Vec<_>, Vec<_>) = read.into_iter().partition(|(p, _)| p.promoted);
-    let healthy: Vec<ScenarioData> = promoted.into_iter().map(|(_, d)| d).collect();
-    let faulty: Vec<ScenarioData> = rolled_back.into_iter().map(|(_, d)| d).collect();
+    let (healthy, faulty) = promoted_and_rolled_back(ledger, service, cfg, now_ms as f64 / 1000.0).await?;
     // Learned from the policy's own tolerances, not from the calibration already in force.
     let mut base = policy.clone();
     base.calibrations.clear();
