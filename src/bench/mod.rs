@@ -61,6 +61,7 @@ pub fn synthetic_observation(metrics: usize, samples: usize, seed: u64) -> Obser
         metrics: series,
         logs: vec![],
         events: vec![],
+        ml: Default::default(),
     }
 }
 

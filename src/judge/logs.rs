@@ -286,6 +286,7 @@ mod tests {
             metrics: vec![],
             logs: lines,
             events: vec![],
+            ml: Default::default(),
         }
     }
 

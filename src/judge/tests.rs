@@ -73,6 +73,7 @@ fn canary_with_no_data_is_inconclusive_never_fail() {
         metrics: vec![MetricSeries { spec, baseline: vec![Some(0.01); n], canary: vec![None; n] }],
         logs: vec![],
         events: vec![],
+        ml: Default::default(),
     };
     let r = judge(&obs, &JudgeConfig::default());
     assert_eq!(r.verdict, Verdict::Inconclusive);

@@ -135,6 +135,7 @@ mod tests {
                 .map(|(target, m)| LogLine { t_s: 5, target, level: "error".into(), message: m.into() })
                 .collect(),
             events: vec![],
+            ml: Default::default(),
         }
     }
 

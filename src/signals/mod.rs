@@ -6,6 +6,7 @@
 //! time it was asked about, so no judge can see the future.
 
 mod kubernetes;
+mod ml;
 mod prometheus;
 mod registry;
 mod replay;
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use kubernetes::{PodSignalsConfig, WithPodSignals};
+pub use ml::{
+    Counts, DistributionSeries, DistributionSpec, DriftKind, LabelSeries, LabelSpec, ModelSignals, Outcomes, Task,
+};
 pub(crate) use prometheus::Credential;
 pub use prometheus::{
     BaselineWindow, PromAuth, PromBaseline, PromMetric, PrometheusConfig, PrometheusSource, UnsetVariable, WindowKind,
@@ -262,6 +266,9 @@ pub struct Observation {
     pub logs: Vec<LogLine>,
     /// Events at or before `now_s`.
     pub events: Vec<Event>,
+    /// Model-release signals (histograms, delayed labels), when the release serves a model.
+    #[serde(default, skip_serializing_if = "ModelSignals::is_empty")]
+    pub ml: ModelSignals,
 }
 
 impl Observation {

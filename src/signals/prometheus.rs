@@ -434,6 +434,7 @@ impl SignalSource for PrometheusSource {
             metrics,
             logs: vec![],
             events: vec![],
+            ml: Default::default(),
         })
     }
 }

@@ -51,6 +51,7 @@ pub(crate) fn truncate(d: &ScenarioData, now_s: u64) -> Observation {
             .collect(),
         logs: d.logs.iter().filter(|l| l.t_s <= now_s).cloned().collect(),
         events: d.events.iter().filter(|e| e.t_s <= now_s).cloned().collect(),
+        ml: d.ml.first_steps(n, history),
     }
 }
 
@@ -90,6 +91,7 @@ mod tests {
                 .map(|i| LogLine { t_s: i * 10 + 5, target: Side::Canary, level: "info".into(), message: "x".into() })
                 .collect(),
             events: vec![],
+            ml: Default::default(),
         }
     }
 

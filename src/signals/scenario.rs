@@ -10,7 +10,10 @@ use crate::signals::Unit;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{BadDirection, BaselineKind, Event, LogLine, MetricSeries, MetricSpec, Side, Traffic};
+use super::{
+    BadDirection, BaselineKind, DistributionSeries, Event, LabelSeries, LogLine, MetricSeries, MetricSpec,
+    ModelSignals, Side, Traffic,
+};
 
 /// The only format value this version reads.
 pub const SCENARIO_FORMAT: &str = "backstop.scenario/v1";
@@ -74,6 +77,8 @@ pub struct ScenarioData {
     pub logs: Vec<LogLine>,
     /// Events.
     pub events: Vec<Event>,
+    /// Model-release signals: histograms and delayed labels (README, "Model releases").
+    pub ml: ModelSignals,
 }
 
 impl ScenarioData {
@@ -91,6 +96,7 @@ impl ScenarioData {
             metrics: obs.metrics,
             logs: obs.logs,
             events: obs.events,
+            ml: obs.ml,
         }
     }
 
@@ -110,6 +116,7 @@ impl ScenarioData {
                 m.baseline = cut(&m.baseline);
             }
         }
+        d.ml = self.ml.first_steps(n, history);
         if let Some(t) = &mut d.traffic {
             t.baseline.truncate(n);
             t.canary.truncate(n);
@@ -155,6 +162,10 @@ struct FileDoc {
     logs: Vec<LogLine>,
     #[serde(default)]
     events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    distributions: Vec<DistributionSeries>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<LabelSeries>,
     #[serde(default)]
     truth: Option<Truth>,
 }
@@ -213,6 +224,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
             .collect(),
         logs: doc.logs,
         events: doc.events,
+        ml: ModelSignals { distributions: doc.distributions, labels: doc.labels },
     };
     Ok(Scenario { path: path.to_path_buf(), data, truth: doc.truth })
 }
@@ -254,6 +266,8 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
             }
         }
     }
+    let ml = ModelSignals { distributions: doc.distributions.clone(), labels: doc.labels.clone() };
+    ml.validate(n, &mut seen.into_iter().map(str::to_string).collect())?;
     if let Some(truth) = &doc.truth
         && let Some(onset) = truth.onset_s
         && onset > doc.duration_s
@@ -326,6 +340,8 @@ impl Scenario {
                 .collect(),
             logs: d.logs.clone(),
             events: d.events.clone(),
+            distributions: d.ml.distributions.clone(),
+            labels: d.ml.labels.clone(),
             truth: self.truth.clone(),
         };
         serde_json::to_string(&doc)
@@ -345,6 +361,7 @@ impl Side {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::{Outcomes, Task};
 
     fn doc(extra: &str) -> String {
         format!(
@@ -392,6 +409,59 @@ mod tests {
         let text = doc("").replace("\"step_s\":10", "\"step_s\":0");
         let err = parse_scenario(Path::new("f.json"), &text).unwrap_err().to_string();
         assert!(err.contains("`step_s`"), "{err}");
+    }
+
+    const ML: &str = r#","distributions":[{"name":"score","kind":"prediction","le":[0.5],
+        "baseline":[[3,7],[2,8],null],"canary":[[5,5],null,[1,9]]}],
+        "labels":[{"name":"fraud","task":"binary","delay_s":600,
+        "baseline":[{"tp":1,"fp":0,"tn":3,"fn":1},null,{"tp":0,"fp":0,"tn":0,"fn":0}],
+        "canary":[null,{"tp":2,"fp":1,"tn":1,"fn":0},null]},
+        {"name":"eta","task":"regression","delay_s":0,"baseline":[null,null,{"n":2,"abs_error_sum":1.5,"abs_error_sq_sum":1.25}],
+        "canary":[null,null,null]}]"#;
+
+    #[test]
+    fn parses_histogram_and_label_series() {
+        let s = parse_scenario(Path::new("a.json"), &doc(ML)).unwrap();
+        let ml = &s.data.ml;
+        assert_eq!(ml.distributions[0].spec.le, vec![0.5]);
+        assert_eq!(ml.distributions[0].canary[2], Some(vec![1.0, 9.0]));
+        assert_eq!(ml.labels[0].spec.delay_s, 600);
+        assert_eq!(ml.labels[0].canary[1], Some(Outcomes::Binary { tp: 2, fp: 1, tn: 1, fn_: 0 }));
+        assert_eq!(ml.labels[1].spec.task, Task::Regression);
+        let again = parse_scenario(Path::new("a.json"), &s.to_json().unwrap()).unwrap();
+        assert_eq!(s, again);
+    }
+
+    #[test]
+    fn a_plain_scenario_writes_no_model_fields() {
+        let s = parse_scenario(Path::new("a.json"), &doc("")).unwrap();
+        let json = s.to_json().unwrap();
+        assert!(!json.contains("distributions") && !json.contains("labels"), "{json}");
+    }
+
+    #[test]
+    fn rejects_broken_model_series_naming_the_field() {
+        let cases = [
+            ("[[5,5],null,[1,9]]", "[[5,5],null,[1,9,0]]", "distributions[0].canary[2]", "2 counts"),
+            ("[[5,5],null,[1,9]]", "[[5,5],null,[1,-9]]", "distributions[0].canary[2]", "counts ≥ 0"),
+            ("[[5,5],null,[1,9]]", "[[5,5],null]", "distributions[0].canary", "3 samples"),
+            ("\"le\":[0.5]", "\"le\":[0.5,0.5]", "distributions[0].le", "strictly increasing"),
+            ("\"name\":\"eta\"", "\"name\":\"score\"", "labels[1].name", "unique"),
+            (
+                "[null,{\"tp\":2,\"fp\":1,\"tn\":1,\"fn\":0},null]",
+                "[null,{\"n\":2,\"abs_error_sum\":1,\"abs_error_sq_sum\":1},null]",
+                "labels[0].canary[1]",
+                "task is binary",
+            ),
+            ("\"abs_error_sum\":1.5", "\"abs_error_sum\":-1.5", "labels[1].baseline[2]", "finite sums"),
+            ("\"task\":\"binary\"", "\"task\":\"ranking\"", "labels[0]", "ranking"),
+        ];
+        for (from, to, field, expected) in cases {
+            let text = doc(ML).replacen(from, to, 1);
+            assert_ne!(text, doc(ML), "{from}");
+            let err = parse_scenario(Path::new("f.json"), &text).unwrap_err().to_string();
+            assert!(err.contains("f.json") && err.contains(field) && err.contains(expected), "{from}: {err}");
+        }
     }
 
     #[test]

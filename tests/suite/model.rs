@@ -56,6 +56,7 @@ fn observation() -> Observation {
             log(180, Side::Canary, "error", "upstream timeout after 33ms calling payments"),
         ],
         events: vec![],
+        ml: Default::default(),
     }
 }
 

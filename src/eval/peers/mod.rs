@@ -92,6 +92,7 @@ pub(crate) fn tiny(canary: Vec<Option<f64>>) -> ScenarioData {
         }],
         logs: vec![],
         events: vec![],
+        ml: Default::default(),
     }
 }
 
