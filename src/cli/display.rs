@@ -27,6 +27,8 @@ fn badge(f: &Finding) -> String {
         MetricStatus::Ignored => "ignored",
         MetricStatus::SharedBreach => "SHARED-BREACH",
         MetricStatus::BaselineShifted => "BASELINE-SHIFT",
+        MetricStatus::Drifted => "DRIFT",
+        MetricStatus::LabelsPending => "labels-pending",
     };
     let shift = match (f.relative_effect, &f.unit) {
         (_, Unit::Ratio) => f.effect.map(|e| format!("{:+.2}pt", e * 100.0)),

@@ -134,13 +134,31 @@ pub fn replay_with(data: &ScenarioData, config: &crate::judge::JudgeConfig) -> R
         match r.verdict {
             Verdict::Fail => return done(Decision::Rollback, Some(now)),
             Verdict::Pass => return done(Decision::Promote, Some(now)),
-            Verdict::Inconclusive if now >= data.duration_s && r.incidents().next().is_some() => {
-                return done(Decision::Escalate, Some(now));
+            Verdict::Inconclusive if now >= data.duration_s => {
+                return match window_end(&r, config) {
+                    Decision::Inconclusive => done(Decision::Inconclusive, None),
+                    d => done(d, Some(now)),
+                };
             }
-            Verdict::Inconclusive if now >= data.duration_s => return done(Decision::Inconclusive, None),
             Verdict::Inconclusive => now = (now + step).min(data.duration_s),
         }
     }
+}
+
+/// What an inconclusive end of the window comes to, as the policy would
+/// decide it: an incident or a drift is held for a human (escalated); a
+/// window that only waits for labels follows `[judge.ml] labels_pending`.
+fn window_end(r: &crate::judge::JudgeResult, config: &crate::judge::JudgeConfig) -> Decision {
+    if r.incidents().next().is_some() || r.drifted().next().is_some() {
+        return Decision::Escalate;
+    }
+    if r.labels_pending().next().is_some() && r.lacking_data().next().is_none() {
+        return match config.ml.labels_pending {
+            crate::judge::ml::PendingAction::Hold => Decision::Escalate,
+            crate::judge::ml::PendingAction::Promote => Decision::Promote,
+        };
+    }
+    Decision::Inconclusive
 }
 
 /// Names `--judge` accepts (`backstop+model` needs a configured `[model]`).

@@ -23,6 +23,7 @@ mod guard;
 mod history;
 pub mod logs;
 mod metric;
+pub mod ml;
 pub mod sequential;
 pub mod stats;
 pub mod trend;
@@ -78,6 +79,8 @@ pub struct JudgeConfig {
     pub method: MethodChoice,
     /// How log templates are judged (`[judge.logs]`).
     pub logs: logs::LogJudgeConfig,
+    /// How model-release signals are judged (`[judge.ml]`).
+    pub ml: ml::MlJudgeConfig,
 }
 
 /// Which comparison the judge uses; README, "How the judge decides".
@@ -219,6 +222,7 @@ impl Default for JudgeConfig {
             metrics: BTreeMap::new(),
             method: MethodChoice::Auto,
             logs: logs::LogJudgeConfig::default(),
+            ml: ml::MlJudgeConfig::default(),
         }
     }
 }
@@ -276,7 +280,8 @@ impl JudgeConfig {
             }
             o.guard_spec().validate().map_err(|(f, e)| (format!("metrics.{name}.{f}"), e))?;
         }
-        self.logs.validate()
+        self.logs.validate()?;
+        self.ml.validate()
     }
 }
 
@@ -314,6 +319,13 @@ pub enum MetricStatus {
     /// The concurrent baseline itself moved far during the window; the
     /// comparison no longer says what the canary did. Hold for a human.
     BaselineShifted,
+    /// A prediction or feature distribution drifted (or the input schema
+    /// changed) and `[judge.ml]` holds that for a human: an alert, not a
+    /// rollback, unless labelled quality falls too.
+    Drifted,
+    /// Too few delayed labels have arrived to judge quality: pending, not
+    /// missing data and not a failure.
+    LabelsPending,
 }
 
 impl MetricStatus {
@@ -376,6 +388,9 @@ pub struct Finding {
     /// For a log template: its text and an example line (untrusted data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<logs::LogTemplate>,
+    /// For a model-release signal: drift distances or labelled scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ml: Option<ml::MlEvidence>,
     /// One sentence a human can check against the numbers.
     pub explanation: String,
 }
@@ -429,6 +444,7 @@ impl Finding {
             sequential: None,
             trend: None,
             log: None,
+            ml: None,
             explanation: String::new(),
         }
     }
@@ -479,6 +495,16 @@ impl JudgeResult {
         v
     }
 
+    /// Distributions that drifted, or schema changes, held for a human.
+    pub fn drifted(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.status == MetricStatus::Drifted)
+    }
+
+    /// Label series still waiting for labels.
+    pub fn labels_pending(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.status == MetricStatus::LabelsPending)
+    }
+
     /// Metrics without enough data to vouch for.
     pub fn lacking_data(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| matches!(f.status, MetricStatus::NoData | MetricStatus::InsufficientData))
@@ -492,7 +518,8 @@ fn tests_per_look(obs: &Observation, cfg: &JudgeConfig, windows: usize) -> usize
         .iter()
         .filter(|m| !cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore))
         .map(|m| if m.spec.bad_direction == BadDirection::Both { 2 } else { 1 })
-        .sum();
+        .sum::<usize>()
+        + ml::tests(obs);
     sides.max(1) * windows.max(1)
 }
 
@@ -556,6 +583,7 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
         .collect();
     findings.extend(logs::judge_logs(obs, cfg, warmup_steps));
+    findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
     let complete = obs.window_complete();
     let failing: Vec<&str> =
         findings.iter().filter(|f| f.status == MetricStatus::Failing).map(|f| f.metric.as_str()).collect();
@@ -565,8 +593,20 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         .map(|f| f.metric.as_str())
         .collect();
     let incidents: Vec<&str> = findings.iter().filter(|f| f.status.is_incident()).map(|f| f.metric.as_str()).collect();
+    let names = |s: MetricStatus| -> Vec<&str> {
+        findings.iter().filter(|f| f.status == s).map(|f| f.metric.as_str()).collect()
+    };
+    let (drifted, pending) = (names(MetricStatus::Drifted), names(MetricStatus::LabelsPending));
     let (verdict, summary) = if !failing.is_empty() {
         (Verdict::Fail, format!("canary is worse than baseline beyond tolerance on {}", failing.join(", ")))
+    } else if !drifted.is_empty() {
+        (
+            Verdict::Inconclusive,
+            format!(
+                "drift on {} while labelled quality holds (or is not yet known): an alert for a human, not a rollback",
+                drifted.join(", ")
+            ),
+        )
     } else if !incidents.is_empty() {
         (
             Verdict::Inconclusive,
@@ -582,6 +622,8 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         (Verdict::Inconclusive, "every metric is ignored; nothing to vouch for".into())
     } else if !lacking.is_empty() {
         (Verdict::Inconclusive, format!("window complete but not enough data on {}", lacking.join(", ")))
+    } else if !pending.is_empty() {
+        (Verdict::Inconclusive, format!("window complete; waiting for delayed labels on {}", pending.join(", ")))
     } else {
         (Verdict::Pass, "window complete; every metric within tolerance".into())
     };

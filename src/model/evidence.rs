@@ -218,8 +218,9 @@ pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
     let fact = match f.status {
         MetricStatus::Failing | MetricStatus::Suspect => Fact::CanaryWorse,
         MetricStatus::Ok => Fact::NoDifference,
-        MetricStatus::NoData | MetricStatus::InsufficientData => Fact::NoData,
-        MetricStatus::Ignored | MetricStatus::BaselineShifted => Fact::Context,
+        MetricStatus::NoData | MetricStatus::InsufficientData | MetricStatus::LabelsPending => Fact::NoData,
+        // Drift says the canary differs, not that it harms: context for the model, not proof.
+        MetricStatus::Ignored | MetricStatus::BaselineShifted | MetricStatus::Drifted => Fact::Context,
         // Both versions past the guard: never evidence against the canary.
         MetricStatus::SharedBreach => Fact::BothSides,
     };

@@ -45,6 +45,7 @@ fn decide(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
             rollback(policy, input, t, reason)
         }
         _ if input.judge.incidents().next().is_some() => incident(input, t),
+        _ if input.judge.drifted().next().is_some() => drifted(policy, input, t),
         Verdict::Pass => promote(policy, input, t),
         Verdict::Inconclusive => inconclusive(policy, input, t),
     }
@@ -77,6 +78,25 @@ fn incident(input: &PolicyInput, t: &mut Trace) -> Decision {
     Decision::Hold { reason }
 }
 
+/// A distribution drifted (or the input schema changed) while labelled
+/// quality holds or is not yet known: an alert for a human, never a rollback
+/// by itself (`[judge.ml] drift = "rollback"` makes the judge fail it instead).
+/// The window keeps running, so labels that fall later still roll back.
+fn drifted(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
+    let mut names = Vec::new();
+    for f in input.judge.drifted() {
+        t.hit("ml.drift_holds", f.explanation.clone());
+        names.push(f.metric.as_str());
+    }
+    let reason = format!(
+        "drift on {} with labelled quality not falling: held for a human (data drift is an alert, not a rollback, \
+         unless policy says so)",
+        names.join(", ")
+    );
+    // A model may only make this stricter (a rollback through its own rules); never a promotion.
+    model_stricter(policy, input, t, Decision::Hold { reason })
+}
+
 fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, otherwise: Decision) -> Decision {
     match input.model {
         ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified } => {
@@ -105,7 +125,10 @@ fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, other
 fn inconclusive(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
     let j = input.judge;
     let lacking: Vec<&str> = j.lacking_data().map(|f| f.metric.as_str()).collect();
-    let base = if j.window_complete {
+    let pending: Vec<&str> = j.labels_pending().map(|f| f.metric.as_str()).collect();
+    let base = if j.window_complete && lacking.is_empty() && !pending.is_empty() {
+        return labels_pending(policy, input, t, &pending);
+    } else if j.window_complete {
         t.hit("judge.window_complete_inconclusive", format!("not enough evidence on {}", lacking.join(", ")));
         Decision::Hold {
             reason: format!(
@@ -124,6 +147,37 @@ fn inconclusive(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Deci
         Decision::Continue
     };
     model_stricter(policy, input, t, base)
+}
+
+/// The window ended with every other signal passing but too few delayed
+/// labels: `[judge.ml] labels_pending` says hold for a human or promote and
+/// keep watching the labels (the trace names what was still pending).
+fn labels_pending(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, pending: &[&str]) -> Decision {
+    let names = pending.join(", ");
+    match policy.judge.ml.labels_pending {
+        crate::judge::ml::PendingAction::Hold => {
+            t.hit("ml.labels_pending_hold", format!("window ended waiting for labels on {names}"));
+            model_stricter(
+                policy,
+                input,
+                t,
+                Decision::Hold {
+                    reason: format!(
+                        "the window ended before enough delayed labels arrived on {names}; policy holds for a human"
+                    ),
+                },
+            )
+        }
+        crate::judge::ml::PendingAction::Promote => {
+            t.hit(
+                "ml.labels_pending_promote_with_watch",
+                format!(
+                    "every other signal passed; labelled quality of {names} still pending: watch it after promotion"
+                ),
+            );
+            promote(policy, input, t)
+        }
+    }
 }
 
 fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {

@@ -255,6 +255,7 @@ mod guards {
             }],
             logs: vec![],
             events: vec![],
+            ml: Default::default(),
         }
     }
 
@@ -430,4 +431,94 @@ fn a_policy_that_ignores_every_metric_of_a_release_is_refused_with_the_field_nam
         "{e}"
     );
     assert!(p.check_guards("checkout", &[spec("err"), spec("lat"), spec("cpu")]).is_ok(), "one metric still judged");
+}
+
+// ---- Model releases: drift holds, falling labelled quality rolls back, pending labels follow policy.
+
+mod ml {
+    use super::*;
+    use crate::signals::simulator::{ModelSim, SimConfig, Simulator};
+
+    fn release(m: ModelSim) -> crate::signals::Observation {
+        let cfg = SimConfig { total_rps: 200.0, canary_weight: 0.2, model: Some(m), ..SimConfig::default() };
+        Simulator::new(cfg).observe_at(1800)
+    }
+
+    fn outcome(p: &PolicyFile, m: ModelSim, model: &ModelInput) -> PolicyOutcome {
+        let j = crate::judge::judge(&release(m), &p.judge_for("checkout"));
+        decide_with(p, &j, model, &facts(), &History::default(), None)
+    }
+
+    fn rules(o: &PolicyOutcome) -> Vec<&str> {
+        o.trace.iter().map(|r| r.rule.as_str()).collect()
+    }
+
+    fn parse(text: &str) -> PolicyFile {
+        let head = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+        PolicyFile::parse(std::path::Path::new("ml.toml"), &format!("{head}{text}")).unwrap()
+    }
+
+    const DRIFT: ModelSim = ModelSim {
+        positive_rate: 0.3,
+        accuracy: 0.92,
+        label_share: 0.5,
+        label_delay_s: 120,
+        change_at_s: 300,
+        prediction_shift: 0.0,
+        feature_shift: 1.0,
+        accuracy_drop: 0.0,
+        schema_change: false,
+    };
+
+    #[test]
+    fn data_drift_with_stable_quality_holds_for_a_human_and_never_promotes() {
+        let concur = ModelInput::Verdict { recommendation: ModelRecommendation::Promote, evidence_verified: true };
+        for model in [ModelInput::NotConfigured, concur] {
+            let o = outcome(&policy(), DRIFT, &model);
+            assert!(rules(&o).contains(&"ml.drift_holds"), "{:?}", rules(&o));
+            match &o.decision {
+                Decision::Hold { reason } => assert!(reason.contains("drift on feature.amount"), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Unless policy says drift is a rollback.
+        let strict = outcome(&parse("[judge.ml]\ndrift = \"rollback\"\n"), DRIFT, &ModelInput::NotConfigured);
+        assert!(matches!(strict.decision, Decision::Rollback { .. }), "{strict:?}");
+    }
+
+    #[test]
+    fn prediction_drift_with_falling_labelled_accuracy_rolls_back() {
+        let m = ModelSim { feature_shift: 0.0, prediction_shift: 0.1, accuracy_drop: 0.08, ..DRIFT };
+        let o = outcome(&policy(), m, &ModelInput::NotConfigured);
+        assert!(matches!(o.decision, Decision::Rollback { .. }), "{o:?}");
+        let why = &o.trace[0].detail;
+        assert!(why.contains("label.fraud"), "{why}");
+    }
+
+    #[test]
+    fn a_window_that_ends_waiting_for_labels_holds_or_promotes_with_watch_as_policy_says() {
+        let m = ModelSim { feature_shift: 0.0, label_delay_s: 4000, ..DRIFT };
+        let held = outcome(&policy(), m.clone(), &ModelInput::NotConfigured);
+        assert!(rules(&held).contains(&"ml.labels_pending_hold"), "{:?}", rules(&held));
+        assert!(matches!(&held.decision, Decision::Hold { reason } if reason.contains("label.fraud")), "{held:?}");
+        let p = parse("[judge.ml]\nlabels_pending = \"promote\"\n");
+        let promoted = outcome(&p, m, &ModelInput::NotConfigured);
+        assert_eq!(promoted.decision, Decision::Promote, "{promoted:?}");
+        assert!(rules(&promoted).contains(&"ml.labels_pending_promote_with_watch"), "{:?}", rules(&promoted));
+    }
+
+    #[test]
+    fn a_schema_change_holds_by_default_and_its_nulls_fail_the_canary() {
+        // Without the null-rate metric the event alone holds; with it the canary fails.
+        let m = ModelSim { feature_shift: 0.0, schema_change: true, ..DRIFT };
+        let mut obs = release(m);
+        let j = crate::judge::judge(&obs, &policy().judge);
+        assert_eq!(j.verdict, crate::judge::Verdict::Fail, "{}", j.summary);
+        assert!(j.failing().any(|f| f.metric == "feature_null_ratio"));
+        obs.metrics.retain(|m| m.spec.name != "feature_null_ratio");
+        let j = crate::judge::judge(&obs, &policy().judge);
+        assert!(j.drifted().any(|f| f.metric == "input_schema"), "{}", j.summary);
+        let o = decide_with(&policy(), &j, &ModelInput::NotConfigured, &facts(), &History::default(), None);
+        assert!(matches!(o.decision, Decision::Hold { .. }), "{o:?}");
+    }
 }

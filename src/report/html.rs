@@ -18,8 +18,8 @@ pub fn scorecard(j: &crate::judge::JudgeResult) -> String {
     use crate::judge::MetricStatus as S;
     let rank = |s: S| match s {
         S::Failing | S::SharedBreach | S::BaselineShifted => 0,
-        S::Suspect => 1,
-        S::NoData | S::InsufficientData => 2,
+        S::Suspect | S::Drifted => 1,
+        S::NoData | S::InsufficientData | S::LabelsPending => 2,
         S::Ok => 3,
         S::Ignored => 4,
     };
