@@ -17,7 +17,7 @@ use backstop::orchestrator::ReleaseStatus;
 use backstop::policy::RunMode;
 use backstop::run::{Service, stop_on_signals};
 use backstop::signals::SourceConfig;
-use backstop::signals::simulator::{FaultKind, FaultSpec, SimConfig, Warmup};
+use backstop::signals::simulator::{FaultKind, FaultSpec, ModelSim, SimConfig, Warmup};
 
 /// The simulated releases `--scenario` offers.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,6 +30,9 @@ pub enum DemoScenario {
     Healthy,
     HealthyNoisy,
     HealthyLowTraffic,
+    /// A fraud model's canary: its scores drift from 300 s and its labelled accuracy
+    /// falls 8 points, which labels arriving 4 minutes late reveal.
+    ModelDrift,
 }
 
 #[derive(Args)]
@@ -60,6 +63,21 @@ fn scenario_config(name: DemoScenario, seed: u64) -> SimConfig {
         D::Healthy => SimConfig { warmup: Some(Warmup { amplitude: 0.8, tau_s: 15.0 }), ..base },
         D::HealthyNoisy => SimConfig { noise: 2.5, blip_rate: 0.03, ..base },
         D::HealthyLowTraffic => SimConfig { total_rps: 30.0, canary_weight: 0.03, ..base },
+        D::ModelDrift => SimConfig {
+            service: "fraud-scorer".into(),
+            total_rps: 200.0,
+            canary_weight: 0.2,
+            model: Some(ModelSim {
+                accuracy: 0.93,
+                label_share: 0.6,
+                label_delay_s: 240,
+                change_at_s: 300,
+                prediction_shift: 0.1,
+                accuracy_drop: 0.08,
+                ..ModelSim::default()
+            }),
+            ..base
+        },
     }
 }
 
@@ -134,6 +152,16 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
             fault.kind.slug(),
             fault.onset_s,
             delay
+        ));
+    } else if let Some(m) = &sim_cfg.model {
+        out(&format!(
+            "simulator truth (never shown to the judge): from {}s the canary model's scores shift by {:.2} and its \
+             accuracy falls {:.0} points; labels arrive {}s after a prediction; decision came {}s after the change",
+            m.change_at_s,
+            m.prediction_shift,
+            m.accuracy_drop * 100.0,
+            m.label_delay_s,
+            outcome.decided_at_s as i64 - m.change_at_s as i64
         ));
     } else {
         out("simulator truth (never shown to the judge): no fault injected");

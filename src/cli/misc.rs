@@ -67,6 +67,11 @@ pub struct CorpusArgs {
     /// test meets a background; concurrent baselines only.
     #[arg(long)]
     background_logs: bool,
+    /// Model releases instead (six families, `--good-per-family` of each): drift with stable
+    /// or falling delayed accuracy, a schema change, a slower model, a healthy retrain, labels
+    /// slower than the window; concurrent baselines only.
+    #[arg(long)]
+    model: bool,
 }
 
 /// `--baseline-kind` values, as FORMAT.md spells them.
@@ -169,9 +174,10 @@ pub fn corpus(a: CorpusArgs) -> CliResult {
         prefix: a.prefix,
         baseline_kind: a.baseline_kind.into(),
         background_logs: a.background_logs,
+        model: a.model,
     };
-    if spec.background_logs && spec.baseline_kind != backstop::signals::BaselineKind::Concurrent {
-        return Err(Failure::usage("--background-logs: only with --baseline-kind concurrent"));
+    if (spec.background_logs || spec.model) && spec.baseline_kind != backstop::signals::BaselineKind::Concurrent {
+        return Err(Failure::usage("--background-logs and --model: only with --baseline-kind concurrent"));
     }
     let io = |e: std::io::Error| Failure { code: 1, message: format!("{}: {e}", a.out.display()) };
     std::fs::create_dir_all(&a.out).map_err(io)?;

@@ -61,7 +61,7 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, crate::Error> {
         SourceConfig::Simulator(sim) => {
             let s = Arc::new(Simulator::new(sim.clone()));
             Ok(BuiltSource {
-                metrics: super::simulator::metric_specs(),
+                metrics: super::simulator::metric_specs_of(sim),
                 source: s.clone(),
                 simulator: Some(s),
                 step_s: sim.step_s,

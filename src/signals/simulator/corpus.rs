@@ -6,7 +6,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{FaultKind, FaultSpec, SimConfig, Simulator, Warmup};
+use super::{FaultKind, FaultSpec, ModelSim, SimConfig, Simulator, Warmup};
 use crate::signals::{BaselineKind, MetricSeries, Observation, Scenario, ScenarioData, Traffic, Truth};
 
 /// How much corpus to make.
@@ -25,7 +25,19 @@ pub struct CorpusSpec {
     pub baseline_kind: BaselineKind,
     /// Both sides log ordinary errors (`SimConfig::background_logs`); concurrent baselines only.
     pub background_logs: bool,
+    /// Model releases instead ([`MODEL_FAMILIES`]): `good_per_family` of each family.
+    pub model: bool,
 }
+
+/// Model-release families: (name, should it be rolled back).
+pub const MODEL_FAMILIES: [(&str, bool); 6] = [
+    ("retrain", false),
+    ("label-delay", false),
+    ("drift-stable", false),
+    ("drift-falling-accuracy", true),
+    ("schema-change", true),
+    ("slower-model", true),
+];
 
 /// Healthy families of releases with no concurrent baseline: the nuisances
 /// of a service compared with its own past.
@@ -101,6 +113,9 @@ pub fn generate_corpus(spec: &CorpusSpec) -> Vec<Scenario> {
     if spec.baseline_kind != BaselineKind::Concurrent {
         return generate_history(spec);
     }
+    if spec.model {
+        return generate_model(spec);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut out = Vec::new();
     for family in GOOD_FAMILIES {
@@ -166,6 +181,7 @@ fn record(mut cfg: SimConfig, name: String, description: String, truth: Truth) -
         metrics,
         logs: obs.logs,
         events: obs.events,
+        ml: obs.ml,
     };
     Scenario { path: format!("{name}.json").into(), data, truth: Some(truth) }
 }
@@ -293,6 +309,7 @@ fn record_history(
         metrics,
         logs: vec![],
         events: vec![],
+        ml: Default::default(),
     };
     Scenario { path: format!("{name}.json").into(), data, truth: Some(truth) }
 }
@@ -310,4 +327,80 @@ fn slice(o: &Observation, from: usize, n: usize) -> Observation {
         traffic: o.traffic.as_ref().map(|t| Traffic { baseline: cut_n(&t.baseline), canary: cut_n(&t.canary) }),
         ..o.clone()
     }
+}
+
+/// A served model's release of one family: everything drawn from fixed
+/// ranges; the canary's change starts at a drawn onset.
+fn model_release(rng: &mut ChaCha8Rng, family: &str) -> (SimConfig, Option<u64>) {
+    let mut c = base(rng, false);
+    nuisance(rng, &mut c, "realistic");
+    let onset_s = rng.random_range(0..=60) * 10;
+    let mut m = ModelSim {
+        positive_rate: rng.random_range(0.1..0.5),
+        accuracy: rng.random_range(0.8..0.97),
+        label_share: rng.random_range(0.3..1.0),
+        label_delay_s: rng.random_range(6..=60) * 10,
+        change_at_s: onset_s,
+        ..ModelSim::default()
+    };
+    let mut onset = Some(onset_s);
+    match family {
+        // A retrained model: scores move a little, quality the same.
+        "retrain" => {
+            m.prediction_shift = rng.random_range(-0.02..0.02);
+            m.accuracy_drop = rng.random_range(-0.01..0.005);
+            onset = None;
+        }
+        // Labels take one to four windows: quality cannot be known in time.
+        "label-delay" => {
+            m.label_delay_s = rng.random_range(2400..7200);
+            onset = None;
+        }
+        // The canary's inputs or scores drift, labelled quality holds: an alert, not a rollback.
+        "drift-stable" => {
+            if rng.random_bool(0.5) {
+                m.feature_shift = rng.random_range(0.4..1.0);
+            } else {
+                m.prediction_shift = rng.random_range(0.06..0.15);
+            }
+            onset = None;
+        }
+        "drift-falling-accuracy" => {
+            m.prediction_shift = rng.random_range(0.04..0.15);
+            m.accuracy_drop = rng.random_range(0.03..0.15);
+        }
+        "schema-change" => {
+            m.schema_change = true;
+            m.feature_shift = rng.random_range(0.3..0.8);
+            m.accuracy_drop = rng.random_range(0.03..0.1);
+        }
+        // A bigger model: the same predictions, slower.
+        _ => {
+            c.fault =
+                Some(FaultSpec { kind: FaultKind::LatencyRegression, onset_s, strength: rng.random_range(0.4..1.5) })
+        }
+    }
+    c.model = Some(m);
+    (c, onset)
+}
+
+/// The model-release corpus: `good_per_family` releases of every family in [`MODEL_FAMILIES`].
+fn generate_model(spec: &CorpusSpec) -> Vec<Scenario> {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut out = Vec::new();
+    for (family, bad) in MODEL_FAMILIES {
+        for k in 0..spec.good_per_family {
+            let (c, onset) = model_release(&mut rng, family);
+            let verdict = if bad { "bad" } else { "good" };
+            let name = format!("{}-model-{verdict}-{family}-{k:03}", spec.prefix);
+            let m = c.model.clone().unwrap_or_default();
+            let desc = format!(
+                "model release ({family}): accuracy {:.2} − {:.2}, score shift {:.2}, feature shift {:.2}, labels after {}s",
+                m.accuracy, m.accuracy_drop, m.prediction_shift, m.feature_shift, m.label_delay_s
+            );
+            let truth = Truth { bad, onset_s: onset.filter(|_| bad), cause: bad.then(|| family.to_string()) };
+            out.push(record(c, name, desc, truth));
+        }
+    }
+    out
 }

@@ -6,6 +6,7 @@
 //! to 0) changes every sample after `t` and none before it.
 
 mod corpus;
+mod ml;
 mod model;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -15,7 +16,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub use corpus::{CorpusSpec, generate_corpus};
-pub use model::{FaultKind, FaultSpec, SimConfig, Warmup, metric_specs};
+pub use ml::ModelSim;
+pub use model::{FaultKind, FaultSpec, SimConfig, Warmup, metric_specs, metric_specs_of};
 use model::{ModelState, SideStep};
 
 use super::{Event, LogLine, MetricSeries, Observation, Side, SignalError, SignalSource, Traffic};
@@ -38,6 +40,9 @@ struct Inner {
     /// leaves every metric of a seed unchanged.
     log_rng: ChaCha8Rng,
     model: ModelState,
+    /// The served model's signals draw from their own stream too.
+    ml_rng: ChaCha8Rng,
+    ml: ml::MlState,
     steps: Vec<[SideStep; 2]>,
     logs: Vec<LogLine>,
     events: Vec<Event>,
@@ -89,6 +94,8 @@ impl Simulator {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             log_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6c6f_6773),
             model: ModelState::default(),
+            ml_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6d6f_64656c),
+            ml: ml::MlState::default(),
             steps: Vec::new(),
             logs: Vec::new(),
             events,
@@ -146,6 +153,11 @@ impl Simulator {
             if self.cfg.background_logs {
                 background_logs(g, i * u64::from(self.cfg.step_s), &st);
             }
+            if let Some(m) = &self.cfg.model {
+                let t = i * u64::from(self.cfg.step_s);
+                g.ml.step(m, &mut g.ml_rng, t, self.cfg.step_s, &st);
+                g.events.extend(ml::MlState::schema_event(m, t, self.cfg.step_s));
+            }
             g.steps.push(st);
         }
     }
@@ -188,7 +200,7 @@ impl Simulator {
         let mut g = self.lock();
         self.generate_until(&mut g, n);
         let steps = &g.steps[..n];
-        let metrics = metric_specs()
+        let mut metrics: Vec<MetricSeries> = metric_specs()
             .into_iter()
             .enumerate()
             .map(|(k, spec)| MetricSeries {
@@ -197,6 +209,11 @@ impl Simulator {
                 canary: steps.iter().map(|s| s[1].values[k]).collect(),
             })
             .collect();
+        let ml = self.cfg.model.as_ref().map(|m| {
+            let (signals, nulls) = g.ml.observe(m, n);
+            metrics.push(nulls);
+            signals
+        });
         Observation {
             service: self.cfg.service.clone(),
             step_s: self.cfg.step_s,
@@ -210,6 +227,7 @@ impl Simulator {
             metrics,
             logs: g.logs.iter().filter(|l| l.t_s <= now_s).cloned().collect(),
             events: g.events.iter().filter(|e| e.t_s <= now_s).cloned().collect(),
+            ml: ml.unwrap_or_default(),
         }
     }
 }

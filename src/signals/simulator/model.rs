@@ -138,6 +138,9 @@ pub struct SimConfig {
     /// ordinary failure, some retried three times), so log templates are
     /// judged against a background, as in production.
     pub background_logs: bool,
+    /// The service serves a model: prediction and feature histograms,
+    /// delayed labels and a null-rate metric (README, "Model releases").
+    pub model: Option<super::ml::ModelSim>,
 }
 
 impl Default for SimConfig {
@@ -166,6 +169,7 @@ impl Default for SimConfig {
             level: 1.0,
             memory_warmup: None,
             background_logs: false,
+            model: None,
         }
     }
 }
@@ -180,6 +184,16 @@ pub fn metric_specs() -> Vec<MetricSpec> {
         m("memory_mb", "MB", BadDirection::Up),
         m("throughput_per_pod_rps", "rps", BadDirection::Down),
     ]
+}
+
+/// Metrics a simulated release reports: [`metric_specs`], and the null
+/// rate of its requests when it serves a model.
+pub fn metric_specs_of(cfg: &SimConfig) -> Vec<MetricSpec> {
+    let mut v = metric_specs();
+    if cfg.model.is_some() {
+        v.push(MetricSpec { name: "feature_null_ratio".into(), unit: "ratio".into(), bad_direction: BadDirection::Up });
+    }
+    v
 }
 
 /// One side's reading for one step. `None` values are missing samples.
