@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::config::ReleaseConfig;
 use crate::executor::{
-    CommandExecutor, Executor, ExecutorConfig, Guarded, HaproxyExecutor, KubernetesExecutor, ManualPlanner, Planner,
-    SimulatedExecutor, WebhookExecutor,
+    CommandExecutor, Executor, ExecutorConfig, Guarded, HaproxyExecutor, KubernetesExecutor, ManualPlanner,
+    MlflowExecutor, Planner, SimulatedExecutor, WebhookExecutor,
 };
 use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
@@ -68,6 +68,7 @@ impl PreparedRelease {
                 Some(Arc::new(WebhookExecutor::planner(target, from, w.clone())?))
             }
             (Some(ExecutorConfig::Webhook(w)), _) => Some(Arc::new(WebhookExecutor::new(target, from, w.clone())?)),
+            (Some(ExecutorConfig::Mlflow(m)), _) => Some(Arc::new(MlflowExecutor::new(target, m.clone())?)),
             _ => None,
         };
         let planner: Arc<dyn Planner> = match &configured {

@@ -42,6 +42,23 @@ pub enum Workload {
     Deployment,
     /// An Argo Rollouts `Rollout`; rollback is an abort (traffic back to stable).
     ArgoRollout,
+    /// A KServe `InferenceService` (`serving.kserve.io/v1beta1`): rollback
+    /// as `inference_service_rollback` says, promotion removes
+    /// `canaryTrafficPercent` so the latest revision takes all traffic.
+    InferenceService,
+}
+
+/// How a KServe canary is rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InferenceServiceRollback {
+    /// `spec.predictor.canaryTrafficPercent` to 0: all traffic back on the
+    /// previous ready revision, which KServe keeps (its documented rollback).
+    #[default]
+    Traffic,
+    /// `spec.predictor.model.storageUri` back to `last_known_good` (a model
+    /// URI) and the canary percentage removed: a new revision of the old model.
+    StorageUri,
 }
 
 /// A Kubernetes workload as configured.
@@ -60,6 +77,9 @@ pub struct KubernetesConfig {
     /// Context in the kubeconfig.
     #[serde(default)]
     pub context: Option<String>,
+    /// `inference_service` only: how its canary is rolled back.
+    #[serde(default)]
+    pub inference_service_rollback: InferenceServiceRollback,
 }
 
 /// Acts on one workload.
@@ -96,6 +116,60 @@ impl KubernetesExecutor {
     fn rollouts(&self, client: kube::Client) -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout");
         Api::namespaced_with(client, &self.cfg.namespace, &ApiResource::from_gvk(&gvk))
+    }
+
+    fn inference_services(&self, client: kube::Client) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("serving.kserve.io", "v1beta1", "InferenceService");
+        Api::namespaced_with(client, &self.cfg.namespace, &ApiResource::from_gvk(&gvk))
+    }
+
+    /// The merge patch of an InferenceService for `kind` to `revision`.
+    fn isvc_patch(&self, kind: ActionKind, revision: &str) -> serde_json::Value {
+        match (kind, self.cfg.inference_service_rollback) {
+            (ActionKind::Promote, _) => json!({ "spec": { "predictor": { "canaryTrafficPercent": null } } }),
+            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => {
+                json!({ "spec": { "predictor": { "canaryTrafficPercent": 0 } } })
+            }
+            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => json!({ "spec": { "predictor": {
+                "model": { "storageUri": revision }, "canaryTrafficPercent": null } } }),
+        }
+    }
+
+    async fn patch_isvc(&self, kind: ActionKind, revision: &str) -> Result<String, ExecutorError> {
+        let api = self.inference_services(self.client().await?);
+        let patch = Patch::Merge(self.isvc_patch(kind, revision));
+        api.patch(&self.cfg.name, &PatchParams::default(), &patch).await.map_err(|e| self.fail(e))?;
+        Ok(format!("inferenceservice {}/{}: {}", self.cfg.namespace, self.cfg.name, self.isvc_step(kind, revision)))
+    }
+
+    fn isvc_step(&self, kind: ActionKind, revision: &str) -> String {
+        match (kind, self.cfg.inference_service_rollback) {
+            (ActionKind::Promote, _) => {
+                "merge-patch spec.predictor.canaryTrafficPercent removed (latest revision takes all traffic)".into()
+            }
+            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => {
+                "merge-patch spec.predictor.canaryTrafficPercent = 0 (traffic back to the previous ready revision)"
+                    .into()
+            }
+            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => {
+                format!("merge-patch spec.predictor.model.storageUri = {revision} and canaryTrafficPercent removed")
+            }
+        }
+    }
+
+    /// Whether the InferenceService's spec is what `kind` to `revision` set, and what was read.
+    async fn isvc_state(&self, kind: ActionKind, revision: &str) -> Result<Verification, ExecutorError> {
+        let o = self.inference_services(self.client().await?).get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
+        let predictor = &o.data["spec"]["predictor"];
+        let percent = predictor["canaryTrafficPercent"].as_i64();
+        let uri = predictor["model"]["storageUri"].as_str().unwrap_or("");
+        let verified = match (kind, self.cfg.inference_service_rollback) {
+            (ActionKind::Promote, _) => percent.is_none_or(|p| p == 100),
+            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => percent == Some(0),
+            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => uri == revision && percent.is_none(),
+        };
+        let shown = percent.map_or("unset".to_string(), |p| p.to_string());
+        Ok(Verification { verified, observed: format!("canaryTrafficPercent {shown}, storageUri {uri}") })
     }
 
     /// The ReplicaSet of the Deployment at `revision`, with its pod-template-hash label removed.
@@ -189,11 +263,23 @@ impl Planner for KubernetesExecutor {
             Workload::ArgoRollout => {
                 format!("abort rollout {ns}/{name}: merge-patch status.abort=true (traffic back to stable)")
             }
+            Workload::InferenceService => {
+                format!("inferenceservice {ns}/{name}: {}", self.isvc_step(ActionKind::Rollback, &rollback.to_revision))
+            }
         };
         Ok(ActionPlan::new(ActionKind::Rollback, &self.target, &rollback.to_revision, at_s, vec![step]))
     }
 
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        if self.cfg.workload == Workload::InferenceService {
+            let step = format!(
+                "inferenceservice {}/{}: {}",
+                self.cfg.namespace,
+                self.cfg.name,
+                self.isvc_step(ActionKind::Promote, revision)
+            );
+            return Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]));
+        }
         let step =
             format!("nothing to patch: the rollout of {}/{} proceeds on its own", self.cfg.namespace, self.cfg.name);
         Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]))
@@ -204,6 +290,7 @@ impl Planner for KubernetesExecutor {
 impl Executor for KubernetesExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
         match (plan.kind, self.cfg.workload) {
+            (kind, Workload::InferenceService) => self.patch_isvc(kind, &plan.to_revision).await,
             (ActionKind::Promote, _) => Ok("promotion left to the rollout itself".into()),
             (ActionKind::Rollback, Workload::Deployment) => self.undo(&plan.to_revision).await,
             (ActionKind::Rollback, Workload::ArgoRollout) => self.abort().await,
@@ -223,12 +310,17 @@ impl Executor for KubernetesExecutor {
                 self.rollouts(client).get(name).await.map_err(|e| self.fail(e))?;
                 Ok(format!("Rollout {ns}/{name} found"))
             }
+            Workload::InferenceService => {
+                let v = self.isvc_state(ActionKind::Promote, "").await?;
+                Ok(format!("InferenceService {ns}/{name}: {}", v.observed))
+            }
         }
     }
 
     async fn read_back(&self, plan: Checked<'_>) -> Result<Verification, ExecutorError> {
         let client = self.client().await?;
         match (plan.kind, self.cfg.workload) {
+            (kind, Workload::InferenceService) => self.isvc_state(kind, &plan.to_revision).await,
             (ActionKind::Promote, _) => Ok(Verification { verified: true, observed: "nothing was changed".into() }),
             (ActionKind::Rollback, Workload::Deployment) => {
                 let deployments: Api<Deployment> = Api::namespaced(client, &self.cfg.namespace);

@@ -30,6 +30,7 @@ mod guard;
 mod haproxy;
 mod kubernetes;
 mod manual;
+mod mlflow;
 mod simulated;
 mod webhook;
 
@@ -43,8 +44,9 @@ pub use command::{CommandConfig, CommandExecutor};
 pub(crate) use guard::ensure_target;
 pub use guard::{Checked, Guarded};
 pub use haproxy::{HaproxyConfig, HaproxyExecutor};
-pub use kubernetes::{KubernetesConfig, KubernetesExecutor, Workload};
+pub use kubernetes::{InferenceServiceRollback, KubernetesConfig, KubernetesExecutor, Workload};
 pub use manual::ManualPlanner;
+pub use mlflow::{MlflowConfig, MlflowExecutor};
 pub use simulated::SimulatedExecutor;
 pub use webhook::{WebhookConfig, WebhookExecutor};
 
@@ -62,6 +64,8 @@ pub enum ExecutorConfig {
     Command(CommandConfig),
     /// POST a signed JSON request to a webhook.
     Webhook(WebhookConfig),
+    /// Move an MLflow Model Registry alias between versions of a registered model.
+    Mlflow(MlflowConfig),
 }
 
 impl ExecutorConfig {
@@ -86,6 +90,12 @@ impl ExecutorConfig {
                 let url = w.url.split(['?', '#']).next().unwrap_or(&w.url);
                 Some(format!("webhook {}", crate::secret::redact_url(url).trim_end_matches('/')))
             }
+            ExecutorConfig::Mlflow(m) => Some(format!(
+                "mlflow {} model {} alias {}",
+                crate::secret::redact_url(m.tracking_uri.trim()).trim_end_matches('/'),
+                m.model.trim(),
+                m.alias.trim()
+            )),
         }
     }
 
@@ -152,6 +162,24 @@ impl ExecutorConfig {
             ExecutorConfig::Kubernetes(k) => {
                 if k.namespace.trim().is_empty() || k.name.trim().is_empty() {
                     return bad("name", "the workload's namespace and name");
+                }
+                Ok(())
+            }
+            ExecutorConfig::Mlflow(m) => {
+                if !http_url(&m.tracking_uri) {
+                    return bad("tracking_uri", "an http:// or https:// URL with a host");
+                }
+                if m.model.trim().is_empty() {
+                    return bad("model", "the registered model's name");
+                }
+                if m.alias.trim().is_empty() || m.alias.bytes().all(|b| b.is_ascii_digit()) {
+                    return bad("alias", "an alias name such as `champion` (not a version number)");
+                }
+                if m.token_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    return bad("token_env", "the name of the variable holding the token, or no `token_env`");
+                }
+                if m.timeout_s == 0 {
+                    return bad("timeout_s", "seconds > 0");
                 }
                 Ok(())
             }

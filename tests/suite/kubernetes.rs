@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use backstop::executor::{Guarded, KubernetesConfig, KubernetesExecutor, Planner, Workload};
+use backstop::executor::{Guarded, InferenceServiceRollback, KubernetesConfig, KubernetesExecutor, Planner, Workload};
 use backstop::ledger::{Ledger, sqlite_url};
 use backstop::policy::RollbackPlan;
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ struct Seen {
 struct Cluster {
     deployment: Arc<Mutex<Value>>,
     rollout: Arc<Mutex<Value>>,
+    isvc: Arc<Mutex<Value>>,
     status_subresource: bool,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Pod log reads that answer 500 before the API recovers.
@@ -56,6 +57,8 @@ fn pod_log(pod: &str, since: i64) -> String {
     }
     out
 }
+
+const ISVC: &str = "/apis/serving.kserve.io/v1beta1/namespaces/shop/inferenceservices/fraud-scorer";
 
 fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("fixtures/k8s/{name}")).unwrap()).unwrap()
@@ -127,6 +130,12 @@ async fn api(
             json_patch::merge(&mut r, &body);
             ok(r.clone())
         }
+        ("GET", ISVC) => ok(c.isvc.lock().unwrap().clone()),
+        ("PATCH", ISVC) => {
+            let mut o = c.isvc.lock().unwrap();
+            json_patch::merge(&mut o, &body);
+            ok(o.clone())
+        }
         _ => not_found(),
     }
     .into_response()
@@ -136,6 +145,7 @@ async fn cluster(status_subresource: bool) -> (Cluster, tempfile::TempDir, std::
     let c = Cluster {
         deployment: Arc::new(Mutex::new(fixture("deployment.json"))),
         rollout: Arc::new(Mutex::new(fixture("rollout.json"))),
+        isvc: Arc::new(Mutex::new(fixture("inferenceservice.json"))),
         status_subresource,
         seen: Arc::new(Mutex::new(vec![])),
         log_failures: Arc::default(),
@@ -165,6 +175,7 @@ fn executor(workload: Workload, kubeconfig: &std::path::Path) -> KubernetesExecu
         name: "checkout".into(),
         kubeconfig: Some(kubeconfig.to_path_buf()),
         context: None,
+        inference_service_rollback: Default::default(),
     };
     KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap()
 }
@@ -266,6 +277,7 @@ async fn api_server_errors_are_clear_failures() {
         name: "missing".into(),
         kubeconfig: Some(kubeconfig),
         context: None,
+        inference_service_rollback: Default::default(),
     };
     let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
     let err = roll_back(e, dir.path(), "2").await.unwrap_err().to_string();
@@ -276,6 +288,7 @@ async fn api_server_errors_are_clear_failures() {
         name: "broken".into(),
         kubeconfig: Some(dir.path().join("kubeconfig-copy")),
         context: None,
+        inference_service_rollback: Default::default(),
     };
     std::fs::copy(dir.path().join("kubeconfig"), dir.path().join("kubeconfig-copy")).unwrap();
     let e = KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap();
@@ -289,7 +302,8 @@ async fn api_server_errors_are_clear_failures() {
                 namespace: "n".into(),
                 name: "x".into(),
                 kubeconfig: Some("/nonexistent/kubeconfig".into()),
-                context: None
+                context: None,
+                inference_service_rollback: Default::default(),
             }
         )
         .is_err()
@@ -489,4 +503,60 @@ async fn a_pod_log_outage_loses_no_lines_and_leaves_the_metrics_deciding() {
     let baseline =
         second.logs.iter().filter(|l| l.target == Side::Baseline && l.message.starts_with("ERROR upstream")).count();
     assert_eq!(baseline, 4, "two pods, two minutes, read after the outage");
+}
+
+fn kserve(kubeconfig: &std::path::Path, how: InferenceServiceRollback) -> KubernetesExecutor {
+    let cfg = KubernetesConfig {
+        workload: Workload::InferenceService,
+        namespace: "shop".into(),
+        name: "fraud-scorer".into(),
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: None,
+        inference_service_rollback: how,
+    };
+    KubernetesExecutor::new("k8s/shop/checkout", cfg).unwrap()
+}
+
+#[tokio::test]
+async fn kserve_canary_rollback_sends_canary_traffic_to_zero_and_reads_it_back() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let out = roll_back(kserve(&kubeconfig, InferenceServiceRollback::Traffic), dir.path(), "1").await.unwrap();
+    assert!(out.contains("canaryTrafficPercent = 0"), "{out}");
+    let seen = c.seen.lock().unwrap().clone();
+    let patch = seen.iter().find(|s| s.method == "PATCH").expect("one patch");
+    assert!(patch.uri.starts_with(ISVC), "{patch:?}");
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body, json!({ "spec": { "predictor": { "canaryTrafficPercent": 0 } } }));
+    let isvc = c.isvc.lock().unwrap().clone();
+    assert_eq!(isvc["spec"]["predictor"]["canaryTrafficPercent"], 0);
+    assert_eq!(isvc["spec"]["predictor"]["model"]["storageUri"], "gs://models/fraud-scorer/v2", "model left alone");
+    assert!(seen.iter().all(|s| s.auth == "Bearer test-token"));
+}
+
+#[tokio::test]
+async fn kserve_rollback_to_the_previous_storage_uri_removes_the_canary_split() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let e = kserve(&kubeconfig, InferenceServiceRollback::StorageUri);
+    roll_back(e, dir.path(), "gs://models/fraud-scorer/v1").await.unwrap();
+    let isvc = c.isvc.lock().unwrap().clone();
+    assert_eq!(isvc["spec"]["predictor"]["model"]["storageUri"], "gs://models/fraud-scorer/v1");
+    assert!(isvc["spec"]["predictor"].get("canaryTrafficPercent").is_none(), "{isvc}");
+    assert_eq!(isvc["spec"]["predictor"]["model"]["modelFormat"]["name"], "sklearn", "the rest of the spec stays");
+}
+
+#[tokio::test]
+async fn a_kserve_read_back_that_disagrees_is_not_verified() {
+    let (c, _dir, kubeconfig) = cluster(true).await;
+    let e = Guarded::new(std::sync::Arc::new(kserve(&kubeconfig, InferenceServiceRollback::Traffic)));
+    let rb = RollbackPlan {
+        target: "k8s/shop/checkout".into(),
+        from_revision: "2".into(),
+        to_revision: "1".into(),
+        reason: "r".into(),
+    };
+    let plan = e.plan_rollback(&rb, 60).unwrap();
+    // Nothing was patched: the canary still has 10 %.
+    let v = e.verify(&plan).await.unwrap();
+    assert!(!v.verified && v.observed.contains("canaryTrafficPercent 10"), "{v:?}");
+    assert!(c.seen.lock().unwrap().iter().all(|s| s.method == "GET"));
 }
