@@ -49,6 +49,17 @@ if ! "$py/bin/python" -c 'import gguf' >/dev/null 2>&1; then
 fi
 export INTEROP_PYTHON="$PWD/$py/bin/python"
 
+# MLflow's tracking server for the model-release end-to-end test, from PyPI
+# into its own venv under target/ (about a minute the first time). MLflow
+# 3.1 does not import with SQLAlchemy 2.1, hence the second pin.
+echo "== mlflow for the model-release tier"
+mlpy=target/py-mlflow
+if ! "$mlpy/bin/mlflow" --version 2>/dev/null | grep -q ' 3.1.1'; then
+  python3 -m venv "$mlpy"
+  "$mlpy/bin/pip" install -q 'mlflow==3.1.1' 'sqlalchemy<2.1'
+fi
+export MLFLOW_BIN="$PWD/$mlpy/bin/mlflow"
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"

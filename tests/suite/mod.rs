@@ -14,6 +14,7 @@ mod judging;
 mod kubernetes;
 mod ledger;
 mod loki;
+mod mlflow;
 mod model;
 mod orchestrator;
 mod parsers;

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod haproxy;
 pub mod llama;
+pub mod mlflow;
 pub mod openai;
 pub mod pg;
 pub mod prometheus;
