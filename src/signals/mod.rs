@@ -7,6 +7,7 @@
 
 mod kubernetes;
 mod ml;
+mod prom_ml;
 mod prometheus;
 mod registry;
 mod replay;
@@ -22,6 +23,7 @@ pub use kubernetes::{PodSignalsConfig, WithPodSignals};
 pub use ml::{
     Counts, DistributionSeries, DistributionSpec, DriftKind, LabelSeries, LabelSpec, ModelSignals, Outcomes, Task,
 };
+pub use prom_ml::{PromDistribution, PromLabels};
 pub(crate) use prometheus::Credential;
 pub use prometheus::{
     BaselineWindow, PromAuth, PromBaseline, PromMetric, PrometheusConfig, PrometheusSource, UnsetVariable, WindowKind,

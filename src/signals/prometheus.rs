@@ -58,6 +58,12 @@ pub struct PrometheusConfig {
     /// environment at start — never put them in `url`.
     #[serde(default)]
     pub auth: Option<PromAuth>,
+    /// Prediction and feature histograms (README, "Model releases").
+    #[serde(default)]
+    pub distributions: Vec<super::prom_ml::PromDistribution>,
+    /// Delayed labelled outcomes of a binary classifier.
+    #[serde(default)]
+    pub labels: Vec<super::prom_ml::PromLabels>,
 }
 
 /// The baseline of a Prometheus source.
@@ -146,6 +152,9 @@ impl PrometheusConfig {
         }
         if self.duration_s < u64::from(self.step_s) {
             return Err(("duration_s".into(), "seconds ≥ step_s".into()));
+        }
+        for (i, d) in self.distributions.iter().enumerate() {
+            d.validate().map_err(|(f, e)| (format!("distributions[{i}].{f}"), e))?;
         }
         self.baseline_offset_s().map(|_| ())
     }
@@ -242,51 +251,11 @@ pub struct PrometheusSource {
 
 /// Why one query gave no data.
 #[derive(Debug)]
-enum QueryError {
+pub(super) enum QueryError {
     /// Prometheus could not be reached or answered 5xx: the whole source is down.
     Unreachable(String),
     /// The query itself failed (bad PromQL, 4xx): that metric is missing.
     Query(String),
-}
-
-/// A `query_range` answer into `out` (sample `i` is the value at the end
-/// of interval `i`, several series summed). Anything that is not a finite
-/// number at a step of the window is a missing sample; only a server error
-/// or a failed query is an error.
-fn samples(
-    status: reqwest::StatusCode,
-    body: &serde_json::Value,
-    start_unix: f64,
-    step: f64,
-    out: &mut [Option<f64>],
-) -> Result<(), QueryError> {
-    if status.is_server_error() {
-        return Err(QueryError::Unreachable(format!("{status}: {}", body["error"].as_str().unwrap_or(""))));
-    }
-    if body["status"] != "success" {
-        return Err(QueryError::Query(format!("{status}: {}", body["error"].as_str().unwrap_or("no error text"))));
-    }
-    let n = out.len() as f64;
-    for s in body["data"]["result"].as_array().into_iter().flatten() {
-        for point in s["values"].as_array().into_iter().flatten() {
-            let (Some(ts), Some(v)) = (point[0].as_f64(), point[1].as_str().and_then(|v| v.parse::<f64>().ok())) else {
-                continue;
-            };
-            // Index kept in f64 until range-checked: an absurd timestamp
-            // (±1e130) lands outside the window, never wraps or overflows.
-            let i = ((ts - start_unix) / step).round() - 1.0;
-            if v.is_finite() && i >= 0.0 && i < n {
-                let i = i as i64;
-                let slot = &mut out[i as usize];
-                *slot = Some(slot.unwrap_or(0.0) + v);
-            }
-        }
-    }
-    // Finite values can still sum past f64::MAX; an infinite sum is no sample.
-    for slot in out.iter_mut().filter(|s| s.is_some_and(|v| !v.is_finite())) {
-        *slot = None;
-    }
-    Ok(())
 }
 
 impl PrometheusSource {
@@ -332,13 +301,9 @@ impl PrometheusSource {
         template.replace("{{ side }}", label).replace("{{ step }}", &format!("{}s", self.cfg.step_s))
     }
 
-    /// Samples `0..n` of one query over the window starting `back_s` seconds
-    /// before the release: sample `i` is the value evaluated at the end of its interval.
-    async fn series(&self, query: &str, n: usize, back_s: u64) -> Result<Vec<Option<f64>>, QueryError> {
-        let mut out = vec![None; n];
-        if n == 0 {
-            return Ok(out);
-        }
+    /// One `query_range` over the `n` steps of the window starting `back_s`
+    /// seconds before the release: the answer and the window's origin (unix seconds).
+    async fn fetch(&self, query: &str, n: usize, back_s: u64) -> Result<Answer, QueryError> {
         let step = f64::from(self.cfg.step_s.max(1));
         let origin = self.start_unix - back_s as f64;
         let (start, end) = (origin + step, origin + step * n as f64);
@@ -356,20 +321,29 @@ impl PrometheusSource {
         let status = resp.status();
         let body: serde_json::Value =
             resp.json().await.map_err(|e| QueryError::Unreachable(format!("{status}: {}", e.without_url())))?;
-        samples(status, &body, origin, step, &mut out)?;
-        Ok(out)
+        Ok(Answer { status, body, origin, step, n })
     }
 
-    /// Both sides: the canary's `n` samples so far; the baseline's as many
-    /// for a concurrent one, the whole earlier window (all of it in the past) otherwise.
-    async fn both(&self, template: &str, n: usize) -> Result<[Vec<Option<f64>>; 2], SignalError> {
+    /// Both sides, each answer read by `read`: the canary's `n` samples so
+    /// far; the baseline's as many for a concurrent one, the whole earlier
+    /// window (all of it in the past) otherwise. A failed query leaves its
+    /// side missing; Prometheus unreachable fails the source.
+    pub(super) async fn both<T: Clone>(
+        &self,
+        template: &str,
+        n: usize,
+        read: fn(&Answer) -> Result<Vec<Option<T>>, QueryError>,
+    ) -> Result<[Vec<Option<T>>; 2], SignalError> {
         let whole = (self.cfg.duration_s / u64::from(self.cfg.step_s.max(1))) as usize;
         let baseline_n = if self.offset_s == 0 { n } else { whole };
         let mut sides = [vec![None; baseline_n], vec![None; n]];
         for (k, side) in [Side::Baseline, Side::Canary].into_iter().enumerate() {
             let q = self.render(template, side);
             let (len, back) = if side == Side::Baseline { (baseline_n, self.offset_s) } else { (n, 0) };
-            match self.series(&q, len, back).await {
+            if len == 0 {
+                continue;
+            }
+            match self.fetch(&q, len, back).await.and_then(|a| read(&a)) {
                 Ok(s) => sides[k] = s,
                 Err(QueryError::Query(e)) => {
                     tracing::warn!(query = %q, error = %e, "Query failed; its samples are missing.")
@@ -384,6 +358,61 @@ impl PrometheusSource {
         }
         Ok(sides)
     }
+}
+
+/// One `query_range` answer and the window it was asked for.
+pub(super) struct Answer {
+    pub status: reqwest::StatusCode,
+    pub body: serde_json::Value,
+    /// Unix seconds of the window's start.
+    pub origin: f64,
+    pub step: f64,
+    /// Steps asked for.
+    pub n: usize,
+}
+
+impl Answer {
+    /// Every finite point of every series: `(series labels, step index, value)`;
+    /// only a server error or a failed query is an error.
+    pub fn points(&self) -> Result<Vec<(&serde_json::Value, usize, f64)>, QueryError> {
+        if self.status.is_server_error() {
+            let why = self.body["error"].as_str().unwrap_or("");
+            return Err(QueryError::Unreachable(format!("{}: {why}", self.status)));
+        }
+        if self.body["status"] != "success" {
+            let why = self.body["error"].as_str().unwrap_or("no error text");
+            return Err(QueryError::Query(format!("{}: {why}", self.status)));
+        }
+        let mut out = Vec::new();
+        for s in self.body["data"]["result"].as_array().into_iter().flatten() {
+            for point in s["values"].as_array().into_iter().flatten() {
+                let (Some(ts), Some(v)) = (point[0].as_f64(), point[1].as_str().and_then(|v| v.parse::<f64>().ok()))
+                else {
+                    continue;
+                };
+                // Index kept in f64 until range-checked: an absurd timestamp
+                // (±1e130) lands outside the window, never wraps or overflows.
+                let i = ((ts - self.origin) / self.step).round() - 1.0;
+                if v.is_finite() && i >= 0.0 && i < self.n as f64 {
+                    out.push((&s["metric"], i as usize, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Sample `i` is the value at the end of interval `i`, several series summed.
+fn plain(a: &Answer) -> Result<Vec<Option<f64>>, QueryError> {
+    let mut out = vec![None; a.n];
+    for (_, i, v) in a.points()? {
+        out[i] = Some(out[i].unwrap_or(0.0) + v);
+    }
+    // Finite values can still sum past f64::MAX; an infinite sum is no sample.
+    for slot in out.iter_mut().filter(|s| s.is_some_and(|v| !v.is_finite())) {
+        *slot = None;
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -411,13 +440,13 @@ impl SignalSource for PrometheusSource {
         let n = ((now_s.min(self.cfg.duration_s)) / u64::from(self.cfg.step_s.max(1))) as usize;
         let mut metrics = Vec::new();
         for m in &self.cfg.metrics {
-            let [baseline, canary] = self.both(&m.query, n).await?;
+            let [baseline, canary] = self.both(&m.query, n, plain).await?;
             let spec = MetricSpec { name: m.name.clone(), unit: m.unit.clone(), bad_direction: m.bad_direction };
             metrics.push(MetricSeries { spec, baseline, canary });
         }
         let traffic = match &self.cfg.traffic {
             Some(t) => {
-                let [b, c] = self.both(t, n).await?;
+                let [b, c] = self.both(t, n, plain).await?;
                 let count =
                     |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(0.0).max(0.0).round() as u64).collect();
                 Some(Traffic { baseline: count(b), canary: count(c) })
@@ -434,7 +463,7 @@ impl SignalSource for PrometheusSource {
             metrics,
             logs: vec![],
             events: vec![],
-            ml: Default::default(),
+            ml: super::prom_ml::observe(self, &self.cfg, n).await?,
         })
     }
 }
@@ -482,19 +511,24 @@ mod samples_tests {
         ]
     }
 
+    pub(crate) fn answer_of(status: reqwest::StatusCode, body: Value, n: usize) -> Answer {
+        Answer { status, body, origin: 1000.0, step: 10.0, n }
+    }
+
     proptest! {
         #[test]
         fn any_answer_gives_finite_samples_in_the_window_or_a_clear_error(
             body in answer(),
             code in prop_oneof![Just(200u16), Just(400), Just(422), Just(500), Just(503)],
         ) {
-            let mut out = vec![None; 6];
             let status = reqwest::StatusCode::from_u16(code).unwrap();
-            match samples(status, &body, 1000.0, 10.0, &mut out) {
-                Ok(()) => prop_assert!(out.iter().flatten().all(|v| v.is_finite()), "{out:?}"),
+            match plain(&answer_of(status, body, 6)) {
+                Ok(out) => {
+                    prop_assert!(out.iter().flatten().all(|v| v.is_finite()), "{out:?}");
+                    prop_assert_eq!(out.len(), 6);
+                }
                 Err(QueryError::Unreachable(e) | QueryError::Query(e)) => prop_assert!(e.contains(&code.to_string()), "{e}"),
             }
-            prop_assert_eq!(out.len(), 6);
         }
     }
 
@@ -504,8 +538,7 @@ mod samples_tests {
     fn an_absurd_timestamp_is_outside_the_window_not_a_panic() {
         let body = json!({ "status": "success", "data": { "result": [
             { "values": [[-4.327721235114431e130, "1"], [1e300, "2"], [1010.0, "3"]] } ] } });
-        let mut out = vec![None; 2];
-        samples(reqwest::StatusCode::OK, &body, 1000.0, 10.0, &mut out).unwrap();
+        let out = plain(&answer_of(reqwest::StatusCode::OK, body, 2)).unwrap();
         assert_eq!(out, vec![Some(3.0), None]);
     }
 
@@ -513,8 +546,7 @@ mod samples_tests {
     fn sums_that_overflow_are_missing_not_infinite() {
         let body = json!({ "status": "success", "data": { "result": [
             { "values": [[1010.0, "1.7e308"]] }, { "values": [[1010.0, "1.7e308"]] } ] } });
-        let mut out = vec![None; 2];
-        samples(reqwest::StatusCode::OK, &body, 1000.0, 10.0, &mut out).unwrap();
+        let out = plain(&answer_of(reqwest::StatusCode::OK, body, 2)).unwrap();
         assert_eq!(out, vec![None, None]);
     }
 }
@@ -534,6 +566,8 @@ mod baseline_tests {
             traffic: None,
             metrics: vec![],
             auth: None,
+            distributions: vec![],
+            labels: vec![],
         }
     }
 

@@ -55,6 +55,8 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
             metric("broken", "sum(rate("),
             metric("empty", r#"haproxy_server_weight{proxy="no-such-backend",server="{{ side }}"}"#),
         ],
+        distributions: vec![],
+        labels: vec![],
     };
     let started = now();
     let source = PrometheusSource::starting_at(cfg, started).unwrap();
@@ -119,6 +121,8 @@ async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
         timeout_s: 5,
         traffic: None,
         metrics: vec![weight.clone()],
+        distributions: vec![],
+        labels: vec![],
     };
     // Let Prometheus record more than one window (6 s) of the canary at weight 10.
     let probe = PrometheusSource::starting_at(cfg("stable".into()), now()).unwrap();
@@ -176,4 +180,113 @@ fn watch_holds_with_exit_3_while_prometheus_is_down() {
         .assert()
         .code(3)
         .stdout(predicate::str::contains("signal source failing").and(predicate::str::contains("127.0.0.1:1")));
+}
+
+/// Prometheus 2.42 (Debian 12) has no native histograms: classic `_bucket` series.
+const SCORE_LE: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
+
+/// Share of a side's predictions per score bucket (the last is above 1.0, never used).
+fn score_shares(drifted: bool) -> [f64; 5] {
+    if drifted { [0.1, 0.15, 0.25, 0.5, 0.0] } else { [0.4, 0.3, 0.2, 0.1, 0.0] }
+}
+
+/// Thirty minutes of a fraud model's two versions, every 5 s, as OpenMetrics
+/// text for `promtool`: a classic histogram of scores and a feedback counter
+/// by outcome whose labels arrive 120 s after the prediction. From 600 s the
+/// canary's scores drift and its accuracy falls from 92 % to 78 %.
+fn model_history(t0: i64) -> String {
+    let (dt, steps) = (5i64, 1800 / 5);
+    let mut hist = String::from("# TYPE model_score histogram\n");
+    let mut feedback = String::from("# TYPE model_feedback counter\n");
+    for (version, rate) in [("stable", 40.0), ("canary", 10.0)] {
+        let (mut cum, mut total) = ([0.0f64; 5], 0.0);
+        for k in 0..=steps {
+            let t = t0 + k * dt;
+            let changed = version == "canary" && k * dt >= 600;
+            for (c, s) in cum.iter_mut().zip(score_shares(changed)) {
+                *c += rate * dt as f64 * s;
+            }
+            total += rate * dt as f64;
+            let mut below = 0.0;
+            for (le, c) in SCORE_LE.iter().zip(cum) {
+                below += c;
+                hist.push_str(&format!("model_score_bucket{{version=\"{version}\",le=\"{le}\"}} {below} {t}\n"));
+            }
+            hist.push_str(&format!("model_score_bucket{{version=\"{version}\",le=\"+Inf\"}} {total} {t}\n"));
+            hist.push_str(&format!("model_score_count{{version=\"{version}\"}} {total} {t}\n"));
+            hist.push_str(&format!("model_score_sum{{version=\"{version}\"}} {} {t}\n", total * 0.4));
+        }
+        for outcome in ["tp", "fp", "tn", "fn"] {
+            let mut c = 0.0;
+            for k in 0..=steps {
+                let t = t0 + k * dt;
+                // Labels arriving now are for predictions made 120 s ago, half of them labelled.
+                let made = k * dt - 120;
+                if made >= 0 {
+                    let acc = if version == "canary" && made >= 600 { 0.78 } else { 0.92 };
+                    let share = match outcome {
+                        "tp" => 0.3 * acc,
+                        "fn" => 0.3 * (1.0 - acc),
+                        "tn" => 0.7 * acc,
+                        _ => 0.7 * (1.0 - acc),
+                    };
+                    c += 0.5 * rate * dt as f64 * share;
+                }
+                feedback.push_str(&format!(
+                    "model_feedback_total{{version=\"{version}\",outcome=\"{outcome}\"}} {c:.3} {t}\n"
+                ));
+            }
+        }
+    }
+    format!("{hist}{feedback}# EOF\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_canary_is_judged_from_real_prometheus_histogram_buckets_and_feedback_counters() {
+    let t0 = now() as i64 - 2000;
+    let _p = Prometheus::start_with_history(&model_history(t0));
+    let cfg: PrometheusConfig = toml::from_str(&format!(
+        r#"url = "{}"
+           baseline = "stable"
+           canary = "canary"
+           step_s = 10
+           duration_s = 1800
+           metrics = []
+           [[distributions]]
+           name = "prediction_score"
+           kind = "prediction"
+           le = [0.25, 0.5, 0.75, 1.0]
+           query = 'sum by (le) (increase(model_score_bucket{{version="{{{{ side }}}}"}}[{{{{ step }}}}]))'
+           [[labels]]
+           name = "label.fraud"
+           delay_s = 120
+           query = 'sum by (outcome) (increase(model_feedback_total{{version="{{{{ side }}}}"}}[{{{{ step }}}}]))'
+        "#,
+        _p.url
+    ))
+    .unwrap();
+    let source = PrometheusSource::starting_at(cfg, t0 as f64).unwrap();
+    let obs = source.observe(1800).await.unwrap();
+    let d = &obs.ml.distributions[0];
+    assert_eq!(d.canary.len(), 180);
+    // One step of the canary before the drift: 100 predictions, 40/30/20/10 by bucket.
+    let early = d.canary[30].as_ref().expect("buckets of step 30");
+    assert!((early.iter().sum::<f64>() - 100.0).abs() <= 2.0, "{early:?}");
+    assert!((early[0] - 40.0).abs() <= 2.0 && early[4] == 0.0, "{early:?}");
+    let late = d.canary[150].as_ref().unwrap();
+    assert!((late[3] - 50.0).abs() <= 2.0, "{late:?}");
+    let labels = &obs.ml.labels[0];
+    assert!(
+        labels.canary[5].is_none_or(|o| o.labelled() == 0),
+        "nothing labelled before the delay: {:?}",
+        labels.canary[5]
+    );
+    assert!(labels.baseline[100].is_some_and(|o| o.labelled() > 150), "{:?}", labels.baseline[100]);
+
+    let j = backstop::judge::judge(&obs, &backstop::judge::JudgeConfig::default());
+    assert_eq!(j.verdict, backstop::judge::Verdict::Fail, "{}", j.summary);
+    let quality = j.findings.iter().find(|f| f.metric == "label.fraud").unwrap();
+    assert_eq!(quality.status, backstop::judge::MetricStatus::Failing, "{}", quality.explanation);
+    let drift = j.findings.iter().find(|f| f.metric == "prediction_score").unwrap();
+    assert!(drift.effect.unwrap() > 0.2, "{}", drift.explanation);
 }
