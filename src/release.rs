@@ -68,6 +68,9 @@ impl PreparedRelease {
                 Some(Arc::new(WebhookExecutor::planner(target, from, w.clone())?))
             }
             (Some(ExecutorConfig::Webhook(w)), _) => Some(Arc::new(WebhookExecutor::new(target, from, w.clone())?)),
+            (Some(ExecutorConfig::Mlflow(m)), _) if mode == RunMode::Advise => {
+                Some(Arc::new(MlflowExecutor::planner(target, m.clone())?))
+            }
             (Some(ExecutorConfig::Mlflow(m)), _) => Some(Arc::new(MlflowExecutor::new(target, m.clone())?)),
             _ => None,
         };

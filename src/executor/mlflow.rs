@@ -85,17 +85,26 @@ impl MlflowExecutor {
     /// An executor for `target`; reads the token variable now, so a missing one fails at start.
     pub fn new(target: impl Into<String>, cfg: MlflowConfig) -> Result<Self, ExecutorError> {
         let target = target.into();
-        let fail = |reason: String| ExecutorError::Failed { target: target.clone(), reason };
         let token = match &cfg.token_env {
-            Some(var) => Some(
-                std::env::var(var).map_err(|_| fail(format!("environment variable {var} (token_env) is not set")))?,
-            ),
+            Some(var) => Some(std::env::var(var).map_err(|_| ExecutorError::Failed {
+                target: target.clone(),
+                reason: format!("environment variable {var} (token_env) is not set"),
+            })?),
             None => None,
         };
+        Self::with_token(target, cfg, token)
+    }
+
+    /// A planner for an advisory run: it never reads the token (and so cannot act).
+    pub fn planner(target: impl Into<String>, cfg: MlflowConfig) -> Result<Self, ExecutorError> {
+        Self::with_token(target.into(), cfg, None)
+    }
+
+    fn with_token(target: String, cfg: MlflowConfig, token: Option<String>) -> Result<Self, ExecutorError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
-            .map_err(|e| fail(crate::error::chain(&e)))?;
+            .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: crate::error::chain(&e) })?;
         Ok(Self { target, cfg, token, http })
     }
 

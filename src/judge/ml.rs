@@ -534,6 +534,50 @@ fn schema_finding(events: &[Event], cfg: &MlJudgeConfig) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn hostile_counts() -> impl Strategy<Value = Option<Vec<f64>>> {
+        let c = prop_oneof![Just(0.0), 0.0..1e6f64, Just(1e300), Just(f64::MAX)];
+        prop::option::of(prop::collection::vec(c, 3))
+    }
+
+    fn hostile_outcomes() -> impl Strategy<Value = Option<Outcomes>> {
+        let n = || prop_oneof![Just(0u64), 0..10_000u64, Just(u64::MAX)];
+        let binary = (n(), n(), n(), n()).prop_map(|(tp, fp, tn, fn_)| Outcomes::Binary { tp, fp, tn, fn_ });
+        prop::option::of(binary)
+    }
+
+    proptest! {
+        /// Whatever a file or a Prometheus holds (huge counts, empty steps,
+        /// u64::MAX outcomes), judging it gives one finding per series and no panic.
+        #[test]
+        fn hostile_model_series_judge_without_panicking(
+            b in prop::collection::vec(hostile_counts(), 12),
+            c in prop::collection::vec(hostile_counts(), 12),
+            lb in prop::collection::vec(hostile_outcomes(), 12),
+            lc in prop::collection::vec(hostile_outcomes(), 12),
+        ) {
+            use crate::signals::{DistributionSpec, LabelSpec, ModelSignals};
+            let ml = ModelSignals {
+                distributions: vec![DistributionSeries {
+                    spec: DistributionSpec { name: "d".into(), kind: DriftKind::Prediction, le: vec![0.5, 1.0] },
+                    baseline: b,
+                    canary: c,
+                }],
+                labels: vec![LabelSeries {
+                    spec: LabelSpec { name: "l".into(), task: Task::Binary, delay_s: 30 },
+                    baseline: lb,
+                    canary: lc,
+                }],
+            };
+            let obs = Observation {
+                service: "s".into(), step_s: 10, duration_s: 120, now_s: 120, traffic: None,
+                baseline_kind: Default::default(), metrics: vec![], logs: vec![], events: vec![], ml,
+            };
+            let j = crate::judge::judge(&obs, &JudgeConfig::default());
+            prop_assert_eq!(j.findings.len(), 2);
+        }
+    }
 
     #[test]
     fn identical_histograms_have_no_distance_and_no_evidence() {

@@ -55,9 +55,12 @@ fn kubernetes_manifests_parse_and_grant_only_what_the_executor_uses() {
         ("deployments", "patch"),
         ("replicasets", "list"),
         ("pods", "list"),
+        ("pods/log", "get"),
         ("rollouts", "get"),
         ("rollouts", "patch"),
         ("rollouts/status", "patch"),
+        ("inferenceservices", "get"),
+        ("inferenceservices", "patch"),
     ]
     .into();
     for rule in role.rules.unwrap() {

@@ -64,6 +64,11 @@ const FEATURE_LE: [f64; 9] = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0];
 /// Share of requests with a null feature, normally and once a feature is missing.
 const NULLS: (f64, f64) = (0.002, 0.35);
 
+/// The share of a model's requests with a null feature: a data-quality `ratio` metric.
+pub fn null_metric() -> MetricSpec {
+    MetricSpec { name: "feature_null_ratio".into(), unit: "ratio".into(), bad_direction: BadDirection::Up }
+}
+
 /// What was generated so far, per step.
 #[derive(Debug, Clone, Default)]
 pub(super) struct MlState {
@@ -185,11 +190,7 @@ impl MlState {
             }],
         };
         let nulls = MetricSeries {
-            spec: MetricSpec {
-                name: "feature_null_ratio".into(),
-                unit: "ratio".into(),
-                bad_direction: BadDirection::Up,
-            },
+            spec: null_metric(),
             baseline: self.nulls[..n].iter().map(|x| x[0]).collect(),
             canary: self.nulls[..n].iter().map(|x| x[1]).collect(),
         };

@@ -191,7 +191,7 @@ pub fn metric_specs() -> Vec<MetricSpec> {
 pub fn metric_specs_of(cfg: &SimConfig) -> Vec<MetricSpec> {
     let mut v = metric_specs();
     if cfg.model.is_some() {
-        v.push(MetricSpec { name: "feature_null_ratio".into(), unit: "ratio".into(), bad_direction: BadDirection::Up });
+        v.push(super::ml::null_metric());
     }
     v
 }
