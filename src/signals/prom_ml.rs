@@ -10,11 +10,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::prometheus::{Answer, PrometheusConfig, PrometheusSource, QueryError};
-use super::{
-    Counts, DistributionSeries, DistributionSpec, DriftKind, LabelSeries, LabelSpec, ModelSignals, Outcomes, Task,
-};
-use crate::signals::SignalError;
+use super::{Counts, DriftKind, Outcomes};
 
 /// A histogram-valued series read from a Prometheus histogram.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -56,14 +52,20 @@ pub struct PromLabels {
     pub query: String,
 }
 
-/// Step-by-step sums of each value of `label` across the answer's series.
-fn by_label(a: &Answer, label: &str) -> Result<Vec<BTreeMap<String, f64>>, QueryError> {
-    let mut out = vec![BTreeMap::new(); a.n];
-    for (metric, i, v) in a.points()? {
-        let key = metric[label].as_str().unwrap_or("").to_string();
-        *out[i].entry(key).or_insert(0.0) += v;
+/// Step-by-step sums of each value of `label` across a query's points
+/// (`(series labels, step, value)`), over `n` steps.
+pub(super) fn by_label<'a>(
+    points: impl IntoIterator<Item = (&'a serde_json::Value, usize, f64)>,
+    n: usize,
+    label: &str,
+) -> Vec<BTreeMap<String, f64>> {
+    let mut out = vec![BTreeMap::new(); n];
+    for (metric, i, v) in points {
+        if let Some(step) = out.get_mut(i) {
+            *step.entry(metric[label].as_str().unwrap_or("").to_string()).or_insert(0.0) += v;
+        }
     }
-    Ok(out)
+    out
 }
 
 /// `le` as Prometheus writes it (`0.1`, `1e+06`, `+Inf`).
@@ -101,40 +103,6 @@ pub(super) fn outcomes(step: &BTreeMap<String, f64>) -> Option<Outcomes> {
     }
     let get = |k: &str| step.get(k).map_or(0, |v| v.max(0.0).round() as u64);
     Some(Outcomes::Binary { tp: get("tp"), fp: get("fp"), tn: get("tn"), fn_: get("fn") })
-}
-
-fn read_histograms(a: &Answer) -> Result<Vec<Option<BTreeMap<String, f64>>>, QueryError> {
-    Ok(by_label(a, "le")?.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
-}
-
-fn read_outcomes(a: &Answer) -> Result<Vec<Option<Outcomes>>, QueryError> {
-    Ok(by_label(a, "outcome")?.iter().map(outcomes).collect())
-}
-
-/// The configured histograms and label counters over the first `n` steps.
-pub(super) async fn observe(
-    src: &PrometheusSource,
-    cfg: &PrometheusConfig,
-    n: usize,
-) -> Result<ModelSignals, SignalError> {
-    let mut ml = ModelSignals::default();
-    for d in &cfg.distributions {
-        let [b, c] = src.both(&d.query, n, read_histograms).await?;
-        let h = |v: Vec<Option<BTreeMap<String, f64>>>| -> Vec<Option<Counts>> {
-            v.into_iter().map(|m| m.and_then(|m| histogram(&d.le, &m))).collect()
-        };
-        ml.distributions.push(DistributionSeries {
-            spec: DistributionSpec { name: d.name.clone(), kind: d.kind, le: d.le.clone() },
-            baseline: h(b),
-            canary: h(c),
-        });
-    }
-    for l in &cfg.labels {
-        let [baseline, canary] = src.both(&l.query, n, read_outcomes).await?;
-        let spec = LabelSpec { name: l.name.clone(), task: Task::Binary, delay_s: l.delay_s };
-        ml.labels.push(LabelSeries { spec, baseline, canary });
-    }
-    Ok(ml)
 }
 
 #[cfg(test)]

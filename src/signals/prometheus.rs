@@ -12,7 +12,13 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BadDirection, MetricSeries, MetricSpec, Observation, Side, SignalError, SignalSource, Traffic};
+use std::collections::BTreeMap;
+
+use super::prom_ml::{self, PromDistribution, PromLabels};
+use super::{
+    BadDirection, DistributionSeries, DistributionSpec, LabelSeries, LabelSpec, MetricSeries, MetricSpec, ModelSignals,
+    Observation, Outcomes, Side, SignalError, SignalSource, Task, Traffic,
+};
 
 /// One metric's query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -60,10 +66,10 @@ pub struct PrometheusConfig {
     pub auth: Option<PromAuth>,
     /// Prediction and feature histograms (README, "Model releases").
     #[serde(default)]
-    pub distributions: Vec<super::prom_ml::PromDistribution>,
+    pub distributions: Vec<PromDistribution>,
     /// Delayed labelled outcomes of a binary classifier.
     #[serde(default)]
-    pub labels: Vec<super::prom_ml::PromLabels>,
+    pub labels: Vec<PromLabels>,
 }
 
 /// The baseline of a Prometheus source.
@@ -251,7 +257,7 @@ pub struct PrometheusSource {
 
 /// Why one query gave no data.
 #[derive(Debug)]
-pub(super) enum QueryError {
+enum QueryError {
     /// Prometheus could not be reached or answered 5xx: the whole source is down.
     Unreachable(String),
     /// The query itself failed (bad PromQL, 4xx): that metric is missing.
@@ -328,7 +334,7 @@ impl PrometheusSource {
     /// far; the baseline's as many for a concurrent one, the whole earlier
     /// window (all of it in the past) otherwise. A failed query leaves its
     /// side missing; Prometheus unreachable fails the source.
-    pub(super) async fn both<T: Clone>(
+    async fn both<T: Clone>(
         &self,
         template: &str,
         n: usize,
@@ -360,8 +366,39 @@ impl PrometheusSource {
     }
 }
 
+impl PrometheusSource {
+    /// The configured histograms and label counters over the first `n` steps.
+    async fn model_signals(&self, n: usize) -> Result<ModelSignals, SignalError> {
+        let mut ml = ModelSignals::default();
+        for d in &self.cfg.distributions {
+            let [b, c] = self.both(&d.query, n, read_histograms).await?;
+            let h = |v: Vec<Option<BTreeMap<String, f64>>>| -> Vec<Option<super::Counts>> {
+                v.into_iter().map(|m| m.and_then(|m| prom_ml::histogram(&d.le, &m))).collect()
+            };
+            let spec = DistributionSpec { name: d.name.clone(), kind: d.kind, le: d.le.clone() };
+            ml.distributions.push(DistributionSeries { spec, baseline: h(b), canary: h(c) });
+        }
+        for l in &self.cfg.labels {
+            let [baseline, canary] = self.both(&l.query, n, read_outcomes).await?;
+            let spec = LabelSpec { name: l.name.clone(), task: Task::Binary, delay_s: l.delay_s };
+            ml.labels.push(LabelSeries { spec, baseline, canary });
+        }
+        Ok(ml)
+    }
+}
+
+/// Each step's cumulative buckets by `le` (read into counts per bucket later).
+fn read_histograms(a: &Answer) -> Result<Vec<Option<BTreeMap<String, f64>>>, QueryError> {
+    Ok(prom_ml::by_label(a.points()?, a.n, "le").into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
+}
+
+/// Each step's confusion counts by `outcome`.
+fn read_outcomes(a: &Answer) -> Result<Vec<Option<Outcomes>>, QueryError> {
+    Ok(prom_ml::by_label(a.points()?, a.n, "outcome").iter().map(prom_ml::outcomes).collect())
+}
+
 /// One `query_range` answer and the window it was asked for.
-pub(super) struct Answer {
+struct Answer {
     pub status: reqwest::StatusCode,
     pub body: serde_json::Value,
     /// Unix seconds of the window's start.
@@ -463,7 +500,7 @@ impl SignalSource for PrometheusSource {
             metrics,
             logs: vec![],
             events: vec![],
-            ml: super::prom_ml::observe(self, &self.cfg, n).await?,
+            ml: self.model_signals(n).await?,
         })
     }
 }

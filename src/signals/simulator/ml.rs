@@ -11,7 +11,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::model::SideStep;
 use crate::signals::{
     BadDirection, DistributionSeries, DistributionSpec, DriftKind, Event, LabelSeries, LabelSpec, MetricSeries,
     MetricSpec, ModelSignals, Outcomes, Side, Task,
@@ -121,13 +120,12 @@ fn binomial(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
 
 impl MlState {
     /// Generate step `i` (release time `t`) from the requests each side served.
-    pub(super) fn step(&mut self, m: &ModelSim, rng: &mut ChaCha8Rng, t: u64, step_s: u32, sides: &[SideStep; 2]) {
+    pub(super) fn step(&mut self, m: &ModelSim, rng: &mut ChaCha8Rng, t: u64, step_s: u32, requests: [u64; 2]) {
         let i = self.scores.len();
         let delay_steps = (m.label_delay_s / u64::from(step_s.max(1))) as usize;
         let (mut scores, mut features, mut nulls) = ([None, None], [None, None], [None, None]);
-        for (side, s) in sides.iter().enumerate() {
+        for (side, n) in requests.into_iter().enumerate() {
             let changed = side == 1 && t >= m.change_at_s;
-            let n = s.requests;
             if n == 0 {
                 continue;
             }

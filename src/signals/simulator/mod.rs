@@ -155,7 +155,7 @@ impl Simulator {
             }
             if let Some(m) = &self.cfg.model {
                 let t = i * u64::from(self.cfg.step_s);
-                g.ml.step(m, &mut g.ml_rng, t, self.cfg.step_s, &st);
+                g.ml.step(m, &mut g.ml_rng, t, self.cfg.step_s, [st[0].requests, st[1].requests]);
                 g.events.extend(ml::MlState::schema_event(m, t, self.cfg.step_s));
             }
             g.steps.push(st);
