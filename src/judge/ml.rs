@@ -283,21 +283,8 @@ fn chi2_homogeneity(b: &[f64], c: &[f64]) -> f64 {
     ChiSquared::new((used - 1) as f64).map_or(1.0, |d| d.sf(stat))
 }
 
-/// Mean of a histogram read at bucket midpoints (the open top bucket at its lower bound).
-fn histogram_mean(le: &[f64], counts: &[f64]) -> Option<f64> {
-    let n: f64 = counts.iter().sum();
-    if n <= 0.0 {
-        return None;
-    }
-    let mid = |i: usize| match i {
-        0 => le[0],
-        i if i >= le.len() => le[le.len() - 1],
-        i => 0.5 * (le[i - 1] + le[i]),
-    };
-    Some(counts.iter().enumerate().map(|(i, c)| mid(i) * c).sum::<f64>() / n)
-}
-
 fn drift_finding(d: &DistributionSeries, cfg: &super::ml::MlJudgeConfig, warmup: usize, alpha: f64) -> Finding {
+    // The finding's numbers are PSIs (effect and tolerance): a histogram has no one level to show.
     let spec = crate::signals::MetricSpec {
         name: d.spec.name.clone(),
         unit: Unit::Other("psi".into()),
@@ -325,8 +312,6 @@ fn drift_finding(d: &DistributionSeries, cfg: &super::ml::MlJudgeConfig, warmup:
     }
     let x = distances(&b, &c);
     let drifted = x.chi2_p < alpha && x.psi >= cfg.psi_tolerance;
-    f.baseline = histogram_mean(&d.spec.le, &b);
-    f.canary = histogram_mean(&d.spec.le, &c);
     f.effect = Some(x.psi);
     f.tolerance = Some(cfg.psi_tolerance);
     f.confidence = Some(1.0 - x.chi2_p);
