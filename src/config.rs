@@ -238,6 +238,19 @@ impl Settings {
             if let Some(e) = &r.executor {
                 e.validate().map_err(|(field, expected)| (format!("releases[{i}].executor.{field}"), expected))?;
             }
+            // An MLflow alias moves between versions of one registered model: numbers, checked
+            // at load rather than when a rollback is due.
+            if matches!(r.executor, Some(crate::executor::ExecutorConfig::Mlflow(_))) {
+                let version = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                for (field, v) in [
+                    ("candidate_revision", Some(&r.candidate_revision)),
+                    ("last_known_good", r.last_known_good.as_ref()),
+                ] {
+                    if v.is_some_and(|v| !version(v)) {
+                        return Err((format!("releases[{i}].{field}"), "a version number of the registered model (the `mlflow` executor moves an alias between versions)".into()));
+                    }
+                }
+            }
         }
         if !(self.agent.lease_s.is_finite() && (0.2..=3600.0).contains(&self.agent.lease_s)) {
             return Err(("agent.lease_s".into(), "seconds between 0.2 and 3600".into()));

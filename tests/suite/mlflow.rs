@@ -112,3 +112,12 @@ async fn a_registry_that_is_down_or_refuses_the_version_fails_the_rollback_clear
     mlflow.launch().await;
     assert_eq!(mlflow.alias("fraud-scorer", "champion").await, "2");
 }
+
+#[test]
+fn a_revision_that_is_not_an_mlflow_version_is_refused_at_load_naming_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "http://127.0.0.1:9", "v41");
+    let (code, text) = watch(&cfg, &d.path().join("l.db"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("releases[0].last_known_good") && text.contains("version number"), "{text}");
+}
