@@ -29,6 +29,9 @@ pub struct DistributionSpec {
     pub kind: DriftKind,
     /// Upper bounds of the buckets, increasing (Prometheus `le`); a sample
     /// has one more count than bounds, for the bucket above the last bound.
+    /// Omitted in a scenario file: each sample is raw values, binned at load
+    /// ([`DistributionSeries::binned`]).
+    #[serde(default)]
     pub le: Vec<f64>,
 }
 
@@ -44,6 +47,46 @@ pub struct DistributionSeries {
     pub baseline: Vec<Option<Counts>>,
     /// Canary histogram per step; `None` is a missing sample.
     pub canary: Vec<Option<Counts>>,
+}
+
+impl DistributionSeries {
+    /// A series of raw values per step (`le` empty) as histograms: the
+    /// bounds are the baseline's pooled deciles (fewer where values repeat),
+    /// so each baseline bucket holds about a tenth — the usual PSI binning.
+    /// A series with bounds is returned as it is. `Err((field, expected))`.
+    pub fn binned(self, at: &str) -> Result<DistributionSeries, (String, String)> {
+        if !self.spec.le.is_empty() {
+            return Ok(self);
+        }
+        for (side, series) in [("baseline", &self.baseline), ("canary", &self.canary)] {
+            for (j, v) in series.iter().enumerate() {
+                if v.as_ref().is_some_and(|v| v.iter().any(|x| !x.is_finite())) {
+                    return Err((format!("{at}.{side}[{j}]"), "finite raw values (no `le`), or null".into()));
+                }
+            }
+        }
+        let mut pooled: Vec<f64> = self.baseline.iter().flatten().flatten().copied().collect();
+        if pooled.is_empty() {
+            return Err((
+                format!("{at}.le"),
+                "bucket bounds, or raw values on the baseline to take the bounds from".into(),
+            ));
+        }
+        pooled.sort_by(f64::total_cmp);
+        let mut le: Vec<f64> = (1..10).map(|k| pooled[(k * pooled.len() / 10).min(pooled.len() - 1)]).collect();
+        le.dedup();
+        let bin = |v: &Option<Vec<f64>>| {
+            v.as_ref().map(|v| {
+                let mut c = vec![0.0; le.len() + 1];
+                for x in v {
+                    c[le.partition_point(|b| b < x)] += 1.0;
+                }
+                c
+            })
+        };
+        let (baseline, canary) = (self.baseline.iter().map(bin).collect(), self.canary.iter().map(bin).collect());
+        Ok(DistributionSeries { spec: DistributionSpec { le, ..self.spec }, baseline, canary })
+    }
 }
 
 /// What the model predicts, which decides how labelled outcomes are scored.

@@ -200,10 +200,16 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
         }
         None => return Err(field_err("format".into(), format!("the string \"{SCENARIO_FORMAT}\""))),
     }
-    let doc: FileDoc = serde_path_to_error::deserialize(raw).map_err(|e| {
+    let mut doc: FileDoc = serde_path_to_error::deserialize(raw).map_err(|e| {
         let field = e.path().to_string();
         field_err(field, e.into_inner().to_string())
     })?;
+    doc.distributions = std::mem::take(&mut doc.distributions)
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| d.binned(&format!("distributions[{i}]")))
+        .collect::<Result<_, _>>()
+        .map_err(|(field, expected)| field_err(field, expected))?;
     validate(&doc).map_err(|(field, expected)| field_err(field, expected))?;
     let data = ScenarioData {
         name: doc.name,
@@ -430,6 +436,30 @@ mod tests {
         assert_eq!(ml.labels[1].spec.task, Task::Regression);
         let again = parse_scenario(Path::new("a.json"), &s.to_json().unwrap()).unwrap();
         assert_eq!(s, again);
+    }
+
+    #[test]
+    fn raw_values_without_le_are_binned_by_the_baseline_deciles() {
+        let b: Vec<String> = (0..3)
+            .map(|k| format!("[{}]", (0..100).map(|i| (i + k).to_string()).collect::<Vec<_>>().join(",")))
+            .collect();
+        let raw = format!(
+            r#","distributions":[{{"name":"amount","kind":"feature","baseline":[{}],"canary":[[1000,1001],null,[5]]}}]"#,
+            b.join(",")
+        );
+        let s = parse_scenario(Path::new("a.json"), &doc(&raw)).unwrap();
+        let d = &s.data.ml.distributions[0];
+        assert_eq!(d.spec.le.len(), 9, "{:?}", d.spec.le);
+        let first = d.baseline[0].as_ref().unwrap();
+        assert_eq!(first.iter().sum::<f64>(), 100.0);
+        assert!(first.iter().all(|c| (8.0..=12.0).contains(c)), "about a tenth in each: {first:?}");
+        assert_eq!(d.canary[0].as_ref().unwrap().last(), Some(&2.0), "above every bound");
+        assert_eq!(d.canary[2].as_ref().unwrap()[0], 1.0);
+        // Without le, the baseline must hold values to bin by.
+        let empty =
+            r#","distributions":[{"name":"x","kind":"feature","baseline":[null,null,null],"canary":[[1],null,null]}]"#;
+        let err = parse_scenario(Path::new("f.json"), &doc(empty)).unwrap_err().to_string();
+        assert!(err.contains("distributions[0].le") && err.contains("raw values"), "{err}");
     }
 
     #[test]
