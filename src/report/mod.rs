@@ -184,7 +184,20 @@ fn would_change(judge: Option<&JudgeResult>) -> Vec<String> {
             })
             .collect();
     }
-    let lacking: Vec<&Finding> = j.lacking_data().collect();
+    let drifted: Vec<String> = j
+        .drifted()
+        .map(|f| {
+            format!(
+                "{}: held for a human because it drifted while labelled quality holds (policy: judge.ml.drift); \
+                 labelled quality falling beyond its tolerance would roll back instead",
+                f.metric
+            )
+        })
+        .collect();
+    if !drifted.is_empty() {
+        return drifted;
+    }
+    let lacking: Vec<&Finding> = j.lacking_data().chain(j.labels_pending()).collect();
     if j.verdict == Verdict::Inconclusive && !lacking.is_empty() {
         return lacking.iter().map(|f| format!("{}: enough data to judge ({})", f.metric, f.explanation)).collect();
     }
@@ -196,14 +209,17 @@ fn would_change(judge: Option<&JudgeResult>) -> Vec<String> {
                 r(a).total_cmp(&r(b))
             },
         );
+    // Labelled quality is tested on the labels that have arrived, not at looks in a row.
+    let looks = |f: &Finding| if f.ml.is_some() { "" } else { " at two looks in a row" };
     match closest {
         Some(f) => vec![format!(
-            "{} (the closest to failing): a harmful shift above {} (now {}) with z above {:.1} (now {:.1}) at two looks in a row",
+            "{} (the closest to failing): a harmful shift above {} (now {}) with z above {:.1} (now {:.1}){}",
             f.metric,
             fmt(f.tolerance.unwrap_or(0.0), &f.unit),
             fmt(f.effect.unwrap_or(0.0), &f.unit),
             f.critical.unwrap_or(0.0),
-            f.z.unwrap_or(0.0)
+            f.z.unwrap_or(0.0),
+            looks(f)
         )],
         None => vec![],
     }
