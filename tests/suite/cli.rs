@@ -63,6 +63,19 @@ fn demo_healthy_promotes() {
 }
 
 #[test]
+fn demo_model_drift_rolls_back_when_delayed_labels_show_accuracy_falling() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    backstop()
+        .args(["demo", "--scenario", "model-drift", "--tick-ms", "0", "--ledger", db.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ROLLED BACK to v41"))
+        .stdout(predicate::str::contains("labelled accuracy fell beyond tolerance"))
+        .stdout(predicate::str::contains("canary model's scores shift"));
+}
+
+#[test]
 fn demo_unknown_scenario_is_a_usage_error() {
     backstop()
         .args(["demo", "--scenario", "nope", "--tick-ms", "0", "--ledger", "/tmp/unused.db"])
