@@ -176,7 +176,8 @@ impl MlflowExecutor {
     fn step(&self, version: &str) -> String {
         format!(
             "POST {}: set alias `{}` of registered model `{}` to version {version}, then read the alias back",
-            self.url("registered-models/alias"),
+            // Plans are printed and ledgered: credentials in the URL never are.
+            crate::secret::redact_url(&self.url("registered-models/alias")),
             self.cfg.alias,
             self.cfg.model
         )

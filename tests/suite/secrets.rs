@@ -1,7 +1,7 @@
 //! Marker secrets in every credential slot — URL user-info, password and
 //! token query values, a Prometheus bearer token, the model's API key, the webhook's signing secret, a
 //! variable passed through to a command (which prints it), a kubeconfig
-//! token — then `watch`, `advise` (all three formats), `serve` (every
+//! token, an MLflow registry's URL credentials and bearer token — then `watch`, `advise` (all three formats), `serve` (every
 //! contract), `audit`, `config check` and `demo` at `RUST_LOG=trace`: no
 //! marker in any output, report, gate answer, or byte of the ledger.
 
@@ -25,14 +25,30 @@ fn env() -> Vec<(&'static str, String)> {
         ("SWEEP_PASSED_ENV", format!("{MARK}-env")),
         ("SWEEP_MODEL_KEY", format!("{MARK}-apikey")),
         ("SWEEP_PROM_TOKEN", format!("{MARK}-promtoken")),
+        ("SWEEP_MLFLOW_TOKEN", format!("{MARK}-mlflowtoken")),
         ("RUST_LOG", "trace".into()),
     ]
 }
 
+/// The webhook's receiver, and an MLflow registry's alias endpoint (whose
+/// POSTs are counted with the webhook's).
 async fn receiver() -> (String, Arc<Mutex<u32>>) {
     let posts = Arc::new(Mutex::new(0));
     let seen = posts.clone();
+    let alias_seen = posts.clone();
+    let alias = "/api/2.0/mlflow/registered-models/alias";
     let app = Router::new()
+        .route(
+            alias,
+            post(move || {
+                let seen = alias_seen.clone();
+                async move {
+                    *seen.lock().unwrap() += 1;
+                    axum::Json(serde_json::json!({}))
+                }
+            })
+            .get(|| async { axum::Json(serde_json::json!({ "model_version": { "version": "41" } })) }),
+        )
         .route(
             "/hook",
             post(move || {
@@ -92,6 +108,12 @@ fn config(dir: &Path, hook: &str, model: &str) -> std::path::PathBuf {
                 r#"{{ kind = "kubernetes", workload = "deployment", namespace = "shop", name = "checkout", kubeconfig = "{}" }}"#,
                 kubeconfig.display()
             ),
+        ),
+        format!(
+            "[[releases]]\nname = \"mlflow\"\nservice = \"checkout\"\ntarget = \"t/mlflow\"\n\
+             candidate_revision = \"42\"\nlast_known_good = \"41\"\nsource = {scenario}\n\
+             executor = {{ kind = \"mlflow\", tracking_uri = \"{}\", model = \"checkout\", token_env = \"SWEEP_MLFLOW_TOKEN\" }}\n\n",
+            hook.replacen("http://", &format!("http://{MARK}-mluser:{MARK}-mlpass@"), 1)
         ),
         format!(
             "[model]\nbase_url = \"{model}\"\nname = \"sweep\"\napi_key_env = \"SWEEP_MODEL_KEY\"\ntimeout_s = 2\nmax_retries = 0\n"
@@ -185,7 +207,7 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
         add("watch", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--format", "json", "--ledger", &ledger]));
         add("watch text", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--ledger", &ledger]));
         let mut html_files = String::new();
-        for release in ["hook", "cmd", "prom", "k8s"] {
+        for release in ["hook", "cmd", "prom", "k8s", "mlflow"] {
             for format in ["markdown", "json"] {
                 let args = ["--config", &cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", format];
                 add(&format!("advise {release} {format}"), run(&[&args[..], &["--ledger", &ledger]].concat()));
@@ -216,7 +238,7 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
     }
     assert!(hits.is_empty(), "secrets leaked:\n{}", hits.join("\n\n"));
     // The sweep covered real work: the webhook was called, the command ran and the model was asked.
-    assert!(*posts.lock().unwrap() >= 1, "the webhook never received the rollback");
+    assert!(*posts.lock().unwrap() >= 2, "the webhook and the registry never both received the rollback");
     assert!(!model.requests().is_empty(), "the model was never consulted");
     let bytes = ledger_bytes(dir.path());
     assert!(bytes.contains("rolling back with"), "the command's output (masked) is in the ledger");
