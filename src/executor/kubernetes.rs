@@ -82,6 +82,42 @@ pub struct KubernetesConfig {
     pub inference_service_rollback: InferenceServiceRollback,
 }
 
+/// The parts of a KServe `InferenceService` backstop reads and merge-patches.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct InferenceService {
+    #[serde(default)]
+    spec: InferenceServiceSpec,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct InferenceServiceSpec {
+    #[serde(default)]
+    predictor: Predictor,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Predictor {
+    /// Always sent in a patch: `null` removes the canary split.
+    #[serde(default)]
+    canary_traffic_percent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<PredictorModel>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PredictorModel {
+    #[serde(default)]
+    storage_uri: Option<String>,
+}
+
+impl Predictor {
+    fn storage_uri(&self) -> Option<&str> {
+        self.model.as_ref().and_then(|m| m.storage_uri.as_deref())
+    }
+}
+
 /// Acts on one workload.
 pub struct KubernetesExecutor {
     target: String,
@@ -123,53 +159,51 @@ impl KubernetesExecutor {
         Api::namespaced_with(client, &self.cfg.namespace, &ApiResource::from_gvk(&gvk))
     }
 
-    /// The merge patch of an InferenceService for `kind` to `revision`.
-    fn isvc_patch(&self, kind: ActionKind, revision: &str) -> serde_json::Value {
-        match (kind, self.cfg.inference_service_rollback) {
-            (ActionKind::Promote, _) => json!({ "spec": { "predictor": { "canaryTrafficPercent": null } } }),
-            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => {
-                json!({ "spec": { "predictor": { "canaryTrafficPercent": 0 } } })
+    /// What `kind` to `revision` makes of the InferenceService's predictor
+    /// (the merge patch itself: an unset `canaryTrafficPercent` is sent as
+    /// null, which removes it), and the step as a human reads it.
+    fn isvc_change(&self, kind: ActionKind, revision: &str) -> (Predictor, String) {
+        let (canary, model, step) = match (kind, self.cfg.inference_service_rollback) {
+            (ActionKind::Promote, _) => {
+                (None, None, "canaryTrafficPercent removed (latest revision takes all traffic)".to_string())
             }
-            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => json!({ "spec": { "predictor": {
-                "model": { "storageUri": revision }, "canaryTrafficPercent": null } } }),
-        }
+            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => {
+                (Some(0), None, "canaryTrafficPercent = 0 (traffic back to the previous ready revision)".to_string())
+            }
+            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => (
+                None,
+                Some(PredictorModel { storage_uri: Some(revision.to_string()) }),
+                format!("model.storageUri = {revision} and canaryTrafficPercent removed"),
+            ),
+        };
+        let step =
+            format!("inferenceservice {}/{}: merge-patch spec.predictor.{step}", self.cfg.namespace, self.cfg.name);
+        (Predictor { canary_traffic_percent: canary, model }, step)
     }
 
     async fn patch_isvc(&self, kind: ActionKind, revision: &str) -> Result<String, ExecutorError> {
         let api = self.inference_services(self.client().await?);
-        let patch = Patch::Merge(self.isvc_patch(kind, revision));
+        let (predictor, step) = self.isvc_change(kind, revision);
+        let patch = Patch::Merge(InferenceService { spec: InferenceServiceSpec { predictor } });
         api.patch(&self.cfg.name, &PatchParams::default(), &patch).await.map_err(|e| self.fail(e))?;
-        Ok(format!("inferenceservice {}/{}: {}", self.cfg.namespace, self.cfg.name, self.isvc_step(kind, revision)))
+        Ok(step)
     }
 
-    fn isvc_step(&self, kind: ActionKind, revision: &str) -> String {
-        match (kind, self.cfg.inference_service_rollback) {
-            (ActionKind::Promote, _) => {
-                "merge-patch spec.predictor.canaryTrafficPercent removed (latest revision takes all traffic)".into()
-            }
-            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => {
-                "merge-patch spec.predictor.canaryTrafficPercent = 0 (traffic back to the previous ready revision)"
-                    .into()
-            }
-            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => {
-                format!("merge-patch spec.predictor.model.storageUri = {revision} and canaryTrafficPercent removed")
-            }
-        }
-    }
-
-    /// Whether the InferenceService's spec is what `kind` to `revision` set, and what was read.
+    /// Whether the InferenceService's predictor is what `kind` to `revision`
+    /// set (a promotion also accepts an explicit 100 %), and what was read.
     async fn isvc_state(&self, kind: ActionKind, revision: &str) -> Result<Verification, ExecutorError> {
         let o = self.inference_services(self.client().await?).get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
-        let predictor = &o.data["spec"]["predictor"];
-        let percent = predictor["canaryTrafficPercent"].as_i64();
-        let uri = predictor["model"]["storageUri"].as_str().unwrap_or("");
-        let verified = match (kind, self.cfg.inference_service_rollback) {
-            (ActionKind::Promote, _) => percent.is_none_or(|p| p == 100),
-            (ActionKind::Rollback, InferenceServiceRollback::Traffic) => percent == Some(0),
-            (ActionKind::Rollback, InferenceServiceRollback::StorageUri) => uri == revision && percent.is_none(),
-        };
+        let now: InferenceService = serde_json::from_value(o.data)
+            .map_err(|e| self.fail(format!("the InferenceService is not in KServe's v1beta1 shape: {e}")))?;
+        let (want, _) = self.isvc_change(kind, revision);
+        let (percent, uri) = (now.spec.predictor.canary_traffic_percent, now.spec.predictor.storage_uri());
+        let verified = match want.canary_traffic_percent {
+            Some(p) => percent == Some(p),
+            None => percent.is_none_or(|p| p == 100),
+        } && want.storage_uri().is_none_or(|w| uri == Some(w));
         let shown = percent.map_or("unset".to_string(), |p| p.to_string());
-        Ok(Verification { verified, observed: format!("canaryTrafficPercent {shown}, storageUri {uri}") })
+        let observed = format!("canaryTrafficPercent {shown}, storageUri {}", uri.unwrap_or(""));
+        Ok(Verification { verified, observed })
     }
 
     /// The ReplicaSet of the Deployment at `revision`, with its pod-template-hash label removed.
@@ -263,21 +297,14 @@ impl Planner for KubernetesExecutor {
             Workload::ArgoRollout => {
                 format!("abort rollout {ns}/{name}: merge-patch status.abort=true (traffic back to stable)")
             }
-            Workload::InferenceService => {
-                format!("inferenceservice {ns}/{name}: {}", self.isvc_step(ActionKind::Rollback, &rollback.to_revision))
-            }
+            Workload::InferenceService => self.isvc_change(ActionKind::Rollback, &rollback.to_revision).1,
         };
         Ok(ActionPlan::new(ActionKind::Rollback, &self.target, &rollback.to_revision, at_s, vec![step]))
     }
 
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
         if self.cfg.workload == Workload::InferenceService {
-            let step = format!(
-                "inferenceservice {}/{}: {}",
-                self.cfg.namespace,
-                self.cfg.name,
-                self.isvc_step(ActionKind::Promote, revision)
-            );
+            let step = self.isvc_change(ActionKind::Promote, revision).1;
             return Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]));
         }
         let step =
