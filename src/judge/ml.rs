@@ -57,6 +57,42 @@ pub enum QualityMetric {
     F1,
 }
 
+/// The score a label series was judged on, as findings and reports carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Score {
+    Accuracy,
+    Precision,
+    Recall,
+    F1,
+    /// Mean absolute error (regression).
+    Mae,
+}
+
+impl Score {
+    /// As written in explanations.
+    pub fn label(self) -> &'static str {
+        match self {
+            Score::Accuracy => "accuracy",
+            Score::Precision => "precision",
+            Score::Recall => "recall",
+            Score::F1 => "f1",
+            Score::Mae => "mae",
+        }
+    }
+}
+
+impl From<QualityMetric> for Score {
+    fn from(q: QualityMetric) -> Self {
+        match q {
+            QualityMetric::Accuracy => Score::Accuracy,
+            QualityMetric::Precision => Score::Precision,
+            QualityMetric::Recall => Score::Recall,
+            QualityMetric::F1 => Score::F1,
+        }
+    }
+}
+
 /// `[judge.ml]`: how model-release signals are judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -145,8 +181,7 @@ pub enum MlEvidence {
     /// Labelled outcomes per side, as they have arrived.
     Quality {
         task: Task,
-        /// The score judged (`accuracy`, … or `mae`).
-        judged: String,
+        judged: Score,
         baseline: QualityScores,
         canary: QualityScores,
         /// Labels arrived per side.
@@ -283,7 +318,7 @@ fn chi2_homogeneity(b: &[f64], c: &[f64]) -> f64 {
     ChiSquared::new((used - 1) as f64).map_or(1.0, |d| d.sf(stat))
 }
 
-fn drift_finding(d: &DistributionSeries, cfg: &super::ml::MlJudgeConfig, warmup: usize, alpha: f64) -> Finding {
+fn drift_finding(d: &DistributionSeries, cfg: &MlJudgeConfig, warmup: usize, alpha: f64) -> Finding {
     // The finding's numbers are PSIs (effect and tolerance): a histogram has no one level to show.
     let spec = crate::signals::MetricSpec {
         name: d.spec.name.clone(),
@@ -381,15 +416,43 @@ fn tally(v: &[Option<Outcomes>], task: Task) -> Outcomes {
     v.iter().flatten().fold(Outcomes::zero(task), |a, o| a.plus(*o))
 }
 
-/// The harm (positive = worse), its standard error and its tolerance, for the judged score.
-fn quality_test(b: &Outcomes, c: &Outcomes, cfg: &MlJudgeConfig) -> Option<(f64, f64, f64, f64, f64)> {
+/// One side-by-side test of the judged score.
+#[derive(Debug, Clone, Copy)]
+struct QualityTest {
+    baseline: f64,
+    canary: f64,
+    /// Positive = the canary is worse, in the score's unit.
+    harm: f64,
+    se: f64,
+    tolerance: f64,
+    /// Steps of arrivals the test covered.
+    window_steps: usize,
+}
+
+impl QualityTest {
+    /// Standard errors by which the harm exceeds its tolerance.
+    fn strength(&self) -> f64 {
+        (self.harm - self.tolerance) / self.se
+    }
+}
+
+/// The judged score of two tallies, with its standard error and tolerance.
+fn quality_test(b: &Outcomes, c: &Outcomes, cfg: &MlJudgeConfig, window_steps: usize) -> Option<QualityTest> {
+    let test = |baseline: f64, canary: f64, harm: f64, se: f64, tolerance: f64| QualityTest {
+        baseline,
+        canary,
+        harm,
+        se: se.max(1e-9),
+        tolerance,
+        window_steps,
+    };
     match (b, c) {
         (Outcomes::Binary { .. }, Outcomes::Binary { .. }) => {
             let ((kb, nb), (kc, nc)) = (proportion(b, cfg.quality)?, proportion(c, cfg.quality)?);
             let (pb, pc) = (kb / nb, kc / nc);
             let pooled = (kb + kc) / (nb + nc);
-            let se = (pooled * (1.0 - pooled) * (1.0 / nb + 1.0 / nc)).sqrt().max(1e-9);
-            Some((pb, pc, pb - pc, se, cfg.quality_tolerance))
+            let se = (pooled * (1.0 - pooled) * (1.0 / nb + 1.0 / nc)).sqrt();
+            Some(test(pb, pc, pb - pc, se, cfg.quality_tolerance))
         }
         (
             Outcomes::Regression { n: nb, abs_error_sum: sb, abs_error_sq_sum: qb },
@@ -398,32 +461,28 @@ fn quality_test(b: &Outcomes, c: &Outcomes, cfg: &MlJudgeConfig) -> Option<(f64,
             let (nb, nc) = (*nb as f64, *nc as f64);
             let (mb, mc) = (sb / nb, sc / nc);
             let var = |q: f64, m: f64, n: f64| ((q / n - m * m) * n / (n - 1.0)).max(0.0);
-            let se = (var(*qb, mb, nb) / nb + var(*qc, mc, nc) / nc).sqrt().max(1e-9);
-            Some((mb, mc, mc - mb, se, cfg.mae_tolerance * mb))
+            let se = (var(*qb, mb, nb) / nb + var(*qc, mc, nc) / nc).sqrt();
+            Some(test(mb, mc, mc - mb, se, cfg.mae_tolerance * mb))
         }
         _ => None,
     }
 }
 
-/// The window (of `windows`, steps of arrivals) whose test is strongest
-/// against its tolerance, among those with enough labels on both sides:
-/// `(score b, score c, harm, se, tolerance, window steps)`.
-type Tested = (f64, f64, f64, f64, f64, usize);
-
-fn strongest_window(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize]) -> Option<Tested> {
+/// The test of the window (of `windows`, steps of arrivals, and the whole
+/// series) strongest against its tolerance, among those with enough labels on both sides.
+fn strongest_window(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize]) -> Option<QualityTest> {
     let n = l.canary.len();
     let task = l.spec.task;
-    let mut best: Option<Tested> = None;
+    let mut best: Option<QualityTest> = None;
     for &w in windows.iter().chain(std::iter::once(&n)) {
         let from = n.saturating_sub(w);
         let (b, c) = (tally(&l.baseline[from.min(l.baseline.len())..], task), tally(&l.canary[from..], task));
         if b.labelled() < cfg.min_labels || c.labelled() < cfg.min_labels {
             continue;
         }
-        let Some((sb, sc, harm, se, tol)) = quality_test(&b, &c, cfg) else { continue };
-        let strength = (harm - tol) / se;
-        if best.is_none_or(|x| strength > (x.2 - x.4) / x.3) {
-            best = Some((sb, sc, harm, se, tol, n - from));
+        let Some(t) = quality_test(&b, &c, cfg, n - from) else { continue };
+        if best.is_none_or(|x| t.strength() > x.strength()) {
+            best = Some(t);
         }
     }
     best
@@ -432,8 +491,8 @@ fn strongest_window(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize]) -> 
 fn quality_finding(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize], step_s: u64, crit: f64) -> Finding {
     let task = l.spec.task;
     let judged = match task {
-        Task::Binary => format!("{:?}", cfg.quality).to_lowercase(),
-        Task::Regression => "mae".to_string(),
+        Task::Binary => Score::from(cfg.quality),
+        Task::Regression => Score::Mae,
     };
     let spec = crate::signals::MetricSpec {
         name: l.spec.name.clone(),
@@ -447,14 +506,15 @@ fn quality_finding(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize], step
     f.coverage = 1.0;
     f.ml = Some(MlEvidence::Quality {
         task,
-        judged: judged.clone(),
+        judged,
         baseline: scores(&b),
         canary: scores(&c),
         baseline_labelled: nb,
         canary_labelled: nc,
         delay_s: l.spec.delay_s,
     });
-    let Some((sb, sc, harm, se, tolerance, w)) = strongest_window(l, cfg, windows) else {
+    let judged = judged.label();
+    let Some(t) = strongest_window(l, cfg, windows) else {
         f.status = MetricStatus::LabelsPending;
         f.explanation = format!(
             "labelled {judged}: pending — {nc} canary and {nb} baseline labels have arrived, {} per side needed; \
@@ -463,23 +523,24 @@ fn quality_finding(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize], step
         );
         return f;
     };
-    let z = harm / se;
+    let z = t.harm / t.se;
+    let window_s = t.window_steps as u64 * step_s;
     (f.baseline, f.canary, f.effect, f.z, f.critical, f.tolerance) =
-        (Some(sb), Some(sc), Some(harm), Some(z), Some(crit), Some(tolerance));
+        (Some(t.baseline), Some(t.canary), Some(t.harm), Some(z), Some(crit), Some(t.tolerance));
     f.confidence = Some(1.0 - stats::t_upper_p(z, 1e9));
-    f.window_s = Some(w as u64 * step_s);
-    let failing = z > crit && harm > tolerance;
+    f.window_s = Some(window_s);
+    let failing = z > crit && t.harm > t.tolerance;
     f.status = if failing { MetricStatus::Failing } else { MetricStatus::Ok };
     let show = |v: f64| if task == Task::Binary { format!("{:.2}%", v * 100.0) } else { format!("{v:.4}") };
     f.explanation = format!(
         "labelled {judged} {}: canary {} vs baseline {} over labels that arrived in the last {}s ({nc} and {nb} \
          labels in all; harm {}, tolerance {}, z {z:.1} against {crit:.1}); labels arrive about {}s after a prediction",
         if failing { "fell beyond tolerance" } else { "within tolerance" },
-        show(sc),
-        show(sb),
-        w as u64 * step_s,
-        show(harm),
-        show(tolerance),
+        show(t.canary),
+        show(t.baseline),
+        window_s,
+        show(t.harm),
+        show(t.tolerance),
         l.spec.delay_s
     );
     f
