@@ -241,12 +241,11 @@ impl Settings {
             // An MLflow alias moves between versions of one registered model: numbers, checked
             // at load rather than when a rollback is due.
             if matches!(r.executor, Some(crate::executor::ExecutorConfig::Mlflow(_))) {
-                let version = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
                 for (field, v) in [
                     ("candidate_revision", Some(&r.candidate_revision)),
                     ("last_known_good", r.last_known_good.as_ref()),
                 ] {
-                    if v.is_some_and(|v| !version(v)) {
+                    if v.is_some_and(|v| !crate::executor::is_mlflow_version(v)) {
                         return Err((format!("releases[{i}].{field}"), "a version number of the registered model (the `mlflow` executor moves an alias between versions)".into()));
                     }
                 }

@@ -43,6 +43,11 @@ fn default_timeout() -> u64 {
     10
 }
 
+/// Whether `text` can name a version of a registered model: MLflow numbers them.
+pub fn is_version(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Attempts at one request on connection errors and 5xx answers.
 const ATTEMPTS: u32 = 3;
 
@@ -117,7 +122,7 @@ impl MlflowExecutor {
     }
 
     fn version_of(&self, revision: &str) -> Result<(), ExecutorError> {
-        if revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_version(revision) {
             return Err(self.fail(format!(
                 "revision `{revision}` is not a version of registered model `{}` (MLflow versions are numbers)",
                 self.cfg.model

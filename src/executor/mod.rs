@@ -46,7 +46,7 @@ pub use guard::{Checked, Guarded};
 pub use haproxy::{HaproxyConfig, HaproxyExecutor};
 pub use kubernetes::{InferenceServiceRollback, KubernetesConfig, KubernetesExecutor, Workload};
 pub use manual::ManualPlanner;
-pub use mlflow::{MlflowConfig, MlflowExecutor};
+pub use mlflow::{MlflowConfig, MlflowExecutor, is_version as is_mlflow_version};
 pub use simulated::SimulatedExecutor;
 pub use webhook::{WebhookConfig, WebhookExecutor};
 
@@ -172,7 +172,7 @@ impl ExecutorConfig {
                 if m.model.trim().is_empty() {
                     return bad("model", "the registered model's name");
                 }
-                if m.alias.trim().is_empty() || m.alias.bytes().all(|b| b.is_ascii_digit()) {
+                if m.alias.trim().is_empty() || is_mlflow_version(&m.alias) {
                     return bad("alias", "an alias name such as `champion` (not a version number)");
                 }
                 if m.token_env.as_deref().is_some_and(|v| v.trim().is_empty()) {

@@ -585,18 +585,14 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
     findings.extend(logs::judge_logs(obs, cfg, warmup_steps));
     findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
     let complete = obs.window_complete();
-    let failing: Vec<&str> =
-        findings.iter().filter(|f| f.status == MetricStatus::Failing).map(|f| f.metric.as_str()).collect();
-    let lacking: Vec<&str> = findings
-        .iter()
-        .filter(|f| matches!(f.status, MetricStatus::NoData | MetricStatus::InsufficientData))
-        .map(|f| f.metric.as_str())
-        .collect();
-    let incidents: Vec<&str> = findings.iter().filter(|f| f.status.is_incident()).map(|f| f.metric.as_str()).collect();
-    let names = |s: MetricStatus| -> Vec<&str> {
-        findings.iter().filter(|f| f.status == s).map(|f| f.metric.as_str()).collect()
+    let names = |keep: fn(MetricStatus) -> bool| -> Vec<&str> {
+        findings.iter().filter(|f| keep(f.status)).map(|f| f.metric.as_str()).collect()
     };
-    let (drifted, pending) = (names(MetricStatus::Drifted), names(MetricStatus::LabelsPending));
+    let failing = names(|s| s == MetricStatus::Failing);
+    let lacking = names(|s| matches!(s, MetricStatus::NoData | MetricStatus::InsufficientData));
+    let incidents = names(MetricStatus::is_incident);
+    let drifted = names(|s| s == MetricStatus::Drifted);
+    let pending = names(|s| s == MetricStatus::LabelsPending);
     let (verdict, summary) = if !failing.is_empty() {
         (Verdict::Fail, format!("canary is worse than baseline beyond tolerance on {}", failing.join(", ")))
     } else if !drifted.is_empty() {

@@ -225,17 +225,19 @@ impl ModelSignals {
     /// The first `n` steps of every series (what had ended by then); an
     /// earlier-window baseline (`whole_baseline`) lies in the past and is kept whole.
     pub fn first_steps(&self, n: usize, whole_baseline: bool) -> ModelSignals {
-        fn cut<T: Clone>(v: &[Option<T>], n: usize) -> Vec<Option<T>> {
-            v[..n.min(v.len())].to_vec()
+        /// The first `n` samples, or all of them for `None`.
+        fn head<T: Clone>(v: &[Option<T>], n: Option<usize>) -> Vec<Option<T>> {
+            v[..n.map_or(v.len(), |n| n.min(v.len()))].to_vec()
         }
+        let (b, c) = ((!whole_baseline).then_some(n), Some(n));
         ModelSignals {
             distributions: self
                 .distributions
                 .iter()
                 .map(|d| DistributionSeries {
                     spec: d.spec.clone(),
-                    baseline: if whole_baseline { d.baseline.clone() } else { cut(&d.baseline, n) },
-                    canary: cut(&d.canary, n),
+                    baseline: head(&d.baseline, b),
+                    canary: head(&d.canary, c),
                 })
                 .collect(),
             labels: self
@@ -243,19 +245,21 @@ impl ModelSignals {
                 .iter()
                 .map(|l| LabelSeries {
                     spec: l.spec.clone(),
-                    baseline: if whole_baseline { l.baseline.clone() } else { cut(&l.baseline, n) },
-                    canary: cut(&l.canary, n),
+                    baseline: head(&l.baseline, b),
+                    canary: head(&l.canary, c),
                 })
                 .collect(),
         }
     }
 
-    /// Check shapes against a window of `steps` samples; `Err((field, expected))`
-    /// with the field relative to the document (`distributions[0].canary[3]`).
-    pub fn validate(
-        &self,
+    /// Check shapes against a window of `steps` samples, the names against
+    /// those `taken` by other series; `Err((field, expected))` with the field
+    /// relative to the document (`distributions[0].canary[3]`).
+    pub fn validate<'a>(
+        distributions: &'a [DistributionSeries],
+        labels: &'a [LabelSeries],
         steps: usize,
-        taken: &mut std::collections::HashSet<String>,
+        taken: &mut std::collections::HashSet<&'a str>,
     ) -> Result<(), (String, String)> {
         let len = |field: String, got: usize| {
             if got == steps {
@@ -264,9 +268,9 @@ impl ModelSignals {
                 Err((field, format!("{steps} samples (duration_s / step_s), found {got}")))
             }
         };
-        for (i, d) in self.distributions.iter().enumerate() {
+        for (i, d) in distributions.iter().enumerate() {
             let at = format!("distributions[{i}]");
-            if d.spec.name.trim().is_empty() || !taken.insert(d.spec.name.clone()) {
+            if d.spec.name.trim().is_empty() || !taken.insert(d.spec.name.as_str()) {
                 return Err((format!("{at}.name"), "a non-empty name unique in the file".into()));
             }
             if d.spec.le.is_empty()
@@ -288,9 +292,9 @@ impl ModelSignals {
                 }
             }
         }
-        for (i, l) in self.labels.iter().enumerate() {
+        for (i, l) in labels.iter().enumerate() {
             let at = format!("labels[{i}]");
-            if l.spec.name.trim().is_empty() || !taken.insert(l.spec.name.clone()) {
+            if l.spec.name.trim().is_empty() || !taken.insert(l.spec.name.as_str()) {
                 return Err((format!("{at}.name"), "a non-empty name unique in the file".into()));
             }
             for (side, series) in [("baseline", &l.baseline), ("canary", &l.canary)] {

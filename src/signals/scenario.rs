@@ -272,8 +272,7 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
             }
         }
     }
-    let ml = ModelSignals { distributions: doc.distributions.clone(), labels: doc.labels.clone() };
-    ml.validate(n, &mut seen.into_iter().map(str::to_string).collect())?;
+    ModelSignals::validate(&doc.distributions, &doc.labels, n, &mut seen)?;
     if let Some(truth) = &doc.truth
         && let Some(onset) = truth.onset_s
         && onset > doc.duration_s
