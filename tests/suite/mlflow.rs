@@ -121,3 +121,40 @@ fn a_revision_that_is_not_an_mlflow_version_is_refused_at_load_naming_the_field(
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("releases[0].last_known_good") && text.contains("version number"), "{text}");
 }
+
+/// Killed with SIGKILL mid-action against the real registry: after the
+/// intent (nothing moved: the restart holds instead of retrying blindly), and
+/// after the alias moved but before the outcome (the restart reads the alias
+/// back and reconciles; nothing runs twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_rollback_the_restart_reads_the_alias_back_and_never_acts_blindly() {
+    use crate::support::agents::Agent;
+    use std::time::Duration;
+    let mlflow = Mlflow::start().await;
+    mlflow.register("fraud-scorer", 2, "champion").await;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), &mlflow.url, "1");
+
+    let first = d.path().join("a.db");
+    let mut a = Agent::watch(&cfg, first.to_str().unwrap(), 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_intent")]);
+    a.wait_for("paused at after_intent", Duration::from_secs(60));
+    a.kill9();
+    assert_eq!(mlflow.alias("fraud-scorer", "champion").await, "2", "the intent was recorded but nothing ran");
+    let (code, out) = watch(&cfg, &first);
+    assert_eq!(code, 11, "{out}");
+    assert!(out.contains("recorded as about to run before the agent stopped"), "{out}");
+    assert_eq!(mlflow.alias("fraud-scorer", "champion").await, "2", "a restart never retries blindly");
+
+    let second = d.path().join("b.db");
+    let mut a = Agent::watch(&cfg, second.to_str().unwrap(), 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute")]);
+    a.wait_for("paused at after_execute", Duration::from_secs(60));
+    a.kill9();
+    assert_eq!(mlflow.alias("fraud-scorer", "champion").await, "1");
+    let (code, out) = watch(&cfg, &second);
+    assert_eq!(code, 10, "{out}");
+    assert!(out.contains("reconciled after a restart"), "{out}");
+    let (code, list) = backstop(&["audit", "list", "--ledger", second.to_str().unwrap(), "--limit", "1000"]);
+    assert_eq!(code, 0, "{list}");
+    let intents = list.lines().filter(|l| l.split_whitespace().nth(2) == Some("intent")).count();
+    assert_eq!(intents, 1, "one intent, never a second action:\n{list}");
+}
