@@ -89,7 +89,7 @@ async fn slack(settings: &Settings) -> CheckLine {
     let Some(cfg) = &settings.slack else {
         return CheckLine::new("slack", Status::Skipped("no [slack] configured".into()));
     };
-    let secrets = match crate::slack::Secrets::load(cfg, &|v| std::env::var(v).ok()) {
+    let secrets = match crate::slack::Secrets::load(cfg, &|v| crate::secret::from_env(v).ok()) {
         Ok(s) => s,
         Err(e) => return CheckLine::new("slack", Status::Invalid(chain(&e))),
     };

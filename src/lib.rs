@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod executor;
+pub mod field;
 pub mod judge;
 pub mod k8s;
 pub mod ledger;

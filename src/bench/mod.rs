@@ -166,7 +166,9 @@ pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> R
         e.command("set server be/canary weight 10").await?;
         let start = Instant::now();
         let plan = e.plan_rollback(&rollback, 0)?;
-        let permit = ledger.record_intent(&guarded, "bench", &Actor::agent("bench"), 0, &plan, None).await?;
+        let permit = ledger
+            .record_intent(&guarded, "bench", &Actor::agent("bench"), 0, &plan, (None, Default::default()))
+            .await?;
         guarded.execute(&plan, permit).await?;
         if !guarded.verify(&plan).await?.verified {
             return Err(crate::executor::ExecutorError::Failed {

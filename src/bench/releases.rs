@@ -216,6 +216,7 @@ fn bench_release(i: usize) -> ReleaseConfig {
         pods: None,
         logs: None,
         tick_s: None,
+        labels: Default::default(),
     }
 }
 

@@ -14,6 +14,7 @@ use backstop::run::agent::Agent;
 use backstop::run::{Service, exit, stop_on_signals};
 use backstop::serve::api::{ApiState, ReasonBody, router};
 use backstop::serve::auth::Authenticator;
+use backstop::serve::guard::{OriginPolicy, guarded};
 use backstop::serve::listen;
 
 #[derive(Args)]
@@ -34,7 +35,7 @@ pub struct AgentArgs {
 fn authenticator(a: &AgentArgs, settings: &Settings) -> Result<Authenticator, Failure> {
     match a.tokens.as_ref().or(settings.agent.tokens_file.as_ref()) {
         Some(path) => Authenticator::load(path).map_err(|e| Failure::usage(super::chain(&e))),
-        None => Ok(Authenticator::LocalOnly),
+        None => Ok(Authenticator::LocalOnly(settings.agent.local_scopes.clone())),
     }
 }
 
@@ -44,7 +45,8 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
         .await
         .map_err(|e| Failure::usage(format!("--listen {}: cannot listen: {e}", a.listen)))?;
     let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
-    if !addr.ip().is_loopback() && matches!(auth, Authenticator::LocalOnly) {
+    let local_only = matches!(auth, Authenticator::LocalOnly(_));
+    if !addr.ip().is_loopback() && local_only {
         return Err(Failure::usage(format!(
             "--listen {addr} is beyond loopback: give a tokens file (--tokens FILE or agent.tokens_file)"
         )));
@@ -63,6 +65,8 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     if let Some(routes) = start_slack(settings, &agent, &stop)? {
         app = app.merge(routes);
     }
+    let origins = OriginPolicy::for_listener(addr, &settings.agent.allowed_origins, local_only);
+    let app = guarded(app, origins);
     let server = tokio::spawn(listen::serve(listener, app, listen::Limits::default(), async move {
         let _ = server_stopped.await;
     }));
@@ -86,7 +90,8 @@ fn start_slack(
 ) -> Result<Option<axum::Router>, Failure> {
     use backstop::slack::{Secrets, SlackMode, app::SlackApp, http, notify, socket};
     let Some(cfg) = settings.slack.clone() else { return Ok(None) };
-    let secrets = Secrets::load(&cfg, &|v| std::env::var(v).ok()).map_err(|e| Failure::usage(super::chain(&e)))?;
+    let secrets =
+        Secrets::load(&cfg, &|v| backstop::secret::from_env(v).ok()).map_err(|e| Failure::usage(super::chain(&e)))?;
     let mode = cfg.mode;
     let app = SlackApp::new(agent.clone(), cfg, secrets).map_err(|e| Failure::usage(super::chain(&e)))?;
     tokio::spawn(notify::run(app.clone(), stop.clone()));
@@ -104,7 +109,11 @@ fn start_slack(
 }
 
 pub fn service_failure(e: backstop::run::ServiceError) -> Failure {
-    let code = if e.is_usage() { exit::USAGE } else { exit::BACKEND };
+    let code = match (e.is_tampering(), e.is_usage()) {
+        (true, _) => exit::TAMPERED,
+        (false, true) => exit::USAGE,
+        (false, false) => exit::BACKEND,
+    };
     Failure { code, message: super::chain(&e) }
 }
 
@@ -133,7 +142,7 @@ pub async fn answer(a: AnswerArgs, verb: &str) -> CliResult {
         .build()
         .map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
     let mut req = client.post(&url).json(&ReasonBody { reason: a.reason.clone() });
-    if let Ok(token) = std::env::var(&a.token_env) {
+    if let Ok(token) = backstop::secret::from_env(&a.token_env) {
         req = req.bearer_auth(token);
     }
     let resp = req.send().await.map_err(|e| Failure::backend(&e))?;
@@ -167,6 +176,10 @@ fn report(id: &str, r: &AnswerReply) -> u8 {
         }
         (Ruling::Refused { reason }, _) => {
             out(&format!("{id}: refused: {reason}"));
+            exit::USAGE
+        }
+        (Ruling::Closed { closure }, _) => {
+            out(&format!("{id}: not executed: {}", closure.describe()));
             exit::USAGE
         }
     }

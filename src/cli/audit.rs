@@ -130,6 +130,7 @@ fn chat_line(c: &backstop::ledger::ChatOpsRecord) -> String {
         C::Unverified { path, reason } => format!("chat-ops: unverified request to {path} refused: {reason}"),
         C::Undelivered { method, error } => format!("chat-ops: {method} not delivered: {error}"),
         C::Dropped { count } => format!("chat-ops: {count} thread posts dropped (queue full)"),
+        C::Delivery { key } => format!("chat-ops: request {} taken", &key[..key.len().min(12)]),
     }
 }
 
@@ -149,6 +150,7 @@ fn ruling_line(r: &backstop::policy::approval::Ruling) -> String {
         Ruling::Rejected => "rejected".into(),
         Ruling::Refused { reason } => format!("refused ({reason})"),
         Ruling::Stale { reason } => format!("stale ({reason})"),
+        Ruling::Closed { closure } => format!("closed ({})", closure.describe()),
     }
 }
 
@@ -177,7 +179,7 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
     match a.command {
         AuditCommand::List { release, limit } => {
             for r in ledger.list(release.as_deref(), limit).await.map_err(failed)? {
-                out(&format!(
+                let line = format!(
                     "{:>6}  {}  {:<16} {:<24} {}  {}",
                     r.seq,
                     jiff::Timestamp::from_millisecond(r.at_ms).map(|t| t.to_string()).unwrap_or_default(),
@@ -185,7 +187,10 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
                     r.actor,
                     r.release_id,
                     one_line(&r)
-                ));
+                );
+                // One record, one line: a newline in a person's reason (or an older
+                // ledger's release name) must not forge a row of its own.
+                out(&line.replace(['\n', '\r'], " ⏎ "));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -124,7 +124,7 @@ pub type CliResult = Result<ExitCode, Failure>;
 /// terminal would otherwise act on an escape sequence.
 pub fn out(text: &str) {
     let mut o = std::io::stdout().lock();
-    for line in text.split('\n') {
+    for line in backstop::secret::mask(text).split('\n') {
         let _ = writeln!(o, "{}", backstop::report::text::plain(line));
     }
 }
@@ -142,7 +142,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(f) => {
-            let _ = writeln!(std::io::stderr(), "error: {}", f.message);
+            let _ = writeln!(std::io::stderr(), "error: {}", backstop::secret::mask(&f.message));
             ExitCode::from(f.code)
         }
     }

@@ -14,6 +14,7 @@ use backstop::config::Settings;
 use backstop::policy::RunMode;
 use backstop::run::agent::Agent;
 use backstop::run::{Service, stop_on_signals};
+use backstop::serve::guard::{OriginPolicy, guarded};
 use backstop::serve::listen::{self, with_token};
 use backstop::serve::{GateState, router};
 
@@ -34,7 +35,7 @@ pub struct ServeArgs {
 
 fn token(a: &ServeArgs) -> Result<Option<String>, Failure> {
     let Some(var) = &a.token_env else { return Ok(None) };
-    match std::env::var(var) {
+    match backstop::secret::from_env(var) {
         Ok(t) if t.len() >= 16 => Ok(Some(t)),
         Ok(_) => Err(Failure::usage(format!("--token-env: `{var}` holds fewer than 16 characters"))),
         Err(_) => Err(Failure::usage(format!("--token-env: environment variable `{var}` is not set"))),
@@ -60,7 +61,10 @@ pub async fn serve(a: ServeArgs, settings: &Settings) -> CliResult {
     // Advisory: the engine moves traffic; an agent that never acts keeps the gate's answers.
     let agent = Agent::new(service, a.run.pace_ms.map(Duration::from_millis), RunMode::Advise);
     agent.start(chosen).map_err(|e| Failure::usage(super::chain(&e)))?;
-    let app = with_token(router(GateState { board: agent.gates.clone(), agent: Some(agent.clone()) }), token);
+    let app = with_token(router(GateState { board: agent.gates.clone(), agent: Some(agent.clone()) }), token.clone());
+    let loopback_only = token.is_none() && addr.ip().is_loopback();
+    let origins = OriginPolicy::for_listener(addr, &settings.agent.allowed_origins, loopback_only);
+    let app = guarded(app, origins);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(listen::serve(listener, app, listen::Limits::default(), async move {
         let _ = server_stop.wait_for(|s| *s).await;

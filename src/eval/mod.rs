@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::judge::{GuardNote, JudgeResult, Verdict, judge};
+use crate::judge::{GuardNote, JudgeResult, Verdict, judge_with};
 use crate::policy::PolicyFile;
 use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
 pub use model::ModelJudge;
@@ -128,8 +128,9 @@ pub fn replay_with(data: &ScenarioData, config: &crate::judge::JudgeConfig) -> R
     let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
     let step = u64::from(data.step_s);
     let mut now = step;
+    let mut miner = crate::judge::LogMiner::default();
     loop {
-        let r = judge(&src.observe_at(now), config);
+        let r = judge_with(&src.observe_at(now), config, &mut miner);
         let done = |decision, at| Replay::judged(decision, at, &r);
         match r.verdict {
             Verdict::Fail => return done(Decision::Rollback, Some(now)),

@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use super::{Decision, EvalJudge, Replay};
-use crate::judge::judge;
+use crate::judge::judge_with;
 use crate::model::{Assessor, Deliberation};
-use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode};
+use crate::orchestrator::ReleaseStatus;
+use crate::orchestrator::step::{Next, Situation, what_now};
+use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
 use crate::signals::{ReplaySource, ScenarioData};
 
 /// The judge plus the model, through policy.
@@ -43,9 +45,11 @@ impl ModelJudge {
         // would depend on how busy the machine is (a 10 s step leaves a local model 8 s).
         let mut model = Deliberation::new(Some(self.assessor.clone()), 0);
         let mut now = step;
+        let mut asking: Option<(String, Proposal)> = None;
+        let mut miner = crate::judge::LogMiner::default();
         loop {
             let obs = src.observe_at(now);
-            let judged = judge(&obs, &config);
+            let judged = judge_with(&obs, &config, &mut miner);
             let done = |decision, at| Replay::judged(decision, at, &judged);
             let decide = |m: &ModelInput| {
                 let input = PolicyInput {
@@ -63,17 +67,34 @@ impl ModelJudge {
             // Held by the model or for an incident both versions share: a human is asked.
             let escalated =
                 judged.incidents().next().is_some() || outcome.trace.iter().any(|r| r.rule.starts_with("model."));
-            match outcome.decision {
-                policy::Decision::Rollback { .. } => return done(Decision::Rollback, Some(now)),
-                policy::Decision::Promote => return done(Decision::Promote, Some(now)),
-                // Stopping for a human is not a rollback: FORMAT.md's `escalate`.
-                policy::Decision::RequireApproval { .. } => return done(Decision::Escalate, Some(now)),
-                policy::Decision::Hold { .. } if now >= data.duration_s && escalated => {
-                    return done(Decision::Escalate, Some(now));
+            // The live loop's own rule: asking never delays the judge's own action.
+            let situation = Situation {
+                decision: &outcome.decision,
+                window_done: now >= data.duration_s,
+                role: None,
+                mode: RunMode::Advise,
+                held: false,
+                asking: asking.as_ref().map(|(r, p): &(String, Proposal)| (r.as_str(), p)),
+                answerable: false,
+            };
+            match what_now(situation) {
+                Next::Act if matches!(outcome.decision, policy::Decision::Promote) => {
+                    return done(Decision::Promote, Some(now));
                 }
-                _ if now >= data.duration_s => return done(Decision::Inconclusive, None),
-                _ => now = (now + step).min(data.duration_s),
+                Next::Act => return done(Decision::Rollback, Some(now)),
+                Next::Ask { reason, proposed } => asking = Some((reason, proposed)),
+                Next::Withdraw => asking = None,
+                // Stopping for a human is not a rollback: FORMAT.md's `escalate`.
+                Next::Finish(status) => match *status {
+                    ReleaseStatus::AwaitingApproval { .. } => return done(Decision::Escalate, Some(now)),
+                    ReleaseStatus::Held { .. } if escalated => return done(Decision::Escalate, Some(now)),
+                    _ if now >= data.duration_s => return done(Decision::Inconclusive, None),
+                    _ => {}
+                },
+                Next::Continue | Next::Follow if now >= data.duration_s => return done(Decision::Inconclusive, None),
+                Next::Continue | Next::Follow => {}
             }
+            now = (now + step).min(data.duration_s);
         }
     }
 }

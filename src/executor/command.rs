@@ -101,7 +101,12 @@ impl CommandExecutor {
             return Err(fail(format!("`{program}` did not finish within {}s and was killed", timeout.as_secs())));
         };
         let status = status.map_err(|e| fail(format!("cannot wait for `{program}`: {e}")))?;
-        let mask = |t: String| passed.iter().filter(|v| v.len() >= 4).fold(t, |t, v| t.replace(v.as_str(), "***"));
+        // Passed-through values are masked as they are and in base64; short
+        // ones (a 4-character value) literally only.
+        let mask = |t: String| {
+            let t = passed.iter().filter(|v| v.len() >= 4).fold(t, |t, v| t.replace(v.as_str(), "***"));
+            crate::secret::mask_with(&t, &passed).into_owned()
+        };
         let text = format!("$ {} → {}\nstdout: {}\nstderr: {}", argv.join(" "), status, mask(stdout), mask(stderr));
         Ok((status.success(), text))
     }

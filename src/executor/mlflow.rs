@@ -91,7 +91,7 @@ impl MlflowExecutor {
     pub fn new(target: impl Into<String>, cfg: MlflowConfig) -> Result<Self, ExecutorError> {
         let target = target.into();
         let token = match &cfg.token_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| ExecutorError::Failed {
+            Some(var) => Some(crate::secret::from_env(var).map_err(|_| ExecutorError::Failed {
                 target: target.clone(),
                 reason: format!("environment variable {var} (token_env) is not set"),
             })?),

@@ -104,7 +104,7 @@ impl WebhookExecutor {
         cfg: WebhookConfig,
     ) -> Result<Self, ExecutorError> {
         let target = target.into();
-        let secret = std::env::var(&cfg.secret_env).map_err(|_| ExecutorError::Failed {
+        let secret = crate::secret::from_env(&cfg.secret_env).map_err(|_| ExecutorError::Failed {
             target: target.clone(),
             reason: format!("webhook secret variable `{}` is not set", cfg.secret_env),
         })?;

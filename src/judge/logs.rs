@@ -106,6 +106,144 @@ pub struct LogTemplate {
     pub baseline_lines: u64,
 }
 
+/// Lines mined at most per judgement: the rest wait for the next tick, so
+/// a burst of millions of lines costs bounded work per tick (the backlog is
+/// shown, not hidden).
+pub const MINE_PER_TICK: usize = 20_000;
+
+/// One template's lines per absolute step, and its latest canary line per step.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    canary: Vec<f64>,
+    baseline: Vec<f64>,
+    /// Step → index (in the observation's lines) of the latest canary line there.
+    examples: std::collections::BTreeMap<usize, usize>,
+}
+
+impl Tally {
+    fn add(&mut self, step: usize, side: Side, index: usize) {
+        let v = match side {
+            Side::Canary => {
+                self.examples.insert(step, index);
+                &mut self.canary
+            }
+            Side::Baseline => &mut self.baseline,
+        };
+        if v.len() <= step {
+            v.resize(step + 1, 0.0);
+        }
+        v[step] += 1.0;
+    }
+
+    /// Counts for steps `warmup..steps`, and the latest canary line among them.
+    fn window(&self, warmup: usize, steps: usize) -> Counts {
+        let slice = |v: &[f64]| (warmup..steps).map(|i| v.get(i).copied().unwrap_or(0.0)).collect();
+        let example = self.examples.range(warmup..steps).next_back().map(|(_, &i)| i);
+        Counts { canary: slice(&self.canary), baseline: slice(&self.baseline), example }
+    }
+}
+
+/// How far log mining got, shown with the judgement when it fell behind or
+/// left lines out (never silently).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogMining {
+    /// Judged lines (at the judged levels) mined so far.
+    pub mined: u64,
+    /// Lines that fit no template and found no room for a new one (a flood of unique lines).
+    pub unmined: u64,
+    /// Lines not yet mined: more arrived than one tick mines; mined at the next ticks.
+    pub backlog: u64,
+    /// Templates so far.
+    pub templates: u64,
+}
+
+impl LogMining {
+    /// Whether anything was left out or is still waiting.
+    pub fn incomplete(&self) -> bool {
+        self.unmined > 0 || self.backlog > 0
+    }
+}
+
+/// Log templates mined incrementally: each judgement mines only the lines
+/// that arrived since the last one (at most [`MINE_PER_TICK`]), so a tick's
+/// cost follows new lines, not all lines. Drain is online and deterministic,
+/// so the templates are the ones mining every line at once would give.
+/// Kept by whoever judges one release tick after tick (the loop, a replay);
+/// a fresh one mines from the start.
+pub struct LogMiner {
+    drain: Drain,
+    tallies: Vec<Tally>,
+    /// Lines of the observation consumed so far, and the last one's fingerprint.
+    consumed: usize,
+    last: Option<(u64, Side, usize)>,
+    levels: Vec<String>,
+    step_s: u32,
+    stats: LogMining,
+}
+
+impl Default for LogMiner {
+    fn default() -> Self {
+        Self {
+            drain: Drain::new(DrainConfig::default()),
+            tallies: Vec::new(),
+            consumed: 0,
+            last: None,
+            levels: Vec::new(),
+            step_s: 0,
+            stats: LogMining::default(),
+        }
+    }
+}
+
+impl LogMiner {
+    /// Whether `obs`'s lines extend the ones already mined (same levels and
+    /// step, the last consumed line where it was); else mining starts over.
+    fn continues(&self, obs: &Observation, lc: &LogJudgeConfig) -> bool {
+        let same = self.levels == lc.levels && self.step_s == obs.step_s && obs.logs.len() >= self.consumed;
+        let prefix = match (self.consumed, &self.last) {
+            (0, _) => true,
+            (n, Some((t, side, len))) => {
+                obs.logs.get(n - 1).is_some_and(|l| l.t_s == *t && l.target == *side && l.message.len() == *len)
+            }
+            (_, None) => false,
+        };
+        same && prefix
+    }
+
+    /// Mine the lines of `obs` not yet mined (in the order they come).
+    fn mine(&mut self, obs: &Observation, lc: &LogJudgeConfig) {
+        if !self.continues(obs, lc) {
+            *self = LogMiner { levels: lc.levels.clone(), step_s: obs.step_s, ..LogMiner::default() };
+        }
+        let step = u64::from(obs.step_s.max(1));
+        let end = obs.logs.len().min(self.consumed + MINE_PER_TICK);
+        for (index, line) in obs.logs.iter().enumerate().take(end).skip(self.consumed) {
+            let level = crate::logs::canonical_level(&line.level).unwrap_or("unknown");
+            if !lc.levels.iter().any(|v| v.eq_ignore_ascii_case(level)) {
+                continue;
+            }
+            let Some(id) = self.drain.add(&line.message) else {
+                self.stats.unmined += 1;
+                continue;
+            };
+            if id == self.tallies.len() {
+                self.tallies.push(Tally::default());
+            }
+            self.tallies[id].add((line.t_s / step) as usize, line.target, index);
+            self.stats.mined += 1;
+        }
+        self.consumed = end;
+        self.last = end.checked_sub(1).and_then(|i| obs.logs.get(i)).map(|l| (l.t_s, l.target, l.message.len()));
+        self.stats.backlog = (obs.logs.len() - end) as u64;
+        self.stats.templates = self.tallies.len() as u64;
+    }
+
+    /// What mining has done so far.
+    pub fn stats(&self) -> &LogMining {
+        &self.stats
+    }
+}
+
 /// Per-step counts of one template, after warm-up.
 struct Counts {
     canary: Vec<f64>,
@@ -113,63 +251,36 @@ struct Counts {
     example: Option<usize>,
 }
 
-/// Findings for the log templates of `obs`; empty when logs are off or absent.
-pub(crate) fn judge_logs(obs: &Observation, cfg: &super::JudgeConfig, warmup_steps: usize) -> Vec<Finding> {
+/// Findings for the log templates of `obs`, mined incrementally by `miner`;
+/// empty when logs are off or absent.
+pub(crate) fn judge_logs(
+    obs: &Observation,
+    cfg: &super::JudgeConfig,
+    warmup_steps: usize,
+    miner: &mut LogMiner,
+) -> Vec<Finding> {
     let lc = &cfg.logs;
-    let steps = obs.completed_steps();
-    if !lc.enabled || steps <= warmup_steps {
+    if !lc.enabled || obs.logs.is_empty() {
         return Vec::new();
     }
-    let (drain, counts) = mine(obs, lc, warmup_steps, steps);
+    miner.mine(obs, lc);
+    let steps = obs.completed_steps();
+    if steps <= warmup_steps {
+        return Vec::new();
+    }
     let exposure = exposure(obs, warmup_steps, steps);
     let alpha = lc.alpha / lc.max_templates as f64;
-    counts
+    miner
+        .tallies
         .iter()
         .enumerate()
-        .filter_map(|(id, c)| Some((id, c, obs.logs.get(c.example?)?)))
-        .take(lc.max_templates)
-        .map(|(id, c, line)| finding(id, &drain.clusters()[id].template(), line, c, &exposure, lc, alpha))
-        .collect()
-}
-
-/// Templates of the judged lines in time order, and each one's counts.
-fn mine(obs: &Observation, lc: &LogJudgeConfig, warmup: usize, steps: usize) -> (Drain, Vec<Counts>) {
-    let step = u64::from(obs.step_s.max(1));
-    let mut order: Vec<(usize, &LogLine)> = obs
-        .logs
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            let level = crate::logs::canonical_level(&l.level).unwrap_or("unknown");
-            lc.levels.iter().any(|v| v.eq_ignore_ascii_case(level))
+        .map(|(id, t)| (id, t.window(warmup_steps, steps)))
+        .filter_map(|(id, c)| {
+            let line = obs.logs.get(c.example?)?;
+            Some(finding(id, &miner.drain.clusters()[id].template(), line, &c, &exposure, lc, alpha))
         })
-        .collect();
-    order.sort_by_key(|(_, l)| l.t_s);
-    let mut drain = Drain::new(DrainConfig::default());
-    let mut counts: Vec<Counts> = Vec::new();
-    for (index, line) in order {
-        let id = drain.add(&line.message);
-        if id == counts.len() {
-            counts.push(Counts {
-                canary: vec![0.0; steps - warmup],
-                baseline: vec![0.0; steps - warmup],
-                example: None,
-            });
-        }
-        let i = (line.t_s / step) as usize;
-        if !(warmup..steps).contains(&i) {
-            continue;
-        }
-        let c = &mut counts[id];
-        match line.target {
-            Side::Canary => {
-                c.canary[i - warmup] += 1.0;
-                c.example = Some(index);
-            }
-            Side::Baseline => c.baseline[i - warmup] += 1.0,
-        }
-    }
-    (drain, counts)
+        .take(lc.max_templates)
+        .collect()
 }
 
 /// What each side was exposed to per step: requests served, or one step

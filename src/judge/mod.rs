@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::signals::{BadDirection, Observation, Unit};
 pub use guard::{BaselineShift, Breach, Guard, GuardHit, GuardNote, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
+pub use logs::{LogMiner, LogMining};
 use metric::analyse_metric;
 pub use metric::relative_noise;
 
@@ -463,6 +464,9 @@ pub struct JudgeResult {
     pub findings: Vec<Finding>,
     /// Why the verdict is what it is.
     pub summary: String,
+    /// Log lines left unmined or waiting (a flood), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_mining: Option<LogMining>,
 }
 
 impl JudgeResult {
@@ -553,6 +557,13 @@ pub(crate) fn window_samples(cfg: &JudgeConfig, step_s: u32) -> Vec<usize> {
 
 /// Judge one observation. Pure: the same observation and config give the same result.
 pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
+    judge_with(obs, cfg, &mut LogMiner::default())
+}
+
+/// [`judge`], with the release's log templates mined by `miner` from where
+/// it left off (a loop or a replay keeps one per release, so each tick mines
+/// only its new lines).
+pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) -> JudgeResult {
     let step = u64::from(obs.step_s.max(1));
     let total_steps = (obs.duration_s / step) as usize;
     let warmup_steps = cfg.warmup_s.div_ceil(step) as usize;
@@ -582,7 +593,7 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
         .iter()
         .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
         .collect();
-    findings.extend(logs::judge_logs(obs, cfg, warmup_steps));
+    findings.extend(logs::judge_logs(obs, cfg, warmup_steps, miner));
     findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
     let complete = obs.window_complete();
     let names = |keep: fn(MetricStatus) -> bool| -> Vec<&str> {
@@ -623,7 +634,8 @@ pub fn judge(obs: &Observation, cfg: &JudgeConfig) -> JudgeResult {
     } else {
         (Verdict::Pass, "window complete; every metric within tolerance".into())
     };
-    JudgeResult { verdict, now_s: obs.now_s, window_complete: complete, findings, summary }
+    let log_mining = Some(miner.stats().clone()).filter(LogMining::incomplete);
+    JudgeResult { verdict, now_s: obs.now_s, window_complete: complete, findings, summary, log_mining }
 }
 
 #[cfg(test)]

@@ -198,6 +198,12 @@ impl ChainVerifier {
         }
     }
 
+    /// A verifier that starts after record `after` (whose hash is `prev_hash`):
+    /// the tail of a chain, checked without reading what came before.
+    pub fn after(after: i64, prev_hash: String, checkpoint: Option<Checkpoint>) -> Self {
+        Self { expected_seq: after + 1, prev_hash, ..Self::new(checkpoint) }
+    }
+
     /// Check the next record.
     pub fn feed(&mut self, r: &StoredRecord) {
         self.records += 1;

@@ -44,6 +44,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Rows read per query while streaming the whole ledger (`verify`).
 const PAGE: i64 = 5_000;
 
+/// Records at the tail of the chain checked before an agent appends, when it
+/// has no checkpoint of its own (about a second on SQLite).
+pub const TAIL_CHECK: i64 = 100_000;
+
 /// The ledger failed. Callers must not act after this.
 #[derive(Debug, Error)]
 pub enum LedgerError {
@@ -130,6 +134,21 @@ pub struct Append {
     pub record: Option<Record>,
     /// The lease operation, if any.
     pub lease: Option<LeaseOp>,
+    /// What the append does to the release's approval requests, in the same transaction.
+    pub approvals: ApprovalOps,
+}
+
+/// An append's effect on its release's approval requests, decided inside
+/// the append's transaction (so on every agent sharing the ledger at once:
+/// a request closed by one can never be executed by another).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApprovalOps {
+    /// Refuse the append unless request `id` is still open (an answer that
+    /// executes must find its request open).
+    pub only_if_open: Option<String>,
+    /// Close every request of the release still open after the record, with
+    /// this closure (an operator's hold or abort, the judge acting on its own).
+    pub close_open: Option<crate::policy::approval::Closure>,
 }
 
 /// What an append did.
@@ -157,6 +176,10 @@ pub struct Ledger {
     jobs: mpsc::Sender<writer::Job>,
     /// Told how long each committed append took (a service's metrics).
     on_append: std::sync::OnceLock<AppendObserver>,
+    /// The newest record this handle appended (an anchor for the next start).
+    newest: std::sync::Mutex<Option<Checkpoint>>,
+    /// The hash of the ledger's first record, when this handle wrote it.
+    first: std::sync::Mutex<Option<String>>,
 }
 
 /// Receives the end-to-end latency of each committed append.
@@ -242,12 +265,29 @@ impl Ledger {
             }
         };
         let jobs = writer::spawn(pool.clone(), dialect);
-        Ok(Self { pool, url: redact_url(url), jobs, on_append: std::sync::OnceLock::new() })
+        Ok(Self {
+            pool,
+            url: redact_url(url),
+            jobs,
+            on_append: std::sync::OnceLock::new(),
+            newest: std::sync::Mutex::new(None),
+            first: std::sync::Mutex::new(None),
+        })
     }
 
     /// Report every committed append's latency to `f` (set once; later calls are ignored).
     pub fn observe_appends(&self, f: AppendObserver) {
         let _ = self.on_append.set(f);
+    }
+
+    /// The newest record appended through this handle, if any.
+    pub fn newest_appended(&self) -> Option<Checkpoint> {
+        self.newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The hash of the ledger's first record, when this handle appended it.
+    pub fn first_appended(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The database URL with credentials removed.
@@ -258,13 +298,20 @@ impl Ledger {
     /// Append a record and/or apply a lease op, in one transaction; returns once committed.
     pub async fn submit(&self, append: Append) -> Result<Appended, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        let body = append.record.as_ref().map(|r| r.body_json().map(|b| (r.kind(), b))).transpose()?;
+        // Any echo of a secret this process read (a server quoting the key it
+        // refused) is masked before it is hashed into the chain.
+        let body = append
+            .record
+            .as_ref()
+            .map(|r| r.body_json().map(|b| (r.kind(), crate::secret::mask(&b).into_owned())))
+            .transpose()?;
         let job = writer::Job {
             release_id: append.release_id,
             actor: append.actor.to_string(),
             at_ms: append.at_ms,
             body,
             lease: append.lease,
+            approvals: append.approvals,
             reply,
         };
         let started = tokio::time::Instant::now();
@@ -272,6 +319,15 @@ impl Ledger {
         let done = answer.await.map_err(|_| LedgerError::WriterGone)?;
         if let (Ok(_), Some(f)) = (&done, self.on_append.get()) {
             f(started.elapsed());
+        }
+        if let Ok(Appended { receipt: Some(r), .. }) = &done {
+            let mut newest = self.newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if newest.as_ref().is_none_or(|c| c.seq < r.seq) {
+                *newest = Some(Checkpoint { seq: r.seq, hash: r.hash.clone() });
+            }
+            if r.seq == 1 {
+                *self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.hash.clone());
+            }
         }
         done
     }
@@ -284,8 +340,14 @@ impl Ledger {
         at_ms: i64,
         record: Record,
     ) -> Result<Receipt, LedgerError> {
-        let append =
-            Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: None };
+        let append = Append {
+            release_id: release_id.into(),
+            actor: actor.clone(),
+            at_ms,
+            record: Some(record),
+            lease: None,
+            approvals: ApprovalOps::default(),
+        };
         self.submit(append).await?.receipt.ok_or(LedgerError::WriterGone)
     }
 
@@ -302,7 +364,7 @@ impl Ledger {
         actor: &Actor,
         at_ms: i64,
         plan: &ActionPlan,
-        fence: Option<LeaseOp>,
+        (fence, approvals): (Option<LeaseOp>, ApprovalOps),
     ) -> Result<ExecutionPermit, LedgerError> {
         if plan.target != acting.target() {
             return Err(LedgerError::ForeignTarget { plan: plan.target.clone(), acting: acting.target().into() });
@@ -312,8 +374,14 @@ impl Ledger {
             _ => None,
         };
         let record = Record::Intent(IntentRecord { plan: plan.clone(), fence: token });
-        let append =
-            Append { release_id: release_id.into(), actor: actor.clone(), at_ms, record: Some(record), lease: fence };
+        let append = Append {
+            release_id: release_id.into(),
+            actor: actor.clone(),
+            at_ms,
+            record: Some(record),
+            lease: fence,
+            approvals,
+        };
         let done = self.submit(append).await?;
         match (done.refused, done.receipt) {
             (false, Some(r)) => Ok(ExecutionPermit::issued_by_ledger(&plan.id, r.seq)),
@@ -387,6 +455,27 @@ impl Ledger {
     pub async fn release_records(&self, release_id: &str) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let s = stored(r)?;
+                let rec = Record::from_stored(&s)?;
+                Ok((s, rec))
+            })
+            .collect()
+    }
+
+    /// Answers and rulings of one release's approval requests after
+    /// `after_seq`, typed, in ledger order (what a loop with a request open reads).
+    pub async fn approval_records_after(
+        &self,
+        release_id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 AND seq > $2 \
+             AND kind IN ('approval_resolved', 'approval_answer') ORDER BY seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).bind(after_seq).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let s = stored(r)?;
@@ -488,6 +577,65 @@ impl Ledger {
         }
         let (records, problems) = v.finish(head);
         Ok(VerifyReport { records, problems })
+    }
+
+    /// Check the chain's recent history before appending to it: every record
+    /// after `anchor` (a checkpoint this agent kept outside the database; the
+    /// record there must still have its hash) or, without one, the last
+    /// [`TAIL_CHECK`] records, and the head. A ledger edited there (rehashed or
+    /// not after the anchor) shows problems; `audit verify` checks all of it.
+    pub async fn verify_recent(&self, anchor: Option<Checkpoint>) -> Result<VerifyReport, LedgerError> {
+        let head = self.head().await?;
+        let head_seq = head.as_ref().map_or(0, |h| h.0);
+        let tail_from = (head_seq - TAIL_CHECK).max(0);
+        let mut early = Vec::new();
+        let (from, anchor) = match anchor.filter(|c| c.seq > 0) {
+            None => (tail_from, None),
+            Some(c) if c.seq > head_seq => {
+                early.push(Problem::CheckpointMissing { seq: c.seq });
+                (tail_from, None)
+            }
+            Some(c) if c.seq <= tail_from => (c.seq, Some(c)),
+            Some(c) => (tail_from, Some(c)),
+        };
+        let prev = match from {
+            0 => GENESIS.to_string(),
+            seq => self.get(seq).await?.map(|r| r.hash).unwrap_or_default(),
+        };
+        // The verifier starts after `from`: an anchor exactly there is compared here.
+        let anchor = match anchor {
+            Some(c) if c.seq == from => {
+                if c.hash != prev {
+                    early.push(Problem::CheckpointMismatch { seq: c.seq, expected: c.hash, found: prev.clone() });
+                }
+                None
+            }
+            other => other,
+        };
+        let mut v = ChainVerifier::after(from, prev, anchor);
+        // Up to the head as read: other agents may append meanwhile, and what
+        // they add after it is checked at their next start, or ours.
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2");
+        let mut after = from;
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(after)
+                .bind(PAGE)
+                .bind(head_seq)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                let s = stored(row)?;
+                after = s.seq;
+                v.feed(&s);
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        let (records, problems) = v.finish(head);
+        early.extend(problems);
+        Ok(VerifyReport { records, problems: early })
     }
 
     /// Unix ms of automated rollbacks of `target` at or after `since_ms`:

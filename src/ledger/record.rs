@@ -492,6 +492,25 @@ pub struct ApprovalResolved {
     pub trace: Vec<RuleHit>,
 }
 
+impl ApprovalResolved {
+    /// Whether this record ends its request. Records written before typed
+    /// closures spelled an expiry as a refusal (see `legacy`).
+    pub fn closes(&self) -> bool {
+        self.ruling.closes() || legacy::expiry_refusal(&self.ruling)
+    }
+
+    /// The record that closes request `id` without an answer.
+    pub fn closure(id: &str, closure: crate::policy::approval::Closure) -> Self {
+        ApprovalResolved {
+            id: id.to_string(),
+            answer: None,
+            reason: String::new(),
+            ruling: Ruling::Closed { closure },
+            trace: vec![RuleHit { rule: closure.rule().into(), detail: closure.describe().into() }],
+        }
+    }
+}
+
 /// An answer relayed through the ledger to the agent holding the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ApprovalAnswer {
@@ -586,6 +605,13 @@ pub enum ChatOpsRecord {
         /// Posts dropped.
         count: u64,
     },
+    /// A verified request from Slack was taken (its signature's digest), so
+    /// a captured copy replayed within the signature's five minutes — after
+    /// a restart, or to another agent sharing the ledger — is not acted on again.
+    Delivery {
+        /// SHA-256 of the request's signature, hex.
+        key: String,
+    },
 }
 
 /// The agent paused the release on shutdown.
@@ -600,6 +626,12 @@ pub struct ReleasePaused {
 /// Version-1 bodies of the two kinds whose shape changed.
 mod legacy {
     use serde::Deserialize;
+
+    /// Before `Ruling::Closed`, an expired request was closed by a refusal
+    /// whose reason said so; such a record still closes its request.
+    pub fn expiry_refusal(r: &crate::policy::approval::Ruling) -> bool {
+        matches!(r, crate::policy::approval::Ruling::Refused { reason } if reason.contains("expired"))
+    }
 
     use super::{ActionPlan, ActionResult, IntentRecord, OutcomeRecord};
     use crate::executor::Verification;

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{GENESIS, StoredRecord, record_hash};
 use super::lease::{LeaseOp, LeaseRow, apply};
-use super::record::{LeaseRecord, RECORD_VERSION, Record, RecordKind};
+use super::record::{ApprovalResolved, LeaseRecord, RECORD_VERSION, Record, RecordKind};
 use super::{Appended, Dialect, LedgerError, Receipt};
 
 /// Appends written in one transaction at most.
@@ -25,6 +25,7 @@ pub(super) struct Job {
     /// Kind and serialised body.
     pub body: Option<(RecordKind, String)>,
     pub lease: Option<LeaseOp>,
+    pub approvals: super::ApprovalOps,
     pub reply: oneshot::Sender<Result<Appended, LedgerError>>,
 }
 
@@ -146,12 +147,28 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
             }
             role = Some(step.role);
         }
+        let approvals = &job.approvals;
+        let open = match approvals.only_if_open.is_some() || approvals.close_open.is_some() {
+            true => open_approvals(&mut tx, &job.release_id, &rows).await?,
+            false => Vec::new(),
+        };
+        if approvals.only_if_open.as_ref().is_some_and(|id| !open.contains(id)) {
+            out.push(Appended { receipt: None, role, refused: true });
+            continue;
+        }
         let receipt = job.body.as_ref().map(|(kind, body)| {
             let rec = next_record(&mut cur, job, *kind, body);
             let receipt = Receipt { seq: rec.seq, hash: rec.hash.clone() };
             rows.push(rec);
             receipt
         });
+        if let Some(closure) = approvals.close_open {
+            for id in open_approvals(&mut tx, &job.release_id, &rows).await? {
+                let rec = Record::ApprovalResolved(ApprovalResolved::closure(&id, closure));
+                let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                rows.push(next_record(&mut cur, job, RecordKind::ApprovalResolved, &body));
+            }
+        }
         out.push(Appended { receipt, role, refused: false });
     }
     write_leases(&mut tx, &changed).await?;
@@ -168,6 +185,29 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// Ids of `release`'s approval requests still open, in the order they
+/// were opened: the committed records, then `pending` (this batch's rows).
+async fn open_approvals(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    release: &str,
+    pending: &[StoredRecord],
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "SELECT seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash \
+               FROM ledger_records WHERE release_id = $1 AND kind IN ('approval_requested', 'approval_resolved') \
+               ORDER BY seq";
+    let committed = sqlx::query(sql).bind(release).fetch_all(&mut **tx).await?;
+    let mut open: Vec<String> = Vec::new();
+    let stored: Vec<StoredRecord> = committed.iter().map(super::stored).collect::<Result<_, _>>()?;
+    for row in stored.iter().chain(pending.iter().filter(|r| r.release_id == release)) {
+        match Record::from_stored(row) {
+            Ok(Record::ApprovalRequested(a)) => open.push(a.request.id),
+            Ok(Record::ApprovalResolved(r)) if r.closes() => open.retain(|id| *id != r.id),
+            _ => {}
+        }
+    }
+    Ok(open)
 }
 
 /// `$1, $2, ...` for `n` values starting after `offset`.

@@ -34,11 +34,27 @@ pub struct DrainConfig {
     pub max_children: usize,
     /// Mask plainly variable tokens before mining.
     pub mask: bool,
+    /// Clusters one leaf may hold: a line that fits none of a full leaf's
+    /// clusters is left unmined (counted by the caller), so a flood of
+    /// unique lines costs at most this many comparisons a line.
+    pub max_leaf_clusters: usize,
+    /// Clusters in all; past it, lines that fit none are left unmined.
+    pub max_clusters: usize,
+    /// Tokens of a line that are mined (the rest are ignored).
+    pub max_tokens: usize,
 }
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        Self { depth: 4, similarity: 0.4, max_children: 100, mask: true }
+        Self {
+            depth: 4,
+            similarity: 0.4,
+            max_children: 100,
+            mask: true,
+            max_leaf_clusters: 200,
+            max_clusters: 2_000,
+            max_tokens: 64,
+        }
     }
 }
 
@@ -81,10 +97,13 @@ impl Drain {
         &self.clusters
     }
 
-    /// Mine one line; the id of the cluster it joined or started.
-    pub fn add(&mut self, line: &str) -> usize {
+    /// Mine one line; the id of the cluster it joined or started, or `None`
+    /// when it fits no cluster and there is no room for another (see
+    /// [`DrainConfig::max_leaf_clusters`]).
+    pub fn add(&mut self, line: &str) -> Option<usize> {
         let tokens: Vec<String> = line
             .split_whitespace()
+            .take(self.cfg.max_tokens)
             .map(|t| if self.cfg.mask && is_variable(t) { WILDCARD.to_string() } else { t.to_string() })
             .collect();
         match self.search(&tokens) {
@@ -96,13 +115,16 @@ impl Drain {
                     }
                 }
                 c.lines += 1;
-                id
+                Some(id)
             }
+            None if self.clusters.len() >= self.cfg.max_clusters => None,
             None => {
                 let id = self.clusters.len();
-                self.insert(&tokens, id);
+                if !self.insert(&tokens, id) {
+                    return None;
+                }
                 self.clusters.push(Cluster { id, tokens, lines: 1 });
-                id
+                Some(id)
             }
         }
     }
@@ -129,14 +151,20 @@ impl Drain {
         best.filter(|(s, _, _)| *s >= self.cfg.similarity).map(|(_, _, id)| id)
     }
 
-    /// Route a new cluster down the tree, growing it as the paper describes.
-    fn insert(&mut self, tokens: &[String], id: usize) {
-        let (layers, max_children) = (self.prefix_layers(), self.cfg.max_children);
+    /// Route a new cluster down the tree, growing it as the paper describes;
+    /// `false` when its leaf is full.
+    fn insert(&mut self, tokens: &[String], id: usize) -> bool {
+        let (layers, max_children, max_leaf) =
+            (self.prefix_layers(), self.cfg.max_children, self.cfg.max_leaf_clusters);
         let mut node = self.by_length.entry(tokens.len()).or_default();
         for token in tokens.iter().take(layers) {
             node = step_down(node, token, max_children);
         }
+        if node.clusters.len() >= max_leaf {
+            return false;
+        }
         node.clusters.push(id);
+        true
     }
 }
 
@@ -209,7 +237,7 @@ mod tests {
 
     fn templates(cfg: DrainConfig, lines: &[&str]) -> (Vec<usize>, Vec<String>) {
         let mut d = Drain::new(cfg);
-        let ids = lines.iter().map(|l| d.add(l)).collect();
+        let ids = lines.iter().map(|l| d.add(l).expect("room for every cluster")).collect();
         (ids, d.clusters().iter().map(Cluster::template).collect())
     }
 
@@ -291,5 +319,18 @@ mod tests {
         // Two children by name, then the rest share `<*>`, where similarity merges them.
         assert_eq!(ids, [0, 1, 2, 2]);
         assert_eq!(got[2], "<*> one");
+    }
+
+    /// The audit's flood: 30,000 unique one-token error lines all land in
+    /// one leaf. The leaf's cap keeps each line's search bounded; the lines
+    /// that fit nowhere are left unmined for the caller to count.
+    #[test]
+    fn a_flood_of_unique_lines_stays_bounded() {
+        let mut d = Drain::new(DrainConfig::default());
+        let mined = (0..30_000).filter(|n| d.add(&format!("err{n}x")).is_some()).count();
+        assert_eq!(mined, DrainConfig::default().max_leaf_clusters);
+        assert!(d.clusters().len() <= DrainConfig::default().max_clusters);
+        // An ordinary line still finds (or makes) its own cluster.
+        assert!(d.add("NullPointerException in CartPricing.apply").is_some());
     }
 }

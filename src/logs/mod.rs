@@ -15,7 +15,7 @@ mod source;
 pub use kubernetes::{PodLogs, PodLogsConfig, parse_pod_log};
 pub use loki::{LokiConfig, LokiLogs, streams as loki_streams};
 pub use reader::{LogBatch, LogReadError, LogReader, RawLine};
-pub use source::{LogSourceConfig, MAX_LINE_BYTES, MAX_LINES, WithLogs};
+pub use source::{LogSourceConfig, MAX_LINE_BYTES, MAX_LINES, WithLogs, cut};
 
 use crate::signals::{LogLine, Side};
 

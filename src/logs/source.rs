@@ -103,7 +103,7 @@ fn side_index(side: Side) -> usize {
 }
 
 /// `text` up to [`MAX_LINE_BYTES`], cut on a character boundary.
-fn cut(text: &str) -> &str {
+pub fn cut(text: &str) -> &str {
     if text.len() <= MAX_LINE_BYTES {
         return text;
     }

@@ -163,7 +163,7 @@ impl ModelConfig {
     pub fn api_key(&self) -> Result<String, super::ModelError> {
         match &self.api_key_env {
             None => Ok("none".into()),
-            Some(var) => std::env::var(var).map_err(|_| super::ModelError::MissingKey(var.clone())),
+            Some(var) => crate::secret::from_env(var).map_err(|_| super::ModelError::MissingKey(var.clone())),
         }
     }
 }

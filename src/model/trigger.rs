@@ -118,7 +118,14 @@ mod tests {
                 Finding { status, ..Finding::empty(&spec(n)) }
             })
             .collect();
-        JudgeResult { verdict, now_s: 60, window_complete: complete, findings, summary: String::new() }
+        JudgeResult {
+            verdict,
+            now_s: 60,
+            window_complete: complete,
+            findings,
+            summary: String::new(),
+            log_mining: None,
+        }
     }
 
     fn obs(logs: Vec<(Side, &str)>) -> Observation {

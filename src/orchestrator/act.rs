@@ -8,8 +8,9 @@ use tracing::{Instrument, info_span, warn};
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::Error;
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
-use crate::ledger::{ActionResult, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
+use crate::ledger::{ActionResult, ApprovalOps, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
 use crate::policy::Decision;
+use crate::policy::approval::Closure;
 
 /// The status an action's recorded result gives the release.
 pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) -> ReleaseStatus {
@@ -69,12 +70,14 @@ async fn execute_and_verify(executor: &Guarded, plan: &ActionPlan, permit: Execu
 impl ReleaseRun<'_> {
     /// Carry out `decision`'s action. `None`: the intent was refused because
     /// another agent took the lease; this one goes on as an observer.
+    /// `closes`: the release's open request closes so, in the intent's transaction.
     pub(super) async fn act(
         &self,
         decision: &Decision,
         actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
+        closes: Option<Closure>,
     ) -> Result<Option<ReleaseStatus>, Error> {
         let planner: &dyn Planner = match actuation {
             Actuation::Advisory(p) => p.as_ref(),
@@ -93,11 +96,12 @@ impl ReleaseRun<'_> {
         };
         pause_point("before_intent").await;
         let fence = LeaseOp::Fence { target: self.lease.clone(), holder: self.agent.instance.clone(), token };
+        let approvals = ApprovalOps { only_if_open: None, close_open: closes };
         let at = self.agent.clock.now_ms();
         // No ledger write, no action: the permit exists only once the intent is committed.
         let permit = match self
             .ledger
-            .record_intent(executor, &self.facts.release_id, &self.agent.actor(), at, &plan, Some(fence))
+            .record_intent(executor, &self.facts.release_id, &self.agent.actor(), at, &plan, (Some(fence), approvals))
             .await
         {
             Ok(p) => p,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::judge::{JudgeConfig, JudgeResult, Verdict};
+use crate::judge::{JudgeConfig, JudgeResult, LogMiner, Verdict};
 use crate::signals::Observation;
 
 /// Real time one judgement may take before the tick holds instead.
@@ -35,43 +35,90 @@ impl std::fmt::Display for Overrun {
     }
 }
 
-/// Runs judgements one at a time, each under a deadline.
+/// A judge function: the real one, or a slow one in tests.
+pub trait JudgeFn: Fn(&Observation, &JudgeConfig, &mut LogMiner) -> JudgeResult + Send + Sync + 'static {}
+impl<F: Fn(&Observation, &JudgeConfig, &mut LogMiner) -> JudgeResult + Send + Sync + 'static> JudgeFn for F {}
+
+/// Runs judgements one at a time, each under a deadline, keeping the
+/// release's log miner between them. When the whole judgement cannot be had
+/// in time (a flood of log lines, a bug), the tick is judged again without
+/// log templates, so a failing metric still rolls back; such a partial
+/// judgement never passes (its `Pass` holds instead).
 #[derive(Default)]
 pub struct Deadlined {
-    /// A judgement that overran and has not finished yet.
-    running: Option<JoinHandle<JudgeResult>>,
+    /// A whole judgement that overran and has not finished yet (it holds the miner).
+    running: Option<JoinHandle<(JudgeResult, LogMiner)>>,
+    /// A partial judgement that overran too.
+    partial: Option<JoinHandle<JudgeResult>>,
+    /// The release's log miner, between judgements.
+    miner: Option<LogMiner>,
 }
 
 impl Deadlined {
-    /// Judge `obs` with `f` (the real judge, or a slow one in tests) within
-    /// `deadline`, or say why not.
-    pub async fn judge<F>(
+    /// Judge `obs` with `f` within `deadline` (twice that at most, when the
+    /// partial judgement is needed), or say why not.
+    pub async fn judge<F: JudgeFn>(
         &mut self,
         obs: Arc<Observation>,
         cfg: JudgeConfig,
         deadline: Duration,
         f: F,
-    ) -> Result<JudgeResult, Overrun>
-    where
-        F: FnOnce(&Observation, &JudgeConfig) -> JudgeResult + Send + 'static,
-    {
-        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+    ) -> Result<JudgeResult, Overrun> {
+        let f = Arc::new(f);
+        if self.running.as_ref().is_none_or(JoinHandle::is_finished) {
+            if let Some(done) = self.running.take()
+                && let Ok((_, miner)) = done.await
+            {
+                self.miner = Some(miner);
+            }
+            let mut miner = self.miner.take().unwrap_or_default();
+            let (o, c, g) = (obs.clone(), cfg.clone(), f.clone());
+            let mut handle = tokio::task::spawn_blocking(move || (g(&o, &c, &mut miner), miner));
+            match tokio::time::timeout(deadline, &mut handle).await {
+                Ok(Ok((result, miner))) => {
+                    self.miner = Some(miner);
+                    return Ok(result);
+                }
+                // The judge panicked: a bug, but the tick must still hold rather than act.
+                Ok(Err(join)) => {
+                    tracing::error!(error = %join, "The judge panicked; holding.");
+                    return Err(Overrun::Deadline(deadline));
+                }
+                Err(_) => self.running = Some(handle),
+            }
+        }
+        self.partial_judgement(obs, cfg, deadline, f).await
+    }
+
+    /// The tick judged without log templates: metrics, guards and model
+    /// signals only. A `Fail` stands; a `Pass` holds (logs were not seen).
+    async fn partial_judgement<F: JudgeFn>(
+        &mut self,
+        obs: Arc<Observation>,
+        mut cfg: JudgeConfig,
+        deadline: Duration,
+        f: Arc<F>,
+    ) -> Result<JudgeResult, Overrun> {
+        if self.partial.as_ref().is_some_and(|h| !h.is_finished()) {
             return Err(Overrun::StillRunning);
         }
-        let mut handle = tokio::task::spawn_blocking(move || f(&obs, &cfg));
+        cfg.logs.enabled = false;
+        let mut handle = tokio::task::spawn_blocking(move || f(&obs, &cfg, &mut LogMiner::default()));
         match tokio::time::timeout(deadline, &mut handle).await {
-            Ok(Ok(result)) => {
-                self.running = None;
-                Ok(result)
+            Ok(Ok(mut r)) => {
+                self.partial = None;
+                let note = "log templates not judged at this tick: their judgement is still running";
+                if r.verdict == Verdict::Pass {
+                    r.verdict = Verdict::Inconclusive;
+                    r.summary = format!("metrics pass, but {note}; holding");
+                } else {
+                    r.summary = format!("{}; {note}", r.summary);
+                }
+                Ok(r)
             }
-            // The judge panicked: a bug, but the tick must still hold rather than act.
-            Ok(Err(join)) => {
-                tracing::error!(error = %join, "The judge panicked; holding.");
-                self.running = None;
-                Err(Overrun::Deadline(deadline))
-            }
+            Ok(Err(_)) => Err(Overrun::Deadline(deadline)),
             Err(_) => {
-                self.running = Some(handle);
+                self.partial = Some(handle);
                 Err(Overrun::Deadline(deadline))
             }
         }
@@ -86,23 +133,24 @@ pub fn overrun_result(now_s: u64, why: Overrun) -> JudgeResult {
         window_complete: false,
         findings: vec![],
         summary: why.to_string(),
+        log_mining: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::judge;
+    use crate::judge::judge_with as judge;
     use crate::signals::Observation;
 
     fn obs() -> Arc<Observation> {
         Arc::new(crate::bench::synthetic_observation(2, 60, 1))
     }
 
-    fn slow(ms: u64) -> impl FnOnce(&Observation, &JudgeConfig) -> JudgeResult + Send + 'static {
-        move |o, c| {
+    fn slow(ms: u64) -> impl JudgeFn {
+        move |o: &Observation, c: &JudgeConfig, m: &mut LogMiner| {
             std::thread::sleep(Duration::from_millis(ms));
-            judge(o, c)
+            judge(o, c, m)
         }
     }
 
@@ -134,7 +182,39 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_judge_holds() {
         let mut d = Deadlined::default();
-        let r = d.judge(obs(), JudgeConfig::default(), Duration::from_secs(5), |_, _| panic!("bug")).await;
+        let r = d
+            .judge(
+                obs(),
+                JudgeConfig::default(),
+                Duration::from_secs(5),
+                |_: &Observation, _: &JudgeConfig, _: &mut LogMiner| -> JudgeResult { panic!("bug") },
+            )
+            .await;
         assert!(r.is_err());
+    }
+
+    /// The audit's I4: log mining that cannot finish must not keep a metric
+    /// failure from rolling back, and must not let a release pass unseen.
+    #[tokio::test]
+    async fn when_log_mining_overruns_a_failing_metric_still_fails_and_a_pass_holds() {
+        let slow_logs = |o: &Observation, c: &JudgeConfig, m: &mut LogMiner| {
+            if c.logs.enabled {
+                std::thread::sleep(Duration::from_millis(1_500));
+            }
+            judge(o, c, m)
+        };
+        let mut failing = (*obs()).clone();
+        for v in failing.metrics[0].canary.iter_mut().flatten() {
+            *v += 60.0;
+        }
+        let mut d = Deadlined::default();
+        let r = d.judge(Arc::new(failing), JudgeConfig::default(), Duration::from_millis(200), slow_logs).await;
+        let r = r.expect("a partial judgement");
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.summary);
+        assert!(r.summary.contains("log templates not judged"), "{}", r.summary);
+        // The whole judgement still runs: the next tick is judged partially again, and a pass holds.
+        let r = d.judge(obs(), JudgeConfig::default(), Duration::from_millis(200), slow_logs).await.expect("partial");
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{}", r.summary);
+        assert!(r.summary.contains("holding"), "{}", r.summary);
     }
 }

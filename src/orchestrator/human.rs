@@ -1,13 +1,15 @@
-//! People in the loop: an operator's hold or abort, and approval requests
-//! answered by a human while the release keeps being judged.
+//! People in the loop: an operator's hold or abort, requests for approval,
+//! and answers, all taken between the ticks of the one loop.
 //!
-//! An approval request is a ledger record before anyone can see it; an answer
-//! is ruled on by [`crate::policy::approval::rule`] against the release judged
-//! again at that moment, so an approval never runs blindly on a canary that
-//! recovered or a proposal policy no longer makes. One request, one action:
-//! the first answer that executes ends the wait, and later answers find it closed.
-
-use std::time::Duration;
+//! Asking never delays. A request is a ledger record before anyone can see
+//! it, and the release goes on being judged while it is open: the judge's
+//! own rollback closes it as superseded (in the intent's transaction), a
+//! canary that recovers withdraws it, and an operator's hold or abort closes
+//! it in the same transaction as the operator's record. An answer is ruled
+//! on by [`crate::policy::approval::rule`] against the release judged again
+//! at that moment, and a ruling that would close the request is written
+//! only if the request is still open — so an answer to a closed request runs
+//! nothing, on this agent or any other sharing the ledger.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -15,9 +17,9 @@ use tracing::{info, warn};
 
 use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::Error;
-use crate::ledger::{Actor, ApprovalRequested, ApprovalResolved, Record, RecordKind, digest};
+use crate::ledger::{Actor, Append, ApprovalOps, ApprovalRequested, ApprovalResolved, Record, digest};
 use crate::policy::approval::{
-    Answer, AnswerInput, PendingApproval, Principal, RollbackAsk, Ruling, rule, rule_rollback,
+    Answer, AnswerInput, Closure, PendingApproval, Principal, RollbackAsk, Ruling, rule, rule_rollback,
 };
 use crate::policy::{Decision, Proposal};
 use crate::signals::SignalSource;
@@ -28,23 +30,24 @@ use crate::signals::SignalSource;
 pub enum OperatorState {
     /// Judge and act within policy.
     Running,
-    /// Keep judging, never act.
+    /// Keep judging, never act, ask nobody.
     Held,
     /// End now without acting.
     Aborted,
 }
 
-/// How often a waiting release looks in the ledger for answers relayed by other agents.
-const RELAY_POLL: Duration = Duration::from_millis(500);
-
-/// State of one wait for a human.
-pub(super) struct Waiting {
-    /// When to judge again.
-    next_judgement: tokio::time::Instant,
-    /// Relayed answers up to this seq have been read.
-    relayed_after: i64,
-    /// The local answer channel still has senders.
-    local_open: bool,
+/// An open request for a human, as the loop keeps it.
+#[derive(Debug, Clone)]
+pub(super) struct Asking {
+    /// Why a human is needed.
+    pub reason: String,
+    /// What approval would do.
+    pub proposed: Proposal,
+    /// The request in the ledger, when someone can answer it (an acting
+    /// agent); `watch`, `advise` and `eval` only remember that they asked.
+    pub request: Option<ApprovalRequested>,
+    /// Relayed answers and closures up to this seq have been read.
+    pub read_to: i64,
 }
 
 /// A human's answer to a request, with a way to tell them what came of it.
@@ -128,17 +131,22 @@ pub struct Senders {
     pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// How a wait for a human ended.
-pub(super) enum Waited {
-    /// The release ends with this status.
-    Finish(Box<ReleaseStatus>),
-    /// The request no longer applies; keep judging (policy asks again if it must).
-    Resume,
+/// The closure the judge's own action gives an open request.
+pub(super) fn judge_closure(decision: &Decision) -> Closure {
+    match decision {
+        Decision::Promote => Closure::JudgePromoted,
+        _ => Closure::JudgeRolledBack,
+    }
 }
 
 impl ReleaseRun<'_> {
     pub(super) fn operator_state(&self) -> OperatorState {
         self.controls.map_or(OperatorState::Running, |c| *c.operator.borrow())
+    }
+
+    /// Someone can answer a request here: an acting run with controls (the agent's API or Slack).
+    pub(super) fn answerable(&self, actuation: &Actuation) -> bool {
+        self.controls.is_some() && matches!(actuation, Actuation::Live(_))
     }
 
     /// A person's rollback request, if one waits: ruled on by policy
@@ -173,10 +181,10 @@ impl ReleaseRun<'_> {
             trace: outcome.trace,
         };
         self.ledger.append(&self.facts.release_id, &req.actor, now_ms, Record::ApprovalResolved(rec)).await?;
-        info!(who = %req.who.identity, ruling = ?outcome.ruling, "Rollback requested by a person.");
+        info!(who = %req.who.identity, ruling = crate::policy::approval::ruling_label(&outcome.ruling), "Rollback requested by a person.");
         let status = match &outcome.ruling {
             Ruling::Execute { decision } => {
-                Some(self.act(decision, actuation, st, observer).await?.unwrap_or(ReleaseStatus::Held {
+                Some(self.act(decision, actuation, st, observer, None).await?.unwrap_or(ReleaseStatus::Held {
                     reason: "another agent took the target's lease before the rollback; it follows".into(),
                 }))
             }
@@ -186,112 +194,59 @@ impl ReleaseRun<'_> {
         Ok(status)
     }
 
-    /// Open a request for `proposed`, record it, and wait for an answer,
-    /// judging again every tick meanwhile. Only the lease holder of an acting run gets here.
-    pub(super) async fn await_human(
+    /// Policy asks a human for `proposed`: remember it, and where someone
+    /// can answer, open a request in the ledger (withdrawing one open for
+    /// another action). The release goes on being judged either way.
+    pub(super) async fn ask(
         &self,
-        controls: &Controls,
-        (reason, proposed): (&str, &Proposal),
-        asked_at: &Judged,
-        ctx: (&dyn SignalSource, &Actuation),
+        (reason, proposed): (String, Proposal),
+        at: &Judged,
+        actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Waited, Error> {
-        let request = self.open_request(reason, proposed, asked_at).await?;
-        observer.on_approval(Some(&request));
-        info!(id = %request.request.id, "Approval requested; waiting for a human.");
-        let mut answers = controls.answers.lock().await;
-        let mut waiting = Waiting {
-            next_judgement: tokio::time::Instant::now() + self.pace.max(Duration::from_millis(200)),
-            relayed_after: asked_at.seq,
-            local_open: true,
-        };
-        let waited = loop {
-            let next = self.wait_once(&request.request, &mut answers, &mut waiting, ctx, st, observer).await?;
-            if let Some(done) = next {
-                break done;
-            }
-        };
-        // Answers that arrived while the last one ran: the request is closed, nothing more runs.
-        while let Ok(late) = answers.try_recv() {
-            let reason = format!(
-                "request {} was closed before this answer (answered, expired or withdrawn)",
-                request.request.id
-            );
-            late.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
+    ) -> Result<(), Error> {
+        if st.asking.as_ref().is_some_and(|a| a.request.is_some()) {
+            let why = format!("policy now proposes another action ({})", proposal_label(&proposed));
+            self.withdraw(st, why, observer).await?;
         }
+        let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
+        let request = match self.answerable(actuation) && holder {
+            true => Some(self.open_request(&reason, &proposed, at).await?),
+            false => None,
+        };
+        if let Some(r) = &request {
+            observer.on_approval(Some(r));
+            info!(id = %r.request.id, "Approval requested; judging goes on meanwhile.");
+        }
+        st.asking = Some(Asking { reason, proposed, request, read_to: at.seq });
+        Ok(())
+    }
+
+    /// Policy no longer asks (the canary recovered, or it proposes something
+    /// else): the open request is closed as stale, and judging goes on.
+    pub(super) async fn withdraw(
+        &self,
+        st: &mut LoopState,
+        why: String,
+        observer: &mut dyn Observer,
+    ) -> Result<(), Error> {
+        let Some(asking) = st.asking.take() else { return Ok(()) };
+        let Some(r) = asking.request else { return Ok(()) };
+        info!(id = %r.request.id, %why, "Approval request withdrawn.");
+        let rec = ApprovalResolved {
+            id: r.request.id.clone(),
+            answer: None,
+            reason: String::new(),
+            ruling: Ruling::Stale { reason: why },
+            trace: vec![],
+        };
+        let append = Append {
+            approvals: ApprovalOps { only_if_open: Some(r.request.id.clone()), close_open: None },
+            ..self.append(Some(Record::ApprovalResolved(rec)), None)
+        };
+        self.ledger.submit(append).await?;
         observer.on_approval(None);
-        Ok(waited)
-    }
-
-    /// One wake while waiting: an answer (given here or relayed through the
-    /// ledger by another agent), the next judgement, expiry, or the stop signal.
-    async fn wait_once(
-        &self,
-        request: &PendingApproval,
-        answers: &mut mpsc::Receiver<HumanAnswer>,
-        w: &mut Waiting,
-        ctx: (&dyn SignalSource, &Actuation),
-        st: &mut LoopState,
-        observer: &mut dyn Observer,
-    ) -> Result<Option<Waited>, Error> {
-        let left = request.expires_at_ms - self.agent.clock.now_ms();
-        if left <= 0 {
-            return self.expire(request).await.map(Some);
-        }
-        let mut stop = self.stop.clone();
-        let stopping = async {
-            match stop.as_mut() {
-                Some(s) => {
-                    let _ = s.wait_for(|v| *v).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let poll = RELAY_POLL.min(Duration::from_millis(left as u64));
-        tokio::select! {
-            a = answers.recv(), if w.local_open => match a {
-                Some(a) => self.answered(request, a, ctx, st, observer).await,
-                None => {
-                    w.local_open = false;
-                    Ok(None)
-                }
-            },
-            _ = tokio::time::sleep(poll) => {
-                for a in self.relayed(request, &mut w.relayed_after).await? {
-                    if let Some(done) = self.answered(request, a, ctx, st, observer).await? {
-                        return Ok(Some(done));
-                    }
-                }
-                if tokio::time::Instant::now() < w.next_judgement {
-                    return Ok(None);
-                }
-                w.next_judgement = tokio::time::Instant::now() + self.pace.max(Duration::from_millis(200));
-                self.rejudge_while_waiting(request, ctx.0, st, observer).await
-            }
-            _ = stopping => Ok(Some(Waited::Finish(Box::new(ReleaseStatus::Interrupted)))),
-        }
-    }
-
-    /// Answers another agent recorded for this request since `after` (their seq moves it on).
-    async fn relayed(&self, request: &PendingApproval, after: &mut i64) -> Result<Vec<HumanAnswer>, Error> {
-        let rows = self.ledger.of_kind(RecordKind::ApprovalAnswer, Some(&self.facts.release_id), *after, 100).await?;
-        let mut out = Vec::new();
-        for (stored, rec) in rows {
-            *after = (*after).max(stored.seq);
-            let (Record::ApprovalAnswer(a), Ok(actor)) = (rec, stored.actor.parse::<Actor>()) else { continue };
-            if a.id == request.id {
-                out.push(HumanAnswer {
-                    approval_id: a.id,
-                    actor,
-                    who: Principal { identity: a.identity, groups: a.groups },
-                    answer: a.answer,
-                    reason: a.reason,
-                    reply: None,
-                });
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 
     async fn open_request(&self, reason: &str, proposed: &Proposal, at: &Judged) -> Result<ApprovalRequested, Error> {
@@ -314,35 +269,77 @@ impl ReleaseRun<'_> {
         Ok(request)
     }
 
-    async fn expire(&self, request: &PendingApproval) -> Result<Waited, Error> {
-        warn!(id = %request.id, "Approval request expired unanswered; holding the release.");
-        let reason = format!("approval request {} expired unanswered", request.id);
-        self.close(request, None, Ruling::Refused { reason: reason.clone() }).await?;
-        Ok(Waited::Finish(Box::new(ReleaseStatus::Held { reason })))
-    }
-
-    /// A request superseded by a later judgement ends without an answer.
-    async fn close(&self, request: &PendingApproval, answer: Option<Answer>, ruling: Ruling) -> Result<(), Error> {
-        let rec = ApprovalResolved { id: request.id.clone(), answer, reason: String::new(), ruling, trace: vec![] };
-        self.record(Record::ApprovalResolved(rec)).await.map(|_| ())
-    }
-
-    /// A tick while waiting: a request policy no longer makes is closed.
-    async fn rejudge_while_waiting(
+    /// Between ticks with a request open: expiry, answers given here, and
+    /// what other agents wrote (answers relayed to this one, closures by an
+    /// operator elsewhere). `Some`: the release ends with this status.
+    pub(super) async fn tend_request(
         &self,
-        request: &PendingApproval,
-        source: &dyn SignalSource,
+        ctx: (&dyn SignalSource, &Actuation),
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<Waited>, Error> {
-        let decision = self.judge_now(source, st, observer).await?;
-        if still_asks(&decision, &request.proposed) {
+    ) -> Result<Option<ReleaseStatus>, Error> {
+        let Some(request) = st.asking.as_ref().and_then(|a| a.request.clone()) else { return Ok(None) };
+        if self.agent.clock.now_ms() >= request.request.expires_at_ms {
+            return self.expire(st, &request, observer).await;
+        }
+        let after = st.asking.as_ref().map_or(0, |a| a.read_to);
+        let rows = self.ledger.approval_records_after(&self.facts.release_id, after).await?;
+        for (stored, rec) in rows {
+            if let Some(a) = st.asking.as_mut() {
+                a.read_to = a.read_to.max(stored.seq);
+            }
+            match rec {
+                Record::ApprovalResolved(r) if r.id == request.request.id && r.closes() => {
+                    info!(id = %r.id, "Approval request closed by another writer.");
+                    st.asking = None;
+                    observer.on_approval(None);
+                    return Ok(None);
+                }
+                Record::ApprovalAnswer(a) if a.id == request.request.id => {
+                    let Ok(actor) = stored.actor.parse::<Actor>() else { continue };
+                    let who = Principal { identity: a.identity, groups: a.groups };
+                    let answer =
+                        HumanAnswer { approval_id: a.id, actor, who, answer: a.answer, reason: a.reason, reply: None };
+                    if let Some(done) = self.answered(answer, ctx, st, observer).await? {
+                        return Ok(Some(done));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    async fn expire(
+        &self,
+        st: &mut LoopState,
+        request: &ApprovalRequested,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<ReleaseStatus>, Error> {
+        let id = &request.request.id;
+        warn!(%id, "Approval request expired unanswered; holding the release.");
+        let append = Append {
+            approvals: ApprovalOps { only_if_open: Some(id.clone()), close_open: None },
+            ..self.append(Some(Record::ApprovalResolved(ApprovalResolved::closure(id, Closure::Expired))), None)
+        };
+        let done = self.ledger.submit(append).await?;
+        st.asking = None;
+        observer.on_approval(None);
+        if done.refused {
+            // Closed meanwhile by someone else (an answer relayed, an operator): judge on.
             return Ok(None);
         }
-        let reason = format!("judged again, policy now says {}: request withdrawn", decision.label());
-        info!(id = %request.id, %reason, "Approval request withdrawn.");
-        self.close(request, None, Ruling::Stale { reason }).await?;
-        Ok(Some(Waited::Resume))
+        Ok(Some(ReleaseStatus::Held { reason: format!("approval request {id} expired unanswered") }))
+    }
+
+    /// Answers still queued when the release ends find their request closed.
+    pub(super) async fn refuse_late_answers(&self) {
+        let Some(c) = self.controls else { return };
+        let mut answers = c.answers.lock().await;
+        while let Ok(late) = answers.try_recv() {
+            let reason = format!("request {} was closed before this answer (the release ended)", late.approval_id);
+            late.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
+        }
     }
 
     /// Judge again now (a recorded tick, shown to the observer) and return policy's decision.
@@ -358,18 +355,28 @@ impl ReleaseRun<'_> {
         Ok(t.outcome.decision)
     }
 
-    /// Rule on one answer. `None`: the request stays open.
-    async fn answered(
+    /// Rule on one answer. `Some`: the release ends with this status.
+    pub(super) async fn answered(
         &self,
-        request: &PendingApproval,
         a: HumanAnswer,
         (source, actuation): (&dyn SignalSource, &Actuation),
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<Waited>, Error> {
+    ) -> Result<Option<ReleaseStatus>, Error> {
+        let Some(request) = st.asking.as_ref().and_then(|x| x.request.clone()) else {
+            let reason = format!("request {} is closed (answered, expired, withdrawn or stopped)", a.approval_id);
+            a.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
+            return Ok(None);
+        };
+        let request = request.request;
         if a.approval_id != request.id {
             let reason = format!("no open request {} on this release (open: {})", a.approval_id, request.id);
             a.tell(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
+            return Ok(None);
+        }
+        if self.operator_state() != OperatorState::Running {
+            let closure = Closure::OperatorHold;
+            a.tell(AnswerReply { ruling: Ruling::Closed { closure }, status: None });
             return Ok(None);
         }
         let current = match a.answer {
@@ -377,7 +384,7 @@ impl ReleaseRun<'_> {
             Answer::Reject => Decision::Continue,
         };
         let input = AnswerInput {
-            request,
+            request: &request,
             who: &a.who,
             answer: a.answer,
             current: &current,
@@ -391,37 +398,47 @@ impl ReleaseRun<'_> {
             ruling: outcome.ruling.clone(),
             trace: outcome.trace,
         };
-        let at = self.agent.clock.now_ms();
-        self.ledger.append(&self.facts.release_id, &a.actor, at, Record::ApprovalResolved(rec)).await?;
-        info!(id = %request.id, who = %a.who.identity, ruling = ?outcome.ruling, "Approval answered.");
-        let (waited, status) = match &outcome.ruling {
-            Ruling::Refused { .. } => (None, None),
-            Ruling::Rejected => {
-                let reason = format!("{} rejected {}: {}", a.who.identity, request.id, a.reason);
-                (Some(Waited::Finish(Box::new(ReleaseStatus::Held { reason }))), None)
-            }
-            Ruling::Stale { .. } => (Some(Waited::Resume), None),
+        // A ruling that closes the request is written only while it is open:
+        // an operator's hold or abort, or another agent, may have closed it.
+        let closes = outcome.ruling.closes().then(|| request.id.clone());
+        let append = Append {
+            actor: a.actor.clone(),
+            approvals: ApprovalOps { only_if_open: closes, close_open: None },
+            ..self.append(Some(Record::ApprovalResolved(rec)), None)
+        };
+        if self.ledger.submit(append).await?.refused {
+            info!(id = %request.id, "Answer to a request closed meanwhile; nothing runs.");
+            st.asking = None;
+            observer.on_approval(None);
+            let reason = format!("request {} was closed before this answer", request.id);
+            a.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
+            return Ok(None);
+        }
+        let label = crate::policy::approval::ruling_label(&outcome.ruling);
+        info!(id = %request.id, who = %a.who.identity, ruling = label, "Approval answered.");
+        if outcome.ruling.closes() {
+            st.asking = None;
+            observer.on_approval(None);
+        }
+        let status = match &outcome.ruling {
+            Ruling::Refused { .. } | Ruling::Stale { .. } | Ruling::Closed { .. } => None,
+            Ruling::Rejected => Some(ReleaseStatus::Held {
+                reason: format!("{} rejected {}: {}", a.who.identity, request.id, a.reason),
+            }),
             Ruling::Execute { decision } => {
-                let status = self.act(decision, actuation, st, observer).await?;
-                let status = status.unwrap_or(ReleaseStatus::Held {
+                Some(self.act(decision, actuation, st, observer, None).await?.unwrap_or(ReleaseStatus::Held {
                     reason: "another agent took the target's lease before the approved action; it follows".into(),
-                });
-                (Some(Waited::Finish(Box::new(status.clone()))), Some(status))
+                }))
             }
         };
-        a.tell(AnswerReply { ruling: outcome.ruling, status });
-        Ok(waited)
+        a.tell(AnswerReply { ruling: outcome.ruling, status: status.clone() });
+        Ok(status)
     }
 }
 
-/// The request still stands: policy asks a human for the same action, or
-/// cannot judge for now (a hold or a denial — a signal backend failing, say —
-/// does not withdraw a request for harm already seen; an answer then is
-/// refused and the request stays open).
-fn still_asks(decision: &Decision, proposed: &Proposal) -> bool {
-    match decision {
-        Decision::RequireApproval { proposed: p, .. } => p.same_action(proposed),
-        Decision::Hold { .. } | Decision::Deny { .. } => true,
-        Decision::Continue | Decision::Promote | Decision::Rollback { .. } => false,
+fn proposal_label(p: &Proposal) -> &'static str {
+    match p {
+        Proposal::Promote => "promote",
+        Proposal::Rollback { .. } => "rollback",
     }
 }

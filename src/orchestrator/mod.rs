@@ -24,12 +24,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::executor::{ActionPlan, Guarded, Planner};
-use crate::judge::{JudgeResult, Verdict, judge};
+use crate::judge::{JudgeResult, Verdict, judge_with};
 use crate::ledger::{
-    ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished, ReleasePaused,
-    ReleaseStarted, TickRecord, digest,
+    ActionResult, Actor, Append, ApprovalOps, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished,
+    ReleasePaused, ReleaseStarted, TickRecord, digest,
 };
 use crate::model::{Assessor, Consultation, Deliberation, Usage};
+use crate::policy::approval::Closure;
 use crate::policy::{
     Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, Proposal, ReleaseFacts, RunMode, evaluate,
 };
@@ -37,8 +38,29 @@ use crate::signals::{Observation, SignalSource};
 use crate::{Error, telemetry};
 
 use deadline::{Deadlined, JUDGE_DEADLINE, overrun_result};
-use human::{Controls, OperatorState, Waited};
-use step::{Next, what_now};
+use human::{Asking, Controls, OperatorState};
+use step::{Next, Situation, what_now};
+
+/// How long a release with an open request waits before looking in the
+/// ledger for answers relayed by other agents and closures written by them.
+const RELAY_POLL: Duration = Duration::from_millis(500);
+
+/// What ended a wait between ticks.
+enum Woke {
+    /// Time for the next tick (or a stop signal).
+    Tick,
+    /// An answer to take.
+    Answer(Box<human::HumanAnswer>),
+    /// An operator held, resumed or aborted the release.
+    Operator,
+    /// Anything else worth a look (a rollback request, the relay poll).
+    Other,
+}
+
+/// An operator's abort, as the release's end.
+fn aborted() -> ReleaseStatus {
+    ReleaseStatus::Aborted { reason: "aborted by an operator (see the ledger's operator record)".into() }
+}
 
 /// What may act on the target. An advisory run holds only a [`Planner`], so
 /// it has nothing that could execute.
@@ -303,6 +325,8 @@ struct LoopState {
     /// Open intents on the target were reconciled while holding the current lease.
     recovered: bool,
     role: Option<LeaseRole>,
+    /// A request for a human, open while the release goes on being judged.
+    asking: Option<Asking>,
 }
 
 /// One judged and recorded tick.
@@ -321,6 +345,7 @@ fn failed_observation_result(now_s: u64, reason: &str) -> JudgeResult {
         window_complete: false,
         findings: vec![],
         summary: format!("no observation: {reason}"),
+        log_mining: None,
     }
 }
 
@@ -370,6 +395,7 @@ impl ReleaseRun<'_> {
             judge: Deadlined::default(),
             recovered: false,
             role: None,
+            asking: None,
         };
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
@@ -395,8 +421,7 @@ impl ReleaseRun<'_> {
                 return self.finish(st, ReleaseStatus::Interrupted, None).await;
             }
             if self.operator_state() == OperatorState::Aborted {
-                let reason = "aborted by an operator (see the ledger's operator record)".to_string();
-                return self.finish(st, ReleaseStatus::Aborted { reason }, None).await;
+                return self.finish(st, aborted(), None).await;
             }
             st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
             st.tick += 1;
@@ -404,67 +429,142 @@ impl ReleaseRun<'_> {
             if let Some(done) = self.settled(actuation, st).await? {
                 return done;
             }
-            let window_done = st.now_s >= self.duration_s;
-            // Held or aborted (an abort may arrive during the tick): no action starts.
-            let held = self.operator_state() != OperatorState::Running;
-            let status = match what_now(&t.outcome.decision, window_done, st.role.as_ref(), actuation.mode()) {
-                Next::Continue | Next::Follow => None,
-                Next::Act if held => None,
-                Next::Finish(status) => match (*status, self.controls, actuation) {
-                    (ReleaseStatus::AwaitingApproval { reason, proposed }, Some(c), Actuation::Live(_)) => {
-                        let ctx = (source, actuation);
-                        match self.await_human(c, (&reason, &proposed), &t, ctx, st, observer).await? {
-                            Waited::Finish(s) => Some(*s),
-                            Waited::Resume => None,
-                        }
-                    }
-                    (s, _, _) => Some(s),
-                },
-                Next::Act => self.act(&t.outcome.decision, actuation, st, observer).await?,
-            };
-            if let Some(status) = status {
+            if let Some(status) = self.carry_out(&t, actuation, st, observer).await? {
                 return self.finish(st, status, Some(t)).await;
             }
-            if let Some(status) = self.between_ticks(&mut stop, actuation, st, observer).await? {
+            if let Some(status) = self.between_ticks(&mut stop, (source, actuation), st, observer).await? {
                 return self.finish(st, status, Some(t)).await;
             }
         }
     }
 
-    /// Wait for the next tick, taking people's rollback requests meanwhile
-    /// (`Some`: one ran, and the release ends with this status).
-    async fn between_ticks(
+    /// Carry out what "what now" says of tick `t`. `Some`: the release ends.
+    async fn carry_out(
         &self,
-        stop: &mut Option<tokio::sync::watch::Receiver<bool>>,
+        t: &Judged,
         actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
     ) -> Result<Option<ReleaseStatus>, Error> {
+        let decision = &t.outcome.decision;
+        // Held or aborted (an abort may arrive during the tick): no action starts, nobody is asked.
+        let held = self.operator_state() != OperatorState::Running;
+        let situation = Situation {
+            decision,
+            window_done: st.now_s >= self.duration_s,
+            role: st.role.as_ref(),
+            mode: actuation.mode(),
+            held,
+            asking: st.asking.as_ref().map(|a| (a.reason.as_str(), &a.proposed)),
+            answerable: self.answerable(actuation),
+        };
+        match what_now(situation) {
+            Next::Continue | Next::Follow => Ok(None),
+            Next::Withdraw => {
+                let why = format!("the canary no longer calls for it: judged again, policy says {}", decision.label());
+                self.withdraw(st, why, observer).await.map(|()| None)
+            }
+            Next::Ask { reason, proposed } => {
+                self.ask((reason, proposed), t, actuation, st, observer).await.map(|()| None)
+            }
+            Next::Finish(status) => Ok(Some(*status)),
+            Next::Act => {
+                // The judge acts as if nobody had been asked; an open request closes as superseded.
+                let closes = st.asking.take().and_then(|a| a.request).map(|_| human::judge_closure(decision));
+                if closes.is_some() {
+                    observer.on_approval(None);
+                }
+                self.act(decision, actuation, st, observer, closes).await
+            }
+        }
+    }
+
+    /// Wait for the next tick, taking meanwhile people's rollback requests,
+    /// answers to an open request and an operator's abort (`Some`: the
+    /// release ends with this status).
+    async fn between_ticks(
+        &self,
+        stop: &mut Option<tokio::sync::watch::Receiver<bool>>,
+        ctx: (&dyn SignalSource, &Actuation),
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<ReleaseStatus>, Error> {
         let until = tokio::time::Instant::now() + self.pace_for(st.role.as_ref());
+        let mut operator = self.controls.map(|c| c.operator.clone());
         loop {
-            if let Some(status) = self.asked_rollback(actuation, st, observer).await? {
+            if let Some(status) = self.asked_rollback(ctx.1, st, observer).await? {
                 return Ok(Some(status));
             }
-            let wake = async {
-                match self.controls {
-                    Some(c) => c.wake.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let stopping = async {
-                match stop.as_mut() {
-                    Some(s) => {
-                        let _ = s.changed().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => return Ok(None),
-                // Woken early by a stop signal; the check at the top of the loop ends the run.
-                _ = stopping => return Ok(None),
-                _ = wake => {}
+            if let Some(status) = self.tend_request(ctx, st, observer).await? {
+                return Ok(Some(status));
             }
+            let asking = st.asking.as_ref().is_some_and(|a| a.request.is_some());
+            let poll = if asking { RELAY_POLL } else { Duration::from_secs(3600) };
+            let woke = self.wait_a_while((until, poll), stop, operator.as_mut()).await;
+            match woke {
+                Woke::Tick => return Ok(None),
+                Woke::Answer(a) => {
+                    if let Some(status) = self.answered(*a, ctx, st, observer).await? {
+                        return Ok(Some(status));
+                    }
+                }
+                Woke::Operator if self.operator_state() == OperatorState::Aborted => return Ok(Some(aborted())),
+                // A hold closed the open request in its own transaction (read back at the next look).
+                Woke::Operator | Woke::Other => {}
+            }
+        }
+    }
+
+    /// Sleep until `until`, a stop, a wake (a rollback request), an answer,
+    /// an operator's change, or `poll` — whichever comes first.
+    async fn wait_a_while(
+        &self,
+        (until, poll): (tokio::time::Instant, Duration),
+        stop: &mut Option<tokio::sync::watch::Receiver<bool>>,
+        operator: Option<&mut tokio::sync::watch::Receiver<OperatorState>>,
+    ) -> Woke {
+        let wake = async {
+            match self.controls {
+                Some(c) => c.wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        // Receiving is cancel-safe: an answer not taken here stays queued.
+        let answer = async {
+            match self.controls {
+                Some(c) => match c.answers.lock().await.recv().await {
+                    Some(a) => a,
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let changed = async {
+            match operator {
+                Some(o) => {
+                    if o.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let stopping = async {
+            match stop.as_mut() {
+                Some(s) => {
+                    let _ = s.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => Woke::Tick,
+            // Woken early by a stop signal; the check at the top of the loop ends the run.
+            _ = stopping => Woke::Tick,
+            _ = tokio::time::sleep(poll) => Woke::Other,
+            _ = wake => Woke::Other,
+            a = answer => Woke::Answer(Box::new(a)),
+            _ = changed => Woke::Operator,
         }
     }
 
@@ -592,6 +692,7 @@ impl ReleaseRun<'_> {
             at_ms: self.agent.clock.now_ms(),
             record,
             lease,
+            approvals: ApprovalOps::default(),
         }
     }
 
@@ -688,7 +789,7 @@ impl ReleaseRun<'_> {
 
     async fn judge_within_deadline(&self, obs: &Arc<Observation>, st: &mut LoopState) -> JudgeResult {
         let cfg = self.policy.judge_for(&self.facts.service).into_owned();
-        match st.judge.judge(Arc::clone(obs), cfg, JUDGE_DEADLINE, judge).await {
+        match st.judge.judge(Arc::clone(obs), cfg, JUDGE_DEADLINE, judge_with).await {
             Ok(j) => j,
             Err(why) => {
                 warn!(%why, "Judge overran; holding.");
@@ -709,17 +810,26 @@ impl ReleaseRun<'_> {
     }
 
     async fn finish(&self, st: &LoopState, status: ReleaseStatus, last: Option<Judged>) -> Result<RunOutcome, Error> {
+        self.refuse_late_answers().await;
         let usage = st.model.usage();
         let end =
             ReleaseFinished { status: status.clone(), ticks: st.tick, decided_at_s: st.now_s, model_usage: usage };
         let holder = matches!(st.role, Some(LeaseRole::Holder { .. }));
         let lease = holder.then(|| self.release_op());
+        // A request still open closes with the release, in its end record's transaction.
+        let close_open = match &status {
+            ReleaseStatus::AwaitingApproval { .. } => None,
+            ReleaseStatus::Interrupted => Some(Closure::AgentStopped),
+            ReleaseStatus::Aborted { .. } => Some(Closure::OperatorAbort),
+            _ => Some(Closure::ReleaseEnded),
+        };
         // An observer interrupted mid-release leaves no end record: the holder is still running it.
         if holder || st.role.is_none() || status.is_final() {
             if status == ReleaseStatus::Interrupted {
                 self.record(Record::ReleasePaused(ReleasePaused { tick: st.tick, now_s: st.now_s })).await?;
             }
-            let append = self.append(Some(Record::ReleaseFinished(end)), lease);
+            let approvals = ApprovalOps { only_if_open: None, close_open };
+            let append = Append { approvals, ..self.append(Some(Record::ReleaseFinished(end)), lease) };
             self.ledger.submit(append).await?;
         }
         let (judged, rules, failure) = match last {

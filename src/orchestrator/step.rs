@@ -1,9 +1,16 @@
 //! "What now" after a tick: a pure function of policy's decision, the
-//! window and this agent's lease, so the loop around it stays a shell.
+//! window, this agent's lease, an operator's hold and any open request for
+//! a human, so the loop around it stays a shell.
+//!
+//! Asking never delays: a request for a human is opened and the release
+//! goes on being judged. The judge's own rollback (or promotion) still runs
+//! as if nobody had been asked, closing the request as superseded; only a
+//! window that ends with the request still open ends awaiting it (or, where
+//! someone can answer — an agent's API or Slack — keeps waiting for them).
 
 use super::ReleaseStatus;
 use crate::ledger::LeaseRole;
-use crate::policy::{Decision, RunMode};
+use crate::policy::{Decision, Proposal, RunMode};
 
 /// The loop's next move.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,24 +21,84 @@ pub enum Next {
     Follow,
     /// End the release with this status; nothing to run.
     Finish(Box<ReleaseStatus>),
-    /// Run (or, advising, plan) the decision's action.
+    /// Run (or, advising, plan) the decision's action; an open request closes as superseded.
     Act,
+    /// Ask a human for `proposed` and keep judging (a request open for
+    /// another action is withdrawn first).
+    Ask {
+        /// Why a human is needed.
+        reason: String,
+        /// What approval would do.
+        proposed: Proposal,
+    },
+    /// Policy no longer asks: withdraw the open request and keep judging.
+    Withdraw,
 }
 
-/// The next move for `decision`. `window_done`: the analysis window has
-/// passed. `role`: this agent's lease on the target (none when advising).
-pub fn what_now(decision: &Decision, window_done: bool, role: Option<&LeaseRole>, mode: RunMode) -> Next {
-    let follower = mode == RunMode::Act && matches!(role, Some(LeaseRole::Observer { .. }));
-    let end = |status| if follower { Next::Follow } else { Next::Finish(Box::new(status)) };
-    match decision {
+/// Everything "what now" looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// Policy's decision at this tick.
+    pub decision: &'a Decision,
+    /// The analysis window has passed.
+    pub window_done: bool,
+    /// This agent's lease on the target (none when advising).
+    pub role: Option<&'a LeaseRole>,
+    /// Acting or advising.
+    pub mode: RunMode,
+    /// An operator holds the release: judged, never acted on, nobody asked.
+    pub held: bool,
+    /// The open request for a human: why, and what it proposes.
+    pub asking: Option<(&'a str, &'a Proposal)>,
+    /// Someone can still answer after the window (an agent's API or Slack);
+    /// `watch`, `advise` and `eval` end awaiting approval instead.
+    pub answerable: bool,
+}
+
+/// Why a release whose window ended without a decision is held.
+pub const WINDOW_ENDED_UNDECIDED: &str = "the analysis window ended without a decision; held for a human";
+
+/// The next move in situation `s`.
+pub fn what_now(s: Situation<'_>) -> Next {
+    let follower = s.mode == RunMode::Act && matches!(s.role, Some(LeaseRole::Observer { .. }));
+    if follower {
+        return match s.decision {
+            Decision::Continue => Next::Continue,
+            Decision::Hold { .. } if !s.window_done => Next::Continue,
+            _ => Next::Follow,
+        };
+    }
+    let awaiting = |reason: &str, proposed: &Proposal| {
+        Next::Finish(Box::new(ReleaseStatus::AwaitingApproval { reason: reason.into(), proposed: proposed.clone() }))
+    };
+    match s.decision {
+        // The window is over and nothing was decided (a judgement that
+        // could not finish, say): the release ends held, never loops.
+        Decision::Continue if s.window_done && !s.held => match s.asking {
+            Some(_) if s.answerable => Next::Continue,
+            Some((why, proposed)) => awaiting(why, proposed),
+            None => Next::Finish(Box::new(ReleaseStatus::Held { reason: WINDOW_ENDED_UNDECIDED.into() })),
+        },
+        Decision::Continue if s.asking.is_some() => Next::Withdraw,
         Decision::Continue => Next::Continue,
-        Decision::Hold { reason } if window_done => end(ReleaseStatus::Held { reason: reason.clone() }),
-        Decision::Hold { .. } => Next::Continue,
+        Decision::Hold { .. } if !s.window_done => Next::Continue,
+        Decision::Hold { reason } => match s.asking {
+            Some(_) if s.answerable => Next::Continue,
+            Some((why, proposed)) => awaiting(why, proposed),
+            None => Next::Finish(Box::new(ReleaseStatus::Held { reason: reason.clone() })),
+        },
+        Decision::RequireApproval { .. } if s.held => Next::Continue,
         Decision::RequireApproval { reason, proposed } => {
-            end(ReleaseStatus::AwaitingApproval { reason: reason.clone(), proposed: proposed.clone() })
+            let same = s.asking.is_some_and(|(_, p)| p.same_action(proposed));
+            match (s.window_done && !s.answerable, same) {
+                (true, true) => s.asking.map_or(Next::Continue, |(why, p)| awaiting(why, p)),
+                (true, false) => awaiting(reason, proposed),
+                (false, true) => Next::Continue,
+                (false, false) => Next::Ask { reason: reason.clone(), proposed: proposed.clone() },
+            }
         }
-        Decision::Deny { reason } => end(ReleaseStatus::Denied { reason: reason.clone() }),
-        Decision::Promote | Decision::Rollback { .. } if follower => Next::Follow,
+        Decision::Deny { reason } => Next::Finish(Box::new(ReleaseStatus::Denied { reason: reason.clone() })),
+        Decision::Promote | Decision::Rollback { .. } if s.held => Next::Continue,
         Decision::Promote | Decision::Rollback { .. } => Next::Act,
     }
 }
@@ -41,14 +108,27 @@ mod tests {
     use super::*;
     use crate::policy::RollbackPlan;
 
+    fn plan() -> RollbackPlan {
+        RollbackPlan { target: "t".into(), from_revision: "v2".into(), to_revision: "v1".into(), reason: "r".into() }
+    }
+
     fn rollback() -> Decision {
-        Decision::Rollback {
-            plan: RollbackPlan {
-                target: "t".into(),
-                from_revision: "v2".into(),
-                to_revision: "v1".into(),
-                reason: "r".into(),
-            },
+        Decision::Rollback { plan: plan() }
+    }
+
+    fn ask() -> Decision {
+        Decision::RequireApproval { reason: "model".into(), proposed: Proposal::Rollback { plan: plan() } }
+    }
+
+    fn at<'a>(decision: &'a Decision, window_done: bool) -> Situation<'a> {
+        Situation {
+            decision,
+            window_done,
+            role: None,
+            mode: RunMode::Act,
+            held: false,
+            asking: None,
+            answerable: false,
         }
     }
 
@@ -56,24 +136,90 @@ mod tests {
     fn only_the_holder_acts() {
         let holder = LeaseRole::Holder { token: 3 };
         let observer = LeaseRole::Observer { holder: "other".into(), token: 3 };
-        assert_eq!(what_now(&rollback(), false, Some(&holder), RunMode::Act), Next::Act);
-        assert_eq!(what_now(&rollback(), false, Some(&observer), RunMode::Act), Next::Follow);
-        assert_eq!(what_now(&Decision::Promote, true, Some(&observer), RunMode::Act), Next::Follow);
+        let d = rollback();
+        assert_eq!(what_now(Situation { role: Some(&holder), ..at(&d, false) }), Next::Act);
+        assert_eq!(what_now(Situation { role: Some(&observer), ..at(&d, false) }), Next::Follow);
+        let p = Decision::Promote;
+        assert_eq!(what_now(Situation { role: Some(&observer), ..at(&p, true) }), Next::Follow);
+        let a = ask();
+        assert_eq!(what_now(Situation { role: Some(&observer), ..at(&a, false) }), Next::Follow, "followers never ask");
     }
 
     #[test]
     fn a_hold_ends_the_release_only_when_the_window_has_passed() {
         let hold = Decision::Hold { reason: "no data".into() };
-        assert_eq!(what_now(&hold, false, None, RunMode::Advise), Next::Continue);
-        assert!(
-            matches!(what_now(&hold, true, None, RunMode::Advise), Next::Finish(s) if matches!(*s, ReleaseStatus::Held { .. }))
-        );
+        let advise = |done| Situation { mode: RunMode::Advise, ..at(&hold, done) };
+        assert_eq!(what_now(advise(false)), Next::Continue);
+        assert!(matches!(what_now(advise(true)), Next::Finish(s) if matches!(*s, ReleaseStatus::Held { .. })));
     }
 
     #[test]
     fn advising_plans_without_a_lease() {
-        assert_eq!(what_now(&rollback(), false, None, RunMode::Advise), Next::Act);
-        assert_eq!(what_now(&Decision::Continue, true, None, RunMode::Advise), Next::Continue);
+        let d = rollback();
+        assert_eq!(what_now(Situation { mode: RunMode::Advise, ..at(&d, false) }), Next::Act);
+        let c = Decision::Continue;
+        assert_eq!(what_now(Situation { mode: RunMode::Advise, ..at(&c, false) }), Next::Continue);
+    }
+
+    /// The audit's I4 ended in a loop at the window's end: every judgement
+    /// overran, so policy kept saying `continue`. The window always ends.
+    #[test]
+    fn a_window_that_ends_undecided_ends_held() {
+        let c = Decision::Continue;
+        let end = what_now(at(&c, true));
+        assert!(matches!(&end, Next::Finish(s) if matches!(**s, ReleaseStatus::Held { .. })), "{end:?}");
+    }
+
+    /// The one guarantee of the model path: asking a human never stops the
+    /// judge's own action. Asked mid-window, the release keeps going; the
+    /// judge's rollback then acts (the loop closes the request as superseded).
+    #[test]
+    fn asking_never_delays_the_judges_own_rollback() {
+        let a = ask();
+        assert!(matches!(what_now(at(&a, false)), Next::Ask { .. }));
+        let (why, proposed) = ("model", Proposal::Rollback { plan: plan() });
+        let asking = Some((why, &proposed));
+        assert_eq!(what_now(Situation { asking, ..at(&a, false) }), Next::Continue, "asked once, then judged on");
+        let r = rollback();
+        assert_eq!(what_now(Situation { asking, ..at(&r, false) }), Next::Act);
+        let p = Decision::Promote;
+        assert_eq!(what_now(Situation { asking, ..at(&p, true) }), Next::Act);
+    }
+
+    #[test]
+    fn a_window_that_ends_asking_ends_awaiting_unless_someone_can_still_answer() {
+        let (why, proposed) = ("model", Proposal::Rollback { plan: plan() });
+        let asking = Some((why, &proposed));
+        for d in [ask(), Decision::Hold { reason: "thin".into() }] {
+            let ended = what_now(Situation { asking, ..at(&d, true) });
+            assert!(
+                matches!(&ended, Next::Finish(s) if matches!(**s, ReleaseStatus::AwaitingApproval { .. })),
+                "{ended:?}"
+            );
+            assert_eq!(what_now(Situation { asking, answerable: true, ..at(&d, true) }), Next::Continue);
+        }
+        let a = ask();
+        let first = what_now(at(&a, true));
+        assert!(matches!(&first, Next::Finish(s) if matches!(**s, ReleaseStatus::AwaitingApproval { .. })));
+        assert!(matches!(what_now(Situation { answerable: true, ..at(&a, true) }), Next::Ask { .. }));
+    }
+
+    #[test]
+    fn a_recovered_canary_withdraws_the_request_and_another_proposal_replaces_it() {
+        let (why, proposed) = ("model", Proposal::Rollback { plan: plan() });
+        let asking = Some((why, &proposed));
+        let c = Decision::Continue;
+        assert_eq!(what_now(Situation { asking, ..at(&c, false) }), Next::Withdraw);
+        let other = Decision::RequireApproval { reason: "rate".into(), proposed: Proposal::Promote };
+        assert!(matches!(what_now(Situation { asking, ..at(&other, false) }), Next::Ask { .. }));
+    }
+
+    #[test]
+    fn a_held_release_never_acts_nor_asks() {
+        for d in [rollback(), Decision::Promote, ask()] {
+            assert_eq!(what_now(Situation { held: true, ..at(&d, false) }), Next::Continue, "{d:?}");
+            assert_eq!(what_now(Situation { held: true, ..at(&d, true) }), Next::Continue, "{d:?}");
+        }
     }
 }
 

@@ -192,6 +192,78 @@ pub enum Ruling {
         /// What changed.
         reason: String,
     },
+    /// The request was closed without an answer deciding it: it expired, an
+    /// operator stopped the release, or the judge acted on its own. Nothing
+    /// runs on it, ever; a later answer is refused.
+    Closed {
+        /// What closed it.
+        closure: Closure,
+    },
+}
+
+/// Stable name of a ruling, for logs, metrics and replies.
+pub fn ruling_label(r: &Ruling) -> &'static str {
+    match r {
+        Ruling::Execute { .. } => "executed",
+        Ruling::Rejected => "rejected",
+        Ruling::Refused { .. } => "refused",
+        Ruling::Stale { .. } => "stale",
+        Ruling::Closed { .. } => "closed",
+    }
+}
+
+impl Ruling {
+    /// Whether this ruling ends its request (every ruling but a refusal,
+    /// which leaves the request open for someone who counts).
+    pub fn closes(&self) -> bool {
+        !matches!(self, Ruling::Refused { .. })
+    }
+}
+
+/// What closed a request without an answer deciding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Closure {
+    /// Nobody answered before it expired; the release is held.
+    Expired,
+    /// An operator held the release: a held release never acts, so an approval of it runs nothing.
+    OperatorHold,
+    /// An operator aborted the release (or a rollout engine moved to another revision).
+    OperatorAbort,
+    /// The judge's own decision rolled the release back, as it would have had nobody been asked.
+    JudgeRolledBack,
+    /// The judge's own decision promoted the release.
+    JudgePromoted,
+    /// The release ended otherwise (policy denied, the window ended held).
+    ReleaseEnded,
+    /// The agent stopped between ticks; the release asks again when it continues.
+    AgentStopped,
+}
+
+impl Closure {
+    /// One line for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Closure::Expired => "expired unanswered; the release is held",
+            Closure::OperatorHold => "closed: an operator held the release",
+            Closure::OperatorAbort => "closed: an operator aborted the release",
+            Closure::JudgeRolledBack => "superseded: the judge rolled the release back on its own",
+            Closure::JudgePromoted => "superseded: the judge promoted the release on its own",
+            Closure::ReleaseEnded => "closed: the release ended",
+            Closure::AgentStopped => "closed: the agent stopped; it asks again when the release continues",
+        }
+    }
+
+    /// The rule id recorded with the closure.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Closure::Expired => "approval.expired",
+            Closure::OperatorHold => "approval.closed_by_hold",
+            Closure::OperatorAbort => "approval.closed_by_abort",
+            Closure::JudgeRolledBack | Closure::JudgePromoted => "approval.superseded_by_judge",
+            Closure::ReleaseEnded | Closure::AgentStopped => "approval.closed_by_end",
+        }
+    }
 }
 
 /// A ruling and how it was reached.

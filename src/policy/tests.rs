@@ -5,7 +5,14 @@ use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
 use crate::signals::BadDirection;
 
 fn judge(verdict: Verdict, complete: bool) -> JudgeResult {
-    JudgeResult { verdict, now_s: 600, window_complete: complete, findings: vec![], summary: format!("{verdict:?}") }
+    JudgeResult {
+        verdict,
+        now_s: 600,
+        window_complete: complete,
+        findings: vec![],
+        summary: format!("{verdict:?}"),
+        log_mining: None,
+    }
 }
 
 fn facts() -> ReleaseFacts {

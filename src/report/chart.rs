@@ -2,6 +2,7 @@
 //! decision point, the window the judge's numbers come from (shaded) and,
 //! when known, the fault onset marked.
 
+use crate::field::strip_unsafe;
 use plotters::prelude::*;
 
 use crate::signals::MetricSeries;
@@ -28,7 +29,7 @@ pub fn metric_svg(
     let (b, c) = (points(&m.baseline, step_s), points(&m.canary, step_s));
     let ys: Vec<f64> = b.iter().chain(c.iter()).map(|p| p.1).collect();
     if ys.is_empty() {
-        return format!("<p>{}: no samples to draw</p>", m.spec.name);
+        return format!("<p>{}: no samples to draw</p>", super::html::escape(&m.spec.name));
     }
     let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &y| (a.0.min(y), a.1.max(y)));
     let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1e-9);
@@ -37,7 +38,9 @@ pub fn metric_svg(
     let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::with_string(&mut svg, (720, 240)).into_drawing_area();
         root.fill(&WHITE)?;
-        let title = format!("{} ({}, bad direction: {:?})", m.spec.name, m.spec.unit, m.spec.bad_direction);
+        // plotters escapes markup in SVG text; control and bidi characters go here.
+        let (name, unit) = (strip_unsafe(&m.spec.name, false), strip_unsafe(m.spec.unit.as_str(), false));
+        let title = format!("{name} ({unit}, bad direction: {:?})", m.spec.bad_direction);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 15))
             .margin(10)
@@ -83,7 +86,7 @@ pub fn metric_svg(
     })();
     match drawn {
         Ok(()) => svg,
-        Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", m.spec.name),
+        Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", super::html::escape(&m.spec.name)),
     }
 }
 

@@ -4,9 +4,16 @@
 use super::Report;
 use super::chart::metric_svg;
 
-/// Text made safe for HTML content and quoted attributes.
+/// Text made safe for HTML content and quoted attributes: markup escaped,
+/// and control and bidirectional characters dropped (an ESC or U+202E in a
+/// metric name must not reorder or hide what a person reads).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    crate::field::strip_unsafe(s, true)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The Content-Security-Policy of every page: nothing is fetched, nothing runs.
@@ -170,4 +177,39 @@ fn list(title: &str, items: &[String]) -> String {
     }
     let lis: String = items.iter().map(|i| format!("<li>{}</li>\n", escape(i))).collect();
     format!("<h2>{}</h2>\n<ul>\n{lis}</ul>\n", escape(title))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::{BadDirection, MetricSeries, MetricSpec, Unit};
+
+    /// The audit's L4: ESC and U+202E from a metric name reached the HTML
+    /// report raw (the summary, a `title=` attribute and the SVG text).
+    #[test]
+    fn control_and_bidi_characters_never_reach_the_page() {
+        let name = "err\u{1b}[2J<b>x</b>\u{202e}gpj.exe";
+        let spec =
+            MetricSpec { name: name.into(), unit: Unit::Other("u\u{1b}".into()), bad_direction: BadDirection::Up };
+        let finding = crate::judge::Finding::empty(&spec);
+        let judged = crate::judge::JudgeResult {
+            verdict: crate::judge::Verdict::Inconclusive,
+            now_s: 60,
+            window_complete: false,
+            findings: vec![finding],
+            summary: name.into(),
+            log_mining: None,
+        };
+        let series = MetricSeries { spec, baseline: vec![Some(1.0); 6], canary: vec![Some(2.0); 6] };
+        let page = format!(
+            "{}{}{}",
+            scorecard(&judged),
+            metric_svg(&series, 10, 60, (60, Some(30)), None),
+            escape(&judged.summary)
+        );
+        for bad in ['\u{1b}', '\u{202e}'] {
+            assert!(!page.contains(bad), "{bad:?} in {page}");
+        }
+        assert!(!page.contains("<b>"), "{page}");
+    }
 }

@@ -17,20 +17,19 @@ use tracing::{info, warn};
 
 use super::metrics::{ActionLabels, Kind, Metrics};
 use super::{Service, ServiceError};
-use crate::config::ReleaseConfig;
+use crate::config::{Registration, ReleaseConfig};
 use crate::executor::ActionPlan;
 use crate::judge::JudgeResult;
 use crate::ledger::{
-    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, LedgerError, OperatorAction, OperatorRecord, Record,
-    RecordKind,
+    ActionResult, Actor, Append, ApprovalAnswer, ApprovalOps, ApprovalRequested, LedgerError, OperatorAction,
+    OperatorRecord, Record, RecordKind,
 };
 use crate::orchestrator::human::{AnswerReply, Controls, HumanAnswer, OperatorState, RollbackRequest, Senders};
 use crate::orchestrator::{Observer, ReleaseStatus, RunOutcome, TickReport};
-use crate::policy::approval::{Answer, Principal, Ruling};
+use crate::policy::approval::{Answer, Closure, Principal, Ruling};
 use crate::policy::{Decision, RunMode};
 use crate::release::release_id;
 use crate::serve::{GateBoard, GateObserver};
-use crate::signals::SourceConfig;
 
 /// Where a release stands in the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -143,14 +142,9 @@ pub enum RegisterError {
         /// Declared ones.
         declared: String,
     },
-    /// The body names an executor or credentials.
-    #[error("field `{field}`: {why}")]
-    Field {
-        /// Which field.
-        field: &'static str,
-        /// Why it is refused.
-        why: &'static str,
-    },
+    /// A field of the body is wrong.
+    #[error(transparent)]
+    Field(crate::field::FieldError),
     /// The release cannot be prepared.
     #[error(transparent)]
     Prepare(#[from] ServiceError),
@@ -281,8 +275,14 @@ impl Agent {
         let mut admitted = 0;
         for (stored, rec) in rows {
             *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
-            let Record::Operator(OperatorRecord { action: OperatorAction::Register, release: Some(cfg), .. }) = rec
-            else {
+            let Record::Operator(op) = rec else { continue };
+            let OperatorRecord { action: OperatorAction::Register, release: Some(cfg), .. } = op else {
+                // A hold, resume or abort, perhaps asked of another agent: this one honours it too.
+                let name =
+                    self.table().iter().find(|(_, e)| e.view.release_id == stored.release_id).map(|(n, _)| n.clone());
+                if let Some(name) = name {
+                    self.apply_operator(&name, &stored.release_id, op.action);
+                }
                 continue;
             };
             let id = release_id(&cfg);
@@ -323,26 +323,23 @@ impl Agent {
         });
     }
 
-    /// Register a release at runtime, as `by`. It may only name a declared
-    /// target; the executor is the one configured for that target.
-    pub async fn register(self: &Arc<Self>, mut cfg: ReleaseConfig, by: &Actor) -> Result<ReleaseView, RegisterError> {
+    /// Register a release at runtime, as `by`: on a declared target, with
+    /// one of that target's signal templates and its executor. A
+    /// registration names no URL, path, credential or program (see
+    /// [`Registration`]), so a caller can neither choose what runs nor make
+    /// the agent read a file or send a secret anywhere.
+    pub async fn register(self: &Arc<Self>, reg: Registration, by: &Actor) -> Result<ReleaseView, RegisterError> {
         if *self.service.stop.borrow() {
             return Err(RegisterError::Stopping);
         }
-        if cfg.executor.is_some() {
-            let why = "executors are configured per target ([[agent.targets]]), never registered: remove it";
-            return Err(RegisterError::Field { field: "executor", why });
-        }
-        if matches!(&cfg.source, SourceConfig::Prometheus(p) if p.auth.is_some()) {
-            let why = "a registered release may not name credentials (they would go to a URL the caller chose)";
-            return Err(RegisterError::Field { field: "source.auth", why });
-        }
         let declared = &self.service.settings.agent.targets;
-        let Some(t) = declared.iter().find(|t| t.target == cfg.target) else {
+        let Some(t) = declared.iter().find(|t| t.target == reg.target) else {
             let names: Vec<&str> = declared.iter().map(|t| t.target.as_str()).collect();
-            return Err(RegisterError::UndeclaredTarget { target: cfg.target, declared: names.join(", ") });
+            let target =
+                crate::field::strip_unsafe(&reg.target, false).chars().take(crate::field::TARGET_MAX).collect();
+            return Err(RegisterError::UndeclaredTarget { target, declared: names.join(", ") });
         };
-        cfg.executor = t.executor.clone();
+        let cfg = reg.resolve(t).map_err(RegisterError::Field)?;
         if self.table().contains_key(&cfg.name) {
             return Err(RegisterError::Duplicate(cfg.name));
         }
@@ -424,6 +421,9 @@ impl Agent {
 
     fn failed(&self, key: &Key, error: String) {
         warn!(release = key.name, %error, "Release could not run.");
+        if let Some(v) = self.get(&key.name).filter(|v| v.release_id == key.id) {
+            self.gates.ended(&key.name, &v.candidate_revision, None);
+        }
         self.update(key, |v| {
             v.state = ReleaseState::Failed;
             v.error = Some(error);
@@ -432,6 +432,9 @@ impl Agent {
 
     fn finished(&self, key: &Key, o: RunOutcome) {
         info!(release = key.name, status = o.status.label(), "Release ended.");
+        if let Some(v) = self.get(&key.name).filter(|v| v.release_id == key.id) {
+            self.gates.ended(&key.name, &v.candidate_revision, Some(&o.status));
+        }
         self.update(key, |v| {
             v.state =
                 if o.status == ReleaseStatus::Interrupted { ReleaseState::Paused } else { ReleaseState::Finished };
@@ -500,12 +503,33 @@ impl Agent {
         cfg: Option<ReleaseConfig>,
     ) -> Result<(), RevisionError> {
         let record = Record::Operator(OperatorRecord { action, reason, release: cfg.map(Box::new) });
-        let at = self.service.agent.clock.now_ms();
-        self.service.ledger.append(release, by, at, record).await.map_err(RevisionError::Ledger)?;
-        Ok(())
+        self.write_operator(release, by, record, stopping_closure(action)).await.map_err(RevisionError::Ledger)
+    }
+
+    /// An operator's record and, when it stops the release, the closure of
+    /// every approval request of the release still open — in one transaction,
+    /// so no agent sharing the ledger can execute an answer given afterwards.
+    async fn write_operator(
+        &self,
+        release: &str,
+        by: &Actor,
+        record: Record,
+        close_open: Option<Closure>,
+    ) -> Result<(), LedgerError> {
+        let append = Append {
+            release_id: release.to_string(),
+            actor: by.clone(),
+            at_ms: self.service.agent.clock.now_ms(),
+            record: Some(record),
+            lease: None,
+            approvals: ApprovalOps { only_if_open: None, close_open },
+        };
+        self.service.ledger.submit(append).await.map(|_| ())
     }
 
     /// Hold, resume or abort `name` as `by`: recorded first, then applied.
+    /// A hold or an abort closes the release's open approval request in the
+    /// same transaction: stop means stop, whoever answers afterwards.
     pub async fn operate(
         &self,
         name: &str,
@@ -518,20 +542,40 @@ impl Agent {
             return Err(OperateError::Ended(name.into()));
         }
         let record = Record::Operator(OperatorRecord { action, reason: reason.to_string(), release: None });
-        let at = self.service.agent.clock.now_ms();
-        self.service.ledger.append(&view.release_id, by, at, record).await.map_err(OperateError::Ledger)?;
+        let closure = stopping_closure(action);
+        self.write_operator(&view.release_id, by, record, closure).await.map_err(OperateError::Ledger)?;
+        if let (Some(c), Some(open)) = (closure, &view.pending_approval) {
+            let how = format!("{} by {by}", c.describe());
+            self.closed.lock().unwrap_or_else(PoisonError::into_inner).insert(open.request.id.clone(), how);
+        }
+        self.apply_operator(name, &view.release_id, action);
+        self.get(name).ok_or_else(|| OperateError::NotFound(name.into()))
+    }
+
+    /// Set the release's operator state (a hold, resume or abort recorded
+    /// here or, read from the ledger, by another agent).
+    fn apply_operator(&self, name: &str, release_id: &str, action: OperatorAction) {
         let state = match action {
             OperatorAction::Hold => OperatorState::Held,
             OperatorAction::Abort => OperatorState::Aborted,
             OperatorAction::Resume | OperatorAction::Register => OperatorState::Running,
         };
-        if let Some(e) = self.table().get_mut(name) {
-            let _ = e.operator.send(state);
-            if e.view.state != ReleaseState::AwaitingApproval {
-                e.view.state = if state == OperatorState::Held { ReleaseState::Held } else { ReleaseState::Running };
-            }
+        let mut table = self.table();
+        let Some(e) = table.get_mut(name).filter(|e| e.view.release_id == release_id) else { return };
+        if *e.operator.borrow() == state {
+            return;
         }
-        self.get(name).ok_or_else(|| OperateError::NotFound(name.into()))
+        let _ = e.operator.send(state);
+        if state != OperatorState::Running {
+            e.view.pending_approval = None;
+        }
+        if !matches!(e.view.state, ReleaseState::Finished | ReleaseState::Failed | ReleaseState::Paused) {
+            e.view.state = match state {
+                OperatorState::Held => ReleaseState::Held,
+                OperatorState::Running | OperatorState::Aborted => ReleaseState::Running,
+            };
+        }
+        self.gates.operator(name, state);
     }
 
     /// A person's request to roll `name` back now: ruled on by policy in the
@@ -606,7 +650,7 @@ impl Agent {
     }
 
     fn count_answer(&self, approval_id: &str, identity: &str, r: &AnswerReply) {
-        let kind = ruling_kind(&r.ruling);
+        let kind = crate::policy::approval::ruling_label(&r.ruling);
         self.metrics.approval_answers.get_or_create(&Kind { kind: kind.into() }).inc();
         if !matches!(r.ruling, Ruling::Refused { .. }) {
             let how = format!("{kind} by {identity}");
@@ -663,6 +707,10 @@ impl Agent {
                 };
                 return Ok(AnswerReply { ruling, status });
             }
+            // Closed by someone else meanwhile (an operator's hold or abort, an expiry): nothing ran.
+            if let Some(how) = self.closed_in_ledger(&release, approval_id, row.seq).await? {
+                return Err(AnswerError::Closed { id: approval_id.into(), how });
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Err(AnswerError::NoAnswer)
@@ -676,12 +724,9 @@ impl Agent {
             .of_kind(RecordKind::ApprovalResolved, Some(release), after, 1000)
             .await
             .map_err(AnswerError::Ledger)?;
-        let expired = |r: &Ruling| matches!(r, Ruling::Refused { reason } if reason.contains("expired"));
         Ok(rows.into_iter().find_map(|(s, r)| match r {
-            Record::ApprovalResolved(a)
-                if a.id == id && (!matches!(a.ruling, Ruling::Refused { .. }) || expired(&a.ruling)) =>
-            {
-                Some(format!("{} by {}", ruling_kind(&a.ruling), s.actor))
+            Record::ApprovalResolved(a) if a.id == id && a.closes() => {
+                Some(format!("{} by {}", crate::policy::approval::ruling_label(&a.ruling), s.actor))
             }
             _ => None,
         }))
@@ -738,6 +783,15 @@ impl Agent {
     }
 }
 
+/// The closure an operator's action gives the release's open requests.
+fn stopping_closure(action: OperatorAction) -> Option<Closure> {
+    match action {
+        OperatorAction::Hold => Some(Closure::OperatorHold),
+        OperatorAction::Abort => Some(Closure::OperatorAbort),
+        OperatorAction::Resume | OperatorAction::Register => None,
+    }
+}
+
 /// The release judging `revision` after `old` (of `cfg`): same target,
 /// source and executor; a promoted candidate becomes the last known good.
 fn next_revision(cfg: &ReleaseConfig, old: &ReleaseView, revision: &str) -> ReleaseConfig {
@@ -747,16 +801,6 @@ fn next_revision(cfg: &ReleaseConfig, old: &ReleaseView, revision: &str) -> Rele
     }
     next.candidate_revision = revision.to_string();
     next
-}
-
-/// Stable name of a ruling, for metrics and replies.
-pub fn ruling_kind(r: &Ruling) -> &'static str {
-    match r {
-        Ruling::Execute { .. } => "executed",
-        Ruling::Rejected => "rejected",
-        Ruling::Refused { .. } => "refused",
-        Ruling::Stale { .. } => "stale",
-    }
 }
 
 /// Why the agent is not ready.
@@ -852,9 +896,14 @@ impl Observer for AgentObserver {
             let how = "closed (answered, expired or withdrawn; see the ledger)".to_string();
             self.agent.closed.lock().unwrap_or_else(PoisonError::into_inner).entry(open.request.id).or_insert(how);
         }
+        let held = self.agent.table().get(&self.key.name).is_some_and(|e| *e.operator.borrow() == OperatorState::Held);
         self.agent.update(&self.key, |v| {
             v.pending_approval = request.cloned();
-            v.state = if request.is_some() { ReleaseState::AwaitingApproval } else { ReleaseState::Running };
+            v.state = match (request.is_some(), held) {
+                (true, _) => ReleaseState::AwaitingApproval,
+                (false, true) => ReleaseState::Held,
+                (false, false) => ReleaseState::Running,
+            };
         });
     }
 }

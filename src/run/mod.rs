@@ -54,6 +54,17 @@ pub enum ServiceError {
         #[source]
         source: Box<crate::Error>,
     },
+    /// The ledger's recent history does not verify: refused before anything is appended.
+    #[error(
+        "the ledger at {url} was changed after it was written ({problems}); nothing was appended. \
+         Run `backstop audit verify` and restore it, or start a new ledger"
+    )]
+    Tampered {
+        /// Ledger URL (credentials removed).
+        url: String,
+        /// What the chain check found, in brief.
+        problems: String,
+    },
     /// The policy does not fit a release's metrics.
     #[error("release `{name}`: policy")]
     Policy {
@@ -68,7 +79,12 @@ pub enum ServiceError {
 impl ServiceError {
     /// Whether the fix is in configuration (exit 2) rather than a backend (exit 3).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, ServiceError::Ledger(_))
+        !matches!(self, ServiceError::Ledger(_) | ServiceError::Tampered { .. })
+    }
+
+    /// Whether the ledger was found edited (exit 4, as `audit verify`).
+    pub fn is_tampering(&self) -> bool {
+        matches!(self, ServiceError::Tampered { .. })
     }
 }
 
@@ -114,6 +130,75 @@ async fn recalibrate_configured(ledger: &Ledger, settings: &Settings, policy: &m
     }
 }
 
+/// Where this process keeps its own checkpoint of a ledger (outside the
+/// database): beside a SQLite file, else in the user's data directory.
+fn checkpoint_file(ledger_url: &str) -> std::path::PathBuf {
+    if let Some(rest) = ledger_url.strip_prefix("sqlite://") {
+        let file = rest.split('?').next().unwrap_or(rest);
+        return std::path::PathBuf::from(format!("{file}.checkpoint"));
+    }
+    let key = &crate::ledger::digest(ledger_url.as_bytes())[..16];
+    let dir = crate::config::default_ledger_path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    dir.join("checkpoints").join(format!("{key}.checkpoint"))
+}
+
+/// This process's anchor of a ledger, kept outside the database: the
+/// verified head at start, then, when the service ends, the newest record it
+/// appended — so the next start checks everything written since.
+pub struct Anchor {
+    file: std::path::PathBuf,
+    first: String,
+    ledger: Arc<Ledger>,
+}
+
+impl Anchor {
+    fn write(&self, at: &crate::ledger::Checkpoint) {
+        let written = self.file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            // A ledger this process started: its first record is the one it wrote.
+            let first = match self.first.as_str() {
+                "" => self.ledger.first_appended().unwrap_or_default(),
+                known => known.to_string(),
+            };
+            std::fs::write(&self.file, format!("{at}\n{first}\n"))
+        });
+        if let Err(e) = written {
+            tracing::warn!(file = %self.file.display(), error = %e, "Cannot keep the ledger checkpoint; the next start checks the tail only.");
+        }
+    }
+}
+
+impl Drop for Anchor {
+    fn drop(&mut self) {
+        if let Some(newest) = self.ledger.newest_appended() {
+            self.write(&newest);
+        }
+    }
+}
+
+/// Before anything is appended: the chain since this process's last
+/// checkpoint (or its tail) verifies, else the ledger is refused. Then the
+/// verified head becomes the checkpoint the next start is held to.
+async fn guard_chain(ledger: &Arc<Ledger>, ledger_url: &str) -> Result<Anchor, ServiceError> {
+    let file = checkpoint_file(ledger_url);
+    let first = ledger.get(1).await.map_err(ServiceError::Ledger)?.map(|r| r.hash).unwrap_or_default();
+    // The checkpoint names the ledger's first record too: a ledger deleted and
+    // started anew is a new ledger, not a truncated one.
+    let kept = std::fs::read_to_string(&file).unwrap_or_default();
+    let mut lines = kept.lines();
+    let anchor: Option<crate::ledger::Checkpoint> = lines.next().and_then(|l| l.trim().parse().ok());
+    let anchor = anchor.filter(|_| lines.next().is_some_and(|f| f.trim() == first));
+    let report = ledger.verify_recent(anchor).await.map_err(ServiceError::Ledger)?;
+    if !report.problems.is_empty() {
+        let problems = report.problems.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return Err(ServiceError::Tampered { url: ledger.url().to_string(), problems });
+    }
+    let head = ledger.checkpoint().await.map_err(ServiceError::Ledger)?;
+    let first = ledger.get(1).await.map_err(ServiceError::Ledger)?.map(|r| r.hash).unwrap_or_default();
+    let anchor = Anchor { file, first, ledger: ledger.clone() };
+    anchor.write(&head);
+    Ok(anchor)
+}
+
 /// What every release of one process shares.
 #[derive(Clone)]
 pub struct Service {
@@ -131,6 +216,8 @@ pub struct Service {
     pub stop: watch::Receiver<bool>,
     /// Targets actions may touch, computed once and shared by every release.
     declared: Arc<[String]>,
+    /// Written when the last handle on this service drops.
+    _anchor: Arc<Anchor>,
 }
 
 /// A release prepared under a name.
@@ -149,7 +236,8 @@ impl Service {
         ledger_url: &str,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, ServiceError> {
-        let ledger = Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?;
+        let ledger = Arc::new(Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?);
+        let anchor = Arc::new(guard_chain(&ledger, ledger_url).await?);
         let mut policy = policy;
         let agent = settings.agent_context();
         if policy.calibration.apply {
@@ -165,10 +253,11 @@ impl Service {
             declared: declared.into(),
             settings: Arc::new(settings),
             policy: Arc::new(policy),
-            ledger: Arc::new(ledger),
+            ledger,
             model,
             agent,
             stop,
+            _anchor: anchor,
         })
     }
 
@@ -275,12 +364,16 @@ async fn join_in_order<F: std::future::Future>(futs: impl Iterator<Item = F>) ->
     outs.into_iter().flatten().collect()
 }
 
-/// A stop signal that flips on SIGINT or SIGTERM.
+/// A stop signal that flips on SIGINT, SIGTERM or SIGHUP. A hang-up (a
+/// closed terminal, `systemctl kill -s HUP`) takes the same graceful path as
+/// SIGTERM: releases pause between ticks and an action in flight finishes;
+/// backstop has no reload, so the default of dying at once would only lose that.
 pub fn stop_on_signals() -> watch::Receiver<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let on = |kind: SignalKind| async move {
+            match signal(kind) {
                 Ok(mut s) => {
                     s.recv().await;
                 }
@@ -289,7 +382,8 @@ pub fn stop_on_signals() -> watch::Receiver<bool> {
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
+            _ = on(SignalKind::terminate()) => {}
+            _ = on(SignalKind::hangup()) => {}
         }
         let _ = tx.send(true);
     });

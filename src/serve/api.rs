@@ -17,10 +17,14 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Authenticator, Caller, Scope};
-use crate::config::ReleaseConfig;
+use crate::config::Registration;
 use crate::ledger::OperatorAction;
 use crate::policy::approval::{Answer, Principal, Ruling};
 use crate::run::agent::{Agent, AnswerError, OperateError, RegisterError};
+
+/// Largest request body the API reads: a registration or a reason is a few
+/// hundred bytes; one request must not grow the ledger by megabytes.
+pub const API_BODY_LIMIT: usize = 64 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -86,14 +90,14 @@ async fn register(
     body: axum::body::Bytes,
 ) -> Response {
     let mut de = serde_json::Deserializer::from_slice(&body);
-    let cfg: ReleaseConfig = match serde_path_to_error::deserialize(&mut de) {
+    let reg: Registration = match serde_path_to_error::deserialize(&mut de) {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("request body: field `{}`: {}", e.path(), e.inner());
             return error(StatusCode::UNPROCESSABLE_ENTITY, msg);
         }
     };
-    match s.agent.register(cfg, &caller.actor()).await {
+    match s.agent.register(reg, &caller.actor()).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => {
             let status = match &e {
@@ -163,7 +167,7 @@ fn ruled(reply: crate::orchestrator::human::AnswerReply) -> Response {
     let status = match &reply.ruling {
         Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
         Ruling::Refused { .. } => StatusCode::FORBIDDEN,
-        Ruling::Stale { .. } => StatusCode::CONFLICT,
+        Ruling::Stale { .. } | Ruling::Closed { .. } => StatusCode::CONFLICT,
     };
     (status, Json(reply)).into_response()
 }
@@ -248,5 +252,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state.clone());
     let gates =
         super::gate_routes(super::GateState { board: state.agent.gates.clone(), agent: Some(state.agent.clone()) });
-    api.merge(gates).layer(axum::middleware::from_fn_with_state(state, authenticate))
+    api.merge(gates)
+        .layer(axum::middleware::from_fn_with_state(state, authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
 }

@@ -11,26 +11,14 @@ use std::path::{Path, PathBuf};
 use axum::http::HeaderMap;
 use base64::Engine;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::ledger::Actor;
 
-/// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Read releases, gates, metrics and the dashboard.
-    Read,
-    /// Register releases (a pipeline).
-    Register,
-    /// Hold, resume or abort releases.
-    Operate,
-    /// Answer approval requests (policy still decides who counts as an approver).
-    Approve,
-}
+pub use crate::config::Scope;
 
 /// One `[[tokens]]` entry.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -104,8 +92,9 @@ impl Caller {
 /// How callers are recognised.
 #[derive(Debug, Clone)]
 pub enum Authenticator {
-    /// No tokens: loopback only, everyone is `local` with every scope.
-    LocalOnly,
+    /// No tokens: loopback only, everyone is `local` with these scopes
+    /// (`agent.local_scopes`; read only unless configured otherwise).
+    LocalOnly(Vec<Scope>),
     /// Token digests and who they belong to.
     Tokens(Vec<([u8; 32], Caller)>),
 }
@@ -114,7 +103,7 @@ impl Authenticator {
     /// Load a tokens file.
     pub fn load(path: &Path) -> Result<Self, TokensError> {
         let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.into(), source })?;
-        Self::parse(path, &text, &|v| std::env::var(v).ok())
+        Self::parse(path, &text, &|v| crate::secret::from_env(v).ok())
     }
 
     /// Parse tokens text; `env` reads a variable.
@@ -173,10 +162,7 @@ impl Authenticator {
     /// Who sent these headers; `None` when no token matches.
     pub fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
         match self {
-            Authenticator::LocalOnly => Some(Caller {
-                identity: "local".into(),
-                scopes: vec![Scope::Read, Scope::Register, Scope::Operate, Scope::Approve],
-            }),
+            Authenticator::LocalOnly(scopes) => Some(Caller { identity: "local".into(), scopes: scopes.clone() }),
             Authenticator::Tokens(entries) => {
                 let given = presented(headers)?;
                 let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();

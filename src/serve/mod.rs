@@ -39,10 +39,12 @@ use serde::{Deserialize, Serialize};
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod guard;
 pub mod listen;
 
 use crate::ledger::Actor;
-use crate::orchestrator::{Observer, TickReport};
+use crate::orchestrator::human::OperatorState;
+use crate::orchestrator::{Observer, ReleaseStatus, TickReport};
 use crate::policy::Decision;
 use crate::run::agent::Agent;
 use auth::{Caller, Scope};
@@ -72,6 +74,58 @@ pub fn gate_verdict(decision: &Decision, window_running: bool) -> GateVerdict {
         Decision::Continue | Decision::Hold { .. } | Decision::RequireApproval { .. } | Decision::Deny { .. } => {
             GateVerdict::Inconclusive
         }
+    }
+}
+
+/// Where the release a gate answers for stands, beyond its last tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum GatePhase {
+    /// Being judged: the answer follows policy's decision at the last tick.
+    #[default]
+    Judging,
+    /// An operator holds it: judged, never advanced.
+    Held,
+    /// It ended (policy, a person's answer, an abort, an expiry): the answer follows how.
+    Ended {
+        /// How it ended.
+        status: Box<ReleaseStatus>,
+    },
+    /// It could not run (a broken configuration or backend).
+    Failed,
+}
+
+/// The answer for a release in `phase` whose last tick decided `decision`:
+/// the release's real state to its end, never `running` or `pass` for a
+/// release a person or policy stopped.
+pub fn gate_answer(decision: &Decision, window_running: bool, phase: &GatePhase) -> GateVerdict {
+    match phase {
+        GatePhase::Judging => gate_verdict(decision, window_running),
+        GatePhase::Held | GatePhase::Failed => GateVerdict::Inconclusive,
+        GatePhase::Ended { status } => ended_verdict(status),
+    }
+}
+
+/// The verdict of an ended release. A failed or unverified rollback is
+/// still a rollback policy decided (the engine should roll back too); a
+/// promotion that did not take is a pause; every stop by a person is a pause.
+pub fn ended_verdict(status: &ReleaseStatus) -> GateVerdict {
+    use crate::executor::ActionKind;
+    match status {
+        ReleaseStatus::Promoted => GateVerdict::Pass,
+        ReleaseStatus::RolledBack => GateVerdict::Fail,
+        ReleaseStatus::ActionNotVerified { action, .. }
+        | ReleaseStatus::ActionFailed { action, .. }
+        | ReleaseStatus::ActionUnresolved { action, .. } => match action {
+            ActionKind::Rollback => GateVerdict::Fail,
+            ActionKind::Promote => GateVerdict::Inconclusive,
+        },
+        ReleaseStatus::Recommended { decision, .. } => gate_verdict(decision, false),
+        ReleaseStatus::AwaitingApproval { .. }
+        | ReleaseStatus::Held { .. }
+        | ReleaseStatus::Denied { .. }
+        | ReleaseStatus::Interrupted
+        | ReleaseStatus::Aborted { .. } => GateVerdict::Inconclusive,
     }
 }
 
@@ -128,6 +182,9 @@ pub struct GateView {
     /// Guards that fired (canary or shared breach), with where and when.
     #[serde(default)]
     pub guard_hits: Vec<crate::judge::GuardNote>,
+    /// Judging, held by an operator, or ended (and how).
+    #[serde(flatten)]
+    pub phase: GatePhase,
 }
 
 /// The latest answer for every served release.
@@ -149,8 +206,37 @@ impl GateBoard {
             summary: "analysis starting".into(),
             failing: vec![],
             guard_hits: vec![],
+            phase: GatePhase::Judging,
         };
         self.lock().insert(release.into(), view);
+    }
+
+    /// An operator held, resumed or aborted `release`: a hold or an abort
+    /// pauses the engine at once (an abort's end follows with [`GateBoard::ended`]).
+    pub fn operator(&self, release: &str, state: OperatorState) {
+        let mut views = self.lock();
+        let Some(view) = views.get_mut(release).filter(|v| !matches!(v.phase, GatePhase::Ended { .. })) else {
+            return;
+        };
+        view.phase = match state {
+            OperatorState::Running => GatePhase::Judging,
+            OperatorState::Held | OperatorState::Aborted => GatePhase::Held,
+        };
+        view.verdict = gate_answer(&view.decision, view.now_s < view.duration_s, &view.phase);
+    }
+
+    /// `release` judging `revision` ended with `status` (or, `None`, could not run).
+    pub fn ended(&self, release: &str, revision: &str, status: Option<&ReleaseStatus>) {
+        let mut views = self.lock();
+        let Some(view) = views.get_mut(release).filter(|v| v.revision == revision) else { return };
+        view.phase = match status {
+            Some(s) => GatePhase::Ended { status: Box::new(s.clone()) },
+            None => GatePhase::Failed,
+        };
+        view.verdict = gate_answer(&view.decision, false, &view.phase);
+        if let Some(s) = status {
+            view.summary = format!("release ended: {}", s.label());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, GateView>> {
@@ -180,7 +266,7 @@ impl Observer for GateObserver {
     fn on_tick(&mut self, t: &TickReport<'_>) {
         let mut views = self.board.lock();
         let Some(view) = views.get_mut(&self.release).filter(|v| v.revision == self.revision) else { return };
-        view.verdict = gate_verdict(&t.outcome.decision, t.now_s < t.duration_s);
+        view.verdict = gate_answer(&t.outcome.decision, t.now_s < t.duration_s, &view.phase);
         view.decision = t.outcome.decision.clone();
         view.now_s = t.now_s;
         view.duration_s = t.duration_s;

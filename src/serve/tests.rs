@@ -22,7 +22,14 @@ fn rollback() -> Decision {
 
 /// A tick whose judge says `verdict` and whose policy decides `decision`.
 fn tick(board: &GateBoard, verdict: Verdict, decision: Decision, now_s: u64) {
-    let judge = JudgeResult { verdict, now_s, window_complete: now_s >= 1800, findings: vec![], summary: "s".into() };
+    let judge = JudgeResult {
+        verdict,
+        now_s,
+        window_complete: now_s >= 1800,
+        findings: vec![],
+        summary: "s".into(),
+        log_mining: None,
+    };
     let outcome = PolicyOutcome { decision, trace: vec![] };
     board.observer("checkout", "v42").on_tick(&TickReport {
         tick: now_s / 10,
@@ -222,6 +229,7 @@ async fn half_open_connections_are_dropped_and_real_requests_still_answered() {
         header_read: std::time::Duration::from_millis(300),
         connection: std::time::Duration::from_secs(5),
         max_connections: 64,
+        per_client: 256,
     };
     tokio::spawn(listen::serve(listener, router(GateState { board, agent: None }), limits, std::future::pending()));
     // 200 clients that start a request and never finish its headers (more than the connection cap).
@@ -244,4 +252,109 @@ async fn half_open_connections_are_dropped_and_real_requests_still_answered() {
     let mut reply = String::new();
     tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_string(&mut reply)).await.unwrap().unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// The audit's M1: one client keeping 300 idle connections open made 95 %
+/// of other clients' requests fail. Each address gets its own share.
+#[tokio::test]
+async fn one_client_holding_idle_connections_cannot_starve_another() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = listen::Limits {
+        header_read: std::time::Duration::from_secs(30),
+        connection: std::time::Duration::from_secs(60),
+        max_connections: 256,
+        per_client: 32,
+    };
+    tokio::spawn(listen::serve(listener, router(GateState { board, agent: None }), limits, std::future::pending()));
+    // The attacker: 300 connections from 127.0.0.2 that send nothing.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(s) = sock.connect(addr).await {
+            idle.push(s);
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Everyone else (127.0.0.1) is still answered, every time.
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /v1/gates/checkout HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut reply = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_string(&mut reply)).await.unwrap().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    drop(idle);
+}
+
+/// The gate follows the release to its end (DESIGN: "the gate answers the
+/// release's real state to its end"): for every ending a person or policy
+/// gives a running release, and every contract, the answer is never
+/// `running` or `pass` for a stopped release, and `fail` only where a
+/// rollback was decided.
+#[test]
+fn every_ending_and_contract_cell() {
+    use crate::executor::ActionKind;
+    use crate::orchestrator::ReleaseStatus as S;
+    use Contract::*;
+    use GateVerdict::*;
+    let held_by = |reason: &str| S::Held { reason: reason.into() };
+    let endings: Vec<(&str, Option<S>, GateVerdict)> = vec![
+        ("an operator's abort", Some(S::Aborted { reason: "stop".into() }), Inconclusive),
+        ("a person's rollback", Some(S::RolledBack), Fail),
+        ("a person's promotion", Some(S::Promoted), Pass),
+        ("an approval answered: rolled back", Some(S::RolledBack), Fail),
+        ("an approval rejected", Some(held_by("alice rejected apr-1")), Inconclusive),
+        ("an approval expired", Some(held_by("approval request apr-1 expired unanswered")), Inconclusive),
+        (
+            "a rollback that did not verify",
+            Some(S::ActionNotVerified { action: ActionKind::Rollback, observed: "w=10".into() }),
+            Fail,
+        ),
+        (
+            "a promotion that failed",
+            Some(S::ActionFailed { action: ActionKind::Promote, error: "x".into() }),
+            Inconclusive,
+        ),
+        ("the agent stopped", Some(S::Interrupted), Inconclusive),
+        ("the release could not run", None, Inconclusive),
+    ];
+    let status = |c: Contract, v: GateVerdict| c.status(v);
+    for (what, ending, want) in endings {
+        let board = GateBoard::default();
+        board.register("checkout", "v42", 1800);
+        tick(&board, Verdict::Inconclusive, Decision::Continue, 300);
+        assert_eq!(board.get("checkout").unwrap().verdict, Running, "judging before the end");
+        board.ended("checkout", "v42", ending.as_ref());
+        let got = board.get("checkout").unwrap();
+        assert_eq!(got.verdict, want, "{what}");
+        for c in [Argo, FlaggerRollout, FlaggerConfirmTrafficIncrease, FlaggerConfirmPromotion] {
+            let code = status(c, got.verdict);
+            if want != Pass {
+                let advances =
+                    matches!(c, FlaggerConfirmTrafficIncrease | FlaggerConfirmPromotion) && code.is_success();
+                assert!(!advances, "{what}: {c:?} answered {code}: the engine would go on");
+            }
+        }
+        // A late tick of the ended loop changes nothing.
+        tick(&board, Verdict::Pass, Decision::Promote, 1800);
+        assert_eq!(board.get("checkout").unwrap().verdict, want, "{what}: after a late tick");
+    }
+    // An operator's hold pauses at once, and a resume gives the answer back to policy.
+    let board = GateBoard::default();
+    board.register("checkout", "v42", 1800);
+    tick(&board, Verdict::Inconclusive, Decision::Continue, 300);
+    board.operator("checkout", crate::orchestrator::human::OperatorState::Held);
+    let held = board.get("checkout").unwrap();
+    assert_eq!(held.verdict, Inconclusive);
+    assert_eq!(FlaggerConfirmTrafficIncrease.status(held.verdict), StatusCode::PRECONDITION_FAILED);
+    tick(&board, Verdict::Inconclusive, Decision::Continue, 310);
+    assert_eq!(board.get("checkout").unwrap().verdict, Inconclusive, "held through later ticks");
+    board.operator("checkout", crate::orchestrator::human::OperatorState::Running);
+    tick(&board, Verdict::Inconclusive, Decision::Continue, 320);
+    assert_eq!(board.get("checkout").unwrap().verdict, Running);
 }

@@ -197,7 +197,7 @@ impl PromAuth {
     /// The credential from the environment, or which field names an unset variable.
     pub(crate) fn resolve(&self) -> Result<Credential, UnsetVariable> {
         let var = |name: &str, field: &'static str| {
-            std::env::var(name).map_err(|_| UnsetVariable { field, var: name.to_string() })
+            crate::secret::from_env(name).map_err(|_| UnsetVariable { field, var: name.to_string() })
         };
         Ok(match self {
             PromAuth::Bearer { token_env } => Credential::Bearer(var(token_env, "token_env")?),

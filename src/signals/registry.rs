@@ -24,6 +24,20 @@ pub enum SourceConfig {
     Prometheus(super::PrometheusConfig),
 }
 
+impl SourceConfig {
+    /// Check the source's fields against their bounds; `Err((field, expected))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match self {
+            SourceConfig::Scenario { path } if path.as_os_str().is_empty() => {
+                Err(("path".into(), "the path of a scenario file".into()))
+            }
+            SourceConfig::Scenario { .. } => Ok(()),
+            SourceConfig::Simulator(sim) => sim.validate(),
+            SourceConfig::Prometheus(p) => p.validate(),
+        }
+    }
+}
+
 /// What [`build_source`] produced: the source, and the simulator handle when
 /// there is one (the simulated executor drives it).
 pub struct BuiltSource {

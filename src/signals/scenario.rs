@@ -228,11 +228,24 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
                 canary: m.canary,
             })
             .collect(),
-        logs: doc.logs,
+        logs: by_time(doc.logs),
         events: doc.events,
         ml: ModelSignals { distributions: doc.distributions, labels: doc.labels },
     };
     Ok(Scenario { path: path.to_path_buf(), data, truth: doc.truth })
+}
+
+/// Lines in time order (stable: lines of one second keep the file's order),
+/// so each tick's replay only adds lines after the ones before it and the
+/// log miner mines just those; each cut to the live sources' line length.
+fn by_time(mut lines: Vec<LogLine>) -> Vec<LogLine> {
+    lines.sort_by_key(|l| l.t_s);
+    for l in &mut lines {
+        if l.message.len() > crate::logs::MAX_LINE_BYTES {
+            l.message = crate::logs::cut(&l.message).to_string();
+        }
+    }
+    lines
 }
 
 fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
@@ -258,6 +271,11 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
     }
     if doc.metrics.is_empty() {
         return Err(("metrics".into(), "at least one metric".into()));
+    }
+    // As many lines as a live log source keeps: a replay judges what a release could have seen.
+    if doc.logs.len() > crate::logs::MAX_LINES {
+        let expected = format!("at most {} lines, found {}", crate::logs::MAX_LINES, doc.logs.len());
+        return Err(("logs".into(), expected));
     }
     let mut seen = std::collections::HashSet::new();
     for (i, m) in doc.metrics.iter().enumerate() {
@@ -373,6 +391,23 @@ mod tests {
             r#"{{"format":"backstop.scenario/v1","name":"t","service":"s","step_s":10,"duration_s":30,
             "metrics":[{{"name":"err","unit":"ratio","bad_direction":"up","baseline":[0.1,0.1,null],"canary":[0.2,null,0.1]}}]{extra}}}"#
         )
+    }
+
+    /// The audit's I3: a 450k-line scenario took minutes, one 100 MB line 51 s.
+    /// Lines are bounded as a live source bounds them: cut at 4 KiB, and a
+    /// file with more lines than a live source keeps is refused, field named.
+    #[test]
+    fn log_lines_are_bounded_like_a_live_sources() {
+        let line = |t: u64, msg: &str| format!(r#"{{"t_s":{t},"target":"canary","level":"error","message":"{msg}"}}"#);
+        let long = "x".repeat(1_000_000);
+        let text = doc(&format!(r#","logs":[{},{}]"#, line(20, &long), line(10, "first")));
+        let s = parse_scenario(Path::new("a.json"), &text).unwrap();
+        assert_eq!(s.data.logs[0].message, "first", "in time order");
+        assert_eq!(s.data.logs[1].message.len(), crate::logs::MAX_LINE_BYTES);
+        let many: Vec<String> = (0..=crate::logs::MAX_LINES).map(|i| line(i as u64 % 30, "e")).collect();
+        let text = doc(&format!(r#","logs":[{}]"#, many.join(",")));
+        let err = parse_scenario(Path::new("big.json"), &text).unwrap_err().to_string();
+        assert!(err.contains("big.json") && err.contains("`logs`") && err.contains("at most"), "{err}");
     }
 
     #[test]

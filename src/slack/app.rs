@@ -122,6 +122,10 @@ struct Seen {
 
 const SEEN: usize = 4096;
 
+/// Chat-ops records read back to find a replayed delivery: more than a busy
+/// channel's five minutes of requests (the signature's lifetime).
+const RECENT_DELIVERIES: i64 = 5_000;
+
 impl Seen {
     fn first(&mut self, key: &str) -> bool {
         if self.set.contains(key) {
@@ -205,6 +209,29 @@ impl SlackApp {
     /// Whether `key` is new (a retried delivery repeats its key: one action per delivery).
     pub fn first(&self, key: &str) -> bool {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner).first(key)
+    }
+
+    /// Whether the verified request signed `signature` is taken for the first
+    /// time: not in memory, and not in the ledger's recent chat-ops records
+    /// (another agent, or this one before a restart). Recorded when new.
+    pub async fn first_delivery(&self, signature: &str) -> bool {
+        let key = crate::ledger::digest(signature.as_bytes());
+        if !self.first(&format!("signature:{key}")) {
+            return false;
+        }
+        let ledger = &self.agent.service().ledger;
+        let recent = ledger.of_kind(crate::ledger::RecordKind::ChatOps, None, 0, RECENT_DELIVERIES).await;
+        let seen = recent.map(|rows| {
+            rows.iter().any(|(_, r)| matches!(r, Record::ChatOps(ChatOpsRecord::Delivery { key: k }) if *k == key))
+        });
+        match seen {
+            Ok(true) => false,
+            // Unreadable ledger: the action itself will need the ledger and fail there.
+            Ok(false) | Err(_) => {
+                self.record("slack", &self.agent_actor(), ChatOpsRecord::Delivery { key }).await;
+                true
+            }
+        }
     }
 
     /// Who decided `release`'s last request from Slack, for its message.
@@ -507,6 +534,7 @@ impl SlackApp {
                 self.note(name, user, what, &format!("not executed: {reason}"));
                 format!("Not executed: {reason}")
             }
+            Ruling::Closed { closure } => format!("Not executed: the request is {}", closure.describe()),
             Ruling::Rejected => {
                 self.note(name, user, what, "release held, nothing ran");
                 "Rejected: the release is held and nothing runs.".into()

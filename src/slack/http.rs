@@ -53,12 +53,20 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `Err`: the 401 to send (recorded).
+/// `Err`: the answer to send — 401 (recorded) for a request Slack did not
+/// sign, 200 without acting for a signed request already taken (a replay).
 async fn verified(s: &HttpState, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Result<(), Response> {
     let secret = s.app.secrets.signing.as_deref().unwrap_or_default().as_bytes();
     let now_s = s.app.agent.service().agent.clock.now_ms() / 1000;
-    let checked = verify(secret, header(h, "x-slack-request-timestamp"), header(h, "x-slack-signature"), body, now_s);
-    let Err(e) = checked else { return Ok(()) };
+    let signature = header(h, "x-slack-signature");
+    let checked = verify(secret, header(h, "x-slack-request-timestamp"), signature, body, now_s);
+    let Err(e) = checked else {
+        if s.app.first_delivery(signature.unwrap_or_default()).await {
+            return Ok(());
+        }
+        tracing::warn!(path = uri.path(), "A signed Slack request was replayed; acknowledged, not acted on.");
+        return Err(StatusCode::OK.into_response());
+    };
     if may_record(&s.recorded, now_s) {
         let rec = ChatOpsRecord::Unverified { path: uri.path().to_string(), reason: e.to_string() };
         s.app.record("slack", &s.app.agent_actor(), rec).await;

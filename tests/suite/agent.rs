@@ -11,9 +11,9 @@ use serde_json::Value;
 use crate::support::agents::{Agent, lines};
 use crate::support::haproxy::{Haproxy, free_port};
 
-const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
+pub(crate) const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
 
-const TOKENS: &str = r#"
+pub(crate) const TOKENS: &str = r#"
 [[tokens]]
 identity = "alice@example.com"
 scopes = ["read", "approve"]
@@ -33,18 +33,24 @@ token_env = "T_CI"
 identity = "viewer@example.com"
 scopes = ["read"]
 token_env = "T_VIEWER"
+
+[[tokens]]
+identity = "ops@example.com"
+scopes = ["read", "operate"]
+token_env = "T_OPS"
 "#;
 
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-0123456789";
-const CI: &str = "ci-token-0123456789";
-const VIEWER: &str = "viewer-token-0123456789";
+pub(crate) const ALICE: &str = "alice-token-0123456789";
+pub(crate) const BOB: &str = "bob-token-0123456789";
+pub(crate) const CI: &str = "ci-token-0123456789";
+pub(crate) const VIEWER: &str = "viewer-token-0123456789";
+pub(crate) const OPS: &str = "ops-token-0123456789";
 
-fn env() -> Vec<(&'static str, &'static str)> {
-    vec![("T_ALICE", ALICE), ("T_BOB", BOB), ("T_CI", CI), ("T_VIEWER", VIEWER)]
+pub(crate) fn env() -> Vec<(&'static str, &'static str)> {
+    vec![("T_ALICE", ALICE), ("T_BOB", BOB), ("T_CI", CI), ("T_VIEWER", VIEWER), ("T_OPS", OPS)]
 }
 
-const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 version = 1
 [rate_limit]
 max_rollbacks = 3
@@ -57,24 +63,24 @@ approvers = ["group:sre"]
 sre = ["alice@example.com"]
 "#;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    url: String,
-    agent: Agent,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) agent: Agent,
 }
 
 impl Setup {
-    fn ledger(&self) -> String {
+    pub(crate) fn ledger(&self) -> String {
         self.dir.path().join("l.db").display().to_string()
     }
 
-    fn audit(&self) -> String {
+    pub(crate) fn audit(&self) -> String {
         audit(&self.ledger())
     }
 }
 
 /// `backstop audit list` of the whole ledger.
-fn audit(ledger: &str) -> String {
+pub(crate) fn audit(ledger: &str) -> String {
     let out = Command::cargo_bin("backstop")
         .unwrap()
         .env_remove("BACKSTOP_CONFIG")
@@ -85,12 +91,18 @@ fn audit(ledger: &str) -> String {
 }
 
 /// Start an agent with `config` (TOML), the tokens above and `policy`.
-fn start(config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
+pub(crate) fn start(config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
     start_in(tempfile::tempdir().unwrap(), config, policy, pace_ms, extra_env)
 }
 
 /// As [`start`], in `dir` (its `l.db` is the ledger: a second agent there shares it).
-fn start_in(dir: tempfile::TempDir, config: &str, policy: &str, pace_ms: u64, extra_env: &[(&str, &str)]) -> Setup {
+pub(crate) fn start_in(
+    dir: tempfile::TempDir,
+    config: &str,
+    policy: &str,
+    pace_ms: u64,
+    extra_env: &[(&str, &str)],
+) -> Setup {
     for (name, text) in [("backstop.toml", config), ("tokens.toml", TOKENS), ("policy.toml", policy)] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
@@ -99,7 +111,7 @@ fn start_in(dir: tempfile::TempDir, config: &str, policy: &str, pace_ms: u64, ex
 }
 
 /// An agent on the files and ledger in `dir`, on a free port: its URL and process.
-fn agent_in(dir: &Path, pace_ms: u64, extra_env: &[(&str, &str)]) -> (String, Agent) {
+pub(crate) fn agent_in(dir: &Path, pace_ms: u64, extra_env: &[(&str, &str)]) -> (String, Agent) {
     let listen = format!("127.0.0.1:{}", free_port());
     let file = |name: &str| dir.join(name).display().to_string();
     let (cfg, tokens, pol, ledger) = (file("backstop.toml"), file("tokens.toml"), file("policy.toml"), file("l.db"));
@@ -126,11 +138,11 @@ fn agent_in(dir: &Path, pace_ms: u64, extra_env: &[(&str, &str)]) -> (String, Ag
     (format!("http://{listen}"), agent)
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
 }
 
-async fn get(url: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) async fn get(url: &str, token: Option<&str>) -> (u16, String) {
     let mut r = client().get(url);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -139,14 +151,14 @@ async fn get(url: &str, token: Option<&str>) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
-async fn post(url: &str, token: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(url: &str, token: &str, body: &Value) -> (u16, Value) {
     let resp = client().post(url).bearer_auth(token).json(body).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// Poll `GET /v1/releases/NAME` until `pred` holds.
-async fn wait_release(s: &Setup, name: &str, pred: impl Fn(&Value) -> bool, within: Duration) -> Value {
+pub(crate) async fn wait_release(s: &Setup, name: &str, pred: impl Fn(&Value) -> bool, within: Duration) -> Value {
     let start = Instant::now();
     loop {
         let (code, text) = get(&format!("{}/v1/releases/{name}", s.url), Some(ALICE)).await;
@@ -161,7 +173,7 @@ async fn wait_release(s: &Setup, name: &str, pred: impl Fn(&Value) -> bool, with
     }
 }
 
-fn answer(agent_url: &str, verb: &str, id: &str, token: &str) -> (i32, String) {
+pub(crate) fn answer(agent_url: &str, verb: &str, id: &str, token: &str) -> (i32, String) {
     let out = Command::cargo_bin("backstop")
         .unwrap()
         .env_remove("BACKSTOP_CONFIG")
@@ -174,17 +186,22 @@ fn answer(agent_url: &str, verb: &str, id: &str, token: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// HAProxy acts on `haproxy/checkout`; its one signal template is the simulator's
+/// canary starting to fail at 300 s.
 fn haproxy_target(socket: &str) -> String {
     format!(
         "[[agent.targets]]\ntarget = \"haproxy/checkout\"\nexecutor = {{ kind = \"haproxy\", socket = \"{socket}\", \
-         backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}\n"
+         backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}\n\
+         templates.default.source = {{ kind = \"simulator\", seed = 7, \
+         fault = {{ kind = \"error_spike\", onset_s = 300, strength = 0.05 }} }}\n"
     )
 }
 
-fn registration(name: &str, target: &str, source: Value) -> Value {
+/// A registration of `name` on `target`, with the target's default template.
+pub(crate) fn registration(name: &str, target: &str) -> Value {
     serde_json::json!({
         "name": name, "service": "checkout", "target": target,
-        "candidate_revision": "v42", "last_known_good": "v41", "source": source,
+        "candidate_revision": "v42", "last_known_good": "v41",
     })
 }
 
@@ -196,27 +213,24 @@ async fn canary_weight(socket: &str) -> u32 {
 async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_it_back_on_real_haproxy() {
     let h = Haproxy::start();
     let socket = h.unix_socket.display().to_string();
-    let s = start(&haproxy_target(&socket), POLICY, 10, &[]);
     // The simulator's canary starts failing at 300 s; HAProxy is what the rollback changes.
-    let source = serde_json::json!({
-        "kind": "simulator", "seed": 7, "fault": { "kind": "error_spike", "onset_s": 300, "strength": 0.05 },
-    });
+    let s = start(&haproxy_target(&socket), POLICY, 10, &[]);
     let releases = format!("{}/v1/releases", s.url);
 
     // Registration: scope, a chosen executor and an undeclared target are refused before anything runs.
-    let (code, _) = post(&releases, VIEWER, &registration("checkout", "haproxy/checkout", source.clone())).await;
+    let (code, _) = post(&releases, VIEWER, &registration("checkout", "haproxy/checkout")).await;
     assert_eq!(code, 403, "a read-only token cannot register");
-    let mut with_exec = registration("checkout", "haproxy/checkout", source.clone());
+    let mut with_exec = registration("checkout", "haproxy/checkout");
     with_exec["executor"] =
         serde_json::json!({ "kind": "command", "rollback": ["sh", "-c", "id"], "verify": ["true"] });
     let (code, body) = post(&releases, CI, &with_exec).await;
     assert_eq!(code, 422, "{body}");
     assert!(body["error"].as_str().unwrap().contains("executor"), "{body}");
-    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/elsewhere", source.clone())).await;
+    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/elsewhere")).await;
     assert!(code == 422 && body["error"].as_str().unwrap().contains("haproxy/elsewhere"), "{code} {body}");
-    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/checkout", source.clone())).await;
+    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/checkout")).await;
     assert_eq!(code, 201, "{body}");
-    let (code, _) = post(&releases, CI, &registration("checkout", "haproxy/checkout", source.clone())).await;
+    let (code, _) = post(&releases, CI, &registration("checkout", "haproxy/checkout")).await;
     assert_eq!(code, 409, "a second registration of one name");
 
     // The canary fails; autonomy `approve` turns the rollback into a request. Nothing has run.
@@ -320,7 +334,12 @@ async fn sigterm_during_an_approved_rollback_lets_it_finish_and_the_agent_exits_
 async fn two_hundred_releases_registered_at_once_all_run_and_metrics_match_the_ledger() {
     const N: usize = 200;
     let targets: String = (0..N)
-        .map(|i| format!("[[agent.targets]]\ntarget = \"sim/{i}\"\nexecutor = {{ kind = \"simulator\" }}\n"))
+        .map(|i| {
+            format!(
+                "[[agent.targets]]\ntarget = \"sim/{i}\"\nexecutor = {{ kind = \"simulator\" }}\n\
+                 templates.default.source = {{ kind = \"simulator\", seed = {i}, duration_s = 600 }}\n"
+            )
+        })
         .collect();
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
     let s = start(&targets, policy, 1, &[]);
@@ -328,7 +347,6 @@ async fn two_hundred_releases_registered_at_once_all_run_and_metrics_match_the_l
         let body = serde_json::json!({
             "name": format!("r{i}"), "service": "checkout", "target": format!("sim/{i}"),
             "candidate_revision": "v2", "last_known_good": "v1",
-            "source": { "kind": "simulator", "seed": i, "duration_s": 600 },
         });
         let url = format!("{}/v1/releases", s.url);
         async move { post(&url, CI, &body).await }
@@ -384,14 +402,14 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
     let count = tmp.path().join("count");
     let target = format!(
         "[[agent.targets]]\ntarget = \"cmd/checkout\"\nexecutor = {{ kind = \"command\", rollback = [\"sh\", \"-c\", \
-         \"echo {{plan_id}} >> {c}\"], verify = [\"grep\", \"-qF\", \"{{plan_id}}\", \"{c}\"], env_allowlist = [\"PATH\"] }}\n",
-        c = count.display()
+         \"echo {{plan_id}} >> {c}\"], verify = [\"grep\", \"-qF\", \"{{plan_id}}\", \"{c}\"], env_allowlist = [\"PATH\"] }}\n\
+         templates.default.source = {{ kind = \"scenario\", path = \"{bad}\" }}\n",
+        c = count.display(),
+        bad = std::fs::canonicalize(BAD).unwrap().display()
     );
     let a = start(&target, POLICY, 20, &[]);
     let (b_url, b) = agent_in(a.dir.path(), 20, &[]);
-    let source = serde_json::json!({ "kind": "scenario", "path": std::fs::canonicalize(BAD).unwrap() });
-    let (code, body) =
-        post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "cmd/checkout", source)).await;
+    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "cmd/checkout")).await;
     assert_eq!(code, 201, "{body}");
     // B learns of the registration from the ledger; one of the two holds the target and asks.
     let start = Instant::now();
@@ -442,10 +460,11 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_starts_again() {
-    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n";
+    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                   templates.default.source = { kind = \"simulator\", seed = 3 }\n";
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
     let s = start(targets, policy, 20, &[]);
-    let body = registration("checkout", "sim/checkout", serde_json::json!({ "kind": "simulator", "seed": 3 }));
+    let body = registration("checkout", "sim/checkout");
     let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &body).await;
     assert_eq!(code, 201, "{body}");
     wait_release(&s, "checkout", |v| v["now_s"].as_u64().is_some_and(|t| t >= 200), Duration::from_secs(60)).await;
@@ -642,7 +661,7 @@ async fn a_gate_asked_about_a_new_revision_starts_a_new_analysis_for_a_caller_wh
     assert_eq!(s.audit().lines().filter(|l| l.contains(" operator ")).count(), 2);
 }
 
-async fn get_json(s: &Setup, name: &str) -> Value {
+pub(crate) async fn get_json(s: &Setup, name: &str) -> Value {
     let (code, text) = get(&format!("{}/v1/releases/{name}", s.url), Some(VIEWER)).await;
     assert_eq!(code, 200, "{text}");
     serde_json::from_str(&text).unwrap()

@@ -212,7 +212,9 @@ async fn an_unanswered_request_expires_into_a_hold() {
     assert!(matches!(&out.status, ReleaseStatus::Held { reason } if reason.contains("expired")), "{:?}", out.status);
     let resolved = h.kinds("approval_resolved").await;
     assert_eq!(resolved.len(), 1);
-    assert!(resolved[0]["answer"].is_null() && resolved[0]["ruling"]["ruling"] == "refused", "{resolved:?}");
+    let closed = &resolved[0]["ruling"];
+    assert!(resolved[0]["answer"].is_null() && closed["ruling"] == "closed", "{resolved:?}");
+    assert_eq!(closed["closure"], "expired", "{resolved:?}");
     assert!(h.kinds("intent").await.is_empty());
     assert_eq!(h.sim.status().canary_weight, 0.1);
 }
@@ -265,4 +267,69 @@ async fn an_operator_hold_stops_actions_and_an_abort_ends_the_release_untouched(
     assert!(ticks.iter().any(|t| t["decision"]["decision"] == "rollback"), "policy called for a rollback");
     assert!(h.kinds("intent").await.is_empty(), "held: nothing ran");
     assert_eq!(h.sim.status().canary_weight, 0.1);
+}
+
+fn model_config(base_url: &str) -> backstop::model::ModelConfig {
+    toml::from_str(&format!(
+        "base_url = \"{base_url}\"\nname = \"gpt-4o-mini\"\napi_key_env = \"MODEL_TEST_API_KEY\"\ntimeout_s = 2\n"
+    ))
+    .unwrap()
+}
+
+/// Asking never delays (DESIGN; the real-models issue, item 1). A model
+/// that recommends a rollback, citing real evidence, while the judge is
+/// still only suspicious: policy (which does not let the model roll back)
+/// asks a human, and the release goes on being judged. When the judge fails
+/// the canary itself, it is rolled back at that very tick — exactly when the
+/// judge alone rolls it back — with one intent, and the open request is
+/// closed as superseded in the ledger.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_advising_rollback_before_the_judge_fails_never_delays_the_judges_rollback() {
+    let weak = || SimConfig {
+        fault: Some(FaultSpec { kind: FaultKind::ErrorSpike, onset_s: 300, strength: 0.02 }),
+        ..SimConfig::default()
+    };
+    // Judge only: where the judge rolls this canary back on its own.
+    let reference = harness(weak()).await;
+    let mut auto = reference.policy.clone();
+    auto.services.clear();
+    let run = ReleaseRun { policy: &auto, ..reference.run() };
+    let alone = run.run(reference.sim.as_ref(), &reference.live(), &mut Requests::default()).await.unwrap();
+    assert_eq!(alone.status, ReleaseStatus::RolledBack, "{:?}", alone.status);
+
+    let server = crate::support::openai::FakeOpenAi::start("rollback-simulator.json").await;
+    let h = harness(weak()).await;
+    let model = Arc::new(backstop::model::Assessor::new(model_config(&server.base_url)).unwrap());
+    let run = ReleaseRun { policy: &auto, model: Some(model), ..h.run() };
+    let requests = Requests::default();
+    let mut obs = requests.clone();
+    let out = run.run(h.sim.as_ref(), &h.live(), &mut obs).await.unwrap();
+    assert_eq!(out.status, ReleaseStatus::RolledBack, "{:?}", out.status);
+    assert_eq!(out.decided_at_s, alone.decided_at_s, "the advice did not change when the judge acted");
+    let asked = requests.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "the model's advice reached a human once: {asked:?}");
+    assert!(!server.requests().is_empty());
+
+    let rows = h.ledger.list(None, 100_000).await.unwrap();
+    let seq_of = |kind: &str| rows.iter().filter(|r| r.kind == kind).map(|r| r.seq).collect::<Vec<_>>();
+    let (requested, intents) = (seq_of("approval_requested"), seq_of("intent"));
+    assert_eq!(intents.len(), 1, "one intent");
+    assert!(requested[0] < intents[0], "asked before the judge failed");
+    let asked_at = rows.iter().filter(|r| r.kind == "tick" && r.seq < requested[0]).count() as u64 * 10;
+    assert!(asked_at + 10 <= out.decided_at_s, "advised at t={asked_at}s, rolled back at t={}s", out.decided_at_s);
+    let resolved = h.kinds("approval_resolved").await;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["ruling"]["closure"], "judge_rolled_back", "{resolved:?}");
+    assert_eq!(h.sim.status().canary_weight, 0.0);
+
+    // `watch` (nobody to answer in the run): the same, with no request left behind.
+    let server = crate::support::openai::FakeOpenAi::start("rollback-simulator.json").await;
+    let w = harness(weak()).await;
+    let model = Arc::new(backstop::model::Assessor::new(model_config(&server.base_url)).unwrap());
+    let run = ReleaseRun { policy: &auto, model: Some(model), controls: None, ..w.run() };
+    let out = run.run(w.sim.as_ref(), &w.live(), &mut Requests::default()).await.unwrap();
+    assert_eq!((out.status, out.decided_at_s), (ReleaseStatus::RolledBack, alone.decided_at_s));
+    let ticks = w.kinds("tick").await;
+    assert!(ticks.iter().any(|t| t["decision"]["decision"] == "require_approval"), "the model was heard");
+    assert_eq!(w.kinds("intent").await.len(), 1);
 }

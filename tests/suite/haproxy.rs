@@ -43,8 +43,10 @@ async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kin
         let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
         let plan = e.plan_rollback(&rollback_plan(), 300).unwrap();
         let g = Guarded::new(std::sync::Arc::new(executor(&socket)));
-        let permit =
-            ledger.record_intent(&g, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
+        let permit = ledger
+            .record_intent(&g, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, (None, Default::default()))
+            .await
+            .unwrap();
         g.execute(&plan, permit).await.unwrap();
         let v = g.verify(&plan).await.unwrap();
         assert!(v.verified, "{}", v.observed);
@@ -62,8 +64,10 @@ async fn promotion_moves_all_weight_to_the_canary() {
     let ledger = Ledger::open(&sqlite_url(&dir.path().join("l.db"))).await.unwrap();
     let plan = e.plan_promote("v42", 1800).unwrap();
     let g = Guarded::new(std::sync::Arc::new(executor(&h.unix_socket.display().to_string())));
-    let permit =
-        ledger.record_intent(&g, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
+    let permit = ledger
+        .record_intent(&g, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, (None, Default::default()))
+        .await
+        .unwrap();
     g.execute(&plan, permit).await.unwrap();
     assert!(g.verify(&plan).await.unwrap().verified);
     assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (100, 0));

@@ -194,8 +194,10 @@ async fn roll_back(
     };
     let e = Guarded::new(std::sync::Arc::new(e));
     let plan = e.plan_rollback(&rb, 60).unwrap();
-    let permit =
-        ledger.record_intent(&e, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, None).await.unwrap();
+    let permit = ledger
+        .record_intent(&e, "rel", &backstop::ledger::Actor::agent("test"), 0, &plan, (None, Default::default()))
+        .await
+        .unwrap();
     let out = e.execute(&plan, permit).await?;
     assert!(e.verify(&plan).await?.verified);
     Ok(out)

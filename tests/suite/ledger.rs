@@ -129,6 +129,7 @@ async fn a_stale_fencing_token_is_refused(url: &str) {
         at_ms,
         record: Some(rec(1)),
         lease: Some(LeaseOp::Claim { target: "t".into(), holder: holder.into(), ttl_ms: 1_000 }),
+        approvals: Default::default(),
     };
     assert_eq!(l.submit(claim("a", 0)).await.unwrap().role, Some(LeaseRole::Holder { token: 1 }));
     // b cannot take a live lease; it can take a lapsed one, with a new token.
@@ -139,12 +140,17 @@ async fn a_stale_fencing_token_is_refused(url: &str) {
     let fence = |holder: &str, token| Some(LeaseOp::Fence { target: "t".into(), holder: holder.into(), token });
     let sim = std::sync::Arc::new(backstop::signals::simulator::Simulator::new(Default::default()));
     let acting = Guarded::new(std::sync::Arc::new(SimulatedExecutor::new("t", sim)));
-    let stale = l.record_intent(&acting, "rel", &Actor::agent("a"), 1_100, &plan, fence("a", 1)).await;
+    let stale =
+        l.record_intent(&acting, "rel", &Actor::agent("a"), 1_100, &plan, (fence("a", 1), Default::default())).await;
     assert!(matches!(stale, Err(LedgerError::Fenced { ref holder, token: 2, .. }) if holder == "b"), "{stale:?}");
-    l.record_intent(&acting, "rel", &Actor::agent("b"), 1_100, &plan, fence("b", 2)).await.unwrap();
+    l.record_intent(&acting, "rel", &Actor::agent("b"), 1_100, &plan, (fence("b", 2), Default::default()))
+        .await
+        .unwrap();
     // An intent for a target the acting executor is not for is refused before it is written.
     let elsewhere = ActionPlan::new(ActionKind::Rollback, "u", "v1", 10, vec![]);
-    let foreign = l.record_intent(&acting, "rel", &Actor::agent("b"), 1_100, &elsewhere, fence("b", 2)).await;
+    let foreign = l
+        .record_intent(&acting, "rel", &Actor::agent("b"), 1_100, &elsewhere, (fence("b", 2), Default::default()))
+        .await;
     assert!(matches!(foreign, Err(LedgerError::ForeignTarget { .. })), "{foreign:?}");
     // Only b's intent is in the chain, after the takeover record.
     let kinds: Vec<String> = l.list(None, 100).await.unwrap().into_iter().map(|r| r.kind).collect();
@@ -262,7 +268,11 @@ mod anchoring {
 
     /// Rewrite from `seq` on as an attacker with database access would: new
     /// content, every later hash recomputed, the head moved to match.
-    async fn rewrite_and_rehash(l: &Ledger, from_seq: i64, edit: impl Fn(&mut backstop::ledger::StoredRecord)) {
+    pub(super) async fn rewrite_and_rehash(
+        l: &Ledger,
+        from_seq: i64,
+        edit: impl Fn(&mut backstop::ledger::StoredRecord),
+    ) {
         let mut rows = l.list(None, 1_000_000).await.unwrap();
         let start = rows.iter().position(|r| r.seq == from_seq).unwrap();
         edit(&mut rows[start]);
@@ -329,6 +339,68 @@ mod anchoring {
         backstop(&["audit", "--ledger", &path, "verify", "--since-checkpoint", "12"])
             .code(2)
             .stderr(predicate::str::contains("expected SEQ:HASH"));
+    }
+}
+
+mod refusing {
+    use assert_cmd::Command;
+    use backstop::ledger::{Ledger, sqlite_url};
+    use predicates::prelude::*;
+
+    fn demo(path: &str) -> assert_cmd::assert::Assert {
+        let mut c = Command::cargo_bin("backstop").unwrap();
+        c.env_remove("BACKSTOP_CONFIG").args(["demo", "--ledger", path, "--tick-ms", "0", "--plain"]).assert()
+    }
+
+    fn records(path: &str) -> i64 {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = Ledger::open(&sqlite_url(std::path::Path::new(path))).await.unwrap();
+            l.checkpoint().await.unwrap().seq
+        })
+    }
+
+    fn edit(path: &str, sql: &'static str) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = Ledger::open(&sqlite_url(std::path::Path::new(path))).await.unwrap();
+            sqlx::query(sql).execute(l.pool()).await.unwrap();
+        });
+    }
+
+    /// The audit's M3: `watch` appended to a ledger with an edited record, with
+    /// no warning. An edit is refused before anything is appended (exit 4).
+    #[test]
+    fn an_edited_ledger_is_refused_before_anything_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db").to_str().unwrap().to_string();
+        demo(&path).success();
+        edit(&path, "UPDATE ledger_records SET actor = 'mallory' WHERE seq = 3");
+        let before = records(&path);
+        demo(&path).code(4).stderr(predicate::str::contains("was changed after it was written"));
+        assert_eq!(records(&path), before, "nothing was appended");
+    }
+
+    /// Rewritten and rehashed to the head after this agent's last start: its
+    /// own checkpoint (kept beside the file) no longer matches.
+    #[test]
+    fn a_ledger_rewritten_and_rehashed_since_the_last_start_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db").to_str().unwrap().to_string();
+        demo(&path).success();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let l = Ledger::open(&sqlite_url(std::path::Path::new(&path))).await.unwrap();
+            let intent = l.list(None, 1_000_000).await.unwrap().into_iter().find(|r| r.kind == "intent").unwrap();
+            super::anchoring::rewrite_and_rehash(&l, intent.seq, |r| r.body = r.body.replace("\"v41\"", "\"v40\""))
+                .await;
+        });
+        demo(&path).code(4).stderr(predicate::str::contains("checkpoint"));
+        // A ledger deleted and started anew is simply new.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        demo(&path).success();
     }
 }
 

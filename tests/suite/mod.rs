@@ -21,6 +21,7 @@ mod parsers;
 mod prometheus;
 mod report;
 mod secrets;
+mod security;
 mod slack;
 mod snapshots;
 mod watch;

@@ -73,6 +73,7 @@ fn judged(verdict: Verdict, errors: MetricStatus) -> JudgeResult {
         window_complete: false,
         findings: vec![finding("http_error_ratio", errors), finding("latency_p99_ms", MetricStatus::Ok)],
         summary: "error ratio shifted at this look".into(),
+        log_mining: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Marker secrets in every credential slot — URL user-info, password and
 //! token query values, a Prometheus bearer token, the model's API key, the webhook's signing secret, a
 //! variable passed through to a command (which prints it), a kubeconfig
-//! token, an MLflow registry's URL credentials and bearer token — then `watch`, `advise` (all three formats), `serve` (every
+//! token, an MLflow registry's URL credentials and bearer token, a
+//! `session=` and a `code=` parameter, a model server that quotes the key it
+//! refuses, a command printing a variable in base64 — then `watch`, `advise` (all three formats), `serve` (every
 //! contract), `audit`, `config check` and `demo` at `RUST_LOG=trace`: no
 //! marker in any output, report, gate answer, or byte of the ledger.
 
@@ -18,6 +20,7 @@ use crate::support::openai::FakeOpenAi;
 /// Every marker shares this prefix, so one search finds any of them.
 const MARK: &str = "S3CRETMARK";
 const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
+const GOOD: &str = "fixtures/scenarios/holdout/holdout-good-healthy-000.json";
 
 fn env() -> Vec<(&'static str, String)> {
     vec![
@@ -59,7 +62,17 @@ async fn receiver() -> (String, Arc<Mutex<u32>>) {
                 }
             }),
         )
-        .route("/state", get(|| async { axum::Json(serde_json::json!({ "revision": "v41" })) }));
+        .route("/state", get(|| async { axum::Json(serde_json::json!({ "revision": "v41" })) }))
+        // A model server that refuses the key and quotes it back, as OpenAI's 401 does.
+        .route(
+            "/echo401/v1/chat/completions",
+            post(|headers: axum::http::HeaderMap| async move {
+                let key = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let body = serde_json::json!({ "error": { "message": format!("Incorrect API key provided: {key}"),
+                    "type": "invalid_request_error", "code": "invalid_api_key" } });
+                (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -92,13 +105,13 @@ fn config(dir: &Path, hook: &str, model: &str) -> std::path::PathBuf {
             "hook",
             &scenario,
             &format!(
-                r#"{{ kind = "webhook", url = "{hook}/hook?token={MARK}-hooktoken", verify_url = "{hook}/state?key={MARK}-verifykey", secret_env = "SWEEP_HOOK_SECRET", allow_http = true, retries = 0 }}"#
+                r#"{{ kind = "webhook", url = "{hook}/hook?token={MARK}-hooktoken&session={MARK}-session", verify_url = "{hook}/state?key={MARK}-verifykey&code={MARK}-code", secret_env = "SWEEP_HOOK_SECRET", allow_http = true, retries = 0 }}"#
             ),
         ),
         release(
             "cmd",
             &scenario,
-            r#"{ kind = "command", rollback = ["sh", "-c", "echo rolling back with $SWEEP_PASSED_ENV; env"], verify = ["true"], env_allowlist = ["PATH", "SWEEP_PASSED_ENV"] }"#,
+            r#"{ kind = "command", rollback = ["sh", "-c", "echo rolling back with $SWEEP_PASSED_ENV; env; printf %s \"$SWEEP_PASSED_ENV\" | base64"], verify = ["true"], env_allowlist = ["PATH", "SWEEP_PASSED_ENV"] }"#,
         ),
         release("prom", &prom, r#"{ kind = "simulator" }"#).replace("executor = { kind = \"simulator\" }\n", ""),
         release(
@@ -198,6 +211,21 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
     let model = FakeOpenAi::start("happy-path-tools.json").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &hook, &model.base_url);
+    // A healthy release, so the model is asked before the promotion (and refuses the key).
+    let echo_dir = tempfile::tempdir().unwrap();
+    let echo_cfg = echo_dir.path().join("backstop.toml");
+    std::fs::write(
+        &echo_cfg,
+        format!(
+            "[[releases]]\nname = \"cmd\"\nservice = \"checkout\"\ntarget = \"t/cmd\"\ncandidate_revision = \"v42\"\n\
+             last_known_good = \"v41\"\nsource = {{ kind = \"scenario\", path = \"{GOOD}\" }}\n\
+             [model]\nbase_url = \"{hook}/echo401/v1\"\nname = \"sweep\"\napi_key_env = \"SWEEP_MODEL_KEY\"\n\
+             timeout_s = 2\nmax_retries = 0\n"
+        ),
+    )
+    .unwrap();
+    let echo_cfg = echo_cfg.to_str().unwrap().to_string();
+    let echo_ledger = echo_dir.path().join("l.db").to_str().unwrap().to_string();
     let (cfg_s, ledger) = (cfg.to_str().unwrap().to_string(), dir.path().join("l.db").to_str().unwrap().to_string());
     let html = dir.path().join("report.html");
     let outputs = tokio::task::spawn_blocking(move || {
@@ -206,6 +234,8 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
         add("config check", run(&["--config", &cfg_s, "config", "check", "--ledger", &ledger]));
         add("watch", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--format", "json", "--ledger", &ledger]));
         add("watch text", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--ledger", &ledger]));
+        let echo = ["--config", &echo_cfg, "watch", "--release", "cmd", "--pace-ms", "0", "--format", "json"];
+        add("watch, model quoting its key", run(&[&echo[..], &["--ledger", &echo_ledger]].concat()));
         let mut html_files = String::new();
         for release in ["hook", "cmd", "prom", "k8s", "mlflow"] {
             for format in ["markdown", "json"] {
@@ -228,7 +258,11 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
     .await
     .unwrap();
     let mut hits = Vec::new();
-    for (what, out) in outputs.iter().chain([("ledger bytes".to_string(), ledger_bytes(dir.path()))].iter()) {
+    let ledgers = [
+        ("ledger bytes".to_string(), ledger_bytes(dir.path())),
+        ("ledger bytes, model quoting its key".to_string(), ledger_bytes(echo_dir.path())),
+    ];
+    for (what, out) in outputs.iter().chain(ledgers.iter()) {
         assert!(!out.trim().is_empty(), "{what} printed nothing");
         if let Some(at) = out.find(MARK) {
             let from = out[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);
@@ -242,4 +276,6 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
     assert!(!model.requests().is_empty(), "the model was never consulted");
     let bytes = ledger_bytes(dir.path());
     assert!(bytes.contains("rolling back with"), "the command's output (masked) is in the ledger");
+    let echoed = ledger_bytes(echo_dir.path());
+    assert!(echoed.contains("Incorrect API key provided"), "the model's refusal is recorded (with the key masked)");
 }

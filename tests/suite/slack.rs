@@ -453,6 +453,47 @@ async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back
     assert_eq!(code, 0, "{err}");
 }
 
+/// The audit's S2: a signed `/backstop hold` captured and replayed after
+/// the agent restarted was acted on again (dedupe lived in memory). The
+/// taken request is in the ledger, so the replay is acknowledged and ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_request_replayed_after_a_restart_is_not_acted_on_again() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    fake.user("UALICE", false);
+    fake.group("SONCALL", &[]);
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}{}", checkout(&socket, 900), slack_toml("http", &fake.api_url, "http://agent.example"));
+    let (url, agent) = agent(dir.path(), &config, 200);
+    let hold = slack::form(&slack::slash("UALICE", CHANNEL, "hold checkout looking", &fake.response_url("h1"), "t1"));
+    let ts = now_s().to_string();
+    let sig = backstop::slack::verify::sign(SIGNING.as_bytes(), &ts, hold.as_bytes());
+    let send = |url: String| {
+        reqwest::Client::new()
+            .post(format!("{url}/slack/commands"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", ts.clone())
+            .header("x-slack-signature", sig.clone())
+            .body(hold.clone())
+            .send()
+    };
+    assert_eq!(send(url.clone()).await.unwrap().status(), 200);
+    wait_response(&fake, "held checkout").await;
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    // The same captured request, well within its five minutes, to the restarted agent.
+    let (url, agent) = self::agent(dir.path(), &config, 200);
+    assert_eq!(send(url).await.unwrap().status(), 200, "a replay is acknowledged (Slack must not retry it)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let audit = audit(dir.path());
+    assert_eq!(audit.lines().filter(|l| l.contains("operator hold")).count(), 1, "acted on once:\n{audit}");
+    assert!(audit.contains("chat-ops: request"), "the taken request is in the ledger:\n{audit}");
+    agent.signal("TERM");
+    let _ = agent.finish(Duration::from_secs(30));
+}
+
 /// Decisions of a finished release, from the audit (tick lines).
 fn decisions(audit: &str) -> Vec<String> {
     audit

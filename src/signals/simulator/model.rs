@@ -174,6 +174,63 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// Every number finite and within what the simulator can make sense of;
+    /// `Err((field, expected))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
+        if !(1..=3600).contains(&self.step_s) {
+            return bad("step_s", "seconds from 1 to 3600");
+        }
+        if self.duration_s < u64::from(self.step_s) || self.duration_s > 7 * 86_400 {
+            return bad("duration_s", "seconds from one step to a week");
+        }
+        let fractions = [
+            ("canary_weight", self.canary_weight),
+            ("error_ratio", self.error_ratio),
+            ("blip_rate", self.blip_rate),
+            ("gap_rate", self.gap_rate),
+            ("improvement", self.improvement),
+        ];
+        for (f, v) in fractions {
+            if !within(v, 0.0, 1.0) {
+                return bad(f, "a number from 0 to 1");
+            }
+        }
+        let positive = [
+            ("total_rps", self.total_rps, 1e7),
+            ("pods", self.pods, 1e5),
+            ("latency_p99_ms", self.latency_p99_ms, 1e7),
+            ("cpu_percent", self.cpu_percent, 1e4),
+            ("memory_mb", self.memory_mb, 1e8),
+            ("noise", self.noise, 100.0),
+            ("level", self.level, 1e3),
+        ];
+        for (f, v, hi) in positive {
+            if !within(v, 0.0, hi) {
+                return Err((f.to_string(), format!("a finite number from 0 to {hi}")));
+            }
+        }
+        if !within(self.wander, 0.0, 1.0) || !within(self.trend, -1.0, 10.0) {
+            return bad("wander", "wander from 0 to 1 and trend from -1 to 10");
+        }
+        for (f, w) in [("warmup", &self.warmup), ("memory_warmup", &self.memory_warmup)] {
+            if let Some(w) = w
+                && !(within(w.amplitude, -10.0, 100.0) && within(w.tau_s, 0.0, 1e6))
+            {
+                return bad(f, "amplitude from -10 to 100 and tau_s from 0 to 10^6 seconds");
+            }
+        }
+        if let Some(f) = &self.fault
+            && !within(f.strength, -100.0, 100.0)
+        {
+            return bad("fault.strength", "a finite number from -100 to 100");
+        }
+        Ok(())
+    }
+}
+
 /// Metrics the simulator reports, in this order.
 pub fn metric_specs() -> Vec<MetricSpec> {
     let m = |name: &str, unit: &str, d| MetricSpec { name: name.into(), unit: unit.into(), bad_direction: d };
