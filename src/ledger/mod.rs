@@ -561,22 +561,30 @@ impl Ledger {
     pub async fn verify(&self, checkpoint: Option<Checkpoint>) -> Result<VerifyReport, LedgerError> {
         let head = self.head().await?;
         let mut v = ChainVerifier::new(checkpoint);
-        let mut after = 0_i64;
-        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 ORDER BY seq LIMIT $2");
+        self.feed_chain(&mut v, 0, i64::MAX).await?;
+        let (records, problems) = v.finish(head);
+        Ok(VerifyReport { records, problems })
+    }
+
+    /// Feed `v` every record with `after < seq <= upto`, page by page.
+    async fn feed_chain(&self, v: &mut ChainVerifier, mut after: i64, upto: i64) -> Result<(), LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2");
         loop {
-            let rows =
-                sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after).bind(PAGE).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(after)
+                .bind(PAGE)
+                .bind(upto)
+                .fetch_all(&self.pool)
+                .await?;
             for row in &rows {
                 let s = stored(row)?;
                 after = s.seq;
                 v.feed(&s);
             }
             if (rows.len() as i64) < PAGE {
-                break;
+                return Ok(());
             }
         }
-        let (records, problems) = v.finish(head);
-        Ok(VerifyReport { records, problems })
     }
 
     /// Check the chain's recent history before appending to it: every record
@@ -615,24 +623,7 @@ impl Ledger {
         let mut v = ChainVerifier::after(from, prev, anchor);
         // Up to the head as read: other agents may append meanwhile, and what
         // they add after it is checked at their next start, or ours.
-        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2");
-        let mut after = from;
-        loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .bind(PAGE)
-                .bind(head_seq)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                let s = stored(row)?;
-                after = s.seq;
-                v.feed(&s);
-            }
-            if (rows.len() as i64) < PAGE {
-                break;
-            }
-        }
+        self.feed_chain(&mut v, from, head_seq).await?;
         let (records, problems) = v.finish(head);
         early.extend(problems);
         Ok(VerifyReport { records, problems: early })

@@ -484,30 +484,28 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 }
 
+/// `backstop agent --config fixtures/config/simulator.toml` without tokens (the
+/// README's first run), on a free port and its own ledger, `pace_ms` a tick.
+pub(crate) fn simulator_agent(pace_ms: u64) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ledger = dir.path().join("l.db").display().to_string();
+    let pace = pace_ms.to_string();
+    let config = "fixtures/config/simulator.toml";
+    let args = ["--config", config, "agent", "--listen", &listen, "--ledger", &ledger, "--pace-ms", &pace];
+    let mut agent = Agent::spawn(&args, &[]);
+    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    Setup { dir, url: format!("http://{listen}"), agent }
+}
+
 /// The newcomer's path, as the README gives it: the simulator configuration
 /// and its policy, no tokens (loopback only, the caller is `local`), the
 /// dashboard in a real browser, the rollback approved from the CLI, the
 /// approval in `audit list`.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_newcomers_path_dashboard_in_chromium_approval_from_the_cli_then_audit_list() {
-    let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let ledger = dir.path().join("l.db").display().to_string();
-    let args = [
-        "--config",
-        "fixtures/config/simulator.toml",
-        "agent",
-        "--listen",
-        &listen,
-        "--ledger",
-        &ledger,
-        "--pace-ms",
-        "5",
-    ];
-    let mut agent = Agent::spawn(&args, &[]);
-    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
-    let url = format!("http://{listen}");
-    let s = Setup { dir, url: url.clone(), agent };
+    let s = simulator_agent(5);
+    let url = s.url.clone();
     let pending = wait_release(&s, "payments", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
     wait_release(&s, "search", |v| v["state"] == "finished", Duration::from_secs(120)).await;
     wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;

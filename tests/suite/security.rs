@@ -10,8 +10,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::agent::{ALICE, BAD, CI, OPS, POLICY, Setup, answer, client, get, post, registration, start, wait_release};
-use crate::support::agents::Agent;
-use crate::support::haproxy::free_port;
 
 /// A server that counts every connection made to it (an attacker's endpoint).
 fn counting_server() -> (String, Arc<AtomicUsize>) {
@@ -173,23 +171,8 @@ async fn stop_means_stop_abort_hold_and_a_new_revision_close_the_pending_approva
 /// rebound `Host` from any client.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_on_another_origin_cannot_act_through_a_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let ledger = dir.path().join("l.db").display().to_string();
-    let args = [
-        "--config",
-        "fixtures/config/simulator.toml",
-        "agent",
-        "--listen",
-        &listen,
-        "--ledger",
-        &ledger,
-        "--pace-ms",
-        "200",
-    ];
-    let mut agent = Agent::spawn(&args, &[]);
-    agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
-    let agent_url = format!("http://{listen}");
+    let s = super::agent::simulator_agent(200);
+    let agent_url = s.url.clone();
     let page = format!(
         "<!doctype html><form id=f method=POST enctype=text/plain action=\"{agent_url}/v1/releases/search/rollback\">\
          <input name='{{\"reason\":\"x' value='\"}}'></form><script>document.getElementById('f').submit()</script>"
@@ -207,7 +190,7 @@ async fn a_page_on_another_origin_cannot_act_through_a_browser() {
             let _ = stream.write_all(reply.as_bytes());
         }
     });
-    let profile = dir.path().join("profile");
+    let profile = s.dir.path().join("profile");
     let out = crate::support::chromium(&["--virtual-time-budget=5000", "--dump-dom", &evil_url], &profile);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // curl-shaped attempts: a foreign Origin with a JSON body, a rebound Host.
@@ -219,7 +202,6 @@ async fn a_page_on_another_origin_cannot_act_through_a_browser() {
     let r = client().post(&rollback).body("{\"reason\":\"x\"}").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 415, "no JSON content type");
 
-    let s = Setup { dir, url: agent_url, agent };
     let v = wait_release(&s, "search", |v| v["state"] == "finished", Duration::from_secs(120)).await;
     assert_eq!(v["status"]["status"], "promoted", "search is healthy and nobody rolled it back: {v}");
     let audit = s.audit();
