@@ -11,6 +11,7 @@ pub mod calibrate;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod eval;
 pub mod executor;
@@ -31,4 +32,4 @@ pub mod signals;
 pub mod slack;
 pub mod telemetry;
 
-pub use error::Error;
+pub use run::Error;

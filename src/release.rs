@@ -17,8 +17,22 @@ use crate::signals::{SignalSource, build_source};
 /// so a restart continues the release and replicas share it.
 pub fn release_id(cfg: &ReleaseConfig) -> String {
     let key = format!("{}\0{}\0{}", cfg.name, cfg.target, cfg.candidate_revision);
-    let h = crate::ledger::digest(key.as_bytes());
+    let h = crate::digest::digest(key.as_bytes());
     format!("{}-{}-{}", cfg.name, cfg.candidate_revision, &h[..8])
+}
+
+/// A configured release cannot be made runnable.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Its signal source cannot be built.
+    #[error(transparent)]
+    Source(#[from] crate::signals::SourceError),
+    /// Its log source cannot be set up.
+    #[error("log source")]
+    Logs(#[from] crate::logs::LogReadError),
+    /// Its executor cannot be set up (a secret unset, no Kubernetes client).
+    #[error(transparent)]
+    Executor(#[from] crate::executor::ExecutorError),
 }
 
 /// Everything needed to run one release.
@@ -54,7 +68,7 @@ impl PreparedRelease {
         declared_targets: Arc<[String]>,
         release_id: String,
         mode: RunMode,
-    ) -> Result<Self, crate::Error> {
+    ) -> Result<Self, PrepareError> {
         let built = build_source(&cfg.source)?;
         let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
         // The one dispatch point from executor configuration to an executor.
@@ -131,7 +145,7 @@ impl PreparedRelease {
 fn with_pods_and_logs(
     cfg: &ReleaseConfig,
     source: Arc<dyn SignalSource>,
-) -> Result<Arc<dyn SignalSource>, crate::Error> {
+) -> Result<Arc<dyn SignalSource>, PrepareError> {
     let source: Arc<dyn SignalSource> = match &cfg.pods {
         Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone())),
         None => source,

@@ -466,7 +466,7 @@ fn rollbacks(releases: &[ScenarioData], cfg: &JudgeConfig) -> u32 {
 }
 
 fn rolled_back(data: &ScenarioData, cfg: &JudgeConfig) -> bool {
-    crate::eval::replay_with(data, cfg).decision == crate::eval::Decision::Rollback
+    crate::judge::replay::replay_with(data, cfg).decision == crate::judge::replay::ReplayDecision::Rollback
 }
 
 #[cfg(test)]

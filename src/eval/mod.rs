@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::judge::{GuardNote, JudgeResult, Verdict, judge_with};
+use crate::judge::GuardNote;
+pub use crate::judge::replay::{Replay, ReplayDecision, replay_with};
 use crate::policy::PolicyFile;
-use crate::signals::{ReplaySource, Scenario, ScenarioData, ScenarioError, load_scenarios};
+use crate::signals::{Scenario, ScenarioData, ScenarioError, load_scenarios};
 pub use model::ModelJudge;
 pub use report::{Summary, render_table, summarise};
 
@@ -21,57 +22,12 @@ pub trait EvalJudge: Sync {
     /// Name in the report.
     fn name(&self) -> &'static str;
     /// Replay one scenario and say what it decided and when.
-    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>);
+    fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>);
     /// The same, with the guard hits seen on the way (judges without guards see none).
     fn replay(&self, data: &ScenarioData) -> Replay {
         let (decision, decided_at_s) = self.decide(data);
         Replay::bare(decision, decided_at_s)
     }
-}
-
-/// One replay's outcome.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Replay {
-    /// Decision.
-    pub decision: Decision,
-    /// Replay time of the decision.
-    pub decided_at_s: Option<u64>,
-    /// Guards that fired, first hit per metric.
-    pub guard_hits: Vec<GuardNote>,
-    /// The explanations of the findings behind a rollback or an escalation.
-    pub why: Vec<String>,
-}
-
-impl Replay {
-    /// A decision with no judge result behind it (a peer, a failed replay).
-    pub fn bare(decision: Decision, decided_at_s: Option<u64>) -> Self {
-        Replay { decision, decided_at_s, guard_hits: vec![], why: vec![] }
-    }
-
-    /// A decision taken on `r`: its guard hits, and why, from the failing
-    /// findings (else the incident-like ones).
-    pub fn judged(decision: Decision, decided_at_s: Option<u64>, r: &JudgeResult) -> Self {
-        let mut why: Vec<String> = r.failing().map(|f| f.explanation.clone()).collect();
-        if why.is_empty() && decision == Decision::Escalate {
-            why = r.incidents().map(|f| f.explanation.clone()).collect();
-        }
-        Replay { decision, decided_at_s, guard_hits: r.guard_notes(), why }
-    }
-}
-
-/// A judge's decision on a whole scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// Rolled back at `decided_at_s`.
-    Rollback,
-    /// Promoted at the end of the window.
-    Promote,
-    /// The agent stopped and asked a human (approval requested or held by the
-    /// model); nothing was executed.
-    Escalate,
-    /// No decision by the end of the window.
-    Inconclusive,
 }
 
 /// One scenario's line in the report (FORMAT.md).
@@ -80,7 +36,7 @@ pub struct ScenarioResult {
     /// Scenario name.
     pub scenario: String,
     /// Decision.
-    pub decision: Decision,
+    pub decision: ReplayDecision,
     /// Replay time of the decision; `null` for inconclusive.
     pub decided_at_s: Option<u64>,
     /// From `truth.bad`; `null` without truth.
@@ -109,7 +65,7 @@ impl EvalJudge for BackstopJudge {
         self.name
     }
 
-    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+    fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {
         let r = self.replay(data);
         (r.decision, r.decided_at_s)
     }
@@ -120,46 +76,6 @@ impl EvalJudge for BackstopJudge {
     fn replay(&self, data: &ScenarioData) -> Replay {
         replay_with(data, &self.policy.judge_for(&data.service))
     }
-}
-
-/// [`BackstopJudge::replay`] with a judge configuration as given (calibration
-/// replays past releases with trial tolerances through it).
-pub fn replay_with(data: &ScenarioData, config: &crate::judge::JudgeConfig) -> Replay {
-    let src = ReplaySource::new(std::sync::Arc::new(data.clone()));
-    let step = u64::from(data.step_s);
-    let mut now = step;
-    let mut miner = crate::judge::LogMiner::default();
-    loop {
-        let r = judge_with(&src.observe_at(now), config, &mut miner);
-        let done = |decision, at| Replay::judged(decision, at, &r);
-        match r.verdict {
-            Verdict::Fail => return done(Decision::Rollback, Some(now)),
-            Verdict::Pass => return done(Decision::Promote, Some(now)),
-            Verdict::Inconclusive if now >= data.duration_s => {
-                return match window_end(&r, config) {
-                    Decision::Inconclusive => done(Decision::Inconclusive, None),
-                    d => done(d, Some(now)),
-                };
-            }
-            Verdict::Inconclusive => now = (now + step).min(data.duration_s),
-        }
-    }
-}
-
-/// What an inconclusive end of the window comes to, as the policy would
-/// decide it: an incident or a drift is held for a human (escalated); a
-/// window that only waits for labels follows `[judge.ml] labels_pending`.
-fn window_end(r: &crate::judge::JudgeResult, config: &crate::judge::JudgeConfig) -> Decision {
-    if r.incidents().next().is_some() || r.drifted().next().is_some() {
-        return Decision::Escalate;
-    }
-    if r.labels_pending().next().is_some() && r.lacking_data().next().is_none() {
-        return match config.ml.labels_pending {
-            crate::judge::ml::PendingAction::Hold => Decision::Escalate,
-            crate::judge::ml::PendingAction::Promote => Decision::Promote,
-        };
-    }
-    Decision::Inconclusive
 }
 
 /// Names `--judge` accepts (`backstop+model` needs a configured `[model]`).
@@ -228,7 +144,7 @@ fn score_one(judge: &dyn EvalJudge, s: &Scenario) -> ScenarioResult {
     ScenarioResult {
         scenario: s.data.name.clone(),
         decision,
-        decided_at_s: if decision == Decision::Inconclusive { None } else { at },
+        decided_at_s: if decision == ReplayDecision::Inconclusive { None } else { at },
         truth_bad: s.truth.as_ref().map(|t| t.bad),
         onset_s: s.truth.as_ref().and_then(|t| t.onset_s),
         guard_hits,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Decision, EvalJudge, Replay};
+use super::{EvalJudge, Replay, ReplayDecision};
 use crate::judge::judge_with;
 use crate::model::{Assessor, Deliberation};
 use crate::orchestrator::ReleaseStatus;
@@ -79,19 +79,21 @@ impl ModelJudge {
             };
             match what_now(situation) {
                 Next::Act if matches!(outcome.decision, policy::Decision::Promote) => {
-                    return done(Decision::Promote, Some(now));
+                    return done(ReplayDecision::Promote, Some(now));
                 }
-                Next::Act => return done(Decision::Rollback, Some(now)),
+                Next::Act => return done(ReplayDecision::Rollback, Some(now)),
                 Next::Ask { reason, proposed } => asking = Some((reason, proposed)),
                 Next::Withdraw => asking = None,
                 // Stopping for a human is not a rollback: FORMAT.md's `escalate`.
                 Next::Finish(status) => match *status {
-                    ReleaseStatus::AwaitingApproval { .. } => return done(Decision::Escalate, Some(now)),
-                    ReleaseStatus::Held { .. } if escalated => return done(Decision::Escalate, Some(now)),
-                    _ if now >= data.duration_s => return done(Decision::Inconclusive, None),
+                    ReleaseStatus::AwaitingApproval { .. } => return done(ReplayDecision::Escalate, Some(now)),
+                    ReleaseStatus::Held { .. } if escalated => return done(ReplayDecision::Escalate, Some(now)),
+                    _ if now >= data.duration_s => return done(ReplayDecision::Inconclusive, None),
                     _ => {}
                 },
-                Next::Continue | Next::Follow if now >= data.duration_s => return done(Decision::Inconclusive, None),
+                Next::Continue | Next::Follow if now >= data.duration_s => {
+                    return done(ReplayDecision::Inconclusive, None);
+                }
                 Next::Continue | Next::Follow => {}
             }
             now = (now + step).min(data.duration_s);
@@ -104,7 +106,7 @@ impl EvalJudge for ModelJudge {
         "backstop+model"
     }
 
-    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+    fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {
         let r = self.replay(data);
         (r.decision, r.decided_at_s)
     }
@@ -113,7 +115,7 @@ impl EvalJudge for ModelJudge {
         // Scenarios run on plain threads; each gets a small runtime for its HTTP calls.
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt.block_on(self.replay_async(data)),
-            Err(_) => Replay::bare(Decision::Inconclusive, None),
+            Err(_) => Replay::bare(ReplayDecision::Inconclusive, None),
         }
     }
 }

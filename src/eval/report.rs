@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Decision, EvalReport, ScenarioResult};
+use super::{EvalReport, ReplayDecision, ScenarioResult};
 
 /// Scores over a set of scenarios.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,12 +60,12 @@ pub fn summarise(results: &[ScenarioResult]) -> Summary {
     let count = |f: &dyn Fn(&ScenarioResult) -> bool| results.iter().filter(|r| f(r)).count();
     let bad = count(&|r| r.truth_bad == Some(true));
     let good = count(&|r| r.truth_bad == Some(false));
-    let caught = count(&|r| r.truth_bad == Some(true) && r.decision == Decision::Rollback);
-    let false_rb = count(&|r| r.truth_bad == Some(false) && r.decision == Decision::Rollback);
-    let good_promoted = count(&|r| r.truth_bad == Some(false) && r.decision == Decision::Promote);
+    let caught = count(&|r| r.truth_bad == Some(true) && r.decision == ReplayDecision::Rollback);
+    let false_rb = count(&|r| r.truth_bad == Some(false) && r.decision == ReplayDecision::Rollback);
+    let good_promoted = count(&|r| r.truth_bad == Some(false) && r.decision == ReplayDecision::Promote);
     let mut delays: Vec<f64> = results
         .iter()
-        .filter(|r| r.truth_bad == Some(true) && r.decision == Decision::Rollback)
+        .filter(|r| r.truth_bad == Some(true) && r.decision == ReplayDecision::Rollback)
         .filter_map(|r| Some(r.decided_at_s? as f64 - r.onset_s? as f64))
         .collect();
     delays.sort_by(f64::total_cmp);
@@ -81,20 +81,26 @@ pub fn summarise(results: &[ScenarioResult]) -> Summary {
         bad,
         good,
         unlabelled: results.len() - bad - good,
-        rollbacks: count(&|r| r.decision == Decision::Rollback),
-        promotions: count(&|r| r.decision == Decision::Promote),
-        escalations: count(&|r| r.decision == Decision::Escalate),
-        inconclusive: count(&|r| r.decision == Decision::Inconclusive),
+        rollbacks: count(&|r| r.decision == ReplayDecision::Rollback),
+        promotions: count(&|r| r.decision == ReplayDecision::Promote),
+        escalations: count(&|r| r.decision == ReplayDecision::Escalate),
+        inconclusive: count(&|r| r.decision == ReplayDecision::Inconclusive),
         early_rollbacks: count(&|r| {
             r.truth_bad == Some(true)
-                && r.decision == Decision::Rollback
+                && r.decision == ReplayDecision::Rollback
                 && matches!((r.decided_at_s, r.onset_s), (Some(at), Some(on)) if at < on)
         }),
         recall: ratio(caught, bad),
         false_rollback_rate: ratio(false_rb, good),
         good_promoted_rate: ratio(good_promoted, good),
-        escalation_rate_good: ratio(count(&|r| r.truth_bad == Some(false) && r.decision == Decision::Escalate), good),
-        escalation_rate_bad: ratio(count(&|r| r.truth_bad == Some(true) && r.decision == Decision::Escalate), bad),
+        escalation_rate_good: ratio(
+            count(&|r| r.truth_bad == Some(false) && r.decision == ReplayDecision::Escalate),
+            good,
+        ),
+        escalation_rate_bad: ratio(
+            count(&|r| r.truth_bad == Some(true) && r.decision == ReplayDecision::Escalate),
+            bad,
+        ),
         detection_delay_median_s: median,
         detection_delay_p90_s: percentile(&delays, 0.9),
     }
@@ -159,7 +165,7 @@ pub fn render_table(report: &EvalReport) -> String {
 mod tests {
     use super::*;
 
-    fn r(decision: Decision, at: Option<u64>, bad: Option<bool>, onset: Option<u64>) -> ScenarioResult {
+    fn r(decision: ReplayDecision, at: Option<u64>, bad: Option<bool>, onset: Option<u64>) -> ScenarioResult {
         ScenarioResult {
             scenario: "s".into(),
             decision,
@@ -174,29 +180,29 @@ mod tests {
     #[test]
     fn an_escalation_is_neither_a_rollback_nor_a_promotion() {
         let rs = vec![
-            r(Decision::Escalate, Some(300), Some(false), None),
-            r(Decision::Promote, Some(1800), Some(false), None),
-            r(Decision::Escalate, Some(700), Some(true), Some(600)),
-            r(Decision::Rollback, Some(660), Some(true), Some(600)),
+            r(ReplayDecision::Escalate, Some(300), Some(false), None),
+            r(ReplayDecision::Promote, Some(1800), Some(false), None),
+            r(ReplayDecision::Escalate, Some(700), Some(true), Some(600)),
+            r(ReplayDecision::Rollback, Some(660), Some(true), Some(600)),
         ];
         let s = summarise(&rs);
         assert_eq!((s.escalations, s.rollbacks, s.promotions), (2, 1, 1));
         assert_eq!((s.escalation_rate_good, s.escalation_rate_bad), (Some(0.5), Some(0.5)));
         assert_eq!((s.false_rollback_rate, s.recall), (Some(0.0), Some(0.5)));
-        assert_eq!(serde_json::to_value(Decision::Escalate).unwrap(), "escalate");
+        assert_eq!(serde_json::to_value(ReplayDecision::Escalate).unwrap(), "escalate");
     }
 
     #[test]
     fn scores_as_format_md_defines() {
         let rs = vec![
-            r(Decision::Rollback, Some(640), Some(true), Some(600)),
-            r(Decision::Rollback, Some(700), Some(true), Some(600)),
-            r(Decision::Promote, Some(1800), Some(true), Some(600)),
-            r(Decision::Rollback, Some(100), Some(false), None),
-            r(Decision::Promote, Some(1800), Some(false), None),
-            r(Decision::Inconclusive, None, Some(false), None),
-            r(Decision::Inconclusive, None, Some(false), None),
-            r(Decision::Rollback, Some(50), None, None),
+            r(ReplayDecision::Rollback, Some(640), Some(true), Some(600)),
+            r(ReplayDecision::Rollback, Some(700), Some(true), Some(600)),
+            r(ReplayDecision::Promote, Some(1800), Some(true), Some(600)),
+            r(ReplayDecision::Rollback, Some(100), Some(false), None),
+            r(ReplayDecision::Promote, Some(1800), Some(false), None),
+            r(ReplayDecision::Inconclusive, None, Some(false), None),
+            r(ReplayDecision::Inconclusive, None, Some(false), None),
+            r(ReplayDecision::Rollback, Some(50), None, None),
         ];
         let s = summarise(&rs);
         assert_eq!((s.bad, s.good, s.unlabelled), (3, 4, 1));
@@ -206,14 +212,14 @@ mod tests {
         assert_eq!(s.detection_delay_p90_s, Some(100.0));
         assert_eq!(s.inconclusive, 2);
         assert_eq!(s.early_rollbacks, 0);
-        let early = summarise(&[r(Decision::Rollback, Some(100), Some(true), Some(600))]);
+        let early = summarise(&[r(ReplayDecision::Rollback, Some(100), Some(true), Some(600))]);
         assert_eq!(early.early_rollbacks, 1);
         assert_eq!(early.recall, Some(1.0), "FORMAT.md counts it in recall");
     }
 
     #[test]
     fn no_truth_means_no_scores() {
-        let s = summarise(&[r(Decision::Rollback, Some(10), None, None)]);
+        let s = summarise(&[r(ReplayDecision::Rollback, Some(10), None, None)]);
         assert_eq!(s.recall, None);
         assert_eq!(s.false_rollback_rate, None);
         assert_eq!(s.rollbacks, 1);

@@ -546,8 +546,7 @@ fn quality_finding(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize], step
     f
 }
 
-/// The kind of event a serving version reports when its input schema changes.
-pub const SCHEMA_CHANGE: &str = "schema_change";
+use crate::signals::SCHEMA_CHANGE;
 
 fn schema_finding(events: &[Event], cfg: &MlJudgeConfig) -> Option<Finding> {
     let changes: Vec<&Event> = events.iter().filter(|e| e.target == Side::Canary && e.kind == SCHEMA_CHANGE).collect();

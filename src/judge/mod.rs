@@ -24,6 +24,7 @@ mod history;
 pub mod logs;
 mod metric;
 pub mod ml;
+pub mod replay;
 pub mod sequential;
 pub mod stats;
 pub mod trend;

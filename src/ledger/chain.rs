@@ -51,11 +51,6 @@ pub fn record_hash(r: &StoredRecord) -> String {
     hex::encode(h.finalize())
 }
 
-/// SHA-256 of arbitrary bytes, hex: used for input digests.
-pub fn digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// One thing wrong with the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "problem", rename_all = "snake_case")]

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::secret::redact_url;
 pub use chain::{
-    ChainVerifier, Checkpoint, CheckpointParseError, GENESIS, Problem, StoredRecord, digest, record_hash, verify_chain,
+    ChainVerifier, Checkpoint, CheckpointParseError, GENESIS, Problem, StoredRecord, record_hash, verify_chain,
 };
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{

@@ -62,12 +62,7 @@ impl LogSourceConfig {
     }
 }
 
-/// The longest line kept, in bytes; longer ones are cut (on a character
-/// boundary). A hostile or runaway logger cannot blow up memory or reports.
-pub const MAX_LINE_BYTES: usize = 4096;
-
-/// Lines kept per release; past it new lines are counted as dropped, not kept.
-pub const MAX_LINES: usize = 100_000;
+pub use crate::signals::{MAX_LINE_BYTES, MAX_LINES, cut};
 
 /// What a [`WithLogs`] has read so far.
 #[derive(Debug, Default)]
@@ -100,18 +95,6 @@ fn side_index(side: Side) -> usize {
         Side::Baseline => 0,
         Side::Canary => 1,
     }
-}
-
-/// `text` up to [`MAX_LINE_BYTES`], cut on a character boundary.
-pub fn cut(text: &str) -> &str {
-    if text.len() <= MAX_LINE_BYTES {
-        return text;
-    }
-    let mut end = MAX_LINE_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// Adds a backend's log lines to another source's observations.

@@ -22,8 +22,8 @@ use super::prompt::{AssessContext, assess, prompt_version, system};
 use super::tools::{ToolBox, definitions};
 use super::verdict::{CanaryVerdict, Rejection, parse, strict_schema, validate};
 use super::{ChatClient, ModelConfig, ModelError, OutputMode, Trigger};
+use crate::digest::digest;
 use crate::judge::{JudgeResult, Verdict};
-use crate::ledger::digest;
 use crate::policy::{ModelInput, ReleaseFacts};
 use crate::signals::Observation;
 

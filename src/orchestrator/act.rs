@@ -6,7 +6,6 @@ use std::time::Duration;
 use tracing::{Instrument, info_span, warn};
 
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
-use crate::Error;
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
 use crate::ledger::{ActionResult, ApprovalOps, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
 use crate::policy::Decision;
@@ -78,7 +77,7 @@ impl ReleaseRun<'_> {
         st: &mut LoopState,
         observer: &mut dyn Observer,
         closes: Option<Closure>,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let planner: &dyn Planner = match actuation {
             Actuation::Advisory(p) => p.as_ref(),
             Actuation::Live(e) => e,
@@ -110,7 +109,7 @@ impl ReleaseRun<'_> {
                 st.role = Some(LeaseRole::Observer { holder, token });
                 return Ok(None);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         pause_point("after_intent").await;
         observer.on_intent(&plan);

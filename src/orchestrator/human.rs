@@ -16,8 +16,8 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
-use crate::Error;
-use crate::ledger::{Actor, Append, ApprovalOps, ApprovalRequested, ApprovalResolved, Record, digest};
+use crate::digest::digest;
+use crate::ledger::{Actor, Append, ApprovalOps, ApprovalRequested, ApprovalResolved, LedgerError, Record};
 use crate::policy::approval::{
     Answer, AnswerInput, Closure, PendingApproval, Principal, RollbackAsk, Ruling, rule, rule_rollback,
 };
@@ -157,7 +157,7 @@ impl ReleaseRun<'_> {
         actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let Some(c) = self.controls else { return Ok(None) };
         let Some(req) = c.rollbacks.lock().await.try_recv().ok() else { return Ok(None) };
         let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
@@ -204,7 +204,7 @@ impl ReleaseRun<'_> {
         actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<(), Error> {
+    ) -> Result<(), LedgerError> {
         if st.asking.as_ref().is_some_and(|a| a.request.is_some()) {
             let why = format!("policy now proposes another action ({})", proposal_label(&proposed));
             self.withdraw(st, why, observer).await?;
@@ -229,7 +229,7 @@ impl ReleaseRun<'_> {
         st: &mut LoopState,
         why: String,
         observer: &mut dyn Observer,
-    ) -> Result<(), Error> {
+    ) -> Result<(), LedgerError> {
         let Some(asking) = st.asking.take() else { return Ok(()) };
         let Some(r) = asking.request else { return Ok(()) };
         info!(id = %r.request.id, %why, "Approval request withdrawn.");
@@ -249,7 +249,12 @@ impl ReleaseRun<'_> {
         Ok(())
     }
 
-    async fn open_request(&self, reason: &str, proposed: &Proposal, at: &Judged) -> Result<ApprovalRequested, Error> {
+    async fn open_request(
+        &self,
+        reason: &str,
+        proposed: &Proposal,
+        at: &Judged,
+    ) -> Result<ApprovalRequested, LedgerError> {
         let now = self.agent.clock.now_ms();
         let expiry_ms = i64::from(self.policy.approvals.expiry_minutes) * 60_000;
         let evidence = serde_json::to_string(&at.judged).map_err(crate::ledger::LedgerError::from)?;
@@ -277,7 +282,7 @@ impl ReleaseRun<'_> {
         ctx: (&dyn SignalSource, &Actuation),
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let Some(request) = st.asking.as_ref().and_then(|a| a.request.clone()) else { return Ok(None) };
         if self.agent.clock.now_ms() >= request.request.expires_at_ms {
             return self.expire(st, &request, observer).await;
@@ -315,7 +320,7 @@ impl ReleaseRun<'_> {
         st: &mut LoopState,
         request: &ApprovalRequested,
         observer: &mut dyn Observer,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let id = &request.request.id;
         warn!(%id, "Approval request expired unanswered; holding the release.");
         let append = Append {
@@ -348,7 +353,7 @@ impl ReleaseRun<'_> {
         source: &dyn SignalSource,
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Decision, Error> {
+    ) -> Result<Decision, LedgerError> {
         st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
         st.tick += 1;
         let t = self.observed_tick(source, crate::policy::RunMode::Act, st, observer).await?;
@@ -362,7 +367,7 @@ impl ReleaseRun<'_> {
         (source, actuation): (&dyn SignalSource, &Actuation),
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let Some(request) = st.asking.as_ref().and_then(|x| x.request.clone()) else {
             let reason = format!("request {} is closed (answered, expired, withdrawn or stopped)", a.approval_id);
             a.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });

@@ -23,11 +23,12 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::Clock;
+use crate::digest::digest;
 use crate::executor::{ActionPlan, Guarded, Planner};
 use crate::judge::{JudgeResult, Verdict, judge_with};
 use crate::ledger::{
     ActionResult, Actor, Append, ApprovalOps, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished,
-    ReleasePaused, ReleaseStarted, TickRecord, digest,
+    ReleasePaused, ReleaseStarted, TickRecord,
 };
 use crate::model::{Assessor, Consultation, Deliberation, Usage};
 use crate::policy::approval::Closure;
@@ -35,7 +36,7 @@ use crate::policy::{
     Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, Proposal, ReleaseFacts, RunMode, evaluate,
 };
 use crate::signals::{Observation, SignalSource};
-use crate::{Error, telemetry};
+use crate::telemetry;
 
 use deadline::{Deadlined, JUDGE_DEADLINE, overrun_result};
 use human::{Asking, Controls, OperatorState};
@@ -366,7 +367,7 @@ impl ReleaseRun<'_> {
         source: &dyn SignalSource,
         actuation: &Actuation,
         observer: &mut dyn Observer,
-    ) -> Result<RunOutcome, Error> {
+    ) -> Result<RunOutcome, LedgerError> {
         let f = &self.facts;
         let span = info_span!(telemetry::SPAN_RELEASE, release = %f.release_id, service = %f.service);
         self.run_inner(source, actuation, observer).instrument(span).await
@@ -377,7 +378,7 @@ impl ReleaseRun<'_> {
         source: &dyn SignalSource,
         actuation: &Actuation,
         observer: &mut dyn Observer,
-    ) -> Result<RunOutcome, Error> {
+    ) -> Result<RunOutcome, LedgerError> {
         let prior = self.prior().await?;
         if let Some(done) = prior.finished.clone().filter(|d| d.status.is_final()) {
             return Ok(self.recorded(done, Conclusion::AlreadyFinished));
@@ -414,7 +415,7 @@ impl ReleaseRun<'_> {
         actuation: &Actuation,
         observer: &mut dyn Observer,
         st: &mut LoopState,
-    ) -> Result<RunOutcome, Error> {
+    ) -> Result<RunOutcome, LedgerError> {
         let mut stop = self.stop.clone();
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
@@ -445,7 +446,7 @@ impl ReleaseRun<'_> {
         actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let decision = &t.outcome.decision;
         // Held or aborted (an abort may arrive during the tick): no action starts, nobody is asked.
         let held = self.operator_state() != OperatorState::Running;
@@ -488,7 +489,7 @@ impl ReleaseRun<'_> {
         ctx: (&dyn SignalSource, &Actuation),
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let until = tokio::time::Instant::now() + self.pace_for(st.role.as_ref());
         let mut operator = self.controls.map(|c| c.operator.clone());
         loop {
@@ -575,7 +576,7 @@ impl ReleaseRun<'_> {
         &self,
         actuation: &Actuation,
         st: &mut LoopState,
-    ) -> Result<Option<Result<RunOutcome, Error>>, Error> {
+    ) -> Result<Option<Result<RunOutcome, LedgerError>>, LedgerError> {
         match (&st.role, actuation) {
             (Some(LeaseRole::Holder { .. }), Actuation::Live(executor)) if !st.recovered => {
                 Ok(self.on_acquire(executor, st).await.transpose())
@@ -593,7 +594,7 @@ impl ReleaseRun<'_> {
     /// read what earlier holders did with the release — finished it, or ran
     /// its action and stopped before recording the end — and reconcile any
     /// intent on the target left without an outcome.
-    async fn on_acquire(&self, executor: &Guarded, st: &mut LoopState) -> Result<Option<RunOutcome>, Error> {
+    async fn on_acquire(&self, executor: &Guarded, st: &mut LoopState) -> Result<Option<RunOutcome>, LedgerError> {
         let prior = self.prior().await?;
         if let Some(done) = prior.finished.clone().filter(|d| d.status.is_final()) {
             st.recovered = true;
@@ -610,7 +611,7 @@ impl ReleaseRun<'_> {
         }
     }
 
-    async fn release_lease(&self, st: &LoopState) -> Result<(), Error> {
+    async fn release_lease(&self, st: &LoopState) -> Result<(), LedgerError> {
         if !matches!(st.role, Some(LeaseRole::Holder { .. })) {
             return Ok(());
         }
@@ -630,7 +631,7 @@ impl ReleaseRun<'_> {
         }
     }
 
-    async fn prior(&self) -> Result<Prior, Error> {
+    async fn prior(&self) -> Result<Prior, LedgerError> {
         let mut prior = Prior { finished: None, tick: 0, now_s: 0, effected: None };
         let mut plans = std::collections::HashMap::new();
         for (_, rec) in self.ledger.release_records(&self.facts.release_id).await? {
@@ -654,7 +655,7 @@ impl ReleaseRun<'_> {
     /// The release's action took effect but its end was never recorded (a
     /// crash right after the outcome, or a human resolving it): record the end
     /// now and judge nothing again.
-    async fn close_effected(&self, prior: &Prior, status: ReleaseStatus) -> Result<RunOutcome, Error> {
+    async fn close_effected(&self, prior: &Prior, status: ReleaseStatus) -> Result<RunOutcome, LedgerError> {
         let end = ReleaseFinished {
             status,
             ticks: prior.tick,
@@ -666,7 +667,7 @@ impl ReleaseRun<'_> {
         Ok(self.recorded(end, Conclusion::Recovered))
     }
 
-    fn started(&self, source: &dyn SignalSource, mode: RunMode, continued: Option<u64>) -> Result<Record, Error> {
+    fn started(&self, source: &dyn SignalSource, mode: RunMode, continued: Option<u64>) -> Result<Record, LedgerError> {
         let policy = serde_json::to_string(self.policy).map_err(LedgerError::from)?;
         Ok(Record::ReleaseStarted(ReleaseStarted {
             facts: self.facts.clone(),
@@ -678,7 +679,7 @@ impl ReleaseRun<'_> {
         }))
     }
 
-    async fn record(&self, record: Record) -> Result<i64, Error> {
+    async fn record(&self, record: Record) -> Result<i64, LedgerError> {
         let at = self.agent.clock.now_ms();
         let receipt = self.ledger.append(&self.facts.release_id, &self.agent.actor(), at, record).await?;
         Ok(receipt.seq)
@@ -705,12 +706,12 @@ impl ReleaseRun<'_> {
         LeaseOp::Claim { target: self.lease.clone(), holder: self.agent.instance.clone(), ttl_ms: self.agent.lease_ms }
     }
 
-    async fn claim_lease(&self) -> Result<Option<LeaseRole>, Error> {
+    async fn claim_lease(&self) -> Result<Option<LeaseRole>, LedgerError> {
         let append = self.append(None, Some(self.claim()));
         Ok(self.ledger.submit(append).await?.role)
     }
 
-    async fn tick(&self, source: &dyn SignalSource, mode: RunMode, st: &mut LoopState) -> Result<Judged, Error> {
+    async fn tick(&self, source: &dyn SignalSource, mode: RunMode, st: &mut LoopState) -> Result<Judged, LedgerError> {
         let span = info_span!(telemetry::SPAN_TICK, tick = st.tick, now_s = st.now_s);
         let (obs, failure) = match source.observe(st.now_s).instrument(span.clone()).await {
             Ok(o) => (Some(Arc::new(o)), None),
@@ -769,7 +770,7 @@ impl ReleaseRun<'_> {
         mode: RunMode,
         st: &mut LoopState,
         observer: &mut dyn Observer,
-    ) -> Result<Judged, Error> {
+    ) -> Result<Judged, LedgerError> {
         let started = tokio::time::Instant::now();
         let t = self.tick(source, mode, st).await?;
         observer.on_tick(&TickReport {
@@ -809,7 +810,12 @@ impl ReleaseRun<'_> {
         st.role = role;
     }
 
-    async fn finish(&self, st: &LoopState, status: ReleaseStatus, last: Option<Judged>) -> Result<RunOutcome, Error> {
+    async fn finish(
+        &self,
+        st: &LoopState,
+        status: ReleaseStatus,
+        last: Option<Judged>,
+    ) -> Result<RunOutcome, LedgerError> {
         self.refuse_late_answers().await;
         let usage = st.model.usage();
         let end =
@@ -883,7 +889,7 @@ fn tick_record(
     outcome: &PolicyOutcome,
     consultation: Option<Consultation>,
     mode: RunMode,
-) -> Result<Record, Error> {
+) -> Result<Record, LedgerError> {
     let inputs_digest = match obs {
         Some(o) => digest(serde_json::to_string(o).map_err(LedgerError::from)?.as_bytes()),
         None => "none".into(),

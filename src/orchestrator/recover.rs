@@ -8,9 +8,8 @@ use tracing::warn;
 
 use super::act::status_of;
 use super::{LoopState, ReleaseRun, ReleaseStatus};
-use crate::Error;
 use crate::executor::Guarded;
-use crate::ledger::{ActionResult, LeaseRole, OutcomeRecord, Record};
+use crate::ledger::{ActionResult, LeaseRole, LedgerError, OutcomeRecord, Record};
 
 impl ReleaseRun<'_> {
     /// Reconcile open intents if this agent holds the lease and has not yet
@@ -19,7 +18,7 @@ impl ReleaseRun<'_> {
         &self,
         executor: &Guarded,
         st: &mut LoopState,
-    ) -> Result<Option<ReleaseStatus>, Error> {
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         if st.recovered || !matches!(st.role, Some(LeaseRole::Holder { .. })) {
             return Ok(None);
         }

@@ -8,6 +8,7 @@
 //! running for a long time, with people in the loop.
 
 pub mod agent;
+mod error;
 pub mod exit;
 pub mod history;
 pub mod metrics;
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::watch;
+
+pub use error::Error;
 
 use crate::config::{ReleaseConfig, Settings};
 use crate::ledger::{Ledger, LedgerError};
@@ -52,7 +55,7 @@ pub enum ServiceError {
         name: String,
         /// Why.
         #[source]
-        source: Box<crate::Error>,
+        source: Box<crate::release::PrepareError>,
     },
     /// The ledger's recent history does not verify: refused before anything is appended.
     #[error(
@@ -137,7 +140,7 @@ fn checkpoint_file(ledger_url: &str) -> std::path::PathBuf {
         let file = rest.split('?').next().unwrap_or(rest);
         return std::path::PathBuf::from(format!("{file}.checkpoint"));
     }
-    let key = &crate::ledger::digest(ledger_url.as_bytes())[..16];
+    let key = &crate::digest::digest(ledger_url.as_bytes())[..16];
     let dir = crate::config::default_ledger_path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     dir.join("checkpoints").join(format!("{key}.checkpoint"))
 }
@@ -312,7 +315,7 @@ impl Service {
         pace: Option<Duration>,
         observer: &mut dyn Observer,
         controls: Option<&Controls>,
-    ) -> Result<RunOutcome, crate::Error> {
+    ) -> Result<RunOutcome, LedgerError> {
         let run = ReleaseRun {
             facts: p.facts.clone(),
             lease: p.lease.clone(),
@@ -335,7 +338,7 @@ impl Service {
         prepared: &[Prepared],
         pace: Option<Duration>,
         observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
-    ) -> Vec<Result<RunOutcome, crate::Error>> {
+    ) -> Vec<Result<RunOutcome, LedgerError>> {
         let runs = prepared.iter().map(|p| {
             let mut obs = observer(&p.name, p.release.duration_s);
             async move { self.run(&p.release, pace, obs.as_mut(), None).await }

@@ -28,7 +28,7 @@ pub(crate) use prometheus::Credential;
 pub use prometheus::{
     BaselineWindow, PromAuth, PromBaseline, PromMetric, PrometheusConfig, PrometheusSource, UnsetVariable, WindowKind,
 };
-pub use registry::{BuiltSource, SourceConfig, build_source};
+pub use registry::{BuiltSource, SourceConfig, SourceError, build_source};
 pub use replay::ReplaySource;
 pub use scenario::{
     SCENARIO_FORMAT, Scenario, ScenarioData, ScenarioError, Truth, load_scenario, load_scenarios, parse_scenario,
@@ -220,6 +220,29 @@ pub struct Traffic {
     /// Canary requests per step.
     pub canary: Vec<u64>,
 }
+
+/// The longest log line kept, in bytes; longer ones are cut (on a character
+/// boundary). A hostile or runaway logger cannot blow up memory or reports.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// Log lines kept per release; past it new lines are counted as dropped, not kept.
+pub const MAX_LINES: usize = 100_000;
+
+/// `text` up to [`MAX_LINE_BYTES`], cut on a character boundary.
+pub fn cut(text: &str) -> &str {
+    if text.len() <= MAX_LINE_BYTES {
+        return text;
+    }
+    let mut end = MAX_LINE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The event kind of a model's input schema changing (a model release's
+/// inputs are not what the running version expects).
+pub const SCHEMA_CHANGE: &str = "schema_change";
 
 /// A log line from one side. Its text is untrusted data, never an instruction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,8 +56,19 @@ pub struct BuiltSource {
     pub known_onset_s: Option<u64>,
 }
 
+/// A signal source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The scenario file is unreadable or breaks the format.
+    #[error(transparent)]
+    Scenario(#[from] super::ScenarioError),
+    /// The backend's client could not be set up (a credential variable unset, say).
+    #[error(transparent)]
+    Signal(#[from] super::SignalError),
+}
+
 /// Build a signal source from its configuration.
-pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, crate::Error> {
+pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, SourceError> {
     match cfg {
         SourceConfig::Scenario { path } => {
             let scenario = load_scenario(path)?;

@@ -241,8 +241,8 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
 fn by_time(mut lines: Vec<LogLine>) -> Vec<LogLine> {
     lines.sort_by_key(|l| l.t_s);
     for l in &mut lines {
-        if l.message.len() > crate::logs::MAX_LINE_BYTES {
-            l.message = crate::logs::cut(&l.message).to_string();
+        if l.message.len() > super::MAX_LINE_BYTES {
+            l.message = super::cut(&l.message).to_string();
         }
     }
     lines
@@ -273,8 +273,8 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
         return Err(("metrics".into(), "at least one metric".into()));
     }
     // As many lines as a live log source keeps: a replay judges what a release could have seen.
-    if doc.logs.len() > crate::logs::MAX_LINES {
-        let expected = format!("at most {} lines, found {}", crate::logs::MAX_LINES, doc.logs.len());
+    if doc.logs.len() > super::MAX_LINES {
+        let expected = format!("at most {} lines, found {}", super::MAX_LINES, doc.logs.len());
         return Err(("logs".into(), expected));
     }
     let mut seen = std::collections::HashSet::new();
@@ -403,8 +403,8 @@ mod tests {
         let text = doc(&format!(r#","logs":[{},{}]"#, line(20, &long), line(10, "first")));
         let s = parse_scenario(Path::new("a.json"), &text).unwrap();
         assert_eq!(s.data.logs[0].message, "first", "in time order");
-        assert_eq!(s.data.logs[1].message.len(), crate::logs::MAX_LINE_BYTES);
-        let many: Vec<String> = (0..=crate::logs::MAX_LINES).map(|i| line(i as u64 % 30, "e")).collect();
+        assert_eq!(s.data.logs[1].message.len(), crate::signals::MAX_LINE_BYTES);
+        let many: Vec<String> = (0..=crate::signals::MAX_LINES).map(|i| line(i as u64 % 30, "e")).collect();
         let text = doc(&format!(r#","logs":[{}]"#, many.join(",")));
         let err = parse_scenario(Path::new("big.json"), &text).unwrap_err().to_string();
         assert!(err.contains("big.json") && err.contains("`logs`") && err.contains("at most"), "{err}");

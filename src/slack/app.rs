@@ -215,7 +215,7 @@ impl SlackApp {
     /// time: not in memory, and not in the ledger's recent chat-ops records
     /// (another agent, or this one before a restart). Recorded when new.
     pub async fn first_delivery(&self, signature: &str) -> bool {
-        let key = crate::ledger::digest(signature.as_bytes());
+        let key = crate::digest::digest(signature.as_bytes());
         if !self.first(&format!("signature:{key}")) {
             return false;
         }

@@ -60,7 +60,7 @@ async fn release(
     cfg: SimConfig,
     f: ReleaseFacts,
     live: bool,
-) -> (Result<backstop::orchestrator::RunOutcome, backstop::Error>, Arc<Simulator>) {
+) -> (Result<backstop::orchestrator::RunOutcome, backstop::ledger::LedgerError>, Arc<Simulator>) {
     let sim = Arc::new(Simulator::new(cfg));
     let exec = Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone()));
     let actuation = if live { Actuation::Live(Guarded::new(exec)) } else { Actuation::Advisory(exec) };

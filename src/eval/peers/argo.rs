@@ -6,7 +6,7 @@
 //! completes the analysis and the rollout is promoted.
 
 use super::{measure, points_per_minute};
-use crate::eval::{Decision, EvalJudge};
+use crate::eval::{EvalJudge, ReplayDecision};
 use crate::signals::ScenarioData;
 
 const CONSECUTIVE_ERROR_LIMIT: usize = 4;
@@ -26,7 +26,7 @@ impl EvalJudge for ArgoJudge {
         }
     }
 
-    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+    fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {
         let step = data.step_s as usize;
         let m = points_per_minute(data.step_s);
         let total = data.duration_s as usize / step;
@@ -46,11 +46,11 @@ impl EvalJudge for ArgoJudge {
             }
             let at = Some((end * step) as u64);
             if failed.iter().any(|&f| f > self.failure_limit) || errors.iter().any(|&e| e > CONSECUTIVE_ERROR_LIMIT) {
-                return (Decision::Rollback, at);
+                return (ReplayDecision::Rollback, at);
             }
             end += m;
         }
-        (Decision::Promote, Some(data.duration_s))
+        (ReplayDecision::Promote, Some(data.duration_s))
     }
 }
 
@@ -63,22 +63,22 @@ mod tests {
     #[test]
     fn first_failed_measurement_aborts_by_default() {
         let d = tiny(vec![Some(10.0), Some(9.0), Some(11.0), Some(10.0), Some(10.0)]);
-        assert_eq!(ArgoJudge { failure_limit: 0 }.decide(&d), (Decision::Rollback, Some(180)));
+        assert_eq!(ArgoJudge { failure_limit: 0 }.decide(&d), (ReplayDecision::Rollback, Some(180)));
     }
 
     #[test]
     fn failure_limit_three_aborts_on_the_fourth_failure() {
         let d = tiny(vec![Some(11.0), Some(11.0), Some(10.0), Some(11.0), Some(11.0), Some(10.0)]);
-        assert_eq!(ArgoJudge { failure_limit: 3 }.decide(&d), (Decision::Rollback, Some(300)));
+        assert_eq!(ArgoJudge { failure_limit: 3 }.decide(&d), (ReplayDecision::Rollback, Some(300)));
         let d = tiny(vec![Some(11.0), Some(11.0), Some(10.0), Some(11.0), Some(10.0), Some(10.0)]);
-        assert_eq!(ArgoJudge { failure_limit: 3 }.decide(&d), (Decision::Promote, Some(360)));
+        assert_eq!(ArgoJudge { failure_limit: 3 }.decide(&d), (ReplayDecision::Promote, Some(360)));
     }
 
     #[test]
     fn the_fifth_consecutive_error_aborts_and_a_value_resets_the_count() {
         let d = tiny(vec![None, None, None, None, None, Some(10.0)]);
-        assert_eq!(ArgoJudge { failure_limit: 0 }.decide(&d), (Decision::Rollback, Some(300)));
+        assert_eq!(ArgoJudge { failure_limit: 0 }.decide(&d), (ReplayDecision::Rollback, Some(300)));
         let d = tiny(vec![None, None, None, None, Some(10.0), None, Some(10.0)]);
-        assert_eq!(ArgoJudge { failure_limit: 0 }.decide(&d), (Decision::Promote, Some(420)));
+        assert_eq!(ArgoJudge { failure_limit: 0 }.decide(&d), (ReplayDecision::Promote, Some(420)));
     }
 }

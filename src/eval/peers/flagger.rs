@@ -5,7 +5,7 @@
 //! 5 passing checks (step weight 10 up to max weight 50) the canary is promoted.
 
 use super::{measure, points_per_minute};
-use crate::eval::{Decision, EvalJudge};
+use crate::eval::{EvalJudge, ReplayDecision};
 use crate::signals::ScenarioData;
 
 const CHECKS_TO_PROMOTE: usize = 5;
@@ -25,7 +25,7 @@ impl EvalJudge for FlaggerJudge {
         }
     }
 
-    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+    fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {
         let step = data.step_s as usize;
         let m = points_per_minute(data.step_s);
         let total = data.duration_s as usize / step;
@@ -35,12 +35,12 @@ impl EvalJudge for FlaggerJudge {
         while end <= total {
             let at = Some((end * step) as u64);
             if failed_checks >= self.threshold {
-                return (Decision::Rollback, at);
+                return (ReplayDecision::Rollback, at);
             }
             if measure(data, end).iter().all(|r| *r == Some(true)) {
                 passed += 1;
                 if passed >= CHECKS_TO_PROMOTE {
-                    return (Decision::Promote, at);
+                    return (ReplayDecision::Promote, at);
                 }
             } else {
                 failed_checks += 1;
@@ -48,9 +48,9 @@ impl EvalJudge for FlaggerJudge {
             end += m;
         }
         if failed_checks >= self.threshold {
-            return (Decision::Rollback, Some(data.duration_s));
+            return (ReplayDecision::Rollback, Some(data.duration_s));
         }
-        (Decision::Inconclusive, None)
+        (ReplayDecision::Inconclusive, None)
     }
 }
 
@@ -63,13 +63,13 @@ mod tests {
     #[test]
     fn promotes_after_five_passing_checks_skipping_the_first_tick() {
         let d = tiny(vec![Some(99.0), Some(10.0), Some(10.0), Some(10.0), Some(10.0), Some(10.0), Some(10.0)]);
-        assert_eq!(FlaggerJudge { threshold: 1 }.decide(&d), (Decision::Promote, Some(360)));
+        assert_eq!(FlaggerJudge { threshold: 1 }.decide(&d), (ReplayDecision::Promote, Some(360)));
     }
 
     #[test]
     fn rolls_back_at_the_tick_after_the_threshold_is_reached() {
         let d = tiny(vec![Some(10.0), Some(10.0), Some(11.0), Some(10.0), Some(10.0)]);
-        assert_eq!(FlaggerJudge { threshold: 1 }.decide(&d), (Decision::Rollback, Some(240)));
+        assert_eq!(FlaggerJudge { threshold: 1 }.decide(&d), (ReplayDecision::Rollback, Some(240)));
     }
 
     #[test]
@@ -79,7 +79,7 @@ mod tests {
         // Checks at 120..540 s: failed at 120, 240, 360 and 480 s (no data or above 10),
         // passed at the other four. Threshold 5 is never reached and four passes do not
         // promote; threshold 4 is reached at 480 s and rolls back at the next tick.
-        assert_eq!(FlaggerJudge { threshold: 5 }.decide(&d), (Decision::Inconclusive, None));
-        assert_eq!(FlaggerJudge { threshold: 4 }.decide(&d), (Decision::Rollback, Some(540)));
+        assert_eq!(FlaggerJudge { threshold: 5 }.decide(&d), (ReplayDecision::Inconclusive, None));
+        assert_eq!(FlaggerJudge { threshold: 4 }.decide(&d), (ReplayDecision::Rollback, Some(540)));
     }
 }

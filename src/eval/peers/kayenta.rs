@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::mannwhitney::shift_interval;
-use crate::eval::{Decision, EvalJudge};
+use crate::eval::{EvalJudge, ReplayDecision};
 use crate::signals::{BadDirection, ScenarioData};
 
 const CONFIDENCE: f64 = 0.98;
@@ -98,7 +98,7 @@ impl EvalJudge for KayentaJudge {
         "kayenta"
     }
 
-    fn decide(&self, data: &ScenarioData) -> (Decision, Option<u64>) {
+    fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {
         let step = u64::from(data.step_s);
         let steps = data.duration_s / step;
         for k in 1..=JUDGEMENTS {
@@ -115,13 +115,17 @@ impl EvalJudge for KayentaJudge {
                 .collect();
             let s = score(&classes);
             if s <= MARGINAL {
-                return (Decision::Rollback, Some(at));
+                return (ReplayDecision::Rollback, Some(at));
             }
             if k == JUDGEMENTS {
-                return if s >= PASS { (Decision::Promote, Some(at)) } else { (Decision::Rollback, Some(at)) };
+                return if s >= PASS {
+                    (ReplayDecision::Promote, Some(at))
+                } else {
+                    (ReplayDecision::Rollback, Some(at))
+                };
             }
         }
-        (Decision::Inconclusive, None)
+        (ReplayDecision::Inconclusive, None)
     }
 }
 
