@@ -10,7 +10,8 @@
 use crate::config::Settings;
 use crate::error::chain;
 use crate::policy::{PolicyFile, RunMode};
-use crate::release::{PreparedRelease, release_id};
+use crate::release::release_id;
+use crate::run::prepare::PreparedRelease;
 
 /// How one check ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +106,12 @@ async fn slack(settings: &Settings) -> CheckLine {
     CheckLine::new("slack", status)
 }
 
-async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::config::ReleaseConfig) -> Vec<CheckLine> {
+async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::release::ReleaseConfig) -> Vec<CheckLine> {
     let name = |what: &str| format!("release {}: {what}", cfg.name);
     let id = release_id(cfg);
     // Built as an acting run would build it: secrets are read, executors made.
-    let prepared = match PreparedRelease::prepare(cfg, settings.declared_targets().into(), id, RunMode::Act) {
+    let clock = std::sync::Arc::new(crate::clock::SystemClock);
+    let prepared = match PreparedRelease::prepare(cfg, settings.declared_targets().into(), id, RunMode::Act, clock) {
         Ok(p) => p,
         Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
     };

@@ -2,34 +2,60 @@
 //! inside guardrails written in code, and records every decision in a
 //! hash-chained audit ledger.
 //!
-//! The loop (see `README.md`): [`signals`] → [`judge`] → [`policy`] →
-//! [`executor`], with every step written to the [`ledger`] by the
-//! [`orchestrator`], the only place that runs an action.
+//! The loop: [`signals`] → [`judge`] (→ [`assessor`], optional) → [`policy`]
+//! → [`executor`], every step written to the [`ledger`] by the
+//! [`orchestrator`], the only place that runs an action; [`run`] turns
+//! configuration into running releases for the front ends.
+//!
+//! **The layers.** The modules below are declared bottom up, and that order
+//! is the architecture: a module may use only modules declared *above* its
+//! own line. Nothing imports upward and no two modules import each other —
+//! `tests/suite/layers.rs` reads this file and every module's imports and
+//! fails on any that runs up.
 
-pub mod bench;
-pub mod calibrate;
-pub mod check;
+// Leaves: nothing else of the crate.
 pub mod clock;
-pub mod config;
 pub mod digest;
 pub mod error;
-pub mod eval;
-pub mod executor;
 pub mod field;
-pub mod judge;
 pub mod k8s;
-pub mod ledger;
-pub mod logs;
-pub mod model;
-pub mod orchestrator;
-pub mod policy;
-pub mod release;
-pub mod report;
-pub mod run;
 pub mod secret;
-pub mod serve;
-pub mod signals;
-pub mod slack;
 pub mod telemetry;
+
+// What the watched systems say: metrics, events, logs.
+pub mod signals;
+pub mod logs;
+
+// Judgement: statistics, learned tolerances, policy's rules, the model's advice.
+pub mod judge;
+pub mod calibrate;
+pub mod policy;
+pub mod assessor;
+
+// What may change a system.
+pub mod executor;
+
+// The record: a release as configured and persisted, and the ledger.
+pub mod release;
+pub mod ledger;
+
+// The configuration file.
+pub mod config;
+
+// The loop.
+pub mod orchestrator;
+
+// Reading releases back: replays and reports.
+pub mod eval;
+pub mod report;
+
+// The service every front end runs on.
+pub mod run;
+
+// Front ends.
+pub mod serve;
+pub mod slack;
+pub mod bench;
+pub mod check;
 
 pub use run::Error;

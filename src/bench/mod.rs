@@ -105,10 +105,10 @@ pub fn judge_tick(metrics: usize, samples: usize, iterations: u32, kind: crate::
 pub async fn ledger_appends(url: &str, count: u32, writers: u32) -> Result<BenchRow, LedgerError> {
     let ledger = std::sync::Arc::new(Ledger::open(url).await?);
     let record = Record::ReleaseFinished(ReleaseFinished {
-        status: crate::orchestrator::ReleaseStatus::Interrupted,
+        status: crate::release::ReleaseStatus::Interrupted,
         ticks: 1,
         decided_at_s: 10,
-        model_usage: crate::model::Usage::default(),
+        model_usage: crate::assessor::Usage::default(),
     });
     let writers = writers.max(1);
     let start = Instant::now();

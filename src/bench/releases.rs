@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{ReleaseConfig, Settings};
+use crate::config::Settings;
 use crate::executor::ExecutorConfig;
 use crate::judge::judge;
 use crate::orchestrator::{Observer, TickReport};
 use crate::policy::{History, ModelInput, PolicyFile, PolicyInput, ReleaseFacts, RunMode, evaluate};
-use crate::run::{Service, ServiceError};
+use crate::release::ReleaseConfig;
+use crate::run::{Runtime, RuntimeError};
 use crate::signals::SourceConfig;
 use crate::signals::simulator::{SimConfig, Simulator};
 
@@ -230,28 +231,28 @@ pub async fn service_releases(
     tick: Duration,
     policy: &PolicyFile,
     ledger_url: &str,
-) -> Result<ReleasesReport, ServiceError> {
+) -> Result<ReleasesReport, RuntimeError> {
     let settings = Settings { releases: (0..n).map(bench_release).collect(), ..Settings::default() };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let service = Service::open(settings, policy.clone(), ledger_url, stop_rx).await?;
+    let runtime = Runtime::open(settings, policy.clone(), ledger_url, stop_rx).await?;
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let lat = latencies.clone();
-    service.ledger.observe_appends(Box::new(move |d| {
+    runtime.ledger.observe_appends(Box::new(move |d| {
         if let Ok(mut v) = lat.lock() {
             v.push(d.as_micros() as u64);
         }
     }));
-    let prepared = service
+    let prepared = runtime
         .settings
         .releases
         .iter()
-        .map(|cfg| service.prepare(cfg, RunMode::Act, 0))
+        .map(|cfg| runtime.prepare(cfg, RunMode::Act, 0))
         .collect::<Result<Vec<_>, _>>()?;
     let (counters, done, stop) = (Counters::default(), Arc::new(AtomicU64::new(0)), Arc::new(stop_tx));
     let meter = Meter::start();
     let mut tasks = Vec::with_capacity(n);
     for (i, p) in prepared.into_iter().enumerate() {
-        let service = service.clone();
+        let runtime = runtime.clone();
         let mut observer = BenchObserver {
             ticks,
             seen: 0,
@@ -264,7 +265,7 @@ pub async fn service_releases(
         let offset = tick.mul_f64(i as f64 / n.max(1) as f64);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
-            service.run(&p.release, Some(tick), &mut observer, None).await.map(|_| ())
+            runtime.run(&p.release, Some(tick), &mut observer, None).await.map(|_| ())
         }));
     }
     let mut failures = 0;

@@ -11,11 +11,12 @@ use backstop::config::Settings;
 use backstop::orchestrator::human::AnswerReply;
 use backstop::policy::approval::Ruling;
 use backstop::run::agent::Agent;
-use backstop::run::{Service, exit, stop_on_signals};
-use backstop::serve::api::{ApiState, ReasonBody, router};
+use backstop::run::{Runtime, exit, stop_on_signals};
+use backstop::serve::api::ReasonBody;
 use backstop::serve::auth::Authenticator;
 use backstop::serve::guard::{OriginPolicy, guarded};
 use backstop::serve::listen;
+use backstop::serve::{ApiState, agent_router};
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -54,14 +55,14 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let stop = stop_on_signals();
-    let service = Service::open(settings.clone(), policy, &url, stop.clone()).await.map_err(service_failure)?;
-    let agent = Agent::new(service, a.pace_ms.map(Duration::from_millis), backstop::policy::RunMode::Act);
+    let runtime = Runtime::open(settings.clone(), policy, &url, stop.clone()).await.map_err(runtime_failure)?;
+    let agent = Agent::new(runtime, a.pace_ms.map(Duration::from_millis), backstop::policy::RunMode::Act);
     agent.start_configured().map_err(|e| Failure::usage(super::chain(&e)))?;
     // Registered releases this agent (before a restart) or another one recorded, not yet finished.
     agent.sync().await.map_err(|e| Failure::backend(&e))?;
     agent.keep_synced();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut app = router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
+    let mut app = agent_router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
     if let Some(routes) = start_slack(settings, &agent, &stop)? {
         app = app.merge(routes);
     }
@@ -108,7 +109,7 @@ fn start_slack(
     }
 }
 
-pub fn service_failure(e: backstop::run::ServiceError) -> Failure {
+pub fn runtime_failure(e: backstop::run::RuntimeError) -> Failure {
     let code = match (e.is_tampering(), e.is_usage()) {
         (true, _) => exit::TAMPERED,
         (false, true) => exit::USAGE,

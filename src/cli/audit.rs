@@ -201,7 +201,7 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Resolve { plan_id, done, not_done: _, identity, reason } => {
-            resolve(&ledger, settings, plan_id, done, identity, reason).await
+            resolve(&ledger, plan_id, done, identity, reason).await
         }
     }
 }
@@ -257,14 +257,7 @@ async fn verify(ledger: &Ledger, checkpoint: Option<Checkpoint>) -> CliResult {
     Ok(ExitCode::from(EXIT_TAMPERED))
 }
 
-async fn resolve(
-    ledger: &Ledger,
-    settings: &backstop::config::Settings,
-    plan_id: String,
-    done: bool,
-    identity: String,
-    reason: String,
-) -> CliResult {
+async fn resolve(ledger: &Ledger, plan_id: String, done: bool, identity: String, reason: String) -> CliResult {
     let open = find_open(ledger, &plan_id).await?;
     let actor = Actor::Human { channel: "cli".into(), identity };
     let actor_text = actor.to_string();
@@ -273,7 +266,7 @@ async fn resolve(
         plan_id: plan_id.clone(),
         result: ActionResult::ResolvedByHuman { done, reason },
     });
-    let at = settings.agent_context().clock.now_ms();
+    let at = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
     let receipt = ledger.append(&open.release_id, &actor, at, record).await.map_err(failed)?;
     out(&format!(
         "plan {plan_id} resolved as {} by {actor_text} (record {})",

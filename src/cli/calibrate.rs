@@ -18,7 +18,7 @@ pub enum Format {
 
 #[derive(Args)]
 pub struct CalibrateArgs {
-    /// Service whose past releases are replayed (scenarios of other services are skipped).
+    /// Runtime whose past releases are replayed (scenarios of other services are skipped).
     #[arg(long)]
     service: String,
     /// Recorded scenario files or folders of its past releases (truth `bad = false` are learned

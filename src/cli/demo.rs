@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::agent::service_failure;
+use super::agent::runtime_failure;
 use super::display::LiveDisplay;
 use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
-use backstop::config::ReleaseConfig;
 use backstop::executor::ExecutorConfig;
 use backstop::judge::MetricStatus;
-use backstop::orchestrator::ReleaseStatus;
 use backstop::policy::RunMode;
-use backstop::run::{Service, stop_on_signals};
+use backstop::release::ReleaseConfig;
+use backstop::release::ReleaseStatus;
+use backstop::run::{Runtime, stop_on_signals};
 use backstop::signals::SourceConfig;
 use backstop::signals::simulator::{FaultKind, FaultSpec, ModelSim, SimConfig, Warmup};
 
@@ -108,12 +108,12 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     let sim_cfg = scenario_config(a.scenario, a.seed);
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
-    let stamp = settings.agent_context().clock.now_ms() / 1000;
+    let stamp = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
     let scenario = a.scenario.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
     let cfg = demo_release(&scenario, &sim_cfg, stamp);
     let demo_settings = backstop::config::Settings { releases: vec![cfg.clone()], ..settings.clone() };
-    let service = Service::open(demo_settings, policy, &url, stop_on_signals()).await.map_err(service_failure)?;
-    let prepared = service.prepare(&cfg, RunMode::Act, stamp).map_err(service_failure)?;
+    let runtime = Runtime::open(demo_settings, policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
+    let prepared = runtime.prepare(&cfg, RunMode::Act, stamp).map_err(runtime_failure)?;
     out(&format!(
         "backstop demo: scenario `{}` (seed {}): {} canary v42 at {:.0}% of {:.0} rps, {}-minute window, a tick every {}s of release time ({} ms real)",
         scenario,
@@ -125,11 +125,11 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         sim_cfg.step_s,
         a.tick_ms
     ));
-    let ledger_shown = service.ledger.url().to_string();
+    let ledger_shown = runtime.ledger.url().to_string();
     out(&format!("ledger: {ledger_shown}"));
     let mut display = LiveDisplay::new(sim_cfg.duration_s, a.flags.plain);
     let pace = Some(Duration::from_millis(a.tick_ms));
-    let outcome = service.run(&prepared.release, pace, &mut display, None).await.map_err(failed)?;
+    let outcome = runtime.run(&prepared.release, pace, &mut display, None).await.map_err(failed)?;
     display.finish();
 
     out("");

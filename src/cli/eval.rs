@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure, load_policy, out};
-use backstop::eval::{JUDGE_NAMES, ModelJudge, evaluate, judge_by_name, load_corpus, render_table};
+use backstop::eval::{AssessorJudge, JUDGE_NAMES, evaluate, judge_by_name, load_corpus, render_table};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -50,7 +50,7 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
     for n in &names {
         if n == "backstop+model" {
             match settings.assessor().map_err(Failure::usage)? {
-                Some(assessor) => judges.push(Box::new(ModelJudge { policy: policy.clone(), assessor })),
+                Some(assessor) => judges.push(Box::new(AssessorJudge { policy: policy.clone(), assessor })),
                 None => {
                     let _ = std::io::Write::write_fmt(
                         &mut std::io::stderr(),

@@ -103,7 +103,8 @@ pub fn policy(cmd: PolicyCommand, settings: &backstop::config::Settings) -> CliR
         PolicyCommand::Check { file } => {
             let p = backstop::policy::PolicyFile::load(&file).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
             for r in &settings.releases {
-                let built = backstop::signals::build_source(&r.source).map_err(Failure::usage)?;
+                // Built only for its metric list: no release starts, so its start time is moot.
+                let built = backstop::signals::build_source(&r.source, 0.0).map_err(Failure::usage)?;
                 p.check_guards(&r.service, &built.metrics).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
             }
             out(&format!(

@@ -1,17 +1,17 @@
 //! Running configured releases from the command line: the flags `watch`,
-//! `advise` and `serve` share, and one call into [`backstop::run::Service`].
+//! `advise` and `serve` share, and one call into [`backstop::run::Runtime`].
 
 use std::time::Duration;
 
 use clap::Args;
 
-use super::agent::service_failure;
+use super::agent::runtime_failure;
 use super::{Failure, RunFlags, ledger_url, load_policy};
 use backstop::config::Settings;
 use backstop::orchestrator::{Observer, RunOutcome};
 use backstop::policy::RunMode;
-use backstop::release::PreparedRelease;
-use backstop::run::{Service, exit, stop_on_signals};
+use backstop::run::prepare::PreparedRelease;
+use backstop::run::{Runtime, exit, stop_on_signals};
 
 /// Flags shared by `watch` and `advise`.
 #[derive(Args)]
@@ -40,15 +40,15 @@ pub async fn run_all(
 ) -> Result<Vec<Ran>, Failure> {
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
-    let service = Service::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(service_failure)?;
-    let started_ms = service.agent.clock.now_ms();
-    let chosen = service.select(&a.releases).map_err(service_failure)?;
+    let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
+    let started_ms = runtime.agent.clock.now_ms();
+    let chosen = runtime.select(&a.releases).map_err(runtime_failure)?;
     let prepared = chosen
         .iter()
-        .map(|cfg| service.prepare(cfg, mode, started_ms))
+        .map(|cfg| runtime.prepare(cfg, mode, started_ms))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(service_failure)?;
-    let results = service.run_all(&prepared, a.pace_ms.map(Duration::from_millis), observer).await;
+        .map_err(runtime_failure)?;
+    let results = runtime.run_all(&prepared, a.pace_ms.map(Duration::from_millis), observer).await;
     let mut ran = Vec::new();
     for (p, r) in prepared.into_iter().zip(results) {
         let outcome = r.map_err(|e| Failure {

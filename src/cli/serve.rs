@@ -7,13 +7,13 @@ use clap::Args;
 
 use std::time::Duration;
 
-use super::agent::service_failure;
+use super::agent::runtime_failure;
 use super::runs::RunArgs;
 use super::{CliResult, Failure, ledger_url, load_policy, out};
 use backstop::config::Settings;
 use backstop::policy::RunMode;
 use backstop::run::agent::Agent;
-use backstop::run::{Service, stop_on_signals};
+use backstop::run::{Runtime, stop_on_signals};
 use backstop::serve::guard::{OriginPolicy, guarded};
 use backstop::serve::listen::{self, with_token};
 use backstop::serve::{GateState, router};
@@ -56,10 +56,10 @@ pub async fn serve(a: ServeArgs, settings: &Settings) -> CliResult {
     let policy = load_policy(a.run.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.run.flags.ledger.as_deref(), settings);
     let mut stop = stop_on_signals();
-    let service = Service::open(settings.clone(), policy, &url, stop.clone()).await.map_err(service_failure)?;
-    let chosen = service.select(&a.run.releases).map_err(service_failure)?;
+    let runtime = Runtime::open(settings.clone(), policy, &url, stop.clone()).await.map_err(runtime_failure)?;
+    let chosen = runtime.select(&a.run.releases).map_err(runtime_failure)?;
     // Advisory: the engine moves traffic; an agent that never acts keeps the gate's answers.
-    let agent = Agent::new(service, a.run.pace_ms.map(Duration::from_millis), RunMode::Advise);
+    let agent = Agent::new(runtime, a.run.pace_ms.map(Duration::from_millis), RunMode::Advise);
     agent.start(chosen).map_err(|e| Failure::usage(super::chain(&e)))?;
     let app = with_token(router(GateState { board: agent.gates.clone(), agent: Some(agent.clone()) }), token.clone());
     let loopback_only = token.is_none() && addr.ip().is_loopback();

@@ -1,7 +1,7 @@
 //! `backstop eval`: replay scenarios through judges and score them exactly as
 //! `shared/scenarios/FORMAT.md` describes.
 
-mod model;
+mod assessor;
 pub mod peers;
 mod report;
 
@@ -14,7 +14,7 @@ use crate::judge::GuardNote;
 pub use crate::judge::replay::{Replay, ReplayDecision, replay_with};
 use crate::policy::PolicyFile;
 use crate::signals::{Scenario, ScenarioData, ScenarioError, load_scenarios};
-pub use model::ModelJudge;
+pub use assessor::AssessorJudge;
 pub use report::{Summary, render_table, summarise};
 
 /// A judge `eval` can run.

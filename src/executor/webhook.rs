@@ -54,8 +54,9 @@ pub struct WebhookExecutor {
     target: String,
     from_revision: String,
     cfg: WebhookConfig,
-    /// `None` for a planner built by `advise`, which never reads the secret.
-    secret: Option<Vec<u8>>,
+    /// The signing secret and the clock its timestamps come from; `None` for
+    /// a planner built by `advise`, which never reads the secret.
+    signer: Option<(Vec<u8>, std::sync::Arc<dyn crate::clock::Clock>)>,
     http: reqwest::Client,
 }
 
@@ -97,11 +98,13 @@ pub fn signed_parts(url: &str) -> Option<(String, String)> {
 }
 
 impl WebhookExecutor {
-    /// Reads the secret from the environment now, so a missing one fails at start.
+    /// Reads the secret from the environment now, so a missing one fails at
+    /// start; signatures are stamped by `clock`.
     pub fn new(
         target: impl Into<String>,
         from_revision: impl Into<String>,
         cfg: WebhookConfig,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Result<Self, ExecutorError> {
         let target = target.into();
         let secret = crate::secret::from_env(&cfg.secret_env).map_err(|_| ExecutorError::Failed {
@@ -109,7 +112,7 @@ impl WebhookExecutor {
             reason: format!("webhook secret variable `{}` is not set", cfg.secret_env),
         })?;
         let mut e = Self::planner(target, from_revision, cfg)?;
-        e.secret = Some(secret.into_bytes());
+        e.signer = Some((secret.into_bytes(), clock));
         Ok(e)
     }
 
@@ -126,7 +129,7 @@ impl WebhookExecutor {
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: e.to_string() })?;
-        Ok(Self { target, from_revision: from_revision.into(), cfg, secret: None, http })
+        Ok(Self { target, from_revision: from_revision.into(), cfg, signer: None, http })
     }
 
     fn fail(&self, reason: String) -> ExecutorError {
@@ -195,7 +198,7 @@ impl Planner for WebhookExecutor {
 #[async_trait]
 impl Executor for WebhookExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
-        let secret = self.secret.as_deref().ok_or_else(|| self.fail("built to plan only: no secret".into()))?;
+        let (secret, clock) = self.signer.as_ref().ok_or_else(|| self.fail("built to plan only: no secret".into()))?;
         let body = serde_json::to_vec(&serde_json::json!({
             "action": plan.kind, "target": plan.target, "to_revision": plan.to_revision,
             "from_revision": self.from_revision, "plan_id": plan.id, "at_s": plan.at_s, "steps": plan.steps,
@@ -209,7 +212,7 @@ impl Executor for WebhookExecutor {
                 let jitter = u64::from(plan.id.as_bytes().first().copied().unwrap_or(0)) % 100;
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)) + jitter)).await;
             }
-            let ts = crate::clock::Clock::now_ms(&crate::clock::SystemClock) / 1000;
+            let ts = clock.now_ms() / 1000;
             let (authority, path) = signed_parts(&self.cfg.url).ok_or_else(|| self.fail("url has no host".into()))?;
             let request = Signed { method: "POST", authority: &authority, path: &path };
             let signature = sign(secret, ts, request, &body).ok_or_else(|| self.fail("cannot sign".into()))?;

@@ -82,7 +82,7 @@ pub struct LeaseStep {
 }
 
 fn observer(row: &LeaseRow) -> LeaseRole {
-    LeaseRole::Observer { holder: row.holder.clone(), token: row.token }
+    LeaseRole::Follower { holder: row.holder.clone(), token: row.token }
 }
 
 /// Decide `op` against the current row at `now_ms`.
@@ -118,7 +118,7 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
         (LeaseOp::Fence { .. }, None) => LeaseStep {
             write: None,
             event: None,
-            role: LeaseRole::Observer { holder: String::new(), token: 0 },
+            role: LeaseRole::Follower { holder: String::new(), token: 0 },
             refuse: true,
         },
         (LeaseOp::Release { holder, .. }, Some(row)) if &row.holder == holder => LeaseStep {
@@ -132,7 +132,7 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
         (LeaseOp::Renew { .. } | LeaseOp::Release { .. }, None) => LeaseStep {
             write: None,
             event: None,
-            role: LeaseRole::Observer { holder: String::new(), token: 0 },
+            role: LeaseRole::Follower { holder: String::new(), token: 0 },
             refuse: false,
         },
     }
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn a_live_lease_is_not_taken_and_a_lapsed_one_is_taken_with_a_larger_token() {
         let live = row("a", 4, 2000);
-        assert_eq!(apply(&claim("b"), Some(&live), 1999).role, LeaseRole::Observer { holder: "a".into(), token: 4 });
+        assert_eq!(apply(&claim("b"), Some(&live), 1999).role, LeaseRole::Follower { holder: "a".into(), token: 4 });
         let s = apply(&claim("b"), Some(&live), 2000);
         assert_eq!(s.role, LeaseRole::Holder { token: 5 });
         assert_eq!(s.event, Some(LeaseEvent::TakenOver { from: "a".into() }));

@@ -175,7 +175,7 @@ pub struct Ledger {
     url: String,
     jobs: mpsc::Sender<writer::Job>,
     /// Told how long each committed append took (a service's metrics).
-    on_append: std::sync::OnceLock<AppendObserver>,
+    on_append: std::sync::OnceLock<AppendLatency>,
     /// The newest record this handle appended (an anchor for the next start).
     newest: std::sync::Mutex<Option<Checkpoint>>,
     /// The hash of the ledger's first record, when this handle wrote it.
@@ -183,7 +183,7 @@ pub struct Ledger {
 }
 
 /// Receives the end-to-end latency of each committed append.
-pub type AppendObserver = Box<dyn Fn(Duration) + Send + Sync>;
+pub type AppendLatency = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// `sqlite://` URL for a file path, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
@@ -276,7 +276,7 @@ impl Ledger {
     }
 
     /// Report every committed append's latency to `f` (set once; later calls are ignored).
-    pub fn observe_appends(&self, f: AppendObserver) {
+    pub fn observe_appends(&self, f: AppendLatency) {
         let _ = self.on_append.set(f);
     }
 
@@ -387,7 +387,7 @@ impl Ledger {
             (false, Some(r)) => Ok(ExecutionPermit::issued_by_ledger(&plan.id, r.seq)),
             (_, _) => {
                 let (holder, token) = match done.role {
-                    Some(LeaseRole::Observer { holder, token }) => (holder, token),
+                    Some(LeaseRole::Follower { holder, token }) => (holder, token),
                     _ => (String::new(), 0),
                 };
                 Err(LedgerError::Fenced { target: plan.target.clone(), holder, token })

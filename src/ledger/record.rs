@@ -12,12 +12,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::assessor::{Consultation, ToolCallRecord, Usage};
 use crate::executor::ActionPlan;
 use crate::judge::JudgeResult;
-use crate::model::{Consultation, ToolCallRecord, Usage};
-use crate::orchestrator::ReleaseStatus;
 use crate::policy::approval::{Answer, PendingApproval, Ruling};
 use crate::policy::{Decision, ModelInput, ReleaseFacts, RuleHit, RunMode};
+use crate::release::ReleaseStatus;
 
 use super::chain::StoredRecord;
 
@@ -315,8 +315,10 @@ pub enum LeaseRole {
         /// Fencing token; only grows per target.
         token: i64,
     },
-    /// Another agent holds it: judge, never act.
-    Observer {
+    /// Another agent holds it: judge, never act. (Spelled `observer` in
+    /// records written before the rename, read through the alias.)
+    #[serde(alias = "observer")]
+    Follower {
         /// The holder's instance id.
         holder: String,
         /// The holder's token.
@@ -551,7 +553,7 @@ pub struct OperatorRecord {
     /// For `register`: the release as registered (with the declared target's
     /// executor), so every agent on the ledger can run it and a restarted one resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release: Option<Box<crate::config::ReleaseConfig>>,
+    pub release: Option<Box<crate::release::ReleaseConfig>>,
 }
 
 /// What a person asked for on the chat channel.

@@ -106,7 +106,7 @@ impl ReleaseRun<'_> {
             Ok(p) => p,
             Err(LedgerError::Fenced { holder, token, .. }) => {
                 warn!(%holder, token, "Intent refused: another agent took the target's lease; following it.");
-                st.role = Some(LeaseRole::Observer { holder, token });
+                st.role = Some(LeaseRole::Follower { holder, token });
                 return Ok(None);
             }
             Err(e) => return Err(e),

@@ -18,10 +18,10 @@ pub mod step;
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::assessor::{Assessor, Consultation, Deliberation, Usage};
 use crate::clock::Clock;
 use crate::digest::digest;
 use crate::executor::{ActionPlan, Guarded, Planner};
@@ -30,10 +30,9 @@ use crate::ledger::{
     ActionResult, Actor, Append, ApprovalOps, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished,
     ReleasePaused, ReleaseStarted, TickRecord,
 };
-use crate::model::{Assessor, Consultation, Deliberation, Usage};
 use crate::policy::approval::Closure;
 use crate::policy::{
-    Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, Proposal, ReleaseFacts, RunMode, evaluate,
+    Decision, History, ModelInput, PolicyFile, PolicyInput, PolicyOutcome, ReleaseFacts, RunMode, evaluate,
 };
 use crate::signals::{Observation, SignalSource};
 use crate::telemetry;
@@ -81,100 +80,7 @@ impl Actuation {
     }
 }
 
-/// How a release ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum ReleaseStatus {
-    /// Promoted and verified.
-    Promoted,
-    /// Rolled back and verified.
-    RolledBack,
-    /// Held for a human: the action ran but the system does not show it
-    /// took effect. Nothing is retried; the target's state needs a look.
-    ActionNotVerified {
-        /// Which action.
-        action: crate::executor::ActionKind,
-        /// What was read back.
-        observed: String,
-    },
-    /// Held for a human: the action failed (the ledger holds the error), so
-    /// the target may be in either state. Nothing is retried.
-    ActionFailed {
-        /// Which action.
-        action: crate::executor::ActionKind,
-        /// Error text.
-        error: String,
-    },
-    /// Held for a human: an earlier run recorded the intent to act and then
-    /// stopped (a crash) before recording what happened, and the target does
-    /// not show the action done (or the executor cannot tell). Never retried.
-    ActionUnresolved {
-        /// Which action.
-        action: crate::executor::ActionKind,
-        /// The intent's plan id (`backstop audit resolve` takes it).
-        plan_id: String,
-        /// What the target shows now.
-        observed: String,
-    },
-    /// Advisory run: this is what would have been done.
-    Recommended {
-        /// The decision.
-        decision: Decision,
-        /// The exact plan, when the decision acts.
-        plan: Option<ActionPlan>,
-    },
-    /// A human must approve.
-    AwaitingApproval {
-        /// Why.
-        reason: String,
-        /// What would happen on approval.
-        proposed: Proposal,
-    },
-    /// Held for a human.
-    Held {
-        /// Why.
-        reason: String,
-    },
-    /// Policy refused.
-    Denied {
-        /// Why.
-        reason: String,
-    },
-    /// Stopped by a signal between ticks; no action was left half done. The
-    /// release continues when it is run again.
-    Interrupted,
-    /// An operator ended the release; nothing was done to the target.
-    Aborted {
-        /// Who, and why.
-        reason: String,
-    },
-}
-
-impl ReleaseStatus {
-    /// Whether the release is over. `Interrupted` continues when run again;
-    /// `ActionUnresolved` is checked again at each run (the target may show
-    /// the action done by now, or a human may have resolved it).
-    pub fn is_final(&self) -> bool {
-        !matches!(self, ReleaseStatus::Interrupted | ReleaseStatus::ActionUnresolved { .. })
-    }
-
-    /// The stored tag, for one-line listings.
-    pub fn label(&self) -> &'static str {
-        match self {
-            ReleaseStatus::Promoted => "promoted",
-            ReleaseStatus::RolledBack => "rolled_back",
-            ReleaseStatus::ActionNotVerified { .. } => "action_not_verified",
-            ReleaseStatus::ActionFailed { .. } => "action_failed",
-            ReleaseStatus::ActionUnresolved { .. } => "action_unresolved",
-            ReleaseStatus::Recommended { .. } => "recommended",
-            ReleaseStatus::AwaitingApproval { .. } => "awaiting_approval",
-            ReleaseStatus::Held { .. } => "held",
-            ReleaseStatus::Denied { .. } => "denied",
-            ReleaseStatus::Interrupted => "interrupted",
-            ReleaseStatus::Aborted { .. } => "aborted",
-        }
-    }
-}
+pub use crate::release::ReleaseStatus;
 
 /// One tick, as shown to a live display.
 pub struct TickReport<'a> {
@@ -271,6 +177,15 @@ pub struct AgentContext {
 }
 
 impl AgentContext {
+    /// This process as configured (`[agent]`), on `clock`.
+    pub fn new(settings: &crate::config::AgentSettings, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            instance: settings.instance_id.clone().unwrap_or_else(Self::default_instance),
+            lease_ms: (settings.lease_s * 1000.0) as i64,
+            clock,
+        }
+    }
+
     /// The actor this agent writes as.
     pub fn actor(&self) -> Actor {
         Actor::agent(&self.instance)
@@ -293,7 +208,7 @@ pub struct ReleaseRun<'a> {
     /// What the target's lease is named by: the resource the executor
     /// changes where it is known (so agents whose configurations call one
     /// HAProxy backend by different target names still exclude each other),
-    /// else the target. See [`crate::release::PreparedRelease::lease`].
+    /// else the target. See [`crate::run::prepare::PreparedRelease::lease`].
     pub lease: String,
     /// Seconds of release time between ticks.
     pub tick_s: u64,
@@ -581,7 +496,7 @@ impl ReleaseRun<'_> {
             (Some(LeaseRole::Holder { .. }), Actuation::Live(executor)) if !st.recovered => {
                 Ok(self.on_acquire(executor, st).await.transpose())
             }
-            (Some(LeaseRole::Observer { .. }), _) => {
+            (Some(LeaseRole::Follower { .. }), _) => {
                 st.recovered = false;
                 let done = self.ledger.finished(&self.facts.release_id).await?.filter(|d| d.status.is_final());
                 Ok(done.map(|d| Ok(self.recorded(d, Conclusion::OtherAgent))))
@@ -624,7 +539,7 @@ impl ReleaseRun<'_> {
     /// so a replay at full speed does not spin while another agent acts.
     fn pace_for(&self, role: Option<&LeaseRole>) -> Duration {
         match role {
-            Some(LeaseRole::Observer { .. }) => {
+            Some(LeaseRole::Follower { .. }) => {
                 self.pace.max(Duration::from_millis((self.agent.lease_ms / 4).max(20) as u64))
             }
             _ => self.pace,

@@ -60,7 +60,7 @@ pub const WINDOW_ENDED_UNDECIDED: &str = "the analysis window ended without a de
 
 /// The next move in situation `s`.
 pub fn what_now(s: Situation<'_>) -> Next {
-    let follower = s.mode == RunMode::Act && matches!(s.role, Some(LeaseRole::Observer { .. }));
+    let follower = s.mode == RunMode::Act && matches!(s.role, Some(LeaseRole::Follower { .. }));
     if follower {
         return match s.decision {
             Decision::Continue => Next::Continue,
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn only_the_holder_acts() {
         let holder = LeaseRole::Holder { token: 3 };
-        let observer = LeaseRole::Observer { holder: "other".into(), token: 3 };
+        let observer = LeaseRole::Follower { holder: "other".into(), token: 3 };
         let d = rollback();
         assert_eq!(what_now(Situation { role: Some(&holder), ..at(&d, false) }), Next::Act);
         assert_eq!(what_now(Situation { role: Some(&observer), ..at(&d, false) }), Next::Follow);
@@ -220,20 +220,5 @@ mod tests {
             assert_eq!(what_now(Situation { held: true, ..at(&d, false) }), Next::Continue, "{d:?}");
             assert_eq!(what_now(Situation { held: true, ..at(&d, true) }), Next::Continue, "{d:?}");
         }
-    }
-}
-
-#[cfg(test)]
-mod label_tests {
-    use super::ReleaseStatus;
-
-    #[test]
-    fn a_status_label_is_its_stored_tag() {
-        let s = ReleaseStatus::Held { reason: "r".into() };
-        assert_eq!(serde_json::to_value(&s).unwrap()["status"], s.label());
-        assert_eq!(
-            serde_json::to_value(ReleaseStatus::RolledBack).unwrap()["status"],
-            ReleaseStatus::RolledBack.label()
-        );
     }
 }

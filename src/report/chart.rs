@@ -29,7 +29,7 @@ pub fn metric_svg(
     let (b, c) = (points(&m.baseline, step_s), points(&m.canary, step_s));
     let ys: Vec<f64> = b.iter().chain(c.iter()).map(|p| p.1).collect();
     if ys.is_empty() {
-        return format!("<p>{}: no samples to draw</p>", super::html::escape(&m.spec.name));
+        return format!("<p>{}: no samples to draw</p>", super::text::escape(&m.spec.name));
     }
     let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &y| (a.0.min(y), a.1.max(y)));
     let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1e-9);
@@ -86,7 +86,7 @@ pub fn metric_svg(
     })();
     match drawn {
         Ok(()) => svg,
-        Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", super::html::escape(&m.spec.name)),
+        Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", super::text::escape(&m.spec.name)),
     }
 }
 

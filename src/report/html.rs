@@ -4,17 +4,7 @@
 use super::Report;
 use super::chart::metric_svg;
 
-/// Text made safe for HTML content and quoted attributes: markup escaped,
-/// and control and bidirectional characters dropped (an ESC or U+202E in a
-/// metric name must not reorder or hide what a person reads).
-pub fn escape(s: &str) -> String {
-    crate::field::strip_unsafe(s, true)
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+pub use super::text::escape;
 
 /// The Content-Security-Policy of every page: nothing is fetched, nothing runs.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
@@ -43,7 +33,7 @@ pub fn scorecard(j: &crate::judge::JudgeResult) -> String {
             "<tr class=\"s-{}\" title=\"{}\"><td>{}</td><td><span class=\"badge\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             rank(f.status),
             escape(&f.explanation),
-            escape(&crate::model::evidence::metric_label(&f.metric)),
+            escape(&crate::assessor::evidence::metric_label(&f.metric)),
             escape(&status),
             escape(&num(f.baseline, f)),
             escape(&num(f.canary, f)),

@@ -13,10 +13,10 @@ use serde::Serialize;
 pub use html::render_html;
 pub use markdown::{model_lines, render_markdown};
 
+use crate::assessor::evidence::EvidenceItem;
+use crate::assessor::{CanaryVerdict, Usage};
 use crate::executor::{ActionKind, ActionPlan};
 use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
-use crate::model::evidence::EvidenceItem;
-use crate::model::{CanaryVerdict, Usage};
 use crate::orchestrator::{Conclusion, ReleaseStatus, RunOutcome};
 use crate::policy::{Decision, Proposal};
 use crate::signals::{Observation, Unit};

@@ -42,6 +42,18 @@ pub fn md(s: &str) -> String {
     out
 }
 
+/// Text made safe for HTML content and quoted attributes: markup escaped,
+/// and control and bidirectional characters dropped (an ESC or U+202E in a
+/// metric name must not reorder or hide what a person reads).
+pub fn escape(s: &str) -> String {
+    crate::field::strip_unsafe(s, true)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

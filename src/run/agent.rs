@@ -15,9 +15,9 @@ use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+use super::gate::{GateBoard, GateObserver};
 use super::metrics::{ActionLabels, Kind, Metrics};
-use super::{Service, ServiceError};
-use crate::config::{Registration, ReleaseConfig};
+use super::{Runtime, RuntimeError};
 use crate::executor::ActionPlan;
 use crate::judge::JudgeResult;
 use crate::ledger::{
@@ -29,7 +29,7 @@ use crate::orchestrator::{Observer, ReleaseStatus, RunOutcome, TickReport};
 use crate::policy::approval::{Answer, Closure, Principal, Ruling};
 use crate::policy::{Decision, RunMode};
 use crate::release::release_id;
-use crate::serve::{GateBoard, GateObserver};
+use crate::release::{Registration, ReleaseConfig};
 
 /// Where a release stands in the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -84,7 +84,7 @@ pub struct ReleaseView {
     pub name: String,
     /// Ledger release id.
     pub release_id: String,
-    /// Service.
+    /// Runtime.
     pub service: String,
     /// Target.
     pub target: String,
@@ -105,7 +105,7 @@ pub struct ReleaseView {
     pub observation: Option<Arc<crate::signals::Observation>>,
     /// The model's last consultation (verdict, cited evidence, or why none), when it was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub consultation: Option<Arc<crate::model::Consultation>>,
+    pub consultation: Option<Arc<crate::assessor::Consultation>>,
     /// Metrics failing now.
     pub failing: Vec<String>,
     /// The open approval request, if any.
@@ -147,7 +147,7 @@ pub enum RegisterError {
     Field(crate::field::FieldError),
     /// The release cannot be prepared.
     #[error(transparent)]
-    Prepare(#[from] ServiceError),
+    Prepare(#[from] RuntimeError),
     /// The ledger refused the registration record.
     #[error("cannot record the registration")]
     Ledger(#[source] LedgerError),
@@ -195,7 +195,7 @@ pub enum RevisionError {
 
 /// Runs releases with people in the loop.
 pub struct Agent {
-    service: Service,
+    runtime: Runtime,
     pace: Option<Duration>,
     /// `Act` under `backstop agent`; `Advise` under `backstop serve` (the gate only).
     mode: RunMode,
@@ -219,16 +219,16 @@ const SYNC_EVERY: Duration = Duration::from_secs(2);
 impl Agent {
     /// An agent on `service`; `pace` as for `watch` (None: real time);
     /// `mode`: whether it acts (`backstop agent`) or only answers (`serve`).
-    pub fn new(service: Service, pace: Option<Duration>, mode: RunMode) -> Arc<Self> {
+    pub fn new(runtime: Runtime, pace: Option<Duration>, mode: RunMode) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let last_write = Arc::new(AtomicI64::new(service.agent.clock.now_ms()));
-        let (m, lw, clock) = (metrics.clone(), last_write.clone(), service.agent.clock.clone());
-        service.ledger.observe_appends(Box::new(move |d| {
+        let last_write = Arc::new(AtomicI64::new(runtime.agent.clock.now_ms()));
+        let (m, lw, clock) = (metrics.clone(), last_write.clone(), runtime.agent.clock.clone());
+        runtime.ledger.observe_appends(Box::new(move |d| {
             m.ledger_append_seconds.observe(d.as_secs_f64());
             lw.store(clock.now_ms(), Ordering::Relaxed);
         }));
         Arc::new(Self {
-            service,
+            runtime,
             pace,
             mode,
             table: Mutex::new(BTreeMap::new()),
@@ -245,21 +245,21 @@ impl Agent {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The service the agent runs on.
-    pub fn service(&self) -> &Service {
-        &self.service
+    /// The runtime the agent runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     /// Start every configured release.
     pub fn start_configured(self: &Arc<Self>) -> Result<(), RegisterError> {
-        self.start(self.service.settings.releases.clone())
+        self.start(self.runtime.settings.releases.clone())
     }
 
     /// Start these configured releases (each prepared first, so a bad one
     /// stops the start with its error before anything runs).
     pub fn start(self: &Arc<Self>, all: Vec<ReleaseConfig>) -> Result<(), RegisterError> {
         for cfg in &all {
-            self.service.prepare(cfg, self.mode, 0)?;
+            self.runtime.prepare(cfg, self.mode, 0)?;
         }
         for cfg in all {
             self.admit(cfg, "config".into())?;
@@ -271,7 +271,7 @@ impl Agent {
     /// restart, or by another agent sharing the ledger) that has not finished.
     pub async fn sync(self: &Arc<Self>) -> Result<usize, LedgerError> {
         let after = *self.synced.lock().unwrap_or_else(PoisonError::into_inner);
-        let rows = self.service.ledger.of_kind(RecordKind::Operator, None, after, 10_000).await?;
+        let rows = self.runtime.ledger.of_kind(RecordKind::Operator, None, after, 10_000).await?;
         let mut admitted = 0;
         for (stored, rec) in rows {
             *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
@@ -290,7 +290,7 @@ impl Agent {
             if known.as_deref() == Some(id.as_str()) {
                 continue;
             }
-            if self.service.ledger.finished(&id).await?.is_some_and(|f| f.status.is_final()) {
+            if self.runtime.ledger.finished(&id).await?.is_some_and(|f| f.status.is_final()) {
                 continue;
             }
             if known.is_some() {
@@ -311,7 +311,7 @@ impl Agent {
     pub fn keep_synced(self: &Arc<Self>) {
         let agent = self.clone();
         tokio::spawn(async move {
-            let mut stop = agent.service.stop.clone();
+            let mut stop = agent.runtime.stop.clone();
             loop {
                 if let Err(e) = agent.sync().await {
                     warn!(error = %crate::error::chain(&e), "Cannot read registrations from the ledger.");
@@ -329,10 +329,10 @@ impl Agent {
     /// [`Registration`]), so a caller can neither choose what runs nor make
     /// the agent read a file or send a secret anywhere.
     pub async fn register(self: &Arc<Self>, reg: Registration, by: &Actor) -> Result<ReleaseView, RegisterError> {
-        if *self.service.stop.borrow() {
+        if *self.runtime.stop.borrow() {
             return Err(RegisterError::Stopping);
         }
-        let declared = &self.service.settings.agent.targets;
+        let declared = &self.runtime.settings.agent.targets;
         let Some(t) = declared.iter().find(|t| t.target == reg.target) else {
             let names: Vec<&str> = declared.iter().map(|t| t.target.as_str()).collect();
             let target =
@@ -344,14 +344,14 @@ impl Agent {
             return Err(RegisterError::Duplicate(cfg.name));
         }
         // Prepared once here so a bad body is refused before anything is recorded.
-        self.service.prepare(&cfg, RunMode::Act, 0)?;
+        self.runtime.prepare(&cfg, RunMode::Act, 0)?;
         let record = Record::Operator(OperatorRecord {
             action: OperatorAction::Register,
             reason: format!("registered {} ({} on {})", cfg.name, cfg.candidate_revision, cfg.target),
             release: Some(Box::new(cfg.clone())),
         });
-        let at = self.service.agent.clock.now_ms();
-        self.service.ledger.append(&release_id(&cfg), by, at, record).await.map_err(RegisterError::Ledger)?;
+        let at = self.runtime.agent.clock.now_ms();
+        self.runtime.ledger.append(&release_id(&cfg), by, at, record).await.map_err(RegisterError::Ledger)?;
         self.admit(cfg, by.to_string())
     }
 
@@ -397,15 +397,15 @@ impl Agent {
     async fn drive(self: Arc<Self>, cfg: ReleaseConfig, controls: Controls) {
         let name = cfg.name.clone();
         let key = Key { name: name.clone(), id: release_id(&cfg) };
-        let started = self.service.agent.clock.now_ms();
-        let prepared = match self.service.prepare(&cfg, self.mode, started) {
+        let started = self.runtime.agent.clock.now_ms();
+        let prepared = match self.runtime.prepare(&cfg, self.mode, started) {
             Ok(p) => p,
             Err(e) => return self.failed(&key, crate::error::chain(&e)),
         };
         self.update(&key, |v| v.duration_s = prepared.release.duration_s);
         let gate = self.gates.observer(&name, &cfg.candidate_revision);
         let mut observer = AgentObserver { agent: self.clone(), key: key.clone(), gate };
-        match self.service.run(&prepared.release, self.pace, &mut observer, Some(&controls)).await {
+        match self.runtime.run(&prepared.release, self.pace, &mut observer, Some(&controls)).await {
             Ok(outcome) => self.finished(&key, outcome),
             Err(e) => self.failed(&key, crate::error::chain(&e)),
         }
@@ -519,12 +519,12 @@ impl Agent {
         let append = Append {
             release_id: release.to_string(),
             actor: by.clone(),
-            at_ms: self.service.agent.clock.now_ms(),
+            at_ms: self.runtime.agent.clock.now_ms(),
             record: Some(record),
             lease: None,
             approvals: ApprovalOps { only_if_open: None, close_open },
         };
-        self.service.ledger.submit(append).await.map(|_| ())
+        self.runtime.ledger.submit(append).await.map(|_| ())
     }
 
     /// Hold, resume or abort `name` as `by`: recorded first, then applied.
@@ -668,7 +668,7 @@ impl Agent {
         answer: Answer,
         reason: String,
     ) -> Result<AnswerReply, AnswerError> {
-        let ledger = &self.service.ledger;
+        let ledger = &self.runtime.ledger;
         let requested =
             ledger.of_kind(RecordKind::ApprovalRequested, None, 0, 10_000).await.map_err(AnswerError::Ledger)?;
         let found = requested
@@ -687,7 +687,7 @@ impl Agent {
             reason,
             groups: who.groups,
         });
-        let at = self.service.agent.clock.now_ms();
+        let at = self.runtime.agent.clock.now_ms();
         let mine = ledger.append(&release, &actor, at, record).await.map_err(AnswerError::Ledger)?.seq;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         let writer = actor.to_string();
@@ -719,7 +719,7 @@ impl Agent {
     /// What closed a request, when the ledger shows it closed (answered,
     /// expired or withdrawn; a refused answer leaves it open).
     async fn closed_in_ledger(&self, release: &str, id: &str, after: i64) -> Result<Option<String>, AnswerError> {
-        let ledger = &self.service.ledger;
+        let ledger = &self.runtime.ledger;
         let rows = ledger
             .of_kind(RecordKind::ApprovalResolved, Some(release), after, 1000)
             .await
@@ -739,7 +739,7 @@ impl Agent {
         deadline: tokio::time::Instant,
     ) -> Result<Option<ReleaseStatus>, AnswerError> {
         while tokio::time::Instant::now() < deadline {
-            if let Some(f) = self.service.ledger.finished(release).await.map_err(AnswerError::Ledger)? {
+            if let Some(f) = self.runtime.ledger.finished(release).await.map_err(AnswerError::Ledger)? {
                 return Ok(Some(f.status));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -761,13 +761,13 @@ impl Agent {
     /// Ready: the ledger answers a read and, while releases run, writes
     /// (each tick renews the target's lease) have committed within a lease.
     pub async fn ready(&self) -> Result<(), NotReady> {
-        self.service.ledger.list(None, 1).await.map_err(NotReady::Ledger)?;
+        self.runtime.ledger.list(None, 1).await.map_err(NotReady::Ledger)?;
         let active = self
             .list()
             .iter()
             .any(|v| matches!(v.state, ReleaseState::Running | ReleaseState::AwaitingApproval | ReleaseState::Held));
-        let since = self.service.agent.clock.now_ms() - self.last_write.load(Ordering::Relaxed);
-        if active && since > self.service.agent.lease_ms {
+        let since = self.runtime.agent.clock.now_ms() - self.last_write.load(Ordering::Relaxed);
+        if active && since > self.runtime.agent.lease_ms {
             return Err(NotReady::NotRenewing { since_ms: since });
         }
         Ok(())

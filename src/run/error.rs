@@ -30,5 +30,5 @@ pub enum Error {
     Executor(#[from] crate::executor::ExecutorError),
     /// A release could not be made runnable.
     #[error(transparent)]
-    Prepare(#[from] crate::release::PrepareError),
+    Prepare(#[from] crate::run::prepare::PrepareError),
 }

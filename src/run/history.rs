@@ -3,8 +3,8 @@
 //! reads the same window again (`PrometheusSource::starting_at`).
 
 use crate::ledger::{Ledger, LedgerError, Record, RecordKind};
-use crate::orchestrator::ReleaseStatus;
 use crate::policy::Decision;
+use crate::release::ReleaseStatus;
 use crate::signals::{PrometheusConfig, PrometheusSource, ScenarioData, SignalError, SignalSource};
 
 /// A past release from the ledger.

@@ -2,7 +2,7 @@
 //! into running releases, shared by `watch`, `advise`, `serve`, `demo` and
 //! `agent` (the CLI only parses arguments and prints).
 //!
-//! [`Service`] owns what every release shares — settings, policy, ledger,
+//! [`Runtime`] owns what every release shares — settings, policy, ledger,
 //! model, this agent's identity and clock, the stop signal — and runs
 //! prepared releases, one or many at once. [`agent::Agent`] keeps many
 //! running for a long time, with people in the loop.
@@ -10,8 +10,10 @@
 pub mod agent;
 mod error;
 pub mod exit;
+pub mod gate;
 pub mod history;
 pub mod metrics;
+pub mod prepare;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,16 +23,18 @@ use tokio::sync::watch;
 
 pub use error::Error;
 
-use crate::config::{ReleaseConfig, Settings};
+use crate::assessor::{Assessor, ModelError};
+use crate::config::Settings;
 use crate::ledger::{Ledger, LedgerError};
-use crate::model::{Assessor, ModelError};
 use crate::orchestrator::{AgentContext, Observer, ReleaseRun, RunOutcome, human::Controls};
 use crate::policy::{PolicyFile, PolicyFileError, RunMode};
-use crate::release::{PreparedRelease, release_id};
+use crate::release::ReleaseConfig;
+use crate::release::release_id;
+use prepare::PreparedRelease;
 
 /// Why a service cannot start or a release cannot be prepared.
 #[derive(Debug, Error)]
-pub enum ServiceError {
+pub enum RuntimeError {
     /// The ledger cannot be opened.
     #[error("cannot open the ledger")]
     Ledger(#[source] LedgerError),
@@ -55,7 +59,7 @@ pub enum ServiceError {
         name: String,
         /// Why.
         #[source]
-        source: Box<crate::release::PrepareError>,
+        source: Box<crate::run::prepare::PrepareError>,
     },
     /// The ledger's recent history does not verify: refused before anything is appended.
     #[error(
@@ -79,15 +83,15 @@ pub enum ServiceError {
     },
 }
 
-impl ServiceError {
+impl RuntimeError {
     /// Whether the fix is in configuration (exit 2) rather than a backend (exit 3).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, ServiceError::Ledger(_) | ServiceError::Tampered { .. })
+        !matches!(self, RuntimeError::Ledger(_) | RuntimeError::Tampered { .. })
     }
 
     /// Whether the ledger was found edited (exit 4, as `audit verify`).
     pub fn is_tampering(&self) -> bool {
-        matches!(self, ServiceError::Tampered { .. })
+        matches!(self, RuntimeError::Tampered { .. })
     }
 }
 
@@ -181,22 +185,22 @@ impl Drop for Anchor {
 /// Before anything is appended: the chain since this process's last
 /// checkpoint (or its tail) verifies, else the ledger is refused. Then the
 /// verified head becomes the checkpoint the next start is held to.
-async fn guard_chain(ledger: &Arc<Ledger>, ledger_url: &str) -> Result<Anchor, ServiceError> {
+async fn guard_chain(ledger: &Arc<Ledger>, ledger_url: &str) -> Result<Anchor, RuntimeError> {
     let file = checkpoint_file(ledger_url);
-    let first = ledger.get(1).await.map_err(ServiceError::Ledger)?.map(|r| r.hash).unwrap_or_default();
+    let first = ledger.get(1).await.map_err(RuntimeError::Ledger)?.map(|r| r.hash).unwrap_or_default();
     // The checkpoint names the ledger's first record too: a ledger deleted and
     // started anew is a new ledger, not a truncated one.
     let kept = std::fs::read_to_string(&file).unwrap_or_default();
     let mut lines = kept.lines();
     let anchor: Option<crate::ledger::Checkpoint> = lines.next().and_then(|l| l.trim().parse().ok());
     let anchor = anchor.filter(|_| lines.next().is_some_and(|f| f.trim() == first));
-    let report = ledger.verify_recent(anchor).await.map_err(ServiceError::Ledger)?;
+    let report = ledger.verify_recent(anchor).await.map_err(RuntimeError::Ledger)?;
     if !report.problems.is_empty() {
         let problems = report.problems.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        return Err(ServiceError::Tampered { url: ledger.url().to_string(), problems });
+        return Err(RuntimeError::Tampered { url: ledger.url().to_string(), problems });
     }
-    let head = ledger.checkpoint().await.map_err(ServiceError::Ledger)?;
-    let first = ledger.get(1).await.map_err(ServiceError::Ledger)?.map(|r| r.hash).unwrap_or_default();
+    let head = ledger.checkpoint().await.map_err(RuntimeError::Ledger)?;
+    let first = ledger.get(1).await.map_err(RuntimeError::Ledger)?.map(|r| r.hash).unwrap_or_default();
     let anchor = Anchor { file, first, ledger: ledger.clone() };
     anchor.write(&head);
     Ok(anchor)
@@ -204,7 +208,7 @@ async fn guard_chain(ledger: &Arc<Ledger>, ledger_url: &str) -> Result<Anchor, S
 
 /// What every release of one process shares.
 #[derive(Clone)]
-pub struct Service {
+pub struct Runtime {
     /// Configuration as loaded.
     pub settings: Arc<Settings>,
     /// The policy.
@@ -231,25 +235,25 @@ pub struct Prepared {
     pub release: PreparedRelease,
 }
 
-impl Service {
+impl Runtime {
     /// Open the ledger and the model for `settings` and `policy`.
     pub async fn open(
         settings: Settings,
         policy: PolicyFile,
         ledger_url: &str,
         stop: watch::Receiver<bool>,
-    ) -> Result<Self, ServiceError> {
-        let ledger = Arc::new(Ledger::open(ledger_url).await.map_err(ServiceError::Ledger)?);
+    ) -> Result<Self, RuntimeError> {
+        let ledger = Arc::new(Ledger::open(ledger_url).await.map_err(RuntimeError::Ledger)?);
         let anchor = Arc::new(guard_chain(&ledger, ledger_url).await?);
         let mut policy = policy;
-        let agent = settings.agent_context();
+        let agent = AgentContext::new(&settings.agent, Arc::new(crate::clock::SystemClock));
         if policy.calibration.apply {
-            policy.calibrations = calibrations_in_force(&ledger).await.map_err(ServiceError::Ledger)?;
+            policy.calibrations = calibrations_in_force(&ledger).await.map_err(RuntimeError::Ledger)?;
         }
         if policy.calibration.auto {
             recalibrate_configured(&ledger, &settings, &mut policy, &agent).await;
         }
-        let model = settings.assessor().map_err(ServiceError::Model)?;
+        let model = settings.assessor().map_err(RuntimeError::Model)?;
         let mut declared = settings.declared_targets();
         declared.extend(settings.agent.targets.iter().map(|d| d.target.clone()));
         Ok(Self {
@@ -265,10 +269,10 @@ impl Service {
     }
 
     /// The configured releases named (all when `names` is empty).
-    pub fn select(&self, names: &[String]) -> Result<Vec<ReleaseConfig>, ServiceError> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<ReleaseConfig>, RuntimeError> {
         let all = &self.settings.releases;
         if all.is_empty() {
-            return Err(ServiceError::NoReleases);
+            return Err(RuntimeError::NoReleases);
         }
         if names.is_empty() {
             return Ok(all.clone());
@@ -280,7 +284,7 @@ impl Service {
                 all.iter()
                     .find(|r| &r.name == n)
                     .cloned()
-                    .ok_or_else(|| ServiceError::UnknownRelease { name: n.clone(), known: known() })
+                    .ok_or_else(|| RuntimeError::UnknownRelease { name: n.clone(), known: known() })
             })
             .collect()
     }
@@ -288,17 +292,17 @@ impl Service {
     /// Turn one release's configuration into a runnable release. An acting
     /// release keeps one id across restarts and replicas; an advisory run is
     /// its own analysis (`started_ms` tells runs apart) and never shares it.
-    pub fn prepare(&self, cfg: &ReleaseConfig, mode: RunMode, started_ms: i64) -> Result<Prepared, ServiceError> {
+    pub fn prepare(&self, cfg: &ReleaseConfig, mode: RunMode, started_ms: i64) -> Result<Prepared, RuntimeError> {
         let id = match mode {
             RunMode::Act => release_id(cfg),
             RunMode::Advise => format!("{}/advise/{started_ms}", release_id(cfg)),
         };
         let name = cfg.name.clone();
-        let release = PreparedRelease::prepare(cfg, self.declared_targets(), id, mode)
-            .map_err(|e| ServiceError::Prepare { name: name.clone(), source: Box::new(e) })?;
+        let release = PreparedRelease::prepare(cfg, self.declared_targets(), id, mode, self.agent.clock.clone())
+            .map_err(|e| RuntimeError::Prepare { name: name.clone(), source: Box::new(e) })?;
         self.policy
             .check_guards(&cfg.service, &release.metrics)
-            .map_err(|source| ServiceError::Policy { name: name.clone(), source })?;
+            .map_err(|source| RuntimeError::Policy { name: name.clone(), source })?;
         Ok(Prepared { name, release })
     }
 

@@ -5,72 +5,28 @@
 //! before it takes effect (by [`crate::run::agent::Agent`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Authenticator, Caller, Scope};
-use crate::config::Registration;
+use super::ApiState;
+use super::auth::Caller;
 use crate::ledger::OperatorAction;
 use crate::policy::approval::{Answer, Principal, Ruling};
-use crate::run::agent::{Agent, AnswerError, OperateError, RegisterError};
+use crate::release::Registration;
+use crate::run::agent::{AnswerError, OperateError, RegisterError};
 
 /// Largest request body the API reads: a registration or a reason is a few
 /// hundred bytes; one request must not grow the ledger by megabytes.
 pub const API_BODY_LIMIT: usize = 64 * 1024;
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The agent.
-    pub agent: Arc<Agent>,
-    /// How callers are recognised.
-    pub auth: Arc<Authenticator>,
-}
-
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(BTreeMap::from([("error", message.to_string())]))).into_response()
-}
-
-/// The scope a request needs, from its method and path.
-fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
-    if matches!(path, "/healthz" | "/readyz") {
-        return None;
-    }
-    if method == axum::http::Method::GET || path.starts_with("/v1/gates/") {
-        return Some(Scope::Read);
-    }
-    if path == "/v1/releases" {
-        return Some(Scope::Register);
-    }
-    if path.starts_with("/v1/approvals/") {
-        return Some(Scope::Approve);
-    }
-    Some(Scope::Operate)
-}
-
-async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
-    let Some(scope) = scope_for(req.method(), req.uri().path()) else { return next.run(req).await };
-    let Some(caller) = s.auth.caller(req.headers()) else {
-        let browser =
-            req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
-        let challenge = if browser { "Basic realm=\"backstop\"" } else { "Bearer" };
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], "a valid token is required\n")
-            .into_response();
-    };
-    if !caller.may(scope) {
-        let msg = format!("{} lacks the `{}` scope", caller.identity, format!("{scope:?}").to_lowercase());
-        return error(StatusCode::FORBIDDEN, msg);
-    }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
 }
 
 async fn list(State(s): State<ApiState>) -> Response {
@@ -229,7 +185,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    if *s.agent.service().stop.borrow() {
+    if *s.agent.runtime().stop.borrow() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "stopping");
     }
     match s.agent.ready().await {
@@ -238,9 +194,10 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
-/// All of the agent's routes, authenticated.
-pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
+/// The API's routes (the agent router in `serve` adds the dashboard, the
+/// gates, authentication and the body limit).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
         .route("/v1/releases", get(list).post(register))
         .route("/v1/releases/{name}", get(show))
         .route("/v1/releases/{name}/{action}", post(operate))
@@ -248,11 +205,4 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/healthz", get(healthz))
-        .merge(super::dashboard::routes())
-        .with_state(state.clone());
-    let gates =
-        super::gate_routes(super::GateState { board: state.agent.gates.clone(), agent: Some(state.agent.clone()) });
-    api.merge(gates)
-        .layer(axum::middleware::from_fn_with_state(state, authenticate))
-        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
 }

@@ -8,7 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -188,6 +193,42 @@ fn presented(headers: &HeaderMap) -> Option<String> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(value.strip_prefix("Basic ")?.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     text.split_once(':').map(|(_, t)| t.to_string())
+}
+
+/// The scope a request needs, from its method and path.
+fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
+    if matches!(path, "/healthz" | "/readyz") {
+        return None;
+    }
+    if method == axum::http::Method::GET || path.starts_with("/v1/gates/") {
+        return Some(Scope::Read);
+    }
+    if path == "/v1/releases" {
+        return Some(Scope::Register);
+    }
+    if path.starts_with("/v1/approvals/") {
+        return Some(Scope::Approve);
+    }
+    Some(Scope::Operate)
+}
+
+/// Who is calling, and whether they may: 401 without a valid token (a
+/// browser is asked for Basic), 403 without the route's scope.
+pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
+    let Some(scope) = scope_for(req.method(), req.uri().path()) else { return next.run(req).await };
+    let Some(caller) = auth.caller(req.headers()) else {
+        let browser =
+            req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+        let challenge = if browser { "Basic realm=\"backstop\"" } else { "Bearer" };
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], "a valid token is required\n")
+            .into_response();
+    };
+    if !caller.may(scope) {
+        let msg = format!("{} lacks the `{}` scope", caller.identity, format!("{scope:?}").to_lowercase());
+        return (StatusCode::FORBIDDEN, axum::Json(std::collections::BTreeMap::from([("error", msg)]))).into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 #[cfg(test)]

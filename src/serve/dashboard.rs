@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::api::ApiState;
+use super::ApiState;
 use crate::policy::{Decision, Proposal};
 use crate::report::html::{CSP, charts, escape, page, scorecard};
 use crate::run::agent::ReleaseView;

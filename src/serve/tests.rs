@@ -4,7 +4,9 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::judge::{JudgeResult, Verdict};
+use crate::orchestrator::{Observer, TickReport};
 use crate::policy::{Decision, PolicyOutcome, Proposal, RollbackPlan};
+use crate::run::gate::gate_verdict;
 
 /// Flagger's webhook payload, as its docs (usage/webhooks.md) show it.
 const FLAGGER_BODY: &str = r#"{"name":"podinfo","namespace":"test","phase":"Progressing","checksum":"85d557f47b","metadata":{"test":"all","token":"16688eb5e9f289f1991c"}}"#;
@@ -299,7 +301,7 @@ async fn one_client_holding_idle_connections_cannot_starve_another() {
 #[test]
 fn every_ending_and_contract_cell() {
     use crate::executor::ActionKind;
-    use crate::orchestrator::ReleaseStatus as S;
+    use crate::release::ReleaseStatus as S;
     use Contract::*;
     use GateVerdict::*;
     let held_by = |reason: &str| S::Held { reason: reason.into() };

@@ -265,12 +265,6 @@ enum QueryError {
 }
 
 impl PrometheusSource {
-    /// A source whose release starts now.
-    pub fn new(cfg: PrometheusConfig) -> Result<Self, SignalError> {
-        let start_unix = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as f64 / 1000.0;
-        Self::starting_at(cfg, start_unix)
-    }
-
     /// A source whose release started at `start_unix` (seconds).
     pub fn starting_at(cfg: PrometheusConfig, start_unix: f64) -> Result<Self, SignalError> {
         let credential = match &cfg.auth {

@@ -67,8 +67,10 @@ pub enum SourceError {
     Signal(#[from] super::SignalError),
 }
 
-/// Build a signal source from its configuration.
-pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, SourceError> {
+/// Build a signal source from its configuration, for a release that starts
+/// at `start_unix_s` (the wall clock of whoever runs it: live sources read
+/// the window from there on).
+pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource, SourceError> {
     match cfg {
         SourceConfig::Scenario { path } => {
             let scenario = load_scenario(path)?;
@@ -104,7 +106,7 @@ pub fn build_source(cfg: &SourceConfig) -> Result<BuiltSource, SourceError> {
                     bad_direction: m.bad_direction,
                 })
                 .collect(),
-            source: Arc::new(super::PrometheusSource::new(p.clone())?),
+            source: Arc::new(super::PrometheusSource::starting_at(p.clone(), start_unix_s)?),
             simulator: None,
             step_s: p.step_s,
             duration_s: p.duration_s,

@@ -18,9 +18,9 @@ use super::web::WebApi;
 use super::wire::{Event, Interaction, Reply, ResponseType, SlashCommand};
 use super::{Secrets, SlackError, SlackSettings};
 use crate::ledger::{Actor, ChatAction, ChatOpsRecord, OperatorAction, Record};
-use crate::orchestrator::ReleaseStatus;
 use crate::orchestrator::human::AnswerReply;
 use crate::policy::approval::{Answer, Principal, Ruling, approvers_for};
+use crate::release::ReleaseStatus;
 use crate::run::agent::{Agent, AnswerError, ReleaseView};
 
 /// One delivery from Slack, whichever transport brought it.
@@ -219,7 +219,7 @@ impl SlackApp {
         if !self.first(&format!("signature:{key}")) {
             return false;
         }
-        let ledger = &self.agent.service().ledger;
+        let ledger = &self.agent.runtime().ledger;
         let recent = ledger.of_kind(crate::ledger::RecordKind::ChatOps, None, 0, RECENT_DELIVERIES).await;
         let seen = recent.map(|rows| {
             rows.iter().any(|(_, r)| matches!(r, Record::ChatOps(ChatOpsRecord::Delivery { key: k }) if *k == key))
@@ -397,20 +397,20 @@ impl SlackApp {
     }
 
     pub(super) fn agent_actor(&self) -> Actor {
-        self.agent.service().agent.actor()
+        self.agent.runtime().agent.actor()
     }
 
     /// Append a chat-ops record; a ledger failure is logged (Slack's side never stops a release).
     pub(super) async fn record(&self, release_id: &str, by: &Actor, rec: ChatOpsRecord) {
-        let at = self.agent.service().agent.clock.now_ms();
-        if let Err(e) = self.agent.service().ledger.append(release_id, by, at, Record::ChatOps(rec)).await {
+        let at = self.agent.runtime().agent.clock.now_ms();
+        if let Err(e) = self.agent.runtime().ledger.append(release_id, by, at, Record::ChatOps(rec)).await {
             warn!(error = %crate::error::chain(&e), "Could not record a chat-ops event.");
         }
     }
 
     /// The user as policy sees them, or a refusal already recorded and told.
     async fn principal(&self, user: &str, action: ChatAction, release_id: &str, to: &Responder) -> Option<Principal> {
-        let policy = &self.agent.service().policy;
+        let policy = &self.agent.runtime().policy;
         let wanted = policy.approvals.external_groups(policy.services.values().map(|s| s.approvers.as_slice()));
         match self.dir.principal(user, &wanted).await {
             Ok(p) => Some(p),
@@ -446,7 +446,7 @@ impl SlackApp {
         let actor = slack_actor(&who.identity);
         let text = match c {
             Command::Hold { reason, .. } | Command::Resume { reason, .. } => {
-                let policy = &self.agent.service().policy;
+                let policy = &self.agent.runtime().policy;
                 if !policy.approvals.names(approvers_for(policy, &view.service), &who) {
                     let reason = format!("{} is not an approver for {}", who.identity, view.service);
                     self.record(

@@ -57,7 +57,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// sign, 200 without acting for a signed request already taken (a replay).
 async fn verified(s: &HttpState, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Result<(), Response> {
     let secret = s.app.secrets.signing.as_deref().unwrap_or_default().as_bytes();
-    let now_s = s.app.agent.service().agent.clock.now_ms() / 1000;
+    let now_s = s.app.agent.runtime().agent.clock.now_ms() / 1000;
     let signature = header(h, "x-slack-signature");
     let checked = verify(secret, header(h, "x-slack-request-timestamp"), signature, body, now_s);
     let Err(e) = checked else {

@@ -5,8 +5,8 @@
 //! with a link to the agent's release page for the rest.
 
 use super::wire::{Block, Button, Confirm, MAX_BLOCKS, Reply, ResponseType, Text, cut, escape};
+use crate::assessor::Consultation;
 use crate::judge::{Finding, MetricStatus};
-use crate::model::Consultation;
 use crate::policy::Proposal;
 use crate::run::agent::{ReleaseState, ReleaseView};
 

@@ -269,7 +269,7 @@ async fn an_operator_hold_stops_actions_and_an_abort_ends_the_release_untouched(
     assert_eq!(h.sim.status().canary_weight, 0.1);
 }
 
-fn model_config(base_url: &str) -> backstop::model::ModelConfig {
+fn model_config(base_url: &str) -> backstop::assessor::ModelConfig {
     toml::from_str(&format!(
         "base_url = \"{base_url}\"\nname = \"gpt-4o-mini\"\napi_key_env = \"MODEL_TEST_API_KEY\"\ntimeout_s = 2\n"
     ))
@@ -299,7 +299,7 @@ async fn a_model_advising_rollback_before_the_judge_fails_never_delays_the_judge
 
     let server = crate::support::openai::FakeOpenAi::start("rollback-simulator.json").await;
     let h = harness(weak()).await;
-    let model = Arc::new(backstop::model::Assessor::new(model_config(&server.base_url)).unwrap());
+    let model = Arc::new(backstop::assessor::Assessor::new(model_config(&server.base_url)).unwrap());
     let run = ReleaseRun { policy: &auto, model: Some(model), ..h.run() };
     let requests = Requests::default();
     let mut obs = requests.clone();
@@ -325,7 +325,7 @@ async fn a_model_advising_rollback_before_the_judge_fails_never_delays_the_judge
     // `watch` (nobody to answer in the run): the same, with no request left behind.
     let server = crate::support::openai::FakeOpenAi::start("rollback-simulator.json").await;
     let w = harness(weak()).await;
-    let model = Arc::new(backstop::model::Assessor::new(model_config(&server.base_url)).unwrap());
+    let model = Arc::new(backstop::assessor::Assessor::new(model_config(&server.base_url)).unwrap());
     let run = ReleaseRun { policy: &auto, model: Some(model), controls: None, ..w.run() };
     let out = run.run(w.sim.as_ref(), &w.live(), &mut Requests::default()).await.unwrap();
     assert_eq!((out.status, out.decided_at_s), (ReleaseStatus::RolledBack, alone.decided_at_s));

@@ -198,7 +198,7 @@ async fn an_agent_with_auto_calibration_recalibrates_on_start_and_records_only_a
         let settings = backstop::config::Settings::load(Some(&config)).unwrap();
         let policy = backstop::policy::PolicyFile::load(&auto).unwrap();
         let (_tx, stop) = tokio::sync::watch::channel(false);
-        backstop::run::Service::open(settings, policy, &sqlite_url(&ledger_path), stop).await.unwrap()
+        backstop::run::Runtime::open(settings, policy, &sqlite_url(&ledger_path), stop).await.unwrap()
     };
     let service = open().await;
     let c = service.policy.calibrations["checkout"].clone();
@@ -239,7 +239,7 @@ fn prometheus_release(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
 /// (release 5 rolled back).
 async fn seed(path: &std::path::Path, now: i64) {
     use backstop::ledger::{Actor, Ledger, Record, ReleaseFinished, ReleaseStarted, sqlite_url};
-    use backstop::orchestrator::ReleaseStatus;
+    use backstop::release::ReleaseStatus;
     let ledger = Ledger::open(&sqlite_url(path)).await.unwrap();
     let agent = Actor::Agent { instance: Some("a1".into()) };
     for k in 0..6 {

@@ -8,7 +8,7 @@ use backstop::executor::{ActionKind, ActionPlan, Guarded, SimulatedExecutor};
 use backstop::ledger::{
     ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Problem, Record, ReleaseFinished, sqlite_url,
 };
-use backstop::orchestrator::ReleaseStatus;
+use backstop::release::ReleaseStatus;
 
 use crate::support::pg::PgServer;
 
@@ -134,7 +134,7 @@ async fn a_stale_fencing_token_is_refused(url: &str) {
     assert_eq!(l.submit(claim("a", 0)).await.unwrap().role, Some(LeaseRole::Holder { token: 1 }));
     // b cannot take a live lease; it can take a lapsed one, with a new token.
     let live = l.submit(claim("b", 500)).await.unwrap().role;
-    assert_eq!(live, Some(LeaseRole::Observer { holder: "a".into(), token: 1 }));
+    assert_eq!(live, Some(LeaseRole::Follower { holder: "a".into(), token: 1 }));
     assert_eq!(l.submit(claim("b", 1_000)).await.unwrap().role, Some(LeaseRole::Holder { token: 2 }));
     let plan = ActionPlan::new(ActionKind::Rollback, "t", "v1", 10, vec![]);
     let fence = |holder: &str, token| Some(LeaseOp::Fence { target: "t".into(), holder: holder.into(), token });

@@ -49,7 +49,10 @@ fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> Relea
         ledger,
         stop: None,
         model: None,
-        agent: backstop::config::Settings::default().agent_context(),
+        agent: backstop::orchestrator::AgentContext::new(
+            &Default::default(),
+            std::sync::Arc::new(backstop::clock::SystemClock),
+        ),
     }
 }
 

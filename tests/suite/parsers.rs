@@ -221,11 +221,11 @@ proptest! {
         for text in [mutate(doc, &e), junk.clone(), format!("```json\n{}\n```", mutate(doc, &e))] {
             // Parsing only reads the shape; validation is what refuses a verdict, so a
             // confidence outside 0..1 (or NaN) must never get past it.
-            if let Ok(v) = bounded("verdict", || backstop::model::verdict::parse(&text))
+            if let Ok(v) = bounded("verdict", || backstop::assessor::verdict::parse(&text))
                 && !(0.0..=1.0).contains(&v.confidence)
             {
                 let shown = std::collections::HashMap::new();
-                prop_assert!(backstop::model::verdict::validate(&v, &shown).is_err(), "{v:?}");
+                prop_assert!(backstop::assessor::verdict::validate(&v, &shown).is_err(), "{v:?}");
             }
         }
     }

@@ -61,7 +61,7 @@ fn executor(base: &str, secret_env: &str) -> Result<Guarded, ExecutorError> {
         retries: 3,
         allow_http: true,
     };
-    Ok(Guarded::new(Arc::new(WebhookExecutor::new("argo/checkout", "v42", cfg)?)))
+    Ok(Guarded::new(Arc::new(WebhookExecutor::new("argo/checkout", "v42", cfg, Arc::new(crate::clock::SystemClock))?)))
 }
 
 fn plan(e: &Guarded) -> ActionPlan {
@@ -163,7 +163,9 @@ async fn redirects_are_not_followed_replies_are_capped_verify_needs_2xx_and_urls
             retries: 0,
             allow_http: true,
         };
-        Guarded::new(Arc::new(WebhookExecutor::new("argo/checkout", "v42", cfg).unwrap()))
+        Guarded::new(Arc::new(
+            WebhookExecutor::new("argo/checkout", "v42", cfg, Arc::new(crate::clock::SystemClock)).unwrap(),
+        ))
     };
     let e = mk("/redirect");
     let p = plan(&e);

@@ -6,8 +6,8 @@
 //! to 0) changes every sample after `t` and none before it.
 
 mod corpus;
+mod dynamics;
 mod ml;
-mod model;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -16,9 +16,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub use corpus::{CorpusSpec, generate_corpus};
+pub use dynamics::{FaultKind, FaultSpec, SimConfig, Warmup, metric_specs, metric_specs_of};
+use dynamics::{ModelState, SideStep};
 pub use ml::ModelSim;
-pub use model::{FaultKind, FaultSpec, SimConfig, Warmup, metric_specs, metric_specs_of};
-use model::{ModelState, SideStep};
 
 use super::{Event, LogLine, MetricSeries, Observation, Side, SignalError, SignalSource, Traffic};
 
@@ -148,7 +148,7 @@ impl Simulator {
             let i = g.steps.len() as u64;
             let weight = g.status.canary_weight;
             let Inner { rng, model, .. } = g;
-            let st = model::step(&self.cfg, model, rng, i, weight);
+            let st = dynamics::step(&self.cfg, model, rng, i, weight);
             self.narrate(g, i, &st);
             if self.cfg.background_logs {
                 background_logs(g, i * u64::from(self.cfg.step_s), &st);

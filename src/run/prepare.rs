@@ -3,23 +3,15 @@
 
 use std::sync::Arc;
 
-use crate::config::ReleaseConfig;
+use crate::clock::Clock;
 use crate::executor::{
     CommandExecutor, Executor, ExecutorConfig, Guarded, HaproxyExecutor, KubernetesExecutor, ManualPlanner,
     MlflowExecutor, Planner, SimulatedExecutor, WebhookExecutor,
 };
 use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
+use crate::release::{ReleaseConfig, lease_name};
 use crate::signals::{SignalSource, build_source};
-
-/// A release's stable identity: the same configuration (name, target,
-/// candidate revision) gives the same id in every run and on every replica,
-/// so a restart continues the release and replicas share it.
-pub fn release_id(cfg: &ReleaseConfig) -> String {
-    let key = format!("{}\0{}\0{}", cfg.name, cfg.target, cfg.candidate_revision);
-    let h = crate::digest::digest(key.as_bytes());
-    format!("{}-{}-{}", cfg.name, cfg.candidate_revision, &h[..8])
-}
 
 /// A configured release cannot be made runnable.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +60,10 @@ impl PreparedRelease {
         declared_targets: Arc<[String]>,
         release_id: String,
         mode: RunMode,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, PrepareError> {
-        let built = build_source(&cfg.source)?;
+        let start_unix_s = clock.now_ms() as f64 / 1000.0;
+        let built = build_source(&cfg.source, start_unix_s)?;
         let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
         // The one dispatch point from executor configuration to an executor.
         let configured: Option<Arc<dyn Executor>> = match (&cfg.executor, &built.simulator) {
@@ -81,7 +75,9 @@ impl PreparedRelease {
             (Some(ExecutorConfig::Webhook(w)), _) if mode == RunMode::Advise => {
                 Some(Arc::new(WebhookExecutor::planner(target, from, w.clone())?))
             }
-            (Some(ExecutorConfig::Webhook(w)), _) => Some(Arc::new(WebhookExecutor::new(target, from, w.clone())?)),
+            (Some(ExecutorConfig::Webhook(w)), _) => {
+                Some(Arc::new(WebhookExecutor::new(target, from, w.clone(), clock.clone())?))
+            }
             (Some(ExecutorConfig::Mlflow(m)), _) if mode == RunMode::Advise => {
                 Some(Arc::new(MlflowExecutor::planner(target, m.clone())?))
             }
@@ -108,7 +104,7 @@ impl PreparedRelease {
                 irreversible: cfg.irreversible,
                 environment: cfg.environment.clone(),
             },
-            source: with_pods_and_logs(cfg, built.source)?,
+            source: with_pods_and_logs(cfg, built.source, start_unix_s)?,
             executor,
             planner,
             tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),
@@ -145,6 +141,7 @@ impl PreparedRelease {
 fn with_pods_and_logs(
     cfg: &ReleaseConfig,
     source: Arc<dyn SignalSource>,
+    start_unix_s: f64,
 ) -> Result<Arc<dyn SignalSource>, PrepareError> {
     let source: Arc<dyn SignalSource> = match &cfg.pods {
         Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone())),
@@ -152,7 +149,6 @@ fn with_pods_and_logs(
     };
     Ok(match &cfg.logs {
         Some(l) => {
-            let start_unix_s = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as f64 / 1000.0;
             // The baseline's lines come from the same earlier window as its metrics.
             let offset = match &cfg.source {
                 crate::signals::SourceConfig::Prometheus(p) => p.baseline_offset_s().unwrap_or(0),
@@ -162,13 +158,4 @@ fn with_pods_and_logs(
         }
         None => source,
     })
-}
-
-/// See [`PreparedRelease::lease`]. Existing ledgers keyed leases by the bare
-/// target; a lapsed old lease row is simply never claimed again.
-pub fn lease_name(cfg: &ReleaseConfig) -> String {
-    match cfg.executor.as_ref().and_then(ExecutorConfig::resource) {
-        Some(resource) => format!("resource {resource}"),
-        None => cfg.target.clone(),
-    }
 }

@@ -466,8 +466,8 @@ mod untrusted_tests {
     //! kinds and messages, metric names, units) is checked against the
     //! rendered first message, outside `<untrusted-telemetry>`.
     use super::*;
+    use crate::assessor::TriggerState;
     use crate::judge::{JudgeConfig, judge};
-    use crate::model::TriggerState;
     use crate::policy::{Decision, ReleaseFacts};
     use crate::signals::{Event, LogLine, Side};
 

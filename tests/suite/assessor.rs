@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backstop::judge::{Finding, JudgeResult, MetricStatus, Verdict};
-use backstop::model::{
+use backstop::assessor::{
     Ask, Assessor, Consultation, ModelConfig, ModelSession, OutputMode, Provider, Rejection, Trigger,
 };
+use backstop::judge::{Finding, JudgeResult, MetricStatus, Verdict};
 use backstop::policy::{
     Decision, History, ModelInput, ModelRecommendation, PolicyFile, PolicyInput, ReleaseFacts, RunMode, evaluate,
 };

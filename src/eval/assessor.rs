@@ -6,15 +6,15 @@
 use std::sync::Arc;
 
 use super::{EvalJudge, Replay, ReplayDecision};
+use crate::assessor::{Assessor, Deliberation};
 use crate::judge::judge_with;
-use crate::model::{Assessor, Deliberation};
-use crate::orchestrator::ReleaseStatus;
 use crate::orchestrator::step::{Next, Situation, what_now};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
+use crate::release::ReleaseStatus;
 use crate::signals::{ReplaySource, ScenarioData};
 
 /// The judge plus the model, through policy.
-pub struct ModelJudge {
+pub struct AssessorJudge {
     /// Policy (its `[judge]` section tunes the judge).
     pub policy: PolicyFile,
     /// The configured endpoint.
@@ -34,7 +34,7 @@ fn facts(data: &ScenarioData) -> ReleaseFacts {
     }
 }
 
-impl ModelJudge {
+impl AssessorJudge {
     async fn replay_async(&self, data: &ScenarioData) -> Replay {
         let config = self.policy.judge_for(&data.service);
         let src = ReplaySource::new(Arc::new(data.clone()));
@@ -101,7 +101,7 @@ impl ModelJudge {
     }
 }
 
-impl EvalJudge for ModelJudge {
+impl EvalJudge for AssessorJudge {
     fn name(&self) -> &'static str {
         "backstop+model"
     }

@@ -77,7 +77,7 @@ pub fn assess(ctx: &AssessContext<'_>) -> Result<String, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::evidence::Fact;
+    use crate::assessor::evidence::Fact;
 
     fn item(id: &str, untrusted: bool, text: &str) -> EvidenceItem {
         EvidenceItem { id: id.into(), fact: Fact::CanaryOnly, untrusted, text: text.into() }
