@@ -21,7 +21,7 @@ use super::evidence::{EvidenceItem, catalogue, scrub_names};
 use super::prompt::{AssessContext, assess, prompt_version, system};
 use super::tools::{ToolBox, definitions};
 use super::verdict::{CanaryVerdict, Rejection, parse, strict_schema, validate};
-use super::{ChatClient, ModelConfig, ModelError, OutputMode, Trigger};
+use super::{ChatClient, ModelConfig, ModelError, OutputMode, Spent, Trigger};
 use crate::digest::digest;
 use crate::judge::{JudgeResult, Verdict};
 use crate::policy::{ModelInput, ReleaseFacts};
@@ -229,12 +229,7 @@ impl ModelSession {
             Err(e) => {
                 warn!(parent: &span, error = %e, "No model verdict; the judge decides alone.");
                 // The recorded reason names every cause, not just the outer error.
-                let mut reason = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    reason = format!("{reason}: {c}");
-                    cause = c.source();
-                }
+                let reason = crate::error::chain(&e);
                 c.input = ModelInput::Unavailable { reason: reason.clone() };
                 c.error = Some(reason);
             }
@@ -267,10 +262,10 @@ impl ModelSession {
         let calls = self.used.calls + turns.usage.calls;
         let tokens = self.used.total_tokens + turns.usage.total_tokens;
         if calls >= cfg.max_calls_per_release {
-            return Err(ModelError::Budget(format!("{calls} of {} calls", cfg.max_calls_per_release)));
+            return Err(ModelError::Budget(Spent::Calls { used: calls, max: cfg.max_calls_per_release }));
         }
         if tokens >= cfg.max_tokens_per_release {
-            return Err(ModelError::Budget(format!("{tokens} of {} tokens", cfg.max_tokens_per_release)));
+            return Err(ModelError::Budget(Spent::Tokens { used: tokens, max: cfg.max_tokens_per_release }));
         }
         Ok(())
     }
@@ -425,7 +420,7 @@ impl ModelSession {
                 });
             }
         }
-        b.build().map_err(|e| ModelError::Prompt(e.to_string()))
+        b.build().map_err(ModelError::Message)
     }
 }
 
@@ -492,7 +487,12 @@ mod untrusted_tests {
         o.metrics[1].spec.name = format!("{hostile}{hostile}");
         for (t_s, side) in [(100, Side::Canary), (200, Side::Canary), (300, Side::Canary), (310, Side::Baseline)] {
             o.logs.push(LogLine { t_s, target: side, level: "error".into(), message: hostile.into() });
-            o.events.push(Event { t_s, target: side, kind: hostile.into(), message: hostile.into() });
+            o.events.push(Event {
+                t_s,
+                target: side,
+                kind: crate::signals::EventKind::named(hostile),
+                message: hostile.into(),
+            });
         }
         // Enough error lines that the log judge mines the hostile text into a template finding.
         for t_s in (320..560).step_by(20) {

@@ -38,7 +38,7 @@ impl ChatClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s))
             .build()
-            .map_err(|e| ModelError::Client(e.to_string()))?;
+            .map_err(ModelError::Client)?;
         let retries = Arc::new(AtomicU32::new(0));
         let policy = RetryPolicy::new(cfg.max_retries, Duration::from_secs(cfg.max_backoff_s), retries.clone());
         let service = tower::ServiceBuilder::new()
@@ -77,7 +77,7 @@ pub fn server_message(body: &str) -> Option<String> {
 fn classify(e: OpenAIError) -> ModelError {
     match e {
         OpenAIError::Reqwest(e) if e.is_timeout() => ModelError::Timeout,
-        OpenAIError::Reqwest(e) => ModelError::Unreachable(e.without_url().to_string()),
+        OpenAIError::Reqwest(e) => ModelError::Unreachable(Box::new(e.without_url())),
         OpenAIError::ApiError(a) if a.status_code.as_u16() == 429 => ModelError::RateLimited(a.api_error.message),
         OpenAIError::ApiError(a) => {
             let message = server_message(&a.api_error.message).unwrap_or(a.api_error.message);
@@ -88,6 +88,6 @@ fn classify(e: OpenAIError) -> ModelError {
             Some(message) => ModelError::Refused(message),
             None => ModelError::BadResponse(e.to_string()),
         },
-        other => ModelError::Unreachable(other.to_string()),
+        other => ModelError::Unreachable(Box::new(other)),
     }
 }

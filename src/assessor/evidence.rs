@@ -74,24 +74,6 @@ pub fn pattern(message: &str) -> String {
 /// count as canary-only evidence: one injected or unlucky line is not a trend.
 pub const MIN_CANARY_ONLY: usize = 3;
 
-/// Event kinds that a release itself causes (the canary's own deployment),
-/// never evidence of harm.
-fn is_lifecycle_event(kind: &str) -> bool {
-    matches!(
-        kind.to_ascii_lowercase().as_str(),
-        "deploy"
-            | "deployed"
-            | "deployment"
-            | "rollout"
-            | "scaled"
-            | "scale"
-            | "scaling"
-            | "created"
-            | "started"
-            | "pulled"
-    )
-}
-
 fn side_fact(counts: (usize, usize)) -> Fact {
     match counts {
         (c, 0) if c >= MIN_CANARY_ONLY => Fact::CanaryOnly,
@@ -129,8 +111,8 @@ impl<'a> Telemetry<'a> {
             mark(&mut logs, pattern(&l.message), l.target, i);
         }
         let mut events = SidesByKey::new();
-        for (i, ev) in obs.events.iter().enumerate().filter(|(_, ev)| !is_lifecycle_event(&ev.kind)) {
-            mark(&mut events, ev.kind.to_ascii_lowercase(), ev.target, i);
+        for (i, ev) in obs.events.iter().enumerate().filter(|(_, ev)| !ev.kind.is_lifecycle()) {
+            mark(&mut events, ev.kind.as_str().to_ascii_lowercase(), ev.target, i);
         }
         Self { obs, logs, events }
     }
@@ -154,8 +136,10 @@ impl<'a> Telemetry<'a> {
     /// Event `i` as evidence.
     pub fn event(&self, i: usize) -> Option<EvidenceItem> {
         let ev = self.obs.events.get(i)?;
-        let fact =
-            self.events.get(&ev.kind.to_ascii_lowercase()).map_or(Fact::Context, |(counts, _)| side_fact(*counts));
+        let fact = self
+            .events
+            .get(&ev.kind.as_str().to_ascii_lowercase())
+            .map_or(Fact::Context, |(counts, _)| side_fact(*counts));
         Some(EvidenceItem {
             id: format!("event:{i}"),
             fact,

@@ -25,6 +25,34 @@ pub use verdict::{CanaryVerdict, Claim, Health, RecommendedAction, Rejection, Ve
 
 use thiserror::Error;
 
+/// Which per-release budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// Calls: this many used of the allowed.
+    Calls {
+        /// Used.
+        used: u32,
+        /// Allowed (`max_calls_per_release`).
+        max: u32,
+    },
+    /// Tokens: this many used of the allowed.
+    Tokens {
+        /// Used.
+        used: u64,
+        /// Allowed (`max_tokens_per_release`).
+        max: u64,
+    },
+}
+
+impl std::fmt::Display for Spent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spent::Calls { used, max } => write!(f, "{used} of {max} calls"),
+            Spent::Tokens { used, max } => write!(f, "{used} of {max} tokens"),
+        }
+    }
+}
+
 /// Why the model gave no usable answer. None of these causes an action:
 /// the judge decides alone (and policy holds where it requires the model).
 #[derive(Debug, Error)]
@@ -33,8 +61,8 @@ pub enum ModelError {
     #[error("model.api_key_env: environment variable {0} is not set")]
     MissingKey(String),
     /// The HTTP client could not be built.
-    #[error("model client: {0}")]
-    Client(String),
+    #[error("model client")]
+    Client(#[source] reqwest::Error),
     /// The request timed out (after retries).
     #[error("model endpoint timed out")]
     Timeout,
@@ -42,8 +70,8 @@ pub enum ModelError {
     #[error("the consultation passed its {} ms deadline", .0.as_millis())]
     Deadline(std::time::Duration),
     /// Connection failed (after retries).
-    #[error("model endpoint unreachable: {0}")]
-    Unreachable(String),
+    #[error("model endpoint unreachable")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// 429 after retries.
     #[error("model endpoint rate limited: {0}")]
     RateLimited(String),
@@ -62,11 +90,17 @@ pub enum ModelError {
     #[error("model reply is not a chat completion: {0}")]
     BadResponse(String),
     /// A prompt template failed to render.
-    #[error("prompt template: {0}")]
-    Prompt(String),
+    #[error("prompt template `{template}`")]
+    Prompt {
+        /// The template.
+        template: String,
+        /// Why.
+        #[source]
+        source: minijinja::Error,
+    },
     /// The per-release call or token budget is spent.
     #[error("model budget for this release is spent: {0}")]
-    Budget(String),
+    Budget(Spent),
     /// The model declined to answer (its `refusal` field).
     #[error("the model refused: {0}")]
     Declined(String),

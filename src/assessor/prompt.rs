@@ -58,9 +58,9 @@ pub struct AssessContext<'a> {
 fn render(name: &str, template: &str, ctx: impl Serialize) -> Result<String, ModelError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template(name, template).map_err(|e| ModelError::Prompt(format!("{name}: {e}")))?;
-    let t = env.get_template(name).map_err(|e| ModelError::Prompt(format!("{name}: {e}")))?;
-    let text = t.render(ctx).map_err(|e| ModelError::Prompt(format!("{name}: {e}")))?;
+    env.add_template(name, template).map_err(|source| ModelError::Prompt { template: name.to_string(), source })?;
+    let t = env.get_template(name).map_err(|source| ModelError::Prompt { template: name.to_string(), source })?;
+    let text = t.render(ctx).map_err(|source| ModelError::Prompt { template: name.to_string(), source })?;
     Ok(text.trim().to_string())
 }
 

@@ -46,12 +46,22 @@ pub struct QueryMetric {
     pub to_s: u64,
 }
 
+/// Which log lines `fetch_logs` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Levels {
+    /// Error levels only (`error`, `fatal`, …).
+    Error,
+    /// Every level.
+    Any,
+}
+
 /// `fetch_logs`: log lines by level and pattern.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FetchLogs {
     /// `error` (error levels only) or `any`.
-    pub level: String,
+    pub level: Levels,
     /// Case-insensitive substring; empty for all.
     pub pattern: String,
     /// Which side.
@@ -81,35 +91,56 @@ pub struct CompareVersions {
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
+/// The model's tools, by the names the model calls them: one registry, so
+/// the list sent to the model and the dispatch cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum Tool {
+    /// One metric's samples.
+    QueryMetric,
+    /// Log lines by level and pattern.
+    FetchLogs,
+    /// Platform events.
+    ListEvents,
+    /// The candidate and last-known-good revisions.
+    DeploymentHistory,
+    /// The judge's statistics for one metric.
+    CompareVersions,
+}
+
+impl Tool {
+    /// The name the model calls it by.
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// What it does, for the model.
+    pub fn description(self) -> &'static str {
+        match self {
+            Tool::QueryMetric => "Samples of one metric for baseline, canary or both over [from_s, to_s].",
+            Tool::FetchLogs => "Log lines by level (error|any) and case-insensitive pattern, per side.",
+            Tool::ListEvents => "Platform events (restarts, OOM kills, crash loops, deploys) per side.",
+            Tool::DeploymentHistory => "The candidate and last-known-good revisions of this target.",
+            Tool::CompareVersions => "The judge's statistics comparing canary and baseline for one metric.",
+        }
+    }
+
+    /// Its arguments' JSON Schema (strict mode).
+    pub fn parameters(self) -> Value {
+        match self {
+            Tool::QueryMetric => strict_schema::<QueryMetric>(),
+            Tool::FetchLogs => strict_schema::<FetchLogs>(),
+            Tool::ListEvents => strict_schema::<ListEvents>(),
+            Tool::DeploymentHistory => strict_schema::<NoArgs>(),
+            Tool::CompareVersions => strict_schema::<CompareVersions>(),
+        }
+    }
+}
+
 /// Name, description and parameter schema of each tool.
 pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
-    vec![
-        (
-            "query_metric",
-            "Samples of one metric for baseline, canary or both over [from_s, to_s].",
-            strict_schema::<QueryMetric>(),
-        ),
-        (
-            "fetch_logs",
-            "Log lines by level (error|any) and case-insensitive pattern, per side.",
-            strict_schema::<FetchLogs>(),
-        ),
-        (
-            "list_events",
-            "Platform events (restarts, OOM kills, crash loops, deploys) per side.",
-            strict_schema::<ListEvents>(),
-        ),
-        (
-            "deployment_history",
-            "The candidate and last-known-good revisions of this target.",
-            strict_schema::<NoArgs>(),
-        ),
-        (
-            "compare_versions",
-            "The judge's statistics comparing canary and baseline for one metric.",
-            strict_schema::<CompareVersions>(),
-        ),
-    ]
+    use strum::IntoEnumIterator;
+    Tool::iter().map(|t| (t.name(), t.description(), t.parameters())).collect()
 }
 
 /// What one call returned.
@@ -160,107 +191,98 @@ impl<'a> ToolBox<'a> {
     }
 
     fn dispatch(&self, name: &str, raw: &str) -> Result<ToolOutput, ToolOutput> {
-        let obs = self.obs;
-        match name {
-            "query_metric" => {
-                let a: QueryMetric = args(name, raw)?;
-                let m = obs
-                    .metrics
-                    .iter()
-                    .find(|m| m.spec.name == a.metric || metric_label(&m.spec.name) == a.metric)
-                    .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
-                let to = a.to_s.min(obs.now_s);
-                if a.from_s > to {
-                    return Err(error(format!("from_s {} is after to_s {to}", a.from_s)));
-                }
-                let step = u64::from(obs.step_s.max(1));
-                let pick = |v: &[Option<f64>]| -> Vec<Value> {
-                    let idx: Vec<usize> = (0..v.len())
-                        .filter(|i| (*i as u64 + 1) * step >= a.from_s && (*i as u64 + 1) * step <= to)
-                        .collect();
-                    let stride = idx.len().div_ceil(120).max(1);
-                    idx.iter().step_by(stride).map(|&i| json!([(i as u64 + 1) * step, v[i]])).collect()
-                };
-                let mut series = serde_json::Map::new();
-                for side in [Side::Baseline, Side::Canary].into_iter().filter(|s| a.side.includes(*s)) {
-                    let v = if side == Side::Baseline { &m.baseline } else { &m.canary };
-                    series.insert(side_name(side).into(), Value::Array(pick(v)));
-                }
-                let label = metric_label(&m.spec.name);
-                let id = format!("series:{label}:{}-{to}", a.from_s);
-                let text = json!({ "metric": label, "unit": m.spec.unit.label(), "t_s_and_value": series }).to_string();
-                Ok(items_output(vec![EvidenceItem { id, fact: Fact::Context, untrusted: false, text }]))
-            }
-            "fetch_logs" => {
-                let a: FetchLogs = args(name, raw)?;
-                if !matches!(a.level.as_str(), "error" | "any") {
-                    return Err(error(format!("level must be `error` or `any`, not `{}`", a.level)));
-                }
-                let needle = a.pattern.to_lowercase();
-                let hits: Vec<usize> = (0..obs.logs.len())
-                    .filter(|&i| {
-                        let l = &obs.logs[i];
-                        a.side.includes(l.target)
-                            && (a.level == "any" || is_error_level(&l.level))
-                            && l.message.to_lowercase().contains(&needle)
-                    })
-                    .collect();
-                let limit = a.limit.clamp(1, 50) as usize;
-                Ok(items_output(hits.iter().rev().take(limit).rev().filter_map(|&i| self.telemetry.log(i)).collect()))
-            }
-            "list_events" => {
-                let a: ListEvents = args(name, raw)?;
-                let hits = (0..obs.events.len()).filter(|&i| a.side.includes(obs.events[i].target));
-                Ok(items_output(
-                    hits.rev()
-                        .take(50)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .filter_map(|i| self.telemetry.event(i))
-                        .collect(),
-                ))
-            }
-            "deployment_history" => {
-                let _: NoArgs = args(name, raw)?;
-                let f = self.facts;
-                let text = format!(
-                    "target {}: candidate {} replacing last-known-good {}; irreversible change: {}",
-                    f.target,
-                    f.candidate_revision,
-                    f.last_known_good.as_deref().unwrap_or("(none recorded)"),
-                    f.irreversible
-                );
-                Ok(items_output(vec![EvidenceItem {
-                    id: "release:history".into(),
-                    fact: Fact::Context,
-                    untrusted: false,
-                    text,
-                }]))
-            }
-            "compare_versions" => {
-                let a: CompareVersions = args(name, raw)?;
-                let f = self
-                    .judged
-                    .findings
-                    .iter()
-                    .find(|f| f.metric == a.metric || metric_label(&f.metric) == a.metric)
-                    .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
-                // The full statistics, under the same id and fact as the finding in the evidence list.
-                let item = catalogue_finding(f);
-                // The statistics under the finding's label: a name that is not plain stays out.
-                let named = Finding {
-                    metric: metric_label(&f.metric).into_owned(),
-                    explanation: scrub_names(&f.explanation, [f.metric.as_str()].into_iter()),
-                    ..f.clone()
-                };
-                let text = serde_json::to_string(&named).unwrap_or_else(|_| item.text.clone());
-                Ok(items_output(vec![EvidenceItem { text, ..item }]))
-            }
-            other => {
-                let names: Vec<&str> = definitions().iter().map(|d| d.0).collect();
-                Err(error(format!("unknown tool `{other}`; available: {}", names.join(", "))))
-            }
+        let Ok(tool) = name.parse::<Tool>() else {
+            let names: Vec<&str> = definitions().iter().map(|d| d.0).collect();
+            return Err(error(format!("unknown tool `{name}`; available: {}", names.join(", "))));
+        };
+        match tool {
+            Tool::QueryMetric => self.query_metric(args(name, raw)?),
+            Tool::FetchLogs => self.fetch_logs(args(name, raw)?),
+            Tool::ListEvents => self.list_events(args(name, raw)?),
+            Tool::DeploymentHistory => args::<NoArgs>(name, raw).map(|_| self.deployment_history()),
+            Tool::CompareVersions => self.compare_versions(args(name, raw)?),
         }
+    }
+
+    fn query_metric(&self, a: QueryMetric) -> Result<ToolOutput, ToolOutput> {
+        let obs = self.obs;
+        let m = obs
+            .metrics
+            .iter()
+            .find(|m| m.spec.name == a.metric || metric_label(&m.spec.name) == a.metric)
+            .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
+        let to = a.to_s.min(obs.now_s);
+        if a.from_s > to {
+            return Err(error(format!("from_s {} is after to_s {to}", a.from_s)));
+        }
+        let step = u64::from(obs.step_s.max(1));
+        let pick = |v: &[Option<f64>]| -> Vec<Value> {
+            let idx: Vec<usize> =
+                (0..v.len()).filter(|i| (*i as u64 + 1) * step >= a.from_s && (*i as u64 + 1) * step <= to).collect();
+            let stride = idx.len().div_ceil(120).max(1);
+            idx.iter().step_by(stride).map(|&i| json!([(i as u64 + 1) * step, v[i]])).collect()
+        };
+        let mut series = serde_json::Map::new();
+        for side in [Side::Baseline, Side::Canary].into_iter().filter(|s| a.side.includes(*s)) {
+            let v = if side == Side::Baseline { &m.baseline } else { &m.canary };
+            series.insert(side_name(side).into(), Value::Array(pick(v)));
+        }
+        let label = metric_label(&m.spec.name);
+        let id = format!("series:{label}:{}-{to}", a.from_s);
+        let text = json!({ "metric": label, "unit": m.spec.unit.label(), "t_s_and_value": series }).to_string();
+        Ok(items_output(vec![EvidenceItem { id, fact: Fact::Context, untrusted: false, text }]))
+    }
+
+    fn fetch_logs(&self, a: FetchLogs) -> Result<ToolOutput, ToolOutput> {
+        let obs = self.obs;
+        let needle = a.pattern.to_lowercase();
+        let hits: Vec<usize> = (0..obs.logs.len())
+            .filter(|&i| {
+                let l = &obs.logs[i];
+                a.side.includes(l.target)
+                    && (a.level == Levels::Any || is_error_level(&l.level))
+                    && l.message.to_lowercase().contains(&needle)
+            })
+            .collect();
+        let limit = a.limit.clamp(1, 50) as usize;
+        Ok(items_output(hits.iter().rev().take(limit).rev().filter_map(|&i| self.telemetry.log(i)).collect()))
+    }
+
+    fn list_events(&self, a: ListEvents) -> Result<ToolOutput, ToolOutput> {
+        let obs = self.obs;
+        let hits: Vec<usize> = (0..obs.events.len()).filter(|&i| a.side.includes(obs.events[i].target)).collect();
+        let newest = hits.iter().rev().take(50).rev();
+        Ok(items_output(newest.filter_map(|&i| self.telemetry.event(i)).collect()))
+    }
+
+    fn deployment_history(&self) -> ToolOutput {
+        let f = self.facts;
+        let text = format!(
+            "target {}: candidate {} replacing last-known-good {}; irreversible change: {}",
+            f.target,
+            f.candidate_revision,
+            f.last_known_good.as_deref().unwrap_or("(none recorded)"),
+            f.irreversible
+        );
+        items_output(vec![EvidenceItem { id: "release:history".into(), fact: Fact::Context, untrusted: false, text }])
+    }
+
+    fn compare_versions(&self, a: CompareVersions) -> Result<ToolOutput, ToolOutput> {
+        let f = self
+            .judged
+            .findings
+            .iter()
+            .find(|f| f.metric == a.metric || metric_label(&f.metric) == a.metric)
+            .ok_or_else(|| error(format!("no metric `{}`", a.metric)))?;
+        // The full statistics, under the same id and fact as the finding in the evidence list.
+        let item = catalogue_finding(f);
+        // The statistics under the finding's label: a name that is not plain stays out.
+        let named = Finding {
+            metric: metric_label(&f.metric).into_owned(),
+            explanation: scrub_names(&f.explanation, [f.metric.as_str()].into_iter()),
+            ..f.clone()
+        };
+        let text = serde_json::to_string(&named).unwrap_or_else(|_| item.text.clone());
+        Ok(items_output(vec![EvidenceItem { text, ..item }]))
     }
 }

@@ -180,7 +180,7 @@ mod tests {
         o.events.push(crate::signals::Event {
             t_s: 0,
             target: Side::Canary,
-            kind: "deploy".into(),
+            kind: crate::signals::EventKind::Deploy,
             message: "v42 rolled out".into(),
         });
         assert_eq!(t.check(&running, &Decision::Continue, Some(&o)), None);
@@ -195,7 +195,7 @@ mod tests {
             let running = judged(Verdict::Inconclusive, false, &[]);
             let mut o = obs(vec![(Side::Canary, msg.as_str()); 3]);
             for _ in 0..3 {
-                o.events.push(crate::signals::Event { t_s: 1, target: Side::Canary, kind: kind.clone(), message: msg.clone() });
+                o.events.push(crate::signals::Event { t_s: 1, target: Side::Canary, kind: crate::signals::EventKind::named(&kind), message: msg.clone() });
             }
             let trigger = t.check(&running, &Decision::Continue, Some(&o));
             proptest::prop_assert!(matches!(trigger, Some(Trigger::CanaryOnlySignals(_))), "{trigger:?}");

@@ -171,11 +171,7 @@ pub async fn haproxy_rollback(socket: &str, ledger_url: &str, repeats: u32) -> R
             .await?;
         guarded.execute(&plan, permit).await?;
         if !guarded.verify(&plan).await?.verified {
-            return Err(crate::executor::ExecutorError::Failed {
-                target: "haproxy/bench".into(),
-                reason: "did not verify".into(),
-            }
-            .into());
+            return Err(crate::executor::ExecutorError::refused("haproxy/bench", "did not verify").into());
         }
         total += start.elapsed().as_secs_f64();
     }

@@ -175,7 +175,7 @@ fn report(id: &str, r: &AnswerReply) -> u8 {
             out(&format!("{id}: not executed: {reason}"));
             exit::HELD
         }
-        (Ruling::Refused { reason }, _) => {
+        (Ruling::Refused { reason, .. }, _) => {
             out(&format!("{id}: refused: {reason}"));
             exit::USAGE
         }

@@ -148,7 +148,7 @@ fn ruling_line(r: &backstop::policy::approval::Ruling) -> String {
     match r {
         Ruling::Execute { decision } => format!("execute {}", decision.label()),
         Ruling::Rejected => "rejected".into(),
-        Ruling::Refused { reason } => format!("refused ({reason})"),
+        Ruling::Refused { reason, .. } => format!("refused ({reason})"),
         Ruling::Stale { reason } => format!("stale ({reason})"),
         Ruling::Closed { closure } => format!("closed ({})", closure.describe()),
     }

@@ -143,7 +143,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
             out(&format!("  {}", f.explanation));
         }
     }
-    let rules: Vec<&str> = outcome.final_rules.iter().map(|r| r.rule.as_str()).collect();
+    let rules: Vec<String> = outcome.final_rules.iter().map(|r| r.rule.to_string()).collect();
     out(&format!("policy rules: {}", rules.join(" → ")));
     out(&format!("model: {}", backstop::report::model_lines(&backstop::report::ModelReport::new(&outcome)).trim_end()));
     if let Some(fault) = &sim_cfg.fault {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure, load_policy, out};
-use backstop::eval::{AssessorJudge, JUDGE_NAMES, evaluate, judge_by_name, load_corpus, render_table};
+use backstop::eval::{AssessorJudge, JudgeName, evaluate, judge_by_name, load_corpus, render_table};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -21,7 +21,7 @@ pub struct EvalArgs {
     paths: Vec<PathBuf>,
     /// Judge to run; repeat for several (default: backstop).
     #[arg(long = "judge")]
-    judges: Vec<String>,
+    judges: Vec<JudgeName>,
     /// Output format.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -45,10 +45,10 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
         let ledger = backstop::ledger::Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
         policy.calibrations = backstop::run::calibrations_in_force(&ledger).await.map_err(|e| Failure::backend(&e))?;
     }
-    let names = if a.judges.is_empty() { vec!["backstop".to_string()] } else { a.judges };
+    let names = if a.judges.is_empty() { vec![JudgeName::Backstop] } else { a.judges };
     let mut judges: Vec<Box<dyn backstop::eval::EvalJudge>> = Vec::new();
-    for n in &names {
-        if n == "backstop+model" {
+    for &n in &names {
+        if n == JudgeName::BackstopModel {
             match settings.assessor().map_err(Failure::usage)? {
                 Some(assessor) => judges.push(Box::new(AssessorJudge { policy: policy.clone(), assessor })),
                 None => {
@@ -62,9 +62,7 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
             }
             continue;
         }
-        let j = judge_by_name(n, &policy)
-            .ok_or_else(|| Failure::usage(format!("unknown judge `{n}`; available: {}", JUDGE_NAMES.join(", "))))?;
-        judges.push(j);
+        judges.extend(judge_by_name(n, &policy));
     }
     let corpus = load_corpus(&a.paths);
     // A guard on a metric's good side is a policy error, named before any replay.

@@ -65,8 +65,7 @@ impl AssessorJudge {
             };
             let (outcome, _) = model.decide(&facts, Some(&obs), &judged, decide).await;
             // Held by the model or for an incident both versions share: a human is asked.
-            let escalated =
-                judged.incidents().next().is_some() || outcome.trace.iter().any(|r| r.rule.starts_with("model."));
+            let escalated = judged.incidents().next().is_some() || outcome.trace.iter().any(|r| r.rule.is_model());
             // The live loop's own rule: asking never delays the judge's own action.
             let situation = Situation {
                 decision: &outcome.decision,
@@ -103,7 +102,7 @@ impl AssessorJudge {
 
 impl EvalJudge for AssessorJudge {
     fn name(&self) -> &'static str {
-        "backstop+model"
+        super::JudgeName::BackstopModel.as_str()
     }
 
     fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {

@@ -57,12 +57,12 @@ pub struct BackstopJudge {
     /// The policy file: judge tunables and per-service guards.
     pub policy: PolicyFile,
     /// `backstop`, or `backstop-paired` (the paired test whatever the baseline, as before judge v2).
-    pub name: &'static str,
+    pub name: JudgeName,
 }
 
 impl EvalJudge for BackstopJudge {
     fn name(&self) -> &'static str {
-        self.name
+        self.name.as_str()
     }
 
     fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {
@@ -78,27 +78,67 @@ impl EvalJudge for BackstopJudge {
     }
 }
 
-/// Names `--judge` accepts (`backstop+model` needs a configured `[model]`).
-pub const JUDGE_NAMES: &[&str] =
-    &["backstop", "backstop-paired", "backstop+model", "kayenta", "argo", "argo-fl3", "flagger", "flagger-t5"];
+/// A judge `eval` can run, by the name `--judge` takes and reports carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr, strum::EnumIter)]
+pub enum JudgeName {
+    /// backstop's judge.
+    #[value(name = "backstop")]
+    #[strum(serialize = "backstop")]
+    Backstop,
+    /// backstop's judge with the paired test whatever the baseline (judge v1).
+    #[value(name = "backstop-paired")]
+    #[strum(serialize = "backstop-paired")]
+    BackstopPaired,
+    /// backstop's judge with the configured model, through policy (needs `[model]`).
+    #[value(name = "backstop+model")]
+    #[strum(serialize = "backstop+model")]
+    BackstopModel,
+    /// Kayenta's Mann-Whitney classifier.
+    #[value(name = "kayenta")]
+    #[strum(serialize = "kayenta")]
+    Kayenta,
+    /// Argo Rollouts' analysis, failure limit 0.
+    #[value(name = "argo")]
+    #[strum(serialize = "argo")]
+    Argo,
+    /// Argo Rollouts' analysis, failure limit 3.
+    #[value(name = "argo-fl3")]
+    #[strum(serialize = "argo-fl3")]
+    ArgoFl3,
+    /// Flagger's analysis, threshold 1.
+    #[value(name = "flagger")]
+    #[strum(serialize = "flagger")]
+    Flagger,
+    /// Flagger's analysis, threshold 5.
+    #[value(name = "flagger-t5")]
+    #[strum(serialize = "flagger-t5")]
+    FlaggerT5,
+}
 
-/// Build a judge by name.
-pub fn judge_by_name(name: &str, policy: &PolicyFile) -> Option<Box<dyn EvalJudge>> {
+impl JudgeName {
+    /// The name as reports carry it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Build a judge by name (`None` for `backstop+model`, which needs an assessor: [`AssessorJudge`]).
+pub fn judge_by_name(name: JudgeName, policy: &PolicyFile) -> Option<Box<dyn EvalJudge>> {
     use peers::{ArgoJudge, FlaggerJudge, KayentaJudge};
-    match name {
-        "backstop" => Some(Box::new(BackstopJudge { policy: policy.clone(), name: "backstop" })),
-        "backstop-paired" => {
+    Some(match name {
+        JudgeName::Backstop => Box::new(BackstopJudge { policy: policy.clone(), name }),
+        JudgeName::BackstopPaired => {
             let mut policy = policy.clone();
             policy.judge.method = crate::judge::MethodChoice::Paired;
-            Some(Box::new(BackstopJudge { policy, name: "backstop-paired" }))
+            Box::new(BackstopJudge { policy, name })
         }
-        "kayenta" => Some(Box::new(KayentaJudge)),
-        "argo" => Some(Box::new(ArgoJudge { failure_limit: 0 })),
-        "argo-fl3" => Some(Box::new(ArgoJudge { failure_limit: 3 })),
-        "flagger" => Some(Box::new(FlaggerJudge { threshold: 1 })),
-        "flagger-t5" => Some(Box::new(FlaggerJudge { threshold: 5 })),
-        _ => None,
-    }
+        JudgeName::BackstopModel => return None,
+        JudgeName::Kayenta => Box::new(KayentaJudge),
+        JudgeName::Argo => Box::new(ArgoJudge { failure_limit: 0 }),
+        JudgeName::ArgoFl3 => Box::new(ArgoJudge { failure_limit: 3 }),
+        JudgeName::Flagger => Box::new(FlaggerJudge { threshold: 1 }),
+        JudgeName::FlaggerT5 => Box::new(FlaggerJudge { threshold: 5 }),
+    })
 }
 
 /// Scenarios loaded from the given paths, and the files that failed.

@@ -80,8 +80,7 @@ impl CommandExecutor {
     /// passed-through variables are masked in it; on timeout the whole group
     /// is killed, so no grandchild outlives it.
     async fn run(&self, argv: &[String]) -> Result<(bool, String), ExecutorError> {
-        let fail = |reason: String| ExecutorError::Failed { target: self.target.clone(), reason };
-        let (program, args) = argv.split_first().ok_or_else(|| fail("empty command".into()))?;
+        let (program, args) = argv.split_first().ok_or_else(|| ExecutorError::setup(&self.target, "empty command"))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args).env_clear().kill_on_drop(true).stdin(std::process::Stdio::null());
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).process_group(0);
@@ -92,15 +91,18 @@ impl CommandExecutor {
                 passed.push(v);
             }
         }
-        let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run `{program}`: {e}")))?;
+        let mut child =
+            cmd.spawn().map_err(|e| ExecutorError::setup_from(&self.target, format!("cannot run `{program}`"), e))?;
         let (out, err) = (child.stdout.take(), child.stderr.take());
         let read = async { tokio::join!(capped(out), capped(err), child.wait()) };
         let timeout = Duration::from_secs(self.cfg.timeout_s.max(1));
         let Ok((stdout, stderr, status)) = tokio::time::timeout(timeout, read).await else {
             kill_group(child.id()).await;
-            return Err(fail(format!("`{program}` did not finish within {}s and was killed", timeout.as_secs())));
+            let what = format!("`{program}` did not finish within {}s and was killed", timeout.as_secs());
+            return Err(ExecutorError::refused(&self.target, what));
         };
-        let status = status.map_err(|e| fail(format!("cannot wait for `{program}`: {e}")))?;
+        let status =
+            status.map_err(|e| ExecutorError::unreachable(&self.target, format!("cannot wait for `{program}`"), e))?;
         // Passed-through values are masked as they are and in base64; short
         // ones (a 4-character value) literally only.
         let mask = |t: String| {
@@ -171,7 +173,7 @@ impl Executor for CommandExecutor {
             return Ok("no command configured for this action; nothing run".into());
         };
         let (ok, text) = self.run(&self.argv(template, &plan)).await?;
-        if ok { Ok(text) } else { Err(ExecutorError::Failed { target: self.target.clone(), reason: text }) }
+        if ok { Ok(text) } else { Err(ExecutorError::refused(&self.target, text)) }
     }
 
     /// Every program named is found (on PATH, or at its path) and executable;
@@ -181,9 +183,11 @@ impl Executor for CommandExecutor {
         let mut found = Vec::new();
         for argv in programs.into_iter().flatten() {
             let program = argv.first().map(String::as_str).unwrap_or_default();
-            let path = which(program).ok_or_else(|| ExecutorError::Failed {
-                target: self.target.clone(),
-                reason: format!("program `{program}` not found (PATH or path) or not executable"),
+            let path = which(program).ok_or_else(|| {
+                ExecutorError::setup(
+                    &self.target,
+                    format!("program `{program}` not found (PATH or path) or not executable"),
+                )
             })?;
             found.push(path.display().to_string());
         }

@@ -64,10 +64,6 @@ impl HaproxyExecutor {
         Self { target: target.into(), cfg }
     }
 
-    fn fail(&self, reason: String) -> ExecutorError {
-        ExecutorError::Failed { target: self.target.clone(), reason }
-    }
-
     /// Send one Runtime API command and return its answer.
     pub async fn command(&self, cmd: &str) -> Result<String, ExecutorError> {
         let io = async {
@@ -86,15 +82,23 @@ impl HaproxyExecutor {
         tokio::time::timeout(Duration::from_secs(self.cfg.timeout_s.max(1)), io)
             .await
             .map_err(|_| {
-                self.fail(format!("HAProxy Runtime API at {} did not answer `{cmd}` in time", self.cfg.socket))
+                let what = format!("HAProxy Runtime API at {} did not answer `{cmd}` in time", self.cfg.socket);
+                ExecutorError::refused(&self.target, what)
             })?
-            .map_err(|e| self.fail(format!("HAProxy Runtime API at {} is unreachable: {e}", self.cfg.socket)))
+            .map_err(|e| {
+                let what = format!("HAProxy Runtime API at {} is unreachable", self.cfg.socket);
+                ExecutorError::unreachable(&self.target, what, e)
+            })
     }
 
     /// Commands that change state answer with an empty line; anything else is an error.
     async fn set(&self, cmd: &str) -> Result<(), ExecutorError> {
         let answer = self.command(cmd).await?;
-        if answer.trim().is_empty() { Ok(()) } else { Err(self.fail(format!("`{cmd}` refused: {}", answer.trim()))) }
+        if answer.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(ExecutorError::refused(&self.target, format!("`{cmd}` refused: {}", answer.trim())))
+        }
     }
 
     /// Current weight of `server` (`get weight` answers "<current> (initial <n>)").
@@ -105,7 +109,7 @@ impl HaproxyExecutor {
             .split_whitespace()
             .next()
             .and_then(|w| w.parse().ok())
-            .ok_or_else(|| self.fail(format!("`{cmd}` answered `{}`", answer.trim())))
+            .ok_or_else(|| ExecutorError::refused(&self.target, format!("`{cmd}` answered `{}`", answer.trim())))
     }
 
     fn commands(&self, kind: ActionKind) -> Vec<String> {

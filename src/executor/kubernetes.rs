@@ -132,13 +132,25 @@ impl KubernetesExecutor {
         if let Some(p) = &cfg.kubeconfig
             && !p.exists()
         {
-            return Err(ExecutorError::Failed { target, reason: format!("kubeconfig {} does not exist", p.display()) });
+            return Err(ExecutorError::setup(&target, format!("kubeconfig {} does not exist", p.display())));
         }
         Ok(Self { target, cfg, client: OnceCell::new() })
     }
 
-    fn fail(&self, reason: impl std::fmt::Display) -> ExecutorError {
-        ExecutorError::Failed { target: self.target.clone(), reason: reason.to_string() }
+    /// What the Kubernetes API's error means here: its refusal (a status
+    /// it answered), or an API server that could not be reached.
+    fn api(&self, e: kube::Error) -> ExecutorError {
+        match e {
+            kube::Error::Api(status) => {
+                ExecutorError::refused(&self.target, format!("the Kubernetes API answered: {status}"))
+            }
+            other => ExecutorError::unreachable(&self.target, "the Kubernetes API", other),
+        }
+    }
+
+    /// The target is not in the state the action needs.
+    fn refuse(&self, answer: impl std::fmt::Display) -> ExecutorError {
+        ExecutorError::refused(&self.target, answer.to_string())
     }
 
     async fn client(&self) -> Result<kube::Client, ExecutorError> {
@@ -146,7 +158,7 @@ impl KubernetesExecutor {
             .get_or_try_init(|| crate::k8s::connect(self.cfg.kubeconfig.as_deref(), self.cfg.context.as_deref()))
             .await
             .cloned()
-            .map_err(|e| self.fail(crate::error::chain(&e)))
+            .map_err(|e| ExecutorError::setup_from(&self.target, "no Kubernetes client", e))
     }
 
     fn rollouts(&self, client: kube::Client) -> Api<DynamicObject> {
@@ -185,16 +197,16 @@ impl KubernetesExecutor {
         let api = self.inference_services(self.client().await?);
         let (predictor, step) = self.isvc_change(kind, revision);
         let patch = Patch::Merge(InferenceService { spec: InferenceServiceSpec { predictor } });
-        api.patch(&self.cfg.name, &PatchParams::default(), &patch).await.map_err(|e| self.fail(e))?;
+        api.patch(&self.cfg.name, &PatchParams::default(), &patch).await.map_err(|e| self.api(e))?;
         Ok(step)
     }
 
     /// Whether the InferenceService's predictor is what `kind` to `revision`
     /// set (a promotion also accepts an explicit 100 %), and what was read.
     async fn isvc_state(&self, kind: ActionKind, revision: &str) -> Result<Verification, ExecutorError> {
-        let o = self.inference_services(self.client().await?).get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
+        let o = self.inference_services(self.client().await?).get(&self.cfg.name).await.map_err(|e| self.api(e))?;
         let now: InferenceService = serde_json::from_value(o.data)
-            .map_err(|e| self.fail(format!("the InferenceService is not in KServe's v1beta1 shape: {e}")))?;
+            .map_err(|e| self.refuse(format!("the InferenceService is not in KServe's v1beta1 shape: {e}")))?;
         let (want, _) = self.isvc_change(kind, revision);
         let (percent, uri) = (now.spec.predictor.canary_traffic_percent, now.spec.predictor.storage_uri());
         let verified = match want.canary_traffic_percent {
@@ -213,14 +225,14 @@ impl KubernetesExecutor {
         revision: &str,
     ) -> Result<(Deployment, ReplicaSet), ExecutorError> {
         let client = self.client().await?;
-        let d = deployments.get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
+        let d = deployments.get(&self.cfg.name).await.map_err(|e| self.api(e))?;
         if d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false) {
-            return Err(self.fail(format!("deployment {} is paused; resume it before rolling back", self.cfg.name)));
+            return Err(self.refuse(format!("deployment {} is paused; resume it before rolling back", self.cfg.name)));
         }
         let selector = d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
         let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let rss: Api<ReplicaSet> = Api::namespaced(client, &self.cfg.namespace);
-        let list = rss.list(&ListParams::default().labels(&labels.join(","))).await.map_err(|e| self.fail(e))?;
+        let list = rss.list(&ListParams::default().labels(&labels.join(","))).await.map_err(|e| self.api(e))?;
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let owned = list
             .items
@@ -233,7 +245,7 @@ impl KubernetesExecutor {
             }
         }
         let rs =
-            found.ok_or_else(|| self.fail(format!("no ReplicaSet of {} has revision {revision}", self.cfg.name)))?;
+            found.ok_or_else(|| self.refuse(format!("no ReplicaSet of {} has revision {revision}", self.cfg.name)))?;
         Ok((d, rs))
     }
 
@@ -241,7 +253,7 @@ impl KubernetesExecutor {
         let deployments: Api<Deployment> = Api::namespaced(self.client().await?, &self.cfg.namespace);
         let (d, rs) = self.template_of(&deployments, revision).await?;
         let mut template =
-            rs.spec.and_then(|s| s.template).ok_or_else(|| self.fail("ReplicaSet has no pod template"))?;
+            rs.spec.and_then(|s| s.template).ok_or_else(|| self.refuse("ReplicaSet has no pod template"))?;
         if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
             labels.remove("pod-template-hash");
         }
@@ -257,11 +269,11 @@ impl KubernetesExecutor {
             { "op": "replace", "path": "/spec/template", "value": template },
             { "op": "replace", "path": "/metadata/annotations", "value": annotations },
         ]);
-        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| self.fail(e))?;
+        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| self.refuse(e))?;
         deployments
             .patch(&self.cfg.name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.api(e))?;
         Ok(format!(
             "deployment {}/{} rolled back to the template of revision {revision}",
             self.cfg.namespace, self.cfg.name
@@ -274,10 +286,10 @@ impl KubernetesExecutor {
         match api.patch_status(&self.cfg.name, &PatchParams::default(), &body).await {
             Ok(_) => Ok(format!("rollout {}/{} aborted (status subresource)", self.cfg.namespace, self.cfg.name)),
             Err(kube::Error::Api(e)) if e.code == 404 => {
-                api.patch(&self.cfg.name, &PatchParams::default(), &body).await.map_err(|e| self.fail(e))?;
+                api.patch(&self.cfg.name, &PatchParams::default(), &body).await.map_err(|e| self.api(e))?;
                 Ok(format!("rollout {}/{} aborted (no status subresource)", self.cfg.namespace, self.cfg.name))
             }
-            Err(e) => Err(self.fail(e)),
+            Err(e) => Err(self.api(e)),
         }
     }
 }
@@ -329,12 +341,12 @@ impl Executor for KubernetesExecutor {
         let (ns, name) = (&self.cfg.namespace, &self.cfg.name);
         match self.cfg.workload {
             Workload::Deployment => {
-                let d = Api::<Deployment>::namespaced(client, ns).get(name).await.map_err(|e| self.fail(e))?;
+                let d = Api::<Deployment>::namespaced(client, ns).get(name).await.map_err(|e| self.api(e))?;
                 let revision = d.metadata.annotations.and_then(|a| a.get("deployment.kubernetes.io/revision").cloned());
                 Ok(format!("Deployment {ns}/{name} at revision {}", revision.unwrap_or_else(|| "?".into())))
             }
             Workload::ArgoRollout => {
-                self.rollouts(client).get(name).await.map_err(|e| self.fail(e))?;
+                self.rollouts(client).get(name).await.map_err(|e| self.api(e))?;
                 Ok(format!("Rollout {ns}/{name} found"))
             }
             Workload::InferenceService => {
@@ -368,7 +380,7 @@ impl Executor for KubernetesExecutor {
                 })
             }
             (ActionKind::Rollback, Workload::ArgoRollout) => {
-                let r = self.rollouts(client).get(&self.cfg.name).await.map_err(|e| self.fail(e))?;
+                let r = self.rollouts(client).get(&self.cfg.name).await.map_err(|e| self.api(e))?;
                 let aborted = r.data["status"]["abort"].as_bool().unwrap_or(false);
                 Ok(Verification { verified: aborted, observed: format!("rollout status.abort = {aborted}") })
             }

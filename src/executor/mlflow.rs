@@ -91,9 +91,8 @@ impl MlflowExecutor {
     pub fn new(target: impl Into<String>, cfg: MlflowConfig) -> Result<Self, ExecutorError> {
         let target = target.into();
         let token = match &cfg.token_env {
-            Some(var) => Some(crate::secret::from_env(var).map_err(|_| ExecutorError::Failed {
-                target: target.clone(),
-                reason: format!("environment variable {var} (token_env) is not set"),
+            Some(var) => Some(crate::secret::from_env(var).map_err(|_| {
+                ExecutorError::setup(&target, format!("environment variable {var} (token_env) is not set"))
             })?),
             None => None,
         };
@@ -109,12 +108,8 @@ impl MlflowExecutor {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
-            .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: crate::error::chain(&e) })?;
+            .map_err(|e| ExecutorError::setup_from(&target, "cannot build the HTTP client", e))?;
         Ok(Self { target, cfg, token, http })
-    }
-
-    fn fail(&self, reason: impl std::fmt::Display) -> ExecutorError {
-        ExecutorError::Failed { target: self.target.clone(), reason: reason.to_string() }
     }
 
     fn url(&self, path: &str) -> String {
@@ -123,17 +118,20 @@ impl MlflowExecutor {
 
     fn version_of(&self, revision: &str) -> Result<(), ExecutorError> {
         if !is_version(revision) {
-            return Err(self.fail(format!(
-                "revision `{revision}` is not a version of registered model `{}` (MLflow versions are numbers)",
-                self.cfg.model
-            )));
+            return Err(ExecutorError::refused(
+                &self.target,
+                format!(
+                    "revision `{revision}` is not a version of registered model `{}` (MLflow versions are numbers)",
+                    self.cfg.model
+                ),
+            ));
         }
         Ok(())
     }
 
     /// One request, retried on connection errors and 5xx; the body of a 2xx answer.
     async fn send(&self, req: impl Fn() -> reqwest::RequestBuilder) -> Result<String, ExecutorError> {
-        let mut last = String::new();
+        let mut last = ExecutorError::refused(&self.target, "MLflow was not asked");
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
@@ -143,22 +141,24 @@ impl MlflowExecutor {
                 r = r.bearer_auth(t);
             }
             match r.send().await {
-                Ok(resp) if resp.status().is_success() => return resp.text().await.map_err(|e| self.fail(e)),
+                Ok(resp) if resp.status().is_success() => {
+                    return resp.text().await.map_err(|e| ExecutorError::unreachable(&self.target, "MLflow", e));
+                }
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.text().await.unwrap_or_default();
                     let why = serde_json::from_str::<MlflowError>(&body)
                         .map(|e| format!("{} {}", e.error_code, e.message))
                         .unwrap_or_else(|_| body.chars().take(200).collect());
-                    last = format!("MLflow answered {status}: {}", why.trim());
+                    last = ExecutorError::refused(&self.target, format!("MLflow answered {status}: {}", why.trim()));
                     if !status.is_server_error() {
                         break;
                     }
                 }
-                Err(e) => last = format!("MLflow unreachable: {}", crate::error::chain(&e.without_url())),
+                Err(e) => last = ExecutorError::unreachable(&self.target, "MLflow", e.without_url()),
             }
         }
-        Err(self.fail(last))
+        Err(last)
     }
 
     async fn set_alias(&self, version: &str) -> Result<String, ExecutorError> {
@@ -173,7 +173,10 @@ impl MlflowExecutor {
         let query = [("name", self.cfg.model.as_str()), ("alias", self.cfg.alias.as_str())];
         let text = self.send(|| self.http.get(self.url("registered-models/alias")).query(&query)).await?;
         let answer: AliasAnswer = serde_json::from_str(&text).map_err(|e| {
-            self.fail(format!("MLflow's alias answer is not {{\"model_version\": {{\"version\"}}}}: {e}"))
+            ExecutorError::refused(
+                &self.target,
+                format!("MLflow's alias answer is not {{\"model_version\": {{\"version\"}}}}: {e}"),
+            )
         })?;
         Ok(answer.model_version.version)
     }

@@ -206,14 +206,62 @@ pub enum ExecutorError {
         /// Plan presented.
         plan: String,
     },
-    /// The system refused or failed the change.
-    #[error("action on `{target}` failed: {reason}")]
-    Failed {
+    /// The executor cannot act at all: a secret variable unset, a file or
+    /// program missing, a client that cannot be built. Fixed in configuration.
+    #[error("action on `{target}` failed: {what}")]
+    Setup {
         /// Target.
         target: String,
-        /// What went wrong.
-        reason: String,
+        /// What is missing or wrong.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
+    /// The system could not be reached (it may come back: nothing is retried blindly).
+    #[error("action on `{target}` failed: {what}")]
+    Unreachable {
+        /// Target.
+        target: String,
+        /// What could not be reached.
+        what: String,
+        /// The transport's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The system answered, refusing or failing the change, or with something unreadable.
+    #[error("action on `{target}` failed: {answer}")]
+    Refused {
+        /// Target.
+        target: String,
+        /// What it answered (or what was wrong with the answer).
+        answer: String,
+    },
+}
+
+/// Any error, boxed, as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ExecutorError {
+    /// `target`'s executor cannot act: `what` is missing or wrong.
+    pub fn setup(target: &str, what: impl Into<String>) -> Self {
+        ExecutorError::Setup { target: target.into(), what: what.into(), source: None }
+    }
+
+    /// `target`'s executor cannot act because of `source`.
+    pub fn setup_from(target: &str, what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ExecutorError::Setup { target: target.into(), what: what.into(), source: Some(source.into()) }
+    }
+
+    /// `what` could not be reached.
+    pub fn unreachable(target: &str, what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ExecutorError::Unreachable { target: target.into(), what: what.into(), source: source.into() }
+    }
+
+    /// The system refused or failed the change; `answer` says how.
+    pub fn refused(target: &str, answer: impl Into<String>) -> Self {
+        ExecutorError::Refused { target: target.into(), answer: answer.into() }
+    }
 }
 
 /// What an action does.

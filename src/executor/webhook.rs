@@ -107,9 +107,8 @@ impl WebhookExecutor {
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Result<Self, ExecutorError> {
         let target = target.into();
-        let secret = crate::secret::from_env(&cfg.secret_env).map_err(|_| ExecutorError::Failed {
-            target: target.clone(),
-            reason: format!("webhook secret variable `{}` is not set", cfg.secret_env),
+        let secret = crate::secret::from_env(&cfg.secret_env).map_err(|_| {
+            ExecutorError::setup(&target, format!("webhook secret variable `{}` is not set", cfg.secret_env))
         })?;
         let mut e = Self::planner(target, from_revision, cfg)?;
         e.signer = Some((secret.into_bytes(), clock));
@@ -128,30 +127,38 @@ impl WebhookExecutor {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
-            .map_err(|e| ExecutorError::Failed { target: target.clone(), reason: e.to_string() })?;
+            .map_err(|e| ExecutorError::setup_from(&target, "cannot build the HTTP client", e))?;
         Ok(Self { target, from_revision: from_revision.into(), cfg, signer: None, http })
-    }
-
-    fn fail(&self, reason: String) -> ExecutorError {
-        ExecutorError::Failed { target: self.target.clone(), reason }
     }
 
     /// The URL as it may be shown: credentials and tokens removed.
     /// `GET url` (the state endpoint): the URL as it may be shown, and the answer.
     async fn read_state(&self, url: &str) -> Result<(String, reqwest::Response), ExecutorError> {
         let shown = Self::shown(url);
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.fail(format!("{shown} unreachable: {}", e.without_url())))?;
+        let resp =
+            self.http.get(url).send().await.map_err(|e| {
+                ExecutorError::unreachable(&self.target, format!("{shown} unreachable"), e.without_url())
+            })?;
         Ok((shown, resp))
     }
 
     fn shown(url: &str) -> String {
         crate::secret::redact_url(url)
     }
+}
+
+/// The documented body of a webhook action (README, executors): what the
+/// receiver acts on, signed with the request line.
+/// Fields in alphabetical order, as the body has always been written.
+#[derive(serde::Serialize)]
+struct WebhookBody<'a> {
+    action: super::ActionKind,
+    at_s: u64,
+    from_revision: &'a str,
+    plan_id: &'a str,
+    steps: &'a [String],
+    target: &'a str,
+    to_revision: &'a str,
 }
 
 /// Reply bytes kept for the ledger; a receiver cannot flood it.
@@ -198,13 +205,19 @@ impl Planner for WebhookExecutor {
 #[async_trait]
 impl Executor for WebhookExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
-        let (secret, clock) = self.signer.as_ref().ok_or_else(|| self.fail("built to plan only: no secret".into()))?;
-        let body = serde_json::to_vec(&serde_json::json!({
-            "action": plan.kind, "target": plan.target, "to_revision": plan.to_revision,
-            "from_revision": self.from_revision, "plan_id": plan.id, "at_s": plan.at_s, "steps": plan.steps,
-        }))
-        .map_err(|e| self.fail(e.to_string()))?;
-        let mut last = String::new();
+        let (secret, clock) =
+            self.signer.as_ref().ok_or_else(|| ExecutorError::setup(&self.target, "built to plan only: no secret"))?;
+        let body = WebhookBody {
+            action: plan.kind,
+            at_s: plan.at_s,
+            from_revision: &self.from_revision,
+            plan_id: &plan.id,
+            steps: &plan.steps,
+            target: &plan.target,
+            to_revision: &plan.to_revision,
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| ExecutorError::setup_from(&self.target, "body", e))?;
+        let mut last = ExecutorError::refused(&self.target, "not sent");
         let shown = Self::shown(&self.cfg.url);
         for attempt in 0..=self.cfg.retries {
             if attempt > 0 {
@@ -213,9 +226,11 @@ impl Executor for WebhookExecutor {
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)) + jitter)).await;
             }
             let ts = clock.now_ms() / 1000;
-            let (authority, path) = signed_parts(&self.cfg.url).ok_or_else(|| self.fail("url has no host".into()))?;
+            let (authority, path) =
+                signed_parts(&self.cfg.url).ok_or_else(|| ExecutorError::setup(&self.target, "url has no host"))?;
             let request = Signed { method: "POST", authority: &authority, path: &path };
-            let signature = sign(secret, ts, request, &body).ok_or_else(|| self.fail("cannot sign".into()))?;
+            let signature =
+                sign(secret, ts, request, &body).ok_or_else(|| ExecutorError::setup(&self.target, "cannot sign"))?;
             let sent = self
                 .http
                 .post(&self.cfg.url)
@@ -233,13 +248,22 @@ impl Executor for WebhookExecutor {
                     return Ok(format!("{shown} answered {status} after {} attempt(s): {text}", attempt + 1));
                 }
                 Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                    last = format!("{shown} answered {}", r.status());
+                    let answer = format!("gave up after {} attempts: {shown} answered {}", attempt + 1, r.status());
+                    last = ExecutorError::refused(&self.target, answer);
                 }
-                Ok(r) => return Err(self.fail(format!("{shown} refused the action: {}", r.status()))),
-                Err(e) => last = format!("{shown} unreachable: {}", e.without_url()),
+                Ok(r) => {
+                    return Err(ExecutorError::refused(
+                        &self.target,
+                        format!("{shown} refused the action: {}", r.status()),
+                    ));
+                }
+                Err(e) => {
+                    let what = format!("gave up after {} attempts: {shown} unreachable", attempt + 1);
+                    last = ExecutorError::unreachable(&self.target, what, e.without_url());
+                }
             }
         }
-        Err(self.fail(format!("gave up after {} attempts: {last}", self.cfg.retries + 1)))
+        Err(last)
     }
 
     async fn probe(&self) -> Result<String, ExecutorError> {
@@ -248,7 +272,7 @@ impl Executor for WebhookExecutor {
         };
         let (shown, resp) = self.read_state(url).await?;
         if !resp.status().is_success() {
-            return Err(self.fail(format!("{shown} answered {}", resp.status())));
+            return Err(ExecutorError::refused(&self.target, format!("{shown} answered {}", resp.status())));
         }
         Ok(format!("{shown} answered {}", resp.status()))
     }
@@ -261,8 +285,10 @@ impl Executor for WebhookExecutor {
         if !resp.status().is_success() {
             return Ok(Verification { verified: false, observed: format!("{shown} answered {}", resp.status()) });
         }
-        let doc: serde_json::Value =
-            resp.json().await.map_err(|e| self.fail(format!("{shown}: not JSON: {}", e.without_url())))?;
+        let doc: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| ExecutorError::refused(&self.target, format!("{shown}: not JSON: {}", e.without_url())))?;
         let revision = doc.get("revision").and_then(|v| v.as_str()).unwrap_or("");
         Ok(Verification {
             verified: revision == plan.to_revision,

@@ -546,10 +546,11 @@ fn quality_finding(l: &LabelSeries, cfg: &MlJudgeConfig, windows: &[usize], step
     f
 }
 
-use crate::signals::SCHEMA_CHANGE;
-
 fn schema_finding(events: &[Event], cfg: &MlJudgeConfig) -> Option<Finding> {
-    let changes: Vec<&Event> = events.iter().filter(|e| e.target == Side::Canary && e.kind == SCHEMA_CHANGE).collect();
+    let changes: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.target == Side::Canary && e.kind == crate::signals::EventKind::SchemaChange)
+        .collect();
     let first = changes.first()?;
     let spec = crate::signals::MetricSpec {
         name: "input_schema".into(),

@@ -632,7 +632,8 @@ mod legacy {
     /// Before `Ruling::Closed`, an expired request was closed by a refusal
     /// whose reason said so; such a record still closes its request.
     pub fn expiry_refusal(r: &crate::policy::approval::Ruling) -> bool {
-        matches!(r, crate::policy::approval::Ruling::Refused { reason } if reason.contains("expired"))
+        use crate::policy::approval::{Refusal, Ruling};
+        matches!(r, Ruling::Refused { why: Refusal::Unstated, reason } if reason.contains("expired"))
     }
 
     use super::{ActionPlan, ActionResult, IntentRecord, OutcomeRecord};

@@ -19,7 +19,7 @@ use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::digest::digest;
 use crate::ledger::{Actor, Append, ApprovalOps, ApprovalRequested, ApprovalResolved, LedgerError, Record};
 use crate::policy::approval::{
-    Answer, AnswerInput, Closure, PendingApproval, Principal, RollbackAsk, Ruling, rule, rule_rollback,
+    Answer, AnswerInput, Closure, PendingApproval, Principal, Refusal, RollbackAsk, Ruling, rule, rule_rollback,
 };
 use crate::policy::{Decision, Proposal};
 use crate::signals::SignalSource;
@@ -162,9 +162,7 @@ impl ReleaseRun<'_> {
         let Some(req) = c.rollbacks.lock().await.try_recv().ok() else { return Ok(None) };
         let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
         if !holder || !matches!(actuation, Actuation::Live(_)) {
-            let reason =
-                "this agent does not hold the target's lease (it follows or advises): ask the agent that acts".into();
-            let _ = req.reply.send(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
+            let _ = req.reply.send(AnswerReply { ruling: Ruling::refused(Refusal::NotHolder), status: None });
             return Ok(None);
         }
         let now_ms = self.agent.clock.now_ms();
@@ -375,8 +373,8 @@ impl ReleaseRun<'_> {
         };
         let request = request.request;
         if a.approval_id != request.id {
-            let reason = format!("no open request {} on this release (open: {})", a.approval_id, request.id);
-            a.tell(AnswerReply { ruling: Ruling::Refused { reason }, status: None });
+            let why = Refusal::NotThisRequest { asked: a.approval_id.clone(), open: request.id.clone() };
+            a.tell(AnswerReply { ruling: Ruling::refused(why), status: None });
             return Ok(None);
         }
         if self.operator_state() != OperatorState::Running {

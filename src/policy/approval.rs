@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Decision, PolicyFile, Proposal, RuleHit};
+use super::{Decision, PolicyFile, Proposal, RuleHit, RuleId};
 
 /// `[approvals]` in a policy file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -182,7 +182,10 @@ pub enum Ruling {
     /// The answer does not count (not an approver, no override for an
     /// irreversible release, too late); the request stays as it was.
     Refused {
-        /// Why, for the human.
+        /// Why, typed: what code branches on.
+        #[serde(default)]
+        why: Refusal,
+        /// Why, for the human, as it was said at the time.
         reason: String,
     },
     /// The situation changed since the request (the canary recovered, or
@@ -199,6 +202,101 @@ pub enum Ruling {
         /// What closed it.
         closure: Closure,
     },
+}
+
+/// Why an answer or a request did not count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// Policy does not name them for this service.
+    NotAnApprover {
+        /// Who answered.
+        identity: String,
+        /// The service.
+        service: String,
+    },
+    /// The request's expiry has passed.
+    Expired {
+        /// The request.
+        request: String,
+    },
+    /// An irreversible release's rollback needs `approvals.irreversible_approvers`.
+    IrreversibleOverride {
+        /// Who answered.
+        identity: String,
+    },
+    /// Judged again now, policy cannot confirm the proposal (it holds or denies); the request stays open.
+    CannotConfirm {
+        /// Policy's decision now.
+        decision: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The target is not declared in configuration.
+    NotDeclared {
+        /// The target.
+        target: String,
+    },
+    /// No last-known-good revision: nothing to roll back to.
+    NoLastKnownGood,
+    /// The rollback rate limit is reached.
+    RateLimit {
+        /// Rollbacks in the window.
+        recent: usize,
+        /// The target.
+        target: String,
+        /// The window, minutes.
+        window_minutes: u32,
+    },
+    /// The answer names another request than the one open.
+    NotThisRequest {
+        /// The request answered.
+        asked: String,
+        /// The one open.
+        open: String,
+    },
+    /// This agent does not hold the target's lease (it follows or advises).
+    NotHolder,
+    /// Recorded before refusals were typed: see the reason text.
+    #[default]
+    Unstated,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotAnApprover { identity, service } => write!(f, "{identity} is not an approver for {service}"),
+            Refusal::Expired { request } => write!(f, "request {request} has expired; the release is held"),
+            Refusal::IrreversibleOverride { identity } => write!(
+                f,
+                "the release is irreversible: only approvals.irreversible_approvers may approve its rollback, and {identity} is not one"
+            ),
+            Refusal::CannotConfirm { decision, reason } => {
+                write!(f, "judged again now, policy says {decision} ({reason}): not executed; the request stays open")
+            }
+            Refusal::NotDeclared { target } => write!(f, "target `{target}` is not declared in configuration"),
+            Refusal::NoLastKnownGood => {
+                f.write_str("no last-known-good revision is recorded for this target: nothing to roll back to")
+            }
+            Refusal::RateLimit { recent, target, window_minutes } => {
+                write!(f, "rate limit: {recent} rollbacks of `{target}` in the last {window_minutes} minutes")
+            }
+            Refusal::NotThisRequest { asked, open } => {
+                write!(f, "no open request {asked} on this release (open: {open})")
+            }
+            Refusal::NotHolder => f.write_str(
+                "this agent does not hold the target's lease (it follows or advises): ask the agent that acts",
+            ),
+            Refusal::Unstated => f.write_str("refused"),
+        }
+    }
+}
+
+impl Ruling {
+    /// A refusal, with its text for people.
+    pub fn refused(why: Refusal) -> Self {
+        Ruling::Refused { reason: why.to_string(), why }
+    }
 }
 
 /// Stable name of a ruling, for logs, metrics and replies.
@@ -255,13 +353,13 @@ impl Closure {
     }
 
     /// The rule id recorded with the closure.
-    pub fn rule(self) -> &'static str {
+    pub fn rule(self) -> RuleId {
         match self {
-            Closure::Expired => "approval.expired",
-            Closure::OperatorHold => "approval.closed_by_hold",
-            Closure::OperatorAbort => "approval.closed_by_abort",
-            Closure::JudgeRolledBack | Closure::JudgePromoted => "approval.superseded_by_judge",
-            Closure::ReleaseEnded | Closure::AgentStopped => "approval.closed_by_end",
+            Closure::Expired => RuleId::ApprovalExpired,
+            Closure::OperatorHold => RuleId::ClosedByHold,
+            Closure::OperatorAbort => RuleId::ClosedByAbort,
+            Closure::JudgeRolledBack | Closure::JudgePromoted => RuleId::SupersededByJudge,
+            Closure::ReleaseEnded | Closure::AgentStopped => RuleId::ClosedByEnd,
         }
     }
 }
@@ -299,34 +397,39 @@ pub fn approvers_for<'p>(policy: &'p PolicyFile, service: &str) -> &'p [String] 
     }
 }
 
+/// Whether `who` may answer `req`: an approver of its service, or — for an
+/// irreversible release's rollback — one of `irreversible_approvers`, the
+/// named override (who need not also be an approver).
+fn may_answer(policy: &PolicyFile, req: &PendingApproval, who: &Principal) -> bool {
+    let overrides = req.irreversible
+        && matches!(req.proposed, Proposal::Rollback { .. })
+        && policy.approvals.names(&policy.approvals.irreversible_approvers, who);
+    overrides || policy.approvals.names(approvers_for(policy, &req.service), who)
+}
+
 /// Rule on a human's answer. The approver can only say yes or no to the
 /// proposal as it stands: target and revisions come from the request, and
 /// an approval executes only when policy, asked again now, still proposes
 /// exactly that (invariants, rate limits and freezes all apply again).
 pub fn rule(policy: &PolicyFile, input: &AnswerInput) -> ApprovalOutcome {
     let mut trace = Vec::new();
-    let mut hit = |rule: &str, detail: String| trace.push(RuleHit { rule: rule.into(), detail });
+    let mut hit = |rule: RuleId, detail: String| trace.push(RuleHit { rule, detail });
     let req = input.request;
     let ruling = if input.now_ms >= req.expires_at_ms {
-        hit("approval.expired", format!("request {} expired", req.id));
-        Ruling::Refused { reason: format!("request {} has expired; the release is held", req.id) }
-    } else if !policy.approvals.names(approvers_for(policy, &req.service), input.who) {
-        hit("approval.not_an_approver", input.who.identity.clone());
-        Ruling::Refused { reason: format!("{} is not an approver for {}", input.who.identity, req.service) }
+        hit(RuleId::ApprovalExpired, format!("request {} expired", req.id));
+        Ruling::refused(Refusal::Expired { request: req.id.clone() })
+    } else if !may_answer(policy, req, input.who) {
+        hit(RuleId::NotAnApprover, input.who.identity.clone());
+        Ruling::refused(Refusal::NotAnApprover { identity: input.who.identity.clone(), service: req.service.clone() })
     } else if input.answer == Answer::Reject {
-        hit("approval.rejected", input.who.identity.clone());
+        hit(RuleId::ApprovalRejected, input.who.identity.clone());
         Ruling::Rejected
     } else if req.irreversible
         && matches!(req.proposed, Proposal::Rollback { .. })
         && !policy.approvals.names(&policy.approvals.irreversible_approvers, input.who)
     {
-        hit("invariant.irreversible_override", input.who.identity.clone());
-        Ruling::Refused {
-            reason: format!(
-                "the release is irreversible: only approvals.irreversible_approvers may approve its rollback, and {} is not one",
-                input.who.identity
-            ),
-        }
+        hit(RuleId::IrreversibleOverride, input.who.identity.clone());
+        Ruling::refused(Refusal::IrreversibleOverride { identity: input.who.identity.clone() })
     } else {
         still_proposed(req, input.current, &mut hit)
     };
@@ -354,34 +457,32 @@ pub struct RollbackAsk<'a> {
 /// release needs an irreversible approver, and the rollback rate limit holds.
 pub fn rule_rollback(policy: &PolicyFile, ask: &RollbackAsk) -> ApprovalOutcome {
     let mut trace = Vec::new();
-    let mut hit = |rule: &str, detail: String| trace.push(RuleHit { rule: rule.into(), detail });
+    let mut hit = |rule: RuleId, detail: String| trace.push(RuleHit { rule, detail });
     let r = ask.release;
-    let refuse = |reason: String| Ruling::Refused { reason };
+    let refuse = Ruling::refused;
     let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
     let recent = ask.history.automated_rollbacks_ms.iter().filter(|&&at| ask.now_ms - at < window_ms).count();
-    let ruling = if !policy.approvals.names(approvers_for(policy, &r.service), ask.who) {
-        hit("approval.not_an_approver", ask.who.identity.clone());
-        refuse(format!("{} is not an approver for {}", ask.who.identity, r.service))
+    let override_names = policy.approvals.names(&policy.approvals.irreversible_approvers, ask.who);
+    let named =
+        policy.approvals.names(approvers_for(policy, &r.service), ask.who) || (r.irreversible && override_names);
+    let ruling = if !named {
+        hit(RuleId::NotAnApprover, ask.who.identity.clone());
+        refuse(Refusal::NotAnApprover { identity: ask.who.identity.clone(), service: r.service.clone() })
     } else if !r.declared_targets.iter().any(|d| d == &r.target) {
-        hit("invariant.declared_target", r.target.clone());
-        refuse(format!("target `{}` is not declared in configuration", r.target))
+        hit(RuleId::DeclaredTarget, r.target.clone());
+        refuse(Refusal::NotDeclared { target: r.target.clone() })
     } else if r.last_known_good.is_none() {
-        hit("invariant.last_known_good", "no last-known-good revision recorded".into());
-        refuse("no last-known-good revision is recorded for this target: nothing to roll back to".into())
-    } else if r.irreversible && !policy.approvals.names(&policy.approvals.irreversible_approvers, ask.who) {
-        hit("invariant.irreversible_override", ask.who.identity.clone());
-        refuse(format!(
-            "the release is irreversible: only approvals.irreversible_approvers may roll it back, and {} is not one",
-            ask.who.identity
-        ))
+        hit(RuleId::LastKnownGood, "no last-known-good revision recorded".into());
+        refuse(Refusal::NoLastKnownGood)
+    } else if r.irreversible && !override_names {
+        hit(RuleId::IrreversibleOverride, ask.who.identity.clone());
+        refuse(Refusal::IrreversibleOverride { identity: ask.who.identity.clone() })
     } else if recent >= policy.rate_limit.max_rollbacks as usize {
-        hit("invariant.rate_limit", format!("{recent} rollbacks in {} min", policy.rate_limit.window_minutes));
-        refuse(format!(
-            "rate limit: {recent} rollbacks of `{}` in the last {} minutes",
-            r.target, policy.rate_limit.window_minutes
-        ))
+        let window_minutes = policy.rate_limit.window_minutes;
+        hit(RuleId::RateLimit, format!("{recent} rollbacks in {window_minutes} min"));
+        refuse(Refusal::RateLimit { recent, target: r.target.clone(), window_minutes })
     } else {
-        hit("human.rollback", format!("{} asked: {}", ask.who.identity, ask.reason));
+        hit(RuleId::HumanRollback, format!("{} asked: {}", ask.who.identity, ask.reason));
         let plan = super::RollbackPlan {
             target: r.target.clone(),
             from_revision: r.candidate_revision.clone(),
@@ -393,7 +494,7 @@ pub fn rule_rollback(policy: &PolicyFile, ask: &RollbackAsk) -> ApprovalOutcome 
     ApprovalOutcome { ruling, trace }
 }
 
-fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMut(&str, String)) -> Ruling {
+fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMut(RuleId, String)) -> Ruling {
     let same = match (current, &req.proposed) {
         (Decision::RequireApproval { proposed, .. }, p) => proposed.same_action(p),
         (Decision::Rollback { plan }, Proposal::Rollback { plan: asked }) => plan.same_action(asked),
@@ -403,12 +504,9 @@ fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMu
     if let Decision::Hold { reason } | Decision::Deny { reason } = current
         && !same
     {
-        let why = format!(
-            "judged again now, policy says {} ({reason}): not executed; the request stays open",
-            current.label()
-        );
-        hit("approval.cannot_confirm", why.clone());
-        return Ruling::Refused { reason: why };
+        let why = Refusal::CannotConfirm { decision: current.label().into(), reason: reason.clone() };
+        hit(RuleId::ApprovalCannotConfirm, why.to_string());
+        return Ruling::refused(why);
     }
     if !same {
         let why = match current {
@@ -417,10 +515,10 @@ fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMu
             }
             other => format!("judged again now, policy says {} instead of the proposal", other.label()),
         };
-        hit("approval.stale", why.clone());
+        hit(RuleId::ApprovalStale, why.clone());
         return Ruling::Stale { reason: why };
     }
-    hit("approval.approved", "policy, asked again now, still proposes it".into());
+    hit(RuleId::ApprovalApproved, "policy, asked again now, still proposes it".into());
     let decision = match &req.proposed {
         Proposal::Rollback { plan } => Decision::Rollback { plan: plan.clone() },
         Proposal::Promote => Decision::Promote,
@@ -484,7 +582,7 @@ mod tests {
         let p = policy(SRE);
         for answer in [Answer::Approve, Answer::Reject] {
             let r = ruling(&p, &request(false), "mallory@example.com", answer, &still(), 5);
-            assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("not an approver")), "{r:?}");
+            assert!(matches!(r, Ruling::Refused { why: Refusal::NotAnApprover { .. }, .. }), "{r:?}");
         }
         // A display name that looks like a group is just a name.
         let r = ruling(&p, &request(false), "group:sre", Answer::Approve, &still(), 5);
@@ -495,14 +593,14 @@ mod tests {
     fn a_late_answer_is_refused() {
         let p = policy(SRE);
         let r = ruling(&p, &request(false), "alice@example.com", Answer::Approve, &still(), 10_000);
-        assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("expired")), "{r:?}");
+        assert!(matches!(r, Ruling::Refused { why: Refusal::Expired { .. }, .. }), "{r:?}");
     }
 
     #[test]
     fn an_irreversible_rollback_needs_the_named_override() {
         let p = policy(SRE);
         let r = ruling(&p, &request(true), "alice@example.com", Answer::Approve, &still(), 5);
-        assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("irreversible")), "{r:?}");
+        assert!(matches!(r, Ruling::Refused { why: Refusal::IrreversibleOverride { .. }, .. }), "{r:?}");
         let mut p2 = p.clone();
         p2.approvals.irreversible_approvers = vec!["alice@example.com".into()];
         assert!(matches!(
@@ -522,7 +620,7 @@ mod tests {
             &Decision::Hold { reason: "x".into() },
             5,
         );
-        assert!(matches!(r, Ruling::Refused { ref reason } if reason.contains("stays open")), "{r:?}");
+        assert!(matches!(r, Ruling::Refused { why: Refusal::CannotConfirm { .. }, .. }), "{r:?}");
         for current in [
             Decision::Continue,
             Decision::Promote,
@@ -619,7 +717,7 @@ mod tests {
             "{ok:?}"
         );
         let refused = |r: Ruling, why: &str| {
-            assert!(matches!(&r, Ruling::Refused { reason } if reason.contains(why)), "{why}: {r:?}")
+            assert!(matches!(&r, Ruling::Refused { reason, .. } if reason.contains(why)), "{why}: {r:?}")
         };
         refused(ask_rollback(&p, "mallory@example.com", &facts(false, Some("v1")), 0), "not an approver");
         refused(ask_rollback(&p, "alice@example.com", &facts(false, None), 0), "last-known-good");

@@ -3,43 +3,43 @@
 
 use super::{
     Autonomy, Decision, IrreversibleAction, ModelInput, ModelRecommendation, PolicyFile, PolicyInput, PolicyOutcome,
-    Proposal, RollbackPlan, RuleHit, RunMode,
+    Proposal, RollbackPlan, RuleHit, RuleId, RunMode,
 };
 use crate::judge::{MetricStatus, Verdict};
 
 struct Trace(Vec<RuleHit>);
 
 impl Trace {
-    fn hit(&mut self, rule: &str, detail: impl Into<String>) {
-        self.0.push(RuleHit { rule: rule.into(), detail: detail.into() });
+    fn hit(&mut self, rule: RuleId, detail: impl Into<String>) {
+        self.0.push(RuleHit { rule, detail: detail.into() });
     }
 }
 
 /// Decide what to do. Pure and deterministic: no I/O, no clock but `input.now_ms`.
 pub fn evaluate(policy: &PolicyFile, input: &PolicyInput) -> PolicyOutcome {
     let mut t = Trace(Vec::new());
-    t.hit("judge.verdict", format!("{:?}: {}", input.judge.verdict, input.judge.summary));
+    t.hit(RuleId::JudgeVerdict, format!("{:?}: {}", input.judge.verdict, input.judge.summary));
     if input.mode == RunMode::Advise {
-        t.hit("mode.advise", "advisory run: the decision is a recommendation and nothing executes");
+        t.hit(RuleId::ModeAdvise, "advisory run: the decision is a recommendation and nothing executes");
     }
     let decision = decide(policy, input, &mut t);
-    t.hit("decision", decision.label());
+    t.hit(RuleId::Decision, decision.label());
     PolicyOutcome { decision, trace: t.0 }
 }
 
 fn decide(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
     if let Some(reason) = input.signal_failure {
         // Invariant: a failing backend never causes a rollback by itself.
-        t.hit("invariant.signal_failure_holds", reason);
+        t.hit(RuleId::SignalFailureHolds, reason);
         return Decision::Hold { reason: format!("signal source failing, holding for a human: {reason}") };
     }
     match input.judge.verdict {
         Verdict::Fail => {
             for f in input.judge.failing().filter(|f| f.guard.is_some()) {
-                t.hit("guard.canary_breach", f.explanation.clone());
+                t.hit(RuleId::GuardCanaryBreach, f.explanation.clone());
             }
             if let ModelInput::Verdict { recommendation: ModelRecommendation::Promote, .. } = input.model {
-                t.hit("model.cannot_loosen", "model recommends promote; the judge failed the canary");
+                t.hit(RuleId::ModelCannotLoosen, "model recommends promote; the judge failed the canary");
             }
             let reason = input.judge.summary.clone();
             rollback(policy, input, t, reason)
@@ -59,7 +59,7 @@ fn incident(input: &PolicyInput, t: &mut Trace) -> Decision {
     let mut names = Vec::new();
     for f in input.judge.incidents() {
         let rule =
-            if f.status == MetricStatus::SharedBreach { "guard.shared_breach" } else { "judge.baseline_shifted" };
+            if f.status == MetricStatus::SharedBreach { RuleId::GuardSharedBreach } else { RuleId::BaselineShifted };
         t.hit(rule, f.explanation.clone());
         names.push(f.metric.as_str());
     }
@@ -69,7 +69,7 @@ fn incident(input: &PolicyInput, t: &mut Trace) -> Decision {
         names.join(", ")
     );
     if let ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, .. } = input.model {
-        t.hit("model.rollback_needs_human", "model recommends rollback during a shared incident");
+        t.hit(RuleId::ModelRollbackNeedsHuman, "model recommends rollback during a shared incident");
         return Decision::RequireApproval {
             reason,
             proposed: proposal_rollback(input, "model recommendation during a shared incident"),
@@ -85,7 +85,7 @@ fn incident(input: &PolicyInput, t: &mut Trace) -> Decision {
 fn drifted(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
     let mut names = Vec::new();
     for f in input.judge.drifted() {
-        t.hit("ml.drift_holds", f.explanation.clone());
+        t.hit(RuleId::DriftHolds, f.explanation.clone());
         names.push(f.metric.as_str());
     }
     let reason = format!(
@@ -102,12 +102,12 @@ fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, other
         ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified } => {
             if policy.allow_model_rollback && *evidence_verified {
                 t.hit(
-                    "model.rollback_corroborated",
+                    RuleId::ModelRollbackCorroborated,
                     "model rollback allowed by policy with verified canary-only evidence",
                 );
                 rollback(policy, input, t, "model found verified canary-only evidence of harm".into())
             } else {
-                t.hit("model.rollback_needs_human", "model recommends rollback; policy requires a human");
+                t.hit(RuleId::ModelRollbackNeedsHuman, "model recommends rollback; policy requires a human");
                 Decision::RequireApproval {
                     reason: "the model recommends a rollback the judge did not call for".into(),
                     proposed: proposal_rollback(input, "model recommendation"),
@@ -115,7 +115,7 @@ fn model_stricter(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, other
             }
         }
         ModelInput::Verdict { recommendation: ModelRecommendation::Hold, .. } => {
-            t.hit("model.hold", "model asks to hold");
+            t.hit(RuleId::ModelHold, "model asks to hold");
             Decision::Hold { reason: "the model asks to hold for a human".into() }
         }
         _ => otherwise,
@@ -129,7 +129,7 @@ fn inconclusive(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Deci
     let base = if j.window_complete && lacking.is_empty() && !pending.is_empty() {
         return labels_pending(policy, input, t, &pending);
     } else if j.window_complete {
-        t.hit("judge.window_complete_inconclusive", format!("not enough evidence on {}", lacking.join(", ")));
+        t.hit(RuleId::WindowCompleteInconclusive, format!("not enough evidence on {}", lacking.join(", ")));
         Decision::Hold {
             reason: format!(
                 "analysis window ended without enough evidence ({}); a human must decide",
@@ -140,10 +140,10 @@ fn inconclusive(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Deci
         && j.now_s > policy.judge.warmup_s + policy.judge.windows_s.iter().copied().min().unwrap_or(60)
     {
         // Invariant: missing data holds and tells a human; it never rolls back.
-        t.hit("invariant.missing_data_holds", format!("no data on {}", lacking.join(", ")));
+        t.hit(RuleId::MissingDataHolds, format!("no data on {}", lacking.join(", ")));
         Decision::Hold { reason: format!("no data from {}; holding for a human", lacking.join(", ")) }
     } else {
-        t.hit("judge.running", "no decision yet");
+        t.hit(RuleId::JudgeRunning, "no decision yet");
         Decision::Continue
     };
     model_stricter(policy, input, t, base)
@@ -156,7 +156,7 @@ fn labels_pending(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, pendi
     let names = pending.join(", ");
     match policy.judge.ml.labels_pending {
         crate::judge::ml::PendingAction::Hold => {
-            t.hit("ml.labels_pending_hold", format!("window ended waiting for labels on {names}"));
+            t.hit(RuleId::LabelsPendingHold, format!("window ended waiting for labels on {names}"));
             model_stricter(
                 policy,
                 input,
@@ -170,7 +170,7 @@ fn labels_pending(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, pendi
         }
         crate::judge::ml::PendingAction::Promote => {
             t.hit(
-                "ml.labels_pending_promote_with_watch",
+                RuleId::LabelsPendingPromoteWithWatch,
                 format!(
                     "every other signal passed; labelled quality of {names} still pending: watch it after promotion"
                 ),
@@ -183,7 +183,7 @@ fn labels_pending(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, pendi
 fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {
     match input.model {
         ModelInput::Verdict { recommendation: ModelRecommendation::Promote, .. } => {
-            t.hit("model.concurs", "model concurs with promotion");
+            t.hit(RuleId::ModelConcurs, "model concurs with promotion");
         }
         ModelInput::Verdict { .. } => {
             return model_stricter(
@@ -194,19 +194,19 @@ fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision 
             );
         }
         ModelInput::Unavailable { reason } if policy.require_model_for_promotion => {
-            t.hit("model.required_unavailable", reason.clone());
+            t.hit(RuleId::ModelRequiredUnavailable, reason.clone());
             return Decision::Hold {
                 reason: format!("policy requires the model's concurrence and it is unavailable: {reason}"),
             };
         }
         ModelInput::NotConfigured if policy.require_model_for_promotion => {
-            t.hit("model.required_missing", "no model configured");
+            t.hit(RuleId::ModelRequiredMissing, "no model configured");
             return Decision::Hold { reason: "policy requires the model's concurrence and none is configured".into() };
         }
         _ => {}
     }
     if let Some(f) = policy.active_freeze(&input.release.service, input.now_ms) {
-        t.hit("freeze.active", f.name.clone());
+        t.hit(RuleId::FreezeActive, f.name.clone());
         return Decision::RequireApproval {
             reason: format!("freeze window `{}` is active", f.name),
             proposed: Proposal::Promote,
@@ -214,11 +214,11 @@ fn promote(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision 
     }
     match policy.autonomy_for(&input.release.service) {
         Autonomy::Auto => {
-            t.hit("autonomy.auto", "promotion within policy");
+            t.hit(RuleId::AutonomyAuto, "promotion within policy");
             Decision::Promote
         }
         a => {
-            t.hit("autonomy.human", format!("{a:?}"));
+            t.hit(RuleId::AutonomyHuman, format!("{a:?}"));
             Decision::RequireApproval {
                 reason: format!("service autonomy is {a:?}: a human promotes").to_lowercase(),
                 proposed: Proposal::Promote,
@@ -242,11 +242,11 @@ fn proposal_rollback(input: &PolicyInput, reason: &str) -> Proposal {
 fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: String) -> Decision {
     let r = input.release;
     if !r.declared_targets.iter().any(|d| d == &r.target) {
-        t.hit("invariant.declared_target", format!("target `{}` is not declared in configuration", r.target));
+        t.hit(RuleId::DeclaredTarget, format!("target `{}` is not declared in configuration", r.target));
         return Decision::Deny { reason: format!("target `{}` is not declared in configuration", r.target) };
     }
     let Some(lkg) = &r.last_known_good else {
-        t.hit("invariant.last_known_good", "no last-known-good revision recorded");
+        t.hit(RuleId::LastKnownGood, "no last-known-good revision recorded");
         return Decision::Deny { reason: "no last-known-good revision is recorded for this target".into() };
     };
     let plan = RollbackPlan {
@@ -256,7 +256,7 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
         reason,
     };
     if r.irreversible {
-        t.hit("invariant.irreversible", "release is marked irreversible");
+        t.hit(RuleId::Irreversible, "release is marked irreversible");
         let why = "release is marked irreversible: never rolled back automatically".to_string();
         return match policy.irreversible {
             IrreversibleAction::RequireApproval => {
@@ -268,7 +268,7 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
     match policy.autonomy_for(&r.service) {
         Autonomy::Auto => {}
         a => {
-            t.hit("autonomy.human", format!("{a:?}"));
+            t.hit(RuleId::AutonomyHuman, format!("{a:?}"));
             return Decision::RequireApproval {
                 reason: format!("service autonomy is {a:?}: a human approves the rollback").to_lowercase(),
                 proposed: Proposal::Rollback { plan },
@@ -278,10 +278,7 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
     let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
     let recent = input.history.automated_rollbacks_ms.iter().filter(|&&at| input.now_ms - at < window_ms).count();
     if recent >= policy.rate_limit.max_rollbacks as usize {
-        t.hit(
-            "invariant.rate_limit",
-            format!("{recent} automated rollbacks in {} min", policy.rate_limit.window_minutes),
-        );
+        t.hit(RuleId::RateLimit, format!("{recent} automated rollbacks in {} min", policy.rate_limit.window_minutes));
         return Decision::RequireApproval {
             reason: format!(
                 "rate limit: {recent} automated rollbacks of `{}` in the last {} minutes",
@@ -290,6 +287,6 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
             proposed: Proposal::Rollback { plan },
         };
     }
-    t.hit("rollback.within_policy", format!("to {}", plan.to_revision));
+    t.hit(RuleId::RollbackWithinPolicy, format!("to {}", plan.to_revision));
     Decision::Rollback { plan }
 }

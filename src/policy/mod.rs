@@ -6,6 +6,7 @@
 pub mod approval;
 mod decide;
 pub mod file;
+mod rules;
 
 use schemars::JsonSchema;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decide::evaluate;
 pub use file::{Autonomy, DEFAULT_POLICY, FreezeWindow, IrreversibleAction, PolicyFile, PolicyFileError, RateLimit};
+pub use rules::RuleId;
 
 use crate::judge::JudgeResult;
 
@@ -207,8 +209,8 @@ pub struct PolicyInput<'a> {
 /// One rule that fired.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RuleHit {
-    /// Stable rule id (`judge.fail`, `invariant.irreversible`, ...).
-    pub rule: String,
+    /// Stable rule id (`judge.verdict`, `invariant.irreversible`, ...).
+    pub rule: RuleId,
     /// What it saw.
     pub detail: String,
 }

@@ -89,7 +89,7 @@ fn invariant_irreversible_release_is_never_rolled_back_automatically() {
         let d =
             decide_with(&p, &judge(Verdict::Fail, false), &ModelInput::NotConfigured, &f, &History::default(), None);
         assert!(!matches!(d.decision, Decision::Rollback { .. }), "{d:?}");
-        assert!(d.trace.iter().any(|h| h.rule == "invariant.irreversible"));
+        assert!(d.trace.iter().any(|h| h.rule == RuleId::Irreversible));
     }
 }
 
@@ -295,8 +295,8 @@ mod guards {
         out
     }
 
-    fn rules(o: &PolicyOutcome) -> Vec<&str> {
-        o.trace.iter().map(|r| r.rule.as_str()).collect()
+    fn rules(o: &PolicyOutcome) -> Vec<RuleId> {
+        o.trace.iter().map(|r| r.rule.clone()).collect()
     }
 
     #[test]
@@ -307,8 +307,8 @@ mod guards {
         assert_ne!(without.verdict, crate::judge::Verdict::Fail, "the paired test alone is not sure yet");
         for d in outcomes(&parse(GUARDED), &o) {
             assert!(matches!(d.decision, Decision::Rollback { .. }), "{d:?}");
-            assert!(rules(&d).contains(&"guard.canary_breach"), "{:?}", rules(&d));
-            let detail = &d.trace.iter().find(|r| r.rule == "guard.canary_breach").unwrap().detail;
+            assert!(rules(&d).contains(&RuleId::GuardCanaryBreach), "{:?}", rules(&d));
+            let detail = &d.trace.iter().find(|r| r.rule == RuleId::GuardCanaryBreach).unwrap().detail;
             assert!(detail.contains("canary 8.33% > guard 5.00% for 60s (baseline 3.00%)"), "{detail}");
         }
     }
@@ -319,12 +319,12 @@ mod guards {
         let o = obs(BaselineKind::Concurrent, jump, jump, 60);
         for d in outcomes(&parse(GUARDED), &o) {
             assert!(!matches!(d.decision, Decision::Rollback { .. } | Decision::Promote), "{d:?}");
-            assert!(rules(&d).contains(&"guard.shared_breach"), "{:?}", rules(&d));
+            assert!(rules(&d).contains(&RuleId::GuardSharedBreach), "{:?}", rules(&d));
             match &d.decision {
                 Decision::Hold { reason } => assert!(reason.contains("incident-like condition on err"), "{reason}"),
                 // Only a model asking to roll back turns the hold into a question for a human.
                 Decision::RequireApproval { proposed: Proposal::Rollback { .. }, .. } => {
-                    assert!(rules(&d).contains(&"model.rollback_needs_human"))
+                    assert!(rules(&d).contains(&RuleId::ModelRollbackNeedsHuman))
                 }
                 other => panic!("{other:?}"),
             }
@@ -337,7 +337,7 @@ mod guards {
         let o = obs(BaselineKind::Concurrent, jump, jump, 60);
         for d in outcomes(&policy(), &o) {
             assert!(!matches!(d.decision, Decision::Rollback { .. } | Decision::Promote), "{d:?}");
-            assert!(rules(&d).contains(&"judge.baseline_shifted"), "{:?}", rules(&d));
+            assert!(rules(&d).contains(&RuleId::BaselineShifted), "{:?}", rules(&d));
         }
     }
 
@@ -456,8 +456,8 @@ mod ml {
         decide_with(p, &j, model, &facts(), &History::default(), None)
     }
 
-    fn rules(o: &PolicyOutcome) -> Vec<&str> {
-        o.trace.iter().map(|r| r.rule.as_str()).collect()
+    fn rules(o: &PolicyOutcome) -> Vec<RuleId> {
+        o.trace.iter().map(|r| r.rule.clone()).collect()
     }
 
     fn parse(text: &str) -> PolicyFile {
@@ -482,7 +482,7 @@ mod ml {
         let concur = ModelInput::Verdict { recommendation: ModelRecommendation::Promote, evidence_verified: true };
         for model in [ModelInput::NotConfigured, concur] {
             let o = outcome(&policy(), DRIFT, &model);
-            assert!(rules(&o).contains(&"ml.drift_holds"), "{:?}", rules(&o));
+            assert!(rules(&o).contains(&RuleId::DriftHolds), "{:?}", rules(&o));
             match &o.decision {
                 Decision::Hold { reason } => assert!(reason.contains("drift on feature.amount"), "{reason}"),
                 other => panic!("{other:?}"),
@@ -506,12 +506,12 @@ mod ml {
     fn a_window_that_ends_waiting_for_labels_holds_or_promotes_with_watch_as_policy_says() {
         let m = ModelSim { feature_shift: 0.0, label_delay_s: 4000, ..DRIFT };
         let held = outcome(&policy(), m.clone(), &ModelInput::NotConfigured);
-        assert!(rules(&held).contains(&"ml.labels_pending_hold"), "{:?}", rules(&held));
+        assert!(rules(&held).contains(&RuleId::LabelsPendingHold), "{:?}", rules(&held));
         assert!(matches!(&held.decision, Decision::Hold { reason } if reason.contains("label.fraud")), "{held:?}");
         let p = parse("[judge.ml]\nlabels_pending = \"promote\"\n");
         let promoted = outcome(&p, m, &ModelInput::NotConfigured);
         assert_eq!(promoted.decision, Decision::Promote, "{promoted:?}");
-        assert!(rules(&promoted).contains(&"ml.labels_pending_promote_with_watch"), "{:?}", rules(&promoted));
+        assert!(rules(&promoted).contains(&RuleId::LabelsPendingPromoteWithWatch), "{:?}", rules(&promoted));
     }
 
     #[test]

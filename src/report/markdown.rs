@@ -107,7 +107,7 @@ pub fn render_markdown(r: &Report) -> String {
         // Text from the systems being watched: shown as data, quoted, never acted on.
         o.push_str("\n### Events (untrusted text from the watched systems)\n\n");
         for e in obs.events.iter().rev().take(20) {
-            o.push_str(&format!("- t={}s {:?} `{}`: `{}`\n", e.t_s, e.target, code(&e.kind), code(&e.message)));
+            o.push_str(&format!("- t={}s {:?} `{}`: `{}`\n", e.t_s, e.target, code(e.kind.as_str()), code(&e.message)));
         }
     }
     model_section(&mut o, r);

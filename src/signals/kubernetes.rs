@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::{Event, Observation, Side, SignalError, SignalSource};
+use super::{Event, EventKind, Observation, Side, SignalError, SignalSource};
 
 /// Which pods are whose, as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -94,26 +94,26 @@ fn events_from_pods(pods: &[Pod], side: Side, now_s: u64, seen: &mut HashSet<Str
             let mut found = Vec::new();
             if cs.restart_count > 0 {
                 let text = format!("{}: container {} restarted {} times", name, cs.name, cs.restart_count);
-                found.push(("restart", text, cs.restart_count.to_string()));
+                found.push((EventKind::Restart, text, cs.restart_count.to_string()));
             }
             if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
                 && t.reason.as_deref() == Some("OOMKilled")
             {
                 let text = format!("{}: container {} was OOMKilled (exit {})", name, cs.name, t.exit_code);
-                found.push(("oom", text, cs.restart_count.to_string()));
+                found.push((EventKind::Oom, text, cs.restart_count.to_string()));
             }
             if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
                 && w.reason.as_deref() == Some("CrashLoopBackOff")
             {
                 found.push((
-                    "crashloop",
+                    EventKind::CrashLoop,
                     format!("{}: container {} is in CrashLoopBackOff", name, cs.name),
                     String::new(),
                 ));
             }
             for (kind, message, key) in found {
                 if seen.insert(format!("{name}/{}/{kind}/{key}", cs.name)) {
-                    out.push(Event { t_s: now_s, target: side, kind: kind.into(), message });
+                    out.push(Event { t_s: now_s, target: side, kind, message });
                 }
             }
         }
@@ -192,8 +192,10 @@ mod tests {
                 "state": { "waiting": { "reason": "CrashLoopBackOff" } },
                 "lastState": { "terminated": { "reason": "OOMKilled", "exitCode": 137 } } }] } }))
         .unwrap();
-        let kinds: Vec<String> =
-            events_from_pods(&[pod], Side::Canary, 30, &mut HashSet::new()).into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = events_from_pods(&[pod], Side::Canary, 30, &mut HashSet::new())
+            .into_iter()
+            .map(|e| e.kind.to_string())
+            .collect();
         assert_eq!(kinds, ["restart", "oom", "crashloop"]);
     }
 }

@@ -240,9 +240,85 @@ pub fn cut(text: &str) -> &str {
     &text[..end]
 }
 
-/// The event kind of a model's input schema changing (a model release's
-/// inputs are not what the running version expects).
-pub const SCHEMA_CHANGE: &str = "schema_change";
+/// What a platform event says happened: an open set with named members
+/// (what backstop acts on) and `Other` for anything a platform reports.
+/// Read case-insensitively; written in its canonical spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr)]
+#[strum(ascii_case_insensitive)]
+pub enum EventKind {
+    /// The release itself was deployed or rolled out (never evidence of harm).
+    #[strum(serialize = "deploy", serialize = "deployed", serialize = "deployment", serialize = "rollout")]
+    Deploy,
+    /// Replicas were scaled, created, started or pulled (lifecycle, not harm).
+    #[strum(
+        serialize = "scaled",
+        serialize = "scale",
+        serialize = "scaling",
+        serialize = "created",
+        serialize = "started",
+        serialize = "pulled"
+    )]
+    Lifecycle,
+    /// The release was rolled back.
+    #[strum(serialize = "rollback")]
+    Rollback,
+    /// A container restarted.
+    #[strum(serialize = "restart")]
+    Restart,
+    /// A container was OOM-killed.
+    #[strum(serialize = "oom")]
+    Oom,
+    /// A container is in CrashLoopBackOff.
+    #[strum(serialize = "crashloop")]
+    CrashLoop,
+    /// A model release's input schema changed (its inputs are not what the running version expects).
+    #[strum(serialize = "schema_change")]
+    SchemaChange,
+    /// Anything else a platform reports, as it spelled it.
+    #[strum(default)]
+    Other(String),
+}
+
+impl EventKind {
+    /// The kind as written.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Other(s) => s,
+            known => known.into(),
+        }
+    }
+
+    /// Whether a release itself causes such events (its own deployment), so they are never evidence of harm.
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(self, EventKind::Deploy | EventKind::Lifecycle)
+    }
+}
+
+impl EventKind {
+    /// The kind a platform spelled `text` (a named member when it is one).
+    pub fn named(text: &str) -> Self {
+        text.parse().unwrap_or_else(|_| EventKind::Other(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(text.parse().unwrap_or(EventKind::Other(text)))
+    }
+}
 
 /// A log line from one side. Its text is untrusted data, never an instruction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,8 +340,8 @@ pub struct Event {
     pub t_s: u64,
     /// Which side it concerns.
     pub target: Side,
-    /// Event kind (`deploy`, `restart`, `oom`, ...).
-    pub kind: String,
+    /// What happened (`deploy`, `restart`, `oom`, ...).
+    pub kind: EventKind,
     /// The untrusted message text.
     pub message: String,
 }
@@ -312,13 +388,23 @@ impl Observation {
 /// failing backend never causes a rollback by itself.
 #[derive(Debug, Error)]
 pub enum SignalError {
-    /// The backend could not be reached or answered with an error.
+    /// The backend could not be reached or answered with an error; the tick holds.
     #[error("signal source `{source_name}` is unavailable: {reason}")]
     Unavailable {
         /// Name of the source.
         source_name: String,
         /// What went wrong.
         reason: String,
+    },
+    /// The source cannot be set up from its configuration (a credential
+    /// variable unset, a setting out of bounds): fixed in configuration, not by waiting.
+    #[error("signal source `{source_name}` cannot start")]
+    Setup {
+        /// Name of the source.
+        source_name: String,
+        /// What is wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

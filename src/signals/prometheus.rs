@@ -264,24 +264,25 @@ enum QueryError {
     Query(String),
 }
 
+/// The source at `url` cannot start, because of `e`.
+fn setup(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> SignalError {
+    SignalError::Setup { source_name: format!("prometheus {}", crate::secret::redact_url(url)), source: Box::new(e) }
+}
+
 impl PrometheusSource {
     /// A source whose release started at `start_unix` (seconds).
     pub fn starting_at(cfg: PrometheusConfig, start_unix: f64) -> Result<Self, SignalError> {
         let credential = match &cfg.auth {
             None => None,
-            Some(a) => Some(a.resolve().map_err(|e| SignalError::Unavailable {
-                source_name: format!("prometheus {}", crate::secret::redact_url(&cfg.url)),
-                reason: e.to_string(),
-            })?),
+            Some(a) => Some(a.resolve().map_err(|e| setup(&cfg.url, e))?),
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
-            .map_err(|e| SignalError::Unavailable { source_name: "prometheus".into(), reason: e.to_string() })?;
-        let offset_s = cfg.baseline_offset_s().map_err(|(field, expected)| SignalError::Unavailable {
-            source_name: format!("prometheus {}", crate::secret::redact_url(&cfg.url)),
-            reason: format!("field `{field}`: expected {expected}"),
-        })?;
+            .map_err(|e| setup(&cfg.url, e))?;
+        let offset_s = cfg
+            .baseline_offset_s()
+            .map_err(|(field, expected)| setup(&cfg.url, crate::field::FieldError::new(field, expected)))?;
         Ok(Self { cfg, offset_s, start_unix, http, credential })
     }
 

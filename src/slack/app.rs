@@ -12,14 +12,14 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::command::{self, Command, HELP};
-use super::identity::{Directory, Refusal};
+use super::identity::{Directory, Unrecognised};
 use super::render::{self, Decided};
 use super::web::WebApi;
 use super::wire::{Event, Interaction, Reply, ResponseType, SlashCommand};
 use super::{Secrets, SlackError, SlackSettings};
 use crate::ledger::{Actor, ChatAction, ChatOpsRecord, OperatorAction, Record};
 use crate::orchestrator::human::AnswerReply;
-use crate::policy::approval::{Answer, Principal, Ruling, approvers_for};
+use crate::policy::approval::{Answer, Principal, Refusal, Ruling, approvers_for};
 use crate::release::ReleaseStatus;
 use crate::run::agent::{Agent, AnswerError, ReleaseView};
 
@@ -420,7 +420,7 @@ impl SlackApp {
                 let by = slack_actor(&identity);
                 self.record(release_id, &by, ChatOpsRecord::Refused { identity, action, reason: reason.clone() }).await;
                 let text = match refusal {
-                    Refusal::Lookup { .. } => format!(":no_entry: {reason}. Try again in a moment."),
+                    Unrecognised::Lookup { .. } => format!(":no_entry: {reason}. Try again in a moment."),
                     _ => format!(":no_entry: Refused: {reason}."),
                 };
                 self.respond(to, &render::ephemeral(&text)).await;
@@ -526,10 +526,10 @@ impl SlackApp {
     /// Tell the person what policy ruled; remember who decided for the message.
     fn ruled(&self, name: &str, view: &ReleaseView, user: &str, what: &str, reply: &AnswerReply) -> String {
         match &reply.ruling {
-            Ruling::Refused { reason } if reason.contains("is not an approver") => {
+            Ruling::Refused { why: Refusal::NotAnApprover { .. }, .. } => {
                 format!(":no_entry: You are not an approver for {}.", view.service)
             }
-            Ruling::Refused { reason } => format!(":no_entry: Refused: {reason}"),
+            Ruling::Refused { reason, .. } => format!(":no_entry: Refused: {reason}"),
             Ruling::Stale { reason } => {
                 self.note(name, user, what, &format!("not executed: {reason}"));
                 format!("Not executed: {reason}")

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use super::web::{WebApi, WebError};
 use crate::policy::approval::Principal;
 
-/// Why a user may not act at all.
+/// Why Slack could not vouch for a user, so they may not act at all.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum Unrecognised {
     /// `users.info` says deleted (deactivated accounts are deleted to the API).
     #[error("<@{0}> is deactivated in Slack")]
     Deleted(String),
@@ -56,7 +56,7 @@ impl Directory {
 
     /// The user as policy sees them, or why they may not act at all.
     /// `wanted`: the `slack-group:S…` entries policy names.
-    pub async fn principal(&self, user: &str, wanted: &[String]) -> Result<Principal, Refusal> {
+    pub async fn principal(&self, user: &str, wanted: &[String]) -> Result<Principal, Unrecognised> {
         self.active(user).await?;
         let mut groups = vec![];
         for g in wanted {
@@ -72,13 +72,13 @@ impl Directory {
         Ok(Principal { identity: format!("slack:{user}"), groups })
     }
 
-    async fn active(&self, user: &str) -> Result<(), Refusal> {
-        let info = self.web.user(user).await.map_err(|source| Refusal::Lookup { user: user.into(), source })?;
+    async fn active(&self, user: &str) -> Result<(), Unrecognised> {
+        let info = self.web.user(user).await.map_err(|source| Unrecognised::Lookup { user: user.into(), source })?;
         if info.deleted {
-            return Err(Refusal::Deleted(user.into()));
+            return Err(Unrecognised::Deleted(user.into()));
         }
         if info.is_bot || info.id != user {
-            return Err(Refusal::Bot(user.into()));
+            return Err(Unrecognised::Bot(user.into()));
         }
         Ok(())
     }

@@ -166,7 +166,8 @@ fn eval_unknown_judge_is_a_usage_error() {
         .args(["eval", "fixtures/scenarios/dev", "--judge", "oracle"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("unknown judge `oracle`"));
+        .stderr(predicate::str::contains("invalid value 'oracle'"))
+        .stderr(predicate::str::contains("possible values: backstop, backstop-paired, backstop+model"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use backstop::eval::{ReplayDecision, evaluate, judge_by_name, load_corpus};
+use backstop::eval::{JudgeName, ReplayDecision, evaluate, judge_by_name, load_corpus};
 use backstop::judge::{Comparison, judge};
 use backstop::policy::PolicyFile;
 use backstop::signals::{BaselineKind, ReplaySource, load_scenario};
@@ -17,7 +17,7 @@ fn scenario(path: &str) -> backstop::signals::Scenario {
     load_scenario(std::path::Path::new(path)).unwrap()
 }
 
-fn replay(name: &str, path: &str) -> backstop::eval::Replay {
+fn replay(name: JudgeName, path: &str) -> backstop::eval::Replay {
     judge_by_name(name, &policy()).unwrap().replay(&scenario(path).data)
 }
 
@@ -28,7 +28,10 @@ fn an_earlier_window_baseline_is_judged_before_after_and_its_held_out_split_meet
         PathBuf::from("fixtures/scenarios/seasonal-holdout"),
     ]);
     assert!(corpus.errors.is_empty(), "{:?}", corpus.errors);
-    let judges = [judge_by_name("backstop", &policy()).unwrap(), judge_by_name("backstop-paired", &policy()).unwrap()];
+    let judges = [
+        judge_by_name(JudgeName::Backstop, &policy()).unwrap(),
+        judge_by_name(JudgeName::BackstopPaired, &policy()).unwrap(),
+    ];
     let report = evaluate(&corpus, &judges);
     let ours = &report.judges["backstop"].summary;
     let paired = &report.judges["backstop-paired"].summary;
@@ -49,19 +52,23 @@ fn an_earlier_window_baseline_is_judged_before_after_and_its_held_out_split_meet
 
 #[test]
 fn a_tripled_error_rate_below_the_absolute_tolerance_fails_on_sequential_evidence() {
-    let r = replay("backstop", "fixtures/scenarios/v2-holdout/v2holdout-bad-subtle-errors-strong-traffic-000.json");
+    let r = replay(
+        JudgeName::Backstop,
+        "fixtures/scenarios/v2-holdout/v2holdout-bad-subtle-errors-strong-traffic-000.json",
+    );
     assert_eq!(r.decision, ReplayDecision::Rollback, "{r:?}");
     assert!(r.why.iter().any(|w| w.contains("sequential evidence")), "{:?}", r.why);
 }
 
 #[test]
 fn a_slow_leak_fails_on_its_trend_and_fresh_pods_catching_up_do_not() {
-    let r = replay("backstop", "fixtures/scenarios/v2-holdout/v2holdout-bad-slow-leak-medium-traffic-000.json");
+    let r =
+        replay(JudgeName::Backstop, "fixtures/scenarios/v2-holdout/v2holdout-bad-slow-leak-medium-traffic-000.json");
     assert_eq!(r.decision, ReplayDecision::Rollback, "{r:?}");
     assert!(r.why.iter().any(|w| w.contains("FAILING (leak)")), "{:?}", r.why);
     for k in 0..6 {
         let path = format!("fixtures/scenarios/v2-holdout/v2holdout-good-memory-warmup-{k:03}.json");
-        let r = replay("backstop", &path);
+        let r = replay(JudgeName::Backstop, &path);
         assert_eq!(r.decision, ReplayDecision::Promote, "{path}: {r:?}");
     }
 }

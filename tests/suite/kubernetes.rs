@@ -392,7 +392,14 @@ async fn pod_restarts_oom_kills_and_crash_loops_become_canary_events_once() {
     );
     assert!(!obs.events.iter().any(|e| e.target == Side::Baseline && e.t_s == 120), "healthy baseline pods");
     let again = source.observe(130).await.unwrap();
-    assert_eq!(again.events.iter().filter(|e| e.target == Side::Canary && e.kind == "crashloop").count(), 1);
+    assert_eq!(
+        again
+            .events
+            .iter()
+            .filter(|e| e.target == Side::Canary && e.kind == backstop::signals::EventKind::CrashLoop)
+            .count(),
+        1
+    );
     let seen = c.seen.lock().unwrap().clone();
     assert!(
         seen.iter().any(|s| s.uri == "/api/v1/namespaces/shop/pods?&labelSelector=app%3Dcheckout%2Ctrack%3Dcanary"),
@@ -406,7 +413,7 @@ async fn pod_status_unavailable_leaves_the_metrics_deciding() {
     let (_c, _dir, kubeconfig) = cluster(true).await;
     let obs = pods("broken", &kubeconfig).observe(120).await.unwrap();
     assert!(!obs.metrics.is_empty());
-    assert!(obs.events.iter().all(|e| e.kind != "crashloop"));
+    assert!(obs.events.iter().all(|e| e.kind != backstop::signals::EventKind::CrashLoop));
 }
 
 fn pod_logs(kubeconfig: &std::path::Path) -> backstop::logs::WithLogs {

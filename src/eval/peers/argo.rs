@@ -20,8 +20,8 @@ pub struct ArgoJudge {
 impl EvalJudge for ArgoJudge {
     fn name(&self) -> &'static str {
         match self.failure_limit {
-            0 => "argo",
-            3 => "argo-fl3",
+            0 => crate::eval::JudgeName::Argo.as_str(),
+            3 => crate::eval::JudgeName::ArgoFl3.as_str(),
             _ => "argo-custom",
         }
     }

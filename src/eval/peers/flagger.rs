@@ -19,8 +19,8 @@ pub struct FlaggerJudge {
 impl EvalJudge for FlaggerJudge {
     fn name(&self) -> &'static str {
         match self.threshold {
-            1 => "flagger",
-            5 => "flagger-t5",
+            1 => crate::eval::JudgeName::Flagger.as_str(),
+            5 => crate::eval::JudgeName::FlaggerT5.as_str(),
             _ => "flagger-custom",
         }
     }

@@ -95,7 +95,7 @@ pub struct KayentaJudge;
 
 impl EvalJudge for KayentaJudge {
     fn name(&self) -> &'static str {
-        "kayenta"
+        crate::eval::JudgeName::Kayenta.as_str()
     }
 
     fn decide(&self, data: &ScenarioData) -> (ReplayDecision, Option<u64>) {

@@ -160,7 +160,7 @@ impl MlState {
         (m.schema_change && t <= m.change_at_s && m.change_at_s < t + u64::from(step_s)).then(|| Event {
             t_s: m.change_at_s,
             target: Side::Canary,
-            kind: crate::signals::SCHEMA_CHANGE.into(),
+            kind: crate::signals::EventKind::SchemaChange,
             message: "request schema changed: feature `merchant_category` missing".into(),
         })
     }

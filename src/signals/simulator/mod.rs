@@ -20,7 +20,7 @@ pub use dynamics::{FaultKind, FaultSpec, SimConfig, Warmup, metric_specs, metric
 use dynamics::{ModelState, SideStep};
 pub use ml::ModelSim;
 
-use super::{Event, LogLine, MetricSeries, Observation, Side, SignalError, SignalSource, Traffic};
+use super::{Event, EventKind, LogLine, MetricSeries, Observation, Side, SignalError, SignalSource, Traffic};
 
 /// What the simulator's traffic manager currently does: read back by the
 /// simulated executor's `verify()`.
@@ -87,7 +87,7 @@ impl Simulator {
         let events = vec![Event {
             t_s: 0,
             target: Side::Canary,
-            kind: "deploy".into(),
+            kind: EventKind::Deploy,
             message: format!("{} canary rollout started at weight {:.0}%", cfg.service, cfg.canary_weight * 100.0),
         }];
         let inner = Inner {
@@ -133,7 +133,7 @@ impl Simulator {
         g.events.push(Event {
             t_s: now_s,
             target: Side::Canary,
-            kind: "rollback".into(),
+            kind: EventKind::Rollback,
             message: format!("traffic returned to {revision}; canary weight 0"),
         });
     }
@@ -186,7 +186,7 @@ impl Simulator {
             return;
         }
         if kind == "event" {
-            g.events.push(Event { t_s: t, target: Side::Canary, kind: "restart".into(), message: msg.into() });
+            g.events.push(Event { t_s: t, target: Side::Canary, kind: EventKind::Restart, message: msg.into() });
         } else {
             g.logs.push(LogLine { t_s: t, target: Side::Canary, level: level.into(), message: msg.into() });
         }
