@@ -21,6 +21,11 @@ impl FieldError {
         Self { field: field.into(), expected: expected.into() }
     }
 
+    /// `field` is wrong; `expected` says what would be right (owned text).
+    pub fn of(field: String, expected: String) -> Self {
+        Self { field, expected }
+    }
+
     /// The same error one level down: `prefix.field`.
     pub fn under(self, prefix: &str) -> Self {
         Self { field: format!("{prefix}.{}", self.field), ..self }

@@ -1,6 +1,7 @@
 //! `[model]` in `backstop.toml`: which OpenAI-compatible endpoint to ask,
 //! and how much a release may spend on it.
 
+use crate::field::FieldError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -124,8 +125,8 @@ fn default_tokens() -> u64 {
 
 impl ModelConfig {
     /// Field and expectation of the first invalid setting.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((format!("model.{f}"), e.to_string()));
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(format!("model.{f}"), e.to_string()));
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
             return bad("base_url", "an http:// or https:// URL (OpenAI-compatible servers: ending in /v1)");
         }

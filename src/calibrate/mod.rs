@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::field::FieldError;
 use crate::judge::{JudgeConfig, MetricStatus, Verdict, judge};
 use crate::signals::{ReplaySource, ScenarioData};
 
@@ -67,8 +68,8 @@ impl Default for CalibrationSettings {
 
 impl CalibrationSettings {
     /// The first wrong field (relative to `[calibration]`) and what it should be.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(f.to_string(), e.to_string()));
         if self.auto && !self.apply {
             return bad("auto", "`auto = true` only with `apply = true` (a calibration nobody applies is not made)");
         }
@@ -603,8 +604,8 @@ mod tests {
             "2 past healthy release(s) of `checkout`; calibration needs at least 5 ([calibration] min_releases)"
         );
         let bad = CalibrationSettings { min_ratio_tolerance: 0.05, max_ratio_tolerance: 0.02, ..Default::default() };
-        assert_eq!(bad.validate().unwrap_err().0, "min_ratio_tolerance");
+        assert_eq!(bad.validate().unwrap_err().field, "min_ratio_tolerance");
         let bad = CalibrationSettings { max_false_rollback_rate: 0.5, ..Default::default() };
-        assert_eq!(bad.validate().unwrap_err().0, "max_false_rollback_rate");
+        assert_eq!(bad.validate().unwrap_err().field, "max_false_rollback_rate");
     }
 }

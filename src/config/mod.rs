@@ -11,6 +11,7 @@ use thiserror::Error;
 
 pub use slack::{SlackMode, SlackSettings};
 
+use crate::field::FieldError;
 use crate::release::{AgentTarget, ReleaseConfig};
 
 /// Configuration is invalid. Names the source, the field and what was expected.
@@ -175,25 +176,25 @@ impl Settings {
         let settings: Settings = built
             .try_deserialize()
             .map_err(|e| ConfigError::Load { origin: origin.clone(), message: e.to_string() })?;
-        settings.validate().map_err(|(field, expected)| ConfigError::Field { origin, field, expected })?;
+        settings.validate().map_err(|e| ConfigError::Field { origin, field: e.field, expected: e.expected })?;
         Ok(settings)
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), FieldError> {
         self.validate_releases()?;
         for (i, t) in self.agent.targets.iter().enumerate() {
-            t.validate().map_err(|(field, expected)| (format!("agent.targets[{i}].{field}"), expected))?;
+            t.validate().map_err(|e| e.under(&format!("agent.targets[{i}]")))?;
         }
         if !(self.agent.lease_s.is_finite() && (0.2..=3600.0).contains(&self.agent.lease_s)) {
-            return Err(("agent.lease_s".into(), "seconds between 0.2 and 3600".into()));
+            return Err(FieldError::of("agent.lease_s".into(), "seconds between 0.2 and 3600".into()));
         }
         if self.agent.instance_id.as_ref().is_some_and(|i| i.trim().is_empty() || i.contains(char::is_whitespace)) {
-            return Err(("agent.instance_id".into(), "a non-empty id without spaces".into()));
+            return Err(FieldError::of("agent.instance_id".into(), "a non-empty id without spaces".into()));
         }
         for (i, o) in self.agent.allowed_origins.iter().enumerate() {
             let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.contains(char::is_whitespace);
             if !ok || o.trim_end_matches('/').matches('/').count() != 2 {
-                return Err((
+                return Err(FieldError::of(
                     format!("agent.allowed_origins[{i}]"),
                     "an origin such as https://backstop.example.com (scheme, host, port; no path)".into(),
                 ));
@@ -203,24 +204,24 @@ impl Settings {
             m.validate()?;
         }
         if let Some(s) = &self.slack {
-            s.validate().map_err(|(field, expected)| (format!("slack.{field}"), expected))?;
+            s.validate().map_err(|e| e.under("slack"))?;
         }
         if let Some(url) = &self.ledger.url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(("ledger.url".into(), format!("a sqlite: or postgres:// URL, found `{url}`")));
+            return Err(FieldError::of("ledger.url".into(), format!("a sqlite: or postgres:// URL, found `{url}`")));
         }
         Ok(())
     }
 
-    fn validate_releases(&self) -> Result<(), (String, String)> {
+    fn validate_releases(&self) -> Result<(), FieldError> {
         let mut names = std::collections::HashSet::new();
         let mut resources: std::collections::HashMap<String, (&str, &str)> = std::collections::HashMap::new();
         for (i, r) in self.releases.iter().enumerate() {
             if let Some(res) = r.executor.as_ref().and_then(|e| e.resource()) {
                 match resources.get(&res) {
                     Some((name, target)) if *target != r.target => {
-                        return Err((
+                        return Err(FieldError::of(
                             format!("releases[{i}].executor"),
                             format!(
                                 "an executor for a resource no other target acts on: {res} is also release `{name}`'s, under target `{target}`"
@@ -232,9 +233,9 @@ impl Settings {
                     }
                 }
             }
-            r.validate().map_err(|(field, expected)| (format!("releases[{i}].{field}"), expected))?;
+            r.validate().map_err(|e| e.under(&format!("releases[{i}]")))?;
             if !names.insert(r.name.as_str()) {
-                return Err((format!("releases[{i}].name"), "a name unique in the file".into()));
+                return Err(FieldError::of(format!("releases[{i}].name"), "a name unique in the file".into()));
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::field::FieldError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -81,22 +82,22 @@ fn default_queue() -> usize {
 
 impl SlackSettings {
     /// Field and expectation of the first invalid setting (relative to `slack.`).
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let channel_id = |c: &str| {
             c.len() >= 3
                 && c.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
                 && c.starts_with(['C', 'G', 'D'])
         };
         if !channel_id(&self.channel) {
-            return Err(("channel".into(), "a channel id such as C0123ABCD (ids, not #names)".into()));
+            return Err(FieldError::of("channel".into(), "a channel id such as C0123ABCD (ids, not #names)".into()));
         }
         for (service, c) in &self.channels {
             if !channel_id(c) {
-                return Err((format!("channels.{service}"), "a channel id such as C0123ABCD".into()));
+                return Err(FieldError::of(format!("channels.{service}"), "a channel id such as C0123ABCD".into()));
             }
         }
         if !(self.api_url.starts_with("https://") || self.api_url.starts_with("http://")) {
-            return Err(("api_url".into(), "an http(s) URL such as https://slack.com/api/".into()));
+            return Err(FieldError::of("api_url".into(), "an http(s) URL such as https://slack.com/api/".into()));
         }
         let envs = [
             ("bot_token_env", &self.bot_token_env),
@@ -105,17 +106,17 @@ impl SlackSettings {
         ];
         for (field, v) in envs {
             if v.trim().is_empty() || v.contains(['=', '\0']) {
-                return Err((field.into(), "the name of an environment variable".into()));
+                return Err(FieldError::of(field.into(), "the name of an environment variable".into()));
             }
         }
         if !(1..=3600).contains(&self.cache_s) {
-            return Err(("cache_s".into(), "seconds from 1 to 3600".into()));
+            return Err(FieldError::of("cache_s".into(), "seconds from 1 to 3600".into()));
         }
         if !(1..=60_000).contains(&self.post_interval_ms) {
-            return Err(("post_interval_ms".into(), "milliseconds from 1 to 60000".into()));
+            return Err(FieldError::of("post_interval_ms".into(), "milliseconds from 1 to 60000".into()));
         }
         if !(1..=10_000).contains(&self.queue) {
-            return Err(("queue".into(), "a count from 1 to 10000".into()));
+            return Err(FieldError::of("queue".into(), "a count from 1 to 10000".into()));
         }
         Ok(())
     }

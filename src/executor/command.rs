@@ -2,6 +2,8 @@
 //! shell — with a timeout, a cleared environment plus an allowlist, and its
 //! output captured for the ledger (e.g. `helm rollback checkout 41`).
 
+use super::bad;
+use crate::field::FieldError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,6 +50,26 @@ pub struct CommandExecutor {
     target: String,
     from_revision: String,
     cfg: CommandConfig,
+}
+
+impl CommandConfig {
+    /// Every field within bounds; names the first that is not.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let argv_ok = |a: &[String]| a.first().is_some_and(|p| !p.trim().is_empty());
+        if !argv_ok(&self.rollback) {
+            return bad("rollback", "a program and its arguments, e.g. [\"helm\", \"rollback\", \"checkout\"]");
+        }
+        if self.promote.as_deref().is_some_and(|p| !argv_ok(p)) {
+            return bad("promote", "a program and its arguments, or no `promote` at all");
+        }
+        if self.verify.as_deref().is_some_and(|p| !argv_ok(p)) {
+            return bad("verify", "a program and its arguments, or no `verify` at all");
+        }
+        if self.timeout_s == 0 {
+            return bad("timeout_s", "seconds > 0");
+        }
+        Ok(())
+    }
 }
 
 impl CommandExecutor {

@@ -7,6 +7,8 @@
 //! so running a plan twice leaves the same state as once, and `verify` can
 //! always tell whether a plan took effect (what recovery after a crash needs).
 
+use super::bad;
+use crate::field::FieldError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,6 +58,28 @@ fn default_timeout() -> u64 {
 pub struct HaproxyExecutor {
     target: String,
     cfg: HaproxyConfig,
+}
+
+impl HaproxyConfig {
+    /// Every field within bounds; names the first that is not.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        // A name is one word of the Runtime API: a `;` or a newline would start another command.
+        let word =
+            |s: &str| !s.trim().is_empty() && !s.contains(|c: char| c == ';' || c.is_whitespace() || c.is_control());
+        if self.full_weight == 0 || self.full_weight > 256 {
+            return bad("full_weight", "a weight from 1 to 256 (0 would send no traffic anywhere)");
+        }
+        if self.socket.trim().is_empty() || !word(&self.backend) {
+            return bad("socket", "a Runtime API socket (Unix path or host:port) and a backend name (one word)");
+        }
+        if !word(&self.canary_server) || !word(&self.stable_server) || self.canary_server == self.stable_server {
+            return bad("canary_server", "two different server names, one word each");
+        }
+        if self.timeout_s == 0 {
+            return bad("timeout_s", "seconds > 0");
+        }
+        Ok(())
+    }
 }
 
 impl HaproxyExecutor {

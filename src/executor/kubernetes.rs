@@ -10,6 +10,8 @@
 //! a flag, and `verify` reads the object back, so recovery after a crash can
 //! always tell whether a plan took effect.
 
+use super::bad;
+use crate::field::FieldError;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -110,6 +112,16 @@ struct Predictor {
 struct PredictorModel {
     #[serde(default)]
     storage_uri: Option<String>,
+}
+
+impl KubernetesConfig {
+    /// Every field within bounds; names the first that is not.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.namespace.trim().is_empty() || self.name.trim().is_empty() {
+            return bad("name", "the workload's namespace and name");
+        }
+        Ok(())
+    }
 }
 
 impl Predictor {

@@ -7,6 +7,8 @@
 //! Idempotent by construction: setting an alias to the version it already
 //! names changes nothing, so a retry or a recovery after a crash is safe.
 
+use super::{bad, http_url};
+use crate::field::FieldError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,6 +86,28 @@ pub struct MlflowExecutor {
     /// Read once at start; never logged or put in an error.
     token: Option<String>,
     http: reqwest::Client,
+}
+
+impl MlflowConfig {
+    /// Every field within bounds; names the first that is not.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !http_url(&self.tracking_uri) {
+            return bad("tracking_uri", "an http:// or https:// URL with a host");
+        }
+        if self.model.trim().is_empty() {
+            return bad("model", "the registered model's name");
+        }
+        if self.alias.trim().is_empty() || is_version(&self.alias) {
+            return bad("alias", "an alias name such as `champion` (not a version number)");
+        }
+        if self.token_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return bad("token_env", "the name of the variable holding the token, or no `token_env`");
+        }
+        if self.timeout_s == 0 {
+            return bad("timeout_s", "seconds > 0");
+        }
+        Ok(())
+    }
 }
 
 impl MlflowExecutor {

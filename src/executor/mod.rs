@@ -39,6 +39,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::field::FieldError;
 use crate::policy::RollbackPlan;
 pub use command::{CommandConfig, CommandExecutor};
 pub(crate) use guard::ensure_target;
@@ -100,91 +101,28 @@ impl ExecutorConfig {
     }
 
     /// Check every field at load, so a bad setting fails at start with its
-    /// name, never at the moment a rollback is due. `Err((field, expected))`,
+    /// name, never at the moment a rollback is due. `Err(FieldError::of(field, expected))`,
     /// the field relative to the executor table.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
-        let http_url = |u: &str| {
-            reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        };
-        let argv_ok = |a: &[String]| a.first().is_some_and(|p| !p.trim().is_empty());
+    pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             ExecutorConfig::Simulator => Ok(()),
-            ExecutorConfig::Haproxy(h) => {
-                if h.full_weight == 0 || h.full_weight > 256 {
-                    return bad("full_weight", "a weight from 1 to 256 (0 would send no traffic anywhere)");
-                }
-                if h.socket.trim().is_empty() || h.backend.trim().is_empty() {
-                    return bad("socket", "a Runtime API socket (Unix path or host:port) and a backend name");
-                }
-                if h.canary_server.trim().is_empty() || h.canary_server == h.stable_server {
-                    return bad("canary_server", "a server name different from stable_server");
-                }
-                if h.timeout_s == 0 {
-                    return bad("timeout_s", "seconds > 0");
-                }
-                Ok(())
-            }
-            ExecutorConfig::Command(c) => {
-                if !argv_ok(&c.rollback) {
-                    return bad("rollback", "a program and its arguments, e.g. [\"helm\", \"rollback\", \"checkout\"]");
-                }
-                if c.promote.as_deref().is_some_and(|p| !argv_ok(p)) {
-                    return bad("promote", "a program and its arguments, or no `promote` at all");
-                }
-                if c.verify.as_deref().is_some_and(|p| !argv_ok(p)) {
-                    return bad("verify", "a program and its arguments, or no `verify` at all");
-                }
-                if c.timeout_s == 0 {
-                    return bad("timeout_s", "seconds > 0");
-                }
-                Ok(())
-            }
-            ExecutorConfig::Webhook(w) => {
-                // A signed action in clear text can be read and its receiver spoofed.
-                let scheme_ok = |u: &str| u.starts_with("https://") || (w.allow_http && u.starts_with("http://"));
-                let want = if w.allow_http {
-                    "an http:// or https:// URL with a host"
-                } else {
-                    "an https:// URL with a host (http:// only with allow_http = true)"
-                };
-                if !http_url(&w.url) || !scheme_ok(&w.url) {
-                    return bad("url", want);
-                }
-                if w.verify_url.as_deref().is_some_and(|u| !http_url(u) || !scheme_ok(u)) {
-                    return bad("verify_url", want);
-                }
-                if w.secret_env.trim().is_empty() {
-                    return bad("secret_env", "the name of the variable holding the signing secret");
-                }
-                Ok(())
-            }
-            ExecutorConfig::Kubernetes(k) => {
-                if k.namespace.trim().is_empty() || k.name.trim().is_empty() {
-                    return bad("name", "the workload's namespace and name");
-                }
-                Ok(())
-            }
-            ExecutorConfig::Mlflow(m) => {
-                if !http_url(&m.tracking_uri) {
-                    return bad("tracking_uri", "an http:// or https:// URL with a host");
-                }
-                if m.model.trim().is_empty() {
-                    return bad("model", "the registered model's name");
-                }
-                if m.alias.trim().is_empty() || is_mlflow_version(&m.alias) {
-                    return bad("alias", "an alias name such as `champion` (not a version number)");
-                }
-                if m.token_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                    return bad("token_env", "the name of the variable holding the token, or no `token_env`");
-                }
-                if m.timeout_s == 0 {
-                    return bad("timeout_s", "seconds > 0");
-                }
-                Ok(())
-            }
+            ExecutorConfig::Haproxy(h) => h.validate(),
+            ExecutorConfig::Command(c) => c.validate(),
+            ExecutorConfig::Webhook(w) => w.validate(),
+            ExecutorConfig::Kubernetes(k) => k.validate(),
+            ExecutorConfig::Mlflow(m) => m.validate(),
         }
     }
+}
+
+/// `field` is wrong; `expected` says what would be right.
+pub(crate) fn bad(field: &str, expected: &str) -> Result<(), FieldError> {
+    Err(FieldError::new(field, expected))
+}
+
+/// An http(s) URL with a host.
+pub(crate) fn http_url(u: &str) -> bool {
+    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// An executor could not plan, execute or verify.
@@ -265,8 +203,9 @@ impl ExecutorError {
 }
 
 /// What an action does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ActionKind {
     /// Send traffic back to the last-known-good revision.
     Rollback,
@@ -277,10 +216,7 @@ pub enum ActionKind {
 impl ActionKind {
     /// The stored tag.
     pub fn label(self) -> &'static str {
-        match self {
-            ActionKind::Rollback => "rollback",
-            ActionKind::Promote => "promote",
-        }
+        self.into()
     }
 }
 

@@ -1,6 +1,8 @@
 //! The webhook executor: POSTs the action as JSON, signed with HMAC-SHA256,
 //! retried with backoff under one idempotency key so a receiver acts once.
 
+use super::{bad, http_url};
+use crate::field::FieldError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -95,6 +97,29 @@ pub fn signed_parts(url: &str) -> Option<(String, String)> {
         None => u.path().to_string(),
     };
     Some((authority, path))
+}
+
+impl WebhookConfig {
+    /// Every field within bounds; names the first that is not.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        // A signed action in clear text can be read and its receiver spoofed.
+        let scheme_ok = |u: &str| u.starts_with("https://") || (self.allow_http && u.starts_with("http://"));
+        let want = if self.allow_http {
+            "an http:// or https:// URL with a host"
+        } else {
+            "an https:// URL with a host (http:// only with allow_http = true)"
+        };
+        if !http_url(&self.url) || !scheme_ok(&self.url) {
+            return bad("url", want);
+        }
+        if self.verify_url.as_deref().is_some_and(|u| !http_url(u) || !scheme_ok(u)) {
+            return bad("verify_url", want);
+        }
+        if self.secret_env.trim().is_empty() {
+            return bad("secret_env", "the name of the variable holding the signing secret");
+        }
+        Ok(())
+    }
 }
 
 impl WebhookExecutor {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sequential::{self, StepEvents};
 use super::{Finding, MetricStatus};
+use crate::field::FieldError;
 use crate::logs::drain::{Drain, DrainConfig};
 use crate::signals::{BadDirection, LogLine, MetricSpec, Observation, Side, Unit};
 
@@ -64,9 +65,9 @@ impl Default for LogJudgeConfig {
 }
 
 impl LogJudgeConfig {
-    /// Check every field against its bounds; `Err((field, expected))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((format!("logs.{f}"), e.to_string()));
+    /// Check every field against its bounds; `Err(FieldError::of(field, expected))`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(format!("logs.{f}"), e.to_string()));
         if !(self.alpha > 0.0 && self.alpha <= 0.05) {
             return bad("alpha", "a number in (0, 0.05]");
         }
@@ -487,9 +488,9 @@ mod tests {
     #[test]
     fn log_settings_are_checked() {
         let mut l = LogJudgeConfig { alpha: 0.0, ..Default::default() };
-        assert_eq!(l.validate().unwrap_err().0, "logs.alpha");
+        assert_eq!(l.validate().unwrap_err().field, "logs.alpha");
         l = LogJudgeConfig { levels: vec![], ..Default::default() };
-        assert_eq!(l.validate().unwrap_err().0, "logs.levels");
+        assert_eq!(l.validate().unwrap_err().field, "logs.levels");
         assert!(LogJudgeConfig::default().validate().is_ok());
     }
 }

@@ -9,6 +9,7 @@
 //! labelled quality falling beyond tolerance fails it; too few labels is
 //! `LabelsPending`, never missing data.
 
+use crate::field::FieldError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
@@ -135,9 +136,9 @@ impl Default for MlJudgeConfig {
 }
 
 impl MlJudgeConfig {
-    /// Check bounds; `Err((field, expected))` relative to `[judge]`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((format!("ml.{f}"), e.to_string()));
+    /// Check bounds; `Err(FieldError::of(field, expected))` relative to `[judge]`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(format!("ml.{f}"), e.to_string()));
         if !(self.psi_tolerance > 0.0 && self.psi_tolerance <= 5.0) {
             return bad("psi_tolerance", "a PSI in (0, 5]");
         }

@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::field::FieldError;
 use crate::signals::{BadDirection, Observation, Unit};
 pub use guard::{BaselineShift, Breach, Guard, GuardHit, GuardNote, Limit, SHIFT_BLOCK_S, SHIFT_TOLERANCES};
 pub use logs::{LogMiner, LogMining};
@@ -169,9 +170,9 @@ impl GuardSpec {
         })
     }
 
-    /// Check bounds; `Err((field under this spec, expected))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+    /// Check bounds; `Err(FieldError::of(field under this spec, expected))`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(f.to_string(), e.to_string()));
         if self.max.is_some() && self.min.is_some() {
             return bad("min", "either `max` or `min`, not both (a metric has one harmful direction per guard)");
         }
@@ -230,9 +231,9 @@ impl Default for JudgeConfig {
 }
 
 impl JudgeConfig {
-    /// Check every field against its bounds; `Err((field, expected))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+    /// Check every field against its bounds; `Err(FieldError::of(field, expected))`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(f.to_string(), e.to_string()));
         if !(self.alpha > 0.0 && self.alpha <= 0.1) {
             return bad("alpha", "a number in (0, 0.1]");
         }
@@ -275,12 +276,15 @@ impl JudgeConfig {
         }
         for (name, o) in &self.metrics {
             if o.relative_tolerance.is_some_and(|t| !(0.0..=5.0).contains(&t)) {
-                return Err((format!("metrics.{name}.relative_tolerance"), "a fraction from 0 to 5".into()));
+                return Err(FieldError::of(
+                    format!("metrics.{name}.relative_tolerance"),
+                    "a fraction from 0 to 5".into(),
+                ));
             }
             if o.absolute_tolerance.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
-                return Err((format!("metrics.{name}.absolute_tolerance"), "a finite number ≥ 0".into()));
+                return Err(FieldError::of(format!("metrics.{name}.absolute_tolerance"), "a finite number ≥ 0".into()));
             }
-            o.guard_spec().validate().map_err(|(f, e)| (format!("metrics.{name}.{f}"), e))?;
+            o.guard_spec().validate().map_err(|e| e.under(&format!("metrics.{name}")))?;
         }
         self.logs.validate()?;
         self.ml.validate()

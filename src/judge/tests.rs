@@ -83,6 +83,6 @@ fn canary_with_no_data_is_inconclusive_never_fail() {
 #[test]
 fn config_bounds_name_the_field() {
     let bad = JudgeConfig { alpha: 0.5, ..JudgeConfig::default() };
-    assert_eq!(bad.validate().unwrap_err().0, "alpha");
+    assert_eq!(bad.validate().unwrap_err().field, "alpha");
     assert!(JudgeConfig::default().validate().is_ok());
 }

@@ -61,8 +61,9 @@ pub enum Record {
 }
 
 /// The stored `kind` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RecordKind {
     /// See [`Record::ReleaseStarted`].
     ReleaseStarted,
@@ -95,21 +96,7 @@ pub enum RecordKind {
 impl RecordKind {
     /// The stored name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::ReleaseStarted => "release_started",
-            RecordKind::Tick => "tick",
-            RecordKind::Intent => "intent",
-            RecordKind::Outcome => "outcome",
-            RecordKind::Lease => "lease",
-            RecordKind::ReleaseFinished => "release_finished",
-            RecordKind::ApprovalRequested => "approval_requested",
-            RecordKind::ApprovalResolved => "approval_resolved",
-            RecordKind::ApprovalAnswer => "approval_answer",
-            RecordKind::Operator => "operator",
-            RecordKind::ReleasePaused => "release_paused",
-            RecordKind::ChatOps => "chat_ops",
-            RecordKind::Calibration => "calibration",
-        }
+        self.into()
     }
 }
 
@@ -345,8 +332,9 @@ pub struct OutcomeRecord {
 }
 
 /// What an action did, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ActionResult {
     /// Executed, and the target reads back in the planned state.
     Verified {
@@ -397,15 +385,7 @@ pub enum ActionResult {
 impl ActionResult {
     /// The stored tag, for metrics and one-line listings.
     pub fn label(&self) -> &'static str {
-        match self {
-            ActionResult::Verified { .. } => "verified",
-            ActionResult::NotVerified { .. } => "not_verified",
-            ActionResult::VerifyFailed { .. } => "verify_failed",
-            ActionResult::Failed { .. } => "failed",
-            ActionResult::Reconciled { .. } => "reconciled",
-            ActionResult::Unresolved { .. } => "unresolved",
-            ActionResult::ResolvedByHuman { .. } => "resolved_by_human",
-        }
+        self.into()
     }
 
     /// Whether this settles the intent. An `Unresolved` intent is checked
@@ -508,7 +488,7 @@ impl ApprovalResolved {
             answer: None,
             reason: String::new(),
             ruling: Ruling::Closed { closure },
-            trace: vec![RuleHit { rule: closure.rule().into(), detail: closure.describe().into() }],
+            trace: vec![RuleHit { rule: closure.rule(), detail: closure.describe().into() }],
         }
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::reader::{LogBatch, LogReadError, LogReader, RawLine};
+use crate::field::FieldError;
 use crate::signals::{PodSignalsConfig, Side};
 
 /// `[releases.logs] source = "kubernetes"`.
@@ -32,12 +33,15 @@ fn default_limit_bytes() -> i64 {
 
 impl PodLogsConfig {
     /// The first wrong field and what it should be.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !(1024..=(64 << 20)).contains(&self.limit_bytes) {
-            return Err(("limit_bytes".into(), "bytes between 1024 and 67108864".into()));
+            return Err(FieldError::of("limit_bytes".into(), "bytes between 1024 and 67108864".into()));
         }
         if self.container.as_ref().is_some_and(|c| c.trim().is_empty()) {
-            return Err(("container".into(), "a container name, or no `container` for the pod's only one".into()));
+            return Err(FieldError::of(
+                "container".into(),
+                "a container name, or no `container` for the pod's only one".into(),
+            ));
         }
         Ok(())
     }
@@ -144,7 +148,7 @@ mod tests {
     #[test]
     fn limits_outside_bounds_are_named() {
         let bad = PodLogsConfig { container: None, limit_bytes: 10 };
-        assert_eq!(bad.validate().unwrap_err().0, "limit_bytes");
+        assert_eq!(bad.validate().unwrap_err().field, "limit_bytes");
         assert!(PodLogsConfig { container: None, limit_bytes: default_limit_bytes() }.validate().is_ok());
     }
 }

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::reader::{LogBatch, LogReadError, LogReader, RawLine};
+use crate::field::FieldError;
 use crate::signals::{PromAuth, Side};
 
 /// `[releases.logs] source = "loki"`.
@@ -45,23 +46,29 @@ fn default_timeout() -> u64 {
 
 impl LokiConfig {
     /// The first wrong field and what it should be.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(("url".into(), format!("an http:// or https:// URL, found `{}`", self.url)));
+            return Err(FieldError::of("url".into(), format!("an http:// or https:// URL, found `{}`", self.url)));
         }
         for (field, q) in [("baseline_query", &self.baseline_query), ("canary_query", &self.canary_query)] {
             if !q.trim_start().starts_with('{') {
-                return Err((field.into(), "a LogQL log query starting with a stream selector `{…}`".into()));
+                return Err(FieldError::of(
+                    field.into(),
+                    "a LogQL log query starting with a stream selector `{…}`".into(),
+                ));
             }
         }
         if self.baseline_query.trim() == self.canary_query.trim() {
-            return Err(("canary_query".into(), "a query other than `baseline_query` (the other side's lines)".into()));
+            return Err(FieldError::of(
+                "canary_query".into(),
+                "a query other than `baseline_query` (the other side's lines)".into(),
+            ));
         }
         if !(1..=50_000).contains(&self.limit) {
-            return Err(("limit".into(), "lines between 1 and 50000".into()));
+            return Err(FieldError::of("limit".into(), "lines between 1 and 50000".into()));
         }
         if !(1..=300).contains(&self.timeout_s) {
-            return Err(("timeout_s".into(), "seconds between 1 and 300".into()));
+            return Err(FieldError::of("timeout_s".into(), "seconds between 1 and 300".into()));
         }
         Ok(())
     }
@@ -233,9 +240,9 @@ mod tests {
         };
         assert!(ok.validate().is_ok());
         let same = LokiConfig { canary_query: ok.baseline_query.clone(), ..ok.clone() };
-        assert_eq!(same.validate().unwrap_err().0, "canary_query");
+        assert_eq!(same.validate().unwrap_err().field, "canary_query");
         let not_logql = LokiConfig { baseline_query: "rate(x[1m])".into(), ..ok.clone() };
-        assert_eq!(not_logql.validate().unwrap_err().0, "baseline_query");
-        assert_eq!(LokiConfig { url: "loki:3100".into(), ..ok }.validate().unwrap_err().0, "url");
+        assert_eq!(not_logql.validate().unwrap_err().field, "baseline_query");
+        assert_eq!(LokiConfig { url: "loki:3100".into(), ..ok }.validate().unwrap_err().field, "url");
     }
 }

@@ -30,9 +30,9 @@ pub enum LogSourceConfig {
 
 impl LogSourceConfig {
     /// The first field that is wrong, relative to `logs`, and what it should be.
-    pub fn validate(&self, has_pods: bool) -> Result<(), (String, String)> {
+    pub fn validate(&self, has_pods: bool) -> Result<(), FieldError> {
         match self {
-            LogSourceConfig::Kubernetes(_) if !has_pods => Err((
+            LogSourceConfig::Kubernetes(_) if !has_pods => Err(FieldError::of(
                 "source".into(),
                 "`kubernetes` reads the pods the release's `pods` section selects: add `pods` (namespace, selectors)"
                     .into(),
@@ -62,6 +62,7 @@ impl LogSourceConfig {
     }
 }
 
+use crate::field::FieldError;
 pub use crate::signals::{MAX_LINE_BYTES, MAX_LINES, cut};
 
 /// What a [`WithLogs`] has read so far.

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Decision, PolicyFile, Proposal, RuleHit, RuleId};
+use crate::field::FieldError;
 
 /// `[approvals]` in a policy file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -47,9 +48,9 @@ impl Default for ApprovalPolicy {
 }
 
 impl ApprovalPolicy {
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+    pub(super) fn validate(&self) -> Result<(), FieldError> {
         if !(1..=10080).contains(&self.expiry_minutes) {
-            return Err(("approvals.expiry_minutes".into(), "minutes from 1 to 10080 (one week)".into()));
+            return Err(FieldError::of("approvals.expiry_minutes".into(), "minutes from 1 to 10080 (one week)".into()));
         }
         let lists = [
             ("approvals.approvers", &self.approvers),
@@ -67,8 +68,8 @@ impl ApprovalPolicy {
     /// `slack:U…` (a Slack user id: names can be changed by their owner, so
     /// they never authorise) or `slack-group:S…` (a Slack user group id).
     /// `field` names the entry in errors, as every validation here does.
-    pub(super) fn check_entry(&self, field: &str, who: &str) -> Result<(), (String, String)> {
-        let bad = |expected: String| Err((field.to_string(), expected));
+    pub(super) fn check_entry(&self, field: &str, who: &str) -> Result<(), FieldError> {
+        let bad = |expected: String| Err(FieldError::of(field.to_string(), expected));
         let slack_id = |id: &str, first: &[char]| {
             id.len() >= 3 && id.starts_with(first) && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         };

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::field::FieldError;
 use crate::judge::{GuardSpec, JudgeConfig};
 use crate::signals::{BadDirection, MetricSpec};
 
@@ -163,7 +164,7 @@ impl PolicyFile {
             let field = e.path().to_string();
             field_err(field, e.into_inner().message().to_string())
         })?;
-        file.validate().map_err(|(f, e)| field_err(f, e))?;
+        file.validate().map_err(|e| field_err(e.field, e.expected))?;
         file.origin = path.to_path_buf();
         Ok(file)
     }
@@ -180,22 +181,25 @@ impl PolicyFile {
         Self::parse(Path::new("policies/default.toml (embedded)"), DEFAULT_POLICY)
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), FieldError> {
         if self.version != 1 {
-            return Err(("version".into(), format!("1, found {}", self.version)));
+            return Err(FieldError::of("version".into(), format!("1, found {}", self.version)));
         }
         if !(1..=100).contains(&self.rate_limit.max_rollbacks) {
-            return Err(("rate_limit.max_rollbacks".into(), "an integer from 1 to 100".into()));
+            return Err(FieldError::of("rate_limit.max_rollbacks".into(), "an integer from 1 to 100".into()));
         }
         if !(1..=10080).contains(&self.rate_limit.window_minutes) {
-            return Err(("rate_limit.window_minutes".into(), "minutes from 1 to 10080 (one week)".into()));
+            return Err(FieldError::of(
+                "rate_limit.window_minutes".into(),
+                "minutes from 1 to 10080 (one week)".into(),
+            ));
         }
         for (i, f) in self.freeze.iter().enumerate() {
             if f.end <= f.start {
-                return Err((format!("freeze[{i}].end"), format!("a time after start ({})", f.start)));
+                return Err(FieldError::of(format!("freeze[{i}].end"), format!("a time after start ({})", f.start)));
             }
             if f.services.is_empty() {
-                return Err((format!("freeze[{i}].services"), "at least one service or \"*\"".into()));
+                return Err(FieldError::of(format!("freeze[{i}].services"), "at least one service or \"*\"".into()));
             }
         }
         self.approvals.validate()?;
@@ -204,11 +208,11 @@ impl PolicyFile {
                 self.approvals.check_entry(&format!("services.{service}.approvers[{i}]"), who)?;
             }
             for (metric, g) in &s.metrics {
-                g.validate().map_err(|(f, e)| (format!("services.{service}.metrics.{metric}.{f}"), e))?;
+                g.validate().map_err(|e| e.under(&format!("services.{service}.metrics.{metric}")))?;
             }
         }
-        self.calibration.validate().map_err(|(f, e)| (format!("calibration.{f}"), e))?;
-        self.judge.validate().map_err(|(f, e)| (format!("judge.{f}"), e))
+        self.calibration.validate().map_err(|e| e.under("calibration"))?;
+        self.judge.validate().map_err(|e| e.under("judge"))
     }
 
     /// The judge's configuration for `service`: the `[judge]` table with the

@@ -20,8 +20,9 @@ pub use rules::RuleId;
 use crate::judge::JudgeResult;
 
 /// What the agent will do. Produced only by [`evaluate`]; acted on only by the orchestrator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(tag = "decision", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Decision {
     /// The window passed: send all traffic to the canary.
     Promote,
@@ -52,16 +53,9 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Short label for logs, the ledger and reports.
+    /// Short label for logs, the ledger and reports (the stored tag).
     pub fn label(&self) -> &'static str {
-        match self {
-            Decision::Promote => "promote",
-            Decision::Continue => "continue",
-            Decision::Hold { .. } => "hold",
-            Decision::RequireApproval { .. } => "require_approval",
-            Decision::Rollback { .. } => "rollback",
-            Decision::Deny { .. } => "deny",
-        }
+        self.into()
     }
 }
 

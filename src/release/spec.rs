@@ -175,51 +175,51 @@ fn check_signals(
     logs: Option<&crate::logs::LogSourceConfig>,
     tick_s: Option<u64>,
     executor: Option<&crate::executor::ExecutorConfig>,
-) -> Result<(), (String, String)> {
+) -> Result<(), FieldError> {
     if matches!(executor, Some(crate::executor::ExecutorConfig::Simulator))
         && !matches!(source, SourceConfig::Simulator(_))
     {
-        return Err(("executor".into(), "`simulator` only with a `simulator` source".into()));
+        return Err(FieldError::of("executor".into(), "`simulator` only with a `simulator` source".into()));
     }
-    source.validate().map_err(|(field, expected)| (format!("source.{field}"), expected))?;
+    source.validate().map_err(|e| e.under("source"))?;
     if let Some(l) = logs {
-        l.validate(pods.is_some()).map_err(|(field, expected)| (format!("logs.{field}"), expected))?;
+        l.validate(pods.is_some()).map_err(|e| e.under("logs"))?;
     }
     if tick_s == Some(0) {
-        return Err(("tick_s".into(), "seconds > 0".into()));
+        return Err(FieldError::of("tick_s".into(), "seconds > 0".into()));
     }
     if let Some(e) = executor {
-        e.validate().map_err(|(field, expected)| (format!("executor.{field}"), expected))?;
+        e.validate().map_err(|e| e.under("executor"))?;
     }
     Ok(())
 }
 
 impl AgentTarget {
     /// The target's name, services, executor and every template.
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
-        field::target("target", &self.target).map_err(|e| (e.field, e.expected))?;
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
+        field::target("target", &self.target)?;
         for (i, s) in self.services.iter().enumerate() {
-            field::name(&format!("services[{i}]"), s).map_err(|e| (e.field, e.expected))?;
+            field::name(&format!("services[{i}]"), s)?;
         }
         for (name, t) in &self.templates {
-            field::name("templates", name).map_err(|e| (e.field, e.expected))?;
+            field::name("templates", name)?;
             check_signals(&t.source, t.pods.as_ref(), t.logs.as_ref(), t.tick_s, self.executor.as_ref())
-                .map_err(|(field, expected)| (format!("templates.{name}.{field}"), expected))?;
+                .map_err(|e| e.under(&format!("templates.{name}")))?;
         }
         if let Some(e) = &self.executor
             && self.templates.is_empty()
         {
-            e.validate().map_err(|(field, expected)| (format!("executor.{field}"), expected))?;
+            e.validate().map_err(|e| e.under("executor"))?;
         }
         Ok(())
     }
 }
 
 impl ReleaseConfig {
-    /// Fields, signals and executor of one release; `Err((field, expected))`
+    /// Fields, signals and executor of one release; `Err(FieldError::of(field, expected))`
     /// with the field relative to the release.
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
-        self.check_fields().map_err(|e| (e.field, e.expected))?;
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
+        self.check_fields()?;
         check_signals(&self.source, self.pods.as_ref(), self.logs.as_ref(), self.tick_s, self.executor.as_ref())?;
         // An MLflow alias moves between versions of one registered model: numbers, checked
         // at load rather than when a rollback is due.
@@ -229,7 +229,7 @@ impl ReleaseConfig {
                 ("last_known_good", self.last_known_good.as_ref()),
             ] {
                 if v.is_some_and(|v| !crate::executor::is_mlflow_version(v)) {
-                    return Err((field.into(), "a version number of the registered model (the `mlflow` executor moves an alias between versions)".into()));
+                    return Err(FieldError::of(field.into(), "a version number of the registered model (the `mlflow` executor moves an alias between versions)".into()));
                 }
             }
         }

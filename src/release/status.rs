@@ -8,8 +8,9 @@ use crate::executor::{ActionKind, ActionPlan};
 use crate::policy::{Decision, Proposal};
 
 /// How a release ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ReleaseStatus {
     /// Promoted and verified.
     Promoted,
@@ -86,19 +87,7 @@ impl ReleaseStatus {
 
     /// The stored tag, for one-line listings.
     pub fn label(&self) -> &'static str {
-        match self {
-            ReleaseStatus::Promoted => "promoted",
-            ReleaseStatus::RolledBack => "rolled_back",
-            ReleaseStatus::ActionNotVerified { .. } => "action_not_verified",
-            ReleaseStatus::ActionFailed { .. } => "action_failed",
-            ReleaseStatus::ActionUnresolved { .. } => "action_unresolved",
-            ReleaseStatus::Recommended { .. } => "recommended",
-            ReleaseStatus::AwaitingApproval { .. } => "awaiting_approval",
-            ReleaseStatus::Held { .. } => "held",
-            ReleaseStatus::Denied { .. } => "denied",
-            ReleaseStatus::Interrupted => "interrupted",
-            ReleaseStatus::Aborted { .. } => "aborted",
-        }
+        self.into()
     }
 }
 

@@ -32,8 +32,9 @@ use crate::release::release_id;
 use crate::release::{Registration, ReleaseConfig};
 
 /// Where a release stands in the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ReleaseState {
     /// Registered; first tick not yet judged.
     Starting,
@@ -65,15 +66,7 @@ impl ReleaseState {
 
     /// Stored name.
     pub fn label(self) -> &'static str {
-        match self {
-            ReleaseState::Starting => "starting",
-            ReleaseState::Running => "running",
-            ReleaseState::Held => "held",
-            ReleaseState::AwaitingApproval => "awaiting_approval",
-            ReleaseState::Finished => "finished",
-            ReleaseState::Paused => "paused",
-            ReleaseState::Failed => "failed",
-        }
+        self.into()
     }
 }
 

@@ -8,6 +8,7 @@
 //! a feedback counter gives — for predictions made about `delay_s` earlier;
 //! the delay is declared so the judge can say "pending" rather than "missing".
 
+use crate::field::FieldError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -53,21 +54,24 @@ impl DistributionSeries {
     /// A series of raw values per step (`le` empty) as histograms: the
     /// bounds are the baseline's pooled deciles (fewer where values repeat),
     /// so each baseline bucket holds about a tenth — the usual PSI binning.
-    /// A series with bounds is returned as it is. `Err((field, expected))`.
-    pub fn binned(self, at: &str) -> Result<DistributionSeries, (String, String)> {
+    /// A series with bounds is returned as it is. `Err(FieldError::of(field, expected))`.
+    pub fn binned(self, at: &str) -> Result<DistributionSeries, FieldError> {
         if !self.spec.le.is_empty() {
             return Ok(self);
         }
         for (side, series) in [("baseline", &self.baseline), ("canary", &self.canary)] {
             for (j, v) in series.iter().enumerate() {
                 if v.as_ref().is_some_and(|v| v.iter().any(|x| !x.is_finite())) {
-                    return Err((format!("{at}.{side}[{j}]"), "finite raw values (no `le`), or null".into()));
+                    return Err(FieldError::of(
+                        format!("{at}.{side}[{j}]"),
+                        "finite raw values (no `le`), or null".into(),
+                    ));
                 }
             }
         }
         let mut pooled: Vec<f64> = self.baseline.iter().flatten().flatten().copied().collect();
         if pooled.is_empty() {
-            return Err((
+            return Err(FieldError::of(
                 format!("{at}.le"),
                 "bucket bounds, or raw values on the baseline to take the bounds from".into(),
             ));
@@ -253,38 +257,41 @@ impl ModelSignals {
     }
 
     /// Check shapes against a window of `steps` samples, the names against
-    /// those `taken` by other series; `Err((field, expected))` with the field
+    /// those `taken` by other series; `Err(FieldError::of(field, expected))` with the field
     /// relative to the document (`distributions[0].canary[3]`).
     pub fn validate<'a>(
         distributions: &'a [DistributionSeries],
         labels: &'a [LabelSeries],
         steps: usize,
         taken: &mut std::collections::HashSet<&'a str>,
-    ) -> Result<(), (String, String)> {
+    ) -> Result<(), FieldError> {
         let len = |field: String, got: usize| {
             if got == steps {
                 Ok(())
             } else {
-                Err((field, format!("{steps} samples (duration_s / step_s), found {got}")))
+                Err(FieldError::of(field, format!("{steps} samples (duration_s / step_s), found {got}")))
             }
         };
         for (i, d) in distributions.iter().enumerate() {
             let at = format!("distributions[{i}]");
             if d.spec.name.trim().is_empty() || !taken.insert(d.spec.name.as_str()) {
-                return Err((format!("{at}.name"), "a non-empty name unique in the file".into()));
+                return Err(FieldError::of(format!("{at}.name"), "a non-empty name unique in the file".into()));
             }
             if d.spec.le.is_empty()
                 || d.spec.le.iter().any(|b| !b.is_finite())
                 || d.spec.le.windows(2).any(|w| w[0] >= w[1])
             {
-                return Err((format!("{at}.le"), "at least one finite bucket bound, strictly increasing".into()));
+                return Err(FieldError::of(
+                    format!("{at}.le"),
+                    "at least one finite bucket bound, strictly increasing".into(),
+                ));
             }
             for (side, series) in [("baseline", &d.baseline), ("canary", &d.canary)] {
                 len(format!("{at}.{side}"), series.len())?;
                 for (j, h) in series.iter().enumerate() {
                     let Some(h) = h else { continue };
                     if h.len() != d.spec.le.len() + 1 || h.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
-                        return Err((
+                        return Err(FieldError::of(
                             format!("{at}.{side}[{j}]"),
                             format!("{} counts ≥ 0 (one per bucket of `le`, then +Inf), or null", d.spec.le.len() + 1),
                         ));
@@ -295,13 +302,13 @@ impl ModelSignals {
         for (i, l) in labels.iter().enumerate() {
             let at = format!("labels[{i}]");
             if l.spec.name.trim().is_empty() || !taken.insert(l.spec.name.as_str()) {
-                return Err((format!("{at}.name"), "a non-empty name unique in the file".into()));
+                return Err(FieldError::of(format!("{at}.name"), "a non-empty name unique in the file".into()));
             }
             for (side, series) in [("baseline", &l.baseline), ("canary", &l.canary)] {
                 len(format!("{at}.{side}"), series.len())?;
                 for (j, o) in series.iter().enumerate() {
                     if let Some(why) = o.as_ref().and_then(|o| o.invalid(l.spec.task)) {
-                        return Err((format!("{at}.{side}[{j}]"), format!("{why}, or null")));
+                        return Err(FieldError::of(format!("{at}.{side}[{j}]"), format!("{why}, or null")));
                     }
                 }
             }

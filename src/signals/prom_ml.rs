@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Counts, DriftKind, Outcomes};
+use crate::field::FieldError;
 
 /// A histogram-valued series read from a Prometheus histogram.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -27,13 +28,19 @@ pub struct PromDistribution {
 }
 
 impl PromDistribution {
-    /// `Err((field, expected))` relative to this table.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// `Err(FieldError::of(field, expected))` relative to this table.
+    pub fn validate(&self) -> Result<(), FieldError> {
         if self.le.is_empty() || self.le.iter().any(|b| !b.is_finite()) || self.le.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(("le".into(), "the histogram's finite bucket bounds, strictly increasing".into()));
+            return Err(FieldError::of(
+                "le".into(),
+                "the histogram's finite bucket bounds, strictly increasing".into(),
+            ));
         }
         if !self.query.contains("le") {
-            return Err(("query".into(), "a query answering one series per `le` (e.g. `sum by (le) (…)`)".into()));
+            return Err(FieldError::of(
+                "query".into(),
+                "a query answering one series per `le` (e.g. `sum by (le) (…)`)".into(),
+            ));
         }
         Ok(())
     }

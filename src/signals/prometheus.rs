@@ -6,6 +6,7 @@
 //! missing samples; Prometheus unreachable is a source failure — both hold
 //! the release, neither rolls it back.
 
+use crate::field::FieldError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,11 +128,11 @@ impl PrometheusConfig {
     }
 
     /// Seconds the baseline's range lies before the canary's (0 for a label);
-    /// `Err((field, expected))` for an offset that cannot be one.
-    pub fn baseline_offset_s(&self) -> Result<u64, (String, String)> {
+    /// an error naming the field for an offset that cannot be one.
+    pub fn baseline_offset_s(&self) -> Result<u64, FieldError> {
         let PromBaseline::Window(w) = &self.baseline else { return Ok(0) };
         let expected = || {
-            (
+            FieldError::of(
                 "baseline.offset".to_string(),
                 format!(
                     "a duration such as `30m`, `1d` or `1w`, at least the analysis window ({}s) so the two windows do not overlap{}",
@@ -151,16 +152,16 @@ impl PrometheusConfig {
         Ok(seconds)
     }
 
-    /// Check the source's fields; `Err((field, expected))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Check the source's fields; `Err(FieldError::of(field, expected))`.
+    pub fn validate(&self) -> Result<(), FieldError> {
         if self.step_s == 0 {
-            return Err(("step_s".into(), "seconds > 0".into()));
+            return Err(FieldError::of("step_s".into(), "seconds > 0".into()));
         }
         if self.duration_s < u64::from(self.step_s) {
-            return Err(("duration_s".into(), "seconds ≥ step_s".into()));
+            return Err(FieldError::of("duration_s".into(), "seconds ≥ step_s".into()));
         }
         for (i, d) in self.distributions.iter().enumerate() {
-            d.validate().map_err(|(f, e)| (format!("distributions[{i}].{f}"), e))?;
+            d.validate().map_err(|e| e.under(&format!("distributions[{i}]")))?;
         }
         self.baseline_offset_s().map(|_| ())
     }
@@ -280,9 +281,7 @@ impl PrometheusSource {
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| setup(&cfg.url, e))?;
-        let offset_s = cfg
-            .baseline_offset_s()
-            .map_err(|(field, expected)| setup(&cfg.url, crate::field::FieldError::new(field, expected)))?;
+        let offset_s = cfg.baseline_offset_s().map_err(|e| setup(&cfg.url, e))?;
         Ok(Self { cfg, offset_s, start_unix, http, credential })
     }
 
@@ -619,11 +618,12 @@ mod baseline_tests {
     #[test]
     fn a_bad_offset_names_the_field_and_what_it_expects() {
         for bad in ["yesterday", "-1d", "0s", "10m", "1.5s", ""] {
-            let (field, expected) = cfg(window(WindowKind::Seasonal, Some(bad))).validate().unwrap_err();
+            let crate::field::FieldError { field, expected } =
+                cfg(window(WindowKind::Seasonal, Some(bad))).validate().unwrap_err();
             assert_eq!(field, "baseline.offset", "{bad}");
             assert!(expected.contains("at least the analysis window (1800s)"), "{bad}: {expected}");
         }
-        let (_, expected) = cfg(window(WindowKind::Seasonal, None)).validate().unwrap_err();
+        let expected = cfg(window(WindowKind::Seasonal, None)).validate().unwrap_err().expected;
         assert!(expected.contains("`seasonal` needs one"), "{expected}");
     }
 

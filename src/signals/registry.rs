@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::simulator::{SimConfig, Simulator};
 use super::{ReplaySource, SignalSource, load_scenario};
+use crate::field::FieldError;
 
 /// A signal source as written in configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -25,11 +26,11 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    /// Check the source's fields against their bounds; `Err((field, expected))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Check the source's fields against their bounds; `Err(FieldError::of(field, expected))`.
+    pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             SourceConfig::Scenario { path } if path.as_os_str().is_empty() => {
-                Err(("path".into(), "the path of a scenario file".into()))
+                Err(FieldError::of("path".into(), "the path of a scenario file".into()))
             }
             SourceConfig::Scenario { .. } => Ok(()),
             SourceConfig::Simulator(sim) => sim.validate(),

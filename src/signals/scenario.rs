@@ -4,6 +4,7 @@
 //! label only `eval` may read ([`Truth`]), so a judge cannot see the answer by
 //! construction.
 
+use crate::field::FieldError;
 use std::path::{Path, PathBuf};
 
 use crate::signals::Unit;
@@ -209,8 +210,8 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
         .enumerate()
         .map(|(i, d)| d.binned(&format!("distributions[{i}]")))
         .collect::<Result<_, _>>()
-        .map_err(|(field, expected)| field_err(field, expected))?;
-    validate(&doc).map_err(|(field, expected)| field_err(field, expected))?;
+        .map_err(|e| field_err(e.field, e.expected))?;
+    validate(&doc).map_err(|e| field_err(e.field, e.expected))?;
     let data = ScenarioData {
         name: doc.name,
         description: doc.description,
@@ -248,45 +249,49 @@ fn by_time(mut lines: Vec<LogLine>) -> Vec<LogLine> {
     lines
 }
 
-fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
+fn validate(doc: &FileDoc) -> Result<(), FieldError> {
     if doc.step_s == 0 {
-        return Err(("step_s".into(), "an integer > 0, found 0".into()));
+        return Err(FieldError::of("step_s".into(), "an integer > 0, found 0".into()));
     }
     if doc.duration_s == 0 || !doc.duration_s.is_multiple_of(u64::from(doc.step_s)) {
-        return Err((
+        return Err(FieldError::of(
             "duration_s".into(),
             format!("a positive multiple of step_s ({}), found {}", doc.step_s, doc.duration_s),
         ));
     }
     if doc.name.trim().is_empty() {
-        return Err(("name".into(), "a non-empty string".into()));
+        return Err(FieldError::of("name".into(), "a non-empty string".into()));
     }
     let n = (doc.duration_s / u64::from(doc.step_s)) as usize;
     let check_len = |field: String, len: usize| {
-        if len == n { Ok(()) } else { Err((field, format!("{n} samples (duration_s / step_s), found {len}"))) }
+        if len == n {
+            Ok(())
+        } else {
+            Err(FieldError::of(field, format!("{n} samples (duration_s / step_s), found {len}")))
+        }
     };
     if let Some(t) = &doc.traffic {
         check_len("traffic.baseline".into(), t.baseline.len())?;
         check_len("traffic.canary".into(), t.canary.len())?;
     }
     if doc.metrics.is_empty() {
-        return Err(("metrics".into(), "at least one metric".into()));
+        return Err(FieldError::of("metrics".into(), "at least one metric".into()));
     }
     // As many lines as a live log source keeps: a replay judges what a release could have seen.
     if doc.logs.len() > super::MAX_LINES {
         let expected = format!("at most {} lines, found {}", super::MAX_LINES, doc.logs.len());
-        return Err(("logs".into(), expected));
+        return Err(FieldError::of("logs".into(), expected));
     }
     let mut seen = std::collections::HashSet::new();
     for (i, m) in doc.metrics.iter().enumerate() {
         if m.name.trim().is_empty() || !seen.insert(m.name.as_str()) {
-            return Err((format!("metrics[{i}].name"), "a non-empty name unique in the file".into()));
+            return Err(FieldError::of(format!("metrics[{i}].name"), "a non-empty name unique in the file".into()));
         }
         check_len(format!("metrics[{i}].baseline"), m.baseline.len())?;
         check_len(format!("metrics[{i}].canary"), m.canary.len())?;
         for (side, series) in [("baseline", &m.baseline), ("canary", &m.canary)] {
             if let Some(j) = series.iter().position(|v| v.is_some_and(|x| !x.is_finite())) {
-                return Err((format!("metrics[{i}].{side}[{j}]"), "a finite number or null".into()));
+                return Err(FieldError::of(format!("metrics[{i}].{side}[{j}]"), "a finite number or null".into()));
             }
         }
     }
@@ -295,7 +300,7 @@ fn validate(doc: &FileDoc) -> Result<(), (String, String)> {
         && let Some(onset) = truth.onset_s
         && onset > doc.duration_s
     {
-        return Err(("truth.onset_s".into(), format!("at most duration_s ({})", doc.duration_s)));
+        return Err(FieldError::of("truth.onset_s".into(), format!("at most duration_s ({})", doc.duration_s)));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use rand_distr::{Binomial, Distribution, Normal};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::field::FieldError;
 use crate::signals::{BadDirection, MetricSpec};
 
 /// A fault to inject into the canary.
@@ -176,9 +177,9 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Every number finite and within what the simulator can make sense of;
-    /// `Err((field, expected))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, e: &str| Err((f.to_string(), e.to_string()));
+    /// `Err(FieldError::of(field, expected))`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, e: &str| Err(FieldError::of(f.to_string(), e.to_string()));
         let within = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
         if !(1..=3600).contains(&self.step_s) {
             return bad("step_s", "seconds from 1 to 3600");
@@ -209,7 +210,7 @@ impl SimConfig {
         ];
         for (f, v, hi) in positive {
             if !within(v, 0.0, hi) {
-                return Err((f.to_string(), format!("a finite number from 0 to {hi}")));
+                return Err(FieldError::of(f.to_string(), format!("a finite number from 0 to {hi}")));
             }
         }
         if !within(self.wander, 0.0, 1.0) || !within(self.trend, -1.0, 10.0) {
