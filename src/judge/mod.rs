@@ -601,6 +601,15 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
     findings.extend(logs::judge_logs(obs, cfg, warmup_steps, miner));
     findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
     let complete = obs.window_complete();
+    let (verdict, summary) = verdict_of(&findings, complete, obs);
+    let log_mining = Some(miner.stats().clone()).filter(LogMining::incomplete);
+    JudgeResult { verdict, now_s: obs.now_s, window_complete: complete, findings, summary, log_mining }
+}
+
+/// The verdict and its one-line reason, from the findings: a failure first,
+/// then drift, then an incident, then a window still running, then what
+/// the window lacked, else a pass.
+fn verdict_of(findings: &[Finding], complete: bool, obs: &Observation) -> (Verdict, String) {
     let names = |keep: fn(MetricStatus) -> bool| -> Vec<&str> {
         findings.iter().filter(|f| keep(f.status)).map(|f| f.metric.as_str()).collect()
     };
@@ -609,7 +618,7 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
     let incidents = names(MetricStatus::is_incident);
     let drifted = names(|s| s == MetricStatus::Drifted);
     let pending = names(|s| s == MetricStatus::LabelsPending);
-    let (verdict, summary) = if !failing.is_empty() {
+    if !failing.is_empty() {
         (Verdict::Fail, format!("canary is worse than baseline beyond tolerance on {}", failing.join(", ")))
     } else if !drifted.is_empty() {
         (
@@ -638,9 +647,7 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
         (Verdict::Inconclusive, format!("window complete; waiting for delayed labels on {}", pending.join(", ")))
     } else {
         (Verdict::Pass, "window complete; every metric within tolerance".into())
-    };
-    let log_mining = Some(miner.stats().clone()).filter(LogMining::incomplete);
-    JudgeResult { verdict, now_s: obs.now_s, window_complete: complete, findings, summary, log_mining }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{GENESIS, StoredRecord, record_hash};
 use super::lease::{LeaseOp, LeaseRow, apply};
-use super::record::{ApprovalResolved, LeaseRecord, RECORD_VERSION, Record, RecordKind};
+use super::record::{ApprovalResolved, LeaseRecord, LeaseRole, RECORD_VERSION, Record, RecordKind};
 use super::{Appended, Dialect, LedgerError, Receipt};
 
 /// Appends written in one transaction at most.
@@ -100,6 +100,60 @@ struct Cursor {
 /// Rows per multi-row statement (10 columns each; well under every driver's bind limit).
 const ROWS_PER_INSERT: usize = 100;
 
+/// One batch's work in memory: the chain's position, the leases it read and
+/// changed, and the rows it will insert.
+struct Batch {
+    cur: Cursor,
+    leases: BTreeMap<String, LeaseRow>,
+    changed: BTreeMap<String, LeaseRow>,
+    rows: Vec<StoredRecord>,
+}
+
+impl Batch {
+    /// Append `job`'s body (and what it implies) to the rows.
+    fn push(&mut self, job: &Job, kind: RecordKind, body: &str) -> Receipt {
+        let rec = next_record(&mut self.cur, job, kind, body);
+        let receipt = Receipt { seq: rec.seq, hash: rec.hash.clone() };
+        self.rows.push(rec);
+        receipt
+    }
+
+    /// Apply `job`'s lease operation.
+    fn lease(&mut self, job: &Job) -> Result<LeaseOutcome, sqlx::Error> {
+        let Some(op) = &job.lease else { return Ok(LeaseOutcome::NoOp) };
+        let step = apply(op, self.leases.get(op.target()), job.at_ms);
+        if step.refuse {
+            return Ok(LeaseOutcome::Refused(step.role));
+        }
+        if let Some(row) = step.write {
+            if let Some(event) = step.event {
+                let rec = Record::Lease(LeaseRecord {
+                    target: op.target().to_string(),
+                    holder: row.holder.clone(),
+                    token: row.token,
+                    expires_ms: row.expires_ms,
+                    event,
+                });
+                let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                self.push(job, RecordKind::Lease, &body);
+            }
+            self.leases.insert(op.target().to_string(), row.clone());
+            self.changed.insert(op.target().to_string(), row);
+        }
+        Ok(LeaseOutcome::Role(step.role))
+    }
+}
+
+/// What a job's lease operation came to.
+enum LeaseOutcome {
+    /// The job had none.
+    NoOp,
+    /// The caller's role afterwards.
+    Role(LeaseRole),
+    /// The op refuses the job (a fenced intent): the caller's role.
+    Refused(LeaseRole),
+}
+
 /// One batch is a fixed number of round trips whatever its size: lock the
 /// head, read every lease the batch touches, decide in memory, write the
 /// changed leases, insert the records, move the head, commit.
@@ -113,78 +167,62 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
         Dialect::Postgres => "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE",
     };
     let head = sqlx::query(head_sql).fetch_optional(&mut *tx).await?;
-    let mut cur = match head {
+    let cur = match head {
         Some(r) => Cursor { seq: r.try_get("seq")?, prev_hash: r.try_get("hash")? },
         None => Cursor { seq: 0, prev_hash: GENESIS.to_string() },
     };
     let start_seq = cur.seq;
-    let mut leases = read_leases(&mut tx, dialect, batch).await?;
-    let mut changed: BTreeMap<String, LeaseRow> = BTreeMap::new();
-    let mut rows: Vec<StoredRecord> = Vec::new();
+    let leases = read_leases(&mut tx, dialect, batch).await?;
+    let mut b = Batch { cur, leases, changed: BTreeMap::new(), rows: Vec::new() };
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
-        let mut role = None;
-        if let Some(op) = &job.lease {
-            let step = apply(op, leases.get(op.target()), job.at_ms);
-            if step.refuse {
-                out.push(Appended { receipt: None, role: Some(step.role), refused: true });
-                continue;
-            }
-            if let Some(row) = step.write {
-                if let Some(event) = step.event {
-                    let rec = Record::Lease(LeaseRecord {
-                        target: op.target().to_string(),
-                        holder: row.holder.clone(),
-                        token: row.token,
-                        expires_ms: row.expires_ms,
-                        event,
-                    });
-                    let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    rows.push(next_record(&mut cur, job, RecordKind::Lease, &body));
-                }
-                leases.insert(op.target().to_string(), row.clone());
-                changed.insert(op.target().to_string(), row);
-            }
-            role = Some(step.role);
-        }
-        let approvals = &job.approvals;
-        let open = match approvals.only_if_open.is_some() || approvals.close_open.is_some() {
-            true => open_approvals(&mut tx, &job.release_id, &rows).await?,
-            false => Vec::new(),
-        };
-        if approvals.only_if_open.as_ref().is_some_and(|id| !open.contains(id)) {
-            out.push(Appended { receipt: None, role, refused: true });
-            continue;
-        }
-        let receipt = job.body.as_ref().map(|(kind, body)| {
-            let rec = next_record(&mut cur, job, *kind, body);
-            let receipt = Receipt { seq: rec.seq, hash: rec.hash.clone() };
-            rows.push(rec);
-            receipt
-        });
-        if let Some(closure) = approvals.close_open {
-            for id in open_approvals(&mut tx, &job.release_id, &rows).await? {
-                let rec = Record::ApprovalResolved(ApprovalResolved::closure(&id, closure));
-                let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                rows.push(next_record(&mut cur, job, RecordKind::ApprovalResolved, &body));
-            }
-        }
-        out.push(Appended { receipt, role, refused: false });
+        out.push(write_job(&mut tx, &mut b, job).await?);
     }
-    write_leases(&mut tx, &changed).await?;
-    insert_records(&mut tx, &rows).await?;
-    if cur.seq != start_seq {
+    write_leases(&mut tx, &b.changed).await?;
+    insert_records(&mut tx, &b.rows).await?;
+    if b.cur.seq != start_seq {
         sqlx::query(
             "INSERT INTO ledger_head (id, seq, hash) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
         )
-        .bind(cur.seq)
-        .bind(&cur.prev_hash)
+        .bind(b.cur.seq)
+        .bind(&b.cur.prev_hash)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// One job in the batch's transaction: its lease op (which may refuse it),
+/// its approval conditions (which may refuse it), its record, and the
+/// approval closures it implies.
+async fn write_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    b: &mut Batch,
+    job: &Job,
+) -> Result<Appended, sqlx::Error> {
+    let refused = |role| Appended { receipt: None, role, refused: true };
+    let role = match b.lease(job)? {
+        LeaseOutcome::NoOp => None,
+        LeaseOutcome::Role(r) => Some(r),
+        LeaseOutcome::Refused(r) => return Ok(refused(Some(r))),
+    };
+    let approvals = &job.approvals;
+    if let Some(id) = &approvals.only_if_open
+        && !open_approvals(tx, &job.release_id, &b.rows).await?.contains(id)
+    {
+        return Ok(refused(role));
+    }
+    let receipt = job.body.as_ref().map(|(kind, body)| b.push(job, *kind, body));
+    if let Some(closure) = approvals.close_open {
+        for id in open_approvals(tx, &job.release_id, &b.rows).await? {
+            let rec = Record::ApprovalResolved(ApprovalResolved::closure(&id, closure));
+            let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            b.push(job, RecordKind::ApprovalResolved, &body);
+        }
+    }
+    Ok(Appended { receipt, role, refused: false })
 }
 
 /// Ids of `release`'s approval requests still open, in the order they

@@ -366,50 +366,21 @@ impl ReleaseRun<'_> {
         st: &mut LoopState,
         observer: &mut dyn Observer,
     ) -> Result<Option<ReleaseStatus>, LedgerError> {
-        let Some(request) = st.asking.as_ref().and_then(|x| x.request.clone()) else {
-            let reason = format!("request {} is closed (answered, expired, withdrawn or stopped)", a.approval_id);
-            a.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
-            return Ok(None);
+        let request = match self.answerable_request(st, &a) {
+            Ok(r) => r,
+            Err(ruling) => {
+                a.tell(AnswerReply { ruling, status: None });
+                return Ok(None);
+            }
         };
-        let request = request.request;
-        if a.approval_id != request.id {
-            let why = Refusal::NotThisRequest { asked: a.approval_id.clone(), open: request.id.clone() };
-            a.tell(AnswerReply { ruling: Ruling::refused(why), status: None });
-            return Ok(None);
-        }
-        if self.operator_state() != OperatorState::Running {
-            let closure = Closure::OperatorHold;
-            a.tell(AnswerReply { ruling: Ruling::Closed { closure }, status: None });
-            return Ok(None);
-        }
         let current = match a.answer {
             Answer::Approve => self.judge_now(source, st, observer).await?,
             Answer::Reject => Decision::Continue,
         };
-        let input = AnswerInput {
-            request: &request,
-            who: &a.who,
-            answer: a.answer,
-            current: &current,
-            now_ms: self.agent.clock.now_ms(),
-        };
+        let now_ms = self.agent.clock.now_ms();
+        let input = AnswerInput { request: &request, who: &a.who, answer: a.answer, current: &current, now_ms };
         let outcome = rule(self.policy, &input);
-        let rec = ApprovalResolved {
-            id: request.id.clone(),
-            answer: Some(a.answer),
-            reason: a.reason.clone(),
-            ruling: outcome.ruling.clone(),
-            trace: outcome.trace,
-        };
-        // A ruling that closes the request is written only while it is open:
-        // an operator's hold or abort, or another agent, may have closed it.
-        let closes = outcome.ruling.closes().then(|| request.id.clone());
-        let append = Append {
-            actor: a.actor.clone(),
-            approvals: ApprovalOps { only_if_open: closes, close_open: None },
-            ..self.append(Some(Record::ApprovalResolved(rec)), None)
-        };
-        if self.ledger.submit(append).await?.refused {
+        if !self.record_ruling(&request, &a, &outcome).await? {
             info!(id = %request.id, "Answer to a request closed meanwhile; nothing runs.");
             st.asking = None;
             observer.on_approval(None);
@@ -417,8 +388,6 @@ impl ReleaseRun<'_> {
             a.tell(AnswerReply { ruling: Ruling::Stale { reason }, status: None });
             return Ok(None);
         }
-        let label = crate::policy::approval::ruling_label(&outcome.ruling);
-        info!(id = %request.id, who = %a.who.identity, ruling = label, "Approval answered.");
         if outcome.ruling.closes() {
             st.asking = None;
             observer.on_approval(None);
@@ -436,6 +405,52 @@ impl ReleaseRun<'_> {
         };
         a.tell(AnswerReply { ruling: outcome.ruling, status: status.clone() });
         Ok(status)
+    }
+
+    /// The open request `a` answers, or the ruling that tells them why there is none to answer.
+    fn answerable_request(&self, st: &LoopState, a: &HumanAnswer) -> Result<PendingApproval, Ruling> {
+        let Some(request) = st.asking.as_ref().and_then(|x| x.request.clone()) else {
+            let reason = format!("request {} is closed (answered, expired, withdrawn or stopped)", a.approval_id);
+            return Err(Ruling::Stale { reason });
+        };
+        let request = request.request;
+        if a.approval_id != request.id {
+            return Err(Ruling::refused(Refusal::NotThisRequest { asked: a.approval_id.clone(), open: request.id }));
+        }
+        if self.operator_state() != OperatorState::Running {
+            return Err(Ruling::Closed { closure: Closure::OperatorHold });
+        }
+        Ok(request)
+    }
+
+    /// Record the ruling under the person. A ruling that closes the request
+    /// is written only while it is open (an operator's hold or abort, or
+    /// another agent, may have closed it): `false` when it was.
+    async fn record_ruling(
+        &self,
+        request: &PendingApproval,
+        a: &HumanAnswer,
+        outcome: &crate::policy::approval::ApprovalOutcome,
+    ) -> Result<bool, LedgerError> {
+        let rec = ApprovalResolved {
+            id: request.id.clone(),
+            answer: Some(a.answer),
+            reason: a.reason.clone(),
+            ruling: outcome.ruling.clone(),
+            trace: outcome.trace.clone(),
+        };
+        let closes = outcome.ruling.closes().then(|| request.id.clone());
+        let append = Append {
+            actor: a.actor.clone(),
+            approvals: ApprovalOps { only_if_open: closes, close_open: None },
+            ..self.append(Some(Record::ApprovalResolved(rec)), None)
+        };
+        let written = !self.ledger.submit(append).await?.refused;
+        if written {
+            let label = crate::policy::approval::ruling_label(&outcome.ruling);
+            info!(id = %request.id, who = %a.who.identity, ruling = label, "Approval answered.");
+        }
+        Ok(written)
     }
 }
 

@@ -30,6 +30,35 @@ fn guard_cell(f: &Finding) -> String {
 /// Render `r` as Markdown.
 pub fn render_markdown(r: &Report) -> String {
     let mut o = String::new();
+    header(&mut o, r);
+    if let Some(j) = &r.judge {
+        evidence(&mut o, j);
+    }
+    if let Some(obs) = &r.observation
+        && !obs.events.is_empty()
+    {
+        // Text from the systems being watched: shown as data, quoted, never acted on.
+        o.push_str("\n### Events (untrusted text from the watched systems)\n\n");
+        for e in obs.events.iter().rev().take(20) {
+            o.push_str(&format!("- t={}s {:?} `{}`: `{}`\n", e.t_s, e.target, code(e.kind.as_str()), code(&e.message)));
+        }
+    }
+    model_section(&mut o, r);
+    o.push_str("\n### Policy rules\n\n");
+    for rule in &r.rules {
+        o.push_str(&format!("- {}\n", md(rule)));
+    }
+    if !r.would_change.is_empty() {
+        o.push_str("\n### What would change this recommendation\n\n");
+        for w in &r.would_change {
+            o.push_str(&format!("- {}\n", md(w)));
+        }
+    }
+    o
+}
+
+/// The headline, the release and the exact action.
+fn header(o: &mut String, r: &Report) {
     let mode = if r.acting { "watch" } else { "advise (dry run: nothing executes)" };
     o.push_str(&format!(
         "## backstop: {} {} — **{}**\n\n{}\n\n",
@@ -55,73 +84,53 @@ pub fn render_markdown(r: &Report) -> String {
             o.push_str(&format!("{}. {}\n", i + 1, md(s)));
         }
     }
-    if let Some(j) = &r.judge {
-        o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, md(&j.summary)));
-        o.push_str(
-            "| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window | guard |\n",
-        );
-        o.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-        for f in &j.findings {
-            let status =
-                if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { format!("{:?}", f.status) };
+}
+
+/// The judge's findings as a table, their explanations, and the log templates.
+fn evidence(o: &mut String, j: &crate::judge::JudgeResult) {
+    o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, md(&j.summary)));
+    o.push_str("| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window | guard |\n");
+    o.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for f in &j.findings {
+        let status =
+            if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { format!("{:?}", f.status) };
+        let z = match (f.z, f.critical) {
+            (Some(z), Some(c)) => format!("{z:.1} / {c:.1}"),
+            _ => "–".into(),
+        };
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            md(&f.metric),
+            status,
+            md(&cell(f.baseline, &f.unit)),
+            md(&cell(f.canary, &f.unit)),
+            md(&cell(f.effect, &f.unit)),
+            md(&cell(f.tolerance, &f.unit)),
+            z,
+            f.window_s.map_or_else(|| "–".into(), |w| format!("{w}s")),
+            md(&guard_cell(f)),
+        ));
+    }
+    o.push('\n');
+    for f in &j.findings {
+        o.push_str(&format!("- {}\n", md(&f.explanation)));
+    }
+    let templates = j.log_templates();
+    if !templates.is_empty() {
+        // Text from the systems being watched: shown as data, quoted, never acted on.
+        o.push_str("\n### Log templates (untrusted text from the watched systems)\n\n");
+        for (f, t) in templates.iter().take(20) {
             o.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "- {} {:?} ({} canary / {} baseline lines): `{}` — e.g. `{}`\n",
                 md(&f.metric),
-                status,
-                md(&cell(f.baseline, &f.unit)),
-                md(&cell(f.canary, &f.unit)),
-                md(&cell(f.effect, &f.unit)),
-                md(&cell(f.tolerance, &f.unit)),
-                match (f.z, f.critical) {
-                    (Some(z), Some(c)) => format!("{z:.1} / {c:.1}"),
-                    _ => "–".into(),
-                },
-                f.window_s.map_or_else(|| "–".into(), |w| format!("{w}s")),
-                md(&guard_cell(f)),
+                f.status,
+                t.canary_lines,
+                t.baseline_lines,
+                code(&t.template),
+                code(&t.example)
             ));
         }
-        o.push('\n');
-        for f in &j.findings {
-            o.push_str(&format!("- {}\n", md(&f.explanation)));
-        }
-        let templates = j.log_templates();
-        if !templates.is_empty() {
-            // Text from the systems being watched: shown as data, quoted, never acted on.
-            o.push_str("\n### Log templates (untrusted text from the watched systems)\n\n");
-            for (f, t) in templates.iter().take(20) {
-                o.push_str(&format!(
-                    "- {} {:?} ({} canary / {} baseline lines): `{}` — e.g. `{}`\n",
-                    md(&f.metric),
-                    f.status,
-                    t.canary_lines,
-                    t.baseline_lines,
-                    code(&t.template),
-                    code(&t.example)
-                ));
-            }
-        }
     }
-    if let Some(obs) = &r.observation
-        && !obs.events.is_empty()
-    {
-        // Text from the systems being watched: shown as data, quoted, never acted on.
-        o.push_str("\n### Events (untrusted text from the watched systems)\n\n");
-        for e in obs.events.iter().rev().take(20) {
-            o.push_str(&format!("- t={}s {:?} `{}`: `{}`\n", e.t_s, e.target, code(e.kind.as_str()), code(&e.message)));
-        }
-    }
-    model_section(&mut o, r);
-    o.push_str("\n### Policy rules\n\n");
-    for rule in &r.rules {
-        o.push_str(&format!("- {}\n", md(rule)));
-    }
-    if !r.would_change.is_empty() {
-        o.push_str("\n### What would change this recommendation\n\n");
-        for w in &r.would_change {
-            o.push_str(&format!("- {}\n", md(w)));
-        }
-    }
-    o
 }
 
 fn model_section(o: &mut String, r: &Report) {

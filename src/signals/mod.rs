@@ -241,24 +241,14 @@ pub fn cut(text: &str) -> &str {
 }
 
 /// What a platform event says happened: an open set with named members
-/// (what backstop acts on) and `Other` for anything a platform reports.
-/// Read case-insensitively; written in its canonical spelling.
+/// (what backstop itself writes or acts on) and `Other` for anything a
+/// platform reports, kept exactly as it spelled it (a Kubernetes `Pulled`
+/// stays `Pulled` in evidence). Named members are read in their one spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr)]
-#[strum(ascii_case_insensitive)]
 pub enum EventKind {
-    /// The release itself was deployed or rolled out (never evidence of harm).
-    #[strum(serialize = "deploy", serialize = "deployed", serialize = "deployment", serialize = "rollout")]
+    /// The release itself was deployed (never evidence of harm).
+    #[strum(serialize = "deploy")]
     Deploy,
-    /// Replicas were scaled, created, started or pulled (lifecycle, not harm).
-    #[strum(
-        serialize = "scaled",
-        serialize = "scale",
-        serialize = "scaling",
-        serialize = "created",
-        serialize = "started",
-        serialize = "pulled"
-    )]
-    Lifecycle,
     /// The release was rolled back.
     #[strum(serialize = "rollback")]
     Rollback,
@@ -279,6 +269,11 @@ pub enum EventKind {
     Other(String),
 }
 
+/// Words (any case) platforms use for a release's own lifecycle: the
+/// release causes these itself, so they are never evidence of harm.
+const LIFECYCLE_WORDS: [&str; 10] =
+    ["deploy", "deployed", "deployment", "rollout", "scaled", "scale", "scaling", "created", "started", "pulled"];
+
 impl EventKind {
     /// The kind as written.
     pub fn as_str(&self) -> &str {
@@ -290,7 +285,8 @@ impl EventKind {
 
     /// Whether a release itself causes such events (its own deployment), so they are never evidence of harm.
     pub fn is_lifecycle(&self) -> bool {
-        matches!(self, EventKind::Deploy | EventKind::Lifecycle)
+        let word = self.as_str();
+        LIFECYCLE_WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
     }
 }
 
@@ -421,5 +417,32 @@ pub trait SignalSource: Send + Sync {
     /// Reach the source without judging anything (`config check`): what was read.
     async fn probe(&self) -> Result<String, SignalError> {
         Ok(format!("{}: nothing to reach", self.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn event_kinds_are_written_as_the_platform_spelled_them() {
+        for word in ["deploy", "Pulled", "Deploy", "scaled", "BackOff", "schema_change", "crashloop"] {
+            let kind = EventKind::named(word);
+            assert_eq!(kind.as_str(), word);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(serde_json::from_str::<EventKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(EventKind::named("deploy"), EventKind::Deploy);
+        assert_eq!(EventKind::named("Deploy"), EventKind::Other("Deploy".into()));
+    }
+
+    #[test]
+    fn a_releases_own_lifecycle_is_never_harm_in_any_case() {
+        for word in ["deploy", "Pulled", "Created", "ROLLOUT", "scaling"] {
+            assert!(EventKind::named(word).is_lifecycle(), "{word}");
+        }
+        for word in ["restart", "oom", "BackOff", "rollback", "deploys"] {
+            assert!(!EventKind::named(word).is_lifecycle(), "{word}");
+        }
     }
 }

@@ -283,11 +283,19 @@ fn binomial(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
     Binomial::new(n, p.clamp(0.0, 1.0)).map(|d| d.sample(rng)).unwrap_or(0)
 }
 
-/// Generate step `i` for both sides (`[baseline, canary]`) with the canary at `weight`.
-pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, weight: f64) -> [SideStep; 2] {
-    let step_s = f64::from(cfg.step_s.max(1));
-    let t = (i as f64) * step_s;
-    let blip = if st.blip_left > 0 {
+/// One side's levels at a step before noise: error probability, p99
+/// latency, CPU, memory, and the share of requests it still serves.
+struct Levels {
+    p: f64,
+    lat: f64,
+    cpu: f64,
+    mem: f64,
+    served: f64,
+}
+
+/// Whether a shared blip runs at this step (it lasts a few steps).
+fn next_blip(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng) -> bool {
+    if st.blip_left > 0 {
         st.blip_left -= 1;
         true
     } else if rng.random::<f64>() < cfg.blip_rate {
@@ -295,7 +303,60 @@ pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, 
         true
     } else {
         false
-    };
+    }
+}
+
+/// What the new version does to the canary `t_rel` s after its release
+/// (at release time `t`): warm-up, improvement, and the fault. No draws.
+fn released_canary(cfg: &SimConfig, t: f64, t_rel: f64, l: &mut Levels) {
+    if let Some(w) = &cfg.warmup {
+        let boost = 1.0 + w.amplitude * (-t_rel / w.tau_s.max(1.0)).exp();
+        l.lat *= boost;
+        l.cpu *= boost;
+    }
+    if let Some(w) = &cfg.memory_warmup {
+        l.mem *= 1.0 - w.amplitude * (-t_rel / w.tau_s.max(1.0)).exp();
+    }
+    l.p *= 1.0 - cfg.improvement;
+    l.lat *= 1.0 - cfg.improvement / 2.0;
+    if let Some(f) = &cfg.fault
+        && t >= f.onset_s as f64
+    {
+        fault(f, t - f.onset_s as f64, l);
+    }
+}
+
+/// The fault `f`, `since` s after its onset.
+fn fault(f: &FaultSpec, since: f64, l: &mut Levels) {
+    match f.kind {
+        FaultKind::ErrorSpike => l.p += f.strength,
+        FaultKind::LatencyRegression => l.lat *= 1.0 + f.strength,
+        FaultKind::MemoryLeak => l.mem *= 1.0 + f.strength * since / 600.0,
+        FaultKind::CrashLoop => {
+            l.served = 1.0 - f.strength.clamp(0.0, 0.95);
+            l.p += f.strength * 0.2;
+            l.cpu *= 1.0 + f.strength * 0.5;
+        }
+        FaultKind::IntermittentErrors => {
+            if (since as u64 % 120) < 30 {
+                l.p += f.strength;
+            }
+        }
+        FaultKind::SubtleErrors => l.p *= 1.0 + f.strength,
+        FaultKind::ErrorBursts => {
+            if (since as u64 % 300) < 10 {
+                l.p += f.strength;
+            }
+        }
+        FaultKind::SlowLeak => l.mem *= 1.0 + f.strength * since / 3600.0,
+    }
+}
+
+/// Generate step `i` for both sides (`[baseline, canary]`) with the canary at `weight`.
+pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, weight: f64) -> [SideStep; 2] {
+    let step_s = f64::from(cfg.step_s.max(1));
+    let t = (i as f64) * step_s;
+    let blip = next_blip(cfg, st, rng);
     // Drawn only when asked for, so configurations without it keep their random stream.
     if cfg.wander > 0.0 {
         st.load = WANDER_RHO * st.load + normal(rng, cfg.wander);
@@ -310,53 +371,22 @@ pub fn step(cfg: &SimConfig, st: &mut ModelState, rng: &mut ChaCha8Rng, i: u64, 
     for (side, slot) in out.iter_mut().enumerate() {
         let canary = side == 1;
         let mut requests = if canary { to_canary } else { offered - to_canary };
-        let (mut p, mut lat, mut cpu, mut mem) =
-            (cfg.error_ratio * load, cfg.latency_p99_ms * load.sqrt(), cfg.cpu_percent * load, cfg.memory_mb);
-        let mut served_factor = 1.0;
+        let mut l = Levels {
+            p: cfg.error_ratio * load,
+            lat: cfg.latency_p99_ms * load.sqrt(),
+            cpu: cfg.cpu_percent * load,
+            mem: cfg.memory_mb,
+            served: 1.0,
+        };
         if blip {
-            p = p * 6.0 + 0.01;
-            lat *= 1.8;
-            cpu *= 1.3;
+            l.p = l.p * 6.0 + 0.01;
+            l.lat *= 1.8;
+            l.cpu *= 1.3;
         }
         if canary && released {
-            if let Some(w) = &cfg.warmup {
-                let boost = 1.0 + w.amplitude * (-t_rel / w.tau_s.max(1.0)).exp();
-                lat *= boost;
-                cpu *= boost;
-            }
-            if let Some(w) = &cfg.memory_warmup {
-                mem *= 1.0 - w.amplitude * (-t_rel / w.tau_s.max(1.0)).exp();
-            }
-            p *= 1.0 - cfg.improvement;
-            lat *= 1.0 - cfg.improvement / 2.0;
-            if let Some(f) = &cfg.fault
-                && t >= f.onset_s as f64
-            {
-                let since = t - f.onset_s as f64;
-                match f.kind {
-                    FaultKind::ErrorSpike => p += f.strength,
-                    FaultKind::LatencyRegression => lat *= 1.0 + f.strength,
-                    FaultKind::MemoryLeak => mem *= 1.0 + f.strength * since / 600.0,
-                    FaultKind::CrashLoop => {
-                        served_factor = 1.0 - f.strength.clamp(0.0, 0.95);
-                        p += f.strength * 0.2;
-                        cpu *= 1.0 + f.strength * 0.5;
-                    }
-                    FaultKind::IntermittentErrors => {
-                        if (since as u64 % 120) < 30 {
-                            p += f.strength;
-                        }
-                    }
-                    FaultKind::SubtleErrors => p *= 1.0 + f.strength,
-                    FaultKind::ErrorBursts => {
-                        if (since as u64 % 300) < 10 {
-                            p += f.strength;
-                        }
-                    }
-                    FaultKind::SlowLeak => mem *= 1.0 + f.strength * since / 3600.0,
-                }
-            }
+            released_canary(cfg, t, t_rel, &mut l);
         }
+        let Levels { p, lat, cpu, mem, served: served_factor } = l;
         requests = (requests as f64 * served_factor).round() as u64;
         let errors = binomial(rng, requests, p);
         // p99 over few requests is a noisy statistic: its spread widens as traffic falls.
