@@ -227,7 +227,7 @@ impl ModelSession {
         };
         match answer {
             Err(e) => {
-                warn!(parent: &span, error = %e, "No model verdict; the judge decides alone.");
+                warn!(parent: &span, error = %crate::error::chain(&e), "No model verdict; the judge decides alone.");
                 // The recorded reason names every cause, not just the outer error.
                 let reason = crate::error::chain(&e);
                 c.input = ModelInput::Unavailable { reason: reason.clone() };
@@ -325,7 +325,7 @@ impl ModelSession {
         let req = self.request(&turns.messages, stage)?;
         let resp = match self.assessor.client.complete(req).await {
             Err(e) if stage == Stage::Verdict && self.output() == OutputMode::JsonSchema && refuses_json_schema(&e) => {
-                warn!(error = %e, "The endpoint refuses json_schema; using JSON mode with the schema in the prompt from now on.");
+                warn!(error = %crate::error::chain(&e), "The endpoint refuses json_schema; using JSON mode with the schema in the prompt from now on.");
                 self.assessor.json_schema_refused.store(true, std::sync::atomic::Ordering::Relaxed);
                 let schema =
                     format!("Answer with one JSON object that matches this JSON Schema:\n{}", self.assessor.schema);

@@ -154,9 +154,9 @@ impl KubernetesExecutor {
     fn api(&self, e: kube::Error) -> ExecutorError {
         match e {
             kube::Error::Api(status) => {
-                ExecutorError::refused(&self.target, format!("the Kubernetes API answered: {status}"))
+                ExecutorError::refused(&self.target, format!("the Kubernetes API answered {}: {status}", status.code))
             }
-            other => ExecutorError::unreachable(&self.target, "the Kubernetes API", other),
+            other => ExecutorError::unreachable(&self.target, "the Kubernetes API is unreachable", other),
         }
     }
 

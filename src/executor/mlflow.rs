@@ -166,7 +166,10 @@ impl MlflowExecutor {
             }
             match r.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    return resp.text().await.map_err(|e| ExecutorError::unreachable(&self.target, "MLflow", e));
+                    return resp
+                        .text()
+                        .await
+                        .map_err(|e| ExecutorError::unreachable(&self.target, "MLflow unreachable", e));
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -179,7 +182,7 @@ impl MlflowExecutor {
                         break;
                     }
                 }
-                Err(e) => last = ExecutorError::unreachable(&self.target, "MLflow", e.without_url()),
+                Err(e) => last = ExecutorError::unreachable(&self.target, "MLflow unreachable", e.without_url()),
             }
         }
         Err(last)

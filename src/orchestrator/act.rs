@@ -56,13 +56,13 @@ pub async fn pause_point(point: &str) {
 async fn execute_and_verify(executor: &Guarded, plan: &ActionPlan, permit: ExecutionPermit) -> ActionResult {
     let output = match executor.execute(plan, permit).await {
         Ok(o) => o,
-        Err(e) => return ActionResult::Failed { error: e.to_string() },
+        Err(e) => return ActionResult::Failed { error: crate::error::chain(&e) },
     };
     pause_point("after_execute").await;
     match executor.verify(plan).await {
         Ok(v) if v.verified => ActionResult::Verified { output, observed: v.observed },
         Ok(v) => ActionResult::NotVerified { output, observed: v.observed },
-        Err(e) => ActionResult::VerifyFailed { output, error: e.to_string() },
+        Err(e) => ActionResult::VerifyFailed { output, error: crate::error::chain(&e) },
     }
 }
 
@@ -88,7 +88,7 @@ impl ReleaseRun<'_> {
         };
         let plan = match plan {
             Ok(p) => p,
-            Err(e) => return Ok(Some(ReleaseStatus::Denied { reason: e.to_string() })),
+            Err(e) => return Ok(Some(ReleaseStatus::Denied { reason: crate::error::chain(&e) })),
         };
         let (Actuation::Live(executor), Some(LeaseRole::Holder { token })) = (actuation, st.role.clone()) else {
             return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
@@ -138,7 +138,7 @@ impl ReleaseRun<'_> {
                         ttl_ms: self.agent.lease_ms,
                     }));
                     if let Err(e) = self.ledger.submit(renew).await {
-                        warn!(error = %e, "Cannot renew the lease during an action; the action runs to its end.");
+                        warn!(error = %crate::error::chain(&e), "Cannot renew the lease during an action; the action runs to its end.");
                     }
                 }
             }

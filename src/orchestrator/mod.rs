@@ -631,8 +631,9 @@ impl ReleaseRun<'_> {
         let (obs, failure) = match source.observe(st.now_s).instrument(span.clone()).await {
             Ok(o) => (Some(Arc::new(o)), None),
             Err(e) => {
-                warn!(parent: &span, error = %e, "Signal source failed; holding.");
-                (None, Some(e.to_string()))
+                let text = crate::error::chain(&e);
+                warn!(parent: &span, error = %text, "Signal source failed; holding.");
+                (None, Some(text))
             }
         };
         if let Some(o) = &obs {

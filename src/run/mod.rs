@@ -169,7 +169,7 @@ impl Anchor {
             std::fs::write(&self.file, format!("{at}\n{first}\n"))
         });
         if let Err(e) = written {
-            tracing::warn!(file = %self.file.display(), error = %e, "Cannot keep the ledger checkpoint; the next start checks the tail only.");
+            tracing::warn!(file = %self.file.display(), error = %crate::error::chain(&e), "Cannot keep the ledger checkpoint; the next start checks the tail only.");
         }
     }
 }

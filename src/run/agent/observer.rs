@@ -1,0 +1,161 @@
+//! What the agent shows of each release, kept current by its loop.
+
+use std::sync::{Arc, PoisonError};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::executor::ActionPlan;
+use crate::judge::JudgeResult;
+use crate::ledger::{ActionResult, ApprovalRequested};
+use crate::orchestrator::human::OperatorState;
+use crate::orchestrator::{Observer, ReleaseStatus, TickReport};
+use crate::policy::Decision;
+use crate::run::gate::GateObserver;
+use crate::run::metrics::ActionLabels;
+
+use super::{Agent, Key};
+
+/// Where a release stands in the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ReleaseState {
+    /// Registered; first tick not yet judged.
+    Starting,
+    /// Being judged; acts within policy.
+    Running,
+    /// An operator held it: judged, never acted on.
+    Held,
+    /// Waiting for a human to answer an approval request.
+    AwaitingApproval,
+    /// Ended (see `status`).
+    Finished,
+    /// The agent stopped; the release continues when an agent starts again.
+    Paused,
+    /// Could not run (its configuration or a backend failed; see `error`).
+    Failed,
+}
+
+impl ReleaseState {
+    /// Every state, for gauges that must show zeros too.
+    pub const ALL: [ReleaseState; 7] = [
+        ReleaseState::Starting,
+        ReleaseState::Running,
+        ReleaseState::Held,
+        ReleaseState::AwaitingApproval,
+        ReleaseState::Finished,
+        ReleaseState::Paused,
+        ReleaseState::Failed,
+    ];
+
+    /// Stored name.
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A release as the API and dashboard show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseView {
+    /// Configured or registered name.
+    pub name: String,
+    /// Ledger release id.
+    pub release_id: String,
+    /// Runtime.
+    pub service: String,
+    /// Target.
+    pub target: String,
+    /// Revision under judgement.
+    pub candidate_revision: String,
+    /// Where it stands.
+    pub state: ReleaseState,
+    /// Release time of the last tick, seconds.
+    pub now_s: u64,
+    /// Window length, seconds.
+    pub duration_s: u64,
+    /// Policy's decision at the last tick.
+    pub decision: Option<Decision>,
+    /// The judge's result at the last tick (findings per metric).
+    pub judge: Option<JudgeResult>,
+    /// The series as last observed, for the dashboard's charts (not in the API's JSON).
+    #[serde(skip)]
+    pub observation: Option<Arc<crate::signals::Observation>>,
+    /// The model's last consultation (verdict, cited evidence, or why none), when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consultation: Option<Arc<crate::assessor::Consultation>>,
+    /// Metrics failing now.
+    pub failing: Vec<String>,
+    /// The open approval request, if any.
+    pub pending_approval: Option<ApprovalRequested>,
+    /// Ledger seq of the last tick.
+    pub ledger_seq: i64,
+    /// How it ended.
+    pub status: Option<ReleaseStatus>,
+    /// Why it could not run.
+    pub error: Option<String>,
+    /// Who registered it (`config` for configured releases).
+    pub registered_by: String,
+}
+
+/// Keeps the agent's table, the gate and the metrics current.
+pub(super) struct AgentObserver {
+    pub(super) agent: Arc<Agent>,
+    pub(super) key: Key,
+    pub(super) gate: GateObserver,
+}
+
+impl Observer for AgentObserver {
+    fn on_tick(&mut self, t: &TickReport<'_>) {
+        self.gate.on_tick(t);
+        self.agent.metrics.tick(t.outcome.decision.label(), t.took, t.budget);
+        if let Some(c) = t.consultation {
+            self.agent.metrics.model_calls.inc_by(u64::from(c.usage.calls));
+            self.agent.metrics.model_tokens.inc_by(c.usage.total_tokens);
+            if c.rejection.is_some() || c.error.is_some() {
+                self.agent.metrics.model_rejections.inc();
+            }
+        }
+        self.agent.update(&self.key, |v| {
+            v.now_s = t.now_s;
+            v.duration_s = t.duration_s;
+            v.decision = Some(t.outcome.decision.clone());
+            v.failing = t.judge.failing().map(|f| f.metric.clone()).collect();
+            v.judge = Some(t.judge.clone());
+            if let Some(o) = t.observation {
+                v.observation = Some(o.clone());
+            }
+            if let Some(c) = t.consultation {
+                v.consultation = Some(Arc::new(c.clone()));
+            }
+            v.ledger_seq = t.seq;
+            if matches!(v.state, ReleaseState::Starting) {
+                v.state = ReleaseState::Running;
+            }
+        });
+    }
+
+    fn on_outcome(&mut self, plan: &ActionPlan, result: &ActionResult) {
+        let labels = ActionLabels { action: plan.kind.label().into(), result: result.label().into() };
+        self.agent.metrics.actions.get_or_create(&labels).inc();
+    }
+
+    fn on_approval(&mut self, request: Option<&ApprovalRequested>) {
+        if let Some(r) = request {
+            info!(release = %self.key.name, id = %r.request.id, "Approval request open.");
+        } else if let Some(open) = self.agent.get(&self.key.name).and_then(|v| v.pending_approval) {
+            let how = "closed (answered, expired or withdrawn; see the ledger)".to_string();
+            self.agent.closed.lock().unwrap_or_else(PoisonError::into_inner).entry(open.request.id).or_insert(how);
+        }
+        let held = self.agent.table().get(&self.key.name).is_some_and(|e| *e.operator.borrow() == OperatorState::Held);
+        self.agent.update(&self.key, |v| {
+            v.pending_approval = request.cloned();
+            v.state = match (request.is_some(), held) {
+                (true, _) => ReleaseState::AwaitingApproval,
+                (false, true) => ReleaseState::Held,
+                (false, false) => ReleaseState::Running,
+            };
+        });
+    }
+}

@@ -1,0 +1,69 @@
+//! Reading what other agents recorded: their registrations and operators' holds.
+
+use std::sync::{Arc, PoisonError};
+
+use tracing::warn;
+
+use crate::ledger::{LedgerError, OperatorAction, OperatorRecord, Record, RecordKind};
+use crate::orchestrator::human::OperatorState;
+use crate::release::release_id;
+
+use super::{Agent, SYNC_EVERY};
+
+impl Agent {
+    /// Run, too, every release registered in the ledger (by this agent before a
+    /// restart, or by another agent sharing the ledger) that has not finished.
+    pub async fn sync(self: &Arc<Self>) -> Result<usize, LedgerError> {
+        let after = *self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let rows = self.runtime.ledger.of_kind(RecordKind::Operator, None, after, 10_000).await?;
+        let mut admitted = 0;
+        for (stored, rec) in rows {
+            *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
+            let Record::Operator(op) = rec else { continue };
+            let OperatorRecord { action: OperatorAction::Register, release: Some(cfg), .. } = op else {
+                // A hold, resume or abort, perhaps asked of another agent: this one honours it too.
+                let name =
+                    self.table().iter().find(|(_, e)| e.view.release_id == stored.release_id).map(|(n, _)| n.clone());
+                if let Some(name) = name {
+                    self.apply_operator(&name, &stored.release_id, op.action);
+                }
+                continue;
+            };
+            let id = release_id(&cfg);
+            let known = self.table().get(&cfg.name).map(|e| e.view.release_id.clone());
+            if known.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            if self.runtime.ledger.finished(&id).await?.is_some_and(|f| f.status.is_final()) {
+                continue;
+            }
+            if known.is_some() {
+                // A later revision of a release this agent runs (a gate asked about it): the
+                // earlier analysis was aborted in the ledger by the agent that started this one.
+                if let Some(old) = self.table().remove(&cfg.name) {
+                    let _ = old.operator.send(OperatorState::Aborted);
+                }
+            }
+            if self.admit(*cfg, stored.actor.clone()).is_ok() {
+                admitted += 1;
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Keep reading registrations until the stop signal.
+    pub fn keep_synced(self: &Arc<Self>) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let mut stop = agent.runtime.stop.clone();
+            loop {
+                if let Err(e) = agent.sync().await {
+                    warn!(error = %crate::error::chain(&e), "Cannot read registrations from the ledger.");
+                }
+                if tokio::time::timeout(SYNC_EVERY, stop.wait_for(|s| *s)).await.is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+}
