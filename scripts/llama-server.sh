@@ -5,7 +5,7 @@
 # (about 10 minutes on 2 cores). Prints the binary's path on stdout.
 #
 # The interop tier of the test suite (tests/suite/interop.rs) serves a
-# random-weight model with it; see README "Model servers".
+# random-weight model with it; see docs/assessor.md.
 set -euo pipefail
 
 version=0.3.36

@@ -62,10 +62,13 @@ export MLFLOW_BIN="$PWD/$mlpy/bin/mlflow"
 
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "== cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo deny (advisories from the vendored snapshot, licences, bans, sources)"
 bash scripts/deny.sh
-echo "== cargo test"
-cargo test --all-targets
+# Both tiers: the hermetic tests (all that `cargo test` runs) and the live
+# tier, which starts the programs installed above and fails, never skips,
+# when one is missing.
+echo "== cargo test, hermetic and live tiers"
+cargo test --all-targets --features live-tests
 cargo test --doc

@@ -120,7 +120,10 @@ async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::release:
         Err(e) => Status::Invalid(chain(&e)),
     };
     let source = match prepared.source.probe().await {
-        Ok(s) => Status::Ok(s),
+        Ok(s) => match prepared.source.check_queries().await {
+            Ok(()) => Status::Ok(s),
+            Err(e) => Status::Invalid(chain(&e)),
+        },
         Err(e) => Status::Failed(chain(&e)),
     };
     let executor = match prepared.probe_executor().await {

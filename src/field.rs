@@ -60,6 +60,21 @@ pub fn revision(field: &str, value: &str) -> Result<(), FieldError> {
 
 /// Free text a person typed or a caller sent (a label value): at most
 /// `max` characters, none of them control or bidirectional formatting.
+/// An http(s) URL with a host: what every client of a remote system needs,
+/// checked at load so a typo is a setting error, not a failing tick.
+pub fn is_http_url(u: &str) -> bool {
+    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// `value` of `field` must be an http(s) URL with a host.
+pub fn http_url(field: &str, value: &str) -> Result<(), FieldError> {
+    if is_http_url(value) {
+        return Ok(());
+    }
+    // Not echoed: a mistyped URL may still hold a password.
+    Err(FieldError::new(field, "an http:// or https:// URL with a host"))
+}
+
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.chars().count() > max || value.chars().any(is_unsafe) {
         return Err(FieldError::new(field, format!("at most {max} printable characters (no control characters)")));

@@ -127,7 +127,7 @@ impl ModelConfig {
     /// Field and expectation of the first invalid setting.
     pub fn validate(&self) -> Result<(), FieldError> {
         let bad = |f: &str, e: &str| Err(FieldError::of(format!("model.{f}"), e.to_string()));
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+        if !crate::field::is_http_url(&self.base_url) {
             return bad("base_url", "an http:// or https:// URL (OpenAI-compatible servers: ending in /v1)");
         }
         if self.base_url.ends_with('/') {

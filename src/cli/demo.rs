@@ -104,12 +104,23 @@ fn demo_release(scenario: &str, sim: &SimConfig, stamp: i64) -> ReleaseConfig {
     }
 }
 
+/// Where a demo writes: `--ledger` when given, else a fresh file of its own
+/// in the temp folder, so demos never share a ledger with each other or with
+/// real releases (and never trip one another's rollback rate limit).
+fn demo_ledger(arg: Option<&str>, settings: &backstop::config::Settings, scenario: &str, stamp: i64) -> String {
+    if arg.is_some() {
+        return ledger_url(arg, settings);
+    }
+    let file = std::env::temp_dir().join(format!("backstop-demo-{scenario}-{stamp}-{}.db", std::process::id()));
+    backstop::ledger::sqlite_url(&file)
+}
+
 pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResult {
     let sim_cfg = scenario_config(a.scenario, a.seed);
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
-    let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let stamp = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000;
     let scenario = a.scenario.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let url = demo_ledger(a.flags.ledger.as_deref(), settings, &scenario, stamp);
     let cfg = demo_release(&scenario, &sim_cfg, stamp);
     let demo_settings = backstop::config::Settings { releases: vec![cfg.clone()], ..settings.clone() };
     let runtime = Runtime::open(demo_settings, policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;

@@ -55,7 +55,7 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
                     let _ = std::io::Write::write_fmt(
                         &mut std::io::stderr(),
                         format_args!(
-                            "eval: skipping --judge backstop+model: no [model] is configured in backstop.toml (see README, \"The model\")\n"
+                            "eval: skipping --judge backstop+model: no [model] is configured in backstop.toml (see docs/assessor.md)\n"
                         ),
                     );
                 }

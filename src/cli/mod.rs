@@ -1,6 +1,7 @@
 //! Command-line interface (clap). Every command writes its result to stdout
 //! and diagnostics to stderr; exit codes are documented in the README.
 
+mod ci;
 mod agent;
 mod audit;
 mod bench;

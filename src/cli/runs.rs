@@ -1,6 +1,7 @@
 //! Running configured releases from the command line: the flags `watch`,
 //! `advise` and `serve` share, and one call into [`backstop::run::Runtime`].
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
@@ -32,6 +33,26 @@ pub struct Ran {
     pub outcome: RunOutcome,
 }
 
+/// Say on stderr when this release and candidate ran before from other
+/// settings (its id covers the source): this run is a new analysis, and the
+/// earlier one's outcome stands in the ledger.
+async fn note_earlier_runs(runtime: &Runtime, cfg: &backstop::release::ReleaseConfig, id: &str) {
+    let prefix = backstop::release::release_id_prefix(cfg);
+    let Ok(earlier) = runtime.ledger.finished_with_prefix(&prefix, 5).await else { return };
+    let others: Vec<String> = earlier
+        .iter()
+        .filter(|(other, _)| other != id)
+        .map(|(other, f)| format!("{other} ended {}", f.status.label()))
+        .collect();
+    if let Some(newest) = others.first() {
+        let text = format!(
+            "note: release {} ({}) was judged before from other settings ({newest}); this run is a new analysis",
+            cfg.name, cfg.candidate_revision
+        );
+        let _ = writeln!(std::io::stderr(), "{}", backstop::report::text::plain(&backstop::secret::mask(&text)));
+    }
+}
+
 pub async fn run_all(
     a: &RunArgs,
     settings: &Settings,
@@ -48,6 +69,12 @@ pub async fn run_all(
         .map(|cfg| runtime.prepare(cfg, mode, started_ms))
         .collect::<Result<Vec<_>, _>>()
         .map_err(runtime_failure)?;
+    for (cfg, p) in chosen.iter().zip(&prepared) {
+        runtime.preflight(p).await.map_err(runtime_failure)?;
+        if mode == RunMode::Act {
+            note_earlier_runs(&runtime, cfg, &p.release.facts.release_id).await;
+        }
+    }
     let results = runtime.run_all(&prepared, a.pace_ms.map(Duration::from_millis), observer).await;
     let mut ran = Vec::new();
     for (p, r) in prepared.into_iter().zip(results) {

@@ -37,6 +37,11 @@ pub struct WatchArgs {
     /// `json` prints one machine-readable result on stdout.
     #[arg(long, value_enum, default_value = "text")]
     format: WatchFormat,
+    /// Also write the approver's report here when the run ends (`.html`,
+    /// `.json`, else Markdown; with several releases, one file each, the
+    /// release's name before the extension).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -60,6 +65,32 @@ fn report_of(r: &Ran) -> Report {
         r.prepared.can_act(),
         r.prepared.known_onset_s,
     )
+}
+
+/// The report in the format `path`'s extension names.
+fn render_for(path: &std::path::Path, report: &Report) -> Result<String, Failure> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => Ok(render_html(report)),
+        Some("json") => serde_json::to_string_pretty(report).map_err(|e| Failure { code: 1, message: e.to_string() }),
+        _ => Ok(render_markdown(report)),
+    }
+}
+
+/// `watch --report FILE`: each release's report, written when the run ends.
+fn write_reports(path: &std::path::Path, reports: &[Report]) -> Result<(), Failure> {
+    for r in reports {
+        let file = match reports {
+            [_] => path.to_path_buf(),
+            _ => {
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
+                let ext = path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+                path.with_file_name(format!("{stem}-{}{ext}", r.release))
+            }
+        };
+        std::fs::write(&file, render_for(&file, r)?)
+            .map_err(|e| Failure { code: 1, message: format!("{}: {e}", file.display()) })?;
+    }
+    Ok(())
 }
 
 fn step_summary(reports: &[Report]) {
@@ -119,7 +150,12 @@ pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
             }
         }
     }
+    if let Some(path) = &a.report {
+        write_reports(path, &reports)?;
+    }
     step_summary(&reports);
+    super::ci::annotate(&reports, &codes);
+    super::ci::write_outputs(&super::ci::outputs(&reports, code, a.report.as_deref()));
     Ok(ExitCode::from(code))
 }
 
@@ -146,5 +182,6 @@ pub async fn advise(a: AdviseArgs, settings: &Settings) -> CliResult {
         None => out(text.trim_end()),
     }
     step_summary(std::slice::from_ref(&report));
+    super::ci::write_outputs(&super::ci::outputs(std::slice::from_ref(&report), exit::PROMOTED, a.out.as_deref()));
     Ok(ExitCode::SUCCESS)
 }

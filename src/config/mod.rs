@@ -87,7 +87,7 @@ pub struct AgentSettings {
     /// with the executor that acts on each: a registration names a target,
     /// never an executor, so an API caller cannot choose what runs.
     pub targets: Vec<AgentTarget>,
-    /// API tokens file (TOML `[[tokens]]`, see README); without one the agent
+    /// API tokens file (TOML `[[tokens]]`, see docs/agent-and-api.md); without one the agent
     /// listens on loopback only and every local caller is `local`.
     pub tokens_file: Option<PathBuf>,
     /// What `local` may do without a tokens file. Read only by default: any

@@ -75,6 +75,10 @@ impl AssessorJudge {
                 held: false,
                 asking: asking.as_ref().map(|(r, p): &(String, Proposal)| (r.as_str(), p)),
                 answerable: false,
+                // A scenario's replay never fails to observe.
+                failing_ticks: 0,
+                failure: None,
+                failure_limit: self.policy.source.consecutive_failure_limit,
             };
             match what_now(situation) {
                 Next::Act if matches!(outcome.decision, policy::Decision::Promote) => {

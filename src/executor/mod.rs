@@ -120,10 +120,7 @@ pub(crate) fn bad(field: &str, expected: &str) -> Result<(), FieldError> {
     Err(FieldError::new(field, expected))
 }
 
-/// An http(s) URL with a host.
-pub(crate) fn http_url(u: &str) -> bool {
-    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-}
+pub(crate) use crate::field::is_http_url as http_url;
 
 /// An executor could not plan, execute or verify.
 #[derive(Debug, Error)]

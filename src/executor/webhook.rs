@@ -172,7 +172,7 @@ impl WebhookExecutor {
     }
 }
 
-/// The documented body of a webhook action (README, executors): what the
+/// The documented body of a webhook action (docs/configuration.md, executors): what the
 /// receiver acts on, signed with the request line.
 /// Fields in alphabetical order, as the body has always been written.
 #[derive(serde::Serialize)]

@@ -1,4 +1,4 @@
-//! Model-release signals judged like any metric (README, "Model releases"):
+//! Model-release signals judged like any metric (docs/model-releases.md):
 //! distribution drift (PSI, Kolmogorov–Smirnov, Jensen–Shannon) with a
 //! chi-square test of homogeneity so a PSI from a few predictions is not
 //! evidence, and delayed-label quality with a two-sample test on the labels

@@ -1,7 +1,7 @@
 //! The deterministic judge: canary versus its concurrent baseline, per
 //! metric, at every analysis tick. A pure function of the observation.
 //!
-//! Method (README, "How the judge decides"):
+//! Method (docs/judge.md):
 //! - Paired differences `d_i = canary_i − baseline_i`, oriented so that
 //!   positive is bad; a shared-infrastructure blip hits both sides in the
 //!   same step and cancels.
@@ -86,7 +86,7 @@ pub struct JudgeConfig {
     pub ml: ml::MlJudgeConfig,
 }
 
-/// Which comparison the judge uses; README, "How the judge decides".
+/// Which comparison the judge uses; docs/judge.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MethodChoice {
@@ -401,7 +401,7 @@ pub struct Finding {
     pub explanation: String,
 }
 
-/// Which statistics produced a finding; README, "How the judge decides".
+/// Which statistics produced a finding; docs/judge.md.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Comparison {

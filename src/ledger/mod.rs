@@ -500,6 +500,31 @@ impl Ledger {
         }
     }
 
+    /// Finished releases whose id starts with `prefix`, newest first, at most
+    /// `limit`: earlier analyses of one release and candidate made from
+    /// other settings (see `release::release_id_prefix`).
+    pub async fn finished_with_prefix(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, ReleaseFinished)>, LedgerError> {
+        // LIKE narrows the rows; the exact prefix is checked here (`_` and `%` are LIKE's own).
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger_records WHERE kind = 'release_finished' AND release_id LIKE $1 \
+             ORDER BY seq DESC LIMIT $2"
+        );
+        let pattern = format!("{prefix}%");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pattern).bind(limit).fetch_all(&self.pool).await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let s = stored(row)?;
+            if let (true, Record::ReleaseFinished(f)) = (s.release_id.starts_with(prefix), Record::from_stored(&s)?) {
+                out.push((s.release_id.clone(), f));
+            }
+        }
+        Ok(out)
+    }
+
     /// Intents on `target` whose outcome is missing or unresolved, oldest first.
     pub async fn open_intents(&self, target: &str) -> Result<Vec<OpenIntent>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind IN ('intent', 'outcome') ORDER BY seq");
@@ -629,9 +654,13 @@ impl Ledger {
         Ok(VerifyReport { records, problems: early })
     }
 
-    /// Unix ms of automated rollbacks of `target` at or after `since_ms`:
-    /// intents written by an agent (a human-approved one is not automated).
-    pub async fn automated_rollbacks(&self, target: &str, since_ms: i64) -> Result<Vec<i64>, LedgerError> {
+    /// Automated rollbacks of `target` at or after `since_ms`: intents
+    /// written by an agent (a human-approved one is not automated).
+    pub async fn automated_rollbacks(
+        &self,
+        target: &str,
+        since_ms: i64,
+    ) -> Result<Vec<crate::policy::PastRollback>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind = 'intent' AND at_ms >= $1 ORDER BY seq");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since_ms).fetch_all(&self.pool).await?;
         let mut out = Vec::new();
@@ -643,7 +672,7 @@ impl Ledger {
                 && i.plan.kind == ActionKind::Rollback
                 && i.plan.target == target
             {
-                out.push(s.at_ms);
+                out.push(crate::policy::PastRollback { at_ms: s.at_ms, release_id: s.release_id.clone() });
             }
         }
         Ok(out)

@@ -47,9 +47,7 @@ fn default_timeout() -> u64 {
 impl LokiConfig {
     /// The first wrong field and what it should be.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(FieldError::of("url".into(), format!("an http:// or https:// URL, found `{}`", self.url)));
-        }
+        crate::field::http_url("url", &self.url)?;
         for (field, q) in [("baseline_query", &self.baseline_query), ("canary_query", &self.canary_query)] {
             if !q.trim_start().starts_with('{') {
                 return Err(FieldError::of(

@@ -149,6 +149,10 @@ impl SignalSource for WithLogs {
         self.inner.probe().await
     }
 
+    async fn check_queries(&self) -> Result<(), SignalError> {
+        self.inner.check_queries().await
+    }
+
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
         let mut obs = self.inner.observe(now_s).await?;
         let until = self.start_unix_s + now_s as f64;

@@ -168,7 +168,7 @@ impl ReleaseRun<'_> {
         let now_ms = self.agent.clock.now_ms();
         let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
         let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
-        let history = crate::policy::History { automated_rollbacks_ms: rollbacks };
+        let history = crate::policy::History { automated_rollbacks: rollbacks };
         let ask = RollbackAsk { who: &req.who, release: &self.facts, history: &history, reason: &req.reason, now_ms };
         let outcome = rule_rollback(self.policy, &ask);
         let rec = ApprovalResolved {

@@ -243,6 +243,8 @@ struct LoopState {
     role: Option<LeaseRole>,
     /// A request for a human, open while the release goes on being judged.
     asking: Option<Asking>,
+    /// Ticks in a row whose source gave no observation.
+    failing_ticks: u32,
 }
 
 /// One judged and recorded tick.
@@ -312,6 +314,7 @@ impl ReleaseRun<'_> {
             recovered: false,
             role: None,
             asking: None,
+            failing_ticks: 0,
         };
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
@@ -373,6 +376,9 @@ impl ReleaseRun<'_> {
             held,
             asking: st.asking.as_ref().map(|a| (a.reason.as_str(), &a.proposed)),
             answerable: self.answerable(actuation),
+            failing_ticks: st.failing_ticks,
+            failure: t.failure.as_deref(),
+            failure_limit: self.policy.source.consecutive_failure_limit,
         };
         match what_now(situation) {
             Next::Continue | Next::Follow => Ok(None),
@@ -639,6 +645,7 @@ impl ReleaseRun<'_> {
         if let Some(o) = &obs {
             st.last_obs = Some(o.clone());
         }
+        st.failing_ticks = if obs.is_some() { 0 } else { st.failing_ticks.saturating_add(1) };
         let judged = match &obs {
             Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
@@ -664,7 +671,7 @@ impl ReleaseRun<'_> {
         if matches!(outcome.decision, Decision::Rollback { .. }) {
             let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
             let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
-            outcome = decide(st.model.input(), &History { automated_rollbacks_ms: rollbacks });
+            outcome = decide(st.model.input(), &History { automated_rollbacks: rollbacks });
         }
         let consultation = if consulted { st.model.last().cloned() } else { None };
         let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation.clone(), mode)?;

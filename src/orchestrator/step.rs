@@ -53,6 +53,21 @@ pub struct Situation<'a> {
     /// Someone can still answer after the window (an agent's API or Slack);
     /// `watch`, `advise` and `eval` end awaiting approval instead.
     pub answerable: bool,
+    /// Ticks in a row, this one included, whose source gave no observation.
+    pub failing_ticks: u32,
+    /// Why this tick's source failed, if it did.
+    pub failure: Option<&'a str>,
+    /// Policy's `source.consecutive_failure_limit`: that many, and the release ends held.
+    pub failure_limit: u32,
+}
+
+/// Why a release whose source failed `n` ticks in a row, the last time
+/// because of `cause`, is held.
+pub fn source_gave_up(n: u32, cause: &str) -> String {
+    format!(
+        "the signal source failed {n} ticks in a row (policy source.consecutive_failure_limit): {cause}; \
+         held for a human, nothing was changed"
+    )
 }
 
 /// Why a release whose window ended without a decision is held.
@@ -67,6 +82,12 @@ pub fn what_now(s: Situation<'_>) -> Next {
             Decision::Hold { .. } if !s.window_done => Next::Continue,
             _ => Next::Follow,
         };
+    }
+    // A dead backend fails fast: no decision can come from it, so the
+    // release ends held (the loop reports the cause) rather than wait out the window.
+    if s.failing_ticks >= s.failure_limit {
+        let reason = source_gave_up(s.failing_ticks, s.failure.unwrap_or("no observation"));
+        return Next::Finish(Box::new(ReleaseStatus::Held { reason }));
     }
     let awaiting = |reason: &str, proposed: &Proposal| {
         Next::Finish(Box::new(ReleaseStatus::AwaitingApproval { reason: reason.into(), proposed: proposed.clone() }))
@@ -129,7 +150,28 @@ mod tests {
             held: false,
             asking: None,
             answerable: false,
+            failing_ticks: 0,
+            failure: None,
+            failure_limit: 6,
         }
+    }
+
+    #[test]
+    fn a_source_failing_the_limit_of_ticks_in_a_row_ends_the_release_held() {
+        let hold = Decision::Hold { reason: "no data".into() };
+        assert_eq!(what_now(Situation { failing_ticks: 5, ..at(&hold, false) }), Next::Continue);
+        let ended = what_now(Situation { failing_ticks: 6, failure: Some("refused"), ..at(&hold, false) });
+        assert_eq!(ended, Next::Finish(Box::new(ReleaseStatus::Held { reason: source_gave_up(6, "refused") })));
+        assert!(source_gave_up(6, "refused").contains("refused"), "the cause is named");
+        // Asking, held by an operator, or answerable: a dead source still ends the release.
+        let a = ask();
+        let asking = Some(("model", &Proposal::Rollback { plan: plan() }));
+        let open = Situation { failing_ticks: 6, asking, held: true, answerable: true, ..at(&a, false) };
+        assert!(matches!(what_now(open), Next::Finish(s) if matches!(*s, ReleaseStatus::Held { .. })));
+        // A follower leaves the ending to the lease holder.
+        let follower = LeaseRole::Follower { holder: "b".into(), token: 1 };
+        let f = Situation { failing_ticks: 9, role: Some(&follower), ..at(&hold, false) };
+        assert_eq!(what_now(f), Next::Continue);
     }
 
     #[test]

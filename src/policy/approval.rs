@@ -462,7 +462,7 @@ pub fn rule_rollback(policy: &PolicyFile, ask: &RollbackAsk) -> ApprovalOutcome 
     let r = ask.release;
     let refuse = Ruling::refused;
     let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
-    let recent = ask.history.automated_rollbacks_ms.iter().filter(|&&at| ask.now_ms - at < window_ms).count();
+    let recent = ask.history.recent(ask.now_ms, window_ms).len();
     let override_names = policy.approvals.names(&policy.approvals.irreversible_approvers, ask.who);
     let named =
         policy.approvals.names(approvers_for(policy, &r.service), ask.who) || (r.irreversible && override_names);
@@ -704,7 +704,8 @@ mod tests {
     }
 
     fn ask_rollback(p: &PolicyFile, who: &str, f: &crate::policy::ReleaseFacts, recent: usize) -> Ruling {
-        let history = crate::policy::History { automated_rollbacks_ms: vec![1_000; recent] };
+        let past = crate::policy::PastRollback { at_ms: 1_000, release_id: "r".into() };
+        let history = crate::policy::History { automated_rollbacks: vec![past; recent] };
         let who = Principal::named(who);
         rule_rollback(p, &RollbackAsk { who: &who, release: f, history: &history, reason: "p99", now_ms: 5_000 }).ruling
     }

@@ -276,13 +276,16 @@ fn rollback(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, reason: Str
         }
     }
     let window_ms = i64::from(policy.rate_limit.window_minutes) * 60_000;
-    let recent = input.history.automated_rollbacks_ms.iter().filter(|&&at| input.now_ms - at < window_ms).count();
-    if recent >= policy.rate_limit.max_rollbacks as usize {
-        t.hit(RuleId::RateLimit, format!("{recent} automated rollbacks in {} min", policy.rate_limit.window_minutes));
+    let recent = input.history.recent(input.now_ms, window_ms);
+    if recent.len() >= policy.rate_limit.max_rollbacks as usize {
+        let n = recent.len();
+        t.hit(RuleId::RateLimit, format!("{n} automated rollbacks in {} min", policy.rate_limit.window_minutes));
         return Decision::RequireApproval {
             reason: format!(
-                "rate limit: {recent} automated rollbacks of `{}` in the last {} minutes",
-                r.target, policy.rate_limit.window_minutes
+                "rate limit: {n} automated rollbacks of `{}` in the last {} minutes ({}); a person decides the next",
+                r.target,
+                policy.rate_limit.window_minutes,
+                super::History::named(&recent)
             ),
             proposed: Proposal::Rollback { plan },
         };

@@ -71,6 +71,28 @@ pub struct RateLimit {
     pub window_minutes: u32,
 }
 
+/// How long a failing signal source is waited for (Argo Rollouts'
+/// `consecutiveErrorLimit`): a backend that fails this many ticks in a row
+/// ends the release held, with the cause (`watch` exits 3), instead of
+/// holding for the rest of the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePolicy {
+    /// Ticks in a row without an observation before the release ends (1..=1000).
+    #[serde(default = "default_failure_limit")]
+    pub consecutive_failure_limit: u32,
+}
+
+fn default_failure_limit() -> u32 {
+    6
+}
+
+impl Default for SourcePolicy {
+    fn default() -> Self {
+        Self { consecutive_failure_limit: default_failure_limit() }
+    }
+}
+
 /// A period in which nothing is promoted without a human.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +150,9 @@ pub struct PolicyFile {
     /// Handling of releases marked irreversible.
     #[serde(default)]
     pub irreversible: IrreversibleAction,
+    /// How long a failing signal source is waited for.
+    #[serde(default)]
+    pub source: SourcePolicy,
     /// Freeze windows.
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,
@@ -193,6 +218,9 @@ impl PolicyFile {
                 "rate_limit.window_minutes".into(),
                 "minutes from 1 to 10080 (one week)".into(),
             ));
+        }
+        if !(1..=1000).contains(&self.source.consecutive_failure_limit) {
+            return Err(FieldError::of("source.consecutive_failure_limit".into(), "ticks from 1 to 1000".into()));
         }
         for (i, f) in self.freeze.iter().enumerate() {
             if f.end <= f.start {

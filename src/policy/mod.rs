@@ -132,8 +132,36 @@ pub struct ReleaseFacts {
 /// What the ledger says about recent history of this target.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
-    /// Unix ms of automated rollbacks of this target.
-    pub automated_rollbacks_ms: Vec<i64>,
+    /// Automated rollbacks of this target, oldest first.
+    pub automated_rollbacks: Vec<PastRollback>,
+}
+
+/// One automated rollback the ledger recorded (its intent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PastRollback {
+    /// When its intent was written (unix ms).
+    pub at_ms: i64,
+    /// The release rolled back.
+    pub release_id: String,
+}
+
+impl History {
+    /// The rollbacks within `window_ms` before `now_ms`.
+    pub fn recent(&self, now_ms: i64, window_ms: i64) -> Vec<&PastRollback> {
+        self.automated_rollbacks.iter().filter(|r| now_ms - r.at_ms < window_ms).collect()
+    }
+
+    /// The releases of `recent`, for a person: the ids, newest first, at most five.
+    pub fn named(recent: &[&PastRollback]) -> String {
+        let mut ids: Vec<&str> = recent.iter().rev().map(|r| r.release_id.as_str()).collect();
+        ids.dedup();
+        let more = ids.len().saturating_sub(5);
+        let mut text = ids.into_iter().take(5).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            text.push_str(&format!(" and {more} more"));
+        }
+        text
+    }
 }
 
 /// How the agent is running.

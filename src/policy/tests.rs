@@ -97,10 +97,15 @@ fn invariant_irreversible_release_is_never_rolled_back_automatically() {
 fn invariant_rate_limit_holds() {
     let p = policy();
     let now = 10_000_000;
-    let recent = History { automated_rollbacks_ms: vec![now - 1000; p.rate_limit.max_rollbacks as usize] };
+    let past = |at_ms: i64, id: &str| crate::policy::PastRollback { at_ms, release_id: id.into() };
+    let n = p.rate_limit.max_rollbacks as usize;
+    let recent = History { automated_rollbacks: (0..n).map(|i| past(now - 1000, &format!("checkout-v{i}"))).collect() };
     let d = decide_with(&p, &judge(Verdict::Fail, false), &ModelInput::NotConfigured, &facts(), &recent, None);
-    assert!(matches!(d.decision, Decision::RequireApproval { .. }), "{d:?}");
-    let old = History { automated_rollbacks_ms: vec![now - 24 * 3_600_000; 10] };
+    let Decision::RequireApproval { reason, .. } = &d.decision else { panic!("{d:?}") };
+    // The hold names the rollbacks that used the limit up, newest first.
+    let named = (0..n).rev().map(|i| format!("checkout-v{i}")).collect::<Vec<_>>().join(", ");
+    assert!(reason.contains(&named), "{reason}");
+    let old = History { automated_rollbacks: vec![past(now - 24 * 3_600_000, "old"); 10] };
     let d = decide_with(&p, &judge(Verdict::Fail, false), &ModelInput::NotConfigured, &facts(), &old, None);
     assert!(matches!(d.decision, Decision::Rollback { .. }), "old rollbacks must not count: {d:?}");
 }

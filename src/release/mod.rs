@@ -12,12 +12,22 @@ pub use status::ReleaseStatus;
 use crate::executor::ExecutorConfig;
 
 /// A release's stable identity: the same configuration (name, target,
-/// candidate revision) gives the same id in every run and on every replica,
-/// so a restart continues the release and replicas share it.
+/// candidate revision, and what it is judged from: source, pods, logs, tick)
+/// gives the same id in every run and on every replica, so a restart
+/// continues the release and replicas share it. A changed source — a query
+/// fixed after a failed run — is a new analysis, not the old one replayed;
+/// [`release_id_prefix`] finds the earlier ones.
 pub fn release_id(cfg: &ReleaseConfig) -> String {
-    let key = format!("{}\0{}\0{}", cfg.name, cfg.target, cfg.candidate_revision);
+    // serde_json of these types is deterministic (structs and BTreeMaps only).
+    let judged = serde_json::to_string(&(&cfg.source, &cfg.pods, &cfg.logs, cfg.tick_s)).unwrap_or_default();
+    let key = format!("{}\0{}\0{}\0{judged}", cfg.name, cfg.target, cfg.candidate_revision);
     let h = crate::digest::digest(key.as_bytes());
-    format!("{}-{}-{}", cfg.name, cfg.candidate_revision, &h[..8])
+    format!("{}{}", release_id_prefix(cfg), &h[..8])
+}
+
+/// What every id of this release and candidate starts with, whatever it is judged from.
+pub fn release_id_prefix(cfg: &ReleaseConfig) -> String {
+    format!("{}-{}-", cfg.name, cfg.candidate_revision)
 }
 
 /// The name of a release's target lease: `resource ` and the resource the

@@ -50,7 +50,7 @@ pub enum RuntimeError {
         known: String,
     },
     /// Nothing to run.
-    #[error("no releases configured: add [[releases]] to backstop.toml (see README)")]
+    #[error("no releases configured: add [[releases]] to backstop.toml (see docs/configuration.md)")]
     NoReleases,
     /// A release's configuration cannot be turned into a running release.
     #[error("release `{name}`")]
@@ -71,6 +71,15 @@ pub enum RuntimeError {
         url: String,
         /// What the chain check found, in brief.
         problems: String,
+    },
+    /// The signal backend refused one of a release's queries before its first tick.
+    #[error("release `{name}`: a query is wrong")]
+    Query {
+        /// Release name.
+        name: String,
+        /// The backend's refusal.
+        #[source]
+        source: crate::signals::SignalError,
     },
     /// The policy does not fit a release's metrics.
     #[error("release `{name}`: policy")]
@@ -304,6 +313,13 @@ impl Runtime {
             .check_guards(&cfg.service, &release.metrics)
             .map_err(|source| RuntimeError::Policy { name: name.clone(), source })?;
         Ok(Prepared { name, release })
+    }
+
+    /// Ask the release's source every configured query once, before its
+    /// first tick: a query the backend refuses ends the run now, naming the
+    /// metric and the query, instead of after a window of warnings.
+    pub async fn preflight(&self, p: &Prepared) -> Result<(), RuntimeError> {
+        p.release.source.check_queries().await.map_err(|source| RuntimeError::Query { name: p.name.clone(), source })
     }
 
     /// Targets actions may touch: every configured release's and the agent's declared ones.

@@ -131,6 +131,10 @@ impl SignalSource for WithPodSignals {
         self.inner.probe().await
     }
 
+    async fn check_queries(&self) -> Result<(), SignalError> {
+        self.inner.check_queries().await
+    }
+
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
         let mut obs = self.inner.observe(now_s).await?;
         for side in [Side::Baseline, Side::Canary] {

@@ -392,6 +392,19 @@ pub enum SignalError {
         /// What went wrong.
         reason: String,
     },
+    /// The backend refused a configured query as such (a PromQL syntax
+    /// error, an unknown function): fixed in configuration, not by waiting.
+    #[error("signal source `{source_name}` refuses the query of `{metric}`: {reason} (query: {query})")]
+    BadQuery {
+        /// Name of the source.
+        source_name: String,
+        /// The metric (or series) the query belongs to.
+        metric: String,
+        /// The query as sent, for one side.
+        query: String,
+        /// The backend's own error text.
+        reason: String,
+    },
     /// The source cannot be set up from its configuration (a credential
     /// variable unset, a setting out of bounds): fixed in configuration, not by waiting.
     #[error("signal source `{source_name}` cannot start")]
@@ -417,6 +430,14 @@ pub trait SignalSource: Send + Sync {
     /// Reach the source without judging anything (`config check`): what was read.
     async fn probe(&self) -> Result<String, SignalError> {
         Ok(format!("{}: nothing to reach", self.name()))
+    }
+
+    /// Run every configured query once, before the first tick, so a query
+    /// the backend refuses ends the run at once ([`SignalError::BadQuery`])
+    /// instead of costing the whole window. A backend that cannot be reached
+    /// is not an error here: the ticks hold and count it.
+    async fn check_queries(&self) -> Result<(), SignalError> {
+        Ok(())
     }
 }
 

@@ -65,7 +65,7 @@ pub struct PrometheusConfig {
     /// environment at start — never put them in `url`.
     #[serde(default)]
     pub auth: Option<PromAuth>,
-    /// Prediction and feature histograms (README, "Model releases").
+    /// Prediction and feature histograms (docs/model-releases.md).
     #[serde(default)]
     pub distributions: Vec<PromDistribution>,
     /// Delayed labelled outcomes of a binary classifier.
@@ -154,6 +154,7 @@ impl PrometheusConfig {
 
     /// Check the source's fields; `Err(FieldError::of(field, expected))`.
     pub fn validate(&self) -> Result<(), FieldError> {
+        crate::field::http_url("url", &self.url)?;
         if self.step_s == 0 {
             return Err(FieldError::of("step_s".into(), "seconds > 0".into()));
         }
@@ -316,7 +317,11 @@ impl PrometheusSource {
         ];
         // reqwest's error text carries the URL, credentials and all: drop it and name the redacted one.
         let resp = self.authed(self.http.post(&url)).form(&params).send().await.map_err(|e| {
-            QueryError::Unreachable(format!("{} ({})", e.without_url(), crate::secret::redact_url(&url)))
+            QueryError::Unreachable(format!(
+                "{} ({})",
+                crate::error::chain(&e.without_url()),
+                crate::secret::redact_url(&url)
+            ))
         })?;
         let status = resp.status();
         let body: serde_json::Value =
@@ -361,6 +366,36 @@ impl PrometheusSource {
 }
 
 impl PrometheusSource {
+    /// Every configured query template, with the name of what it measures.
+    fn templates(&self) -> Vec<(&str, &str)> {
+        let mut all: Vec<(&str, &str)> = self.cfg.metrics.iter().map(|m| (m.name.as_str(), m.query.as_str())).collect();
+        all.extend(self.cfg.traffic.as_deref().map(|t| ("traffic", t)));
+        all.extend(self.cfg.distributions.iter().map(|d| (d.name.as_str(), d.query.as_str())));
+        all.extend(self.cfg.labels.iter().map(|l| (l.name.as_str(), l.query.as_str())));
+        all
+    }
+
+    /// One instant query (`/api/v1/query`): `Err` only when Prometheus
+    /// answered that the query itself is wrong (HTTP 400 or 422).
+    async fn try_query(&self, metric: &str, query: &str) -> Result<(), SignalError> {
+        let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
+        let Ok(resp) = self.authed(self.http.post(&url)).form(&[("query", query)]).send().await else {
+            return Ok(());
+        };
+        let status = resp.status();
+        if status != reqwest::StatusCode::BAD_REQUEST && status != reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            return Ok(());
+        }
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let why = body["error"].as_str().unwrap_or("no error text");
+        Err(SignalError::BadQuery {
+            source_name: format!("prometheus {}", crate::secret::redact_url(&self.cfg.url)),
+            metric: metric.to_string(),
+            query: query.to_string(),
+            reason: format!("{status}: {}", crate::field::strip_unsafe(why, false)),
+        })
+    }
+
     /// The configured histograms and label counters over the first `n` steps.
     async fn model_signals(&self, n: usize) -> Result<ModelSignals, SignalError> {
         let mut ml = ModelSignals::default();
@@ -465,6 +500,16 @@ impl SignalSource for PrometheusSource {
         let doc: serde_json::Value = resp.json().await.map_err(|e| fail(format!("not JSON: {}", e.without_url())))?;
         let version = doc["data"]["version"].as_str().unwrap_or("?");
         Ok(format!("prometheus {shown}: version {version}"))
+    }
+
+    /// Each template rendered for both sides, asked once.
+    async fn check_queries(&self) -> Result<(), SignalError> {
+        for (metric, template) in self.templates() {
+            for side in [Side::Baseline, Side::Canary] {
+                self.try_query(metric, &self.render(template, side)).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {

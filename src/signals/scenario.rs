@@ -78,7 +78,7 @@ pub struct ScenarioData {
     pub logs: Vec<LogLine>,
     /// Events.
     pub events: Vec<Event>,
-    /// Model-release signals: histograms and delayed labels (README, "Model releases").
+    /// Model-release signals: histograms and delayed labels (docs/model-releases.md).
     pub ml: ModelSignals,
 }
 

@@ -209,6 +209,7 @@ async fn canary_weight(socket: &str) -> u32 {
     crate::suite::haproxy::executor(socket).weight("canary").await.unwrap()
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_it_back_on_real_haproxy() {
     let h = Haproxy::start();
@@ -485,7 +486,7 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
 }
 
 /// `backstop agent --config fixtures/config/simulator.toml` without tokens (the
-/// README's first run), on a free port and its own ledger, `pace_ms` a tick.
+/// first run of docs/agent-and-api.md), on a free port and its own ledger, `pace_ms` a tick.
 pub(crate) fn simulator_agent(pace_ms: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
@@ -498,10 +499,11 @@ pub(crate) fn simulator_agent(pace_ms: u64) -> Setup {
     Setup { dir, url: format!("http://{listen}"), agent }
 }
 
-/// The newcomer's path, as the README gives it: the simulator configuration
+/// The newcomer's path, as docs/agent-and-api.md gives it: the simulator configuration
 /// and its policy, no tokens (loopback only, the caller is `local`), the
 /// dashboard in a real browser, the rollback approved from the CLI, the
 /// approval in `audit list`.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Chromium")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_newcomers_path_dashboard_in_chromium_approval_from_the_cli_then_audit_list() {
     let s = simulator_agent(5);

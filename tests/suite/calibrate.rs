@@ -160,6 +160,7 @@ fn history(now: i64) -> String {
     )
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_releases_in_the_ledger_are_read_back_from_real_prometheus_and_calibrate() {
     let (_prom, d, ledger_path, config) = with_history().await;
@@ -189,6 +190,7 @@ async fn past_releases_in_the_ledger_are_read_back_from_real_prometheus_and_cali
     assert!(table.contains("recorded in the ledger"), "{table}");
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_with_auto_calibration_recalibrates_on_start_and_records_only_a_change() {
     use backstop::ledger::{Ledger, Record, RecordKind, sqlite_url};

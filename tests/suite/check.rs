@@ -26,6 +26,7 @@ fn prometheus_source(url: &str) -> String {
     )
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy and Prometheus")]
 #[test]
 fn reachable_dependencies_pass_and_nothing_is_changed() {
     let h = Haproxy::start();

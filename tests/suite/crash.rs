@@ -215,6 +215,7 @@ fn agents_share_one_ledger(ledger: &str, dir: &Path, agents: usize, n: usize, ch
     audit(ledger, &["verify"]).success();
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs PostgreSQL")]
 #[test]
 fn three_agents_on_postgres_act_once_per_rollback_while_one_is_killed_and_one_frozen() {
     let pg = PgServer::start();
@@ -237,6 +238,7 @@ fn six_agents_on_one_sqlite_file_queue_instead_of_failing() {
 /// under different targets. The lease is named by the backend, not the
 /// target string, so the second release acts only after the first agent has
 /// let go — never both on one backend at once.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[test]
 fn two_targets_naming_one_haproxy_backend_share_one_lease() {
     let d = tempfile::tempdir().unwrap();

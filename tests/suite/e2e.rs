@@ -186,6 +186,7 @@ async fn failing_metrics_at_rollback(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy and Prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_slow_and_leaking_canaries_are_rolled_back_and_a_healthy_one_promoted_on_real_haproxy_and_prometheus() {
     for (fault, metric) in [("fail", "http_error_ratio"), ("slow", "latency_s"), ("leak", "resident_memory_bytes")] {

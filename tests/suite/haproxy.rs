@@ -32,6 +32,7 @@ fn rollback_plan() -> RollbackPlan {
     }
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test]
 async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kinds() {
     for use_tcp in [false, true] {
@@ -56,6 +57,7 @@ async fn rollback_sets_the_canary_weight_to_zero_and_verifies_on_both_socket_kin
     }
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test]
 async fn promotion_moves_all_weight_to_the_canary() {
     let h = Haproxy::start();
@@ -73,6 +75,7 @@ async fn promotion_moves_all_weight_to_the_canary() {
     assert_eq!((e.weight("canary").await.unwrap(), e.weight("stable").await.unwrap()), (100, 0));
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test]
 async fn a_vanished_socket_is_a_clear_error() {
     let mut h = Haproxy::start();
@@ -107,6 +110,7 @@ fn watch(dir: &tempfile::TempDir, cfg: &std::path::Path) -> assert_cmd::assert::
         .assert()
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[test]
 fn watch_rolls_back_on_real_haproxy_and_fails_safe_when_it_is_gone() {
     let mut h = Haproxy::start();
@@ -127,6 +131,7 @@ fn watch_rolls_back_on_real_haproxy_and_fails_safe_when_it_is_gone() {
     );
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[test]
 fn killed_mid_rollback_on_real_haproxy_the_restart_reads_the_weights_and_never_acts_twice() {
     let h = Haproxy::start();

@@ -108,6 +108,7 @@ async fn assert_consultations_explained(ledger: &str) -> usize {
     n
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs llama-server")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advise_and_demo_through_llama_server_keep_the_wire_and_never_loosen_a_decision() {
     let llama = Llama::start().await;
@@ -158,6 +159,7 @@ async fn advise_and_demo_through_llama_server_keep_the_wire_and_never_loosen_a_d
     assert_wire(&llama.exchanges());
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs llama-server")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eval_with_the_model_judge_through_llama_server_is_never_looser_than_the_judge() {
     let llama = Llama::start().await;
@@ -190,6 +192,7 @@ async fn eval_with_the_model_judge_through_llama_server_is_never_looser_than_the
 /// A model slower than `timeout_s` is abandoned: the request is dropped
 /// before llama-server computes anything, llama-server is left idle, and
 /// the decision is the judge's alone.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs llama-server")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_past_its_timeout_is_cancelled_and_the_judge_decides_alone() {
     let llama = Llama::start().await;

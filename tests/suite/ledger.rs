@@ -195,6 +195,7 @@ macro_rules! on_sqlite {
         }
 
         /// Every check again, on a real PostgreSQL server started for this test.
+        #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs PostgreSQL")]
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn every_check_on_postgres() {
             let pg = PgServer::start();
@@ -408,6 +409,7 @@ mod refusing {
 /// the ledger opens and chains when the server's certificate is signed by
 /// that CA for the host connected to; a certificate for another host, one
 /// from another CA, or a server without TLS under `sslmode=require` is refused.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs PostgreSQL")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ledger_over_tls_verifies_the_server() {
     use crate::support::pg::make_certs;

@@ -237,6 +237,7 @@ async fn invariant_untrusted_log_text_changes_nothing() {
     assert_eq!(added[0].log.as_ref().unwrap().example, order, "kept as data for the untrusted block");
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs PostgreSQL")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_loop_records_into_postgres() {
     let pg = crate::support::pg::PgServer::start();

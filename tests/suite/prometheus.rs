@@ -37,6 +37,7 @@ fn now() -> f64 {
     backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) as f64 / 1000.0
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy and Prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
     let h = Haproxy::start();
@@ -97,6 +98,7 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
 /// A blue/green switch has no stable side to compare with: the baseline is
 /// the same server's window before the release (or one period earlier),
 /// read from a real Prometheus by moving the query range back.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy and Prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
     use backstop::signals::{BaselineKind, BaselineWindow, PromBaseline, WindowKind};
@@ -182,6 +184,87 @@ fn watch_holds_with_exit_3_while_prometheus_is_down() {
         .stdout(predicate::str::contains("signal source failing").and(predicate::str::contains("127.0.0.1:1")));
 }
 
+/// A release on a source that cannot be reached
+fn unreachable_release(dir: &std::path::Path, duration_s: u32) -> std::path::PathBuf {
+    let cfg = dir.join("down.toml");
+    let source = format!(
+        r#"{{ kind = "prometheus", url = "http://127.0.0.1:1", baseline = "stable", canary = "canary", step_s = 10, duration_s = {duration_s}, timeout_s = 2, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "x{{v=\"{{{{ side }}}}\"}}" }}] }}"#
+    );
+    std::fs::write(&cfg, crate::support::release_toml("haproxy/checkout", &source, None)).unwrap();
+    cfg
+}
+
+/// Fail fast: Prometheus down for the policy's `source.consecutive_failure_limit`
+/// ticks in a row (6 by default) ends a 600-s window after 60 s with exit 3
+/// and the cause, instead of holding to the window's end; the ledger shows
+/// six ticks, not sixty.
+#[test]
+fn watch_ends_early_with_exit_3_when_prometheus_stays_down() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = unreachable_release(d.path(), 600);
+    let ledger = d.path().join("l.db");
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", cfg.to_str().unwrap(), "watch", "--pace-ms", "0"])
+        .args(["--ledger", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("failed 6 ticks in a row") && text.contains("Connection refused"), "{text}");
+    assert!(!text.contains("t=   70s"), "ended at the sixth tick: {text}");
+    let list = Command::cargo_bin("backstop")
+        .unwrap()
+        .args(["audit", "list", "--ledger", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(list.lines().filter(|l| l.contains(" tick ")).count(), 6, "{list}");
+}
+
+/// A query Prometheus itself refuses (a PromQL syntax error) stops `watch`
+/// before its first tick and fails `config check`, both with exit 2 naming
+/// the metric, the query and Prometheus' own error — not a window of warnings
+/// ending in "not enough evidence".
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Prometheus")]
+#[test]
+fn a_query_prometheus_refuses_stops_watch_and_config_check_at_once_naming_it() {
+    let p = Prometheus::start("127.0.0.1:1");
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("bad.toml");
+    let source = format!(
+        r#"{{ kind = "prometheus", url = "{}", baseline = "stable", canary = "canary", step_s = 10, duration_s = 600, timeout_s = 5, metrics = [{{ name = "up", unit = "ratio", bad_direction = "down", query = "up" }}, {{ name = "errors", unit = "ratio", bad_direction = "up", query = "sum(rate(x{{v=\"{{{{ side }}}}\"}}[1m])" }}] }}"#,
+        p.url
+    );
+    std::fs::write(&cfg, crate::support::release_toml("haproxy/checkout", &source, None)).unwrap();
+    let started = std::time::Instant::now();
+    let watch = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", cfg.to_str().unwrap(), "watch"])
+        .args(["--ledger", d.path().join("l.db").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&watch.stderr);
+    assert_eq!(watch.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`errors`") && err.contains("sum(rate(x{v=\"stable\"}[1m])") && err.contains("parse error"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "no tick was waited for");
+    let check = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", cfg.to_str().unwrap(), "config", "check"])
+        .args(["--ledger", d.path().join("l.db").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(2), "{out}");
+    assert!(out.contains("`errors`") && out.contains("parse error"), "{out}");
+}
+
 /// Prometheus 2.42 (Debian 12) has no native histograms: classic `_bucket` series.
 const SCORE_LE: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
 
@@ -241,6 +324,7 @@ fn model_history(t0: i64) -> String {
     format!("{hist}{feedback}# EOF\n")
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_canary_is_judged_from_real_prometheus_histogram_buckets_and_feedback_counters() {
     let t0 = now() as i64 - 2000;

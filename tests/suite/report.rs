@@ -5,6 +5,7 @@ use assert_cmd::Command;
 
 use crate::support::chromium;
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Chromium")]
 #[test]
 fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {
     let d = tempfile::tempdir().unwrap();

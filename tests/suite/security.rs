@@ -1,6 +1,6 @@
 //! The outside audit of 2026-12-03, reproduced step by step against the
 //! real binary: each broken finding has its test here, named in the
-//! README's "Safety and security" table.
+//! the safety table in docs/security.md.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -169,6 +169,7 @@ async fn stop_means_stop_abort_hold_and_a_new_revision_close_the_pending_approva
 /// token-less agent runs on, auto-submits a `text/plain` form to roll a
 /// healthy release back (A10): refused. So are a foreign `Origin` and a
 /// rebound `Host` from any client.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Chromium")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_on_another_origin_cannot_act_through_a_browser() {
     let s = super::agent::simulator_agent(200);

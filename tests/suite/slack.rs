@@ -112,6 +112,7 @@ async fn ephemeral_to(fake: &FakeSlack, user: &str, needle: &str) -> Value {
     fake.wait_call("chat.postEphemeral", |c| c["user"] == user && c.to_string().contains(needle), WAIT).await
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back_on_real_haproxy() {
     let fake = FakeSlack::start(&[CHANNEL]).await;
@@ -325,6 +326,7 @@ async fn wait_response(fake: &FakeSlack, needle: &str) -> Value {
     }
 }
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test(flavor = "multi_thread")]
 async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back_through_policy() {
     let fake = FakeSlack::start(&[CHANNEL]).await;
@@ -456,6 +458,7 @@ async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back
 /// The audit's S2: a signed `/backstop hold` captured and replayed after
 /// the agent restarted was acted on again (dedupe lived in memory). The
 /// taken request is in the ledger, so the replay is acknowledged and ignored.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_request_replayed_after_a_restart_is_not_acted_on_again() {
     let fake = FakeSlack::start(&[CHANNEL]).await;

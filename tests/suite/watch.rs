@@ -25,6 +25,64 @@ fn exit_10_when_rolled_back_and_verified() {
         .stdout(predicate::str::contains("rolled back and the rollback verified"));
 }
 
+/// A release that ended is final for its settings — run again, it prints
+/// the recorded outcome and judges nothing — but its id covers what it is
+/// judged from: with the source changed (a query fixed after a failed run,
+/// here the simulator's seed) the same release and candidate are a new
+/// analysis, and the run says on stderr that an earlier one exists.
+#[test]
+fn a_changed_source_is_a_new_analysis_that_names_the_earlier_run() {
+    let d = tempfile::tempdir().unwrap();
+    run(&d, SIM, "watch", &["--release", "checkout"]).code(10);
+    run(&d, SIM, "watch", &["--release", "checkout"])
+        .code(10)
+        .stdout(predicate::str::contains("recorded earlier"))
+        .stderr(predicate::str::contains("judged before").not());
+    let changed = d.path().join("changed.toml");
+    let text = std::fs::read_to_string(SIM).unwrap().replace("seed = 7,", "seed = 8,");
+    std::fs::write(
+        &changed,
+        text.replace("fixtures/policy/", &format!("{}/fixtures/policy/", env!("CARGO_MANIFEST_DIR"))),
+    )
+    .unwrap();
+    run(&d, changed.to_str().unwrap(), "watch", &["--release", "checkout"])
+        .code(10)
+        .stdout(predicate::str::contains("recorded earlier").not())
+        .stderr(predicate::str::contains("release checkout (v42) was judged before from other settings (checkout-v42-"))
+        .stderr(predicate::str::contains("ended rolled_back"));
+}
+
+/// CI conventions: `watch --report FILE` writes the approver's report when
+/// the run ends, `$GITHUB_OUTPUT` gets the decision, the exit code and the
+/// report's path, and under GitHub Actions the ending is an annotation on
+/// stderr (stdout stays the run's own text).
+#[test]
+fn github_outputs_an_annotation_and_the_report_file() {
+    let d = tempfile::tempdir().unwrap();
+    let outputs = d.path().join("github-output");
+    let report = d.path().join("report.html");
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env_remove("GITHUB_STEP_SUMMARY").env_remove("RUST_LOG");
+    c.env("GITHUB_ACTIONS", "true").env("GITHUB_OUTPUT", &outputs);
+    c.args(["--config", SIM, "watch", "--ledger", d.path().join("l.db").to_str().unwrap(), "--pace-ms", "0"]);
+    c.args(["--release", "checkout", "--report", report.to_str().unwrap()])
+        .assert()
+        .code(10)
+        .stderr(predicate::str::contains("::error title=backstop%3A checkout::"))
+        .stdout(predicate::str::contains("::error").not());
+    let written = std::fs::read_to_string(&outputs).unwrap();
+    for line in ["exit_code=10\n", "decision=rolled_back\n", &format!("report={}\n", report.display())] {
+        assert!(written.contains(line), "{line:?} in {written}");
+    }
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<html") && html.contains("checkout"), "{html}");
+    // Outside GitHub Actions: no annotation.
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env_remove("GITHUB_ACTIONS").env_remove("GITHUB_OUTPUT");
+    c.args(["--config", SIM, "watch", "--ledger", d.path().join("l2.db").to_str().unwrap(), "--pace-ms", "0"]);
+    c.args(["--release", "search"]).assert().code(0).stderr(predicate::str::contains("::notice").not());
+}
+
 #[test]
 fn exit_0_when_promoted() {
     let d = tempfile::tempdir().unwrap();

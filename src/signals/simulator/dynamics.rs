@@ -140,7 +140,7 @@ pub struct SimConfig {
     /// judged against a background, as in production.
     pub background_logs: bool,
     /// The service serves a model: prediction and feature histograms,
-    /// delayed labels and a null-rate metric (README, "Model releases").
+    /// delayed labels and a null-rate metric (docs/model-releases.md).
     pub model: Option<super::ml::ModelSim>,
 }
 
