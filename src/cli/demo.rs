@@ -157,27 +157,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     let rules: Vec<String> = outcome.final_rules.iter().map(|r| r.rule.to_string()).collect();
     out(&format!("policy rules: {}", rules.join(" → ")));
     out(&format!("model: {}", backstop::report::model_lines(&backstop::report::ModelReport::new(&outcome)).trim_end()));
-    if let Some(fault) = &sim_cfg.fault {
-        let delay = outcome.decided_at_s as i64 - fault.onset_s as i64;
-        out(&format!(
-            "simulator truth (never shown to the judge): {} injected at {}s; decision came {}s after onset",
-            fault.kind.slug(),
-            fault.onset_s,
-            delay
-        ));
-    } else if let Some(m) = &sim_cfg.model {
-        out(&format!(
-            "simulator truth (never shown to the judge): from {}s the canary model's scores shift by {:.2} and its \
-             accuracy falls {:.0} points; labels arrive {}s after a prediction; decision came {}s after the change",
-            m.change_at_s,
-            m.prediction_shift,
-            m.accuracy_drop * 100.0,
-            m.label_delay_s,
-            outcome.decided_at_s as i64 - m.change_at_s as i64
-        ));
-    } else {
-        out("simulator truth (never shown to the judge): no fault injected");
-    }
+    out(&simulator_truth(&sim_cfg, outcome.decided_at_s));
     let db = url.trim_start_matches("sqlite://").split('?').next().unwrap_or(&url).to_string();
     out(&format!("ledger: release {} recorded in {ledger_shown}", outcome.release_id));
     out(&format!(
@@ -185,6 +165,32 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
         outcome.release_id
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the simulator injected — never shown to the judge — and how long
+/// after it the decision came.
+fn simulator_truth(sim_cfg: &SimConfig, decided_at_s: u64) -> String {
+    if let Some(fault) = &sim_cfg.fault {
+        let delay = decided_at_s as i64 - fault.onset_s as i64;
+        format!(
+            "simulator truth (never shown to the judge): {} injected at {}s; decision came {}s after onset",
+            fault.kind.slug(),
+            fault.onset_s,
+            delay
+        )
+    } else if let Some(m) = &sim_cfg.model {
+        format!(
+            "simulator truth (never shown to the judge): from {}s the canary model's scores shift by {:.2} and its \
+             accuracy falls {:.0} points; labels arrive {}s after a prediction; decision came {}s after the change",
+            m.change_at_s,
+            m.prediction_shift,
+            m.accuracy_drop * 100.0,
+            m.label_delay_s,
+            decided_at_s as i64 - m.change_at_s as i64
+        )
+    } else {
+        "simulator truth (never shown to the judge): no fault injected".into()
+    }
 }
 
 fn describe(s: &ReleaseStatus) -> String {
