@@ -56,6 +56,11 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let stop = stop_on_signals();
     let runtime = Runtime::open(settings.clone(), policy, &url, stop.clone()).await.map_err(runtime_failure)?;
+    // Every configured release's queries, tried once before anything runs (exit 2 on a refused one).
+    for cfg in &settings.releases {
+        let prepared = runtime.prepare(cfg, backstop::policy::RunMode::Act, 0).map_err(runtime_failure)?;
+        runtime.preflight(&prepared).await.map_err(runtime_failure)?;
+    }
     let agent = Agent::new(runtime, a.pace_ms.map(Duration::from_millis), backstop::policy::RunMode::Act);
     agent.start_configured().map_err(|e| Failure::usage(super::chain(&e)))?;
     // Registered releases this agent (before a restart) or another one recorded, not yet finished.

@@ -282,3 +282,40 @@ async fn a_hang_up_stops_the_agent_gracefully() {
     assert!(out.contains("stopping"), "{out}");
     assert!(super::agent::audit(&audit_of).contains("release_paused"));
 }
+
+/// Fail fast under the agent too: a registration whose template asks
+/// Prometheus a query it refuses (a PromQL syntax error) is refused with 422
+/// naming the metric and Prometheus' own error, and nothing is recorded; a
+/// template that parses registers.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Prometheus")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_whose_query_prometheus_refuses_is_refused_at_once() {
+    let p = crate::support::prometheus::Prometheus::start("127.0.0.1:1");
+    let source = |query: &str| {
+        format!(
+            "{{ kind = \"prometheus\", url = \"{}\", baseline = \"stable\", canary = \"canary\", step_s = 10, \
+             duration_s = 600, timeout_s = 5, metrics = [{{ name = \"errors\", unit = \"ratio\", bad_direction = \"up\", \
+             query = \"{query}\" }}] }}",
+            p.url
+        )
+    };
+    let targets = format!(
+        "[[agent.targets]]\ntarget = \"cmd/checkout\"\nexecutor = {{ kind = \"command\", rollback = [\"true\"], verify = [\"true\"], \
+         env_allowlist = [\"PATH\"] }}\ntemplates.default.source = {}\ntemplates.good.source = {}\n",
+        source("sum(rate(x[1m])"),
+        source("up")
+    );
+    let s = start(&targets, POLICY, 20, &[]);
+    let url = format!("{}/v1/releases", s.url);
+    let (code, reply) = post(&url, CI, &registration("checkout", "cmd/checkout")).await;
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert_eq!(code, 422, "{reply}");
+    assert!(error.contains("`errors`") && error.contains("parse error"), "{error}");
+    let (code, list) = get(&format!("{}/v1/releases", s.url), Some(CI)).await;
+    assert_eq!(code, 200);
+    assert!(!list.contains("checkout"), "nothing registered: {list}");
+    let mut good = registration("checkout", "cmd/checkout");
+    good["template"] = json!("good");
+    let (code, reply) = post(&url, CI, &good).await;
+    assert_eq!(code, 201, "{reply}");
+}

@@ -83,8 +83,10 @@ impl Agent {
         if self.table().contains_key(&cfg.name) {
             return Err(RegisterError::Duplicate(cfg.name));
         }
-        // Prepared once here so a bad body is refused before anything is recorded.
-        self.runtime.prepare(&cfg, RunMode::Act, 0)?;
+        // Prepared, and its queries tried once, so a bad body or a query the
+        // backend refuses is refused before anything is recorded.
+        let prepared = self.runtime.prepare(&cfg, RunMode::Act, 0)?;
+        self.runtime.preflight(&prepared).await?;
         let record = Record::Operator(OperatorRecord {
             action: OperatorAction::Register,
             reason: format!("registered {} ({} on {})", cfg.name, cfg.candidate_revision, cfg.target),
