@@ -86,15 +86,22 @@ pub fn outputs(reports: &[Report], code: u8, report_path: Option<&Path>) -> Vec<
 /// Append the outputs to `$GITHUB_OUTPUT` when it is set. Values are one
 /// line each (names and status labels are bounded, plain fields).
 pub fn write_outputs(pairs: &[(String, String)]) {
-    let Ok(path) = std::env::var("GITHUB_OUTPUT") else { return };
     let text: String = pairs.iter().map(|(k, v)| format!("{k}={}\n", v.replace(['\r', '\n'], " "))).collect();
+    append_to("GITHUB_OUTPUT", &text);
+}
+
+/// Append `text` to the file the variable `var` names (GitHub's step
+/// summary and outputs), when it is set; a file that cannot be written is a
+/// warning, never a failed run.
+pub fn append_to(var: &str, text: &str) {
+    let Ok(path) = std::env::var(var) else { return };
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = written {
-        tracing::warn!(path, error = %e, "Cannot write the GitHub step outputs.");
+        tracing::warn!(path, variable = var, error = %e, "Cannot write GitHub's file.");
     }
 }
 

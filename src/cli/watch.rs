@@ -1,7 +1,6 @@
 //! `backstop watch` (acts within policy, blocks until a decision) and
 //! `backstop advise` (same judgement, never acts, writes a report).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,16 +93,8 @@ fn write_reports(path: &std::path::Path, reports: &[Report]) -> Result<(), Failu
 }
 
 fn step_summary(reports: &[Report]) {
-    let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") else { return };
     let text: String = reports.iter().map(render_markdown).collect::<Vec<_>>().join("\n---\n\n");
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!(path, error = %e, "Cannot write the GitHub step summary.");
-    }
+    super::ci::append_to("GITHUB_STEP_SUMMARY", &text);
 }
 
 /// `watch --format json`: one document on stdout.

@@ -248,6 +248,17 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
     Ok(pool)
 }
 
+/// Rows as stored records with their typed bodies, in the order given.
+fn typed(rows: &[AnyRow]) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
+    rows.iter()
+        .map(|r| {
+            let s = stored(r)?;
+            let rec = Record::from_stored(&s)?;
+            Ok((s, rec))
+        })
+        .collect()
+}
+
 impl Ledger {
     /// Open (creating and migrating if needed) the ledger at `url`.
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
@@ -439,14 +450,7 @@ impl Ledger {
         }
         .fetch_all(&self.pool)
         .await?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                let s = stored(r)?;
-                let rec = Record::from_stored(&s)?;
-                Ok((s, rec))
-            })
-            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let mut out = typed(&rows)?;
         out.reverse();
         Ok(out)
     }
@@ -455,13 +459,7 @@ impl Ledger {
     pub async fn release_records(&self, release_id: &str) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let s = stored(r)?;
-                let rec = Record::from_stored(&s)?;
-                Ok((s, rec))
-            })
-            .collect()
+        typed(&rows)
     }
 
     /// Answers and rulings of one release's approval requests after
@@ -476,13 +474,7 @@ impl Ledger {
              AND kind IN ('approval_resolved', 'approval_answer') ORDER BY seq"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).bind(after_seq).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let s = stored(r)?;
-                let rec = Record::from_stored(&s)?;
-                Ok((s, rec))
-            })
-            .collect()
+        typed(&rows)
     }
 
     /// The release's final record, if it has finished (in any run, by any agent).
@@ -515,14 +507,13 @@ impl Ledger {
         );
         let pattern = format!("{prefix}%");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pattern).bind(limit).fetch_all(&self.pool).await?;
-        let mut out = Vec::new();
-        for row in &rows {
-            let s = stored(row)?;
-            if let (true, Record::ReleaseFinished(f)) = (s.release_id.starts_with(prefix), Record::from_stored(&s)?) {
-                out.push((s.release_id.clone(), f));
-            }
-        }
-        Ok(out)
+        Ok(typed(&rows)?
+            .into_iter()
+            .filter_map(|(s, rec)| match rec {
+                Record::ReleaseFinished(f) if s.release_id.starts_with(prefix) => Some((s.release_id, f)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Intents on `target` whose outcome is missing or unresolved, oldest first.
