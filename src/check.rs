@@ -43,7 +43,7 @@ impl CheckLine {
 
 /// Check everything in `settings` under `policy`, with `ledger_url` as the ledger.
 pub async fn check(settings: &Settings, policy: &PolicyFile, ledger_url: &str) -> Vec<CheckLine> {
-    let mut lines = vec![ledger(ledger_url).await, model(settings), slack(settings).await];
+    let mut lines = vec![ledger(ledger_url).await, model(settings).await, slack(settings).await];
     for cfg in &settings.releases {
         lines.extend(release(settings, policy, cfg).await);
     }
@@ -74,15 +74,62 @@ async fn ledger(url: &str) -> CheckLine {
     CheckLine::new("ledger", status)
 }
 
-fn model(settings: &Settings) -> CheckLine {
-    let status = match &settings.model {
-        None => Status::Skipped("no [model] configured: the judge decides alone".into()),
-        Some(m) => match m.api_key() {
-            Ok(_) => Status::Ok(format!("{} at {}: key present", m.name, crate::secret::redact_url(&m.base_url))),
-            Err(e) => Status::Invalid(chain(&e)),
-        },
+/// The key is present, and one consultation on a synthetic release is timed
+/// against the deadline: a local model on a CPU is usually slower than a
+/// tick, which is worth knowing before a release depends on it. It costs one
+/// consultation's tokens.
+async fn model(settings: &Settings) -> CheckLine {
+    let Some(m) = &settings.model else {
+        return CheckLine::new("model", Status::Skipped("no [model] configured: the judge decides alone".into()));
+    };
+    let status = match m.api_key().and_then(|_| crate::assessor::Assessor::new(m.clone())) {
+        Err(e) => Status::Invalid(chain(&e)),
+        Ok(assessor) => timed_consultation(m, assessor).await,
     };
     CheckLine::new("model", status)
+}
+
+async fn timed_consultation(m: &crate::assessor::ModelConfig, assessor: crate::assessor::Assessor) -> Status {
+    use crate::assessor::{Ask, ModelSession, Trigger};
+    let at = format!("{} at {}", m.name, crate::secret::redact_url(&m.base_url));
+    let obs = crate::bench::synthetic_observation(4, 90, 7);
+    let judged = crate::judge::judge(&obs, &crate::judge::JudgeConfig::default());
+    let facts = crate::policy::ReleaseFacts {
+        release_id: "config-check".into(),
+        service: obs.service.clone(),
+        target: "config-check".into(),
+        declared_targets: vec!["config-check".into()].into(),
+        candidate_revision: "candidate".into(),
+        last_known_good: Some("baseline".into()),
+        irreversible: false,
+        environment: "config-check".into(),
+    };
+    let session = ModelSession::new(std::sync::Arc::new(assessor), 0);
+    let limit = std::time::Duration::from_secs(m.verdict_valid_s.max(m.timeout_s));
+    let c =
+        session.run(Ask { trigger: &Trigger::Inconclusive, facts: &facts, obs: &obs, judged: &judged }, limit).await;
+    let secs = c.elapsed_ms as f64 / 1000.0;
+    if let Some(e) = &c.error {
+        return Status::Failed(format!(
+            "{at}: key present, but one consultation gave no answer after {secs:.1} s: {e}"
+        ));
+    }
+    let answer = match &c.rejection {
+        Some(r) => format!("answered, and the answer was rejected ({r})"),
+        None => "answered with a valid verdict".to_string(),
+    };
+    let fit = if secs <= m.consultation_deadline_s {
+        format!("within the {} s deadline", m.consultation_deadline_s)
+    } else {
+        format!(
+            "past the {} s deadline: on real-time ticks its verdicts are taken at the first tick after they arrive (valid {} s); demos and replays wait only the deadline",
+            m.consultation_deadline_s, m.verdict_valid_s
+        )
+    };
+    Status::Ok(format!(
+        "{at}: one consultation took {secs:.1} s ({} prompt + {} completion tokens), {fit}; {answer}",
+        c.usage.prompt_tokens, c.usage.completion_tokens
+    ))
 }
 
 /// The bot token answers `auth.test` (read-only); the mode's other credential is present.

@@ -87,6 +87,37 @@ pub struct Consultation {
     pub tool_calls: Vec<ToolCallRecord>,
     /// This consultation's usage.
     pub usage: Usage,
+    /// Release time (s) of the tick whose evidence the model was shown.
+    #[serde(default)]
+    pub asked_at_s: u64,
+    /// Release time (s) of the tick that took the answer: `asked_at_s` when it
+    /// came within the tick's deadline, later when it came late.
+    #[serde(default)]
+    pub arrived_at_s: u64,
+    /// Real milliseconds from the first request to the answer (or the failure).
+    #[serde(default)]
+    pub elapsed_ms: u64,
+}
+
+impl Consultation {
+    /// A consultation that produced nothing: `reason` is why.
+    pub fn failed(trigger: String, model: String, asked_at_s: u64, reason: String) -> Self {
+        Self {
+            trigger,
+            model,
+            prompt_version: prompt_version(),
+            input: ModelInput::Unavailable { reason: reason.clone() },
+            verdict: None,
+            rejection: None,
+            error: Some(reason),
+            cited: vec![],
+            tool_calls: vec![],
+            usage: Usage::default(),
+            asked_at_s,
+            arrived_at_s: asked_at_s,
+            elapsed_ms: 0,
+        }
+    }
 }
 
 /// The model endpoint and its settings, shared by all releases.
@@ -129,6 +160,7 @@ impl Assessor {
 }
 
 /// One release's use of the model: its budget and what it has spent.
+#[derive(Clone)]
 pub struct ModelSession {
     assessor: Arc<Assessor>,
     /// Real time one consultation may take.
@@ -202,17 +234,40 @@ impl ModelSession {
         self.assessor.cfg.verdict_valid_s
     }
 
-    /// Ask the model. Never fails: every failure is a recorded `Unavailable`.
+    /// The model's name.
+    pub fn model_name(&self) -> &str {
+        &self.assessor.cfg.name
+    }
+
+    /// Real time a tick waits for a consultation.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline
+    }
+
+    /// Count a consultation that ran elsewhere (beside the loop) against this budget.
+    pub fn spent(&mut self, usage: Usage) {
+        self.used.add(usage);
+    }
+
+    /// Ask the model within the tick's deadline and count what it spent.
+    /// Never fails: every failure is a recorded `Unavailable`.
     pub async fn consult(&mut self, ask: Ask<'_>) -> Consultation {
+        let c = self.run(ask, self.deadline).await;
+        self.used.add(c.usage);
+        c
+    }
+
+    /// Ask the model, giving up after `limit` real time; spends nothing from
+    /// this session (the caller counts `usage`), so a copy can run in a task.
+    pub async fn run(&self, ask: Ask<'_>, limit: std::time::Duration) -> Consultation {
         let span = info_span!("model", model = %self.assessor.cfg.name, trigger = %ask.trigger);
         let mut turns = Turns { messages: vec![], shown: HashMap::new(), tool_calls: vec![], usage: Usage::default() };
-        let deadline = self.deadline;
-        let answer =
-            match tokio::time::timeout(deadline, self.converse(&ask, &mut turns).instrument(span.clone())).await {
-                Ok(a) => a,
-                Err(_) => Err(ModelError::Deadline(deadline)),
-            };
-        self.used.add(turns.usage);
+        let started = std::time::Instant::now();
+        let answer = match tokio::time::timeout(limit, self.converse(&ask, &mut turns).instrument(span.clone())).await {
+            Ok(a) => a,
+            Err(_) => Err(ModelError::Deadline(limit)),
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut c = Consultation {
             trigger: ask.trigger.to_string(),
             model: self.assessor.cfg.name.clone(),
@@ -224,6 +279,9 @@ impl ModelSession {
             cited: vec![],
             tool_calls: turns.tool_calls,
             usage: turns.usage,
+            asked_at_s: ask.obs.now_s,
+            arrived_at_s: ask.obs.now_s,
+            elapsed_ms,
         };
         match answer {
             Err(e) => {

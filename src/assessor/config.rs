@@ -78,13 +78,17 @@ pub struct ModelConfig {
     /// Most tokens one reply may generate (`max_tokens`); the verdict needs a few hundred.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
-    /// Real seconds one consultation (every turn and retry) may take; it is
-    /// also held under 80 % of the release's tick, so a slow model never
-    /// delays a tick. Past it the judge decides alone for that tick.
+    /// Real seconds a tick waits for a consultation (every turn and retry);
+    /// on real-time ticks also under 80 % of the tick, so a slow model never
+    /// delays one. Past it the judge decides that tick alone; live, the
+    /// consultation goes on and its answer is taken at the first tick after it
+    /// arrives (if still valid); in a replay or demo it is abandoned.
     #[serde(default = "default_deadline")]
     pub consultation_deadline_s: f64,
-    /// Release seconds a verdict stays policy's input; after that the judge
-    /// decides alone until the model is asked again (promotion always asks).
+    /// Release seconds a verdict stays policy's input, counted from the tick
+    /// it describes; after that the judge decides alone until the model is
+    /// asked again (promotion always asks). A late answer older than this is
+    /// dropped, and a live consultation is given up after this many seconds.
     #[serde(default = "default_verdict_valid")]
     pub verdict_valid_s: u64,
 }

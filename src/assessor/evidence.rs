@@ -289,6 +289,38 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
     items
 }
 
+/// The first cited item that is no longer in force at this observation, if
+/// any: a judge finding or log template the judge no longer reports as it did,
+/// or a log line or event that left the window (or whose pattern now shows
+/// otherwise). Levels, series, names and the release history are context with
+/// no verdict of their own and stay in force. Log and event ids are positions
+/// in one observation, so those are matched by their text.
+pub fn out_of_force(
+    cited: &[EvidenceItem],
+    obs: &Observation,
+    judged: &JudgeResult,
+    facts: &ReleaseFacts,
+) -> Option<String> {
+    let now = catalogue(obs, judged, facts);
+    let telemetry = Telemetry::new(obs);
+    let same = |then: &EvidenceItem, now: Option<EvidenceItem>| {
+        now.is_some_and(|n| n.text == then.text && n.fact == then.fact)
+    };
+    cited
+        .iter()
+        .find(|item| {
+            let kind = item.id.split_once(':').map_or(item.id.as_str(), |(k, _)| k);
+            let held = match kind {
+                "log" => (0..obs.logs.len()).any(|i| same(item, telemetry.log(i))),
+                "event" => (0..obs.events.len()).any(|i| same(item, telemetry.event(i))),
+                "judge" | "template" => now.iter().any(|n| n.id == item.id && n.fact == item.fact),
+                _ => true,
+            };
+            !held
+        })
+        .map(|item| item.id.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,10 +18,10 @@ pub mod verdict;
 pub use assess::{Ask, Assessor, Consultation, ModelSession, ToolCallRecord, Usage};
 pub use client::ChatClient;
 pub use config::{ModelConfig, OutputMode, Provider};
-pub use deliberate::Deliberation;
+pub use deliberate::{Deliberation, Timing};
 pub use retry::backoff;
 pub use trigger::{Trigger, TriggerState};
-pub use verdict::{CanaryVerdict, Claim, Health, RecommendedAction, Rejection, VerdictFinding};
+pub use verdict::{CanaryVerdict, Claim, Health, RecommendedAction, Rejection, Staleness, VerdictFinding};
 
 use thiserror::Error;
 

@@ -105,6 +105,31 @@ pub enum Rejection {
         /// Which claim.
         detail: String,
     },
+    /// An answer that came after its tick no longer describes the release.
+    Stale {
+        /// Release time (s) of the tick it was asked about.
+        asked_at_s: u64,
+        /// Release time (s) of the tick it arrived at.
+        arrived_at_s: u64,
+        /// Why it no longer counts.
+        why: Staleness,
+    },
+}
+
+/// Why a late verdict no longer counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "staleness", rename_all = "snake_case")]
+pub enum Staleness {
+    /// It arrived more than `verdict_valid_s` release seconds after the tick it describes.
+    Expired {
+        /// `model.verdict_valid_s`.
+        valid_s: u64,
+    },
+    /// A cited item is no longer what it was: it left the window, or the judge's view of it changed.
+    OutOfForce {
+        /// The evidence id as cited.
+        id: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -114,6 +139,14 @@ impl std::fmt::Display for Rejection {
             Rejection::UnknownEvidence { id } => write!(f, "verdict rejected: cites evidence `{id}` never shown"),
             Rejection::Contradicted { detail } => write!(f, "verdict rejected: {detail}"),
             Rejection::Unsupported { detail } => write!(f, "verdict rejected: unsupported claim: {detail}"),
+            Rejection::Stale { asked_at_s, arrived_at_s, why: Staleness::Expired { valid_s } } => write!(
+                f,
+                "late verdict dropped: asked at t={asked_at_s}s, arrived at t={arrived_at_s}s, past verdict_valid_s = {valid_s}"
+            ),
+            Rejection::Stale { asked_at_s, arrived_at_s, why: Staleness::OutOfForce { id } } => write!(
+                f,
+                "late verdict dropped: asked at t={asked_at_s}s, arrived at t={arrived_at_s}s; its evidence `{id}` is no longer in force"
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{EvalJudge, Replay, ReplayDecision};
-use crate::assessor::{Assessor, Deliberation};
+use crate::assessor::{Assessor, Deliberation, Timing};
 use crate::judge::judge_with;
 use crate::orchestrator::step::{Next, Situation, what_now};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
@@ -43,7 +43,7 @@ impl AssessorJudge {
         // Replayed, not live: no tick waits on the model, so a consultation gets the
         // configured deadline, not 80 % of the scenario's step — otherwise the scores
         // would depend on how busy the machine is (a 10 s step leaves a local model 8 s).
-        let mut model = Deliberation::new(Some(self.assessor.clone()), 0);
+        let mut model = Deliberation::new(Some(self.assessor.clone()), Timing::Simulated);
         let mut now = step;
         let mut asking: Option<(String, Proposal)> = None;
         let mut miner = crate::judge::LogMiner::default();

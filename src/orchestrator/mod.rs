@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::assessor::{Assessor, Consultation, Deliberation, Usage};
+use crate::assessor::{Assessor, Consultation, Deliberation, Timing, Usage};
 use crate::clock::Clock;
 use crate::digest::digest;
 use crate::executor::{ActionPlan, Guarded, Planner};
@@ -308,7 +308,7 @@ impl ReleaseRun<'_> {
         let mut st = LoopState {
             tick: prior.tick,
             now_s: prior.now_s,
-            model: Deliberation::new(self.model.clone(), self.tick_s),
+            model: Deliberation::new(self.model.clone(), self.model_timing()),
             last_obs: None,
             judge: Deadlined::default(),
             recovered: false,
@@ -543,6 +543,16 @@ impl ReleaseRun<'_> {
 
     /// Time between ticks. A follower waits at least a slice of the lease,
     /// so a replay at full speed does not spin while another agent acts.
+    /// Ticks at least a tick apart in real time let a late answer from the
+    /// model be taken at a later tick; faster ones simulate release time.
+    fn model_timing(&self) -> Timing {
+        if self.tick_s > 0 && self.pace >= Duration::from_secs(self.tick_s) {
+            Timing::RealTime { tick_s: self.tick_s }
+        } else {
+            Timing::Simulated
+        }
+    }
+
     fn pace_for(&self, role: Option<&LeaseRole>) -> Duration {
         match role {
             Some(LeaseRole::Follower { .. }) => {

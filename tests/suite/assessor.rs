@@ -528,3 +528,132 @@ async fn a_rejected_verdict_is_recorded_in_the_ledger_and_changes_nothing() {
         .count();
     assert!(rejected >= 1);
 }
+
+/// Policy's outcome for `judge` with `model`, under `policy`.
+fn outcome(policy: &PolicyFile, judge: &JudgeResult, model: &ModelInput) -> backstop::policy::PolicyOutcome {
+    let facts = facts();
+    let input = PolicyInput {
+        judge,
+        model,
+        release: &facts,
+        history: &History::default(),
+        mode: RunMode::Act,
+        signal_failure: None,
+        now_ms: 1_800_000_000_000,
+    };
+    evaluate(policy, &input)
+}
+
+/// The observation and a suspect judgement at release time `now_s`.
+fn at(now_s: u64, errors: MetricStatus) -> (Observation, JudgeResult) {
+    let mut obs = observation();
+    obs.now_s = now_s;
+    let mut j = judged(Verdict::Inconclusive, errors);
+    j.now_s = now_s;
+    (obs, j)
+}
+
+/// A model that answers in 1.5 s, against ticks 1 s apart (deadline 0.8 s):
+/// the tick does not wait, the judge decides it alone, nothing else is asked
+/// while the answer is on its way, and the answer is taken at the next tick
+/// after it arrives — recorded with the tick it describes and the one it
+/// arrived at — unless by then it is too old or its evidence has changed.
+async fn late(valid_s: u64, second: (u64, MetricStatus)) -> (backstop::policy::PolicyOutcome, Consultation, usize) {
+    use backstop::assessor::{Deliberation, Timing};
+    let server = FakeOpenAi::start("late-rollback.json").await;
+    let mut cfg = config(&server.base_url);
+    cfg.verdict_valid_s = valid_s;
+    let policy = PolicyFile::embedded_default().unwrap();
+    let mut d = Deliberation::new(Some(Arc::new(Assessor::new(cfg).unwrap())), Timing::RealTime { tick_s: 1 });
+    let (obs, j) = at(300, MetricStatus::Suspect);
+    let start = Instant::now();
+    let (first, took) = d.decide(&facts(), Some(&obs), &j, |m| outcome(&policy, &j, m)).await;
+    assert!(start.elapsed() < Duration::from_millis(1400), "the tick did not wait for the reply");
+    assert!(!took && first.decision == Decision::Continue, "the judge decided alone: {:?}", first.decision);
+    // A tick while the answer is on its way: nothing taken, nothing asked again.
+    let (obs, j) = at(305, MetricStatus::Suspect);
+    let (_, took) = d.decide(&facts(), Some(&obs), &j, |m| outcome(&policy, &j, m)).await;
+    assert!(!took);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (obs, j) = at(second.0, second.1);
+    let (next, took) = d.decide(&facts(), Some(&obs), &j, |m| outcome(&policy, &j, m)).await;
+    assert!(took, "the late answer was taken at this tick");
+    (next, d.last().cloned().unwrap(), server.requests().len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_verdict_is_taken_at_the_next_tick_while_it_is_valid() {
+    let (next, c, requests) = late(300, (310, MetricStatus::Suspect)).await;
+    assert_eq!(requests, 1, "one consultation in flight");
+    assert_eq!((c.asked_at_s, c.arrived_at_s), (300, 310));
+    assert!(c.elapsed_ms >= 1400, "{}", c.elapsed_ms);
+    assert!(matches!(c.input, ModelInput::Verdict { .. }), "{:?}", c.input);
+    assert!(matches!(next.decision, Decision::RequireApproval { .. }), "heard, and stricter: {:?}", next.decision);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_verdict_past_verdict_valid_s_is_dropped_and_recorded() {
+    let (next, c, _) = late(5, (320, MetricStatus::Suspect)).await;
+    assert_eq!(next.decision, Decision::Continue, "the judge decides alone");
+    let r = c.rejection.clone().expect("recorded");
+    assert!(matches!(r, Rejection::Stale { asked_at_s: 300, arrived_at_s: 320, .. }), "{r:?}");
+    assert!(r.to_string().contains("verdict_valid_s = 5"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_verdict_whose_evidence_changed_is_dropped_and_recorded() {
+    // By the time the answer comes the judge no longer finds the error ratio worse.
+    let (next, c, _) = late(300, (310, MetricStatus::Ok)).await;
+    assert!(!matches!(next.decision, Decision::RequireApproval { .. } | Decision::Rollback { .. }));
+    let r = c.rejection.clone().expect("recorded");
+    assert!(r.to_string().contains("`judge:http_error_ratio` is no longer in force"), "{r}");
+}
+
+/// `config check` times one consultation against the deadline: a model
+/// within it says so; one slower than the deadline is told its verdicts come
+/// a tick late; one that does not answer fails the check (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_times_one_consultation_against_the_deadline() {
+    let check = |dir: &std::path::Path, extra: &str, base_url: &str| {
+        let path = with_model(dir, base_url);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(extra);
+        std::fs::write(&path, text).unwrap();
+        let ledger = dir.join("l.db").display().to_string();
+        let args = ["--config", path.to_str().unwrap(), "config", "check", "--ledger", &ledger];
+        let out = backstop(args.iter().map(|s| s.to_string()).collect());
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text.lines().filter(|l| l.contains("model")).collect::<Vec<_>>().join("\n"))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fast = FakeOpenAi::start("promote-simulator.json").await;
+    let (code, line) = tokio::task::spawn_blocking({
+        let (d, url) = (dir.path().to_path_buf(), fast.base_url.clone());
+        move || check(&d, "", &url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.contains("one consultation took") && line.contains("within the 8 s deadline"), "{line}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let slow = FakeOpenAi::start("late-rollback.json").await;
+    let (code, line) = tokio::task::spawn_blocking({
+        let (d, url) = (dir.path().to_path_buf(), slow.base_url.clone());
+        move || check(&d, "consultation_deadline_s = 0.5\n", &url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.contains("past the 0.5 s deadline") && line.contains("first tick after they arrive"), "{line}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, line) = tokio::task::spawn_blocking({
+        let d = dir.path().to_path_buf();
+        move || check(&d, "max_retries = 0\n", "http://127.0.0.1:1/v1")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(3), "{line}");
+    assert!(line.contains("gave no answer") && line.contains("unreachable"), "{line}");
+}
