@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
+use super::budget::{Budget, PromptSize, estimate, select};
 use super::evidence::{EvidenceItem, catalogue, scrub_names};
 use super::prompt::{AssessContext, assess, prompt_version, system};
 use super::tools::{ToolBox, definitions};
@@ -97,6 +98,9 @@ pub struct Consultation {
     /// Real milliseconds from the first request to the answer (or the failure).
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// The first prompt's size against its budget (absent when none was built).
+    #[serde(default)]
+    pub prompt: Option<PromptSize>,
 }
 
 impl Consultation {
@@ -116,6 +120,7 @@ impl Consultation {
             asked_at_s,
             arrived_at_s: asked_at_s,
             elapsed_ms: 0,
+            prompt: None,
         }
     }
 }
@@ -130,6 +135,8 @@ pub struct Assessor {
     tools: Vec<ChatCompletionTools>,
     /// This endpoint refused `json_schema` once: JSON mode from then on.
     json_schema_refused: std::sync::atomic::AtomicBool,
+    /// The prompt budget and how to count, learnt from the server once.
+    budget: tokio::sync::OnceCell<Budget>,
 }
 
 impl Assessor {
@@ -138,7 +145,11 @@ impl Assessor {
         let client = ChatClient::new(&cfg)?;
         let tools = definitions()
             .into_iter()
-            .map(|(name, description, parameters)| {
+            .map(|(name, description, mut parameters)| {
+                // The schema's own description repeats the tool's: tokens for nothing.
+                if let Some(o) = parameters.as_object_mut() {
+                    o.remove("description");
+                }
                 ChatCompletionTools::Function(ChatCompletionTool {
                     function: FunctionObject {
                         name: name.into(),
@@ -150,12 +161,20 @@ impl Assessor {
             })
             .collect();
         let json_schema_refused = std::sync::atomic::AtomicBool::new(false);
-        Ok(Self { cfg, client, schema: strict_schema::<CanaryVerdict>(), tools, json_schema_refused })
+        let budget = tokio::sync::OnceCell::new();
+        Ok(Self { cfg, client, schema: strict_schema::<CanaryVerdict>(), tools, json_schema_refused, budget })
     }
 
     /// The model's name.
     pub fn model_name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// The prompt budget, asked of the server on first use.
+    pub async fn budget(&self) -> &Budget {
+        self.budget
+            .get_or_init(|| Budget::probe(&self.cfg.base_url, self.cfg.max_prompt_tokens, self.cfg.max_tokens))
+            .await
     }
 }
 
@@ -185,8 +204,15 @@ pub struct Ask<'a> {
 /// Trusted text carries backstop's own words, numbers, ids and plain metric
 /// labels; everything from the watched systems sits JSON-escaped inside the
 /// untrusted block.
-pub fn first_message(ask: &Ask<'_>, schema: Option<String>) -> Result<(String, Vec<EvidenceItem>), ModelError> {
-    let items = catalogue(ask.obs, ask.judged, ask.facts);
+pub fn first_message(
+    ask: &Ask<'_>,
+    schema: Option<String>,
+    room: u64,
+) -> Result<(String, Vec<EvidenceItem>, usize), ModelError> {
+    let all = catalogue(ask.obs, ask.judged, ask.facts);
+    let total = all.len();
+    let (items, omitted) = select(all, room);
+    let left_out = total - items.len();
     let verdict_word = match ask.judged.verdict {
         Verdict::Pass => "pass",
         Verdict::Fail => "fail",
@@ -207,12 +233,14 @@ pub fn first_message(ask: &Ask<'_>, schema: Option<String>) -> Result<(String, V
         trusted: items.iter().filter(|i| !i.untrusted).collect(),
         untrusted: items.iter().filter(|i| i.untrusted).collect(),
         schema,
+        omitted,
     };
     let user = assess(&ctx)?;
-    Ok((user, items))
+    Ok((user, items, left_out))
 }
 
 struct Turns {
+    prompt: Option<PromptSize>,
     messages: Vec<ChatCompletionRequestMessage>,
     shown: HashMap<String, EvidenceItem>,
     tool_calls: Vec<ToolCallRecord>,
@@ -261,7 +289,13 @@ impl ModelSession {
     /// this session (the caller counts `usage`), so a copy can run in a task.
     pub async fn run(&self, ask: Ask<'_>, limit: std::time::Duration) -> Consultation {
         let span = info_span!("model", model = %self.assessor.cfg.name, trigger = %ask.trigger);
-        let mut turns = Turns { messages: vec![], shown: HashMap::new(), tool_calls: vec![], usage: Usage::default() };
+        let mut turns = Turns {
+            prompt: None,
+            messages: vec![],
+            shown: HashMap::new(),
+            tool_calls: vec![],
+            usage: Usage::default(),
+        };
         let started = std::time::Instant::now();
         let answer = match tokio::time::timeout(limit, self.converse(&ask, &mut turns).instrument(span.clone())).await {
             Ok(a) => a,
@@ -282,6 +316,7 @@ impl ModelSession {
             asked_at_s: ask.obs.now_s,
             arrived_at_s: ask.obs.now_s,
             elapsed_ms,
+            prompt: turns.prompt,
         };
         match answer {
             Err(e) => {
@@ -331,9 +366,8 @@ impl ModelSession {
     /// The loop: returns the final reply text, or why there is none.
     async fn converse(&self, ask: &Ask<'_>, turns: &mut Turns) -> Result<String, ModelError> {
         let cfg = &self.assessor.cfg;
-        let schema = (self.output() == OutputMode::JsonObject).then(|| self.assessor.schema.to_string());
-        let (user, items) = first_message(ask, schema)?;
         let system = system(&ask.facts.service)?;
+        let (user, items) = self.fit(ask, &system, turns).await?;
         turns.shown.extend(items.into_iter().map(|i| (i.id.clone(), i)));
         turns.messages.push(msg(ChatCompletionRequestSystemMessageArgs::default().content(system).build())?);
         turns.messages.push(msg(ChatCompletionRequestUserMessageArgs::default().content(user).build())?);
@@ -364,6 +398,47 @@ impl ModelSession {
             }
         }
         Err(ModelError::NoVerdict { turns: cfg.max_turns })
+    }
+
+    /// The first message built to the prompt budget: the room for evidence
+    /// is what the budget leaves after the fixed parts, and shrinks (at most
+    /// twice) when the server counts the result over the budget.
+    async fn fit(
+        &self,
+        ask: &Ask<'_>,
+        system: &str,
+        turns: &mut Turns,
+    ) -> Result<(String, Vec<EvidenceItem>), ModelError> {
+        let budget = self.assessor.budget().await;
+        let schema = (self.output() == OutputMode::JsonObject).then(|| self.assessor.schema.to_string());
+        // Tool definitions are part of the prompt on turns that offer them.
+        let tools = if self.assessor.cfg.max_turns > 1 {
+            serde_json::to_string(&self.assessor.tools).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let (bare, _, _) = first_message(ask, schema.clone(), 0)?;
+        let fixed = estimate(system) + estimate(&bare) + estimate(&tools);
+        let mut room = budget.max_prompt_tokens.saturating_sub(fixed);
+        let mut attempt = 0;
+        loop {
+            let (user, items, left_out) = first_message(ask, schema.clone(), room)?;
+            let (tokens, counted_by) = budget.count(&format!("{system}\n{user}\n{tools}")).await;
+            turns.prompt = Some(PromptSize {
+                tokens,
+                counted_by,
+                max_prompt_tokens: budget.max_prompt_tokens,
+                budget_from: budget.from,
+                items_shown: items.len() as u32,
+                items_left_out: left_out as u32,
+            });
+            if tokens <= budget.max_prompt_tokens || attempt == 2 || room == 0 {
+                return Ok((user, items));
+            }
+            let over = tokens - budget.max_prompt_tokens;
+            room = room.saturating_sub(over + over / 4);
+            attempt += 1;
+        }
     }
 
     /// Structured outputs as this endpoint takes them: JSON mode once it has refused `json_schema`.
@@ -583,7 +658,7 @@ mod untrusted_tests {
                 .check(&judged, &Decision::Continue, Some(&obs))
                 .unwrap_or(Trigger::Inconclusive);
             let ask = Ask { trigger: &trigger, facts: &facts(), obs: &obs, judged: &judged };
-            let (text, items) = first_message(&ask, None).expect("renders");
+            let (text, items, _) = first_message(&ask, None, u64::MAX).expect("renders");
             let out = outside(&text).to_lowercase();
             proptest::prop_assert!(!out.contains("zq"), "hostile text outside the block:\n{text}");
             // The model can still read every name, as data.

@@ -78,6 +78,12 @@ pub struct ModelConfig {
     /// Most tokens one reply may generate (`max_tokens`); the verdict needs a few hundred.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Tokens the first prompt may take (system prompt, evidence, tool
+    /// definitions); evidence that does not fit is left out by kind, least
+    /// important first. Default: the server's context (llama.cpp `/props`)
+    /// less `max_tokens`, else 8,000.
+    #[serde(default)]
+    pub max_prompt_tokens: Option<u64>,
     /// Real seconds a tick waits for a consultation (every turn and retry);
     /// on real-time ticks also under 80 % of the tick, so a slow model never
     /// delays one. Past it the judge decides that tick alone; live, the
@@ -157,6 +163,9 @@ impl ModelConfig {
         }
         if !(self.consultation_deadline_s.is_finite() && (0.1..=600.0).contains(&self.consultation_deadline_s)) {
             return bad("consultation_deadline_s", "seconds from 0.1 to 600");
+        }
+        if self.max_prompt_tokens.is_some_and(|n| !(256..=1_000_000).contains(&n)) {
+            return bad("max_prompt_tokens", "tokens from 256 to 1000000");
         }
         if self.verdict_valid_s == 0 {
             return bad("verdict_valid_s", "release seconds > 0");

@@ -214,16 +214,24 @@ pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
         id: format!("judge:{label}"),
         fact,
         untrusted: false,
-        text: format!(
-            "{label} [{}]: {}",
-            status.unwrap_or_default(),
-            scrub_names(&f.explanation, [f.metric.as_str()].into_iter())
-        ),
+        text: {
+            // The explanation names the metric and its status already ("errors: FAILING — …").
+            let explanation = scrub_names(&f.explanation, [f.metric.as_str()].into_iter());
+            if explanation.starts_with(label.as_ref()) {
+                explanation
+            } else {
+                format!("{label} [{}]: {explanation}", status.unwrap_or_default())
+            }
+        },
     }
 }
 
 /// Most log lines and events shown up front per side; the model can fetch more with tools.
 const SHOWN_PER_SIDE: usize = 15;
+
+/// Most lines of one error pattern shown per side (the latest): as many as
+/// make a canary-only pattern, since more of the same line tell nothing new.
+const SHOWN_PER_PATTERN: usize = MIN_CANARY_ONLY;
 
 /// The evidence shown in the first message: judge findings, metric levels,
 /// the latest error logs and events of each side, and the deployment history.
@@ -252,6 +260,10 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
                 text: format!("metric {label} is named {:?} in the data", m.spec.name),
             });
         }
+        // A judge finding states both sides' levels over its window already.
+        if judged.findings.iter().any(|f| f.metric == m.spec.name) {
+            continue;
+        }
         items.push(EvidenceItem {
             id: format!("metric:{label}"),
             fact: Fact::Context,
@@ -267,9 +279,18 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
     }
     let telemetry = Telemetry::new(obs);
     for side in [Side::Canary, Side::Baseline] {
-        let errors: Vec<usize> =
-            (0..obs.logs.len()).filter(|&i| obs.logs[i].target == side && is_error_level(&obs.logs[i].level)).collect();
-        items.extend(errors.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| telemetry.log(i)));
+        let mut per_pattern: BTreeMap<String, usize> = BTreeMap::new();
+        let errors: Vec<usize> = (0..obs.logs.len())
+            .rev()
+            .filter(|&i| obs.logs[i].target == side && is_error_level(&obs.logs[i].level))
+            .filter(|&i| {
+                let n = per_pattern.entry(pattern(&obs.logs[i].message)).or_default();
+                *n += 1;
+                *n <= SHOWN_PER_PATTERN
+            })
+            .take(SHOWN_PER_SIDE)
+            .collect();
+        items.extend(errors.iter().rev().filter_map(|&i| telemetry.log(i)));
         let events: Vec<usize> = (0..obs.events.len()).filter(|&i| obs.events[i].target == side).collect();
         items.extend(events.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| telemetry.event(i)));
     }

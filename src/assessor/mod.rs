@@ -5,6 +5,7 @@
 //! [`crate::policy::ModelInput`]. The model proposes; policy disposes.
 
 mod assess;
+pub mod budget;
 mod client;
 mod config;
 mod deliberate;

@@ -45,8 +45,8 @@ pub struct Metrics {
     pub ledger_append_seconds: Histogram,
     /// Model consultations answered.
     pub model_calls: Counter,
-    /// Model tokens spent.
-    pub model_tokens: Counter,
+    /// Model tokens spent, by kind (`prompt`, `completion`).
+    pub model_tokens: Family<Kind, Counter>,
     /// Model verdicts rejected (unsupported claims, bad shape) or unavailable.
     pub model_rejections: Counter,
     /// Executor actions by kind and result.
@@ -68,7 +68,7 @@ impl Default for Metrics {
             missed_ticks: Counter::default(),
             ledger_append_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             model_calls: Counter::default(),
-            model_tokens: Counter::default(),
+            model_tokens: Family::default(),
             model_rejections: Counter::default(),
             actions: Family::default(),
             approvals_pending: Gauge::default(),
@@ -82,7 +82,7 @@ impl Default for Metrics {
         registry.register("missed_ticks", "Ticks that overran the time between ticks", m.missed_ticks.clone());
         registry.register("ledger_append_seconds", "Ledger append latency", m.ledger_append_seconds.clone());
         registry.register("model_calls", "Model consultations answered", m.model_calls.clone());
-        registry.register("model_tokens", "Model tokens spent", m.model_tokens.clone());
+        registry.register("model_tokens", "Model tokens spent, by kind (prompt, completion)", m.model_tokens.clone());
         registry.register("model_rejections", "Model verdicts rejected or unavailable", m.model_rejections.clone());
         registry.register("executor_actions", "Executor actions by kind and result", m.actions.clone());
         registry.register("approvals_pending", "Approval requests open now", m.approvals_pending.clone());
@@ -92,6 +92,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Tokens one consultation spent.
+    pub fn model_tokens(&self, prompt: u64, completion: u64) {
+        self.model_tokens.get_or_create(&Kind { kind: "prompt".into() }).inc_by(prompt);
+        self.model_tokens.get_or_create(&Kind { kind: "completion".into() }).inc_by(completion);
+    }
+
     /// One tick: its duration against the time it had.
     pub fn tick(&self, decision: &str, took: Duration, budget: Duration) {
         self.ticks.inc();

@@ -131,7 +131,7 @@ async fn happy_path_with_tool_calls_gives_a_verified_rollback_verdict() {
     let (c, server) = consult("happy-path-tools.json").await;
     assert_eq!(c.input, ModelInput::Verdict { recommendation: ModelRecommendation::Rollback, evidence_verified: true });
     assert_eq!(c.rejection, None);
-    assert_eq!(c.prompt_version, "system/1+assess/1");
+    assert_eq!(c.prompt_version, "system/2+assess/2");
     let names: Vec<&str> = c.tool_calls.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["fetch_logs", "query_metric"]);
     assert!(c.tool_calls.iter().all(|t| !t.error && t.result_digest.len() == 64));
@@ -427,7 +427,7 @@ async fn advise_and_demo_show_the_verdict_with_cited_evidence_and_the_ledger_rec
         .collect();
     assert_eq!(consulted.len(), calls);
     let last = consulted.last().unwrap();
-    assert_eq!(last["prompt_version"], "system/1+assess/1");
+    assert_eq!(last["prompt_version"], "system/2+assess/2");
     assert_eq!(last["consultation"]["trigger"], "the judge passes the canary and policy would promote it now");
     assert_eq!(last["model"]["recommendation"], "promote");
     let finished = records.iter().rfind(|r| r.kind == "release_finished").unwrap();
@@ -656,4 +656,38 @@ async fn config_check_times_one_consultation_against_the_deadline() {
     .unwrap();
     assert_eq!(code, Some(3), "{line}");
     assert!(line.contains("gave no answer") && line.contains("unreachable"), "{line}");
+}
+
+/// The prompt is built to `max_prompt_tokens`: what the judge finds worse
+/// stays, the rest is left out by kind and the prompt says so; the size is
+/// recorded (estimated high here: this server has no `/tokenize`), and the
+/// model can still fetch what was left out with a tool and cite it.
+#[tokio::test]
+async fn the_prompt_is_built_to_its_token_budget_and_says_what_it_left_out() {
+    let server = FakeOpenAi::start("happy-path-tools.json").await;
+    let mut cfg = config(&server.base_url);
+    cfg.max_prompt_tokens = Some(1200);
+    let j = judged(Verdict::Inconclusive, MetricStatus::Suspect);
+    let c = consult_with(cfg, &j, Trigger::Marginal(vec!["http_error_ratio".into()])).await;
+    let size = c.prompt.expect("recorded");
+    assert_eq!(size.counted_by, backstop::assessor::budget::CountedBy::Estimate);
+    assert_eq!(size.max_prompt_tokens, 1200);
+    assert!(size.items_left_out > 0 && size.items_shown >= 1, "{size:?}");
+    let first = &server.requests()[0].body["messages"][1]["content"];
+    let text = first.as_str().unwrap();
+    assert!(text.contains("[judge:http_error_ratio]"), "the failing finding stays: {text}");
+    assert!(text.contains("Left out to keep this prompt short:") && text.contains("(fetch_logs)"), "{text}");
+    // This verdict also cites a finding that was left out and never fetched: rejected, named.
+    assert!(!text.contains("[judge:latency_p99_ms]"));
+    assert!(
+        matches!(&c.rejection, Some(Rejection::UnknownEvidence { id }) if id == "judge:latency_p99_ms"),
+        "{:?}",
+        c.rejection
+    );
+
+    // Unbounded, nothing is left out.
+    let server = FakeOpenAi::start("happy-path-tools.json").await;
+    let c = consult_with(config(&server.base_url), &j, Trigger::Marginal(vec!["x".into()])).await;
+    let size = c.prompt.expect("recorded");
+    assert_eq!((size.items_left_out, size.max_prompt_tokens), (0, 8_000), "{size:?}");
 }

@@ -53,6 +53,11 @@ impl FakeOpenAi {
 }
 
 async fn answer(State(s): State<Script>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    // Only Chat Completions is scripted: llama.cpp's `/props` and `/tokenize`
+    // are not part of this wire format, so a probe for them finds nothing.
+    if !uri.path().ends_with("/chat/completions") {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
     s.seen.lock().unwrap().push(Seen {
         path: uri.path().to_string(),
         query: uri.query().unwrap_or("").to_string(),

@@ -112,7 +112,7 @@ impl Observer for AgentObserver {
         self.agent.metrics.tick(t.outcome.decision.label(), t.took, t.budget);
         if let Some(c) = t.consultation {
             self.agent.metrics.model_calls.inc_by(u64::from(c.usage.calls));
-            self.agent.metrics.model_tokens.inc_by(c.usage.total_tokens);
+            self.agent.metrics.model_tokens(c.usage.prompt_tokens, c.usage.completion_tokens);
             if c.rejection.is_some() || c.error.is_some() {
                 self.agent.metrics.model_rejections.inc();
             }
