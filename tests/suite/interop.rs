@@ -62,16 +62,21 @@ fn advise(cfg: Option<&str>, release: &str, ledger: &str) -> Value {
 
 /// What every request to llama-server must look like, and how it must end.
 fn assert_wire(exchanges: &[Exchange]) {
-    assert!(!exchanges.is_empty(), "the model was never asked");
     // Both kinds of turn reached the real server: tools offered, and the
     // structured verdict asked for (json_schema, or JSON mode after a refusal).
     assert!(exchanges.iter().any(|x| x.request["tools"].is_array()), "no tools turn");
     assert!(exchanges.iter().any(|x| x.request["response_format"].is_object()), "no verdict turn");
+    assert_requests(exchanges, 256);
+}
+
+/// Every request answered 200, with `max_tokens` and the shape of its turn.
+fn assert_requests(exchanges: &[Exchange], max_tokens: u64) {
+    assert!(!exchanges.is_empty(), "the model was never asked");
     for x in exchanges {
         assert_eq!(x.path, "/v1/chat/completions");
         assert_eq!(x.status, Some(200), "llama-server answered {:?}: {}\n{}", x.status, x.response, x.request);
         let body = &x.request;
-        assert!(body["max_tokens"].as_u64().is_some_and(|n| n == 256), "max_tokens sent: {body}");
+        assert!(body["max_tokens"].as_u64().is_some_and(|n| n == max_tokens), "max_tokens sent: {body}");
         let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
         if tools {
             assert_eq!(body["tool_choice"], "auto", "tools offered with tool_choice auto");
@@ -214,4 +219,121 @@ async fn a_model_past_its_timeout_is_cancelled_and_the_judge_decides_alone() {
     assert!(llama.exchanges().is_empty(), "no abandoned request reached llama-server");
     assert!(!llama.slot_busy().await, "llama-server is idle");
     assert!(assert_consultations_explained(&ledger).await >= 1);
+}
+
+/// The simulator config with SmolLM2 behind `base_url`. Demos, `advise
+/// --pace-ms 0` and `eval` run in simulated time, so each tick waits for the
+/// answer up to the deadline: 300 s, far above what one consultation takes
+/// here, so every answer is heard. Two turns (tools, then the verdict) and
+/// 320 tokens per reply bound the time a degenerate answer can take.
+fn smollm2_config(dir: &std::path::Path, base_url: &str) -> String {
+    let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    text.push_str(&format!(
+        "\n[model]\nbase_url = \"{base_url}\"\nname = \"smollm2\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
+         timeout_s = 300\nmax_retries = 0\nmax_tokens = 320\nmax_turns = 2\nconsultation_deadline_s = 300\n"
+    ));
+    let path = dir.join("smollm2.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Every consultation in the ledger ended within its deadline (answered,
+/// or failed for another recorded reason), and its prompt size is recorded.
+async fn assert_in_time(ledger: &str, deadline_ms: u64) -> Vec<Value> {
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(std::path::Path::new(ledger))).await.unwrap();
+    let mut out = vec![];
+    for r in l.list(None, 100_000).await.unwrap().iter().filter(|r| r.kind == "tick") {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let c = body["consultation"].clone();
+        if c.is_null() {
+            continue;
+        }
+        assert!(!c["error"].as_str().unwrap_or("").contains("deadline"), "a consultation ran out of time: {c}");
+        assert!(c["elapsed_ms"].as_u64().unwrap() <= deadline_ms, "{c}");
+        assert!(c["prompt"]["tokens"].as_u64().unwrap() > 0, "{c}");
+        out.push(c);
+    }
+    out
+}
+
+/// The real-model tier: SmolLM2-135M-Instruct, a real (tiny) instruct model,
+/// served by llama-server `--jinja`, judges canaries through `advise`, `demo`
+/// and `eval`. A 135M model judges poorly; what must hold is what backstop
+/// promises with any model: every request answered 2xx, every verdict
+/// accepted or rejected with a recorded reason, every consultation within
+/// its deadline, and no decision looser than the judge's alone.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs llama-server and SmolLM2 (scripts/smollm2.sh)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_instruct_model_is_heard_and_never_loosens_a_decision() {
+    let llama = Llama::start_smollm2(8192).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smollm2_config(dir.path(), &llama.base_url);
+    let mut consultations = vec![];
+    for release in ["checkout", "search"] {
+        let ledger = dir.path().join(format!("{release}.db")).display().to_string();
+        let alone = advise(None, release, &dir.path().join(format!("{release}-alone.db")).display().to_string());
+        let with = tokio::task::spawn_blocking({
+            let (cfg, ledger) = (cfg.clone(), ledger.clone());
+            move || advise(Some(&cfg), release, &ledger)
+        })
+        .await
+        .unwrap();
+        let (a, w) = (
+            alone["status"]["decision"]["decision"].as_str().unwrap(),
+            with["status"]["decision"]["decision"].as_str().unwrap(),
+        );
+        assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with SmolLM2 {w}");
+        assert_consultations_explained(&ledger).await;
+        consultations.extend(assert_in_time(&ledger, 300_000).await);
+    }
+    for scenario in ["healthy", "error-spike"] {
+        let ledger = dir.path().join(format!("demo-{scenario}.db")).display().to_string();
+        let args = ["--config", &cfg, "demo", "--scenario", scenario, "--tick-ms", "0", "--plain", "--ledger", &ledger];
+        let out = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let rules = text.lines().find(|l| l.starts_with("policy rules:")).unwrap();
+        if scenario == "error-spike" {
+            assert!(rules.contains("rollback.within_policy"), "the judge's rollback stands: {rules}");
+        } else {
+            assert!(!rules.contains("rollback"), "a healthy canary is not rolled back: {rules}");
+        }
+        assert_consultations_explained(&ledger).await;
+        consultations.extend(assert_in_time(&ledger, 300_000).await);
+    }
+    let scenarios = [
+        "fixtures/scenarios/holdout/holdout-good-healthy-000.json",
+        "fixtures/scenarios/holdout/holdout-bad-crash-loop-medium-low-traffic-000.json",
+    ];
+    let mut args = vec!["--config", &cfg, "eval", "--judge", "backstop", "--judge", "backstop+model"];
+    args.extend(scenarios);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = |judge: &str| report["judges"][judge]["results"].as_array().unwrap().clone();
+    for (a, w) in results("backstop").iter().zip(&results("backstop+model")) {
+        let (a, w) = (a["decision"].as_str().unwrap(), w["decision"].as_str().unwrap());
+        assert!(rank(w) >= rank(a), "eval: judge alone {a}, with SmolLM2 {w}");
+    }
+    let exchanges = llama.exchanges();
+    assert_requests(&exchanges, 320);
+    assert!(!consultations.is_empty(), "SmolLM2 was consulted");
+    let accepted = consultations.iter().filter(|c| c["input"]["status"] == "verdict").count();
+    let ms: Vec<u64> = consultations.iter().map(|c| c["elapsed_ms"].as_u64().unwrap()).collect();
+    eprintln!(
+        "SmolLM2: {} consultations, {} accepted, {} requests, slowest {} ms, prompts {:?} tokens",
+        consultations.len(),
+        accepted,
+        exchanges.len(),
+        ms.iter().max().unwrap(),
+        consultations.iter().map(|c| c["prompt"]["tokens"].as_u64().unwrap()).collect::<Vec<_>>()
+    );
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -86,16 +86,38 @@ fn free_port() -> u16 {
 }
 
 impl Llama {
-    /// Start `llama-server --jinja` on a free loopback port and the proxy in front of it.
+    /// Start `llama-server --jinja` with the random-weight model on a free
+    /// loopback port, and the proxy in front of it.
     pub async fn start() -> Llama {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("random.gguf");
         write_model(&model, 7);
+        Self::serve(dir, &model, 32_768, 1).await
+    }
+
+    /// The same with SmolLM2-135M-Instruct (`SMOLLM2_GGUF`, else fetched by
+    /// `scripts/smollm2.sh` as the test script does), on both cores.
+    pub async fn start_smollm2(context: u32) -> Llama {
+        let model = std::env::var("SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|_| {
+            let out = Command::new("bash")
+                .args(["scripts/smollm2.sh", &python().display().to_string()])
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "scripts/smollm2.sh failed; the real-model tier needs SmolLM2");
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        });
+        assert!(model.exists(), "{}: no SmolLM2 GGUF", model.display());
+        Self::serve(tempfile::tempdir().unwrap(), &model, context, 2).await
+    }
+
+    async fn serve(dir: tempfile::TempDir, model: &Path, context: u32, threads: u32) -> Llama {
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("llama-server.log")).unwrap();
         let child = Command::new(binary())
             .args(["-m", &model.display().to_string(), "--jinja", "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "-c", "32768", "-np", "1", "-t", "1"])
+            .args(["--port", &port.to_string(), "-c", &context.to_string(), "-np", "1"])
+            .args(["-t", &threads.to_string()])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -157,7 +179,7 @@ impl Drop for DropWatch {
     }
 }
 
-async fn forward(State(p): State<Proxy>, uri: Uri, body: Bytes) -> Response {
+async fn forward(State(p): State<Proxy>, method: Method, uri: Uri, body: Bytes) -> Response {
     let mut watch = DropWatch { dropped: p.dropped.clone(), armed: true };
     let delay = p.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -166,7 +188,7 @@ async fn forward(State(p): State<Proxy>, uri: Uri, body: Bytes) -> Response {
     watch.armed = false;
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let url = format!("{}{}", p.upstream, uri.path_and_query().map(|q| q.as_str()).unwrap_or("/"));
-    let reply = p.http.post(url).header("content-type", "application/json").body(body).send().await;
+    let reply = p.http.request(method, url).header("content-type", "application/json").body(body).send().await;
     let (status, text) = match reply {
         Ok(r) => {
             let status = r.status().as_u16();
@@ -174,7 +196,11 @@ async fn forward(State(p): State<Proxy>, uri: Uri, body: Bytes) -> Response {
         }
         Err(e) => (None, e.to_string()),
     };
-    p.seen.lock().unwrap().push(Exchange { path: uri.path().to_string(), request, status, response: text.clone() });
+    // Chat completions are the exchanges under test; backstop's `/props` and
+    // `/tokenize` probes are forwarded without being kept.
+    if uri.path().ends_with("/chat/completions") {
+        p.seen.lock().unwrap().push(Exchange { path: uri.path().to_string(), request, status, response: text.clone() });
+    }
     let code = status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
     (code, [("content-type", "application/json")], text).into_response()
 }
