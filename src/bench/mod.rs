@@ -2,6 +2,7 @@
 //! to a baseline from the same run where one exists. Not a test: these
 //! machines are shared, so only ratios within one run mean much.
 
+pub mod model;
 mod releases;
 
 use std::time::Instant;

@@ -43,6 +43,13 @@ pub struct BenchArgs {
     /// `be` holding servers `stable` and `canary`.
     #[arg(long)]
     haproxy_socket: Option<String>,
+    /// Instead of the table above: the configured `[model]` on these scenario
+    /// files or folders (repeatable), against the judge alone on the same releases.
+    #[arg(long)]
+    model_on: Vec<std::path::PathBuf>,
+    /// With `--model-on`: at most this many releases, spread evenly over the corpus.
+    #[arg(long, default_value_t = 48)]
+    model_limit: usize,
 }
 
 fn failed(e: impl std::fmt::Display) -> Failure {
@@ -51,6 +58,9 @@ fn failed(e: impl std::fmt::Display) -> Failure {
 
 pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResult {
     let policy = load_policy(None, settings)?;
+    if !a.model_on.is_empty() {
+        return model_table(&a, settings, &policy).await;
+    }
     use backstop::signals::BaselineKind;
     let mut rows = vec![
         judge_tick(20, 360, a.iterations, BaselineKind::Concurrent),
@@ -93,6 +103,39 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
         rows.push(ledger_appends(pg, a.appends * 10, 256).await.map_err(failed)?);
     }
     out(render(&rows).trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--model-on`: the model table only.
+async fn model_table(
+    a: &BenchArgs,
+    settings: &backstop::config::Settings,
+    policy: &backstop::policy::PolicyFile,
+) -> CliResult {
+    use backstop::bench::model::{GPT_4O_MINI, render, run};
+    let Some(cfg) = settings.model.clone() else {
+        return Err(Failure {
+            code: 2,
+            message: "bench --model-on: no [model] is configured (see docs/assessor.md)".into(),
+        });
+    };
+    let name = cfg.name.clone();
+    let assessor = std::sync::Arc::new(backstop::assessor::Assessor::new(cfg).map_err(|e| failed(super::chain(&e)))?);
+    let corpus = backstop::eval::load_corpus(&a.model_on);
+    if let Some(e) = corpus.errors.first() {
+        return Err(Failure { code: 2, message: super::chain(e) });
+    }
+    let all: Vec<&backstop::signals::Scenario> = corpus.groups.iter().flat_map(|(_, s)| s).collect();
+    let n = a.model_limit.min(all.len());
+    let picked: Vec<backstop::signals::Scenario> = (0..n).map(|i| all[i * all.len() / n.max(1)].clone()).collect();
+    let note = format!("bench: {} releases through {name}, one at a time\n", picked.len());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+    let policy = policy.clone();
+    // A plain thread: each replay runs its own small runtime for the model's HTTP calls.
+    let measured = std::thread::spawn(move || run(&picked.iter().collect::<Vec<_>>(), &policy, assessor))
+        .join()
+        .map_err(|_| failed("the replay thread panicked"))?;
+    out(render(&measured, &name, GPT_4O_MINI).trim_end());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -50,7 +50,9 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
     for &n in &names {
         if n == JudgeName::BackstopModel {
             match settings.assessor().map_err(Failure::usage)? {
-                Some(assessor) => judges.push(Box::new(AssessorJudge { policy: policy.clone(), assessor })),
+                Some(assessor) => {
+                    judges.push(Box::new(AssessorJudge { policy: policy.clone(), assessor, record: None }))
+                }
                 None => {
                     let _ = std::io::Write::write_fmt(
                         &mut std::io::stderr(),

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::{EvalJudge, Replay, ReplayDecision};
-use crate::assessor::{Assessor, Deliberation, Timing};
+use crate::assessor::{Assessor, Consultation, Deliberation, Timing};
 use crate::judge::judge_with;
+use crate::judge::replay::window_end;
 use crate::orchestrator::step::{Next, Situation, what_now};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
 use crate::release::ReleaseStatus;
@@ -19,7 +20,13 @@ pub struct AssessorJudge {
     pub policy: PolicyFile,
     /// The configured endpoint.
     pub assessor: Arc<Assessor>,
+    /// Where every consultation taken is kept, with its scenario's name
+    /// (`backstop bench --model-on`); `None` keeps nothing.
+    pub record: Option<Kept>,
 }
+
+/// Consultations kept during a replay, each with its scenario's name.
+pub type Kept = Arc<std::sync::Mutex<Vec<(String, Consultation)>>>;
 
 fn facts(data: &ScenarioData) -> ReleaseFacts {
     ReleaseFacts {
@@ -51,6 +58,13 @@ impl AssessorJudge {
             let obs = src.observe_at(now);
             let judged = judge_with(&obs, &config, &mut miner);
             let done = |decision, at| Replay::judged(decision, at, &judged);
+            // An undecided end of the window as the judge-only replay scores it
+            // (an incident, a drift or pending labels held for a human).
+            let ended = |escalated: bool| match window_end(&judged, &config) {
+                ReplayDecision::Inconclusive if escalated => done(ReplayDecision::Escalate, Some(now)),
+                ReplayDecision::Inconclusive => done(ReplayDecision::Inconclusive, None),
+                d => done(d, Some(now)),
+            };
             let decide = |m: &ModelInput| {
                 let input = PolicyInput {
                     judge: &judged,
@@ -63,7 +77,12 @@ impl AssessorJudge {
                 };
                 policy::evaluate(&self.policy, &input)
             };
-            let (outcome, _) = model.decide(&facts, Some(&obs), &judged, decide).await;
+            let (outcome, consulted) = model.decide(&facts, Some(&obs), &judged, decide).await;
+            if let (true, Some(record), Some(c)) = (consulted, &self.record, model.last())
+                && let Ok(mut kept) = record.lock()
+            {
+                kept.push((data.name.clone(), c.clone()));
+            }
             // Held by the model or for an incident both versions share: a human is asked.
             let escalated = judged.incidents().next().is_some() || outcome.trace.iter().any(|r| r.rule.is_model());
             // The live loop's own rule: asking never delays the judge's own action.
@@ -91,12 +110,10 @@ impl AssessorJudge {
                 Next::Finish(status) => match *status {
                     ReleaseStatus::AwaitingApproval { .. } => return done(ReplayDecision::Escalate, Some(now)),
                     ReleaseStatus::Held { .. } if escalated => return done(ReplayDecision::Escalate, Some(now)),
-                    _ if now >= data.duration_s => return done(ReplayDecision::Inconclusive, None),
+                    _ if now >= data.duration_s => return ended(escalated),
                     _ => {}
                 },
-                Next::Continue | Next::Follow if now >= data.duration_s => {
-                    return done(ReplayDecision::Inconclusive, None);
-                }
+                Next::Continue | Next::Follow if now >= data.duration_s => return ended(escalated),
                 Next::Continue | Next::Follow => {}
             }
             now = (now + step).min(data.duration_s);

@@ -82,7 +82,7 @@ pub fn replay_with(data: &ScenarioData, config: &JudgeConfig) -> Replay {
 /// What an inconclusive end of the window comes to, as the policy would
 /// decide it: an incident or a drift is held for a human (escalated); a
 /// window that only waits for labels follows `[judge.ml] labels_pending`.
-fn window_end(r: &JudgeResult, config: &JudgeConfig) -> ReplayDecision {
+pub fn window_end(r: &JudgeResult, config: &JudgeConfig) -> ReplayDecision {
     if r.incidents().next().is_some() || r.drifted().next().is_some() {
         return ReplayDecision::Escalate;
     }

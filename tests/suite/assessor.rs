@@ -691,3 +691,32 @@ async fn the_prompt_is_built_to_its_token_budget_and_says_what_it_left_out() {
     let size = c.prompt.expect("recorded");
     assert_eq!((size.items_left_out, size.max_prompt_tokens), (0, 8_000), "{size:?}");
 }
+
+/// With a model that never answers, `eval --judge backstop+model` decides
+/// every release exactly as the judge alone — including a window that ends
+/// undecided on a drift or pending labels (escalated by both), so a table
+/// that compares the two shows only what the model changed.
+#[test]
+fn eval_with_an_unreachable_model_decides_as_the_judge_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_model(dir.path(), "http://127.0.0.1:1/v1");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("max_retries = 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let args = ["--config", cfg.to_str().unwrap(), "eval", "--format", "json", "--judge", "backstop"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(
+        ["--judge", "backstop+model", "fixtures/scenarios/model-dev", "fixtures/scenarios/guards"].map(String::from),
+    );
+    let out = backstop(args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = |judge: &str| report["judges"][judge]["results"].as_array().unwrap().clone();
+    let (alone, with) = (results("backstop"), results("backstop+model"));
+    assert_eq!(alone.len(), 28);
+    let escalated = alone.iter().filter(|r| r["decision"] == "escalate").count();
+    assert!(escalated >= 1, "the corpus has windows that end held");
+    for (a, w) in alone.iter().zip(&with) {
+        assert_eq!((&a["scenario"], &a["decision"]), (&w["scenario"], &w["decision"]));
+    }
+}
