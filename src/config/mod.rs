@@ -341,7 +341,7 @@ pub fn ignored_env_names() -> Vec<String> {
 
 /// `ledger.db` under the user's data directory, else `./backstop.db`.
 pub fn default_ledger_path() -> PathBuf {
-    dirs::data_dir().map(|d| d.join("backstop").join("ledger.db")).unwrap_or_else(|| PathBuf::from("backstop.db"))
+    crate::ledger::default_path()
 }
 
 /// JSON Schema of `backstop.toml`.

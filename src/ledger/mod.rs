@@ -217,12 +217,24 @@ fn transient_open(e: &(dyn std::error::Error + 'static)) -> bool {
     ["locked", "already exists", "busy", "duplicate column"].iter().any(|t| text.contains(t))
 }
 
+/// `ledger.db` under the user's data directory, else `./backstop.db`.
+pub fn default_path() -> std::path::PathBuf {
+    dirs::data_dir().map(|d| d.join("backstop").join("ledger.db")).unwrap_or_else(|| "backstop.db".into())
+}
+
 async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::error::Error + Send + Sync>> {
     if dialect == Dialect::Sqlite
         && let Some(rest) = url.strip_prefix("sqlite://")
     {
         let file = rest.split('?').next().unwrap_or(rest);
-        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            // Only the default folder is made: a missing folder elsewhere is a
+            // typo more often than a wish, and a ledger there would be lost.
+            if default_path().parent() != Some(dir) {
+                return Err(
+                    format!("the folder {} does not exist (create it, or name another ledger)", dir.display()).into()
+                );
+            }
             std::fs::create_dir_all(dir)?;
         }
     }

@@ -132,5 +132,10 @@ mod tests {
         assert!(text.contains("backstop_decisions_total{kind=\"rollback\"} 1"), "{text}");
         assert!(text.contains("backstop_executor_actions_total{action=\"rollback\",result=\"verified\"} 1"), "{text}");
         assert!(text.contains("backstop_tick_seconds_bucket"), "{text}");
+        m.model_tokens(1800, 120);
+        m.model_tokens(200, 30);
+        let text = m.render();
+        assert!(text.contains("backstop_model_tokens_total{kind=\"prompt\"} 2000"), "{text}");
+        assert!(text.contains("backstop_model_tokens_total{kind=\"completion\"} 150"), "{text}");
     }
 }

@@ -227,12 +227,16 @@ async fn a_model_past_its_timeout_is_cancelled_and_the_judge_decides_alone() {
 /// here, so every answer is heard. Two turns (tools, then the verdict) and
 /// 320 tokens per reply bound the time a degenerate answer can take.
 fn smollm2_config(dir: &std::path::Path, base_url: &str) -> String {
+    real_config(dir, base_url, "smollm2")
+}
+
+fn real_config(dir: &std::path::Path, base_url: &str, name: &str) -> String {
     let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
     text.push_str(&format!(
-        "\n[model]\nbase_url = \"{base_url}\"\nname = \"smollm2\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
+        "\n[model]\nbase_url = \"{base_url}\"\nname = \"{name}\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
          timeout_s = 300\nmax_retries = 0\nmax_tokens = 320\nmax_turns = 2\nconsultation_deadline_s = 300\n"
     ));
-    let path = dir.join("smollm2.toml");
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
@@ -265,7 +269,7 @@ async fn assert_in_time(ledger: &str, deadline_ms: u64) -> Vec<Value> {
 #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs llama-server and SmolLM2 (scripts/smollm2.sh)")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_instruct_model_is_heard_and_never_loosens_a_decision() {
-    let llama = Llama::start_smollm2(8192).await;
+    let llama = Llama::start_real("SMOLLM2_GGUF", "scripts/smollm2.sh", 8192).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = smollm2_config(dir.path(), &llama.base_url);
     let mut consultations = vec![];
@@ -336,4 +340,35 @@ async fn a_real_instruct_model_is_heard_and_never_loosens_a_decision() {
         ms.iter().max().unwrap(),
         consultations.iter().map(|c| c["prompt"]["tokens"].as_u64().unwrap()).collect::<Vec<_>>()
     );
+}
+
+/// The tier's second chat template: Gemma 3 270M (its own template, no
+/// system role of its own) through `advise` on a failing and a healthy
+/// release, with the same promises as SmolLM2's test.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs llama-server and Gemma 3 270M (scripts/gemma3.sh)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_chat_template_gemma3_is_heard_and_never_loosens_a_decision() {
+    let llama = Llama::start_real("GEMMA3_GGUF", "scripts/gemma3.sh", 4096).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = real_config(dir.path(), &llama.base_url, "gemma3");
+    let mut consultations = vec![];
+    for release in ["checkout", "search"] {
+        let ledger = dir.path().join(format!("{release}.db")).display().to_string();
+        let alone = advise(None, release, &dir.path().join(format!("{release}-alone.db")).display().to_string());
+        let with = tokio::task::spawn_blocking({
+            let (cfg, ledger) = (cfg.clone(), ledger.clone());
+            move || advise(Some(&cfg), release, &ledger)
+        })
+        .await
+        .unwrap();
+        let (a, w) = (
+            alone["status"]["decision"]["decision"].as_str().unwrap(),
+            with["status"]["decision"]["decision"].as_str().unwrap(),
+        );
+        assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with Gemma 3 {w}");
+        assert_consultations_explained(&ledger).await;
+        consultations.extend(assert_in_time(&ledger, 300_000).await);
+    }
+    assert_requests(&llama.exchanges(), 320);
+    assert!(!consultations.is_empty(), "Gemma 3 was consulted");
 }

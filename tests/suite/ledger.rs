@@ -434,3 +434,17 @@ async fn postgres_ledger_over_tls_verifies_the_server() {
     let err = Ledger::open(&required).await.err().expect("a server without TLS is refused under sslmode=require");
     assert!(!err.to_string().is_empty());
 }
+
+/// A ledger named in a folder that does not exist is refused, naming the
+/// folder, and nothing is created: a typo must not start a second, empty
+/// audit trail. (Only the default folder under the user's data directory is made.)
+#[tokio::test]
+async fn a_ledger_in_a_folder_that_does_not_exist_is_refused_not_created() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("typo").join("l.db");
+    let url = backstop::ledger::sqlite_url(&path);
+    let e = backstop::ledger::Ledger::open(&url).await.err().expect("refused");
+    let text = backstop::error::chain(&e);
+    assert!(text.contains("does not exist") && text.contains("typo"), "{text}");
+    assert!(!d.path().join("typo").exists(), "nothing created");
+}

@@ -95,19 +95,20 @@ impl Llama {
         Self::serve(dir, &model, 32_768, 1).await
     }
 
-    /// The same with SmolLM2-135M-Instruct (`SMOLLM2_GGUF`, else fetched by
-    /// `scripts/smollm2.sh` as the test script does), on both cores.
-    pub async fn start_smollm2(context: u32) -> Llama {
-        let model = std::env::var("SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|_| {
+    /// The same with a real model on both cores: the GGUF named by `var`,
+    /// else the one `script` fetches (as the test script does) — SmolLM2
+    /// (`SMOLLM2_GGUF`, `scripts/smollm2.sh`) or Gemma 3 (`GEMMA3_GGUF`, `scripts/gemma3.sh`).
+    pub async fn start_real(var: &str, script: &str, context: u32) -> Llama {
+        let model = std::env::var(var).map(PathBuf::from).unwrap_or_else(|_| {
             let out = Command::new("bash")
-                .args(["scripts/smollm2.sh", &python().display().to_string()])
+                .args([script, &python().display().to_string()])
                 .stderr(Stdio::inherit())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "scripts/smollm2.sh failed; the real-model tier needs SmolLM2");
+            assert!(out.status.success(), "{script} failed; the real-model tier needs its model");
             PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
         });
-        assert!(model.exists(), "{}: no SmolLM2 GGUF", model.display());
+        assert!(model.exists(), "{}: no GGUF ({var})", model.display());
         Self::serve(tempfile::tempdir().unwrap(), &model, context, 2).await
     }
 
