@@ -113,17 +113,7 @@ async fn consult(fixture: &str) -> (Consultation, FakeOpenAi) {
 }
 
 fn decide(judge: &JudgeResult, model: &ModelInput, policy: &PolicyFile) -> Decision {
-    let facts = facts();
-    let input = PolicyInput {
-        judge,
-        model,
-        release: &facts,
-        history: &History::default(),
-        mode: RunMode::Act,
-        signal_failure: None,
-        now_ms: 1_800_000_000_000,
-    };
-    evaluate(policy, &input).decision
+    outcome(policy, judge, model).decision
 }
 
 #[tokio::test]
@@ -625,35 +615,23 @@ async fn config_check_times_one_consultation_against_the_deadline() {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code(), text.lines().filter(|l| l.contains("model")).collect::<Vec<_>>().join("\n"))
     };
-    let dir = tempfile::tempdir().unwrap();
+    // Each check in its own folder, off the runtime (the CLI blocks).
+    let run = |extra: &'static str, url: String| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || check(&d, extra, &url)).await.unwrap()
+    };
     let fast = FakeOpenAi::start("promote-simulator.json").await;
-    let (code, line) = tokio::task::spawn_blocking({
-        let (d, url) = (dir.path().to_path_buf(), fast.base_url.clone());
-        move || check(&d, "", &url)
-    })
-    .await
-    .unwrap();
+    let (code, line) = run("", fast.base_url.clone()).await;
     assert_eq!(code, Some(0), "{line}");
     assert!(line.contains("one consultation took") && line.contains("within the 8 s deadline"), "{line}");
 
-    let dir = tempfile::tempdir().unwrap();
     let slow = FakeOpenAi::start("late-rollback.json").await;
-    let (code, line) = tokio::task::spawn_blocking({
-        let (d, url) = (dir.path().to_path_buf(), slow.base_url.clone());
-        move || check(&d, "consultation_deadline_s = 0.5\n", &url)
-    })
-    .await
-    .unwrap();
+    let (code, line) = run("consultation_deadline_s = 0.5\n", slow.base_url.clone()).await;
     assert_eq!(code, Some(0), "{line}");
     assert!(line.contains("past the 0.5 s deadline") && line.contains("first tick after they arrive"), "{line}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let (code, line) = tokio::task::spawn_blocking({
-        let d = dir.path().to_path_buf();
-        move || check(&d, "max_retries = 0\n", "http://127.0.0.1:1/v1")
-    })
-    .await
-    .unwrap();
+    let (code, line) = run("max_retries = 0\n", "http://127.0.0.1:1/v1".into()).await;
     assert_eq!(code, Some(3), "{line}");
     assert!(line.contains("gave no answer") && line.contains("unreachable"), "{line}");
 }

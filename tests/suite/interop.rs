@@ -120,19 +120,8 @@ async fn advise_and_demo_through_llama_server_keep_the_wire_and_never_loosen_a_d
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &llama.base_url, 60);
     for release in ["search", "checkout"] {
-        let ledger = dir.path().join(format!("{release}.db")).display().to_string();
-        let alone = advise(None, release, &dir.path().join(format!("{release}-alone.db")).display().to_string());
-        let with = tokio::task::spawn_blocking({
-            let (cfg, ledger) = (cfg.clone(), ledger.clone());
-            move || advise(Some(&cfg), release, &ledger)
-        })
-        .await
-        .unwrap();
-        let (a, w) = (
-            alone["status"]["decision"]["decision"].as_str().unwrap(),
-            with["status"]["decision"]["decision"].as_str().unwrap(),
-        );
-        assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with the model {w}");
+        let (with, ledger) = advise_pair(dir.path(), &cfg, release).await;
+        let w = with["status"]["decision"]["decision"].as_str().unwrap();
         if release == "checkout" {
             assert_eq!(w, "rollback", "a failing judge is not overruled");
         }
@@ -143,17 +132,7 @@ async fn advise_and_demo_through_llama_server_keep_the_wire_and_never_loosen_a_d
         }
     }
     for (scenario, expect) in [("healthy", None), ("error-spike", Some("rollback.within_policy"))] {
-        let ledger = dir.path().join(format!("demo-{scenario}.db")).display().to_string();
-        let args = ["--config", &cfg, "demo", "--scenario", scenario, "--tick-ms", "0", "--plain", "--ledger", &ledger];
-        let out = tokio::task::spawn_blocking({
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-        let rules = text.lines().find(|l| l.starts_with("policy rules:")).unwrap();
+        let (text, rules, ledger) = demo(dir.path(), &cfg, scenario).await;
         match expect {
             Some(rule) => assert!(rules.contains(rule), "{rules}"),
             None => assert!(!rules.contains("rollback"), "a healthy canary is not rolled back: {rules}"),
@@ -175,22 +154,7 @@ async fn eval_with_the_model_judge_through_llama_server_is_never_looser_than_the
         "fixtures/scenarios/holdout/holdout-bad-crash-loop-medium-low-traffic-000.json",
         "fixtures/scenarios/holdout/holdout-good-noisy-000.json",
     ];
-    let mut args = vec!["--config", &cfg, "eval", "--judge", "backstop", "--judge", "backstop+model"];
-    args.extend(scenarios);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let results = |judge: &str| report["judges"][judge]["results"].as_array().unwrap().clone();
-    let (alone, with) = (results("backstop"), results("backstop+model"));
-    assert_eq!(alone.len(), scenarios.len());
-    for (a, w) in alone.iter().zip(&with) {
-        assert_eq!(a["scenario"], w["scenario"]);
-        let (a, w) = (a["decision"].as_str().unwrap(), w["decision"].as_str().unwrap());
-        assert!(rank(w) >= rank(a), "judge alone {a}, with the model {w}");
-    }
+    assert_eq!(eval_never_looser(&cfg, &scenarios).await, scenarios.len());
     assert_wire(&llama.exchanges());
 }
 
@@ -260,6 +224,74 @@ async fn assert_in_time(ledger: &str, deadline_ms: u64) -> Vec<Value> {
     out
 }
 
+/// `demo --scenario` through the model of `cfg` (ledger in `dir`), run to
+/// success: its output, its `policy rules:` line and its ledger.
+async fn demo(dir: &std::path::Path, cfg: &str, scenario: &str) -> (String, String, String) {
+    let ledger = dir.join(format!("demo-{scenario}.db")).display().to_string();
+    let args = ["--config", cfg, "demo", "--scenario", scenario, "--tick-ms", "0", "--plain", "--ledger", &ledger];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let rules = text.lines().find(|l| l.starts_with("policy rules:")).unwrap().to_string();
+    (text, rules, ledger)
+}
+
+/// `advise` on `release` with the judge alone and with the model of `cfg`
+/// (ledger in `dir`): the model's decision is never looser. Its JSON and ledger.
+async fn advise_pair(dir: &std::path::Path, cfg: &str, release: &'static str) -> (Value, String) {
+    let ledger = dir.join(format!("{release}.db")).display().to_string();
+    let alone = advise(None, release, &dir.join(format!("{release}-alone.db")).display().to_string());
+    let with = tokio::task::spawn_blocking({
+        let (cfg, ledger) = (cfg.to_string(), ledger.clone());
+        move || advise(Some(&cfg), release, &ledger)
+    })
+    .await
+    .unwrap();
+    let (a, w) = (
+        alone["status"]["decision"]["decision"].as_str().unwrap(),
+        with["status"]["decision"]["decision"].as_str().unwrap(),
+    );
+    assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with the model {w}");
+    (with, ledger)
+}
+
+/// `eval` with the judge alone and with the model of `cfg` on `scenarios`:
+/// no decision looser with the model. The number of releases compared.
+async fn eval_never_looser(cfg: &str, scenarios: &[&str]) -> usize {
+    let mut args = vec!["--config", cfg, "eval", "--judge", "backstop", "--judge", "backstop+model"];
+    args.extend(scenarios);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = |judge: &str| report["judges"][judge]["results"].as_array().unwrap().clone();
+    let (alone, with) = (results("backstop"), results("backstop+model"));
+    for (a, w) in alone.iter().zip(&with) {
+        assert_eq!(a["scenario"], w["scenario"]);
+        let (a, w) = (a["decision"].as_str().unwrap(), w["decision"].as_str().unwrap());
+        assert!(rank(w) >= rank(a), "judge alone {a}, with the model {w}");
+    }
+    alone.len().min(with.len())
+}
+
+/// `advise` on a failing and a healthy release with the judge alone and with
+/// the model of `cfg`: never looser, every consultation explained and in
+/// time. The consultations taken.
+async fn advise_through(dir: &std::path::Path, cfg: &str) -> Vec<Value> {
+    let mut consultations = vec![];
+    for release in ["checkout", "search"] {
+        let (_, ledger) = advise_pair(dir, cfg, release).await;
+        assert_consultations_explained(&ledger).await;
+        consultations.extend(assert_in_time(&ledger, 300_000).await);
+    }
+    consultations
+}
+
 /// The real-model tier: SmolLM2-135M-Instruct, a real (tiny) instruct model,
 /// served by llama-server `--jinja`, judges canaries through `advise`, `demo`
 /// and `eval`. A 135M model judges poorly; what must hold is what backstop
@@ -272,36 +304,9 @@ async fn a_real_instruct_model_is_heard_and_never_loosens_a_decision() {
     let llama = Llama::start_real("SMOLLM2_GGUF", "scripts/smollm2.sh", 8192).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = smollm2_config(dir.path(), &llama.base_url);
-    let mut consultations = vec![];
-    for release in ["checkout", "search"] {
-        let ledger = dir.path().join(format!("{release}.db")).display().to_string();
-        let alone = advise(None, release, &dir.path().join(format!("{release}-alone.db")).display().to_string());
-        let with = tokio::task::spawn_blocking({
-            let (cfg, ledger) = (cfg.clone(), ledger.clone());
-            move || advise(Some(&cfg), release, &ledger)
-        })
-        .await
-        .unwrap();
-        let (a, w) = (
-            alone["status"]["decision"]["decision"].as_str().unwrap(),
-            with["status"]["decision"]["decision"].as_str().unwrap(),
-        );
-        assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with SmolLM2 {w}");
-        assert_consultations_explained(&ledger).await;
-        consultations.extend(assert_in_time(&ledger, 300_000).await);
-    }
+    let mut consultations = advise_through(dir.path(), &cfg).await;
     for scenario in ["healthy", "error-spike"] {
-        let ledger = dir.path().join(format!("demo-{scenario}.db")).display().to_string();
-        let args = ["--config", &cfg, "demo", "--scenario", scenario, "--tick-ms", "0", "--plain", "--ledger", &ledger];
-        let out = tokio::task::spawn_blocking({
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-        let rules = text.lines().find(|l| l.starts_with("policy rules:")).unwrap();
+        let (_, rules, ledger) = demo(dir.path(), &cfg, scenario).await;
         if scenario == "error-spike" {
             assert!(rules.contains("rollback.within_policy"), "the judge's rollback stands: {rules}");
         } else {
@@ -314,19 +319,7 @@ async fn a_real_instruct_model_is_heard_and_never_loosens_a_decision() {
         "fixtures/scenarios/holdout/holdout-good-healthy-000.json",
         "fixtures/scenarios/holdout/holdout-bad-crash-loop-medium-low-traffic-000.json",
     ];
-    let mut args = vec!["--config", &cfg, "eval", "--judge", "backstop", "--judge", "backstop+model"];
-    args.extend(scenarios);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || backstop(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let results = |judge: &str| report["judges"][judge]["results"].as_array().unwrap().clone();
-    for (a, w) in results("backstop").iter().zip(&results("backstop+model")) {
-        let (a, w) = (a["decision"].as_str().unwrap(), w["decision"].as_str().unwrap());
-        assert!(rank(w) >= rank(a), "eval: judge alone {a}, with SmolLM2 {w}");
-    }
+    assert_eq!(eval_never_looser(&cfg, &scenarios).await, scenarios.len());
     let exchanges = llama.exchanges();
     assert_requests(&exchanges, 320);
     assert!(!consultations.is_empty(), "SmolLM2 was consulted");
@@ -351,24 +344,7 @@ async fn a_second_chat_template_gemma3_is_heard_and_never_loosens_a_decision() {
     let llama = Llama::start_real("GEMMA3_GGUF", "scripts/gemma3.sh", 4096).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = real_config(dir.path(), &llama.base_url, "gemma3");
-    let mut consultations = vec![];
-    for release in ["checkout", "search"] {
-        let ledger = dir.path().join(format!("{release}.db")).display().to_string();
-        let alone = advise(None, release, &dir.path().join(format!("{release}-alone.db")).display().to_string());
-        let with = tokio::task::spawn_blocking({
-            let (cfg, ledger) = (cfg.clone(), ledger.clone());
-            move || advise(Some(&cfg), release, &ledger)
-        })
-        .await
-        .unwrap();
-        let (a, w) = (
-            alone["status"]["decision"]["decision"].as_str().unwrap(),
-            with["status"]["decision"]["decision"].as_str().unwrap(),
-        );
-        assert!(rank(w) >= rank(a), "{release}: judge alone {a}, with Gemma 3 {w}");
-        assert_consultations_explained(&ledger).await;
-        consultations.extend(assert_in_time(&ledger, 300_000).await);
-    }
+    let consultations = advise_through(dir.path(), &cfg).await;
     assert_requests(&llama.exchanges(), 320);
     assert!(!consultations.is_empty(), "Gemma 3 was consulted");
 }
