@@ -15,6 +15,9 @@ use tracing::info;
 
 use super::evidence::{EvidenceItem, Fact};
 
+/// How long the one-time probe of `/props` and `/tokenize` may take per request.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The budget when neither the configuration nor the server names one, tokens.
 pub const DEFAULT_MAX_PROMPT_TOKENS: u64 = 8_000;
 
@@ -64,8 +67,8 @@ pub struct Budget {
     pub max_prompt_tokens: u64,
     /// Where that came from.
     pub from: BudgetFrom,
-    /// llama.cpp's `/tokenize`, when the server has it.
-    tokenize_url: Option<String>,
+    /// llama.cpp's `/tokenize`, when the server has it, and the client to ask it with.
+    tokenize: Option<(reqwest::Client, String)>,
 }
 
 /// Tokens in `text`, estimated high: tokenizers split numbers into one token
@@ -87,16 +90,16 @@ impl Budget {
     /// `/tokenize` for exact counts. Any failure means the estimate and the
     /// configured or default budget; no credential is sent.
     pub async fn probe(base_url: &str, configured: Option<u64>, reply_tokens: u32) -> Budget {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok();
+        let http = reqwest::Client::builder().build().ok();
         let root = root(base_url);
-        let (mut n_ctx, mut tokenize_url) = (None, None);
+        let (mut n_ctx, mut tokenize) = (None, None);
         if let Some(http) = &http {
             if let Some(props) = get_json(http, &format!("{root}/props")).await {
                 n_ctx = props["default_generation_settings"]["n_ctx"].as_u64().filter(|n| *n > 0);
             }
             let url = format!("{root}/tokenize");
-            if count_with(http, &url, "ok").await.is_some() {
-                tokenize_url = Some(url);
+            if count_with(http, &url, "ok", PROBE_TIMEOUT).await.is_some() {
+                tokenize = Some((http.clone(), url));
             }
         }
         let (max_prompt_tokens, from) = match (configured, n_ctx) {
@@ -105,20 +108,19 @@ impl Budget {
             (None, Some(ctx)) => (ctx.saturating_sub(u64::from(reply_tokens) + 64).max(256), BudgetFrom::ServerContext),
             (None, None) => (DEFAULT_MAX_PROMPT_TOKENS, BudgetFrom::Default),
         };
-        info!(max_prompt_tokens, ?from, exact = tokenize_url.is_some(), "Model prompt budget.");
-        Budget { max_prompt_tokens, from, tokenize_url }
+        info!(max_prompt_tokens, ?from, exact = tokenize.is_some(), "Model prompt budget.");
+        Budget { max_prompt_tokens, from, tokenize }
     }
 
     /// A budget without a server to ask (tests, `eval` without one).
     pub fn fixed(max_prompt_tokens: u64) -> Budget {
-        Budget { max_prompt_tokens, from: BudgetFrom::Config, tokenize_url: None }
+        Budget { max_prompt_tokens, from: BudgetFrom::Config, tokenize: None }
     }
 
     /// Tokens in `text`: the server's count when it has one, else the estimate.
     pub async fn count(&self, text: &str) -> (u64, CountedBy) {
-        if let Some(url) = &self.tokenize_url
-            && let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()
-            && let Some(n) = count_with(&http, url, text).await
+        if let Some((http, url)) = &self.tokenize
+            && let Some(n) = count_with(http, url, text, Duration::from_secs(10)).await
         {
             return (n, CountedBy::Server);
         }
@@ -127,11 +129,11 @@ impl Budget {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
-    http.get(url).send().await.ok()?.error_for_status().ok()?.json().await.ok()
+    http.get(url).timeout(PROBE_TIMEOUT).send().await.ok()?.error_for_status().ok()?.json().await.ok()
 }
 
-async fn count_with(http: &reqwest::Client, url: &str, text: &str) -> Option<u64> {
-    let r = http.post(url).json(&serde_json::json!({ "content": text })).send().await.ok()?;
+async fn count_with(http: &reqwest::Client, url: &str, text: &str, timeout: Duration) -> Option<u64> {
+    let r = http.post(url).timeout(timeout).json(&serde_json::json!({ "content": text })).send().await.ok()?;
     let v: serde_json::Value = r.error_for_status().ok()?.json().await.ok()?;
     v["tokens"].as_array().map(|t| t.len() as u64)
 }

@@ -217,6 +217,11 @@ fn transient_open(e: &(dyn std::error::Error + 'static)) -> bool {
     ["locked", "already exists", "busy", "duplicate column"].iter().any(|t| text.contains(t))
 }
 
+/// A SQLite ledger named in a folder that does not exist.
+#[derive(Debug, Error)]
+#[error("the folder {} does not exist (create it, or name another ledger)", .0.display())]
+pub struct MissingFolder(pub std::path::PathBuf);
+
 /// `ledger.db` under the user's data directory, else `./backstop.db`.
 pub fn default_path() -> std::path::PathBuf {
     dirs::data_dir().map(|d| d.join("backstop").join("ledger.db")).unwrap_or_else(|| "backstop.db".into())
