@@ -20,7 +20,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::budget::{Budget, PromptSize, estimate, select};
 use super::evidence::{EvidenceItem, catalogue, scrub_names};
 use super::prompt::{AssessContext, assess, prompt_version, system};
-use super::tools::{ToolBox, definitions};
+use super::tools::{ToolBox, ToolOutput, definitions};
 use super::verdict::{CanaryVerdict, Rejection, parse, strict_schema, validate};
 use super::{ChatClient, ModelConfig, ModelError, OutputMode, Spent, Trigger};
 use crate::digest::digest;
@@ -61,7 +61,8 @@ pub struct ToolCallRecord {
     pub result_digest: String,
     /// Evidence ids the result added.
     pub evidence: Vec<String>,
-    /// The call was refused (unknown tool, bad arguments).
+    /// The call was refused (unknown tool, bad arguments, a result larger
+    /// than the prompt budget leaves room for).
     pub error: bool,
 }
 
@@ -241,6 +242,12 @@ pub fn first_message(
 
 struct Turns {
     prompt: Option<PromptSize>,
+    /// Tokens the conversation holds so far (the first prompt as counted,
+    /// then every echo and tool result estimated high), against
+    /// `max_prompt_tokens`: a later turn must fit the server's context too.
+    held_tokens: u64,
+    /// The prompt budget, tokens.
+    max_prompt_tokens: u64,
     messages: Vec<ChatCompletionRequestMessage>,
     shown: HashMap<String, EvidenceItem>,
     tool_calls: Vec<ToolCallRecord>,
@@ -291,6 +298,8 @@ impl ModelSession {
         let span = info_span!("model", model = %self.assessor.cfg.name, trigger = %ask.trigger);
         let mut turns = Turns {
             prompt: None,
+            held_tokens: 0,
+            max_prompt_tokens: u64::MAX,
             messages: vec![],
             shown: HashMap::new(),
             tool_calls: vec![],
@@ -390,6 +399,7 @@ impl ModelSession {
                 return self.final_verdict(turns, content).await;
             }
             // Some servers reject an assistant turn without `content` (or with null): send "".
+            turns.held_tokens += estimate(&serde_json::to_string(&calls).unwrap_or_default());
             let echo =
                 ChatCompletionRequestAssistantMessageArgs::default().content("").tool_calls(calls.clone()).build();
             turns.messages.push(msg(echo)?);
@@ -419,7 +429,9 @@ impl ModelSession {
         };
         let (bare, _, _) = first_message(ask, schema.clone(), 0)?;
         let fixed = estimate(system) + estimate(&bare) + estimate(&tools);
-        let mut room = budget.max_prompt_tokens.saturating_sub(fixed);
+        // With tools on offer, a quarter of the budget stays for what the model fetches.
+        let target = if tools.is_empty() { budget.max_prompt_tokens } else { budget.max_prompt_tokens / 4 * 3 };
+        let mut room = target.saturating_sub(fixed);
         let mut attempt = 0;
         loop {
             let (user, items, left_out) = first_message(ask, schema.clone(), room)?;
@@ -432,10 +444,11 @@ impl ModelSession {
                 items_shown: items.len() as u32,
                 items_left_out: left_out as u32,
             });
-            if tokens <= budget.max_prompt_tokens || attempt == 2 || room == 0 {
+            if tokens <= target || attempt == 2 || room == 0 {
+                (turns.held_tokens, turns.max_prompt_tokens) = (tokens, budget.max_prompt_tokens);
                 return Ok((user, items));
             }
-            let over = tokens - budget.max_prompt_tokens;
+            let over = tokens - target;
             room = room.saturating_sub(over + over / 4);
             attempt += 1;
         }
@@ -507,6 +520,8 @@ impl ModelSession {
             ChatCompletionMessageToolCalls::Custom(c) => (c.id.clone(), "custom".into(), String::new()),
         };
         let out = info_span!("tool_call", tool = %name).in_scope(|| tools.call(&name, &args));
+        let out = fit_result(out, turns.max_prompt_tokens.saturating_sub(turns.held_tokens));
+        turns.held_tokens += estimate(&out.content);
         turns.tool_calls.push(ToolCallRecord {
             name,
             arguments: args,
@@ -555,6 +570,20 @@ impl ModelSession {
         }
         b.build().map_err(ModelError::Message)
     }
+}
+
+/// A tool result as it fits in `room` tokens: whole, or — when it would
+/// push the next turn's prompt past the budget (and so past the server's
+/// context: llama.cpp refuses such a request outright) — replaced by an
+/// error that says so, with nothing added to what may be cited.
+fn fit_result(out: ToolOutput, room: u64) -> ToolOutput {
+    let tokens = estimate(&out.content);
+    if tokens <= room {
+        return out;
+    }
+    let message =
+        format!("the result ({tokens} tokens) is over the prompt budget ({room} left): ask for less, or answer");
+    ToolOutput { content: serde_json::json!({ "error": message }).to_string(), items: vec![], error: true }
 }
 
 /// Whether an error says the server does not take `response_format: json_schema`.

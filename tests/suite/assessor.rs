@@ -644,13 +644,17 @@ async fn config_check_times_one_consultation_against_the_deadline() {
 async fn the_prompt_is_built_to_its_token_budget_and_says_what_it_left_out() {
     let server = FakeOpenAi::start("happy-path-tools.json").await;
     let mut cfg = config(&server.base_url);
-    cfg.max_prompt_tokens = Some(1200);
+    cfg.max_prompt_tokens = Some(2400);
     let j = judged(Verdict::Inconclusive, MetricStatus::Suspect);
     let c = consult_with(cfg, &j, Trigger::Marginal(vec!["http_error_ratio".into()])).await;
     let size = c.prompt.expect("recorded");
     assert_eq!(size.counted_by, backstop::assessor::budget::CountedBy::Estimate);
-    assert_eq!(size.max_prompt_tokens, 1200);
+    assert_eq!(size.max_prompt_tokens, 2400);
+    // Tools are on offer: the first prompt keeps a quarter of the budget for what they return.
+    assert!(size.tokens <= 1800, "{size:?}");
     assert!(size.items_left_out > 0 && size.items_shown >= 1, "{size:?}");
+    // The left-out log lines were fetched (and may be cited); the long series did not fit.
+    assert_eq!(c.tool_calls.iter().map(|t| t.error).collect::<Vec<_>>(), [false, true], "{:?}", c.tool_calls);
     let first = &server.requests()[0].body["messages"][1]["content"];
     let text = first.as_str().unwrap();
     assert!(text.contains("[judge:http_error_ratio]"), "the failing finding stays: {text}");
@@ -697,4 +701,37 @@ fn eval_with_an_unreachable_model_decides_as_the_judge_alone() {
     for (a, w) in alone.iter().zip(&with) {
         assert_eq!((&a["scenario"], &a["decision"]), (&w["scenario"], &w["decision"]));
     }
+}
+
+/// Later turns fit the budget too: a tool result that would carry the
+/// conversation past `max_prompt_tokens` (past llama.cpp's context, which
+/// refuses the request outright) goes back to the model as an error naming
+/// its size, adds nothing it may cite, and the consultation goes on.
+#[tokio::test]
+async fn a_tool_result_past_the_prompt_budget_goes_back_as_an_error_not_a_refused_request() {
+    let j = judged(Verdict::Inconclusive, MetricStatus::Suspect);
+    let trigger = || Trigger::Marginal(vec!["http_error_ratio".into()]);
+    let server = FakeOpenAi::start("happy-path-tools.json").await;
+    let mut cfg = config(&server.base_url);
+    cfg.max_prompt_tokens = Some(1800);
+    let c = consult_with(cfg, &j, trigger()).await;
+    let held = c.prompt.expect("recorded").tokens;
+    assert!(held <= 1800, "{held}");
+    assert!(c.tool_calls.iter().all(|t| t.error && t.evidence.is_empty()), "{:?}", c.tool_calls);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "the consultation went on to its verdict turn");
+    let msgs = reqs[1].body["messages"].as_array().unwrap();
+    let tool: Vec<&str> = msgs.iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(tool.len(), 2);
+    for t in &tool {
+        assert!(t.contains("over the prompt budget") && !t.contains("upstream timeout"), "{t}");
+    }
+    let size: u64 = msgs.iter().map(|m| backstop::assessor::budget::estimate(&m.to_string())).sum();
+    // Each refusal costs its own few tokens; the results themselves are out.
+    assert!(size <= 1800 + 2 * 40, "the second turn holds {size} tokens");
+
+    // With room, the same results go back whole.
+    let server = FakeOpenAi::start("happy-path-tools.json").await;
+    let c = consult_with(config(&server.base_url), &j, trigger()).await;
+    assert!(c.tool_calls.iter().all(|t| !t.error && !t.evidence.is_empty()), "{:?}", c.tool_calls);
 }
