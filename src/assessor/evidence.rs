@@ -14,8 +14,9 @@ use crate::policy::ReleaseFacts;
 use crate::signals::{Observation, Side};
 
 /// What an item shows, independent of what the model says about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Fact {
     /// The judge finds the canary worse (failing or suspect).
     CanaryWorse,

@@ -11,8 +11,9 @@ use super::evidence::{EvidenceItem, Fact};
 use crate::policy::{ModelInput, ModelRecommendation};
 
 /// Overall health of the canary as the model sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Health {
     /// No harm seen.
     Healthy,
@@ -25,8 +26,9 @@ pub enum Health {
 }
 
 /// What the model recommends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RecommendedAction {
     /// Send all traffic to the canary.
     Promote,
@@ -39,8 +41,9 @@ pub enum RecommendedAction {
 }
 
 /// What a finding claims about the canary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Claim {
     /// The canary is worse than the baseline.
     CanaryWorse,

@@ -78,16 +78,16 @@ fn one_line(r: &StoredRecord) -> String {
                 Decision::Rollback { .. } => "rollback".to_string(),
                 d => d.label().to_string(),
             };
-            format!("t={}s verdict={:?} decision={decision}", t.now_s, t.judge.verdict)
+            format!("t={}s verdict={} decision={decision}", t.now_s, t.judge.verdict)
         }
         Record::Intent(i) => {
-            format!("{:?} {} -> {} (plan {})", i.plan.kind, i.plan.target, i.plan.to_revision, i.plan.id)
+            format!("{} {} -> {} (plan {})", i.plan.kind, i.plan.target, i.plan.to_revision, i.plan.id)
         }
         Record::Outcome(o) => format!("{} (plan {})", result_line(&o.result), o.plan_id),
         Record::ReleaseFinished(f) => format!("status={}", f.status.label()),
         Record::ReleaseStarted(s) => match s.continued_from_s {
-            Some(at) => format!("source={} mode={:?} continued from t={at}s", s.source, s.mode),
-            None => format!("source={} mode={:?}", s.source, s.mode),
+            Some(at) => format!("source={} mode={} continued from t={at}s", s.source, s.mode),
+            None => format!("source={} mode={}", s.source, s.mode),
         },
         Record::Lease(l) => {
             format!("{} lease on {} to {} (token {})", lease_event(&l.event), l.target, l.holder, l.token)
@@ -99,17 +99,13 @@ fn one_line(r: &StoredRecord) -> String {
             jiff::Timestamp::from_millisecond(a.request.expires_at_ms).map(|t| t.to_string()).unwrap_or_default()
         ),
         Record::ApprovalResolved(a) => {
-            let answer = a.answer.map_or("none".to_string(), |x| format!("{x:?}").to_lowercase());
+            let answer = a.answer.map_or("none".to_string(), |x| x.to_string());
             format!("approval {} answer={answer} ruling={}", a.id, ruling_line(&a.ruling))
         }
         Record::ApprovalAnswer(a) => {
-            format!(
-                "approval {} answer={} relayed for the agent holding it",
-                a.id,
-                format!("{:?}", a.answer).to_lowercase()
-            )
+            format!("approval {} answer={} relayed for the agent holding it", a.id, a.answer)
         }
-        Record::Operator(o) => format!("operator {:?}: {}", o.action, o.reason).to_lowercase(),
+        Record::Operator(o) => format!("operator {}: {}", o.action, o.reason),
         Record::ReleasePaused(p) => format!("paused at t={}s (agent stopping)", p.now_s),
         Record::ChatOps(c) => chat_line(&c),
         Record::Calibration(c) => format!(
@@ -125,7 +121,7 @@ fn chat_line(c: &backstop::ledger::ChatOpsRecord) -> String {
     use backstop::ledger::ChatOpsRecord as C;
     match c {
         C::Refused { identity, action, reason } => {
-            format!("chat-ops: {identity} {} refused: {reason}", format!("{action:?}").to_lowercase())
+            format!("chat-ops: {identity} {action} refused: {reason}")
         }
         C::Unverified { path, reason } => format!("chat-ops: unverified request to {path} refused: {reason}"),
         C::Undelivered { method, error } => format!("chat-ops: {method} not delivered: {error}"),

@@ -146,7 +146,7 @@ pub async fn run(a: DemoArgs, settings: &backstop::config::Settings) -> CliResul
     out("");
     out(&format!("DECISION at t={}s: {}", outcome.decided_at_s, describe(&outcome.status)));
     if let Some(j) = &outcome.final_judge {
-        out(&format!("judge: {:?} — {}", j.verdict, j.summary));
+        out(&format!("judge: {} — {}", j.verdict, j.summary));
         out("evidence:");
         let mut findings: Vec<_> = j.findings.iter().collect();
         findings.sort_by_key(|f| f.status != MetricStatus::Failing);

@@ -98,7 +98,7 @@ impl Observer for LiveDisplay {
     }
 
     fn on_intent(&mut self, plan: &ActionPlan) {
-        self.line(&format!("intent recorded in ledger: {:?} {} -> {}", plan.kind, plan.target, plan.to_revision));
+        self.line(&format!("intent recorded in ledger: {} {} -> {}", plan.kind, plan.target, plan.to_revision));
     }
 
     fn on_outcome(&mut self, _plan: &ActionPlan, result: &ActionResult) {

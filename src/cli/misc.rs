@@ -108,7 +108,7 @@ pub fn policy(cmd: PolicyCommand, settings: &backstop::config::Settings) -> CliR
                 p.check_guards(&r.service, &built.metrics).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
             }
             out(&format!(
-                "{}: valid (autonomy {:?}, at most {} rollbacks per {} min, {} freeze windows, {} service overrides)",
+                "{}: valid (autonomy {}, at most {} rollbacks per {} min, {} freeze windows, {} service overrides)",
                 file.display(),
                 p.autonomy,
                 p.rate_limit.max_rollbacks,

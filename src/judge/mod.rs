@@ -292,8 +292,9 @@ impl JudgeConfig {
 }
 
 /// The judge's overall answer at one tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Verdict {
     /// The window completed and every metric is within tolerance with enough data.
     Pass,
@@ -304,8 +305,9 @@ pub enum Verdict {
 }
 
 /// One metric's state at this tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MetricStatus {
     /// Within tolerance so far.
     Ok,

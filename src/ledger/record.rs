@@ -510,8 +510,9 @@ pub struct ApprovalAnswer {
 }
 
 /// What an operator did to a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OperatorAction {
     /// Registered the release with a running agent.
     Register,
@@ -537,8 +538,9 @@ pub struct OperatorRecord {
 }
 
 /// What a person asked for on the chat channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ChatAction {
     /// Approve button.
     Approve,

@@ -38,8 +38,9 @@ pub enum PolicyFileError {
 }
 
 /// How much a service lets the agent do on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Autonomy {
     /// Recommend only; a human acts.
     Advise,

@@ -165,8 +165,9 @@ impl History {
 }
 
 /// How the agent is running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RunMode {
     /// `watch`/`demo`: may act within policy.
     Act,

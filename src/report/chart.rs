@@ -40,7 +40,7 @@ pub fn metric_svg(
         root.fill(&WHITE)?;
         // plotters escapes markup in SVG text; control and bidi characters go here.
         let (name, unit) = (strip_unsafe(&m.spec.name, false), strip_unsafe(m.spec.unit.as_str(), false));
-        let title = format!("{name} ({unit}, bad direction: {:?})", m.spec.bad_direction);
+        let title = format!("{name} ({unit}, bad direction: {})", m.spec.bad_direction);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 15))
             .margin(10)

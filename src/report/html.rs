@@ -28,7 +28,7 @@ pub fn scorecard(j: &crate::judge::JudgeResult) -> String {
     );
     let num = |v: Option<f64>, f: &crate::judge::Finding| v.map_or("–".to_string(), |v| f.unit.show(v));
     for f in rows {
-        let status = format!("{:?}", f.status);
+        let status = f.status.to_string();
         html.push_str(&format!(
             "<tr class=\"s-{}\" title=\"{}\"><td>{}</td><td><span class=\"badge\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             rank(f.status),
@@ -101,7 +101,7 @@ pub fn report_body(r: &Report) -> String {
     }
     if let Some(p) = &r.plan {
         body.push_str(&format!(
-            "<h2>Plan</h2>\n<p>{:?} <code>{}</code> to <code>{}</code> (plan {})</p>\n",
+            "<h2>Plan</h2>\n<p>{} <code>{}</code> to <code>{}</code> (plan {})</p>\n",
             p.kind,
             escape(&p.target),
             escape(&p.to_revision),
@@ -142,7 +142,7 @@ fn log_templates(j: &crate::judge::JudgeResult) -> String {
         .take(20)
         .map(|(f, t)| {
             format!(
-                "<li>{} {:?} ({} canary / {} baseline lines): <code>{}</code> — e.g. <code>{}</code></li>\n",
+                "<li>{} {} ({} canary / {} baseline lines): <code>{}</code> — e.g. <code>{}</code></li>\n",
                 escape(&f.metric),
                 f.status,
                 t.canary_lines,

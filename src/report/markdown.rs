@@ -40,7 +40,7 @@ pub fn render_markdown(r: &Report) -> String {
         // Text from the systems being watched: shown as data, quoted, never acted on.
         o.push_str("\n### Events (untrusted text from the watched systems)\n\n");
         for e in obs.events.iter().rev().take(20) {
-            o.push_str(&format!("- t={}s {:?} `{}`: `{}`\n", e.t_s, e.target, code(e.kind.as_str()), code(&e.message)));
+            o.push_str(&format!("- t={}s {} `{}`: `{}`\n", e.t_s, e.target, code(e.kind.as_str()), code(&e.message)));
         }
     }
     model_section(&mut o, r);
@@ -88,12 +88,11 @@ fn header(o: &mut String, r: &Report) {
 
 /// The judge's findings as a table, their explanations, and the log templates.
 fn evidence(o: &mut String, j: &crate::judge::JudgeResult) {
-    o.push_str(&format!("\n### Evidence\n\nJudge: **{:?}** — {}\n\n", j.verdict, md(&j.summary)));
+    o.push_str(&format!("\n### Evidence\n\nJudge: **{}** — {}\n\n", j.verdict, md(&j.summary)));
     o.push_str("| metric | status | baseline | canary | harmful shift | tolerance | z / critical | window | guard |\n");
     o.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for f in &j.findings {
-        let status =
-            if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { format!("{:?}", f.status) };
+        let status = if f.status == MetricStatus::Failing { "**FAILING**".to_string() } else { f.status.to_string() };
         let z = match (f.z, f.critical) {
             (Some(z), Some(c)) => format!("{z:.1} / {c:.1}"),
             _ => "–".into(),
@@ -121,7 +120,7 @@ fn evidence(o: &mut String, j: &crate::judge::JudgeResult) {
         o.push_str("\n### Log templates (untrusted text from the watched systems)\n\n");
         for (f, t) in templates.iter().take(20) {
             o.push_str(&format!(
-                "- {} {:?} ({} canary / {} baseline lines): `{}` — e.g. `{}`\n",
+                "- {} {} ({} canary / {} baseline lines): `{}` — e.g. `{}`\n",
                 md(&f.metric),
                 f.status,
                 t.canary_lines,
@@ -145,7 +144,7 @@ pub fn model_lines(m: &super::ModelReport) -> String {
         o.push('\n');
         for f in &v.findings {
             let ids: Vec<String> = f.evidence.iter().map(|id| md(id)).collect();
-            o.push_str(&format!("- {:?}: {} [{}]\n", f.claim, md(&f.summary), ids.join(", ")));
+            o.push_str(&format!("- {}: {} [{}]\n", f.claim, md(&f.summary), ids.join(", ")));
         }
         o.push_str(&format!("\nWhat would change its mind: {}\n", md(&v.what_would_change_my_mind)));
     }
@@ -153,7 +152,7 @@ pub fn model_lines(m: &super::ModelReport) -> String {
         o.push_str("\nCited evidence:\n\n");
         for e in &m.cited {
             let label = if e.untrusted { " (untrusted text)" } else { "" };
-            o.push_str(&format!("- `{}` {:?}{label}: `{}`\n", code(&e.id), e.fact, code(&e.text)));
+            o.push_str(&format!("- `{}` {}{label}: `{}`\n", code(&e.id), e.fact, code(&e.text)));
         }
     }
     if m.usage.calls > 0 {

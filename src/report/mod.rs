@@ -91,7 +91,7 @@ impl ModelReport {
                 (_, _, Some(e)) => format!("{} unavailable ({e}): judge-only decision", c.model),
                 (_, Some(r), _) => format!("{} answered but its {r}: judge-only decision", c.model),
                 (Some(v), None, None) => format!(
-                    "{} verdict accepted: {:?}, recommends {:?} (confidence {:.2}); policy may only make the outcome stricter",
+                    "{} verdict accepted: {}, recommends {} (confidence {:.2}); policy may only make the outcome stricter",
                     c.model, v.health, v.action, v.confidence
                 ),
                 (None, None, None) => format!("{}: no verdict", c.model),

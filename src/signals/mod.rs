@@ -35,8 +35,9 @@ pub use scenario::{
 };
 
 /// Which version a sample, log line or event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Side {
     /// The stable version serving most traffic.
     Baseline,
@@ -60,8 +61,9 @@ pub enum BaselineKind {
 }
 
 /// Which change of a metric would hurt users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum BadDirection {
     /// Higher is worse (errors, latency, memory).
     Up,
