@@ -157,8 +157,10 @@ async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::release:
     let name = |what: &str| format!("release {}: {what}", cfg.name);
     let id = release_id(cfg);
     // Built as an acting run would build it: secrets are read, executors made.
-    let clock = std::sync::Arc::new(crate::clock::SystemClock);
-    let prepared = match PreparedRelease::prepare(cfg, settings.declared_targets().into(), id, RunMode::Act, clock) {
+    let clock: std::sync::Arc<dyn crate::clock::Clock> = std::sync::Arc::new(crate::clock::SystemClock);
+    let now_s = clock.now_ms() as f64 / 1000.0;
+    let targets = settings.declared_targets().into();
+    let prepared = match PreparedRelease::prepare(cfg, targets, id, RunMode::Act, clock, now_s) {
         Ok(p) => p,
         Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
     };

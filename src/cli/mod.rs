@@ -2,6 +2,7 @@
 //! and diagnostics to stderr; exit codes are documented in the README.
 
 mod ci;
+mod advise;
 mod agent;
 mod audit;
 mod bench;
@@ -49,7 +50,7 @@ enum Command {
     /// Watch configured releases until promote or rollback, acting within policy (exit codes in README).
     Watch(watch::WatchArgs),
     /// Judge configured releases without acting and write a report (Markdown, JSON or HTML).
-    Advise(watch::AdviseArgs),
+    Advise(advise::AdviseArgs),
     /// Judge configured releases and answer Argo Rollouts / Flagger on the gate endpoint.
     Serve(serve::ServeArgs),
     /// Run as a service: every configured release and any registered over the API, with
@@ -163,7 +164,7 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Demo(a) => demo::run(a, &settings).await,
         Command::Watch(a) => watch::watch(a, &settings).await,
-        Command::Advise(a) => watch::advise(a, &settings).await,
+        Command::Advise(a) => advise::advise(a, &settings).await,
         Command::Serve(a) => serve::serve(a, &settings).await,
         Command::Agent(a) => agent::agent(a, &settings).await,
         Command::Approve(a) => agent::answer(a, "approve").await,

@@ -12,7 +12,8 @@ use backstop::config::Settings;
 use backstop::orchestrator::{Observer, RunOutcome};
 use backstop::policy::RunMode;
 use backstop::run::prepare::PreparedRelease;
-use backstop::run::{Runtime, exit, stop_on_signals};
+use backstop::run::{Prepared, Runtime, exit, stop_on_signals};
+use backstop::signals::SourceConfig;
 
 /// Flags shared by `watch` and `advise`.
 #[derive(Args)]
@@ -53,29 +54,43 @@ async fn note_earlier_runs(runtime: &Runtime, cfg: &backstop::release::ReleaseCo
     }
 }
 
+/// A past window to judge (`advise --from/--to`), unix seconds.
+pub struct PastWindow {
+    /// Its start.
+    pub from_s: f64,
+    /// Its end (default: the release's analysis window after `from_s`).
+    pub to_s: Option<f64>,
+}
+
 pub async fn run_all(
     a: &RunArgs,
     settings: &Settings,
     mode: RunMode,
     observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
+    window: Option<&PastWindow>,
 ) -> Result<Vec<Ran>, Failure> {
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
     let started_ms = runtime.agent.clock.now_ms();
     let chosen = runtime.select(&a.releases).map_err(runtime_failure)?;
-    let prepared = chosen
-        .iter()
-        .map(|cfg| runtime.prepare(cfg, mode, started_ms))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(runtime_failure)?;
+    let mut prepared = Vec::new();
+    for cfg in &chosen {
+        prepared.push(match window {
+            Some(w) => in_window(&runtime, cfg, mode, started_ms, w)?,
+            None => runtime.prepare(cfg, mode, started_ms).map_err(runtime_failure)?,
+        });
+    }
     for (cfg, p) in chosen.iter().zip(&prepared) {
         runtime.preflight(p).await.map_err(runtime_failure)?;
         if mode == RunMode::Act {
             note_earlier_runs(&runtime, cfg, &p.release.facts.release_id).await;
         }
     }
-    let results = runtime.run_all(&prepared, a.pace_ms.map(Duration::from_millis), observer).await;
+    // Recorded data (a scenario, a past window) are judged as fast as they can be read.
+    let recorded = window.is_some() || chosen.iter().all(|c| matches!(c.source, SourceConfig::Scenario { .. }));
+    let pace = a.pace_ms.map(Duration::from_millis).or(recorded.then_some(Duration::ZERO));
+    let results = runtime.run_all(&prepared, pace, observer).await;
     let mut ran = Vec::new();
     for (p, r) in prepared.into_iter().zip(results) {
         let outcome = r.map_err(|e| Failure {
@@ -85,4 +100,43 @@ pub async fn run_all(
         ran.push(Ran { name: p.name, prepared: p.release, outcome });
     }
     Ok(ran)
+}
+
+/// A release prepared to judge the past window `w`: only a live source has
+/// one, and the whole window must have ended.
+fn in_window(
+    runtime: &Runtime,
+    cfg: &backstop::release::ReleaseConfig,
+    mode: RunMode,
+    started_ms: i64,
+    w: &PastWindow,
+) -> Result<Prepared, Failure> {
+    if !matches!(cfg.source, SourceConfig::Prometheus(_)) {
+        return Err(Failure::usage(format!(
+            "--from judges a past window of a Prometheus source; release {} replays recorded data (drop --from)",
+            cfg.name
+        )));
+    }
+    let mut p = runtime.prepare_at(cfg, mode, started_ms, w.from_s).map_err(runtime_failure)?;
+    if let Some(to_s) = w.to_s {
+        let length = (to_s - w.from_s).floor();
+        if length < p.release.tick_s as f64 {
+            return Err(Failure::usage(format!(
+                "--to must be at least one tick ({} s) after --from; it is {length} s after",
+                p.release.tick_s
+            )));
+        }
+        p.release.duration_s = length as u64;
+    }
+    let end_s = w.from_s + p.release.duration_s as f64;
+    let now_s = started_ms as f64 / 1000.0;
+    if end_s > now_s {
+        return Err(Failure::usage(format!(
+            "the window of release {} from --from ends {:.0} s from now: a past window must have ended \
+             (pass an earlier --from or a --to before now, or judge it live with watch/advise without --from)",
+            cfg.name,
+            end_s - now_s
+        )));
+    }
+    Ok(p)
 }

@@ -1,5 +1,5 @@
-//! `backstop watch` (acts within policy, blocks until a decision) and
-//! `backstop advise` (same judgement, never acts, writes a report).
+//! `backstop watch`: acts within policy, blocks until a decision, and
+//! writes the approver's report when asked (`--report`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,19 +43,7 @@ pub struct WatchArgs {
     report: Option<PathBuf>,
 }
 
-#[derive(Args)]
-pub struct AdviseArgs {
-    #[command(flatten)]
-    run: RunArgs,
-    /// Report format.
-    #[arg(long, value_enum, default_value = "markdown")]
-    format: ReportFormat,
-    /// Write the report here instead of stdout.
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-fn report_of(r: &Ran) -> Report {
+pub(super) fn report_of(r: &Ran) -> Report {
     Report::new(
         &r.name,
         &r.prepared.facts,
@@ -92,7 +80,7 @@ fn write_reports(path: &std::path::Path, reports: &[Report]) -> Result<(), Failu
     Ok(())
 }
 
-fn step_summary(reports: &[Report]) {
+pub(super) fn step_summary(reports: &[Report]) {
     let text: String = reports.iter().map(render_markdown).collect::<Vec<_>>().join("\n---\n\n");
     super::ci::append_to("GITHUB_STEP_SUMMARY", &text);
 }
@@ -122,7 +110,7 @@ pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
             Box::new(LiveDisplay::new(duration, plain).prefixed(several.then(|| name.to_string())))
         }
     };
-    let ran = run_all(&a.run, settings, RunMode::Act, &mut make).await?;
+    let ran = run_all(&a.run, settings, RunMode::Act, &mut make, None).await?;
     let reports: Vec<Report> = ran.iter().map(report_of).collect();
     let codes: Vec<u8> = ran.iter().map(|r| exit::code(&r.outcome)).collect();
     let code = exit::worst(codes.iter().copied());
@@ -148,31 +136,4 @@ pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
     super::ci::annotate(&reports, &codes);
     super::ci::write_outputs(&super::ci::outputs(&reports, code, a.report.as_deref()));
     Ok(ExitCode::from(code))
-}
-
-pub async fn advise(a: AdviseArgs, settings: &Settings) -> CliResult {
-    if a.run.releases.len() > 1 || (a.run.releases.is_empty() && settings.releases.len() > 1) {
-        return Err(Failure::usage("advise reports on one release: pass --release NAME"));
-    }
-    let mut make = |_: &str, _: u64| -> Box<dyn Observer> { Box::new(Quiet) };
-    let ran = run_all(&a.run, settings, RunMode::Advise, &mut make).await?;
-    let Some(first) = ran.first() else { return Err(Failure::usage("no release to advise on")) };
-    let report = report_of(first);
-    let text = match a.format {
-        ReportFormat::Markdown => render_markdown(&report),
-        ReportFormat::Json => {
-            serde_json::to_string_pretty(&report).map_err(|e| Failure { code: 1, message: e.to_string() })?
-        }
-        ReportFormat::Html => render_html(&report),
-    };
-    match &a.out {
-        Some(path) => {
-            std::fs::write(path, text).map_err(|e| Failure { code: 1, message: format!("{}: {e}", path.display()) })?;
-            out(&format!("{}: {} — report written to {}", report.release, report.headline, path.display()));
-        }
-        None => out(text.trim_end()),
-    }
-    step_summary(std::slice::from_ref(&report));
-    super::ci::write_outputs(&super::ci::outputs(std::slice::from_ref(&report), exit::PROMOTED, a.out.as_deref()));
-    Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod act;
 mod deadline;
 pub mod human;
 mod recover;
+pub mod recorded;
 pub mod step;
 
 use std::sync::Arc;

@@ -96,8 +96,12 @@ pub fn report_body(r: &Report) -> String {
     if let Some(j) = &r.judge {
         body.push_str(&log_templates(j));
     }
-    if let Some(obs) = &r.observation {
-        body.push_str(&charts(obs, r.judge.as_ref(), r.duration_s, r.decided_at_s, r.known_onset_s));
+    match (&r.observation, &r.charts) {
+        (Some(obs), _) => body.push_str(&charts(obs, r.judge.as_ref(), r.duration_s, r.decided_at_s, r.known_onset_s)),
+        (None, super::Charts::NotDrawn { reason }) => {
+            body.push_str(&format!("<p class=\"note\">No charts: {}.</p>\n", escape(reason)));
+        }
+        (None, _) => {}
     }
     if let Some(p) = &r.plan {
         body.push_str(&format!(

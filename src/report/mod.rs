@@ -61,6 +61,25 @@ pub struct Report {
     /// The series the charts draw.
     #[serde(skip)]
     pub observation: Option<Observation>,
+    /// Where those series come from.
+    pub charts: Charts,
+}
+
+/// Where a report's charts come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "data", rename_all = "snake_case")]
+pub enum Charts {
+    /// This run's last observation.
+    Judged,
+    /// A release reported from the ledger: its data read again from the
+    /// source, the same data its last tick judged (their digests match).
+    ReadAgain,
+    /// No charts, and why.
+    NotDrawn {
+        /// Why (the source gave nothing at the last tick, or the data read
+        /// again differ from what was judged).
+        reason: String,
+    },
 }
 
 /// The model's part of a report.
@@ -263,6 +282,10 @@ impl Report {
             would_change: would_change(outcome.final_judge.as_ref()),
             known_onset_s,
             observation: outcome.last_observation.clone(),
+            charts: match outcome.last_observation {
+                Some(_) => Charts::Judged,
+                None => Charts::NotDrawn { reason: "no data at the last tick".into() },
+            },
         }
     }
 }

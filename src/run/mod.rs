@@ -302,12 +302,27 @@ impl Runtime {
     /// release keeps one id across restarts and replicas; an advisory run is
     /// its own analysis (`started_ms` tells runs apart) and never shares it.
     pub fn prepare(&self, cfg: &ReleaseConfig, mode: RunMode, started_ms: i64) -> Result<Prepared, RuntimeError> {
+        let now_s = self.agent.clock.now_ms() as f64 / 1000.0;
+        self.prepare_at(cfg, mode, started_ms, now_s)
+    }
+
+    /// [`Runtime::prepare`] for a window that began at `start_unix_s`: a
+    /// past window (`advise --from`), or the recorded start of a release
+    /// whose data are read again for its report.
+    pub fn prepare_at(
+        &self,
+        cfg: &ReleaseConfig,
+        mode: RunMode,
+        started_ms: i64,
+        start_unix_s: f64,
+    ) -> Result<Prepared, RuntimeError> {
         let id = match mode {
             RunMode::Act => release_id(cfg),
             RunMode::Advise => format!("{}/advise/{started_ms}", release_id(cfg)),
         };
         let name = cfg.name.clone();
-        let release = PreparedRelease::prepare(cfg, self.declared_targets(), id, mode, self.agent.clock.clone())
+        let clock = self.agent.clock.clone();
+        let release = PreparedRelease::prepare(cfg, self.declared_targets(), id, mode, clock, start_unix_s)
             .map_err(|e| RuntimeError::Prepare { name: name.clone(), source: Box::new(e) })?;
         self.policy
             .check_guards(&cfg.service, &release.metrics)

@@ -54,15 +54,16 @@ pub struct PreparedRelease {
 
 impl PreparedRelease {
     /// Build a release from its configuration; `mode` decides whether an
-    /// executor is built at all (never in `Advise`).
+    /// executor is built at all (never in `Advise`). A live source reads its
+    /// window from `start_unix_s` on (now, or a past window's start).
     pub fn prepare(
         cfg: &ReleaseConfig,
         declared_targets: Arc<[String]>,
         release_id: String,
         mode: RunMode,
         clock: Arc<dyn Clock>,
+        start_unix_s: f64,
     ) -> Result<Self, PrepareError> {
-        let start_unix_s = clock.now_ms() as f64 / 1000.0;
         let built = build_source(&cfg.source, start_unix_s)?;
         let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
         // The one dispatch point from executor configuration to an executor.

@@ -374,3 +374,67 @@ async fn a_model_canary_is_judged_from_real_prometheus_histogram_buckets_and_fee
     let drift = j.findings.iter().find(|f| f.metric == "prediction_score").unwrap();
     assert!(drift.effect.unwrap() > 0.2, "{}", drift.explanation);
 }
+
+/// An hour ago, every 10 s for 20 minutes: an error ratio of 1 % on both
+/// sides, the canary's rising to 20 % from 300 s after `t0`.
+fn error_history(t0: i64) -> String {
+    let mut text = String::from("# TYPE errors_ratio gauge\n");
+    for side in ["stable", "canary"] {
+        for k in 0..=120i64 {
+            let v = if side == "canary" && k * 10 >= 300 { 0.2 } else { 0.01 };
+            text.push_str(&format!("errors_ratio{{v=\"{side}\"}} {v} {}\n", t0 + k * 10));
+        }
+    }
+    text + "# EOF\n"
+}
+
+/// `advise --from/--to` judges a past window of real Prometheus data (backfilled
+/// an hour back) as fast as it can be read — a 600-s window in far less
+/// than 600 s of ticks — with progress on stderr and a new analysis id; a
+/// window that has not ended yet and `--from` on recorded data are refused.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs Prometheus")]
+#[test]
+fn advise_judges_a_past_prometheus_window_at_once() {
+    let t0 = now() as i64 - 3600;
+    let p = Prometheus::start_with_history(&error_history(t0));
+    let d = tempfile::tempdir().unwrap();
+    let source = format!(
+        r#"{{ kind = "prometheus", url = "{}", baseline = "stable", canary = "canary", step_s = 10, duration_s = 600, timeout_s = 5, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "errors_ratio{{v=\"{{{{ side }}}}\"}}" }}] }}"#,
+        p.url
+    );
+    let cfg = d.path().join("past.toml");
+    std::fs::write(&cfg, crate::support::release_toml("haproxy/checkout", &source, None)).unwrap();
+    let ledger = d.path().join("l.db");
+    let advise = |extra: &[String]| {
+        Command::cargo_bin("backstop")
+            .unwrap()
+            .env_remove("BACKSTOP_CONFIG")
+            .args(["--config", cfg.to_str().unwrap(), "advise", "--format", "json"])
+            .args(["--ledger", ledger.to_str().unwrap()])
+            .args(extra)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    let out = advise(&["--from".into(), t0.to_string(), "--to".into(), (t0 + 600).to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["recommendation"], "rollback", "{report}");
+    assert!(report["release_id"].as_str().unwrap().contains("/advise/"), "{report}");
+    assert!(report["decided_at_s"].as_u64().unwrap() >= 300, "not before the fault: {report}");
+    assert!(err.contains("advise: checkout: t=") && err.contains("rollback"), "progress on stderr: {err}");
+
+    // A window that has not ended, and --from on a source without a past.
+    let soon = (now() as i64 - 60).to_string();
+    let out = advise(&["--from".into(), soon]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a past window must have ended"));
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .args(["--config", "fixtures/config/replay.toml", "advise", "--release", "bad", "--from", "1700000000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replays recorded data"));
+}

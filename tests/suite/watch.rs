@@ -275,3 +275,90 @@ fn a_command_executor_rolls_back_a_replayed_release_and_verifies_it() {
         .assert()
         .stdout(predicate::str::contains("verified (plan"));
 }
+
+fn ledger_lines(ledger: &std::path::Path) -> usize {
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .args(["audit", "list", "--ledger", ledger.to_str().unwrap(), "--limit", "100000"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn advise_unpaced(config: &str, ledger: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", config, "advise", "--ledger", ledger.to_str().unwrap()])
+        .args(args)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+/// `advise` on a release `watch` already ran reports it from the ledger:
+/// the same id and decision, nothing judged again (the ledger gains no
+/// record), its charts from its data read again (the digest its last tick
+/// recorded); a release never run is judged, a recorded scenario unpaced
+/// (no --pace-ms: the replay example's seven minutes of ticks otherwise),
+/// with progress on stderr.
+#[test]
+fn advise_reports_a_release_the_ledger_holds_without_judging_it_again() {
+    let d = tempfile::tempdir().unwrap();
+    let ledger = d.path().join("l.db");
+    run(&d, REPLAY, "watch", &["--release", "bad"]).code(11);
+    let before = ledger_lines(&ledger);
+    let out = advise_unpaced(REPLAY, &ledger, &["--release", "bad", "--format", "json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["recommendation"], "rollback", "{v}");
+    assert!(!v["release_id"].as_str().unwrap().contains("/advise/"), "the watched release's id: {v}");
+    assert!(v["headline"].as_str().unwrap().contains("judged nothing again"), "{v}");
+    assert_eq!(v["charts"]["data"], "read_again", "{v}");
+    assert!(v["judge"]["findings"].as_array().is_some_and(|f| !f.is_empty()), "the last tick's findings: {v}");
+    assert!(err.contains("reported from the ledger"), "{err}");
+    assert_eq!(ledger_lines(&ledger), before, "nothing judged or recorded again");
+    let out = advise_unpaced(REPLAY, &ledger, &["--release", "bad", "--format", "html"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"), "charts drawn from the data read again");
+
+    // Never run with this ledger: judged now, unpaced, progress on stderr.
+    let out = advise_unpaced(REPLAY, &ledger, &["--release", "good", "--format", "json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("advise: good: t=") && err.contains("promote"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["release_id"].as_str().unwrap().contains("/advise/"), "{v}");
+    assert_eq!(v["charts"]["data"], "judged", "{v}");
+}
+
+/// A release whose `watch` was killed mid-window (SIGKILL: no end recorded)
+/// is "being judged now" to `advise` — exit 2 with what is recorded and the
+/// way out — and `--rejudge` starts a separate analysis that ends.
+#[test]
+fn advise_on_a_release_in_flight_says_so_and_rejudge_starts_a_separate_analysis() {
+    let d = tempfile::tempdir().unwrap();
+    let ledger = d.path().join("l.db");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", SIM, "watch", "--release", "search", "--ledger", ledger.to_str().unwrap()])
+        .args(["--pace-ms", "200"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ledger_lines(&ledger) < 6 {
+        assert!(std::time::Instant::now() < deadline, "watch recorded no ticks");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = advise_unpaced(SIM, &ledger, &["--release", "search"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is being judged now") && err.contains("--rejudge"), "{err}");
+    let out = advise_unpaced(SIM, &ledger, &["--release", "search", "--rejudge", "--pace-ms", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mode advise (dry run: nothing executes)"));
+}
