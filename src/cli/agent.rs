@@ -12,7 +12,6 @@ use backstop::orchestrator::human::AnswerReply;
 use backstop::policy::approval::Ruling;
 use backstop::run::agent::Agent;
 use backstop::run::{Runtime, exit, stop_on_signals};
-use backstop::serve::api::ReasonBody;
 use backstop::serve::auth::Authenticator;
 use backstop::serve::guard::{OriginPolicy, guarded};
 use backstop::serve::listen;
@@ -127,42 +126,25 @@ pub fn runtime_failure(e: backstop::run::RuntimeError) -> Failure {
 pub struct AnswerArgs {
     /// Approval request id (on the dashboard, in `GET /v1/releases/NAME`, and in the ledger).
     id: String,
-    /// The agent's URL.
-    #[arg(long, env = "BACKSTOP_AGENT_URL")]
-    agent: String,
+    #[command(flatten)]
+    target: super::releases::AgentTarget,
     /// Why (recorded in the ledger with your identity).
     #[arg(long, default_value = "")]
     reason: String,
-    /// Environment variable holding your API token.
-    #[arg(long, default_value = "BACKSTOP_AGENT_TOKEN")]
-    token_env: String,
 }
 
 /// `backstop approve` / `backstop reject`: exit code of the release's new
 /// status when the answer executed, 12 when rejected or stale, 2 when refused.
 pub async fn answer(a: AnswerArgs, verb: &str) -> CliResult {
-    let url = format!("{}/v1/approvals/{}/{verb}", a.agent.trim_end_matches('/'), a.id);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(660))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| Failure { code: 1, message: super::chain(&e) })?;
-    let mut req = client.post(&url).json(&ReasonBody { reason: a.reason.clone() });
-    if let Ok(token) = backstop::secret::from_env(&a.token_env) {
-        req = req.bearer_auth(token);
-    }
-    let resp = req.send().await.map_err(|e| Failure::backend(&e))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| Failure::backend(&e))?;
-    match serde_json::from_str::<AnswerReply>(&text) {
+    let client = super::releases::AgentClient::new(&a.target, Duration::from_secs(660))?;
+    let (status, body) = client.post(&format!("/v1/approvals/{}/{verb}", a.id), &a.reason).await?;
+    match serde_json::from_value::<AnswerReply>(body.clone()) {
         Ok(reply) => Ok(ExitCode::from(report(&a.id, &reply))),
-        Err(_) => {
-            Err(Failure { code: exit::USAGE, message: format!("{verb} {}: HTTP {status}: {}", a.id, text.trim()) })
-        }
+        Err(_) => Err(Failure { code: exit::USAGE, message: format!("{verb} {}: HTTP {status}: {body}", a.id) }),
     }
 }
 
-fn report(id: &str, r: &AnswerReply) -> u8 {
+pub(super) fn report(id: &str, r: &AnswerReply) -> u8 {
     match (&r.ruling, &r.status) {
         (Ruling::Execute { decision }, Some(status)) => {
             out(&format!("{id}: approved; {} ran: {}", decision.label(), status.label()));

@@ -11,6 +11,7 @@ mod demo;
 mod display;
 mod eval;
 mod misc;
+mod releases;
 mod runs;
 mod serve;
 mod watch;
@@ -60,6 +61,8 @@ enum Command {
     Approve(agent::AnswerArgs),
     /// Reject a pending request on a running agent.
     Reject(agent::AnswerArgs),
+    /// Operate a running agent's releases: list, get (--watch), hold, resume, abort, rollback, promote.
+    Releases(releases::ReleasesArgs),
     /// Replay scenario files through judges and score them (FORMAT.md JSON or a table).
     Eval(eval::EvalArgs),
     /// Learn a service's tolerances from its past releases (within the policy's bounds) and record them.
@@ -169,6 +172,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Agent(a) => agent::agent(a, &settings).await,
         Command::Approve(a) => agent::answer(a, "approve").await,
         Command::Reject(a) => agent::answer(a, "reject").await,
+        Command::Releases(a) => releases::releases(a).await,
         Command::Eval(a) => eval::run(a, &settings).await,
         Command::Calibrate(a) => calibrate::run(a, &settings).await,
         Command::Audit(a) => audit::run(a, &settings).await,

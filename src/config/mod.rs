@@ -335,9 +335,13 @@ fn settings_from_env() -> config::Map<String, String> {
 pub fn ignored_env_names() -> Vec<String> {
     std::env::vars()
         .map(|(k, _)| k)
-        .filter(|k| k.starts_with("BACKSTOP_") && k != CONFIG_PATH_VAR && k != PAUSE_VAR && !is_override(k))
+        .filter(|k| k.starts_with("BACKSTOP_") && !CLIENT_VARS.contains(&k.as_str()) && !is_override(k))
         .collect()
 }
+
+/// `BACKSTOP_*` variables that are not settings: the config file's path, the
+/// agent clients' URL and token (`releases`, `approve`), a test hook.
+const CLIENT_VARS: [&str; 4] = [CONFIG_PATH_VAR, PAUSE_VAR, "BACKSTOP_AGENT_URL", "BACKSTOP_AGENT_TOKEN"];
 
 /// `ledger.db` under the user's data directory, else `./backstop.db`.
 pub fn default_ledger_path() -> PathBuf {

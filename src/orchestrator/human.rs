@@ -19,7 +19,8 @@ use super::{Actuation, Judged, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::digest::digest;
 use crate::ledger::{Actor, Append, ApprovalOps, ApprovalRequested, ApprovalResolved, LedgerError, Record};
 use crate::policy::approval::{
-    Answer, AnswerInput, Closure, PendingApproval, Principal, Refusal, RollbackAsk, Ruling, rule, rule_rollback,
+    Answer, AnswerInput, Closure, PendingApproval, Principal, PromoteAsk, Refusal, RollbackAsk, Ruling, rule,
+    rule_promote, rule_rollback,
 };
 use crate::policy::{Decision, Proposal};
 use crate::signals::SignalSource;
@@ -84,9 +85,20 @@ pub struct AnswerReply {
     pub status: Option<ReleaseStatus>,
 }
 
-/// A person asking to roll the release back now (see
-/// [`crate::policy::approval::rule_rollback`]), with a way to tell them the ruling.
-pub struct RollbackRequest {
+/// What a person asks of a running release, on their own authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonAction {
+    /// Roll back now ([`crate::policy::approval::rule_rollback`]).
+    Rollback,
+    /// Promote now ([`crate::policy::approval::rule_promote`]).
+    Promote,
+}
+
+/// A person asking to roll the release back or promote it now, with a way
+/// to tell them the ruling.
+pub struct PersonRequest {
+    /// Which.
+    pub action: PersonAction,
     /// Who, as recorded.
     pub actor: Actor,
     /// Who, as policy checks.
@@ -103,9 +115,9 @@ pub struct Controls {
     pub operator: watch::Receiver<OperatorState>,
     /// Answers to this release's requests.
     pub answers: Mutex<mpsc::Receiver<HumanAnswer>>,
-    /// People's rollback requests; taken between ticks.
-    pub rollbacks: Mutex<mpsc::Receiver<RollbackRequest>>,
-    /// Rung when a rollback request is sent, so the wait between ticks ends early.
+    /// People's rollback and promotion requests; taken between ticks.
+    pub requests: Mutex<mpsc::Receiver<PersonRequest>>,
+    /// Rung when a person's request is sent, so the wait between ticks ends early.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -113,10 +125,10 @@ impl Controls {
     /// Controls and the senders that drive them.
     pub fn new(operator: watch::Receiver<OperatorState>) -> (Self, Senders) {
         let (answers_tx, answers) = mpsc::channel(16);
-        let (rollbacks_tx, rollbacks) = mpsc::channel(4);
+        let (requests_tx, requests) = mpsc::channel(4);
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-        let senders = Senders { answers: answers_tx, rollbacks: rollbacks_tx, wake: wake.clone() };
-        (Self { operator, answers: Mutex::new(answers), rollbacks: Mutex::new(rollbacks), wake }, senders)
+        let senders = Senders { answers: answers_tx, requests: requests_tx, wake: wake.clone() };
+        (Self { operator, answers: Mutex::new(answers), requests: Mutex::new(requests), wake }, senders)
     }
 }
 
@@ -125,8 +137,8 @@ impl Controls {
 pub struct Senders {
     /// Answers to approval requests.
     pub answers: mpsc::Sender<HumanAnswer>,
-    /// Rollback requests.
-    pub rollbacks: mpsc::Sender<RollbackRequest>,
+    /// People's rollback and promotion requests.
+    pub requests: mpsc::Sender<PersonRequest>,
     /// Ends the wait between ticks.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -149,41 +161,58 @@ impl ReleaseRun<'_> {
         self.controls.is_some() && matches!(actuation, Actuation::Live(_))
     }
 
-    /// A person's rollback request, if one waits: ruled on by policy
-    /// (recorded under the person, with the rules that fired) and, when it
-    /// executes, run like any rollback. `Some`: the release ends so.
-    pub(super) async fn asked_rollback(
+    /// A person's rollback or promotion request, if one waits: ruled on by
+    /// policy (recorded under the person, with the rules that fired) and,
+    /// when it executes, run like any action. `Some`: the release ends so.
+    pub(super) async fn asked_by_person(
         &self,
         actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
     ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let Some(c) = self.controls else { return Ok(None) };
-        let Some(req) = c.rollbacks.lock().await.try_recv().ok() else { return Ok(None) };
+        let Some(req) = c.requests.lock().await.try_recv().ok() else { return Ok(None) };
         let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
         if !holder || !matches!(actuation, Actuation::Live(_)) {
             let _ = req.reply.send(AnswerReply { ruling: Ruling::refused(Refusal::NotHolder), status: None });
             return Ok(None);
         }
         let now_ms = self.agent.clock.now_ms();
-        let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
-        let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
-        let history = crate::policy::History { automated_rollbacks: rollbacks };
-        let ask = RollbackAsk { who: &req.who, release: &self.facts, history: &history, reason: &req.reason, now_ms };
-        let outcome = rule_rollback(self.policy, &ask);
+        let outcome = match req.action {
+            PersonAction::Rollback => {
+                let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
+                let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
+                let history = crate::policy::History { automated_rollbacks: rollbacks };
+                let (who, reason) = (&req.who, req.reason.as_str());
+                rule_rollback(
+                    self.policy,
+                    &RollbackAsk { who, release: &self.facts, history: &history, reason, now_ms },
+                )
+            }
+            PersonAction::Promote => {
+                let ask =
+                    PromoteAsk { who: &req.who, release: &self.facts, judge: st.last_verdict, reason: &req.reason };
+                rule_promote(self.policy, &ask)
+            }
+        };
+        let word = match req.action {
+            PersonAction::Rollback => "rollback",
+            PersonAction::Promote => "promote",
+        };
         let rec = ApprovalResolved {
-            id: format!("rollback-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            id: format!("{word}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             answer: Some(Answer::Approve),
             reason: req.reason.clone(),
             ruling: outcome.ruling.clone(),
             trace: outcome.trace,
         };
         self.ledger.append(&self.facts.release_id, &req.actor, now_ms, Record::ApprovalResolved(rec)).await?;
-        info!(who = %req.who.identity, ruling = crate::policy::approval::ruling_label(&outcome.ruling), "Rollback requested by a person.");
+        let ruling = crate::policy::approval::ruling_label(&outcome.ruling);
+        info!(who = %req.who.identity, action = word, ruling, "A person asked to act on the release.");
         let status = match &outcome.ruling {
             Ruling::Execute { decision } => {
                 Some(self.act(decision, actuation, st, observer, None).await?.unwrap_or(ReleaseStatus::Held {
-                    reason: "another agent took the target's lease before the rollback; it follows".into(),
+                    reason: format!("another agent took the target's lease before the {word}; it follows"),
                 }))
             }
             _ => None,

@@ -246,6 +246,8 @@ struct LoopState {
     asking: Option<Asking>,
     /// Ticks in a row whose source gave no observation.
     failing_ticks: u32,
+    /// The judge's verdict at the last tick (a person's promotion is refused on `fail`).
+    last_verdict: Option<crate::judge::Verdict>,
 }
 
 /// One judged and recorded tick.
@@ -316,6 +318,7 @@ impl ReleaseRun<'_> {
             role: None,
             asking: None,
             failing_ticks: 0,
+            last_verdict: None,
         };
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
@@ -415,7 +418,7 @@ impl ReleaseRun<'_> {
         let until = tokio::time::Instant::now() + self.pace_for(st.role.as_ref());
         let mut operator = self.controls.map(|c| c.operator.clone());
         loop {
-            if let Some(status) = self.asked_rollback(ctx.1, st, observer).await? {
+            if let Some(status) = self.asked_by_person(ctx.1, st, observer).await? {
                 return Ok(Some(status));
             }
             if let Some(status) = self.tend_request(ctx, st, observer).await? {
@@ -661,6 +664,7 @@ impl ReleaseRun<'_> {
             Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
         };
+        st.last_verdict = Some(judged.verdict);
         let now_ms = self.agent.clock.now_ms();
         let decide = |model: &ModelInput, history: &History| {
             let input = PolicyInput {

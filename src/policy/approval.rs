@@ -259,6 +259,8 @@ pub enum Refusal {
     },
     /// This agent does not hold the target's lease (it follows or advises).
     NotHolder,
+    /// A person asked to promote a canary the judge finds failing.
+    CanaryFailing,
     /// Recorded before refusals were typed: see the reason text.
     #[default]
     Unstated,
@@ -289,6 +291,9 @@ impl std::fmt::Display for Refusal {
             Refusal::NotHolder => f.write_str(
                 "this agent does not hold the target's lease (it follows or advises): ask the agent that acts",
             ),
+            Refusal::CanaryFailing => {
+                f.write_str("the judge finds the canary failing: it is not promoted by anyone (roll it back, or abort)")
+            }
             Refusal::Unstated => f.write_str("refused"),
         }
     }
@@ -492,6 +497,43 @@ pub fn rule_rollback(policy: &PolicyFile, ask: &RollbackAsk) -> ApprovalOutcome 
             reason: format!("requested by {}: {}", ask.who.identity, ask.reason),
         };
         Ruling::Execute { decision: Decision::Rollback { plan } }
+    };
+    ApprovalOutcome { ruling, trace }
+}
+
+/// A person asking to promote the release now (the API, `backstop releases promote`).
+#[derive(Debug, Clone)]
+pub struct PromoteAsk<'a> {
+    /// Who asks.
+    pub who: &'a Principal,
+    /// The release.
+    pub release: &'a super::ReleaseFacts,
+    /// The judge's verdict at the last tick (`None`: nothing judged yet).
+    pub judge: Option<crate::judge::Verdict>,
+    /// Why, as typed.
+    pub reason: &'a str,
+}
+
+/// Rule on a person's promotion. Like a person's rollback it replaces the
+/// judge's wait, never its finding: only the service's approvers may ask,
+/// the target must be declared, and a canary the judge finds failing is not
+/// promoted by anyone (roll it back or abort instead).
+pub fn rule_promote(policy: &PolicyFile, ask: &PromoteAsk) -> ApprovalOutcome {
+    let mut trace = Vec::new();
+    let mut hit = |rule: RuleId, detail: String| trace.push(RuleHit { rule, detail });
+    let r = ask.release;
+    let ruling = if !policy.approvals.names(approvers_for(policy, &r.service), ask.who) {
+        hit(RuleId::NotAnApprover, ask.who.identity.clone());
+        Ruling::refused(Refusal::NotAnApprover { identity: ask.who.identity.clone(), service: r.service.clone() })
+    } else if !r.declared_targets.iter().any(|d| d == &r.target) {
+        hit(RuleId::DeclaredTarget, r.target.clone());
+        Ruling::refused(Refusal::NotDeclared { target: r.target.clone() })
+    } else if ask.judge == Some(crate::judge::Verdict::Fail) {
+        hit(RuleId::JudgeVerdict, "the judge finds the canary failing".into());
+        Ruling::refused(Refusal::CanaryFailing)
+    } else {
+        hit(RuleId::HumanPromote, format!("{} asked: {}", ask.who.identity, ask.reason));
+        Ruling::Execute { decision: Decision::Promote }
     };
     ApprovalOutcome { ruling, trace }
 }
@@ -728,5 +770,28 @@ mod tests {
         refused(ask_rollback(&p, "alice@example.com", &facts(false, Some("v1")), 3), "rate limit");
         let undeclared = crate::policy::ReleaseFacts { target: "other".into(), ..facts(false, Some("v1")) };
         refused(ask_rollback(&p, "alice@example.com", &undeclared, 0), "not declared");
+    }
+
+    #[test]
+    fn a_persons_promotion_needs_an_approver_a_declared_target_and_a_canary_not_failing() {
+        use crate::judge::Verdict;
+        let p = policy(SRE);
+        let ask = |who: &str, f: &crate::policy::ReleaseFacts, judge: Option<Verdict>| {
+            let who = Principal::named(who);
+            rule_promote(&p, &PromoteAsk { who: &who, release: f, judge, reason: "checked by hand" })
+        };
+        for judge in [None, Some(Verdict::Pass), Some(Verdict::Inconclusive)] {
+            let ok = ask("alice@example.com", &facts(false, Some("v1")), judge);
+            assert_eq!(ok.ruling, Ruling::Execute { decision: Decision::Promote }, "{judge:?}");
+            assert!(ok.trace.iter().any(|h| h.rule == crate::policy::RuleId::HumanPromote));
+        }
+        let refused =
+            |r: Ruling, why: Refusal| assert!(matches!(&r, Ruling::Refused { .. }) && r == Ruling::refused(why));
+        let f = facts(false, Some("v1"));
+        refused(ask("alice@example.com", &f, Some(Verdict::Fail)).ruling, Refusal::CanaryFailing);
+        let who = Refusal::NotAnApprover { identity: "mallory@example.com".into(), service: "checkout".into() };
+        refused(ask("mallory@example.com", &f, None).ruling, who);
+        let undeclared = crate::policy::ReleaseFacts { target: "other".into(), ..facts(false, Some("v1")) };
+        refused(ask("alice@example.com", &undeclared, None).ruling, Refusal::NotDeclared { target: "other".into() });
     }
 }

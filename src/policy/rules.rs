@@ -100,6 +100,9 @@ pub enum RuleId {
     /// A person asked for a rollback.
     #[strum(serialize = "human.rollback")]
     HumanRollback,
+    /// A person asked for a promotion.
+    #[strum(serialize = "human.promote")]
+    HumanPromote,
     /// An approval policy still proposes: executed.
     #[strum(serialize = "approval.approved")]
     ApprovalApproved,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::auth::Caller;
 use crate::ledger::OperatorAction;
+use crate::orchestrator::human::PersonAction;
 use crate::policy::approval::{Answer, Principal, Ruling};
 use crate::release::Registration;
 use crate::run::agent::{AnswerError, OperateError, RegisterError};
@@ -94,9 +95,11 @@ async fn operate(
         "hold" => OperatorAction::Hold,
         "resume" => OperatorAction::Resume,
         "abort" => OperatorAction::Abort,
-        "rollback" => return rollback(s, caller, &name, &body).await,
+        "rollback" => return person(s, caller, &name, &body, PersonAction::Rollback).await,
+        "promote" => return person(s, caller, &name, &body, PersonAction::Promote).await,
         other => {
-            return error(StatusCode::NOT_FOUND, format!("no action `{other}`: use hold, resume, abort or rollback"));
+            let known = "use hold, resume, abort, rollback or promote";
+            return error(StatusCode::NOT_FOUND, format!("no action `{other}`: {known}"));
         }
     };
     let reason = match reason_of(&body) {
@@ -128,14 +131,22 @@ fn ruled(reply: crate::orchestrator::human::AnswerReply) -> Response {
     (status, Json(reply)).into_response()
 }
 
-/// A person's rollback: policy rules (approvers only, every invariant and the rate limit hold).
-async fn rollback(s: ApiState, caller: Caller, name: &str, body: &axum::body::Bytes) -> Response {
+/// A person's rollback or promotion: policy rules (approvers only; for a
+/// rollback every invariant and the rate limit hold, a promotion is refused
+/// while the judge finds the canary failing).
+async fn person(s: ApiState, caller: Caller, name: &str, body: &axum::body::Bytes, action: PersonAction) -> Response {
     let reason = match reason_of(body) {
         Ok(r) if !r.trim().is_empty() => r,
-        Ok(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "request body: a rollback needs {\"reason\": TEXT}"),
+        Ok(_) => {
+            let what = match action {
+                PersonAction::Rollback => "a rollback",
+                PersonAction::Promote => "a promotion",
+            };
+            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("request body: {what} needs {{\"reason\": TEXT}}"));
+        }
         Err(resp) => return *resp,
     };
-    match s.agent.request_rollback(name, (caller.actor(), Principal::named(&caller.identity)), reason).await {
+    match s.agent.request(name, action, (caller.actor(), Principal::named(&caller.identity)), reason).await {
         Ok(reply) => ruled(reply),
         Err(e) => operate_error(&e),
     }

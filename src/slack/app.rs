@@ -19,6 +19,7 @@ use super::wire::{Event, Interaction, Reply, ResponseType, SlashCommand};
 use super::{Secrets, SlackError, SlackSettings};
 use crate::ledger::{Actor, ChatAction, ChatOpsRecord, OperatorAction, Record};
 use crate::orchestrator::human::AnswerReply;
+use crate::orchestrator::human::PersonAction;
 use crate::policy::approval::{Answer, Principal, Refusal, Ruling, approvers_for};
 use crate::release::ReleaseStatus;
 use crate::run::agent::{Agent, AnswerError, ReleaseView};
@@ -469,10 +470,12 @@ impl SlackApp {
                     }
                 }
             }
-            Command::Rollback { reason, .. } => match self.agent.request_rollback(&name, (actor, who), reason).await {
-                Ok(reply) => self.ruled(&name, &view, user, "rollback requested", &reply),
-                Err(e) => format!(":warning: {}", crate::error::chain(&e)),
-            },
+            Command::Rollback { reason, .. } => {
+                match self.agent.request(&name, PersonAction::Rollback, (actor, who), reason).await {
+                    Ok(reply) => self.ruled(&name, &view, user, "rollback requested", &reply),
+                    Err(e) => format!(":warning: {}", crate::error::chain(&e)),
+                }
+            }
             _ => return,
         };
         self.respond(&to, &render::ephemeral(&super::wire::escape(&text))).await;

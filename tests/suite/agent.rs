@@ -530,7 +530,7 @@ async fn the_newcomers_path_dashboard_in_chromium_approval_from_the_cli_then_aud
     let dom =
         crate::support::chromium(&["--dump-dom", &format!("{url}/releases/payments")], &s.dir.path().join("profile-2"));
     let text = String::from_utf8_lossy(&dom.stdout);
-    assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains("Failing"), "{text}");
+    assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains(">failing<"), "{text}");
     assert!(text.matches("<svg").count() >= 5, "a chart per metric on the release page: {text}");
 
     let png = s.dir.path().join("dashboard.png");
@@ -665,4 +665,63 @@ pub(crate) async fn get_json(s: &Setup, name: &str) -> Value {
     let (code, text) = get(&format!("{}/v1/releases/{name}", s.url), Some(VIEWER)).await;
     assert_eq!(code, 200, "{text}");
     serde_json::from_str(&text).unwrap()
+}
+
+/// `backstop releases …` against a running agent, as an operator uses it.
+fn releases(agent: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.env_remove("BACKSTOP_CONFIG").env_remove("BACKSTOP_AGENT_URL").env_remove("BACKSTOP_AGENT_TOKEN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.arg("releases").args(args);
+    if !agent.is_empty() {
+        c.args(["--agent", agent]);
+    }
+    let out = c.timeout(Duration::from_secs(180)).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The operator CLI: list and get (the agent given as `host:port`, or by
+/// `BACKSTOP_AGENT_URL` without a warning), hold and resume, a person's
+/// promotion ruled by policy and carried out, `get --watch` following the
+/// release to its end with its exit code; a rollback without a reason, a
+/// malformed URL and an agent that is not there are clear failures.
+#[test]
+fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
+    let s = simulator_agent(300);
+    let hostport = s.url.trim_start_matches("http://").to_string();
+    let (code, out, err) = releases(&hostport, &["list"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("NAME") && out.contains("search") && out.contains("payments"), "{out}");
+    let (code, out, err) = releases("", &["get", "search"], &[("BACKSTOP_AGENT_URL", s.url.as_str())]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("search (") && out.contains("target simulator/search"), "{out}");
+    assert!(!err.contains("ignoring BACKSTOP_AGENT_URL"), "{err}");
+
+    let (code, out, err) = releases(&s.url, &["hold", "search", "--reason", "looking"], &[]);
+    assert_eq!((code, out.trim()), (0, "search: hold: now held"), "{err}");
+    let (code, out, err) = releases(&s.url, &["resume", "search"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("search: resume: now running") || out.contains("now starting"), "{out}");
+
+    let (code, _, err) = releases(&s.url, &["rollback", "search"], &[]);
+    assert_eq!(code, 2, "a rollback needs a reason");
+    assert!(err.contains("needs {\"reason\""), "{err}");
+    let (code, out, err) = releases(&s.url, &["promote", "search", "--reason", "verified by hand"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("approved; promote ran: promoted"), "{out}");
+    let (code, out, _) = releases(&s.url, &["get", "search", "--watch"], &[]);
+    assert_eq!(code, 0, "promoted: exit 0");
+    assert!(out.contains("state finished"), "{out}");
+    let audit = s.audit();
+    assert!(audit.lines().any(|l| l.contains("approval_resolved") && l.contains("local")), "{audit}");
+
+    let (code, _, err) = releases("not a url::", &["list"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--agent not a url::"), "{err}");
+    let (code, _, err) = releases("127.0.0.1:1", &["list"], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the agent at http://127.0.0.1:1"), "{err}");
 }

@@ -8,7 +8,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::ledger::{Actor, Append, ApprovalOps, LedgerError, OperatorAction, OperatorRecord, Record};
-use crate::orchestrator::human::{AnswerReply, OperatorState, RollbackRequest};
+use crate::orchestrator::human::{AnswerReply, OperatorState, PersonAction, PersonRequest};
 use crate::policy::approval::{Closure, Principal};
 use crate::release::ReleaseConfig;
 
@@ -123,9 +123,10 @@ impl Agent {
     /// release's loop (approvers only; every invariant and the rate limit
     /// hold), recorded under `by`, and run when policy allows. Waits for the
     /// ruling and, when it ran, the release's status.
-    pub async fn request_rollback(
+    pub async fn request(
         &self,
         name: &str,
+        action: PersonAction,
         (actor, who): (Actor, Principal),
         reason: String,
     ) -> Result<AnswerReply, OperateError> {
@@ -141,8 +142,8 @@ impl Agent {
             e.to_loop.clone()
         };
         let (reply, rx) = oneshot::channel();
-        let req = RollbackRequest { actor, who, reason, reply };
-        to_loop.rollbacks.send(req).await.map_err(|_| OperateError::Ended(name.into()))?;
+        let req = PersonRequest { action, actor, who, reason, reply };
+        to_loop.requests.send(req).await.map_err(|_| OperateError::Ended(name.into()))?;
         to_loop.wake.notify_one();
         tokio::time::timeout(Duration::from_secs(600), rx)
             .await
