@@ -137,7 +137,7 @@ pub struct AnswerArgs {
 /// status when the answer executed, 12 when rejected or stale, 2 when refused.
 pub async fn answer(a: AnswerArgs, verb: &str) -> CliResult {
     let client = super::releases::AgentClient::new(&a.target, Duration::from_secs(660))?;
-    let (status, body) = client.post(&format!("/v1/approvals/{}/{verb}", a.id), &a.reason).await?;
+    let (status, body) = client.post(&["v1", "approvals", &a.id, verb], &a.reason).await?;
     match serde_json::from_value::<AnswerReply>(body.clone()) {
         Ok(reply) => Ok(ExitCode::from(report(&a.id, &reply))),
         Err(_) => Err(Failure { code: exit::USAGE, message: format!("{verb} {}: HTTP {status}: {body}", a.id) }),

@@ -79,7 +79,7 @@ struct Operate {
 
 /// A client of one agent's API.
 pub struct AgentClient {
-    base: String,
+    base: reqwest::Url,
     http: reqwest::Client,
     token: Option<String>,
 }
@@ -96,15 +96,24 @@ impl AgentClient {
         Ok(Self { base, http, token: backstop::secret::from_env(&t.token_env).ok() })
     }
 
-    /// `GET path`: the JSON body of a 2xx answer, else a failure naming the agent's error.
-    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
-        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base))).await?;
+    /// The agent's URL for `segments` (each percent-encoded: a release name is any text).
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut u = self.base.clone();
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        u
+    }
+
+    /// `GET` the path of `segments`: the JSON body of a 2xx answer, else a failure naming the agent's error.
+    pub async fn get(&self, segments: &[&str]) -> Result<Value, Failure> {
+        let (status, body) = self.send(self.http.get(self.url(segments))).await?;
         if status.is_success() { Ok(body) } else { Err(refused(status, &body)) }
     }
 
-    /// `POST path` with a reason: the status and JSON body, whatever the status.
-    pub async fn post(&self, path: &str, reason: &str) -> Result<(reqwest::StatusCode, Value), Failure> {
-        let req = self.http.post(format!("{}{path}", self.base)).json(&ReasonBody { reason: reason.to_string() });
+    /// `POST` to the path of `segments` with a reason: the status and JSON body, whatever the status.
+    pub async fn post(&self, segments: &[&str], reason: &str) -> Result<(reqwest::StatusCode, Value), Failure> {
+        let req = self.http.post(self.url(segments)).json(&ReasonBody { reason: reason.to_string() });
         self.send(req).await
     }
 
@@ -114,7 +123,11 @@ impl AgentClient {
         }
         let unreachable = |e: reqwest::Error| Failure {
             code: exit::BACKEND,
-            message: format!("cannot reach the agent at {}: {}", self.base, super::chain(&e)),
+            message: format!(
+                "cannot reach the agent at {}: {}",
+                self.base.as_str().trim_end_matches('/'),
+                super::chain(&e)
+            ),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -125,12 +138,10 @@ impl AgentClient {
 }
 
 /// `host:port` → `http://host:port`; anything but an http(s) URL is refused, named.
-fn base_url(given: &str) -> Result<String, Failure> {
+fn base_url(given: &str) -> Result<reqwest::Url, Failure> {
     let with_scheme = if given.contains("://") { given.to_string() } else { format!("http://{given}") };
     match reqwest::Url::parse(&with_scheme) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(with_scheme.trim_end_matches('/').to_string())
-        }
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && !u.cannot_be_a_base() => Ok(u),
         _ => Err(Failure::usage(format!("--agent {given}: expected the agent's URL, http://host:port or host:port"))),
     }
 }
@@ -158,7 +169,7 @@ async fn list(t: &AgentTarget, watch: bool, format: Format) -> CliResult {
     let client = AgentClient::new(t, Duration::from_secs(30))?;
     let mut last = String::new();
     loop {
-        let all = client.get("/v1/releases").await?;
+        let all = client.get(&["v1", "releases"]).await?;
         let text = match format {
             Format::Json => serde_json::to_string_pretty(&all).unwrap_or_default(),
             Format::Text => table(all.as_array().map(Vec::as_slice).unwrap_or_default()),
@@ -178,7 +189,7 @@ async fn get(t: &AgentTarget, name: &str, watch: bool, format: Format) -> CliRes
     let client = AgentClient::new(t, Duration::from_secs(30))?;
     let mut last = String::new();
     loop {
-        let v = client.get(&format!("/v1/releases/{}", encode(name))).await?;
+        let v = client.get(&["v1", "releases", name]).await?;
         let text = match format {
             Format::Json => serde_json::to_string_pretty(&v).unwrap_or_default(),
             Format::Text => detail(&v),
@@ -208,7 +219,7 @@ fn end_code(v: &Value) -> u8 {
 async fn operate(t: &AgentTarget, action: &str, o: Operate) -> CliResult {
     // An action waits for the release's loop (up to a tick, or an executor's verification).
     let client = AgentClient::new(t, Duration::from_secs(660))?;
-    let (status, v) = client.post(&format!("/v1/releases/{}/{action}", encode(&o.name)), &o.reason).await?;
+    let (status, v) = client.post(&["v1", "releases", &o.name, action], &o.reason).await?;
     if !status.is_success() && v.get("ruling").is_none() {
         return Err(refused(status, &v));
     }
@@ -224,16 +235,6 @@ async fn operate(t: &AgentTarget, action: &str, o: Operate) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// A release name in a URL path.
-fn encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn text(v: &Value) -> String {
