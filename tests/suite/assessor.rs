@@ -396,9 +396,9 @@ async fn advise_and_demo_show_the_verdict_with_cited_evidence_and_the_ledger_rec
     let out = tokio::task::spawn_blocking(move || backstop(args)).await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("gpt-4o-mini verdict accepted: Healthy, recommends Promote"), "{text}");
+    assert!(text.contains("gpt-4o-mini verdict accepted: healthy, recommends promote"), "{text}");
     assert!(text.contains("[judge:http_error_ratio, judge:latency_p99_ms, release:history]"), "{text}");
-    assert!(text.contains("`judge:http_error_ratio` NoDifference"), "{text}");
+    assert!(text.contains("`judge:http_error_ratio` no_difference"), "{text}");
     // Asked at decision points only (a marginal look, then before promotion), never every tick.
     let calls = server.requests().len();
     assert!((1..=4).contains(&calls), "{calls} calls");

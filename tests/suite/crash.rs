@@ -278,7 +278,7 @@ fn two_targets_naming_one_haproxy_backend_share_one_lease() {
         line.split_whitespace().next().unwrap().parse().unwrap()
     };
     let first_done = seq_of(&|l| l.contains("release_finished") && l.contains("status=promoted"));
-    let second_intent = seq_of(&|l| l.contains(" intent ") && l.contains("Rollback edge/checkout"));
+    let second_intent = seq_of(&|l| l.contains(" intent ") && l.contains("rollback edge/checkout"));
     assert!(second_intent > first_done, "the second acted while the first held the backend:\n{audit}");
 }
 
