@@ -40,6 +40,10 @@ pub enum SchemaWhat {
     Policy,
     /// JSON Schema of the ledger's records (kind, body).
     Ledger,
+    /// JSON Schema of a report (`advise --format json`, `watch --report FILE.json`): `backstop.report/v1`.
+    Report,
+    /// JSON Schema of `watch --format json`: `backstop.watch/v1`.
+    Watch,
 }
 
 #[derive(Args)]
@@ -161,6 +165,8 @@ pub fn schema(what: SchemaWhat) -> CliResult {
         SchemaWhat::Config => backstop::config::schema(),
         SchemaWhat::Policy => schemars::schema_for!(backstop::policy::PolicyFile),
         SchemaWhat::Ledger => backstop::ledger::record::schema(),
+        SchemaWhat::Report => schemars::schema_for!(backstop::report::Report),
+        SchemaWhat::Watch => schemars::schema_for!(super::watch::WatchResult<'static>),
     };
     let text = serde_json::to_string_pretty(&schema).map_err(|e| Failure { code: 1, message: e.to_string() })?;
     out(&text);

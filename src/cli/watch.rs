@@ -85,17 +85,31 @@ pub(super) fn step_summary(reports: &[Report]) {
     super::ci::append_to("GITHUB_STEP_SUMMARY", &text);
 }
 
-/// `watch --format json`: one document on stdout.
-#[derive(serde::Serialize)]
-struct WatchResult<'a> {
+/// `watch --format json`: one document on stdout (`backstop schema watch`).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct WatchResult<'a> {
+    /// The version of this document's shape.
+    format: WatchVersion,
     /// The process's exit code (the most severe release's).
     exit_code: u8,
+    /// Each release, in the order run.
     releases: Vec<ReleaseResult<'a>>,
 }
 
-#[derive(serde::Serialize)]
+/// The version of `watch --format json`'s shape; its reports carry their own.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+enum WatchVersion {
+    /// The first published shape.
+    #[serde(rename = "backstop.watch/v1")]
+    V1,
+}
+
+/// One release's ending.
+#[derive(serde::Serialize, schemars::JsonSchema)]
 struct ReleaseResult<'a> {
+    /// Its exit code (README's table).
     exit_code: u8,
+    /// Its report.
     report: &'a Report,
 }
 
@@ -117,7 +131,7 @@ pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
     if json {
         let releases =
             reports.iter().zip(&codes).map(|(report, &exit_code)| ReleaseResult { exit_code, report }).collect();
-        let doc = WatchResult { exit_code: code, releases };
+        let doc = WatchResult { format: WatchVersion::V1, exit_code: code, releases };
         out(&serde_json::to_string_pretty(&doc).map_err(|e| Failure { code: 1, message: e.to_string() })?);
     } else {
         for (r, c) in reports.iter().zip(&codes) {

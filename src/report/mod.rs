@@ -8,6 +8,7 @@ pub mod html;
 mod markdown;
 pub mod text;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub use html::render_html;
@@ -22,8 +23,10 @@ use crate::policy::{Decision, Proposal};
 use crate::signals::{Observation, Unit};
 
 /// Everything a report shows, also its JSON form.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Report {
+    /// The version of this document's shape (`backstop schema report` prints its JSON Schema).
+    pub format: ReportVersion,
     /// Release name from configuration.
     pub release: String,
     /// Release id in the ledger.
@@ -60,13 +63,24 @@ pub struct Report {
     pub known_onset_s: Option<u64>,
     /// The series the charts draw.
     #[serde(skip)]
+    #[schemars(skip)]
     pub observation: Option<Observation>,
     /// Where those series come from.
     pub charts: Charts,
 }
 
+/// The version of a report's JSON. A change that removes or retypes a
+/// field is a new version; added fields are not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum ReportVersion {
+    /// The first published shape.
+    #[default]
+    #[serde(rename = "backstop.report/v1")]
+    V1,
+}
+
 /// Where a report's charts come from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "data", rename_all = "snake_case")]
 pub enum Charts {
     /// This run's last observation.
@@ -83,7 +97,7 @@ pub enum Charts {
 }
 
 /// The model's part of a report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ModelReport {
     /// One line: accepted, rejected (why), unavailable (why), or not configured.
     pub status: String,
@@ -264,6 +278,7 @@ impl Report {
                 .push_str(" (reconciled after a restart: recorded before the agent stopped; not executed again)"),
         }
         Report {
+            format: ReportVersion::V1,
             release: release.into(),
             release_id: outcome.release_id.clone(),
             service: facts.service.clone(),

@@ -362,3 +362,54 @@ fn advise_on_a_release_in_flight_says_so_and_rejudge_starts_a_separate_analysis(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("mode advise (dry run: nothing executes)"));
 }
+
+/// The JSON Schema `backstop schema WHAT` prints, compiled.
+fn schema_of(what: &str) -> jsonschema::Validator {
+    let out = Command::cargo_bin("backstop").unwrap().args(["schema", what]).output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn assert_valid(validator: &jsonschema::Validator, doc: &serde_json::Value, what: &str) {
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what} breaks its published schema: {errors:#?}");
+}
+
+/// The machine-readable outputs follow the schemas `backstop schema report`
+/// and `backstop schema watch` publish, each with its version: `watch
+/// --format json` (a rollback, a promotion), its `--report FILE.json`, and
+/// `advise --format json` on a release judged now and on one read from the
+/// ledger; a document that breaks the schema is caught.
+#[test]
+fn json_outputs_follow_their_published_versioned_schemas() {
+    let (report, watch) = (schema_of("report"), schema_of("watch"));
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("report.json");
+    let out = run(&d, SIM, "watch", &["--release", "checkout", "--release", "search", "--format", "json"])
+        .code(10)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["format"], "backstop.watch/v1");
+    assert_valid(&watch, &v, "watch --format json");
+    run(&d, REPLAY, "watch", &["--release", "bad", "--report", file.to_str().unwrap()]).code(11);
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["format"], "backstop.report/v1");
+    assert_valid(&report, &written, "watch --report FILE.json");
+    for release in ["bad", "good"] {
+        let out = run(&d, REPLAY, "advise", &["--release", release, "--format", "json"])
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        assert_valid(&report, &serde_json::from_slice(&out).unwrap(), "advise --format json");
+    }
+    let mut broken = written.clone();
+    broken["format"] = "backstop.report/v0".into();
+    assert!(!report.is_valid(&broken), "a wrong version is caught");
+    broken = written;
+    broken["status"] = serde_json::json!({ "status": "exploded" });
+    assert!(!report.is_valid(&broken), "an unknown status is caught");
+}
