@@ -134,6 +134,7 @@ async fn from_ledger(runtime: &Runtime, cfg: &ReleaseConfig, e: Ended) -> Result
     let r = &p.release;
     let mut report = Report::new(&p.name, &r.facts, &outcome, r.duration_s, e.acting, r.known_onset_s);
     report.charts = charts;
+    super::watch::plan_to_approve(&mut report, r, &outcome);
     let _ = writeln!(
         std::io::stderr(),
         "advise: {}: reported from the ledger ({} ticks recorded); nothing judged again (--rejudge for a new analysis)",

@@ -457,6 +457,11 @@ pub struct ApprovalRequested {
     pub evidence_digest: String,
     /// Ledger seq of that tick.
     pub evidence_seq: i64,
+    /// The executor's exact steps for the proposal, as planned when asked
+    /// (what the approver approves; absent in older records, or when the
+    /// executor could not plan).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }
 
 /// How a request ended, or an answer that did not count.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{Instrument, info_span, warn};
 
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
-use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
+use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded};
 use crate::ledger::{ActionResult, ApprovalOps, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
 use crate::policy::Decision;
 use crate::policy::approval::Closure;
@@ -78,10 +78,7 @@ impl ReleaseRun<'_> {
         observer: &mut dyn Observer,
         closes: Option<Closure>,
     ) -> Result<Option<ReleaseStatus>, LedgerError> {
-        let planner: &dyn Planner = match actuation {
-            Actuation::Advisory(p) => p.as_ref(),
-            Actuation::Live(e) => e,
-        };
+        let planner = actuation.planner();
         let plan = match decision {
             Decision::Rollback { plan } => planner.plan_rollback(plan, st.now_s),
             _ => planner.plan_promote(&self.facts.candidate_revision, st.now_s),

@@ -143,6 +143,18 @@ pub struct Senders {
     pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// The executor's exact steps for `proposed` (a promotion of `candidate`) at
+/// `now_s`; none when it cannot plan (the same failure then denies the
+/// action if it is approved).
+fn steps(actuation: &Actuation, proposed: &Proposal, candidate: &str, now_s: u64) -> Vec<String> {
+    let planner = actuation.planner();
+    let plan = match proposed {
+        Proposal::Rollback { plan } => planner.plan_rollback(plan, now_s),
+        Proposal::Promote => planner.plan_promote(candidate, now_s),
+    };
+    plan.map(|p| p.steps).unwrap_or_default()
+}
+
 /// The closure the judge's own action gives an open request.
 pub(super) fn judge_closure(decision: &Decision) -> Closure {
     match decision {
@@ -238,7 +250,15 @@ impl ReleaseRun<'_> {
         }
         let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
         let request = match self.answerable(actuation) && holder {
-            true => Some(self.open_request(&reason, &proposed, at).await?),
+            true => Some(
+                self.open_request(
+                    &reason,
+                    &proposed,
+                    at,
+                    steps(actuation, &proposed, &self.facts.candidate_revision, st.now_s),
+                )
+                .await?,
+            ),
             false => None,
         };
         if let Some(r) = &request {
@@ -281,6 +301,7 @@ impl ReleaseRun<'_> {
         reason: &str,
         proposed: &Proposal,
         at: &Judged,
+        steps: Vec<String>,
     ) -> Result<ApprovalRequested, LedgerError> {
         let now = self.agent.clock.now_ms();
         let expiry_ms = i64::from(self.policy.approvals.expiry_minutes) * 60_000;
@@ -296,6 +317,7 @@ impl ReleaseRun<'_> {
             reason: reason.to_string(),
             evidence_digest: digest(evidence.as_bytes()),
             evidence_seq: at.seq,
+            steps,
         };
         self.record(Record::ApprovalRequested(request.clone())).await?;
         Ok(request)

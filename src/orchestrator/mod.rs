@@ -73,6 +73,14 @@ pub enum Actuation {
 }
 
 impl Actuation {
+    /// What plans actions, in either mode.
+    fn planner(&self) -> &dyn crate::executor::Planner {
+        match self {
+            Actuation::Advisory(p) => p.as_ref(),
+            Actuation::Live(e) => e,
+        }
+    }
+
     fn mode(&self) -> RunMode {
         match self {
             Actuation::Advisory(_) => RunMode::Advise,

@@ -110,6 +110,22 @@ impl ApprovalPolicy {
         })
     }
 
+    /// Everyone `list` names: `group:` entries of this file expanded to
+    /// their members, other entries (identities, `slack-group:`) as written;
+    /// sorted, each once. Who to page about a request.
+    pub fn expand(&self, list: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = list
+            .iter()
+            .flat_map(|entry| match entry.strip_prefix("group:") {
+                Some(g) => self.groups.get(g).cloned().unwrap_or_default(),
+                None => vec![entry.clone()],
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Every `slack-group:` entry in the file's approver lists (what the
     /// Slack channel must look up for a user before an answer counts).
     pub fn external_groups<'a>(&'a self, services: impl Iterator<Item = &'a [String]>) -> Vec<String> {

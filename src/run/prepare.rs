@@ -116,6 +116,16 @@ impl PreparedRelease {
         })
     }
 
+    /// The exact plan of `proposed` at release time `now_s`, as this
+    /// release's executor (or, without one, the manual planner) would carry
+    /// it out: what an approver approves. `None` when it cannot be planned.
+    pub fn plan_for(&self, proposed: &crate::policy::Proposal, now_s: u64) -> Option<crate::executor::ActionPlan> {
+        match proposed {
+            crate::policy::Proposal::Rollback { plan } => self.planner.plan_rollback(plan, now_s).ok(),
+            crate::policy::Proposal::Promote => self.planner.plan_promote(&self.facts.candidate_revision, now_s).ok(),
+        }
+    }
+
     /// What the orchestrator may use: the executor when there is one, else plans only.
     pub fn actuation(&self) -> Actuation {
         match &self.executor {

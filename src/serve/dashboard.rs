@@ -37,17 +37,27 @@ fn expires(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
 }
 
+/// The executor's exact steps, as an approval would run them.
+fn steps_list(steps: &[String]) -> String {
+    if steps.is_empty() {
+        return String::new();
+    }
+    let items: String = steps.iter().map(|s| format!("<li><code>{}</code></li>", escape(s))).collect();
+    format!("Approving runs:<ol class=\"steps\">{items}</ol>")
+}
+
 fn pending_block(v: &ReleaseView) -> String {
     let Some(a) = &v.pending_approval else { return String::new() };
     format!(
         "<div class=\"pending\"><strong>Approval {id}</strong> for <a href=\"/releases/{name}\">{name_t}</a>: {what}.<br>\
-         Why: {why}<br>Expires {exp}. Approve with <code>backstop approve {id} --agent URL --reason TEXT</code> \
+         Why: {why}<br>{steps}Expires {exp}. Approve with <code>backstop approve {id} --agent URL --reason TEXT</code> \
          or reject with <code>backstop reject {id} …</code>.</div>\n",
         id = escape(&a.request.id),
         name = escape(&v.name),
         name_t = escape(&v.name),
         what = escape(&proposal(&a.request.proposed)),
         why = escape(&a.reason),
+        steps = steps_list(&a.steps),
         exp = escape(&expires(a.request.expires_at_ms)),
     )
 }

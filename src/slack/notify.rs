@@ -119,7 +119,9 @@ impl Notifier {
                 failed: v.error.is_some(),
             };
             if slot.version.as_ref() != Some(&version) {
-                let message = render::release_message(&v, decided.as_ref(), url.as_deref());
+                let policy = &self.app.agent.runtime().policy;
+                let approvers = policy.approvals.expand(crate::policy::approval::approvers_for(policy, &v.service));
+                let message = render::release_message(&v, decided.as_ref(), url.as_deref(), &approvers);
                 if slot.sent.as_ref() != Some(&message) {
                     slot.desired = Some(message);
                 }

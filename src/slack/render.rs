@@ -72,8 +72,7 @@ fn facts(v: &ReleaseView) -> String {
 }
 
 fn finding_line(f: &Finding) -> String {
-    let status = format!("{:?}", f.status).to_lowercase();
-    format!("• `{}` {status}: {}", escape(&f.metric), escape(&f.explanation))
+    format!("• `{}` {}: {}", escape(&f.metric), f.status, escape(&f.explanation))
 }
 
 fn proposal_text(p: &Proposal) -> String {
@@ -88,16 +87,45 @@ fn proposal_text(p: &Proposal) -> String {
     }
 }
 
-fn approval_blocks(v: &ReleaseView) -> Vec<Block> {
+/// Slack mentions of the people policy names (`slack:U…` → `<@U…>`,
+/// `slack-group:S…` → `<!subteam^S…>`), so a request pages them; other
+/// identities are not Slack users and are left out. Policy checked the ids'
+/// shape when it loaded.
+pub fn mentions(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| {
+            if let Some(user) = n.strip_prefix("slack:") {
+                Some(format!("<@{}>", escape(user)))
+            } else {
+                n.strip_prefix("slack-group:").map(|g| format!("<!subteam^{}>", escape(g)))
+            }
+        })
+        .collect()
+}
+
+/// The executor's exact steps, numbered (what an approval runs).
+fn steps_text(steps: &[String]) -> String {
+    steps.iter().enumerate().map(|(i, s)| format!("{}. {}", i + 1, escape(s))).collect::<Vec<_>>().join("\n")
+}
+
+fn approval_blocks(v: &ReleaseView, approvers: &[String]) -> Vec<Block> {
     let Some(a) = &v.pending_approval else { return vec![] };
     let id = &a.request.id;
     let what = proposal_text(&a.request.proposed);
     let expires = a.request.expires_at_ms / 1000;
-    let ask = format!(
+    let mut ask = format!(
         ":raising_hand: *Approval needed* to {what}.\n{}\nRequest `{}` expires <!date^{expires}^{{date_short_pretty}} {{time}}|at {expires} (unix)>.",
         escape(&a.reason),
         escape(id)
     );
+    if !a.steps.is_empty() {
+        ask.push_str(&format!("\n*Approving runs:*\n{}", steps_text(&a.steps)));
+    }
+    let paged = mentions(approvers);
+    if !paged.is_empty() {
+        ask.push_str(&format!("\nApprovers: {}", paged.join(" ")));
+    }
     let button = |label: &str, action: &str, style: &'static str, question: String| Button {
         kind: "button",
         text: Text::plain(label),
@@ -122,8 +150,14 @@ fn approval_blocks(v: &ReleaseView) -> Vec<Block> {
     ]
 }
 
-/// The release's one message, as it should look now.
-pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, agent_url: Option<&str>) -> Reply {
+/// The release's one message, as it should look now; `approvers`: who
+/// policy lets answer its request (mentioned, so they are paged).
+pub fn release_message(
+    v: &ReleaseView,
+    decided: Option<&Decided>,
+    agent_url: Option<&str>,
+    approvers: &[String],
+) -> Reply {
     let mut blocks = vec![Block::Header { text: Text::plain(cut(&headline(v), 150)) }, Block::section(&facts(v))];
     let failing: Vec<String> = v
         .judge
@@ -134,7 +168,7 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, agent_url: Op
     if !failing.is_empty() {
         blocks.push(Block::section(&failing.join("\n")));
     }
-    blocks.extend(approval_blocks(v));
+    blocks.extend(approval_blocks(v, approvers));
     if let Some(d) = decided {
         let line = format!("*{}* by <@{}>: {}", escape(&d.what), escape(&d.user), escape(&d.result));
         blocks.push(Block::section(&line));

@@ -700,6 +700,19 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
     assert!(out.contains("search (") && out.contains("target simulator/search"), "{out}");
     assert!(!err.contains("ignoring BACKSTOP_AGENT_URL"), "{err}");
 
+    // payments waits for an approval: the dashboard shows the exact steps approving runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, out, _) = releases(&s.url, &["get", "payments", "--format", "json"], &[]);
+        if out.contains("\"pending_approval\": {") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "payments never asked: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_, page) = crate::suite::watch::http_get(port, "/").unwrap();
+    assert!(page.contains("Approving runs:<ol"), "{page}");
     let (code, out, err) = releases(&s.url, &["hold", "search", "--reason", "looking"], &[]);
     assert_eq!((code, out.trim()), (0, "search: hold: now held"), "{err}");
     let (code, out, err) = releases(&s.url, &["resume", "search"], &[]);

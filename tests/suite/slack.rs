@@ -146,6 +146,9 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     let asked = wait_message(&fake, &ts, |m| approval_id(m).is_some()).await;
     let id = approval_id(&asked).unwrap();
     let buttons = text_of(&asked);
+    // The plan as the executor will run it, and the approvers paged: a user and a user group.
+    assert!(buttons.contains("Approving runs:") && buttons.contains("1. "), "the exact steps: {buttons}");
+    assert!(buttons.contains("<@UALICE>") && buttons.contains("<!subteam^SONCALL>"), "approvers mentioned: {buttons}");
     assert!(
         buttons.contains("\"confirm\"") && buttons.contains("Reject"),
         "confirm dialogs on both buttons: {buttons}"

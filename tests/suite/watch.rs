@@ -108,9 +108,12 @@ fn exit_12_when_held_for_approval() {
         "version = 1\nautonomy = \"approve\"\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n",
     )
     .unwrap();
-    run(&d, SIM, "watch", &["--release", "search", "--policy", policy.to_str().unwrap()])
-        .code(12)
-        .stdout(predicate::str::contains("A human must approve"));
+    let report = d.path().join("approve.md");
+    let args = ["--release", "search", "--policy", policy.to_str().unwrap(), "--report", report.to_str().unwrap()];
+    run(&d, SIM, "watch", &args).code(12).stdout(predicate::str::contains("A human must approve"));
+    // The approver's report holds what approving would run, step by step.
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("### The exact action") && md.contains("1. "), "{md}");
 }
 
 #[test]
