@@ -28,9 +28,11 @@ impl Write for MaskedStderr {
 }
 
 /// Install a subscriber writing to stderr: JSON lines when `json`, text
-/// otherwise (colours only on a terminal); `RUST_LOG` overrides `default_level`.
+/// otherwise (colours only on a terminal); `RUST_LOG` overrides `default_level`
+/// (set and not blank: an empty one is as if unset).
 pub fn init(json: bool, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let given = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| !v.trim().is_empty());
+    let filter = given.and_then(|v| EnvFilter::try_new(v).ok()).unwrap_or_else(|| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

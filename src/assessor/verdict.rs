@@ -214,12 +214,12 @@ pub fn validate(v: &CanaryVerdict, shown: &HashMap<String, EvidenceItem>) -> Res
         for id in &f.evidence {
             let item = shown.get(id).ok_or_else(|| Rejection::UnknownEvidence { id: id.clone() })?;
             if contradicts(f.claim, item.fact) {
-                return bad(format!("finding {} claims {:?} but `{id}` shows {:?}", i + 1, f.claim, item.fact));
+                return bad(format!("finding {} claims {} but `{id}` shows {}", i + 1, f.claim, item.fact));
             }
             supported |= supports(f.claim, item.fact);
         }
         if !supported {
-            let detail = format!("finding {} claims {:?} but none of {:?} shows it", i + 1, f.claim, f.evidence);
+            let detail = format!("finding {} claims {} but none of {} shows it", i + 1, f.claim, f.evidence.join(", "));
             return Err(Rejection::Unsupported { detail });
         }
     }

@@ -163,7 +163,9 @@ async fn run(cli: Cli) -> CliResult {
     let settings = backstop::config::Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::usage(backstop::Error::from(e)))?;
     let format = cli.log_format.unwrap_or(settings.telemetry.format);
-    backstop::telemetry::init(format == backstop::config::LogFormat::Json, &settings.telemetry.level);
+    let service = matches!(cli.command, Command::Agent(_) | Command::Serve(_));
+    let level = settings.telemetry.level.clone().unwrap_or_else(|| if service { "info" } else { "warn" }.into());
+    backstop::telemetry::init(format == backstop::config::LogFormat::Json, &level);
     match cli.command {
         Command::Demo(a) => demo::run(a, &settings).await,
         Command::Watch(a) => watch::watch(a, &settings).await,

@@ -52,8 +52,11 @@ pub struct LedgerSettings {
 pub struct TelemetrySettings {
     /// `text` or `json` lines on stderr.
     pub format: LogFormat,
-    /// Default level filter (`RUST_LOG` overrides).
-    pub level: String,
+    /// Level filter (`RUST_LOG` overrides). Unset: `info` for the services
+    /// (`agent`, `serve`: decisions, actions and approval requests are
+    /// logged), `warn` for commands that print their own results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
 }
 
 /// Log line format.
@@ -69,7 +72,7 @@ pub enum LogFormat {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "warn".into() }
+        Self { format: LogFormat::Text, level: None }
     }
 }
 

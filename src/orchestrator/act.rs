@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded};
@@ -110,8 +110,11 @@ impl ReleaseRun<'_> {
         };
         pause_point("after_intent").await;
         observer.on_intent(&plan);
-        let span = info_span!("action", plan = %plan.id, kind = ?plan.kind, target = %plan.target);
-        let result = self.holding_lease(token, execute_and_verify(executor, &plan, permit)).instrument(span).await;
+        let span = info_span!("action", plan = %plan.id, kind = %plan.kind, target = %plan.target);
+        info!(parent: &span, to = %plan.to_revision, "Action starting (intent recorded).");
+        let result =
+            self.holding_lease(token, execute_and_verify(executor, &plan, permit)).instrument(span.clone()).await;
+        info!(parent: &span, result = %result.label(), "Action ended.");
         observer.on_outcome(&plan, &result);
         let outcome = Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() });
         self.record(outcome).await?;

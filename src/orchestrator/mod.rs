@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::assessor::{Assessor, Consultation, Deliberation, Timing, Usage};
 use crate::clock::Clock;
@@ -705,7 +705,12 @@ impl ReleaseRun<'_> {
             self.note_role(st, done.role);
         }
         let seq = done.receipt.map_or(0, |r| r.seq);
-        info!(parent: &span, decision = outcome.decision.label(), verdict = ?judged.verdict, seq, "Tick judged.");
+        // A decision is news at `info`; a tick that only goes on is `debug` (one per release per tick).
+        let (decision, verdict) = (outcome.decision.label(), judged.verdict);
+        match outcome.decision {
+            Decision::Continue => debug!(parent: &span, decision, %verdict, seq, "Tick judged."),
+            _ => info!(parent: &span, decision, %verdict, seq, reason = outcome.decision.reason(), "Tick decided."),
+        }
         Ok(Judged { judged, outcome, consultation, failure, seq })
     }
 

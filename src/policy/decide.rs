@@ -18,7 +18,7 @@ impl Trace {
 /// Decide what to do. Pure and deterministic: no I/O, no clock but `input.now_ms`.
 pub fn evaluate(policy: &PolicyFile, input: &PolicyInput) -> PolicyOutcome {
     let mut t = Trace(Vec::new());
-    t.hit(RuleId::JudgeVerdict, format!("{:?}: {}", input.judge.verdict, input.judge.summary));
+    t.hit(RuleId::JudgeVerdict, format!("{}: {}", input.judge.verdict, input.judge.summary));
     if input.mode == RunMode::Advise {
         t.hit(RuleId::ModeAdvise, "advisory run: the decision is a recommendation and nothing executes");
     }

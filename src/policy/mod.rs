@@ -57,6 +57,15 @@ impl Decision {
     pub fn label(&self) -> &'static str {
         self.into()
     }
+
+    /// Why, in policy's words (empty for a promotion or going on).
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Promote | Decision::Continue => "",
+            Decision::Hold { reason } | Decision::RequireApproval { reason, .. } | Decision::Deny { reason } => reason,
+            Decision::Rollback { plan } => &plan.reason,
+        }
+    }
 }
 
 /// An action awaiting a human.

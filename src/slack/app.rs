@@ -508,7 +508,7 @@ impl SlackApp {
                     if answer == Answer::Approve { "approved" } else { "rejected" },
                     &reply,
                 ),
-                None => format!("{:?}", reply.ruling),
+                None => crate::policy::approval::ruling_label(&reply.ruling).to_string(),
             },
             Err(e) => {
                 let reason = crate::error::chain(&e);

@@ -207,22 +207,22 @@ fn model_lines(c: &Consultation) -> Vec<String> {
     match (&c.verdict, &c.rejection, &c.error) {
         (_, _, Some(e)) => out.push(format!("*Model* `{}`: no verdict ({})", escape(&c.model), escape(e))),
         (Some(v), Some(r), _) => out.push(format!(
-            "*Model* `{}` answered {:?}/{:?} but it was *rejected*: {}",
+            "*Model* `{}` answered {}/{} but it was *rejected*: {}",
             escape(&c.model),
             v.health,
             v.action,
-            escape(&format!("{r:?}"))
+            escape(&r.to_string())
         )),
         (Some(v), None, _) => {
             out.push(format!(
-                "*Model* `{}`: {:?}, recommends {:?} (confidence {:.2})",
+                "*Model* `{}`: {}, recommends {} (confidence {:.2})",
                 escape(&c.model),
                 v.health,
                 v.action,
                 v.confidence
             ));
             for f in &v.findings {
-                out.push(format!("• {:?}: {} (cites {})", f.claim, escape(&f.summary), escape(&f.evidence.join(", "))));
+                out.push(format!("• {}: {} (cites {})", f.claim, escape(&f.summary), escape(&f.evidence.join(", "))));
             }
         }
         (None, _, None) => out.push(format!("*Model* `{}`: no verdict", escape(&c.model))),
@@ -243,7 +243,7 @@ pub fn why(v: &ReleaseView, agent_url: Option<&str>, response_type: ResponseType
     match &v.judge {
         None => blocks.push(Block::section("Not judged yet.")),
         Some(j) => {
-            blocks.push(Block::section(&format!("*Judge*: {:?} — {}", j.verdict, escape(&j.summary))));
+            blocks.push(Block::section(&format!("*Judge*: {} — {}", j.verdict, escape(&j.summary))));
             for chunk in j.findings.chunks(8) {
                 blocks.push(Block::section(&chunk.iter().map(finding_line).collect::<Vec<_>>().join("\n")));
             }

@@ -488,13 +488,18 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
 /// `backstop agent --config fixtures/config/simulator.toml` without tokens (the
 /// first run of docs/agent-and-api.md), on a free port and its own ledger, `pace_ms` a tick.
 pub(crate) fn simulator_agent(pace_ms: u64) -> Setup {
+    simulator_agent_with(pace_ms, &[])
+}
+
+/// [`simulator_agent`] with extra environment.
+pub(crate) fn simulator_agent_with(pace_ms: u64, env: &[(&str, &str)]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let ledger = dir.path().join("l.db").display().to_string();
     let pace = pace_ms.to_string();
     let config = "fixtures/config/simulator.toml";
     let args = ["--config", config, "agent", "--listen", &listen, "--ledger", &ledger, "--pace-ms", &pace];
-    let mut agent = Agent::spawn(&args, &[]);
+    let mut agent = Agent::spawn(&args, env);
     agent.wait_for_stdout("backstop agent on", Duration::from_secs(60));
     Setup { dir, url: format!("http://{listen}"), agent }
 }
@@ -690,7 +695,8 @@ fn releases(agent: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, S
 /// malformed URL and an agent that is not there are clear failures.
 #[test]
 fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
-    let s = simulator_agent(300);
+    // RUST_LOG blank: the agent's own default level.
+    let s = simulator_agent_with(300, &[("RUST_LOG", "")]);
     let hostport = s.url.trim_start_matches("http://").to_string();
     let (code, out, err) = releases(&hostport, &["list"], &[]);
     assert_eq!(code, 0, "{err}");
@@ -730,6 +736,13 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
     assert!(out.contains("state finished"), "{out}");
     let audit = s.audit();
     assert!(audit.lines().any(|l| l.contains("approval_resolved") && l.contains("local")), "{audit}");
+    // The agent logs decisions, actions and requests at `info` by default, without colour codes when redirected.
+    let log = s.agent.stderr();
+    for needle in ["Approval requested", "A person asked to act", "Action starting", "Action ended", "INFO"] {
+        assert!(log.contains(needle), "{needle} not in the agent's log:\n{log}");
+    }
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a redirected log");
+    assert!(!log.contains("Tick judged."), "a tick that only goes on is not logged at info");
 
     let (code, _, err) = releases("not a url::", &["list"], &[]);
     assert_eq!(code, 2, "{err}");
