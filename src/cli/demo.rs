@@ -19,26 +19,37 @@ use backstop::run::{Runtime, stop_on_signals};
 use backstop::signals::SourceConfig;
 use backstop::signals::simulator::{FaultKind, FaultSpec, ModelSim, SimConfig, Warmup};
 
-/// The simulated releases `--scenario` offers.
+/// The simulated releases `--scenario` offers, spelled as the simulator's
+/// fault kinds are in configuration (`error_spike`); the hyphenated
+/// spellings of earlier versions are still accepted.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum DemoScenario {
+    #[value(alias = "error-spike")]
     ErrorSpike,
+    #[value(alias = "latency-regression")]
     LatencyRegression,
+    #[value(alias = "memory-leak")]
     MemoryLeak,
+    #[value(alias = "crash-loop")]
     CrashLoop,
+    #[value(alias = "intermittent-errors")]
     IntermittentErrors,
     Healthy,
+    #[value(alias = "healthy-noisy")]
     HealthyNoisy,
+    #[value(alias = "healthy-low-traffic")]
     HealthyLowTraffic,
     /// A fraud model's canary: its scores drift from 300 s and its labelled accuracy
     /// falls 8 points, which labels arriving 4 minutes late reveal.
+    #[value(alias = "model-drift")]
     ModelDrift,
 }
 
 #[derive(Args)]
 pub struct DemoArgs {
     /// Which release to simulate.
-    #[arg(long, value_enum, default_value = "error-spike")]
+    #[arg(long, value_enum, default_value = "error_spike")]
     scenario: DemoScenario,
     /// Random seed of the simulation.
     #[arg(long, default_value_t = 7)]

@@ -67,6 +67,7 @@ fn demo_model_drift_rolls_back_when_delayed_labels_show_accuracy_falling() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
     backstop()
+        // The hyphenated spelling of earlier versions, still accepted beside `model_drift`.
         .args(["demo", "--scenario", "model-drift", "--tick-ms", "0", "--ledger", db.to_str().unwrap()])
         .assert()
         .success()
@@ -83,7 +84,7 @@ fn demo_unknown_scenario_is_a_usage_error() {
         .code(2)
         .stderr(
             predicate::str::contains("invalid value 'nope' for '--scenario")
-                .and(predicate::str::contains("crash-loop")),
+                .and(predicate::str::contains("crash_loop")),
         );
 }
 

@@ -305,9 +305,9 @@ async fn a_real_instruct_model_is_heard_and_never_loosens_a_decision() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = smollm2_config(dir.path(), &llama.base_url);
     let mut consultations = advise_through(dir.path(), &cfg).await;
-    for scenario in ["healthy", "error-spike"] {
+    for scenario in ["healthy", "error_spike"] {
         let (_, rules, ledger) = demo(dir.path(), &cfg, scenario).await;
-        if scenario == "error-spike" {
+        if scenario == "error_spike" {
             assert!(rules.contains("rollback.within_policy"), "the judge's rollback stands: {rules}");
         } else {
             assert!(!rules.contains("rollback"), "a healthy canary is not rolled back: {rules}");
