@@ -734,6 +734,11 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
     let (code, out, _) = releases(&s.url, &["get", "search", "--watch"], &[]);
     assert_eq!(code, 0, "promoted: exit 0");
     assert!(out.contains("state finished"), "{out}");
+    // The gate follows a person's promotion to its end: a rollout engine may promote too.
+    let (code, body) =
+        crate::suite::watch::http_get(port, "/v1/gates/search?contract=flagger-confirm-promotion").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"verdict\":\"pass\""), "{body}");
     let audit = s.audit();
     assert!(audit.lines().any(|l| l.contains("approval_resolved") && l.contains("local")), "{audit}");
     // The agent logs decisions, actions and requests at `info` by default, without colour codes when redirected.
