@@ -33,7 +33,9 @@ pub fn metric_svg(
     }
     let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &y| (a.0.min(y), a.1.max(y)));
     let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1e-9);
-    let x_max = duration_s.max(u64::from(step_s)) as f64;
+    let x_max = zoomed_end(&b, &c, step_s, duration_s, decided_at_s);
+    let ratio = m.spec.unit == crate::signals::Unit::Ratio;
+    let y_label = |v: &f64| if ratio { format!("{:.1}%", v * 100.0) } else { format!("{v:.3}") };
     let mut svg = String::new();
     let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::with_string(&mut svg, (720, 240)).into_drawing_area();
@@ -47,7 +49,13 @@ pub fn metric_svg(
             .x_label_area_size(28)
             .y_label_area_size(64)
             .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
-        chart.configure_mesh().x_desc("release time (s)").light_line_style(WHITE.mix(0.0)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("release time (s)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&y_label)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
         if let Some(w) = window_s.filter(|w| *w > 0) {
             let from = decided_at_s.saturating_sub(w) as f64;
             let shade = Rectangle::new([(from, lo - pad), (decided_at_s as f64, hi + pad)], WINDOW.mix(0.25).filled());
@@ -56,14 +64,7 @@ pub fn metric_svg(
                 .label("judged window")
                 .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], WINDOW.mix(0.25).filled()));
         }
-        chart
-            .draw_series(LineSeries::new(b, BASELINE.stroke_width(2)))?
-            .label("baseline")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BASELINE.stroke_width(2)));
-        chart
-            .draw_series(LineSeries::new(c, CANARY.stroke_width(2)))?
-            .label("canary")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], CANARY.stroke_width(2)));
+        // The markers first, the series over them: a failure is never hidden behind the decision line.
         let vline = |x: f64| vec![(x, lo - pad), (x, hi + pad)];
         chart
             .draw_series(std::iter::once(PathElement::new(vline(decided_at_s as f64), DECISION.stroke_width(2))))?
@@ -76,8 +77,17 @@ pub fn metric_svg(
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], ONSET.stroke_width(1)));
         }
         chart
+            .draw_series(LineSeries::new(b, BASELINE.stroke_width(2)))?
+            .label("baseline")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BASELINE.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(c, CANARY.stroke_width(2)))?
+            .label("canary")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], CANARY.stroke_width(2)));
+        chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            // Upper left: a fault shows at the right end, where the legend would hide it.
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;
@@ -88,6 +98,15 @@ pub fn metric_svg(
         Ok(()) => svg,
         Err(e) => format!("<p>{}: chart could not be drawn: {e}</p>", super::text::escape(&m.spec.name)),
     }
+}
+
+/// Where a chart's time axis ends: just past the last sample or the
+/// decision (whichever is later), not the whole window — a release decided at
+/// 640 s of 1800 s would otherwise leave most of the chart empty.
+fn zoomed_end(b: &[(f64, f64)], c: &[(f64, f64)], step_s: u32, duration_s: u64, decided_at_s: u64) -> f64 {
+    let last = b.iter().chain(c).map(|p| p.0).fold(decided_at_s as f64, f64::max);
+    let step = f64::from(step_s.max(1));
+    (last + (last * 0.05).max(step)).min(duration_s.max(u64::from(step_s)) as f64)
 }
 
 /// A PNG of `m` for chat: baseline (blue), canary (orange), the judged
@@ -109,7 +128,7 @@ pub fn metric_png(
     }
     let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &y| (a.0.min(y), a.1.max(y)));
     let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.01).max(1e-9);
-    let x_max = duration_s.max(u64::from(step_s)) as f64;
+    let x_max = zoomed_end(&b, &c, step_s, duration_s, decided_at_s);
     let mut rgb = vec![0u8; (W * H * 3) as usize];
     let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
         let root = BitMapBackend::with_buffer(&mut rgb, (W, H)).into_drawing_area();

@@ -12,33 +12,75 @@ pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src da
 /// A Kayenta-style scorecard: one row per metric, failing ones first, with
 /// status colour, baseline and canary levels, effect and confidence.
 pub fn scorecard(j: &crate::judge::JudgeResult) -> String {
+    let mut rows: Vec<&crate::judge::Finding> = j.findings.iter().collect();
+    rows.sort_by_key(|f| rank(f.status));
+    let (shown, passing): (Vec<_>, Vec<_>) = rows.into_iter().partition(|f| rank(f.status) < 3);
+    let mut html = table(&shown);
+    if !passing.is_empty() {
+        html.push_str(&format!(
+            "<details><summary>{} passing or ignored metric(s)</summary>\n{}</details>\n",
+            passing.len(),
+            table(&passing)
+        ));
+    }
+    html
+}
+
+/// Worst first: fails, then suspects, then not enough evidence, then passes.
+fn rank(s: crate::judge::MetricStatus) -> u8 {
     use crate::judge::MetricStatus as S;
-    let rank = |s: S| match s {
+    match s {
         S::Failing | S::SharedBreach | S::BaselineShifted => 0,
         S::Suspect | S::Drifted => 1,
         S::NoData | S::InsufficientData | S::LabelsPending => 2,
         S::Ok => 3,
         S::Ignored => 4,
-    };
-    let mut rows: Vec<&crate::judge::Finding> = j.findings.iter().collect();
-    rows.sort_by_key(|f| rank(f.status));
+    }
+}
+
+/// The status in the words a reader acts on.
+fn in_words(s: crate::judge::MetricStatus) -> &'static str {
+    use crate::judge::MetricStatus as S;
+    match s {
+        S::Failing => "fail",
+        S::SharedBreach => "fail (both sides breach the guard)",
+        S::BaselineShifted => "fail (the baseline itself moved)",
+        S::Suspect => "suspect: not yet a fail",
+        S::Drifted => "drifted",
+        S::NoData | S::InsufficientData => "not enough evidence",
+        S::LabelsPending => "not enough evidence (labels pending)",
+        S::Ok => "pass",
+        S::Ignored => "ignored by policy",
+    }
+}
+
+/// A harmful shift or a tolerance as people read it: ratios in percentage
+/// points (0.16 % → 2.79 % is +2.63 pp, not +1604 %), other units in their unit.
+fn shift(v: f64, unit: &crate::signals::Unit) -> String {
+    match unit {
+        crate::signals::Unit::Ratio => format!("{:+.2} pp", v * 100.0),
+        u => format!("{}{}", if v >= 0.0 { "+" } else { "" }, u.show(v)),
+    }
+}
+
+fn table(rows: &[&crate::judge::Finding]) -> String {
     let mut html = String::from(
-        "<table class=\"scorecard\">\n<thead><tr><th>metric</th><th>status</th><th>baseline</th><th>canary</th>\
-         <th>effect</th><th>confidence</th></tr></thead>\n<tbody>\n",
+        "<table class=\"scorecard\">\n<thead><tr><th>metric</th><th>verdict</th><th>baseline</th><th>canary</th>\
+         <th>harmful shift</th><th>tolerance</th><th>why</th></tr></thead>\n<tbody>\n",
     );
     let num = |v: Option<f64>, f: &crate::judge::Finding| v.map_or("–".to_string(), |v| f.unit.show(v));
     for f in rows {
-        let status = f.status.to_string();
+        let tolerance = f.tolerance.map_or("–".into(), |t| shift(t, &f.unit).trim_start_matches('+').to_string());
         html.push_str(&format!(
-            "<tr class=\"s-{}\" title=\"{}\"><td>{}</td><td><span class=\"badge\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"s-{}\"><td>{}</td><td><span class=\"badge\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"why\">{}</td></tr>\n",
             rank(f.status),
-            escape(&f.explanation),
             escape(&crate::assessor::evidence::metric_label(&f.metric)),
-            escape(&status),
+            escape(in_words(f.status)),
             escape(&num(f.baseline, f)),
             escape(&num(f.canary, f)),
-            escape(&f.relative_effect.map_or("–".into(), |e| format!("{:+.1} %", e * 100.0))),
-            escape(&f.confidence.map_or("–".into(), |c| format!("{:.1} %", c * 100.0))),
+            escape(&f.effect.map_or("–".into(), |e| shift(e, &f.unit))),
+            escape(&tolerance),
+            escape(&f.explanation),
         ));
     }
     html.push_str("</tbody></table>\n");
@@ -55,6 +97,7 @@ pub const STYLE: &str = "body { font-family: sans-serif; margin: 1em auto; max-w
     .badge { padding: 0.1em 0.4em; border-radius: 0.3em; font-size: 0.9em; }\n\
     .rec { color: #b00; } .headline { font-size: 1.1em; }\n\
     figure { margin: 0 0 1em 0; } figure svg { max-width: 100%; height: auto; }\n\
+    td.why { font-size: 0.9em; color: #444; } details summary { cursor: pointer; margin: 0.5em 0; }\n\
     .pending { background: #fff3e0; border-left: 4px solid #ef6c00; padding: 0.5em 1em; }\n\
     code { background: #f3f3f3; padding: 0 0.2em; }\n";
 
@@ -85,6 +128,7 @@ pub fn report_body(r: &Report) -> String {
         escape(&r.recommendation.to_uppercase()),
         escape(&r.headline)
     );
+    body.push_str(&plan(r.plan.as_ref()));
     if let Some(j) = &r.judge {
         body.push_str(&format!(
             "<h2>Scorecard at t={}s</h2>\n<p>{}</p>\n<div class=\"table-wrap\">{}</div>\n",
@@ -103,15 +147,6 @@ pub fn report_body(r: &Report) -> String {
         }
         (None, _) => {}
     }
-    if let Some(p) = &r.plan {
-        body.push_str(&format!(
-            "<h2>Plan</h2>\n<p>{} <code>{}</code> to <code>{}</code> (plan {})</p>\n",
-            p.kind,
-            escape(&p.target),
-            escape(&p.to_revision),
-            escape(&p.id)
-        ));
-    }
     body.push_str(&list("Policy rules", &r.rules));
     body.push_str(&format!("<h2>Model</h2>\n<pre>{}</pre>\n", escape(&super::markdown::model_lines(&r.model))));
     body.push_str(&list("What would change this recommendation", &r.would_change));
@@ -127,15 +162,22 @@ pub fn charts(
     decided_at_s: u64,
     onset_s: Option<u64>,
 ) -> String {
-    let mut out = String::from("<section class=\"charts\">\n");
+    let (mut shown, mut folded) = (String::new(), String::new());
     for m in &obs.metrics {
-        let window = judge.and_then(|j| j.findings.iter().find(|f| f.metric == m.spec.name)).and_then(|f| f.window_s);
-        out.push_str("<figure>");
-        out.push_str(&metric_svg(m, obs.step_s, duration_s, (decided_at_s, window), onset_s));
-        out.push_str("</figure>\n");
+        let finding = judge.and_then(|j| j.findings.iter().find(|f| f.metric == m.spec.name));
+        let window = finding.and_then(|f| f.window_s);
+        let figure =
+            format!("<figure>{}</figure>\n", metric_svg(m, obs.step_s, duration_s, (decided_at_s, window), onset_s));
+        // The charts that explain the decision first; passing metrics folded below them.
+        match finding.map(|f| rank(f.status)) {
+            Some(r) if r >= 3 => folded.push_str(&figure),
+            _ => shown.push_str(&figure),
+        }
     }
-    out.push_str("</section>\n");
-    out
+    if !folded.is_empty() {
+        shown.push_str(&format!("<details><summary>charts of passing metrics</summary>\n{folded}</details>\n"));
+    }
+    format!("<section class=\"charts\">\n{shown}</section>\n")
 }
 
 /// The judged log templates, quoted as the watched system's own text.
@@ -162,6 +204,19 @@ fn log_templates(j: &crate::judge::JudgeResult) -> String {
     format!(
         "<h2>Log templates <small>(untrusted text from the watched systems)</small></h2>\n<ul>\n{}</ul>\n",
         rows.concat()
+    )
+}
+
+/// The exact action first: what runs (or would, or an approval runs), step by step.
+fn plan(p: Option<&crate::executor::ActionPlan>) -> String {
+    let Some(p) = p else { return String::new() };
+    let steps: String = p.steps.iter().map(|s| format!("<li><code>{}</code></li>", escape(s))).collect();
+    format!(
+        "<h2>Plan</h2>\n<p>{} <code>{}</code> to <code>{}</code> (plan {})</p>\n<ol class=\"steps\">{steps}</ol>\n",
+        p.kind,
+        escape(&p.target),
+        escape(&p.to_revision),
+        escape(&p.id)
     )
 }
 

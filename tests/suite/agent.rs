@@ -535,7 +535,7 @@ async fn the_newcomers_path_dashboard_in_chromium_approval_from_the_cli_then_aud
     let dom =
         crate::support::chromium(&["--dump-dom", &format!("{url}/releases/payments")], &s.dir.path().join("profile-2"));
     let text = String::from_utf8_lossy(&dom.stdout);
-    assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains(">failing<"), "{text}");
+    assert!(text.contains("Scorecard") && text.contains("http_error_ratio") && text.contains(">fail<"), "{text}");
     assert!(text.matches("<svg").count() >= 5, "a chart per metric on the release page: {text}");
 
     let png = s.dir.path().join("dashboard.png");

@@ -41,6 +41,15 @@ fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {
     }
     assert!(dom_text.contains("ROLLBACK") && dom_text.contains("decision") && dom_text.contains("fault onset"));
     assert_eq!(dom_text.matches("judged window").count(), 5, "each chart shades the judge's window");
+    // Read in 30 seconds: the plan before the scorecard, a verdict in words per metric with
+    // its shift and tolerance (a ratio in percentage points), passing metrics folded away.
+    let (plan, card) = (dom_text.find("<h2>Plan</h2>").unwrap(), dom_text.find("Scorecard at").unwrap());
+    assert!(plan < card, "the plan comes first");
+    assert!(dom_text.contains("<th>harmful shift</th><th>tolerance</th><th>why</th>"), "{dom_text}");
+    assert!(dom_text.contains(">fail</span>") && dom_text.contains(" pp</td>"), "{dom_text}");
+    assert!(!dom_text.contains("confidence</th>"), "no unexplained confidence column");
+    assert!(dom_text.contains("passing or ignored metric(s)</summary>"), "passing metrics folded: {dom_text}");
+    assert!(dom_text.contains("charts of passing metrics</summary>"), "their charts folded too");
     let log = String::from_utf8_lossy(&dom.stderr);
     assert!(!log.contains("Refused to"), "the page tried to fetch something: {log}");
 
