@@ -54,15 +54,6 @@ fn in_words(s: crate::judge::MetricStatus) -> &'static str {
     }
 }
 
-/// A harmful shift or a tolerance as people read it: ratios in percentage
-/// points (0.16 % → 2.79 % is +2.63 pp, not +1604 %), other units in their unit.
-fn shift(v: f64, unit: &crate::signals::Unit) -> String {
-    match unit {
-        crate::signals::Unit::Ratio => format!("{:+.2} pp", v * 100.0),
-        u => format!("{}{}", if v >= 0.0 { "+" } else { "" }, u.show(v)),
-    }
-}
-
 fn table(rows: &[&crate::judge::Finding]) -> String {
     let mut html = String::from(
         "<table class=\"scorecard\">\n<thead><tr><th>metric</th><th>verdict</th><th>baseline</th><th>canary</th>\
@@ -70,7 +61,8 @@ fn table(rows: &[&crate::judge::Finding]) -> String {
     );
     let num = |v: Option<f64>, f: &crate::judge::Finding| v.map_or("–".to_string(), |v| f.unit.show(v));
     for f in rows {
-        let tolerance = f.tolerance.map_or("–".into(), |t| shift(t, &f.unit).trim_start_matches('+').to_string());
+        let tolerance =
+            f.tolerance.map_or("–".into(), |t| super::shift(t, &f.unit).trim_start_matches('+').to_string());
         html.push_str(&format!(
             "<tr class=\"s-{}\"><td>{}</td><td><span class=\"badge\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"why\">{}</td></tr>\n",
             rank(f.status),
@@ -78,7 +70,7 @@ fn table(rows: &[&crate::judge::Finding]) -> String {
             escape(in_words(f.status)),
             escape(&num(f.baseline, f)),
             escape(&num(f.canary, f)),
-            escape(&f.effect.map_or("–".into(), |e| shift(e, &f.unit))),
+            escape(&f.effect.map_or("–".into(), |e| super::shift(e, &f.unit))),
             escape(&tolerance),
             escape(&f.explanation),
         ));

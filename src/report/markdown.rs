@@ -103,8 +103,10 @@ fn evidence(o: &mut String, j: &crate::judge::JudgeResult) {
             status,
             md(&cell(f.baseline, &f.unit)),
             md(&cell(f.canary, &f.unit)),
-            md(&cell(f.effect, &f.unit)),
-            md(&cell(f.tolerance, &f.unit)),
+            md(&f.effect.map_or_else(|| "–".into(), |e| super::shift(e, &f.unit))),
+            md(&f
+                .tolerance
+                .map_or_else(|| "–".into(), |t| super::shift(t, &f.unit).trim_start_matches('+').to_string())),
             z,
             f.window_s.map_or_else(|| "–".into(), |w| format!("{w}s")),
             md(&guard_cell(f)),

@@ -79,6 +79,15 @@ pub enum ReportVersion {
     V1,
 }
 
+/// A harmful shift or a tolerance as people read it: ratios in percentage
+/// points (0.16 % → 2.79 % is +2.63 pp, not +1604 %), other units in their unit.
+pub fn shift(v: f64, unit: &crate::signals::Unit) -> String {
+    match unit {
+        crate::signals::Unit::Ratio => format!("{:+.2} pp", v * 100.0),
+        u => format!("{}{}", if v >= 0.0 { "+" } else { "" }, u.show(v)),
+    }
+}
+
 /// Where a report's charts come from.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "data", rename_all = "snake_case")]

@@ -187,7 +187,9 @@ fn advise_never_acts_and_reports_the_exact_action() {
             .and(predicate::str::contains("### The exact action"))
             .and(predicate::str::contains("1. set canary weight of simulator/checkout to 0%"))
             .and(predicate::str::contains("### What would change this recommendation"))
-            .and(predicate::str::contains("http_error_ratio: the canary's harmful shift")),
+            .and(predicate::str::contains("http_error_ratio: the canary's harmful shift"))
+            // A ratio's shift and tolerance in percentage points, as in the HTML scorecard.
+            .and(predicate::str::contains(" pp | 0.50 pp |")),
     );
     let out =
         run(&d, REPLAY, "advise", &["--release", "good", "--format", "json"]).success().get_output().stdout.clone();
