@@ -160,7 +160,8 @@ async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::release:
     let clock: std::sync::Arc<dyn crate::clock::Clock> = std::sync::Arc::new(crate::clock::SystemClock);
     let now_s = clock.now_ms() as f64 / 1000.0;
     let targets = settings.declared_targets().into();
-    let prepared = match PreparedRelease::prepare(cfg, targets, id, RunMode::Act, clock, now_s) {
+    let files = cfg.files_from(settings.base_dir.as_deref());
+    let prepared = match PreparedRelease::prepare(&files, targets, id, RunMode::Act, clock, now_s) {
         Ok(p) => p,
         Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
     };

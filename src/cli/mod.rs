@@ -191,7 +191,7 @@ pub fn load_policy(
     arg: Option<&std::path::Path>,
     settings: &backstop::config::Settings,
 ) -> Result<backstop::policy::PolicyFile, Failure> {
-    let path = arg.map(|p| p.to_path_buf()).or_else(|| settings.policy.clone());
+    let path = arg.map(|p| p.to_path_buf()).or_else(|| settings.policy_file());
     let loaded = match path {
         Some(p) => backstop::policy::PolicyFile::load(&p),
         None => backstop::policy::PolicyFile::embedded_default(),

@@ -147,6 +147,12 @@ pub struct Settings {
     pub agent: AgentSettings,
     /// The Slack app (`backstop agent` only).
     pub slack: Option<SlackSettings>,
+    /// The folder of the file these settings were read from: relative paths
+    /// in it (`policy`, `agent.tokens_file`, a scenario, a kubeconfig)
+    /// resolve against it, not the working directory. Not a setting.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -180,7 +186,27 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| ConfigError::Load { origin: origin.clone(), message: e.to_string() })?;
         settings.validate().map_err(|e| ConfigError::Field { origin, field: e.field, expected: e.expected })?;
-        Ok(settings)
+        let base_dir = file.exists().then(|| file.parent().map(Path::to_path_buf)).flatten();
+        Ok(Settings { base_dir, ..settings })
+    }
+
+    /// `path` from this file: a relative one joined to the file's folder
+    /// ([`Settings::base_dir`]), an absolute one as it is.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// The configured policy file, resolved ([`Settings::resolve`]).
+    pub fn policy_file(&self) -> Option<PathBuf> {
+        self.policy.as_deref().map(|p| self.resolve(p))
+    }
+
+    /// The configured tokens file, resolved ([`Settings::resolve`]).
+    pub fn tokens_file(&self) -> Option<PathBuf> {
+        self.agent.tokens_file.as_deref().map(|p| self.resolve(p))
     }
 
     fn validate(&self) -> Result<(), FieldError> {

@@ -216,6 +216,27 @@ impl AgentTarget {
 }
 
 impl ReleaseConfig {
+    /// This release with its relative file paths (a scenario, a kubeconfig)
+    /// read from `base`, the folder of the configuration file that names
+    /// them, so a config works from any working directory. Only what runs
+    /// uses the result: [`crate::release::release_id`] hashes the paths as
+    /// written, so an id does not depend on where the file was found.
+    pub fn files_from(&self, base: Option<&std::path::Path>) -> ReleaseConfig {
+        let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) else { return self.clone() };
+        let under = |p: &std::path::Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
+        let mut cfg = self.clone();
+        if let SourceConfig::Scenario { path } = &mut cfg.source {
+            *path = under(path);
+        }
+        if let Some(crate::executor::ExecutorConfig::Kubernetes(k)) = &mut cfg.executor {
+            k.kubeconfig = k.kubeconfig.as_deref().map(under);
+        }
+        if let Some(pods) = &mut cfg.pods {
+            pods.kubeconfig = pods.kubeconfig.as_deref().map(under);
+        }
+        cfg
+    }
+
     /// Fields, signals and executor of one release; `Err(FieldError::of(field, expected))`
     /// with the field relative to the release.
     pub(crate) fn validate(&self) -> Result<(), FieldError> {

@@ -322,7 +322,8 @@ impl Runtime {
         };
         let name = cfg.name.clone();
         let clock = self.agent.clock.clone();
-        let release = PreparedRelease::prepare(cfg, self.declared_targets(), id, mode, clock, start_unix_s)
+        let files = cfg.files_from(self.settings.base_dir.as_deref());
+        let release = PreparedRelease::prepare(&files, self.declared_targets(), id, mode, clock, start_unix_s)
             .map_err(|e| RuntimeError::Prepare { name: name.clone(), source: Box::new(e) })?;
         self.policy
             .check_guards(&cfg.service, &release.metrics)

@@ -370,7 +370,7 @@ fn backstop(args: Vec<String>) -> std::process::Output {
 }
 
 fn with_model(dir: &std::path::Path, base_url: &str) -> std::path::PathBuf {
-    let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    let mut text = crate::support::fixture_config("simulator.toml");
     text.push_str(&format!(
         "\n[model]\nbase_url = \"{base_url}\"\nname = \"gpt-4o-mini\"\napi_key_env = \"{KEY_VAR}\"\ntimeout_s = 5\n"
     ));
@@ -500,7 +500,7 @@ async fn a_rejected_verdict_is_recorded_in_the_ledger_and_changes_nothing() {
     // The Markdown report escapes the backticks of a model-chosen id (rendered, they show as written).
     assert!(text.contains("verdict rejected: cites evidence \\`log:404\\` never shown"), "{text}");
     let plain = dir.path().join("plain.toml");
-    std::fs::copy("fixtures/config/simulator.toml", &plain).unwrap();
+    std::fs::write(&plain, crate::support::fixture_config("simulator.toml")).unwrap();
     let without = run(plain.display().to_string()).await.unwrap();
     assert_eq!(with.status.code(), without.status.code());
     let headline = |t: &str| t.lines().find(|l| l.starts_with("backstop would")).map(str::to_string);

@@ -65,8 +65,9 @@ fn eval_over_the_guard_scenarios_shows_each_semantic_and_its_hits() {
 fn shared_breach_release() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("backstop.toml");
-    let source = "{ kind = \"scenario\", path = \"fixtures/scenarios/guards/guard-shared-breach.json\" }";
-    std::fs::write(&cfg, crate::support::release_toml("simulator/checkout", source, None)).unwrap();
+    let scenario = crate::support::repo_path("fixtures/scenarios/guards/guard-shared-breach.json");
+    let source = format!("{{ kind = \"scenario\", path = \"{scenario}\" }}");
+    std::fs::write(&cfg, crate::support::release_toml("simulator/checkout", &source, None)).unwrap();
     (dir, cfg)
 }
 

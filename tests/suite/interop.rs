@@ -24,7 +24,7 @@ fn backstop(args: &[&str]) -> std::process::Output {
 /// running, needs more than a production deadline to finish both turns.
 fn config(dir: &std::path::Path, base_url: &str, timeout_s: u64) -> String {
     // A 30 s tick: the consultation is also held under 80 % of the tick.
-    let text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    let text = crate::support::fixture_config("simulator.toml");
     let mut text = text.replace("[[releases]]\n", "[[releases]]\ntick_s = 30\n");
     let deadline = timeout_s.max(8);
     text.push_str(&format!(
@@ -195,7 +195,7 @@ fn smollm2_config(dir: &std::path::Path, base_url: &str) -> String {
 }
 
 fn real_config(dir: &std::path::Path, base_url: &str, name: &str) -> String {
-    let mut text = std::fs::read_to_string("fixtures/config/simulator.toml").unwrap();
+    let mut text = crate::support::fixture_config("simulator.toml");
     text.push_str(&format!(
         "\n[model]\nbase_url = \"{base_url}\"\nname = \"{name}\"\napi_key_env = \"MODEL_TEST_API_KEY\"\n\
          timeout_s = 300\nmax_retries = 0\nmax_tokens = 320\nmax_turns = 2\nconsultation_deadline_s = 300\n"

@@ -78,7 +78,10 @@ fn hostile_telemetry_text_is_inert_in_markdown_and_html_reports() {
         &cfg,
         crate::support::release_toml(
             "simulator/checkout",
-            "{ kind = \"scenario\", path = \"fixtures/hostile/hostile-text.json\" }",
+            &format!(
+                "{{ kind = \"scenario\", path = \"{}\" }}",
+                crate::support::repo_path("fixtures/hostile/hostile-text.json")
+            ),
             None,
         ),
     )

@@ -25,6 +25,35 @@ fn exit_10_when_rolled_back_and_verified() {
         .stdout(predicate::str::contains("rolled back and the rollback verified"));
 }
 
+/// Paths in a configuration resolve against its own folder: the example
+/// configs name their policy and scenarios as `../policy/…` and
+/// `../scenarios/…`, and work from any working directory; the same release
+/// from another folder has the same id (the ledger continues it).
+#[test]
+fn config_paths_resolve_against_the_config_file_from_any_working_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let ledger = d.path().join("l.db");
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.current_dir(elsewhere.path()).env_remove("BACKSTOP_CONFIG").env_remove("RUST_LOG");
+    // simulator.toml's policy (../policy/simulator.toml) makes payments' rollback wait for a human.
+    c.args(["--config", &format!("{repo}/{SIM}"), "watch", "--release", "payments", "--pace-ms", "0"])
+        .args(["--ledger", ledger.to_str().unwrap()])
+        .assert()
+        .code(11)
+        .stdout(predicate::str::contains("A human must approve: service autonomy is approve"));
+    let mut c = Command::cargo_bin("backstop").unwrap();
+    c.current_dir(elsewhere.path()).env_remove("BACKSTOP_CONFIG").env_remove("RUST_LOG");
+    c.args(["--config", &format!("{repo}/{REPLAY}"), "advise", "--release", "bad", "--pace-ms", "0"])
+        .args(["--ledger", ledger.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("backstop: checkout v42 — **ROLLBACK**"));
+    // From the repository, the same file: the same release, recorded already.
+    run(&d, SIM, "watch", &["--release", "payments"]).code(11).stdout(predicate::str::contains("recorded earlier"));
+}
+
 /// A release that ended is final for its settings — run again, it prints
 /// the recorded outcome and judges nothing — but its id covers what it is
 /// judged from: with the source changed (a query fixed after a failed run,
@@ -39,12 +68,8 @@ fn a_changed_source_is_a_new_analysis_that_names_the_earlier_run() {
         .stdout(predicate::str::contains("recorded earlier"))
         .stderr(predicate::str::contains("judged before").not());
     let changed = d.path().join("changed.toml");
-    let text = std::fs::read_to_string(SIM).unwrap().replace("seed = 7,", "seed = 8,");
-    std::fs::write(
-        &changed,
-        text.replace("fixtures/policy/", &format!("{}/fixtures/policy/", env!("CARGO_MANIFEST_DIR"))),
-    )
-    .unwrap();
+    let text = crate::support::fixture_config("simulator.toml").replace("seed = 7,", "seed = 8,");
+    std::fs::write(&changed, text).unwrap();
     run(&d, changed.to_str().unwrap(), "watch", &["--release", "checkout"])
         .code(10)
         .stdout(predicate::str::contains("recorded earlier").not())

@@ -12,6 +12,19 @@ pub mod slack;
 /// A one-release `backstop.toml`: release `checkout` of service `checkout`,
 /// v42 against last-known-good v41, on `target`, with the given `source` and
 /// optional `executor` (TOML inline tables).
+/// A configuration under `fixtures/config/`, to be written elsewhere: its
+/// paths (relative to its own folder) made absolute so the copy still finds them.
+pub fn fixture_config(name: &str) -> String {
+    let text = std::fs::read_to_string(format!("fixtures/config/{name}")).unwrap();
+    text.replace("\"../", &format!("\"{}/fixtures/", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A path under the repository as an absolute one, for a configuration written
+/// to a temporary folder (its relative paths resolve against that folder).
+pub fn repo_path(relative: &str) -> String {
+    format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
+}
+
 pub fn release_toml(target: &str, source: &str, executor: Option<&str>) -> String {
     let executor = executor.map(|e| format!("executor = {e}\n")).unwrap_or_default();
     format!(
