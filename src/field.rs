@@ -105,6 +105,18 @@ pub fn strip_unsafe(s: &str, keep_lines: bool) -> Cow<'_, str> {
     if s.chars().any(drop) { Cow::Owned(s.chars().filter(|c| !drop(*c)).collect()) } else { Cow::Borrowed(s) }
 }
 
+/// `s` as one URL path segment or query value: every byte outside the
+/// unreserved set (RFC 3986) percent-encoded, so a name with `/`, `?` or
+/// `#` stays one segment in links people click.
+pub fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use backstop::run::{Runtime, exit, stop_on_signals};
 use backstop::serve::auth::Authenticator;
 use backstop::serve::guard::{OriginPolicy, guarded};
 use backstop::serve::listen;
+use backstop::serve::signing::Signer;
 use backstop::serve::{ApiState, agent_router};
 
 #[derive(Args)]
@@ -33,14 +34,26 @@ pub struct AgentArgs {
 }
 
 fn authenticator(a: &AgentArgs, settings: &Settings) -> Result<Authenticator, Failure> {
-    match a.tokens.as_ref().or(settings.agent.tokens_file.as_ref()) {
-        Some(path) => Authenticator::load(path).map_err(|e| Failure::usage(super::chain(&e))),
+    match a.tokens.clone().or_else(|| settings.tokens_file()) {
+        Some(path) => Authenticator::load(&path).map_err(|e| Failure::usage(super::chain(&e))),
         None => Ok(Authenticator::LocalOnly(settings.agent.local_scopes.clone())),
+    }
+}
+
+/// The key that signs form tokens and shared links: `agent.signing_key_env`'s
+/// value, else one drawn for this process.
+fn signer(settings: &Settings) -> Result<Signer, Failure> {
+    let Some(var) = &settings.agent.signing_key_env else { return Ok(Signer::random()) };
+    match backstop::secret::from_env(var) {
+        Ok(key) if key.len() >= 32 => Ok(Signer::from_secret(&key)),
+        Ok(_) => Err(Failure::usage(format!("agent.signing_key_env: `{var}` must hold at least 32 characters"))),
+        Err(_) => Err(Failure::usage(format!("agent.signing_key_env: environment variable `{var}` is not set"))),
     }
 }
 
 pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let auth = authenticator(&a, settings)?;
+    let signer = std::sync::Arc::new(signer(settings)?);
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| Failure::usage(format!("--listen {}: cannot listen: {e}", a.listen)))?;
@@ -66,8 +79,9 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     agent.sync().await.map_err(|e| Failure::backend(&e))?;
     agent.keep_synced();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut app = agent_router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth) });
-    if let Some(routes) = start_slack(settings, &agent, &stop)? {
+    let mut app =
+        agent_router(ApiState { agent: agent.clone(), auth: std::sync::Arc::new(auth), signer: signer.clone() });
+    if let Some(routes) = start_slack(settings, &agent, &stop, signer)? {
         app = app.merge(routes);
     }
     let origins = OriginPolicy::for_listener(addr, &settings.agent.allowed_origins, local_only);
@@ -92,13 +106,14 @@ fn start_slack(
     settings: &Settings,
     agent: &std::sync::Arc<Agent>,
     stop: &tokio::sync::watch::Receiver<bool>,
+    signer: std::sync::Arc<Signer>,
 ) -> Result<Option<axum::Router>, Failure> {
     use backstop::slack::{Secrets, SlackMode, app::SlackApp, http, notify, socket};
     let Some(cfg) = settings.slack.clone() else { return Ok(None) };
     let secrets =
         Secrets::load(&cfg, &|v| backstop::secret::from_env(v).ok()).map_err(|e| Failure::usage(super::chain(&e)))?;
     let mode = cfg.mode;
-    let app = SlackApp::new(agent.clone(), cfg, secrets).map_err(|e| Failure::usage(super::chain(&e)))?;
+    let app = SlackApp::new(agent.clone(), cfg, secrets, signer).map_err(|e| Failure::usage(super::chain(&e)))?;
     tokio::spawn(notify::run(app.clone(), stop.clone()));
     match mode {
         SlackMode::Socket => {

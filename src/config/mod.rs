@@ -100,6 +100,11 @@ pub struct AgentSettings {
     /// Origins a browser may send state-changing requests from, beyond the
     /// agent's own address (`https://backstop.example.com` behind a proxy).
     pub allowed_origins: Vec<String>,
+    /// Variable holding the key (at least 32 characters) that signs dashboard
+    /// form tokens and the expiring links Slack messages carry. Give every
+    /// replica the same one; without it each agent draws its own at start,
+    /// and its links stop opening when it restarts.
+    pub signing_key_env: Option<String>,
 }
 
 /// What a caller may do.
@@ -125,6 +130,7 @@ impl Default for AgentSettings {
             tokens_file: None,
             local_scopes: vec![Scope::Read],
             allowed_origins: vec![],
+            signing_key_env: None,
         }
     }
 }

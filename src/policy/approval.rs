@@ -222,6 +222,19 @@ pub enum Ruling {
     },
 }
 
+impl Ruling {
+    /// One line for people: what came of an answer or a person's request.
+    pub fn describe(&self) -> String {
+        match self {
+            Ruling::Execute { decision } => format!("accepted: {} runs", decision.label()),
+            Ruling::Rejected => "rejected: nothing runs; the release is held".into(),
+            Ruling::Refused { reason, .. } => format!("refused: {reason}"),
+            Ruling::Stale { reason } => format!("not executed: {reason}"),
+            Ruling::Closed { closure } => format!("not executed: {}", closure.describe()),
+        }
+    }
+}
+
 /// Why an answer or a request did not count.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -15,12 +15,13 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Caller, Channel};
 use crate::ledger::OperatorAction;
+use crate::orchestrator::human::AnswerReply;
 use crate::orchestrator::human::PersonAction;
 use crate::policy::approval::{Answer, Principal, Ruling};
 use crate::release::Registration;
-use crate::run::agent::{AnswerError, OperateError, RegisterError};
+use crate::run::agent::{AnswerError, OperateError, RegisterError, ReleaseView};
 
 /// Largest request body the API reads: a registration or a reason is a few
 /// hundred bytes; one request must not grow the ledger by megabytes.
@@ -85,71 +86,134 @@ fn reason_of(body: &axum::body::Bytes) -> Result<String, Box<Response>> {
     })
 }
 
+/// What came of an operator request, a person's request or an answer: the
+/// API answers it as JSON, the dashboard as a page.
+pub(super) enum Done {
+    /// Hold, resume or abort took effect: the release now.
+    View(Box<ReleaseView>),
+    /// Policy ruled on a person's request or answer.
+    Ruled(Box<AnswerReply>),
+}
+
+/// Why a request failed: the HTTP status and the message.
+pub(super) type Failed = (StatusCode, String);
+
+impl Done {
+    /// The HTTP status: 200, or policy's 403 refused / 409 stale or closed.
+    pub(super) fn status(&self) -> StatusCode {
+        let Done::Ruled(reply) = self else { return StatusCode::OK };
+        match &reply.ruling {
+            Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
+            Ruling::Refused { .. } => StatusCode::FORBIDDEN,
+            Ruling::Stale { .. } | Ruling::Closed { .. } => StatusCode::CONFLICT,
+        }
+    }
+}
+
+/// Hold, resume, abort, rollback or promote `name` for `caller`. A person's
+/// rollback or promotion is ruled by policy (approvers only; for a rollback
+/// every invariant and the rate limit hold, a promotion is refused while the
+/// judge finds the canary failing) and needs a reason.
+pub(super) async fn act(
+    s: &ApiState,
+    (caller, channel): (&Caller, Channel),
+    name: &str,
+    action: &str,
+    reason: String,
+) -> Result<Done, Failed> {
+    let person = |a: PersonAction| Ok::<_, Failed>(Err(a));
+    let step = match action {
+        "hold" => Ok(OperatorAction::Hold),
+        "resume" => Ok(OperatorAction::Resume),
+        "abort" => Ok(OperatorAction::Abort),
+        "rollback" => person(PersonAction::Rollback)?,
+        "promote" => person(PersonAction::Promote)?,
+        other => {
+            let known = "use hold, resume, abort, rollback or promote";
+            return Err((StatusCode::NOT_FOUND, format!("no action `{other}`: {known}")));
+        }
+    };
+    match step {
+        Ok(op) => match s.agent.operate(name, op, &caller.actor_via(channel), &reason).await {
+            Ok(v) => Ok(Done::View(Box::new(v))),
+            Err(e) => Err(operate_error(&e)),
+        },
+        Err(action) if reason.trim().is_empty() => {
+            let what = match action {
+                PersonAction::Rollback => "a rollback",
+                PersonAction::Promote => "a promotion",
+            };
+            Err((StatusCode::UNPROCESSABLE_ENTITY, format!("request body: {what} needs {{\"reason\": TEXT}}")))
+        }
+        Err(action) => {
+            let by = (caller.actor_via(channel), Principal::named(&caller.identity));
+            s.agent
+                .request(name, action, by, reason)
+                .await
+                .map(|r| Done::Ruled(Box::new(r)))
+                .map_err(|e| operate_error(&e))
+        }
+    }
+}
+
+/// Approve or reject request `id` for `caller`; policy rules.
+pub(super) async fn answer_request(
+    s: &ApiState,
+    (caller, channel): (&Caller, Channel),
+    id: &str,
+    verb: &str,
+    reason: String,
+) -> Result<Done, Failed> {
+    let answer = match verb {
+        "approve" => Answer::Approve,
+        "reject" => Answer::Reject,
+        other => return Err((StatusCode::NOT_FOUND, format!("no answer `{other}`: use approve or reject"))),
+    };
+    match s.agent.answer(id, (caller.actor_via(channel), Principal::named(&caller.identity)), answer, reason).await {
+        Ok(reply) => Ok(Done::Ruled(Box::new(reply))),
+        Err(e) => {
+            let status = match &e {
+                AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
+                AnswerError::Closed { .. } => StatusCode::CONFLICT,
+                AnswerError::NoAnswer | AnswerError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            Err((status, crate::error::chain(&e)))
+        }
+    }
+}
+
+fn json_of(done: Result<Done, Failed>) -> Response {
+    match done {
+        Ok(d) => {
+            let status = d.status();
+            match d {
+                Done::View(v) => (status, Json(*v)).into_response(),
+                Done::Ruled(reply) => (status, Json(*reply)).into_response(),
+            }
+        }
+        Err((status, message)) => error(status, message),
+    }
+}
+
 async fn operate(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((name, action)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let action = match action.as_str() {
-        "hold" => OperatorAction::Hold,
-        "resume" => OperatorAction::Resume,
-        "abort" => OperatorAction::Abort,
-        "rollback" => return person(s, caller, &name, &body, PersonAction::Rollback).await,
-        "promote" => return person(s, caller, &name, &body, PersonAction::Promote).await,
-        other => {
-            let known = "use hold, resume, abort, rollback or promote";
-            return error(StatusCode::NOT_FOUND, format!("no action `{other}`: {known}"));
-        }
-    };
-    let reason = match reason_of(&body) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
-    match s.agent.operate(&name, action, &caller.actor(), &reason).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => operate_error(&e),
+    match reason_of(&body) {
+        Ok(reason) => json_of(act(&s, (&caller, Channel::Api), &name, &action, reason).await),
+        Err(resp) => *resp,
     }
 }
 
-fn operate_error(e: &OperateError) -> Response {
+fn operate_error(e: &OperateError) -> Failed {
     let status = match e {
         OperateError::NotFound(_) => StatusCode::NOT_FOUND,
         OperateError::Ended(_) | OperateError::RequestOpen(_) => StatusCode::CONFLICT,
         OperateError::Ledger(_) | OperateError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, crate::error::chain(e))
-}
-
-/// Policy's ruling on a person's answer or request: 200 done or rejected, 403 refused, 409 stale.
-fn ruled(reply: crate::orchestrator::human::AnswerReply) -> Response {
-    let status = match &reply.ruling {
-        Ruling::Execute { .. } | Ruling::Rejected => StatusCode::OK,
-        Ruling::Refused { .. } => StatusCode::FORBIDDEN,
-        Ruling::Stale { .. } | Ruling::Closed { .. } => StatusCode::CONFLICT,
-    };
-    (status, Json(reply)).into_response()
-}
-
-/// A person's rollback or promotion: policy rules (approvers only; for a
-/// rollback every invariant and the rate limit hold, a promotion is refused
-/// while the judge finds the canary failing).
-async fn person(s: ApiState, caller: Caller, name: &str, body: &axum::body::Bytes, action: PersonAction) -> Response {
-    let reason = match reason_of(body) {
-        Ok(r) if !r.trim().is_empty() => r,
-        Ok(_) => {
-            let what = match action {
-                PersonAction::Rollback => "a rollback",
-                PersonAction::Promote => "a promotion",
-            };
-            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("request body: {what} needs {{\"reason\": TEXT}}"));
-        }
-        Err(resp) => return *resp,
-    };
-    match s.agent.request(name, action, (caller.actor(), Principal::named(&caller.identity)), reason).await {
-        Ok(reply) => ruled(reply),
-        Err(e) => operate_error(&e),
-    }
+    (status, crate::error::chain(e))
 }
 
 async fn answer(
@@ -158,25 +222,9 @@ async fn answer(
     Path((id, verb)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let answer = match verb.as_str() {
-        "approve" => Answer::Approve,
-        "reject" => Answer::Reject,
-        other => return error(StatusCode::NOT_FOUND, format!("no answer `{other}`: use approve or reject")),
-    };
-    let reason = match reason_of(&body) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
-    match s.agent.answer(&id, (caller.actor(), Principal::named(&caller.identity)), answer, reason).await {
-        Ok(reply) => ruled(reply),
-        Err(e) => {
-            let status = match &e {
-                AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
-                AnswerError::Closed { .. } => StatusCode::CONFLICT,
-                AnswerError::NoAnswer | AnswerError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            error(status, crate::error::chain(&e))
-        }
+    match reason_of(&body) {
+        Ok(reason) => json_of(answer_request(&s, (&caller, Channel::Api), &id, &verb, reason).await),
+        Err(resp) => *resp,
     }
 }
 

@@ -69,6 +69,16 @@ pub enum TokensError {
     },
 }
 
+/// Where an authenticated person's request came in, as the ledger names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::AsRefStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Channel {
+    /// The HTTP API (the CLI, a script).
+    Api,
+    /// A dashboard form.
+    Dashboard,
+}
+
 /// A caller, authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -81,10 +91,15 @@ pub struct Caller {
 impl Caller {
     /// The ledger writer for this caller: a pipeline for `ci:` identities, else a human through the API.
     pub fn actor(&self) -> Actor {
+        self.actor_via(Channel::Api)
+    }
+
+    /// [`Caller::actor`] for a request that came through `channel`.
+    pub fn actor_via(&self, channel: Channel) -> Actor {
         if self.identity.starts_with("ci:") {
             Actor::Pipeline { identity: self.identity.clone() }
         } else {
-            Actor::Human { channel: "api".into(), identity: self.identity.clone() }
+            Actor::Human { channel: channel.as_ref().into(), identity: self.identity.clone() }
         }
     }
 
@@ -197,7 +212,8 @@ fn presented(headers: &HeaderMap) -> Option<String> {
 
 /// The scope a request needs, from its method and path.
 fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
-    if matches!(path, "/healthz" | "/readyz") {
+    // A shared link carries its own signature, checked by its handler.
+    if matches!(path, "/healthz" | "/readyz") || (path.starts_with("/shared/") && method == axum::http::Method::GET) {
         return None;
     }
     if method == axum::http::Method::GET || path.starts_with("/v1/gates/") {
@@ -206,7 +222,7 @@ fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
     if path == "/v1/releases" {
         return Some(Scope::Register);
     }
-    if path.starts_with("/v1/approvals/") {
+    if path.starts_with("/v1/approvals/") || path.starts_with("/ui/approvals/") {
         return Some(Scope::Approve);
     }
     Some(Scope::Operate)
@@ -264,6 +280,16 @@ mod tests {
         assert!(a.caller(&HeaderMap::new()).is_none());
         let basic = base64::engine::general_purpose::STANDARD.encode("anyone:alice-token-0123456789");
         assert_eq!(a.caller(&headers(&format!("Basic {basic}"))).unwrap().identity, "alice@example.com");
+    }
+
+    #[test]
+    fn dashboard_forms_need_the_apis_scopes_and_only_a_shared_page_needs_none() {
+        use axum::http::Method;
+        assert_eq!(scope_for(&Method::POST, "/ui/releases/search"), Some(Scope::Operate));
+        assert_eq!(scope_for(&Method::POST, "/ui/approvals/apr-1"), Some(Scope::Approve));
+        assert_eq!(scope_for(&Method::GET, "/shared/releases/search"), None);
+        assert_eq!(scope_for(&Method::POST, "/shared/releases/search"), Some(Scope::Operate));
+        assert_eq!(scope_for(&Method::GET, "/releases/search"), Some(Scope::Read));
     }
 
     #[test]

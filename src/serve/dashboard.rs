@@ -3,21 +3,44 @@
 //! every outside string escaped. `GET /` lists releases and pending
 //! approvals; `GET /releases/NAME` shows one with its scorecard and the
 //! report's charts (the judge's window shaded).
+//!
+//! People act from it with plain HTML forms — hold, resume, abort, roll
+//! back, promote (`POST /ui/releases/NAME`) and approve or reject
+//! (`POST /ui/approvals/ID`) — under the API's scopes (a form is shown only
+//! to a caller who has the scope) and the same agent calls, so policy rules
+//! and the ledger records exactly as for the API. Each form carries a CSRF
+//! token signed for the identity the page was rendered for
+//! ([`super::signing`]); a form without a valid one is refused, and the
+//! browser guard still refuses cross-site posts.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
 
 use super::ApiState;
+use super::api::{Done, act, answer_request};
+use super::auth::{Caller, Channel, Scope};
 use crate::policy::{Decision, Proposal};
 use crate::report::html::{CSP, charts, escape, page, scorecard};
-use crate::run::agent::ReleaseView;
+use crate::run::agent::{ReleaseState, ReleaseView};
+
+/// The report's policy, plus: forms post only to the agent, and no other
+/// page may frame the dashboard (its buttons cannot be clicked through a
+/// disguise).
+fn dashboard_csp() -> String {
+    format!("{CSP}; form-action 'self'; frame-ancestors 'none'")
+}
 
 fn html(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CONTENT_SECURITY_POLICY, CSP)], body)
-        .into_response()
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+        (header::CONTENT_SECURITY_POLICY, dashboard_csp()),
+        (header::X_FRAME_OPTIONS, "DENY".to_string()),
+    ];
+    (status, headers, body).into_response()
 }
 
 fn proposal(p: &Proposal) -> String {
@@ -46,19 +69,81 @@ fn steps_list(steps: &[String]) -> String {
     format!("Approving runs:<ol class=\"steps\">{items}</ol>")
 }
 
-fn pending_block(v: &ReleaseView) -> String {
+/// What the person looking may do from the page, and the token their forms carry.
+pub(super) struct Forms {
+    token: String,
+    operate: bool,
+    approve: bool,
+}
+
+impl Forms {
+    fn for_caller(s: &ApiState, caller: &Caller) -> Forms {
+        let now = s.agent.runtime().agent.clock.now_ms();
+        Forms {
+            token: s.signer.form_token(&caller.identity, now),
+            operate: caller.may(Scope::Operate),
+            approve: caller.may(Scope::Approve),
+        }
+    }
+
+    fn form(&self, action: &str, reason_hint: &str, buttons: &[(&str, &str)]) -> String {
+        let buttons: String = buttons
+            .iter()
+            .map(|(value, label)| format!("<button type=\"submit\" name=\"do\" value=\"{value}\">{label}</button> "))
+            .collect();
+        format!(
+            "<form method=\"post\" action=\"{action}\" class=\"act\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label>Reason <input type=\"text\" name=\"reason\" maxlength=\"500\" size=\"40\" placeholder=\"{reason_hint}\"></label> {buttons}</form>\n",
+            escape(&self.token)
+        )
+    }
+}
+
+fn pending_block(v: &ReleaseView, forms: Option<&Forms>) -> String {
     let Some(a) = &v.pending_approval else { return String::new() };
+    let answer = match forms.filter(|f| f.approve) {
+        Some(f) => f.form(
+            &format!("/ui/approvals/{}", escape(&crate::field::url_segment(&a.request.id))),
+            "why (recorded in the ledger)",
+            &[("approve", "Approve"), ("reject", "Reject")],
+        ),
+        // The list page refreshes itself, which would wipe a reason being typed: its answers are a link away.
+        None => format!(
+            "Answer on <a href=\"/releases/{name}\">the release page</a>, or with \
+             <code>backstop approve {id} --reason TEXT</code> / <code>backstop reject {id} --reason TEXT</code>.",
+            name = escape(&crate::field::url_segment(&v.name)),
+            id = escape(&a.request.id)
+        ),
+    };
     format!(
         "<div class=\"pending\"><strong>Approval {id}</strong> for <a href=\"/releases/{name}\">{name_t}</a>: {what}.<br>\
-         Why: {why}<br>{steps}Expires {exp}. Approve with <code>backstop approve {id} --agent URL --reason TEXT</code> \
-         or reject with <code>backstop reject {id} …</code>.</div>\n",
+         Why: {why}<br>{steps}Expires {exp}.<br>{answer}</div>\n",
         id = escape(&a.request.id),
-        name = escape(&v.name),
+        name = escape(&crate::field::url_segment(&v.name)),
         name_t = escape(&v.name),
         what = escape(&proposal(&a.request.proposed)),
         why = escape(&a.reason),
         steps = steps_list(&a.steps),
         exp = escape(&expires(a.request.expires_at_ms)),
+    )
+}
+
+/// A release's operator buttons: what its state allows, for a caller who may operate.
+fn actions_block(v: &ReleaseView, forms: Option<&Forms>) -> String {
+    let Some(f) = forms.filter(|f| f.operate) else { return String::new() };
+    let mut buttons = match v.state {
+        ReleaseState::Finished | ReleaseState::Failed => return String::new(),
+        ReleaseState::Held => vec![("resume", "Resume")],
+        _ => vec![("hold", "Hold")],
+    };
+    buttons.extend([("abort", "Abort"), ("rollback", "Roll back now"), ("promote", "Promote now")]);
+    let form = f.form(
+        &format!("/ui/releases/{}", escape(&crate::field::url_segment(&v.name))),
+        "why (needed to roll back or promote)",
+        &buttons,
+    );
+    format!(
+        "<h2>Act</h2>\n<p>Policy rules a rollback or a promotion as for the API; the ledger records your name and reason.</p>\n{form}"
     )
 }
 
@@ -82,7 +167,7 @@ fn row(v: &ReleaseView) -> String {
 
 async fn index(State(s): State<ApiState>) -> Response {
     let views = s.agent.list();
-    let pending: String = views.iter().map(pending_block).collect();
+    let pending: String = views.iter().map(|v| pending_block(v, None)).collect();
     let rows: String = views.iter().map(row).collect();
     let body = format!(
         "<h1>backstop agent</h1>\n<p>{n} release(s); {p} approval(s) pending. This page refreshes every 5 s.</p>\n\
@@ -97,10 +182,19 @@ async fn index(State(s): State<ApiState>) -> Response {
     html(StatusCode::OK, page)
 }
 
-async fn release(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn release(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
     let Some(v) = s.agent.get(&name) else {
         return html(StatusCode::NOT_FOUND, page("not found", &format!("<p>No release named {}.</p>", escape(&name))));
     };
+    html(StatusCode::OK, release_page(&v, Some(&Forms::for_caller(&s, &caller))))
+}
+
+/// One release's page; `forms`: the buttons of the person looking (none on a shared link).
+pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>) -> String {
     let mut body = format!(
         "<p><a href=\"/\">← all releases</a></p>\n<h1>{} {}</h1>\n<p>Service {} on target <code>{}</code>; state <strong>{}</strong>; \
          t={} of {} s; decision {}; ledger seq {}; registered by {}.</p>\n",
@@ -115,7 +209,8 @@ async fn release(State(s): State<ApiState>, Path(name): Path<String>) -> Respons
         v.ledger_seq,
         escape(&v.registered_by),
     );
-    body.push_str(&pending_block(&v));
+    body.push_str(&pending_block(v, forms));
+    body.push_str(&actions_block(v, forms));
     if let Some(status) = &v.status {
         body.push_str(&format!("<p>Ended: <strong>{}</strong>.</p>\n", escape(status.label())));
     }
@@ -144,10 +239,137 @@ async fn release(State(s): State<ApiState>, Path(name): Path<String>) -> Respons
     if let Some(obs) = &v.observation {
         body.push_str(&charts(obs, v.judge.as_ref(), v.duration_s, v.now_s, None));
     }
-    html(StatusCode::OK, page(&format!("backstop: {}", v.name), &body))
+    page(&format!("backstop: {}", v.name), &body)
+}
+
+/// A dashboard form's fields.
+#[derive(Deserialize)]
+struct FormBody {
+    /// The button pressed: an action or an answer.
+    #[serde(rename = "do")]
+    what: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The form's fields, once its token is checked for this caller; else the page to answer with.
+fn checked_form(s: &ApiState, caller: &Caller, body: &[u8]) -> Result<FormBody, Box<Response>> {
+    let refuse = |status, msg: String| Box::new(html(status, page("not done", &format!("<p>{}</p>", escape(&msg)))));
+    let form: FormBody = serde_urlencoded::from_bytes(body).map_err(|e| {
+        refuse(StatusCode::UNPROCESSABLE_ENTITY, format!("form: expected fields do, reason and csrf: {e}"))
+    })?;
+    let now = s.agent.runtime().agent.clock.now_ms();
+    s.signer.check_form_token(&caller.identity, &form.csrf, now).map_err(|e| {
+        tracing::warn!(identity = %caller.identity, refusal = %e, "Dashboard form refused: bad CSRF token.");
+        refuse(StatusCode::FORBIDDEN, format!("form refused: {e}; reload the page and try again"))
+    })?;
+    Ok(form)
+}
+
+/// The answer to a form: back to the release page when it took effect,
+/// else a page saying what policy or the agent said, with the API's status.
+fn after(release: Option<&str>, done: Result<Done, super::api::Failed>) -> Response {
+    let back = release.map_or("/".to_string(), |n| format!("/releases/{}", crate::field::url_segment(n)));
+    let (status, said) = match done {
+        // Done, or policy's ruling ran or was a rejection: the release page shows what came of it.
+        Ok(d) if d.status().is_success() => return Redirect::to(&back).into_response(),
+        Ok(d) => (
+            d.status(),
+            match &d {
+                Done::Ruled(r) => r.ruling.describe(),
+                Done::View(_) => "done".into(),
+            },
+        ),
+        Err((status, message)) => (status, message),
+    };
+    let body = format!("<p>Not done: {}</p>\n<p><a href=\"{}\">back</a></p>\n", escape(&said), escape(&back));
+    html(status, page("not done", &body))
+}
+
+async fn act_form(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = match checked_form(&s, &caller, &body) {
+        Ok(f) => f,
+        Err(page) => return *page,
+    };
+    after(Some(&name), act(&s, (&caller, Channel::Dashboard), &name, &form.what, form.reason).await)
+}
+
+async fn answer_form(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = match checked_form(&s, &caller, &body) {
+        Ok(f) => f,
+        Err(page) => return *page,
+    };
+    let release = s.agent.list().into_iter().find(|v| v.pending_approval.as_ref().is_some_and(|a| a.request.id == id));
+    after(
+        release.as_ref().map(|v| v.name.as_str()),
+        answer_request(&s, (&caller, Channel::Dashboard), &id, &form.what, form.reason).await,
+    )
+}
+
+/// A shared link's query.
+#[derive(Deserialize)]
+struct SharedQuery {
+    request: String,
+    exp: i64,
+    sig: String,
+}
+
+/// `GET /shared/releases/NAME?request=ID&exp=MS&sig=HEX`: the release page,
+/// read only, for whoever holds a link the agent signed for this release
+/// and request (Slack users, who have no token); refused once it expires.
+async fn shared(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<SharedQuery>,
+) -> Response {
+    let now = s.agent.runtime().agent.clock.now_ms();
+    if let Err(e) = s.signer.check_link(&name, &q.request, q.exp, &q.sig, now) {
+        tracing::warn!(release = %name, refusal = %e, "Shared link refused.");
+        let body =
+            format!("<p>This link does not open: {e}. Links from Slack last until their approval request expires.</p>");
+        return html(StatusCode::FORBIDDEN, page("link refused", &body));
+    }
+    match s.agent.get(&name) {
+        Some(v) => html(StatusCode::OK, release_page(&v, None)),
+        None => html(StatusCode::NOT_FOUND, page("not found", &format!("<p>No release named {}.</p>", escape(&name)))),
+    }
+}
+
+/// A link to `release`'s page for request `request` that opens without a
+/// token until `expires_ms`, under `agent_url` (as people reach the agent).
+pub fn shared_link(
+    signer: &super::signing::Signer,
+    agent_url: &str,
+    release: &str,
+    request: &str,
+    expires_ms: i64,
+) -> String {
+    format!(
+        "{}/shared/releases/{}?{}",
+        agent_url.trim_end_matches('/'),
+        crate::field::url_segment(release),
+        signer.link_query(release, request, expires_ms)
+    )
 }
 
 /// The dashboard's routes.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/", get(index)).route("/releases/{name}", get(release))
+    Router::new()
+        .route("/", get(index))
+        .route("/releases/{name}", get(release))
+        .route("/ui/releases/{name}", post(act_form))
+        .route("/ui/approvals/{id}", post(answer_form))
+        .route("/shared/releases/{name}", get(shared))
 }

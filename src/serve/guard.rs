@@ -7,6 +7,9 @@
 //!   only form and `text/plain` bodies without a CORS preflight, which this
 //!   server never grants. Slack's routes are exempt: Slack signs their
 //!   form-encoded bodies, and the signature is checked over the raw bytes.
+//!   So are the dashboard's forms (`/ui/…`, form-encoded only): each
+//!   carries a token signed for the person the page was shown to, which a
+//!   page on another site cannot read ([`super::signing`]).
 //! - A request carrying an `Origin` must name an allowed one (this server's
 //!   own address, or `agent.allowed_origins`).
 //! - A browser's fetch metadata saying `cross-site` or `same-site` is refused,
@@ -107,10 +110,12 @@ pub fn check(p: &OriginPolicy, method: &Method, path: &str, h: &HeaderMap) -> Re
         }
     }
     if !reads && !path.starts_with("/slack/") {
-        let json = text(h, &header::CONTENT_TYPE)
-            .and_then(|c| c.split(';').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
+        let kind = text(h, &header::CONTENT_TYPE).and_then(|c| c.split(';').next()).map(str::trim);
+        let json = kind.is_some_and(|c| c.eq_ignore_ascii_case("application/json"));
+        // The dashboard's forms: their handler checks the CSRF token signed for the caller.
+        let form = path.starts_with("/ui/")
+            && kind.is_some_and(|c| c.eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        if !(json || form) {
             return Err(Refusal::NotJson);
         }
     }
@@ -204,6 +209,30 @@ mod tests {
         let img =
             headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors")]);
         assert!(check(&policy(true), &Method::GET, "/v1/gates/checkout", &img).is_err());
+    }
+
+    #[test]
+    fn dashboard_forms_pass_only_form_encoded_same_site_to_ui_paths() {
+        let form = |site: &str, origin: &str| {
+            headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", origin),
+                ("sec-fetch-site", site),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ])
+        };
+        let own = form("same-origin", "http://127.0.0.1:8080");
+        assert_eq!(check(&policy(true), &Method::POST, "/ui/releases/search", &own), Ok(()));
+        // A form body is never enough on the API's paths.
+        assert_eq!(check(&policy(true), &Method::POST, "/v1/releases/search/hold", &own), Err(Refusal::NotJson));
+        // Another site's form is refused before its token is looked at.
+        let evil = form("cross-site", "http://evil.example");
+        assert!(check(&policy(true), &Method::POST, "/ui/releases/search", &evil).is_err());
+        let h =
+            headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate")]);
+        assert!(check(&policy(true), &Method::POST, "/ui/approvals/apr-1", &h).is_err());
+        let plain = headers(&[("host", "127.0.0.1:8080"), ("content-type", "text/plain")]);
+        assert_eq!(check(&policy(true), &Method::POST, "/ui/releases/search", &plain), Err(Refusal::NotJson));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod guard;
 pub mod listen;
+pub mod signing;
 
 use crate::ledger::Actor;
 use crate::run::agent::Agent;
@@ -196,6 +197,8 @@ pub struct ApiState {
     pub agent: Arc<Agent>,
     /// How callers are recognised.
     pub auth: Arc<Authenticator>,
+    /// Signs and checks dashboard form tokens and shared links.
+    pub signer: Arc<signing::Signer>,
 }
 
 /// Everything `backstop agent` answers: the API, the dashboard and the

@@ -181,6 +181,8 @@ pub struct SlackApp {
     pub threads: Threads,
     /// Rung when a person's action changed something, so messages update at once.
     pub changed: Notify,
+    /// Signs the expiring links to release pages that messages carry.
+    pub signer: Arc<crate::serve::signing::Signer>,
     dir: Directory,
     seen: Mutex<Seen>,
     decided: Mutex<HashMap<String, Decided>>,
@@ -190,7 +192,12 @@ pub struct SlackApp {
 
 impl SlackApp {
     /// The app for `agent`.
-    pub fn new(agent: Arc<Agent>, settings: SlackSettings, secrets: Secrets) -> Result<Arc<Self>, SlackError> {
+    pub fn new(
+        agent: Arc<Agent>,
+        settings: SlackSettings,
+        secrets: Secrets,
+        signer: Arc<crate::serve::signing::Signer>,
+    ) -> Result<Arc<Self>, SlackError> {
         let web = WebApi::new(&settings.api_url, secrets.bot.clone()).map_err(SlackError::Client)?;
         let dir = Directory::new(web.clone(), std::time::Duration::from_secs(settings.cache_s));
         Ok(Arc::new(Self {
@@ -200,6 +207,7 @@ impl SlackApp {
             secrets,
             threads: Threads::default(),
             changed: Notify::new(),
+            signer,
             dir,
             seen: Mutex::new(Seen { order: VecDeque::new(), set: HashSet::new() }),
             decided: Mutex::new(HashMap::new()),

@@ -121,7 +121,17 @@ impl Notifier {
             if slot.version.as_ref() != Some(&version) {
                 let policy = &self.app.agent.runtime().policy;
                 let approvers = policy.approvals.expand(crate::policy::approval::approvers_for(policy, &v.service));
-                let message = render::release_message(&v, decided.as_ref(), url.as_deref(), &approvers);
+                let shared = url.as_deref().zip(v.pending_approval.as_ref()).map(|(u, a)| {
+                    crate::serve::dashboard::shared_link(
+                        &self.app.signer,
+                        u,
+                        &v.name,
+                        &a.request.id,
+                        a.request.expires_at_ms,
+                    )
+                });
+                let links = render::Links { agent_url: url.as_deref(), shared: shared.as_deref() };
+                let message = render::release_message(&v, decided.as_ref(), links, &approvers);
                 if slot.sent.as_ref() != Some(&message) {
                     slot.desired = Some(message);
                 }

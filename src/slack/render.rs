@@ -23,16 +23,7 @@ pub struct Decided {
 
 /// The release page, when the agent's URL is known.
 pub fn link(agent_url: Option<&str>, release: &str) -> Option<String> {
-    agent_url.map(|u| format!("{}/releases/{}", u.trim_end_matches('/'), urlencode(release)))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    agent_url.map(|u| format!("{}/releases/{}", u.trim_end_matches('/'), crate::field::url_segment(release)))
 }
 
 fn state_icon(v: &ReleaseView) -> &'static str {
@@ -109,7 +100,7 @@ fn steps_text(steps: &[String]) -> String {
     steps.iter().enumerate().map(|(i, s)| format!("{}. {}", i + 1, escape(s))).collect::<Vec<_>>().join("\n")
 }
 
-fn approval_blocks(v: &ReleaseView, approvers: &[String]) -> Vec<Block> {
+fn approval_blocks(v: &ReleaseView, approvers: &[String], shared: Option<&str>) -> Vec<Block> {
     let Some(a) = &v.pending_approval else { return vec![] };
     let id = &a.request.id;
     let what = proposal_text(&a.request.proposed);
@@ -121,6 +112,11 @@ fn approval_blocks(v: &ReleaseView, approvers: &[String]) -> Vec<Block> {
     );
     if !a.steps.is_empty() {
         ask.push_str(&format!("\n*Approving runs:*\n{}", steps_text(&a.steps)));
+    }
+    if let Some(url) = shared {
+        ask.push_str(&format!(
+            "\n<{url}|Review the evidence and the plan> (opens without a login until the request expires)"
+        ));
     }
     let paged = mentions(approvers);
     if !paged.is_empty() {
@@ -150,14 +146,19 @@ fn approval_blocks(v: &ReleaseView, approvers: &[String]) -> Vec<Block> {
     ]
 }
 
+/// What a release message points people to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Links<'a> {
+    /// The agent as people reach it (`slack.agent_url`): the release page.
+    pub agent_url: Option<&'a str>,
+    /// A signed, expiring link to the release page for its open request.
+    pub shared: Option<&'a str>,
+}
+
 /// The release's one message, as it should look now; `approvers`: who
 /// policy lets answer its request (mentioned, so they are paged).
-pub fn release_message(
-    v: &ReleaseView,
-    decided: Option<&Decided>,
-    agent_url: Option<&str>,
-    approvers: &[String],
-) -> Reply {
+pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<'_>, approvers: &[String]) -> Reply {
+    let agent_url = links.agent_url;
     let mut blocks = vec![Block::Header { text: Text::plain(cut(&headline(v), 150)) }, Block::section(&facts(v))];
     let failing: Vec<String> = v
         .judge
@@ -168,7 +169,7 @@ pub fn release_message(
     if !failing.is_empty() {
         blocks.push(Block::section(&failing.join("\n")));
     }
-    blocks.extend(approval_blocks(v, approvers));
+    blocks.extend(approval_blocks(v, approvers, links.shared));
     if let Some(d) = decided {
         let line = format!("*{}* by <@{}>: {}", escape(&d.what), escape(&d.user), escape(&d.result));
         blocks.push(Block::section(&line));
@@ -331,7 +332,7 @@ mod tests {
 
     #[test]
     fn urlencode_keeps_names_safe_in_links() {
-        assert_eq!(urlencode("check out|<x>"), "check%20out%7C%3Cx%3E");
+        assert_eq!(crate::field::url_segment("check out|<x>"), "check%20out%7C%3Cx%3E");
         assert_eq!(link(Some("http://a:1/"), "c"), Some("http://a:1/releases/c".into()));
     }
 

@@ -596,6 +596,31 @@ fn without_tokens_the_agent_stays_on_loopback_and_a_bad_tokens_file_is_named() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokens.toml") && err.contains("scopes") && err.contains("sudo"), "{err}");
+    // The key that signs form tokens and Slack links: named, set, and long enough.
+    for (value, expected) in [(None, "is not set"), (Some("short"), "at least 32 characters")] {
+        let mut c = Command::cargo_bin("backstop").unwrap();
+        c.env_remove("BACKSTOP_CONFIG").env("BACKSTOP_AGENT__SIGNING_KEY_ENV", "BACKSTOP_TEST_SIGNING_KEY");
+        match value {
+            Some(v) => c.env("BACKSTOP_TEST_SIGNING_KEY", v),
+            None => c.env_remove("BACKSTOP_TEST_SIGNING_KEY"),
+        };
+        let out = c
+            .args([
+                "--config",
+                "fixtures/config/simulator.toml",
+                "agent",
+                "--ledger",
+                &ledger,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("agent.signing_key_env") && err.contains(expected), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -755,4 +780,99 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
     let (code, _, err) = releases("127.0.0.1:1", &["list"], &[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("cannot reach the agent at http://127.0.0.1:1"), "{err}");
+}
+
+/// A browser's form post to the agent at `url`: same-origin fetch metadata,
+/// form-encoded, redirects not followed.
+async fn form_post(url: &str, path: &str, fields: &[(&str, &str)], origin: &str) -> (u16, String, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client
+        .post(format!("{url}{path}"))
+        .header("origin", origin)
+        .header("sec-fetch-site", if origin == url { "same-origin" } else { "cross-site" })
+        .header("accept", "text/html")
+        .form(fields)
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+    (r.status().as_u16(), location, r.text().await.unwrap())
+}
+
+/// The CSRF token in a dashboard page's forms.
+fn csrf_of(page: &str) -> String {
+    let rest = page.split("name=\"csrf\" value=\"").nth(1).unwrap_or_else(|| panic!("no form token: {page}"));
+    rest.split('"').next().unwrap().to_string()
+}
+
+/// Dashboard buttons: a person holds, resumes and approves from the release
+/// pages with form posts carrying a token signed for them; the ledger names
+/// them with their reason. A form without the token, with a changed one, or
+/// from another site does nothing; a rollback without a reason is refused
+/// with a page saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forged_forms() {
+    let s = simulator_agent(300);
+    let url = s.url.clone();
+    let pending = wait_release(&s, "payments", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
+    let (code, page) = get(&format!("{url}/releases/search"), None).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("action=\"/ui/releases/search\"") && page.contains("value=\"hold\""), "{page}");
+    let token = csrf_of(&page);
+    let r = reqwest::get(format!("{url}/releases/search")).await.unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("form-action 'self'") && csp.contains("frame-ancestors 'none'"), "no framing: {csp}");
+    let state = |name: &'static str| {
+        let u = url.clone();
+        async move {
+            let (_, v) = get(&format!("{u}/v1/releases/{name}"), None).await;
+            serde_json::from_str::<Value>(&v).unwrap()["state"].as_str().unwrap().to_string()
+        }
+    };
+
+    // Forged: no token, a changed one, another site's form.
+    let (code, _, body) = form_post(&url, "/ui/releases/search", &[("do", "hold"), ("reason", "x")], &url).await;
+    assert_eq!(code, 403, "{body}");
+    let forged = format!("{}0", &token[..token.len() - 1]);
+    let fields = [("do", "hold"), ("reason", "x"), ("csrf", forged.as_str())];
+    let (code, _, body) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    assert!(code == 403 && body.contains("does not match"), "{code} {body}");
+    let fields = [("do", "hold"), ("reason", "x"), ("csrf", token.as_str())];
+    let (code, _, _) = form_post(&url, "/ui/releases/search", &fields, "http://evil.example").await;
+    assert_eq!(code, 403, "a cross-site form is refused even with a token");
+    assert_ne!(state("search").await, "held", "nothing forged took effect");
+
+    // The person's own form: held, then resumed; back on the release page each time.
+    let fields = [("do", "hold"), ("reason", "looking at the p99"), ("csrf", token.as_str())];
+    let (code, location, _) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    assert_eq!((code, location.as_str()), (303, "/releases/search"));
+    assert_eq!(state("search").await, "held");
+    let (_, page) = get(&format!("{url}/releases/search"), None).await;
+    assert!(page.contains("value=\"resume\"") && !page.contains("value=\"hold\""), "{page}");
+    let fields = [("do", "rollback"), ("reason", ""), ("csrf", token.as_str())];
+    let (code, _, body) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    assert!(code == 422 && body.contains("a rollback needs"), "{code} {body}");
+    let fields = [("do", "resume"), ("csrf", token.as_str())];
+    let (code, _, _) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    assert_eq!(code, 303);
+    assert_ne!(state("search").await, "held");
+
+    // payments' approval, answered from its release page (the list page, which refreshes, links there).
+    let (_, list) = get(&format!("{url}/"), None).await;
+    assert!(list.contains("Answer on <a href=\"/releases/payments\">") && !list.contains("<form"), "{list}");
+    let (_, page) = get(&format!("{url}/releases/payments"), None).await;
+    let id = pending["pending_approval"]["request"]["id"].as_str().unwrap().to_string();
+    assert!(page.contains(&format!("action=\"/ui/approvals/{id}\"")) && page.contains("value=\"approve\""), "{page}");
+    let fields = [("do", "approve"), ("reason", "error ratio x10, checked"), ("csrf", token.as_str())];
+    let (code, location, body) = form_post(&url, &format!("/ui/approvals/{id}"), &fields, &url).await;
+    assert_eq!((code, location.as_str()), (303, "/releases/payments"), "{body}");
+    wait_release(&s, "payments", |v| v["state"] == "finished", Duration::from_secs(60)).await;
+    let audit = s.audit();
+    assert!(
+        audit.lines().any(|l| l.contains("approval_resolved") && l.contains("human:dashboard:local")),
+        "the approval, who gave it and where: {audit}"
+    );
+    assert!(audit.contains("looking at the p99"), "the hold's reason is recorded: {audit}");
+    let (_, page) = get(&format!("{url}/releases/payments"), None).await;
+    assert!(!page.contains("<form"), "a finished release has no buttons: {page}");
 }

@@ -128,7 +128,7 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     let agent_url = format!("http://127.0.0.1:{}", free_port());
     let config = format!("{}{}", checkout(&socket, 60), slack_toml("socket", &fake.api_url, &agent_url));
     // Traced to the bone: no token may reach a log line.
-    let (_url, agent) = agent_logging(dir.path(), &config, 10, "trace");
+    let (agent_at, agent) = agent_logging(dir.path(), &config, 10, "trace");
     fake.wait_connection(1, WAIT).await;
 
     // One message per release, in its channel; the canary fails and it gains Approve / Reject.
@@ -153,6 +153,28 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
         buttons.contains("\"confirm\"") && buttons.contains("Reject"),
         "confirm dialogs on both buttons: {buttons}"
     );
+    // A link Slack users open without a token: the release page, signed for this request, until it expires.
+    let shared =
+        buttons.split(&format!("<{agent_url}/shared/releases/checkout?")).nth(1).and_then(|r| r.split('|').next());
+    let query = shared.unwrap_or_else(|| panic!("a signed link to the release page: {buttons}"));
+    assert!(query.starts_with(&format!("request={id}&exp=")) && query.contains("&sig="), "{query}");
+    let client = reqwest::Client::new();
+    let open = |q: String| {
+        let url = format!("{agent_at}/shared/releases/checkout?{q}");
+        let c = client.clone();
+        async move {
+            let r = c.get(url).header("accept", "text/html").send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, page) = open(query.to_string()).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Approving runs:") && page.contains("Scorecard"), "the plan and the evidence: {page}");
+    assert!(!page.contains("<form"), "a shared link only reads: {page}");
+    let (code, _) = open(query.replace("&sig=", "&sig=0")).await;
+    assert_eq!(code, 403, "a changed signature does not open");
+    let (code, _) = open(query.replace("exp=", "exp=9")).await;
+    assert_eq!(code, 403, "a later expiry breaks the signature");
 
     // `/backstop status`: acknowledged with the answer as payload.
     let status = slack::slash("UMALLORY", CHANNEL, "status", &fake.response_url("s1"), "trig-status");
