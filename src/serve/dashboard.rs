@@ -23,6 +23,7 @@ use serde::Deserialize;
 use super::ApiState;
 use super::api::{Done, act, answer_request};
 use super::auth::{Caller, Channel, Scope};
+use crate::ledger::{Record, StoredRecord};
 use crate::policy::{Decision, Proposal};
 use crate::report::html::{CSP, charts, escape, page, scorecard};
 use crate::run::agent::{ReleaseState, ReleaseView};
@@ -56,7 +57,7 @@ fn decision(d: Option<&Decision>) -> &'static str {
     d.map_or("–", Decision::label)
 }
 
-fn expires(ms: i64) -> String {
+fn utc_time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
 }
 
@@ -124,7 +125,7 @@ fn pending_block(v: &ReleaseView, forms: Option<&Forms>) -> String {
         what = escape(&proposal(&a.request.proposed)),
         why = escape(&a.reason),
         steps = steps_list(&a.steps),
-        exp = escape(&expires(a.request.expires_at_ms)),
+        exp = escape(&utc_time(a.request.expires_at_ms)),
     )
 }
 
@@ -190,11 +191,57 @@ async fn release(
     let Some(v) = s.agent.get(&name) else {
         return html(StatusCode::NOT_FOUND, page("not found", &format!("<p>No release named {}.</p>", escape(&name))));
     };
-    html(StatusCode::OK, release_page(&v, Some(&Forms::for_caller(&s, &caller))))
+    let people = people_of(&s, &v).await;
+    html(StatusCode::OK, release_page(&v, Some(&Forms::for_caller(&s, &caller)), &people))
+}
+
+/// The people section of `v`'s page, from its ledger records (a note when the ledger does not answer).
+async fn people_of(s: &ApiState, v: &ReleaseView) -> String {
+    match s.agent.runtime().ledger.release_records(&v.release_id).await {
+        Ok(records) => people_table(&records),
+        Err(e) => format!(
+            "<p class=\"note\">Who answered what: the ledger did not answer ({}).</p>\n",
+            escape(&crate::error::chain(&e))
+        ),
+    }
+}
+
+/// Who did what to the release and when, with their reason, as the ledger
+/// recorded it: registrations, holds, resumes and aborts, approval requests,
+/// answers and rulings. Empty when nobody did anything.
+fn people_table(records: &[(StoredRecord, Record)]) -> String {
+    let rows: String = records
+        .iter()
+        .filter_map(|(stored, record)| {
+            let (what, reason) = match record {
+                Record::Operator(o) => (o.action.to_string(), o.reason.as_str()),
+                Record::ApprovalRequested(a) => {
+                    (format!("asked {} to {}", a.request.id, proposal(&a.request.proposed)), a.reason.as_str())
+                }
+                Record::ApprovalAnswer(a) => (format!("answered {} {}", a.id, a.answer), a.reason.as_str()),
+                Record::ApprovalResolved(r) => (format!("{}: {}", r.id, r.ruling.describe()), r.reason.as_str()),
+                _ => return None,
+            };
+            Some(format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&utc_time(stored.at_ms)),
+                escape(&stored.actor),
+                escape(&what),
+                escape(reason)
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<h2>People</h2>\n<div class=\"table-wrap\"><table>\n<thead><tr><th>when</th><th>who</th><th>what</th>\
+         <th>reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table></div>\n"
+    )
 }
 
 /// One release's page; `forms`: the buttons of the person looking (none on a shared link).
-pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>) -> String {
+pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>, people: &str) -> String {
     let mut body = format!(
         "<p><a href=\"/\">← all releases</a></p>\n<h1>{} {}</h1>\n<p>Service {} on target <code>{}</code>; state <strong>{}</strong>; \
          t={} of {} s; decision {}; ledger seq {}; registered by {}.</p>\n",
@@ -236,6 +283,7 @@ pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>) -> String {
             scorecard(j)
         ));
     }
+    body.push_str(people);
     if let Some(obs) = &v.observation {
         body.push_str(&charts(obs, v.judge.as_ref(), v.duration_s, v.now_s, None));
     }
@@ -342,7 +390,10 @@ async fn shared(
         return html(StatusCode::FORBIDDEN, page("link refused", &body));
     }
     match s.agent.get(&name) {
-        Some(v) => html(StatusCode::OK, release_page(&v, None)),
+        Some(v) => {
+            let people = people_of(&s, &v).await;
+            html(StatusCode::OK, release_page(&v, None, &people))
+        }
         None => html(StatusCode::NOT_FOUND, page("not found", &format!("<p>No release named {}.</p>", escape(&name)))),
     }
 }

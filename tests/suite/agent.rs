@@ -875,4 +875,14 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
     assert!(audit.contains("looking at the p99"), "the hold's reason is recorded: {audit}");
     let (_, page) = get(&format!("{url}/releases/payments"), None).await;
     assert!(!page.contains("<form"), "a finished release has no buttons: {page}");
+    // Who answered what, when and why, on the page itself.
+    let people = page.split("<h2>People</h2>").nth(1).unwrap_or_else(|| panic!("no people section: {page}"));
+    assert!(people.contains(&format!("asked {id} to roll back")), "{people}");
+    assert!(
+        people.contains("human:dashboard:local") && people.contains("error ratio x10, checked"),
+        "the approver, with their reason: {people}"
+    );
+    assert!(people.contains(&format!("{id}: accepted: rollback runs")), "{people}");
+    let (_, page) = get(&format!("{url}/releases/search"), None).await;
+    assert!(page.contains("<td>hold</td><td>looking at the p99</td>"), "the hold and its reason: {page}");
 }
