@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -15,16 +14,11 @@ use super::runs::{PastWindow, RunArgs, run_all};
 use super::watch::{ReportFormat, report_of, step_summary};
 use super::{CliResult, Failure, ledger_url, load_policy, out};
 use backstop::config::Settings;
-use backstop::orchestrator::recorded::{Ended, Recorded, recorded_release};
 use backstop::orchestrator::{Observer, TickReport};
 use backstop::policy::{Decision, RunMode};
-use backstop::release::ReleaseConfig;
-use backstop::report::{Charts, Report, render_html, render_markdown};
+use backstop::report::{Report, render_html, render_markdown};
+use backstop::run::recorded::{RecordedError, RecordedReport};
 use backstop::run::{Runtime, exit, stop_on_signals};
-use backstop::signals::Observation;
-
-/// How long reading a recorded release's data again for its charts may take.
-const READ_AGAIN: Duration = Duration::from_secs(15);
 
 #[derive(Args)]
 pub struct AdviseArgs {
@@ -105,13 +99,13 @@ async fn recorded_report(a: &AdviseArgs, settings: &Settings) -> Result<Option<R
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
     let chosen = runtime.select(&a.run.releases).map_err(runtime_failure)?;
     let Some(cfg) = chosen.first() else { return Ok(None) };
-    let id = backstop::release::release_id(cfg);
-    let found = recorded_release(&runtime.ledger, &id, runtime.model.is_some())
-        .await
-        .map_err(|e| Failure { code: exit::BACKEND, message: super::chain(&e) })?;
+    let found = backstop::run::recorded::recorded_report(&runtime, cfg).await.map_err(|e| match e {
+        RecordedError::Ledger(_) => Failure { code: exit::BACKEND, message: super::chain(&e) },
+        RecordedError::Prepare(e) => runtime_failure(e),
+    })?;
     match found {
-        Recorded::Nothing => Ok(None),
-        Recorded::InProgress { ticks, now_s } => Err(Failure {
+        RecordedReport::Nothing => Ok(None),
+        RecordedReport::InProgress { ticks, now_s } => Err(Failure {
             code: exit::USAGE,
             message: format!(
                 "release {} is being judged now ({ticks} ticks recorded, {now_s} s into its window): its report \
@@ -119,52 +113,14 @@ async fn recorded_report(a: &AdviseArgs, settings: &Settings) -> Result<Option<R
                 cfg.name
             ),
         }),
-        Recorded::Ended(e) => Ok(Some(from_ledger(&runtime, cfg, *e).await?)),
-    }
-}
-
-/// The report of an ended release, its charts from its data read again
-/// (only when they are the data its last tick judged).
-async fn from_ledger(runtime: &Runtime, cfg: &ReleaseConfig, e: Ended) -> Result<Report, Failure> {
-    let start_s = e.started_at_ms as f64 / 1000.0;
-    let p = runtime.prepare_at(cfg, RunMode::Advise, 0, start_s).map_err(runtime_failure)?;
-    let mut outcome = e.outcome;
-    let (observation, charts) = read_again(&p.release, outcome.decided_at_s, &e.last_inputs_digest).await;
-    outcome.last_observation = observation;
-    let r = &p.release;
-    let mut report = Report::new(&p.name, &r.facts, &outcome, r.duration_s, e.acting, r.known_onset_s);
-    report.charts = charts;
-    super::watch::plan_to_approve(&mut report, r, &outcome);
-    let _ = writeln!(
-        std::io::stderr(),
-        "advise: {}: reported from the ledger ({} ticks recorded); nothing judged again (--rejudge for a new analysis)",
-        p.name,
-        outcome.ticks
-    );
-    Ok(report)
-}
-
-/// The release's data at `now_s`, read again: drawn only when their digest
-/// is the one the last tick recorded.
-async fn read_again(
-    release: &backstop::run::prepare::PreparedRelease,
-    now_s: u64,
-    judged: &str,
-) -> (Option<Observation>, Charts) {
-    let not_drawn = |reason: String| (None, Charts::NotDrawn { reason });
-    if judged == "none" {
-        return not_drawn("the source gave no data at the last tick".into());
-    }
-    match tokio::time::timeout(READ_AGAIN, release.source.observe(now_s)).await {
-        Err(_) => not_drawn(format!("reading the data again took over {} s", READ_AGAIN.as_secs())),
-        Ok(Err(e)) => not_drawn(format!("reading the data again failed: {}", super::chain(&e))),
-        Ok(Ok(obs)) => {
-            let text = serde_json::to_string(&obs).unwrap_or_default();
-            if backstop::digest::digest(text.as_bytes()) == judged {
-                (Some(obs), Charts::ReadAgain)
-            } else {
-                not_drawn("the data read again differ from what the last tick judged".into())
-            }
+        RecordedReport::Ended { report, ticks } => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "advise: {}: reported from the ledger ({} ticks recorded); nothing judged again (--rejudge for a new analysis)",
+                report.release,
+                ticks
+            );
+            Ok(Some(*report))
         }
     }
 }

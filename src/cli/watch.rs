@@ -11,10 +11,8 @@ use super::runs::{Ran, RunArgs, run_all};
 use super::{CliResult, Failure, out};
 use backstop::config::Settings;
 use backstop::orchestrator::{Observer, Quiet};
-use backstop::orchestrator::{ReleaseStatus, RunOutcome};
 use backstop::policy::RunMode;
 use backstop::report::{Report, render_html, render_markdown};
-use backstop::run::prepare::PreparedRelease;
 
 pub use backstop::run::exit;
 
@@ -48,15 +46,8 @@ pub struct WatchArgs {
 pub(super) fn report_of(r: &Ran) -> Report {
     let p = &r.prepared;
     let mut report = Report::new(&r.name, &p.facts, &r.outcome, p.duration_s, p.can_act(), p.known_onset_s);
-    plan_to_approve(&mut report, p, &r.outcome);
+    backstop::run::recorded::plan_to_approve(&mut report, p, &r.outcome);
     report
-}
-
-/// A release awaiting approval: what a person would approve, the executor's exact steps.
-pub(super) fn plan_to_approve(report: &mut Report, p: &PreparedRelease, outcome: &RunOutcome) {
-    if let ReleaseStatus::AwaitingApproval { proposed, .. } = &outcome.status {
-        report.plan = p.plan_for(proposed, outcome.decided_at_s);
-    }
 }
 
 /// The report in the format `path`'s extension names.

@@ -173,7 +173,7 @@ pub fn charts(
 }
 
 /// The judged log templates, quoted as the watched system's own text.
-fn log_templates(j: &crate::judge::JudgeResult) -> String {
+pub fn log_templates(j: &crate::judge::JudgeResult) -> String {
     let rows: Vec<String> = j
         .log_templates()
         .iter()

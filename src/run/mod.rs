@@ -14,6 +14,7 @@ pub mod gate;
 pub mod history;
 pub mod metrics;
 pub mod prepare;
+pub mod recorded;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,6 +22,7 @@ use crate::orchestrator::human::PersonAction;
 use crate::policy::approval::{Answer, Principal, Ruling};
 use crate::release::Registration;
 use crate::run::agent::{AnswerError, OperateError, RegisterError, ReleaseView};
+use crate::run::recorded::RecordedReport;
 
 /// Largest request body the API reads: a registration or a reason is a few
 /// hundred bytes; one request must not grow the ledger by megabytes.
@@ -39,6 +40,43 @@ async fn show(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
     match s.agent.get(&name) {
         Some(v) => Json(v).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no release named `{name}`")),
+    }
+}
+
+/// What `GET …/report` finds for a release name.
+pub(super) enum Found {
+    /// The report, from the ledger.
+    Report(Box<crate::report::Report>),
+    /// No report: the status and why.
+    Not(StatusCode, String),
+}
+
+/// The report of release `name` as the ledger holds it, judged nothing again.
+pub(super) async fn report_of(s: &ApiState, name: &str) -> Found {
+    let cfg = match s.agent.config_of(name).await {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return Found::Not(StatusCode::NOT_FOUND, format!("no release named `{name}`")),
+        Err(e) => return Found::Not(StatusCode::SERVICE_UNAVAILABLE, crate::error::chain(&e)),
+    };
+    match crate::run::recorded::recorded_report(s.agent.runtime(), &cfg).await {
+        Ok(RecordedReport::Ended { report, .. }) => Found::Report(report),
+        Ok(RecordedReport::Nothing) => {
+            Found::Not(StatusCode::NOT_FOUND, format!("release `{name}` has no record in the ledger yet"))
+        }
+        Ok(RecordedReport::InProgress { ticks, now_s }) => Found::Not(
+            StatusCode::CONFLICT,
+            format!(
+                "release `{name}` is being judged ({ticks} ticks, {now_s} s into its window): its report exists when it ends"
+            ),
+        ),
+        Err(e) => Found::Not(StatusCode::SERVICE_UNAVAILABLE, crate::error::chain(&e)),
+    }
+}
+
+async fn report(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    match report_of(&s, &name).await {
+        Found::Report(r) => Json(*r).into_response(),
+        Found::Not(status, message) => error(status, message),
     }
 }
 
@@ -259,6 +297,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/releases", get(list).post(register))
         .route("/v1/releases/{name}", get(show))
+        .route("/v1/releases/{name}/report", get(report))
         .route("/v1/releases/{name}/{action}", post(operate))
         .route("/v1/approvals/{id}/{answer}", post(answer))
         .route("/metrics", get(metrics))

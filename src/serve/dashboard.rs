@@ -25,7 +25,7 @@ use super::api::{Done, act, answer_request};
 use super::auth::{Caller, Channel, Scope};
 use crate::ledger::{Record, StoredRecord};
 use crate::policy::{Decision, Proposal};
-use crate::report::html::{CSP, charts, escape, page, scorecard};
+use crate::report::html::{CSP, charts, escape, log_templates, page, scorecard};
 use crate::run::agent::{ReleaseState, ReleaseView};
 
 /// The report's policy, plus: forms post only to the agent, and no other
@@ -189,7 +189,8 @@ async fn release(
     Path(name): Path<String>,
 ) -> Response {
     let Some(v) = s.agent.get(&name) else {
-        return html(StatusCode::NOT_FOUND, page("not found", &format!("<p>No release named {}.</p>", escape(&name))));
+        // Not run here now: its report from the ledger, if it ran anywhere.
+        return report_page(State(s), Path(name)).await;
     };
     let people = people_of(&s, &v).await;
     html(StatusCode::OK, release_page(&v, Some(&Forms::for_caller(&s, &caller)), &people))
@@ -259,7 +260,11 @@ pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>, people: &str)
     body.push_str(&pending_block(v, forms));
     body.push_str(&actions_block(v, forms));
     if let Some(status) = &v.status {
-        body.push_str(&format!("<p>Ended: <strong>{}</strong>.</p>\n", escape(status.label())));
+        body.push_str(&format!(
+            "<p>Ended: <strong>{}</strong>. <a href=\"/releases/{}/report\">The report</a>, as the ledger holds it.</p>\n",
+            escape(status.label()),
+            escape(&crate::field::url_segment(&v.name))
+        ));
     }
     if let Some(e) = &v.error {
         body.push_str(&format!("<p>Could not run: {}</p>\n", escape(e)));
@@ -282,12 +287,25 @@ pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>, people: &str)
             escape(&j.summary),
             scorecard(j)
         ));
+        body.push_str(&log_templates(j));
     }
     body.push_str(people);
     if let Some(obs) = &v.observation {
         body.push_str(&charts(obs, v.judge.as_ref(), v.duration_s, v.now_s, None));
     }
     page(&format!("backstop: {}", v.name), &body)
+}
+
+/// `GET /releases/NAME/report`: the release's report as the ledger holds it
+/// (the one `advise` prints), judged nothing again.
+async fn report_page(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    match super::api::report_of(&s, &name).await {
+        super::api::Found::Report(r) => html(StatusCode::OK, crate::report::render_html(&r)),
+        super::api::Found::Not(status, message) => {
+            let body = format!("<p><a href=\"/\">← all releases</a></p>\n<p>{}.</p>\n", escape(&message));
+            html(status, page("no report", &body))
+        }
+    }
 }
 
 /// A dashboard form's fields.
@@ -420,6 +438,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(index))
         .route("/releases/{name}", get(release))
+        .route("/releases/{name}/report", get(report_page))
         .route("/ui/releases/{name}", post(act_form))
         .route("/ui/approvals/{id}", post(answer_form))
         .route("/shared/releases/{name}", get(shared))

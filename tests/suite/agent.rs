@@ -483,6 +483,24 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     let audit = s.audit();
     assert!(audit.lines().any(|l| l.contains("release_started") && l.contains("continued from t=")), "{audit}");
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
+
+    // Started a third time, after it ended: not run again, but reported from the ledger.
+    s.agent.signal("TERM");
+    let Setup { dir, agent, .. } = s;
+    assert_eq!(agent.finish(Duration::from_secs(30)).0, 0);
+    let s = start_in(dir, targets, policy, 5, &[]);
+    let (code, _) = get(&format!("{}/v1/releases/checkout", s.url), Some(ALICE)).await;
+    assert_eq!(code, 404, "an ended release is not run again");
+    let (code, text) = get(&format!("{}/v1/releases/checkout/report", s.url), Some(ALICE)).await;
+    assert_eq!(code, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((report["format"].as_str(), report["release"].as_str()), (Some("backstop.report/v1"), Some("checkout")));
+    assert!(report["headline"].as_str().unwrap().to_lowercase().contains("promot"), "{report}");
+    let (code, page) = get(&format!("{}/releases/checkout", s.url), Some(ALICE)).await;
+    assert!(
+        code == 200 && page.contains("<html") && page.contains("checkout"),
+        "the dashboard shows the report: {page}"
+    );
 }
 
 /// `backstop agent --config fixtures/config/simulator.toml` without tokens (the
@@ -833,7 +851,9 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
     // Forged: no token, a changed one, another site's form.
     let (code, _, body) = form_post(&url, "/ui/releases/search", &[("do", "hold"), ("reason", "x")], &url).await;
     assert_eq!(code, 403, "{body}");
-    let forged = format!("{}0", &token[..token.len() - 1]);
+    // The last hex digit changed (to one it is not).
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &token[..token.len() - 1]);
     let fields = [("do", "hold"), ("reason", "x"), ("csrf", forged.as_str())];
     let (code, _, body) = form_post(&url, "/ui/releases/search", &fields, &url).await;
     assert!(code == 403 && body.contains("does not match"), "{code} {body}");
@@ -875,6 +895,8 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
     assert!(audit.contains("looking at the p99"), "the hold's reason is recorded: {audit}");
     let (_, page) = get(&format!("{url}/releases/payments"), None).await;
     assert!(!page.contains("<form"), "a finished release has no buttons: {page}");
+    // The failing evidence with its numbers and the log text.
+    assert!(page.contains("<h2>Log templates") && page.contains("canary /"), "{page}");
     // Who answered what, when and why, on the page itself.
     let people = page.split("<h2>People</h2>").nth(1).unwrap_or_else(|| panic!("no people section: {page}"));
     assert!(people.contains(&format!("asked {id} to roll back")), "{people}");
@@ -885,4 +907,17 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
     assert!(people.contains(&format!("{id}: accepted: rollback runs")), "{people}");
     let (_, page) = get(&format!("{url}/releases/search"), None).await;
     assert!(page.contains("<td>hold</td><td>looking at the p99</td>"), "the hold and its reason: {page}");
+
+    // Ended: its report from the ledger, as `advise` prints it, through the API and the dashboard.
+    let (code, text) = get(&format!("{url}/v1/releases/payments/report"), None).await;
+    assert_eq!(code, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["format"], "backstop.report/v1");
+    assert!(report["headline"].as_str().unwrap().to_lowercase().contains("roll"), "{report}");
+    let (code, html) = get(&format!("{url}/releases/payments/report"), None).await;
+    assert!(code == 200 && html.contains("http_error_ratio"), "{html}");
+    let (_, page) = get(&format!("{url}/releases/payments"), None).await;
+    assert!(page.contains("href=\"/releases/payments/report\""), "a finished release links its report: {page}");
+    let (code, text) = get(&format!("{url}/v1/releases/nothing-here/report"), None).await;
+    assert_eq!(code, 404, "{text}");
 }

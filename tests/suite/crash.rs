@@ -12,7 +12,8 @@ use assert_cmd::Command;
 use crate::support::agents::{Agent, lines};
 use crate::support::pg::PgServer;
 
-const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
+const BAD: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
 
 /// A config whose one release rolls back through a command that appends its
 /// plan id to `count`, waits `sleep_s`, then marks `done`; verify checks the mark.

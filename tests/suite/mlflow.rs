@@ -8,7 +8,10 @@ use std::process::Command;
 
 use crate::support::mlflow::Mlflow;
 
-const FALLING: &str = "fixtures/scenarios/model-holdout/modelholdout-model-bad-drift-falling-accuracy-000.json";
+const FALLING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/scenarios/model-holdout/modelholdout-model-bad-drift-falling-accuracy-000.json"
+);
 
 fn config(dir: &std::path::Path, tracking_uri: &str, last_known_good: &str) -> std::path::PathBuf {
     let cfg = dir.join("backstop.toml");

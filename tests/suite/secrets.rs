@@ -19,8 +19,9 @@ use crate::support::openai::FakeOpenAi;
 
 /// Every marker shares this prefix, so one search finds any of them.
 const MARK: &str = "S3CRETMARK";
-const BAD: &str = "fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json";
-const GOOD: &str = "fixtures/scenarios/holdout/holdout-good-healthy-000.json";
+const BAD: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
+const GOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");
 
 fn env() -> Vec<(&'static str, String)> {
     vec![

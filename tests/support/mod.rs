@@ -9,9 +9,6 @@ pub mod pg;
 pub mod prometheus;
 pub mod slack;
 
-/// A one-release `backstop.toml`: release `checkout` of service `checkout`,
-/// v42 against last-known-good v41, on `target`, with the given `source` and
-/// optional `executor` (TOML inline tables).
 /// A configuration under `fixtures/config/`, to be written elsewhere: its
 /// paths (relative to its own folder) made absolute so the copy still finds them.
 pub fn fixture_config(name: &str) -> String {
@@ -25,7 +22,13 @@ pub fn repo_path(relative: &str) -> String {
     format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A one-release `backstop.toml`: release `checkout` of service `checkout`,
+/// v42 against last-known-good v41, on `target`, with the given `source` and
+/// optional `executor` (TOML inline tables). A scenario path under
+/// `fixtures/` is made absolute: the file is written outside the repository,
+/// and its paths resolve against its own folder.
 pub fn release_toml(target: &str, source: &str, executor: Option<&str>) -> String {
+    let source = source.replace("path = \"fixtures/", &format!("path = \"{}/fixtures/", env!("CARGO_MANIFEST_DIR")));
     let executor = executor.map(|e| format!("executor = {e}\n")).unwrap_or_default();
     format!(
         "[[releases]]\nname = \"checkout\"\nservice = \"checkout\"\ntarget = \"{target}\"\n\

@@ -59,6 +59,9 @@ pub struct Agent {
     last_write: Arc<AtomicI64>,
 }
 
+/// Operator records read when looking a release up by name (newest first).
+const REGISTRATIONS_READ: i64 = 10_000;
+
 /// How often an agent reads registrations other agents recorded.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 
@@ -121,6 +124,30 @@ impl Agent {
     /// One release.
     pub fn get(&self, name: &str) -> Option<ReleaseView> {
         self.table().get(name).map(|e| e.view.clone())
+    }
+
+    /// The configuration of release `name`: the one this agent runs, else
+    /// the newest registration of that name in the ledger (a release that
+    /// ended before this agent started, or on another agent). `None`: no
+    /// release of that name is known.
+    pub async fn config_of(&self, name: &str) -> Result<Option<ReleaseConfig>, crate::ledger::LedgerError> {
+        if let Some(cfg) = self.table().get(name).map(|e| e.cfg.clone()) {
+            return Ok(Some(cfg));
+        }
+        if let Some(cfg) = self.runtime.settings.releases.iter().find(|r| r.name == name) {
+            return Ok(Some(cfg.clone()));
+        }
+        let rows =
+            self.runtime.ledger.of_kind(crate::ledger::RecordKind::Operator, None, 0, REGISTRATIONS_READ).await?;
+        // Newest first: the latest registration of the name is the release now known by it.
+        Ok(rows.into_iter().find_map(|(_, rec)| match rec {
+            crate::ledger::Record::Operator(crate::ledger::OperatorRecord { release: Some(cfg), .. })
+                if cfg.name == name =>
+            {
+                Some(*cfg)
+            }
+            _ => None,
+        }))
     }
 
     /// Set the scrape-time gauges from the table and render `/metrics`.
