@@ -270,7 +270,7 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
             fact: Fact::Context,
             untrusted: false,
             text: format!(
-                "{label} ({}, worse when {:?}): mean of the last 30 samples baseline {} canary {}",
+                "{label} ({}, worse when {}): mean of the last 30 samples baseline {} canary {}",
                 m.spec.unit.label(),
                 m.spec.bad_direction,
                 show(mean(&m.baseline)),

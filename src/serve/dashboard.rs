@@ -53,8 +53,17 @@ fn proposal(p: &Proposal) -> String {
     }
 }
 
-fn decision(d: Option<&Decision>) -> &'static str {
-    d.map_or("–", Decision::label)
+/// The last tick's decision in words that agree with the state: an operator
+/// hold stops every action, so a rollback or promotion policy decided while
+/// held is shown as not run.
+fn decision(state: ReleaseState, d: Option<&Decision>) -> String {
+    match (state, d) {
+        (_, None) => "–".into(),
+        (ReleaseState::Held, Some(d @ (Decision::Rollback { .. } | Decision::Promote))) => {
+            format!("{} (held: not run)", d.label())
+        }
+        (_, Some(d)) => d.label().into(),
+    }
 }
 
 fn utc_time(ms: i64) -> String {
@@ -161,7 +170,7 @@ fn row(v: &ReleaseView) -> String {
         escape(&status),
         v.now_s,
         v.duration_s,
-        escape(decision(v.decision.as_ref())),
+        escape(&decision(v.state, v.decision.as_ref())),
         escape(&failing),
     )
 }
@@ -253,7 +262,7 @@ pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>, people: &str)
         escape(v.state.label()),
         v.now_s,
         v.duration_s,
-        escape(decision(v.decision.as_ref())),
+        escape(&decision(v.state, v.decision.as_ref())),
         v.ledger_seq,
         escape(&v.registered_by),
     );
@@ -442,4 +451,18 @@ pub fn routes() -> Router<ApiState> {
         .route("/ui/releases/{name}", post(act_form))
         .route("/ui/approvals/{id}", post(answer_form))
         .route("/shared/releases/{name}", get(shared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_release_never_shows_an_action_as_if_it_ran() {
+        let promote = Decision::Promote;
+        assert_eq!(decision(ReleaseState::Held, Some(&promote)), "promote (held: not run)");
+        assert_eq!(decision(ReleaseState::Running, Some(&promote)), "promote");
+        assert_eq!(decision(ReleaseState::Held, Some(&Decision::Continue)), "continue");
+        assert_eq!(decision(ReleaseState::Held, None), "–");
+    }
 }
