@@ -484,7 +484,21 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert!(audit.lines().any(|l| l.contains("release_started") && l.contains("continued from t=")), "{audit}");
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 
-    // Started a third time, after it ended: not run again, but reported from the ledger.
+    // The same name registered again with the next revision, which ends too: the name now means v43.
+    let mut next = registration("checkout", "sim/checkout");
+    next["candidate_revision"] = "v43".into();
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &next).await;
+    assert_eq!(code, 201, "{body}");
+    let v = wait_release(
+        &s,
+        "checkout",
+        |v| v["candidate_revision"] == "v43" && v["state"] == "finished",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(v["status"]["status"], "promoted", "{v}");
+
+    // Started a third time, after both ended: not run again, but reported from the ledger.
     s.agent.signal("TERM");
     let Setup { dir, agent, .. } = s;
     assert_eq!(agent.finish(Duration::from_secs(30)).0, 0);
@@ -495,6 +509,7 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert_eq!(code, 200, "{text}");
     let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!((report["format"].as_str(), report["release"].as_str()), (Some("backstop.report/v1"), Some("checkout")));
+    assert_eq!(report["candidate_revision"], "v43", "the newest registration of the name: {report}");
     assert!(report["headline"].as_str().unwrap().to_lowercase().contains("promot"), "{report}");
     let (code, page) = get(&format!("{}/releases/checkout", s.url), Some(ALICE)).await;
     assert!(

@@ -139,8 +139,8 @@ impl Agent {
         }
         let rows =
             self.runtime.ledger.of_kind(crate::ledger::RecordKind::Operator, None, 0, REGISTRATIONS_READ).await?;
-        // Newest first: the latest registration of the name is the release now known by it.
-        Ok(rows.into_iter().find_map(|(_, rec)| match rec {
+        // Read in ledger order; the latest registration of the name is the release now known by it.
+        Ok(rows.into_iter().rev().find_map(|(_, rec)| match rec {
             crate::ledger::Record::Operator(crate::ledger::OperatorRecord { release: Some(cfg), .. })
                 if cfg.name == name =>
             {

@@ -17,11 +17,18 @@ use crate::run::RuntimeError;
 
 use super::{Agent, Entry, Key, ReleaseState, ReleaseView, observer::AgentObserver};
 
+/// Whether `name` belongs to a release still in play. A finished or failed
+/// one gives its name up: a pipeline's next revision registers under it (the
+/// ended release stays in the ledger, and its report with it).
+fn taken(table: &std::collections::BTreeMap<String, Entry>, name: &str) -> bool {
+    table.get(name).is_some_and(|e| !matches!(e.view.state, ReleaseState::Finished | ReleaseState::Failed))
+}
+
 /// Registration refused.
 #[derive(Debug, Error)]
 pub enum RegisterError {
-    /// A release of that name is already known.
-    #[error("a release named `{0}` is already registered")]
+    /// A release of that name is still running (or waiting, or held).
+    #[error("a release named `{0}` is already registered and has not ended")]
     Duplicate(String),
     /// The target is not declared in the agent's configuration.
     #[error("field `target`: expected a target declared in configuration ({declared}); `{target}` is not")]
@@ -80,7 +87,7 @@ impl Agent {
             return Err(RegisterError::UndeclaredTarget { target, declared: names.join(", ") });
         };
         let cfg = reg.resolve(t).map_err(RegisterError::Field)?;
-        if self.table().contains_key(&cfg.name) {
+        if taken(&self.table(), &cfg.name) {
             return Err(RegisterError::Duplicate(cfg.name));
         }
         // Prepared, and its queries tried once, so a bad body or a query the
@@ -123,7 +130,7 @@ impl Agent {
         };
         {
             let mut table = self.table();
-            if table.contains_key(&cfg.name) {
+            if taken(&table, &cfg.name) {
                 return Err(RegisterError::Duplicate(cfg.name));
             }
             let entry = Entry { view: view.clone(), cfg: cfg.clone(), operator: op_tx, to_loop };
