@@ -472,6 +472,25 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Records of `kind` (of every release) after `after_seq`, typed, in
+    /// ledger order: the oldest `limit` of them, so a reader that pages on
+    /// from the last seq it got reads every one, however many there are.
+    pub async fn of_kind_from(
+        &self,
+        kind: RecordKind,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(kind.as_str())
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        typed(&rows)
+    }
+
     /// Every record of one release, typed, in ledger order.
     pub async fn release_records(&self, release_id: &str) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 ORDER BY seq");

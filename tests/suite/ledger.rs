@@ -448,3 +448,24 @@ async fn a_ledger_in_a_folder_that_does_not_exist_is_refused_not_created() {
     assert!(text.contains("does not exist") && text.contains("typo"), "{text}");
     assert!(!d.path().join("typo").exists(), "nothing created");
 }
+
+/// Reading one kind page by page from the oldest, as an agent syncing
+/// registrations does: every record once, in ledger order, however many
+/// there are (the newest-first read would skip the older ones past its limit).
+#[tokio::test]
+async fn paging_one_kind_from_the_oldest_reads_every_record_once() {
+    let db = sqlite();
+    let ledger = ledger_with(&db.url, 7).await;
+    // A record of another kind in between is not read.
+    let paused = backstop::ledger::ReleasePaused { tick: 1, now_s: 10 };
+    ledger.append("other", &agent(), 8, Record::ReleasePaused(paused)).await.unwrap();
+    ledger.append("rel", &agent(), 9, rec(9)).await.unwrap();
+    let (mut seen, mut after) = (Vec::new(), 0);
+    loop {
+        let page = ledger.of_kind_from(backstop::ledger::RecordKind::ReleaseFinished, after, 3).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = last.seq;
+        seen.extend(page.iter().map(|(s, _)| s.seq));
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 9], "every record of the kind, once, oldest first");
+}

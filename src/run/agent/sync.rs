@@ -4,18 +4,34 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::warn;
 
-use crate::ledger::{LedgerError, OperatorAction, OperatorRecord, Record, RecordKind};
+use crate::ledger::{LedgerError, OperatorAction, OperatorRecord, Record, RecordKind, StoredRecord};
 use crate::orchestrator::human::OperatorState;
 use crate::release::release_id;
 
 use super::{Agent, SYNC_EVERY};
 
+/// Operator records read per ledger query while syncing.
+const SYNC_PAGE: i64 = 1_000;
+
 impl Agent {
     /// Run, too, every release registered in the ledger (by this agent before a
     /// restart, or by another agent sharing the ledger) that has not finished.
     pub async fn sync(self: &Arc<Self>) -> Result<usize, LedgerError> {
-        let after = *self.synced.lock().unwrap_or_else(PoisonError::into_inner);
-        let rows = self.runtime.ledger.of_kind(RecordKind::Operator, None, after, 10_000).await?;
+        let mut admitted = 0;
+        // Oldest first, page by page: every registration is read, however many came since.
+        loop {
+            let after = *self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+            let rows = self.runtime.ledger.of_kind_from(RecordKind::Operator, after, SYNC_PAGE).await?;
+            let full = rows.len() as i64 == SYNC_PAGE;
+            admitted += self.sync_page(rows).await?;
+            if !full {
+                return Ok(admitted);
+            }
+        }
+    }
+
+    /// Take in one page of operator records, in ledger order; how many releases it started.
+    async fn sync_page(self: &Arc<Self>, rows: Vec<(StoredRecord, Record)>) -> Result<usize, LedgerError> {
         let mut admitted = 0;
         for (stored, rec) in rows {
             *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
