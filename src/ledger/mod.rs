@@ -498,6 +498,18 @@ impl Ledger {
         typed(&rows)
     }
 
+    /// What people did to one release — operator records, approval
+    /// requests, answers and rulings — typed, in ledger order, without
+    /// reading its tick records (the bulk of a release's rows).
+    pub async fn people_records(&self, release_id: &str) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 \
+             AND kind IN ('operator', 'approval_requested', 'approval_answer', 'approval_resolved') ORDER BY seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_all(&self.pool).await?;
+        typed(&rows)
+    }
+
     /// Answers and rulings of one release's approval requests after
     /// `after_seq`, typed, in ledger order (what a loop with a request open reads).
     pub async fn approval_records_after(

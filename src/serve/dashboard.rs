@@ -207,7 +207,7 @@ async fn release(
 
 /// The people section of `v`'s page, from its ledger records (a note when the ledger does not answer).
 async fn people_of(s: &ApiState, v: &ReleaseView) -> String {
-    match s.agent.runtime().ledger.release_records(&v.release_id).await {
+    match s.agent.runtime().ledger.people_records(&v.release_id).await {
         Ok(records) => people_table(&records),
         Err(e) => format!(
             "<p class=\"note\">Who answered what: the ledger did not answer ({}).</p>\n",
