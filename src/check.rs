@@ -101,6 +101,8 @@ async fn timed_consultation(m: &crate::assessor::ModelConfig, assessor: crate::a
         declared_targets: vec!["config-check".into()].into(),
         candidate_revision: "candidate".into(),
         last_known_good: Some("baseline".into()),
+        quarantine: None,
+        last_known_good_from: None,
         irreversible: false,
         environment: "config-check".into(),
     };

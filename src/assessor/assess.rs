@@ -636,6 +636,8 @@ mod untrusted_tests {
             declared_targets: vec!["sim/checkout".into()].into(),
             candidate_revision: "v42".into(),
             last_known_good: Some("v41".into()),
+            quarantine: None,
+            last_known_good_from: None,
             irreversible: false,
             environment: "production".into(),
         }

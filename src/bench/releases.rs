@@ -176,6 +176,8 @@ fn bench_facts(i: usize) -> ReleaseFacts {
         declared_targets: vec![format!("sim/{i}")].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),
+        quarantine: None,
+        last_known_good_from: None,
         irreversible: false,
         environment: "bench".into(),
     }

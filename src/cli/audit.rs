@@ -114,6 +114,7 @@ fn one_line(r: &StoredRecord) -> String {
             c.releases.len(),
             c.metrics.iter().map(|m| format!("{}={}", m.metric, m.value)).collect::<Vec<_>>().join(" ")
         ),
+        Record::Revision(r) => format!("revision {} of {}: {}", r.revision, r.service, r.event.describe()),
     }
 }
 

@@ -12,6 +12,7 @@ mod display;
 mod eval;
 mod misc;
 mod releases;
+mod revisions;
 mod runs;
 mod serve;
 mod watch;
@@ -69,6 +70,8 @@ enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Read and verify the audit ledger.
     Audit(audit::AuditArgs),
+    /// Release memory: revisions rolled back (quarantined, with evidence) or verified, and clearing a quarantine.
+    Revisions(revisions::RevisionsArgs),
     /// Validate configuration, policy and executors, and reach every source, executor and the ledger read-only.
     Config {
         #[command(subcommand)]
@@ -178,6 +181,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Eval(a) => eval::run(a, &settings).await,
         Command::Calibrate(a) => calibrate::run(a, &settings).await,
         Command::Audit(a) => audit::run(a, &settings).await,
+        Command::Revisions(a) => revisions::run(a, &settings).await,
         Command::Config { command } => misc::config(command, &settings).await,
         Command::Policy { command } => misc::policy(command, &settings),
         Command::Schema { what } => misc::schema(what),

@@ -36,6 +36,8 @@ fn facts(data: &ScenarioData) -> ReleaseFacts {
         declared_targets: vec![format!("eval/{}", data.service)].into(),
         candidate_revision: "canary".into(),
         last_known_good: Some("baseline".into()),
+        quarantine: None,
+        last_known_good_from: None,
         irreversible: false,
         environment: "evaluation".into(),
     }

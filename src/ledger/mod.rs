@@ -34,8 +34,10 @@ pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
     ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord, IntentRecord,
     LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record,
-    RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, TickRecord,
+    RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord, TickRecord,
 };
+
+use crate::policy::memory::{RevisionFact, ServiceRevisions};
 
 use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
 
@@ -715,6 +717,39 @@ impl Ledger {
             }
         }
         Ok(out)
+    }
+
+    /// What the ledger remembers of `service`'s revisions: every revision
+    /// record of the service, in ledger order, folded (release memory).
+    pub async fn service_revisions(&self, service: &str) -> Result<ServiceRevisions, LedgerError> {
+        let prefix = RevisionRecord::ledger_id(service, "");
+        Ok(self.revision_facts(Some(&prefix)).await?.remove(service).unwrap_or_default())
+    }
+
+    /// Every service's revisions, by service.
+    pub async fn all_revisions(&self) -> Result<std::collections::BTreeMap<String, ServiceRevisions>, LedgerError> {
+        self.revision_facts(None).await
+    }
+
+    async fn revision_facts(
+        &self,
+        prefix: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<String, ServiceRevisions>, LedgerError> {
+        // LIKE narrows the rows (on the kind index); the exact prefix is checked here.
+        let sql =
+            format!("SELECT {COLUMNS} FROM ledger_records WHERE kind = 'revision' AND release_id LIKE $1 ORDER BY seq");
+        let pattern = format!("{}%", prefix.unwrap_or(record::REVISION_PREFIX));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pattern).fetch_all(&self.pool).await?;
+        let mut by_service: std::collections::BTreeMap<String, Vec<RevisionFact>> = Default::default();
+        for (s, rec) in typed(&rows)? {
+            let Record::Revision(r) = rec else { continue };
+            if prefix.is_some_and(|p| !s.release_id.starts_with(p)) {
+                continue;
+            }
+            let fact = RevisionFact { revision: r.revision, at_ms: s.at_ms, by: s.actor, event: r.event };
+            by_service.entry(r.service).or_default().push(fact);
+        }
+        Ok(by_service.into_iter().map(|(k, v)| (k, ServiceRevisions::fold(v))).collect())
     }
 
     /// The pool, for tests that tamper with records as an attacker would.

@@ -58,6 +58,10 @@ pub enum Record {
     /// Tolerances learned from a service's past releases (`backstop
     /// calibrate`): its inputs and numbers, under `calibration <service>`.
     Calibration(Box<crate::calibrate::Calibration>),
+    /// What happened to one revision of a service (release memory), under
+    /// `revision <service> <revision>`: rolled back (quarantined, with the
+    /// evidence), verified on a target, or cleared by a person.
+    Revision(RevisionRecord),
 }
 
 /// The stored `kind` column.
@@ -91,6 +95,8 @@ pub enum RecordKind {
     ChatOps,
     /// See [`Record::Calibration`].
     Calibration,
+    /// See [`Record::Revision`].
+    Revision,
 }
 
 impl RecordKind {
@@ -117,6 +123,7 @@ impl Record {
             Record::ReleasePaused(_) => RecordKind::ReleasePaused,
             Record::ChatOps(_) => RecordKind::ChatOps,
             Record::Calibration(_) => RecordKind::Calibration,
+            Record::Revision(_) => RecordKind::Revision,
         }
     }
 
@@ -602,6 +609,28 @@ pub enum ChatOpsRecord {
         key: String,
     },
 }
+
+/// One event of one revision of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RevisionRecord {
+    /// The service.
+    pub service: String,
+    /// The revision.
+    pub revision: String,
+    /// What happened.
+    pub event: crate::policy::memory::RevisionEvent,
+}
+
+impl RevisionRecord {
+    /// The ledger id its records go under: `revision <service> <revision>`
+    /// (neither may contain spaces, so the id reads back unambiguously).
+    pub fn ledger_id(service: &str, revision: &str) -> String {
+        format!("{REVISION_PREFIX}{service} {revision}")
+    }
+}
+
+/// How every revision record's ledger id begins.
+pub const REVISION_PREFIX: &str = "revision ";
 
 /// The agent paused the release on shutdown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

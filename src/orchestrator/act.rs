@@ -90,6 +90,7 @@ impl ReleaseRun<'_> {
         let (Actuation::Live(executor), Some(LeaseRole::Holder { token })) = (actuation, st.role.clone()) else {
             return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
         };
+        self.condemn(decision, st).await?;
         pause_point("before_intent").await;
         let fence = LeaseOp::Fence { target: self.lease.clone(), holder: self.agent.instance.clone(), token };
         let approvals = ApprovalOps { only_if_open: None, close_open: closes };
@@ -118,6 +119,9 @@ impl ReleaseRun<'_> {
         observer.on_outcome(&plan, &result);
         let outcome = Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() });
         self.record(outcome).await?;
+        if matches!(result, ActionResult::Verified { .. }) {
+            self.verified(&plan).await?;
+        }
         Ok(Some(status_of(plan.kind, &plan.id, &result)))
     }
 

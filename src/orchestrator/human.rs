@@ -198,12 +198,12 @@ impl ReleaseRun<'_> {
                 let (who, reason) = (&req.who, req.reason.as_str());
                 rule_rollback(
                     self.policy,
-                    &RollbackAsk { who, release: &self.facts, history: &history, reason, now_ms },
+                    &RollbackAsk { who, release: &self.facts_now(st), history: &history, reason, now_ms },
                 )
             }
             PersonAction::Promote => {
-                let ask =
-                    PromoteAsk { who: &req.who, release: &self.facts, judge: st.last_verdict, reason: &req.reason };
+                let facts = self.facts_now(st);
+                let ask = PromoteAsk { who: &req.who, release: &facts, judge: st.last_verdict, reason: &req.reason };
                 rule_promote(self.policy, &ask)
             }
         };

@@ -12,6 +12,7 @@
 mod act;
 mod deadline;
 pub mod human;
+mod memory;
 mod recover;
 pub mod recorded;
 pub mod step;
@@ -211,6 +212,7 @@ impl AgentContext {
 }
 
 /// One release to run.
+#[derive(Clone)]
 pub struct ReleaseRun<'a> {
     /// Facts for policy.
     pub facts: ReleaseFacts,
@@ -256,6 +258,10 @@ struct LoopState {
     failing_ticks: u32,
     /// The judge's verdict at the last tick (a person's promotion is refused on `fail`).
     last_verdict: Option<crate::judge::Verdict>,
+    /// The candidate's quarantine as last read from the ledger.
+    quarantine: Option<crate::policy::memory::Quarantine>,
+    /// The failing findings of the last tick, one line each (a condemnation's evidence).
+    failing: Vec<String>,
 }
 
 /// One judged and recorded tick.
@@ -286,6 +292,8 @@ struct Prior {
     /// An action of this release known to have taken effect (its status),
     /// even if the run stopped before recording the release's end.
     effected: Option<ReleaseStatus>,
+    /// That action's plan.
+    effected_plan: Option<ActionPlan>,
 }
 
 impl ReleaseRun<'_> {
@@ -315,6 +323,22 @@ impl ReleaseRun<'_> {
             return self.close_effected(&prior, status).await;
         }
         let continued = (prior.tick > 0).then_some(prior.now_s);
+        let facts = match self.recall().await? {
+            Ok(facts) => facts,
+            Err(why) => return self.refuse(&why, self.started(source, actuation.mode(), continued)?).await,
+        };
+        ReleaseRun { facts, ..self.clone() }.begin(&prior, source, actuation, observer).await
+    }
+
+    /// Start (or continue) the release with the facts it runs with, and judge it to its end.
+    async fn begin(
+        &self,
+        prior: &Prior,
+        source: &dyn SignalSource,
+        actuation: &Actuation,
+        observer: &mut dyn Observer,
+    ) -> Result<RunOutcome, LedgerError> {
+        let continued = (prior.tick > 0).then_some(prior.now_s);
         self.record(self.started(source, actuation.mode(), continued)?).await?;
         let mut st = LoopState {
             tick: prior.tick,
@@ -327,6 +351,8 @@ impl ReleaseRun<'_> {
             asking: None,
             failing_ticks: 0,
             last_verdict: None,
+            quarantine: self.facts.quarantine.clone(),
+            failing: vec![],
         };
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
@@ -575,18 +601,19 @@ impl ReleaseRun<'_> {
     }
 
     async fn prior(&self) -> Result<Prior, LedgerError> {
-        let mut prior = Prior { finished: None, tick: 0, now_s: 0, effected: None };
+        let mut prior = Prior { finished: None, tick: 0, now_s: 0, effected: None, effected_plan: None };
         let mut plans = std::collections::HashMap::new();
         for (_, rec) in self.ledger.release_records(&self.facts.release_id).await? {
             match rec {
                 Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
                 Record::ReleaseFinished(f) => prior.finished = Some(f),
                 Record::Intent(i) => {
-                    plans.insert(i.plan.id.clone(), i.plan.kind);
+                    plans.insert(i.plan.id.clone(), i.plan);
                 }
                 Record::Outcome(o) if o.result.took_effect() => {
-                    if let Some(kind) = plans.get(&o.plan_id) {
-                        prior.effected = Some(act::status_of(*kind, &o.plan_id, &o.result));
+                    if let Some(plan) = plans.get(&o.plan_id) {
+                        prior.effected = Some(act::status_of(plan.kind, &o.plan_id, &o.result));
+                        prior.effected_plan = Some(plan.clone());
                     }
                 }
                 _ => {}
@@ -599,6 +626,10 @@ impl ReleaseRun<'_> {
     /// crash right after the outcome, or a human resolving it): record the end
     /// now and judge nothing again.
     async fn close_effected(&self, prior: &Prior, status: ReleaseStatus) -> Result<RunOutcome, LedgerError> {
+        // The run may have stopped before remembering what the action left running.
+        if let Some(plan) = &prior.effected_plan {
+            self.verified(plan).await?;
+        }
         let end = ReleaseFinished {
             status,
             ticks: prior.tick,
@@ -673,12 +704,15 @@ impl ReleaseRun<'_> {
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
         };
         st.last_verdict = Some(judged.verdict);
+        st.failing = memory::failing_lines(&judged);
+        self.refresh_quarantine(st, &judged).await?;
+        let facts = self.facts_now(st);
         let now_ms = self.agent.clock.now_ms();
         let decide = |model: &ModelInput, history: &History| {
             let input = PolicyInput {
                 judge: &judged,
                 model,
-                release: &self.facts,
+                release: &facts,
                 history,
                 mode,
                 signal_failure: failure.as_deref(),

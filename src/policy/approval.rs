@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::memory::QuarantineAction;
 use super::{Decision, PolicyFile, Proposal, RuleHit, RuleId};
 use crate::field::FieldError;
 
@@ -290,6 +291,13 @@ pub enum Refusal {
     NotHolder,
     /// A person asked to promote a canary the judge finds failing.
     CanaryFailing,
+    /// A person asked to promote a quarantined revision, and policy refuses it until it is cleared.
+    Quarantined {
+        /// The revision.
+        revision: String,
+        /// Its quarantine, for a person.
+        quarantine: String,
+    },
     /// Recorded before refusals were typed: see the reason text.
     #[default]
     Unstated,
@@ -323,6 +331,11 @@ impl std::fmt::Display for Refusal {
             Refusal::CanaryFailing => {
                 f.write_str("the judge finds the canary failing: it is not promoted by anyone (roll it back, or abort)")
             }
+            Refusal::Quarantined { revision, quarantine } => write!(
+                f,
+                "quarantined: {quarantine}; policy refuses to promote {revision} until an approver clears it \
+                 (`backstop revisions clear`)"
+            ),
             Refusal::Unstated => f.write_str("refused"),
         }
     }
@@ -560,6 +573,9 @@ pub fn rule_promote(policy: &PolicyFile, ask: &PromoteAsk) -> ApprovalOutcome {
     } else if ask.judge == Some(crate::judge::Verdict::Fail) {
         hit(RuleId::JudgeVerdict, "the judge finds the canary failing".into());
         Ruling::refused(Refusal::CanaryFailing)
+    } else if let Some(q) = r.quarantine.as_ref().filter(|_| policy.quarantine.action == QuarantineAction::Refuse) {
+        hit(RuleId::QuarantineRefuses, q.describe());
+        Ruling::refused(Refusal::Quarantined { revision: q.revision.clone(), quarantine: q.describe() })
     } else {
         hit(RuleId::HumanPromote, format!("{} asked: {}", ask.who.identity, ask.reason));
         Ruling::Execute { decision: Decision::Promote }
@@ -770,6 +786,8 @@ mod tests {
             declared_targets: vec!["t".into()].into(),
             candidate_revision: "v2".into(),
             last_known_good: lkg.map(Into::into),
+            quarantine: None,
+            last_known_good_from: None,
             irreversible,
             environment: "production".into(),
         }

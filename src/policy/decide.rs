@@ -1,6 +1,7 @@
 //! The decision function. Each branch records the rule that fired, so a
 //! human can follow how a decision was reached.
 
+use super::memory::QuarantineAction;
 use super::{
     Autonomy, Decision, IrreversibleAction, ModelInput, ModelRecommendation, PolicyFile, PolicyInput, PolicyOutcome,
     Proposal, RollbackPlan, RuleHit, RuleId, RunMode,
@@ -22,9 +23,53 @@ pub fn evaluate(policy: &PolicyFile, input: &PolicyInput) -> PolicyOutcome {
     if input.mode == RunMode::Advise {
         t.hit(RuleId::ModeAdvise, "advisory run: the decision is a recommendation and nothing executes");
     }
-    let decision = decide(policy, input, &mut t);
+    let decided = decide(policy, input, &mut t);
+    let decision = remembered(policy, input, &mut t, decided);
     t.hit(RuleId::Decision, decision.label());
     PolicyOutcome { decision, trace: t.0 }
+}
+
+/// A quarantined candidate (rolled back before, for this service, and not
+/// cleared) is never promoted without a person. Holding: it is held from
+/// its first tick, and a promotion becomes a request for an approver.
+/// Refusing: a promotion is denied outright. Rollbacks and holds stand.
+fn remembered(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace, decision: Decision) -> Decision {
+    let Some(q) = &input.release.quarantine else { return decision };
+    let r = input.release;
+    let clear = format!("`backstop revisions clear {} {}`", r.service, r.candidate_revision);
+    let promoting = matches!(
+        decision,
+        Decision::Promote | Decision::RequireApproval { proposed: Proposal::Promote, .. } | Decision::Continue
+    );
+    if !promoting {
+        return decision;
+    }
+    match policy.quarantine.action {
+        QuarantineAction::Refuse if decision != Decision::Continue => {
+            t.hit(RuleId::QuarantineRefuses, q.describe());
+            Decision::Deny {
+                reason: format!(
+                    "quarantined: {}; policy refuses to promote it until an approver clears it ({clear})",
+                    q.describe()
+                ),
+            }
+        }
+        _ => {
+            t.hit(RuleId::QuarantineHolds, q.describe());
+            let reason = format!(
+                "quarantined: {}; it is not promoted without a person (an approver promotes it, or clears it with \
+                 {clear})",
+                q.describe()
+            );
+            match decision {
+                Decision::Continue => Decision::Hold { reason },
+                Decision::RequireApproval { reason: also, .. } => {
+                    Decision::RequireApproval { reason: format!("{reason}; and {also}"), proposed: Proposal::Promote }
+                }
+                _ => Decision::RequireApproval { reason, proposed: Proposal::Promote },
+            }
+        }
+    }
 }
 
 fn decide(policy: &PolicyFile, input: &PolicyInput, t: &mut Trace) -> Decision {

@@ -154,6 +154,9 @@ pub struct PolicyFile {
     /// How long a failing signal source is waited for.
     #[serde(default)]
     pub source: SourcePolicy,
+    /// Releases of a revision rolled back before: held for a person (default) or refused.
+    #[serde(default)]
+    pub quarantine: super::memory::QuarantinePolicy,
     /// Freeze windows.
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,

@@ -6,6 +6,7 @@
 pub mod approval;
 mod decide;
 pub mod file;
+pub mod memory;
 mod rules;
 
 use schemars::JsonSchema;
@@ -132,6 +133,14 @@ pub struct ReleaseFacts {
     pub candidate_revision: String,
     /// Last revision recorded as good, if any.
     pub last_known_good: Option<String>,
+    /// Where `last_known_good` came from: the configuration, or the ledger's
+    /// newest verified revision on the target (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good_from: Option<memory::LastKnownGoodOrigin>,
+    /// The candidate revision was rolled back before (on any target, by any
+    /// agent sharing the ledger) and not cleared: never promoted without a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<memory::Quarantine>,
     /// The release includes an irreversible change (e.g. a schema migration).
     pub irreversible: bool,
     /// Environment (`production`, `staging`, ...).

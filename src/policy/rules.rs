@@ -64,6 +64,12 @@ pub enum RuleId {
     /// The service's autonomy makes a human decide.
     #[strum(serialize = "autonomy.human")]
     AutonomyHuman,
+    /// The candidate was rolled back before: a person promotes it, or clears it.
+    #[strum(serialize = "memory.quarantine_holds")]
+    QuarantineHolds,
+    /// The candidate was rolled back before: not promoted until a person clears it.
+    #[strum(serialize = "memory.quarantine_refuses")]
+    QuarantineRefuses,
     /// A rollback within policy.
     #[strum(serialize = "rollback.within_policy")]
     RollbackWithinPolicy,

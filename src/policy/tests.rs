@@ -23,6 +23,8 @@ fn facts() -> ReleaseFacts {
         declared_targets: vec!["haproxy/checkout".into()].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),
+        quarantine: None,
+        last_known_good_from: None,
         irreversible: false,
         environment: "production".into(),
     }
@@ -533,4 +535,55 @@ mod ml {
         let o = decide_with(&policy(), &j, &ModelInput::NotConfigured, &facts(), &History::default(), None);
         assert!(matches!(o.decision, Decision::Hold { .. }), "{o:?}");
     }
+}
+
+fn quarantined() -> ReleaseFacts {
+    let condemned = memory::Condemned {
+        release_id: "r0".into(),
+        target: "haproxy/eu-1".into(),
+        rolled_back_to: "v1".into(),
+        reason: "error_ratio +5 pt".into(),
+        evidence: vec![],
+    };
+    let q = memory::Quarantine { revision: "v2".into(), at_ms: 1_000, by: "agent:a".into(), condemned };
+    ReleaseFacts { quarantine: Some(q), ..facts() }
+}
+
+#[test]
+fn a_quarantined_revision_is_held_from_its_first_tick_and_promoted_only_through_a_person() {
+    let f = quarantined();
+    match decide(&judge(Verdict::Inconclusive, false), &f) {
+        Decision::Hold { reason } => assert!(reason.contains("rolled back on `haproxy/eu-1`"), "{reason}"),
+        d => panic!("a quarantined release holds while judged: {d:?}"),
+    }
+    match decide(&judge(Verdict::Pass, true), &f) {
+        Decision::RequireApproval { proposed: Proposal::Promote, reason } => {
+            assert!(reason.contains("revisions clear checkout v2"), "{reason}")
+        }
+        d => panic!("a passing quarantined canary needs a person: {d:?}"),
+    }
+    // Knowing the revision is bad makes nothing slower: the judge's rollback stands.
+    assert!(matches!(decide(&judge(Verdict::Fail, false), &f), Decision::Rollback { .. }));
+    // Without the quarantine, the same pass promotes.
+    assert_eq!(decide(&judge(Verdict::Pass, true), &facts()), Decision::Promote);
+}
+
+#[test]
+fn a_refusing_policy_denies_a_quarantined_promotion_even_to_a_person() {
+    let mut p = policy();
+    p.quarantine.action = memory::QuarantineAction::Refuse;
+    let f = quarantined();
+    let d = decide_with(&p, &judge(Verdict::Pass, true), &ModelInput::NotConfigured, &f, &History::default(), None);
+    assert!(matches!(d.decision, Decision::Deny { .. }), "{:?}", d.decision);
+    assert!(d.trace.iter().any(|h| h.rule == RuleId::QuarantineRefuses));
+    let who = approval::Principal::named("alice@example.com");
+    p.approvals.approvers = vec![who.identity.clone()];
+    let ask = approval::PromoteAsk { who: &who, release: &f, judge: Some(Verdict::Pass), reason: "ship it" };
+    assert!(matches!(
+        approval::rule_promote(&p, &ask).ruling,
+        approval::Ruling::Refused { why: approval::Refusal::Quarantined { .. }, .. }
+    ));
+    p.quarantine.action = memory::QuarantineAction::Hold;
+    let allowed = approval::rule_promote(&p, &ask).ruling;
+    assert!(matches!(allowed, approval::Ruling::Execute { decision: Decision::Promote }), "{allowed:?}");
 }

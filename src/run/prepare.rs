@@ -102,6 +102,8 @@ impl PreparedRelease {
                 declared_targets,
                 candidate_revision: cfg.candidate_revision.clone(),
                 last_known_good: cfg.last_known_good.clone(),
+                quarantine: None,
+                last_known_good_from: None,
                 irreversible: cfg.irreversible,
                 environment: cfg.environment.clone(),
             },

@@ -67,7 +67,7 @@ fn decision(state: ReleaseState, d: Option<&Decision>) -> String {
 }
 
 fn utc_time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()
+    crate::clock::utc_text(ms)
 }
 
 /// The executor's exact steps, as an approval would run them.

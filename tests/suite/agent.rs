@@ -485,8 +485,11 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     assert_eq!(audit.lines().filter(|l| l.contains(" operator ")).count(), 1, "registered once: {audit}");
 
     // The same name registered again with the next revision, which ends too: the name now means v43.
+    // It names no last-known-good revision: the ledger's (v42, verified by the promotion) is used,
+    // where the registration's v41 would contradict it (never verified on sim/checkout).
     let mut next = registration("checkout", "sim/checkout");
     next["candidate_revision"] = "v43".into();
+    next.as_object_mut().unwrap().remove("last_known_good");
     let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &next).await;
     assert_eq!(code, 201, "{body}");
     let v = wait_release(

@@ -39,6 +39,8 @@ fn facts() -> ReleaseFacts {
         declared_targets: vec!["sim/checkout".into()].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),
+        quarantine: None,
+        last_known_good_from: None,
         irreversible: false,
         environment: "test".into(),
     }

@@ -85,6 +85,8 @@ fn facts() -> ReleaseFacts {
         declared_targets: vec!["haproxy/checkout".into()].into(),
         candidate_revision: "v42".into(),
         last_known_good: Some("v41".into()),
+        quarantine: None,
+        last_known_good_from: None,
         irreversible: false,
         environment: "production".into(),
     }

@@ -253,6 +253,8 @@ async fn seed(path: &std::path::Path, now: i64) {
             declared_targets: vec!["checkout".to_string()].into(),
             candidate_revision: format!("v{}", 40 + k),
             last_known_good: None,
+            quarantine: None,
+            last_known_good_from: None,
             irreversible: false,
             environment: "production".into(),
         };

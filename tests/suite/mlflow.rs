@@ -75,6 +75,7 @@ async fn watch_moves_the_mlflow_alias_back_when_delayed_labels_show_accuracy_fal
     assert_eq!(mlflow.alias("fraud-scorer", "champion").await, "1", "the alias is back on the last-known-good version");
 
     // The ledger says why: the tick that decided names the labelled signal, the
+    // revision's condemnation (release memory) carries it as evidence, the
     // intent the exact request, the outcome what was read back.
     let db = ledger.to_str().unwrap();
     let (code, list) = backstop(&["audit", "list", "--ledger", db, "--limit", "1000"]);
@@ -85,7 +86,9 @@ async fn watch_moves_the_mlflow_alias_back_when_delayed_labels_show_accuracy_fal
     };
     let show = |seq: u64| backstop(&["audit", "show", "--ledger", db, &seq.to_string()]).1;
     let intent = seq_of("intent");
-    let deciding = show(intent - 1);
+    let condemned = show(intent - 1);
+    assert!(condemned.contains("\"event\": \"condemned\"") && condemned.contains("label.fraud"), "{condemned}");
+    let deciding = show(intent - 2);
     assert!(deciding.contains("\"kind\": \"tick\"") && deciding.contains("label.fraud"), "{deciding}");
     assert!(deciding.contains("labelled accuracy fell beyond tolerance"), "{deciding}");
     assert!(show(intent).contains("set alias `champion` of registered model `fraud-scorer` to version 1"));

@@ -16,6 +16,7 @@ mod kubernetes;
 mod layers;
 mod ledger;
 mod loki;
+mod memory;
 mod mlflow;
 mod orchestrator;
 mod parsers;

@@ -1,0 +1,132 @@
+//! Release memory with real processes: a revision rolled back on one HAProxy
+//! backend is held on a second (not promoted without a person), an approver
+//! clears it, and a release without a configured last-known-good revision
+//! rolls back to the one the ledger verified on its target; a configured one
+//! the ledger contradicts is refused, naming both facts.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::agents::Agent;
+use crate::support::haproxy::Haproxy;
+
+const BAD: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
+const GOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");
+
+/// `get weight be/<server>` on HAProxy's Runtime API.
+fn weight(h: &Haproxy, server: &str) -> u32 {
+    let mut s = std::os::unix::net::UnixStream::connect(&h.unix_socket).unwrap();
+    s.write_all(format!("get weight be/{server}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A configuration of one release of `checkout` on HAProxy `h`.
+fn config(
+    dir: &Path,
+    name: &str,
+    (target, h): (&str, &Haproxy),
+    candidate: &str,
+    lkg: Option<&str>,
+    data: &str,
+) -> std::path::PathBuf {
+    let lkg = lkg.map(|l| format!("last_known_good = \"{l}\"\n")).unwrap_or_default();
+    let text = format!(
+        "policy = \"policy.toml\"\n\n[[releases]]\nname = \"{name}\"\nservice = \"checkout\"\ntarget = \"{target}\"\n\
+         candidate_revision = \"{candidate}\"\n{lkg}source = {{ kind = \"scenario\", path = \"{data}\" }}\n\
+         executor = {{ kind = \"haproxy\", socket = \"{}\", backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}\n",
+        h.unix_socket.display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn backstop(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn watch(cfg: &Path, ledger: &str) -> (i32, String) {
+    let (code, out, err) = Agent::watch(cfg, ledger, 0, &[]).finish(Duration::from_secs(120));
+    (code, format!("{out}\n{err}"))
+}
+
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
+#[test]
+fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_approver_clears_it() {
+    let d = tempfile::tempdir().unwrap();
+    let policy = format!("{}\n[approvals]\napprovers = [\"alice@example.com\"]\n", backstop::policy::DEFAULT_POLICY);
+    std::fs::write(d.path().join("policy.toml"), policy).unwrap();
+    let ledger = d.path().join("l.db").to_str().unwrap().to_string();
+    let (eu, us) = (Haproxy::start(), Haproxy::start());
+
+    let first = config(d.path(), "checkout-eu", ("haproxy/eu-1", &eu), "v42", Some("v41"), BAD);
+    let (code, out) = watch(&first, &ledger);
+    assert_eq!(code, 10, "the failing canary is rolled back on eu-1:\n{out}");
+    assert_eq!(weight(&eu, "canary"), 0);
+
+    // The same revision, healthy this time, on another backend: held, never promoted.
+    let second = config(d.path(), "checkout-us", ("haproxy/us-1", &us), "v42", Some("v41"), GOOD);
+    let (code, out) = watch(&second, &ledger);
+    assert_ne!(code, 0, "a quarantined revision is not promoted without a person:\n{out}");
+    assert!(out.contains("quarantined") && out.contains("rolled back on `haproxy/eu-1`"), "evidence shown:\n{out}");
+    assert_eq!(weight(&us, "canary"), 10, "us-1's weights are untouched");
+
+    let (code, shown) = backstop(&["revisions", "--ledger", &ledger, "show", "checkout", "v42"]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("QUARANTINED") && shown.contains("evidence: "), "the condemning evidence:\n{shown}");
+    let policy_path = d.path().join("policy.toml");
+    let clear = |who: &str| {
+        let p = policy_path.to_str().unwrap();
+        backstop(&[
+            "revisions",
+            "--ledger",
+            &ledger,
+            "clear",
+            "checkout",
+            "v42",
+            "--reason",
+            "flaky dependency fixed",
+            "--as",
+            who,
+            "--policy",
+            p,
+        ])
+    };
+    let (code, refused) = clear("mallory@example.com");
+    assert_eq!(code, 2, "only an approver clears a quarantine:\n{refused}");
+    assert!(refused.contains("not an approver"), "{refused}");
+    let (code, cleared) = clear("alice@example.com");
+    assert_eq!(code, 0, "{cleared}");
+
+    let third = config(d.path(), "checkout-us-again", ("haproxy/us-1", &us), "v42", Some("v41"), GOOD);
+    let (code, out) = watch(&third, &ledger);
+    assert_eq!(code, 0, "cleared, the healthy revision is promoted:\n{out}");
+    assert_eq!(weight(&us, "stable"), 0, "promotion moved the weight to the canary");
+
+    // No last_known_good configured: the ledger's newest verified revision on eu-1 (v41, where the rollback left it).
+    let fourth = config(d.path(), "checkout-eu-v43", ("haproxy/eu-1", &eu), "v43", None, BAD);
+    let (code, out) = watch(&fourth, &ledger);
+    assert_eq!(code, 10, "{out}");
+    let (_, audit) = backstop(&["audit", "--ledger", &ledger, "list", "--limit", "1000"]);
+    let to_v41 = audit.lines().filter(|l| l.contains(" intent ") && l.contains("rollback haproxy/eu-1 -> v41")).count();
+    assert_eq!(to_v41, 2, "v42's and then v43's rollback both went to the verified v41:\n{audit}");
+
+    // A configured revision the ledger contradicts is refused with both facts.
+    let fifth = config(d.path(), "checkout-eu-v44", ("haproxy/eu-1", &eu), "v44", Some("v40"), GOOD);
+    let (code, out) = watch(&fifth, &ledger);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("`v40`") && out.contains("never verified running on `haproxy/eu-1`"), "{out}");
+    assert!(out.contains("v41"), "names what the ledger verified there:\n{out}");
+    let (code, audit) = backstop(&["audit", "--ledger", &ledger, "verify"]);
+    assert_eq!(code, 0, "{audit}");
+}
