@@ -138,6 +138,23 @@ pub struct Append {
     pub lease: Option<LeaseOp>,
     /// What the append does to the release's approval requests, in the same transaction.
     pub approvals: ApprovalOps,
+    /// Admit the record only while the service has room for one more canary (policy's blast radius).
+    pub admit: Option<Admission>,
+}
+
+/// A release starting its canary, admitted only while fewer than
+/// `max_targets` other targets of its service have a canary running — a
+/// release started in acting mode and not finished — decided inside the
+/// append's transaction, which holds the ledger's head, so two agents can
+/// never both take the last place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The service.
+    pub service: String,
+    /// The release's own target (a canary there already is this one, continued).
+    pub target: String,
+    /// Policy's `blast_radius.max_targets`.
+    pub max_targets: u32,
 }
 
 /// An append's effect on its release's approval requests, decided inside
@@ -160,8 +177,10 @@ pub struct Appended {
     pub receipt: Option<Receipt>,
     /// The caller's lease role afterwards, when a lease op was given.
     pub role: Option<LeaseRole>,
-    /// The record was refused by its lease op (a fenced intent).
+    /// The record was refused by its lease op (a fenced intent) or its admission.
     pub refused: bool,
+    /// Refused by its admission: the other targets of the service in canary, sorted.
+    pub in_canary: Vec<String>,
 }
 
 /// Which SQL dialect the URL speaks.
@@ -342,6 +361,7 @@ impl Ledger {
             body,
             lease: append.lease,
             approvals: append.approvals,
+            admit: append.admit,
             reply,
         };
         let started = tokio::time::Instant::now();
@@ -377,6 +397,7 @@ impl Ledger {
             record: Some(record),
             lease: None,
             approvals: ApprovalOps::default(),
+            admit: None,
         };
         self.submit(append).await?.receipt.ok_or(LedgerError::WriterGone)
     }
@@ -411,6 +432,7 @@ impl Ledger {
             record: Some(record),
             lease: fence,
             approvals,
+            admit: None,
         };
         let done = self.submit(append).await?;
         match (done.refused, done.receipt) {

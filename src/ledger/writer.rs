@@ -26,6 +26,7 @@ pub(super) struct Job {
     pub body: Option<(RecordKind, String)>,
     pub lease: Option<LeaseOp>,
     pub approvals: super::ApprovalOps,
+    pub admit: Option<super::Admission>,
     pub reply: oneshot::Sender<Result<Appended, LedgerError>>,
 }
 
@@ -202,7 +203,13 @@ async fn write_job(
     b: &mut Batch,
     job: &Job,
 ) -> Result<Appended, sqlx::Error> {
-    let refused = |role| Appended { receipt: None, role, refused: true };
+    let refused = |role| Appended { receipt: None, role, refused: true, in_canary: vec![] };
+    if let Some(admit) = &job.admit {
+        let in_canary = canaries(tx, admit, &b.rows).await?;
+        if in_canary.len() >= admit.max_targets as usize {
+            return Ok(Appended { receipt: None, role: None, refused: true, in_canary });
+        }
+    }
     let role = match b.lease(job)? {
         LeaseOutcome::NoOp => None,
         LeaseOutcome::Role(r) => Some(r),
@@ -222,7 +229,38 @@ async fn write_job(
             b.push(job, RecordKind::ApprovalResolved, &body);
         }
     }
-    Ok(Appended { receipt, role, refused: false })
+    Ok(Appended { receipt, role, refused: false, in_canary: vec![] })
+}
+
+/// Targets of `admit.service` other than its own with a canary running: a
+/// release started in acting mode (committed, or earlier in this batch) and
+/// not finished. A release paused or cut short by a crash still has its
+/// canary, so it counts until it finishes.
+async fn canaries(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    admit: &super::Admission,
+    pending: &[StoredRecord],
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "SELECT seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash \
+               FROM ledger_records WHERE kind IN ('release_started', 'release_finished') ORDER BY seq";
+    let committed = sqlx::query(sql).fetch_all(&mut **tx).await?;
+    let stored: Vec<StoredRecord> = committed.iter().map(super::stored).collect::<Result<_, _>>()?;
+    let mut running: BTreeMap<String, String> = BTreeMap::new();
+    for row in stored.iter().chain(pending) {
+        match Record::from_stored(row) {
+            Ok(Record::ReleaseStarted(s))
+                if s.mode == crate::policy::RunMode::Act && s.facts.service == admit.service =>
+            {
+                running.insert(row.release_id.clone(), s.facts.target);
+            }
+            Ok(Record::ReleaseFinished(f)) if f.status.is_final() => {
+                running.remove(&row.release_id);
+            }
+            _ => {}
+        }
+    }
+    let targets: BTreeSet<String> = running.into_values().filter(|t| *t != admit.target).collect();
+    Ok(targets.into_iter().collect())
 }
 
 /// Ids of `release`'s approval requests still open, in the order they

@@ -289,6 +289,7 @@ impl ReleaseRun<'_> {
         };
         let append = Append {
             approvals: ApprovalOps { only_if_open: Some(r.request.id.clone()), close_open: None },
+            admit: None,
             ..self.append(Some(Record::ApprovalResolved(rec)), None)
         };
         self.ledger.submit(append).await?;
@@ -374,6 +375,7 @@ impl ReleaseRun<'_> {
         warn!(%id, "Approval request expired unanswered; holding the release.");
         let append = Append {
             approvals: ApprovalOps { only_if_open: Some(id.clone()), close_open: None },
+            admit: None,
             ..self.append(Some(Record::ApprovalResolved(ApprovalResolved::closure(id, Closure::Expired))), None)
         };
         let done = self.ledger.submit(append).await?;
@@ -494,6 +496,7 @@ impl ReleaseRun<'_> {
         let append = Append {
             actor: a.actor.clone(),
             approvals: ApprovalOps { only_if_open: closes, close_open: None },
+            admit: None,
             ..self.append(Some(Record::ApprovalResolved(rec)), None)
         };
         let written = !self.ledger.submit(append).await?.refused;

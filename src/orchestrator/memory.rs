@@ -6,12 +6,12 @@
 
 use std::borrow::Cow;
 
-use tracing::{info, warn};
+use tracing::info;
 
-use super::{Conclusion, LoopState, ReleaseRun, ReleaseStatus, RunOutcome};
+use super::{LoopState, ReleaseRun};
 use crate::executor::{ActionKind, ActionPlan};
 use crate::judge::{JudgeResult, Verdict};
-use crate::ledger::{LedgerError, Record, ReleaseFinished, RevisionRecord};
+use crate::ledger::{LedgerError, Record, RevisionRecord};
 use crate::policy::memory::{self, Condemned, Contradiction, EVIDENCE_MAX, RevisionEvent};
 use crate::policy::{Decision, ReleaseFacts};
 
@@ -30,21 +30,6 @@ impl ReleaseRun<'_> {
             quarantine: r.quarantine,
             ..f.clone()
         }))
-    }
-
-    /// End a release the ledger contradicts before it is judged: started
-    /// and finished `denied`, with both facts in the reason.
-    pub(super) async fn refuse(&self, why: &Contradiction, started: Record) -> Result<RunOutcome, LedgerError> {
-        warn!(reason = %why, "Release refused: its configuration contradicts the ledger.");
-        self.record(started).await?;
-        let end = ReleaseFinished {
-            status: ReleaseStatus::Denied { reason: why.to_string() },
-            ticks: 0,
-            decided_at_s: 0,
-            model_usage: Default::default(),
-        };
-        self.record(Record::ReleaseFinished(end.clone())).await?;
-        Ok(self.recorded(end, Conclusion::ThisRun))
     }
 
     /// Look at the candidate's quarantine again when it matters: while one

@@ -10,6 +10,7 @@
 //! lease acts (fenced by the lease's token).
 
 mod act;
+mod admit;
 mod deadline;
 pub mod human;
 mod memory;
@@ -325,7 +326,9 @@ impl ReleaseRun<'_> {
         let continued = (prior.tick > 0).then_some(prior.now_s);
         let facts = match self.recall().await? {
             Ok(facts) => facts,
-            Err(why) => return self.refuse(&why, self.started(source, actuation.mode(), continued)?).await,
+            Err(why) => {
+                return self.deny_at_start(self.started(source, actuation.mode(), continued)?, why.to_string()).await;
+            }
         };
         ReleaseRun { facts, ..self.clone() }.begin(&prior, source, actuation, observer).await
     }
@@ -339,7 +342,10 @@ impl ReleaseRun<'_> {
         observer: &mut dyn Observer,
     ) -> Result<RunOutcome, LedgerError> {
         let continued = (prior.tick > 0).then_some(prior.now_s);
-        self.record(self.started(source, actuation.mode(), continued)?).await?;
+        let started = self.started(source, actuation.mode(), continued)?;
+        if let Some(refused) = self.admit(started, actuation.mode(), continued.is_some()).await? {
+            return Ok(refused);
+        }
         let mut st = LoopState {
             tick: prior.tick,
             now_s: prior.now_s,
@@ -668,6 +674,7 @@ impl ReleaseRun<'_> {
             record,
             lease,
             approvals: ApprovalOps::default(),
+            admit: None,
         }
     }
 

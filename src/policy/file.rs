@@ -84,6 +84,17 @@ pub struct SourcePolicy {
     pub consecutive_failure_limit: u32,
 }
 
+/// `[blast_radius]`: at most `max_targets` targets of one service in canary
+/// at once, across every release and agent on the ledger; a release that
+/// would be one more is refused at its start. Unset: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadius {
+    /// Targets (1..=10000).
+    #[serde(default)]
+    pub max_targets: Option<u32>,
+}
+
 fn default_failure_limit() -> u32 {
     6
 }
@@ -157,6 +168,9 @@ pub struct PolicyFile {
     /// Releases of a revision rolled back before: held for a person (default) or refused.
     #[serde(default)]
     pub quarantine: super::memory::QuarantinePolicy,
+    /// How many targets of one service may have a canary at once, across all releases.
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
     /// Freeze windows.
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,
@@ -222,6 +236,9 @@ impl PolicyFile {
                 "rate_limit.window_minutes".into(),
                 "minutes from 1 to 10080 (one week)".into(),
             ));
+        }
+        if self.blast_radius.max_targets.is_some_and(|n| !(1..=10_000).contains(&n)) {
+            return Err(FieldError::of("blast_radius.max_targets".into(), "targets from 1 to 10000".into()));
         }
         if !(1..=1000).contains(&self.source.consecutive_failure_limit) {
             return Err(FieldError::of("source.consecutive_failure_limit".into(), "ticks from 1 to 1000".into()));
@@ -375,6 +392,14 @@ mod tests {
         assert!(e.contains("`rate_limit.max_rollbacks`") && e.contains("1 to 100"), "{e}");
         let e = err("version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[judge]\nalpha = 0.9\n");
         assert!(e.contains("`judge.alpha`"), "{e}");
+        let e = err(
+            "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[blast_radius]\nmax_targets = 0\n",
+        );
+        assert!(e.contains("`blast_radius.max_targets`") && e.contains("1 to 10000"), "{e}");
+        let e = err(
+            "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[quarantine]\naction = \"ignore\"\n",
+        );
+        assert!(e.contains("`quarantine.action`") && e.contains("ignore"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,7 @@ async fn a_stale_fencing_token_is_refused(url: &str) {
         record: Some(rec(1)),
         lease: Some(LeaseOp::Claim { target: "t".into(), holder: holder.into(), ttl_ms: 1_000 }),
         approvals: Default::default(),
+        admit: None,
     };
     assert_eq!(l.submit(claim("a", 0)).await.unwrap().role, Some(LeaseRole::Holder { token: 1 }));
     // b cannot take a live lease; it can take a lapsed one, with a new token.

@@ -1,6 +1,7 @@
 mod adversarial;
 mod agent;
 mod approvals;
+mod blast;
 mod assessor;
 mod calibrate;
 mod check;

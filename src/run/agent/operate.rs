@@ -64,6 +64,7 @@ impl Agent {
             record: Some(record),
             lease: None,
             approvals: ApprovalOps { only_if_open: None, close_open },
+            admit: None,
         };
         self.runtime.ledger.submit(append).await.map(|_| ())
     }
