@@ -10,7 +10,8 @@ use clap::{Args, Subcommand};
 use super::{CliResult, Failure, ledger_url, load_policy, out};
 use backstop::ledger::{Actor, Ledger, Record, RevisionRecord};
 use backstop::policy::approval::Principal;
-use backstop::policy::memory::{RevisionEvent, RevisionState, rule_clear};
+use backstop::policy::memory::{RevisionEvent, RevisionState};
+use backstop::run::memory::ClearError;
 
 #[derive(Args)]
 pub struct RevisionsArgs {
@@ -122,17 +123,14 @@ async fn clear(
 ) -> CliResult {
     let actor = Actor::Human { channel: "cli".into(), identity: identity.into() };
     actor.to_string().parse::<Actor>().map_err(|e| Failure::usage(format!("--as: {e}")))?;
-    let known = ledger.service_revisions(service).await.map_err(failed)?;
-    rule_clear(policy, (service, revision), &Principal::named(identity), reason, &known)
-        .map_err(|e| Failure { code: super::EXIT_USAGE, message: format!("not cleared: {e}") })?;
-    let record = Record::Revision(RevisionRecord {
-        service: service.into(),
-        revision: revision.into(),
-        event: RevisionEvent::Cleared { reason: reason.into() },
-    });
-    let at = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
-    let id = RevisionRecord::ledger_id(service, revision);
-    let receipt = ledger.append(&id, &actor, at, record).await.map_err(failed)?;
-    out(&format!("revision {revision} of {service} cleared by {actor} (record {})", receipt.seq));
+    let now_ms = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
+    let who = (&actor, &Principal::named(identity));
+    match backstop::run::memory::clear(ledger, policy, (service, revision), who, (reason, now_ms)).await {
+        Ok(_) => out(&format!("revision {revision} of {service} cleared by {actor}")),
+        Err(ClearError::Refused(why)) => {
+            return Err(Failure { code: super::EXIT_USAGE, message: format!("not cleared: {why}") });
+        }
+        Err(e @ ClearError::Ledger(_)) => return Err(Failure::backend(&e)),
+    }
     Ok(ExitCode::SUCCESS)
 }

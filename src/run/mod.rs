@@ -12,6 +12,7 @@ mod error;
 pub mod exit;
 pub mod gate;
 pub mod history;
+pub mod memory;
 pub mod metrics;
 pub mod prepare;
 pub mod recorded;

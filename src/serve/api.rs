@@ -28,7 +28,7 @@ use crate::run::recorded::RecordedReport;
 /// hundred bytes; one request must not grow the ledger by megabytes.
 pub const API_BODY_LIMIT: usize = 64 * 1024;
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(BTreeMap::from([("error", message.to_string())]))).into_response()
 }
 
@@ -115,7 +115,7 @@ pub struct ReasonBody {
     pub reason: String,
 }
 
-fn reason_of(body: &axum::body::Bytes) -> Result<String, Box<Response>> {
+pub(super) fn reason_of(body: &axum::body::Bytes) -> Result<String, Box<Response>> {
     if body.is_empty() {
         return Ok(String::new());
     }

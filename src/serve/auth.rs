@@ -222,7 +222,8 @@ fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
     if path == "/v1/releases" {
         return Some(Scope::Register);
     }
-    if path.starts_with("/v1/approvals/") || path.starts_with("/ui/approvals/") {
+    // Approving and clearing a quarantine are both an approver's word.
+    if path.starts_with("/v1/approvals/") || path.starts_with("/ui/approvals/") || path.starts_with("/v1/revisions/") {
         return Some(Scope::Approve);
     }
     Some(Scope::Operate)

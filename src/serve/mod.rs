@@ -40,6 +40,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod guard;
 pub mod listen;
+pub mod revisions;
 pub mod signing;
 
 use crate::ledger::Actor;
@@ -207,6 +208,7 @@ pub fn agent_router(state: ApiState) -> Router {
     let gates = gate_routes(GateState { board: state.agent.gates.clone(), agent: Some(state.agent.clone()) });
     let auth = state.auth.clone();
     api::routes()
+        .merge(revisions::routes())
         .merge(dashboard::routes())
         .with_state(state)
         .merge(gates)

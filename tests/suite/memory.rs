@@ -130,3 +130,43 @@ fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_
     let (code, audit) = backstop(&["audit", "--ledger", &ledger, "verify"]);
     assert_eq!(code, 0, "{audit}");
 }
+
+/// Through the agent: a registered release rolled back leaves its revision
+/// quarantined in `GET /v1/revisions`; only an approver's token clears it,
+/// with a reason, recorded under their identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_lists_the_quarantine_and_only_an_approvers_token_clears_it() {
+    use crate::suite::agent::{ALICE, BOB, CI, VIEWER, get, post, registration, start, wait_release};
+    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                   templates.default.source = { kind = \"simulator\", seed = 3, fault = { kind = \"error_spike\", onset_s = 300, strength = 0.05 } }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n[approvals]\napprovers = [\"group:sre\"]\n\
+                  [approvals.groups]\nsre = [\"alice@example.com\"]\n";
+    let s = start(targets, policy, 5, &[]);
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    assert_eq!(v["status"]["status"], "rolled_back", "{v}");
+
+    let (code, text) = get(&format!("{}/v1/revisions", s.url), Some(VIEWER)).await;
+    assert_eq!(code, 200, "{text}");
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v42 = list.as_array().unwrap().iter().find(|r| r["revision"] == "v42").unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(v42["quarantine"]["condemned"]["target"], "sim/checkout", "{v42}");
+    assert!(!v42["quarantine"]["condemned"]["evidence"].as_array().unwrap().is_empty(), "with its evidence: {v42}");
+    let v41 = list.as_array().unwrap().iter().find(|r| r["revision"] == "v41").unwrap_or_else(|| panic!("{list}"));
+    assert!(v41["verified_on"]["sim/checkout"].is_i64(), "the rollback verified v41 there: {v41}");
+
+    let clear = format!("{}/v1/revisions/checkout/v42/clear", s.url);
+    let why = serde_json::json!({ "reason": "the spike was a dependency outage, fixed" });
+    assert_eq!(post(&clear, VIEWER, &why).await.0, 403, "a read-only token cannot clear");
+    let (code, body) = post(&clear, BOB, &why).await;
+    assert_eq!(code, 403, "bob may approve, but policy does not name him for checkout: {body}");
+    assert!(body["error"].as_str().unwrap().contains("not an approver"), "{body}");
+    assert_eq!(post(&clear, ALICE, &serde_json::json!({ "reason": " " })).await.0, 422, "a reason is needed");
+    let (code, body) = post(&clear, ALICE, &why).await;
+    assert_eq!((code, &body["quarantine"]), (200, &serde_json::Value::Null), "{body}");
+    assert_eq!(post(&clear, ALICE, &why).await.0, 409, "nothing left to clear");
+    let audit = s.audit();
+    let line = audit.lines().find(|l| l.contains("quarantine cleared")).unwrap_or_else(|| panic!("{audit}"));
+    assert!(line.contains("human:api:alice@example.com") && line.contains("dependency outage"), "{line}");
+}
