@@ -615,6 +615,51 @@ fn still_proposed(req: &PendingApproval, current: &Decision, hit: &mut impl FnMu
     Ruling::Execute { decision }
 }
 
+/// Why a person may not clear a quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClearRefused {
+    /// Policy does not name them as an approver of the service.
+    #[error("{identity} is not an approver for {service} (policy's approvers decide who clears a quarantine)")]
+    NotAnApprover {
+        /// Who asked.
+        identity: String,
+        /// The service.
+        service: String,
+    },
+    /// Nothing to clear.
+    #[error("revision {revision} of {service} is not quarantined")]
+    NotQuarantined {
+        /// The service.
+        service: String,
+        /// The revision.
+        revision: String,
+    },
+    /// A clearing needs a reason a later reader can weigh.
+    #[error("a reason is needed: say why the revision is safe again")]
+    NoReason,
+}
+
+/// Rule on a person clearing `revision`'s quarantine: an approver of the
+/// service (as for approvals), a quarantine in force, and a reason.
+pub fn rule_clear(
+    policy: &PolicyFile,
+    (service, revision): (&str, &str),
+    who: &Principal,
+    reason: &str,
+    known: &super::memory::ServiceRevisions,
+) -> Result<(), ClearRefused> {
+    if !policy.approvals.names(approvers_for(policy, service), who) {
+        return Err(ClearRefused::NotAnApprover { identity: who.identity.clone(), service: service.into() });
+    }
+    if known.quarantine(revision).is_none() {
+        return Err(ClearRefused::NotQuarantined { service: service.into(), revision: revision.into() });
+    }
+    if reason.trim().is_empty() {
+        return Err(ClearRefused::NoReason);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -840,5 +885,31 @@ mod tests {
         refused(ask("mallory@example.com", &f, None).ruling, who);
         let undeclared = crate::policy::ReleaseFacts { target: "other".into(), ..facts(false, Some("v1")) };
         refused(ask("alice@example.com", &undeclared, None).ruling, Refusal::NotDeclared { target: "other".into() });
+    }
+
+    #[test]
+    fn only_an_approver_clears_a_quarantine_in_force_and_says_why() {
+        let mut policy = crate::policy::PolicyFile::embedded_default().unwrap();
+        policy.approvals.approvers = vec!["alice@example.com".into()];
+        let condemned = crate::policy::memory::Condemned {
+            release_id: "r".into(),
+            target: "eu-1".into(),
+            rolled_back_to: "v41".into(),
+            reason: "error_ratio +5 pt".into(),
+            evidence: vec![],
+        };
+        let known = crate::policy::memory::ServiceRevisions::fold([crate::policy::memory::RevisionFact {
+            revision: "v42".into(),
+            at_ms: 10,
+            by: "agent:a".into(),
+            event: crate::policy::memory::RevisionEvent::Condemned(condemned),
+        }]);
+        let alice = Principal::named("alice@example.com");
+        let mallory = Principal::named("mallory@example.com");
+        let rule = |who, rev, why| rule_clear(&policy, ("checkout", rev), who, why, &known);
+        assert_eq!(rule(&alice, "v42", "fixed upstream"), Ok(()));
+        assert!(matches!(rule(&mallory, "v42", "fixed"), Err(ClearRefused::NotAnApprover { .. })));
+        assert!(matches!(rule(&alice, "v41", "fixed"), Err(ClearRefused::NotQuarantined { .. })));
+        assert_eq!(rule(&alice, "v42", "  "), Err(ClearRefused::NoReason));
     }
 }

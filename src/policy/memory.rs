@@ -273,51 +273,6 @@ pub fn recall(
     })
 }
 
-/// Why a person may not clear a quarantine.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClearRefused {
-    /// Policy does not name them as an approver of the service.
-    #[error("{identity} is not an approver for {service} (policy's approvers decide who clears a quarantine)")]
-    NotAnApprover {
-        /// Who asked.
-        identity: String,
-        /// The service.
-        service: String,
-    },
-    /// Nothing to clear.
-    #[error("revision {revision} of {service} is not quarantined")]
-    NotQuarantined {
-        /// The service.
-        service: String,
-        /// The revision.
-        revision: String,
-    },
-    /// A clearing needs a reason a later reader can weigh.
-    #[error("a reason is needed: say why the revision is safe again")]
-    NoReason,
-}
-
-/// Rule on a person clearing `revision`'s quarantine: an approver of the
-/// service (as for approvals), a quarantine in force, and a reason.
-pub fn rule_clear(
-    policy: &super::PolicyFile,
-    (service, revision): (&str, &str),
-    who: &super::approval::Principal,
-    reason: &str,
-    known: &ServiceRevisions,
-) -> Result<(), ClearRefused> {
-    if !policy.approvals.names(super::approval::approvers_for(policy, service), who) {
-        return Err(ClearRefused::NotAnApprover { identity: who.identity.clone(), service: service.into() });
-    }
-    if known.quarantine(revision).is_none() {
-        return Err(ClearRefused::NotQuarantined { service: service.into(), revision: revision.into() });
-    }
-    if reason.trim().is_empty() {
-        return Err(ClearRefused::NoReason);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,20 +314,6 @@ mod tests {
             fact("v42", 30, condemned("us-1")),
         ]);
         assert_eq!(recall("v42", "eu-1", None, &again).unwrap().quarantine.map(|q| q.at_ms), Some(30));
-    }
-
-    #[test]
-    fn only_an_approver_clears_a_quarantine_in_force_and_says_why() {
-        let mut policy = crate::policy::PolicyFile::embedded_default().unwrap();
-        policy.approvals.approvers = vec!["alice@example.com".into()];
-        let known = ServiceRevisions::fold([fact("v42", 10, condemned("eu-1"))]);
-        let alice = crate::policy::approval::Principal::named("alice@example.com");
-        let mallory = crate::policy::approval::Principal::named("mallory@example.com");
-        let rule = |who, rev, why| rule_clear(&policy, ("checkout", rev), who, why, &known);
-        assert_eq!(rule(&alice, "v42", "fixed upstream"), Ok(()));
-        assert!(matches!(rule(&mallory, "v42", "fixed"), Err(ClearRefused::NotAnApprover { .. })));
-        assert!(matches!(rule(&alice, "v41", "fixed"), Err(ClearRefused::NotQuarantined { .. })));
-        assert_eq!(rule(&alice, "v42", "  "), Err(ClearRefused::NoReason));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Release memory as the service offers it: every revision's state for the
 //! API and the command line, and a person clearing a quarantine, ruled by
-//! policy (`policy::memory::rule_clear`) and recorded under their identity.
+//! policy (`policy::approval::rule_clear`) and recorded under their identity.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::ledger::{Actor, Ledger, LedgerError, Record, RevisionRecord};
 use crate::policy::PolicyFile;
-use crate::policy::approval::Principal;
-use crate::policy::memory::{ClearRefused, Quarantine, RevisionEvent, RevisionState, rule_clear};
+use crate::policy::approval::{ClearRefused, Principal, rule_clear};
+use crate::policy::memory::{Quarantine, RevisionEvent, RevisionState};
 
 /// One revision as the ledger remembers it.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

@@ -13,8 +13,7 @@ use axum::routing::{get, post};
 use super::ApiState;
 use super::api::{error, reason_of};
 use super::auth::{Caller, Channel};
-use crate::policy::approval::Principal;
-use crate::policy::memory::ClearRefused;
+use crate::policy::approval::{ClearRefused, Principal};
 use crate::run::memory::{ClearError, clear, revisions};
 
 async fn list(State(s): State<ApiState>) -> Response {

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::suite::agent::audit;
 use crate::support::agents::Agent;
 
 /// One simulated release of `checkout` on `sim/<target>`.
@@ -25,15 +26,6 @@ fn config(dir: &Path, file: &str, releases: &[(&str, &str)]) -> std::path::PathB
     let path = dir.join(file);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn audit(ledger: &str) -> String {
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
-        .env_remove("BACKSTOP_CONFIG")
-        .args(["audit", "--ledger", ledger, "list", "--limit", "100000"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
