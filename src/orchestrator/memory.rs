@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use tracing::info;
 
 use super::{LoopState, ReleaseRun};
-use crate::executor::{ActionKind, ActionPlan};
+use crate::executor::ActionPlan;
 use crate::judge::{JudgeResult, Verdict};
 use crate::ledger::{LedgerError, Record, RevisionRecord};
 use crate::policy::memory::{self, Condemned, Contradiction, EVIDENCE_MAX, RevisionEvent};
@@ -74,14 +74,12 @@ impl ReleaseRun<'_> {
         self.remember(&plan.from_revision, RevisionEvent::Condemned(condemned)).await
     }
 
-    /// An action took effect: the revision it left running is verified on the target.
+    /// An action took effect: the revision it left running (its plan's
+    /// `to_revision`: the candidate of a promotion, the last-known-good of a
+    /// rollback) is verified on the target.
     pub(super) async fn verified(&self, plan: &ActionPlan) -> Result<(), LedgerError> {
         let event = RevisionEvent::Verified { target: plan.target.clone(), release_id: self.facts.release_id.clone() };
-        let revision = match plan.kind {
-            ActionKind::Promote => &self.facts.candidate_revision,
-            ActionKind::Rollback => &plan.to_revision,
-        };
-        self.remember(revision, event).await
+        self.remember(&plan.to_revision, event).await
     }
 
     async fn remember(&self, revision: &str, event: RevisionEvent) -> Result<(), LedgerError> {

@@ -35,6 +35,9 @@ impl ReleaseRun<'_> {
                 "An intent had no outcome (the agent stopped mid-action); reconciled against the target.");
             let unresolved = !result.settles();
             self.record(Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() })).await?;
+            if matches!(result, ActionResult::Reconciled { .. }) && open.release_id == self.facts.release_id {
+                self.verified(plan).await?;
+            }
             if unresolved || open.release_id == self.facts.release_id {
                 ends.get_or_insert(status_of(plan.kind, &plan.id, &result));
             }

@@ -153,5 +153,13 @@ fn killed_mid_rollback_on_real_haproxy_the_restart_reads_the_weights_and_never_a
         assert_eq!(code, expect_code, "{point}: {out}\n{err}");
         assert_eq!(rt.block_on(e.weight("canary")).unwrap(), canary_after, "{point}: no blind retry, no undo");
         Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).assert().success();
+        // Release memory survives the kill: v42 quarantined before the intent; v41 verified
+        // on the backend only where the restart found the rollback done.
+        let out =
+            Command::cargo_bin("backstop").unwrap().args(["revisions", "--ledger", &ledger, "list"]).output().unwrap();
+        let list = String::from_utf8_lossy(&out.stdout);
+        assert!(list.lines().any(|l| l.contains("v42") && l.contains("QUARANTINED")), "{point}: {list}");
+        let v41_verified = list.lines().any(|l| l.contains("v41") && l.contains("verified on haproxy/checkout"));
+        assert_eq!(v41_verified, canary_after == 0, "{point}: {list}");
     }
 }
