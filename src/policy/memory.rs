@@ -135,8 +135,6 @@ pub struct RevisionState {
     pub condemned: Vec<Quarantine>,
     /// Targets it was verified running on, with the unix ms of the newest verification.
     pub verified_on: BTreeMap<String, i64>,
-    /// The last clearing: when, by whom, why.
-    pub cleared: Option<(i64, String, String)>,
 }
 
 /// A service's revisions as the ledger knows them.
@@ -161,10 +159,7 @@ impl ServiceRevisions {
                 RevisionEvent::Verified { target, .. } => {
                     state.verified_on.insert(target, f.at_ms);
                 }
-                RevisionEvent::Cleared { reason } => {
-                    state.quarantine = None;
-                    state.cleared = Some((f.at_ms, f.by, reason));
-                }
+                RevisionEvent::Cleared { .. } => state.quarantine = None,
             }
         }
         out
