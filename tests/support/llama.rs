@@ -37,8 +37,15 @@ struct Proxy {
     dropped: Arc<AtomicU64>,
 }
 
+/// One real model at a time: two llama-servers on the suite's two shared
+/// cores starve each other (a CI run saw one SmolLM2 consultation pass
+/// 300 s), so a real model's server waits for the previous one to end.
+static REAL_MODEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Llama {
     child: Child,
+    /// Held while a real model serves; released after the child is killed.
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
     _dir: tempfile::TempDir,
     /// Base URL of the proxy, with `/v1`.
     pub base_url: String,
@@ -109,7 +116,10 @@ impl Llama {
             PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
         });
         assert!(model.exists(), "{}: no GGUF ({var})", model.display());
-        Self::serve(tempfile::tempdir().unwrap(), &model, context, 2).await
+        let turn = REAL_MODEL.lock().await;
+        let mut llama = Self::serve(tempfile::tempdir().unwrap(), &model, context, 2).await;
+        llama._turn = Some(turn);
+        llama
     }
 
     async fn serve(dir: tempfile::TempDir, model: &Path, context: u32, threads: u32) -> Llama {
@@ -118,7 +128,9 @@ impl Llama {
         let child = Command::new(binary())
             .args(["-m", &model.display().to_string(), "--jinja", "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "-c", &context.to_string(), "-np", "1"])
-            .args(["-t", &threads.to_string()])
+            // No busy-polling between batches: the cores are shared with
+            // the rest of the suite, and a spinning thread starves them.
+            .args(["-t", &threads.to_string(), "--poll", "0"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -141,7 +153,7 @@ impl Llama {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Llama { child, _dir: dir, base_url, proxy }
+        Llama { child, _turn: None, _dir: dir, base_url, proxy }
     }
 
     pub fn exchanges(&self) -> Vec<Exchange> {
