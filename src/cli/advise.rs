@@ -87,7 +87,7 @@ async fn judged_report(a: &AdviseArgs, settings: &Settings) -> Result<Report, Fa
         to_s: a.to.map(|t| t.as_millisecond() as f64 / 1000.0),
     });
     let mut make = |name: &str, _: u64| -> Box<dyn Observer> { Box::new(Progress::new(name)) };
-    let ran = run_all(&a.run, settings, RunMode::Advise, &mut make, window.as_ref()).await?;
+    let ran = run_all(&a.run, settings, RunMode::Advise, &mut make, window.as_ref()).await?.ran;
     let Some(first) = ran.first() else { return Err(Failure::usage("no release to advise on")) };
     Ok(report_of(first))
 }

@@ -11,6 +11,7 @@ use super::{Failure, RunFlags, ledger_url, load_policy};
 use backstop::config::Settings;
 use backstop::orchestrator::{Observer, RunOutcome};
 use backstop::policy::RunMode;
+use backstop::run::fleet::{Fleet, FleetOutcome};
 use backstop::run::prepare::PreparedRelease;
 use backstop::run::{Prepared, Runtime, exit, stop_on_signals};
 use backstop::signals::SourceConfig;
@@ -42,7 +43,7 @@ async fn note_earlier_runs(runtime: &Runtime, cfg: &backstop::release::ReleaseCo
     let Ok(earlier) = runtime.ledger.finished_with_prefix(&prefix, 5).await else { return };
     let others: Vec<String> = earlier
         .iter()
-        .filter(|(other, _)| other != id)
+        .filter(|(other, _)| other != id && !backstop::run::fleet::is_revert_id(other))
         .map(|(other, f)| format!("{other} ended {}", f.status.label()))
         .collect();
     if let Some(newest) = others.first() {
@@ -62,35 +63,62 @@ pub struct PastWindow {
     pub to_s: Option<f64>,
 }
 
+/// What a run of configured releases ended with: each release run, and
+/// each fleet (`watch` only; `advise` judges fleet members one by one).
+pub struct Runs {
+    pub ran: Vec<Ran>,
+    pub fleets: Vec<FleetOutcome>,
+}
+
 pub async fn run_all(
     a: &RunArgs,
     settings: &Settings,
     mode: RunMode,
     observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
     window: Option<&PastWindow>,
-) -> Result<Vec<Ran>, Failure> {
+) -> Result<Runs, Failure> {
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
     let started_ms = runtime.agent.clock.now_ms();
-    let chosen = runtime.select(&a.releases).map_err(runtime_failure)?;
-    let mut prepared = Vec::new();
-    for cfg in &chosen {
-        prepared.push(match window {
-            Some(w) => in_window(&runtime, cfg, mode, started_ms, w)?,
-            None => runtime.prepare(cfg, mode, started_ms).map_err(runtime_failure)?,
-        });
+    let (chosen, fleets) = match (mode, window) {
+        (RunMode::Act, None) => runtime.select_with_fleets(&a.releases).map_err(runtime_failure)?,
+        _ => (runtime.select(&a.releases).map_err(runtime_failure)?, vec![]),
+    };
+    let prepare = |cfg: &backstop::release::ReleaseConfig| match window {
+        Some(w) => in_window(&runtime, cfg, mode, started_ms, w),
+        None => runtime.prepare(cfg, mode, started_ms).map_err(runtime_failure),
+    };
+    let prepared = chosen.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+    let mut fleet_runs = Vec::new();
+    for (_, members) in &fleets {
+        fleet_runs.push(members.iter().map(prepare).collect::<Result<Vec<_>, _>>()?);
     }
-    for (cfg, p) in chosen.iter().zip(&prepared) {
+    let every = chosen.iter().chain(fleets.iter().flat_map(|(_, m)| m));
+    let every_prepared = prepared.iter().chain(fleet_runs.iter().flatten());
+    for (cfg, p) in every.clone().zip(every_prepared) {
         runtime.preflight(p).await.map_err(runtime_failure)?;
         if mode == RunMode::Act {
             note_earlier_runs(&runtime, cfg, &p.release.facts.release_id).await;
         }
     }
     // Recorded data (a scenario, a past window) are judged as fast as they can be read.
-    let recorded = window.is_some() || chosen.iter().all(|c| matches!(c.source, SourceConfig::Scenario { .. }));
+    let recorded = window.is_some() || every.clone().all(|c| matches!(c.source, SourceConfig::Scenario { .. }));
     let pace = a.pace_ms.map(Duration::from_millis).or(recorded.then_some(Duration::ZERO));
-    let results = runtime.run_all(&prepared, pace, observer).await;
+    let fleets: Vec<Fleet> =
+        fleets.iter().zip(fleet_runs).map(|((plan, _), members)| Fleet { plan, members }).collect();
+    // One observer factory, shared by the releases run alone and every fleet's waves.
+    let shared = std::sync::Mutex::new(observer);
+    let mut alone_obs = |n: &str, d: u64| (shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner))(n, d);
+    let alone = runtime.run_all(&prepared, pace, &mut alone_obs);
+    let in_fleets = futures_util::future::join_all(fleets.iter().map(|f| {
+        let (shared, runtime) = (&shared, &runtime);
+        async move {
+            let mut obs = |n: &str, d: u64| (shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner))(n, d);
+            runtime.run_fleet(f, pace, &mut obs).await
+        }
+    }));
+    let (results, fleet_results) = tokio::join!(alone, in_fleets);
     let mut ran = Vec::new();
     for (p, r) in prepared.into_iter().zip(results) {
         let outcome = r.map_err(|e| Failure {
@@ -99,7 +127,21 @@ pub async fn run_all(
         })?;
         ran.push(Ran { name: p.name, prepared: p.release, outcome });
     }
-    Ok(ran)
+    let mut outcomes = Vec::new();
+    for (f, r) in fleets.into_iter().zip(fleet_results) {
+        let o = r.map_err(|e| Failure {
+            code: exit::BACKEND,
+            message: format!("fleet {}: {}", f.plan.name, super::chain(&e)),
+        })?;
+        let mut members: Vec<Option<Prepared>> = f.members.into_iter().map(Some).collect();
+        for (m, outcome) in &o.ran {
+            if let Some(p) = members[*m].take() {
+                ran.push(Ran { name: p.name, prepared: p.release, outcome: outcome.clone() });
+            }
+        }
+        outcomes.push(o);
+    }
+    Ok(Runs { ran, fleets: outcomes })
 }
 
 /// A release prepared to judge the past window `w`: only a live source has

@@ -10,9 +10,11 @@ use super::display::LiveDisplay;
 use super::runs::{Ran, RunArgs, run_all};
 use super::{CliResult, Failure, out};
 use backstop::config::Settings;
+use backstop::orchestrator::fleet::{FleetEnd, MemberState};
 use backstop::orchestrator::{Observer, Quiet};
 use backstop::policy::RunMode;
 use backstop::report::{Report, render_html, render_markdown};
+use backstop::run::fleet::FleetOutcome;
 
 pub use backstop::run::exit;
 
@@ -88,8 +90,81 @@ pub struct WatchResult<'a> {
     format: WatchVersion,
     /// The process's exit code (the most severe release's).
     exit_code: u8,
-    /// Each release, in the order run.
+    /// Each release, in the order run (fleet members after the releases run alone).
     releases: Vec<ReleaseResult<'a>>,
+    /// Each fleet release (`[[fleets]]`), with its waves.
+    fleets: Vec<FleetResult>,
+}
+
+/// One fleet release's ending.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct FleetResult {
+    /// Its name.
+    name: String,
+    /// Its exit code (the most severe of its members' and reverts').
+    exit_code: u8,
+    /// `promoted`, `stopped` (a wave failed) or `interrupted` (run again to continue).
+    outcome: &'static str,
+    /// Why it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
+    /// Every member, wave by wave.
+    members: Vec<FleetMemberResult>,
+}
+
+/// One member of a fleet.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct FleetMemberResult {
+    /// Its release name.
+    name: String,
+    /// Its target.
+    target: String,
+    /// Its wave, from 1.
+    wave: usize,
+    /// `not_started`, `unfinished`, or the status it ended with.
+    status: &'static str,
+    /// The revert of its promotion after a later failure: `not_started`, `unfinished` or its status.
+    revert: &'static str,
+}
+
+fn state_label(s: &MemberState) -> &'static str {
+    match s {
+        MemberState::NotStarted => "not_started",
+        MemberState::Unfinished => "unfinished",
+        MemberState::Ended { status, .. } => status.label(),
+    }
+}
+
+fn fleet_result(o: &FleetOutcome) -> FleetResult {
+    let (outcome, why) = match &o.end {
+        Some(FleetEnd::Promoted) => ("promoted", None),
+        Some(FleetEnd::Stopped { why, .. }) => ("stopped", Some(why.clone())),
+        None => ("interrupted", None),
+    };
+    let members = o
+        .members
+        .iter()
+        .map(|m| FleetMemberResult {
+            name: m.name.clone(),
+            target: m.target.clone(),
+            wave: m.wave,
+            status: state_label(&m.release),
+            revert: state_label(&m.revert),
+        })
+        .collect();
+    FleetResult { name: o.name.clone(), exit_code: exit::for_fleet(o), outcome, why, members }
+}
+
+fn print_fleet(f: &FleetResult) {
+    let why = f.why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+    out(&format!("\nfleet {}: {}{why} (exit {})", f.name, f.outcome, f.exit_code));
+    for m in &f.members {
+        let revert = match m.revert {
+            "not_started" => String::new(),
+            r => format!("; revert {r}"),
+        };
+        out(&format!("  wave {} {} ({}): {}{revert}", m.wave, m.name, m.target, m.status));
+    }
 }
 
 /// The version of `watch --format json`'s shape; its reports carry their own.
@@ -120,14 +195,16 @@ pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
             Box::new(LiveDisplay::new(duration, plain).prefixed(several.then(|| name.to_string())))
         }
     };
-    let ran = run_all(&a.run, settings, RunMode::Act, &mut make, None).await?;
+    let runs = run_all(&a.run, settings, RunMode::Act, &mut make, None).await?;
+    let ran = runs.ran;
     let reports: Vec<Report> = ran.iter().map(report_of).collect();
     let codes: Vec<u8> = ran.iter().map(|r| exit::code(&r.outcome)).collect();
-    let code = exit::worst(codes.iter().copied());
+    let fleets: Vec<FleetResult> = runs.fleets.iter().map(fleet_result).collect();
+    let code = exit::worst(codes.iter().copied().chain(fleets.iter().map(|f| f.exit_code)));
     if json {
         let releases =
             reports.iter().zip(&codes).map(|(report, &exit_code)| ReleaseResult { exit_code, report }).collect();
-        let doc = WatchResult { format: WatchVersion::V1, exit_code: code, releases };
+        let doc = WatchResult { format: WatchVersion::V1, exit_code: code, releases, fleets };
         out(&serde_json::to_string_pretty(&doc).map_err(|e| Failure { code: 1, message: e.to_string() })?);
     } else {
         for (r, c) in reports.iter().zip(&codes) {
@@ -138,6 +215,7 @@ pub async fn watch(a: WatchArgs, settings: &Settings) -> CliResult {
                 }
             }
         }
+        fleets.iter().for_each(print_fleet);
     }
     if let Some(path) = &a.report {
         write_reports(path, &reports)?;

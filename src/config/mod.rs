@@ -147,6 +147,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Releases to watch.
     pub releases: Vec<ReleaseConfig>,
+    /// Releases that cross several targets in waves (members are `releases`).
+    pub fleets: Vec<crate::release::FleetConfig>,
     /// The model assessor; without it the judge decides alone.
     pub model: Option<crate::assessor::ModelConfig>,
     /// Agent identity and leases.
@@ -217,6 +219,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), FieldError> {
         self.validate_releases()?;
+        self.fleet_plans()?;
         for (i, t) in self.agent.targets.iter().enumerate() {
             t.validate().map_err(|e| e.under(&format!("agent.targets[{i}]")))?;
         }
@@ -274,6 +277,27 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Every `[[fleets]]` entry resolved against `[[releases]]`: names
+    /// unique, and no release in two fleets.
+    pub fn fleet_plans(&self) -> Result<Vec<crate::release::FleetPlan>, FieldError> {
+        let mut plans: Vec<crate::release::FleetPlan> = Vec::new();
+        for (i, f) in self.fleets.iter().enumerate() {
+            let plan = f.plan(&self.releases).map_err(|e| e.under(&format!("fleets[{i}]")))?;
+            if plans.iter().any(|p| p.name == plan.name) {
+                return Err(FieldError::of(format!("fleets[{i}].name"), "a fleet name unique in the file".into()));
+            }
+            let members = |p: &crate::release::FleetPlan| p.waves.concat();
+            if let Some(other) = plans.iter().find(|p| members(p).iter().any(|m| members(&plan).contains(m))) {
+                return Err(FieldError::of(
+                    format!("fleets[{i}].waves"),
+                    format!("targets no other fleet names; fleet `{}` shares one", other.name),
+                ));
+            }
+            plans.push(plan);
+        }
+        Ok(plans)
     }
 
     /// The model assessor, when configured (reads the API key variable).

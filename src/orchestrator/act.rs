@@ -36,17 +36,23 @@ pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) 
     }
 }
 
-/// A test hook: with `BACKSTOP_TEST_PAUSE_AT=<point>[:<ms>]`, the process
-/// announces the point on stderr and stops there (for `ms`, else an hour), so
-/// a test can kill it at exactly that step of an action, or delay it past its
-/// lease as a long GC pause or SIGSTOP would. It never changes what runs, only when.
-pub async fn pause_point(point: &str) {
+/// A test hook: with `BACKSTOP_TEST_PAUSE_AT=<point>[@<target>][:<ms>]`, the
+/// process announces the point on stderr and stops there (for `ms`, else an
+/// hour), so a test can kill it at exactly that step of an action — only of
+/// an action on `target` when one is named (a fleet's waves act on several)
+/// — or delay it past its lease as a long GC pause or SIGSTOP would. It
+/// never changes what runs, only when.
+pub async fn pause_point(point: &str, target: &str) {
     let Ok(spec) = std::env::var(crate::config::PAUSE_VAR) else { return };
     let (name, ms) = match spec.split_once(':') {
         Some((n, ms)) => (n, ms.parse().unwrap_or(3_600_000)),
         None => (spec.as_str(), 3_600_000),
     };
-    if name == point {
+    let (name, only) = match name.split_once('@') {
+        Some((n, t)) => (n, Some(t)),
+        None => (name, None),
+    };
+    if name == point && only.is_none_or(|t| t == target) {
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "backstop: paused at {point}");
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -58,7 +64,7 @@ async fn execute_and_verify(executor: &Guarded, plan: &ActionPlan, permit: Execu
         Ok(o) => o,
         Err(e) => return ActionResult::Failed { error: crate::error::chain(&e) },
     };
-    pause_point("after_execute").await;
+    pause_point("after_execute", &plan.target).await;
     match executor.verify(plan).await {
         Ok(v) if v.verified => ActionResult::Verified { output, observed: v.observed },
         Ok(v) => ActionResult::NotVerified { output, observed: v.observed },
@@ -91,7 +97,7 @@ impl ReleaseRun<'_> {
             return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
         };
         self.condemn(decision, st).await?;
-        pause_point("before_intent").await;
+        pause_point("before_intent", &plan.target).await;
         let fence = LeaseOp::Fence { target: self.lease.clone(), holder: self.agent.instance.clone(), token };
         let approvals = ApprovalOps { only_if_open: None, close_open: closes };
         let at = self.agent.clock.now_ms();
@@ -109,7 +115,7 @@ impl ReleaseRun<'_> {
             }
             Err(e) => return Err(e),
         };
-        pause_point("after_intent").await;
+        pause_point("after_intent", &plan.target).await;
         observer.on_intent(&plan);
         let span = info_span!("action", plan = %plan.id, kind = %plan.kind, target = %plan.target);
         info!(parent: &span, to = %plan.to_revision, "Action starting (intent recorded).");

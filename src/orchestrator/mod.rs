@@ -12,6 +12,7 @@
 mod act;
 mod admit;
 mod deadline;
+pub mod fleet;
 pub mod human;
 mod memory;
 mod recover;
@@ -346,20 +347,8 @@ impl ReleaseRun<'_> {
         if let Some(refused) = self.admit(started, actuation.mode(), continued.is_some()).await? {
             return Ok(refused);
         }
-        let mut st = LoopState {
-            tick: prior.tick,
-            now_s: prior.now_s,
-            model: Deliberation::new(self.model.clone(), self.model_timing()),
-            last_obs: None,
-            judge: Deadlined::default(),
-            recovered: false,
-            role: None,
-            asking: None,
-            failing_ticks: 0,
-            last_verdict: None,
-            quarantine: self.facts.quarantine.clone(),
-            failing: vec![],
-        };
+        let mut st = LoopState::at(self, prior.tick, prior.now_s);
+        st.model = Deliberation::new(self.model.clone(), self.model_timing());
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
             if matches!(st.role, Some(LeaseRole::Holder { .. }))

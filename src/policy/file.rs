@@ -171,6 +171,9 @@ pub struct PolicyFile {
     /// How many targets of one service may have a canary at once, across all releases.
     #[serde(default)]
     pub blast_radius: BlastRadius,
+    /// A fleet release whose wave failed: roll back the promoted waves (default) or hold them.
+    #[serde(default)]
+    pub waves: super::waves::WavesPolicy,
     /// Freeze windows.
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,

@@ -8,6 +8,7 @@ mod decide;
 pub mod file;
 pub mod memory;
 mod rules;
+pub mod waves;
 
 use schemars::JsonSchema;
 use std::sync::Arc;

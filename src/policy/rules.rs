@@ -70,6 +70,15 @@ pub enum RuleId {
     /// The candidate was rolled back before: not promoted until a person clears it.
     #[strum(serialize = "memory.quarantine_refuses")]
     QuarantineRefuses,
+    /// A wave of a fleet release failed: the fleet stops.
+    #[strum(serialize = "waves.failed")]
+    WaveFailed,
+    /// A target an earlier wave promoted is rolled back.
+    #[strum(serialize = "waves.rollback_promoted")]
+    WaveRollsBackPromoted,
+    /// A target an earlier wave promoted is held for a person.
+    #[strum(serialize = "waves.hold_promoted")]
+    WaveHoldsPromoted,
     /// A rollback within policy.
     #[strum(serialize = "rollback.within_policy")]
     RollbackWithinPolicy,

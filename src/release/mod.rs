@@ -3,8 +3,11 @@
 //! [`lease_name`]) and how it ended ([`status`]). Persisted records name
 //! these types, so they sit below the ledger.
 
+mod fleet;
 mod spec;
 mod status;
+
+pub use fleet::{BAKE_MAX_S, Bake, FleetConfig, FleetPlan, WAVES_MAX};
 
 pub use spec::{AgentTarget, LABEL_VALUE_MAX, LABELS_MAX, Registration, ReleaseConfig, SignalTemplate};
 pub use status::ReleaseStatus;

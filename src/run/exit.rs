@@ -68,6 +68,20 @@ fn severity(code: u8) -> u8 {
     }
 }
 
+/// Exit code of a fleet release: interrupted, else the most severe of its
+/// members' and reverts' endings (a member never started counts for nothing).
+pub fn for_fleet(o: &super::fleet::FleetOutcome) -> u8 {
+    use crate::orchestrator::fleet::MemberState;
+    if o.end.is_none() {
+        return INTERRUPTED;
+    }
+    let ended = |s: &MemberState| match s {
+        MemberState::Ended { status, .. } => Some(for_status(status, false)),
+        MemberState::NotStarted | MemberState::Unfinished => None,
+    };
+    worst(o.members.iter().flat_map(|m| [ended(&m.release), ended(&m.revert)]).flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 pub mod agent;
 mod error;
 pub mod exit;
+pub mod fleet;
 pub mod gate;
 pub mod history;
 pub mod memory;
@@ -50,6 +51,14 @@ pub enum RuntimeError {
         name: String,
         /// Comma-separated configured names.
         known: String,
+    },
+    /// A release that only runs as a member of its fleet.
+    #[error("release `{name}` is in fleet `{fleet}`, which starts it in its wave; pass --release {fleet}")]
+    InFleet {
+        /// Asked for.
+        name: String,
+        /// Its fleet.
+        fleet: String,
     },
     /// Nothing to run.
     #[error("no releases configured: add [[releases]] to backstop.toml (see docs/configuration.md)")]

@@ -28,3 +28,4 @@ mod security;
 mod slack;
 mod snapshots;
 mod watch;
+mod waves;

@@ -1,0 +1,178 @@
+//! A release across a fleet in waves, with real processes: wave 1 (a real
+//! HAProxy backend and a simulated target) promotes and bakes, wave 2 (a
+//! second HAProxy backend) fails and is rolled back, wave 3 never starts, and
+//! policy rolls wave 1's targets back — each exactly once, though the
+//! agent is SIGKILLed after wave 2's rollback ran and again after a revert ran.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::agents::Agent;
+use crate::support::haproxy::Haproxy;
+
+const BAD: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
+const GOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");
+
+fn weight(h: &Haproxy, server: &str) -> u32 {
+    let mut s = std::os::unix::net::UnixStream::connect(&h.unix_socket).unwrap();
+    s.write_all(format!("get weight be/{server}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn haproxy_release(name: &str, target: &str, h: &Haproxy, data: &str) -> String {
+    format!(
+        "[[releases]]\nname = \"{name}\"\nservice = \"checkout\"\ntarget = \"{target}\"\ncandidate_revision = \"v42\"\n\
+         last_known_good = \"v41\"\nsource = {{ kind = \"scenario\", path = \"{data}\" }}\n\
+         executor = {{ kind = \"haproxy\", socket = \"{}\", backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}\n\n",
+        h.unix_socket.display()
+    )
+}
+
+fn simulated_release(name: &str, target: &str, seed: u32) -> String {
+    format!(
+        "[[releases]]\nname = \"{name}\"\nservice = \"checkout\"\ntarget = \"{target}\"\ncandidate_revision = \"v42\"\n\
+         last_known_good = \"v41\"\nsource = {{ kind = \"simulator\", service = \"search\", seed = {seed} }}\n\
+         executor = {{ kind = \"simulator\" }}\n\n"
+    )
+}
+
+/// Every intent in the ledger: (release id, kind, target, at_ms).
+async fn intents(ledger: &str) -> Vec<(String, String, String, i64)> {
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(Path::new(ledger))).await.unwrap();
+    let mut out = vec![];
+    for r in l.list(None, 100_000).await.unwrap().iter().filter(|r| r.kind == "intent") {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let plan = &body["plan"];
+        let (kind, target) = (plan["kind"].as_str().unwrap(), plan["target"].as_str().unwrap());
+        out.push((r.release_id.clone(), kind.to_string(), target.to_string(), r.at_ms));
+    }
+    out
+}
+
+fn count(all: &[(String, String, String, i64)], kind: &str, target: &str) -> usize {
+    all.iter().filter(|(_, k, t, _)| k == kind && t == target).count()
+}
+
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_second_wave_stops_the_third_and_rolls_the_first_back_exactly_once_through_two_kills() {
+    let d = tempfile::tempdir().unwrap();
+    let (eu, us) = (Haproxy::start(), Haproxy::start());
+    std::fs::write(d.path().join("policy.toml"), backstop::policy::DEFAULT_POLICY).unwrap();
+    let text = format!(
+        "policy = \"policy.toml\"\n\n{}{}{}{}[[fleets]]\nname = \"checkout-v42\"\n\
+         waves = [[\"haproxy/eu-1\", \"simulator/eu-2\"], [\"haproxy/us-1\"], [\"simulator/ap-1\"]]\nbake_s = [1, 0, 0]\n",
+        haproxy_release("checkout-eu-1", "haproxy/eu-1", &eu, GOOD),
+        simulated_release("checkout-eu-2", "simulator/eu-2", 3),
+        haproxy_release("checkout-us-1", "haproxy/us-1", &us, BAD),
+        simulated_release("checkout-ap-1", "simulator/ap-1", 5),
+    );
+    let cfg = d.path().join("backstop.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let ledger = d.path().join("l.db").to_str().unwrap().to_string();
+
+    // Kill 1: wave 2's rollback ran on HAProxy, its outcome not yet recorded.
+    let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute@haproxy/us-1")]);
+    a.wait_for("paused at after_execute", Duration::from_secs(120));
+    a.kill9();
+    assert_eq!(weight(&eu, "stable"), 0, "wave 1 promoted on eu-1 before wave 2 started");
+    assert_eq!(weight(&us, "canary"), 0, "wave 2's rollback ran before the kill");
+
+    // Kill 2: the restart reconciles wave 2 and starts reverting wave 1; killed after eu-1's revert ran.
+    let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute@haproxy/eu-1")]);
+    a.wait_for("paused at after_execute", Duration::from_secs(120));
+    a.kill9();
+    assert_eq!(weight(&eu, "canary"), 0, "eu-1's revert ran before the kill");
+
+    // The third run finishes from the ledger: everything reconciled, nothing run twice.
+    let (code, out, err) = Agent::watch(&cfg, &ledger, 0, &[]).finish(Duration::from_secs(120));
+    assert_eq!(code, 10, "the fleet stopped at a rollback:\n{out}\n{err}");
+    assert!(out.contains("fleet checkout-v42: stopped: wave 2 of the fleet failed"), "{out}");
+    assert!(out.contains("wave 3 checkout-ap-1 (simulator/ap-1): not_started"), "{out}");
+    assert!(out.contains("wave 1 checkout-eu-1 (haproxy/eu-1): promoted; revert rolled_back"), "{out}");
+    assert!(out.contains("wave 1 checkout-eu-2 (simulator/eu-2): promoted; revert rolled_back"), "{out}");
+    assert_eq!((weight(&eu, "canary"), weight(&us, "canary")), (0, 0));
+    assert!(weight(&eu, "stable") > 0 && weight(&us, "stable") > 0, "both backends back on v41");
+
+    let all = intents(&ledger).await;
+    for (kind, target, n) in [
+        ("promote", "haproxy/eu-1", 1),
+        ("promote", "simulator/eu-2", 1),
+        ("rollback", "haproxy/us-1", 1),
+        ("rollback", "haproxy/eu-1", 1),
+        ("rollback", "simulator/eu-2", 1),
+        ("promote", "haproxy/us-1", 0),
+    ] {
+        assert_eq!(count(&all, kind, target), n, "{kind} {target} exactly {n} time(s): {all:?}");
+    }
+    assert!(!all.iter().any(|(_, _, t, _)| t == "simulator/ap-1"), "wave 3 never acted: {all:?}");
+    // Wave 2 started only after wave 1 promoted and baked for its second.
+    let promoted_at = all.iter().filter(|(_, k, _, _)| k == "promote").map(|i| i.3).max().unwrap();
+    let wave2_at = all.iter().find(|(_, k, t, _)| k == "rollback" && t == "haproxy/us-1").unwrap().3;
+    assert!(wave2_at >= promoted_at + 1_000, "bake: promoted at {promoted_at}, wave 2 acted at {wave2_at}");
+    let reverts = all.iter().filter(|(id, _, _, _)| id.ends_with("/revert")).count();
+    assert_eq!(reverts, 2, "each revert is a release of its own: {all:?}");
+
+    // Run again: the ledger already holds the whole fleet; nothing runs.
+    let (code, out, _) = Agent::watch(&cfg, &ledger, 0, &[]).finish(Duration::from_secs(60));
+    assert_eq!(code, 10, "{out}");
+    assert_eq!(intents(&ledger).await.len(), all.len(), "a finished fleet acts no more");
+    let verify = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .args(["audit", "verify", "--ledger", &ledger])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn a_fleet_that_names_an_unknown_target_or_mixes_revisions_is_refused_naming_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let base = format!("{}{}", simulated_release("a", "simulator/a", 1), simulated_release("b", "simulator/b", 2));
+    for (fleet, field, says) in [
+        ("waves = [[\"simulator/a\"], [\"simulator/zz\"]]", "fleets[0].waves[1][0]", "no release has target"),
+        ("waves = [[\"simulator/a\", \"simulator/a\"]]", "fleets[0].waves[0][1]", "repeats"),
+        ("waves = [[\"simulator/a\"], [\"simulator/b\"]]\nbake_s = [1]", "fleets[0].bake_s", "one bake per wave"),
+        ("waves = []", "fleets[0].waves", "between 1 and"),
+    ] {
+        let path = d.path().join("c.toml");
+        std::fs::write(&path, format!("{base}[[fleets]]\nname = \"f\"\n{fleet}\n")).unwrap();
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+            .env_remove("BACKSTOP_CONFIG")
+            .args(["--config", path.to_str().unwrap(), "config", "check"])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{fleet}: {text}");
+        assert!(text.contains(field) && text.contains(says), "{fleet}: {text}");
+    }
+    let mixed = base.replacen("candidate_revision = \"v42\"", "candidate_revision = \"v43\"", 1);
+    let path = d.path().join("m.toml");
+    std::fs::write(&path, format!("{mixed}[[fleets]]\nname = \"f\"\nwaves = [[\"simulator/a\"], [\"simulator/b\"]]\n"))
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", path.to_str().unwrap(), "watch", "--release", "b"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("fleets[0].waves[1][0]") && text.contains("revision `v43`"), "{text}");
+    let path = d.path().join("ok.toml");
+    std::fs::write(&path, format!("{base}[[fleets]]\nname = \"f\"\nwaves = [[\"simulator/a\"], [\"simulator/b\"]]\n"))
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", path.to_str().unwrap(), "watch", "--release", "b", "--ledger"])
+        .arg(d.path().join("l.db"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("release `b` is in fleet `f`") && text.contains("--release f"), "{text}");
+}
