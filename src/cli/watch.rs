@@ -10,11 +10,10 @@ use super::display::LiveDisplay;
 use super::runs::{Ran, RunArgs, run_all};
 use super::{CliResult, Failure, out};
 use backstop::config::Settings;
-use backstop::orchestrator::fleet::{FleetEnd, MemberState};
 use backstop::orchestrator::{Observer, Quiet};
 use backstop::policy::RunMode;
 use backstop::report::{Report, render_html, render_markdown};
-use backstop::run::fleet::FleetOutcome;
+use backstop::run::fleet::{FleetOutcome, FleetSummary};
 
 pub use backstop::run::exit;
 
@@ -99,65 +98,21 @@ pub struct WatchResult<'a> {
 /// One fleet release's ending.
 #[derive(serde::Serialize, schemars::JsonSchema)]
 struct FleetResult {
-    /// Its name.
-    name: String,
     /// Its exit code (the most severe of its members' and reverts').
     exit_code: u8,
-    /// `promoted`, `stopped` (a wave failed) or `interrupted` (run again to continue).
-    outcome: &'static str,
-    /// Why it stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    why: Option<String>,
-    /// Every member, wave by wave.
-    members: Vec<FleetMemberResult>,
-}
-
-/// One member of a fleet.
-#[derive(serde::Serialize, schemars::JsonSchema)]
-struct FleetMemberResult {
-    /// Its release name.
-    name: String,
-    /// Its target.
-    target: String,
-    /// Its wave, from 1.
-    wave: usize,
-    /// `not_started`, `unfinished`, or the status it ended with.
-    status: &'static str,
-    /// The revert of its promotion after a later failure: `not_started`, `unfinished` or its status.
-    revert: &'static str,
-}
-
-fn state_label(s: &MemberState) -> &'static str {
-    match s {
-        MemberState::NotStarted => "not_started",
-        MemberState::Unfinished => "unfinished",
-        MemberState::Ended { status, .. } => status.label(),
-    }
+    /// The fleet and its waves.
+    #[serde(flatten)]
+    fleet: FleetSummary,
 }
 
 fn fleet_result(o: &FleetOutcome) -> FleetResult {
-    let (outcome, why) = match &o.end {
-        Some(FleetEnd::Promoted) => ("promoted", None),
-        Some(FleetEnd::Stopped { why, .. }) => ("stopped", Some(why.clone())),
-        None => ("interrupted", None),
-    };
-    let members = o
-        .members
-        .iter()
-        .map(|m| FleetMemberResult {
-            name: m.name.clone(),
-            target: m.target.clone(),
-            wave: m.wave,
-            status: state_label(&m.release),
-            revert: state_label(&m.revert),
-        })
-        .collect();
-    FleetResult { name: o.name.clone(), exit_code: exit::for_fleet(o), outcome, why, members }
+    FleetResult { exit_code: exit::for_fleet(o), fleet: o.summary() }
 }
 
-fn print_fleet(f: &FleetResult) {
+fn print_fleet(r: &FleetResult) {
+    let f = &r.fleet;
     let why = f.why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
-    out(&format!("\nfleet {}: {}{why} (exit {})", f.name, f.outcome, f.exit_code));
+    out(&format!("\nfleet {}: {}{why} (exit {})", f.name, f.outcome, r.exit_code));
     for m in &f.members {
         let revert = match m.revert {
             "not_started" => String::new(),

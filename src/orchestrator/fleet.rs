@@ -178,9 +178,9 @@ impl ReleaseRun<'_> {
         if let Some(status) = prior.effected.clone() {
             return self.close_effected(&prior, status).await;
         }
-        self.record(self.revert_started(prior.tick > 0 || prior.finished.is_some())?).await?;
         let mut st = LoopState::at(self, prior.tick, prior.now_s);
         let super::Actuation::Live(executor) = actuation else {
+            self.record(self.revert_started(prior.tick > 0)?).await?;
             let status = ReleaseStatus::Held { reason: format!("{why}; nothing acts on {}", self.facts.target) };
             return self.finish(&st, status, None).await;
         };
@@ -189,12 +189,12 @@ impl ReleaseRun<'_> {
             return self.finish(&st, ReleaseStatus::Interrupted, None).await;
         }
         if !matches!(st.role, Some(LeaseRole::Holder { .. })) {
-            let reason = format!("{why}; another agent holds {}'s lease, so it was not rolled back", self.facts.target);
-            return self.finish(&st, ReleaseStatus::Held { reason }, None).await;
+            return Ok(self.left_to_holder(why, &st));
         }
         if let Some(done) = self.on_acquire(executor, &mut st).await? {
             return Ok(done);
         }
+        self.record(self.revert_started(prior.tick > 0)?).await?;
         let now_ms = self.agent.clock.now_ms();
         let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
         let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
@@ -207,10 +207,23 @@ impl ReleaseRun<'_> {
             Decision::Rollback { .. } => self.act(&outcome.decision, actuation, &mut st, observer, None).await?,
             decision => Some(ReleaseStatus::Held { reason: decision.reason().to_string() }),
         };
-        let status = status.unwrap_or_else(|| ReleaseStatus::Held {
-            reason: format!("{why}; another agent took {}'s lease before the rollback", self.facts.target),
-        });
-        self.finish(&st, status, None).await
+        match status {
+            Some(status) => self.finish(&st, status, None).await,
+            None => Ok(self.left_to_holder(why, &st)),
+        }
+    }
+
+    /// Another agent holds the target: it carries the revert out, and this
+    /// one records nothing (its fleet finds the revert's end in the ledger).
+    fn left_to_holder(&self, why: &str, st: &LoopState) -> RunOutcome {
+        let reason = format!("{why}; another agent holds {}'s lease and carries the revert out", self.facts.target);
+        let end = crate::ledger::ReleaseFinished {
+            status: ReleaseStatus::Held { reason },
+            ticks: st.tick,
+            decided_at_s: st.now_s,
+            model_usage: Default::default(),
+        };
+        self.recorded(end, super::Conclusion::OtherAgent)
     }
 
     /// The target's lease, waited for while another holder's may still

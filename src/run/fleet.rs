@@ -53,6 +53,70 @@ pub struct FleetOutcome {
     pub ran: Vec<(usize, RunOutcome)>,
 }
 
+/// A fleet as people see it (`watch --format json`, `GET /v1/fleets`).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct FleetSummary {
+    /// Its name.
+    pub name: String,
+    /// `running`, `baking`, `reverting`, `promoted`, `stopped` (a wave
+    /// failed) or `interrupted` (the process stopped; run it again to continue).
+    pub outcome: &'static str,
+    /// The wave running or baking (from 1), or the one that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave: Option<usize>,
+    /// Why it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// Every member, wave by wave.
+    pub members: Vec<MemberSummary>,
+}
+
+/// One member of a fleet.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct MemberSummary {
+    /// Its release name.
+    pub name: String,
+    /// Its target.
+    pub target: String,
+    /// Its wave, from 1.
+    pub wave: usize,
+    /// `not_started`, `unfinished`, or the status it ended with.
+    pub status: &'static str,
+    /// The revert of its promotion after a failed wave: `not_started`, `unfinished` or its status.
+    pub revert: &'static str,
+}
+
+fn state_label(s: &MemberState) -> &'static str {
+    match s {
+        MemberState::NotStarted => "not_started",
+        MemberState::Unfinished => "unfinished",
+        MemberState::Ended { status, .. } => status.label(),
+    }
+}
+
+impl FleetOutcome {
+    /// The fleet as people see it.
+    pub fn summary(&self) -> FleetSummary {
+        let (outcome, wave, why) = match &self.end {
+            Some(FleetEnd::Promoted) => ("promoted", None, None),
+            Some(FleetEnd::Stopped { failed_wave, why }) => ("stopped", Some(failed_wave + 1), Some(why.clone())),
+            None => ("interrupted", None, None),
+        };
+        FleetSummary { name: self.name.clone(), outcome, wave, why, members: self.member_summaries() }
+    }
+
+    fn member_summaries(&self) -> Vec<MemberSummary> {
+        let summary = |m: &MemberView| MemberSummary {
+            name: m.name.clone(),
+            target: m.target.clone(),
+            wave: m.wave,
+            status: state_label(&m.release),
+            revert: state_label(&m.revert),
+        };
+        self.members.iter().map(summary).collect()
+    }
+}
+
 /// A fleet to run: its plan, and its members prepared in wave order
 /// (`plan.waves` flattened).
 pub struct Fleet<'a> {
@@ -65,16 +129,7 @@ pub struct Fleet<'a> {
 impl Fleet<'_> {
     /// Waves as indexes into `members`.
     fn waves(&self) -> Vec<Vec<usize>> {
-        let mut next = 0;
-        self.plan
-            .waves
-            .iter()
-            .map(|w| {
-                let wave = (next..next + w.len()).collect();
-                next += w.len();
-                wave
-            })
-            .collect()
+        member_waves(self.plan)
     }
 
     fn names(&self) -> Vec<String> {
@@ -82,8 +137,35 @@ impl Fleet<'_> {
     }
 }
 
+/// `plan`'s waves as indexes into its members in wave order (`plan.waves` flattened).
+fn member_waves(plan: &FleetPlan) -> Vec<Vec<usize>> {
+    let mut next = 0;
+    plan.waves
+        .iter()
+        .map(|w| {
+            next += w.len();
+            (next - w.len()..next).collect()
+        })
+        .collect()
+}
+
+/// Members as people see them: name, target and wave of each, with its states.
+fn member_views(names: &[String], targets: &[String], waves: &[Vec<usize>], members: Vec<Member>) -> Vec<MemberView> {
+    let view = |(i, m): (usize, Member)| MemberView {
+        name: names[i].clone(),
+        target: targets[i].clone(),
+        wave: waves.iter().position(|w| w.contains(&i)).unwrap_or(0) + 1,
+        release: m.release,
+        revert: m.revert,
+    };
+    members.into_iter().enumerate().map(view).collect()
+}
+
 /// Where a release stands in the ledger, and the facts it last started with.
-async fn state_of(rt: &Runtime, release_id: &str) -> Result<(MemberState, Option<ReleaseFacts>), LedgerError> {
+pub(crate) async fn state_of(
+    rt: &Runtime,
+    release_id: &str,
+) -> Result<(MemberState, Option<ReleaseFacts>), LedgerError> {
     let mut state = MemberState::NotStarted;
     let mut facts = None;
     for (stored, rec) in rt.ledger.release_records(release_id).await? {
@@ -146,13 +228,23 @@ impl Runtime {
         pace: Option<Duration>,
         observer: &mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
     ) -> Result<FleetOutcome, LedgerError> {
-        let (waves, names) = (fleet.waves(), fleet.names());
+        self.drive_fleet(fleet, &mut InProcess { runtime: self, pace, observer }).await
+    }
+
+    /// The fleet's moves, each read from the ledger first; `waves` runs a wave's members.
+    pub(crate) async fn drive_fleet(
+        &self,
+        fleet: &Fleet<'_>,
+        waves: &mut impl WaveRunner,
+    ) -> Result<FleetOutcome, LedgerError> {
+        let names = fleet.names();
+        let wave_members = fleet.waves();
         let mut ran: Vec<(usize, RunOutcome)> = Vec::new();
         let mut last: Option<(FleetNext, Vec<Member>)> = None;
         loop {
             let (members, facts) = self.fleet_state(fleet).await?;
             let now_ms = self.agent.clock.now_ms();
-            let next = fleet_next(&waves, &fleet.plan.bake_ms, &members, &names, now_ms);
+            let next = fleet_next(&wave_members, &fleet.plan.bake_ms, &members, &names, now_ms);
             let stopping = *self.stop.borrow();
             if stopping || last.as_ref().is_some_and(|(n, m)| *n == next && *m == members && !is_bake(&next)) {
                 // Stopped by a signal, or a move that changed nothing (a
@@ -165,14 +257,9 @@ impl Runtime {
             match &next {
                 FleetNext::Run { wave } => {
                     info!(fleet = %fleet.plan.name, wave = wave + 1, "Wave running.");
-                    let runs = waves[*wave].iter().map(|&m| {
-                        let p = &fleet.members[m];
-                        let mut obs = observer(&p.name, p.release.duration_s);
-                        async move { (m, self.run(&p.release, pace, obs.as_mut(), None).await) }
-                    });
-                    for (m, r) in join_in_order(runs).await {
+                    for (m, outcome) in waves.run_wave(fleet, &wave_members[*wave]).await? {
                         ran.retain(|(i, _)| *i != m);
-                        ran.push((m, r?));
+                        ran.push((m, outcome));
                     }
                 }
                 FleetNext::Bake { wave, until_ms } => {
@@ -186,10 +273,7 @@ impl Runtime {
                 }
                 FleetNext::Revert { members: to_revert, why } => {
                     warn!(fleet = %fleet.plan.name, %why, "A wave failed; reverting the promoted targets as policy says.");
-                    let runs = to_revert.iter().map(|&m| {
-                        let obs = observer(&format!("{} (revert)", fleet.members[m].name), 0);
-                        self.revert_member(fleet, m, facts[m].clone(), why, obs)
-                    });
+                    let runs = to_revert.iter().map(|&m| self.revert_member(fleet, m, facts[m].clone(), why));
                     for r in join_in_order(runs).await {
                         r?;
                     }
@@ -201,6 +285,40 @@ impl Runtime {
             }
             last = Some((next, members));
         }
+    }
+
+    /// Every configured fleet as the ledger shows it now (acting ids: what `watch` and the agent run).
+    pub async fn fleet_summaries(&self) -> Result<Vec<FleetSummary>, LedgerError> {
+        let mut out = Vec::new();
+        for plan in self.settings.fleet_plans().unwrap_or_default() {
+            let cfgs: Vec<_> = plan.waves.iter().flatten().map(|&i| self.settings.releases[i].clone()).collect();
+            let mut members = Vec::new();
+            for cfg in &cfgs {
+                let id = crate::release::release_id(cfg);
+                let (release, _) = state_of(self, &id).await?;
+                let (revert, _) = state_of(self, &revert_id(&id)).await?;
+                members.push(Member { release, revert });
+            }
+            let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
+            let targets: Vec<String> = cfgs.iter().map(|c| c.target.clone()).collect();
+            let waves = member_waves(&plan);
+            let now = fleet_next(&waves, &plan.bake_ms, &members, &names, self.agent.clock.now_ms());
+            let (end, phase) = match now {
+                FleetNext::Done(end) => (Some(end), None),
+                FleetNext::Run { wave } => (None, Some(("running", wave + 1))),
+                FleetNext::Bake { wave, .. } => (None, Some(("baking", wave + 1))),
+                FleetNext::Revert { .. } => (None, Some(("reverting", 0))),
+            };
+            let views = member_views(&names, &targets, &waves, members);
+            let o = FleetOutcome { name: plan.name.clone(), end, members: views, ran: vec![] };
+            let mut summary = o.summary();
+            if let Some((word, wave)) = phase {
+                summary.outcome = word;
+                summary.wave = (wave > 0).then_some(wave);
+            }
+            out.push(summary);
+        }
+        Ok(out)
     }
 
     /// Every member's state, and the facts each member last started with.
@@ -224,7 +342,6 @@ impl Runtime {
         m: usize,
         started: Option<ReleaseFacts>,
         why: &'s str,
-        mut obs: Box<dyn Observer>,
     ) -> impl Future<Output = Result<RunOutcome, LedgerError>> + 's {
         let p = &fleet.members[m].release;
         let mut facts = started.unwrap_or_else(|| p.facts.clone());
@@ -244,7 +361,7 @@ impl Runtime {
                 agent: self.agent.clone(),
                 controls: None,
             };
-            run.revert(&p.actuation(), why, obs.as_mut()).await
+            run.revert(&p.actuation(), why, &mut crate::orchestrator::Quiet).await
         }
     }
 
@@ -255,19 +372,40 @@ impl Runtime {
         members: Vec<Member>,
         ran: Vec<(usize, RunOutcome)>,
     ) -> FleetOutcome {
-        let waves = fleet.waves();
-        let views = members
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| MemberView {
-                name: fleet.members[i].name.clone(),
-                target: fleet.members[i].release.facts.target.clone(),
-                wave: waves.iter().position(|w| w.contains(&i)).unwrap_or(0) + 1,
-                release: m.release,
-                revert: m.revert,
+        let targets: Vec<String> = fleet.members.iter().map(|p| p.release.facts.target.clone()).collect();
+        let views = member_views(&fleet.names(), &targets, &fleet.waves(), members);
+        FleetOutcome { name: fleet.plan.name.clone(), end, members: views, ran }
+    }
+}
+
+/// Runs one wave's members to their ends: in this process (`watch`), or
+/// as the agent's releases (`backstop agent`).
+pub(crate) trait WaveRunner {
+    /// Run the members `wave` (indexes into `fleet.members`) until each has
+    /// ended or the process stops; the outcomes this runner saw.
+    async fn run_wave(&mut self, fleet: &Fleet<'_>, wave: &[usize]) -> Result<Vec<(usize, RunOutcome)>, LedgerError>;
+}
+
+/// `watch`: a wave's members run concurrently on this task.
+struct InProcess<'r, 'o> {
+    runtime: &'r Runtime,
+    pace: Option<Duration>,
+    observer: &'o mut dyn FnMut(&str, u64) -> Box<dyn Observer>,
+}
+
+impl WaveRunner for InProcess<'_, '_> {
+    async fn run_wave(&mut self, fleet: &Fleet<'_>, wave: &[usize]) -> Result<Vec<(usize, RunOutcome)>, LedgerError> {
+        let runtime = self.runtime;
+        let runs: Vec<_> = wave
+            .iter()
+            .map(|&m| {
+                let p = &fleet.members[m];
+                let mut obs = (self.observer)(&p.name, p.release.duration_s);
+                let pace = self.pace;
+                async move { (m, runtime.run(&p.release, pace, obs.as_mut(), None).await) }
             })
             .collect();
-        FleetOutcome { name: fleet.plan.name.clone(), end, members: views, ran }
+        join_in_order(runs.into_iter()).await.into_iter().map(|(m, r)| r.map(|o| (m, o))).collect()
     }
 }
 

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod guard;
 pub mod listen;
+pub mod fleets;
 pub mod revisions;
 pub mod signing;
 
@@ -209,6 +210,7 @@ pub fn agent_router(state: ApiState) -> Router {
     let auth = state.auth.clone();
     api::routes()
         .merge(revisions::routes())
+        .merge(fleets::routes())
         .merge(dashboard::routes())
         .with_state(state)
         .merge(gates)

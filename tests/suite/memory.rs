@@ -4,25 +4,13 @@
 //! rolls back to the one the ledger verified on its target; a configured one
 //! the ledger contradicts is refused, naming both facts.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::support::agents::Agent;
 use crate::support::haproxy::Haproxy;
 
-const BAD: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
-const GOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");
-
-/// `get weight be/<server>` on HAProxy's Runtime API.
-fn weight(h: &Haproxy, server: &str) -> u32 {
-    let mut s = std::os::unix::net::UnixStream::connect(&h.unix_socket).unwrap();
-    s.write_all(format!("get weight be/{server}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_whitespace().next().unwrap().parse().unwrap()
-}
+use crate::support::{BAD_SCENARIO as BAD, GOOD_SCENARIO as GOOD};
 
 /// A configuration of one release of `checkout` on HAProxy `h`.
 fn config(
@@ -72,14 +60,14 @@ fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_
     let first = config(d.path(), "checkout-eu", ("haproxy/eu-1", &eu), "v42", Some("v41"), BAD);
     let (code, out) = watch(&first, &ledger);
     assert_eq!(code, 10, "the failing canary is rolled back on eu-1:\n{out}");
-    assert_eq!(weight(&eu, "canary"), 0);
+    assert_eq!(eu.weight("canary"), 0);
 
     // The same revision, healthy this time, on another backend: held, never promoted.
     let second = config(d.path(), "checkout-us", ("haproxy/us-1", &us), "v42", Some("v41"), GOOD);
     let (code, out) = watch(&second, &ledger);
     assert_ne!(code, 0, "a quarantined revision is not promoted without a person:\n{out}");
     assert!(out.contains("quarantined") && out.contains("rolled back on `haproxy/eu-1`"), "evidence shown:\n{out}");
-    assert_eq!(weight(&us, "canary"), 10, "us-1's weights are untouched");
+    assert_eq!(us.weight("canary"), 10, "us-1's weights are untouched");
 
     let (code, shown) = backstop(&["revisions", "--ledger", &ledger, "show", "checkout", "v42"]);
     assert_eq!(code, 0, "{shown}");
@@ -111,7 +99,7 @@ fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_
     let third = config(d.path(), "checkout-us-again", ("haproxy/us-1", &us), "v42", Some("v41"), GOOD);
     let (code, out) = watch(&third, &ledger);
     assert_eq!(code, 0, "cleared, the healthy revision is promoted:\n{out}");
-    assert_eq!(weight(&us, "stable"), 0, "promotion moved the weight to the canary");
+    assert_eq!(us.weight("stable"), 0, "promotion moved the weight to the canary");
 
     // No last_known_good configured: the ledger's newest verified revision on eu-1 (v41, where the rollback left it).
     let fourth = config(d.path(), "checkout-eu-v43", ("haproxy/eu-1", &eu), "v43", None, BAD);

@@ -4,7 +4,6 @@
 //! policy rolls wave 1's targets back — each exactly once, though the
 //! agent is SIGKILLed after wave 2's rollback ran and again after a revert ran.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,17 +12,7 @@ use serde_json::Value;
 use crate::support::agents::Agent;
 use crate::support::haproxy::Haproxy;
 
-const BAD: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
-const GOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");
-
-fn weight(h: &Haproxy, server: &str) -> u32 {
-    let mut s = std::os::unix::net::UnixStream::connect(&h.unix_socket).unwrap();
-    s.write_all(format!("get weight be/{server}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_whitespace().next().unwrap().parse().unwrap()
-}
+use crate::support::{BAD_SCENARIO as BAD, GOOD_SCENARIO as GOOD};
 
 fn haproxy_release(name: &str, target: &str, h: &Haproxy, data: &str) -> String {
     format!(
@@ -81,14 +70,14 @@ async fn a_failed_second_wave_stops_the_third_and_rolls_the_first_back_exactly_o
     let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute@haproxy/us-1")]);
     a.wait_for("paused at after_execute", Duration::from_secs(120));
     a.kill9();
-    assert_eq!(weight(&eu, "stable"), 0, "wave 1 promoted on eu-1 before wave 2 started");
-    assert_eq!(weight(&us, "canary"), 0, "wave 2's rollback ran before the kill");
+    assert_eq!(eu.weight("stable"), 0, "wave 1 promoted on eu-1 before wave 2 started");
+    assert_eq!(us.weight("canary"), 0, "wave 2's rollback ran before the kill");
 
     // Kill 2: the restart reconciles wave 2 and starts reverting wave 1; killed after eu-1's revert ran.
     let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute@haproxy/eu-1")]);
     a.wait_for("paused at after_execute", Duration::from_secs(120));
     a.kill9();
-    assert_eq!(weight(&eu, "canary"), 0, "eu-1's revert ran before the kill");
+    assert_eq!(eu.weight("canary"), 0, "eu-1's revert ran before the kill");
 
     // The third run finishes from the ledger: everything reconciled, nothing run twice.
     let (code, out, err) = Agent::watch(&cfg, &ledger, 0, &[]).finish(Duration::from_secs(120));
@@ -97,8 +86,8 @@ async fn a_failed_second_wave_stops_the_third_and_rolls_the_first_back_exactly_o
     assert!(out.contains("wave 3 checkout-ap-1 (simulator/ap-1): not_started"), "{out}");
     assert!(out.contains("wave 1 checkout-eu-1 (haproxy/eu-1): promoted; revert rolled_back"), "{out}");
     assert!(out.contains("wave 1 checkout-eu-2 (simulator/eu-2): promoted; revert rolled_back"), "{out}");
-    assert_eq!((weight(&eu, "canary"), weight(&us, "canary")), (0, 0));
-    assert!(weight(&eu, "stable") > 0 && weight(&us, "stable") > 0, "both backends back on v41");
+    assert_eq!((eu.weight("canary"), us.weight("canary")), (0, 0));
+    assert!(eu.weight("stable") > 0 && us.weight("stable") > 0, "both backends back on v41");
 
     let all = intents(&ledger).await;
     for (kind, target, n) in [
@@ -175,4 +164,47 @@ fn a_fleet_that_names_an_unknown_target_or_mixes_revisions_is_refused_naming_the
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("release `b` is in fleet `f`") && text.contains("--release f"), "{text}");
+}
+
+/// The agent runs `[[fleets]]` too: a member starts only when its wave
+/// does (registered by the fleet), and `GET /v1/fleets` shows the fleet as
+/// one release with its waves, the failed one, and each revert.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_runs_a_fleet_wave_by_wave_and_shows_it_as_one_release() {
+    use crate::suite::agent::{VIEWER, get, start};
+    let failing = "[[releases]]\nname = \"b\"\nservice = \"checkout\"\ntarget = \"simulator/b\"\ncandidate_revision = \"v42\"\n\
+                   last_known_good = \"v41\"\nexecutor = { kind = \"simulator\" }\n\
+                   source = { kind = \"simulator\", seed = 7, fault = { kind = \"error_spike\", onset_s = 300, strength = 0.05 } }\n\n";
+    let config = format!(
+        "{}{failing}{}[[fleets]]\nname = \"checkout-v42\"\nwaves = [[\"simulator/a\"], [\"simulator/b\"], [\"simulator/c\"]]\n\
+         bake_s = [1, 0, 0]\n",
+        simulated_release("a", "simulator/a", 3),
+        simulated_release("c", "simulator/c", 5),
+    );
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let s = start(&config, policy, 2, &[]);
+    let started = std::time::Instant::now();
+    let fleet = loop {
+        let (code, text) = get(&format!("{}/v1/fleets", s.url), Some(VIEWER)).await;
+        assert_eq!(code, 200, "{text}");
+        let all: Value = serde_json::from_str(&text).unwrap();
+        if all[0]["outcome"] == "stopped" {
+            break all[0].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the fleet did not stop: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fleet["name"], "checkout-v42");
+    assert_eq!(fleet["wave"], 2, "{fleet}");
+    let members = fleet["members"].as_array().unwrap();
+    let by = |n: &str| members.iter().find(|m| m["name"] == n).unwrap().clone();
+    assert_eq!((by("a")["status"].as_str(), by("a")["revert"].as_str()), (Some("promoted"), Some("rolled_back")));
+    assert_eq!(by("b")["status"], "rolled_back", "{fleet}");
+    assert_eq!((by("c")["status"].as_str(), by("c")["wave"].as_u64()), (Some("not_started"), Some(3)));
+    let (code, _) = get(&format!("{}/v1/releases/c", s.url), Some(VIEWER)).await;
+    assert_eq!(code, 404, "wave 3 never started, so the agent never ran its release");
+    let (code, text) = get(&format!("{}/v1/releases/b", s.url), Some(VIEWER)).await;
+    assert_eq!(code, 200, "{text}");
+    let b: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(b["registered_by"], "fleet checkout-v42", "{b}");
 }

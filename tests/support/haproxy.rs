@@ -56,6 +56,16 @@ impl Haproxy {
     }
 
     /// Stop HAProxy: its sockets go away.
+    /// `get weight be/<server>` on the Runtime API: the server's current weight.
+    pub fn weight(&self, server: &str) -> u32 {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.unix_socket).unwrap();
+        s.write_all(format!("get weight be/{server}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

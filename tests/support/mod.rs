@@ -56,3 +56,10 @@ pub fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Outpu
         .output()
         .expect("chromium is installed by scripts/test.sh")
 }
+
+/// A recorded release whose canary's errors spike: rolled back.
+pub const BAD_SCENARIO: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-bad-error-spike-strong-traffic-000.json");
+/// A recorded healthy release: promoted.
+pub const GOOD_SCENARIO: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");

@@ -21,6 +21,7 @@ use crate::run::gate::GateBoard;
 use crate::run::metrics::{Kind, Metrics};
 
 mod answers;
+mod fleets;
 mod observer;
 mod operate;
 mod register;
@@ -99,9 +100,18 @@ impl Agent {
         &self.runtime
     }
 
-    /// Start every configured release.
+    /// Start every configured release: an acting agent starts a fleet's
+    /// members wave by wave (`[[fleets]]`), the others at once.
     pub fn start_configured(self: &Arc<Self>) -> Result<(), RegisterError> {
-        self.start(self.runtime.settings.releases.clone())
+        let all = &self.runtime.settings.releases;
+        let plans = match self.mode {
+            RunMode::Act => self.runtime.settings.fleet_plans().unwrap_or_default(),
+            RunMode::Advise => vec![],
+        };
+        let in_fleet = |i: usize| plans.iter().any(|p| p.waves.iter().flatten().any(|&m| m == i));
+        let alone = all.iter().enumerate().filter(|(i, _)| !in_fleet(*i)).map(|(_, r)| r.clone()).collect();
+        self.start(alone)?;
+        self.start_fleets(plans)
     }
 
     /// Start these configured releases (each prepared first, so a bad one
