@@ -175,15 +175,51 @@ fn row(v: &ReleaseView) -> String {
     )
 }
 
+/// Each configured fleet as one release: where it stands, and its members wave by wave.
+fn fleets_block(fleets: &[crate::run::fleet::FleetSummary]) -> String {
+    let one = |f: &crate::run::fleet::FleetSummary| {
+        let wave = f.wave.map(|w| format!(" at wave {w}")).unwrap_or_default();
+        let why = f.why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+        let rows: String = f
+            .members
+            .iter()
+            .map(|m| {
+                let revert = if m.revert == "not_started" { "–" } else { m.revert };
+                format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    m.wave,
+                    escape(&m.name),
+                    escape(&m.target),
+                    escape(m.status),
+                    escape(revert)
+                )
+            })
+            .collect();
+        format!(
+            "<h3>{} — {}{wave}{}</h3>\n<div class=\"table-wrap\"><table>\n<thead><tr><th>wave</th><th>release</th>\
+             <th>target</th><th>status</th><th>revert</th></tr></thead>\n<tbody>\n{rows}</tbody></table></div>\n",
+            escape(&f.name),
+            escape(f.outcome),
+            escape(&why),
+        )
+    };
+    match fleets {
+        [] => String::new(),
+        _ => format!("<h2>Fleets</h2>\n{}", fleets.iter().map(one).collect::<String>()),
+    }
+}
+
 async fn index(State(s): State<ApiState>) -> Response {
     let views = s.agent.list();
+    // A ledger that cannot be read shows no fleets here; /v1/fleets says why.
+    let fleets = fleets_block(&s.agent.runtime().fleet_summaries().await.unwrap_or_default());
     let pending: String = views.iter().map(|v| pending_block(v, None)).collect();
     let rows: String = views.iter().map(row).collect();
     let body = format!(
         "<h1>backstop agent</h1>\n<p>{n} release(s); {p} approval(s) pending. This page refreshes every 5 s.</p>\n\
          {pending}<div class=\"table-wrap\"><table>\n<thead><tr><th>release</th><th>service</th><th>revision</th>\
          <th>state</th><th>time in window</th><th>decision</th><th>failing</th></tr></thead>\n<tbody>\n{rows}</tbody></table></div>\n\
-         <p><a href=\"/metrics\">metrics</a> · <a href=\"/v1/releases\">JSON</a></p>\n",
+         {fleets}<p><a href=\"/metrics\">metrics</a> · <a href=\"/v1/releases\">JSON</a></p>\n",
         n = views.len(),
         p = views.iter().filter(|v| v.pending_approval.is_some()).count(),
     );

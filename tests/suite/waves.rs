@@ -207,4 +207,8 @@ async fn an_agent_runs_a_fleet_wave_by_wave_and_shows_it_as_one_release() {
     assert_eq!(code, 200, "{text}");
     let b: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(b["registered_by"], "fleet checkout-v42", "{b}");
+    let (code, page) = get(&format!("{}/", s.url), Some(VIEWER)).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<h2>Fleets</h2>") && page.contains("checkout-v42 — stopped at wave 2"), "{page}");
+    assert!(page.contains("<td>3</td><td>c</td><td>simulator/c</td><td>not_started</td>"), "{page}");
 }
