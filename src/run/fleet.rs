@@ -162,10 +162,7 @@ fn member_views(names: &[String], targets: &[String], waves: &[Vec<usize>], memb
 }
 
 /// Where a release stands in the ledger, and the facts it last started with.
-pub(crate) async fn state_of(
-    rt: &Runtime,
-    release_id: &str,
-) -> Result<(MemberState, Option<ReleaseFacts>), LedgerError> {
+async fn state_of(rt: &Runtime, release_id: &str) -> Result<(MemberState, Option<ReleaseFacts>), LedgerError> {
     let mut state = MemberState::NotStarted;
     let mut facts = None;
     for (stored, rec) in rt.ledger.release_records(release_id).await? {

@@ -12,11 +12,10 @@ use tracing::warn;
 use super::{Agent, ReleaseState};
 use crate::ledger::LedgerError;
 use crate::orchestrator::RunOutcome;
-use crate::orchestrator::fleet::MemberState;
 use crate::release::{FleetPlan, ReleaseConfig};
-use crate::run::fleet::{Fleet, WaveRunner, state_of};
+use crate::run::fleet::{Fleet, WaveRunner};
 
-/// How often a running wave's members are looked up in the ledger.
+/// How often a running wave's members are looked up in the agent's table.
 const WAVE_POLL: Duration = Duration::from_millis(250);
 
 /// Admits a wave's members to the agent and waits for their ends.
@@ -29,7 +28,7 @@ struct AgentWaves {
 }
 
 impl WaveRunner for AgentWaves {
-    async fn run_wave(&mut self, fleet: &Fleet<'_>, wave: &[usize]) -> Result<Vec<(usize, RunOutcome)>, LedgerError> {
+    async fn run_wave(&mut self, _fleet: &Fleet<'_>, wave: &[usize]) -> Result<Vec<(usize, RunOutcome)>, LedgerError> {
         for &m in wave {
             let cfg = &self.cfgs[m];
             if self.agent.get(&cfg.name).is_none()
@@ -38,19 +37,15 @@ impl WaveRunner for AgentWaves {
                 warn!(release = %cfg.name, error = %crate::error::chain(&e), "A fleet member could not start.");
             }
         }
-        let runtime = &self.agent.runtime;
+        // The agent's own table says when a member's task ended (acted, or
+        // followed another agent to the end); the fleet then reads the ledger once.
         loop {
-            let mut open = false;
-            for &m in wave {
-                let (state, _) = state_of(runtime, &fleet.members[m].release.facts.release_id).await?;
-                // A member whose task ended without a final record (paused, failed
-                // to start) cannot move on in this process: the fleet stops here.
-                let stuck = self.agent.get(&self.cfgs[m].name).is_none_or(|v| {
-                    matches!(v.state, ReleaseState::Finished | ReleaseState::Paused | ReleaseState::Failed)
-                });
-                open |= !matches!(state, MemberState::Ended { .. }) && !stuck;
-            }
-            if !open || *runtime.stop.borrow() {
+            let open = wave.iter().any(|&m| {
+                self.agent.get(&self.cfgs[m].name).is_some_and(|v| {
+                    !matches!(v.state, ReleaseState::Finished | ReleaseState::Paused | ReleaseState::Failed)
+                })
+            });
+            if !open || *self.agent.runtime.stop.borrow() {
                 return Ok(vec![]);
             }
             tokio::time::sleep(WAVE_POLL).await;
