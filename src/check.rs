@@ -98,6 +98,7 @@ async fn timed_consultation(m: &crate::assessor::ModelConfig, assessor: crate::a
         release_id: "config-check".into(),
         service: obs.service.clone(),
         target: "config-check".into(),
+        service_targets: 0,
         declared_targets: vec!["config-check".into()].into(),
         candidate_revision: "candidate".into(),
         last_known_good: Some("baseline".into()),

@@ -633,6 +633,7 @@ mod untrusted_tests {
             release_id: "r1".into(),
             service: "checkout".into(),
             target: "sim/checkout".into(),
+            service_targets: 0,
             declared_targets: vec!["sim/checkout".into()].into(),
             candidate_revision: "v42".into(),
             last_known_good: Some("v41".into()),

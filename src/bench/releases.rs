@@ -173,6 +173,7 @@ fn bench_facts(i: usize) -> ReleaseFacts {
         release_id: format!("bench-{i}"),
         service: "bench".into(),
         target: format!("sim/{i}"),
+        service_targets: 0,
         declared_targets: vec![format!("sim/{i}")].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),

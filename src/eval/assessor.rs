@@ -33,6 +33,7 @@ fn facts(data: &ScenarioData) -> ReleaseFacts {
         release_id: format!("eval-{}", data.name),
         service: data.service.clone(),
         target: format!("eval/{}", data.service),
+        service_targets: 0,
         declared_targets: vec![format!("eval/{}", data.service)].into(),
         candidate_revision: "canary".into(),
         last_known_good: Some("baseline".into()),

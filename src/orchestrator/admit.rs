@@ -20,7 +20,8 @@ impl ReleaseRun<'_> {
         mode: RunMode,
         continued: bool,
     ) -> Result<Option<RunOutcome>, LedgerError> {
-        let limit = self.policy.blast_radius.max_targets.filter(|_| mode == RunMode::Act && !continued);
+        let limit = self.policy.blast_radius.limit(self.facts.service_targets);
+        let limit = limit.filter(|_| mode == RunMode::Act && !continued);
         let Some(max_targets) = limit else {
             self.record(started).await?;
             return Ok(None);
@@ -32,11 +33,12 @@ impl ReleaseRun<'_> {
             return Ok(None);
         }
         let reason = format!(
-            "blast radius: {} already has a canary on {} target(s) ({}), policy's blast_radius.max_targets is \
-             {max_targets}; not started — start it again when one of them ends",
+            "blast radius: {} already has a canary on {} target(s) ({}), policy's blast radius allows \
+             {max_targets} ({}); not started — start it again when one of them ends",
             self.facts.service,
             done.in_canary.len(),
-            done.in_canary.join(", ")
+            done.in_canary.join(", "),
+            self.policy.blast_radius.says(self.facts.service_targets)
         );
         self.deny_at_start(started, reason).await.map(Some)
     }

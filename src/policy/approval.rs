@@ -828,6 +828,7 @@ mod tests {
             release_id: "r1".into(),
             service: "checkout".into(),
             target: "t".into(),
+            service_targets: 0,
             declared_targets: vec!["t".into()].into(),
             candidate_revision: "v2".into(),
             last_known_good: lkg.map(Into::into),

@@ -85,14 +85,39 @@ pub struct SourcePolicy {
 }
 
 /// `[blast_radius]`: at most `max_targets` targets of one service in canary
-/// at once, across every release and agent on the ledger; a release that
-/// would be one more is refused at its start. Unset: no limit.
+/// at once — or `max_percent` of the service's declared targets, or the
+/// smaller of the two — across every release and agent on the ledger; a
+/// release that would be one more is refused at its start. Unset: no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlastRadius {
     /// Targets (1..=10000).
     #[serde(default)]
     pub max_targets: Option<u32>,
+    /// Percent of the service's declared targets (1..=100), rounded down
+    /// but never below one: 25 % of 10 targets is 2, of 3 targets is 1.
+    #[serde(default)]
+    pub max_percent: Option<u32>,
+}
+
+impl BlastRadius {
+    /// How many targets of a service with `service_targets` declared targets
+    /// may have a canary at once; `None`: no limit. A service whose targets
+    /// are not known (0) under a percentage gets one canary at a time.
+    pub fn limit(&self, service_targets: u32) -> Option<u32> {
+        let pct = self.max_percent.map(|p| (u64::from(service_targets) * u64::from(p) / 100).max(1));
+        let pct = pct.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        match (self.max_targets, pct) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    /// The limit's settings, for a person: `max_targets = 3, max_percent = 25 of 10 targets`.
+    pub fn says(&self, service_targets: u32) -> String {
+        let n = self.max_targets.map(|n| format!("max_targets = {n}"));
+        let p = self.max_percent.map(|p| format!("max_percent = {p} of {service_targets} declared target(s)"));
+        [n, p].into_iter().flatten().collect::<Vec<_>>().join(", ")
+    }
 }
 
 fn default_failure_limit() -> u32 {
@@ -242,6 +267,9 @@ impl PolicyFile {
         }
         if self.blast_radius.max_targets.is_some_and(|n| !(1..=10_000).contains(&n)) {
             return Err(FieldError::of("blast_radius.max_targets".into(), "targets from 1 to 10000".into()));
+        }
+        if self.blast_radius.max_percent.is_some_and(|n| !(1..=100).contains(&n)) {
+            return Err(FieldError::of("blast_radius.max_percent".into(), "a percentage from 1 to 100".into()));
         }
         if !(1..=1000).contains(&self.source.consecutive_failure_limit) {
             return Err(FieldError::of("source.consecutive_failure_limit".into(), "ticks from 1 to 1000".into()));
@@ -403,6 +431,22 @@ mod tests {
             "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[quarantine]\naction = \"ignore\"\n",
         );
         assert!(e.contains("`quarantine.action`") && e.contains("ignore"), "{e}");
+    }
+
+    #[test]
+    fn a_blast_radius_percentage_rounds_down_never_below_one_and_the_smaller_limit_wins() {
+        let pct = |p| BlastRadius { max_targets: None, max_percent: Some(p) };
+        assert_eq!(pct(25).limit(10), Some(2));
+        assert_eq!(pct(25).limit(3), Some(1));
+        assert_eq!(pct(50).limit(0), Some(1), "targets not known: one canary at a time");
+        assert_eq!(pct(100).limit(7), Some(7));
+        assert_eq!(BlastRadius { max_targets: Some(3), max_percent: Some(50) }.limit(10), Some(3));
+        assert_eq!(BlastRadius { max_targets: Some(3), max_percent: Some(10) }.limit(10), Some(1));
+        assert_eq!(BlastRadius::default().limit(10), None);
+        let text =
+            "version = 1\nrate_limit = { max_rollbacks = 1, window_minutes = 60 }\n[blast_radius]\nmax_percent = 101\n";
+        let e = err(text);
+        assert!(e.contains("`blast_radius.max_percent`") && e.contains("1 to 100"), "{e}");
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub struct ReleaseFacts {
     pub service: String,
     /// The target this release acts on.
     pub target: String,
+    /// How many targets the configuration declares for this service (its
+    /// `[[releases]]`, and agent targets open to it): what policy's
+    /// `blast_radius.max_percent` is a percentage of. 0: not known.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub service_targets: u32,
     /// Targets declared in configuration; nothing else may be touched.
     /// Shared by every release of a process (one list, not one per release:
     /// with 10,000 releases a copy each is 10⁸ strings).
@@ -268,3 +273,7 @@ pub struct PolicyOutcome {
 
 #[cfg(test)]
 mod tests;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

@@ -20,6 +20,7 @@ fn facts() -> ReleaseFacts {
         release_id: "r1".into(),
         service: "checkout".into(),
         target: "haproxy/checkout".into(),
+        service_targets: 0,
         declared_targets: vec!["haproxy/checkout".into()].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),

@@ -53,14 +53,67 @@ pub struct FleetOutcome {
     pub ran: Vec<(usize, RunOutcome)>,
 }
 
+/// Where a fleet release stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum FleetPhase {
+    /// A wave's members are being judged.
+    Running,
+    /// A wave promoted; the next waits for its bake to pass.
+    Baking,
+    /// A wave failed; earlier waves' promotions are being reverted (or held).
+    Reverting,
+    /// Every wave promoted and baked.
+    Promoted,
+    /// A wave failed; later waves never start.
+    Stopped,
+    /// The process stopped before the fleet was over; run it again to continue.
+    Interrupted,
+}
+
+impl FleetPhase {
+    /// The word people read.
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for FleetPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A fleet as the ledger shows it now, typed (the gate and Slack read it).
+#[derive(Debug, Clone)]
+pub struct FleetNow {
+    /// Its members and how it ended, if it did.
+    pub outcome: FleetOutcome,
+    /// Where it stands.
+    pub phase: FleetPhase,
+    /// The wave running or baking, or the one that failed (from 1).
+    pub wave: Option<usize>,
+    /// The revision its members release.
+    pub revision: String,
+    /// Their service.
+    pub service: String,
+}
+
+impl FleetNow {
+    /// As people see it.
+    pub fn summary(&self) -> FleetSummary {
+        FleetSummary { outcome: self.phase, wave: self.wave, ..self.outcome.summary() }
+    }
+}
+
 /// A fleet as people see it (`watch --format json`, `GET /v1/fleets`).
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct FleetSummary {
     /// Its name.
     pub name: String,
-    /// `running`, `baking`, `reverting`, `promoted`, `stopped` (a wave
-    /// failed) or `interrupted` (the process stopped; run it again to continue).
-    pub outcome: &'static str,
+    /// Where it stands.
+    pub outcome: FleetPhase,
     /// The wave running or baking (from 1), or the one that failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wave: Option<usize>,
@@ -98,9 +151,11 @@ impl FleetOutcome {
     /// The fleet as people see it.
     pub fn summary(&self) -> FleetSummary {
         let (outcome, wave, why) = match &self.end {
-            Some(FleetEnd::Promoted) => ("promoted", None, None),
-            Some(FleetEnd::Stopped { failed_wave, why }) => ("stopped", Some(failed_wave + 1), Some(why.clone())),
-            None => ("interrupted", None, None),
+            Some(FleetEnd::Promoted) => (FleetPhase::Promoted, None, None),
+            Some(FleetEnd::Stopped { failed_wave, why }) => {
+                (FleetPhase::Stopped, Some(failed_wave + 1), Some(why.clone()))
+            }
+            None => (FleetPhase::Interrupted, None, None),
         };
         FleetSummary { name: self.name.clone(), outcome, wave, why, members: self.member_summaries() }
     }
@@ -286,6 +341,11 @@ impl Runtime {
 
     /// Every configured fleet as the ledger shows it now (acting ids: what `watch` and the agent run).
     pub async fn fleet_summaries(&self) -> Result<Vec<FleetSummary>, LedgerError> {
+        Ok(self.fleets_now().await?.iter().map(FleetNow::summary).collect())
+    }
+
+    /// As [`Self::fleet_summaries`], typed. Reads the ledger (two queries per member).
+    pub async fn fleets_now(&self) -> Result<Vec<FleetNow>, LedgerError> {
         let mut out = Vec::new();
         for plan in self.settings.fleet_plans().unwrap_or_default() {
             let cfgs: Vec<_> = plan.waves.iter().flatten().map(|&i| self.settings.releases[i].clone()).collect();
@@ -300,20 +360,20 @@ impl Runtime {
             let targets: Vec<String> = cfgs.iter().map(|c| c.target.clone()).collect();
             let waves = member_waves(&plan);
             let now = fleet_next(&waves, &plan.bake_ms, &members, &names, self.agent.clock.now_ms());
-            let (end, phase) = match now {
-                FleetNext::Done(end) => (Some(end), None),
-                FleetNext::Run { wave } => (None, Some(("running", wave + 1))),
-                FleetNext::Bake { wave, .. } => (None, Some(("baking", wave + 1))),
-                FleetNext::Revert { .. } => (None, Some(("reverting", 0))),
+            let (end, phase, wave) = match now {
+                FleetNext::Done(FleetEnd::Promoted) => (Some(FleetEnd::Promoted), FleetPhase::Promoted, None),
+                FleetNext::Done(FleetEnd::Stopped { failed_wave, why }) => {
+                    (Some(FleetEnd::Stopped { failed_wave, why }), FleetPhase::Stopped, Some(failed_wave + 1))
+                }
+                FleetNext::Run { wave } => (None, FleetPhase::Running, Some(wave + 1)),
+                FleetNext::Bake { wave, .. } => (None, FleetPhase::Baking, Some(wave + 1)),
+                FleetNext::Revert { .. } => (None, FleetPhase::Reverting, None),
             };
             let views = member_views(&names, &targets, &waves, members);
-            let o = FleetOutcome { name: plan.name.clone(), end, members: views, ran: vec![] };
-            let mut summary = o.summary();
-            if let Some((word, wave)) = phase {
-                summary.outcome = word;
-                summary.wave = (wave > 0).then_some(wave);
-            }
-            out.push(summary);
+            let outcome = FleetOutcome { name: plan.name.clone(), end, members: views, ran: vec![] };
+            let (revision, service) =
+                cfgs.first().map(|c| (c.candidate_revision.clone(), c.service.clone())).unwrap_or_default();
+            out.push(FleetNow { outcome, phase, wave, revision, service });
         }
         Ok(out)
     }

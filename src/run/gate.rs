@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::orchestrator::fleet::MemberState;
 use crate::orchestrator::human::OperatorState;
 use crate::orchestrator::{Observer, TickReport};
 use crate::policy::Decision;
 use crate::release::ReleaseStatus;
+use crate::run::fleet::{FleetNow, FleetPhase, FleetSummary, MemberView};
 
 /// What the gate tells a rollout engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -94,6 +96,81 @@ pub fn ended_verdict(status: &ReleaseStatus) -> GateVerdict {
     }
 }
 
+/// What the gate answers for a fleet release as a whole: its end once it
+/// has one, `running` while waves run or bake; a failed wave is a `fail`
+/// from the moment it failed, so no engine goes on while earlier waves are reverted.
+pub fn fleet_verdict(phase: FleetPhase) -> GateVerdict {
+    match phase {
+        FleetPhase::Promoted => GateVerdict::Pass,
+        FleetPhase::Stopped | FleetPhase::Reverting => GateVerdict::Fail,
+        FleetPhase::Running | FleetPhase::Baking => GateVerdict::Running,
+        FleetPhase::Interrupted => GateVerdict::Inconclusive,
+    }
+}
+
+/// Why the fleet, not the member's own last tick, answers for a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum FleetOverride {
+    /// Its wave has not started: it waits.
+    WaitsForItsWave,
+    /// An earlier wave failed: its wave never starts.
+    WaveNeverStarts,
+    /// The fleet stopped and its promotion is being reverted.
+    Reverting,
+    /// The fleet stopped and its promotion was reverted (or held): the revert's end.
+    Reverted,
+    /// The fleet's process stopped before its wave started.
+    Interrupted,
+}
+
+/// The answer for member `m` of a fleet at `phase`, when the fleet decides
+/// it; `None` leaves it to the member's own release (judged, or ended as it ended).
+pub fn fleet_member_verdict(m: &MemberView, phase: FleetPhase) -> Option<(GateVerdict, FleetOverride)> {
+    match (&m.release, &m.revert) {
+        (_, MemberState::Ended { status, .. }) => Some((ended_verdict(status), FleetOverride::Reverted)),
+        (_, MemberState::Unfinished) => Some((GateVerdict::Inconclusive, FleetOverride::Reverting)),
+        (MemberState::NotStarted, MemberState::NotStarted) => Some(match phase {
+            FleetPhase::Running | FleetPhase::Baking => (GateVerdict::Running, FleetOverride::WaitsForItsWave),
+            FleetPhase::Stopped | FleetPhase::Reverting => (GateVerdict::Fail, FleetOverride::WaveNeverStarts),
+            FleetPhase::Promoted | FleetPhase::Interrupted => (GateVerdict::Inconclusive, FleetOverride::Interrupted),
+        }),
+        (MemberState::Unfinished | MemberState::Ended { .. }, MemberState::NotStarted) => None,
+    }
+}
+
+/// What a gate answers for a fleet release as one thing.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct FleetGateView {
+    /// The fleet's name.
+    pub release: String,
+    /// The revision its members release.
+    pub revision: String,
+    /// What the engine should do.
+    pub verdict: GateVerdict,
+    /// One line: where the fleet stands.
+    pub summary: String,
+    /// The fleet with its waves.
+    pub fleet: FleetSummary,
+}
+
+impl FleetGateView {
+    /// The answer for `f`.
+    pub fn of(f: &FleetNow) -> Self {
+        let summary = f.summary();
+        let wave = summary.wave.map(|w| format!(" at wave {w}")).unwrap_or_default();
+        let why = summary.why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+        Self {
+            release: summary.name.clone(),
+            revision: f.revision.clone(),
+            verdict: fleet_verdict(f.phase),
+            summary: format!("fleet {}{wave}{why}", f.phase),
+            fleet: summary,
+        }
+    }
+}
+
 /// What a gate answers for one release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GateView {
@@ -127,20 +204,30 @@ pub struct GateBoard {
     views: Arc<Mutex<HashMap<String, GateView>>>,
 }
 
+impl GateView {
+    /// `release` (about `revision`) before any tick: `verdict`, saying `summary`.
+    pub fn untouched(release: &str, revision: &str, verdict: GateVerdict, summary: String) -> Self {
+        GateView {
+            release: release.into(),
+            revision: revision.into(),
+            verdict,
+            decision: Decision::Continue,
+            now_s: 0,
+            duration_s: 0,
+            summary,
+            failing: vec![],
+            guard_hits: vec![],
+            phase: GatePhase::Judging,
+        }
+    }
+}
+
 impl GateBoard {
     /// Register `release` (judging `revision`) before its first tick, so the gate answers `running`.
     pub fn register(&self, release: &str, revision: &str, duration_s: u64) {
         let view = GateView {
-            release: release.into(),
-            revision: revision.into(),
-            verdict: GateVerdict::Running,
-            decision: Decision::Continue,
-            now_s: 0,
             duration_s,
-            summary: "analysis starting".into(),
-            failing: vec![],
-            guard_hits: vec![],
-            phase: GatePhase::Judging,
+            ..GateView::untouched(release, revision, GateVerdict::Running, "analysis starting".into())
         };
         self.lock().insert(release.into(), view);
     }
@@ -207,5 +294,56 @@ impl Observer for GateObserver {
         view.summary = t.judge.summary.clone();
         view.failing = t.judge.failing().map(|f| f.metric.clone()).collect();
         view.guard_hits = t.judge.guard_notes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(release: MemberState, revert: MemberState) -> MemberView {
+        MemberView { name: "eu-1".into(), target: "t".into(), wave: 1, release, revert }
+    }
+
+    fn ended(status: ReleaseStatus) -> MemberState {
+        MemberState::Ended { status: Box::new(status), at_ms: 1 }
+    }
+
+    #[test]
+    fn a_fleet_answers_for_itself_and_a_failed_wave_is_a_fail_while_earlier_ones_revert() {
+        assert_eq!(fleet_verdict(FleetPhase::Promoted), GateVerdict::Pass);
+        assert_eq!(fleet_verdict(FleetPhase::Reverting), GateVerdict::Fail);
+        assert_eq!(fleet_verdict(FleetPhase::Stopped), GateVerdict::Fail);
+        assert_eq!(fleet_verdict(FleetPhase::Baking), GateVerdict::Running);
+        assert_eq!(fleet_verdict(FleetPhase::Interrupted), GateVerdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_member_the_fleet_stopped_or_reverted_is_never_answered_by_its_own_promotion() {
+        let promoted = || ended(ReleaseStatus::Promoted);
+        let reverted = member(promoted(), ended(ReleaseStatus::RolledBack));
+        assert_eq!(
+            fleet_member_verdict(&reverted, FleetPhase::Stopped),
+            Some((GateVerdict::Fail, FleetOverride::Reverted))
+        );
+        let held = member(promoted(), ended(ReleaseStatus::Held { reason: "hold".into() }));
+        assert_eq!(fleet_member_verdict(&held, FleetPhase::Stopped).map(|v| v.0), Some(GateVerdict::Inconclusive));
+        let reverting = member(promoted(), MemberState::Unfinished);
+        assert_eq!(
+            fleet_member_verdict(&reverting, FleetPhase::Reverting).map(|v| v.0),
+            Some(GateVerdict::Inconclusive)
+        );
+        let later = member(MemberState::NotStarted, MemberState::NotStarted);
+        assert_eq!(
+            fleet_member_verdict(&later, FleetPhase::Stopped),
+            Some((GateVerdict::Fail, FleetOverride::WaveNeverStarts))
+        );
+        assert_eq!(fleet_member_verdict(&later, FleetPhase::Baking).map(|v| v.0), Some(GateVerdict::Running));
+        // Its own release decides while it runs and after it ended, unless reverted.
+        assert_eq!(
+            fleet_member_verdict(&member(MemberState::Unfinished, MemberState::NotStarted), FleetPhase::Running),
+            None
+        );
+        assert_eq!(fleet_member_verdict(&member(promoted(), MemberState::NotStarted), FleetPhase::Baking), None);
     }
 }

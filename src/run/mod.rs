@@ -334,8 +334,9 @@ impl Runtime {
         let name = cfg.name.clone();
         let clock = self.agent.clock.clone();
         let files = cfg.files_from(self.settings.base_dir.as_deref());
-        let release = PreparedRelease::prepare(&files, self.declared_targets(), id, mode, clock, start_unix_s)
+        let mut release = PreparedRelease::prepare(&files, self.declared_targets(), id, mode, clock, start_unix_s)
             .map_err(|e| RuntimeError::Prepare { name: name.clone(), source: Box::new(e) })?;
+        release.facts.service_targets = self.service_targets(&cfg.service);
         self.policy
             .check_guards(&cfg.service, &release.metrics)
             .map_err(|source| RuntimeError::Policy { name: name.clone(), source })?;
@@ -347,6 +348,18 @@ impl Runtime {
     /// metric and the query, instead of after a window of warnings.
     pub async fn preflight(&self, p: &Prepared) -> Result<(), RuntimeError> {
         p.release.source.check_queries().await.map_err(|source| RuntimeError::Query { name: p.name.clone(), source })
+    }
+
+    /// How many distinct targets the configuration declares for `service`:
+    /// its `[[releases]]` and the agent targets open to it (what a blast
+    /// radius's percentage is of).
+    pub fn service_targets(&self, service: &str) -> u32 {
+        let s = &self.settings;
+        let configured = s.releases.iter().filter(|r| r.service == service).map(|r| r.target.as_str());
+        let open = |t: &&crate::release::AgentTarget| t.services.is_empty() || t.services.iter().any(|x| x == service);
+        let agent = s.agent.targets.iter().filter(open).map(|t| t.target.as_str());
+        let all: std::collections::BTreeSet<&str> = configured.chain(agent).collect();
+        u32::try_from(all.len()).unwrap_or(u32::MAX)
     }
 
     /// Targets actions may touch: every configured release's and the agent's declared ones.

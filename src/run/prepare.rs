@@ -99,6 +99,7 @@ impl PreparedRelease {
                 release_id,
                 service: cfg.service.clone(),
                 target: cfg.target.clone(),
+                service_targets: 0,
                 declared_targets,
                 candidate_revision: cfg.candidate_revision.clone(),
                 last_known_good: cfg.last_known_good.clone(),

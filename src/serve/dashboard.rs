@@ -199,7 +199,7 @@ fn fleets_block(fleets: &[crate::run::fleet::FleetSummary]) -> String {
             "<h3>{} — {}{wave}{}</h3>\n<div class=\"table-wrap\"><table>\n<thead><tr><th>wave</th><th>release</th>\
              <th>target</th><th>status</th><th>revert</th></tr></thead>\n<tbody>\n{rows}</tbody></table></div>\n",
             escape(&f.name),
-            escape(f.outcome),
+            f.outcome.label(),
             escape(&why),
         )
     };

@@ -38,6 +38,7 @@ use serde::Deserialize;
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+mod fleet_gate;
 pub mod guard;
 pub mod listen;
 pub mod fleets;
@@ -163,6 +164,21 @@ async fn gate(
         Ok(c) => c,
         Err(e) => return bad_request(e.to_string()),
     };
+    match fleet_gate::fleet_part(&g, &release).await {
+        Some(Ok(fleet_gate::FleetPart::Whole(f))) => return fleet_gate::whole(&f, q.revision.as_deref(), contract),
+        Some(Ok(fleet_gate::FleetPart::Member(f, m))) => {
+            let mut view = fleet_gate::member_view(&f, m, g.board.get(&release));
+            // A member's revision is the fleet's: asked about another, pause (never start one alone).
+            if let Some(asked) = q.revision.filter(|r| *r != view.revision) {
+                view.summary = format!("revision {asked} is not the one judged ({}): pausing", view.revision);
+                view.revision = asked;
+                view.verdict = GateVerdict::Inconclusive;
+            }
+            return (contract.status(view.verdict), Json(view)).into_response();
+        }
+        Some(Err(why)) => return fleet_gate::unreadable(&release, why, contract),
+        None => {}
+    }
     let Some(judged) = g.board.get(&release) else {
         let err = BTreeMap::from([("error", format!("no release named `{release}` is served"))]);
         return (StatusCode::NOT_FOUND, Json(err)).into_response();

@@ -22,10 +22,29 @@ use super::wire::Reply;
 use crate::ledger::ChatOpsRecord;
 use crate::run::agent::{ReleaseState, ReleaseView};
 
-/// What the notifier knows of one release.
+/// Whose message a slot holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    /// A release's, by name.
+    Release(String),
+    /// A fleet's, by name: one message for the whole fleet, its members' in its thread.
+    Fleet(String),
+}
+
+impl Key {
+    fn name(&self) -> &str {
+        match self {
+            Key::Release(n) | Key::Fleet(n) => n,
+        }
+    }
+}
+
+/// What the notifier knows of one release (or fleet).
 #[derive(Default)]
 struct Slot {
     channel: String,
+    /// The fleet this release is a member of: its message goes in the fleet's thread.
+    fleet: Option<String>,
     release_id: String,
     posted: Option<Posted>,
     /// The message as it should look, when it differs from what was sent.
@@ -57,7 +76,8 @@ struct Version {
 
 /// What to do next for one slot.
 enum Step {
-    Post(Reply),
+    /// Post it, in the thread at this ts if one is given.
+    Post(Reply, Option<String>),
     Update(Posted, Reply),
     Thread(Posted, ThreadItem),
 }
@@ -80,7 +100,8 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Run until `stop`.
 pub async fn run(app: Arc<SlackApp>, mut stop: watch::Receiver<bool>) {
-    let mut n = Notifier { app, slots: BTreeMap::new(), channel_ready: HashMap::new() };
+    let fleets = Fleets::of(&app);
+    let mut n = Notifier { app, slots: BTreeMap::new(), channel_ready: HashMap::new(), fleets };
     loop {
         n.refresh().await;
         n.deliver().await;
@@ -94,18 +115,52 @@ pub async fn run(app: Arc<SlackApp>, mut stop: watch::Receiver<bool>) {
 
 struct Notifier {
     app: Arc<SlackApp>,
-    slots: BTreeMap<String, Slot>,
+    slots: BTreeMap<Key, Slot>,
     channel_ready: HashMap<String, Instant>,
+    fleets: Fleets,
+}
+
+/// The configured fleets, as Slack shows them.
+struct Fleets {
+    /// Member release name → its fleet's name.
+    member_of: HashMap<String, String>,
+    /// Each fleet's first member's release id: where an undelivered fleet message is recorded.
+    first_id: HashMap<String, String>,
+    /// When the ledger was last read for them.
+    read_at: Option<Instant>,
+}
+
+/// How often the fleets' state is read from the ledger (two queries per member).
+const FLEET_READ: Duration = Duration::from_secs(1);
+
+impl Fleets {
+    fn of(app: &SlackApp) -> Self {
+        let settings = &app.agent.runtime().settings;
+        let (mut member_of, mut first_id) = (HashMap::new(), HashMap::new());
+        for plan in settings.fleet_plans().unwrap_or_default() {
+            for (k, &i) in plan.waves.iter().flatten().enumerate() {
+                let cfg = &settings.releases[i];
+                member_of.insert(cfg.name.clone(), plan.name.clone());
+                if k == 0 {
+                    first_id.insert(plan.name.clone(), crate::release::release_id(cfg));
+                }
+            }
+        }
+        Fleets { member_of, first_id, read_at: None }
+    }
 }
 
 impl Notifier {
     async fn refresh(&mut self) {
+        self.refresh_fleets().await;
         let url = self.app.settings.agent_url.clone();
         for v in self.app.agent.list() {
             let decided = self.app.decided(&v.name);
             let channel = self.app.settings.channel_for(&v.service).to_string();
-            let slot = self.slots.entry(v.name.clone()).or_insert_with(|| Slot {
+            let fleet = self.fleets.member_of.get(&v.name).cloned();
+            let slot = self.slots.entry(Key::Release(v.name.clone())).or_insert_with(|| Slot {
                 channel,
+                fleet,
                 release_id: v.release_id.clone(),
                 ..Slot::default()
             });
@@ -150,12 +205,42 @@ impl Notifier {
         }
     }
 
+    /// Each fleet's message as it should look, at most once per [`FLEET_READ`].
+    async fn refresh_fleets(&mut self) {
+        if self.fleets.first_id.is_empty() || self.fleets.read_at.is_some_and(|t| t.elapsed() < FLEET_READ) {
+            return;
+        }
+        self.fleets.read_at = Some(Instant::now());
+        let now = match self.app.agent.runtime().fleets_now().await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %crate::error::chain(&e), "Fleet messages not refreshed: the ledger cannot be read.");
+                return;
+            }
+        };
+        let url = self.app.settings.agent_url.clone();
+        for f in now {
+            let channel = self.app.settings.channel_for(&f.service).to_string();
+            let release_id = self.fleets.first_id.get(&f.outcome.name).cloned().unwrap_or_default();
+            let slot = self.slots.entry(Key::Fleet(f.outcome.name.clone())).or_insert_with(|| Slot {
+                channel,
+                release_id,
+                ..Slot::default()
+            });
+            let message = render::fleet_message(&f, url.as_deref());
+            if slot.sent.as_ref() != Some(&message) && slot.desired.as_ref() != Some(&message) {
+                slot.desired = Some(message);
+            }
+        }
+    }
+
     /// At most one call per channel per pass, each channel paced.
     async fn deliver(&mut self) {
-        let names: Vec<String> = self.slots.keys().cloned().collect();
+        let names: Vec<Key> = self.slots.keys().cloned().collect();
         let interval = Duration::from_millis(self.app.settings.post_interval_ms);
         for name in names {
             let now = Instant::now();
+            let root = self.root(&name);
             let Some(slot) = self.slots.get_mut(&name) else { continue };
             if slot.refused
                 || slot.retry_at.is_some_and(|t| t > now)
@@ -163,7 +248,7 @@ impl Notifier {
             {
                 continue;
             }
-            let Some(step) = next_step(slot) else { continue };
+            let Some(step) = next_step(slot, root) else { continue };
             let channel = slot.channel.clone();
             self.channel_ready.insert(channel.clone(), now + interval);
             let result = self.send(&name, &channel, step).await;
@@ -173,12 +258,25 @@ impl Notifier {
         }
     }
 
-    async fn send(&mut self, name: &str, channel: &str, step: Step) -> Result<(), WebError> {
+    /// For a fleet member: `Some(None)` until its fleet's message is posted,
+    /// then `Some(Some(where))`; `None` for a release on its own or a fleet.
+    fn root(&self, key: &Key) -> Option<Option<Posted>> {
+        if matches!(key, Key::Fleet(_)) {
+            return None;
+        }
+        let fleet = self.slots.get(key)?.fleet.clone()?;
+        Some(self.slots.get(&Key::Fleet(fleet)).and_then(|s| s.posted.clone()))
+    }
+
+    async fn send(&mut self, name: &Key, channel: &str, step: Step) -> Result<(), WebError> {
         let web = &self.app.web;
         match step {
-            Step::Post(msg) => {
-                let at = web.post(channel, None, &msg).await?;
-                self.app.threads.set(name, at.clone());
+            Step::Post(msg, thread_ts) => {
+                let at = web.post(channel, thread_ts.as_deref(), &msg).await?;
+                if let (Key::Release(release), None) = (name, &thread_ts) {
+                    // A mention in this thread is about this release (a fleet's thread has several).
+                    self.app.threads.set(release, at.clone());
+                }
                 self.sent(name, msg, Some(at));
             }
             Step::Update(at, msg) => match web.update(&at, &msg).await {
@@ -206,7 +304,7 @@ impl Notifier {
         Ok(())
     }
 
-    fn sent(&mut self, name: &str, msg: Reply, posted: Option<Posted>) {
+    fn sent(&mut self, name: &Key, msg: Reply, posted: Option<Posted>) {
         if let Some(s) = self.slots.get_mut(name) {
             if s.desired.as_ref() == Some(&msg) {
                 s.desired = None;
@@ -221,7 +319,7 @@ impl Notifier {
         }
     }
 
-    async fn failed(&mut self, name: &str, channel: &str, e: WebError) {
+    async fn failed(&mut self, name: &Key, channel: &str, e: WebError) {
         let Some(slot) = self.slots.get_mut(name) else { return };
         let now = Instant::now();
         let first = !slot.recorded;
@@ -252,19 +350,31 @@ impl Notifier {
         slot.recorded = true;
         let release_id = slot.release_id.clone();
         if first {
-            warn!(release = name, error = %crate::error::chain(&e), "Slack message not delivered; decisions go on.");
+            warn!(release = name.name(), error = %crate::error::chain(&e), "Slack message not delivered; decisions go on.");
             let rec = ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() };
             self.app.record(&release_id, &self.app.agent_actor(), rec).await;
         }
     }
 }
 
-fn next_step(slot: &Slot) -> Option<Step> {
+/// The next call for `slot`. `root`: for a fleet member, where the fleet's
+/// message is (`None` inside: not posted yet, so the member waits); the
+/// member's message and thread posts go in that thread (Slack threads one level deep).
+fn next_step(slot: &Slot, root: Option<Option<Posted>>) -> Option<Step> {
+    let thread = match root {
+        Some(None) => return None,
+        Some(Some(root)) => Some(root),
+        None => None,
+    };
+    let ts = thread.as_ref().map(|t| t.ts.clone());
     match (&slot.posted, &slot.desired) {
-        (None, Some(msg)) => Some(Step::Post(msg.clone())),
-        (None, None) => slot.sent.clone().map(Step::Post),
+        (None, Some(msg)) => Some(Step::Post(msg.clone(), ts)),
+        (None, None) => slot.sent.clone().map(|m| Step::Post(m, ts)),
         (Some(at), Some(msg)) => Some(Step::Update(at.clone(), msg.clone())),
-        (Some(at), None) => slot.thread.front().map(|item| Step::Thread(at.clone(), item.clone())),
+        (Some(at), None) => {
+            let at = thread.unwrap_or_else(|| at.clone());
+            slot.thread.front().map(|item| Step::Thread(at, item.clone()))
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::assessor::Consultation;
 use crate::judge::{Finding, MetricStatus};
 use crate::policy::Proposal;
 use crate::run::agent::{ReleaseState, ReleaseView};
+use crate::run::fleet::{FleetNow, FleetPhase};
 
 /// Who answered a request from Slack, and what came of it (shown on the message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +183,52 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
     }
     blocks.push(context(v, agent_url));
     finish(headline(v), blocks, None, agent_url.and(link(agent_url, &v.name)))
+}
+
+/// A fleet release's one message: where it stands and every member wave by
+/// wave; each member's own message (with its buttons) is in its thread.
+pub fn fleet_message(f: &FleetNow, agent_url: Option<&str>) -> Reply {
+    let s = f.summary();
+    let icon = match f.phase {
+        FleetPhase::Promoted => ":white_check_mark:",
+        FleetPhase::Stopped | FleetPhase::Reverting => ":rewind:",
+        FleetPhase::Interrupted => ":stop_sign:",
+        FleetPhase::Running | FleetPhase::Baking => ":hourglass_flowing_sand:",
+    };
+    let at = s.wave.map(|w| format!(" at wave {w}")).unwrap_or_default();
+    let headline = format!("{icon} fleet {}: {}{at}", s.name, f.phase.label());
+    let mut blocks = vec![
+        Block::Header { text: Text::plain(cut(&headline, 150)) },
+        Block::section(&format!(
+            "*{}* · service `{}` · revision `{}` · {} members in {} waves",
+            escape(&s.name),
+            escape(&f.service),
+            escape(&f.revision),
+            s.members.len(),
+            s.members.iter().map(|m| m.wave).max().unwrap_or(0)
+        )),
+    ];
+    if let Some(why) = &s.why {
+        blocks.push(Block::section(&format!("Stopped: {}", escape(why))));
+    }
+    let mut waves: Vec<(usize, Vec<String>)> = vec![];
+    for (m, view) in s.members.iter().zip(&f.outcome.members) {
+        let revert = match view.revert {
+            crate::orchestrator::fleet::MemberState::NotStarted => String::new(),
+            _ => format!(" · revert *{}*", m.revert.replace('_', " ")),
+        };
+        let line =
+            format!("• `{}` on `{}`: *{}*{revert}", escape(&m.name), escape(&m.target), m.status.replace('_', " "));
+        match waves.last_mut() {
+            Some((w, lines)) if *w == m.wave => lines.push(line),
+            _ => waves.push((m.wave, vec![line])),
+        }
+    }
+    for (w, lines) in waves {
+        blocks.push(Block::section(&format!("*Wave {w}*\n{}", lines.join("\n"))));
+    }
+    blocks.push(Block::context("Each member's own message, with its buttons, is in this thread."));
+    finish(headline, blocks, None, agent_url.map(|u| u.trim_end_matches('/').to_string()))
 }
 
 fn context(v: &ReleaseView, agent_url: Option<&str>) -> Block {

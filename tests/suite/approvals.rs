@@ -36,6 +36,7 @@ fn facts() -> ReleaseFacts {
         release_id: "rel-1".into(),
         service: "checkout".into(),
         target: "sim/checkout".into(),
+        service_targets: 0,
         declared_targets: vec!["sim/checkout".into()].into(),
         candidate_revision: "v2".into(),
         last_known_good: Some("v1".into()),

@@ -82,6 +82,7 @@ fn facts() -> ReleaseFacts {
         release_id: "r-1".into(),
         service: "checkout".into(),
         target: "haproxy/checkout".into(),
+        service_targets: 0,
         declared_targets: vec!["haproxy/checkout".into()].into(),
         candidate_revision: "v42".into(),
         last_known_good: Some("v41".into()),

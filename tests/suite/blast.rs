@@ -57,3 +57,20 @@ fn a_fourth_concurrent_canary_of_a_service_is_refused_and_starts_once_one_ends()
     assert_eq!(code, 0, "with the three ended there is room:\n{out}\n{err}");
     assert!(audit(&ledger).contains("lease on sim/ap-1 "), "admitted, it took the target's lease");
 }
+
+#[test]
+fn a_percentage_of_the_services_declared_targets_admits_two_of_four_canaries() {
+    let d = tempfile::tempdir().unwrap();
+    let policy = format!("{}\n[blast_radius]\nmax_percent = 50\n", backstop::policy::DEFAULT_POLICY);
+    std::fs::write(d.path().join("policy.toml"), policy).unwrap();
+    let ledger = d.path().join("l.db").to_str().unwrap().to_string();
+    let four = [("eu-1", "eu-1"), ("eu-2", "eu-2"), ("us-1", "us-1"), ("ap-1", "ap-1")];
+    let all = config(d.path(), "four.toml", &four);
+    let (code, out, err) = Agent::watch(&all, &ledger, 20, &[]).finish(Duration::from_secs(120));
+    assert_eq!(code, 11, "two of the four were denied, and a denial is the most severe end:\n{out}\n{err}");
+    let text = format!("{out}\n{err}");
+    assert!(text.contains("max_percent = 50 of 4 declared target(s)"), "the refusal names the rule: {text}");
+    let ledger_text = audit(&ledger);
+    let leases = four.iter().filter(|(_, t)| ledger_text.contains(&format!("lease on sim/{t} "))).count();
+    assert_eq!(leases, 2, "50 % of four targets is two canaries at once:\n{ledger_text}");
+}

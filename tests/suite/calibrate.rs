@@ -250,6 +250,7 @@ async fn seed(path: &std::path::Path, now: i64) {
             release_id: id.clone(),
             service: "checkout".into(),
             target: "checkout".into(),
+            service_targets: 0,
             declared_targets: vec!["checkout".to_string()].into(),
             candidate_revision: format!("v{}", 40 + k),
             last_known_good: None,

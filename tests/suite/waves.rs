@@ -181,8 +181,14 @@ async fn an_agent_runs_a_fleet_wave_by_wave_and_shows_it_as_one_release() {
         simulated_release("a", "simulator/a", 3),
         simulated_release("c", "simulator/c", 5),
     );
+    let fake = crate::support::slack::FakeSlack::start(&["C0RELEASE"]).await;
+    let config = format!(
+        "{config}\n[slack]\nmode = \"socket\"\napi_url = \"{}\"\nchannel = \"C0RELEASE\"\npost_interval_ms = 20\n",
+        fake.api_url
+    );
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
-    let s = start(&config, policy, 2, &[]);
+    let slack_env = [("SLACK_BOT_TOKEN", crate::support::slack::BOT), ("SLACK_APP_TOKEN", crate::support::slack::APP)];
+    let s = start(&config, policy, 2, &slack_env);
     let started = std::time::Instant::now();
     let fleet = loop {
         let (code, text) = get(&format!("{}/v1/fleets", s.url), Some(VIEWER)).await;
@@ -211,4 +217,65 @@ async fn an_agent_runs_a_fleet_wave_by_wave_and_shows_it_as_one_release() {
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("<h2>Fleets</h2>") && page.contains("checkout-v42 — stopped at wave 2"), "{page}");
     assert!(page.contains("<td>3</td><td>c</td><td>simulator/c</td><td>not_started</td>"), "{page}");
+    fleet_gates_answer_for_the_fleet(&s.url).await;
+    slack_shows_the_fleet_as_one_message_with_its_members_in_its_thread(&fake).await;
+}
+
+/// The gate answers for the fleet as one thing, and for each member as the fleet left it.
+async fn fleet_gates_answer_for_the_fleet(url: &str) {
+    use crate::suite::agent::{VIEWER, get};
+    let gate = |name: &str, contract: &str| format!("{url}/v1/gates/{name}?contract={contract}");
+    let (code, text) = get(&gate("checkout-v42", "argo"), Some(VIEWER)).await;
+    let whole: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((code, whole["verdict"].as_str()), (200, Some("fail")), "{text}");
+    assert_eq!(whole["fleet"]["wave"], 2, "{text}");
+    assert!(whole["summary"].as_str().unwrap().contains("stopped at wave 2"), "{text}");
+    // Wave 1 promoted, and the fleet reverted it: the engine must roll back there too.
+    let (code, text) = get(&gate("a", "flagger-rollout"), Some(VIEWER)).await;
+    assert_eq!(code, 412, "a reverted member is a failed check for Flagger: {text}");
+    assert!(text.contains("promotion was reverted"), "{text}");
+    // Wave 3 never started: never a pass or a running, whoever asks.
+    let (code, text) = get(&gate("c", "flagger-confirm-promotion"), Some(VIEWER)).await;
+    assert_eq!(code, 412, "{text}");
+    let c: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["verdict"], "fail", "{text}");
+    assert!(c["summary"].as_str().unwrap().contains("wave never starts"), "{text}");
+    let (_, text) = get(&format!("{}&revision=v43", gate("checkout-v42", "argo")), Some(VIEWER)).await;
+    assert!(text.contains("\"verdict\":\"inconclusive\""), "another revision than the fleet's is a pause: {text}");
+}
+
+/// One top-level message for the fleet, updated to its end; each member's in its thread.
+async fn slack_shows_the_fleet_as_one_message_with_its_members_in_its_thread(fake: &crate::support::slack::FakeSlack) {
+    let wait = Duration::from_secs(60);
+    let first = fake
+        .wait_call("chat.postMessage", |c| c["text"].as_str().is_some_and(|t| t.contains("fleet checkout-v42")), wait)
+        .await;
+    assert!(first["thread_ts"].is_null(), "the fleet's message is top-level: {first}");
+    let is_fleet = |m: &Value| m["text"].as_str().is_some_and(|t| t.contains("fleet checkout-v42"));
+    let fleet_ts = fake.ts_of("C0RELEASE", is_fleet).expect("the fleet's message is stored");
+    for member in ["a", "b"] {
+        let m = fake
+            .wait_call(
+                "chat.postMessage",
+                |c| c["text"].as_str().is_some_and(|t| t.contains(&format!(" {member}:"))),
+                wait,
+            )
+            .await;
+        assert_eq!(m["thread_ts"].as_str(), Some(fleet_ts.as_str()), "member {member} is in the fleet's thread: {m}");
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let msg = fake.message("C0RELEASE", &fleet_ts);
+        let text = msg.to_string();
+        if text.contains("stopped at wave 2") {
+            assert!(text.contains("Wave 3") && text.contains("not started"), "{text}");
+            assert!(text.contains("revert *rolled back*"), "{text}");
+            break;
+        }
+        assert!(start.elapsed() < wait, "the fleet's message never said it stopped: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let posts = fake.calls("chat.postMessage");
+    let tops: Vec<&Value> = posts.iter().filter(|c| c["thread_ts"].is_null()).collect();
+    assert_eq!(tops.len(), 1, "members never post top-level messages: {tops:#?}");
 }

@@ -287,6 +287,15 @@ impl FakeSlack {
         st.calls.iter().map(|c| (c.method.clone(), crate_cut(&c.body.to_string()))).collect()
     }
 
+    /// The ts of the first message (as posted or updated) in `channel` satisfying `pred`.
+    pub fn ts_of(&self, channel: &str, pred: impl Fn(&Value) -> bool) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        let mut found: Vec<&String> =
+            st.messages.iter().filter(|((c, _), m)| c == channel && pred(m)).map(|((_, ts), _)| ts).collect();
+        found.sort();
+        found.first().map(|ts| ts.to_string())
+    }
+
     /// The message at `ts` in `channel`, as last posted or updated.
     pub fn message(&self, channel: &str, ts: &str) -> Value {
         self.state.lock().unwrap().messages.get(&(channel.into(), ts.into())).cloned().unwrap_or(Value::Null)
