@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # source against a real Prometheus scraping HAProxy's exporter.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# The VictoriaMetrics source is tested against a real single-node VictoriaMetrics.
+command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 # The systemd unit in deploy/ is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # The PostgreSQL TLS test makes its certificates with openssl.

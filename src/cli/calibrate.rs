@@ -95,10 +95,7 @@ async fn from_ledger(a: &CalibrateArgs, settings: &backstop::config::Settings) -
         .releases
         .iter()
         .filter(|r| r.service == a.service)
-        .find_map(|r| match &r.source {
-            backstop::signals::SourceConfig::Prometheus(p) => Some(p.clone()),
-            _ => None,
-        })
+        .find_map(|r| r.source.prometheus_api().cloned())
         .ok_or_else(|| {
             Failure::usage(format!(
                 "--from-ledger reads past windows through the service's Prometheus source: no release of `{}` in the configuration has `source = {{ kind = \"prometheus\", … }}`",

@@ -137,7 +137,7 @@ pub async fn calibrations_in_force(
 async fn recalibrate_configured(ledger: &Ledger, settings: &Settings, policy: &mut PolicyFile, agent: &AgentContext) {
     let mut done = std::collections::BTreeSet::new();
     for r in &settings.releases {
-        let crate::signals::SourceConfig::Prometheus(p) = &r.source else { continue };
+        let Some(p) = r.source.prometheus_api() else { continue };
         if !done.insert(r.service.clone()) {
             continue;
         }

@@ -164,10 +164,7 @@ fn with_pods_and_logs(
     Ok(match &cfg.logs {
         Some(l) => {
             // The baseline's lines come from the same earlier window as its metrics.
-            let offset = match &cfg.source {
-                crate::signals::SourceConfig::Prometheus(p) => p.baseline_offset_s().unwrap_or(0),
-                _ => 0,
-            };
+            let offset = cfg.source.prometheus_api().map_or(0, |p| p.baseline_offset_s().unwrap_or(0));
             Arc::new(l.wrap(source, cfg.pods.as_ref(), start_unix_s, offset)?)
         }
         None => source,

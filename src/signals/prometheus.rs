@@ -250,11 +250,32 @@ fn default_timeout() -> u64 {
 /// Reads a release's metrics from Prometheus; t = 0 is when the source was built.
 pub struct PrometheusSource {
     cfg: PrometheusConfig,
+    api: PromApi,
     /// Seconds the baseline's window lies before the canary's (0: concurrent).
     offset_s: u64,
     start_unix: f64,
     http: reqwest::Client,
     credential: Option<Credential>,
+}
+
+/// Which server speaks the Prometheus query API: the queries, the reads
+/// and their meaning are the same; names and the `config check` probe differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromApi {
+    /// Prometheus itself (PromQL).
+    Prometheus,
+    /// VictoriaMetrics (its Prometheus-compatible API; queries may be MetricsQL).
+    VictoriaMetrics,
+}
+
+impl PromApi {
+    /// The word in names and errors.
+    pub fn word(self) -> &'static str {
+        match self {
+            PromApi::Prometheus => "prometheus",
+            PromApi::VictoriaMetrics => "victoriametrics",
+        }
+    }
 }
 
 /// Why one query gave no data.
@@ -283,7 +304,12 @@ impl PrometheusSource {
             .build()
             .map_err(|e| setup(&cfg.url, e))?;
         let offset_s = cfg.baseline_offset_s().map_err(|e| setup(&cfg.url, e))?;
-        Ok(Self { cfg, offset_s, start_unix, http, credential })
+        Ok(Self { cfg, api: PromApi::Prometheus, offset_s, start_unix, http, credential })
+    }
+
+    /// The same source against another server speaking the Prometheus API.
+    pub fn speaking(self, api: PromApi) -> Self {
+        Self { api, ..self }
     }
 
     fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -355,7 +381,7 @@ impl PrometheusSource {
                 }
                 Err(QueryError::Unreachable(e)) => {
                     return Err(SignalError::Unavailable {
-                        source_name: format!("prometheus at {}", crate::secret::redact_url(&self.cfg.url)),
+                        source_name: format!("{} at {}", self.api.word(), crate::secret::redact_url(&self.cfg.url)),
                         reason: e,
                     });
                 }
@@ -389,7 +415,7 @@ impl PrometheusSource {
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         let why = body["error"].as_str().unwrap_or("no error text");
         Err(SignalError::BadQuery {
-            source_name: format!("prometheus {}", crate::secret::redact_url(&self.cfg.url)),
+            source_name: format!("{} {}", self.api.word(), crate::secret::redact_url(&self.cfg.url)),
             metric: metric.to_string(),
             query: query.to_string(),
             reason: format!("{status}: {}", crate::field::strip_unsafe(why, false)),
@@ -481,14 +507,40 @@ fn plain(a: &Answer) -> Result<Vec<Option<f64>>, QueryError> {
     Ok(out)
 }
 
+impl PrometheusSource {
+    async fn probe_victoria(&self) -> Result<String, SignalError> {
+        let url = format!("{}/metrics", self.cfg.url.trim_end_matches('/'));
+        let shown = crate::secret::redact_url(&self.cfg.url);
+        let fail =
+            |reason: String| SignalError::Unavailable { source_name: format!("victoriametrics {shown}"), reason };
+        let resp =
+            self.authed(self.http.get(&url)).send().await.map_err(|e| fail(crate::error::chain(&e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("/metrics answered {}", resp.status())));
+        }
+        let text = resp.text().await.map_err(|e| fail(crate::error::chain(&e.without_url())))?;
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vm_app_version{").and_then(|r| r.split('"').nth(1)))
+            .ok_or_else(|| fail("no vm_app_version in /metrics: not a VictoriaMetrics".into()))?;
+        // Debian's build states an empty version.
+        let version = if version.is_empty() { "not stated by this build" } else { version };
+        Ok(format!("victoriametrics {shown}: VictoriaMetrics, version {version}"))
+    }
+}
+
 #[async_trait]
 impl SignalSource for PrometheusSource {
     fn name(&self) -> String {
-        format!("prometheus:{}", crate::secret::redact_url(&self.cfg.url))
+        format!("{}:{}", self.api.word(), crate::secret::redact_url(&self.cfg.url))
     }
 
-    /// `GET /api/v1/status/buildinfo`: reachable, and a Prometheus.
+    /// Prometheus: `GET /api/v1/status/buildinfo`; VictoriaMetrics: its
+    /// version from `GET /metrics` (its buildinfo is empty). Reachable, and the server named.
     async fn probe(&self) -> Result<String, SignalError> {
+        if self.api == PromApi::VictoriaMetrics {
+            return self.probe_victoria().await;
+        }
         let url = format!("{}/api/v1/status/buildinfo", self.cfg.url.trim_end_matches('/'));
         let shown = crate::secret::redact_url(&self.cfg.url);
         let fail = |reason: String| SignalError::Unavailable { source_name: format!("prometheus {shown}"), reason };

@@ -23,6 +23,10 @@ pub enum SourceConfig {
     Simulator(SimConfig),
     /// PromQL queries against a Prometheus server.
     Prometheus(super::PrometheusConfig),
+    /// PromQL or MetricsQL queries against VictoriaMetrics' Prometheus-compatible
+    /// API (single-node `url = "http://vm:8428"`, cluster `…/select/0/prometheus`).
+    #[serde(rename = "victoriametrics")]
+    VictoriaMetrics(super::PrometheusConfig),
 }
 
 impl SourceConfig {
@@ -34,7 +38,15 @@ impl SourceConfig {
             }
             SourceConfig::Scenario { .. } => Ok(()),
             SourceConfig::Simulator(sim) => sim.validate(),
-            SourceConfig::Prometheus(p) => p.validate(),
+            SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => p.validate(),
+        }
+    }
+
+    /// The settings of a source read through the Prometheus query API.
+    pub fn prometheus_api(&self) -> Option<&super::PrometheusConfig> {
+        match self {
+            SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => Some(p),
+            SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) => None,
         }
     }
 }
@@ -97,7 +109,7 @@ pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource
                 known_onset_s: sim.fault.as_ref().map(|f| f.onset_s),
             })
         }
-        SourceConfig::Prometheus(p) => Ok(BuiltSource {
+        SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => Ok(BuiltSource {
             metrics: p
                 .metrics
                 .iter()
@@ -107,7 +119,10 @@ pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource
                     bad_direction: m.bad_direction,
                 })
                 .collect(),
-            source: Arc::new(super::PrometheusSource::starting_at(p.clone(), start_unix_s)?),
+            source: Arc::new(super::PrometheusSource::starting_at(p.clone(), start_unix_s)?.speaking(match cfg {
+                SourceConfig::VictoriaMetrics(_) => super::prometheus::PromApi::VictoriaMetrics,
+                _ => super::prometheus::PromApi::Prometheus,
+            })),
             simulator: None,
             step_s: p.step_s,
             duration_s: p.duration_s,

@@ -22,6 +22,7 @@ mod mlflow;
 mod orchestrator;
 mod parsers;
 mod prometheus;
+mod victoria;
 mod report;
 mod secrets;
 mod security;

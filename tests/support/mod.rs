@@ -7,6 +7,7 @@ pub mod mlflow;
 pub mod openai;
 pub mod pg;
 pub mod prometheus;
+pub mod victoria;
 pub mod slack;
 
 /// A configuration under `fixtures/config/`, to be written elsewhere: its
