@@ -83,3 +83,16 @@ echo "== cargo test, hermetic and live tiers"
 # No backtraces: a failing test's message then stays in the tail CI prints.
 RUST_BACKTRACE=0 cargo test --all-targets --features live-tests
 cargo test --doc
+
+# What users install: `cargo install --locked` gives the backstop binary and
+# not the test service (debug profile here, reusing this build's target/).
+echo "== cargo install --locked (backstop only)"
+inst=target/install-check
+rm -rf "$inst"
+CARGO_TARGET_DIR=target cargo install --locked --debug --quiet --path . --root "$inst"
+"$inst/bin/backstop" --version
+"$inst/bin/backstop" man | grep -q '^\.TH backstop 1'
+if [ -e "$inst/bin/backstop-testsvc" ]; then
+  echo "cargo install also installed backstop-testsvc" >&2
+  exit 1
+fi

@@ -197,3 +197,31 @@ pub fn corpus(a: CorpusArgs) -> CliResult {
     out(&format!("wrote {} scenarios to {}", scenarios.len(), a.out.display()));
     Ok(ExitCode::SUCCESS)
 }
+
+/// `backstop completions SHELL`: the completion script on stdout.
+pub fn completions<C: clap::CommandFactory>(shell: clap_complete::Shell) -> CliResult {
+    let mut cmd = C::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "backstop", &mut buf);
+    write_stdout(&buf)
+}
+
+/// `backstop man`: the man page (section 1, roff) on stdout.
+pub fn man<C: clap::CommandFactory>() -> CliResult {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(C::command())
+        .render(&mut buf)
+        .map_err(|e| Failure::usage(format!("cannot render the man page: {e}")))?;
+    write_stdout(&buf)
+}
+
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        // `backstop man | head`: the reader had enough.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::usage(format!("cannot write to stdout: {e}")))
+        }
+        Ok(()) | Err(_) => Ok(ExitCode::SUCCESS),
+    }
+}

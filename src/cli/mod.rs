@@ -91,6 +91,13 @@ enum Command {
     Corpus(misc::CorpusArgs),
     /// Measure judge latency, many concurrent releases, and ledger appends; prints a table.
     Bench(bench::BenchArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `backstop man > backstop.1`.
+    Man,
 }
 
 /// A failure with its exit code.
@@ -157,6 +164,12 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    // Generated from the command definition alone: no configuration is read.
+    match cli.command {
+        Command::Completions { shell } => return misc::completions::<Cli>(shell),
+        Command::Man => return misc::man::<Cli>(),
+        _ => {}
+    }
     for name in backstop::config::ignored_env_names() {
         let _ = writeln!(
             std::io::stderr(),
@@ -187,6 +200,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Schema { what } => misc::schema(what),
         Command::Corpus(a) => misc::corpus(a),
         Command::Bench(a) => bench::run(a, &settings).await,
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -380,3 +380,34 @@ fn advise_plans_without_an_executor_secret_and_watch_needs_it() {
         .code(2)
         .stderr(predicate::str::contains("BACKSTOP_TEST_UNSET_SECRET"));
 }
+
+/// Completions and the man page come from the command definition: every
+/// subcommand is in them, bash accepts the script, and a broken
+/// `backstop.toml` in the working directory does not stop them.
+#[test]
+fn completions_and_the_man_page_name_every_command_without_reading_configuration() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("backstop.toml"), "this is not = = toml").unwrap();
+    let run = |args: &[&str]| {
+        let out = backstop().current_dir(d.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    let zsh = run(&["completions", "zsh"]);
+    let fish = run(&["completions", "fish"]);
+    let man = run(&["man"]);
+    assert!(zsh.starts_with("#compdef backstop"), "{zsh}");
+    assert!(man.contains(".TH backstop 1"), "{man}");
+    for sub in ["watch", "advise", "agent", "revisions", "completions"] {
+        for (name, text) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish), ("man", &man)] {
+            assert!(text.contains(sub), "{name} lacks `{sub}`");
+        }
+    }
+    let script = d.path().join("backstop.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let check = std::process::Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    let bad = backstop().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "an unknown shell is a usage error");
+}
