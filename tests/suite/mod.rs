@@ -1,3 +1,4 @@
+mod action;
 mod adversarial;
 mod agent;
 mod approvals;
