@@ -19,6 +19,8 @@ command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # The VictoriaMetrics source is tested against a real single-node VictoriaMetrics.
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+# The InfluxDB source is tested against a real InfluxDB 1.x.
+command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 # The systemd unit in deploy/ is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # The PostgreSQL TLS test makes its certificates with openssl.

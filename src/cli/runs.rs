@@ -153,9 +153,9 @@ fn in_window(
     started_ms: i64,
     w: &PastWindow,
 ) -> Result<Prepared, Failure> {
-    if cfg.source.prometheus_api().is_none() {
+    if !cfg.source.reads_the_past() {
         return Err(Failure::usage(format!(
-            "--from judges a past window of a Prometheus or VictoriaMetrics source; release {} replays recorded data (drop --from)",
+            "--from judges a past window of a Prometheus, VictoriaMetrics or InfluxDB source; release {} replays recorded data (drop --from)",
             cfg.name
         )));
     }

@@ -5,6 +5,7 @@
 //! a source only ever returns samples whose interval ended at or before the
 //! time it was asked about, so no judge can see the future.
 
+mod influx;
 mod kubernetes;
 mod ml;
 mod prom_ml;
@@ -19,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use influx::{InfluxConfig, InfluxSource};
 pub use kubernetes::{PodSignalsConfig, WithPodSignals};
 pub use ml::{
     Counts, DistributionSeries, DistributionSpec, DriftKind, LabelSeries, LabelSpec, ModelSignals, Outcomes, Task,

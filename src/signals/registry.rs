@@ -27,6 +27,9 @@ pub enum SourceConfig {
     /// API (single-node `url = "http://vm:8428"`, cluster `…/select/0/prometheus`).
     #[serde(rename = "victoriametrics")]
     VictoriaMetrics(super::PrometheusConfig),
+    /// InfluxQL queries against InfluxDB 1.x (`GET /query`).
+    #[serde(rename = "influxdb")]
+    InfluxDb(super::InfluxConfig),
 }
 
 impl SourceConfig {
@@ -39,6 +42,7 @@ impl SourceConfig {
             SourceConfig::Scenario { .. } => Ok(()),
             SourceConfig::Simulator(sim) => sim.validate(),
             SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => p.validate(),
+            SourceConfig::InfluxDb(i) => i.validate(),
         }
     }
 
@@ -46,7 +50,15 @@ impl SourceConfig {
     pub fn prometheus_api(&self) -> Option<&super::PrometheusConfig> {
         match self {
             SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => Some(p),
-            SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) => None,
+            SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) | SourceConfig::InfluxDb(_) => None,
+        }
+    }
+
+    /// Whether it reads a live backend, so a past window (`advise --from`) can be judged.
+    pub fn reads_the_past(&self) -> bool {
+        match self {
+            SourceConfig::Prometheus(_) | SourceConfig::VictoriaMetrics(_) | SourceConfig::InfluxDb(_) => true,
+            SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) => false,
         }
     }
 }
@@ -109,24 +121,43 @@ pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource
                 known_onset_s: sim.fault.as_ref().map(|f| f.onset_s),
             })
         }
-        SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => Ok(BuiltSource {
-            metrics: p
-                .metrics
-                .iter()
-                .map(|m| super::MetricSpec {
-                    name: m.name.clone(),
-                    unit: m.unit.clone(),
-                    bad_direction: m.bad_direction,
-                })
-                .collect(),
-            source: Arc::new(super::PrometheusSource::starting_at(p.clone(), start_unix_s)?.speaking(match cfg {
-                SourceConfig::VictoriaMetrics(_) => super::prometheus::PromApi::VictoriaMetrics,
-                _ => super::prometheus::PromApi::Prometheus,
-            })),
+        SourceConfig::Prometheus(p) => prometheus_api(p, super::prometheus::PromApi::Prometheus, start_unix_s),
+        SourceConfig::VictoriaMetrics(p) => {
+            prometheus_api(p, super::prometheus::PromApi::VictoriaMetrics, start_unix_s)
+        }
+        SourceConfig::InfluxDb(i) => Ok(BuiltSource {
+            metrics: specs(&i.metrics),
+            source: Arc::new(super::InfluxSource::starting_at(i.clone(), start_unix_s)?),
             simulator: None,
-            step_s: p.step_s,
-            duration_s: p.duration_s,
+            step_s: i.step_s,
+            duration_s: i.duration_s,
             known_onset_s: None,
         }),
     }
+}
+
+/// A source read through the Prometheus query API of `api`.
+fn prometheus_api(
+    p: &super::PrometheusConfig,
+    api: super::prometheus::PromApi,
+    start_unix_s: f64,
+) -> Result<BuiltSource, SourceError> {
+    Ok(BuiltSource {
+        metrics: specs(&p.metrics),
+        source: Arc::new(super::PrometheusSource::starting_at(p.clone(), start_unix_s)?.speaking(api)),
+        simulator: None,
+        step_s: p.step_s,
+        duration_s: p.duration_s,
+        known_onset_s: None,
+    })
+}
+
+/// What configured query metrics report.
+fn specs(metrics: &[super::PromMetric]) -> Vec<super::MetricSpec> {
+    let spec = |m: &super::PromMetric| super::MetricSpec {
+        name: m.name.clone(),
+        unit: m.unit.clone(),
+        bad_direction: m.bad_direction,
+    };
+    metrics.iter().map(spec).collect()
 }

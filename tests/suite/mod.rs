@@ -12,6 +12,7 @@ mod deploy;
 mod e2e;
 mod guards;
 mod haproxy;
+mod influx;
 mod interop;
 mod judging;
 mod kubernetes;

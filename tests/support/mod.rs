@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod haproxy;
+pub mod influx;
 pub mod llama;
 pub mod mlflow;
 pub mod openai;
@@ -64,3 +65,22 @@ pub const BAD_SCENARIO: &str =
 /// A recorded healthy release: promoted.
 pub const GOOD_SCENARIO: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scenarios/holdout/holdout-good-healthy-000.json");
+
+/// Wait until `GET path` on loopback `port` answers a status line starting
+/// with `status` (`"HTTP/1.1 200"`), or fail naming `what`.
+pub fn wait_http(port: u16, path: &str, status: &str, what: &str) {
+    let ready = || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            b.starts_with(status)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not become ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -2,7 +2,6 @@
 //! on a free loopback port, with data the test writes through its import API.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct Victoria {
     child: Child,
@@ -23,20 +22,7 @@ impl Victoria {
             .spawn()
             .expect("victoria-metrics is installed by scripts/test.sh");
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ready = || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-                use std::io::{Read, Write};
-                let _ = write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut b = String::new();
-                let _ = s.read_to_string(&mut b);
-                b.starts_with("HTTP/1.1 200")
-            })
-        };
-        while !ready() {
-            assert!(Instant::now() < deadline, "victoria-metrics did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::support::wait_http(port, "/health", "HTTP/1.1 200", "victoria-metrics");
         Victoria { child, _dir: dir, url }
     }
 
