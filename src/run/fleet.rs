@@ -348,34 +348,37 @@ impl Runtime {
     pub async fn fleets_now(&self) -> Result<Vec<FleetNow>, LedgerError> {
         let mut out = Vec::new();
         for plan in self.settings.fleet_plans().unwrap_or_default() {
-            let cfgs: Vec<_> = plan.waves.iter().flatten().map(|&i| self.settings.releases[i].clone()).collect();
-            let mut members = Vec::new();
-            for cfg in &cfgs {
-                let id = crate::release::release_id(cfg);
-                let (release, _) = state_of(self, &id).await?;
-                let (revert, _) = state_of(self, &revert_id(&id)).await?;
-                members.push(Member { release, revert });
-            }
-            let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
-            let targets: Vec<String> = cfgs.iter().map(|c| c.target.clone()).collect();
-            let waves = member_waves(&plan);
-            let now = fleet_next(&waves, &plan.bake_ms, &members, &names, self.agent.clock.now_ms());
-            let (end, phase, wave) = match now {
-                FleetNext::Done(FleetEnd::Promoted) => (Some(FleetEnd::Promoted), FleetPhase::Promoted, None),
-                FleetNext::Done(FleetEnd::Stopped { failed_wave, why }) => {
-                    (Some(FleetEnd::Stopped { failed_wave, why }), FleetPhase::Stopped, Some(failed_wave + 1))
-                }
-                FleetNext::Run { wave } => (None, FleetPhase::Running, Some(wave + 1)),
-                FleetNext::Bake { wave, .. } => (None, FleetPhase::Baking, Some(wave + 1)),
-                FleetNext::Revert { .. } => (None, FleetPhase::Reverting, None),
-            };
-            let views = member_views(&names, &targets, &waves, members);
-            let outcome = FleetOutcome { name: plan.name.clone(), end, members: views, ran: vec![] };
-            let (revision, service) =
-                cfgs.first().map(|c| (c.candidate_revision.clone(), c.service.clone())).unwrap_or_default();
-            out.push(FleetNow { outcome, phase, wave, revision, service });
+            out.push(self.fleet_now(&plan).await?);
         }
         Ok(out)
+    }
+
+    /// Fleet `plan` as the ledger shows it now (two queries per member).
+    pub async fn fleet_now(&self, plan: &FleetPlan) -> Result<FleetNow, LedgerError> {
+        let cfgs: Vec<_> = plan.waves.iter().flatten().map(|&i| self.settings.releases[i].clone()).collect();
+        let mut members = Vec::new();
+        for cfg in &cfgs {
+            let id = crate::release::release_id(cfg);
+            let (release, _) = state_of(self, &id).await?;
+            let (revert, _) = state_of(self, &revert_id(&id)).await?;
+            members.push(Member { release, revert });
+        }
+        let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
+        let targets: Vec<String> = cfgs.iter().map(|c| c.target.clone()).collect();
+        let waves = member_waves(plan);
+        let now = fleet_next(&waves, &plan.bake_ms, &members, &names, self.agent.clock.now_ms());
+        let (end, phase, wave) = match now {
+            FleetNext::Done(FleetEnd::Promoted) => (Some(FleetEnd::Promoted), FleetPhase::Promoted, None),
+            FleetNext::Done(FleetEnd::Stopped { failed_wave, why }) => {
+                (Some(FleetEnd::Stopped { failed_wave, why }), FleetPhase::Stopped, Some(failed_wave + 1))
+            }
+            FleetNext::Run { wave } => (None, FleetPhase::Running, Some(wave + 1)),
+            FleetNext::Bake { wave, .. } => (None, FleetPhase::Baking, Some(wave + 1)),
+            FleetNext::Revert { .. } => (None, FleetPhase::Reverting, None),
+        };
+        let views = member_views(&names, &targets, &waves, members);
+        let outcome = FleetOutcome { name: plan.name.clone(), end, members: views, ran: vec![] };
+        Ok(FleetNow { outcome, phase, wave, revision: plan.candidate_revision.clone(), service: plan.service.clone() })
     }
 
     /// Every member's state, and the facts each member last started with.

@@ -8,7 +8,9 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 
 use super::{Contract, GateState};
+use crate::ledger::LedgerError;
 use crate::orchestrator::fleet::MemberState;
+use crate::release::FleetPlan;
 use crate::run::fleet::FleetNow;
 use crate::run::gate::{FleetGateView, FleetOverride, GateVerdict, GateView, ended_verdict, fleet_member_verdict};
 
@@ -20,28 +22,18 @@ pub(super) enum FleetPart {
     Member(FleetNow, usize),
 }
 
-/// Whether `name` is a configured fleet or one of its members; `None`: neither
-/// (no ledger read then). `Err`: it is, but the ledger could not be read.
-pub(super) async fn fleet_part(g: &GateState, name: &str) -> Option<Result<FleetPart, String>> {
-    let agent = g.agent.as_ref()?;
-    let rt = agent.runtime();
+/// Whether `name` is a configured fleet or one of its members; `None`:
+/// neither (no ledger read then). Only that fleet is read from the ledger.
+pub(super) async fn fleet_part(g: &GateState, name: &str) -> Option<Result<FleetPart, LedgerError>> {
+    let rt = g.agent.as_ref()?.runtime();
     let plans = rt.settings.fleet_plans().unwrap_or_default();
-    let is_member =
-        |p: &crate::release::FleetPlan| p.waves.iter().flatten().any(|&i| rt.settings.releases[i].name == name);
-    if !plans.iter().any(|p| p.name == name || is_member(p)) {
-        return None;
-    }
-    let fleets = match rt.fleets_now().await {
-        Ok(f) => f,
-        Err(e) => return Some(Err(crate::error::chain(&e))),
-    };
-    fleets.into_iter().find_map(|f| {
-        if f.outcome.name == name {
-            return Some(Ok(FleetPart::Whole(f)));
-        }
-        let m = f.outcome.members.iter().position(|m| m.name == name)?;
-        Some(Ok(FleetPart::Member(f, m)))
-    })
+    let member = |p: &FleetPlan| p.waves.iter().flatten().position(|&i| rt.settings.releases[i].name == name);
+    let (plan, m) =
+        plans.iter().find_map(|p| if p.name == name { Some((p, None)) } else { member(p).map(|m| (p, Some(m))) })?;
+    Some(rt.fleet_now(plan).await.map(|f| match m {
+        None => FleetPart::Whole(f),
+        Some(m) => FleetPart::Member(f, m),
+    }))
 }
 
 /// What a person reads for `o`.
@@ -89,7 +81,8 @@ pub(super) fn whole(f: &FleetNow, asked: Option<&str>, contract: Contract) -> Re
 }
 
 /// The ledger could not be read: a pause, saying why.
-pub(super) fn unreadable(name: &str, why: String, contract: Contract) -> Response {
+pub(super) fn unreadable(name: &str, why: &LedgerError, contract: Contract) -> Response {
+    let why = crate::error::chain(why);
     let summary = format!("the ledger cannot be read, so fleet {name} cannot be answered for: pausing; {why}");
     let view = GateView::untouched(name, "", GateVerdict::Inconclusive, summary);
     (contract.status(GateVerdict::Inconclusive), Json(view)).into_response()

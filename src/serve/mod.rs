@@ -176,7 +176,7 @@ async fn gate(
             }
             return (contract.status(view.verdict), Json(view)).into_response();
         }
-        Some(Err(why)) => return fleet_gate::unreadable(&release, why, contract),
+        Some(Err(why)) => return fleet_gate::unreadable(&release, &why, contract),
         None => {}
     }
     let Some(judged) = g.board.get(&release) else {
