@@ -5,9 +5,13 @@
 //! a source only ever returns samples whose interval ended at or before the
 //! time it was asked about, so no judge can see the future.
 
+mod cloudwatch;
+mod datadog;
 mod influx;
 mod kubernetes;
+pub mod metric_api;
 mod ml;
+mod newrelic;
 mod prom_ml;
 mod prometheus;
 mod registry;
@@ -20,11 +24,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use influx::{InfluxConfig, InfluxSource};
+pub use cloudwatch::CloudWatchConfig;
+pub use datadog::DatadogConfig;
+pub use influx::InfluxConfig;
 pub use kubernetes::{PodSignalsConfig, WithPodSignals};
+pub use metric_api::ApiSource;
 pub use ml::{
     Counts, DistributionSeries, DistributionSpec, DriftKind, LabelSeries, LabelSpec, ModelSignals, Outcomes, Task,
 };
+pub use newrelic::NewRelicConfig;
 pub use prom_ml::{PromDistribution, PromLabels};
 pub(crate) use prometheus::Credential;
 pub use prometheus::{

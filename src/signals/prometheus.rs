@@ -120,36 +120,13 @@ pub enum WindowKind {
 impl PrometheusConfig {
     /// What the baseline series will be, for the judge.
     pub fn baseline_kind(&self) -> super::BaselineKind {
-        match &self.baseline {
-            PromBaseline::Label(_) => super::BaselineKind::Concurrent,
-            PromBaseline::Window(w) if w.kind == WindowKind::Preceding => super::BaselineKind::Preceding,
-            PromBaseline::Window(_) => super::BaselineKind::Seasonal,
-        }
+        baseline_kind_of(&self.baseline)
     }
 
     /// Seconds the baseline's range lies before the canary's (0 for a label);
     /// an error naming the field for an offset that cannot be one.
     pub fn baseline_offset_s(&self) -> Result<u64, FieldError> {
-        let PromBaseline::Window(w) = &self.baseline else { return Ok(0) };
-        let expected = || {
-            FieldError::of(
-                "baseline.offset".to_string(),
-                format!(
-                    "a duration such as `30m`, `1d` or `1w`, at least the analysis window ({}s) so the two windows do not overlap{}",
-                    self.duration_s,
-                    if w.kind == WindowKind::Seasonal { "; `seasonal` needs one" } else { "" }
-                ),
-            )
-        };
-        let seconds = match (&w.offset, w.kind) {
-            (None, WindowKind::Preceding) => self.duration_s,
-            (None, WindowKind::Seasonal) => return Err(expected()),
-            (Some(text), _) => prometheus_duration(text).ok_or_else(expected)?,
-        };
-        if seconds < self.duration_s {
-            return Err(expected());
-        }
-        Ok(seconds)
+        baseline_offset_of(&self.baseline, self.duration_s)
     }
 
     /// Check the source's fields; `Err(FieldError::of(field, expected))`.
@@ -166,6 +143,40 @@ impl PrometheusConfig {
         }
         self.baseline_offset_s().map(|_| ())
     }
+}
+
+/// What a baseline's series will be, for the judge.
+pub(crate) fn baseline_kind_of(baseline: &PromBaseline) -> super::BaselineKind {
+    match baseline {
+        PromBaseline::Label(_) => super::BaselineKind::Concurrent,
+        PromBaseline::Window(w) if w.kind == WindowKind::Preceding => super::BaselineKind::Preceding,
+        PromBaseline::Window(_) => super::BaselineKind::Seasonal,
+    }
+}
+
+/// Seconds a baseline's range lies before the canary's (0 for a label), for
+/// an analysis window of `duration_s`; an error naming the field for an
+/// offset that cannot be one.
+pub(crate) fn baseline_offset_of(baseline: &PromBaseline, duration_s: u64) -> Result<u64, FieldError> {
+    let PromBaseline::Window(w) = baseline else { return Ok(0) };
+    let expected = || {
+        FieldError::of(
+            "baseline.offset".to_string(),
+            format!(
+                "a duration such as `30m`, `1d` or `1w`, at least the analysis window ({duration_s}s) so the two windows do not overlap{}",
+                if w.kind == WindowKind::Seasonal { "; `seasonal` needs one" } else { "" }
+            ),
+        )
+    };
+    let seconds = match (&w.offset, w.kind) {
+        (None, WindowKind::Preceding) => duration_s,
+        (None, WindowKind::Seasonal) => return Err(expected()),
+        (Some(text), _) => prometheus_duration(text).ok_or_else(expected)?,
+    };
+    if seconds < duration_s {
+        return Err(expected());
+    }
+    Ok(seconds)
 }
 
 /// Seconds in a Prometheus duration (`1d`, `1h30m`, `90s`, `1w`); jiff parses
@@ -202,9 +213,9 @@ impl PromAuth {
             crate::secret::from_env(name).map_err(|_| UnsetVariable { field, var: name.to_string() })
         };
         Ok(match self {
-            PromAuth::Bearer { token_env } => Credential::Bearer(var(token_env, "token_env")?),
+            PromAuth::Bearer { token_env } => Credential::Bearer(var(token_env, "auth.token_env")?),
             PromAuth::Basic { username, password_env } => {
-                Credential::Basic(username.clone(), var(password_env, "password_env")?)
+                Credential::Basic(username.clone(), var(password_env, "auth.password_env")?)
             }
         })
     }
@@ -212,9 +223,9 @@ impl PromAuth {
 
 /// A credential's variable is not set.
 #[derive(Debug, thiserror::Error)]
-#[error("field `auth.{field}`: variable `{var}` is not set")]
+#[error("field `{field}`: variable `{var}` is not set")]
 pub struct UnsetVariable {
-    /// The setting naming the variable.
+    /// The setting naming the variable (`auth.token_env`).
     pub field: &'static str,
     /// The variable.
     pub var: String,

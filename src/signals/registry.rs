@@ -30,6 +30,14 @@ pub enum SourceConfig {
     /// InfluxQL queries against InfluxDB 1.x (`GET /query`).
     #[serde(rename = "influxdb")]
     InfluxDb(super::InfluxConfig),
+    /// Datadog metric queries (`GET /api/v1/query`).
+    Datadog(super::DatadogConfig),
+    /// NRQL queries through New Relic's NerdGraph.
+    #[serde(rename = "newrelic")]
+    NewRelic(super::NewRelicConfig),
+    /// Metric-math or Metrics Insights expressions through Amazon CloudWatch's `GetMetricData`.
+    #[serde(rename = "cloudwatch")]
+    CloudWatch(super::CloudWatchConfig),
 }
 
 impl SourceConfig {
@@ -43,6 +51,9 @@ impl SourceConfig {
             SourceConfig::Simulator(sim) => sim.validate(),
             SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => p.validate(),
             SourceConfig::InfluxDb(i) => i.validate(),
+            SourceConfig::Datadog(d) => d.validate(),
+            SourceConfig::NewRelic(n) => n.validate(),
+            SourceConfig::CloudWatch(c) => c.validate(),
         }
     }
 
@@ -50,14 +61,24 @@ impl SourceConfig {
     pub fn prometheus_api(&self) -> Option<&super::PrometheusConfig> {
         match self {
             SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => Some(p),
-            SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) | SourceConfig::InfluxDb(_) => None,
+            SourceConfig::Scenario { .. }
+            | SourceConfig::Simulator(_)
+            | SourceConfig::InfluxDb(_)
+            | SourceConfig::Datadog(_)
+            | SourceConfig::NewRelic(_)
+            | SourceConfig::CloudWatch(_) => None,
         }
     }
 
     /// Whether it reads a live backend, so a past window (`advise --from`) can be judged.
     pub fn reads_the_past(&self) -> bool {
         match self {
-            SourceConfig::Prometheus(_) | SourceConfig::VictoriaMetrics(_) | SourceConfig::InfluxDb(_) => true,
+            SourceConfig::Prometheus(_)
+            | SourceConfig::VictoriaMetrics(_)
+            | SourceConfig::InfluxDb(_)
+            | SourceConfig::Datadog(_)
+            | SourceConfig::NewRelic(_)
+            | SourceConfig::CloudWatch(_) => true,
             SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) => false,
         }
     }
@@ -125,14 +146,22 @@ pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource
         SourceConfig::VictoriaMetrics(p) => {
             prometheus_api(p, super::prometheus::PromApi::VictoriaMetrics, start_unix_s)
         }
-        SourceConfig::InfluxDb(i) => Ok(BuiltSource {
-            metrics: specs(&i.metrics),
-            source: Arc::new(super::InfluxSource::starting_at(i.clone(), start_unix_s)?),
-            simulator: None,
-            step_s: i.step_s,
-            duration_s: i.duration_s,
-            known_onset_s: None,
-        }),
+        SourceConfig::InfluxDb(i) => Ok(metric_api(i.source(start_unix_s)?, i.shared())),
+        SourceConfig::Datadog(d) => Ok(metric_api(d.source(start_unix_s)?, d.shared())),
+        SourceConfig::NewRelic(n) => Ok(metric_api(n.source(start_unix_s)?, n.shared())),
+        SourceConfig::CloudWatch(c) => Ok(metric_api(c.source(start_unix_s)?, c.shared())),
+    }
+}
+
+/// A source read through one of the metric APIs of [`super::metric_api`].
+fn metric_api(source: Box<dyn SignalSource>, shared: super::metric_api::Shared) -> BuiltSource {
+    BuiltSource {
+        metrics: specs(&shared.metrics),
+        source: Arc::from(source),
+        simulator: None,
+        step_s: shared.step_s,
+        duration_s: shared.duration_s,
+        known_onset_s: None,
     }
 }
 

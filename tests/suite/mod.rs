@@ -26,6 +26,7 @@ mod parsers;
 mod prometheus;
 mod victoria;
 mod report;
+mod saas;
 mod secrets;
 mod security;
 mod slack;

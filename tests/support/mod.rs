@@ -1,6 +1,7 @@
 //! Test support: real services started on loopback ports the tests choose.
 
 pub mod agents;
+pub mod cloudwatch;
 pub mod haproxy;
 pub mod influx;
 pub mod llama;
@@ -8,6 +9,7 @@ pub mod mlflow;
 pub mod openai;
 pub mod pg;
 pub mod prometheus;
+pub mod saas;
 pub mod victoria;
 pub mod slack;
 

@@ -1,0 +1,250 @@
+//! Datadog and New Relic sources against local servers speaking their
+//! documented wire formats (tests/support/saas.rs): data written by the
+//! test, a canary that fails judged as one (Datadog beside a stable
+//! version, New Relic against the same window a day earlier), keys from the
+//! environment that no output shows, a wrong key or account and a refused
+//! query named by `config check`, and a service that is down holds.
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+use crate::support::saas::{DD_API_KEY, DD_APP_KEY, FakeSaas, NR_ACCOUNT, NR_KEY};
+
+/// `t0` onwards every 10 s for 20 minutes: 1 %, rising to 20 % from 300 s when `fails`; one null at 50 s.
+fn points(t0: i64, fails: bool) -> Vec<(i64, Option<f64>)> {
+    (0..=120i64)
+        .map(|k| {
+            let v = if fails && k * 10 >= 300 { 0.2 } else { 0.01 };
+            (t0 + k * 10, (k != 5).then_some(v))
+        })
+        .collect()
+}
+
+fn write(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    let cfg = dir.join(name);
+    std::fs::write(&cfg, crate::support::release_toml("haproxy/checkout", source, None)).unwrap();
+    cfg
+}
+
+/// backstop with the given environment: (exit code, stdout + stderr).
+fn backstop(
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let mut cmd = Command::cargo_bin("backstop").unwrap();
+    cmd.env_remove("BACKSTOP_CONFIG").env("XDG_DATA_HOME", dir).args(["--config", cfg.to_str().unwrap()]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.timeout(Duration::from_secs(120)).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+fn report(text: &str) -> serde_json::Value {
+    let json = &text[text.find('{').unwrap_or_else(|| panic!("{text}"))..];
+    serde_json::Deserializer::from_str(json).into_iter().next().unwrap().unwrap()
+}
+
+fn datadog(url: &str, query: &str) -> String {
+    format!(
+        r#"{{ kind = "datadog", url = "{url}", api_key_env = "T_DD_API", app_key_env = "T_DD_APP", baseline = "stable", canary = "canary", step_s = 10, duration_s = 600, timeout_s = 5, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "{query}" }}] }}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_judged_from_datadogs_api_and_its_keys_never_show() {
+    let saas = FakeSaas::start().await;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
+    saas.add("version:stable", points(t0, false));
+    saas.add("version:canary", points(t0, true));
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("backstop")).unwrap();
+    let query = "avg:errors.ratio{service:checkout,version:{{ side }}}.rollup(avg, {{ step }})";
+    let cfg = write(d.path(), "dd.toml", &datadog(&saas.url, query));
+    let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
+    let ledger = d.path().join("l.db").display().to_string();
+    let mut seen = String::new();
+
+    let (code, out) = backstop(&cfg, d.path(), &keys, &["config", "check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("datadog http://127.0.0.1") && out.contains("Datadog took the API key"), "{out}");
+    seen += &out;
+
+    let window = [t0.to_string(), (t0 + 600).to_string()];
+    let advise = ["advise", "--format", "json", "--ledger", &ledger, "--from", &window[0], "--to", &window[1]];
+    let (code, out) = backstop(&cfg, d.path(), &keys, &advise);
+    assert_eq!(code, Some(0), "{out}");
+    let r = report(&out);
+    assert_eq!(r["recommendation"], "rollback", "{r}");
+    assert!(r["decided_at_s"].as_u64().unwrap() >= 300, "not before the fault: {r}");
+    seen += &out;
+    let asked = saas.asked();
+    assert!(asked.iter().any(|(q, from, _)| q.contains("version:canary") && *from == t0), "{asked:?}");
+    assert!(asked.iter().all(|(q, _, _)| q.ends_with(".rollup(avg, 10)")), "{asked:?}");
+
+    // A wrong application key: the check fails on Datadog's 403, naming neither key.
+    let wrong = [("T_DD_API", DD_API_KEY), ("T_DD_APP", "not-the-key")];
+    let (code, out) =
+        backstop(&cfg, d.path(), &wrong, &["advise", "--format", "json", "--from", &window[0], "--to", &window[1]]);
+    assert_eq!(report(&out)["recommendation"], "hold", "a refused key holds: {out} {code:?}");
+    seen += &out;
+    // A key variable that is not set is named before anything runs.
+    let (code, out) = backstop(&cfg, d.path(), &[("T_DD_API", DD_API_KEY)], &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("app_key_env") && out.contains("T_DD_APP"), "{out}");
+
+    // A query Datadog cannot parse: config check names the metric and Datadog's words.
+    let broken = write(d.path(), "dd-bad.toml", &datadog(&saas.url, "errors.ratio{version:{{ side }}}"));
+    let (code, out) = backstop(&broken, d.path(), &keys, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("refuses the query of `errors`") && out.contains("Error parsing query"), "{out}");
+    seen += &out;
+
+    saas.set_down(true);
+    let (_, out) = backstop(&cfg, d.path(), &keys, &advise);
+    let r = report(&out);
+    assert_eq!(r["recommendation"], "hold", "Datadog down holds, never passes: {r}");
+    assert!(r["headline"].as_str().unwrap().contains("signal source `datadog http://127.0.0.1"), "{r}");
+    seen += &out;
+    assert!(!seen.contains(DD_API_KEY) && !seen.contains(DD_APP_KEY), "a key was shown: {seen}");
+}
+
+fn newrelic(url: &str, account: u64, query: &str) -> String {
+    format!(
+        r#"{{ kind = "newrelic", url = "{url}/graphql", account_id = {account}, api_key_env = "T_NR_KEY", baseline = {{ kind = "seasonal", offset = "1d" }}, canary = "checkout", step_s = 10, duration_s = 600, timeout_s = 5, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "{query}" }}] }}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_release_is_judged_from_new_relic_against_the_day_before() {
+    let saas = FakeSaas::start().await;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
+    let mut both_days = points(t0 - 86_400, false);
+    both_days.extend(points(t0, true));
+    saas.add("'checkout'", both_days);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("backstop")).unwrap();
+    let query = "SELECT average(ratio) AS value FROM Errors WHERE appName = '{{ side }}' {{ time_filter }} TIMESERIES {{ step }}";
+    let cfg = write(d.path(), "nr.toml", &newrelic(&saas.url, NR_ACCOUNT, query));
+    let key = [("T_NR_KEY", NR_KEY)];
+
+    let (code, out) = backstop(&cfg, d.path(), &key, &["config", "check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("New Relic account {NR_ACCOUNT} (Checkout Team)")), "{out}");
+
+    let ledger = d.path().join("l.db").display().to_string();
+    let window = [t0.to_string(), (t0 + 600).to_string()];
+    let advise = ["advise", "--format", "json", "--ledger", &ledger, "--from", &window[0], "--to", &window[1]];
+    let (code, out) = backstop(&cfg, d.path(), &key, &advise);
+    assert_eq!(code, Some(0), "{out}");
+    let r = report(&out);
+    assert_eq!(r["recommendation"], "rollback", "{r}");
+    assert!(r["decided_at_s"].as_u64().unwrap() >= 300, "not before the fault: {r}");
+    let asked = saas.asked();
+    assert!(asked.iter().any(|(_, from, to)| *from == t0 - 86_400 && *to == t0 - 86_400 + 600), "{asked:?}");
+    assert!(!out.contains(NR_KEY));
+
+    // An account the key cannot read, a wrong key: the check fails and says why.
+    let other = write(d.path(), "nr-other.toml", &newrelic(&saas.url, 7, query));
+    let (code, out) = backstop(&other, d.path(), &key, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("Not authorized to access this account"), "{out}");
+    let (code, out) = backstop(&cfg, d.path(), &[("T_NR_KEY", "NRAK-WRONG")], &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("401") && !out.contains("NRAK-WRONG"), "{out}");
+
+    // NRQL New Relic cannot parse: named by config check, with New Relic's words.
+    let bad = "SELEC average(ratio) FROM Errors WHERE appName = '{{ side }}' {{ time_filter }} TIMESERIES {{ step }}";
+    let broken = write(d.path(), "nr-bad.toml", &newrelic(&saas.url, NR_ACCOUNT, bad));
+    let (code, out) = backstop(&broken, d.path(), &key, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("refuses the query of `errors`") && out.contains("NRQL Syntax Error"), "{out}");
+
+    saas.set_down(true);
+    let (_, out) = backstop(&cfg, d.path(), &key, &advise);
+    assert_eq!(report(&out)["recommendation"], "hold", "New Relic down holds: {out}");
+}
+
+#[test]
+fn an_nrql_template_without_its_range_or_step_is_refused_naming_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let q = "SELECT average(ratio) FROM Errors WHERE appName = '{{ side }}' TIMESERIES {{ step }}";
+    let cfg = write(d.path(), "nr.toml", &newrelic("http://127.0.0.1:1", NR_ACCOUNT, q));
+    let (code, out) = backstop(&cfg, d.path(), &[("T_NR_KEY", NR_KEY)], &["watch", "--pace-ms", "0"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("metrics[0].query") && out.contains("{{ time_filter }}"), "{out}");
+    let cfg = write(
+        d.path(),
+        "nr0.toml",
+        &newrelic("http://127.0.0.1:1", 0, &q.replace("TIMESERIES", "{{ time_filter }} TIMESERIES")),
+    );
+    let (code, out) = backstop(&cfg, d.path(), &[("T_NR_KEY", NR_KEY)], &["watch", "--pace-ms", "0"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("account_id"), "{out}");
+}
+
+fn cloudwatch(url: &str, step_s: u32, query: &str) -> String {
+    format!(
+        r#"{{ kind = "cloudwatch", region = "eu-west-1", url = "{url}", access_key_id_env = "T_AWS_ID", secret_access_key_env = "T_AWS_SECRET", session_token_env = "T_AWS_TOKEN", baseline = "stable", canary = "canary", step_s = {step_s}, duration_s = 600, timeout_s = 5, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "{query}" }}] }}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_judged_from_cloudwatch_with_signed_requests() {
+    use crate::support::cloudwatch::{KEY_ID, SECRET};
+    let cw = FakeSaas::start().await;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
+    cw.add("'stable'", points(t0, false));
+    cw.add("'canary'", points(t0, true));
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("backstop")).unwrap();
+    let query = r#"SELECT AVG(ErrorRatio) FROM SCHEMA(\"Checkout\", Version) WHERE Version = '{{ side }}'"#;
+    let cfg = write(d.path(), "cw.toml", &cloudwatch(&cw.url, 10, query));
+    let creds = [("T_AWS_ID", KEY_ID), ("T_AWS_SECRET", SECRET)];
+
+    let (code, out) = backstop(&cfg, d.path(), &creds, &["config", "check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("CloudWatch in eu-west-1 took the signed request"), "{out}");
+
+    let ledger = d.path().join("l.db").display().to_string();
+    let window = [t0.to_string(), (t0 + 600).to_string()];
+    let advise = ["advise", "--format", "json", "--ledger", &ledger, "--from", &window[0], "--to", &window[1]];
+    let (code, out) = backstop(&cfg, d.path(), &creds, &advise);
+    assert_eq!(code, Some(0), "{out}");
+    let r = report(&out);
+    assert_eq!(r["recommendation"], "rollback", "{r}");
+    assert!(r["decided_at_s"].as_u64().unwrap() >= 300, "not before the fault: {r}");
+    let asked = cw.asked();
+    let canary = |(q, from, _): &(String, i64, i64)| q.contains("'canary'") && q.ends_with("period=10") && *from == t0;
+    assert!(asked.iter().any(canary), "{asked:?}");
+    assert!(!out.contains(SECRET));
+
+    // A wrong secret: CloudWatch's SignatureDoesNotMatch fails the check and holds a judgement.
+    let wrong = [("T_AWS_ID", KEY_ID), ("T_AWS_SECRET", "not-the-secret-key")];
+    let (code, out) = backstop(&cfg, d.path(), &wrong, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("SignatureDoesNotMatch") && !out.contains("not-the-secret-key"), "{out}");
+    let (_, out) =
+        backstop(&cfg, d.path(), &wrong, &["advise", "--format", "json", "--from", &window[0], "--to", &window[1]]);
+    assert_eq!(report(&out)["recommendation"], "hold", "{out}");
+
+    // An expression CloudWatch refuses; a step CloudWatch has no period for.
+    let broken = write(d.path(), "cw-bad.toml", &cloudwatch(&cw.url, 10, "AVG(ErrorRatio) WHERE '{{ side }}'"));
+    let (code, out) = backstop(&broken, d.path(), &creds, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("refuses the query of `errors`") && out.contains("InvalidParameterValue"), "{out}");
+    let odd = write(d.path(), "cw-step.toml", &cloudwatch(&cw.url, 15, query));
+    let (code, out) = backstop(&odd, d.path(), &creds, &["watch", "--pace-ms", "0"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("step_s") && out.contains("a CloudWatch period"), "{out}");
+
+    cw.set_down(true);
+    let (_, out) = backstop(&cfg, d.path(), &creds, &advise);
+    let r = report(&out);
+    assert_eq!(r["recommendation"], "hold", "CloudWatch down holds: {r}");
+    assert!(r["headline"].as_str().unwrap().contains("signal source `cloudwatch http://127.0.0.1"), "{r}");
+}

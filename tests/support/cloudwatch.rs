@@ -1,0 +1,147 @@
+//! The part of the fake metric APIs (tests/support/saas.rs) speaking Amazon CloudWatch's Query API as its API
+//! reference documents it: a form POST with `Action` and `Version`,
+//! Signature Version 4 in `Authorization`, answers in XML
+//! (`GetMetricDataResponse`, `ListMetricsResponse`, `ErrorResponse` with
+//! `SignatureDoesNotMatch`, `InvalidClientTokenId`, `InvalidParameterValue`).
+//!
+//! The signature is checked here by the steps of AWS's Signature Version 4
+//! documentation (canonical request, string to sign, derived key), written
+//! out independently of the signer backstop uses. A query is recorded with
+//! its period (`… period=10`).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use super::saas::{Shared, points_of};
+
+pub const KEY_ID: &str = "AKIDBACKSTOPTEST0001";
+pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYbackstopKEY";
+pub const REGION: &str = "eu-west-1";
+
+fn hmac(key: &[u8], text: &str) -> Vec<u8> {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    m.update(text.as_bytes());
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `Ok(())` when `Authorization` is a valid SigV4 signature of this request
+/// by [`KEY_ID`]/[`SECRET`] for `monitoring` in [`REGION`]; the AWS error code otherwise.
+fn verify(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let auth = h("authorization");
+    let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("IncompleteSignature")?;
+    let field = |name: &str| {
+        rest.split(", ").find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
+    };
+    let (credential, signed, signature) = (
+        field("Credential").ok_or("IncompleteSignature")?,
+        field("SignedHeaders").ok_or("IncompleteSignature")?,
+        field("Signature").ok_or("IncompleteSignature")?,
+    );
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, date, region, service, "aws4_request"] = scope.as_slice() else { return Err("IncompleteSignature") };
+    if *key_id != KEY_ID {
+        return Err("InvalidClientTokenId");
+    }
+    if *region != REGION || *service != "monitoring" {
+        return Err("SignatureDoesNotMatch");
+    }
+    let amz_date = h("x-amz-date");
+    let canonical_headers: String = signed
+        .split(';')
+        .map(|name| format!("{name}:{}\n", h(name).split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect();
+    for needed in ["host", "x-amz-date"] {
+        if !signed.split(';').any(|s| s == needed) {
+            return Err("SignatureDoesNotMatch");
+        }
+    }
+    let canonical = format!("POST\n/\n\n{canonical_headers}\n{signed}\n{}", hex_sha256(body));
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/monitoring/aws4_request\n{}",
+        hex_sha256(canonical.as_bytes())
+    );
+    let key = ["monitoring", "aws4_request"]
+        .iter()
+        .fold(hmac(&hmac(format!("AWS4{SECRET}").as_bytes(), date), region), |k, part| hmac(&k, part));
+    if hex::encode(hmac(&key, &to_sign)) != signature {
+        return Err("SignatureDoesNotMatch");
+    }
+    Ok(())
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+    let xml = format!(
+        r#"<ErrorResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>00000000-0000-0000-0000-000000000001</RequestId></ErrorResponse>"#
+    );
+    (status, [("content-type", "text/xml")], xml).into_response()
+}
+
+fn seconds(iso: &str) -> Option<i64> {
+    iso.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+pub async fn query_api(State(data): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut data = data.lock().unwrap();
+    if data.down {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Service is unavailable");
+    }
+    if let Err(code) = verify(&headers, &body) {
+        return error(
+            StatusCode::FORBIDDEN,
+            code,
+            "The request signature we calculated does not match the signature you provided.",
+        );
+    }
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let meta = "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000002</RequestId></ResponseMetadata>";
+    match (form.get("Action").map(String::as_str), form.get("Version").map(String::as_str)) {
+        (Some("ListMetrics"), Some("2010-08-01")) => {
+            let xml = format!(
+                r#"<ListMetricsResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><ListMetricsResult><Metrics/></ListMetricsResult>{meta}</ListMetricsResponse>"#
+            );
+            ([("content-type", "text/xml")], xml).into_response()
+        }
+        (Some("GetMetricData"), Some("2010-08-01")) => {
+            let q = "MetricDataQueries.member.1";
+            let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+            let (expr, period) =
+                (get(&format!("{q}.Expression")), get(&format!("{q}.Period")).parse::<u32>().unwrap_or(0));
+            let (Some(from), Some(to)) = (seconds(&get("StartTime")), seconds(&get("EndTime"))) else {
+                return error(StatusCode::BAD_REQUEST, "MissingParameter", "The parameter StartTime is required.");
+            };
+            if period == 0 || !(expr.starts_with("SELECT ") || expr.starts_with("SEARCH(")) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameterValue",
+                    &format!("Error in expression 'backstop': Unrecognized token {expr:?}"),
+                );
+            }
+            data.asked.push((format!("{expr} period={period}"), from, to));
+            // CloudWatch leaves out periods without data, and its range ends before EndTime.
+            let found = points_of(&data, &expr, from, to - 1).unwrap_or_default();
+            let points: Vec<(i64, f64)> = found.into_iter().filter_map(|(t, v)| Some((t, v?))).collect();
+            let stamps: String = points
+                .iter()
+                .map(|(t, _)| format!("<member>{}</member>", jiff::Timestamp::from_second(*t).unwrap()))
+                .collect();
+            let values: String = points.iter().map(|(_, v)| format!("<member>{v}</member>")).collect();
+            let xml = format!(
+                r#"<GetMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><GetMetricDataResult><MetricDataResults><member><Timestamps>{stamps}</Timestamps><Values>{values}</Values><Label>backstop</Label><Id>backstop</Id><StatusCode>Complete</StatusCode></member></MetricDataResults><Messages/></GetMetricDataResult>{meta}</GetMetricDataResponse>"#
+            );
+            ([("content-type", "text/xml")], xml).into_response()
+        }
+        _ => error(StatusCode::BAD_REQUEST, "InvalidAction", "The action or operation requested is invalid."),
+    }
+}
