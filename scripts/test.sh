@@ -21,6 +21,9 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 # The InfluxDB source is tested against a real InfluxDB 1.x.
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
+# The Graphite source is tested against carbon-cache and graphite-web's render API.
+command -v carbon-cache >/dev/null 2>&1 || need_apt+=(graphite-carbon)
+command -v graphite-manage >/dev/null 2>&1 || need_apt+=(graphite-web)
 # The systemd unit in deploy/ is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # The PostgreSQL TLS test makes its certificates with openssl.

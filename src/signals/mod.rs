@@ -7,6 +7,7 @@
 
 mod cloudwatch;
 mod datadog;
+mod graphite;
 mod influx;
 mod kubernetes;
 pub mod metric_api;
@@ -26,6 +27,7 @@ use thiserror::Error;
 
 pub use cloudwatch::CloudWatchConfig;
 pub use datadog::DatadogConfig;
+pub use graphite::GraphiteConfig;
 pub use influx::InfluxConfig;
 pub use kubernetes::{PodSignalsConfig, WithPodSignals};
 pub use metric_api::ApiSource;

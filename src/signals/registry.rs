@@ -38,6 +38,8 @@ pub enum SourceConfig {
     /// Metric-math or Metrics Insights expressions through Amazon CloudWatch's `GetMetricData`.
     #[serde(rename = "cloudwatch")]
     CloudWatch(super::CloudWatchConfig),
+    /// Target expressions through graphite-web's render API.
+    Graphite(super::GraphiteConfig),
 }
 
 impl SourceConfig {
@@ -54,6 +56,7 @@ impl SourceConfig {
             SourceConfig::Datadog(d) => d.validate(),
             SourceConfig::NewRelic(n) => n.validate(),
             SourceConfig::CloudWatch(c) => c.validate(),
+            SourceConfig::Graphite(g) => g.validate(),
         }
     }
 
@@ -66,7 +69,8 @@ impl SourceConfig {
             | SourceConfig::InfluxDb(_)
             | SourceConfig::Datadog(_)
             | SourceConfig::NewRelic(_)
-            | SourceConfig::CloudWatch(_) => None,
+            | SourceConfig::CloudWatch(_)
+            | SourceConfig::Graphite(_) => None,
         }
     }
 
@@ -78,7 +82,8 @@ impl SourceConfig {
             | SourceConfig::InfluxDb(_)
             | SourceConfig::Datadog(_)
             | SourceConfig::NewRelic(_)
-            | SourceConfig::CloudWatch(_) => true,
+            | SourceConfig::CloudWatch(_)
+            | SourceConfig::Graphite(_) => true,
             SourceConfig::Scenario { .. } | SourceConfig::Simulator(_) => false,
         }
     }
@@ -150,6 +155,7 @@ pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource
         SourceConfig::Datadog(d) => Ok(metric_api(d.source(start_unix_s)?, d.shared())),
         SourceConfig::NewRelic(n) => Ok(metric_api(n.source(start_unix_s)?, n.shared())),
         SourceConfig::CloudWatch(c) => Ok(metric_api(c.source(start_unix_s)?, c.shared())),
+        SourceConfig::Graphite(g) => Ok(metric_api(g.source(start_unix_s)?, g.shared())),
     }
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod e2e;
+mod graphite;
 mod guards;
 mod haproxy;
 mod influx;

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod cloudwatch;
+pub mod graphite;
 pub mod haproxy;
 pub mod influx;
 pub mod llama;
