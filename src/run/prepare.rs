@@ -158,7 +158,7 @@ fn with_pods_and_logs(
     start_unix_s: f64,
 ) -> Result<Arc<dyn SignalSource>, PrepareError> {
     let source: Arc<dyn SignalSource> = match &cfg.pods {
-        Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone())),
+        Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone(), start_unix_s)),
         None => source,
     };
     Ok(match &cfg.logs {

@@ -1,15 +1,17 @@
 //! Kubernetes pod status as signals: restarts, OOM kills and CrashLoopBackOff
-//! of the baseline's and the canary's pods become events on the observation
-//! (untrusted text, for reports and the model; the judge reads numbers only).
-//! The API failing drops these events and is logged — the metrics decide,
-//! and a failing backend never causes a rollback.
+//! of the baseline's and the canary's pods, and the Warning events
+//! (`events.k8s.io/v1`) regarding those pods since the release began, become
+//! events on the observation (untrusted text, for reports and the model; the
+//! judge reads numbers only). The API failing drops these events and is
+//! logged — the metrics decide, and a failing backend never causes a rollback.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, ListParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,12 +35,22 @@ pub struct PodSignalsConfig {
     /// Context in the kubeconfig.
     #[serde(default)]
     pub context: Option<String>,
+    /// Read the Warning events (`events.k8s.io/v1`) regarding the sides' pods
+    /// too (needs `list` on `events` in the namespace).
+    #[serde(default = "yes")]
+    pub events: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Adds pod-status events to another source's observations.
 pub struct WithPodSignals {
     inner: Arc<dyn SignalSource>,
     cfg: PodSignalsConfig,
+    /// When the release began (unix seconds): older Kubernetes events are not its own.
+    start_unix: f64,
     client: OnceCell<kube::Client>,
     // (pod, what) pairs already reported, so a pod stuck in a state is one event, not one per tick.
     seen: Mutex<HashSet<String>>,
@@ -46,9 +58,9 @@ pub struct WithPodSignals {
 }
 
 impl WithPodSignals {
-    /// Wrap `inner`.
-    pub fn new(inner: Arc<dyn SignalSource>, cfg: PodSignalsConfig) -> Self {
-        Self { inner, cfg, client: OnceCell::new(), seen: Mutex::default(), events: Mutex::default() }
+    /// Wrap `inner`, for a release that began at `start_unix` (seconds).
+    pub fn new(inner: Arc<dyn SignalSource>, cfg: PodSignalsConfig, start_unix: f64) -> Self {
+        Self { inner, cfg, start_unix, client: OnceCell::new(), seen: Mutex::default(), events: Mutex::default() }
     }
 
     async fn client(&self) -> Result<kube::Client, crate::k8s::ConnectError> {
@@ -58,8 +70,9 @@ impl WithPodSignals {
             .cloned()
     }
 
-    /// New events for `side` at `now_s`; `Err` is the API's failure, logged by the caller.
-    async fn pod_events(&self, side: Side, now_s: u64) -> Result<Vec<Event>, PodsUnavailable> {
+    /// New events for `side` at `now_s`, and the side's pod names; `Err` is
+    /// the API's failure, logged by the caller.
+    async fn pod_events(&self, side: Side, now_s: u64) -> Result<(Vec<Event>, Vec<String>), PodsUnavailable> {
         let selector = match side {
             Side::Baseline => &self.cfg.baseline_selector,
             Side::Canary => &self.cfg.canary_selector,
@@ -67,8 +80,18 @@ impl WithPodSignals {
         let client = self.client().await.map_err(PodsUnavailable::Client)?;
         let pods: Api<Pod> = Api::namespaced(client, &self.cfg.namespace);
         let list = pods.list(&ListParams::default().labels(selector)).await?;
+        let names = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(events_from_pods(&list.items, side, now_s, &mut seen))
+        Ok((events_from_pods(&list.items, side, now_s, &mut seen), names))
+    }
+
+    /// New Warning events regarding the pods in `sides` (pod name → side).
+    async fn warning_events(&self, sides: &HashMap<String, Side>, now_s: u64) -> Result<Vec<Event>, PodsUnavailable> {
+        let client = self.client().await.map_err(PodsUnavailable::Client)?;
+        let api: Api<K8sEvent> = Api::namespaced(client, &self.cfg.namespace);
+        let list = api.list(&ListParams::default()).await.map_err(PodsUnavailable::Events)?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(events_from_k8s(&list.items, sides, self.start_unix, now_s, &mut seen))
     }
 }
 
@@ -81,6 +104,49 @@ enum PodsUnavailable {
     /// The API refused or failed the list.
     #[error("listing pods failed")]
     List(#[from] kube::Error),
+    /// The API refused or failed the list of events.
+    #[error("listing events (events.k8s.io/v1) failed")]
+    Events(#[source] kube::Error),
+}
+
+/// The longest event text kept, in characters: notes are untrusted and unbounded.
+const MAX_NOTE_CHARS: usize = 512;
+
+/// Warning events regarding a pod of either side that happened since
+/// `start_unix`, each (uid, occurrence count) once. Pure, so arbitrary
+/// event lists are tested.
+fn events_from_k8s(
+    items: &[K8sEvent],
+    sides: &HashMap<String, Side>,
+    start_unix: f64,
+    now_s: u64,
+    seen: &mut HashSet<String>,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for e in items {
+        let Some(regarding) = e.regarding.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")) else { continue };
+        let Some((pod, side)) = regarding.name.as_ref().and_then(|n| sides.get_key_value(n)) else { continue };
+        if e.type_.as_deref() != Some("Warning") {
+            continue;
+        }
+        let when = e.series.as_ref().map(|s| s.last_observed_time.0).or(e.event_time.as_ref().map(|t| t.0));
+        let when = when.or(e.deprecated_last_timestamp.as_ref().map(|t| t.0));
+        if when.is_none_or(|t| (t.as_millisecond() as f64) / 1000.0 < start_unix) {
+            continue;
+        }
+        let count = e.series.as_ref().map(|s| s.count).or(e.deprecated_count).unwrap_or(1);
+        let uid = e.metadata.uid.as_deref().or(e.metadata.name.as_deref()).unwrap_or_default();
+        if !seen.insert(format!("event/{uid}/{count}")) {
+            continue;
+        }
+        let reason = e.reason.as_deref().unwrap_or("Warning");
+        let note: String =
+            crate::field::strip_unsafe(e.note.as_deref().unwrap_or(""), false).chars().take(MAX_NOTE_CHARS).collect();
+        let times = if count > 1 { format!(" ({count} times)") } else { String::new() };
+        let message = format!("{pod}: {reason}{times}: {note}");
+        out.push(Event { t_s: now_s, target: *side, kind: EventKind::named(reason), message });
+    }
+    out
 }
 
 /// Restarts, OOM kills and CrashLoopBackOff of `pods` as events, each
@@ -137,12 +203,21 @@ impl SignalSource for WithPodSignals {
 
     async fn observe(&self, now_s: u64) -> Result<Observation, SignalError> {
         let mut obs = self.inner.observe(now_s).await?;
+        let mut sides = HashMap::new();
+        let warn = |e: &PodsUnavailable| tracing::warn!(namespace = %self.cfg.namespace, error = %crate::error::chain(e), "Pod status unavailable; metrics still decide.");
         for side in [Side::Baseline, Side::Canary] {
             match self.pod_events(side, now_s).await {
-                Ok(new) => self.events.lock().unwrap_or_else(PoisonError::into_inner).extend(new),
-                Err(e) => {
-                    tracing::warn!(namespace = %self.cfg.namespace, error = %crate::error::chain(&e), "Pod status unavailable; metrics still decide.")
+                Ok((new, names)) => {
+                    self.events.lock().unwrap_or_else(PoisonError::into_inner).extend(new);
+                    sides.extend(names.into_iter().map(|n| (n, side)));
                 }
+                Err(e) => warn(&e),
+            }
+        }
+        if self.cfg.events && !sides.is_empty() {
+            match self.warning_events(&sides, now_s).await {
+                Ok(new) => self.events.lock().unwrap_or_else(PoisonError::into_inner).extend(new),
+                Err(e) => warn(&e),
             }
         }
         obs.events.extend(self.events.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned());

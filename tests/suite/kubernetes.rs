@@ -95,6 +95,7 @@ async fn api(
             ok(fixture("pods-canary.json"))
         }
         ("GET", "/api/v1/namespaces/shop/pods") => ok(fixture("pods-stable.json")),
+        ("GET", "/apis/events.k8s.io/v1/namespaces/shop/events") => ok(fixture("events.json")),
         ("GET", path) if path.starts_with("/api/v1/namespaces/shop/pods/") && path.ends_with("/log") => {
             if c.log_failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 c.log_failures.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -372,9 +373,15 @@ fn pods(namespace: &str, kubeconfig: &std::path::Path) -> backstop::signals::Wit
             canary_selector: "app=checkout,track=canary".into(),
             kubeconfig: Some(kubeconfig.to_path_buf()),
             context: None,
+            events: true,
         },
+        RELEASE_START,
     )
 }
+
+/// When the release in [`pods`] began: 2026-11-20T10:00:00Z, after the
+/// baseline's readiness warning in `fixtures/k8s/events.json`.
+const RELEASE_START: f64 = 1_795_168_800.0;
 
 #[tokio::test]
 async fn pod_restarts_oom_kills_and_crash_loops_become_canary_events_once() {
@@ -384,13 +391,18 @@ async fn pod_restarts_oom_kills_and_crash_loops_become_canary_events_once() {
     let obs = source.observe(120).await.unwrap();
     let canary: Vec<&str> =
         obs.events.iter().filter(|e| e.target == Side::Canary && e.t_s == 120).map(|e| e.kind.as_str()).collect();
-    assert_eq!(canary, vec!["restart", "oom", "crashloop"], "{:?}", obs.events);
+    // Pod status first, then the pod's Warning events (the next test reads those).
+    assert_eq!(canary, vec!["restart", "oom", "crashloop", "BackOff"], "{:?}", obs.events);
     assert!(
         obs.events.iter().any(|e| e
             .message
             .contains("checkout-canary-6b8c9d7e5f-x2k4p: container checkout was OOMKilled (exit 137)"))
     );
-    assert!(!obs.events.iter().any(|e| e.target == Side::Baseline && e.t_s == 120), "healthy baseline pods");
+    use backstop::signals::EventKind::{CrashLoop, Oom, Restart};
+    let baseline_status = |e: &&backstop::signals::Event| {
+        e.target == Side::Baseline && e.t_s == 120 && matches!(e.kind, Restart | Oom | CrashLoop)
+    };
+    assert!(!obs.events.iter().any(|e| baseline_status(&e)), "healthy baseline pods' status");
     let again = source.observe(130).await.unwrap();
     assert_eq!(
         again
@@ -405,6 +417,41 @@ async fn pod_restarts_oom_kills_and_crash_loops_become_canary_events_once() {
         seen.iter().any(|s| s.uri == "/api/v1/namespaces/shop/pods?&labelSelector=app%3Dcheckout%2Ctrack%3Dcanary"),
         "{seen:?}"
     );
+}
+
+#[tokio::test]
+async fn warning_events_of_both_sides_pods_since_the_release_began_are_events_once() {
+    use backstop::signals::{EventKind, Side, SignalSource};
+    let (c, _dir, kubeconfig) = cluster(true).await;
+    let source = pods("shop", &kubeconfig);
+    let obs = source.observe(120).await.unwrap();
+    let warnings: Vec<_> = obs
+        .events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Other(r) if r == "BackOff" || r == "Unhealthy"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{:?}", obs.events);
+    let backoff = warnings.iter().find(|e| e.target == Side::Canary).expect("the canary's BackOff");
+    assert_eq!(
+        backoff.message,
+        "checkout-canary-6b8c9d7e5f-x2k4p: BackOff (4 times): Back-off restarting failed container checkout in pod \
+         checkout-canary-6b8c9d7e5f-x2k4p_shop(0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b)"
+    );
+    // The baseline's warning during the release, its control characters gone; not the one from before it.
+    let unhealthy = warnings.iter().find(|e| e.target == Side::Baseline).expect("the baseline's liveness warning");
+    assert!(
+        unhealthy.message.starts_with("checkout-5f6d7c8b9a-d3e4f: Unhealthy: Liveness probe failed"),
+        "{unhealthy:?}"
+    );
+    assert!(!unhealthy.message.contains('\u{1b}'), "{unhealthy:?}");
+    assert!(!obs.events.iter().any(|e| e.message.contains("Readiness") || e.message.contains("payments")));
+    assert!(!obs.events.iter().any(|e| e.kind == EventKind::Other("Pulled".into())), "Normal events are not warnings");
+
+    let again = source.observe(130).await.unwrap();
+    let backoffs = again.events.iter().filter(|e| e.kind == EventKind::Other("BackOff".into())).count();
+    assert_eq!(backoffs, 1, "the same occurrence is one event: {:?}", again.events);
+    let seen = c.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|s| s.uri.starts_with("/apis/events.k8s.io/v1/namespaces/shop/events")), "{seen:?}");
 }
 
 #[tokio::test]
@@ -428,6 +475,7 @@ fn pod_logs(kubeconfig: &std::path::Path) -> backstop::logs::WithLogs {
         canary_selector: "app=checkout,track=canary".into(),
         kubeconfig: Some(kubeconfig.to_path_buf()),
         context: None,
+        events: true,
     };
     let cfg = backstop::logs::LogSourceConfig::Kubernetes(backstop::logs::PodLogsConfig {
         container: Some("checkout".into()),
