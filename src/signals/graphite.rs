@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::metric_api::{self, MetricApi, Points, QueryError, Range, api_source_config};
-use super::prometheus::{Credential, PromAuth};
+use super::prometheus::PromAuth;
 use super::{SignalError, SignalSource};
 use crate::field::FieldError;
 
@@ -32,32 +32,14 @@ impl GraphiteConfig {
 
     /// The running source, for a release that started at `start_unix` (seconds).
     pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
-        let credential = match &self.auth {
-            None => None,
-            Some(a) => Some(a.resolve().map_err(|e| SignalError::Setup {
-                source_name: format!("graphite {}", crate::secret::redact_url(&self.url)),
-                source: Box::new(e),
-            })?),
-        };
-        let api = GraphiteApi { url: self.url.clone(), credential };
+        let api = GraphiteApi { endpoint: metric_api::Endpoint::new("graphite", &self.url, self.auth.as_ref())? };
         Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
     }
 }
 
 /// graphite-web's render API.
 struct GraphiteApi {
-    url: String,
-    credential: Option<Credential>,
-}
-
-impl GraphiteApi {
-    fn get(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let rb = http.get(format!("{}{path}", self.url.trim_end_matches('/')));
-        match &self.credential {
-            Some(c) => c.apply(rb),
-            None => rb,
-        }
-    }
+    endpoint: metric_api::Endpoint,
 }
 
 #[async_trait]
@@ -67,7 +49,7 @@ impl MetricApi for GraphiteApi {
     }
 
     fn url(&self) -> &str {
-        &self.url
+        &self.endpoint.url
     }
 
     /// Graphite answers the points after `from` up to `until`: asking from
@@ -80,8 +62,8 @@ impl MetricApi for GraphiteApi {
             ("until", (range.to - 1).to_string()),
             ("format", "json".to_string()),
         ];
-        let resp = self.get(http, "/render").query(&params).send().await;
-        let resp = resp.map_err(|e| metric_api::unreachable(e, &self.url))?;
+        let resp = self.endpoint.get(http, "/render").query(&params).send().await;
+        let resp = resp.map_err(|e| metric_api::unreachable(e, &self.endpoint.url))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
@@ -101,7 +83,8 @@ impl MetricApi for GraphiteApi {
 
     /// `GET /version`: graphite-web's version.
     async fn probe(&self, http: &reqwest::Client) -> Result<String, String> {
-        let resp = self.get(http, "/version").send().await.map_err(|e| crate::error::chain(&e.without_url()))?;
+        let resp =
+            self.endpoint.get(http, "/version").send().await.map_err(|e| crate::error::chain(&e.without_url()))?;
         if !resp.status().is_success() {
             return Err(format!("/version answered {}", resp.status()));
         }

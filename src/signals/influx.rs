@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use super::metric_api::{self, MetricApi, Points, QueryError, Range, api_source_config};
-use super::prometheus::{Credential, PromAuth};
+use super::prometheus::PromAuth;
 use super::{SignalError, SignalSource};
 use crate::field::FieldError;
 
@@ -38,33 +38,18 @@ impl InfluxConfig {
 
     /// The running source, for a release that started at `start_unix` (seconds).
     pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
-        let credential = match &self.auth {
-            None => None,
-            Some(a) => Some(a.resolve().map_err(|e| SignalError::Setup {
-                source_name: format!("influxdb {}", crate::secret::redact_url(&self.url)),
-                source: Box::new(e),
-            })?),
+        let api = InfluxApi {
+            endpoint: metric_api::Endpoint::new("influxdb", &self.url, self.auth.as_ref())?,
+            database: self.database.clone(),
         };
-        let api = InfluxApi { url: self.url.clone(), database: self.database.clone(), credential };
         Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
     }
 }
 
 /// InfluxDB 1.x's query API.
 struct InfluxApi {
-    url: String,
+    endpoint: metric_api::Endpoint,
     database: String,
-    credential: Option<Credential>,
-}
-
-impl InfluxApi {
-    fn get(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let rb = http.get(format!("{}{path}", self.url.trim_end_matches('/')));
-        match &self.credential {
-            Some(c) => c.apply(rb),
-            None => rb,
-        }
-    }
 }
 
 #[async_trait]
@@ -74,7 +59,7 @@ impl MetricApi for InfluxApi {
     }
 
     fn url(&self) -> &str {
-        &self.url
+        &self.endpoint.url
     }
 
     fn time_filter(&self, range: Range) -> String {
@@ -87,8 +72,13 @@ impl MetricApi for InfluxApi {
 
     async fn series(&self, http: &reqwest::Client, query: &str, _range: Range) -> Result<Vec<Points>, QueryError> {
         let params = [("db", self.database.as_str()), ("q", query), ("epoch", "s")];
-        let resp =
-            self.get(http, "/query").query(&params).send().await.map_err(|e| metric_api::unreachable(e, &self.url))?;
+        let resp = self
+            .endpoint
+            .get(http, "/query")
+            .query(&params)
+            .send()
+            .await
+            .map_err(|e| metric_api::unreachable(e, &self.endpoint.url))?;
         let status = resp.status();
         if status.is_server_error() || matches!(status.as_u16(), 401 | 403) {
             return Err(metric_api::status_error(status, "/query"));
@@ -109,7 +99,7 @@ impl MetricApi for InfluxApi {
 
     /// `GET /ping`: the version InfluxDB states in `X-Influxdb-Version`.
     async fn probe(&self, http: &reqwest::Client) -> Result<String, String> {
-        let resp = self.get(http, "/ping").send().await.map_err(|e| crate::error::chain(&e.without_url()))?;
+        let resp = self.endpoint.get(http, "/ping").send().await.map_err(|e| crate::error::chain(&e.without_url()))?;
         if !resp.status().is_success() {
             return Err(format!("/ping answered {}", resp.status()));
         }

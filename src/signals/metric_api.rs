@@ -347,6 +347,35 @@ pub(crate) fn status_error(status: reqwest::StatusCode, why: &str) -> QueryError
     if down { QueryError::Unreachable(text) } else { QueryError::Refused(text) }
 }
 
+/// A base URL and the optional credential (`auth`) every request to it carries.
+pub(crate) struct Endpoint {
+    pub url: String,
+    credential: Option<super::Credential>,
+}
+
+impl Endpoint {
+    /// The endpoint of the backend `word` at `url`, its credential read from the environment now.
+    pub fn new(word: &str, url: &str, auth: Option<&super::PromAuth>) -> Result<Self, SignalError> {
+        let credential = match auth {
+            None => None,
+            Some(a) => Some(a.resolve().map_err(|e| SignalError::Setup {
+                source_name: format!("{word} {}", crate::secret::redact_url(url)),
+                source: Box::new(e),
+            })?),
+        };
+        Ok(Self { url: url.to_string(), credential })
+    }
+
+    /// A GET of `path` under the URL, with the credential.
+    pub fn get(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
+        let rb = http.get(format!("{}{path}", self.url.trim_end_matches('/')));
+        match &self.credential {
+            Some(c) => c.apply(rb),
+            None => rb,
+        }
+    }
+}
+
 /// A credential from the environment variable `var` named by the setting `field`.
 pub(crate) fn secret(field: &'static str, var: &str) -> Result<String, super::UnsetVariable> {
     crate::secret::from_env(var).map_err(|_| super::UnsetVariable { field, var: var.to_string() })

@@ -4,10 +4,6 @@
 //! judged as one, a refused target and a wildcard answering two series named
 //! by `config check`, and a stopped graphite-web a source failure that holds.
 
-use std::time::Duration;
-
-use assert_cmd::Command;
-
 use crate::support::graphite::Graphite;
 
 /// `t0` onwards every 10 s for 20 minutes: 1 % on both sides, the canary's 20 % from 300 s.
@@ -32,22 +28,7 @@ fn config(dir: &std::path::Path, url: &str, name: &str, query: &str) -> std::pat
 }
 
 fn backstop(cfg: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::cargo_bin("backstop")
-        .unwrap()
-        .env_remove("BACKSTOP_CONFIG")
-        .env("XDG_DATA_HOME", dir)
-        .args(["--config", cfg.to_str().unwrap()])
-        .args(args)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-/// The JSON report at the start of stdout (stderr follows it in `out`).
-fn report_in(out: &str) -> serde_json::Value {
-    let mut values = serde_json::Deserializer::from_str(out).into_iter::<serde_json::Value>();
-    values.next().and_then(Result::ok).unwrap_or_else(|| panic!("no report: {out}"))
+    crate::support::backstop_at(cfg, dir, &[], args)
 }
 
 #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs graphite-carbon and graphite-web")]
@@ -69,7 +50,7 @@ async fn a_failing_canary_is_judged_from_real_graphite_and_a_stopped_server_hold
     let advise = ["advise", "--format", "json", "--ledger", &ledger, "--from", &window[0], "--to", &window[1]];
     let (code, out) = backstop(&cfg, d.path(), &advise);
     assert_eq!(code, Some(0), "{out}");
-    let report = report_in(&out);
+    let report = crate::support::first_json(&out);
     assert_eq!(report["recommendation"], "rollback", "{report}");
     assert!(report["decided_at_s"].as_u64().unwrap() >= 300, "not before the fault: {report}");
 
@@ -85,7 +66,7 @@ async fn a_failing_canary_is_judged_from_real_graphite_and_a_stopped_server_hold
 
     graphite.stop();
     let (_, out) = backstop(&cfg, d.path(), &advise);
-    let report = report_in(&out);
+    let report = crate::support::first_json(&out);
     assert_eq!(report["recommendation"], "hold", "a stopped graphite-web holds, never passes: {report}");
     assert!(report["headline"].as_str().unwrap().contains("signal source `graphite http://127.0.0.1"), "{report}");
 }

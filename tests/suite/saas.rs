@@ -5,10 +5,6 @@
 //! environment that no output shows, a wrong key or account and a refused
 //! query named by `config check`, and a service that is down holds.
 
-use std::time::Duration;
-
-use assert_cmd::Command;
-
 use crate::support::saas::{DD_API_KEY, DD_APP_KEY, FakeSaas, NR_ACCOUNT, NR_KEY};
 
 /// `t0` onwards every 10 s for 20 minutes: 1 %, rising to 20 % from 300 s when `fails`; one null at 50 s.
@@ -27,27 +23,7 @@ fn write(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf 
     cfg
 }
 
-/// backstop with the given environment: (exit code, stdout + stderr).
-fn backstop(
-    cfg: &std::path::Path,
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-    args: &[&str],
-) -> (Option<i32>, String) {
-    let mut cmd = Command::cargo_bin("backstop").unwrap();
-    cmd.env_remove("BACKSTOP_CONFIG").env("XDG_DATA_HOME", dir).args(["--config", cfg.to_str().unwrap()]).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.timeout(Duration::from_secs(120)).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
-}
-
-fn report(text: &str) -> serde_json::Value {
-    let json = &text[text.find('{').unwrap_or_else(|| panic!("{text}"))..];
-    serde_json::Deserializer::from_str(json).into_iter().next().unwrap().unwrap()
-}
+use crate::support::{backstop_at as backstop, first_json as report};
 
 fn datadog(url: &str, query: &str) -> String {
     format!(

@@ -87,3 +87,27 @@ pub fn wait_http(port: u16, path: &str, status: &str, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `backstop --config CFG ARGS` with its data under `dir` and `env` set, two
+/// minutes at most: (exit code, stdout then stderr).
+pub fn backstop_at(
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let mut cmd = assert_cmd::Command::cargo_bin("backstop").unwrap();
+    cmd.env_remove("BACKSTOP_CONFIG").env("XDG_DATA_HOME", dir).args(["--config", cfg.to_str().unwrap()]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.timeout(std::time::Duration::from_secs(120)).output().unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The first JSON value in `out` (a report on stdout, before stderr's lines).
+pub fn first_json(out: &str) -> serde_json::Value {
+    let json = &out[out.find('{').unwrap_or_else(|| panic!("no JSON: {out}"))..];
+    let mut values = serde_json::Deserializer::from_str(json).into_iter::<serde_json::Value>();
+    values.next().and_then(Result::ok).unwrap_or_else(|| panic!("no JSON: {out}"))
+}
