@@ -109,7 +109,9 @@ pub fn policy(cmd: PolicyCommand, settings: &backstop::config::Settings) -> CliR
             for r in &settings.releases {
                 // Built only for its metric list: no release starts, so its start time is moot.
                 let files = r.files_from(settings.base_dir.as_deref());
-                let built = backstop::signals::build_source(&files.source, 0.0).map_err(Failure::usage)?;
+                let clock: std::sync::Arc<dyn backstop::clock::Clock> =
+                    std::sync::Arc::new(backstop::clock::SystemClock);
+                let built = backstop::signals::build_source(&files.source, 0.0, &clock).map_err(Failure::usage)?;
                 p.check_guards(&r.service, &built.metrics).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
             }
             out(&format!(

@@ -64,7 +64,7 @@ impl PreparedRelease {
         clock: Arc<dyn Clock>,
         start_unix_s: f64,
     ) -> Result<Self, PrepareError> {
-        let built = build_source(&cfg.source, start_unix_s)?;
+        let built = build_source(&cfg.source, start_unix_s, &clock)?;
         let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
         // The one dispatch point from executor configuration to an executor.
         let configured: Option<Arc<dyn Executor>> = match (&cfg.executor, &built.simulator) {

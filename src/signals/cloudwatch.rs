@@ -8,6 +8,7 @@
 //! AWS's own crate. A rejected signature or key (403), throttling or a 5xx
 //! is a source failure that holds; any other error answer is the query refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -89,8 +90,9 @@ impl CloudWatchConfig {
         self.shared().validate(&[])
     }
 
-    /// The running source, for a release that started at `start_unix` (seconds).
-    pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
+    /// The running source, for a release that started at `start_unix`
+    /// (seconds); `clock` dates each request's signature.
+    pub fn source(&self, start_unix: f64, clock: Arc<dyn Clock>) -> Result<Box<dyn SignalSource>, SignalError> {
         let setup = |source: Box<dyn std::error::Error + Send + Sync>| SignalError::Setup {
             source_name: format!("cloudwatch {}", crate::secret::redact_url(&self.endpoint())),
             source,
@@ -101,7 +103,8 @@ impl CloudWatchConfig {
             metric_api::secret("secret_access_key_env", &self.secret_access_key_env).map_err(|e| setup(Box::new(e)))?;
         let token = crate::secret::from_env(&self.session_token_env).ok().filter(|t| !t.is_empty());
         let credentials = aws_credential_types::Credentials::new(key_id, secret, token, None, "environment");
-        let api = CloudWatchApi { url: self.endpoint(), region: self.region.clone(), identity: credentials.into() };
+        let api =
+            CloudWatchApi { url: self.endpoint(), region: self.region.clone(), identity: credentials.into(), clock };
         Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
     }
 }
@@ -111,6 +114,8 @@ struct CloudWatchApi {
     url: String,
     region: String,
     identity: aws_smithy_runtime_api::client::identity::Identity,
+    /// The time a signature states; CloudWatch refuses one more than 5 minutes off.
+    clock: Arc<dyn Clock>,
 }
 
 /// Unix seconds as CloudWatch's ISO 8601 timestamps.
@@ -145,7 +150,7 @@ impl CloudWatchApi {
     /// The SigV4 headers (`authorization`, `x-amz-date`, the session token) for a POST.
     fn sign(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Vec<(String, String)>, String> {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-        let now = std::time::UNIX_EPOCH + Duration::from_millis(crate::clock::SystemClock.now_ms().max(0) as u64);
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(self.clock.now_ms().max(0) as u64);
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)

@@ -120,8 +120,13 @@ pub enum SourceError {
 
 /// Build a signal source from its configuration, for a release that starts
 /// at `start_unix_s` (the wall clock of whoever runs it: live sources read
-/// the window from there on).
-pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource, SourceError> {
+/// the window from there on); `clock` dates what needs the time of a request
+/// (CloudWatch's signatures).
+pub fn build_source(
+    cfg: &SourceConfig,
+    start_unix_s: f64,
+    clock: &Arc<dyn crate::clock::Clock>,
+) -> Result<BuiltSource, SourceError> {
     match cfg {
         SourceConfig::Scenario { path } => {
             let scenario = load_scenario(path)?;
@@ -154,7 +159,7 @@ pub fn build_source(cfg: &SourceConfig, start_unix_s: f64) -> Result<BuiltSource
         SourceConfig::InfluxDb(i) => Ok(metric_api(i.source(start_unix_s)?, i.shared())),
         SourceConfig::Datadog(d) => Ok(metric_api(d.source(start_unix_s)?, d.shared())),
         SourceConfig::NewRelic(n) => Ok(metric_api(n.source(start_unix_s)?, n.shared())),
-        SourceConfig::CloudWatch(c) => Ok(metric_api(c.source(start_unix_s)?, c.shared())),
+        SourceConfig::CloudWatch(c) => Ok(metric_api(c.source(start_unix_s, clock.clone())?, c.shared())),
         SourceConfig::Graphite(g) => Ok(metric_api(g.source(start_unix_s)?, g.shared())),
     }
 }
