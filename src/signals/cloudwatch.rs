@@ -136,7 +136,9 @@ impl CloudWatchApi {
         let body = serde_urlencoded::to_string(&form).map_err(|e| QueryError::Refused(e.to_string()))?;
         let url = format!("{}/", self.url.trim_end_matches('/'));
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let signed = self.sign(&url, content_type, body.as_bytes()).map_err(QueryError::Unreachable)?;
+        let signed = self
+            .sign(&url, content_type, body.as_bytes())
+            .map_err(|e| QueryError::Unreachable(crate::error::chain(&e)))?;
         let mut rb = http.post(&url).header("content-type", content_type).body(body);
         for (name, value) in signed {
             rb = rb.header(name, value);
@@ -148,7 +150,7 @@ impl CloudWatchApi {
     }
 
     /// The SigV4 headers (`authorization`, `x-amz-date`, the session token) for a POST.
-    fn sign(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    fn sign(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Vec<(String, String)>, SignError> {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let now = std::time::UNIX_EPOCH + Duration::from_millis(self.clock.now_ms().max(0) as u64);
         let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -157,15 +159,24 @@ impl CloudWatchApi {
             .name("monitoring")
             .time(now)
             .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| e.to_string())?
+            .build()?
             .into();
         let headers = [("content-type", content_type)];
-        let request = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
-            .map_err(|e| e.to_string())?;
-        let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+        let request = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))?;
+        let (instructions, _) = sign(request, &params)?.into_parts();
         Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
+}
+
+/// A request could not be signed.
+#[derive(Debug, thiserror::Error)]
+enum SignError {
+    /// The signing parameters are incomplete.
+    #[error("signing parameters")]
+    Params(#[from] aws_sigv4::sign::v4::signing_params::BuildError),
+    /// The signer could not sign this request.
+    #[error("signing the request")]
+    Sign(#[from] aws_sigv4::http_request::SigningError),
 }
 
 /// An error answer's `Code` and `Message`.

@@ -66,6 +66,21 @@ impl NewRelicConfig {
     }
 }
 
+/// One NerdGraph request: the document and its variables (never spliced into it).
+#[derive(serde::Serialize)]
+struct GraphQl<'a> {
+    query: &'a str,
+    variables: Variables<'a>,
+}
+
+/// The variables the two documents take.
+#[derive(serde::Serialize)]
+struct Variables<'a> {
+    account: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nrql: Option<&'a str>,
+}
+
 /// New Relic's NerdGraph API.
 struct NewRelicApi {
     url: String,
@@ -79,9 +94,9 @@ impl NewRelicApi {
         &self,
         http: &reqwest::Client,
         document: &str,
-        variables: serde_json::Value,
+        nrql: Option<&str>,
     ) -> Result<serde_json::Value, QueryError> {
-        let body = serde_json::json!({ "query": document, "variables": variables });
+        let body = GraphQl { query: document, variables: Variables { account: self.account_id, nrql } };
         let resp = http.post(&self.url).header("API-Key", self.key.clone()).json(&body).send().await;
         let resp = resp.map_err(|e| metric_api::unreachable(e, &self.url))?;
         let status = resp.status();
@@ -144,7 +159,7 @@ impl MetricApi for NewRelicApi {
     /// One series (NRQL's `TIMESERIES` without `FACET`); a bucket whose value
     /// cannot be told is missing.
     async fn series(&self, http: &reqwest::Client, query: &str, _range: Range) -> Result<Vec<Points>, QueryError> {
-        let data = self.ask(http, NRQL, serde_json::json!({ "account": self.account_id, "nrql": query })).await?;
+        let data = self.ask(http, NRQL, Some(query)).await?;
         let results = &data["actor"]["account"]["nrql"]["results"];
         let Some(rows) = results.as_array() else {
             return Err(QueryError::Refused("the answer holds no NRQL results".into()));
@@ -157,7 +172,7 @@ impl MetricApi for NewRelicApi {
     }
 
     async fn probe(&self, http: &reqwest::Client) -> Result<String, String> {
-        let data = self.ask(http, ACCOUNT, serde_json::json!({ "account": self.account_id })).await;
+        let data = self.ask(http, ACCOUNT, None).await;
         let data = data.map_err(|(QueryError::Unreachable(e) | QueryError::Refused(e))| e)?;
         let name = data["actor"]["account"]["name"].as_str().ok_or("no account in the answer")?;
         Ok(format!("New Relic account {} ({})", self.account_id, crate::field::strip_unsafe(name, false)))
