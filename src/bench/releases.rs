@@ -220,6 +220,7 @@ fn bench_release(i: usize) -> ReleaseConfig {
         pods: None,
         logs: None,
         tick_s: None,
+        ramp: None,
         labels: Default::default(),
     }
 }

@@ -111,6 +111,7 @@ fn demo_release(scenario: &str, sim: &SimConfig, stamp: i64) -> ReleaseConfig {
         pods: None,
         logs: None,
         tick_s: None,
+        ramp: None,
         labels: Default::default(),
     }
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::out;
-use backstop::executor::ActionPlan;
+use backstop::executor::{ActionKind, ActionPlan};
 use backstop::judge::{Finding, MetricStatus};
 use backstop::ledger::ActionResult;
 use backstop::orchestrator::{Observer, TickReport};
@@ -98,7 +98,11 @@ impl Observer for LiveDisplay {
     }
 
     fn on_intent(&mut self, plan: &ActionPlan) {
-        self.line(&format!("intent recorded in ledger: {} {} -> {}", plan.kind, plan.target, plan.to_revision));
+        let what = match plan.kind {
+            ActionKind::Raise { weight } => format!("raise to {weight}%"),
+            kind @ (ActionKind::Rollback | ActionKind::Promote) => kind.to_string(),
+        };
+        self.line(&format!("intent recorded in ledger: {what} {} -> {}", plan.target, plan.to_revision));
     }
 
     fn on_outcome(&mut self, _plan: &ActionPlan, result: &ActionResult) {

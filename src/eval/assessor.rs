@@ -9,7 +9,7 @@ use super::{EvalJudge, Replay, ReplayDecision};
 use crate::assessor::{Assessor, Consultation, Deliberation, Timing};
 use crate::judge::judge_with;
 use crate::judge::replay::window_end;
-use crate::orchestrator::step::{Next, Situation, what_now};
+use crate::orchestrator::step::{Next, RampProgress, RampStep, Situation, what_now};
 use crate::policy::{self, History, ModelInput, PolicyFile, PolicyInput, Proposal, ReleaseFacts, RunMode};
 use crate::release::ReleaseStatus;
 use crate::signals::{ReplaySource, ScenarioData};
@@ -101,6 +101,10 @@ impl AssessorJudge {
                 failing_ticks: 0,
                 failure: None,
                 failure_limit: self.policy.source.consecutive_failure_limit,
+                judge_clear: judged.findings.iter().all(|f| f.status.is_clear()),
+                // Replays judge recorded traffic: nothing to ramp.
+                ramp: RampStep::Off,
+                progress: RampProgress::default(),
             };
             match what_now(situation) {
                 Next::Act if matches!(outcome.decision, policy::Decision::Promote) => {
@@ -116,8 +120,8 @@ impl AssessorJudge {
                     _ if now >= data.duration_s => return ended(escalated),
                     _ => {}
                 },
-                Next::Continue | Next::Follow if now >= data.duration_s => return ended(escalated),
-                Next::Continue | Next::Follow => {}
+                Next::Continue | Next::Follow | Next::Raise(_) if now >= data.duration_s => return ended(escalated),
+                Next::Continue | Next::Follow | Next::Raise(_) => {}
             }
             now = (now + step).min(data.duration_s);
         }

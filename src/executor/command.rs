@@ -90,10 +90,11 @@ impl CommandExecutor {
             .collect()
     }
 
-    fn template(&self, kind: ActionKind) -> Option<&Vec<String>> {
+    fn template(&self, kind: ActionKind) -> Result<Option<&Vec<String>>, ExecutorError> {
         match kind {
-            ActionKind::Rollback => Some(&self.cfg.rollback),
-            ActionKind::Promote => self.cfg.promote.as_ref(),
+            ActionKind::Rollback => Ok(Some(&self.cfg.rollback)),
+            ActionKind::Promote => Ok(self.cfg.promote.as_ref()),
+            ActionKind::Raise { .. } => Err(super::cannot_raise(&self.target, "a `command` executor")),
         }
     }
 
@@ -186,12 +187,16 @@ impl Planner for CommandExecutor {
         });
         Ok(plan)
     }
+
+    fn plan_raise(&self, _revision: &str, _weight: u8, _at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        Err(super::cannot_raise(&self.target, "a `command` executor"))
+    }
 }
 
 #[async_trait]
 impl Executor for CommandExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
-        let Some(template) = self.template(plan.kind) else {
+        let Some(template) = self.template(plan.kind)? else {
             return Ok("no command configured for this action; nothing run".into());
         };
         let (ok, text) = self.run(&self.argv(template, &plan)).await?;

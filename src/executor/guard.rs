@@ -80,6 +80,10 @@ impl Planner for Guarded {
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError> {
         self.inner.plan_promote(revision, at_s)
     }
+
+    fn plan_raise(&self, revision: &str, weight: u8, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        self.inner.plan_raise(revision, weight, at_s)
+    }
 }
 
 /// A plan may only name the planner's own declared target.

@@ -1,7 +1,8 @@
 //! The HAProxy executor, through the Runtime API (`stats socket ... level
 //! admin`, Unix or TCP): rollback sets the canary's weight to 0 (and drains
-//! it), promotion moves all weight to the canary; `verify` reads the weights
-//! back with `get weight`. One text command per connection.
+//! it), promotion moves all weight to the canary, a ramp step splits
+//! `full_weight` between the two by the step's percentage; `verify` reads
+//! the weights back with `get weight`. One text command per connection.
 //!
 //! Idempotent by construction: the commands set absolute weights and states,
 //! so running a plan twice leaves the same state as once, and `verify` can
@@ -136,6 +137,16 @@ impl HaproxyExecutor {
             .ok_or_else(|| ExecutorError::refused(&self.target, format!("`{cmd}` answered `{}`", answer.trim())))
     }
 
+    /// The two servers' weights for `percent` of traffic on the canary:
+    /// HAProxy splits by relative weight, so `full_weight` is shared out,
+    /// neither side below 1 (0 would stop a side, not thin it).
+    fn split(&self, percent: u8) -> (u32, u32) {
+        let full = self.cfg.full_weight;
+        let canary = ((u64::from(full) * u64::from(percent) + 50) / 100) as u32;
+        let canary = canary.clamp(1, full.saturating_sub(1).max(1));
+        (canary, full.saturating_sub(canary).max(1))
+    }
+
     fn commands(&self, kind: ActionKind) -> Vec<String> {
         let (be, canary, stable, full) =
             (&self.cfg.backend, &self.cfg.canary_server, &self.cfg.stable_server, self.cfg.full_weight);
@@ -155,6 +166,15 @@ impl HaproxyExecutor {
                 format!("set server {be}/{canary} weight {full}"),
                 format!("set server {be}/{stable} weight 0"),
             ],
+            // Canary first: each command alone moves traffic only toward the planned split.
+            ActionKind::Raise { weight } => {
+                let (c, st) = self.split(weight);
+                vec![
+                    format!("set server {be}/{canary} state ready"),
+                    format!("set server {be}/{canary} weight {c}"),
+                    format!("set server {be}/{stable} weight {st}"),
+                ]
+            }
         }
     }
 }
@@ -175,12 +195,23 @@ impl Planner for HaproxyExecutor {
         let steps = self.commands(ActionKind::Promote).iter().map(|c| format!("HAProxy: {c}")).collect();
         Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, steps))
     }
+
+    fn plan_raise(&self, revision: &str, weight: u8, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        let kind = ActionKind::Raise { weight };
+        let mut steps: Vec<String> = self.commands(kind).iter().map(|c| format!("HAProxy: {c}")).collect();
+        let (c, st) = self.split(weight);
+        steps.push(format!(
+            "read back: get weight {0}/{1} = {c}, {0}/{2} = {st}",
+            self.cfg.backend, self.cfg.canary_server, self.cfg.stable_server
+        ));
+        Ok(ActionPlan::new(kind, &self.target, revision, at_s, steps))
+    }
 }
 
 #[async_trait]
 impl Executor for HaproxyExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
-        // Stable first on rollback, canary first on promotion: the backend always has a server with weight.
+        // Stable first on rollback, canary first on promotion and a raise: the backend always has a server with weight.
         let cmds = self.commands(plan.kind);
         for c in &cmds {
             self.set(c).await?;
@@ -203,6 +234,7 @@ impl Executor for HaproxyExecutor {
         let verified = match plan.kind {
             ActionKind::Rollback => canary == 0 && stable > 0,
             ActionKind::Promote => canary > 0 && stable == 0,
+            ActionKind::Raise { weight } => (canary, stable) == self.split(weight),
         };
         Ok(Verification {
             verified,

@@ -199,6 +199,11 @@ impl KubernetesExecutor {
                 Some(PredictorModel { storage_uri: Some(revision.to_string()) }),
                 format!("model.storageUri = {revision} and canaryTrafficPercent removed"),
             ),
+            (ActionKind::Raise { weight }, _) => (
+                Some(i64::from(weight)),
+                None,
+                format!("canaryTrafficPercent = {weight} (the latest revision takes {weight}% of traffic)"),
+            ),
         };
         let step =
             format!("inferenceservice {}/{}: merge-patch spec.predictor.{step}", self.cfg.namespace, self.cfg.name);
@@ -335,6 +340,17 @@ impl Planner for KubernetesExecutor {
             format!("nothing to patch: the rollout of {}/{} proceeds on its own", self.cfg.namespace, self.cfg.name);
         Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]))
     }
+
+    /// Only a KServe InferenceService splits traffic by a number backstop
+    /// sets; a Deployment has no split and an Argo Rollout runs its own steps.
+    fn plan_raise(&self, revision: &str, weight: u8, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        if self.cfg.workload != Workload::InferenceService {
+            return Err(super::cannot_raise(&self.target, "a Kubernetes Deployment or Argo Rollout"));
+        }
+        let kind = ActionKind::Raise { weight };
+        let step = self.isvc_change(kind, revision).1;
+        Ok(ActionPlan::new(kind, &self.target, revision, at_s, vec![step]))
+    }
 }
 
 #[async_trait]
@@ -343,6 +359,9 @@ impl Executor for KubernetesExecutor {
         match (plan.kind, self.cfg.workload) {
             (kind, Workload::InferenceService) => self.patch_isvc(kind, &plan.to_revision).await,
             (ActionKind::Promote, _) => Ok("promotion left to the rollout itself".into()),
+            (ActionKind::Raise { .. }, _) => {
+                Err(super::cannot_raise(&self.target, "a Kubernetes Deployment or Argo Rollout"))
+            }
             (ActionKind::Rollback, Workload::Deployment) => self.undo(&plan.to_revision).await,
             (ActionKind::Rollback, Workload::ArgoRollout) => self.abort().await,
         }
@@ -373,6 +392,9 @@ impl Executor for KubernetesExecutor {
         match (plan.kind, self.cfg.workload) {
             (kind, Workload::InferenceService) => self.isvc_state(kind, &plan.to_revision).await,
             (ActionKind::Promote, _) => Ok(Verification { verified: true, observed: "nothing was changed".into() }),
+            (ActionKind::Raise { .. }, _) => {
+                Ok(Verification { verified: false, observed: "no traffic split to read on this workload".into() })
+            }
             (ActionKind::Rollback, Workload::Deployment) => {
                 let deployments: Api<Deployment> = Api::namespaced(client, &self.cfg.namespace);
                 let (d, rs) = self.template_of(&deployments, &plan.to_revision).await?;

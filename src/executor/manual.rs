@@ -47,4 +47,17 @@ impl Planner for ManualPlanner {
             )],
         ))
     }
+
+    fn plan_raise(&self, revision: &str, weight: u8, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        Ok(ActionPlan::new(
+            ActionKind::Raise { weight },
+            &self.target,
+            revision,
+            at_s,
+            vec![format!(
+                "no executor is configured for {}: a human sends {weight}% of its traffic to revision {revision}",
+                self.target
+            )],
+        ))
+    }
 }

@@ -234,11 +234,18 @@ impl Planner for MlflowExecutor {
         self.version_of(revision)?;
         Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![self.step(revision)]))
     }
+
+    fn plan_raise(&self, _revision: &str, _weight: u8, _at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        Err(super::cannot_raise(&self.target, "an `mlflow` alias (one version at a time)"))
+    }
 }
 
 #[async_trait]
 impl Executor for MlflowExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
+        if let ActionKind::Raise { .. } = plan.kind {
+            return Err(super::cannot_raise(&self.target, "an `mlflow` alias (one version at a time)"));
+        }
         self.set_alias(&plan.to_revision).await
     }
 

@@ -26,6 +26,7 @@
 //! ```
 
 mod command;
+mod gateway_api;
 mod guard;
 mod haproxy;
 mod kubernetes;
@@ -42,6 +43,7 @@ use thiserror::Error;
 use crate::field::FieldError;
 use crate::policy::RollbackPlan;
 pub use command::{CommandConfig, CommandExecutor};
+pub use gateway_api::{GatewayApiConfig, GatewayApiExecutor};
 pub(crate) use guard::ensure_target;
 pub use guard::{Checked, Guarded};
 pub use haproxy::{HaproxyConfig, HaproxyExecutor};
@@ -61,6 +63,8 @@ pub enum ExecutorConfig {
     Haproxy(HaproxyConfig),
     /// Roll back a Kubernetes Deployment or abort an Argo Rollout.
     Kubernetes(KubernetesConfig),
+    /// Set the weights of a Gateway API `HTTPRoute`'s two backends.
+    GatewayApi(GatewayApiConfig),
     /// Run a program (argv, no shell), e.g. `helm rollback`.
     Command(CommandConfig),
     /// POST a signed JSON request to a webhook.
@@ -91,12 +95,29 @@ impl ExecutorConfig {
                 let url = w.url.split(['?', '#']).next().unwrap_or(&w.url);
                 Some(format!("webhook {}", crate::secret::redact_url(url).trim_end_matches('/')))
             }
+            ExecutorConfig::GatewayApi(g) => Some(format!(
+                "httproute {} {}/{}",
+                g.context.as_deref().unwrap_or("(current context)"),
+                g.namespace.trim(),
+                g.route.trim()
+            )),
             ExecutorConfig::Mlflow(m) => Some(format!(
                 "mlflow {} model {} alias {}",
                 crate::secret::redact_url(m.tracking_uri.trim()).trim_end_matches('/'),
                 m.model.trim(),
                 m.alias.trim()
             )),
+        }
+    }
+
+    /// Whether this executor can set the canary's share of traffic in
+    /// steps (a release's `ramp` needs one that can). A complete table: a
+    /// new executor must answer.
+    pub fn ramps(&self) -> bool {
+        match self {
+            ExecutorConfig::Simulator | ExecutorConfig::Haproxy(_) | ExecutorConfig::GatewayApi(_) => true,
+            ExecutorConfig::Kubernetes(k) => k.workload == Workload::InferenceService,
+            ExecutorConfig::Command(_) | ExecutorConfig::Webhook(_) | ExecutorConfig::Mlflow(_) => false,
         }
     }
 
@@ -110,6 +131,7 @@ impl ExecutorConfig {
             ExecutorConfig::Command(c) => c.validate(),
             ExecutorConfig::Webhook(w) => w.validate(),
             ExecutorConfig::Kubernetes(k) => k.validate(),
+            ExecutorConfig::GatewayApi(g) => g.validate(),
             ExecutorConfig::Mlflow(m) => m.validate(),
         }
     }
@@ -210,6 +232,12 @@ pub enum ActionKind {
     Rollback,
     /// Send all traffic to the canary.
     Promote,
+    /// One step of a ramp: send `weight` percent of traffic to the canary
+    /// (1–99) and the rest to the stable version. The release goes on.
+    Raise {
+        /// Percent of traffic the canary gets.
+        weight: u8,
+    },
 }
 
 impl ActionKind {
@@ -217,6 +245,13 @@ impl ActionKind {
     pub fn label(self) -> &'static str {
         self.into()
     }
+}
+
+/// A refusal to plan a ramp step on an executor that cannot split traffic
+/// (a release's configuration is refused earlier, at load; this is the
+/// executor's own answer should a plan be asked for anyway).
+pub(crate) fn cannot_raise(target: &str, what: &str) -> ExecutorError {
+    ExecutorError::setup(target, format!("{what} cannot set the canary's share of traffic in steps (`ramp`)"))
 }
 
 /// Exactly what an action would change.
@@ -298,6 +333,10 @@ pub trait Planner: Send + Sync {
 
     /// The exact steps of a promotion to `revision`.
     fn plan_promote(&self, revision: &str, at_s: u64) -> Result<ActionPlan, ExecutorError>;
+
+    /// The exact steps of one ramp step: `weight` percent (1–99) of traffic
+    /// to the canary `revision`. Executors that cannot split traffic refuse.
+    fn plan_raise(&self, revision: &str, weight: u8, at_s: u64) -> Result<ActionPlan, ExecutorError>;
 }
 
 /// Changes a system. Reached only through [`Guarded`], which checks the

@@ -50,6 +50,16 @@ impl Planner for SimulatedExecutor {
             vec![format!("set canary weight of {} to 100%", self.target)],
         ))
     }
+
+    fn plan_raise(&self, revision: &str, weight: u8, at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        Ok(ActionPlan::new(
+            ActionKind::Raise { weight },
+            &self.target,
+            revision,
+            at_s,
+            vec![format!("set canary weight of {} to {weight}%", self.target)],
+        ))
+    }
 }
 
 #[async_trait]
@@ -58,6 +68,7 @@ impl Executor for SimulatedExecutor {
         match plan.kind {
             ActionKind::Rollback => self.sim.roll_back_to(&plan.to_revision, plan.at_s),
             ActionKind::Promote => self.sim.set_canary_weight(1.0),
+            ActionKind::Raise { weight } => self.sim.set_canary_weight(f64::from(weight) / 100.0),
         }
         Ok(format!("{} applied to {}", plan.steps.join("; "), self.target))
     }
@@ -71,6 +82,7 @@ impl Executor for SimulatedExecutor {
         let verified = match plan.kind {
             ActionKind::Rollback => s.canary_weight == 0.0 && s.rolled_back_to.as_deref() == Some(&plan.to_revision),
             ActionKind::Promote => s.canary_weight == 1.0,
+            ActionKind::Raise { weight } => (s.canary_weight * 100.0).round() == f64::from(weight),
         };
         Ok(Verification {
             verified,

@@ -225,11 +225,18 @@ impl Planner for WebhookExecutor {
             format!("POST a signed promotion of {} to {revision} to {}", self.target, Self::shown(&self.cfg.url));
         Ok(ActionPlan::new(ActionKind::Promote, &self.target, revision, at_s, vec![step]))
     }
+
+    fn plan_raise(&self, _revision: &str, _weight: u8, _at_s: u64) -> Result<ActionPlan, ExecutorError> {
+        Err(super::cannot_raise(&self.target, "a `webhook` executor"))
+    }
 }
 
 #[async_trait]
 impl Executor for WebhookExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
+        if let ActionKind::Raise { .. } = plan.kind {
+            return Err(super::cannot_raise(&self.target, "a `webhook` executor"));
+        }
         let (secret, clock) =
             self.signer.as_ref().ok_or_else(|| ExecutorError::setup(&self.target, "built to plan only: no secret"))?;
         let body = WebhookBody {

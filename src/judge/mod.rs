@@ -341,6 +341,23 @@ impl MetricStatus {
     pub fn is_incident(self) -> bool {
         matches!(self, MetricStatus::SharedBreach | MetricStatus::BaselineShifted)
     }
+
+    /// Nothing here speaks against the canary, so a ramp may raise its
+    /// share. A complete table: a new status must say whether it blocks a raise.
+    pub fn is_clear(self) -> bool {
+        match self {
+            MetricStatus::Ok
+            | MetricStatus::NoData
+            | MetricStatus::InsufficientData
+            | MetricStatus::Ignored
+            | MetricStatus::LabelsPending => true,
+            MetricStatus::Failing
+            | MetricStatus::Suspect
+            | MetricStatus::SharedBreach
+            | MetricStatus::BaselineShifted
+            | MetricStatus::Drifted => false,
+        }
+    }
 }
 
 /// The evidence for one metric, in numbers a human can check.

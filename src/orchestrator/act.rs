@@ -6,20 +6,22 @@ use std::time::Duration;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{Actuation, LoopState, Observer, ReleaseRun, ReleaseStatus};
-use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded};
+use crate::executor::{ActionKind, ActionPlan, ExecutionPermit, Guarded, Planner};
 use crate::ledger::{ActionResult, ApprovalOps, LeaseOp, LeaseRole, LedgerError, OutcomeRecord, Record};
 use crate::policy::Decision;
 use crate::policy::approval::Closure;
 
-/// The status an action's recorded result gives the release.
-pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) -> ReleaseStatus {
+/// The status an action's recorded result gives the release; `None`: the
+/// release goes on (a ramp step that took effect).
+pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) -> Option<ReleaseStatus> {
     let done = match kind {
-        ActionKind::Rollback => ReleaseStatus::RolledBack,
-        ActionKind::Promote => ReleaseStatus::Promoted,
+        ActionKind::Rollback => Some(ReleaseStatus::RolledBack),
+        ActionKind::Promote => Some(ReleaseStatus::Promoted),
+        ActionKind::Raise { .. } => None,
     };
-    match result {
-        ActionResult::Verified { .. } | ActionResult::Reconciled { .. } => done,
-        ActionResult::ResolvedByHuman { done: true, .. } => done,
+    Some(match result {
+        ActionResult::Verified { .. } | ActionResult::Reconciled { .. } => return done,
+        ActionResult::ResolvedByHuman { done: true, .. } => return done,
         ActionResult::ResolvedByHuman { done: false, reason } => {
             ReleaseStatus::ActionFailed { action: kind, error: format!("a human recorded it as not done: {reason}") }
         }
@@ -33,6 +35,16 @@ pub(super) fn status_of(kind: ActionKind, plan_id: &str, result: &ActionResult) 
         ActionResult::Unresolved { observed } => {
             ReleaseStatus::ActionUnresolved { action: kind, plan_id: plan_id.to_string(), observed: observed.clone() }
         }
+    })
+}
+
+/// Whether a verified `kind` makes its revision known good on the target
+/// (release memory): a rollback's or promotion's does; a ramp step leaves
+/// both versions serving.
+pub(super) fn settles_revision(kind: ActionKind) -> bool {
+    match kind {
+        ActionKind::Rollback | ActionKind::Promote => true,
+        ActionKind::Raise { .. } => false,
     }
 }
 
@@ -97,6 +109,46 @@ impl ReleaseRun<'_> {
             return Ok(Some(ReleaseStatus::Recommended { decision: decision.clone(), plan: Some(plan) }));
         };
         self.condemn(decision, st).await?;
+        self.carry(executor, &plan, (token, st), observer, closes).await
+    }
+
+    /// Raise the canary's share to `weight` percent, the ramp's next step.
+    /// `None`: it took effect (the release goes on at the new step) or
+    /// another agent took the lease; some status when the release ends
+    /// because the raise failed or could not be verified (never retried blindly).
+    pub(super) async fn raise(
+        &self,
+        weight: u8,
+        actuation: &Actuation,
+        st: &mut LoopState,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
+        let (Actuation::Live(executor), Some(LeaseRole::Holder { token })) = (actuation, st.role.clone()) else {
+            return Ok(None);
+        };
+        let plan = match executor.plan_raise(&self.facts.candidate_revision, weight, st.now_s) {
+            Ok(p) => p,
+            Err(e) => return Ok(Some(ReleaseStatus::Denied { reason: crate::error::chain(&e) })),
+        };
+        let ended = self.carry(executor, &plan, (token, st), observer, None).await?;
+        if ended.is_none() && matches!(st.role, Some(LeaseRole::Holder { .. })) {
+            st.ramp.raised(weight);
+        }
+        Ok(ended)
+    }
+
+    /// Record `plan`'s intent (fenced by the lease `token`), run it while
+    /// renewing the lease, verify and record the outcome. `None`: the release
+    /// goes on (a ramp step took effect, or the intent was refused because
+    /// another agent took the lease and this one now follows).
+    async fn carry(
+        &self,
+        executor: &Guarded,
+        plan: &ActionPlan,
+        (token, st): (i64, &mut LoopState),
+        observer: &mut dyn Observer,
+        closes: Option<Closure>,
+    ) -> Result<Option<ReleaseStatus>, LedgerError> {
         pause_point("before_intent", &plan.target).await;
         let fence = LeaseOp::Fence { target: self.lease.clone(), holder: self.agent.instance.clone(), token };
         let approvals = ApprovalOps { only_if_open: None, close_open: closes };
@@ -104,7 +156,7 @@ impl ReleaseRun<'_> {
         // No ledger write, no action: the permit exists only once the intent is committed.
         let permit = match self
             .ledger
-            .record_intent(executor, &self.facts.release_id, &self.agent.actor(), at, &plan, (Some(fence), approvals))
+            .record_intent(executor, &self.facts.release_id, &self.agent.actor(), at, plan, (Some(fence), approvals))
             .await
         {
             Ok(p) => p,
@@ -116,19 +168,19 @@ impl ReleaseRun<'_> {
             Err(e) => return Err(e),
         };
         pause_point("after_intent", &plan.target).await;
-        observer.on_intent(&plan);
+        observer.on_intent(plan);
         let span = info_span!("action", plan = %plan.id, kind = %plan.kind, target = %plan.target);
         info!(parent: &span, to = %plan.to_revision, "Action starting (intent recorded).");
         let result =
-            self.holding_lease(token, execute_and_verify(executor, &plan, permit)).instrument(span.clone()).await;
+            self.holding_lease(token, execute_and_verify(executor, plan, permit)).instrument(span.clone()).await;
         info!(parent: &span, result = %result.label(), "Action ended.");
-        observer.on_outcome(&plan, &result);
+        observer.on_outcome(plan, &result);
         let outcome = Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() });
         self.record(outcome).await?;
-        if matches!(result, ActionResult::Verified { .. }) {
-            self.verified(&plan).await?;
+        if matches!(result, ActionResult::Verified { .. }) && settles_revision(plan.kind) {
+            self.verified(plan).await?;
         }
-        Ok(Some(status_of(plan.kind, &plan.id, &result)))
+        Ok(status_of(plan.kind, &plan.id, &result))
     }
 
     /// Run `action` to its end (an action is never interrupted), renewing the

@@ -271,6 +271,8 @@ impl LoopState {
             last_verdict: None,
             quarantine: run.facts.quarantine.clone(),
             failing: vec![],
+            ramp: super::step::RampProgress::default(),
+            advanced_s: 0,
         }
     }
 }

@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::assessor::{Assessor, Consultation, Deliberation, Timing, Usage};
 use crate::clock::Clock;
 use crate::digest::digest;
-use crate::executor::{ActionPlan, Guarded, Planner};
+use crate::executor::{ActionKind, ActionPlan, Guarded, Planner};
 use crate::judge::{JudgeResult, Verdict, judge_with};
 use crate::ledger::{
     ActionResult, Actor, Append, ApprovalOps, LeaseOp, LeaseRole, Ledger, LedgerError, Record, ReleaseFinished,
@@ -43,7 +43,7 @@ use crate::telemetry;
 
 use deadline::{Deadlined, JUDGE_DEADLINE, overrun_result};
 use human::{Asking, Controls, OperatorState};
-use step::{Next, Situation, what_now};
+use step::{Next, RampProgress, RampStep, Situation, what_now};
 
 /// How long a release with an open request waits before looking in the
 /// ledger for answers relayed by other agents and closures written by them.
@@ -227,6 +227,8 @@ pub struct ReleaseRun<'a> {
     pub tick_s: u64,
     /// Length of the analysis window, seconds.
     pub duration_s: u64,
+    /// The stepwise traffic ramp this run drives, if any.
+    pub ramp: Option<crate::release::RampConfig>,
     /// Real time to wait between ticks (an accelerated clock for demos, the tick itself live).
     pub pace: Duration,
     /// The policy.
@@ -264,6 +266,10 @@ struct LoopState {
     quarantine: Option<crate::policy::memory::Quarantine>,
     /// The failing findings of the last tick, one line each (a condemnation's evidence).
     failing: Vec<String>,
+    /// Where the ramp stands (unused without one).
+    ramp: RampProgress,
+    /// Release seconds the last tick moved the clock on.
+    advanced_s: u64,
 }
 
 /// One judged and recorded tick.
@@ -296,6 +302,8 @@ struct Prior {
     effected: Option<ReleaseStatus>,
     /// That action's plan.
     effected_plan: Option<ActionPlan>,
+    /// Where the ramp stood.
+    ramp: RampProgress,
 }
 
 impl ReleaseRun<'_> {
@@ -348,6 +356,7 @@ impl ReleaseRun<'_> {
             return Ok(refused);
         }
         let mut st = LoopState::at(self, prior.tick, prior.now_s);
+        st.ramp = prior.ramp;
         st.model = Deliberation::new(self.model.clone(), self.model_timing());
         if let Actuation::Live(executor) = actuation {
             st.role = self.claim_lease().await?;
@@ -375,7 +384,9 @@ impl ReleaseRun<'_> {
             if self.operator_state() == OperatorState::Aborted {
                 return self.finish(st, aborted(), None).await;
             }
+            let was = st.now_s;
             st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
+            st.advanced_s = st.now_s - was;
             st.tick += 1;
             let t = self.observed_tick(source, actuation.mode(), st, observer).await?;
             if let Some(done) = self.settled(actuation, st).await? {
@@ -412,9 +423,13 @@ impl ReleaseRun<'_> {
             failing_ticks: st.failing_ticks,
             failure: t.failure.as_deref(),
             failure_limit: self.policy.source.consecutive_failure_limit,
+            judge_clear: t.judged.findings.iter().all(|f| f.status.is_clear()),
+            ramp: self.ramp_step(actuation, st.ramp),
+            progress: st.ramp,
         };
         match what_now(situation) {
             Next::Continue | Next::Follow => Ok(None),
+            Next::Raise(weight) => self.raise(weight, actuation, st, observer).await,
             Next::Withdraw => {
                 let why = format!("the canary no longer calls for it: judged again, policy says {}", decision.label());
                 self.withdraw(st, why, observer).await.map(|()| None)
@@ -586,6 +601,15 @@ impl ReleaseRun<'_> {
         }
     }
 
+    /// What the ramp allows at `progress` (nothing when advising: an
+    /// advisory run changes no traffic).
+    fn ramp_step(&self, actuation: &Actuation, progress: RampProgress) -> RampStep {
+        match (&self.ramp, actuation) {
+            (Some(r), Actuation::Live(_)) => RampStep::of(r.raises(), r.min_judged_s, progress),
+            (None, _) | (Some(_), Actuation::Advisory(_)) => RampStep::Off,
+        }
+    }
+
     fn pace_for(&self, role: Option<&LeaseRole>) -> Duration {
         match role {
             Some(LeaseRole::Follower { .. }) => {
@@ -596,21 +620,35 @@ impl ReleaseRun<'_> {
     }
 
     async fn prior(&self) -> Result<Prior, LedgerError> {
-        let mut prior = Prior { finished: None, tick: 0, now_s: 0, effected: None, effected_plan: None };
+        let mut prior = Prior {
+            finished: None,
+            tick: 0,
+            now_s: 0,
+            effected: None,
+            effected_plan: None,
+            ramp: RampProgress::default(),
+        };
         let mut plans = std::collections::HashMap::new();
         for (_, rec) in self.ledger.release_records(&self.facts.release_id).await? {
             match rec {
-                Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
+                Record::Tick(t) => {
+                    if t.inputs_digest != NO_OBSERVATION {
+                        prior.ramp.judged_s += t.now_s.saturating_sub(prior.now_s);
+                    }
+                    (prior.tick, prior.now_s) = (t.tick, t.now_s);
+                }
                 Record::ReleaseFinished(f) => prior.finished = Some(f),
                 Record::Intent(i) => {
                     plans.insert(i.plan.id.clone(), i.plan);
                 }
-                Record::Outcome(o) if o.result.took_effect() => {
-                    if let Some(plan) = plans.get(&o.plan_id) {
-                        prior.effected = Some(act::status_of(plan.kind, &o.plan_id, &o.result));
+                Record::Outcome(o) if o.result.took_effect() => match plans.get(&o.plan_id) {
+                    Some(ActionPlan { kind: ActionKind::Raise { weight }, .. }) => prior.ramp.raised(*weight),
+                    Some(plan) => {
+                        prior.effected = act::status_of(plan.kind, &o.plan_id, &o.result);
                         prior.effected_plan = Some(plan.clone());
                     }
-                }
+                    None => {}
+                },
                 _ => {}
             }
         }
@@ -695,6 +733,9 @@ impl ReleaseRun<'_> {
             st.last_obs = Some(o.clone());
         }
         st.failing_ticks = if obs.is_some() { 0 } else { st.failing_ticks.saturating_add(1) };
+        if obs.is_some() {
+            st.ramp.judged_s += st.advanced_s;
+        }
         let judged = match &obs {
             Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
@@ -858,6 +899,9 @@ impl ReleaseRun<'_> {
     }
 }
 
+/// A tick record's `inputs_digest` when the source gave no observation.
+const NO_OBSERVATION: &str = "none";
+
 fn recovered(mut o: RunOutcome) -> RunOutcome {
     o.conclusion = Conclusion::Recovered;
     o
@@ -873,7 +917,7 @@ fn tick_record(
 ) -> Result<Record, LedgerError> {
     let inputs_digest = match obs {
         Some(o) => digest(serde_json::to_string(o).map_err(LedgerError::from)?.as_bytes()),
-        None => "none".into(),
+        None => NO_OBSERVATION.into(),
     };
     Ok(Record::Tick(Box::new(TickRecord {
         tick: st.tick,

@@ -8,7 +8,7 @@ use tracing::warn;
 
 use super::act::status_of;
 use super::{LoopState, ReleaseRun, ReleaseStatus};
-use crate::executor::Guarded;
+use crate::executor::{ActionKind, Guarded};
 use crate::ledger::{ActionResult, LeaseRole, LedgerError, OutcomeRecord, Record};
 
 impl ReleaseRun<'_> {
@@ -35,11 +35,18 @@ impl ReleaseRun<'_> {
                 "An intent had no outcome (the agent stopped mid-action); reconciled against the target.");
             let unresolved = !result.settles();
             self.record(Record::Outcome(OutcomeRecord { plan_id: plan.id.clone(), result: result.clone() })).await?;
-            if matches!(result, ActionResult::Reconciled { .. }) && open.release_id == self.facts.release_id {
-                self.verified(plan).await?;
+            let ours = open.release_id == self.facts.release_id;
+            if matches!(result, ActionResult::Reconciled { .. }) && ours {
+                match plan.kind {
+                    // A ramp step found done: the release goes on from it.
+                    ActionKind::Raise { weight } => st.ramp.raised(weight),
+                    ActionKind::Rollback | ActionKind::Promote => self.verified(plan).await?,
+                }
             }
-            if unresolved || open.release_id == self.facts.release_id {
-                ends.get_or_insert(status_of(plan.kind, &plan.id, &result));
+            if (unresolved || ours)
+                && let Some(status) = status_of(plan.kind, &plan.id, &result)
+            {
+                ends.get_or_insert(status);
             }
         }
         Ok(ends)

@@ -7,6 +7,12 @@
 //! as if nobody had been asked, closing the request as superseded; only a
 //! window that ends with the request still open ends awaiting it (or, where
 //! someone can answer — an agent's API or Slack — keeps waiting for them).
+//!
+//! A stepwise ramp adds one move, [`Next::Raise`], and one refusal: the
+//! canary's share is raised only while everything is quiet (policy says go
+//! on, the judge suspects nothing, the source answered, nobody holds or is
+//! asked, this agent holds the lease), and a promotion waits for the last
+//! step to have been judged its time.
 
 use super::ReleaseStatus;
 use crate::ledger::LeaseRole;
@@ -33,6 +39,63 @@ pub enum Next {
     },
     /// Policy no longer asks: withdraw the open request and keep judging.
     Withdraw,
+    /// Raise the canary's share of traffic to this percent (the ramp's next
+    /// step) and keep judging.
+    Raise(u8),
+}
+
+/// Where a release's ramp stands, as read from the ledger: the weight its
+/// last raise that took effect set, and the release seconds judged (ticks
+/// with an observation) since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RampProgress {
+    /// Percent of traffic on the canary after the last raise (none yet: `None`).
+    pub weight: Option<u8>,
+    /// Seconds judged at that weight.
+    pub judged_s: u64,
+}
+
+impl RampProgress {
+    /// A raise to `weight` took effect: the step's judged time starts over.
+    pub fn raised(&mut self, weight: u8) {
+        *self = RampProgress { weight: Some(weight), judged_s: 0 };
+    }
+}
+
+/// What the ramp allows at this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RampStep {
+    /// No ramp (or advising: an advisory run raises nothing).
+    Off,
+    /// The next step is due: its predecessor was judged long enough (the
+    /// first step is due at once).
+    Due(u8),
+    /// The current step has not yet been judged its time.
+    Judging,
+    /// The last step is reached and judged its time: a promotion may follow.
+    Done,
+}
+
+impl RampStep {
+    /// Where a ramp of `raises` (the steps below 100, rising) with
+    /// `min_judged_s` a step stands after `progress`.
+    pub fn of(raises: impl IntoIterator<Item = u8>, min_judged_s: u64, progress: RampProgress) -> RampStep {
+        let judged = progress.weight.is_none() || progress.judged_s >= min_judged_s;
+        let next = raises.into_iter().find(|w| progress.weight.is_none_or(|at| *w > at));
+        match (next, judged) {
+            (Some(w), true) => RampStep::Due(w),
+            (Some(_), false) | (None, false) => RampStep::Judging,
+            (None, true) => RampStep::Done,
+        }
+    }
+}
+
+/// Why a promotion waits: the window passed before the ramp's last step was judged its time.
+pub fn ramp_unfinished(progress: RampProgress) -> String {
+    let at = progress.weight.map_or("no step".to_string(), |w| format!("{w}% of traffic"));
+    format!(
+        "the analysis window passed with the ramp at {at}, its last step not yet judged its time (raises wait while          anything is suspect, a source fails or a person holds); held for a human, who may promote or roll back"
+    )
 }
 
 /// Everything "what now" looks at.
@@ -59,6 +122,13 @@ pub struct Situation<'a> {
     pub failure: Option<&'a str>,
     /// Policy's `source.consecutive_failure_limit`: that many, and the release ends held.
     pub failure_limit: u32,
+    /// No finding at this tick speaks against the canary (none failing,
+    /// suspect, drifted, or an incident).
+    pub judge_clear: bool,
+    /// The ramp, where there is one.
+    pub ramp: RampStep,
+    /// The ramp's progress (for the reason a promotion waits).
+    pub progress: RampProgress,
 }
 
 /// Why a release whose source failed `n` ticks in a row, the last time
@@ -73,8 +143,35 @@ pub fn source_gave_up(n: u32, cause: &str) -> String {
 /// Why a release whose window ended without a decision is held.
 pub const WINDOW_ENDED_UNDECIDED: &str = "the analysis window ended without a decision; held for a human";
 
-/// The next move in situation `s`.
+/// The next move in situation `s`: policy's move, then the ramp's say in it.
 pub fn what_now(s: Situation<'_>) -> Next {
+    ramped(s, decided(s))
+}
+
+/// The ramp's say: a quiet tick whose step is due raises, and a promotion
+/// before the last step was judged its time ends held. Nothing else changes.
+fn ramped(s: Situation<'_>, next: Next) -> Next {
+    let holder = matches!(s.role, Some(LeaseRole::Holder { .. }));
+    let quiet = s.mode == RunMode::Act
+        && holder
+        && !s.window_done
+        && !s.held
+        && s.asking.is_none()
+        && s.failing_ticks == 0
+        && s.judge_clear
+        && *s.decision == Decision::Continue;
+    let promoting = *s.decision == Decision::Promote;
+    match (next, s.ramp) {
+        (Next::Continue, RampStep::Due(w)) if quiet => Next::Raise(w),
+        (Next::Act, RampStep::Due(_) | RampStep::Judging) if promoting => {
+            Next::Finish(Box::new(ReleaseStatus::Held { reason: ramp_unfinished(s.progress) }))
+        }
+        (next, RampStep::Off | RampStep::Due(_) | RampStep::Judging | RampStep::Done) => next,
+    }
+}
+
+/// Policy's move in situation `s`, before the ramp's say.
+fn decided(s: Situation<'_>) -> Next {
     let follower = s.mode == RunMode::Act && matches!(s.role, Some(LeaseRole::Follower { .. }));
     if follower {
         return match s.decision {
@@ -153,6 +250,75 @@ mod tests {
             failing_ticks: 0,
             failure: None,
             failure_limit: 6,
+            judge_clear: true,
+            ramp: RampStep::Off,
+            progress: RampProgress::default(),
+        }
+    }
+
+    const HOLDER: LeaseRole = LeaseRole::Holder { token: 1 };
+
+    /// A ramp of 5, 25, 50 (then promotion), 300 s a step, at `progress`.
+    fn ramp(weight: Option<u8>, judged_s: u64) -> (RampStep, RampProgress) {
+        let progress = RampProgress { weight, judged_s };
+        (RampStep::of([5, 25, 50], 300, progress), progress)
+    }
+
+    fn ramping<'a>(decision: &'a Decision, (step, progress): (RampStep, RampProgress)) -> Situation<'a> {
+        Situation { role: Some(&HOLDER), ramp: step, progress, ..at(decision, false) }
+    }
+
+    #[test]
+    fn where_a_ramp_stands_follows_the_raises_that_took_effect_and_the_time_judged_since() {
+        assert_eq!(ramp(None, 0).0, RampStep::Due(5), "the first step is due at once");
+        assert_eq!(ramp(Some(5), 299).0, RampStep::Judging);
+        assert_eq!(ramp(Some(5), 300).0, RampStep::Due(25));
+        assert_eq!(ramp(Some(50), 100).0, RampStep::Judging, "the last step is judged its time too");
+        assert_eq!(ramp(Some(50), 300).0, RampStep::Done);
+        // A step set by a person between two of the ramp's is followed from there.
+        assert_eq!(RampStep::of([5, 25, 50], 300, RampProgress { weight: Some(30), judged_s: 300 }), RampStep::Due(50));
+    }
+
+    #[test]
+    fn a_due_step_is_raised_only_on_a_quiet_tick() {
+        let go_on = Decision::Continue;
+        assert_eq!(what_now(ramping(&go_on, ramp(Some(5), 300))), Next::Raise(25));
+        assert_eq!(what_now(ramping(&go_on, ramp(Some(5), 10))), Next::Continue, "not judged its time yet");
+        let hold = Decision::Hold { reason: "thin".into() };
+        let (why, proposed) = ("model", Proposal::Rollback { plan: plan() });
+        let follower = LeaseRole::Follower { holder: "b".into(), token: 2 };
+        let due = ramping(&go_on, ramp(Some(5), 300));
+        let not_quiet = [
+            ("the judge suspects a metric", Situation { judge_clear: false, ..due }),
+            ("the source failed this tick", Situation { failing_ticks: 1, failure: Some("refused"), ..due }),
+            ("an operator holds", Situation { held: true, ..due }),
+            ("a person is asked", Situation { asking: Some((why, &proposed)), ..due }),
+            ("another agent holds the lease", Situation { role: Some(&follower), ..due }),
+            ("no lease", Situation { role: None, ..due }),
+            ("advising", Situation { mode: RunMode::Advise, ..due }),
+            ("policy holds", Situation { decision: &hold, ..due }),
+        ];
+        for (why, s) in not_quiet {
+            assert!(!matches!(what_now(s), Next::Raise(_)), "{why}: {:?}", what_now(s));
+        }
+    }
+
+    #[test]
+    fn a_rollback_comes_from_any_step_and_a_promotion_only_after_the_last_was_judged() {
+        let r = rollback();
+        for progress in [ramp(None, 0), ramp(Some(5), 10), ramp(Some(25), 400), ramp(Some(50), 300)] {
+            assert_eq!(what_now(ramping(&r, progress)), Next::Act, "{progress:?}");
+        }
+        let p = Decision::Promote;
+        let done = Situation { window_done: true, ..ramping(&p, ramp(Some(50), 300)) };
+        assert_eq!(what_now(done), Next::Act);
+        for progress in [ramp(Some(25), 900), ramp(Some(50), 200)] {
+            let early = Situation { window_done: true, ..ramping(&p, progress) };
+            let ended = what_now(early);
+            assert!(
+                matches!(&ended, Next::Finish(s) if matches!(&**s, ReleaseStatus::Held { reason } if reason.contains("ramp"))),
+                "{ended:?}"
+            );
         }
     }
 

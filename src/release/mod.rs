@@ -9,7 +9,9 @@ mod status;
 
 pub use fleet::{BAKE_MAX_S, Bake, FleetConfig, FleetPlan, WAVES_MAX};
 
-pub use spec::{AgentTarget, LABEL_VALUE_MAX, LABELS_MAX, Registration, ReleaseConfig, SignalTemplate};
+pub use spec::{
+    AgentTarget, LABEL_VALUE_MAX, LABELS_MAX, RAMP_STEPS_MAX, RampConfig, Registration, ReleaseConfig, SignalTemplate,
+};
 pub use status::ReleaseStatus;
 
 use crate::executor::ExecutorConfig;

@@ -117,6 +117,7 @@ impl Registration {
             pods: template.pods.clone(),
             logs: template.logs.clone(),
             tick_s: template.tick_s,
+            ramp: None,
             labels: self.labels,
         };
         cfg.check_fields()?;
@@ -158,6 +159,11 @@ pub struct ReleaseConfig {
     /// Seconds of release time between analysis ticks (default: the source's sample step).
     #[serde(default)]
     pub tick_s: Option<u64>,
+    /// Raise the canary's share of traffic in steps, judged at each (needs
+    /// an executor that splits traffic: `haproxy`, `gateway_api`, a KServe
+    /// `kubernetes` workload, or the simulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampConfig>,
     /// Free labels shown with the release (bounded, printable).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
@@ -165,6 +171,60 @@ pub struct ReleaseConfig {
 
 fn production() -> String {
     "production".into()
+}
+
+/// A stepwise traffic ramp backstop drives itself: the canary gets
+/// `steps[0]` percent of traffic at the first tick, and each next step once
+/// the current one has been judged `min_judged_s` with nothing suspect. The
+/// judge's window runs across all steps; promotion (all traffic) comes when
+/// it passes, and only from the last step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RampConfig {
+    /// Percent of traffic on the canary at each step, rising (1–100; a
+    /// final 100 names the promotion, which the judge's pass makes).
+    pub steps: Vec<u8>,
+    /// Seconds of release time each step must be judged (ticks with an
+    /// observation) before the next; the last step too, before promotion.
+    pub min_judged_s: u64,
+}
+
+/// At most this many steps: each is an action in the ledger.
+pub const RAMP_STEPS_MAX: usize = 20;
+
+impl RampConfig {
+    /// The weights backstop raises to: the steps below 100.
+    pub fn raises(&self) -> impl Iterator<Item = u8> + '_ {
+        self.steps.iter().copied().filter(|w| *w < 100)
+    }
+
+    /// Steps rising from 1 to 100, 100 only last, a judged time for each.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let rising = self.steps.windows(2).all(|w| w[0] < w[1]);
+        let bounded = self.steps.iter().all(|w| (1..=100).contains(w));
+        if self.steps.is_empty()
+            || self.steps.len() > RAMP_STEPS_MAX
+            || !rising
+            || !bounded
+            || self.raises().next().is_none()
+        {
+            return Err(FieldError::new(
+                "steps",
+                format!(
+                    "1 to {RAMP_STEPS_MAX} rising percentages from 1 to 100, at least one below 100, e.g. [5, 25, 50, 100]"
+                ),
+            ));
+        }
+        if self.min_judged_s == 0 {
+            return Err(FieldError::new("min_judged_s", "seconds > 0 judged at each step"));
+        }
+        Ok(())
+    }
+
+    /// The judged time the ramp needs at least: every raise's step, the last included.
+    pub fn judged_s(&self) -> u64 {
+        self.min_judged_s.saturating_mul(self.raises().count() as u64)
+    }
 }
 
 /// One release's signals and executor fit together and within bounds
@@ -242,6 +302,15 @@ impl ReleaseConfig {
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         self.check_fields()?;
         check_signals(&self.source, self.pods.as_ref(), self.logs.as_ref(), self.tick_s, self.executor.as_ref())?;
+        if let Some(ramp) = &self.ramp {
+            ramp.validate().map_err(|e| e.under("ramp"))?;
+            if !self.executor.as_ref().is_some_and(crate::executor::ExecutorConfig::ramps) {
+                return Err(FieldError::new(
+                    "ramp",
+                    "an executor that splits traffic (`haproxy`, `gateway_api`, a KServe `inference_service`,                      or `simulator`)",
+                ));
+            }
+        }
         // An MLflow alias moves between versions of one registered model: numbers, checked
         // at load rather than when a rollback is due.
         if matches!(self.executor, Some(crate::executor::ExecutorConfig::Mlflow(_))) {
@@ -302,6 +371,32 @@ mod tests {
     /// A registration fills names from the caller and everything else from
     /// the declared target: a field that would name a URL, a path, a
     /// credential or a program does not exist in it.
+    fn ramped(ramp: &str, executor: &str) -> Result<(), FieldError> {
+        let text = format!(
+            "name = \"checkout\"\nservice = \"checkout\"\ntarget = \"t\"\ncandidate_revision = \"v2\"\n\
+             source = {{ kind = \"simulator\" }}\nexecutor = {executor}\nramp = {ramp}\n"
+        );
+        toml::from_str::<ReleaseConfig>(&text).unwrap().validate()
+    }
+
+    #[test]
+    fn a_ramp_rises_to_at_most_100_and_needs_an_executor_that_splits_traffic() {
+        let sim = "{ kind = \"simulator\" }";
+        assert_eq!(ramped("{ steps = [5, 25, 50, 100], min_judged_s = 300 }", sim), Ok(()));
+        assert_eq!(ramped("{ steps = [1], min_judged_s = 1 }", sim), Ok(()));
+        for steps in ["[]", "[25, 5]", "[5, 5]", "[0, 50]", "[50, 101]", "[100]", "[5, 100, 100]"] {
+            let e = ramped(&format!("{{ steps = {steps}, min_judged_s = 300 }}"), sim).unwrap_err();
+            assert_eq!(e.field, "ramp.steps", "{steps}: {e}");
+        }
+        let e = ramped("{ steps = [5, 50], min_judged_s = 0 }", sim).unwrap_err();
+        assert_eq!(e.field, "ramp.min_judged_s");
+        let command = "{ kind = \"command\", rollback = [\"true\"] }";
+        let e = ramped("{ steps = [5, 50], min_judged_s = 60 }", command).unwrap_err();
+        assert!(e.field == "ramp" && e.expected.contains("gateway_api"), "{e}");
+        let ramp = RampConfig { steps: vec![5, 25, 50, 100], min_judged_s: 300 };
+        assert_eq!((ramp.raises().collect::<Vec<_>>(), ramp.judged_s()), (vec![5, 25, 50], 900));
+    }
+
     #[test]
     fn a_registration_takes_its_signals_and_executor_from_the_declared_target() {
         let cfg = registration(serde_json::json!({})).unwrap().resolve(&target()).unwrap();

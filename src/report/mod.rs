@@ -173,6 +173,7 @@ fn action_name(kind: ActionKind) -> &'static str {
     match kind {
         ActionKind::Rollback => "rollback",
         ActionKind::Promote => "promotion",
+        ActionKind::Raise { .. } => "ramp step",
     }
 }
 

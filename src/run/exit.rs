@@ -46,7 +46,10 @@ pub fn for_status(status: &ReleaseStatus, signal_failed: bool) -> u8 {
         | ReleaseStatus::AwaitingApproval { .. }
         | ReleaseStatus::ActionFailed { action: ActionKind::Promote, .. }
         | ReleaseStatus::ActionNotVerified { action: ActionKind::Promote, .. }
-        | ReleaseStatus::ActionUnresolved { action: ActionKind::Promote, .. } => HELD,
+        | ReleaseStatus::ActionUnresolved { action: ActionKind::Promote, .. }
+        | ReleaseStatus::ActionFailed { action: ActionKind::Raise { .. }, .. }
+        | ReleaseStatus::ActionNotVerified { action: ActionKind::Raise { .. }, .. }
+        | ReleaseStatus::ActionUnresolved { action: ActionKind::Raise { .. }, .. } => HELD,
         ReleaseStatus::Interrupted => INTERRUPTED,
     }
 }

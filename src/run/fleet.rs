@@ -413,6 +413,7 @@ impl Runtime {
                 lease: p.lease.clone(),
                 tick_s: p.tick_s,
                 duration_s: 0,
+                ramp: None,
                 pace: Duration::ZERO,
                 policy: &self.policy,
                 ledger: &self.ledger,

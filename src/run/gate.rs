@@ -85,7 +85,7 @@ pub fn ended_verdict(status: &ReleaseStatus) -> GateVerdict {
         | ReleaseStatus::ActionFailed { action, .. }
         | ReleaseStatus::ActionUnresolved { action, .. } => match action {
             ActionKind::Rollback => GateVerdict::Fail,
-            ActionKind::Promote => GateVerdict::Inconclusive,
+            ActionKind::Promote | ActionKind::Raise { .. } => GateVerdict::Inconclusive,
         },
         ReleaseStatus::Recommended { decision, .. } => gate_verdict(decision, false),
         ReleaseStatus::AwaitingApproval { .. }

@@ -381,6 +381,7 @@ impl Runtime {
             lease: p.lease.clone(),
             tick_s: p.tick_s,
             duration_s: p.duration_s,
+            ramp: p.ramp.clone(),
             pace: pace.unwrap_or(Duration::from_secs(p.tick_s)),
             policy: &self.policy,
             ledger: &self.ledger,

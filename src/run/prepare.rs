@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::executor::{
-    CommandExecutor, Executor, ExecutorConfig, Guarded, HaproxyExecutor, KubernetesExecutor, ManualPlanner,
-    MlflowExecutor, Planner, SimulatedExecutor, WebhookExecutor,
+    CommandExecutor, Executor, ExecutorConfig, GatewayApiExecutor, Guarded, HaproxyExecutor, KubernetesExecutor,
+    ManualPlanner, MlflowExecutor, Planner, SimulatedExecutor, WebhookExecutor,
 };
 use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
@@ -25,6 +25,16 @@ pub enum PrepareError {
     /// Its executor cannot be set up (a secret unset, no Kubernetes client).
     #[error(transparent)]
     Executor(#[from] crate::executor::ExecutorError),
+    /// Its ramp needs more judged time than the source's analysis window has.
+    #[error(
+        "ramp: its steps need {needed_s} s judged (min_judged_s × steps below 100), but the analysis window is {window_s} s; lengthen the window or shorten the steps"
+    )]
+    RampLongerThanWindow {
+        /// Seconds the steps need.
+        needed_s: u64,
+        /// Seconds the window has.
+        window_s: u64,
+    },
 }
 
 /// Everything needed to run one release.
@@ -41,6 +51,8 @@ pub struct PreparedRelease {
     pub tick_s: u64,
     /// Analysis window, seconds.
     pub duration_s: u64,
+    /// The stepwise traffic ramp backstop drives, if configured.
+    pub ramp: Option<crate::release::RampConfig>,
     /// Fault onset known to the source (for reports only; never shown to a judge).
     pub known_onset_s: Option<u64>,
     /// The metrics the source reports.
@@ -65,12 +77,16 @@ impl PreparedRelease {
         start_unix_s: f64,
     ) -> Result<Self, PrepareError> {
         let built = build_source(&cfg.source, start_unix_s, &clock)?;
+        if let Some(ramp) = cfg.ramp.as_ref().filter(|r| r.judged_s() > built.duration_s) {
+            return Err(PrepareError::RampLongerThanWindow { needed_s: ramp.judged_s(), window_s: built.duration_s });
+        }
         let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
         // The one dispatch point from executor configuration to an executor.
         let configured: Option<Arc<dyn Executor>> = match (&cfg.executor, &built.simulator) {
             (Some(ExecutorConfig::Simulator), Some(sim)) => Some(Arc::new(SimulatedExecutor::new(target, sim.clone()))),
             (Some(ExecutorConfig::Haproxy(h)), _) => Some(Arc::new(HaproxyExecutor::new(target, h.clone()))),
             (Some(ExecutorConfig::Kubernetes(k)), _) => Some(Arc::new(KubernetesExecutor::new(target, k.clone())?)),
+            (Some(ExecutorConfig::GatewayApi(g)), _) => Some(Arc::new(GatewayApiExecutor::new(target, g.clone())?)),
             (Some(ExecutorConfig::Command(c)), _) => Some(Arc::new(CommandExecutor::new(target, from, c.clone()))),
             // Advising plans only: it never reads the signing secret.
             (Some(ExecutorConfig::Webhook(w)), _) if mode == RunMode::Advise => {
@@ -113,6 +129,7 @@ impl PreparedRelease {
             planner,
             tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),
             duration_s: built.duration_s,
+            ramp: cfg.ramp.clone(),
             known_onset_s: built.known_onset_s,
             metrics: built.metrics,
             lease: lease_name(cfg),

@@ -133,6 +133,7 @@ impl Harness {
             lease: facts().target,
             tick_s: 10,
             duration_s: 1800,
+            ramp: None,
             pace: Duration::from_millis(1),
             policy: &self.policy,
             ledger: &self.ledger,

@@ -83,6 +83,8 @@ fn only_what_the_executor_uses(role: &Role) {
         ("rollouts/status", "patch"),
         ("inferenceservices", "get"),
         ("inferenceservices", "patch"),
+        ("httproutes", "get"),
+        ("httproutes", "patch"),
     ]
     .into();
     for rule in role.rules.clone().unwrap() {

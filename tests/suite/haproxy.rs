@@ -85,6 +85,16 @@ async fn a_vanished_socket_is_a_clear_error() {
     assert!(err.contains("unreachable"), "{err}");
 }
 
+/// `watch` of `cfg` SIGKILLed at the pause point `point` of its first
+/// action, then run again to its end: the second run's exit code and output.
+fn killed_at_then_restarted(point: &str, cfg: &std::path::Path, ledger: &str) -> (i32, String, String) {
+    use crate::support::agents::Agent;
+    let mut a = Agent::watch(cfg, ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", point)]);
+    a.wait_for(&format!("paused at {point}"), std::time::Duration::from_secs(60));
+    a.kill9();
+    Agent::watch(cfg, ledger, 0, &[]).finish(std::time::Duration::from_secs(60))
+}
+
 fn config(dir: &tempfile::TempDir, socket: &str) -> std::path::PathBuf {
     let cfg = dir.path().join("haproxy.toml");
     std::fs::write(
@@ -144,12 +154,8 @@ fn killed_mid_rollback_on_real_haproxy_the_restart_reads_the_weights_and_never_a
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(&dir, &socket);
         let ledger = dir.path().join("l.db").to_str().unwrap().to_string();
-        let mut a = crate::support::agents::Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", point)]);
-        a.wait_for(&format!("paused at {point}"), std::time::Duration::from_secs(60));
-        a.kill9();
         // Restart: HAProxy's own state decides — untouched ⇒ held (exit 11), changed ⇒ reconciled (exit 10).
-        let (code, out, err) =
-            crate::support::agents::Agent::watch(&cfg, &ledger, 0, &[]).finish(std::time::Duration::from_secs(60));
+        let (code, out, err) = killed_at_then_restarted(point, &cfg, &ledger);
         assert_eq!(code, expect_code, "{point}: {out}\n{err}");
         assert_eq!(rt.block_on(e.weight("canary")).unwrap(), canary_after, "{point}: no blind retry, no undo");
         Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).assert().success();
@@ -161,5 +167,81 @@ fn killed_mid_rollback_on_real_haproxy_the_restart_reads_the_weights_and_never_a
         assert!(list.lines().any(|l| l.contains("v42") && l.contains("QUARANTINED")), "{point}: {list}");
         let v41_verified = list.lines().any(|l| l.contains("v41") && l.contains("verified on haproxy/checkout"));
         assert_eq!(v41_verified, canary_after == 0, "{point}: {list}");
+    }
+}
+
+/// A release on the test HAProxy's backend, ramped 5 → 25 → 50 → promotion,
+/// each step judged 300 s, judging the recorded `scenario`.
+fn ramp_config(dir: &tempfile::TempDir, socket: &str, scenario: &str) -> std::path::PathBuf {
+    let cfg = dir.path().join("haproxy.toml");
+    let text = crate::support::release_toml(
+        "haproxy/checkout",
+        &format!(r#"{{ kind = "scenario", path = "fixtures/scenarios/holdout/{scenario}.json" }}"#),
+        Some(&format!(
+            r#"{{ kind = "haproxy", socket = "{socket}", backend = "be", canary_server = "canary", stable_server = "stable" }}"#
+        )),
+    ) + "ramp = { steps = [5, 25, 50, 100], min_judged_s = 300 }\n";
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// The weights HAProxy answered when each action was read back, as recorded.
+fn read_back(dir: &tempfile::TempDir) -> Vec<(String, String)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let acts = rt.block_on(crate::support::actions(&dir.path().join("l.db")));
+    acts.into_iter().map(|a| (a.kind, a.observed)).collect()
+}
+
+/// Item 3 of the ecosystem issue on real HAProxy: each step's weights are
+/// set through the Runtime API and read back; a healthy canary is promoted
+/// from the last step, a failing one rolled back to weight 0 from its step.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
+#[test]
+fn a_ramp_on_real_haproxy_sets_each_steps_weights_then_promotes_or_rolls_back_from_its_step() {
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    watch(&dir, &ramp_config(&dir, &socket, "holdout-good-healthy-000")).code(0);
+    let seen = read_back(&dir);
+    let want = [
+        ("raise 5", "be: canary weight 5, stable weight 95"),
+        ("raise 25", "be: canary weight 25, stable weight 75"),
+        ("raise 50", "be: canary weight 50, stable weight 50"),
+        ("promote", "be: canary weight 100, stable weight 0"),
+    ];
+    assert_eq!(seen, want.map(|(k, o)| (k.to_string(), o.to_string())));
+    assert_eq!((h.weight("canary"), h.weight("stable")), (100, 0));
+
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    watch(&dir, &ramp_config(&dir, &socket, "holdout-bad-error-spike-strong-traffic-000")).code(10);
+    let seen = read_back(&dir);
+    let (last, raises) = seen.split_last().unwrap();
+    assert_eq!(last, &("rollback".to_string(), "be: canary weight 0, stable weight 100".to_string()));
+    assert!(!raises.is_empty() && raises.iter().all(|(k, _)| k.starts_with("raise")), "{seen:?}");
+    assert_eq!((h.weight("canary"), h.weight("stable")), (0, 100));
+}
+
+/// Killed mid-raise, the restart asks HAProxy what happened: a raise that
+/// took effect is reconciled and the ramp goes on from that step; one that
+/// never reached HAProxy is held for a human — never run again blindly.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
+#[test]
+fn killed_mid_raise_on_real_haproxy_the_restart_goes_on_from_the_step_haproxy_has_or_holds() {
+    for (point, expect_code, canary_after) in [("after_intent", 12, 10), ("after_execute", 0, 100)] {
+        let h = Haproxy::start();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ramp_config(&dir, &h.unix_socket.display().to_string(), "holdout-good-healthy-000");
+        let ledger = dir.path().join("l.db").to_str().unwrap().to_string();
+        let (code, out, err) = killed_at_then_restarted(point, &cfg, &ledger);
+        assert_eq!(code, expect_code, "{point}: {out}\n{err}");
+        assert_eq!(h.weight("canary"), canary_after, "{point}: no blind retry");
+        let kinds: Vec<(String, String)> = read_back(&dir).into_iter().collect();
+        let first = &kinds[0];
+        assert_eq!(first.0, "raise 5", "{point}: {kinds:?}");
+        let reconciled = point == "after_execute";
+        assert_eq!(first.1.contains("canary weight 5,"), reconciled, "{point}: {kinds:?}");
+        Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).assert().success();
     }
 }

@@ -28,6 +28,8 @@ struct Cluster {
     deployment: Arc<Mutex<Value>>,
     rollout: Arc<Mutex<Value>>,
     isvc: Arc<Mutex<Value>>,
+    /// The Gateway API `HTTPRoute` `shop/checkout`.
+    route: Arc<Mutex<Value>>,
     status_subresource: bool,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Pod log reads that answer 500 before the API recovers.
@@ -59,6 +61,7 @@ fn pod_log(pod: &str, since: i64) -> String {
 }
 
 const ISVC: &str = "/apis/serving.kserve.io/v1beta1/namespaces/shop/inferenceservices/fraud-scorer";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/checkout";
 
 fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("fixtures/k8s/{name}")).unwrap()).unwrap()
@@ -131,6 +134,23 @@ async fn api(
             json_patch::merge(&mut r, &body);
             ok(r.clone())
         }
+        ("GET", ROUTE) => ok(c.route.lock().unwrap().clone()),
+        // A JSON Patch applies whole or not at all; a failed `test` is the API server's 422.
+        ("PATCH", ROUTE) if h("content-type") == "application/json-patch+json" => {
+            let mut route = c.route.lock().unwrap();
+            let mut next = route.clone();
+            let applied = serde_json::from_value::<json_patch::Patch>(body).map(|p| json_patch::patch(&mut next, &p));
+            match applied {
+                Ok(Ok(())) => {
+                    *route = next;
+                    ok(route.clone())
+                }
+                _ => {
+                    let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server rejected our request due to an error in our request","reason":"Invalid","code":422});
+                    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(status))
+                }
+            }
+        }
         ("GET", ISVC) => ok(c.isvc.lock().unwrap().clone()),
         ("PATCH", ISVC) => {
             let mut o = c.isvc.lock().unwrap();
@@ -147,6 +167,7 @@ async fn cluster(status_subresource: bool) -> (Cluster, tempfile::TempDir, std::
         deployment: Arc::new(Mutex::new(fixture("deployment.json"))),
         rollout: Arc::new(Mutex::new(fixture("rollout.json"))),
         isvc: Arc::new(Mutex::new(fixture("inferenceservice.json"))),
+        route: Arc::new(Mutex::new(fixture("httproute.json"))),
         status_subresource,
         seen: Arc::new(Mutex::new(vec![])),
         log_failures: Arc::default(),
@@ -330,24 +351,7 @@ async fn watch_holds_with_a_clear_message_when_the_api_server_answers_500() {
     let toml = crate::support::release_toml("k8s/shop/broken", source, Some(&executor)).replace("\"v41\"", "\"2\"");
     std::fs::write(&cfg, toml).unwrap();
     let ledger = dir.path().join("l.db");
-    let args: Vec<String> = vec![
-        "--config".into(),
-        cfg.display().to_string(),
-        "watch".into(),
-        "--pace-ms".into(),
-        "0".into(),
-        "--ledger".into(),
-        ledger.display().to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
-            .env_remove("BACKSTOP_CONFIG")
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = watch_flat_out(&cfg, &ledger).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(11), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Held for a human: the rollback failed"), "{stdout}");
@@ -617,3 +621,113 @@ async fn a_kserve_read_back_that_disagrees_is_not_verified() {
     assert!(!v.verified && v.observed.contains("canaryTrafficPercent 10"), "{v:?}");
     assert!(c.seen.lock().unwrap().iter().all(|s| s.method == "GET"));
 }
+
+/// `backstop watch --pace-ms 0` of `cfg` into `ledger`, off the runtime's
+/// threads (the API server the test serves runs on them).
+async fn watch_flat_out(cfg: &std::path::Path, ledger: &std::path::Path) -> std::process::Output {
+    let args =
+        ["--config", &cfg.display().to_string(), "watch", "--pace-ms", "0", "--ledger", &ledger.display().to_string()]
+            .map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("backstop"))
+            .env_remove("BACKSTOP_CONFIG")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `backstop watch` of a recorded release whose traffic is the Gateway API
+/// route `shop/checkout` (fixtures/k8s/httproute.json), ramped 5 → 25 → 50
+/// → promotion, each step judged 300 s: its exit code and output.
+async fn watch_ramp(dir: &std::path::Path, kubeconfig: &std::path::Path, scenario: &str) -> (Option<i32>, String) {
+    let executor = format!(
+        r#"{{ kind = "gateway_api", namespace = "shop", route = "checkout", canary_backend = "checkout-v2", stable_backend = "checkout-v1", kubeconfig = "{}" }}"#,
+        kubeconfig.display()
+    );
+    let source = format!(r#"{{ kind = "scenario", path = "fixtures/scenarios/{scenario}.json" }}"#);
+    let toml = crate::support::release_toml("gw/shop/checkout", &source, Some(&executor))
+        + "ramp = { steps = [5, 25, 50, 100], min_judged_s = 300 }\n";
+    let cfg = dir.join("backstop.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = watch_flat_out(&cfg, &dir.join("l.db")).await;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// The (canary, stable) weights each PATCH of the route set in its split
+/// rule (rule 1: `checkout-v1` at index 0, `checkout-v2` at 1), in order,
+/// checking that every write is preceded by a test of the backend's name.
+fn route_weights(c: &Cluster) -> Vec<(u64, u64)> {
+    let seen = c.seen.lock().unwrap();
+    let patches = seen.iter().filter(|s| s.method == "PATCH" && s.uri.starts_with(ROUTE));
+    patches
+        .map(|p| {
+            assert_eq!(p.content_type, "application/json-patch+json", "{p:?}");
+            let ops = p.body.as_array().expect("a JSON Patch is an array");
+            let op = |path: &str| ops.iter().find(|o| o["path"] == path).map(|o| o["value"].clone());
+            for (j, name) in [(0, "checkout-v1"), (1, "checkout-v2")] {
+                assert_eq!(op(&format!("/spec/rules/1/backendRefs/{j}/name")), Some(json!(name)), "{ops:?}");
+            }
+            assert!(ops.iter().all(|o| !o["path"].as_str().unwrap().starts_with("/spec/rules/0")), "{ops:?}");
+            let w = |j: usize| op(&format!("/spec/rules/1/backendRefs/{j}/weight")).and_then(|v| v.as_u64()).unwrap();
+            (w(1), w(0))
+        })
+        .collect()
+}
+
+/// Item 3 of the ecosystem issue on the Gateway API: backstop drives the
+/// route's weights 5 → 25 → 50 itself, each step read back, the rule that
+/// routes test traffic untouched, and promotes from the last step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_api_ramp_raises_the_route_step_by_step_and_promotes_from_the_last() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let (code, out) = watch_ramp(dir.path(), &kubeconfig, RAMP_GOOD).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(route_weights(&c), [(5, 95), (25, 75), (50, 50), (100, 0)]);
+    let acts: Vec<(String, String)> =
+        crate::support::actions(&dir.path().join("l.db")).await.into_iter().map(|a| (a.kind, a.result)).collect();
+    let want = [("raise 5", "verified"), ("raise 25", "verified"), ("raise 50", "verified"), ("promote", "verified")];
+    assert_eq!(acts, want.map(|(k, r)| (k.to_string(), r.to_string())));
+    let route = c.route.lock().unwrap().clone();
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["weight"], 1, "the header-matched rule is left alone");
+    assert_eq!(route["spec"]["rules"][1]["backendRefs"][1]["port"], 8080, "the rest of each backendRef stays");
+    assert!(out.contains("raise to 25%"), "{out}");
+}
+
+/// A canary that fails mid-ramp is rolled back from the step it reached:
+/// its weight goes to 0 and no step comes after the fault is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_mid_ramp_is_rolled_back_to_zero_from_its_step() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    let (code, out) = watch_ramp(dir.path(), &kubeconfig, RAMP_BAD).await;
+    assert_eq!(code, Some(10), "{out}");
+    let weights = route_weights(&c);
+    let (last, raises) = weights.split_last().unwrap();
+    assert_eq!(*last, (0, 100), "rollback sends the canary's weight to 0: {weights:?}");
+    assert!(!raises.is_empty() && raises.len() < 3, "the fault (onset 410 s) came before the last step: {weights:?}");
+    assert_eq!(raises, &[(5, 95), (25, 75)][..raises.len()]);
+    let last = crate::support::actions(&dir.path().join("l.db")).await.pop().expect("an action");
+    assert_eq!((last.kind.as_str(), last.result.as_str()), ("rollback", "verified"));
+}
+
+/// A route that lost one of the two backends (edited by hand, say) is
+/// refused with both names, and nothing is patched: the ramp never writes
+/// a weight it cannot place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_both_backends_is_refused_by_name_and_never_patched() {
+    let (c, dir, kubeconfig) = cluster(true).await;
+    c.route.lock().unwrap()["spec"]["rules"][1]["backendRefs"].as_array_mut().unwrap().remove(0);
+    let (code, out) = watch_ramp(dir.path(), &kubeconfig, RAMP_GOOD).await;
+    assert_eq!(code, Some(12), "held for a human: {out}");
+    assert!(out.contains("`checkout-v2`") && out.contains("`checkout-v1`"), "{out}");
+    assert!(route_weights(&c).is_empty(), "nothing patched");
+    let last = crate::support::actions(&dir.path().join("l.db")).await.pop().expect("an action");
+    assert_eq!((last.kind.as_str(), last.result.as_str()), ("raise 5", "failed"));
+}
+
+/// Recorded releases the ramp tests judge: one healthy, one whose errors spike from 410 s.
+const RAMP_GOOD: &str = "holdout/holdout-good-healthy-000";
+const RAMP_BAD: &str = "holdout/holdout-bad-error-spike-strong-traffic-000";

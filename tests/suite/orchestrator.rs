@@ -47,6 +47,7 @@ fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> Relea
         facts: f,
         tick_s: 10,
         duration_s: 1800,
+        ramp: None,
         pace: Duration::ZERO,
         policy,
         ledger,

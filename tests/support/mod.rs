@@ -27,6 +27,48 @@ pub fn repo_path(relative: &str) -> String {
     format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// One action of a ledger, as recorded: its kind (`raise 25` for a ramp
+/// step), its result's label and what was read back from the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub kind: String,
+    pub result: String,
+    pub observed: String,
+}
+
+/// Every action in the ledger at `path` with its outcome, in ledger order.
+pub async fn actions(path: &std::path::Path) -> Vec<Action> {
+    use backstop::executor::ActionKind;
+    use backstop::ledger::{ActionResult, Record};
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(path)).await.unwrap();
+    let mut kinds = std::collections::HashMap::new();
+    let mut done = vec![];
+    for r in l.list(None, 100_000).await.unwrap() {
+        match Record::from_stored(&r).unwrap() {
+            Record::Intent(i) => {
+                let kind = match i.plan.kind {
+                    ActionKind::Raise { weight } => format!("raise {weight}"),
+                    k @ (ActionKind::Rollback | ActionKind::Promote) => k.to_string(),
+                };
+                kinds.insert(i.plan.id.clone(), kind);
+            }
+            Record::Outcome(o) => {
+                let observed = match &o.result {
+                    ActionResult::Verified { observed, .. }
+                    | ActionResult::NotVerified { observed, .. }
+                    | ActionResult::Reconciled { observed }
+                    | ActionResult::Unresolved { observed } => observed.clone(),
+                    other => other.label().to_string(),
+                };
+                let kind = kinds.get(&o.plan_id).cloned().unwrap_or_default();
+                done.push(Action { kind, result: o.result.label().to_string(), observed });
+            }
+            _ => {}
+        }
+    }
+    done
+}
+
 /// A one-release `backstop.toml`: release `checkout` of service `checkout`,
 /// v42 against last-known-good v41, on `target`, with the given `source` and
 /// optional `executor` (TOML inline tables). A scenario path under
