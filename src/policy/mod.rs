@@ -133,7 +133,11 @@ pub struct ReleaseFacts {
     pub service_targets: u32,
     /// Targets declared in configuration; nothing else may be touched.
     /// Shared by every release of a process (one list, not one per release:
-    /// with 10,000 releases a copy each is 10⁸ strings).
+    /// with 10,000 releases a copy each is 10⁸ strings). Stored as its
+    /// count only (see [`declared`]): read back from the ledger it is empty,
+    /// and whoever decides again takes the list from configuration.
+    #[serde(with = "declared")]
+    #[schemars(with = "declared::Stored")]
     pub declared_targets: Arc<[String]>,
     /// Revision under judgement.
     pub candidate_revision: String,
@@ -151,6 +155,44 @@ pub struct ReleaseFacts {
     pub irreversible: bool,
     /// Environment (`production`, `staging`, ...).
     pub environment: String,
+}
+
+/// How a release's declared targets are written: as their number. The
+/// list is the configuration's, the same for every release of a process,
+/// and 10,000 releases each writing 10,000 names put 1 GiB into the ledger
+/// at their starts (`backstop bench`). Records written before hold the list;
+/// both read.
+pub mod declared {
+    use std::sync::Arc;
+
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// The stored shape: the list (older records) or its count.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(untagged)]
+    pub enum Stored {
+        /// Records written before: every declared target.
+        List(Vec<String>),
+        /// How many targets were declared.
+        Count {
+            /// The number.
+            count: usize,
+        },
+    }
+
+    /// Write the count.
+    pub fn serialize<S: Serializer>(targets: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+        Stored::Count { count: targets.len() }.serialize(s)
+    }
+
+    /// Read either shape; a count reads as no list.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::List(list) => list.into(),
+            Stored::Count { .. } => Arc::from([]),
+        })
+    }
 }
 
 /// What the ledger says about recent history of this target.

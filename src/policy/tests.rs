@@ -588,3 +588,19 @@ fn a_refusing_policy_denies_a_quarantined_promotion_even_to_a_person() {
     let allowed = approval::rule_promote(&p, &ask).ruling;
     assert!(matches!(allowed, approval::Ruling::Execute { decision: Decision::Promote }), "{allowed:?}");
 }
+
+/// A release's start record stores how many targets were declared, not
+/// the list (10,000 releases × 10,000 names was 1 GiB of start records);
+/// records written before, holding the list, still read.
+#[test]
+fn declared_targets_are_stored_as_their_count_and_old_lists_still_read() {
+    let f = facts();
+    let stored = serde_json::to_value(&f).unwrap();
+    assert_eq!(stored["declared_targets"], serde_json::json!({ "count": 1 }));
+    let back: ReleaseFacts = serde_json::from_value(stored.clone()).unwrap();
+    assert!(back.declared_targets.is_empty(), "a count reads as no list: the configuration's list decides");
+    let mut old = stored;
+    old["declared_targets"] = serde_json::json!(["haproxy/checkout", "haproxy/payments"]);
+    let back: ReleaseFacts = serde_json::from_value(old).unwrap();
+    assert_eq!(&*back.declared_targets, ["haproxy/checkout".to_string(), "haproxy/payments".to_string()]);
+}
