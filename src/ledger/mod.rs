@@ -201,6 +201,20 @@ pub struct Ledger {
     newest: std::sync::Mutex<Option<Checkpoint>>,
     /// The hash of the ledger's first record, when this handle wrote it.
     first: std::sync::Mutex<Option<String>>,
+    /// Appends that found the writer's queue full and waited for room.
+    queue_waits: std::sync::atomic::AtomicU64,
+    /// The longest such wait, µs.
+    queue_wait_max_us: std::sync::atomic::AtomicU64,
+}
+
+/// Back-pressure on the writer's queue so far: appends are never dropped;
+/// when the queue is full they wait for room, and this says how often and how long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueuePressure {
+    /// Appends that waited for room.
+    pub waits: u64,
+    /// The longest wait.
+    pub max_wait: Duration,
 }
 
 /// Receives the end-to-end latency of each committed append.
@@ -264,8 +278,23 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
             std::fs::create_dir_all(dir)?;
         }
     }
-    let pool = AnyPoolOptions::new()
-        .max_connections(4)
+    let pool = pool_of(url, dialect, READERS).await?;
+    if dialect == Dialect::Sqlite {
+        // WAL lets readers run beside the one writer; it is a property of the
+        // file, set once (changing it needs a lock busy_timeout cannot wait for).
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+    }
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Connections for reads. The writer has its own (see [`Ledger::open`]).
+const READERS: u32 = 4;
+
+/// A pool of `n` connections to `url`.
+async fn pool_of(url: &str, dialect: Dialect, n: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(n)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
@@ -276,14 +305,7 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
             })
         })
         .connect(url)
-        .await?;
-    if dialect == Dialect::Sqlite {
-        // WAL lets readers run beside the one writer; it is a property of the
-        // file, set once (changing it needs a lock busy_timeout cannot wait for).
-        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-    }
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
+        .await
 }
 
 /// Rows as stored records with their typed bodies, in the order given.
@@ -313,7 +335,13 @@ impl Ledger {
                 Err(source) => return Err(LedgerError::Open { url: redact_url(url), source }),
             }
         };
-        let jobs = writer::spawn(pool.clone(), dialect);
+        // The writer's own connection: group commits never queue behind reads
+        // (10,000 releases starting at once read their history through the
+        // readers' pool; sharing it held appends back for seconds).
+        let write_pool = pool_of(url, dialect, 1)
+            .await
+            .map_err(|source| LedgerError::Open { url: redact_url(url), source: Box::new(source) })?;
+        let jobs = writer::spawn(write_pool, dialect);
         Ok(Self {
             pool,
             url: redact_url(url),
@@ -321,6 +349,8 @@ impl Ledger {
             on_append: std::sync::OnceLock::new(),
             newest: std::sync::Mutex::new(None),
             first: std::sync::Mutex::new(None),
+            queue_waits: Default::default(),
+            queue_wait_max_us: Default::default(),
         })
     }
 
@@ -365,7 +395,7 @@ impl Ledger {
             reply,
         };
         let started = tokio::time::Instant::now();
-        self.jobs.send(job).await.map_err(|_| LedgerError::WriterGone)?;
+        self.enqueue(job).await?;
         let done = answer.await.map_err(|_| LedgerError::WriterGone)?;
         if let (Ok(_), Some(f)) = (&done, self.on_append.get()) {
             f(started.elapsed());
@@ -380,6 +410,30 @@ impl Ledger {
             }
         }
         done
+    }
+
+    /// Hand `job` to the writer, waiting for room (and counting the wait) when its queue is full.
+    async fn enqueue(&self, job: writer::Job) -> Result<(), LedgerError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let job = match self.jobs.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(LedgerError::WriterGone),
+            Err(mpsc::error::TrySendError::Full(job)) => job,
+        };
+        let waited = tokio::time::Instant::now();
+        self.jobs.send(job).await.map_err(|_| LedgerError::WriterGone)?;
+        self.queue_waits.fetch_add(1, Relaxed);
+        self.queue_wait_max_us.fetch_max(waited.elapsed().as_micros() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Back-pressure on the writer's queue since this handle opened.
+    pub fn queue_pressure(&self) -> QueuePressure {
+        use std::sync::atomic::Ordering::Relaxed;
+        QueuePressure {
+            waits: self.queue_waits.load(Relaxed),
+            max_wait: Duration::from_micros(self.queue_wait_max_us.load(Relaxed)),
+        }
     }
 
     /// Append one record; returns once it is committed.

@@ -108,6 +108,8 @@ struct Batch {
     leases: BTreeMap<String, LeaseRow>,
     changed: BTreeMap<String, LeaseRow>,
     rows: Vec<StoredRecord>,
+    /// Committed approval records of the releases whose jobs look at them.
+    approvals: BTreeMap<String, Vec<StoredRecord>>,
 }
 
 impl Batch {
@@ -174,7 +176,8 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
     };
     let start_seq = cur.seq;
     let leases = read_leases(&mut tx, dialect, batch).await?;
-    let mut b = Batch { cur, leases, changed: BTreeMap::new(), rows: Vec::new() };
+    let approvals = read_approvals(&mut tx, batch).await?;
+    let mut b = Batch { cur, leases, changed: BTreeMap::new(), rows: Vec::new(), approvals };
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
         out.push(write_job(&mut tx, &mut b, job).await?);
@@ -217,13 +220,13 @@ async fn write_job(
     };
     let approvals = &job.approvals;
     if let Some(id) = &approvals.only_if_open
-        && !open_approvals(tx, &job.release_id, &b.rows).await?.contains(id)
+        && !b.open_approvals(&job.release_id).contains(id)
     {
         return Ok(refused(role));
     }
     let receipt = job.body.as_ref().map(|(kind, body)| b.push(job, *kind, body));
     if let Some(closure) = approvals.close_open {
-        for id in open_approvals(tx, &job.release_id, &b.rows).await? {
+        for id in b.open_approvals(&job.release_id) {
             let rec = Record::ApprovalResolved(ApprovalResolved::closure(&id, closure));
             let body = rec.body_json().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             b.push(job, RecordKind::ApprovalResolved, &body);
@@ -263,27 +266,51 @@ async fn canaries(
     Ok(targets.into_iter().collect())
 }
 
-/// Ids of `release`'s approval requests still open, in the order they
-/// were opened: the committed records, then `pending` (this batch's rows).
-async fn open_approvals(
+impl Batch {
+    /// Ids of `release`'s approval requests still open, in the order they
+    /// were opened: the committed records, then this batch's rows.
+    fn open_approvals(&self, release: &str) -> Vec<String> {
+        let committed = self.approvals.get(release).map(Vec::as_slice).unwrap_or_default();
+        let mut open: Vec<String> = Vec::new();
+        for row in committed.iter().chain(self.rows.iter().filter(|r| r.release_id == release)) {
+            match Record::from_stored(row) {
+                Ok(Record::ApprovalRequested(a)) => open.push(a.request.id),
+                Ok(Record::ApprovalResolved(r)) if r.closes() => open.retain(|id| *id != r.id),
+                _ => {}
+            }
+        }
+        open
+    }
+}
+
+/// The committed approval records of every release whose job in `batch`
+/// looks at its open requests, in a few queries whatever the batch's size
+/// (10,000 releases stopping at once close theirs in one batch).
+async fn read_approvals(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    release: &str,
-    pending: &[StoredRecord],
-) -> Result<Vec<String>, sqlx::Error> {
-    let sql = "SELECT seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash \
-               FROM ledger_records WHERE release_id = $1 AND kind IN ('approval_requested', 'approval_resolved') \
-               ORDER BY seq";
-    let committed = sqlx::query(sql).bind(release).fetch_all(&mut **tx).await?;
-    let mut open: Vec<String> = Vec::new();
-    let stored: Vec<StoredRecord> = committed.iter().map(super::stored).collect::<Result<_, _>>()?;
-    for row in stored.iter().chain(pending.iter().filter(|r| r.release_id == release)) {
-        match Record::from_stored(row) {
-            Ok(Record::ApprovalRequested(a)) => open.push(a.request.id),
-            Ok(Record::ApprovalResolved(r)) if r.closes() => open.retain(|id| *id != r.id),
-            _ => {}
+    batch: &[Job],
+) -> Result<BTreeMap<String, Vec<StoredRecord>>, sqlx::Error> {
+    let looks = |j: &&Job| j.approvals.only_if_open.is_some() || j.approvals.close_open.is_some();
+    let releases: BTreeSet<&str> = batch.iter().filter(looks).map(|j| j.release_id.as_str()).collect();
+    let releases: Vec<&str> = releases.into_iter().collect();
+    let mut found: BTreeMap<String, Vec<StoredRecord>> = BTreeMap::new();
+    for chunk in releases.chunks(ROWS_PER_INSERT * 5) {
+        let sql = format!(
+            "SELECT seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash \
+             FROM ledger_records WHERE kind IN ('approval_requested', 'approval_resolved') \
+             AND release_id IN ({}) ORDER BY seq",
+            placeholders(0, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q.bind(*r);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let s = super::stored(&row)?;
+            found.entry(s.release_id.clone()).or_default().push(s);
         }
     }
-    Ok(open)
+    Ok(found)
 }
 
 /// `$1, $2, ...` for `n` values starting after `offset`.
