@@ -32,12 +32,47 @@ pub struct ReleasesReport {
     pub peak_rss_mib: f64,
     /// Mean work per tick per release, µs.
     pub mean_tick_us: f64,
-    /// With a ledger: tick records appended (each with its lease renewal).
+    /// A tick's work (observe, judge, decide, its record committed), median and 99th percentile, ms.
+    pub tick_ms: (f64, f64),
+    /// With a ledger: appends while the releases ticked (starts, tick records with their
+    /// lease renewals).
     pub appends: u64,
-    /// With a ledger: appends per second of wall time.
+    /// With a ledger: those appends per second of wall time.
     pub appends_per_s: f64,
-    /// With a ledger: 99th percentile of one append's latency, ms.
-    pub append_p99_ms: f64,
+    /// With a ledger: one append's latency, submitted to committed, median and 99th percentile, ms.
+    pub append_ms: (f64, f64),
+    /// With a ledger: the writer's back-pressure (appends wait, never dropped).
+    pub queue: crate::ledger::QueuePressure,
+    /// With a ledger: appends as every release stopped at once (pause and end records),
+    /// and their 99th-percentile latency, ms.
+    pub stop: (u64, f64),
+}
+
+/// The `p`-th percentile of `v` (sorted here), in the units given.
+fn percentile(v: &mut [u64], p: usize) -> u64 {
+    v.sort_unstable();
+    v.get((v.len() * p / 100).min(v.len().saturating_sub(1))).copied().unwrap_or(0)
+}
+
+/// Latencies of one run, µs: a tick's work, appends while ticking, appends while stopping.
+#[derive(Clone, Default)]
+struct Latencies {
+    ticks: Arc<std::sync::Mutex<Vec<u64>>>,
+    appends: Arc<std::sync::Mutex<Vec<u64>>>,
+    stopping: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Set once every release has had its ticks: appends from then on are the stop's.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Latencies {
+    fn append(&self, d: Duration) {
+        let to = if self.stopped.load(Ordering::Relaxed) { &self.stopping } else { &self.appends };
+        to.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(d.as_micros() as u64);
+    }
+
+    fn take(v: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
+        std::mem::take(&mut *v.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 fn cpu_seconds() -> f64 {
@@ -65,6 +100,7 @@ struct Counters {
     ticks: Arc<AtomicU64>,
     busy_ns: Arc<AtomicU64>,
     missed: Arc<AtomicU64>,
+    lat: Latencies,
 }
 
 impl Counters {
@@ -75,6 +111,7 @@ impl Counters {
         if late {
             self.missed.fetch_add(1, Ordering::Relaxed);
         }
+        self.lat.ticks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(took.as_micros() as u64);
     }
 }
 
@@ -89,17 +126,21 @@ impl Meter {
         Self { cpu0: cpu_seconds(), wall0: Instant::now() }
     }
 
-    /// The report for `n` releases; `latencies_us`: append latencies, if any.
-    fn report(self, n: usize, c: &Counters, mut latencies_us: Vec<u64>) -> ReleasesReport {
+    /// The report for `n` releases; `queue`: the ledger's back-pressure, if there is one.
+    fn report(self, n: usize, c: &Counters, queue: crate::ledger::QueuePressure) -> ReleasesReport {
         let wall = self.wall0.elapsed().as_secs_f64();
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-        latencies_us.sort_unstable();
-        let p99 = latencies_us.get((latencies_us.len() * 99 / 100).min(latencies_us.len().saturating_sub(1)));
+        let ms = |v: &mut Vec<u64>, p| percentile(v, p) as f64 / 1000.0;
+        let (mut ticking, mut appends, mut stopping) =
+            (Latencies::take(&c.lat.ticks), Latencies::take(&c.lat.appends), Latencies::take(&c.lat.stopping));
         let ticks = c.ticks.load(Ordering::Relaxed);
         ReleasesReport {
-            appends: latencies_us.len() as u64,
-            appends_per_s: latencies_us.len() as f64 / wall,
-            append_p99_ms: p99.copied().unwrap_or(0) as f64 / 1000.0,
+            tick_ms: (ms(&mut ticking, 50), ms(&mut ticking, 99)),
+            appends: appends.len() as u64,
+            appends_per_s: appends.len() as f64 / wall,
+            append_ms: (ms(&mut appends, 50), ms(&mut appends, 99)),
+            queue,
+            stop: (stopping.len() as u64, ms(&mut stopping, 99)),
             releases: n,
             ticks,
             missed: c.missed.load(Ordering::Relaxed),
@@ -165,7 +206,7 @@ pub async fn concurrent_releases(
     for t in tasks {
         let _ = t.await;
     }
-    meter.report(n, &counters, vec![])
+    meter.report(n, &counters, Default::default())
 }
 
 fn bench_facts(i: usize) -> ReleaseFacts {
@@ -200,6 +241,7 @@ impl Observer for BenchObserver {
         self.seen += 1;
         // Once every release has had its ticks, stop them all between ticks.
         if self.seen == self.ticks && self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.releases {
+            self.counters.lat.stopped.store(true, Ordering::Relaxed);
             let _ = self.stop.send(true);
         }
     }
@@ -239,20 +281,16 @@ pub async fn service_releases(
     let settings = Settings { releases: (0..n).map(bench_release).collect(), ..Settings::default() };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runtime = Runtime::open(settings, policy.clone(), ledger_url, stop_rx).await?;
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-    let lat = latencies.clone();
-    runtime.ledger.observe_appends(Box::new(move |d| {
-        if let Ok(mut v) = lat.lock() {
-            v.push(d.as_micros() as u64);
-        }
-    }));
+    let counters = Counters::default();
+    let lat = counters.lat.clone();
+    runtime.ledger.observe_appends(Box::new(move |d| lat.append(d)));
     let prepared = runtime
         .settings
         .releases
         .iter()
         .map(|cfg| runtime.prepare(cfg, RunMode::Act, 0))
         .collect::<Result<Vec<_>, _>>()?;
-    let (counters, done, stop) = (Counters::default(), Arc::new(AtomicU64::new(0)), Arc::new(stop_tx));
+    let (done, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(stop_tx));
     let meter = Meter::start();
     let mut tasks = Vec::with_capacity(n);
     for (i, p) in prepared.into_iter().enumerate() {
@@ -281,6 +319,5 @@ pub async fn service_releases(
     if failures > 0 {
         tracing::warn!(failures, "Some bench releases ended with an error.");
     }
-    let latencies_us = latencies.lock().map(|v| v.clone()).unwrap_or_default();
-    Ok(meter.report(n, &counters, latencies_us))
+    Ok(meter.report(n, &counters, runtime.ledger.queue_pressure()))
 }

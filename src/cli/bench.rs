@@ -141,19 +141,32 @@ async fn model_table(
 
 fn releases_row(n: usize, a: &BenchArgs, r: &ReleasesReport, ledger: &str) -> BenchRow {
     let appends = if r.appends > 0 {
-        format!("; {} appends, {:.0} appends/s, p99 append {:.1} ms", r.appends, r.appends_per_s, r.append_p99_ms)
+        format!(
+            "; {} appends while ticking, {:.0}/s, append p50 {:.1} ms, p99 {:.1} ms; {} waited for the writer's \
+             queue (longest {:.0} ms), none dropped; stop: {} appends, p99 {:.0} ms",
+            r.appends,
+            r.appends_per_s,
+            r.append_ms.0,
+            r.append_ms.1,
+            r.queue.waits,
+            r.queue.max_wait.as_secs_f64() * 1000.0,
+            r.stop.0,
+            r.stop.1
+        )
     } else {
         String::new()
     };
     BenchRow {
         name: format!("{n} concurrent releases, {}-s tick, {} ticks each, {ledger}", a.tick_s, a.ticks),
         result: format!(
-            "{} of {} ticks missed; CPU {:.1}% of all cores; peak RSS {:.0} MiB; {:.0} µs work per tick{appends}",
+            "{} of {} ticks missed; tick p50 {:.1} ms, p99 {:.1} ms, mean {:.0} µs; CPU {:.1}% of all cores; peak RSS {:.0} MiB{appends}",
             r.missed,
             r.ticks,
+            r.tick_ms.0,
+            r.tick_ms.1,
+            r.mean_tick_us,
             r.cpu_share * 100.0,
             r.peak_rss_mib,
-            r.mean_tick_us
         ),
         baseline: "none".into(),
     }

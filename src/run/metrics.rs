@@ -43,6 +43,11 @@ pub struct Metrics {
     pub missed_ticks: Counter,
     /// Seconds a ledger append took, end to end (queue, batch, commit).
     pub ledger_append_seconds: Histogram,
+    /// Appends that found the ledger writer's queue full and waited for room
+    /// since the agent started (set at scrape time; appends are never dropped).
+    pub ledger_queue_waits: Gauge,
+    /// The longest such wait, seconds (set at scrape time).
+    pub ledger_queue_wait_max_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Model consultations answered.
     pub model_calls: Counter,
     /// Model tokens spent, by kind (`prompt`, `completion`).
@@ -67,6 +72,8 @@ impl Default for Metrics {
             tick_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             missed_ticks: Counter::default(),
             ledger_append_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            ledger_queue_waits: Gauge::default(),
+            ledger_queue_wait_max_seconds: Gauge::default(),
             model_calls: Counter::default(),
             model_tokens: Family::default(),
             model_rejections: Counter::default(),
@@ -81,6 +88,10 @@ impl Default for Metrics {
         registry.register("tick_seconds", "Time a tick took", m.tick_seconds.clone());
         registry.register("missed_ticks", "Ticks that overran the time between ticks", m.missed_ticks.clone());
         registry.register("ledger_append_seconds", "Ledger append latency", m.ledger_append_seconds.clone());
+        let waits = "Appends that waited for room in the ledger writer's queue (never dropped)";
+        registry.register("ledger_queue_waits", waits, m.ledger_queue_waits.clone());
+        let longest = "The longest wait for room in the ledger writer's queue";
+        registry.register("ledger_queue_wait_max_seconds", longest, m.ledger_queue_wait_max_seconds.clone());
         registry.register("model_calls", "Model consultations answered", m.model_calls.clone());
         registry.register("model_tokens", "Model tokens spent, by kind (prompt, completion)", m.model_tokens.clone());
         registry.register("model_rejections", "Model verdicts rejected or unavailable", m.model_rejections.clone());

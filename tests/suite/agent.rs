@@ -382,6 +382,10 @@ async fn two_hundred_releases_registered_at_once_all_run_and_metrics_match_the_l
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(counted as usize, actions, "{metrics}");
+    // The writer's back-pressure is exported (appends wait for room, never dropped).
+    for gauge in ["backstop_ledger_queue_waits ", "backstop_ledger_queue_wait_max_seconds "] {
+        assert!(metrics.lines().any(|l| l.starts_with(gauge)), "missing {gauge}in\n{metrics}");
+    }
 }
 
 /// Run futures concurrently and collect their results in order.

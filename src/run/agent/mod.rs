@@ -168,6 +168,9 @@ impl Agent {
             self.metrics.releases.get_or_create(&Kind { kind: s.label().into() }).set(n);
         }
         self.metrics.approvals_pending.set(views.iter().filter(|v| v.pending_approval.is_some()).count() as i64);
+        let queue = self.runtime.ledger.queue_pressure();
+        self.metrics.ledger_queue_waits.set(queue.waits as i64);
+        self.metrics.ledger_queue_wait_max_seconds.set(queue.max_wait.as_secs_f64());
         self.metrics.render()
     }
 
