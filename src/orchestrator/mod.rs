@@ -574,6 +574,9 @@ impl ReleaseRun<'_> {
             st.recovered = true;
             return self.close_effected(&prior, status).await.map(Some);
         }
+        // The ramp as the ledger has it: an agent taking over from a follower's
+        // seat never raises to a step an earlier holder already passed.
+        st.ramp = prior.ramp;
         match self.recover_if_holder(executor, st).await? {
             Some(status) => self.finish(st, status, None).await.map(recovered).map(Some),
             None => Ok(None),
@@ -629,25 +632,22 @@ impl ReleaseRun<'_> {
             ramp: RampProgress::default(),
         };
         let mut plans = std::collections::HashMap::new();
-        for (_, rec) in self.ledger.release_records(&self.facts.release_id).await? {
+        let records: Vec<Record> =
+            self.ledger.release_records(&self.facts.release_id).await?.into_iter().map(|(_, r)| r).collect();
+        prior.ramp = step::ramp_progress(&records);
+        for rec in records {
             match rec {
-                Record::Tick(t) => {
-                    if t.inputs_digest != NO_OBSERVATION {
-                        prior.ramp.judged_s += t.now_s.saturating_sub(prior.now_s);
-                    }
-                    (prior.tick, prior.now_s) = (t.tick, t.now_s);
-                }
+                Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
                 Record::ReleaseFinished(f) => prior.finished = Some(f),
                 Record::Intent(i) => {
                     plans.insert(i.plan.id.clone(), i.plan);
                 }
                 Record::Outcome(o) if o.result.took_effect() => match plans.get(&o.plan_id) {
-                    Some(ActionPlan { kind: ActionKind::Raise { weight }, .. }) => prior.ramp.raised(*weight),
+                    Some(ActionPlan { kind: ActionKind::Raise { .. }, .. }) | None => {}
                     Some(plan) => {
                         prior.effected = act::status_of(plan.kind, &o.plan_id, &o.result);
                         prior.effected_plan = Some(plan.clone());
                     }
-                    None => {}
                 },
                 _ => {}
             }
@@ -900,7 +900,7 @@ impl ReleaseRun<'_> {
 }
 
 /// A tick record's `inputs_digest` when the source gave no observation.
-const NO_OBSERVATION: &str = "none";
+pub(crate) const NO_OBSERVATION: &str = "none";
 
 fn recovered(mut o: RunOutcome) -> RunOutcome {
     o.conclusion = Conclusion::Recovered;

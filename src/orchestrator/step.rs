@@ -15,7 +15,8 @@
 //! step to have been judged its time.
 
 use super::ReleaseStatus;
-use crate::ledger::LeaseRole;
+use crate::executor::ActionKind;
+use crate::ledger::{LeaseRole, Record};
 use crate::policy::{Decision, Proposal, RunMode};
 
 /// The loop's next move.
@@ -60,6 +61,39 @@ impl RampProgress {
     pub fn raised(&mut self, weight: u8) {
         *self = RampProgress { weight: Some(weight), judged_s: 0 };
     }
+}
+
+/// Where the ramp stands after a release's `records` (in ledger order):
+/// the weight of the last raise that took effect, and the release time
+/// judged since. Several agents' tick records interleave (followers judge
+/// too), so only time beyond the furthest tick so far counts, and a tick
+/// without an observation moves time on without judging it.
+pub fn ramp_progress(records: &[Record]) -> RampProgress {
+    let mut progress = RampProgress::default();
+    let mut raises = std::collections::HashMap::new();
+    let mut judged_to = 0;
+    for rec in records {
+        match rec {
+            Record::Tick(t) => {
+                if t.now_s > judged_to && t.inputs_digest != super::NO_OBSERVATION {
+                    progress.judged_s += t.now_s - judged_to;
+                }
+                judged_to = judged_to.max(t.now_s);
+            }
+            Record::Intent(i) => {
+                if let ActionKind::Raise { weight } = i.plan.kind {
+                    raises.insert(i.plan.id.as_str(), weight);
+                }
+            }
+            Record::Outcome(o) if o.result.took_effect() => {
+                if let Some(weight) = raises.get(o.plan_id.as_str()) {
+                    progress.raised(*weight);
+                }
+            }
+            _ => {}
+        }
+    }
+    progress
 }
 
 /// What the ramp allows at this tick.
@@ -277,6 +311,63 @@ mod tests {
         assert_eq!(ramp(Some(50), 300).0, RampStep::Done);
         // A step set by a person between two of the ramp's is followed from there.
         assert_eq!(RampStep::of([5, 25, 50], 300, RampProgress { weight: Some(30), judged_s: 300 }), RampStep::Due(50));
+    }
+
+    /// A tick record at `now_s`, observed or not.
+    fn tick(now_s: u64, observed: bool) -> Record {
+        use crate::judge::{JudgeResult, Verdict};
+        let judge = JudgeResult {
+            verdict: Verdict::Inconclusive,
+            now_s,
+            window_complete: false,
+            findings: vec![],
+            summary: String::new(),
+            log_mining: None,
+        };
+        Record::Tick(Box::new(crate::ledger::TickRecord {
+            tick: now_s / 10,
+            now_s,
+            mode: RunMode::Act,
+            inputs_digest: if observed { "d".into() } else { super::super::NO_OBSERVATION.into() },
+            judge,
+            model: crate::policy::ModelInput::NotConfigured,
+            consultation: None,
+            prompt_version: None,
+            tool_calls: vec![],
+            decision: Decision::Continue,
+            rules: vec![],
+            lease: None,
+        }))
+    }
+
+    /// A raise to `weight` and its outcome, verified or failed.
+    fn raised(weight: u8, took: bool) -> [Record; 2] {
+        use crate::executor::ActionPlan;
+        use crate::ledger::{ActionResult, IntentRecord, OutcomeRecord};
+        let plan = ActionPlan::new(ActionKind::Raise { weight }, "t", "v2", 0, vec![]);
+        let result = if took {
+            ActionResult::Verified { output: String::new(), observed: String::new() }
+        } else {
+            ActionResult::Failed { error: "refused".into() }
+        };
+        let outcome = OutcomeRecord { plan_id: plan.id.clone(), result };
+        [Record::Intent(IntentRecord { plan, fence: Some(1) }), Record::Outcome(outcome)]
+    }
+
+    #[test]
+    fn ramp_progress_counts_judged_time_once_across_interleaved_agents_and_only_raises_that_took() {
+        // Two agents tick the same release 5 s apart; one tick had no observation.
+        let mut records = vec![tick(10, true), tick(5, true), tick(20, true), tick(15, true)];
+        records.extend(raised(5, true));
+        records.extend([tick(30, false), tick(25, true), tick(40, true), tick(35, true)]);
+        assert_eq!(ramp_progress(&records), RampProgress { weight: Some(5), judged_s: 10 });
+        records.extend(raised(25, false));
+        records.push(tick(50, true));
+        assert_eq!(
+            ramp_progress(&records),
+            RampProgress { weight: Some(5), judged_s: 20 },
+            "a failed raise moves nothing"
+        );
     }
 
     #[test]
