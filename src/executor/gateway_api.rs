@@ -153,15 +153,6 @@ impl GatewayApiExecutor {
         ActionPlan::new(kind, &self.target, revision, at_s, vec![self.describe(kind), read])
     }
 
-    fn api_error(&self, e: kube::Error) -> ExecutorError {
-        match e {
-            kube::Error::Api(status) => {
-                ExecutorError::refused(&self.target, format!("the Kubernetes API answered {}: {status}", status.code))
-            }
-            other => ExecutorError::unreachable(&self.target, "the Kubernetes API is unreachable", other),
-        }
-    }
-
     async fn routes(&self) -> Result<Api<DynamicObject>, ExecutorError> {
         let client = self
             .client
@@ -175,7 +166,8 @@ impl GatewayApiExecutor {
 
     /// The route as it is now, and where it holds both backends.
     async fn read(&self) -> Result<(Route, Vec<Split>), ExecutorError> {
-        let o = self.routes().await?.get(&self.cfg.route).await.map_err(|e| self.api_error(e))?;
+        let o =
+            self.routes().await?.get(&self.cfg.route).await.map_err(|e| ExecutorError::kubernetes(&self.target, e))?;
         let route: Route = serde_json::from_value(o.data).map_err(|e| {
             ExecutorError::refused(&self.target, format!("the HTTPRoute is not in the Gateway API's v1 shape: {e}"))
         })?;
@@ -262,7 +254,7 @@ impl Executor for GatewayApiExecutor {
         routes
             .patch(&self.cfg.route, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await
-            .map_err(|e| self.api_error(e))?;
+            .map_err(|e| ExecutorError::kubernetes(&self.target, e))?;
         Ok(self.describe(plan.kind))
     }
 

@@ -152,12 +152,7 @@ impl KubernetesExecutor {
     /// What the Kubernetes API's error means here: its refusal (a status
     /// it answered), or an API server that could not be reached.
     fn api(&self, e: kube::Error) -> ExecutorError {
-        match e {
-            kube::Error::Api(status) => {
-                ExecutorError::refused(&self.target, format!("the Kubernetes API answered {}: {status}", status.code))
-            }
-            other => ExecutorError::unreachable(&self.target, "the Kubernetes API is unreachable", other),
-        }
+        ExecutorError::kubernetes(&self.target, e)
     }
 
     /// The target is not in the state the action needs.

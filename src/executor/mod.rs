@@ -215,6 +215,17 @@ impl ExecutorError {
         ExecutorError::Unreachable { target: target.into(), what: what.into(), source: source.into() }
     }
 
+    /// What a Kubernetes API error means for `target`: a refusal (a status
+    /// the API server answered), or an API server that could not be reached.
+    pub fn kubernetes(target: &str, e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(status) => {
+                ExecutorError::refused(target, format!("the Kubernetes API answered {}: {status}", status.code))
+            }
+            other => ExecutorError::unreachable(target, "the Kubernetes API is unreachable", other),
+        }
+    }
+
     /// The system refused or failed the change; `answer` says how.
     pub fn refused(target: &str, answer: impl Into<String>) -> Self {
         ExecutorError::Refused { target: target.into(), answer: answer.into() }
