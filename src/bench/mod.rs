@@ -2,6 +2,7 @@
 //! to a baseline from the same run where one exists. Not a test: these
 //! machines are shared, so only ratios within one run mean much.
 
+mod agents;
 pub mod model;
 mod releases;
 
@@ -12,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
+pub use agents::{AgentsReport, shared_agents};
 pub use releases::{ReleasesReport, concurrent_releases, service_releases};
 
 use crate::eval::peers::kayenta;

@@ -75,7 +75,7 @@ impl Latencies {
     }
 }
 
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     // utime + stime, fields 14 and 15 of /proc/self/stat, in clock ticks (100 Hz on Linux).
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
@@ -248,7 +248,7 @@ impl Observer for BenchObserver {
 }
 
 /// A healthy simulated release for the bench, acting through the simulator.
-fn bench_release(i: usize) -> ReleaseConfig {
+pub(super) fn bench_release(i: usize) -> ReleaseConfig {
     ReleaseConfig {
         name: format!("bench-{i}"),
         service: "bench".into(),

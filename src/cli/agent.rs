@@ -74,6 +74,8 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
         runtime.preflight(&prepared).await.map_err(runtime_failure)?;
     }
     let agent = Agent::new(runtime, a.pace_ms.map(Duration::from_millis), backstop::policy::RunMode::Act);
+    // In the roster before any release claims: the others rank this agent from its first heartbeat.
+    agent.keep_sharing().await.map_err(|e| Failure::backend(&e))?;
     agent.start_configured().map_err(|e| Failure::usage(super::chain(&e)))?;
     // Registered releases this agent (before a restart) or another one recorded, not yet finished.
     agent.sync().await.map_err(|e| Failure::backend(&e))?;
@@ -94,6 +96,7 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let _ = stop.wait_for(|s| *s).await;
     out("stopping: no new releases; running releases pause between ticks, an action in flight finishes");
     agent.wait().await;
+    agent.leave_roster().await;
     let _ = server_stop.send(());
     let _ = server.await;
     out("stopped");

@@ -36,6 +36,17 @@ pub struct BenchArgs {
     /// Sequential ledger appends to time.
     #[arg(long, default_value_t = 2000)]
     appends: u32,
+    /// Instead of the table above: this many agents in one process sharing
+    /// `--agent-releases` releases on one ledger (PostgreSQL with `--postgres`,
+    /// else SQLite), one killed halfway, against one agent doing all the work.
+    #[arg(long)]
+    agents: Option<usize>,
+    /// With `--agents`: releases shared.
+    #[arg(long, default_value_t = 3000)]
+    agent_releases: usize,
+    /// With `--agents`: ticks of 2 s each run (the lease is 3 ticks).
+    #[arg(long, default_value_t = 30)]
+    agent_ticks: u32,
     /// Also time ledger appends on this PostgreSQL URL.
     #[arg(long)]
     postgres: Option<String>,
@@ -60,6 +71,9 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
     let policy = load_policy(None, settings)?;
     if !a.model_on.is_empty() {
         return model_table(&a, settings, &policy).await;
+    }
+    if let Some(k) = a.agents {
+        return agents_table(&a, k, &policy).await;
     }
     use backstop::signals::BaselineKind;
     let mut rows = vec![
@@ -136,6 +150,46 @@ async fn model_table(
         .join()
         .map_err(|_| failed("the replay thread panicked"))?;
     out(render(&measured, &name, GPT_4O_MINI).trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--agents`: the sharing table only.
+async fn agents_table(a: &BenchArgs, k: usize, policy: &backstop::policy::PolicyFile) -> CliResult {
+    if k < 2 {
+        return Err(Failure { code: 2, message: "bench --agents: at least 2 agents".into() });
+    }
+    let dir = tempfile_dir().map_err(failed)?;
+    let url = match &a.postgres {
+        Some(pg) => pg.clone(),
+        None => backstop::ledger::sqlite_url(&dir.join("agents.db")),
+    };
+    let ledger = if a.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
+    let tick = Duration::from_secs(2);
+    let r = backstop::bench::shared_agents((k, a.agent_releases), (a.agent_ticks, tick), policy, &url)
+        .await
+        .map_err(|e| failed(super::chain(&e)))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let row = BenchRow {
+        name: format!(
+            "{} agents sharing {} releases, 2-s tick, {} ticks, ledger on {ledger}, the first killed halfway",
+            r.agents, r.releases, a.agent_ticks
+        ),
+        result: format!(
+            "CPU {:.1} s ({:.2}× one agent); {} ticks recorded, {} recorded twice; judged first per agent {:?}; \
+             {} releases taken over after the kill, median {} ms, max {} ms (lease {} ms)",
+            r.cpu_shared_s,
+            r.cpu_shared_s / r.cpu_one_s.max(f64::EPSILON),
+            r.ticks.1,
+            r.doubled_ticks,
+            r.spread,
+            r.taken_over,
+            r.takeover_ms.0,
+            r.takeover_ms.1,
+            r.lease_ms
+        ),
+        baseline: format!("one agent running all: CPU {:.1} s, {} ticks recorded", r.cpu_one_s, r.ticks.0),
+    };
+    out(render(&[row]).trim_end());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -86,6 +86,11 @@ pub struct AgentSettings {
     /// another agent takes over within this time. Ticks renew it, so keep it
     /// longer than the time between ticks.
     pub lease_s: f64,
+    /// Releases this agent holds (judges and acts on) at once, when several
+    /// agents share a ledger; the rest it keeps in standby and takes over
+    /// when their holder stops. Default: no limit (agents still spread the
+    /// releases evenly among themselves).
+    pub capacity: Option<u32>,
     /// Targets releases registered at runtime (`POST /v1/releases`) may use,
     /// with the executor that acts on each: a registration names a target,
     /// never an executor, so an API caller cannot choose what runs.
@@ -126,6 +131,7 @@ impl Default for AgentSettings {
         Self {
             instance_id: None,
             lease_s: 15.0,
+            capacity: None,
             targets: vec![],
             tokens_file: None,
             local_scopes: vec![Scope::Read],
@@ -225,6 +231,12 @@ impl Settings {
         }
         if !(self.agent.lease_s.is_finite() && (0.2..=3600.0).contains(&self.agent.lease_s)) {
             return Err(FieldError::of("agent.lease_s".into(), "seconds between 0.2 and 3600".into()));
+        }
+        if self.agent.capacity == Some(0) {
+            return Err(FieldError::of(
+                "agent.capacity".into(),
+                "at least 1 release (leave it out for no limit)".into(),
+            ));
         }
         if self.agent.instance_id.as_ref().is_some_and(|i| i.trim().is_empty() || i.contains(char::is_whitespace)) {
             return Err(FieldError::of("agent.instance_id".into(), "a non-empty id without spaces".into()));
@@ -433,6 +445,8 @@ mod tests {
         );
         let e = load(nan.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("releases[0].source.fault.strength") && e.contains("finite"), "{e}");
+        let e = load(b"[agent]\ncapacity = 0\n").unwrap_err().to_string();
+        assert!(e.contains("agent.capacity") && e.contains("at least 1"), "{e}");
         let e = load(b"[agent]\nlease_s = inf\n").unwrap_err().to_string();
         assert!(e.contains("agent.lease_s"), "{e}");
         let mut bad = b"[[releases]]\nname = \"x".to_vec();

@@ -38,6 +38,20 @@ pub enum LeaseOp {
         /// How long it lasts from now, ms.
         ttl_ms: i64,
     },
+    /// A holder's tick: renew if `holder` still holds `token` (lapsed or
+    /// not, while nobody took it), else refuse the record — an agent that
+    /// lost its seat (stopped past its lease) must not write a second tick
+    /// record beside the new holder's.
+    Keep {
+        /// Target.
+        target: String,
+        /// Instance id.
+        holder: String,
+        /// Token held.
+        token: i64,
+        /// How long it lasts from now, ms.
+        ttl_ms: i64,
+    },
     /// The record is an intent: refuse it unless `holder` still holds `token`.
     Fence {
         /// Target.
@@ -62,6 +76,7 @@ impl LeaseOp {
         match self {
             LeaseOp::Claim { target, .. }
             | LeaseOp::Renew { target, .. }
+            | LeaseOp::Keep { target, .. }
             | LeaseOp::Fence { target, .. }
             | LeaseOp::Release { target, .. } => target,
         }
@@ -112,10 +127,14 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
             let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
             LeaseStep { role: LeaseRole::Holder { token: *token }, write: Some(renewed), event: None, refuse: false }
         }
+        (LeaseOp::Keep { holder, token, ttl_ms, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
+            let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
+            LeaseStep { role: LeaseRole::Holder { token: *token }, write: Some(renewed), event: None, refuse: false }
+        }
         (LeaseOp::Fence { holder, token, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
             LeaseStep { role: LeaseRole::Holder { token: *token }, write: None, event: None, refuse: false }
         }
-        (LeaseOp::Fence { .. }, None) => LeaseStep {
+        (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, None) => LeaseStep {
             write: None,
             event: None,
             role: LeaseRole::Follower { holder: String::new(), token: 0 },
@@ -127,7 +146,7 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
             role: observer(row),
             refuse: false,
         },
-        (LeaseOp::Fence { .. }, Some(row)) => keep(row, true),
+        (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, Some(row)) => keep(row, true),
         (LeaseOp::Claim { .. } | LeaseOp::Renew { .. } | LeaseOp::Release { .. }, Some(row)) => keep(row, false),
         (LeaseOp::Renew { .. } | LeaseOp::Release { .. }, None) => LeaseStep {
             write: None,
@@ -181,6 +200,21 @@ mod tests {
         assert!(apply(&fence("a", 4), Some(&row("a", 5, 0)), 0).refuse);
         assert!(apply(&fence("a", 4), None, 0).refuse);
         assert!(!apply(&fence("a", 4), Some(&row("a", 4, 0)), 0).refuse);
+    }
+
+    #[test]
+    fn a_tick_keeps_its_own_lease_even_lapsed_and_is_refused_once_another_took_it() {
+        let keep = |h: &str, token| LeaseOp::Keep { target: "t".into(), holder: h.into(), token, ttl_ms: 1000 };
+        let lapsed = apply(&keep("a", 4), Some(&row("a", 4, 10)), 500);
+        assert_eq!(
+            (lapsed.role, lapsed.write, lapsed.refuse),
+            (LeaseRole::Holder { token: 4 }, Some(row("a", 4, 1500)), false)
+        );
+        let taken = apply(&keep("a", 4), Some(&row("b", 5, 9000)), 500);
+        assert!(taken.refuse && taken.write.is_none());
+        assert_eq!(taken.role, LeaseRole::Follower { holder: "b".into(), token: 5 });
+        assert!(apply(&keep("a", 4), Some(&row("a", 5, 9000)), 500).refuse, "our own later token is another seat");
+        assert!(apply(&keep("a", 4), None, 500).refuse);
     }
 
     #[test]

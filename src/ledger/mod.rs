@@ -15,6 +15,7 @@
 mod chain;
 pub mod lease;
 pub mod record;
+pub mod roster;
 mod writer;
 
 use std::path::Path;
@@ -36,6 +37,7 @@ pub use record::{
     LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record,
     RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord, TickRecord,
 };
+pub use roster::{Member, Roster};
 
 use crate::policy::memory::{RevisionFact, ServiceRevisions};
 
@@ -288,6 +290,10 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
     Ok(pool)
 }
 
+/// Ms a PostgreSQL transaction may wait on its client before the server ends
+/// it: far above a batch's gaps between statements (a few ms), far below a lease.
+const STALLED_TRANSACTION_MS: u32 = 1_000;
+
 /// Connections for reads. The writer has its own (see [`Ledger::open`]).
 const READERS: u32 = 4;
 
@@ -297,9 +303,19 @@ async fn pool_of(url: &str, dialect: Dialect, n: u32) -> Result<AnyPool, sqlx::E
         .max_connections(n)
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                if dialect == Dialect::Sqlite {
+                match dialect {
                     // Wait for another process's write instead of failing with "database is locked".
-                    sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+                    Dialect::Sqlite => {
+                        sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+                    }
+                    // A process stopped mid-commit (SIGSTOP, a frozen VM) would hold the
+                    // head's row lock, and so every agent's writes, for as long as it
+                    // stays stopped: the server ends such a transaction after this long
+                    // (nothing of it is committed; the writer tries the batch again).
+                    Dialect::Postgres => {
+                        let sql = format!("SET idle_in_transaction_session_timeout = {STALLED_TRANSACTION_MS}");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+                    }
                 }
                 Ok(())
             })

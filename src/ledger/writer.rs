@@ -83,12 +83,44 @@ async fn write_with_retry(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Re
     let mut tries = 0;
     loop {
         match write_batch(pool, dialect, batch).await {
-            Err(e) if tries < MAX_TRIES && retryable(&e) => {
+            Err(f)
+                if tries < MAX_TRIES
+                    && (retryable(&f.error) || ended(&f.error) || (!f.committing && lost(&f.error))) =>
+            {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(5 * u64::from(tries.min(20)))).await;
             }
-            other => return other,
+            Ok(done) => return Ok(done),
+            Err(f) => return Err(f.error),
         }
+    }
+}
+
+/// The server ended the transaction because this process stalled inside
+/// it (see `STALLED_TRANSACTION_MS`): nothing of it was committed.
+fn ended(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("25P03"))
+}
+
+/// The connection was lost: nothing of the transaction was committed,
+/// unless it was lost during the commit itself — never retried, as it may have landed.
+fn lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("57P01" | "08006" | "08003")),
+        _ => false,
+    }
+}
+
+/// A batch that failed, and whether it failed at its commit.
+struct Failed {
+    error: sqlx::Error,
+    committing: bool,
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Self {
+        Self { error, committing: false }
     }
 }
 
@@ -160,7 +192,7 @@ enum LeaseOutcome {
 /// One batch is a fixed number of round trips whatever its size: lock the
 /// head, read every lease the batch touches, decide in memory, write the
 /// changed leases, insert the records, move the head, commit.
-async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<Vec<Appended>, sqlx::Error> {
+async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<Vec<Appended>, Failed> {
     let mut tx = match dialect {
         Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
         Dialect::Postgres => pool.begin().await?,
@@ -194,7 +226,7 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(|error| Failed { error, committing: true })?;
     Ok(out)
 }
 

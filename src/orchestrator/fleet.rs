@@ -273,6 +273,7 @@ impl LoopState {
             failing: vec![],
             ramp: super::step::RampProgress::default(),
             advanced_s: 0,
+            seat: None,
         }
     }
 }

@@ -173,6 +173,15 @@ impl ReleaseRun<'_> {
         self.controls.is_some() && matches!(actuation, Actuation::Live(_))
     }
 
+    /// Refuse every person's request waiting: this agent does not act on
+    /// the release (it stands by, or advises); the caller is told to ask the holder.
+    pub(super) async fn refuse_requests(&self) {
+        let Some(c) = self.controls else { return };
+        while let Ok(req) = c.requests.lock().await.try_recv() {
+            let _ = req.reply.send(AnswerReply { ruling: Ruling::refused(Refusal::NotHolder), status: None });
+        }
+    }
+
     /// A person's rollback or promotion request, if one waits: ruled on by
     /// policy (recorded under the person, with the rules that fired) and,
     /// when it executes, run like any action. `Some`: the release ends so.
@@ -183,12 +192,12 @@ impl ReleaseRun<'_> {
         observer: &mut dyn Observer,
     ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let Some(c) = self.controls else { return Ok(None) };
-        let Some(req) = c.requests.lock().await.try_recv().ok() else { return Ok(None) };
         let holder = matches!(st.role, Some(crate::ledger::LeaseRole::Holder { .. }));
         if !holder || !matches!(actuation, Actuation::Live(_)) {
-            let _ = req.reply.send(AnswerReply { ruling: Ruling::refused(Refusal::NotHolder), status: None });
+            self.refuse_requests().await;
             return Ok(None);
         }
+        let Some(req) = c.requests.lock().await.try_recv().ok() else { return Ok(None) };
         let now_ms = self.agent.clock.now_ms();
         let outcome = match req.action {
             PersonAction::Rollback => {

@@ -17,6 +17,8 @@ pub mod human;
 mod memory;
 mod recover;
 pub mod recorded;
+pub mod seat;
+mod standby;
 pub mod step;
 
 use std::sync::Arc;
@@ -128,6 +130,8 @@ pub trait Observer: Send {
     fn on_outcome(&mut self, _plan: &ActionPlan, _result: &ActionResult) {}
     /// A request for a human was recorded (`Some`), or closed (`None`).
     fn on_approval(&mut self, _request: Option<&crate::ledger::ApprovalRequested>) {}
+    /// Another agent holds the release, or this one waits its turn to claim it.
+    fn on_standby(&mut self, _waiting: &seat::Waiting) {}
 }
 
 /// A no-op observer.
@@ -186,6 +190,9 @@ pub struct AgentContext {
     pub lease_ms: i64,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// This agent's share of the work when several agents share the ledger
+    /// (`backstop agent`); `None`: a lone run claims its target whenever free.
+    pub seats: Option<Arc<seat::Seats>>,
 }
 
 impl AgentContext {
@@ -195,6 +202,7 @@ impl AgentContext {
             instance: settings.instance_id.clone().unwrap_or_else(Self::default_instance),
             lease_ms: (settings.lease_s * 1000.0) as i64,
             clock,
+            seats: None,
         }
     }
 
@@ -270,6 +278,8 @@ struct LoopState {
     ramp: RampProgress,
     /// Release seconds the last tick moved the clock on.
     advanced_s: u64,
+    /// Counted among this agent's held releases while it holds the lease.
+    seat: Option<seat::Seat>,
 }
 
 /// One judged and recorded tick.
@@ -358,14 +368,6 @@ impl ReleaseRun<'_> {
         let mut st = LoopState::at(self, prior.tick, prior.now_s);
         st.ramp = prior.ramp;
         st.model = Deliberation::new(self.model.clone(), self.model_timing());
-        if let Actuation::Live(executor) = actuation {
-            st.role = self.claim_lease().await?;
-            if matches!(st.role, Some(LeaseRole::Holder { .. }))
-                && let Some(done) = self.on_acquire(executor, &mut st).await?
-            {
-                return Ok(done);
-            }
-        }
         self.ticks(source, actuation, observer, &mut st).await
     }
 
@@ -384,6 +386,12 @@ impl ReleaseRun<'_> {
             if self.operator_state() == OperatorState::Aborted {
                 return self.finish(st, aborted(), None).await;
             }
+            if let Actuation::Live(executor) = actuation
+                && !matches!(st.role, Some(LeaseRole::Holder { .. }))
+                && let Some(done) = self.stand_by(executor, st, observer).await?
+            {
+                return Ok(done);
+            }
             let was = st.now_s;
             st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
             st.advanced_s = st.now_s - was;
@@ -395,6 +403,7 @@ impl ReleaseRun<'_> {
             if let Some(status) = self.carry_out(&t, actuation, st, observer).await? {
                 return self.finish(st, status, Some(t)).await;
             }
+            self.maybe_shed(&t, st).await?;
             if let Some(status) = self.between_ticks(&mut stop, (source, actuation), st, observer).await? {
                 return self.finish(st, status, Some(t)).await;
             }
@@ -574,9 +583,11 @@ impl ReleaseRun<'_> {
             st.recovered = true;
             return self.close_effected(&prior, status).await.map(Some);
         }
-        // The ramp as the ledger has it: an agent taking over from a follower's
-        // seat never raises to a step an earlier holder already passed.
+        // The ramp and the clock as the ledger has them: an agent taking over
+        // never raises to a step an earlier holder already passed, and writes
+        // the tick after the last one recorded (one record per tick, whoever writes it).
         st.ramp = prior.ramp;
+        (st.tick, st.now_s) = (prior.tick, prior.now_s);
         match self.recover_if_holder(executor, st).await? {
             Some(status) => self.finish(st, status, None).await.map(recovered).map(Some),
             None => Ok(None),
@@ -769,7 +780,7 @@ impl ReleaseRun<'_> {
         }
         let consultation = if consulted { st.model.last().cloned() } else { None };
         let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation.clone(), mode)?;
-        let lease = (mode == RunMode::Act).then(|| self.claim());
+        let lease = (mode == RunMode::Act).then(|| self.keep_op(st));
         let append = Append { at_ms: now_ms, ..self.append(Some(rec), lease) };
         let done = self.ledger.submit(append).await?;
         if done.role.is_some() {
@@ -828,6 +839,12 @@ impl ReleaseRun<'_> {
         {
             info!(token, target = %self.facts.target, lease = %self.lease, "This agent now holds the target's lease.");
             st.recovered = false;
+        }
+        let holds = matches!(role, Some(LeaseRole::Holder { .. }));
+        match (&st.seat, self.agent.seats.as_ref()) {
+            (None, Some(seats)) if holds => st.seat = Some(seats.seat()),
+            (Some(_), _) if !holds => st.seat = None,
+            _ => {}
         }
         st.role = role;
     }

@@ -287,7 +287,7 @@ pub enum Refusal {
         /// The one open.
         open: String,
     },
-    /// This agent does not hold the target's lease (it follows or advises).
+    /// This agent does not hold the target's lease (another agent holds it, or this one advises).
     NotHolder,
     /// A person asked to promote a canary the judge finds failing.
     CanaryFailing,
@@ -326,7 +326,7 @@ impl std::fmt::Display for Refusal {
                 write!(f, "no open request {asked} on this release (open: {open})")
             }
             Refusal::NotHolder => f.write_str(
-                "this agent does not hold the target's lease (it follows or advises): ask the agent that acts",
+                "this agent does not hold the target's lease (another agent holds it, or this one advises): ask the agent that holds it (see `holder`)",
             ),
             Refusal::CanaryFailing => {
                 f.write_str("the judge finds the canary failing: it is not promoted by anyone (roll it back, or abort)")

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod prepare;
 pub mod recorded;
+pub mod share;
 
 use std::sync::Arc;
 use std::time::Duration;

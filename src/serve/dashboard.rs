@@ -157,9 +157,14 @@ fn actions_block(v: &ReleaseView, forms: Option<&Forms>) -> String {
     )
 }
 
+/// Which agent holds the release, as this one last saw it.
+fn held_by(v: &ReleaseView) -> String {
+    v.holder.as_ref().map_or(String::new(), |h| format!(" · held by {h}"))
+}
+
 fn row(v: &ReleaseView) -> String {
     let failing = if v.failing.is_empty() { "–".to_string() } else { v.failing.join(", ") };
-    let status = v.status.as_ref().map_or(String::new(), |s| format!(" ({})", s.label()));
+    let status = v.status.as_ref().map_or(String::new(), |s| format!(" ({})", s.label())) + &held_by(v);
     format!(
         "<tr><td><a href=\"/releases/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}{}</td><td>{} / {} s</td><td>{}</td><td>{}</td></tr>\n",
         escape(&v.name),
@@ -289,13 +294,14 @@ fn people_table(records: &[(StoredRecord, Record)]) -> String {
 /// One release's page; `forms`: the buttons of the person looking (none on a shared link).
 pub(super) fn release_page(v: &ReleaseView, forms: Option<&Forms>, people: &str) -> String {
     let mut body = format!(
-        "<p><a href=\"/\">← all releases</a></p>\n<h1>{} {}</h1>\n<p>Service {} on target <code>{}</code>; state <strong>{}</strong>; \
+        "<p><a href=\"/\">← all releases</a></p>\n<h1>{} {}</h1>\n<p>Service {} on target <code>{}</code>; state <strong>{}</strong>{}; \
          t={} of {} s; decision {}; ledger seq {}; registered by {}.</p>\n",
         escape(&v.name),
         escape(&v.candidate_revision),
         escape(&v.service),
         escape(&v.target),
         escape(v.state.label()),
+        escape(&held_by(v)),
         v.now_s,
         v.duration_s,
         escape(&decision(v.state, v.decision.as_ref())),

@@ -139,7 +139,7 @@ impl Harness {
             ledger: &self.ledger,
             stop: None,
             model: None,
-            agent: AgentContext { instance: "a1".into(), lease_ms: 60_000, clock: self.clock.clone() },
+            agent: AgentContext { instance: "a1".into(), lease_ms: 60_000, clock: self.clock.clone(), seats: None },
             controls: Some(&self.controls),
         }
     }

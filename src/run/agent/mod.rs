@@ -25,6 +25,7 @@ mod fleets;
 mod observer;
 mod operate;
 mod register;
+mod share;
 mod sync;
 
 pub use answers::AnswerError;
@@ -69,7 +70,11 @@ const SYNC_EVERY: Duration = Duration::from_secs(2);
 impl Agent {
     /// An agent on `service`; `pace` as for `watch` (None: real time);
     /// `mode`: whether it acts (`backstop agent`) or only answers (`serve`).
-    pub fn new(runtime: Runtime, pace: Option<Duration>, mode: RunMode) -> Arc<Self> {
+    pub fn new(mut runtime: Runtime, pace: Option<Duration>, mode: RunMode) -> Arc<Self> {
+        if mode == RunMode::Act {
+            let capacity = runtime.settings.agent.capacity;
+            runtime.agent.seats = Some(crate::orchestrator::seat::Seats::new(capacity));
+        }
         let metrics = Arc::new(Metrics::default());
         let last_write = Arc::new(AtomicI64::new(runtime.agent.clock.now_ms()));
         let (m, lw, clock) = (metrics.clone(), last_write.clone(), runtime.agent.clock.clone());

@@ -10,6 +10,7 @@ use crate::executor::ActionPlan;
 use crate::judge::JudgeResult;
 use crate::ledger::{ActionResult, ApprovalRequested};
 use crate::orchestrator::human::OperatorState;
+use crate::orchestrator::seat::Waiting;
 use crate::orchestrator::{Observer, ReleaseStatus, TickReport};
 use crate::policy::Decision;
 use crate::run::gate::GateObserver;
@@ -36,11 +37,14 @@ pub enum ReleaseState {
     Paused,
     /// Could not run (its configuration or a backend failed; see `error`).
     Failed,
+    /// Another agent holds it (see `holder`), or this one waits its turn to
+    /// claim it: not judged here; taken over if its holder stops.
+    Standby,
 }
 
 impl ReleaseState {
     /// Every state, for gauges that must show zeros too.
-    pub const ALL: [ReleaseState; 7] = [
+    pub const ALL: [ReleaseState; 8] = [
         ReleaseState::Starting,
         ReleaseState::Running,
         ReleaseState::Held,
@@ -48,6 +52,7 @@ impl ReleaseState {
         ReleaseState::Finished,
         ReleaseState::Paused,
         ReleaseState::Failed,
+        ReleaseState::Standby,
     ];
 
     /// Stored name.
@@ -97,6 +102,9 @@ pub struct ReleaseView {
     pub error: Option<String>,
     /// Who registered it (`config` for configured releases).
     pub registered_by: String,
+    /// The agent holding the release's target (judging and acting on it), as
+    /// this agent last saw it; `None` before anyone claimed it, or when advising.
+    pub holder: Option<String>,
 }
 
 /// Keeps the agent's table, the gate and the metrics current.
@@ -109,6 +117,8 @@ pub(super) struct AgentObserver {
 impl Observer for AgentObserver {
     fn on_tick(&mut self, t: &TickReport<'_>) {
         self.gate.on_tick(t);
+        let holder =
+            (self.agent.mode == crate::policy::RunMode::Act).then(|| self.agent.runtime.agent.instance.clone());
         self.agent.metrics.tick(t.outcome.decision.label(), t.took, t.budget);
         if let Some(c) = t.consultation {
             self.agent.metrics.model_calls.inc_by(u64::from(c.usage.calls));
@@ -130,9 +140,20 @@ impl Observer for AgentObserver {
                 v.consultation = Some(Arc::new(c.clone()));
             }
             v.ledger_seq = t.seq;
-            if matches!(v.state, ReleaseState::Starting) {
+            if matches!(v.state, ReleaseState::Starting | ReleaseState::Standby) {
                 v.state = ReleaseState::Running;
             }
+            v.holder = holder;
+        });
+    }
+
+    fn on_standby(&mut self, waiting: &Waiting) {
+        let holder = crate::orchestrator::seat::holder_of(waiting).map(str::to_string);
+        self.agent.update(&self.key, |v| {
+            v.state = ReleaseState::Standby;
+            v.holder = holder;
+            // An open request is the holder's; an answer given here is relayed through the ledger.
+            v.pending_approval = None;
         });
     }
 

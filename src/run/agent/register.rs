@@ -127,6 +127,7 @@ impl Agent {
             status: None,
             error: None,
             registered_by: by,
+            holder: None,
         };
         {
             let mut table = self.table();

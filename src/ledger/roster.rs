@@ -1,0 +1,144 @@
+//! Agents sharing a ledger: who is alive, how many releases each may hold,
+//! and who holds which target — what agents read to share the work
+//! (`orchestrator::seat` decides on it). Heartbeats and lease rows are
+//! mutable state beside the chain, never part of it.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{LeaseRow, Ledger, LedgerError};
+
+/// One agent as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Instance id.
+    pub instance: String,
+    /// Releases it may hold at once (`agent.capacity`); `None`: no limit.
+    pub capacity: Option<u32>,
+    /// Unix ms of its last heartbeat.
+    pub seen_ms: i64,
+}
+
+/// Agents and leases as read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    /// Unix ms of the read.
+    pub read_ms: i64,
+    /// Every agent that ever reported (alive or not; see [`Roster::live`]).
+    pub members: Vec<Member>,
+    /// Lease rows by target.
+    pub leases: HashMap<String, LeaseRow>,
+    /// Unlapsed leases per holder at `read_ms`.
+    held: HashMap<String, usize>,
+}
+
+impl Roster {
+    /// A roster from its parts (counts the unlapsed leases per holder).
+    pub fn new(read_ms: i64, members: Vec<Member>, leases: HashMap<String, LeaseRow>) -> Self {
+        let mut held = HashMap::new();
+        for row in leases.values().filter(|r| r.expires_ms > read_ms) {
+            *held.entry(row.holder.clone()).or_insert(0) += 1;
+        }
+        Self { read_ms, members, leases, held }
+    }
+
+    /// Members heard from within `ttl_ms` of `now_ms` (an agent silent for
+    /// a lease's length is as good as gone: its leases lapse too).
+    pub fn live(&self, now_ms: i64, ttl_ms: i64) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.seen_ms + ttl_ms > now_ms)
+    }
+
+    /// Unlapsed leases `instance` held at the read.
+    pub fn held_by(&self, instance: &str) -> usize {
+        self.held.get(instance).copied().unwrap_or(0)
+    }
+
+    /// Unlapsed leases of every holder at the read.
+    pub fn held_total(&self) -> usize {
+        self.held.values().sum()
+    }
+}
+
+impl Ledger {
+    /// Say this agent is alive, with its capacity, at `now_ms`.
+    pub async fn heartbeat(&self, instance: &str, capacity: Option<u32>, now_ms: i64) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO ledger_agents (instance, capacity, seen_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance) DO UPDATE SET capacity = excluded.capacity, seen_ms = excluded.seen_ms",
+        )
+        .bind(instance)
+        .bind(capacity.map(i64::from))
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Leave the roster now (a clean stop), so the others need not wait a lease to count this agent gone.
+    pub async fn leave(&self, instance: &str) -> Result<(), LedgerError> {
+        sqlx::query("DELETE FROM ledger_agents WHERE instance = $1").bind(instance).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Every agent and lease row, read at `now_ms`.
+    pub async fn roster(&self, now_ms: i64) -> Result<Roster, LedgerError> {
+        let rows = sqlx::query("SELECT instance, capacity, seen_ms FROM ledger_agents").fetch_all(self.pool()).await?;
+        let members = rows
+            .iter()
+            .map(|r| {
+                let capacity: Option<i64> = r.try_get("capacity")?;
+                Ok(Member {
+                    instance: r.try_get("instance")?,
+                    capacity: capacity.map(|c| u32::try_from(c).unwrap_or(u32::MAX)),
+                    seen_ms: r.try_get("seen_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let rows =
+            sqlx::query("SELECT target, holder, token, expires_ms FROM ledger_leases").fetch_all(self.pool()).await?;
+        let leases = rows
+            .iter()
+            .map(|r| {
+                let row = LeaseRow {
+                    holder: r.try_get("holder")?,
+                    token: r.try_get("token")?,
+                    expires_ms: r.try_get("expires_ms")?,
+                };
+                Ok((r.try_get::<String, _>("target")?, row))
+            })
+            .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
+        Ok(Roster::new(now_ms, members, leases))
+    }
+
+    /// Releases finished after `after_seq`, oldest first, at most `limit`: (seq, release id).
+    pub async fn finished_after(&self, after_seq: i64, limit: i64) -> Result<Vec<(i64, String)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT seq, release_id FROM ledger_records WHERE kind = 'release_finished' AND seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("seq")?, r.try_get("release_id")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The lease row of `target` as stored now.
+    pub async fn lease(&self, target: &str) -> Result<Option<LeaseRow>, LedgerError> {
+        let row = sqlx::query("SELECT holder, token, expires_ms FROM ledger_leases WHERE target = $1")
+            .bind(target)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => Some(LeaseRow {
+                holder: r.try_get("holder")?,
+                token: r.try_get("token")?,
+                expires_ms: r.try_get("expires_ms")?,
+            }),
+            None => None,
+        })
+    }
+}
