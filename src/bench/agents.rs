@@ -62,22 +62,35 @@ struct Group {
     killed_ms: Option<i64>,
 }
 
+/// A new database `name` on the PostgreSQL server of `url` (whose database
+/// must exist), and its URL.
+pub async fn fresh_postgres(url: &str, name: &str) -> Result<String, crate::ledger::LedgerError> {
+    let ledger = Ledger::open(url).await?;
+    let sql = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(ledger.pool()).await?;
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+    Ok(match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    })
+}
+
 /// Release `i` of group `label`.
 fn labelled(label: &str, i: usize) -> ReleaseConfig {
     ReleaseConfig { name: format!("{label}-{i}"), target: format!("sim/{label}-{i}"), ..bench_release(i) }
 }
 
-/// `agents` agents, each running every one of `n` releases of `label` for
-/// `ticks` ticks of `tick`; with `kill`, the first agent is killed halfway.
-async fn group(
+/// `agents` runtimes on the ledger at `url`, each configured with every one of
+/// `n` releases of `label`, each with its roster kept fresh until `stop` flips.
+async fn open_agents(
     label: &str,
     (agents, n): (usize, usize),
-    (ticks, tick, lease): (u32, Duration, Duration),
-    kill: bool,
+    lease: Duration,
     policy: &PolicyFile,
     url: &str,
-) -> Result<Group, RuntimeError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(Vec<Runtime>, Vec<tokio::task::JoinHandle<()>>), RuntimeError> {
     let mut runtimes = Vec::new();
     let mut refreshers = Vec::new();
     for j in 0..agents {
@@ -97,19 +110,44 @@ async fn group(
         refreshers.push(refresher);
         runtimes.push(runtime);
     }
+    Ok((runtimes, refreshers))
+}
+
+/// `agents` agents, each running every one of `n` releases of `label` for
+/// `ticks` ticks of `tick`; with `kill`, the first agent is killed halfway.
+async fn group(
+    label: &str,
+    (agents, n): (usize, usize),
+    (ticks, tick, lease): (u32, Duration, Duration),
+    kill: bool,
+    policy: &PolicyFile,
+    url: &str,
+) -> Result<Group, RuntimeError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (runtimes, refreshers) = open_agents(label, (agents, n), lease, policy, url, &stop_rx).await?;
+    // Every agent's roster shows all of them before the first claim (agents started
+    // one by one would otherwise claim by who came first, then spread by giving back).
+    for runtime in &runtimes {
+        crate::run::share::refresh(&runtime.ledger, &runtime.agent, &mut 0).await.map_err(RuntimeError::Ledger)?;
+    }
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu0 = cpu_seconds();
-    let mut tasks: Vec<Vec<tokio::task::JoinHandle<()>>> = Vec::new();
-    for runtime in &runtimes {
-        let mut mine = Vec::new();
-        for cfg in &runtime.settings.releases {
-            let p = runtime.prepare(cfg, RunMode::Act, 0)?;
+    // Every release prepared on every agent first, then each release's loops started
+    // on all agents together: agents already up when the releases arrive.
+    let prepared = runtimes
+        .iter()
+        .map(|r| r.settings.releases.iter().map(|cfg| r.prepare(cfg, RunMode::Act, 0)).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tasks: Vec<Vec<tokio::task::JoinHandle<()>>> = runtimes.iter().map(|_| Vec::new()).collect();
+    let mut queues: Vec<_> = prepared.into_iter().map(IntoIterator::into_iter).collect();
+    for _ in 0..n {
+        for (j, runtime) in runtimes.iter().enumerate() {
+            let Some(p) = queues[j].next() else { continue };
             let (runtime, mut observer) = (runtime.clone(), Count(count.clone()));
-            mine.push(tokio::spawn(async move {
+            tasks[j].push(tokio::spawn(async move {
                 let _ = runtime.run(&p.release, Some(tick), &mut observer, None).await;
             }));
         }
-        tasks.push(mine);
     }
     let run = tick * ticks;
     let mut killed_ms = None;
@@ -153,25 +191,25 @@ async fn ticks_of(
     }
 }
 
-/// One agent on `n` releases, then `agents` agents sharing another `n` with
-/// the first of them killed halfway, on the ledger at `url`.
+/// One agent on `n` releases on the ledger at `urls.0`, then `agents`
+/// agents sharing another `n` with the first of them killed halfway, on the
+/// ledger at `urls.1` (a fresh one each: reads that grow with the ledger
+/// must not favour the run that went first).
 pub async fn shared_agents(
     (agents, n): (usize, usize),
     (ticks, tick): (u32, Duration),
     policy: &PolicyFile,
-    url: &str,
+    urls: (&str, &str),
 ) -> Result<AgentsReport, RuntimeError> {
     let lease = tick * 3;
-    let ledger = Ledger::open(url).await.map_err(RuntimeError::Ledger)?;
-    // The head's seq names this run's releases apart from any earlier run's on the same ledger.
-    let stamp = ledger.checkpoint().await.map_err(RuntimeError::Ledger)?.seq;
-    let (one_label, shared_label) = (format!("one{stamp}"), format!("shared{stamp}"));
-    let one = group(&one_label, (1, n), (ticks, tick, lease), false, policy, url).await?;
+    let one = group("one", (1, n), (ticks, tick, lease), false, policy, urls.0).await?;
+    let ledger = Ledger::open(urls.1).await.map_err(RuntimeError::Ledger)?;
     let before = ledger.checkpoint().await.map_err(RuntimeError::Ledger)?.seq;
     let started = Instant::now();
-    let shared = group(&shared_label, (agents, n), (ticks, tick, lease), true, policy, url).await?;
+    let shared_label = "shared";
+    let shared = group(shared_label, (agents, n), (ticks, tick, lease), true, policy, urls.1).await?;
     tracing::debug!(took = ?started.elapsed(), "Shared run done.");
-    let per_release = ticks_of(&ledger, &shared_label, before).await?;
+    let per_release = ticks_of(&ledger, shared_label, before).await?;
     let killed = format!("agent:{shared_label}-a0");
     let killed_ms = shared.killed_ms.unwrap_or(i64::MAX);
     let (mut doubled, mut takeovers) = (0u64, Vec::new());
@@ -186,7 +224,8 @@ pub async fn shared_agents(
             spread[j.min(agents - 1)] += 1;
         }
         let held_at_kill = ticks.iter().rposition(|t| t.0 == killed && t.1 < killed_ms);
-        if let Some(next) = held_at_kill.and_then(|i| ticks[i + 1..].iter().find(|t| t.1 >= killed_ms)) {
+        // Held at the kill: the next tick after its last one came after the kill (not a release given back before).
+        if let Some(next) = held_at_kill.and_then(|i| ticks.get(i + 1)).filter(|t| t.1 >= killed_ms) {
             takeovers.push(next.1 - killed_ms);
         }
     }

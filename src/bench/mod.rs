@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
-pub use agents::{AgentsReport, shared_agents};
+pub use agents::{AgentsReport, fresh_postgres, shared_agents};
 pub use releases::{ReleasesReport, concurrent_releases, service_releases};
 
 use crate::eval::peers::kayenta;

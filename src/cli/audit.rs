@@ -155,6 +155,7 @@ fn lease_event(e: &backstop::ledger::LeaseEvent) -> String {
     match e {
         backstop::ledger::LeaseEvent::Acquired => "acquired".into(),
         backstop::ledger::LeaseEvent::TakenOver { from } => format!("taken over from {from}:"),
+        backstop::ledger::LeaseEvent::HandedOver { from } => format!("handed over by {from}:"),
     }
 }
 

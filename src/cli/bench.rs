@@ -37,8 +37,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2000)]
     appends: u32,
     /// Instead of the table above: this many agents in one process sharing
-    /// `--agent-releases` releases on one ledger (PostgreSQL with `--postgres`,
-    /// else SQLite), one killed halfway, against one agent doing all the work.
+    /// `--agent-releases` releases on one ledger (with `--postgres`, two new
+    /// databases on that server; else SQLite files), one killed halfway,
+    /// against one agent doing all the work.
     #[arg(long)]
     agents: Option<usize>,
     /// With `--agents`: releases shared.
@@ -159,13 +160,21 @@ async fn agents_table(a: &BenchArgs, k: usize, policy: &backstop::policy::Policy
         return Err(Failure { code: 2, message: "bench --agents: at least 2 agents".into() });
     }
     let dir = tempfile_dir().map_err(failed)?;
-    let url = match &a.postgres {
-        Some(pg) => pg.clone(),
-        None => backstop::ledger::sqlite_url(&dir.join("agents.db")),
+    let (one, shared) = match &a.postgres {
+        Some(pg) => {
+            let stamp = std::process::id();
+            let fresh = |name: String| async move { backstop::bench::fresh_postgres(pg, &name).await };
+            let one = fresh(format!("bench_one_{stamp}")).await.map_err(|e| failed(super::chain(&e)))?;
+            (one, fresh(format!("bench_shared_{stamp}")).await.map_err(|e| failed(super::chain(&e)))?)
+        }
+        None => (
+            backstop::ledger::sqlite_url(&dir.join("agents-one.db")),
+            backstop::ledger::sqlite_url(&dir.join("agents-shared.db")),
+        ),
     };
     let ledger = if a.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
     let tick = Duration::from_secs(2);
-    let r = backstop::bench::shared_agents((k, a.agent_releases), (a.agent_ticks, tick), policy, &url)
+    let r = backstop::bench::shared_agents((k, a.agent_releases), (a.agent_ticks, tick), policy, (&one, &shared))
         .await
         .map_err(|e| failed(super::chain(&e)))?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -52,6 +52,22 @@ pub enum LeaseOp {
         /// How long it lasts from now, ms.
         ttl_ms: i64,
     },
+    /// Give the lease to `to` (the holder has more than its share): only if
+    /// `holder` still holds `token`; the new holder gets a new token and a
+    /// full lease, so it is counted as holding it at once (and if it never
+    /// claims it, the lease lapses and another agent takes over).
+    Hand {
+        /// Target.
+        target: String,
+        /// Instance id.
+        holder: String,
+        /// Token held.
+        token: i64,
+        /// The agent given the lease.
+        to: String,
+        /// How long it lasts from now, ms.
+        ttl_ms: i64,
+    },
     /// The record is an intent: refuse it unless `holder` still holds `token`.
     Fence {
         /// Target.
@@ -77,6 +93,7 @@ impl LeaseOp {
             LeaseOp::Claim { target, .. }
             | LeaseOp::Renew { target, .. }
             | LeaseOp::Keep { target, .. }
+            | LeaseOp::Hand { target, .. }
             | LeaseOp::Fence { target, .. }
             | LeaseOp::Release { target, .. } => target,
         }
@@ -131,6 +148,13 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
             let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
             LeaseStep { role: LeaseRole::Holder { token: *token }, write: Some(renewed), event: None, refuse: false }
         }
+        (LeaseOp::Hand { holder, token, to, ttl_ms, .. }, Some(row))
+            if &row.holder == holder && row.token == *token =>
+        {
+            let given = LeaseRow { holder: to.clone(), token: token + 1, expires_ms: now_ms + ttl_ms };
+            let event = LeaseEvent::HandedOver { from: holder.clone() };
+            LeaseStep { role: observer(&given), write: Some(given), event: Some(event), refuse: false }
+        }
         (LeaseOp::Fence { holder, token, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
             LeaseStep { role: LeaseRole::Holder { token: *token }, write: None, event: None, refuse: false }
         }
@@ -147,8 +171,10 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
             refuse: false,
         },
         (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, Some(row)) => keep(row, true),
-        (LeaseOp::Claim { .. } | LeaseOp::Renew { .. } | LeaseOp::Release { .. }, Some(row)) => keep(row, false),
-        (LeaseOp::Renew { .. } | LeaseOp::Release { .. }, None) => LeaseStep {
+        (LeaseOp::Claim { .. } | LeaseOp::Renew { .. } | LeaseOp::Release { .. } | LeaseOp::Hand { .. }, Some(row)) => {
+            keep(row, false)
+        }
+        (LeaseOp::Renew { .. } | LeaseOp::Release { .. } | LeaseOp::Hand { .. }, None) => LeaseStep {
             write: None,
             event: None,
             role: LeaseRole::Follower { holder: String::new(), token: 0 },
@@ -215,6 +241,25 @@ mod tests {
         assert_eq!(taken.role, LeaseRole::Follower { holder: "b".into(), token: 5 });
         assert!(apply(&keep("a", 4), Some(&row("a", 5, 9000)), 500).refuse, "our own later token is another seat");
         assert!(apply(&keep("a", 4), None, 500).refuse);
+    }
+
+    #[test]
+    fn a_hand_over_gives_a_new_token_to_the_new_holder_only_from_the_holder_of_the_token() {
+        let hand = |h: &str, token| LeaseOp::Hand {
+            target: "t".into(),
+            holder: h.into(),
+            token,
+            to: "b".into(),
+            ttl_ms: 1000,
+        };
+        let s = apply(&hand("a", 4), Some(&row("a", 4, 900)), 500);
+        assert_eq!(s.write, Some(row("b", 5, 1500)));
+        assert_eq!(s.event, Some(LeaseEvent::HandedOver { from: "a".into() }));
+        assert_eq!(s.role, LeaseRole::Follower { holder: "b".into(), token: 5 });
+        // The new holder's own claim then renews it without another token.
+        assert_eq!(apply(&claim("b"), s.write.as_ref(), 600).role, LeaseRole::Holder { token: 5 });
+        assert_eq!(apply(&hand("a", 3), Some(&row("a", 4, 900)), 500).write, None, "an old token gives nothing");
+        assert_eq!(apply(&hand("c", 4), Some(&row("a", 4, 900)), 500).write, None, "nor does another agent");
     }
 
     #[test]

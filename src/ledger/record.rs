@@ -438,6 +438,11 @@ pub enum LeaseEvent {
         /// Instance id of the previous holder.
         from: String,
     },
+    /// The previous holder gave it to this one (it held more than its share).
+    HandedOver {
+        /// Instance id of the previous holder.
+        from: String,
+    },
 }
 
 /// The release ended.

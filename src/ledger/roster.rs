@@ -27,7 +27,7 @@ pub struct Roster {
     pub read_ms: i64,
     /// Every agent that ever reported (alive or not; see [`Roster::live`]).
     pub members: Vec<Member>,
-    /// Lease rows by target.
+    /// Lease rows live at the read, by target.
     pub leases: HashMap<String, LeaseRow>,
     /// Unlapsed leases per holder at `read_ms`.
     held: HashMap<String, usize>,
@@ -81,7 +81,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every agent and lease row, read at `now_ms`.
+    /// Every agent, and every lease row live at `now_ms`.
     pub async fn roster(&self, now_ms: i64) -> Result<Roster, LedgerError> {
         let rows = sqlx::query("SELECT instance, capacity, seen_ms FROM ledger_agents").fetch_all(self.pool()).await?;
         let members = rows
@@ -95,8 +95,12 @@ impl Ledger {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let rows =
-            sqlx::query("SELECT target, holder, token, expires_ms FROM ledger_leases").fetch_all(self.pool()).await?;
+        // Only leases live at `now_ms`: a lapsed one is read fresh when a standby looks at it,
+        // and the table keeps a row for every target ever leased.
+        let rows = sqlx::query("SELECT target, holder, token, expires_ms FROM ledger_leases WHERE expires_ms > $1")
+            .bind(now_ms)
+            .fetch_all(self.pool())
+            .await?;
         let leases = rows
             .iter()
             .map(|r| {

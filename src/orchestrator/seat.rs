@@ -9,7 +9,10 @@
 //! ranked waits one check each, so a release whose first choice does not run
 //! it (another configuration, or no room) is still taken. A holder with more
 //! than its even share gives a quiet release back to the agent ranked above
-//! it — which keeps it, being first — so claims never flap.
+//! it — which keeps it, being first — so claims never flap. The lease is
+//! handed over directly (counted as the receiver's at once, so no agent
+//! over-sheds while the receiver wakes), and lapses as usual if the receiver
+//! never takes it up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,7 +53,7 @@ pub enum Waiting {
 pub enum Holding {
     /// Keep judging it.
     Keep,
-    /// Give the lease back: `to` ranks first for it and has fewer releases.
+    /// Hand the lease over: `to` ranks first for it and has fewer releases.
     Shed {
         /// The agent expected to claim it.
         to: String,
@@ -188,6 +191,8 @@ pub struct Seats {
     roster: RwLock<Option<Arc<Roster>>>,
     /// Releases another agent finished, as read from the ledger since this agent started.
     finished: RwLock<HashSet<String>>,
+    /// Standbys by lease name, woken when a roster read shows the lease handed to this agent.
+    standbys: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl Seats {
@@ -199,6 +204,7 @@ impl Seats {
             shed_budget: AtomicUsize::new(0),
             roster: RwLock::new(None),
             finished: RwLock::new(HashSet::new()),
+            standbys: Default::default(),
         })
     }
 
@@ -221,7 +227,25 @@ impl Seats {
         let fair = roster.held_total().div_ceil(live);
         let excess = roster.held_by(me).saturating_sub(fair);
         self.shed_budget.store(excess.div_ceil(4), Ordering::Relaxed);
+        {
+            let standbys = self.standbys.lock().unwrap_or_else(PoisonError::into_inner);
+            let handed = roster.leases.iter().filter(|(_, row)| row.holder == me);
+            for wake in handed.filter_map(|(lease, _)| standbys.get(lease)) {
+                wake.notify_one();
+            }
+        }
         *self.roster.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(roster));
+    }
+
+    /// A standby on `lease` waits on this: woken when the lease is handed to this agent.
+    pub fn standing_by(&self, lease: &str) -> Arc<tokio::sync::Notify> {
+        let mut standbys = self.standbys.lock().unwrap_or_else(PoisonError::into_inner);
+        standbys.entry(lease.to_string()).or_default().clone()
+    }
+
+    /// The standby on `lease` ended (it claimed the lease, or its release ended).
+    pub fn stood_down(&self, lease: &str) {
+        self.standbys.lock().unwrap_or_else(PoisonError::into_inner).remove(lease);
     }
 
     /// Note releases finished (read from the ledger by the agent).

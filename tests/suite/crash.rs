@@ -300,7 +300,7 @@ const SHARED_LEASE_S: f64 = 2.0;
 fn shared_agent(cfg: &Path, ledger: &str, id: &str) -> Agent {
     let listen = format!("127.0.0.1:{}", crate::support::haproxy::free_port());
     let cfg = cfg.display().to_string();
-    let args = ["--config", &cfg, "agent", "--listen", &listen, "--ledger", ledger, "--pace-ms", "100"];
+    let args = ["--config", &cfg, "agent", "--listen", &listen, "--ledger", ledger, "--pace-ms", "150"];
     Agent::spawn(&args, &[("BACKSTOP_AGENT__INSTANCE_ID", id)])
 }
 
@@ -356,7 +356,7 @@ fn three_agents_share_the_releases_and_take_over_from_a_killed_and_a_frozen_one_
     }
     // Spread: agents that started a moment apart even out (a holder over its
     // share gives quiet releases to the agent ranked first), and each judges a share.
-    let spread_by = Instant::now() + Duration::from_secs_f64(SHARED_LEASE_S * 3.0);
+    let spread_by = Instant::now() + Duration::from_secs_f64(SHARED_LEASE_S * 6.0);
     let holders = loop {
         let now_ms = backstop_now_ms();
         let t = rt.block_on(read_ticks(&url));
