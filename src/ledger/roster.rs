@@ -60,6 +60,11 @@ impl Roster {
     }
 }
 
+/// A `ledger_leases` row (its `holder`, `token` and `expires_ms` columns).
+pub(super) fn lease_row(r: &sqlx::any::AnyRow) -> Result<LeaseRow, sqlx::Error> {
+    Ok(LeaseRow { holder: r.try_get("holder")?, token: r.try_get("token")?, expires_ms: r.try_get("expires_ms")? })
+}
+
 impl Ledger {
     /// Say this agent is alive, with its capacity, at `now_ms`.
     pub async fn heartbeat(&self, instance: &str, capacity: Option<u32>, now_ms: i64) -> Result<(), LedgerError> {
@@ -103,14 +108,7 @@ impl Ledger {
             .await?;
         let leases = rows
             .iter()
-            .map(|r| {
-                let row = LeaseRow {
-                    holder: r.try_get("holder")?,
-                    token: r.try_get("token")?,
-                    expires_ms: r.try_get("expires_ms")?,
-                };
-                Ok((r.try_get::<String, _>("target")?, row))
-            })
+            .map(|r| Ok((r.try_get::<String, _>("target")?, lease_row(r)?)))
             .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
         Ok(Roster::new(now_ms, members, leases))
     }
@@ -136,13 +134,6 @@ impl Ledger {
             .bind(target)
             .fetch_optional(self.pool())
             .await?;
-        Ok(match row {
-            Some(r) => Some(LeaseRow {
-                holder: r.try_get("holder")?,
-                token: r.try_get("token")?,
-                expires_ms: r.try_get("expires_ms")?,
-            }),
-            None => None,
-        })
+        Ok(row.as_ref().map(lease_row).transpose()?)
     }
 }

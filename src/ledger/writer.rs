@@ -369,12 +369,7 @@ async fn read_leases(
             q = q.bind(*t);
         }
         for r in q.fetch_all(&mut **tx).await? {
-            let row = LeaseRow {
-                holder: r.try_get("holder")?,
-                token: r.try_get("token")?,
-                expires_ms: r.try_get("expires_ms")?,
-            };
-            found.insert(r.try_get::<String, _>("target")?, row);
+            found.insert(r.try_get::<String, _>("target")?, super::roster::lease_row(&r)?);
         }
     }
     Ok(found)

@@ -4,8 +4,8 @@
 //! [`seat::standby`] says so — at once when it ranks first, and when the
 //! holder stops renewing, within the lease plus one check. Between checks it
 //! sleeps until the lease's known expiry at least (renewals only push it
-//! later), so thousands of standbys wake about once a lease, not once a tick. A holder with
-//! more than its share gives a quiet release back ([`seat::holding`]).
+//! later), so thousands of standbys wake about once a lease, not once a tick.
+//! A holder with more than its share hands a quiet release over ([`seat::holding`]).
 
 use std::time::Duration;
 
