@@ -42,6 +42,19 @@ enum AuditCommand {
     },
     /// Print the head (SEQ:HASH) to keep outside the database: a CI artifact, a ticket, a chat message.
     Checkpoint,
+    /// Remove the tick records of releases that ended more than AGE ago,
+    /// summing each release's up in one `compacted` record (its start, end,
+    /// actions, people's records and last tick stay whole; `audit verify`
+    /// still checks the chain across the gaps). Agents do this on their own
+    /// with `[ledger] compact_after_days`.
+    Compact {
+        /// Days since the release ended, e.g. 30 (fractions allowed).
+        #[arg(long, value_name = "DAYS")]
+        older_than_days: f64,
+        /// At most this many releases in this run.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+    },
     /// Record what became of an action whose outcome is unknown (the agent
     /// stopped mid-action and the target could not show it done). Until then,
     /// every run on that target holds for a human.
@@ -115,7 +128,23 @@ fn one_line(r: &StoredRecord) -> String {
             c.metrics.iter().map(|m| format!("{}={}", m.metric, m.value)).collect::<Vec<_>>().join(" ")
         ),
         Record::Revision(r) => format!("revision {} of {}: {}", r.revision, r.service, r.event.describe()),
+        Record::Compacted(c) => compacted_line(&c),
     }
+}
+
+fn compacted_line(c: &backstop::ledger::CompactedRecord) -> String {
+    let t = &c.ticks;
+    let tally = |m: Vec<(String, u64)>| m.into_iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ");
+    format!(
+        "{} tick records compacted (ticks {}-{}, t={}s-{}s): {}; {}",
+        c.removed,
+        t.ticks.0,
+        t.ticks.1,
+        t.now_s.0,
+        t.now_s.1,
+        tally(t.verdicts.iter().map(|(v, n)| (v.to_string(), *n)).collect()),
+        tally(t.decisions.iter().map(|(d, n)| (d.clone(), *n)).collect()),
+    )
 }
 
 fn chat_line(c: &backstop::ledger::ChatOpsRecord) -> String {
@@ -198,6 +227,7 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
             out(&ledger.checkpoint().await.map_err(failed)?.to_string());
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Compact { older_than_days, limit } => compact(&ledger, settings, older_than_days, limit).await,
         AuditCommand::Resolve { plan_id, done, not_done: _, identity, reason } => {
             resolve(&ledger, plan_id, done, identity, reason).await
         }
@@ -236,12 +266,34 @@ async fn show(ledger: &Ledger, seq: i64, url: &str) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn compact(ledger: &Ledger, settings: &backstop::config::Settings, days: f64, limit: u64) -> CliResult {
+    if !(days.is_finite() && days >= 0.0) {
+        return Err(Failure::usage(format!("--older-than-days {days}: expected a number of days, 0 or more")));
+    }
+    let now_ms = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
+    let cutoff = now_ms - (days * 86_400_000.0) as i64;
+    let instance = settings.agent.instance_id.clone().unwrap_or_else(backstop::orchestrator::AgentContext::default_instance);
+    let actor = Actor::agent(&instance);
+    let done = ledger.compact(cutoff, (now_ms, &actor), limit).await.map_err(failed)?;
+    out(&format!(
+        "ledger {}: {} tick records of {} releases compacted into summaries",
+        ledger.url(),
+        done.removed,
+        done.releases
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn verify(ledger: &Ledger, checkpoint: Option<Checkpoint>) -> CliResult {
     let anchored = checkpoint.as_ref().map(|c| format!(", history up to checkpoint {} unchanged", c.seq));
     let report = ledger.verify(checkpoint).await.map_err(failed)?;
     if report.problems.is_empty() {
+        let compacted = match report.compacted {
+            0 => String::new(),
+            n => format!(" ({n} compacted records checked by their kept hashes)"),
+        };
         out(&format!(
-            "ledger {}: {} records, chain intact{}",
+            "ledger {}: {} records, chain intact{compacted}{}",
             ledger.url(),
             report.records,
             anchored.unwrap_or_default()

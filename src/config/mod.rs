@@ -44,6 +44,12 @@ pub struct LedgerSettings {
     /// `sqlite://PATH?mode=rwc` or `postgres://...`; default: `ledger.db` in the
     /// user's data directory (`~/.local/share/backstop/`), else `./backstop.db`.
     pub url: Option<String>,
+    /// Days after a release ends before agents compact its tick records into
+    /// one summary record (its start, end, actions, people's records and
+    /// last tick stay whole; `audit verify` still checks the chain). Unset:
+    /// every record is kept. `backstop audit compact` does the same by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_after_days: Option<f64>,
 }
 
 /// Log output.
@@ -256,6 +262,14 @@ impl Settings {
         if let Some(s) = &self.slack {
             s.validate().map_err(|e| e.under("slack"))?;
         }
+        if let Some(d) = self.ledger.compact_after_days
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(FieldError::of(
+                "ledger.compact_after_days".into(),
+                "a number of days above 0 (leave it out to keep every record)".into(),
+            ));
+        }
         if let Some(url) = &self.ledger.url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -447,6 +461,8 @@ mod tests {
         assert!(e.contains("releases[0].source.fault.strength") && e.contains("finite"), "{e}");
         let e = load(b"[agent]\ncapacity = 0\n").unwrap_err().to_string();
         assert!(e.contains("agent.capacity") && e.contains("at least 1"), "{e}");
+        let e = load(b"[ledger]\ncompact_after_days = -1\n").unwrap_err().to_string();
+        assert!(e.contains("ledger.compact_after_days") && e.contains("above 0"), "{e}");
         let e = load(b"[agent]\nlease_s = inf\n").unwrap_err().to_string();
         assert!(e.contains("agent.lease_s"), "{e}");
         let mut bad = b"[[releases]]\nname = \"x".to_vec();

@@ -91,6 +91,13 @@ pub enum Problem {
         /// Hash found.
         found: String,
     },
+    /// What `ledger_compacted` holds for a summary no longer matches the
+    /// digest the summary recorded: entries were added, removed or changed
+    /// (a kept record deleted and passed off as compacted, say).
+    CompactionMismatch {
+        /// The summary's sequence number.
+        summary_seq: i64,
+    },
     /// The head disagrees with the last record: records removed from the end (or the head edited).
     Truncated {
         /// What the head says.
@@ -118,6 +125,10 @@ impl std::fmt::Display for Problem {
             Problem::CheckpointMismatch { seq, expected, found } => write!(
                 f,
                 "checkpoint record {seq} has hash {found}, not {expected}: the ledger up to the checkpoint was rewritten"
+            ),
+            Problem::CompactionMismatch { summary_seq } => write!(
+                f,
+                "the records compacted into summary {summary_seq} are not the ones it recorded: entries of ledger_compacted were added, removed or changed"
             ),
             Problem::Truncated { head_seq, last_seq } => write!(
                 f,
@@ -175,6 +186,7 @@ pub struct ChainVerifier {
     checkpoint: Option<Checkpoint>,
     checkpoint_seen: bool,
     records: u64,
+    compacted: u64,
     problems: Vec<Problem>,
 }
 
@@ -189,6 +201,7 @@ impl ChainVerifier {
             checkpoint: checkpoint.filter(|c| c.seq > 0),
             checkpoint_seen: false,
             records: 0,
+            compacted: 0,
             problems: Vec::new(),
         }
     }
@@ -215,21 +228,44 @@ impl ChainVerifier {
         } else if r.prev_hash != self.prev_hash && !gap {
             self.problems.push(Problem::Reordered { seq: r.seq });
         }
-        if let Some(c) = &self.checkpoint
-            && c.seq == r.seq
-        {
-            self.checkpoint_seen = true;
-            if c.hash != r.hash {
-                self.problems.push(Problem::CheckpointMismatch {
-                    seq: c.seq,
-                    expected: c.hash.clone(),
-                    found: r.hash.clone(),
-                });
-            }
-        }
+        self.check_checkpoint(r.seq, &r.hash);
         self.expected_seq = r.seq + 1;
         self.prev_hash = r.hash.clone();
         self.last = Some((r.seq, r.hash.clone()));
+    }
+
+    /// Take the place of a record compacted away, of which only its hash is
+    /// kept: its content and its own link cannot be checked any more, but
+    /// the next record's link to it, and a checkpoint at it, still are.
+    pub fn feed_compacted(&mut self, seq: i64, hash: &str) {
+        self.compacted += 1;
+        if seq > self.expected_seq {
+            self.problems.push(Problem::Deleted { from_seq: self.expected_seq, to_seq: seq - 1 });
+        }
+        self.check_checkpoint(seq, hash);
+        self.expected_seq = seq + 1;
+        self.prev_hash = hash.to_string();
+        self.last = Some((seq, hash.to_string()));
+    }
+
+    fn check_checkpoint(&mut self, seq: i64, hash: &str) {
+        if let Some(c) = &self.checkpoint
+            && c.seq == seq
+        {
+            self.checkpoint_seen = true;
+            if c.hash != hash {
+                self.problems.push(Problem::CheckpointMismatch {
+                    seq: c.seq,
+                    expected: c.hash.clone(),
+                    found: hash.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Records compacted away so far (fed with [`Self::feed_compacted`]).
+    pub fn compacted(&self) -> u64 {
+        self.compacted
     }
 
     /// Compare with the stored head and finish: records checked and every problem.
@@ -248,6 +284,25 @@ impl ChainVerifier {
             self.problems.push(Problem::CheckpointMissing { seq: c.seq });
         }
         (self.records, self.problems)
+    }
+}
+
+/// The digest a compaction summary records of the records it removed:
+/// SHA-256 over each one's sequence number and hash, fed in sequence order.
+#[derive(Default)]
+pub struct RemovedDigest(Sha256);
+
+impl RemovedDigest {
+    /// Add the next removed record.
+    pub fn add(&mut self, seq: i64, hash: &str) {
+        self.0.update(seq.to_le_bytes());
+        self.0.update((hash.len() as u64).to_le_bytes());
+        self.0.update(hash.as_bytes());
+    }
+
+    /// The digest, hex.
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
     }
 }
 
@@ -414,6 +469,40 @@ mod anchor_tests {
         rehash_from(&mut rows, 2);
         let head = Some((3, rows[2].hash.clone()));
         assert_eq!(verify(&rows, head, None), vec![Problem::Downgraded { seq: 3 }]);
+    }
+
+    /// Rows 2..=4 compacted: only their hashes are fed.
+    fn compacted_walk(rows: &[StoredRecord], keep: impl Fn(i64) -> bool, c: Option<Checkpoint>) -> Vec<Problem> {
+        let mut v = ChainVerifier::new(c);
+        for r in rows {
+            if keep(r.seq) {
+                v.feed(r);
+            } else {
+                v.feed_compacted(r.seq, &r.hash);
+            }
+        }
+        v.finish(rows.last().map(|r| (r.seq, r.hash.clone()))).1
+    }
+
+    #[test]
+    fn compacted_records_keep_the_links_and_checkpoints_checkable() {
+        let rows = build(6, 2);
+        let kept = |s: i64| !(2..=4).contains(&s);
+        assert!(compacted_walk(&rows, kept, None).is_empty());
+        let cp = Checkpoint { seq: 3, hash: rows[2].hash.clone() };
+        assert!(compacted_walk(&rows, kept, Some(cp)).is_empty(), "a checkpoint at a compacted record");
+        let wrong = Checkpoint { seq: 3, hash: rows[1].hash.clone() };
+        assert!(matches!(compacted_walk(&rows, kept, Some(wrong)).as_slice(), [Problem::CheckpointMismatch { seq: 3, .. }]));
+        // A kept hash changed: the next record no longer links to it.
+        let mut forged = rows.clone();
+        forged[3].hash = "f".repeat(64);
+        assert_eq!(compacted_walk(&forged, kept, None), vec![Problem::Reordered { seq: 5 }]);
+        // A compacted position missing altogether is a deletion.
+        let mut v = ChainVerifier::new(None);
+        v.feed(&rows[0]);
+        v.feed_compacted(2, &rows[1].hash);
+        v.feed(&rows[3]);
+        assert_eq!(v.finish(None).1[0], Problem::Deleted { from_seq: 3, to_seq: 3 });
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! per-target lease is read and changed inside that same transaction.
 
 mod chain;
+mod compact;
 pub mod lease;
 pub mod record;
 pub mod roster;
@@ -31,11 +32,13 @@ pub use crate::secret::redact_url;
 pub use chain::{
     ChainVerifier, Checkpoint, CheckpointParseError, GENESIS, Problem, StoredRecord, record_hash, verify_chain,
 };
+pub use compact::{Choice, Compaction, choose};
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
-    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord, IntentRecord,
+    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord,
+    CompactedRecord, IntentRecord,
     LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record,
-    RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord, TickRecord,
+    RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord, TickRecord, TickSummary,
 };
 pub use roster::{Member, Roster};
 
@@ -86,6 +89,15 @@ pub enum LedgerError {
         /// Current token.
         token: i64,
     },
+    /// Compaction found a record whose content does not match its hash, and
+    /// removed nothing: the evidence stays for `audit verify`.
+    #[error(
+        "not compacting: record {seq} does not match its hash (run `backstop audit verify`; a tampered ledger is left as it is)"
+    )]
+    Tampered {
+        /// The record.
+        seq: i64,
+    },
     /// The plan names a target the acting executor is not for.
     #[error("intent refused: the plan targets `{plan}` but this run acts on `{acting}`")]
     ForeignTarget {
@@ -110,6 +122,8 @@ pub struct Receipt {
 pub struct VerifyReport {
     /// Records checked.
     pub records: u64,
+    /// Records compacted into summaries, of which only the hash is left (checked as links).
+    pub compacted: u64,
     /// Everything wrong, in ledger order; empty means intact.
     pub problems: Vec<Problem>,
 }
@@ -195,6 +209,7 @@ pub(crate) enum Dialect {
 /// A handle on the ledger database.
 pub struct Ledger {
     pool: AnyPool,
+    dialect: Dialect,
     url: String,
     jobs: mpsc::Sender<writer::Job>,
     /// Told how long each committed append took (a service's metrics).
@@ -360,6 +375,7 @@ impl Ledger {
         let jobs = writer::spawn(write_pool, dialect);
         Ok(Self {
             pool,
+            dialect,
             url: redact_url(url),
             jobs,
             on_append: std::sync::OnceLock::new(),
@@ -714,35 +730,61 @@ impl Ledger {
     }
 
     /// Check every hash, link and the head, page by page (constant memory),
-    /// and, given a checkpoint kept outside the database, that the history up
-    /// to it is the one that was checkpointed.
+    /// every compaction summary against the hashes kept for it, and, given a
+    /// checkpoint kept outside the database, that the history up to it is
+    /// the one that was checkpointed.
     pub async fn verify(&self, checkpoint: Option<Checkpoint>) -> Result<VerifyReport, LedgerError> {
         let head = self.head().await?;
         let mut v = ChainVerifier::new(checkpoint);
-        self.feed_chain(&mut v, 0, i64::MAX).await?;
-        let (records, problems) = v.finish(head);
-        Ok(VerifyReport { records, problems })
+        let upto = self.last_seq().await?.max(head.as_ref().map_or(0, |h| h.0));
+        self.feed_chain(&mut v, 0, upto).await?;
+        let compacted = v.compacted();
+        let (records, mut problems) = v.finish(head);
+        problems.extend(self.verify_compactions().await?);
+        Ok(VerifyReport { records, compacted, problems })
     }
 
-    /// Feed `v` every record with `after < seq <= upto`, page by page.
-    async fn feed_chain(&self, v: &mut ChainVerifier, mut after: i64, upto: i64) -> Result<(), LedgerError> {
-        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2");
-        loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .bind(PAGE)
-                .bind(upto)
-                .fetch_all(&self.pool)
-                .await?;
+    /// The highest sequence number stored, whatever the head says.
+    async fn last_seq(&self) -> Result<i64, LedgerError> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM ledger_records").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
+    }
+
+    /// Feed `v` every position with `after < seq <= upto` in order: a
+    /// record, or the hash a compacted one left. Pages by ranges of
+    /// sequence numbers (each holds one record or one hash), so neither
+    /// database sorts more than a page.
+    async fn feed_chain(&self, v: &mut ChainVerifier, after: i64, upto: i64) -> Result<(), LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS}, CAST(0 AS BIGINT) AS compacted FROM ledger_records WHERE seq > $1 AND seq <= $2 \
+             UNION ALL SELECT seq, '' AS record_id, '' AS release_id, '' AS kind, '' AS actor, \
+             CAST(0 AS BIGINT) AS at_ms, '' AS body, CAST(0 AS BIGINT) AS record_version, '' AS prev_hash, hash, \
+             CAST(1 AS BIGINT) AS compacted FROM ledger_compacted WHERE seq > $1 AND seq <= $2 ORDER BY seq"
+        );
+        let mut from = after;
+        while from < upto {
+            let to = from.saturating_add(PAGE).min(upto);
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(from).bind(to).fetch_all(&self.pool).await?;
             for row in &rows {
-                let s = stored(row)?;
-                after = s.seq;
-                v.feed(&s);
+                if row.try_get::<i64, _>("compacted")? == 1 {
+                    v.feed_compacted(row.try_get("seq")?, &row.try_get::<String, _>("hash")?);
+                } else {
+                    v.feed(&stored(row)?);
+                }
             }
-            if (rows.len() as i64) < PAGE {
-                return Ok(());
-            }
+            from = to;
         }
+        Ok(())
+    }
+
+    /// The hash at `seq`: its record's, or the one kept when it was compacted.
+    async fn hash_at(&self, seq: i64) -> Result<Option<String>, LedgerError> {
+        if let Some(r) = self.get(seq).await? {
+            return Ok(Some(r.hash));
+        }
+        let row = sqlx::query("SELECT hash FROM ledger_compacted WHERE seq = $1").bind(seq).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get::<String, _>("hash")).transpose()?)
     }
 
     /// Check the chain's recent history before appending to it: every record
@@ -766,7 +808,7 @@ impl Ledger {
         };
         let prev = match from {
             0 => GENESIS.to_string(),
-            seq => self.get(seq).await?.map(|r| r.hash).unwrap_or_default(),
+            seq => self.hash_at(seq).await?.unwrap_or_default(),
         };
         // The verifier starts after `from`: an anchor exactly there is compared here.
         let anchor = match anchor {
@@ -782,9 +824,10 @@ impl Ledger {
         // Up to the head as read: other agents may append meanwhile, and what
         // they add after it is checked at their next start, or ours.
         self.feed_chain(&mut v, from, head_seq).await?;
+        let compacted = v.compacted();
         let (records, problems) = v.finish(head);
         early.extend(problems);
-        Ok(VerifyReport { records, problems: early })
+        Ok(VerifyReport { records, compacted, problems: early })
     }
 
     /// Automated rollbacks of `target` at or after `since_ms`: intents

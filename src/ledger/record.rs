@@ -62,6 +62,10 @@ pub enum Record {
     /// `revision <service> <revision>`: rolled back (quarantined, with the
     /// evidence), verified on a target, or cleared by a person.
     Revision(RevisionRecord),
+    /// A finished release's tick records, removed after `ledger.compact_after_days`
+    /// and summed up here; their hashes stay in `ledger_compacted`, so the
+    /// chain still verifies across the gaps.
+    Compacted(CompactedRecord),
 }
 
 /// The stored `kind` column.
@@ -97,6 +101,8 @@ pub enum RecordKind {
     Calibration,
     /// See [`Record::Revision`].
     Revision,
+    /// See [`Record::Compacted`].
+    Compacted,
 }
 
 impl RecordKind {
@@ -124,6 +130,7 @@ impl Record {
             Record::ChatOps(_) => RecordKind::ChatOps,
             Record::Calibration(_) => RecordKind::Calibration,
             Record::Revision(_) => RecordKind::Revision,
+            Record::Compacted(_) => RecordKind::Compacted,
         }
     }
 
@@ -644,6 +651,61 @@ pub struct ReleasePaused {
     pub tick: u64,
     /// Release time reached, seconds.
     pub now_s: u64,
+}
+
+/// What compaction removed of one finished release, and what those ticks said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CompactedRecord {
+    /// Sequence number of the release's final `release_finished` record:
+    /// only ticks before it were removed (a later continuation is compacted
+    /// by a later summary).
+    pub finished_seq: i64,
+    /// Tick records removed.
+    pub removed: u64,
+    /// Their lowest and highest sequence numbers.
+    pub removed_seqs: (i64, i64),
+    /// SHA-256 over each removed record's sequence number and hash, in
+    /// sequence order: what `ledger_compacted` must still hold for this summary.
+    pub removed_digest: String,
+    /// What the removed ticks said.
+    pub ticks: TickSummary,
+}
+
+/// Counts over a run of tick records (the last tick, and the last one
+/// with a consultation, are kept whole and not counted here).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TickSummary {
+    /// Ticks counted.
+    pub count: u64,
+    /// First and last tick number.
+    pub ticks: (u64, u64),
+    /// First and last release time, seconds.
+    pub now_s: (u64, u64),
+    /// Ticks by the judge's verdict.
+    pub verdicts: std::collections::BTreeMap<crate::judge::Verdict, u64>,
+    /// Ticks by policy's decision (its label).
+    pub decisions: std::collections::BTreeMap<String, u64>,
+    /// Ticks whose source failed (inputs digest `none`).
+    pub source_failures: u64,
+    /// Ticks that consulted the model.
+    pub consultations: u64,
+}
+
+impl TickSummary {
+    /// Count one more tick.
+    pub fn add(&mut self, t: &TickRecord) {
+        if self.count == 0 {
+            self.ticks = (t.tick, t.tick);
+            self.now_s = (t.now_s, t.now_s);
+        }
+        self.count += 1;
+        self.ticks = (self.ticks.0.min(t.tick), self.ticks.1.max(t.tick));
+        self.now_s = (self.now_s.0.min(t.now_s), self.now_s.1.max(t.now_s));
+        *self.verdicts.entry(t.judge.verdict).or_default() += 1;
+        *self.decisions.entry(t.decision.label().to_string()).or_default() += 1;
+        self.source_failures += u64::from(t.inputs_digest == "none");
+        self.consultations += u64::from(t.consultation.is_some());
+    }
 }
 
 /// Version-1 bodies of the two kinds whose shape changed.

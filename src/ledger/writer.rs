@@ -66,7 +66,7 @@ pub(super) fn spawn(pool: AnyPool, dialect: Dialect) -> mpsc::Sender<Job> {
 }
 
 /// Errors another writer causes: a lock it holds, a serialisation conflict.
-fn retryable(e: &sqlx::Error) -> bool {
+pub(super) fn retryable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             let code = d.code().map(|c| c.to_string()).unwrap_or_default();
@@ -125,9 +125,9 @@ impl From<sqlx::Error> for Failed {
 }
 
 /// The chain's position inside one transaction.
-struct Cursor {
-    seq: i64,
-    prev_hash: String,
+pub(super) struct Cursor {
+    pub seq: i64,
+    pub prev_hash: String,
 }
 
 /// Rows per multi-row statement (10 columns each; well under every driver's bind limit).
@@ -193,6 +193,29 @@ enum LeaseOutcome {
 /// head, read every lease the batch touches, decide in memory, write the
 /// changed leases, insert the records, move the head, commit.
 async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<Vec<Appended>, Failed> {
+    let (mut tx, cur) = begin_at_head(pool, dialect).await?;
+    let start_seq = cur.seq;
+    let leases = read_leases(&mut tx, dialect, batch).await?;
+    let approvals = read_approvals(&mut tx, batch).await?;
+    let mut b = Batch { cur, leases, changed: BTreeMap::new(), rows: Vec::new(), approvals };
+    let mut out = Vec::with_capacity(batch.len());
+    for job in batch {
+        out.push(write_job(&mut tx, &mut b, job).await?);
+    }
+    write_leases(&mut tx, &b.changed).await?;
+    insert_records(&mut tx, &b.rows).await?;
+    if b.cur.seq != start_seq {
+        move_head(&mut tx, &b.cur).await?;
+    }
+    tx.commit().await.map_err(|error| Failed { error, committing: true })?;
+    Ok(out)
+}
+
+/// A write transaction holding the head (and so the chain), and where the chain ends.
+pub(super) async fn begin_at_head(
+    pool: &AnyPool,
+    dialect: Dialect,
+) -> Result<(sqlx::Transaction<'static, sqlx::Any>, Cursor), sqlx::Error> {
     let mut tx = match dialect {
         Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
         Dialect::Postgres => pool.begin().await?,
@@ -206,28 +229,20 @@ async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: &[Job]) -> Result<
         Some(r) => Cursor { seq: r.try_get("seq")?, prev_hash: r.try_get("hash")? },
         None => Cursor { seq: 0, prev_hash: GENESIS.to_string() },
     };
-    let start_seq = cur.seq;
-    let leases = read_leases(&mut tx, dialect, batch).await?;
-    let approvals = read_approvals(&mut tx, batch).await?;
-    let mut b = Batch { cur, leases, changed: BTreeMap::new(), rows: Vec::new(), approvals };
-    let mut out = Vec::with_capacity(batch.len());
-    for job in batch {
-        out.push(write_job(&mut tx, &mut b, job).await?);
-    }
-    write_leases(&mut tx, &b.changed).await?;
-    insert_records(&mut tx, &b.rows).await?;
-    if b.cur.seq != start_seq {
-        sqlx::query(
-            "INSERT INTO ledger_head (id, seq, hash) VALUES (1, $1, $2) \
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .bind(b.cur.seq)
-        .bind(&b.cur.prev_hash)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await.map_err(|error| Failed { error, committing: true })?;
-    Ok(out)
+    Ok((tx, cur))
+}
+
+/// Move the head to where the chain now ends, in the same transaction.
+pub(super) async fn move_head(tx: &mut sqlx::Transaction<'static, sqlx::Any>, cur: &Cursor) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ledger_head (id, seq, hash) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(cur.seq)
+    .bind(&cur.prev_hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// One job in the batch's transaction: its lease op (which may refuse it),
@@ -346,7 +361,7 @@ async fn read_approvals(
 }
 
 /// `$1, $2, ...` for `n` values starting after `offset`.
-fn placeholders(offset: usize, n: usize) -> String {
+pub(super) fn placeholders(offset: usize, n: usize) -> String {
     (1..=n).map(|i| format!("${}", offset + i)).collect::<Vec<_>>().join(", ")
 }
 
@@ -397,13 +412,23 @@ async fn write_leases(
 
 /// The next record of the chain, hashed.
 fn next_record(cur: &mut Cursor, job: &Job, kind: RecordKind, body: &str) -> StoredRecord {
+    chain_next(cur, (&job.release_id, &job.actor, job.at_ms), kind, body)
+}
+
+/// The record after `cur` for (release, actor, at_ms), hashed; `cur` moves to it.
+pub(super) fn chain_next(
+    cur: &mut Cursor,
+    (release_id, actor, at_ms): (&str, &str, i64),
+    kind: RecordKind,
+    body: &str,
+) -> StoredRecord {
     let mut rec = StoredRecord {
         seq: cur.seq + 1,
         record_id: uuid::Uuid::new_v4().to_string(),
-        release_id: job.release_id.clone(),
+        release_id: release_id.to_string(),
         kind: kind.as_str().to_string(),
-        actor: job.actor.clone(),
-        at_ms: job.at_ms,
+        actor: actor.to_string(),
+        at_ms,
         body: body.to_string(),
         record_version: RECORD_VERSION,
         prev_hash: cur.prev_hash.clone(),
@@ -415,7 +440,7 @@ fn next_record(cur: &mut Cursor, job: &Job, kind: RecordKind, body: &str) -> Sto
     rec
 }
 
-async fn insert_records(
+pub(super) async fn insert_records(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     rows: &[StoredRecord],
 ) -> Result<(), sqlx::Error> {

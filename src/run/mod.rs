@@ -8,6 +8,7 @@
 //! running for a long time, with people in the loop.
 
 pub mod agent;
+pub mod compaction;
 mod error;
 pub mod exit;
 pub mod fleet;

@@ -183,6 +183,148 @@ async fn a_ledger_longer_than_a_page_verifies(url: &str) {
     assert_eq!(l.verify(None).await.unwrap().problems, vec![Problem::Edited { seq: 11_000 }]);
 }
 
+/// A tick record `n` of a release; `consulted` gives it a (failed) consultation.
+fn tick(n: u64, consulted: bool) -> Record {
+    use backstop::judge::{JudgeResult, Verdict};
+    let judge = JudgeResult {
+        verdict: Verdict::Inconclusive,
+        now_s: n * 10,
+        window_complete: false,
+        findings: vec![],
+        summary: String::new(),
+        log_mining: None,
+    };
+    let consultation = consulted
+        .then(|| backstop::assessor::Consultation::failed("t".into(), "m".into(), n * 10, "budget spent".into()));
+    Record::Tick(Box::new(backstop::ledger::TickRecord {
+        tick: n,
+        now_s: n * 10,
+        mode: backstop::policy::RunMode::Act,
+        inputs_digest: "d".into(),
+        judge,
+        model: backstop::policy::ModelInput::NotConfigured,
+        consultation,
+        prompt_version: None,
+        tool_calls: vec![],
+        decision: backstop::policy::Decision::Continue,
+        rules: vec![],
+        lease: None,
+    }))
+}
+
+fn ended(status: ReleaseStatus) -> Record {
+    Record::ReleaseFinished(ReleaseFinished { status, ticks: 10, decided_at_s: 100, model_usage: Default::default() })
+}
+
+/// Three releases ticking interleaved, ten ticks each: `done` promoted (a
+/// consultation at tick 3), `paused` interrupted (not final: kept), `live`
+/// still running. Returns the seq and hash of `done`'s tick 5.
+async fn three_releases(l: &Ledger) -> backstop::ledger::Checkpoint {
+    let mut at = None;
+    for n in 1..=10 {
+        for rel in ["done", "paused", "live"] {
+            let r = l.append(rel, &agent(), n as i64, tick(n, rel == "done" && n == 3)).await.unwrap();
+            if rel == "done" && n == 5 {
+                at = Some(backstop::ledger::Checkpoint { seq: r.seq, hash: r.hash });
+            }
+        }
+    }
+    l.append("done", &agent(), 11, ended(ReleaseStatus::Promoted)).await.unwrap();
+    l.append("paused", &agent(), 11, ended(ReleaseStatus::Interrupted)).await.unwrap();
+    l.append("live", &agent(), 12, tick(11, false)).await.unwrap();
+    at.unwrap()
+}
+
+async fn compact_all(l: &Ledger) -> backstop::ledger::Compaction {
+    l.compact(i64::MAX, (100, &agent()), u64::MAX).await.unwrap()
+}
+
+/// A finished release's ticks go, but for its last and its last consulted
+/// one; the chain still verifies, from genesis, from a checkpoint taken at a
+/// removed tick, and from an agent's anchor there; nothing is compacted twice,
+/// even by two handles at once.
+async fn compaction_keeps_the_chain_verifiable(url: &str) {
+    let l = ledger_with(url, 0).await;
+    let cp = three_releases(&l).await;
+    let before = l.list(None, 1_000).await.unwrap().len();
+    let other = Ledger::open(url).await.unwrap();
+    let (a, b) = tokio::join!(compact_all(&l), compact_all(&other));
+    assert_eq!((a.releases + b.releases, a.removed + b.removed), (1, 8), "{a:?} {b:?}");
+    let report = l.verify(Some(cp.clone())).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((report.records as usize, report.compacted), (before - 8 + 1, 8));
+    assert!(l.verify_recent(Some(cp)).await.unwrap().problems.is_empty());
+    let done: Vec<_> = l.list(Some("done"), 100).await.unwrap().into_iter().map(|r| r.kind).collect();
+    assert_eq!(done, ["tick", "tick", "release_finished", "compacted"]);
+    let kept = l.release_records("done").await.unwrap();
+    let ticks: Vec<u64> = kept.iter().filter_map(|(_, r)| if let Record::Tick(t) = r { Some(t.tick) } else { None }).collect();
+    assert_eq!(ticks, [3, 10], "the consulted tick and the last one stay");
+    let Some((_, Record::Compacted(c))) = kept.last() else { panic!("{kept:?}") };
+    assert_eq!((c.removed, c.ticks.count, c.ticks.ticks), (8, 8, (1, 9)));
+    assert_eq!(l.list(Some("paused"), 100).await.unwrap().len(), 11, "a release that may continue keeps its ticks");
+    assert_eq!(compact_all(&l).await, Default::default(), "nothing is compacted twice");
+    // New records chain on after the summary.
+    l.append("live", &agent(), 13, tick(12, false)).await.unwrap();
+    assert!(l.verify(None).await.unwrap().problems.is_empty());
+}
+
+/// The seq of the summary and of `done`'s kept tick 3, after compacting `three_releases`.
+async fn compacted(l: &Ledger) -> (i64, i64) {
+    three_releases(l).await;
+    compact_all(l).await;
+    let rows = l.list(Some("done"), 100).await.unwrap();
+    (rows[3].seq, rows[0].seq)
+}
+
+/// A kept record deleted and passed off as compacted: the summary's digest no longer matches.
+async fn a_record_passed_off_as_compacted_is_detected(url: &str) {
+    let l = ledger_with(url, 0).await;
+    let (summary, kept) = compacted(&l).await;
+    let hash = l.get(kept).await.unwrap().unwrap().hash;
+    sqlx::query("DELETE FROM ledger_records WHERE seq = $1").bind(kept).execute(l.pool()).await.unwrap();
+    sqlx::query("INSERT INTO ledger_compacted (seq, hash, summary_seq) VALUES ($1, $2, $3)")
+        .bind(kept)
+        .bind(hash)
+        .bind(summary)
+        .execute(l.pool())
+        .await
+        .unwrap();
+    assert_eq!(l.verify(None).await.unwrap().problems, vec![Problem::CompactionMismatch { summary_seq: summary }]);
+}
+
+/// A kept hash changed, or removed: the next link breaks, the deletion is named, the digest no longer matches.
+async fn a_kept_hash_changed_or_removed_is_detected(url: &str) {
+    let l = ledger_with(url, 0).await;
+    let (summary, _) = compacted(&l).await;
+    let first: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM ledger_compacted").fetch_one(l.pool()).await.unwrap();
+    sqlx::query("UPDATE ledger_compacted SET hash = $1 WHERE seq = $2")
+        .bind("f".repeat(64))
+        .bind(first)
+        .execute(l.pool())
+        .await
+        .unwrap();
+    let p = l.verify(None).await.unwrap().problems;
+    assert_eq!(p, vec![Problem::Reordered { seq: first + 1 }, Problem::CompactionMismatch { summary_seq: summary }]);
+    sqlx::query("DELETE FROM ledger_compacted WHERE seq = $1").bind(first).execute(l.pool()).await.unwrap();
+    let p = l.verify(None).await.unwrap().problems;
+    assert_eq!(
+        p,
+        vec![Problem::Deleted { from_seq: first, to_seq: first }, Problem::CompactionMismatch { summary_seq: summary }]
+    );
+}
+
+/// A tick edited before compaction: nothing is removed, the edit stays to be found.
+async fn a_tampered_ledger_is_not_compacted(url: &str) {
+    let l = ledger_with(url, 0).await;
+    three_releases(&l).await;
+    exec(&l, "UPDATE ledger_records SET at_ms = 99 WHERE seq = 4").await;
+    let e = l.compact(i64::MAX, (100, &agent()), u64::MAX).await.unwrap_err();
+    assert!(matches!(e, LedgerError::Tampered { seq: 4 }), "{e}");
+    assert!(e.to_string().contains("audit verify"), "{e}");
+    let report = l.verify(None).await.unwrap();
+    assert_eq!((report.compacted, report.problems), (0, vec![Problem::Edited { seq: 4 }]));
+}
+
 macro_rules! on_sqlite {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -218,6 +360,10 @@ on_sqlite!(
     concurrent_appends_keep_one_chain,
     a_stale_fencing_token_is_refused,
     a_ledger_longer_than_a_page_verifies,
+    compaction_keeps_the_chain_verifiable,
+    a_record_passed_off_as_compacted_is_detected,
+    a_kept_hash_changed_or_removed_is_detected,
+    a_tampered_ledger_is_not_compacted,
 );
 
 /// A ledger written by the code before typed records (record version 1:
