@@ -525,6 +525,42 @@ async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_start
     );
 }
 
+/// With `[ledger] compact_after_days`, the agent sums up a finished
+/// release's ticks on its own; the chain still verifies, and the release's
+/// report, read back from the compacted ledger by a restarted agent, still
+/// says how it ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_compacts_a_finished_release_and_its_report_still_reads_from_the_ledger() {
+    let config = "[ledger]\ncompact_after_days = 0.00001\n\
+                  [[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                  templates.default.source = { kind = \"simulator\", seed = 3 }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let s = start(config, policy, 5, &[]);
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    assert_eq!(v["status"]["status"], "promoted", "{v}");
+    let started = Instant::now();
+    while !s.audit().contains("tick records compacted") {
+        assert!(started.elapsed() < Duration::from_secs(30), "not compacted: {}", s.audit());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let audit = s.audit();
+    assert_eq!(audit.lines().filter(|l| l.split_whitespace().nth(2) == Some("tick")).count(), 1, "only the last tick stays: {audit}");
+    s.agent.signal("TERM");
+    let Setup { dir, agent, .. } = s;
+    assert_eq!(agent.finish(Duration::from_secs(30)).0, 0);
+    let ledger = dir.path().join("l.db").display().to_string();
+    let verify = Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).output().unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout).to_string();
+    assert!(verify.status.success() && text.contains("compacted records checked"), "{text}");
+    let s = start_in(dir, config, policy, 5, &[]);
+    let (code, text) = get(&format!("{}/v1/releases/checkout/report", s.url), Some(ALICE)).await;
+    assert_eq!(code, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert!(report["headline"].as_str().unwrap().to_lowercase().contains("promot"), "{report}");
+}
+
 /// `backstop agent --config fixtures/config/simulator.toml` without tokens (the
 /// first run of docs/agent-and-api.md), on a free port and its own ledger, `pace_ms` a tick.
 pub(crate) fn simulator_agent(pace_ms: u64) -> Setup {

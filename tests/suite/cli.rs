@@ -52,6 +52,40 @@ fn demo_rolls_back_verifies_and_the_ledger_checks_out() {
 }
 
 #[test]
+fn audit_compact_sums_up_finished_ticks_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let db_s = db.to_str().unwrap();
+    backstop().args(["demo", "--scenario", "healthy", "--tick-ms", "0", "--ledger", db_s]).assert().success();
+    let out = backstop().args(["audit", "compact", "--older-than-days", "0", "--ledger", db_s]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("of 1 releases compacted into summaries"), "{text}");
+    let removed: u64 = text.split("ledger ").nth(1).and_then(|t| t.split_whitespace().nth(1)?.parse().ok()).unwrap();
+    assert!(removed > 5, "{text}");
+    backstop()
+        .args(["audit", "verify", "--ledger", db_s])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("chain intact ({removed} compacted records checked")));
+    backstop()
+        .args(["audit", "list", "--ledger", db_s, "--limit", "2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("{removed} tick records compacted")))
+        .stdout(predicate::str::contains("release_finished"));
+    backstop()
+        .args(["audit", "compact", "--older-than-days", "0", "--ledger", db_s])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 tick records of 0 releases"));
+    backstop()
+        .args(["audit", "compact", "--older-than-days=-1", "--ledger", db_s])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--older-than-days -1: expected a number of days"));
+}
+
+#[test]
 fn demo_healthy_promotes() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("h.db");
