@@ -3,6 +3,7 @@
 //! machines are shared, so only ratios within one run mean much.
 
 mod agents;
+mod compact;
 pub mod model;
 mod releases;
 
@@ -14,6 +15,7 @@ use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
 pub use agents::{AgentsReport, fresh_postgres, shared_agents};
+pub use compact::{CompactReport, compaction};
 pub use releases::{ReleasesReport, concurrent_releases, service_releases};
 
 use crate::eval::peers::kayenta;

@@ -272,7 +272,8 @@ async fn compact(ledger: &Ledger, settings: &backstop::config::Settings, days: f
     }
     let now_ms = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
     let cutoff = now_ms - (days * 86_400_000.0) as i64;
-    let instance = settings.agent.instance_id.clone().unwrap_or_else(backstop::orchestrator::AgentContext::default_instance);
+    let instance =
+        settings.agent.instance_id.clone().unwrap_or_else(backstop::orchestrator::AgentContext::default_instance);
     let actor = Actor::agent(&instance);
     let done = ledger.compact(cutoff, (now_ms, &actor), limit).await.map_err(failed)?;
     out(&format!(

@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// With `--agents`: ticks of 2 s each run (the lease is 3 ticks).
     #[arg(long, default_value_t = 30)]
     agent_ticks: u32,
+    /// Instead of the table above: write this many finished releases (a
+    /// 30-minute window of 10-s ticks each) to a new ledger (with
+    /// `--postgres`, a new database on that server; else a SQLite file) and
+    /// compact them: rows, bytes, time, and `audit verify` before and after.
+    #[arg(long)]
+    compact: Option<usize>,
     /// Also time ledger appends on this PostgreSQL URL.
     #[arg(long)]
     postgres: Option<String>,
@@ -75,6 +81,9 @@ pub async fn run(a: BenchArgs, settings: &backstop::config::Settings) -> CliResu
     }
     if let Some(k) = a.agents {
         return agents_table(&a, k, &policy).await;
+    }
+    if let Some(n) = a.compact {
+        return compact_table(&a, n, &policy).await;
     }
     use backstop::signals::BaselineKind;
     let mut rows = vec![
@@ -151,6 +160,48 @@ async fn model_table(
         .join()
         .map_err(|_| failed("the replay thread panicked"))?;
     out(render(&measured, &name, GPT_4O_MINI).trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ticks in a 30-minute window of 10-s ticks.
+const WINDOW_TICKS: u32 = 180;
+
+/// `--compact`: the compaction table only.
+async fn compact_table(a: &BenchArgs, n: usize, policy: &backstop::policy::PolicyFile) -> CliResult {
+    let dir = tempfile_dir().map_err(failed)?;
+    let url = match &a.postgres {
+        Some(pg) => backstop::bench::fresh_postgres(pg, &format!("bench_compact_{}", std::process::id()))
+            .await
+            .map_err(|e| failed(super::chain(&e)))?,
+        None => backstop::ledger::sqlite_url(&dir.join("compact.db")),
+    };
+    let ledger = if a.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
+    let r = backstop::bench::compaction(&url, (n, WINDOW_TICKS), policy).await.map_err(|e| failed(super::chain(&e)))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let per = |b: i64| b as f64 / r.releases.max(1) as f64 / 1024.0;
+    let row = BenchRow {
+        name: format!("{n} finished releases of {WINDOW_TICKS} ticks compacted, ledger on {ledger}"),
+        result: format!(
+            "{} rows, {:.1} MB ({:.1} KB a release) after; {} tick records removed in {:.1} s ({:.0}/s); \
+             audit verify {:.1} s, {} problem(s)",
+            r.rows.1,
+            r.bytes.1 as f64 / 1e6,
+            per(r.bytes.1),
+            r.removed,
+            r.compact_s,
+            r.removed as f64 / r.compact_s.max(f64::EPSILON),
+            r.verify_s.1,
+            r.problems
+        ),
+        baseline: format!(
+            "before: {} rows, {:.1} MB ({:.1} KB a release); audit verify {:.1} s",
+            r.rows.0,
+            r.bytes.0 as f64 / 1e6,
+            per(r.bytes.0),
+            r.verify_s.0
+        ),
+    };
+    out(render(&[row]).trim_end());
     Ok(ExitCode::SUCCESS)
 }
 

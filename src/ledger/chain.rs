@@ -492,7 +492,10 @@ mod anchor_tests {
         let cp = Checkpoint { seq: 3, hash: rows[2].hash.clone() };
         assert!(compacted_walk(&rows, kept, Some(cp)).is_empty(), "a checkpoint at a compacted record");
         let wrong = Checkpoint { seq: 3, hash: rows[1].hash.clone() };
-        assert!(matches!(compacted_walk(&rows, kept, Some(wrong)).as_slice(), [Problem::CheckpointMismatch { seq: 3, .. }]));
+        assert!(matches!(
+            compacted_walk(&rows, kept, Some(wrong)).as_slice(),
+            [Problem::CheckpointMismatch { seq: 3, .. }]
+        ));
         // A kept hash changed: the next record no longer links to it.
         let mut forged = rows.clone();
         forged[3].hash = "f".repeat(64);

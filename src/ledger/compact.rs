@@ -167,8 +167,7 @@ impl Ledger {
             return Ok(Compaction::default());
         }
         for chunk in pending.removed.chunks(ROWS_PER_STATEMENT) {
-            let sql =
-                format!("DELETE FROM ledger_records WHERE seq IN ({})", writer::placeholders(0, chunk.len()));
+            let sql = format!("DELETE FROM ledger_records WHERE seq IN ({})", writer::placeholders(0, chunk.len()));
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (seq, _, _) in chunk {
                 q = q.bind(*seq);
@@ -244,17 +243,18 @@ async fn summarise(
     (at_ms, actor): (i64, &str),
     pending: &mut Pending,
 ) -> Result<(), LedgerError> {
-    let done = sqlx::query(
-        "SELECT seq FROM ledger_records WHERE release_id = $1 AND kind = 'compacted' AND seq > $2 LIMIT 1",
-    )
-    .bind(&c.release_id)
-    .bind(c.finished_seq)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let done =
+        sqlx::query("SELECT seq FROM ledger_records WHERE release_id = $1 AND kind = 'compacted' AND seq > $2 LIMIT 1")
+            .bind(&c.release_id)
+            .bind(c.finished_seq)
+            .fetch_optional(&mut **tx)
+            .await?;
     if done.is_some() {
         return Ok(());
     }
-    let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 AND kind = 'tick' AND seq < $2 ORDER BY seq");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 AND kind = 'tick' AND seq < $2 ORDER BY seq"
+    );
     let rows =
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&c.release_id).bind(c.finished_seq).fetch_all(&mut **tx).await?;
     let mut ticks = Vec::with_capacity(rows.len());
@@ -301,9 +301,8 @@ mod tests {
             summary: String::new(),
             log_mining: None,
         };
-        let consultation = consulted.then(|| {
-            crate::assessor::Consultation::failed("t".into(), "m".into(), n * 10, "budget spent".into())
-        });
+        let consultation = consulted
+            .then(|| crate::assessor::Consultation::failed("t".into(), "m".into(), n * 10, "budget spent".into()));
         let t = TickRecord {
             tick: n,
             now_s: n * 10,

@@ -36,9 +36,9 @@ pub use compact::{Choice, Compaction, choose};
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
     ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord,
-    CompactedRecord, IntentRecord,
-    LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord, RECORD_VERSION, Record,
-    RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord, TickRecord, TickSummary,
+    CompactedRecord, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord,
+    RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord,
+    TickRecord, TickSummary,
 };
 pub use roster::{Member, Roster};
 
@@ -764,8 +764,7 @@ impl Ledger {
         let mut from = after;
         while from < upto {
             let to = from.saturating_add(PAGE).min(upto);
-            let rows =
-                sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(from).bind(to).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(from).bind(to).fetch_all(&self.pool).await?;
             for row in &rows {
                 if row.try_get::<i64, _>("compacted")? == 1 {
                     v.feed_compacted(row.try_get("seq")?, &row.try_get::<String, _>("hash")?);
@@ -783,7 +782,10 @@ impl Ledger {
         if let Some(r) = self.get(seq).await? {
             return Ok(Some(r.hash));
         }
-        let row = sqlx::query("SELECT hash FROM ledger_compacted WHERE seq = $1").bind(seq).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT hash FROM ledger_compacted WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.try_get::<String, _>("hash")).transpose()?)
     }
 

@@ -546,12 +546,17 @@ async fn an_agent_compacts_a_finished_release_and_its_report_still_reads_from_th
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let audit = s.audit();
-    assert_eq!(audit.lines().filter(|l| l.split_whitespace().nth(2) == Some("tick")).count(), 1, "only the last tick stays: {audit}");
+    assert_eq!(
+        audit.lines().filter(|l| l.split_whitespace().nth(2) == Some("tick")).count(),
+        1,
+        "only the last tick stays: {audit}"
+    );
     s.agent.signal("TERM");
     let Setup { dir, agent, .. } = s;
     assert_eq!(agent.finish(Duration::from_secs(30)).0, 0);
     let ledger = dir.path().join("l.db").display().to_string();
-    let verify = Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).output().unwrap();
+    let verify =
+        Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).output().unwrap();
     let text = String::from_utf8_lossy(&verify.stdout).to_string();
     assert!(verify.status.success() && text.contains("compacted records checked"), "{text}");
     let s = start_in(dir, config, policy, 5, &[]);

@@ -257,7 +257,8 @@ async fn compaction_keeps_the_chain_verifiable(url: &str) {
     let done: Vec<_> = l.list(Some("done"), 100).await.unwrap().into_iter().map(|r| r.kind).collect();
     assert_eq!(done, ["tick", "tick", "release_finished", "compacted"]);
     let kept = l.release_records("done").await.unwrap();
-    let ticks: Vec<u64> = kept.iter().filter_map(|(_, r)| if let Record::Tick(t) = r { Some(t.tick) } else { None }).collect();
+    let ticks: Vec<u64> =
+        kept.iter().filter_map(|(_, r)| if let Record::Tick(t) = r { Some(t.tick) } else { None }).collect();
     assert_eq!(ticks, [3, 10], "the consulted tick and the last one stay");
     let Some((_, Record::Compacted(c))) = kept.last() else { panic!("{kept:?}") };
     assert_eq!((c.removed, c.ticks.count, c.ticks.ticks), (8, 8, (1, 9)));
