@@ -32,6 +32,8 @@ pub struct CompactReport {
     pub removed: u64,
     /// Seconds compaction took.
     pub compact_s: f64,
+    /// Its longest transaction, ms: how long an append may wait behind it.
+    pub longest_group_ms: f64,
     /// Seconds `audit verify` took before and after.
     pub verify_s: (f64, f64),
     /// Problems `audit verify` found after (none expected).
@@ -70,6 +72,7 @@ pub async fn compaction(
         bytes: (before.1, bytes(&ledger).await?),
         removed: done.removed,
         compact_s,
+        longest_group_ms: done.longest_group.as_secs_f64() * 1000.0,
         verify_s: (verify_before.0, verify_after.0),
         problems: verify_before.1 + verify_after.1,
     })

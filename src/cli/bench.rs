@@ -182,14 +182,15 @@ async fn compact_table(a: &BenchArgs, n: usize, policy: &backstop::policy::Polic
     let row = BenchRow {
         name: format!("{n} finished releases of {WINDOW_TICKS} ticks compacted, ledger on {ledger}"),
         result: format!(
-            "{} rows, {:.1} MB ({:.1} KB a release) after; {} tick records removed in {:.1} s ({:.0}/s); \
-             audit verify {:.1} s, {} problem(s)",
+            "{} rows, {:.1} MB ({:.1} KB a release) after; {} tick records removed in {:.1} s ({:.0}/s), \
+             longest transaction {:.0} ms; audit verify {:.1} s, {} problem(s)",
             r.rows.1,
             r.bytes.1 as f64 / 1e6,
             per(r.bytes.1),
             r.removed,
             r.compact_s,
             r.removed as f64 / r.compact_s.max(f64::EPSILON),
+            r.longest_group_ms,
             r.verify_s.1,
             r.problems
         ),

@@ -24,8 +24,9 @@ use super::writer::{self, Cursor};
 use super::{COLUMNS, Ledger, LedgerError, Problem, typed};
 
 /// Releases compacted in one transaction (about 180 ticks each at a 10-s tick
-/// over half an hour: some 9,000 rows deleted per commit).
-const GROUP: i64 = 50;
+/// over half an hour: some 1,800 rows deleted per commit), small enough that
+/// appends waiting behind it wait a fraction of a second (`bench --compact`).
+const GROUP: i64 = 10;
 
 /// Rows per `DELETE … IN` / multi-row `INSERT` statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -40,6 +41,8 @@ pub struct Compaction {
     pub releases: u64,
     /// Tick records removed.
     pub removed: u64,
+    /// The longest transaction, which other writers waited behind.
+    pub longest_group: std::time::Duration,
 }
 
 /// Which of one finished release's tick records to remove, and what they said.
@@ -97,7 +100,9 @@ impl Ledger {
             let (page, more) = self.candidates(after, finished_before_ms).await?;
             let Some(last) = page.last() else { break };
             after = last.finished_seq;
+            let started = std::time::Instant::now();
             let got = self.compact_group_with_retry(&page, at_ms, &actor.to_string()).await?;
+            done.longest_group = done.longest_group.max(started.elapsed());
             done.releases += got.releases;
             done.removed += got.removed;
             if !more {
@@ -187,7 +192,8 @@ impl Ledger {
         writer::insert_records(&mut tx, &pending.summaries).await?;
         writer::move_head(&mut tx, &cur).await?;
         tx.commit().await?;
-        Ok(Compaction { releases: pending.summaries.len() as u64, removed: pending.removed.len() as u64 })
+        let (releases, removed) = (pending.summaries.len() as u64, pending.removed.len() as u64);
+        Ok(Compaction { releases, removed, ..Compaction::default() })
     }
 
     /// Check every summary against the hashes `ledger_compacted` keeps for

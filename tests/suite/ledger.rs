@@ -263,7 +263,8 @@ async fn compaction_keeps_the_chain_verifiable(url: &str) {
     let Some((_, Record::Compacted(c))) = kept.last() else { panic!("{kept:?}") };
     assert_eq!((c.removed, c.ticks.count, c.ticks.ticks), (8, 8, (1, 9)));
     assert_eq!(l.list(Some("paused"), 100).await.unwrap().len(), 11, "a release that may continue keeps its ticks");
-    assert_eq!(compact_all(&l).await, Default::default(), "nothing is compacted twice");
+    let again = compact_all(&l).await;
+    assert_eq!((again.releases, again.removed), (0, 0), "nothing is compacted twice");
     // New records chain on after the summary.
     l.append("live", &agent(), 13, tick(12, false)).await.unwrap();
     assert!(l.verify(None).await.unwrap().problems.is_empty());
