@@ -129,6 +129,9 @@ fn one_line(r: &StoredRecord) -> String {
         ),
         Record::Revision(r) => format!("revision {} of {}: {}", r.revision, r.service, r.event.describe()),
         Record::Compacted(c) => compacted_line(&c),
+        Record::PersonRequest(p) => {
+            format!("{} {} relayed for the agent holding the release: {}", p.action, p.id, p.reason)
+        }
     }
 }
 

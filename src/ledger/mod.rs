@@ -37,8 +37,8 @@ pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
     ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord,
     CompactedRecord, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord,
-    RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished, ReleasePaused, ReleaseStarted, RevisionRecord,
-    TickRecord, TickSummary,
+    PersonAction, PersonRequestRecord, RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished, ReleasePaused,
+    ReleaseStarted, RevisionRecord, TickRecord, TickSummary,
 };
 pub use roster::{Member, Roster};
 
@@ -614,7 +614,7 @@ impl Ledger {
     pub async fn people_records(&self, release_id: &str) -> Result<Vec<(StoredRecord, Record)>, LedgerError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 \
-             AND kind IN ('operator', 'approval_requested', 'approval_answer', 'approval_resolved') ORDER BY seq"
+             AND kind IN ('operator', 'approval_requested', 'approval_answer', 'approval_resolved', 'person_request') ORDER BY seq"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_all(&self.pool).await?;
         typed(&rows)

@@ -66,6 +66,10 @@ pub enum Record {
     /// and summed up here; their hashes stay in `ledger_compacted`, so the
     /// chain still verifies across the gaps.
     Compacted(CompactedRecord),
+    /// A person's rollback or promotion asked of an agent that does not hold
+    /// the release, relayed to the one that does; that one rules on it and
+    /// records `approval_resolved` under the same id. The actor is who.
+    PersonRequest(PersonRequestRecord),
 }
 
 /// The stored `kind` column.
@@ -103,6 +107,8 @@ pub enum RecordKind {
     Revision,
     /// See [`Record::Compacted`].
     Compacted,
+    /// See [`Record::PersonRequest`].
+    PersonRequest,
 }
 
 impl RecordKind {
@@ -131,6 +137,7 @@ impl Record {
             Record::Calibration(_) => RecordKind::Calibration,
             Record::Revision(_) => RecordKind::Revision,
             Record::Compacted(_) => RecordKind::Compacted,
+            Record::PersonRequest(_) => RecordKind::PersonRequest,
         }
     }
 
@@ -651,6 +658,33 @@ pub struct ReleasePaused {
     pub tick: u64,
     /// Release time reached, seconds.
     pub now_s: u64,
+}
+
+/// What a person asks of a running release, on their own authority.
+#[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum PersonAction {
+    /// Roll back now ([`crate::policy::approval::rule_rollback`]).
+    Rollback,
+    /// Promote now ([`crate::policy::approval::rule_promote`]).
+    Promote,
+}
+
+/// A person's request relayed through the ledger to the agent holding the release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PersonRequestRecord {
+    /// The id its ruling (`approval_resolved`) is recorded under.
+    pub id: String,
+    /// Which.
+    pub action: PersonAction,
+    /// The identity policy checks (`alice@example.com`, `slack:U…`).
+    pub identity: String,
+    /// Slack groups the channel verified the identity is in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Their reason, as typed (untrusted text).
+    pub reason: String,
 }
 
 /// What compaction removed of one finished release, and what those ticks said.

@@ -85,14 +85,7 @@ pub struct AnswerReply {
     pub status: Option<ReleaseStatus>,
 }
 
-/// What a person asks of a running release, on their own authority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PersonAction {
-    /// Roll back now ([`crate::policy::approval::rule_rollback`]).
-    Rollback,
-    /// Promote now ([`crate::policy::approval::rule_promote`]).
-    Promote,
-}
+pub use crate::ledger::PersonAction;
 
 /// A person asking to roll the release back or promote it now, with a way
 /// to tell them the ruling.
@@ -105,8 +98,32 @@ pub struct PersonRequest {
     pub who: Principal,
     /// Why (untrusted text, recorded as typed).
     pub reason: String,
-    /// Receives the ruling and, when it executed, the release's status.
-    pub reply: oneshot::Sender<AnswerReply>,
+    /// Receives the ruling and, when it executed, the release's status
+    /// (`None` for a request relayed through the ledger: its sender reads the ledger).
+    pub reply: Option<oneshot::Sender<AnswerReply>>,
+    /// Set when another agent relayed it through the ledger.
+    pub relayed: Option<Relayed>,
+}
+
+/// A person's request another agent took and relayed through the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// The id the ruling is recorded under (the relaying agent waits for it).
+    pub id: String,
+    /// When it was asked, unix ms.
+    pub at_ms: i64,
+}
+
+/// How long a relayed request is worth ruling on: the relaying agent waits
+/// this long for the ruling, then tells the person nothing came of it.
+pub const RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl PersonRequest {
+    fn tell(self, reply: AnswerReply) {
+        if let Some(r) = self.reply {
+            let _ = r.send(reply);
+        }
+    }
 }
 
 /// The people-facing side of one running release.
@@ -174,11 +191,12 @@ impl ReleaseRun<'_> {
     }
 
     /// Refuse every person's request waiting: this agent does not act on
-    /// the release (it stands by, or advises); the caller is told to ask the holder.
+    /// the release (it stands by, or advises); the caller is told to ask the
+    /// holder. A relayed request is left to the agent holding the release.
     pub(super) async fn refuse_requests(&self) {
         let Some(c) = self.controls else { return };
         while let Ok(req) = c.requests.lock().await.try_recv() {
-            let _ = req.reply.send(AnswerReply { ruling: Ruling::refused(Refusal::NotHolder), status: None });
+            req.tell(AnswerReply { ruling: Ruling::refused(Refusal::NotHolder), status: None });
         }
     }
 
@@ -198,8 +216,48 @@ impl ReleaseRun<'_> {
             return Ok(None);
         }
         let Some(req) = c.requests.lock().await.try_recv().ok() else { return Ok(None) };
+        if let Some(r) = &req.relayed
+            && !self.relay_still_open(r).await?
+        {
+            return Ok(None);
+        }
         let now_ms = self.agent.clock.now_ms();
-        let outcome = match req.action {
+        let outcome = self.rule_person(&req, st, now_ms).await?;
+        let word = req.action.to_string();
+        let id = match &req.relayed {
+            Some(r) => r.id.clone(),
+            None => format!("{word}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
+        let rec = ApprovalResolved {
+            id,
+            answer: Some(Answer::Approve),
+            reason: req.reason.clone(),
+            ruling: outcome.ruling.clone(),
+            trace: outcome.trace,
+        };
+        self.ledger.append(&self.facts.release_id, &req.actor, now_ms, Record::ApprovalResolved(rec)).await?;
+        let ruling = crate::policy::approval::ruling_label(&outcome.ruling);
+        info!(who = %req.who.identity, action = %word, ruling, relayed = req.relayed.is_some(), "A person asked to act on the release.");
+        let status = match &outcome.ruling {
+            Ruling::Execute { decision } => {
+                Some(self.act(decision, actuation, st, observer, None).await?.unwrap_or(ReleaseStatus::Held {
+                    reason: format!("another agent took the target's lease before the {word}; it follows"),
+                }))
+            }
+            _ => None,
+        };
+        req.tell(AnswerReply { ruling: outcome.ruling, status: status.clone() });
+        Ok(status)
+    }
+
+    /// Policy's ruling on a person's request, against the release as it stands.
+    async fn rule_person(
+        &self,
+        req: &PersonRequest,
+        st: &LoopState,
+        now_ms: i64,
+    ) -> Result<crate::policy::approval::ApprovalOutcome, LedgerError> {
+        Ok(match req.action {
             PersonAction::Rollback => {
                 let window_ms = i64::from(self.policy.rate_limit.window_minutes) * 60_000;
                 let rollbacks = self.ledger.automated_rollbacks(&self.facts.target, now_ms - window_ms).await?;
@@ -215,31 +273,18 @@ impl ReleaseRun<'_> {
                 let ask = PromoteAsk { who: &req.who, release: &facts, judge: st.last_verdict, reason: &req.reason };
                 rule_promote(self.policy, &ask)
             }
-        };
-        let word = match req.action {
-            PersonAction::Rollback => "rollback",
-            PersonAction::Promote => "promote",
-        };
-        let rec = ApprovalResolved {
-            id: format!("{word}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            answer: Some(Answer::Approve),
-            reason: req.reason.clone(),
-            ruling: outcome.ruling.clone(),
-            trace: outcome.trace,
-        };
-        self.ledger.append(&self.facts.release_id, &req.actor, now_ms, Record::ApprovalResolved(rec)).await?;
-        let ruling = crate::policy::approval::ruling_label(&outcome.ruling);
-        info!(who = %req.who.identity, action = word, ruling, "A person asked to act on the release.");
-        let status = match &outcome.ruling {
-            Ruling::Execute { decision } => {
-                Some(self.act(decision, actuation, st, observer, None).await?.unwrap_or(ReleaseStatus::Held {
-                    reason: format!("another agent took the target's lease before the {word}; it follows"),
-                }))
-            }
-            _ => None,
-        };
-        let _ = req.reply.send(AnswerReply { ruling: outcome.ruling, status: status.clone() });
-        Ok(status)
+        })
+    }
+
+    /// A relayed request is ruled on once, and only while its sender still
+    /// waits: not when it is older than [`RELAY_WAIT`] or already ruled on
+    /// (by this agent's earlier self, or the holder before it).
+    async fn relay_still_open(&self, r: &Relayed) -> Result<bool, LedgerError> {
+        if self.agent.clock.now_ms() - r.at_ms > RELAY_WAIT.as_millis() as i64 {
+            return Ok(false);
+        }
+        let rows = self.ledger.approval_records_after(&self.facts.release_id, 0).await?;
+        Ok(!rows.iter().any(|(_, rec)| matches!(rec, Record::ApprovalResolved(a) if a.id == r.id)))
     }
 
     /// Policy asks a human for `proposed`: remember it, and where someone

@@ -74,8 +74,9 @@ impl ReleaseRun<'_> {
             };
             self.refuse_requests().await;
             let until = tokio::time::Instant::now() + sleep;
-            // An answer cannot reach a standby (it shows no open request); a person's request
-            // wakes it and is refused at the next look; an operator's change is read at the top.
+            // An answer cannot reach a standby (it shows no open request), and a person's request
+            // is relayed to the holder by the agent; one that raced in is refused at the next look;
+            // an operator's change is read at the top.
             let handed_over = async {
                 match handed {
                     Some(n) => n.notified().await,

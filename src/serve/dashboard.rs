@@ -270,6 +270,7 @@ fn people_table(records: &[(StoredRecord, Record)]) -> String {
                     (format!("asked {} to {}", a.request.id, proposal(&a.request.proposed)), a.reason.as_str())
                 }
                 Record::ApprovalAnswer(a) => (format!("answered {} {}", a.id, a.answer), a.reason.as_str()),
+                Record::PersonRequest(p) => (format!("asked {} ({}), relayed", p.action, p.id), p.reason.as_str()),
                 Record::ApprovalResolved(r) => (format!("{}: {}", r.id, r.ruling.describe()), r.reason.as_str()),
                 _ => return None,
             };

@@ -463,6 +463,58 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
     }
 }
 
+/// A person's rollback sent to the agent standing by is relayed through the
+/// ledger to the agent holding the release, ruled on and run there once, and
+/// the person is told the outcome by the agent they asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_rollback_sent_to_the_standby_agent_is_relayed_to_the_holder_and_runs_once() {
+    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                   templates.default.source = { kind = \"simulator\", seed = 3 }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
+                  [approvals]\napprovers = [\"ops@example.com\"]\n";
+    let a = start(targets, policy, 200, &[]);
+    let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
+    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let started = Instant::now();
+    let (holder, standby) = loop {
+        let mut states = Vec::new();
+        for url in [&a.url, &b_url] {
+            let (code, text) = get(&format!("{url}/v1/releases/checkout"), Some(ALICE)).await;
+            let v: Value = if code == 200 { serde_json::from_str(&text).unwrap() } else { Value::Null };
+            states.push((url.clone(), v["state"].as_str().unwrap_or("").to_string(), v["now_s"].as_u64()));
+        }
+        let running = states.iter().find(|(_, s, t)| s == "running" && t.is_some_and(|t| t >= 50));
+        let standing = states.iter().find(|(_, s, _)| s == "standby");
+        if let (Some(h), Some(s)) = (running, standing) {
+            break (h.0.clone(), s.0.clone());
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no holder and standby: {states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let token = [("BACKSTOP_AGENT_TOKEN", OPS)];
+    let (code, out, err) = releases(&standby, &["rollback", "checkout", "--reason", "error budget burning"], &token);
+    assert_eq!(code, 10, "{out}{err}");
+    assert!(out.contains("approved; rollback ran: rolled_back"), "{out}");
+    let v = wait_release(&a, "checkout", |v| v["state"] == "finished", Duration::from_secs(30)).await;
+    assert_eq!(v["status"]["status"], "rolled_back", "{v}");
+    let audit = a.audit();
+    let kind = |k: &str| audit.lines().filter(|l| l.split_whitespace().nth(2) == Some(k)).count();
+    assert_eq!((kind("person_request"), kind("intent"), kind("release_finished")), (1, 1, 1), "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("approval_resolved") && l.contains("ops@example.com") && l.contains("execute")),
+        "{audit}"
+    );
+    let (_, text) = get(&format!("{holder}/v1/releases/checkout"), Some(ALICE)).await;
+    assert!(text.contains("rolled_back"), "the holder ran it: {text}");
+    for agent in [a.agent, b] {
+        agent.signal("TERM");
+        assert_eq!(agent.finish(Duration::from_secs(30)).0, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registered_release_pauses_on_sigterm_and_resumes_when_the_agent_starts_again() {
     let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\

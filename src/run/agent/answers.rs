@@ -120,15 +120,8 @@ impl Agent {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         let writer = actor.to_string();
         while tokio::time::Instant::now() < deadline {
-            let rows = ledger
-                .of_kind(RecordKind::ApprovalResolved, Some(&release), mine, 100)
-                .await
-                .map_err(AnswerError::Ledger)?;
-            let ours = rows.into_iter().find_map(|(s, r)| match r {
-                Record::ApprovalResolved(a) if a.id == approval_id && s.actor == writer => Some(a.ruling),
-                _ => None,
-            });
-            if let Some(ruling) = ours {
+            let recorded = self.ruling_recorded(&release, approval_id, mine, &writer).await;
+            if let Some(ruling) = recorded.map_err(AnswerError::Ledger)? {
                 let status = match &ruling {
                     Ruling::Execute { .. } => self.final_status(&release, deadline).await?,
                     _ => None,
@@ -142,6 +135,22 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Err(AnswerError::NoAnswer)
+    }
+
+    /// The ruling recorded under `id` for `release` after `after` by `writer`
+    /// (the person, whose actor the ruling agent writes it under), if there is one yet.
+    pub(super) async fn ruling_recorded(
+        &self,
+        release: &str,
+        id: &str,
+        after: i64,
+        writer: &str,
+    ) -> Result<Option<Ruling>, LedgerError> {
+        let rows = self.runtime.ledger.of_kind(RecordKind::ApprovalResolved, Some(release), after, 100).await?;
+        Ok(rows.into_iter().find_map(|(s, r)| match r {
+            Record::ApprovalResolved(a) if a.id == id && s.actor == writer => Some(a.ruling),
+            _ => None,
+        }))
     }
 
     /// What closed a request, when the ledger shows it closed (answered,

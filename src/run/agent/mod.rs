@@ -57,6 +57,8 @@ pub struct Agent {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Registrations in the ledger up to this seq have been read.
     synced: Mutex<i64>,
+    /// Person requests relayed through the ledger read up to this seq.
+    relays_read: Mutex<i64>,
     /// Unix ms of the last committed ledger write (ticks carry the lease renewals).
     last_write: Arc<AtomicI64>,
 }
@@ -92,6 +94,7 @@ impl Agent {
             gates: GateBoard::default(),
             tasks: Mutex::new(Vec::new()),
             synced: Mutex::new(0),
+            relays_read: Mutex::new(0),
             last_write,
         })
     }

@@ -7,9 +7,11 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::ledger::{Actor, Append, ApprovalOps, LedgerError, OperatorAction, OperatorRecord, Record};
-use crate::orchestrator::human::{AnswerReply, OperatorState, PersonAction, PersonRequest};
-use crate::policy::approval::{Closure, Principal};
+use crate::ledger::{
+    Actor, Append, ApprovalOps, LedgerError, OperatorAction, OperatorRecord, PersonRequestRecord, Record,
+};
+use crate::orchestrator::human::{AnswerReply, OperatorState, PersonAction, PersonRequest, RELAY_WAIT};
+use crate::policy::approval::{Closure, Principal, Ruling};
 use crate::release::ReleaseConfig;
 
 use super::{Agent, ReleaseState, ReleaseView, RevisionError};
@@ -131,7 +133,7 @@ impl Agent {
         (actor, who): (Actor, Principal),
         reason: String,
     ) -> Result<AnswerReply, OperateError> {
-        let to_loop = {
+        let (to_loop, standby, release) = {
             let table = self.table();
             let Some(e) = table.get(name) else { return Err(OperateError::NotFound(name.into())) };
             if matches!(e.view.state, ReleaseState::Finished | ReleaseState::Failed) {
@@ -140,16 +142,55 @@ impl Agent {
             if let Some(open) = &e.view.pending_approval {
                 return Err(OperateError::RequestOpen(open.request.id.clone()));
             }
-            e.to_loop.clone()
+            (e.to_loop.clone(), e.view.state == ReleaseState::Standby, e.view.release_id.clone())
         };
+        if standby {
+            return self.relay_request((name, &release), action, (actor, who), reason).await;
+        }
         let (reply, rx) = oneshot::channel();
-        let req = PersonRequest { action, actor, who, reason, reply };
+        let req = PersonRequest { action, actor, who, reason, reply: Some(reply), relayed: None };
         to_loop.requests.send(req).await.map_err(|_| OperateError::Ended(name.into()))?;
         to_loop.wake.notify_one();
         tokio::time::timeout(Duration::from_secs(600), rx)
             .await
             .map_err(|_| OperateError::NoAnswer)?
             .map_err(|_| OperateError::Ended(name.into()))
+    }
+
+    /// A person's request to a release another agent holds: recorded in the
+    /// ledger, taken by the holder's agent at its next sync, ruled on and
+    /// run there; this agent reads the ruling (and the release's end) back.
+    async fn relay_request(
+        &self,
+        (name, release): (&str, &str),
+        action: PersonAction,
+        (actor, who): (Actor, Principal),
+        reason: String,
+    ) -> Result<AnswerReply, OperateError> {
+        let ledger = &self.runtime.ledger;
+        let id = format!("{action}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let (identity, groups) = (who.identity, who.groups);
+        let record = Record::PersonRequest(PersonRequestRecord { id: id.clone(), action, identity, groups, reason });
+        let at = self.runtime.agent.clock.now_ms();
+        let mine = ledger.append(release, &actor, at, record).await.map_err(OperateError::Ledger)?.seq;
+        let (deadline, writer) = (tokio::time::Instant::now() + RELAY_WAIT, actor.to_string());
+        let mut ruled = None;
+        while tokio::time::Instant::now() < deadline {
+            if ruled.is_none() {
+                ruled = self.ruling_recorded(release, &id, mine, &writer).await.map_err(OperateError::Ledger)?;
+            }
+            let end = ledger.finished(release).await.map_err(OperateError::Ledger)?.filter(|f| f.status.is_final());
+            match (&ruled, end) {
+                (Some(Ruling::Execute { .. }), None) => {}
+                (Some(ruling), end) => {
+                    return Ok(AnswerReply { ruling: ruling.clone(), status: end.map(|f| f.status) });
+                }
+                (None, Some(_)) => return Err(OperateError::Ended(name.into())),
+                (None, None) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(OperateError::NoAnswer)
     }
 }
 

@@ -1,14 +1,17 @@
-//! Reading what other agents recorded: their registrations and operators' holds.
+//! Reading what other agents recorded: their registrations, operators'
+//! holds, and people's rollback and promotion requests relayed to the agent
+//! holding the release.
 
 use std::sync::{Arc, PoisonError};
 
 use tracing::warn;
 
-use crate::ledger::{LedgerError, OperatorAction, OperatorRecord, Record, RecordKind, StoredRecord};
-use crate::orchestrator::human::OperatorState;
+use crate::ledger::{Actor, LedgerError, OperatorAction, OperatorRecord, Record, RecordKind, StoredRecord};
+use crate::orchestrator::human::{OperatorState, PersonRequest, Relayed};
+use crate::policy::approval::Principal;
 use crate::release::release_id;
 
-use super::{Agent, SYNC_EVERY};
+use super::{Agent, ReleaseState, SYNC_EVERY};
 
 /// Operator records read per ledger query while syncing.
 const SYNC_PAGE: i64 = 1_000;
@@ -25,7 +28,43 @@ impl Agent {
             let full = rows.len() as i64 == SYNC_PAGE;
             admitted += self.sync_page(rows).await?;
             if !full {
+                self.take_relayed().await?;
                 return Ok(admitted);
+            }
+        }
+    }
+
+    /// Hand every person's request relayed through the ledger since the last
+    /// read to its release's loop, where this agent is not standing by (the
+    /// holder's loop rules on it; one that is not holding lets it go).
+    async fn take_relayed(&self) -> Result<(), LedgerError> {
+        loop {
+            let after = *self.relays_read.lock().unwrap_or_else(PoisonError::into_inner);
+            let rows = self.runtime.ledger.of_kind_from(RecordKind::PersonRequest, after, SYNC_PAGE).await?;
+            let full = rows.len() as i64 == SYNC_PAGE;
+            for (stored, rec) in rows {
+                *self.relays_read.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
+                let (Record::PersonRequest(p), Ok(actor)) = (rec, stored.actor.parse::<Actor>()) else { continue };
+                let to_loop = self
+                    .table()
+                    .values()
+                    .find(|e| e.view.release_id == stored.release_id && e.view.state != ReleaseState::Standby)
+                    .map(|e| e.to_loop.clone());
+                let Some(to_loop) = to_loop else { continue };
+                let req = PersonRequest {
+                    action: p.action,
+                    actor,
+                    who: Principal { identity: p.identity, groups: p.groups },
+                    reason: p.reason,
+                    reply: None,
+                    relayed: Some(Relayed { id: p.id, at_ms: stored.at_ms }),
+                };
+                if to_loop.requests.try_send(req).is_ok() {
+                    to_loop.wake.notify_one();
+                }
+            }
+            if !full {
+                return Ok(());
             }
         }
     }
