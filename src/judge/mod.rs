@@ -494,6 +494,12 @@ pub struct JudgeResult {
 }
 
 impl JudgeResult {
+    /// A result with no findings: `verdict` at `now_s`, for `summary` (no
+    /// observation to judge, a deadline passed, a record built by hand).
+    pub fn without_findings(verdict: Verdict, now_s: u64, summary: String) -> Self {
+        Self { verdict, now_s, window_complete: false, findings: vec![], summary, log_mining: None }
+    }
+
     /// Metrics that are failing.
     pub fn failing(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.status == MetricStatus::Failing)

@@ -299,14 +299,7 @@ mod tests {
     use crate::policy::{Decision, ModelInput, RunMode};
 
     fn tick(n: u64, verdict: Verdict, consulted: bool) -> (StoredRecord, TickRecord) {
-        let judge = JudgeResult {
-            verdict,
-            now_s: n * 10,
-            window_complete: false,
-            findings: vec![],
-            summary: String::new(),
-            log_mining: None,
-        };
+        let judge = JudgeResult::without_findings(verdict, n * 10, String::new());
         let consultation = consulted
             .then(|| crate::assessor::Consultation::failed("t".into(), "m".into(), n * 10, "budget spent".into()));
         let t = TickRecord {

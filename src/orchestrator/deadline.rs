@@ -127,14 +127,7 @@ impl Deadlined {
 
 /// The result of a tick the judge did not finish: inconclusive, so policy holds.
 pub fn overrun_result(now_s: u64, why: Overrun) -> JudgeResult {
-    JudgeResult {
-        verdict: Verdict::Inconclusive,
-        now_s,
-        window_complete: false,
-        findings: vec![],
-        summary: why.to_string(),
-        log_mining: None,
-    }
+    JudgeResult::without_findings(Verdict::Inconclusive, now_s, why.to_string())
 }
 
 #[cfg(test)]

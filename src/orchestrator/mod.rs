@@ -292,14 +292,7 @@ struct Judged {
 }
 
 fn failed_observation_result(now_s: u64, reason: &str) -> JudgeResult {
-    JudgeResult {
-        verdict: Verdict::Inconclusive,
-        now_s,
-        window_complete: false,
-        findings: vec![],
-        summary: format!("no observation: {reason}"),
-        log_mining: None,
-    }
+    JudgeResult::without_findings(Verdict::Inconclusive, now_s, format!("no observation: {reason}"))
 }
 
 /// Where a release stands in the ledger before this run.

@@ -186,14 +186,7 @@ async fn a_ledger_longer_than_a_page_verifies(url: &str) {
 /// A tick record `n` of a release; `consulted` gives it a (failed) consultation.
 fn tick(n: u64, consulted: bool) -> Record {
     use backstop::judge::{JudgeResult, Verdict};
-    let judge = JudgeResult {
-        verdict: Verdict::Inconclusive,
-        now_s: n * 10,
-        window_complete: false,
-        findings: vec![],
-        summary: String::new(),
-        log_mining: None,
-    };
+    let judge = JudgeResult::without_findings(Verdict::Inconclusive, n * 10, String::new());
     let consultation = consulted
         .then(|| backstop::assessor::Consultation::failed("t".into(), "m".into(), n * 10, "budget spent".into()));
     Record::Tick(Box::new(backstop::ledger::TickRecord {
