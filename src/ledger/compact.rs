@@ -80,6 +80,16 @@ struct Candidate {
     finished_seq: i64,
 }
 
+/// One page of ends read for compaction.
+struct Candidates {
+    /// The final ones.
+    found: Vec<Candidate>,
+    /// The last end read (final or not).
+    through: i64,
+    /// More ends may follow.
+    more: bool,
+}
+
 /// What one group's transaction writes.
 #[derive(Default)]
 struct Pending {
@@ -101,15 +111,19 @@ impl Ledger {
         let mut after = self.compacted_through().await?;
         let mut done = Compaction::default();
         while done.releases < limit {
-            let (page, more) = self.candidates(after, finished_before_ms).await?;
-            let Some(last) = page.last() else { break };
-            after = last.finished_seq;
-            let started = std::time::Instant::now();
-            let got = self.compact_group_with_retry(&page, at_ms, &actor.to_string()).await?;
-            done.longest_group = done.longest_group.max(started.elapsed());
-            done.releases += got.releases;
-            done.removed += got.removed;
-            if !more {
+            let page = self.candidates(after, finished_before_ms).await?;
+            if page.through == after {
+                break;
+            }
+            after = page.through;
+            if !page.found.is_empty() {
+                let started = std::time::Instant::now();
+                let got = self.compact_group_with_retry(&page.found, at_ms, &actor.to_string()).await?;
+                done.longest_group = done.longest_group.max(started.elapsed());
+                done.releases += got.releases;
+                done.removed += got.removed;
+            }
+            if !page.more {
                 break;
             }
         }
@@ -127,22 +141,24 @@ impl Ledger {
     }
 
     /// Final ends after `after_seq`, in ledger order, up to the first
-    /// recorded at or after `before_ms`; and whether more may follow.
-    async fn candidates(&self, after_seq: i64, before_ms: i64) -> Result<(Vec<Candidate>, bool), LedgerError> {
+    /// recorded at or after `before_ms`. A page of ends that may continue
+    /// (`interrupted`) holds none, yet still moves the reading on.
+    async fn candidates(&self, after_seq: i64, before_ms: i64) -> Result<Candidates, LedgerError> {
         let page = self.of_kind_from(RecordKind::ReleaseFinished, after_seq, GROUP).await?;
-        let full = page.len() as i64 == GROUP;
-        let mut out = Vec::new();
+        let mut out = Candidates { found: Vec::new(), through: after_seq, more: page.len() as i64 == GROUP };
         for (stored, record) in page {
             if stored.at_ms >= before_ms {
-                return Ok((out, false));
+                out.more = false;
+                break;
             }
+            out.through = stored.seq;
             if let Record::ReleaseFinished(f) = record
                 && f.status.is_final()
             {
-                out.push(Candidate { release_id: stored.release_id, finished_seq: stored.seq });
+                out.found.push(Candidate { release_id: stored.release_id, finished_seq: stored.seq });
             }
         }
-        Ok((out, full))
+        Ok(out)
     }
 
     async fn compact_group_with_retry(

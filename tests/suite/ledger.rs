@@ -263,6 +263,23 @@ async fn compaction_keeps_the_chain_verifiable(url: &str) {
     assert!(l.verify(None).await.unwrap().problems.is_empty());
 }
 
+/// More `interrupted` ends than one page of compaction holds, then a
+/// promoted release: the reading moves past the page with nothing final in
+/// it and compacts the promoted one.
+async fn a_page_of_unfinished_ends_does_not_stop_compaction(url: &str) {
+    let l = ledger_with(url, 0).await;
+    for i in 0..25 {
+        l.append(&format!("paused{i}"), &agent(), 1, ended(ReleaseStatus::Interrupted)).await.unwrap();
+    }
+    for n in 1..=4 {
+        l.append("done", &agent(), n, tick(n as u64, false)).await.unwrap();
+    }
+    l.append("done", &agent(), 5, ended(ReleaseStatus::Promoted)).await.unwrap();
+    let done = compact_all(&l).await;
+    assert_eq!((done.releases, done.removed), (1, 3), "{done:?}");
+    assert!(l.verify(None).await.unwrap().problems.is_empty());
+}
+
 /// The seq of the summary and of `done`'s kept tick 3, after compacting `three_releases`.
 async fn compacted(l: &Ledger) -> (i64, i64) {
     three_releases(l).await;
@@ -359,6 +376,7 @@ on_sqlite!(
     a_record_passed_off_as_compacted_is_detected,
     a_kept_hash_changed_or_removed_is_detected,
     a_tampered_ledger_is_not_compacted,
+    a_page_of_unfinished_ends_does_not_stop_compaction,
 );
 
 /// A ledger written by the code before typed records (record version 1:
