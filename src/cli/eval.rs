@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure, load_policy, out};
-use backstop::eval::{AssessorJudge, JudgeName, evaluate, judge_by_name, load_corpus, render_table};
+use backstop::eval::{AssessorJudge, JudgeName, evaluate, judge_by_name, load_corpus, render_misses, render_table};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -32,6 +32,10 @@ pub struct EvalArgs {
     /// rollback or an escalation (not part of FORMAT.md's result object).
     #[arg(long)]
     why: bool,
+    /// With `--format table`: list below the table, per judge and corpus, the
+    /// faulty scenarios not rolled back and the healthy ones rolled back.
+    #[arg(long)]
+    misses: bool,
     /// Judge each service with its newest calibration from this ledger (file path or URL),
     /// as `watch` does with `[calibration] apply = true`.
     #[arg(long)]
@@ -89,6 +93,7 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
                 serde_json::to_string_pretty(&report).map_err(|e| Failure { code: 1, message: e.to_string() })?;
             out(&text);
         }
+        Format::Table if a.misses => out((render_table(&report) + &render_misses(&report)).trim_end()),
         Format::Table => out(render_table(&report).trim_end()),
     }
     if corpus.errors.is_empty() {

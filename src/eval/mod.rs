@@ -15,7 +15,7 @@ pub use crate::judge::replay::{Replay, ReplayDecision, replay_with};
 use crate::policy::PolicyFile;
 use crate::signals::{Scenario, ScenarioData, ScenarioError, load_scenarios};
 pub use assessor::AssessorJudge;
-pub use report::{Summary, render_table, summarise};
+pub use report::{Summary, render_misses, render_table, summarise};
 
 /// A judge `eval` can run.
 pub trait EvalJudge: Sync {
@@ -201,6 +201,33 @@ pub struct JudgeReport {
     pub summary: Summary,
     /// Scores per path argument (corpus).
     pub corpora: BTreeMap<String, Summary>,
+    /// The scenarios it got wrong, per path argument: for a reader to check
+    /// (`eval --format table --misses`); the JSON results already say it.
+    #[serde(skip)]
+    pub misses: BTreeMap<String, Misses>,
+}
+
+/// One judge's wrong answers on one corpus, by scenario name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Misses {
+    /// Faulty scenarios not rolled back (promoted, escalated or inconclusive).
+    pub missed: Vec<String>,
+    /// Healthy scenarios rolled back.
+    pub false_rollbacks: Vec<String>,
+}
+
+impl Misses {
+    fn of(results: &[ScenarioResult]) -> Misses {
+        let names = |f: &dyn Fn(&ScenarioResult) -> bool| {
+            let mut v: Vec<String> = results.iter().filter(|r| f(r)).map(|r| r.scenario.clone()).collect();
+            v.sort();
+            v
+        };
+        Misses {
+            missed: names(&|r| r.truth_bad == Some(true) && r.decision != ReplayDecision::Rollback),
+            false_rollbacks: names(&|r| r.truth_bad == Some(false) && r.decision == ReplayDecision::Rollback),
+        }
+    }
 }
 
 /// The whole `eval --format json` object.
@@ -216,14 +243,16 @@ pub fn evaluate(corpus: &Corpus, judges: &[Box<dyn EvalJudge>]) -> EvalReport {
     for j in judges {
         let mut results = Vec::new();
         let mut corpora = BTreeMap::new();
+        let mut misses = BTreeMap::new();
         for (path, scenarios) in &corpus.groups {
             let refs: Vec<&Scenario> = scenarios.iter().collect();
             let r = run_judge(j.as_ref(), &refs);
             corpora.insert(path.display().to_string(), summarise(&r));
+            misses.insert(path.display().to_string(), Misses::of(&r));
             results.extend(r);
         }
         let summary = summarise(&results);
-        out.insert(j.name().to_string(), JudgeReport { results, summary, corpora });
+        out.insert(j.name().to_string(), JudgeReport { results, summary, corpora, misses });
     }
     EvalReport { judges: out }
 }

@@ -30,6 +30,10 @@ pub struct Summary {
     pub recall: Option<f64>,
     /// Good scenarios rolled back / good scenarios.
     pub false_rollback_rate: Option<f64>,
+    /// Harmonic mean of precision (rollbacks that were due) and recall:
+    /// `2·caught / (2·caught + false rollbacks + bad not rolled back)`, one
+    /// number for a trade of recall against false rollbacks.
+    pub f1: Option<f64>,
     /// Good scenarios promoted / good scenarios.
     pub good_promoted_rate: Option<f64>,
     /// Good scenarios escalated to a human / good scenarios (alert fatigue).
@@ -92,6 +96,7 @@ pub fn summarise(results: &[ScenarioResult]) -> Summary {
         }),
         recall: ratio(caught, bad),
         false_rollback_rate: ratio(false_rb, good),
+        f1: ratio(2 * caught, 2 * caught + false_rb + (bad - caught)),
         good_promoted_rate: ratio(good_promoted, good),
         escalation_rate_good: ratio(
             count(&|r| r.truth_bad == Some(false) && r.decision == ReplayDecision::Escalate),
@@ -114,10 +119,10 @@ fn opt(v: Option<f64>, pct: bool) -> String {
     }
 }
 
-const WIDTHS: [usize; 11] = [15, 40, 5, 5, 5, 8, 8, 6, 6, 9, 9];
+const WIDTHS: [usize; 12] = [15, 40, 5, 5, 5, 8, 8, 6, 6, 6, 9, 9];
 
 /// One table line: first two columns left-aligned, the rest right-aligned.
-fn line(cells: [String; 11]) -> String {
+fn line(cells: [String; 12]) -> String {
     let mut out = String::new();
     for (k, (cell, w)) in cells.iter().zip(WIDTHS).enumerate() {
         let sep = if k == 0 { "" } else { " " };
@@ -134,7 +139,7 @@ fn line(cells: [String; 11]) -> String {
 /// A plain-text table: one row per judge and corpus.
 pub fn render_table(report: &EvalReport) -> String {
     let head =
-        ["judge", "corpus", "n", "bad", "good", "recall", "false_rb", "early", "incon", "delay_med", "delay_p90"];
+        ["judge", "corpus", "n", "bad", "good", "recall", "false_rb", "f1", "early", "incon", "delay_med", "delay_p90"];
     let mut out = line(head.map(String::from));
     for (name, jr) in &report.judges {
         let mut rows: Vec<(String, &Summary)> = jr.corpora.iter().map(|(k, v)| (k.clone(), v)).collect();
@@ -151,11 +156,29 @@ pub fn render_table(report: &EvalReport) -> String {
                 s.good.to_string(),
                 opt(s.recall, true),
                 opt(s.false_rollback_rate, true),
+                s.f1.map_or("-".into(), |f| format!("{f:.3}")),
                 s.early_rollbacks.to_string(),
                 s.inconclusive.to_string(),
                 opt(s.detection_delay_median_s, false),
                 opt(s.detection_delay_p90_s, false),
             ]));
+        }
+    }
+    out
+}
+
+/// Below the table: per judge and corpus, the faulty scenarios not rolled
+/// back and the healthy ones rolled back, by name, one per line.
+pub fn render_misses(report: &EvalReport) -> String {
+    let mut out = String::new();
+    for (name, jr) in &report.judges {
+        for (corpus, m) in &jr.misses {
+            for (what, list) in [("missed", &m.missed), ("false rollbacks", &m.false_rollbacks)] {
+                out.push_str(&format!("\n{name} on {corpus}, {what} ({}):\n", list.len()));
+                for s in list {
+                    out.push_str(&format!("  {s}\n"));
+                }
+            }
         }
     }
     out
@@ -212,6 +235,8 @@ mod tests {
         assert_eq!(s.detection_delay_p90_s, Some(100.0));
         assert_eq!(s.inconclusive, 2);
         assert_eq!(s.early_rollbacks, 0);
+        // 2 caught, 1 false rollback, 1 missed: 4 / (4 + 1 + 1).
+        assert!((s.f1.unwrap() - 4.0 / 6.0).abs() < 1e-12);
         let early = summarise(&[r(ReplayDecision::Rollback, Some(100), Some(true), Some(600))]);
         assert_eq!(early.early_rollbacks, 1);
         assert_eq!(early.recall, Some(1.0), "FORMAT.md counts it in recall");
@@ -222,6 +247,7 @@ mod tests {
         let s = summarise(&[r(ReplayDecision::Rollback, Some(10), None, None)]);
         assert_eq!(s.recall, None);
         assert_eq!(s.false_rollback_rate, None);
+        assert_eq!(s.f1, None);
         assert_eq!(s.rollbacks, 1);
     }
 }

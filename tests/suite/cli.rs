@@ -218,6 +218,41 @@ fn eval_table_has_one_row_per_corpus() {
         );
 }
 
+/// The names below the table are exactly the JSON results a judge got wrong,
+/// and the table's F1 is the one FORMAT.md's counts give.
+#[test]
+fn eval_table_misses_lists_exactly_the_wrong_answers() {
+    let corpus = "fixtures/real-kpis/preceding-dev";
+    let run = |args: &[&str]| {
+        let out = backstop().args(["eval", corpus, "--judge", "kayenta"]).args(args).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&run(&["--format", "json"])).unwrap();
+    let results = v["judges"]["kayenta"]["results"].as_array().unwrap();
+    let wrong = |bad: bool, rolled_back: bool| -> Vec<String> {
+        let mut names: Vec<String> = results
+            .iter()
+            .filter(|r| r["truth_bad"] == bad && (r["decision"] == "rollback") == rolled_back)
+            .map(|r| r["scenario"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let (missed, false_rb) = (wrong(true, false), wrong(false, true));
+    assert!(!missed.is_empty() && !false_rb.is_empty(), "kayenta errs both ways on this corpus");
+    let table = run(&["--format", "table", "--misses"]);
+    let listed = |head: &str| -> Vec<String> {
+        let at = table.find(head).unwrap_or_else(|| panic!("{head} in {table}"));
+        table[at..].lines().skip(1).take_while(|l| l.starts_with("  ")).map(|l| l.trim().to_string()).collect()
+    };
+    assert_eq!(listed(&format!("kayenta on {corpus}, missed ({}):", missed.len())), missed);
+    assert_eq!(listed(&format!("kayenta on {corpus}, false rollbacks ({}):", false_rb.len())), false_rb);
+    let caught = results.iter().filter(|r| r["truth_bad"] == true && r["decision"] == "rollback").count();
+    let f1 = 2.0 * caught as f64 / (2 * caught + false_rb.len() + missed.len()) as f64;
+    assert!(table.contains(&format!(" {f1:.3} ")), "F1 {f1:.3} in {table}");
+    assert!(!run(&["--format", "table"]).contains("missed ("), "the list only on request");
+}
+
 #[test]
 fn policy_check_accepts_default_and_names_bad_fields() {
     backstop()
