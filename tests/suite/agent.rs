@@ -466,6 +466,65 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
 /// A person's rollback sent to the agent standing by is relayed through the
 /// ledger to the agent holding the release, ruled on and run there once, and
 /// the person is told the outcome by the agent they asked.
+/// The agent URL whose loop runs `name` past t = 50 s, and the one standing by.
+async fn holder_and_standby(urls: &[&String], name: &str) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        let mut states = Vec::new();
+        for url in urls {
+            let (code, text) = get(&format!("{url}/v1/releases/{name}"), Some(ALICE)).await;
+            let v: Value = if code == 200 { serde_json::from_str(&text).unwrap() } else { Value::Null };
+            states.push((url.to_string(), v["state"].as_str().unwrap_or("").to_string(), v["now_s"].as_u64()));
+        }
+        let running = states.iter().find(|(_, s, t)| s == "running" && t.is_some_and(|t| t >= 50));
+        let standing = states.iter().find(|(_, s, _)| s == "standby");
+        if let (Some(h), Some(s)) = (running, standing) {
+            return (h.0.clone(), s.0.clone());
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no holder and standby: {states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A person's rollback relayed while no agent holds the release — its holder
+/// just killed, the standby not yet past the lease — waits for the next
+/// holder, which rules on it once and runs it. (Before, it was read while
+/// every loop stood by and dropped: the release went on to its end unruled.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_rollback_relayed_during_a_takeover_is_ruled_on_by_the_next_holder() {
+    let targets = "[agent]\nlease_s = 6\n[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                   templates.default.source = { kind = \"simulator\", seed = 3 }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
+                  [approvals]\napprovers = [\"ops@example.com\"]\n";
+    let a = start(targets, policy, 200, &[]);
+    let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
+    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let (holder, standby) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
+    let ledger = a.ledger();
+    let Setup { agent, dir, .. } = a;
+    let survivor = if holder == b_url {
+        b.kill9();
+        agent
+    } else {
+        agent.kill9();
+        b
+    };
+    let token = [("BACKSTOP_AGENT_TOKEN", OPS)];
+    let (code, out, err) = releases(&standby, &["rollback", "checkout", "--reason", "error budget burning"], &token);
+    assert_eq!(code, 10, "{out}{err}");
+    assert!(out.contains("approved; rollback ran: rolled_back"), "{out}");
+    let audit = audit(&ledger);
+    let kind = |k: &str| audit.lines().filter(|l| l.split_whitespace().nth(2) == Some(k)).count();
+    assert_eq!((kind("person_request"), kind("intent"), kind("release_finished")), (1, 1, 1), "{audit}");
+    let resolved: Vec<&str> = audit.lines().filter(|l| l.contains("approval_resolved")).collect();
+    assert_eq!(resolved.len(), 1, "ruled on once: {audit}");
+    assert!(resolved[0].contains("ops@example.com") && resolved[0].contains("execute"), "{audit}");
+    survivor.signal("TERM");
+    assert_eq!(survivor.finish(Duration::from_secs(30)).0, 0);
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_persons_rollback_sent_to_the_standby_agent_is_relayed_to_the_holder_and_runs_once() {
     let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
@@ -476,22 +535,7 @@ async fn a_persons_rollback_sent_to_the_standby_agent_is_relayed_to_the_holder_a
     let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
     let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
     assert_eq!(code, 201, "{body}");
-    let started = Instant::now();
-    let (holder, standby) = loop {
-        let mut states = Vec::new();
-        for url in [&a.url, &b_url] {
-            let (code, text) = get(&format!("{url}/v1/releases/checkout"), Some(ALICE)).await;
-            let v: Value = if code == 200 { serde_json::from_str(&text).unwrap() } else { Value::Null };
-            states.push((url.clone(), v["state"].as_str().unwrap_or("").to_string(), v["now_s"].as_u64()));
-        }
-        let running = states.iter().find(|(_, s, t)| s == "running" && t.is_some_and(|t| t >= 50));
-        let standing = states.iter().find(|(_, s, _)| s == "standby");
-        if let (Some(h), Some(s)) = (running, standing) {
-            break (h.0.clone(), s.0.clone());
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no holder and standby: {states:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (holder, standby) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
     let token = [("BACKSTOP_AGENT_TOKEN", OPS)];
     let (code, out, err) = releases(&standby, &["rollback", "checkout", "--reason", "error budget burning"], &token);
     assert_eq!(code, 10, "{out}{err}");

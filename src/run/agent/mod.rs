@@ -59,6 +59,10 @@ pub struct Agent {
     synced: Mutex<i64>,
     /// Person requests relayed through the ledger read up to this seq.
     relays_read: Mutex<i64>,
+    /// Relayed requests read but not yet ruled on: offered again to this
+    /// agent's loop for the release while they are worth ruling on, so one
+    /// read while no agent held the release (a takeover) reaches the next holder.
+    relays_pending: Mutex<Vec<sync::PendingRelay>>,
     /// Unix ms of the last committed ledger write (ticks carry the lease renewals).
     last_write: Arc<AtomicI64>,
 }
@@ -95,6 +99,7 @@ impl Agent {
             tasks: Mutex::new(Vec::new()),
             synced: Mutex::new(0),
             relays_read: Mutex::new(0),
+            relays_pending: Mutex::new(Vec::new()),
             last_write,
         })
     }

@@ -4,10 +4,12 @@
 
 use std::sync::{Arc, PoisonError};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::ledger::{Actor, LedgerError, OperatorAction, OperatorRecord, Record, RecordKind, StoredRecord};
-use crate::orchestrator::human::{OperatorState, PersonRequest, Relayed};
+use crate::ledger::{
+    Actor, LedgerError, OperatorAction, OperatorRecord, PersonRequestRecord, Record, RecordKind, StoredRecord,
+};
+use crate::orchestrator::human::{OperatorState, PersonRequest, RELAY_WAIT, Relayed};
 use crate::policy::approval::Principal;
 use crate::release::release_id;
 
@@ -34,9 +36,10 @@ impl Agent {
         }
     }
 
-    /// Hand every person's request relayed through the ledger since the last
-    /// read to its release's loop, where this agent is not standing by (the
-    /// holder's loop rules on it; one that is not holding lets it go).
+    /// Read every person's request relayed through the ledger since the last
+    /// read, then offer each one still open to this agent's loop for its
+    /// release where that loop is not standing by (the holder's loop rules on
+    /// it; one that no longer holds lets it go, and it is offered again).
     async fn take_relayed(&self) -> Result<(), LedgerError> {
         loop {
             let after = *self.relays_read.lock().unwrap_or_else(PoisonError::into_inner);
@@ -45,28 +48,56 @@ impl Agent {
             for (stored, rec) in rows {
                 *self.relays_read.lock().unwrap_or_else(PoisonError::into_inner) = stored.seq;
                 let (Record::PersonRequest(p), Ok(actor)) = (rec, stored.actor.parse::<Actor>()) else { continue };
-                let to_loop = self
-                    .table()
-                    .values()
-                    .find(|e| e.view.release_id == stored.release_id && e.view.state != ReleaseState::Standby)
-                    .map(|e| e.to_loop.clone());
-                let Some(to_loop) = to_loop else { continue };
-                let req = PersonRequest {
-                    action: p.action,
+                let pending = PendingRelay {
+                    release_id: stored.release_id,
+                    at_ms: stored.at_ms,
                     actor,
-                    who: Principal { identity: p.identity, groups: p.groups },
-                    reason: p.reason,
-                    reply: None,
-                    relayed: Some(Relayed { id: p.id, at_ms: stored.at_ms }),
+                    request: p,
+                    offered_ms: None,
                 };
-                if to_loop.requests.try_send(req).is_ok() {
-                    to_loop.wake.notify_one();
-                }
+                self.relays_pending.lock().unwrap_or_else(PoisonError::into_inner).push(pending);
             }
             if !full {
-                return Ok(());
+                return self.offer_relayed().await;
             }
         }
+    }
+
+    /// One pass over the pending relayed requests: each is dropped, offered
+    /// to the release's loop, or kept, as [`relay_fate`] says.
+    async fn offer_relayed(&self) -> Result<(), LedgerError> {
+        let pending = std::mem::take(&mut *self.relays_pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut kept = Vec::with_capacity(pending.len());
+        let now_ms = self.runtime.agent.clock.now_ms();
+        for mut p in pending {
+            let to_loop = self
+                .table()
+                .values()
+                .find(|e| e.view.release_id == p.release_id && e.view.state != ReleaseState::Standby)
+                .map(|e| e.to_loop.clone());
+            let ruled = self.relay_ruled(&p).await?;
+            match relay_fate(&p, now_ms, ruled, to_loop.is_some()) {
+                RelayFate::Drop(why) => debug!(id = %p.request.id, ?why, "Relayed request no longer pending."),
+                RelayFate::Wait => kept.push(p),
+                RelayFate::Offer => {
+                    if let Some(to_loop) = to_loop
+                        && to_loop.requests.try_send(p.to_request()).is_ok()
+                    {
+                        to_loop.wake.notify_one();
+                        p.offered_ms = Some(now_ms);
+                    }
+                    kept.push(p);
+                }
+            }
+        }
+        self.relays_pending.lock().unwrap_or_else(PoisonError::into_inner).extend(kept);
+        Ok(())
+    }
+
+    /// Whether a ruling under the request's id is in the ledger.
+    async fn relay_ruled(&self, p: &PendingRelay) -> Result<bool, LedgerError> {
+        let rows = self.runtime.ledger.approval_records_after(&p.release_id, 0).await?;
+        Ok(rows.iter().any(|(_, rec)| matches!(rec, Record::ApprovalResolved(a) if a.id == p.request.id)))
     }
 
     /// Take in one page of operator records, in ledger order; how many releases it started.
@@ -120,5 +151,105 @@ impl Agent {
                 }
             }
         });
+    }
+}
+
+/// A person's request relayed through the ledger, not yet ruled on.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRelay {
+    release_id: String,
+    /// When it was asked, unix ms (its record's time).
+    at_ms: i64,
+    actor: Actor,
+    request: PersonRequestRecord,
+    /// When it was last handed to a loop of this agent, unix ms.
+    offered_ms: Option<i64>,
+}
+
+impl PendingRelay {
+    fn to_request(&self) -> PersonRequest {
+        let p = &self.request;
+        PersonRequest {
+            action: p.action,
+            actor: self.actor.clone(),
+            who: Principal { identity: p.identity.clone(), groups: p.groups.clone() },
+            reason: p.reason.clone(),
+            reply: None,
+            relayed: Some(Relayed { id: p.id.clone(), at_ms: self.at_ms }),
+        }
+    }
+}
+
+/// How long an offered request is left to its loop before it is offered
+/// again (the loop may have lost the release before ruling), ms.
+const REOFFER_MS: i64 = 10_000;
+
+/// Why a relayed request stops being pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// A ruling under its id is in the ledger.
+    Ruled,
+    /// Older than [`RELAY_WAIT`]: its sender has told the person no answer came.
+    Expired,
+}
+
+/// What to do with one pending relayed request at a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayFate {
+    Drop(Gone),
+    /// Hand it to this agent's loop for the release (the loop checks it is still open).
+    Offer,
+    /// Keep it: no loop here holds the release, or one was just given it.
+    Wait,
+}
+
+/// Pure: the fate of `p` at `now_ms`, given whether it was ruled on and
+/// whether this agent has a loop for the release that is not standing by.
+pub(crate) fn relay_fate(p: &PendingRelay, now_ms: i64, ruled: bool, holding_loop: bool) -> RelayFate {
+    if ruled {
+        return RelayFate::Drop(Gone::Ruled);
+    }
+    if now_ms - p.at_ms > RELAY_WAIT.as_millis() as i64 {
+        return RelayFate::Drop(Gone::Expired);
+    }
+    let due = p.offered_ms.is_none_or(|at| now_ms - at >= REOFFER_MS);
+    match (holding_loop, due) {
+        (true, true) => RelayFate::Offer,
+        (true, false) | (false, _) => RelayFate::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orchestrator::human::PersonAction;
+
+    fn pending(at_ms: i64, offered_ms: Option<i64>) -> PendingRelay {
+        PendingRelay {
+            release_id: "r".into(),
+            at_ms,
+            actor: "human:cli:ops@example.com".parse().unwrap(),
+            request: PersonRequestRecord {
+                id: "rollback-1".into(),
+                action: PersonAction::Rollback,
+                identity: "ops@example.com".into(),
+                groups: vec![],
+                reason: "burning".into(),
+            },
+            offered_ms,
+        }
+    }
+
+    #[test]
+    fn a_request_waits_for_a_holding_loop_and_is_offered_again_until_ruled_or_expired() {
+        let p = pending(1_000, None);
+        assert_eq!(relay_fate(&p, 2_000, false, false), RelayFate::Wait, "no loop here holds it: a takeover");
+        assert_eq!(relay_fate(&p, 3_000, false, true), RelayFate::Offer, "the new holder gets it");
+        let offered = pending(1_000, Some(3_000));
+        assert_eq!(relay_fate(&offered, 4_000, false, true), RelayFate::Wait, "just given to the loop");
+        assert_eq!(relay_fate(&offered, 3_000 + REOFFER_MS, false, true), RelayFate::Offer, "not ruled: again");
+        assert_eq!(relay_fate(&offered, 4_000, true, true), RelayFate::Drop(Gone::Ruled));
+        let late = 1_000 + RELAY_WAIT.as_millis() as i64 + 1;
+        assert_eq!(relay_fate(&p, late, false, true), RelayFate::Drop(Gone::Expired), "its sender gave up");
     }
 }
