@@ -9,7 +9,6 @@ use clap::Args;
 use super::{CliResult, Failure, RunFlags, ledger_url, load_policy, out};
 use backstop::config::Settings;
 use backstop::orchestrator::human::AnswerReply;
-use backstop::policy::approval::Ruling;
 use backstop::run::agent::Agent;
 use backstop::run::{Runtime, exit, stop_on_signals};
 use backstop::serve::auth::Authenticator;
@@ -158,36 +157,7 @@ pub async fn answer(a: AnswerArgs, verb: &str) -> CliResult {
     let client = super::releases::AgentClient::new(&a.target, Duration::from_secs(660))?;
     let (status, body) = client.post(&["v1", "approvals", &a.id, verb], &a.reason).await?;
     match serde_json::from_value::<AnswerReply>(body.clone()) {
-        Ok(reply) => Ok(ExitCode::from(report(&a.id, &reply))),
+        Ok(reply) => Ok(ExitCode::from(super::releases::report(&a.id, &reply))),
         Err(_) => Err(Failure { code: exit::USAGE, message: format!("{verb} {}: HTTP {status}: {body}", a.id) }),
-    }
-}
-
-pub(super) fn report(id: &str, r: &AnswerReply) -> u8 {
-    match (&r.ruling, &r.status) {
-        (Ruling::Execute { decision }, Some(status)) => {
-            out(&format!("{id}: approved; {} ran: {}", decision.label(), status.label()));
-            exit::for_status(status, false)
-        }
-        (Ruling::Execute { decision }, None) => {
-            out(&format!("{id}: approved; {} ran", decision.label()));
-            exit::PROMOTED
-        }
-        (Ruling::Rejected, _) => {
-            out(&format!("{id}: rejected; the release is held"));
-            exit::HELD
-        }
-        (Ruling::Stale { reason }, _) => {
-            out(&format!("{id}: not executed: {reason}"));
-            exit::HELD
-        }
-        (Ruling::Refused { reason, .. }, _) => {
-            out(&format!("{id}: refused: {reason}"));
-            exit::USAGE
-        }
-        (Ruling::Closed { closure }, _) => {
-            out(&format!("{id}: not executed: {}", closure.describe()));
-            exit::USAGE
-        }
     }
 }

@@ -10,6 +10,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use super::{CliResult, Failure, out};
+use backstop::orchestrator::human::AnswerReply;
+use backstop::policy::approval::Ruling;
 use backstop::report::text::plain;
 use backstop::run::exit;
 use backstop::serve::api::ReasonBody;
@@ -228,7 +230,7 @@ async fn operate(t: &AgentTarget, action: &str, o: Operate) -> CliResult {
         Some(_) => {
             let reply: backstop::orchestrator::human::AnswerReply = serde_json::from_value(v)
                 .map_err(|e| Failure { code: exit::BACKEND, message: format!("the agent's reply: {e}") })?;
-            Ok(ExitCode::from(super::agent::report(&format!("{} {action}", o.name), &reply)))
+            Ok(ExitCode::from(report(&format!("{} {action}", o.name), &reply)))
         }
         None => {
             out(&format!("{}: {action}: now {}", plain(&o.name), v["state"].as_str().unwrap_or("?")));
@@ -301,4 +303,34 @@ fn detail(v: &Value) -> String {
         o.push_str(&format!("  error: {}\n", plain(e)));
     }
     o
+}
+
+/// Print a ruling an agent sent back for request `id`; the exit code it means.
+pub(super) fn report(id: &str, r: &AnswerReply) -> u8 {
+    match (&r.ruling, &r.status) {
+        (Ruling::Execute { decision }, Some(status)) => {
+            out(&format!("{id}: approved; {} ran: {}", decision.label(), status.label()));
+            exit::for_status(status, false)
+        }
+        (Ruling::Execute { decision }, None) => {
+            out(&format!("{id}: approved; {} ran", decision.label()));
+            exit::PROMOTED
+        }
+        (Ruling::Rejected, _) => {
+            out(&format!("{id}: rejected; the release is held"));
+            exit::HELD
+        }
+        (Ruling::Stale { reason }, _) => {
+            out(&format!("{id}: not executed: {reason}"));
+            exit::HELD
+        }
+        (Ruling::Refused { reason, .. }, _) => {
+            out(&format!("{id}: refused: {reason}"));
+            exit::USAGE
+        }
+        (Ruling::Closed { closure }, _) => {
+            out(&format!("{id}: not executed: {}", closure.describe()));
+            exit::USAGE
+        }
+    }
 }
