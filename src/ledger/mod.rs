@@ -14,6 +14,7 @@
 
 mod chain;
 mod compact;
+mod derived;
 pub mod lease;
 pub mod record;
 pub mod roster;
@@ -302,6 +303,7 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
         sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
     }
     MIGRATOR.run(&pool).await?;
+    derived::ensure(&pool, dialect).await?;
     Ok(pool)
 }
 
@@ -674,19 +676,14 @@ impl Ledger {
             .collect())
     }
 
-    /// Intents on `target` whose outcome is missing or unresolved, oldest first.
+    /// Intents on `target` whose outcome is missing or unresolved, oldest
+    /// first: the few the derived table names, not every intent ever recorded.
     pub async fn open_intents(&self, target: &str) -> Result<Vec<OpenIntent>, LedgerError> {
-        let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind IN ('intent', 'outcome') ORDER BY seq");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        let mut open: Vec<OpenIntent> = Vec::new();
-        for row in &rows {
-            let s = stored(row)?;
-            match Record::from_stored(&s)? {
-                Record::Intent(i) if i.plan.target == target => {
-                    open.push(OpenIntent { seq: s.seq, release_id: s.release_id.clone(), intent: i })
-                }
-                Record::Outcome(o) if o.result.settles() => open.retain(|i| i.intent.plan.id != o.plan_id),
-                _ => {}
+        let mut open = Vec::new();
+        for seq in derived::open_intent_seqs(&self.pool, target).await? {
+            let Some(s) = self.get(seq).await? else { continue };
+            if let Record::Intent(i) = Record::from_stored(&s)? {
+                open.push(OpenIntent { seq: s.seq, release_id: s.release_id.clone(), intent: i });
             }
         }
         Ok(open)

@@ -291,12 +291,8 @@ async fn canaries(
     admit: &super::Admission,
     pending: &[StoredRecord],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let sql = "SELECT seq, record_id, release_id, kind, actor, at_ms, body, record_version, prev_hash, hash \
-               FROM ledger_records WHERE kind IN ('release_started', 'release_finished') ORDER BY seq";
-    let committed = sqlx::query(sql).fetch_all(&mut **tx).await?;
-    let stored: Vec<StoredRecord> = committed.iter().map(super::stored).collect::<Result<_, _>>()?;
-    let mut running: BTreeMap<String, String> = BTreeMap::new();
-    for row in stored.iter().chain(pending) {
+    let mut running = super::derived::running(tx, &admit.service).await?;
+    for row in pending {
         match Record::from_stored(row) {
             Ok(Record::ReleaseStarted(s))
                 if s.mode == crate::policy::RunMode::Act && s.facts.service == admit.service =>
@@ -466,5 +462,7 @@ pub(super) async fn insert_records(
         }
         q.execute(&mut **tx).await?;
     }
+    // What the records open or close, in the same transaction.
+    super::derived::apply(tx, rows).await?;
     Ok(())
 }

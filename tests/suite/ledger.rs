@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use backstop::executor::{ActionKind, ActionPlan, Guarded, SimulatedExecutor};
 use backstop::ledger::{
-    ActionResult, Actor, Append, LeaseOp, LeaseRole, Ledger, LedgerError, Problem, Record, ReleaseFinished, sqlite_url,
+    ActionResult, Actor, Admission, Append, IntentRecord, LeaseOp, LeaseRole, Ledger, LedgerError, OutcomeRecord,
+    Problem, Record, ReleaseFinished, ReleaseStarted, sqlite_url,
 };
 use backstop::release::ReleaseStatus;
 
@@ -337,6 +338,85 @@ async fn a_tampered_ledger_is_not_compacted(url: &str) {
     assert_eq!((report.compacted, report.problems), (0, vec![Problem::Edited { seq: 4 }]));
 }
 
+/// A release acting on `target` of service `svc`.
+fn started(release: &str, target: &str) -> Record {
+    let facts = backstop::policy::ReleaseFacts {
+        release_id: release.into(),
+        service: "svc".into(),
+        target: target.into(),
+        service_targets: 0,
+        declared_targets: vec![target.to_string()].into(),
+        candidate_revision: "v2".into(),
+        last_known_good: Some("v1".into()),
+        quarantine: None,
+        last_known_good_from: None,
+        irreversible: false,
+        environment: "production".into(),
+    };
+    let mode = backstop::policy::RunMode::Act;
+    Record::ReleaseStarted(ReleaseStarted {
+        facts,
+        source: "sim".into(),
+        mode,
+        duration_s: 60,
+        policy_digest: "p".into(),
+        continued_from_s: None,
+    })
+}
+
+/// Plan ids of the intents open on `target`.
+async fn open_plans(l: &Ledger, target: &str) -> Vec<String> {
+    l.open_intents(target).await.unwrap().into_iter().map(|o| o.intent.plan.id).collect()
+}
+
+/// Admission (blast radius) and recovery (open intents) read what is open
+/// from tables the writer keeps beside the records; a ledger written before
+/// those tables existed gets them derived from its records at its next open.
+async fn what_is_open_is_kept_by_every_write_and_derived_again_for_an_older_ledger(url: &str) {
+    let l = Ledger::open(url).await.unwrap();
+    let start = |release: &str, target: &str| Append {
+        release_id: release.into(),
+        actor: agent(),
+        at_ms: 1,
+        record: Some(started(release, target)),
+        lease: None,
+        approvals: Default::default(),
+        admit: Some(Admission { service: "svc".into(), target: target.into(), max_targets: 1 }),
+    };
+    assert!(!l.submit(start("r1", "t1")).await.unwrap().refused);
+    let full = l.submit(start("r2", "t2")).await.unwrap();
+    assert!(full.refused && full.in_canary == ["t1"], "{:?}", full.in_canary);
+    let end = |status| {
+        Record::ReleaseFinished(ReleaseFinished { status, ticks: 1, decided_at_s: 10, model_usage: Default::default() })
+    };
+    l.append("r1", &agent(), 2, end(ReleaseStatus::Interrupted)).await.unwrap();
+    assert!(l.submit(start("r2", "t2")).await.unwrap().refused, "an interrupted release keeps its canary");
+    l.append("r1", &agent(), 3, end(ReleaseStatus::Promoted)).await.unwrap();
+    assert!(!l.submit(start("r2", "t2")).await.unwrap().refused, "r1 ended: r2 is admitted");
+    // Intents on t2: open until an outcome settles them; an unresolved one stays open.
+    let plan = |n: u32| ActionPlan::new(ActionKind::Rollback, "t2", &format!("v{n}"), 10, vec![]);
+    let (a, b) = (plan(1), plan(2));
+    for p in [&a, &b] {
+        l.append("r2", &agent(), 4, Record::Intent(IntentRecord { plan: p.clone(), fence: None })).await.unwrap();
+    }
+    let outcome = |p: &ActionPlan, result| Record::Outcome(OutcomeRecord { plan_id: p.id.clone(), result });
+    let unresolved = ActionResult::Unresolved { observed: "v2".into() };
+    l.append("r2", &agent(), 5, outcome(&a, unresolved)).await.unwrap();
+    let verified = ActionResult::Verified { output: String::new(), observed: "v1".into() };
+    l.append("r2", &agent(), 6, outcome(&b, verified)).await.unwrap();
+    assert_eq!(open_plans(&l, "t2").await, vec![a.id.clone()]);
+    assert!(l.open_intents("t1").await.unwrap().is_empty());
+    // A ledger from before the derived tables: empty tables, no marker. Its next open derives them.
+    exec(&l, "DELETE FROM ledger_running").await;
+    exec(&l, "DELETE FROM ledger_open_intents").await;
+    exec(&l, "DELETE FROM ledger_derived").await;
+    let again = Ledger::open(url).await.unwrap();
+    assert_eq!(open_plans(&again, "t2").await, vec![a.id.clone()]);
+    let third = again.submit(start("r3", "t3")).await.unwrap();
+    assert!(third.refused && third.in_canary == ["t2"], "{:?}", third.in_canary);
+    assert!(again.verify(None).await.unwrap().problems.is_empty(), "the derived tables are not in the chain");
+}
+
 macro_rules! on_sqlite {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -377,6 +457,7 @@ on_sqlite!(
     a_kept_hash_changed_or_removed_is_detected,
     a_tampered_ledger_is_not_compacted,
     a_page_of_unfinished_ends_does_not_stop_compaction,
+    what_is_open_is_kept_by_every_write_and_derived_again_for_an_older_ledger,
 );
 
 /// A ledger written by the code before typed records (record version 1:

@@ -1,0 +1,194 @@
+//! What is open, derived from the records and kept beside them in the same
+//! transaction as every write: the releases running in acting mode (for
+//! admission's blast radius, read inside the write transaction) and the
+//! intents without a settling outcome (for recovery at every release's
+//! start). Reading these instead of every start, end, intent and outcome the
+//! ledger ever held keeps a release's start proportional to what is open,
+//! not to the ledger's history (100,000 releases a day, BENCHMARKS.md).
+//!
+//! Neither table is part of the chain: both are derived again from the
+//! records by [`ensure`] on the first open of a ledger written before
+//! migration 0005, and a binary without that migration refuses to open a
+//! ledger that has it, so no writer can leave them behind.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::record::Record;
+use super::{Dialect, StoredRecord, writer};
+
+/// The record kinds that open or close something here.
+const KINDS: [&str; 4] = ["release_started", "release_finished", "intent", "outcome"];
+
+/// Name of the marker row saying the tables hold every record's effect.
+const MARKER: &str = "open_state";
+
+/// One record's effect on what is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Effect {
+    /// A release started acting on `target` of `service`.
+    Running { service: String, target: String },
+    /// A release ended for good.
+    Ended,
+    /// An action on `target` was intended (plan id).
+    Intended { plan: String, target: String },
+    /// An action's outcome settled its plan.
+    Settled { plan: String },
+}
+
+/// Pure: what `row` opens or closes, if anything (a record that does not
+/// parse opens nothing: `audit verify` names it).
+fn effect(row: &StoredRecord) -> Option<Effect> {
+    if !KINDS.contains(&row.kind.as_str()) {
+        return None;
+    }
+    match Record::from_stored(row).ok()? {
+        Record::ReleaseStarted(s) if s.mode == crate::policy::RunMode::Act => {
+            Some(Effect::Running { service: s.facts.service, target: s.facts.target })
+        }
+        Record::ReleaseFinished(f) if f.status.is_final() => Some(Effect::Ended),
+        Record::Intent(i) => Some(Effect::Intended { plan: i.plan.id, target: i.plan.target }),
+        Record::Outcome(o) if o.result.settles() => Some(Effect::Settled { plan: o.plan_id }),
+        _ => None,
+    }
+}
+
+/// Apply `rows` (in seq order) inside the transaction that inserts them.
+pub(super) async fn apply(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[StoredRecord],
+) -> Result<(), sqlx::Error> {
+    for row in rows {
+        let Some(e) = effect(row) else { continue };
+        let q = match &e {
+            Effect::Running { service, target } => sqlx::query(
+                "INSERT INTO ledger_running (release_id, service, target) VALUES ($1, $2, $3) \
+                 ON CONFLICT (release_id) DO NOTHING",
+            )
+            .bind(row.release_id.as_str())
+            .bind(service.as_str())
+            .bind(target.as_str()),
+            Effect::Ended => {
+                sqlx::query("DELETE FROM ledger_running WHERE release_id = $1").bind(row.release_id.as_str())
+            }
+            Effect::Intended { plan, target } => sqlx::query(
+                "INSERT INTO ledger_open_intents (plan_id, target, seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (plan_id) DO NOTHING",
+            )
+            .bind(plan.as_str())
+            .bind(target.as_str())
+            .bind(row.seq),
+            Effect::Settled { plan } => {
+                sqlx::query("DELETE FROM ledger_open_intents WHERE plan_id = $1").bind(plan.as_str())
+            }
+        };
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Releases of `service` running in acting mode, as committed: release id → target.
+pub(super) async fn running(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    service: &str,
+) -> Result<BTreeMap<String, String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT release_id, target FROM ledger_running WHERE service = $1")
+        .bind(service)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get("release_id")?, r.try_get("target")?))).collect()
+}
+
+/// Seq numbers of the intents on `target` without a settling outcome, oldest first.
+pub(super) async fn open_intent_seqs(pool: &sqlx::AnyPool, target: &str) -> Result<Vec<i64>, sqlx::Error> {
+    let rows = sqlx::query("SELECT seq FROM ledger_open_intents WHERE target = $1 ORDER BY seq")
+        .bind(target)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| r.try_get("seq")).collect()
+}
+
+/// Records read per query while deriving the tables again.
+const REBUILD_PAGE: i64 = 10_000;
+
+/// Derive both tables from the records when the marker says they were never
+/// derived (a ledger written before migration 0005): once, holding the head
+/// like a write, so no record lands half-counted; a second agent opening the
+/// same ledger at once finds the marker and does nothing.
+pub(super) async fn ensure(pool: &sqlx::AnyPool, dialect: Dialect) -> Result<(), sqlx::Error> {
+    let done = |pool| async move {
+        let row =
+            sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER).fetch_optional(pool).await?;
+        Ok::<bool, sqlx::Error>(row.is_some())
+    };
+    if done(pool).await? {
+        return Ok(());
+    }
+    let (mut tx, _) = writer::begin_at_head(pool, dialect).await?;
+    let marked =
+        sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER).fetch_optional(&mut *tx).await?;
+    if marked.is_none() {
+        let sql = format!(
+            "SELECT {} FROM ledger_records WHERE kind IN ('release_started', 'release_finished', 'intent', 'outcome') \
+             AND seq > $1 ORDER BY seq LIMIT $2",
+            super::COLUMNS
+        );
+        let mut after = 0i64;
+        loop {
+            let page = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(after)
+                .bind(REBUILD_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let rows: Vec<StoredRecord> = page.iter().map(super::stored).collect::<Result<_, _>>()?;
+            apply(&mut tx, &rows).await?;
+            match rows.last() {
+                Some(last) if rows.len() as i64 == REBUILD_PAGE => after = last.seq,
+                _ => break,
+            }
+        }
+        sqlx::query("INSERT INTO ledger_derived (name) VALUES ($1)").bind(MARKER).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::ReleaseFinished;
+    use crate::release::ReleaseStatus;
+
+    fn row(kind: &str, body: String) -> StoredRecord {
+        StoredRecord {
+            seq: 7,
+            record_id: "id".into(),
+            release_id: "r".into(),
+            kind: kind.into(),
+            actor: "agent".into(),
+            at_ms: 0,
+            body,
+            record_version: 2,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn end(status: ReleaseStatus) -> StoredRecord {
+        let rec = Record::ReleaseFinished(ReleaseFinished {
+            status,
+            ticks: 3,
+            decided_at_s: 30,
+            model_usage: Default::default(),
+        });
+        row("release_finished", rec.body_json().unwrap())
+    }
+
+    #[test]
+    fn only_ends_for_good_and_settling_outcomes_close_anything() {
+        assert_eq!(effect(&end(ReleaseStatus::Interrupted)), None, "an interrupted release still has its canary");
+        assert_eq!(effect(&end(ReleaseStatus::Promoted)), Some(Effect::Ended));
+        assert_eq!(effect(&row("tick", "{}".into())), None, "ticks are never parsed");
+        assert_eq!(effect(&row("intent", r#"{"broken": true}"#.into())), None, "unreadable opens nothing");
+    }
+}
