@@ -466,6 +466,22 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
 /// A person's rollback sent to the agent standing by is relayed through the
 /// ledger to the agent holding the release, ruled on and run there once, and
 /// the person is told the outcome by the agent they asked.
+/// Two agents on one ledger (the second's URL and process after the first's
+/// setup), `sim/checkout` registered; `agent` is prepended to the config.
+async fn two_agents_running_checkout(agent: &str) -> (Setup, String, Agent) {
+    let targets = format!(
+        "{agent}[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = {{ kind = \"simulator\" }}\n\
+         templates.default.source = {{ kind = \"simulator\", seed = 3 }}\n"
+    );
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
+                  [approvals]\napprovers = [\"ops@example.com\"]\n";
+    let a = start(&targets, policy, 200, &[]);
+    let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
+    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    (a, b_url, b)
+}
+
 /// The agent URL whose loop runs `name` past t = 50 s, and the one standing by.
 async fn holder_and_standby(urls: &[&String], name: &str) -> (String, String) {
     let started = Instant::now();
@@ -492,14 +508,7 @@ async fn holder_and_standby(urls: &[&String], name: &str) -> (String, String) {
 /// every loop stood by and dropped: the release went on to its end unruled.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_persons_rollback_relayed_during_a_takeover_is_ruled_on_by_the_next_holder() {
-    let targets = "[agent]\nlease_s = 6\n[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
-                   templates.default.source = { kind = \"simulator\", seed = 3 }\n";
-    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
-                  [approvals]\napprovers = [\"ops@example.com\"]\n";
-    let a = start(targets, policy, 200, &[]);
-    let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
-    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
-    assert_eq!(code, 201, "{body}");
+    let (a, b_url, b) = two_agents_running_checkout("[agent]\nlease_s = 6\n").await;
     let (holder, standby) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
     let ledger = a.ledger();
     let Setup { agent, dir, .. } = a;
@@ -527,14 +536,7 @@ async fn a_persons_rollback_relayed_during_a_takeover_is_ruled_on_by_the_next_ho
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_persons_rollback_sent_to_the_standby_agent_is_relayed_to_the_holder_and_runs_once() {
-    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
-                   templates.default.source = { kind = \"simulator\", seed = 3 }\n";
-    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
-                  [approvals]\napprovers = [\"ops@example.com\"]\n";
-    let a = start(targets, policy, 200, &[]);
-    let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
-    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
-    assert_eq!(code, 201, "{body}");
+    let (a, b_url, b) = two_agents_running_checkout("").await;
     let (holder, standby) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
     let token = [("BACKSTOP_AGENT_TOKEN", OPS)];
     let (code, out, err) = releases(&standby, &["rollback", "checkout", "--reason", "error budget burning"], &token);
