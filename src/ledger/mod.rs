@@ -637,6 +637,13 @@ impl Ledger {
         typed(&rows)
     }
 
+    /// Whether a ruling under request `id` is recorded for `release_id`
+    /// (the holder's loop and every relaying agent ask the same question).
+    pub async fn ruled_on(&self, release_id: &str, id: &str) -> Result<bool, LedgerError> {
+        let rows = self.approval_records_after(release_id, 0).await?;
+        Ok(rows.iter().any(|(_, rec)| matches!(rec, Record::ApprovalResolved(a) if a.id == id)))
+    }
+
     /// The release's final record, if it has finished (in any run, by any agent).
     pub async fn finished(&self, release_id: &str) -> Result<Option<ReleaseFinished>, LedgerError> {
         let sql = format!(

@@ -283,8 +283,7 @@ impl ReleaseRun<'_> {
         if self.agent.clock.now_ms() - r.at_ms > RELAY_WAIT.as_millis() as i64 {
             return Ok(false);
         }
-        let rows = self.ledger.approval_records_after(&self.facts.release_id, 0).await?;
-        Ok(!rows.iter().any(|(_, rec)| matches!(rec, Record::ApprovalResolved(a) if a.id == r.id)))
+        Ok(!self.ledger.ruled_on(&self.facts.release_id, &r.id).await?)
     }
 
     /// Policy asks a human for `proposed`: remember it, and where someone

@@ -64,7 +64,9 @@ impl Agent {
     }
 
     /// One pass over the pending relayed requests: each is dropped, offered
-    /// to the release's loop, or kept, as [`relay_fate`] says.
+    /// to the release's loop, or kept, as [`relay_fate`] says. The ledger is
+    /// read only for one that would be offered (whether it was ruled on
+    /// meanwhile); one no loop here holds just waits, or expires.
     async fn offer_relayed(&self) -> Result<(), LedgerError> {
         let pending = std::mem::take(&mut *self.relays_pending.lock().unwrap_or_else(PoisonError::into_inner));
         let mut kept = Vec::with_capacity(pending.len());
@@ -75,8 +77,11 @@ impl Agent {
                 .values()
                 .find(|e| e.view.release_id == p.release_id && e.view.state != ReleaseState::Standby)
                 .map(|e| e.to_loop.clone());
-            let ruled = self.relay_ruled(&p).await?;
-            match relay_fate(&p, now_ms, ruled, to_loop.is_some()) {
+            let mut fate = relay_fate(&p, now_ms, to_loop.is_some());
+            if fate == RelayFate::Offer {
+                fate = unless_ruled(fate, self.runtime.ledger.ruled_on(&p.release_id, &p.request.id).await?);
+            }
+            match fate {
                 RelayFate::Drop(why) => debug!(id = %p.request.id, ?why, "Relayed request no longer pending."),
                 RelayFate::Wait => kept.push(p),
                 RelayFate::Offer => {
@@ -92,12 +97,6 @@ impl Agent {
         }
         self.relays_pending.lock().unwrap_or_else(PoisonError::into_inner).extend(kept);
         Ok(())
-    }
-
-    /// Whether a ruling under the request's id is in the ledger.
-    async fn relay_ruled(&self, p: &PendingRelay) -> Result<bool, LedgerError> {
-        let rows = self.runtime.ledger.approval_records_after(&p.release_id, 0).await?;
-        Ok(rows.iter().any(|(_, rec)| matches!(rec, Record::ApprovalResolved(a) if a.id == p.request.id)))
     }
 
     /// Take in one page of operator records, in ledger order; how many releases it started.
@@ -203,12 +202,10 @@ pub(crate) enum RelayFate {
     Wait,
 }
 
-/// Pure: the fate of `p` at `now_ms`, given whether it was ruled on and
-/// whether this agent has a loop for the release that is not standing by.
-pub(crate) fn relay_fate(p: &PendingRelay, now_ms: i64, ruled: bool, holding_loop: bool) -> RelayFate {
-    if ruled {
-        return RelayFate::Drop(Gone::Ruled);
-    }
+/// Pure: the fate of `p` at `now_ms`, given whether this agent has a loop
+/// for the release that is not standing by. `Offer` is checked against the
+/// ledger before it is carried out (a ruling there drops it instead).
+pub(crate) fn relay_fate(p: &PendingRelay, now_ms: i64, holding_loop: bool) -> RelayFate {
     if now_ms - p.at_ms > RELAY_WAIT.as_millis() as i64 {
         return RelayFate::Drop(Gone::Expired);
     }
@@ -216,6 +213,14 @@ pub(crate) fn relay_fate(p: &PendingRelay, now_ms: i64, ruled: bool, holding_loo
     match (holding_loop, due) {
         (true, true) => RelayFate::Offer,
         (true, false) | (false, _) => RelayFate::Wait,
+    }
+}
+
+/// Pure: an `Offer` whose request the ledger shows ruled on is dropped instead.
+pub(crate) fn unless_ruled(fate: RelayFate, ruled: bool) -> RelayFate {
+    match (fate, ruled) {
+        (RelayFate::Offer, true) => RelayFate::Drop(Gone::Ruled),
+        (fate, _) => fate,
     }
 }
 
@@ -243,13 +248,15 @@ mod tests {
     #[test]
     fn a_request_waits_for_a_holding_loop_and_is_offered_again_until_ruled_or_expired() {
         let p = pending(1_000, None);
-        assert_eq!(relay_fate(&p, 2_000, false, false), RelayFate::Wait, "no loop here holds it: a takeover");
-        assert_eq!(relay_fate(&p, 3_000, false, true), RelayFate::Offer, "the new holder gets it");
+        assert_eq!(relay_fate(&p, 2_000, false), RelayFate::Wait, "no loop here holds it: a takeover");
+        assert_eq!(relay_fate(&p, 3_000, true), RelayFate::Offer, "the new holder gets it");
         let offered = pending(1_000, Some(3_000));
-        assert_eq!(relay_fate(&offered, 4_000, false, true), RelayFate::Wait, "just given to the loop");
-        assert_eq!(relay_fate(&offered, 3_000 + REOFFER_MS, false, true), RelayFate::Offer, "not ruled: again");
-        assert_eq!(relay_fate(&offered, 4_000, true, true), RelayFate::Drop(Gone::Ruled));
+        assert_eq!(relay_fate(&offered, 4_000, true), RelayFate::Wait, "just given to the loop");
+        assert_eq!(relay_fate(&offered, 3_000 + REOFFER_MS, true), RelayFate::Offer, "not ruled yet: again");
         let late = 1_000 + RELAY_WAIT.as_millis() as i64 + 1;
-        assert_eq!(relay_fate(&p, late, false, true), RelayFate::Drop(Gone::Expired), "its sender gave up");
+        assert_eq!(relay_fate(&p, late, true), RelayFate::Drop(Gone::Expired), "its sender gave up");
+        assert_eq!(relay_fate(&p, late, false), RelayFate::Drop(Gone::Expired), "held here or not");
+        assert_eq!(unless_ruled(RelayFate::Offer, true), RelayFate::Drop(Gone::Ruled));
+        assert_eq!(unless_ruled(RelayFate::Offer, false), RelayFate::Offer);
     }
 }
