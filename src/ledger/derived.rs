@@ -100,13 +100,14 @@ pub(super) async fn running(
     rows.iter().map(|r| Ok((r.try_get("release_id")?, r.try_get("target")?))).collect()
 }
 
-/// Seq numbers of the intents on `target` without a settling outcome, oldest first.
-pub(super) async fn open_intent_seqs(pool: &sqlx::AnyPool, target: &str) -> Result<Vec<i64>, sqlx::Error> {
-    let rows = sqlx::query("SELECT seq FROM ledger_open_intents WHERE target = $1 ORDER BY seq")
-        .bind(target)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(|r| r.try_get("seq")).collect()
+/// The intent records on `target` without a settling outcome, oldest first, in one read.
+pub(super) async fn open_intent_records(pool: &sqlx::AnyPool, target: &str) -> Result<Vec<StoredRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM ledger_records WHERE seq IN (SELECT seq FROM ledger_open_intents WHERE target = $1) ORDER BY seq",
+        super::COLUMNS
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(target).fetch_all(pool).await?;
+    rows.iter().map(super::stored).collect()
 }
 
 /// Records read per query while deriving the tables again.
@@ -117,21 +118,15 @@ const REBUILD_PAGE: i64 = 10_000;
 /// like a write, so no record lands half-counted; a second agent opening the
 /// same ledger at once finds the marker and does nothing.
 pub(super) async fn ensure(pool: &sqlx::AnyPool, dialect: Dialect) -> Result<(), sqlx::Error> {
-    let done = |pool| async move {
-        let row =
-            sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER).fetch_optional(pool).await?;
-        Ok::<bool, sqlx::Error>(row.is_some())
-    };
-    if done(pool).await? {
+    let marker = || sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER);
+    if marker().fetch_optional(pool).await?.is_some() {
         return Ok(());
     }
     let (mut tx, _) = writer::begin_at_head(pool, dialect).await?;
-    let marked =
-        sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER).fetch_optional(&mut *tx).await?;
-    if marked.is_none() {
+    if marker().fetch_optional(&mut *tx).await?.is_none() {
+        let kinds = KINDS.map(|k| format!("'{k}'")).join(", ");
         let sql = format!(
-            "SELECT {} FROM ledger_records WHERE kind IN ('release_started', 'release_finished', 'intent', 'outcome') \
-             AND seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT {} FROM ledger_records WHERE kind IN ({kinds}) AND seq > $1 ORDER BY seq LIMIT $2",
             super::COLUMNS
         );
         let mut after = 0i64;

@@ -687,10 +687,9 @@ impl Ledger {
     /// first: the few the derived table names, not every intent ever recorded.
     pub async fn open_intents(&self, target: &str) -> Result<Vec<OpenIntent>, LedgerError> {
         let mut open = Vec::new();
-        for seq in derived::open_intent_seqs(&self.pool, target).await? {
-            let Some(s) = self.get(seq).await? else { continue };
+        for s in derived::open_intent_records(&self.pool, target).await? {
             if let Record::Intent(i) = Record::from_stored(&s)? {
-                open.push(OpenIntent { seq: s.seq, release_id: s.release_id.clone(), intent: i });
+                open.push(OpenIntent { seq: s.seq, release_id: s.release_id, intent: i });
             }
         }
         Ok(open)
