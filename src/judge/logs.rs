@@ -257,7 +257,7 @@ struct Counts {
 pub(crate) fn judge_logs(
     obs: &Observation,
     cfg: &super::JudgeConfig,
-    warmup_steps: usize,
+    (warmup_steps, looks): (usize, usize),
     miner: &mut LogMiner,
 ) -> Vec<Finding> {
     let lc = &cfg.logs;
@@ -278,7 +278,7 @@ pub(crate) fn judge_logs(
         .map(|(id, t)| (id, t.window(warmup_steps, steps)))
         .filter_map(|(id, c)| {
             let line = obs.logs.get(c.example?)?;
-            Some(finding(id, &miner.drain.clusters()[id].template(), line, &c, &exposure, lc, alpha))
+            Some(finding(id, &miner.drain.clusters()[id].template(), line, &c, &exposure, lc, (alpha, looks)))
         })
         .take(lc.max_templates)
         .collect()
@@ -323,23 +323,28 @@ fn finding(
     c: &Counts,
     ex: &Exposure,
     lc: &LogJudgeConfig,
-    alpha: f64,
+    (alpha, looks): (f64, usize),
 ) -> Finding {
-    let steps: Vec<StepEvents> = (0..c.canary.len())
-        .filter(|&i| ex.canary[i] > 0.0 && ex.baseline[i] > 0.0)
-        .map(|i| StepEvents {
+    // Steps where both sides were exposed, by their index in `c`.
+    let exposed: Vec<usize> = (0..c.canary.len()).filter(|&i| ex.canary[i] > 0.0 && ex.baseline[i] > 0.0).collect();
+    let steps: Vec<StepEvents> = exposed
+        .iter()
+        .map(|&i| StepEvents {
             canary: c.canary[i],
             total: c.canary[i] + c.baseline[i],
             share: ex.canary[i] / (ex.canary[i] + ex.baseline[i]),
         })
         .collect();
-    let (lines_c, lines_b) = (c.canary.iter().sum::<f64>(), c.baseline.iter().sum::<f64>());
-    let (exp_c, exp_b) = (ex.canary.iter().sum::<f64>(), ex.baseline.iter().sum::<f64>());
-    let (rate_c, rate_b) = (lines_c / exp_c.max(1.0), lines_b / exp_b.max(1.0));
+    let (rate_c, rate_b) = rates(c, ex, 0);
     let absolute = if ex.per_request { lc.tolerance } else { 0.0 };
-    let past_tolerance =
-        lines_c >= lc.min_lines as f64 && rate_c - rate_b > absolute && rate_c > rate_b * (1.0 + lc.relative_tolerance);
-    let evidence = sequential::evidence(&steps, dispersion(c), alpha, past_tolerance);
+    let past_tolerance = |k: usize| {
+        let from = exposed.get(k).copied().unwrap_or(c.canary.len());
+        let (rate_c, rate_b) = rates(c, ex, from);
+        let lines: f64 = c.canary[from..].iter().sum();
+        lines >= lc.min_lines as f64 && rate_c - rate_b > absolute && rate_c > rate_b * (1.0 + lc.relative_tolerance)
+    };
+    let evidence = sequential::evidence(&steps, (dispersion(c), looks), alpha, past_tolerance);
+    let (lines_c, lines_b) = (c.canary.iter().sum::<f64>(), c.baseline.iter().sum::<f64>());
     let spec = MetricSpec {
         name: format!("log-template-{}", id + 1),
         unit: if ex.per_request { Unit::Ratio } else { Unit::Other("lines/step".into()) },
@@ -361,6 +366,12 @@ fn finding(
         baseline_lines: lines_b as u64,
     });
     f
+}
+
+/// Lines per unit of exposure on each side (canary, baseline) over steps `from..`.
+fn rates(c: &Counts, ex: &Exposure, from: usize) -> (f64, f64) {
+    let lines = |v: &[f64]| v.get(from..).unwrap_or_default().iter().sum::<f64>();
+    (lines(&c.canary) / lines(&ex.canary).max(1.0), lines(&c.baseline) / lines(&ex.baseline).max(1.0))
 }
 
 /// Trusted numbers only: the template's text stays in [`LogTemplate`].

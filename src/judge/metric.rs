@@ -495,8 +495,9 @@ fn leak(ctx: &Context, m: &MetricSeries, d: &[(usize, f64)], level: f64, n: usiz
 }
 
 /// The sequential test over every step since warm-up, direction `s`; it
-/// counts only when the pooled rise is past `rare_event_tolerance` (or the
-/// metric's own absolute tolerance) and its relative tolerance.
+/// counts only when the pooled rise since its most likely change point is
+/// past `rare_event_tolerance` (or the metric's own absolute tolerance) and
+/// its relative tolerance.
 fn sequential(ctx: &Context, m: &MetricSeries, pairs: &[Pair], s: f64) -> Option<SequentialEvidence> {
     let harm = |x: f64| if s > 0.0 { x } else { 1.0 - x };
     let steps: Vec<StepEvents> = pairs
@@ -506,17 +507,27 @@ fn sequential(ctx: &Context, m: &MetricSeries, pairs: &[Pair], s: f64) -> Option
             StepEvents { canary: ec, total: ec + eb, share: p.nc / (p.nc + p.nb) }
         })
         .collect();
-    let (nc, nb): (f64, f64) = pairs.iter().fold((0.0, 0.0), |a, p| (a.0 + p.nc, a.1 + p.nb));
-    let (ec, eb): (f64, f64) = steps.iter().fold((0.0, 0.0), |a, st| (a.0 + st.canary, a.1 + st.total - st.canary));
-    if nc <= 0.0 || nb <= 0.0 {
-        return None;
-    }
-    let (base, canary) = (eb / nb, ec / nc);
     let o = ctx.cfg.metrics.get(&m.spec.name);
     let rel = o.and_then(|o| o.relative_tolerance).unwrap_or(ctx.cfg.relative_tolerance);
     let abs = o.and_then(|o| o.absolute_tolerance).unwrap_or(ctx.cfg.rare_event_tolerance);
-    let past_tolerance = canary - base > (rel * base).max(abs);
-    Some(super::sequential::evidence(&steps, dispersion(pairs, &harm), ctx.alpha_sequential, past_tolerance))
+    // The pooled rise over the steps from `k` on is past the tolerance.
+    let past_tolerance = |k: usize| {
+        let since = pairs.get(k..).unwrap_or_default().iter().zip(steps.get(k..).unwrap_or_default());
+        let (nc, nb, ec, eb) = since.fold((0.0, 0.0, 0.0, 0.0), |a, (p, st)| {
+            (a.0 + p.nc, a.1 + p.nb, a.2 + st.canary, a.3 + st.total - st.canary)
+        });
+        let (base, canary) = (eb / nb, ec / nc);
+        nc > 0.0 && nb > 0.0 && canary - base > (rel * base).max(abs)
+    };
+    if pairs.iter().all(|p| p.nc <= 0.0) || pairs.iter().all(|p| p.nb <= 0.0) {
+        return None;
+    }
+    Some(super::sequential::evidence(
+        &steps,
+        (dispersion(pairs, &harm), ctx.looks),
+        ctx.alpha_sequential,
+        past_tolerance,
+    ))
 }
 
 fn fmt(v: f64, unit: &Unit) -> String {
@@ -592,9 +603,14 @@ fn accumulated_failure(f: &Finding, ctx: &Context, numbers: &str) -> String {
             fmt(t.tolerance, &f.unit)
         ),
         (None, Some(s)) => format!(
-            "{}: FAILING — {:.0} harmful events on the canary since warm-up where its traffic share predicts {:.1}: \
+            "{}: FAILING — {:.0} harmful events on the canary since {}s where its traffic share predicts {:.1}: \
              sequential evidence e^{:.1} past e^{:.1} (valid however often it is checked); {numbers}",
-            f.metric, s.canary_events, s.expected_events, s.log_bf, s.threshold
+            f.metric,
+            s.canary_events,
+            (ctx.warmup_steps + s.changed_after_steps) as u64 * u64::from(ctx.step_s),
+            s.expected_events,
+            s.log_bf,
+            s.threshold
         ),
         (None, None) => format!("{}: FAILING — {numbers}", f.metric),
     }

@@ -615,6 +615,7 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
         windows,
         alpha_look,
         alpha_sequential,
+        looks,
         crit_cache: Default::default(),
         crit_normal,
     };
@@ -623,7 +624,7 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
         .iter()
         .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
         .collect();
-    findings.extend(logs::judge_logs(obs, cfg, warmup_steps, miner));
+    findings.extend(logs::judge_logs(obs, cfg, (warmup_steps, looks), miner));
     findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
     let complete = obs.window_complete();
     let (verdict, summary) = verdict_of(&findings, complete, obs);

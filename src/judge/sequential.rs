@@ -4,16 +4,29 @@
 //! The windowed tests look again at every tick and pay for it with a
 //! Bonferroni split over looks, so a 3× rise of a 0.2 % error rate, or a
 //! burst every few minutes, takes long to clear the bar. Here the evidence
-//! accumulates over the whole window instead: given the harmful events of a
-//! step on both sides, the canary's count is binomial with its traffic share
-//! `q` when both versions share one rate, or with `q_θ = θq / (θq + 1 − q)`
-//! when the canary's odds are `θ` times higher. The likelihood ratio of `θ`
-//! against 1 is a martingale under the null; a mixture over a grid of `θ`
-//! is too, so by Ville's inequality the chance it *ever* reaches `1/α` is at
-//! most `α` — error control under continuous monitoring, no split over looks
-//! (a mixture sequential probability ratio test). Extra-binomial dispersion
-//! (retry storms) tempers the log-likelihood ratio by the estimated
-//! dispersion factor, the usual quasi-likelihood correction.
+//! accumulates across ticks instead: given the harmful events of a step on
+//! both sides, the canary's count is binomial with its traffic share `q`
+//! when both versions share one rate, or with `q_θ = θq / (θq + 1 − q)` when
+//! the canary's odds are `θ` times higher. The likelihood ratio `L_j(θ)` of
+//! step `j` has mean 1 under the null.
+//!
+//! A fault need not start with the release (a code path first hit later, a
+//! dependency that turns), and evidence gathered over healthy steps before it
+//! must not hold its detection back. So the statistic is a mixture over
+//! *when* the canary's odds changed as well as by how much (a change-point
+//! e-detector): half the prior weight on "at the release" (warm-up's end)
+//! and half spread evenly over the window's `N` planned steps,
+//!
+//! `E_t = mean_θ [ ½ Π_{j≤t} L_j(θ) + (1/2N) Σ_{k<t} Π_{k<j≤t} L_j(θ) ]`.
+//!
+//! The second sum `R_t` is the Shiryaev–Roberts statistic: `R_t = L_t (R_{t−1} + 1)`,
+//! so it costs one pass. Under the null `E[R_t] = t`, hence `E_t + (N − t)/2N`
+//! is a non-negative martingale starting at 1 for `t ≤ N`, and by Ville's
+//! inequality the chance `E_t` *ever* reaches `1/α` in the window is at most
+//! `α`: error control under continuous monitoring with no split over looks,
+//! at the price of `ln 2` for a change at the release and `ln 2N` for one later.
+//! Extra-binomial dispersion (retry storms) tempers each log-likelihood ratio
+//! by the estimated dispersion factor, the usual quasi-likelihood correction.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,17 +46,23 @@ pub struct StepEvents {
 /// The accumulated evidence for one metric and direction, for a human to check.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SequentialEvidence {
-    /// Natural log of the mixture likelihood ratio (tempered by dispersion).
+    /// Natural log of the e-value: the likelihood ratio mixed over the odds
+    /// ratio and the change point (tempered by dispersion).
     pub log_bf: f64,
     /// `ln(1/α)` for this test's share of the error budget.
     pub threshold: f64,
-    /// Harmful events on the canary since warm-up.
+    /// Harmful events on the canary since the change.
     pub canary_events: f64,
-    /// What its traffic share predicts if both versions shared one rate.
+    /// What its traffic share predicts over those steps if both versions shared one rate.
     pub expected_events: f64,
-    /// The pooled rise is past the practical tolerance; below it the
-    /// evidence is reported but never fails the metric.
+    /// The pooled rise since the change is past the practical tolerance;
+    /// below it the evidence is reported but never fails the metric.
     pub past_tolerance: bool,
+    /// Where the evidence puts the change (its most likely change point), in
+    /// steps judged after warm-up: 0 is at the release. Absent (0) in records
+    /// written before the change point was part of the evidence.
+    #[serde(default)]
+    pub changed_after_steps: usize,
 }
 
 impl SequentialEvidence {
@@ -54,38 +73,107 @@ impl SequentialEvidence {
     }
 }
 
-/// The mixture's log likelihood ratio over `steps`, tempered by `dispersion` (≥ 1).
-pub fn log_bf(steps: &[StepEvents], dispersion: f64) -> f64 {
-    let llr: Vec<f64> = THETAS
+/// Prior weight on a change at the release (warm-up's end); the rest is
+/// spread evenly over the window's later steps.
+const AT_RELEASE: f64 = 0.5;
+
+/// Log likelihood ratio of one step for odds ratio `theta` (0 for a step with no information).
+fn step_llr(s: &StepEvents, theta: f64) -> f64 {
+    if s.total <= 0.0 || s.share <= 0.0 || s.share >= 1.0 {
+        return 0.0;
+    }
+    let q = s.share;
+    let qt = theta * q / (theta * q + 1.0 - q);
+    s.canary * (qt / q).ln() + (s.total - s.canary) * ((1.0 - qt) / (1.0 - q)).ln()
+}
+
+/// `ln(e^a + e^b)` without overflow.
+fn ln_add(a: f64, b: f64) -> f64 {
+    let top = a.max(b);
+    if top == f64::NEG_INFINITY {
+        return top;
+    }
+    top + ((a - top).exp() + (b - top).exp()).ln()
+}
+
+/// Natural log of the e-value `E_t` over `steps` (the module's formula),
+/// each step's log-likelihood ratio tempered by `dispersion` (≥ 1); `looks`
+/// is `N`, the steps the window plans after warm-up (later steps open no new change point).
+pub fn log_bf(steps: &[StepEvents], dispersion: f64, looks: usize) -> f64 {
+    let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
+    let per_theta: Vec<f64> = THETAS
         .iter()
         .map(|&theta| {
-            steps
-                .iter()
-                .filter(|s| s.total > 0.0 && s.share > 0.0 && s.share < 1.0)
-                .map(|s| {
-                    let q = s.share;
-                    let qt = theta * q / (theta * q + 1.0 - q);
-                    s.canary * (qt / q).ln() + (s.total - s.canary) * ((1.0 - qt) / (1.0 - q)).ln()
-                })
-                .sum::<f64>()
-                / dispersion.max(1.0)
+            // ln Π L_j since the release, and ln R_t (no change point yet: R_0 = 0).
+            let (mut since_release, mut since_change) = (0.0, f64::NEG_INFINITY);
+            for (t, s) in steps.iter().enumerate() {
+                let l = step_llr(s, theta) / dispersion.max(1.0);
+                since_release += l;
+                let opened = if t < looks { ln_add(since_change, 0.0) } else { since_change };
+                since_change = l + opened;
+            }
+            ln_add(AT_RELEASE.ln() + since_release, later + since_change)
         })
         .collect();
-    let top = llr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let top = per_theta.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !top.is_finite() {
         return top;
     }
-    top + (llr.iter().map(|l| (l - top).exp()).sum::<f64>() / THETAS.len() as f64).ln()
+    top + (per_theta.iter().map(|l| (l - top).exp()).sum::<f64>() / THETAS.len() as f64).ln()
 }
 
-/// The evidence over `steps` at error budget `alpha`.
-pub fn evidence(steps: &[StepEvents], dispersion: f64, alpha: f64, past_tolerance: bool) -> SequentialEvidence {
+/// The most likely change point: the `k` (steps before the change) whose
+/// term of the mixture weighs most, over the steps `looks` lets open one.
+pub fn change_point(steps: &[StepEvents], dispersion: f64, looks: usize) -> usize {
+    let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
+    // ln Π_{j ≤ k} L_j(θ) for every k (k = 0: nothing yet), per θ.
+    let prefix: Vec<Vec<f64>> = THETAS
+        .iter()
+        .map(|&theta| {
+            let mut sum = 0.0;
+            std::iter::once(0.0)
+                .chain(steps.iter().map(|s| {
+                    sum += step_llr(s, theta) / dispersion.max(1.0);
+                    sum
+                }))
+                .collect()
+        })
+        .collect();
+    let weight = |k: usize| {
+        let prior = if k == 0 { ln_add(AT_RELEASE.ln(), later) } else { later };
+        let terms: Vec<f64> = prefix.iter().map(|p| p[steps.len()] - p[k]).collect();
+        prior + ln_add_all(&terms)
+    };
+    let open = steps.len().min(looks.max(1));
+    (0..open)
+        .map(|k| (k, weight(k)))
+        .fold((0, f64::NEG_INFINITY), |best, (k, w)| if w > best.1 { (k, w) } else { best })
+        .0
+}
+
+/// `ln Σ e^x` over `xs` without overflow.
+fn ln_add_all(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::NEG_INFINITY, ln_add)
+}
+
+/// The evidence over `steps` of a window of `looks` planned steps, at error
+/// budget `alpha`; `past_tolerance(k)` says whether the pooled rise over
+/// `steps[k..]` is past the practical tolerance, asked of the most likely change point.
+pub fn evidence(
+    steps: &[StepEvents],
+    (dispersion, looks): (f64, usize),
+    alpha: f64,
+    past_tolerance: impl Fn(usize) -> bool,
+) -> SequentialEvidence {
+    let k = change_point(steps, dispersion, looks);
+    let since = steps.get(k..).unwrap_or_default();
     SequentialEvidence {
-        past_tolerance,
-        log_bf: log_bf(steps, dispersion),
+        past_tolerance: past_tolerance(k),
+        log_bf: log_bf(steps, dispersion, looks),
         threshold: (1.0 / alpha).ln(),
-        canary_events: steps.iter().map(|s| s.canary).sum(),
-        expected_events: steps.iter().map(|s| s.total * s.share).sum(),
+        canary_events: since.iter().map(|s| s.canary).sum(),
+        expected_events: since.iter().map(|s| s.total * s.share).sum(),
+        changed_after_steps: k,
     }
 }
 
@@ -101,25 +189,100 @@ mod tests {
 
     #[test]
     fn log_bf_matches_an_independent_computation() {
-        // SciPy 1.17: with q = 0.1 and 10 of 40 events on the canary in one step,
-        //   lr(θ) = binom.pmf(10, 40, θq/(θq+1-q)) / binom.pmf(10, 40, q)
-        //   log(mean(lr(θ) for θ in [1.5, 2, 3, 5, 10]))
+        // Python, by the formula term by term (every change point's product
+        // written out, not the recursion), with
+        //   lr(θ) = binom.pmf(c, n, θq/(θq+1-q)) / binom.pmf(c, n, q):
+        //   log(mean(½·Π lr + 1/(2N)·Σ_k Π_{j≥k} lr for θ in [1.5, 2, 3, 5, 10]))
         let one = [StepEvents { canary: 10.0, total: 40.0, share: 0.1 }];
-        assert!(close(log_bf(&one, 1.0), GOLDEN_ONE, 1e-9), "{}", log_bf(&one, 1.0));
+        assert!(close(log_bf(&one, 1.0, 10), GOLDEN_ONE, 1e-9), "{}", log_bf(&one, 1.0, 10));
         // Two steps of different shares multiply their likelihood ratios per θ.
         let two =
             [StepEvents { canary: 3.0, total: 10.0, share: 0.05 }, StepEvents { canary: 2.0, total: 30.0, share: 0.2 }];
-        assert!(close(log_bf(&two, 1.0), GOLDEN_TWO, 1e-9), "{}", log_bf(&two, 1.0));
+        assert!(close(log_bf(&two, 1.0, 10), GOLDEN_TWO, 1e-9), "{}", log_bf(&two, 1.0, 10));
+        // A window of one planned step opens no later change point: the plain
+        // mixture over θ from the release (SciPy 1.17 gave the same number).
+        assert!(close(log_bf(&two, 1.0, 1), GOLDEN_FROM_RELEASE, 1e-9), "{}", log_bf(&two, 1.0, 1));
+        // Quiet steps, then a burst: the later change points carry it.
+        let quiet = StepEvents { canary: 0.0, total: 20.0, share: 0.1 };
+        let three = [quiet, quiet, StepEvents { canary: 6.0, total: 20.0, share: 0.1 }];
+        assert!(close(log_bf(&three, 1.0, 30), GOLDEN_THREE, 1e-9), "{}", log_bf(&three, 1.0, 30));
     }
 
-    const GOLDEN_ONE: f64 = 2.8333641543808423;
-    const GOLDEN_TWO: f64 = -2.4613245615208226;
+    const GOLDEN_ONE: f64 = 2.2355271536252235;
+    const GOLDEN_TWO: f64 = -3.0284889706856957;
+    const GOLDEN_FROM_RELEASE: f64 = -2.461324561520821;
+    const GOLDEN_THREE: f64 = -1.2785901732605793;
 
     #[test]
     fn a_canary_with_no_events_gathers_no_evidence() {
         let s = [StepEvents { canary: 0.0, total: 50.0, share: 0.1 }; 20];
-        assert!(log_bf(&s, 1.0) < 0.0);
-        assert_eq!(log_bf(&[], 1.0), 0.0);
+        assert!(log_bf(&s, 1.0, 180) < 0.5f64.ln());
+        // Before any step: the prior's weight on a change at the release, and nothing else.
+        assert!(close(log_bf(&[], 1.0, 180), 0.5f64.ln(), 1e-12));
+    }
+
+    /// Steps at which each of `runs` canaries first crossed at budget 0.005,
+    /// counted from step `healthy` (the change), for windows of `looks` planned steps.
+    fn delays_after_a_change(healthy: usize, looks: usize, runs: u64) -> Vec<usize> {
+        (0..runs)
+            .map(|seed| {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let mut steps = Vec::new();
+                for i in 0..400 {
+                    // 3,000 requests a step, 10 % to the canary; both 0.2 % errors, then the canary's 0.4 %.
+                    let p = if i < healthy { 0.002 } else { 0.004 };
+                    let eb = Binomial::new(2700, 0.002).unwrap().sample(&mut rng) as f64;
+                    let ec = Binomial::new(300, p).unwrap().sample(&mut rng) as f64;
+                    steps.push(StepEvents { canary: ec, total: ec + eb, share: 0.1 });
+                    if i >= healthy && evidence(&steps, (1.0, looks), 0.005, |_| true).crossed() {
+                        return i + 1 - healthy;
+                    }
+                }
+                usize::MAX
+            })
+            .collect()
+    }
+
+    #[test]
+    fn healthy_steps_before_a_change_do_not_hold_its_detection_back() {
+        // A fault that doubles the canary's errors 150 steps into a 180-step window. With only the
+        // change at the release (a window of one planned step: the plain
+        // mixture), the healthy stretch is a debt the fault must first repay.
+        let mut late = delays_after_a_change(150, 180, 40);
+        let mut from_release_only = delays_after_a_change(150, 1, 40);
+        let mut at_release = delays_after_a_change(0, 180, 40);
+        let median = |v: &mut Vec<usize>| {
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        let (late, old, first) = (median(&mut late), median(&mut from_release_only), median(&mut at_release));
+        assert!(late * 3 < old * 2, "after 150 healthy steps: {late} steps, the plain mixture {old}");
+        // A change later costs the spread prior's ln N, not the stretch before it.
+        assert!(late <= first * 2, "after 150 healthy steps: {late} steps, at the release {first}");
+    }
+
+    #[test]
+    fn the_change_point_lands_where_the_rate_changed() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let steps: Vec<StepEvents> = (0..160)
+            .map(|i| {
+                // 600 requests a step, 10 % to the canary; its errors from 0.2 % to 3 %.
+                let p = if i < 100 { 0.002 } else { 0.03 };
+                let eb = Binomial::new(540, 0.002).unwrap().sample(&mut rng) as f64;
+                let ec = Binomial::new(60, p).unwrap().sample(&mut rng) as f64;
+                StepEvents { canary: ec, total: ec + eb, share: 0.1 }
+            })
+            .collect();
+        let k = change_point(&steps, 1.0, 180);
+        assert!((90..=110).contains(&k), "{k}");
+        // The tolerance is asked of the steps since that change, and the events counted from there.
+        let ev = evidence(&steps, (1.0, 180), 0.005, |from| from == k);
+        assert!(ev.past_tolerance && ev.changed_after_steps == k);
+        assert_eq!(ev.canary_events, steps[k..].iter().map(|s| s.canary).sum::<f64>());
+        // From the release on, the change is the release.
+        assert_eq!(change_point(&steps[100..], 1.0, 180), 0);
+        // Past the planned steps no later change point opens.
+        assert_eq!(change_point(&steps, 1.0, 1), 0);
     }
 
     #[test]
@@ -135,7 +298,7 @@ mod tests {
                 let total = Binomial::new(60, 0.01).unwrap().sample(&mut rng) as f64;
                 let canary = Binomial::new(total as u64, 0.1).unwrap().sample(&mut rng) as f64;
                 steps.push(StepEvents { canary, total, share: 0.1 });
-                if evidence(&steps, 1.0, alpha, true).crossed() {
+                if evidence(&steps, (1.0, 180), alpha, |_| true).crossed() {
                     crossed += 1;
                     break;
                 }
@@ -154,7 +317,7 @@ mod tests {
             let ec = Binomial::new(30, 0.006).unwrap().sample(&mut rng) as f64;
             steps.push(StepEvents { canary: ec, total: ec + eb, share: 0.1 });
         }
-        let ev = evidence(&steps, 1.0, 0.005, true);
+        let ev = evidence(&steps, (1.0, 120), 0.005, |_| true);
         assert!(ev.crossed(), "{ev:?}");
         assert!(!SequentialEvidence { past_tolerance: false, ..ev }.crossed());
     }

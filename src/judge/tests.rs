@@ -35,7 +35,11 @@ fn error_spike_fails_within_two_minutes_naming_the_metric() {
     assert!((600..=720).contains(&at), "caught at {at}");
     let f = r.failing().next().unwrap();
     assert_eq!(f.metric, "http_error_ratio");
-    assert!(f.effect.unwrap() > f.tolerance.unwrap() && f.z.unwrap() > f.critical.unwrap(), "{f:#?}");
+    // The finding carries the evidence that failed it: the windowed test past
+    // its critical value, or the sequential one past its threshold.
+    let windowed = f.z.unwrap() > f.critical.unwrap();
+    let sequential = f.sequential.is_some_and(|s| s.crossed());
+    assert!(f.effect.unwrap() > f.tolerance.unwrap() && (windowed || sequential), "{f:#?}");
     assert!(f.explanation.contains("FAILING"), "{}", f.explanation);
 }
 

@@ -290,7 +290,10 @@ fn model_config(base_url: &str) -> backstop::assessor::ModelConfig {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_advising_rollback_before_the_judge_fails_never_delays_the_judges_rollback() {
     let weak = || SimConfig {
-        fault: Some(FaultSpec { kind: FaultKind::ErrorSpike, onset_s: 300, strength: 0.02 }),
+        // A latency regression: the windowed test sees it at one look (the model is asked:
+        // "marginal") before a second confirms it. Error-ratio faults no longer pass through
+        // that state: their sequential evidence fails them first.
+        fault: Some(FaultSpec { kind: FaultKind::LatencyRegression, onset_s: 300, strength: 0.6 }),
         ..SimConfig::default()
     };
     // Judge only: where the judge rolls this canary back on its own.
