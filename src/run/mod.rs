@@ -20,6 +20,7 @@ pub mod prepare;
 pub mod recorded;
 pub mod share;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,8 +246,22 @@ pub struct Runtime {
     pub stop: watch::Receiver<bool>,
     /// Targets actions may touch, computed once and shared by every release.
     declared: Arc<[String]>,
+    /// [`Runtime::service_targets`] of every configured release's service,
+    /// computed once: per release it is a pass over every release, so
+    /// preparing thousands of them was quadratic.
+    targets_by_service: Arc<BTreeMap<String, u32>>,
     /// Written when the last handle on this service drops.
     _anchor: Arc<Anchor>,
+}
+
+/// How many distinct targets `settings` declare for `service`: its
+/// `[[releases]]` and the agent targets open to it.
+fn count_targets(settings: &Settings, service: &str) -> u32 {
+    let configured = settings.releases.iter().filter(|r| r.service == service).map(|r| r.target.as_str());
+    let open = |t: &&crate::release::AgentTarget| t.services.is_empty() || t.services.iter().any(|x| x == service);
+    let agent = settings.agent.targets.iter().filter(open).map(|t| t.target.as_str());
+    let all: BTreeSet<&str> = configured.chain(agent).collect();
+    u32::try_from(all.len()).unwrap_or(u32::MAX)
 }
 
 /// A release prepared under a name.
@@ -278,8 +293,11 @@ impl Runtime {
         let model = settings.assessor().map_err(RuntimeError::Model)?;
         let mut declared = settings.declared_targets();
         declared.extend(settings.agent.targets.iter().map(|d| d.target.clone()));
+        let services: BTreeSet<&str> = settings.releases.iter().map(|r| r.service.as_str()).collect();
+        let targets_by_service = services.into_iter().map(|s| (s.to_string(), count_targets(&settings, s))).collect();
         Ok(Self {
             declared: declared.into(),
+            targets_by_service: Arc::new(targets_by_service),
             settings: Arc::new(settings),
             policy: Arc::new(policy),
             ledger,
@@ -356,12 +374,10 @@ impl Runtime {
     /// its `[[releases]]` and the agent targets open to it (what a blast
     /// radius's percentage is of).
     pub fn service_targets(&self, service: &str) -> u32 {
-        let s = &self.settings;
-        let configured = s.releases.iter().filter(|r| r.service == service).map(|r| r.target.as_str());
-        let open = |t: &&crate::release::AgentTarget| t.services.is_empty() || t.services.iter().any(|x| x == service);
-        let agent = s.agent.targets.iter().filter(open).map(|t| t.target.as_str());
-        let all: std::collections::BTreeSet<&str> = configured.chain(agent).collect();
-        u32::try_from(all.len()).unwrap_or(u32::MAX)
+        match self.targets_by_service.get(service) {
+            Some(&n) => n,
+            None => count_targets(&self.settings, service),
+        }
     }
 
     /// Targets actions may touch: every configured release's and the agent's declared ones.
