@@ -151,15 +151,20 @@ impl Record {
     /// Read a stored row back as a typed record, whichever version wrote it.
     pub fn from_stored(row: &StoredRecord) -> Result<Record, RecordError> {
         let bad = |source| RecordError::Body { seq: row.seq, kind: row.kind.clone(), source };
-        let body: serde_json::Value = serde_json::from_str(&row.body).map_err(bad)?;
-        if row.record_version < RECORD_VERSION {
-            match row.kind.as_str() {
-                "intent" => return legacy::intent(body).map(Record::Intent).map_err(bad),
-                "outcome" => return legacy::outcome(body).map(Record::Outcome).map_err(bad),
-                _ => {}
-            }
+        if row.record_version < RECORD_VERSION && matches!(row.kind.as_str(), "intent" | "outcome") {
+            let body: serde_json::Value = serde_json::from_str(&row.body).map_err(bad)?;
+            return match row.kind.as_str() {
+                "intent" => legacy::intent(body).map(Record::Intent).map_err(bad),
+                _ => legacy::outcome(body).map(Record::Outcome).map_err(bad),
+            };
         }
-        serde_json::from_value(serde_json::json!({ "kind": row.kind, "body": body })).map_err(bad)
+        // The tagged form read straight from the text, the tag first: no
+        // intermediate JSON tree (a tick's body is kilobytes of findings, and
+        // recovery and takeover read every tick of a release).
+        // The body must be one JSON value on its own before it is wrapped.
+        let body: &serde_json::value::RawValue = serde_json::from_str(&row.body).map_err(bad)?;
+        let kind = serde_json::to_string(&row.kind).map_err(bad)?;
+        serde_json::from_str(&format!("{{\"kind\":{kind},\"body\":{}}}", body.get())).map_err(bad)
     }
 }
 
