@@ -110,6 +110,19 @@ pub(super) async fn open_intent_records(pool: &sqlx::AnyPool, target: &str) -> R
     rows.iter().map(super::stored).collect()
 }
 
+/// The intent record of plan `plan_id` if it is still open (no settling outcome).
+pub(super) async fn open_intent_record(
+    pool: &sqlx::AnyPool,
+    plan_id: &str,
+) -> Result<Option<StoredRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM ledger_records WHERE seq IN (SELECT seq FROM ledger_open_intents WHERE plan_id = $1)",
+        super::COLUMNS
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(plan_id).fetch_optional(pool).await?;
+    row.as_ref().map(super::stored).transpose()
+}
+
 /// Records read per query while deriving the tables again.
 const REBUILD_PAGE: i64 = 10_000;
 

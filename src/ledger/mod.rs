@@ -695,8 +695,15 @@ impl Ledger {
         Ok(open)
     }
 
-    /// The intent of plan `plan_id`, if one was recorded.
+    /// The intent of plan `plan_id`, if one was recorded. An open one (what
+    /// `audit resolve` is for) is found by its key; only a settled or unknown
+    /// plan id reads every intent.
     pub async fn intent(&self, plan_id: &str) -> Result<Option<OpenIntent>, LedgerError> {
+        if let Some(s) = derived::open_intent_record(&self.pool, plan_id).await?
+            && let Record::Intent(i) = Record::from_stored(&s)?
+        {
+            return Ok(Some(OpenIntent { seq: s.seq, release_id: s.release_id.clone(), intent: i }));
+        }
         let sql = format!("SELECT {COLUMNS} FROM ledger_records WHERE kind = 'intent' ORDER BY seq");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         for row in &rows {

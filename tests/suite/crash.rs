@@ -73,6 +73,13 @@ fn killed_after_the_intent_the_restart_holds_instead_of_retrying_and_a_human_res
     let plan = plan_id(&out);
     audit(&ledger, &["resolve", &plan, "--not-done", "--as", "alice@example.com", "--reason", "weights unchanged"])
         .success();
+    // Found open by its key once; settled now, and an unknown id is no intent at all.
+    audit(&ledger, &["resolve", &plan, "--done", "--as", "bob@example.com", "--reason", "again"])
+        .failure()
+        .stderr(predicates::str::contains("already has a settled outcome"));
+    audit(&ledger, &["resolve", "no-such-plan", "--done", "--as", "bob@example.com", "--reason", "typo"])
+        .failure()
+        .stderr(predicates::str::contains("no intent with plan id `no-such-plan`"));
     let (code, out) = watch_once(&cfg, &ledger);
     assert_eq!(code, 10, "{out}");
     assert_eq!(lines(&count).len(), 1, "exactly one execution in all");
