@@ -59,8 +59,10 @@ pub struct SequentialEvidence {
     /// below it the evidence is reported but never fails the metric.
     pub past_tolerance: bool,
     /// Where the evidence puts the change (its most likely change point), in
-    /// steps judged after warm-up: 0 is at the release. Absent (0) in records
-    /// written before the change point was part of the evidence.
+    /// steps judged after warm-up: 0 is at the release. Located once the
+    /// evidence reaches its threshold; 0 (the counts and the tolerance read
+    /// since the release) before that, and in records written before the
+    /// change point was part of the evidence.
     #[serde(default)]
     pub changed_after_steps: usize,
 }
@@ -127,21 +129,21 @@ pub fn log_bf(steps: &[StepEvents], dispersion: f64, looks: usize) -> f64 {
 pub fn change_point(steps: &[StepEvents], dispersion: f64, looks: usize) -> usize {
     let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
     // ln Π_{j ≤ k} L_j(θ) for every k (k = 0: nothing yet), per θ.
-    let prefix: Vec<Vec<f64>> = THETAS
-        .iter()
-        .map(|&theta| {
-            let mut sum = 0.0;
-            std::iter::once(0.0)
-                .chain(steps.iter().map(|s| {
-                    sum += step_llr(s, theta) / dispersion.max(1.0);
-                    sum
-                }))
-                .collect()
-        })
+    let prefix: Vec<[f64; THETAS.len()]> = std::iter::once([0.0; THETAS.len()])
+        .chain(steps.iter().scan([0.0; THETAS.len()], |sum, s| {
+            for (acc, &theta) in sum.iter_mut().zip(&THETAS) {
+                *acc += step_llr(s, theta) / dispersion.max(1.0);
+            }
+            Some(*sum)
+        }))
         .collect();
+    let last = prefix[steps.len()];
     let weight = |k: usize| {
         let prior = if k == 0 { ln_add(AT_RELEASE.ln(), later) } else { later };
-        let terms: Vec<f64> = prefix.iter().map(|p| p[steps.len()] - p[k]).collect();
+        let mut terms = last;
+        for (t, p) in terms.iter_mut().zip(&prefix[k]) {
+            *t -= p;
+        }
         prior + ln_add_all(&terms)
     };
     let open = steps.len().min(looks.max(1));
@@ -158,19 +160,23 @@ fn ln_add_all(xs: &[f64]) -> f64 {
 
 /// The evidence over `steps` of a window of `looks` planned steps, at error
 /// budget `alpha`; `past_tolerance(k)` says whether the pooled rise over
-/// `steps[k..]` is past the practical tolerance, asked of the most likely change point.
+/// `steps[k..]` is past the practical tolerance, asked of the most likely
+/// change point once the evidence has crossed (of the release before).
 pub fn evidence(
     steps: &[StepEvents],
     (dispersion, looks): (f64, usize),
     alpha: f64,
     past_tolerance: impl Fn(usize) -> bool,
 ) -> SequentialEvidence {
-    let k = change_point(steps, dispersion, looks);
+    let (log_bf, threshold) = (log_bf(steps, dispersion, looks), (1.0 / alpha).ln());
+    // Located only once it can matter: below the threshold the metric passes
+    // whatever the tolerance says, and most ticks of most releases are there.
+    let k = if log_bf >= threshold { change_point(steps, dispersion, looks) } else { 0 };
     let since = steps.get(k..).unwrap_or_default();
     SequentialEvidence {
         past_tolerance: past_tolerance(k),
-        log_bf: log_bf(steps, dispersion, looks),
-        threshold: (1.0 / alpha).ln(),
+        log_bf,
+        threshold,
         canary_events: since.iter().map(|s| s.canary).sum(),
         expected_events: since.iter().map(|s| s.total * s.share).sum(),
         changed_after_steps: k,
