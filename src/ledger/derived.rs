@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
+use super::StoredRecord;
 use super::record::Record;
-use super::{Dialect, StoredRecord, writer};
 
 /// The record kinds that open or close something here.
 const KINDS: [&str; 4] = ["release_started", "release_finished", "intent", "outcome"];
@@ -126,39 +126,37 @@ pub(super) async fn open_intent_record(
 /// Records read per query while deriving the tables again.
 const REBUILD_PAGE: i64 = 10_000;
 
-/// Derive both tables from the records when the marker says they were never
-/// derived (a ledger written before migration 0005): once, holding the head
-/// like a write, so no record lands half-counted; a second agent opening the
-/// same ledger at once finds the marker and does nothing.
-pub(super) async fn ensure(pool: &sqlx::AnyPool, dialect: Dialect) -> Result<(), sqlx::Error> {
-    let marker = || sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER);
-    if marker().fetch_optional(pool).await?.is_some() {
-        return Ok(());
-    }
-    let (mut tx, _) = writer::begin_at_head(pool, dialect).await?;
-    if marker().fetch_optional(&mut *tx).await?.is_none() {
-        let kinds = KINDS.map(|k| format!("'{k}'")).join(", ");
-        let sql = format!(
-            "SELECT {} FROM ledger_records WHERE kind IN ({kinds}) AND seq > $1 ORDER BY seq LIMIT $2",
-            super::COLUMNS
-        );
-        let mut after = 0i64;
-        loop {
-            let page = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .bind(REBUILD_PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            let rows: Vec<StoredRecord> = page.iter().map(super::stored).collect::<Result<_, _>>()?;
-            apply(&mut tx, &rows).await?;
-            match rows.last() {
-                Some(last) if rows.len() as i64 == REBUILD_PAGE => after = last.seq,
-                _ => break,
-            }
+/// Whether both tables were derived (migration 0005's marker), read on `conn`.
+pub(super) async fn marked<'c, E>(conn: E) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query("SELECT name FROM ledger_derived WHERE name = $1").bind(MARKER).fetch_optional(conn).await?;
+    Ok(row.is_some())
+}
+
+/// Derive both tables from the records and set the marker, inside `tx`,
+/// which holds the head like a write (the caller opens it: `derive_once` in the parent):
+/// no record lands half-counted.
+pub(super) async fn derive(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(), sqlx::Error> {
+    let kinds = KINDS.map(|k| format!("'{k}'")).join(", ");
+    let sql = format!(
+        "SELECT {} FROM ledger_records WHERE kind IN ({kinds}) AND seq > $1 ORDER BY seq LIMIT $2",
+        super::COLUMNS
+    );
+    let mut after = 0i64;
+    loop {
+        let page =
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after).bind(REBUILD_PAGE).fetch_all(&mut **tx).await?;
+        let rows: Vec<StoredRecord> = page.iter().map(super::stored).collect::<Result<_, _>>()?;
+        apply(tx, &rows).await?;
+        match rows.last() {
+            Some(last) if rows.len() as i64 == REBUILD_PAGE => after = last.seq,
+            _ => break,
         }
-        sqlx::query("INSERT INTO ledger_derived (name) VALUES ($1)").bind(MARKER).execute(&mut *tx).await?;
     }
-    tx.commit().await
+    sqlx::query("INSERT INTO ledger_derived (name) VALUES ($1)").bind(MARKER).execute(&mut **tx).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -303,8 +303,23 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
         sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
     }
     MIGRATOR.run(&pool).await?;
-    derived::ensure(&pool, dialect).await?;
+    derive_once(&pool, dialect).await?;
     Ok(pool)
+}
+
+/// Derive the open-state tables when the marker says they never were (a
+/// ledger written before migration 0005): once, holding the head like a
+/// write; a second agent opening the same ledger at once finds the marker
+/// under the head and does nothing.
+async fn derive_once(pool: &AnyPool, dialect: Dialect) -> Result<(), sqlx::Error> {
+    if derived::marked(pool).await? {
+        return Ok(());
+    }
+    let (mut tx, _) = writer::begin_at_head(pool, dialect).await?;
+    if !derived::marked(&mut *tx).await? {
+        derived::derive(&mut tx).await?;
+    }
+    tx.commit().await
 }
 
 /// Ms a PostgreSQL transaction may wait on its client before the server ends
