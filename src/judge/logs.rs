@@ -7,8 +7,8 @@
 //! counted per side per step and judged with the rare-event statistics of
 //! request ratios: given a step's lines of that template on both sides, the
 //! canary's count is binomial with its traffic share if both versions log it
-//! at one rate per request (`judge::sequential`, a mixture SPRT that holds
-//! its error level however often it is read). Lines come in bursts (a retry
+//! at one rate per request (`judge::sequential`, a change-point e-detector
+//! that holds its error level however often it is read). Lines come in bursts (a retry
 //! logs five times, one failure a stack of lines), so the evidence is
 //! tempered by the template's dispersion — the baseline's own index of
 //! dispersion, or for a template the baseline never logged, its lines per
