@@ -117,11 +117,7 @@ pub fn log_bf(steps: &[StepEvents], dispersion: f64, looks: usize) -> f64 {
             ln_add(AT_RELEASE.ln() + since_release, later + since_change)
         })
         .collect();
-    let top = per_theta.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !top.is_finite() {
-        return top;
-    }
-    top + (per_theta.iter().map(|l| (l - top).exp()).sum::<f64>() / THETAS.len() as f64).ln()
+    ln_add_all(&per_theta) - (THETAS.len() as f64).ln()
 }
 
 /// The most likely change point: the `k` (steps before the change) whose

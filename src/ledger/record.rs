@@ -819,6 +819,44 @@ mod tests {
         assert!("human:cli".parse::<Actor>().is_err());
     }
 
+    fn stored(kind: &str, body: &str) -> StoredRecord {
+        StoredRecord {
+            seq: 3,
+            record_id: "r3".into(),
+            release_id: "rel".into(),
+            kind: kind.into(),
+            actor: "agent".into(),
+            at_ms: 0,
+            body: body.into(),
+            record_version: RECORD_VERSION,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_body_is_read_as_one_value_of_its_own_kind_and_a_planted_one_is_refused() {
+        let end = ReleaseFinished {
+            status: crate::release::ReleaseStatus::Promoted,
+            ticks: 3,
+            decided_at_s: 30,
+            model_usage: Default::default(),
+        };
+        let end = &serde_json::to_string(&end).unwrap();
+        assert!(matches!(Record::from_stored(&stored("release_finished", end)), Ok(Record::ReleaseFinished(_))));
+        // A body written to smuggle a second kind and body past the wrapper, or
+        // not JSON at all, or the right text under the wrong kind: refused, naming the record.
+        for (kind, body) in [
+            ("tick", &format!(r#"{{}}, "kind": "release_finished", "body": {end}"#)[..]),
+            ("release_finished", &format!("{end} trailing")),
+            ("release_finished", "not json"),
+            ("tick", end),
+        ] {
+            let err = Record::from_stored(&stored(kind, body)).unwrap_err();
+            assert!(err.to_string().contains(&format!("ledger record 3 (`{kind}`)")), "{err}");
+        }
+    }
+
     #[test]
     fn unresolved_does_not_settle_an_intent() {
         assert!(!ActionResult::Unresolved { observed: String::new() }.settles());
