@@ -406,12 +406,15 @@ async fn what_is_open_is_kept_by_every_write_and_derived_again_for_an_older_ledg
     l.append("r2", &agent(), 6, outcome(&b, verified)).await.unwrap();
     assert_eq!(open_plans(&l, "t2").await, vec![a.id.clone()]);
     assert!(l.open_intents("t1").await.unwrap().is_empty());
-    // A ledger from before the derived tables: empty tables, no marker. Its next open derives them.
+    // A ledger from before the derived tables: empty tables, no marker. Its next open derives
+    // them — and two agents opening it at the same instant derive them once between them.
     exec(&l, "DELETE FROM ledger_running").await;
     exec(&l, "DELETE FROM ledger_open_intents").await;
     exec(&l, "DELETE FROM ledger_derived").await;
-    let again = Ledger::open(url).await.unwrap();
+    let (again, other) = tokio::join!(Ledger::open(url), Ledger::open(url));
+    let (again, other) = (again.unwrap(), other.unwrap());
     assert_eq!(open_plans(&again, "t2").await, vec![a.id.clone()]);
+    assert_eq!(open_plans(&other, "t2").await, vec![a.id.clone()], "derived once, not twice");
     let third = again.submit(start("r3", "t3")).await.unwrap();
     assert!(third.refused && third.in_canary == ["t2"], "{:?}", third.in_canary);
     assert!(again.verify(None).await.unwrap().problems.is_empty(), "the derived tables are not in the chain");
