@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// With `--agents`: ticks of 2 s each run (the lease is 3 ticks).
     #[arg(long, default_value_t = 30)]
     agent_ticks: u32,
+    /// With `--agents`: how many times to run the pair (one agent, then the
+    /// agents sharing), each on fresh ledgers; the CPU ratio's median over
+    /// the runs is reported, as single runs on a shared machine vary more
+    /// than the two groups of one run do.
+    #[arg(long, default_value_t = 1)]
+    agent_runs: usize,
     /// Instead of the table above: write this many finished releases (a
     /// 30-minute window of 10-s ticks each) to a new ledger (with
     /// `--postgres`, a new database on that server; else a SQLite file) and
@@ -206,31 +212,62 @@ async fn compact_table(a: &BenchArgs, n: usize, policy: &backstop::policy::Polic
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--agents`: the sharing table only.
+/// `--agents`: the sharing table only, a row per run and the median ratio.
 async fn agents_table(a: &BenchArgs, k: usize, policy: &backstop::policy::PolicyFile) -> CliResult {
     if k < 2 {
         return Err(Failure { code: 2, message: "bench --agents: at least 2 agents".into() });
     }
-    let dir = tempfile_dir().map_err(failed)?;
-    let (one, shared) = match &a.postgres {
-        Some(pg) => {
-            let stamp = std::process::id();
-            let fresh = |name: String| async move { backstop::bench::fresh_postgres(pg, &name).await };
-            let one = fresh(format!("bench_one_{stamp}")).await.map_err(|e| failed(super::chain(&e)))?;
-            (one, fresh(format!("bench_shared_{stamp}")).await.map_err(|e| failed(super::chain(&e)))?)
-        }
-        None => (
-            backstop::ledger::sqlite_url(&dir.join("agents-one.db")),
-            backstop::ledger::sqlite_url(&dir.join("agents-shared.db")),
-        ),
-    };
+    if a.agent_runs == 0 {
+        return Err(Failure { code: 2, message: "bench --agent-runs: at least 1 run".into() });
+    }
     let ledger = if a.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
-    let tick = Duration::from_secs(2);
-    let r = backstop::bench::shared_agents((k, a.agent_releases), (a.agent_ticks, tick), policy, (&one, &shared))
+    let (mut rows, mut ratios) = (Vec::new(), Vec::new());
+    for run in 0..a.agent_runs {
+        let dir = tempfile_dir().map_err(failed)?;
+        let (one, shared) = agent_ledgers(a, &dir, run).await?;
+        let r = backstop::bench::shared_agents(
+            (k, a.agent_releases),
+            (a.agent_ticks, Duration::from_secs(2)),
+            policy,
+            (&one, &shared),
+        )
         .await
         .map_err(|e| failed(super::chain(&e)))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let row = BenchRow {
+        let _ = std::fs::remove_dir_all(&dir);
+        ratios.push(r.cpu_shared_s / r.cpu_one_s.max(f64::EPSILON));
+        rows.push(agents_row(a, &r, ledger));
+    }
+    if a.agent_runs > 1 {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        rows.push(BenchRow {
+            name: format!("{k} agents against one, {} runs on {ledger}", a.agent_runs),
+            result: format!("CPU ratio median {median:.2}× (runs {})", each.join(", ")),
+            baseline: "each run's two groups, measured in that run".into(),
+        });
+    }
+    out(render(&rows).trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The two ledgers of one run: new PostgreSQL databases on `--postgres`, else SQLite files in `dir`.
+async fn agent_ledgers(a: &BenchArgs, dir: &std::path::Path, run: usize) -> Result<(String, String), Failure> {
+    let Some(pg) = &a.postgres else {
+        return Ok((
+            backstop::ledger::sqlite_url(&dir.join("agents-one.db")),
+            backstop::ledger::sqlite_url(&dir.join("agents-shared.db")),
+        ));
+    };
+    let stamp = format!("{}_{run}", std::process::id());
+    let fresh = |name: String| async move { backstop::bench::fresh_postgres(pg, &name).await };
+    let one = fresh(format!("bench_one_{stamp}")).await.map_err(|e| failed(super::chain(&e)))?;
+    Ok((one, fresh(format!("bench_shared_{stamp}")).await.map_err(|e| failed(super::chain(&e)))?))
+}
+
+fn agents_row(a: &BenchArgs, r: &backstop::bench::AgentsReport, ledger: &str) -> BenchRow {
+    BenchRow {
         name: format!(
             "{} agents sharing {} releases, 2-s tick, {} ticks, ledger on {ledger}, the first killed halfway",
             r.agents, r.releases, a.agent_ticks
@@ -249,9 +286,7 @@ async fn agents_table(a: &BenchArgs, k: usize, policy: &backstop::policy::Policy
             r.lease_ms
         ),
         baseline: format!("one agent running all: CPU {:.1} s, {} ticks recorded", r.cpu_one_s, r.ticks.0),
-    };
-    out(render(&[row]).trim_end());
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 fn releases_row(n: usize, a: &BenchArgs, r: &ReleasesReport, ledger: &str) -> BenchRow {

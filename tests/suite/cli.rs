@@ -422,6 +422,24 @@ fn bench_prints_its_table() {
         );
 }
 
+/// `bench --agents` repeated: a row per run, then the CPU ratio's median
+/// over the runs; no tick recorded twice in any run. Zero runs is refused.
+#[test]
+fn bench_agents_reports_every_run_and_the_median_ratio() {
+    let args = ["bench", "--agents", "2", "--agent-releases", "4", "--agent-ticks", "2"];
+    let assert = backstop().args(args).args(["--agent-runs", "2"]).assert().success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert_eq!(stdout.matches("2 agents sharing 4 releases").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches(", 0 recorded twice").count(), 2, "{stdout}");
+    assert!(stdout.contains("| 2 agents against one, 2 runs on SQLite | CPU ratio median "), "{stdout}");
+    backstop()
+        .args(args)
+        .args(["--agent-runs", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bench --agent-runs: at least 1 run"));
+}
+
 /// `advise` plans with the webhook's settings but never reads its signing
 /// secret; `watch`, which could act, refuses to start without it.
 #[test]
