@@ -7,6 +7,7 @@ use super::evidence::{
     EvidenceItem, Fact, Telemetry, catalogue_finding, is_error_level, metric_label, scrub_names, side_name,
 };
 use super::verdict::strict_schema;
+use crate::judge::jumps::JointJump;
 use crate::judge::{Finding, JudgeResult};
 use crate::policy::ReleaseFacts;
 use crate::signals::{Observation, Side};
@@ -277,9 +278,11 @@ impl<'a> ToolBox<'a> {
         // The full statistics, under the same id and fact as the finding in the evidence list.
         let item = catalogue_finding(f);
         // The statistics under the finding's label: a name that is not plain stays out.
+        let partner = f.joint_jump.as_ref().map(|j| j.with.as_str());
         let named = Finding {
             metric: metric_label(&f.metric).into_owned(),
-            explanation: scrub_names(&f.explanation, [f.metric.as_str()].into_iter()),
+            explanation: scrub_names(&f.explanation, [f.metric.as_str()].into_iter().chain(partner)),
+            joint_jump: f.joint_jump.clone().map(|j| JointJump { with: metric_label(&j.with).into_owned(), ..j }),
             ..f.clone()
         };
         let text = serde_json::to_string(&named).unwrap_or_else(|_| item.text.clone());

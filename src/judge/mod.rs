@@ -21,6 +21,7 @@
 mod context;
 mod guard;
 mod history;
+pub mod jumps;
 pub mod logs;
 mod metric;
 pub mod ml;
@@ -416,6 +417,9 @@ pub struct Finding {
     /// For a model-release signal: drift distances or labelled scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ml: Option<ml::MlEvidence>,
+    /// Against an earlier window: this metric jumped past its history at the same step as another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joint_jump: Option<jumps::JointJump>,
     /// One sentence a human can check against the numbers.
     pub explanation: String,
 }
@@ -470,6 +474,7 @@ impl Finding {
             trend: None,
             log: None,
             ml: None,
+            joint_jump: None,
             explanation: String::new(),
         }
     }
@@ -624,12 +629,51 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
         .iter()
         .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
         .collect();
+    if cfg.method == MethodChoice::Auto {
+        fail_joint_jumps(&ctx, obs, &mut findings);
+    }
     findings.extend(logs::judge_logs(obs, cfg, (warmup_steps, looks), miner));
     findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
     let complete = obs.window_complete();
     let (verdict, summary) = verdict_of(&findings, complete, obs);
     let log_mining = Some(miner.stats().clone()).filter(LogMining::incomplete);
     JudgeResult { verdict, now_s: obs.now_s, window_complete: complete, findings, summary, log_mining }
+}
+
+/// Metrics that jumped past their earlier window's history at the same step
+/// as another metric fail ([`jumps`]); `findings` are the metrics' own, in
+/// `obs.metrics` order.
+fn fail_joint_jumps(ctx: &context::Context, obs: &Observation, findings: &mut [Finding]) {
+    let n = obs.completed_steps();
+    let per_metric: Vec<Vec<jumps::Jump>> = obs
+        .metrics
+        .iter()
+        .zip(findings.iter())
+        .map(|(m, f)| match f.status {
+            MetricStatus::Ignored => Vec::new(),
+            _ => jumps::harmful_jumps(ctx, m, m.spec.is_request_ratio() && obs.traffic.is_some(), n),
+        })
+        .collect();
+    for (i, found) in jumps::joint(&per_metric).into_iter().enumerate() {
+        let Some((jump, other)) = found else { continue };
+        let f = &mut findings[i];
+        let with = obs.metrics[other].spec.name.clone();
+        let at_s = jump.step as u64 * u64::from(obs.step_s);
+        if f.status != MetricStatus::Failing {
+            f.status = MetricStatus::Failing;
+            f.explanation = format!(
+                "{}: FAILING — jumped by {:+.4} {} at {at_s}s, {:.1}× the largest one-step move of the earlier \
+                 window ({:.4} {}), together with {with}: metrics leaving their history at once",
+                f.metric,
+                jump.size,
+                f.unit,
+                jump.size.abs() / jump.reference,
+                jump.reference,
+                f.unit
+            );
+        }
+        f.joint_jump = Some(jumps::JointJump { at_s, size: jump.size, reference: jump.reference, with });
+    }
 }
 
 /// The verdict and its one-line reason, from the findings: a failure first,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::signals::simulator::{FaultKind, FaultSpec, SimConfig, Simulator};
-use crate::signals::{MetricSeries, MetricSpec};
+use crate::signals::{BaselineKind, MetricSeries, MetricSpec};
 
 fn run(cfg: SimConfig) -> (Option<u64>, JudgeResult) {
     let sim = Simulator::new(cfg.clone());
@@ -89,4 +89,67 @@ fn config_bounds_name_the_field() {
     let bad = JudgeConfig { alpha: 0.5, ..JudgeConfig::default() };
     assert_eq!(bad.validate().unwrap_err().field, "alpha");
     assert!(JudgeConfig::default().validate().is_ok());
+}
+
+/// Three metrics against the same hour one day earlier, 60 one-minute steps,
+/// with small deterministic noise; `jumping` metrics rise by 0.2 (20 times
+/// the noise's largest step) for three steps from step 20.
+fn jumping(kind: BaselineKind, jumping: &[&str]) -> Observation {
+    let n = 60;
+    let noise = |i: usize, k: usize| 0.5 + 0.01 * (((i * 7919 + k * 104_729) % 13) as f64 / 13.0 - 0.5);
+    let metrics = ["kpi_a", "kpi_b", "kpi_c"]
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let spec =
+                MetricSpec { name: name.to_string(), unit: "normalised".into(), bad_direction: BadDirection::Both };
+            let rises = jumping.contains(name);
+            let canary = (0..n).map(|i| Some(noise(i, k) + if rises && (20..23).contains(&i) { 0.2 } else { 0.0 }));
+            MetricSeries { spec, baseline: (0..n).map(|i| Some(noise(i + 61, k))).collect(), canary: canary.collect() }
+        })
+        .collect();
+    Observation {
+        service: "s".into(),
+        step_s: 60,
+        duration_s: 3600,
+        now_s: 1800,
+        traffic: None,
+        baseline_kind: kind,
+        metrics,
+        logs: vec![],
+        events: vec![],
+        ml: Default::default(),
+    }
+}
+
+#[test]
+fn two_metrics_jumping_past_their_history_at_once_fail_the_release() {
+    let r = judge(&jumping(BaselineKind::Seasonal, &["kpi_a", "kpi_b"]), &JudgeConfig::default());
+    assert_eq!(r.verdict, Verdict::Fail, "{r:#?}");
+    let joint = |name: &str| r.findings.iter().find(|f| f.metric == name).and_then(|f| f.joint_jump.clone());
+    let a = joint("kpi_a").expect("kpi_a jumped with kpi_b");
+    assert_eq!((a.at_s, a.with.as_str()), (1200, "kpi_b"));
+    assert!(a.size > 0.15 && a.size / a.reference > jumps::JUMP_FACTOR, "{a:?}");
+    assert_eq!(joint("kpi_b").map(|b| b.with), Some("kpi_a".to_string()));
+    assert_eq!(joint("kpi_c"), None, "kpi_c did not move");
+    let failing: Vec<&str> = r.failing().map(|f| f.metric.as_str()).collect();
+    assert!(failing.contains(&"kpi_a") && failing.contains(&"kpi_b"), "{failing:?}");
+}
+
+#[test]
+fn one_metric_jumping_alone_or_against_a_concurrent_baseline_is_not_a_joint_jump() {
+    for obs in [jumping(BaselineKind::Seasonal, &["kpi_a"]), jumping(BaselineKind::Concurrent, &["kpi_a", "kpi_b"])] {
+        let r = judge(&obs, &JudgeConfig::default());
+        assert!(r.findings.iter().all(|f| f.joint_jump.is_none()), "{:?}: {r:#?}", obs.baseline_kind);
+    }
+    let flat = Observation {
+        metrics: jumping(BaselineKind::Preceding, &["kpi_a", "kpi_b"])
+            .metrics
+            .into_iter()
+            .map(|m| MetricSeries { baseline: vec![Some(0.5); 60], ..m })
+            .collect(),
+        ..jumping(BaselineKind::Preceding, &[])
+    };
+    let r = judge(&flat, &JudgeConfig::default());
+    assert!(r.findings.iter().all(|f| f.joint_jump.is_none()), "a flat earlier window is no yardstick: {r:#?}");
 }
