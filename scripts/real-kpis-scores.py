@@ -34,6 +34,21 @@ def largest_jump(x):
     return max(abs(x[i] - np.median(x[max(0, i - PAST):i])) for i in range(3, len(x)))
 
 
+def jump_steps(x, bar, first):
+    """Steps from `first` on whose jump (against the median of the 5 before) is past `bar`."""
+    return {i for i in range(max(3, first), len(x)) if abs(x[i] - np.median(x[max(0, i - PAST):i])) > bar}
+
+
+def joint(case, factor=3.0, first=1):
+    """Whether two metrics jump past `factor` x their reference's largest jump within a step."""
+    steps = []
+    for m in case["metrics"]:
+        reference, canary = np.asarray(m["baseline"], dtype=float), np.asarray(m["canary"], dtype=float)
+        steps.append(jump_steps(canary, factor * max(largest_jump(reference), 1e-12), first))
+    return any(abs(i - j) <= 1 for a in range(len(steps)) for b in range(a + 1, len(steps))
+               for i in steps[a] for j in steps[b])
+
+
 def auc(pos, neg):
     neg = np.asarray(neg)
     return float(np.mean([(p > neg).mean() + 0.5 * (p == neg).mean() for p in pos]))
@@ -75,11 +90,16 @@ def main():
             full, off = loaded[name]
             kind, point = rest.split("-")[0], int(rest.split("-")[1])
             release = off + point - (shape["onset"] if kind == "bad" else 0)
-            rows.append((case["truth"]["bad"], scores(full, release, shape, case)))
+            found = scores(full, release, shape, case)
+            found["two metrics jumping past 3x within a step"] = float(joint(case))
+            rows.append((case["truth"]["bad"], found))
         for k in rows[0][1]:
             pos = [s[k] for bad, s in rows if bad]
             neg = [s[k] for bad, s in rows if not bad]
             extra = ""
+            if k.startswith("two metrics"):
+                print(f"{split}: {k}: {np.mean(pos):.1%} of faulty, {np.mean(neg):.1%} of healthy")
+                continue
             if k.startswith("largest jump"):
                 extra = f"; above 3x: {np.mean(np.array(pos) > 3):.1%} of faulty, {np.mean(np.array(neg) > 3):.1%} of healthy"
             print(f"{split}: {k}: AUC {auc(pos, neg):.2f}{extra}")
