@@ -18,7 +18,7 @@
 //!   earlier (the time-of-day shape cancels), both sides carrying the model's noise.
 
 use super::context::{Context, EXCURSION_SIGMAS, Evidence, tolerance};
-use super::stats::median;
+use super::stats::{median, step_jump};
 use crate::signals::{BaselineKind, MetricSeries, Traffic};
 
 /// Fewest reference samples to fit the model.
@@ -319,6 +319,8 @@ impl History {
 struct ReferenceFit {
     model: NoiseModel,
     medians: std::collections::BTreeMap<usize, f64>,
+    /// The largest one-step jump, either way ([`step_jump`]): the joint-jump rule's yardstick.
+    largest_jump: f64,
 }
 
 /// Fits kept per thread: enough for every metric of several releases a
@@ -367,6 +369,12 @@ fn reference_fit(x: &[Option<f64>], windows: &[usize]) -> Option<std::rc::Rc<Ref
     Some(fit)
 }
 
+/// The reference's level (median) and largest one-step jump, either way,
+/// from the memoised fit; `None` when it is too short to fit.
+pub(crate) fn reference_yardstick(x: &[Option<f64>], windows: &[usize]) -> Option<(f64, f64)> {
+    reference_fit(x, windows).map(|f| (f.model.level, f.largest_jump))
+}
+
 /// Bitwise equality, so a NaN sample matches itself.
 fn same(a: &[Option<f64>], b: &[Option<f64>]) -> bool {
     a.iter().zip(b).all(|(p, q)| p.map(f64::to_bits) == q.map(f64::to_bits))
@@ -375,7 +383,8 @@ fn same(a: &[Option<f64>], b: &[Option<f64>]) -> bool {
 fn fit_reference(x: &[Option<f64>], windows: &[usize]) -> Option<ReferenceFit> {
     let model = NoiseModel::fit(x)?;
     let medians = windows.iter().map(|&w| (w, window_spread(x, model.level, w))).collect();
-    Some(ReferenceFit { model, medians })
+    let largest_jump = (0..x.len()).filter_map(|i| step_jump(x, i)).map(f64::abs).fold(0.0, f64::max);
+    Some(ReferenceFit { model, medians, largest_jump })
 }
 
 /// Root mean square of `(median of w consecutive samples − level)` over the

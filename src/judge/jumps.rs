@@ -21,17 +21,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::context::{Context, tolerance};
-use super::stats::median;
+use super::history::reference_yardstick;
+use super::stats::step_jump;
 use crate::signals::{BadDirection, BaselineKind, MetricSeries};
 
 /// How many times the earlier window's largest one-step jump a canary jump must be.
 pub(crate) const JUMP_FACTOR: f64 = 3.0;
 /// Steps apart two metrics' jumps may be and still count as one event.
 const SPAN_STEPS: usize = 1;
-/// Steps of the trailing median a jump is measured from.
-const PAST_STEPS: usize = 5;
-/// Fewest past steps a jump needs.
-const MIN_PAST: usize = 3;
 
 /// One metric's jump at one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,29 +62,32 @@ pub(crate) fn harmful_jumps(ctx: &Context, m: &MetricSeries, ratio: bool, n: usi
     if ctx.baseline_kind == BaselineKind::Concurrent {
         return Vec::new();
     }
-    let reference: Vec<Option<f64>> = m.baseline.iter().map(|b| b.filter(|v| v.is_finite())).collect();
-    let largest = (0..reference.len()).filter_map(|i| jump(&reference, i)).map(f64::abs).fold(0.0_f64, f64::max);
-    let mut level: Vec<f64> = reference.iter().flatten().copied().collect();
-    let Some(level) = median(&mut level).filter(|_| largest > 0.0) else { return Vec::new() };
+    let Some((level, largest)) = reference_yardstick(&m.baseline, &ctx.windows).filter(|&(_, j)| j > 0.0) else {
+        return Vec::new();
+    };
     let bar = (JUMP_FACTOR * largest).max(tolerance(ctx, m, ratio, level));
-    let canary: Vec<Option<f64>> = m.canary.iter().map(|c| c.filter(|v| v.is_finite())).collect();
-    (ctx.warmup_steps..n.min(canary.len()))
-        .filter_map(|step| jump(&canary, step).map(|size| Jump { step, size, reference: largest }))
+    (ctx.warmup_steps..n.min(m.canary.len()))
+        .filter_map(|step| step_jump(&m.canary, step).map(|size| Jump { step, size, reference: largest }))
         .filter(|j| harmful(m.spec.bad_direction, j.size) > bar)
         .collect()
 }
 
 /// For each metric (by position), its first jump that another metric
-/// matched within [`SPAN_STEPS`], with that metric's position.
+/// matched within [`SPAN_STEPS`], with that metric's position. Each list is
+/// in step order (as [`harmful_jumps`] makes it), so a match is a binary
+/// search: a release whose every metric jumps at every step costs
+/// `metrics² × steps × log steps`, not `metrics² × steps²`.
 pub(crate) fn joint(per_metric: &[Vec<Jump>]) -> Vec<Option<(Jump, usize)>> {
+    let near = |other: &[Jump], step: usize| {
+        let from = other.partition_point(|o| o.step + SPAN_STEPS < step);
+        other.get(from).is_some_and(|o| o.step <= step + SPAN_STEPS)
+    };
     per_metric
         .iter()
         .enumerate()
         .map(|(a, jumps)| {
             jumps.iter().find_map(|j| {
-                per_metric.iter().enumerate().filter(|&(b, _)| b != a).find_map(|(b, other)| {
-                    other.iter().any(|o| o.step.abs_diff(j.step) <= SPAN_STEPS).then_some((*j, b))
-                })
+                (0..per_metric.len()).filter(|&b| b != a).find(|&b| near(&per_metric[b], j.step)).map(|b| (*j, b))
             })
         })
         .collect()
@@ -102,17 +102,6 @@ fn harmful(direction: BadDirection, size: f64) -> f64 {
     }
 }
 
-/// How far step `i` stands from the median of the (up to) [`PAST_STEPS`]
-/// steps before it (up is positive); `None` before [`MIN_PAST`] of them.
-fn jump(series: &[Option<f64>], i: usize) -> Option<f64> {
-    let now = series.get(i).copied().flatten()?;
-    let mut past: Vec<f64> = series[i.saturating_sub(PAST_STEPS)..i].iter().flatten().copied().collect();
-    if past.len() < MIN_PAST {
-        return None;
-    }
-    Some(now - median(&mut past)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,9 +113,11 @@ mod tests {
     #[test]
     fn a_jump_is_measured_from_the_median_of_the_steps_before_it() {
         let s: Vec<Option<f64>> = [1.0, 2.0, 1.5, 9.0, 1.0].iter().map(|&v| Some(v)).collect();
-        assert_eq!(jump(&s, 2), None, "two past steps are too few");
-        assert_eq!(jump(&s, 3), Some(7.5));
-        assert_eq!(jump(&s, 4), Some(-0.75), "median of 1, 2, 1.5, 9 is 1.75");
+        assert_eq!(step_jump(&s, 2), None, "two past steps are too few");
+        assert_eq!(step_jump(&s, 3), Some(7.5));
+        assert_eq!(step_jump(&s, 4), Some(-0.75), "median of 1, 2, 1.5, 9 is 1.75");
+        let gap = [Some(1.0), None, Some(f64::NAN), Some(2.0), Some(5.0)];
+        assert_eq!(step_jump(&gap, 4), None, "missing and non-finite steps are not past steps");
     }
 
     #[test]
@@ -137,6 +128,9 @@ mod tests {
         assert_eq!(found[2], None, "two steps apart is not together");
         assert_eq!(found[3], None);
         assert_eq!(joint(&[vec![j(4), j(9)]]), vec![None], "one metric alone never jumps jointly");
+        let found = joint(&[vec![j(0), j(5)], vec![j(1)], vec![j(3), j(6)]]);
+        assert_eq!(found[0].map(|(x, b)| (x.step, b)), Some((0, 1)), "at step 0 the span does not wrap");
+        assert_eq!(found[2].map(|(x, b)| (x.step, b)), Some((6, 0)), "a later jump matches when the first did not");
     }
 
     #[test]

@@ -20,6 +20,30 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
     Some((lower + upper) / 2.0)
 }
 
+/// Steps of the trailing median a step jump is measured from.
+pub const JUMP_PAST_STEPS: usize = 5;
+/// Fewest past steps a step jump needs.
+const JUMP_MIN_PAST: usize = 3;
+
+/// How far step `i` of `series` stands from the median of the (up to)
+/// [`JUMP_PAST_STEPS`] steps before it (up is positive); `None` for a
+/// missing or non-finite step, or fewer than 3 finite steps before it. A
+/// level that wanders slowly makes no jump; a step change makes one.
+pub fn step_jump(series: &[Option<f64>], i: usize) -> Option<f64> {
+    let now = series.get(i).copied().flatten().filter(|v| v.is_finite())?;
+    // On the stack: this runs for every step of every metric.
+    let mut past = [0.0; JUMP_PAST_STEPS];
+    let mut k = 0;
+    for v in series[i.saturating_sub(JUMP_PAST_STEPS)..i].iter().flatten().filter(|v| v.is_finite()) {
+        past[k] = *v;
+        k += 1;
+    }
+    if k < JUMP_MIN_PAST {
+        return None;
+    }
+    Some(now - median(&mut past[..k])?)
+}
+
 /// Median absolute deviation scaled by 1.4826, a robust stand-in for the
 /// standard deviation that one outlier (a blip) cannot inflate.
 pub fn mad_sigma(v: &[f64]) -> Option<f64> {
