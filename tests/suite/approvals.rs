@@ -32,26 +32,11 @@ const POLICY: &str = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minut
                       [services.checkout]\nautonomy = \"approve\"\n[approvals]\napprovers = [\"alice@example.com\"]\nexpiry_minutes = 30\n";
 
 fn facts() -> ReleaseFacts {
-    ReleaseFacts {
-        release_id: "rel-1".into(),
-        service: "checkout".into(),
-        target: "sim/checkout".into(),
-        service_targets: 0,
-        declared_targets: vec!["sim/checkout".into()].into(),
-        candidate_revision: "v2".into(),
-        last_known_good: Some("v1".into()),
-        quarantine: None,
-        last_known_good_from: None,
-        irreversible: false,
-        environment: "test".into(),
-    }
+    crate::support::checkout_facts("sim/checkout")
 }
 
 fn faulty() -> SimConfig {
-    SimConfig {
-        fault: Some(FaultSpec { kind: FaultKind::ErrorSpike, onset_s: 300, strength: 0.1 }),
-        ..SimConfig::default()
-    }
+    crate::support::error_spike_at_300()
 }
 
 /// The faulty canary until `healed`, then a healthy one over the whole window

@@ -8,30 +8,15 @@ use backstop::executor::{Guarded, SimulatedExecutor};
 use backstop::ledger::{Ledger, sqlite_url};
 use backstop::orchestrator::{Actuation, Quiet, ReleaseRun, ReleaseStatus};
 use backstop::policy::{PolicyFile, ReleaseFacts};
-use backstop::signals::simulator::{FaultKind, FaultSpec, SimConfig, Simulator};
+use backstop::signals::simulator::{SimConfig, Simulator};
 use backstop::signals::{Observation, SignalError, SignalSource};
 
 fn facts(target: &str) -> ReleaseFacts {
-    ReleaseFacts {
-        release_id: "rel-1".into(),
-        service: "checkout".into(),
-        target: target.into(),
-        service_targets: 0,
-        declared_targets: vec!["sim/checkout".into()].into(),
-        candidate_revision: "v2".into(),
-        last_known_good: Some("v1".into()),
-        quarantine: None,
-        last_known_good_from: None,
-        irreversible: false,
-        environment: "test".into(),
-    }
+    crate::support::checkout_facts(target)
 }
 
 fn faulty() -> SimConfig {
-    SimConfig {
-        fault: Some(FaultSpec { kind: FaultKind::ErrorSpike, onset_s: 300, strength: 0.1 }),
-        ..SimConfig::default()
-    }
+    crate::support::error_spike_at_300()
 }
 
 async fn ledger() -> (tempfile::TempDir, Ledger) {

@@ -153,3 +153,29 @@ pub fn first_json(out: &str) -> serde_json::Value {
     let mut values = serde_json::Deserializer::from_str(json).into_iter::<serde_json::Value>();
     values.next().and_then(Result::ok).unwrap_or_else(|| panic!("no JSON: {out}"))
 }
+
+/// The facts of release `rel-1` of `checkout` on `target` (v1 → v2, declared target `sim/checkout`).
+pub fn checkout_facts(target: &str) -> backstop::policy::ReleaseFacts {
+    backstop::policy::ReleaseFacts {
+        release_id: "rel-1".into(),
+        service: "checkout".into(),
+        target: target.into(),
+        service_targets: 0,
+        declared_targets: vec!["sim/checkout".into()].into(),
+        candidate_revision: "v2".into(),
+        last_known_good: Some("v1".into()),
+        quarantine: None,
+        last_known_good_from: None,
+        irreversible: false,
+        environment: "test".into(),
+    }
+}
+
+/// The simulator with a 10 % error spike from 300 s.
+pub fn error_spike_at_300() -> backstop::signals::simulator::SimConfig {
+    use backstop::signals::simulator::{FaultKind, FaultSpec, SimConfig};
+    SimConfig {
+        fault: Some(FaultSpec { kind: FaultKind::ErrorSpike, onset_s: 300, strength: 0.1 }),
+        ..SimConfig::default()
+    }
+}
