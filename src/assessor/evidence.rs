@@ -190,6 +190,11 @@ pub fn metric_label(name: &str) -> Cow<'_, str> {
     Cow::Owned(format!("metric-{}", hex::encode(&digest[..4])))
 }
 
+/// The metric names `f`'s sentence carries: its own and, for a joint jump, its partner's.
+pub fn finding_names(f: &Finding) -> impl Iterator<Item = &str> {
+    std::iter::once(f.metric.as_str()).chain(f.joint_jump.as_ref().map(|j| j.with.as_str()))
+}
+
 /// `text` with every metric name that is not plain replaced by its label
 /// (longest first, so a name inside another is not split).
 pub fn scrub_names<'a>(text: &str, names: impl Iterator<Item = &'a str>) -> String {
@@ -217,9 +222,7 @@ pub fn catalogue_finding(f: &Finding) -> EvidenceItem {
         untrusted: false,
         text: {
             // The explanation names the metric and its status already ("errors: FAILING — …").
-            // A joint jump's sentence names its partner metric too.
-            let partner = f.joint_jump.as_ref().map(|j| j.with.as_str());
-            let explanation = scrub_names(&f.explanation, [f.metric.as_str()].into_iter().chain(partner));
+            let explanation = scrub_names(&f.explanation, finding_names(f));
             if explanation.starts_with(label.as_ref()) {
                 explanation
             } else {

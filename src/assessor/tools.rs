@@ -4,7 +4,8 @@
 //! handle, so nothing a tool call does can change anything or query twice.
 
 use super::evidence::{
-    EvidenceItem, Fact, Telemetry, catalogue_finding, is_error_level, metric_label, scrub_names, side_name,
+    EvidenceItem, Fact, Telemetry, catalogue_finding, finding_names, is_error_level, metric_label, scrub_names,
+    side_name,
 };
 use super::verdict::strict_schema;
 use crate::judge::jumps::JointJump;
@@ -278,10 +279,9 @@ impl<'a> ToolBox<'a> {
         // The full statistics, under the same id and fact as the finding in the evidence list.
         let item = catalogue_finding(f);
         // The statistics under the finding's label: a name that is not plain stays out.
-        let partner = f.joint_jump.as_ref().map(|j| j.with.as_str());
         let named = Finding {
             metric: metric_label(&f.metric).into_owned(),
-            explanation: scrub_names(&f.explanation, [f.metric.as_str()].into_iter().chain(partner)),
+            explanation: scrub_names(&f.explanation, finding_names(f)),
             joint_jump: f.joint_jump.clone().map(|j| JointJump { with: metric_label(&j.with).into_owned(), ..j }),
             ..f.clone()
         };

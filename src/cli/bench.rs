@@ -238,9 +238,7 @@ async fn agents_table(a: &BenchArgs, k: usize, policy: &backstop::policy::Policy
         rows.push(agents_row(a, &r, ledger));
     }
     if a.agent_runs > 1 {
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
+        let median = backstop::judge::stats::median(&mut ratios.clone()).unwrap_or(f64::NAN);
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         rows.push(BenchRow {
             name: format!("{k} agents against one, {} runs on {ledger}", a.agent_runs),

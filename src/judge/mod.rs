@@ -645,10 +645,6 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
 /// `obs.metrics` order.
 fn fail_joint_jumps(ctx: &context::Context, obs: &Observation, findings: &mut [Finding]) {
     let n = obs.completed_steps();
-    let judged = findings.iter().take(obs.metrics.len()).filter(|f| f.status != MetricStatus::Ignored).count();
-    if ctx.baseline_kind == crate::signals::BaselineKind::Concurrent || judged < 2 {
-        return;
-    }
     let per_metric: Vec<Vec<jumps::Jump>> = obs
         .metrics
         .iter()

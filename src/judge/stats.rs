@@ -21,7 +21,7 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
 }
 
 /// Steps of the trailing median a step jump is measured from.
-pub const JUMP_PAST_STEPS: usize = 5;
+const JUMP_PAST_STEPS: usize = 5;
 /// Fewest past steps a step jump needs.
 const JUMP_MIN_PAST: usize = 3;
 
