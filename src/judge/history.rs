@@ -180,6 +180,10 @@ pub(crate) struct History {
     reference_excursions: [usize; 2],
     /// Root mean square of the reference's own window medians about its level, by window length.
     reference_medians: std::collections::BTreeMap<usize, f64>,
+    /// `preceding`: the reference's steps then the canary's, less the
+    /// level, on one timeline (the canary's step 0 at the reference's
+    /// length). Empty for `seasonal`.
+    departures: Vec<Option<f64>>,
 }
 
 impl History {
@@ -207,7 +211,23 @@ impl History {
             return None;
         }
         let reference_medians = fit.medians.clone();
-        let mut h = History { model, kind: ctx.baseline_kind, points, reference_excursions: [0, 0], reference_medians };
+        let departures = match ctx.baseline_kind {
+            BaselineKind::Seasonal => Vec::new(),
+            _ => m
+                .baseline
+                .iter()
+                .chain(&m.canary)
+                .map(|v| v.filter(|v| v.is_finite()).map(|v| v - model.level))
+                .collect(),
+        };
+        let mut h = History {
+            model,
+            kind: ctx.baseline_kind,
+            points,
+            reference_excursions: [0, 0],
+            reference_medians,
+            departures,
+        };
         h.reference_excursions = h.count_reference(ctx, m, ratio);
         Some(h)
     }
@@ -277,22 +297,72 @@ impl History {
         best
     }
 
-    /// Single steps beyond `tolerance + 4σ` of what was expected:
+    /// Single steps beyond `tolerance + 4σ` of what was expected, for
+    /// `preceding` only in episodes that began abruptly ([`History::abrupt`]):
     /// (canary worse, the reference's own rate of such steps scaled to the
     /// canary's length for `preceding`, canary better for `seasonal`).
     pub fn excursions(&self, ctx: &Context, m: &MetricSeries, ratio: bool, s: f64) -> (usize, usize) {
         let limit = |expected: f64| tolerance(ctx, m, ratio, expected) + EXCURSION_SIGMAS * self.spread();
-        let worse = self.points.iter().filter(|p| s * (p.c - p.expected) > limit(p.expected)).count();
-        let other = match self.kind {
+        let beyond = |s: f64| move |p: &&Point| s * (p.c - p.expected) > limit(p.expected);
+        match self.kind {
             BaselineKind::Seasonal => {
-                self.points.iter().filter(|p| -s * (p.c - p.expected) > limit(p.expected)).count()
+                (self.points.iter().filter(beyond(s)).count(), self.points.iter().filter(beyond(-s)).count())
             }
             _ => {
+                let at = m.baseline.len();
+                let steps = self.points.iter().filter(beyond(s)).map(|p| at + p.i);
+                let worse = self.in_abrupt_episodes(s, self.jump_limit(ctx, m, ratio), steps);
                 let own = self.reference_excursions[usize::from(s < 0.0)] as f64;
-                (own * self.points.len() as f64 / self.model.n as f64).ceil() as usize
+                (worse, (own * self.points.len() as f64 / self.model.n as f64).ceil() as usize)
             }
-        };
-        (worse, other)
+        }
+    }
+
+    /// How far one step must jump to start an abrupt episode: tolerance plus
+    /// [`EXCURSION_SIGMAS`] of a jump's own spread ([`History::jump_spread`]).
+    fn jump_limit(&self, ctx: &Context, m: &MetricSeries, ratio: bool) -> f64 {
+        tolerance(ctx, m, ratio, self.model.level) + EXCURSION_SIGMAS * self.jump_spread()
+    }
+
+    /// How many of `steps` (ascending indices of the `preceding` timeline)
+    /// lie in an abrupt episode in direction `s`. An episode is a stretch of
+    /// steps on the harmful side of the level (a missing step does not end
+    /// it); it is abrupt from the first of its steps that jumps
+    /// ([`step_jump`]) past `jump_limit`, or has too little before it to
+    /// measure a jump. A level that wanders out of its hour does so step by
+    /// step and is not counted; a fault or a noisy blip arrives in one step,
+    /// and a level shift carries its jump through the episode after it.
+    /// Without this a wandering real KPI fails by excursions about as often
+    /// as a faulty one (docs/judge.md). Not for `seasonal`: its timeline
+    /// holds nothing of the hour before the release, so where an episode
+    /// starts cannot be seen. Jumps are computed only in episodes that hold
+    /// one of `steps`: most ticks have none.
+    fn in_abrupt_episodes(&self, s: f64, jump_limit: f64, steps: impl Iterator<Item = usize>) -> usize {
+        let d = &self.departures;
+        let harmful = |k: usize| d[k].is_none_or(|v| s * v > 0.0);
+        let jumps = |k: usize| d[k].is_some() && step_jump(d, k).is_none_or(|j| s * j > jump_limit);
+        // The episode examined last: steps up to `upto` checked, and whether it turned abrupt by then.
+        let (mut count, mut last) = (0, None::<(usize, bool)>);
+        for at in steps {
+            let (from, abrupt) = match last {
+                Some((upto, abrupt)) if upto < at && (upto + 1..=at).all(harmful) => (upto + 1, abrupt),
+                _ => ((0..at).rev().find(|&k| !harmful(k)).map_or(0, |k| k + 1), false),
+            };
+            let abrupt = abrupt || (from..=at).any(jumps);
+            last = Some((at, abrupt));
+            count += usize::from(abrupt);
+        }
+        count
+    }
+
+    /// The spread of a one-step jump ([`step_jump`]: a step less the median
+    /// of the five before it) under the model: the noise of the step and of
+    /// that median (`π/2` over 5 samples), plus what the slow part moves in
+    /// about three steps — far less than the marginal spread when the level
+    /// wanders slowly, which is what lets a jump stand out.
+    fn jump_spread(&self) -> f64 {
+        let m = &self.model;
+        (m.noise * (1.0 + std::f64::consts::FRAC_PI_2 / 5.0) + 2.0 * m.wander * (1.0 - m.rho.powi(3))).sqrt()
     }
 
     /// The spread of one step's difference from what was expected.
@@ -303,10 +373,20 @@ impl History {
         }
     }
 
+    /// The reference's own excursions per direction, in abrupt episodes:
+    /// `preceding` only (a seasonal comparison counts the canary's better
+    /// steps instead, and its timeline holds no reference).
     fn count_reference(&self, ctx: &Context, m: &MetricSeries, ratio: bool) -> [usize; 2] {
+        if self.kind == BaselineKind::Seasonal {
+            return [0, 0];
+        }
         let level = self.model.level;
         let limit = tolerance(ctx, m, ratio, level) + EXCURSION_SIGMAS * self.spread();
-        let count = |s: f64| m.baseline.iter().flatten().filter(|&&b| s * (b - level) > limit).count();
+        let jump_limit = self.jump_limit(ctx, m, ratio);
+        let count = |s: f64| {
+            let beyond = m.baseline.iter().enumerate().filter(|(_, b)| b.is_some_and(|b| s * (b - level) > limit));
+            self.in_abrupt_episodes(s, jump_limit, beyond.map(|(i, _)| i))
+        };
         [count(1.0), count(-1.0)]
     }
 }

@@ -153,3 +153,39 @@ fn one_metric_jumping_alone_or_against_a_concurrent_baseline_is_not_a_joint_jump
     let r = judge(&flat, &JudgeConfig::default());
     assert!(r.findings.iter().all(|f| f.joint_jump.is_none()), "a flat earlier window is no yardstick: {r:#?}");
 }
+
+/// One metric against the hour before it: the reference rises slowly
+/// (0.001 a step) under small deterministic noise; the canary goes on to
+/// stand 0.18 above the reference's end, step by step (`drift`) or in one
+/// step at step 20.
+fn leaving_its_hour(drift: bool) -> Observation {
+    let noise = |i: usize| 0.002 * (((i * 7919) % 13) as f64 / 13.0 - 0.5);
+    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: BadDirection::Up };
+    let baseline = (0..60).map(|i| Some(0.5 + 0.001 * i as f64 + noise(i))).collect();
+    let rise = |i: usize| {
+        if drift {
+            0.18 * (i.min(40) as f64 / 40.0)
+        } else if i >= 20 {
+            0.18
+        } else {
+            0.0
+        }
+    };
+    let canary = (0..60).map(|i| Some(0.56 + rise(i) + noise(i + 60))).collect();
+    Observation {
+        baseline_kind: BaselineKind::Preceding,
+        metrics: vec![MetricSeries { spec, baseline, canary }],
+        ..jumping(BaselineKind::Preceding, &[])
+    }
+}
+
+#[test]
+fn a_level_that_wanders_out_of_its_hour_makes_no_excursions_but_a_jump_does() {
+    let excursions = |drift: bool| {
+        let r = judge(&Observation { now_s: 3600, ..leaving_its_hour(drift) }, &JudgeConfig::default());
+        r.findings[0].excursions
+    };
+    let (jumped, drifted) = (excursions(false), excursions(true));
+    assert!(jumped.0 >= JudgeConfig::default().excursions_to_fail, "the jump's episode counts: {jumped:?}");
+    assert_eq!(drifted.0, 0, "the same height reached step by step counts no excursion");
+}
