@@ -1,17 +1,25 @@
-//! Joint jumps, for releases judged against an earlier window (`preceding`
-//! or `seasonal`): two or more metrics that, at the same step, leave their
-//! own history by far more than that history ever moved in one step.
+//! Jumps, for releases judged against an earlier window (`preceding` or
+//! `seasonal`): metrics that leave their own history by far more than that
+//! history ever moved in one step — two or more at the same step (a joint
+//! jump), or against the same window one period earlier, one alone (a lone
+//! jump).
 //!
 //! Why: on real server KPIs the labelled faults are mostly short (1–5
 //! points), often on several metrics at once, while healthy hours wander in
 //! level. Window means rank healthy windows above faulty ones there (AUC
 //! 0.46 and 0.38 on the real-KPI dev splits); the largest step jump against
 //! the earlier window's largest ranks them right (0.93 and 0.89), see
-//! BENCHMARKS.md. One metric's jump alone is too common in healthy real data
-//! (12–17 % of healthy dev cases at 3×, and NAB's single-metric windows past
-//! Kayenta's false rollbacks); two metrics jumping within a step of each
-//! other were seen in 2.4 % (seasonal) and 4.0 % (preceding) of healthy dev
-//! cases. A release with one metric never fails here.
+//! BENCHMARKS.md. Two metrics jumping within a step of each other were seen
+//! in 2.4 % (seasonal) and 4.0 % (preceding) of healthy dev cases.
+//!
+//! One metric alone: against the window just before, a quiet hour is a weak
+//! yardstick — NAB's healthy single-metric windows jump 5–90× past their
+//! previous two hours, and a lone jump there doubled its false rollbacks —
+//! so with `preceding` a release with one metric never fails by a jump.
+//! Against the same hour one period earlier, the yardstick has the same
+//! time-of-day load; a jump past 3× anything that hour did fails the metric
+//! (real-KPI seasonal-dev recall 79.3 → 89.0 %, false rollbacks 25.6 → 28.0 %;
+//! synthetic seasonal faults caught earlier and none rolled back wrongly).
 //!
 //! A jump is a step's departure from the median of the (up to) five steps
 //! before it, so a level that wanders slowly is not one; the earlier
@@ -53,6 +61,28 @@ pub struct JointJump {
     pub reference: f64,
     /// The other metric that jumped within a step of it.
     pub with: String,
+}
+
+/// A metric that jumped alone past the same window one period earlier: what a finding reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LoneJump {
+    /// Seconds since the release at the start of the jumping step.
+    pub at_s: u64,
+    /// The jump, in the metric's unit (signed: up is positive).
+    pub size: f64,
+    /// The earlier window's largest one-step jump, in the metric's unit.
+    pub reference: f64,
+}
+
+/// Whether one metric's jump alone fails it, by what the earlier window is
+/// (module doc: the same hour one period earlier is a yardstick for one
+/// metric, the hour just before is not).
+pub(crate) fn alone_suffices(kind: BaselineKind) -> bool {
+    match kind {
+        BaselineKind::Seasonal => true,
+        BaselineKind::Preceding => false,
+        BaselineKind::Concurrent => false,
+    }
 }
 
 /// Harmful jumps of `m` among the judged steps before `n`: past tolerance

@@ -420,6 +420,9 @@ pub struct Finding {
     /// Against an earlier window: this metric jumped past its history at the same step as another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joint_jump: Option<jumps::JointJump>,
+    /// Against the same window one period earlier: this metric alone jumped past that window's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lone_jump: Option<jumps::LoneJump>,
     /// One sentence a human can check against the numbers.
     pub explanation: String,
 }
@@ -475,6 +478,7 @@ impl Finding {
             log: None,
             ml: None,
             joint_jump: None,
+            lone_jump: None,
             explanation: String::new(),
         }
     }
@@ -630,7 +634,7 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
         .map(|m| analyse_metric(&ctx, m, obs.traffic.as_ref(), obs.completed_steps(), obs.window_complete()))
         .collect();
     if cfg.method == MethodChoice::Auto {
-        fail_joint_jumps(&ctx, obs, &mut findings);
+        fail_jumps(&ctx, obs, &mut findings);
     }
     findings.extend(logs::judge_logs(obs, cfg, (warmup_steps, looks), miner));
     findings.extend(ml::judge_ml(obs, cfg, warmup_steps, &ctx.windows, alpha_look));
@@ -641,9 +645,10 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
 }
 
 /// Metrics that jumped past their earlier window's history at the same step
-/// as another metric fail ([`jumps`]); `findings` are the metrics' own, in
-/// `obs.metrics` order.
-fn fail_joint_jumps(ctx: &context::Context, obs: &Observation, findings: &mut [Finding]) {
+/// as another metric fail, and against the same window one period earlier
+/// a metric that jumped so alone ([`jumps`]); `findings` are the metrics'
+/// own, in `obs.metrics` order.
+fn fail_jumps(ctx: &context::Context, obs: &Observation, findings: &mut [Finding]) {
     let n = obs.completed_steps();
     let per_metric: Vec<Vec<jumps::Jump>> = obs
         .metrics
@@ -654,26 +659,42 @@ fn fail_joint_jumps(ctx: &context::Context, obs: &Observation, findings: &mut [F
             _ => jumps::harmful_jumps(ctx, m, m.spec.is_request_ratio() && obs.traffic.is_some(), n),
         })
         .collect();
+    let at_s = |jump: &jumps::Jump| jump.step as u64 * u64::from(obs.step_s);
     for (i, found) in jumps::joint(&per_metric).into_iter().enumerate() {
-        let Some((jump, other)) = found else { continue };
         let f = &mut findings[i];
-        let with = obs.metrics[other].spec.name.clone();
-        let at_s = jump.step as u64 * u64::from(obs.step_s);
-        if f.status != MetricStatus::Failing {
-            f.status = MetricStatus::Failing;
-            f.explanation = format!(
-                "{}: FAILING — jumped by {:+.4} {} at {at_s}s, {:.1}× the largest one-step move of the earlier \
-                 window ({:.4} {}), together with {with}: metrics leaving their history at once",
-                f.metric,
-                jump.size,
-                f.unit,
-                jump.size.abs() / jump.reference,
-                jump.reference,
-                f.unit
+        if let Some((jump, other)) = found {
+            let with = obs.metrics[other].spec.name.clone();
+            fail_by_jump(
+                f,
+                &jump,
+                at_s(&jump),
+                &format!("together with {with}: metrics leaving their history at once"),
             );
+            f.joint_jump =
+                Some(jumps::JointJump { at_s: at_s(&jump), size: jump.size, reference: jump.reference, with });
+        } else if let Some(jump) = per_metric[i].first().filter(|_| jumps::alone_suffices(ctx.baseline_kind)) {
+            fail_by_jump(f, jump, at_s(jump), "a move the same hour one period earlier never made");
+            f.lone_jump = Some(jumps::LoneJump { at_s: at_s(jump), size: jump.size, reference: jump.reference });
         }
-        f.joint_jump = Some(jumps::JointJump { at_s, size: jump.size, reference: jump.reference, with });
     }
+}
+
+/// Fail `f` by `jump` (at `at_s` seconds), unless something failed it first.
+fn fail_by_jump(f: &mut Finding, jump: &jumps::Jump, at_s: u64, why: &str) {
+    if f.status == MetricStatus::Failing {
+        return;
+    }
+    f.status = MetricStatus::Failing;
+    f.explanation = format!(
+        "{}: FAILING — jumped by {:+.4} {} at {at_s}s, {:.1}× the largest one-step move of the earlier window \
+         ({:.4} {}), {why}",
+        f.metric,
+        jump.size,
+        f.unit,
+        jump.size.abs() / jump.reference,
+        jump.reference,
+        f.unit
+    );
 }
 
 /// The verdict and its one-line reason, from the findings: a failure first,

@@ -134,6 +134,23 @@ fn two_metrics_jumping_past_their_history_at_once_fail_the_release() {
     assert_eq!(joint("kpi_c"), None, "kpi_c did not move");
     let failing: Vec<&str> = r.failing().map(|f| f.metric.as_str()).collect();
     assert!(failing.contains(&"kpi_a") && failing.contains(&"kpi_b"), "{failing:?}");
+    assert!(r.findings.iter().all(|f| f.lone_jump.is_none()), "a joint jump is not also a lone one");
+}
+
+#[test]
+fn one_metric_jumping_alone_fails_against_the_same_hour_a_period_earlier_but_not_the_hour_before() {
+    let r = judge(&jumping(BaselineKind::Seasonal, &["kpi_a"]), &JudgeConfig::default());
+    let a = r.findings.iter().find(|f| f.metric == "kpi_a").unwrap();
+    let lone = a.lone_jump.clone().expect("kpi_a jumped alone past the same hour a period earlier");
+    assert_eq!(lone.at_s, 1200);
+    assert!(lone.size > 0.15 && lone.size / lone.reference > jumps::JUMP_FACTOR, "{lone:?}");
+    assert_eq!((a.status, r.verdict), (MetricStatus::Failing, Verdict::Fail), "{r:#?}");
+    assert!(a.explanation.contains("one period earlier never made"), "{}", a.explanation);
+    assert!(r.findings.iter().filter(|f| f.metric != "kpi_a").all(|f| f.lone_jump.is_none()));
+    for kind in [BaselineKind::Preceding, BaselineKind::Concurrent] {
+        let r = judge(&jumping(kind, &["kpi_a"]), &JudgeConfig::default());
+        assert!(r.findings.iter().all(|f| f.lone_jump.is_none()), "{kind:?}: {r:#?}");
+    }
 }
 
 #[test]
