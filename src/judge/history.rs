@@ -180,10 +180,6 @@ pub(crate) struct History {
     reference_excursions: [usize; 2],
     /// Root mean square of the reference's own window medians about its level, by window length.
     reference_medians: std::collections::BTreeMap<usize, f64>,
-    /// `preceding`: the reference's steps then the canary's, less the
-    /// level, on one timeline (the canary's step 0 at the reference's
-    /// length). Empty for `seasonal`.
-    departures: Vec<Option<f64>>,
 }
 
 impl History {
@@ -211,23 +207,7 @@ impl History {
             return None;
         }
         let reference_medians = fit.medians.clone();
-        let departures = match ctx.baseline_kind {
-            BaselineKind::Seasonal => Vec::new(),
-            _ => m
-                .baseline
-                .iter()
-                .chain(&m.canary)
-                .map(|v| v.filter(|v| v.is_finite()).map(|v| v - model.level))
-                .collect(),
-        };
-        let mut h = History {
-            model,
-            kind: ctx.baseline_kind,
-            points,
-            reference_excursions: [0, 0],
-            reference_medians,
-            departures,
-        };
+        let mut h = History { model, kind: ctx.baseline_kind, points, reference_excursions: [0, 0], reference_medians };
         h.reference_excursions = h.count_reference(ctx, m, ratio);
         Some(h)
     }
@@ -311,7 +291,7 @@ impl History {
             _ => {
                 let at = m.baseline.len();
                 let steps = self.points.iter().filter(beyond(s)).map(|p| at + p.i);
-                let worse = self.in_abrupt_episodes(s, self.jump_limit(ctx, m, ratio), steps);
+                let worse = self.in_abrupt_episodes(m, s, self.jump_limit(ctx, m, ratio), steps);
                 let own = self.reference_excursions[usize::from(s < 0.0)] as f64;
                 (worse, (own * self.points.len() as f64 / self.model.n as f64).ceil() as usize)
             }
@@ -324,8 +304,9 @@ impl History {
         tolerance(ctx, m, ratio, self.model.level) + EXCURSION_SIGMAS * self.jump_spread()
     }
 
-    /// How many of `steps` (ascending indices of the `preceding` timeline)
-    /// lie in an abrupt episode in direction `s`. An episode is a stretch of
+    /// How many of `steps` (ascending indices of the `preceding` timeline:
+    /// the reference's steps, then the canary's) lie in an abrupt episode in
+    /// direction `s`. An episode is a stretch of
     /// steps on the harmful side of the level (a missing step does not end
     /// it); it is abrupt from the first of its steps that jumps
     /// ([`step_jump`]) past `jump_limit`, or has too little before it to
@@ -335,12 +316,25 @@ impl History {
     /// Without this a wandering real KPI fails by excursions about as often
     /// as a faulty one (docs/judge.md). Not for `seasonal`: its timeline
     /// holds nothing of the hour before the release, so where an episode
-    /// starts cannot be seen. Jumps are computed only in episodes that hold
-    /// one of `steps`: most ticks have none.
-    fn in_abrupt_episodes(&self, s: f64, jump_limit: f64, steps: impl Iterator<Item = usize>) -> usize {
-        let d = &self.departures;
+    /// starts cannot be seen. The timeline is built, and jumps computed,
+    /// only for a tick with one of `steps`, in episodes that hold one: most
+    /// ticks have none.
+    fn in_abrupt_episodes(
+        &self,
+        m: &MetricSeries,
+        s: f64,
+        jump_limit: f64,
+        steps: impl Iterator<Item = usize>,
+    ) -> usize {
+        let mut steps = steps.peekable();
+        if steps.peek().is_none() {
+            return 0;
+        }
+        let level = self.model.level;
+        let d: Vec<Option<f64>> =
+            m.baseline.iter().chain(&m.canary).map(|v| v.filter(|v| v.is_finite()).map(|v| v - level)).collect();
         let harmful = |k: usize| d[k].is_none_or(|v| s * v > 0.0);
-        let jumps = |k: usize| d[k].is_some() && step_jump(d, k).is_none_or(|j| s * j > jump_limit);
+        let jumps = |k: usize| d[k].is_some() && step_jump(&d, k).is_none_or(|j| s * j > jump_limit);
         // The episode examined last: steps up to `upto` checked, and whether it turned abrupt by then.
         let (mut count, mut last) = (0, None::<(usize, bool)>);
         for at in steps {
@@ -385,7 +379,7 @@ impl History {
         let jump_limit = self.jump_limit(ctx, m, ratio);
         let count = |s: f64| {
             let beyond = m.baseline.iter().enumerate().filter(|(_, b)| b.is_some_and(|b| s * (b - level) > limit));
-            self.in_abrupt_episodes(s, jump_limit, beyond.map(|(i, _)| i))
+            self.in_abrupt_episodes(m, s, jump_limit, beyond.map(|(i, _)| i))
         };
         [count(1.0), count(-1.0)]
     }
