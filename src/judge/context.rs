@@ -15,6 +15,8 @@ pub(crate) struct Context<'a> {
     pub alpha_look: f64,
     /// Error budget of each sequential test (no split over looks).
     pub alpha_sequential: f64,
+    /// Error budget of each shift e-detector (continuous metrics, concurrent baseline).
+    pub alpha_shift: f64,
     /// Steps the window plans after warm-up: the sequential tests' change points.
     pub looks: usize,
     /// Critical values by degrees of freedom, computed once per tick: the

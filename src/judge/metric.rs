@@ -6,7 +6,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 use super::context::{Context, EXCURSION_SIGMAS, Evidence, tolerance};
 use super::guard::{self, Breach, GuardInput};
 use super::history::History;
-use super::sequential::{SequentialEvidence, StepEvents};
+use super::sequential::{SequentialEvidence, ShiftEvidence, StepEvents};
 use super::stats::{binomial_upper_tail, mad_sigma, median, t_upper_p, z_score};
 use super::trend::TrendEvidence;
 use super::{Comparison, Finding, MethodChoice, MetricStatus};
@@ -399,7 +399,7 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     f.samples = method.samples();
     f.coverage = f.samples as f64 / expected as f64;
     f.comparison = method.comparison();
-    let Some(Strongest { ev, failing, exc, sequential, trend }) = strongest(ctx, m, ratio, &method, n) else {
+    let Some(Strongest { ev, failing, exc, sequential, shift, trend }) = strongest(ctx, m, ratio, &method, n) else {
         f.status = MetricStatus::InsufficientData;
         f.explanation = format!("{}: {} samples, too few for a window", f.metric, f.samples);
         return f;
@@ -415,6 +415,7 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     f.window_s = Some(ev.window as u64 * u64::from(ctx.step_s));
     f.excursions = exc;
     f.sequential = sequential;
+    f.shift = shift;
     f.trend = trend;
     let canary_requests = method.canary_requests();
     f.status = if failing {
@@ -438,6 +439,7 @@ struct Strongest {
     failing: bool,
     exc: (usize, usize),
     sequential: Option<SequentialEvidence>,
+    shift: Option<ShiftEvidence>,
     trend: Option<TrendEvidence>,
 }
 
@@ -454,6 +456,12 @@ fn strongest(ctx: &Context, m: &MetricSeries, ratio: bool, method: &Method, n: u
             Method::Paired(pairs) if ratio && ctx.cfg.method == MethodChoice::Auto => sequential(ctx, m, pairs, s),
             _ => None,
         };
+        let shift = match method {
+            Method::Paired(pairs) if !ratio && ctx.cfg.method == MethodChoice::Auto => {
+                sequential_shift(ctx, m, pairs, n, s)
+            }
+            _ => None,
+        };
         let trend = match method {
             _ if s < 0.0 || !runs_trend(ctx, m) => None,
             Method::Paired(pairs) => {
@@ -463,15 +471,18 @@ fn strongest(ctx: &Context, m: &MetricSeries, ratio: bool, method: &Method, n: u
             }
             Method::History(h) => leak(ctx, m, &h.differences(), h.model.level, n),
         };
-        let failing =
-            persistent || bursty || sequential.is_some_and(|e| e.crossed()) || trend.is_some_and(|t| t.is_leak());
+        let failing = persistent
+            || bursty
+            || sequential.is_some_and(|e| e.crossed())
+            || shift.is_some_and(|e| e.crossed())
+            || trend.is_some_and(|t| t.is_leak());
         let rank = (failing, now.flagged, now.z / now.crit);
         let replace = match &chosen {
             None => true,
             Some(c) => rank > (c.failing, c.ev.flagged, c.ev.z / c.ev.crit),
         };
         if replace {
-            chosen = Some(Strongest { ev: now, failing, exc, sequential, trend });
+            chosen = Some(Strongest { ev: now, failing, exc, sequential, shift, trend });
         }
     }
     chosen
@@ -530,6 +541,33 @@ fn sequential(ctx: &Context, m: &MetricSeries, pairs: &[Pair], s: f64) -> Option
     ))
 }
 
+/// The shift e-detector on a continuous metric's paired differences up to
+/// step `n`, direction `s` ([`super::sequential::shift_log_e`]). Each
+/// difference is winsorised at [`WINSOR_SIGMAS`] robust SDs either way: one
+/// wild sample (a p99 spike on a canary serving a few requests) would
+/// otherwise carry the evidence, which assumes Gaussian steps. The rise is
+/// read since the change point, over at least the shortest window (over
+/// the shortest window ending now until the evidence crosses).
+fn sequential_shift(ctx: &Context, m: &MetricSeries, pairs: &[Pair], n: usize, s: f64) -> Option<ShiftEvidence> {
+    let used: Vec<Pair> = pairs.iter().copied().filter(|p| p.i < n).collect();
+    let cap = WINSOR_SIGMAS * noise_scale(&used)?;
+    let x: Vec<f64> = used.iter().map(|p| (s * (p.c - p.b)).clamp(-cap, cap)).collect();
+    let (log_e, k) = super::sequential::shift_log_e(&x, ctx.looks);
+    let threshold = (1.0 / ctx.alpha_shift).ln();
+    // Before the evidence crosses, the numbers are the shortest window's (no change point yet).
+    let (k, from) = if log_e >= threshold { (k, k) } else { (0, used.len()) };
+    let since = &used[from.min(used.len().saturating_sub(ctx.cfg.min_window_samples))..];
+    let mut bs: Vec<f64> = since.iter().map(|p| p.b).collect();
+    let mut cs: Vec<f64> = since.iter().map(|p| p.c).collect();
+    let mut ds: Vec<f64> = since.iter().map(|p| s * (p.c - p.b)).collect();
+    let (baseline, canary, shift) = (median(&mut bs)?, median(&mut cs)?, median(&mut ds)?);
+    let tolerance = tolerance(ctx, m, false, baseline);
+    Some(ShiftEvidence { log_e, threshold, canary, baseline, shift, tolerance, changed_after_steps: k })
+}
+
+/// Paired differences are winsorised this many robust SDs from 0 for the shift e-detector.
+const WINSOR_SIGMAS: f64 = 3.0;
+
 fn fmt(v: f64, unit: &Unit) -> String {
     unit.show(v)
 }
@@ -586,7 +624,7 @@ fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool
 }
 
 /// A failure neither a window nor excursions explain: the leak test's, or
-/// the sequential test's accumulated evidence.
+/// the sequential tests' accumulated evidence (event counts, or a shift).
 fn accumulated_failure(f: &Finding, ctx: &Context, numbers: &str) -> String {
     match (f.trend.filter(TrendEvidence::is_leak), f.sequential) {
         (Some(t), _) => format!(
@@ -612,7 +650,21 @@ fn accumulated_failure(f: &Finding, ctx: &Context, numbers: &str) -> String {
             s.log_bf,
             s.threshold
         ),
-        (None, None) => format!("{}: FAILING — {numbers}", f.metric),
+        (None, None) => match f.shift.filter(ShiftEvidence::crossed) {
+            Some(e) => format!(
+                "{}: FAILING — canary {} vs baseline {} since {}s: harmful shift {} (tolerance {}), \
+                 sequential evidence e^{:.1} past e^{:.1} (valid however often it is checked); {numbers}",
+                f.metric,
+                fmt(e.canary, &f.unit),
+                fmt(e.baseline, &f.unit),
+                (ctx.warmup_steps + e.changed_after_steps) as u64 * u64::from(ctx.step_s),
+                fmt(e.shift, &f.unit),
+                fmt(e.tolerance, &f.unit),
+                e.log_e,
+                e.threshold
+            ),
+            None => format!("{}: FAILING — {numbers}", f.metric),
+        },
     }
 }
 

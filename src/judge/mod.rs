@@ -405,6 +405,9 @@ pub struct Finding {
     /// The sequential test's accumulated evidence (request ratios against a concurrent baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<sequential::SequentialEvidence>,
+    /// The shift e-detector's accumulated evidence (continuous metrics against a concurrent baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<sequential::ShiftEvidence>,
     /// The trend test's numbers, for metrics it runs on once it has two windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trend: Option<trend::TrendEvidence>,
@@ -474,6 +477,7 @@ impl Finding {
             baseline_shift: None,
             comparison: Comparison::Paired,
             sequential: None,
+            shift: None,
             trend: None,
             log: None,
             ml: None,
@@ -566,22 +570,22 @@ fn tests_per_look(obs: &Observation, cfg: &JudgeConfig, windows: usize) -> usize
     sides.max(1) * windows.max(1)
 }
 
-/// Share of the error budget the sequential test gets when it runs.
-const SEQUENTIAL_SHARE: f64 = 0.5;
-
-/// One-sided sequential tests: request-ratio metrics with traffic against a concurrent baseline.
-fn sequential_tests(obs: &Observation, cfg: &JudgeConfig) -> usize {
-    if obs.baseline_kind != crate::signals::BaselineKind::Concurrent
-        || cfg.method != MethodChoice::Auto
-        || obs.traffic.is_none()
-    {
-        return 0;
+/// One-sided sequential tests against a concurrent baseline: (request-ratio
+/// metrics with traffic, every other metric's shift test).
+fn sequential_tests(obs: &Observation, cfg: &JudgeConfig) -> (usize, usize) {
+    if obs.baseline_kind != crate::signals::BaselineKind::Concurrent || cfg.method != MethodChoice::Auto {
+        return (0, 0);
     }
-    obs.metrics
-        .iter()
-        .filter(|m| m.spec.is_request_ratio() && !cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore))
-        .map(|m| if m.spec.bad_direction == BadDirection::Both { 2 } else { 1 })
-        .sum()
+    let (mut ratio, mut shift) = (0, 0);
+    for m in obs.metrics.iter().filter(|m| !cfg.metrics.get(&m.spec.name).is_some_and(|o| o.ignore)) {
+        let sides = if m.spec.bad_direction == BadDirection::Both { 2 } else { 1 };
+        if m.spec.is_request_ratio() && obs.traffic.is_some() {
+            ratio += sides;
+        } else {
+            shift += sides;
+        }
+    }
+    (ratio, shift)
 }
 
 /// Window lengths in samples for this step size, deduplicated.
@@ -608,13 +612,19 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
     let warmup_steps = cfg.warmup_s.div_ceil(step) as usize;
     let looks = total_steps.saturating_sub(warmup_steps).max(1);
     let windows = window_samples(cfg, obs.step_s);
-    // Rare-event metrics (request ratios against a concurrent baseline) also
-    // get the sequential test: it takes half the budget, split over its own
-    // tests only — it needs no split over looks.
-    let sequential_tests = sequential_tests(obs, cfg);
-    let windowed_share = if sequential_tests > 0 { 1.0 - SEQUENTIAL_SHARE } else { 1.0 };
+    // The error budget `alpha`, against a concurrent baseline: the request
+    // ratios' sequential tests take half (their evidence is the slow,
+    // information-limited kind, so it is not diluted by the others); the
+    // windowed tests and the continuous metrics' shift e-detectors share the
+    // rest equally. Each share is split over its own tests; the sequential
+    // ones need no split over looks.
+    let (ratio_tests, shift_tests) = sequential_tests(obs, cfg);
+    let ratio_share = if ratio_tests > 0 { 0.5 } else { 0.0 };
+    let shift_share = if shift_tests > 0 { (1.0 - ratio_share) / 2.0 } else { 0.0 };
+    let windowed_share = 1.0 - ratio_share - shift_share;
     let alpha_look = cfg.alpha * windowed_share / (tests_per_look(obs, cfg, windows.len()) * looks) as f64;
-    let alpha_sequential = cfg.alpha * SEQUENTIAL_SHARE / sequential_tests.max(1) as f64;
+    let alpha_sequential = cfg.alpha * ratio_share / ratio_tests.max(1) as f64;
+    let alpha_shift = cfg.alpha * shift_share / shift_tests.max(1) as f64;
     let crit_normal = stats::t_critical(alpha_look, f64::INFINITY);
     let ctx = context::Context {
         cfg,
@@ -624,6 +634,7 @@ pub fn judge_with(obs: &Observation, cfg: &JudgeConfig, miner: &mut LogMiner) ->
         windows,
         alpha_look,
         alpha_sequential,
+        alpha_shift,
         looks,
         crit_cache: Default::default(),
         crit_normal,

@@ -149,6 +149,107 @@ pub fn change_point(steps: &[StepEvents], dispersion: f64, looks: usize) -> usiz
         .0
 }
 
+/// Prior variances of a shift in noise units (`δ = μ/σ ~ N(0, g)`), weighed
+/// equally: shifts of about half, one and two noise SDs per step.
+const SHIFT_PRIOR_VARIANCES: [f64; 3] = [0.25, 1.0, 4.0];
+
+/// A continuous metric's accumulated evidence against a concurrent baseline
+/// (the shift e-detector), for a human to check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShiftEvidence {
+    /// Natural log of the e-value, mixed over the shift and the change point;
+    /// [`NO_RISE`] when no stretch ending now rose at all (the e-value is 0).
+    pub log_e: f64,
+    /// `ln(1/α)` for this test's share of the error budget.
+    pub threshold: f64,
+    /// Median canary since the change, over at least the shortest window (the
+    /// shortest window ending now until the evidence crosses), metric's unit.
+    pub canary: f64,
+    /// Median baseline over the same steps, metric's unit.
+    pub baseline: f64,
+    /// Median harmful paired difference over the same steps, metric's unit.
+    pub shift: f64,
+    /// Smallest shift that counts as harmful at that baseline, metric's unit.
+    pub tolerance: f64,
+    /// Where the evidence puts the change, in steps judged after warm-up
+    /// (0: at the release); located once the evidence has crossed, 0 before.
+    pub changed_after_steps: usize,
+}
+
+impl ShiftEvidence {
+    /// Past the threshold and the tolerance: the canary is worse, by enough
+    /// to matter, at any stopping time.
+    pub fn crossed(&self) -> bool {
+        self.log_e >= self.threshold && self.shift > self.tolerance
+    }
+}
+
+/// The shift e-detector over paired differences `x` (harmful direction
+/// positive), in a window of `looks` planned steps: `(ln E_t, the most
+/// likely change point)`.
+///
+/// No noise level is assumed or estimated: with Gaussian steps of unknown
+/// `σ`, the Bayes factor for "from step `k` on the mean is `δσ`" against
+/// "mean 0", with the scale-invariant prior `1/σ` on `σ` (the right Haar
+/// measure of the scale group) and `δ ~ N(0, g)`, is a function of the
+/// maximal invariant only, so it is a test martingale in that filtration
+/// (Pérez-Ortiz, Lardy, de Heide and Grünwald, *E-statistics, group
+/// invariance and anytime-valid testing*, 2024). Integrated in closed form,
+/// with `n` steps, `m = n − k` after the change, `P` their sum and `S` the
+/// sum of all squares:
+///
+/// `BF_k = (1 + m·g)^(−1/2) · (1 − g·P² / ((1 + m·g)·S))^(−n/2)`,
+///
+/// which is 1 until a step follows `k`. The change point is mixed as in
+/// [`log_bf`] (half the weight at the release, half spread over the window's
+/// steps) and `g` over [`SHIFT_PRIOR_VARIANCES`], so Ville's inequality
+/// bounds the chance of ever crossing `1/α` by `α` however often it is read.
+/// Only a rise counts (`P > 0`): the one-sided statistic is at most the
+/// two-sided one. The healthy steps before a later change tell the noise's
+/// scale, which is why a fault after them is caught in a few steps.
+pub fn shift_log_e(x: &[f64], looks: usize) -> (f64, usize) {
+    let n = x.len();
+    let squares: f64 = x.iter().map(|v| v * v).sum();
+    let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
+    let mut after = 0.0;
+    // ln(prior · BF_k) for k from the last step that opens a change point down to 0.
+    let mut terms = Vec::with_capacity(n.min(looks.max(1)));
+    for k in (0..n).rev() {
+        after += x[k];
+        if k >= looks.max(1) {
+            continue;
+        }
+        let prior = if k == 0 { ln_add(AT_RELEASE.ln(), later) } else { later };
+        terms.push((k, prior + invariant_log_bf(after, (n - k) as f64, squares, n as f64)));
+    }
+    if terms.is_empty() {
+        return (AT_RELEASE.ln(), 0);
+    }
+    let best = terms.iter().fold((0, f64::NEG_INFINITY), |b, &(k, w)| if w > b.1 { (k, w) } else { b });
+    // ln Σ e^w, shifted by the largest term: one exponential a term.
+    let total = best.1 + terms.iter().map(|t| (t.1 - best.1).exp()).sum::<f64>().ln();
+    // The change points not yet opened count 1 each in the martingale, not in the statistic.
+    (total.max(NO_RISE), best.0)
+}
+
+/// `ln E_t` when the e-value is 0 (no stretch ending now rose): finite, so
+/// a finding keeps a number JSON can hold, far below any threshold.
+pub const NO_RISE: f64 = -700.0;
+
+/// `ln BF_k` mixed over [`SHIFT_PRIOR_VARIANCES`]: `after` is the sum of the
+/// `m` steps since the change, `squares` the sum of all `n` squares.
+fn invariant_log_bf(after: f64, m: f64, squares: f64, n: f64) -> f64 {
+    if after <= 0.0 || squares <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    let per_g = SHIFT_PRIOR_VARIANCES.map(|g| {
+        let explained = (g * after * after / ((1.0 + m * g) * squares)).min(1.0 - 1e-15);
+        -0.5 * (1.0 + m * g).ln() - 0.5 * n * (-explained).ln_1p()
+    });
+    let top = per_g.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    top + (per_g.iter().map(|a| (a - top).exp()).sum::<f64>() / per_g.len() as f64).ln()
+}
+
 /// `ln Σ e^x` over `xs` without overflow.
 fn ln_add_all(xs: &[f64]) -> f64 {
     xs.iter().copied().fold(f64::NEG_INFINITY, ln_add)
@@ -322,5 +423,71 @@ mod tests {
         let ev = evidence(&steps, (1.0, 120), 0.005, |_| true);
         assert!(ev.crossed(), "{ev:?}");
         assert!(!SequentialEvidence { past_tolerance: false, ..ev }.crossed());
+    }
+
+    #[test]
+    fn the_shift_detector_matches_quadrature_and_is_free_of_the_unit() {
+        // Python, the mixture by the formula term by term; each `BF_k` of the
+        // formula was checked (SciPy 1.17) against the Bayes factor integrated
+        // numerically, `dblquad` over δ ~ N(0, g) and σ with prior 1/σ, to 1e-9.
+        let x = [0.3, -0.5, 1.1, 0.2, 1.7, 2.1];
+        assert!(close(shift_log_e(&x, 10).0, GOLDEN_SHIFT_10, 1e-9), "{}", shift_log_e(&x, 10).0);
+        assert!(close(shift_log_e(&x, 3).0, GOLDEN_SHIFT_3, 1e-9), "{}", shift_log_e(&x, 3).0);
+        // The same steps in another unit: the same evidence, no noise level assumed.
+        let scaled: Vec<f64> = x.iter().map(|v| v * 1000.0).collect();
+        assert!(close(shift_log_e(&scaled, 10).0, GOLDEN_SHIFT_10, 1e-9));
+        // A fall is no evidence of a rise.
+        let fall: Vec<f64> = x.iter().map(|v| -v).collect();
+        assert_eq!(shift_log_e(&fall, 10).0, NO_RISE);
+    }
+
+    const GOLDEN_SHIFT_10: f64 = 0.5715301754450707;
+    const GOLDEN_SHIFT_3: f64 = 0.7814297579496001;
+
+    #[test]
+    fn the_shift_detector_under_the_null_crosses_at_most_alpha_whatever_the_noise_scale() {
+        // 1,000 healthy canaries, Gaussian paired differences of SD 0.001 to
+        // 1,000, 120 steps each, read at every step: Ville allows at most α.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (alpha, runs) = (0.05f64, 1000);
+        let mut crossed = 0;
+        for r in 0..runs {
+            let normal = rand_distr::Normal::new(0.0, 10f64.powi(r % 7 - 3)).unwrap();
+            let mut x = Vec::new();
+            for _ in 0..120 {
+                x.push(normal.sample(&mut rng));
+                if shift_log_e(&x, 120).0 >= (1.0 / alpha).ln() {
+                    crossed += 1;
+                    break;
+                }
+            }
+        }
+        assert!((crossed as f64) < alpha * runs as f64, "{crossed} of {runs}");
+    }
+
+    #[test]
+    fn a_shift_after_healthy_steps_is_caught_in_a_few_and_located() {
+        // A shift of one noise SD from step 100 of a 180-step window: the
+        // healthy steps before it tell the noise's scale.
+        let mut delays = Vec::new();
+        for seed in 0..20 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let normal = rand_distr::Normal::new(0.0, 2.0).unwrap();
+            let mut x = Vec::new();
+            for i in 0..180 {
+                x.push(normal.sample(&mut rng) + if i >= 100 { 2.0 } else { 0.0 });
+                let (log_e, k) = shift_log_e(&x, 180);
+                if log_e >= (1.0f64 / 0.005).ln() {
+                    assert!(i >= 100, "crossed at step {i}, before the shift");
+                    assert!((90..=110).contains(&k) || i - 100 < 10, "change point {k}");
+                    delays.push(i + 1 - 100);
+                    break;
+                }
+            }
+        }
+        delays.sort_unstable();
+        assert_eq!(delays.len(), 20, "{delays:?}");
+        // About what the evidence allows: ln(2N/α) ≈ 11.2 nats at ½δ² = 0.5 a step.
+        assert!(delays[10] <= 30, "median delay {} steps", delays[10]);
     }
 }

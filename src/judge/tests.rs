@@ -206,3 +206,82 @@ fn a_level_that_wanders_out_of_its_hour_makes_no_excursions_but_a_jump_does() {
     assert!(jumped.0 >= JudgeConfig::default().excursions_to_fail, "the jump's episode counts: {jumped:?}");
     assert_eq!(drifted.0, 0, "the same height reached step by step counts no excursion");
 }
+
+/// One latency metric against a concurrent baseline, 180 ten-second steps
+/// of Gaussian noise (SD `sd` ms about 200 ms) on both sides; `canary_extra(i)`
+/// is added to the canary's step `i`.
+fn latency(seed: u64, sd: f64, canary_extra: impl Fn(usize) -> f64) -> Observation {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let noise = rand_distr::Normal::new(200.0, sd).unwrap();
+    let (mut baseline, mut canary) = (Vec::new(), Vec::new());
+    for i in 0..180 {
+        baseline.push(Some(noise.sample(&mut rng)));
+        canary.push(Some(noise.sample(&mut rng) + canary_extra(i)));
+    }
+    let spec = MetricSpec { name: "latency_p99_ms".into(), unit: "ms".into(), bad_direction: BadDirection::Up };
+    Observation {
+        service: "s".into(),
+        step_s: 10,
+        duration_s: 1800,
+        now_s: 1800,
+        traffic: None,
+        baseline_kind: BaselineKind::Concurrent,
+        metrics: vec![MetricSeries { spec, baseline, canary }],
+        logs: vec![],
+        events: vec![],
+        ml: Default::default(),
+    }
+}
+
+/// The first tick at which `obs`, cut at that tick, fails, and its result.
+fn first_failure(obs: &Observation) -> Option<(u64, JudgeResult)> {
+    let jc = JudgeConfig::default();
+    (10..=obs.duration_s).step_by(10).find_map(|now| {
+        let n = (now / u64::from(obs.step_s)) as usize;
+        let mut seen = obs.clone();
+        seen.now_s = now;
+        for m in &mut seen.metrics {
+            m.baseline.truncate(n);
+            m.canary.truncate(n);
+        }
+        let r = judge(&seen, &jc);
+        (r.verdict == Verdict::Fail).then_some((now, r))
+    })
+}
+
+#[test]
+fn a_latency_shift_after_healthy_minutes_is_caught_by_accumulated_evidence() {
+    // +30 % from step 100 (1000 s) in noise of SD 20 % a side: a minute's
+    // window cannot tell it (z ≈ 2), the evidence since the change can.
+    let obs = latency(7, 40.0, |i| if i >= 100 { 60.0 } else { 0.0 });
+    let (at, r) = first_failure(&obs).expect("a sustained +30 % must be caught");
+    assert!((1000..=1400).contains(&at), "caught at {at}");
+    let f = r.failing().next().unwrap();
+    let shift = f.shift.expect("the shift e-detector runs on a continuous metric");
+    assert!(shift.crossed() && shift.shift > shift.tolerance, "{f:#?}");
+    // Located at the change (warm-up is 6 steps), and said so.
+    assert!((90..=100).contains(&shift.changed_after_steps), "{}", shift.changed_after_steps);
+    assert!(f.explanation.contains("sequential evidence"), "{}", f.explanation);
+}
+
+#[test]
+fn a_few_wild_canary_samples_are_not_a_shift() {
+    // Healthy canaries in noise of SD 20 % a side, each with three lone
+    // spikes of +2 s: the Gaussian evidence alone would be carried by them.
+    for seed in 0..20 {
+        let obs = latency(seed, 40.0, |i| if [40, 95, 150].contains(&i) { 2000.0 } else { 0.0 });
+        assert!(first_failure(&obs).is_none(), "seed {seed}: {:#?}", first_failure(&obs).unwrap().1.findings);
+        let end = judge(&obs, &JudgeConfig::default());
+        assert_eq!(end.verdict, Verdict::Pass, "{end:#?}");
+        assert!(end.findings[0].shift.is_some_and(|s| !s.crossed()));
+    }
+    // A fall holds no evidence of a rise (an e-value of 0), and the finding
+    // still reads back from JSON, as the ledger stores it.
+    let falls = judge(&latency(1, 10.0, |_| -100.0), &JudgeConfig::default());
+    let f = &falls.findings[0];
+    assert_eq!(f.shift.map(|s| s.log_e), Some(sequential::NO_RISE));
+    let back: Finding = serde_json::from_str(&serde_json::to_string(f).unwrap()).unwrap();
+    assert_eq!(&back, f);
+}
