@@ -399,7 +399,9 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     f.samples = method.samples();
     f.coverage = f.samples as f64 / expected as f64;
     f.comparison = method.comparison();
-    let Some(Strongest { ev, failing, exc, sequential, shift, trend }) = strongest(ctx, m, ratio, &method, n) else {
+    let Some(Strongest { ev, failing, persistent, exc, sequential, shift, trend }) =
+        strongest(ctx, m, ratio, &method, n)
+    else {
         f.status = MetricStatus::InsufficientData;
         f.explanation = format!("{}: {} samples, too few for a window", f.metric, f.samples);
         return f;
@@ -429,7 +431,7 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
     } else {
         MetricStatus::Ok
     };
-    f.explanation = explain(&f, &ev, ctx, canary_requests, ratio);
+    f.explanation = explain(&f, &ev, ctx, (canary_requests, ratio), persistent);
     f
 }
 
@@ -437,6 +439,8 @@ fn compare(ctx: &Context, m: &MetricSeries, traffic: Option<&Traffic>, n: usize,
 struct Strongest {
     ev: Evidence,
     failing: bool,
+    /// Flagged by the windowed test at `consecutive_looks` looks in a row.
+    persistent: bool,
     exc: (usize, usize),
     sequential: Option<SequentialEvidence>,
     shift: Option<ShiftEvidence>,
@@ -482,7 +486,7 @@ fn strongest(ctx: &Context, m: &MetricSeries, ratio: bool, method: &Method, n: u
             Some(c) => rank > (c.failing, c.ev.flagged, c.ev.z / c.ev.crit),
         };
         if replace {
-            chosen = Some(Strongest { ev: now, failing, exc, sequential, shift, trend });
+            chosen = Some(Strongest { ev: now, failing, persistent, exc, sequential, shift, trend });
         }
     }
     chosen
@@ -572,7 +576,10 @@ fn fmt(v: f64, unit: &Unit) -> String {
     unit.show(v)
 }
 
-fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool) -> String {
+/// The finding's sentence; `persistent` says the windowed test failed it
+/// (flagged at enough looks in a row), so a failure by accumulated evidence
+/// is not told as a window's.
+fn explain(f: &Finding, ev: &Evidence, ctx: &Context, (requests, ratio): (f64, bool), persistent: bool) -> String {
     let window = ev.window as u64 * u64::from(ctx.step_s);
     let reference = match (f.comparison, ctx.baseline_kind) {
         (Comparison::BeforeAfter { rho, effective_n }, kind) => format!(
@@ -600,7 +607,7 @@ fn explain(f: &Finding, ev: &Evidence, ctx: &Context, requests: f64, ratio: bool
     );
     let (up, down) = f.excursions;
     match f.status {
-        MetricStatus::Failing if ev.flagged => {
+        MetricStatus::Failing if persistent => {
             format!("{}: FAILING — {numbers}, at {} looks in a row", f.metric, ctx.cfg.consecutive_looks)
         }
         MetricStatus::Failing if up >= ctx.cfg.excursions_to_fail && up > 3 * down => format!(

@@ -285,3 +285,23 @@ fn a_few_wild_canary_samples_are_not_a_shift() {
     let back: Finding = serde_json::from_str(&serde_json::to_string(f).unwrap()).unwrap();
     assert_eq!(&back, f);
 }
+
+#[test]
+fn a_failure_by_accumulated_evidence_is_not_told_as_a_windows() {
+    // The demo's latency regression (seed 7): the shift e-detector fails the
+    // metric at the first look its window is flagged, so the sentence must give
+    // the accumulated evidence, not "at 2 looks in a row".
+    let cfg = SimConfig {
+        seed: 7,
+        blip_rate: 0.01,
+        gap_rate: 0.01,
+        noise: 1.2,
+        ..fault(FaultKind::LatencyRegression, 480, 0.6)
+    };
+    let (at, r) = run(cfg);
+    assert!(at.is_some_and(|t| t <= 540), "caught at {at:?}");
+    let f = r.failing().next().unwrap();
+    assert!(f.shift.is_some_and(|s| s.crossed()), "{f:#?}");
+    assert!(!f.explanation.contains("looks in a row"), "{}", f.explanation);
+    assert!(f.explanation.contains("sequential evidence"), "{}", f.explanation);
+}

@@ -131,10 +131,10 @@ async fn advise_and_demo_through_llama_server_keep_the_wire_and_never_loosen_a_d
             assert!(with["model"]["usage"]["calls"].as_u64().unwrap() >= 2, "{}", with["model"]);
         }
     }
-    // A latency regression is suspect at one look (the model is asked) before the judge fails
-    // it; an error spike no longer passes through that look (its sequential evidence fails it
-    // first), so the model would not be heard there.
-    for (scenario, expect) in [("healthy", None), ("latency-regression", Some("rollback.within_policy"))] {
+    // A memory leak is suspect at one look (the model is asked) before the judge fails it; an
+    // error spike and a latency regression no longer pass through that look (their sequential
+    // evidence fails them first), so the model would not be heard there.
+    for (scenario, expect) in [("healthy", None), ("memory-leak", Some("rollback.within_policy"))] {
         let (text, rules, ledger) = demo(dir.path(), &cfg, scenario).await;
         match expect {
             Some(rule) => assert!(rules.contains(rule), "{rules}"),
