@@ -137,10 +137,7 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
             let (base, canary) = if s > 0.0 { (base, canary) } else { (1.0 - base, 1.0 - canary) };
             Evidence { flagged, base, canary, effect, z, crit, df: f64::INFINITY, tol, window: w }
         } else {
-            let mut bs: Vec<f64> = recent.iter().map(|p| p.b).collect();
-            let mut cs: Vec<f64> = recent.iter().map(|p| p.c).collect();
-            let mut ds: Vec<f64> = recent.iter().map(|p| s * (p.c - p.b)).collect();
-            let (base, canary, effect) = (median(&mut bs)?, median(&mut cs)?, median(&mut ds)?);
+            let (base, canary, effect) = medians(&recent, s)?;
             // 1.2533 = sqrt(pi/2): the standard error of a median relative to a mean.
             let se = 1.2533 * sigma / k.sqrt();
             let tol = tolerance(ctx, m, false, base);
@@ -462,7 +459,7 @@ fn strongest(ctx: &Context, m: &MetricSeries, ratio: bool, method: &Method, n: u
         };
         let shift = match method {
             Method::Paired(pairs) if !ratio && ctx.cfg.method == MethodChoice::Auto => {
-                sequential_shift(ctx, m, pairs, n, s)
+                sequential_shift(ctx, m, pairs, s)
             }
             _ => None,
         };
@@ -545,26 +542,31 @@ fn sequential(ctx: &Context, m: &MetricSeries, pairs: &[Pair], s: f64) -> Option
     ))
 }
 
-/// The shift e-detector on a continuous metric's paired differences up to
-/// step `n`, direction `s` ([`super::sequential::shift_log_e`]). Each
+/// Medians of the baseline, the canary and the harmful paired difference
+/// (direction `s`) over `pairs`; `None` when empty.
+fn medians(pairs: &[Pair], s: f64) -> Option<(f64, f64, f64)> {
+    let mut bs: Vec<f64> = pairs.iter().map(|p| p.b).collect();
+    let mut cs: Vec<f64> = pairs.iter().map(|p| p.c).collect();
+    let mut ds: Vec<f64> = pairs.iter().map(|p| s * (p.c - p.b)).collect();
+    Some((median(&mut bs)?, median(&mut cs)?, median(&mut ds)?))
+}
+
+/// The shift e-detector on a continuous metric's paired differences (every
+/// pair judged at this tick), direction `s` ([`super::sequential::shift_log_e`]). Each
 /// difference is winsorised at [`WINSOR_SIGMAS`] robust SDs either way: one
 /// wild sample (a p99 spike on a canary serving a few requests) would
 /// otherwise carry the evidence, which assumes Gaussian steps. The rise is
 /// read since the change point, over at least the shortest window (over
 /// the shortest window ending now until the evidence crosses).
-fn sequential_shift(ctx: &Context, m: &MetricSeries, pairs: &[Pair], n: usize, s: f64) -> Option<ShiftEvidence> {
-    let used: Vec<Pair> = pairs.iter().copied().filter(|p| p.i < n).collect();
-    let cap = WINSOR_SIGMAS * noise_scale(&used)?;
-    let x: Vec<f64> = used.iter().map(|p| (s * (p.c - p.b)).clamp(-cap, cap)).collect();
+fn sequential_shift(ctx: &Context, m: &MetricSeries, pairs: &[Pair], s: f64) -> Option<ShiftEvidence> {
+    let cap = WINSOR_SIGMAS * noise_scale(pairs)?;
+    let x: Vec<f64> = pairs.iter().map(|p| (s * (p.c - p.b)).clamp(-cap, cap)).collect();
     let (log_e, k) = super::sequential::shift_log_e(&x, ctx.looks);
     let threshold = (1.0 / ctx.alpha_shift).ln();
     // Before the evidence crosses, the numbers are the shortest window's (no change point yet).
-    let (k, from) = if log_e >= threshold { (k, k) } else { (0, used.len()) };
-    let since = &used[from.min(used.len().saturating_sub(ctx.cfg.min_window_samples))..];
-    let mut bs: Vec<f64> = since.iter().map(|p| p.b).collect();
-    let mut cs: Vec<f64> = since.iter().map(|p| p.c).collect();
-    let mut ds: Vec<f64> = since.iter().map(|p| s * (p.c - p.b)).collect();
-    let (baseline, canary, shift) = (median(&mut bs)?, median(&mut cs)?, median(&mut ds)?);
+    let (k, from) = if log_e >= threshold { (k, k) } else { (0, pairs.len()) };
+    let since = &pairs[from.min(pairs.len().saturating_sub(ctx.cfg.min_window_samples))..];
+    let (baseline, canary, shift) = medians(since, s)?;
     let tolerance = tolerance(ctx, m, false, baseline);
     Some(ShiftEvidence { log_e, threshold, canary, baseline, shift, tolerance, changed_after_steps: k })
 }

@@ -123,7 +123,6 @@ pub fn log_bf(steps: &[StepEvents], dispersion: f64, looks: usize) -> f64 {
 /// The most likely change point: the `k` (steps before the change) whose
 /// term of the mixture weighs most, over the steps `looks` lets open one.
 pub fn change_point(steps: &[StepEvents], dispersion: f64, looks: usize) -> usize {
-    let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
     // ln Π_{j ≤ k} L_j(θ) for every k (k = 0: nothing yet), per θ.
     let prefix: Vec<[f64; THETAS.len()]> = std::iter::once([0.0; THETAS.len()])
         .chain(steps.iter().scan([0.0; THETAS.len()], |sum, s| {
@@ -135,7 +134,7 @@ pub fn change_point(steps: &[StepEvents], dispersion: f64, looks: usize) -> usiz
         .collect();
     let last = prefix[steps.len()];
     let weight = |k: usize| {
-        let prior = if k == 0 { ln_add(AT_RELEASE.ln(), later) } else { later };
+        let prior = change_prior(k, looks);
         let mut terms = last;
         for (t, p) in terms.iter_mut().zip(&prefix[k]) {
             *t -= p;
@@ -208,28 +207,21 @@ impl ShiftEvidence {
 /// two-sided one. The healthy steps before a later change tell the noise's
 /// scale, which is why a fault after them is caught in a few steps.
 pub fn shift_log_e(x: &[f64], looks: usize) -> (f64, usize) {
-    let n = x.len();
-    let squares: f64 = x.iter().map(|v| v * v).sum();
-    let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
-    let mut after = 0.0;
-    // ln(prior · BF_k) for k from the last step that opens a change point down to 0.
-    let mut terms = Vec::with_capacity(n.min(looks.max(1)));
-    for k in (0..n).rev() {
-        after += x[k];
-        if k >= looks.max(1) {
-            continue;
-        }
-        let prior = if k == 0 { ln_add(AT_RELEASE.ln(), later) } else { later };
-        terms.push((k, prior + invariant_log_bf(after, (n - k) as f64, squares, n as f64)));
-    }
-    if terms.is_empty() {
+    let (n, open) = (x.len(), x.len().min(looks.max(1)));
+    if open == 0 {
         return (AT_RELEASE.ln(), 0);
     }
-    let best = terms.iter().fold((0, f64::NEG_INFINITY), |b, &(k, w)| if w > b.1 { (k, w) } else { b });
-    // ln Σ e^w, shifted by the largest term: one exponential a term.
-    let total = best.1 + terms.iter().map(|t| (t.1 - best.1).exp()).sum::<f64>().ln();
+    let squares: f64 = x.iter().map(|v| v * v).sum();
+    // ln(prior · BF_k) for each change point k the window opens, from the last down.
+    let mut after: f64 = x[open..].iter().sum();
+    let mut terms = vec![0.0; open];
+    for k in (0..open).rev() {
+        after += x[k];
+        terms[k] = change_prior(k, looks) + invariant_log_bf(after, (n - k) as f64, squares, n as f64);
+    }
+    let best = (0..open).fold(0, |b, k| if terms[k] > terms[b] { k } else { b });
     // The change points not yet opened count 1 each in the martingale, not in the statistic.
-    (total.max(NO_RISE), best.0)
+    (ln_add_all(&terms).max(NO_RISE), best)
 }
 
 /// `ln E_t` when the e-value is 0 (no stretch ending now rose): finite, so
@@ -246,13 +238,24 @@ fn invariant_log_bf(after: f64, m: f64, squares: f64, n: f64) -> f64 {
         let explained = (g * after * after / ((1.0 + m * g) * squares)).min(1.0 - 1e-15);
         -0.5 * (1.0 + m * g).ln() - 0.5 * n * (-explained).ln_1p()
     });
-    let top = per_g.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    top + (per_g.iter().map(|a| (a - top).exp()).sum::<f64>() / per_g.len() as f64).ln()
+    ln_add_all(&per_g) - (per_g.len() as f64).ln()
 }
 
-/// `ln Σ e^x` over `xs` without overflow.
+/// The prior weight, as a log, of a change `k` steps after warm-up: the
+/// release's half plus its share of the half spread over the `looks` steps.
+fn change_prior(k: usize, looks: usize) -> f64 {
+    let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
+    if k == 0 { ln_add(AT_RELEASE.ln(), later) } else { later }
+}
+
+/// `ln Σ e^x` over `xs` without overflow, shifted by the largest term (one
+/// exponential a term).
 fn ln_add_all(xs: &[f64]) -> f64 {
-    xs.iter().copied().fold(f64::NEG_INFINITY, ln_add)
+    let top = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if top == f64::NEG_INFINITY {
+        return top;
+    }
+    top + xs.iter().map(|x| (x - top).exp()).sum::<f64>().ln()
 }
 
 /// The evidence over `steps` of a window of `looks` planned steps, at error
