@@ -291,7 +291,7 @@ impl History {
             _ => {
                 let at = m.baseline.len();
                 let steps = self.points.iter().filter(beyond(s)).map(|p| at + p.i);
-                let worse = self.in_abrupt_episodes(m, s, self.jump_limit(ctx, m, ratio), steps);
+                let worse = self.in_abrupt_episodes(m, s, (self.jump_limit(ctx, m, ratio), at), steps);
                 let own = self.reference_excursions[usize::from(s < 0.0)] as f64;
                 (worse, (own * self.points.len() as f64 / self.model.n as f64).ceil() as usize)
             }
@@ -310,9 +310,12 @@ impl History {
     /// steps on the harmful side of the level (a missing step does not end
     /// it); it is abrupt from the first of its steps that jumps
     /// ([`step_jump`]) past `jump_limit`, or has too little before it to
-    /// measure a jump. A level that wanders out of its hour does so step by
-    /// step and is not counted; a fault or a noisy blip arrives in one step,
-    /// and a level shift carries its jump through the episode after it.
+    /// measure a jump. Only jumps at or after step `since` count (the release,
+    /// for the canary's steps: a shift the hour before already made, and the
+    /// canary only carries on, is not the release's doing). A level that
+    /// wanders out of its hour does so step by step and is not counted; a
+    /// fault or a noisy blip arrives in one step, and a level shift carries
+    /// its jump through the episode after it.
     /// Without this a wandering real KPI fails by excursions about as often
     /// as a faulty one (docs/judge.md). Not for `seasonal`: its timeline
     /// holds nothing of the hour before the release, so where an episode
@@ -323,7 +326,7 @@ impl History {
         &self,
         m: &MetricSeries,
         s: f64,
-        jump_limit: f64,
+        (jump_limit, since): (f64, usize),
         steps: impl Iterator<Item = usize>,
     ) -> usize {
         let mut steps = steps.peekable();
@@ -334,7 +337,7 @@ impl History {
         let d: Vec<Option<f64>> =
             m.baseline.iter().chain(&m.canary).map(|v| v.filter(|v| v.is_finite()).map(|v| v - level)).collect();
         let harmful = |k: usize| d[k].is_none_or(|v| s * v > 0.0);
-        let jumps = |k: usize| d[k].is_some() && step_jump(&d, k).is_none_or(|j| s * j > jump_limit);
+        let jumps = |k: usize| k >= since && d[k].is_some() && step_jump(&d, k).is_none_or(|j| s * j > jump_limit);
         // The episode examined last: steps up to `upto` checked, and whether it turned abrupt by then.
         let (mut count, mut last) = (0, None::<(usize, bool)>);
         for at in steps {
@@ -379,7 +382,7 @@ impl History {
         let jump_limit = self.jump_limit(ctx, m, ratio);
         let count = |s: f64| {
             let beyond = m.baseline.iter().enumerate().filter(|(_, b)| b.is_some_and(|b| s * (b - level) > limit));
-            self.in_abrupt_episodes(m, s, jump_limit, beyond.map(|(i, _)| i))
+            self.in_abrupt_episodes(m, s, (jump_limit, 0), beyond.map(|(i, _)| i))
         };
         [count(1.0), count(-1.0)]
     }

@@ -207,6 +207,30 @@ fn a_level_that_wanders_out_of_its_hour_makes_no_excursions_but_a_jump_does() {
     assert_eq!(drifted.0, 0, "the same height reached step by step counts no excursion");
 }
 
+/// The hour before the release jumped 0.18 at its step 40 and stayed
+/// there; the canary carries on at that level, and with `again` jumps a
+/// further 0.18 at its step 20.
+fn shifted_before_the_release(again: bool) -> Observation {
+    let noise = |i: usize| 0.002 * (((i * 7919) % 13) as f64 / 13.0 - 0.5);
+    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: BadDirection::Up };
+    let baseline = (0..60).map(|i| Some(0.5 + if i >= 40 { 0.18 } else { 0.0 } + noise(i))).collect();
+    let canary = (0..60).map(|i| Some(0.68 + if again && i >= 20 { 0.18 } else { 0.0 } + noise(i + 60))).collect();
+    Observation {
+        now_s: 3600,
+        metrics: vec![MetricSeries { spec, baseline, canary }],
+        ..jumping(BaselineKind::Preceding, &[])
+    }
+}
+
+#[test]
+fn a_shift_from_before_the_release_is_no_excursion_of_the_canary_but_a_new_jump_is() {
+    let excursions =
+        |again: bool| judge(&shifted_before_the_release(again), &JudgeConfig::default()).findings[0].excursions;
+    let (carried, jumped) = (excursions(false), excursions(true));
+    assert_eq!(carried.0, 0, "the episode began in the hour before, and nothing jumped since: {carried:?}");
+    assert!(jumped.0 >= JudgeConfig::default().excursions_to_fail, "a jump after the release counts: {jumped:?}");
+}
+
 /// One latency metric against a concurrent baseline, 180 ten-second steps
 /// of Gaussian noise (SD `sd` ms about 200 ms) on both sides; `canary_extra(i)`
 /// is added to the canary's step `i`.
