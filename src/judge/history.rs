@@ -48,6 +48,11 @@ pub struct NoiseModel {
     pub rho: f64,
     /// Reference samples the model was fitted on.
     pub n: usize,
+    /// Variance of a step's blips where the MAD says "no noise" (more than
+    /// half the steps unchanged: a metric at 0 with sparse blips, or one
+    /// quantised to a few values), from the mean absolute step difference
+    /// (see [`NoiseModel::excursion_variance`]); 0 otherwise.
+    pub blips: f64,
 }
 
 impl NoiseModel {
@@ -72,12 +77,21 @@ impl NoiseModel {
             })
             .collect();
         let (noise, wander, rho) = fit_variogram(&gamma);
-        Some(NoiseModel { level, noise, wander, rho, n: values.len() })
+        let blips = if noise + wander > 0.0 { 0.0 } else { blip_variance(x) };
+        Some(NoiseModel { level, noise, wander, rho, n: values.len(), blips })
     }
 
     /// Marginal variance of one sample.
     pub fn variance(&self) -> f64 {
         self.noise + self.wander
+    }
+
+    /// The variance one step's excursion is measured against: the model's,
+    /// or where that is 0 but the reference moves, its blips'. A limit of
+    /// `tolerance + 4·0` would count every blip of a near-zero metric, and
+    /// every step where the day before blipped and today did not.
+    pub fn excursion_variance(&self) -> f64 {
+        self.variance().max(self.blips)
     }
 
     /// Variance of the mean of `w` consecutive samples.
@@ -107,6 +121,18 @@ impl NoiseModel {
         }
         (self.n as f64 * v / (self.noise + self.wander * inflation(self.rho, self.n))).max(1.0)
     }
+}
+
+/// Half the squared mean absolute step difference, scaled as a normal's
+/// (`E|d| = σ_d·√(2/π)`, `σ² = σ_d²/2`): the fallback of a MAD that is 0
+/// (Iglewicz and Hoaglin's modified z-score uses the mean absolute deviation there).
+fn blip_variance(x: &[Option<f64>]) -> f64 {
+    let d: Vec<f64> = x.windows(2).filter_map(|w| Some((w[1]? - w[0]?).abs())).filter(|d| d.is_finite()).collect();
+    if d.is_empty() {
+        return 0.0;
+    }
+    let mean_abs = d.iter().sum::<f64>() / d.len() as f64;
+    (mean_abs * 1.2533).powi(2) / 2.0
 }
 
 /// `Var(mean of w consecutive AR(1) samples) · w / σ²`: how much
@@ -191,6 +217,8 @@ impl History {
         let mut model = fit.model;
         if ratio {
             model.noise = model.noise.max(binomial_sigma(model.level, traffic).powi(2));
+            // A ratio's steps are counts: one error is an event the excursion rule may count.
+            model.blips = 0.0;
         }
         let points = (ctx.warmup_steps..n.min(m.canary.len()))
             .filter_map(|i| {
@@ -365,8 +393,8 @@ impl History {
     /// The spread of one step's difference from what was expected.
     fn spread(&self) -> f64 {
         match self.kind {
-            BaselineKind::Seasonal => (2.0 * self.model.variance()).sqrt(),
-            _ => self.model.variance().sqrt(),
+            BaselineKind::Seasonal => (2.0 * self.model.excursion_variance()).sqrt(),
+            _ => self.model.excursion_variance().sqrt(),
         }
     }
 
@@ -573,7 +601,7 @@ mod tests {
 
     #[test]
     fn a_window_right_after_the_switch_is_closer_to_the_reference_than_one_later() {
-        let m = NoiseModel { level: 0.0, noise: 0.0, wander: 1.0, rho: 0.99, n: 180 };
+        let m = NoiseModel { level: 0.0, noise: 0.0, wander: 1.0, rho: 0.99, n: 180, blips: 0.0 };
         assert!(m.cov_after(0, 6) > m.cov_after(100, 6));
         assert!(m.cov_after(0, 6) > 0.0);
         let independent = NoiseModel { rho: 0.0, ..m };

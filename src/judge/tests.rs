@@ -231,6 +231,46 @@ fn a_shift_from_before_the_release_is_no_excursion_of_the_canary_but_a_new_jump_
     assert!(jumped.0 >= JudgeConfig::default().excursions_to_fail, "a jump after the release counts: {jumped:?}");
 }
 
+/// A metric at 0 with sparse blips (a ten-thousandth to a few thousandths
+/// of its range, as real KPIs scaled to their range show), against the same
+/// hour one day earlier: the two days blip at different steps. With
+/// `incident`, the canary stands at 0.3 from step 20 to 27.
+fn blipping(incident: bool) -> Observation {
+    let blip = |i: usize, seed: usize| {
+        let h = (i * 7919 + seed * 104_729) % 97;
+        if h < 20 {
+            0.0001 * (1 + h % 7) as f64
+        } else if h == 20 {
+            0.002
+        } else {
+            0.0
+        }
+    };
+    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: BadDirection::Both };
+    let canary = (0..60).map(|i| Some(if incident && (20..28).contains(&i) { 0.3 } else { blip(i, 2) }));
+    Observation {
+        now_s: 3600,
+        metrics: vec![MetricSeries {
+            spec,
+            baseline: (0..60).map(|i| Some(blip(i, 1))).collect(),
+            canary: canary.collect(),
+        }],
+        ..jumping(BaselineKind::Seasonal, &[])
+    }
+}
+
+#[test]
+fn blips_of_a_metric_at_zero_are_no_excursions_but_an_incident_is() {
+    let cfg = JudgeConfig::default();
+    let quiet = judge(&blipping(false), &cfg);
+    let (up, down) = quiet.findings[0].excursions;
+    assert!(up < cfg.excursions_to_fail && down < cfg.excursions_to_fail, "{:?}", quiet.findings[0]);
+    assert_ne!(quiet.verdict, Verdict::Fail, "{quiet:#?}");
+    let incident = judge(&blipping(true), &cfg);
+    assert!(incident.findings[0].excursions.0 >= cfg.excursions_to_fail, "{:?}", incident.findings[0]);
+    assert_eq!(incident.verdict, Verdict::Fail);
+}
+
 /// One latency metric against a concurrent baseline, 180 ten-second steps
 /// of Gaussian noise (SD `sd` ms about 200 ms) on both sides; `canary_extra(i)`
 /// is added to the canary's step `i`.
