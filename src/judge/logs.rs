@@ -10,9 +10,9 @@
 //! at one rate per request (`judge::sequential`, a change-point e-detector
 //! that holds its error level however often it is read). Lines come in bursts (a retry
 //! logs five times, one failure a stack of lines), so the evidence is
-//! tempered by the template's dispersion — the baseline's own index of
-//! dispersion, or for a template the baseline never logged, its lines per
-//! step on the canary — and a burst counts about as one event.
+//! tempered by the template's dispersion — the larger of the baseline's own
+//! index of dispersion and the canary's lines per step it logs on — and a
+//! burst counts about as one event.
 //!
 //! A template fails when the evidence crosses `ln(1/α)` and the canary's
 //! rate is past both tolerances: `relative_tolerance` above the baseline's
@@ -302,16 +302,23 @@ fn exposure(obs: &Observation, warmup: usize, steps: usize) -> Exposure {
     }
 }
 
-/// The burst size the evidence is tempered by (≥ 1): the baseline's index of
-/// dispersion over its steps, or with no baseline lines, the canary's lines per active step.
+/// The burst size the evidence is tempered by (≥ 1): the larger of the
+/// baseline's index of dispersion over its steps and the canary's lines per
+/// active step (the canary's alone when the baseline has no lines). Both
+/// versions retry alike under the null, but a canary's few failures can
+/// all happen to be retried: tempered by the baseline's bursts only, six
+/// retried failures read as eighteen (a healthy low-traffic canary rolled
+/// back on a background corpus). The cost: a crash loop's stack of lines
+/// counts as fewer events (30–50 s later on two of them, BENCHMARKS.md).
 fn dispersion(c: &Counts) -> f64 {
     let n = c.baseline.len() as f64;
     let mean = c.baseline.iter().sum::<f64>() / n.max(1.0);
+    let active = c.canary.iter().filter(|x| **x > 0.0).count();
+    let canary = c.canary.iter().sum::<f64>() / active.max(1) as f64;
     let d = if mean > 0.0 && n >= 2.0 {
-        c.baseline.iter().map(|b| (b - mean).powi(2)).sum::<f64>() / (n - 1.0) / mean
+        (c.baseline.iter().map(|b| (b - mean).powi(2)).sum::<f64>() / (n - 1.0) / mean).max(canary)
     } else {
-        let active = c.canary.iter().filter(|x| **x > 0.0).count();
-        c.canary.iter().sum::<f64>() / active.max(1) as f64
+        canary
     };
     d.max(1.0)
 }
@@ -486,6 +493,25 @@ mod tests {
         v.extend((0..20).map(|k| line(900, Side::Canary, "error", format!("retry {k} of checkout payment failed"))));
         let r = judge(&obs(v, true), &JudgeConfig::default());
         assert!(r.findings.iter().all(|f| f.status == MetricStatus::Ok), "{:?}", r.findings);
+    }
+
+    #[test]
+    fn a_canary_that_retries_its_share_of_failures_is_not_failed_for_the_retries() {
+        // The baseline logs the template once per failure, ~87 failures at 950
+        // requests a step; the canary's share (50 a step) predicts ~4.6. It has
+        // 6 failures, each retried three times: 24 lines, four to a step.
+        let mut v = lines(None);
+        for t in (300..1800).step_by(250) {
+            v.extend(
+                (0..4).map(|k| {
+                    line(t, Side::Canary, "error", format!("upstream inventory timed out after {}ms", 700 + k))
+                }),
+            );
+        }
+        let r = judge(&obs(v, true), &JudgeConfig::default());
+        let f = &r.findings[0];
+        assert_eq!(f.log.as_ref().map(|t| t.canary_lines), Some(24 + 4), "{f:?}");
+        assert_eq!(f.status, MetricStatus::Ok, "{}", f.explanation);
     }
 
     #[test]
