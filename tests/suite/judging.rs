@@ -87,9 +87,9 @@ fn a_slow_leak_fails_on_its_trend_and_fresh_pods_catching_up_do_not() {
 #[test]
 fn on_real_server_kpis_the_dev_scores_hold_and_each_earlier_window_rule_does_its_part() {
     let judges = [judge_by_name(JudgeName::Backstop, &policy()).unwrap()];
-    // (split, recall at least, false rollbacks at most): 106 of 125 and 29 of 125; 73 of 82 and 23 of 82.
+    // (split, recall at least, false rollbacks at most): 106 of 125 and 28 of 125; 73 of 82 and 21 of 82.
     for (split, recall, false_rb) in
-        [("preceding-dev", 106.0 / 125.0, 29.0 / 125.0), ("seasonal-dev", 73.0 / 82.0, 23.0 / 82.0)]
+        [("preceding-dev", 106.0 / 125.0, 28.0 / 125.0), ("seasonal-dev", 73.0 / 82.0, 21.0 / 82.0)]
     {
         let corpus = load_corpus(&[PathBuf::from(format!("fixtures/real-kpis/{split}"))]);
         assert!(corpus.errors.is_empty() && corpus.groups[0].1.len() > 150, "{split}: {:?}", corpus.errors);
@@ -112,5 +112,13 @@ fn on_real_server_kpis_the_dev_scores_hold_and_each_earlier_window_rule_does_its
     // A healthy hour whose level wanders step by step past the excursion limit
     // (rolled back by excursions before abrupt episodes): promoted.
     let r = case("omi-11--good-1441-preceding");
+    assert_eq!(r.decision, ReplayDecision::Promote, "{r:?}");
+    // A metric that stepped down inside the hour before and stayed there after
+    // the switch: the episode is the hour's, not the release's. Promoted.
+    let r = case("omi-1--good-3745-preceding");
+    assert_eq!(r.decision, ReplayDecision::Promote, "{r:?}");
+    // A metric at 0 with sparse blips, where the day before blipped and today
+    // did not (rolled back by excursions against a limit of 0): promoted.
+    let r = case("machine-1-6--good-2142-seasonal");
     assert_eq!(r.decision, ReplayDecision::Promote, "{r:?}");
 }
