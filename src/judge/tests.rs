@@ -171,14 +171,29 @@ fn one_metric_jumping_alone_or_against_a_concurrent_baseline_is_not_a_joint_jump
     assert!(r.findings.iter().all(|f| f.joint_jump.is_none()), "a flat earlier window is no yardstick: {r:#?}");
 }
 
+/// Small deterministic noise (±0.001) for step `i`.
+fn small_noise(i: usize) -> f64 {
+    0.002 * (((i * 7919) % 13) as f64 / 13.0 - 0.5)
+}
+
+/// One metric `kpi_a` (`normalised`, harmful `dir`), 60 one-minute steps
+/// of `baseline(i)` and `canary(i)`, against an earlier window of `kind`.
+fn kpi_a(
+    kind: BaselineKind,
+    dir: BadDirection,
+    baseline: impl Fn(usize) -> f64,
+    canary: impl Fn(usize) -> f64,
+) -> Observation {
+    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: dir };
+    let (baseline, canary) = ((0..60).map(|i| Some(baseline(i))).collect(), (0..60).map(|i| Some(canary(i))).collect());
+    Observation { metrics: vec![MetricSeries { spec, baseline, canary }], ..jumping(kind, &[]) }
+}
+
 /// One metric against the hour before it: the reference rises slowly
 /// (0.001 a step) under small deterministic noise; the canary goes on to
 /// stand 0.18 above the reference's end, step by step (`drift`) or in one
 /// step at step 20.
 fn leaving_its_hour(drift: bool) -> Observation {
-    let noise = |i: usize| 0.002 * (((i * 7919) % 13) as f64 / 13.0 - 0.5);
-    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: BadDirection::Up };
-    let baseline = (0..60).map(|i| Some(0.5 + 0.001 * i as f64 + noise(i))).collect();
     let rise = |i: usize| {
         if drift {
             0.18 * (i.min(40) as f64 / 40.0)
@@ -188,12 +203,12 @@ fn leaving_its_hour(drift: bool) -> Observation {
             0.0
         }
     };
-    let canary = (0..60).map(|i| Some(0.56 + rise(i) + noise(i + 60))).collect();
-    Observation {
-        baseline_kind: BaselineKind::Preceding,
-        metrics: vec![MetricSeries { spec, baseline, canary }],
-        ..jumping(BaselineKind::Preceding, &[])
-    }
+    kpi_a(
+        BaselineKind::Preceding,
+        BadDirection::Up,
+        |i| 0.5 + 0.001 * i as f64 + small_noise(i),
+        |i| 0.56 + rise(i) + small_noise(i + 60),
+    )
 }
 
 #[test]
@@ -211,15 +226,13 @@ fn a_level_that_wanders_out_of_its_hour_makes_no_excursions_but_a_jump_does() {
 /// there; the canary carries on at that level, and with `again` jumps a
 /// further 0.18 at its step 20.
 fn shifted_before_the_release(again: bool) -> Observation {
-    let noise = |i: usize| 0.002 * (((i * 7919) % 13) as f64 / 13.0 - 0.5);
-    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: BadDirection::Up };
-    let baseline = (0..60).map(|i| Some(0.5 + if i >= 40 { 0.18 } else { 0.0 } + noise(i))).collect();
-    let canary = (0..60).map(|i| Some(0.68 + if again && i >= 20 { 0.18 } else { 0.0 } + noise(i + 60))).collect();
-    Observation {
-        now_s: 3600,
-        metrics: vec![MetricSeries { spec, baseline, canary }],
-        ..jumping(BaselineKind::Preceding, &[])
-    }
+    let obs = kpi_a(
+        BaselineKind::Preceding,
+        BadDirection::Up,
+        |i| 0.5 + if i >= 40 { 0.18 } else { 0.0 } + small_noise(i),
+        |i| 0.68 + if again && i >= 20 { 0.18 } else { 0.0 } + small_noise(i + 60),
+    );
+    Observation { now_s: 3600, ..obs }
 }
 
 #[test]
@@ -246,17 +259,8 @@ fn blipping(incident: bool) -> Observation {
             0.0
         }
     };
-    let spec = MetricSpec { name: "kpi_a".into(), unit: "normalised".into(), bad_direction: BadDirection::Both };
-    let canary = (0..60).map(|i| Some(if incident && (20..28).contains(&i) { 0.3 } else { blip(i, 2) }));
-    Observation {
-        now_s: 3600,
-        metrics: vec![MetricSeries {
-            spec,
-            baseline: (0..60).map(|i| Some(blip(i, 1))).collect(),
-            canary: canary.collect(),
-        }],
-        ..jumping(BaselineKind::Seasonal, &[])
-    }
+    let canary = |i: usize| if incident && (20..28).contains(&i) { 0.3 } else { blip(i, 2) };
+    Observation { now_s: 3600, ..kpi_a(BaselineKind::Seasonal, BadDirection::Both, |i| blip(i, 1), canary) }
 }
 
 #[test]
