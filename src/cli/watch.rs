@@ -48,6 +48,7 @@ pub(super) fn report_of(r: &Ran) -> Report {
     let p = &r.prepared;
     let mut report = Report::new(&r.name, &p.facts, &r.outcome, p.duration_s, p.can_act(), p.known_onset_s);
     backstop::run::recorded::plan_to_approve(&mut report, p, &r.outcome);
+    report.ramp = p.ramp.as_ref().map(|cfg| backstop::report::RampReport::new(cfg, &r.outcome, p.can_act()));
     report
 }
 

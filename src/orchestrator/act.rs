@@ -132,7 +132,7 @@ impl ReleaseRun<'_> {
         };
         let ended = self.carry(executor, &plan, (token, st), observer, None).await?;
         if ended.is_none() && matches!(st.role, Some(LeaseRole::Holder { .. })) {
-            st.ramp.raised(weight);
+            st.raised(weight);
         }
         Ok(ended)
     }

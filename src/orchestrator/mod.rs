@@ -45,7 +45,8 @@ use crate::telemetry;
 
 use deadline::{Deadlined, JUDGE_DEADLINE, overrun_result};
 use human::{Asking, Controls, OperatorState};
-use step::{Next, RampProgress, RampStep, Situation, what_now};
+use step::{Next, Situation, what_now};
+pub use step::{RampProgress, RampRaise, RampStep, RampTrace};
 
 /// How long a release with an open request waits before looking in the
 /// ledger for answers relayed by other agents and closures written by them.
@@ -179,6 +180,10 @@ pub struct RunOutcome {
     pub model_usage: Usage,
     /// A model is configured for this run.
     pub model_configured: bool,
+    /// The ramp's raises and where it stood at the end (an advisory run's:
+    /// those acting would have made); `None` where this run did not follow
+    /// the release to its end (another agent ended it: `backstop audit` has them).
+    pub ramp: Option<RampTrace>,
 }
 
 /// This process as an agent: its identity, lease length and clock.
@@ -274,8 +279,10 @@ struct LoopState {
     quarantine: Option<crate::policy::memory::Quarantine>,
     /// The failing findings of the last tick, one line each (a condemnation's evidence).
     failing: Vec<String>,
-    /// Where the ramp stands (unused without one).
+    /// Where the ramp stands (unused without one; advising, where acting would have it).
     ramp: RampProgress,
+    /// The ramp's raises that took effect (advising: that acting would have made).
+    raises: Vec<step::RampRaise>,
     /// Release seconds the last tick moved the clock on.
     advanced_s: u64,
     /// Counted among this agent's held releases while it holds the lease.
@@ -307,6 +314,8 @@ struct Prior {
     effected_plan: Option<ActionPlan>,
     /// Where the ramp stood.
     ramp: RampProgress,
+    /// The raises that took effect.
+    raises: Vec<step::RampRaise>,
 }
 
 impl ReleaseRun<'_> {
@@ -359,7 +368,7 @@ impl ReleaseRun<'_> {
             return Ok(refused);
         }
         let mut st = LoopState::at(self, prior.tick, prior.now_s);
-        st.ramp = prior.ramp;
+        st.ramp_from(prior);
         st.model = Deliberation::new(self.model.clone(), self.model_timing());
         self.ticks(source, actuation, observer, &mut st).await
     }
@@ -429,7 +438,12 @@ impl ReleaseRun<'_> {
             ramp: self.ramp_step(actuation, st.ramp),
             progress: st.ramp,
         };
-        match what_now(situation) {
+        let rehearsed = step::rehearsed(Situation { ramp: self.rehearsal_step(actuation, st.ramp), ..situation });
+        let next = what_now(situation);
+        if let Some(weight) = rehearsed {
+            st.raised(weight);
+        }
+        match next {
             Next::Continue | Next::Follow => Ok(None),
             Next::Raise(weight) => self.raise(weight, actuation, st, observer).await,
             Next::Withdraw => {
@@ -579,7 +593,7 @@ impl ReleaseRun<'_> {
         // The ramp and the clock as the ledger has them: an agent taking over
         // never raises to a step an earlier holder already passed, and writes
         // the tick after the last one recorded (one record per tick, whoever writes it).
-        st.ramp = prior.ramp;
+        st.ramp_from(&prior);
         (st.tick, st.now_s) = (prior.tick, prior.now_s);
         match self.recover_if_holder(executor, st).await? {
             Some(status) => self.finish(st, status, None).await.map(recovered).map(Some),
@@ -617,6 +631,15 @@ impl ReleaseRun<'_> {
         }
     }
 
+    /// Where the ramp would stand at `progress` if this advisory run acted
+    /// (nothing when acting: the ramp itself raises then).
+    fn rehearsal_step(&self, actuation: &Actuation, progress: RampProgress) -> RampStep {
+        match (&self.ramp, actuation) {
+            (Some(r), Actuation::Advisory(_)) => RampStep::of(r.raises(), r.min_judged_s, progress),
+            (None, _) | (Some(_), Actuation::Live(_)) => RampStep::Off,
+        }
+    }
+
     fn pace_for(&self, role: Option<&LeaseRole>) -> Duration {
         match role {
             Some(LeaseRole::Follower { .. }) => {
@@ -634,11 +657,12 @@ impl ReleaseRun<'_> {
             effected: None,
             effected_plan: None,
             ramp: RampProgress::default(),
+            raises: vec![],
         };
         let mut plans = std::collections::HashMap::new();
         let records: Vec<Record> =
             self.ledger.release_records(&self.facts.release_id).await?.into_iter().map(|(_, r)| r).collect();
-        prior.ramp = step::ramp_progress(&records);
+        (prior.ramp, prior.raises) = step::ramp_history(&records);
         for rec in records {
             match rec {
                 Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
@@ -887,6 +911,7 @@ impl ReleaseRun<'_> {
             consultation: st.model.last().cloned(),
             model_usage: usage,
             model_configured: st.model.configured(),
+            ramp: Some(RampTrace { raises: st.raises.clone(), progress: st.ramp }),
         })
     }
 
@@ -905,6 +930,7 @@ impl ReleaseRun<'_> {
             consultation: None,
             model_usage: done.model_usage,
             model_configured: self.model.is_some(),
+            ramp: None,
         }
     }
 }

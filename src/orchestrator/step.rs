@@ -48,7 +48,7 @@ pub enum Next {
 /// Where a release's ramp stands, as read from the ledger: the weight its
 /// last raise that took effect set, and the release seconds judged (ticks
 /// with an observation) since.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RampProgress {
     /// Percent of traffic on the canary after the last raise (none yet: `None`).
     pub weight: Option<u8>,
@@ -69,7 +69,40 @@ impl RampProgress {
 /// too), so only time beyond the furthest tick so far counts, and a tick
 /// without an observation moves time on without judging it.
 pub fn ramp_progress(records: &[Record]) -> RampProgress {
+    ramp_history(records).0
+}
+
+/// A raise of the ramp that took effect: to `weight` percent of traffic at
+/// release second `at_s` (the latest tick's). In an advisory run, which
+/// raises nothing, the raises acting would have made ([`rehearsed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct RampRaise {
+    /// Percent of traffic on the canary after the raise.
+    pub weight: u8,
+    /// Release seconds when it was made.
+    pub at_s: u64,
+}
+
+/// A ramp as a release walked it: the raises that took effect, in order,
+/// and where it stood at the end.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RampTrace {
+    /// The raises, in order.
+    pub raises: Vec<RampRaise>,
+    /// Where the ramp stood at the end.
+    pub progress: RampProgress,
+}
+
+impl From<(RampProgress, Vec<RampRaise>)> for RampTrace {
+    fn from((progress, raises): (RampProgress, Vec<RampRaise>)) -> Self {
+        RampTrace { raises, progress }
+    }
+}
+
+/// [`ramp_progress`], and the raises that took effect in ledger order.
+pub fn ramp_history<'a>(records: impl IntoIterator<Item = &'a Record>) -> (RampProgress, Vec<RampRaise>) {
     let mut progress = RampProgress::default();
+    let mut done = Vec::new();
     let mut raises = std::collections::HashMap::new();
     let mut judged_to = 0;
     for rec in records {
@@ -88,12 +121,13 @@ pub fn ramp_progress(records: &[Record]) -> RampProgress {
             Record::Outcome(o) if o.result.took_effect() => {
                 if let Some(weight) = raises.get(o.plan_id.as_str()) {
                     progress.raised(*weight);
+                    done.push(RampRaise { weight: *weight, at_s: judged_to });
                 }
             }
             _ => {}
         }
     }
-    progress
+    (progress, done)
 }
 
 /// What the ramp allows at this tick.
@@ -186,14 +220,7 @@ pub fn what_now(s: Situation<'_>) -> Next {
 /// before the last step was judged its time ends held. Nothing else changes.
 fn ramped(s: Situation<'_>, next: Next) -> Next {
     let holder = matches!(s.role, Some(LeaseRole::Holder { .. }));
-    let quiet = s.mode == RunMode::Act
-        && holder
-        && !s.window_done
-        && !s.held
-        && s.asking.is_none()
-        && s.failing_ticks == 0
-        && s.judge_clear
-        && *s.decision == Decision::Continue;
+    let quiet = s.mode == RunMode::Act && holder && calm(&s);
     let promoting = *s.decision == Decision::Promote;
     match (next, s.ramp) {
         (Next::Continue, RampStep::Due(w)) if quiet => Next::Raise(w),
@@ -201,6 +228,29 @@ fn ramped(s: Situation<'_>, next: Next) -> Next {
             Next::Finish(Box::new(ReleaseStatus::Held { reason: ramp_unfinished(s.progress) }))
         }
         (next, RampStep::Off | RampStep::Due(_) | RampStep::Judging | RampStep::Done) => next,
+    }
+}
+
+/// Nothing at this tick stands in a raise's way but who may act: policy
+/// says go on, the judge suspects nothing, the source answered, nobody
+/// holds or is asked, and the window is still open.
+fn calm(s: &Situation<'_>) -> bool {
+    !s.window_done
+        && !s.held
+        && s.asking.is_none()
+        && s.failing_ticks == 0
+        && s.judge_clear
+        && *s.decision == Decision::Continue
+}
+
+/// The raise acting would make at this tick of an advisory run, which
+/// raises nothing: the ramp's due step on a calm tick, by the rule of
+/// [`what_now`] without the lease (an advisory run holds none). The report
+/// shows these, so an approver sees the ramp the agent would walk.
+pub fn rehearsed(s: Situation<'_>) -> Option<u8> {
+    match s.ramp {
+        RampStep::Due(w) if s.mode == RunMode::Advise && calm(&s) => Some(w),
+        RampStep::Off | RampStep::Due(_) | RampStep::Judging | RampStep::Done => None,
     }
 }
 
@@ -368,6 +418,45 @@ mod tests {
             RampProgress { weight: Some(5), judged_s: 20 },
             "a failed raise moves nothing"
         );
+        let (_, raises) = ramp_history(&records);
+        assert_eq!(
+            raises,
+            vec![RampRaise { weight: 5, at_s: 20 }],
+            "the raise that took, at the latest tick before it"
+        );
+    }
+
+    #[test]
+    fn an_advisory_run_rehearses_the_raises_acting_would_make_and_makes_none() {
+        let go_on = Decision::Continue;
+        let advising = |(step, progress)| Situation {
+            mode: RunMode::Advise,
+            role: None,
+            ramp: step,
+            progress,
+            ..at(&go_on, false)
+        };
+        let due = advising(ramp(Some(5), 300));
+        assert_eq!(what_now(due), Next::Continue, "advising raises nothing");
+        assert_eq!(rehearsed(due), Some(25));
+        assert_eq!(rehearsed(advising(ramp(None, 0))), Some(5), "the first step at once");
+        assert_eq!(rehearsed(advising(ramp(Some(5), 10))), None, "not judged its time yet");
+        assert_eq!(rehearsed(advising(ramp(Some(50), 300))), None, "the last step below 100 reached");
+        let hold = Decision::Hold { reason: "thin".into() };
+        let (why, proposed) = ("model", Proposal::Rollback { plan: plan() });
+        let not_calm = [
+            ("the judge suspects a metric", Situation { judge_clear: false, ..due }),
+            ("the source failed this tick", Situation { failing_ticks: 1, failure: Some("refused"), ..due }),
+            ("an operator holds", Situation { held: true, ..due }),
+            ("a person is asked", Situation { asking: Some((why, &proposed)), ..due }),
+            ("policy holds", Situation { decision: &hold, ..due }),
+            ("the window is over", Situation { window_done: true, ..due }),
+        ];
+        for (why, s) in not_calm {
+            assert_eq!(rehearsed(s), None, "{why}");
+        }
+        let acting = ramping(&go_on, ramp(Some(5), 300));
+        assert_eq!((what_now(acting), rehearsed(acting)), (Next::Raise(25), None), "acting raises for real");
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub fn report_body(r: &Report) -> String {
         escape(&r.headline)
     );
     body.push_str(&plan(r.plan.as_ref()));
+    let ramp = super::ramp_lines(r);
+    if !ramp.is_empty() {
+        body.push_str(&list("Traffic ramp", &ramp));
+    }
     if let Some(j) = &r.judge {
         body.push_str(&format!(
             "<h2>Scorecard at t={}s</h2>\n<p>{}</p>\n<div class=\"table-wrap\">{}</div>\n",

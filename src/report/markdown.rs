@@ -31,6 +31,13 @@ fn guard_cell(f: &Finding) -> String {
 pub fn render_markdown(r: &Report) -> String {
     let mut o = String::new();
     header(&mut o, r);
+    let ramp = super::ramp_lines(r);
+    if !ramp.is_empty() {
+        o.push_str("\n### Traffic ramp\n\n");
+        for line in &ramp {
+            o.push_str(&format!("- {}\n", md(line)));
+        }
+    }
     if let Some(j) = &r.judge {
         evidence(&mut o, j);
     }

@@ -18,7 +18,7 @@ use crate::assessor::evidence::EvidenceItem;
 use crate::assessor::{CanaryVerdict, Usage};
 use crate::executor::{ActionKind, ActionPlan};
 use crate::judge::{Finding, JudgeResult, MetricStatus, Verdict};
-use crate::orchestrator::{Conclusion, ReleaseStatus, RunOutcome};
+use crate::orchestrator::{Conclusion, RampRaise, RampStep, ReleaseStatus, RunOutcome};
 use crate::policy::{Decision, Proposal};
 use crate::signals::{Observation, Unit};
 
@@ -67,6 +67,74 @@ pub struct Report {
     pub observation: Option<Observation>,
     /// Where those series come from.
     pub charts: Charts,
+    /// The traffic ramp, for a release that has one.
+    pub ramp: Option<RampReport>,
+}
+
+/// A release's traffic ramp as its report shows it: the plan, and the
+/// raises made — or, advising (which raises nothing), those acting would
+/// have made, so an approver sees the ramp the agent would walk.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RampReport {
+    /// Percent of traffic on the canary at each step (a final 100 is the promotion).
+    pub steps: Vec<u8>,
+    /// Release seconds each step is judged before the next (and the last before promotion).
+    pub min_judged_s: u64,
+    /// The raises are those acting would have made: an advisory run raised nothing.
+    pub rehearsed: bool,
+    /// The raises in order; `None` when this report does not know them (the
+    /// release was ended by another agent: `backstop audit` lists them).
+    pub raises: Option<Vec<RampRaise>>,
+    /// At the decision the last step below 100 had not been judged its
+    /// time: a promotion then waits for a person (advising: would have waited).
+    pub unfinished: bool,
+}
+
+/// The ramp in sentences, for every rendering (none without a ramp).
+pub fn ramp_lines(r: &Report) -> Vec<String> {
+    let Some(ramp) = &r.ramp else { return vec![] };
+    let steps: Vec<String> = ramp.steps.iter().map(u8::to_string).collect();
+    let mut lines = vec![format!(
+        "Steps: {} % of traffic, each judged {} s before the next.",
+        steps.join(" → "),
+        ramp.min_judged_s
+    )];
+    let at = |raises: &[RampRaise]| -> String {
+        raises.iter().map(|x| format!("{} % at t={}s", x.weight, x.at_s)).collect::<Vec<_>>().join(", ")
+    };
+    lines.push(match (&ramp.raises, ramp.rehearsed) {
+        (None, _) => "The raises are not in this report: another run ended the release (backstop audit lists the raises made).".into(),
+        (Some(v), true) if v.is_empty() => "This advisory run raised nothing; acting, backstop would not have raised either: no tick was quiet when a step was due.".into(),
+        (Some(v), true) => format!(
+            "This advisory run raised nothing; acting, backstop would have raised the canary to {} (each on a quiet tick once its step was due).",
+            at(v)
+        ),
+        (Some(v), false) if v.is_empty() => "No raise took effect.".into(),
+        (Some(v), false) => format!("Raised to {}.", at(v)),
+    });
+    if ramp.rehearsed && ramp.unfinished && r.recommendation == "promote" {
+        lines.push(
+            "Acting, this promotion would have waited for a person: the ramp's last step below 100 would not yet have been judged its time."
+                .into(),
+        );
+    }
+    lines
+}
+
+impl RampReport {
+    /// The ramp `cfg` as `outcome` walked it (or, advising, would have).
+    pub fn new(cfg: &crate::release::RampConfig, outcome: &RunOutcome, acting: bool) -> RampReport {
+        let unfinished = outcome.ramp.as_ref().is_some_and(|t| {
+            matches!(RampStep::of(cfg.raises(), cfg.min_judged_s, t.progress), RampStep::Due(_) | RampStep::Judging)
+        });
+        RampReport {
+            steps: cfg.steps.clone(),
+            min_judged_s: cfg.min_judged_s,
+            rehearsed: !acting,
+            raises: outcome.ramp.as_ref().map(|t| t.raises.clone()),
+            unfinished,
+        }
+    }
 }
 
 /// The version of a report's JSON. A change that removes or retypes a
@@ -311,6 +379,7 @@ impl Report {
                 Some(_) => Charts::Judged,
                 None => Charts::NotDrawn { reason: "no data at the last tick".into() },
             },
+            ramp: None,
         }
     }
 }

@@ -76,6 +76,7 @@ async fn report_of_ended(runtime: &Runtime, cfg: &ReleaseConfig, e: Ended) -> Re
     let mut report = Report::new(&p.name, &r.facts, &outcome, r.duration_s, e.acting, r.known_onset_s);
     report.charts = charts;
     plan_to_approve(&mut report, r, &outcome);
+    report.ramp = r.ramp.as_ref().map(|ramp| crate::report::RampReport::new(ramp, &outcome, e.acting));
     Ok(report)
 }
 

@@ -443,3 +443,64 @@ fn json_outputs_follow_their_published_versioned_schemas() {
     broken["status"] = serde_json::json!({ "status": "exploded" });
     assert!(!report.is_valid(&broken), "an unknown status is caught");
 }
+
+/// A simulated healthy release ramped 5 → 25 → 50 → promotion, each step
+/// judged `min_judged_s` (the simulator's window is 1,800 s).
+fn ramped_release(dir: &tempfile::TempDir, min_judged_s: u64) -> String {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let text = format!(
+        "policy = \"{repo}/fixtures/policy/simulator.toml\"\n[[releases]]\nname = \"search\"\nservice = \"search\"\n\
+         target = \"simulator/search\"\ncandidate_revision = \"v7\"\nlast_known_good = \"v6\"\n\
+         executor = {{ kind = \"simulator\" }}\nsource = {{ kind = \"simulator\", service = \"search\", seed = 3 }}\n\
+         ramp = {{ steps = [5, 25, 50, 100], min_judged_s = {min_judged_s} }}\n"
+    );
+    let path = dir.path().join("ramped.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The report's `ramp` of `backstop <cmd>` (JSON on stdout, or the file `--report` wrote).
+fn ramp_of(json: &[u8]) -> serde_json::Value {
+    let report: serde_json::Value = serde_json::from_slice(json).unwrap();
+    report["ramp"].clone()
+}
+
+/// An approver sees the ramp the agent would walk: `advise` raises nothing
+/// but reports the raises acting would make, and they are the raises `watch`
+/// makes on the same release; `advise` on the release `watch` ran reports
+/// those from the ledger.
+#[test]
+fn advise_shows_the_ramp_acting_would_walk_and_it_is_the_one_watch_walks() {
+    let (advised, acted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = ramped_release(&advised, 300);
+    let out = run(&advised, &cfg, "advise", &["--format", "json"]).code(0).get_output().stdout.clone();
+    let rehearsed = ramp_of(&out);
+    assert_eq!(rehearsed["rehearsed"], true, "{rehearsed}");
+    let weights: Vec<u64> =
+        rehearsed["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect();
+    assert_eq!(weights, [5, 25, 50], "{rehearsed}");
+    assert_eq!(rehearsed["unfinished"], false);
+
+    let report = acted.path().join("r.json");
+    run(&acted, &cfg, "watch", &["--report", report.to_str().unwrap()]).code(0);
+    let walked = ramp_of(&std::fs::read(&report).unwrap());
+    assert_eq!((walked["rehearsed"].clone(), walked["raises"].clone()), (false.into(), rehearsed["raises"].clone()));
+
+    let out = run(&acted, &cfg, "advise", &["--format", "json"]).code(0).get_output().stdout.clone();
+    let recorded = ramp_of(&out);
+    assert_eq!((recorded["rehearsed"].clone(), recorded["raises"].clone()), (false.into(), walked["raises"].clone()));
+}
+
+/// When the window passes before the ramp's last step was judged its time,
+/// `watch` holds the promotion for a person (exit 12), and `advise` says
+/// promote but that acting, it would have waited.
+#[test]
+fn advise_says_when_acting_would_hold_a_promotion_for_an_unfinished_ramp() {
+    let (advised, acted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // 3 × 600 s fits the 1,800-s window, but the first raise comes at the first tick (10 s).
+    let cfg = ramped_release(&advised, 600);
+    run(&acted, &cfg, "watch", &[]).code(12).stdout(predicate::str::contains("not yet judged its time"));
+    let out = run(&advised, &cfg, "advise", &[]).code(0).get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("**PROMOTE**") && text.contains("would have waited for a person"), "{text}");
+}
