@@ -132,7 +132,7 @@ impl ReleaseRun<'_> {
         };
         let ended = self.carry(executor, &plan, (token, st), observer, None).await?;
         if ended.is_none() && matches!(st.role, Some(LeaseRole::Holder { .. })) {
-            st.raised(weight);
+            st.ramp.raised(weight, st.now_s);
         }
         Ok(ended)
     }

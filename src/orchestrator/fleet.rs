@@ -256,18 +256,6 @@ impl ReleaseRun<'_> {
 }
 
 impl LoopState {
-    /// A raise to `weight` took effect (or, advising, would have): the
-    /// step's judged time starts over, and the report lists it.
-    pub(super) fn raised(&mut self, weight: u8) {
-        self.ramp.raised(weight);
-        self.raises.push(super::step::RampRaise { weight, at_s: self.now_s });
-    }
-
-    /// Where the ramp stood in the ledger before this run.
-    pub(super) fn ramp_from(&mut self, prior: &super::Prior) {
-        (self.ramp, self.raises) = (prior.ramp, prior.raises.clone());
-    }
-
     /// A loop state at `tick`, `now_s` of `run`, before any lease.
     pub(super) fn at(run: &ReleaseRun<'_>, tick: u64, now_s: u64) -> LoopState {
         LoopState {
@@ -283,8 +271,7 @@ impl LoopState {
             last_verdict: None,
             quarantine: run.facts.quarantine.clone(),
             failing: vec![],
-            ramp: super::step::RampProgress::default(),
-            raises: vec![],
+            ramp: Default::default(),
             advanced_s: 0,
             seat: None,
         }

@@ -279,10 +279,9 @@ struct LoopState {
     quarantine: Option<crate::policy::memory::Quarantine>,
     /// The failing findings of the last tick, one line each (a condemnation's evidence).
     failing: Vec<String>,
-    /// Where the ramp stands (unused without one; advising, where acting would have it).
-    ramp: RampProgress,
-    /// The ramp's raises that took effect (advising: that acting would have made).
-    raises: Vec<step::RampRaise>,
+    /// Where the ramp stands and its raises (unused without one; advising,
+    /// where acting would have it and the raises it would have made).
+    ramp: RampTrace,
     /// Release seconds the last tick moved the clock on.
     advanced_s: u64,
     /// Counted among this agent's held releases while it holds the lease.
@@ -312,10 +311,8 @@ struct Prior {
     effected: Option<ReleaseStatus>,
     /// That action's plan.
     effected_plan: Option<ActionPlan>,
-    /// Where the ramp stood.
-    ramp: RampProgress,
-    /// The raises that took effect.
-    raises: Vec<step::RampRaise>,
+    /// Where the ramp stood, and its raises.
+    ramp: RampTrace,
 }
 
 impl ReleaseRun<'_> {
@@ -368,7 +365,7 @@ impl ReleaseRun<'_> {
             return Ok(refused);
         }
         let mut st = LoopState::at(self, prior.tick, prior.now_s);
-        st.ramp_from(prior);
+        st.ramp = prior.ramp.clone();
         st.model = Deliberation::new(self.model.clone(), self.model_timing());
         self.ticks(source, actuation, observer, &mut st).await
     }
@@ -435,13 +432,13 @@ impl ReleaseRun<'_> {
             failure: t.failure.as_deref(),
             failure_limit: self.policy.source.consecutive_failure_limit,
             judge_clear: t.judged.findings.iter().all(|f| f.status.is_clear()),
-            ramp: self.ramp_step(actuation, st.ramp),
-            progress: st.ramp,
+            ramp: self.ramp_step(actuation, st.ramp.progress),
+            progress: st.ramp.progress,
         };
-        let rehearsed = step::rehearsed(Situation { ramp: self.rehearsal_step(actuation, st.ramp), ..situation });
+        let rehearsed = step::rehearsed(Situation { ramp: self.ramp_at(st.ramp.progress), ..situation });
         let next = what_now(situation);
         if let Some(weight) = rehearsed {
-            st.raised(weight);
+            st.ramp.raised(weight, st.now_s);
         }
         match next {
             Next::Continue | Next::Follow => Ok(None),
@@ -593,7 +590,7 @@ impl ReleaseRun<'_> {
         // The ramp and the clock as the ledger has them: an agent taking over
         // never raises to a step an earlier holder already passed, and writes
         // the tick after the last one recorded (one record per tick, whoever writes it).
-        st.ramp_from(&prior);
+        st.ramp = prior.ramp.clone();
         (st.tick, st.now_s) = (prior.tick, prior.now_s);
         match self.recover_if_holder(executor, st).await? {
             Some(status) => self.finish(st, status, None).await.map(recovered).map(Some),
@@ -625,19 +622,16 @@ impl ReleaseRun<'_> {
     /// What the ramp allows at `progress` (nothing when advising: an
     /// advisory run changes no traffic).
     fn ramp_step(&self, actuation: &Actuation, progress: RampProgress) -> RampStep {
-        match (&self.ramp, actuation) {
-            (Some(r), Actuation::Live(_)) => RampStep::of(r.raises(), r.min_judged_s, progress),
-            (None, _) | (Some(_), Actuation::Advisory(_)) => RampStep::Off,
+        match actuation {
+            Actuation::Live(_) => self.ramp_at(progress),
+            Actuation::Advisory(_) => RampStep::Off,
         }
     }
 
-    /// Where the ramp would stand at `progress` if this advisory run acted
-    /// (nothing when acting: the ramp itself raises then).
-    fn rehearsal_step(&self, actuation: &Actuation, progress: RampProgress) -> RampStep {
-        match (&self.ramp, actuation) {
-            (Some(r), Actuation::Advisory(_)) => RampStep::of(r.raises(), r.min_judged_s, progress),
-            (None, _) | (Some(_), Actuation::Live(_)) => RampStep::Off,
-        }
+    /// Where the ramp stands at `progress`, whatever the mode (advising:
+    /// where acting would have it, for [`step::rehearsed`]).
+    fn ramp_at(&self, progress: RampProgress) -> RampStep {
+        self.ramp.as_ref().map_or(RampStep::Off, |r| RampStep::of(r.raises(), r.min_judged_s, progress))
     }
 
     fn pace_for(&self, role: Option<&LeaseRole>) -> Duration {
@@ -656,13 +650,12 @@ impl ReleaseRun<'_> {
             now_s: 0,
             effected: None,
             effected_plan: None,
-            ramp: RampProgress::default(),
-            raises: vec![],
+            ramp: RampTrace::default(),
         };
         let mut plans = std::collections::HashMap::new();
         let records: Vec<Record> =
             self.ledger.release_records(&self.facts.release_id).await?.into_iter().map(|(_, r)| r).collect();
-        (prior.ramp, prior.raises) = step::ramp_history(&records);
+        prior.ramp = step::ramp_history(&records);
         for rec in records {
             match rec {
                 Record::Tick(t) => (prior.tick, prior.now_s) = (t.tick, t.now_s),
@@ -762,7 +755,7 @@ impl ReleaseRun<'_> {
         }
         st.failing_ticks = if obs.is_some() { 0 } else { st.failing_ticks.saturating_add(1) };
         if obs.is_some() {
-            st.ramp.judged_s += st.advanced_s;
+            st.ramp.progress.judged_s += st.advanced_s;
         }
         let judged = match &obs {
             Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
@@ -911,7 +904,7 @@ impl ReleaseRun<'_> {
             consultation: st.model.last().cloned(),
             model_usage: usage,
             model_configured: st.model.configured(),
-            ramp: Some(RampTrace { raises: st.raises.clone(), progress: st.ramp }),
+            ramp: Some(st.ramp.clone()),
         })
     }
 

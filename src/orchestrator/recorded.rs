@@ -91,7 +91,7 @@ pub fn from_records(release_id: &str, records: &[(StoredRecord, Record)], model_
         model_usage: done.model_usage,
         model_configured,
         // An advisory run's rehearsed raises are not ledgered: only an acting run's are known here.
-        ramp: acting.then(|| super::step::ramp_history(records.iter().map(|(_, r)| r)).into()),
+        ramp: acting.then(|| super::step::ramp_history(records.iter().map(|(_, r)| r))),
     };
     let last_inputs_digest = last_tick.map_or_else(|| "none".to_string(), |t| t.inputs_digest.clone());
     Recorded::Ended(Box::new(Ended { outcome, started_at_ms, last_inputs_digest, acting }))

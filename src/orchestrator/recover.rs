@@ -39,7 +39,7 @@ impl ReleaseRun<'_> {
             if matches!(result, ActionResult::Reconciled { .. }) && ours {
                 match plan.kind {
                     // A ramp step found done: the release goes on from it.
-                    ActionKind::Raise { weight } => st.raised(weight),
+                    ActionKind::Raise { weight } => st.ramp.raised(weight, st.now_s),
                     ActionKind::Rollback | ActionKind::Promote => self.verified(plan).await?,
                 }
             }

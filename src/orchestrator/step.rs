@@ -63,15 +63,6 @@ impl RampProgress {
     }
 }
 
-/// Where the ramp stands after a release's `records` (in ledger order):
-/// the weight of the last raise that took effect, and the release time
-/// judged since. Several agents' tick records interleave (followers judge
-/// too), so only time beyond the furthest tick so far counts, and a tick
-/// without an observation moves time on without judging it.
-pub fn ramp_progress(records: &[Record]) -> RampProgress {
-    ramp_history(records).0
-}
-
 /// A raise of the ramp that took effect: to `weight` percent of traffic at
 /// release second `at_s` (the latest tick's). In an advisory run, which
 /// raises nothing, the raises acting would have made ([`rehearsed`]).
@@ -83,33 +74,38 @@ pub struct RampRaise {
     pub at_s: u64,
 }
 
-/// A ramp as a release walked it: the raises that took effect, in order,
-/// and where it stood at the end.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A ramp as a release walks it: where it stands, and the raises that took
+/// effect, in order (advising: where acting would have it, and its raises).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RampTrace {
+    /// Where the ramp stands.
+    pub progress: RampProgress,
     /// The raises, in order.
     pub raises: Vec<RampRaise>,
-    /// Where the ramp stood at the end.
-    pub progress: RampProgress,
 }
 
-impl From<(RampProgress, Vec<RampRaise>)> for RampTrace {
-    fn from((progress, raises): (RampProgress, Vec<RampRaise>)) -> Self {
-        RampTrace { raises, progress }
+impl RampTrace {
+    /// A raise to `weight` took effect at release second `at_s`.
+    pub fn raised(&mut self, weight: u8, at_s: u64) {
+        self.progress.raised(weight);
+        self.raises.push(RampRaise { weight, at_s });
     }
 }
 
-/// [`ramp_progress`], and the raises that took effect in ledger order.
-pub fn ramp_history<'a>(records: impl IntoIterator<Item = &'a Record>) -> (RampProgress, Vec<RampRaise>) {
-    let mut progress = RampProgress::default();
-    let mut done = Vec::new();
+/// The ramp after a release's `records` (in ledger order): the weight of
+/// the last raise that took effect, the release time judged since, and the
+/// raises. Several agents' tick records interleave (followers judge too), so
+/// only time beyond the furthest tick so far counts, and a tick without an
+/// observation moves time on without judging it.
+pub fn ramp_history<'a>(records: impl IntoIterator<Item = &'a Record>) -> RampTrace {
+    let mut trace = RampTrace::default();
     let mut raises = std::collections::HashMap::new();
     let mut judged_to = 0;
     for rec in records {
         match rec {
             Record::Tick(t) => {
                 if t.now_s > judged_to && t.inputs_digest != super::NO_OBSERVATION {
-                    progress.judged_s += t.now_s - judged_to;
+                    trace.progress.judged_s += t.now_s - judged_to;
                 }
                 judged_to = judged_to.max(t.now_s);
             }
@@ -120,14 +116,13 @@ pub fn ramp_history<'a>(records: impl IntoIterator<Item = &'a Record>) -> (RampP
             }
             Record::Outcome(o) if o.result.took_effect() => {
                 if let Some(weight) = raises.get(o.plan_id.as_str()) {
-                    progress.raised(*weight);
-                    done.push(RampRaise { weight: *weight, at_s: judged_to });
+                    trace.raised(*weight, judged_to);
                 }
             }
             _ => {}
         }
     }
-    (progress, done)
+    trace
 }
 
 /// What the ramp allows at this tick.
@@ -405,22 +400,21 @@ mod tests {
     }
 
     #[test]
-    fn ramp_progress_counts_judged_time_once_across_interleaved_agents_and_only_raises_that_took() {
+    fn the_ramp_history_counts_judged_time_once_across_interleaved_agents_and_only_raises_that_took() {
         // Two agents tick the same release 5 s apart; one tick had no observation.
         let mut records = vec![tick(10, true), tick(5, true), tick(20, true), tick(15, true)];
         records.extend(raised(5, true));
         records.extend([tick(30, false), tick(25, true), tick(40, true), tick(35, true)]);
-        assert_eq!(ramp_progress(&records), RampProgress { weight: Some(5), judged_s: 10 });
+        assert_eq!(ramp_history(&records).progress, RampProgress { weight: Some(5), judged_s: 10 });
         records.extend(raised(25, false));
         records.push(tick(50, true));
         assert_eq!(
-            ramp_progress(&records),
+            ramp_history(&records).progress,
             RampProgress { weight: Some(5), judged_s: 20 },
             "a failed raise moves nothing"
         );
-        let (_, raises) = ramp_history(&records);
         assert_eq!(
-            raises,
+            ramp_history(&records).raises,
             vec![RampRaise { weight: 5, at_s: 20 }],
             "the raise that took, at the latest tick before it"
         );
