@@ -242,6 +242,22 @@ fn killed_mid_raise_on_real_haproxy_the_restart_goes_on_from_the_step_haproxy_ha
         assert_eq!(first.0, "raise 5", "{point}: {kinds:?}");
         let reconciled = point == "after_execute";
         assert_eq!(first.1.contains("canary weight 5,"), reconciled, "{point}: {kinds:?}");
+        // The report read back from the ledger lists each raise that took effect once:
+        // the reconciled one is not counted again beside its record.
+        let report = Command::cargo_bin("backstop")
+            .unwrap()
+            .env_remove("BACKSTOP_CONFIG")
+            .args(["--config", cfg.to_str().unwrap(), "advise", "--format", "json", "--ledger", &ledger])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+        let weights: Vec<u64> =
+            report["ramp"]["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect();
+        let want: &[u64] = if reconciled { &[5, 25, 50] } else { &[] };
+        assert_eq!(weights, want, "{point}: {report}");
         Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).assert().success();
     }
 }
