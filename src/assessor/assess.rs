@@ -327,35 +327,7 @@ impl ModelSession {
             elapsed_ms,
             prompt: turns.prompt,
         };
-        match answer {
-            Err(e) => {
-                warn!(parent: &span, error = %crate::error::chain(&e), "No model verdict; the judge decides alone.");
-                // The recorded reason names every cause, not just the outer error.
-                let reason = crate::error::chain(&e);
-                c.input = ModelInput::Unavailable { reason: reason.clone() };
-                c.error = Some(reason);
-            }
-            Ok(text) => {
-                let parsed = parse(&text);
-                match parsed.as_ref().map_err(Clone::clone).and_then(|v| validate(v, &turns.shown)) {
-                    Ok(input) => {
-                        c.input = input;
-                        if let Ok(v) = &parsed {
-                            info!(parent: &span, action = ?v.action, health = ?v.health, "Model verdict accepted.");
-                            let mut seen = std::collections::HashSet::new();
-                            let ids = v.findings.iter().flat_map(|f| &f.evidence).filter(|id| seen.insert(*id));
-                            c.cited = ids.filter_map(|id| turns.shown.get(id).cloned()).collect();
-                        }
-                    }
-                    Err(r) => {
-                        warn!(parent: &span, rejection = %r, "Model verdict rejected; the judge decides alone.");
-                        c.input = ModelInput::Unavailable { reason: r.to_string() };
-                        c.rejection = Some(r);
-                    }
-                }
-                c.verdict = parsed.ok();
-            }
-        }
+        settle(&mut c, answer, &turns.shown, &span);
         c
     }
 
@@ -569,6 +541,45 @@ impl ModelSession {
             }
         }
         b.build().map_err(ModelError::Message)
+    }
+}
+
+/// What the model's answer (or its failure) makes of the consultation `c`:
+/// an accepted verdict and the evidence it cited, or why the judge decides alone.
+fn settle(
+    c: &mut Consultation,
+    answer: Result<String, ModelError>,
+    shown: &HashMap<String, EvidenceItem>,
+    span: &tracing::Span,
+) {
+    match answer {
+        Err(e) => {
+            warn!(parent: span, error = %crate::error::chain(&e), "No model verdict; the judge decides alone.");
+            // The recorded reason names every cause, not just the outer error.
+            let reason = crate::error::chain(&e);
+            c.input = ModelInput::Unavailable { reason: reason.clone() };
+            c.error = Some(reason);
+        }
+        Ok(text) => {
+            let parsed = parse(&text);
+            match parsed.as_ref().map_err(Clone::clone).and_then(|v| validate(v, shown)) {
+                Ok(input) => {
+                    c.input = input;
+                    if let Ok(v) = &parsed {
+                        info!(parent: span, action = ?v.action, health = ?v.health, "Model verdict accepted.");
+                        let mut seen = std::collections::HashSet::new();
+                        let ids = v.findings.iter().flat_map(|f| &f.evidence).filter(|id| seen.insert(*id));
+                        c.cited = ids.filter_map(|id| shown.get(id).cloned()).collect();
+                    }
+                }
+                Err(r) => {
+                    warn!(parent: span, rejection = %r, "Model verdict rejected; the judge decides alone.");
+                    c.input = ModelInput::Unavailable { reason: r.to_string() };
+                    c.rejection = Some(r);
+                }
+            }
+            c.verdict = parsed.ok();
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::judge::{Finding, JudgeResult, MetricStatus};
 use crate::policy::ReleaseFacts;
-use crate::signals::{Observation, Side};
+use crate::signals::{MetricSeries, Observation, Side};
 
 /// What an item shows, independent of what the model says about it.
 #[derive(strum::Display, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -251,52 +251,11 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
         text: format!("{} is the template {:?}; latest canary line {:?}", f.metric, t.template, t.example),
     }));
     for m in &obs.metrics {
-        let mean = |v: &[Option<f64>]| {
-            let recent: Vec<f64> = v.iter().rev().take(30).flatten().copied().collect();
-            (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
-        };
-        let show = |x: Option<f64>| x.map_or("no data".to_string(), |x| format!("{x:.4}"));
-        let label = metric_label(&m.spec.name);
-        if !is_plain_name(&m.spec.name) {
-            // The name as the data gave it, for the model to read as data.
-            items.push(EvidenceItem {
-                id: format!("name:{label}"),
-                fact: Fact::Context,
-                untrusted: true,
-                text: format!("metric {label} is named {:?} in the data", m.spec.name),
-            });
-        }
-        // A judge finding states both sides' levels over its window already.
-        if judged.findings.iter().any(|f| f.metric == m.spec.name) {
-            continue;
-        }
-        items.push(EvidenceItem {
-            id: format!("metric:{label}"),
-            fact: Fact::Context,
-            untrusted: false,
-            text: format!(
-                "{label} ({}, worse when {}): mean of the last 30 samples baseline {} canary {}",
-                m.spec.unit.label(),
-                m.spec.bad_direction,
-                show(mean(&m.baseline)),
-                show(mean(&m.canary))
-            ),
-        });
+        items.extend(metric_items(m, judged));
     }
     let telemetry = Telemetry::new(obs);
     for side in [Side::Canary, Side::Baseline] {
-        let mut per_pattern: BTreeMap<String, usize> = BTreeMap::new();
-        let errors: Vec<usize> = (0..obs.logs.len())
-            .rev()
-            .filter(|&i| obs.logs[i].target == side && is_error_level(&obs.logs[i].level))
-            .filter(|&i| {
-                let n = per_pattern.entry(pattern(&obs.logs[i].message)).or_default();
-                *n += 1;
-                *n <= SHOWN_PER_PATTERN
-            })
-            .take(SHOWN_PER_SIDE)
-            .collect();
-        items.extend(errors.iter().rev().filter_map(|&i| telemetry.log(i)));
+        items.extend(latest_errors(obs, side).into_iter().filter_map(|i| telemetry.log(i)));
         let events: Vec<usize> = (0..obs.events.len()).filter(|&i| obs.events[i].target == side).collect();
         items.extend(events.iter().rev().take(SHOWN_PER_SIDE).rev().filter_map(|&i| telemetry.event(i)));
     }
@@ -314,6 +273,60 @@ pub fn catalogue(obs: &Observation, judged: &JudgeResult, facts: &ReleaseFacts) 
         ),
     });
     items
+}
+
+/// A metric's own items: its name when the data gave an odd one (for the
+/// model to read as data), and both sides' recent means unless a judge
+/// finding states its levels already.
+fn metric_items(m: &MetricSeries, judged: &JudgeResult) -> Vec<EvidenceItem> {
+    let mean = |v: &[Option<f64>]| {
+        let recent: Vec<f64> = v.iter().rev().take(30).flatten().copied().collect();
+        (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
+    };
+    let show = |x: Option<f64>| x.map_or("no data".to_string(), |x| format!("{x:.4}"));
+    let label = metric_label(&m.spec.name);
+    let mut items = Vec::new();
+    if !is_plain_name(&m.spec.name) {
+        items.push(EvidenceItem {
+            id: format!("name:{label}"),
+            fact: Fact::Context,
+            untrusted: true,
+            text: format!("metric {label} is named {:?} in the data", m.spec.name),
+        });
+    }
+    if judged.findings.iter().all(|f| f.metric != m.spec.name) {
+        items.push(EvidenceItem {
+            id: format!("metric:{label}"),
+            fact: Fact::Context,
+            untrusted: false,
+            text: format!(
+                "{label} ({}, worse when {}): mean of the last 30 samples baseline {} canary {}",
+                m.spec.unit.label(),
+                m.spec.bad_direction,
+                show(mean(&m.baseline)),
+                show(mean(&m.canary))
+            ),
+        });
+    }
+    items
+}
+
+/// Indices of `side`'s latest error lines, oldest first: at most
+/// `SHOWN_PER_SIDE`, and `SHOWN_PER_PATTERN` of any one pattern.
+fn latest_errors(obs: &Observation, side: Side) -> Vec<usize> {
+    let mut per_pattern: BTreeMap<String, usize> = BTreeMap::new();
+    let mut errors: Vec<usize> = (0..obs.logs.len())
+        .rev()
+        .filter(|&i| obs.logs[i].target == side && is_error_level(&obs.logs[i].level))
+        .filter(|&i| {
+            let n = per_pattern.entry(pattern(&obs.logs[i].message)).or_default();
+            *n += 1;
+            *n <= SHOWN_PER_PATTERN
+        })
+        .take(SHOWN_PER_SIDE)
+        .collect();
+    errors.reverse();
+    errors
 }
 
 /// The first cited item that is no longer in force at this observation, if

@@ -111,38 +111,50 @@ fn differ(pairs: &[Pair]) -> String {
 
 /// The table, as BENCHMARKS.md shows it.
 pub fn render(b: &ModelBench, model: &str, price: Price) -> String {
-    let n = b.consultations.len();
-    let mut ms: Vec<u64> = b.consultations.iter().map(|(_, c)| c.elapsed_ms).collect();
-    ms.sort_unstable();
-    let mut prompt: Vec<u64> = b.consultations.iter().filter_map(|(_, c)| c.prompt.map(|p| p.tokens)).collect();
-    prompt.sort_unstable();
+    let healthy = b.pairs.iter().filter(|p| p.bad == Some(false)).count();
+    let mut rows = vec![("releases replayed".to_string(), format!("{} ({healthy} labelled healthy)", b.pairs.len()))];
+    rows.extend(consultation_rows(&b.consultations));
+    rows.extend(decision_rows(&b.pairs));
+    // Tokens of every turn, averaged over the releases replayed.
     let (p_in, p_out): (u64, u64) = b
         .consultations
         .iter()
         .fold((0, 0), |(i, o), (_, c)| (i + c.usage.prompt_tokens, o + c.usage.completion_tokens));
-    let calls: u64 = b.consultations.iter().map(|(_, c)| u64::from(c.usage.calls)).sum();
-    let answered = b.consultations.iter().filter(|(_, c)| c.error.is_none()).count();
-    let parsed = b.consultations.iter().filter(|(_, c)| c.verdict.is_some()).count();
+    let per_release = |t: u64| t as f64 / b.pairs.len().max(1) as f64;
+    let cost = (per_release(p_in) * price.input_per_m + per_release(p_out) * price.output_per_m) / 1e6 * 1000.0;
+    rows.push((
+        format!("the same tokens on {} per 1,000 releases", price.model),
+        format!("${cost:.2} (at ${}/M input, ${}/M output)", price.input_per_m, price.output_per_m),
+    ));
+    let mut out = format!("| {model} | measured |\n| --- | --- |\n");
+    for (k, v) in rows {
+        out.push_str(&format!("| {k} | {v} |\n"));
+    }
+    out
+}
+
+fn pct(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
+}
+
+/// Rows about the consultations themselves: how many, how long, how big, how they ended.
+fn consultation_rows(consultations: &[(String, Consultation)]) -> Vec<(String, String)> {
+    let n = consultations.len();
+    let mut ms: Vec<u64> = consultations.iter().map(|(_, c)| c.elapsed_ms).collect();
+    ms.sort_unstable();
+    let mut prompt: Vec<u64> = consultations.iter().filter_map(|(_, c)| c.prompt.map(|p| p.tokens)).collect();
+    prompt.sort_unstable();
+    let (p_in, p_out): (u64, u64) =
+        consultations.iter().fold((0, 0), |(i, o), (_, c)| (i + c.usage.prompt_tokens, o + c.usage.completion_tokens));
+    let calls: u64 = consultations.iter().map(|(_, c)| u64::from(c.usage.calls)).sum();
+    let answered = consultations.iter().filter(|(_, c)| c.error.is_none()).count();
+    let parsed = consultations.iter().filter(|(_, c)| c.verdict.is_some()).count();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, c) in &b.consultations {
+    for (_, c) in consultations {
         *outcomes.entry(outcome(c)).or_default() += 1;
     }
-    let releases = b.pairs.len();
-    let same = b.pairs.iter().filter(|p| p.alone == p.with).count();
-    let stricter = b.pairs.iter().filter(|p| strictness(p.with) > strictness(p.alone)).count();
-    let looser = b.pairs.iter().filter(|p| strictness(p.with) < strictness(p.alone)).count();
-    let healthy_escalated = b
-        .pairs
-        .iter()
-        .filter(|p| p.bad == Some(false) && strictness(p.with) > strictness(p.alone) && strictness(p.with) >= 2)
-        .count();
-    let healthy = b.pairs.iter().filter(|p| p.bad == Some(false)).count();
-    let per_release = |t: u64| t as f64 / releases.max(1) as f64;
-    let cost = (per_release(p_in) * price.input_per_m + per_release(p_out) * price.output_per_m) / 1e6 * 1000.0;
-    let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
     let mut rows = vec![
-        ("releases replayed".to_string(), format!("{releases} ({healthy} labelled healthy)")),
-        ("consultations (requests)".into(), format!("{n} ({calls})")),
+        ("consultations (requests)".to_string(), format!("{n} ({calls})")),
         (
             "consultation latency p50 / p95".into(),
             format!("{:.1} s / {:.1} s", quantile(&ms, 0.5) as f64 / 1e3, quantile(&ms, 0.95) as f64 / 1e3),
@@ -160,25 +172,28 @@ pub fn render(b: &ModelBench, model: &str, price: Price) -> String {
             format!("{parsed} of {answered} answered ({:.0} %)", pct(parsed, answered)),
         ),
     ];
-    for (k, v) in &outcomes {
-        rows.push((format!("consultations {k}"), v.to_string()));
-    }
-    rows.extend([
+    rows.extend(outcomes.iter().map(|(k, v)| (format!("consultations {k}"), v.to_string())));
+    rows
+}
+
+/// Rows about the release decisions: the judge alone against the judge with the model.
+fn decision_rows(pairs: &[Pair]) -> Vec<(String, String)> {
+    let releases = pairs.len();
+    let same = pairs.iter().filter(|p| p.alone == p.with).count();
+    let stricter = pairs.iter().filter(|p| strictness(p.with) > strictness(p.alone)).count();
+    let looser = pairs.iter().filter(|p| strictness(p.with) < strictness(p.alone)).count();
+    let healthy_escalated = pairs
+        .iter()
+        .filter(|p| p.bad == Some(false) && strictness(p.with) > strictness(p.alone) && strictness(p.with) >= 2)
+        .count();
+    let healthy = pairs.iter().filter(|p| p.bad == Some(false)).count();
+    vec![
         (
             "release decision same as the judge alone".to_string(),
             format!("{same} of {releases} ({:.0} %)", pct(same, releases)),
         ),
         ("decisions the model made stricter / looser".into(), format!("{stricter} / {looser}")),
         ("healthy releases escalated by the model".into(), format!("{healthy_escalated} of {healthy}")),
-        ("decisions that differ (judge alone → with the model)".into(), differ(&b.pairs)),
-        (
-            format!("the same tokens on {} per 1,000 releases", price.model),
-            format!("${cost:.2} (at ${}/M input, ${}/M output)", price.input_per_m, price.output_per_m),
-        ),
-    ]);
-    let mut out = format!("| {model} | measured |\n| --- | --- |\n");
-    for (k, v) in rows {
-        out.push_str(&format!("| {k} | {v} |\n"));
-    }
-    out
+        ("decisions that differ (judge alone → with the model)".into(), differ(pairs)),
+    ]
 }

@@ -42,6 +42,35 @@ pub struct EvalArgs {
     calibrations: Option<String>,
 }
 
+/// The judges `--judge` names (ours when none): `backstop+model` is skipped,
+/// with a note, where no `[model]` is configured.
+fn chosen_judges(
+    names: &[JudgeName],
+    policy: &backstop::policy::PolicyFile,
+    settings: &backstop::config::Settings,
+) -> Result<Vec<Box<dyn backstop::eval::EvalJudge>>, Failure> {
+    let names = if names.is_empty() { &[JudgeName::Backstop][..] } else { names };
+    let mut judges: Vec<Box<dyn backstop::eval::EvalJudge>> = Vec::new();
+    for &n in names {
+        if n != JudgeName::BackstopModel {
+            judges.extend(judge_by_name(n, policy));
+            continue;
+        }
+        match settings.assessor().map_err(Failure::usage)? {
+            Some(assessor) => judges.push(Box::new(AssessorJudge { policy: policy.clone(), assessor, record: None })),
+            None => {
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stderr(),
+                    format_args!(
+                        "eval: skipping --judge backstop+model: no [model] is configured in backstop.toml (see docs/assessor.md)\n"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(judges)
+}
+
 pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResult {
     let mut policy = load_policy(a.policy.as_deref(), settings)?;
     if let Some(ledger) = &a.calibrations {
@@ -49,27 +78,7 @@ pub async fn run(a: EvalArgs, settings: &backstop::config::Settings) -> CliResul
         let ledger = backstop::ledger::Ledger::open(&url).await.map_err(|e| Failure::backend(&e))?;
         policy.calibrations = backstop::run::calibrations_in_force(&ledger).await.map_err(|e| Failure::backend(&e))?;
     }
-    let names = if a.judges.is_empty() { vec![JudgeName::Backstop] } else { a.judges };
-    let mut judges: Vec<Box<dyn backstop::eval::EvalJudge>> = Vec::new();
-    for &n in &names {
-        if n == JudgeName::BackstopModel {
-            match settings.assessor().map_err(Failure::usage)? {
-                Some(assessor) => {
-                    judges.push(Box::new(AssessorJudge { policy: policy.clone(), assessor, record: None }))
-                }
-                None => {
-                    let _ = std::io::Write::write_fmt(
-                        &mut std::io::stderr(),
-                        format_args!(
-                            "eval: skipping --judge backstop+model: no [model] is configured in backstop.toml (see docs/assessor.md)\n"
-                        ),
-                    );
-                }
-            }
-            continue;
-        }
-        judges.extend(judge_by_name(n, &policy));
-    }
+    let judges = chosen_judges(&a.judges, &policy, settings)?;
     let corpus = load_corpus(&a.paths);
     // A guard on a metric's good side is a policy error, named before any replay.
     for (_, scenarios) in &corpus.groups {

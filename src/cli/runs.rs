@@ -9,6 +9,7 @@ use clap::Args;
 use super::agent::runtime_failure;
 use super::{Failure, RunFlags, ledger_url, load_policy};
 use backstop::config::Settings;
+use backstop::ledger::LedgerError;
 use backstop::orchestrator::{Observer, RunOutcome};
 use backstop::policy::RunMode;
 use backstop::run::fleet::{Fleet, FleetOutcome};
@@ -119,8 +120,17 @@ pub async fn run_all(
         }
     }));
     let (results, fleet_results) = tokio::join!(alone, in_fleets);
+    gather(prepared.into_iter().zip(results), fleets.into_iter().zip(fleet_results))
+}
+
+/// Each release's outcome, those run alone first and then each fleet's
+/// members; the first release or fleet that failed to run fails the command.
+fn gather<'a>(
+    alone: impl Iterator<Item = (Prepared, Result<RunOutcome, LedgerError>)>,
+    fleets: impl Iterator<Item = (Fleet<'a>, Result<FleetOutcome, LedgerError>)>,
+) -> Result<Runs, Failure> {
     let mut ran = Vec::new();
-    for (p, r) in prepared.into_iter().zip(results) {
+    for (p, r) in alone {
         let outcome = r.map_err(|e| Failure {
             code: exit::BACKEND,
             message: format!("release {}: {}", p.name, super::chain(&e)),
@@ -128,7 +138,7 @@ pub async fn run_all(
         ran.push(Ran { name: p.name, prepared: p.release, outcome });
     }
     let mut outcomes = Vec::new();
-    for (f, r) in fleets.into_iter().zip(fleet_results) {
+    for (f, r) in fleets {
         let o = r.map_err(|e| Failure {
             code: exit::BACKEND,
             message: format!("fleet {}: {}", f.plan.name, super::chain(&e)),

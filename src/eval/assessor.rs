@@ -88,43 +88,81 @@ impl AssessorJudge {
             }
             // Held by the model or for an incident both versions share: a human is asked.
             let escalated = judged.incidents().next().is_some() || outcome.trace.iter().any(|r| r.rule.is_model());
-            // The live loop's own rule: asking never delays the judge's own action.
-            let situation = Situation {
-                decision: &outcome.decision,
-                window_done: now >= data.duration_s,
-                role: None,
-                mode: RunMode::Advise,
-                held: false,
-                asking: asking.as_ref().map(|(r, p): &(String, Proposal)| (r.as_str(), p)),
-                answerable: false,
-                // A scenario's replay never fails to observe.
-                failing_ticks: 0,
-                failure: None,
-                failure_limit: self.policy.source.consecutive_failure_limit,
-                judge_clear: judged.findings.iter().all(|f| f.status.is_clear()),
-                // Replays judge recorded traffic: nothing to ramp.
-                ramp: RampStep::Off,
-                progress: RampProgress::default(),
-            };
-            match what_now(situation) {
-                Next::Act if matches!(outcome.decision, policy::Decision::Promote) => {
-                    return done(ReplayDecision::Promote, Some(now));
-                }
-                Next::Act => return done(ReplayDecision::Rollback, Some(now)),
-                Next::Ask { reason, proposed } => asking = Some((reason, proposed)),
-                Next::Withdraw => asking = None,
-                // Stopping for a human is not a rollback: FORMAT.md's `escalate`.
-                Next::Finish(status) => match *status {
-                    ReleaseStatus::AwaitingApproval { .. } => return done(ReplayDecision::Escalate, Some(now)),
-                    ReleaseStatus::Held { .. } if escalated => return done(ReplayDecision::Escalate, Some(now)),
-                    _ if now >= data.duration_s => return ended(escalated),
-                    _ => {}
-                },
-                Next::Continue | Next::Follow | Next::Raise(_) if now >= data.duration_s => return ended(escalated),
-                Next::Continue | Next::Follow | Next::Raise(_) => {}
+            let judge_clear = judged.findings.iter().all(|f| f.status.is_clear());
+            let limit = self.policy.source.consecutive_failure_limit;
+            let next = what_now(advisory(&outcome.decision, now >= data.duration_s, &asking, judge_clear, limit));
+            let promote = matches!(outcome.decision, policy::Decision::Promote);
+            match then(next, promote, escalated, now >= data.duration_s) {
+                Then::Stop(decision) => return done(decision, Some(now)),
+                Then::WindowEnd => return ended(escalated),
+                Then::Ask(reason, proposed) => asking = Some((reason, proposed)),
+                Then::Withdraw => asking = None,
+                Then::Go => {}
             }
             now = (now + step).min(data.duration_s);
         }
+    }
+}
+
+/// The loop's situation at one replayed tick: advising, no lease, no
+/// ramp, a source that never fails — so the live loop's own rule (asking
+/// never delays the judge's own action) decides.
+fn advisory<'a>(
+    decision: &'a policy::Decision,
+    window_done: bool,
+    asking: &'a Option<(String, Proposal)>,
+    judge_clear: bool,
+    failure_limit: u32,
+) -> Situation<'a> {
+    Situation {
+        decision,
+        window_done,
+        role: None,
+        mode: RunMode::Advise,
+        held: false,
+        asking: asking.as_ref().map(|(r, p)| (r.as_str(), p)),
+        answerable: false,
+        // A scenario's replay never fails to observe.
+        failing_ticks: 0,
+        failure: None,
+        failure_limit,
+        judge_clear,
+        // Replays judge recorded traffic: nothing to ramp.
+        ramp: RampStep::Off,
+        progress: RampProgress::default(),
+    }
+}
+
+/// What a replay does with the loop's answer at one tick.
+enum Then {
+    /// The replay ends with this decision, now.
+    Stop(ReplayDecision),
+    /// The window ended undecided: scored as the judge-only replay scores it.
+    WindowEnd,
+    /// A human is asked (why, and what is proposed).
+    Ask(String, Proposal),
+    /// The open question is withdrawn.
+    Withdraw,
+    /// On to the next tick.
+    Go,
+}
+
+/// Every `Next` answered (no wildcard: a new one must be written here).
+/// Stopping for a human is not a rollback: FORMAT.md's `escalate`.
+fn then(next: Next, promote: bool, escalated: bool, window_done: bool) -> Then {
+    match next {
+        Next::Act if promote => Then::Stop(ReplayDecision::Promote),
+        Next::Act => Then::Stop(ReplayDecision::Rollback),
+        Next::Ask { reason, proposed } => Then::Ask(reason, proposed),
+        Next::Withdraw => Then::Withdraw,
+        Next::Finish(status) => match *status {
+            ReleaseStatus::AwaitingApproval { .. } => Then::Stop(ReplayDecision::Escalate),
+            ReleaseStatus::Held { .. } if escalated => Then::Stop(ReplayDecision::Escalate),
+            _ if window_done => Then::WindowEnd,
+            _ => Then::Go,
+        },
+        Next::Continue | Next::Follow | Next::Raise(_) if window_done => Then::WindowEnd,
+        Next::Continue | Next::Follow | Next::Raise(_) => Then::Go,
     }
 }
 

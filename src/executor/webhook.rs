@@ -231,6 +231,32 @@ impl Planner for WebhookExecutor {
     }
 }
 
+impl WebhookExecutor {
+    /// The POST of `body`, signed at `ts` (Unix seconds) over its method,
+    /// authority, path and body, with the plan's id as its idempotency key.
+    fn signed_post(
+        &self,
+        secret: &[u8],
+        ts: i64,
+        plan_id: &str,
+        body: &[u8],
+    ) -> Result<reqwest::RequestBuilder, ExecutorError> {
+        let (authority, path) =
+            signed_parts(&self.cfg.url).ok_or_else(|| ExecutorError::setup(&self.target, "url has no host"))?;
+        let request = Signed { method: "POST", authority: &authority, path: &path };
+        let signature =
+            sign(secret, ts, request, body).ok_or_else(|| ExecutorError::setup(&self.target, "cannot sign"))?;
+        Ok(self
+            .http
+            .post(&self.cfg.url)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(IDEMPOTENCY_HEADER, plan_id)
+            .body(body.to_vec()))
+    }
+}
+
 #[async_trait]
 impl Executor for WebhookExecutor {
     async fn apply(&self, plan: Checked<'_>) -> Result<String, ExecutorError> {
@@ -257,22 +283,7 @@ impl Executor for WebhookExecutor {
                 let jitter = u64::from(plan.id.as_bytes().first().copied().unwrap_or(0)) % 100;
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)) + jitter)).await;
             }
-            let ts = clock.now_ms() / 1000;
-            let (authority, path) =
-                signed_parts(&self.cfg.url).ok_or_else(|| ExecutorError::setup(&self.target, "url has no host"))?;
-            let request = Signed { method: "POST", authority: &authority, path: &path };
-            let signature =
-                sign(secret, ts, request, &body).ok_or_else(|| ExecutorError::setup(&self.target, "cannot sign"))?;
-            let sent = self
-                .http
-                .post(&self.cfg.url)
-                .header("content-type", "application/json")
-                .header(SIGNATURE_HEADER, signature)
-                .header(TIMESTAMP_HEADER, ts.to_string())
-                .header(IDEMPOTENCY_HEADER, &plan.id)
-                .body(body.clone())
-                .send()
-                .await;
+            let sent = self.signed_post(secret, clock.now_ms() / 1000, &plan.id, &body)?.send().await;
             match sent {
                 Ok(r) if r.status().is_success() => {
                     let status = r.status();

@@ -319,6 +319,21 @@ fn chi2_homogeneity(b: &[f64], c: &[f64]) -> f64 {
     ChiSquared::new((used - 1) as f64).map_or(1.0, |d| d.sf(stat))
 }
 
+/// What policy makes of a drift, or of none: the finding's status and its
+/// words. Every cell written (no wildcard: a new action must answer here).
+fn drift_outcome(drifted: bool, action: DriftAction) -> (MetricStatus, &'static str) {
+    match (drifted, action) {
+        (true, DriftAction::Hold) => {
+            (MetricStatus::Drifted, "drifted; policy holds drift for a human unless labelled quality falls")
+        }
+        (true, DriftAction::Rollback) => (MetricStatus::Failing, "drifted; policy rolls back on drift"),
+        (true, DriftAction::Ignore) => (MetricStatus::Ok, "drifted; policy ignores drift"),
+        (false, DriftAction::Hold | DriftAction::Rollback | DriftAction::Ignore) => {
+            (MetricStatus::Ok, "within tolerance")
+        }
+    }
+}
+
 fn drift_finding(d: &DistributionSeries, cfg: &MlJudgeConfig, warmup: usize, alpha: f64) -> Finding {
     // The finding's numbers are PSIs (effect and tolerance): a histogram has no one level to show.
     let spec = crate::signals::MetricSpec {
@@ -351,20 +366,8 @@ fn drift_finding(d: &DistributionSeries, cfg: &MlJudgeConfig, warmup: usize, alp
     f.effect = Some(x.psi);
     f.tolerance = Some(cfg.psi_tolerance);
     f.confidence = Some(1.0 - x.chi2_p);
-    f.status = match (drifted, cfg.drift) {
-        (true, DriftAction::Hold) => MetricStatus::Drifted,
-        (true, DriftAction::Rollback) => MetricStatus::Failing,
-        _ => MetricStatus::Ok,
-    };
-    let verdict = if drifted {
-        match cfg.drift {
-            DriftAction::Hold => "drifted; policy holds drift for a human unless labelled quality falls",
-            DriftAction::Rollback => "drifted; policy rolls back on drift",
-            DriftAction::Ignore => "drifted; policy ignores drift",
-        }
-    } else {
-        "within tolerance"
-    };
+    let (status, verdict) = drift_outcome(drifted, cfg.drift);
+    f.status = status;
     f.explanation = format!(
         "{what} {verdict}: PSI {:.3} (tolerance {:.2}), KS {:.3} (p {:.2e}), JS distance {:.3}; chi-square p {:.2e} \
          against α {alpha:.1e}, from {nc:.0} canary and {nb:.0} baseline predictions",

@@ -117,36 +117,42 @@ fn observer(row: &LeaseRow) -> LeaseRole {
     LeaseRole::Follower { holder: row.holder.clone(), token: row.token }
 }
 
+impl LeaseStep {
+    /// The caller holds the lease under `token`, the row written as `write`.
+    fn held(token: i64, write: LeaseRow, event: Option<LeaseEvent>) -> Self {
+        LeaseStep { role: LeaseRole::Holder { token }, write: Some(write), event, refuse: false }
+    }
+
+    /// Nothing changes: the caller follows `row`'s holder.
+    fn kept(row: &LeaseRow, refuse: bool) -> Self {
+        LeaseStep { write: None, event: None, role: observer(row), refuse }
+    }
+
+    /// No lease exists, and none is made.
+    fn none(refuse: bool) -> Self {
+        LeaseStep { write: None, event: None, role: LeaseRole::Follower { holder: String::new(), token: 0 }, refuse }
+    }
+}
+
 /// Decide `op` against the current row at `now_ms`.
 pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep {
-    let keep = |row: &LeaseRow, refuse| LeaseStep { write: None, event: None, role: observer(row), refuse };
     match (op, current) {
         (LeaseOp::Claim { holder, ttl_ms, .. }, None) => {
             let row = LeaseRow { holder: holder.clone(), token: 1, expires_ms: now_ms + ttl_ms };
-            LeaseStep {
-                role: LeaseRole::Holder { token: 1 },
-                write: Some(row),
-                event: Some(LeaseEvent::Acquired),
-                refuse: false,
-            }
+            LeaseStep::held(1, row, Some(LeaseEvent::Acquired))
         }
         (LeaseOp::Claim { holder, ttl_ms, .. }, Some(row)) if &row.holder == holder => {
-            let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
-            LeaseStep { role: LeaseRole::Holder { token: row.token }, write: Some(renewed), event: None, refuse: false }
+            LeaseStep::held(row.token, LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() }, None)
         }
         (LeaseOp::Claim { holder, ttl_ms, .. }, Some(row)) if row.expires_ms <= now_ms => {
             let token = row.token + 1;
             let event = LeaseEvent::TakenOver { from: row.holder.clone() };
-            let taken = LeaseRow { holder: holder.clone(), token, expires_ms: now_ms + ttl_ms };
-            LeaseStep { role: LeaseRole::Holder { token }, write: Some(taken), event: Some(event), refuse: false }
+            LeaseStep::held(token, LeaseRow { holder: holder.clone(), token, expires_ms: now_ms + ttl_ms }, Some(event))
         }
-        (LeaseOp::Renew { holder, token, ttl_ms, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
-            let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
-            LeaseStep { role: LeaseRole::Holder { token: *token }, write: Some(renewed), event: None, refuse: false }
-        }
-        (LeaseOp::Keep { holder, token, ttl_ms, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
-            let renewed = LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() };
-            LeaseStep { role: LeaseRole::Holder { token: *token }, write: Some(renewed), event: None, refuse: false }
+        (LeaseOp::Renew { holder, token, ttl_ms, .. } | LeaseOp::Keep { holder, token, ttl_ms, .. }, Some(row))
+            if &row.holder == holder && row.token == *token =>
+        {
+            LeaseStep::held(*token, LeaseRow { expires_ms: now_ms + ttl_ms, ..row.clone() }, None)
         }
         (LeaseOp::Hand { holder, token, to, ttl_ms, .. }, Some(row))
             if &row.holder == holder && row.token == *token =>
@@ -158,28 +164,18 @@ pub fn apply(op: &LeaseOp, current: Option<&LeaseRow>, now_ms: i64) -> LeaseStep
         (LeaseOp::Fence { holder, token, .. }, Some(row)) if &row.holder == holder && row.token == *token => {
             LeaseStep { role: LeaseRole::Holder { token: *token }, write: None, event: None, refuse: false }
         }
-        (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, None) => LeaseStep {
-            write: None,
-            event: None,
-            role: LeaseRole::Follower { holder: String::new(), token: 0 },
-            refuse: true,
-        },
+        (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, None) => LeaseStep::none(true),
         (LeaseOp::Release { holder, .. }, Some(row)) if &row.holder == holder => LeaseStep {
             write: Some(LeaseRow { expires_ms: now_ms.min(row.expires_ms), ..row.clone() }),
             event: None,
             role: observer(row),
             refuse: false,
         },
-        (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, Some(row)) => keep(row, true),
+        (LeaseOp::Fence { .. } | LeaseOp::Keep { .. }, Some(row)) => LeaseStep::kept(row, true),
         (LeaseOp::Claim { .. } | LeaseOp::Renew { .. } | LeaseOp::Release { .. } | LeaseOp::Hand { .. }, Some(row)) => {
-            keep(row, false)
+            LeaseStep::kept(row, false)
         }
-        (LeaseOp::Renew { .. } | LeaseOp::Release { .. } | LeaseOp::Hand { .. }, None) => LeaseStep {
-            write: None,
-            event: None,
-            role: LeaseRole::Follower { holder: String::new(), token: 0 },
-            refuse: false,
-        },
+        (LeaseOp::Renew { .. } | LeaseOp::Release { .. } | LeaseOp::Hand { .. }, None) => LeaseStep::none(false),
     }
 }
 

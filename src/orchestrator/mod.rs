@@ -742,21 +742,7 @@ impl ReleaseRun<'_> {
 
     async fn tick(&self, source: &dyn SignalSource, mode: RunMode, st: &mut LoopState) -> Result<Judged, LedgerError> {
         let span = info_span!(telemetry::SPAN_TICK, tick = st.tick, now_s = st.now_s);
-        let (obs, failure) = match source.observe(st.now_s).instrument(span.clone()).await {
-            Ok(o) => (Some(Arc::new(o)), None),
-            Err(e) => {
-                let text = crate::error::chain(&e);
-                warn!(parent: &span, error = %text, "Signal source failed; holding.");
-                (None, Some(text))
-            }
-        };
-        if let Some(o) = &obs {
-            st.last_obs = Some(o.clone());
-        }
-        st.failing_ticks = if obs.is_some() { 0 } else { st.failing_ticks.saturating_add(1) };
-        if obs.is_some() {
-            st.ramp.progress.judged_s += st.advanced_s;
-        }
+        let (obs, failure) = observe(source, st, &span).await;
         let judged = match &obs {
             Some(o) => self.judge_within_deadline(o, st).instrument(span.clone()).await,
             None => failed_observation_result(st.now_s, failure.as_deref().unwrap_or("unknown")),
@@ -962,4 +948,29 @@ fn tick_record(
         rules: outcome.trace.clone(),
         lease: st.role.clone(),
     })))
+}
+
+/// This tick's observation, or why the source gave none; the loop's
+/// counters follow it (ticks failing in a row, ramp time judged).
+async fn observe(
+    source: &dyn SignalSource,
+    st: &mut LoopState,
+    span: &tracing::Span,
+) -> (Option<Arc<Observation>>, Option<String>) {
+    let (obs, failure) = match source.observe(st.now_s).instrument(span.clone()).await {
+        Ok(o) => (Some(Arc::new(o)), None),
+        Err(e) => {
+            let text = crate::error::chain(&e);
+            warn!(parent: span, error = %text, "Signal source failed; holding.");
+            (None, Some(text))
+        }
+    };
+    if let Some(o) = &obs {
+        st.last_obs = Some(o.clone());
+        st.ramp.progress.judged_s += st.advanced_s;
+        st.failing_ticks = 0;
+    } else {
+        st.failing_ticks = st.failing_ticks.saturating_add(1);
+    }
+    (obs, failure)
 }

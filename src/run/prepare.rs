@@ -64,6 +64,36 @@ pub struct PreparedRelease {
     pub lease: String,
 }
 
+/// The one dispatch point from executor configuration to an executor;
+/// advising builds planners only (a webhook's never reads its signing secret).
+fn executor_for(
+    cfg: &ReleaseConfig,
+    simulator: Option<&Arc<crate::signals::simulator::Simulator>>,
+    mode: RunMode,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<Arc<dyn Executor>>, PrepareError> {
+    let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
+    Ok(match (&cfg.executor, simulator) {
+        (Some(ExecutorConfig::Simulator), Some(sim)) => Some(Arc::new(SimulatedExecutor::new(target, sim.clone()))),
+        (Some(ExecutorConfig::Haproxy(h)), _) => Some(Arc::new(HaproxyExecutor::new(target, h.clone()))),
+        (Some(ExecutorConfig::Kubernetes(k)), _) => Some(Arc::new(KubernetesExecutor::new(target, k.clone())?)),
+        (Some(ExecutorConfig::GatewayApi(g)), _) => Some(Arc::new(GatewayApiExecutor::new(target, g.clone())?)),
+        (Some(ExecutorConfig::Command(c)), _) => Some(Arc::new(CommandExecutor::new(target, from, c.clone()))),
+        // Advising plans only: it never reads the signing secret.
+        (Some(ExecutorConfig::Webhook(w)), _) if mode == RunMode::Advise => {
+            Some(Arc::new(WebhookExecutor::planner(target, from, w.clone())?))
+        }
+        (Some(ExecutorConfig::Webhook(w)), _) => {
+            Some(Arc::new(WebhookExecutor::new(target, from, w.clone(), clock.clone())?))
+        }
+        (Some(ExecutorConfig::Mlflow(m)), _) if mode == RunMode::Advise => {
+            Some(Arc::new(MlflowExecutor::planner(target, m.clone())?))
+        }
+        (Some(ExecutorConfig::Mlflow(m)), _) => Some(Arc::new(MlflowExecutor::new(target, m.clone())?)),
+        _ => None,
+    })
+}
+
 impl PreparedRelease {
     /// Build a release from its configuration; `mode` decides whether an
     /// executor is built at all (never in `Advise`). A live source reads its
@@ -80,27 +110,7 @@ impl PreparedRelease {
         if let Some(ramp) = cfg.ramp.as_ref().filter(|r| r.judged_s() > built.duration_s) {
             return Err(PrepareError::RampLongerThanWindow { needed_s: ramp.judged_s(), window_s: built.duration_s });
         }
-        let (target, from) = (cfg.target.clone(), cfg.candidate_revision.clone());
-        // The one dispatch point from executor configuration to an executor.
-        let configured: Option<Arc<dyn Executor>> = match (&cfg.executor, &built.simulator) {
-            (Some(ExecutorConfig::Simulator), Some(sim)) => Some(Arc::new(SimulatedExecutor::new(target, sim.clone()))),
-            (Some(ExecutorConfig::Haproxy(h)), _) => Some(Arc::new(HaproxyExecutor::new(target, h.clone()))),
-            (Some(ExecutorConfig::Kubernetes(k)), _) => Some(Arc::new(KubernetesExecutor::new(target, k.clone())?)),
-            (Some(ExecutorConfig::GatewayApi(g)), _) => Some(Arc::new(GatewayApiExecutor::new(target, g.clone())?)),
-            (Some(ExecutorConfig::Command(c)), _) => Some(Arc::new(CommandExecutor::new(target, from, c.clone()))),
-            // Advising plans only: it never reads the signing secret.
-            (Some(ExecutorConfig::Webhook(w)), _) if mode == RunMode::Advise => {
-                Some(Arc::new(WebhookExecutor::planner(target, from, w.clone())?))
-            }
-            (Some(ExecutorConfig::Webhook(w)), _) => {
-                Some(Arc::new(WebhookExecutor::new(target, from, w.clone(), clock.clone())?))
-            }
-            (Some(ExecutorConfig::Mlflow(m)), _) if mode == RunMode::Advise => {
-                Some(Arc::new(MlflowExecutor::planner(target, m.clone())?))
-            }
-            (Some(ExecutorConfig::Mlflow(m)), _) => Some(Arc::new(MlflowExecutor::new(target, m.clone())?)),
-            _ => None,
-        };
+        let configured = executor_for(cfg, built.simulator.as_ref(), mode, &clock)?;
         let planner: Arc<dyn Planner> = match &configured {
             // Plans go through the same guard; as a `dyn Planner` nothing can execute them.
             Some(e) => Arc::new(Guarded::new(e.clone())),
