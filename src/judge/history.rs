@@ -23,8 +23,6 @@ use crate::signals::{BaselineKind, MetricSeries, Traffic};
 
 /// Fewest reference samples to fit the model.
 const MIN_REFERENCE: usize = 6;
-/// 1.2533 = √(π/2): the standard error of a median relative to a mean.
-const MEDIAN_SE: f64 = 1.2533;
 /// Coefficients the slow component may have, per step: a grid, because the
 /// fit is a two-parameter least squares for each and the best is kept.
 const PHI_GRID: [f64; 13] = [0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995];
@@ -132,7 +130,8 @@ fn blip_variance(x: &[Option<f64>]) -> f64 {
         return 0.0;
     }
     let mean_abs = d.iter().sum::<f64>() / d.len() as f64;
-    (mean_abs * 1.2533).powi(2) / 2.0
+    // A normal's SD from its mean absolute deviation.
+    (mean_abs * super::stats::SQRT_HALF_PI).powi(2) / 2.0
 }
 
 /// `Var(mean of w consecutive AR(1) samples) · w / σ²`: how much
@@ -275,7 +274,8 @@ impl History {
     /// regime change the AR(1) model does not describe) makes a move after
     /// the release less surprising.
     fn se(&self, first: usize, w: usize) -> f64 {
-        let model = MEDIAN_SE * self.var_shift(first, w).sqrt();
+        // Of the window's median: √(π/2) times its mean's.
+        let model = super::stats::SQRT_HALF_PI * self.var_shift(first, w).sqrt();
         let windows = self.reference_medians.get(&w).copied().unwrap_or(0.0);
         let factor = if self.kind == BaselineKind::Seasonal { std::f64::consts::SQRT_2 } else { 1.0 };
         model.max(factor * windows)

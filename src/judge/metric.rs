@@ -138,8 +138,8 @@ fn assess(ctx: &Context, m: &MetricSeries, ratio: bool, pairs: &[Pair], end: usi
             Evidence { flagged, base, canary, effect, z, crit, df: f64::INFINITY, tol, window: w }
         } else {
             let (base, canary, effect) = medians(&recent, s)?;
-            // 1.2533 = sqrt(pi/2): the standard error of a median relative to a mean.
-            let se = 1.2533 * sigma / k.sqrt();
+            // The standard error of a median, relative to a mean's.
+            let se = super::stats::SQRT_HALF_PI * sigma / k.sqrt();
             let tol = tolerance(ctx, m, false, base);
             let z = z_score(effect, se);
             Evidence { flagged: effect > tol && z > crit_t, base, canary, effect, z, crit: crit_t, df, tol, window: w }

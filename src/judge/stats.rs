@@ -6,6 +6,10 @@
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
 /// Median of `v` (reorders `v`); `None` when empty.
+/// √(π/2): a normal sample's standard deviation over its mean absolute
+/// deviation, and (asymptotically) the standard error of its median over its mean's.
+pub const SQRT_HALF_PI: f64 = 1.253_314_137_315_500_3;
+
 pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
