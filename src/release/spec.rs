@@ -29,6 +29,10 @@ pub struct AgentTarget {
     /// Signal templates by name (`default` is used when a registration names none).
     #[serde(default)]
     pub templates: std::collections::BTreeMap<String, SignalTemplate>,
+    /// The traffic ramp of every release registered on this target (as
+    /// `[[releases]]`' `ramp`): the operator's, since the executor is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampConfig>,
 }
 
 /// Where a registered release's signals come from: a source, and optionally
@@ -117,7 +121,7 @@ impl Registration {
             pods: template.pods.clone(),
             logs: template.logs.clone(),
             tick_s: template.tick_s,
-            ramp: None,
+            ramp: declared.ramp.clone(),
             labels: self.labels,
         };
         cfg.check_fields()?;
@@ -254,8 +258,20 @@ fn check_signals(
     Ok(())
 }
 
+/// A ramp's steps are sound and its executor splits traffic; the field is `ramp…`.
+fn check_ramp(ramp: &RampConfig, executor: Option<&crate::executor::ExecutorConfig>) -> Result<(), FieldError> {
+    ramp.validate().map_err(|e| e.under("ramp"))?;
+    if !executor.is_some_and(crate::executor::ExecutorConfig::ramps) {
+        return Err(FieldError::new(
+            "ramp",
+            "an executor that splits traffic (`haproxy`, `gateway_api`, a KServe `inference_service`, or `simulator`)",
+        ));
+    }
+    Ok(())
+}
+
 impl AgentTarget {
-    /// The target's name, services, executor and every template.
+    /// The target's name, services, executor, ramp and every template.
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         field::target("target", &self.target)?;
         for (i, s) in self.services.iter().enumerate() {
@@ -270,6 +286,9 @@ impl AgentTarget {
             && self.templates.is_empty()
         {
             e.validate().map_err(|e| e.under("executor"))?;
+        }
+        if let Some(ramp) = &self.ramp {
+            check_ramp(ramp, self.executor.as_ref())?;
         }
         Ok(())
     }
@@ -303,13 +322,7 @@ impl ReleaseConfig {
         self.check_fields()?;
         check_signals(&self.source, self.pods.as_ref(), self.logs.as_ref(), self.tick_s, self.executor.as_ref())?;
         if let Some(ramp) = &self.ramp {
-            ramp.validate().map_err(|e| e.under("ramp"))?;
-            if !self.executor.as_ref().is_some_and(crate::executor::ExecutorConfig::ramps) {
-                return Err(FieldError::new(
-                    "ramp",
-                    "an executor that splits traffic (`haproxy`, `gateway_api`, a KServe `inference_service`,                      or `simulator`)",
-                ));
-            }
+            check_ramp(ramp, self.executor.as_ref())?;
         }
         // An MLflow alias moves between versions of one registered model: numbers, checked
         // at load rather than when a rollback is due.
@@ -409,6 +422,24 @@ mod tests {
         assert_eq!(e.field, "service");
         let e = registration(serde_json::json!({ "template": "other" })).unwrap().resolve(&target()).unwrap_err();
         assert!(e.field == "template" && e.expected.contains("default"), "{e}");
+    }
+
+    #[test]
+    fn a_registered_release_ramps_as_its_target_says_and_a_body_cannot_choose() {
+        assert_eq!(registration(serde_json::json!({})).unwrap().resolve(&target()).unwrap().ramp, None);
+        let ramp = RampConfig { steps: vec![5, 50, 100], min_judged_s: 60 };
+        let ramped = AgentTarget { ramp: Some(ramp.clone()), ..target() };
+        assert_eq!(ramped.validate(), Ok(()));
+        assert_eq!(registration(serde_json::json!({})).unwrap().resolve(&ramped).unwrap().ramp, Some(ramp));
+        let e = registration(serde_json::json!({ "ramp": { "steps": [50], "min_judged_s": 1 } })).unwrap_err();
+        assert!(e.to_string().contains("unknown field `ramp`"), "{e}");
+        let bad = AgentTarget { ramp: Some(RampConfig { steps: vec![50, 5], min_judged_s: 60 }), ..target() };
+        assert_eq!(bad.validate().unwrap_err().field, "ramp.steps");
+        let command: crate::executor::ExecutorConfig =
+            toml::from_str("kind = \"command\"\nrollback = [\"true\"]\n").unwrap();
+        let no_split = AgentTarget { executor: Some(command), templates: Default::default(), ..ramped };
+        let e = no_split.validate().unwrap_err();
+        assert!(e.field == "ramp" && e.expected.contains("splits traffic"), "{e}");
     }
 
     #[test]

@@ -664,6 +664,39 @@ async fn an_agent_compacts_a_finished_release_and_its_report_still_reads_from_th
     assert!(report["headline"].as_str().unwrap().to_lowercase().contains("promot"), "{report}");
 }
 
+/// A release registered on a target with a ramp walks it as `[[releases]]`
+/// do: its report (from the ledger) lists each raise; a target whose ramp
+/// cannot fit its template's window refuses the registration, naming why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_release_walks_its_targets_ramp_and_a_ramp_longer_than_the_window_is_refused() {
+    let target = |name: &str, min_judged_s: u64| {
+        format!(
+            "[[agent.targets]]\ntarget = \"{name}\"\nexecutor = {{ kind = \"simulator\" }}\n\
+             ramp = {{ steps = [5, 25, 50, 100], min_judged_s = {min_judged_s} }}\n\
+             templates.default.source = {{ kind = \"simulator\", seed = 3 }}\n"
+        )
+    };
+    // The simulator's window is 1,800 s: three steps of 300 s fit, three of 700 s do not.
+    let config = target("sim/checkout", 300) + &target("sim/long", 700);
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let s = start(&config, policy, 5, &[]);
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("long", "sim/long")).await;
+    assert_eq!(code, 422, "{body}");
+    let why = body.to_string();
+    assert!(why.contains("ramp") && why.contains("2100") && why.contains("1800"), "{why}");
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    assert_eq!(v["status"]["status"], "promoted", "{v}");
+    let (code, text) = get(&format!("{}/v1/releases/checkout/report", s.url), Some(ALICE)).await;
+    assert_eq!(code, 200, "{text}");
+    let ramp = serde_json::from_str::<Value>(&text).unwrap()["ramp"].clone();
+    let weights: Vec<u64> = ramp["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect();
+    assert_eq!((weights, ramp["rehearsed"].clone()), (vec![5, 25, 50], false.into()), "{ramp}");
+    let audit = s.audit();
+    assert_eq!(audit.lines().filter(|l| l.contains("intent ") && l.contains("raise")).count(), 3, "{audit}");
+}
+
 /// `backstop agent --config fixtures/config/simulator.toml` without tokens (the
 /// first run of docs/agent-and-api.md), on a free port and its own ledger, `pace_ms` a tick.
 pub(crate) fn simulator_agent(pace_ms: u64) -> Setup {
