@@ -131,135 +131,17 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
     let (agent_at, agent) = agent_logging(dir.path(), &config, 10, "trace");
     fake.wait_connection(1, WAIT).await;
 
-    // One message per release, in its channel; the canary fails and it gains Approve / Reject.
-    let start = Instant::now();
-    let ts = loop {
-        let posted = fake.state.lock().unwrap().messages.keys().find(|(c, _)| c == CHANNEL).map(|k| k.1.clone());
-        if let Some(ts) = posted {
-            break ts;
-        }
-        assert!(start.elapsed() < WAIT, "no release message; calls: {:#?}", fake.all_calls());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    assert!(fake.calls("chat.postMessage").len() >= 2, "the 429 was answered by a retry");
-    assert!(fake.message(CHANNEL, &ts).to_string().contains("checkout"));
-    let asked = wait_message(&fake, &ts, |m| approval_id(m).is_some()).await;
-    let id = approval_id(&asked).unwrap();
-    let buttons = text_of(&asked);
-    // The plan as the executor will run it, and the approvers paged: a user and a user group.
-    assert!(buttons.contains("Approving runs:") && buttons.contains("1. "), "the exact steps: {buttons}");
-    assert!(buttons.contains("<@UALICE>") && buttons.contains("<!subteam^SONCALL>"), "approvers mentioned: {buttons}");
-    assert!(
-        buttons.contains("\"confirm\"") && buttons.contains("Reject"),
-        "confirm dialogs on both buttons: {buttons}"
-    );
-    // A link Slack users open without a token: the release page, signed for this request, until it expires.
-    let shared =
-        buttons.split(&format!("<{agent_url}/shared/releases/checkout?")).nth(1).and_then(|r| r.split('|').next());
-    let query = shared.unwrap_or_else(|| panic!("a signed link to the release page: {buttons}"));
-    assert!(query.starts_with(&format!("request={id}&exp=")) && query.contains("&sig="), "{query}");
-    let client = reqwest::Client::new();
-    let open = |q: String| {
-        let url = format!("{agent_at}/shared/releases/checkout?{q}");
-        let c = client.clone();
-        async move {
-            let r = c.get(url).header("accept", "text/html").send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
-    let (code, page) = open(query.to_string()).await;
-    assert_eq!(code, 200, "{page}");
-    assert!(page.contains("Approving runs:") && page.contains("Scorecard"), "the plan and the evidence: {page}");
-    assert!(!page.contains("<form"), "a shared link only reads: {page}");
-    let (code, _) = open(query.replace("&sig=", "&sig=0")).await;
-    assert_eq!(code, 403, "a changed signature does not open");
-    let (code, _) = open(query.replace("exp=", "exp=9")).await;
-    assert_eq!(code, 403, "a later expiry breaks the signature");
-
-    // `/backstop status`: acknowledged with the answer as payload.
-    let status = slack::slash("UMALLORY", CHANNEL, "status", &fake.response_url("s1"), "trig-status");
-    fake.send(&slack::envelope("slash_commands", "env-status", status, 0));
-    let ack = fake.wait_ack("env-status", WAIT).await;
-    assert!(ack["payload"].to_string().contains("checkout"), "{ack}");
-
-    // Mallory is no approver: refused to her alone, nothing runs. The same envelope again acts once.
-    let click = |user: &str, ts_click: &str| slack::block_action(user, CHANNEL, &ts, "approve", &id, ts_click);
-    let mallory = slack::envelope("interactive", "env-mallory", click("UMALLORY", "1700000100.000001"), 0);
-    fake.send(&mallory);
-    ephemeral_to(&fake, "UMALLORY", "not an approver for checkout").await;
-    fake.send(&slack::envelope("interactive", "env-mallory", click("UMALLORY", "1700000100.000001"), 1));
-    let start = Instant::now();
-    while fake.acks("env-mallory").len() < 2 {
-        assert!(start.elapsed() < WAIT, "the retried envelope was not acknowledged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // A deactivated member of the approver group is refused before policy is asked.
-    fake.send(&slack::envelope("interactive", "env-gone", click("UGONE", "1700000101.000001"), 0));
-    ephemeral_to(&fake, "UGONE", "deactivated").await;
-    assert_eq!(canary_weight(&socket).await, 10, "refused clicks run nothing");
-
+    let ts = release_message(&fake).await;
+    let id = the_request_shows_the_plan_and_a_signed_link(&fake, &ts, &agent_url, &agent_at).await;
+    refusals_run_nothing(&fake, &ts, &id, &socket).await;
     // Slack asks for a new connection, then the network drops it: both reconnect; no click is lost.
     fake.send(&json!({ "type": "disconnect", "reason": "refresh_requested" }));
     fake.wait_connection(2, WAIT).await;
     fake.drop_connection();
     fake.wait_connection(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-
-    // Carol is an approver through the Slack user group: her click rolls back on HAProxy, verified.
-    fake.send(&slack::envelope("interactive", "env-carol", click("UCAROL", "1700000102.000001"), 0));
-    fake.wait_ack("env-carol", WAIT).await;
-    ephemeral_to(&fake, "UCAROL", "rolled back, verified").await;
-    assert_eq!(canary_weight(&socket).await, 0);
-    let done = wait_message(&fake, &ts, |m| text_of(m).contains("<@UCAROL>") && text_of(m).contains("Ended")).await;
-    let shown = text_of(&done);
-    assert!(shown.contains("approved") && shown.contains("rolled back, verified"), "{shown}");
-    assert!(approval_id(&done).is_none(), "no buttons once decided: {shown}");
-    assert!(!fake.calls("chat.update").is_empty(), "the message was updated in place");
-    let top = fake.state.lock().unwrap().messages.values().filter(|m| m["thread_ts"].is_null()).count();
-    assert_eq!(top, 1, "one message per release");
-
-    // Details and the chart in the release's thread (files.upload is retired; the new flow is used).
-    fake.wait_call("chat.postMessage", |c| c["thread_ts"] == ts.as_str() && c.to_string().contains("Judge"), WAIT)
-        .await;
-    let complete = fake.wait_call("files.completeUploadExternal", |c| c["thread_ts"] == ts.as_str(), WAIT).await;
-    let file_id = serde_json::from_str::<Value>(complete["files"].as_str().unwrap()).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let png = fake.state.lock().unwrap().uploads[&file_id].clone();
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG was uploaded");
-    assert!(fake.calls("files.upload").is_empty());
-
-    // `@backstop why?` in the thread answers there, once for an event delivered twice.
-    let in_thread = |f: &FakeSlack| {
-        f.calls("chat.postMessage")
-            .into_iter()
-            .filter(|c| c["thread_ts"] == ts.as_str() && c.to_string().contains("rolled back"))
-            .count()
-    };
-    fake.wait_call(
-        "chat.postMessage",
-        |c| c["thread_ts"] == ts.as_str() && c.to_string().contains("rolled back"),
-        WAIT,
-    )
-    .await;
-    let before = in_thread(&fake);
-    let uploads = |f: &FakeSlack| {
-        f.calls("files.completeUploadExternal").into_iter().filter(|c| c["thread_ts"] == ts.as_str()).count()
-    };
-    let charts_before = uploads(&fake);
-    let m = slack::mention("Ev01", "UMALLORY", CHANNEL, "<@U0BACKSTOP> why?", &ts);
-    fake.send(&slack::envelope("events_api", "env-why", m.clone(), 0));
-    fake.send(&slack::envelope("events_api", "env-why-again", m, 1));
-    let start = Instant::now();
-    while in_thread(&fake) < before + 1 {
-        assert!(start.elapsed() < WAIT, "no answer in the thread");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    fake.wait_ack("env-why-again", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(in_thread(&fake), before + 1, "one answer for one event");
-    assert!(uploads(&fake) > charts_before, "the charts follow a why in the thread");
+    a_group_members_click_rolls_back(&fake, &ts, &id, &socket).await;
+    details_chart_and_why_in_the_thread(&fake, &ts).await;
 
     // The ledger: who clicked, by Slack id; refusals; the duplicate envelope and event acted on once.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -282,7 +164,151 @@ async fn socket_mode_conversation_refusals_then_a_group_members_click_rolls_back
         }
     }
     assert!(err.len() > 10_000, "the trace was on ({} bytes)", err.len());
-    // Every method called is covered by a scope the manifest asks for, and no scope is unused.
+    every_call_is_in_the_manifests_scopes(&fake);
+}
+
+/// One message per release, in its channel (after the 429 was retried): its `ts`.
+async fn release_message(fake: &FakeSlack) -> String {
+    let start = Instant::now();
+    let ts = loop {
+        let posted = fake.state.lock().unwrap().messages.keys().find(|(c, _)| c == CHANNEL).map(|k| k.1.clone());
+        if let Some(ts) = posted {
+            break ts;
+        }
+        assert!(start.elapsed() < WAIT, "no release message; calls: {:#?}", fake.all_calls());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(fake.calls("chat.postMessage").len() >= 2, "the 429 was answered by a retry");
+    assert!(fake.message(CHANNEL, &ts).to_string().contains("checkout"));
+    ts
+}
+
+/// The canary fails and the message gains Approve / Reject: the plan as the
+/// executor will run it, the approvers paged (a user and a user group),
+/// confirm dialogs, and a link Slack users open without a token — the
+/// release page, signed for this request, until it expires. The request's id.
+async fn the_request_shows_the_plan_and_a_signed_link(
+    fake: &FakeSlack,
+    ts: &str,
+    agent_url: &str,
+    agent_at: &str,
+) -> String {
+    let asked = wait_message(fake, ts, |m| approval_id(m).is_some()).await;
+    let id = approval_id(&asked).unwrap();
+    let buttons = text_of(&asked);
+    assert!(buttons.contains("Approving runs:") && buttons.contains("1. "), "the exact steps: {buttons}");
+    assert!(buttons.contains("<@UALICE>") && buttons.contains("<!subteam^SONCALL>"), "approvers mentioned: {buttons}");
+    assert!(
+        buttons.contains("\"confirm\"") && buttons.contains("Reject"),
+        "confirm dialogs on both buttons: {buttons}"
+    );
+    let shared =
+        buttons.split(&format!("<{agent_url}/shared/releases/checkout?")).nth(1).and_then(|r| r.split('|').next());
+    let query = shared.unwrap_or_else(|| panic!("a signed link to the release page: {buttons}"));
+    assert!(query.starts_with(&format!("request={id}&exp=")) && query.contains("&sig="), "{query}");
+    let client = reqwest::Client::new();
+    let open = |q: String| {
+        let url = format!("{agent_at}/shared/releases/checkout?{q}");
+        let c = client.clone();
+        async move {
+            let r = c.get(url).header("accept", "text/html").send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, page) = open(query.to_string()).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Approving runs:") && page.contains("Scorecard"), "the plan and the evidence: {page}");
+    assert!(!page.contains("<form"), "a shared link only reads: {page}");
+    let (code, _) = open(query.replace("&sig=", "&sig=0")).await;
+    assert_eq!(code, 403, "a changed signature does not open");
+    let (code, _) = open(query.replace("exp=", "exp=9")).await;
+    assert_eq!(code, 403, "a later expiry breaks the signature");
+    id
+}
+
+/// An approval click on the release message by `user`.
+fn click(user: &str, ts: &str, id: &str, ts_click: &str) -> Value {
+    slack::block_action(user, CHANNEL, ts, "approve", id, ts_click)
+}
+
+/// `/backstop status` is answered in the acknowledgement; Mallory is no
+/// approver (refused to her alone; the same envelope again acts once); a
+/// deactivated member of the approver group is refused before policy is
+/// asked. HAProxy is untouched.
+async fn refusals_run_nothing(fake: &FakeSlack, ts: &str, id: &str, socket: &str) {
+    let status = slack::slash("UMALLORY", CHANNEL, "status", &fake.response_url("s1"), "trig-status");
+    fake.send(&slack::envelope("slash_commands", "env-status", status, 0));
+    let ack = fake.wait_ack("env-status", WAIT).await;
+    assert!(ack["payload"].to_string().contains("checkout"), "{ack}");
+
+    let mallory = slack::envelope("interactive", "env-mallory", click("UMALLORY", ts, id, "1700000100.000001"), 0);
+    fake.send(&mallory);
+    ephemeral_to(fake, "UMALLORY", "not an approver for checkout").await;
+    fake.send(&slack::envelope("interactive", "env-mallory", click("UMALLORY", ts, id, "1700000100.000001"), 1));
+    let start = Instant::now();
+    while fake.acks("env-mallory").len() < 2 {
+        assert!(start.elapsed() < WAIT, "the retried envelope was not acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.send(&slack::envelope("interactive", "env-gone", click("UGONE", ts, id, "1700000101.000001"), 0));
+    ephemeral_to(fake, "UGONE", "deactivated").await;
+    assert_eq!(canary_weight(socket).await, 10, "refused clicks run nothing");
+}
+
+/// Carol is an approver through the Slack user group: her click rolls back
+/// on HAProxy, verified, and the one release message is updated in place
+/// without buttons.
+async fn a_group_members_click_rolls_back(fake: &FakeSlack, ts: &str, id: &str, socket: &str) {
+    fake.send(&slack::envelope("interactive", "env-carol", click("UCAROL", ts, id, "1700000102.000001"), 0));
+    fake.wait_ack("env-carol", WAIT).await;
+    ephemeral_to(fake, "UCAROL", "rolled back, verified").await;
+    assert_eq!(canary_weight(socket).await, 0);
+    let done = wait_message(fake, ts, |m| text_of(m).contains("<@UCAROL>") && text_of(m).contains("Ended")).await;
+    let shown = text_of(&done);
+    assert!(shown.contains("approved") && shown.contains("rolled back, verified"), "{shown}");
+    assert!(approval_id(&done).is_none(), "no buttons once decided: {shown}");
+    assert!(!fake.calls("chat.update").is_empty(), "the message was updated in place");
+    let top = fake.state.lock().unwrap().messages.values().filter(|m| m["thread_ts"].is_null()).count();
+    assert_eq!(top, 1, "one message per release");
+}
+
+/// Details and the chart in the release's thread (files.upload is retired;
+/// the new flow is used); `@backstop why?` there answers there, once for an
+/// event delivered twice, with the charts again.
+async fn details_chart_and_why_in_the_thread(fake: &FakeSlack, ts: &str) {
+    fake.wait_call("chat.postMessage", |c| c["thread_ts"] == ts && c.to_string().contains("Judge"), WAIT).await;
+    let complete = fake.wait_call("files.completeUploadExternal", |c| c["thread_ts"] == ts, WAIT).await;
+    let file_id = serde_json::from_str::<Value>(complete["files"].as_str().unwrap()).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let png = fake.state.lock().unwrap().uploads[&file_id].clone();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG was uploaded");
+    assert!(fake.calls("files.upload").is_empty());
+
+    let answered = |c: &Value| c["thread_ts"] == ts && c.to_string().contains("rolled back");
+    let in_thread = |f: &FakeSlack| f.calls("chat.postMessage").into_iter().filter(|c| answered(c)).count();
+    fake.wait_call("chat.postMessage", answered, WAIT).await;
+    let before = in_thread(fake);
+    let uploads =
+        |f: &FakeSlack| f.calls("files.completeUploadExternal").into_iter().filter(|c| c["thread_ts"] == ts).count();
+    let charts_before = uploads(fake);
+    let m = slack::mention("Ev01", "UMALLORY", CHANNEL, "<@U0BACKSTOP> why?", ts);
+    fake.send(&slack::envelope("events_api", "env-why", m.clone(), 0));
+    fake.send(&slack::envelope("events_api", "env-why-again", m, 1));
+    let start = Instant::now();
+    while in_thread(fake) < before + 1 {
+        assert!(start.elapsed() < WAIT, "no answer in the thread");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    fake.wait_ack("env-why-again", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(in_thread(fake), before + 1, "one answer for one event");
+    assert!(uploads(fake) > charts_before, "the charts follow a why in the thread");
+}
+
+/// Every method called is covered by a scope the manifest asks for, and no scope is unused.
+fn every_call_is_in_the_manifests_scopes(fake: &FakeSlack) {
     let scopes = manifest_scopes();
     let mut used = std::collections::BTreeSet::new();
     for (method, _) in fake.all_calls() {
@@ -351,26 +377,19 @@ async fn wait_response(fake: &FakeSlack, needle: &str) -> Value {
     }
 }
 
-#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
-#[tokio::test(flavor = "multi_thread")]
-async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back_through_policy() {
-    let fake = FakeSlack::start(&[CHANNEL]).await;
-    for user in ["UALICE", "UMALLORY"] {
-        fake.user(user, false);
-    }
-    fake.group("SONCALL", &[]);
-    let h = Haproxy::start();
-    let socket = h.unix_socket.display().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let config =
-        format!("{}{SEARCH}{}", checkout(&socket, 60), slack_toml("http", &fake.api_url, "http://agent.example"));
-    let (url, agent) = agent(dir.path(), &config, 100);
-    let client = reqwest::Client::new();
+/// Slack's URL check is answered; a forged and a stale command get 401
+/// (recorded); a signed hold from an approver is answered at once and done
+/// after, and Slack's retry of it acts once; resume undoes it.
+async fn unsigned_and_stale_requests_are_refused_and_a_retry_acts_once(
+    client: &reqwest::Client,
+    fake: &FakeSlack,
+    url: &str,
+) {
     let form = "application/x-www-form-urlencoded";
 
     // Slack's URL check; a forged and a stale request get 401 and are recorded.
     let challenge = json!({ "token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification" });
-    let r = signed(&client, &format!("{url}/slack/events"), challenge.to_string(), now_s(), "application/json")
+    let r = signed(client, &format!("{url}/slack/events"), challenge.to_string(), now_s(), "application/json")
         .send()
         .await
         .unwrap();
@@ -394,23 +413,41 @@ async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back
         .unwrap();
     assert_eq!(forged.status(), 401);
     let stale =
-        signed(&client, &format!("{url}/slack/commands"), hold.clone(), now_s() - 600, form).send().await.unwrap();
+        signed(client, &format!("{url}/slack/commands"), hold.clone(), now_s() - 600, form).send().await.unwrap();
     assert_eq!(stale.status(), 401);
 
     // A signed hold from an approver: answered at once, done after; Slack's retry of it acts once.
-    let r = signed(&client, &format!("{url}/slack/commands"), hold.clone(), now_s(), form).send().await.unwrap();
+    let r = signed(client, &format!("{url}/slack/commands"), hold.clone(), now_s(), form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Asking policy"));
-    let retry = signed(&client, &format!("{url}/slack/commands"), hold.clone(), now_s(), form)
+    let retry = signed(client, &format!("{url}/slack/commands"), hold.clone(), now_s(), form)
         .header("x-slack-retry-num", "1")
         .header("x-slack-retry-reason", "http_timeout");
     assert_eq!(retry.send().await.unwrap().status(), 200);
-    wait_response(&fake, "held checkout").await;
+    wait_response(fake, "held checkout").await;
     let resume =
         slack::form(&slack::slash("UALICE", CHANNEL, "resume checkout", &fake.response_url("r1"), "trig-resume"));
-    signed(&client, &format!("{url}/slack/commands"), resume, now_s(), form).send().await.unwrap();
-    wait_response(&fake, "resumed checkout").await;
+    signed(client, &format!("{url}/slack/commands"), resume, now_s(), form).send().await.unwrap();
+    wait_response(fake, "resumed checkout").await;
+}
 
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
+#[tokio::test(flavor = "multi_thread")]
+async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back_through_policy() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    for user in ["UALICE", "UMALLORY"] {
+        fake.user(user, false);
+    }
+    fake.group("SONCALL", &[]);
+    let h = Haproxy::start();
+    let socket = h.unix_socket.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        format!("{}{SEARCH}{}", checkout(&socket, 60), slack_toml("http", &fake.api_url, "http://agent.example"));
+    let (url, agent) = agent(dir.path(), &config, 100);
+    let client = reqwest::Client::new();
+    unsigned_and_stale_requests_are_refused_and_a_retry_acts_once(&client, &fake, &url).await;
+    let form = "application/x-www-form-urlencoded";
     // `/backstop rollback` of a healthy release: Mallory is refused; Alice's goes through policy and runs.
     let ask = |user: &str, trig: &str| {
         slack::form(&slack::slash(
@@ -449,7 +486,16 @@ async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back
     assert_eq!(canary_weight(&socket).await, 10, "an expired request runs nothing");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let audit = audit(dir.path());
+    the_ledger_names_each_person_and_each_refusal(&audit(dir.path()));
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// HTTP mode's audit: one hold for a retried command, by Alice; her
+/// rollback executed, Mallory's refused; both unverified requests; the
+/// click on an expired request refused as closed.
+fn the_ledger_names_each_person_and_each_refusal(audit: &str) {
     let lines = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(lines("operator hold"), 1, "one hold for a retried command:\n{audit}");
     assert!(audit.lines().any(|l| l.contains("human:slack:slack:UALICE") && l.contains("operator hold")), "{audit}");
@@ -475,9 +521,6 @@ async fn http_mode_checks_signatures_acts_once_per_retry_and_a_person_rolls_back
             && l.contains("closed")),
         "{audit}"
     );
-    agent.signal("TERM");
-    let (code, _, err) = agent.finish(Duration::from_secs(30));
-    assert_eq!(code, 0, "{err}");
 }
 
 /// The audit's S2: a signed `/backstop hold` captured and replayed after
