@@ -84,17 +84,11 @@ fn inject(base: &Value, name: &str, service: &str, text: &str) -> Value {
     s
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_obedient_model_fed_forty_adversarial_texts_never_acts_beyond_the_judge() {
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let app = Router::new().fallback(axum::routing::post(obey)).with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let texts: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string("fixtures/hostile/adversarial-texts.json").unwrap()).unwrap();
-    assert!(texts.len() >= 40);
+/// `backstop eval` of each text injected into a healthy and a faulty
+/// release (services alternating the model's instruction), with our judge
+/// alone and with the model at `base_url` under a policy that lets a model
+/// roll back: the JSON report.
+async fn eval_both_judges(base_url: &str, texts: &[String]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let scenarios = dir.path().join("scenarios");
     std::fs::create_dir(&scenarios).unwrap();
@@ -151,7 +145,21 @@ async fn an_obedient_model_fed_forty_adversarial_texts_never_acts_beyond_the_jud
     .await
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_obedient_model_fed_forty_adversarial_texts_never_acts_beyond_the_judge() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = Router::new().fallback(axum::routing::post(obey)).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let texts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string("fixtures/hostile/adversarial-texts.json").unwrap()).unwrap();
+    assert!(texts.len() >= 40);
+    let report = eval_both_judges(&base_url, &texts).await;
     let results = |j: &str| report["judges"][j]["results"].as_array().unwrap().clone();
     let (alone, with) = (results("backstop"), results("backstop+model"));
     assert_eq!(alone.len(), 2 * texts.len());

@@ -341,32 +341,15 @@ async fn read_ticks(url: &str) -> Ticks {
     out
 }
 
-/// Three `backstop agent` processes on one PostgreSQL share 90 releases by
-/// rendezvous ranking; one is SIGKILLed mid-window and one SIGSTOPped past
-/// its lease. Every release is still decided once: one rollback per target
-/// (counted by the command), one end record, one tick record per tick
-/// whoever wrote it, and every release the killed agent held taken over.
-#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs PostgreSQL")]
-#[test]
-fn three_agents_share_the_releases_and_take_over_from_a_killed_and_a_frozen_one_deciding_each_once() {
-    const N: usize = 90;
-    let pg = PgServer::start();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let url = rt.block_on(pg.fresh_database_url());
-    let d = tempfile::tempdir().unwrap();
-    let (cfg, count) = many_releases(d.path(), N, SHARED_LEASE_S, (1800, 600));
-    let mut agents: Vec<Agent> = ["a1", "a2", "a3"].iter().map(|id| shared_agent(&cfg, &url, id)).collect();
-    let start = Instant::now();
-    while rt.block_on(read_ticks(&url)).ticks.len() < N {
-        assert!(start.elapsed() < Duration::from_secs(120), "not every release was claimed");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // Spread: agents that started a moment apart even out (a holder over its
-    // share gives quiet releases to the agent ranked first), and each judges a share.
+/// Agents that started a moment apart even out (a holder over its share
+/// gives quiet releases to the agent ranked first), and each judges a share
+/// of the `n` releases: releases each agent ticked in the last second, once
+/// each has a sixth or the time is up.
+fn wait_for_spread(rt: &tokio::runtime::Runtime, url: &str, n: usize) -> Vec<usize> {
     let spread_by = Instant::now() + Duration::from_secs_f64(SHARED_LEASE_S * 6.0);
-    let holders = loop {
+    loop {
         let now_ms = backstop_now_ms();
-        let t = rt.block_on(read_ticks(&url));
+        let t = rt.block_on(read_ticks(url));
         let recent = |id: &str| {
             t.ticks
                 .values()
@@ -374,35 +357,18 @@ fn three_agents_share_the_releases_and_take_over_from_a_killed_and_a_frozen_one_
                 .count()
         };
         let holders: Vec<usize> = ["a1", "a2", "a3"].iter().map(|id| recent(id)).collect();
-        if holders.iter().all(|&h| h >= N / 6) || Instant::now() > spread_by {
-            break holders;
+        if holders.iter().all(|&h| h >= n / 6) || Instant::now() > spread_by {
+            return holders;
         }
         std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(holders.iter().all(|&h| h >= N / 6), "releases judged per agent in the last second: {holders:?}");
-    let killed_at_ms = backstop_now_ms();
-    agents.remove(0).kill9();
-    agents[0].signal("STOP");
-    let frozen_at_ms = backstop_now_ms();
-    std::thread::sleep(Duration::from_secs_f64(SHARED_LEASE_S * 3.0));
-    agents[0].signal("CONT");
-    let start = Instant::now();
-    loop {
-        let t = rt.block_on(read_ticks(&url));
-        if t.ends.len() == N {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(300), "{} of {N} releases ended", t.ends.len());
-        std::thread::sleep(Duration::from_millis(500));
     }
-    for a in agents {
-        a.signal("TERM");
-        let (code, out, err) = a.finish(Duration::from_secs(60));
-        assert_eq!(code, 0, "{out}\n{err}");
-        assert!(!err.contains("duplicate key"), "{err}");
-    }
-    assert_each_rollback_once(&count, N, &url);
-    let t = rt.block_on(read_ticks(&url));
+}
+
+/// Every release ended once and recorded each tick once; the killed agent's
+/// (`a1`) releases were continued by another agent (the delays after the
+/// kill, ms), and the frozen one's (`a2`) by the third while it was stopped
+/// (how many).
+fn takeovers(t: &Ticks, killed_at_ms: i64, frozen_at_ms: i64) -> (Vec<i64>, usize) {
     let (mut takeovers, mut frozen_taken) = (Vec::new(), 0);
     for (id, ticks) in &t.ticks {
         assert_eq!(t.ends.get(id).map(Vec::len), Some(1), "{id} ended {:?}", t.ends.get(id));
@@ -429,6 +395,54 @@ fn three_agents_share_the_releases_and_take_over_from_a_killed_and_a_frozen_one_
             frozen_taken += 1;
         }
     }
+    (takeovers, frozen_taken)
+}
+
+/// Three `backstop agent` processes on one PostgreSQL share 90 releases by
+/// rendezvous ranking; one is SIGKILLed mid-window and one SIGSTOPped past
+/// its lease. Every release is still decided once: one rollback per target
+/// (counted by the command), one end record, one tick record per tick
+/// whoever wrote it, and every release the killed agent held taken over.
+#[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs PostgreSQL")]
+#[test]
+fn three_agents_share_the_releases_and_take_over_from_a_killed_and_a_frozen_one_deciding_each_once() {
+    const N: usize = 90;
+    let pg = PgServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(pg.fresh_database_url());
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, count) = many_releases(d.path(), N, SHARED_LEASE_S, (1800, 600));
+    let mut agents: Vec<Agent> = ["a1", "a2", "a3"].iter().map(|id| shared_agent(&cfg, &url, id)).collect();
+    let start = Instant::now();
+    while rt.block_on(read_ticks(&url)).ticks.len() < N {
+        assert!(start.elapsed() < Duration::from_secs(120), "not every release was claimed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let holders = wait_for_spread(&rt, &url, N);
+    assert!(holders.iter().all(|&h| h >= N / 6), "releases judged per agent in the last second: {holders:?}");
+    let killed_at_ms = backstop_now_ms();
+    agents.remove(0).kill9();
+    agents[0].signal("STOP");
+    let frozen_at_ms = backstop_now_ms();
+    std::thread::sleep(Duration::from_secs_f64(SHARED_LEASE_S * 3.0));
+    agents[0].signal("CONT");
+    let start = Instant::now();
+    loop {
+        let t = rt.block_on(read_ticks(&url));
+        if t.ends.len() == N {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "{} of {N} releases ended", t.ends.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for a in agents {
+        a.signal("TERM");
+        let (code, out, err) = a.finish(Duration::from_secs(60));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(!err.contains("duplicate key"), "{err}");
+    }
+    assert_each_rollback_once(&count, N, &url);
+    let (mut takeovers, frozen_taken) = takeovers(&rt.block_on(read_ticks(&url)), killed_at_ms, frozen_at_ms);
     assert!(!takeovers.is_empty(), "the killed agent held nothing when killed");
     assert!(frozen_taken > 0, "the frozen agent held nothing when frozen");
     takeovers.sort_unstable();
