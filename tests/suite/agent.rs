@@ -1017,6 +1017,37 @@ fn csrf_of(page: &str) -> String {
     rest.split('"').next().unwrap().to_string()
 }
 
+/// Forged dashboard forms: no token, a changed one, another site's form — each 403.
+async fn forged_forms_do_nothing(url: &str, token: &str) {
+    let (code, _, body) = form_post(url, "/ui/releases/search", &[("do", "hold"), ("reason", "x")], url).await;
+    assert_eq!(code, 403, "{body}");
+    // The last hex digit changed (to one it is not).
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &token[..token.len() - 1]);
+    let fields = [("do", "hold"), ("reason", "x"), ("csrf", forged.as_str())];
+    let (code, _, body) = form_post(url, "/ui/releases/search", &fields, url).await;
+    assert!(code == 403 && body.contains("does not match"), "{code} {body}");
+    let fields = [("do", "hold"), ("reason", "x"), ("csrf", token)];
+    let (code, _, _) = form_post(url, "/ui/releases/search", &fields, "http://evil.example").await;
+    assert_eq!(code, 403, "a cross-site form is refused even with a token");
+}
+
+/// Ended: its report from the ledger, as `advise` prints it, through the
+/// API and the dashboard; a release never seen has none.
+async fn the_ended_release_has_its_report(url: &str) {
+    let (code, text) = get(&format!("{url}/v1/releases/payments/report"), None).await;
+    assert_eq!(code, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["format"], "backstop.report/v1");
+    assert!(report["headline"].as_str().unwrap().to_lowercase().contains("roll"), "{report}");
+    let (code, html) = get(&format!("{url}/releases/payments/report"), None).await;
+    assert!(code == 200 && html.contains("http_error_ratio"), "{html}");
+    let (_, page) = get(&format!("{url}/releases/payments"), None).await;
+    assert!(page.contains("href=\"/releases/payments/report\""), "a finished release links its report: {page}");
+    let (code, text) = get(&format!("{url}/v1/releases/nothing-here/report"), None).await;
+    assert_eq!(code, 404, "{text}");
+}
+
 /// Dashboard buttons: a person holds, resumes and approves from the release
 /// pages with form posts carrying a token signed for them; the ledger names
 /// them with their reason. A form without the token, with a changed one, or
@@ -1042,20 +1073,8 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
         }
     };
 
-    // Forged: no token, a changed one, another site's form.
-    let (code, _, body) = form_post(&url, "/ui/releases/search", &[("do", "hold"), ("reason", "x")], &url).await;
-    assert_eq!(code, 403, "{body}");
-    // The last hex digit changed (to one it is not).
-    let last = if token.ends_with('0') { '1' } else { '0' };
-    let forged = format!("{}{last}", &token[..token.len() - 1]);
-    let fields = [("do", "hold"), ("reason", "x"), ("csrf", forged.as_str())];
-    let (code, _, body) = form_post(&url, "/ui/releases/search", &fields, &url).await;
-    assert!(code == 403 && body.contains("does not match"), "{code} {body}");
-    let fields = [("do", "hold"), ("reason", "x"), ("csrf", token.as_str())];
-    let (code, _, _) = form_post(&url, "/ui/releases/search", &fields, "http://evil.example").await;
-    assert_eq!(code, 403, "a cross-site form is refused even with a token");
+    forged_forms_do_nothing(&url, &token).await;
     assert_ne!(state("search").await, "held", "nothing forged took effect");
-
     // The person's own form: held, then resumed; back on the release page each time.
     let fields = [("do", "hold"), ("reason", "looking at the p99"), ("csrf", token.as_str())];
     let (code, location, _) = form_post(&url, "/ui/releases/search", &fields, &url).await;
@@ -1102,16 +1121,5 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
     let (_, page) = get(&format!("{url}/releases/search"), None).await;
     assert!(page.contains("<td>hold</td><td>looking at the p99</td>"), "the hold and its reason: {page}");
 
-    // Ended: its report from the ledger, as `advise` prints it, through the API and the dashboard.
-    let (code, text) = get(&format!("{url}/v1/releases/payments/report"), None).await;
-    assert_eq!(code, 200, "{text}");
-    let report: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(report["format"], "backstop.report/v1");
-    assert!(report["headline"].as_str().unwrap().to_lowercase().contains("roll"), "{report}");
-    let (code, html) = get(&format!("{url}/releases/payments/report"), None).await;
-    assert!(code == 200 && html.contains("http_error_ratio"), "{html}");
-    let (_, page) = get(&format!("{url}/releases/payments"), None).await;
-    assert!(page.contains("href=\"/releases/payments/report\""), "a finished release links its report: {page}");
-    let (code, text) = get(&format!("{url}/v1/releases/nothing-here/report"), None).await;
-    assert_eq!(code, 404, "{text}");
+    the_ended_release_has_its_report(&url).await;
 }
