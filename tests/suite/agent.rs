@@ -209,6 +209,52 @@ async fn canary_weight(socket: &str) -> u32 {
     crate::suite::haproxy::executor(socket).weight("canary").await.unwrap()
 }
 
+/// Registration: scope, a chosen executor and an undeclared target are
+/// refused before anything runs; the one good body is registered, once.
+async fn registration_is_checked_before_anything_runs(releases: &str) {
+    let (code, _) = post(releases, VIEWER, &registration("checkout", "haproxy/checkout")).await;
+    assert_eq!(code, 403, "a read-only token cannot register");
+    let mut with_exec = registration("checkout", "haproxy/checkout");
+    with_exec["executor"] =
+        serde_json::json!({ "kind": "command", "rollback": ["sh", "-c", "id"], "verify": ["true"] });
+    let (code, body) = post(releases, CI, &with_exec).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("executor"), "{body}");
+    let (code, body) = post(releases, CI, &registration("checkout", "haproxy/elsewhere")).await;
+    assert!(code == 422 && body["error"].as_str().unwrap().contains("haproxy/elsewhere"), "{code} {body}");
+    let (code, body) = post(releases, CI, &registration("checkout", "haproxy/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = post(releases, CI, &registration("checkout", "haproxy/checkout")).await;
+    assert_eq!(code, 409, "a second registration of one name");
+}
+
+/// The ledger names each person (the pipeline that registered, the refused
+/// and the obeyed approver); /metrics counts what happened; still ready.
+async fn the_ledger_names_each_person_and_metrics_count(s: &Setup) {
+    let audit = s.audit();
+    let who = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(who("operator         pipeline:ci:github:example/checkout"), 1, "{audit}");
+    assert_eq!(who("approval_requested"), 1, "{audit}");
+    assert!(audit.lines().any(|l| l.contains("human:api:bob@example.com") && l.contains("refused")), "{audit}");
+    assert!(
+        audit.lines().any(|l| l.contains("human:api:alice@example.com") && l.contains("ruling=execute rollback")),
+        "{audit}"
+    );
+    assert_eq!(who("intent "), 1, "{audit}");
+    let (_, metrics) = get(&format!("{}/metrics", s.url), Some(VIEWER)).await;
+    for line in [
+        "backstop_executor_actions_total{action=\"rollback\",result=\"verified\"} 1",
+        "backstop_approval_answers_total{kind=\"executed\"} 1",
+        "backstop_approval_answers_total{kind=\"refused\"} 1",
+        "backstop_releases{kind=\"finished\"} 1",
+        "backstop_approvals_pending 0",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+    let (code, ready) = get(&format!("{}/readyz", s.url), None).await;
+    assert_eq!((code, ready.trim()), (200, "ready"));
+}
+
 #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_it_back_on_real_haproxy() {
@@ -218,21 +264,7 @@ async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_
     let s = start(&haproxy_target(&socket), POLICY, 10, &[]);
     let releases = format!("{}/v1/releases", s.url);
 
-    // Registration: scope, a chosen executor and an undeclared target are refused before anything runs.
-    let (code, _) = post(&releases, VIEWER, &registration("checkout", "haproxy/checkout")).await;
-    assert_eq!(code, 403, "a read-only token cannot register");
-    let mut with_exec = registration("checkout", "haproxy/checkout");
-    with_exec["executor"] =
-        serde_json::json!({ "kind": "command", "rollback": ["sh", "-c", "id"], "verify": ["true"] });
-    let (code, body) = post(&releases, CI, &with_exec).await;
-    assert_eq!(code, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("executor"), "{body}");
-    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/elsewhere")).await;
-    assert!(code == 422 && body["error"].as_str().unwrap().contains("haproxy/elsewhere"), "{code} {body}");
-    let (code, body) = post(&releases, CI, &registration("checkout", "haproxy/checkout")).await;
-    assert_eq!(code, 201, "{body}");
-    let (code, _) = post(&releases, CI, &registration("checkout", "haproxy/checkout")).await;
-    assert_eq!(code, 409, "a second registration of one name");
+    registration_is_checked_before_anything_runs(&releases).await;
 
     // The canary fails; autonomy `approve` turns the rollback into a request. Nothing has run.
     let v = wait_release(&s, "checkout", |v| !v["pending_approval"].is_null(), Duration::from_secs(120)).await;
@@ -261,29 +293,7 @@ async fn a_pipeline_registers_a_simulated_release_and_only_an_approver_can_roll_
 
     // The release ends just after the approver is answered (its end record follows the action's outcome).
     wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(30)).await;
-    // The ledger names each person; /metrics counts what happened.
-    let audit = s.audit();
-    let who = |needle: &str| audit.lines().filter(|l| l.contains(needle)).count();
-    assert_eq!(who("operator         pipeline:ci:github:example/checkout"), 1, "{audit}");
-    assert_eq!(who("approval_requested"), 1, "{audit}");
-    assert!(audit.lines().any(|l| l.contains("human:api:bob@example.com") && l.contains("refused")), "{audit}");
-    assert!(
-        audit.lines().any(|l| l.contains("human:api:alice@example.com") && l.contains("ruling=execute rollback")),
-        "{audit}"
-    );
-    assert_eq!(who("intent "), 1, "{audit}");
-    let (_, metrics) = get(&format!("{}/metrics", s.url), Some(VIEWER)).await;
-    for line in [
-        "backstop_executor_actions_total{action=\"rollback\",result=\"verified\"} 1",
-        "backstop_approval_answers_total{kind=\"executed\"} 1",
-        "backstop_approval_answers_total{kind=\"refused\"} 1",
-        "backstop_releases{kind=\"finished\"} 1",
-        "backstop_approvals_pending 0",
-    ] {
-        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
-    }
-    let (code, ready) = get(&format!("{}/readyz", s.url), None).await;
-    assert_eq!((code, ready.trim()), (200, "ready"));
+    the_ledger_names_each_person_and_metrics_count(&s).await;
 
     s.agent.signal("TERM");
     let (code, _, err) = s.agent.finish(Duration::from_secs(30));
