@@ -206,6 +206,39 @@ fn ledger_bytes(dir: &Path) -> String {
     all
 }
 
+/// What every command prints (and the HTML reports it writes), by name:
+/// config check, watch (JSON and text; one with a model that quotes its key
+/// back, configured by `echo`), advise of each release in each format, the
+/// gate's answers, audit list and verify, demo.
+fn every_output(cfg_s: &str, ledger: &str, echo: (&str, &str), html: &Path) -> Vec<(String, String)> {
+    let (echo_cfg, echo_ledger) = echo;
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut add = |what: &str, o: Output| seen.push((what.to_string(), text(&o)));
+    add("config check", run(&["--config", cfg_s, "config", "check", "--ledger", ledger]));
+    add("watch", run(&["--config", cfg_s, "watch", "--pace-ms", "0", "--format", "json", "--ledger", ledger]));
+    add("watch text", run(&["--config", cfg_s, "watch", "--pace-ms", "0", "--ledger", ledger]));
+    let echo = ["--config", echo_cfg, "watch", "--release", "cmd", "--pace-ms", "0", "--format", "json"];
+    add("watch, model quoting its key", run(&[&echo[..], &["--ledger", echo_ledger]].concat()));
+    let mut html_files = String::new();
+    for release in ["hook", "cmd", "prom", "k8s", "mlflow"] {
+        for format in ["markdown", "json"] {
+            let args = ["--config", cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", format];
+            add(&format!("advise {release} {format}"), run(&[&args[..], &["--ledger", ledger]].concat()));
+        }
+        let html_s = html.to_str().unwrap();
+        let args = ["--config", cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", "html"];
+        add(&format!("advise {release} html"), run(&[&args[..], &["--out", html_s, "--ledger", ledger]].concat()));
+        html_files.push_str(&std::fs::read_to_string(html).unwrap_or_default());
+    }
+    let gate = gate_answers(cfg_s, ledger);
+    add("audit list", run(&["audit", "list", "--limit", "100000", "--ledger", ledger]));
+    add("audit verify", run(&["audit", "verify", "--ledger", ledger]));
+    add("demo", run(&["--config", cfg_s, "demo", "--tick-ms", "0", "--ledger", ledger]));
+    seen.push(("html files".into(), html_files));
+    seen.push(("gate".into(), gate));
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
     let (hook, posts) = receiver().await;
@@ -229,35 +262,9 @@ async fn no_secret_reaches_any_output_report_gate_answer_or_the_ledger() {
     let echo_ledger = echo_dir.path().join("l.db").to_str().unwrap().to_string();
     let (cfg_s, ledger) = (cfg.to_str().unwrap().to_string(), dir.path().join("l.db").to_str().unwrap().to_string());
     let html = dir.path().join("report.html");
-    let outputs = tokio::task::spawn_blocking(move || {
-        let mut seen: Vec<(String, String)> = Vec::new();
-        let mut add = |what: &str, o: Output| seen.push((what.to_string(), text(&o)));
-        add("config check", run(&["--config", &cfg_s, "config", "check", "--ledger", &ledger]));
-        add("watch", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--format", "json", "--ledger", &ledger]));
-        add("watch text", run(&["--config", &cfg_s, "watch", "--pace-ms", "0", "--ledger", &ledger]));
-        let echo = ["--config", &echo_cfg, "watch", "--release", "cmd", "--pace-ms", "0", "--format", "json"];
-        add("watch, model quoting its key", run(&[&echo[..], &["--ledger", &echo_ledger]].concat()));
-        let mut html_files = String::new();
-        for release in ["hook", "cmd", "prom", "k8s", "mlflow"] {
-            for format in ["markdown", "json"] {
-                let args = ["--config", &cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", format];
-                add(&format!("advise {release} {format}"), run(&[&args[..], &["--ledger", &ledger]].concat()));
-            }
-            let html_s = html.to_str().unwrap();
-            let args = ["--config", &cfg_s, "advise", "--release", release, "--pace-ms", "0", "--format", "html"];
-            add(&format!("advise {release} html"), run(&[&args[..], &["--out", html_s, "--ledger", &ledger]].concat()));
-            html_files.push_str(&std::fs::read_to_string(&html).unwrap_or_default());
-        }
-        let gate = gate_answers(&cfg_s, &ledger);
-        add("audit list", run(&["audit", "list", "--limit", "100000", "--ledger", &ledger]));
-        add("audit verify", run(&["audit", "verify", "--ledger", &ledger]));
-        add("demo", run(&["--config", &cfg_s, "demo", "--tick-ms", "0", "--ledger", &ledger]));
-        seen.push(("html files".into(), html_files));
-        seen.push(("gate".into(), gate));
-        seen
-    })
-    .await
-    .unwrap();
+    let outputs = tokio::task::spawn_blocking(move || every_output(&cfg_s, &ledger, (&echo_cfg, &echo_ledger), &html))
+        .await
+        .unwrap();
     let mut hits = Vec::new();
     let ledgers = [
         ("ledger bytes".to_string(), ledger_bytes(dir.path())),
