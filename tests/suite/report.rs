@@ -66,6 +66,29 @@ fn html_report_renders_in_chromium_with_charts_and_no_external_fetch() {
     }
 }
 
+/// A Markdown report of hostile text: the text shown as text; no control or
+/// bidi character; no markup of theirs outside code spans; every table row
+/// with its ten cell borders (a `|` in a name cannot add a column).
+fn markdown_carries_no_markup_of_theirs(md: &str) {
+    assert!(md.contains("http-equiv") && md.contains("onerror"), "the text is shown, as text: {md}");
+    for bad in ["\u{1b}", "\u{7}", "\u{202e}"] {
+        assert!(!md.contains(bad), "markdown carries {bad:?}:\n{md}");
+    }
+    // Outside code spans (whose content Markdown never interprets) no markup of theirs survives.
+    for line in md.lines() {
+        assert_eq!(line.matches('`').count() % 2, 0, "a code span left open: {line}");
+        let prose: String = line.split('`').step_by(2).collect();
+        for bad in ["<img", "<meta", "<script", "](https", "lat|"] {
+            assert!(!prose.contains(bad), "markdown carries {bad:?}: {line}");
+        }
+    }
+    for row in md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| ---")) {
+        let borders =
+            row.chars().zip(std::iter::once(' ').chain(row.chars())).filter(|(c, p)| *c == '|' && *p != '\\').count();
+        assert_eq!(borders, 10, "{row}");
+    }
+}
+
 /// Metric names, event kinds and messages, and log lines written by someone
 /// who can set a label or emit an event reach every report format inert: no
 /// HTML element, link, image, table cell break, escape sequence or bidi
@@ -97,25 +120,7 @@ fn hostile_telemetry_text_is_inert_in_markdown_and_html_reports() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    let md = run("markdown");
-    assert!(md.contains("http-equiv") && md.contains("onerror"), "the text is shown, as text: {md}");
-    for bad in ["\u{1b}", "\u{7}", "\u{202e}"] {
-        assert!(!md.contains(bad), "markdown carries {bad:?}:\n{md}");
-    }
-    // Outside code spans (whose content Markdown never interprets) no markup of theirs survives.
-    for line in md.lines() {
-        assert_eq!(line.matches('`').count() % 2, 0, "a code span left open: {line}");
-        let prose: String = line.split('`').step_by(2).collect();
-        for bad in ["<img", "<meta", "<script", "](https", "lat|"] {
-            assert!(!prose.contains(bad), "markdown carries {bad:?}: {line}");
-        }
-    }
-    // Every table row keeps its ten cell borders: a `|` in a name cannot add a column.
-    for row in md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| ---")) {
-        let borders =
-            row.chars().zip(std::iter::once(' ').chain(row.chars())).filter(|(c, p)| *c == '|' && *p != '\\').count();
-        assert_eq!(borders, 10, "{row}");
-    }
+    markdown_carries_no_markup_of_theirs(&run("markdown"));
     // The terminal lines of `watch` carry no escape sequence either.
     let out = Command::cargo_bin("backstop")
         .unwrap()
