@@ -39,6 +39,27 @@ fn policy(dir: &std::path::Path, name: &str, edit: &[(&str, &str)]) -> std::path
     path
 }
 
+/// `backstop calibrate` on the six past releases under `policy`: it shows
+/// what changes (6 rollbacks of healthy releases to 0), and records the
+/// calibration in the ledger, where `audit list` shows it.
+fn calibrate_and_record(past: &std::path::Path, ledger: &str, policy: &std::path::Path) {
+    let out = backstop()
+        .args(["calibrate", "--service", "checkout", "--scenarios", past.to_str().unwrap(), "--ledger", ledger])
+        .args(["--policy", policy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("calibration of checkout from 6 past healthy releases"), "{table}");
+    assert!(table.contains("rollbacks of these healthy releases: 6 → 0 of 6"), "{table}");
+    assert!(table.contains("recorded in the ledger (seq 1)"), "{table}");
+    backstop()
+        .args(["audit", "list", "--ledger", ledger])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("calibration of checkout from 6 past releases"));
+}
+
 #[test]
 fn calibrated_tolerances_are_recorded_and_used_only_when_the_policy_opts_in() {
     let d = tempfile::tempdir().unwrap();
@@ -53,21 +74,7 @@ fn calibrated_tolerances_are_recorded_and_used_only_when_the_policy_opts_in() {
     let ledger = ledger.to_str().unwrap();
     let applying = policy(d.path(), "apply.toml", &[("apply = false", "apply = true")]);
 
-    let out = backstop()
-        .args(["calibrate", "--service", "checkout", "--scenarios", past.to_str().unwrap(), "--ledger", ledger])
-        .args(["--policy", applying.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(table.contains("calibration of checkout from 6 past healthy releases"), "{table}");
-    assert!(table.contains("rollbacks of these healthy releases: 6 → 0 of 6"), "{table}");
-    assert!(table.contains("recorded in the ledger (seq 1)"), "{table}");
-    backstop()
-        .args(["audit", "list", "--ledger", ledger])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("calibration of checkout from 6 past releases"));
+    calibrate_and_record(&past, ledger, &applying);
 
     let source = format!("{{ kind = \"scenario\", path = \"{}\" }}", today.display());
     let release = crate::support::release_toml("checkout", &source, None);
