@@ -88,6 +88,46 @@ fn err(code: &str) -> Response {
     axum::Json(json!({ "ok": false, "error": code })).into_response()
 }
 
+/// `chat.postMessage`: a 429 while `rate_limit_posts` lasts, then the message stored under a new `ts`.
+fn post_message(st: &mut State_, channel: String, body: &Value) -> Response {
+    if st.rate_limit_posts > 0 {
+        st.rate_limit_posts -= 1;
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response();
+    }
+    if !st.channels.contains(&channel) {
+        return err("channel_not_found");
+    }
+    st.next_ts += 1;
+    let ts = format!("1700000000.{:06}", st.next_ts);
+    let mut msg = body.clone();
+    msg["ts"] = json!(ts);
+    st.messages.insert((channel.clone(), ts.clone()), msg.clone());
+    axum::Json(json!({ "ok": true, "channel": channel, "ts": ts, "message": msg })).into_response()
+}
+
+/// `chat.update`: the stored message replaced, if there is one.
+fn update_message(st: &mut State_, channel: String, body: &Value) -> Response {
+    let ts = body["ts"].as_str().unwrap_or("").to_string();
+    let key = (channel.clone(), ts.clone());
+    if !st.messages.contains_key(&key) {
+        return err("message_not_found");
+    }
+    st.messages.insert(key, body.clone());
+    axum::Json(json!({ "ok": true, "channel": channel, "ts": ts, "text": body["text"] })).into_response()
+}
+
+/// `files.completeUploadExternal`: every file named was uploaded first.
+fn complete_upload(st: &State_, body: &Value) -> Response {
+    let files: Value = serde_json::from_str(body["files"].as_str().unwrap_or("[]")).unwrap_or(Value::Null);
+    let known = files.as_array().is_some_and(|f| {
+        f.iter().all(|x| st.uploads.get(x["id"].as_str().unwrap_or("")).is_some_and(|b| !b.is_empty()))
+    });
+    if !known {
+        return err("invalid_arguments");
+    }
+    ok_sample("files.completeUploadExternal.json", |_| {})
+}
+
 async fn api(
     State((s, base)): State<(Shared, String)>,
     Path(method): Path<String>,
@@ -107,30 +147,8 @@ async fn api(
     }
     let channel = body["channel"].as_str().or(body["channel_id"].as_str()).unwrap_or("").to_string();
     match method.as_str() {
-        "chat.postMessage" => {
-            if st.rate_limit_posts > 0 {
-                st.rate_limit_posts -= 1;
-                return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response();
-            }
-            if !st.channels.contains(&channel) {
-                return err("channel_not_found");
-            }
-            st.next_ts += 1;
-            let ts = format!("1700000000.{:06}", st.next_ts);
-            let mut msg = body.clone();
-            msg["ts"] = json!(ts);
-            st.messages.insert((channel.clone(), ts.clone()), msg.clone());
-            axum::Json(json!({ "ok": true, "channel": channel, "ts": ts, "message": msg })).into_response()
-        }
-        "chat.update" => {
-            let ts = body["ts"].as_str().unwrap_or("").to_string();
-            let key = (channel.clone(), ts.clone());
-            if !st.messages.contains_key(&key) {
-                return err("message_not_found");
-            }
-            st.messages.insert(key, body.clone());
-            axum::Json(json!({ "ok": true, "channel": channel, "ts": ts, "text": body["text"] })).into_response()
-        }
+        "chat.postMessage" => post_message(&mut st, channel, &body),
+        "chat.update" => update_message(&mut st, channel, &body),
         "chat.postEphemeral" => {
             if !st.channels.contains(&channel) {
                 return err("channel_not_found");
@@ -169,16 +187,7 @@ async fn api(
                 v["file_id"] = json!(id);
             })
         }
-        "files.completeUploadExternal" => {
-            let files: Value = serde_json::from_str(body["files"].as_str().unwrap_or("[]")).unwrap_or(Value::Null);
-            let known = files.as_array().is_some_and(|f| {
-                f.iter().all(|x| st.uploads.get(x["id"].as_str().unwrap_or("")).is_some_and(|b| !b.is_empty()))
-            });
-            if !known {
-                return err("invalid_arguments");
-            }
-            ok_sample("files.completeUploadExternal.json", |_| {})
-        }
+        "files.completeUploadExternal" => complete_upload(&st, &body),
         _ => err("unknown_method"),
     }
 }
