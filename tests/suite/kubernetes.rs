@@ -67,6 +67,38 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("fixtures/k8s/{name}")).unwrap()).unwrap()
 }
 
+/// A pod's log since `sinceTime`, or the API server's 500 while
+/// `log_failures` lasts (each answer uses one up).
+fn pod_log_answer(c: &Cluster, path: &str, query: &str) -> axum::response::Response {
+    if c.log_failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        c.log_failures.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let status = json!({"kind":"Status","status":"Failure","message":"container logs unavailable","code":500});
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
+    }
+    let query: std::collections::HashMap<String, String> = serde_urlencoded::from_str(query).unwrap();
+    let since = query.get("sinceTime").map_or(0, |t| t.parse::<jiff::Timestamp>().unwrap().as_second());
+    let pod = path.trim_end_matches("/log").rsplit('/').next().unwrap_or("");
+    (StatusCode::OK, pod_log(pod, since)).into_response()
+}
+
+/// A JSON Patch of the HTTPRoute applies whole or not at all; a failed
+/// `test` is the API server's 422.
+fn patch_route(c: &Cluster, body: Value) -> axum::response::Response {
+    let mut route = c.route.lock().unwrap();
+    let mut next = route.clone();
+    let applied = serde_json::from_value::<json_patch::Patch>(body).map(|p| json_patch::patch(&mut next, &p));
+    match applied {
+        Ok(Ok(())) => {
+            *route = next;
+            (StatusCode::OK, axum::Json(route.clone())).into_response()
+        }
+        _ => {
+            let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server rejected our request due to an error in our request","reason":"Invalid","code":422});
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(status)).into_response()
+        }
+    }
+}
+
 async fn api(
     State(c): State<Cluster>,
     method: Method,
@@ -100,16 +132,7 @@ async fn api(
         ("GET", "/api/v1/namespaces/shop/pods") => ok(fixture("pods-stable.json")),
         ("GET", "/apis/events.k8s.io/v1/namespaces/shop/events") => ok(fixture("events.json")),
         ("GET", path) if path.starts_with("/api/v1/namespaces/shop/pods/") && path.ends_with("/log") => {
-            if c.log_failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                c.log_failures.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                let status = json!({"kind":"Status","status":"Failure","message":"container logs unavailable","code":500});
-                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
-            }
-            let query: std::collections::HashMap<String, String> =
-                serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap();
-            let since = query.get("sinceTime").map_or(0, |t| t.parse::<jiff::Timestamp>().unwrap().as_second());
-            let pod = path.trim_end_matches("/log").rsplit('/').next().unwrap_or("");
-            return (StatusCode::OK, pod_log(pod, since)).into_response();
+            return pod_log_answer(&c, path, uri.query().unwrap_or(""));
         }
         ("GET", "/api/v1/namespaces/broken/pods") => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,22 +158,7 @@ async fn api(
             ok(r.clone())
         }
         ("GET", ROUTE) => ok(c.route.lock().unwrap().clone()),
-        // A JSON Patch applies whole or not at all; a failed `test` is the API server's 422.
-        ("PATCH", ROUTE) if h("content-type") == "application/json-patch+json" => {
-            let mut route = c.route.lock().unwrap();
-            let mut next = route.clone();
-            let applied = serde_json::from_value::<json_patch::Patch>(body).map(|p| json_patch::patch(&mut next, &p));
-            match applied {
-                Ok(Ok(())) => {
-                    *route = next;
-                    ok(route.clone())
-                }
-                _ => {
-                    let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server rejected our request due to an error in our request","reason":"Invalid","code":422});
-                    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(status))
-                }
-            }
-        }
+        ("PATCH", ROUTE) if h("content-type") == "application/json-patch+json" => return patch_route(&c, body),
         ("GET", ISVC) => ok(c.isvc.lock().unwrap().clone()),
         ("PATCH", ISVC) => {
             let mut o = c.isvc.lock().unwrap();
