@@ -197,6 +197,14 @@ fn haproxy_target(socket: &str) -> String {
     )
 }
 
+/// Register `name` on `target` (the pipeline's token; 201) and wait up to
+/// 120 s for it to finish: the release as the API shows it then.
+pub(crate) async fn registered_until_finished(s: &Setup, name: &str, target: &str) -> Value {
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration(name, target)).await;
+    assert_eq!(code, 201, "{body}");
+    wait_release(s, name, |v| v["state"] == "finished", Duration::from_secs(120)).await
+}
+
 /// A registration of `name` on `target`, with the target's default template.
 pub(crate) fn registration(name: &str, target: &str) -> Value {
     serde_json::json!({
@@ -644,9 +652,7 @@ async fn an_agent_compacts_a_finished_release_and_its_report_still_reads_from_th
                   templates.default.source = { kind = \"simulator\", seed = 3 }\n";
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
     let s = start(config, policy, 5, &[]);
-    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("checkout", "sim/checkout")).await;
-    assert_eq!(code, 201, "{body}");
-    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    let v = registered_until_finished(&s, "checkout", "sim/checkout").await;
     assert_eq!(v["status"]["status"], "promoted", "{v}");
     let started = Instant::now();
     while !s.audit().contains("tick records compacted") {
@@ -694,9 +700,7 @@ async fn a_registered_release_walks_its_targets_ramp_and_a_ramp_longer_than_the_
     assert_eq!(code, 422, "{body}");
     let why = body.to_string();
     assert!(why.contains("ramp") && why.contains("2100") && why.contains("1800"), "{why}");
-    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("checkout", "sim/checkout")).await;
-    assert_eq!(code, 201, "{body}");
-    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    let v = registered_until_finished(&s, "checkout", "sim/checkout").await;
     assert_eq!(v["status"]["status"], "promoted", "{v}");
     let (code, text) = get(&format!("{}/v1/releases/checkout/report", s.url), Some(ALICE)).await;
     assert_eq!(code, 200, "{text}");

@@ -124,15 +124,13 @@ fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_
 /// with a reason, recorded under their identity.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_lists_the_quarantine_and_only_an_approvers_token_clears_it() {
-    use crate::suite::agent::{ALICE, BOB, CI, VIEWER, get, post, registration, start, wait_release};
+    use crate::suite::agent::{ALICE, BOB, VIEWER, get, post, registered_until_finished, start};
     let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
                    templates.default.source = { kind = \"simulator\", seed = 3, fault = { kind = \"error_spike\", onset_s = 300, strength = 0.05 } }\n";
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n[approvals]\napprovers = [\"group:sre\"]\n\
                   [approvals.groups]\nsre = [\"alice@example.com\"]\n";
     let s = start(targets, policy, 5, &[]);
-    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("checkout", "sim/checkout")).await;
-    assert_eq!(code, 201, "{body}");
-    let v = wait_release(&s, "checkout", |v| v["state"] == "finished", Duration::from_secs(120)).await;
+    let v = registered_until_finished(&s, "checkout", "sim/checkout").await;
     assert_eq!(v["status"]["status"], "rolled_back", "{v}");
 
     let (code, text) = get(&format!("{}/v1/revisions", s.url), Some(VIEWER)).await;
