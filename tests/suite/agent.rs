@@ -705,7 +705,7 @@ async fn a_registered_release_walks_its_targets_ramp_and_a_ramp_longer_than_the_
     let (code, text) = get(&format!("{}/v1/releases/checkout/report", s.url), Some(ALICE)).await;
     assert_eq!(code, 200, "{text}");
     let ramp = serde_json::from_str::<Value>(&text).unwrap()["ramp"].clone();
-    let weights: Vec<u64> = ramp["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect();
+    let weights = crate::support::raise_weights(&ramp);
     assert_eq!((weights, ramp["rehearsed"].clone()), (vec![5, 25, 50], false.into()), "{ramp}");
     let audit = s.audit();
     assert_eq!(audit.lines().filter(|l| l.contains("intent ") && l.contains("raise")).count(), 3, "{audit}");

@@ -254,8 +254,7 @@ fn killed_mid_raise_on_real_haproxy_the_restart_goes_on_from_the_step_haproxy_ha
             .stdout
             .clone();
         let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
-        let weights: Vec<u64> =
-            report["ramp"]["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect();
+        let weights = crate::support::raise_weights(&report["ramp"]);
         let want: &[u64] = if reconciled { &[5, 25, 50] } else { &[] };
         assert_eq!(weights, want, "{point}: {report}");
         Command::cargo_bin("backstop").unwrap().args(["audit", "verify", "--ledger", &ledger]).assert().success();

@@ -476,9 +476,7 @@ fn advise_shows_the_ramp_acting_would_walk_and_it_is_the_one_watch_walks() {
     let out = run(&advised, &cfg, "advise", &["--format", "json"]).code(0).get_output().stdout.clone();
     let rehearsed = ramp_of(&out);
     assert_eq!(rehearsed["rehearsed"], true, "{rehearsed}");
-    let weights: Vec<u64> =
-        rehearsed["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect();
-    assert_eq!(weights, [5, 25, 50], "{rehearsed}");
+    assert_eq!(crate::support::raise_weights(&rehearsed), [5, 25, 50], "{rehearsed}");
     assert_eq!(rehearsed["unfinished"], false);
 
     let report = acted.path().join("r.json");

@@ -147,6 +147,11 @@ pub fn backstop_at(
     (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// The weights of a report's `ramp.raises`, in order (`ramp` is the report's `ramp` object).
+pub fn raise_weights(ramp: &serde_json::Value) -> Vec<u64> {
+    ramp["raises"].as_array().unwrap().iter().map(|r| r["weight"].as_u64().unwrap()).collect()
+}
+
 /// The first JSON value in `out` (a report on stdout, before stderr's lines).
 pub fn first_json(out: &str) -> serde_json::Value {
     let json = &out[out.find('{').unwrap_or_else(|| panic!("no JSON: {out}"))..];
