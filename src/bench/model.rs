@@ -116,10 +116,7 @@ pub fn render(b: &ModelBench, model: &str, price: Price) -> String {
     rows.extend(consultation_rows(&b.consultations));
     rows.extend(decision_rows(&b.pairs));
     // Tokens of every turn, averaged over the releases replayed.
-    let (p_in, p_out): (u64, u64) = b
-        .consultations
-        .iter()
-        .fold((0, 0), |(i, o), (_, c)| (i + c.usage.prompt_tokens, o + c.usage.completion_tokens));
+    let (p_in, p_out) = tokens(&b.consultations);
     let per_release = |t: u64| t as f64 / b.pairs.len().max(1) as f64;
     let cost = (per_release(p_in) * price.input_per_m + per_release(p_out) * price.output_per_m) / 1e6 * 1000.0;
     rows.push((
@@ -137,6 +134,11 @@ fn pct(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
 }
 
+/// Prompt and completion tokens of every turn of every consultation.
+fn tokens(consultations: &[(String, Consultation)]) -> (u64, u64) {
+    consultations.iter().fold((0, 0), |(i, o), (_, c)| (i + c.usage.prompt_tokens, o + c.usage.completion_tokens))
+}
+
 /// Rows about the consultations themselves: how many, how long, how big, how they ended.
 fn consultation_rows(consultations: &[(String, Consultation)]) -> Vec<(String, String)> {
     let n = consultations.len();
@@ -144,8 +146,7 @@ fn consultation_rows(consultations: &[(String, Consultation)]) -> Vec<(String, S
     ms.sort_unstable();
     let mut prompt: Vec<u64> = consultations.iter().filter_map(|(_, c)| c.prompt.map(|p| p.tokens)).collect();
     prompt.sort_unstable();
-    let (p_in, p_out): (u64, u64) =
-        consultations.iter().fold((0, 0), |(i, o), (_, c)| (i + c.usage.prompt_tokens, o + c.usage.completion_tokens));
+    let (p_in, p_out) = tokens(consultations);
     let calls: u64 = consultations.iter().map(|(_, c)| u64::from(c.usage.calls)).sum();
     let answered = consultations.iter().filter(|(_, c)| c.error.is_none()).count();
     let parsed = consultations.iter().filter(|(_, c)| c.verdict.is_some()).count();
