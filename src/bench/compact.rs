@@ -97,6 +97,7 @@ async fn write_release(ledger: &Ledger, policy: &PolicyFile, i: usize, ticks: u3
             decision: Decision::Continue,
             rules: vec![],
             lease: Some(crate::ledger::LeaseRole::Holder { token: 1 }),
+            rehearsed_raise: None,
         }));
         ledger.append(&id, &actor, now_s as i64 * 1000, record).await?;
     }

@@ -359,6 +359,7 @@ mod tests {
             decision: if verdict == Verdict::Fail { Decision::Hold { reason: "r".into() } } else { Decision::Continue },
             rules: vec![],
             lease: None,
+            rehearsed_raise: None,
         };
         let s = StoredRecord {
             seq: n as i64 * 3,

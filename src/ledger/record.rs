@@ -317,6 +317,12 @@ pub struct TickRecord {
     /// This agent's lease on the target at this tick (absent in old ledgers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseRole>,
+    /// Advisory runs only: the ramp step acting would have raised the
+    /// canary to at this tick, in percent (absent otherwise, and in ledgers
+    /// written before it), so a report rebuilt from the ledger and a resumed
+    /// run see the ramp the run rehearsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsed_raise: Option<u8>,
 }
 
 /// What one agent may do on a target at a moment.

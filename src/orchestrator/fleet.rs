@@ -294,6 +294,7 @@ fn revert_tick(st: &LoopState, outcome: &PolicyOutcome, why: &str) -> Record {
         decision: outcome.decision.clone(),
         rules: outcome.trace.clone(),
         lease: st.role.clone(),
+        rehearsed_raise: None,
     }))
 }
 

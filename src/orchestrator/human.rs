@@ -454,13 +454,13 @@ impl ReleaseRun<'_> {
     /// Judge again now (a recorded tick, shown to the observer) and return policy's decision.
     async fn judge_now(
         &self,
-        source: &dyn SignalSource,
+        (source, actuation): (&dyn SignalSource, &Actuation),
         st: &mut LoopState,
         observer: &mut dyn Observer,
     ) -> Result<Decision, LedgerError> {
         st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
         st.tick += 1;
-        let t = self.observed_tick(source, crate::policy::RunMode::Act, st, observer).await?;
+        let t = self.observed_tick(source, actuation, st, observer).await?;
         Ok(t.outcome.decision)
     }
 
@@ -480,7 +480,7 @@ impl ReleaseRun<'_> {
             }
         };
         let current = match a.answer {
-            Answer::Approve => self.judge_now(source, st, observer).await?,
+            Answer::Approve => self.judge_now((source, actuation), st, observer).await?,
             Answer::Reject => Decision::Continue,
         };
         let now_ms = self.agent.clock.now_ms();

@@ -294,6 +294,8 @@ struct Judged {
     outcome: PolicyOutcome,
     consultation: Option<Consultation>,
     failure: Option<String>,
+    /// Advising: the raise acting would have made at this tick (recorded with it).
+    rehearsed: Option<u8>,
     seq: i64,
 }
 
@@ -395,7 +397,7 @@ impl ReleaseRun<'_> {
             st.now_s = (st.now_s + self.tick_s.max(1)).min(self.duration_s);
             st.advanced_s = st.now_s - was;
             st.tick += 1;
-            let t = self.observed_tick(source, actuation.mode(), st, observer).await?;
+            let t = self.observed_tick(source, actuation, st, observer).await?;
             if let Some(done) = self.settled(actuation, st).await? {
                 return done;
             }
@@ -418,26 +420,10 @@ impl ReleaseRun<'_> {
         observer: &mut dyn Observer,
     ) -> Result<Option<ReleaseStatus>, LedgerError> {
         let decision = &t.outcome.decision;
-        // Held or aborted (an abort may arrive during the tick): no action starts, nobody is asked.
-        let held = self.operator_state() != OperatorState::Running;
-        let situation = Situation {
-            decision,
-            window_done: st.now_s >= self.duration_s,
-            role: st.role.as_ref(),
-            mode: actuation.mode(),
-            held,
-            asking: st.asking.as_ref().map(|a| (a.reason.as_str(), &a.proposed)),
-            answerable: self.answerable(actuation),
-            failing_ticks: st.failing_ticks,
-            failure: t.failure.as_deref(),
-            failure_limit: self.policy.source.consecutive_failure_limit,
-            judge_clear: t.judged.findings.iter().all(|f| f.status.is_clear()),
-            ramp: self.ramp_step(actuation, st.ramp.progress),
-            progress: st.ramp.progress,
-        };
-        let rehearsed = step::rehearsed(Situation { ramp: self.ramp_at(st.ramp.progress), ..situation });
+        let situation = self.situation((decision, &t.judged, t.failure.as_deref()), actuation, st);
         let next = what_now(situation);
-        if let Some(weight) = rehearsed {
+        // As the tick's record says (the same rule, read before it was written).
+        if let Some(weight) = t.rehearsed {
             st.ramp.raised(weight, st.now_s);
         }
         match next {
@@ -619,6 +605,44 @@ impl ReleaseRun<'_> {
         }
     }
 
+    /// What the step rules see of a tick whose policy said `decision` after
+    /// the judge's `judged` (and the source's `failure`, if it failed).
+    fn situation<'a>(
+        &self,
+        (decision, judged, failure): (&'a Decision, &JudgeResult, Option<&'a str>),
+        actuation: &Actuation,
+        st: &'a LoopState,
+    ) -> Situation<'a> {
+        Situation {
+            decision,
+            window_done: st.now_s >= self.duration_s,
+            role: st.role.as_ref(),
+            mode: actuation.mode(),
+            // Held or aborted (an abort may arrive during the tick): no action starts, nobody is asked.
+            held: self.operator_state() != OperatorState::Running,
+            asking: st.asking.as_ref().map(|a| (a.reason.as_str(), &a.proposed)),
+            answerable: self.answerable(actuation),
+            failing_ticks: st.failing_ticks,
+            failure,
+            failure_limit: self.policy.source.consecutive_failure_limit,
+            judge_clear: judged.findings.iter().all(|f| f.status.is_clear()),
+            ramp: self.ramp_step(actuation, st.ramp.progress),
+            progress: st.ramp.progress,
+        }
+    }
+
+    /// The raise acting would make at this tick of an advisory run
+    /// ([`step::rehearsed`]); `None` when acting.
+    fn rehearse(
+        &self,
+        seen: (&Decision, &JudgeResult, Option<&str>),
+        actuation: &Actuation,
+        st: &LoopState,
+    ) -> Option<u8> {
+        let situation = self.situation(seen, actuation, st);
+        step::rehearsed(Situation { ramp: self.ramp_at(st.ramp.progress), ..situation })
+    }
+
     /// What the ramp allows at `progress` (nothing when advising: an
     /// advisory run changes no traffic).
     fn ramp_step(&self, actuation: &Actuation, progress: RampProgress) -> RampStep {
@@ -740,7 +764,13 @@ impl ReleaseRun<'_> {
         Ok(self.ledger.submit(append).await?.role)
     }
 
-    async fn tick(&self, source: &dyn SignalSource, mode: RunMode, st: &mut LoopState) -> Result<Judged, LedgerError> {
+    async fn tick(
+        &self,
+        source: &dyn SignalSource,
+        actuation: &Actuation,
+        st: &mut LoopState,
+    ) -> Result<Judged, LedgerError> {
+        let mode = actuation.mode();
         let span = info_span!(telemetry::SPAN_TICK, tick = st.tick, now_s = st.now_s);
         let (obs, failure) = observe(source, st, &span).await;
         let judged = match &obs {
@@ -775,7 +805,8 @@ impl ReleaseRun<'_> {
             outcome = decide(st.model.input(), &History { automated_rollbacks: rollbacks });
         }
         let consultation = if consulted { st.model.last().cloned() } else { None };
-        let rec = tick_record(st, obs.as_deref(), &judged, &outcome, consultation.clone(), mode)?;
+        let rehearsed = self.rehearse((&outcome.decision, &judged, failure.as_deref()), actuation, st);
+        let rec = tick_record(st, obs.as_deref(), (&judged, &outcome), consultation.clone(), mode, rehearsed)?;
         let lease = (mode == RunMode::Act).then(|| self.keep_op(st));
         let append = Append { at_ms: now_ms, ..self.append(Some(rec), lease) };
         let done = self.ledger.submit(append).await?;
@@ -789,19 +820,19 @@ impl ReleaseRun<'_> {
             Decision::Continue => debug!(parent: &span, decision, %verdict, seq, "Tick judged."),
             _ => info!(parent: &span, decision, %verdict, seq, reason = outcome.decision.reason(), "Tick decided."),
         }
-        Ok(Judged { judged, outcome, consultation, failure, seq })
+        Ok(Judged { judged, outcome, consultation, failure, rehearsed, seq })
     }
 
     /// One tick, shown to the observer once recorded.
     async fn observed_tick(
         &self,
         source: &dyn SignalSource,
-        mode: RunMode,
+        actuation: &Actuation,
         st: &mut LoopState,
         observer: &mut dyn Observer,
     ) -> Result<Judged, LedgerError> {
         let started = tokio::time::Instant::now();
-        let t = self.tick(source, mode, st).await?;
+        let t = self.tick(source, actuation, st).await?;
         observer.on_tick(&TickReport {
             tick: st.tick,
             now_s: st.now_s,
@@ -925,10 +956,10 @@ fn recovered(mut o: RunOutcome) -> RunOutcome {
 fn tick_record(
     st: &LoopState,
     obs: Option<&Observation>,
-    judged: &JudgeResult,
-    outcome: &PolicyOutcome,
+    (judged, outcome): (&JudgeResult, &PolicyOutcome),
     consultation: Option<Consultation>,
     mode: RunMode,
+    rehearsed_raise: Option<u8>,
 ) -> Result<Record, LedgerError> {
     let inputs_digest = match obs {
         Some(o) => digest(serde_json::to_string(o).map_err(LedgerError::from)?.as_bytes()),
@@ -947,6 +978,7 @@ fn tick_record(
         decision: outcome.decision.clone(),
         rules: outcome.trace.clone(),
         lease: st.role.clone(),
+        rehearsed_raise,
     })))
 }
 

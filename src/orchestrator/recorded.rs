@@ -90,9 +90,17 @@ pub fn from_records(release_id: &str, records: &[(StoredRecord, Record)], model_
         consultation,
         model_usage: done.model_usage,
         model_configured,
-        // An advisory run's rehearsed raises are not ledgered: only an acting run's are known here.
-        ramp: acting.then(|| super::step::ramp_history(records.iter().map(|(_, r)| r))),
+        ramp: recorded_ramp(acting, records),
     };
     let last_inputs_digest = last_tick.map_or_else(|| "none".to_string(), |t| t.inputs_digest.clone());
     Recorded::Ended(Box::new(Ended { outcome, started_at_ms, last_inputs_digest, acting }))
+}
+
+/// The ramp a finished run walked, from its records: an acting run's raises
+/// that took effect, an advisory run's rehearsals (in its tick records). A
+/// ledger written before rehearsals were recorded holds none, so an advisory
+/// trace without one is not known, rather than told as "none due".
+fn recorded_ramp(acting: bool, records: &[(StoredRecord, Record)]) -> Option<super::step::RampTrace> {
+    let trace = super::step::ramp_history(records.iter().map(|(_, r)| r));
+    (acting || !trace.raises.is_empty()).then_some(trace)
 }

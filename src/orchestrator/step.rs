@@ -93,10 +93,10 @@ impl RampTrace {
 }
 
 /// The ramp after a release's `records` (in ledger order): the weight of
-/// the last raise that took effect, the release time judged since, and the
-/// raises. Several agents' tick records interleave (followers judge too), so
-/// only time beyond the furthest tick so far counts, and a tick without an
-/// observation moves time on without judging it.
+/// the last raise that took effect (advising: rehearsed), the release time
+/// judged since, and the raises. Several agents' tick records interleave
+/// (followers judge too), so only time beyond the furthest tick so far
+/// counts, and a tick without an observation moves time on without judging it.
 pub fn ramp_history<'a>(records: impl IntoIterator<Item = &'a Record>) -> RampTrace {
     let mut trace = RampTrace::default();
     let mut raises = std::collections::HashMap::new();
@@ -108,6 +108,9 @@ pub fn ramp_history<'a>(records: impl IntoIterator<Item = &'a Record>) -> RampTr
                     trace.progress.judged_s += t.now_s - judged_to;
                 }
                 judged_to = judged_to.max(t.now_s);
+                if let Some(weight) = t.rehearsed_raise {
+                    trace.raised(weight, judged_to);
+                }
             }
             Record::Intent(i) => {
                 if let ActionKind::Raise { weight } = i.plan.kind {
@@ -382,6 +385,7 @@ mod tests {
             decision: Decision::Continue,
             rules: vec![],
             lease: None,
+            rehearsed_raise: None,
         }))
     }
 
@@ -418,6 +422,21 @@ mod tests {
             vec![RampRaise { weight: 5, at_s: 20 }],
             "the raise that took, at the latest tick before it"
         );
+    }
+
+    #[test]
+    fn an_advisory_runs_rehearsals_are_read_back_from_its_tick_records() {
+        let rehearsing = |now_s, weight| {
+            let mut t = tick(now_s, true);
+            if let Record::Tick(r) = &mut t {
+                (r.mode, r.rehearsed_raise) = (RunMode::Advise, weight);
+            }
+            t
+        };
+        let records = [rehearsing(10, Some(5)), rehearsing(20, None), rehearsing(30, Some(25)), rehearsing(40, None)];
+        let trace = ramp_history(&records);
+        assert_eq!(trace.raises, vec![RampRaise { weight: 5, at_s: 10 }, RampRaise { weight: 25, at_s: 30 }]);
+        assert_eq!(trace.progress, RampProgress { weight: Some(25), judged_s: 10 }, "judged since the last");
     }
 
     #[test]

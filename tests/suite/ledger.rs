@@ -203,6 +203,7 @@ fn tick(n: u64, consulted: bool) -> Record {
         decision: backstop::policy::Decision::Continue,
         rules: vec![],
         lease: None,
+        rehearsed_raise: None,
     }))
 }
 

@@ -240,3 +240,58 @@ async fn the_same_loop_records_into_postgres() {
     assert_eq!(l.automated_rollbacks("sim/checkout", 0).await.unwrap().len(), 1);
     assert!(l.verify(None).await.unwrap().problems.is_empty());
 }
+
+/// Sends stop once a tick at or past `at_s` is recorded (SIGTERM mid-release).
+struct StopAt {
+    at_s: u64,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl backstop::orchestrator::Observer for StopAt {
+    fn on_tick(&mut self, t: &backstop::orchestrator::TickReport<'_>) {
+        if t.now_s >= self.at_s {
+            let _ = self.stop.send(true);
+        }
+    }
+}
+
+/// A healthy advisory release with a 5 → 25 → 50 → 100 ramp, each step
+/// judged 300 s; stopped once past `stop_at_s` when given, and its outcome.
+async fn advise_ramped(l: &Ledger, policy: &PolicyFile, stop_at_s: Option<u64>) -> backstop::orchestrator::RunOutcome {
+    let sim = Arc::new(Simulator::new(SimConfig::default()));
+    let actuation = Actuation::Advisory(Arc::new(SimulatedExecutor::new("sim/checkout", sim.clone())));
+    let ramp = Some(backstop::release::RampConfig { steps: vec![5, 25, 50, 100], min_judged_s: 300 });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let r = ReleaseRun { ramp, stop: stop_at_s.map(|_| rx), ..run(policy, l, facts("sim/checkout")) };
+    let mut stopper = StopAt { at_s: stop_at_s.unwrap_or(u64::MAX), stop: tx };
+    r.run(sim.as_ref(), &actuation, &mut stopper).await.unwrap()
+}
+
+/// An advisory run rehearses the raises acting would make; stopped mid-ramp
+/// and started again (an advisory agent restarted), it goes on from the step
+/// it had rehearsed — the rehearsals are in its tick records — and a report
+/// rebuilt from the ledger shows the same raises as an uninterrupted run's.
+#[tokio::test]
+async fn an_advisory_run_stopped_mid_ramp_goes_on_rehearsing_from_its_step_and_its_ledger_holds_the_raises() {
+    let policy = PolicyFile::embedded_default().unwrap();
+    let (_d, whole) = ledger().await;
+    let walked = advise_ramped(&whole, &policy, None).await.ramp.expect("a ramp trace").raises;
+    let weights: Vec<u8> = walked.iter().map(|r| r.weight).collect();
+    assert_eq!(weights, [5, 25, 50], "{walked:?}");
+
+    let (_d, l) = ledger().await;
+    let first = advise_ramped(&l, &policy, Some(400)).await;
+    assert_eq!(first.status, ReleaseStatus::Interrupted);
+    assert_eq!(first.ramp.as_ref().map(|t| t.raises.len()), Some(2), "5 % and 25 % rehearsed before the stop");
+    let second = advise_ramped(&l, &policy, None).await;
+    assert_eq!(second.ramp.expect("a ramp trace").raises, walked, "the same raises at the same times");
+
+    let id = facts("sim/checkout").release_id;
+    match backstop::orchestrator::recorded::recorded_release(&l, &id, false).await.unwrap() {
+        backstop::orchestrator::recorded::Recorded::Ended(e) => {
+            assert!(!e.acting);
+            assert_eq!(e.outcome.ramp.expect("the rehearsals, read back").raises, walked);
+        }
+        other => panic!("{other:?}"),
+    }
+}
