@@ -270,6 +270,24 @@ fn check_ramp(ramp: &RampConfig, executor: Option<&crate::executor::ExecutorConf
     Ok(())
 }
 
+/// A ramp's judged time fits a source's analysis window, where the
+/// configuration gives the window ([`SourceConfig::window_s`]; a scenario
+/// file's is checked when the release is built).
+/// `whose` names the window in the message ("the", "template `canary`'s").
+fn check_ramp_window(ramp: &RampConfig, source: &SourceConfig, whose: &str) -> Result<(), FieldError> {
+    match source.window_s() {
+        Some(window_s) if ramp.judged_s() > window_s => Err(FieldError::of(
+            "ramp".into(),
+            format!(
+                "steps whose judged time fits {whose} analysis window ({window_s} s): these need {} s \
+                 (min_judged_s × steps below 100); lengthen the window or shorten the steps",
+                ramp.judged_s()
+            ),
+        )),
+        Some(_) | None => Ok(()),
+    }
+}
+
 impl AgentTarget {
     /// The target's name, services, executor, ramp and every template.
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
@@ -289,6 +307,9 @@ impl AgentTarget {
         }
         if let Some(ramp) = &self.ramp {
             check_ramp(ramp, self.executor.as_ref())?;
+            for (name, t) in &self.templates {
+                check_ramp_window(ramp, &t.source, &format!("template `{name}`'s"))?;
+            }
         }
         Ok(())
     }
@@ -323,6 +344,7 @@ impl ReleaseConfig {
         check_signals(&self.source, self.pods.as_ref(), self.logs.as_ref(), self.tick_s, self.executor.as_ref())?;
         if let Some(ramp) = &self.ramp {
             check_ramp(ramp, self.executor.as_ref())?;
+            check_ramp_window(ramp, &self.source, "the")?;
         }
         // An MLflow alias moves between versions of one registered model: numbers, checked
         // at load rather than when a rollback is due.
@@ -440,6 +462,31 @@ mod tests {
         let no_split = AgentTarget { executor: Some(command), templates: Default::default(), ..ramped };
         let e = no_split.validate().unwrap_err();
         assert!(e.field == "ramp" && e.expected.contains("splits traffic"), "{e}");
+    }
+
+    /// A ramp that cannot fit a window the configuration gives is refused at
+    /// load, for `[[releases]]` and for each template of `[[agent.targets]]`;
+    /// a scenario file's window is read when the release is built.
+    #[test]
+    fn a_ramp_longer_than_a_configured_window_is_refused_at_load() {
+        // The simulator's window is 1,800 s: two raises of 900 s fit, of 901 s do not.
+        let fits = |min_judged_s| RampConfig { steps: vec![5, 50, 100], min_judged_s };
+        let on_target = |ramp| AgentTarget { ramp: Some(ramp), ..target() };
+        assert_eq!(on_target(fits(900)).validate(), Ok(()));
+        let e = on_target(fits(901)).validate().unwrap_err();
+        assert_eq!(e.field, "ramp");
+        assert!(
+            e.expected.contains("template `default`'s analysis window (1800 s)") && e.expected.contains("1802 s"),
+            "{e}"
+        );
+        let release = |min_judged_s: u64| {
+            ramped(&format!("{{ steps = [5, 50, 100], min_judged_s = {min_judged_s} }}"), "{ kind = \"simulator\" }")
+        };
+        assert_eq!(release(900), Ok(()));
+        let e = release(901).unwrap_err();
+        assert!(e.field == "ramp" && e.expected.contains("the analysis window (1800 s)"), "{e}");
+        let scenario = SourceConfig::Scenario { path: "s.json".into() };
+        assert_eq!(scenario.window_s(), None, "in the file");
     }
 
     #[test]

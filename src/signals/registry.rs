@@ -43,6 +43,22 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// The analysis window in seconds where the configuration gives it:
+    /// every source but a scenario file, whose window is in the file (known
+    /// once the release is built).
+    pub fn window_s(&self) -> Option<u64> {
+        match self {
+            SourceConfig::Scenario { .. } => None,
+            SourceConfig::Simulator(sim) => Some(sim.duration_s),
+            SourceConfig::Prometheus(p) | SourceConfig::VictoriaMetrics(p) => Some(p.duration_s),
+            SourceConfig::InfluxDb(i) => Some(i.duration_s),
+            SourceConfig::Datadog(d) => Some(d.duration_s),
+            SourceConfig::NewRelic(n) => Some(n.duration_s),
+            SourceConfig::CloudWatch(c) => Some(c.duration_s),
+            SourceConfig::Graphite(g) => Some(g.duration_s),
+        }
+    }
+
     /// Check the source's fields against their bounds; `Err(FieldError::of(field, expected))`.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {

@@ -682,21 +682,25 @@ async fn an_agent_compacts_a_finished_release_and_its_report_still_reads_from_th
 
 /// A release registered on a target with a ramp walks it as `[[releases]]`
 /// do: its report (from the ledger) lists each raise; a target whose ramp
-/// cannot fit its template's window refuses the registration, naming why.
+/// cannot fit its template's window refuses the registration, naming why
+/// (a window the configuration gives is checked at load: `release::spec`'s
+/// tests; a scenario file's only when the release is built).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registered_release_walks_its_targets_ramp_and_a_ramp_longer_than_the_window_is_refused() {
-    let target = |name: &str, min_judged_s: u64| {
-        format!(
-            "[[agent.targets]]\ntarget = \"{name}\"\nexecutor = {{ kind = \"simulator\" }}\n\
-             ramp = {{ steps = [5, 25, 50, 100], min_judged_s = {min_judged_s} }}\n\
-             templates.default.source = {{ kind = \"simulator\", seed = 3 }}\n"
-        )
-    };
-    // The simulator's window is 1,800 s: three steps of 300 s fit, three of 700 s do not.
-    let config = target("sim/checkout", 300) + &target("sim/long", 700);
+    let ramp = |min_judged_s: u64| format!("ramp = {{ steps = [5, 25, 50, 100], min_judged_s = {min_judged_s} }}\n");
+    let walked = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                  templates.default.source = { kind = \"simulator\", seed = 3 }\n";
+    let long = format!(
+        "[[agent.targets]]\ntarget = \"haproxy/long\"\nexecutor = {{ kind = \"haproxy\", socket = \"/nonexistent.sock\", \
+         backend = \"be\", canary_server = \"canary\", stable_server = \"stable\" }}\n\
+         templates.default.source = {{ kind = \"scenario\", path = \"{}\" }}\n",
+        std::fs::canonicalize(BAD).unwrap().display()
+    );
+    // Both windows are 1,800 s: three steps of 300 s fit, three of 700 s do not.
+    let config = format!("{walked}{}{long}{}", ramp(300), ramp(700));
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
     let s = start(&config, policy, 5, &[]);
-    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("long", "sim/long")).await;
+    let (code, body) = post(&format!("{}/v1/releases", s.url), CI, &registration("long", "haproxy/long")).await;
     assert_eq!(code, 422, "{body}");
     let why = body.to_string();
     assert!(why.contains("ramp") && why.contains("2100") && why.contains("1800"), "{why}");
