@@ -1083,41 +1083,55 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
     let r = reqwest::get(format!("{url}/releases/search")).await.unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("form-action 'self'") && csp.contains("frame-ancestors 'none'"), "no framing: {csp}");
-    let state = |name: &'static str| {
-        let u = url.clone();
-        async move {
-            let (_, v) = get(&format!("{u}/v1/releases/{name}"), None).await;
-            serde_json::from_str::<Value>(&v).unwrap()["state"].as_str().unwrap().to_string()
-        }
-    };
 
     forged_forms_do_nothing(&url, &token).await;
-    assert_ne!(state("search").await, "held", "nothing forged took effect");
-    // The person's own form: held, then resumed; back on the release page each time.
-    let fields = [("do", "hold"), ("reason", "looking at the p99"), ("csrf", token.as_str())];
-    let (code, location, _) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    assert_ne!(state_of(&url, "search").await, "held", "nothing forged took effect");
+    hold_and_resume_from_the_page(&url, &token).await;
+    let id = pending["pending_approval"]["request"]["id"].as_str().unwrap().to_string();
+    approve_from_the_page(&s, &token, &id).await;
+    let (_, page) = get(&format!("{url}/releases/search"), None).await;
+    assert!(page.contains("<td>hold</td><td>looking at the p99</td>"), "the hold and its reason: {page}");
+
+    the_ended_release_has_its_report(&url).await;
+}
+
+/// A release's `state`, as the API gives it.
+async fn state_of(url: &str, name: &str) -> String {
+    let (_, v) = get(&format!("{url}/v1/releases/{name}"), None).await;
+    serde_json::from_str::<Value>(&v).unwrap()["state"].as_str().unwrap().to_string()
+}
+
+/// The person's own form: search held, then resumed; back on the release
+/// page each time; a rollback without a reason is refused.
+async fn hold_and_resume_from_the_page(url: &str, token: &str) {
+    let fields = [("do", "hold"), ("reason", "looking at the p99"), ("csrf", token)];
+    let (code, location, _) = form_post(url, "/ui/releases/search", &fields, url).await;
     assert_eq!((code, location.as_str()), (303, "/releases/search"));
-    assert_eq!(state("search").await, "held");
+    assert_eq!(state_of(url, "search").await, "held");
     let (_, page) = get(&format!("{url}/releases/search"), None).await;
     assert!(page.contains("value=\"resume\"") && !page.contains("value=\"hold\""), "{page}");
-    let fields = [("do", "rollback"), ("reason", ""), ("csrf", token.as_str())];
-    let (code, _, body) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    let fields = [("do", "rollback"), ("reason", ""), ("csrf", token)];
+    let (code, _, body) = form_post(url, "/ui/releases/search", &fields, url).await;
     assert!(code == 422 && body.contains("a rollback needs"), "{code} {body}");
-    let fields = [("do", "resume"), ("csrf", token.as_str())];
-    let (code, _, _) = form_post(&url, "/ui/releases/search", &fields, &url).await;
+    let fields = [("do", "resume"), ("csrf", token)];
+    let (code, _, _) = form_post(url, "/ui/releases/search", &fields, url).await;
     assert_eq!(code, 303);
-    assert_ne!(state("search").await, "held");
+    assert_ne!(state_of(url, "search").await, "held");
+}
 
-    // payments' approval, answered from its release page (the list page, which refreshes, links there).
+/// payments' approval request `id`, answered from its release page (the
+/// list page, which refreshes, links there); the ledger and the page then
+/// say who answered, when and why.
+async fn approve_from_the_page(s: &Setup, token: &str, id: &str) {
+    let url = s.url.as_str();
     let (_, list) = get(&format!("{url}/"), None).await;
     assert!(list.contains("Answer on <a href=\"/releases/payments\">") && !list.contains("<form"), "{list}");
     let (_, page) = get(&format!("{url}/releases/payments"), None).await;
-    let id = pending["pending_approval"]["request"]["id"].as_str().unwrap().to_string();
     assert!(page.contains(&format!("action=\"/ui/approvals/{id}\"")) && page.contains("value=\"approve\""), "{page}");
-    let fields = [("do", "approve"), ("reason", "error ratio x10, checked"), ("csrf", token.as_str())];
-    let (code, location, body) = form_post(&url, &format!("/ui/approvals/{id}"), &fields, &url).await;
+    let fields = [("do", "approve"), ("reason", "error ratio x10, checked"), ("csrf", token)];
+    let (code, location, body) = form_post(url, &format!("/ui/approvals/{id}"), &fields, url).await;
     assert_eq!((code, location.as_str()), (303, "/releases/payments"), "{body}");
-    wait_release(&s, "payments", |v| v["state"] == "finished", Duration::from_secs(60)).await;
+    wait_release(s, "payments", |v| v["state"] == "finished", Duration::from_secs(60)).await;
     let audit = s.audit();
     assert!(
         audit.lines().any(|l| l.contains("approval_resolved") && l.contains("human:dashboard:local")),
@@ -1136,8 +1150,4 @@ async fn dashboard_buttons_act_through_policy_with_a_csrf_token_and_refuse_forge
         "the approver, with their reason: {people}"
     );
     assert!(people.contains(&format!("{id}: accepted: rollback runs")), "{people}");
-    let (_, page) = get(&format!("{url}/releases/search"), None).await;
-    assert!(page.contains("<td>hold</td><td>looking at the p99</td>"), "the hold and its reason: {page}");
-
-    the_ended_release_has_its_report(&url).await;
 }

@@ -67,13 +67,18 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("fixtures/k8s/{name}")).unwrap()).unwrap()
 }
 
+/// A `Status` failure as the API server answers one (apiVersion v1, with `reason` and `code`).
+fn failure(code: StatusCode, reason: &str, message: &str) -> axum::response::Response {
+    let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":reason,"details":{},"code":code.as_u16()});
+    (code, axum::Json(status)).into_response()
+}
+
 /// A pod's log since `sinceTime`, or the API server's 500 while
 /// `log_failures` lasts (each answer uses one up).
 fn pod_log_answer(c: &Cluster, path: &str, query: &str) -> axum::response::Response {
     if c.log_failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
         c.log_failures.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        let status = json!({"kind":"Status","status":"Failure","message":"container logs unavailable","code":500});
-        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
+        return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "container logs unavailable");
     }
     let query: std::collections::HashMap<String, String> = serde_urlencoded::from_str(query).unwrap();
     let since = query.get("sinceTime").map_or(0, |t| t.parse::<jiff::Timestamp>().unwrap().as_second());
@@ -92,11 +97,24 @@ fn patch_route(c: &Cluster, body: Value) -> axum::response::Response {
             *route = next;
             (StatusCode::OK, axum::Json(route.clone())).into_response()
         }
-        _ => {
-            let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server rejected our request due to an error in our request","reason":"Invalid","code":422});
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(status)).into_response()
-        }
+        _ => failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        ),
     }
+}
+
+/// Records what a client sent: each test reads back the requests it caused.
+fn seen(c: &Cluster, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Value) {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    c.seen.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        content_type: h("content-type"),
+        auth: h("authorization"),
+        body: body.clone(),
+    });
 }
 
 async fn api(
@@ -106,24 +124,14 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    c.seen.lock().unwrap().push(Seen {
-        method: method.to_string(),
-        uri: uri.to_string(),
-        content_type: h("content-type"),
-        auth: h("authorization"),
-        body: body.clone(),
-    });
-    let not_found = || {
-        let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404});
-        (StatusCode::NOT_FOUND, axum::Json(status))
-    };
-    let ok = |v: Value| (StatusCode::OK, axum::Json(v));
+    seen(&c, &method, &uri, &headers, &body);
+    let is_json_patch = headers.get("content-type").is_some_and(|v| v == "application/json-patch+json");
+    let not_found = || failure(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+    let ok = |v: Value| (StatusCode::OK, axum::Json(v)).into_response();
     match (method.as_str(), uri.path()) {
         ("GET", "/apis/apps/v1/namespaces/shop/deployments/broken") => {
-            let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"etcdserver: request timed out","reason":"InternalError","code":500});
-            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status))
+            failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "etcdserver: request timed out")
         }
         ("GET", "/apis/apps/v1/namespaces/shop/deployments/checkout") => ok(c.deployment.lock().unwrap().clone()),
         ("GET", "/api/v1/namespaces/shop/pods") if uri.query().unwrap_or("").contains("track%3Dcanary") => {
@@ -132,12 +140,11 @@ async fn api(
         ("GET", "/api/v1/namespaces/shop/pods") => ok(fixture("pods-stable.json")),
         ("GET", "/apis/events.k8s.io/v1/namespaces/shop/events") => ok(fixture("events.json")),
         ("GET", path) if path.starts_with("/api/v1/namespaces/shop/pods/") && path.ends_with("/log") => {
-            return pod_log_answer(&c, path, uri.query().unwrap_or(""));
+            pod_log_answer(&c, path, uri.query().unwrap_or(""))
         }
-        ("GET", "/api/v1/namespaces/broken/pods") => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"kind":"Status","status":"Failure","message":"boom","code":500})),
-        ),
+        ("GET", "/api/v1/namespaces/broken/pods") => {
+            failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "boom")
+        }
         ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout") => {
             let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
             let mut d = c.deployment.lock().unwrap();
@@ -158,7 +165,7 @@ async fn api(
             ok(r.clone())
         }
         ("GET", ROUTE) => ok(c.route.lock().unwrap().clone()),
-        ("PATCH", ROUTE) if h("content-type") == "application/json-patch+json" => return patch_route(&c, body),
+        ("PATCH", ROUTE) if is_json_patch => patch_route(&c, body),
         ("GET", ISVC) => ok(c.isvc.lock().unwrap().clone()),
         ("PATCH", ISVC) => {
             let mut o = c.isvc.lock().unwrap();
@@ -167,7 +174,6 @@ async fn api(
         }
         _ => not_found(),
     }
-    .into_response()
 }
 
 async fn cluster(status_subresource: bool) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {

@@ -69,54 +69,14 @@ fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_
     assert!(out.contains("quarantined") && out.contains("rolled back on `haproxy/eu-1`"), "evidence shown:\n{out}");
     assert_eq!(us.weight("canary"), 10, "us-1's weights are untouched");
 
-    let (code, shown) = backstop(&["revisions", "--ledger", &ledger, "show", "checkout", "v42"]);
-    assert_eq!(code, 0, "{shown}");
-    assert!(shown.contains("QUARANTINED") && shown.contains("evidence: "), "the condemning evidence:\n{shown}");
-    let policy_path = d.path().join("policy.toml");
-    let clear = |who: &str| {
-        let p = policy_path.to_str().unwrap();
-        backstop(&[
-            "revisions",
-            "--ledger",
-            &ledger,
-            "clear",
-            "checkout",
-            "v42",
-            "--reason",
-            "flaky dependency fixed",
-            "--as",
-            who,
-            "--policy",
-            p,
-        ])
-    };
-    let (code, refused) = clear("mallory@example.com");
-    assert_eq!(code, 2, "only an approver clears a quarantine:\n{refused}");
-    assert!(refused.contains("not an approver"), "{refused}");
-    let (code, cleared) = clear("alice@example.com");
-    assert_eq!(code, 0, "{cleared}");
+    shown_then_cleared_by_an_approver(d.path(), &ledger);
 
     let third = config(d.path(), "checkout-us-again", ("haproxy/us-1", &us), "v42", Some("v41"), GOOD);
     let (code, out) = watch(&third, &ledger);
     assert_eq!(code, 0, "cleared, the healthy revision is promoted:\n{out}");
     assert_eq!(us.weight("stable"), 0, "promotion moved the weight to the canary");
 
-    // No last_known_good configured: the ledger's newest verified revision on eu-1 (v41, where the rollback left it).
-    let fourth = config(d.path(), "checkout-eu-v43", ("haproxy/eu-1", &eu), "v43", None, BAD);
-    let (code, out) = watch(&fourth, &ledger);
-    assert_eq!(code, 10, "{out}");
-    let (_, audit) = backstop(&["audit", "--ledger", &ledger, "list", "--limit", "1000"]);
-    let to_v41 = audit.lines().filter(|l| l.contains(" intent ") && l.contains("rollback haproxy/eu-1 -> v41")).count();
-    assert_eq!(to_v41, 2, "v42's and then v43's rollback both went to the verified v41:\n{audit}");
-
-    // A configured revision the ledger contradicts is refused with both facts.
-    let fifth = config(d.path(), "checkout-eu-v44", ("haproxy/eu-1", &eu), "v44", Some("v40"), GOOD);
-    let (code, out) = watch(&fifth, &ledger);
-    assert_ne!(code, 0, "{out}");
-    assert!(out.contains("`v40`") && out.contains("never verified running on `haproxy/eu-1`"), "{out}");
-    assert!(out.contains("v41"), "names what the ledger verified there:\n{out}");
-    let (code, audit) = backstop(&["audit", "--ledger", &ledger, "verify"]);
-    assert_eq!(code, 0, "{audit}");
+    the_ledger_gives_the_last_known_good(d.path(), &ledger, &eu);
 }
 
 /// Through the agent: a registered release rolled back leaves its revision
@@ -155,4 +115,56 @@ async fn an_agent_lists_the_quarantine_and_only_an_approvers_token_clears_it() {
     let audit = s.audit();
     let line = audit.lines().find(|l| l.contains("quarantine cleared")).unwrap_or_else(|| panic!("{audit}"));
     assert!(line.contains("human:api:alice@example.com") && line.contains("dependency outage"), "{line}");
+}
+
+/// `revisions show` gives v42's condemning evidence; `revisions clear` is
+/// refused to someone who is not an approver and taken from one who is.
+fn shown_then_cleared_by_an_approver(dir: &Path, ledger: &str) {
+    let (code, shown) = backstop(&["revisions", "--ledger", ledger, "show", "checkout", "v42"]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("QUARANTINED") && shown.contains("evidence: "), "the condemning evidence:\n{shown}");
+    let policy_path = dir.join("policy.toml");
+    let clear = |who: &str| {
+        let p = policy_path.to_str().unwrap();
+        backstop(&[
+            "revisions",
+            "--ledger",
+            ledger,
+            "clear",
+            "checkout",
+            "v42",
+            "--reason",
+            "flaky dependency fixed",
+            "--as",
+            who,
+            "--policy",
+            p,
+        ])
+    };
+    let (code, refused) = clear("mallory@example.com");
+    assert_eq!(code, 2, "only an approver clears a quarantine:\n{refused}");
+    assert!(refused.contains("not an approver"), "{refused}");
+    let (code, cleared) = clear("alice@example.com");
+    assert_eq!(code, 0, "{cleared}");
+}
+
+/// Without a configured last_known_good, a rollback on eu-1 goes to the
+/// revision the ledger verified there (v41, where v42's rollback left it);
+/// a configured one the ledger contradicts is refused with both facts.
+fn the_ledger_gives_the_last_known_good(dir: &Path, ledger: &str, eu: &Haproxy) {
+    let fourth = config(dir, "checkout-eu-v43", ("haproxy/eu-1", eu), "v43", None, BAD);
+    let (code, out) = watch(&fourth, ledger);
+    assert_eq!(code, 10, "{out}");
+    let (_, audit) = backstop(&["audit", "--ledger", ledger, "list", "--limit", "1000"]);
+    let to_v41 = audit.lines().filter(|l| l.contains(" intent ") && l.contains("rollback haproxy/eu-1 -> v41")).count();
+    assert_eq!(to_v41, 2, "v42's and then v43's rollback both went to the verified v41:\n{audit}");
+
+    // A configured revision the ledger contradicts is refused with both facts.
+    let fifth = config(dir, "checkout-eu-v44", ("haproxy/eu-1", eu), "v44", Some("v40"), GOOD);
+    let (code, out) = watch(&fifth, ledger);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("`v40`") && out.contains("never verified running on `haproxy/eu-1`"), "{out}");
+    assert!(out.contains("v41"), "names what the ledger verified there:\n{out}");
+    let (code, audit) = backstop(&["audit", "--ledger", ledger, "verify"]);
+    assert_eq!(code, 0, "{audit}");
 }
