@@ -223,7 +223,8 @@ fn scope_for(method: &axum::http::Method, path: &str) -> Option<Scope> {
         return Some(Scope::Register);
     }
     // Approving and clearing a quarantine are both an approver's word.
-    if path.starts_with("/v1/approvals/") || path.starts_with("/ui/approvals/") || path.starts_with("/v1/revisions/") {
+    let approver_paths = ["/v1/approvals/", "/ui/approvals/", "/v1/revisions/", "/ui/revisions/"];
+    if approver_paths.iter().any(|p| path.starts_with(p)) {
         return Some(Scope::Approve);
     }
     Some(Scope::Operate)
@@ -288,6 +289,7 @@ mod tests {
         use axum::http::Method;
         assert_eq!(scope_for(&Method::POST, "/ui/releases/search"), Some(Scope::Operate));
         assert_eq!(scope_for(&Method::POST, "/ui/approvals/apr-1"), Some(Scope::Approve));
+        assert_eq!(scope_for(&Method::POST, "/ui/revisions/checkout/v42"), Some(Scope::Approve));
         assert_eq!(scope_for(&Method::GET, "/shared/releases/search"), None);
         assert_eq!(scope_for(&Method::POST, "/shared/releases/search"), Some(Scope::Operate));
         assert_eq!(scope_for(&Method::GET, "/releases/search"), Some(Scope::Read));

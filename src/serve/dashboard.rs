@@ -5,10 +5,12 @@
 //! report's charts (the judge's window shaded).
 //!
 //! People act from it with plain HTML forms — hold, resume, abort, roll
-//! back, promote (`POST /ui/releases/NAME`) and approve or reject
-//! (`POST /ui/approvals/ID`) — under the API's scopes (a form is shown only
-//! to a caller who has the scope) and the same agent calls, so policy rules
-//! and the ledger records exactly as for the API. Each form carries a CSRF
+//! back, promote (`POST /ui/releases/NAME`), approve or reject
+//! (`POST /ui/approvals/ID`) and clear a quarantined revision (`GET
+//! /revisions`, `POST /ui/revisions/SERVICE/REVISION`) — under the API's
+//! scopes (a form is shown only to a caller who has the scope) and the
+//! same agent calls, so policy rules and the ledger records exactly as for
+//! the API. Each form carries a CSRF
 //! token signed for the identity the page was rendered for
 //! ([`super::signing`]); a form without a valid one is refused, and the
 //! browser guard still refuses cross-site posts.
@@ -224,7 +226,7 @@ async fn index(State(s): State<ApiState>) -> Response {
         "<h1>backstop agent</h1>\n<p>{n} release(s); {p} approval(s) pending. This page refreshes every 5 s.</p>\n\
          {pending}<div class=\"table-wrap\"><table>\n<thead><tr><th>release</th><th>service</th><th>revision</th>\
          <th>state</th><th>time in window</th><th>decision</th><th>failing</th></tr></thead>\n<tbody>\n{rows}</tbody></table></div>\n\
-         {fleets}<p><a href=\"/metrics\">metrics</a> · <a href=\"/v1/releases\">JSON</a></p>\n",
+         {fleets}<p><a href=\"/revisions\">revisions</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/v1/releases\">JSON</a></p>\n",
         n = views.len(),
         p = views.iter().filter(|v| v.pending_approval.is_some()).count(),
     );
@@ -402,7 +404,12 @@ fn after(release: Option<&str>, done: Result<Done, super::api::Failed>) -> Respo
         ),
         Err((status, message)) => (status, message),
     };
-    let body = format!("<p>Not done: {}</p>\n<p><a href=\"{}\">back</a></p>\n", escape(&said), escape(&back));
+    not_done(status, &said, &back)
+}
+
+/// A page saying what was not done and why, with a link `back`.
+fn not_done(status: StatusCode, said: &str, back: &str) -> Response {
+    let body = format!("<p>Not done: {}</p>\n<p><a href=\"{}\">back</a></p>\n", escape(said), escape(back));
     html(status, page("not done", &body))
 }
 
@@ -434,6 +441,80 @@ async fn answer_form(
         release.as_ref().map(|v| v.name.as_str()),
         answer_request(&s, (&caller, Channel::Dashboard), &id, &form.what, form.reason).await,
     )
+}
+
+/// `GET /revisions`: what the ledger remembers of each revision and, for
+/// an approver, a form to lift a quarantine with a reason — the API's
+/// `POST /v1/revisions/…/clear`, recorded as given on the dashboard. Not
+/// refreshed (a reason being typed would be lost).
+async fn revisions_page(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
+    let forms = Forms::for_caller(&s, &caller);
+    let table = match crate::run::memory::revisions(&s.agent.runtime().ledger).await {
+        Ok(views) => revisions_table(&views, &forms),
+        Err(e) => format!("<p class=\"note\">The ledger did not answer ({}).</p>\n", escape(&crate::error::chain(&e))),
+    };
+    let body =
+        format!("<h1>Revisions</h1>\n{table}<p><a href=\"/\">releases</a> · <a href=\"/v1/revisions\">JSON</a></p>\n");
+    html(StatusCode::OK, page("revisions", &body))
+}
+
+/// One row per remembered revision; a quarantined one carries the clearing
+/// form when `forms` may approve.
+fn revisions_table(views: &[crate::run::memory::RevisionView], forms: &Forms) -> String {
+    if views.is_empty() {
+        return "<p>No revision remembered yet: none was rolled back or verified.</p>\n".into();
+    }
+    let segment = |x: &str| escape(&crate::field::url_segment(x));
+    let rows: String = views
+        .iter()
+        .map(|v| {
+            let (state, clear) = match &v.quarantine {
+                Some(q) if forms.approve => (
+                    format!("quarantined: {}", escape(&q.describe())),
+                    forms.form(
+                        &format!("/ui/revisions/{}/{}", segment(&v.service), segment(&v.revision)),
+                        "why it is safe to release again",
+                        &[("clear", "clear the quarantine")],
+                    ),
+                ),
+                Some(q) => (format!("quarantined: {}", escape(&q.describe())), String::new()),
+                None => ("not quarantined".into(), String::new()),
+            };
+            let verified: Vec<String> = v.verified_on.keys().map(|t| escape(t)).collect();
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{clear}</td></tr>\n",
+                escape(&v.service),
+                escape(&v.revision),
+                verified.join(", "),
+                v.rollbacks
+            )
+        })
+        .collect();
+    format!(
+        "<div class=\"table-wrap\"><table>\n<thead><tr><th>service</th><th>revision</th><th>state</th>\
+         <th>verified on</th><th>rollbacks</th><th></th></tr></thead>\n<tbody>\n{rows}</tbody></table></div>\n"
+    )
+}
+
+/// `POST /ui/revisions/SERVICE/REVISION` with `do=clear`, a reason and the
+/// form token: the quarantine lifted as the caller, or why not.
+async fn clear_form(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((service, revision)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = match checked_form(&s, &caller, &body) {
+        Ok(f) => f,
+        Err(page) => return *page,
+    };
+    if form.what != "clear" {
+        return not_done(StatusCode::UNPROCESSABLE_ENTITY, "form: `do` must be `clear`", "/revisions");
+    }
+    match super::revisions::clear_as(&s, (&caller, Channel::Dashboard), (&service, &revision), &form.reason).await {
+        Ok(_) => Redirect::to("/revisions").into_response(),
+        Err((status, message)) => not_done(status, &message, "/revisions"),
+    }
 }
 
 /// A shared link's query.
@@ -493,6 +574,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/releases/{name}/report", get(report_page))
         .route("/ui/releases/{name}", post(act_form))
         .route("/ui/approvals/{id}", post(answer_form))
+        .route("/revisions", get(revisions_page))
+        .route("/ui/revisions/{service}/{revision}", post(clear_form))
         .route("/shared/releases/{name}", get(shared))
 }
 

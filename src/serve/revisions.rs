@@ -14,7 +14,7 @@ use super::ApiState;
 use super::api::{error, reason_of};
 use super::auth::{Caller, Channel};
 use crate::policy::approval::{ClearRefused, Principal};
-use crate::run::memory::{ClearError, clear, revisions};
+use crate::run::memory::{ClearError, RevisionView, clear, revisions};
 
 async fn list(State(s): State<ApiState>) -> Response {
     match revisions(&s.agent.runtime().ledger).await {
@@ -33,21 +33,36 @@ async fn clear_one(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let rt = s.agent.runtime();
-    let who = (&caller.actor_via(Channel::Api), &Principal::named(&caller.identity));
-    let now_ms = rt.agent.clock.now_ms();
-    match clear(&rt.ledger, &rt.policy, (&service, &revision), who, (&reason, now_ms)).await {
+    match clear_as(&s, (&caller, Channel::Api), (&service, &revision), &reason).await {
         Ok(v) => Json(v).into_response(),
-        Err(ClearError::Refused(why)) => {
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Lift `service`'s quarantine of `revision` as `caller`, through
+/// `channel` (the API or the dashboard): the view after, or the status and
+/// message to answer with (403 not an approver, 409 nothing to clear, 422
+/// no reason, 503 the ledger).
+pub(super) async fn clear_as(
+    s: &ApiState,
+    (caller, channel): (&Caller, Channel),
+    (service, revision): (&str, &str),
+    reason: &str,
+) -> Result<RevisionView, (StatusCode, String)> {
+    let rt = s.agent.runtime();
+    let who = (&caller.actor_via(channel), &Principal::named(&caller.identity));
+    let now_ms = rt.agent.clock.now_ms();
+    clear(&rt.ledger, &rt.policy, (service, revision), who, (reason, now_ms)).await.map_err(|e| match e {
+        ClearError::Refused(why) => {
             let status = match why {
                 ClearRefused::NotAnApprover { .. } => StatusCode::FORBIDDEN,
                 ClearRefused::NotQuarantined { .. } => StatusCode::CONFLICT,
                 ClearRefused::NoReason => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            error(status, format!("not cleared: {why}"))
+            (status, format!("not cleared: {why}"))
         }
-        Err(e @ ClearError::Ledger(_)) => error(StatusCode::SERVICE_UNAVAILABLE, crate::error::chain(&e)),
-    }
+        e @ ClearError::Ledger(_) => (StatusCode::SERVICE_UNAVAILABLE, crate::error::chain(&e)),
+    })
 }
 
 /// The routes (authenticated by the agent's router: reading needs `read`, clearing `approve`).

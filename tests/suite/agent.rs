@@ -1030,7 +1030,7 @@ async fn form_post(url: &str, path: &str, fields: &[(&str, &str)], origin: &str)
 }
 
 /// The CSRF token in a dashboard page's forms.
-fn csrf_of(page: &str) -> String {
+pub(crate) fn csrf_of(page: &str) -> String {
     let rest = page.split("name=\"csrf\" value=\"").nth(1).unwrap_or_else(|| panic!("no form token: {page}"));
     rest.split('"').next().unwrap().to_string()
 }

@@ -84,14 +84,8 @@ fn a_revision_rolled_back_on_one_haproxy_backend_is_held_on_the_second_until_an_
 /// with a reason, recorded under their identity.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_lists_the_quarantine_and_only_an_approvers_token_clears_it() {
-    use crate::suite::agent::{ALICE, BOB, VIEWER, get, post, registered_until_finished, start};
-    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
-                   templates.default.source = { kind = \"simulator\", seed = 3, fault = { kind = \"error_spike\", onset_s = 300, strength = 0.05 } }\n";
-    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n[approvals]\napprovers = [\"group:sre\"]\n\
-                  [approvals.groups]\nsre = [\"alice@example.com\"]\n";
-    let s = start(targets, policy, 5, &[]);
-    let v = registered_until_finished(&s, "checkout", "sim/checkout").await;
-    assert_eq!(v["status"]["status"], "rolled_back", "{v}");
+    use crate::suite::agent::{ALICE, BOB, VIEWER, get, post};
+    let s = quarantined_agent().await;
 
     let (code, text) = get(&format!("{}/v1/revisions", s.url), Some(VIEWER)).await;
     assert_eq!(code, 200, "{text}");
@@ -167,4 +161,78 @@ fn the_ledger_gives_the_last_known_good(dir: &Path, ledger: &str, eu: &Haproxy) 
     assert!(out.contains("v41"), "names what the ledger verified there:\n{out}");
     let (code, audit) = backstop(&["audit", "--ledger", ledger, "verify"]);
     assert_eq!(code, 0, "{audit}");
+}
+
+/// An agent whose one registered release, checkout v42 on `sim/checkout`,
+/// was rolled back (v42 quarantined, v41 verified there); alice is
+/// checkout's approver, bob may approve but is not named.
+async fn quarantined_agent() -> crate::suite::agent::Setup {
+    use crate::suite::agent::{registered_until_finished, start};
+    let targets = "[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = { kind = \"simulator\" }\n\
+                   templates.default.source = { kind = \"simulator\", seed = 3, fault = { kind = \"error_spike\", onset_s = 300, strength = 0.05 } }\n";
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n[approvals]\napprovers = [\"group:sre\"]\n\
+                  [approvals.groups]\nsre = [\"alice@example.com\"]\n";
+    let s = start(targets, policy, 5, &[]);
+    let v = registered_until_finished(&s, "checkout", "sim/checkout").await;
+    assert_eq!(v["status"]["status"], "rolled_back", "{v}");
+    s
+}
+
+/// A dashboard form posted with `token`, from the agent's own page: (status, location, body).
+async fn form_as(url: &str, path: &str, token: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .header("origin", url)
+        .header("sec-fetch-site", "same-origin")
+        .header("accept", "text/html")
+        .form(fields)
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+    (r.status().as_u16(), location, r.text().await.unwrap())
+}
+
+/// On the dashboard: `/revisions` shows the quarantine with its evidence to
+/// anyone who may read; only an approver's page carries the form, and
+/// policy still decides — a token that may approve but is not named is
+/// refused, an empty reason too; alice's form lifts it, recorded as given on
+/// the dashboard under her identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_quarantine_and_an_approvers_form_clears_it() {
+    use crate::suite::agent::{ALICE, BOB, VIEWER, get};
+    let s = quarantined_agent().await;
+    let url = s.url.as_str();
+    let (_, index) = get(&format!("{url}/"), Some(VIEWER)).await;
+    assert!(index.contains("<a href=\"/revisions\">revisions</a>"), "{index}");
+    let (code, page) = get(&format!("{url}/revisions"), Some(VIEWER)).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("quarantined: revision v42 was rolled back on `sim/checkout` to v41"), "{page}");
+    assert!(!page.contains("<form"), "a read-only caller gets no form: {page}");
+
+    let (_, page) = get(&format!("{url}/revisions"), Some(BOB)).await;
+    let bobs = crate::suite::agent::csrf_of(&page);
+    let f = [("do", "clear"), ("reason", "fixed"), ("csrf", bobs.as_str())];
+    let (code, _, body) = form_as(url, "/ui/revisions/checkout/v42", BOB, &f).await;
+    assert!(code == 403 && body.contains("not an approver"), "{code} {body}");
+
+    let (_, page) = get(&format!("{url}/revisions"), Some(ALICE)).await;
+    assert!(page.contains("action=\"/ui/revisions/checkout/v42\""), "{page}");
+    let alices = crate::suite::agent::csrf_of(&page);
+    let forged = [("do", "clear"), ("reason", "fixed"), ("csrf", bobs.as_str())];
+    let (code, _, body) = form_as(url, "/ui/revisions/checkout/v42", ALICE, &forged).await;
+    assert_eq!(code, 403, "bob's form token is not alice's: {body}");
+    for (reason, expected) in [(" ", 422), ("the spike was a dependency outage, fixed", 303)] {
+        let f = [("do", "clear"), ("reason", reason), ("csrf", alices.as_str())];
+        let (code, location, body) = form_as(url, "/ui/revisions/checkout/v42", ALICE, &f).await;
+        assert_eq!(code, expected, "{body}");
+        assert!(code != 303 || location == "/revisions", "{location}");
+    }
+    let (_, page) = get(&format!("{url}/revisions"), Some(VIEWER)).await;
+    assert!(!page.contains("quarantined: revision v42"), "{page}");
+    let audit = s.audit();
+    let line = audit.lines().find(|l| l.contains("quarantine cleared")).unwrap_or_else(|| panic!("{audit}"));
+    assert!(line.contains("human:dashboard:alice@example.com") && line.contains("dependency outage"), "{line}");
 }
