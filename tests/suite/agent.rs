@@ -1015,9 +1015,23 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
 /// A browser's form post to the agent at `url`: same-origin fetch metadata,
 /// form-encoded, redirects not followed.
 async fn form_post(url: &str, path: &str, fields: &[(&str, &str)], origin: &str) -> (u16, String, String) {
+    form_post_as(url, path, None, fields, origin).await
+}
+
+/// [`form_post`] with a bearer `token` where the agent asks for one.
+pub(crate) async fn form_post_as(
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+    fields: &[(&str, &str)],
+    origin: &str,
+) -> (u16, String, String) {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = client
-        .post(format!("{url}{path}"))
+    let mut r = client.post(format!("{url}{path}"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r
         .header("origin", origin)
         .header("sec-fetch-site", if origin == url { "same-origin" } else { "cross-site" })
         .header("accept", "text/html")

@@ -180,19 +180,7 @@ async fn quarantined_agent() -> crate::suite::agent::Setup {
 
 /// A dashboard form posted with `token`, from the agent's own page: (status, location, body).
 async fn form_as(url: &str, path: &str, token: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = client
-        .post(format!("{url}{path}"))
-        .bearer_auth(token)
-        .header("origin", url)
-        .header("sec-fetch-site", "same-origin")
-        .header("accept", "text/html")
-        .form(fields)
-        .send()
-        .await
-        .unwrap();
-    let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
-    (r.status().as_u16(), location, r.text().await.unwrap())
+    crate::suite::agent::form_post_as(url, path, Some(token), fields, url).await
 }
 
 /// On the dashboard: `/revisions` shows the quarantine with its evidence to
