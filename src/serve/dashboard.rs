@@ -468,17 +468,18 @@ fn revisions_table(views: &[crate::run::memory::RevisionView], forms: &Forms) ->
     let rows: String = views
         .iter()
         .map(|v| {
-            let (state, clear) = match &v.quarantine {
-                Some(q) if forms.approve => (
-                    format!("quarantined: {}", escape(&q.describe())),
-                    forms.form(
-                        &format!("/ui/revisions/{}/{}", segment(&v.service), segment(&v.revision)),
-                        "why it is safe to release again",
-                        &[("clear", "clear the quarantine")],
-                    ),
-                ),
-                Some(q) => (format!("quarantined: {}", escape(&q.describe())), String::new()),
-                None => ("not quarantined".into(), String::new()),
+            let state = v
+                .quarantine
+                .as_ref()
+                .map_or("not quarantined".into(), |q| format!("quarantined: {}", escape(&q.describe())));
+            let clear = if v.quarantine.is_some() && forms.approve {
+                forms.form(
+                    &format!("/ui/revisions/{}/{}", segment(&v.service), segment(&v.revision)),
+                    "why it is safe to release again",
+                    &[("clear", "clear the quarantine")],
+                )
+            } else {
+                String::new()
             };
             let verified: Vec<String> = v.verified_on.keys().map(|t| escape(t)).collect();
             format!(
