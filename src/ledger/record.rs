@@ -594,6 +594,8 @@ pub enum ChatAction {
     Resume,
     /// `/backstop rollback`.
     Rollback,
+    /// `/backstop clear` (a revision's quarantine).
+    Clear,
 }
 
 /// A chat-ops event worth keeping.

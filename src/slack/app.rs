@@ -17,12 +17,13 @@ use super::render::{self, Decided};
 use super::web::WebApi;
 use super::wire::{Event, Interaction, Reply, ResponseType, SlashCommand};
 use super::{Secrets, SlackError, SlackSettings};
-use crate::ledger::{Actor, ChatAction, ChatOpsRecord, OperatorAction, Record};
+use crate::ledger::{Actor, ChatAction, ChatOpsRecord, OperatorAction, Record, RevisionRecord};
 use crate::orchestrator::human::AnswerReply;
 use crate::orchestrator::human::PersonAction;
 use crate::policy::approval::{Answer, Principal, Refusal, Ruling, approvers_for};
 use crate::release::ReleaseStatus;
 use crate::run::agent::{Agent, AnswerError, ReleaseView};
+use crate::run::memory::{self, ClearError};
 
 /// One delivery from Slack, whichever transport brought it.
 #[derive(Debug, Clone)]
@@ -294,6 +295,9 @@ impl SlackApp {
             let app = self.clone();
             tokio::spawn(async move {
                 match w {
+                    Work::Change { user, command: Command::Clear { service, revision, reason }, to } => {
+                        app.clear(&user, (&service, &revision), &reason, to).await
+                    }
                     Work::Change { user, command, to } => app.change(&user, command, to).await,
                     Work::Click { user, approval_id, answer, to } => app.click(&user, &approval_id, answer, to).await,
                     Work::Respond { to, reply } => app.respond(&to, &reply).await,
@@ -449,7 +453,8 @@ impl SlackApp {
         let action = match &c {
             Command::Hold { .. } => ChatAction::Hold,
             Command::Resume { .. } => ChatAction::Resume,
-            _ => ChatAction::Rollback,
+            Command::Rollback { .. } => ChatAction::Rollback,
+            Command::Clear { .. } | Command::Help | Command::Status { .. } | Command::Why { .. } => return,
         };
         let Some(who) = self.principal(user, action, &view.release_id, &to).await else { return };
         let actor = slack_actor(&who.identity);
@@ -487,6 +492,46 @@ impl SlackApp {
             _ => return,
         };
         self.respond(&to, &render::ephemeral(&super::wire::escape(&text))).await;
+    }
+
+    /// Lift `service`'s quarantine of `revision` as `user`: the rule and the
+    /// record are the API's (`run::memory::clear`); a refusal is recorded
+    /// under the revision, as the chat's other refusals are.
+    async fn clear(&self, user: &str, (service, revision): (&str, &str), reason: &str, to: Responder) {
+        let under = RevisionRecord::ledger_id(service, revision);
+        let Some(who) = self.principal(user, ChatAction::Clear, &under, &to).await else { return };
+        let actor = slack_actor(&who.identity);
+        let rt = self.agent.runtime();
+        let now_ms = rt.agent.clock.now_ms();
+        let cleared =
+            memory::clear(&rt.ledger, &rt.policy, (service, revision), (&actor, &who), (reason, now_ms)).await;
+        let esc = super::wire::escape;
+        let reply = match cleared {
+            // The team sees a quarantine lifted, and by whom (a mention, so not escaped).
+            Ok(_) => Reply {
+                text: format!(
+                    ":white_check_mark: <@{user}> cleared {} {}: no longer quarantined. Reason: {}",
+                    esc(service),
+                    esc(revision),
+                    esc(reason)
+                ),
+                blocks: vec![],
+                response_type: Some(ResponseType::InChannel),
+            },
+            Err(ClearError::Refused(why)) => {
+                let rec = ChatOpsRecord::Refused {
+                    identity: who.identity,
+                    action: ChatAction::Clear,
+                    reason: why.to_string(),
+                };
+                self.record(&under, &actor, rec).await;
+                render::ephemeral(&esc(&format!(":no_entry: Not cleared: {why}.")))
+            }
+            Err(e @ ClearError::Ledger(_)) => {
+                render::ephemeral(&esc(&format!(":warning: {}", crate::error::chain(&e))))
+            }
+        };
+        self.respond(&to, &reply).await;
     }
 
     /// Approve or reject button, as `user`.

@@ -39,6 +39,15 @@ pub enum Command {
         /// Why (required, recorded).
         reason: String,
     },
+    /// Lift a revision's quarantine (release memory): approvers only, through policy.
+    Clear {
+        /// The service.
+        service: String,
+        /// The quarantined revision.
+        revision: String,
+        /// Why it is safe again (required, recorded).
+        reason: String,
+    },
 }
 
 /// The text is not a command.
@@ -53,18 +62,24 @@ pub enum UsageError {
     /// A rollback without a reason.
     #[error("a rollback needs a reason: `/backstop rollback <release> <reason>`")]
     NoReason,
+    /// A clearing short of its service, revision or reason.
+    #[error("`clear` needs a service, a revision and a reason: `/backstop clear <service> <revision> <reason>`")]
+    ClearUsage,
 }
 
 impl Command {
     /// Whether it changes anything (and so needs an approver who is still active).
     pub fn changes(&self) -> bool {
-        matches!(self, Command::Hold { .. } | Command::Resume { .. } | Command::Rollback { .. })
+        match self {
+            Command::Help | Command::Status { .. } | Command::Why { .. } => false,
+            Command::Hold { .. } | Command::Resume { .. } | Command::Rollback { .. } | Command::Clear { .. } => true,
+        }
     }
 
-    /// The release it names.
+    /// The release it names (a clearing names a revision, not a release).
     pub fn release(&self) -> Option<&str> {
         match self {
-            Command::Help => None,
+            Command::Help | Command::Clear { .. } => None,
             Command::Status { release } | Command::Why { release } => release.as_deref(),
             Command::Hold { release, .. } | Command::Resume { release, .. } | Command::Rollback { release, .. } => {
                 Some(release)
@@ -80,6 +95,7 @@ pub const HELP: &str = "*backstop* commands:\n\
 • `/backstop hold <release> [reason]` — keep judging, stop acting (approvers)\n\
 • `/backstop resume <release> [reason]` — act within policy again (approvers)\n\
 • `/backstop rollback <release> <reason>` — roll back now, through policy (approvers)\n\
+• `/backstop clear <service> <revision> <reason>` — lift a rolled-back revision's quarantine (approvers)\n\
 • `@backstop why?` in a release's thread answers there\n\
 Approval requests come with Approve / Reject buttons; only approvers' clicks count.";
 
@@ -105,7 +121,20 @@ pub fn parse(text: &str) -> Result<Command, UsageError> {
             }
             Ok(Command::Rollback { release, reason })
         }
+        "clear" => clear(release, &reason),
         other => Err(UsageError::Unknown(super::wire::cut(other, 40))),
+    }
+}
+
+/// `clear <service> <revision> <reason>`: `service` is the first word, `rest` what follows it.
+fn clear(service: Option<String>, rest: &str) -> Result<Command, UsageError> {
+    let (revision, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let reason = reason.trim();
+    match service {
+        Some(service) if !revision.is_empty() && !reason.is_empty() => {
+            Ok(Command::Clear { service, revision: revision.into(), reason: reason.into() })
+        }
+        _ => Err(UsageError::ClearUsage),
     }
 }
 
@@ -143,6 +172,19 @@ mod tests {
             Ok(Command::Rollback { release: "checkout".into(), reason: "p99 doubled".into() })
         );
         assert!(matches!(parse("deploy prod"), Err(UsageError::Unknown(v)) if v == "deploy"));
+        assert_eq!(
+            parse("clear checkout v42  the spike was the cache, fixed"),
+            Ok(Command::Clear {
+                service: "checkout".into(),
+                revision: "v42".into(),
+                reason: "the spike was the cache, fixed".into()
+            })
+        );
+        for short in ["clear", "clear checkout", "clear checkout v42", "clear checkout v42   "] {
+            assert_eq!(parse(short), Err(UsageError::ClearUsage), "{short}");
+        }
+        assert!(parse("clear checkout v42 fixed").unwrap().changes());
+        assert_eq!(parse("clear checkout v42 fixed").unwrap().release(), None);
     }
 
     #[test]

@@ -623,6 +623,63 @@ async fn slack_unreachable_for_a_whole_release_changes_no_decision_and_no_timing
     assert!((1..=3).contains(&tries), "a refusal is not retried like an outage: {tries} posts");
 }
 
+/// `/backstop clear` lifts a quarantine through the API's rule and record:
+/// an auto release rolled back (orders v2 quarantined); a deactivated user,
+/// a non-approver and a revision never quarantined are refused and recorded;
+/// a clearing without a reason is a usage error at once; Alice's clears it,
+/// told in the channel and recorded under her Slack identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_clears_a_quarantine_from_slack_and_every_refusal_is_recorded() {
+    let release = "[[releases]]\nname = \"orders\"\nservice = \"orders\"\ntarget = \"simulator/orders\"\n\
+        candidate_revision = \"v2\"\nlast_known_good = \"v1\"\nexecutor = { kind = \"simulator\" }\n\
+        source = { kind = \"simulator\", service = \"orders\", seed = 5, fault = { kind = \"error_spike\", onset_s = 120, strength = 0.05 } }\n";
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    for (user, deleted) in [("UALICE", false), ("UMALLORY", false), ("UGONE", true)] {
+        fake.user(user, deleted);
+    }
+    fake.group("SONCALL", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (url, agent) = agent(dir.path(), &format!("{release}{}", slack_toml("http", &fake.api_url, "http://a")), 5);
+    let start = Instant::now();
+    while !audit(dir.path()).contains("quarantined") {
+        assert!(start.elapsed() < WAIT, "orders v2 was never quarantined:\n{}", audit(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = reqwest::Client::new();
+    let command = |user: &str, text: &str, trig: &str| {
+        let body = slack::form(&slack::slash(user, CHANNEL, text, &fake.response_url(trig), trig));
+        signed(&client, &format!("{url}/slack/commands"), body, now_s(), "application/x-www-form-urlencoded").send()
+    };
+    let at_once = command("UALICE", "clear orders v2", "c0").await.unwrap().text().await.unwrap();
+    assert!(at_once.contains("needs a service, a revision and a reason"), "{at_once}");
+    for (user, text, trig, told) in [
+        ("UGONE", "clear orders v2 fixed", "c1", "deactivated"),
+        ("UMALLORY", "clear orders v2 fixed", "c2", "not an approver for orders"),
+        ("UALICE", "clear orders v1 fixed", "c3", "not quarantined"),
+    ] {
+        command(user, text, trig).await.unwrap();
+        let r = wait_response(&fake, told).await;
+        assert_eq!(r["response_type"], "ephemeral", "a refusal is told to the asker alone: {r}");
+    }
+    command("UALICE", "clear orders v2 the spike was the <!channel> cache, fixed", "c4").await.unwrap();
+    let r = wait_response(&fake, "no longer quarantined").await;
+    assert_eq!(r["response_type"], "in_channel", "the team sees it: {r}");
+    assert!(r["text"].as_str().unwrap().contains("<@UALICE> cleared orders v2"), "{r}");
+    assert!(!r["text"].as_str().unwrap().contains("<!channel>"), "typed text is escaped: {r}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = audit(dir.path());
+    let line = |who: &str, what: &str| audit.lines().any(|l| l.contains(who) && l.contains(what));
+    assert!(line("human:slack:slack:UALICE", "quarantine cleared: the spike was"), "{audit}");
+    assert!(line("slack:UGONE", "clear refused"), "{audit}");
+    assert!(line("human:slack:slack:UMALLORY", "clear refused"), "{audit}");
+    assert!(line("human:slack:slack:UALICE", "clear refused"), "{audit}");
+    assert_eq!(audit.matches("quarantine cleared").count(), 1, "{audit}");
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn every_field_slack_sends_parses_and_unknown_kinds_are_ignored() {
     use backstop::slack::wire::{Event, EventBody, Interaction, SlashCommand};
