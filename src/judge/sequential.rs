@@ -17,7 +17,9 @@
 //! e-detector): half the prior weight on "at the release" (warm-up's end)
 //! and half spread evenly over the window's `N` planned steps,
 //!
-//! `E_t = mean_θ [ ½ Π_{j≤t} L_j(θ) + (1/2N) Σ_{k<t} Π_{k<j≤t} L_j(θ) ]`.
+//! `E_t = Σ_θ w_θ [ ½ Π_{j≤t} L_j(θ) + (1/2N) Σ_{k<t} Π_{k<j≤t} L_j(θ) ]`,
+//!
+//! with prior weights `w_θ` summing to 1 (a mixture of martingales is one).
 //!
 //! The second sum `R_t` is the Shiryaev–Roberts statistic: `R_t = L_t (R_{t−1} + 1)`,
 //! so it costs one pass. Under the null `E[R_t] = t`, hence `E_t + (N − t)/2N`
@@ -31,9 +33,14 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Odds ratios the mixture weighs equally: from the smallest rise worth a
-/// rollback to one that is unmistakable.
-const THETAS: [f64; 5] = [1.5, 2.0, 3.0, 5.0, 10.0];
+/// Odds ratios the mixture weighs: from the smallest rise worth a rollback
+/// to one that is unmistakable, and beyond (an error the baseline never shows).
+const THETAS: [f64; 7] = [1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0];
+
+/// Prior weight of each of [`THETAS`]: most on the rises a rollback is
+/// usually about, a little on the extreme ones (an error the baseline never
+/// shows), whose lines each carry several times the evidence when they come.
+const THETA_WEIGHTS: [f64; 7] = [0.19, 0.19, 0.19, 0.19, 0.19, 0.025, 0.025];
 
 /// One step's harmful events: the canary's, both sides', and the canary's traffic share.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +112,8 @@ pub fn log_bf(steps: &[StepEvents], dispersion: f64, looks: usize) -> f64 {
     let later = ((1.0 - AT_RELEASE) / looks.max(1) as f64).ln();
     let per_theta: Vec<f64> = THETAS
         .iter()
-        .map(|&theta| {
+        .zip(THETA_WEIGHTS)
+        .map(|(&theta, w)| {
             // ln Π L_j since the release, and ln R_t (no change point yet: R_0 = 0).
             let (mut since_release, mut since_change) = (0.0, f64::NEG_INFINITY);
             for (t, s) in steps.iter().enumerate() {
@@ -114,10 +122,10 @@ pub fn log_bf(steps: &[StepEvents], dispersion: f64, looks: usize) -> f64 {
                 let opened = if t < looks { ln_add(since_change, 0.0) } else { since_change };
                 since_change = l + opened;
             }
-            ln_add(AT_RELEASE.ln() + since_release, later + since_change)
+            w.ln() + ln_add(AT_RELEASE.ln() + since_release, later + since_change)
         })
         .collect();
-    ln_add_all(&per_theta) - (THETAS.len() as f64).ln()
+    ln_add_all(&per_theta)
 }
 
 /// The most likely change point: the `k` (steps before the change) whose
@@ -136,8 +144,8 @@ pub fn change_point(steps: &[StepEvents], dispersion: f64, looks: usize) -> usiz
     let weight = |k: usize| {
         let prior = change_prior(k, looks);
         let mut terms = last;
-        for (t, p) in terms.iter_mut().zip(&prefix[k]) {
-            *t -= p;
+        for ((t, p), w) in terms.iter_mut().zip(&prefix[k]).zip(THETA_WEIGHTS) {
+            *t += w.ln() - p;
         }
         prior + ln_add_all(&terms)
     };
@@ -296,9 +304,11 @@ mod tests {
     #[test]
     fn log_bf_matches_an_independent_computation() {
         // Python, by the formula term by term (every change point's product
-        // written out, not the recursion), with
-        //   lr(θ) = binom.pmf(c, n, θq/(θq+1-q)) / binom.pmf(c, n, q):
-        //   log(mean(½·Π lr + 1/(2N)·Σ_k Π_{j≥k} lr for θ in [1.5, 2, 3, 5, 10]))
+        // written out, not the recursion), with the binomial pmf from lgamma and
+        //   lr(θ) = pmf(c, n, θq/(θq+1-q)) / pmf(c, n, q):
+        //   log(Σ_θ w_θ·(½·Π lr + 1/(2N)·Σ_k Π_{j>k} lr)), θ in [1.5, 2, 3, 5, 10, 30, 100],
+        //   w = [0.19] × 5 + [0.025] × 2. (With the earlier five equal weights the
+        //   same script gives the earlier constants, which SciPy 1.17 had confirmed.)
         let one = [StepEvents { canary: 10.0, total: 40.0, share: 0.1 }];
         assert!(close(log_bf(&one, 1.0, 10), GOLDEN_ONE, 1e-9), "{}", log_bf(&one, 1.0, 10));
         // Two steps of different shares multiply their likelihood ratios per θ.
@@ -306,7 +316,7 @@ mod tests {
             [StepEvents { canary: 3.0, total: 10.0, share: 0.05 }, StepEvents { canary: 2.0, total: 30.0, share: 0.2 }];
         assert!(close(log_bf(&two, 1.0, 10), GOLDEN_TWO, 1e-9), "{}", log_bf(&two, 1.0, 10));
         // A window of one planned step opens no later change point: the plain
-        // mixture over θ from the release (SciPy 1.17 gave the same number).
+        // mixture over θ from the release.
         assert!(close(log_bf(&two, 1.0, 1), GOLDEN_FROM_RELEASE, 1e-9), "{}", log_bf(&two, 1.0, 1));
         // Quiet steps, then a burst: the later change points carry it.
         let quiet = StepEvents { canary: 0.0, total: 20.0, share: 0.1 };
@@ -314,10 +324,24 @@ mod tests {
         assert!(close(log_bf(&three, 1.0, 30), GOLDEN_THREE, 1e-9), "{}", log_bf(&three, 1.0, 30));
     }
 
-    const GOLDEN_ONE: f64 = 2.2355271536252235;
-    const GOLDEN_TWO: f64 = -3.0284889706856957;
-    const GOLDEN_FROM_RELEASE: f64 = -2.461324561520821;
-    const GOLDEN_THREE: f64 = -1.2785901732605793;
+    const GOLDEN_ONE: f64 = 2.1842338592397517;
+    const GOLDEN_TWO: f64 = -3.079782265073247;
+    const GOLDEN_FROM_RELEASE: f64 = -2.512617855908372;
+    const GOLDEN_THREE: f64 = -1.3298817347001504;
+
+    #[test]
+    fn an_error_the_baseline_never_shows_is_conclusive_after_four_events_at_a_two_percent_share() {
+        // One canary event a step, none on the baseline, the canary taking 2 % of
+        // the traffic: each event is worth ln(θ/(θq+1−q)) — 2.1 at θ = 10, 3.5 at
+        // θ = 100 — so the extreme ratios' small weight decides how soon it is
+        // conclusive (ln(1/α) at 0.005 split over 50 templates: 9.2).
+        let threshold = (50.0f64 / 0.005).ln();
+        let new_error = StepEvents { canary: 1.0, total: 1.0, share: 0.02 };
+        assert!(log_bf(&[new_error; 4], 1.0, 170) >= threshold, "{}", log_bf(&[new_error; 4], 1.0, 170));
+        // Three are not enough at any ratio: the most they can say is 3·ln(1/q) − ln 2 = 11.0
+        // before the prior's cost, and the cost of ratios that extreme is ln 40.
+        assert!(log_bf(&[new_error; 3], 1.0, 170) < threshold, "{}", log_bf(&[new_error; 3], 1.0, 170));
+    }
 
     #[test]
     fn a_canary_with_no_events_gathers_no_evidence() {
