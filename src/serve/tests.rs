@@ -325,7 +325,6 @@ fn every_ending_and_contract_cell() {
         ("the agent stopped", Some(S::Interrupted), Inconclusive),
         ("the release could not run", None, Inconclusive),
     ];
-    let status = |c: Contract, v: GateVerdict| c.status(v);
     for (what, ending, want) in endings {
         let board = GateBoard::default();
         board.register("checkout", "v42", 1800);
@@ -335,7 +334,7 @@ fn every_ending_and_contract_cell() {
         let got = board.get("checkout").unwrap();
         assert_eq!(got.verdict, want, "{what}");
         for c in [Argo, FlaggerRollout, FlaggerConfirmTrafficIncrease, FlaggerConfirmPromotion] {
-            let code = status(c, got.verdict);
+            let code = c.status(got.verdict);
             if want != Pass {
                 let advances =
                     matches!(c, FlaggerConfirmTrafficIncrease | FlaggerConfirmPromotion) && code.is_success();
@@ -346,14 +345,19 @@ fn every_ending_and_contract_cell() {
         tick(&board, Verdict::Pass, Decision::Promote, 1800);
         assert_eq!(board.get("checkout").unwrap().verdict, want, "{what}: after a late tick");
     }
-    // An operator's hold pauses at once, and a resume gives the answer back to policy.
+}
+
+/// An operator's hold pauses the gate at once, and a resume gives the answer back to policy.
+#[test]
+fn an_operators_hold_pauses_the_gate_at_once_and_a_resume_gives_it_back() {
+    use GateVerdict::*;
     let board = GateBoard::default();
     board.register("checkout", "v42", 1800);
     tick(&board, Verdict::Inconclusive, Decision::Continue, 300);
     board.operator("checkout", crate::orchestrator::human::OperatorState::Held);
     let held = board.get("checkout").unwrap();
     assert_eq!(held.verdict, Inconclusive);
-    assert_eq!(FlaggerConfirmTrafficIncrease.status(held.verdict), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(Contract::FlaggerConfirmTrafficIncrease.status(held.verdict), StatusCode::PRECONDITION_FAILED);
     tick(&board, Verdict::Inconclusive, Decision::Continue, 310);
     assert_eq!(board.get("checkout").unwrap().verdict, Inconclusive, "held through later ticks");
     board.operator("checkout", crate::orchestrator::human::OperatorState::Running);

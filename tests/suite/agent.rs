@@ -996,13 +996,7 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
     assert!(body.contains("\"verdict\":\"pass\""), "{body}");
     let audit = s.audit();
     assert!(audit.lines().any(|l| l.contains("approval_resolved") && l.contains("local")), "{audit}");
-    // The agent logs decisions, actions and requests at `info` by default, without colour codes when redirected.
-    let log = s.agent.stderr();
-    for needle in ["Approval requested", "A person asked to act", "Action starting", "Action ended", "INFO"] {
-        assert!(log.contains(needle), "{needle} not in the agent's log:\n{log}");
-    }
-    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a redirected log");
-    assert!(!log.contains("Tick judged."), "a tick that only goes on is not logged at info");
+    the_agent_logs_decisions_and_actions_at_info(&s.agent.stderr());
 
     let (code, _, err) = releases("not a url::", &["list"], &[]);
     assert_eq!(code, 2, "{err}");
@@ -1010,6 +1004,16 @@ fn the_operator_cli_lists_holds_resumes_and_promotes_through_the_agent() {
     let (code, _, err) = releases("127.0.0.1:1", &["list"], &[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("cannot reach the agent at http://127.0.0.1:1"), "{err}");
+}
+
+/// The agent logs decisions, actions and requests at `info` by default,
+/// without colour codes when redirected, and not a tick that only goes on.
+fn the_agent_logs_decisions_and_actions_at_info(log: &str) {
+    for needle in ["Approval requested", "A person asked to act", "Action starting", "Action ended", "INFO"] {
+        assert!(log.contains(needle), "{needle} not in the agent's log:\n{log}");
+    }
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a redirected log");
+    assert!(!log.contains("Tick judged."), "a tick that only goes on is not logged at info");
 }
 
 /// A browser's form post to the agent at `url`: same-origin fetch metadata,

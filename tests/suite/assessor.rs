@@ -392,11 +392,8 @@ async fn advise_and_demo_show_the_verdict_with_cited_evidence_and_the_ledger_rec
     let dir = tempfile::tempdir().unwrap();
     let cfg = with_model(dir.path(), &server.base_url).display().to_string();
     let ledger = dir.path().join("l.db").display().to_string();
-    let args: Vec<String> = ["--config", &cfg, "advise", "--release", "search", "--pace-ms", "0", "--ledger", &ledger]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let out = tokio::task::spawn_blocking(move || backstop(args)).await.unwrap();
+    let advise = ["--config", &cfg, "advise", "--release", "search", "--pace-ms", "0", "--ledger", &ledger];
+    let out = backstop_async(&advise).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("gpt-4o-mini verdict accepted: healthy, recommends promote"), "{text}");
@@ -409,8 +406,36 @@ async fn advise_and_demo_show_the_verdict_with_cited_evidence_and_the_ledger_rec
         text.contains(&format!("Model usage for this release: {calls} call(s), {} tokens", calls * 1160)),
         "{text}"
     );
+    the_ledger_holds_each_consultation(&ledger, calls).await;
 
-    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(std::path::Path::new(&ledger))).await.unwrap();
+    // demo with the same model configuration prints the model's part too.
+    let demo = ["--config", &cfg, "demo", "--scenario", "healthy", "--tick-ms", "0", "--plain", "--ledger", &ledger];
+    let out = backstop_async(&demo).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("model: gpt-4o-mini verdict accepted"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+
+    // No server: the same release still decides, judge-only, and says why.
+    drop(server);
+    let dead = with_model(dir.path(), "http://127.0.0.1:9/v1").display().to_string();
+    let out =
+        backstop_async(&["--config", &dead, "advise", "--release", "search", "--pace-ms", "0", "--ledger", &ledger])
+            .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("backstop would promote") && text.contains("unavailable"), "{text}");
+}
+
+/// [`backstop`] off the runtime's threads.
+async fn backstop_async(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || backstop(args)).await.unwrap()
+}
+
+/// The ledger holds `calls` consultations in tick records, the last before
+/// promotion with its prompt version, the tokens in the release's end, and
+/// never the API key.
+async fn the_ledger_holds_each_consultation(ledger: &str, calls: usize) {
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(std::path::Path::new(ledger))).await.unwrap();
     let records = l.list(None, 10_000).await.unwrap();
     let consulted: Vec<serde_json::Value> = records
         .iter()
@@ -426,28 +451,6 @@ async fn advise_and_demo_show_the_verdict_with_cited_evidence_and_the_ledger_rec
     let finished = records.iter().rfind(|r| r.kind == "release_finished").unwrap();
     assert!(finished.body.contains(&format!("\"total_tokens\":{}", calls * 1160)), "{}", finished.body);
     assert!(!records.iter().any(|r| r.body.contains("test-key-123")), "the API key never reaches the ledger");
-
-    // demo with the same model configuration prints the model's part too.
-    let args: Vec<String> =
-        ["--config", &cfg, "demo", "--scenario", "healthy", "--tick-ms", "0", "--plain", "--ledger", &ledger]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    let out = tokio::task::spawn_blocking(move || backstop(args)).await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("model: gpt-4o-mini verdict accepted"), "{text}{}", String::from_utf8_lossy(&out.stderr));
-
-    // No server: the same release still decides, judge-only, and says why.
-    drop(server);
-    let dead = with_model(dir.path(), "http://127.0.0.1:9/v1").display().to_string();
-    let args: Vec<String> = ["--config", &dead, "advise", "--release", "search", "--pace-ms", "0", "--ledger", &ledger]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let out = tokio::task::spawn_blocking(move || backstop(args)).await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("backstop would promote") && text.contains("unavailable"), "{text}");
 }
 
 /// `eval --judge backstop+model` uses the configured endpoint, and is skipped

@@ -128,6 +128,19 @@ fn complete_upload(st: &State_, body: &Value) -> Response {
     ok_sample("files.completeUploadExternal.json", |_| {})
 }
 
+fn users_info(st: &State_, body: &Value) -> Response {
+    let id = body["user"].as_str().unwrap_or("").to_string();
+    match st.users.get(&id).copied() {
+        Some(deleted) => ok_sample("users.info.json", |v| {
+            v["user"]["id"] = json!(id);
+            v["user"]["deleted"] = json!(deleted);
+            v["user"]["is_bot"] = json!(false);
+            v["user"]["name"] = json!("UALICE"); // a name that looks like an id authorises nothing
+        }),
+        None => err("user_not_found"),
+    }
+}
+
 async fn api(
     State((s, base)): State<(Shared, String)>,
     Path(method): Path<String>,
@@ -155,18 +168,7 @@ async fn api(
             }
             ok_sample("chat.postEphemeral.json", |_| {})
         }
-        "users.info" => {
-            let id = body["user"].as_str().unwrap_or("").to_string();
-            match st.users.get(&id).copied() {
-                Some(deleted) => ok_sample("users.info.json", |v| {
-                    v["user"]["id"] = json!(id);
-                    v["user"]["deleted"] = json!(deleted);
-                    v["user"]["is_bot"] = json!(false);
-                    v["user"]["name"] = json!("UALICE"); // a name that looks like an id authorises nothing
-                }),
-                None => err("user_not_found"),
-            }
-        }
+        "users.info" => users_info(&st, &body),
         "usergroups.users.list" => match st.groups.get(body["usergroup"].as_str().unwrap_or("")).cloned() {
             Some(users) => ok_sample("usergroups.users.list.json", |v| v["users"] = json!(users)),
             None => err("no_such_subteam"),
