@@ -4,7 +4,9 @@
 //! }}`; the step is the query's `Period`, so it must be one CloudWatch
 //! accepts (1, 5, 10, 30 or a multiple of 60 seconds). Credentials come
 //! from the standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_SESSION_TOKEN` when set), read at start. Signing is aws-sigv4's,
+//! `AWS_SESSION_TOKEN` when set), read at start, else from a web identity or
+//! the instance profile (`aws_credentials`), renewed before they expire; a
+//! fetch that fails is a source failure that holds. Signing is aws-sigv4's,
 //! AWS's own crate. A rejected signature or key (403), throttling or a 5xx
 //! is a source failure that holds; any other error answer is the query refused.
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::aws_credentials::{KeyVars, Origin, Provider};
 use super::metric_api::{self, MetricApi, Points, QueryError, Range, api_source_config};
 use super::{SignalError, SignalSource};
 use crate::clock::Clock;
@@ -97,14 +100,19 @@ impl CloudWatchConfig {
             source_name: format!("cloudwatch {}", crate::secret::redact_url(&self.endpoint())),
             source,
         };
-        let key_id =
-            metric_api::secret("access_key_id_env", &self.access_key_id_env).map_err(|e| setup(Box::new(e)))?;
-        let secret =
-            metric_api::secret("secret_access_key_env", &self.secret_access_key_env).map_err(|e| setup(Box::new(e)))?;
-        let token = crate::secret::from_env(&self.session_token_env).ok().filter(|t| !t.is_empty());
-        let credentials = aws_credential_types::Credentials::new(key_id, secret, token, None, "environment");
-        let api =
-            CloudWatchApi { url: self.endpoint(), region: self.region.clone(), identity: credentials.into(), clock };
+        let vars = KeyVars {
+            key_id: &self.access_key_id_env,
+            secret: &self.secret_access_key_env,
+            token: &self.session_token_env,
+        };
+        // Only the keys are secrets (remembered, so no output shows them); a role ARN or an endpoint is not.
+        let var = |v: &str| match [vars.key_id, vars.secret, vars.token].contains(&v) {
+            true => crate::secret::from_env(v).ok(),
+            false => std::env::var(v).ok(),
+        };
+        let origin = Origin::choose(var, &vars, &self.region).map_err(|e| setup(Box::new(e)))?;
+        let credentials = Provider::new(origin, clock.clone());
+        let api = CloudWatchApi { url: self.endpoint(), region: self.region.clone(), credentials, clock };
         Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
     }
 }
@@ -113,7 +121,7 @@ impl CloudWatchConfig {
 struct CloudWatchApi {
     url: String,
     region: String,
-    identity: aws_smithy_runtime_api::client::identity::Identity,
+    credentials: Provider,
     /// The time a signature states; CloudWatch refuses one more than 5 minutes off.
     clock: Arc<dyn Clock>,
 }
@@ -136,8 +144,10 @@ impl CloudWatchApi {
         let body = serde_urlencoded::to_string(&form).map_err(|e| QueryError::Refused(e.to_string()))?;
         let url = format!("{}/", self.url.trim_end_matches('/'));
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let identity =
+            self.credentials.identity(http).await.map_err(|e| QueryError::Unreachable(crate::error::chain(&e)))?;
         let signed = self
-            .sign(&url, content_type, body.as_bytes())
+            .sign(&identity, &url, content_type, body.as_bytes())
             .map_err(|e| QueryError::Unreachable(crate::error::chain(&e)))?;
         let mut rb = http.post(&url).header("content-type", content_type).body(body);
         for (name, value) in signed {
@@ -150,11 +160,17 @@ impl CloudWatchApi {
     }
 
     /// The SigV4 headers (`authorization`, `x-amz-date`, the session token) for a POST.
-    fn sign(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Vec<(String, String)>, SignError> {
+    fn sign(
+        &self,
+        identity: &aws_smithy_runtime_api::client::identity::Identity,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, SignError> {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let now = std::time::UNIX_EPOCH + Duration::from_millis(self.clock.now_ms().max(0) as u64);
         let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(identity)
             .region(&self.region)
             .name("monitoring")
             .time(now)

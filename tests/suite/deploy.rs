@@ -186,9 +186,13 @@ fn the_helm_chart_lints_renders_to_the_kubernetes_schemas_and_refuses_replicas_o
         "secrets.values.T_ONCALL=an-oncall-token-0123456789",
         "rbac.namespaces={shop}",
         "policy=schema_version = 1",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/backstop",
     ];
     let docs = render(&sets).unwrap();
     docs.iter().for_each(matches_the_schema);
+    // An IAM role for the service account (EKS), which a CloudWatch source reads with.
+    let sa = docs.iter().find(|d| d["kind"] == "ServiceAccount").unwrap();
+    assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], "arn:aws:iam::123456789012:role/backstop");
     let d: Deployment = kind(&docs, "Deployment");
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(3));

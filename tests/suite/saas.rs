@@ -224,3 +224,66 @@ async fn a_failing_canary_is_judged_from_cloudwatch_with_signed_requests() {
     assert_eq!(r["recommendation"], "hold", "CloudWatch down holds: {r}");
     assert!(r["headline"].as_str().unwrap().contains("signal source `cloudwatch http://127.0.0.1"), "{r}");
 }
+
+/// Without access keys, CloudWatch's credentials come as AWS's SDKs find
+/// them: a web identity exchanged at STS (EKS's service-account roles), kept
+/// while valid; else the instance profile through IMDSv2, fetched again when
+/// within five minutes of expiry. CloudWatch checks each request's signature
+/// and that its session token is one the fakes gave out. A token STS refuses
+/// fails the check and holds; with nothing to go on, the error names the variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_credentials_come_from_a_web_identity_or_the_instance_profile() {
+    use crate::support::cloudwatch::{ROLE_ARN, SECRET, WEB_IDENTITY_TOKEN};
+    let cw = FakeSaas::start().await;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
+    cw.add("'stable'", points(t0, false));
+    cw.add("'canary'", points(t0, true));
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("backstop")).unwrap();
+    let query = r#"SELECT AVG(ErrorRatio) FROM SCHEMA(\"Checkout\", Version) WHERE Version = '{{ side }}'"#;
+    let cfg = write(d.path(), "cw.toml", &cloudwatch(&cw.url, 10, query));
+    let token_file = d.path().join("token");
+    std::fs::write(&token_file, format!("{WEB_IDENTITY_TOKEN}\n")).unwrap();
+    let (file, sts) = (token_file.display().to_string(), format!("{}/sts", cw.url));
+    let web = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", file.as_str()),
+        ("AWS_ROLE_ARN", ROLE_ARN),
+        ("AWS_ENDPOINT_URL_STS", sts.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let window = [t0.to_string(), (t0 + 600).to_string()];
+    let advise = ["advise", "--format", "json", "--from", &window[0], "--to", &window[1]];
+    let (code, out) = backstop(&cfg, d.path(), &web, &advise);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report(&out)["recommendation"], "rollback", "{out}");
+    let (fetched, signed) = {
+        let data = cw.data.lock().unwrap();
+        (data.fetched, data.signed_with.clone())
+    };
+    assert_eq!(fetched.0, 1, "one exchange at STS for a whole release: its credentials last an hour");
+    assert!(signed.len() > 1 && signed.iter().all(|t| t.contains("Sts")), "{signed:?}");
+    assert!(!out.contains(SECRET) && !out.contains(WEB_IDENTITY_TOKEN), "{out}");
+
+    // A token STS does not accept: the check names STS's refusal, a judgement holds.
+    std::fs::write(&token_file, "not-the-token").unwrap();
+    let (code, out) = backstop(&cfg, d.path(), &web, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("InvalidIdentityToken"), "{out}");
+    let (_, out) = backstop(&cfg, d.path(), &web, &advise);
+    assert_eq!(report(&out)["recommendation"], "hold", "{out}");
+
+    // The instance profile: IMDSv2's credentials last 200 s here, so each use fetches them again.
+    let imds = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", cw.url.as_str())];
+    let (code, out) = backstop(&cfg, d.path(), &imds, &advise);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report(&out)["recommendation"], "rollback", "{out}");
+    let data = cw.data.lock().unwrap();
+    assert!(data.fetched.1 > 1, "renewed before expiry: {:?}", data.fetched);
+    assert!(data.signed_with.iter().any(|t| t.contains("Imds")), "{:?}", data.signed_with);
+    drop(data);
+
+    // Nothing to go on: the error says where it looked.
+    let (code, out) = backstop(&cfg, d.path(), &[("AWS_EC2_METADATA_DISABLED", "true")], &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no AWS credentials: `T_AWS_ID` is not set"), "{out}");
+}

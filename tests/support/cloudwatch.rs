@@ -104,6 +104,16 @@ pub async fn query_api(State(data): State<Shared>, headers: HeaderMap, body: Byt
             "The request signature we calculated does not match the signature you provided.",
         );
     }
+    if let Some(token) = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()) {
+        if !data.issued.iter().any(|t| t == token) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            );
+        }
+        data.signed_with.push(token.to_string());
+    }
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let meta = "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000002</RequestId></ResponseMetadata>";
     match (form.get("Action").map(String::as_str), form.get("Version").map(String::as_str)) {
@@ -144,4 +154,94 @@ pub async fn query_api(State(data): State<Shared>, headers: HeaderMap, body: Byt
         }
         _ => error(StatusCode::BAD_REQUEST, "InvalidAction", "The action or operation requested is invalid."),
     }
+}
+
+/// The role a web identity may assume, and the token that proves it.
+pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/backstop-reader";
+pub const WEB_IDENTITY_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImJhY2tzdG9wIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YmFja3N0b3AifQ.c2ln";
+/// How long the metadata service's credentials last (s): inside backstop's
+/// five-minute renewal margin, so each use fetches them again.
+pub const IMDS_LIFETIME_S: i64 = 200;
+const IMDS_SESSION: &str = "AQAEAFakeImdsSessionToken==";
+
+fn now_iso(plus_s: i64) -> String {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + plus_s).unwrap().to_string()
+}
+
+/// STS `AssumeRoleWithWebIdentity` as its API reference documents it
+/// (a form POST, unsigned; the answer's shape is the reference's example).
+pub async fn sts(State(data): State<Shared>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    if (get("Action"), get("Version")) != ("AssumeRoleWithWebIdentity", "2011-06-15")
+        || get("RoleSessionName").is_empty()
+    {
+        return error(StatusCode::BAD_REQUEST, "InvalidAction", "Could not find operation");
+    }
+    if get("RoleArn") != ROLE_ARN || get("WebIdentityToken") != WEB_IDENTITY_TOKEN {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidIdentityToken",
+            "The web identity token that was passed could not be validated by AWS.",
+        );
+    }
+    let mut data = data.lock().unwrap();
+    data.fetched.0 += 1;
+    let token = format!("FwoGZXIvYXdzEBackstopSts{}", data.fetched.0);
+    data.issued.push(token.clone());
+    let xml = format!(
+        r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleWithWebIdentityResult><SubjectFromWebIdentityToken>system:serviceaccount:backstop:backstop</SubjectFromWebIdentityToken><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/backstop-reader/{session}</Arn><AssumedRoleId>AROACLKWSDQRAOEXAMPLE:{session}</AssumedRoleId></AssumedRoleUser><Credentials><SessionToken>{token}</SessionToken><SecretAccessKey>{SECRET}</SecretAccessKey><Expiration>{expires}</Expiration><AccessKeyId>{KEY_ID}</AccessKeyId></Credentials><Audience>sts.amazonaws.com</Audience></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>"#,
+        session = get("RoleSessionName"),
+        expires = now_iso(3600),
+    );
+    ([("content-type", "text/xml")], xml).into_response()
+}
+
+/// IMDSv2's session token: `PUT /latest/api/token` with the TTL header.
+pub async fn imds_token(headers: HeaderMap) -> Response {
+    match headers.get("x-aws-ec2-metadata-token-ttl-seconds").and_then(|v| v.to_str().ok()?.parse::<u32>().ok()) {
+        Some(1..=21600) => IMDS_SESSION.into_response(),
+        _ => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+fn imds_session_ok(headers: &HeaderMap) -> bool {
+    headers.get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok()) == Some(IMDS_SESSION)
+}
+
+/// The instance profile's role name (401 without the session token, as IMDSv2 answers).
+pub async fn imds_role(headers: HeaderMap) -> Response {
+    if !imds_session_ok(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    "backstop-node-role".into_response()
+}
+
+/// The role's credentials document, in the field set EC2's documentation shows.
+pub async fn imds_credentials(
+    State(data): State<Shared>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !imds_session_ok(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if role != "backstop-node-role" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let mut data = data.lock().unwrap();
+    data.fetched.1 += 1;
+    let token = format!("IQoJb3JpZ2luX2VjEBackstopImds{}", data.fetched.1);
+    data.issued.push(token.clone());
+    axum::Json(serde_json::json!({
+        "Code": "Success",
+        "LastUpdated": now_iso(0),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": KEY_ID,
+        "SecretAccessKey": SECRET,
+        "Token": token,
+        "Expiration": now_iso(IMDS_LIFETIME_S),
+    }))
+    .into_response()
 }

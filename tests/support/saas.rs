@@ -39,6 +39,12 @@ pub struct Data {
     pub asked: Vec<(String, i64, i64)>,
     /// Every request answers 503 while set.
     pub down: bool,
+    /// AWS session tokens the fake STS and metadata service gave out.
+    pub issued: Vec<String>,
+    /// Session tokens CloudWatch requests were signed with.
+    pub signed_with: Vec<String>,
+    /// Credentials fetched: from STS, from the metadata service.
+    pub fetched: (usize, usize),
 }
 
 pub type Shared = Arc<Mutex<Data>>;
@@ -57,6 +63,10 @@ impl FakeSaas {
             .route("/api/v1/validate", get(dd_validate))
             .route("/graphql", post(nerdgraph))
             .route("/", post(super::cloudwatch::query_api))
+            .route("/sts/", post(super::cloudwatch::sts))
+            .route("/latest/api/token", axum::routing::put(super::cloudwatch::imds_token))
+            .route("/latest/meta-data/iam/security-credentials/", get(super::cloudwatch::imds_role))
+            .route("/latest/meta-data/iam/security-credentials/{role}", get(super::cloudwatch::imds_credentials))
             .with_state(data.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

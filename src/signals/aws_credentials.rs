@@ -1,0 +1,370 @@
+//! Where CloudWatch's credentials come from, in the order AWS's SDKs look:
+//! the access-key variables the source names; else a web identity (EKS's
+//! IAM roles for service accounts: `AWS_WEB_IDENTITY_TOKEN_FILE` and
+//! `AWS_ROLE_ARN`, exchanged at STS by `AssumeRoleWithWebIdentity`); else
+//! the instance profile (EC2's instance metadata service, IMDSv2 with its
+//! session token). Temporary credentials are kept until five minutes before
+//! they expire and fetched again after (the token file is read again each
+//! time: the kubelet rotates it). The endpoints follow the SDKs' variables:
+//! `AWS_ENDPOINT_URL_STS`, `AWS_EC2_METADATA_SERVICE_ENDPOINT`, and
+//! `AWS_EC2_METADATA_DISABLED=true` turns the metadata service off.
+//!
+//! Hand-written over `aws-config`: its provider chain brings the STS, SSO
+//! and SSO-OIDC clients and a second HTTP stack for two documented calls.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::identity::Identity;
+use serde::Deserialize;
+
+use crate::clock::Clock;
+
+/// Fetched credentials are used until this long before they expire (seconds).
+const RENEW_BEFORE_S: i64 = 300;
+/// Each request to the metadata service or STS (the metadata service answers in milliseconds, or is not there).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an IMDSv2 session token lives (seconds; the service's maximum).
+const IMDS_TOKEN_TTL_S: &str = "21600";
+
+/// Where the credentials come from, chosen once at start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// The access-key variables (never expire here).
+    Variables {
+        /// The access key id.
+        key_id: String,
+        /// The secret access key.
+        secret: String,
+        /// The session token, when set.
+        token: Option<String>,
+    },
+    /// `AssumeRoleWithWebIdentity` at STS.
+    WebIdentity {
+        /// `AWS_ROLE_ARN`.
+        role_arn: String,
+        /// `AWS_WEB_IDENTITY_TOKEN_FILE`.
+        token_file: PathBuf,
+        /// `AWS_ROLE_SESSION_NAME`, or `backstop`.
+        session_name: String,
+        /// STS's endpoint.
+        sts_url: String,
+    },
+    /// The instance metadata service (IMDSv2).
+    InstanceProfile {
+        /// Its endpoint.
+        imds_url: String,
+    },
+}
+
+/// No source of credentials at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "no AWS credentials: `{key_var}` is not set, nor AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, \
+     and the instance metadata service is disabled (AWS_EC2_METADATA_DISABLED)"
+)]
+pub struct NoCredentials {
+    /// The access-key variable the source names.
+    pub key_var: String,
+}
+
+/// The variable names a CloudWatch source reads its keys from.
+pub struct KeyVars<'a> {
+    /// Access key id.
+    pub key_id: &'a str,
+    /// Secret access key.
+    pub secret: &'a str,
+    /// Session token.
+    pub token: &'a str,
+}
+
+impl Origin {
+    /// The first origin the environment (`var`) offers, in the SDKs' order;
+    /// an access key id without its secret is an error naming the secret's variable.
+    pub fn choose(
+        var: impl Fn(&str) -> Option<String>,
+        vars: &KeyVars<'_>,
+        region: &str,
+    ) -> Result<Origin, OriginError> {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        if let Some(key_id) = set(vars.key_id) {
+            let secret = set(vars.secret).ok_or_else(|| OriginError::NoSecret(vars.secret.to_string()))?;
+            return Ok(Origin::Variables { key_id, secret, token: set(vars.token) });
+        }
+        if let (Some(file), Some(role_arn)) = (set("AWS_WEB_IDENTITY_TOKEN_FILE"), set("AWS_ROLE_ARN")) {
+            return Ok(Origin::WebIdentity {
+                role_arn,
+                token_file: file.into(),
+                session_name: set("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "backstop".into()),
+                sts_url: set("AWS_ENDPOINT_URL_STS").unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com")),
+            });
+        }
+        if set("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Err(OriginError::None(NoCredentials { key_var: vars.key_id.to_string() }));
+        }
+        let imds_url = set("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".into());
+        Ok(Origin::InstanceProfile { imds_url })
+    }
+}
+
+/// The environment offers no usable credentials.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OriginError {
+    /// An access key id without its secret.
+    #[error("the access key id is set but `{0}` (its secret access key) is not")]
+    NoSecret(String),
+    /// Nothing at all.
+    #[error(transparent)]
+    None(#[from] NoCredentials),
+}
+
+/// Temporary credentials could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The web identity token file could not be read.
+    #[error("reading the web identity token file {path}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request did not get an answer.
+    #[error("asking {url} for credentials")]
+    Request {
+        /// The endpoint.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An error answer.
+    #[error("{url} refused to give credentials: {code}: {message}")]
+    Refused {
+        /// The endpoint.
+        url: String,
+        /// The error code (STS's `Code`, or the HTTP status).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// An answer that holds no credentials.
+    #[error("{url} answered without credentials ({what})")]
+    Malformed {
+        /// The endpoint.
+        url: String,
+        /// What is missing.
+        what: String,
+    },
+}
+
+/// Credentials as signed with, renewed before they expire.
+pub struct Provider {
+    origin: Origin,
+    clock: Arc<dyn Clock>,
+    /// The identity and its expiry (unix s; `None`: never).
+    cached: tokio::sync::Mutex<Option<(Identity, Option<i64>)>>,
+}
+
+/// One fetch's answer.
+struct Fetched {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+    expires_s: Option<i64>,
+}
+
+impl Provider {
+    /// A provider for `origin`; `clock` decides when fetched credentials are due again.
+    pub fn new(origin: Origin, clock: Arc<dyn Clock>) -> Self {
+        Self { origin, clock, cached: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The identity to sign with: the cached one, or fetched anew when none
+    /// is held or it expires within [`RENEW_BEFORE_S`].
+    pub async fn identity(&self, http: &reqwest::Client) -> Result<Identity, FetchError> {
+        let now_s = self.clock.now_ms() / 1000;
+        let mut cached = self.cached.lock().await;
+        if let Some((identity, expires)) = cached.as_ref()
+            && expires.is_none_or(|e| e - now_s > RENEW_BEFORE_S)
+        {
+            return Ok(identity.clone());
+        }
+        let f = match &self.origin {
+            Origin::Variables { key_id, secret, token } => {
+                Fetched { key_id: key_id.clone(), secret: secret.clone(), token: token.clone(), expires_s: None }
+            }
+            Origin::WebIdentity { role_arn, token_file, session_name, sts_url } => {
+                web_identity(http, sts_url, role_arn, token_file, session_name).await?
+            }
+            Origin::InstanceProfile { imds_url } => instance_profile(http, imds_url).await?,
+        };
+        crate::secret::remember(&f.secret);
+        if let Some(t) = &f.token {
+            crate::secret::remember(t);
+        }
+        let expiry = f.expires_s.map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
+        let identity: Identity =
+            Credentials::new(f.key_id, f.secret, f.token, expiry, origin_name(&self.origin)).into();
+        *cached = Some((identity.clone(), f.expires_s));
+        Ok(identity)
+    }
+}
+
+fn origin_name(o: &Origin) -> &'static str {
+    match o {
+        Origin::Variables { .. } => "environment",
+        Origin::WebIdentity { .. } => "web-identity",
+        Origin::InstanceProfile { .. } => "instance-profile",
+    }
+}
+
+/// ISO 8601 (`2026-12-06T21:00:00Z`) as unix seconds.
+fn unix_s(iso: &str) -> Option<i64> {
+    iso.trim().parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+/// STS `AssumeRoleWithWebIdentity` (a form POST, unsigned: the token is the proof; answered in XML).
+async fn web_identity(
+    http: &reqwest::Client,
+    sts_url: &str,
+    role_arn: &str,
+    token_file: &std::path::Path,
+    session_name: &str,
+) -> Result<Fetched, FetchError> {
+    let jwt = std::fs::read_to_string(token_file)
+        .map_err(|source| FetchError::TokenFile { path: token_file.display().to_string(), source })?;
+    crate::secret::remember(jwt.trim());
+    let form = [
+        ("Action", "AssumeRoleWithWebIdentity"),
+        ("Version", "2011-06-15"),
+        ("RoleArn", role_arn),
+        ("RoleSessionName", session_name),
+        ("WebIdentityToken", jwt.trim()),
+    ];
+    let url = format!("{}/", sts_url.trim_end_matches('/'));
+    let shown = crate::secret::redact_url(&url);
+    let request = |source| FetchError::Request { url: shown.clone(), source };
+    let body = serde_urlencoded::to_string(form).unwrap_or_default();
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+        .body(body)
+        .timeout(FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(request)?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(request)?;
+    let malformed = |what: &str| FetchError::Malformed { url: shown.clone(), what: what.into() };
+    let xml = roxmltree::Document::parse(&text).map_err(|_| malformed("not XML"))?;
+    let field =
+        |name: &str| xml.descendants().find(|n| n.has_tag_name(name)).and_then(|n| n.text()).map(str::to_string);
+    if !status.is_success() {
+        let code = field("Code").unwrap_or_else(|| status.as_u16().to_string());
+        return Err(FetchError::Refused { url: shown, code, message: field("Message").unwrap_or_default() });
+    }
+    let need = |name: &str| field(name).ok_or_else(|| malformed(name));
+    Ok(Fetched {
+        key_id: need("AccessKeyId")?,
+        secret: need("SecretAccessKey")?,
+        token: Some(need("SessionToken")?),
+        expires_s: Some(unix_s(&need("Expiration")?).ok_or_else(|| malformed("Expiration as ISO 8601"))?),
+    })
+}
+
+/// The instance metadata service's credentials document.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImdsCredentials {
+    code: String,
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    expiration: String,
+}
+
+/// IMDSv2: a session token (`PUT /latest/api/token`), the role's name, then its credentials.
+async fn instance_profile(http: &reqwest::Client, base: &str) -> Result<Fetched, FetchError> {
+    let base = base.trim_end_matches('/');
+    let shown = crate::secret::redact_url(base);
+    let request = |source| FetchError::Request { url: shown.clone(), source };
+    let refused = |status: reqwest::StatusCode, step: &str| FetchError::Refused {
+        url: shown.clone(),
+        code: status.as_u16().to_string(),
+        message: format!("{step} refused"),
+    };
+    let token =
+        http.put(format!("{base}/latest/api/token")).header("x-aws-ec2-metadata-token-ttl-seconds", IMDS_TOKEN_TTL_S);
+    let resp = token.timeout(FETCH_TIMEOUT).send().await.map_err(request)?;
+    if !resp.status().is_success() {
+        return Err(refused(resp.status(), "the session token"));
+    }
+    let token = resp.text().await.map_err(request)?;
+    let get = |path: String| {
+        http.get(format!("{base}/latest/meta-data/iam/security-credentials/{path}"))
+            .header("x-aws-ec2-metadata-token", token.trim())
+            .timeout(FETCH_TIMEOUT)
+    };
+    let resp = get(String::new()).send().await.map_err(request)?;
+    if !resp.status().is_success() {
+        return Err(refused(resp.status(), "the role's name (is an instance profile attached?)"));
+    }
+    let roles = resp.text().await.map_err(request)?;
+    let malformed = |what: &str| FetchError::Malformed { url: shown.clone(), what: what.into() };
+    let role = roles.lines().map(str::trim).find(|l| !l.is_empty()).ok_or_else(|| malformed("a role name"))?;
+    let resp = get(role.to_string()).send().await.map_err(request)?;
+    if !resp.status().is_success() {
+        return Err(refused(resp.status(), "the role's credentials"));
+    }
+    let c: ImdsCredentials = resp.json().await.map_err(|_| malformed("the credentials document"))?;
+    if c.code != "Success" {
+        return Err(FetchError::Refused { url: shown, code: c.code, message: "the credentials document".into() });
+    }
+    Ok(Fetched {
+        key_id: c.access_key_id,
+        secret: c.secret_access_key,
+        token: Some(c.token),
+        expires_s: Some(unix_s(&c.expiration).ok_or_else(|| malformed("Expiration as ISO 8601"))?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VARS: KeyVars<'static> = KeyVars { key_id: "K", secret: "S", token: "T" };
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| m.get(k).cloned()
+    }
+
+    #[test]
+    fn the_origin_is_chosen_in_the_sdks_order_and_a_missing_one_names_the_variables() {
+        let keys = Origin::choose(env(&[("K", "id"), ("S", "secret"), ("AWS_ROLE_ARN", "a")]), &VARS, "eu-west-1");
+        assert_eq!(keys, Ok(Origin::Variables { key_id: "id".into(), secret: "secret".into(), token: None }));
+        let no_secret = Origin::choose(env(&[("K", "id")]), &VARS, "eu-west-1");
+        assert_eq!(no_secret, Err(OriginError::NoSecret("S".into())));
+        let web = [("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"), ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r")];
+        match Origin::choose(env(&web), &VARS, "eu-west-1") {
+            Ok(Origin::WebIdentity { sts_url, session_name, .. }) => {
+                assert_eq!(
+                    (sts_url.as_str(), session_name.as_str()),
+                    ("https://sts.eu-west-1.amazonaws.com", "backstop")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The role alone is not a web identity: the metadata service is next.
+        let imds = Origin::choose(env(&[("AWS_ROLE_ARN", "a")]), &VARS, "eu-west-1");
+        assert_eq!(imds, Ok(Origin::InstanceProfile { imds_url: "http://169.254.169.254".into() }));
+        let off = Origin::choose(env(&[("AWS_EC2_METADATA_DISABLED", "TRUE")]), &VARS, "eu-west-1");
+        let message = off.unwrap_err().to_string();
+        assert!(message.contains("`K` is not set") && message.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{message}");
+    }
+}
