@@ -169,17 +169,26 @@ fn cloudwatch(url: &str, step_s: u32, query: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_canary_is_judged_from_cloudwatch_with_signed_requests() {
-    use crate::support::cloudwatch::{KEY_ID, SECRET};
+const CW_QUERY: &str = r#"SELECT AVG(ErrorRatio) FROM SCHEMA(\"Checkout\", Version) WHERE Version = '{{ side }}'"#;
+
+/// A fake CloudWatch whose canary fails 300 s into an hour-old window: the
+/// fake, the window's start (unix s), the folder and the configuration.
+async fn cloudwatch_failing_canary() -> (FakeSaas, i64, tempfile::TempDir, std::path::PathBuf) {
     let cw = FakeSaas::start().await;
     let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
     cw.add("'stable'", points(t0, false));
     cw.add("'canary'", points(t0, true));
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir(d.path().join("backstop")).unwrap();
-    let query = r#"SELECT AVG(ErrorRatio) FROM SCHEMA(\"Checkout\", Version) WHERE Version = '{{ side }}'"#;
-    let cfg = write(d.path(), "cw.toml", &cloudwatch(&cw.url, 10, query));
+    let cfg = write(d.path(), "cw.toml", &cloudwatch(&cw.url, 10, CW_QUERY));
+    (cw, t0, d, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_judged_from_cloudwatch_with_signed_requests() {
+    use crate::support::cloudwatch::{KEY_ID, SECRET};
+    let (cw, t0, d, cfg) = cloudwatch_failing_canary().await;
+    let query = CW_QUERY;
     let creds = [("T_AWS_ID", KEY_ID), ("T_AWS_SECRET", SECRET)];
 
     let (code, out) = backstop(&cfg, d.path(), &creds, &["config", "check"]);
@@ -234,14 +243,7 @@ async fn a_failing_canary_is_judged_from_cloudwatch_with_signed_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudwatch_credentials_come_from_a_web_identity_or_the_instance_profile() {
     use crate::support::cloudwatch::{ROLE_ARN, SECRET, WEB_IDENTITY_TOKEN};
-    let cw = FakeSaas::start().await;
-    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
-    cw.add("'stable'", points(t0, false));
-    cw.add("'canary'", points(t0, true));
-    let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("backstop")).unwrap();
-    let query = r#"SELECT AVG(ErrorRatio) FROM SCHEMA(\"Checkout\", Version) WHERE Version = '{{ side }}'"#;
-    let cfg = write(d.path(), "cw.toml", &cloudwatch(&cw.url, 10, query));
+    let (cw, t0, d, cfg) = cloudwatch_failing_canary().await;
     let token_file = d.path().join("token");
     std::fs::write(&token_file, format!("{WEB_IDENTITY_TOKEN}\n")).unwrap();
     let (file, sts) = (token_file.display().to_string(), format!("{}/sts", cw.url));
