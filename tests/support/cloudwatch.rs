@@ -92,6 +92,18 @@ fn seconds(iso: &str) -> Option<i64> {
     iso.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
+/// A session token the request carries must be one the fake STS or metadata
+/// service gave out (it is recorded); the refusal when it is not.
+fn session_token_known(data: &mut super::saas::Data, headers: &HeaderMap) -> Option<Response> {
+    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok())?;
+    if !data.issued.iter().any(|t| t == token) {
+        let message = "The security token included in the request is invalid.";
+        return Some(error(StatusCode::FORBIDDEN, "InvalidClientTokenId", message));
+    }
+    data.signed_with.push(token.to_string());
+    None
+}
+
 pub async fn query_api(State(data): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let mut data = data.lock().unwrap();
     if data.down {
@@ -104,15 +116,8 @@ pub async fn query_api(State(data): State<Shared>, headers: HeaderMap, body: Byt
             "The request signature we calculated does not match the signature you provided.",
         );
     }
-    if let Some(token) = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()) {
-        if !data.issued.iter().any(|t| t == token) {
-            return error(
-                StatusCode::FORBIDDEN,
-                "InvalidClientTokenId",
-                "The security token included in the request is invalid.",
-            );
-        }
-        data.signed_with.push(token.to_string());
+    if let Some(refused) = session_token_known(&mut data, &headers) {
+        return refused;
     }
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let meta = "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000002</RequestId></ResponseMetadata>";
