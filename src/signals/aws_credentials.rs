@@ -184,7 +184,8 @@ impl Provider {
     }
 
     /// The identity to sign with: the cached one, or fetched anew when none
-    /// is held or it expires within [`RENEW_BEFORE_S`].
+    /// is held or it expires within [`RENEW_BEFORE_S`] (if that fails, the
+    /// held one while it has not expired).
     pub async fn identity(&self, http: &reqwest::Client) -> Result<Identity, FetchError> {
         let now_s = self.clock.now_ms() / 1000;
         let mut cached = self.cached.lock().await;
@@ -193,14 +194,16 @@ impl Provider {
         {
             return Ok(identity.clone());
         }
-        let f = match &self.origin {
-            Origin::Variables { key_id, secret, token } => {
-                Fetched { key_id: key_id.clone(), secret: secret.clone(), token: token.clone(), expires_s: None }
-            }
-            Origin::WebIdentity { role_arn, token_file, session_name, sts_url } => {
-                web_identity(http, sts_url, role_arn, token_file, session_name).await?
-            }
-            Origin::InstanceProfile { imds_url } => instance_profile(http, imds_url).await?,
+        let f = match self.fetch(http).await {
+            Ok(f) => f,
+            // Renewal failed, but what is held has not expired yet: sign with it and try again next time.
+            Err(e) => match cached.as_ref() {
+                Some((identity, Some(expires))) if *expires > now_s => {
+                    tracing::warn!(error = %crate::error::chain(&e), "Could not renew AWS credentials; using the current ones until they expire.");
+                    return Ok(identity.clone());
+                }
+                _ => return Err(e),
+            },
         };
         crate::secret::remember(&f.secret);
         if let Some(t) = &f.token {
@@ -211,6 +214,20 @@ impl Provider {
             Credentials::new(f.key_id, f.secret, f.token, expiry, origin_name(&self.origin)).into();
         *cached = Some((identity.clone(), f.expires_s));
         Ok(identity)
+    }
+}
+
+impl Provider {
+    async fn fetch(&self, http: &reqwest::Client) -> Result<Fetched, FetchError> {
+        Ok(match &self.origin {
+            Origin::Variables { key_id, secret, token } => {
+                Fetched { key_id: key_id.clone(), secret: secret.clone(), token: token.clone(), expires_s: None }
+            }
+            Origin::WebIdentity { role_arn, token_file, session_name, sts_url } => {
+                web_identity(http, sts_url, role_arn, token_file, session_name).await?
+            }
+            Origin::InstanceProfile { imds_url } => instance_profile(http, imds_url).await?,
+        })
     }
 }
 

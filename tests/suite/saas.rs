@@ -237,7 +237,8 @@ async fn a_failing_canary_is_judged_from_cloudwatch_with_signed_requests() {
 /// Without access keys, CloudWatch's credentials come as AWS's SDKs find
 /// them: a web identity exchanged at STS (EKS's service-account roles), kept
 /// while valid; else the instance profile through IMDSv2, fetched again when
-/// within five minutes of expiry. CloudWatch checks each request's signature
+/// within five minutes of expiry, and used until they expire when that
+/// fails. CloudWatch checks each request's signature
 /// and that its session token is one the fakes gave out. A token STS refuses
 /// fails the check and holds; with nothing to go on, the error names the variables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,10 +280,19 @@ async fn cloudwatch_credentials_come_from_a_web_identity_or_the_instance_profile
     let (code, out) = backstop(&cfg, d.path(), &imds, &advise);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(report(&out)["recommendation"], "rollback", "{out}");
-    let data = cw.data.lock().unwrap();
-    assert!(data.fetched.1 > 1, "renewed before expiry: {:?}", data.fetched);
-    assert!(data.signed_with.iter().any(|t| t.contains("Imds")), "{:?}", data.signed_with);
-    drop(data);
+    let fetched = {
+        let mut data = cw.data.lock().unwrap();
+        assert!(data.fetched.1 > 1, "renewed before expiry: {:?}", data.fetched);
+        assert!(data.signed_with.iter().any(|t| t.contains("Imds")), "{:?}", data.signed_with);
+        data.imds_fails_after = Some(data.fetched.1 + 1);
+        data.fetched.1
+    };
+    // Renewal failing: the credentials held are used until they expire, and it says so.
+    let (code, out) = backstop(&cfg, d.path(), &imds, &advise);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report(&out)["recommendation"], "rollback", "{out}");
+    assert!(out.contains("Could not renew AWS credentials"), "{out}");
+    assert_eq!(cw.data.lock().unwrap().fetched.1, fetched + 1);
 
     // Nothing to go on: the error says where it looked.
     let (code, out) = backstop(&cfg, d.path(), &[("AWS_EC2_METADATA_DISABLED", "true")], &["config", "check"]);

@@ -236,6 +236,9 @@ pub async fn imds_credentials(
         return StatusCode::NOT_FOUND.into_response();
     }
     let mut data = data.lock().unwrap();
+    if data.imds_fails_after.is_some_and(|n| data.fetched.1 >= n) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     data.fetched.1 += 1;
     let token = format!("IQoJb3JpZ2luX2VjEBackstopImds{}", data.fetched.1);
     data.issued.push(token.clone());

@@ -45,6 +45,8 @@ pub struct Data {
     pub signed_with: Vec<String>,
     /// Credentials fetched: from STS, from the metadata service.
     pub fetched: (usize, usize),
+    /// The metadata service answers 500 for credentials once it has given this many.
+    pub imds_fails_after: Option<usize>,
 }
 
 pub type Shared = Arc<Mutex<Data>>;
