@@ -62,7 +62,7 @@ pub enum UsageError {
     /// A rollback without a reason.
     #[error("a rollback needs a reason: `/backstop rollback <release> <reason>`")]
     NoReason,
-    /// A clearing short of its service, revision or reason.
+    /// A clearing short of its service, revision or reason (or with a name past 253 characters).
     #[error("`clear` needs a service, a revision and a reason: `/backstop clear <service> <revision> <reason>`")]
     ClearUsage,
 }
@@ -126,12 +126,17 @@ pub fn parse(text: &str) -> Result<Command, UsageError> {
     }
 }
 
+/// The longest service or revision name a command takes (a Kubernetes name is at most 253).
+const MAX_NAME: usize = 253;
+
 /// `clear <service> <revision> <reason>`: `service` is the first word, `rest` what follows it.
+/// The names go into a ledger id even when the clearing is refused, so they are bounded.
 fn clear(service: Option<String>, rest: &str) -> Result<Command, UsageError> {
     let (revision, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     let reason = reason.trim();
+    let name_ok = |n: &str| !n.is_empty() && n.chars().count() <= MAX_NAME && !n.chars().any(char::is_control);
     match service {
-        Some(service) if !revision.is_empty() && !reason.is_empty() => {
+        Some(service) if name_ok(&service) && name_ok(revision) && !reason.is_empty() => {
             Ok(Command::Clear { service, revision: revision.into(), reason: reason.into() })
         }
         _ => Err(UsageError::ClearUsage),
@@ -180,7 +185,10 @@ mod tests {
                 reason: "the spike was the cache, fixed".into()
             })
         );
-        for short in ["clear", "clear checkout", "clear checkout v42", "clear checkout v42   "] {
+        let long = format!("clear checkout v{} fixed", "4".repeat(300));
+        for short in
+            ["clear", "clear checkout", "clear checkout v42", "clear checkout v42   ", &long, "clear a\u{7}b v1 x"]
+        {
             assert_eq!(parse(short), Err(UsageError::ClearUsage), "{short}");
         }
         assert!(parse("clear checkout v42 fixed").unwrap().changes());
