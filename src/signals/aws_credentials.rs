@@ -1,5 +1,7 @@
 //! Where CloudWatch's credentials come from, in the order AWS's SDKs look:
-//! the access-key variables the source names; else a web identity (EKS's
+//! the access-key variables the source names; else the shared configuration
+//! files' profile (`aws_profile`: keys, `credential_process`, SSO, a role
+//! assumed from a source profile); else a web identity (EKS's
 //! IAM roles for service accounts: `AWS_WEB_IDENTITY_TOKEN_FILE` and
 //! `AWS_ROLE_ARN`, exchanged at STS by `AssumeRoleWithWebIdentity`); else
 //! the instance profile (EC2's instance metadata service, IMDSv2 with its
@@ -32,14 +34,42 @@ const IMDS_TOKEN_TTL_S: &str = "21600";
 /// Where the credentials come from, chosen once at start.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
-    /// The access-key variables (never expire here).
-    Variables {
+    /// Access keys (never expire here).
+    Keys {
         /// The access key id.
         key_id: String,
         /// The secret access key.
         secret: String,
         /// The session token, when set.
         token: Option<String>,
+        /// Where they were read.
+        from: KeysFrom,
+    },
+    /// A profile's `credential_process`: a command that prints credentials.
+    Process {
+        /// The profile.
+        profile: String,
+        /// The command line, run by `sh -c` as the SDKs do.
+        command: String,
+    },
+    /// A profile's IAM Identity Center (SSO) role.
+    Sso(Box<SsoRole>),
+    /// A profile's `role_arn`, assumed at STS (`AssumeRole`, signed) with `source`'s credentials.
+    AssumeRole {
+        /// The profile.
+        profile: String,
+        /// The role.
+        role_arn: String,
+        /// `role_session_name`, or `backstop`.
+        session_name: String,
+        /// `external_id`, when the role's trust policy asks for one.
+        external_id: Option<String>,
+        /// STS's endpoint.
+        sts_url: String,
+        /// The region the request is signed for: the profile's `region`, else the source's.
+        region: String,
+        /// Whose credentials ask for the role.
+        source: Box<Origin>,
     },
     /// `AssumeRoleWithWebIdentity` at STS.
     WebIdentity {
@@ -59,10 +89,37 @@ pub enum Origin {
     },
 }
 
+/// Where access keys were read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeysFrom {
+    /// Environment variables.
+    Variables,
+    /// A profile of the shared files.
+    Profile(String),
+}
+
+/// An SSO profile's role and where `aws sso login` left its token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsoRole {
+    /// The profile.
+    pub profile: String,
+    /// The start URL the token was issued for.
+    pub start_url: String,
+    /// `sso_account_id`.
+    pub account_id: String,
+    /// `sso_role_name`.
+    pub role_name: String,
+    /// The CLI's token cache file (`~/.aws/sso/cache/<SHA-1>.json`).
+    pub token_file: PathBuf,
+    /// The portal's endpoint (`AWS_ENDPOINT_URL_SSO`, or the SSO region's).
+    pub portal_url: String,
+}
+
 /// No source of credentials at all.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "no AWS credentials: `{key_var}` is not set, nor AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, \
+    "no AWS credentials: `{key_var}` is not set, the shared files' `default` profile (AWS_CONFIG_FILE, \
+     AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/) holds none, nor AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, \
      and the instance metadata service is disabled (AWS_EC2_METADATA_DISABLED)"
 )]
 pub struct NoCredentials {
@@ -91,7 +148,10 @@ impl Origin {
         let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         if let Some(key_id) = set(vars.key_id) {
             let secret = set(vars.secret).ok_or_else(|| OriginError::NoSecret(vars.secret.to_string()))?;
-            return Ok(Origin::Variables { key_id, secret, token: set(vars.token) });
+            return Ok(Origin::Keys { key_id, secret, token: set(vars.token), from: KeysFrom::Variables });
+        }
+        if let Some(origin) = super::aws_profile::origin(&set, region)? {
+            return Ok(origin);
         }
         if let (Some(file), Some(role_arn)) = (set("AWS_WEB_IDENTITY_TOKEN_FILE"), set("AWS_ROLE_ARN")) {
             return Ok(Origin::WebIdentity {
@@ -110,11 +170,14 @@ impl Origin {
 }
 
 /// The environment offers no usable credentials.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum OriginError {
     /// An access key id without its secret.
     #[error("the access key id is set but `{0}` (its secret access key) is not")]
     NoSecret(String),
+    /// The shared files' profile cannot be used.
+    #[error(transparent)]
+    Profile(#[from] super::aws_profile::ProfileError),
     /// Nothing at all.
     #[error(transparent)]
     None(#[from] NoCredentials),
@@ -159,6 +222,79 @@ pub enum FetchError {
         /// What is missing.
         what: String,
     },
+    /// A `credential_process` could not be started.
+    #[error("running the credential_process `{program}`")]
+    Process {
+        /// Its program (the first word: arguments may hold secrets).
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `credential_process` failed or printed no credentials.
+    #[error("the credential_process `{program}` gave no credentials: {why}")]
+    ProcessFailed {
+        /// Its program.
+        program: String,
+        /// Its exit status and last line of error output, or what its output lacks.
+        why: String,
+    },
+    /// The SSO token cache could not be read.
+    #[error("reading the SSO token cache {path} (`aws sso login` writes it)")]
+    SsoToken {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cached SSO token is malformed or has expired.
+    #[error("the SSO token in {path} {why}: run `aws sso login` again")]
+    SsoExpired {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A request to STS could not be signed.
+    #[error("signing the request to STS")]
+    Sign(#[source] SignError),
+}
+
+/// A request could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The signing parameters are incomplete.
+    #[error("signing parameters")]
+    Params(#[from] aws_sigv4::sign::v4::signing_params::BuildError),
+    /// The signer could not sign this request.
+    #[error("signing the request")]
+    Sign(#[from] aws_sigv4::http_request::SigningError),
+}
+
+/// The Signature Version 4 headers (`authorization`, `x-amz-date`, the
+/// session token) for a POST of `body` to `service` in `region`, dated `now_ms`.
+pub fn sign_post(
+    identity: &Identity,
+    (region, service): (&str, &str),
+    now_ms: i64,
+    url: &str,
+    (content_type, body): (&str, &[u8]),
+) -> Result<Vec<(String, String)>, SignError> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64);
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name(service)
+        .time(now)
+        .settings(SigningSettings::default())
+        .build()?
+        .into();
+    let headers = [("content-type", content_type)];
+    let request = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))?;
+    let (instructions, _) = sign(request, &params)?.into_parts();
+    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
 /// Credentials as signed with, renewed before they expire.
@@ -170,11 +306,20 @@ pub struct Provider {
 }
 
 /// One fetch's answer.
-struct Fetched {
-    key_id: String,
-    secret: String,
-    token: Option<String>,
-    expires_s: Option<i64>,
+pub(super) struct Fetched {
+    pub key_id: String,
+    pub secret: String,
+    pub token: Option<String>,
+    /// Unix seconds; `None`: never.
+    pub expires_s: Option<i64>,
+}
+
+impl Fetched {
+    /// As an identity to sign with.
+    pub fn identity(&self, origin: &Origin) -> Identity {
+        let expiry = self.expires_s.map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
+        Credentials::new(&self.key_id, &self.secret, self.token.clone(), expiry, origin_name(origin)).into()
+    }
 }
 
 impl Provider {
@@ -194,7 +339,7 @@ impl Provider {
         {
             return Ok(identity.clone());
         }
-        let f = match self.fetch(http).await {
+        let f = match fetch(http, &self.origin, self.clock.now_ms()).await {
             Ok(f) => f,
             // Renewal failed, but what is held has not expired yet: sign with it and try again next time.
             Err(e) => match cached.as_ref() {
@@ -209,38 +354,49 @@ impl Provider {
         if let Some(t) = &f.token {
             crate::secret::remember(t);
         }
-        let expiry = f.expires_s.map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));
-        let identity: Identity =
-            Credentials::new(f.key_id, f.secret, f.token, expiry, origin_name(&self.origin)).into();
+        let identity = f.identity(&self.origin);
         *cached = Some((identity.clone(), f.expires_s));
         Ok(identity)
     }
 }
 
-impl Provider {
-    async fn fetch(&self, http: &reqwest::Client) -> Result<Fetched, FetchError> {
-        Ok(match &self.origin {
-            Origin::Variables { key_id, secret, token } => {
-                Fetched { key_id: key_id.clone(), secret: secret.clone(), token: token.clone(), expires_s: None }
-            }
-            Origin::WebIdentity { role_arn, token_file, session_name, sts_url } => {
-                web_identity(http, sts_url, role_arn, token_file, session_name).await?
-            }
-            Origin::InstanceProfile { imds_url } => instance_profile(http, imds_url).await?,
-        })
-    }
+/// Credentials from `origin` as it offers them now (`now_ms` dates an STS signature).
+async fn fetch(http: &reqwest::Client, origin: &Origin, now_ms: i64) -> Result<Fetched, FetchError> {
+    use super::aws_profile as profile;
+    Ok(match origin {
+        Origin::Keys { key_id, secret, token, .. } => {
+            Fetched { key_id: key_id.clone(), secret: secret.clone(), token: token.clone(), expires_s: None }
+        }
+        Origin::Process { command, .. } => profile::process(command).await?,
+        Origin::Sso(role) => profile::sso(http, role, now_ms / 1000).await?,
+        Origin::AssumeRole { role_arn, session_name, external_id, sts_url, region, source, .. } => {
+            // A chain of profiles: each link's credentials are fetched afresh (they are short-lived anyway).
+            let base = Box::pin(fetch(http, source, now_ms)).await?;
+            let external_id = external_id.as_deref();
+            let role = profile::Role { role_arn, session_name, external_id, sts_url, region };
+            profile::assume_role(http, &role, &base.identity(source), now_ms).await?
+        }
+        Origin::WebIdentity { role_arn, token_file, session_name, sts_url } => {
+            web_identity(http, sts_url, role_arn, token_file, session_name).await?
+        }
+        Origin::InstanceProfile { imds_url } => instance_profile(http, imds_url).await?,
+    })
 }
 
 fn origin_name(o: &Origin) -> &'static str {
     match o {
-        Origin::Variables { .. } => "environment",
+        Origin::Keys { from: KeysFrom::Variables, .. } => "environment",
+        Origin::Keys { from: KeysFrom::Profile(_), .. } => "profile",
+        Origin::Process { .. } => "credential-process",
+        Origin::Sso(_) => "sso",
+        Origin::AssumeRole { .. } => "assume-role",
         Origin::WebIdentity { .. } => "web-identity",
         Origin::InstanceProfile { .. } => "instance-profile",
     }
 }
 
 /// ISO 8601 (`2026-12-06T21:00:00Z`) as unix seconds.
-fn unix_s(iso: &str) -> Option<i64> {
+pub(super) fn unix_s(iso: &str) -> Option<i64> {
     iso.trim().parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
@@ -276,8 +432,14 @@ async fn web_identity(
         .map_err(request)?;
     let status = resp.status();
     let text = resp.text().await.map_err(request)?;
+    sts_answer(shown, status, &text)
+}
+
+/// STS's answer to `AssumeRole` or `AssumeRoleWithWebIdentity` (XML, the
+/// same `Credentials` element in both); an error answer's `Code` and `Message`.
+pub(super) fn sts_answer(shown: String, status: reqwest::StatusCode, text: &str) -> Result<Fetched, FetchError> {
     let malformed = |what: &str| FetchError::Malformed { url: shown.clone(), what: what.into() };
-    let xml = roxmltree::Document::parse(&text).map_err(|_| malformed("not XML"))?;
+    let xml = roxmltree::Document::parse(text).map_err(|_| malformed("not XML"))?;
     let field =
         |name: &str| xml.descendants().find(|n| n.has_tag_name(name)).and_then(|n| n.text()).map(str::to_string);
     if !status.is_success() {
@@ -355,18 +517,21 @@ mod tests {
 
     const VARS: KeyVars<'static> = KeyVars { key_id: "K", secret: "S", token: "T" };
 
+    /// `pairs`, with shared files that do not exist (not this machine's `~/.aws`).
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let none = [("AWS_CONFIG_FILE", "/nonexistent/config"), ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/c")];
         let m: std::collections::HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            none.iter().chain(pairs).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k: &str| m.get(k).cloned()
     }
 
     #[test]
     fn the_origin_is_chosen_in_the_sdks_order_and_a_missing_one_names_the_variables() {
         let keys = Origin::choose(env(&[("K", "id"), ("S", "secret"), ("AWS_ROLE_ARN", "a")]), &VARS, "eu-west-1");
-        assert_eq!(keys, Ok(Origin::Variables { key_id: "id".into(), secret: "secret".into(), token: None }));
+        let from = KeysFrom::Variables;
+        assert_eq!(keys.ok(), Some(Origin::Keys { key_id: "id".into(), secret: "secret".into(), token: None, from }));
         let no_secret = Origin::choose(env(&[("K", "id")]), &VARS, "eu-west-1");
-        assert_eq!(no_secret, Err(OriginError::NoSecret("S".into())));
+        assert!(matches!(no_secret, Err(OriginError::NoSecret(s)) if s == "S"));
         let web = [("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"), ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r")];
         match Origin::choose(env(&web), &VARS, "eu-west-1") {
             Ok(Origin::WebIdentity { sts_url, session_name, .. }) => {
@@ -379,7 +544,7 @@ mod tests {
         }
         // The role alone is not a web identity: the metadata service is next.
         let imds = Origin::choose(env(&[("AWS_ROLE_ARN", "a")]), &VARS, "eu-west-1");
-        assert_eq!(imds, Ok(Origin::InstanceProfile { imds_url: "http://169.254.169.254".into() }));
+        assert_eq!(imds.ok(), Some(Origin::InstanceProfile { imds_url: "http://169.254.169.254".into() }));
         let off = Origin::choose(env(&[("AWS_EC2_METADATA_DISABLED", "TRUE")]), &VARS, "eu-west-1");
         let message = off.unwrap_err().to_string();
         assert!(message.contains("`K` is not set") && message.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{message}");

@@ -11,11 +11,10 @@
 //! is a source failure that holds; any other error answer is the query refused.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::aws_credentials::{KeyVars, Origin, Provider};
+use super::aws_credentials::{KeyVars, Origin, Provider, sign_post};
 use super::metric_api::{self, MetricApi, Points, QueryError, Range, api_source_config};
 use super::{SignalError, SignalSource};
 use crate::clock::Clock;
@@ -146,8 +145,8 @@ impl CloudWatchApi {
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let identity =
             self.credentials.identity(http).await.map_err(|e| QueryError::Unreachable(crate::error::chain(&e)))?;
-        let signed = self
-            .sign(&identity, &url, content_type, body.as_bytes())
+        let scope = (self.region.as_str(), "monitoring");
+        let signed = sign_post(&identity, scope, self.clock.now_ms(), &url, (content_type, body.as_bytes()))
             .map_err(|e| QueryError::Unreachable(crate::error::chain(&e)))?;
         let mut rb = http.post(&url).header("content-type", content_type).body(body);
         for (name, value) in signed {
@@ -158,41 +157,6 @@ impl CloudWatchApi {
         let text = resp.text().await.map_err(|e| metric_api::unreachable(e, &self.url))?;
         Ok((status, text))
     }
-
-    /// The SigV4 headers (`authorization`, `x-amz-date`, the session token) for a POST.
-    fn sign(
-        &self,
-        identity: &aws_smithy_runtime_api::client::identity::Identity,
-        url: &str,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<Vec<(String, String)>, SignError> {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-        let now = std::time::UNIX_EPOCH + Duration::from_millis(self.clock.now_ms().max(0) as u64);
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(identity)
-            .region(&self.region)
-            .name("monitoring")
-            .time(now)
-            .settings(SigningSettings::default())
-            .build()?
-            .into();
-        let headers = [("content-type", content_type)];
-        let request = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))?;
-        let (instructions, _) = sign(request, &params)?.into_parts();
-        Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
-    }
-}
-
-/// A request could not be signed.
-#[derive(Debug, thiserror::Error)]
-enum SignError {
-    /// The signing parameters are incomplete.
-    #[error("signing parameters")]
-    Params(#[from] aws_sigv4::sign::v4::signing_params::BuildError),
-    /// The signer could not sign this request.
-    #[error("signing the request")]
-    Sign(#[from] aws_sigv4::http_request::SigningError),
 }
 
 /// An error answer's `Code` and `Message`.

@@ -6,6 +6,7 @@
 //! time it was asked about, so no judge can see the future.
 
 mod aws_credentials;
+mod aws_profile;
 mod cloudwatch;
 mod datadog;
 mod graphite;

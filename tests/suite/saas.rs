@@ -299,3 +299,116 @@ async fn cloudwatch_credentials_come_from_a_web_identity_or_the_instance_profile
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("no AWS credentials: `T_AWS_ID` is not set"), "{out}");
 }
+
+/// A failing canary behind a fake CloudWatch, STS and SSO portal, with a
+/// config file of profiles in the folder (also `HOME`): `reader` assumes
+/// `ROLE_ARN` with the keys `vault`'s credential process prints, `broken`'s
+/// process fails, `sso` is an IAM Identity Center role. Returns the fake, the
+/// folder, the configuration, the environment but for `AWS_PROFILE`, and the window.
+async fn cloudwatch_profiles()
+-> (FakeSaas, tempfile::TempDir, std::path::PathBuf, Vec<(&'static str, String)>, [String; 2]) {
+    use crate::support::cloudwatch::{EXTERNAL_ID, KEY_ID, ROLE_ARN, SECRET};
+    let (cw, t0, d, cfg) = cloudwatch_failing_canary().await;
+    let script = |name: &str, body: &str| {
+        let path = d.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        path.display().to_string()
+    };
+    let json = format!(r#"{{"Version": 1, "AccessKeyId": "{KEY_ID}", "SecretAccessKey": "{SECRET}"}}"#);
+    let good = script("creds.sh", &format!("echo '{json}'"));
+    let bad = script("expired.sh", "echo 'session expired: run vault login' >&2; exit 3");
+    let config = d.path().join("aws-config");
+    let profiles = format!(
+        "[profile reader]\nrole_arn = {ROLE_ARN}\nsource_profile = vault\nexternal_id = {EXTERNAL_ID}\n\
+         [profile vault]\ncredential_process = sh {good} --secret-arg hunter2\n\
+         [profile broken]\ncredential_process = sh {bad} --secret-arg hunter2\n\
+         [profile sso]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = BackstopReader\n\
+         [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = eu-west-1\n"
+    );
+    std::fs::write(&config, profiles).unwrap();
+    let env = vec![
+        ("AWS_CONFIG_FILE", config.display().to_string()),
+        ("HOME", d.path().display().to_string()),
+        ("AWS_ENDPOINT_URL_STS", format!("{}/sts", cw.url)),
+        ("AWS_ENDPOINT_URL_SSO", cw.url.clone()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ];
+    (cw, d, cfg, env, [t0.to_string(), (t0 + 600).to_string()])
+}
+
+/// `env` with `AWS_PROFILE` = `profile`, as `backstop` takes it.
+fn with_profile<'a>(env: &'a [(&'static str, String)], profile: &'a str) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).chain([("AWS_PROFILE", profile)]).collect()
+}
+
+/// `advise` through `profile` rolls the failing canary back, every request
+/// signed with a session token whose name holds `issued_as`, nothing secret shown.
+fn rolled_back(
+    cw: &FakeSaas,
+    (cfg, dir): (&std::path::Path, &std::path::Path),
+    env: &[(&str, &str)],
+    window: &[String; 2],
+    issued_as: &str,
+) {
+    use crate::support::cloudwatch::{SECRET, SSO_TOKEN};
+    let advise = ["advise", "--format", "json", "--from", &window[0], "--to", &window[1]];
+    let (code, out) = backstop(cfg, dir, env, &advise);
+    assert_eq!((code, &report(&out)["recommendation"]), (Some(0), &serde_json::json!("rollback")), "{out}");
+    let signed = std::mem::take(&mut cw.data.lock().unwrap().signed_with);
+    assert!(!signed.is_empty() && signed.iter().all(|t| t.contains(issued_as)), "{signed:?}");
+    assert!(!out.contains(SECRET) && !out.contains(SSO_TOKEN) && !out.contains("hunter2"), "{out}");
+}
+
+/// A profile of the shared files, as the SDKs read it: a role assumed (a
+/// signed AssumeRole, with its external id) with the keys a
+/// `credential_process` prints. A process that fails is named by its program
+/// and its own message (never its arguments), and a judgement holds; a
+/// profile the files lack is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_credentials_come_from_a_profile_of_the_shared_files() {
+    let (cw, d, cfg, env, window) = cloudwatch_profiles().await;
+    rolled_back(&cw, (&cfg, d.path()), &with_profile(&env, "reader"), &window, "StsRole");
+
+    let broken = with_profile(&env, "broken");
+    let (code, out) = backstop(&cfg, d.path(), &broken, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("session expired: run vault login") && out.contains("`sh`") && !out.contains("hunter2"),
+        "{out}"
+    );
+    let (_, out) =
+        backstop(&cfg, d.path(), &broken, &["advise", "--format", "json", "--from", &window[0], "--to", &window[1]]);
+    assert_eq!(report(&out)["recommendation"], "hold", "{out}");
+    let (code, out) = backstop(&cfg, d.path(), &with_profile(&env, "nowhere"), &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("AWS_PROFILE names the profile `nowhere`"), "{out}");
+}
+
+/// An IAM Identity Center profile: the token `aws sso login` cached under the
+/// SHA-1 of the session's name is given to the portal; without it, or once it
+/// has expired, the check says to log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_credentials_come_from_an_sso_profiles_cached_token() {
+    use crate::support::cloudwatch::SSO_TOKEN;
+    let (cw, d, cfg, env, window) = cloudwatch_profiles().await;
+    let sso = with_profile(&env, "sso");
+    let (code, out) = backstop(&cfg, d.path(), &sso, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("aws sso login") && out.contains(".aws/sso/cache"), "{out}");
+
+    let cache = d.path().join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // Python's hashlib.sha1(b"corp").hexdigest().
+    let file = cache.join("ee0bfd2552fbd840c02cc48b6e823320543c450f.json");
+    let token = |plus_s: i64| {
+        let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + plus_s).unwrap().to_string();
+        let t = serde_json::json!({"startUrl": "https://corp.awsapps.com/start", "region": "eu-west-1", "accessToken": SSO_TOKEN, "expiresAt": expires});
+        std::fs::write(&file, t.to_string()).unwrap();
+    };
+    token(3600);
+    rolled_back(&cw, (&cfg, d.path()), &sso, &window, "Sso");
+    token(-60);
+    let (code, out) = backstop(&cfg, d.path(), &sso, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("expired at") && out.contains("aws sso login"), "{out}");
+}

@@ -34,9 +34,9 @@ fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// `Ok(())` when `Authorization` is a valid SigV4 signature of this request
-/// by [`KEY_ID`]/[`SECRET`] for `monitoring` in [`REGION`]; the AWS error code otherwise.
-fn verify(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+/// `Ok(())` when `Authorization` is a valid SigV4 signature of this POST to
+/// `path` by [`KEY_ID`]/[`SECRET`] for `service` in [`REGION`]; the AWS error code otherwise.
+fn verify(headers: &HeaderMap, body: &[u8], (path, service): (&str, &str)) -> Result<(), &'static str> {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let auth = h("authorization");
     let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("IncompleteSignature")?;
@@ -49,11 +49,13 @@ fn verify(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
         field("Signature").ok_or("IncompleteSignature")?,
     );
     let scope: Vec<&str> = credential.split('/').collect();
-    let [key_id, date, region, service, "aws4_request"] = scope.as_slice() else { return Err("IncompleteSignature") };
+    let [key_id, date, region, scope_service, "aws4_request"] = scope.as_slice() else {
+        return Err("IncompleteSignature");
+    };
     if *key_id != KEY_ID {
         return Err("InvalidClientTokenId");
     }
-    if *region != REGION || *service != "monitoring" {
+    if *region != REGION || *scope_service != service {
         return Err("SignatureDoesNotMatch");
     }
     let amz_date = h("x-amz-date");
@@ -66,12 +68,12 @@ fn verify(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
             return Err("SignatureDoesNotMatch");
         }
     }
-    let canonical = format!("POST\n/\n\n{canonical_headers}\n{signed}\n{}", hex_sha256(body));
+    let canonical = format!("POST\n{path}\n\n{canonical_headers}\n{signed}\n{}", hex_sha256(body));
     let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/monitoring/aws4_request\n{}",
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
         hex_sha256(canonical.as_bytes())
     );
-    let key = ["monitoring", "aws4_request"]
+    let key = [service, "aws4_request"]
         .iter()
         .fold(hmac(&hmac(format!("AWS4{SECRET}").as_bytes(), date), region), |k, part| hmac(&k, part));
     if hex::encode(hmac(&key, &to_sign)) != signature {
@@ -109,7 +111,7 @@ pub async fn query_api(State(data): State<Shared>, headers: HeaderMap, body: Byt
     if data.down {
         return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Service is unavailable");
     }
-    if let Err(code) = verify(&headers, &body) {
+    if let Err(code) = verify(&headers, &body, ("/", "monitoring")) {
         return error(
             StatusCode::FORBIDDEN,
             code,
@@ -174,11 +176,15 @@ fn now_iso(plus_s: i64) -> String {
     jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + plus_s).unwrap().to_string()
 }
 
-/// STS `AssumeRoleWithWebIdentity` as its API reference documents it
-/// (a form POST, unsigned; the answer's shape is the reference's example).
-pub async fn sts(State(data): State<Shared>, body: Bytes) -> Response {
+/// STS `AssumeRoleWithWebIdentity` (unsigned) and `AssumeRole` (signed) as
+/// their API reference documents them (a form POST; the answers' shapes are
+/// the reference's examples).
+pub async fn sts(State(data): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    if get("Action") == "AssumeRole" {
+        return assume_role(&data, &headers, &body, &form);
+    }
     if (get("Action"), get("Version")) != ("AssumeRoleWithWebIdentity", "2011-06-15")
         || get("RoleSessionName").is_empty()
     {
@@ -201,6 +207,63 @@ pub async fn sts(State(data): State<Shared>, body: Bytes) -> Response {
         expires = now_iso(3600),
     );
     ([("content-type", "text/xml")], xml).into_response()
+}
+
+/// The external id the role's trust policy asks for.
+pub const EXTERNAL_ID: &str = "backstop-external-id";
+
+/// `AssumeRole`: signed (service `sts`) with [`KEY_ID`]/[`SECRET`] (and, if
+/// it carries one, a session token this fake gave out), for [`ROLE_ARN`] with [`EXTERNAL_ID`].
+fn assume_role(data: &Shared, headers: &HeaderMap, body: &[u8], form: &HashMap<String, String>) -> Response {
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    if let Err(code) = verify(headers, body, ("/sts/", "sts")) {
+        return error(StatusCode::FORBIDDEN, code, "The request signature we calculated does not match.");
+    }
+    let mut data = data.lock().unwrap();
+    if let Some(refused) = session_token_known(&mut data, headers) {
+        return refused;
+    }
+    if get("Version") != "2011-06-15" || get("RoleArn") != ROLE_ARN || get("ExternalId") != EXTERNAL_ID {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "User is not authorized to perform: sts:AssumeRole");
+    }
+    data.fetched.0 += 1;
+    let token = format!("FwoGZXIvYXdzEBackstopStsRole{}", data.fetched.0);
+    data.issued.push(token.clone());
+    let xml = format!(
+        r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/backstop-reader/{session}</Arn><AssumedRoleId>ARO123EXAMPLE123:{session}</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{KEY_ID}</AccessKeyId><SecretAccessKey>{SECRET}</SecretAccessKey><SessionToken>{token}</SessionToken><Expiration>{expires}</Expiration></Credentials><PackedPolicySize>6</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata></AssumeRoleResponse>"#,
+        session = get("RoleSessionName"),
+        expires = now_iso(3600),
+    );
+    ([("content-type", "text/xml")], xml).into_response()
+}
+
+/// The access token `aws sso login` would have cached.
+pub const SSO_TOKEN: &str = "aoaAAAAAGWxBackstopSsoAccessToken";
+
+/// IAM Identity Center's `GetRoleCredentials` as the portal API reference
+/// documents it: `GET /federation/credentials?account_id&role_name` with the
+/// token in `x-amz-sso_bearer_token`; 401 `UnauthorizedException` for another token.
+pub async fn sso_role_credentials(
+    State(data): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers.get("x-amz-sso_bearer_token").and_then(|v| v.to_str().ok());
+    if token != Some(SSO_TOKEN) {
+        let body = r#"{"message":"Session token not found or invalid"}"#;
+        return (StatusCode::UNAUTHORIZED, [("x-amzn-errortype", "UnauthorizedException")], body).into_response();
+    }
+    if q.get("account_id").map(String::as_str) != Some("123456789012") || !q.contains_key("role_name") {
+        let body = r#"{"message":"No access"}"#;
+        return (StatusCode::FORBIDDEN, [("x-amzn-errortype", "ForbiddenException")], body).into_response();
+    }
+    let mut data = data.lock().unwrap();
+    data.fetched.0 += 1;
+    let token = format!("FwoGZXIvYXdzEBackstopSso{}", data.fetched.0);
+    data.issued.push(token.clone());
+    let expires_ms = (jiff::Timestamp::now().as_second() + 3600) * 1000;
+    let body = serde_json::json!({"roleCredentials": {"accessKeyId": KEY_ID, "secretAccessKey": SECRET, "sessionToken": token, "expiration": expires_ms}});
+    axum::Json(body).into_response()
 }
 
 /// IMDSv2's session token: `PUT /latest/api/token` with the TTL header.

@@ -140,6 +140,11 @@ pub fn backstop_at(
 ) -> (Option<i32>, String) {
     let mut cmd = assert_cmd::Command::cargo_bin("backstop").unwrap();
     cmd.env_remove("BACKSTOP_CONFIG").env("XDG_DATA_HOME", dir).args(["--config", cfg.to_str().unwrap()]).args(args);
+    // Not this machine's AWS profiles (a test names its own files).
+    for var in ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"] {
+        cmd.env(var, dir.join("no-aws-files"));
+    }
+    cmd.env_remove("AWS_PROFILE");
     for (k, v) in env {
         cmd.env(k, v);
     }
