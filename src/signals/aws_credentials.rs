@@ -82,6 +82,8 @@ pub enum Origin {
         /// STS's endpoint.
         sts_url: String,
     },
+    /// The container credentials endpoint (an ECS task role, EKS Pod Identity).
+    Container(super::aws_container::Container),
     /// The instance metadata service (IMDSv2).
     InstanceProfile {
         /// Its endpoint.
@@ -120,6 +122,7 @@ pub struct SsoRole {
 #[error(
     "no AWS credentials: `{key_var}` is not set, the shared files' `default` profile (AWS_CONFIG_FILE, \
      AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/) holds none, nor AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, \
+     nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI, \
      and the instance metadata service is disabled (AWS_EC2_METADATA_DISABLED)"
 )]
 pub struct NoCredentials {
@@ -161,6 +164,9 @@ impl Origin {
                 sts_url: set("AWS_ENDPOINT_URL_STS").unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com")),
             });
         }
+        if let Some(c) = super::aws_container::Container::choose(&set)? {
+            return Ok(Origin::Container(c));
+        }
         if set("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Err(OriginError::None(NoCredentials { key_var: vars.key_id.to_string() }));
         }
@@ -175,6 +181,9 @@ pub enum OriginError {
     /// An access key id without its secret.
     #[error("the access key id is set but `{0}` (its secret access key) is not")]
     NoSecret(String),
+    /// The container endpoint is not one to trust.
+    #[error(transparent)]
+    Container(#[from] super::aws_container::UnsafeUri),
     /// The shared files' profile cannot be used.
     #[error(transparent)]
     Profile(#[from] super::aws_profile::ProfileError),
@@ -379,6 +388,7 @@ async fn fetch(http: &reqwest::Client, origin: &Origin, now_ms: i64) -> Result<F
         Origin::WebIdentity { role_arn, token_file, session_name, sts_url } => {
             web_identity(http, sts_url, role_arn, token_file, session_name).await?
         }
+        Origin::Container(c) => super::aws_container::fetch(http, c).await?,
         Origin::InstanceProfile { imds_url } => instance_profile(http, imds_url).await?,
     })
 }
@@ -391,6 +401,7 @@ fn origin_name(o: &Origin) -> &'static str {
         Origin::Sso(_) => "sso",
         Origin::AssumeRole { .. } => "assume-role",
         Origin::WebIdentity { .. } => "web-identity",
+        Origin::Container(_) => "container",
         Origin::InstanceProfile { .. } => "instance-profile",
     }
 }

@@ -205,11 +205,15 @@ impl<V: Fn(&str) -> Option<String>> Resolve<'_, V> {
             "Ec2InstanceMetadata" => Ok(Origin::InstanceProfile {
                 imds_url: var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".into()),
             }),
-            _ => Err(self.field(
-                name,
-                "credential_source",
-                "Environment or Ec2InstanceMetadata (EcsContainer is not read)",
-            )),
+            "EcsContainer" => match super::aws_container::Container::choose(&var) {
+                Ok(Some(c)) => Ok(Origin::Container(c)),
+                Ok(None) => {
+                    let expected = "EcsContainer only with AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI set";
+                    Err(self.field(name, "credential_source", expected))
+                }
+                Err(e) => Err(self.field(name, "credential_source", e.to_string())),
+            },
+            _ => Err(self.field(name, "credential_source", "Environment, Ec2InstanceMetadata or EcsContainer")),
         }
     }
 

@@ -412,3 +412,32 @@ async fn cloudwatch_credentials_come_from_an_sso_profiles_cached_token() {
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("expired at") && out.contains("aws sso login"), "{out}");
 }
+
+/// The container endpoint (EKS Pod Identity, an ECS task role): the token
+/// file is sent as `Authorization`; a token the agent refuses fails the check;
+/// a plain-HTTP endpoint that is not loopback or the agent's is refused before
+/// any token is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_credentials_come_from_the_container_endpoint() {
+    use crate::support::cloudwatch::CONTAINER_TOKEN;
+    let (cw, d, cfg, _, window) = cloudwatch_profiles().await;
+    let token_file = d.path().join("pod-identity-token");
+    std::fs::write(&token_file, format!("{CONTAINER_TOKEN}\n")).unwrap();
+    let (uri, file) = (format!("{}/v1/credentials", cw.url), token_file.display().to_string());
+    let env = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", file.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    rolled_back(&cw, (&cfg, d.path()), &env, &window, "Container");
+    assert!(cw.data.lock().unwrap().fetched.1 >= 1);
+
+    std::fs::write(&token_file, "not-the-token").unwrap();
+    let (code, out) = backstop(&cfg, d.path(), &env, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("401") && !out.contains("not-the-token"), "{out}");
+    let plain = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://203.0.113.7/v1/credentials"), env[1], env[2]];
+    let (code, out) = backstop(&cfg, d.path(), &plain, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("must be https, or http to a loopback address"), "{out}");
+}

@@ -266,6 +266,23 @@ pub async fn sso_role_credentials(
     axum::Json(body).into_response()
 }
 
+/// The token EKS Pod Identity's agent expects in `Authorization`.
+pub const CONTAINER_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.backstop-pod-identity.c2ln";
+
+/// The container credentials endpoint (EKS Pod Identity's agent, ECS's):
+/// the credentials document for the caller whose `Authorization` is [`CONTAINER_TOKEN`].
+pub async fn container_credentials(State(data): State<Shared>, headers: HeaderMap) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(CONTAINER_TOKEN) {
+        return (StatusCode::UNAUTHORIZED, "invalid authorization token").into_response();
+    }
+    let mut data = data.lock().unwrap();
+    data.fetched.1 += 1;
+    let token = format!("FwoGZXIvYXdzEBackstopContainer{}", data.fetched.1);
+    data.issued.push(token.clone());
+    let doc = serde_json::json!({"AccessKeyId": KEY_ID, "SecretAccessKey": SECRET, "Token": token, "AccountId": "123456789012", "Expiration": now_iso(3600)});
+    axum::Json(doc).into_response()
+}
+
 /// IMDSv2's session token: `PUT /latest/api/token` with the TTL header.
 pub async fn imds_token(headers: HeaderMap) -> Response {
     match headers.get("x-aws-ec2-metadata-token-ttl-seconds").and_then(|v| v.to_str().ok()?.parse::<u32>().ok()) {

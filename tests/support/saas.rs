@@ -67,6 +67,7 @@ impl FakeSaas {
             .route("/", post(super::cloudwatch::query_api))
             .route("/sts/", post(super::cloudwatch::sts))
             .route("/federation/credentials", get(super::cloudwatch::sso_role_credentials))
+            .route("/v1/credentials", get(super::cloudwatch::container_credentials))
             .route("/latest/api/token", axum::routing::put(super::cloudwatch::imds_token))
             .route("/latest/meta-data/iam/security-credentials/", get(super::cloudwatch::imds_role))
             .route("/latest/meta-data/iam/security-credentials/{role}", get(super::cloudwatch::imds_credentials))
