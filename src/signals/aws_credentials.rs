@@ -115,6 +115,9 @@ pub struct SsoRole {
     pub token_file: PathBuf,
     /// The portal's endpoint (`AWS_ENDPOINT_URL_SSO`, or the SSO region's).
     pub portal_url: String,
+    /// SSO-OIDC's endpoint, where the token is refreshed (`AWS_ENDPOINT_URL_SSO_OIDC`, or
+    /// the SSO region's); `None` for the older form, whose token cannot be refreshed.
+    pub oidc_url: Option<String>,
 }
 
 /// No source of credentials at all.
@@ -377,7 +380,7 @@ async fn fetch(http: &reqwest::Client, origin: &Origin, now_ms: i64) -> Result<F
             Fetched { key_id: key_id.clone(), secret: secret.clone(), token: token.clone(), expires_s: None }
         }
         Origin::Process { command, .. } => profile::process(command).await?,
-        Origin::Sso(role) => profile::sso(http, role, now_ms / 1000).await?,
+        Origin::Sso(role) => super::aws_sso::sso(http, role, now_ms / 1000).await?,
         Origin::AssumeRole { role_arn, session_name, external_id, sts_url, region, source, .. } => {
             // A chain of profiles: each link's credentials are fetched afresh (they are short-lived anyway).
             let base = Box::pin(fetch(http, source, now_ms)).await?;

@@ -224,16 +224,16 @@ impl<V: Fn(&str) -> Option<String>> Resolve<'_, V> {
         let need = |k: &'static str, from: &Properties| {
             from.get(k).filter(|v| !v.is_empty()).cloned().ok_or_else(|| self.field(name, k, "set for an SSO profile"))
         };
-        let (cache_key, start_url, sso_region) = match p.get("sso_session").filter(|v| !v.is_empty()) {
+        let (cache_key, start_url, sso_region, refreshable) = match p.get("sso_session").filter(|v| !v.is_empty()) {
             Some(session) => {
                 let s = self.files.sso_sessions.get(session).ok_or_else(|| {
                     self.field(name, "sso_session", format!("the name of an [sso-session {session}] section"))
                 })?;
-                (session.clone(), need("sso_start_url", s)?, need("sso_region", s)?)
+                (session.clone(), need("sso_start_url", s)?, need("sso_region", s)?, true)
             }
             None => {
                 let url = need("sso_start_url", p)?;
-                (url.clone(), url, need("sso_region", p)?)
+                (url.clone(), url, need("sso_region", p)?, false)
             }
         };
         use sha1::Digest;
@@ -247,6 +247,10 @@ impl<V: Fn(&str) -> Option<String>> Resolve<'_, V> {
             role_name: need("sso_role_name", p)?,
             token_file: self.home.join(".aws/sso/cache").join(file),
             portal_url,
+            oidc_url: refreshable.then(|| {
+                (self.var)("AWS_ENDPOINT_URL_SSO_OIDC")
+                    .unwrap_or_else(|| format!("https://oidc.{sso_region}.amazonaws.com"))
+            }),
         })
     }
 
@@ -418,78 +422,6 @@ pub(super) async fn process(command: &str) -> Result<Fetched, FetchError> {
     Ok(Fetched { key_id: o.access_key_id, secret: o.secret_access_key, token: o.session_token, expires_s })
 }
 
-/// The token `aws sso login` cached (the fields read of it).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CachedToken {
-    access_token: String,
-    expires_at: String,
-}
-
-/// The portal's `GetRoleCredentials` answer.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RoleCredentialsAnswer {
-    role_credentials: RoleCredentials,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RoleCredentials {
-    access_key_id: String,
-    secret_access_key: String,
-    session_token: String,
-    /// Unix milliseconds.
-    expiration: i64,
-}
-
-/// IAM Identity Center's `GetRoleCredentials` with the cached token (`now_s`
-/// decides whether it has expired: then the portal is not asked).
-pub(super) async fn sso(http: &reqwest::Client, role: &SsoRole, now_s: i64) -> Result<Fetched, FetchError> {
-    let path = role.token_file.display().to_string();
-    let text = std::fs::read_to_string(&role.token_file)
-        .map_err(|source| FetchError::SsoToken { path: path.clone(), source })?;
-    let expired = |why: String| FetchError::SsoExpired { path: path.clone(), why };
-    let cached: CachedToken =
-        serde_json::from_str(&text).map_err(|e| expired(format!("is not the CLI's token JSON ({e})")))?;
-    crate::secret::remember(&cached.access_token);
-    match unix_s(&cached.expires_at) {
-        Some(at) if at > now_s => {}
-        Some(_) => return Err(expired(format!("expired at {}", cached.expires_at))),
-        None => return Err(expired(format!("has an expiresAt that is not ISO 8601 (`{}`)", cached.expires_at))),
-    }
-    let url = format!("{}/federation/credentials", role.portal_url.trim_end_matches('/'));
-    let shown = crate::secret::redact_url(&url);
-    let request = |source| FetchError::Request { url: shown.clone(), source };
-    let query = [("account_id", role.account_id.as_str()), ("role_name", role.role_name.as_str())];
-    let resp = http
-        .get(&url)
-        .query(&query)
-        .header("x-amz-sso_bearer_token", &cached.access_token)
-        .timeout(REMOTE_TIMEOUT)
-        .send()
-        .await
-        .map_err(request)?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(request)?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("message").or_else(|| v.get("Message")).and_then(|m| m.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        return Err(FetchError::Refused { url: shown, code: status.as_u16().to_string(), message });
-    }
-    let a: RoleCredentialsAnswer = serde_json::from_str(&text)
-        .map_err(|_| FetchError::Malformed { url: shown.clone(), what: "roleCredentials".into() })?;
-    let c = a.role_credentials;
-    Ok(Fetched {
-        key_id: c.access_key_id,
-        secret: c.secret_access_key,
-        token: Some(c.session_token),
-        expires_s: Some(c.expiration.div_euclid(1000)),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,10 +505,13 @@ mod tests {
         let r = sso("sso");
         assert_eq!((r.account_id.as_str(), r.role_name.as_str()), ("123456789012", "ReadOnly"));
         assert_eq!(r.portal_url, "https://portal.sso.us-east-1.amazonaws.com");
+        // Only the sso-session form's token can be refreshed.
+        assert_eq!(r.oidc_url.as_deref(), Some("https://oidc.us-east-1.amazonaws.com"));
         // The CLI's cache file names: SHA-1 of the session's name, or of the start URL without a session.
         let name = |r: &SsoRole| r.token_file.file_name().unwrap().to_string_lossy().to_string();
         assert_eq!(name(&r), format!("{}.json", hex::encode(<sha1::Sha1 as sha1::Digest>::digest(b"corp"))));
         let old = sso("legacy-sso");
+        assert_eq!(old.oidc_url, None);
         let url = b"https://old.awsapps.com/start";
         assert_eq!(name(&old), format!("{}.json", hex::encode(<sha1::Sha1 as sha1::Digest>::digest(url))));
         assert!(old.token_file.ends_with(Path::new(".aws/sso/cache").join(name(&old))));

@@ -8,6 +8,7 @@
 mod aws_container;
 mod aws_credentials;
 mod aws_profile;
+mod aws_sso;
 mod cloudwatch;
 mod datadog;
 mod graphite;

@@ -331,6 +331,7 @@ async fn cloudwatch_profiles()
         ("HOME", d.path().display().to_string()),
         ("AWS_ENDPOINT_URL_STS", format!("{}/sts", cw.url)),
         ("AWS_ENDPOINT_URL_SSO", cw.url.clone()),
+        ("AWS_ENDPOINT_URL_SSO_OIDC", cw.url.clone()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
     ];
     (cw, d, cfg, env, [t0.to_string(), (t0 + 600).to_string()])
@@ -411,6 +412,45 @@ async fn cloudwatch_credentials_come_from_an_sso_profiles_cached_token() {
     let (code, out) = backstop(&cfg, d.path(), &sso, &["config", "check"]);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("expired at") && out.contains("aws sso login"), "{out}");
+}
+
+/// A cached SSO token near its expiry is refreshed at SSO-OIDC with the
+/// cached client registration and written back (the file's other fields
+/// kept); a refresh the service refuses, once the token has expired, says to log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sso_token_near_its_expiry_is_refreshed_and_written_back() {
+    use crate::support::cloudwatch::{SSO_CLIENT, SSO_TOKEN};
+    let (cw, d, cfg, env, window) = cloudwatch_profiles().await;
+    let sso = with_profile(&env, "sso");
+    let cache = d.path().join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let file = cache.join("ee0bfd2552fbd840c02cc48b6e823320543c450f.json");
+    let (client_id, client_secret, refresh_token) = SSO_CLIENT;
+    let stale = |plus_s: i64, refresh: &str| {
+        let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + plus_s).unwrap().to_string();
+        let t = serde_json::json!({"startUrl": "https://corp.awsapps.com/start", "region": "eu-west-1",
+            "accessToken": "an-old-token-the-portal-refuses", "expiresAt": expires, "clientId": client_id,
+            "clientSecret": client_secret, "refreshToken": refresh, "registrationExpiresAt": "2099-01-01T00:00:00Z"});
+        std::fs::write(&file, t.to_string()).unwrap();
+    };
+    stale(120, refresh_token);
+    rolled_back(&cw, (&cfg, d.path()), &sso, &window, "Sso");
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["accessToken"], SSO_TOKEN, "{written}");
+    assert_eq!(written["startUrl"], "https://corp.awsapps.com/start", "the rest of the file kept: {written}");
+    let expires = written["expiresAt"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    assert!(expires.as_second() - jiff::Timestamp::now().as_second() > 3000, "{written}");
+
+    stale(-60, "a-revoked-refresh-token");
+    let (code, out) = backstop(&cfg, d.path(), &sso, &["config", "check"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("could not be refreshed")
+            && out.contains("Invalid refresh token")
+            && out.contains("aws sso login"),
+        "{out}"
+    );
+    assert!(!out.contains(client_secret) && !out.contains("a-revoked-refresh-token"), "{out}");
 }
 
 /// The container endpoint (EKS Pod Identity, an ECS task role): the token

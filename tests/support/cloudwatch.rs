@@ -266,6 +266,26 @@ pub async fn sso_role_credentials(
     axum::Json(body).into_response()
 }
 
+/// The client registration `aws sso login` cached beside the token, and the refresh token.
+pub const SSO_CLIENT: (&str, &str, &str) = ("backstopClientId", "backstopClientSecret", "backstopRefreshToken");
+
+/// SSO-OIDC `CreateToken` as its API reference documents it (a JSON POST to
+/// `/token`): the `refresh_token` grant with [`SSO_CLIENT`] gives [`SSO_TOKEN`]
+/// for an hour; anything else is `invalid_grant` (400).
+pub async fn sso_oidc_token(State(data): State<Shared>, body: Bytes) -> Response {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let got = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let (id, secret, refresh) = SSO_CLIENT;
+    let asked = (got("clientId"), got("clientSecret"), got("grantType"), got("refreshToken"));
+    if asked != (id.into(), secret.into(), "refresh_token".into(), refresh.into()) {
+        let body = r#"{"error":"invalid_grant","error_description":"Invalid refresh token provided"}"#;
+        return (StatusCode::BAD_REQUEST, [("x-amzn-errortype", "InvalidGrantException")], body).into_response();
+    }
+    data.lock().unwrap().fetched.0 += 1;
+    let answer = serde_json::json!({"accessToken": SSO_TOKEN, "expiresIn": 3600, "refreshToken": refresh, "tokenType": "Bearer"});
+    axum::Json(answer).into_response()
+}
+
 /// The token EKS Pod Identity's agent expects in `Authorization`.
 pub const CONTAINER_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.backstop-pod-identity.c2ln";
 

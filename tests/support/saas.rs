@@ -68,6 +68,7 @@ impl FakeSaas {
             .route("/sts/", post(super::cloudwatch::sts))
             .route("/federation/credentials", get(super::cloudwatch::sso_role_credentials))
             .route("/v1/credentials", get(super::cloudwatch::container_credentials))
+            .route("/token", post(super::cloudwatch::sso_oidc_token))
             .route("/latest/api/token", axum::routing::put(super::cloudwatch::imds_token))
             .route("/latest/meta-data/iam/security-credentials/", get(super::cloudwatch::imds_role))
             .route("/latest/meta-data/iam/security-credentials/{role}", get(super::cloudwatch::imds_credentials))
