@@ -26,8 +26,12 @@ use crate::clock::Clock;
 
 /// Fetched credentials are used until this long before they expire (seconds).
 const RENEW_BEFORE_S: i64 = 300;
-/// Each request to the metadata service or STS (the metadata service answers in milliseconds, or is not there).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Each request to the metadata service: it answers in milliseconds, or is
+/// not there (botocore's `metadata_service_timeout` is the same second), so a
+/// machine off EC2 with no other credentials is told at once.
+const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Each request to STS (across the internet, or a VPC endpoint).
+pub(super) const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an IMDSv2 session token lives (seconds; the service's maximum).
 const IMDS_TOKEN_TTL_S: &str = "21600";
 
@@ -440,7 +444,7 @@ async fn web_identity(
         .post(&url)
         .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
         .body(body)
-        .timeout(FETCH_TIMEOUT)
+        .timeout(REMOTE_TIMEOUT)
         .send()
         .await
         .map_err(request)?;
@@ -492,7 +496,7 @@ async fn instance_profile(http: &reqwest::Client, base: &str) -> Result<Fetched,
     };
     let token =
         http.put(format!("{base}/latest/api/token")).header("x-aws-ec2-metadata-token-ttl-seconds", IMDS_TOKEN_TTL_S);
-    let resp = token.timeout(FETCH_TIMEOUT).send().await.map_err(request)?;
+    let resp = token.timeout(IMDS_TIMEOUT).send().await.map_err(request)?;
     if !resp.status().is_success() {
         return Err(refused(resp.status(), "the session token"));
     }
@@ -500,7 +504,7 @@ async fn instance_profile(http: &reqwest::Client, base: &str) -> Result<Fetched,
     let get = |path: String| {
         http.get(format!("{base}/latest/meta-data/iam/security-credentials/{path}"))
             .header("x-aws-ec2-metadata-token", token.trim())
-            .timeout(FETCH_TIMEOUT)
+            .timeout(IMDS_TIMEOUT)
     };
     let resp = get(String::new()).send().await.map_err(request)?;
     if !resp.status().is_success() {

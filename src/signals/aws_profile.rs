@@ -19,10 +19,10 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 
-use super::aws_credentials::{FetchError, Fetched, KeysFrom, Origin, SsoRole, sign_post, sts_answer, unix_s};
+use super::aws_credentials::{
+    FetchError, Fetched, KeysFrom, Origin, REMOTE_TIMEOUT, SsoRole, sign_post, sts_answer, unix_s,
+};
 
-/// Each request to STS or the SSO portal (both across the internet, unlike the metadata service).
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `credential_process` may take (it may ask a vault, or a person's device).
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -7,14 +7,10 @@
 //! refresh that fails keeps the token while it is valid. The older form
 //! (`sso_start_url` on the profile) is not refreshable. backstop never logs in.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
-use super::aws_credentials::{FetchError, Fetched, SsoRole, unix_s};
+use super::aws_credentials::{FetchError, Fetched, REMOTE_TIMEOUT, SsoRole, unix_s};
 
-/// Each request to the portal or SSO-OIDC.
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A token this close to its expiry is refreshed (seconds; the SDKs' window).
 const REFRESH_BEFORE_S: i64 = 300;
 
