@@ -415,25 +415,38 @@ mod tests {
         assert_eq!(change_point(&steps, 1.0, 1), 0);
     }
 
+    /// How many of `runs` healthy canaries (run `r` starts from `start(r)`)
+    /// ever cross within `steps` steps, read at every step: `step` adds one
+    /// step and says whether the evidence crossed.
+    fn crossings<S>(
+        (seed, runs, steps): (u64, usize, usize),
+        start: impl Fn(usize) -> S,
+        step: impl Fn(&mut S, &mut rand_chacha::ChaCha8Rng) -> bool,
+    ) -> usize {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..runs)
+            .filter(|&r| {
+                let mut state = start(r);
+                (0..steps).any(|_| step(&mut state, &mut rng))
+            })
+            .count()
+    }
+
     #[test]
     fn under_the_null_it_crosses_at_most_alpha_of_the_time_while_watched_every_step() {
         // 2,000 healthy canaries watched for 180 steps each, checked at every
         // step: Ville's inequality allows at most α = 0.05 to ever cross.
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let (alpha, runs) = (0.05, 2000);
-        let mut crossed = 0;
-        for _ in 0..runs {
-            let mut steps = Vec::new();
-            for _ in 0..180 {
-                let total = Binomial::new(60, 0.01).unwrap().sample(&mut rng) as f64;
-                let canary = Binomial::new(total as u64, 0.1).unwrap().sample(&mut rng) as f64;
+        let crossed = crossings(
+            (3, runs, 180),
+            |_| Vec::new(),
+            |steps, rng| {
+                let total = Binomial::new(60, 0.01).unwrap().sample(rng) as f64;
+                let canary = Binomial::new(total as u64, 0.1).unwrap().sample(rng) as f64;
                 steps.push(StepEvents { canary, total, share: 0.1 });
-                if evidence(&steps, (1.0, 180), alpha, |_| true).crossed() {
-                    crossed += 1;
-                    break;
-                }
-            }
-        }
+                evidence(steps, (1.0, 180), alpha, |_| true).crossed()
+            },
+        );
         assert!((crossed as f64) < alpha * runs as f64, "{crossed} of {runs}");
     }
 
@@ -475,20 +488,12 @@ mod tests {
     fn the_shift_detector_under_the_null_crosses_at_most_alpha_whatever_the_noise_scale() {
         // 1,000 healthy canaries, Gaussian paired differences of SD 0.001 to
         // 1,000, 120 steps each, read at every step: Ville allows at most α.
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let (alpha, runs) = (0.05f64, 1000);
-        let mut crossed = 0;
-        for r in 0..runs {
-            let normal = rand_distr::Normal::new(0.0, 10f64.powi(r % 7 - 3)).unwrap();
-            let mut x = Vec::new();
-            for _ in 0..120 {
-                x.push(normal.sample(&mut rng));
-                if shift_log_e(&x, 120).0 >= (1.0 / alpha).ln() {
-                    crossed += 1;
-                    break;
-                }
-            }
-        }
+        let start = |r: usize| (rand_distr::Normal::new(0.0, 10f64.powi(r as i32 % 7 - 3)).unwrap(), Vec::new());
+        let crossed = crossings((11, runs, 120), start, |(normal, x), rng| {
+            x.push(normal.sample(rng));
+            shift_log_e(x, 120).0 >= (1.0 / alpha).ln()
+        });
         assert!((crossed as f64) < alpha * runs as f64, "{crossed} of {runs}");
     }
 
