@@ -438,19 +438,22 @@ async fn web_identity(
     ];
     let url = format!("{}/", sts_url.trim_end_matches('/'));
     let shown = crate::secret::redact_url(&url);
-    let request = |source| FetchError::Request { url: shown.clone(), source };
     let body = serde_urlencoded::to_string(form).unwrap_or_default();
-    let resp = http
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
-        .body(body)
-        .timeout(REMOTE_TIMEOUT)
-        .send()
-        .await
-        .map_err(request)?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(request)?;
+    let rb = http.post(&url).header("content-type", "application/x-www-form-urlencoded; charset=utf-8").body(body);
+    let (status, text) = answer(rb, &shown).await?;
     sts_answer(shown, status, &text)
+}
+
+/// Send `rb` (to the endpoint shown as `shown`) within [`REMOTE_TIMEOUT`]:
+/// the answer's status and text.
+pub(super) async fn answer(
+    rb: reqwest::RequestBuilder,
+    shown: &str,
+) -> Result<(reqwest::StatusCode, String), FetchError> {
+    let request = |source| FetchError::Request { url: shown.to_string(), source };
+    let resp = rb.timeout(REMOTE_TIMEOUT).send().await.map_err(request)?;
+    let status = resp.status();
+    Ok((status, resp.text().await.map_err(request)?))
 }
 
 /// STS's answer to `AssumeRole` or `AssumeRoleWithWebIdentity` (XML, the

@@ -20,7 +20,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 
 use super::aws_credentials::{
-    FetchError, Fetched, KeysFrom, Origin, REMOTE_TIMEOUT, SsoRole, sign_post, sts_answer, unix_s,
+    FetchError, Fetched, KeysFrom, Origin, SsoRole, answer, sign_post, sts_answer, unix_s,
 };
 
 /// How long a `credential_process` may take (it may ask a vault, or a person's device).
@@ -366,14 +366,11 @@ pub(super) async fn assume_role(
     let content_type = "application/x-www-form-urlencoded; charset=utf-8";
     let signed = sign_post(source, (role.region, "sts"), now_ms, &url, (content_type, body.as_bytes()))
         .map_err(FetchError::Sign)?;
-    let mut rb = http.post(&url).header("content-type", content_type).body(body).timeout(REMOTE_TIMEOUT);
+    let mut rb = http.post(&url).header("content-type", content_type).body(body);
     for (name, value) in signed {
         rb = rb.header(name, value);
     }
-    let request = |source| FetchError::Request { url: shown.clone(), source };
-    let resp = rb.send().await.map_err(request)?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(request)?;
+    let (status, text) = answer(rb, &shown).await?;
     sts_answer(shown, status, &text)
 }
 

@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::aws_credentials::{FetchError, Fetched, REMOTE_TIMEOUT, SsoRole, unix_s};
+use super::aws_credentials::{FetchError, Fetched, SsoRole, answer, unix_s};
 
 /// A token this close to its expiry is refreshed (seconds; the SDKs' window).
 const REFRESH_BEFORE_S: i64 = 300;
@@ -96,17 +96,7 @@ async fn refresh(
         "grantType": "refresh_token",
         "refreshToken": cached.field("refreshToken").ok_or_else(|| missing("refreshToken"))?,
     });
-    let request = |source| FetchError::Request { url: shown.clone(), source };
-    let resp = http.post(&url).json(&body).timeout(REMOTE_TIMEOUT).send().await.map_err(request)?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(request)?;
-    if !status.is_success() {
-        return Err(FetchError::Refused {
-            url: shown,
-            code: status.as_u16().to_string(),
-            message: error_message(&text),
-        });
-    }
+    let text = successful(http.post(&url).json(&body), &shown).await?;
     let fresh: CreateTokenAnswer = serde_json::from_str(&text)
         .map_err(|_| FetchError::Malformed { url: shown.clone(), what: "accessToken".into() })?;
     crate::secret::remember(&fresh.access_token);
@@ -131,6 +121,16 @@ fn write_back(role: &SsoRole, mut cached: CachedToken, fresh: &CreateTokenAnswer
     if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &role.token_file)) {
         tracing::warn!(error = %e, file = %role.token_file.display(), "Could not write the refreshed SSO token back.");
     }
+}
+
+/// The text of a successful answer to `rb`; an error answer as `Refused`, with its message.
+async fn successful(rb: reqwest::RequestBuilder, shown: &str) -> Result<String, FetchError> {
+    let (status, text) = answer(rb, shown).await?;
+    if !status.is_success() {
+        let (url, code) = (shown.to_string(), status.as_u16().to_string());
+        return Err(FetchError::Refused { url, code, message: error_message(&text) });
+    }
+    Ok(text)
 }
 
 /// An AWS JSON error's message (`message` or `error_description`).
@@ -166,25 +166,9 @@ pub(super) async fn sso(http: &reqwest::Client, role: &SsoRole, now_s: i64) -> R
     let access_token = token(http, role, now_s).await?;
     let url = format!("{}/federation/credentials", role.portal_url.trim_end_matches('/'));
     let shown = crate::secret::redact_url(&url);
-    let request = |source| FetchError::Request { url: shown.clone(), source };
     let query = [("account_id", role.account_id.as_str()), ("role_name", role.role_name.as_str())];
-    let resp = http
-        .get(&url)
-        .query(&query)
-        .header("x-amz-sso_bearer_token", &access_token)
-        .timeout(REMOTE_TIMEOUT)
-        .send()
-        .await
-        .map_err(request)?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(request)?;
-    if !status.is_success() {
-        return Err(FetchError::Refused {
-            url: shown,
-            code: status.as_u16().to_string(),
-            message: error_message(&text),
-        });
-    }
+    let rb = http.get(&url).query(&query).header("x-amz-sso_bearer_token", &access_token);
+    let text = successful(rb, &shown).await?;
     let a: RoleCredentialsAnswer = serde_json::from_str(&text)
         .map_err(|_| FetchError::Malformed { url: shown.clone(), what: "roleCredentials".into() })?;
     let c = a.role_credentials;

@@ -197,16 +197,22 @@ pub async fn sts(State(data): State<Shared>, headers: HeaderMap, body: Bytes) ->
             "The web identity token that was passed could not be validated by AWS.",
         );
     }
-    let mut data = data.lock().unwrap();
-    data.fetched.0 += 1;
-    let token = format!("FwoGZXIvYXdzEBackstopSts{}", data.fetched.0);
-    data.issued.push(token.clone());
+    let token = issue(&mut data.lock().unwrap(), "Sts");
     let xml = format!(
         r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleWithWebIdentityResult><SubjectFromWebIdentityToken>system:serviceaccount:backstop:backstop</SubjectFromWebIdentityToken><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/backstop-reader/{session}</Arn><AssumedRoleId>AROACLKWSDQRAOEXAMPLE:{session}</AssumedRoleId></AssumedRoleUser><Credentials><SessionToken>{token}</SessionToken><SecretAccessKey>{SECRET}</SecretAccessKey><Expiration>{expires}</Expiration><AccessKeyId>{KEY_ID}</AccessKeyId></Credentials><Audience>sts.amazonaws.com</Audience></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>"#,
         session = get("RoleSessionName"),
         expires = now_iso(3600),
     );
     ([("content-type", "text/xml")], xml).into_response()
+}
+
+/// A session token for credentials `kind` hands out (counted as an STS
+/// exchange), recorded so CloudWatch accepts it.
+fn issue(data: &mut super::saas::Data, kind: &str) -> String {
+    data.fetched.0 += 1;
+    let token = format!("FwoGZXIvYXdzEBackstop{kind}{}", data.fetched.0);
+    data.issued.push(token.clone());
+    token
 }
 
 /// The external id the role's trust policy asks for.
@@ -226,9 +232,7 @@ fn assume_role(data: &Shared, headers: &HeaderMap, body: &[u8], form: &HashMap<S
     if get("Version") != "2011-06-15" || get("RoleArn") != ROLE_ARN || get("ExternalId") != EXTERNAL_ID {
         return error(StatusCode::FORBIDDEN, "AccessDenied", "User is not authorized to perform: sts:AssumeRole");
     }
-    data.fetched.0 += 1;
-    let token = format!("FwoGZXIvYXdzEBackstopStsRole{}", data.fetched.0);
-    data.issued.push(token.clone());
+    let token = issue(&mut data, "StsRole");
     let xml = format!(
         r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/backstop-reader/{session}</Arn><AssumedRoleId>ARO123EXAMPLE123:{session}</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{KEY_ID}</AccessKeyId><SecretAccessKey>{SECRET}</SecretAccessKey><SessionToken>{token}</SessionToken><Expiration>{expires}</Expiration></Credentials><PackedPolicySize>6</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata></AssumeRoleResponse>"#,
         session = get("RoleSessionName"),
@@ -257,10 +261,7 @@ pub async fn sso_role_credentials(
         let body = r#"{"message":"No access"}"#;
         return (StatusCode::FORBIDDEN, [("x-amzn-errortype", "ForbiddenException")], body).into_response();
     }
-    let mut data = data.lock().unwrap();
-    data.fetched.0 += 1;
-    let token = format!("FwoGZXIvYXdzEBackstopSso{}", data.fetched.0);
-    data.issued.push(token.clone());
+    let token = issue(&mut data.lock().unwrap(), "Sso");
     let expires_ms = (jiff::Timestamp::now().as_second() + 3600) * 1000;
     let body = serde_json::json!({"roleCredentials": {"accessKeyId": KEY_ID, "secretAccessKey": SECRET, "sessionToken": token, "expiration": expires_ms}});
     axum::Json(body).into_response()
