@@ -182,6 +182,30 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Where the credentials come from, for `config check` (no secret: names,
+    /// files, endpoints, and a process's program only).
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Keys { from: KeysFrom::Variables, .. } => "access keys from the environment".into(),
+            Origin::Keys { from: KeysFrom::Profile(p), .. } => format!("access keys of the profile `{p}`"),
+            Origin::Process { profile, command } => {
+                let program = command.split_whitespace().next().unwrap_or_default();
+                format!("the credential_process `{program}` of the profile `{profile}`")
+            }
+            Origin::Sso(r) => {
+                format!("the SSO role `{}` in account {} (profile `{}`)", r.role_name, r.account_id, r.profile)
+            }
+            Origin::AssumeRole { profile, role_arn, source, .. } => {
+                format!("the role {role_arn} (profile `{profile}`), assumed with {}", source.describe())
+            }
+            Origin::WebIdentity { role_arn, .. } => format!("the role {role_arn} through a web identity"),
+            Origin::Container(c) => format!("the container endpoint {}", crate::secret::redact_url(&c.url)),
+            Origin::InstanceProfile { .. } => "the instance profile (IMDSv2)".into(),
+        }
+    }
+}
+
 /// The environment offers no usable credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
@@ -342,6 +366,11 @@ impl Provider {
     /// A provider for `origin`; `clock` decides when fetched credentials are due again.
     pub fn new(origin: Origin, clock: Arc<dyn Clock>) -> Self {
         Self { origin, clock, cached: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Where the credentials come from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// The identity to sign with: the cached one, or fetched anew when none

@@ -19,9 +19,7 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 
-use super::aws_credentials::{
-    FetchError, Fetched, KeysFrom, Origin, SsoRole, answer, sign_post, sts_answer, unix_s,
-};
+use super::aws_credentials::{FetchError, Fetched, KeysFrom, Origin, SsoRole, answer, sign_post, sts_answer, unix_s};
 
 /// How long a `credential_process` may take (it may ask a vault, or a person's device).
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);

@@ -258,7 +258,8 @@ impl MetricApi for CloudWatchApi {
                 crate::field::strip_unsafe(&why.1, false)
             ));
         }
-        Ok(format!("CloudWatch in {} took the signed request", self.region))
+        let from = self.credentials.origin().describe();
+        Ok(format!("CloudWatch in {} took the signed request (credentials: {from})", self.region))
     }
 }
 

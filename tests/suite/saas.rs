@@ -369,6 +369,10 @@ fn rolled_back(
 async fn cloudwatch_credentials_come_from_a_profile_of_the_shared_files() {
     let (cw, d, cfg, env, window) = cloudwatch_profiles().await;
     rolled_back(&cw, (&cfg, d.path()), &with_profile(&env, "reader"), &window, "StsRole");
+    let (code, out) = backstop(&cfg, d.path(), &with_profile(&env, "reader"), &["config", "check"]);
+    assert_eq!(code, Some(0), "{out}");
+    let said = "(credentials: the role arn:aws:iam::123456789012:role/backstop-reader (profile `reader`), assumed with the credential_process `sh` of the profile `vault`)";
+    assert!(out.contains(said) && !out.contains("hunter2"), "{out}");
 
     let broken = with_profile(&env, "broken");
     let (code, out) = backstop(&cfg, d.path(), &broken, &["config", "check"]);
