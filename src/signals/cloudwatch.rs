@@ -5,7 +5,7 @@
 //! accepts (1, 5, 10, 30 or a multiple of 60 seconds). Credentials come
 //! from the standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN` when set), read at start, else from a web identity or
-//! the instance profile (`aws_credentials`), renewed before they expire; a
+//! the instance profile (`aws`), renewed before they expire; a
 //! fetch that fails is a source failure that holds. Signing is aws-sigv4's,
 //! AWS's own crate. A rejected signature or key (403), throttling or a 5xx
 //! is a source failure that holds; any other error answer is the query refused.
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::aws_credentials::{KeyVars, Origin, Provider, sign_post};
+use super::aws::{KeyVars, Origin, Provider, sign_post};
 use super::metric_api::{self, MetricApi, Points, QueryError, Range, api_source_config};
 use super::{SignalError, SignalSource};
 use crate::clock::Clock;

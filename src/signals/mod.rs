@@ -5,10 +5,7 @@
 //! a source only ever returns samples whose interval ended at or before the
 //! time it was asked about, so no judge can see the future.
 
-mod aws_container;
-mod aws_credentials;
-mod aws_profile;
-mod aws_sso;
+mod aws;
 mod cloudwatch;
 mod datadog;
 mod graphite;

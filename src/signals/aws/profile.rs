@@ -7,7 +7,7 @@
 //!
 //! The files are read here rather than by `aws-config`'s profile parser,
 //! which comes only with the rest of `aws-config` (the reason
-//! `aws_credentials` gives); an INI crate does not know the format's
+//! `super` gives); an INI crate does not know the format's
 //! `[profile NAME]` sections of the config file, its `[sso-session NAME]`
 //! sections, or its indented sub-properties.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 
-use super::aws_credentials::{FetchError, Fetched, KeysFrom, Origin, SsoRole, answer, sign_post, sts_answer, unix_s};
+use super::origin::{FetchError, Fetched, KeysFrom, Origin, SsoRole, answer, sign_post, sts_answer, unix_s};
 
 /// How long a `credential_process` may take (it may ask a vault, or a person's device).
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -203,7 +203,7 @@ impl<V: Fn(&str) -> Option<String>> Resolve<'_, V> {
             "Ec2InstanceMetadata" => Ok(Origin::InstanceProfile {
                 imds_url: var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".into()),
             }),
-            "EcsContainer" => match super::aws_container::Container::choose(&var) {
+            "EcsContainer" => match super::origin::Container::choose(&var) {
                 Ok(Some(c)) => Ok(Origin::Container(c)),
                 Ok(None) => {
                     let expected = "EcsContainer only with AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI set";

@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::aws_credentials::{FetchError, Fetched, SsoRole, answer, unix_s};
+use super::origin::{FetchError, Fetched, SsoRole, answer, unix_s};
 
 /// A token this close to its expiry is refreshed (seconds; the SDKs' window).
 const REFRESH_BEFORE_S: i64 = 300;

@@ -8,35 +8,16 @@
 //! else would send the token, and trust credentials, in the clear.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::aws_credentials::{FetchError, Fetched, unix_s};
+use super::origin::{Container, ContainerToken, FetchError, Fetched, unix_s};
 
 /// ECS's agent, where a relative URI points.
 const ECS_AGENT: &str = "http://169.254.170.2";
 /// The agent answers on the node; a slow answer means it is not there.
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where the endpoint is and what proves the caller may ask it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Container {
-    /// The full URL of the credentials document.
-    pub url: String,
-    /// The `Authorization` header's value, if any.
-    pub token: Option<ContainerToken>,
-}
-
-/// The authorization token, as the variables give it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ContainerToken {
-    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (EKS Pod Identity rotates it).
-    File(PathBuf),
-    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
-    Value(String),
-}
 
 /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` points somewhere the SDKs refuse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
