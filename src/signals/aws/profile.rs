@@ -155,6 +155,11 @@ impl<V: Fn(&str) -> Option<String>> Resolve<'_, V> {
         let region = get("region").unwrap_or_else(|| self.region.to_string());
         let sts_url =
             (self.var)("AWS_ENDPOINT_URL_STS").unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
+        if get("mfa_serial").is_some() {
+            let expected = "absent: a role that asks for an MFA code cannot be assumed unattended \
+                            (export the credentials with `aws configure export-credentials`)";
+            return Err(self.field(name, "mfa_serial", expected));
+        }
         if let Some(file) = get("web_identity_token_file") {
             return Ok(Origin::WebIdentity { role_arn, token_file: file.into(), session_name, sts_url });
         }
@@ -444,7 +449,7 @@ mod tests {
         [profile legacy-sso]\nsso_start_url = https://old.awsapps.com/start\nsso_region = eu-central-1\nsso_account_id = 1\nsso_role_name = R\n\
         [profile process]\ncredential_process = /opt/bin/creds --profile x\n\
         [profile loop-a]\nrole_arn = a\nsource_profile = loop-b\n[profile loop-b]\nrole_arn = b\nsource_profile = loop-a\n\
-        [profile lonely-role]\nrole_arn = r\n";
+        [profile lonely-role]\nrole_arn = r\n[profile mfa]\nrole_arn = r\nsource_profile = keys\nmfa_serial = arn:aws:iam::1:mfa/me\n";
     const CREDENTIALS: &str = "[keys]\naws_access_key_id = AKIDCREDS\naws_secret_access_key = from-credentials\n";
 
     fn chosen(name: Option<&str>) -> Result<Option<Origin>, ProfileError> {
@@ -484,6 +489,8 @@ mod tests {
         }
         let e = chosen(Some("loop-a")).unwrap_err().to_string();
         assert!(e.contains("loop-a → loop-b → loop-a"), "{e}");
+        let e = chosen(Some("mfa")).unwrap_err().to_string();
+        assert!(e.contains("`mfa_serial` must be absent") && e.contains("export-credentials"), "{e}");
         let e = chosen(Some("lonely-role")).unwrap_err().to_string();
         assert!(
             e.contains("`lonely-role`") && e.contains("source_profile, credential_source or web_identity_token_file"),
