@@ -28,7 +28,7 @@ mod origin;
 mod profile;
 mod sso;
 
-use origin::{FetchError, Fetched, KeysFrom, answer, sts_answer, unix_s};
+use origin::{FetchError, Fetched, KeysFrom, sts_call, unix_s};
 pub use origin::{Origin, sign_post};
 
 /// Fetched credentials are used until this long before they expire (seconds).
@@ -207,12 +207,7 @@ async fn web_identity(
         ("RoleSessionName", session_name),
         ("WebIdentityToken", jwt.trim()),
     ];
-    let url = format!("{}/", sts_url.trim_end_matches('/'));
-    let shown = crate::secret::redact_url(&url);
-    let body = serde_urlencoded::to_string(form).unwrap_or_default();
-    let rb = http.post(&url).header("content-type", "application/x-www-form-urlencoded; charset=utf-8").body(body);
-    let (status, text) = answer(rb, &shown).await?;
-    sts_answer(shown, status, &text)
+    sts_call(http, sts_url, &form, None).await
 }
 
 /// The instance metadata service's credentials document.

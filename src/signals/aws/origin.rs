@@ -301,9 +301,37 @@ pub async fn answer(rb: reqwest::RequestBuilder, shown: &str) -> Result<(reqwest
     Ok((status, resp.text().await.map_err(request)?))
 }
 
+/// POST `form` to STS at `sts_url` and read the credentials it answers:
+/// signed with `signer` (identity, region, time in unix ms) for `AssumeRole`;
+/// unsigned for `AssumeRoleWithWebIdentity`, whose token is its own proof.
+pub async fn sts_call(
+    http: &reqwest::Client,
+    sts_url: &str,
+    form: &[(&str, &str)],
+    signer: Option<(&Identity, &str, i64)>,
+) -> Result<Fetched, FetchError> {
+    let url = format!("{}/", sts_url.trim_end_matches('/'));
+    let shown = crate::secret::redact_url(&url);
+    let body = serde_urlencoded::to_string(form).unwrap_or_default();
+    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+    let signed = match signer {
+        Some((identity, region, now_ms)) => {
+            sign_post(identity, (region, "sts"), now_ms, &url, (content_type, body.as_bytes()))
+                .map_err(FetchError::Sign)?
+        }
+        None => Vec::new(),
+    };
+    let mut rb = http.post(&url).header("content-type", content_type).body(body);
+    for (name, value) in signed {
+        rb = rb.header(name, value);
+    }
+    let (status, text) = answer(rb, &shown).await?;
+    sts_answer(shown, status, &text)
+}
+
 /// STS's answer to `AssumeRole` or `AssumeRoleWithWebIdentity` (XML, the
 /// same `Credentials` element in both); an error answer's `Code` and `Message`.
-pub fn sts_answer(shown: String, status: reqwest::StatusCode, text: &str) -> Result<Fetched, FetchError> {
+fn sts_answer(shown: String, status: reqwest::StatusCode, text: &str) -> Result<Fetched, FetchError> {
     let malformed = |what: &str| FetchError::Malformed { url: shown.clone(), what: what.into() };
     let xml = roxmltree::Document::parse(text).map_err(|_| malformed("not XML"))?;
     let field =

@@ -19,7 +19,7 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 
-use super::origin::{FetchError, Fetched, KeysFrom, Origin, SsoRole, answer, sign_post, sts_answer, unix_s};
+use super::origin::{FetchError, Fetched, KeysFrom, Origin, SsoRole, sts_call, unix_s};
 
 /// How long a `credential_process` may take (it may ask a vault, or a person's device).
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,6 +81,9 @@ pub enum ProfileError {
         /// The credentials file.
         credentials: String,
     },
+    /// `credential_source = EcsContainer` with an endpoint not to trust.
+    #[error(transparent)]
+    Container(super::container::UnsafeUri),
     /// `source_profile` leads back to a profile already on the way.
     #[error("the AWS profiles' source_profile links go round: {0}")]
     Cycle(String),
@@ -214,7 +217,7 @@ impl<V: Fn(&str) -> Option<String>> Resolve<'_, V> {
                     let expected = "EcsContainer only with AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI set";
                     Err(self.field(name, "credential_source", expected))
                 }
-                Err(e) => Err(self.field(name, "credential_source", e.to_string())),
+                Err(e) => Err(ProfileError::Container(e)),
             },
             _ => Err(self.field(name, "credential_source", "Environment, Ec2InstanceMetadata or EcsContainer")),
         }
@@ -363,18 +366,7 @@ pub(super) async fn assume_role(
         ("RoleSessionName", role.session_name),
     ];
     form.extend(role.external_id.map(|e| ("ExternalId", e)));
-    let url = format!("{}/", role.sts_url.trim_end_matches('/'));
-    let shown = crate::secret::redact_url(&url);
-    let body = serde_urlencoded::to_string(form).unwrap_or_default();
-    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-    let signed = sign_post(source, (role.region, "sts"), now_ms, &url, (content_type, body.as_bytes()))
-        .map_err(FetchError::Sign)?;
-    let mut rb = http.post(&url).header("content-type", content_type).body(body);
-    for (name, value) in signed {
-        rb = rb.header(name, value);
-    }
-    let (status, text) = answer(rb, &shown).await?;
-    sts_answer(shown, status, &text)
+    sts_call(http, role.sts_url, &form, Some((source, role.region, now_ms))).await
 }
 
 /// What a `credential_process` prints (the SDKs' documented JSON, `Version` 1).

@@ -29,6 +29,16 @@ impl CachedToken {
     }
 }
 
+/// SSO-OIDC's `CreateToken` request (the refresh grant's fields).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateTokenRequest<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+    grant_type: &'a str,
+    refresh_token: &'a str,
+}
+
 /// SSO-OIDC's `CreateToken` answer.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,12 +100,12 @@ async fn refresh(
     let url = format!("{}/token", oidc_url.trim_end_matches('/'));
     let shown = crate::secret::redact_url(&url);
     let missing = |what: &str| FetchError::Malformed { url: shown.clone(), what: format!("the cached token's {what}") };
-    let body = serde_json::json!({
-        "clientId": cached.field("clientId").ok_or_else(|| missing("clientId"))?,
-        "clientSecret": cached.field("clientSecret").ok_or_else(|| missing("clientSecret"))?,
-        "grantType": "refresh_token",
-        "refreshToken": cached.field("refreshToken").ok_or_else(|| missing("refreshToken"))?,
-    });
+    let body = CreateTokenRequest {
+        client_id: cached.field("clientId").ok_or_else(|| missing("clientId"))?,
+        client_secret: cached.field("clientSecret").ok_or_else(|| missing("clientSecret"))?,
+        grant_type: "refresh_token",
+        refresh_token: cached.field("refreshToken").ok_or_else(|| missing("refreshToken"))?,
+    };
     let text = successful(http.post(&url).json(&body), &shown).await?;
     let fresh: CreateTokenAnswer = serde_json::from_str(&text)
         .map_err(|_| FetchError::Malformed { url: shown.clone(), what: "accessToken".into() })?;
