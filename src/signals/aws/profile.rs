@@ -381,28 +381,36 @@ struct ProcessOutput {
     expiration: Option<String>,
 }
 
+/// Most a `credential_process` may print: its JSON is under 4 KiB (a
+/// session token is about 1 KiB), so more is not credentials — and reading
+/// it whole would let a runaway program fill the agent's memory.
+const PROCESS_STDOUT_MAX: usize = 64 * 1024;
+/// Bytes of its error output kept, the last ones (its last line is quoted).
+const PROCESS_STDERR_KEPT: usize = 4 * 1024;
+
 /// Run a profile's `credential_process` (`sh -c`, as the SDKs do on Unix) and read its JSON.
 pub(super) async fn process(command: &str) -> Result<Fetched, FetchError> {
     let program = command.split_whitespace().next().unwrap_or_default().to_string();
     let failed = |why: String| FetchError::ProcessFailed { program: program.clone(), why };
-    let child = tokio::process::Command::new("sh")
-        .args(["-c", command])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = match tokio::time::timeout(PROCESS_TIMEOUT, child).await {
+    let (status, stdout, stderr) = match tokio::time::timeout(PROCESS_TIMEOUT, run_bounded(command)).await {
         Err(_) => return Err(failed(format!("no answer in {} s", PROCESS_TIMEOUT.as_secs()))),
         Ok(Err(source)) => return Err(FetchError::Process { program, source }),
-        Ok(Ok(out)) => out,
+        Ok(Ok(Ran::TooMuch)) => {
+            return Err(failed(format!(
+                "it printed more than {} KiB, which is not credentials",
+                PROCESS_STDOUT_MAX / 1024
+            )));
+        }
+        Ok(Ok(Ran::Exited { status, stdout, stderr })) => (status, stdout, stderr),
     };
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let last: String =
             stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(200).collect();
-        return Err(failed(format!("{}: {}", out.status, last.trim())));
+        return Err(failed(format!("{status}: {}", last.trim())));
     }
-    let o: ProcessOutput = serde_json::from_slice(&out.stdout)
-        .map_err(|e| failed(format!("its output is not the credentials JSON ({e})")))?;
+    let o: ProcessOutput =
+        serde_json::from_slice(&stdout).map_err(|e| failed(format!("its output is not the credentials JSON ({e})")))?;
     if o.version != 1 {
         return Err(failed(format!("its output's Version is {}, where 1 is read", o.version)));
     }
@@ -412,6 +420,63 @@ pub(super) async fn process(command: &str) -> Result<Fetched, FetchError> {
         None => None,
     };
     Ok(Fetched { key_id: o.access_key_id, secret: o.secret_access_key, token: o.session_token, expires_s })
+}
+
+/// How a bounded run of a `credential_process` ended.
+enum Ran {
+    /// It exited: its status, its whole output, the last [`PROCESS_STDERR_KEPT`] bytes of its errors.
+    Exited { status: std::process::ExitStatus, stdout: Vec<u8>, stderr: Vec<u8> },
+    /// It printed past [`PROCESS_STDOUT_MAX`]; it was killed.
+    TooMuch,
+}
+
+/// Run `command` reading at most [`PROCESS_STDOUT_MAX`] bytes of its output
+/// and keeping the tail of its errors (drained to the end, so a chatty
+/// program never blocks on a full pipe). The child dies with the future.
+async fn run_bounded(command: &str) -> std::io::Result<Ran> {
+    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (Some(out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("the process's pipes were not opened"));
+    };
+    // Errors drained beside the output, so a program filling the error pipe
+    // never blocks; one future, so a timeout drops (and kills) it all.
+    let drain = async move {
+        let (mut kept, mut chunk) = (Vec::new(), [0u8; 4096]);
+        while let Ok(n @ 1..) = err.read(&mut chunk).await {
+            kept.extend_from_slice(&chunk[..n]);
+            let excess = kept.len().saturating_sub(PROCESS_STDERR_KEPT);
+            kept.drain(..excess);
+        }
+        kept
+    };
+    tokio::pin!(drain);
+    let (mut stdout, mut limited) = (Vec::new(), out.take(PROCESS_STDOUT_MAX as u64 + 1));
+    let read = limited.read_to_end(&mut stdout);
+    tokio::pin!(read);
+    let drained = tokio::select! {
+        read = &mut read => { read?; None }
+        kept = &mut drain => { (&mut read).await?; Some(kept) }
+    };
+    if stdout.len() > PROCESS_STDOUT_MAX {
+        child.kill().await?;
+        return Ok(Ran::TooMuch);
+    }
+    let (status, stderr) = match drained {
+        Some(kept) => (child.wait().await?, kept),
+        None => {
+            let (status, kept) = tokio::join!(child.wait(), &mut drain);
+            (status?, kept)
+        }
+    };
+    Ok(Ran::Exited { status, stdout, stderr })
 }
 
 #[cfg(test)]
@@ -528,5 +593,38 @@ mod tests {
             e.contains("`aws_secret_access_key` must be set beside aws_access_key_id") && e.contains("`default`"),
             "{e}"
         );
+    }
+
+    fn run(command: &str) -> Result<Fetched, FetchError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(process(command))
+    }
+
+    #[test]
+    fn a_process_printing_past_its_bound_is_refused_and_a_flood_of_errors_keeps_its_last_line() {
+        let started = std::time::Instant::now();
+        // An endless program: refused at the bound, not read until memory runs out (or the 60-s timeout).
+        match run("yes AKIDAKIDAKIDAKID") {
+            Err(FetchError::ProcessFailed { program, why }) => {
+                assert_eq!(program, "yes");
+                assert!(why.contains("more than 64 KiB"), "{why}");
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("credentials from an endless program"),
+        }
+        // 1 MB of errors, then the line that says why: drained, never blocking the program.
+        match run("head -c 1000000 /dev/zero | tr '\\0' x >&2; echo >&2; echo 'vault sealed' >&2; exit 3") {
+            Err(FetchError::ProcessFailed { program, why }) => {
+                assert_eq!(program, "head");
+                assert!(why.ends_with("vault sealed") && why.contains("exit status: 3"), "{why}");
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("credentials from a failing program"),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        // Credentials after a noisy error stream still come through.
+        let ok = run("head -c 200000 /dev/zero >&2; echo '{\"Version\": 1, \"AccessKeyId\": \"AKIDP\", \"SecretAccessKey\": \"s\"}'")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((ok.key_id.as_str(), ok.expires_s), ("AKIDP", None));
     }
 }
