@@ -159,6 +159,12 @@ fn chat_line(c: &backstop::ledger::ChatOpsRecord) -> String {
         C::Unverified { path, reason } => format!("chat-ops: unverified request to {path} refused: {reason}"),
         C::Undelivered { method, error } => format!("chat-ops: {method} not delivered: {error}"),
         C::Dropped { count } => format!("chat-ops: {count} thread posts dropped (queue full)"),
+        C::Posted { message, channel, ts } => match message {
+            backstop::ledger::ChatMessage::Release => format!("chat-ops: release message posted in {channel} at {ts}"),
+            backstop::ledger::ChatMessage::Fleet { name } => {
+                format!("chat-ops: fleet {name}'s message posted in {channel} at {ts}")
+            }
+        },
         C::Delivery { key } => format!("chat-ops: request {} taken", &key[..key.len().min(12)]),
     }
 }

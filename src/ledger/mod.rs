@@ -36,7 +36,7 @@ pub use chain::{
 pub use compact::{Choice, Compaction, choose};
 pub use lease::{LeaseOp, LeaseRow};
 pub use record::{
-    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatOpsRecord,
+    ActionResult, Actor, ApprovalAnswer, ApprovalRequested, ApprovalResolved, ChatAction, ChatMessage, ChatOpsRecord,
     CompactedRecord, IntentRecord, LeaseEvent, LeaseRecord, LeaseRole, OperatorAction, OperatorRecord, OutcomeRecord,
     PersonAction, PersonRequestRecord, RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished, ReleasePaused,
     ReleaseStarted, RevisionRecord, TickRecord, TickSummary,

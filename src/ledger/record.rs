@@ -598,6 +598,20 @@ pub enum ChatAction {
     Clear,
 }
 
+/// Which message a posted one is: a release's own, or its fleet's (recorded
+/// under the fleet's first member, whose own message is the other kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "of", rename_all = "snake_case")]
+pub enum ChatMessage {
+    /// The release's message.
+    Release,
+    /// The fleet's message, by the fleet's name.
+    Fleet {
+        /// The fleet's name.
+        name: String,
+    },
+}
+
 /// A chat-ops event worth keeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -632,6 +646,17 @@ pub enum ChatOpsRecord {
     Dropped {
         /// Posts dropped.
         count: u64,
+    },
+    /// A message was posted for a release or a fleet: where it is, so an
+    /// agent restarted mid-release (or another sharing the ledger) updates
+    /// it in place instead of posting a second one.
+    Posted {
+        /// Which message of the release's.
+        message: ChatMessage,
+        /// Channel id.
+        channel: String,
+        /// The message's `ts`: its id for `chat.update`.
+        ts: String,
     },
     /// A verified request from Slack was taken (its signature's digest), so
     /// a captured copy replayed within the signature's five minutes — after

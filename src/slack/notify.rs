@@ -19,7 +19,7 @@ use super::app::SlackApp;
 use super::render::{self, ThreadItem, charts};
 use super::web::{Posted, WebError};
 use super::wire::Reply;
-use crate::ledger::ChatOpsRecord;
+use crate::ledger::{ChatMessage, ChatOpsRecord, Record, RecordKind};
 use crate::run::agent::{ReleaseState, ReleaseView};
 
 /// Whose message a slot holds.
@@ -35,6 +35,14 @@ impl Key {
     fn name(&self) -> &str {
         match self {
             Key::Release(n) | Key::Fleet(n) => n,
+        }
+    }
+
+    /// Which message of the ledger's this is.
+    fn message(&self) -> ChatMessage {
+        match self {
+            Key::Release(_) => ChatMessage::Release,
+            Key::Fleet(name) => ChatMessage::Fleet { name: name.clone() },
         }
     }
 }
@@ -59,6 +67,8 @@ struct Slot {
     recorded: bool,
     /// Slack refused the channel or the token: nothing more is sent for this release.
     refused: bool,
+    /// The ledger was asked where this message was posted before (a restart).
+    restored: bool,
     /// What the message was last rendered from.
     version: Option<Version>,
 }
@@ -94,6 +104,10 @@ const CHANNEL_REFUSALS: [&str; 9] = [
     "missing_scope",
     "restricted_action",
 ];
+
+/// A release's chat-ops records searched for where its message was posted
+/// (newest first; each post is one, and refusals or outages add a few more).
+const POSTED_LOOKBACK: i64 = 1000;
 
 /// How often the table is read when nothing rings.
 const POLL: Duration = Duration::from_millis(250);
@@ -248,6 +262,14 @@ impl Notifier {
             {
                 continue;
             }
+            if !slot.restored {
+                slot.restored = true;
+                if slot.posted.is_none() {
+                    let found = self.posted_before(&name).await;
+                    self.restore(&name, found);
+                }
+            }
+            let Some(slot) = self.slots.get(&name) else { continue };
             let Some(step) = next_step(slot, root) else { continue };
             let channel = slot.channel.clone();
             self.channel_ready.insert(channel.clone(), now + interval);
@@ -277,6 +299,7 @@ impl Notifier {
                     // A mention in this thread is about this release (a fleet's thread has several).
                     self.app.threads.set(release, at.clone());
                 }
+                self.record_posted(name, &at).await;
                 self.sent(name, msg, Some(at));
             }
             Step::Update(at, msg) => match web.update(&at, &msg).await {
@@ -302,6 +325,47 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+
+    /// Where `key`'s message was posted before this process started, from
+    /// the ledger (its newest record); `None` when never, or unreadable (then
+    /// a new message is posted: better twice than not at all).
+    async fn posted_before(&self, key: &Key) -> Option<Posted> {
+        let release_id = &self.slots.get(key)?.release_id;
+        let wanted = key.message();
+        let ledger = &self.app.agent.runtime().ledger;
+        let rows = match ledger.of_kind(RecordKind::ChatOps, Some(release_id), 0, POSTED_LOOKBACK).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %crate::error::chain(&e), "Where the message was posted is unknown: the ledger cannot be read.");
+                return None;
+            }
+        };
+        rows.into_iter().rev().find_map(|(_, r)| match r {
+            Record::ChatOps(ChatOpsRecord::Posted { message, channel, ts }) if message == wanted => {
+                Some(Posted { channel, ts })
+            }
+            _ => None,
+        })
+    }
+
+    /// Take up a message posted before a restart: updated in place from now on.
+    fn restore(&mut self, key: &Key, found: Option<Posted>) {
+        let (Some(at), Some(slot)) = (found, self.slots.get_mut(key)) else { return };
+        if at.channel != slot.channel {
+            // The service's channel changed across the restart: a new message there.
+            return;
+        }
+        if let (Key::Release(release), None) = (key, &slot.fleet) {
+            self.app.threads.set(release, at.clone());
+        }
+        slot.posted = Some(at);
+    }
+
+    async fn record_posted(&self, key: &Key, at: &Posted) {
+        let Some(slot) = self.slots.get(key) else { return };
+        let rec = ChatOpsRecord::Posted { message: key.message(), channel: at.channel.clone(), ts: at.ts.clone() };
+        self.app.record(&slot.release_id, &self.app.agent_actor(), rec).await;
     }
 
     fn sent(&mut self, name: &Key, msg: Reply, posted: Option<Posted>) {

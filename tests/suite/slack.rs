@@ -623,6 +623,49 @@ async fn slack_unreachable_for_a_whole_release_changes_no_decision_and_no_timing
     assert!((1..=3).contains(&tries), "a refusal is not retried like an outage: {tries} posts");
 }
 
+/// An agent restarted mid-release takes up the release's message where it
+/// was posted (the ledger's `chat-ops: … posted` record) and updates it in
+/// place, instead of posting a second message for the same release.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_restarted_mid_release_updates_its_message_instead_of_posting_another() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{SEARCH}{}", slack_toml("http", &fake.api_url, "http://a"));
+    let top_level = |fake: &FakeSlack| {
+        let posts = fake.calls("chat.postMessage");
+        posts.into_iter().filter(|c| c["thread_ts"].is_null() && c.to_string().contains("search")).count()
+    };
+    // 180 ticks of 200 ms: the release is mid-way for half a minute.
+    let (url, agent) = agent(dir.path(), &config, 200);
+    let first = fake.wait_call("chat.postMessage", |c| c.to_string().contains("search"), WAIT).await;
+    assert!(first["thread_ts"].is_null(), "{first}");
+    let ts = fake.ts_of(CHANNEL, |m| m.to_string().contains("search")).expect("the release message");
+    let state = |url: String| async move {
+        let v: Value = reqwest::get(format!("{url}/v1/releases/search")).await.unwrap().json().await.unwrap();
+        v["state"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(state(url.clone()).await, "running", "restarted mid-release");
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    assert!(audit(dir.path()).contains(&format!("chat-ops: release message posted in {CHANNEL} at {ts}")));
+    let updates_before = fake.calls("chat.update").len();
+
+    let (url, agent) = self::agent(dir.path(), &config, 5);
+    let start = Instant::now();
+    while state(url.clone()).await != "finished" {
+        assert!(start.elapsed() < WAIT, "the release never finished after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ended = wait_message(&fake, &ts, |m| text_of(m).contains("promoted")).await;
+    assert!(text_of(&ended).contains("search"), "{ended:#}");
+    let updates = fake.calls("chat.update");
+    assert!(updates[updates_before..].iter().any(|u| u["ts"] == ts.as_str()), "updated in place after the restart");
+    assert_eq!(top_level(&fake), 1, "one message for the release across the restart: {:#?}", fake.all_calls());
+    agent.signal("TERM");
+    let _ = agent.finish(Duration::from_secs(30));
+}
+
 /// `/backstop clear` lifts a quarantine through the API's rule and record:
 /// an auto release rolled back (orders v2 quarantined); a deactivated user,
 /// a non-approver and a revision never quarantined are refused and recorded;
