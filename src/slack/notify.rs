@@ -169,6 +169,12 @@ impl Notifier {
         self.refresh_fleets().await;
         let url = self.app.settings.agent_url.clone();
         for v in self.app.agent.list() {
+            // The agent holding a release speaks for it (one standing by would
+            // show "standby" over the holder's message); a new holder takes
+            // the message up from the ledger ([`Notifier::posted_before`]).
+            if v.state == ReleaseState::Standby {
+                continue;
+            }
             let decided = self.app.decided(&v.name);
             let channel = self.app.settings.channel_for(&v.service).to_string();
             let fleet = self.fleets.member_of.get(&v.name).cloned();

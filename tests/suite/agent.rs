@@ -552,6 +552,59 @@ async fn a_persons_rollback_relayed_during_a_takeover_is_ruled_on_by_the_next_ho
     drop(dir);
 }
 
+/// Two agents with Slack on one ledger: only the holder speaks for the
+/// release (no message says "standby"), and when it is killed the agent that
+/// takes over updates the same message to the release's end — one message.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_two_agents_only_the_holder_posts_and_the_next_holder_updates_the_same_message() {
+    use crate::support::slack::{APP, BOT, FakeSlack, SIGNING};
+    let fake = FakeSlack::start(&["C0RELEASE"]).await;
+    let slack = format!(
+        "[agent]\nlease_s = 6\n[slack]\nmode = \"http\"\napi_url = \"{}\"\nchannel = \"C0RELEASE\"\npost_interval_ms = 20\n",
+        fake.api_url
+    );
+    let env = [("SLACK_BOT_TOKEN", BOT), ("SLACK_APP_TOKEN", APP), ("SLACK_SIGNING_SECRET", SIGNING)];
+    let targets = format!(
+        "{slack}[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = {{ kind = \"simulator\" }}\n\
+         templates.default.source = {{ kind = \"simulator\", seed = 3 }}\n"
+    );
+    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
+    let a = start(&targets, policy, 200, &env);
+    let (b_url, b) = agent_in(a.dir.path(), 200, &env);
+    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
+    assert_eq!(code, 201, "{body}");
+    let (holder, _) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
+    fake.wait_call("chat.postMessage", |c| c.to_string().contains("checkout"), Duration::from_secs(30)).await;
+    let ledger = a.ledger();
+    let Setup { agent, dir, .. } = a;
+    let survivor = if holder == b_url {
+        b.kill9();
+        agent
+    } else {
+        agent.kill9();
+        b
+    };
+    let start = Instant::now();
+    while !audit(&ledger).lines().any(|l| l.split_whitespace().nth(2) == Some("release_finished")) {
+        assert!(start.elapsed() < Duration::from_secs(120), "the release never finished after the takeover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ts = fake.ts_of("C0RELEASE", |m| m.to_string().contains("checkout")).expect("the release message");
+    let shown = |fake: &FakeSlack| fake.message("C0RELEASE", &ts).to_string();
+    let start = Instant::now();
+    while !shown(&fake).contains("promoted") {
+        assert!(start.elapsed() < Duration::from_secs(30), "never shown ended: {}", shown(&fake));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let top: Vec<Value> = fake.calls("chat.postMessage").into_iter().filter(|c| c["thread_ts"].is_null()).collect();
+    assert_eq!(top.len(), 1, "one message across both agents and the takeover: {top:#?}");
+    let every = fake.all_calls();
+    assert!(!every.iter().any(|(_, body)| body.contains("standby")), "a standby agent spoke: {every:#?}");
+    survivor.signal("TERM");
+    assert_eq!(survivor.finish(Duration::from_secs(30)).0, 0);
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_persons_rollback_sent_to_the_standby_agent_is_relayed_to_the_holder_and_runs_once() {
     let (a, b_url, b) = two_agents_running_checkout("").await;
