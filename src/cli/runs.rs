@@ -86,14 +86,17 @@ pub async fn run_all(
         (RunMode::Act, None) => runtime.select_with_fleets(&a.releases).map_err(runtime_failure)?,
         _ => (runtime.select(&a.releases).map_err(runtime_failure)?, vec![]),
     };
-    let prepare = |cfg: &backstop::release::ReleaseConfig| match window {
-        Some(w) => in_window(&runtime, cfg, mode, started_ms, w),
-        None => runtime.prepare(cfg, mode, started_ms).map_err(runtime_failure),
-    };
-    let prepared = chosen.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+    let mut prepared = Vec::with_capacity(chosen.len());
+    for cfg in &chosen {
+        prepared.push(prepare_one(&runtime, cfg, (mode, started_ms), window).await?);
+    }
     let mut fleet_runs = Vec::new();
     for (_, members) in &fleets {
-        fleet_runs.push(members.iter().map(prepare).collect::<Result<Vec<_>, _>>()?);
+        let mut runs = Vec::with_capacity(members.len());
+        for cfg in members {
+            runs.push(prepare_one(&runtime, cfg, (mode, started_ms), window).await?);
+        }
+        fleet_runs.push(runs);
     }
     let every = chosen.iter().chain(fleets.iter().flat_map(|(_, m)| m));
     let every_prepared = prepared.iter().chain(fleet_runs.iter().flatten());
@@ -121,6 +124,20 @@ pub async fn run_all(
     }));
     let (results, fleet_results) = tokio::join!(alone, in_fleets);
     gather(prepared.into_iter().zip(results), fleets.into_iter().zip(fleet_results))
+}
+
+/// One release made runnable: over a past window, or (continuing what the
+/// ledger holds of it) from its recorded start or now.
+async fn prepare_one(
+    runtime: &Runtime,
+    cfg: &backstop::release::ReleaseConfig,
+    (mode, started_ms): (RunMode, i64),
+    window: Option<&PastWindow>,
+) -> Result<Prepared, Failure> {
+    match window {
+        Some(w) => in_window(runtime, cfg, mode, started_ms, w),
+        None => runtime.prepare_to_run(cfg, mode, started_ms).await.map_err(runtime_failure),
+    }
 }
 
 /// Each release's outcome, those run alone first and then each fleet's

@@ -659,6 +659,22 @@ impl Ledger {
         Ok(rows.iter().any(|(_, rec)| matches!(rec, Record::ApprovalResolved(a) if a.id == id)))
     }
 
+    /// When release `release_id` first started (its oldest `release_started`
+    /// record's time, ms since the epoch); `None` when it never did. A
+    /// continued release reads its window from there, not from its restart.
+    pub async fn first_started_ms(&self, release_id: &str) -> Result<Option<i64>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT at_ms FROM ledger_records WHERE release_id = $1 AND kind = 'release_started' ORDER BY seq LIMIT 1",
+        )
+        .bind(release_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get::<i64, _>("at_ms")?),
+            None => None,
+        })
+    }
+
     /// The release's final record, if it has finished (in any run, by any agent).
     pub async fn finished(&self, release_id: &str) -> Result<Option<ReleaseFinished>, LedgerError> {
         let sql = format!(

@@ -457,16 +457,40 @@ struct InProcess<'r, 'o> {
 impl WaveRunner for InProcess<'_, '_> {
     async fn run_wave(&mut self, fleet: &Fleet<'_>, wave: &[usize]) -> Result<Vec<(usize, RunOutcome)>, LedgerError> {
         let runtime = self.runtime;
+        let mut fresh = Vec::with_capacity(wave.len());
+        for &m in wave {
+            fresh.push(runtime.at_wave_start(&fleet.members[m]).await);
+        }
         let runs: Vec<_> = wave
             .iter()
-            .map(|&m| {
-                let p = &fleet.members[m];
+            .zip(&fresh)
+            .map(|(&m, fresh)| {
+                let p = fresh.as_ref().unwrap_or(&fleet.members[m]);
                 let mut obs = (self.observer)(&p.name, p.release.duration_s);
                 let pace = self.pace;
                 async move { (m, runtime.run(&p.release, pace, obs.as_mut(), None).await) }
             })
             .collect();
         join_in_order(runs.into_iter()).await.into_iter().map(|(m, r)| r.map(|o| (m, o))).collect()
+    }
+}
+
+impl Runtime {
+    /// A fleet member prepared again as its wave starts, so its live
+    /// sources read from the wave's start (or the member's recorded start),
+    /// not from when the fleet was set up; `None`, with a warning, when that
+    /// fails now (the member then runs as prepared at the start).
+    async fn at_wave_start(&self, member: &Prepared) -> Option<Prepared> {
+        let cfg = self.settings.releases.iter().find(|c| c.name == member.name)?;
+        let now = self.agent.clock.now_ms();
+        match self.prepare_to_run(cfg, crate::policy::RunMode::Act, now).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(release = %member.name, error = %crate::error::chain(&e),
+                    "A fleet member could not be prepared again at its wave's start; it reads from the fleet's start.");
+                None
+            }
+        }
     }
 }
 

@@ -44,6 +44,15 @@ pub enum RuntimeError {
     /// The ledger cannot be opened.
     #[error("cannot open the ledger")]
     Ledger(#[source] LedgerError),
+    /// The ledger could not say when a release first started.
+    #[error("cannot read when release `{name}` started from the ledger")]
+    Recorded {
+        /// The release.
+        name: String,
+        /// Why.
+        #[source]
+        source: LedgerError,
+    },
     /// The model section is unusable.
     #[error("model configuration")]
     Model(#[source] ModelError),
@@ -109,7 +118,7 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Whether the fix is in configuration (exit 2) rather than a backend (exit 3).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, RuntimeError::Ledger(_) | RuntimeError::Tampered { .. })
+        !matches!(self, RuntimeError::Ledger(_) | RuntimeError::Recorded { .. } | RuntimeError::Tampered { .. })
     }
 
     /// Whether the ledger was found edited (exit 4, as `audit verify`).
@@ -335,6 +344,31 @@ impl Runtime {
     pub fn prepare(&self, cfg: &ReleaseConfig, mode: RunMode, started_ms: i64) -> Result<Prepared, RuntimeError> {
         let now_s = self.agent.clock.now_ms() as f64 / 1000.0;
         self.prepare_at(cfg, mode, started_ms, now_s)
+    }
+
+    /// [`Runtime::prepare`] for a run that may continue one the ledger holds
+    /// (after a restart, or taken over from another agent): an acting
+    /// release's live sources read its window from its recorded first start,
+    /// so every tick reads the samples of its own release time; one never
+    /// started reads from now. An advisory run is its own analysis: from now.
+    pub async fn prepare_to_run(
+        &self,
+        cfg: &ReleaseConfig,
+        mode: RunMode,
+        started_ms: i64,
+    ) -> Result<Prepared, RuntimeError> {
+        let recorded = match mode {
+            RunMode::Act => self
+                .ledger
+                .first_started_ms(&release_id(cfg))
+                .await
+                .map_err(|source| RuntimeError::Recorded { name: cfg.name.clone(), source })?,
+            RunMode::Advise => None,
+        };
+        match recorded {
+            Some(ms) => self.prepare_at(cfg, mode, started_ms, ms as f64 / 1000.0),
+            None => self.prepare(cfg, mode, started_ms),
+        }
     }
 
     /// [`Runtime::prepare`] for a window that began at `start_unix_s`: a

@@ -89,6 +89,112 @@ async fn a_failing_canary_is_judged_from_datadogs_api_and_its_keys_never_show() 
     assert!(!seen.contains(DD_API_KEY) && !seen.contains(DD_APP_KEY), "a key was shown: {seen}");
 }
 
+/// The window start (`from`) of each canary query from the `from`th query on.
+fn canary_froms(saas: &FakeSaas, from: usize) -> Vec<i64> {
+    saas.asked()[from..].iter().filter(|(q, _, _)| q.contains("version:canary")).map(|a| a.1).collect()
+}
+
+/// Wait for `n` canary queries after the `from`th.
+async fn wait_queries(saas: &FakeSaas, from: usize, n: usize) {
+    let start = std::time::Instant::now();
+    while canary_froms(saas, from).len() < n {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "{:?}", saas.asked());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A release continued after `watch` stopped (SIGTERM pauses it) reads its
+/// window from its recorded start: every query after the restart asks for
+/// the same window start as before it, not one that begins at the restart
+/// (which would judge each tick on samples of another release time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continued_release_reads_its_window_from_its_recorded_start() {
+    use crate::support::agents::Agent;
+    use std::time::Duration;
+    let saas = FakeSaas::start().await;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 60;
+    saas.add("version:stable", points(t0, false));
+    saas.add("version:canary", points(t0, false));
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("backstop")).unwrap();
+    let query = "avg:errors.ratio{service:checkout,version:{{ side }}}.rollup(avg, {{ step }})";
+    let cfg = write(d.path(), "dd.toml", &datadog(&saas.url, query));
+    let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
+    let ledger = d.path().join("l.db").display().to_string();
+    let first = Agent::watch(&cfg, &ledger, 300, &keys);
+    wait_queries(&saas, 0, 5).await;
+    first.signal("TERM");
+    let (_, out, err) = first.finish(Duration::from_secs(30));
+    let before = canary_froms(&saas, 0);
+    assert!(before.windows(2).all(|w| w[0] == w[1]), "one window start per run: {before:?}");
+    // Restarted seconds later: a window taken from the restart would start at least 3 s later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = saas.asked().len();
+    let second = Agent::watch(&cfg, &ledger, 300, &keys);
+    wait_queries(&saas, seen, 3).await;
+    second.signal("TERM");
+    let (_, out2, err2) = second.finish(Duration::from_secs(30));
+    let after = canary_froms(&saas, seen);
+    assert!(
+        after.iter().all(|f| *f == before[0]),
+        "after the restart {after:?}, before {before:?}\n{out}{err}{out2}{err2}"
+    );
+    let audit = crate::suite::agent::audit(&ledger);
+    assert!(audit.contains("release_paused"), "the first run paused the release: {audit}");
+}
+
+/// A fleet's later wave reads its window from when the wave starts, not
+/// from when `watch` set the fleet up: wave 2's queries start after wave 1
+/// ran and baked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleets_later_wave_reads_its_window_from_the_waves_start() {
+    use crate::support::agents::Agent;
+    use std::time::Duration;
+    let saas = FakeSaas::start().await;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 60;
+    for marker in [
+        "service:eu,version:stable",
+        "service:eu,version:canary",
+        "service:us,version:stable",
+        "service:us,version:canary",
+    ] {
+        saas.add(marker, points(t0, false));
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("backstop")).unwrap();
+    let member = |name: &str| {
+        let query = format!("avg:errors.ratio{{service:{name},version:{{{{ side }}}}}}.rollup(avg, {{{{ step }}}})");
+        let source = datadog(&saas.url, &query).replace("duration_s = 600", "duration_s = 100");
+        format!(
+            "[[releases]]\nname = \"checkout-{name}\"\nservice = \"checkout\"\ntarget = \"cmd/{name}\"\n\
+             candidate_revision = \"v42\"\nlast_known_good = \"v41\"\nsource = {source}\n\
+             executor = {{ kind = \"command\", rollback = [\"true\"], promote = [\"true\"], verify = [\"true\"] }}\n\n"
+        )
+    };
+    let text = format!(
+        "{}{}[[fleets]]\nname = \"f\"\nwaves = [[\"cmd/eu\"], [\"cmd/us\"]]\nbake_s = [2, 0]\n",
+        member("eu"),
+        member("us")
+    );
+    let cfg = d.path().join("backstop.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
+    let ledger = d.path().join("l.db").display().to_string();
+    let watch = Agent::watch(&cfg, &ledger, 200, &keys);
+    let (_, out, err) = watch.finish(Duration::from_secs(120));
+    assert!(out.contains("checkout-us"), "wave 2 ran: {out}{err}");
+    let from_of = |service: &str| -> Vec<i64> {
+        let marker = format!("service:{service},version:canary");
+        saas.asked().iter().filter(|(q, _, _)| q.contains(&marker)).map(|a| a.1).collect()
+    };
+    let (eu, us) = (from_of("eu"), from_of("us"));
+    assert!(!eu.is_empty() && !us.is_empty(), "{:?}", saas.asked());
+    // The first query of each is the check before anything runs; then wave
+    // 1's ten ticks of 200 ms and its 2-s bake come before wave 2 starts.
+    let (eu_run, us_run) = (eu.last().unwrap(), us.last().unwrap());
+    assert!(*us_run >= eu_run + 3, "wave 2 reads from {us:?}, wave 1 from {eu:?}\n{out}\n{err}");
+}
+
 fn newrelic(url: &str, account: u64, query: &str) -> String {
     format!(
         r#"{{ kind = "newrelic", url = "{url}/graphql", account_id = {account}, api_key_env = "T_NR_KEY", baseline = {{ kind = "seasonal", offset = "1d" }}, canary = "checkout", step_s = 10, duration_s = 600, timeout_s = 5, metrics = [{{ name = "errors", unit = "ratio", bad_direction = "up", query = "{query}" }}] }}"#

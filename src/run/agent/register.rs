@@ -148,7 +148,7 @@ impl Agent {
         let name = cfg.name.clone();
         let key = Key { name: name.clone(), id: release_id(&cfg) };
         let started = self.runtime.agent.clock.now_ms();
-        let prepared = match self.runtime.prepare(&cfg, self.mode, started) {
+        let prepared = match self.runtime.prepare_to_run(&cfg, self.mode, started).await {
             Ok(p) => p,
             Err(e) => return self.failed(&key, crate::error::chain(&e)),
         };
