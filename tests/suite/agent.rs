@@ -487,17 +487,37 @@ async fn with_two_agents_on_one_ledger_an_answer_given_to_the_one_not_holding_th
 /// Two agents on one ledger (the second's URL and process after the first's
 /// setup), `sim/checkout` registered; `agent` is prepended to the config.
 async fn two_agents_running_checkout(agent: &str) -> (Setup, String, Agent) {
+    two_agents_running_checkout_with(agent, &[]).await
+}
+
+/// As [`two_agents_running_checkout`], both agents with `env` besides.
+async fn two_agents_running_checkout_with(agent: &str, env: &[(&str, &str)]) -> (Setup, String, Agent) {
     let targets = format!(
         "{agent}[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = {{ kind = \"simulator\" }}\n\
          templates.default.source = {{ kind = \"simulator\", seed = 3 }}\n"
     );
     let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n\
                   [approvals]\napprovers = [\"ops@example.com\"]\n";
-    let a = start(&targets, policy, 200, &[]);
-    let (b_url, b) = agent_in(a.dir.path(), 200, &[]);
+    let a = start(&targets, policy, 200, env);
+    let (b_url, b) = agent_in(a.dir.path(), 200, env);
     let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
     assert_eq!(code, 201, "{body}");
     (a, b_url, b)
+}
+
+/// SIGKILL whichever of the two agents holds the release: the survivor,
+/// the folder and the ledger's path.
+fn kill_the_holder(a: Setup, b: Agent, holder: &str, b_url: &str) -> (Agent, tempfile::TempDir, String) {
+    let ledger = a.ledger();
+    let Setup { agent, dir, .. } = a;
+    let survivor = if holder == b_url {
+        b.kill9();
+        agent
+    } else {
+        agent.kill9();
+        b
+    };
+    (survivor, dir, ledger)
 }
 
 /// The agent URL whose loop runs `name` past t = 50 s, and the one standing by.
@@ -528,15 +548,7 @@ async fn holder_and_standby(urls: &[&String], name: &str) -> (String, String) {
 async fn a_persons_rollback_relayed_during_a_takeover_is_ruled_on_by_the_next_holder() {
     let (a, b_url, b) = two_agents_running_checkout("[agent]\nlease_s = 6\n").await;
     let (holder, standby) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
-    let ledger = a.ledger();
-    let Setup { agent, dir, .. } = a;
-    let survivor = if holder == b_url {
-        b.kill9();
-        agent
-    } else {
-        agent.kill9();
-        b
-    };
+    let (survivor, dir, ledger) = kill_the_holder(a, b, &holder, &b_url);
     let token = [("BACKSTOP_AGENT_TOKEN", OPS)];
     let (code, out, err) = releases(&standby, &["rollback", "checkout", "--reason", "error budget burning"], &token);
     assert_eq!(code, 10, "{out}{err}");
@@ -564,26 +576,10 @@ async fn with_two_agents_only_the_holder_posts_and_the_next_holder_updates_the_s
         fake.api_url
     );
     let env = [("SLACK_BOT_TOKEN", BOT), ("SLACK_APP_TOKEN", APP), ("SLACK_SIGNING_SECRET", SIGNING)];
-    let targets = format!(
-        "{slack}[[agent.targets]]\ntarget = \"sim/checkout\"\nexecutor = {{ kind = \"simulator\" }}\n\
-         templates.default.source = {{ kind = \"simulator\", seed = 3 }}\n"
-    );
-    let policy = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n";
-    let a = start(&targets, policy, 200, &env);
-    let (b_url, b) = agent_in(a.dir.path(), 200, &env);
-    let (code, body) = post(&format!("{}/v1/releases", a.url), CI, &registration("checkout", "sim/checkout")).await;
-    assert_eq!(code, 201, "{body}");
+    let (a, b_url, b) = two_agents_running_checkout_with(&slack, &env).await;
     let (holder, _) = holder_and_standby(&[&a.url, &b_url], "checkout").await;
     fake.wait_call("chat.postMessage", |c| c.to_string().contains("checkout"), Duration::from_secs(30)).await;
-    let ledger = a.ledger();
-    let Setup { agent, dir, .. } = a;
-    let survivor = if holder == b_url {
-        b.kill9();
-        agent
-    } else {
-        agent.kill9();
-        b
-    };
+    let (survivor, dir, ledger) = kill_the_holder(a, b, &holder, &b_url);
     let start = Instant::now();
     while !audit(&ledger).lines().any(|l| l.split_whitespace().nth(2) == Some("release_finished")) {
         assert!(start.elapsed() < Duration::from_secs(120), "the release never finished after the takeover");

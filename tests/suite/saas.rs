@@ -31,16 +31,24 @@ fn datadog(url: &str, query: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_canary_is_judged_from_datadogs_api_and_its_keys_never_show() {
+/// A fake Datadog with checkout's stable and canary series from `ago_s`
+/// seconds back (the canary failing from 300 s in when `fails`), and a
+/// release reading them: the fake, the series' start, the folder, the configuration.
+async fn datadog_checkout(ago_s: i64, fails: bool) -> (FakeSaas, i64, tempfile::TempDir, std::path::PathBuf) {
     let saas = FakeSaas::start().await;
-    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 3600;
+    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - ago_s;
     saas.add("version:stable", points(t0, false));
-    saas.add("version:canary", points(t0, true));
+    saas.add("version:canary", points(t0, fails));
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir(d.path().join("backstop")).unwrap();
     let query = "avg:errors.ratio{service:checkout,version:{{ side }}}.rollup(avg, {{ step }})";
     let cfg = write(d.path(), "dd.toml", &datadog(&saas.url, query));
+    (saas, t0, d, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_judged_from_datadogs_api_and_its_keys_never_show() {
+    let (saas, t0, d, cfg) = datadog_checkout(3600, true).await;
     let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
     let ledger = d.path().join("l.db").display().to_string();
     let mut seen = String::new();
@@ -111,14 +119,7 @@ async fn wait_queries(saas: &FakeSaas, from: usize, n: usize) {
 async fn a_continued_release_reads_its_window_from_its_recorded_start() {
     use crate::support::agents::Agent;
     use std::time::Duration;
-    let saas = FakeSaas::start().await;
-    let t0 = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock) / 1000 - 60;
-    saas.add("version:stable", points(t0, false));
-    saas.add("version:canary", points(t0, false));
-    let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("backstop")).unwrap();
-    let query = "avg:errors.ratio{service:checkout,version:{{ side }}}.rollup(avg, {{ step }})";
-    let cfg = write(d.path(), "dd.toml", &datadog(&saas.url, query));
+    let (saas, _, d, cfg) = datadog_checkout(60, false).await;
     let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
     let ledger = d.path().join("l.db").display().to_string();
     let first = Agent::watch(&cfg, &ledger, 300, &keys);
