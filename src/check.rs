@@ -164,10 +164,11 @@ async fn release(settings: &Settings, policy: &PolicyFile, cfg: &crate::release:
     let now_s = clock.now_ms() as f64 / 1000.0;
     let targets = settings.declared_targets().into();
     let files = cfg.files_from(settings.base_dir.as_deref());
-    let prepared = match PreparedRelease::prepare(&files, targets, id, RunMode::Act, clock, now_s) {
-        Ok(p) => p,
-        Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
-    };
+    let prepared =
+        match PreparedRelease::prepare(&files, targets, id, RunMode::Act, clock, crate::signals::TimeZero::at(now_s)) {
+            Ok(p) => p,
+            Err(e) => return vec![CheckLine::new(name("configuration"), Status::Invalid(chain(&e)))],
+        };
     let guards = match policy.check_guards(&cfg.service, &prepared.metrics) {
         Ok(()) => Status::Ok(format!("{} metric(s), guards on their bad side", prepared.metrics.len())),
         Err(e) => Status::Invalid(chain(&e)),

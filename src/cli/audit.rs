@@ -98,10 +98,13 @@ fn one_line(r: &StoredRecord) -> String {
         }
         Record::Outcome(o) => format!("{} (plan {})", result_line(&o.result), o.plan_id),
         Record::ReleaseFinished(f) => format!("status={}", f.status.label()),
-        Record::ReleaseStarted(s) => match s.continued_from_s {
-            Some(at) => format!("source={} mode={} continued from t={at}s", s.source, s.mode),
-            None => format!("source={} mode={}", s.source, s.mode),
-        },
+        Record::ReleaseStarted(s) => {
+            let read = s.canary_from_ms.map(|ms| format!(", canary read from {}", instant(ms))).unwrap_or_default();
+            match s.continued_from_s {
+                Some(at) => format!("source={} mode={} continued from t={at}s{read}", s.source, s.mode),
+                None => format!("source={} mode={}{read}", s.source, s.mode),
+            }
+        }
         Record::Lease(l) => {
             format!("{} lease on {} to {} (token {})", lease_event(&l.event), l.target, l.holder, l.token)
         }
@@ -109,7 +112,7 @@ fn one_line(r: &StoredRecord) -> String {
             "approval {} requested: {} (expires {})",
             a.request.id,
             proposal_line(&a.request.proposed),
-            jiff::Timestamp::from_millisecond(a.request.expires_at_ms).map(|t| t.to_string()).unwrap_or_default()
+            instant(a.request.expires_at_ms)
         ),
         Record::ApprovalResolved(a) => {
             let answer = a.answer.map_or("none".to_string(), |x| x.to_string());
@@ -218,7 +221,7 @@ pub async fn run(a: AuditArgs, settings: &backstop::config::Settings) -> CliResu
                 let line = format!(
                     "{:>6}  {}  {:<16} {:<24} {}  {}",
                     r.seq,
-                    jiff::Timestamp::from_millisecond(r.at_ms).map(|t| t.to_string()).unwrap_or_default(),
+                    instant(r.at_ms),
                     r.kind,
                     r.actor,
                     r.release_id,
@@ -345,4 +348,9 @@ async fn find_open(ledger: &Ledger, plan_id: &str) -> Result<backstop::ledger::O
     open.into_iter()
         .find(|o| o.intent.plan.id == plan_id)
         .ok_or_else(|| Failure::usage(format!("plan `{plan_id}` already has a settled outcome; nothing to resolve")))
+}
+
+/// A moment (ms since the epoch) as RFC 3339, for the audit trail.
+fn instant(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }

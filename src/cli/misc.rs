@@ -111,7 +111,9 @@ pub fn policy(cmd: PolicyCommand, settings: &backstop::config::Settings) -> CliR
                 let files = r.files_from(settings.base_dir.as_deref());
                 let clock: std::sync::Arc<dyn backstop::clock::Clock> =
                     std::sync::Arc::new(backstop::clock::SystemClock);
-                let built = backstop::signals::build_source(&files.source, 0.0, &clock).map_err(Failure::usage)?;
+                let built =
+                    backstop::signals::build_source(&files.source, backstop::signals::TimeZero::at(0.0), &clock)
+                        .map_err(Failure::usage)?;
                 p.check_guards(&r.service, &built.metrics).map_err(|e| Failure::usage(backstop::Error::from(e)))?;
             }
             out(&format!(

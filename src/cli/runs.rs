@@ -186,7 +186,9 @@ fn in_window(
             cfg.name
         )));
     }
-    let mut p = runtime.prepare_at(cfg, mode, started_ms, w.from_s).map_err(runtime_failure)?;
+    let mut p = runtime
+        .prepare_at(cfg, mode, started_ms, backstop::signals::TimeZero::at(w.from_s))
+        .map_err(runtime_failure)?;
     if let Some(to_s) = w.to_s {
         let length = (to_s - w.from_s).floor();
         if length < p.release.tick_s as f64 {

@@ -109,6 +109,20 @@ pub enum LedgerError {
     },
 }
 
+/// Where a release that may be continued stands, as its records say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Its first `release_started` record's time, ms since the epoch.
+    pub started_ms: i64,
+    /// Time 0 of its canary's samples, ms since the epoch: the newest
+    /// `release_started` record's `canary_from_ms`, else `started_ms`.
+    pub canary_from_ms: i64,
+    /// Release seconds it reached: its newest tick's clock (0 before any).
+    pub reached_s: u64,
+    /// When it was last observed (its newest tick or start), ms since the epoch.
+    pub seen_ms: i64,
+}
+
 /// Where an appended record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -673,6 +687,35 @@ impl Ledger {
             Some(r) => Some(r.try_get::<i64, _>("at_ms")?),
             None => None,
         })
+    }
+
+    /// Where release `release_id` stands for a run that would continue it;
+    /// `None` when it never started.
+    pub async fn resume_point(&self, release_id: &str) -> Result<Option<ResumePoint>, LedgerError> {
+        let Some(started_ms) = self.first_started_ms(release_id).await? else { return Ok(None) };
+        let canary_from_ms = match self.newest_of(release_id, "'release_started'").await? {
+            Some((_, Record::ReleaseStarted(s))) => s.canary_from_ms.unwrap_or(started_ms),
+            _ => started_ms,
+        };
+        let (reached_s, seen_ms) = match self.newest_of(release_id, "'release_started', 'tick'").await? {
+            Some((row, Record::Tick(t))) => (t.now_s, row.at_ms),
+            Some((row, Record::ReleaseStarted(s))) => (s.continued_from_s.unwrap_or(0), row.at_ms),
+            _ => (0, started_ms),
+        };
+        Ok(Some(ResumePoint { started_ms, canary_from_ms, reached_s, seen_ms }))
+    }
+
+    /// The release's newest record of one of `kinds` (SQL string literals, from code only).
+    async fn newest_of(
+        &self,
+        release_id: &str,
+        kinds: &'static str,
+    ) -> Result<Option<(StoredRecord, Record)>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger_records WHERE release_id = $1 AND kind IN ({kinds}) ORDER BY seq DESC LIMIT 1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(release_id).fetch_all(&self.pool).await?;
+        Ok(typed(&rows)?.into_iter().next())
     }
 
     /// The release's final record, if it has finished (in any run, by any agent).

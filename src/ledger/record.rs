@@ -286,6 +286,11 @@ pub struct ReleaseStarted {
     /// Release time (seconds) this run continues from, when it continues one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued_from_s: Option<u64>,
+    /// Time 0 of the canary's samples (ms since the epoch), when a continued
+    /// run reads them from elsewhere than the first start: read again from
+    /// now after the release went unobserved too long. A later restart reads from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_from_ms: Option<i64>,
 }
 
 /// One tick. Field names match version-1 bodies, so old ticks read as these.

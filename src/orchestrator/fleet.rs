@@ -251,6 +251,7 @@ impl ReleaseRun<'_> {
             duration_s: 0,
             policy_digest: digest(policy.as_bytes()),
             continued_from_s: continued.then_some(0),
+            canary_from_ms: None,
         }))
     }
 }

@@ -257,6 +257,10 @@ pub struct ReleaseRun<'a> {
     /// Operator holds and approval answers, when a service runs the release;
     /// without them a request for a human ends the run (`watch` exits 11 or 12).
     pub controls: Option<&'a Controls>,
+    /// Time 0 of the canary's samples (ms since the epoch) when this run reads
+    /// them from elsewhere than the release's first start (`run::resume`);
+    /// recorded in its `release_started`, so a later restart reads from there too.
+    pub canary_from_ms: Option<i64>,
 }
 
 /// The loop's state between ticks.
@@ -728,6 +732,7 @@ impl ReleaseRun<'_> {
             duration_s: self.duration_s,
             policy_digest: digest(policy.as_bytes()),
             continued_from_s: continued,
+            canary_from_ms: self.canary_from_ms,
         }))
     }
 

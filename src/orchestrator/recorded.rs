@@ -29,6 +29,9 @@ pub struct Ended {
     pub outcome: RunOutcome,
     /// Wall clock of the first start, unix ms: where a live source's window began.
     pub started_at_ms: i64,
+    /// Time 0 of its canary's samples when read from elsewhere than the
+    /// first start (`release_started`'s `canary_from_ms`, the newest), unix ms.
+    pub canary_from_ms: Option<i64>,
     /// Digest of the observation the last tick judged (`none` when its source failed).
     pub last_inputs_digest: String,
     /// The run could act (`watch`, an agent), not only advise.
@@ -49,6 +52,7 @@ pub async fn recorded_release(
 /// counts; a tick after it (a continued run) makes the release in progress again.
 pub fn from_records(release_id: &str, records: &[(StoredRecord, Record)], model_configured: bool) -> Recorded {
     let mut started_at_ms = None;
+    let mut canary_from_ms = None;
     let mut acting = false;
     let mut last_tick = None;
     let mut consultation = None;
@@ -57,6 +61,7 @@ pub fn from_records(release_id: &str, records: &[(StoredRecord, Record)], model_
         match record {
             Record::ReleaseStarted(r) => {
                 started_at_ms.get_or_insert(stored.at_ms);
+                canary_from_ms = r.canary_from_ms.or(canary_from_ms);
                 acting = r.mode == crate::policy::RunMode::Act;
             }
             Record::Tick(t) => {
@@ -93,7 +98,7 @@ pub fn from_records(release_id: &str, records: &[(StoredRecord, Record)], model_
         ramp: recorded_ramp(acting, records),
     };
     let last_inputs_digest = last_tick.map_or_else(|| "none".to_string(), |t| t.inputs_digest.clone());
-    Recorded::Ended(Box::new(Ended { outcome, started_at_ms, last_inputs_digest, acting }))
+    Recorded::Ended(Box::new(Ended { outcome, started_at_ms, canary_from_ms, last_inputs_digest, acting }))
 }
 
 /// The ramp a finished run walked, from its records: an acting run's raises

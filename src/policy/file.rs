@@ -82,6 +82,13 @@ pub struct SourcePolicy {
     /// Ticks in a row without an observation before the release ends (1..=1000).
     #[serde(default = "default_failure_limit")]
     pub consecutive_failure_limit: u32,
+    /// A continued release (a restart, a takeover) unobserved longer than
+    /// this, seconds (1..=604800), has its canary read again from now —
+    /// the release time it reached lies that far back from now — instead of
+    /// judging samples as old as its first start (an earlier-window baseline
+    /// stays before the release).
+    #[serde(default = "default_resume_within_s")]
+    pub resume_within_s: u64,
 }
 
 /// `[blast_radius]`: at most `max_targets` targets of one service in canary
@@ -124,9 +131,13 @@ fn default_failure_limit() -> u32 {
     6
 }
 
+fn default_resume_within_s() -> u64 {
+    900
+}
+
 impl Default for SourcePolicy {
     fn default() -> Self {
-        Self { consecutive_failure_limit: default_failure_limit() }
+        Self { consecutive_failure_limit: default_failure_limit(), resume_within_s: default_resume_within_s() }
     }
 }
 
@@ -273,6 +284,9 @@ impl PolicyFile {
         }
         if !(1..=1000).contains(&self.source.consecutive_failure_limit) {
             return Err(FieldError::of("source.consecutive_failure_limit".into(), "ticks from 1 to 1000".into()));
+        }
+        if !(1..=604_800).contains(&self.source.resume_within_s) {
+            return Err(FieldError::of("source.resume_within_s".into(), "seconds from 1 to 604800 (one week)".into()));
         }
         for (i, f) in self.freeze.iter().enumerate() {
             if f.end <= f.start {

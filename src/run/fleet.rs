@@ -421,6 +421,7 @@ impl Runtime {
                 model: None,
                 agent: self.agent.clone(),
                 controls: None,
+                canary_from_ms: None,
             };
             run.revert(&p.actuation(), why, &mut crate::orchestrator::Quiet).await
         }

@@ -77,7 +77,8 @@ pub async fn read_back(
     for p in past {
         let fail = |source| HistoryError::Source { release_id: p.release_id.clone(), source };
         let cfg = PrometheusConfig { duration_s: p.duration_s, ..cfg.clone() };
-        let source = PrometheusSource::starting_at(cfg, p.started_unix_s).map_err(fail)?;
+        let source =
+            PrometheusSource::starting_at(cfg, crate::signals::TimeZero::at(p.started_unix_s)).map_err(fail)?;
         let obs = source.observe(p.duration_s).await.map_err(fail)?;
         let mut data = ScenarioData::from_observation(p.release_id.clone(), obs);
         data.service = service.to_string();

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod prepare;
 pub mod recorded;
+pub mod resume;
 pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +37,7 @@ use crate::orchestrator::{AgentContext, Observer, ReleaseRun, RunOutcome, human:
 use crate::policy::{PolicyFile, PolicyFileError, RunMode};
 use crate::release::ReleaseConfig;
 use crate::release::release_id;
+use crate::signals::TimeZero;
 use prepare::PreparedRelease;
 
 /// Why a service cannot start or a release cannot be prepared.
@@ -343,14 +345,16 @@ impl Runtime {
     /// its own analysis (`started_ms` tells runs apart) and never shares it.
     pub fn prepare(&self, cfg: &ReleaseConfig, mode: RunMode, started_ms: i64) -> Result<Prepared, RuntimeError> {
         let now_s = self.agent.clock.now_ms() as f64 / 1000.0;
-        self.prepare_at(cfg, mode, started_ms, now_s)
+        self.prepare_at(cfg, mode, started_ms, TimeZero::at(now_s))
     }
 
     /// [`Runtime::prepare`] for a run that may continue one the ledger holds
     /// (after a restart, or taken over from another agent): an acting
-    /// release's live sources read its window from its recorded first start,
-    /// so every tick reads the samples of its own release time; one never
-    /// started reads from now. An advisory run is its own analysis: from now.
+    /// release's live sources read its window from its recorded start, so
+    /// every tick reads the samples of its own release time — unless it went
+    /// unobserved longer than policy's `source.resume_within_s`, then its
+    /// canary is read again from now ([`resume`]). One never started reads
+    /// from now; so does an advisory run, its own analysis.
     pub async fn prepare_to_run(
         &self,
         cfg: &ReleaseConfig,
@@ -360,26 +364,35 @@ impl Runtime {
         let recorded = match mode {
             RunMode::Act => self
                 .ledger
-                .first_started_ms(&release_id(cfg))
+                .resume_point(&release_id(cfg))
                 .await
                 .map_err(|source| RuntimeError::Recorded { name: cfg.name.clone(), source })?,
             RunMode::Advise => None,
         };
-        match recorded {
-            Some(ms) => self.prepare_at(cfg, mode, started_ms, ms as f64 / 1000.0),
-            None => self.prepare(cfg, mode, started_ms),
+        let Some(point) = recorded else { return self.prepare(cfg, mode, started_ms) };
+        let canary = resume::canary_from(&point, self.agent.clock.now_ms(), self.policy.source.resume_within_s);
+        if let resume::CanaryFrom::Again { unobserved_s, .. } = canary {
+            tracing::warn!(
+                release = %cfg.name, unobserved_s, reached_s = point.reached_s,
+                "Continued after the release went unobserved longer than policy's source.resume_within_s: its canary is read again from now."
+            );
         }
+        let time0 =
+            TimeZero { started_s: point.started_ms as f64 / 1000.0, canary_s: canary.from_ms() as f64 / 1000.0 };
+        let mut p = self.prepare_at(cfg, mode, started_ms, time0)?;
+        p.release.canary_from_ms = (canary.from_ms() != point.started_ms).then_some(canary.from_ms());
+        Ok(p)
     }
 
-    /// [`Runtime::prepare`] for a window that began at `start_unix_s`: a
-    /// past window (`advise --from`), or the recorded start of a release
-    /// whose data are read again for its report.
+    /// [`Runtime::prepare`] for windows at `time0`: a past window (`advise
+    /// --from`), a continued release, or an ended one whose data are read
+    /// again for its report.
     pub fn prepare_at(
         &self,
         cfg: &ReleaseConfig,
         mode: RunMode,
         started_ms: i64,
-        start_unix_s: f64,
+        time0: TimeZero,
     ) -> Result<Prepared, RuntimeError> {
         let id = match mode {
             RunMode::Act => release_id(cfg),
@@ -388,7 +401,7 @@ impl Runtime {
         let name = cfg.name.clone();
         let clock = self.agent.clock.clone();
         let files = cfg.files_from(self.settings.base_dir.as_deref());
-        let mut release = PreparedRelease::prepare(&files, self.declared_targets(), id, mode, clock, start_unix_s)
+        let mut release = PreparedRelease::prepare(&files, self.declared_targets(), id, mode, clock, time0)
             .map_err(|e| RuntimeError::Prepare { name: name.clone(), source: Box::new(e) })?;
         release.facts.service_targets = self.service_targets(&cfg.service);
         self.policy
@@ -441,6 +454,7 @@ impl Runtime {
             model: self.model.clone(),
             agent: self.agent.clone(),
             controls,
+            canary_from_ms: p.canary_from_ms,
         };
         run.run(p.source.as_ref(), &p.actuation(), observer).await
     }

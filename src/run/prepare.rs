@@ -11,7 +11,7 @@ use crate::executor::{
 use crate::orchestrator::Actuation;
 use crate::policy::{ReleaseFacts, RunMode};
 use crate::release::{ReleaseConfig, lease_name};
-use crate::signals::{SignalSource, build_source};
+use crate::signals::{SignalSource, TimeZero, build_source};
 
 /// A configured release cannot be made runnable.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,10 @@ pub struct PreparedRelease {
     /// endpoint), or the target where that is unknown (a command, the
     /// simulator, no executor).
     pub lease: String,
+    /// Time 0 of the canary's samples (ms since the epoch) when a continued
+    /// release reads them from elsewhere than its first start
+    /// ([`crate::run::resume`]); `None`: from the start.
+    pub canary_from_ms: Option<i64>,
 }
 
 /// The one dispatch point from executor configuration to an executor;
@@ -97,16 +101,17 @@ fn executor_for(
 impl PreparedRelease {
     /// Build a release from its configuration; `mode` decides whether an
     /// executor is built at all (never in `Advise`). A live source reads its
-    /// window from `start_unix_s` on (now, or a past window's start).
+    /// windows at `time0` (from now, a past window's start, or a continued
+    /// release's recorded start).
     pub fn prepare(
         cfg: &ReleaseConfig,
         declared_targets: Arc<[String]>,
         release_id: String,
         mode: RunMode,
         clock: Arc<dyn Clock>,
-        start_unix_s: f64,
+        time0: TimeZero,
     ) -> Result<Self, PrepareError> {
-        let built = build_source(&cfg.source, start_unix_s, &clock)?;
+        let built = build_source(&cfg.source, time0, &clock)?;
         if let Some(ramp) = cfg.ramp.as_ref().filter(|r| r.judged_s() > built.duration_s) {
             return Err(PrepareError::RampLongerThanWindow { needed_s: ramp.judged_s(), window_s: built.duration_s });
         }
@@ -134,7 +139,7 @@ impl PreparedRelease {
                 irreversible: cfg.irreversible,
                 environment: cfg.environment.clone(),
             },
-            source: with_pods_and_logs(cfg, built.source, start_unix_s)?,
+            source: with_pods_and_logs(cfg, built.source, time0)?,
             executor,
             planner,
             tick_s: cfg.tick_s.unwrap_or(u64::from(built.step_s)),
@@ -143,6 +148,7 @@ impl PreparedRelease {
             known_onset_s: built.known_onset_s,
             metrics: built.metrics,
             lease: lease_name(cfg),
+            canary_from_ms: None,
         })
     }
 
@@ -182,17 +188,20 @@ impl PreparedRelease {
 fn with_pods_and_logs(
     cfg: &ReleaseConfig,
     source: Arc<dyn SignalSource>,
-    start_unix_s: f64,
+    time0: TimeZero,
 ) -> Result<Arc<dyn SignalSource>, PrepareError> {
+    // Pods' events and lines are read from the canary's time 0.
     let source: Arc<dyn SignalSource> = match &cfg.pods {
-        Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone(), start_unix_s)),
+        Some(p) => Arc::new(crate::signals::WithPodSignals::new(source, p.clone(), time0.canary_s)),
         None => source,
     };
     Ok(match &cfg.logs {
         Some(l) => {
-            // The baseline's lines come from the same earlier window as its metrics.
+            // The baseline's lines come from the same earlier window as its metrics,
+            // before the release's start however much later the canary is read.
             let offset = cfg.source.prometheus_api().map_or(0, |p| p.baseline_offset_s().unwrap_or(0));
-            Arc::new(l.wrap(source, cfg.pods.as_ref(), start_unix_s, offset)?)
+            let later_s = if offset > 0 { (time0.canary_s - time0.started_s).max(0.0) as u64 } else { 0 };
+            Arc::new(l.wrap(source, cfg.pods.as_ref(), time0.canary_s, offset + later_s)?)
         }
         None => source,
     })

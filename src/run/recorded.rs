@@ -13,7 +13,7 @@ use crate::orchestrator::recorded::{Ended, Recorded, recorded_release};
 use crate::policy::RunMode;
 use crate::release::{ReleaseConfig, ReleaseStatus};
 use crate::report::{Charts, Report};
-use crate::signals::Observation;
+use crate::signals::{Observation, TimeZero};
 
 /// How long reading a recorded release's data again for its charts may take.
 const READ_AGAIN: Duration = Duration::from_secs(15);
@@ -68,7 +68,8 @@ pub async fn recorded_report(runtime: &Runtime, cfg: &ReleaseConfig) -> Result<R
 /// (only when they are the data its last tick judged).
 async fn report_of_ended(runtime: &Runtime, cfg: &ReleaseConfig, e: Ended) -> Result<Report, RuntimeError> {
     let start_s = e.started_at_ms as f64 / 1000.0;
-    let p = runtime.prepare_at(cfg, RunMode::Advise, 0, start_s)?;
+    let canary_s = e.canary_from_ms.map_or(start_s, |ms| ms as f64 / 1000.0);
+    let p = runtime.prepare_at(cfg, RunMode::Advise, 0, TimeZero { started_s: start_s, canary_s })?;
     let mut outcome = e.outcome;
     let (observation, charts) = read_again(&p.release, outcome.decided_at_s, &e.last_inputs_digest).await;
     outcome.last_observation = observation;

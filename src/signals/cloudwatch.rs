@@ -92,9 +92,9 @@ impl CloudWatchConfig {
         self.shared().validate(&[])
     }
 
-    /// The running source, for a release that started at `start_unix`
-    /// (seconds); `clock` dates each request's signature.
-    pub fn source(&self, start_unix: f64, clock: Arc<dyn Clock>) -> Result<Box<dyn SignalSource>, SignalError> {
+    /// The running source, its windows at `time0`; `clock` dates each
+    /// request's signature.
+    pub fn source(&self, time0: super::TimeZero, clock: Arc<dyn Clock>) -> Result<Box<dyn SignalSource>, SignalError> {
         let setup = |source: Box<dyn std::error::Error + Send + Sync>| SignalError::Setup {
             source_name: format!("cloudwatch {}", crate::secret::redact_url(&self.endpoint())),
             source,
@@ -112,7 +112,7 @@ impl CloudWatchConfig {
         let origin = Origin::choose(var, &vars, &self.region).map_err(|e| setup(Box::new(e)))?;
         let credentials = Provider::new(origin, clock.clone());
         let api = CloudWatchApi { url: self.endpoint(), region: self.region.clone(), credentials, clock };
-        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
+        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), time0)?))
     }
 }
 

@@ -47,8 +47,8 @@ impl DatadogConfig {
         self.shared().validate(&[])
     }
 
-    /// The running source, for a release that started at `start_unix` (seconds).
-    pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
+    /// The running source, its windows at `time0`.
+    pub fn source(&self, time0: super::TimeZero) -> Result<Box<dyn SignalSource>, SignalError> {
         let setup = |source| SignalError::Setup {
             source_name: format!("datadog {}", crate::secret::redact_url(&self.url)),
             source,
@@ -56,7 +56,7 @@ impl DatadogConfig {
         let api_key = metric_api::secret_header("api_key_env", &self.api_key_env).map_err(setup)?;
         let app_key = metric_api::secret_header("app_key_env", &self.app_key_env).map_err(setup)?;
         let api = DatadogApi { url: self.url.clone(), api_key, app_key };
-        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
+        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), time0)?))
     }
 }
 

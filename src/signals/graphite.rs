@@ -30,10 +30,10 @@ impl GraphiteConfig {
         self.shared().validate(&[])
     }
 
-    /// The running source, for a release that started at `start_unix` (seconds).
-    pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
+    /// The running source, its windows at `time0`.
+    pub fn source(&self, time0: super::TimeZero) -> Result<Box<dyn SignalSource>, SignalError> {
         let api = GraphiteApi { endpoint: metric_api::Endpoint::new("graphite", &self.url, self.auth.as_ref())? };
-        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
+        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), time0)?))
     }
 }
 

@@ -36,13 +36,13 @@ impl InfluxConfig {
         self.shared().validate(REQUIRED)
     }
 
-    /// The running source, for a release that started at `start_unix` (seconds).
-    pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
+    /// The running source, its windows at `time0`.
+    pub fn source(&self, time0: super::TimeZero) -> Result<Box<dyn SignalSource>, SignalError> {
         let api = InfluxApi {
             endpoint: metric_api::Endpoint::new("influxdb", &self.url, self.auth.as_ref())?,
             database: self.database.clone(),
         };
-        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
+        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), time0)?))
     }
 }
 

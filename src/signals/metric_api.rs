@@ -179,13 +179,13 @@ pub struct ApiSource {
     cfg: Shared,
     /// Seconds the baseline's window lies before the canary's (0: concurrent).
     offset_s: u64,
-    start_unix: f64,
+    time0: super::TimeZero,
     http: reqwest::Client,
 }
 
 impl ApiSource {
-    /// A source whose release started at `start_unix` (seconds).
-    pub fn starting_at(api: Box<dyn MetricApi>, cfg: Shared, start_unix: f64) -> Result<Self, SignalError> {
+    /// A source whose windows lie at `time0`.
+    pub fn starting_at(api: Box<dyn MetricApi>, cfg: Shared, time0: super::TimeZero) -> Result<Self, SignalError> {
         let setup = |e: Box<dyn std::error::Error + Send + Sync>| SignalError::Setup {
             source_name: format!("{} {}", api.word(), crate::secret::redact_url(api.url())),
             source: e,
@@ -195,7 +195,7 @@ impl ApiSource {
             .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
             .build()
             .map_err(|e| setup(Box::new(e)))?;
-        Ok(Self { api, cfg, offset_s, start_unix, http })
+        Ok(Self { api, cfg, offset_s, time0, http })
     }
 
     fn shown(&self) -> String {
@@ -204,7 +204,7 @@ impl ApiSource {
 
     /// The `len` buckets of a side's window, starting `back_s` before the release.
     fn range(&self, len: usize, back_s: u64) -> Range {
-        let from = self.start_unix.floor() as i64 - back_s as i64;
+        let from = self.time0.origin(back_s).floor() as i64;
         let step_s = self.cfg.step_s;
         Range { from, to: from + i64::from(step_s) * len as i64, step_s }
     }

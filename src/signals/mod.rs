@@ -58,6 +58,31 @@ pub enum Side {
     Canary,
 }
 
+/// Where a live source's windows lie on the wall clock (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeZero {
+    /// When the release started: an earlier-window baseline (the hour, the
+    /// day before) ends here, whenever the canary is read.
+    pub started_s: f64,
+    /// Release time 0 of the canary's samples (and of a concurrent
+    /// baseline's): the start, or later for a release read again from now
+    /// after it went unobserved too long (see `run::resume`).
+    pub canary_s: f64,
+}
+
+impl TimeZero {
+    /// A release read from its start.
+    pub fn at(started_s: f64) -> Self {
+        Self { started_s, canary_s: started_s }
+    }
+
+    /// Where a window starting `back_s` before the release begins: a
+    /// concurrent one (0) at the canary's time 0, an earlier one before the start.
+    pub fn origin(&self, back_s: u64) -> f64 {
+        if back_s == 0 { self.canary_s } else { self.started_s - back_s as f64 }
+    }
+}
+
 /// What the baseline series is (`baseline_kind` in scenario files). It
 /// decides how a breach on both sides reads: with a concurrent baseline it is
 /// an incident both versions share; with an earlier window it is the canary's.
@@ -458,7 +483,15 @@ pub trait SignalSource: Send + Sync {
 
 #[cfg(test)]
 mod tests {
-    use super::EventKind;
+    use super::{EventKind, TimeZero};
+
+    #[test]
+    fn an_earlier_window_stays_before_the_start_however_late_the_canary_is_read() {
+        let read_again = TimeZero { started_s: 1_000.0, canary_s: 8_200.0 };
+        assert_eq!(read_again.origin(0), 8_200.0, "the canary and a concurrent baseline: its time 0");
+        assert_eq!(read_again.origin(3_600), 1_000.0 - 3_600.0, "the hour before the release");
+        assert_eq!(TimeZero::at(1_000.0).origin(0), 1_000.0);
+    }
 
     #[test]
     fn event_kinds_are_written_as_the_platform_spelled_them() {

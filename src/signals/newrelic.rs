@@ -55,14 +55,14 @@ impl NewRelicConfig {
         self.shared().validate(REQUIRED)
     }
 
-    /// The running source, for a release that started at `start_unix` (seconds).
-    pub fn source(&self, start_unix: f64) -> Result<Box<dyn SignalSource>, SignalError> {
+    /// The running source, its windows at `time0`.
+    pub fn source(&self, time0: super::TimeZero) -> Result<Box<dyn SignalSource>, SignalError> {
         let key = metric_api::secret_header("api_key_env", &self.api_key_env).map_err(|source| SignalError::Setup {
             source_name: format!("newrelic {}", crate::secret::redact_url(&self.url)),
             source,
         })?;
         let api = NewRelicApi { url: self.url.clone(), account_id: self.account_id, key };
-        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), start_unix)?))
+        Ok(Box::new(metric_api::ApiSource::starting_at(Box::new(api), self.shared(), time0)?))
     }
 }
 

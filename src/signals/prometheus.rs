@@ -264,7 +264,7 @@ pub struct PrometheusSource {
     api: PromApi,
     /// Seconds the baseline's window lies before the canary's (0: concurrent).
     offset_s: u64,
-    start_unix: f64,
+    time0: super::TimeZero,
     http: reqwest::Client,
     credential: Option<Credential>,
 }
@@ -304,8 +304,8 @@ fn setup(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> Signal
 }
 
 impl PrometheusSource {
-    /// A source whose release started at `start_unix` (seconds).
-    pub fn starting_at(cfg: PrometheusConfig, start_unix: f64) -> Result<Self, SignalError> {
+    /// A source whose windows lie at `time0`.
+    pub fn starting_at(cfg: PrometheusConfig, time0: super::TimeZero) -> Result<Self, SignalError> {
         let credential = match &cfg.auth {
             None => None,
             Some(a) => Some(a.resolve().map_err(|e| setup(&cfg.url, e))?),
@@ -315,7 +315,7 @@ impl PrometheusSource {
             .build()
             .map_err(|e| setup(&cfg.url, e))?;
         let offset_s = cfg.baseline_offset_s().map_err(|e| setup(&cfg.url, e))?;
-        Ok(Self { cfg, api: PromApi::Prometheus, offset_s, start_unix, http, credential })
+        Ok(Self { cfg, api: PromApi::Prometheus, offset_s, time0, http, credential })
     }
 
     /// The same source against another server speaking the Prometheus API.
@@ -343,7 +343,7 @@ impl PrometheusSource {
     /// seconds before the release: the answer and the window's origin (unix seconds).
     async fn fetch(&self, query: &str, n: usize, back_s: u64) -> Result<Answer, QueryError> {
         let step = f64::from(self.cfg.step_s.max(1));
-        let origin = self.start_unix - back_s as f64;
+        let origin = self.time0.origin(back_s);
         let (start, end) = (origin + step, origin + step * n as f64);
         let url = format!("{}/api/v1/query_range", self.cfg.url.trim_end_matches('/'));
         let params = [

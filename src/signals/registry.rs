@@ -134,13 +134,13 @@ pub enum SourceError {
     Signal(#[from] super::SignalError),
 }
 
-/// Build a signal source from its configuration, for a release that starts
-/// at `start_unix_s` (the wall clock of whoever runs it: live sources read
-/// the window from there on); `clock` dates what needs the time of a request
-/// (CloudWatch's signatures).
+/// Build a signal source from its configuration, its windows at `time0`
+/// (the wall clock of whoever runs it: live sources read the window from
+/// there on); `clock` dates what needs the time of a request (CloudWatch's
+/// signatures).
 pub fn build_source(
     cfg: &SourceConfig,
-    start_unix_s: f64,
+    time0: super::TimeZero,
     clock: &Arc<dyn crate::clock::Clock>,
 ) -> Result<BuiltSource, SourceError> {
     match cfg {
@@ -168,15 +168,13 @@ pub fn build_source(
                 known_onset_s: sim.fault.as_ref().map(|f| f.onset_s),
             })
         }
-        SourceConfig::Prometheus(p) => prometheus_api(p, super::prometheus::PromApi::Prometheus, start_unix_s),
-        SourceConfig::VictoriaMetrics(p) => {
-            prometheus_api(p, super::prometheus::PromApi::VictoriaMetrics, start_unix_s)
-        }
-        SourceConfig::InfluxDb(i) => Ok(metric_api(i.source(start_unix_s)?, i.shared())),
-        SourceConfig::Datadog(d) => Ok(metric_api(d.source(start_unix_s)?, d.shared())),
-        SourceConfig::NewRelic(n) => Ok(metric_api(n.source(start_unix_s)?, n.shared())),
-        SourceConfig::CloudWatch(c) => Ok(metric_api(c.source(start_unix_s, clock.clone())?, c.shared())),
-        SourceConfig::Graphite(g) => Ok(metric_api(g.source(start_unix_s)?, g.shared())),
+        SourceConfig::Prometheus(p) => prometheus_api(p, super::prometheus::PromApi::Prometheus, time0),
+        SourceConfig::VictoriaMetrics(p) => prometheus_api(p, super::prometheus::PromApi::VictoriaMetrics, time0),
+        SourceConfig::InfluxDb(i) => Ok(metric_api(i.source(time0)?, i.shared())),
+        SourceConfig::Datadog(d) => Ok(metric_api(d.source(time0)?, d.shared())),
+        SourceConfig::NewRelic(n) => Ok(metric_api(n.source(time0)?, n.shared())),
+        SourceConfig::CloudWatch(c) => Ok(metric_api(c.source(time0, clock.clone())?, c.shared())),
+        SourceConfig::Graphite(g) => Ok(metric_api(g.source(time0)?, g.shared())),
     }
 }
 
@@ -196,11 +194,11 @@ fn metric_api(source: Box<dyn SignalSource>, shared: super::metric_api::Shared) 
 fn prometheus_api(
     p: &super::PrometheusConfig,
     api: super::prometheus::PromApi,
-    start_unix_s: f64,
+    time0: super::TimeZero,
 ) -> Result<BuiltSource, SourceError> {
     Ok(BuiltSource {
         metrics: specs(&p.metrics),
-        source: Arc::new(super::PrometheusSource::starting_at(p.clone(), start_unix_s)?.speaking(api)),
+        source: Arc::new(super::PrometheusSource::starting_at(p.clone(), time0)?.speaking(api)),
         simulator: None,
         step_s: p.step_s,
         duration_s: p.duration_s,

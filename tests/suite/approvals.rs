@@ -126,6 +126,7 @@ impl Harness {
             model: None,
             agent: AgentContext { instance: "a1".into(), lease_ms: 60_000, clock: self.clock.clone(), seats: None },
             controls: Some(&self.controls),
+            canary_from_ms: None,
         }
     }
 

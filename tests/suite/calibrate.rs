@@ -273,6 +273,7 @@ async fn seed(path: &std::path::Path, now: i64) {
             duration_s: 600,
             policy_digest: "test".into(),
             continued_from_s: None,
+            canary_from_ms: None,
         };
         let at = past_start(now, k) * 1000;
         ledger.append(&id, &agent, at, Record::ReleaseStarted(started)).await.unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use backstop::executor::{ActionKind, ActionPlan, Guarded, SimulatedExecutor};
 use backstop::ledger::{
     ActionResult, Actor, Admission, Append, IntentRecord, LeaseOp, LeaseRole, Ledger, LedgerError, OutcomeRecord,
-    Problem, Record, ReleaseFinished, ReleaseStarted, sqlite_url,
+    Problem, Record, ReleaseFinished, ReleaseStarted, ResumePoint, sqlite_url,
 };
 use backstop::release::ReleaseStatus;
 
@@ -362,6 +362,7 @@ fn started(release: &str, target: &str) -> Record {
         duration_s: 60,
         policy_digest: "p".into(),
         continued_from_s: None,
+        canary_from_ms: None,
     })
 }
 
@@ -421,6 +422,35 @@ async fn what_is_open_is_kept_by_every_write_and_derived_again_for_an_older_ledg
     assert!(again.verify(None).await.unwrap().problems.is_empty(), "the derived tables are not in the chain");
 }
 
+/// Where a continued release stands: its first start, where its canary is
+/// read from (the newest start record that says), the release time its
+/// newest tick reached and when. Records of other releases and other kinds
+/// (a pause) change none of it.
+async fn a_releases_resume_point_comes_from_its_newest_start_and_tick(url: &str) {
+    let l = Ledger::open(url).await.unwrap();
+    assert_eq!(l.resume_point("r").await.unwrap(), None, "never started");
+    let with_canary = |from: Option<i64>, continued: Option<u64>| match started("r", "t") {
+        Record::ReleaseStarted(s) => {
+            Record::ReleaseStarted(ReleaseStarted { canary_from_ms: from, continued_from_s: continued, ..s })
+        }
+        _ => unreachable!(),
+    };
+    l.append("r", &agent(), 1_000, with_canary(None, None)).await.unwrap();
+    let point =
+        |started_ms, canary_from_ms, reached_s, seen_ms| ResumePoint { started_ms, canary_from_ms, reached_s, seen_ms };
+    assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 1_000, 0, 1_000)));
+    l.append("r", &agent(), 11_000, tick(1, false)).await.unwrap();
+    l.append("r", &agent(), 21_000, tick(2, false)).await.unwrap();
+    l.append("other", &agent(), 99_000, tick(7, false)).await.unwrap();
+    l.append("r", &agent(), 25_000, rec(2)).await.unwrap();
+    assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 1_000, 20, 21_000)));
+    // Continued hours later, its canary read again from then.
+    l.append("r", &agent(), 7_200_000, with_canary(Some(7_180_000), Some(20))).await.unwrap();
+    assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 7_180_000, 20, 7_200_000)));
+    l.append("r", &agent(), 7_210_000, tick(3, false)).await.unwrap();
+    assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 7_180_000, 30, 7_210_000)));
+}
+
 macro_rules! on_sqlite {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -462,6 +492,7 @@ on_sqlite!(
     a_tampered_ledger_is_not_compacted,
     a_page_of_unfinished_ends_does_not_stop_compaction,
     what_is_open_is_kept_by_every_write_and_derived_again_for_an_older_ledger,
+    a_releases_resume_point_comes_from_its_newest_start_and_tick,
 );
 
 /// A ledger written by the code before typed records (record version 1:

@@ -28,6 +28,7 @@ async fn ledger() -> (tempfile::TempDir, Ledger) {
 fn run<'a>(policy: &'a PolicyFile, ledger: &'a Ledger, f: ReleaseFacts) -> ReleaseRun<'a> {
     ReleaseRun {
         controls: None,
+        canary_from_ms: None,
         lease: f.target.clone(),
         facts: f,
         tick_s: 10,

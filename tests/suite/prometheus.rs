@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use backstop::executor::{HaproxyConfig, HaproxyExecutor};
-use backstop::signals::{BadDirection, PromMetric, PrometheusConfig, PrometheusSource, SignalSource};
+use backstop::signals::{BadDirection, PromMetric, PrometheusConfig, PrometheusSource, SignalSource, TimeZero};
 use predicates::prelude::*;
 
 use crate::support::haproxy::Haproxy;
@@ -60,7 +60,7 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
         labels: vec![],
     };
     let started = now();
-    let source = PrometheusSource::starting_at(cfg, started).unwrap();
+    let source = PrometheusSource::starting_at(cfg, TimeZero::at(started)).unwrap();
     // Prometheus's first scrape lands at an offset of its own choosing: wait for samples.
     let mut obs = source.observe(0).await.unwrap();
     for _ in 0..40 {
@@ -127,10 +127,11 @@ async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
         labels: vec![],
     };
     // Let Prometheus record more than one window (6 s) of the canary at weight 10.
-    let probe = PrometheusSource::starting_at(cfg("stable".into()), now()).unwrap();
+    let probe = PrometheusSource::starting_at(cfg("stable".into()), TimeZero::at(now())).unwrap();
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let past = PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), now()).unwrap();
+        let past =
+            PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), TimeZero::at(now())).unwrap();
         if past.observe(0).await.unwrap().metrics[0].baseline.iter().flatten().count() >= 6 {
             break;
         }
@@ -141,9 +142,13 @@ async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
     // The release starts now; every sample of the earlier window was scraped before the change.
     let released = now();
     e.command("set server be/canary weight 50").await.unwrap();
-    let preceding = PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), released).unwrap();
-    let seasonal =
-        PrometheusSource::starting_at(cfg(window(WindowKind::Seasonal, Some("7s"), Some("stable"))), released).unwrap();
+    let preceding =
+        PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), TimeZero::at(released)).unwrap();
+    let seasonal = PrometheusSource::starting_at(
+        cfg(window(WindowKind::Seasonal, Some("7s"), Some("stable"))),
+        TimeZero::at(released),
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let at = (now() - released) as u64;
 
@@ -159,6 +164,14 @@ async fn an_earlier_window_baseline_reads_the_past_from_real_prometheus() {
     assert_eq!(obs.baseline_kind, BaselineKind::Seasonal);
     let m = &obs.metrics[0];
     assert!(m.baseline.iter().flatten().count() >= 4 && m.baseline.iter().flatten().all(|v| *v == 100.0), "{m:?}");
+
+    // A continued release read again from later (away too long, `run::resume`):
+    // its canary moves, the window before stays before the release.
+    let again = TimeZero { started_s: released, canary_s: released + 3.0 };
+    let later = PrometheusSource::starting_at(cfg(window(WindowKind::Preceding, None, None)), again).unwrap();
+    let m = &later.observe(at.saturating_sub(3)).await.unwrap().metrics[0];
+    assert!(m.baseline.iter().flatten().count() >= 4 && m.baseline.iter().flatten().all(|v| *v == 10.0), "{m:?}");
+    assert_eq!(m.canary.iter().rev().flatten().next(), Some(&50.0), "{m:?}");
 }
 
 #[test]
@@ -349,7 +362,7 @@ async fn a_model_canary_is_judged_from_real_prometheus_histogram_buckets_and_fee
         _p.url
     ))
     .unwrap();
-    let source = PrometheusSource::starting_at(cfg, t0 as f64).unwrap();
+    let source = PrometheusSource::starting_at(cfg, TimeZero::at(t0 as f64)).unwrap();
     let obs = source.observe(1800).await.unwrap();
     let d = &obs.ml.distributions[0];
     assert_eq!(d.canary.len(), 180);

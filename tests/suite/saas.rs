@@ -111,37 +111,91 @@ async fn wait_queries(saas: &FakeSaas, from: usize, n: usize) {
     }
 }
 
+/// What a release paused and continued by `watch` asked the fake for.
+struct Continued {
+    /// Canary window starts (unix s) asked before the pause and after the restart.
+    before: Vec<i64>,
+    after: Vec<i64>,
+    /// Both runs' output.
+    said: String,
+    /// The second run's stderr.
+    err2: String,
+}
+
+/// Run `watch` on `cfg` (ticks paced `pace_ms`) until five canary queries,
+/// stop it (SIGTERM pauses the release), wait `away`, run it again for three.
+async fn paused_and_continued(
+    saas: &FakeSaas,
+    cfg: &std::path::Path,
+    ledger: &str,
+    pace_ms: u64,
+    away: u64,
+) -> Continued {
+    use crate::support::agents::Agent;
+    use std::time::Duration;
+    let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
+    let first = Agent::watch(cfg, ledger, pace_ms, &keys);
+    wait_queries(saas, 0, 5).await;
+    first.signal("TERM");
+    let (_, out, err) = first.finish(Duration::from_secs(30));
+    let before = canary_froms(saas, 0);
+    tokio::time::sleep(Duration::from_secs(away)).await;
+    let seen = saas.asked().len();
+    let second = Agent::watch(cfg, ledger, pace_ms, &keys);
+    wait_queries(saas, seen, 3).await;
+    second.signal("TERM");
+    let (_, out2, err2) = second.finish(Duration::from_secs(30));
+    let after = canary_froms(saas, seen);
+    assert!(before.windows(2).all(|w| w[0] == w[1]), "one window start per run: {before:?}\n{out}{err}");
+    assert!(after.windows(2).all(|w| w[0] == w[1]), "one window start per run: {after:?}\n{out2}{err2}");
+    Continued { before, after, said: format!("{out}{err}{out2}{err2}"), err2 }
+}
+
 /// A release continued after `watch` stopped (SIGTERM pauses it) reads its
 /// window from its recorded start: every query after the restart asks for
 /// the same window start as before it, not one that begins at the restart
 /// (which would judge each tick on samples of another release time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continued_release_reads_its_window_from_its_recorded_start() {
-    use crate::support::agents::Agent;
-    use std::time::Duration;
     let (saas, _, d, cfg) = datadog_checkout(60, false).await;
-    let keys = [("T_DD_API", DD_API_KEY), ("T_DD_APP", DD_APP_KEY)];
     let ledger = d.path().join("l.db").display().to_string();
-    let first = Agent::watch(&cfg, &ledger, 300, &keys);
-    wait_queries(&saas, 0, 5).await;
-    first.signal("TERM");
-    let (_, out, err) = first.finish(Duration::from_secs(30));
-    let before = canary_froms(&saas, 0);
-    assert!(before.windows(2).all(|w| w[0] == w[1]), "one window start per run: {before:?}");
     // Restarted seconds later: a window taken from the restart would start at least 3 s later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let seen = saas.asked().len();
-    let second = Agent::watch(&cfg, &ledger, 300, &keys);
-    wait_queries(&saas, seen, 3).await;
-    second.signal("TERM");
-    let (_, out2, err2) = second.finish(Duration::from_secs(30));
-    let after = canary_froms(&saas, seen);
+    let c = paused_and_continued(&saas, &cfg, &ledger, 300, 3).await;
     assert!(
-        after.iter().all(|f| *f == before[0]),
-        "after the restart {after:?}, before {before:?}\n{out}{err}{out2}{err2}"
+        c.after.iter().all(|f| *f == c.before[0]),
+        "after the restart {:?}, before {:?}\n{}",
+        c.after,
+        c.before,
+        c.said
     );
     let audit = crate::suite::agent::audit(&ledger);
     assert!(audit.contains("release_paused"), "the first run paused the release: {audit}");
+}
+
+/// A release continued after it went unobserved longer than policy's
+/// `source.resume_within_s` has its canary read again from now: every query
+/// after the restart starts later than before by about the time it was away
+/// (the release time it reached lies that far back from now), not at its
+/// recorded start (samples that old would decide its promotion); the audit
+/// trail and the log say so. Within the bound it keeps its recorded start
+/// (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_unobserved_past_the_bound_reads_its_canary_again_from_now() {
+    let (saas, _, d, cfg) = datadog_checkout(60, false).await;
+    let policy = d.path().join("policy.toml");
+    let bound = "version = 1\n[rate_limit]\nmax_rollbacks = 3\nwindow_minutes = 60\n[source]\nresume_within_s = 2\n";
+    std::fs::write(&policy, bound).unwrap();
+    // Release time runs with the wall clock (a tick a second, paced a second),
+    // as it does live: the time it reached lies that far back from now.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("candidate_revision", "tick_s = 1\ncandidate_revision");
+    std::fs::write(&cfg, format!("policy = \"{}\"\n{text}", policy.display())).unwrap();
+    let ledger = d.path().join("l.db").display().to_string();
+    let c = paused_and_continued(&saas, &cfg, &ledger, 1000, 6).await;
+    let (before, after) = (c.before[0], c.after[0]);
+    assert!(after >= before + 5, "away 6 s, past the 2-s bound: read from {after} instead of {before}\n{}", c.said);
+    assert!(c.err2.contains("read again from now"), "the log says so: {}", c.err2);
+    let audit = crate::suite::agent::audit(&ledger);
+    assert!(audit.contains("continued from t=") && audit.contains("canary read from 20"), "{audit}");
 }
 
 /// A fleet's later wave reads its window from when the wave starts, not
