@@ -121,6 +121,8 @@ pub struct ResumePoint {
     pub reached_s: u64,
     /// When it was last observed (its newest tick or start), ms since the epoch.
     pub seen_ms: i64,
+    /// It is over (its newest end is final): a run again judges nothing.
+    pub ended: bool,
 }
 
 /// Where an appended record landed.
@@ -702,7 +704,8 @@ impl Ledger {
             Some((row, Record::ReleaseStarted(s))) => (s.continued_from_s.unwrap_or(0), row.at_ms),
             _ => (0, started_ms),
         };
-        Ok(Some(ResumePoint { started_ms, canary_from_ms, reached_s, seen_ms }))
+        let ended = self.finished(release_id).await?.is_some_and(|f| f.status.is_final());
+        Ok(Some(ResumePoint { started_ms, canary_from_ms, reached_s, seen_ms, ended }))
     }
 
     /// The release's newest record of one of `kinds` (SQL string literals, from code only).

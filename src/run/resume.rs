@@ -38,10 +38,10 @@ impl CanaryFrom {
 }
 
 /// Where release `p`'s canary is read from at `now_ms`, with policy's
-/// `resume_within_s`.
+/// `resume_within_s`. An ended release is judged no more: it keeps where it was read from.
 pub fn canary_from(p: &ResumePoint, now_ms: i64, resume_within_s: u64) -> CanaryFrom {
     let unobserved_s = u64::try_from(now_ms.saturating_sub(p.seen_ms) / 1000).unwrap_or(0);
-    if unobserved_s <= resume_within_s {
+    if p.ended || unobserved_s <= resume_within_s {
         return CanaryFrom::Recorded { from_ms: p.canary_from_ms };
     }
     let reached_ms = i64::try_from(p.reached_s.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -55,7 +55,13 @@ mod tests {
 
     /// Started at 1,000 s, read from there, reached 300 s, last seen at 1,300 s.
     fn point() -> ResumePoint {
-        ResumePoint { started_ms: 1_000_000, canary_from_ms: 1_000_000, reached_s: 300, seen_ms: 1_300_000 }
+        ResumePoint {
+            started_ms: 1_000_000,
+            canary_from_ms: 1_000_000,
+            reached_s: 300,
+            seen_ms: 1_300_000,
+            ended: false,
+        }
     }
 
     #[test]
@@ -73,6 +79,12 @@ mod tests {
         let got = canary_from(&point(), now_ms, 900);
         assert_eq!(got, CanaryFrom::Again { from_ms: now_ms - 300_000, unobserved_s: 7_200 });
         assert_eq!(got.from_ms(), now_ms - 300_000);
+    }
+
+    #[test]
+    fn an_ended_release_is_never_read_again_however_long_ago() {
+        let ended = ResumePoint { ended: true, ..point() };
+        assert_eq!(canary_from(&ended, 1_300_000 + 86_400_000, 900), CanaryFrom::Recorded { from_ms: 1_000_000 });
     }
 
     #[test]

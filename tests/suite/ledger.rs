@@ -436,8 +436,13 @@ async fn a_releases_resume_point_comes_from_its_newest_start_and_tick(url: &str)
         _ => unreachable!(),
     };
     l.append("r", &agent(), 1_000, with_canary(None, None)).await.unwrap();
-    let point =
-        |started_ms, canary_from_ms, reached_s, seen_ms| ResumePoint { started_ms, canary_from_ms, reached_s, seen_ms };
+    let point = |started_ms, canary_from_ms, reached_s, seen_ms| ResumePoint {
+        started_ms,
+        canary_from_ms,
+        reached_s,
+        seen_ms,
+        ended: false,
+    };
     assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 1_000, 0, 1_000)));
     l.append("r", &agent(), 11_000, tick(1, false)).await.unwrap();
     l.append("r", &agent(), 21_000, tick(2, false)).await.unwrap();
@@ -449,6 +454,11 @@ async fn a_releases_resume_point_comes_from_its_newest_start_and_tick(url: &str)
     assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 7_180_000, 20, 7_200_000)));
     l.append("r", &agent(), 7_210_000, tick(3, false)).await.unwrap();
     assert_eq!(l.resume_point("r").await.unwrap(), Some(point(1_000, 7_180_000, 30, 7_210_000)));
+    // Interrupted goes on when run again; promoted is over.
+    l.append("r", &agent(), 7_220_000, ended(ReleaseStatus::Interrupted)).await.unwrap();
+    assert!(!l.resume_point("r").await.unwrap().unwrap().ended);
+    l.append("r", &agent(), 7_230_000, ended(ReleaseStatus::Promoted)).await.unwrap();
+    assert!(l.resume_point("r").await.unwrap().unwrap().ended);
 }
 
 macro_rules! on_sqlite {
