@@ -32,6 +32,31 @@ impl FieldError {
     }
 }
 
+/// A document's shape is wrong where its parser found it: a field missing or
+/// unknown, a value of the wrong type. The message is serde's own, which
+/// names the field and what it expected; `at` says in which table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", place(.at))]
+pub struct ShapeError {
+    /// Dotted path of the table or value it was found in (`.`: the top level).
+    pub at: String,
+    /// What was wrong, in the parser's words.
+    pub message: String,
+}
+
+impl ShapeError {
+    /// `message` found at `path` by a parse that tracked it.
+    pub fn at(path: &serde_path_to_error::Path, message: impl Into<String>) -> Self {
+        Self { at: path.to_string(), message: message.into() }
+    }
+}
+
+/// Where in a document: serde_path_to_error writes the top level as `.`,
+/// which reads as nothing to a person.
+fn place(at: &str) -> String {
+    if at == "." { "at the top level".into() } else { format!("at `{at}`") }
+}
+
 /// Longest release, service or environment name (characters).
 pub const NAME_MAX: usize = 64;
 /// Longest target name.
@@ -146,6 +171,14 @@ mod tests {
         assert_eq!(strip_unsafe("a\nb\tc", true), "a\nb\tc");
         assert_eq!(strip_unsafe("a\nb", false), "ab");
         assert!(matches!(strip_unsafe("plain", false), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_shape_error_says_where_in_words() {
+        let top = ShapeError { at: ".".into(), message: "missing field `rate_limit`".into() };
+        assert_eq!(top.to_string(), "at the top level: missing field `rate_limit`");
+        let inner = ShapeError { at: "rate_limit".into(), message: "missing field `window_minutes`".into() };
+        assert_eq!(inner.to_string(), "at `rate_limit`: missing field `window_minutes`");
     }
 
     #[test]

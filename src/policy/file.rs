@@ -35,6 +35,15 @@ pub enum PolicyFileError {
         /// What a valid value looks like.
         expected: String,
     },
+    /// A field is missing or unknown, or a value of the wrong type.
+    #[error("{path}: {source}")]
+    Shape {
+        /// File path.
+        path: PathBuf,
+        /// Where, and what the parser expected.
+        #[source]
+        source: crate::field::ShapeError,
+    },
 }
 
 /// How much a service lets the agent do on its own.
@@ -242,9 +251,9 @@ impl PolicyFile {
             |field: String, expected: String| PolicyFileError::Field { path: path.to_path_buf(), field, expected };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| field_err("(document)".into(), format!("valid TOML: {}", e.message())))?;
-        let mut file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            field_err(field, e.into_inner().message().to_string())
+        let mut file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| PolicyFileError::Shape {
+            path: path.to_path_buf(),
+            source: crate::field::ShapeError::at(e.path(), e.inner().message()),
         })?;
         file.validate().map_err(|e| field_err(e.field, e.expected))?;
         file.origin = path.to_path_buf();
@@ -428,7 +437,17 @@ mod tests {
     #[test]
     fn unknown_field_is_named() {
         let e = err("version = 1\nrate_limit = { max_rollbacks = 2, window_minutes = 60 }\nautonmy = \"auto\"\n");
-        assert!(e.contains("p.toml") && e.contains("autonmy"), "{e}");
+        assert!(e.starts_with("p.toml: at `autonmy`: unknown field `autonmy`, expected one of"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_the_table_it_belongs_in() {
+        let e = err("version = 1\n");
+        assert_eq!(e, "p.toml: at the top level: missing field `rate_limit`");
+        let e = err("version = 1\n[rate_limit]\nmax_rollbacks = 2\n");
+        assert_eq!(e, "p.toml: at `rate_limit`: missing field `window_minutes`");
+        let e = err("version = \"one\"\nrate_limit = { max_rollbacks = 2, window_minutes = 60 }\n");
+        assert!(e.starts_with("p.toml: at `version`: invalid type: string \"one\", expected"), "{e}");
     }
 
     #[test]

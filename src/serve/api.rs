@@ -89,7 +89,7 @@ async fn register(
     let reg: Registration = match serde_path_to_error::deserialize(&mut de) {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!("request body: field `{}`: {}", e.path(), e.inner());
+            let msg = format!("request body: {}", crate::field::ShapeError::at(e.path(), e.inner().to_string()));
             return error(StatusCode::UNPROCESSABLE_ENTITY, msg);
         }
     };

@@ -67,6 +67,15 @@ pub enum TokensError {
         /// What a valid value looks like.
         expected: String,
     },
+    /// A field is missing or unknown, or a value of the wrong type.
+    #[error("{path}: {source}")]
+    Shape {
+        /// File.
+        path: PathBuf,
+        /// Where, and what the parser expected.
+        #[source]
+        source: crate::field::ShapeError,
+    },
 }
 
 /// Where an authenticated person's request came in, as the ledger names it.
@@ -131,8 +140,10 @@ impl Authenticator {
         let field = |field: String, expected: String| TokensError::Field { path: path.into(), field, expected };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| field("(document)".into(), format!("valid TOML: {}", e.message())))?;
-        let file: TokensFile = serde_path_to_error::deserialize(de)
-            .map_err(|e| field(e.path().to_string(), e.into_inner().message().to_string()))?;
+        let file: TokensFile = serde_path_to_error::deserialize(de).map_err(|e| TokensError::Shape {
+            path: path.into(),
+            source: crate::field::ShapeError::at(e.path(), e.inner().message()),
+        })?;
         if file.tokens.is_empty() {
             return Err(field("tokens".into(), "at least one [[tokens]] entry".into()));
         }

@@ -40,6 +40,15 @@ pub enum ScenarioError {
         /// What a valid value looks like, and what was found.
         expected: String,
     },
+    /// A field is missing or unknown, or a value of the wrong type.
+    #[error("{path}: {source}")]
+    Shape {
+        /// File path.
+        path: PathBuf,
+        /// Where, and what the parser expected.
+        #[source]
+        source: crate::field::ShapeError,
+    },
 }
 
 /// The label of a scenario. Only `eval` reads it.
@@ -201,9 +210,9 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
         }
         None => return Err(field_err("format".into(), format!("the string \"{SCENARIO_FORMAT}\""))),
     }
-    let mut doc: FileDoc = serde_path_to_error::deserialize(raw).map_err(|e| {
-        let field = e.path().to_string();
-        field_err(field, e.into_inner().to_string())
+    let mut doc: FileDoc = serde_path_to_error::deserialize(raw).map_err(|e| ScenarioError::Shape {
+        path: path.to_path_buf(),
+        source: crate::field::ShapeError::at(e.path(), e.inner().to_string()),
     })?;
     doc.distributions = std::mem::take(&mut doc.distributions)
         .into_iter()
