@@ -2,6 +2,8 @@
 //! when each started and how it ended; its configured Prometheus source
 //! reads the same window again (`PrometheusSource::starting_at`).
 
+use std::collections::HashMap;
+
 use crate::ledger::{Ledger, LedgerError, Record, RecordKind};
 use crate::policy::Decision;
 use crate::release::ReleaseStatus;
@@ -12,12 +14,23 @@ use crate::signals::{PrometheusConfig, PrometheusSource, ScenarioData, SignalErr
 pub struct PastRelease {
     /// Its release id.
     pub release_id: String,
-    /// When it started, unix seconds (its `release_started` record).
+    /// When it started, unix seconds (its first `release_started` record):
+    /// where an earlier-window baseline is read from.
     pub started_unix_s: f64,
+    /// Time 0 of its canary's samples, unix seconds: its start, or later
+    /// when a continued run read its canary again.
+    pub canary_unix_s: f64,
     /// Its analysis window, seconds.
     pub duration_s: u64,
     /// Promoted (or recommended for promotion): healthy by its outcome.
     pub promoted: bool,
+}
+
+impl PastRelease {
+    /// Where its window is read from again.
+    pub fn time_zero(&self) -> crate::signals::TimeZero {
+        crate::signals::TimeZero { started_s: self.started_unix_s, canary_s: self.canary_unix_s }
+    }
 }
 
 /// Why past releases could not be read back.
@@ -39,29 +52,47 @@ pub enum HistoryError {
 
 /// `service`'s finished releases that ended promoted or rolled back, oldest
 /// first, whose whole window lies before `now_unix_s`. A release continued
-/// after a restart counts once, from its first start.
+/// after a restart counts once, from its first start; one whose canary was
+/// read again after a long gap ([`crate::run::resume`]) is read from where
+/// its last ticks read it, the samples its outcome was decided on.
 pub async fn past_releases(ledger: &Ledger, service: &str, now_unix_s: f64) -> Result<Vec<PastRelease>, HistoryError> {
-    let mut out: Vec<PastRelease> = Vec::new();
+    let mut started: Vec<PastRelease> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for (stored, record) in ledger.of_kind(RecordKind::ReleaseStarted, None, 0, 10_000).await? {
         let Record::ReleaseStarted(s) = record else { continue };
-        if s.facts.service != service
-            || s.continued_from_s.is_some()
-            || out.iter().any(|p| p.release_id == stored.release_id)
-        {
+        if s.facts.service != service {
             continue;
         }
-        let started_unix_s = stored.at_ms as f64 / 1000.0;
-        if started_unix_s + s.duration_s as f64 > now_unix_s {
+        let canary_from = s.canary_from_ms.map(|ms| ms as f64 / 1000.0);
+        match index.get(&stored.release_id) {
+            Some(&i) => started[i].canary_unix_s = canary_from.unwrap_or(started[i].canary_unix_s),
+            None if s.continued_from_s.is_none() => {
+                let started_unix_s = stored.at_ms as f64 / 1000.0;
+                index.insert(stored.release_id.clone(), started.len());
+                started.push(PastRelease {
+                    release_id: stored.release_id,
+                    started_unix_s,
+                    canary_unix_s: canary_from.unwrap_or(started_unix_s),
+                    duration_s: s.duration_s,
+                    promoted: false,
+                });
+            }
+            None => {}
+        }
+    }
+    let mut out = Vec::new();
+    for mut p in started {
+        if p.canary_unix_s + p.duration_s as f64 > now_unix_s {
             continue;
         }
-        let promoted = match ledger.finished(&stored.release_id).await?.map(|f| f.status) {
+        p.promoted = match ledger.finished(&p.release_id).await?.map(|f| f.status) {
             Some(ReleaseStatus::Promoted | ReleaseStatus::Recommended { decision: Decision::Promote, .. }) => true,
             Some(
                 ReleaseStatus::RolledBack | ReleaseStatus::Recommended { decision: Decision::Rollback { .. }, .. },
             ) => false,
             _ => continue,
         };
-        out.push(PastRelease { release_id: stored.release_id, started_unix_s, duration_s: s.duration_s, promoted });
+        out.push(p);
     }
     Ok(out)
 }
@@ -77,8 +108,7 @@ pub async fn read_back(
     for p in past {
         let fail = |source| HistoryError::Source { release_id: p.release_id.clone(), source };
         let cfg = PrometheusConfig { duration_s: p.duration_s, ..cfg.clone() };
-        let source =
-            PrometheusSource::starting_at(cfg, crate::signals::TimeZero::at(p.started_unix_s)).map_err(fail)?;
+        let source = PrometheusSource::starting_at(cfg, p.time_zero()).map_err(fail)?;
         let obs = source.observe(p.duration_s).await.map_err(fail)?;
         let mut data = ScenarioData::from_observation(p.release_id.clone(), obs);
         data.service = service.to_string();

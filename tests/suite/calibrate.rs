@@ -247,40 +247,95 @@ fn prometheus_release(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
 /// Six past releases of `checkout` in a new ledger: started, and promoted
 /// (release 5 rolled back).
 async fn seed(path: &std::path::Path, now: i64) {
-    use backstop::ledger::{Actor, Ledger, Record, ReleaseFinished, ReleaseStarted, sqlite_url};
+    use backstop::ledger::{Actor, Ledger, Record, ReleaseFinished, sqlite_url};
     use backstop::release::ReleaseStatus;
     let ledger = Ledger::open(&sqlite_url(path)).await.unwrap();
     let agent = Actor::Agent { instance: Some("a1".into()) };
     for k in 0..6 {
         let id = format!("checkout-v{}", 40 + k);
-        let facts = backstop::policy::ReleaseFacts {
-            release_id: id.clone(),
-            service: "checkout".into(),
-            target: "checkout".into(),
-            service_targets: 0,
-            declared_targets: vec!["checkout".to_string()].into(),
-            candidate_revision: format!("v{}", 40 + k),
-            last_known_good: None,
-            quarantine: None,
-            last_known_good_from: None,
-            irreversible: false,
-            environment: "production".into(),
-        };
-        let started = ReleaseStarted {
-            facts,
-            source: "prometheus".into(),
-            mode: backstop::policy::RunMode::Act,
-            duration_s: 600,
-            policy_digest: "test".into(),
-            continued_from_s: None,
-            canary_from_ms: None,
-        };
         let at = past_start(now, k) * 1000;
-        ledger.append(&id, &agent, at, Record::ReleaseStarted(started)).await.unwrap();
+        ledger.append(&id, &agent, at, Record::ReleaseStarted(started(&id, None))).await.unwrap();
         let status = if k == 5 { ReleaseStatus::RolledBack } else { ReleaseStatus::Promoted };
         let finished = ReleaseFinished { status, ticks: 60, decided_at_s: 600, model_usage: Default::default() };
         ledger.append(&id, &agent, at + 600_000, Record::ReleaseFinished(finished)).await.unwrap();
     }
+}
+
+/// Release `id` of `checkout` started (`continued`: again, as the run
+/// continuing it writes it: from where, and where its canary is read from).
+fn started(id: &str, continued: Option<(u64, i64)>) -> backstop::ledger::ReleaseStarted {
+    let facts = backstop::policy::ReleaseFacts {
+        release_id: id.into(),
+        service: "checkout".into(),
+        target: "checkout".into(),
+        service_targets: 0,
+        declared_targets: vec!["checkout".to_string()].into(),
+        candidate_revision: id.trim_start_matches("checkout-").into(),
+        last_known_good: None,
+        quarantine: None,
+        last_known_good_from: None,
+        irreversible: false,
+        environment: "production".into(),
+    };
+    backstop::ledger::ReleaseStarted {
+        facts,
+        source: "prometheus".into(),
+        mode: backstop::policy::RunMode::Act,
+        duration_s: 600,
+        policy_digest: "test".into(),
+        continued_from_s: continued.map(|c| c.0),
+        canary_from_ms: continued.map(|c| c.1),
+    }
+}
+
+/// A release continued after its agents were away a night, its canary read
+/// again from then on, is calibrated on the samples its outcome was decided
+/// on (read from where its last ticks read them), not on the hour it first
+/// started; one whose canary is read again so late that its window has not
+/// ended yet is not read back at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_read_again_later_is_calibrated_on_the_window_it_was_decided_on() {
+    use backstop::ledger::{Actor, Ledger, Record, ReleaseFinished, sqlite_url};
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("l.db");
+    let now = 1_800_000_000;
+    seed(&path, now).await;
+    let ledger = Ledger::open(&sqlite_url(&path)).await.unwrap();
+    let agent = Actor::Agent { instance: Some("a2".into()) };
+    // Started 12 h ago, 300 s reached, then continued 3 h ago: its canary read from 3 h − 300 s.
+    let (first_ms, again_ms) = ((now - 12 * 3600) * 1000, (now - 3 * 3600) * 1000);
+    let read_from_ms = again_ms - 300_000;
+    for (id, again_ms, read_from_ms) in
+        [("checkout-v50", again_ms, read_from_ms), ("checkout-v51", (now - 60) * 1000, (now - 360) * 1000)]
+    {
+        ledger.append(id, &agent, first_ms, Record::ReleaseStarted(started(id, None))).await.unwrap();
+        let again = started(id, Some((300, read_from_ms)));
+        ledger.append(id, &agent, again_ms, Record::ReleaseStarted(again)).await.unwrap();
+        let status = backstop::release::ReleaseStatus::Promoted;
+        let finished = ReleaseFinished { status, ticks: 60, decided_at_s: 600, model_usage: Default::default() };
+        ledger.append(id, &agent, again_ms + 300_000, Record::ReleaseFinished(finished)).await.unwrap();
+    }
+    let past = backstop::run::history::past_releases(&ledger, "checkout", now as f64).await.unwrap();
+    let ids: Vec<&str> = past.iter().map(|p| p.release_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "checkout-v40",
+            "checkout-v41",
+            "checkout-v42",
+            "checkout-v43",
+            "checkout-v44",
+            "checkout-v45",
+            "checkout-v50"
+        ]
+    );
+    let v50 = &past[6];
+    assert_eq!(v50.started_unix_s, (first_ms / 1000) as f64, "counted once, from its first start");
+    let zero = v50.time_zero();
+    assert_eq!(zero.canary_s, (read_from_ms / 1000) as f64, "its canary from where its last ticks read it");
+    assert_eq!(zero.started_s, (first_ms / 1000) as f64, "an earlier-window baseline before its start");
+    let v40 = &past[0];
+    assert_eq!(v40.time_zero().canary_s, v40.started_unix_s, "never read again: from its start");
 }
 
 /// A real Prometheus holding the history, a ledger of the releases in it,
