@@ -177,12 +177,25 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
     }
     if let (Some(status), ReleaseState::Finished) = (&v.status, v.state) {
         blocks.push(Block::section(&format!("Ended: *{}*", status.label().replace('_', " "))));
+        if *status == crate::release::ReleaseStatus::RolledBack {
+            blocks.push(Block::section(&quarantined(v)));
+        }
     }
     if let Some(e) = &v.error {
         blocks.push(Block::section(&format!(":x: {}", escape(e))));
     }
     blocks.push(context(v, agent_url));
     finish(headline(v), blocks, None, agent_url.and(link(agent_url, &v.name)))
+}
+
+/// A rollback quarantines the candidate for its service (release memory):
+/// said where the on-call team looks, with the command that lifts it.
+fn quarantined(v: &ReleaseView) -> String {
+    let (service, revision) = (escape(&v.service), escape(&v.candidate_revision));
+    format!(
+        ":lock: `{revision}` is quarantined for {service}: a new release of it is not promoted without an approver. \
+         An approver lifts it with `/backstop clear {service} {revision} &lt;reason&gt;`."
+    )
 }
 
 /// A fleet release's one message: where it stands and every member wave by

@@ -688,6 +688,21 @@ async fn an_approver_clears_a_quarantine_from_slack_and_every_refusal_is_recorde
         assert!(start.elapsed() < WAIT, "orders v2 was never quarantined:\n{}", audit(dir.path()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The release's message says so, and how to lift it.
+    let ts = loop {
+        if let Some(ts) = fake.ts_of(CHANNEL, |m| m.to_string().contains("orders")) {
+            break ts;
+        }
+        assert!(start.elapsed() < WAIT, "no message for orders: {:#?}", fake.all_calls());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let ended = wait_message(&fake, &ts, |m| text_of(m).contains("Ended")).await;
+    let shown = text_of(&ended);
+    assert!(
+        shown.contains("`v2` is quarantined for orders")
+            && shown.contains("`/backstop clear orders v2 &lt;reason&gt;`"),
+        "{shown}"
+    );
     let client = reqwest::Client::new();
     let command = |user: &str, text: &str, trig: &str| {
         let body = slack::form(&slack::slash(user, CHANNEL, text, &fake.response_url(trig), trig));
