@@ -61,7 +61,7 @@ pub fn from_records(release_id: &str, records: &[(StoredRecord, Record)], model_
         match record {
             Record::ReleaseStarted(r) => {
                 started_at_ms.get_or_insert(stored.at_ms);
-                canary_from_ms = r.canary_from_ms.or(canary_from_ms);
+                canary_from_ms = r.canary_from_ms;
                 acting = r.mode == crate::policy::RunMode::Act;
             }
             Record::Tick(t) => {

@@ -65,7 +65,7 @@ pub async fn past_releases(ledger: &Ledger, service: &str, now_unix_s: f64) -> R
         }
         let canary_from = s.canary_from_ms.map(|ms| ms as f64 / 1000.0);
         match index.get(&stored.release_id) {
-            Some(&i) => started[i].canary_unix_s = canary_from.unwrap_or(started[i].canary_unix_s),
+            Some(&i) => started[i].canary_unix_s = canary_from.unwrap_or(started[i].started_unix_s),
             None if s.continued_from_s.is_none() => {
                 let started_unix_s = stored.at_ms as f64 / 1000.0;
                 index.insert(stored.release_id.clone(), started.len());
