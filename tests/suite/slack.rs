@@ -644,7 +644,16 @@ async fn an_agent_restarted_mid_release_updates_its_message_instead_of_posting_a
         let v: Value = reqwest::get(format!("{url}/v1/releases/search")).await.unwrap().json().await.unwrap();
         v["state"].as_str().unwrap_or_default().to_string()
     };
-    assert_eq!(state(url.clone()).await, "running", "restarted mid-release");
+    // Mid-release: its first tick judged (the message is posted before it, at "starting").
+    let start = Instant::now();
+    loop {
+        match state(url.clone()).await.as_str() {
+            "running" => break,
+            "starting" => assert!(start.elapsed() < WAIT, "the release's first tick was never judged"),
+            other => panic!("restarted mid-release, found {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     agent.signal("TERM");
     let (code, _, err) = agent.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{err}");
