@@ -41,7 +41,7 @@ pub use record::{
     PersonAction, PersonRequestRecord, RECORD_VERSION, Record, RecordError, RecordKind, ReleaseFinished, ReleasePaused,
     ReleaseStarted, RevisionRecord, TickRecord, TickSummary,
 };
-pub use roster::{Member, Roster};
+pub use roster::{Member, Roster, SHARING};
 
 use crate::policy::memory::{RevisionFact, ServiceRevisions};
 
@@ -98,6 +98,18 @@ pub enum LedgerError {
     Tampered {
         /// The record.
         seq: i64,
+    },
+    /// A live agent on this ledger shares releases another way (another
+    /// version): its leases and this agent's would not exclude each other.
+    #[error(
+        "agent `{instance}`, last heard {age_ms} ms ago, is of another backstop version (it names leases \
+         another way, so the two could both act on one target): stop or upgrade it, then start this one"
+    )]
+    OtherAgentKind {
+        /// Its instance id.
+        instance: String,
+        /// Ms since its last heartbeat.
+        age_ms: i64,
     },
     /// The plan names a target the acting executor is not for.
     #[error("intent refused: the plan targets `{plan}` but this run acts on `{acting}`")]
@@ -286,6 +298,31 @@ fn transient_open(e: &(dyn std::error::Error + 'static)) -> bool {
     ["locked", "already exists", "busy", "duplicate column"].iter().any(|t| text.contains(t))
 }
 
+/// The ledger was migrated by a newer backstop: this one must not write to it
+/// (agents of two versions on one ledger may not exclude each other; see
+/// [`roster::SHARING`]).
+#[derive(Debug, Error)]
+#[error(
+    "it was set up by a newer backstop (its migration {migration} is not one this version knows): \
+     run the version the agents sharing it run"
+)]
+pub struct NewerLedger {
+    /// The applied migration this version does not have.
+    pub migration: i64,
+    /// The migrator's refusal.
+    #[source]
+    pub source: sqlx::migrate::MigrateError,
+}
+
+fn newer_ledger(e: sqlx::migrate::MigrateError) -> Box<dyn std::error::Error + Send + Sync> {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(migration) => {
+            Box::new(NewerLedger { migration, source: sqlx::migrate::MigrateError::VersionMissing(migration) })
+        }
+        e => Box::new(e),
+    }
+}
+
 /// A SQLite ledger named in a folder that does not exist.
 #[derive(Debug, Error)]
 #[error("the folder {} does not exist (create it, or name another ledger)", .0.display())]
@@ -318,7 +355,7 @@ async fn connect(url: &str, dialect: Dialect) -> Result<AnyPool, Box<dyn std::er
         // file, set once (changing it needs a lock busy_timeout cannot wait for).
         sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
     }
-    MIGRATOR.run(&pool).await?;
+    MIGRATOR.run(&pool).await.map_err(newer_ledger)?;
     derive_once(&pool, dialect).await?;
     Ok(pool)
 }

@@ -9,6 +9,13 @@ use sqlx::Row;
 
 use super::{LeaseRow, Ledger, LedgerError};
 
+/// How this version shares releases with the agents on its ledger: 1 names a
+/// release's lease by the resource its executor changes (`release::lease_name`).
+/// Agents whose leases are named another way do not exclude each other, so
+/// an agent refuses to start beside a live one of another kind
+/// ([`Roster::other_kind`]).
+pub const SHARING: i64 = 1;
+
 /// One agent as it last reported itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -18,6 +25,8 @@ pub struct Member {
     pub capacity: Option<u32>,
     /// Unix ms of its last heartbeat.
     pub seen_ms: i64,
+    /// Its [`SHARING`]; `None`: a version before it was written (leases named by target).
+    pub sharing: Option<i64>,
 }
 
 /// Agents and leases as read at one moment.
@@ -49,6 +58,13 @@ impl Roster {
         self.members.iter().filter(move |m| m.seen_ms + ttl_ms > now_ms)
     }
 
+    /// A live agent other than `me` that shares releases another way than
+    /// this version (or an older version that did not say): its leases and
+    /// ours would not exclude each other, so `me` must not start beside it.
+    pub fn other_kind(&self, me: &str, now_ms: i64, ttl_ms: i64) -> Option<&Member> {
+        self.live(now_ms, ttl_ms).find(|m| m.instance != me && m.sharing != Some(SHARING))
+    }
+
     /// Unlapsed leases `instance` held at the read.
     pub fn held_by(&self, instance: &str) -> usize {
         self.held.get(instance).copied().unwrap_or(0)
@@ -69,12 +85,14 @@ impl Ledger {
     /// Say this agent is alive, with its capacity, at `now_ms`.
     pub async fn heartbeat(&self, instance: &str, capacity: Option<u32>, now_ms: i64) -> Result<(), LedgerError> {
         sqlx::query(
-            "INSERT INTO ledger_agents (instance, capacity, seen_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (instance) DO UPDATE SET capacity = excluded.capacity, seen_ms = excluded.seen_ms",
+            "INSERT INTO ledger_agents (instance, capacity, seen_ms, sharing) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (instance) DO UPDATE SET capacity = excluded.capacity, seen_ms = excluded.seen_ms, \
+             sharing = excluded.sharing",
         )
         .bind(instance)
         .bind(capacity.map(i64::from))
         .bind(now_ms)
+        .bind(SHARING)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -88,7 +106,9 @@ impl Ledger {
 
     /// Every agent, and every lease row live at `now_ms`.
     pub async fn roster(&self, now_ms: i64) -> Result<Roster, LedgerError> {
-        let rows = sqlx::query("SELECT instance, capacity, seen_ms FROM ledger_agents").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT instance, capacity, seen_ms, sharing FROM ledger_agents")
+            .fetch_all(self.pool())
+            .await?;
         let members = rows
             .iter()
             .map(|r| {
@@ -97,6 +117,7 @@ impl Ledger {
                     instance: r.try_get("instance")?,
                     capacity: capacity.map(|c| u32::try_from(c).unwrap_or(u32::MAX)),
                     seen_ms: r.try_get("seen_ms")?,
+                    sharing: r.try_get("sharing")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -135,5 +156,33 @@ impl Ledger {
             .fetch_optional(self.pool())
             .await?;
         Ok(row.as_ref().map(lease_row).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(instance: &str, seen_ms: i64, sharing: Option<i64>) -> Member {
+        Member { instance: instance.into(), capacity: None, seen_ms, sharing }
+    }
+
+    /// Only a live agent other than this one, of another kind (older: none
+    /// written; newer: another number), keeps this one from starting.
+    #[test]
+    fn only_a_live_agent_of_another_kind_is_named() {
+        let at = |members| Roster::new(10_000, members, HashMap::new());
+        let same = at(vec![member("me", 9_000, None), member("peer", 9_500, Some(SHARING))]);
+        assert_eq!(same.other_kind("me", 10_000, 5_000), None, "this one's own stale row and a peer of its kind");
+        let gone = at(vec![member("old", 4_000, None)]);
+        assert_eq!(gone.other_kind("me", 10_000, 5_000), None, "silent past a lease");
+        for sharing in [None, Some(SHARING + 1)] {
+            let mixed = at(vec![member("peer", 9_500, Some(SHARING)), member("other", 6_000, sharing)]);
+            assert_eq!(
+                mixed.other_kind("me", 10_000, 5_000).map(|m| m.instance.as_str()),
+                Some("other"),
+                "{sharing:?}"
+            );
+        }
     }
 }

@@ -290,7 +290,7 @@ mod tests {
     use crate::ledger::Member;
 
     fn member(i: &str, capacity: Option<u32>, seen_ms: i64) -> Member {
-        Member { instance: i.into(), capacity, seen_ms }
+        Member { instance: i.into(), capacity, seen_ms, sharing: Some(crate::ledger::SHARING) }
     }
 
     fn roster(members: Vec<Member>, leases: &[(&str, &str, i64)]) -> Roster {

@@ -35,7 +35,8 @@ pub async fn refresh(ledger: &Ledger, agent: &AgentContext, after: &mut i64) -> 
     Ok(())
 }
 
-/// Refresh once now, then keep refreshing until `stop` flips.
+/// Refresh once now, then keep refreshing until `stop` flips; refused while
+/// an agent of another kind is alive on the ledger (`Roster::other_kind`).
 pub async fn keep_refreshing(
     ledger: std::sync::Arc<Ledger>,
     agent: AgentContext,
@@ -43,6 +44,10 @@ pub async fn keep_refreshing(
 ) -> Result<tokio::task::JoinHandle<()>, LedgerError> {
     if agent.seats.is_none() {
         return Ok(tokio::spawn(async {}));
+    }
+    let now = agent.clock.now_ms();
+    if let Some(m) = ledger.roster(now).await?.other_kind(&agent.instance, now, agent.lease_ms) {
+        return Err(LedgerError::OtherAgentKind { instance: m.instance.clone(), age_ms: now - m.seen_ms });
     }
     let mut after = ledger.checkpoint().await?.seq;
     refresh(&ledger, &agent, &mut after).await?;

@@ -1218,3 +1218,66 @@ async fn approve_from_the_page(s: &Setup, token: &str, id: &str) {
     );
     assert!(people.contains(&format!("{id}: accepted: rollback runs")), "{people}");
 }
+
+/// Agents of two versions on one ledger could both act on one target (an
+/// older agent named its leases by the target, this one by the resource its
+/// executor changes). An agent refuses to start — exit 3, naming the live
+/// agent of the other kind, nothing written — while one is heard from; it
+/// starts once that one has been silent past a lease. And a backstop that
+/// lacks a migration the ledger has (an older version) refuses to open it.
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_of_two_versions_never_share_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let ledger = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(&path)).await.unwrap();
+    let now_ms = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
+    // An older agent's heartbeat: its version wrote no `sharing`.
+    sqlx::query("INSERT INTO ledger_agents (instance, capacity, seen_ms) VALUES ('agent-before', NULL, $1)")
+        .bind(now_ms)
+        .execute(ledger.pool())
+        .await
+        .unwrap();
+    let file = path.display().to_string();
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["--config", "fixtures/config/simulator.toml", "agent", "--ledger", &file, "--listen", "127.0.0.1:0"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("agent `agent-before`") && err.contains("another backstop version"), "{err}");
+    assert!(ledger.list(None, 10).await.unwrap().is_empty(), "nothing recorded by the refused agent");
+
+    // Silent for an hour: gone, and this one starts.
+    sqlx::query("UPDATE ledger_agents SET seen_ms = $1").bind(now_ms - 3_600_000).execute(ledger.pool()).await.unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["--config", "fixtures/config/simulator.toml", "agent", "--ledger", &file, "--listen", &listen];
+    let mut a = Agent::spawn(&args, &[]);
+    a.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    a.signal("TERM");
+    let (code, _, err) = a.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+
+    // A migration this version does not know: as an older backstop finds a newer one's ledger.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99, 'from a newer backstop', $1, $2, 0)",
+    )
+    .bind(true)
+    .bind(vec![0u8; 48])
+    .execute(ledger.pool())
+    .await
+    .unwrap();
+    let out = Command::cargo_bin("backstop")
+        .unwrap()
+        .env_remove("BACKSTOP_CONFIG")
+        .args(["audit", "verify", "--ledger", &file])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("set up by a newer backstop") && err.contains("migration 99"), "{err}");
+}
