@@ -1238,15 +1238,20 @@ async fn agents_of_two_versions_never_share_a_ledger() {
         .await
         .unwrap();
     let file = path.display().to_string();
-    let out = Command::cargo_bin("backstop")
-        .unwrap()
-        .env_remove("BACKSTOP_CONFIG")
-        .args(["--config", "fixtures/config/simulator.toml", "agent", "--ledger", &file, "--listen", "127.0.0.1:0"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    // Exit code and stderr of `backstop ARGS`.
+    let run = |args: &[&str]| {
+        let out = Command::cargo_bin("backstop")
+            .unwrap()
+            .env_remove("BACKSTOP_CONFIG")
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) =
+        run(&["--config", "fixtures/config/simulator.toml", "agent", "--ledger", &file, "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("agent `agent-before`") && err.contains("another backstop version"), "{err}");
     assert!(ledger.list(None, 10).await.unwrap().is_empty(), "nothing recorded by the refused agent");
 
@@ -1270,14 +1275,7 @@ async fn agents_of_two_versions_never_share_a_ledger() {
     .execute(ledger.pool())
     .await
     .unwrap();
-    let out = Command::cargo_bin("backstop")
-        .unwrap()
-        .env_remove("BACKSTOP_CONFIG")
-        .args(["audit", "verify", "--ledger", &file])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let (code, err) = run(&["audit", "verify", "--ledger", &file]);
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("set up by a newer backstop") && err.contains("migration 99"), "{err}");
 }
