@@ -81,6 +81,10 @@ pub async fn run_all(
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
+    if mode == RunMode::Act {
+        let alone = backstop::run::share::alone_in_kind(&runtime.ledger, &runtime.agent).await;
+        alone.map_err(|e| runtime_failure(backstop::run::RuntimeError::Ledger(e)))?;
+    }
     let started_ms = runtime.agent.clock.now_ms();
     let (chosen, fleets) = match (mode, window) {
         (RunMode::Act, None) => runtime.select_with_fleets(&a.releases).map_err(runtime_failure)?,

@@ -35,8 +35,20 @@ pub async fn refresh(ledger: &Ledger, agent: &AgentContext, after: &mut i64) -> 
     Ok(())
 }
 
-/// Refresh once now, then keep refreshing until `stop` flips; refused while
-/// an agent of another kind is alive on the ledger (`Roster::other_kind`).
+/// Refused while an agent of another kind (another version) is alive on the
+/// ledger ([`Roster::other_kind`](crate::ledger::Roster::other_kind)): its
+/// leases and this process's would not exclude each other. Checked before
+/// anything acting starts (`agent`, `watch`).
+pub async fn alone_in_kind(ledger: &Ledger, agent: &AgentContext) -> Result<(), LedgerError> {
+    let now = agent.clock.now_ms();
+    match ledger.roster(now).await?.other_kind(&agent.instance, now, agent.lease_ms) {
+        Some(m) => Err(LedgerError::OtherAgentKind { instance: m.instance.clone(), age_ms: now - m.seen_ms }),
+        None => Ok(()),
+    }
+}
+
+/// Refresh once now, then keep refreshing until `stop` flips; refused as
+/// [`alone_in_kind`] says.
 pub async fn keep_refreshing(
     ledger: std::sync::Arc<Ledger>,
     agent: AgentContext,
@@ -45,10 +57,7 @@ pub async fn keep_refreshing(
     if agent.seats.is_none() {
         return Ok(tokio::spawn(async {}));
     }
-    let now = agent.clock.now_ms();
-    if let Some(m) = ledger.roster(now).await?.other_kind(&agent.instance, now, agent.lease_ms) {
-        return Err(LedgerError::OtherAgentKind { instance: m.instance.clone(), age_ms: now - m.seen_ms });
-    }
+    alone_in_kind(&ledger, &agent).await?;
     let mut after = ledger.checkpoint().await?.seq;
     refresh(&ledger, &agent, &mut after).await?;
     let every = refresh_every(&agent);

@@ -1221,8 +1221,8 @@ async fn approve_from_the_page(s: &Setup, token: &str, id: &str) {
 
 /// Agents of two versions on one ledger could both act on one target (an
 /// older agent named its leases by the target, this one by the resource its
-/// executor changes). An agent refuses to start — exit 3, naming the live
-/// agent of the other kind, nothing written — while one is heard from; it
+/// executor changes). An agent or a `watch` refuses to start — exit 3, naming
+/// the live agent of the other kind, nothing written — while one is heard from; an agent
 /// starts once that one has been silent past a lease. And a backstop that
 /// lacks a migration the ledger has (an older version) refuses to open it.
 #[tokio::test(flavor = "multi_thread")]
@@ -1253,7 +1253,11 @@ async fn agents_of_two_versions_never_share_a_ledger() {
         run(&["--config", "fixtures/config/simulator.toml", "agent", "--ledger", &file, "--listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("agent `agent-before`") && err.contains("another backstop version"), "{err}");
-    assert!(ledger.list(None, 10).await.unwrap().is_empty(), "nothing recorded by the refused agent");
+    // `watch` acts too, under the same leases.
+    let (code, err) = run(&["--config", "fixtures/config/simulator.toml", "watch", "--ledger", &file]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("agent `agent-before`") && err.contains("another backstop version"), "{err}");
+    assert!(ledger.list(None, 10).await.unwrap().is_empty(), "nothing recorded by the refused agent and watch");
 
     // Silent for an hour: gone, and this one starts.
     sqlx::query("UPDATE ledger_agents SET seen_ms = $1").bind(now_ms - 3_600_000).execute(ledger.pool()).await.unwrap();
