@@ -44,6 +44,32 @@ async fn intents(ledger: &str) -> Vec<(String, String, String, i64)> {
     out
 }
 
+/// Waits (at most `within`) until every `kind` intent on `target` has its
+/// outcome in the ledger. A simulated target lives in its process's memory, so
+/// a kill between its intent and outcome leaves nothing to reconcile against
+/// (held for a human, rightly); a test that kills on purpose waits past it.
+async fn wait_settled(ledger: &str, kind: &str, target: &str, within: Duration) {
+    let l = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(Path::new(ledger))).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let records = l.list(None, 100_000).await.unwrap();
+        let bodies = |k: &str| -> Vec<Value> {
+            records.iter().filter(|r| r.kind == k).map(|r| serde_json::from_str(&r.body).unwrap()).collect()
+        };
+        let settled: Vec<Value> = bodies("outcome").iter().map(|b| b["plan_id"].clone()).collect();
+        let plans: Vec<Value> = bodies("intent")
+            .into_iter()
+            .filter(|b| b["plan"]["kind"] == kind && b["plan"]["target"] == target)
+            .map(|b| b["plan"]["id"].clone())
+            .collect();
+        if !plans.is_empty() && plans.iter().all(|p| settled.contains(p)) {
+            return;
+        }
+        assert!(started.elapsed() < within, "{kind} on {target} not settled within {within:?}: intents {plans:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn count(all: &[(String, String, String, i64)], kind: &str, target: &str) -> usize {
     all.iter().filter(|(_, k, t, _)| k == kind && t == target).count()
 }
@@ -99,6 +125,8 @@ async fn a_failed_second_wave_stops_the_third_and_rolls_the_first_back_exactly_o
     // Kill 2: the restart reconciles wave 2 and starts reverting wave 1; killed after eu-1's revert ran.
     let mut a = Agent::watch(&cfg, &ledger, 0, &[("BACKSTOP_TEST_PAUSE_AT", "after_execute@haproxy/eu-1")]);
     a.wait_for("paused at after_execute", Duration::from_secs(120));
+    // eu-2's revert runs beside eu-1's; its simulated target dies with the process.
+    wait_settled(&ledger, "rollback", "simulator/eu-2", Duration::from_secs(60)).await;
     a.kill9();
     assert_eq!(eu.weight("canary"), 0, "eu-1's revert ran before the kill");
 
