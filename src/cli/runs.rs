@@ -81,10 +81,14 @@ pub async fn run_all(
     let policy = load_policy(a.flags.policy.as_deref(), settings)?;
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
-    if mode == RunMode::Act {
-        let alone = backstop::run::share::alone_in_kind(&runtime.ledger, &runtime.agent).await;
-        alone.map_err(|e| runtime_failure(backstop::run::RuntimeError::Ledger(e)))?;
-    }
+    let presence = match mode {
+        RunMode::Act => Some(
+            backstop::run::share::Presence::start(runtime.ledger.clone(), &runtime.agent)
+                .await
+                .map_err(|e| runtime_failure(backstop::run::RuntimeError::Ledger(e)))?,
+        ),
+        RunMode::Advise => None,
+    };
     let started_ms = runtime.agent.clock.now_ms();
     let (chosen, fleets) = match (mode, window) {
         (RunMode::Act, None) => runtime.select_with_fleets(&a.releases).map_err(runtime_failure)?,
@@ -127,6 +131,9 @@ pub async fn run_all(
         }
     }));
     let (results, fleet_results) = tokio::join!(alone, in_fleets);
+    if let Some(p) = presence {
+        p.end().await;
+    }
     gather(prepared.into_iter().zip(results), fleets.into_iter().zip(fleet_results))
 }
 

@@ -111,6 +111,17 @@ pub enum LedgerError {
         /// Ms since its last heartbeat.
         age_ms: i64,
     },
+    /// Another live process writes this one's heartbeat: two processes
+    /// under one instance id would both hold its leases, token and all.
+    #[error(
+        "another process is running as agent `{instance}` (its heartbeat moved while this one waited          {waited_ms} ms): two processes under one `agent.instance_id` would both hold its leases and could          both act on one target; give each its own id (or leave it unset), or stop the other first"
+    )]
+    SameInstance {
+        /// The instance id both were given.
+        instance: String,
+        /// Ms this process watched the heartbeat for.
+        waited_ms: i64,
+    },
     /// The plan names a target the acting executor is not for.
     #[error("intent refused: the plan targets `{plan}` but this run acts on `{acting}`")]
     ForeignTarget {

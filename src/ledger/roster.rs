@@ -65,6 +65,17 @@ impl Roster {
         self.live(now_ms, ttl_ms).find(|m| m.instance != me && m.sharing != Some(SHARING))
     }
 
+    /// Live members that take releases: an acting `watch` heartbeats with
+    /// capacity 0 (so agents see it), holds only its own and never counts in a share.
+    pub fn working(&self, now_ms: i64, ttl_ms: i64) -> impl Iterator<Item = &Member> {
+        self.live(now_ms, ttl_ms).filter(|m| m.capacity != Some(0))
+    }
+
+    /// `instance`'s heartbeat, if it ever wrote one.
+    pub fn member(&self, instance: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.instance == instance)
+    }
+
     /// Unlapsed leases `instance` held at the read.
     pub fn held_by(&self, instance: &str) -> usize {
         self.held.get(instance).copied().unwrap_or(0)

@@ -136,7 +136,7 @@ pub struct HoldingView<'a> {
 /// The holder decision.
 pub fn holding(v: &HoldingView<'_>) -> Holding {
     let Some(roster) = v.roster.filter(|_| v.quiet) else { return Holding::Keep };
-    let live: Vec<_> = roster.live(v.now_ms, v.ttl_ms).collect();
+    let live: Vec<_> = roster.working(v.now_ms, v.ttl_ms).collect();
     if live.is_empty() {
         return Holding::Keep;
     }
@@ -223,7 +223,7 @@ impl Seats {
     /// over an even share — so newcomers receive releases over a few reads,
     /// never in one flood.
     pub fn set_roster(&self, roster: Roster, me: &str, ttl_ms: i64) {
-        let live = roster.live(roster.read_ms, ttl_ms).count().max(1);
+        let live = roster.working(roster.read_ms, ttl_ms).count().max(1);
         let fair = roster.held_total().div_ceil(live);
         let excess = roster.held_by(me).saturating_sub(fair);
         self.shed_budget.store(excess.div_ceil(4), Ordering::Relaxed);
@@ -413,5 +413,27 @@ mod tests {
         seats.set_roster(roster(vec![member("a", None, 900), member("b", None, 900)], &borrowed), "a", 500);
         let taken = (0..10).filter(|_| seats.take_shed()).count();
         assert_eq!(taken, 1, "six held by two agents: three to give back, a quarter of them at this read");
+    }
+
+    /// An acting `watch` heartbeats with capacity 0: agents see it, never
+    /// rank it for a release, and leave it out of the even share.
+    #[test]
+    fn a_watch_on_the_roster_is_never_handed_a_release_nor_counted_in_a_share() {
+        let watch = member("w", Some(0), 900);
+        let r = roster(vec![member("a", None, 900), watch.clone()], &[]);
+        for i in 0..50 {
+            assert_eq!(standby(&view("a", &format!("t{i}"), None, Some(&r))), Standby::Claim, "first at once");
+        }
+        let leases: Vec<(String, String, i64)> = (0..20).map(|i| (format!("t{i}"), "a".to_string(), 5_000)).collect();
+        let borrowed: Vec<(&str, &str, i64)> = leases.iter().map(|(t, h, e)| (t.as_str(), h.as_str(), *e)).collect();
+        for members in [
+            vec![member("a", None, 900), member("b", None, 900)],
+            vec![member("a", None, 900), member("b", None, 900), watch],
+        ] {
+            let seats = Seats::new(None);
+            seats.set_roster(roster(members, &borrowed), "a", 500);
+            let taken = (0..10).filter(|_| seats.take_shed()).count();
+            assert_eq!(taken, 3, "twenty held by two agents: ten to give back, a quarter of them at this read");
+        }
     }
 }

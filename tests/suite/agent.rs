@@ -1283,3 +1283,76 @@ async fn agents_of_two_versions_never_share_a_ledger() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("set up by a newer backstop") && err.contains("migration 99"), "{err}");
 }
+
+/// The heartbeat row `instance` wrote, as its capacity (None: no row).
+async fn heartbeat_of(ledger: &backstop::ledger::Ledger, instance: &str) -> Option<Option<u32>> {
+    let now_ms = backstop::clock::Clock::now_ms(&backstop::clock::SystemClock);
+    ledger.roster(now_ms).await.unwrap().member(instance).map(|m| m.capacity)
+}
+
+/// Waits (at most a minute) until `instance` has heartbeated.
+async fn wait_for_heartbeat(ledger: &backstop::ledger::Ledger, instance: &str) -> Option<u32> {
+    let started = Instant::now();
+    loop {
+        if let Some(capacity) = heartbeat_of(ledger, instance).await {
+            return capacity;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no heartbeat from {instance}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two processes under one `agent.instance_id` would both hold its leases (a
+/// claim by the lease's own holder keeps its token), so both could act on one
+/// target. A second agent, or a `watch`, started while one runs is refused —
+/// exit 3, naming the id; an acting `watch` heartbeats too (capacity 0), so an
+/// agent started beside it is refused the same, and it leaves the roster when
+/// it stops; a restart after a kill, its old heartbeat still fresh, is not refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_under_one_instance_id_never_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), backstop::policy::DEFAULT_POLICY).unwrap();
+    let cfg = dir.path().join("backstop.toml");
+    std::fs::write(
+        &cfg,
+        "policy = \"policy.toml\"\n[agent]\ninstance_id = \"twin\"\nlease_s = 2\n\n[[releases]]\nname = \"checkout\"\n\
+         service = \"checkout\"\ntarget = \"simulator/checkout\"\ncandidate_revision = \"v42\"\nlast_known_good = \"v41\"\n\
+         executor = { kind = \"simulator\" }\nsource = { kind = \"simulator\", seed = 7 }\n",
+    )
+    .unwrap();
+    let (cfg, file) = (cfg.to_str().unwrap().to_string(), dir.path().join("l.db").display().to_string());
+    let ledger = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(Path::new(&file))).await.unwrap();
+    let agent = |port: u16| {
+        let listen = format!("127.0.0.1:{port}");
+        Agent::spawn(&["--config", &cfg, "agent", "--ledger", &file, "--listen", &listen], &[])
+    };
+    let refused = |twin: Agent, what: &str| {
+        let (code, _, err) = twin.finish(Duration::from_secs(60));
+        assert_eq!(code, 3, "{what}: {err}");
+        assert!(err.contains("another process is running as agent `twin`") && err.contains("instance_id"), "{err}");
+    };
+
+    let mut first = agent(free_port());
+    first.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    assert_eq!(wait_for_heartbeat(&ledger, "twin").await, None, "the agent's heartbeat, no capacity set");
+    refused(Agent::watch(Path::new(&cfg), &file, 0, &[]), "watch beside the agent");
+    refused(agent(free_port()), "a second agent");
+
+    // Killed: its heartbeat is still fresh, but nothing moves it; the restart runs.
+    first.kill9();
+    let mut again = agent(free_port());
+    again.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    again.signal("TERM");
+    let (code, _, err) = again.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "the restart ran and stopped cleanly: {err}");
+    assert_eq!(heartbeat_of(&ledger, "twin").await, None, "a clean stop leaves the roster");
+
+    // An acting `watch` is on the roster too, and an agent under its id is refused.
+    let watch = Agent::watch(Path::new(&cfg), &file, 1_000, &[]);
+    assert_eq!(wait_for_heartbeat(&ledger, "twin").await, Some(0), "a watch takes no releases from the agents");
+    refused(agent(free_port()), "an agent beside a watch");
+    watch.signal("TERM");
+    let (_, _, err) = watch.finish(Duration::from_secs(60));
+    assert!(!err.contains("another process is running"), "the watch was not the one refused: {err}");
+    assert_eq!(heartbeat_of(&ledger, "twin").await, None, "a stopped watch leaves the roster");
+}
