@@ -114,12 +114,14 @@ pub enum LedgerError {
     /// Another live process writes this one's heartbeat: two processes
     /// under one instance id would both hold its leases, token and all.
     #[error(
-        "another process is running as agent `{instance}` (its heartbeat moved while this one waited          {waited_ms} ms): two processes under one `agent.instance_id` would both hold its leases and could          both act on one target; give each its own id (or leave it unset), or stop the other first"
+        "another process is running as agent `{instance}` (its heartbeat moved {waited_ms} ms after this \
+         one first read it): two processes under one `agent.instance_id` would both hold its leases and \
+         could both act on one target; give each its own id (or leave it unset), or stop the other first"
     )]
     SameInstance {
         /// The instance id both were given.
         instance: String,
-        /// Ms this process watched the heartbeat for.
+        /// Ms from this process's first read of the heartbeat to the read that found it moved.
         waited_ms: i64,
     },
     /// The plan names a target the acting executor is not for.

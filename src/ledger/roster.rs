@@ -87,6 +87,17 @@ impl Roster {
     }
 }
 
+/// A `ledger_agents` row.
+fn member_row(r: &sqlx::any::AnyRow) -> Result<Member, sqlx::Error> {
+    let capacity: Option<i64> = r.try_get("capacity")?;
+    Ok(Member {
+        instance: r.try_get("instance")?,
+        capacity: capacity.map(|c| u32::try_from(c).unwrap_or(u32::MAX)),
+        seen_ms: r.try_get("seen_ms")?,
+        sharing: r.try_get("sharing")?,
+    })
+}
+
 /// A `ledger_leases` row (its `holder`, `token` and `expires_ms` columns).
 pub(super) fn lease_row(r: &sqlx::any::AnyRow) -> Result<LeaseRow, sqlx::Error> {
     Ok(LeaseRow { holder: r.try_get("holder")?, token: r.try_get("token")?, expires_ms: r.try_get("expires_ms")? })
@@ -115,23 +126,21 @@ impl Ledger {
         Ok(())
     }
 
+    /// `instance`'s heartbeat as stored now.
+    pub async fn member(&self, instance: &str) -> Result<Option<Member>, LedgerError> {
+        let row = sqlx::query("SELECT instance, capacity, seen_ms, sharing FROM ledger_agents WHERE instance = $1")
+            .bind(instance)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(member_row).transpose()?)
+    }
+
     /// Every agent, and every lease row live at `now_ms`.
     pub async fn roster(&self, now_ms: i64) -> Result<Roster, LedgerError> {
         let rows = sqlx::query("SELECT instance, capacity, seen_ms, sharing FROM ledger_agents")
             .fetch_all(self.pool())
             .await?;
-        let members = rows
-            .iter()
-            .map(|r| {
-                let capacity: Option<i64> = r.try_get("capacity")?;
-                Ok(Member {
-                    instance: r.try_get("instance")?,
-                    capacity: capacity.map(|c| u32::try_from(c).unwrap_or(u32::MAX)),
-                    seen_ms: r.try_get("seen_ms")?,
-                    sharing: r.try_get("sharing")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let members = rows.iter().map(member_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
         // Only leases live at `now_ms`: a lapsed one is read fresh when a standby looks at it,
         // and the table keeps a row for every target ever leased.
         let rows = sqlx::query("SELECT target, holder, token, expires_ms FROM ledger_leases WHERE expires_ms > $1")

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::ledger::{Ledger, LedgerError, Roster};
+use crate::ledger::{Ledger, LedgerError, Member};
 use crate::orchestrator::AgentContext;
 
 /// Finished releases read per refresh at most.
@@ -35,30 +35,57 @@ pub async fn refresh(ledger: &Ledger, agent: &AgentContext, after: &mut i64) -> 
     Ok(())
 }
 
+/// How often a process whose id has a fresh heartbeat reads it again.
+const OWN_ID_POLL: Duration = Duration::from_millis(200);
+
+/// What this process's own id's heartbeat, read again, says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnId {
+    /// Nobody else runs under it: no row, or silent for a lease (a predecessor that died).
+    Free,
+    /// Unmoved, and heard within a lease: read again.
+    Unsure,
+    /// It moved since the first read: another process runs under the id.
+    Taken,
+}
+
+/// `first_seen_ms`: the heartbeat as first read (None: none, or lapsed);
+/// `now`: as read at `now_ms`. An agent heartbeats at least four times a
+/// lease, so a twin's moves within a lease, and a dead predecessor's lapses.
+pub fn own_id(first_seen_ms: Option<i64>, now: Option<&Member>, now_ms: i64, ttl_ms: i64) -> OwnId {
+    match (first_seen_ms, now) {
+        (None, _) | (_, None) => OwnId::Free,
+        (Some(first), Some(m)) if m.seen_ms != first => OwnId::Taken,
+        (Some(_), Some(m)) if m.seen_ms + ttl_ms > now_ms => OwnId::Unsure,
+        (Some(_), Some(_)) => OwnId::Free,
+    }
+}
+
 /// Refused while another process could hold this one's leases beside it:
 /// a live agent of another kind (another version; [`Roster::other_kind`](crate::ledger::Roster::other_kind)),
-/// or a live process under this one's instance id. A heartbeat of this id
-/// heard within a lease is a predecessor that died (a restart with a fixed
-/// `agent.instance_id`) or a twin still running: read again after two
-/// heartbeats' time, a twin's has moved. Checked before anything acting
-/// starts (`agent`, `watch`); a twin started within the same two heartbeats
-/// is not seen.
+/// or a live process under this one's instance id ([`own_id`]: a fresh
+/// heartbeat of this id is watched until it moves — a twin — or lapses —
+/// a predecessor that died, so a restart under a fixed `agent.instance_id`
+/// waits out at most the rest of a lease). Checked before anything acting
+/// starts (`agent`, `watch`); a twin started within the same heartbeat is not seen.
 pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), LedgerError> {
-    let now = agent.clock.now_ms();
-    let roster = ledger.roster(now).await?;
-    if let Some(m) = roster.other_kind(&agent.instance, now, agent.lease_ms) {
-        return Err(LedgerError::OtherAgentKind { instance: m.instance.clone(), age_ms: now - m.seen_ms });
+    let started = agent.clock.now_ms();
+    let roster = ledger.roster(started).await?;
+    if let Some(m) = roster.other_kind(&agent.instance, started, agent.lease_ms) {
+        return Err(LedgerError::OtherAgentKind { instance: m.instance.clone(), age_ms: started - m.seen_ms });
     }
-    let live = |r: &Roster, now: i64| r.member(&agent.instance).filter(|m| m.seen_ms + agent.lease_ms > now).cloned();
-    let Some(before) = live(&roster, now) else { return Ok(()) };
-    let wait = 2 * refresh_every(agent);
-    tokio::time::sleep(wait).await;
-    let now = agent.clock.now_ms();
-    match live(&ledger.roster(now).await?, now) {
-        Some(m) if m.seen_ms != before.seen_ms => {
-            Err(LedgerError::SameInstance { instance: agent.instance.clone(), waited_ms: wait.as_millis() as i64 })
+    let first = roster.member(&agent.instance).map(|m| m.seen_ms).filter(|s| s + agent.lease_ms > started);
+    let mut now = (roster.member(&agent.instance).cloned(), started);
+    loop {
+        match own_id(first, now.0.as_ref(), now.1, agent.lease_ms) {
+            OwnId::Free => return Ok(()),
+            OwnId::Taken => {
+                return Err(LedgerError::SameInstance { instance: agent.instance.clone(), waited_ms: now.1 - started });
+            }
+            OwnId::Unsure => tokio::time::sleep(OWN_ID_POLL).await,
         }
-        Some(_) | None => Ok(()),
+        let at = agent.clock.now_ms();
+        now = (ledger.member(&agent.instance).await?, at);
     }
 }
 
@@ -138,5 +165,26 @@ pub async fn leave(ledger: &Ledger, agent: &AgentContext) {
     }
     if let Err(e) = ledger.leave(&agent.instance).await {
         warn!(error = %crate::error::chain(&e), "Cannot leave the roster; the others count this agent gone after a lease.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(ms: i64) -> Member {
+        Member { instance: "me".into(), capacity: None, seen_ms: ms, sharing: Some(crate::ledger::SHARING) }
+    }
+
+    /// A fresh heartbeat of this process's own id: moved means a twin runs,
+    /// silent for a lease means the predecessor died, anything else is read again.
+    #[test]
+    fn a_moved_heartbeat_is_a_twin_and_a_lapsed_one_a_predecessor() {
+        assert_eq!(own_id(None, Some(&seen(9_000)), 10_000, 5_000), OwnId::Free, "none fresh at the first read");
+        assert_eq!(own_id(Some(9_000), None, 10_000, 5_000), OwnId::Free, "left the roster since");
+        assert_eq!(own_id(Some(9_000), Some(&seen(9_000)), 10_000, 5_000), OwnId::Unsure);
+        assert_eq!(own_id(Some(9_000), Some(&seen(9_000)), 14_000, 5_000), OwnId::Free, "silent for a lease");
+        assert_eq!(own_id(Some(9_000), Some(&seen(9_500)), 10_000, 5_000), OwnId::Taken);
+        assert_eq!(own_id(Some(9_000), Some(&seen(9_500)), 20_000, 5_000), OwnId::Taken, "it moved, whenever read");
     }
 }
