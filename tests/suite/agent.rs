@@ -912,8 +912,13 @@ async fn readyz_turns_unready_while_a_running_release_stops_renewing_its_lease()
     assert_eq!(code, 200, "{body}");
     // The loop stalls before its action (as a long GC pause would): no tick, no renewal.
     s.agent.wait_for("paused at before_intent", Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (code, body) = get(&format!("{}/readyz", s.url), None).await;
+    // Unready once the lease (1 s) is past unrenewed, while the 4 s pause lasts: read until then.
+    let asked = Instant::now();
+    let (mut code, mut body) = get(&format!("{}/readyz", s.url), None).await;
+    while code != 503 && asked.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (code, body) = get(&format!("{}/readyz", s.url), None).await;
+    }
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("not renewing"), "{body}");
     // Once the release has ended, nothing needs renewing.

@@ -86,8 +86,15 @@ async fn reads_both_sides_from_real_prometheus_and_fails_safe() {
     // The executor moves the weight; the next samples show it.
     let e = executor(&h);
     e.command("set server be/canary weight 0").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let obs = source.observe((now() - started) as u64).await.unwrap();
+    // Read until a scrape after the change lands (on loaded cores, later than the interval).
+    let mut obs = source.observe((now() - started) as u64).await.unwrap();
+    for _ in 0..60 {
+        if obs.metrics[0].canary.iter().rev().flatten().next() == Some(&0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        obs = source.observe((now() - started) as u64).await.unwrap();
+    }
     assert_eq!(obs.metrics[0].canary.iter().rev().flatten().next(), Some(&0.0), "{:?}", obs.metrics[0].canary);
 
     p.stop();

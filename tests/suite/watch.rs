@@ -165,18 +165,14 @@ fn exit_3_when_the_ledger_backend_fails() {
 fn exit_130_on_sigint_with_the_ledger_consistent() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("l.db");
-    let bin = assert_cmd::cargo::cargo_bin("backstop");
-    let mut child = std::process::Command::new(bin)
-        .args(["--config", SIM, "watch", "--release", "search", "--ledger", db.to_str().unwrap(), "--pace-ms", "50"])
-        .env_remove("BACKSTOP_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    // Interrupted mid-release, once its first tick is out (its signal handlers are set before
+    // that), however long a loaded machine takes to start it.
+    let args = ["--config", SIM, "watch", "--release", "search", "--ledger", db.to_str().unwrap(), "--pace-ms", "50"];
+    let mut child = crate::support::agents::Agent::spawn(&args, &[]);
+    child.wait_for_stdout("t=", Duration::from_secs(60));
+    child.signal("INT");
+    let (code, _, err) = child.finish(Duration::from_secs(60));
+    assert_eq!(code, 130, "{err}");
     let mut verify = Command::cargo_bin("backstop").unwrap();
     verify.args(["audit", "verify", "--ledger", db.to_str().unwrap()]).assert().success();
     let mut list = Command::cargo_bin("backstop").unwrap();
