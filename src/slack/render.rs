@@ -178,7 +178,7 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
     if let (Some(status), ReleaseState::Finished) = (&v.status, v.state) {
         blocks.push(Block::section(&format!("Ended: *{}*", status.label().replace('_', " "))));
         if *status == crate::release::ReleaseStatus::RolledBack {
-            blocks.push(Block::section(&quarantined(v)));
+            blocks.push(Block::section(&quarantined(&v.service, &v.candidate_revision)));
         }
     }
     if let Some(e) = &v.error {
@@ -189,9 +189,11 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
 }
 
 /// A rollback quarantines the candidate for its service (release memory):
-/// said where the on-call team looks, with the command that lifts it.
-fn quarantined(v: &ReleaseView) -> String {
-    let (service, revision) = (escape(&v.service), escape(&v.candidate_revision));
+/// said where the on-call team looks, with the command that lifts it. A
+/// revision is any printable text without spaces (`field::revision`), so
+/// both names are escaped: nothing in them mentions, links or formats.
+fn quarantined(service: &str, revision: &str) -> String {
+    let (service, revision) = (escape(service), escape(revision));
     format!(
         ":lock: `{revision}` is quarantined for {service}: a new release of it is not promoted without an approver. \
          An approver lifts it with `/backstop clear {service} {revision} &lt;reason&gt;`."
@@ -404,5 +406,20 @@ mod tests {
         assert!(
             matches!(r.blocks.last(), Some(Block::Context { elements }) if matches!(&elements[0], Text::Mrkdwn { text } if text.contains("http://x/releases/c")))
         );
+    }
+
+    /// A revision passes the door with any printable text but spaces, so the
+    /// quarantine line escapes it: no mention, link or markup reaches Slack.
+    #[test]
+    fn a_hostile_revision_in_the_quarantine_line_mentions_and_links_nothing() {
+        let revision = "v1`<!channel>`&<https://evil.example|click>";
+        assert!(crate::field::revision("candidate_revision", revision).is_ok(), "the door lets it in");
+        let line = quarantined("<@U0ADMIN>", revision);
+        assert!(!line.contains('<') && !line.contains('>'), "{line}");
+        assert!(
+            line.contains("&lt;!channel&gt;") && line.contains("&amp;&lt;https://evil.example|click&gt;"),
+            "{line}"
+        );
+        assert!(line.contains("for &lt;@U0ADMIN&gt;"), "{line}");
     }
 }
