@@ -82,7 +82,14 @@ pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), Ledg
             OwnId::Taken => {
                 return Err(LedgerError::SameInstance { instance: agent.instance.clone(), waited_ms: now.1 - started });
             }
-            OwnId::Unsure => tokio::time::sleep(OWN_ID_POLL).await,
+            OwnId::Unsure => {
+                if now.1 == started {
+                    warn!(instance = %agent.instance, lease_ms = agent.lease_ms,
+                        "This instance id's heartbeat is fresh: a process under it that stopped, or one still running. \
+                         Waiting for it to lapse (then this one starts) or move (then this one refuses).");
+                }
+                tokio::time::sleep(OWN_ID_POLL).await;
+            }
         }
         let at = agent.clock.now_ms();
         now = (ledger.member(&agent.instance).await?, at);

@@ -1350,6 +1350,7 @@ async fn two_processes_under_one_instance_id_never_run_at_once() {
     again.signal("TERM");
     let (code, _, err) = again.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "the restart ran and stopped cleanly: {err}");
+    assert!(err.contains("instance id's heartbeat is fresh"), "it waited for the old heartbeat to lapse: {err}");
     assert_eq!(heartbeat_of(&ledger, "twin").await, None, "a clean stop leaves the roster");
 
     // An acting `watch` is on the roster too, and an agent under its id is refused.
