@@ -16,6 +16,7 @@ use crate::orchestrator::seat::Seats;
 use crate::orchestrator::{Observer, TickReport};
 use crate::policy::{PolicyFile, RunMode};
 use crate::release::ReleaseConfig;
+use crate::run::share::Heartbeat;
 use crate::run::{Runtime, RuntimeError};
 
 use super::releases::{bench_release, cpu_seconds};
@@ -82,7 +83,7 @@ fn labelled(label: &str, i: usize) -> ReleaseConfig {
 }
 
 /// `agents` runtimes on the ledger at `url`, each configured with every one of
-/// `n` releases of `label`, each with its roster kept fresh until `stop` flips.
+/// `n` releases of `label`, each with its roster kept fresh until its heartbeat is dropped.
 async fn open_agents(
     label: &str,
     (agents, n): (usize, usize),
@@ -90,7 +91,7 @@ async fn open_agents(
     policy: &PolicyFile,
     url: &str,
     stop_rx: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(Vec<Runtime>, Vec<tokio::task::JoinHandle<()>>), RuntimeError> {
+) -> Result<(Vec<Runtime>, Vec<Heartbeat>), RuntimeError> {
     let mut runtimes = Vec::new();
     let mut refreshers = Vec::new();
     for j in 0..agents {
@@ -103,11 +104,10 @@ async fn open_agents(
             Settings { releases: (0..n).map(|i| labelled(label, i)).collect(), agent, ..Settings::default() };
         let mut runtime = Runtime::open(settings, policy.clone(), url, stop_rx.clone()).await?;
         runtime.agent.seats = Some(Seats::new(None));
-        let refresher =
-            crate::run::share::keep_refreshing(runtime.ledger.clone(), runtime.agent.clone(), stop_rx.clone())
-                .await
-                .map_err(RuntimeError::Ledger)?;
-        refreshers.push(refresher);
+        let refresher = crate::run::share::keep_refreshing(runtime.ledger.clone(), runtime.agent.clone())
+            .await
+            .map_err(RuntimeError::Ledger)?;
+        refreshers.extend(refresher);
         runtimes.push(runtime);
     }
     Ok((runtimes, refreshers))
@@ -124,7 +124,7 @@ async fn group(
     url: &str,
 ) -> Result<Group, RuntimeError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (runtimes, refreshers) = open_agents(label, (agents, n), lease, policy, url, &stop_rx).await?;
+    let (runtimes, mut refreshers) = open_agents(label, (agents, n), lease, policy, url, &stop_rx).await?;
     // Every agent's roster shows all of them before the first claim (agents started
     // one by one would otherwise claim by who came first, then spread by giving back).
     for runtime in &runtimes {
@@ -156,7 +156,8 @@ async fn group(
         for t in tasks.remove(0) {
             t.abort();
         }
-        refreshers[0].abort();
+        // Dropped, as a crash would: no leaving, the row lapses after a lease.
+        drop(refreshers.remove(0));
         killed_ms = Some(runtimes[0].agent.clock.now_ms());
         tokio::time::sleep(run - run / 2).await;
     } else {

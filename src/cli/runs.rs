@@ -83,7 +83,7 @@ pub async fn run_all(
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
     let presence = match mode {
         RunMode::Act => Some(
-            backstop::run::share::Presence::start(runtime.ledger.clone(), &runtime.agent)
+            backstop::run::share::be_present(runtime.ledger.clone(), &runtime.agent)
                 .await
                 .map_err(|e| runtime_failure(backstop::run::RuntimeError::Ledger(e)))?,
         ),
@@ -132,7 +132,7 @@ pub async fn run_all(
     }));
     let (results, fleet_results) = tokio::join!(alone, in_fleets);
     if let Some(p) = presence {
-        p.end().await;
+        p.leave().await;
     }
     gather(prepared.into_iter().zip(results), fleets.into_iter().zip(fleet_results))
 }

@@ -2,6 +2,7 @@
 //! roster every release loop decides on (`orchestrator::seat`). Used by
 //! `backstop agent` and by `bench --agents`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
@@ -74,8 +75,9 @@ pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), Ledg
     if let Some(m) = roster.other_kind(&agent.instance, started, agent.lease_ms) {
         return Err(LedgerError::OtherAgentKind { instance: m.instance.clone(), age_ms: started - m.seen_ms });
     }
-    let first = roster.member(&agent.instance).map(|m| m.seen_ms).filter(|s| s + agent.lease_ms > started);
-    let mut now = (roster.member(&agent.instance).cloned(), started);
+    let mine = roster.member(&agent.instance).cloned();
+    let first = mine.as_ref().map(|m| m.seen_ms).filter(|s| s + agent.lease_ms > started);
+    let mut now = (mine, started);
     loop {
         match own_id(first, now.0.as_ref(), now.1, agent.lease_ms) {
             OwnId::Free => return Ok(()),
@@ -96,83 +98,107 @@ pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), Ledg
     }
 }
 
-/// An acting `watch` on the roster: its heartbeat, capacity 0 (it takes no
-/// releases from the agents, [`Roster::working`]), so agents of this version
-/// and of later ones see it as they start. Dropped: the heartbeat stops and
-/// the row lapses after a lease; [`Presence::end`] removes it at once.
-pub struct Presence {
-    task: tokio::task::JoinHandle<()>,
-    ledger: std::sync::Arc<Ledger>,
+/// One write of a heartbeat loop, every [`refresh_every`].
+pub trait Beat: Send + 'static {
+    /// Write the heartbeat (and whatever else this kind of process reads with it).
+    fn beat(&mut self) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+}
+
+/// An agent's beat: the heartbeat with its capacity, the roster and the finished releases ([`refresh`]).
+struct Sharing {
+    ledger: Arc<Ledger>,
+    agent: AgentContext,
+    /// The last finished-release record read.
+    after: i64,
+}
+
+impl Beat for Sharing {
+    async fn beat(&mut self) -> Result<(), LedgerError> {
+        refresh(&self.ledger, &self.agent, &mut self.after).await
+    }
+}
+
+/// An acting `watch`'s beat: the heartbeat only, capacity 0, so it takes no
+/// releases from the agents ([`Roster::working`](crate::ledger::Roster::working))
+/// and agents of this version and of later ones see it as they start.
+struct Present {
+    ledger: Arc<Ledger>,
+    agent: AgentContext,
+}
+
+impl Beat for Present {
+    async fn beat(&mut self) -> Result<(), LedgerError> {
+        self.ledger.heartbeat(&self.agent.instance, Some(0), self.agent.clock.now_ms()).await
+    }
+}
+
+/// A heartbeat loop this process runs. [`Heartbeat::leave`] stops it, waits
+/// for a write in flight, then removes the row: a write already handed to the
+/// database lands even when the task that sent it is aborted, so aborting and
+/// then deleting could leave a row behind that the others count for a lease.
+/// Dropped (a crash, a failed start): the loop is aborted and the row lapses after a lease.
+pub struct Heartbeat {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    ledger: Arc<Ledger>,
     instance: String,
 }
 
-impl Presence {
-    /// Heartbeat as `agent` from now on, once [`may_start`] allows it.
-    pub async fn start(ledger: std::sync::Arc<Ledger>, agent: &AgentContext) -> Result<Self, LedgerError> {
-        may_start(&ledger, agent).await?;
-        ledger.heartbeat(&agent.instance, Some(0), agent.clock.now_ms()).await?;
-        let (every, beating, instance) = (refresh_every(agent), ledger.clone(), agent.instance.clone());
-        let agent = agent.clone();
+impl Heartbeat {
+    /// `beat` every `every` until [`Heartbeat::leave`]; `instance` is the row it writes.
+    pub fn spawn(mut beat: impl Beat, every: Duration, ledger: Arc<Ledger>, instance: String) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = beating.heartbeat(&agent.instance, Some(0), agent.clock.now_ms()).await {
-                    warn!(error = %crate::error::chain(&e), "Cannot write the heartbeat.");
+            // The sender gone counts as a stop too (`wait_for` ends either way).
+            while tokio::time::timeout(every, stopped.wait_for(|s| *s)).await.is_err() {
+                if let Err(e) = beat.beat().await {
+                    warn!(error = %crate::error::chain(&e), "Cannot write the heartbeat or read the roster.");
                 }
             }
         });
-        Ok(Self { task, ledger, instance })
+        Self { stop, task: Some(task), ledger, instance }
     }
 
-    /// Stop the heartbeat and leave the roster (the run is over).
-    pub async fn end(self) {
-        self.task.abort();
+    /// Stop beating, wait for a beat in flight, and leave the roster, so the
+    /// others count this process gone at once instead of after a lease.
+    pub async fn leave(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
         if let Err(e) = self.ledger.leave(&self.instance).await {
-            warn!(error = %crate::error::chain(&e), "Cannot leave the roster; the row lapses after a lease.");
+            warn!(error = %crate::error::chain(&e), "Cannot leave the roster; the others count this process gone after a lease.");
         }
     }
 }
 
-impl Drop for Presence {
+impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
-/// Refresh once now, then keep refreshing until `stop` flips; refused as
-/// [`may_start`] says.
-pub async fn keep_refreshing(
-    ledger: std::sync::Arc<Ledger>,
-    agent: AgentContext,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, LedgerError> {
+/// An acting `watch` on the roster, once [`may_start`] allows it: one heartbeat now, then [`Present`]'s.
+pub async fn be_present(ledger: Arc<Ledger>, agent: &AgentContext) -> Result<Heartbeat, LedgerError> {
+    may_start(&ledger, agent).await?;
+    ledger.heartbeat(&agent.instance, Some(0), agent.clock.now_ms()).await?;
+    let present = Present { ledger: ledger.clone(), agent: agent.clone() };
+    Ok(Heartbeat::spawn(present, refresh_every(agent), ledger, agent.instance.clone()))
+}
+
+/// An agent on the roster, once [`may_start`] allows it: one refresh now,
+/// then [`Sharing`]'s until [`Heartbeat::leave`]. None without seats (advising).
+pub async fn keep_refreshing(ledger: Arc<Ledger>, agent: AgentContext) -> Result<Option<Heartbeat>, LedgerError> {
     if agent.seats.is_none() {
-        return Ok(tokio::spawn(async {}));
+        return Ok(None);
     }
     may_start(&ledger, &agent).await?;
     let mut after = ledger.checkpoint().await?.seq;
     refresh(&ledger, &agent, &mut after).await?;
-    let every = refresh_every(&agent);
-    Ok(tokio::spawn(async move {
-        loop {
-            if tokio::time::timeout(every, stop.wait_for(|s| *s)).await.is_ok() {
-                return;
-            }
-            if let Err(e) = refresh(&ledger, &agent, &mut after).await {
-                warn!(error = %crate::error::chain(&e), "Cannot write the heartbeat or read the roster.");
-            }
-        }
-    }))
-}
-
-/// Leave the roster after a clean stop, so the others count `agent` gone at once instead of after a lease.
-pub async fn leave(ledger: &Ledger, agent: &AgentContext) {
-    if agent.seats.is_none() {
-        return;
-    }
-    if let Err(e) = ledger.leave(&agent.instance).await {
-        warn!(error = %crate::error::chain(&e), "Cannot leave the roster; the others count this agent gone after a lease.");
-    }
+    let (every, instance) = (refresh_every(&agent), agent.instance.clone());
+    Ok(Some(Heartbeat::spawn(Sharing { ledger: ledger.clone(), agent, after }, every, ledger, instance)))
 }
 
 #[cfg(test)]
@@ -193,5 +219,50 @@ mod tests {
         assert_eq!(own_id(Some(9_000), Some(&seen(9_000)), 14_000, 5_000), OwnId::Free, "silent for a lease");
         assert_eq!(own_id(Some(9_000), Some(&seen(9_500)), 10_000, 5_000), OwnId::Taken);
         assert_eq!(own_id(Some(9_000), Some(&seen(9_500)), 20_000, 5_000), OwnId::Taken, "it moved, whenever read");
+    }
+
+    /// Hands its write to another task after `delay`, as a database runs a
+    /// statement it was sent even when the sender is gone; `landed` is then
+    /// whether the write succeeded.
+    struct Handed {
+        ledger: Arc<Ledger>,
+        delay: Duration,
+        landed: Arc<tokio::sync::watch::Sender<Option<bool>>>,
+        began: Arc<tokio::sync::Notify>,
+    }
+
+    impl Beat for Handed {
+        async fn beat(&mut self) -> Result<(), LedgerError> {
+            let (ledger, delay, landed) = (self.ledger.clone(), self.delay, self.landed.clone());
+            let mut written = self.landed.subscribe();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                landed.send_replace(Some(ledger.heartbeat("me", Some(0), 1).await.is_ok()));
+            });
+            self.began.notify_one();
+            let _ = written.wait_for(Option::is_some).await;
+            Ok(())
+        }
+    }
+
+    /// A heartbeat in flight when the process leaves lands before the row is
+    /// removed, never after it (where it would stand for a lease).
+    #[tokio::test]
+    async fn leaving_waits_for_a_heartbeat_in_flight_so_no_row_is_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(&crate::ledger::sqlite_url(&dir.path().join("l.db"))).await.unwrap());
+        let landed = Arc::new(tokio::sync::watch::channel(None).0);
+        let began = Arc::new(tokio::sync::Notify::new());
+        let delay = Duration::from_millis(300);
+        let handed = Handed { ledger: ledger.clone(), delay, landed: landed.clone(), began: began.clone() };
+        let heartbeat = Heartbeat::spawn(handed, Duration::from_millis(20), ledger.clone(), "me".into());
+        began.notified().await;
+        heartbeat.leave().await;
+        let written = *landed.subscribe().wait_for(Option::is_some).await.unwrap();
+        assert_eq!(written, Some(true), "the heartbeat in flight was written");
+        assert!(
+            ledger.member("me").await.unwrap().is_none(),
+            "the heartbeat in flight landed after the row was removed"
+        );
     }
 }

@@ -65,6 +65,8 @@ pub struct Agent {
     relays_pending: Mutex<Vec<sync::PendingRelay>>,
     /// Unix ms of the last committed ledger write (ticks carry the lease renewals).
     last_write: Arc<AtomicI64>,
+    /// This agent's heartbeat on the roster, from [`Agent::keep_sharing`] to [`Agent::leave_roster`].
+    heartbeat: Mutex<Option<crate::run::share::Heartbeat>>,
 }
 
 /// Operator records read when looking a release up by name (newest first).
@@ -101,6 +103,7 @@ impl Agent {
             relays_read: Mutex::new(0),
             relays_pending: Mutex::new(Vec::new()),
             last_write,
+            heartbeat: Mutex::new(None),
         })
     }
 

@@ -7,10 +7,13 @@ use crate::ledger::LedgerError;
 use super::Agent;
 
 impl Agent {
-    /// Keep the heartbeat and the roster current until the stop signal (nothing when advising).
+    /// Keep the heartbeat and the roster current until [`Agent::leave_roster`]
+    /// (nothing when advising): through a stop too, while loops finish.
     pub async fn keep_sharing(self: &Arc<Self>) -> Result<(), LedgerError> {
         let (ledger, agent) = (self.runtime.ledger.clone(), self.runtime.agent.clone());
-        crate::run::share::keep_refreshing(ledger, agent, self.runtime.stop.clone()).await.map(drop)
+        let heartbeat = crate::run::share::keep_refreshing(ledger, agent).await?;
+        *self.heartbeat.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = heartbeat;
+        Ok(())
     }
 
     /// Compact finished releases' ticks every few minutes, when `ledger.compact_after_days` is set.
@@ -20,8 +23,11 @@ impl Agent {
         crate::run::compaction::keep_compacting(ledger, agent, days, self.runtime.stop.clone());
     }
 
-    /// Leave the roster after a clean stop (every loop has ended).
+    /// Stop the heartbeat and leave the roster after a clean stop (every loop has ended).
     pub async fn leave_roster(&self) {
-        crate::run::share::leave(&self.runtime.ledger, &self.runtime.agent).await;
+        let heartbeat = self.heartbeat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(h) = heartbeat {
+            h.leave().await;
+        }
     }
 }
