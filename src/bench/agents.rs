@@ -16,7 +16,7 @@ use crate::orchestrator::seat::Seats;
 use crate::orchestrator::{Observer, TickReport};
 use crate::policy::{PolicyFile, RunMode};
 use crate::release::ReleaseConfig;
-use crate::run::share::Heartbeat;
+use crate::run::share::{Heartbeat, Joined, keep_refreshing};
 use crate::run::{Runtime, RuntimeError};
 
 use super::releases::{bench_release, cpu_seconds};
@@ -104,10 +104,14 @@ async fn open_agents(
             Settings { releases: (0..n).map(|i| labelled(label, i)).collect(), agent, ..Settings::default() };
         let mut runtime = Runtime::open(settings, policy.clone(), url, stop_rx.clone()).await?;
         runtime.agent.seats = Some(Seats::new(None));
-        let refresher = crate::run::share::keep_refreshing(runtime.ledger.clone(), runtime.agent.clone())
+        let joined = keep_refreshing(runtime.ledger.clone(), runtime.agent.clone(), stop_rx.clone())
             .await
             .map_err(RuntimeError::Ledger)?;
-        refreshers.extend(refresher);
+        match joined {
+            Joined::Beating(heartbeat) => refreshers.push(heartbeat),
+            // Stopped before the bench began: the group's run ends at once.
+            Joined::Advising | Joined::Stopped => {}
+        }
         runtimes.push(runtime);
     }
     Ok((runtimes, refreshers))

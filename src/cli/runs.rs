@@ -14,6 +14,7 @@ use backstop::orchestrator::{Observer, RunOutcome};
 use backstop::policy::RunMode;
 use backstop::run::fleet::{Fleet, FleetOutcome};
 use backstop::run::prepare::PreparedRelease;
+use backstop::run::share::{Heartbeat, Joined, be_present};
 use backstop::run::{Prepared, Runtime, exit, stop_on_signals};
 use backstop::signals::SourceConfig;
 
@@ -82,11 +83,7 @@ pub async fn run_all(
     let url = ledger_url(a.flags.ledger.as_deref(), settings);
     let runtime = Runtime::open(settings.clone(), policy, &url, stop_on_signals()).await.map_err(runtime_failure)?;
     let presence = match mode {
-        RunMode::Act => Some(
-            backstop::run::share::be_present(runtime.ledger.clone(), &runtime.agent)
-                .await
-                .map_err(|e| runtime_failure(backstop::run::RuntimeError::Ledger(e)))?,
-        ),
+        RunMode::Act => present(&runtime).await?,
         RunMode::Advise => None,
     };
     let started_ms = runtime.agent.clock.now_ms();
@@ -135,6 +132,23 @@ pub async fn run_all(
         p.leave().await;
     }
     gather(prepared.into_iter().zip(results), fleets.into_iter().zip(fleet_results))
+}
+
+/// An acting `watch` on the roster (`run::share::be_present`); exit 130 when
+/// a stop signal came while it waited for its instance id to be free.
+async fn present(runtime: &Runtime) -> Result<Option<Heartbeat>, Failure> {
+    let stop = runtime.stop.clone();
+    let joined = be_present(runtime.ledger.clone(), &runtime.agent, stop)
+        .await
+        .map_err(|e| runtime_failure(backstop::run::RuntimeError::Ledger(e)))?;
+    match joined {
+        Joined::Beating(heartbeat) => Ok(Some(heartbeat)),
+        Joined::Advising => Ok(None),
+        Joined::Stopped => Err(Failure {
+            code: exit::INTERRUPTED,
+            message: "stopped while waiting for this instance id's heartbeat to lapse or move: nothing ran".into(),
+        }),
+    }
 }
 
 /// One release made runnable: over a past window, or (continuing what the

@@ -69,7 +69,12 @@ pub fn own_id(first_seen_ms: Option<i64>, now: Option<&Member>, now_ms: i64, ttl
 /// a predecessor that died, so a restart under a fixed `agent.instance_id`
 /// waits out at most the rest of a lease). Checked before anything acting
 /// starts (`agent`, `watch`); a twin started within the same heartbeat is not seen.
-pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), LedgerError> {
+/// A stop signal during the wait ends it at once ([`Start::Stopped`]): a lease can be an hour.
+pub async fn may_start(
+    ledger: &Ledger,
+    agent: &AgentContext,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Start, LedgerError> {
     let started = agent.clock.now_ms();
     let roster = ledger.roster(started).await?;
     if let Some(m) = roster.other_kind(&agent.instance, started, agent.lease_ms) {
@@ -80,7 +85,7 @@ pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), Ledg
     let mut now = (mine, started);
     loop {
         match own_id(first, now.0.as_ref(), now.1, agent.lease_ms) {
-            OwnId::Free => return Ok(()),
+            OwnId::Free => return Ok(Start::Go),
             OwnId::Taken => {
                 return Err(LedgerError::SameInstance { instance: agent.instance.clone(), waited_ms: now.1 - started });
             }
@@ -90,12 +95,35 @@ pub async fn may_start(ledger: &Ledger, agent: &AgentContext) -> Result<(), Ledg
                         "This instance id's heartbeat is fresh: a process under it that stopped, or one still running. \
                          Waiting for it to lapse (then this one starts) or move (then this one refuses).");
                 }
-                tokio::time::sleep(OWN_ID_POLL).await;
+                // A dropped sender disables the stop arm: the wait goes on.
+                tokio::select! {
+                    () = tokio::time::sleep(OWN_ID_POLL) => {}
+                    Ok(_) = stop.wait_for(|s| *s) => return Ok(Start::Stopped),
+                }
             }
         }
         let at = agent.clock.now_ms();
         now = (ledger.member(&agent.instance).await?, at);
     }
+}
+
+/// Whether a process may start, once [`may_start`] has waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Nothing else runs under this id or as another kind of agent.
+    Go,
+    /// A stop signal came while it waited: start nothing.
+    Stopped,
+}
+
+/// What joining the roster came to.
+pub enum Joined {
+    /// On the roster, beating until [`Heartbeat::leave`].
+    Beating(Heartbeat),
+    /// Not on the roster: this process only advises (no seats).
+    Advising,
+    /// A stop signal came while [`may_start`] waited: nothing started.
+    Stopped,
 }
 
 /// One write of a heartbeat loop, every [`refresh_every`].
@@ -181,24 +209,36 @@ impl Drop for Heartbeat {
 }
 
 /// An acting `watch` on the roster, once [`may_start`] allows it: one heartbeat now, then [`Present`]'s.
-pub async fn be_present(ledger: Arc<Ledger>, agent: &AgentContext) -> Result<Heartbeat, LedgerError> {
-    may_start(&ledger, agent).await?;
+pub async fn be_present(
+    ledger: Arc<Ledger>,
+    agent: &AgentContext,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Joined, LedgerError> {
+    if may_start(&ledger, agent, &mut stop).await? == Start::Stopped {
+        return Ok(Joined::Stopped);
+    }
     ledger.heartbeat(&agent.instance, Some(0), agent.clock.now_ms()).await?;
     let present = Present { ledger: ledger.clone(), agent: agent.clone() };
-    Ok(Heartbeat::spawn(present, refresh_every(agent), ledger, agent.instance.clone()))
+    Ok(Joined::Beating(Heartbeat::spawn(present, refresh_every(agent), ledger, agent.instance.clone())))
 }
 
 /// An agent on the roster, once [`may_start`] allows it: one refresh now,
-/// then [`Sharing`]'s until [`Heartbeat::leave`]. None without seats (advising).
-pub async fn keep_refreshing(ledger: Arc<Ledger>, agent: AgentContext) -> Result<Option<Heartbeat>, LedgerError> {
+/// then [`Sharing`]'s until [`Heartbeat::leave`].
+pub async fn keep_refreshing(
+    ledger: Arc<Ledger>,
+    agent: AgentContext,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Joined, LedgerError> {
     if agent.seats.is_none() {
-        return Ok(None);
+        return Ok(Joined::Advising);
     }
-    may_start(&ledger, &agent).await?;
+    if may_start(&ledger, &agent, &mut stop).await? == Start::Stopped {
+        return Ok(Joined::Stopped);
+    }
     let mut after = ledger.checkpoint().await?.seq;
     refresh(&ledger, &agent, &mut after).await?;
     let (every, instance) = (refresh_every(&agent), agent.instance.clone());
-    Ok(Some(Heartbeat::spawn(Sharing { ledger: ledger.clone(), agent, after }, every, ledger, instance)))
+    Ok(Joined::Beating(Heartbeat::spawn(Sharing { ledger: ledger.clone(), agent, after }, every, ledger, instance)))
 }
 
 #[cfg(test)]

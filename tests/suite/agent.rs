@@ -1307,6 +1307,23 @@ async fn wait_for_heartbeat(ledger: &backstop::ledger::Ledger, instance: &str) -
     }
 }
 
+/// A config for one simulated release under `agent.instance_id = "twin"` with
+/// a lease of `lease_s` seconds, in `dir`: (the config's path, the ledger file's).
+fn twin_config(dir: &Path, lease_s: u32) -> (String, String) {
+    std::fs::write(dir.join("policy.toml"), backstop::policy::DEFAULT_POLICY).unwrap();
+    let cfg = dir.join("backstop.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "policy = \"policy.toml\"\n[agent]\ninstance_id = \"twin\"\nlease_s = {lease_s}\n\n[[releases]]\n\
+             name = \"checkout\"\nservice = \"checkout\"\ntarget = \"simulator/checkout\"\ncandidate_revision = \"v42\"\n\
+             last_known_good = \"v41\"\nexecutor = {{ kind = \"simulator\" }}\nsource = {{ kind = \"simulator\", seed = 7 }}\n"
+        ),
+    )
+    .unwrap();
+    (cfg.to_str().unwrap().to_string(), dir.join("l.db").display().to_string())
+}
+
 /// Two processes under one `agent.instance_id` would both hold its leases (a
 /// claim by the lease's own holder keeps its token), so both could act on one
 /// target. A second agent, or a `watch`, started while one runs is refused —
@@ -1316,16 +1333,7 @@ async fn wait_for_heartbeat(ledger: &backstop::ledger::Ledger, instance: &str) -
 #[tokio::test(flavor = "multi_thread")]
 async fn two_processes_under_one_instance_id_never_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), backstop::policy::DEFAULT_POLICY).unwrap();
-    let cfg = dir.path().join("backstop.toml");
-    std::fs::write(
-        &cfg,
-        "policy = \"policy.toml\"\n[agent]\ninstance_id = \"twin\"\nlease_s = 2\n\n[[releases]]\nname = \"checkout\"\n\
-         service = \"checkout\"\ntarget = \"simulator/checkout\"\ncandidate_revision = \"v42\"\nlast_known_good = \"v41\"\n\
-         executor = { kind = \"simulator\" }\nsource = { kind = \"simulator\", seed = 7 }\n",
-    )
-    .unwrap();
-    let (cfg, file) = (cfg.to_str().unwrap().to_string(), dir.path().join("l.db").display().to_string());
+    let (cfg, file) = twin_config(dir.path(), 2);
     let ledger = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(Path::new(&file))).await.unwrap();
     let agent = |port: u16| {
         let listen = format!("127.0.0.1:{port}");
@@ -1361,4 +1369,42 @@ async fn two_processes_under_one_instance_id_never_run_at_once() {
     let (_, _, err) = watch.finish(Duration::from_secs(60));
     assert!(!err.contains("another process is running"), "the watch was not the one refused: {err}");
     assert_eq!(heartbeat_of(&ledger, "twin").await, None, "a stopped watch leaves the roster");
+}
+
+/// A restart under a fixed instance id waits out its dead predecessor's
+/// heartbeat, up to a lease (here ten minutes). A stop signal during that wait
+/// ends it at once, with nothing run and nothing written: an agent stops
+/// cleanly (exit 0), a `watch` as interrupted (exit 130).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_while_waiting_for_a_dead_predecessors_heartbeat_ends_the_wait_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, file) = twin_config(dir.path(), 600);
+    let ledger = backstop::ledger::Ledger::open(&backstop::ledger::sqlite_url(Path::new(&file))).await.unwrap();
+    let agent = || {
+        let listen = format!("127.0.0.1:{}", free_port());
+        Agent::spawn(&["--config", &cfg, "agent", "--ledger", &file, "--listen", &listen], &[])
+    };
+    let mut first = agent();
+    first.wait_for_stdout("backstop agent on", Duration::from_secs(60));
+    first.kill9();
+    let seen = ledger.member("twin").await.unwrap().expect("the killed agent's heartbeat").seen_ms;
+    let last = ledger.checkpoint().await.unwrap().seq;
+    let waiting = "instance id's heartbeat is fresh";
+
+    let mut again = agent();
+    again.wait_for(waiting, Duration::from_secs(60));
+    again.signal("INT");
+    let (code, out, err) = again.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "an agent stopped while waiting stops cleanly: {err}");
+    assert!(out.contains("nothing ran") && !out.contains("backstop agent on"), "{out}");
+
+    let mut watch = Agent::watch(Path::new(&cfg), &file, 0, &[]);
+    watch.wait_for(waiting, Duration::from_secs(60));
+    watch.signal("INT");
+    let (code, _, err) = watch.finish(Duration::from_secs(30));
+    assert_eq!(code, 130, "a watch stopped while waiting is interrupted: {err}");
+    assert!(err.contains("nothing ran"), "{err}");
+    let after = ledger.member("twin").await.unwrap().expect("the killed agent's heartbeat, left to lapse");
+    assert_eq!(after.seen_ms, seen, "neither wrote a heartbeat under the id");
+    assert_eq!(ledger.checkpoint().await.unwrap().seq, last, "neither wrote a record");
 }
