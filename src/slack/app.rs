@@ -79,6 +79,17 @@ pub enum Work {
         /// Where to answer.
         to: Responder,
     },
+    /// Open the clearing form for whoever clicked "Clear quarantine…".
+    OpenForm {
+        /// The click's trigger (valid for 3 s).
+        trigger_id: String,
+        /// What the button named.
+        target: super::quarantine::Target,
+        /// Where the button was, and where the outcome is said.
+        channel: String,
+        /// Who clicked.
+        user: String,
+    },
     /// Upload charts into a thread.
     Charts {
         /// The thread.
@@ -100,7 +111,8 @@ pub enum Work {
 pub enum Responder {
     /// The delivery's `response_url` (works in any channel, also where the bot is not a member).
     Url(String),
-    /// An ephemeral message to `user` in `channel`.
+    /// An ephemeral message to `user` in `channel`; an answer meant for the
+    /// channel (`in_channel`) is posted there instead.
     Ephemeral {
         /// Channel id.
         channel: String,
@@ -265,28 +277,66 @@ impl SlackApp {
     pub fn accept(&self, d: Delivery) -> Accepted {
         match d {
             Delivery::Command(c) => self.command(c),
-            Delivery::Interaction(Interaction::BlockActions { user, container, actions, .. }) => {
-                let mut work = vec![];
-                for a in actions {
-                    let answer = match a.action_id.as_str() {
-                        "approve" => Answer::Approve,
-                        "reject" => Answer::Reject,
-                        _ => continue,
-                    };
-                    let key = format!("click:{}:{}:{}", user.id, a.action_ts, a.value);
-                    if !a.action_ts.is_empty() && !self.first(&key) {
-                        continue;
-                    }
-                    // Refusals and results go to the clicker alone; the message itself shows the decision.
-                    let to = Responder::Ephemeral { channel: container.channel_id.clone(), user: user.id.clone() };
-                    work.push(Work::Click { user: user.id.clone(), approval_id: a.value, answer, to });
-                }
+            Delivery::Interaction(Interaction::BlockActions { user, container, actions, trigger_id, .. }) => {
+                let work = actions
+                    .into_iter()
+                    .filter_map(|a| self.clicked(a, &user.id, &container.channel_id, &trigger_id))
+                    .collect();
                 Accepted { reply: None, work }
+            }
+            Delivery::Interaction(Interaction::ViewSubmission { user, view })
+                if view.callback_id == super::quarantine::CLEAR
+                    && (view.id.is_empty() || self.first(&format!("view:{}", view.id))) =>
+            {
+                // An empty acknowledgement closes the form; the outcome follows as a message.
+                Accepted { reply: None, work: self.submitted(&user.id, &view).into_iter().collect() }
             }
             Delivery::Interaction(_) => Accepted::default(),
             Delivery::Event { event_id, event } if self.first(&format!("event:{event_id}")) => self.event(event),
             Delivery::Event { .. } => Accepted::default(),
         }
+    }
+
+    /// One clicked button's work: an Approve or Reject answer, or the
+    /// clearing form to open. A retried delivery repeats the click's key.
+    fn clicked(&self, a: super::wire::Action, user: &str, channel: &str, trigger_id: &str) -> Option<Work> {
+        let key = format!("click:{user}:{}:{}", a.action_ts, a.value);
+        if !a.action_ts.is_empty() && !self.first(&key) {
+            return None;
+        }
+        // Refusals and results go to the clicker alone; the message itself shows the decision.
+        let to = Responder::Ephemeral { channel: channel.into(), user: user.into() };
+        let answer = match a.action_id.as_str() {
+            "approve" => Answer::Approve,
+            "reject" => Answer::Reject,
+            super::quarantine::CLEAR => {
+                let target = super::quarantine::clicked(&a.value)?;
+                return Some(Work::OpenForm {
+                    trigger_id: trigger_id.into(),
+                    target,
+                    channel: channel.into(),
+                    user: user.into(),
+                });
+            }
+            _ => return None,
+        };
+        Some(Work::Click { user: user.into(), approval_id: a.value, answer, to })
+    }
+
+    /// A submitted clearing form: the clearing it asks, or why it is not one.
+    fn submitted(&self, user: &str, view: &super::wire::SubmittedView) -> Option<Work> {
+        let opened = match super::quarantine::opened(view) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "A submitted clearing form is ignored.");
+                return None;
+            }
+        };
+        let to = Responder::Ephemeral { channel: opened.channel.clone(), user: user.into() };
+        Some(match super::quarantine::asked(&opened, view) {
+            Ok(command) => Work::Change { user: user.into(), command, to },
+            Err(e) => Work::Respond { to, reply: render::ephemeral(&super::wire::escape(&e.to_string())) },
+        })
     }
 
     /// Start the slow work of an accepted delivery.
@@ -301,6 +351,9 @@ impl SlackApp {
                     Work::Change { user, command, to } => app.change(&user, command, to).await,
                     Work::Click { user, approval_id, answer, to } => app.click(&user, &approval_id, answer, to).await,
                     Work::Respond { to, reply } => app.respond(&to, &reply).await,
+                    Work::OpenForm { trigger_id, target, channel, user } => {
+                        app.open_form(&trigger_id, &target, &channel, &user).await
+                    }
                     Work::Charts { at, items } => app.upload(&at, items).await,
                 }
             });
@@ -383,6 +436,9 @@ impl SlackApp {
     async fn respond(&self, to: &Responder, reply: &Reply) {
         let sent = match to {
             Responder::Url(url) => self.web.respond(url, reply).await,
+            Responder::Ephemeral { channel, .. } if reply.response_type == Some(ResponseType::InChannel) => {
+                self.web.post(channel, None, reply).await.map(|_| ())
+            }
             Responder::Ephemeral { channel, user } => {
                 self.web.ephemeral(channel, user, &reply.text, &reply.blocks).await
             }
@@ -397,6 +453,31 @@ impl SlackApp {
             )
             .await;
         }
+    }
+
+    /// Show the clearing form; if Slack will not (an expired trigger, names
+    /// past the form's limits), say so to the clicker with the command that does the same.
+    async fn open_form(&self, trigger_id: &str, target: &super::quarantine::Target, channel: &str, user: &str) {
+        let failed = match super::quarantine::modal(target, channel) {
+            None => "the names do not fit Slack's form".to_string(),
+            Some(modal) => match self.web.open_view(trigger_id, &modal).await {
+                Ok(()) => return,
+                Err(e) => {
+                    let rec = ChatOpsRecord::Undelivered { method: e.method().into(), error: e.to_string() };
+                    self.record("slack", &self.agent_actor(), rec).await;
+                    e.to_string()
+                }
+            },
+        };
+        let esc = super::wire::escape;
+        let text = format!(
+            ":warning: Could not open the form ({}). `/backstop clear {} {} &lt;reason&gt;` does the same.",
+            esc(&failed),
+            esc(&target.service),
+            esc(&target.revision)
+        );
+        let to = Responder::Ephemeral { channel: channel.into(), user: user.into() };
+        self.respond(&to, &render::ephemeral(&text)).await;
     }
 
     async fn upload(&self, at: &super::web::Posted, items: Vec<super::render::ThreadItem>) {

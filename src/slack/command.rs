@@ -121,7 +121,10 @@ pub fn parse(text: &str) -> Result<Command, UsageError> {
             }
             Ok(Command::Rollback { release, reason })
         }
-        "clear" => clear(release, &reason),
+        "clear" => {
+            let (revision, reason) = reason.split_once(char::is_whitespace).unwrap_or((reason.as_str(), ""));
+            clearing(release.ok_or(UsageError::ClearUsage)?, revision, reason)
+        }
         other => Err(UsageError::Unknown(super::wire::cut(other, 40))),
     }
 }
@@ -129,17 +132,18 @@ pub fn parse(text: &str) -> Result<Command, UsageError> {
 /// The longest service or revision name a command takes (a Kubernetes name is at most 253).
 const MAX_NAME: usize = 253;
 
-/// `clear <service> <revision> <reason>`: `service` is the first word, `rest` what follows it.
-/// The names go into a ledger id even when the clearing is refused, so they are bounded.
-fn clear(service: Option<String>, rest: &str) -> Result<Command, UsageError> {
-    let (revision, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+/// A clearing of `service`'s `revision` for `reason`, from the command or
+/// the form. The names go into a ledger id even when the clearing is
+/// refused, so they are bounded; the reason must say something.
+pub fn clearing(service: String, revision: &str, reason: &str) -> Result<Command, UsageError> {
     let reason = reason.trim();
-    let name_ok = |n: &str| !n.is_empty() && n.chars().count() <= MAX_NAME && !n.chars().any(char::is_control);
-    match service {
-        Some(service) if name_ok(&service) && name_ok(revision) && !reason.is_empty() => {
-            Ok(Command::Clear { service, revision: revision.into(), reason: reason.into() })
-        }
-        _ => Err(UsageError::ClearUsage),
+    let name_ok = |n: &str| {
+        !n.is_empty() && n.chars().count() <= MAX_NAME && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    if name_ok(&service) && name_ok(revision) && !reason.is_empty() {
+        Ok(Command::Clear { service, revision: revision.into(), reason: reason.into() })
+    } else {
+        Err(UsageError::ClearUsage)
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`verify`]: request signatures (HTTP mode).
 //! - [`socket`] / [`http`]: the two transports; both hand deliveries to [`app::SlackApp`].
 //! - [`command`]: `/backstop …` parsed into a [`command::Command`] (pure).
+//! - [`quarantine`]: the "Clear quarantine…" button and the form it opens (pure).
 //! - [`render`]: release messages and answers (pure; within Block Kit's limits).
 //! - [`identity`]: users (deleted ones refused) and user groups, cached.
 //! - [`notify`]: one message per release, updated in place, paced and queued,
@@ -17,6 +18,7 @@ pub mod command;
 pub mod http;
 pub mod identity;
 pub mod notify;
+pub mod quarantine;
 pub mod render;
 pub mod socket;
 pub mod verify;

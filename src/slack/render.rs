@@ -129,12 +129,12 @@ fn approval_blocks(v: &ReleaseView, approvers: &[String], shared: Option<&str>) 
         action_id: action.into(),
         value: cut(id, super::wire::MAX_BUTTON_VALUE),
         style: Some(style),
-        confirm: Confirm {
+        confirm: Some(Confirm {
             title: Text::plain(format!("{label}?")),
             text: Text::md(cut(&question, 300)),
             confirm: Text::plain(label),
             deny: Text::plain("Cancel"),
-        },
+        }),
     };
     let yes = format!("Policy judges the release again at your click and runs only what it still proposes: {what}.");
     let no = "The release is held; nothing runs.".to_string();
@@ -179,6 +179,7 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
         blocks.push(Block::section(&format!("Ended: *{}*", status.label().replace('_', " "))));
         if *status == crate::release::ReleaseStatus::RolledBack {
             blocks.push(Block::section(&quarantined(&v.service, &v.candidate_revision)));
+            blocks.extend(super::quarantine::button(&v.service, &v.candidate_revision));
         }
     }
     if let Some(e) = &v.error {
@@ -189,7 +190,8 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
 }
 
 /// A rollback quarantines the candidate for its service (release memory):
-/// said where the on-call team looks, with the command that lifts it. A
+/// said where the on-call team looks, with the command that lifts it (and
+/// a button under it that opens the same clearing as a form). A
 /// revision is any printable text without spaces (`field::revision`), so
 /// both names are escaped: nothing in them mentions, links or formats.
 fn quarantined(service: &str, revision: &str) -> String {

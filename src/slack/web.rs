@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::wire::{Block, Reply};
+use super::wire::{Block, Modal, Reply};
 
 /// A Web API call failed.
 #[derive(Debug, Error)]
@@ -251,6 +251,17 @@ impl WebApi {
     pub async fn ephemeral(&self, channel: &str, user: &str, text: &str, blocks: &[Block]) -> Result<(), WebError> {
         let body = ChatBody { channel, user: Some(user), text, blocks, ..ChatBody::default() };
         self.call::<Ignored>("chat.postEphemeral", self.json("chat.postEphemeral", &body)).await.map(|_| ())
+    }
+
+    /// `views.open`: show `view` to whoever made `trigger_id` (valid for 3 s after their click).
+    pub async fn open_view(&self, trigger_id: &str, view: &Modal) -> Result<(), WebError> {
+        #[derive(Serialize)]
+        struct Open<'a> {
+            trigger_id: &'a str,
+            view: &'a Modal,
+        }
+        let req = self.http.post(self.url("views.open")).json(&Open { trigger_id, view });
+        self.call::<Ignored>("views.open", req).await.map(|_| ())
     }
 
     /// `users.info`.

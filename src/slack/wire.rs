@@ -77,12 +77,61 @@ pub enum Interaction {
         /// Where to answer.
         #[serde(default)]
         response_url: String,
+        /// Opens a modal within 3 s of the click (`views.open`).
+        #[serde(default)]
+        trigger_id: String,
     },
-    /// A modal was submitted (backstop opens none; acknowledged and ignored).
-    ViewSubmission {},
+    /// A modal was submitted (the clearing form is backstop's only one).
+    ViewSubmission {
+        /// Who submitted it.
+        user: UserRef,
+        /// The modal as submitted.
+        #[serde(default)]
+        view: SubmittedView,
+    },
     /// Anything else Slack sends (shortcuts, closed views): acknowledged, ignored.
     #[serde(other)]
     Other,
+}
+
+/// A submitted modal: which form, what backstop put in it, what was typed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SubmittedView {
+    /// Unique per modal; one submission per view is acted on.
+    #[serde(default)]
+    pub id: String,
+    /// Which form (`clear_quarantine`).
+    #[serde(default)]
+    pub callback_id: String,
+    /// What backstop stored when it opened the modal (untrusted as any input is).
+    #[serde(default)]
+    pub private_metadata: String,
+    /// The inputs' values.
+    #[serde(default)]
+    pub state: ViewState,
+}
+
+/// `view.state`: block id → action id → the input's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ViewState {
+    /// Input values.
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, std::collections::BTreeMap<String, InputValue>>,
+}
+
+/// One input's value (a `plain_text_input`'s text; absent when left empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct InputValue {
+    /// What was typed (untrusted).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+impl SubmittedView {
+    /// The text typed into input `block`'s element `action`.
+    pub fn input(&self, block: &str, action: &str) -> Option<&str> {
+        self.state.values.get(block)?.get(action)?.value.as_deref()
+    }
 }
 
 /// An Events API event backstop handles.
@@ -212,6 +261,10 @@ pub const MAX_SECTION_TEXT: usize = 3000;
 pub const MAX_BUTTON_VALUE: usize = 2000;
 /// Elements in a context block.
 pub const MAX_CONTEXT_ELEMENTS: usize = 10;
+/// Characters in a modal's title.
+pub const MAX_MODAL_TITLE: usize = 24;
+/// Characters in a modal's `private_metadata`.
+pub const MAX_PRIVATE_METADATA: usize = 3000;
 
 /// The blocks backstop sends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -241,6 +294,49 @@ pub enum Block {
     },
     /// A rule.
     Divider {},
+    /// A form field (modals only).
+    Input {
+        /// Names the value in the submission's `state.values`.
+        block_id: String,
+        /// Shown above the field (plain text, at most 2000 characters).
+        label: Text,
+        /// The field.
+        element: TextInput,
+    },
+}
+
+/// A `plain_text_input` element.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextInput {
+    /// Always `plain_text_input`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Names the value within its block.
+    pub action_id: String,
+    /// Several lines.
+    pub multiline: bool,
+    /// Characters at most (Slack allows up to 3000).
+    pub max_length: usize,
+}
+
+/// A modal (`views.open`), at most [`MAX_BLOCKS`] blocks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Modal {
+    /// Always `modal`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Which form, echoed in the submission.
+    pub callback_id: String,
+    /// Title (plain text, at most [`MAX_MODAL_TITLE`] characters).
+    pub title: Text,
+    /// The submit button's label.
+    pub submit: Text,
+    /// The close button's label.
+    pub close: Text,
+    /// Echoed in the submission (at most [`MAX_PRIVATE_METADATA`] characters).
+    pub private_metadata: String,
+    /// Content and inputs.
+    pub blocks: Vec<Block>,
 }
 
 /// A text object.
@@ -259,7 +355,7 @@ pub enum Text {
     },
 }
 
-/// A button with a confirmation dialog.
+/// A button, with a confirmation dialog where the click itself acts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Button {
     /// Always `button`.
@@ -274,8 +370,9 @@ pub struct Button {
     /// `primary` / `danger`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub style: Option<&'static str>,
-    /// "Are you sure?" before the click counts.
-    pub confirm: Confirm,
+    /// "Are you sure?" before the click counts (none for a button that only opens a form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Confirm>,
 }
 
 /// A confirmation dialog.

@@ -346,7 +346,7 @@ fn scope_of(method: &str) -> &'static str {
         "usergroups.users.list" => "usergroups:read",
         "files.getUploadURLExternal" | "files.completeUploadExternal" => "files:write",
         "apps.connections.open" => "connections:write",
-        "auth.test" => "",
+        "auth.test" | "views.open" => "",
         other => panic!("backstop called {other}, which the manifest does not account for"),
     }
 }
@@ -675,17 +675,14 @@ async fn an_agent_restarted_mid_release_updates_its_message_instead_of_posting_a
     let _ = agent.finish(Duration::from_secs(30));
 }
 
-/// `/backstop clear` lifts a quarantine through the API's rule and record:
-/// an auto release rolled back (orders v2 quarantined); a deactivated user,
-/// a non-approver and a revision never quarantined are refused and recorded;
-/// a clearing without a reason is a usage error at once; Alice's clears it,
-/// told in the channel and recorded under her Slack identity.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_approver_clears_a_quarantine_from_slack_and_every_refusal_is_recorded() {
+/// An agent in HTTP mode whose auto release of orders rolled back, so v2 is
+/// quarantined; Alice, Mallory and a deactivated user are known to Slack.
+/// Returns the agent's directory, URL and process, and the release
+/// message's ts once it says the release ended and how to lift the quarantine.
+async fn quarantined_orders(fake: &FakeSlack) -> (tempfile::TempDir, String, Agent, String) {
     let release = "[[releases]]\nname = \"orders\"\nservice = \"orders\"\ntarget = \"simulator/orders\"\n\
         candidate_revision = \"v2\"\nlast_known_good = \"v1\"\nexecutor = { kind = \"simulator\" }\n\
         source = { kind = \"simulator\", service = \"orders\", seed = 5, fault = { kind = \"error_spike\", onset_s = 120, strength = 0.05 } }\n";
-    let fake = FakeSlack::start(&[CHANNEL]).await;
     for (user, deleted) in [("UALICE", false), ("UMALLORY", false), ("UGONE", true)] {
         fake.user(user, deleted);
     }
@@ -705,13 +702,25 @@ async fn an_approver_clears_a_quarantine_from_slack_and_every_refusal_is_recorde
         assert!(start.elapsed() < WAIT, "no message for orders: {:#?}", fake.all_calls());
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let ended = wait_message(&fake, &ts, |m| text_of(m).contains("Ended")).await;
+    let ended = wait_message(fake, &ts, |m| text_of(m).contains("Ended")).await;
     let shown = text_of(&ended);
     assert!(
         shown.contains("`v2` is quarantined for orders")
             && shown.contains("`/backstop clear orders v2 &lt;reason&gt;`"),
         "{shown}"
     );
+    (dir, url, agent, ts)
+}
+
+/// `/backstop clear` lifts a quarantine through the API's rule and record:
+/// an auto release rolled back (orders v2 quarantined); a deactivated user,
+/// a non-approver and a revision never quarantined are refused and recorded;
+/// a clearing without a reason is a usage error at once; Alice's clears it,
+/// told in the channel and recorded under her Slack identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_clears_a_quarantine_from_slack_and_every_refusal_is_recorded() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    let (dir, url, agent, _) = quarantined_orders(&fake).await;
     let client = reqwest::Client::new();
     let command = |user: &str, text: &str, trig: &str| {
         let body = slack::form(&slack::slash(user, CHANNEL, text, &fake.response_url(trig), trig));
@@ -747,6 +756,85 @@ async fn an_approver_clears_a_quarantine_from_slack_and_every_refusal_is_recorde
     assert_eq!(code, 0, "{err}");
 }
 
+/// The quarantine line's "Clear quarantine…" button opens a form (Slack's
+/// `views.open`, which needs no scope) whose submission is the same
+/// clearing as the command: an expired trigger is told with the command
+/// that does the same; a blank reason is told and nothing is asked of
+/// policy; Mallory's submission is refused and recorded; Alice's clears it
+/// and the channel is told (a post: a form has no `response_url`); Slack's
+/// retry of her submission acts once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_clears_a_quarantine_through_the_button_and_its_form() {
+    let fake = FakeSlack::start(&[CHANNEL]).await;
+    let (dir, url, agent, ts) = quarantined_orders(&fake).await;
+    let blocks = fake.message(CHANNEL, &ts)["blocks"].clone();
+    let button = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == "clear_quarantine")
+        .unwrap_or_else(|| panic!("no Clear quarantine button: {blocks:#}"));
+    assert!(button.get("confirm").is_none(), "the click only opens the form: {button}");
+    let value = button["value"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let form = "application/x-www-form-urlencoded";
+    let interact = |payload: Value| {
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        signed(&client, &format!("{url}/slack/interactive"), body, now_s(), form).send()
+    };
+    let click = |user: &str, at: &str| slack::block_action(user, CHANNEL, &ts, "clear_quarantine", &value, at);
+
+    interact(click("UALICE", "expired.1")).await.unwrap();
+    let told = ephemeral_to(&fake, "UALICE", "Could not open the form").await;
+    assert!(told.to_string().contains("expired_trigger_id") && told.to_string().contains("/backstop clear orders v2"));
+
+    // Opening: the form names the quarantine and asks for a reason.
+    let opened = |at: &str| {
+        let trigger = format!("trig-{at}");
+        fake.wait_call("views.open", move |c| c["trigger_id"] == trigger.as_str(), WAIT)
+    };
+    let submit = |user: &str, view: &Value, id: &str, reason: &str| {
+        interact(slack::view_submission(user, &view["view"], id, reason))
+    };
+    interact(click("UMALLORY", "1700000300.000001")).await.unwrap();
+    let mallorys = opened("1700000300.000001").await;
+    assert_eq!(mallorys["view"]["callback_id"], "clear_quarantine");
+    assert!(mallorys["view"].to_string().contains("`v2` for *orders*"), "{mallorys:#}");
+    let r = submit("UMALLORY", &mallorys, "VMALLORY", "I think it is fine").await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, String::new()), "an empty answer closes the form");
+    ephemeral_to(&fake, "UMALLORY", "not an approver for orders").await;
+
+    interact(click("UALICE", "1700000301.000001")).await.unwrap();
+    let alices = opened("1700000301.000001").await;
+    submit("UALICE", &alices, "VALICE", "   ").await.unwrap();
+    ephemeral_to(&fake, "UALICE", "needs a service, a revision and a reason").await;
+    for _ in 0..2 {
+        submit("UALICE", &alices, "VALICE2", "the spike was the <!channel> cache, fixed").await.unwrap();
+    }
+    let said = fake
+        .wait_call(
+            "chat.postMessage",
+            |b| b["text"].as_str().is_some_and(|t| t.contains("no longer quarantined")),
+            WAIT,
+        )
+        .await;
+    let text = said["text"].as_str().unwrap();
+    assert_eq!(said["channel"], CHANNEL, "{said}");
+    assert!(text.contains("<@UALICE> cleared orders v2") && !text.contains("<!channel>"), "{text}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = audit(dir.path());
+    let line = |who: &str, what: &str| audit.lines().any(|l| l.contains(who) && l.contains(what));
+    assert!(line("human:slack:slack:UALICE", "quarantine cleared: the spike was"), "{audit}");
+    assert!(line("human:slack:slack:UMALLORY", "clear refused"), "{audit}");
+    assert_eq!(audit.matches("quarantine cleared").count(), 1, "a retried submission acts once: {audit}");
+    assert_eq!(audit.matches("clear refused").count(), 1, "a blank reason never reaches policy: {audit}");
+    agent.signal("TERM");
+    let (code, _, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn every_field_slack_sends_parses_and_unknown_kinds_are_ignored() {
     use backstop::slack::wire::{Event, EventBody, Interaction, SlashCommand};
@@ -764,7 +852,7 @@ fn every_field_slack_sends_parses_and_unknown_kinds_are_ignored() {
     }
     let mut v = read("ViewSubmissionPayload.json");
     v["type"] = json!("view_submission");
-    assert_eq!(serde_json::from_value::<Interaction>(v).unwrap(), Interaction::ViewSubmission {});
+    assert!(matches!(serde_json::from_value::<Interaction>(v).unwrap(), Interaction::ViewSubmission { .. }));
     let mut v = read("BlockActionPayload.json");
     v["type"] = json!("shortcut");
     assert_eq!(serde_json::from_value::<Interaction>(v).unwrap(), Interaction::Other);

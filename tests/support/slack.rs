@@ -190,8 +190,35 @@ async fn api(
             })
         }
         "files.completeUploadExternal" => complete_upload(&st, &body),
+        "views.open" => views_open(&body),
         _ => err("unknown_method"),
     }
+}
+
+/// `views.open` as Slack documents it: a trigger is needed (an expired one
+/// is refused), and a modal's title is at most 24 characters, its
+/// `private_metadata` at most 3000, its blocks at most 100 (`invalid_arguments`
+/// otherwise). The answer is the view with an id (Slack's sample of the full
+/// answer is 135 kB of every block kind, so it is not kept in `fixtures/`).
+fn views_open(body: &Value) -> Response {
+    let trigger = body["trigger_id"].as_str().unwrap_or("");
+    if trigger.is_empty() {
+        return err("invalid_trigger_id");
+    }
+    if trigger.contains("expired") {
+        return err("expired_trigger_id");
+    }
+    let view = &body["view"];
+    let fits = view["type"] == "modal"
+        && view["title"]["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 24)
+        && view["private_metadata"].as_str().is_none_or(|m| m.chars().count() <= 3000)
+        && view["blocks"].as_array().is_some_and(|b| b.len() <= 100);
+    if !fits {
+        return err("invalid_arguments");
+    }
+    let mut shown = view.clone();
+    shown["id"] = json!(format!("V{}", crate_cut(trigger)));
+    axum::Json(json!({ "ok": true, "view": shown })).into_response()
 }
 
 async fn upload(State((s, _)): State<(Shared, String)>, Path(id): Path<String>, body: Bytes) -> Response {
@@ -391,6 +418,22 @@ pub fn block_action(
     action["value"] = json!(value);
     action["action_ts"] = json!(action_ts);
     p["actions"] = json!([action]);
+    p["trigger_id"] = json!(format!("trig-{action_ts}"));
+    p
+}
+
+/// A `view_submission` payload (Slack's sample with every field) for the
+/// clearing form `opened` (the `views.open` call's view), with `reason` typed.
+pub fn view_submission(user: &str, opened: &Value, view_id: &str, reason: &str) -> Value {
+    let mut p = sample("ViewSubmissionPayload.json");
+    p["type"] = json!("view_submission");
+    p["user"]["id"] = json!(user);
+    p["view"]["id"] = json!(view_id);
+    p["view"]["type"] = json!("modal");
+    p["view"]["callback_id"] = opened["callback_id"].clone();
+    p["view"]["private_metadata"] = opened["private_metadata"].clone();
+    p["view"]["state"] =
+        json!({ "values": { "reason": { "reason": { "type": "plain_text_input", "value": reason } } } });
     p
 }
 
