@@ -75,7 +75,7 @@ pub async fn agent(a: AgentArgs, settings: &Settings) -> CliResult {
     let agent = Agent::new(runtime, a.pace_ms.map(Duration::from_millis), backstop::policy::RunMode::Act);
     // In the roster before any release claims: the others rank this agent from its first heartbeat.
     if agent.keep_sharing().await.map_err(|e| Failure::backend(&e))? == backstop::run::share::Start::Stopped {
-        out("stopped while waiting for this instance id's heartbeat to lapse or move: nothing ran");
+        out(backstop::run::share::STOPPED_WAITING);
         return Ok(ExitCode::SUCCESS);
     }
     agent.keep_compacting();

@@ -144,10 +144,9 @@ async fn present(runtime: &Runtime) -> Result<Option<Heartbeat>, Failure> {
     match joined {
         Joined::Beating(heartbeat) => Ok(Some(heartbeat)),
         Joined::Advising => Ok(None),
-        Joined::Stopped => Err(Failure {
-            code: exit::INTERRUPTED,
-            message: "stopped while waiting for this instance id's heartbeat to lapse or move: nothing ran".into(),
-        }),
+        Joined::Stopped => {
+            Err(Failure { code: exit::INTERRUPTED, message: backstop::run::share::STOPPED_WAITING.into() })
+        }
     }
 }
 

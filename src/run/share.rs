@@ -107,6 +107,10 @@ pub async fn may_start(
     }
 }
 
+/// What a process says when [`Start::Stopped`] ends it (the agent exits 0, a `watch` 130).
+pub const STOPPED_WAITING: &str =
+    "stopped while waiting for this instance id's heartbeat to lapse or move: nothing ran";
+
 /// Whether a process may start, once [`may_start`] has waited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {

@@ -114,9 +114,16 @@ mod tests {
     use super::*;
     use crate::slack::wire::{InputValue, ViewState};
 
-    fn submitted(view: &SubmittedView) -> Result<(Command, String), String> {
-        let o = opened(view).map_err(|e| e.to_string())?;
-        Ok((asked(&o, view).map_err(|e| e.to_string())?, o.channel))
+    /// Why a submission is not a clearing: the two refusals the app tells apart.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Refused {
+        NotOurs(NotOurs),
+        Usage(UsageError),
+    }
+
+    fn submitted(view: &SubmittedView) -> Result<(Command, String), Refused> {
+        let o = opened(view).map_err(Refused::NotOurs)?;
+        Ok((asked(&o, view).map_err(Refused::Usage)?, o.channel))
     }
 
     fn submission(metadata: &str, reason: Option<&str>) -> SubmittedView {
@@ -159,10 +166,10 @@ mod tests {
     #[test]
     fn a_blank_reason_forged_metadata_or_names_too_long_are_refused_before_policy() {
         let ok = modal(&Target { service: "orders".into(), revision: "v2".into() }, "C1").unwrap().private_metadata;
-        let usage = Err(UsageError::ClearUsage.to_string());
+        let usage = Err(Refused::Usage(UsageError::ClearUsage));
         assert_eq!(submitted(&submission(&ok, Some("   "))), usage);
         assert_eq!(submitted(&submission(&ok, None)), usage);
-        assert_eq!(submitted(&submission("{\"service\":1}", Some("x"))), Err(NotOurs.to_string()));
+        assert_eq!(submitted(&submission("{\"service\":1}", Some("x"))), Err(Refused::NotOurs(NotOurs)));
         let long = Opened { target: Target { service: "s".repeat(300), revision: "v".into() }, channel: "C".into() };
         let forged = serde_json::to_string(&long).unwrap();
         assert_eq!(submitted(&submission(&forged, Some("x"))), usage);
