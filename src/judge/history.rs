@@ -205,6 +205,10 @@ pub(crate) struct History {
     reference_excursions: [usize; 2],
     /// Root mean square of the reference's own window medians about its level, by window length.
     reference_medians: std::collections::BTreeMap<usize, f64>,
+    /// [`ReferenceFit::drift`].
+    drift: std::collections::BTreeMap<usize, Drift>,
+    /// Reference steps.
+    reference_len: usize,
 }
 
 impl History {
@@ -234,7 +238,15 @@ impl History {
             return None;
         }
         let reference_medians = fit.medians.clone();
-        let mut h = History { model, kind: ctx.baseline_kind, points, reference_excursions: [0, 0], reference_medians };
+        let mut h = History {
+            model,
+            kind: ctx.baseline_kind,
+            points,
+            reference_excursions: [0, 0],
+            reference_medians,
+            drift: fit.drift.clone(),
+            reference_len: m.baseline.len(),
+        };
         h.reference_excursions = h.count_reference(ctx, m, ratio);
         Some(h)
     }
@@ -268,17 +280,25 @@ impl History {
         }
     }
 
-    /// The standard error of a `w`-sample window's shift: the model's, or
-    /// the spread of the reference's own `w`-sample window medians about its
-    /// level when that is wider — a history whose level moves by itself (a
-    /// regime change the AR(1) model does not describe) makes a move after
-    /// the release less surprising.
-    fn se(&self, first: usize, w: usize) -> f64 {
+    /// The standard error of a `w`-sample window's shift (the `window`
+    /// being filled, `first` its first canary step): the model's, or the
+    /// spread of the reference's own window medians about its level when
+    /// that is wider — a history whose level moves by itself (a regime change
+    /// the AR(1) model does not describe) makes a move after the release less
+    /// surprising. With the window before, that spread also grows with the
+    /// distance from the reference ([`Drift`]): an hour that wanders is a weaker
+    /// yardstick for the hour after it than for its own steps.
+    fn se(&self, first: usize, w: usize, window: usize) -> f64 {
         // Of the window's median: √(π/2) times its mean's.
         let model = super::stats::SQRT_HALF_PI * self.var_shift(first, w).sqrt();
-        let windows = self.reference_medians.get(&w).copied().unwrap_or(0.0);
-        let factor = if self.kind == BaselineKind::Seasonal { std::f64::consts::SQRT_2 } else { 1.0 };
-        model.max(factor * windows)
+        // A window still filling is judged against its full length's spread.
+        let windows = self.reference_medians.get(&window).copied().unwrap_or(0.0);
+        let spread = match (self.kind, self.drift.get(&window)) {
+            (BaselineKind::Seasonal, _) => std::f64::consts::SQRT_2 * windows,
+            (_, None) => windows,
+            (_, Some(drift)) => drift.spread(windows, (self.reference_len / 2 + first + w / 2) as f64),
+        };
+        model.max(spread)
     }
 
     /// The strongest window's evidence among the steps ended by `end`, direction `s`.
@@ -293,7 +313,7 @@ impl History {
             }
             let (base, canary) = if ratio { pooled(&recent) } else { medians(&recent)? };
             let effect = s * (canary - base);
-            let se = self.se(recent[0].i, recent.len());
+            let se = self.se(recent[0].i, recent.len(), w);
             let z = super::stats::z_score(effect, se);
             let tol = tolerance(ctx, m, ratio, base);
             let flagged = effect > tol && z > crit;
@@ -426,6 +446,8 @@ struct ReferenceFit {
     medians: std::collections::BTreeMap<usize, f64>,
     /// The largest one-step jump, either way ([`step_jump`]): the joint-jump rule's yardstick.
     largest_jump: f64,
+    /// How its window medians move apart with time, by window length.
+    drift: std::collections::BTreeMap<usize, Drift>,
 }
 
 /// Fits kept per thread: enough for every metric of several releases a
@@ -489,7 +511,8 @@ fn fit_reference(x: &[Option<f64>], windows: &[usize]) -> Option<ReferenceFit> {
     let model = NoiseModel::fit(x)?;
     let medians = windows.iter().map(|&w| (w, window_spread(x, model.level, w))).collect();
     let largest_jump = (0..x.len()).filter_map(|i| step_jump(x, i)).map(f64::abs).fold(0.0, f64::max);
-    Some(ReferenceFit { model, medians, largest_jump })
+    let drift = windows.iter().filter_map(|&w| Some((w, Drift::fit(x, w)?))).collect();
+    Some(ReferenceFit { model, medians, largest_jump, drift })
 }
 
 /// Root mean square of `(median of w consecutive samples − level)` over the
@@ -512,6 +535,66 @@ fn window_spread(x: &[Option<f64>], level: f64, w: usize) -> f64 {
         }
     }
     if k == 0 { 0.0 } else { (sum / k as f64).sqrt() }
+}
+
+/// How far apart two of the reference's window medians lie, as a function
+/// of the time between them: the variogram of its level. Flat when the
+/// level only jitters; rising when it wanders (a random walk's rises
+/// linearly, the intrinsic model assumed when it is carried past the
+/// reference's own lags).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Drift {
+    /// Mean lag of the pairs it was fitted on, steps.
+    mean_lag: f64,
+    /// Growth of `(m_b − m_a)²` per step of lag, the metric's unit squared; ≥ 0.
+    per_step: f64,
+}
+
+impl Drift {
+    /// Least squares of `(m_b − m_a)² ≈ a + c·(b − a)` over every pair of
+    /// the reference's `w`-sample window medians (starts every `w/4` steps,
+    /// windows with at least half their samples). `None` under three windows.
+    fn fit(x: &[Option<f64>], w: usize) -> Option<Drift> {
+        if w == 0 || x.len() < w {
+            return None;
+        }
+        let meds: Vec<(f64, f64)> = x
+            .windows(w)
+            .enumerate()
+            .step_by((w / 4).max(1))
+            .filter_map(|(start, win)| {
+                let mut v: Vec<f64> = win.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+                if v.len() * 2 < w {
+                    return None;
+                }
+                Some((start as f64, median(&mut v)?))
+            })
+            .collect();
+        if meds.len() < 3 {
+            return None;
+        }
+        let (mut n, mut sk, mut sd, mut skk, mut skd) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (i, a) in meds.iter().enumerate() {
+            for b in &meds[i + 1..] {
+                let (k, d) = (b.0 - a.0, (b.1 - a.1).powi(2));
+                (n, sk, sd, skk, skd) = (n + 1.0, sk + k, sd + d, skk + k * k, skd + k * d);
+            }
+        }
+        let det = n * skk - sk * sk;
+        if det.abs() < 1e-300 {
+            return None;
+        }
+        Some(Drift { mean_lag: sk / n, per_step: ((n * skd - sk * sd) / det).max(0.0) })
+    }
+
+    /// The spread of a window median `lag` steps after the reference's
+    /// middle about the reference's level: `windows` (the RMS of the
+    /// reference's own window medians about it, which stands for its typical
+    /// lag) widened by what the level's variogram adds from there (half of
+    /// it: the reference's level is the fixed side). Never narrower.
+    fn spread(&self, windows: f64, lag: f64) -> f64 {
+        (windows * windows + self.per_step * (lag - self.mean_lag).max(0.0) / 2.0).sqrt()
+    }
 }
 
 /// Pooled ratios over a window: (expected, canary), request-weighted.

@@ -373,3 +373,27 @@ fn a_failure_by_accumulated_evidence_is_not_told_as_a_windows() {
     assert!(!f.explanation.contains("looks in a row"), "{}", f.explanation);
     assert!(f.explanation.contains("sequential evidence"), "{}", f.explanation);
 }
+
+/// One metric against the hour before it, which climbs 0.002 a step under
+/// small noise; the canary carries the climb on (`keeps_on`) or stops and
+/// stands at the hour's end level plus a 0.2 step.
+fn climbing(keeps_on: bool) -> Observation {
+    let canary = move |i: usize| {
+        if keeps_on { 0.5 + 0.002 * (60 + i) as f64 } else { 0.82 }
+    };
+    let obs = kpi_a(
+        BaselineKind::Preceding,
+        BadDirection::Up,
+        |i| 0.5 + 0.002 * i as f64 + small_noise(i),
+        move |i| canary(i) + small_noise(i + 60),
+    );
+    Observation { now_s: 3600, ..obs }
+}
+
+#[test]
+fn a_level_that_keeps_its_hours_climb_is_no_fault_but_a_step_past_it_is() {
+    let verdict = |keeps_on: bool| judge(&climbing(keeps_on), &JudgeConfig::default());
+    let (kept, stepped) = (verdict(true), verdict(false));
+    assert_ne!(kept.verdict, Verdict::Fail, "an hour that climbs is a weaker yardstick an hour later: {kept:#?}");
+    assert_eq!(stepped.verdict, Verdict::Fail, "{stepped:#?}");
+}

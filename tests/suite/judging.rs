@@ -87,9 +87,9 @@ fn a_slow_leak_fails_on_its_trend_and_fresh_pods_catching_up_do_not() {
 #[test]
 fn on_real_server_kpis_the_dev_scores_hold_and_each_earlier_window_rule_does_its_part() {
     let judges = [judge_by_name(JudgeName::Backstop, &policy()).unwrap()];
-    // (split, recall at least, false rollbacks at most): 106 of 125 and 28 of 125; 73 of 82 and 21 of 82.
+    // (split, recall at least, false rollbacks at most): 104 of 125 and 22 of 125; 73 of 82 and 20 of 82.
     for (split, recall, false_rb) in
-        [("preceding-dev", 106.0 / 125.0, 28.0 / 125.0), ("seasonal-dev", 73.0 / 82.0, 21.0 / 82.0)]
+        [("preceding-dev", 104.0 / 125.0, 22.0 / 125.0), ("seasonal-dev", 73.0 / 82.0, 20.0 / 82.0)]
     {
         let corpus = load_corpus(&[PathBuf::from(format!("fixtures/real-kpis/{split}"))]);
         assert!(corpus.errors.is_empty() && corpus.groups[0].1.len() > 150, "{split}: {:?}", corpus.errors);
@@ -117,6 +117,18 @@ fn on_real_server_kpis_the_dev_scores_hold_and_each_earlier_window_rule_does_its
     // the switch: the episode is the hour's, not the release's. Promoted.
     let r = case("omi-1--good-3745-preceding");
     assert_eq!(r.decision, ReplayDecision::Promote, "{r:?}");
+    // A healthy ASD hour rolled back by the level test on a window still
+    // filling, which was held to the model's spread alone, not the hour's
+    // own window spread: promoted.
+    let r = case("omi-7--good-2112-preceding");
+    assert_eq!(r.decision, ReplayDecision::Promote, "{r:?}");
+    // Healthy hours whose level moves away from the hour before more than
+    // that hour's own window medians spread (rolled back by the level test
+    // before its spread grew with the distance from the hour): promoted.
+    for name in ["machine-2-7--good-8595-preceding", "machine-1-6--good-6982-preceding"] {
+        let r = case(name);
+        assert_eq!(r.decision, ReplayDecision::Promote, "{name}: {r:?}");
+    }
     // A metric at 0 with sparse blips, where the day before blipped and today
     // did not (rolled back by excursions against a limit of 0): promoted.
     let r = case("machine-1-6--good-2142-seasonal");
