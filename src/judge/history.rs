@@ -203,12 +203,8 @@ pub(crate) struct History {
     points: Vec<Point>,
     /// Reference samples in the harmful direction beyond the excursion limit, per direction.
     reference_excursions: [usize; 2],
-    /// Root mean square of the reference's own window medians about its level, by window length.
-    reference_medians: std::collections::BTreeMap<usize, f64>,
-    /// [`ReferenceFit::drift`].
-    drift: std::collections::BTreeMap<usize, Drift>,
-    /// Reference steps.
-    reference_len: usize,
+    /// The reference's fit: its window medians' spread and drift, by window length.
+    fit: std::rc::Rc<ReferenceFit>,
 }
 
 impl History {
@@ -237,16 +233,7 @@ impl History {
         if points.is_empty() {
             return None;
         }
-        let reference_medians = fit.medians.clone();
-        let mut h = History {
-            model,
-            kind: ctx.baseline_kind,
-            points,
-            reference_excursions: [0, 0],
-            reference_medians,
-            drift: fit.drift.clone(),
-            reference_len: m.baseline.len(),
-        };
+        let mut h = History { model, kind: ctx.baseline_kind, points, reference_excursions: [0, 0], fit };
         h.reference_excursions = h.count_reference(ctx, m, ratio);
         Some(h)
     }
@@ -292,11 +279,11 @@ impl History {
         // Of the window's median: √(π/2) times its mean's.
         let model = super::stats::SQRT_HALF_PI * self.var_shift(first, w).sqrt();
         // A window still filling is judged against its full length's spread.
-        let windows = self.reference_medians.get(&window).copied().unwrap_or(0.0);
-        let spread = match (self.kind, self.drift.get(&window)) {
+        let windows = self.fit.medians.get(&window).copied().unwrap_or(0.0);
+        let spread = match (self.kind, self.fit.drift.get(&window)) {
             (BaselineKind::Seasonal, _) => std::f64::consts::SQRT_2 * windows,
             (_, None) => windows,
-            (_, Some(drift)) => drift.spread(windows, (self.reference_len / 2 + first + w / 2) as f64),
+            (_, Some(drift)) => drift.spread(windows, first, w),
         };
         model.max(spread)
     }
@@ -509,32 +496,45 @@ fn same(a: &[Option<f64>], b: &[Option<f64>]) -> bool {
 
 fn fit_reference(x: &[Option<f64>], windows: &[usize]) -> Option<ReferenceFit> {
     let model = NoiseModel::fit(x)?;
-    let medians = windows.iter().map(|&w| (w, window_spread(x, model.level, w))).collect();
+    let (mut medians, mut drift) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    for &w in windows {
+        let of_windows = window_medians(x, w);
+        medians.insert(w, rms_about(&of_windows, model.level));
+        if let Some(d) = Drift::fit(&of_windows, x.len()) {
+            drift.insert(w, d);
+        }
+    }
     let largest_jump = (0..x.len()).filter_map(|i| step_jump(x, i)).map(f64::abs).fold(0.0, f64::max);
-    let drift = windows.iter().filter_map(|&w| Some((w, Drift::fit(x, w)?))).collect();
     Some(ReferenceFit { model, medians, largest_jump, drift })
 }
 
-/// Root mean square of `(median of w consecutive samples − level)` over the
-/// reference's windows with at least half their samples; 0 when none.
-/// Windows start every `w/4` steps: overlapping windows repeat each other,
-/// and every start would cost a median per step per tick.
-fn window_spread(x: &[Option<f64>], level: f64, w: usize) -> f64 {
+/// The medians of the reference's `w`-sample windows with at least half
+/// their samples, by first step. Windows start every `w/4` steps:
+/// overlapping windows repeat each other, and every start would cost a
+/// median per step per fit.
+fn window_medians(x: &[Option<f64>], w: usize) -> Vec<(usize, f64)> {
     if w == 0 || x.len() < w {
+        return Vec::new();
+    }
+    x.windows(w)
+        .enumerate()
+        .step_by((w / 4).max(1))
+        .filter_map(|(start, win)| {
+            let mut v: Vec<f64> = win.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+            if v.len() * 2 < w {
+                return None;
+            }
+            Some((start, median(&mut v)?))
+        })
+        .collect()
+}
+
+/// Root mean square of window medians about `level`; 0 when there are none.
+fn rms_about(medians: &[(usize, f64)], level: f64) -> f64 {
+    if medians.is_empty() {
         return 0.0;
     }
-    let (mut sum, mut k) = (0.0, 0usize);
-    for win in x.windows(w).step_by((w / 4).max(1)) {
-        let mut v: Vec<f64> = win.iter().flatten().copied().filter(|v| v.is_finite()).collect();
-        if v.len() * 2 < w {
-            continue;
-        }
-        if let Some(m) = median(&mut v) {
-            sum += (m - level).powi(2);
-            k += 1;
-        }
-    }
-    if k == 0 { 0.0 } else { (sum / k as f64).sqrt() }
+    (medians.iter().map(|(_, m)| (m - level).powi(2)).sum::<f64>() / medians.len() as f64).sqrt()
 }
 
 /// How far apart two of the reference's window medians lie, as a function
@@ -544,6 +544,8 @@ fn window_spread(x: &[Option<f64>], level: f64, w: usize) -> f64 {
 /// reference's own lags).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Drift {
+    /// Steps from the reference's middle to its end.
+    half_reference: f64,
     /// Mean lag of the pairs it was fitted on, steps.
     mean_lag: f64,
     /// Growth of `(m_b − m_a)²` per step of lag, the metric's unit squared; ≥ 0.
@@ -552,31 +554,16 @@ pub(crate) struct Drift {
 
 impl Drift {
     /// Least squares of `(m_b − m_a)² ≈ a + c·(b − a)` over every pair of
-    /// the reference's `w`-sample window medians (starts every `w/4` steps,
-    /// windows with at least half their samples). `None` under three windows.
-    fn fit(x: &[Option<f64>], w: usize) -> Option<Drift> {
-        if w == 0 || x.len() < w {
-            return None;
-        }
-        let meds: Vec<(f64, f64)> = x
-            .windows(w)
-            .enumerate()
-            .step_by((w / 4).max(1))
-            .filter_map(|(start, win)| {
-                let mut v: Vec<f64> = win.iter().flatten().copied().filter(|v| v.is_finite()).collect();
-                if v.len() * 2 < w {
-                    return None;
-                }
-                Some((start as f64, median(&mut v)?))
-            })
-            .collect();
+    /// a reference's window medians ([`window_medians`] of its `len` steps).
+    /// `None` under three windows.
+    fn fit(meds: &[(usize, f64)], len: usize) -> Option<Drift> {
         if meds.len() < 3 {
             return None;
         }
         let (mut n, mut sk, mut sd, mut skk, mut skd) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for (i, a) in meds.iter().enumerate() {
             for b in &meds[i + 1..] {
-                let (k, d) = (b.0 - a.0, (b.1 - a.1).powi(2));
+                let (k, d) = ((b.0 - a.0) as f64, (b.1 - a.1).powi(2));
                 (n, sk, sd, skk, skd) = (n + 1.0, sk + k, sd + d, skk + k * k, skd + k * d);
             }
         }
@@ -584,15 +571,21 @@ impl Drift {
         if det.abs() < 1e-300 {
             return None;
         }
-        Some(Drift { mean_lag: sk / n, per_step: ((n * skd - sk * sd) / det).max(0.0) })
+        Some(Drift {
+            half_reference: (len / 2) as f64,
+            mean_lag: sk / n,
+            per_step: ((n * skd - sk * sd) / det).max(0.0),
+        })
     }
 
-    /// The spread of a window median `lag` steps after the reference's
-    /// middle about the reference's level: `windows` (the RMS of the
-    /// reference's own window medians about it, which stands for its typical
-    /// lag) widened by what the level's variogram adds from there (half of
-    /// it: the reference's level is the fixed side). Never narrower.
-    fn spread(&self, windows: f64, lag: f64) -> f64 {
+    /// The spread about the reference's level of the median of a `w`-sample
+    /// canary window whose first step is `first` (0 = the release):
+    /// `windows` (the RMS of the reference's own window medians about it,
+    /// which stands for its typical lag) widened by what the level's
+    /// variogram adds from there to the window's middle (half of it: the
+    /// reference's level is the fixed side). Never narrower.
+    fn spread(&self, windows: f64, first: usize, w: usize) -> f64 {
+        let lag = self.half_reference + (first + w / 2) as f64;
         (windows * windows + self.per_step * (lag - self.mean_lag).max(0.0) / 2.0).sqrt()
     }
 }
