@@ -46,7 +46,7 @@ pub(crate) struct Jump {
     pub step: usize,
     /// The jump, in the metric's unit (signed: up is positive).
     pub size: f64,
-    /// The earlier window's largest one-step jump, either way, in the metric's unit.
+    /// The earlier window's largest one-step jump, either way, in the metric's unit (0: it never moved).
     pub reference: f64,
 }
 
@@ -57,7 +57,7 @@ pub struct JointJump {
     pub at_s: u64,
     /// The jump, in the metric's unit (signed: up is positive).
     pub size: f64,
-    /// The earlier window's largest one-step jump, in the metric's unit.
+    /// The earlier window's largest one-step jump, in the metric's unit (0: it never moved).
     pub reference: f64,
     /// The other metric that jumped within a step of it.
     pub with: String,
@@ -70,7 +70,7 @@ pub struct LoneJump {
     pub at_s: u64,
     /// The jump, in the metric's unit (signed: up is positive).
     pub size: f64,
-    /// The earlier window's largest one-step jump, in the metric's unit.
+    /// The earlier window's largest one-step jump, in the metric's unit (0: it never moved).
     pub reference: f64,
 }
 
@@ -88,12 +88,21 @@ pub(crate) fn alone_suffices(kind: BaselineKind) -> bool {
 /// Harmful jumps of `m` among the judged steps before `n`: past tolerance
 /// and past [`JUMP_FACTOR`] times the earlier window's largest jump. Empty
 /// with a concurrent baseline (the paired test sees a shared blip on both
-/// sides) or a flat earlier window (no yardstick).
+/// sides) or too short an earlier window.
+///
+/// An earlier window that never moved (a metric held at one value) has a
+/// largest jump of 0, so any move past tolerance is one: the limit of a
+/// window that moved by one quantum, whose bar is three quanta. Left out
+/// until the twenty-sixth session, such metrics could not be the partner of
+/// a joint jump (`machine-1-6--bad-6022`: a metric at 0 for an hour steps to
+/// 0.8 at the very step another jumps 32× its history) nor, with the day
+/// before, jump alone; on the dev splits the change caught four faults more,
+/// decided ten sooner, and rolled back no healthy case (BENCHMARKS.md).
 pub(crate) fn harmful_jumps(ctx: &Context, m: &MetricSeries, ratio: bool, n: usize) -> Vec<Jump> {
     if ctx.baseline_kind == BaselineKind::Concurrent {
         return Vec::new();
     }
-    let Some((level, largest)) = reference_yardstick(&m.baseline, &ctx.windows).filter(|&(_, j)| j > 0.0) else {
+    let Some((level, largest)) = reference_yardstick(&m.baseline, &ctx.windows) else {
         return Vec::new();
     };
     let bar = (JUMP_FACTOR * largest).max(tolerance(ctx, m, ratio, level));

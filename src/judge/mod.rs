@@ -696,16 +696,18 @@ fn fail_by_jump(f: &mut Finding, jump: &jumps::Jump, at_s: u64, why: &str) {
         return;
     }
     f.status = MetricStatus::Failing;
-    f.explanation = format!(
-        "{}: FAILING — jumped by {:+.4} {} at {at_s}s, {:.1}× the largest one-step move of the earlier window \
-         ({:.4} {}), {why}",
-        f.metric,
-        jump.size,
-        f.unit,
-        jump.size.abs() / jump.reference,
-        jump.reference,
-        f.unit
-    );
+    let against = if jump.reference > 0.0 {
+        format!(
+            "{:.1}× the largest one-step move of the earlier window ({:.4} {})",
+            jump.size.abs() / jump.reference,
+            jump.reference,
+            f.unit
+        )
+    } else {
+        "where the earlier window never moved".to_string()
+    };
+    f.explanation =
+        format!("{}: FAILING — jumped by {:+.4} {} at {at_s}s, {against}, {why}", f.metric, jump.size, f.unit);
 }
 
 /// The verdict and its one-line reason, from the findings: a failure first,

@@ -159,16 +159,39 @@ fn one_metric_jumping_alone_or_against_a_concurrent_baseline_is_not_a_joint_jump
         let r = judge(&obs, &JudgeConfig::default());
         assert!(r.findings.iter().all(|f| f.joint_jump.is_none()), "{:?}: {r:#?}", obs.baseline_kind);
     }
-    let flat = Observation {
-        metrics: jumping(BaselineKind::Preceding, &["kpi_a", "kpi_b"])
-            .metrics
-            .into_iter()
-            .map(|m| MetricSeries { baseline: vec![Some(0.5); 60], ..m })
-            .collect(),
-        ..jumping(BaselineKind::Preceding, &[])
-    };
-    let r = judge(&flat, &JudgeConfig::default());
-    assert!(r.findings.iter().all(|f| f.joint_jump.is_none()), "a flat earlier window is no yardstick: {r:#?}");
+}
+
+/// `jumping`, with every metric's earlier window held at 0.5 (a metric that never moved).
+fn flat_before(kind: BaselineKind, jumping_metrics: &[&str]) -> Observation {
+    let obs = jumping(kind, jumping_metrics);
+    let metrics = obs.metrics.into_iter().map(|m| MetricSeries { baseline: vec![Some(0.5); 60], ..m }).collect();
+    Observation { metrics, ..obs }
+}
+
+#[test]
+fn a_metric_whose_earlier_window_never_moved_jumps_by_any_move_past_tolerance() {
+    let cfg = JudgeConfig::default();
+    // Two metrics leave a flat hour together: a joint jump, said as such.
+    let r = judge(&flat_before(BaselineKind::Preceding, &["kpi_a", "kpi_b"]), &cfg);
+    let a = r.findings.iter().find(|f| f.metric == "kpi_a").unwrap();
+    let joint = a.joint_jump.clone().expect("kpi_a left its flat hour with kpi_b");
+    assert_eq!((joint.at_s, joint.reference, joint.with.as_str()), (1200, 0.0, "kpi_b"));
+    assert_eq!((a.status, r.verdict), (MetricStatus::Failing, Verdict::Fail), "{r:#?}");
+    assert!(
+        a.explanation.contains("the earlier window never moved") && !a.explanation.contains("inf"),
+        "{}",
+        a.explanation
+    );
+    // The canary's jitter (±0.005) is within tolerance of 0.5: no metric jumps.
+    let r = judge(&flat_before(BaselineKind::Preceding, &[]), &cfg);
+    assert!(r.findings.iter().all(|f| f.joint_jump.is_none() && f.status != MetricStatus::Failing), "{r:#?}");
+    // Alone: against the hour before no jump fails one metric; against the day before it does.
+    let r = judge(&flat_before(BaselineKind::Preceding, &["kpi_a"]), &cfg);
+    assert!(r.findings.iter().all(|f| f.joint_jump.is_none() && f.lone_jump.is_none()), "{r:#?}");
+    let r = judge(&flat_before(BaselineKind::Seasonal, &["kpi_a"]), &cfg);
+    let a = r.findings.iter().find(|f| f.metric == "kpi_a").unwrap();
+    assert_eq!(a.lone_jump.as_ref().map(|l| (l.at_s, l.reference)), Some((1200, 0.0)), "{r:#?}");
+    assert_eq!(a.status, MetricStatus::Failing);
 }
 
 /// Small deterministic noise (±0.001) for step `i`.
