@@ -78,23 +78,7 @@ fn zeroin(f: &dyn Fn(f64) -> Option<f64>, ax: f64, bx: f64, fa: f64, fb: f64, to
         }
         if prev_step.abs() >= tol_act && fa.abs() > fb.abs() {
             let cb = c - b;
-            let (mut p, mut q);
-            if a == c {
-                let t1 = fb / fa;
-                p = cb * t1;
-                q = 1.0 - t1;
-            } else {
-                let qq = fa / fc;
-                let t1 = fb / fc;
-                let t2 = fb / fa;
-                p = t2 * (cb * qq * (qq - t1) - (b - a) * (t1 - 1.0));
-                q = (qq - 1.0) * (t1 - 1.0) * (t2 - 1.0);
-            }
-            if p > 0.0 {
-                q = -q;
-            } else {
-                p = -p;
-            }
+            let (p, q) = interpolation((a, fa), (b, fb), (c, fc));
             if p < (0.75 * cb * q - (tol_act * q).abs() / 2.0) && p < (prev_step * q / 2.0).abs() {
                 new_step = p / q;
             }
@@ -112,6 +96,23 @@ fn zeroin(f: &dyn Fn(f64) -> Option<f64>, ax: f64, bx: f64, fa: f64, fb: f64, to
         }
     }
     Some(b)
+}
+
+/// `zeroin`'s interpolated step from `b` as the fraction `p / q` (`p ≥ 0`):
+/// linear (secant) when only two distinct points are known (`a == c`),
+/// inverse quadratic otherwise — R's `R_zeroin2`, term for term.
+fn interpolation((a, fa): (f64, f64), (b, fb): (f64, f64), (c, fc): (f64, f64)) -> (f64, f64) {
+    let cb = c - b;
+    let (p, q) = if a == c {
+        let t1 = fb / fa;
+        (cb * t1, 1.0 - t1)
+    } else {
+        let qq = fa / fc;
+        let t1 = fb / fc;
+        let t2 = fb / fa;
+        (t2 * (cb * qq * (qq - t1) - (b - a) * (t1 - 1.0)), (qq - 1.0) * (t1 - 1.0) * (t2 - 1.0))
+    };
+    if p > 0.0 { (p, -q) } else { (-p, q) }
 }
 
 fn root(x: &[f64], y: &[f64], lo: f64, hi: f64, zq: f64) -> Option<f64> {
