@@ -381,7 +381,7 @@ impl SlackApp {
 
     /// Help, status and why: answered from the agent's memory, at once.
     fn read_only(&self, c: &Command, thread_release: Option<String>) -> Option<Reply> {
-        let unknown = |name: &str| render::ephemeral(&format!("No release named `{}`.", super::wire::escape(name)));
+        let unknown = |name: &str| render::ephemeral(&format!("No release named `{}`.", super::wire::code(name)));
         match c {
             Command::Help => Some(render::ephemeral(HELP)),
             Command::Status { release: None } => Some(render::status(&self.agent.list(), self.agent_url())),
@@ -473,8 +473,8 @@ impl SlackApp {
         let text = format!(
             ":warning: Could not open the form ({}). `/backstop clear {} {} &lt;reason&gt;` does the same.",
             esc(&failed),
-            esc(&target.service),
-            esc(&target.revision)
+            super::wire::code(&target.service),
+            super::wire::code(&target.revision)
         );
         let to = Responder::Ephemeral { channel: channel.into(), user: user.into() };
         self.respond(&to, &render::ephemeral(&text)).await;
@@ -528,7 +528,7 @@ impl SlackApp {
         let Some(name) = c.release().map(str::to_string) else { return };
         let Some(view) = self.agent.get(&name) else {
             return self
-                .respond(&to, &render::ephemeral(&format!("No release named `{}`.", super::wire::escape(&name))))
+                .respond(&to, &render::ephemeral(&format!("No release named `{}`.", super::wire::code(&name))))
                 .await;
         };
         let action = match &c {

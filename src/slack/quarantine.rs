@@ -67,7 +67,7 @@ pub fn modal(target: &Target, channel: &str) -> Option<Modal> {
     let about = format!(
         "Lift the quarantine of `{}` for *{}*: a new release of it may then be promoted without an approver. \
          Policy decides whether you may; the reason is recorded in the ledger and shown in the channel.",
-        escape(&target.revision),
+        super::wire::code(&target.revision),
         escape(&target.service)
     );
     Some(Modal {

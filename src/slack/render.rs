@@ -4,7 +4,7 @@
 //! typed by a person is escaped; every text is cut to Block Kit's limits,
 //! with a link to the agent's release page for the rest.
 
-use super::wire::{Block, Button, Confirm, MAX_BLOCKS, Reply, ResponseType, Text, cut, escape};
+use super::wire::{Block, Button, Confirm, MAX_BLOCKS, Reply, ResponseType, Text, code, cut, escape};
 use crate::assessor::Consultation;
 use crate::judge::{Finding, MetricStatus};
 use crate::policy::Proposal;
@@ -54,9 +54,9 @@ fn facts(v: &ReleaseView) -> String {
     format!(
         "*{}* · service `{}` · target `{}` · revision `{}`\nt = {} s of {} s · policy: *{}*",
         escape(&v.name),
-        escape(&v.service),
-        escape(&v.target),
-        escape(&v.candidate_revision),
+        code(&v.service),
+        code(&v.target),
+        code(&v.candidate_revision),
         v.now_s,
         v.duration_s,
         decision
@@ -64,7 +64,7 @@ fn facts(v: &ReleaseView) -> String {
 }
 
 fn finding_line(f: &Finding) -> String {
-    format!("• `{}` {}: {}", escape(&f.metric), f.status, escape(&f.explanation))
+    format!("• `{}` {}: {}", code(&f.metric), f.status, escape(&f.explanation))
 }
 
 fn proposal_text(p: &Proposal) -> String {
@@ -72,9 +72,9 @@ fn proposal_text(p: &Proposal) -> String {
         Proposal::Promote => "promote the canary".into(),
         Proposal::Rollback { plan } => format!(
             "roll `{}` back from `{}` to `{}`",
-            escape(&plan.target),
-            escape(&plan.from_revision),
-            escape(&plan.to_revision)
+            code(&plan.target),
+            code(&plan.from_revision),
+            code(&plan.to_revision)
         ),
     }
 }
@@ -109,7 +109,7 @@ fn approval_blocks(v: &ReleaseView, approvers: &[String], shared: Option<&str>) 
     let mut ask = format!(
         ":raising_hand: *Approval needed* to {what}.\n{}\nRequest `{}` expires <!date^{expires}^{{date_short_pretty}} {{time}}|at {expires} (unix)>.",
         escape(&a.reason),
-        escape(id)
+        code(id)
     );
     if !a.steps.is_empty() {
         ask.push_str(&format!("\n*Approving runs:*\n{}", steps_text(&a.steps)));
@@ -189,13 +189,21 @@ pub fn release_message(v: &ReleaseView, decided: Option<&Decided>, links: Links<
     finish(headline(v), blocks, None, agent_url.and(link(agent_url, &v.name)))
 }
 
+/// One item of cited evidence: its id, and its text (from the watched
+/// system, so hostile) as a code block it cannot end.
+fn cited_line(e: &crate::assessor::evidence::EvidenceItem) -> String {
+    format!("• `{}` ```{}```", code(&e.id), code(&cut(&e.text, 500)))
+}
+
 /// A rollback quarantines the candidate for its service (release memory):
 /// said where the on-call team looks, with the command that lifts it (and
 /// a button under it that opens the same clearing as a form). A
 /// revision is any printable text without spaces (`field::revision`), so
-/// both names are escaped: nothing in them mentions, links or formats.
+/// both names go through [`code`]: nothing in them mentions, links, formats
+/// or ends a code span (a backtick shows as `'`; the button's form carries
+/// the revision exactly).
 fn quarantined(service: &str, revision: &str) -> String {
-    let (service, revision) = (escape(service), escape(revision));
+    let (service, revision) = (code(service), code(revision));
     format!(
         ":lock: `{revision}` is quarantined for {service}: a new release of it is not promoted without an approver. \
          An approver lifts it with `/backstop clear {service} {revision} &lt;reason&gt;`."
@@ -219,8 +227,8 @@ pub fn fleet_message(f: &FleetNow, agent_url: Option<&str>) -> Reply {
         Block::section(&format!(
             "*{}* · service `{}` · revision `{}` · {} members in {} waves",
             escape(&s.name),
-            escape(&f.service),
-            escape(&f.revision),
+            code(&f.service),
+            code(&f.revision),
             s.members.len(),
             s.members.iter().map(|m| m.wave).max().unwrap_or(0)
         )),
@@ -234,8 +242,7 @@ pub fn fleet_message(f: &FleetNow, agent_url: Option<&str>) -> Reply {
             crate::orchestrator::fleet::MemberState::NotStarted => String::new(),
             _ => format!(" · revert *{}*", m.revert.replace('_', " ")),
         };
-        let line =
-            format!("• `{}` on `{}`: *{}*{revert}", escape(&m.name), escape(&m.target), m.status.replace('_', " "));
+        let line = format!("• `{}` on `{}`: *{}*{revert}", code(&m.name), code(&m.target), m.status.replace('_', " "));
         match waves.last_mut() {
             Some((w, lines)) if *w == m.wave => lines.push(line),
             _ => waves.push((m.wave, vec![line])),
@@ -249,7 +256,7 @@ pub fn fleet_message(f: &FleetNow, agent_url: Option<&str>) -> Reply {
 }
 
 fn context(v: &ReleaseView, agent_url: Option<&str>) -> Block {
-    let mut line = format!("ledger seq {} · release `{}`", v.ledger_seq, escape(&v.release_id));
+    let mut line = format!("ledger seq {} · release `{}`", v.ledger_seq, code(&v.release_id));
     if let Some(url) = link(agent_url, &v.name) {
         line.push_str(&format!(" · <{url}|report and charts>"));
     }
@@ -270,10 +277,10 @@ fn finish(text: String, mut blocks: Vec<Block>, response_type: Option<ResponseTy
 fn model_lines(c: &Consultation) -> Vec<String> {
     let mut out = vec![];
     match (&c.verdict, &c.rejection, &c.error) {
-        (_, _, Some(e)) => out.push(format!("*Model* `{}`: no verdict ({})", escape(&c.model), escape(e))),
+        (_, _, Some(e)) => out.push(format!("*Model* `{}`: no verdict ({})", code(&c.model), escape(e))),
         (Some(v), Some(r), _) => out.push(format!(
             "*Model* `{}` answered {}/{} but it was *rejected*: {}",
-            escape(&c.model),
+            code(&c.model),
             v.health,
             v.action,
             escape(&r.to_string())
@@ -281,7 +288,7 @@ fn model_lines(c: &Consultation) -> Vec<String> {
         (Some(v), None, _) => {
             out.push(format!(
                 "*Model* `{}`: {}, recommends {} (confidence {:.2})",
-                escape(&c.model),
+                code(&c.model),
                 v.health,
                 v.action,
                 v.confidence
@@ -290,13 +297,11 @@ fn model_lines(c: &Consultation) -> Vec<String> {
                 out.push(format!("• {}: {} (cites {})", f.claim, escape(&f.summary), escape(&f.evidence.join(", "))));
             }
         }
-        (None, _, None) => out.push(format!("*Model* `{}`: no verdict", escape(&c.model))),
+        (None, _, None) => out.push(format!("*Model* `{}`: no verdict", code(&c.model))),
     }
     if !c.cited.is_empty() {
         out.push("*Evidence it cited* (text from the watched system, shown as data):".into());
-        for e in &c.cited {
-            out.push(format!("• `{}` ```{}```", escape(&e.id), escape(&cut(&e.text, 500))));
-        }
+        out.extend(c.cited.iter().map(cited_line));
     }
     out
 }
@@ -423,5 +428,23 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("for &lt;@U0ADMIN&gt;"), "{line}");
+        // Two code spans, four backticks: the revision's own end no span.
+        assert_eq!(line.matches('`').count(), 4, "{line}");
+        assert!(line.contains("`v1'&lt;!channel&gt;'&amp;"), "{line}");
+    }
+
+    /// A log line the model cites is the watched system's text: a triple
+    /// backtick in it must not close the block and format what follows.
+    #[test]
+    fn cited_text_cannot_end_its_code_block() {
+        let e = crate::assessor::evidence::EvidenceItem {
+            id: "log:`7".into(),
+            fact: crate::assessor::evidence::Fact::CanaryOnly,
+            untrusted: true,
+            text: "ERROR ``` *approve now* <!here> ```".into(),
+        };
+        let line = cited_line(&e);
+        assert_eq!(line.matches('`').count(), 8, "one span and one block: {line}");
+        assert!(line.contains("```ERROR ''' *approve now* &lt;!here&gt; '''```"), "{line}");
     }
 }

@@ -404,6 +404,15 @@ pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Text for inside a mrkdwn code span or block: [`escape`]d, and each
+/// backtick shown as `'`. Slack's mrkdwn has no escape for a backtick, so one
+/// in a revision or in text from the watched system would end the span and
+/// let the rest format (`*bold*`, `_italic_`); the report does the same
+/// (`report::text::code`).
+pub fn code(s: &str) -> String {
+    escape(s).replace('`', "'")
+}
+
 impl Text {
     /// mrkdwn text.
     pub fn md(s: impl Into<String>) -> Self {
@@ -431,6 +440,11 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_text_cannot_end_its_span() {
+        assert_eq!(code("v1`*b*`<!here>"), "v1'*b*'&lt;!here&gt;");
+    }
 
     #[test]
     fn untrusted_text_cannot_mention_link_or_exceed_a_limit() {
